@@ -1,0 +1,37 @@
+//! `drover`: a thin command line over the library crates.
+
+mod image_cmd;
+mod sim_cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "drover", version, about = "Keeps QEMU/KVM clusters packed and their VMs fast")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Guest image (kernel + initramfs with the workload binaries).
+    #[command(subcommand)]
+    Image(image_cmd::ImageCommand),
+    /// Trace-driven datacenter simulator.
+    Sim(sim_cmd::SimArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Image(cmd) => image_cmd::run(cmd),
+        Command::Sim(args) => sim_cmd::run(args),
+    }
+}

@@ -1,0 +1,2 @@
+//! Dynamic resource management decisions (issue 3): cluster snapshot, detectors, selection,
+//! placement, policies.

@@ -1,0 +1,13 @@
+//! Drover's decision engine. Pure: no I/O, no async runtime, no clock but the one passed in.
+//!
+//! Everything Drover decides (which technique moves a VM, when a migration's watchdog escalates,
+//! and, with the decision-engine modules, when/which/where to migrate) is decided here from a
+//! snapshot, so the manager and the simulator make identical decisions.
+//!
+//! - [`units`]: size and rate parsing.
+//! - [`migration`]: techniques, the cost model, the convergence watchdog, the source and
+//!   destination migration state machines and the result record.
+
+pub mod dc;
+pub mod migration;
+pub mod units;

@@ -1,0 +1,442 @@
+//! The migration cost model: predicts, for each technique, how long a migration takes, how long
+//! the VM is paused, how many bytes cross the link and how much the workload suffers.
+//!
+//! It is deliberately simple and closed-form so that both the manager (choosing a technique for
+//! one VM) and the simulator (thousands of migrations a step) can call it.
+//!
+//! Model, for a VM with RAM `M`, writable working set `W`, page dirty rate `D` (bytes/s of
+//! distinct pages newly dirtied) and a link of bandwidth `B`:
+//! - **pre-copy**: round 0 sends `M` in `t0 = M/B`; round `i` resends what was dirtied during
+//!   round `i-1`, `min(W, D * t_{i-1})`. It converges when a round's data fits the downtime limit
+//!   (`V/B <= downtime_limit`); it does not converge when rounds stop shrinking (`D >= B` and
+//!   `W/B > downtime_limit`) or after `max_rounds`. While dirty logging is on, the workload pays
+//!   `tracking_overhead` of its throughput per unit of write intensity (`min(1, D/B)`).
+//! - **post-copy**: the VM moves after a short switchover (`postcopy_switchover_s`); RAM follows at
+//!   `B`. Until its working set has arrived the guest stalls on remote page faults: it loses about
+//!   `W/B` seconds of work scaled by its write intensity, plus `fault_latency_s` per page that it
+//!   faults on demand (bounded by the working set).
+//! - **hybrid**: pre-copy until `ram_fraction` of RAM has been sent or `max_rounds` rounds, then
+//!   post-copy whatever is left: the pages not yet sent plus what the working set dirtied since.
+//!
+//! Degradation is reported as the benchmark measures it: the share of workload throughput lost
+//! over the window from migration start to `max(end, start + window_min_s)`.
+
+use super::technique::{HybridSwitch, Technique};
+use serde::{Deserialize, Serialize};
+
+/// What the cost model needs to know about a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct VmProfile {
+    /// Guest RAM in bytes.
+    pub memory_bytes: u64,
+    /// Bytes of memory the guest keeps rewriting (its writable working set).
+    pub wss_bytes: u64,
+    /// Rate at which distinct pages get dirtied, bytes per second.
+    pub dirty_rate_bps: f64,
+}
+
+/// The path a migration takes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LinkProfile {
+    /// Usable bandwidth for migration traffic, bytes per second.
+    pub bandwidth_bps: f64,
+}
+
+/// Tunables of the model. Defaults are calibrated on this project's QEMU/TCG measurements (see
+/// BENCHMARKS.md); real hosts may override them from their own history.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CostParams {
+    /// Pause allowed for pre-copy's final stop-and-copy, seconds.
+    pub downtime_limit_s: f64,
+    /// Rounds after which pre-copy is declared non-convergent.
+    pub max_rounds: u32,
+    /// Time pre-copy may run before the watchdog's deadline cancels it, seconds.
+    pub precopy_deadline_s: f64,
+    /// Throughput lost while dirty logging is on, at full write intensity (0..1).
+    pub tracking_overhead: f64,
+    /// Pause at post-copy's switchover (device state, CPU state, discard bitmap), seconds.
+    pub postcopy_switchover_s: f64,
+    /// Extra stall per demand-faulted page, seconds (round trip on the migration channel).
+    pub fault_latency_s: f64,
+    /// Guest page size, bytes.
+    pub page_bytes: u64,
+    /// Shortest window over which degradation is measured, seconds.
+    pub window_min_s: f64,
+    /// Hybrid's switch point.
+    pub hybrid: HybridSwitch,
+}
+
+impl Default for CostParams {
+    fn default() -> Self {
+        CostParams {
+            downtime_limit_s: 0.3,
+            max_rounds: 30,
+            precopy_deadline_s: 60.0,
+            tracking_overhead: 0.15,
+            postcopy_switchover_s: 0.05,
+            fault_latency_s: 0.000_1,
+            page_bytes: 4096,
+            window_min_s: 10.0,
+            hybrid: HybridSwitch::default(),
+        }
+    }
+}
+
+/// The model's forecast for one technique.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    pub technique: Technique,
+    /// False when pre-copy would never reach the downtime limit (hybrid and post-copy always end).
+    pub converges: bool,
+    /// Start to completion, seconds (the deadline when pre-copy does not converge).
+    pub total_s: f64,
+    /// Time the guest is paused, seconds.
+    pub downtime_s: f64,
+    /// Start until the guest runs on the destination, seconds (infinite if never).
+    pub switchover_s: f64,
+    pub transferred_bytes: f64,
+    /// Pre-copy rounds including the first pass.
+    pub rounds: u32,
+    /// Share of workload throughput lost over the measurement window, percent.
+    pub degradation_pct: f64,
+}
+
+impl Prediction {
+    /// One number to rank techniques by: lost work first, then a non-converging migration's
+    /// wasted time, then pause and duration as tie-breakers.
+    pub fn score(&self) -> f64 {
+        let failure = if self.converges { 0.0 } else { 1000.0 };
+        failure + self.degradation_pct + 10.0 * self.downtime_s + 0.01 * self.total_s
+    }
+}
+
+/// The cost model's pick and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    pub technique: Technique,
+    pub reason: String,
+    pub predictions: Vec<Prediction>,
+}
+
+fn intensity(vm: &VmProfile, link: &LinkProfile) -> f64 {
+    if link.bandwidth_bps <= 0.0 {
+        return 1.0;
+    }
+    (vm.dirty_rate_bps / link.bandwidth_bps).clamp(0.0, 1.0)
+}
+
+fn degradation_pct(lost_work_s: f64, total_s: f64, params: &CostParams) -> f64 {
+    let window = total_s.max(params.window_min_s);
+    if !window.is_finite() || window <= 0.0 {
+        return 100.0;
+    }
+    (100.0 * lost_work_s / window).clamp(0.0, 100.0)
+}
+
+/// Pre-copy rounds: returns (rounds, seconds spent in rounds, bytes sent, final dirty bytes,
+/// converged).
+struct Rounds {
+    count: u32,
+    seconds: f64,
+    bytes: f64,
+    remaining: f64,
+    converged: bool,
+}
+
+fn precopy_rounds(vm: &VmProfile, link: &LinkProfile, params: &CostParams, stop: RoundStop) -> Rounds {
+    let bw = link.bandwidth_bps.max(1.0);
+    let wss = (vm.wss_bytes.min(vm.memory_bytes)) as f64;
+    let mut to_send = vm.memory_bytes as f64;
+    let mut r = Rounds {
+        count: 0,
+        seconds: 0.0,
+        bytes: 0.0,
+        remaining: to_send,
+        converged: false,
+    };
+    loop {
+        if to_send / bw <= params.downtime_limit_s && r.count > 0 {
+            r.converged = true;
+            r.remaining = to_send;
+            return r;
+        }
+        let limit = match stop {
+            RoundStop::Converge => params.max_rounds,
+            RoundStop::Hybrid(h) => h.max_rounds.max(1),
+        };
+        let fraction_done = r.bytes / (vm.memory_bytes.max(1) as f64);
+        let hybrid_done = matches!(stop, RoundStop::Hybrid(h) if fraction_done >= h.ram_fraction);
+        if r.count >= limit || hybrid_done || r.seconds > params.precopy_deadline_s {
+            r.remaining = to_send;
+            return r;
+        }
+        let mut send = to_send;
+        if let RoundStop::Hybrid(h) = stop {
+            // A fractional first pass stops part-way through memory.
+            let budget = h.ram_fraction * vm.memory_bytes as f64 - r.bytes;
+            if budget > 0.0 && budget < send {
+                send = budget;
+            }
+        }
+        let t = send / bw;
+        r.seconds += t;
+        r.bytes += send;
+        r.count += 1;
+        let unsent = to_send - send;
+        to_send = unsent + (vm.dirty_rate_bps * t).min(wss);
+        // Rounds that stop shrinking will never fit the downtime limit.
+        if matches!(stop, RoundStop::Converge) && r.count > 2 && to_send >= send && vm.dirty_rate_bps >= bw {
+            r.remaining = to_send;
+            return r;
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum RoundStop {
+    Converge,
+    Hybrid(HybridSwitch),
+}
+
+fn predict_precopy(vm: &VmProfile, link: &LinkProfile, params: &CostParams) -> Prediction {
+    let bw = link.bandwidth_bps.max(1.0);
+    let rounds = precopy_rounds(vm, link, params, RoundStop::Converge);
+    let write = intensity(vm, link);
+    if rounds.converged {
+        let downtime = rounds.remaining / bw;
+        let total = rounds.seconds + downtime;
+        let lost = rounds.seconds * params.tracking_overhead * write + downtime;
+        return Prediction {
+            technique: Technique::Precopy,
+            converges: true,
+            total_s: total,
+            downtime_s: downtime,
+            switchover_s: total,
+            transferred_bytes: rounds.bytes + rounds.remaining,
+            rounds: rounds.count,
+            degradation_pct: degradation_pct(lost, total, params),
+        };
+    }
+    // Runs until the deadline, then is cancelled: the VM never moves.
+    let total = params.precopy_deadline_s;
+    Prediction {
+        technique: Technique::Precopy,
+        converges: false,
+        total_s: total,
+        downtime_s: 0.0,
+        switchover_s: f64::INFINITY,
+        transferred_bytes: bw * total,
+        rounds: rounds.count.max((total / (vm.memory_bytes as f64 / bw).max(1e-3)) as u32),
+        degradation_pct: degradation_pct(total * params.tracking_overhead * write, total, params),
+    }
+}
+
+/// Lost work while post-copying `missing_wss` bytes of the working set and `remaining` in all.
+fn postcopy_stall_s(vm: &VmProfile, link: &LinkProfile, params: &CostParams, missing_wss: f64) -> f64 {
+    let bw = link.bandwidth_bps.max(1.0);
+    let write = intensity(vm, link);
+    let faults = missing_wss / params.page_bytes.max(1) as f64;
+    write * (missing_wss / bw + faults * params.fault_latency_s)
+}
+
+fn predict_postcopy(vm: &VmProfile, link: &LinkProfile, params: &CostParams) -> Prediction {
+    let bw = link.bandwidth_bps.max(1.0);
+    let memory = vm.memory_bytes as f64;
+    let wss = vm.wss_bytes.min(vm.memory_bytes) as f64;
+    let total = params.postcopy_switchover_s + memory / bw;
+    let lost = params.postcopy_switchover_s + postcopy_stall_s(vm, link, params, wss);
+    Prediction {
+        technique: Technique::Postcopy,
+        converges: true,
+        total_s: total,
+        downtime_s: params.postcopy_switchover_s,
+        switchover_s: params.postcopy_switchover_s,
+        transferred_bytes: memory,
+        rounds: 0,
+        degradation_pct: degradation_pct(lost, total, params),
+    }
+}
+
+fn predict_hybrid(vm: &VmProfile, link: &LinkProfile, params: &CostParams) -> Prediction {
+    let bw = link.bandwidth_bps.max(1.0);
+    let memory = vm.memory_bytes as f64;
+    let wss = vm.wss_bytes.min(vm.memory_bytes) as f64;
+    let rounds = precopy_rounds(vm, link, params, RoundStop::Hybrid(params.hybrid));
+    let write = intensity(vm, link);
+    // The part of the working set that is missing at the switch: what was dirtied since it was
+    // sent, plus its share of the pages never sent.
+    let unsent_share = ((memory - rounds.bytes) / memory.max(1.0)).clamp(0.0, 1.0);
+    let missing_wss = ((vm.dirty_rate_bps * rounds.seconds).min(wss) + unsent_share * wss).min(wss);
+    let post_s = rounds.remaining / bw;
+    let switchover = rounds.seconds + params.postcopy_switchover_s;
+    let total = switchover + post_s;
+    let lost = rounds.seconds * params.tracking_overhead * write
+        + params.postcopy_switchover_s
+        + postcopy_stall_s(vm, link, params, missing_wss);
+    Prediction {
+        technique: Technique::Hybrid,
+        converges: true,
+        total_s: total,
+        downtime_s: params.postcopy_switchover_s,
+        switchover_s: switchover,
+        transferred_bytes: rounds.bytes + rounds.remaining,
+        rounds: rounds.count,
+        degradation_pct: degradation_pct(lost, total, params),
+    }
+}
+
+/// Forecast for one concrete technique (`Auto` forecasts what it would pick).
+pub fn predict(technique: Technique, vm: &VmProfile, link: &LinkProfile, params: &CostParams) -> Prediction {
+    match technique {
+        Technique::Precopy => predict_precopy(vm, link, params),
+        Technique::Postcopy => predict_postcopy(vm, link, params),
+        Technique::Hybrid => predict_hybrid(vm, link, params),
+        Technique::Auto => {
+            let choice = choose(vm, link, params, &Technique::CONCRETE);
+            let mut p = predict(choice.technique, vm, link, params);
+            p.technique = Technique::Auto;
+            p
+        }
+    }
+}
+
+/// Picks the technique with the lowest predicted score among `allowed` (concrete ones only) and
+/// explains the pick in one line.
+pub fn choose(vm: &VmProfile, link: &LinkProfile, params: &CostParams, allowed: &[Technique]) -> Choice {
+    let predictions: Vec<Prediction> = allowed
+        .iter()
+        .filter(|t| **t != Technique::Auto)
+        .map(|t| predict(*t, vm, link, params))
+        .collect();
+    let best = predictions
+        .iter()
+        .min_by(|a, b| a.score().total_cmp(&b.score()))
+        .copied()
+        .unwrap_or_else(|| predict_postcopy(vm, link, params));
+    let reason = explain(&best, &predictions, vm, link);
+    Choice {
+        technique: best.technique,
+        reason,
+        predictions,
+    }
+}
+
+fn explain(best: &Prediction, all: &[Prediction], vm: &VmProfile, link: &LinkProfile) -> String {
+    let ratio = vm.dirty_rate_bps / link.bandwidth_bps.max(1.0);
+    let precopy_converges = all
+        .iter()
+        .find(|p| p.technique == Technique::Precopy)
+        .map(|p| p.converges);
+    let why = match (best.technique, precopy_converges) {
+        (Technique::Precopy, _) => "pre-copy converges with the least lost work".to_string(),
+        (_, Some(false)) => "pre-copy would not converge".to_string(),
+        _ => "least predicted lost work".to_string(),
+    };
+    format!(
+        "{why}: dirty rate {:.1}MB/s is {:.2}x the {:.1}MB/s link, wss {:.0}MiB of {:.0}MiB; predicted degradation {:.1}%, downtime {:.0}ms, total {:.1}s",
+        vm.dirty_rate_bps / 1e6,
+        ratio,
+        link.bandwidth_bps / 1e6,
+        vm.wss_bytes as f64 / 1048576.0,
+        vm.memory_bytes as f64 / 1048576.0,
+        best.degradation_pct,
+        best.downtime_s * 1000.0,
+        best.total_s,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn vm(memory_mib: u64, wss_mib: u64, dirty_mb_s: f64) -> VmProfile {
+        VmProfile {
+            memory_bytes: memory_mib * MIB,
+            wss_bytes: wss_mib * MIB,
+            dirty_rate_bps: dirty_mb_s * 1e6,
+        }
+    }
+
+    fn link(mb_s: f64) -> LinkProfile {
+        LinkProfile {
+            bandwidth_bps: mb_s * 1e6,
+        }
+    }
+
+    #[test]
+    fn idle_vm_precopy_is_one_pass_plus_tiny_stop() {
+        let p = predict(Technique::Precopy, &vm(256, 0, 0.0), &link(50.0), &CostParams::default());
+        assert!(p.converges);
+        assert_eq!(p.rounds, 1);
+        let one_pass = 256.0 * MIB as f64 / 50e6;
+        assert!((p.total_s - one_pass).abs() < 1e-9, "{p:?}");
+        assert_eq!(p.downtime_s, 0.0);
+        assert_eq!(p.degradation_pct, 0.0);
+    }
+
+    #[test]
+    fn hot_vm_faster_than_link_never_converges_with_precopy() {
+        let params = CostParams::default();
+        let p = predict(Technique::Precopy, &vm(256, 128, 500.0), &link(50.0), &params);
+        assert!(!p.converges);
+        assert_eq!(p.total_s, params.precopy_deadline_s);
+        assert!(p.switchover_s.is_infinite());
+    }
+
+    #[test]
+    fn moderate_dirty_rate_converges_in_a_few_rounds() {
+        // 5 MB/s of dirtying against a 50 MB/s link: each round is ~10x smaller.
+        let p = predict(Technique::Precopy, &vm(256, 64, 5.0), &link(50.0), &CostParams::default());
+        assert!(p.converges);
+        assert!((2..=4).contains(&p.rounds), "{p:?}");
+        assert!(p.downtime_s <= 0.3);
+    }
+
+    #[test]
+    fn postcopy_time_is_bounded_by_memory_over_bandwidth() {
+        let params = CostParams::default();
+        let p = predict(Technique::Postcopy, &vm(256, 128, 500.0), &link(50.0), &params);
+        let expected = params.postcopy_switchover_s + 256.0 * MIB as f64 / 50e6;
+        assert!((p.total_s - expected).abs() < 1e-9);
+        assert_eq!(p.downtime_s, params.postcopy_switchover_s);
+        assert!(p.degradation_pct > 0.0 && p.degradation_pct < 100.0);
+    }
+
+    #[test]
+    fn hybrid_sits_between() {
+        let params = CostParams::default();
+        let v = vm(256, 128, 500.0);
+        let h = predict(Technique::Hybrid, &v, &link(50.0), &params);
+        let post = predict(Technique::Postcopy, &v, &link(50.0), &params);
+        assert!(h.converges);
+        assert_eq!(h.rounds, 1);
+        assert!(h.total_s > post.total_s);
+        assert!(h.switchover_s > post.switchover_s);
+    }
+
+    #[test]
+    fn auto_picks_precopy_for_idle_and_post_or_hybrid_for_hot() {
+        let params = CostParams::default();
+        let idle = choose(&vm(256, 0, 0.0), &link(50.0), &params, &Technique::CONCRETE);
+        assert_eq!(idle.technique, Technique::Precopy, "{}", idle.reason);
+        let hot = choose(&vm(256, 128, 500.0), &link(50.0), &params, &Technique::CONCRETE);
+        assert_ne!(hot.technique, Technique::Precopy, "{}", hot.reason);
+        assert!(hot.reason.contains("would not converge"), "{}", hot.reason);
+        assert_eq!(hot.predictions.len(), 3);
+    }
+
+    #[test]
+    fn auto_respects_allowed_list() {
+        let params = CostParams::default();
+        let c = choose(&vm(256, 128, 500.0), &link(50.0), &params, &[Technique::Precopy]);
+        assert_eq!(c.technique, Technique::Precopy);
+    }
+
+    #[test]
+    fn zero_bandwidth_does_not_divide_by_zero() {
+        let p = predict(Technique::Postcopy, &vm(64, 8, 1.0), &link(0.0), &CostParams::default());
+        assert!(p.total_s.is_finite());
+    }
+}
