@@ -1,7 +1,24 @@
 //! Live migration: techniques, cost model, watchdog, both sides' state machines, results.
+//!
+//! Data flow of one run: [`plan::MigrationPlan`] (technique chosen, by hand or by
+//! [`cost::choose`]) -> the driver applies its capabilities/parameters -> the driver feeds QEMU's
+//! progress to [`source::SourceMachine`] (which consults [`watchdog::Watchdog`]) and the
+//! destination's state to [`dest::DestMachine`] -> [`result::MigrationResult`].
 
 pub mod cost;
+pub mod dest;
+pub mod plan;
+pub mod progress;
+pub mod result;
+pub mod source;
 pub mod technique;
+pub mod watchdog;
 
 pub use cost::{choose, predict, Choice, CostParams, LinkProfile, Prediction, VmProfile};
+pub use dest::{DestEvent, DestMachine, DestObservation, DestState};
+pub use plan::{Capability, MigrationPlan, ParameterUpdate};
+pub use progress::{MigrationStatus, Progress};
+pub use result::{MigrationResult, OpsSample, Throughput};
+pub use source::{EndStatus, SourceAction, SourceEvent, SourceMachine, SourceOutcome, SourceState};
 pub use technique::{HybridSwitch, Technique};
+pub use watchdog::{ThrottleKind, Watchdog, WatchdogAction, WatchdogPolicy};

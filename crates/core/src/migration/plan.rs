@@ -1,0 +1,205 @@
+//! A migration plan: the technique (as asked and as chosen) plus every knob, and the QEMU
+//! capabilities and parameters it implies for each side.
+
+use super::cost::{choose, CostParams, LinkProfile, VmProfile};
+use super::technique::{HybridSwitch, Technique};
+use super::watchdog::{ThrottleKind, WatchdogPolicy};
+use serde::{Deserialize, Serialize};
+
+/// QEMU migration capabilities Drover sets (`migrate-set-capabilities`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    PostcopyRam,
+    PostcopyPreempt,
+    AutoConverge,
+    DirtyLimit,
+    Events,
+}
+
+impl Capability {
+    /// The name QEMU's QAPI schema uses.
+    pub fn qapi_name(self) -> &'static str {
+        match self {
+            Capability::PostcopyRam => "postcopy-ram",
+            Capability::PostcopyPreempt => "postcopy-preempt",
+            Capability::AutoConverge => "auto-converge",
+            Capability::DirtyLimit => "dirty-limit",
+            Capability::Events => "events",
+        }
+    }
+}
+
+/// A partial `migrate-set-parameters`: only the fields that are `Some` are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ParameterUpdate {
+    pub max_bandwidth: Option<u64>,
+    pub max_postcopy_bandwidth: Option<u64>,
+    pub downtime_limit_ms: Option<u64>,
+    pub cpu_throttle_initial: Option<u8>,
+    pub cpu_throttle_increment: Option<u8>,
+    pub max_cpu_throttle: Option<u8>,
+    pub vcpu_dirty_limit_mb_s: Option<u64>,
+}
+
+/// Everything a migration run needs to know up front.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationPlan {
+    /// What the caller asked for (may be `Auto`).
+    pub requested: Technique,
+    /// What will run (never `Auto`).
+    pub technique: Technique,
+    /// Why `technique` (the cost model's explanation for `auto`).
+    pub reason: String,
+    /// Cap on migration bandwidth, bytes/s (None: QEMU's default, unlimited in QEMU 10).
+    pub max_bandwidth_bps: Option<u64>,
+    /// Pause pre-copy may take at switchover, ms.
+    pub downtime_limit_ms: u64,
+    pub hybrid: HybridSwitch,
+    pub watchdog: WatchdogPolicy,
+    /// Use QEMU's postcopy-preempt channel (set when both sides support it).
+    pub postcopy_preempt: bool,
+    /// Times a paused post-copy is recovered before the run is reported failed.
+    pub max_recoveries: u32,
+}
+
+impl MigrationPlan {
+    /// A plan for a fixed technique (`Auto` is resolved with default cost parameters and an
+    /// unknown VM, which picks post-copy; use [`MigrationPlan::auto`] with a profile instead).
+    pub fn fixed(technique: Technique) -> Self {
+        MigrationPlan {
+            requested: technique,
+            technique,
+            reason: "requested".to_string(),
+            max_bandwidth_bps: None,
+            downtime_limit_ms: 300,
+            hybrid: HybridSwitch::default(),
+            watchdog: WatchdogPolicy::default(),
+            postcopy_preempt: false,
+            max_recoveries: 3,
+        }
+    }
+
+    /// Lets the cost model choose among the concrete techniques for this VM and link.
+    pub fn auto(vm: &VmProfile, link: &LinkProfile, params: &CostParams) -> Self {
+        let choice = choose(vm, link, params, &Technique::CONCRETE);
+        MigrationPlan {
+            requested: Technique::Auto,
+            technique: choice.technique,
+            reason: choice.reason,
+            downtime_limit_ms: (params.downtime_limit_s * 1000.0).round() as u64,
+            hybrid: params.hybrid,
+            ..MigrationPlan::fixed(Technique::Auto)
+        }
+    }
+
+    /// Whether post-copy may happen at all (so its capability must be set on both sides).
+    pub fn may_postcopy(&self) -> bool {
+        self.technique.needs_postcopy_capability()
+            || (self.technique == Technique::Precopy && self.watchdog.switch_to_postcopy)
+    }
+
+    /// Capabilities both sides must agree on (post-copy ones).
+    pub fn shared_capabilities(&self) -> Vec<Capability> {
+        let mut caps = vec![Capability::Events];
+        if self.may_postcopy() {
+            caps.push(Capability::PostcopyRam);
+            if self.postcopy_preempt {
+                caps.push(Capability::PostcopyPreempt);
+            }
+        }
+        caps
+    }
+
+    /// Capabilities the source sets (shared ones plus throttling).
+    pub fn source_capabilities(&self) -> Vec<Capability> {
+        let mut caps = self.shared_capabilities();
+        // QEMU refuses capability changes once a migration runs, so throttling the watchdog may
+        // need later must be armed now; `initial_parameters` keeps it near zero until then.
+        match self.watchdog.throttle {
+            Some(ThrottleKind::AutoConverge) => caps.push(Capability::AutoConverge),
+            Some(ThrottleKind::DirtyLimit) => caps.push(Capability::DirtyLimit),
+            None => {}
+        }
+        caps
+    }
+
+    /// Parameters set on the source before `migrate`.
+    pub fn initial_parameters(&self) -> ParameterUpdate {
+        let mut p = ParameterUpdate {
+            max_bandwidth: self.max_bandwidth_bps,
+            max_postcopy_bandwidth: self.max_bandwidth_bps,
+            downtime_limit_ms: Some(self.downtime_limit_ms),
+            ..ParameterUpdate::default()
+        };
+        match self.watchdog.throttle {
+            Some(ThrottleKind::AutoConverge) => {
+                p.cpu_throttle_initial = Some(1);
+                p.cpu_throttle_increment = Some(1);
+                p.max_cpu_throttle = Some(1);
+            }
+            Some(ThrottleKind::DirtyLimit) => p.vcpu_dirty_limit_mb_s = Some(1_000_000),
+            None => {}
+        }
+        p
+    }
+
+    /// Parameters that put a watchdog throttle step into force.
+    pub fn throttle_parameters(&self, kind: ThrottleKind) -> ParameterUpdate {
+        match kind {
+            ThrottleKind::AutoConverge => ParameterUpdate {
+                cpu_throttle_initial: Some(20),
+                cpu_throttle_increment: Some(20),
+                max_cpu_throttle: Some(99),
+                ..ParameterUpdate::default()
+            },
+            ThrottleKind::DirtyLimit => ParameterUpdate {
+                vcpu_dirty_limit_mb_s: Some(self.watchdog.dirty_limit_mb_s.max(1)),
+                ..ParameterUpdate::default()
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precopy_sets_no_postcopy_capability_unless_watchdog_may_switch() {
+        let mut plan = MigrationPlan::fixed(Technique::Precopy);
+        assert!(!plan.source_capabilities().contains(&Capability::PostcopyRam));
+        plan.watchdog.switch_to_postcopy = true;
+        assert!(plan.source_capabilities().contains(&Capability::PostcopyRam));
+    }
+
+    #[test]
+    fn postcopy_both_sides_agree_and_preempt_only_when_supported() {
+        let mut plan = MigrationPlan::fixed(Technique::Postcopy);
+        assert_eq!(plan.shared_capabilities(), vec![Capability::Events, Capability::PostcopyRam]);
+        plan.postcopy_preempt = true;
+        assert!(plan.shared_capabilities().contains(&Capability::PostcopyPreempt));
+        assert!(plan.source_capabilities().contains(&Capability::AutoConverge));
+    }
+
+    #[test]
+    fn throttle_is_armed_but_negligible_until_escalation() {
+        let plan = MigrationPlan::fixed(Technique::Precopy);
+        let p = plan.initial_parameters();
+        assert_eq!(p.max_cpu_throttle, Some(1));
+        assert_eq!(plan.throttle_parameters(ThrottleKind::AutoConverge).max_cpu_throttle, Some(99));
+    }
+
+    #[test]
+    fn auto_plan_records_choice_and_reason() {
+        let vm = VmProfile {
+            memory_bytes: 256 << 20,
+            wss_bytes: 128 << 20,
+            dirty_rate_bps: 500e6,
+        };
+        let plan = MigrationPlan::auto(&vm, &LinkProfile { bandwidth_bps: 50e6 }, &CostParams::default());
+        assert_eq!(plan.requested, Technique::Auto);
+        assert_ne!(plan.technique, Technique::Auto);
+        assert!(!plan.reason.is_empty());
+    }
+}

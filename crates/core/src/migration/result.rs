@@ -1,0 +1,206 @@
+//! The record a migration run produces, and the workload-throughput arithmetic behind it.
+//!
+//! Throughput is measured from the guest's cumulative operation counter, time-stamped on the
+//! host when each report arrives. Host time matters: the guest's own clock stops while it is
+//! paused, so guest-computed rates would hide the very downtime we measure. Between reports the
+//! counter is interpolated linearly.
+//!
+//! Windows, with `start` and `end` the migration's:
+//! - before: `[start - 3 s, start]`
+//! - during: `[start, max(end, start + 10 s)]` (degradation is judged over this one)
+//! - after:  `[max(end, start + 10 s), +3 s]`
+
+use super::source::EndStatus;
+use super::technique::Technique;
+use super::watchdog::WatchdogAction;
+use serde::{Deserialize, Serialize};
+
+/// Length of the "before" and "after" windows.
+pub const SIDE_WINDOW_MS: u64 = 3_000;
+/// Shortest "during" window.
+pub const MIN_DURING_MS: u64 = 10_000;
+
+/// One guest report as the host received it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OpsSample {
+    /// Host clock, ms (same clock as the migration's start and end).
+    pub host_ms: u64,
+    /// Cumulative operations done by the workload.
+    pub ops: u64,
+    /// Cumulative integrity errors seen by the workload.
+    pub integrity_errors: u64,
+}
+
+/// Cumulative ops at `t`, interpolated; None outside the samples' span.
+fn ops_at(samples: &[OpsSample], t: u64) -> Option<f64> {
+    let after = samples.partition_point(|s| s.host_ms < t);
+    let hi = samples.get(after)?;
+    if hi.host_ms == t {
+        return Some(hi.ops as f64);
+    }
+    let lo = samples.get(after.checked_sub(1)?)?;
+    let span = (hi.host_ms - lo.host_ms) as f64;
+    let frac = (t - lo.host_ms) as f64 / span;
+    Some(lo.ops as f64 + frac * (hi.ops as f64 - lo.ops as f64))
+}
+
+/// Mean ops/s over `[from, to]`; None when the samples do not cover it.
+pub fn mean_rate(samples: &[OpsSample], from: u64, to: u64) -> Option<f64> {
+    if to <= from {
+        return None;
+    }
+    let a = ops_at(samples, from)?;
+    let b = ops_at(samples, to)?;
+    Some((b - a).max(0.0) * 1000.0 / (to - from) as f64)
+}
+
+/// Throughput before, during and after a migration, and the degradation it implies.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct Throughput {
+    pub before: f64,
+    pub during: f64,
+    pub after: f64,
+    pub degradation_pct: f64,
+}
+
+/// Computes the three windows (samples sorted by `host_ms`). Missing coverage counts as zero
+/// work, since a guest that stops reporting is not working for us either.
+pub fn throughput(samples: &[OpsSample], start_ms: u64, end_ms: u64) -> Throughput {
+    let window_end = end_ms.max(start_ms + MIN_DURING_MS);
+    let before = mean_rate(samples, start_ms.saturating_sub(SIDE_WINDOW_MS), start_ms).unwrap_or(0.0);
+    let during = mean_rate(samples, start_ms, window_end).unwrap_or(0.0);
+    let after = mean_rate(samples, window_end, window_end + SIDE_WINDOW_MS).unwrap_or(0.0);
+    let degradation_pct = if before > 0.0 {
+        100.0 * (1.0 - during / before)
+    } else {
+        0.0
+    };
+    Throughput {
+        before,
+        during,
+        after,
+        degradation_pct,
+    }
+}
+
+/// Largest cumulative integrity error count reported (the guest never lowers it).
+pub fn integrity_errors(samples: &[OpsSample]) -> u64 {
+    samples.iter().map(|s| s.integrity_errors).max().unwrap_or(0)
+}
+
+/// One migration run, as `migrate-bench` and the agent report it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationResult {
+    /// As requested (may be `auto`).
+    pub technique: Technique,
+    /// What ran: auto's pick, or the requested technique.
+    pub chosen: Technique,
+    pub reason: String,
+    pub status: EndStatus,
+    /// Completed within its own parameters, without watchdog escalation.
+    pub converged: bool,
+    pub total_ms: u64,
+    pub downtime_ms: Option<u64>,
+    /// Start until the guest ran on the destination (None if it never did).
+    pub switchover_ms: Option<u64>,
+    pub transferred_bytes: u64,
+    /// Dirty-bitmap syncs, i.e. passes over memory.
+    pub precopy_rounds: u64,
+    pub postcopy_requests: u64,
+    pub throughput_before: f64,
+    pub throughput_during: f64,
+    pub throughput_after: f64,
+    pub degradation_pct: f64,
+    pub integrity_errors: u64,
+    /// Watchdog escalations in order, comma-separated, or "none".
+    pub watchdog_action: String,
+    /// Why it failed or was cancelled.
+    pub error: Option<String>,
+}
+
+/// Formats the watchdog's actions for the record.
+pub fn watchdog_summary(actions: &[WatchdogAction]) -> String {
+    if actions.is_empty() {
+        return "none".to_string();
+    }
+    actions.iter().map(|a| a.name()).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A guest doing `rate` ops/s, reporting every 100 ms, paused over `[pause_from, pause_to)`.
+    fn samples(rate: u64, until: u64, pause_from: u64, pause_to: u64) -> Vec<OpsSample> {
+        let mut out = Vec::new();
+        let mut ops = 0;
+        let mut t = 0;
+        while t <= until {
+            out.push(OpsSample {
+                host_ms: t,
+                ops,
+                integrity_errors: 0,
+            });
+            if !(pause_from..pause_to).contains(&t) {
+                ops += rate / 10;
+            }
+            t += 100;
+        }
+        out
+    }
+
+    #[test]
+    fn steady_workload_has_no_degradation() {
+        let s = samples(1000, 20_000, u64::MAX, u64::MAX);
+        let t = throughput(&s, 5_000, 6_000);
+        assert!((t.before - 1000.0).abs() < 1e-9);
+        assert!((t.during - 1000.0).abs() < 1e-9);
+        assert!((t.after - 1000.0).abs() < 1e-9);
+        assert!(t.degradation_pct.abs() < 1e-9);
+    }
+
+    #[test]
+    fn one_second_pause_in_ten_second_window_is_ten_percent() {
+        let s = samples(1000, 20_000, 6_000, 7_000);
+        let t = throughput(&s, 5_000, 5_500);
+        assert!((t.degradation_pct - 10.0).abs() < 1e-6, "{t:?}");
+    }
+
+    #[test]
+    fn long_migration_extends_the_window() {
+        let s = samples(1000, 40_000, 6_000, 8_000);
+        let t = throughput(&s, 5_000, 25_000);
+        // 2 s lost over 20 s.
+        assert!((t.degradation_pct - 10.0).abs() < 1e-6, "{t:?}");
+    }
+
+    #[test]
+    fn uncovered_windows_count_as_zero_and_idle_is_not_degraded() {
+        let s = samples(1000, 8_000, u64::MAX, u64::MAX);
+        let t = throughput(&s, 5_000, 5_100);
+        assert_eq!(t.during, 0.0);
+        assert!((t.degradation_pct - 100.0).abs() < 1e-9);
+        let idle = samples(0, 30_000, u64::MAX, u64::MAX);
+        assert_eq!(throughput(&idle, 5_000, 6_000).degradation_pct, 0.0);
+    }
+
+    #[test]
+    fn interpolation_between_reports() {
+        let s = vec![
+            OpsSample { host_ms: 0, ops: 0, integrity_errors: 0 },
+            OpsSample { host_ms: 1000, ops: 100, integrity_errors: 2 },
+        ];
+        assert_eq!(mean_rate(&s, 0, 500), Some(100.0));
+        assert_eq!(mean_rate(&s, 0, 2000), None);
+        assert_eq!(integrity_errors(&s), 2);
+    }
+
+    #[test]
+    fn watchdog_summary_lists_in_order() {
+        assert_eq!(watchdog_summary(&[]), "none");
+        assert_eq!(
+            watchdog_summary(&[WatchdogAction::RaiseDowntime { downtime_ms: 1 }, WatchdogAction::Cancel]),
+            "raise-downtime,cancel"
+        );
+    }
+}
