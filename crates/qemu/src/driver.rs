@@ -1,0 +1,286 @@
+//! Drives one live migration through QMP: carries out what core's [`SourceMachine`] decides and
+//! tracks the destination with [`DestMachine`].
+//!
+//! Order of operations (both QEMUs already running, the destination with `-incoming defer`):
+//! 1. probe both sides for postcopy-preempt (used when both have it and post-copy may happen);
+//! 2. destination: capabilities, `migrate-incoming` (it now listens);
+//! 3. source: capabilities, parameters, `migrate`;
+//! 4. poll both sides every `poll_interval`, feeding the machines, until the source machine is
+//!    done and, on success, the destination runs the guest;
+//! 5. on a failure or cancel before post-copy, make sure the guest runs on the source again.
+//!
+//! A cancel request arrives through a `watch` channel and is handed to the machine, which
+//! refuses it once post-copy has started.
+
+use crate::qmp::{Qmp, QmpError, QmpExt};
+use crate::metrics::Clock;
+use drover_core::migration::{
+    DestEvent, DestMachine, DestObservation, EndStatus, MigrationPlan, SourceAction, SourceEvent, SourceMachine,
+    SourceOutcome,
+};
+use std::collections::VecDeque;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::watch;
+
+#[derive(Debug, Error)]
+pub enum DriverError {
+    #[error("source QEMU stopped answering during the migration: {0}")]
+    SourceLost(QmpError),
+    #[error("migration did not end within {0} s")]
+    Timeout(u64),
+}
+
+/// Knobs of the driver itself (the migration's own are in the plan).
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub poll_interval: Duration,
+    /// Hard stop for the whole run, beyond the watchdog's deadline.
+    pub overall_timeout: Duration,
+    /// How long to wait for the destination to report the guest running after completion.
+    pub settle_timeout: Duration,
+    /// Use postcopy-preempt when both sides support it.
+    pub prefer_preempt: bool,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            poll_interval: Duration::from_millis(25),
+            overall_timeout: Duration::from_secs(600),
+            settle_timeout: Duration::from_secs(10),
+            prefer_preempt: true,
+        }
+    }
+}
+
+/// What the driver saw.
+#[derive(Debug, Clone)]
+pub struct MigrationRun {
+    /// The plan as run (with preempt resolved).
+    pub plan: MigrationPlan,
+    pub outcome: SourceOutcome,
+    /// When the destination first ran the guest (driver clock).
+    pub dest_running_ms: Option<u64>,
+    /// What went wrong on the destination, if anything.
+    pub dest_error: Option<String>,
+}
+
+/// The two ends of a migration and the URI the destination listens on.
+pub struct Endpoints<'a> {
+    pub source: &'a dyn Qmp,
+    pub dest: &'a dyn Qmp,
+    pub uri: String,
+}
+
+/// Runs one migration to its end.
+pub async fn migrate(
+    ends: &Endpoints<'_>,
+    mut plan: MigrationPlan,
+    config: &DriverConfig,
+    clock: &Clock,
+    mut cancel: Option<watch::Receiver<bool>>,
+) -> Result<MigrationRun, DriverError> {
+    if plan.may_postcopy() && config.prefer_preempt {
+        plan.postcopy_preempt = both_support(ends, "postcopy-preempt").await;
+    }
+    let mut machine = SourceMachine::new(plan.clone());
+    let mut dest = DestMachine::default();
+    if let Err(e) = configure(ends, &plan, &mut dest).await {
+        fail(&mut machine, e.0, e.1, clock);
+        return Ok(finish(ends, machine, dest, plan).await);
+    }
+    let deadline = clock.now_ms() + config.overall_timeout.as_millis() as u64;
+    let actions = machine.handle(SourceEvent::Configured).unwrap_or_default();
+    execute(ends, &mut machine, actions, clock).await;
+    while machine.outcome().is_none() {
+        if clock.now_ms() > deadline {
+            let _ = ends.source.migrate_cancel().await;
+            return Err(DriverError::Timeout(config.overall_timeout.as_secs()));
+        }
+        tokio::time::sleep(config.poll_interval).await;
+        if cancel_requested(&mut cancel) {
+            let now_ms = clock.now_ms();
+            match machine.handle(SourceEvent::CancelRequested { now_ms }) {
+                Ok(actions) => execute(ends, &mut machine, actions, clock).await,
+                Err(e) => tracing::warn!(error = %e, "cancel refused"),
+            }
+        }
+        let progress = ends.source.query_migrate(clock.now_ms()).await.map_err(DriverError::SourceLost)?;
+        observe_dest(ends, &mut dest, clock).await;
+        let actions = machine.handle(SourceEvent::Progress(progress)).unwrap_or_default();
+        execute(ends, &mut machine, actions, clock).await;
+    }
+    settle_dest(ends, &mut dest, &machine, config, clock).await;
+    Ok(finish(ends, machine, dest, plan).await)
+}
+
+fn cancel_requested(cancel: &mut Option<watch::Receiver<bool>>) -> bool {
+    let Some(rx) = cancel else { return false };
+    if rx.has_changed().unwrap_or(false) && *rx.borrow_and_update() {
+        *cancel = None; // ask once
+        return true;
+    }
+    false
+}
+
+async fn both_support(ends: &Endpoints<'_>, cap: &str) -> bool {
+    let has = |caps: Result<Vec<String>, QmpError>| caps.map(|c| c.iter().any(|n| n == cap)).unwrap_or(false);
+    has(ends.source.supported_capabilities().await) && has(ends.dest.supported_capabilities().await)
+}
+
+type StepError = (String, String);
+
+fn step_err(command: &str) -> impl Fn(QmpError) -> StepError + '_ {
+    move |e| (command.to_string(), e.to_string())
+}
+
+async fn configure(ends: &Endpoints<'_>, plan: &MigrationPlan, dest: &mut DestMachine) -> Result<(), StepError> {
+    ends.dest
+        .set_capabilities(&plan.shared_capabilities())
+        .await
+        .map_err(step_err("destination migrate-set-capabilities"))?;
+    ends.dest
+        .migrate_incoming(&ends.uri)
+        .await
+        .map_err(step_err("destination migrate-incoming"))?;
+    let _ = dest.handle(DestEvent::ListenIssued);
+    ends.source
+        .set_capabilities(&plan.source_capabilities())
+        .await
+        .map_err(step_err("migrate-set-capabilities"))?;
+    ends.source
+        .set_parameters(&plan.initial_parameters())
+        .await
+        .map_err(step_err("migrate-set-parameters (initial)"))?;
+    Ok(())
+}
+
+fn fail(machine: &mut SourceMachine, command: String, message: String, clock: &Clock) -> Vec<SourceAction> {
+    machine
+        .handle(SourceEvent::CommandFailed {
+            command,
+            message,
+            now_ms: clock.now_ms(),
+        })
+        .unwrap_or_default()
+}
+
+/// Carries out actions; a failed command is reported back to the machine (which may ask for
+/// more, e.g. a cancel), so this loops until nothing is left.
+async fn execute(ends: &Endpoints<'_>, machine: &mut SourceMachine, actions: Vec<SourceAction>, clock: &Clock) {
+    let mut queue: VecDeque<SourceAction> = actions.into();
+    while let Some(action) = queue.pop_front() {
+        let (name, result) = run_action(ends, &action).await;
+        let followups = match result {
+            Ok(()) => match action {
+                SourceAction::Migrate => machine.handle(SourceEvent::MigrateIssued { now_ms: clock.now_ms() }),
+                SourceAction::Recover => machine.handle(SourceEvent::RecoveryIssued { now_ms: clock.now_ms() }),
+                _ => Ok(vec![]),
+            }
+            .unwrap_or_default(),
+            Err(e) if machine.outcome().is_some() => {
+                tracing::warn!(command = name, error = %e, "clean-up command failed");
+                vec![]
+            }
+            Err(e) => fail(machine, name.to_string(), e.to_string(), clock),
+        };
+        queue.extend(followups);
+    }
+}
+
+async fn run_action(ends: &Endpoints<'_>, action: &SourceAction) -> (&'static str, Result<(), QmpError>) {
+    match action {
+        SourceAction::Migrate => ("migrate", ends.source.migrate(&ends.uri).await),
+        SourceAction::StartPostcopy => ("migrate-start-postcopy", ends.source.migrate_start_postcopy().await),
+        SourceAction::SetParameters(p) => ("migrate-set-parameters", ends.source.set_parameters(p).await),
+        SourceAction::Cancel => ("migrate_cancel", ends.source.migrate_cancel().await),
+        SourceAction::Recover => {
+            let uri = format!("{}.recover", ends.uri);
+            if let Err(e) = ends.dest.migrate_recover(&uri).await {
+                return ("migrate-recover", Err(e));
+            }
+            ("migrate (resume)", ends.source.migrate_resume(&uri).await)
+        }
+    }
+}
+
+async fn observe_dest(ends: &Endpoints<'_>, dest: &mut DestMachine, clock: &Clock) {
+    let status = ends.dest.query_status().await;
+    let incoming = ends.dest.query_migrate(clock.now_ms()).await;
+    let event = match (status, incoming) {
+        (Ok(s), Ok(p)) => DestEvent::Observed(DestObservation {
+            now_ms: clock.now_ms(),
+            status: p.status,
+            vm_running: s.running,
+        }),
+        (Err(e), _) | (_, Err(e)) => DestEvent::Died { message: e.to_string() },
+    };
+    let _ = dest.handle(event);
+}
+
+/// After success, waits for the destination to report the guest running.
+async fn settle_dest(ends: &Endpoints<'_>, dest: &mut DestMachine, machine: &SourceMachine, config: &DriverConfig, clock: &Clock) {
+    let moved = machine.outcome().is_some_and(|o| o.vm_on_destination);
+    let deadline = clock.now_ms() + config.settle_timeout.as_millis() as u64;
+    while moved && dest.running_since_ms().is_none() && clock.now_ms() < deadline {
+        observe_dest(ends, dest, clock).await;
+        if matches!(dest.state(), drover_core::migration::DestState::Failed { .. }) {
+            break;
+        }
+        tokio::time::sleep(config.poll_interval).await;
+    }
+}
+
+async fn finish(ends: &Endpoints<'_>, machine: SourceMachine, dest: DestMachine, plan: MigrationPlan) -> MigrationRun {
+    let outcome = match machine.outcome() {
+        Some(o) => o.clone(),
+        None => unreachable_outcome(),
+    };
+    if outcome.status != EndStatus::Completed && !outcome.vm_on_destination {
+        ensure_source_running(ends.source).await;
+    }
+    let dest_error = match dest.state() {
+        drover_core::migration::DestState::Failed { error } => Some(error.clone()),
+        _ => None,
+    };
+    MigrationRun {
+        plan,
+        outcome,
+        dest_running_ms: dest.running_since_ms(),
+        dest_error,
+    }
+}
+
+fn unreachable_outcome() -> SourceOutcome {
+    // `finish` is only called once the machine is done; keep a truthful record if not.
+    SourceOutcome {
+        status: EndStatus::Failed,
+        converged: false,
+        vm_on_destination: false,
+        started_ms: 0,
+        ended_ms: 0,
+        postcopy_started_ms: None,
+        watchdog_actions: vec![],
+        error: Some("driver ended before the migration did".into()),
+        last: Default::default(),
+    }
+}
+
+/// A migration that failed after QEMU stopped the guest for switchover leaves it paused on the
+/// source; resume it so no VM is lost.
+async fn ensure_source_running(source: &dyn Qmp) {
+    match source.query_status().await {
+        Ok(s) if !s.running && (s.status == "postmigrate" || s.status == "paused" || s.status == "finish-migrate") => {
+            if let Err(e) = source.cont().await {
+                tracing::error!(error = %e, "could not resume the guest on the source");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "cannot check the source guest after a failed migration"),
+    }
+}
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;

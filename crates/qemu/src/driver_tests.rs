@@ -1,0 +1,209 @@
+use super::*;
+use crate::qmp::ScriptedQmp;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+
+/// A pretend pair of QEMUs sharing one migration.
+#[derive(Default)]
+struct World {
+    migrating: bool,
+    polls: u64,
+    postcopy: bool,
+    cancelled: bool,
+    done: bool,
+    /// Remaining never shrinks: pre-copy cannot converge.
+    hot: bool,
+    incoming_fails: bool,
+    source_paused: bool,
+    source_dies_after: Option<u64>,
+    fail_at_poll: Option<u64>,
+}
+
+type Shared = Arc<Mutex<World>>;
+
+fn caps() -> Value {
+    json!([{"capability": "postcopy-ram", "state": false}, {"capability": "postcopy-preempt", "state": false}])
+}
+
+fn source(world: Shared) -> ScriptedQmp {
+    ScriptedQmp::new(move |cmd, _args| {
+        let mut w = world.lock().expect("lock");
+        match cmd {
+            "query-migrate-capabilities" => Ok(caps()),
+            "migrate" => {
+                w.migrating = true;
+                Ok(json!({}))
+            }
+            "migrate-start-postcopy" => {
+                w.postcopy = true;
+                Ok(json!({}))
+            }
+            "migrate_cancel" => {
+                w.cancelled = true;
+                Ok(json!({}))
+            }
+            "query-migrate" => {
+                w.polls += 1;
+                if w.source_dies_after.is_some_and(|n| w.polls > n) {
+                    return Err(QmpError::Closed);
+                }
+                if w.fail_at_poll == Some(w.polls) {
+                    w.source_paused = true;
+                    return Ok(json!({"status": "failed", "error-desc": "Unable to write to socket"}));
+                }
+                Ok(progress(&mut w))
+            }
+            "query-status" => Ok(json!({"running": !w.source_paused, "status": if w.source_paused {"postmigrate"} else {"running"}})),
+            "cont" => {
+                w.source_paused = false;
+                Ok(json!({}))
+            }
+            _ => Ok(json!({})),
+        }
+    })
+}
+
+fn progress(w: &mut World) -> Value {
+    let sync = w.polls;
+    if w.cancelled {
+        return json!({"status": "cancelled"});
+    }
+    if w.postcopy && w.polls >= 2 {
+        if w.polls >= 6 {
+            w.done = true;
+            return json!({"status": "completed", "downtime": 40, "total-time": 500, "ram": {"transferred": 300, "remaining": 0, "total": 256, "dirty-sync-count": 2, "postcopy-requests": 12}});
+        }
+        return json!({"status": "postcopy-active", "ram": {"transferred": 100, "remaining": 150, "total": 256, "dirty-sync-count": 2}});
+    }
+    if !w.hot && w.polls >= 5 {
+        w.done = true;
+        return json!({"status": "completed", "downtime": 20, "ram": {"transferred": 260, "remaining": 0, "total": 256, "dirty-sync-count": sync}});
+    }
+    let remaining = if w.hot { 200 } else { 200 / sync };
+    json!({"status": "active", "ram": {"transferred": 50 * sync, "remaining": remaining, "total": 256, "dirty-sync-count": sync}})
+}
+
+fn dest(world: Shared) -> ScriptedQmp {
+    ScriptedQmp::new(move |cmd, _args| {
+        let w = world.lock().expect("lock");
+        match cmd {
+            "query-migrate-capabilities" => Ok(caps()),
+            "migrate-incoming" if w.incoming_fails => Err(QmpError::Command {
+                command: cmd.into(),
+                class: "GenericError".into(),
+                desc: "Failed to bind socket: Address already in use".into(),
+            }),
+            "query-status" => Ok(json!({"running": w.done || (w.postcopy && w.polls >= 2), "status": "inmigrate"})),
+            "query-migrate" => Ok(json!({"status": if w.done {"completed"} else {"active"}})),
+            _ => Ok(json!({})),
+        }
+    })
+}
+
+struct Rig {
+    world: Shared,
+    source: ScriptedQmp,
+    dest: ScriptedQmp,
+}
+
+fn rig(setup: impl FnOnce(&mut World)) -> Rig {
+    let world: Shared = Arc::default();
+    setup(&mut world.lock().expect("lock"));
+    Rig {
+        source: source(world.clone()),
+        dest: dest(world.clone()),
+        world,
+    }
+}
+
+async fn run(r: &Rig, plan: MigrationPlan, cancel: Option<watch::Receiver<bool>>) -> Result<MigrationRun, DriverError> {
+    let ends = Endpoints {
+        source: &r.source,
+        dest: &r.dest,
+        uri: "unix:/tmp/x.sock".into(),
+    };
+    migrate(&ends, plan, &DriverConfig::default(), &Clock::default(), cancel).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn precopy_runs_the_protocol_in_order() {
+    let r = rig(|_| {});
+    let run = run(&r, MigrationPlan::fixed(Technique::Precopy), None).await.expect("run");
+    assert_eq!(run.outcome.status, EndStatus::Completed);
+    assert!(run.outcome.converged);
+    assert!(run.dest_running_ms.is_some());
+    assert_eq!(
+        r.dest.command_names()[..2],
+        ["migrate-set-capabilities".to_string(), "migrate-incoming".to_string()]
+    );
+    let names = r.source.command_names();
+    assert_eq!(names[..4], ["migrate-set-capabilities", "migrate-set-parameters", "migrate", "query-migrate"]);
+    assert!(!names.contains(&"migrate-start-postcopy".to_string()));
+}
+
+use drover_core::migration::Technique;
+
+#[tokio::test(start_paused = true)]
+async fn postcopy_uses_preempt_and_switches_at_once() {
+    let r = rig(|_| {});
+    let run = run(&r, MigrationPlan::fixed(Technique::Postcopy), None).await.expect("run");
+    assert_eq!(run.outcome.status, EndStatus::Completed);
+    assert!(run.plan.postcopy_preempt);
+    let caps = r.dest.calls().into_iter().find(|c| c.command == "migrate-set-capabilities").expect("caps");
+    let text = caps.arguments.expect("args").to_string();
+    assert!(text.contains("postcopy-ram") && text.contains("postcopy-preempt"), "{text}");
+    let names = r.source.command_names();
+    let migrate = names.iter().position(|n| n == "migrate").expect("migrate");
+    assert_eq!(names[migrate + 1], "migrate-start-postcopy");
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_converging_precopy_escalates_then_cancels_and_vm_stays() {
+    let r = rig(|w| w.hot = true);
+    let mut plan = MigrationPlan::fixed(Technique::Precopy);
+    plan.watchdog.deadline_ms = 2_000;
+    let run = run(&r, plan, None).await.expect("run");
+    assert_eq!(run.outcome.status, EndStatus::Cancelled);
+    assert!(!run.outcome.vm_on_destination);
+    let names: Vec<_> = run.outcome.watchdog_actions.iter().map(|a| a.name()).collect();
+    assert_eq!(names, ["raise-downtime", "throttle-auto-converge", "cancel"]);
+    assert!(r.world.lock().expect("lock").cancelled);
+}
+
+#[tokio::test(start_paused = true)]
+async fn destination_refusing_to_listen_never_starts_the_migration() {
+    let r = rig(|w| w.incoming_fails = true);
+    let run = run(&r, MigrationPlan::fixed(Technique::Precopy), None).await.expect("run");
+    assert_eq!(run.outcome.status, EndStatus::Failed);
+    assert!(run.outcome.error.as_deref().unwrap_or("").contains("Address already in use"));
+    assert!(!r.source.command_names().contains(&"migrate".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn source_vanishing_is_an_error() {
+    let r = rig(|w| w.source_dies_after = Some(2));
+    let err = run(&r, MigrationPlan::fixed(Technique::Precopy), None).await.unwrap_err();
+    assert!(matches!(err, DriverError::SourceLost(QmpError::Closed)), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_request_is_honoured_in_precopy() {
+    let r = rig(|w| w.hot = true);
+    let (tx, rx) = watch::channel(false);
+    tx.send(true).expect("send");
+    let run = run(&r, MigrationPlan::fixed(Technique::Precopy), Some(rx)).await.expect("run");
+    assert_eq!(run.outcome.status, EndStatus::Cancelled);
+    assert_eq!(run.outcome.error.as_deref(), Some("cancelled on request"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_after_stop_resumes_the_guest_on_the_source() {
+    let r = rig(|w| {
+        w.hot = true;
+        w.fail_at_poll = Some(3);
+    });
+    let run = run(&r, MigrationPlan::fixed(Technique::Precopy), None).await.expect("run");
+    assert_eq!(run.outcome.status, EndStatus::Failed);
+    assert!(r.source.command_names().contains(&"cont".to_string()));
+    assert!(!r.world.lock().expect("lock").source_paused);
+}

@@ -1,0 +1,423 @@
+//! Turns a VM spec into a QEMU command line and supervises the process.
+//!
+//! One QEMU per VM, no daemonizing: the process is a child of whoever launched it, so it dies
+//! with its [`QemuProcess`] handle (killed on drop) and nothing outlives a test or a crashed
+//! bench. Every socket and log lives in the VM's run directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::str::FromStr;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::process::{Child, Command};
+
+/// Which accelerator QEMU uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+    /// KVM when `/dev/kvm` is usable and we are not ourselves a VM (nested KVM runs guests at
+    /// emulation speed and Linux guests hang at boot there); TCG otherwise.
+    #[default]
+    Auto,
+}
+
+impl FromStr for Accel {
+    type Err = LaunchError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "kvm" => Ok(Accel::Kvm),
+            "tcg" => Ok(Accel::Tcg),
+            "auto" => Ok(Accel::Auto),
+            other => Err(LaunchError::BadSpec(format!("unknown accelerator '{other}': expected kvm, tcg or auto"))),
+        }
+    }
+}
+
+impl Accel {
+    /// The accelerator actually used on this machine.
+    pub fn resolve(self) -> Accel {
+        match self {
+            Accel::Auto => {
+                let kvm_usable = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+                let nested = std::fs::read_to_string("/proc/cpuinfo")
+                    .map(|c| c.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "hypervisor")))
+                    .unwrap_or(true);
+                if kvm_usable && !nested {
+                    Accel::Kvm
+                } else {
+                    Accel::Tcg
+                }
+            }
+            fixed => fixed,
+        }
+    }
+
+    fn arg(self) -> &'static str {
+        match self.resolve() {
+            Accel::Kvm => "kvm",
+            _ => "tcg",
+        }
+    }
+}
+
+/// A tap NIC for the VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapNic {
+    pub ifname: String,
+    pub mac: String,
+}
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmSpec {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    pub accel: Accel,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub append: String,
+    /// Start as a migration destination (`-incoming defer`).
+    pub incoming: bool,
+    pub tap: Option<TapNic>,
+    pub disk: Option<PathBuf>,
+}
+
+/// Where a VM's sockets and logs live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunPaths {
+    pub dir: PathBuf,
+    pub qmp: PathBuf,
+    /// The guest's metrics serial port (second serial), a unix socket QEMU listens on.
+    pub metrics: PathBuf,
+    pub console_log: PathBuf,
+    pub stderr_log: PathBuf,
+}
+
+impl RunPaths {
+    pub fn in_dir(dir: &Path) -> Self {
+        RunPaths {
+            dir: dir.to_path_buf(),
+            qmp: dir.join("qmp.sock"),
+            metrics: dir.join("metrics.sock"),
+            console_log: dir.join("console.log"),
+            stderr_log: dir.join("qemu.stderr"),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum LaunchError {
+    #[error("QEMU binary '{binary}' not found: install it with scripts/setup")]
+    BinaryNotFound { binary: String },
+    #[error("{what} '{path}' does not exist: run `drover image build`")]
+    ImageMissing { what: &'static str, path: PathBuf },
+    #[error("invalid VM spec: {0}")]
+    BadSpec(String),
+    #[error("socket {path} is in use by another process")]
+    SocketInUse { path: PathBuf },
+    #[error("QEMU for '{name}' exited at start-up ({status}): {stderr}")]
+    Exited { name: String, status: String, stderr: String },
+    #[error("QEMU for '{name}' did not open its QMP socket within {ms} ms")]
+    NoQmp { name: String, ms: u64 },
+    #[error("I/O error on {path}: {message}")]
+    Io { path: PathBuf, message: String },
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> LaunchError {
+    LaunchError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// The QEMU command line for `spec` (without the binary).
+pub fn argv(spec: &VmSpec, paths: &RunPaths) -> Vec<String> {
+    let mib = spec.memory_bytes / (1024 * 1024);
+    let mut a: Vec<String> = vec![
+        "-name".into(),
+        format!("{},process=drover-{}", spec.name, spec.name),
+        "-machine".into(),
+        "q35".into(),
+        "-accel".into(),
+        spec.accel.arg().into(),
+        "-cpu".into(),
+        if spec.accel.resolve() == Accel::Kvm { "host" } else { "max" }.into(),
+        "-smp".into(),
+        spec.vcpus.to_string(),
+        "-m".into(),
+        format!("{mib}M"),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-display".into(),
+        "none".into(),
+        "-kernel".into(),
+        spec.kernel.display().to_string(),
+        "-initrd".into(),
+        spec.initrd.display().to_string(),
+        "-append".into(),
+        spec.append.clone(),
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", paths.qmp.display()),
+        "-chardev".into(),
+        format!("file,id=console,path={}", paths.console_log.display()),
+        "-serial".into(),
+        "chardev:console".into(),
+        "-chardev".into(),
+        format!("socket,id=metrics,path={},server=on,wait=off", paths.metrics.display()),
+        "-serial".into(),
+        "chardev:metrics".into(),
+    ];
+    if let Some(tap) = &spec.tap {
+        a.push("-netdev".into());
+        a.push(format!("tap,id=net0,ifname={},script=no,downscript=no", tap.ifname));
+        a.push("-device".into());
+        a.push(format!("virtio-net-pci,netdev=net0,mac={}", tap.mac));
+    }
+    if let Some(disk) = &spec.disk {
+        a.push("-drive".into());
+        a.push(format!("file={},if=none,id=disk0,format=qcow2,cache=none", disk.display()));
+        a.push("-device".into());
+        a.push("virtio-blk-pci,drive=disk0".into());
+    }
+    if spec.incoming {
+        a.push("-incoming".into());
+        a.push("defer".into());
+    }
+    a
+}
+
+fn validate(spec: &VmSpec) -> Result<(), LaunchError> {
+    if spec.name.is_empty() || !spec.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(LaunchError::BadSpec(format!(
+            "VM name '{}' must be non-empty and use only letters, digits, '-' and '_'",
+            spec.name
+        )));
+    }
+    if spec.vcpus == 0 || spec.vcpus > 64 {
+        return Err(LaunchError::BadSpec(format!("vcpus {} must be 1..=64", spec.vcpus)));
+    }
+    if spec.memory_bytes < 32 << 20 {
+        return Err(LaunchError::BadSpec("memory must be at least 32MiB".into()));
+    }
+    for (what, path) in [("kernel", &spec.kernel), ("initrd", &spec.initrd)] {
+        if !path.exists() {
+            return Err(LaunchError::ImageMissing {
+                what,
+                path: path.clone(),
+            });
+        }
+    }
+    if let Some(disk) = &spec.disk {
+        if !disk.exists() {
+            return Err(LaunchError::ImageMissing {
+                what: "disk",
+                path: disk.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Removes a stale socket file; refuses if something still listens on it.
+fn claim_socket(path: &Path) -> Result<(), LaunchError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(LaunchError::SocketInUse { path: path.to_path_buf() });
+    }
+    std::fs::remove_file(path).map_err(|e| io_err(path, e))
+}
+
+/// A running QEMU. Killed (and reaped) when dropped.
+pub struct QemuProcess {
+    name: String,
+    child: Child,
+    paths: RunPaths,
+}
+
+impl QemuProcess {
+    /// Starts QEMU and waits until its QMP socket accepts connections.
+    pub async fn spawn(binary: &str, spec: &VmSpec, paths: &RunPaths, wait: Duration) -> Result<Self, LaunchError> {
+        validate(spec)?;
+        std::fs::create_dir_all(&paths.dir).map_err(|e| io_err(&paths.dir, e))?;
+        claim_socket(&paths.qmp)?;
+        claim_socket(&paths.metrics)?;
+        let stderr = std::fs::File::create(&paths.stderr_log).map_err(|e| io_err(&paths.stderr_log, e))?;
+        let child = Command::new(binary)
+            .args(argv(spec, paths))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => LaunchError::BinaryNotFound {
+                    binary: binary.to_string(),
+                },
+                _ => io_err(Path::new(binary), e),
+            })?;
+        let mut process = QemuProcess {
+            name: spec.name.clone(),
+            child,
+            paths: paths.clone(),
+        };
+        process.wait_for_qmp(wait).await?;
+        Ok(process)
+    }
+
+    async fn wait_for_qmp(&mut self, wait: Duration) -> Result<(), LaunchError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| io_err(&self.paths.dir, e))? {
+                return Err(LaunchError::Exited {
+                    name: self.name.clone(),
+                    status: status.to_string(),
+                    stderr: self.stderr_tail(),
+                });
+            }
+            if std::os::unix::net::UnixStream::connect(&self.paths.qmp).is_ok() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(LaunchError::NoQmp {
+                    name: self.name.clone(),
+                    ms: wait.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The last lines QEMU wrote to stderr (for error messages).
+    pub fn stderr_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.paths.stderr_log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().rev().take(5).collect();
+        let tail: Vec<&str> = lines.into_iter().rev().collect();
+        if tail.is_empty() {
+            "(no output)".to_string()
+        } else {
+            tail.join(" | ")
+        }
+    }
+
+    pub fn paths(&self) -> &RunPaths {
+        &self.paths
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Whether the process has exited.
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills QEMU and waits for it.
+    pub async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &Path) -> VmSpec {
+        let kernel = dir.join("vmlinuz");
+        let initrd = dir.join("initrd");
+        std::fs::write(&kernel, b"k").expect("write");
+        std::fs::write(&initrd, b"i").expect("write");
+        VmSpec {
+            name: "vm1".into(),
+            vcpus: 1,
+            memory_bytes: 256 << 20,
+            accel: Accel::Tcg,
+            kernel,
+            initrd,
+            append: "console=ttyS0".into(),
+            incoming: false,
+            tap: None,
+            disk: None,
+        }
+    }
+
+    #[test]
+    fn argv_has_sockets_serials_and_incoming() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = RunPaths::in_dir(dir.path());
+        let mut s = spec(dir.path());
+        s.incoming = true;
+        s.tap = Some(TapNic {
+            ifname: "tap0".into(),
+            mac: "52:54:00:00:00:01".into(),
+        });
+        let a = argv(&s, &paths).join(" ");
+        assert!(a.contains("-accel tcg"), "{a}");
+        assert!(a.contains("-m 256M"));
+        assert!(a.contains("-incoming defer"));
+        assert!(a.contains(&format!("unix:{},server=on,wait=off", paths.qmp.display())));
+        assert!(a.contains("tap,id=net0,ifname=tap0"));
+        assert_eq!(a.matches("-serial").count(), 2);
+    }
+
+    #[tokio::test]
+    async fn missing_binary_is_clear() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = RunPaths::in_dir(&dir.path().join("run"));
+        let err = QemuProcess::spawn("/nonexistent/qemu", &spec(dir.path()), &paths, Duration::from_secs(1))
+            .await
+            .err()
+            .expect("fails");
+        assert!(matches!(err, LaunchError::BinaryNotFound { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn bad_specs_are_rejected_before_spawning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = RunPaths::in_dir(&dir.path().join("run"));
+        let mut s = spec(dir.path());
+        s.kernel = dir.path().join("missing");
+        let err = QemuProcess::spawn("true", &s, &paths, Duration::from_secs(1)).await.err().expect("fails");
+        assert!(err.to_string().contains("drover image build"), "{err}");
+        let mut s = spec(dir.path());
+        s.name = "bad name;rm".into();
+        assert!(matches!(
+            QemuProcess::spawn("true", &s, &paths, Duration::from_secs(1)).await,
+            Err(LaunchError::BadSpec(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn early_exit_reports_stderr() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = RunPaths::in_dir(&dir.path().join("run"));
+        // `false` exits at once: the launcher must notice instead of waiting for QMP.
+        let err = QemuProcess::spawn("false", &spec(dir.path()), &paths, Duration::from_secs(5))
+            .await
+            .err()
+            .expect("fails");
+        assert!(matches!(err, LaunchError::Exited { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn socket_in_use_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = RunPaths::in_dir(&dir.path().join("run"));
+        std::fs::create_dir_all(&paths.dir).expect("mkdir");
+        let _listener = std::os::unix::net::UnixListener::bind(&paths.qmp).expect("bind");
+        let err = QemuProcess::spawn("true", &spec(dir.path()), &paths, Duration::from_secs(1))
+            .await
+            .err()
+            .expect("fails");
+        assert!(matches!(err, LaunchError::SocketInUse { .. }), "{err}");
+    }
+}

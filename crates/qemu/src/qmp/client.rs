@@ -1,0 +1,272 @@
+//! The real QMP client over a unix socket.
+
+use super::{Qmp, QmpError, QmpEvent};
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::UnixStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Events kept when nobody drains them; older ones are dropped.
+const EVENT_BUFFER: usize = 1024;
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, QmpError>>>>>;
+
+/// A connected, negotiated QMP session.
+pub struct QmpClient {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    pending: Pending,
+    events: Arc<Mutex<VecDeque<QmpEvent>>>,
+    next_id: AtomicU64,
+    timeout: Duration,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for QmpClient {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave them inconsistent (plain inserts/removes).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl QmpClient {
+    /// Connects to `path`, retrying until `wait` has passed (QEMU creates the socket a moment
+    /// after it starts), reads the greeting and leaves capability negotiation mode.
+    pub async fn connect(path: &Path, wait: Duration, timeout: Duration) -> Result<Self, QmpError> {
+        let stream = connect_retry(path, wait).await?;
+        let (read, write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        let greeting = tokio::time::timeout(timeout, lines.next_line())
+            .await
+            .map_err(|_| QmpError::Timeout {
+                command: "greeting".into(),
+                ms: timeout.as_millis() as u64,
+            })?
+            .map_err(|e| QmpError::Io(e.to_string()))?
+            .ok_or(QmpError::Closed)?;
+        let greeting: Value = serde_json::from_str(&greeting).map_err(|e| QmpError::Protocol(e.to_string()))?;
+        if greeting.get("QMP").is_none() {
+            return Err(QmpError::Protocol(format!("expected a QMP greeting, got {greeting}")));
+        }
+        let pending: Pending = Arc::default();
+        let events: Arc<Mutex<VecDeque<QmpEvent>>> = Arc::default();
+        let reader = tokio::spawn(read_loop(lines, pending.clone(), events.clone()));
+        let client = QmpClient {
+            writer: tokio::sync::Mutex::new(write),
+            pending,
+            events,
+            next_id: AtomicU64::new(1),
+            timeout,
+            reader,
+        };
+        client.execute("qmp_capabilities", None).await?;
+        Ok(client)
+    }
+}
+
+async fn connect_retry(path: &Path, wait: Duration) -> Result<UnixStream, QmpError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match UnixStream::connect(path).await {
+            Ok(s) => return Ok(s),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(QmpError::Connect {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+async fn read_loop(
+    mut lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    pending: Pending,
+    events: Arc<Mutex<VecDeque<QmpEvent>>>,
+) {
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else {
+            tracing::warn!(%line, "ignoring unparsable QMP line");
+            continue;
+        };
+        if let Some(name) = msg.get("event").and_then(Value::as_str) {
+            let mut ev = lock(&events);
+            if ev.len() >= EVENT_BUFFER {
+                ev.pop_front();
+            }
+            ev.push_back(QmpEvent {
+                name: name.to_string(),
+                data: msg.get("data").cloned().unwrap_or(Value::Null),
+            });
+            continue;
+        }
+        let Some(id) = msg.get("id").and_then(Value::as_u64) else {
+            continue;
+        };
+        let Some(tx) = lock(&pending).remove(&id) else {
+            continue;
+        };
+        let reply = match (msg.get("return"), msg.get("error")) {
+            (Some(ret), _) => Ok(ret.clone()),
+            (None, Some(err)) => Err(QmpError::Command {
+                command: String::new(),
+                class: err.get("class").and_then(Value::as_str).unwrap_or("?").to_string(),
+                desc: err.get("desc").and_then(Value::as_str).unwrap_or("?").to_string(),
+            }),
+            _ => Err(QmpError::Protocol(format!("reply without return or error: {line}"))),
+        };
+        let _ = tx.send(reply);
+    }
+    // Connection gone: fail everything still waiting.
+    for (_, tx) in lock(&pending).drain() {
+        let _ = tx.send(Err(QmpError::Closed));
+    }
+}
+
+#[async_trait]
+impl Qmp for QmpClient {
+    async fn execute(&self, command: &str, arguments: Option<Value>) -> Result<Value, QmpError> {
+        if self.reader.is_finished() {
+            return Err(QmpError::Closed);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut request = json!({ "execute": command, "id": id });
+        if let Some(args) = arguments {
+            request["arguments"] = args;
+        }
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        let mut bytes = request.to_string().into_bytes();
+        bytes.push(b'\n');
+        let written = self.writer.lock().await.write_all(&bytes).await;
+        if let Err(e) = written {
+            lock(&self.pending).remove(&id);
+            return Err(QmpError::Io(e.to_string()));
+        }
+        let reply = tokio::time::timeout(self.timeout, rx).await;
+        lock(&self.pending).remove(&id);
+        match reply {
+            Err(_) => Err(QmpError::Timeout {
+                command: command.to_string(),
+                ms: self.timeout.as_millis() as u64,
+            }),
+            Ok(Err(_)) => Err(QmpError::Closed),
+            Ok(Ok(Err(QmpError::Command { class, desc, .. }))) => Err(QmpError::Command {
+                command: command.to_string(),
+                class,
+                desc,
+            }),
+            Ok(Ok(r)) => r,
+        }
+    }
+
+    fn take_events(&self) -> Vec<QmpEvent> {
+        lock(&self.events).drain(..).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixListener;
+
+    /// A tiny QMP server speaking just enough protocol, answering by a function of the request.
+    async fn serve(listener: UnixListener, answer: fn(&Value) -> Option<Value>) {
+        let (stream, _) = listener.accept().await.expect("accept");
+        let (r, mut w) = stream.into_split();
+        w.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n").await.expect("greet");
+        let mut lines = BufReader::new(r).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let req: Value = serde_json::from_str(&line).expect("json");
+            w.write_all(b"{\"event\": \"RESUME\", \"data\": {}}\n").await.expect("event");
+            if let Some(mut reply) = answer(&req) {
+                reply["id"] = req["id"].clone();
+                w.write_all(format!("{reply}\n").as_bytes()).await.expect("reply");
+            }
+        }
+    }
+
+    fn answers(req: &Value) -> Option<Value> {
+        match req["execute"].as_str() {
+            Some("qmp_capabilities") => Some(json!({"return": {}})),
+            Some("query-status") => Some(json!({"return": {"status": "running", "running": true}})),
+            Some("hang") => None,
+            _ => Some(json!({"error": {"class": "CommandNotFound", "desc": "nope"}})),
+        }
+    }
+
+    #[tokio::test]
+    async fn negotiates_runs_commands_and_collects_events() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        tokio::spawn(serve(listener, answers));
+        let c = QmpClient::connect(&path, Duration::from_secs(2), Duration::from_millis(300))
+            .await
+            .expect("connect");
+        let status = c.execute("query-status", None).await.expect("status");
+        assert_eq!(status["status"], "running");
+        let err = c.execute("frobnicate", None).await.unwrap_err();
+        assert_eq!(
+            err,
+            QmpError::Command {
+                command: "frobnicate".into(),
+                class: "CommandNotFound".into(),
+                desc: "nope".into()
+            }
+        );
+        assert!(matches!(c.execute("hang", None).await, Err(QmpError::Timeout { .. })));
+        assert!(c.take_events().iter().any(|e| e.name == "RESUME"));
+    }
+
+    #[tokio::test]
+    async fn missing_socket_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("none.sock");
+        let err = QmpClient::connect(&path, Duration::from_millis(50), Duration::from_millis(50))
+            .await
+            .err()
+            .expect("must fail");
+        assert!(err.to_string().contains("none.sock"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn peer_closing_fails_pending_and_later_commands() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let (r, mut w) = stream.into_split();
+            w.write_all(b"{\"QMP\": {}}\n").await.expect("greet");
+            let mut lines = BufReader::new(r).lines();
+            let line = lines.next_line().await.expect("read").expect("line");
+            let req: Value = serde_json::from_str(&line).expect("json");
+            w.write_all(format!("{{\"return\": {{}}, \"id\": {}}}\n", req["id"]).as_bytes())
+                .await
+                .expect("reply");
+            // Read one more request and hang up without answering.
+            let _ = lines.next_line().await;
+        });
+        let c = QmpClient::connect(&path, Duration::from_secs(2), Duration::from_secs(5))
+            .await
+            .expect("connect");
+        let result = c.execute("query-status", None).await;
+        server.await.expect("server");
+        assert_eq!(result, Err(QmpError::Closed));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(c.execute("query-status", None).await, Err(QmpError::Closed));
+    }
+}
