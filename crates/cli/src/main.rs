@@ -1,5 +1,6 @@
 //! `drover`: a thin command line over the library crates.
 
+mod bench_cmd;
 mod image_cmd;
 mod sim_cmd;
 
@@ -17,6 +18,8 @@ enum Command {
     /// Guest image (kernel + initramfs with the workload binaries).
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
+    /// Boot a VM and a destination on this machine, migrate, and report.
+    MigrateBench(bench_cmd::BenchArgs),
     /// Trace-driven datacenter simulator.
     Sim(sim_cmd::SimArgs),
 }
@@ -33,5 +36,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Image(cmd) => image_cmd::run(cmd),
         Command::Sim(args) => sim_cmd::run(args),
+        Command::MigrateBench(args) => bench_cmd::run(args),
     }
 }

@@ -1,1 +1,189 @@
-fn main() {}
+//! `drover-guest`: the workload that runs inside Drover's test VMs.
+//!
+//! Usage: `drover-guest [SPEC] [--metrics PATH|-] [--duration SECS] [--seed N]`
+//!
+//! Without SPEC the workload comes from `drover.workload=SPEC` on the kernel command line, and the
+//! metrics port from `drover.metrics=PATH` (default `/dev/ttyS1`). Reports go to the metrics port as
+//! JSON lines every 100 ms (see `reporter`). The init script puts the port in raw mode beforehand.
+//! Deliberately dependency-free: the image builder compiles this file with a bare `rustc` call.
+
+mod cpu;
+mod idle;
+mod memtouch;
+mod reporter;
+mod spec;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reporter::{Counters, Sampler};
+use spec::Workload;
+
+const DEFAULT_METRICS: &str = "/dev/ttyS1";
+
+#[derive(Debug, Default, PartialEq)]
+struct Args {
+    spec: Option<String>,
+    metrics: Option<String>,
+    duration: Option<Duration>,
+    seed: Option<u64>,
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut args = Args::default();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--metrics" => args.metrics = Some(value("--metrics")?),
+            "--duration" => {
+                let v = value("--duration")?;
+                let secs: f64 = v.parse().map_err(|_| format!("bad --duration {v:?}"))?;
+                if !(secs.is_finite() && secs >= 0.0) {
+                    return Err(format!("bad --duration {v:?}"));
+                }
+                args.duration = Some(Duration::from_secs_f64(secs));
+            }
+            "--seed" => {
+                let v = value("--seed")?;
+                args.seed = Some(v.parse().map_err(|_| format!("bad --seed {v:?}"))?);
+            }
+            "-h" | "--help" => {
+                return Err(
+                    "usage: drover-guest [SPEC] [--metrics PATH|-] [--duration SECS] [--seed N]"
+                        .into(),
+                )
+            }
+            s if s.starts_with("--") => return Err(format!("unknown option {s}")),
+            s if args.spec.is_none() => args.spec = Some(s.to_string()),
+            s => return Err(format!("unexpected argument {s:?}")),
+        }
+    }
+    Ok(args)
+}
+
+fn open_metrics(path: &str) -> std::io::Result<Box<dyn Write + Send>> {
+    if path == "-" {
+        return Ok(Box::new(std::io::stdout()));
+    }
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)?;
+    Ok(Box::new(f))
+}
+
+fn seed_from_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x5eed)
+}
+
+fn real_main() -> Result<(), String> {
+    let args = parse_args(std::env::args().skip(1))?;
+    let cmdline = if args.spec.is_none() || args.metrics.is_none() {
+        std::fs::read_to_string("/proc/cmdline").unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let spec = match &args.spec {
+        Some(s) => s.clone(),
+        None => spec::cmdline_param(&cmdline, "drover.workload")
+            .ok_or_else(|| spec::SpecError::NotOnCmdline.to_string())?
+            .to_string(),
+    };
+    let workload = spec::parse_workload(&spec).map_err(|e| format!("workload {spec:?}: {e}"))?;
+    let metrics = args
+        .metrics
+        .clone()
+        .or_else(|| spec::cmdline_param(&cmdline, "drover.metrics").map(str::to_string))
+        .unwrap_or_else(|| DEFAULT_METRICS.to_string());
+    let out = open_metrics(&metrics).map_err(|e| format!("opening metrics port {metrics}: {e}"))?;
+
+    eprintln!("drover-guest: running {spec} (metrics on {metrics})");
+    let counters = Arc::new(Counters::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    // The working set is allocated before the clock starts: ops/s measures steady state, and the
+    // first report comes once the guest is actually dirtying memory.
+    let mut working_set = match &workload {
+        Workload::Memtouch { .. } => {
+            let pages = usize::try_from(workload.pages()).map_err(|_| "wss too large")?;
+            Some(memtouch::WorkingSet::new(pages))
+        }
+        _ => None,
+    };
+    let start = Instant::now();
+    let sampler = Sampler::new(start, workload.name(), workload.pages());
+    let reporter = reporter::spawn(
+        out,
+        counters.clone(),
+        sampler,
+        reporter::INTERVAL,
+        stop.clone(),
+    )
+    .map_err(|e| format!("starting reporter thread: {e}"))?;
+    if let Some(d) = args.duration {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(d);
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+
+    match (&workload, working_set.as_mut()) {
+        (Workload::Memtouch { rate, pattern, .. }, Some(ws)) => {
+            let seed = args.seed.unwrap_or_else(seed_from_clock);
+            memtouch::run(ws, *rate, *pattern, seed, &counters, &stop);
+        }
+        (Workload::Cpu { demand_pct }, _) => cpu::run(*demand_pct, &counters, &stop),
+        _ => idle::run(&stop),
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = reporter.join();
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("drover-guest: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Result<Args, String> {
+        parse_args(v.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn cli_args() {
+        assert_eq!(args(&[]), Ok(Args::default()));
+        let a = args(&[
+            "cpu:demand=50",
+            "--metrics",
+            "-",
+            "--duration",
+            "1.5",
+            "--seed",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(a.spec.as_deref(), Some("cpu:demand=50"));
+        assert_eq!(a.metrics.as_deref(), Some("-"));
+        assert_eq!(a.duration, Some(Duration::from_millis(1500)));
+        assert_eq!(a.seed, Some(3));
+        assert!(args(&["--metrics"]).is_err());
+        assert!(args(&["--duration", "-1"]).is_err());
+        assert!(args(&["idle", "idle"]).is_err());
+        assert!(args(&["--bogus"]).is_err());
+    }
+}

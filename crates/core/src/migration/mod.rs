@@ -18,7 +18,7 @@ pub use cost::{choose, predict, Choice, CostParams, LinkProfile, Prediction, VmP
 pub use dest::{DestEvent, DestMachine, DestObservation, DestState};
 pub use plan::{Capability, MigrationPlan, ParameterUpdate};
 pub use progress::{MigrationStatus, Progress};
-pub use result::{MigrationResult, OpsSample, Throughput};
+pub use result::{MigrationResult, OpsSample, RunFacts, Throughput};
 pub use source::{EndStatus, SourceAction, SourceEvent, SourceMachine, SourceOutcome, SourceState};
 pub use technique::{HybridSwitch, Technique};
 pub use watchdog::{ThrottleKind, Watchdog, WatchdogAction, WatchdogPolicy};

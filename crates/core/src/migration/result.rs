@@ -204,3 +204,105 @@ mod tests {
         );
     }
 }
+
+/// Everything a run's record is made from.
+#[derive(Debug, Clone)]
+pub struct RunFacts<'a> {
+    pub requested: Technique,
+    pub chosen: Technique,
+    pub reason: &'a str,
+    pub outcome: &'a super::source::SourceOutcome,
+    /// When the destination first ran the guest (same clock as the outcome).
+    pub dest_running_ms: Option<u64>,
+    pub samples: &'a [OpsSample],
+}
+
+impl MigrationResult {
+    /// Builds the record from what the driver and the metrics reader saw.
+    pub fn assemble(f: &RunFacts<'_>) -> Self {
+        let o = f.outcome;
+        let t = throughput(f.samples, o.started_ms, o.ended_ms);
+        let switchover_ms = if o.vm_on_destination {
+            f.dest_running_ms.map(|ms| ms.saturating_sub(o.started_ms))
+        } else {
+            None
+        };
+        MigrationResult {
+            technique: f.requested,
+            chosen: f.chosen,
+            reason: f.reason.to_string(),
+            status: o.status,
+            converged: o.converged,
+            total_ms: o.ended_ms.saturating_sub(o.started_ms),
+            downtime_ms: if o.status == EndStatus::Completed { o.last.downtime_ms } else { None },
+            switchover_ms,
+            transferred_bytes: o.last.transferred,
+            precopy_rounds: o.last.dirty_sync_count,
+            postcopy_requests: o.last.postcopy_requests,
+            throughput_before: t.before,
+            throughput_during: t.during,
+            throughput_after: t.after,
+            degradation_pct: t.degradation_pct,
+            integrity_errors: integrity_errors(f.samples),
+            watchdog_action: watchdog_summary(&o.watchdog_actions),
+            error: o.error.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod assemble_tests {
+    use super::*;
+    use crate::migration::progress::Progress;
+    use crate::migration::source::SourceOutcome;
+
+    #[test]
+    fn record_from_a_completed_postcopy_run() {
+        let outcome = SourceOutcome {
+            status: EndStatus::Completed,
+            converged: true,
+            vm_on_destination: true,
+            started_ms: 5_000,
+            ended_ms: 5_600,
+            postcopy_started_ms: Some(5_050),
+            watchdog_actions: vec![],
+            error: None,
+            last: Progress {
+                transferred: 300,
+                dirty_sync_count: 2,
+                postcopy_requests: 9,
+                downtime_ms: Some(45),
+                ..Progress::default()
+            },
+        };
+        let samples: Vec<OpsSample> = (0..200)
+            .map(|i| OpsSample {
+                host_ms: i * 100,
+                ops: i * 10,
+                integrity_errors: 0,
+            })
+            .collect();
+        let r = MigrationResult::assemble(&RunFacts {
+            requested: Technique::Auto,
+            chosen: Technique::Postcopy,
+            reason: "why",
+            outcome: &outcome,
+            dest_running_ms: Some(5_120),
+            samples: &samples,
+        });
+        assert_eq!(r.switchover_ms, Some(120));
+        assert_eq!(r.total_ms, 600);
+        assert_eq!(r.downtime_ms, Some(45));
+        assert_eq!((r.precopy_rounds, r.postcopy_requests, r.transferred_bytes), (2, 9, 300));
+        assert_eq!(r.watchdog_action, "none");
+        assert!(r.degradation_pct.abs() < 1e-9);
+        let json = serde_json::to_value(&r).expect("json");
+        for field in ["technique", "chosen", "reason", "status", "converged", "total_ms", "downtime_ms", "switchover_ms",
+            "transferred_bytes", "precopy_rounds", "postcopy_requests", "throughput_before", "throughput_during",
+            "throughput_after", "degradation_pct", "integrity_errors", "watchdog_action"] {
+            assert!(json.get(field).is_some(), "missing {field}");
+        }
+        assert_eq!(json["technique"], "auto");
+        assert_eq!(json["status"], "completed");
+    }
+}

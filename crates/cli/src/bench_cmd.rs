@@ -1,0 +1,142 @@
+//! `drover migrate-bench`: real migrations on this machine, one table row (or JSON line) per run.
+
+use anyhow::Context;
+use drover_core::migration::{EndStatus, Technique};
+use drover_core::units::{format_size, parse_rate, parse_size};
+use drover_qemu::bench::{run_bench, BenchConfig, BenchRow};
+use drover_qemu::image::{ensure_image, NoProgress};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Technique to run (repeatable): precopy, postcopy, hybrid, auto or all.
+    #[arg(long = "technique", short = 't', default_value = "all")]
+    techniques: Vec<String>,
+    /// Guest memory, e.g. 256M.
+    #[arg(long, default_value = "256M")]
+    memory: String,
+    /// Workload: memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq], cpu:demand=PCT, idle.
+    #[arg(long, default_value = "memtouch:wss=128M,rate=max")]
+    workload: String,
+    /// Migration bandwidth cap, e.g. 50MB/s (default: uncapped).
+    #[arg(long)]
+    bandwidth: Option<String>,
+    /// Runs per technique.
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// Accelerator: kvm, tcg or auto.
+    #[arg(long, default_value = "auto")]
+    accel: String,
+    /// Pre-copy downtime limit, ms.
+    #[arg(long, default_value_t = 300)]
+    downtime_limit: u64,
+    /// Watchdog deadline: cancel a pre-copy still running after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    deadline: u64,
+    /// Let the watchdog switch a stuck pre-copy to post-copy.
+    #[arg(long)]
+    allow_postcopy_switch: bool,
+    /// Hybrid: switch after this fraction of RAM has been sent...
+    #[arg(long, default_value_t = 1.0)]
+    hybrid_fraction: f64,
+    /// ...or after this many pre-copy passes, whichever comes first.
+    #[arg(long, default_value_t = 1)]
+    hybrid_rounds: u32,
+    /// One JSON object per run instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn techniques(raw: &[String]) -> anyhow::Result<Vec<Technique>> {
+    let mut out = Vec::new();
+    for t in raw {
+        if t == "all" {
+            out.extend(Technique::ALL);
+        } else {
+            out.push(t.parse()?);
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
+fn config(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
+    if !(0.0..=1.0).contains(&args.hybrid_fraction) {
+        anyhow::bail!("--hybrid-fraction must be between 0 and 1");
+    }
+    let memory = parse_size(&args.memory).context("--memory")?;
+    let mut c = BenchConfig::new(memory, &args.workload);
+    c.accel = args.accel.parse()?;
+    c.bandwidth_bps = args.bandwidth.as_deref().map(parse_rate).transpose().context("--bandwidth")?;
+    c.techniques = techniques(&args.techniques)?;
+    c.repeat = args.repeat.max(1);
+    c.downtime_limit_ms = args.downtime_limit;
+    c.watchdog.deadline_ms = args.deadline * 1000;
+    c.watchdog.switch_to_postcopy = args.allow_postcopy_switch;
+    c.hybrid.ram_fraction = args.hybrid_fraction;
+    c.hybrid.max_rounds = args.hybrid_rounds.max(1);
+    Ok(c)
+}
+
+const HEADER: &str = "technique chosen   status     conv  total_ms switch_ms downtime  rounds  pc_req transferred  before/s  during/s   after/s  degr%  integ  watchdog";
+
+fn opt(v: Option<u64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn table_row(row: &BenchRow) -> String {
+    let r = &row.result;
+    let status = match r.status {
+        EndStatus::Completed => "completed",
+        EndStatus::Failed => "failed",
+        EndStatus::Cancelled => "cancelled",
+    };
+    format!(
+        "{:<9} {:<8} {:<10} {:<5} {:>8} {:>9} {:>8} {:>7} {:>7} {:>11} {:>9.0} {:>9.0} {:>9.0} {:>6.1} {:>6}  {}",
+        r.technique.as_str(),
+        r.chosen.as_str(),
+        status,
+        if r.converged { "yes" } else { "no" },
+        r.total_ms,
+        opt(r.switchover_ms),
+        opt(r.downtime_ms),
+        r.precopy_rounds,
+        r.postcopy_requests,
+        format_size(r.transferred_bytes),
+        r.throughput_before,
+        r.throughput_during,
+        r.throughput_after,
+        r.degradation_pct,
+        r.integrity_errors,
+        r.watchdog_action,
+    )
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let config = config(&args)?;
+    let image = ensure_image(&NoProgress).context("building the guest image")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    if !args.json {
+        println!(
+            "memory {} workload {} bandwidth {}",
+            format_size(config.memory_bytes),
+            config.workload,
+            args.bandwidth.as_deref().unwrap_or("uncapped")
+        );
+        println!("{HEADER}");
+    }
+    let json = args.json;
+    runtime.block_on(run_bench(&config, &image, |row| {
+        if json {
+            match serde_json::to_string(row) {
+                Ok(line) => println!("{line}"),
+                Err(e) => eprintln!("cannot encode result: {e}"),
+            }
+        } else {
+            println!("{}", table_row(row));
+            if let Some(e) = &row.result.error {
+                println!("          note: {e}");
+            }
+        }
+    }))?;
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! Workload specs, as written on the kernel command line.
+//!
+//! Grammar (one spec per guest):
+//! - `memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq]`
+//! - `cpu:demand=PCT`
+//! - `idle`
+//!
+//! SIZE is bytes with an optional binary suffix (K, M, G; `KiB`/`MiB`/`GiB` too).
+
+use std::fmt;
+
+/// Bytes in one guest page; the unit memtouch dirties and verifies.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// How fast memtouch touches pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    Max,
+    PagesPerSec(u64),
+}
+
+/// In which order memtouch visits pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pattern {
+    Random,
+    Sequential,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Workload {
+    Memtouch {
+        wss_bytes: u64,
+        rate: Rate,
+        pattern: Pattern,
+    },
+    Cpu {
+        demand_pct: u8,
+    },
+    Idle,
+}
+
+impl Workload {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Workload::Memtouch { .. } => "memtouch",
+            Workload::Cpu { .. } => "cpu",
+            Workload::Idle => "idle",
+        }
+    }
+
+    /// Pages in the working set (0 for workloads without one).
+    pub fn pages(&self) -> u64 {
+        match self {
+            Workload::Memtouch { wss_bytes, .. } => wss_bytes / PAGE_SIZE,
+            _ => 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpecError {
+    UnknownWorkload(String),
+    UnknownParam {
+        workload: &'static str,
+        param: String,
+    },
+    MissingParam {
+        workload: &'static str,
+        param: &'static str,
+    },
+    BadValue {
+        param: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    NotOnCmdline,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpecError::UnknownWorkload(w) => {
+                write!(f, "unknown workload {w:?} (expected memtouch, cpu or idle)")
+            }
+            SpecError::UnknownParam { workload, param } => {
+                write!(f, "unknown parameter {param:?} for workload {workload}")
+            }
+            SpecError::MissingParam { workload, param } => {
+                write!(f, "workload {workload} needs parameter {param}")
+            }
+            SpecError::BadValue { param, value, why } => {
+                write!(f, "bad value {value:?} for {param}: {why}")
+            }
+            SpecError::NotOnCmdline => {
+                write!(f, "no drover.workload=SPEC on the kernel command line")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+/// Parses a workload spec such as `memtouch:wss=64M,rate=max,pattern=seq`.
+pub fn parse_workload(spec: &str) -> Result<Workload, SpecError> {
+    let spec = spec.trim();
+    let (kind, params) = match spec.split_once(':') {
+        Some((k, p)) => (k, p),
+        None => (spec, ""),
+    };
+    let params: Vec<(&str, &str)> = params
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .collect();
+    match kind {
+        "memtouch" => parse_memtouch(&params),
+        "cpu" => parse_cpu(&params),
+        "idle" => match params.first() {
+            None => Ok(Workload::Idle),
+            Some((k, _)) => Err(SpecError::UnknownParam {
+                workload: "idle",
+                param: k.to_string(),
+            }),
+        },
+        other => Err(SpecError::UnknownWorkload(other.to_string())),
+    }
+}
+
+fn parse_memtouch(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
+    let mut wss = None;
+    let mut rate = Rate::Max;
+    let mut pattern = Pattern::Random;
+    for &(k, v) in params {
+        match k {
+            "wss" => wss = Some(parse_size(v)?),
+            "rate" => rate = parse_rate(v)?,
+            "pattern" => {
+                pattern = match v {
+                    "random" | "rand" => Pattern::Random,
+                    "seq" | "sequential" => Pattern::Sequential,
+                    _ => {
+                        return Err(SpecError::BadValue {
+                            param: "pattern",
+                            value: v.to_string(),
+                            why: "expected random or seq",
+                        })
+                    }
+                }
+            }
+            _ => {
+                return Err(SpecError::UnknownParam {
+                    workload: "memtouch",
+                    param: k.to_string(),
+                })
+            }
+        }
+    }
+    let wss_bytes = wss.ok_or(SpecError::MissingParam {
+        workload: "memtouch",
+        param: "wss",
+    })?;
+    if wss_bytes < PAGE_SIZE {
+        return Err(SpecError::BadValue {
+            param: "wss",
+            value: wss_bytes.to_string(),
+            why: "must be at least one page (4096)",
+        });
+    }
+    Ok(Workload::Memtouch {
+        wss_bytes,
+        rate,
+        pattern,
+    })
+}
+
+fn parse_cpu(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
+    let mut demand = None;
+    for &(k, v) in params {
+        match k {
+            "demand" => {
+                let v = v.trim_end_matches('%');
+                let pct: u8 = v.parse().map_err(|_| SpecError::BadValue {
+                    param: "demand",
+                    value: v.to_string(),
+                    why: "expected an integer percentage 0..=100",
+                })?;
+                if pct > 100 {
+                    return Err(SpecError::BadValue {
+                        param: "demand",
+                        value: v.to_string(),
+                        why: "percentage above 100",
+                    });
+                }
+                demand = Some(pct);
+            }
+            _ => {
+                return Err(SpecError::UnknownParam {
+                    workload: "cpu",
+                    param: k.to_string(),
+                })
+            }
+        }
+    }
+    let demand_pct = demand.ok_or(SpecError::MissingParam {
+        workload: "cpu",
+        param: "demand",
+    })?;
+    Ok(Workload::Cpu { demand_pct })
+}
+
+fn parse_rate(v: &str) -> Result<Rate, SpecError> {
+    if v == "max" {
+        return Ok(Rate::Max);
+    }
+    match v.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Rate::PagesPerSec(n)),
+        _ => Err(SpecError::BadValue {
+            param: "rate",
+            value: v.to_string(),
+            why: "expected pages per second (> 0) or max",
+        }),
+    }
+}
+
+/// Parses `4096`, `64K`, `64M`, `1G`, `1GiB` (binary multiples).
+pub fn parse_size(v: &str) -> Result<u64, SpecError> {
+    let bad = |why| SpecError::BadValue {
+        param: "wss",
+        value: v.to_string(),
+        why,
+    };
+    let digits_end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, suffix) = v.split_at(digits_end);
+    let n: u64 = num.parse().map_err(|_| bad("expected a number"))?;
+    let shift = match suffix.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(bad("unknown suffix (expected K, M or G)")),
+    };
+    n.checked_mul(1u64 << shift).ok_or(bad("too large"))
+}
+
+/// Finds `key=value` in a kernel command line (the last occurrence wins, as in the kernel).
+pub fn cmdline_param<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
+    cmdline
+        .split_ascii_whitespace()
+        .filter_map(|arg| arg.split_once('='))
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+        .next_back()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn memtouch_defaults() {
+        assert_eq!(
+            parse_workload("memtouch:wss=64M"),
+            Ok(Workload::Memtouch {
+                wss_bytes: 64 << 20,
+                rate: Rate::Max,
+                pattern: Pattern::Random
+            })
+        );
+    }
+
+    #[test]
+    fn memtouch_full() {
+        let w = parse_workload("memtouch:wss=1G,rate=5000,pattern=seq").unwrap();
+        assert_eq!(
+            w,
+            Workload::Memtouch {
+                wss_bytes: 1 << 30,
+                rate: Rate::PagesPerSec(5000),
+                pattern: Pattern::Sequential
+            }
+        );
+        assert_eq!(w.pages(), 262144);
+        assert_eq!(w.name(), "memtouch");
+    }
+
+    #[test]
+    fn memtouch_errors() {
+        assert!(matches!(
+            parse_workload("memtouch"),
+            Err(SpecError::MissingParam { .. })
+        ));
+        assert!(parse_workload("memtouch:wss=64M,rate=0").is_err());
+        assert!(parse_workload("memtouch:wss=64M,rate=fast").is_err());
+        assert!(parse_workload("memtouch:wss=64M,pattern=zigzag").is_err());
+        assert!(parse_workload("memtouch:wss=64M,bogus=1").is_err());
+        assert!(parse_workload("memtouch:wss=100").is_err());
+    }
+
+    #[test]
+    fn cpu_and_idle() {
+        assert_eq!(
+            parse_workload("cpu:demand=50"),
+            Ok(Workload::Cpu { demand_pct: 50 })
+        );
+        assert_eq!(
+            parse_workload("cpu:demand=100%"),
+            Ok(Workload::Cpu { demand_pct: 100 })
+        );
+        assert!(parse_workload("cpu:demand=101").is_err());
+        assert!(parse_workload("cpu").is_err());
+        assert_eq!(parse_workload("idle"), Ok(Workload::Idle));
+        assert!(parse_workload("idle:x=1").is_err());
+        assert!(matches!(
+            parse_workload("fork-bomb"),
+            Err(SpecError::UnknownWorkload(_))
+        ));
+    }
+
+    #[test]
+    fn cmdline() {
+        let c = "console=ttyS0 quiet drover.workload=memtouch:wss=32M,rate=max drover.metrics=/dev/ttyS1\n";
+        assert_eq!(
+            cmdline_param(c, "drover.workload"),
+            Some("memtouch:wss=32M,rate=max")
+        );
+        assert_eq!(cmdline_param(c, "drover.metrics"), Some("/dev/ttyS1"));
+        assert_eq!(cmdline_param(c, "drover.nothing"), None);
+        assert_eq!(cmdline_param("a=1 a=2", "a"), Some("2"));
+    }
+}

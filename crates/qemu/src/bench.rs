@@ -1,0 +1,207 @@
+//! `migrate-bench`: boots a VM with a workload and a destination QEMU on this machine, migrates
+//! with each requested technique, and reports one [`MigrationResult`] per run.
+//!
+//! One run: boot source and destination -> wait for the workload to report -> (auto only)
+//! measure the dirty rate and let the cost model choose -> keep 3 s of "before" samples ->
+//! migrate -> keep sampling until 3 s past the measurement window -> kill both QEMUs.
+
+use crate::image::GuestImage;
+use crate::launcher::Accel;
+use crate::metrics::{Clock, Samples};
+use crate::qmp::{Qmp, QmpError, QmpExt};
+use crate::vm::{LocalLauncher, VmError};
+use drover_core::migration::result::{MIN_DURING_MS, SIDE_WINDOW_MS};
+use drover_core::migration::{
+    CostParams, HybridSwitch, LinkProfile, MigrationPlan, MigrationResult, RunFacts, Technique, VmProfile,
+    WatchdogPolicy,
+};
+use serde::Serialize;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Assumed migration bandwidth when no cap is set: what QEMU's migration thread moves over a
+/// local unix socket under TCG on this class of machine (measured; see BENCHMARKS.md).
+pub const LOCAL_LINK_BPS: u64 = 1_000_000_000;
+/// "No cap": QEMU's own default max-bandwidth is 128MiB/s, so uncapped runs set this instead.
+pub const UNCAPPED_BPS: u64 = 100_000_000_000;
+
+#[derive(Debug, Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error("the guest workload did not report within {0} s (see {1}/console.log)")]
+    NoReports(u64, String),
+    #[error("I/O error: {0}")]
+    Io(String),
+    #[error("dirty-rate measurement failed: {0}")]
+    DirtyRate(QmpError),
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub qemu_binary: String,
+    pub accel: Accel,
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    pub workload: String,
+    /// Migration bandwidth cap, bytes/s (None: uncapped).
+    pub bandwidth_bps: Option<u64>,
+    pub techniques: Vec<Technique>,
+    pub repeat: u32,
+    pub downtime_limit_ms: u64,
+    pub hybrid: HybridSwitch,
+    pub watchdog: WatchdogPolicy,
+    pub cost: CostParams,
+}
+
+impl BenchConfig {
+    pub fn new(image_memory: u64, workload: &str) -> Self {
+        BenchConfig {
+            qemu_binary: "qemu-system-x86_64".into(),
+            accel: Accel::Auto,
+            vcpus: 1,
+            memory_bytes: image_memory,
+            workload: workload.to_string(),
+            bandwidth_bps: None,
+            techniques: Technique::ALL.to_vec(),
+            repeat: 1,
+            downtime_limit_ms: 300,
+            hybrid: HybridSwitch::default(),
+            watchdog: WatchdogPolicy::default(),
+            cost: CostParams::default(),
+        }
+    }
+}
+
+/// One line of bench output: the run's conditions and its record.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    pub run: u32,
+    pub memory_bytes: u64,
+    pub workload: String,
+    pub bandwidth_bps: Option<u64>,
+    #[serde(flatten)]
+    pub result: MigrationResult,
+}
+
+/// Runs every technique `repeat` times, calling `report` after each run.
+pub async fn run_bench(config: &BenchConfig, image: &GuestImage, mut report: impl FnMut(&BenchRow)) -> Result<Vec<BenchRow>, BenchError> {
+    let mut rows = Vec::new();
+    for run in 1..=config.repeat.max(1) {
+        for technique in &config.techniques {
+            let result = run_one(config, image, *technique).await?;
+            let row = BenchRow {
+                run,
+                memory_bytes: config.memory_bytes,
+                workload: config.workload.clone(),
+                bandwidth_bps: config.bandwidth_bps,
+                result,
+            };
+            report(&row);
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+fn launcher(config: &BenchConfig, image: &GuestImage) -> LocalLauncher {
+    LocalLauncher {
+        qemu_binary: config.qemu_binary.clone(),
+        accel: config.accel,
+        image: image.clone(),
+        vcpus: config.vcpus,
+        memory_bytes: config.memory_bytes,
+        start_timeout: Duration::from_secs(20),
+    }
+}
+
+/// One migration with one technique, start to clean-up.
+pub async fn run_one(config: &BenchConfig, image: &GuestImage, technique: Technique) -> Result<MigrationResult, BenchError> {
+    let dir = tempfile::Builder::new()
+        .prefix("drover-bench-")
+        .tempdir()
+        .map_err(|e| BenchError::Io(e.to_string()))?;
+    let clock = Clock::default();
+    let samples = Samples::default();
+    let launcher = launcher(config, image);
+    let src_dir = dir.path().join("src");
+    let source = launcher
+        .launch(&launcher.spec("bench-src", &config.workload, false), &src_dir, clock, samples.clone())
+        .await?;
+    let first = samples.wait_for(&clock, 0, 0, Duration::from_secs(60)).await;
+    let Some(first) = first else {
+        return Err(BenchError::NoReports(60, src_dir.display().to_string()));
+    };
+    let plan = plan_for(config, technique, &source.qmp).await?;
+    // Three full seconds of "before" after the first report.
+    let before_until = first.host_ms + SIDE_WINDOW_MS + 200;
+    tokio::time::sleep(Duration::from_millis(before_until.saturating_sub(clock.now_ms()))).await;
+    let dest_spec = launcher.spec("bench-dst", &config.workload, true);
+    let (vm, run) = source
+        .migrate_to_new(&launcher, &dest_spec, &dir.path().join("dst"), plan, clock, samples.clone())
+        .await?;
+    let o = &run.outcome;
+    let window_end = o.ended_ms.max(o.started_ms + MIN_DURING_MS) + SIDE_WINDOW_MS + 300;
+    tokio::time::sleep(Duration::from_millis(window_end.saturating_sub(clock.now_ms()))).await;
+    vm.kill().await;
+    let samples = samples.snapshot();
+    Ok(MigrationResult::assemble(&RunFacts {
+        requested: run.plan.requested,
+        chosen: run.plan.technique,
+        reason: &run.plan.reason,
+        outcome: &run.outcome,
+        dest_running_ms: run.dest_running_ms,
+        samples: &samples,
+    }))
+}
+
+async fn plan_for(config: &BenchConfig, technique: Technique, source: &dyn Qmp) -> Result<MigrationPlan, BenchError> {
+    let mut plan = if technique == Technique::Auto {
+        let vm = profile(config, source).await?;
+        let link = LinkProfile {
+            bandwidth_bps: config.bandwidth_bps.unwrap_or(LOCAL_LINK_BPS) as f64,
+        };
+        let mut cost = config.cost;
+        cost.downtime_limit_s = config.downtime_limit_ms as f64 / 1000.0;
+        cost.hybrid = config.hybrid;
+        cost.precopy_deadline_s = config.watchdog.deadline_ms as f64 / 1000.0;
+        MigrationPlan::auto(&vm, &link, &cost)
+    } else {
+        MigrationPlan::fixed(technique)
+    };
+    plan.max_bandwidth_bps = Some(config.bandwidth_bps.unwrap_or(UNCAPPED_BPS));
+    plan.downtime_limit_ms = config.downtime_limit_ms;
+    plan.hybrid = config.hybrid;
+    plan.watchdog = config.watchdog.clone();
+    Ok(plan)
+}
+
+/// Measures the VM the way an operator's agent would: QEMU's dirty-rate sampling over a short
+/// window (the rate pages get dirtied) and a one-second one (how much memory is hot).
+pub async fn profile(config: &BenchConfig, qmp: &dyn Qmp) -> Result<VmProfile, BenchError> {
+    let short_ms = 200;
+    let rate_short = measure_dirty_rate(qmp, short_ms).await?;
+    let rate_long = measure_dirty_rate(qmp, 1000).await?;
+    let wss = (rate_long * 1e6).min(config.memory_bytes as f64) as u64;
+    Ok(VmProfile {
+        memory_bytes: config.memory_bytes,
+        wss_bytes: wss,
+        dirty_rate_bps: (rate_short * 1e6).max(rate_long * 1e6),
+    })
+}
+
+async fn measure_dirty_rate(qmp: &dyn Qmp, ms: u64) -> Result<f64, BenchError> {
+    qmp.calc_dirty_rate(ms).await.map_err(BenchError::DirtyRate)?;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    for _ in 0..100 {
+        if let Some(mb_s) = qmp.query_dirty_rate().await.map_err(BenchError::DirtyRate)? {
+            return Ok(mb_s as f64);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(BenchError::DirtyRate(QmpError::Timeout {
+        command: "query-dirty-rate".into(),
+        ms: 5000,
+    }))
+}

@@ -1,0 +1,122 @@
+//! A VM on this machine: its QEMU process, QMP session and metrics reader, owned together, plus
+//! migrating it to a fresh QEMU on this machine (what `migrate-bench` and the tests do).
+//!
+//! Dropping a [`LocalVm`] kills its QEMU; its run directory belongs to the caller.
+
+use crate::driver::{self, DriverConfig, DriverError, Endpoints, MigrationRun};
+use crate::image::GuestImage;
+use crate::launcher::{Accel, LaunchError, QemuProcess, RunPaths, VmSpec};
+use crate::metrics::{Clock, MetricsReader, Samples};
+use crate::qmp::{QmpClient, QmpError};
+use drover_core::migration::MigrationPlan;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum VmError {
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error("QMP with '{name}': {source}")]
+    Qmp { name: String, source: QmpError },
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+}
+
+/// How VMs are started on this machine.
+#[derive(Debug, Clone)]
+pub struct LocalLauncher {
+    pub qemu_binary: String,
+    pub accel: Accel,
+    pub image: GuestImage,
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    /// Time allowed for QEMU to open its QMP socket.
+    pub start_timeout: Duration,
+}
+
+impl LocalLauncher {
+    pub fn spec(&self, name: &str, workload: &str, incoming: bool) -> VmSpec {
+        VmSpec {
+            name: name.to_string(),
+            vcpus: self.vcpus,
+            memory_bytes: self.memory_bytes,
+            accel: self.accel,
+            kernel: self.image.kernel.clone(),
+            initrd: self.image.initrd.clone(),
+            append: crate::image::kernel_cmdline(workload),
+            incoming,
+            tap: None,
+            disk: None,
+        }
+    }
+
+    /// Starts a VM in `dir`, its workload reports feeding `samples`.
+    pub async fn launch(&self, spec: &VmSpec, dir: &Path, clock: Clock, samples: Samples) -> Result<LocalVm, VmError> {
+        let paths = RunPaths::in_dir(dir);
+        let process = QemuProcess::spawn(&self.qemu_binary, spec, &paths, self.start_timeout).await?;
+        let qmp = QmpClient::connect(&paths.qmp, Duration::from_secs(5), Duration::from_secs(30))
+            .await
+            .map_err(|source| VmError::Qmp {
+                name: spec.name.clone(),
+                source,
+            })?;
+        let metrics = MetricsReader::spawn(paths.metrics.clone(), clock, samples, Duration::from_secs(5));
+        Ok(LocalVm {
+            process,
+            qmp,
+            _metrics: metrics,
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+/// A running VM on this machine.
+pub struct LocalVm {
+    pub process: QemuProcess,
+    pub qmp: QmpClient,
+    _metrics: MetricsReader,
+    pub dir: PathBuf,
+}
+
+impl LocalVm {
+    /// Migrates to a new QEMU started in `dest_dir`. Returns the VM wherever it ended up (the
+    /// other QEMU is killed) and what the driver saw.
+    pub async fn migrate_to_new(
+        mut self,
+        launcher: &LocalLauncher,
+        dest_spec: &VmSpec,
+        dest_dir: &Path,
+        plan: MigrationPlan,
+        clock: Clock,
+        samples: Samples,
+    ) -> Result<(LocalVm, MigrationRun), VmError> {
+        let mut dest = launcher.launch(dest_spec, dest_dir, clock, samples).await?;
+        let uri = format!("unix:{}", dest_dir.join("migrate.sock").display());
+        let ends = Endpoints {
+            source: &self.qmp,
+            dest: &dest.qmp,
+            uri,
+        };
+        let run = driver::migrate(&ends, plan, &DriverConfig::default(), &clock, None).await;
+        let run = match run {
+            Ok(run) => run,
+            Err(e) => {
+                dest.process.kill().await;
+                return Err(e.into());
+            }
+        };
+        if run.outcome.vm_on_destination {
+            self.process.kill().await;
+            Ok((dest, run))
+        } else {
+            dest.process.kill().await;
+            Ok((self, run))
+        }
+    }
+
+    /// Stops the VM.
+    pub async fn kill(mut self) {
+        self.process.kill().await;
+    }
+}
