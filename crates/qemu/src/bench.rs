@@ -152,6 +152,7 @@ pub async fn run_one(config: &BenchConfig, image: &GuestImage, technique: Techni
         reason: &run.plan.reason,
         outcome: &run.outcome,
         dest_running_ms: run.dest_running_ms,
+        pause_ms: run.pause_ms,
         samples: &samples,
     }))
 }

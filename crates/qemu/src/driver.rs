@@ -12,7 +12,7 @@
 //! A cancel request arrives through a `watch` channel and is handed to the machine, which
 //! refuses it once post-copy has started.
 
-use crate::qmp::{Qmp, QmpError, QmpExt};
+use crate::qmp::{Qmp, QmpError, QmpEvent, QmpExt};
 use crate::metrics::Clock;
 use drover_core::migration::{
     DestEvent, DestMachine, DestObservation, EndStatus, MigrationPlan, SourceAction, SourceEvent, SourceMachine,
@@ -64,6 +64,9 @@ pub struct MigrationRun {
     pub dest_running_ms: Option<u64>,
     /// What went wrong on the destination, if anything.
     pub dest_error: Option<String>,
+    /// The guest's pause at switchover, from the source's STOP event to the destination's
+    /// RESUME event (both stamped by QEMU with the host clock).
+    pub pause_ms: Option<u64>,
 }
 
 /// The two ends of a migration and the URI the destination listens on.
@@ -84,6 +87,9 @@ pub async fn migrate(
     if plan.may_postcopy() && config.prefer_preempt {
         plan.postcopy_preempt = both_support(ends, "postcopy-preempt").await;
     }
+    // Events from before this migration would confuse the pause measurement.
+    ends.source.take_events();
+    ends.dest.take_events();
     let mut machine = SourceMachine::new(plan.clone());
     let mut dest = DestMachine::default();
     if let Err(e) = configure(ends, &plan, &mut dest).await {
@@ -244,12 +250,30 @@ async fn finish(ends: &Endpoints<'_>, machine: SourceMachine, dest: DestMachine,
         drover_core::migration::DestState::Failed { error } => Some(error.clone()),
         _ => None,
     };
+    let pause_ms = if outcome.vm_on_destination {
+        switchover_pause_ms(&ends.source.take_events(), &ends.dest.take_events())
+    } else {
+        None
+    };
     MigrationRun {
         plan,
         outcome,
         dest_running_ms: dest.running_since_ms(),
         dest_error,
+        pause_ms,
     }
+}
+
+/// Destination RESUME minus the last source STOP before it, in ms.
+pub fn switchover_pause_ms(source: &[QmpEvent], dest: &[QmpEvent]) -> Option<u64> {
+    let resume = dest.iter().find(|e| e.name == "RESUME")?.timestamp_us?;
+    let stop = source
+        .iter()
+        .filter(|e| e.name == "STOP")
+        .filter_map(|e| e.timestamp_us)
+        .filter(|ts| *ts <= resume)
+        .max()?;
+    Some((resume - stop) / 1000)
 }
 
 fn unreachable_outcome() -> SourceOutcome {

@@ -207,3 +207,20 @@ async fn failure_after_stop_resumes_the_guest_on_the_source() {
     assert!(r.source.command_names().contains(&"cont".to_string()));
     assert!(!r.world.lock().expect("lock").source_paused);
 }
+
+fn event(name: &str, ts: u64) -> QmpEvent {
+    QmpEvent {
+        name: name.into(),
+        data: json!({}),
+        timestamp_us: Some(ts),
+    }
+}
+
+#[test]
+fn pause_is_resume_minus_last_stop_before_it() {
+    let source = [event("STOP", 1_000_000), event("RESUME", 1_100_000), event("STOP", 2_000_000)];
+    let dest = [event("RESUME", 2_045_000)];
+    assert_eq!(switchover_pause_ms(&source, &dest), Some(45));
+    assert_eq!(switchover_pause_ms(&source, &[]), None);
+    assert_eq!(switchover_pause_ms(&[], &dest), None);
+}

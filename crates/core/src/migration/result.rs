@@ -214,6 +214,9 @@ pub struct RunFacts<'a> {
     pub outcome: &'a super::source::SourceOutcome,
     /// When the destination first ran the guest (same clock as the outcome).
     pub dest_running_ms: Option<u64>,
+    /// Pause measured from QEMU's STOP/RESUME events, preferred over QEMU's own downtime
+    /// figure (which, in post-copy, spans the whole post-copy phase).
+    pub pause_ms: Option<u64>,
     pub samples: &'a [OpsSample],
 }
 
@@ -234,7 +237,11 @@ impl MigrationResult {
             status: o.status,
             converged: o.converged,
             total_ms: o.ended_ms.saturating_sub(o.started_ms),
-            downtime_ms: if o.status == EndStatus::Completed { o.last.downtime_ms } else { None },
+            downtime_ms: if o.vm_on_destination {
+                f.pause_ms.or(o.last.downtime_ms)
+            } else {
+                None
+            },
             switchover_ms,
             transferred_bytes: o.last.transferred,
             precopy_rounds: o.last.dirty_sync_count,
@@ -288,6 +295,7 @@ mod assemble_tests {
             reason: "why",
             outcome: &outcome,
             dest_running_ms: Some(5_120),
+            pause_ms: None,
             samples: &samples,
         });
         assert_eq!(r.switchover_ms, Some(120));

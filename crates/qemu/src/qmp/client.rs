@@ -91,6 +91,14 @@ async fn connect_retry(path: &Path, wait: Duration) -> Result<UnixStream, QmpErr
     }
 }
 
+/// QMP stamps events as `{"seconds": s, "microseconds": us}`.
+fn event_timestamp_us(msg: &Value) -> Option<u64> {
+    let ts = msg.get("timestamp")?;
+    let secs = ts.get("seconds")?.as_u64()?;
+    let micros = ts.get("microseconds")?.as_u64()?;
+    Some(secs * 1_000_000 + micros)
+}
+
 async fn read_loop(
     mut lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
     pending: Pending,
@@ -109,6 +117,7 @@ async fn read_loop(
             ev.push_back(QmpEvent {
                 name: name.to_string(),
                 data: msg.get("data").cloned().unwrap_or(Value::Null),
+                timestamp_us: event_timestamp_us(&msg),
             });
             continue;
         }
@@ -190,7 +199,7 @@ mod tests {
         let mut lines = BufReader::new(r).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             let req: Value = serde_json::from_str(&line).expect("json");
-            w.write_all(b"{\"event\": \"RESUME\", \"data\": {}}\n").await.expect("event");
+            w.write_all(b"{\"event\": \"RESUME\", \"data\": {}, \"timestamp\": {\"seconds\": 2, \"microseconds\": 5}}\n").await.expect("event");
             if let Some(mut reply) = answer(&req) {
                 reply["id"] = req["id"].clone();
                 w.write_all(format!("{reply}\n").as_bytes()).await.expect("reply");
@@ -228,7 +237,8 @@ mod tests {
             }
         );
         assert!(matches!(c.execute("hang", None).await, Err(QmpError::Timeout { .. })));
-        assert!(c.take_events().iter().any(|e| e.name == "RESUME"));
+        let events = c.take_events();
+        assert!(events.iter().any(|e| e.name == "RESUME" && e.timestamp_us == Some(2_000_005)));
     }
 
     #[tokio::test]

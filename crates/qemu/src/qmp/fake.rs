@@ -47,10 +47,11 @@ impl ScriptedQmp {
         names
     }
 
-    pub fn push_event(&self, name: &str, data: Value) {
+    pub fn push_event(&self, name: &str, data: Value, timestamp_us: Option<u64>) {
         self.events.lock().unwrap_or_else(|e| e.into_inner()).push(QmpEvent {
             name: name.to_string(),
             data,
+            timestamp_us,
         });
     }
 }

@@ -46,6 +46,8 @@ pub enum QmpError {
 pub struct QmpEvent {
     pub name: String,
     pub data: Value,
+    /// QEMU's host wall-clock stamp of the event, microseconds since the epoch.
+    pub timestamp_us: Option<u64>,
 }
 
 /// A QMP conversation.
