@@ -2,6 +2,7 @@
 
 mod bench_cmd;
 mod image_cmd;
+mod lab_cmd;
 mod sim_cmd;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,9 @@ enum Command {
     /// Guest image (kernel + initramfs with the workload binaries).
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
+    /// A cluster of hosts on this machine (namespaces, shaped links, cgroups).
+    #[command(subcommand)]
+    Lab(lab_cmd::LabCommand),
     /// Boot a VM and a destination on this machine, migrate, and report.
     MigrateBench(bench_cmd::BenchArgs),
     /// Trace-driven datacenter simulator.
@@ -37,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         Command::Image(cmd) => image_cmd::run(cmd),
         Command::Sim(args) => sim_cmd::run(args),
         Command::MigrateBench(args) => bench_cmd::run(args),
+        Command::Lab(cmd) => lab_cmd::run(cmd),
     }
 }

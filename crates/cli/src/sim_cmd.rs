@@ -1,8 +1,298 @@
-//! `drover sim ...` (filled in by the simulator work).
+//! `drover sim`: run policies over a modelled datacenter (a thin shell over drover-sim).
+//!
+//! - `drover sim --trace DIR --policy P [--json]`: one policy on one day.
+//! - `drover sim compare --trace DIR [--policies P1,P2,...|all] [--json] [--plot FILE.svg]`: every
+//!   policy on every day (DIR may hold several day folders).
+//! - `drover sim bench`: the speed benchmark (wall time per day, peak memory).
+//!
+//! Without `--trace`/`--csv`, a seeded synthetic day is generated (`--synthetic N` VMs).
+
+use anyhow::{bail, Context, Result};
+use drover_core::dc::PolicySpec;
+use drover_core::migration::Technique;
+use drover_sim::compare::parse_policies;
+use drover_sim::synth::{generate, SynthSpec};
+use drover_sim::trace::day_folders;
+use drover_sim::{simulate, DatacenterModel, MigrationModel, Report, Workload};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
-pub struct SimArgs {}
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SimArgs {
+    #[command(subcommand)]
+    command: Option<SimCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
 
-pub fn run(_args: SimArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+#[derive(clap::Subcommand)]
+enum SimCommand {
+    /// Run several policies over one or more days, side by side.
+    Compare(CompareArgs),
+    /// Time one day per policy (release builds) and report peak memory.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Clone)]
+struct SourceArgs {
+    /// PlanetLab day folder (one file per VM); for compare, also a folder of day folders.
+    #[arg(long, value_name = "DIR", conflicts_with = "csv")]
+    trace: Option<PathBuf>,
+    /// CSV trace with lines `vm,t,cpu_pct` (t = sample index).
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// VMs in the synthetic day used when no trace is given.
+    #[arg(long, default_value_t = 1000)]
+    synthetic: usize,
+    /// Seed for the synthetic workload, random selection and dirty rates.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Samples per VM in a PlanetLab file.
+    #[arg(long, default_value_t = 288)]
+    samples: usize,
+}
+
+#[derive(clap::Args, Clone)]
+struct ModelArgs {
+    /// Hosts (default: 800, or 4 per 5 VMs for synthetic days).
+    #[arg(long)]
+    hosts: Option<usize>,
+    /// Migration model: `benchmark` (CloudSim's) or `dirty` (dirty-rate aware, technique matters).
+    #[arg(long, default_value = "benchmark")]
+    migration_model: String,
+    /// With the dirty model, force this technique for every policy (precopy|postcopy|hybrid|auto).
+    #[arg(long)]
+    technique: Option<Technique>,
+    /// Keep VMs whose demand drops to zero (CloudSim treats them as finished and removes them).
+    #[arg(long)]
+    keep_idle_vms: bool,
+    /// Make migrations respect host memory (CloudSim checks it only at admission).
+    #[arg(long)]
+    enforce_memory: bool,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Policy, e.g. lr-mmt-1.2, iqr-mmt-1.5, thr-mmt-0.8, mad-mmt-2.5, drover, dvfs, npa.
+    #[arg(long, default_value = "lr-mmt-1.2")]
+    policy: String,
+    /// Print one JSON row instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct CompareArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Comma-separated policies, or `all`.
+    #[arg(long, default_value = "all")]
+    policies: String,
+    /// Print JSON rows (one per policy and day) instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write an SVG chart of the comparison here.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Comma-separated policies to time.
+    #[arg(long, default_value = "lr-mmt-1.2")]
+    policies: String,
+    /// Runs per policy (the best is reported).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+}
+
+pub fn run(args: SimArgs) -> Result<()> {
+    match args.command {
+        Some(SimCommand::Compare(c)) => compare(c),
+        Some(SimCommand::Bench(b)) => bench(b),
+        None => single(args.run),
+    }
+}
+
+fn single(a: RunArgs) -> Result<()> {
+    let spec: PolicySpec = a.policy.parse()?;
+    let days = load_days(&a.source, false)?;
+    let work = &days[0];
+    let model = build_model(&a.model, work)?;
+    let bar = progress_bar(
+        work.samples.saturating_sub(1) as u64,
+        &format!("{} {}", spec, work.day),
+    );
+    let mut tick = |done: usize, _total: usize| bar.set_position(done as u64);
+    let report = simulate(&model, work, spec, a.source.seed, Some(&mut tick))?;
+    bar.finish_and_clear();
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(std::slice::from_ref(&report));
+    }
+    Ok(())
+}
+
+fn compare(a: CompareArgs) -> Result<()> {
+    let policies = parse_policies(&a.policies)?;
+    let days = load_days(&a.source, true)?;
+    let bar = progress_bar((days.len() * policies.len()) as u64, "compare");
+    let mut reports = Vec::new();
+    for work in &days {
+        let model = build_model(&a.model, work)?;
+        for p in &policies {
+            bar.set_message(format!("{p} {}", work.day));
+            let r = simulate(&model, work, p.clone(), a.source.seed, None)?;
+            if a.json {
+                bar.suspend(|| println!("{}", serde_json::to_string(&r).unwrap_or_default()));
+            }
+            reports.push(r);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    if !a.json {
+        print_table(&reports);
+    }
+    if let Some(path) = a.plot {
+        std::fs::write(&path, drover_sim::plot::svg(&reports))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    let policies = parse_policies(&a.policies)?;
+    let days = load_days(&a.source, false)?;
+    let work = &days[0];
+    let model = build_model(&a.model, work)?;
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: debug build; speed targets are for release builds (cargo build --release)"
+        );
+    }
+    println!(
+        "workload {} ({} VMs, {} hosts, {} samples)",
+        work.day,
+        work.vms(),
+        model.hosts,
+        work.samples
+    );
+    for p in policies {
+        let mut best: Option<Report> = None;
+        for _ in 0..a.repeat.max(1) {
+            let r = simulate(&model, work, p.clone(), a.source.seed, None)?;
+            if best.as_ref().is_none_or(|b| r.wall_ms < b.wall_ms) {
+                best = Some(r);
+            }
+        }
+        if let Some(r) = best {
+            println!(
+                "{:14} best of {}: {:9.1} ms  ({} migrations, {:.2} kWh)",
+                r.policy, a.repeat, r.wall_ms, r.migrations, r.energy_kwh
+            );
+        }
+    }
+    if let Some(kb) = peak_rss_kb() {
+        println!("peak memory (VmHWM): {:.1} MiB", kb as f64 / 1024.0);
+    }
+    Ok(())
+}
+
+/// Peak resident memory of this process, from /proc (Linux only).
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn load_days(src: &SourceArgs, many: bool) -> Result<Vec<Workload>> {
+    if let Some(csv) = &src.csv {
+        return Ok(vec![Workload::from_csv(csv)?]);
+    }
+    let Some(dir) = &src.trace else {
+        return Ok(vec![generate(&SynthSpec {
+            vms: src.synthetic,
+            samples: src.samples,
+            seed: src.seed,
+        })]);
+    };
+    if !dir.exists() {
+        bail!("trace folder {} does not exist", dir.display());
+    }
+    let folders = if many {
+        day_folders(dir)?
+    } else {
+        vec![dir.clone()]
+    };
+    folders
+        .iter()
+        .map(|d| Workload::from_planetlab_dir(d, src.samples).map_err(Into::into))
+        .collect()
+}
+
+fn build_model(a: &ModelArgs, work: &Workload) -> Result<DatacenterModel> {
+    let synthetic = work.day.starts_with("synthetic-");
+    let hosts = a.hosts.unwrap_or(if synthetic {
+        (work.vms() * 4 / 5).max(1)
+    } else {
+        800
+    });
+    let mut m = DatacenterModel::planetlab(hosts);
+    m.idle_vms_leave = !a.keep_idle_vms;
+    m.enforce_memory = a.enforce_memory;
+    m.migration = match a.migration_model.as_str() {
+        "benchmark" | "cloudsim" => MigrationModel::Benchmark,
+        "dirty" | "dirty-rate" => MigrationModel::dirty_rate(a.technique),
+        other => bail!("unknown migration model '{other}': expected benchmark or dirty"),
+    };
+    if a.technique.is_some() && m.migration == MigrationModel::Benchmark {
+        bail!("--technique needs --migration-model dirty (the benchmark model ignores techniques)");
+    }
+    Ok(m)
+}
+
+fn progress_bar(len: u64, msg: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}") {
+        bar.set_style(style);
+    }
+    bar.set_message(msg.to_string());
+    bar
+}
+
+fn print_table(reports: &[Report]) {
+    println!(
+        "{:10} {:14} {:>6} {:>6} {:>9} {:>7} {:>8} {:>7} {:>9} {:>10} {:>8}",
+        "day", "policy", "hosts", "vms", "kWh", "migr", "SLATAH%", "PDM%", "SLAV%", "ESV", "ms"
+    );
+    for r in reports {
+        println!(
+            "{:10} {:14} {:>6} {:>6} {:>9.2} {:>7} {:>8.2} {:>7.3} {:>9.5} {:>10.3e} {:>8.1}",
+            r.day,
+            r.policy,
+            r.hosts,
+            r.vms,
+            r.energy_kwh,
+            r.migrations,
+            r.slatah_pct,
+            r.pdm_pct,
+            r.slav_pct,
+            r.esv,
+            r.wall_ms
+        );
+    }
 }

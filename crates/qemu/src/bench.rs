@@ -29,7 +29,7 @@ pub const UNCAPPED_BPS: u64 = 100_000_000_000;
 pub enum BenchError {
     #[error(transparent)]
     Vm(#[from] VmError),
-    #[error("the guest workload did not report within {0} s (see {1}/console.log)")]
+    #[error("the guest workload did not report within {0} s; guest console ends with: {1}")]
     NoReports(u64, String),
     #[error("I/O error: {0}")]
     Io(String),
@@ -131,8 +131,16 @@ pub async fn run_one(config: &BenchConfig, image: &GuestImage, technique: Techni
         .await?;
     let first = samples.wait_for(&clock, 0, 0, Duration::from_secs(60)).await;
     let Some(first) = first else {
-        return Err(BenchError::NoReports(60, src_dir.display().to_string()));
+        let console = std::fs::read_to_string(src_dir.join("console.log")).unwrap_or_default();
+        let tail: Vec<&str> = console.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(BenchError::NoReports(60, tail.join(" | ")));
     };
+    // A working workload first fills its working set (ops stay 0); idle never counts.
+    let first = samples
+        .wait_for(&clock, 0, 1, Duration::from_secs(5))
+        .await
+        .unwrap_or(first);
     let plan = plan_for(config, technique, &source.qmp).await?;
     // Three full seconds of "before" after the first report.
     let before_until = first.host_ms + SIDE_WINDOW_MS + 200;

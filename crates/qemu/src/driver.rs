@@ -69,11 +69,14 @@ pub struct MigrationRun {
     pub pause_ms: Option<u64>,
 }
 
-/// The two ends of a migration and the URI the destination listens on.
+/// The two ends of a migration and the URIs the destination listens on.
 pub struct Endpoints<'a> {
     pub source: &'a dyn Qmp,
     pub dest: &'a dyn Qmp,
     pub uri: String,
+    /// Where the destination listens again to recover a paused post-copy (a fresh address: the
+    /// first one may still be held by the broken connection).
+    pub recover_uri: String,
 }
 
 /// Runs one migration to its end.
@@ -202,11 +205,10 @@ async fn run_action(ends: &Endpoints<'_>, action: &SourceAction) -> (&'static st
         SourceAction::SetParameters(p) => ("migrate-set-parameters", ends.source.set_parameters(p).await),
         SourceAction::Cancel => ("migrate_cancel", ends.source.migrate_cancel().await),
         SourceAction::Recover => {
-            let uri = format!("{}.recover", ends.uri);
-            if let Err(e) = ends.dest.migrate_recover(&uri).await {
+            if let Err(e) = ends.dest.migrate_recover(&ends.recover_uri).await {
                 return ("migrate-recover", Err(e));
             }
-            ("migrate (resume)", ends.source.migrate_resume(&uri).await)
+            ("migrate (resume)", ends.source.migrate_resume(&ends.recover_uri).await)
         }
     }
 }
@@ -251,7 +253,12 @@ async fn finish(ends: &Endpoints<'_>, machine: SourceMachine, dest: DestMachine,
         _ => None,
     };
     let pause_ms = if outcome.vm_on_destination {
-        switchover_pause_ms(&ends.source.take_events(), &ends.dest.take_events())
+        let (source_events, dest_events) = (ends.source.take_events(), ends.dest.take_events());
+        let pause = switchover_pause_ms(&source_events, &dest_events);
+        if pause.is_none() {
+            tracing::warn!(?source_events, ?dest_events, "no STOP/RESUME pair: switchover pause unknown");
+        }
+        pause
     } else {
         None
     };

@@ -121,6 +121,7 @@ async fn run(r: &Rig, plan: MigrationPlan, cancel: Option<watch::Receiver<bool>>
         source: &r.source,
         dest: &r.dest,
         uri: "unix:/tmp/x.sock".into(),
+        recover_uri: "unix:/tmp/x-recover.sock".into(),
     };
     migrate(&ends, plan, &DriverConfig::default(), &Clock::default(), cancel).await
 }

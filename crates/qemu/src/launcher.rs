@@ -3,6 +3,7 @@
 //! One QEMU per VM, no daemonizing: the process is a child of whoever launched it, so it dies
 //! with its [`QemuProcess`] handle (killed on drop) and nothing outlives a test or a crashed
 //! bench. Every socket and log lives in the VM's run directory.
+//! The host agent, whose VMs must outlive the agent itself, uses [`spawn_detached`] instead.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -327,6 +328,79 @@ impl QemuProcess {
     }
 }
 
+/// Where a detached QEMU writes its pid (`-pidfile`).
+pub fn pidfile(paths: &RunPaths) -> PathBuf {
+    paths.dir.join("qemu.pid")
+}
+
+/// The command line for a detached QEMU: [`argv`] plus `-daemonize` and `-pidfile`.
+pub fn detached_argv(spec: &VmSpec, paths: &RunPaths) -> Vec<String> {
+    let mut a = argv(spec, paths);
+    a.push("-daemonize".into());
+    a.push("-pidfile".into());
+    a.push(pidfile(paths).display().to_string());
+    a
+}
+
+/// Starts QEMU so that it outlives its launcher (for the host agent, which must survive its own
+/// restarts without restarting VMs) and returns its pid.
+///
+/// QEMU daemonizes itself: the launched process only exits once the daemon has finished
+/// initialising (QMP socket bound), with status 0 on success, so start-up errors still reach
+/// `stderr_log`. The daemon runs in its own session, is not our child and is never killed on drop;
+/// it inherits our network namespace and cgroup. Killing it is the caller's job.
+pub async fn spawn_detached(binary: &str, spec: &VmSpec, paths: &RunPaths, wait: Duration) -> Result<u32, LaunchError> {
+    validate(spec)?;
+    std::fs::create_dir_all(&paths.dir).map_err(|e| io_err(&paths.dir, e))?;
+    claim_socket(&paths.qmp)?;
+    claim_socket(&paths.metrics)?;
+    let pid_path = pidfile(paths);
+    let _ = std::fs::remove_file(&pid_path);
+    let stderr = std::fs::File::create(&paths.stderr_log).map_err(|e| io_err(&paths.stderr_log, e))?;
+    let mut child = Command::new(binary)
+        .args(detached_argv(spec, paths))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        // The launcher process exits by itself once the daemon is up; kill it only if we give up.
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LaunchError::BinaryNotFound {
+                binary: binary.to_string(),
+            },
+            _ => io_err(Path::new(binary), e),
+        })?;
+    let tail = |paths: &RunPaths| {
+        let text = std::fs::read_to_string(&paths.stderr_log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().rev().take(5).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    };
+    let status = match tokio::time::timeout(wait, child.wait()).await {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => return Err(io_err(&paths.dir, e)),
+        Err(_) => {
+            return Err(LaunchError::NoQmp {
+                name: spec.name.clone(),
+                ms: wait.as_millis() as u64,
+            })
+        }
+    };
+    if !status.success() {
+        return Err(LaunchError::Exited {
+            name: spec.name.clone(),
+            status: status.to_string(),
+            stderr: tail(paths),
+        });
+    }
+    let text = std::fs::read_to_string(&pid_path).map_err(|e| io_err(&pid_path, e))?;
+    text.trim().parse::<u32>().map_err(|_| LaunchError::Exited {
+        name: spec.name.clone(),
+        status: format!("unreadable pid file {}", pid_path.display()),
+        stderr: tail(paths),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +441,25 @@ mod tests {
         assert!(a.contains(&format!("unix:{},server=on,wait=off", paths.qmp.display())));
         assert!(a.contains("tap,id=net0,ifname=tap0"));
         assert_eq!(a.matches("-serial").count(), 2);
+    }
+
+    #[test]
+    fn detached_argv_daemonizes_with_a_pid_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = RunPaths::in_dir(dir.path());
+        let a = detached_argv(&spec(dir.path()), &paths).join(" ");
+        assert!(a.ends_with(&format!("-daemonize -pidfile {}", pidfile(&paths).display())), "{a}");
+    }
+
+    #[tokio::test]
+    async fn detached_early_exit_reports_status() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = RunPaths::in_dir(&dir.path().join("run"));
+        let err = spawn_detached("false", &spec(dir.path()), &paths, Duration::from_secs(5))
+            .await
+            .err()
+            .expect("fails");
+        assert!(matches!(err, LaunchError::Exited { .. }), "{err}");
     }
 
     #[tokio::test]

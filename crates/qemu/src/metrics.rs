@@ -68,12 +68,12 @@ impl Samples {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).last().copied()
     }
 
-    /// Waits until a sample taken at or after `after_ms` with ops above `min_ops` arrives.
+    /// Waits until a sample taken at or after `after_ms` with at least `min_ops` ops arrives.
     pub async fn wait_for(&self, clock: &Clock, after_ms: u64, min_ops: u64, timeout: Duration) -> Option<OpsSample> {
         let deadline = clock.now_ms() + timeout.as_millis() as u64;
         loop {
             if let Some(s) = self.last() {
-                if s.host_ms >= after_ms && s.ops > min_ops {
+                if s.host_ms >= after_ms && s.ops >= min_ops {
                     return Some(s);
                 }
             }
@@ -166,7 +166,7 @@ mod tests {
         let clock = Clock::default();
         let _reader = MetricsReader::spawn(path, clock, samples.clone(), Duration::from_secs(2));
         server.await.expect("server");
-        let got = samples.wait_for(&clock, 0, 29, Duration::from_secs(2)).await.expect("samples");
+        let got = samples.wait_for(&clock, 0, 30, Duration::from_secs(2)).await.expect("samples");
         assert_eq!(got.ops, 30);
         assert_eq!(samples.snapshot().len(), 3);
     }

@@ -97,6 +97,7 @@ impl LocalVm {
             source: &self.qmp,
             dest: &dest.qmp,
             uri,
+            recover_uri: format!("unix:{}", dest_dir.join("recover.sock").display()),
         };
         let run = driver::migrate(&ends, plan, &DriverConfig::default(), &clock, None).await;
         let run = match run {

@@ -220,6 +220,21 @@ pub struct RunFacts<'a> {
     pub samples: &'a [OpsSample],
 }
 
+/// The guest's pause: QEMU's STOP/RESUME stamps when present. Without them, QEMU's own figure
+/// is only trusted for pre-copy; in post-copy it spans the whole post-copy phase, so it is
+/// better to report nothing than a pause the guest never had.
+fn downtime_ms(f: &RunFacts<'_>) -> Option<u64> {
+    let o = f.outcome;
+    if !o.vm_on_destination {
+        return None;
+    }
+    match (f.pause_ms, o.postcopy_started_ms) {
+        (Some(pause), _) => Some(pause),
+        (None, None) => o.last.downtime_ms,
+        (None, Some(_)) => None,
+    }
+}
+
 impl MigrationResult {
     /// Builds the record from what the driver and the metrics reader saw.
     pub fn assemble(f: &RunFacts<'_>) -> Self {
@@ -237,11 +252,7 @@ impl MigrationResult {
             status: o.status,
             converged: o.converged,
             total_ms: o.ended_ms.saturating_sub(o.started_ms),
-            downtime_ms: if o.vm_on_destination {
-                f.pause_ms.or(o.last.downtime_ms)
-            } else {
-                None
-            },
+            downtime_ms: downtime_ms(f),
             switchover_ms,
             transferred_bytes: o.last.transferred,
             precopy_rounds: o.last.dirty_sync_count,
@@ -295,7 +306,7 @@ mod assemble_tests {
             reason: "why",
             outcome: &outcome,
             dest_running_ms: Some(5_120),
-            pause_ms: None,
+            pause_ms: Some(45),
             samples: &samples,
         });
         assert_eq!(r.switchover_ms, Some(120));

@@ -107,8 +107,13 @@ pub struct Running {
     /// When QEMU first reported post-copy.
     pub postcopy_started_ms: Option<u64>,
     pub recoveries: u32,
+    /// When recovery was last started; QEMU stays "paused" for a moment after that.
+    pub last_recovery_ms: Option<u64>,
     pub last: Progress,
 }
+
+/// How long a started recovery may take before the machine tries again.
+pub const RECOVERY_GRACE_MS: u64 = 5_000;
 
 /// What the run came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -210,8 +215,9 @@ impl SourceMachine {
             (S::Postcopy(run), E::Progress(p)) => self.postcopy_progress(run, p),
             (S::PostcopyPaused(run), E::Progress(p)) => self.paused_progress(run, p),
             (S::Cancelling(run), E::Progress(p)) => self.cancelling_progress(run, p),
-            (S::PostcopyPaused(mut run), E::RecoveryIssued { .. }) => {
+            (S::PostcopyPaused(mut run), E::RecoveryIssued { now_ms }) => {
                 run.recoveries += 1;
+                run.last_recovery_ms = Some(now_ms);
                 (S::Postcopy(run), Ok(vec![]))
             }
             (S::Precopy(run), E::CancelRequested { .. }) => (S::Cancelling(run), Ok(vec![SourceAction::Cancel])),
@@ -246,6 +252,7 @@ impl SourceMachine {
             postcopy_requested_ms: None,
             postcopy_started_ms: None,
             recoveries: 0,
+            last_recovery_ms: None,
             last: Progress {
                 now_ms,
                 ..Progress::default()
@@ -351,6 +358,9 @@ impl SourceMachine {
         run.last = p.clone();
         match p.status {
             Some(MigrationStatus::PostcopyPaused) => {
+                if run.last_recovery_ms.is_some_and(|t| now.saturating_sub(t) < RECOVERY_GRACE_MS) {
+                    return (SourceState::PostcopyPaused(run), Ok(vec![]));
+                }
                 if run.recoveries >= self.plan.max_recoveries {
                     let err = format!(
                         "post-copy paused and {} recoveries failed; the guest is paused on the destination and can still be recovered",

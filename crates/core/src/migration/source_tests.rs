@@ -181,6 +181,8 @@ fn postcopy_pause_asks_for_recovery_then_resumes() {
     );
     assert_eq!(m.state().name(), "postcopy-paused");
     m.handle(SourceEvent::RecoveryIssued { now_ms: 90 }).expect("valid");
+    // QEMU still says paused right after: no second recovery yet.
+    assert_eq!(m.handle(progress(100, MigrationStatus::PostcopyPaused, 2, MIB, MIB)), Ok(vec![]));
     m.handle(progress(120, MigrationStatus::PostcopyRecover, 2, MIB, MIB)).expect("valid");
     m.handle(progress(200, MigrationStatus::PostcopyActive, 2, MIB, MIB)).expect("valid");
     m.handle(progress(400, MigrationStatus::Completed, 2, MIB, 0)).expect("valid");
@@ -196,6 +198,8 @@ fn recovery_gives_up_after_max_and_never_claims_vm_on_source() {
     m.handle(progress(50, MigrationStatus::PostcopyPaused, 2, MIB, MIB)).expect("valid");
     m.handle(SourceEvent::RecoveryIssued { now_ms: 60 }).expect("valid");
     m.handle(progress(70, MigrationStatus::PostcopyPaused, 2, MIB, MIB)).expect("valid");
+    assert!(m.outcome().is_none(), "within the grace period");
+    m.handle(progress(60 + RECOVERY_GRACE_MS, MigrationStatus::PostcopyPaused, 2, MIB, MIB)).expect("valid");
     let o = m.outcome().expect("done");
     assert_eq!(o.status, EndStatus::Failed);
     assert!(o.vm_on_destination);

@@ -1,0 +1,204 @@
+//! `drover lab`: a cluster of hosts on this machine (a thin shell over drover-lab).
+//!
+//! - `drover lab up --hosts N [--host-cpus C] [--host-memory M] [--link RATE] [--no-agents]`
+//! - `drover lab status [--json]`
+//! - `drover lab down` (safe after a crash, and twice)
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use drover_core::units::{format_rate, format_size, parse_rate, parse_size};
+use drover_lab::name::DEFAULT_LAB;
+use drover_lab::plan::AGENT_PORT;
+use drover_lab::{AgentLaunch, LabDirs, LabName, LabSpec, LabState, RealSystem};
+
+#[derive(clap::Subcommand)]
+pub enum LabCommand {
+    /// Create hosts h1..hN (namespaces on a bridge, shaped links, cgroups) and their agents.
+    Up {
+        /// Number of hosts.
+        #[arg(long)]
+        hosts: u32,
+        /// CPU cap of each host in cores (e.g. 0.5); uncapped if absent.
+        #[arg(long, value_name = "C")]
+        host_cpus: Option<f64>,
+        /// Memory cap of each host (e.g. 2GiB); uncapped if absent.
+        #[arg(long, value_name = "M")]
+        host_memory: Option<String>,
+        /// Link rate of each host, each direction (e.g. 100MB/s, 1Gbit/s).
+        #[arg(long, value_name = "RATE", default_value = "1Gbit/s")]
+        link: String,
+        /// Lab name, used in every resource name (a-z, 0-9, at most 8).
+        #[arg(long, default_value = DEFAULT_LAB)]
+        name: String,
+        /// Do not start agents (network, shaping and cgroups only).
+        #[arg(long)]
+        no_agents: bool,
+        /// Agent program, run as `<bin> agent --listen ...`; defaults to this drover.
+        #[arg(long, value_name = "PATH")]
+        agent_bin: Option<PathBuf>,
+        /// How long to wait for each agent's health endpoint.
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        agent_timeout: u64,
+        /// Print the lab description as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the lab and check its namespaces and agents.
+    Status {
+        #[arg(long, default_value = DEFAULT_LAB)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove everything the lab made (namespaces, links, cgroups and their processes).
+    Down {
+        #[arg(long, default_value = DEFAULT_LAB)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: LabCommand) -> Result<()> {
+    let dirs = LabDirs::from_env();
+    let mut sys = RealSystem;
+    match cmd {
+        LabCommand::Up {
+            hosts,
+            host_cpus,
+            host_memory,
+            link,
+            name,
+            no_agents,
+            agent_bin,
+            agent_timeout,
+            json,
+        } => {
+            let mut spec = LabSpec::new(&name, hosts)?.link_rate(parse_rate(&link)?)?;
+            if let Some(c) = host_cpus {
+                spec = spec.cpus(c);
+            }
+            if let Some(m) = host_memory {
+                spec = spec.memory(parse_size(&m)?);
+            }
+            if !no_agents {
+                spec = spec.agent(agent_launch(agent_bin, agent_timeout)?);
+            }
+            let layout = drover_lab::detect_layout(&mut sys)?;
+            let state = drover_lab::up(&mut sys, &dirs, &spec, &layout)?;
+            print_state(&state, json);
+        }
+        LabCommand::Status { name, json } => {
+            let name = LabName::new(&name)?;
+            let st = drover_lab::status(&mut sys, &dirs, &name)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print_state(&st.state, false);
+                for h in &st.hosts {
+                    let agent = match (h.agent_running, h.agent_healthy) {
+                        (_, Some(true)) => "agent healthy",
+                        (Some(true), _) => "agent running, not answering",
+                        (Some(false), _) => "agent not running",
+                        _ => "no agent",
+                    };
+                    let ns = if h.netns_present {
+                        "netns present"
+                    } else {
+                        "NETNS MISSING"
+                    };
+                    println!("{:<4} {ns}, {agent}", h.name);
+                }
+            }
+        }
+        LabCommand::Down { name, json } => {
+            let name = LabName::new(&name)?;
+            let layout = drover_lab::detect_layout(&mut sys)?;
+            let report = drover_lab::down(&mut sys, &dirs, &name, &layout)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if report.is_empty() {
+                println!("lab '{name}': nothing to remove");
+            } else {
+                println!(
+                    "lab '{name}' removed: {} namespace(s), {} link(s), {} cgroup dir(s){}",
+                    report.namespaces.len(),
+                    report.links.len(),
+                    report.cgroup_dirs.len(),
+                    report
+                        .lab_dir
+                        .map(|d| format!(", {}", d.display()))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The agent command, checked before any resource is made so a drover without `agent` fails
+/// fast instead of after a health-check timeout.
+fn agent_launch(bin: Option<PathBuf>, timeout_secs: u64) -> Result<AgentLaunch> {
+    let bin = match bin {
+        Some(b) => b,
+        None => std::env::current_exe().context("locating the drover binary for the agents")?,
+    };
+    let ok = std::process::Command::new(&bin)
+        .args(["agent", "--help"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        bail!("`{} agent --help` failed: this binary cannot run agents; pass --agent-bin or --no-agents", bin.display());
+    }
+    Ok(AgentLaunch {
+        argv_prefix: vec![bin.display().to_string(), "agent".into()],
+        port: AGENT_PORT,
+        health_timeout: Duration::from_secs(timeout_secs),
+    })
+}
+
+fn print_state(state: &LabState, json: bool) {
+    if json {
+        println!("{}", state.to_json());
+        return;
+    }
+    println!(
+        "lab '{}': {} host(s) on {} ({}), links {} each way, cgroup {:?}",
+        state.name,
+        state.hosts.len(),
+        state.bridge,
+        state.subnet,
+        format_rate(state.link.rate_bytes_per_sec),
+        state.cgroup_version,
+    );
+    println!("token: {}", state.token_file.display());
+    println!(
+        "state: {}",
+        state.lab_dir.join(drover_lab::state::STATE_FILE).display()
+    );
+    println!(
+        "{:<4} {:<13} {:<14} {:>5} {:>8}  AGENT",
+        "HOST", "ADDRESS", "NETNS", "CPUS", "MEMORY"
+    );
+    for h in &state.hosts {
+        let cpus = h.cpus.map(|c| format!("{c}")).unwrap_or_else(|| "-".into());
+        let mem = h
+            .memory_bytes
+            .map(format_size)
+            .unwrap_or_else(|| "-".into());
+        let agent = match (&h.agent_url, h.agent_pid) {
+            (Some(url), Some(pid)) => format!("{url} (pid {pid})"),
+            (Some(url), None) => url.clone(),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<4} {:<13} {:<14} {:>5} {:>8}  {agent}",
+            h.name, h.address, h.netns, cpus, mem
+        );
+    }
+}

@@ -1,0 +1,363 @@
+//! The working allocation a policy edits while it plans one round: which VMs each host would run,
+//! and what that does to its CPU share, free capacity and utilization history.
+//!
+//! CPU is shared the way CloudSim's time-shared over-subscription scheduler shares it (so the
+//! baselines see the same "free MIPS" as in the reference runs): a VM gets at most one physical
+//! core per virtual core; if the capped demands fit, everyone gets theirs and the rest is free;
+//! otherwise every VM is scaled down by the same factor (rounded down to whole MIPS) and nothing is
+//! free. Hosts are recomputed from scratch whenever their VM set changes, because the detectors
+//! test histories for exact zeros and incremental sums would leave rounding residue.
+
+use super::model::{HostId, HostType, VmId};
+use super::snapshot::{Snapshot, VmState, HISTORY_LEN};
+
+/// CPU a VM can get on a host whose cores have `pe_mips` each: at most one core per virtual core.
+pub fn capped_demand(vm: &VmState, pe_mips: f64) -> f64 {
+    vm.demand_per_pe().min(pe_mips) * vm.pes.max(1) as f64
+}
+
+/// The over-subscription rule: (allocated MIPS in total, free MIPS) for capped demands summing to
+/// `need` on a host of `total` MIPS. `floor_sum` is the sum of each VM's scaled, floored share,
+/// needed only when `need > total`.
+pub fn share(need: f64, total: f64, floor_sum: impl FnOnce(f64) -> f64) -> (f64, f64) {
+    if need <= total {
+        (need, total - need)
+    } else {
+        (floor_sum(total / need), 0.0)
+    }
+}
+
+/// One host in the working allocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostWork {
+    pub vms: Vec<VmId>,
+    /// Sum of the VMs' demands, MIPS (uncapped: what detectors compare with capacity).
+    pub req_mips: f64,
+    /// Sum of what the VMs are allocated, MIPS.
+    pub alloc_mips: f64,
+    /// Free CPU a newcomer could be given, MIPS.
+    pub avail_mips: f64,
+    pub ram_used_mb: u64,
+    /// Largest resident VM's memory (the longest migration off this host).
+    pub max_ram_mb: u32,
+    /// Host utilization history: sum of VM histories weighted by VM size over host size.
+    pub hist: [f64; HISTORY_LEN],
+    /// Whether this round changed its VM set.
+    pub touched: bool,
+}
+
+/// What a detector looks at for one host (current or hypothetical).
+#[derive(Debug, Clone, Copy)]
+pub struct Load<'a> {
+    pub req_mips: f64,
+    pub total_mips: f64,
+    pub hist: &'a [f64; HISTORY_LEN],
+    /// Seconds the longest migration off the host takes.
+    pub max_migration_s: f64,
+}
+
+impl Load<'_> {
+    pub fn utilization(&self) -> f64 {
+        self.req_mips / self.total_mips
+    }
+}
+
+/// The working allocation for one planning round.
+#[derive(Debug, Clone)]
+pub struct Cluster<'s> {
+    pub snap: &'s Snapshot,
+    hosts: Vec<HostWork>,
+    /// Hosts that ran VMs at the snapshot or were changed since.
+    active: Vec<HostId>,
+    /// Hosts empty at the snapshot, per host type, ascending.
+    empties: Vec<Vec<HostId>>,
+}
+
+impl<'s> Cluster<'s> {
+    pub fn new(snap: &'s Snapshot) -> Cluster<'s> {
+        let mut empties = vec![Vec::new(); snap.host_types.len()];
+        let mut active = Vec::new();
+        let hosts = snap
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(h, hs)| {
+                if hs.vms.is_empty() {
+                    empties[hs.kind].push(h);
+                } else {
+                    active.push(h);
+                }
+                let mut w = HostWork {
+                    vms: hs.vms.clone(),
+                    req_mips: 0.0,
+                    alloc_mips: 0.0,
+                    avail_mips: 0.0,
+                    ram_used_mb: 0,
+                    max_ram_mb: 0,
+                    hist: [0.0; HISTORY_LEN],
+                    touched: false,
+                };
+                recompute(snap, &snap.host_types[hs.kind], &mut w);
+                w
+            })
+            .collect();
+        Cluster {
+            snap,
+            hosts,
+            active,
+            empties,
+        }
+    }
+
+    pub fn host(&self, h: HostId) -> &HostWork {
+        &self.hosts[h]
+    }
+
+    pub fn host_type(&self, h: HostId) -> &HostType {
+        self.snap.host_type(h)
+    }
+
+    pub fn vm(&self, v: VmId) -> &VmState {
+        &self.snap.vms[v]
+    }
+
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// Hosts worth evaluating as destinations: every host that runs or ran VMs this round, plus
+    /// the lowest-numbered untouched empty host of each type that `skip` does not rule out (all
+    /// untouched empty hosts of a type are interchangeable, and ties go to the lowest number).
+    pub fn candidates(&self, skip: impl Fn(HostId) -> bool, include_empty: bool) -> Vec<HostId> {
+        let mut out: Vec<HostId> = self.active.iter().copied().filter(|&h| !skip(h)).collect();
+        if include_empty {
+            for list in &self.empties {
+                let pristine = list
+                    .iter()
+                    .copied()
+                    .find(|&h| !self.hosts[h].touched && !skip(h));
+                out.extend(pristine);
+            }
+        }
+        out
+    }
+
+    /// Hosts that ran VMs at the snapshot or were changed since.
+    pub fn active_hosts(&self) -> &[HostId] {
+        &self.active
+    }
+
+    /// The detector's view of a host as it stands.
+    pub fn load(&self, h: HostId) -> Load<'_> {
+        let w = &self.hosts[h];
+        let t = self.host_type(h);
+        Load {
+            req_mips: w.req_mips,
+            total_mips: t.total_mips(),
+            hist: &w.hist,
+            max_migration_s: if w.vms.is_empty() {
+                0.0
+            } else {
+                t.migration_time_s(w.max_ram_mb)
+            },
+        }
+    }
+
+    /// The detector's view of a host if `vm` joined it; `buf` holds the combined history.
+    pub fn load_with<'b>(&self, h: HostId, vm: VmId, buf: &'b mut [f64; HISTORY_LEN]) -> Load<'b> {
+        let w = &self.hosts[h];
+        let t = self.host_type(h);
+        let v = self.vm(vm);
+        let weight = v.total_mips() / t.total_mips();
+        for (i, slot) in buf.iter_mut().enumerate() {
+            *slot = w.hist[i] + v.history.padded()[i] * weight;
+        }
+        Load {
+            req_mips: w.req_mips + v.demand_mips,
+            total_mips: t.total_mips(),
+            hist: buf,
+            max_migration_s: t.migration_time_s(w.max_ram_mb.max(v.ram_mb)),
+        }
+    }
+
+    /// Whether `vm` fits on `h` now: a core big enough for its per-core demand, enough free CPU,
+    /// and memory when the snapshot enforces it.
+    pub fn fits(&self, h: HostId, vm: VmId) -> bool {
+        let t = self.host_type(h);
+        let v = self.vm(vm);
+        let w = &self.hosts[h];
+        t.mips_per_pe >= v.demand_per_pe()
+            && w.avail_mips >= v.demand_mips
+            && (!self.snap.enforce_memory || w.ram_used_mb + v.ram_mb as u64 <= t.ram_mb as u64)
+    }
+
+    /// Host CPU utilization (0..=1) if `vm` joined, by allocated MIPS.
+    pub fn utilization_after(&self, h: HostId, vm: VmId) -> f64 {
+        ((self.hosts[h].alloc_mips + self.vm(vm).demand_mips) / self.host_type(h).total_mips())
+            .min(1.0)
+    }
+
+    pub fn add(&mut self, h: HostId, vm: VmId) {
+        // Hosts that ran VMs at the snapshot are listed already; a pristine empty one joins now.
+        if self.snap.hosts[h].vms.is_empty() && !self.hosts[h].touched {
+            self.active.push(h);
+        }
+        let w = &mut self.hosts[h];
+        w.vms.push(vm);
+        w.touched = true;
+        let snap = self.snap;
+        recompute(
+            snap,
+            &snap.host_types[snap.hosts[h].kind],
+            &mut self.hosts[h],
+        );
+    }
+
+    pub fn remove(&mut self, h: HostId, vm: VmId) {
+        let w = &mut self.hosts[h];
+        if let Some(i) = w.vms.iter().position(|&v| v == vm) {
+            w.vms.remove(i);
+        }
+        w.touched = true;
+        let snap = self.snap;
+        recompute(
+            snap,
+            &snap.host_types[snap.hosts[h].kind],
+            &mut self.hosts[h],
+        );
+    }
+}
+
+fn recompute(snap: &Snapshot, t: &HostType, w: &mut HostWork) {
+    let total = t.total_mips();
+    let (mut req, mut need, mut ram, mut max_ram) = (0.0, 0.0, 0u64, 0u32);
+    w.hist = [0.0; HISTORY_LEN];
+    for &v in &w.vms {
+        let vm = &snap.vms[v];
+        req += vm.demand_mips;
+        need += capped_demand(vm, t.mips_per_pe);
+        ram += vm.ram_mb as u64;
+        max_ram = max_ram.max(vm.ram_mb);
+        let weight = vm.total_mips() / total;
+        for (slot, u) in w.hist.iter_mut().zip(vm.history.padded()) {
+            *slot += u * weight;
+        }
+    }
+    let (alloc, avail) = share(need, total, |scale| {
+        w.vms
+            .iter()
+            .map(|&v| (capped_demand(&snap.vms[v], t.mips_per_pe) * scale).floor())
+            .sum()
+    });
+    w.req_mips = req;
+    w.alloc_mips = alloc;
+    w.avail_mips = avail;
+    w.ram_used_mb = ram;
+    w.max_ram_mb = max_ram;
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::dc::model::HostType;
+    use crate::dc::snapshot::{History, HostState};
+
+    /// A small snapshot: hosts of the benchmark's two types; VMs given as (host, mips, demand
+    /// fraction, ram) with a flat history at the same fraction.
+    pub(crate) fn snapshot(
+        host_kinds: &[usize],
+        vms: &[(Option<usize>, f64, f64, u32)],
+        hist_len: usize,
+    ) -> Snapshot {
+        let host_types = vec![HostType::hp_ml110_g4(), HostType::hp_ml110_g5()];
+        let mut hosts: Vec<HostState> = host_kinds
+            .iter()
+            .map(|&kind| HostState {
+                kind,
+                vms: vec![],
+                util_mips: 0.0,
+                on_since_s: None,
+            })
+            .collect();
+        let vms = vms
+            .iter()
+            .enumerate()
+            .map(|(i, &(host, mips, u, ram))| {
+                let mut history = History::default();
+                for _ in 0..hist_len {
+                    history.push(u);
+                }
+                if let Some(h) = host {
+                    hosts[h].vms.push(i);
+                    hosts[h].util_mips += u * mips;
+                }
+                VmState {
+                    mips,
+                    pes: 1,
+                    ram_mb: ram,
+                    host,
+                    demand_mips: u * mips,
+                    history,
+                    dirty_rate_bps: 0.0,
+                    wss_bytes: 0,
+                    last_migration_s: None,
+                }
+            })
+            .collect();
+        Snapshot {
+            time_s: 3000.0,
+            interval_s: 300.0,
+            host_types,
+            hosts,
+            vms,
+            enforce_memory: false,
+        }
+    }
+
+    #[test]
+    fn shares_fit_or_scale_down() {
+        // G4: 2 x 1860 = 3720 MIPS. Two VMs asking 1000 and 1500 fit; 2220 MIPS free.
+        let s = snapshot(
+            &[0],
+            &[(Some(0), 2000.0, 0.5, 870), (Some(0), 2500.0, 0.6, 870)],
+            1,
+        );
+        let c = Cluster::new(&s);
+        assert_eq!(c.host(0).alloc_mips, 2500.0);
+        assert_eq!(c.host(0).avail_mips, 1220.0);
+        // Three VMs asking 2500 capped at one 1860 core each: need 5580 > 3720, scale 2/3.
+        let s = snapshot(&[0], &[(Some(0), 2500.0, 1.0, 870); 3], 1);
+        let c = Cluster::new(&s);
+        assert_eq!(c.host(0).req_mips, 7500.0);
+        assert_eq!(c.host(0).alloc_mips, 3.0 * 1240.0);
+        assert_eq!(c.host(0).avail_mips, 0.0);
+    }
+
+    #[test]
+    fn host_history_is_size_weighted_sum() {
+        let s = snapshot(
+            &[1],
+            &[(Some(0), 2660.0, 0.5, 870), (Some(0), 532.0, 1.0, 613)],
+            3,
+        );
+        let c = Cluster::new(&s);
+        let h = c.host(0).hist;
+        assert!((h[0] - (0.25 + 0.1)).abs() < 1e-12);
+        assert_eq!(h[3], 0.0);
+    }
+
+    #[test]
+    fn candidates_collapse_interchangeable_empty_hosts() {
+        let s = snapshot(&[0, 1, 0, 1, 1], &[(Some(3), 1000.0, 0.5, 613)], 1);
+        let mut c = Cluster::new(&s);
+        assert_eq!(c.candidates(|_| false, true), vec![3, 0, 1]);
+        c.add(1, 0);
+        assert_eq!(c.candidates(|_| false, true), vec![3, 1, 0, 4]);
+        assert_eq!(c.candidates(|h| h == 0, true), vec![3, 1, 2, 4]);
+        assert_eq!(c.candidates(|_| false, false), vec![3, 1]);
+    }
+}

@@ -1,0 +1,243 @@
+//! Policies by name, and the one entry point the manager and the simulator call.
+//!
+//! Names: `<detector>-<selector>-<parameter>` for the published policies, e.g. `lr-mmt-1.2`,
+//! `iqr-mmt-1.5`, `thr-mmt-0.8`, `mad-mmt-2.5`, `lrr-mmt-1.2`, `thr-mc-0.8`, `thr-rs-0.8`
+//! (detectors thr, iqr, mad, lr, lrr; selectors mmt, mc, mu, rs; `_` works as a separator too);
+//! `drover` for Drover's own; and the baselines `npa` (no power management: every host at full
+//! power, no migrations) and `dvfs` (power follows load, no migrations).
+
+use super::consolidate;
+use super::detect::{Detector, Overload};
+use super::drover::{self, DroverParams};
+use super::place::Admission;
+use super::plan::Plan;
+use super::rng::SplitMix64;
+use super::select::Selector;
+use super::snapshot::Snapshot;
+use crate::migration::Technique;
+use std::fmt;
+use std::str::FromStr;
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error("empty policy name")]
+    Empty,
+    #[error("unknown policy '{0}': expected npa, dvfs, drover or <detector>-<selector>-<parameter> such as lr-mmt-1.2")]
+    Unknown(String),
+    #[error(
+        "unknown overload detector '{detector}' in '{name}': expected thr, iqr, mad, lr or lrr"
+    )]
+    Detector { name: String, detector: String },
+    #[error("unknown VM selection '{selector}' in '{name}': expected mmt, mc, mu or rs")]
+    Selector { name: String, selector: String },
+    #[error("bad parameter '{param}' in '{name}': expected a non-negative number")]
+    Parameter { name: String, param: String },
+}
+
+/// A policy as named.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicySpec {
+    /// No power management: hosts always at full power, no migrations.
+    Npa,
+    /// Power follows load (DVFS), VMs never move.
+    Dvfs,
+    /// A published detector with a selector and PABFD placement.
+    Published {
+        detector: Overload,
+        selector: Selector,
+    },
+    Drover(DroverParams),
+}
+
+/// The policies every comparison runs, in table order.
+pub const ALL: &[&str] = &[
+    "npa",
+    "dvfs",
+    "thr-mmt-0.8",
+    "thr-mmt-1.0",
+    "iqr-mmt-1.5",
+    "mad-mmt-2.5",
+    "lr-mmt-1.2",
+    "lrr-mmt-1.2",
+    "drover",
+];
+
+impl FromStr for PolicySpec {
+    type Err = PolicyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let name = s.trim().to_ascii_lowercase();
+        match name.as_str() {
+            "" => return Err(PolicyError::Empty),
+            "npa" => return Ok(PolicySpec::Npa),
+            "dvfs" => return Ok(PolicySpec::Dvfs),
+            "drover" => return Ok(PolicySpec::Drover(DroverParams::default())),
+            _ => {}
+        }
+        let parts: Vec<&str> = name.splitn(3, ['-', '_']).collect();
+        let [det, sel, param] = parts[..] else {
+            return Err(PolicyError::Unknown(s.trim().to_string()));
+        };
+        let value: f64 = match param.parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => v,
+            _ => {
+                return Err(PolicyError::Parameter {
+                    name: name.clone(),
+                    param: param.into(),
+                })
+            }
+        };
+        let detector = match det {
+            "thr" => Overload::Thr { threshold: value },
+            "iqr" => Overload::Iqr { safety: value },
+            "mad" => Overload::Mad { safety: value },
+            "lr" => Overload::Lr { safety: value },
+            "lrr" => Overload::Lrr { safety: value },
+            _ => {
+                return Err(PolicyError::Detector {
+                    name: name.clone(),
+                    detector: det.into(),
+                })
+            }
+        };
+        let selector = match sel {
+            "mmt" => Selector::Mmt,
+            "mc" => Selector::Mc,
+            "mu" => Selector::Mu,
+            "rs" => Selector::Rs,
+            _ => {
+                return Err(PolicyError::Selector {
+                    name: name.clone(),
+                    selector: sel.into(),
+                })
+            }
+        };
+        Ok(PolicySpec::Published { detector, selector })
+    }
+}
+
+impl fmt::Display for PolicySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicySpec::Npa => f.write_str("npa"),
+            PolicySpec::Dvfs => f.write_str("dvfs"),
+            PolicySpec::Drover(_) => f.write_str("drover"),
+            PolicySpec::Published { detector, selector } => {
+                let (d, v) = match detector {
+                    Overload::Thr { threshold } => ("thr", threshold),
+                    Overload::Iqr { safety } => ("iqr", safety),
+                    Overload::Mad { safety } => ("mad", safety),
+                    Overload::Lr { safety } => ("lr", safety),
+                    Overload::Lrr { safety } => ("lrr", safety),
+                };
+                write!(f, "{d}-{}-{v:.1}", selector.name())
+            }
+        }
+    }
+}
+
+/// A policy ready to decide, with whatever state it keeps between rounds.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub spec: PolicySpec,
+    interval_s: f64,
+    rng: SplitMix64,
+}
+
+impl Policy {
+    /// `interval_s` is the decision interval; `seed` feeds the random choices (RS).
+    pub fn new(spec: PolicySpec, interval_s: f64, seed: u64) -> Policy {
+        Policy {
+            spec,
+            interval_s,
+            rng: SplitMix64::new(seed),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        self.spec.to_string()
+    }
+
+    /// Whether the policy ever migrates.
+    pub fn migrates(&self) -> bool {
+        matches!(
+            self.spec,
+            PolicySpec::Published { .. } | PolicySpec::Drover(_)
+        )
+    }
+
+    /// How it admits new VMs.
+    pub fn admission(&self) -> Admission {
+        match self.spec {
+            PolicySpec::Npa | PolicySpec::Dvfs => Admission::FirstFit,
+            PolicySpec::Published { .. } => Admission::PowerAware,
+            PolicySpec::Drover(_) => Admission::Packed,
+        }
+    }
+
+    /// The detector used for admission and planning (THR 1.0 for the policies without one).
+    pub fn detector(&self) -> Detector {
+        let kind = match &self.spec {
+            PolicySpec::Published { detector, .. } => *detector,
+            _ => Overload::Thr { threshold: 1.0 },
+        };
+        Detector::new(kind, self.interval_s)
+    }
+
+    /// Plans one round from a snapshot.
+    pub fn decide(&mut self, snap: &Snapshot) -> Plan {
+        match &self.spec {
+            PolicySpec::Npa | PolicySpec::Dvfs => Plan::default(),
+            PolicySpec::Published { selector, .. } => {
+                let det = self.detector();
+                consolidate::optimize(snap, &det, *selector, &mut self.rng, Technique::Precopy)
+            }
+            PolicySpec::Drover(params) => drover::decide(snap, params),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_published_names_both_separators() {
+        let p: PolicySpec = "lr-mmt-1.2".parse().unwrap();
+        assert_eq!(
+            p,
+            PolicySpec::Published {
+                detector: Overload::Lr { safety: 1.2 },
+                selector: Selector::Mmt
+            }
+        );
+        assert_eq!(p.to_string(), "lr-mmt-1.2");
+        let p: PolicySpec = "IQR_MC_1.5".parse().unwrap();
+        assert_eq!(p.to_string(), "iqr-mc-1.5");
+        assert_eq!(
+            "thr-rs-0.8".parse::<PolicySpec>().unwrap().to_string(),
+            "thr-rs-0.8"
+        );
+        for name in ALL {
+            let p: PolicySpec = name.parse().unwrap();
+            assert_eq!(&p.to_string(), name);
+        }
+    }
+
+    #[test]
+    fn parse_errors_say_what_is_wrong() {
+        let e = "xyz-mmt-1.0".parse::<PolicySpec>().unwrap_err();
+        assert!(
+            e.to_string().contains("unknown overload detector 'xyz'"),
+            "{e}"
+        );
+        let e = "lr-abc-1.0".parse::<PolicySpec>().unwrap_err();
+        assert!(e.to_string().contains("unknown VM selection 'abc'"), "{e}");
+        let e = "lr-mmt-high".parse::<PolicySpec>().unwrap_err();
+        assert!(e.to_string().contains("bad parameter 'high'"), "{e}");
+        let e = "lr-mmt".parse::<PolicySpec>().unwrap_err();
+        assert!(e.to_string().contains("unknown policy 'lr-mmt'"), "{e}");
+        assert_eq!("  ".parse::<PolicySpec>().unwrap_err(), PolicyError::Empty);
+    }
+}

@@ -1,0 +1,261 @@
+//! The statistics the detectors and selectors need, computed exactly the way CloudSim 3.0.3's
+//! `MathUtil` (over Apache Commons Math) computes them, so that the published policies decide
+//! the same way here as in the reference runs. Quirks are kept on purpose and called out.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq)]
+pub enum StatsError {
+    #[error("regression needs more samples ({samples}) than parameters ({params})")]
+    NotEnoughData { samples: usize, params: usize },
+    #[error("regression matrix is singular")]
+    Singular,
+}
+
+/// Apache Commons Math's default (legacy) percentile estimate, `p` in (0, 100].
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let n = sorted.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let pos = p * (n as f64 + 1.0) / 100.0;
+    if pos < 1.0 {
+        return sorted[0];
+    }
+    if pos >= n as f64 {
+        return sorted[n - 1];
+    }
+    let int_pos = pos.floor() as usize;
+    let lower = sorted[int_pos - 1];
+    let upper = sorted[int_pos];
+    lower + (pos - pos.floor()) * (upper - lower)
+}
+
+fn sorted_copy(data: &[f64]) -> Vec<f64> {
+    let mut v = data.to_vec();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+pub fn median(data: &[f64]) -> f64 {
+    percentile(&sorted_copy(data), 50.0)
+}
+
+/// Median absolute deviation from the median.
+pub fn mad(data: &[f64]) -> f64 {
+    if data.is_empty() {
+        return 0.0;
+    }
+    let m = median(data);
+    let dev: Vec<f64> = data.iter().map(|x| (m - x).abs()).collect();
+    median(&dev)
+}
+
+/// Interquartile range with CloudSim's rounding of the quartile positions.
+pub fn iqr(data: &[f64]) -> f64 {
+    if data.is_empty() {
+        return 0.0;
+    }
+    let s = sorted_copy(data);
+    let n = s.len() as f64;
+    // Java's Math.round rounds halves up.
+    let q1 = ((0.25 * (n + 1.0) + 0.5).floor() as usize).saturating_sub(1);
+    let q3 = ((0.75 * (n + 1.0) + 0.5).floor() as usize).saturating_sub(1);
+    s[q3.min(s.len() - 1)] - s[q1.min(s.len() - 1)]
+}
+
+/// Length of `data` once its trailing zeros are cut, with CloudSim's quirk that an all-zero (or
+/// empty) series still counts as length 1. Detectors compare this with their minimum history.
+pub fn count_non_zero_beginning(data: &[f64]) -> usize {
+    match data.iter().rposition(|&x| x != 0.0) {
+        Some(i) => i + 1,
+        None => 1,
+    }
+}
+
+/// Ordinary least squares of `y` against x = 1, 2, ..., n: returns (intercept, slope).
+///
+/// CloudSim's "local regression" nominally weights points with a tricube kernel, but its weights
+/// are never zero, and it only applies them when at least 40% are, so the fit it actually makes,
+/// and the one the reference results come from, is this plain OLS.
+pub fn ols_on_index(y: &[f64]) -> (f64, f64) {
+    weighted_on_index(y, &vec![1.0; y.len()])
+}
+
+/// Weighted least squares of `y` against x = 1..n: returns (intercept, slope).
+pub fn weighted_on_index(y: &[f64], w: &[f64]) -> (f64, f64) {
+    let (mut sw, mut sx, mut sy) = (0.0, 0.0, 0.0);
+    for (i, (&yi, &wi)) in y.iter().zip(w).enumerate() {
+        let x = (i + 1) as f64;
+        sw += wi;
+        sx += wi * x;
+        sy += wi * yi;
+    }
+    if sw <= 0.0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let (mx, my) = (sx / sw, sy / sw);
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (i, (&yi, &wi)) in y.iter().zip(w).enumerate() {
+        let dx = (i + 1) as f64 - mx;
+        sxy += wi * dx * (yi - my);
+        sxx += wi * dx * dx;
+    }
+    if sxx == 0.0 {
+        return (my, 0.0);
+    }
+    let slope = sxy / sxx;
+    (my - slope * mx, slope)
+}
+
+/// Robust fit: OLS, then one bisquare reweighting pass on its residuals (Cleveland's robustness
+/// step, as the LRR detector is published). Outliers beyond six median absolute residuals get no
+/// weight; if every point would, the plain fit is kept.
+pub fn robust_on_index(y: &[f64]) -> (f64, f64) {
+    let (a, b) = ols_on_index(y);
+    let residuals: Vec<f64> = y
+        .iter()
+        .enumerate()
+        .map(|(i, yi)| yi - (a + b * (i + 1) as f64))
+        .collect();
+    let abs: Vec<f64> = residuals.iter().map(|r| r.abs()).collect();
+    let s6 = 6.0 * median(&abs);
+    if s6 <= 0.0 {
+        return (a, b);
+    }
+    let w: Vec<f64> = residuals
+        .iter()
+        .map(|r| {
+            let u = r / s6;
+            if u.abs() < 1.0 {
+                (1.0 - u * u).powi(2)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let (ra, rb) = weighted_on_index(y, &w);
+    if ra.is_finite() && rb.is_finite() {
+        (ra, rb)
+    } else {
+        (a, b)
+    }
+}
+
+/// R² of the least-squares regression of `y` on the columns of `x` plus an intercept, as Apache's
+/// `OLSMultipleLinearRegression` computes it (Householder QR). Errors like Apache's: not enough
+/// samples for the regressors, or a singular design (e.g. an all-zero column).
+pub fn r_squared(x_cols: &[&[f64]], y: &[f64]) -> Result<f64, StatsError> {
+    let m = y.len();
+    let p = x_cols.len() + 1;
+    if m < p + 1 || x_cols.is_empty() {
+        return Err(StatsError::NotEnoughData {
+            samples: m,
+            params: p,
+        });
+    }
+    // Column-major design matrix with the intercept first.
+    let mut a: Vec<Vec<f64>> = Vec::with_capacity(p);
+    a.push(vec![1.0; m]);
+    for c in x_cols {
+        a.push(c[..m].to_vec());
+    }
+    let mut qty = y.to_vec();
+    for j in 0..p {
+        let norm = a[j][j..].iter().map(|v| v * v).sum::<f64>().sqrt();
+        let scale = a[j].iter().map(|v| v.abs()).fold(0.0, f64::max).max(1.0);
+        if norm <= 1e-12 * scale {
+            return Err(StatsError::Singular);
+        }
+        let alpha = if a[j][j] > 0.0 { -norm } else { norm };
+        let mut v: Vec<f64> = a[j][j..].to_vec();
+        v[0] -= alpha;
+        let vnorm2: f64 = v.iter().map(|x| x * x).sum();
+        if vnorm2 == 0.0 {
+            continue;
+        }
+        let reflect = |col: &mut [f64]| {
+            let dot: f64 = v.iter().zip(col.iter()).map(|(a, b)| a * b).sum();
+            let f = 2.0 * dot / vnorm2;
+            for (c, vi) in col.iter_mut().zip(&v) {
+                *c -= f * vi;
+            }
+        };
+        for col in a.iter_mut().skip(j) {
+            reflect(&mut col[j..]);
+        }
+        reflect(&mut qty[j..]);
+    }
+    let ssr: f64 = qty[p..].iter().map(|v| v * v).sum();
+    let mean = y.iter().sum::<f64>() / m as f64;
+    let sst: f64 = y.iter().map(|v| (v - mean).powi(2)).sum();
+    Ok(1.0 - ssr / sst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_matches_apache_legacy_estimate() {
+        let s = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile(&s, 50.0), 2.5);
+        assert_eq!(median(&[5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(percentile(&[7.0], 50.0), 7.0);
+    }
+
+    #[test]
+    fn mad_by_hand() {
+        // median 3, deviations 2,1,0,1,6 -> median 1
+        assert_eq!(mad(&[1.0, 2.0, 3.0, 4.0, 9.0]), 1.0);
+    }
+
+    #[test]
+    fn iqr_uses_cloudsim_quartile_positions() {
+        // n = 12: q1 index round(3.25)-1 = 2, q3 index round(9.75)-1 = 9.
+        let data: Vec<f64> = (1..=12).map(|v| v as f64).collect();
+        assert_eq!(iqr(&data), 10.0 - 3.0);
+        // n = 5: q1 round(1.5)-1 = 1, q3 round(4.5)-1 = 4.
+        assert_eq!(iqr(&[10.0, 20.0, 30.0, 40.0, 50.0]), 50.0 - 20.0);
+    }
+
+    #[test]
+    fn non_zero_beginning_keeps_cloudsim_quirk() {
+        assert_eq!(count_non_zero_beginning(&[0.5, 0.2, 0.0, 0.0]), 2);
+        assert_eq!(count_non_zero_beginning(&[0.0, 0.3, 0.0]), 2);
+        assert_eq!(count_non_zero_beginning(&[0.0, 0.0]), 1);
+        assert_eq!(count_non_zero_beginning(&[]), 1);
+    }
+
+    #[test]
+    fn ols_recovers_a_line() {
+        let y: Vec<f64> = (1..=10).map(|x| 0.1 + 0.05 * x as f64).collect();
+        let (a, b) = ols_on_index(&y);
+        assert!((a - 0.1).abs() < 1e-12 && (b - 0.05).abs() < 1e-12);
+    }
+
+    #[test]
+    fn robust_fit_ignores_a_spike() {
+        let mut y: Vec<f64> = (1..=10).map(|x| 0.2 + 0.01 * x as f64).collect();
+        y[4] = 0.9;
+        let (_, plain) = ols_on_index(&y);
+        let (a, b) = robust_on_index(&y);
+        assert!((b - 0.01).abs() < 1e-9, "robust slope {b}, plain {plain}");
+        assert!((a - 0.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn r_squared_of_exact_and_unrelated_fits() {
+        let x1 = [1.0, 2.0, 3.0, 4.0, 5.0];
+        let y = [3.0, 5.0, 7.0, 9.0, 11.0];
+        assert!((r_squared(&[&x1], &y).unwrap() - 1.0).abs() < 1e-12);
+        // y symmetric around x's mean: no linear relation.
+        let y2 = [1.0, 0.0, -1.0, 0.0, 1.0];
+        assert!(r_squared(&[&x1], &y2).unwrap().abs() < 1e-12);
+        assert_eq!(r_squared(&[&[0.0; 5]], &y), Err(StatsError::Singular));
+        assert!(matches!(
+            r_squared(&[&x1, &x1, &x1, &x1], &y),
+            Err(StatsError::NotEnoughData { .. })
+        ));
+    }
+}

@@ -1,0 +1,490 @@
+//! Pure planning: a lab spec becomes the exact list of steps for `up` (each with its undo), and
+//! what `down` discovered becomes the list of removals. Nothing here touches the machine.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cgroup::{CgroupError, CgroupLayout};
+use crate::name::{self, HostName, LabName, NameError, Subnet, NS_IFNAME, PREFIX_LEN};
+use crate::state::{HostState, LabState, TOKEN_FILE};
+use crate::system::Cmd;
+use crate::tbf::{TbfError, TbfParams};
+
+/// 1 Gbit/s per direction, a common datacenter link.
+pub const DEFAULT_LINK_RATE: u64 = 125_000_000;
+pub const AGENT_PORT: u16 = 7700;
+pub const HEALTH_PATH: &str = "/v1/health";
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Tbf(#[from] TbfError),
+}
+
+/// How to start a host's agent: `<argv_prefix> --listen <addr>:<port> --state-dir <dir>
+/// --token-file <file>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentLaunch {
+    pub argv_prefix: Vec<String>,
+    pub port: u16,
+    pub health_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabSpec {
+    pub name: LabName,
+    pub hosts: u32,
+    pub cpus: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub link: TbfParams,
+    pub agent: Option<AgentLaunch>,
+}
+
+impl LabSpec {
+    /// A lab of `hosts` uncapped hosts on 1 Gbit/s links, without agents.
+    pub fn new(name: &str, hosts: u32) -> Result<Self, PlanError> {
+        name::host_names(hosts)?;
+        Ok(Self {
+            name: LabName::new(name)?,
+            hosts,
+            cpus: None,
+            memory_bytes: None,
+            link: TbfParams::for_rate(DEFAULT_LINK_RATE)?,
+            agent: None,
+        })
+    }
+
+    pub fn cpus(mut self, cpus: f64) -> Self {
+        self.cpus = Some(cpus);
+        self
+    }
+
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.memory_bytes = Some(bytes);
+        self
+    }
+
+    pub fn link_rate(mut self, bytes_per_sec: u64) -> Result<Self, PlanError> {
+        self.link = TbfParams::for_rate(bytes_per_sec)?;
+        Ok(self)
+    }
+
+    pub fn agent(mut self, launch: AgentLaunch) -> Self {
+        self.agent = Some(launch);
+        self
+    }
+}
+
+/// What planning needs from the machine, gathered beforehand.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanEnv {
+    pub layout: CgroupLayout,
+    /// The lab's /24, free when `up` started.
+    pub subnet: Subnet,
+    pub lab_dir: PathBuf,
+    pub token: String,
+    pub now_unix: u64,
+}
+
+impl PlanEnv {
+    #[cfg(test)]
+    pub fn sample() -> Self {
+        Self {
+            layout: CgroupLayout::V1 {
+                cpu: "/sys/fs/cgroup/cpu".into(),
+                memory: "/sys/fs/cgroup/memory".into(),
+            },
+            subnet: Subnet(0),
+            lab_dir: "/run/drover/lab/drover".into(),
+            token: "00ff".into(),
+            now_unix: 1,
+        }
+    }
+}
+
+/// One thing done to the machine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Run(Cmd),
+    Mkdir(PathBuf),
+    Write {
+        path: PathBuf,
+        contents: String,
+        mode: Option<u32>,
+    },
+    /// Start a host's agent detached; its pid goes into the state file.
+    Spawn {
+        host: String,
+        argv: Vec<String>,
+        log: PathBuf,
+    },
+    WaitHealth {
+        host: String,
+        addr: SocketAddr,
+        token: String,
+        log: PathBuf,
+        timeout: Duration,
+    },
+    /// SIGKILL every process listed in these `cgroup.procs` files until they are empty.
+    KillCgroup(Vec<PathBuf>),
+    /// SIGKILL every process in a network namespace (`ip netns pids`).
+    KillNetns(String),
+    /// Kill what is left in a cgroup directory, then rmdir it (retrying while it drains).
+    RemoveCgroup(PathBuf),
+    /// Remove a directory other labs may share; not an error if they still use it.
+    RmdirIfEmpty(PathBuf),
+    RemoveTree(PathBuf),
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Run(c) => write!(f, "{c}"),
+            Self::Mkdir(p) => write!(f, "mkdir {}", p.display()),
+            Self::Write { path, .. } if path.ends_with(TOKEN_FILE) => {
+                write!(f, "write token to {}", path.display())
+            }
+            Self::Write { path, contents, .. } => {
+                write!(f, "write {contents} > {}", path.display())
+            }
+            Self::Spawn { host, argv, .. } => {
+                write!(f, "start agent of {host}: {}", argv.join(" "))
+            }
+            Self::WaitHealth { host, addr, .. } => {
+                write!(f, "wait for agent of {host} at http://{addr}{HEALTH_PATH}")
+            }
+            Self::KillCgroup(files) => write!(f, "kill processes in {files:?}"),
+            Self::KillNetns(ns) => write!(f, "kill processes in netns {ns}"),
+            Self::RemoveCgroup(p) => write!(f, "remove cgroup {}", p.display()),
+            Self::RmdirIfEmpty(p) => write!(f, "rmdir {} if unused", p.display()),
+            Self::RemoveTree(p) => write!(f, "remove {}", p.display()),
+        }
+    }
+}
+
+/// An action of `up` and how to take it back (None: undone by an earlier step's undo).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub action: Action,
+    pub undo: Option<Action>,
+}
+
+impl Step {
+    fn new(action: Action) -> Self {
+        Self { action, undo: None }
+    }
+
+    fn undone_by(action: Action, undo: Action) -> Self {
+        Self {
+            action,
+            undo: Some(undo),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpPlan {
+    pub steps: Vec<Step>,
+    /// The state file to write once every step succeeded (agent pids filled in then).
+    pub state: LabState,
+}
+
+fn run(program: &str, args: &[&str]) -> Action {
+    Action::Run(Cmd::new(program, args))
+}
+
+/// `argv` wrapped so the process joins the cgroups (by writing its own pid to each file)
+/// before it execs: nothing it forks can escape the cap, and there is no race with the caller.
+pub fn in_cgroup_argv(procs_files: &[PathBuf], argv: &[String]) -> Vec<String> {
+    let script = "n=$1; shift; while [ \"$n\" -gt 0 ]; do echo $$ > \"$1\" || exit 126; \
+                  shift; n=$((n-1)); done; exec \"$@\"";
+    let mut out = vec!["sh".to_string(), "-c".into(), script.into(), "sh".into()];
+    out.push(procs_files.len().to_string());
+    out.extend(procs_files.iter().map(|p| p.display().to_string()));
+    out.extend(argv.iter().cloned());
+    out
+}
+
+/// Every step of `up`, in order: lab directory and token, bridge, cgroup parents, then per host
+/// namespace, veth, addresses, tbf on both ends and cgroup, and finally the agents.
+pub fn plan_up(spec: &LabSpec, env: &PlanEnv) -> Result<UpPlan, PlanError> {
+    let lab = &spec.name;
+    let mut steps = Vec::new();
+    let token_file = env.lab_dir.join(TOKEN_FILE);
+    steps.push(Step::undone_by(
+        Action::Mkdir(env.lab_dir.clone()),
+        Action::RemoveTree(env.lab_dir.clone()),
+    ));
+    steps.push(Step::new(Action::Write {
+        path: token_file.clone(),
+        contents: env.token.clone(),
+        mode: Some(0o600),
+    }));
+
+    let br = lab.bridge();
+    let br_addr = format!("{}/{PREFIX_LEN}", env.subnet.bridge_addr());
+    steps.push(Step::undone_by(
+        run("ip", &["link", "add", &br, "type", "bridge"]),
+        run("ip", &["link", "del", &br]),
+    ));
+    steps.push(Step::new(run("ip", &["addr", "add", &br_addr, "dev", &br])));
+    steps.push(Step::new(run("ip", &["link", "set", &br, "up"])));
+
+    steps.extend(cgroup_parent_steps(&env.layout, &lab.cgroup_lab_rel()));
+
+    let mut hosts = Vec::new();
+    for (i, host) in name::host_names(spec.hosts)?.into_iter().enumerate() {
+        let n = i as u32 + 1;
+        let (host_steps, state) = host_steps(spec, env, n, &host)?;
+        steps.extend(host_steps);
+        hosts.push(state);
+    }
+    if let Some(agent) = &spec.agent {
+        steps.extend(agent_steps(agent, env, &hosts));
+    }
+
+    let state = LabState {
+        name: lab.clone(),
+        lab_dir: env.lab_dir.clone(),
+        bridge: br,
+        bridge_address: env.subnet.bridge_addr(),
+        subnet: env.subnet.cidr(),
+        link: spec.link,
+        cgroup_version: env.layout.version(),
+        cgroup_layout: env.layout.clone(),
+        token_file,
+        created_unix: env.now_unix,
+        hosts,
+    };
+    Ok(UpPlan { steps, state })
+}
+
+/// `drover` and `drover/<lab>` in every hierarchy; on v2 the parents also delegate cpu and
+/// memory to their children.
+fn cgroup_parent_steps(layout: &CgroupLayout, lab_rel: &Path) -> Vec<Step> {
+    let mut sc = layout
+        .subtree_control_writes(&lab_rel.join("x"))
+        .into_iter();
+    let write = |(path, contents): (PathBuf, String)| {
+        Step::new(Action::Write {
+            path,
+            contents,
+            mode: None,
+        })
+    };
+    let mut steps: Vec<Step> = sc.next().map(write).into_iter().collect();
+    let top = lab_rel.parent().unwrap_or(lab_rel);
+    for root in layout.roots() {
+        steps.push(Step::undone_by(
+            Action::Mkdir(root.join(top)),
+            Action::RmdirIfEmpty(root.join(top)),
+        ));
+        steps.extend(sc.next().map(write));
+        steps.push(Step::undone_by(
+            Action::Mkdir(root.join(lab_rel)),
+            Action::RemoveCgroup(root.join(lab_rel)),
+        ));
+        steps.extend(sc.next().map(write));
+    }
+    steps
+}
+
+fn host_steps(
+    spec: &LabSpec,
+    env: &PlanEnv,
+    n: u32,
+    host: &HostName,
+) -> Result<(Vec<Step>, HostState), PlanError> {
+    let lab = &spec.name;
+    let (ns, veth, br) = (lab.netns(host), lab.veth(host), lab.bridge());
+    let addr = env.subnet.host_addr(n);
+    let cidr = format!("{addr}/{PREFIX_LEN}");
+    let tbf = spec.link.tc_args();
+    let mut steps = vec![
+        Step::undone_by(
+            run("ip", &["netns", "add", &ns]),
+            run("ip", &["netns", "del", &ns]),
+        ),
+        // The peer is created inside the namespace, so its name never clashes in the root ns.
+        Step::undone_by(
+            run(
+                "ip",
+                &[
+                    "link", "add", &veth, "type", "veth", "peer", "name", NS_IFNAME, "netns", &ns,
+                ],
+            ),
+            run("ip", &["link", "del", &veth]),
+        ),
+        Step::new(run("ip", &["link", "set", &veth, "master", &br])),
+        Step::new(Action::Run(
+            Cmd::new("tc", &["qdisc", "add", "dev", &veth, "root"]).args(tbf.clone()),
+        )),
+        Step::new(run("ip", &["link", "set", &veth, "up"])),
+        Step::new(run(
+            "ip",
+            &["-n", &ns, "addr", "add", &cidr, "dev", NS_IFNAME],
+        )),
+        Step::new(Action::Run(
+            Cmd::new("tc", &["-n", &ns, "qdisc", "add", "dev", NS_IFNAME, "root"]).args(tbf),
+        )),
+        Step::new(run("ip", &["-n", &ns, "link", "set", NS_IFNAME, "up"])),
+        Step::new(run("ip", &["-n", &ns, "link", "set", "lo", "up"])),
+    ];
+    let rel = lab.cgroup_rel(host);
+    let dirs = env.layout.dirs(&rel);
+    for d in &dirs {
+        steps.push(Step::undone_by(
+            Action::Mkdir(d.clone()),
+            Action::RemoveCgroup(d.clone()),
+        ));
+    }
+    for (path, contents) in env
+        .layout
+        .limit_writes(&rel, spec.cpus, spec.memory_bytes)?
+    {
+        steps.push(Step::new(Action::Write {
+            path,
+            contents,
+            mode: None,
+        }));
+    }
+    let state_dir = env.lab_dir.join(host.as_str());
+    let agent = spec.agent.as_ref();
+    if agent.is_some() {
+        steps.push(Step::new(Action::Mkdir(state_dir.clone())));
+    }
+    let state = HostState {
+        name: host.as_str().into(),
+        netns: ns,
+        veth,
+        address: addr,
+        cgroup_procs: env.layout.procs_files(&rel),
+        cgroup_dirs: dirs,
+        cpus: spec.cpus,
+        memory_bytes: spec.memory_bytes,
+        state_dir,
+        agent_url: agent.map(|a| format!("http://{addr}:{}", a.port)),
+        agent_pid: None,
+        agent_log: agent.map(|_| env.lab_dir.join(format!("{}.agent.log", host.as_str()))),
+    };
+    Ok((steps, state))
+}
+
+/// All agents are started before any is waited for, so they boot in parallel.
+fn agent_steps(agent: &AgentLaunch, env: &PlanEnv, hosts: &[HostState]) -> Vec<Step> {
+    let token_file = env.lab_dir.join(TOKEN_FILE);
+    let mut spawns = Vec::new();
+    let mut waits = Vec::new();
+    for h in hosts {
+        let log = h
+            .agent_log
+            .clone()
+            .unwrap_or_else(|| env.lab_dir.join("agent.log"));
+        let mut argv = vec!["ip".into(), "netns".into(), "exec".into(), h.netns.clone()];
+        argv.extend(agent.argv_prefix.iter().cloned());
+        argv.extend([
+            "--listen".into(),
+            format!("{}:{}", h.address, agent.port),
+            "--state-dir".into(),
+            h.state_dir.display().to_string(),
+            "--token-file".into(),
+            token_file.display().to_string(),
+        ]);
+        // The cgroup is joined before `ip netns exec`, which remounts /sys and hides cgroupfs.
+        let argv = in_cgroup_argv(&h.cgroup_procs, &argv);
+        spawns.push(Step::undone_by(
+            Action::Spawn {
+                host: h.name.clone(),
+                argv,
+                log: log.clone(),
+            },
+            Action::KillCgroup(h.cgroup_procs.clone()),
+        ));
+        waits.push(Step::new(Action::WaitHealth {
+            host: h.name.clone(),
+            addr: SocketAddr::new(h.address.into(), agent.port),
+            token: env.token.clone(),
+            log,
+            timeout: agent.health_timeout,
+        }));
+    }
+    spawns.extend(waits);
+    spawns
+}
+
+/// What `down` found on the machine that belongs to a lab.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Found {
+    pub netns: Vec<String>,
+    pub links: Vec<String>,
+    /// Every directory under `drover/<lab>` in every hierarchy, including those.
+    pub cgroup_dirs: Vec<PathBuf>,
+    /// `drover` in every hierarchy (removed if no other lab uses it).
+    pub cgroup_tops: Vec<PathBuf>,
+    pub lab_dir: Option<PathBuf>,
+}
+
+impl Found {
+    pub fn is_empty(&self) -> bool {
+        self.netns.is_empty()
+            && self.links.is_empty()
+            && self.cgroup_dirs.is_empty()
+            && self.lab_dir.is_none()
+    }
+}
+
+/// Names in `ip netns list` output that start with `prefix`.
+pub fn parse_netns_list(text: &str, prefix: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(String::from)
+        .collect()
+}
+
+/// Interface names in `ip -o link show` output that start with `prefix`.
+pub fn parse_link_list(text: &str, prefix: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).trim())
+        .filter(|n| n.starts_with(prefix))
+        .map(String::from)
+        .collect()
+}
+
+/// The removals of `down`, in order: processes first (so nothing holds a namespace or cgroup),
+/// then links (veths before the bridge), namespaces, cgroups deepest first, shared cgroup
+/// parents if unused, and the lab directory with the state file last.
+pub fn plan_down(found: &Found, bridge: &str) -> Vec<Action> {
+    let mut cg = found.cgroup_dirs.clone();
+    cg.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    let mut out: Vec<Action> = cg
+        .iter()
+        .map(|d| Action::KillCgroup(vec![d.join("cgroup.procs")]))
+        .collect();
+    out.extend(found.netns.iter().map(|ns| Action::KillNetns(ns.clone())));
+    let (bridges, veths): (Vec<_>, Vec<_>) = found.links.iter().partition(|l| *l == bridge);
+    for l in veths.into_iter().chain(bridges) {
+        out.push(run("ip", &["link", "del", l]));
+    }
+    out.extend(
+        found
+            .netns
+            .iter()
+            .map(|ns| run("ip", &["netns", "del", ns])),
+    );
+    out.extend(cg.into_iter().map(Action::RemoveCgroup));
+    out.extend(found.cgroup_tops.iter().cloned().map(Action::RmdirIfEmpty));
+    out.extend(found.lab_dir.iter().cloned().map(Action::RemoveTree));
+    out
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,19 @@
+//! The simulator's errors.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum SimError {
+    #[error(transparent)]
+    Trace(#[from] crate::trace::TraceError),
+    #[error(transparent)]
+    Policy(#[from] drover_core::dc::PolicyError),
+    #[error("invalid simulation setup: {0}")]
+    Setup(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}

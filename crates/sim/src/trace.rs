@@ -1,0 +1,238 @@
+//! Workloads: CPU utilization per VM per interval, from PlanetLab folders, CSV files or the
+//! synthetic generator.
+//!
+//! - **PlanetLab format**: a folder with one file per VM (sorted by name, since the order CloudSim
+//!   saw cannot be recovered), one integer line per 5-minute sample, 0..=100 percent of the VM's
+//!   capacity, 288 lines for a day.
+//! - **CSV format**: lines `vm,t,cpu_pct` where `t` is the sample index (0, 1, ...), an optional
+//!   header line, every VM having every index exactly once.
+//!
+//! Errors name the file (and line) at fault.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum TraceError {
+    #[error("trace {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("trace folder {0} has no VM files")]
+    EmptyFolder(PathBuf),
+    #[error(
+        "trace file {path}, line {line}: '{value}' is not a CPU percentage (a number 0..=100)"
+    )]
+    BadValue {
+        path: PathBuf,
+        line: usize,
+        value: String,
+    },
+    #[error("trace file {path} has {got} samples, expected {expected}")]
+    WrongLength {
+        path: PathBuf,
+        got: usize,
+        expected: usize,
+    },
+    #[error("trace file {path}, line {line}: expected 'vm,t,cpu_pct'")]
+    BadCsvLine { path: PathBuf, line: usize },
+    #[error("trace file {path}: VM '{vm}' has no sample {t}")]
+    MissingSample { path: PathBuf, vm: String, t: usize },
+    #[error("trace file {path}, line {line}: VM '{vm}' sample {t} given twice")]
+    DuplicateSample {
+        path: PathBuf,
+        line: usize,
+        vm: String,
+        t: usize,
+    },
+}
+
+/// CPU utilization of every VM at every sample, as fractions of the VM's capacity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    /// A name for the run (the trace folder's name for PlanetLab days).
+    pub day: String,
+    pub names: Vec<String>,
+    pub samples: usize,
+    /// Row-major: VM `v`'s sample `k` is `util[v * samples + k]`.
+    util: Vec<f32>,
+}
+
+impl Workload {
+    pub fn new(day: String, names: Vec<String>, samples: usize, util: Vec<f32>) -> Workload {
+        debug_assert_eq!(names.len() * samples, util.len());
+        Workload {
+            day,
+            names,
+            samples,
+            util,
+        }
+    }
+
+    pub fn vms(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Sample `k` of VM `v` (the last sample repeats past the end).
+    pub fn at(&self, v: usize, k: usize) -> f64 {
+        self.util[v * self.samples + k.min(self.samples - 1)] as f64
+    }
+
+    pub fn row(&self, v: usize) -> &[f32] {
+        &self.util[v * self.samples..(v + 1) * self.samples]
+    }
+
+    /// Loads a PlanetLab day folder, expecting `samples` lines per file.
+    pub fn from_planetlab_dir(dir: &Path, samples: usize) -> Result<Workload, TraceError> {
+        let io = |source| TraceError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .map(|e| e.map(|e| e.path()).map_err(io))
+            .collect::<Result<_, _>>()?;
+        files.retain(|p| p.is_file());
+        files.sort();
+        if files.is_empty() {
+            return Err(TraceError::EmptyFolder(dir.to_path_buf()));
+        }
+        let mut names = Vec::with_capacity(files.len());
+        let mut util = Vec::with_capacity(files.len() * samples);
+        for f in &files {
+            util.extend(read_planetlab_file(f, samples)?);
+            names.push(
+                f.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+        }
+        Ok(Workload::new(day_name(dir), names, samples, util))
+    }
+
+    /// Loads a CSV trace (`vm,t,cpu_pct`).
+    pub fn from_csv(path: &Path) -> Result<Workload, TraceError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut rows: BTreeMap<String, BTreeMap<usize, f32>> = BTreeMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || (i == 0 && line.to_ascii_lowercase().starts_with("vm,")) {
+                continue;
+            }
+            let bad = || TraceError::BadCsvLine {
+                path: path.to_path_buf(),
+                line: i + 1,
+            };
+            let mut parts = line.split(',').map(str::trim);
+            let (Some(vm), Some(t), Some(pct), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(bad());
+            };
+            let t: usize = t.parse().map_err(|_| bad())?;
+            let value = parse_pct(pct).ok_or_else(|| TraceError::BadValue {
+                path: path.to_path_buf(),
+                line: i + 1,
+                value: pct.to_string(),
+            })?;
+            if rows
+                .entry(vm.to_string())
+                .or_default()
+                .insert(t, value)
+                .is_some()
+            {
+                return Err(TraceError::DuplicateSample {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    vm: vm.to_string(),
+                    t,
+                });
+            }
+        }
+        let samples = rows.values().map(|r| r.len()).max().unwrap_or(0);
+        if samples == 0 {
+            return Err(TraceError::EmptyFolder(path.to_path_buf()));
+        }
+        let mut names = Vec::new();
+        let mut util = Vec::with_capacity(rows.len() * samples);
+        for (vm, row) in rows {
+            for t in 0..samples {
+                let v = row.get(&t).ok_or_else(|| TraceError::MissingSample {
+                    path: path.to_path_buf(),
+                    vm: vm.clone(),
+                    t,
+                })?;
+                util.push(*v);
+            }
+            names.push(vm);
+        }
+        Ok(Workload::new(day_name(path), names, samples, util))
+    }
+}
+
+/// The folder's (or file's) own name, used as the day label.
+fn day_name(p: &Path) -> String {
+    p.file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+fn parse_pct(s: &str) -> Option<f32> {
+    let v: f32 = s.parse().ok()?;
+    (v.is_finite() && (0.0..=100.0).contains(&v)).then_some(v / 100.0)
+}
+
+fn read_planetlab_file(path: &Path, samples: usize) -> Result<Vec<f32>, TraceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut out = Vec::with_capacity(samples);
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let v = parse_pct(line).ok_or_else(|| TraceError::BadValue {
+            path: path.to_path_buf(),
+            line: i + 1,
+            value: line.chars().take(40).collect(),
+        })?;
+        out.push(v);
+    }
+    if out.len() != samples {
+        return Err(TraceError::WrongLength {
+            path: path.to_path_buf(),
+            got: out.len(),
+            expected: samples,
+        });
+    }
+    Ok(out)
+}
+
+/// The day folders to run for `dir`: its sub-folders if it has any (a parent such as
+/// `planetlab/` holding one folder per day, besides notes and reference files), else `dir` itself.
+pub fn day_folders(dir: &Path) -> Result<Vec<PathBuf>, TraceError> {
+    let io = |source| TraceError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut dirs = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io)? {
+        let p = e.map_err(io)?.path();
+        if p.is_dir() {
+            dirs.push(p);
+        }
+    }
+    dirs.sort();
+    if dirs.is_empty() {
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    Ok(dirs)
+}

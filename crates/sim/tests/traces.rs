@@ -1,0 +1,100 @@
+//! Bad trace files give errors that name the file (and line) at fault.
+
+use drover_sim::{TraceError, Workload};
+use std::fs;
+
+fn day_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, body) in files {
+        fs::write(dir.path().join(name), body).expect("write");
+    }
+    dir
+}
+
+fn lines(n: usize, v: u32) -> String {
+    (0..n).map(|_| format!("{v}\n")).collect()
+}
+
+#[test]
+fn good_folder_loads_sorted_by_name() {
+    let dir = day_with(&[("b", &lines(4, 20)), ("a", &lines(4, 50))]);
+    let w = Workload::from_planetlab_dir(dir.path(), 4).unwrap();
+    assert_eq!(w.names, vec!["a", "b"]);
+    assert_eq!(w.at(0, 0), 0.5);
+    assert!((w.at(1, 3) - 0.2).abs() < 1e-6);
+}
+
+#[test]
+fn missing_folder_names_it() {
+    let err =
+        Workload::from_planetlab_dir(std::path::Path::new("/nonexistent/day"), 288).unwrap_err();
+    assert!(matches!(err, TraceError::Io { .. }));
+    assert!(err.to_string().contains("/nonexistent/day"), "{err}");
+}
+
+#[test]
+fn empty_folder_is_an_error() {
+    let dir = day_with(&[]);
+    let err = Workload::from_planetlab_dir(dir.path(), 288).unwrap_err();
+    assert!(matches!(err, TraceError::EmptyFolder(_)), "{err}");
+    assert!(err.to_string().contains("has no VM files"), "{err}");
+}
+
+#[test]
+fn non_numeric_value_names_file_and_line() {
+    let dir = day_with(&[("good", &lines(3, 10)), ("vm-bad", "10\nabc\n30\n")]);
+    let err = Workload::from_planetlab_dir(dir.path(), 3).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("vm-bad") && msg.contains("line 2") && msg.contains("'abc'"),
+        "{msg}"
+    );
+    let dir = day_with(&[("vm-neg", "10\n-5\n30\n")]);
+    let msg = Workload::from_planetlab_dir(dir.path(), 3)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("vm-neg") && msg.contains("'-5'"), "{msg}");
+}
+
+#[test]
+fn wrong_length_names_file_and_counts() {
+    let dir = day_with(&[("ok", &lines(288, 5)), ("short", &lines(287, 5))]);
+    let err = Workload::from_planetlab_dir(dir.path(), 288).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("short") && msg.contains("287 samples, expected 288"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn csv_loads_and_rejects_bad_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("day.csv");
+    fs::write(
+        &good,
+        "vm,t,cpu_pct\nweb,0,10\nweb,1,20.5\ndb,1,40\ndb,0,30\n",
+    )
+    .unwrap();
+    let w = Workload::from_csv(&good).unwrap();
+    assert_eq!((w.vms(), w.samples), (2, 2));
+    assert_eq!(w.names, vec!["db", "web"]);
+    assert!((w.at(1, 1) - 0.205).abs() < 1e-6);
+
+    let cases = [
+        ("web,0,10\nweb,x,20\n", "line 2: expected 'vm,t,cpu_pct'"),
+        ("web,0,10\nweb,1,lots\n", "'lots' is not a CPU percentage"),
+        ("web,0,10\nweb,1,20\ndb,0,5\n", "VM 'db' has no sample 1"),
+        ("web,0,10\nweb,0,20\n", "sample 0 given twice"),
+        ("", "has no VM files"),
+    ];
+    for (i, (body, want)) in cases.iter().enumerate() {
+        let p = dir.path().join(format!("bad{i}.csv"));
+        fs::write(&p, body).unwrap();
+        let msg = Workload::from_csv(&p).unwrap_err().to_string();
+        assert!(
+            msg.contains(want) && msg.contains(&format!("bad{i}.csv")),
+            "{msg}"
+        );
+    }
+}
