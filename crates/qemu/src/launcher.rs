@@ -455,10 +455,9 @@ mod tests {
     async fn detached_early_exit_reports_status() {
         let dir = tempfile::tempdir().expect("tempdir");
         let paths = RunPaths::in_dir(&dir.path().join("run"));
-        let err = spawn_detached("false", &spec(dir.path()), &paths, Duration::from_secs(5))
-            .await
-            .err()
-            .expect("fails");
+        let Err(err) = spawn_detached("false", &spec(dir.path()), &paths, Duration::from_secs(5)).await else {
+            panic!("fails")
+        };
         assert!(matches!(err, LaunchError::Exited { .. }), "{err}");
     }
 
@@ -466,10 +465,9 @@ mod tests {
     async fn missing_binary_is_clear() {
         let dir = tempfile::tempdir().expect("tempdir");
         let paths = RunPaths::in_dir(&dir.path().join("run"));
-        let err = QemuProcess::spawn("/nonexistent/qemu", &spec(dir.path()), &paths, Duration::from_secs(1))
-            .await
-            .err()
-            .expect("fails");
+        let Err(err) = QemuProcess::spawn("/nonexistent/qemu", &spec(dir.path()), &paths, Duration::from_secs(1)).await else {
+            panic!("fails")
+        };
         assert!(matches!(err, LaunchError::BinaryNotFound { .. }), "{err}");
     }
 
@@ -479,7 +477,9 @@ mod tests {
         let paths = RunPaths::in_dir(&dir.path().join("run"));
         let mut s = spec(dir.path());
         s.kernel = dir.path().join("missing");
-        let err = QemuProcess::spawn("true", &s, &paths, Duration::from_secs(1)).await.err().expect("fails");
+        let Err(err) = QemuProcess::spawn("true", &s, &paths, Duration::from_secs(1)).await else {
+            panic!("fails")
+        };
         assert!(err.to_string().contains("drover image build"), "{err}");
         let mut s = spec(dir.path());
         s.name = "bad name;rm".into();
@@ -494,10 +494,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let paths = RunPaths::in_dir(&dir.path().join("run"));
         // `false` exits at once: the launcher must notice instead of waiting for QMP.
-        let err = QemuProcess::spawn("false", &spec(dir.path()), &paths, Duration::from_secs(5))
-            .await
-            .err()
-            .expect("fails");
+        let Err(err) = QemuProcess::spawn("false", &spec(dir.path()), &paths, Duration::from_secs(5)).await else {
+            panic!("fails")
+        };
         assert!(matches!(err, LaunchError::Exited { .. }), "{err}");
     }
 
@@ -507,10 +506,9 @@ mod tests {
         let paths = RunPaths::in_dir(&dir.path().join("run"));
         std::fs::create_dir_all(&paths.dir).expect("mkdir");
         let _listener = std::os::unix::net::UnixListener::bind(&paths.qmp).expect("bind");
-        let err = QemuProcess::spawn("true", &spec(dir.path()), &paths, Duration::from_secs(1))
-            .await
-            .err()
-            .expect("fails");
+        let Err(err) = QemuProcess::spawn("true", &spec(dir.path()), &paths, Duration::from_secs(1)).await else {
+            panic!("fails")
+        };
         assert!(matches!(err, LaunchError::SocketInUse { .. }), "{err}");
     }
 }

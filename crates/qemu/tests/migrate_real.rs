@@ -6,7 +6,7 @@
 //! time (the machine has two cores) and each checks it left no QEMU behind.
 
 use drover_core::migration::{EndStatus, MigrationPlan, MigrationResult, RunFacts, Technique};
-use drover_qemu::bench::{self, BenchConfig};
+use drover_qemu::bench;
 use drover_qemu::image::{ensure_image, GuestImage, NoProgress};
 use drover_qemu::launcher::Accel;
 use drover_qemu::metrics::{Clock, Samples};

@@ -245,10 +245,9 @@ mod tests {
     async fn missing_socket_is_a_clear_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("none.sock");
-        let err = QmpClient::connect(&path, Duration::from_millis(50), Duration::from_millis(50))
-            .await
-            .err()
-            .expect("must fail");
+        let Err(err) = QmpClient::connect(&path, Duration::from_millis(50), Duration::from_millis(50)).await else {
+            panic!("must fail")
+        };
         assert!(err.to_string().contains("none.sock"), "{err}");
     }
 
