@@ -113,6 +113,7 @@ fn table_row(row: &BenchRow) -> String {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let config = config(&args)?;
+    drover_qemu::vm::validate_workload(&config.workload, config.memory_bytes)?;
     let image = ensure_image(&NoProgress).context("building the guest image")?;
     let runtime = tokio::runtime::Runtime::new()?;
     if !args.json {

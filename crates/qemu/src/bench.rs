@@ -87,6 +87,7 @@ pub struct BenchRow {
 
 /// Runs every technique `repeat` times, calling `report` after each run.
 pub async fn run_bench(config: &BenchConfig, image: &GuestImage, mut report: impl FnMut(&BenchRow)) -> Result<Vec<BenchRow>, BenchError> {
+    crate::vm::validate_workload(&config.workload, config.memory_bytes)?;
     let mut rows = Vec::new();
     for run in 1..=config.repeat.max(1) {
         for technique in &config.techniques {

@@ -15,12 +15,41 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum VmError {
+    #[error("guest memory {0} bytes is too small: at least 64MiB")]
+    TooSmall(u64),
     #[error(transparent)]
     Launch(#[from] LaunchError),
     #[error("QMP with '{name}': {source}")]
     Qmp { name: String, source: QmpError },
     #[error(transparent)]
     Driver(#[from] DriverError),
+    #[error("workload '{spec}': {reason}")]
+    BadWorkload { spec: String, reason: String },
+}
+
+/// Memory the guest's kernel and initramfs need besides a workload's working set.
+pub const GUEST_OVERHEAD_BYTES: u64 = 48 << 20;
+
+/// Refuses a workload the guest would reject or could not fit, before anything boots.
+pub fn validate_workload(spec: &str, memory_bytes: u64) -> Result<(), VmError> {
+    let bad = |reason: String| VmError::BadWorkload {
+        spec: spec.to_string(),
+        reason,
+    };
+    if memory_bytes < 64 << 20 {
+        return Err(VmError::TooSmall(memory_bytes));
+    }
+    let workload = drover_guest::spec::parse_workload(spec).map_err(|e| bad(e.to_string()))?;
+    let wss = workload.pages() * drover_guest::spec::PAGE_SIZE;
+    if wss + GUEST_OVERHEAD_BYTES > memory_bytes {
+        return Err(bad(format!(
+            "working set {} MiB does not fit a {} MiB guest (the guest itself needs about {} MiB)",
+            wss >> 20,
+            memory_bytes >> 20,
+            GUEST_OVERHEAD_BYTES >> 20
+        )));
+    }
+    Ok(())
 }
 
 /// How VMs are started on this machine.
@@ -119,5 +148,21 @@ impl LocalVm {
     /// Stops the VM.
     pub async fn kill(mut self) {
         self.process.kill().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workloads_are_checked_before_boot() {
+        assert!(validate_workload("memtouch:wss=128M,rate=max", 256 << 20).is_ok());
+        assert!(validate_workload("idle", 64 << 20).is_ok());
+        let err = validate_workload("bogus", 256 << 20).unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+        let err = validate_workload("memtouch:wss=256M", 256 << 20).unwrap_err().to_string();
+        assert!(err.contains("does not fit"), "{err}");
+        assert!(matches!(validate_workload("idle", 12), Err(VmError::TooSmall(12))));
     }
 }
