@@ -1,0 +1,63 @@
+//! `drover agent`: runs the per-host agent until killed. Killing it (even with -9) leaves its
+//! VMs running; started again on the same state directory, it re-attaches to them.
+
+use anyhow::Context;
+use drover_agent::{read_token, serve, AgentConfig};
+use drover_core::units::parse_size;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct AgentArgs {
+    /// Address to serve the HTTP API on.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+    /// Where VM records, migration records and VM run directories live.
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// File holding the bearer token clients and other agents must present.
+    #[arg(long)]
+    token_file: PathBuf,
+    /// QEMU binary.
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    qemu: String,
+    /// Accelerator: kvm, tcg or auto.
+    #[arg(long, default_value = "auto")]
+    accel: String,
+    /// Seconds between dirty-rate measurements of each VM.
+    #[arg(long, default_value_t = 30)]
+    dirty_interval: u64,
+    /// CPUs to report as this host's capacity (default: cgroup quota, else all).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Memory to report as this host's capacity, e.g. 4G (default: cgroup limit, else all).
+    #[arg(long)]
+    memory: Option<String>,
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let token = read_token(&args.token_file)?;
+    let mut config = AgentConfig::new(args.listen, args.state_dir, token);
+    config.qemu_binary = args.qemu;
+    config.accel = args
+        .accel
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--accel: {e}"))?;
+    config.dirty_interval = Duration::from_secs(args.dirty_interval.max(1));
+    config.cpus = args.cpus;
+    config.memory_bytes = args
+        .memory
+        .as_deref()
+        .map(parse_size)
+        .transpose()
+        .context("--memory")?;
+    let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
+    rt.block_on(async {
+        tokio::select! {
+            r = serve(config) => r.map_err(anyhow::Error::from),
+            // Ctrl-C stops the agent only; its VMs keep running for the next start.
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
+}

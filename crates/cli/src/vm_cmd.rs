@@ -1,0 +1,307 @@
+//! `drover vm create|list|delete|migrate`: VMs on agents without a manager. A host is named
+//! by lab host (`--host h1`, resolved through the lab's state file, which also gives the token)
+//! or by agent URL (`--agent http://...` with `--token-file`).
+
+use anyhow::{bail, Context};
+use drover_agent::client::AgentClient;
+use drover_agent::model::{MigrationState, VmStatus, VmView};
+use drover_core::units::format_size;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args, Clone)]
+pub struct Target {
+    /// Lab host (h1, h2, ...).
+    #[arg(long, conflicts_with = "agent")]
+    host: Option<String>,
+    /// Agent URL, e.g. http://198.18.0.2:7700.
+    #[arg(long)]
+    agent: Option<String>,
+    /// Lab whose hosts --host and --to name.
+    #[arg(long, default_value = drover_lab::name::DEFAULT_LAB)]
+    lab: String,
+    /// Token file (default: the lab's; with --agent, $DROVER_TOKEN_FILE).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum VmCommand {
+    /// Create and start a VM.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        vcpus: u32,
+        #[arg(long, default_value = "256M")]
+        memory: String,
+        /// memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq], cpu:demand=PCT or idle.
+        #[arg(long, default_value = "idle")]
+        workload: String,
+        /// qcow2 disk image (absolute path on the host).
+        #[arg(long)]
+        disk: Option<String>,
+        /// Tap interface for a NIC (with --mac).
+        #[arg(long, requires = "mac")]
+        tap: Option<String>,
+        #[arg(long, requires = "tap")]
+        mac: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the VMs on a host.
+    List {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop and delete a VM.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Migrate a VM (found on whichever lab host runs it, or on --host/--agent) to another host.
+    Migrate {
+        name: String,
+        /// Destination: lab host name or agent URL.
+        #[arg(long)]
+        to: String,
+        /// precopy, postcopy, hybrid or auto.
+        #[arg(long, default_value = "auto")]
+        technique: String,
+        /// Bandwidth cap, e.g. 50MB/s (default: uncapped).
+        #[arg(long)]
+        bandwidth: Option<String>,
+        #[arg(long, default_value_t = 300)]
+        downtime_limit: u64,
+        /// Pre-copy watchdog deadline, seconds.
+        #[arg(long, default_value_t = 60)]
+        deadline: u64,
+        #[arg(long)]
+        allow_postcopy_switch: bool,
+        #[arg(long, default_value_t = 1.0)]
+        hybrid_fraction: f64,
+        #[arg(long, default_value_t = 1)]
+        hybrid_rounds: u32,
+        /// Skip the ~13 s of workload measurement for the record's throughput windows.
+        #[arg(long)]
+        no_measure: bool,
+        #[command(flatten)]
+        target: Target,
+        /// Print the migration's result record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// An agent and how to reach every host of the lab (for searches).
+struct Resolved {
+    client: Option<AgentClient>,
+    lab_agents: Vec<(String, AgentClient)>,
+}
+
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    drover_agent::read_token(path).map_err(anyhow::Error::from)
+}
+
+fn resolve(t: &Target) -> anyhow::Result<Resolved> {
+    if let Some(url) = &t.agent {
+        let path = t
+            .token_file
+            .clone()
+            .or_else(|| std::env::var_os("DROVER_TOKEN_FILE").map(PathBuf::from))
+            .context("--agent needs --token-file (or DROVER_TOKEN_FILE)")?;
+        let token = read_token(&path)?;
+        let client = AgentClient::new(url, &token);
+        return Ok(Resolved {
+            client: Some(client),
+            lab_agents: vec![],
+        });
+    }
+    let state = drover_lab::load_state(&t.lab).with_context(|| format!("lab '{}'", t.lab))?;
+    let token = read_token(t.token_file.as_ref().unwrap_or(&state.token_file))?;
+    let lab_agents = state
+        .hosts
+        .iter()
+        .filter_map(|h| {
+            h.agent_url
+                .as_ref()
+                .map(|u| (h.name.clone(), AgentClient::new(u, &token)))
+        })
+        .collect();
+    let client = match &t.host {
+        None => None,
+        Some(h) => {
+            let host = drover_lab::resolve_host(&state, h)
+                .with_context(|| format!("no host '{h}' in lab '{}'", t.lab))?;
+            let url = host
+                .agent_url
+                .as_ref()
+                .with_context(|| format!("host '{h}' runs no agent"))?;
+            Some(AgentClient::new(url, &token))
+        }
+    };
+    Ok(Resolved { client, lab_agents })
+}
+
+fn one(r: &Resolved) -> anyhow::Result<&AgentClient> {
+    r.client
+        .as_ref()
+        .context("name a host with --host or --agent")
+}
+
+/// The agent URL for `--to`: an agent URL as is, else a lab host.
+fn destination(to: &str, t: &Target) -> anyhow::Result<String> {
+    if to.starts_with("http://") || to.starts_with("https://") {
+        return Ok(to.to_string());
+    }
+    let state = drover_lab::load_state(&t.lab).with_context(|| format!("lab '{}'", t.lab))?;
+    let host = drover_lab::resolve_host(&state, to)
+        .with_context(|| format!("no host '{to}' in lab '{}'", t.lab))?;
+    host.agent_url
+        .clone()
+        .with_context(|| format!("host '{to}' runs no agent"))
+}
+
+/// Finds the agent that runs `name` (the named one, else every lab host's).
+async fn find_vm(r: &Resolved, name: &str) -> anyhow::Result<AgentClient> {
+    if let Some(c) = &r.client {
+        return Ok(c.clone());
+    }
+    for (host, c) in &r.lab_agents {
+        match c.get_vm(name).await {
+            Ok(v) if v.status == VmStatus::Running => return Ok(c.clone()),
+            Ok(_) => {}
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => eprintln!("warning: {host}: {e}"),
+        }
+    }
+    bail!("no lab host runs a VM named '{name}'")
+}
+
+fn print_table(vms: &[VmView]) {
+    println!(
+        "{:<20} {:<9} {:>5} {:>9} {:>8} {:>12} {:>6}  workload",
+        "name", "status", "vcpus", "memory", "pid", "ops/s", "integ"
+    );
+    for v in vms {
+        println!(
+            "{:<20} {:<9} {:>5} {:>9} {:>8} {:>12.0} {:>6}  {}",
+            v.name,
+            format!("{:?}", v.status).to_lowercase(),
+            v.vcpus,
+            format_size(v.memory_bytes),
+            v.pid,
+            v.workload_report.ops_per_s,
+            v.workload_report.integrity_errors,
+            v.workload
+        );
+    }
+}
+
+pub fn run(cmd: VmCommand) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
+    rt.block_on(run_async(cmd))
+}
+
+async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
+    match cmd {
+        VmCommand::Create {
+            name,
+            vcpus,
+            memory,
+            workload,
+            disk,
+            tap,
+            mac,
+            target,
+            json: as_json,
+        } => {
+            let r = resolve(&target)?;
+            let mut body =
+                json!({"name": name, "vcpus": vcpus, "memory": memory, "workload": workload});
+            if let Some(d) = disk {
+                body["disk"] = json!(d);
+            }
+            if let (Some(tap), Some(mac)) = (tap, mac) {
+                body["nic"] = json!({"tap": tap, "mac": mac});
+            }
+            let vm = one(&r)?.create_vm(&body).await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&vm)?);
+            } else {
+                println!("created {} (pid {})", vm.name, vm.pid);
+            }
+        }
+        VmCommand::List {
+            target,
+            json: as_json,
+        } => {
+            let r = resolve(&target)?;
+            let vms = one(&r)?.list_vms().await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&vms)?);
+            } else {
+                print_table(&vms);
+            }
+        }
+        VmCommand::Delete { name, target } => {
+            let r = resolve(&target)?;
+            one(&r)?.delete_vm(&name).await?;
+            println!("deleted {name}");
+        }
+        VmCommand::Migrate {
+            name,
+            to,
+            technique,
+            bandwidth,
+            downtime_limit,
+            deadline,
+            allow_postcopy_switch,
+            hybrid_fraction,
+            hybrid_rounds,
+            no_measure,
+            target,
+            json: as_json,
+        } => {
+            let r = resolve(&target)?;
+            let dest = destination(&to, &target)?;
+            let source = find_vm(&r, &name).await?;
+            let mut body: Value = json!({
+                "to": dest, "technique": technique, "downtime_limit_ms": downtime_limit,
+                "deadline_s": deadline, "allow_postcopy_switch": allow_postcopy_switch,
+                "hybrid_fraction": hybrid_fraction, "hybrid_rounds": hybrid_rounds, "measure": !no_measure,
+            });
+            if let Some(b) = bandwidth {
+                body["bandwidth"] = json!(b);
+            }
+            let started = source.migrate(&name, &body).await?;
+            let timeout = Duration::from_secs(deadline + 600);
+            let done = source.wait_migration(&started.id, timeout).await?;
+            if as_json {
+                match &done.result {
+                    Some(result) => println!("{}", serde_json::to_string_pretty(result)?),
+                    None => println!("{}", serde_json::to_string_pretty(&done)?),
+                }
+            } else {
+                println!(
+                    "migration {}: {:?}{}",
+                    done.id,
+                    done.state,
+                    done.error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                );
+            }
+            if done.state != MigrationState::Completed {
+                bail!("migration {} ended {:?}", done.id, done.state);
+            }
+        }
+    }
+    Ok(())
+}
