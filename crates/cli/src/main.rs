@@ -1,9 +1,11 @@
 //! `drover`: a thin command line over the library crates.
 
+mod agent_cmd;
 mod bench_cmd;
 mod image_cmd;
 mod lab_cmd;
 mod sim_cmd;
+mod vm_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +18,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run this host's agent (HTTP API for VMs, metrics and migrations).
+    Agent(agent_cmd::AgentArgs),
+    /// VMs on agents, without a manager.
+    #[command(subcommand)]
+    Vm(vm_cmd::VmCommand),
     /// Guest image (kernel + initramfs with the workload binaries).
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
@@ -42,5 +49,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sim(args) => sim_cmd::run(args),
         Command::MigrateBench(args) => bench_cmd::run(args),
         Command::Lab(cmd) => lab_cmd::run(cmd),
+        Command::Agent(args) => agent_cmd::run(args),
+        Command::Vm(cmd) => vm_cmd::run(cmd),
     }
 }

@@ -396,6 +396,14 @@ fn agent_steps(agent: &AgentLaunch, env: &PlanEnv, hosts: &[HostState]) -> Vec<S
             "--token-file".into(),
             token_file.display().to_string(),
         ]);
+        // Inside the namespace the agent cannot read its cgroup's limits (`ip netns exec`
+        // remounts /sys), so it is told its capacity.
+        if let Some(cpus) = h.cpus {
+            argv.extend(["--cpus".into(), cpus.to_string()]);
+        }
+        if let Some(bytes) = h.memory_bytes {
+            argv.extend(["--memory".into(), bytes.to_string()]);
+        }
         // The cgroup is joined before `ip netns exec`, which remounts /sys and hides cgroupfs.
         let argv = in_cgroup_argv(&h.cgroup_procs, &argv);
         spawns.push(Step::undone_by(

@@ -182,6 +182,10 @@ fn agents_start_in_cgroup_then_namespace_and_are_waited_for_after_all_started() 
             "/run/drover/lab/drover/h1",
             "--token-file",
             "/run/drover/lab/drover/token",
+            "--cpus",
+            "0.5",
+            "--memory",
+            "1073741824",
         ]
     );
     assert_eq!(log, &PathBuf::from("/run/drover/lab/drover/h1.agent.log"));

@@ -146,6 +146,16 @@ impl<'s> Cluster<'s> {
         out
     }
 
+    /// The lowest-numbered untouched empty host of type `kind` that `skip` does not rule out (the
+    /// one [`Cluster::candidates`] offers for that type).
+    pub fn first_pristine_empty(&self, kind: usize, skip: impl Fn(HostId) -> bool) -> Option<HostId> {
+        self.empties
+            .get(kind)?
+            .iter()
+            .copied()
+            .find(|&h| !self.hosts[h].touched && !skip(h))
+    }
+
     /// Hosts that ran VMs at the snapshot or were changed since.
     pub fn active_hosts(&self) -> &[HostId] {
         &self.active

@@ -16,6 +16,8 @@
 //!   safety parameters and short-history fallbacks.
 //! - [`select`]: VM selection MMT, MU, MC, RS.
 //! - [`place`]: PABFD placement and admission of new VMs.
+//! - [`placer`]: the same PABFD choice through an index of the destination hosts (what the
+//!   published policies use: the full scan is quadratic in the running hosts).
 //! - [`consolidate`]: one round of the published algorithm (overload relief, then underload
 //!   consolidation over every running host).
 //! - [`drover`]: Drover's own policy (forecast with hysteresis, cost-ranked selection, headroom
@@ -35,6 +37,7 @@ pub mod detect;
 pub mod drover;
 pub mod model;
 pub mod place;
+pub mod placer;
 pub mod plan;
 pub mod policy;
 pub mod rng;

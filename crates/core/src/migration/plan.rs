@@ -18,6 +18,17 @@ pub enum Capability {
 }
 
 impl Capability {
+    /// Every capability Drover manages. Each migration sets all of them, on or off: a VM that
+    /// arrived by migration keeps its incoming side's capabilities, and a stale one (say,
+    /// postcopy-preempt) would make its next migration fail.
+    pub const ALL: [Capability; 5] = [
+        Capability::Events,
+        Capability::PostcopyRam,
+        Capability::PostcopyPreempt,
+        Capability::AutoConverge,
+        Capability::DirtyLimit,
+    ];
+
     /// The name QEMU's QAPI schema uses.
     pub fn qapi_name(self) -> &'static str {
         match self {

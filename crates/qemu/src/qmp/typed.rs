@@ -94,10 +94,11 @@ pub trait QmpExt: Qmp {
             .collect())
     }
 
+    /// Turns `caps` on and every other capability Drover manages off.
     async fn set_capabilities(&self, caps: &[Capability]) -> Result<(), QmpError> {
-        let list: Vec<Value> = caps
+        let list: Vec<Value> = Capability::ALL
             .iter()
-            .map(|c| json!({"capability": c.qapi_name(), "state": true}))
+            .map(|c| json!({"capability": c.qapi_name(), "state": caps.contains(c)}))
             .collect();
         self.execute("migrate-set-capabilities", Some(json!({ "capabilities": list })))
             .await

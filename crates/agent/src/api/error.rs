@@ -1,0 +1,175 @@
+//! API errors: every failure a client can see, with its HTTP status and a JSON body
+//! `{"error": "<message>"}` (plus `qmp_class`/`qmp_desc` when QEMU refused a forwarded command).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq)]
+pub enum ApiError {
+    /// Malformed JSON, wrong types, unknown fields: 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or wrong bearer token: 401.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// No such VM, migration or route: 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// Method not allowed on this route: 405.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The request conflicts with the current state (name taken, VM busy): 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// Body over the size limit: 413.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Well-formed but invalid values: 422.
+    #[error("{0}")]
+    Invalid(String),
+    /// QEMU refused a forwarded QMP command: 422 with QEMU's error class.
+    #[error("QMP command '{command}' failed: {class}: {desc}")]
+    Qmp {
+        command: String,
+        class: String,
+        desc: String,
+    },
+    /// Another agent (the migration peer) failed: 502.
+    #[error("{0}")]
+    Upstream(String),
+    /// Our own failure (QEMU would not start, disk full): 500.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Invalid(_) | ApiError::Qmp { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut body = json!({ "error": self.to_string() });
+        if let ApiError::Qmp { class, desc, .. } = &self {
+            body["qmp_class"] = json!(class);
+            body["qmp_desc"] = json!(desc);
+        }
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+impl From<crate::vms::VmsError> for ApiError {
+    fn from(e: crate::vms::VmsError) -> Self {
+        use crate::vms::VmsError as E;
+        match e {
+            E::NotFound(_) => ApiError::NotFound(e.to_string()),
+            E::Exists(_) | E::Busy { .. } | E::Lost(_) => ApiError::Conflict(e.to_string()),
+            E::Launch(drover_qemu::launcher::LaunchError::BadSpec(_)) => {
+                ApiError::Invalid(e.to_string())
+            }
+            E::Launch(drover_qemu::launcher::LaunchError::ImageMissing {
+                what: "disk", ..
+            }) => ApiError::Invalid(e.to_string()),
+            E::Launch(_) | E::Qmp { .. } | E::Store(_) | E::Image(_) => {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<crate::migrate::MigrateError> for ApiError {
+    fn from(e: crate::migrate::MigrateError) -> Self {
+        use crate::migrate::MigrateError as E;
+        match e {
+            E::Vms(v) => v.into(),
+            E::NotFound(_) => ApiError::NotFound(e.to_string()),
+            E::Finished(_) => ApiError::Conflict(e.to_string()),
+            E::Peer(_) => ApiError::Upstream(e.to_string()),
+            E::Store(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// Compares a presented token with ours in time independent of where they differ.
+pub fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
+    let mut diff = presented.len() ^ expected.len();
+    for (i, e) in expected.iter().enumerate() {
+        let p = presented.get(i).copied().unwrap_or(0);
+        diff |= usize::from(p ^ e);
+    }
+    diff == 0
+}
+
+/// Checks an `Authorization` header value against the token.
+pub fn check_bearer(header: Option<&[u8]>, token: &str) -> Result<(), ApiError> {
+    let value = header.ok_or(ApiError::Unauthorized)?;
+    let presented = value
+        .strip_prefix(b"Bearer ")
+        .ok_or(ApiError::Unauthorized)?;
+    if token.is_empty() || !token_matches(presented, token.as_bytes()) {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_checks() {
+        assert_eq!(check_bearer(None, "s3cret"), Err(ApiError::Unauthorized));
+        assert_eq!(
+            check_bearer(Some(b"s3cret"), "s3cret"),
+            Err(ApiError::Unauthorized)
+        );
+        assert_eq!(
+            check_bearer(Some(b"Bearer s3cre"), "s3cret"),
+            Err(ApiError::Unauthorized)
+        );
+        assert_eq!(
+            check_bearer(Some(b"Bearer s3cret!"), "s3cret"),
+            Err(ApiError::Unauthorized)
+        );
+        assert_eq!(
+            check_bearer(Some(b"Bearer "), ""),
+            Err(ApiError::Unauthorized)
+        );
+        assert_eq!(check_bearer(Some(b"Bearer s3cret"), "s3cret"), Ok(()));
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(ApiError::BadRequest("x".into()).status(), 400);
+        assert_eq!(ApiError::Unauthorized.status(), 401);
+        assert_eq!(ApiError::NotFound("x".into()).status(), 404);
+        assert_eq!(ApiError::Conflict("x".into()).status(), 409);
+        assert_eq!(ApiError::Invalid("x".into()).status(), 422);
+        let e: ApiError = crate::vms::VmsError::NotFound("vm".into()).into();
+        assert_eq!(e.status(), 404);
+        let e: ApiError = crate::vms::VmsError::Exists("vm".into()).into();
+        assert_eq!(e.status(), 409);
+    }
+}

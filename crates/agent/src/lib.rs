@@ -1,0 +1,208 @@
+//! `drover agent`: the per-host daemon. It runs this host's VMs as detached QEMU processes,
+//! measures them, and migrates them to and from other agents, all behind an authenticated HTTP
+//! JSON API (OpenAPI document at `/v1/openapi.json`).
+//!
+//! Module map:
+//! - [`api`]: routes, auth, pure request parsers, error mapping;
+//! - [`vms`]: the VM registry and lifecycle (start, re-attach, stop, incoming/commit);
+//! - [`migrate`]: migration orchestration between agents (protocol and state machine in its
+//!   docs), and reconciliation after a restart;
+//! - [`metrics`]: host capacity/usage and per-VM rates, JSON and Prometheus;
+//! - [`store`]: persistence of VMs and migration records (atomic JSON files);
+//! - [`client`]: typed HTTP client (CLI, agent to agent) and `RemoteQmp`;
+//! - [`openapi`], [`model`] (wire types), [`procfs`] (/proc, /sys, cgroups).
+//!
+//! Restart safety: QEMU runs detached, so killing the agent (even with -9) leaves VMs running;
+//! on start the agent re-attaches to every VM in its state directory, reports dead ones as
+//! `lost`, and re-evaluates any migration that was under way from what QEMU reports.
+
+pub mod api;
+pub mod client;
+pub mod metrics;
+pub mod migrate;
+pub mod model;
+pub mod openapi;
+pub mod procfs;
+pub mod store;
+pub mod vms;
+
+use drover_qemu::image::GuestImage;
+use drover_qemu::launcher::Accel;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("the token is empty: put a secret in the token file")]
+    EmptyToken,
+    #[error("cannot read token file {path}: {message}")]
+    TokenFile { path: PathBuf, message: String },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("re-attaching to VMs: {0}")]
+    Reattach(#[from] vms::VmsError),
+    #[error("cannot listen on {addr}: {message}")]
+    Bind { addr: SocketAddr, message: String },
+    #[error("HTTP server: {0}")]
+    Serve(String),
+}
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    /// Bearer token for clients and for the other agents (a cluster shares one).
+    pub token: String,
+    pub qemu_binary: String,
+    pub accel: Accel,
+    /// None: build or find the default guest image on first use.
+    pub image: Option<GuestImage>,
+    /// How often VM rates are sampled.
+    pub sample_interval: Duration,
+    /// How often each VM's dirty rate is measured.
+    pub dirty_interval: Duration,
+    pub start_timeout: Duration,
+    /// Host capacity to report instead of the detected one (e.g. when the agent runs where
+    /// its cgroup is not visible, as under `ip netns exec`, which remounts /sys).
+    pub cpus: Option<f64>,
+    pub memory_bytes: Option<u64>,
+}
+
+impl AgentConfig {
+    pub fn new(listen: SocketAddr, state_dir: PathBuf, token: String) -> Self {
+        AgentConfig {
+            listen,
+            state_dir,
+            token,
+            qemu_binary: "qemu-system-x86_64".into(),
+            accel: Accel::Auto,
+            image: None,
+            sample_interval: Duration::from_secs(2),
+            dirty_interval: Duration::from_secs(30),
+            start_timeout: Duration::from_secs(30),
+            cpus: None,
+            memory_bytes: None,
+        }
+    }
+}
+
+/// Reads a token file (trailing whitespace ignored).
+pub fn read_token(path: &std::path::Path) -> Result<String, AgentError> {
+    let text = std::fs::read_to_string(path).map_err(|e| AgentError::TokenFile {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let token = text.trim().to_string();
+    if token.is_empty() {
+        return Err(AgentError::EmptyToken);
+    }
+    Ok(token)
+}
+
+/// Everything the handlers and background tasks share.
+pub struct AgentState {
+    pub token: String,
+    pub store: store::Store,
+    pub vms: vms::Vms,
+    pub migrations: migrate::Migrations,
+    pub metrics: metrics::MetricsHub,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl AgentState {
+    /// Spawns a background task owned by the agent (aborted with it).
+    pub fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(tokio::spawn(fut));
+    }
+
+    /// Aborts background tasks (migrations in flight stop being driven; QEMU keeps running).
+    pub fn abort_tasks(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+}
+
+/// A started agent.
+pub struct RunningAgent {
+    pub addr: SocketAddr,
+    pub state: Arc<AgentState>,
+    pub server: JoinHandle<Result<(), AgentError>>,
+}
+
+/// Opens the state, re-attaches to VMs, reconciles migrations, binds and starts serving.
+pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
+    if config.token.is_empty() {
+        return Err(AgentError::EmptyToken);
+    }
+    let store = store::Store::open(&config.state_dir)?;
+    let settings = vms::LaunchSettings {
+        qemu_binary: config.qemu_binary.clone(),
+        accel: config.accel,
+        image: config.image.clone(),
+        start_timeout: config.start_timeout,
+    };
+    let state = Arc::new(AgentState {
+        token: config.token.clone(),
+        vms: vms::Vms::new(store.clone(), settings),
+        migrations: migrate::Migrations::load(store.clone())?,
+        metrics: metrics::MetricsHub::new(config.dirty_interval, config.cpus, config.memory_bytes),
+        store,
+        tasks: Mutex::new(Vec::new()),
+    });
+    state.vms.reattach_all().await?;
+    migrate::recover_all(&state);
+    let sampler = state.clone();
+    let interval = config.sample_interval;
+    state.spawn(async move {
+        loop {
+            sampler.metrics.sample(&sampler.vms).await;
+            tokio::time::sleep(interval).await;
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| AgentError::Bind {
+            addr: config.listen,
+            message: e.to_string(),
+        })?;
+    let addr = listener.local_addr().map_err(|e| AgentError::Bind {
+        addr: config.listen,
+        message: e.to_string(),
+    })?;
+    let app = api::router(state.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .await
+            .map_err(|e| AgentError::Serve(e.to_string()))
+    });
+    tracing::info!(%addr, "agent listening");
+    Ok(RunningAgent {
+        addr,
+        state,
+        server,
+    })
+}
+
+/// Runs the agent until the server stops (or the process is killed).
+pub async fn serve(config: AgentConfig) -> Result<(), AgentError> {
+    procfs::become_subreaper();
+    let agent = start(config).await?;
+    match agent.server.await {
+        Ok(r) => r,
+        Err(e) => Err(AgentError::Serve(e.to_string())),
+    }
+}

@@ -1,0 +1,233 @@
+//! Migrations between agents: the source agent orchestrates, the destination agent serves an
+//! incoming QEMU, and core's driver runs unchanged with the destination's QMP forwarded over HTTP.
+//!
+//! # Protocol (source agent S, destination agent D, client C)
+//! ```text
+//! C -> S  POST /v1/vms/{vm}/migrations {to: D, technique, ...}      -> 202 record (preparing)
+//! S       plan: fixed technique, or auto (dirty-rate profile + cost model)
+//! S -> D  POST /v1/incoming {config, migration_id, listen_host}     -> {uri: tcp:host:port}
+//!         (D starts QEMU with -incoming defer, role Incoming)
+//! S       record: running; driver::migrate(source QMP, RemoteQmp(D, vm), uri)
+//! S -> D  POST /v1/vms/{vm}/qmp {execute, arguments}  (allowlisted; the driver's dest side)
+//! C -> S  GET /v1/migrations/{id}   (live progress from the source's query-migrate)
+//! on success (VM runs on D):  S -> D POST /v1/incoming/{vm}/commit; S kills its QEMU
+//! on failure before post-copy: S -> D DELETE /v1/incoming/{vm}; the VM stays on S
+//! S       record: measuring (workload windows; D's samples via GET /v1/vms/{vm}/samples)
+//! S       record: completed | failed | cancelled, with the result record; kept forever
+//! ```
+//!
+//! # Record state machine (persisted at every transition)
+//! ```text
+//! preparing ──incoming ok──> running ──driver done──> measuring ──window over──> completed
+//!     │                         │                                              | failed
+//!     └─peer/plan error─> failed └─driver error──> failed                      | cancelled
+//! (any non-final state) ──agent restart──> re-evaluated from QEMU: see `recover`
+//!                                          (completed | failed | cancelled | interrupted)
+//! ```
+//! The VM is marked busy on the source from `preparing` until it leaves the host or the
+//! migration ends, so it cannot be deleted or migrated twice meanwhile.
+
+mod recover;
+mod run;
+
+pub use recover::{reconcile_step, DestSeen, Reconcile, SourceSeen};
+
+use crate::client::ClientError;
+use crate::model::{unix_ms, MigrationRecord, MigrationRequest, MigrationState};
+use crate::store::{Store, StoreError};
+use crate::vms::VmsError;
+use crate::AgentState;
+use drover_qemu::qmp::QmpExt;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use thiserror::Error;
+use tokio::sync::watch;
+
+#[derive(Debug, Error)]
+pub enum MigrateError {
+    #[error(transparent)]
+    Vms(#[from] VmsError),
+    #[error("no migration '{0}'")]
+    NotFound(String),
+    #[error("migration '{0}' has already ended")]
+    Finished(String),
+    #[error("destination agent: {0}")]
+    Peer(#[from] ClientError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Entry {
+    record: MigrationRecord,
+    cancel: Option<watch::Sender<bool>>,
+}
+
+/// Every migration this agent was the source of.
+pub struct Migrations {
+    store: Store,
+    map: Mutex<HashMap<String, Entry>>,
+    seq: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Migrations {
+    /// Loads the kept records; non-final ones are reconciled by [`recover_all`].
+    pub fn load(store: Store) -> Result<Self, StoreError> {
+        let map = store
+            .load_migrations()?
+            .into_iter()
+            .map(|r| {
+                (
+                    r.id.clone(),
+                    Entry {
+                        record: r,
+                        cancel: None,
+                    },
+                )
+            })
+            .collect();
+        Ok(Migrations {
+            store,
+            map: Mutex::new(map),
+            seq: AtomicU64::new(0),
+        })
+    }
+
+    fn new_id(&self, vm: &str) -> String {
+        format!(
+            "{vm}-{}-{}",
+            unix_ms(),
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    pub fn get(&self, id: &str) -> Result<MigrationRecord, MigrateError> {
+        lock(&self.map)
+            .get(id)
+            .map(|e| e.record.clone())
+            .ok_or_else(|| MigrateError::NotFound(id.to_string()))
+    }
+
+    pub fn list(&self) -> Vec<MigrationRecord> {
+        let mut v: Vec<MigrationRecord> =
+            lock(&self.map).values().map(|e| e.record.clone()).collect();
+        v.sort_by(|a, b| {
+            a.started_unix_ms
+                .cmp(&b.started_unix_ms)
+                .then(a.id.cmp(&b.id))
+        });
+        v
+    }
+
+    /// Applies `f` to a record and persists it.
+    pub(crate) fn update(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut MigrationRecord),
+    ) -> Result<MigrationRecord, MigrateError> {
+        let mut map = lock(&self.map);
+        let e = map
+            .get_mut(id)
+            .ok_or_else(|| MigrateError::NotFound(id.to_string()))?;
+        f(&mut e.record);
+        if e.record.state.is_final() {
+            e.cancel = None;
+        }
+        self.store.save_migration(&e.record)?;
+        Ok(e.record.clone())
+    }
+
+    /// Records a note; persistence failures are only logged (a note must not fail a migration).
+    pub(crate) fn note(&self, id: &str, note: String) {
+        tracing::warn!(migration = id, "{note}");
+        let _ = self.update(id, |r| r.notes.push(note));
+    }
+
+    /// Asks a migration to stop; refused once it has ended (and by the driver once post-copy
+    /// has started, since the guest then lives on the destination).
+    pub fn cancel(&self, id: &str) -> Result<MigrationRecord, MigrateError> {
+        let map = lock(&self.map);
+        let e = map
+            .get(id)
+            .ok_or_else(|| MigrateError::NotFound(id.to_string()))?;
+        match &e.cancel {
+            Some(tx) if !e.record.state.is_final() => {
+                let _ = tx.send(true);
+                Ok(e.record.clone())
+            }
+            _ => Err(MigrateError::Finished(id.to_string())),
+        }
+    }
+}
+
+/// Starts migrating `vm` as `req` asks; returns the record at once (state `preparing`).
+pub fn start(
+    state: &Arc<AgentState>,
+    vm: &str,
+    req: MigrationRequest,
+) -> Result<MigrationRecord, MigrateError> {
+    let id = state.migrations.new_id(vm);
+    state.vms.begin_migration(vm, &id)?;
+    let record = MigrationRecord {
+        id: id.clone(),
+        vm: vm.to_string(),
+        request: req,
+        state: MigrationState::Preparing,
+        plan: None,
+        uri: None,
+        started_unix_ms: unix_ms(),
+        ended_unix_ms: None,
+        vm_on_destination: false,
+        progress: None,
+        result: None,
+        error: None,
+        notes: vec![],
+    };
+    if let Err(e) = state.store.save_migration(&record) {
+        state.vms.end_migration(vm);
+        return Err(e.into());
+    }
+    let (tx, rx) = watch::channel(false);
+    lock(&state.migrations.map).insert(
+        id.clone(),
+        Entry {
+            record: record.clone(),
+            cancel: Some(tx),
+        },
+    );
+    let st = state.clone();
+    state.spawn(async move { run::run(st, id, rx).await });
+    Ok(record)
+}
+
+/// A record with live progress: while QEMU migrates, ask the source QEMU how far it got.
+pub async fn view(state: &AgentState, id: &str) -> Result<MigrationRecord, MigrateError> {
+    let mut record = state.migrations.get(id)?;
+    if record.state == MigrationState::Running {
+        if let Ok(qmp) = state.vms.qmp_of(&record.vm) {
+            if let Ok(p) = qmp.query_migrate(state.vms.clock().now_ms()).await {
+                record.progress = Some(p);
+            }
+        }
+    }
+    Ok(record)
+}
+
+/// After a restart: reconciles every migration that was under way when the agent died.
+pub fn recover_all(state: &Arc<AgentState>) {
+    for r in state
+        .migrations
+        .list()
+        .into_iter()
+        .filter(|r| !r.state.is_final())
+    {
+        // The VM stays busy until its migration's fate is known.
+        let _ = state.vms.begin_migration(&r.vm, &r.id);
+        let st = state.clone();
+        state.spawn(async move { recover::recover(st, r).await });
+    }
+}

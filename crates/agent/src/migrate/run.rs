@@ -1,0 +1,281 @@
+//! The source side of one migration, from `preparing` to a final record.
+
+use crate::api::parse::url_host;
+use crate::client::{AgentClient, RemoteQmp};
+use crate::model::{unix_ms, IncomingRequest, MigrationRequest, MigrationState};
+use crate::AgentState;
+use drover_core::migration::result::{MIN_DURING_MS, SIDE_WINDOW_MS};
+use drover_core::migration::{
+    CostParams, EndStatus, HybridSwitch, LinkProfile, MigrationPlan, MigrationResult, OpsSample,
+    RunFacts, Technique, VmProfile,
+};
+use drover_qemu::driver::{self, DriverConfig, Endpoints, MigrationRun};
+use drover_qemu::qmp::{Qmp, QmpClient, QmpExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Assumed link bandwidth for `auto` when the request sets no cap.
+const DEFAULT_LINK_BPS: f64 = 1e9;
+/// QEMU's default migration bandwidth is 128MiB/s; "uncapped" sets this instead.
+const UNCAPPED_BPS: u64 = 100_000_000_000;
+
+/// Runs the migration and always leaves a final record (or a non-final one only if the agent
+/// dies meanwhile, which `recover` handles).
+pub async fn run(state: Arc<AgentState>, id: String, cancel: watch::Receiver<bool>) {
+    let Ok(record) = state.migrations.get(&id) else {
+        return;
+    };
+    let vm = record.vm.clone();
+    if let Err(error) = drive(&state, &id, &vm, &record.request, cancel).await {
+        let _ = state.migrations.update(&id, |r| {
+            r.state = MigrationState::Failed;
+            r.error = Some(error);
+            r.ended_unix_ms = Some(unix_ms());
+        });
+    }
+    state.vms.end_migration(&vm);
+}
+
+async fn drive(
+    state: &Arc<AgentState>,
+    id: &str,
+    vm: &str,
+    req: &MigrationRequest,
+    cancel: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let source = state.vms.qmp_of(vm).map_err(|e| e.to_string())?;
+    let config = state.vms.record(vm).map_err(|e| e.to_string())?.config;
+    let plan = plan_for(req, source.as_ref(), config.memory_bytes).await;
+    let dest = AgentClient::new(&req.to, &state.token);
+    let listen_host =
+        url_host(&req.to).ok_or_else(|| format!("no host in destination URL {}", req.to))?;
+    let incoming = IncomingRequest {
+        config,
+        migration_id: id.to_string(),
+        listen_host,
+    };
+    let reply = dest
+        .incoming(&incoming)
+        .await
+        .map_err(|e| format!("destination could not prepare an incoming VM: {e}"))?;
+    let uri = reply.uri;
+    let recover_uri = reply.recover_uri;
+    state
+        .migrations
+        .update(id, |r| {
+            r.state = MigrationState::Running;
+            r.plan = Some(plan.clone());
+            r.uri = Some(uri.clone());
+        })
+        .map_err(|e| e.to_string())?;
+    let remote = RemoteQmp {
+        client: dest.clone(),
+        vm: vm.to_string(),
+    };
+    let ends = Endpoints {
+        source: source.as_ref(),
+        dest: &remote,
+        uri,
+        recover_uri,
+    };
+    let clock = state.vms.clock();
+    let samples = state.vms.samples_of(vm).map_err(|e| e.to_string())?;
+    let outcome =
+        driver::migrate(&ends, plan, &DriverConfig::default(), &clock, Some(cancel)).await;
+    let run = match outcome {
+        Ok(run) => run,
+        Err(e) => {
+            abort_destination(state, id, &dest, vm, source.as_ref()).await;
+            return Err(format!("migration driver: {e}"));
+        }
+    };
+    let moved = run.outcome.vm_on_destination;
+    if moved {
+        hand_over(state, id, &dest, vm).await;
+    } else {
+        abort_destination(state, id, &dest, vm, source.as_ref()).await;
+    }
+    // The VM's fate is settled: it may be migrated or deleted again while we measure.
+    state.vms.end_migration(vm);
+    let result = assemble(&run, &samples.snapshot());
+    let measuring = req.measure && run.outcome.status != EndStatus::Failed;
+    state
+        .migrations
+        .update(id, |r| {
+            r.state = if measuring {
+                MigrationState::Measuring
+            } else {
+                final_state(run.outcome.status)
+            };
+            r.plan = Some(run.plan.clone());
+            r.vm_on_destination = moved;
+            r.ended_unix_ms = Some(unix_ms());
+            r.error = run.outcome.error.clone().or(run.dest_error.clone());
+            r.result = Some(result);
+        })
+        .map_err(|e| e.to_string())?;
+    if measuring {
+        let o = &run.outcome;
+        let window_end = o.ended_ms.max(o.started_ms + MIN_DURING_MS) + SIDE_WINDOW_MS + 300;
+        tokio::time::sleep(Duration::from_millis(
+            window_end.saturating_sub(clock.now_ms()),
+        ))
+        .await;
+        let mut all = samples.snapshot();
+        if moved {
+            match dest.samples(vm).await {
+                Ok(remote) => all.extend(remote.iter().map(|s| OpsSample {
+                    host_ms: state.vms.from_unix_ms(s.unix_ms),
+                    ops: s.ops,
+                    integrity_errors: s.integrity_errors,
+                })),
+                Err(e) => state
+                    .migrations
+                    .note(id, format!("destination samples unavailable: {e}")),
+            }
+        }
+        all.sort_by_key(|s| s.host_ms);
+        let result = assemble(&run, &all);
+        state
+            .migrations
+            .update(id, |r| {
+                r.state = final_state(run.outcome.status);
+                r.result = Some(result);
+            })
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn final_state(s: EndStatus) -> MigrationState {
+    match s {
+        EndStatus::Completed => MigrationState::Completed,
+        EndStatus::Failed => MigrationState::Failed,
+        EndStatus::Cancelled => MigrationState::Cancelled,
+    }
+}
+
+fn assemble(run: &MigrationRun, samples: &[OpsSample]) -> MigrationResult {
+    MigrationResult::assemble(&RunFacts {
+        requested: run.plan.requested,
+        chosen: run.plan.technique,
+        reason: &run.plan.reason,
+        outcome: &run.outcome,
+        dest_running_ms: run.dest_running_ms,
+        pause_ms: run.pause_ms,
+        samples,
+    })
+}
+
+/// The VM now runs on the destination: make it a normal VM there, then stop ours.
+pub(super) async fn hand_over(state: &AgentState, id: &str, dest: &AgentClient, vm: &str) {
+    let mut committed = false;
+    for attempt in 1..=5 {
+        match dest.commit_incoming(vm).await {
+            Ok(_) => {
+                committed = true;
+                break;
+            }
+            Err(e) => {
+                state.migrations.note(
+                    id,
+                    format!("commit on destination failed (attempt {attempt}): {e}"),
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    if !committed {
+        state.migrations.note(
+            id,
+            "the VM runs on the destination but is still marked incoming there".into(),
+        );
+    }
+    if let Err(e) = state.vms.remove(vm, false, true).await {
+        state
+            .migrations
+            .note(id, format!("could not stop the source QEMU: {e}"));
+    }
+}
+
+/// The VM stays here: drop the destination's incoming QEMU and make sure ours runs.
+pub(super) async fn abort_destination(
+    state: &AgentState,
+    id: &str,
+    dest: &AgentClient,
+    vm: &str,
+    source: &dyn Qmp,
+) {
+    match dest.abort_incoming(vm).await {
+        Ok(_) => {}
+        Err(e) if e.status() == Some(404) => {}
+        Err(e) => state.migrations.note(
+            id,
+            format!("could not remove the destination's incoming VM: {e}"),
+        ),
+    }
+    if let Ok(s) = source.query_status().await {
+        if !s.running
+            && matches!(
+                s.status.as_str(),
+                "postmigrate" | "paused" | "finish-migrate"
+            )
+        {
+            if let Err(e) = source.cont().await {
+                state
+                    .migrations
+                    .note(id, format!("could not resume the VM on the source: {e}"));
+            }
+        }
+    }
+}
+
+/// The plan for a request: fixed, or the cost model's pick from a dirty-rate profile.
+async fn plan_for(req: &MigrationRequest, source: &QmpClient, memory_bytes: u64) -> MigrationPlan {
+    let hybrid = HybridSwitch {
+        ram_fraction: req.hybrid_fraction,
+        max_rounds: req.hybrid_rounds.max(1),
+    };
+    let mut plan = if req.technique == Technique::Auto {
+        let mut cost = CostParams {
+            downtime_limit_s: req.downtime_limit_ms as f64 / 1000.0,
+            precopy_deadline_s: req.deadline_ms as f64 / 1000.0,
+            ..CostParams::default()
+        };
+        cost.hybrid = hybrid;
+        let link = LinkProfile {
+            bandwidth_bps: req.bandwidth_bps.map_or(DEFAULT_LINK_BPS, |b| b as f64),
+        };
+        match profile(source, memory_bytes).await {
+            Some(vm) => MigrationPlan::auto(&vm, &link, &cost),
+            None => {
+                let mut p = MigrationPlan::fixed(Technique::Postcopy);
+                p.requested = Technique::Auto;
+                p.reason =
+                    "dirty rate could not be measured; post-copy bounds the migration time".into();
+                p
+            }
+        }
+    } else {
+        MigrationPlan::fixed(req.technique)
+    };
+    plan.max_bandwidth_bps = Some(req.bandwidth_bps.unwrap_or(UNCAPPED_BPS));
+    plan.downtime_limit_ms = req.downtime_limit_ms;
+    plan.hybrid = hybrid;
+    plan.watchdog.deadline_ms = req.deadline_ms;
+    plan.watchdog.switch_to_postcopy = req.allow_postcopy_switch;
+    plan
+}
+
+/// Dirty rate over a short window (how fast pages get dirtied) and a one-second one (how much
+/// memory is hot), as `migrate-bench` measures it.
+async fn profile(qmp: &QmpClient, memory_bytes: u64) -> Option<VmProfile> {
+    let short = crate::metrics::measure_dirty_rate(qmp, 200).await.ok()?;
+    let long = crate::metrics::measure_dirty_rate(qmp, 1000).await.ok()?;
+    Some(VmProfile {
+        memory_bytes,
+        wss_bytes: (long * 1e6).min(memory_bytes as f64) as u64,
+        dirty_rate_bps: (short * 1e6).max(long * 1e6),
+    })
+}

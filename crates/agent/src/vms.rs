@@ -1,0 +1,563 @@
+//! The VMs this agent runs: start, re-attach, list, stop; and the destination half of a
+//! migration (an incoming QEMU that becomes a normal VM on commit).
+//!
+//! Each VM is a detached QEMU daemon (it outlives the agent) plus, while the agent runs, a QMP
+//! session and a reader of the guest's workload reports. The registry is the only owner of
+//! those; everything else borrows the QMP session through an `Arc`.
+//!
+//! Lifecycle of one VM on this host:
+//! ```text
+//! create ──> Running ──────────────────────────────> (deleted | migrated away)
+//! incoming ─> Incoming{migration} ──commit──> Running
+//!                 └──abort──> (deleted)
+//! any ──QEMU found dead──> Lost (reported, never restarted)
+//! ```
+
+use crate::model::{
+    unix_ms, VmConfig, VmRecord, VmRole, VmStatus, VmView, WallSample, WorkloadView,
+};
+use crate::procfs::{self, Liveness};
+use crate::store::{Store, StoreError};
+use drover_qemu::image::GuestImage;
+use drover_qemu::launcher::{self, Accel, LaunchError, RunPaths, TapNic, VmSpec};
+use drover_qemu::metrics::{Clock, MetricsReader, Samples};
+use drover_qemu::qmp::{QmpClient, QmpError, QmpExt};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum VmsError {
+    #[error("no VM named '{0}' on this host")]
+    NotFound(String),
+    #[error("a VM named '{0}' already exists on this host")]
+    Exists(String),
+    #[error("VM '{name}' is busy: {why}")]
+    Busy { name: String, why: String },
+    #[error("VM '{0}' is lost (its QEMU is gone)")]
+    Lost(String),
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error("QMP with '{name}': {source}")]
+    Qmp { name: String, source: QmpError },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("guest image: {0}")]
+    Image(String),
+}
+
+/// A VM with an attached QEMU, as the metrics sampler sees it.
+pub struct LiveVm {
+    pub name: String,
+    pub pid: u32,
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    pub tap: Option<String>,
+    pub has_disk: bool,
+    pub qmp: Arc<QmpClient>,
+    pub migrating: bool,
+    pub incoming: bool,
+}
+
+/// How this host starts QEMU.
+#[derive(Debug, Clone)]
+pub struct LaunchSettings {
+    pub qemu_binary: String,
+    pub accel: Accel,
+    /// None: build/find the default image on first use.
+    pub image: Option<GuestImage>,
+    pub start_timeout: Duration,
+}
+
+/// One VM known to the registry.
+pub struct VmEntry {
+    pub record: VmRecord,
+    pub qmp: Option<Arc<QmpClient>>,
+    pub samples: Samples,
+    _reader: Option<MetricsReader>,
+    /// Why the VM is lost, if it is.
+    pub lost: Option<String>,
+    /// The migration this VM takes part in.
+    pub migration: Option<String>,
+}
+
+impl VmEntry {
+    fn status(&self) -> VmStatus {
+        match (&self.lost, &self.record.role) {
+            (Some(_), _) => VmStatus::Lost,
+            (None, VmRole::Incoming { .. }) => VmStatus::Incoming,
+            (None, VmRole::Running) => VmStatus::Running,
+        }
+    }
+}
+
+/// The registry of this host's VMs.
+pub struct Vms {
+    store: Store,
+    settings: LaunchSettings,
+    image: tokio::sync::OnceCell<GuestImage>,
+    map: Mutex<HashMap<String, VmEntry>>,
+    /// Names being created, so two concurrent creates cannot both start a QEMU.
+    reserved: Mutex<HashSet<String>>,
+    clock: Clock,
+    /// Wall time at `clock`'s origin, to stamp samples in a form other hosts understand.
+    origin_unix_ms: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Critical sections are plain map edits; a panic inside cannot leave them half-done.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Releases a name reservation however creation ends.
+struct Reservation<'a> {
+    vms: &'a Vms,
+    name: String,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        lock(&self.vms.reserved).remove(&self.name);
+    }
+}
+
+impl Vms {
+    pub fn new(store: Store, settings: LaunchSettings) -> Self {
+        let image = tokio::sync::OnceCell::new();
+        if let Some(img) = &settings.image {
+            let _ = image.set(img.clone());
+        }
+        Vms {
+            store,
+            settings,
+            image,
+            map: Mutex::new(HashMap::new()),
+            reserved: Mutex::new(HashSet::new()),
+            clock: Clock::default(),
+            origin_unix_ms: unix_ms(),
+        }
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// Wall-clock ms of an agent-clock instant.
+    pub fn to_unix_ms(&self, host_ms: u64) -> u64 {
+        self.origin_unix_ms + host_ms
+    }
+
+    /// Agent-clock ms of a wall-clock instant (0 if before the agent started).
+    pub fn from_unix_ms(&self, unix: u64) -> u64 {
+        unix.saturating_sub(self.origin_unix_ms)
+    }
+
+    async fn image(&self) -> Result<GuestImage, VmsError> {
+        self.image
+            .get_or_try_init(|| async {
+                tokio::task::spawn_blocking(|| {
+                    drover_qemu::image::ensure_image(&drover_qemu::image::NoProgress)
+                })
+                .await
+                .map_err(|e| VmsError::Image(e.to_string()))?
+                .map_err(|e| VmsError::Image(e.to_string()))
+            })
+            .await
+            .cloned()
+    }
+
+    fn reserve(&self, name: &str) -> Result<Reservation<'_>, VmsError> {
+        let exists = lock(&self.map).contains_key(name);
+        let mut reserved = lock(&self.reserved);
+        if exists || !reserved.insert(name.to_string()) {
+            return Err(VmsError::Exists(name.to_string()));
+        }
+        Ok(Reservation {
+            vms: self,
+            name: name.to_string(),
+        })
+    }
+
+    /// Starts a VM (or, with `Incoming`, a migration destination waiting for `migrate-incoming`).
+    pub async fn start(&self, config: VmConfig, role: VmRole) -> Result<VmView, VmsError> {
+        let _reservation = self.reserve(&config.name)?;
+        let image = self.image().await?;
+        let spec = VmSpec {
+            name: config.name.clone(),
+            vcpus: config.vcpus,
+            memory_bytes: config.memory_bytes,
+            accel: self.settings.accel,
+            kernel: image.kernel,
+            initrd: image.initrd,
+            append: drover_qemu::image::kernel_cmdline(&config.workload),
+            incoming: matches!(role, VmRole::Incoming { .. }),
+            tap: config.nic.as_ref().map(|n| TapNic {
+                ifname: n.tap.clone(),
+                mac: n.mac.clone(),
+            }),
+            disk: config.disk.clone(),
+        };
+        let run_dir = self.store.run_dir(&config.name);
+        let paths = RunPaths::in_dir(&run_dir);
+        let pid = launcher::spawn_detached(
+            &self.settings.qemu_binary,
+            &spec,
+            &paths,
+            self.settings.start_timeout,
+        )
+        .await?;
+        let record = VmRecord {
+            config,
+            role,
+            pid,
+            run_dir,
+            created_unix_ms: unix_ms(),
+        };
+        // Persist before anything else can fail, so a crash here still leaves a record to
+        // re-attach to (or to report lost) instead of an orphan QEMU.
+        if let Err(e) = self.store.save_vm(&record) {
+            kill_pid(pid, &record.config.name).await;
+            return Err(e.into());
+        }
+        let entry = match self.attach(record.clone()).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                kill_pid(pid, &record.config.name).await;
+                let _ = self.store.remove_vm(&record.config.name);
+                return Err(e);
+            }
+        };
+        let view = self.view_of(&entry, None);
+        lock(&self.map).insert(record.config.name.clone(), entry);
+        Ok(view)
+    }
+
+    /// Connects QMP and the metrics reader to a running QEMU.
+    async fn attach(&self, record: VmRecord) -> Result<VmEntry, VmsError> {
+        let paths = RunPaths::in_dir(&record.run_dir);
+        let qmp = QmpClient::connect(&paths.qmp, Duration::from_secs(5), Duration::from_secs(30))
+            .await
+            .map_err(|source| VmsError::Qmp {
+                name: record.config.name.clone(),
+                source,
+            })?;
+        let samples = Samples::default();
+        let reader = MetricsReader::spawn(
+            paths.metrics.clone(),
+            self.clock,
+            samples.clone(),
+            Duration::from_secs(5),
+        );
+        Ok(VmEntry {
+            record,
+            qmp: Some(Arc::new(qmp)),
+            samples,
+            _reader: Some(reader),
+            lost: None,
+            migration: None,
+        })
+    }
+
+    fn lost_entry(record: VmRecord, why: String) -> VmEntry {
+        VmEntry {
+            record,
+            qmp: None,
+            samples: Samples::default(),
+            _reader: None,
+            lost: Some(why),
+            migration: None,
+        }
+    }
+
+    /// Re-attaches to every persisted VM after a (re)start. Dead ones are kept as `lost`.
+    pub async fn reattach_all(&self) -> Result<(), VmsError> {
+        for record in self.store.load_vms()? {
+            let name = record.config.name.clone();
+            let entry =
+                match procfs::liveness(record.pid, &name, procfs::proc_info(record.pid).as_ref()) {
+                    Liveness::Dead(why) => Self::lost_entry(record, why),
+                    Liveness::Alive => match self.attach(record.clone()).await {
+                        Ok(e) => e,
+                        Err(e) => Self::lost_entry(
+                            record,
+                            format!("QEMU runs but cannot be re-attached: {e}"),
+                        ),
+                    },
+                };
+            if let Some(why) = &entry.lost {
+                tracing::warn!(vm = %name, reason = %why, "VM lost");
+            } else {
+                tracing::info!(vm = %name, pid = entry.record.pid, "re-attached");
+            }
+            lock(&self.map).insert(name, entry);
+        }
+        Ok(())
+    }
+
+    /// Marks VMs whose QEMU died since as lost (called by the sampler).
+    pub fn check_liveness(&self) {
+        let mut map = lock(&self.map);
+        for entry in map.values_mut().filter(|e| e.lost.is_none()) {
+            if let Liveness::Dead(why) = procfs::liveness(
+                entry.record.pid,
+                &entry.record.config.name,
+                procfs::proc_info(entry.record.pid).as_ref(),
+            ) {
+                tracing::warn!(vm = %entry.record.config.name, reason = %why, "VM lost");
+                entry.lost = Some(why);
+                entry.qmp = None;
+                entry._reader = None;
+            }
+        }
+    }
+
+    fn view_of(&self, e: &VmEntry, qemu_status: Option<String>) -> VmView {
+        let samples = e.samples.snapshot();
+        let now = self.clock.now_ms();
+        let workload_report = match samples.last() {
+            None => WorkloadView::default(),
+            Some(last) => {
+                // Rate over the last ~2 s of reports (one report may be late).
+                let from = samples
+                    .iter()
+                    .rev()
+                    .find(|s| last.host_ms.saturating_sub(s.host_ms) >= 2000)
+                    .or(samples.first());
+                let ops_per_s = from
+                    .filter(|f| last.host_ms > f.host_ms)
+                    .map(|f| {
+                        (last.ops.saturating_sub(f.ops)) as f64 * 1000.0
+                            / (last.host_ms - f.host_ms) as f64
+                    })
+                    .unwrap_or(0.0);
+                WorkloadView {
+                    ops: last.ops,
+                    ops_per_s,
+                    integrity_errors: drover_core::migration::result::integrity_errors(&samples),
+                    last_report_age_ms: Some(now.saturating_sub(last.host_ms)),
+                }
+            }
+        };
+        let c = &e.record.config;
+        VmView {
+            name: c.name.clone(),
+            status: e.status(),
+            vcpus: c.vcpus,
+            memory_bytes: c.memory_bytes,
+            workload: c.workload.clone(),
+            disk: c.disk.clone(),
+            nic: c.nic.clone(),
+            pid: e.record.pid,
+            qemu_status,
+            migration: e.migration.clone().or(match &e.record.role {
+                VmRole::Incoming { migration_id } => Some(migration_id.clone()),
+                VmRole::Running => None,
+            }),
+            workload_report,
+            error: e.lost.clone(),
+        }
+    }
+
+    /// One VM, with QEMU's run state asked live.
+    pub async fn get(&self, name: &str) -> Result<VmView, VmsError> {
+        let qmp = self.qmp_of(name).ok();
+        let status = match qmp {
+            Some(q) => q.query_status().await.ok().map(|s| s.status),
+            None => None,
+        };
+        let map = lock(&self.map);
+        let e = map
+            .get(name)
+            .ok_or_else(|| VmsError::NotFound(name.to_string()))?;
+        Ok(self.view_of(e, status))
+    }
+
+    pub fn list(&self) -> Vec<VmView> {
+        let map = lock(&self.map);
+        let mut out: Vec<VmView> = map.values().map(|e| self.view_of(e, None)).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub fn record(&self, name: &str) -> Result<VmRecord, VmsError> {
+        lock(&self.map)
+            .get(name)
+            .map(|e| e.record.clone())
+            .ok_or_else(|| VmsError::NotFound(name.to_string()))
+    }
+
+    /// The VM's QMP session (not for lost VMs).
+    pub fn qmp_of(&self, name: &str) -> Result<Arc<QmpClient>, VmsError> {
+        let map = lock(&self.map);
+        let e = map
+            .get(name)
+            .ok_or_else(|| VmsError::NotFound(name.to_string()))?;
+        e.qmp
+            .clone()
+            .ok_or_else(|| VmsError::Lost(name.to_string()))
+    }
+
+    /// The VM's workload reports, stamped with wall-clock time.
+    pub fn wall_samples(&self, name: &str) -> Result<Vec<WallSample>, VmsError> {
+        let map = lock(&self.map);
+        let e = map
+            .get(name)
+            .ok_or_else(|| VmsError::NotFound(name.to_string()))?;
+        Ok(e.samples
+            .snapshot()
+            .iter()
+            .map(|s| WallSample {
+                unix_ms: self.to_unix_ms(s.host_ms),
+                ops: s.ops,
+                integrity_errors: s.integrity_errors,
+            })
+            .collect())
+    }
+
+    pub fn samples_of(&self, name: &str) -> Result<Samples, VmsError> {
+        let map = lock(&self.map);
+        map.get(name)
+            .map(|e| e.samples.clone())
+            .ok_or_else(|| VmsError::NotFound(name.to_string()))
+    }
+
+    /// Every VM whose QEMU is attached, for the metrics sampler.
+    pub fn live(&self) -> Vec<LiveVm> {
+        lock(&self.map)
+            .values()
+            .filter_map(|e| {
+                let c = &e.record.config;
+                Some(LiveVm {
+                    name: c.name.clone(),
+                    pid: e.record.pid,
+                    vcpus: c.vcpus,
+                    memory_bytes: c.memory_bytes,
+                    tap: c.nic.as_ref().map(|n| n.tap.clone()),
+                    has_disk: c.disk.is_some(),
+                    qmp: e.qmp.clone()?,
+                    migrating: e.migration.is_some(),
+                    incoming: matches!(e.record.role, VmRole::Incoming { .. }),
+                })
+            })
+            .collect()
+    }
+
+    /// Marks a running VM as the source of `migration` (refused if busy or lost).
+    pub fn begin_migration(&self, name: &str, migration: &str) -> Result<(), VmsError> {
+        let mut map = lock(&self.map);
+        let e = map
+            .get_mut(name)
+            .ok_or_else(|| VmsError::NotFound(name.to_string()))?;
+        if e.lost.is_some() {
+            return Err(VmsError::Lost(name.to_string()));
+        }
+        if let VmRole::Incoming { migration_id } = &e.record.role {
+            return Err(VmsError::Busy {
+                name: name.to_string(),
+                why: format!("it is the destination of migration {migration_id}"),
+            });
+        }
+        if let Some(m) = &e.migration {
+            return Err(VmsError::Busy {
+                name: name.to_string(),
+                why: format!("migration {m} is under way"),
+            });
+        }
+        e.migration = Some(migration.to_string());
+        Ok(())
+    }
+
+    pub fn end_migration(&self, name: &str) {
+        if let Some(e) = lock(&self.map).get_mut(name) {
+            e.migration = None;
+        }
+    }
+
+    /// Turns an incoming VM into a normal one (the migration delivered it here).
+    pub fn commit(&self, name: &str) -> Result<(), VmsError> {
+        let mut map = lock(&self.map);
+        let e = map
+            .get_mut(name)
+            .ok_or_else(|| VmsError::NotFound(name.to_string()))?;
+        if e.record.role == VmRole::Running {
+            return Ok(()); // committing twice is harmless: the source retries on doubt
+        }
+        let mut record = e.record.clone();
+        record.role = VmRole::Running;
+        self.store.save_vm(&record)?;
+        e.record = record;
+        Ok(())
+    }
+
+    /// Stops a VM and forgets it. `incoming_only` guards the destination-abort path from ever
+    /// deleting a committed VM; `force` allows deleting a migration source (used once the
+    /// migration has moved it away).
+    pub async fn remove(
+        &self,
+        name: &str,
+        incoming_only: bool,
+        force: bool,
+    ) -> Result<(), VmsError> {
+        let (record, qmp) = {
+            let map = lock(&self.map);
+            let e = map
+                .get(name)
+                .ok_or_else(|| VmsError::NotFound(name.to_string()))?;
+            if incoming_only && e.record.role == VmRole::Running {
+                return Err(VmsError::Busy {
+                    name: name.to_string(),
+                    why: "it is no longer an incoming migration destination".into(),
+                });
+            }
+            if let (Some(m), false) = (&e.migration, force) {
+                return Err(VmsError::Busy {
+                    name: name.to_string(),
+                    why: format!("migration {m} is under way"),
+                });
+            }
+            (e.record.clone(), e.qmp.clone())
+        };
+        if let Some(q) = qmp {
+            // A clean quit first; the pid check below catches a QEMU that ignores it.
+            let _ = tokio::time::timeout(Duration::from_secs(2), q.quit()).await;
+        }
+        kill_pid(record.pid, name).await;
+        self.store.remove_vm(name)?;
+        lock(&self.map).remove(name);
+        let _ = std::fs::remove_dir_all(&record.run_dir);
+        Ok(())
+    }
+
+    /// Kills every VM's QEMU (tests and shutdown-with-cleanup only).
+    pub async fn kill_all(&self) {
+        let names: Vec<String> = lock(&self.map).keys().cloned().collect();
+        for n in names {
+            let _ = self.remove(&n, false, true).await;
+        }
+    }
+}
+
+/// Kills `pid` if it is still `name`'s QEMU: SIGTERM, then SIGKILL after 3 s.
+pub async fn kill_pid(pid: u32, name: &str) {
+    if !procfs::is_alive(pid, name) {
+        procfs::reap(pid);
+        return;
+    }
+    let _ = procfs::signal(pid, libc::SIGTERM);
+    for _ in 0..60 {
+        if !procfs::is_alive(pid, name) {
+            procfs::reap(pid);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = procfs::signal(pid, libc::SIGKILL);
+    for _ in 0..20 {
+        if !procfs::is_alive(pid, name) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    procfs::reap(pid);
+}

@@ -1,0 +1,256 @@
+//! The HTTP API without QEMU: authentication, error mapping, hostile input, re-attach of a dead
+//! VM as `lost`. The agent runs in-process on a loopback port.
+
+use drover_agent::model::{unix_ms, VmConfig, VmRecord, VmRole, VmStatus};
+use drover_agent::{start, AgentConfig, RunningAgent};
+use drover_qemu::image::GuestImage;
+use serde_json::{json, Value};
+use std::path::Path;
+
+const TOKEN: &str = "test-token-123";
+
+fn config(dir: &Path) -> AgentConfig {
+    // Image files that exist, and a QEMU that does not: creating a VM must fail cleanly.
+    let kernel = dir.join("vmlinuz");
+    let initrd = dir.join("initrd");
+    std::fs::write(&kernel, b"k").expect("write");
+    std::fs::write(&initrd, b"i").expect("write");
+    let mut c = AgentConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        dir.join("state"),
+        TOKEN.into(),
+    );
+    c.qemu_binary = "/nonexistent/qemu-system-x86_64".into();
+    c.image = Some(GuestImage { kernel, initrd });
+    c
+}
+
+async fn agent(dir: &Path) -> (RunningAgent, String) {
+    let a = start(config(dir)).await.expect("agent starts");
+    let url = format!("http://{}", a.addr);
+    (a, url)
+}
+
+/// Sends a raw request; returns status and JSON body (Null if not JSON).
+async fn send(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (u16, Value, String) {
+    let http = reqwest::Client::new();
+    let mut req = http.request(method.parse().expect("method"), url);
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    if let Some(b) = body {
+        req = req.header("Content-Type", "application/json").body(b);
+    }
+    let resp = req.send().await.expect("send");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("text");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    )
+}
+
+fn has_error(v: &Value) -> bool {
+    v.get("error")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty())
+}
+
+#[tokio::test]
+async fn auth_and_hostile_requests_get_json_4xx_and_the_agent_stays_healthy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_agent, url) = agent(dir.path()).await;
+    let u = |p: &str| format!("{url}{p}");
+
+    let (s, v, _) = send("GET", &u("/v1/health"), None, None).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ok")));
+
+    for (token, what) in [
+        (None, "no token"),
+        (Some("wrong"), "wrong token"),
+        (Some(""), "empty token"),
+    ] {
+        let (s, v, _) = send("GET", &u("/v1/vms"), token, None).await;
+        assert_eq!(s, 401, "{what}");
+        assert!(has_error(&v), "{what}: {v}");
+    }
+    let (s, _, _) = send("GET", &u("/metrics"), None, None).await;
+    assert_eq!(s, 401);
+
+    let t = Some(TOKEN);
+    let cases: Vec<(&str, String, Option<Vec<u8>>, u16)> = vec![
+        ("POST", u("/v1/vms"), Some(b"{not json".to_vec()), 400),
+        ("POST", u("/v1/vms"), Some(b"".to_vec()), 400),
+        (
+            "POST",
+            u("/v1/vms"),
+            Some(br#"{"name":1,"memory":"128M"}"#.to_vec()),
+            400,
+        ),
+        (
+            "POST",
+            u("/v1/vms"),
+            Some(br#"{"name":"a","memory":"128M","bogus":1}"#.to_vec()),
+            400,
+        ),
+        (
+            "POST",
+            u("/v1/vms"),
+            Some(br#"{"name":"a","memory":"128M","vcpus":0}"#.to_vec()),
+            422,
+        ),
+        ("POST", u("/v1/vms"), Some(vec![b' '; 200_000]), 413),
+        ("POST", u("/v1/vms"), Some(vec![0xff, 0xfe, 0x00]), 400),
+        ("GET", u("/v1/vms/nope"), None, 404),
+        ("GET", u("/v1/vms/bad%20name"), None, 422),
+        ("GET", u("/v1/vms/%ff%fe"), None, 400),
+        ("DELETE", u("/v1/vms/nope"), None, 404),
+        (
+            "POST",
+            u("/v1/vms/nope/migrations"),
+            Some(br#"{"to":"http://127.0.0.1:1","technique":"precopy"}"#.to_vec()),
+            404,
+        ),
+        (
+            "POST",
+            u("/v1/vms/nope/migrations"),
+            Some(br#"{"to":"http://x","technique":"warp"}"#.to_vec()),
+            422,
+        ),
+        (
+            "POST",
+            u("/v1/vms/nope/qmp"),
+            Some(br#"{"execute":"quit"}"#.to_vec()),
+            422,
+        ),
+        (
+            "POST",
+            u("/v1/vms/nope/qmp"),
+            Some(br#"{"execute":"query-status"}"#.to_vec()),
+            404,
+        ),
+        ("GET", u("/v1/migrations/nope"), None, 404),
+        ("DELETE", u("/v1/migrations/nope"), None, 404),
+        ("POST", u("/v1/incoming/nope/commit"), None, 404),
+        ("DELETE", u("/v1/incoming/nope"), None, 404),
+        (
+            "POST",
+            u("/v1/incoming"),
+            Some(br#"{"config":{}}"#.to_vec()),
+            400,
+        ),
+        ("GET", u("/v1/nowhere"), None, 404),
+        ("PUT", u("/v1/vms"), None, 405),
+        // Valid request, but this QEMU binary does not exist: a clean 500, not a crash.
+        (
+            "POST",
+            u("/v1/vms"),
+            Some(br#"{"name":"a","memory":"128M"}"#.to_vec()),
+            500,
+        ),
+    ];
+    for (method, url, body, want) in cases {
+        let (s, v, text) = send(method, &url, t, body).await;
+        assert_eq!(s, want, "{method} {url}: {text}");
+        assert!(has_error(&v), "{method} {url}: not a JSON error: {text}");
+    }
+    // The failed create left nothing behind: the name is free and nothing is listed.
+    let (s, v, _) = send("GET", &u("/v1/vms"), t, None).await;
+    assert_eq!((s, v), (200, json!([])));
+
+    let (s, v, _) = send("GET", &u("/v1/metrics"), t, None).await;
+    assert_eq!(s, 200);
+    assert!(v["host"]["cpus"].as_f64().is_some_and(|c| c > 0.0), "{v}");
+    let (s, _, text) = send("GET", &u("/metrics"), t, None).await;
+    assert_eq!(s, 200);
+    assert!(text.contains("drover_host_cpus"), "{text}");
+
+    let (s, v, _) = send("GET", &u("/v1/health"), None, None).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ok")));
+}
+
+#[tokio::test]
+async fn openapi_documents_every_route() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_agent, url) = agent(dir.path()).await;
+    let (s, v, _) = send("GET", &format!("{url}/v1/openapi.json"), Some(TOKEN), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["openapi"], "3.1.0");
+    let paths = v["paths"].as_object().expect("paths");
+    for p in [
+        "/v1/health",
+        "/v1/openapi.json",
+        "/v1/vms",
+        "/v1/vms/{name}",
+        "/v1/vms/{name}/samples",
+        "/v1/vms/{name}/qmp",
+        "/v1/vms/{name}/migrations",
+        "/v1/migrations",
+        "/v1/migrations/{id}",
+        "/v1/incoming",
+        "/v1/incoming/{name}",
+        "/v1/incoming/{name}/commit",
+        "/v1/metrics",
+        "/metrics",
+    ] {
+        assert!(paths.contains_key(p), "{p} undocumented");
+    }
+}
+
+#[tokio::test]
+async fn a_vm_whose_qemu_died_is_reported_lost_not_restarted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let store = drover_agent::store::Store::open(&cfg.state_dir).expect("store");
+    // A pid that certainly is not a QEMU named "ghost" any more.
+    let mut child = std::process::Command::new("true").spawn().expect("spawn");
+    let pid = child.id();
+    child.wait().expect("wait");
+    store
+        .save_vm(&VmRecord {
+            config: VmConfig {
+                name: "ghost".into(),
+                vcpus: 1,
+                memory_bytes: 128 << 20,
+                workload: "idle".into(),
+                disk: None,
+                nic: None,
+            },
+            role: VmRole::Running,
+            pid,
+            run_dir: store.run_dir("ghost"),
+            created_unix_ms: unix_ms(),
+        })
+        .expect("save");
+    let agent = start(cfg).await.expect("start");
+    let client = drover_agent::client::AgentClient::new(&format!("http://{}", agent.addr), TOKEN);
+    let vms = client.list_vms().await.expect("list");
+    assert_eq!(vms.len(), 1);
+    assert_eq!(vms[0].status, VmStatus::Lost);
+    assert!(
+        vms[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains(&pid.to_string())),
+        "{:?}",
+        vms[0]
+    );
+    // A lost VM cannot be migrated, but can be deleted (which forgets it).
+    let err = client
+        .migrate(
+            "ghost",
+            &json!({"to": "http://127.0.0.1:1", "technique": "precopy"}),
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(err.status(), Some(409), "{err}");
+    client.delete_vm("ghost").await.expect("delete");
+    assert!(client.list_vms().await.expect("list").is_empty());
+    assert!(store.load_vms().expect("load").is_empty());
+}
