@@ -9,7 +9,7 @@
 
 use crate::procfs::{self, Capacity};
 use crate::vms::Vms;
-use drover_qemu::qmp::{Qmp, QmpError, QmpExt};
+use drover_qemu::qmp::{Qmp, QmpError};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -26,8 +26,6 @@ use thiserror::Error;
 pub enum MetricsError {
     #[error("dirty-rate measurement: {0}")]
     DirtyRate(QmpError),
-    #[error("dirty-rate measurement did not finish")]
-    DirtyRateTimeout,
     #[error("Prometheus encoding: {0}")]
     Encode(String),
 }
@@ -114,21 +112,9 @@ pub fn parse_blockstats(v: &Value) -> Option<[u64; 4]> {
 
 /// Measures the dirty rate over `ms` milliseconds; MB/s.
 pub async fn measure_dirty_rate(qmp: &dyn Qmp, ms: u64) -> Result<f64, MetricsError> {
-    qmp.calc_dirty_rate(ms)
+    drover_qemu::profile::measure_dirty_rate(qmp, ms)
         .await
-        .map_err(MetricsError::DirtyRate)?;
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-    for _ in 0..100 {
-        if let Some(mb_s) = qmp
-            .query_dirty_rate()
-            .await
-            .map_err(MetricsError::DirtyRate)?
-        {
-            return Ok(mb_s as f64);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(MetricsError::DirtyRateTimeout)
+        .map_err(MetricsError::DirtyRate)
 }
 
 impl MetricsHub {

@@ -8,7 +8,7 @@
 use crate::image::GuestImage;
 use crate::launcher::Accel;
 use crate::metrics::{Clock, Samples};
-use crate::qmp::{Qmp, QmpError, QmpExt};
+use crate::qmp::{Qmp, QmpError};
 use crate::vm::{LocalLauncher, VmError};
 use drover_core::migration::result::{MIN_DURING_MS, SIDE_WINDOW_MS};
 use drover_core::migration::{
@@ -187,31 +187,9 @@ async fn plan_for(config: &BenchConfig, technique: Technique, source: &dyn Qmp) 
     Ok(plan)
 }
 
-/// Measures the VM the way an operator's agent would: QEMU's dirty-rate sampling over a short
-/// window (the rate pages get dirtied) and a one-second one (how much memory is hot).
+/// Measures the VM for `auto` (see [`crate::profile`]).
 pub async fn profile(config: &BenchConfig, qmp: &dyn Qmp) -> Result<VmProfile, BenchError> {
-    let short_ms = 200;
-    let rate_short = measure_dirty_rate(qmp, short_ms).await?;
-    let rate_long = measure_dirty_rate(qmp, 1000).await?;
-    let wss = (rate_long * 1e6).min(config.memory_bytes as f64) as u64;
-    Ok(VmProfile {
-        memory_bytes: config.memory_bytes,
-        wss_bytes: wss,
-        dirty_rate_bps: (rate_short * 1e6).max(rate_long * 1e6),
-    })
-}
-
-async fn measure_dirty_rate(qmp: &dyn Qmp, ms: u64) -> Result<f64, BenchError> {
-    qmp.calc_dirty_rate(ms).await.map_err(BenchError::DirtyRate)?;
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-    for _ in 0..100 {
-        if let Some(mb_s) = qmp.query_dirty_rate().await.map_err(BenchError::DirtyRate)? {
-            return Ok(mb_s as f64);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(BenchError::DirtyRate(QmpError::Timeout {
-        command: "query-dirty-rate".into(),
-        ms: 5000,
-    }))
+    crate::profile::profile_vm(qmp, config.memory_bytes)
+        .await
+        .map_err(BenchError::DirtyRate)
 }

@@ -4,6 +4,7 @@
 //! - [`qmp`]: the QMP trait, typed commands, the real client and a scripted fake.
 //! - [`driver`]: runs one live migration between two QMP peers, decisions from core.
 //! - [`metrics`]: reads the guest workload's reports from its serial port.
+//! - [`profile`]: dirty-rate measurement for the cost model.
 //! - [`image`]: builds the guest kernel + initramfs.
 //! - [`bench`]: `migrate-bench`, composing all of the above on this machine.
 
@@ -11,6 +12,7 @@ pub mod driver;
 pub mod image;
 pub mod launcher;
 pub mod metrics;
+pub mod profile;
 pub mod qmp;
 pub mod bench;
 pub mod vm;

@@ -268,14 +268,7 @@ async fn plan_for(req: &MigrationRequest, source: &QmpClient, memory_bytes: u64)
     plan
 }
 
-/// Dirty rate over a short window (how fast pages get dirtied) and a one-second one (how much
-/// memory is hot), as `migrate-bench` measures it.
+/// The cost model's view of the VM (see `drover_qemu::profile`).
 async fn profile(qmp: &QmpClient, memory_bytes: u64) -> Option<VmProfile> {
-    let short = crate::metrics::measure_dirty_rate(qmp, 200).await.ok()?;
-    let long = crate::metrics::measure_dirty_rate(qmp, 1000).await.ok()?;
-    Some(VmProfile {
-        memory_bytes,
-        wss_bytes: (long * 1e6).min(memory_bytes as f64) as u64,
-        dirty_rate_bps: (short * 1e6).max(long * 1e6),
-    })
+    drover_qemu::profile::profile_vm(qmp, memory_bytes).await.ok()
 }

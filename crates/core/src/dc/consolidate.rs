@@ -17,7 +17,7 @@
 use super::cluster::Cluster;
 use super::detect::Detector;
 use super::model::{HostId, VmId};
-use super::place::{self, Exclusions};
+use super::placer::Placer;
 use super::plan::{Move, MoveReason, Plan};
 use super::rng::SplitMix64;
 use super::select::Selector;
@@ -46,15 +46,14 @@ pub fn optimize(
     }
     let leaving = select_from_overloaded(&mut c, det, sel, rng, &over);
     let mut plan = Plan::default();
-    let ex = Exclusions {
-        hosts: is_over.clone(),
-        off_hosts: false,
-    };
-    for (vm, to) in place::place_each(&mut c, det, &leaving, &ex) {
+    // From here on every change to `c` goes through the placer, which keeps its index current.
+    let mut placer = Placer::new(&c, det, is_over.clone(), false);
+    for (vm, to) in placer.place_each(&mut c, &leaving) {
         plan.moves
             .push(mv(snap, vm, to, MoveReason::Overload, technique));
     }
-    consolidate_underloaded(&mut c, det, &is_over, &mut plan, technique);
+    consolidate_underloaded(&mut c, &mut placer, &is_over, &mut plan, technique);
+    if std::env::var("DBG").is_ok() { eprintln!("{:?} active {} t {:?}", super::placer::CNT.iter().map(|x| x.swap(0, std::sync::atomic::Ordering::Relaxed)).collect::<Vec<_>>(), c.active_hosts().len(), std::time::Instant::now()); }
     plan
 }
 
@@ -92,7 +91,7 @@ fn select_from_overloaded(
 /// Step 3: evacuate hosts from the least utilized up, all-or-nothing each.
 fn consolidate_underloaded(
     c: &mut Cluster,
-    det: &Detector,
+    placer: &mut Placer,
     is_over: &[bool],
     plan: &mut Plan,
     technique: Technique,
@@ -102,10 +101,12 @@ fn consolidate_underloaded(
     // Not sources: overloaded, off, already visited, or targets of an evacuation.
     let mut no_source: Vec<bool> = (0..n).map(|h| is_over[h] || snap.is_off(h)).collect();
     // Not destinations: overloaded, off, already visited.
-    let mut dest_ex = Exclusions {
-        hosts: no_source.clone(),
-        off_hosts: true,
-    };
+    placer.set_off_hosts(true);
+    for h in 0..n {
+        if no_source[h] {
+            placer.exclude(h);
+        }
+    }
     let mut order: Vec<HostId> = c
         .active_hosts()
         .iter()
@@ -123,12 +124,12 @@ fn consolidate_underloaded(
             continue;
         }
         no_source[h] = true;
-        dest_ex.hosts[h] = true;
+        placer.exclude(h);
         let vms = c.host(h).vms.clone();
         if vms.is_empty() {
             continue;
         }
-        if let Some(placed) = place::place_all(c, det, &vms, &dest_ex) {
+        if let Some(placed) = placer.place_all(c, &vms) {
             for (vm, to) in placed {
                 no_source[to] = true;
                 plan.moves

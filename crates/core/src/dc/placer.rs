@@ -41,6 +41,8 @@ const EPS_W: f64 = 1e-9;
 /// How far from LR's threshold the linear shortcut is trusted.
 const LR_MARGIN: f64 = 1e-9;
 const SEGMENTS: usize = 10;
+pub static CNT: [std::sync::atomic::AtomicU64; 8] = [const { std::sync::atomic::AtomicU64::new(0) }; 8];
+fn bump(i: usize) { CNT[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed); }
 
 /// A history's least-squares line over its last `LR_WINDOW` samples, for LR's shortcut.
 #[derive(Debug, Clone, Copy)]
@@ -269,6 +271,7 @@ impl<'d> Placer<'d> {
                 }
             }
         }
+        bump(4);
         let mut buf = [0.0; HISTORY_LEN];
         self.det.is_overloaded(&c.load_with(h, vm, &mut buf))
     }
@@ -286,6 +289,7 @@ impl<'d> Placer<'d> {
         if best.is_some_and(|(bd, bh)| diff > bd || (diff == bd && h > bh)) {
             return;
         }
+        bump(3);
         if alloc != 0.0 && self.overloaded(c, h, vm) {
             return;
         }
@@ -294,6 +298,7 @@ impl<'d> Placer<'d> {
 
     /// PABFD's pick for `vm` (the same as `place::find_host` with these exclusions).
     pub fn find(&mut self, c: &Cluster, vm: VmId) -> Option<HostId> {
+        bump(0);
         let snap = c.snap;
         let v = c.vm(vm);
         let demand = v.demand_mips;
@@ -376,6 +381,7 @@ impl<'d> Placer<'d> {
         while i < self.dense[b].entries.len() {
             let e = self.dense[b].entries[i];
             i += 1;
+            bump(1);
             if best.is_some_and(|(bd, _)| e.g + off - EPS_W > bd) {
                 break;
             }
@@ -401,6 +407,7 @@ impl<'d> Placer<'d> {
         loop {
             let next = self.sorted[b].range(from..).next().copied();
             let Some((k, h)) = next else { break };
+            bump(2);
             if best.is_some_and(|(bd, _)| unkey(k) + off - EPS_W > bd) {
                 break;
             }

@@ -35,6 +35,30 @@ pub struct VmProfile {
     pub dirty_rate_bps: f64,
 }
 
+impl VmProfile {
+    /// Builds a profile from two page-sampling dirty-rate measurements (MB/s): a short window,
+    /// which sees how fast pages get dirtied, and a one-second window, which sees how much
+    /// memory is hot. When the long window's rate falls well below the short one's, the guest
+    /// keeps rewriting the same pages: the working set is what the long window saw. Otherwise
+    /// the working set is larger than a second of dirtying shows, and is taken as all of memory
+    /// (the model only uses it as a cap on what a round can dirty).
+    pub fn from_dirty_rates(memory_bytes: u64, short_mb_s: f64, long_mb_s: f64) -> Self {
+        let short = short_mb_s.max(0.0) * 1e6;
+        let long = long_mb_s.max(0.0) * 1e6;
+        let saturated = long < 0.7 * short;
+        let wss = if saturated {
+            long.min(memory_bytes as f64)
+        } else {
+            memory_bytes as f64
+        };
+        VmProfile {
+            memory_bytes,
+            wss_bytes: wss as u64,
+            dirty_rate_bps: short.max(long),
+        }
+    }
+}
+
 /// The path a migration takes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LinkProfile {
@@ -432,6 +456,20 @@ mod tests {
         let params = CostParams::default();
         let c = choose(&vm(256, 128, 500.0), &link(50.0), &params, &[Technique::Precopy]);
         assert_eq!(c.technique, Technique::Precopy);
+    }
+
+    #[test]
+    fn profile_from_two_windows() {
+        // A hot 128 MiB set rewritten constantly: the 1 s window saturates at the set's size.
+        let hot = VmProfile::from_dirty_rates(256 * MIB, 640.0, 134.0);
+        assert_eq!(hot.wss_bytes, 134_000_000);
+        assert_eq!(hot.dirty_rate_bps, 640e6);
+        // A slow writer over a big set: both windows agree, the set is not bounded by them.
+        let slow = VmProfile::from_dirty_rates(256 * MIB, 11.0, 10.5);
+        assert_eq!(slow.wss_bytes, 256 * MIB);
+        assert_eq!(slow.dirty_rate_bps, 11e6);
+        let idle = VmProfile::from_dirty_rates(256 * MIB, 0.0, 0.0);
+        assert_eq!(idle.dirty_rate_bps, 0.0);
     }
 
     #[test]
