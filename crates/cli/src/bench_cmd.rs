@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use drover_core::migration::{EndStatus, Technique};
-use drover_core::units::{format_size, parse_rate, parse_size};
+use crate::migration_flags::MigrationFlags;
+use drover_core::units::{format_size, parse_size};
 use drover_qemu::bench::{run_bench, BenchConfig, BenchRow};
 use drover_qemu::image::{ensure_image, NoProgress};
 
@@ -17,30 +18,14 @@ pub struct BenchArgs {
     /// Workload: memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq], cpu:demand=PCT, idle.
     #[arg(long, default_value = "memtouch:wss=128M,rate=max")]
     workload: String,
-    /// Migration bandwidth cap, e.g. 50MB/s (default: uncapped).
-    #[arg(long)]
-    bandwidth: Option<String>,
     /// Runs per technique.
     #[arg(long, default_value_t = 1)]
     repeat: u32,
     /// Accelerator: kvm, tcg or auto.
     #[arg(long, default_value = "auto")]
     accel: String,
-    /// Pre-copy downtime limit, ms.
-    #[arg(long, default_value_t = 300)]
-    downtime_limit: u64,
-    /// Watchdog deadline: cancel a pre-copy still running after this many seconds.
-    #[arg(long, default_value_t = 60)]
-    deadline: u64,
-    /// Let the watchdog switch a stuck pre-copy to post-copy.
-    #[arg(long)]
-    allow_postcopy_switch: bool,
-    /// Hybrid: switch after this fraction of RAM has been sent...
-    #[arg(long, default_value_t = 1.0)]
-    hybrid_fraction: f64,
-    /// ...or after this many pre-copy passes, whichever comes first.
-    #[arg(long, default_value_t = 1)]
-    hybrid_rounds: u32,
+    #[command(flatten)]
+    migration: MigrationFlags,
     /// One JSON object per run instead of a table.
     #[arg(long)]
     json: bool,
@@ -60,20 +45,17 @@ fn techniques(raw: &[String]) -> anyhow::Result<Vec<Technique>> {
 }
 
 fn config(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
-    if !(0.0..=1.0).contains(&args.hybrid_fraction) {
-        anyhow::bail!("--hybrid-fraction must be between 0 and 1");
-    }
+    let knobs = args.migration.knobs()?;
     let memory = parse_size(&args.memory).context("--memory")?;
     let mut c = BenchConfig::new(memory, &args.workload);
     c.accel = args.accel.parse()?;
-    c.bandwidth_bps = args.bandwidth.as_deref().map(parse_rate).transpose().context("--bandwidth")?;
+    c.bandwidth_bps = knobs.bandwidth_bps;
     c.techniques = techniques(&args.techniques)?;
     c.repeat = args.repeat.max(1);
-    c.downtime_limit_ms = args.downtime_limit;
-    c.watchdog.deadline_ms = args.deadline * 1000;
-    c.watchdog.switch_to_postcopy = args.allow_postcopy_switch;
-    c.hybrid.ram_fraction = args.hybrid_fraction;
-    c.hybrid.max_rounds = args.hybrid_rounds.max(1);
+    c.downtime_limit_ms = knobs.downtime_limit_ms;
+    c.watchdog.deadline_ms = knobs.deadline_ms;
+    c.watchdog.switch_to_postcopy = knobs.allow_postcopy_switch;
+    c.hybrid = knobs.hybrid;
     Ok(c)
 }
 
@@ -121,7 +103,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "memory {} workload {} bandwidth {}",
             format_size(config.memory_bytes),
             config.workload,
-            args.bandwidth.as_deref().unwrap_or("uncapped")
+            args.migration.bandwidth.as_deref().unwrap_or("uncapped")
         );
         println!("{HEADER}");
     }

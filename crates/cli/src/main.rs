@@ -4,6 +4,7 @@ mod agent_cmd;
 mod bench_cmd;
 mod image_cmd;
 mod lab_cmd;
+mod migration_flags;
 mod sim_cmd;
 mod vm_cmd;
 

@@ -2,6 +2,7 @@
 //! by lab host (`--host h1`, resolved through the lab's state file, which also gives the token)
 //! or by agent URL (`--agent http://...` with `--token-file`).
 
+use crate::migration_flags::MigrationFlags;
 use anyhow::{bail, Context};
 use drover_agent::client::AgentClient;
 use drover_agent::model::{MigrationState, VmStatus, VmView};
@@ -73,20 +74,8 @@ pub enum VmCommand {
         /// precopy, postcopy, hybrid or auto.
         #[arg(long, default_value = "auto")]
         technique: String,
-        /// Bandwidth cap, e.g. 50MB/s (default: uncapped).
-        #[arg(long)]
-        bandwidth: Option<String>,
-        #[arg(long, default_value_t = 300)]
-        downtime_limit: u64,
-        /// Pre-copy watchdog deadline, seconds.
-        #[arg(long, default_value_t = 60)]
-        deadline: u64,
-        #[arg(long)]
-        allow_postcopy_switch: bool,
-        #[arg(long, default_value_t = 1.0)]
-        hybrid_fraction: f64,
-        #[arg(long, default_value_t = 1)]
-        hybrid_rounds: u32,
+        #[command(flatten)]
+        migration: MigrationFlags,
         /// Skip the ~13 s of workload measurement for the record's throughput windows.
         #[arg(long)]
         no_measure: bool,
@@ -258,29 +247,26 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
             name,
             to,
             technique,
-            bandwidth,
-            downtime_limit,
-            deadline,
-            allow_postcopy_switch,
-            hybrid_fraction,
-            hybrid_rounds,
+            migration,
             no_measure,
             target,
             json: as_json,
         } => {
+            let knobs = migration.knobs()?;
             let r = resolve(&target)?;
             let dest = destination(&to, &target)?;
             let source = find_vm(&r, &name).await?;
             let mut body: Value = json!({
-                "to": dest, "technique": technique, "downtime_limit_ms": downtime_limit,
-                "deadline_s": deadline, "allow_postcopy_switch": allow_postcopy_switch,
-                "hybrid_fraction": hybrid_fraction, "hybrid_rounds": hybrid_rounds, "measure": !no_measure,
+                "to": dest, "technique": technique, "downtime_limit_ms": knobs.downtime_limit_ms,
+                "deadline_s": migration.deadline, "allow_postcopy_switch": knobs.allow_postcopy_switch,
+                "hybrid_fraction": knobs.hybrid.ram_fraction, "hybrid_rounds": knobs.hybrid.max_rounds,
+                "measure": !no_measure,
             });
-            if let Some(b) = bandwidth {
+            if let Some(b) = knobs.bandwidth_bps {
                 body["bandwidth"] = json!(b);
             }
             let started = source.migrate(&name, &body).await?;
-            let timeout = Duration::from_secs(deadline + 600);
+            let timeout = Duration::from_secs(migration.deadline + 600);
             let done = source.wait_migration(&started.id, timeout).await?;
             if as_json {
                 match &done.result {

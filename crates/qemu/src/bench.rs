@@ -12,8 +12,7 @@ use crate::qmp::{Qmp, QmpError};
 use crate::vm::{LocalLauncher, VmError};
 use drover_core::migration::result::{MIN_DURING_MS, SIDE_WINDOW_MS};
 use drover_core::migration::{
-    CostParams, HybridSwitch, LinkProfile, MigrationPlan, MigrationResult, RunFacts, Technique, VmProfile,
-    WatchdogPolicy,
+    CostParams, HybridSwitch, MigrationPlan, MigrationResult, PlanKnobs, Technique, VmProfile, WatchdogPolicy,
 };
 use serde::Serialize;
 use std::time::Duration;
@@ -22,8 +21,7 @@ use thiserror::Error;
 /// Assumed migration bandwidth when no cap is set: what QEMU's migration thread moves over a
 /// local unix socket under TCG on this class of machine (measured; see BENCHMARKS.md).
 pub const LOCAL_LINK_BPS: u64 = 1_000_000_000;
-/// "No cap": QEMU's own default max-bandwidth is 128MiB/s, so uncapped runs set this instead.
-pub const UNCAPPED_BPS: u64 = 100_000_000_000;
+pub use drover_core::migration::UNCAPPED_BPS;
 
 #[derive(Debug, Error)]
 pub enum BenchError {
@@ -154,35 +152,23 @@ pub async fn run_one(config: &BenchConfig, image: &GuestImage, technique: Techni
     let window_end = o.ended_ms.max(o.started_ms + MIN_DURING_MS) + SIDE_WINDOW_MS + 300;
     tokio::time::sleep(Duration::from_millis(window_end.saturating_sub(clock.now_ms()))).await;
     vm.kill().await;
-    let samples = samples.snapshot();
-    Ok(MigrationResult::assemble(&RunFacts {
-        requested: run.plan.requested,
-        chosen: run.plan.technique,
-        reason: &run.plan.reason,
-        outcome: &run.outcome,
-        dest_running_ms: run.dest_running_ms,
-        pause_ms: run.pause_ms,
-        samples: &samples,
-    }))
+    Ok(run.result(&samples.snapshot()))
 }
 
 async fn plan_for(config: &BenchConfig, technique: Technique, source: &dyn Qmp) -> Result<MigrationPlan, BenchError> {
-    let mut plan = if technique == Technique::Auto {
-        let vm = profile(config, source).await?;
-        let link = LinkProfile {
-            bandwidth_bps: config.bandwidth_bps.unwrap_or(LOCAL_LINK_BPS) as f64,
-        };
-        let mut cost = config.cost;
-        cost.downtime_limit_s = config.downtime_limit_ms as f64 / 1000.0;
-        cost.hybrid = config.hybrid;
-        cost.precopy_deadline_s = config.watchdog.deadline_ms as f64 / 1000.0;
-        MigrationPlan::auto(&vm, &link, &cost)
-    } else {
-        MigrationPlan::fixed(technique)
+    let profile = match technique {
+        Technique::Auto => Some(profile(config, source).await?),
+        _ => None,
     };
-    plan.max_bandwidth_bps = Some(config.bandwidth_bps.unwrap_or(UNCAPPED_BPS));
-    plan.downtime_limit_ms = config.downtime_limit_ms;
-    plan.hybrid = config.hybrid;
+    let knobs = PlanKnobs {
+        bandwidth_bps: config.bandwidth_bps,
+        downtime_limit_ms: config.downtime_limit_ms,
+        deadline_ms: config.watchdog.deadline_ms,
+        allow_postcopy_switch: config.watchdog.switch_to_postcopy,
+        hybrid: config.hybrid,
+        assumed_link_bps: LOCAL_LINK_BPS,
+    };
+    let mut plan = MigrationPlan::build(technique, &knobs, profile.as_ref(), &config.cost);
     plan.watchdog = config.watchdog.clone();
     Ok(plan)
 }

@@ -69,6 +69,21 @@ pub struct MigrationRun {
     pub pause_ms: Option<u64>,
 }
 
+impl MigrationRun {
+    /// The run's record, with the workload samples the metrics readers collected.
+    pub fn result(&self, samples: &[drover_core::migration::OpsSample]) -> drover_core::migration::MigrationResult {
+        drover_core::migration::MigrationResult::assemble(&drover_core::migration::RunFacts {
+            requested: self.plan.requested,
+            chosen: self.plan.technique,
+            reason: &self.plan.reason,
+            outcome: &self.outcome,
+            dest_running_ms: self.dest_running_ms,
+            pause_ms: self.pause_ms,
+            samples,
+        })
+    }
+}
+
 /// The two ends of a migration and the URIs the destination listens on.
 pub struct Endpoints<'a> {
     pub source: &'a dyn Qmp,

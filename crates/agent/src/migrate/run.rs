@@ -6,19 +6,14 @@ use crate::model::{unix_ms, IncomingRequest, MigrationRequest, MigrationState};
 use crate::AgentState;
 use drover_core::migration::result::{MIN_DURING_MS, SIDE_WINDOW_MS};
 use drover_core::migration::{
-    CostParams, EndStatus, HybridSwitch, LinkProfile, MigrationPlan, MigrationResult, OpsSample,
-    RunFacts, Technique, VmProfile,
+    CostParams, EndStatus, HybridSwitch, MigrationPlan, MigrationResult, OpsSample, PlanKnobs,
+    Technique, VmProfile,
 };
 use drover_qemu::driver::{self, DriverConfig, Endpoints, MigrationRun};
 use drover_qemu::qmp::{Qmp, QmpClient, QmpExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-
-/// Assumed link bandwidth for `auto` when the request sets no cap.
-const DEFAULT_LINK_BPS: f64 = 1e9;
-/// QEMU's default migration bandwidth is 128MiB/s; "uncapped" sets this instead.
-const UNCAPPED_BPS: u64 = 100_000_000_000;
 
 /// Runs the migration and always leaves a final record (or a non-final one only if the agent
 /// dies meanwhile, which `recover` handles).
@@ -157,15 +152,7 @@ fn final_state(s: EndStatus) -> MigrationState {
 }
 
 fn assemble(run: &MigrationRun, samples: &[OpsSample]) -> MigrationResult {
-    MigrationResult::assemble(&RunFacts {
-        requested: run.plan.requested,
-        chosen: run.plan.technique,
-        reason: &run.plan.reason,
-        outcome: &run.outcome,
-        dest_running_ms: run.dest_running_ms,
-        pause_ms: run.pause_ms,
-        samples,
-    })
+    run.result(samples)
 }
 
 /// The VM now runs on the destination: make it a normal VM there, then stop ours.
@@ -233,39 +220,22 @@ pub(super) async fn abort_destination(
 
 /// The plan for a request: fixed, or the cost model's pick from a dirty-rate profile.
 async fn plan_for(req: &MigrationRequest, source: &QmpClient, memory_bytes: u64) -> MigrationPlan {
-    let hybrid = HybridSwitch {
-        ram_fraction: req.hybrid_fraction,
-        max_rounds: req.hybrid_rounds.max(1),
+    let knobs = PlanKnobs {
+        bandwidth_bps: req.bandwidth_bps,
+        downtime_limit_ms: req.downtime_limit_ms,
+        deadline_ms: req.deadline_ms,
+        allow_postcopy_switch: req.allow_postcopy_switch,
+        hybrid: HybridSwitch {
+            ram_fraction: req.hybrid_fraction,
+            max_rounds: req.hybrid_rounds.max(1),
+        },
+        ..PlanKnobs::default()
     };
-    let mut plan = if req.technique == Technique::Auto {
-        let mut cost = CostParams {
-            downtime_limit_s: req.downtime_limit_ms as f64 / 1000.0,
-            precopy_deadline_s: req.deadline_ms as f64 / 1000.0,
-            ..CostParams::default()
-        };
-        cost.hybrid = hybrid;
-        let link = LinkProfile {
-            bandwidth_bps: req.bandwidth_bps.map_or(DEFAULT_LINK_BPS, |b| b as f64),
-        };
-        match profile(source, memory_bytes).await {
-            Some(vm) => MigrationPlan::auto(&vm, &link, &cost),
-            None => {
-                let mut p = MigrationPlan::fixed(Technique::Postcopy);
-                p.requested = Technique::Auto;
-                p.reason =
-                    "dirty rate could not be measured; post-copy bounds the migration time".into();
-                p
-            }
-        }
-    } else {
-        MigrationPlan::fixed(req.technique)
+    let profile = match req.technique {
+        Technique::Auto => profile(source, memory_bytes).await,
+        _ => None,
     };
-    plan.max_bandwidth_bps = Some(req.bandwidth_bps.unwrap_or(UNCAPPED_BPS));
-    plan.downtime_limit_ms = req.downtime_limit_ms;
-    plan.hybrid = hybrid;
-    plan.watchdog.deadline_ms = req.deadline_ms;
-    plan.watchdog.switch_to_postcopy = req.allow_postcopy_switch;
-    plan
+    MigrationPlan::build(req.technique, &knobs, profile.as_ref(), &CostParams::default())
 }
 
 /// The cost model's view of the VM (see `drover_qemu::profile`).

@@ -16,7 +16,7 @@ pub mod watchdog;
 
 pub use cost::{choose, predict, Choice, CostParams, LinkProfile, Prediction, VmProfile};
 pub use dest::{DestEvent, DestMachine, DestObservation, DestState};
-pub use plan::{Capability, MigrationPlan, ParameterUpdate};
+pub use plan::{Capability, MigrationPlan, ParameterUpdate, PlanKnobs, UNCAPPED_BPS};
 pub use progress::{MigrationStatus, Progress};
 pub use result::{MigrationResult, OpsSample, RunFacts, Throughput};
 pub use source::{EndStatus, SourceAction, SourceEvent, SourceMachine, SourceOutcome, SourceState};

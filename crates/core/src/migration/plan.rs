@@ -53,6 +53,37 @@ pub struct ParameterUpdate {
     pub vcpu_dirty_limit_mb_s: Option<u64>,
 }
 
+/// "No cap": QEMU's own default `max-bandwidth` is 128MiB/s, so uncapped runs set this instead.
+pub const UNCAPPED_BPS: u64 = 100_000_000_000;
+
+/// What an operator sets for one migration (CLI flags, API request fields).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanKnobs {
+    /// Bandwidth cap, bytes/s (None: uncapped).
+    pub bandwidth_bps: Option<u64>,
+    pub downtime_limit_ms: u64,
+    /// Pre-copy watchdog deadline, ms.
+    pub deadline_ms: u64,
+    /// Let the watchdog switch a stuck pre-copy to post-copy.
+    pub allow_postcopy_switch: bool,
+    pub hybrid: HybridSwitch,
+    /// Bandwidth `auto` assumes when there is no cap, bytes/s.
+    pub assumed_link_bps: u64,
+}
+
+impl Default for PlanKnobs {
+    fn default() -> Self {
+        PlanKnobs {
+            bandwidth_bps: None,
+            downtime_limit_ms: 300,
+            deadline_ms: WatchdogPolicy::default().deadline_ms,
+            allow_postcopy_switch: false,
+            hybrid: HybridSwitch::default(),
+            assumed_link_bps: 1_000_000_000,
+        }
+    }
+}
+
 /// Everything a migration run needs to know up front.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MigrationPlan {
@@ -102,6 +133,39 @@ impl MigrationPlan {
             hybrid: params.hybrid,
             ..MigrationPlan::fixed(Technique::Auto)
         }
+    }
+
+    /// The plan for `technique` with the operator's knobs. `auto` needs the VM's measured
+    /// profile; without one it falls back to post-copy, whose time is bounded whatever the VM
+    /// does, and says so.
+    pub fn build(technique: Technique, knobs: &PlanKnobs, profile: Option<&VmProfile>, cost: &CostParams) -> Self {
+        let mut plan = match (technique, profile) {
+            (Technique::Auto, Some(vm)) => {
+                let link = LinkProfile {
+                    bandwidth_bps: knobs.bandwidth_bps.unwrap_or(knobs.assumed_link_bps) as f64,
+                };
+                let cost = CostParams {
+                    downtime_limit_s: knobs.downtime_limit_ms as f64 / 1000.0,
+                    precopy_deadline_s: knobs.deadline_ms as f64 / 1000.0,
+                    hybrid: knobs.hybrid,
+                    ..*cost
+                };
+                MigrationPlan::auto(vm, &link, &cost)
+            }
+            (Technique::Auto, None) => MigrationPlan {
+                requested: Technique::Auto,
+                technique: Technique::Postcopy,
+                reason: "dirty rate could not be measured; post-copy bounds the migration time".into(),
+                ..MigrationPlan::fixed(Technique::Postcopy)
+            },
+            (fixed, _) => MigrationPlan::fixed(fixed),
+        };
+        plan.max_bandwidth_bps = Some(knobs.bandwidth_bps.unwrap_or(UNCAPPED_BPS));
+        plan.downtime_limit_ms = knobs.downtime_limit_ms;
+        plan.hybrid = knobs.hybrid;
+        plan.watchdog.deadline_ms = knobs.deadline_ms;
+        plan.watchdog.switch_to_postcopy = knobs.allow_postcopy_switch;
+        plan
     }
 
     /// Whether post-copy may happen at all (so its capability must be set on both sides).
@@ -199,6 +263,25 @@ mod tests {
         let p = plan.initial_parameters();
         assert_eq!(p.max_cpu_throttle, Some(1));
         assert_eq!(plan.throttle_parameters(ThrottleKind::AutoConverge).max_cpu_throttle, Some(99));
+    }
+
+    #[test]
+    fn build_applies_knobs_and_falls_back_without_a_profile() {
+        let knobs = PlanKnobs {
+            bandwidth_bps: Some(50_000_000),
+            downtime_limit_ms: 500,
+            deadline_ms: 20_000,
+            allow_postcopy_switch: true,
+            ..PlanKnobs::default()
+        };
+        let p = MigrationPlan::build(Technique::Precopy, &knobs, None, &CostParams::default());
+        assert_eq!(p.max_bandwidth_bps, Some(50_000_000));
+        assert_eq!((p.downtime_limit_ms, p.watchdog.deadline_ms), (500, 20_000));
+        assert!(p.watchdog.switch_to_postcopy);
+        let auto = MigrationPlan::build(Technique::Auto, &PlanKnobs::default(), None, &CostParams::default());
+        assert_eq!((auto.requested, auto.technique), (Technique::Auto, Technique::Postcopy));
+        assert_eq!(auto.max_bandwidth_bps, Some(UNCAPPED_BPS));
+        assert!(auto.reason.contains("could not be measured"));
     }
 
     #[test]
