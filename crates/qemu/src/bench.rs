@@ -168,7 +168,12 @@ async fn plan_for(config: &BenchConfig, technique: Technique, source: &dyn Qmp) 
         hybrid: config.hybrid,
         assumed_link_bps: LOCAL_LINK_BPS,
     };
-    let mut plan = MigrationPlan::build(technique, &knobs, profile.as_ref(), &config.cost);
+    // Here the cap is QEMU's max-bandwidth, which postcopy-preempt's fault channel ignores.
+    let cost = CostParams {
+        fault_path_bps: Some(LOCAL_LINK_BPS as f64),
+        ..config.cost
+    };
+    let mut plan = MigrationPlan::build(technique, &knobs, profile.as_ref(), &cost);
     plan.watchdog = config.watchdog.clone();
     Ok(plan)
 }

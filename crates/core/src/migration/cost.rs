@@ -12,9 +12,10 @@
 //!   `W/B > downtime_limit`) or after `max_rounds`. While dirty logging is on, the workload pays
 //!   `tracking_overhead` of its throughput per unit of write intensity (`min(1, D/B)`).
 //! - **post-copy**: the VM moves after a short switchover (`postcopy_switchover_s`); RAM follows at
-//!   `B`. Until its working set has arrived the guest stalls on remote page faults: it loses about
-//!   `W/B` seconds of work scaled by its write intensity, plus `fault_latency_s` per page that it
-//!   faults on demand (bounded by the working set).
+//!   `B`. Until its working set has arrived the guest stalls on remote page faults: for each page
+//!   of the working set it touches meanwhile (at most `W`, at most `D` times the post-copy time)
+//!   it loses that page's transfer time on the fault path (the link, or `fault_path_bps`) plus
+//!   `fault_latency_s`.
 //! - **hybrid**: pre-copy until `ram_fraction` of RAM has been sent or `max_rounds` rounds, then
 //!   post-copy whatever is left: the pages not yet sent plus what the working set dirtied since.
 //!
@@ -82,6 +83,10 @@ pub struct CostParams {
     pub postcopy_switchover_s: f64,
     /// Extra stall per demand-faulted page, seconds (round trip on the migration channel).
     pub fault_latency_s: f64,
+    /// Bandwidth demand-faulted pages get, bytes/s; None: the link's. QEMU's postcopy-preempt
+    /// channel is not throttled by `max-bandwidth`, so where the cap is QEMU's rather than the
+    /// network's, faulted pages travel at local speed.
+    pub fault_path_bps: Option<f64>,
     /// Guest page size, bytes.
     pub page_bytes: u64,
     /// Shortest window over which degradation is measured, seconds.
@@ -96,9 +101,10 @@ impl Default for CostParams {
             downtime_limit_s: 0.3,
             max_rounds: 30,
             precopy_deadline_s: 60.0,
-            tracking_overhead: 0.15,
+            tracking_overhead: 0.05,
             postcopy_switchover_s: 0.05,
-            fault_latency_s: 0.000_1,
+            fault_latency_s: 0.000_02,
+            fault_path_bps: None,
             page_bytes: 4096,
             window_min_s: 10.0,
             hybrid: HybridSwitch::default(),
@@ -255,12 +261,14 @@ fn predict_precopy(vm: &VmProfile, link: &LinkProfile, params: &CostParams) -> P
     }
 }
 
-/// Lost work while post-copying `missing_wss` bytes of the working set and `remaining` in all.
-fn postcopy_stall_s(vm: &VmProfile, link: &LinkProfile, params: &CostParams, missing_wss: f64) -> f64 {
-    let bw = link.bandwidth_bps.max(1.0);
-    let write = intensity(vm, link);
-    let faults = missing_wss / params.page_bytes.max(1) as f64;
-    write * (missing_wss / bw + faults * params.fault_latency_s)
+/// Lost work while post-copying for `window_s`: every page of the working set that the guest
+/// touches before it has arrived blocks it for a fault's round trip and the page's transfer on
+/// the fault path. At most `missing_wss` can fault; a slow writer touches only `D * window_s`.
+fn postcopy_stall_s(vm: &VmProfile, link: &LinkProfile, params: &CostParams, missing_wss: f64, window_s: f64) -> f64 {
+    let fault_bw = params.fault_path_bps.unwrap_or(link.bandwidth_bps).max(1.0);
+    let page = params.page_bytes.max(1) as f64;
+    let touched = missing_wss.min(vm.dirty_rate_bps * window_s);
+    (touched / page) * (params.fault_latency_s + page / fault_bw)
 }
 
 fn predict_postcopy(vm: &VmProfile, link: &LinkProfile, params: &CostParams) -> Prediction {
@@ -268,7 +276,7 @@ fn predict_postcopy(vm: &VmProfile, link: &LinkProfile, params: &CostParams) -> 
     let memory = vm.memory_bytes as f64;
     let wss = vm.wss_bytes.min(vm.memory_bytes) as f64;
     let total = params.postcopy_switchover_s + memory / bw;
-    let lost = params.postcopy_switchover_s + postcopy_stall_s(vm, link, params, wss);
+    let lost = params.postcopy_switchover_s + postcopy_stall_s(vm, link, params, wss, memory / bw);
     Prediction {
         technique: Technique::Postcopy,
         converges: true,
@@ -296,7 +304,7 @@ fn predict_hybrid(vm: &VmProfile, link: &LinkProfile, params: &CostParams) -> Pr
     let total = switchover + post_s;
     let lost = rounds.seconds * params.tracking_overhead * write
         + params.postcopy_switchover_s
-        + postcopy_stall_s(vm, link, params, missing_wss);
+        + postcopy_stall_s(vm, link, params, missing_wss, post_s);
     Prediction {
         technique: Technique::Hybrid,
         converges: true,
