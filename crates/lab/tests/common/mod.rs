@@ -35,7 +35,16 @@ macro_rules! require_root {
             eprintln!("SKIPPED: {why}");
             return;
         }
+        // One lab test at a time: the CPU-cap and throughput checks need the cores.
+        let _serial = common::serial();
     };
+}
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds the lab tests' lock (a failed test must not block the others: poisoning is ignored).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 pub(crate) use require_root;
 
