@@ -20,7 +20,11 @@ fn main() {
     println!("cargo:rerun-if-changed={}", guest_src.display());
 
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let target = if has_target(&rustc, MUSL) { MUSL } else { GLIBC };
+    let target = if has_target(&rustc, MUSL) {
+        MUSL
+    } else {
+        GLIBC
+    };
     println!("cargo:rustc-env=DROVER_GUEST_TARGET={target}");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets this")).join("drover-guest");
     let output = Command::new(&rustc)

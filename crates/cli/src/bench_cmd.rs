@@ -1,8 +1,8 @@
 //! `drover migrate-bench`: real migrations on this machine, one table row (or JSON line) per run.
 
+use crate::migration_flags::MigrationFlags;
 use anyhow::Context;
 use drover_core::migration::{EndStatus, Technique};
-use crate::migration_flags::MigrationFlags;
 use drover_core::units::{format_size, parse_size};
 use drover_qemu::bench::{run_bench, BenchConfig, BenchRow};
 use drover_qemu::image::{ensure_image, NoProgress};

@@ -11,7 +11,11 @@ mod vm_cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "drover", version, about = "Keeps QEMU/KVM clusters packed and their VMs fast")]
+#[command(
+    name = "drover",
+    version,
+    about = "Keeps QEMU/KVM clusters packed and their VMs fast"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -35,7 +35,12 @@ impl MigrationFlags {
         if self.deadline == 0 {
             anyhow::bail!("--deadline must be at least 1 second");
         }
-        let bandwidth_bps = self.bandwidth.as_deref().map(parse_rate).transpose().context("--bandwidth")?;
+        let bandwidth_bps = self
+            .bandwidth
+            .as_deref()
+            .map(parse_rate)
+            .transpose()
+            .context("--bandwidth")?;
         if bandwidth_bps == Some(0) {
             anyhow::bail!("--bandwidth must be above zero");
         }

@@ -26,7 +26,8 @@ impl Lab {
     }
 
     fn state(&self) -> Value {
-        let text = std::fs::read_to_string(format!("/run/drover/lab/{}/lab.json", self.name)).expect("lab state");
+        let text = std::fs::read_to_string(format!("/run/drover/lab/{}/lab.json", self.name))
+            .expect("lab state");
         serde_json::from_str(&text).expect("lab json")
     }
 
@@ -42,19 +43,24 @@ impl Lab {
         argv.extend_from_slice(args);
         argv.extend(["--lab", &self.name, "--json"]);
         let out = drover(&argv);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON from drover {argv:?}: {e}: {out}"))
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("bad JSON from drover {argv:?}: {e}: {out}"))
     }
 
     fn find_vm(&self, host: &str, name: &str) -> Value {
         let list = self.vm(&["list", "--host", host]);
         let vms = list.as_array().cloned().unwrap_or_default();
-        vms.into_iter().find(|v| v["name"] == name).unwrap_or(Value::Null)
+        vms.into_iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or(Value::Null)
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let out = Command::new(DROVER).args(["lab", "down", "--name", &self.name]).output();
+        let out = Command::new(DROVER)
+            .args(["lab", "down", "--name", &self.name])
+            .output();
         if let Ok(out) = out {
             if !out.status.success() {
                 eprintln!("lab down failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -64,10 +70,26 @@ impl Drop for Lab {
         let left = processes_mentioning(&tag);
         if !std::thread::panicking() {
             assert!(left.is_empty(), "processes left after lab down: {left:?}");
-            let links = Command::new("ip").args(["-o", "link"]).output().expect("ip link");
+            let links = Command::new("ip")
+                .args(["-o", "link"])
+                .output()
+                .expect("ip link");
             let links = String::from_utf8_lossy(&links.stdout);
-            assert!(!links.contains(&format!("drv{}", self.name)), "links left: {links}");
+            assert!(
+                !links.contains(&format!("drv{}", self.name)),
+                "links left: {links}"
+            );
         }
+    }
+}
+
+/// A child process killed and reaped when dropped.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -84,7 +106,11 @@ fn processes_mentioning(tag: &str) -> Vec<String> {
 }
 
 fn drover(args: &[&str]) -> String {
-    let out = Command::new(DROVER).args(args).env("RUST_BACKTRACE", "0").output().expect("run drover");
+    let out = Command::new(DROVER)
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run drover");
     assert!(
         out.status.success(),
         "drover {args:?} failed: {}{}",
@@ -113,11 +139,35 @@ fn ops_per_s(vm: &Value) -> f64 {
 fn migrations_over_a_shaped_link_with_every_technique_and_agent_restart() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::up('m', &["--hosts", "2", "--link", "50MB/s"]);
-    lab.vm(&["create", "vm1", "--host", "h1", "--memory", "256M", "--workload", "memtouch:wss=64M,rate=1000"]);
-    wait_until("the workload to run", Duration::from_secs(60), || ops_per_s(&lab.find_vm("h1", "vm1")) > 0.0);
+    lab.vm(&[
+        "create",
+        "vm1",
+        "--host",
+        "h1",
+        "--memory",
+        "256M",
+        "--workload",
+        "memtouch:wss=64M,rate=1000",
+    ]);
+    wait_until("the workload to run", Duration::from_secs(60), || {
+        ops_per_s(&lab.find_vm("h1", "vm1")) > 0.0
+    });
     let mut host = "h1";
-    for (technique, to) in [("precopy", "h2"), ("postcopy", "h1"), ("hybrid", "h2"), ("auto", "h1")] {
-        let r = lab.vm(&["migrate", "vm1", "--to", to, "--technique", technique, "--no-measure"]);
+    for (technique, to) in [
+        ("precopy", "h2"),
+        ("postcopy", "h1"),
+        ("hybrid", "h2"),
+        ("auto", "h1"),
+    ] {
+        let r = lab.vm(&[
+            "migrate",
+            "vm1",
+            "--to",
+            to,
+            "--technique",
+            technique,
+            "--no-measure",
+        ]);
         assert_eq!(r["status"], "completed", "{technique}: {r}");
         assert_eq!(r["integrity_errors"], 0, "{technique}: {r}");
         let bytes = r["transferred_bytes"].as_f64().expect("bytes");
@@ -128,7 +178,11 @@ fn migrations_over_a_shaped_link_with_every_technique_and_agent_restart() {
             "{technique}: measured {:.1} MB/s over a 50 MB/s link: {r}",
             rate / 1e6
         );
-        assert_eq!(lab.find_vm(host, "vm1"), Value::Null, "{technique}: vm1 still on {host}");
+        assert_eq!(
+            lab.find_vm(host, "vm1"),
+            Value::Null,
+            "{technique}: vm1 still on {host}"
+        );
         host = to;
         let vm = lab.find_vm(host, "vm1");
         assert_eq!(vm["status"], "running", "{technique}: {vm}");
@@ -137,27 +191,47 @@ fn migrations_over_a_shaped_link_with_every_technique_and_agent_restart() {
     let before = lab.find_vm(host, "vm1");
     let h = lab.host(host);
     let pid = h["agent_pid"].as_i64().expect("agent pid");
-    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill").success());
+    assert!(Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success());
     std::thread::sleep(Duration::from_millis(500));
-    let token_file = lab.state()["token_file"].as_str().expect("token file").to_string();
+    let token_file = lab.state()["token_file"]
+        .as_str()
+        .expect("token file")
+        .to_string();
     let listen = format!("{}:7700", h["address"].as_str().expect("address"));
     let state_dir = h["state_dir"].as_str().expect("state dir").to_string();
     let netns = h["netns"].as_str().expect("netns").to_string();
-    let _agent = Command::new("ip")
-        .args(["netns", "exec", &netns, DROVER, "agent", "--listen", &listen])
-        .args(["--state-dir", &state_dir, "--token-file", &token_file])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("restart agent");
-    wait_until("the restarted agent to list vm1", Duration::from_secs(30), || {
-        let out = Command::new(DROVER)
-            .args(["vm", "list", "--host", host, "--lab", &lab.name, "--json"])
-            .output();
-        out.is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("vm1"))
-    });
+    let _agent = Reaped(
+        Command::new("ip")
+            .args([
+                "netns", "exec", &netns, DROVER, "agent", "--listen", &listen,
+            ])
+            .args(["--state-dir", &state_dir, "--token-file", &token_file])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("restart agent"),
+    );
+    wait_until(
+        "the restarted agent to list vm1",
+        Duration::from_secs(30),
+        || {
+            let out = Command::new(DROVER)
+                .args(["vm", "list", "--host", host, "--lab", &lab.name, "--json"])
+                .output();
+            out.is_ok_and(|o| {
+                o.status.success() && String::from_utf8_lossy(&o.stdout).contains("vm1")
+            })
+        },
+    );
     let after = lab.find_vm(host, "vm1");
-    assert_eq!(after["pid"], before["pid"], "the VM must not have been restarted");
+    assert_eq!(
+        after["pid"], before["pid"],
+        "the VM must not have been restarted"
+    );
     assert_eq!(after["status"], "running", "{after}");
 }
 
@@ -166,17 +240,28 @@ fn a_cpu_capped_host_gives_two_hungry_vms_half_of_what_they_ask() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::up('c', &["--hosts", "1", "--host-cpus", "0.5"]);
     for name in ["c1", "c2"] {
-        lab.vm(&["create", name, "--host", "h1", "--memory", "128M", "--workload", "cpu:demand=50"]);
+        lab.vm(&[
+            "create",
+            name,
+            "--host",
+            "h1",
+            "--memory",
+            "128M",
+            "--workload",
+            "cpu:demand=50",
+        ]);
     }
     let h = lab.host("h1");
     let url = h["agent_url"].as_str().expect("agent url").to_string();
-    let token = std::fs::read_to_string(lab.state()["token_file"].as_str().expect("token")).expect("token");
+    let token =
+        std::fs::read_to_string(lab.state()["token_file"].as_str().expect("token")).expect("token");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let client = drover_agent::client::AgentClient::new(&url, token.trim());
     // Boot is slow at a quarter core each; then let the CPU figures settle.
     wait_until("both workloads to report", Duration::from_secs(180), || {
         let list = lab.vm(&["list", "--host", "h1"]);
-        list.as_array().is_some_and(|vms| vms.len() == 2 && vms.iter().all(|v| ops_per_s(v) > 0.0))
+        list.as_array()
+            .is_some_and(|vms| vms.len() == 2 && vms.iter().all(|v| ops_per_s(v) > 0.0))
     });
     std::thread::sleep(Duration::from_secs(12));
     let metrics = runtime.block_on(client.metrics()).expect("metrics");
@@ -185,8 +270,15 @@ fn a_cpu_capped_host_gives_two_hungry_vms_half_of_what_they_ask() {
     for vm in &vms {
         let cores = vm["cpu_cores"].as_f64().expect("cpu_cores");
         // Each asks for half a core; the host has half a core for both.
-        assert!((0.12..=0.38).contains(&cores), "{}: {cores} cores: {metrics}", vm["name"]);
+        assert!(
+            (0.12..=0.38).contains(&cores),
+            "{}: {cores} cores: {metrics}",
+            vm["name"]
+        );
     }
     let total: f64 = vms.iter().filter_map(|v| v["cpu_cores"].as_f64()).sum();
-    assert!(total <= 0.6, "host capped at 0.5 cores used {total}: {metrics}");
+    assert!(
+        total <= 0.6,
+        "host capped at 0.5 cores used {total}: {metrics}"
+    );
 }

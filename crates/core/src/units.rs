@@ -35,7 +35,11 @@ const SIZE_HINT: &str = "e.g. 256M, 1GiB, 4096, 500MB";
 const RATE_HINT: &str = "e.g. 50MB/s, 100MiB/s, 1Gbit/s";
 
 /// Splits `"12.5 MB"` into `(12.5, "MB")`.
-fn split_number(input: &str, what: &'static str, hint: &'static str) -> Result<(f64, String), UnitError> {
+fn split_number(
+    input: &str,
+    what: &'static str,
+    hint: &'static str,
+) -> Result<(f64, String), UnitError> {
     let trimmed = input.trim();
     if trimmed.is_empty() {
         return Err(UnitError::Empty { what });
@@ -91,7 +95,10 @@ pub fn parse_size(input: &str) -> Result<u64, UnitError> {
 pub fn parse_rate(input: &str) -> Result<u64, UnitError> {
     let what = "rate";
     let (number, unit) = split_number(input, what, RATE_HINT)?;
-    let unit = unit.strip_suffix("/s").or_else(|| unit.strip_suffix("ps")).unwrap_or(&unit);
+    let unit = unit
+        .strip_suffix("/s")
+        .or_else(|| unit.strip_suffix("ps"))
+        .unwrap_or(&unit);
     let multiplier: f64 = match unit {
         "" | "B" => 1.0,
         "kB" | "KB" => 1e3,
@@ -163,10 +170,22 @@ mod tests {
     #[test]
     fn bad_input_is_a_clear_error() {
         assert_eq!(parse_size(""), Err(UnitError::Empty { what: "size" }));
-        assert!(matches!(parse_size("abc"), Err(UnitError::Malformed { .. })));
-        assert!(matches!(parse_size("12XB"), Err(UnitError::UnknownUnit { .. })));
-        assert!(matches!(parse_rate("5 furlongs/s"), Err(UnitError::UnknownUnit { .. })));
-        assert!(matches!(parse_size("1.2.3M"), Err(UnitError::Malformed { .. })));
+        assert!(matches!(
+            parse_size("abc"),
+            Err(UnitError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse_size("12XB"),
+            Err(UnitError::UnknownUnit { .. })
+        ));
+        assert!(matches!(
+            parse_rate("5 furlongs/s"),
+            Err(UnitError::UnknownUnit { .. })
+        ));
+        assert!(matches!(
+            parse_size("1.2.3M"),
+            Err(UnitError::Malformed { .. })
+        ));
         let msg = parse_rate("fast").unwrap_err().to_string();
         assert!(msg.contains("50MB/s"), "{msg}");
     }

@@ -12,7 +12,8 @@ use crate::qmp::{Qmp, QmpError};
 use crate::vm::{LocalLauncher, VmError};
 use drover_core::migration::result::{MIN_DURING_MS, SIDE_WINDOW_MS};
 use drover_core::migration::{
-    CostParams, HybridSwitch, MigrationPlan, MigrationResult, PlanKnobs, Technique, VmProfile, WatchdogPolicy,
+    CostParams, HybridSwitch, MigrationPlan, MigrationResult, PlanKnobs, Technique, VmProfile,
+    WatchdogPolicy,
 };
 use serde::Serialize;
 use std::time::Duration;
@@ -84,7 +85,11 @@ pub struct BenchRow {
 }
 
 /// Runs every technique `repeat` times, calling `report` after each run.
-pub async fn run_bench(config: &BenchConfig, image: &GuestImage, mut report: impl FnMut(&BenchRow)) -> Result<Vec<BenchRow>, BenchError> {
+pub async fn run_bench(
+    config: &BenchConfig,
+    image: &GuestImage,
+    mut report: impl FnMut(&BenchRow),
+) -> Result<Vec<BenchRow>, BenchError> {
     crate::vm::validate_workload(&config.workload, config.memory_bytes)?;
     let mut rows = Vec::new();
     for run in 1..=config.repeat.max(1) {
@@ -116,7 +121,11 @@ fn launcher(config: &BenchConfig, image: &GuestImage) -> LocalLauncher {
 }
 
 /// One migration with one technique, start to clean-up.
-pub async fn run_one(config: &BenchConfig, image: &GuestImage, technique: Technique) -> Result<MigrationResult, BenchError> {
+pub async fn run_one(
+    config: &BenchConfig,
+    image: &GuestImage,
+    technique: Technique,
+) -> Result<MigrationResult, BenchError> {
     let dir = tempfile::Builder::new()
         .prefix("drover-bench-")
         .tempdir()
@@ -126,9 +135,16 @@ pub async fn run_one(config: &BenchConfig, image: &GuestImage, technique: Techni
     let launcher = launcher(config, image);
     let src_dir = dir.path().join("src");
     let source = launcher
-        .launch(&launcher.spec("bench-src", &config.workload, false), &src_dir, clock, samples.clone())
+        .launch(
+            &launcher.spec("bench-src", &config.workload, false),
+            &src_dir,
+            clock,
+            samples.clone(),
+        )
         .await?;
-    let first = samples.wait_for(&clock, 0, 0, Duration::from_secs(60)).await;
+    let first = samples
+        .wait_for(&clock, 0, 0, Duration::from_secs(60))
+        .await;
     let Some(first) = first else {
         let console = std::fs::read_to_string(src_dir.join("console.log")).unwrap_or_default();
         let tail: Vec<&str> = console.lines().rev().take(5).collect();
@@ -143,19 +159,36 @@ pub async fn run_one(config: &BenchConfig, image: &GuestImage, technique: Techni
     let plan = plan_for(config, technique, &source.qmp).await?;
     // Three full seconds of "before" after the first report.
     let before_until = first.host_ms + SIDE_WINDOW_MS + 200;
-    tokio::time::sleep(Duration::from_millis(before_until.saturating_sub(clock.now_ms()))).await;
+    tokio::time::sleep(Duration::from_millis(
+        before_until.saturating_sub(clock.now_ms()),
+    ))
+    .await;
     let dest_spec = launcher.spec("bench-dst", &config.workload, true);
     let (vm, run) = source
-        .migrate_to_new(&launcher, &dest_spec, &dir.path().join("dst"), plan, clock, samples.clone())
+        .migrate_to_new(
+            &launcher,
+            &dest_spec,
+            &dir.path().join("dst"),
+            plan,
+            clock,
+            samples.clone(),
+        )
         .await?;
     let o = &run.outcome;
     let window_end = o.ended_ms.max(o.started_ms + MIN_DURING_MS) + SIDE_WINDOW_MS + 300;
-    tokio::time::sleep(Duration::from_millis(window_end.saturating_sub(clock.now_ms()))).await;
+    tokio::time::sleep(Duration::from_millis(
+        window_end.saturating_sub(clock.now_ms()),
+    ))
+    .await;
     vm.kill().await;
     Ok(run.result(&samples.snapshot()))
 }
 
-async fn plan_for(config: &BenchConfig, technique: Technique, source: &dyn Qmp) -> Result<MigrationPlan, BenchError> {
+async fn plan_for(
+    config: &BenchConfig,
+    technique: Technique,
+    source: &dyn Qmp,
+) -> Result<MigrationPlan, BenchError> {
     let profile = match technique {
         Technique::Auto => Some(profile(config, source).await?),
         _ => None,

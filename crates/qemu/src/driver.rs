@@ -12,11 +12,11 @@
 //! A cancel request arrives through a `watch` channel and is handed to the machine, which
 //! refuses it once post-copy has started.
 
-use crate::qmp::{Qmp, QmpError, QmpEvent, QmpExt};
 use crate::metrics::Clock;
+use crate::qmp::{Qmp, QmpError, QmpEvent, QmpExt};
 use drover_core::migration::{
-    DestEvent, DestMachine, DestObservation, EndStatus, MigrationPlan, SourceAction, SourceEvent, SourceMachine,
-    SourceOutcome,
+    DestEvent, DestMachine, DestObservation, EndStatus, MigrationPlan, SourceAction, SourceEvent,
+    SourceMachine, SourceOutcome,
 };
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -71,7 +71,10 @@ pub struct MigrationRun {
 
 impl MigrationRun {
     /// The run's record, with the workload samples the metrics readers collected.
-    pub fn result(&self, samples: &[drover_core::migration::OpsSample]) -> drover_core::migration::MigrationResult {
+    pub fn result(
+        &self,
+        samples: &[drover_core::migration::OpsSample],
+    ) -> drover_core::migration::MigrationResult {
         drover_core::migration::MigrationResult::assemble(&drover_core::migration::RunFacts {
             requested: self.plan.requested,
             chosen: self.plan.technique,
@@ -130,9 +133,15 @@ pub async fn migrate(
                 Err(e) => tracing::warn!(error = %e, "cancel refused"),
             }
         }
-        let progress = ends.source.query_migrate(clock.now_ms()).await.map_err(DriverError::SourceLost)?;
+        let progress = ends
+            .source
+            .query_migrate(clock.now_ms())
+            .await
+            .map_err(DriverError::SourceLost)?;
         observe_dest(ends, &mut dest, clock).await;
-        let actions = machine.handle(SourceEvent::Progress(progress)).unwrap_or_default();
+        let actions = machine
+            .handle(SourceEvent::Progress(progress))
+            .unwrap_or_default();
         execute(ends, &mut machine, actions, clock).await;
     }
     settle_dest(ends, &mut dest, &machine, config, clock).await;
@@ -149,7 +158,9 @@ fn cancel_requested(cancel: &mut Option<watch::Receiver<bool>>) -> bool {
 }
 
 async fn both_support(ends: &Endpoints<'_>, cap: &str) -> bool {
-    let has = |caps: Result<Vec<String>, QmpError>| caps.map(|c| c.iter().any(|n| n == cap)).unwrap_or(false);
+    let has = |caps: Result<Vec<String>, QmpError>| {
+        caps.map(|c| c.iter().any(|n| n == cap)).unwrap_or(false)
+    };
     has(ends.source.supported_capabilities().await) && has(ends.dest.supported_capabilities().await)
 }
 
@@ -159,7 +170,11 @@ fn step_err(command: &str) -> impl Fn(QmpError) -> StepError + '_ {
     move |e| (command.to_string(), e.to_string())
 }
 
-async fn configure(ends: &Endpoints<'_>, plan: &MigrationPlan, dest: &mut DestMachine) -> Result<(), StepError> {
+async fn configure(
+    ends: &Endpoints<'_>,
+    plan: &MigrationPlan,
+    dest: &mut DestMachine,
+) -> Result<(), StepError> {
     ends.dest
         .set_capabilities(&plan.shared_capabilities())
         .await
@@ -180,7 +195,12 @@ async fn configure(ends: &Endpoints<'_>, plan: &MigrationPlan, dest: &mut DestMa
     Ok(())
 }
 
-fn fail(machine: &mut SourceMachine, command: String, message: String, clock: &Clock) -> Vec<SourceAction> {
+fn fail(
+    machine: &mut SourceMachine,
+    command: String,
+    message: String,
+    clock: &Clock,
+) -> Vec<SourceAction> {
     machine
         .handle(SourceEvent::CommandFailed {
             command,
@@ -192,14 +212,23 @@ fn fail(machine: &mut SourceMachine, command: String, message: String, clock: &C
 
 /// Carries out actions; a failed command is reported back to the machine (which may ask for
 /// more, e.g. a cancel), so this loops until nothing is left.
-async fn execute(ends: &Endpoints<'_>, machine: &mut SourceMachine, actions: Vec<SourceAction>, clock: &Clock) {
+async fn execute(
+    ends: &Endpoints<'_>,
+    machine: &mut SourceMachine,
+    actions: Vec<SourceAction>,
+    clock: &Clock,
+) {
     let mut queue: VecDeque<SourceAction> = actions.into();
     while let Some(action) = queue.pop_front() {
         let (name, result) = run_action(ends, &action).await;
         let followups = match result {
             Ok(()) => match action {
-                SourceAction::Migrate => machine.handle(SourceEvent::MigrateIssued { now_ms: clock.now_ms() }),
-                SourceAction::Recover => machine.handle(SourceEvent::RecoveryIssued { now_ms: clock.now_ms() }),
+                SourceAction::Migrate => machine.handle(SourceEvent::MigrateIssued {
+                    now_ms: clock.now_ms(),
+                }),
+                SourceAction::Recover => machine.handle(SourceEvent::RecoveryIssued {
+                    now_ms: clock.now_ms(),
+                }),
                 _ => Ok(vec![]),
             }
             .unwrap_or_default(),
@@ -213,17 +242,29 @@ async fn execute(ends: &Endpoints<'_>, machine: &mut SourceMachine, actions: Vec
     }
 }
 
-async fn run_action(ends: &Endpoints<'_>, action: &SourceAction) -> (&'static str, Result<(), QmpError>) {
+async fn run_action(
+    ends: &Endpoints<'_>,
+    action: &SourceAction,
+) -> (&'static str, Result<(), QmpError>) {
     match action {
         SourceAction::Migrate => ("migrate", ends.source.migrate(&ends.uri).await),
-        SourceAction::StartPostcopy => ("migrate-start-postcopy", ends.source.migrate_start_postcopy().await),
-        SourceAction::SetParameters(p) => ("migrate-set-parameters", ends.source.set_parameters(p).await),
+        SourceAction::StartPostcopy => (
+            "migrate-start-postcopy",
+            ends.source.migrate_start_postcopy().await,
+        ),
+        SourceAction::SetParameters(p) => (
+            "migrate-set-parameters",
+            ends.source.set_parameters(p).await,
+        ),
         SourceAction::Cancel => ("migrate_cancel", ends.source.migrate_cancel().await),
         SourceAction::Recover => {
             if let Err(e) = ends.dest.migrate_recover(&ends.recover_uri).await {
                 return ("migrate-recover", Err(e));
             }
-            ("migrate (resume)", ends.source.migrate_resume(&ends.recover_uri).await)
+            (
+                "migrate (resume)",
+                ends.source.migrate_resume(&ends.recover_uri).await,
+            )
         }
     }
 }
@@ -237,25 +278,41 @@ async fn observe_dest(ends: &Endpoints<'_>, dest: &mut DestMachine, clock: &Cloc
             status: p.status,
             vm_running: s.running,
         }),
-        (Err(e), _) | (_, Err(e)) => DestEvent::Died { message: e.to_string() },
+        (Err(e), _) | (_, Err(e)) => DestEvent::Died {
+            message: e.to_string(),
+        },
     };
     let _ = dest.handle(event);
 }
 
 /// After success, waits for the destination to report the guest running.
-async fn settle_dest(ends: &Endpoints<'_>, dest: &mut DestMachine, machine: &SourceMachine, config: &DriverConfig, clock: &Clock) {
+async fn settle_dest(
+    ends: &Endpoints<'_>,
+    dest: &mut DestMachine,
+    machine: &SourceMachine,
+    config: &DriverConfig,
+    clock: &Clock,
+) {
     let moved = machine.outcome().is_some_and(|o| o.vm_on_destination);
     let deadline = clock.now_ms() + config.settle_timeout.as_millis() as u64;
     while moved && dest.running_since_ms().is_none() && clock.now_ms() < deadline {
         observe_dest(ends, dest, clock).await;
-        if matches!(dest.state(), drover_core::migration::DestState::Failed { .. }) {
+        if matches!(
+            dest.state(),
+            drover_core::migration::DestState::Failed { .. }
+        ) {
             break;
         }
         tokio::time::sleep(config.poll_interval).await;
     }
 }
 
-async fn finish(ends: &Endpoints<'_>, machine: SourceMachine, dest: DestMachine, plan: MigrationPlan) -> MigrationRun {
+async fn finish(
+    ends: &Endpoints<'_>,
+    machine: SourceMachine,
+    dest: DestMachine,
+    plan: MigrationPlan,
+) -> MigrationRun {
     let outcome = match machine.outcome() {
         Some(o) => o.clone(),
         None => unreachable_outcome(),
@@ -271,7 +328,11 @@ async fn finish(ends: &Endpoints<'_>, machine: SourceMachine, dest: DestMachine,
         let (source_events, dest_events) = (ends.source.take_events(), ends.dest.take_events());
         let pause = switchover_pause_ms(&source_events, &dest_events);
         if pause.is_none() {
-            tracing::warn!(?source_events, ?dest_events, "no STOP/RESUME pair: switchover pause unknown");
+            tracing::warn!(
+                ?source_events,
+                ?dest_events,
+                "no STOP/RESUME pair: switchover pause unknown"
+            );
         }
         pause
     } else {
@@ -317,13 +378,20 @@ fn unreachable_outcome() -> SourceOutcome {
 /// source; resume it so no VM is lost.
 async fn ensure_source_running(source: &dyn Qmp) {
     match source.query_status().await {
-        Ok(s) if !s.running && (s.status == "postmigrate" || s.status == "paused" || s.status == "finish-migrate") => {
+        Ok(s)
+            if !s.running
+                && (s.status == "postmigrate"
+                    || s.status == "paused"
+                    || s.status == "finish-migrate") =>
+        {
             if let Err(e) = source.cont().await {
                 tracing::error!(error = %e, "could not resume the guest on the source");
             }
         }
         Ok(_) => {}
-        Err(e) => tracing::error!(error = %e, "cannot check the source guest after a failed migration"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot check the source guest after a failed migration")
+        }
     }
 }
 

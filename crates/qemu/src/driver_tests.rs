@@ -49,11 +49,15 @@ fn source(world: Shared) -> ScriptedQmp {
                 }
                 if w.fail_at_poll == Some(w.polls) {
                     w.source_paused = true;
-                    return Ok(json!({"status": "failed", "error-desc": "Unable to write to socket"}));
+                    return Ok(
+                        json!({"status": "failed", "error-desc": "Unable to write to socket"}),
+                    );
                 }
                 Ok(progress(&mut w))
             }
-            "query-status" => Ok(json!({"running": !w.source_paused, "status": if w.source_paused {"postmigrate"} else {"running"}})),
+            "query-status" => Ok(
+                json!({"running": !w.source_paused, "status": if w.source_paused {"postmigrate"} else {"running"}}),
+            ),
             "cont" => {
                 w.source_paused = false;
                 Ok(json!({}))
@@ -93,7 +97,9 @@ fn dest(world: Shared) -> ScriptedQmp {
                 class: "GenericError".into(),
                 desc: "Failed to bind socket: Address already in use".into(),
             }),
-            "query-status" => Ok(json!({"running": w.done || (w.postcopy && w.polls >= 2), "status": "inmigrate"})),
+            "query-status" => Ok(
+                json!({"running": w.done || (w.postcopy && w.polls >= 2), "status": "inmigrate"}),
+            ),
             "query-migrate" => Ok(json!({"status": if w.done {"completed"} else {"active"}})),
             _ => Ok(json!({})),
         }
@@ -116,29 +122,53 @@ fn rig(setup: impl FnOnce(&mut World)) -> Rig {
     }
 }
 
-async fn run(r: &Rig, plan: MigrationPlan, cancel: Option<watch::Receiver<bool>>) -> Result<MigrationRun, DriverError> {
+async fn run(
+    r: &Rig,
+    plan: MigrationPlan,
+    cancel: Option<watch::Receiver<bool>>,
+) -> Result<MigrationRun, DriverError> {
     let ends = Endpoints {
         source: &r.source,
         dest: &r.dest,
         uri: "unix:/tmp/x.sock".into(),
         recover_uri: "unix:/tmp/x-recover.sock".into(),
     };
-    migrate(&ends, plan, &DriverConfig::default(), &Clock::default(), cancel).await
+    migrate(
+        &ends,
+        plan,
+        &DriverConfig::default(),
+        &Clock::default(),
+        cancel,
+    )
+    .await
 }
 
 #[tokio::test(start_paused = true)]
 async fn precopy_runs_the_protocol_in_order() {
     let r = rig(|_| {});
-    let run = run(&r, MigrationPlan::fixed(Technique::Precopy), None).await.expect("run");
+    let run = run(&r, MigrationPlan::fixed(Technique::Precopy), None)
+        .await
+        .expect("run");
     assert_eq!(run.outcome.status, EndStatus::Completed);
     assert!(run.outcome.converged);
     assert!(run.dest_running_ms.is_some());
     assert_eq!(
         r.dest.command_names()[..2],
-        ["migrate-set-capabilities".to_string(), "migrate-incoming".to_string()]
+        [
+            "migrate-set-capabilities".to_string(),
+            "migrate-incoming".to_string()
+        ]
     );
     let names = r.source.command_names();
-    assert_eq!(names[..4], ["migrate-set-capabilities", "migrate-set-parameters", "migrate", "query-migrate"]);
+    assert_eq!(
+        names[..4],
+        [
+            "migrate-set-capabilities",
+            "migrate-set-parameters",
+            "migrate",
+            "query-migrate"
+        ]
+    );
     assert!(!names.contains(&"migrate-start-postcopy".to_string()));
 }
 
@@ -147,12 +177,22 @@ use drover_core::migration::Technique;
 #[tokio::test(start_paused = true)]
 async fn postcopy_uses_preempt_and_switches_at_once() {
     let r = rig(|_| {});
-    let run = run(&r, MigrationPlan::fixed(Technique::Postcopy), None).await.expect("run");
+    let run = run(&r, MigrationPlan::fixed(Technique::Postcopy), None)
+        .await
+        .expect("run");
     assert_eq!(run.outcome.status, EndStatus::Completed);
     assert!(run.plan.postcopy_preempt);
-    let caps = r.dest.calls().into_iter().find(|c| c.command == "migrate-set-capabilities").expect("caps");
+    let caps = r
+        .dest
+        .calls()
+        .into_iter()
+        .find(|c| c.command == "migrate-set-capabilities")
+        .expect("caps");
     let text = caps.arguments.expect("args").to_string();
-    assert!(text.contains("postcopy-ram") && text.contains("postcopy-preempt"), "{text}");
+    assert!(
+        text.contains("postcopy-ram") && text.contains("postcopy-preempt"),
+        "{text}"
+    );
     let names = r.source.command_names();
     let migrate = names.iter().position(|n| n == "migrate").expect("migrate");
     assert_eq!(names[migrate + 1], "migrate-start-postcopy");
@@ -166,25 +206,45 @@ async fn non_converging_precopy_escalates_then_cancels_and_vm_stays() {
     let run = run(&r, plan, None).await.expect("run");
     assert_eq!(run.outcome.status, EndStatus::Cancelled);
     assert!(!run.outcome.vm_on_destination);
-    let names: Vec<_> = run.outcome.watchdog_actions.iter().map(|a| a.name()).collect();
-    assert_eq!(names, ["raise-downtime", "throttle-auto-converge", "cancel"]);
+    let names: Vec<_> = run
+        .outcome
+        .watchdog_actions
+        .iter()
+        .map(|a| a.name())
+        .collect();
+    assert_eq!(
+        names,
+        ["raise-downtime", "throttle-auto-converge", "cancel"]
+    );
     assert!(r.world.lock().expect("lock").cancelled);
 }
 
 #[tokio::test(start_paused = true)]
 async fn destination_refusing_to_listen_never_starts_the_migration() {
     let r = rig(|w| w.incoming_fails = true);
-    let run = run(&r, MigrationPlan::fixed(Technique::Precopy), None).await.expect("run");
+    let run = run(&r, MigrationPlan::fixed(Technique::Precopy), None)
+        .await
+        .expect("run");
     assert_eq!(run.outcome.status, EndStatus::Failed);
-    assert!(run.outcome.error.as_deref().unwrap_or("").contains("Address already in use"));
+    assert!(run
+        .outcome
+        .error
+        .as_deref()
+        .unwrap_or("")
+        .contains("Address already in use"));
     assert!(!r.source.command_names().contains(&"migrate".to_string()));
 }
 
 #[tokio::test(start_paused = true)]
 async fn source_vanishing_is_an_error() {
     let r = rig(|w| w.source_dies_after = Some(2));
-    let err = run(&r, MigrationPlan::fixed(Technique::Precopy), None).await.unwrap_err();
-    assert!(matches!(err, DriverError::SourceLost(QmpError::Closed)), "{err}");
+    let err = run(&r, MigrationPlan::fixed(Technique::Precopy), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DriverError::SourceLost(QmpError::Closed)),
+        "{err}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -192,7 +252,9 @@ async fn cancel_request_is_honoured_in_precopy() {
     let r = rig(|w| w.hot = true);
     let (tx, rx) = watch::channel(false);
     tx.send(true).expect("send");
-    let run = run(&r, MigrationPlan::fixed(Technique::Precopy), Some(rx)).await.expect("run");
+    let run = run(&r, MigrationPlan::fixed(Technique::Precopy), Some(rx))
+        .await
+        .expect("run");
     assert_eq!(run.outcome.status, EndStatus::Cancelled);
     assert_eq!(run.outcome.error.as_deref(), Some("cancelled on request"));
 }
@@ -203,7 +265,9 @@ async fn failure_after_stop_resumes_the_guest_on_the_source() {
         w.hot = true;
         w.fail_at_poll = Some(3);
     });
-    let run = run(&r, MigrationPlan::fixed(Technique::Precopy), None).await.expect("run");
+    let run = run(&r, MigrationPlan::fixed(Technique::Precopy), None)
+        .await
+        .expect("run");
     assert_eq!(run.outcome.status, EndStatus::Failed);
     assert!(r.source.command_names().contains(&"cont".to_string()));
     assert!(!r.world.lock().expect("lock").source_paused);
@@ -219,7 +283,11 @@ fn event(name: &str, ts: u64) -> QmpEvent {
 
 #[test]
 fn pause_is_resume_minus_last_stop_before_it() {
-    let source = [event("STOP", 1_000_000), event("RESUME", 1_100_000), event("STOP", 2_000_000)];
+    let source = [
+        event("STOP", 1_000_000),
+        event("RESUME", 1_100_000),
+        event("STOP", 2_000_000),
+    ];
     let dest = [event("RESUME", 2_045_000)];
     assert_eq!(switchover_pause_ms(&source, &dest), Some(45));
     assert_eq!(switchover_pause_ms(&source, &[]), None);

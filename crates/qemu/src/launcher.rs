@@ -30,7 +30,9 @@ impl FromStr for Accel {
             "kvm" => Ok(Accel::Kvm),
             "tcg" => Ok(Accel::Tcg),
             "auto" => Ok(Accel::Auto),
-            other => Err(LaunchError::BadSpec(format!("unknown accelerator '{other}': expected kvm, tcg or auto"))),
+            other => Err(LaunchError::BadSpec(format!(
+                "unknown accelerator '{other}': expected kvm, tcg or auto"
+            ))),
         }
     }
 }
@@ -40,9 +42,18 @@ impl Accel {
     pub fn resolve(self) -> Accel {
         match self {
             Accel::Auto => {
-                let kvm_usable = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+                let kvm_usable = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/kvm")
+                    .is_ok();
                 let nested = std::fs::read_to_string("/proc/cpuinfo")
-                    .map(|c| c.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "hypervisor")))
+                    .map(|c| {
+                        c.lines().any(|l| {
+                            l.starts_with("flags")
+                                && l.split_whitespace().any(|f| f == "hypervisor")
+                        })
+                    })
                     .unwrap_or(true);
                 if kvm_usable && !nested {
                     Accel::Kvm
@@ -119,7 +130,11 @@ pub enum LaunchError {
     #[error("socket {path} is in use by another process")]
     SocketInUse { path: PathBuf },
     #[error("QEMU for '{name}' exited at start-up ({status}): {stderr}")]
-    Exited { name: String, status: String, stderr: String },
+    Exited {
+        name: String,
+        status: String,
+        stderr: String,
+    },
     #[error("QEMU for '{name}' did not open its QMP socket within {ms} ms")]
     NoQmp { name: String, ms: u64 },
     #[error("I/O error on {path}: {message}")]
@@ -144,7 +159,12 @@ pub fn argv(spec: &VmSpec, paths: &RunPaths) -> Vec<String> {
         "-accel".into(),
         spec.accel.arg().into(),
         "-cpu".into(),
-        if spec.accel.resolve() == Accel::Kvm { "host" } else { "max" }.into(),
+        if spec.accel.resolve() == Accel::Kvm {
+            "host"
+        } else {
+            "max"
+        }
+        .into(),
         "-smp".into(),
         spec.vcpus.to_string(),
         "-m".into(),
@@ -166,19 +186,28 @@ pub fn argv(spec: &VmSpec, paths: &RunPaths) -> Vec<String> {
         "-serial".into(),
         "chardev:console".into(),
         "-chardev".into(),
-        format!("socket,id=metrics,path={},server=on,wait=off", paths.metrics.display()),
+        format!(
+            "socket,id=metrics,path={},server=on,wait=off",
+            paths.metrics.display()
+        ),
         "-serial".into(),
         "chardev:metrics".into(),
     ];
     if let Some(tap) = &spec.tap {
         a.push("-netdev".into());
-        a.push(format!("tap,id=net0,ifname={},script=no,downscript=no", tap.ifname));
+        a.push(format!(
+            "tap,id=net0,ifname={},script=no,downscript=no",
+            tap.ifname
+        ));
         a.push("-device".into());
         a.push(format!("virtio-net-pci,netdev=net0,mac={}", tap.mac));
     }
     if let Some(disk) = &spec.disk {
         a.push("-drive".into());
-        a.push(format!("file={},if=none,id=disk0,format=qcow2,cache=none", disk.display()));
+        a.push(format!(
+            "file={},if=none,id=disk0,format=qcow2,cache=none",
+            disk.display()
+        ));
         a.push("-device".into());
         a.push("virtio-blk-pci,drive=disk0".into());
     }
@@ -190,14 +219,22 @@ pub fn argv(spec: &VmSpec, paths: &RunPaths) -> Vec<String> {
 }
 
 fn validate(spec: &VmSpec) -> Result<(), LaunchError> {
-    if spec.name.is_empty() || !spec.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if spec.name.is_empty()
+        || !spec
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(LaunchError::BadSpec(format!(
             "VM name '{}' must be non-empty and use only letters, digits, '-' and '_'",
             spec.name
         )));
     }
     if spec.vcpus == 0 || spec.vcpus > 64 {
-        return Err(LaunchError::BadSpec(format!("vcpus {} must be 1..=64", spec.vcpus)));
+        return Err(LaunchError::BadSpec(format!(
+            "vcpus {} must be 1..=64",
+            spec.vcpus
+        )));
     }
     if spec.memory_bytes < 32 << 20 {
         return Err(LaunchError::BadSpec("memory must be at least 32MiB".into()));
@@ -227,7 +264,9 @@ fn claim_socket(path: &Path) -> Result<(), LaunchError> {
         return Ok(());
     }
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(LaunchError::SocketInUse { path: path.to_path_buf() });
+        return Err(LaunchError::SocketInUse {
+            path: path.to_path_buf(),
+        });
     }
     std::fs::remove_file(path).map_err(|e| io_err(path, e))
 }
@@ -241,12 +280,18 @@ pub struct QemuProcess {
 
 impl QemuProcess {
     /// Starts QEMU and waits until its QMP socket accepts connections.
-    pub async fn spawn(binary: &str, spec: &VmSpec, paths: &RunPaths, wait: Duration) -> Result<Self, LaunchError> {
+    pub async fn spawn(
+        binary: &str,
+        spec: &VmSpec,
+        paths: &RunPaths,
+        wait: Duration,
+    ) -> Result<Self, LaunchError> {
         validate(spec)?;
         std::fs::create_dir_all(&paths.dir).map_err(|e| io_err(&paths.dir, e))?;
         claim_socket(&paths.qmp)?;
         claim_socket(&paths.metrics)?;
-        let stderr = std::fs::File::create(&paths.stderr_log).map_err(|e| io_err(&paths.stderr_log, e))?;
+        let stderr =
+            std::fs::File::create(&paths.stderr_log).map_err(|e| io_err(&paths.stderr_log, e))?;
         let child = Command::new(binary)
             .args(argv(spec, paths))
             .stdin(Stdio::null())
@@ -272,7 +317,11 @@ impl QemuProcess {
     async fn wait_for_qmp(&mut self, wait: Duration) -> Result<(), LaunchError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if let Some(status) = self.child.try_wait().map_err(|e| io_err(&self.paths.dir, e))? {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .map_err(|e| io_err(&self.paths.dir, e))?
+            {
                 return Err(LaunchError::Exited {
                     name: self.name.clone(),
                     status: status.to_string(),
@@ -349,14 +398,20 @@ pub fn detached_argv(spec: &VmSpec, paths: &RunPaths) -> Vec<String> {
 /// initialising (QMP socket bound), with status 0 on success, so start-up errors still reach
 /// `stderr_log`. The daemon runs in its own session, is not our child and is never killed on drop;
 /// it inherits our network namespace and cgroup. Killing it is the caller's job.
-pub async fn spawn_detached(binary: &str, spec: &VmSpec, paths: &RunPaths, wait: Duration) -> Result<u32, LaunchError> {
+pub async fn spawn_detached(
+    binary: &str,
+    spec: &VmSpec,
+    paths: &RunPaths,
+    wait: Duration,
+) -> Result<u32, LaunchError> {
     validate(spec)?;
     std::fs::create_dir_all(&paths.dir).map_err(|e| io_err(&paths.dir, e))?;
     claim_socket(&paths.qmp)?;
     claim_socket(&paths.metrics)?;
     let pid_path = pidfile(paths);
     let _ = std::fs::remove_file(&pid_path);
-    let stderr = std::fs::File::create(&paths.stderr_log).map_err(|e| io_err(&paths.stderr_log, e))?;
+    let stderr =
+        std::fs::File::create(&paths.stderr_log).map_err(|e| io_err(&paths.stderr_log, e))?;
     let mut child = Command::new(binary)
         .args(detached_argv(spec, paths))
         .stdin(Stdio::null())
@@ -448,14 +503,22 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let paths = RunPaths::in_dir(dir.path());
         let a = detached_argv(&spec(dir.path()), &paths).join(" ");
-        assert!(a.ends_with(&format!("-daemonize -pidfile {}", pidfile(&paths).display())), "{a}");
+        assert!(
+            a.ends_with(&format!(
+                "-daemonize -pidfile {}",
+                pidfile(&paths).display()
+            )),
+            "{a}"
+        );
     }
 
     #[tokio::test]
     async fn detached_early_exit_reports_status() {
         let dir = tempfile::tempdir().expect("tempdir");
         let paths = RunPaths::in_dir(&dir.path().join("run"));
-        let Err(err) = spawn_detached("false", &spec(dir.path()), &paths, Duration::from_secs(5)).await else {
+        let Err(err) =
+            spawn_detached("false", &spec(dir.path()), &paths, Duration::from_secs(5)).await
+        else {
             panic!("fails")
         };
         assert!(matches!(err, LaunchError::Exited { .. }), "{err}");
@@ -465,7 +528,14 @@ mod tests {
     async fn missing_binary_is_clear() {
         let dir = tempfile::tempdir().expect("tempdir");
         let paths = RunPaths::in_dir(&dir.path().join("run"));
-        let Err(err) = QemuProcess::spawn("/nonexistent/qemu", &spec(dir.path()), &paths, Duration::from_secs(1)).await else {
+        let Err(err) = QemuProcess::spawn(
+            "/nonexistent/qemu",
+            &spec(dir.path()),
+            &paths,
+            Duration::from_secs(1),
+        )
+        .await
+        else {
             panic!("fails")
         };
         assert!(matches!(err, LaunchError::BinaryNotFound { .. }), "{err}");
@@ -494,7 +564,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let paths = RunPaths::in_dir(&dir.path().join("run"));
         // `false` exits at once: the launcher must notice instead of waiting for QMP.
-        let Err(err) = QemuProcess::spawn("false", &spec(dir.path()), &paths, Duration::from_secs(5)).await else {
+        let Err(err) =
+            QemuProcess::spawn("false", &spec(dir.path()), &paths, Duration::from_secs(5)).await
+        else {
             panic!("fails")
         };
         assert!(matches!(err, LaunchError::Exited { .. }), "{err}");
@@ -506,7 +578,9 @@ mod tests {
         let paths = RunPaths::in_dir(&dir.path().join("run"));
         std::fs::create_dir_all(&paths.dir).expect("mkdir");
         let _listener = std::os::unix::net::UnixListener::bind(&paths.qmp).expect("bind");
-        let Err(err) = QemuProcess::spawn("true", &spec(dir.path()), &paths, Duration::from_secs(1)).await else {
+        let Err(err) =
+            QemuProcess::spawn("true", &spec(dir.path()), &paths, Duration::from_secs(1)).await
+        else {
             panic!("fails")
         };
         assert!(matches!(err, LaunchError::SocketInUse { .. }), "{err}");

@@ -8,11 +8,11 @@
 //! - [`image`]: builds the guest kernel + initramfs.
 //! - [`bench`]: `migrate-bench`, composing all of the above on this machine.
 
+pub mod bench;
 pub mod driver;
 pub mod image;
 pub mod launcher;
 pub mod metrics;
 pub mod profile;
 pub mod qmp;
-pub mod bench;
 pub mod vm;

@@ -65,11 +65,21 @@ impl Samples {
     }
 
     pub fn last(&self) -> Option<OpsSample> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).last().copied()
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last()
+            .copied()
     }
 
     /// Waits until a sample taken at or after `after_ms` with at least `min_ops` ops arrives.
-    pub async fn wait_for(&self, clock: &Clock, after_ms: u64, min_ops: u64, timeout: Duration) -> Option<OpsSample> {
+    pub async fn wait_for(
+        &self,
+        clock: &Clock,
+        after_ms: u64,
+        min_ops: u64,
+        timeout: Duration,
+    ) -> Option<OpsSample> {
         let deadline = clock.now_ms() + timeout.as_millis() as u64;
         loop {
             if let Some(s) = self.last() {
@@ -158,7 +168,10 @@ mod tests {
         let server = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.expect("accept");
             for i in 1..=3u64 {
-                let line = format!("{{\"t_ms\":{i},\"ops\":{},\"integrity_errors\":0}}\nboot noise\n", i * 10);
+                let line = format!(
+                    "{{\"t_ms\":{i},\"ops\":{},\"integrity_errors\":0}}\nboot noise\n",
+                    i * 10
+                );
                 s.write_all(line.as_bytes()).await.expect("write");
             }
         });
@@ -166,7 +179,10 @@ mod tests {
         let clock = Clock::default();
         let _reader = MetricsReader::spawn(path, clock, samples.clone(), Duration::from_secs(2));
         server.await.expect("server");
-        let got = samples.wait_for(&clock, 0, 30, Duration::from_secs(2)).await.expect("samples");
+        let got = samples
+            .wait_for(&clock, 0, 30, Duration::from_secs(2))
+            .await
+            .expect("samples");
         assert_eq!(got.ops, 30);
         assert_eq!(samples.snapshot().len(), 3);
     }

@@ -81,16 +81,28 @@ impl LocalLauncher {
     }
 
     /// Starts a VM in `dir`, its workload reports feeding `samples`.
-    pub async fn launch(&self, spec: &VmSpec, dir: &Path, clock: Clock, samples: Samples) -> Result<LocalVm, VmError> {
+    pub async fn launch(
+        &self,
+        spec: &VmSpec,
+        dir: &Path,
+        clock: Clock,
+        samples: Samples,
+    ) -> Result<LocalVm, VmError> {
         let paths = RunPaths::in_dir(dir);
-        let process = QemuProcess::spawn(&self.qemu_binary, spec, &paths, self.start_timeout).await?;
+        let process =
+            QemuProcess::spawn(&self.qemu_binary, spec, &paths, self.start_timeout).await?;
         let qmp = QmpClient::connect(&paths.qmp, Duration::from_secs(5), Duration::from_secs(30))
             .await
             .map_err(|source| VmError::Qmp {
                 name: spec.name.clone(),
                 source,
             })?;
-        let metrics = MetricsReader::spawn(paths.metrics.clone(), clock, samples, Duration::from_secs(5));
+        let metrics = MetricsReader::spawn(
+            paths.metrics.clone(),
+            clock,
+            samples,
+            Duration::from_secs(5),
+        );
         Ok(LocalVm {
             process,
             qmp,
@@ -159,10 +171,17 @@ mod tests {
     fn workloads_are_checked_before_boot() {
         assert!(validate_workload("memtouch:wss=128M,rate=max", 256 << 20).is_ok());
         assert!(validate_workload("idle", 64 << 20).is_ok());
-        let err = validate_workload("bogus", 256 << 20).unwrap_err().to_string();
+        let err = validate_workload("bogus", 256 << 20)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bogus"), "{err}");
-        let err = validate_workload("memtouch:wss=256M", 256 << 20).unwrap_err().to_string();
+        let err = validate_workload("memtouch:wss=256M", 256 << 20)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not fit"), "{err}");
-        assert!(matches!(validate_workload("idle", 12), Err(VmError::TooSmall(12))));
+        assert!(matches!(
+            validate_workload("idle", 12),
+            Err(VmError::TooSmall(12))
+        ));
     }
 }

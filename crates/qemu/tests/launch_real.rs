@@ -81,9 +81,17 @@ async fn disk_and_tap_nic_are_attached() {
     let qmp = QmpClient::connect(&paths.qmp, Duration::from_secs(5), Duration::from_secs(10))
         .await
         .expect("qmp");
-    let blocks = qmp.execute("query-block", None).await.expect("query-block").to_string();
+    let blocks = qmp
+        .execute("query-block", None)
+        .await
+        .expect("query-block")
+        .to_string();
     assert!(blocks.contains("disk.qcow2"), "{blocks}");
-    let pci = qmp.execute("query-pci", None).await.expect("query-pci").to_string();
+    let pci = qmp
+        .execute("query-pci", None)
+        .await
+        .expect("query-pci")
+        .to_string();
     // virtio-net (0x1000/0x1041) and virtio-blk (0x1001/0x1042) on the PCI bus, vendor 0x1af4.
     assert!(pci.contains("6900"), "no virtio device on the bus: {pci}");
     let carrier = std::fs::read_to_string(format!("/sys/class/net/{}/tun_flags", tap.0));

@@ -50,7 +50,14 @@ fn assert_no_qemu_left(tag: &str) {
     assert!(left.is_empty(), "QEMU processes left behind: {left:?}");
 }
 
-async fn boot(l: &LocalLauncher, name: &str, workload: &str, dir: &Path, clock: Clock, samples: &Samples) -> LocalVm {
+async fn boot(
+    l: &LocalLauncher,
+    name: &str,
+    workload: &str,
+    dir: &Path,
+    clock: Clock,
+    samples: &Samples,
+) -> LocalVm {
     let vm = l
         .launch(&l.spec(name, workload, false), dir, clock, samples.clone())
         .await
@@ -73,7 +80,12 @@ async fn assert_alive_and_intact(vm: &LocalVm, samples: &Samples, clock: &Clock)
         .await
         .expect("workload keeps making progress");
     assert!(later.ops > before);
-    let errors = samples.snapshot().iter().map(|s| s.integrity_errors).max().unwrap_or(0);
+    let errors = samples
+        .snapshot()
+        .iter()
+        .map(|s| s.integrity_errors)
+        .max()
+        .unwrap_or(0);
     assert_eq!(errors, 0, "memory integrity errors after migration");
 }
 
@@ -93,15 +105,38 @@ async fn each_technique_moves_a_memtouch_guest_intact() {
         let clock = Clock::default();
         let samples = Samples::default();
         let name = format!("{tag}-{technique}");
-        let src = boot(&l, &name, "memtouch:wss=32M,rate=max", &dir.path().join(format!("{technique}-a")), clock, &samples).await;
+        let src = boot(
+            &l,
+            &name,
+            "memtouch:wss=32M,rate=max",
+            &dir.path().join(format!("{technique}-a")),
+            clock,
+            &samples,
+        )
+        .await;
         let dest_spec = l.spec(&name, "memtouch:wss=32M,rate=max", true);
         let (vm, run) = src
-            .migrate_to_new(&l, &dest_spec, &dir.path().join(format!("{technique}-b")), plan(technique), clock, samples.clone())
+            .migrate_to_new(
+                &l,
+                &dest_spec,
+                &dir.path().join(format!("{technique}-b")),
+                plan(technique),
+                clock,
+                samples.clone(),
+            )
             .await
             .expect("migrate");
-        assert_eq!(run.outcome.status, EndStatus::Completed, "{technique}: {:?}", run.outcome.error);
+        assert_eq!(
+            run.outcome.status,
+            EndStatus::Completed,
+            "{technique}: {:?}",
+            run.outcome.error
+        );
         assert!(run.outcome.vm_on_destination);
-        assert!(vm.dir.ends_with(format!("{technique}-b")), "guest must now run on the destination");
+        assert!(
+            vm.dir.ends_with(format!("{technique}-b")),
+            "guest must now run on the destination"
+        );
         assert!(run.dest_running_ms.is_some());
         assert_alive_and_intact(&vm, &samples, &clock).await;
         vm.kill().await;
@@ -120,14 +155,34 @@ async fn ping_pong_ten_round_trips_per_technique() {
         let samples = Samples::default();
         let name = format!("{tag}-{technique}");
         let workload = "memtouch:wss=32M,rate=max";
-        let mut vm = boot(&l, &name, workload, &dir.path().join(format!("{technique}-0")), clock, &samples).await;
+        let mut vm = boot(
+            &l,
+            &name,
+            workload,
+            &dir.path().join(format!("{technique}-0")),
+            clock,
+            &samples,
+        )
+        .await;
         for hop in 1..=20 {
             let dest_dir = dir.path().join(format!("{technique}-{}", hop % 2));
             let (next, run) = vm
-                .migrate_to_new(&l, &l.spec(&name, workload, true), &dest_dir, plan(technique), clock, samples.clone())
+                .migrate_to_new(
+                    &l,
+                    &l.spec(&name, workload, true),
+                    &dest_dir,
+                    plan(technique),
+                    clock,
+                    samples.clone(),
+                )
                 .await
                 .expect("migrate");
-            assert_eq!(run.outcome.status, EndStatus::Completed, "{technique} hop {hop}: {:?}", run.outcome.error);
+            assert_eq!(
+                run.outcome.status,
+                EndStatus::Completed,
+                "{technique} hop {hop}: {:?}",
+                run.outcome.error
+            );
             vm = next;
         }
         assert_alive_and_intact(&vm, &samples, &clock).await;
@@ -148,12 +203,27 @@ async fn hot_guest_defeats_precopy_and_postcopy_completes() {
         let clock = Clock::default();
         let samples = Samples::default();
         let name = format!("{tag}-{technique}");
-        let src = boot(&l, &name, workload, &dir.path().join(format!("{technique}-a")), clock, &samples).await;
+        let src = boot(
+            &l,
+            &name,
+            workload,
+            &dir.path().join(format!("{technique}-a")),
+            clock,
+            &samples,
+        )
+        .await;
         let mut p = plan(technique);
         p.max_bandwidth_bps = Some(50_000_000);
         p.watchdog.deadline_ms = 20_000;
         let (vm, run) = src
-            .migrate_to_new(&l, &l.spec(&name, workload, true), &dir.path().join(format!("{technique}-b")), p, clock, samples.clone())
+            .migrate_to_new(
+                &l,
+                &l.spec(&name, workload, true),
+                &dir.path().join(format!("{technique}-b")),
+                p,
+                clock,
+                samples.clone(),
+            )
             .await
             .expect("migrate");
         assert_alive_and_intact(&vm, &samples, &clock).await;
@@ -172,7 +242,10 @@ async fn hot_guest_defeats_precopy_and_postcopy_completes() {
     let (pre, post) = (&results[0], &results[1]);
     assert_eq!(pre.status, EndStatus::Cancelled, "{pre:?}");
     assert!(!pre.converged);
-    assert_ne!(pre.watchdog_action, "none", "the watchdog must act: {pre:?}");
+    assert_ne!(
+        pre.watchdog_action, "none",
+        "the watchdog must act: {pre:?}"
+    );
     assert!(pre.watchdog_action.ends_with("cancel"), "{pre:?}");
     assert_eq!(post.status, EndStatus::Completed, "{post:?}");
     assert!(post.switchover_ms.is_some());
@@ -194,7 +267,12 @@ async fn paused_postcopy_is_recovered_without_losing_the_guest() {
     let workload = "memtouch:wss=128M,rate=max";
     let src = boot(&l, &tag, workload, &dir.path().join("a"), clock, &samples).await;
     let dst = l
-        .launch(&l.spec(&tag, workload, true), &dir.path().join("b"), clock, samples.clone())
+        .launch(
+            &l.spec(&tag, workload, true),
+            &dir.path().join("b"),
+            clock,
+            samples.clone(),
+        )
         .await
         .expect("launch destination");
     let ends = Endpoints {
@@ -224,7 +302,12 @@ async fn paused_postcopy_is_recovered_without_losing_the_guest() {
     let (run, paused) = tokio::join!(driver::migrate(&ends, p, &config, &clock, None), blip);
     let run = run.expect("migrate");
     assert!(paused, "the test could not pause the post-copy");
-    assert_eq!(run.outcome.status, EndStatus::Completed, "{:?}", run.outcome.error);
+    assert_eq!(
+        run.outcome.status,
+        EndStatus::Completed,
+        "{:?}",
+        run.outcome.error
+    );
     src.kill().await;
     assert_alive_and_intact(&dst, &samples, &clock).await;
     dst.kill().await;

@@ -235,10 +235,17 @@ async fn plan_for(req: &MigrationRequest, source: &QmpClient, memory_bytes: u64)
         Technique::Auto => profile(source, memory_bytes).await,
         _ => None,
     };
-    MigrationPlan::build(req.technique, &knobs, profile.as_ref(), &CostParams::default())
+    MigrationPlan::build(
+        req.technique,
+        &knobs,
+        profile.as_ref(),
+        &CostParams::default(),
+    )
 }
 
 /// The cost model's view of the VM (see `drover_qemu::profile`).
 async fn profile(qmp: &QmpClient, memory_bytes: u64) -> Option<VmProfile> {
-    drover_qemu::profile::profile_vm(qmp, memory_bytes).await.ok()
+    drover_qemu::profile::profile_vm(qmp, memory_bytes)
+        .await
+        .ok()
 }

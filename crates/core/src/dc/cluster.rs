@@ -148,7 +148,11 @@ impl<'s> Cluster<'s> {
 
     /// The lowest-numbered untouched empty host of type `kind` that `skip` does not rule out (the
     /// one [`Cluster::candidates`] offers for that type).
-    pub fn first_pristine_empty(&self, kind: usize, skip: impl Fn(HostId) -> bool) -> Option<HostId> {
+    pub fn first_pristine_empty(
+        &self,
+        kind: usize,
+        skip: impl Fn(HostId) -> bool,
+    ) -> Option<HostId> {
         self.empties
             .get(kind)?
             .iter()

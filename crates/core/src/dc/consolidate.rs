@@ -53,7 +53,6 @@ pub fn optimize(
             .push(mv(snap, vm, to, MoveReason::Overload, technique));
     }
     consolidate_underloaded(&mut c, &mut placer, &is_over, &mut plan, technique);
-    if std::env::var("DBG").is_ok() { eprintln!("{:?} active {} t {:?}", super::placer::CNT.iter().map(|x| x.swap(0, std::sync::atomic::Ordering::Relaxed)).collect::<Vec<_>>(), c.active_hosts().len(), std::time::Instant::now()); }
     plan
 }
 
@@ -102,8 +101,8 @@ fn consolidate_underloaded(
     let mut no_source: Vec<bool> = (0..n).map(|h| is_over[h] || snap.is_off(h)).collect();
     // Not destinations: overloaded, off, already visited.
     placer.set_off_hosts(true);
-    for h in 0..n {
-        if no_source[h] {
+    for (h, &ruled_out) in no_source.iter().enumerate() {
+        if ruled_out {
             placer.exclude(h);
         }
     }

@@ -31,7 +31,9 @@ impl PowerModel {
     /// Watts at `utilization` (0..=1; values outside are clamped, where CloudSim would abort).
     pub fn power(&self, utilization: f64) -> f64 {
         let x = utilization.clamp(0.0, 1.0) * 10.0;
-        let i = (x.floor() as usize).min(10);
+        // x is in 0..=10 (or NaN, which casts to 0 as its floor would): truncation is the floor,
+        // without a libm call on the hottest path of placement.
+        let i = (x as usize).min(10);
         if i == 10 {
             return self.watts[10];
         }

@@ -1,32 +1,36 @@
 //! PABFD without the full scan: an index over the destination hosts that finds the same host as
-//! [`place::find_host`] while looking only at the hosts that can win.
+//! [`place::find_host`](super::place::find_host) while looking only at hosts that can win.
 //!
 //! PABFD picks, among the hosts that fit the VM and would not be overloaded with it, the one
 //! whose power grows least, `P(after) - P(measured)`, ties to the lowest number. CloudSim scans
 //! every host for every VM, which is quadratic in the running hosts per round (100,000 VMs: about
-//! 3e9 host evaluations in the first round alone). The answer depends only on that minimum, not on
-//! the scan order, so any search that provably looks at every host that could be the minimum gives
-//! the same choice:
+//! 3e9 host evaluations in the first round alone). The answer is the minimum of (increase, host
+//! number) over the qualifying hosts, whatever the scan order, so a search that provably evaluates
+//! every host that could be that minimum, exactly as `find_host` evaluates it, makes the same
+//! choice:
 //!
-//! - The power models are piecewise linear over ten 10% segments. A host whose utilization by
-//!   allocation is `a` has `g = P(a) - P(measured)` (constant while its VMs do not change) and
-//!   adding a VM of `d` MIPS raises `P` by at least `d / capacity` times the smallest slope of the
-//!   segments the step can cross. So `g + smallest slope x d / capacity` bounds a host's increase
-//!   from below.
-//! - Hosts are bucketed by (host type, segment of `a`) and ordered by `g` within a bucket; buckets
-//!   are visited by increasing bound and each is read in increasing `g` until the bound exceeds the
-//!   best increase found (with a margin of 1e-9 W, far above floating-point noise and far below any
-//!   difference the bound separates). Every host the full scan could choose is therefore evaluated
-//!   exactly as `find_host` evaluates it, with the same tie-break, and the overload test runs, as
-//!   there, only for hosts that would improve on the best so far.
+//! - **Power bound.** The power models are piecewise linear over ten 10% segments. A host whose
+//!   utilization by allocation is `a` has `g = P(a) - P(measured)` (constant while its VMs do not
+//!   change), and adding `d` MIPS raises `P` by at least `d / capacity` times the smallest slope
+//!   of the segments the step can cross. Hosts are bucketed by (type, band, segment of `a`) and
+//!   ordered by `g` in a bucket; buckets are visited by increasing bound and each is read while
+//!   its bound does not exceed the best increase found. The margin, 1e-9 W, is far above
+//!   floating-point noise (1e-13 W) and far below what the bound separates.
+//! - **Overload bound.** For LR the forecast of "host plus VM" is the host's forecast plus the
+//!   VM's, weighted (least squares is linear in the data); for THR the utilization is a sum. A
+//!   host's own forecast (LR) or utilization (THR), `r`, sets its band; a bucket whose band
+//!   starts where the VM could only overload it, by a margin of 1e-6, is skipped, and so is such a
+//!   host. Hosts whose test is not of that form (IQR, MAD, LRR, short histories, idle hosts) are
+//!   in a band that is never skipped.
+//! - **Same tests.** The hosts read are tested exactly as `find_host` tests them, and the
+//!   overload test runs, as there, only for hosts that would improve on the best so far. LR's
+//!   test is first answered from the two fits (computed once per round and host state); only
+//!   within 1e-9 of the threshold does the exact test run on the combined history.
 //! - Hosts unchanged since the snapshot (most of them) live in dense arrays read sequentially;
 //!   hosts changed this round move to ordered sets.
-//! - LR's overload test is linear in the history (least squares), so "host plus VM" is predicted
-//!   from the host's and the VM's fits (each computed once per round and host state); only when
-//!   that prediction is within 1e-9 of the threshold does the exact test run on the combined
-//!   history. Other detectors always run the exact test.
 //!
-//! `tests` and the five PlanetLab days check that the choices are those of the full scan.
+//! The unit tests compare it with `find_host` on random clusters; the five PlanetLab days give
+//! bit-identical results with either.
 
 use super::cluster::Cluster;
 use super::detect::{Detector, Overload, LR_WINDOW};
@@ -38,11 +42,30 @@ use std::collections::BTreeSet;
 
 /// Watts by which a bound must exceed the best increase before hosts are skipped.
 const EPS_W: f64 = 1e-9;
-/// How far from LR's threshold the linear shortcut is trusted.
+/// How far from LR's threshold the linear shortcut is trusted (relative).
 const LR_MARGIN: f64 = 1e-9;
+/// How far past the overload threshold a bound must be before hosts are skipped.
+const OVER_MARGIN: f64 = 1e-6;
 const SEGMENTS: usize = 10;
-pub static CNT: [std::sync::atomic::AtomicU64; 8] = [const { std::sync::atomic::AtomicU64::new(0) }; 8];
-fn bump(i: usize) { CNT[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed); }
+/// Lower edges of the bands of `r` (a host's own forecast or utilization).
+const BAND_EDGES: [f64; 13] = [
+    f64::NEG_INFINITY,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.65,
+    0.7,
+    0.75,
+    0.8,
+    0.85,
+    0.9,
+    0.95,
+    1.0,
+];
+/// Bands: one per edge, plus the never-skipped band.
+const BANDS: usize = BAND_EDGES.len() + 1;
+const UNBANDED: usize = BAND_EDGES.len();
 
 /// A history's least-squares line over its last `LR_WINDOW` samples, for LR's shortcut.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +96,9 @@ fn fit(hist: &[f64; HISTORY_LEN]) -> Fit {
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     g: f64,
+    r: f64,
+    /// Measured power.
+    pm: f64,
     h: HostId,
     alloc: f64,
     avail: f64,
@@ -95,7 +121,7 @@ enum Loc {
     Sorted(usize, u64),
 }
 
-/// `f64` to `u64` preserving `total_cmp` order.
+/// `f64` to `u64` preserving `total_cmp` order, and back.
 fn key(g: f64) -> u64 {
     let b = g.to_bits();
     if b >> 63 == 1 {
@@ -109,7 +135,55 @@ fn unkey(k: u64) -> f64 {
     f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
 }
 
-/// PABFD placement over a working allocation, with the destinations indexed.
+/// Whether a host whose own forecast or utilization is `r` is certainly overloaded by a VM whose
+/// cut is `cut` (`r` is NaN for unbanded hosts: never).
+fn doomed(r: f64, cut: f64) -> bool {
+    r >= cut
+}
+
+fn segment(a: f64) -> usize {
+    ((a * SEGMENTS as f64).floor().max(0.0) as usize).min(SEGMENTS - 1)
+}
+
+fn band(r: f64) -> usize {
+    if r.is_nan() {
+        return UNBANDED;
+    }
+    BAND_EDGES.iter().rposition(|&e| r >= e).unwrap_or(UNBANDED)
+}
+
+/// Smallest slope (W per unit utilization) over segments `i..=j`.
+fn slopes(p: &PowerModel) -> [[f64; SEGMENTS]; SEGMENTS] {
+    let slope: Vec<f64> = p
+        .watts
+        .windows(2)
+        .map(|w| (w[1] - w[0]) * SEGMENTS as f64)
+        .collect();
+    let mut s = [[f64::INFINITY; SEGMENTS]; SEGMENTS];
+    for (i, row) in s.iter_mut().enumerate() {
+        let mut m = f64::INFINITY;
+        for (j, slot) in row.iter_mut().enumerate().skip(i) {
+            m = m.min(slope[j]);
+            *slot = m;
+        }
+    }
+    s
+}
+
+/// A bucket worth reading for one VM.
+#[derive(Debug, Clone, Copy)]
+struct Visit {
+    bound: f64,
+    bucket: usize,
+    dense: bool,
+    /// The bucket's bound minus its smallest `g`.
+    off: f64,
+    /// Hosts with `r` at least this are overloaded by the VM.
+    cut: f64,
+}
+
+/// PABFD placement over a working allocation, with the destinations indexed. Every change to the
+/// cluster must go through [`Placer::add`] and [`Placer::remove`] while it is in use.
 #[derive(Debug, Clone)]
 pub struct Placer<'d> {
     det: &'d Detector,
@@ -117,31 +191,17 @@ pub struct Placer<'d> {
     off_hosts: bool,
     /// Measured power per host (fixed for the round).
     pm: Vec<f64>,
+    /// Each indexed host's `r` (NaN: unbanded).
+    r: Vec<f64>,
     loc: Vec<Loc>,
     dense: Vec<Dense>,
     sorted: Vec<BTreeSet<(u64, HostId)>>,
-    /// Per host type: smallest slope (W per unit utilization) over segments `i..=j`.
     smin: Vec<[[f64; SEGMENTS]; SEGMENTS]>,
+    /// LR's forecast abscissa when it is the same for every host and VM (banding needs it).
+    lr_x: Option<f64>,
     host_fit: Vec<Option<Fit>>,
     vm_fit: Vec<Option<Fit>>,
-    /// Scratch for `find`.
-    order: Vec<(f64, usize, bool, f64)>,
-}
-
-fn segment(a: f64) -> usize {
-    ((a * SEGMENTS as f64).floor().max(0.0) as usize).min(SEGMENTS - 1)
-}
-
-fn slopes(p: &PowerModel) -> [[f64; SEGMENTS]; SEGMENTS] {
-    let mut s = [[f64::INFINITY; SEGMENTS]; SEGMENTS];
-    for i in 0..SEGMENTS {
-        let mut m = f64::INFINITY;
-        for j in i..SEGMENTS {
-            m = m.min((p.watts[j + 1] - p.watts[j]) * SEGMENTS as f64);
-            s[i][j] = m;
-        }
-    }
-    s
+    visits: Vec<Visit>,
 }
 
 impl<'d> Placer<'d> {
@@ -150,28 +210,45 @@ impl<'d> Placer<'d> {
     pub fn new(c: &Cluster, det: &'d Detector, excluded: Vec<bool>, off_hosts: bool) -> Self {
         let snap = c.snap;
         let n = c.len();
-        let nb = snap.host_types.len() * SEGMENTS;
+        let nb = snap.host_types.len() * BANDS * SEGMENTS;
+        // LR extrapolates to 10 + ceil(longest migration / interval) samples; when that is the
+        // same for every host type and VM memory, it is the same for every host-VM pair.
+        let mut xs = snap.host_types.iter().flat_map(|t| {
+            snap.vms
+                .iter()
+                .map(move |v| (t.migration_time_s(v.ram_mb) / det.interval_s).ceil())
+        });
+        let first = xs.next();
+        let lr_x = match first {
+            Some(x) if xs.all(|y| y == x) => Some(LR_WINDOW as f64 + x),
+            _ => None,
+        };
         let mut p = Placer {
             det,
             excluded,
             off_hosts,
             pm: (0..n).map(|h| snap.host_power(h)).collect(),
+            r: vec![f64::NAN; n],
             loc: vec![Loc::Out; n],
             dense: vec![Dense::default(); nb],
             sorted: vec![BTreeSet::new(); nb],
             smin: snap.host_types.iter().map(|t| slopes(&t.power)).collect(),
+            lr_x,
             host_fit: vec![None; n],
             vm_fit: vec![None; snap.vms.len()],
-            order: Vec::new(),
+            visits: Vec::new(),
         };
         for &h in c.active_hosts() {
             if p.excluded[h] {
                 continue;
             }
-            let (b, g) = p.bucket(c, h);
+            let (b, g, r) = p.bucket(c, h);
+            p.r[h] = r;
             let w = c.host(h);
             p.dense[b].entries.push(Entry {
                 g,
+                r,
+                pm: p.pm[h],
                 h,
                 alloc: w.alloc_mips,
                 avail: w.avail_mips,
@@ -189,12 +266,33 @@ impl<'d> Placer<'d> {
         p
     }
 
-    /// (bucket, g) of a host as it stands.
-    fn bucket(&self, c: &Cluster, h: HostId) -> (usize, f64) {
+    /// (bucket, g, r) of a host as it stands.
+    fn bucket(&mut self, c: &Cluster, h: HostId) -> (usize, f64, f64) {
         let t = c.host_type(h);
-        let a = (c.host(h).alloc_mips / t.total_mips()).min(1.0);
+        let w = c.host(h);
+        let a = (w.alloc_mips / t.total_mips()).min(1.0);
         let kind = c.snap.hosts[h].kind;
-        (kind * SEGMENTS + segment(a), t.power.power(a) - self.pm[h])
+        let r = if w.alloc_mips == 0.0 {
+            f64::NAN
+        } else {
+            match self.det.kind {
+                Overload::Thr { .. } => w.req_mips / t.total_mips(),
+                Overload::Lr { safety } => match self.lr_x {
+                    Some(x) => {
+                        let f = *self.host_fit[h].get_or_insert_with(|| fit(&w.hist));
+                        if f.nonneg && f.len >= LR_WINDOW {
+                            (f.a + f.b * x) * safety
+                        } else {
+                            f64::NAN
+                        }
+                    }
+                    None => f64::NAN,
+                },
+                _ => f64::NAN,
+            }
+        };
+        let b = (kind * BANDS + band(r)) * SEGMENTS + segment(a);
+        (b, t.power.power(a) - self.pm[h], r)
     }
 
     fn unindex(&mut self, h: HostId) {
@@ -235,8 +333,9 @@ impl<'d> Placer<'d> {
         self.unindex(h);
         self.host_fit[h] = None;
         if !self.excluded[h] {
-            let (b, g) = self.bucket(c, h);
+            let (b, g, r) = self.bucket(c, h);
             let k = key(g);
+            self.r[h] = r;
             self.sorted[b].insert((k, h));
             self.loc[h] = Loc::Sorted(b, k);
         }
@@ -264,19 +363,17 @@ impl<'d> Placer<'d> {
                 let weight = v.total_mips() / t.total_mips();
                 let mig = t.migration_time_s(c.host(h).max_ram_mb.max(v.ram_mb));
                 let x = LR_WINDOW as f64 + (mig / self.det.interval_s).ceil();
-                let p = (hf.a + weight * vf.a) + (hf.b + weight * vf.b) * x;
-                let s = p * safety;
+                let s = ((hf.a + weight * vf.a) + (hf.b + weight * vf.b) * x) * safety;
                 if s.is_finite() && (s - 1.0).abs() > LR_MARGIN * (1.0 + s.abs()) {
                     return s >= 1.0;
                 }
             }
         }
-        bump(4);
         let mut buf = [0.0; HISTORY_LEN];
         self.det.is_overloaded(&c.load_with(h, vm, &mut buf))
     }
 
-    /// `find_host`'s improvement step for one host whose increase is `diff`.
+    /// `find_host`'s improvement step for one host that fits, whose increase is `diff`.
     fn consider(
         &mut self,
         c: &Cluster,
@@ -289,16 +386,36 @@ impl<'d> Placer<'d> {
         if best.is_some_and(|(bd, bh)| diff > bd || (diff == bd && h > bh)) {
             return;
         }
-        bump(3);
         if alloc != 0.0 && self.overloaded(c, h, vm) {
             return;
         }
         *best = Some((diff, h));
     }
 
+    /// The `r` from which a host of type `kind` is certainly overloaded by `vm` (+inf: none).
+    fn cut(&mut self, c: &Cluster, vm: VmId, kind: usize) -> f64 {
+        let v = c.vm(vm);
+        let total = c.snap.host_types[kind].total_mips();
+        match self.det.kind {
+            Overload::Thr { threshold } => threshold + OVER_MARGIN - v.demand_mips / total,
+            Overload::Lr { safety } => match self.lr_x {
+                Some(x) => {
+                    let f = *self.vm_fit[vm].get_or_insert_with(|| fit(v.history.padded()));
+                    let pv = (f.a + f.b * x) * safety * (v.total_mips() / total);
+                    if f.nonneg && pv.is_finite() {
+                        1.0 + OVER_MARGIN - pv
+                    } else {
+                        f64::INFINITY
+                    }
+                }
+                None => f64::INFINITY,
+            },
+            _ => f64::INFINITY,
+        }
+    }
+
     /// PABFD's pick for `vm` (the same as `place::find_host` with these exclusions).
     pub fn find(&mut self, c: &Cluster, vm: VmId) -> Option<HostId> {
-        bump(0);
         let snap = c.snap;
         let v = c.vm(vm);
         let demand = v.demand_mips;
@@ -309,49 +426,71 @@ impl<'d> Placer<'d> {
                 let ex = &self.excluded;
                 if let Some(h) = c.first_pristine_empty(kind, |h| ex[h]) {
                     if c.fits(h, vm) {
-                        let diff = self.diff(c, h, c.host(h).alloc_mips, demand);
-                        self.consider(c, vm, h, c.host(h).alloc_mips, diff, &mut best);
+                        let alloc = c.host(h).alloc_mips;
+                        let diff = self.diff(c, h, alloc, demand);
+                        self.consider(c, vm, h, alloc, diff, &mut best);
                     }
                 }
             }
         }
-        // Buckets by increasing lower bound: (bound, bucket, dense?, bound minus the bucket's g).
-        let mut order = std::mem::take(&mut self.order);
-        order.clear();
+        let mut visits = std::mem::take(&mut self.visits);
+        visits.clear();
         for (kind, t) in snap.host_types.iter().enumerate() {
             if t.mips_per_pe < per_pe {
                 continue;
             }
+            let cut = self.cut(c, vm, kind);
             let delta = demand / t.total_mips();
             let span = (delta * SEGMENTS as f64).ceil() as usize + 1;
-            for seg in 0..SEGMENTS {
-                let b = kind * SEGMENTS + seg;
-                let s = self.smin[kind][seg][(seg + span).min(SEGMENTS - 1)];
-                let off = if s >= 0.0 { s * delta } else { s * (delta + 1e-9) };
-                let d = &mut self.dense[b];
-                while d.head < d.entries.len() && !d.entries[d.head].live {
-                    d.head += 1;
+            for bd in 0..BANDS {
+                if BAND_EDGES.get(bd).is_some_and(|&edge| edge >= cut) {
+                    continue;
                 }
-                if let Some(e) = d.entries.get(d.head) {
-                    order.push((e.g + off, b, true, off));
-                }
-                if let Some(&(k, _)) = self.sorted[b].first() {
-                    order.push((unkey(k) + off, b, false, off));
+                for seg in 0..SEGMENTS {
+                    let b = (kind * BANDS + bd) * SEGMENTS + seg;
+                    let s = self.smin[kind][seg][(seg + span).min(SEGMENTS - 1)];
+                    let off = if s >= 0.0 {
+                        s * delta
+                    } else {
+                        s * (delta + 1e-9)
+                    };
+                    let d = &mut self.dense[b];
+                    while d.head < d.entries.len() && !d.entries[d.head].live {
+                        d.head += 1;
+                    }
+                    if let Some(e) = d.entries.get(d.head) {
+                        visits.push(Visit {
+                            bound: e.g + off,
+                            bucket: b,
+                            dense: true,
+                            off,
+                            cut,
+                        });
+                    }
+                    if let Some(&(k, _)) = self.sorted[b].first() {
+                        visits.push(Visit {
+                            bound: unkey(k) + off,
+                            bucket: b,
+                            dense: false,
+                            off,
+                            cut,
+                        });
+                    }
                 }
             }
         }
-        order.sort_by(|x, y| x.0.total_cmp(&y.0));
-        for &(lb, b, dense, off) in &order {
-            if best.is_some_and(|(bd, _)| lb - EPS_W > bd) {
+        visits.sort_by(|x, y| x.bound.total_cmp(&y.bound));
+        for visit in &visits {
+            if best.is_some_and(|(bd, _)| visit.bound - EPS_W > bd) {
                 break;
             }
-            if dense {
-                self.scan_dense(c, vm, b, b / SEGMENTS, off, &mut best);
+            if visit.dense {
+                self.scan_dense(c, vm, visit, &mut best);
             } else {
-                self.scan_sorted(c, vm, b, off, &mut best);
+                self.scan_sorted(c, vm, visit, &mut best);
             }
         }
-        self.order = order;
+        self.visits = visits;
         best.map(|(_, h)| h)
     }
 
@@ -365,13 +504,12 @@ impl<'d> Placer<'d> {
         &mut self,
         c: &Cluster,
         vm: VmId,
-        b: usize,
-        kind: usize,
-        off: f64,
+        visit: &Visit,
         best: &mut Option<(f64, HostId)>,
     ) {
         let snap = c.snap;
-        let t = &snap.host_types[kind];
+        let b = visit.bucket;
+        let t = &snap.host_types[b / (BANDS * SEGMENTS)];
         let total = t.total_mips();
         let v = c.vm(vm);
         let demand = v.demand_mips;
@@ -381,15 +519,18 @@ impl<'d> Placer<'d> {
         while i < self.dense[b].entries.len() {
             let e = self.dense[b].entries[i];
             i += 1;
-            bump(1);
-            if best.is_some_and(|(bd, _)| e.g + off - EPS_W > bd) {
+            if best.is_some_and(|(bd, _)| e.g + visit.off - EPS_W > bd) {
                 break;
             }
-            if !e.live || e.avail < demand || (mem && e.ram + v.ram_mb as u64 > ram_cap) {
+            if !e.live
+                || doomed(e.r, visit.cut)
+                || e.avail < demand
+                || (mem && e.ram + v.ram_mb as u64 > ram_cap)
+            {
                 continue;
             }
             let after = ((e.alloc + demand) / total).min(1.0);
-            let diff = t.power.power(after) - self.pm[e.h];
+            let diff = t.power.power(after) - e.pm;
             self.consider(c, vm, e.h, e.alloc, diff, best);
         }
     }
@@ -398,29 +539,24 @@ impl<'d> Placer<'d> {
         &mut self,
         c: &Cluster,
         vm: VmId,
-        b: usize,
-        off: f64,
+        visit: &Visit,
         best: &mut Option<(f64, HostId)>,
     ) {
+        let b = visit.bucket;
         let demand = c.vm(vm).demand_mips;
-        let mut from = (0u64, 0usize);
-        loop {
-            let next = self.sorted[b].range(from..).next().copied();
-            let Some((k, h)) = next else { break };
-            bump(2);
-            if best.is_some_and(|(bd, _)| unkey(k) + off - EPS_W > bd) {
+        // Taken out while read (`consider` does not touch the index).
+        let set = std::mem::take(&mut self.sorted[b]);
+        for &(k, h) in &set {
+            if best.is_some_and(|(bd, _)| unkey(k) + visit.off - EPS_W > bd) {
                 break;
             }
-            if c.fits(h, vm) {
+            if !doomed(self.r[h], visit.cut) && c.fits(h, vm) {
                 let alloc = c.host(h).alloc_mips;
                 let diff = self.diff(c, h, alloc, demand);
                 self.consider(c, vm, h, alloc, diff, best);
             }
-            match h.checked_add(1) {
-                Some(n) => from = (k, n),
-                None => break,
-            }
         }
+        self.sorted[b] = set;
     }
 
     /// Places as many of `vms` as possible (`place::place_each`).
@@ -457,5 +593,184 @@ impl<'d> Placer<'d> {
             }
         }
         Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dc::model::HostType;
+    use crate::dc::place::{find_host, Exclusions};
+    use crate::dc::rng::SplitMix64;
+    use crate::dc::snapshot::{History, HostState, Snapshot, VmState};
+
+    /// A random cluster: hosts of both benchmark types, some empty; VMs with random histories
+    /// (whole percents, many zeros, some flat, some trending), most placed; the measured
+    /// utilization is what the VMs ask for, as at a decision instant.
+    fn random_snapshot(rng: &mut SplitMix64, hosts: usize, vms: usize, memory: bool) -> Snapshot {
+        let host_types = vec![HostType::hp_ml110_g4(), HostType::hp_ml110_g5()];
+        let mut hs: Vec<HostState> = (0..hosts)
+            .map(|_| HostState {
+                kind: rng.below(2),
+                vms: vec![],
+                util_mips: 0.0,
+                on_since_s: None,
+            })
+            .collect();
+        let sizes = [(2500.0, 870), (2000.0, 1740), (1000.0, 1740), (500.0, 613)];
+        let mut out = Vec::new();
+        for i in 0..vms {
+            let (mips, ram) = sizes[rng.below(4)];
+            let mut history = History::default();
+            let len = rng.below(HISTORY_LEN + 1);
+            let base = rng.next_f64() * 0.6;
+            let slope = (rng.next_f64() - 0.5) * 0.05;
+            for k in 0..len {
+                let u = match rng.below(4) {
+                    0 => 0.0,
+                    1 => base,
+                    _ => ((base + slope * k as f64 + rng.next_f64() * 0.2) * 100.0).round() / 100.0,
+                };
+                history.push(u.clamp(0.0, 1.0));
+            }
+            // Some exact repeats of demand, some arbitrary.
+            let u = if rng.below(2) == 0 {
+                (rng.below(40) as f64) / 100.0
+            } else {
+                rng.next_f64() * 0.5
+            };
+            let host = if rng.below(8) == 0 {
+                None
+            } else {
+                Some(rng.below(hosts))
+            };
+            if let Some(h) = host {
+                hs[h].vms.push(i);
+            }
+            out.push(VmState {
+                mips,
+                pes: 1,
+                ram_mb: ram,
+                host,
+                demand_mips: u * mips,
+                history,
+                dirty_rate_bps: 0.0,
+                wss_bytes: 0,
+                last_migration_s: None,
+            });
+        }
+        let mut snap = Snapshot {
+            time_s: 3000.0,
+            interval_s: 300.0,
+            host_types,
+            hosts: hs,
+            vms: out,
+            enforce_memory: memory,
+        };
+        let c = Cluster::new(&snap);
+        let util: Vec<f64> = (0..hosts).map(|h| c.host(h).alloc_mips).collect();
+        for (h, u) in util.into_iter().enumerate() {
+            snap.hosts[h].util_mips = u;
+        }
+        snap
+    }
+
+    fn detectors() -> Vec<Detector> {
+        [
+            Overload::Thr { threshold: 0.8 },
+            Overload::Thr { threshold: 1.0 },
+            Overload::Lr { safety: 1.2 },
+            Overload::Lr { safety: 1.0 },
+            Overload::Lrr { safety: 1.2 },
+            Overload::Iqr { safety: 1.5 },
+            Overload::Mad { safety: 2.5 },
+        ]
+        .into_iter()
+        .map(|k| Detector::new(k, 300.0))
+        .collect()
+    }
+
+    /// Drives the placer and the full scan through the same edits and compares every choice.
+    fn check(seed: u64, hosts: usize, vms: usize, memory: bool) -> usize {
+        let mut rng = SplitMix64::new(seed);
+        let snap = random_snapshot(&mut rng, hosts, vms, memory);
+        let mut found = 0;
+        for det in detectors() {
+            let mut c = Cluster::new(&snap);
+            let excluded: Vec<bool> = (0..hosts).map(|_| rng.below(10) == 0).collect();
+            let mut ex = Exclusions {
+                hosts: excluded.clone(),
+                off_hosts: rng.below(2) == 0,
+            };
+            let mut p = Placer::new(&c, &det, excluded, ex.off_hosts);
+            let mut placed: Vec<(VmId, HostId)> = Vec::new();
+            for step in 0..3 * vms {
+                let vm = rng.below(vms);
+                let want = find_host(&c, &det, vm, &ex);
+                assert_eq!(
+                    p.find(&c, vm),
+                    want,
+                    "{:?} seed {seed} step {step}",
+                    det.kind
+                );
+                match rng.below(6) {
+                    0..=2 => {
+                        if let Some(h) = want {
+                            p.add(&mut c, h, vm);
+                            placed.push((vm, h));
+                            found += 1;
+                        }
+                    }
+                    3 => {
+                        if let Some((v, h)) = placed.pop() {
+                            p.remove(&mut c, h, v);
+                        }
+                    }
+                    4 => {
+                        let h = rng.below(hosts);
+                        ex.hosts[h] = true;
+                        p.exclude(h);
+                    }
+                    _ => {
+                        ex.off_hosts = !ex.off_hosts;
+                        p.set_off_hosts(ex.off_hosts);
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn same_choices_as_the_full_scan() {
+        let mut found = 0;
+        for seed in 0..12 {
+            found += check(seed, 60, 90, seed % 3 == 0);
+        }
+        found += check(99, 400, 500, false);
+        assert!(found > 1000, "{found}");
+    }
+
+    #[test]
+    fn ordered_keys_round_trip() {
+        let xs = [
+            -3.5,
+            -0.0,
+            0.0,
+            1e-300,
+            2.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        for &x in &xs {
+            assert_eq!(unkey(key(x)).to_bits(), x.to_bits());
+        }
+        for w in [-3.5, -1e-9, 0.0, 1e-9, 7.0].windows(2) {
+            assert!(key(w[0]) < key(w[1]));
+        }
+        assert_eq!(band(f64::NAN), UNBANDED);
+        assert_eq!(band(-5.0), 0);
+        assert_eq!(band(0.85), 9);
+        assert_eq!(band(3.0), BAND_EDGES.len() - 1);
     }
 }

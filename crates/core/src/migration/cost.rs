@@ -173,7 +173,12 @@ struct Rounds {
     converged: bool,
 }
 
-fn precopy_rounds(vm: &VmProfile, link: &LinkProfile, params: &CostParams, stop: RoundStop) -> Rounds {
+fn precopy_rounds(
+    vm: &VmProfile,
+    link: &LinkProfile,
+    params: &CostParams,
+    stop: RoundStop,
+) -> Rounds {
     let bw = link.bandwidth_bps.max(1.0);
     let wss = (vm.wss_bytes.min(vm.memory_bytes)) as f64;
     let mut to_send = vm.memory_bytes as f64;
@@ -215,7 +220,11 @@ fn precopy_rounds(vm: &VmProfile, link: &LinkProfile, params: &CostParams, stop:
         let unsent = to_send - send;
         to_send = unsent + (vm.dirty_rate_bps * t).min(wss);
         // Rounds that stop shrinking will never fit the downtime limit.
-        if matches!(stop, RoundStop::Converge) && r.count > 2 && to_send >= send && vm.dirty_rate_bps >= bw {
+        if matches!(stop, RoundStop::Converge)
+            && r.count > 2
+            && to_send >= send
+            && vm.dirty_rate_bps >= bw
+        {
             r.remaining = to_send;
             return r;
         }
@@ -256,7 +265,9 @@ fn predict_precopy(vm: &VmProfile, link: &LinkProfile, params: &CostParams) -> P
         downtime_s: 0.0,
         switchover_s: f64::INFINITY,
         transferred_bytes: bw * total,
-        rounds: rounds.count.max((total / (vm.memory_bytes as f64 / bw).max(1e-3)) as u32),
+        rounds: rounds
+            .count
+            .max((total / (vm.memory_bytes as f64 / bw).max(1e-3)) as u32),
         degradation_pct: degradation_pct(total * params.tracking_overhead * write, total, params),
     }
 }
@@ -264,7 +275,13 @@ fn predict_precopy(vm: &VmProfile, link: &LinkProfile, params: &CostParams) -> P
 /// Lost work while post-copying for `window_s`: every page of the working set that the guest
 /// touches before it has arrived blocks it for a fault's round trip and the page's transfer on
 /// the fault path. At most `missing_wss` can fault; a slow writer touches only `D * window_s`.
-fn postcopy_stall_s(vm: &VmProfile, link: &LinkProfile, params: &CostParams, missing_wss: f64, window_s: f64) -> f64 {
+fn postcopy_stall_s(
+    vm: &VmProfile,
+    link: &LinkProfile,
+    params: &CostParams,
+    missing_wss: f64,
+    window_s: f64,
+) -> f64 {
     let fault_bw = params.fault_path_bps.unwrap_or(link.bandwidth_bps).max(1.0);
     let page = params.page_bytes.max(1) as f64;
     let touched = missing_wss.min(vm.dirty_rate_bps * window_s);
@@ -318,7 +335,12 @@ fn predict_hybrid(vm: &VmProfile, link: &LinkProfile, params: &CostParams) -> Pr
 }
 
 /// Forecast for one concrete technique (`Auto` forecasts what it would pick).
-pub fn predict(technique: Technique, vm: &VmProfile, link: &LinkProfile, params: &CostParams) -> Prediction {
+pub fn predict(
+    technique: Technique,
+    vm: &VmProfile,
+    link: &LinkProfile,
+    params: &CostParams,
+) -> Prediction {
     match technique {
         Technique::Precopy => predict_precopy(vm, link, params),
         Technique::Postcopy => predict_postcopy(vm, link, params),
@@ -334,7 +356,12 @@ pub fn predict(technique: Technique, vm: &VmProfile, link: &LinkProfile, params:
 
 /// Picks the technique with the lowest predicted score among `allowed` (concrete ones only) and
 /// explains the pick in one line.
-pub fn choose(vm: &VmProfile, link: &LinkProfile, params: &CostParams, allowed: &[Technique]) -> Choice {
+pub fn choose(
+    vm: &VmProfile,
+    link: &LinkProfile,
+    params: &CostParams,
+    allowed: &[Technique],
+) -> Choice {
     let predictions: Vec<Prediction> = allowed
         .iter()
         .filter(|t| **t != Technique::Auto)
@@ -399,7 +426,12 @@ mod tests {
 
     #[test]
     fn idle_vm_precopy_is_one_pass_plus_tiny_stop() {
-        let p = predict(Technique::Precopy, &vm(256, 0, 0.0), &link(50.0), &CostParams::default());
+        let p = predict(
+            Technique::Precopy,
+            &vm(256, 0, 0.0),
+            &link(50.0),
+            &CostParams::default(),
+        );
         assert!(p.converges);
         assert_eq!(p.rounds, 1);
         let one_pass = 256.0 * MIB as f64 / 50e6;
@@ -411,7 +443,12 @@ mod tests {
     #[test]
     fn hot_vm_faster_than_link_never_converges_with_precopy() {
         let params = CostParams::default();
-        let p = predict(Technique::Precopy, &vm(256, 128, 500.0), &link(50.0), &params);
+        let p = predict(
+            Technique::Precopy,
+            &vm(256, 128, 500.0),
+            &link(50.0),
+            &params,
+        );
         assert!(!p.converges);
         assert_eq!(p.total_s, params.precopy_deadline_s);
         assert!(p.switchover_s.is_infinite());
@@ -420,7 +457,12 @@ mod tests {
     #[test]
     fn moderate_dirty_rate_converges_in_a_few_rounds() {
         // 5 MB/s of dirtying against a 50 MB/s link: each round is ~10x smaller.
-        let p = predict(Technique::Precopy, &vm(256, 64, 5.0), &link(50.0), &CostParams::default());
+        let p = predict(
+            Technique::Precopy,
+            &vm(256, 64, 5.0),
+            &link(50.0),
+            &CostParams::default(),
+        );
         assert!(p.converges);
         assert!((2..=4).contains(&p.rounds), "{p:?}");
         assert!(p.downtime_s <= 0.3);
@@ -429,7 +471,12 @@ mod tests {
     #[test]
     fn postcopy_time_is_bounded_by_memory_over_bandwidth() {
         let params = CostParams::default();
-        let p = predict(Technique::Postcopy, &vm(256, 128, 500.0), &link(50.0), &params);
+        let p = predict(
+            Technique::Postcopy,
+            &vm(256, 128, 500.0),
+            &link(50.0),
+            &params,
+        );
         let expected = params.postcopy_switchover_s + 256.0 * MIB as f64 / 50e6;
         assert!((p.total_s - expected).abs() < 1e-9);
         assert_eq!(p.downtime_s, params.postcopy_switchover_s);
@@ -453,7 +500,12 @@ mod tests {
         let params = CostParams::default();
         let idle = choose(&vm(256, 0, 0.0), &link(50.0), &params, &Technique::CONCRETE);
         assert_eq!(idle.technique, Technique::Precopy, "{}", idle.reason);
-        let hot = choose(&vm(256, 128, 500.0), &link(50.0), &params, &Technique::CONCRETE);
+        let hot = choose(
+            &vm(256, 128, 500.0),
+            &link(50.0),
+            &params,
+            &Technique::CONCRETE,
+        );
         assert_ne!(hot.technique, Technique::Precopy, "{}", hot.reason);
         assert!(hot.reason.contains("would not converge"), "{}", hot.reason);
         assert_eq!(hot.predictions.len(), 3);
@@ -462,7 +514,12 @@ mod tests {
     #[test]
     fn auto_respects_allowed_list() {
         let params = CostParams::default();
-        let c = choose(&vm(256, 128, 500.0), &link(50.0), &params, &[Technique::Precopy]);
+        let c = choose(
+            &vm(256, 128, 500.0),
+            &link(50.0),
+            &params,
+            &[Technique::Precopy],
+        );
         assert_eq!(c.technique, Technique::Precopy);
     }
 
@@ -482,7 +539,12 @@ mod tests {
 
     #[test]
     fn zero_bandwidth_does_not_divide_by_zero() {
-        let p = predict(Technique::Postcopy, &vm(64, 8, 1.0), &link(0.0), &CostParams::default());
+        let p = predict(
+            Technique::Postcopy,
+            &vm(64, 8, 1.0),
+            &link(0.0),
+            &CostParams::default(),
+        );
         assert!(p.total_s.is_finite());
     }
 }

@@ -29,7 +29,9 @@ pub enum DestEvent {
     ListenIssued,
     Observed(DestObservation),
     /// The destination QEMU exited or its QMP connection broke.
-    Died { message: String },
+    Died {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +58,10 @@ impl DestState {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DestError {
     #[error("destination event '{event}' is not valid in state '{state}'")]
-    InvalidTransition { state: &'static str, event: &'static str },
+    InvalidTransition {
+        state: &'static str,
+        event: &'static str,
+    },
 }
 
 /// Tracks the destination's side of one migration.
@@ -91,9 +96,10 @@ impl DestMachine {
             (DestState::Launched, DestEvent::ListenIssued) => DestState::Listening,
             (DestState::Failed { .. }, _) => return Ok(()),
             (_, DestEvent::Died { message }) => DestState::Failed { error: message },
-            (DestState::Listening | DestState::Receiving | DestState::Running { .. }, DestEvent::Observed(o)) => {
-                self.observe(o)
-            }
+            (
+                DestState::Listening | DestState::Receiving | DestState::Running { .. },
+                DestEvent::Observed(o),
+            ) => self.observe(o),
             (state, event) => {
                 return Err(DestError::InvalidTransition {
                     state: state.name(),
@@ -125,7 +131,9 @@ impl DestMachine {
                 since_ms: o.now_ms,
                 incoming_done,
             },
-            (_, false) if o.status.is_some_and(|s| s.is_precopy() || s.is_postcopy()) => DestState::Receiving,
+            (_, false) if o.status.is_some_and(|s| s.is_precopy() || s.is_postcopy()) => {
+                DestState::Receiving
+            }
             (state, false) => state.clone(),
         }
     }
@@ -147,10 +155,13 @@ mod tests {
     fn precopy_path_records_first_running_time() {
         let mut d = DestMachine::default();
         d.handle(DestEvent::ListenIssued).expect("valid");
-        d.handle(seen(10, MigrationStatus::Active, false)).expect("valid");
+        d.handle(seen(10, MigrationStatus::Active, false))
+            .expect("valid");
         assert_eq!(d.state().name(), "receiving");
-        d.handle(seen(900, MigrationStatus::Completed, true)).expect("valid");
-        d.handle(seen(950, MigrationStatus::Completed, true)).expect("valid");
+        d.handle(seen(900, MigrationStatus::Completed, true))
+            .expect("valid");
+        d.handle(seen(950, MigrationStatus::Completed, true))
+            .expect("valid");
         assert_eq!(d.running_since_ms(), Some(900));
     }
 
@@ -158,7 +169,8 @@ mod tests {
     fn postcopy_runs_before_incoming_completes() {
         let mut d = DestMachine::default();
         d.handle(DestEvent::ListenIssued).expect("valid");
-        d.handle(seen(120, MigrationStatus::PostcopyActive, true)).expect("valid");
+        d.handle(seen(120, MigrationStatus::PostcopyActive, true))
+            .expect("valid");
         assert_eq!(
             d.state(),
             &DestState::Running {
@@ -166,7 +178,8 @@ mod tests {
                 incoming_done: false
             }
         );
-        d.handle(seen(700, MigrationStatus::Completed, true)).expect("valid");
+        d.handle(seen(700, MigrationStatus::Completed, true))
+            .expect("valid");
         assert_eq!(d.running_since_ms(), Some(120));
     }
 
@@ -174,13 +187,18 @@ mod tests {
     fn death_and_failure_are_terminal() {
         let mut d = DestMachine::default();
         d.handle(DestEvent::ListenIssued).expect("valid");
-        d.handle(DestEvent::Died { message: "qemu exited".into() }).expect("valid");
+        d.handle(DestEvent::Died {
+            message: "qemu exited".into(),
+        })
+        .expect("valid");
         assert_eq!(d.state().name(), "failed");
-        d.handle(seen(1, MigrationStatus::Completed, true)).expect("ignored");
+        d.handle(seen(1, MigrationStatus::Completed, true))
+            .expect("ignored");
         assert_eq!(d.state().name(), "failed");
         let mut d = DestMachine::default();
         d.handle(DestEvent::ListenIssued).expect("valid");
-        d.handle(seen(5, MigrationStatus::Failed, false)).expect("valid");
+        d.handle(seen(5, MigrationStatus::Failed, false))
+            .expect("valid");
         assert_eq!(d.state().name(), "failed");
     }
 

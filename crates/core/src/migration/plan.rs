@@ -138,7 +138,12 @@ impl MigrationPlan {
     /// The plan for `technique` with the operator's knobs. `auto` needs the VM's measured
     /// profile; without one it falls back to post-copy, whose time is bounded whatever the VM
     /// does, and says so.
-    pub fn build(technique: Technique, knobs: &PlanKnobs, profile: Option<&VmProfile>, cost: &CostParams) -> Self {
+    pub fn build(
+        technique: Technique,
+        knobs: &PlanKnobs,
+        profile: Option<&VmProfile>,
+        cost: &CostParams,
+    ) -> Self {
         let mut plan = match (technique, profile) {
             (Technique::Auto, Some(vm)) => {
                 let link = LinkProfile {
@@ -155,7 +160,8 @@ impl MigrationPlan {
             (Technique::Auto, None) => MigrationPlan {
                 requested: Technique::Auto,
                 technique: Technique::Postcopy,
-                reason: "dirty rate could not be measured; post-copy bounds the migration time".into(),
+                reason: "dirty rate could not be measured; post-copy bounds the migration time"
+                    .into(),
                 ..MigrationPlan::fixed(Technique::Postcopy)
             },
             (fixed, _) => MigrationPlan::fixed(fixed),
@@ -243,18 +249,29 @@ mod tests {
     #[test]
     fn precopy_sets_no_postcopy_capability_unless_watchdog_may_switch() {
         let mut plan = MigrationPlan::fixed(Technique::Precopy);
-        assert!(!plan.source_capabilities().contains(&Capability::PostcopyRam));
+        assert!(!plan
+            .source_capabilities()
+            .contains(&Capability::PostcopyRam));
         plan.watchdog.switch_to_postcopy = true;
-        assert!(plan.source_capabilities().contains(&Capability::PostcopyRam));
+        assert!(plan
+            .source_capabilities()
+            .contains(&Capability::PostcopyRam));
     }
 
     #[test]
     fn postcopy_both_sides_agree_and_preempt_only_when_supported() {
         let mut plan = MigrationPlan::fixed(Technique::Postcopy);
-        assert_eq!(plan.shared_capabilities(), vec![Capability::Events, Capability::PostcopyRam]);
+        assert_eq!(
+            plan.shared_capabilities(),
+            vec![Capability::Events, Capability::PostcopyRam]
+        );
         plan.postcopy_preempt = true;
-        assert!(plan.shared_capabilities().contains(&Capability::PostcopyPreempt));
-        assert!(plan.source_capabilities().contains(&Capability::AutoConverge));
+        assert!(plan
+            .shared_capabilities()
+            .contains(&Capability::PostcopyPreempt));
+        assert!(plan
+            .source_capabilities()
+            .contains(&Capability::AutoConverge));
     }
 
     #[test]
@@ -262,7 +279,11 @@ mod tests {
         let plan = MigrationPlan::fixed(Technique::Precopy);
         let p = plan.initial_parameters();
         assert_eq!(p.max_cpu_throttle, Some(1));
-        assert_eq!(plan.throttle_parameters(ThrottleKind::AutoConverge).max_cpu_throttle, Some(99));
+        assert_eq!(
+            plan.throttle_parameters(ThrottleKind::AutoConverge)
+                .max_cpu_throttle,
+            Some(99)
+        );
     }
 
     #[test]
@@ -278,8 +299,16 @@ mod tests {
         assert_eq!(p.max_bandwidth_bps, Some(50_000_000));
         assert_eq!((p.downtime_limit_ms, p.watchdog.deadline_ms), (500, 20_000));
         assert!(p.watchdog.switch_to_postcopy);
-        let auto = MigrationPlan::build(Technique::Auto, &PlanKnobs::default(), None, &CostParams::default());
-        assert_eq!((auto.requested, auto.technique), (Technique::Auto, Technique::Postcopy));
+        let auto = MigrationPlan::build(
+            Technique::Auto,
+            &PlanKnobs::default(),
+            None,
+            &CostParams::default(),
+        );
+        assert_eq!(
+            (auto.requested, auto.technique),
+            (Technique::Auto, Technique::Postcopy)
+        );
         assert_eq!(auto.max_bandwidth_bps, Some(UNCAPPED_BPS));
         assert!(auto.reason.contains("could not be measured"));
     }
@@ -291,7 +320,13 @@ mod tests {
             wss_bytes: 128 << 20,
             dirty_rate_bps: 500e6,
         };
-        let plan = MigrationPlan::auto(&vm, &LinkProfile { bandwidth_bps: 50e6 }, &CostParams::default());
+        let plan = MigrationPlan::auto(
+            &vm,
+            &LinkProfile {
+                bandwidth_bps: 50e6,
+            },
+            &CostParams::default(),
+        );
         assert_eq!(plan.requested, Technique::Auto);
         assert_ne!(plan.technique, Technique::Auto);
         assert!(!plan.reason.is_empty());

@@ -57,7 +57,14 @@ impl FromStr for MigrationStatus {
 impl MigrationStatus {
     /// Pre-copy is moving memory (the VM still runs on the source).
     pub fn is_precopy(self) -> bool {
-        matches!(self, MigrationStatus::Setup | MigrationStatus::Active | MigrationStatus::PreSwitchover | MigrationStatus::Device | MigrationStatus::WaitUnplug)
+        matches!(
+            self,
+            MigrationStatus::Setup
+                | MigrationStatus::Active
+                | MigrationStatus::PreSwitchover
+                | MigrationStatus::Device
+                | MigrationStatus::WaitUnplug
+        )
     }
     pub fn is_postcopy(self) -> bool {
         matches!(
@@ -95,7 +102,10 @@ pub struct Progress {
 impl MigrationStatus {
     /// Finished one way or another.
     pub fn is_terminal(self) -> bool {
-        matches!(self, MigrationStatus::Completed | MigrationStatus::Failed | MigrationStatus::Cancelled)
+        matches!(
+            self,
+            MigrationStatus::Completed | MigrationStatus::Failed | MigrationStatus::Cancelled
+        )
     }
 }
 
@@ -105,7 +115,10 @@ mod tests {
 
     #[test]
     fn statuses_parse_like_qemu_prints_them() {
-        assert_eq!("postcopy-active".parse(), Ok(MigrationStatus::PostcopyActive));
+        assert_eq!(
+            "postcopy-active".parse(),
+            Ok(MigrationStatus::PostcopyActive)
+        );
         assert_eq!("active".parse(), Ok(MigrationStatus::Active));
         assert!("warp".parse::<MigrationStatus>().is_err());
         assert!(MigrationStatus::PostcopyPaused.is_postcopy());

@@ -67,7 +67,8 @@ pub struct Throughput {
 /// work, since a guest that stops reporting is not working for us either.
 pub fn throughput(samples: &[OpsSample], start_ms: u64, end_ms: u64) -> Throughput {
     let window_end = end_ms.max(start_ms + MIN_DURING_MS);
-    let before = mean_rate(samples, start_ms.saturating_sub(SIDE_WINDOW_MS), start_ms).unwrap_or(0.0);
+    let before =
+        mean_rate(samples, start_ms.saturating_sub(SIDE_WINDOW_MS), start_ms).unwrap_or(0.0);
     let during = mean_rate(samples, start_ms, window_end).unwrap_or(0.0);
     let after = mean_rate(samples, window_end, window_end + SIDE_WINDOW_MS).unwrap_or(0.0);
     let degradation_pct = if before > 0.0 {
@@ -85,7 +86,11 @@ pub fn throughput(samples: &[OpsSample], start_ms: u64, end_ms: u64) -> Throughp
 
 /// Largest cumulative integrity error count reported (the guest never lowers it).
 pub fn integrity_errors(samples: &[OpsSample]) -> u64 {
-    samples.iter().map(|s| s.integrity_errors).max().unwrap_or(0)
+    samples
+        .iter()
+        .map(|s| s.integrity_errors)
+        .max()
+        .unwrap_or(0)
 }
 
 /// One migration run, as `migrate-bench` and the agent report it.
@@ -123,7 +128,11 @@ pub fn watchdog_summary(actions: &[WatchdogAction]) -> String {
     if actions.is_empty() {
         return "none".to_string();
     }
-    actions.iter().map(|a| a.name()).collect::<Vec<_>>().join(",")
+    actions
+        .iter()
+        .map(|a| a.name())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -187,8 +196,16 @@ mod tests {
     #[test]
     fn interpolation_between_reports() {
         let s = vec![
-            OpsSample { host_ms: 0, ops: 0, integrity_errors: 0 },
-            OpsSample { host_ms: 1000, ops: 100, integrity_errors: 2 },
+            OpsSample {
+                host_ms: 0,
+                ops: 0,
+                integrity_errors: 0,
+            },
+            OpsSample {
+                host_ms: 1000,
+                ops: 100,
+                integrity_errors: 2,
+            },
         ];
         assert_eq!(mean_rate(&s, 0, 500), Some(100.0));
         assert_eq!(mean_rate(&s, 0, 2000), None);
@@ -199,7 +216,10 @@ mod tests {
     fn watchdog_summary_lists_in_order() {
         assert_eq!(watchdog_summary(&[]), "none");
         assert_eq!(
-            watchdog_summary(&[WatchdogAction::RaiseDowntime { downtime_ms: 1 }, WatchdogAction::Cancel]),
+            watchdog_summary(&[
+                WatchdogAction::RaiseDowntime { downtime_ms: 1 },
+                WatchdogAction::Cancel
+            ]),
             "raise-downtime,cancel"
         );
     }
@@ -312,13 +332,32 @@ mod assemble_tests {
         assert_eq!(r.switchover_ms, Some(120));
         assert_eq!(r.total_ms, 600);
         assert_eq!(r.downtime_ms, Some(45));
-        assert_eq!((r.precopy_rounds, r.postcopy_requests, r.transferred_bytes), (2, 9, 300));
+        assert_eq!(
+            (r.precopy_rounds, r.postcopy_requests, r.transferred_bytes),
+            (2, 9, 300)
+        );
         assert_eq!(r.watchdog_action, "none");
         assert!(r.degradation_pct.abs() < 1e-9);
         let json = serde_json::to_value(&r).expect("json");
-        for field in ["technique", "chosen", "reason", "status", "converged", "total_ms", "downtime_ms", "switchover_ms",
-            "transferred_bytes", "precopy_rounds", "postcopy_requests", "throughput_before", "throughput_during",
-            "throughput_after", "degradation_pct", "integrity_errors", "watchdog_action"] {
+        for field in [
+            "technique",
+            "chosen",
+            "reason",
+            "status",
+            "converged",
+            "total_ms",
+            "downtime_ms",
+            "switchover_ms",
+            "transferred_bytes",
+            "precopy_rounds",
+            "postcopy_requests",
+            "throughput_before",
+            "throughput_during",
+            "throughput_after",
+            "degradation_pct",
+            "integrity_errors",
+            "watchdog_action",
+        ] {
             assert!(json.get(field).is_some(), "missing {field}");
         }
         assert_eq!(json["technique"], "auto");

@@ -71,7 +71,11 @@ pub enum SourceEvent {
     /// The driver has started post-copy recovery.
     RecoveryIssued { now_ms: u64 },
     /// A command the machine asked for failed.
-    CommandFailed { command: String, message: String, now_ms: u64 },
+    CommandFailed {
+        command: String,
+        message: String,
+        now_ms: u64,
+    },
 }
 
 impl SourceEvent {
@@ -90,8 +94,13 @@ impl SourceEvent {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SourceError {
     #[error("event '{event}' is not valid in state '{state}'")]
-    InvalidTransition { state: &'static str, event: &'static str },
-    #[error("cannot cancel: the migration is in post-copy and the VM already runs on the destination")]
+    InvalidTransition {
+        state: &'static str,
+        event: &'static str,
+    },
+    #[error(
+        "cannot cancel: the migration is in post-copy and the VM already runs on the destination"
+    )]
     CannotCancelInPostcopy,
     #[error("the migration has already ended")]
     AlreadyEnded,
@@ -203,12 +212,23 @@ impl SourceMachine {
         use SourceState as S;
         match (state, event) {
             (S::Ready, E::Configured) => (S::Configured, Ok(vec![SourceAction::Migrate])),
-            (S::Ready | S::Configured, E::CancelRequested { now_ms }) => {
-                (S::Done(self.never_started(EndStatus::Cancelled, now_ms, None)), Ok(vec![]))
-            }
-            (S::Ready | S::Configured, E::CommandFailed { command, message, now_ms }) => {
+            (S::Ready | S::Configured, E::CancelRequested { now_ms }) => (
+                S::Done(self.never_started(EndStatus::Cancelled, now_ms, None)),
+                Ok(vec![]),
+            ),
+            (
+                S::Ready | S::Configured,
+                E::CommandFailed {
+                    command,
+                    message,
+                    now_ms,
+                },
+            ) => {
                 let error = format!("{command}: {message}");
-                (S::Done(self.never_started(EndStatus::Failed, now_ms, Some(error))), Ok(vec![]))
+                (
+                    S::Done(self.never_started(EndStatus::Failed, now_ms, Some(error))),
+                    Ok(vec![]),
+                )
             }
             (S::Configured, E::MigrateIssued { now_ms }) => self.start(now_ms),
             (S::Precopy(run), E::Progress(p)) => self.precopy_progress(run, p),
@@ -220,19 +240,36 @@ impl SourceMachine {
                 run.last_recovery_ms = Some(now_ms);
                 (S::Postcopy(run), Ok(vec![]))
             }
-            (S::Precopy(run), E::CancelRequested { .. }) => (S::Cancelling(run), Ok(vec![SourceAction::Cancel])),
+            (S::Precopy(run), E::CancelRequested { .. }) => {
+                (S::Cancelling(run), Ok(vec![SourceAction::Cancel]))
+            }
             (s @ (S::Postcopy(_) | S::PostcopyPaused(_)), E::CancelRequested { .. }) => {
                 (s, Err(SourceError::CannotCancelInPostcopy))
             }
             (s @ S::Cancelling(_), E::CancelRequested { .. }) => (s, Ok(vec![])),
-            (S::Precopy(run) | S::Cancelling(run), E::CommandFailed { command, message, now_ms }) => {
-                self.command_failed_precopy(run, command, message, now_ms)
-            }
-            (S::Postcopy(run) | S::PostcopyPaused(run), E::CommandFailed { command, message, now_ms }) => {
+            (
+                S::Precopy(run) | S::Cancelling(run),
+                E::CommandFailed {
+                    command,
+                    message,
+                    now_ms,
+                },
+            ) => self.command_failed_precopy(run, command, message, now_ms),
+            (
+                S::Postcopy(run) | S::PostcopyPaused(run),
+                E::CommandFailed {
+                    command,
+                    message,
+                    now_ms,
+                },
+            ) => {
                 // Post-copy commands failing (recovery) leave the VM on the destination, paused;
                 // report it and keep the guest's memory where it is.
                 let error = format!("{command}: {message}");
-                (S::Done(self.finish(run, EndStatus::Failed, now_ms, Some(error), true)), Ok(vec![]))
+                (
+                    S::Done(self.finish(run, EndStatus::Failed, now_ms, Some(error), true)),
+                    Ok(vec![]),
+                )
             }
             (s @ S::Done(_), _) => (s, Err(SourceError::AlreadyEnded)),
             (s, e) => {
@@ -277,12 +314,21 @@ impl SourceMachine {
                 (SourceState::Done(o), Ok(vec![]))
             }
             Some(MigrationStatus::Failed) => {
-                let err = p.error.clone().or_else(|| Some("migration failed".to_string()));
-                (SourceState::Done(self.finish(run, EndStatus::Failed, now, err, false)), Ok(vec![]))
+                let err = p
+                    .error
+                    .clone()
+                    .or_else(|| Some("migration failed".to_string()));
+                (
+                    SourceState::Done(self.finish(run, EndStatus::Failed, now, err, false)),
+                    Ok(vec![]),
+                )
             }
             Some(MigrationStatus::Cancelled) => {
                 let err = Some("cancelled outside Drover".to_string());
-                (SourceState::Done(self.finish(run, EndStatus::Cancelled, now, err, false)), Ok(vec![]))
+                (
+                    SourceState::Done(self.finish(run, EndStatus::Cancelled, now, err, false)),
+                    Ok(vec![]),
+                )
             }
             Some(s) if s.is_postcopy() => {
                 run.postcopy_started_ms.get_or_insert(now);
@@ -295,7 +341,10 @@ impl SourceMachine {
     /// Hybrid's switch point and the watchdog, while pre-copy is moving memory.
     fn precopy_decide(&self, mut run: Running, p: &Progress) -> (SourceState, Step) {
         let mut actions = Vec::new();
-        if self.plan.technique == Technique::Hybrid && run.postcopy_requested_ms.is_none() && self.hybrid_due(p) {
+        if self.plan.technique == Technique::Hybrid
+            && run.postcopy_requested_ms.is_none()
+            && self.hybrid_due(p)
+        {
             run.postcopy_requested_ms = Some(p.now_ms);
             actions.push(SourceAction::StartPostcopy);
             return (SourceState::Precopy(run), Ok(actions));
@@ -304,24 +353,38 @@ impl SourceMachine {
             // Waiting for QEMU to switch; the watchdog's pre-copy ladder no longer applies.
             return (SourceState::Precopy(run), Ok(actions));
         }
-        match run.watchdog.observe(p.now_ms, p.dirty_sync_count, p.remaining) {
+        match run
+            .watchdog
+            .observe(p.now_ms, p.dirty_sync_count, p.remaining)
+        {
             None => (SourceState::Precopy(run), Ok(actions)),
             Some(WatchdogAction::RaiseDowntime { downtime_ms }) => {
                 let update = ParameterUpdate {
                     downtime_limit_ms: Some(downtime_ms),
                     ..ParameterUpdate::default()
                 };
-                (SourceState::Precopy(run), Ok(vec![SourceAction::SetParameters(update)]))
+                (
+                    SourceState::Precopy(run),
+                    Ok(vec![SourceAction::SetParameters(update)]),
+                )
             }
             Some(WatchdogAction::Throttle(kind)) => {
                 let update = self.plan.throttle_parameters(kind);
-                (SourceState::Precopy(run), Ok(vec![SourceAction::SetParameters(update)]))
+                (
+                    SourceState::Precopy(run),
+                    Ok(vec![SourceAction::SetParameters(update)]),
+                )
             }
             Some(WatchdogAction::SwitchToPostcopy) => {
                 run.postcopy_requested_ms = Some(p.now_ms);
-                (SourceState::Precopy(run), Ok(vec![SourceAction::StartPostcopy]))
+                (
+                    SourceState::Precopy(run),
+                    Ok(vec![SourceAction::StartPostcopy]),
+                )
             }
-            Some(WatchdogAction::Cancel) => (SourceState::Cancelling(run), Ok(vec![SourceAction::Cancel])),
+            Some(WatchdogAction::Cancel) => {
+                (SourceState::Cancelling(run), Ok(vec![SourceAction::Cancel]))
+            }
         }
     }
 
@@ -333,7 +396,8 @@ impl SourceMachine {
         } else {
             p.transferred as f64 / p.total as f64
         };
-        completed_passes >= u64::from(h.max_rounds.max(1)) || (p.total > 0 && fraction_sent >= h.ram_fraction)
+        completed_passes >= u64::from(h.max_rounds.max(1))
+            || (p.total > 0 && fraction_sent >= h.ram_fraction)
     }
 
     fn postcopy_progress(&self, mut run: Running, p: Progress) -> (SourceState, Step) {
@@ -341,12 +405,16 @@ impl SourceMachine {
         run.last = p.clone();
         run.postcopy_started_ms.get_or_insert(now);
         match p.status {
-            Some(MigrationStatus::Completed) => {
-                (SourceState::Done(self.finish(run, EndStatus::Completed, now, None, true)), Ok(vec![]))
-            }
+            Some(MigrationStatus::Completed) => (
+                SourceState::Done(self.finish(run, EndStatus::Completed, now, None, true)),
+                Ok(vec![]),
+            ),
             Some(MigrationStatus::Failed) => {
                 let err = p.error.or_else(|| Some("post-copy failed".to_string()));
-                (SourceState::Done(self.finish(run, EndStatus::Failed, now, err, true)), Ok(vec![]))
+                (
+                    SourceState::Done(self.finish(run, EndStatus::Failed, now, err, true)),
+                    Ok(vec![]),
+                )
             }
             Some(MigrationStatus::PostcopyPaused) => self.paused_progress(run, p),
             _ => (SourceState::Postcopy(run), Ok(vec![])),
@@ -358,7 +426,10 @@ impl SourceMachine {
         run.last = p.clone();
         match p.status {
             Some(MigrationStatus::PostcopyPaused) => {
-                if run.last_recovery_ms.is_some_and(|t| now.saturating_sub(t) < RECOVERY_GRACE_MS) {
+                if run
+                    .last_recovery_ms
+                    .is_some_and(|t| now.saturating_sub(t) < RECOVERY_GRACE_MS)
+                {
                     return (SourceState::PostcopyPaused(run), Ok(vec![]));
                 }
                 if run.recoveries >= self.plan.max_recoveries {
@@ -366,9 +437,21 @@ impl SourceMachine {
                         "post-copy paused and {} recoveries failed; the guest is paused on the destination and can still be recovered",
                         run.recoveries
                     );
-                    return (SourceState::Done(self.finish(run, EndStatus::Failed, now, Some(err), true)), Ok(vec![]));
+                    return (
+                        SourceState::Done(self.finish(
+                            run,
+                            EndStatus::Failed,
+                            now,
+                            Some(err),
+                            true,
+                        )),
+                        Ok(vec![]),
+                    );
                 }
-                (SourceState::PostcopyPaused(run), Ok(vec![SourceAction::Recover]))
+                (
+                    SourceState::PostcopyPaused(run),
+                    Ok(vec![SourceAction::Recover]),
+                )
             }
             _ => self.postcopy_progress(run, p),
         }
@@ -384,7 +467,13 @@ impl SourceMachine {
                 } else {
                     "cancelled on request"
                 };
-                let o = self.finish(run, EndStatus::Cancelled, now, Some(reason.to_string()), false);
+                let o = self.finish(
+                    run,
+                    EndStatus::Cancelled,
+                    now,
+                    Some(reason.to_string()),
+                    false,
+                );
                 (SourceState::Done(o), Ok(vec![]))
             }
             // The cancel raced with completion or with the switch to post-copy: the migration won.
@@ -395,7 +484,13 @@ impl SourceMachine {
         }
     }
 
-    fn command_failed_precopy(&self, run: Running, command: String, message: String, now_ms: u64) -> (SourceState, Step) {
+    fn command_failed_precopy(
+        &self,
+        run: Running,
+        command: String,
+        message: String,
+        now_ms: u64,
+    ) -> (SourceState, Step) {
         // A failed parameter tweak is not fatal: pre-copy goes on and the deadline still guards
         // it. A failed start, switch or cancel is: cancel what runs so the VM stays home.
         if command == "migrate-set-parameters" {
@@ -406,7 +501,12 @@ impl SourceMachine {
         (SourceState::Done(o), Ok(vec![SourceAction::Cancel]))
     }
 
-    fn never_started(&self, status: EndStatus, now_ms: u64, error: Option<String>) -> SourceOutcome {
+    fn never_started(
+        &self,
+        status: EndStatus,
+        now_ms: u64,
+        error: Option<String>,
+    ) -> SourceOutcome {
         SourceOutcome {
             status,
             converged: false,
@@ -420,7 +520,14 @@ impl SourceMachine {
         }
     }
 
-    fn finish(&self, run: Running, status: EndStatus, now_ms: u64, error: Option<String>, moved: bool) -> SourceOutcome {
+    fn finish(
+        &self,
+        run: Running,
+        status: EndStatus,
+        now_ms: u64,
+        error: Option<String>,
+        moved: bool,
+    ) -> SourceOutcome {
         let in_postcopy = run.postcopy_started_ms.is_some();
         SourceOutcome {
             status,

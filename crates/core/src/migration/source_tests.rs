@@ -3,7 +3,13 @@ use crate::migration::watchdog::{ThrottleKind, WatchdogPolicy};
 
 const MIB: u64 = 1 << 20;
 
-fn progress(now_ms: u64, status: MigrationStatus, sync: u64, transferred: u64, remaining: u64) -> SourceEvent {
+fn progress(
+    now_ms: u64,
+    status: MigrationStatus,
+    sync: u64,
+    transferred: u64,
+    remaining: u64,
+) -> SourceEvent {
     SourceEvent::Progress(Progress {
         now_ms,
         status: Some(status),
@@ -17,7 +23,10 @@ fn progress(now_ms: u64, status: MigrationStatus, sync: u64, transferred: u64, r
 
 fn started(plan: MigrationPlan) -> SourceMachine {
     let mut m = SourceMachine::new(plan);
-    assert_eq!(m.handle(SourceEvent::Configured), Ok(vec![SourceAction::Migrate]));
+    assert_eq!(
+        m.handle(SourceEvent::Configured),
+        Ok(vec![SourceAction::Migrate])
+    );
     m
 }
 
@@ -28,10 +37,28 @@ fn status(m: &SourceMachine) -> EndStatus {
 #[test]
 fn precopy_normal_path_converges() {
     let mut m = started(MigrationPlan::fixed(Technique::Precopy));
-    assert_eq!(m.handle(SourceEvent::MigrateIssued { now_ms: 0 }), Ok(vec![]));
-    assert_eq!(m.handle(progress(50, MigrationStatus::Active, 1, 10 * MIB, 246 * MIB)), Ok(vec![]));
-    assert_eq!(m.handle(progress(900, MigrationStatus::Active, 2, 256 * MIB, MIB)), Ok(vec![]));
-    assert_eq!(m.handle(progress(950, MigrationStatus::Completed, 3, 257 * MIB, 0)), Ok(vec![]));
+    assert_eq!(
+        m.handle(SourceEvent::MigrateIssued { now_ms: 0 }),
+        Ok(vec![])
+    );
+    assert_eq!(
+        m.handle(progress(
+            50,
+            MigrationStatus::Active,
+            1,
+            10 * MIB,
+            246 * MIB
+        )),
+        Ok(vec![])
+    );
+    assert_eq!(
+        m.handle(progress(900, MigrationStatus::Active, 2, 256 * MIB, MIB)),
+        Ok(vec![])
+    );
+    assert_eq!(
+        m.handle(progress(950, MigrationStatus::Completed, 3, 257 * MIB, 0)),
+        Ok(vec![])
+    );
     let o = m.outcome().expect("done");
     assert_eq!(o.status, EndStatus::Completed);
     assert!(o.converged && o.vm_on_destination);
@@ -41,10 +68,25 @@ fn precopy_normal_path_converges() {
 #[test]
 fn postcopy_asks_to_switch_at_once_and_completes() {
     let mut m = started(MigrationPlan::fixed(Technique::Postcopy));
-    assert_eq!(m.handle(SourceEvent::MigrateIssued { now_ms: 10 }), Ok(vec![SourceAction::StartPostcopy]));
-    assert_eq!(m.handle(progress(60, MigrationStatus::PostcopyActive, 2, MIB, 200 * MIB)), Ok(vec![]));
+    assert_eq!(
+        m.handle(SourceEvent::MigrateIssued { now_ms: 10 }),
+        Ok(vec![SourceAction::StartPostcopy])
+    );
+    assert_eq!(
+        m.handle(progress(
+            60,
+            MigrationStatus::PostcopyActive,
+            2,
+            MIB,
+            200 * MIB
+        )),
+        Ok(vec![])
+    );
     assert_eq!(m.state().name(), "postcopy");
-    assert_eq!(m.handle(progress(600, MigrationStatus::Completed, 2, 256 * MIB, 0)), Ok(vec![]));
+    assert_eq!(
+        m.handle(progress(600, MigrationStatus::Completed, 2, 256 * MIB, 0)),
+        Ok(vec![])
+    );
     let o = m.outcome().expect("done");
     assert_eq!(o.postcopy_started_ms, Some(60));
     assert!(o.vm_on_destination);
@@ -53,15 +95,42 @@ fn postcopy_asks_to_switch_at_once_and_completes() {
 #[test]
 fn hybrid_switches_after_configured_rounds() {
     let mut m = started(MigrationPlan::fixed(Technique::Hybrid));
-    assert_eq!(m.handle(SourceEvent::MigrateIssued { now_ms: 0 }), Ok(vec![]));
-    assert_eq!(m.handle(progress(100, MigrationStatus::Active, 1, 100 * MIB, 156 * MIB)), Ok(vec![]));
+    assert_eq!(
+        m.handle(SourceEvent::MigrateIssued { now_ms: 0 }),
+        Ok(vec![])
+    );
+    assert_eq!(
+        m.handle(progress(
+            100,
+            MigrationStatus::Active,
+            1,
+            100 * MIB,
+            156 * MIB
+        )),
+        Ok(vec![])
+    );
     // First pass done (second sync): switch.
     assert_eq!(
-        m.handle(progress(200, MigrationStatus::Active, 2, 256 * MIB, 120 * MIB)),
+        m.handle(progress(
+            200,
+            MigrationStatus::Active,
+            2,
+            256 * MIB,
+            120 * MIB
+        )),
         Ok(vec![SourceAction::StartPostcopy])
     );
     // Asked once only.
-    assert_eq!(m.handle(progress(250, MigrationStatus::Active, 2, 260 * MIB, 110 * MIB)), Ok(vec![]));
+    assert_eq!(
+        m.handle(progress(
+            250,
+            MigrationStatus::Active,
+            2,
+            260 * MIB,
+            110 * MIB
+        )),
+        Ok(vec![])
+    );
 }
 
 #[test]
@@ -70,21 +139,44 @@ fn hybrid_switches_at_ram_fraction() {
     plan.hybrid.ram_fraction = 0.5;
     plan.hybrid.max_rounds = 10;
     let mut m = started(plan);
-    m.handle(SourceEvent::MigrateIssued { now_ms: 0 }).expect("issued");
-    assert_eq!(m.handle(progress(100, MigrationStatus::Active, 1, 100 * MIB, 156 * MIB)), Ok(vec![]));
+    m.handle(SourceEvent::MigrateIssued { now_ms: 0 })
+        .expect("issued");
     assert_eq!(
-        m.handle(progress(200, MigrationStatus::Active, 1, 130 * MIB, 126 * MIB)),
+        m.handle(progress(
+            100,
+            MigrationStatus::Active,
+            1,
+            100 * MIB,
+            156 * MIB
+        )),
+        Ok(vec![])
+    );
+    assert_eq!(
+        m.handle(progress(
+            200,
+            MigrationStatus::Active,
+            1,
+            130 * MIB,
+            126 * MIB
+        )),
         Ok(vec![SourceAction::StartPostcopy])
     );
 }
 
 fn escalate(plan: MigrationPlan) -> (SourceMachine, Vec<SourceAction>) {
     let mut m = started(plan);
-    m.handle(SourceEvent::MigrateIssued { now_ms: 0 }).expect("issued");
+    m.handle(SourceEvent::MigrateIssued { now_ms: 0 })
+        .expect("issued");
     let mut all = Vec::new();
     for sync in 1..=12u64 {
         let actions = m
-            .handle(progress(sync * 1000, MigrationStatus::Active, sync, sync * 100 * MIB, 128 * MIB))
+            .handle(progress(
+                sync * 1000,
+                MigrationStatus::Active,
+                sync,
+                sync * 100 * MIB,
+                128 * MIB,
+            ))
             .expect("valid");
         all.extend(actions);
     }
@@ -121,7 +213,8 @@ fn deadline_cancels_and_vm_stays_on_source() {
     let (mut m, actions) = escalate(plan);
     assert_eq!(actions.last(), Some(&SourceAction::Cancel));
     assert_eq!(m.state().name(), "cancelling");
-    m.handle(progress(13_000, MigrationStatus::Cancelled, 12, 0, 0)).expect("valid");
+    m.handle(progress(13_000, MigrationStatus::Cancelled, 12, 0, 0))
+        .expect("valid");
     let o = m.outcome().expect("done");
     assert_eq!(o.status, EndStatus::Cancelled);
     assert!(!o.vm_on_destination && !o.converged);
@@ -134,7 +227,8 @@ fn completion_after_escalation_is_not_converged() {
     let mut plan = MigrationPlan::fixed(Technique::Precopy);
     plan.watchdog.deadline_ms = 100_000;
     let (mut m, _) = escalate(plan);
-    m.handle(progress(13_000, MigrationStatus::Completed, 13, 0, 0)).expect("valid");
+    m.handle(progress(13_000, MigrationStatus::Completed, 13, 0, 0))
+        .expect("valid");
     let o = m.outcome().expect("done");
     assert_eq!(o.status, EndStatus::Completed);
     assert!(!o.converged);
@@ -144,48 +238,74 @@ fn completion_after_escalation_is_not_converged() {
 #[test]
 fn cancel_on_request_in_precopy() {
     let mut m = started(MigrationPlan::fixed(Technique::Precopy));
-    m.handle(SourceEvent::MigrateIssued { now_ms: 0 }).expect("issued");
-    assert_eq!(m.handle(SourceEvent::CancelRequested { now_ms: 5 }), Ok(vec![SourceAction::Cancel]));
-    assert_eq!(m.handle(SourceEvent::CancelRequested { now_ms: 6 }), Ok(vec![]));
-    m.handle(progress(100, MigrationStatus::Cancelling, 1, 0, 0)).expect("valid");
-    m.handle(progress(150, MigrationStatus::Cancelled, 1, 0, 0)).expect("valid");
+    m.handle(SourceEvent::MigrateIssued { now_ms: 0 })
+        .expect("issued");
+    assert_eq!(
+        m.handle(SourceEvent::CancelRequested { now_ms: 5 }),
+        Ok(vec![SourceAction::Cancel])
+    );
+    assert_eq!(
+        m.handle(SourceEvent::CancelRequested { now_ms: 6 }),
+        Ok(vec![])
+    );
+    m.handle(progress(100, MigrationStatus::Cancelling, 1, 0, 0))
+        .expect("valid");
+    m.handle(progress(150, MigrationStatus::Cancelled, 1, 0, 0))
+        .expect("valid");
     assert_eq!(status(&m), EndStatus::Cancelled);
 }
 
 #[test]
 fn cancel_racing_completion_reports_completion() {
     let mut m = started(MigrationPlan::fixed(Technique::Precopy));
-    m.handle(SourceEvent::MigrateIssued { now_ms: 0 }).expect("issued");
-    m.handle(SourceEvent::CancelRequested { now_ms: 5 }).expect("valid");
-    m.handle(progress(100, MigrationStatus::Completed, 2, 0, 0)).expect("valid");
+    m.handle(SourceEvent::MigrateIssued { now_ms: 0 })
+        .expect("issued");
+    m.handle(SourceEvent::CancelRequested { now_ms: 5 })
+        .expect("valid");
+    m.handle(progress(100, MigrationStatus::Completed, 2, 0, 0))
+        .expect("valid");
     assert_eq!(status(&m), EndStatus::Completed);
 }
 
 #[test]
 fn cannot_cancel_in_postcopy() {
     let mut m = started(MigrationPlan::fixed(Technique::Postcopy));
-    m.handle(SourceEvent::MigrateIssued { now_ms: 0 }).expect("issued");
-    m.handle(progress(50, MigrationStatus::PostcopyActive, 2, MIB, MIB)).expect("valid");
-    assert_eq!(m.handle(SourceEvent::CancelRequested { now_ms: 60 }), Err(SourceError::CannotCancelInPostcopy));
+    m.handle(SourceEvent::MigrateIssued { now_ms: 0 })
+        .expect("issued");
+    m.handle(progress(50, MigrationStatus::PostcopyActive, 2, MIB, MIB))
+        .expect("valid");
+    assert_eq!(
+        m.handle(SourceEvent::CancelRequested { now_ms: 60 }),
+        Err(SourceError::CannotCancelInPostcopy)
+    );
     assert_eq!(m.state().name(), "postcopy");
 }
 
 #[test]
 fn postcopy_pause_asks_for_recovery_then_resumes() {
     let mut m = started(MigrationPlan::fixed(Technique::Postcopy));
-    m.handle(SourceEvent::MigrateIssued { now_ms: 0 }).expect("issued");
-    m.handle(progress(50, MigrationStatus::PostcopyActive, 2, MIB, MIB)).expect("valid");
+    m.handle(SourceEvent::MigrateIssued { now_ms: 0 })
+        .expect("issued");
+    m.handle(progress(50, MigrationStatus::PostcopyActive, 2, MIB, MIB))
+        .expect("valid");
     assert_eq!(
         m.handle(progress(80, MigrationStatus::PostcopyPaused, 2, MIB, MIB)),
         Ok(vec![SourceAction::Recover])
     );
     assert_eq!(m.state().name(), "postcopy-paused");
-    m.handle(SourceEvent::RecoveryIssued { now_ms: 90 }).expect("valid");
+    m.handle(SourceEvent::RecoveryIssued { now_ms: 90 })
+        .expect("valid");
     // QEMU still says paused right after: no second recovery yet.
-    assert_eq!(m.handle(progress(100, MigrationStatus::PostcopyPaused, 2, MIB, MIB)), Ok(vec![]));
-    m.handle(progress(120, MigrationStatus::PostcopyRecover, 2, MIB, MIB)).expect("valid");
-    m.handle(progress(200, MigrationStatus::PostcopyActive, 2, MIB, MIB)).expect("valid");
-    m.handle(progress(400, MigrationStatus::Completed, 2, MIB, 0)).expect("valid");
+    assert_eq!(
+        m.handle(progress(100, MigrationStatus::PostcopyPaused, 2, MIB, MIB)),
+        Ok(vec![])
+    );
+    m.handle(progress(120, MigrationStatus::PostcopyRecover, 2, MIB, MIB))
+        .expect("valid");
+    m.handle(progress(200, MigrationStatus::PostcopyActive, 2, MIB, MIB))
+        .expect("valid");
+    m.handle(progress(400, MigrationStatus::Completed, 2, MIB, 0))
+        .expect("valid");
     assert_eq!(status(&m), EndStatus::Completed);
 }
 
@@ -194,12 +314,23 @@ fn recovery_gives_up_after_max_and_never_claims_vm_on_source() {
     let mut plan = MigrationPlan::fixed(Technique::Postcopy);
     plan.max_recoveries = 1;
     let mut m = started(plan);
-    m.handle(SourceEvent::MigrateIssued { now_ms: 0 }).expect("issued");
-    m.handle(progress(50, MigrationStatus::PostcopyPaused, 2, MIB, MIB)).expect("valid");
-    m.handle(SourceEvent::RecoveryIssued { now_ms: 60 }).expect("valid");
-    m.handle(progress(70, MigrationStatus::PostcopyPaused, 2, MIB, MIB)).expect("valid");
+    m.handle(SourceEvent::MigrateIssued { now_ms: 0 })
+        .expect("issued");
+    m.handle(progress(50, MigrationStatus::PostcopyPaused, 2, MIB, MIB))
+        .expect("valid");
+    m.handle(SourceEvent::RecoveryIssued { now_ms: 60 })
+        .expect("valid");
+    m.handle(progress(70, MigrationStatus::PostcopyPaused, 2, MIB, MIB))
+        .expect("valid");
     assert!(m.outcome().is_none(), "within the grace period");
-    m.handle(progress(60 + RECOVERY_GRACE_MS, MigrationStatus::PostcopyPaused, 2, MIB, MIB)).expect("valid");
+    m.handle(progress(
+        60 + RECOVERY_GRACE_MS,
+        MigrationStatus::PostcopyPaused,
+        2,
+        MIB,
+        MIB,
+    ))
+    .expect("valid");
     let o = m.outcome().expect("done");
     assert_eq!(o.status, EndStatus::Failed);
     assert!(o.vm_on_destination);
@@ -209,7 +340,8 @@ fn recovery_gives_up_after_max_and_never_claims_vm_on_source() {
 #[test]
 fn failure_in_precopy_leaves_vm_on_source() {
     let mut m = started(MigrationPlan::fixed(Technique::Precopy));
-    m.handle(SourceEvent::MigrateIssued { now_ms: 0 }).expect("issued");
+    m.handle(SourceEvent::MigrateIssued { now_ms: 0 })
+        .expect("issued");
     let mut p = Progress {
         now_ms: 100,
         status: Some(MigrationStatus::Failed),
@@ -240,16 +372,22 @@ fn failed_commands_at_every_step() {
     assert_eq!(status(&m), EndStatus::Failed);
     // A parameter tweak failing mid-way is tolerated.
     let mut m = started(MigrationPlan::fixed(Technique::Precopy));
-    m.handle(SourceEvent::MigrateIssued { now_ms: 0 }).expect("issued");
+    m.handle(SourceEvent::MigrateIssued { now_ms: 0 })
+        .expect("issued");
     assert_eq!(m.handle(failed("migrate-set-parameters")), Ok(vec![]));
     assert_eq!(m.state().name(), "precopy");
     // Start-postcopy refused: cancel so the VM stays home.
-    assert_eq!(m.handle(failed("migrate-start-postcopy")), Ok(vec![SourceAction::Cancel]));
+    assert_eq!(
+        m.handle(failed("migrate-start-postcopy")),
+        Ok(vec![SourceAction::Cancel])
+    );
     assert_eq!(status(&m), EndStatus::Failed);
     // Recovery failing in post-copy: failed, VM on destination.
     let mut m = started(MigrationPlan::fixed(Technique::Postcopy));
-    m.handle(SourceEvent::MigrateIssued { now_ms: 0 }).expect("issued");
-    m.handle(progress(50, MigrationStatus::PostcopyPaused, 2, MIB, MIB)).expect("valid");
+    m.handle(SourceEvent::MigrateIssued { now_ms: 0 })
+        .expect("issued");
+    m.handle(progress(50, MigrationStatus::PostcopyPaused, 2, MIB, MIB))
+        .expect("valid");
     m.handle(failed("migrate-recover")).expect("valid");
     assert!(m.outcome().expect("done").vm_on_destination);
 }
@@ -265,7 +403,13 @@ fn invalid_transitions_are_typed_and_leave_state_alone() {
         })
     );
     assert_eq!(m.state().name(), "ready");
-    assert!(m.handle(progress(1, MigrationStatus::Active, 1, 0, 0)).is_err());
-    m.handle(SourceEvent::CancelRequested { now_ms: 1 }).expect("valid");
-    assert_eq!(m.handle(SourceEvent::Configured), Err(SourceError::AlreadyEnded));
+    assert!(m
+        .handle(progress(1, MigrationStatus::Active, 1, 0, 0))
+        .is_err());
+    m.handle(SourceEvent::CancelRequested { now_ms: 1 })
+        .expect("valid");
+    assert_eq!(
+        m.handle(SourceEvent::Configured),
+        Err(SourceError::AlreadyEnded)
+    );
 }

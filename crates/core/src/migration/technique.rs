@@ -21,7 +21,8 @@ pub enum Technique {
 
 impl Technique {
     /// The techniques that move memory (everything but `Auto`).
-    pub const CONCRETE: [Technique; 3] = [Technique::Precopy, Technique::Postcopy, Technique::Hybrid];
+    pub const CONCRETE: [Technique; 3] =
+        [Technique::Precopy, Technique::Postcopy, Technique::Hybrid];
     /// Every technique, in the order benchmarks print them.
     pub const ALL: [Technique; 4] = [
         Technique::Precopy,

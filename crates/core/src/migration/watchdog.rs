@@ -127,7 +127,12 @@ impl Watchdog {
     }
 
     /// Feeds one observation; returns the action to take now, if any.
-    pub fn observe(&mut self, now_ms: u64, dirty_sync_count: u64, remaining: u64) -> Option<WatchdogAction> {
+    pub fn observe(
+        &mut self,
+        now_ms: u64,
+        dirty_sync_count: u64,
+        remaining: u64,
+    ) -> Option<WatchdogAction> {
         if now_ms.saturating_sub(self.started_ms) >= self.policy.deadline_ms {
             return self.fire(WatchdogAction::Cancel);
         }
@@ -220,7 +225,10 @@ mod tests {
             ..WatchdogPolicy::default()
         };
         let fired = flat_run(p, 30);
-        assert!(!fired.contains(&WatchdogAction::SwitchToPostcopy), "{fired:?}");
+        assert!(
+            !fired.contains(&WatchdogAction::SwitchToPostcopy),
+            "{fired:?}"
+        );
         assert_eq!(fired.len(), 2);
     }
 

@@ -55,9 +55,12 @@ impl QmpClient {
             })?
             .map_err(|e| QmpError::Io(e.to_string()))?
             .ok_or(QmpError::Closed)?;
-        let greeting: Value = serde_json::from_str(&greeting).map_err(|e| QmpError::Protocol(e.to_string()))?;
+        let greeting: Value =
+            serde_json::from_str(&greeting).map_err(|e| QmpError::Protocol(e.to_string()))?;
         if greeting.get("QMP").is_none() {
-            return Err(QmpError::Protocol(format!("expected a QMP greeting, got {greeting}")));
+            return Err(QmpError::Protocol(format!(
+                "expected a QMP greeting, got {greeting}"
+            )));
         }
         let pending: Pending = Arc::default();
         let events: Arc<Mutex<VecDeque<QmpEvent>>> = Arc::default();
@@ -131,10 +134,20 @@ async fn read_loop(
             (Some(ret), _) => Ok(ret.clone()),
             (None, Some(err)) => Err(QmpError::Command {
                 command: String::new(),
-                class: err.get("class").and_then(Value::as_str).unwrap_or("?").to_string(),
-                desc: err.get("desc").and_then(Value::as_str).unwrap_or("?").to_string(),
+                class: err
+                    .get("class")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string(),
+                desc: err
+                    .get("desc")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string(),
             }),
-            _ => Err(QmpError::Protocol(format!("reply without return or error: {line}"))),
+            _ => Err(QmpError::Protocol(format!(
+                "reply without return or error: {line}"
+            ))),
         };
         let _ = tx.send(reply);
     }
@@ -195,14 +208,18 @@ mod tests {
     async fn serve(listener: UnixListener, answer: fn(&Value) -> Option<Value>) {
         let (stream, _) = listener.accept().await.expect("accept");
         let (r, mut w) = stream.into_split();
-        w.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n").await.expect("greet");
+        w.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n")
+            .await
+            .expect("greet");
         let mut lines = BufReader::new(r).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             let req: Value = serde_json::from_str(&line).expect("json");
             w.write_all(b"{\"event\": \"RESUME\", \"data\": {}, \"timestamp\": {\"seconds\": 2, \"microseconds\": 5}}\n").await.expect("event");
             if let Some(mut reply) = answer(&req) {
                 reply["id"] = req["id"].clone();
-                w.write_all(format!("{reply}\n").as_bytes()).await.expect("reply");
+                w.write_all(format!("{reply}\n").as_bytes())
+                    .await
+                    .expect("reply");
             }
         }
     }
@@ -236,16 +253,23 @@ mod tests {
                 desc: "nope".into()
             }
         );
-        assert!(matches!(c.execute("hang", None).await, Err(QmpError::Timeout { .. })));
+        assert!(matches!(
+            c.execute("hang", None).await,
+            Err(QmpError::Timeout { .. })
+        ));
         let events = c.take_events();
-        assert!(events.iter().any(|e| e.name == "RESUME" && e.timestamp_us == Some(2_000_005)));
+        assert!(events
+            .iter()
+            .any(|e| e.name == "RESUME" && e.timestamp_us == Some(2_000_005)));
     }
 
     #[tokio::test]
     async fn missing_socket_is_a_clear_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("none.sock");
-        let Err(err) = QmpClient::connect(&path, Duration::from_millis(50), Duration::from_millis(50)).await else {
+        let Err(err) =
+            QmpClient::connect(&path, Duration::from_millis(50), Duration::from_millis(50)).await
+        else {
             panic!("must fail")
         };
         assert!(err.to_string().contains("none.sock"), "{err}");

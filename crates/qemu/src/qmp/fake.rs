@@ -23,7 +23,9 @@ pub struct ScriptedQmp {
 }
 
 impl ScriptedQmp {
-    pub fn new(handler: impl FnMut(&str, Option<&Value>) -> Result<Value, QmpError> + Send + 'static) -> Self {
+    pub fn new(
+        handler: impl FnMut(&str, Option<&Value>) -> Result<Value, QmpError> + Send + 'static,
+    ) -> Self {
         ScriptedQmp {
             handler: Mutex::new(Box::new(handler)),
             calls: Mutex::new(Vec::new()),
@@ -48,21 +50,27 @@ impl ScriptedQmp {
     }
 
     pub fn push_event(&self, name: &str, data: Value, timestamp_us: Option<u64>) {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).push(QmpEvent {
-            name: name.to_string(),
-            data,
-            timestamp_us,
-        });
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(QmpEvent {
+                name: name.to_string(),
+                data,
+                timestamp_us,
+            });
     }
 }
 
 #[async_trait]
 impl Qmp for ScriptedQmp {
     async fn execute(&self, command: &str, arguments: Option<Value>) -> Result<Value, QmpError> {
-        self.calls.lock().unwrap_or_else(|e| e.into_inner()).push(FakeCall {
-            command: command.to_string(),
-            arguments: arguments.clone(),
-        });
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(FakeCall {
+                command: command.to_string(),
+                arguments: arguments.clone(),
+            });
         let mut handler = self.handler.lock().unwrap_or_else(|e| e.into_inner());
         (handler)(command, arguments.as_ref())
     }

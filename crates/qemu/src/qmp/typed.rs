@@ -28,7 +28,10 @@ fn u64_at(v: &Value, key: &str) -> u64 {
 pub fn parse_progress(now_ms: u64, v: &Value) -> Result<Progress, QmpError> {
     let status = match v.get("status").and_then(Value::as_str) {
         None => None,
-        Some(s) => Some(s.parse::<MigrationStatus>().map_err(|e| reply_error("query-migrate", e.to_string()))?),
+        Some(s) => Some(
+            s.parse::<MigrationStatus>()
+                .map_err(|e| reply_error("query-migrate", e.to_string()))?,
+        ),
     };
     let ram = v.get("ram").cloned().unwrap_or(Value::Null);
     Ok(Progress {
@@ -42,7 +45,10 @@ pub fn parse_progress(now_ms: u64, v: &Value) -> Result<Progress, QmpError> {
         downtime_ms: v.get("downtime").and_then(Value::as_u64),
         total_time_ms: v.get("total-time").and_then(Value::as_u64),
         throttle_pct: v.get("cpu-throttle-percentage").and_then(Value::as_u64),
-        error: v.get("error-desc").and_then(Value::as_str).map(str::to_string),
+        error: v
+            .get("error-desc")
+            .and_then(Value::as_str)
+            .map(str::to_string),
     })
 }
 
@@ -57,8 +63,14 @@ pub fn parameters_json(p: &ParameterUpdate) -> Value {
     put("max-bandwidth", p.max_bandwidth);
     put("max-postcopy-bandwidth", p.max_postcopy_bandwidth);
     put("downtime-limit", p.downtime_limit_ms);
-    put("cpu-throttle-initial", p.cpu_throttle_initial.map(u64::from));
-    put("cpu-throttle-increment", p.cpu_throttle_increment.map(u64::from));
+    put(
+        "cpu-throttle-initial",
+        p.cpu_throttle_initial.map(u64::from),
+    );
+    put(
+        "cpu-throttle-increment",
+        p.cpu_throttle_increment.map(u64::from),
+    );
     put("max-cpu-throttle", p.max_cpu_throttle.map(u64::from));
     put("vcpu-dirty-limit", p.vcpu_dirty_limit_mb_s);
     Value::Object(m)
@@ -73,7 +85,11 @@ pub trait QmpExt: Qmp {
             .get("running")
             .and_then(Value::as_bool)
             .ok_or_else(|| reply_error("query-status", "no 'running' field"))?;
-        let status = v.get("status").and_then(Value::as_str).unwrap_or("unknown").to_string();
+        let status = v
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string();
         Ok(VmStatus { running, status })
     }
 
@@ -90,7 +106,11 @@ pub trait QmpExt: Qmp {
             .ok_or_else(|| reply_error("query-migrate-capabilities", "not a list"))?;
         Ok(list
             .iter()
-            .filter_map(|c| c.get("capability").and_then(Value::as_str).map(str::to_string))
+            .filter_map(|c| {
+                c.get("capability")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
             .collect())
     }
 
@@ -100,9 +120,12 @@ pub trait QmpExt: Qmp {
             .iter()
             .map(|c| json!({"capability": c.qapi_name(), "state": caps.contains(c)}))
             .collect();
-        self.execute("migrate-set-capabilities", Some(json!({ "capabilities": list })))
-            .await
-            .map(|_| ())
+        self.execute(
+            "migrate-set-capabilities",
+            Some(json!({ "capabilities": list })),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn set_parameters(&self, update: &ParameterUpdate) -> Result<(), QmpError> {
@@ -110,11 +133,15 @@ pub trait QmpExt: Qmp {
         if args.as_object().is_some_and(Map::is_empty) {
             return Ok(());
         }
-        self.execute("migrate-set-parameters", Some(args)).await.map(|_| ())
+        self.execute("migrate-set-parameters", Some(args))
+            .await
+            .map(|_| ())
     }
 
     async fn migrate(&self, uri: &str) -> Result<(), QmpError> {
-        self.execute("migrate", Some(json!({ "uri": uri }))).await.map(|_| ())
+        self.execute("migrate", Some(json!({ "uri": uri })))
+            .await
+            .map(|_| ())
     }
 
     /// Resumes a paused post-copy towards a destination that runs `migrate-recover`.
@@ -125,15 +152,21 @@ pub trait QmpExt: Qmp {
     }
 
     async fn migrate_incoming(&self, uri: &str) -> Result<(), QmpError> {
-        self.execute("migrate-incoming", Some(json!({ "uri": uri }))).await.map(|_| ())
+        self.execute("migrate-incoming", Some(json!({ "uri": uri })))
+            .await
+            .map(|_| ())
     }
 
     async fn migrate_recover(&self, uri: &str) -> Result<(), QmpError> {
-        self.execute("migrate-recover", Some(json!({ "uri": uri }))).await.map(|_| ())
+        self.execute("migrate-recover", Some(json!({ "uri": uri })))
+            .await
+            .map(|_| ())
     }
 
     async fn migrate_start_postcopy(&self) -> Result<(), QmpError> {
-        self.execute("migrate-start-postcopy", None).await.map(|_| ())
+        self.execute("migrate-start-postcopy", None)
+            .await
+            .map(|_| ())
     }
 
     async fn migrate_cancel(&self) -> Result<(), QmpError> {
@@ -153,7 +186,9 @@ pub trait QmpExt: Qmp {
     /// GiB: the most QEMU allows; short windows on small guests are too coarse with fewer).
     async fn calc_dirty_rate(&self, ms: u64) -> Result<(), QmpError> {
         let args = json!({"calc-time": ms, "calc-time-unit": "millisecond", "sample-pages": 4096});
-        self.execute("calc-dirty-rate", Some(args)).await.map(|_| ())
+        self.execute("calc-dirty-rate", Some(args))
+            .await
+            .map(|_| ())
     }
 
     /// The last measurement's dirty rate in MB/s, once measured.
@@ -185,7 +220,10 @@ mod tests {
         });
         let p = parse_progress(42, &v).expect("parse");
         assert_eq!(p.status, Some(MigrationStatus::Active));
-        assert_eq!((p.transferred, p.remaining, p.total, p.dirty_sync_count), (1000, 2000, 4000, 3));
+        assert_eq!(
+            (p.transferred, p.remaining, p.total, p.dirty_sync_count),
+            (1000, 2000, 4000, 3)
+        );
         assert_eq!(p.postcopy_requests, 7);
         assert_eq!(p.total_time_ms, Some(1234));
         assert_eq!(p.now_ms, 42);
@@ -200,6 +238,9 @@ mod tests {
             max_cpu_throttle: Some(99),
             ..ParameterUpdate::default()
         };
-        assert_eq!(parameters_json(&p), json!({"downtime-limit": 500, "max-cpu-throttle": 99}));
+        assert_eq!(
+            parameters_json(&p),
+            json!({"downtime-limit": 500, "max-cpu-throttle": 99})
+        );
     }
 }
