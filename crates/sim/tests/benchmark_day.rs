@@ -1,5 +1,5 @@
 //! The acceptance checks on one PlanetLab day (the full five-day tables are in
-//! docs/benchmarks-sim.md): fidelity with CloudSim 3.0.3's reference results, and Drover's policy
+//! the simulator section of BENCHMARKS.md): fidelity with CloudSim 3.0.3's reference results, and Drover's policy
 //! against the published ones on the same model.
 
 mod common;
