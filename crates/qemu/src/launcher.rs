@@ -271,6 +271,47 @@ fn claim_socket(path: &Path) -> Result<(), LaunchError> {
     std::fs::remove_file(path).map_err(|e| io_err(path, e))
 }
 
+/// Whether QEMU at `path` is up: its monitor greets and answers `qmp_capabilities`. The greeting
+/// alone is not enough (QEMU binds the socket and may greet before machine set-up and kernel
+/// loading); ordinary commands are only dispatched from the main loop, once set-up succeeded.
+/// The connection is closed again; the monitor then accepts the next client.
+fn qmp_ready(path: &Path) -> bool {
+    use std::io::{BufRead, BufReader, Write};
+    let Ok(stream) = std::os::unix::net::UnixStream::connect(path) else {
+        return false;
+    };
+    if stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .is_err()
+    {
+        return false;
+    }
+    let Ok(mut writer) = stream.try_clone() else {
+        return false;
+    };
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    if !matches!(reader.read_line(&mut line), Ok(n) if n > 0 && line.contains("QMP")) {
+        return false;
+    }
+    if writer
+        .write_all(b"{\"execute\": \"qmp_capabilities\"}\n")
+        .is_err()
+    {
+        return false;
+    }
+    // Events may come first; the reply is the line with "return".
+    for _ in 0..16 {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(n) if n > 0 && line.contains("\"return\"") => return true,
+            Ok(n) if n > 0 => continue,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// A running QEMU. Killed (and reaped) when dropped.
 pub struct QemuProcess {
     name: String,
@@ -279,7 +320,7 @@ pub struct QemuProcess {
 }
 
 impl QemuProcess {
-    /// Starts QEMU and waits until its QMP socket accepts connections.
+    /// Starts QEMU and waits until it is up (see [`qmp_ready`]).
     pub async fn spawn(
         binary: &str,
         spec: &VmSpec,
@@ -328,7 +369,11 @@ impl QemuProcess {
                     stderr: self.stderr_tail(),
                 });
             }
-            if std::os::unix::net::UnixStream::connect(&self.paths.qmp).is_ok() {
+            let qmp = self.paths.qmp.clone();
+            if tokio::task::spawn_blocking(move || qmp_ready(&qmp))
+                .await
+                .unwrap_or(false)
+            {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
