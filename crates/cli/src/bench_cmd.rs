@@ -2,7 +2,7 @@
 
 use crate::migration_flags::MigrationFlags;
 use anyhow::Context;
-use drover_core::migration::{EndStatus, Technique};
+use drover_core::migration::{EndStatus, PlanKnobs, Technique};
 use drover_core::units::{format_size, parse_size};
 use drover_qemu::bench::{run_bench, BenchConfig, BenchRow};
 use drover_qemu::image::{ensure_image, NoProgress};
@@ -49,13 +49,12 @@ fn config(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
     let memory = parse_size(&args.memory).context("--memory")?;
     let mut c = BenchConfig::new(memory, &args.workload);
     c.accel = args.accel.parse()?;
-    c.bandwidth_bps = knobs.bandwidth_bps;
     c.techniques = techniques(&args.techniques)?;
     c.repeat = args.repeat.max(1);
-    c.downtime_limit_ms = knobs.downtime_limit_ms;
-    c.watchdog.deadline_ms = knobs.deadline_ms;
-    c.watchdog.switch_to_postcopy = knobs.allow_postcopy_switch;
-    c.hybrid = knobs.hybrid;
+    c.knobs = PlanKnobs {
+        assumed_link_bps: c.knobs.assumed_link_bps,
+        ..knobs
+    };
     Ok(c)
 }
 

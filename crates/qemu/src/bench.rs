@@ -12,8 +12,7 @@ use crate::qmp::{Qmp, QmpError};
 use crate::vm::{LocalLauncher, VmError};
 use drover_core::migration::result::{MIN_DURING_MS, SIDE_WINDOW_MS};
 use drover_core::migration::{
-    CostParams, HybridSwitch, MigrationPlan, MigrationResult, PlanKnobs, Technique, VmProfile,
-    WatchdogPolicy,
+    CostParams, MigrationPlan, MigrationResult, PlanKnobs, Technique, VmProfile,
 };
 use serde::Serialize;
 use std::time::Duration;
@@ -44,13 +43,10 @@ pub struct BenchConfig {
     pub vcpus: u32,
     pub memory_bytes: u64,
     pub workload: String,
-    /// Migration bandwidth cap, bytes/s (None: uncapped).
-    pub bandwidth_bps: Option<u64>,
     pub techniques: Vec<Technique>,
     pub repeat: u32,
-    pub downtime_limit_ms: u64,
-    pub hybrid: HybridSwitch,
-    pub watchdog: WatchdogPolicy,
+    /// Bandwidth cap, downtime limit, watchdog deadline, hybrid switch point.
+    pub knobs: PlanKnobs,
     pub cost: CostParams,
 }
 
@@ -62,12 +58,12 @@ impl BenchConfig {
             vcpus: 1,
             memory_bytes: image_memory,
             workload: workload.to_string(),
-            bandwidth_bps: None,
             techniques: Technique::ALL.to_vec(),
             repeat: 1,
-            downtime_limit_ms: 300,
-            hybrid: HybridSwitch::default(),
-            watchdog: WatchdogPolicy::default(),
+            knobs: PlanKnobs {
+                assumed_link_bps: LOCAL_LINK_BPS,
+                ..PlanKnobs::default()
+            },
             cost: CostParams::default(),
         }
     }
@@ -99,7 +95,7 @@ pub async fn run_bench(
                 run,
                 memory_bytes: config.memory_bytes,
                 workload: config.workload.clone(),
-                bandwidth_bps: config.bandwidth_bps,
+                bandwidth_bps: config.knobs.bandwidth_bps,
                 result,
             };
             report(&row);
@@ -146,10 +142,8 @@ pub async fn run_one(
         .wait_for(&clock, 0, 0, Duration::from_secs(60))
         .await;
     let Some(first) = first else {
-        let console = std::fs::read_to_string(src_dir.join("console.log")).unwrap_or_default();
-        let tail: Vec<&str> = console.lines().rev().take(5).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(BenchError::NoReports(60, tail.join(" | ")));
+        let console = crate::launcher::log_tail(&src_dir.join("console.log"), 5);
+        return Err(BenchError::NoReports(60, console));
     };
     // A working workload first fills its working set (ops stay 0); idle never counts.
     let first = samples
@@ -193,22 +187,17 @@ async fn plan_for(
         Technique::Auto => Some(profile(config, source).await?),
         _ => None,
     };
-    let knobs = PlanKnobs {
-        bandwidth_bps: config.bandwidth_bps,
-        downtime_limit_ms: config.downtime_limit_ms,
-        deadline_ms: config.watchdog.deadline_ms,
-        allow_postcopy_switch: config.watchdog.switch_to_postcopy,
-        hybrid: config.hybrid,
-        assumed_link_bps: LOCAL_LINK_BPS,
-    };
     // Here the cap is QEMU's max-bandwidth, which postcopy-preempt's fault channel ignores.
     let cost = CostParams {
         fault_path_bps: Some(LOCAL_LINK_BPS as f64),
         ..config.cost
     };
-    let mut plan = MigrationPlan::build(technique, &knobs, profile.as_ref(), &cost);
-    plan.watchdog = config.watchdog.clone();
-    Ok(plan)
+    Ok(MigrationPlan::build(
+        technique,
+        &config.knobs,
+        profile.as_ref(),
+        &cost,
+    ))
 }
 
 /// Measures the VM for `auto` (see [`crate::profile`]).

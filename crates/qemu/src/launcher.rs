@@ -312,6 +312,50 @@ fn qmp_ready(path: &Path) -> bool {
     false
 }
 
+/// The last lines of a log file joined with " | " (for error messages), or "(no output)".
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut tail: Vec<&str> = text.lines().rev().take(lines).collect();
+    tail.reverse();
+    if tail.is_empty() {
+        "(no output)".to_string()
+    } else {
+        tail.join(" | ")
+    }
+}
+
+/// Checks the spec, makes the run directory, claims its sockets and opens the stderr log.
+fn prepare_run(spec: &VmSpec, paths: &RunPaths) -> Result<std::fs::File, LaunchError> {
+    validate(spec)?;
+    std::fs::create_dir_all(&paths.dir).map_err(|e| io_err(&paths.dir, e))?;
+    claim_socket(&paths.qmp)?;
+    claim_socket(&paths.metrics)?;
+    std::fs::File::create(&paths.stderr_log).map_err(|e| io_err(&paths.stderr_log, e))
+}
+
+/// Starts QEMU with `args`, its stderr going to `stderr`.
+fn start_qemu(
+    binary: &str,
+    args: Vec<String>,
+    stderr: std::fs::File,
+) -> Result<Child, LaunchError> {
+    Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        // A plain launch is our QEMU; a detached one's launcher process exits by itself once the
+        // daemon is up. Whatever is still our child when we give up dies with us.
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LaunchError::BinaryNotFound {
+                binary: binary.to_string(),
+            },
+            _ => io_err(Path::new(binary), e),
+        })
+}
+
 /// A running QEMU. Killed (and reaped) when dropped.
 pub struct QemuProcess {
     name: String,
@@ -327,25 +371,8 @@ impl QemuProcess {
         paths: &RunPaths,
         wait: Duration,
     ) -> Result<Self, LaunchError> {
-        validate(spec)?;
-        std::fs::create_dir_all(&paths.dir).map_err(|e| io_err(&paths.dir, e))?;
-        claim_socket(&paths.qmp)?;
-        claim_socket(&paths.metrics)?;
-        let stderr =
-            std::fs::File::create(&paths.stderr_log).map_err(|e| io_err(&paths.stderr_log, e))?;
-        let child = Command::new(binary)
-            .args(argv(spec, paths))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => LaunchError::BinaryNotFound {
-                    binary: binary.to_string(),
-                },
-                _ => io_err(Path::new(binary), e),
-            })?;
+        let stderr = prepare_run(spec, paths)?;
+        let child = start_qemu(binary, argv(spec, paths), stderr)?;
         let mut process = QemuProcess {
             name: spec.name.clone(),
             child,
@@ -388,14 +415,7 @@ impl QemuProcess {
 
     /// The last lines QEMU wrote to stderr (for error messages).
     pub fn stderr_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.paths.stderr_log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().rev().take(5).collect();
-        let tail: Vec<&str> = lines.into_iter().rev().collect();
-        if tail.is_empty() {
-            "(no output)".to_string()
-        } else {
-            tail.join(" | ")
-        }
+        log_tail(&self.paths.stderr_log, 5)
     }
 
     pub fn paths(&self) -> &RunPaths {
@@ -449,33 +469,10 @@ pub async fn spawn_detached(
     paths: &RunPaths,
     wait: Duration,
 ) -> Result<u32, LaunchError> {
-    validate(spec)?;
-    std::fs::create_dir_all(&paths.dir).map_err(|e| io_err(&paths.dir, e))?;
-    claim_socket(&paths.qmp)?;
-    claim_socket(&paths.metrics)?;
+    let stderr = prepare_run(spec, paths)?;
     let pid_path = pidfile(paths);
     let _ = std::fs::remove_file(&pid_path);
-    let stderr =
-        std::fs::File::create(&paths.stderr_log).map_err(|e| io_err(&paths.stderr_log, e))?;
-    let mut child = Command::new(binary)
-        .args(detached_argv(spec, paths))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        // The launcher process exits by itself once the daemon is up; kill it only if we give up.
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => LaunchError::BinaryNotFound {
-                binary: binary.to_string(),
-            },
-            _ => io_err(Path::new(binary), e),
-        })?;
-    let tail = |paths: &RunPaths| {
-        let text = std::fs::read_to_string(&paths.stderr_log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().rev().take(5).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
-    };
+    let mut child = start_qemu(binary, detached_argv(spec, paths), stderr)?;
     let status = match tokio::time::timeout(wait, child.wait()).await {
         Ok(Ok(status)) => status,
         Ok(Err(e)) => return Err(io_err(&paths.dir, e)),
@@ -490,14 +487,14 @@ pub async fn spawn_detached(
         return Err(LaunchError::Exited {
             name: spec.name.clone(),
             status: status.to_string(),
-            stderr: tail(paths),
+            stderr: log_tail(&paths.stderr_log, 5),
         });
     }
     let text = std::fs::read_to_string(&pid_path).map_err(|e| io_err(&pid_path, e))?;
     text.trim().parse::<u32>().map_err(|_| LaunchError::Exited {
         name: spec.name.clone(),
         status: format!("unreadable pid file {}", pid_path.display()),
-        stderr: tail(paths),
+        stderr: log_tail(&paths.stderr_log, 5),
     })
 }
 

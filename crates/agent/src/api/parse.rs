@@ -167,6 +167,10 @@ fn vm_config(raw: RawVm) -> Result<VmConfig, ApiError> {
         )));
     }
     let workload = parse_workload(raw.workload.as_deref().unwrap_or("idle"))?;
+    // The guest's own grammar, and whether the working set fits: refused here, a bad spec would
+    // boot a VM whose workload never starts.
+    drover_qemu::vm::validate_workload(&workload, memory_bytes)
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
     let disk = match raw.disk {
         None => None,
         Some(d) if d.starts_with('/') && !d.contains(',') => Some(PathBuf::from(d)),

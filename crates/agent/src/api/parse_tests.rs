@@ -86,6 +86,19 @@ fn create_vm_bad_values_are_422() {
         )),
         422
     );
+    // Valid characters, but not the guest's grammar, or a working set that cannot fit.
+    assert_eq!(
+        status(parse_create_vm(
+            br#"{"name":"a","memory":"1G","workload":"memtouch:wss=bogus"}"#
+        )),
+        422
+    );
+    assert_eq!(
+        status(parse_create_vm(
+            br#"{"name":"a","memory":"128M","workload":"memtouch:wss=128M"}"#
+        )),
+        422
+    );
     assert_eq!(
         status(parse_create_vm(
             br#"{"name":"a","memory":"1G","disk":"rel.qcow2"}"#

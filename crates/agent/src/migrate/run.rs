@@ -6,10 +6,9 @@ use crate::model::{unix_ms, IncomingRequest, MigrationRequest, MigrationState};
 use crate::AgentState;
 use drover_core::migration::result::{MIN_DURING_MS, SIDE_WINDOW_MS};
 use drover_core::migration::{
-    CostParams, EndStatus, HybridSwitch, MigrationPlan, MigrationResult, OpsSample, PlanKnobs,
-    Technique, VmProfile,
+    CostParams, EndStatus, HybridSwitch, MigrationPlan, OpsSample, PlanKnobs, Technique, VmProfile,
 };
-use drover_qemu::driver::{self, DriverConfig, Endpoints, MigrationRun};
+use drover_qemu::driver::{self, DriverConfig, Endpoints};
 use drover_qemu::qmp::{Qmp, QmpClient, QmpExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,7 +92,7 @@ async fn drive(
     }
     // The VM's fate is settled: it may be migrated or deleted again while we measure.
     state.vms.end_migration(vm);
-    let result = assemble(&run, &samples.snapshot());
+    let result = run.result(&samples.snapshot());
     let measuring = req.measure && run.outcome.status != EndStatus::Failed;
     state
         .migrations
@@ -131,7 +130,7 @@ async fn drive(
             }
         }
         all.sort_by_key(|s| s.host_ms);
-        let result = assemble(&run, &all);
+        let result = run.result(&all);
         state
             .migrations
             .update(id, |r| {
@@ -149,10 +148,6 @@ fn final_state(s: EndStatus) -> MigrationState {
         EndStatus::Failed => MigrationState::Failed,
         EndStatus::Cancelled => MigrationState::Cancelled,
     }
-}
-
-fn assemble(run: &MigrationRun, samples: &[OpsSample]) -> MigrationResult {
-    run.result(samples)
 }
 
 /// The VM now runs on the destination: make it a normal VM there, then stop ours.
