@@ -187,9 +187,10 @@ async fn plan_for(
         Technique::Auto => Some(profile(config, source).await?),
         _ => None,
     };
-    // Here the cap is QEMU's max-bandwidth, which postcopy-preempt's fault channel ignores.
+    // Here the cap is QEMU's max-bandwidth, which neither the stop-and-copy nor
+    // postcopy-preempt's fault channel obeys: both move at local speed.
     let cost = CostParams {
-        fault_path_bps: Some(LOCAL_LINK_BPS as f64),
+        unthrottled_bps: Some(LOCAL_LINK_BPS as f64),
         ..config.cost
     };
     Ok(MigrationPlan::build(
