@@ -489,18 +489,23 @@ fn explain(best: &Prediction, all: &[Prediction], vm: &VmProfile, link: &LinkPro
         .iter()
         .filter(|p| p.converges && p.degradation_pct < best.degradation_pct - 0.05)
         .min_by(|a, b| a.degradation_pct.total_cmp(&b.degradation_pct));
-    let why = match (best.technique, precopy_converges, less_lossy) {
-        (_, _, Some(other)) => format!(
-            "{} would lose {:.1} points less work, but its {:.0}ms pause and {:.1}s with memory split between hosts weigh more",
+    let verdict = match (best.technique, precopy_converges, less_lossy) {
+        (Technique::Precopy, _, None) => "pre-copy converges with the least lost work",
+        (Technique::Precopy, _, Some(_)) => "pre-copy converges",
+        (_, Some(false), _) => "pre-copy would not converge",
+        (_, _, None) => "least predicted lost work",
+        (_, _, Some(_)) => "lowest predicted cost",
+    };
+    let trade_off = less_lossy.map_or(String::new(), |other| {
+        format!(
+            "; {} would lose {:.1} points less work, but its {:.0}ms pause and {:.1}s with memory split between hosts weigh more",
             other.technique,
             best.degradation_pct - other.degradation_pct,
             other.downtime_s * 1000.0,
             other.postcopy_s,
-        ),
-        (Technique::Precopy, _, None) => "pre-copy converges with the least lost work".to_string(),
-        (_, Some(false), None) => "pre-copy would not converge".to_string(),
-        _ => "least predicted lost work".to_string(),
-    };
+        )
+    });
+    let why = format!("{verdict}{trade_off}");
     format!(
         "{why}: dirty rate {:.1}MB/s is {:.2}x the {:.1}MB/s link, wss {:.0}MiB of {:.0}MiB; predicted degradation {:.1}%, downtime {:.0}ms, total {:.1}s",
         vm.dirty_rate_bps / 1e6,
