@@ -25,7 +25,6 @@ fn main() {
     } else {
         GLIBC
     };
-    println!("cargo:rustc-env=DROVER_GUEST_TARGET={target}");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets this")).join("drover-guest");
     let output = Command::new(&rustc)
         .args([

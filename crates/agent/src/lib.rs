@@ -31,7 +31,7 @@ use drover_qemu::launcher::Accel;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::task::JoinHandle;
@@ -105,6 +105,12 @@ pub fn read_token(path: &std::path::Path) -> Result<String, AgentError> {
     Ok(token)
 }
 
+/// Locks `m`, tolerating poison.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Critical sections are plain map edits; a panic inside cannot leave them half-done.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Everything the handlers and background tasks share.
 pub struct AgentState {
     pub token: String,
@@ -118,19 +124,14 @@ pub struct AgentState {
 impl AgentState {
     /// Spawns a background task owned by the agent (aborted with it).
     pub fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
-        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tasks = lock(&self.tasks);
         tasks.retain(|t| !t.is_finished());
         tasks.push(tokio::spawn(fut));
     }
 
     /// Aborts background tasks (migrations in flight stop being driven; QEMU keeps running).
     pub fn abort_tasks(&self) {
-        for t in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
+        for t in lock(&self.tasks).drain(..) {
             t.abort();
         }
     }

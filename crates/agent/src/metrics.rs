@@ -2,11 +2,12 @@
 //! ops) into rates every few seconds; `/v1/metrics` returns the last snapshot as JSON and
 //! `/metrics` as Prometheus text.
 //!
-//! The dirty page rate comes from QEMU's `calc-dirty-rate` in page-sampling mode: it hashes 512
+//! The dirty page rate comes from QEMU's `calc-dirty-rate` in page-sampling mode: it hashes 4096
 //! sampled pages per GiB over a short window instead of write-protecting guest memory, so the
 //! guest barely notices. It runs every `dirty_interval` per VM and never during a migration
 //! (QEMU's own dirty tracking is busy then).
 
+use crate::lock;
 use crate::procfs::{self, Capacity};
 use crate::vms::Vms;
 use drover_qemu::qmp::{Qmp, QmpError};
@@ -82,10 +83,6 @@ pub struct MetricsHub {
     state: Mutex<HashMap<String, (VmMetrics, Counters)>>,
     capacity: Capacity,
     dirty_interval: Duration,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn rate(now: u64, before: u64, secs: f64) -> f64 {

@@ -80,7 +80,7 @@ pub fn document() -> Value {
     }));
     paths.insert("/v1/incoming".into(), json!({
         "post": op("Start an incoming QEMU for a migration (agent to agent)", "201",
-            json!({"type": "object", "properties": {"uri": {"type": "string"}}}), Some(r("Incoming")), &[400, 401, 409, 422, 500]),
+            json!({"type": "object", "properties": {"uri": {"type": "string"}, "recover_uri": {"type": "string"}}}), Some(r("Incoming")), &[400, 401, 409, 422, 500]),
     }));
     paths.insert("/v1/incoming/{name}".into(), json!({
         "parameters": name_param(),

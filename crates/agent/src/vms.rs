@@ -13,6 +13,7 @@
 //! any ──QEMU found dead──> Lost (reported, never restarted)
 //! ```
 
+use crate::lock;
 use crate::model::{
     unix_ms, VmConfig, VmRecord, VmRole, VmStatus, VmView, WallSample, WorkloadView,
 };
@@ -103,11 +104,6 @@ pub struct Vms {
     clock: Clock,
     /// Wall time at `clock`'s origin, to stamp samples in a form other hosts understand.
     origin_unix_ms: u64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Critical sections are plain map edits; a panic inside cannot leave them half-done.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Releases a name reservation however creation ends.

@@ -2,11 +2,14 @@
 //!
 //! Everything Drover decides (which technique moves a VM, when a migration's watchdog escalates,
 //! and, with the decision-engine modules, when/which/where to migrate) is decided here from a
-//! snapshot, so the manager and the simulator make identical decisions.
+//! snapshot, so the simulator today, and the cluster manager that will call the same functions,
+//! make identical decisions.
 //!
 //! - [`units`]: size and rate parsing.
 //! - [`migration`]: techniques, the cost model, the convergence watchdog, the source and
 //!   destination migration state machines and the result record.
+//! - [`dc`]: cluster decisions: overload/underload detection, VM selection, placement, and
+//!   Drover's own policy.
 
 pub mod dc;
 pub mod migration;

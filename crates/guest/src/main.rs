@@ -5,7 +5,7 @@
 //! Without SPEC the workload comes from `drover.workload=SPEC` on the kernel command line, and the
 //! metrics port from `drover.metrics=PATH` (default `/dev/ttyS1`). Reports go to the metrics port as
 //! JSON lines every 100 ms (see `reporter`). The init script puts the port in raw mode beforehand.
-//! Deliberately dependency-free: the image builder compiles this file with a bare `rustc` call.
+//! Deliberately dependency-free: `crates/qemu/build.rs` compiles this file with a bare `rustc` call.
 
 mod cpu;
 mod idle;
@@ -21,8 +21,6 @@ use std::time::{Duration, Instant};
 
 use reporter::{Counters, Sampler};
 use spec::Workload;
-
-const DEFAULT_METRICS: &str = "/dev/ttyS1";
 
 #[derive(Debug, Default, PartialEq)]
 struct Args {
@@ -100,7 +98,7 @@ fn real_main() -> Result<(), String> {
         .metrics
         .clone()
         .or_else(|| spec::cmdline_param(&cmdline, "drover.metrics").map(str::to_string))
-        .unwrap_or_else(|| DEFAULT_METRICS.to_string());
+        .unwrap_or_else(|| spec::DEFAULT_METRICS_PORT.to_string());
     let out = open_metrics(&metrics).map_err(|e| format!("opening metrics port {metrics}: {e}"))?;
 
     eprintln!("drover-guest: running {spec} (metrics on {metrics})");

@@ -9,6 +9,10 @@
 
 use std::fmt;
 
+/// Device the workload reports on unless `drover.metrics=` says otherwise (the second ISA serial
+/// port: QEMU's second `-serial`).
+pub const DEFAULT_METRICS_PORT: &str = "/dev/ttyS1";
+
 /// Bytes in one guest page; the unit memtouch dirties and verifies.
 pub const PAGE_SIZE: u64 = 4096;
 

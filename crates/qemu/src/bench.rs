@@ -145,7 +145,8 @@ pub async fn run_one(
         let console = crate::launcher::log_tail(&src_dir.join("console.log"), 5);
         return Err(BenchError::NoReports(60, console));
     };
-    // A working workload first fills its working set (ops stay 0); idle never counts.
+    // A slow workload's first report may still show no ops; wait for one that does (idle never
+    // counts, hence the short bound).
     let first = samples
         .wait_for(&clock, 0, 1, Duration::from_secs(5))
         .await

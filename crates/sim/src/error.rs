@@ -10,10 +10,4 @@ pub enum SimError {
     Policy(#[from] drover_core::dc::PolicyError),
     #[error("invalid simulation setup: {0}")]
     Setup(String),
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
 }

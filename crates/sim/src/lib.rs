@@ -12,11 +12,12 @@
 //! - [`model`]: the datacenter and migration models.
 //! - [`engine`]: the event loop (hosts, migrations, accounting).
 //! - [`metrics`]: the metric definitions and the report row.
-//! - [`compare`]: running several policies over several days.
+//! - [`compare`]: parsing the list of policies to compare.
 //! - [`plot`]: an SVG chart of a comparison.
 //!
 //! Decisions are never made here: the engine builds a snapshot and asks
-//! [`drover_core::dc::Policy::decide`], exactly as the manager does.
+//! [`drover_core::dc::Policy::decide`], the same decision engine in drover-core (`dc`) that a
+//! manager will call.
 
 pub mod compare;
 pub mod engine;

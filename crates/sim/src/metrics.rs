@@ -30,7 +30,6 @@ pub struct Totals {
     pub migrated_bytes: f64,
     /// Per technique: (migrations, failed, shortfall MIPS*s).
     pub by_technique: std::collections::BTreeMap<String, (u64, u64, f64)>,
-    pub host_active_samples: u64,
     pub decisions: u64,
 }
 

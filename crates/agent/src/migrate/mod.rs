@@ -5,8 +5,9 @@
 //! ```text
 //! C -> S  POST /v1/vms/{vm}/migrations {to: D, technique, ...}      -> 202 record (preparing)
 //! S       plan: fixed technique, or auto (dirty-rate profile + cost model)
-//! S -> D  POST /v1/incoming {config, migration_id, listen_host}     -> {uri: tcp:host:port}
-//!         (D starts QEMU with -incoming defer, role Incoming)
+//! S -> D  POST /v1/incoming {config, migration_id, listen_host}     -> {uri, recover_uri}
+//!         (D starts QEMU with -incoming defer, role Incoming; both URIs are tcp:host:port,
+//!         recover_uri is where D listens again to recover a paused post-copy)
 //! S       record: running; driver::migrate(source QMP, RemoteQmp(D, vm), uri)
 //! S -> D  POST /v1/vms/{vm}/qmp {execute, arguments}  (allowlisted; the driver's dest side)
 //! C -> S  GET /v1/migrations/{id}   (live progress from the source's query-migrate)
@@ -20,10 +21,13 @@
 //! ```text
 //! preparing ──incoming ok──> running ──driver done──> measuring ──window over──> completed
 //!     │                         │                                              | failed
-//!     └─peer/plan error─> failed └─driver error──> failed                      | cancelled
+//!     └─peer error──────> failed └─driver error──> failed                      | cancelled
 //! (any non-final state) ──agent restart──> re-evaluated from QEMU: see `recover`
 //!                                          (completed | failed | cancelled | interrupted)
 //! ```
+//! `preparing` fails on peer errors: the destination URL has no host, or the destination agent
+//! cannot be reached or refuses the incoming VM. Planning itself cannot fail: `auto` falls back
+//! to post-copy when the VM cannot be profiled.
 //! The VM is marked busy on the source from `preparing` until it leaves the host or the
 //! migration ends, so it cannot be deleted or migrated twice meanwhile.
 
@@ -36,7 +40,7 @@ use crate::client::ClientError;
 use crate::model::{unix_ms, MigrationRecord, MigrationRequest, MigrationState};
 use crate::store::{Store, StoreError};
 use crate::vms::VmsError;
-use crate::AgentState;
+use crate::{lock, AgentState};
 use drover_qemu::qmp::QmpExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,10 +72,6 @@ pub struct Migrations {
     store: Store,
     map: Mutex<HashMap<String, Entry>>,
     seq: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Migrations {

@@ -8,7 +8,7 @@
 //! already runs on the destination) and is waited for. What cannot be established is reported
 //! `interrupted` with the reason, never guessed.
 
-use super::run::{abort_destination, hand_over};
+use super::run::{abort_destination, final_state, hand_over};
 use crate::client::AgentClient;
 use crate::model::{unix_ms, MigrationRecord, MigrationState, VmStatus};
 use crate::vms::VmsError;
@@ -120,11 +120,7 @@ pub async fn recover(state: Arc<AgentState>, r: MigrationRecord) {
         let end = r
             .result
             .as_ref()
-            .map(|res| match res.status {
-                drover_core::migration::EndStatus::Completed => MigrationState::Completed,
-                drover_core::migration::EndStatus::Failed => MigrationState::Failed,
-                drover_core::migration::EndStatus::Cancelled => MigrationState::Cancelled,
-            })
+            .map(|res| final_state(res.status))
             .unwrap_or(MigrationState::Interrupted);
         let _ = state.migrations.update(&id, |m| {
             m.state = end;

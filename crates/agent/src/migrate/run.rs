@@ -142,7 +142,7 @@ async fn drive(
     Ok(())
 }
 
-fn final_state(s: EndStatus) -> MigrationState {
+pub(super) fn final_state(s: EndStatus) -> MigrationState {
     match s {
         EndStatus::Completed => MigrationState::Completed,
         EndStatus::Failed => MigrationState::Failed,

@@ -2,8 +2,8 @@
 //!
 //! Everything here is a pure function of a [`Snapshot`] (the cluster as measured at one instant)
 //! plus the policy's parameters and, for randomized policies, a seeded generator. The simulator
-//! builds snapshots from a modelled datacenter; the manager builds them from its agents; both get
-//! the same [`Plan`] back for the same input.
+//! builds snapshots from a modelled datacenter; a cluster manager (not built yet) will build them
+//! from its agents and get the same [`Plan`] back for the same input.
 //!
 //! # Design
 //! - [`model`]: host and VM types, SPECpower power models.

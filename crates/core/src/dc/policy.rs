@@ -1,4 +1,4 @@
-//! Policies by name, and the one entry point the manager and the simulator call.
+//! Policies by name, and the one entry point the simulator (and later the manager) calls.
 //!
 //! Names: `<detector>-<selector>-<parameter>` for the published policies, e.g. `lr-mmt-1.2`,
 //! `iqr-mmt-1.5`, `thr-mmt-0.8`, `mad-mmt-2.5`, `lrr-mmt-1.2`, `thr-mc-0.8`, `thr-rs-0.8`

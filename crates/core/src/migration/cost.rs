@@ -1,8 +1,8 @@
 //! The migration cost model: predicts, for each technique, how long a migration takes, how long
 //! the VM is paused, how many bytes cross the link and how much the workload suffers.
 //!
-//! It is deliberately simple and closed-form so that both the manager (choosing a technique for
-//! one VM) and the simulator (thousands of migrations a step) can call it.
+//! It is deliberately simple and closed-form so that both `auto` (choosing a technique for one VM,
+//! in the bench and the agent) and the simulator (thousands of migrations a step) can call it.
 //!
 //! Model, for a VM with RAM `M`, writable working set `W`, page dirty rate `D` (bytes/s of
 //! distinct pages newly dirtied) and a link of bandwidth `B`:
@@ -209,6 +209,16 @@ enum RoundStop {
     Hybrid(HybridSwitch),
 }
 
+/// Bandwidth of what QEMU does not rate-limit (stop-and-copy, faulted pages): never below the
+/// link's.
+fn unthrottled_bw(link: &LinkProfile, params: &CostParams) -> f64 {
+    params
+        .unthrottled_bps
+        .unwrap_or(link.bandwidth_bps)
+        .max(link.bandwidth_bps)
+        .max(1.0)
+}
+
 fn wss(vm: &VmProfile) -> f64 {
     vm.wss_bytes.min(vm.memory_bytes) as f64
 }
@@ -318,9 +328,7 @@ fn stop_and_copy(
     link: &LinkProfile,
     params: &CostParams,
 ) -> Prediction {
-    let bw = link.bandwidth_bps.max(1.0);
-    let stop_bw = params.unthrottled_bps.unwrap_or(bw).max(bw);
-    let downtime = rounds.remaining / stop_bw;
+    let downtime = rounds.remaining / unthrottled_bw(link, params);
     let total = rounds.seconds + downtime;
     let lost = rounds.seconds * params.tracking_overhead * intensity(vm, link) + downtime;
     Prediction {
@@ -370,11 +378,7 @@ fn postcopy_stall_s(
     missing_wss: f64,
     window_s: f64,
 ) -> f64 {
-    let fault_bw = params
-        .unthrottled_bps
-        .unwrap_or(link.bandwidth_bps)
-        .max(link.bandwidth_bps)
-        .max(1.0);
+    let fault_bw = unthrottled_bw(link, params);
     let page = params.page_bytes.max(1) as f64;
     let touched = missing_wss.min(vm.dirty_rate_bps * window_s);
     (touched / page) * (params.fault_latency_s + page / fault_bw)
@@ -402,7 +406,6 @@ fn predict_postcopy(vm: &VmProfile, link: &LinkProfile, params: &CostParams) -> 
 fn predict_hybrid(vm: &VmProfile, link: &LinkProfile, params: &CostParams) -> Prediction {
     let bw = link.bandwidth_bps.max(1.0);
     let memory = vm.memory_bytes as f64;
-    let wss = wss(vm);
     let rounds = precopy_rounds(vm, link, params, RoundStop::Hybrid(params.hybrid));
     if rounds.converged {
         // Reached QEMU's threshold before the switch point: completes like pre-copy.
@@ -412,7 +415,8 @@ fn predict_hybrid(vm: &VmProfile, link: &LinkProfile, params: &CostParams) -> Pr
     // The part of the working set that is missing at the switch: what was dirtied since it was
     // sent, plus its share of the pages never sent.
     let unsent_share = ((memory - rounds.bytes) / memory.max(1.0)).clamp(0.0, 1.0);
-    let missing_wss = ((vm.dirty_rate_bps * rounds.seconds).min(wss) + unsent_share * wss).min(wss);
+    let set = wss(vm);
+    let missing_wss = ((vm.dirty_rate_bps * rounds.seconds).min(set) + unsent_share * set).min(set);
     let post_s = rounds.remaining / bw;
     let switchover = rounds.seconds + params.postcopy_switchover_s;
     let total = switchover + post_s;

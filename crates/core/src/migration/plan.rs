@@ -93,7 +93,8 @@ pub struct MigrationPlan {
     pub technique: Technique,
     /// Why `technique` (the cost model's explanation for `auto`).
     pub reason: String,
-    /// Cap on migration bandwidth, bytes/s (None: QEMU's default, unlimited in QEMU 10).
+    /// Cap on migration bandwidth, bytes/s (None: leave QEMU's own default, 128 MiB/s;
+    /// [`MigrationPlan::build`] always sets it, to [`UNCAPPED_BPS`] for "no cap").
     pub max_bandwidth_bps: Option<u64>,
     /// Pause pre-copy may take at switchover, ms.
     pub downtime_limit_ms: u64,
@@ -106,8 +107,8 @@ pub struct MigrationPlan {
 }
 
 impl MigrationPlan {
-    /// A plan for a fixed technique (`Auto` is resolved with default cost parameters and an
-    /// unknown VM, which picks post-copy; use [`MigrationPlan::auto`] with a profile instead).
+    /// A plan for a fixed technique. `Auto` is not resolved here: use [`MigrationPlan::auto`] or
+    /// [`MigrationPlan::build`], which need the VM's profile.
     pub fn fixed(technique: Technique) -> Self {
         MigrationPlan {
             requested: technique,

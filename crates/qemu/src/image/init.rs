@@ -1,8 +1,6 @@
 //! The guest's /init: a busybox sh script, generated with the module load order baked in.
 
-/// Device the workload reports on unless `drover.metrics=` says otherwise (the second ISA serial
-/// port: QEMU's second `-serial`).
-pub const DEFAULT_METRICS_PORT: &str = "/dev/ttyS1";
+pub use drover_guest::spec::DEFAULT_METRICS_PORT;
 
 /// The /init script. `modules` are paths relative to `/lib/modules/<kernel_version>`, in load order.
 pub fn init_script(kernel_version: &str, modules: &[String]) -> String {

@@ -182,10 +182,8 @@ pub fn build_from(
     std::fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
 
     progress.stage("modules", plan.modules.len() as u64);
-    // Module bytes were read while resolving dependencies; this stage is where they are checked.
-    for _ in &plan.modules {
-        progress.advance(1);
-    }
+    // Module bytes were already read while resolving dependencies; this stage only reports them.
+    progress.advance(plan.modules.len() as u64);
     let busybox = read_busybox(&sources.busybox)?;
     let applets = busybox_applets(&sources.busybox);
     let initrd = initramfs(&plan, &busybox, &applets).map_err(io_err(&image.initrd))?;
