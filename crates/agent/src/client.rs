@@ -157,12 +157,10 @@ impl AgentClient {
         name: &str,
         req: &MigrationRequest,
     ) -> Result<MigrationRecord, ClientError> {
-        let body = json!({
-            "to": req.to, "technique": req.technique.as_str(), "bandwidth": req.bandwidth_bps,
-            "downtime_limit_ms": req.downtime_limit_ms, "deadline_s": req.deadline_ms / 1000,
-            "allow_postcopy_switch": req.allow_postcopy_switch, "hybrid_fraction": req.hybrid_fraction,
-            "hybrid_rounds": req.hybrid_rounds, "measure": req.measure,
-        });
+        let body = serde_json::to_value(req).map_err(|e| ClientError::Decode {
+            url: self.base.clone(),
+            message: e.to_string(),
+        })?;
         self.migrate(name, &body).await
     }
 

@@ -3,7 +3,7 @@
 //! These types are the wire format shared by the server, the typed client and the CLI, so
 //! changes here are API changes (keep `openapi.rs` in step).
 
-use drover_core::migration::{MigrationPlan, MigrationResult, Progress, Technique};
+use drover_core::migration::{MigrationPlan, MigrationResult, PlanKnobs, Progress, Technique};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -99,44 +99,20 @@ pub struct VmView {
     pub error: Option<String>,
 }
 
-/// What a client asks for when migrating (`POST /v1/vms/{name}/migrations`).
+/// What a client asks for when migrating (`POST /v1/vms/{name}/migrations`): the destination,
+/// the technique and the operator's settings, flattened (the same field names as `PlanKnobs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MigrationRequest {
     /// Destination agent base URL.
     pub to: String,
     pub technique: Technique,
-    /// Bandwidth cap, bytes/s (None: uncapped).
-    #[serde(default)]
-    pub bandwidth_bps: Option<u64>,
-    #[serde(default = "default_downtime")]
-    pub downtime_limit_ms: u64,
-    /// Watchdog deadline for pre-copy, ms.
-    #[serde(default = "default_deadline")]
-    pub deadline_ms: u64,
-    #[serde(default)]
-    pub allow_postcopy_switch: bool,
-    /// Hybrid: fraction of RAM pre-copied before switching.
-    #[serde(default = "default_fraction")]
-    pub hybrid_fraction: f64,
-    #[serde(default = "default_rounds")]
-    pub hybrid_rounds: u32,
     /// Keep measuring the workload for the record's before/during/after windows (~13 s).
     #[serde(default = "default_true")]
     pub measure: bool,
+    #[serde(flatten)]
+    pub knobs: PlanKnobs,
 }
 
-fn default_downtime() -> u64 {
-    300
-}
-fn default_deadline() -> u64 {
-    60_000
-}
-fn default_fraction() -> f64 {
-    1.0
-}
-fn default_rounds() -> u32 {
-    1
-}
 fn default_true() -> bool {
     true
 }

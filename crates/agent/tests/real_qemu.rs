@@ -237,7 +237,7 @@ fn vm_lifecycle_migrations_both_ways_and_agent_restart() {
         let started = cb
             .migrate(
                 "mt1",
-                &json!({"to": ca.base(), "technique": "auto", "bandwidth": "200MB/s"}),
+                &json!({"to": ca.base(), "technique": "auto", "bandwidth_bps": 200_000_000}),
             )
             .await
             .expect("accepted");

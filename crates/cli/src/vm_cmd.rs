@@ -5,9 +5,9 @@
 use crate::migration_flags::MigrationFlags;
 use anyhow::{bail, Context};
 use drover_agent::client::AgentClient;
-use drover_agent::model::{MigrationState, VmStatus, VmView};
+use drover_agent::model::{MigrationRequest, MigrationState, VmStatus, VmView};
 use drover_core::units::format_size;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -256,17 +256,14 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
             let r = resolve(&target)?;
             let dest = destination(&to, &target)?;
             let source = find_vm(&r, &name).await?;
-            let mut body: Value = json!({
-                "to": dest, "technique": technique, "downtime_limit_ms": knobs.downtime_limit_ms,
-                "deadline_s": migration.deadline, "allow_postcopy_switch": knobs.allow_postcopy_switch,
-                "hybrid_fraction": knobs.hybrid.ram_fraction, "hybrid_rounds": knobs.hybrid.max_rounds,
-                "measure": !no_measure,
-            });
-            if let Some(b) = knobs.bandwidth_bps {
-                body["bandwidth"] = json!(b);
-            }
-            let started = source.migrate(&name, &body).await?;
-            let timeout = Duration::from_secs(migration.deadline + 600);
+            let request = MigrationRequest {
+                to: dest,
+                technique: technique.parse()?,
+                measure: !no_measure,
+                knobs: knobs.clone(),
+            };
+            let started = source.migrate_request(&name, &request).await?;
+            let timeout = Duration::from_secs(knobs.deadline_s + 600);
             let done = source.wait_migration(&started.id, timeout).await?;
             if as_json {
                 match &done.result {

@@ -5,7 +5,7 @@
 //! snapshot, so the simulator today, and the cluster manager that will call the same functions,
 //! make identical decisions.
 //!
-//! - [`units`]: size and rate parsing.
+//! - [`units`]: size and rate parsing; [`wire`]: serde helpers for values on the wire.
 //! - [`migration`]: techniques, the cost model, the convergence watchdog, the source and
 //!   destination migration state machines and the result record.
 //! - [`dc`]: cluster decisions: overload/underload detection, VM selection, placement, and
@@ -14,3 +14,4 @@
 pub mod dc;
 pub mod migration;
 pub mod units;
+pub mod wire;

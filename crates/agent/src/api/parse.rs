@@ -6,8 +6,7 @@
 
 use super::error::ApiError;
 use crate::model::{IncomingRequest, MigrationRequest, NicConfig, QmpCommand, VmConfig};
-use drover_core::migration::Technique;
-use drover_core::units::{parse_rate, parse_size};
+use drover_core::units::parse_size;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
@@ -67,20 +66,6 @@ fn size(v: &Value, field: &str) -> Result<u64, ApiError> {
         Value::String(s) => parse_size(s).map_err(|e| ApiError::Invalid(format!("{field}: {e}"))),
         _ => Err(ApiError::BadRequest(format!(
             "{field} must be a number of bytes or a string like \"128M\""
-        ))),
-    }
-}
-
-fn rate(v: &Value, field: &str) -> Result<u64, ApiError> {
-    match v {
-        Value::Number(n) => n.as_u64().ok_or_else(|| {
-            ApiError::Invalid(format!(
-                "{field} must be a positive whole number of bytes/s"
-            ))
-        }),
-        Value::String(s) => parse_rate(s).map_err(|e| ApiError::Invalid(format!("{field}: {e}"))),
-        _ => Err(ApiError::BadRequest(format!(
-            "{field} must be bytes/s or a string like \"50MB/s\""
         ))),
     }
 }
@@ -197,27 +182,6 @@ pub fn parse_create_vm(body: &[u8]) -> Result<VmConfig, ApiError> {
     vm_config(json(body)?)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMigration {
-    to: String,
-    technique: String,
-    #[serde(default)]
-    bandwidth: Option<Value>,
-    #[serde(default)]
-    downtime_limit_ms: Option<u64>,
-    #[serde(default)]
-    deadline_s: Option<u64>,
-    #[serde(default)]
-    allow_postcopy_switch: Option<bool>,
-    #[serde(default)]
-    hybrid_fraction: Option<f64>,
-    #[serde(default)]
-    hybrid_rounds: Option<u32>,
-    #[serde(default)]
-    measure: Option<bool>,
-}
-
 /// An agent base URL: http(s), a host, no path beyond `/`.
 pub fn parse_agent_url(url: &str) -> Result<String, ApiError> {
     let bad = || {
@@ -256,54 +220,31 @@ pub fn url_host(url: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// `POST /v1/vms/{name}/migrations`: `{"to", "technique", "bandwidth"?: 50000000 | "50MB/s",
-/// "downtime_limit_ms"?, "deadline_s"?, "allow_postcopy_switch"?, "hybrid_fraction"?,
-/// "hybrid_rounds"?, "measure"?}`.
+/// `POST /v1/vms/{name}/migrations`: `{"to", "technique", "measure"?, ...PlanKnobs}`.
 pub fn parse_migration(body: &[u8]) -> Result<MigrationRequest, ApiError> {
-    let raw: RawMigration = json(body)?;
-    let to = parse_agent_url(&raw.to)?;
-    let technique: Technique = raw.technique.parse().map_err(
-        |e: drover_core::migration::technique::UnknownTechnique| ApiError::Invalid(e.to_string()),
-    )?;
-    let bandwidth_bps = raw
-        .bandwidth
-        .as_ref()
-        .map(|b| rate(b, "bandwidth"))
-        .transpose()?;
-    if bandwidth_bps == Some(0) {
-        return Err(ApiError::Invalid("bandwidth must be above 0".into()));
-    }
-    let downtime_limit_ms = raw.downtime_limit_ms.unwrap_or(300);
-    if !(1..=600_000).contains(&downtime_limit_ms) {
-        return Err(ApiError::Invalid(
-            "downtime_limit_ms must be 1..=600000".into(),
-        ));
-    }
-    let deadline_s = raw.deadline_s.unwrap_or(60);
-    if !(1..=86_400).contains(&deadline_s) {
-        return Err(ApiError::Invalid("deadline_s must be 1..=86400".into()));
-    }
-    let hybrid_fraction = raw.hybrid_fraction.unwrap_or(1.0);
-    if !(0.0..=1.0).contains(&hybrid_fraction) {
-        return Err(ApiError::Invalid(
-            "hybrid_fraction must be between 0 and 1".into(),
-        ));
-    }
-    let hybrid_rounds = raw.hybrid_rounds.unwrap_or(1);
-    if hybrid_rounds == 0 {
-        return Err(ApiError::Invalid("hybrid_rounds must be at least 1".into()));
-    }
-    Ok(MigrationRequest {
-        to,
-        technique,
-        bandwidth_bps,
-        downtime_limit_ms,
-        deadline_ms: deadline_s * 1000,
-        allow_postcopy_switch: raw.allow_postcopy_switch.unwrap_or(false),
-        hybrid_fraction,
-        hybrid_rounds,
-        measure: raw.measure.unwrap_or(true),
+    let raw: serde_json::Map<String, Value> = json(body)?;
+    // serde cannot deny unknown fields across a flatten: the known ones are what a request
+    // serializes to.
+    let known = serde_json::to_value(MigrationRequest {
+        to: String::new(),
+        technique: drover_core::migration::Technique::Auto,
+        measure: true,
+        knobs: drover_core::migration::PlanKnobs::default(),
     })
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(field) = raw.keys().find(|k| known.get(k.as_str()).is_none()) {
+        return Err(ApiError::BadRequest(format!(
+            "unknown field `{}` in the migration request",
+            field.chars().take(64).collect::<String>()
+        )));
+    }
+    let mut req: MigrationRequest = serde_json::from_value(Value::Object(raw))
+        .map_err(|e| ApiError::BadRequest(format!("invalid migration request: {e}")))?;
+    req.to = parse_agent_url(&req.to)?;
+    req.knobs
+        .validate()
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    Ok(req)
 }
 
 /// `POST /v1/incoming` (agent to agent): the VM's config as the source has it.

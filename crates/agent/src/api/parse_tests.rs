@@ -115,12 +115,12 @@ fn create_vm_bad_values_are_422() {
 
 #[test]
 fn migration_request_parsing() {
-    let m = parse_migration(br#"{"to":"http://127.0.0.1:7701/","technique":"post-copy","bandwidth":"50MB/s","deadline_s":30}"#)
+    let m = parse_migration(br#"{"to":"http://127.0.0.1:7701/","technique":"postcopy","bandwidth_bps":50000000,"deadline_s":30.0}"#)
         .expect("ok");
     assert_eq!(m.to, "http://127.0.0.1:7701");
-    assert_eq!(m.technique, Technique::Postcopy);
-    assert_eq!(m.bandwidth_bps, Some(50_000_000));
-    assert_eq!(m.deadline_ms, 30_000);
+    assert_eq!(m.technique, drover_core::migration::Technique::Postcopy);
+    assert_eq!(m.knobs.bandwidth_bps, Some(50_000_000));
+    assert_eq!(m.knobs.deadline_s, 30);
     assert!(m.measure);
     assert_eq!(
         status(parse_migration(
@@ -138,7 +138,7 @@ fn migration_request_parsing() {
         status(parse_migration(
             br#"{"to":"http://x","technique":"teleport"}"#
         )),
-        422
+        400
     );
     assert_eq!(
         status(parse_migration(
@@ -148,9 +148,15 @@ fn migration_request_parsing() {
     );
     assert_eq!(
         status(parse_migration(
-            br#"{"to":"http://x","technique":"precopy","bandwidth":0}"#
+            br#"{"to":"http://x","technique":"precopy","bandwidth_bps":0}"#
         )),
         422
+    );
+    assert_eq!(
+        status(parse_migration(
+            br#"{"to":"http://x","technique":"precopy","deadline_ms":5}"#
+        )),
+        400
     );
     assert_eq!(status(parse_migration(br#"{"to":"http://x"}"#)), 400);
     assert_eq!(

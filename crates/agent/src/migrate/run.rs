@@ -6,7 +6,7 @@ use crate::model::{unix_ms, IncomingRequest, MigrationRequest, MigrationState};
 use crate::AgentState;
 use drover_core::migration::result::{MIN_DURING_MS, SIDE_WINDOW_MS};
 use drover_core::migration::{
-    CostParams, EndStatus, HybridSwitch, MigrationPlan, OpsSample, PlanKnobs, Technique, VmProfile,
+    CostParams, EndStatus, MigrationPlan, OpsSample, Technique, VmProfile,
 };
 use drover_qemu::driver::{self, DriverConfig, Endpoints};
 use drover_qemu::qmp::{Qmp, QmpClient, QmpExt};
@@ -215,24 +215,13 @@ pub(super) async fn abort_destination(
 
 /// The plan for a request: fixed, or the cost model's pick from a dirty-rate profile.
 async fn plan_for(req: &MigrationRequest, source: &QmpClient, memory_bytes: u64) -> MigrationPlan {
-    let knobs = PlanKnobs {
-        bandwidth_bps: req.bandwidth_bps,
-        downtime_limit_ms: req.downtime_limit_ms,
-        deadline_ms: req.deadline_ms,
-        allow_postcopy_switch: req.allow_postcopy_switch,
-        hybrid: HybridSwitch {
-            ram_fraction: req.hybrid_fraction,
-            max_rounds: req.hybrid_rounds.max(1),
-        },
-        ..PlanKnobs::default()
-    };
     let profile = match req.technique {
         Technique::Auto => profile(source, memory_bytes).await,
         _ => None,
     };
     MigrationPlan::build(
         req.technique,
-        &knobs,
+        &req.knobs,
         profile.as_ref(),
         &CostParams::default(),
     )

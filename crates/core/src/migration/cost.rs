@@ -34,6 +34,7 @@
 //! host or the link loses the VM. `postcopy_exposure_weight` prices a second of that in points of
 //! degradation, so an idle VM keeps pre-copy's safety unless post-copy saves real work.
 
+use super::knobs::PlanKnobs;
 use super::technique::{HybridSwitch, Technique};
 use serde::{Deserialize, Serialize};
 
@@ -116,10 +117,11 @@ pub struct CostParams {
 
 impl Default for CostParams {
     fn default() -> Self {
+        let knobs = PlanKnobs::default();
         CostParams {
-            downtime_limit_s: 0.3,
+            downtime_limit_s: knobs.downtime_limit_ms as f64 / 1000.0,
             max_rounds: 30,
-            precopy_deadline_s: 60.0,
+            precopy_deadline_s: knobs.deadline_s as f64,
             tracking_overhead: 0.05,
             postcopy_switchover_s: 0.05,
             fault_latency_s: 0.000_02,
@@ -128,7 +130,7 @@ impl Default for CostParams {
             postcopy_exposure_weight: 1.0,
             page_bytes: 4096,
             window_min_s: 10.0,
-            hybrid: HybridSwitch::default(),
+            hybrid: knobs.hybrid(),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod cost;
 pub mod dest;
+pub mod knobs;
 pub mod plan;
 pub mod progress;
 pub mod result;
@@ -16,7 +17,8 @@ pub mod watchdog;
 
 pub use cost::{choose, predict, Choice, CostParams, LinkProfile, Prediction, VmProfile};
 pub use dest::{DestEvent, DestMachine, DestObservation, DestState};
-pub use plan::{Capability, MigrationPlan, ParameterUpdate, PlanKnobs, UNCAPPED_BPS};
+pub use knobs::{KnobError, PlanKnobs, UNCAPPED_BPS};
+pub use plan::{Capability, MigrationPlan, ParameterUpdate};
 pub use progress::{MigrationStatus, Progress};
 pub use result::{MigrationResult, OpsSample, RunFacts, Throughput};
 pub use source::{EndStatus, SourceAction, SourceEvent, SourceMachine, SourceOutcome, SourceState};

@@ -2,6 +2,7 @@
 //! capabilities and parameters it implies for each side.
 
 use super::cost::{choose, CostParams, LinkProfile, VmProfile};
+use super::knobs::{PlanKnobs, UNCAPPED_BPS};
 use super::technique::{HybridSwitch, Technique};
 use super::watchdog::{ThrottleKind, WatchdogPolicy};
 use serde::{Deserialize, Serialize};
@@ -53,37 +54,6 @@ pub struct ParameterUpdate {
     pub vcpu_dirty_limit_mb_s: Option<u64>,
 }
 
-/// "No cap": QEMU's own default `max-bandwidth` is 128MiB/s, so uncapped runs set this instead.
-pub const UNCAPPED_BPS: u64 = 100_000_000_000;
-
-/// What an operator sets for one migration (CLI flags, API request fields).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PlanKnobs {
-    /// Bandwidth cap, bytes/s (None: uncapped).
-    pub bandwidth_bps: Option<u64>,
-    pub downtime_limit_ms: u64,
-    /// Pre-copy watchdog deadline, ms.
-    pub deadline_ms: u64,
-    /// Let the watchdog switch a stuck pre-copy to post-copy.
-    pub allow_postcopy_switch: bool,
-    pub hybrid: HybridSwitch,
-    /// Bandwidth `auto` assumes when there is no cap, bytes/s.
-    pub assumed_link_bps: u64,
-}
-
-impl Default for PlanKnobs {
-    fn default() -> Self {
-        PlanKnobs {
-            bandwidth_bps: None,
-            downtime_limit_ms: 300,
-            deadline_ms: WatchdogPolicy::default().deadline_ms,
-            allow_postcopy_switch: false,
-            hybrid: HybridSwitch::default(),
-            assumed_link_bps: 1_000_000_000,
-        }
-    }
-}
-
 /// Everything a migration run needs to know up front.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MigrationPlan {
@@ -115,7 +85,7 @@ impl MigrationPlan {
             technique,
             reason: "requested".to_string(),
             max_bandwidth_bps: None,
-            downtime_limit_ms: 300,
+            downtime_limit_ms: PlanKnobs::default().downtime_limit_ms,
             hybrid: HybridSwitch::default(),
             watchdog: WatchdogPolicy::default(),
             postcopy_preempt: false,
@@ -152,8 +122,8 @@ impl MigrationPlan {
                 };
                 let cost = CostParams {
                     downtime_limit_s: knobs.downtime_limit_ms as f64 / 1000.0,
-                    precopy_deadline_s: knobs.deadline_ms as f64 / 1000.0,
-                    hybrid: knobs.hybrid,
+                    precopy_deadline_s: knobs.deadline_s as f64,
+                    hybrid: knobs.hybrid(),
                     ..*cost
                 };
                 MigrationPlan::auto(vm, &link, &cost)
@@ -169,8 +139,8 @@ impl MigrationPlan {
         };
         plan.max_bandwidth_bps = Some(knobs.bandwidth_bps.unwrap_or(UNCAPPED_BPS));
         plan.downtime_limit_ms = knobs.downtime_limit_ms;
-        plan.hybrid = knobs.hybrid;
-        plan.watchdog.deadline_ms = knobs.deadline_ms;
+        plan.hybrid = knobs.hybrid();
+        plan.watchdog.deadline_ms = knobs.deadline_ms();
         plan.watchdog.switch_to_postcopy = knobs.allow_postcopy_switch;
         plan
     }
@@ -292,7 +262,7 @@ mod tests {
         let knobs = PlanKnobs {
             bandwidth_bps: Some(50_000_000),
             downtime_limit_ms: 500,
-            deadline_ms: 20_000,
+            deadline_s: 20,
             allow_postcopy_switch: true,
             ..PlanKnobs::default()
         };

@@ -50,7 +50,7 @@ impl Default for WatchdogPolicy {
             throttle: Some(ThrottleKind::AutoConverge),
             dirty_limit_mb_s: 10,
             switch_to_postcopy: false,
-            deadline_ms: 60_000,
+            deadline_ms: super::knobs::PlanKnobs::default().deadline_ms(),
         }
     }
 }
