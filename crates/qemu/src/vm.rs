@@ -15,8 +15,6 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum VmError {
-    #[error("guest memory {0} bytes is too small: at least 64MiB")]
-    TooSmall(u64),
     #[error(transparent)]
     Launch(#[from] LaunchError),
     #[error("QMP with '{name}': {source}")]
@@ -27,29 +25,15 @@ pub enum VmError {
     BadWorkload { spec: String, reason: String },
 }
 
-/// Memory the guest's kernel and initramfs need besides a workload's working set.
-pub const GUEST_OVERHEAD_BYTES: u64 = 48 << 20;
-
-/// Refuses a workload the guest would reject or could not fit, before anything boots.
+/// Refuses a workload the guest would reject or could not fit, before anything boots (the
+/// rule itself is the guest's: [`drover_guest::spec::check_fits`]).
 pub fn validate_workload(spec: &str, memory_bytes: u64) -> Result<(), VmError> {
-    let bad = |reason: String| VmError::BadWorkload {
-        spec: spec.to_string(),
-        reason,
-    };
-    if memory_bytes < 64 << 20 {
-        return Err(VmError::TooSmall(memory_bytes));
-    }
-    let workload = drover_guest::spec::parse_workload(spec).map_err(|e| bad(e.to_string()))?;
-    let wss = workload.pages() * drover_guest::spec::PAGE_SIZE;
-    if wss + GUEST_OVERHEAD_BYTES > memory_bytes {
-        return Err(bad(format!(
-            "working set {} MiB does not fit a {} MiB guest (the guest itself needs about {} MiB)",
-            wss >> 20,
-            memory_bytes >> 20,
-            GUEST_OVERHEAD_BYTES >> 20
-        )));
-    }
-    Ok(())
+    drover_guest::spec::check_fits(spec, memory_bytes)
+        .map(|_| ())
+        .map_err(|e| VmError::BadWorkload {
+            spec: spec.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// How VMs are started on this machine.
@@ -179,9 +163,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("does not fit"), "{err}");
-        assert!(matches!(
-            validate_workload("idle", 12),
-            Err(VmError::TooSmall(12))
-        ));
+        let err = validate_workload("idle", 12).unwrap_err().to_string();
+        assert!(err.contains("at least 64 MiB"), "{err}");
     }
 }
