@@ -9,20 +9,22 @@
 //!   docs), and reconciliation after a restart;
 //! - [`metrics`]: host capacity/usage and per-VM rates, JSON and Prometheus;
 //! - [`store`]: persistence of VMs and migration records (atomic JSON files);
-//! - [`client`]: typed HTTP client (CLI, agent to agent) and `RemoteQmp`;
-//! - [`openapi`], [`model`] (wire types), [`procfs`] (/proc, /sys, cgroups).
+//! - [`remote`]: `RemoteQmp`, the destination's QMP seen through its agent;
+//! - [`model`] (what is persisted beyond the wire types), [`procfs`] (/proc, /sys, cgroups).
+//!
+//! The wire contract (request and response types, their validation, the OpenAPI document and
+//! the typed client) is the `drover_api` crate, shared with the CLI and the manager.
 //!
 //! Restart safety: QEMU runs detached, so killing the agent (even with -9) leaves VMs running;
 //! on start the agent re-attaches to every VM in its state directory, reports dead ones as
 //! `lost`, and re-evaluates any migration that was under way from what QEMU reports.
 
 pub mod api;
-pub mod client;
 pub mod metrics;
 pub mod migrate;
 pub mod model;
-pub mod openapi;
 pub mod procfs;
+pub mod remote;
 pub mod store;
 pub mod vms;
 
@@ -114,6 +116,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Everything the handlers and background tasks share.
 pub struct AgentState {
     pub token: String,
+    /// This agent's identity (see `drover_api::Health`).
+    pub agent_id: String,
+    /// Where the HTTP server listens (to recognise a migration to this host).
+    pub listen: SocketAddr,
     pub store: store::Store,
     pub vms: vms::Vms,
     pub migrations: migrate::Migrations,
@@ -150,17 +156,35 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         return Err(AgentError::EmptyToken);
     }
     let store = store::Store::open(&config.state_dir)?;
+    let detected = procfs::capacity();
+    let capacity = procfs::Capacity {
+        cpus: config.cpus.unwrap_or(detected.cpus),
+        memory_bytes: config.memory_bytes.unwrap_or(detected.memory_bytes),
+    };
     let settings = vms::LaunchSettings {
         qemu_binary: config.qemu_binary.clone(),
         accel: config.accel,
         image: config.image.clone(),
         start_timeout: config.start_timeout,
+        memory_capacity_bytes: capacity.memory_bytes,
     };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| AgentError::Bind {
+            addr: config.listen,
+            message: e.to_string(),
+        })?;
+    let addr = listener.local_addr().map_err(|e| AgentError::Bind {
+        addr: config.listen,
+        message: e.to_string(),
+    })?;
     let state = Arc::new(AgentState {
         token: config.token.clone(),
+        agent_id: store.agent_id()?,
+        listen: addr,
         vms: vms::Vms::new(store.clone(), settings),
         migrations: migrate::Migrations::load(store.clone())?,
-        metrics: metrics::MetricsHub::new(config.dirty_interval, config.cpus, config.memory_bytes),
+        metrics: metrics::MetricsHub::new(config.dirty_interval, capacity),
         store,
         tasks: Mutex::new(Vec::new()),
     });
@@ -174,21 +198,14 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
             tokio::time::sleep(interval).await;
         }
     });
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| AgentError::Bind {
-            addr: config.listen,
-            message: e.to_string(),
-        })?;
-    let addr = listener.local_addr().map_err(|e| AgentError::Bind {
-        addr: config.listen,
-        message: e.to_string(),
-    })?;
     let app = api::router(state.clone());
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .await
-            .map_err(|e| AgentError::Serve(e.to_string()))
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<api::Connection>(),
+        )
+        .await
+        .map_err(|e| AgentError::Serve(e.to_string()))
     });
     tracing::info!(%addr, "agent listening");
     Ok(RunningAgent {

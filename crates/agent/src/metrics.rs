@@ -15,7 +15,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde::Serialize;
+use drover_api::metrics::{HostMetrics, Metrics, VmMetrics};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -29,43 +29,6 @@ pub enum MetricsError {
     DirtyRate(QmpError),
     #[error("Prometheus encoding: {0}")]
     Encode(String),
-}
-
-/// One VM's rates.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct VmMetrics {
-    pub name: String,
-    /// CPU time used by its QEMU, in cores (1.0 = one core busy).
-    pub cpu_cores: f64,
-    pub rss_bytes: u64,
-    pub vcpus: u32,
-    pub memory_bytes: u64,
-    /// Last measured dirty page rate, bytes/s (None until measured).
-    pub dirty_rate_bps: Option<f64>,
-    pub dirty_rate_age_s: Option<u64>,
-    /// Guest view: bytes/s received and sent on its NIC.
-    pub net_rx_bps: f64,
-    pub net_tx_bps: f64,
-    pub disk_read_bps: f64,
-    pub disk_write_bps: f64,
-    pub disk_read_iops: f64,
-    pub disk_write_iops: f64,
-    pub ops_per_s: f64,
-    pub integrity_errors: u64,
-}
-
-/// The host: capacity (cgroup limits when set) and usage.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct HostMetrics {
-    pub cpus: f64,
-    pub memory_bytes: u64,
-    pub vms: usize,
-    pub vcpus_allocated: u64,
-    pub memory_allocated_bytes: u64,
-    /// Sum of the VMs' CPU use, cores.
-    pub cpu_used_cores: f64,
-    /// Sum of the VMs' resident memory.
-    pub memory_used_bytes: u64,
 }
 
 /// Counters from the previous sample, to turn into rates.
@@ -115,15 +78,11 @@ pub async fn measure_dirty_rate(qmp: &dyn Qmp, ms: u64) -> Result<f64, MetricsEr
 }
 
 impl MetricsHub {
-    /// `cpus`/`memory_bytes` override the detected capacity.
-    pub fn new(dirty_interval: Duration, cpus: Option<f64>, memory_bytes: Option<u64>) -> Self {
-        let detected = procfs::capacity();
+    /// A hub reporting `capacity` as the host's.
+    pub fn new(dirty_interval: Duration, capacity: Capacity) -> Self {
         MetricsHub {
             state: Mutex::new(HashMap::new()),
-            capacity: Capacity {
-                cpus: cpus.unwrap_or(detected.cpus),
-                memory_bytes: memory_bytes.unwrap_or(detected.memory_bytes),
-            },
+            capacity,
             dirty_interval,
         }
     }
@@ -213,7 +172,7 @@ impl MetricsHub {
         let host = HostMetrics {
             cpus: self.capacity.cpus,
             memory_bytes: self.capacity.memory_bytes,
-            vms: vms.len(),
+            vms: vms.len() as u64,
             vcpus_allocated: vms.iter().map(|v| u64::from(v.vcpus)).sum(),
             memory_allocated_bytes: vms.iter().map(|v| v.memory_bytes).sum(),
             cpu_used_cores: vms.iter().map(|v| v.cpu_cores).sum(),
@@ -223,9 +182,9 @@ impl MetricsHub {
     }
 
     /// `/v1/metrics`.
-    pub fn json(&self) -> Value {
+    pub fn json(&self) -> Metrics {
         let (host, vms) = self.snapshot();
-        serde_json::json!({ "host": host, "vms": vms })
+        Metrics { host, vms }
     }
 
     /// `/metrics`: Prometheus text exposition.

@@ -3,12 +3,15 @@
 //! Layout under the state directory:
 //! - `vms/<name>.json`: one [`VmRecord`] per VM (spec, pid, run dir);
 //! - `migrations/<id>.json`: one [`MigrationRecord`] per migration, kept after it ends;
-//! - `run/<name>/`: the VM's run directory (sockets, logs, pid file).
+//! - `run/<name>/`: the VM's run directory (sockets, logs, pid file);
+//! - `disks/`: the storage directory: the only place a VM's `disk` may name a file in;
+//! - `agent-id`: this agent's identity, made once.
 //!
 //! Every write goes to a temporary file in the same directory, is synced, then renamed over the
 //! target, so a kill -9 at any moment leaves either the old or the new record, never half of one.
 
-use crate::model::{MigrationRecord, VmRecord};
+use crate::model::VmRecord;
+use drover_api::MigrationRecord;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::io::Write;
@@ -39,7 +42,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating) the state directory.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        for sub in ["vms", "migrations", "run"] {
+        for sub in ["vms", "migrations", "run", "disks"] {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).map_err(|e| io(&p, e))?;
         }
@@ -50,6 +53,30 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The storage directory: VM disks are file names in it.
+    pub fn disk_dir(&self) -> PathBuf {
+        self.root.join("disks")
+    }
+
+    /// This agent's identity: read from `agent-id`, or made (random, from the kernel) and
+    /// kept there on first use.
+    pub fn agent_id(&self) -> Result<String, StoreError> {
+        let path = self.root.join("agent-id");
+        if let Ok(id) = std::fs::read_to_string(&path) {
+            let id = id.trim().to_string();
+            if !id.is_empty() {
+                return Ok(id);
+            }
+        }
+        let raw = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+            .map_err(|e| io(Path::new("/proc/sys/kernel/random/uuid"), e))?;
+        let id = raw.trim().to_string();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &id).map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+        Ok(id)
     }
 
     /// The run directory for a VM (not created here).
@@ -127,7 +154,8 @@ fn load_dir<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{MigrationRequest, MigrationState, VmConfig, VmRole};
+    use crate::model::VmRole;
+    use drover_api::{MigrationRequest, MigrationState, VmConfig};
     use drover_core::migration::Technique;
 
     fn vm(name: &str) -> VmRecord {
@@ -142,6 +170,8 @@ mod tests {
             },
             role: VmRole::Incoming {
                 migration_id: "m1".into(),
+                uri: None,
+                recover_uri: None,
             },
             pid: 42,
             run_dir: "/tmp/x".into(),
@@ -173,7 +203,7 @@ mod tests {
             id: "m1".into(),
             vm: "b".into(),
             request: MigrationRequest {
-                to: "http://h2".into(),
+                to: drover_api::AgentUrl::parse("http://h2:7700").expect("valid"),
                 technique: Technique::Postcopy,
                 measure: false,
                 knobs: drover_core::migration::PlanKnobs::default(),

@@ -14,9 +14,9 @@
 //! ```
 
 use crate::lock;
-use crate::model::{
-    unix_ms, VmConfig, VmRecord, VmRole, VmStatus, VmView, WallSample, WorkloadView,
-};
+use crate::model::{VmRecord, VmRole};
+use drover_api::qmp::ForwardedQmp;
+use drover_api::{unix_ms, VmConfig, VmStatus, VmView, WallSample, WorkloadView};
 use crate::procfs::{self, Liveness};
 use crate::store::{Store, StoreError};
 use drover_qemu::image::GuestImage;
@@ -24,6 +24,7 @@ use drover_qemu::launcher::{self, Accel, LaunchError, RunPaths, TapNic, VmSpec};
 use drover_qemu::metrics::{Clock, MetricsReader, Samples};
 use drover_qemu::qmp::{QmpClient, QmpError, QmpExt};
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
@@ -46,6 +47,21 @@ pub enum VmsError {
     Store(#[from] StoreError),
     #[error("guest image: {0}")]
     Image(String),
+    #[error("VM '{name}' needs {need} bytes of memory but this host has {free} of {capacity} free")]
+    NoRoom {
+        name: String,
+        need: u64,
+        free: u64,
+        capacity: u64,
+    },
+    #[error("no disk named '{disk}' in this agent's storage directory {dir}")]
+    NoDisk { disk: String, dir: PathBuf },
+    #[error("no tap interface '{0}' on this host")]
+    NoTap(String),
+    #[error("VM '{0}' is not an incoming migration destination")]
+    NotIncoming(String),
+    #[error("'{uri}' is not the URI this agent made for incoming VM '{name}'")]
+    ForeignUri { name: String, uri: String },
 }
 
 /// A VM with an attached QEMU, as the metrics sampler sees it.
@@ -69,6 +85,9 @@ pub struct LaunchSettings {
     /// None: build/find the default image on first use.
     pub image: Option<GuestImage>,
     pub start_timeout: Duration,
+    /// Memory VMs may be given in all, bytes (the host's capacity): a VM that would take more
+    /// is refused rather than left to the kernel's OOM killer.
+    pub memory_capacity_bytes: u64,
 }
 
 /// One VM known to the registry.
@@ -175,9 +194,56 @@ impl Vms {
         })
     }
 
+    /// Refuses a VM that would not fit this host's memory, counting every VM registered here
+    /// (incoming ones included: they will hold their memory once the migration arrives).
+    fn check_room(&self, config: &VmConfig) -> Result<(), VmsError> {
+        let used: u64 = lock(&self.map)
+            .values()
+            .filter(|e| e.lost.is_none())
+            .map(|e| e.record.config.memory_bytes)
+            .sum();
+        let capacity = self.settings.memory_capacity_bytes;
+        let free = capacity.saturating_sub(used);
+        if config.memory_bytes > free {
+            return Err(VmsError::NoRoom {
+                name: config.name.clone(),
+                need: config.memory_bytes,
+                free,
+                capacity,
+            });
+        }
+        Ok(())
+    }
+
+    /// The disk's file, which must exist inside the storage directory (a symbolic link that
+    /// leads out of it is refused too).
+    fn disk_path(&self, disk: &str) -> Result<PathBuf, VmsError> {
+        let dir = self.store.disk_dir();
+        let missing = || VmsError::NoDisk {
+            disk: disk.to_string(),
+            dir: dir.clone(),
+        };
+        let path = dir.join(disk);
+        let real = path.canonicalize().map_err(|_| missing())?;
+        let root = dir.canonicalize().map_err(|_| missing())?;
+        if !real.starts_with(&root) || !real.is_file() {
+            return Err(missing());
+        }
+        Ok(real)
+    }
+
     /// Starts a VM (or, with `Incoming`, a migration destination waiting for `migrate-incoming`).
+    /// `config` has been validated (`VmConfig::validate`); what depends on this host (room,
+    /// disk, tap) is checked here.
     pub async fn start(&self, config: VmConfig, role: VmRole) -> Result<VmView, VmsError> {
         let _reservation = self.reserve(&config.name)?;
+        self.check_room(&config)?;
+        let disk = config.disk.as_deref().map(|d| self.disk_path(d)).transpose()?;
+        if let Some(nic) = &config.nic {
+            if !Path::new("/sys/class/net").join(&nic.tap).exists() {
+                return Err(VmsError::NoTap(nic.tap.clone()));
+            }
+        }
         let image = self.image().await?;
         let spec = VmSpec {
             name: config.name.clone(),
@@ -192,7 +258,7 @@ impl Vms {
                 ifname: n.tap.clone(),
                 mac: n.mac.clone(),
             }),
-            disk: config.disk.clone(),
+            disk,
         };
         let run_dir = self.store.run_dir(&config.name);
         let paths = RunPaths::in_dir(&run_dir);
@@ -346,10 +412,10 @@ impl Vms {
             nic: c.nic.clone(),
             pid: e.record.pid,
             qemu_status,
-            migration: e.migration.clone().or(match &e.record.role {
-                VmRole::Incoming { migration_id } => Some(migration_id.clone()),
-                VmRole::Running => None,
-            }),
+            migration: e
+                .migration
+                .clone()
+                .or(e.record.role.incoming_migration().map(str::to_string)),
             workload_report,
             error: e.lost.clone(),
         }
@@ -448,7 +514,7 @@ impl Vms {
         if e.lost.is_some() {
             return Err(VmsError::Lost(name.to_string()));
         }
-        if let VmRole::Incoming { migration_id } = &e.record.role {
+        if let Some(migration_id) = e.record.role.incoming_migration() {
             return Err(VmsError::Busy {
                 name: name.to_string(),
                 why: format!("it is the destination of migration {migration_id}"),
@@ -468,6 +534,33 @@ impl Vms {
         if let Some(e) = lock(&self.map).get_mut(name) {
             e.migration = None;
         }
+    }
+
+    /// Checks a forwarded command against incoming VM `name`: only an incoming VM takes them,
+    /// and a URI must be the one this agent made for it.
+    pub fn check_forwarded(&self, name: &str, cmd: &ForwardedQmp) -> Result<(), VmsError> {
+        let map = lock(&self.map);
+        let e = map
+            .get(name)
+            .ok_or_else(|| VmsError::NotFound(name.to_string()))?;
+        let VmRole::Incoming {
+            uri, recover_uri, ..
+        } = &e.record.role
+        else {
+            return Err(VmsError::NotIncoming(name.to_string()));
+        };
+        let (given, own) = match cmd {
+            ForwardedQmp::MigrateIncoming(a) => (a.uri, uri),
+            ForwardedQmp::MigrateRecover(a) => (a.uri, recover_uri),
+            _ => return Ok(()),
+        };
+        if own.as_ref() != Some(&given) {
+            return Err(VmsError::ForeignUri {
+                name: name.to_string(),
+                uri: given.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Turns an incoming VM into a normal one (the migration delivered it here).

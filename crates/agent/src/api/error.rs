@@ -4,7 +4,6 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq)]
@@ -27,6 +26,9 @@ pub enum ApiError {
     /// Body over the size limit: 413.
     #[error("{0}")]
     TooLarge(String),
+    /// Request URI over the length limit: 414.
+    #[error("{0}")]
+    UriTooLong(String),
     /// Well-formed but invalid values: 422.
     #[error("{0}")]
     Invalid(String),
@@ -54,6 +56,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ApiError::Invalid(_) | ApiError::Qmp { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -64,11 +67,15 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut body = json!({ "error": self.to_string() });
-        if let ApiError::Qmp { class, desc, .. } = &self {
-            body["qmp_class"] = json!(class);
-            body["qmp_desc"] = json!(desc);
-        }
+        let (qmp_class, qmp_desc) = match &self {
+            ApiError::Qmp { class, desc, .. } => (Some(class.clone()), Some(desc.clone())),
+            _ => (None, None),
+        };
+        let body = drover_api::ErrorBody {
+            error: self.to_string(),
+            qmp_class,
+            qmp_desc,
+        };
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
@@ -80,18 +87,32 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<drover_api::request::RequestError> for ApiError {
+    fn from(e: drover_api::request::RequestError) -> Self {
+        use drover_api::request::RequestError as R;
+        match e {
+            R::Syntax(m) => ApiError::BadRequest(m),
+            R::Invalid(m) => ApiError::Invalid(m),
+        }
+    }
+}
+
 impl From<crate::vms::VmsError> for ApiError {
     fn from(e: crate::vms::VmsError) -> Self {
         use crate::vms::VmsError as E;
         match e {
             E::NotFound(_) => ApiError::NotFound(e.to_string()),
-            E::Exists(_) | E::Busy { .. } | E::Lost(_) => ApiError::Conflict(e.to_string()),
+            E::Exists(_)
+            | E::Busy { .. }
+            | E::Lost(_)
+            | E::NoRoom { .. }
+            | E::NoDisk { .. }
+            | E::NoTap(_)
+            | E::NotIncoming(_)
+            | E::ForeignUri { .. } => ApiError::Conflict(e.to_string()),
             E::Launch(drover_qemu::launcher::LaunchError::BadSpec(_)) => {
                 ApiError::Invalid(e.to_string())
             }
-            E::Launch(drover_qemu::launcher::LaunchError::ImageMissing {
-                what: "disk", ..
-            }) => ApiError::Invalid(e.to_string()),
             E::Launch(_) | E::Qmp { .. } | E::Store(_) | E::Image(_) => {
                 ApiError::Internal(e.to_string())
             }
@@ -105,7 +126,7 @@ impl From<crate::migrate::MigrateError> for ApiError {
         match e {
             E::Vms(v) => v.into(),
             E::NotFound(_) => ApiError::NotFound(e.to_string()),
-            E::Finished(_) => ApiError::Conflict(e.to_string()),
+            E::Finished(_) | E::ToSelf(_) => ApiError::Conflict(e.to_string()),
             E::Peer(_) => ApiError::Upstream(e.to_string()),
             E::Store(_) => ApiError::Internal(e.to_string()),
         }
@@ -122,12 +143,15 @@ pub fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
     diff == 0
 }
 
-/// Checks an `Authorization` header value against the token.
+/// Checks an `Authorization` header value against the token. The scheme is case-insensitive
+/// and may be followed by several spaces (RFC 9110, section 11.1).
 pub fn check_bearer(header: Option<&[u8]>, token: &str) -> Result<(), ApiError> {
     let value = header.ok_or(ApiError::Unauthorized)?;
-    let presented = value
-        .strip_prefix(b"Bearer ")
-        .ok_or(ApiError::Unauthorized)?;
+    let (scheme, rest) = value.split_at(value.len().min(6));
+    if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.starts_with(b" ") {
+        return Err(ApiError::Unauthorized);
+    }
+    let presented = rest.trim_ascii_start();
     if token.is_empty() || !token_matches(presented, token.as_bytes()) {
         return Err(ApiError::Unauthorized);
     }
@@ -158,6 +182,16 @@ mod tests {
             Err(ApiError::Unauthorized)
         );
         assert_eq!(check_bearer(Some(b"Bearer s3cret"), "s3cret"), Ok(()));
+        assert_eq!(check_bearer(Some(b"bearer s3cret"), "s3cret"), Ok(()));
+        assert_eq!(check_bearer(Some(b"BEARER  s3cret"), "s3cret"), Ok(()));
+        assert_eq!(
+            check_bearer(Some(b"Bearers3cret"), "s3cret"),
+            Err(ApiError::Unauthorized)
+        );
+        assert_eq!(
+            check_bearer(Some(b"Basic s3cret"), "s3cret"),
+            Err(ApiError::Unauthorized)
+        );
     }
 
     #[test]

@@ -1,41 +1,62 @@
 //! The HTTP API: routes, authentication and handlers. Handlers are thin: parse with
-//! [`parse`] (pure), call the registry or the migration orchestrator, map errors with
-//! [`ApiError`]. Every failure is a JSON `{"error": ...}` with a 4xx/5xx status, including
-//! unknown routes, wrong methods, oversized bodies and extractor rejections, so no client input
-//! reaches a panic or an HTML error page.
+//! `drover_api::request` (pure, shared with every client), call the registry or the migration
+//! orchestrator, map errors with [`ApiError`]. Every failure is a JSON `{"error": ...}` with a
+//! 4xx/5xx status, including unknown routes, wrong methods, oversized bodies, overlong URIs and
+//! extractor rejections, so no client input reaches a panic or an HTML error page.
 //!
-//! Routes (all but `/v1/health` need `Authorization: Bearer <token>`):
-//! - `GET /v1/health`, `GET /v1/openapi.json`
-//! - `GET|POST /v1/vms`, `GET|DELETE /v1/vms/{name}`, `GET /v1/vms/{name}/samples`
-//! - `POST /v1/vms/{name}/migrations`, `GET /v1/migrations`, `GET|DELETE /v1/migrations/{id}`
-//! - agent to agent: `POST /v1/incoming`, `POST /v1/incoming/{name}/commit`,
-//!   `DELETE /v1/incoming/{name}`, `POST /v1/vms/{name}/qmp`
-//! - `GET /v1/metrics` (JSON), `GET /metrics` (Prometheus text)
+//! The routes are `drover_api::openapi::ROUTES` (a test checks the router against the table);
+//! all but `/v1/health` need `Authorization: Bearer <token>`.
 
 pub mod error;
-pub mod parse;
 
 pub use error::ApiError;
 
-use crate::model::{IncomingReply, VmRole, VmStatus};
+use crate::model::VmRole;
 use crate::AgentState;
 use axum::body::Bytes;
+use axum::extract::connect_info::Connected;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::serve::IncomingStream;
+use axum::{Extension, Json, Router};
+use drover_api::qmp::{ForwardedQmp, QmpReply};
+use drover_api::request::{
+    parse_create_vm, parse_incoming, parse_migration, parse_migration_id, parse_name, parse_qmp,
+};
+use drover_api::vm::{Committed, Deleted, Health};
+use drover_api::{IncomingReply, MigrationUri};
 use drover_qemu::qmp::{Qmp, QmpError};
-use serde_json::json;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// Request bodies are small JSON objects; anything bigger is a mistake or an attack.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// Longest request URI accepted (names are at most 128 characters; this leaves ample room).
+pub const URI_LIMIT: usize = 4 * 1024;
+
 type St = State<Arc<AgentState>>;
 type ApiResult = Result<Response, ApiError>;
+
+/// What the server knows about a connection: the local address the client reached, which is
+/// where an incoming migration's QEMU listens (an address this host owns, reachable by the
+/// source).
+#[derive(Debug, Clone, Copy)]
+pub struct Connection {
+    pub local: Option<SocketAddr>,
+}
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Connection {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Connection {
+            local: stream.io().local_addr().ok(),
+        }
+    }
+}
 
 fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     b.map_err(|r| {
@@ -50,6 +71,10 @@ fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 fn path(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     p.map(|Path(s)| s)
         .map_err(|r| ApiError::BadRequest(r.body_text()))
+}
+
+fn name(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    Ok(parse_name(&path(p)?)?)
 }
 
 fn ok<T: serde::Serialize>(status: StatusCode, v: T) -> ApiResult {
@@ -84,7 +109,17 @@ pub fn router(state: Arc<AgentState>) -> Router {
             ApiError::MethodNotAllowed("method not allowed on this route".into())
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(uri_limit))
         .with_state(state)
+}
+
+async fn uri_limit(req: Request, next: Next) -> Response {
+    let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if len > URI_LIMIT {
+        return ApiError::UriTooLong(format!("request URI of {len} bytes; at most {URI_LIMIT}"))
+            .into_response();
+    }
+    next.run(req).await
 }
 
 async fn auth(State(st): St, req: Request, next: Next) -> Response {
@@ -101,12 +136,17 @@ async fn auth(State(st): St, req: Request, next: Next) -> Response {
 async fn health(State(st): St) -> ApiResult {
     ok(
         StatusCode::OK,
-        json!({"status": "ok", "vms": st.vms.list().len()}),
+        Health {
+            status: "ok".into(),
+            agent_id: st.agent_id.clone(),
+            vms: st.vms.list().len() as u64,
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
     )
 }
 
 async fn openapi() -> ApiResult {
-    ok(StatusCode::OK, crate::openapi::document())
+    ok(StatusCode::OK, drover_api::openapi::document())
 }
 
 async fn list_vms(State(st): St) -> ApiResult {
@@ -114,24 +154,24 @@ async fn list_vms(State(st): St) -> ApiResult {
 }
 
 async fn create_vm(State(st): St, b: Result<Bytes, BytesRejection>) -> ApiResult {
-    let config = parse::parse_create_vm(&body(b)?)?;
+    let config = parse_create_vm(&body(b)?)?;
     let view = st.vms.start(config, VmRole::Running).await?;
     ok(StatusCode::CREATED, view)
 }
 
 async fn get_vm(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
-    let name = parse::parse_name(&path(p)?)?;
+    let name = name(p)?;
     ok(StatusCode::OK, st.vms.get(&name).await?)
 }
 
 async fn delete_vm(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
-    let name = parse::parse_name(&path(p)?)?;
+    let name = name(p)?;
     st.vms.remove(&name, false, false).await?;
-    ok(StatusCode::OK, json!({"deleted": name}))
+    ok(StatusCode::OK, Deleted { deleted: name })
 }
 
 async fn samples(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
-    let name = parse::parse_name(&path(p)?)?;
+    let name = name(p)?;
     ok(StatusCode::OK, st.vms.wall_samples(&name)?)
 }
 
@@ -140,18 +180,21 @@ async fn qmp(
     p: Result<Path<String>, PathRejection>,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let name = parse::parse_name(&path(p)?)?;
-    let cmd = parse::parse_qmp(&body(b)?)?;
-    // Only a migration destination takes forwarded commands: a normal VM is nobody's business.
-    let view = st.vms.get(&name).await?;
-    if view.status != VmStatus::Incoming {
-        return Err(ApiError::Conflict(format!(
-            "VM '{name}' is not an incoming migration destination"
-        )));
-    }
+    let name = name(p)?;
+    let cmd = parse_qmp(&body(b)?)?;
+    // Only an incoming migration destination takes forwarded commands, and only with the URIs
+    // this agent made for it.
+    st.vms.check_forwarded(&name, &cmd)?;
     let q = st.vms.qmp_of(&name)?;
-    match q.execute(&cmd.execute, cmd.arguments).await {
-        Ok(v) => ok(StatusCode::OK, json!({"return": v})),
+    ok(StatusCode::OK, run_forwarded(q.as_ref(), &name, &cmd).await?)
+}
+
+async fn run_forwarded(q: &dyn Qmp, name: &str, cmd: &ForwardedQmp) -> Result<QmpReply, ApiError> {
+    match q.execute(cmd.name(), cmd.arguments()).await {
+        Ok(v) => cmd
+            .reply(v)
+            .map(|ret| QmpReply { ret })
+            .map_err(ApiError::Upstream),
         Err(QmpError::Command {
             command,
             class,
@@ -161,7 +204,7 @@ async fn qmp(
             class,
             desc,
         }),
-        Err(e) => Err(ApiError::Internal(format!("QMP with '{name}': {e}"))),
+        Err(e) => Err(ApiError::Upstream(format!("QMP with '{name}': {e}"))),
     }
 }
 
@@ -170,9 +213,9 @@ async fn migrate(
     p: Result<Path<String>, PathRejection>,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let name = parse::parse_name(&path(p)?)?;
-    let req = parse::parse_migration(&body(b)?)?;
-    let record = crate::migrate::start(&st, &name, req)?;
+    let name = name(p)?;
+    let req = parse_migration(&body(b)?)?;
+    let record = crate::migrate::start(&st, &name, req).await?;
     ok(StatusCode::ACCEPTED, record)
 }
 
@@ -181,24 +224,23 @@ async fn list_migrations(State(st): St) -> ApiResult {
 }
 
 async fn get_migration(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
-    let id = path(p)?;
+    let id = parse_migration_id(&path(p)?)?;
     ok(StatusCode::OK, crate::migrate::view(&st, &id).await?)
 }
 
 async fn cancel_migration(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
-    let id = path(p)?;
+    let id = parse_migration_id(&path(p)?)?;
     ok(StatusCode::ACCEPTED, st.migrations.cancel(&id)?)
 }
 
-/// Picks two free TCP ports on `host` for QEMU's migration and recovery listeners (both held
+/// Picks two free TCP ports on `ip` for QEMU's migration and recovery listeners (both held
 /// until both are known, so they differ). Racy in theory (another process may take one before
 /// QEMU binds); `migrate-incoming` would then fail and the source reports the migration failed,
 /// with the VM still on the source.
-fn free_ports(host: &str) -> Result<(u16, u16), ApiError> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
+fn free_ports(ip: IpAddr) -> Result<(u16, u16), ApiError> {
     let bind = || {
-        std::net::TcpListener::bind((bare, 0))
-            .map_err(|e| ApiError::Invalid(format!("cannot listen on '{host}' here: {e}")))
+        std::net::TcpListener::bind((ip, 0))
+            .map_err(|e| ApiError::Internal(format!("cannot listen on {ip} here: {e}")))
     };
     let port = |l: &std::net::TcpListener| {
         l.local_addr()
@@ -209,32 +251,40 @@ fn free_ports(host: &str) -> Result<(u16, u16), ApiError> {
     Ok((port(&a)?, port(&b)?))
 }
 
-async fn incoming(State(st): St, b: Result<Bytes, BytesRejection>) -> ApiResult {
-    let req = parse::parse_incoming(&body(b)?)?;
-    let (port, recover_port) = free_ports(&req.listen_host)?;
+async fn incoming(
+    State(st): St,
+    conn: Option<Extension<axum::extract::ConnectInfo<Connection>>>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let req = parse_incoming(&body(b)?)?;
+    // Listen where the source reached us: an address of this host that the source can reach.
+    let ip = conn
+        .and_then(|Extension(c)| c.0.local)
+        .map_or(st.listen.ip(), |a| a.ip());
+    let (port, recover_port) = free_ports(ip)?;
+    let reply = IncomingReply {
+        uri: MigrationUri::tcp(ip, port),
+        recover_uri: MigrationUri::tcp(ip, recover_port),
+    };
     let role = VmRole::Incoming {
-        migration_id: req.migration_id.clone(),
+        migration_id: req.migration_id,
+        uri: Some(reply.uri),
+        recover_uri: Some(reply.recover_uri),
     };
     st.vms.start(req.config, role).await?;
-    ok(
-        StatusCode::CREATED,
-        IncomingReply {
-            uri: format!("tcp:{}:{port}", req.listen_host),
-            recover_uri: format!("tcp:{}:{recover_port}", req.listen_host),
-        },
-    )
+    ok(StatusCode::CREATED, reply)
 }
 
 async fn commit_incoming(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
-    let name = parse::parse_name(&path(p)?)?;
+    let name = name(p)?;
     st.vms.commit(&name)?;
-    ok(StatusCode::OK, json!({"committed": name}))
+    ok(StatusCode::OK, Committed { committed: name })
 }
 
 async fn abort_incoming(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
-    let name = parse::parse_name(&path(p)?)?;
+    let name = name(p)?;
     st.vms.remove(&name, true, false).await?;
-    ok(StatusCode::OK, json!({"deleted": name}))
+    ok(StatusCode::OK, Deleted { deleted: name })
 }
 
 async fn metrics_json(State(st): St) -> ApiResult {

@@ -36,8 +36,7 @@ mod run;
 
 pub use recover::{reconcile_step, DestSeen, Reconcile, SourceSeen};
 
-use crate::client::ClientError;
-use crate::model::{unix_ms, MigrationRecord, MigrationRequest, MigrationState};
+use drover_api::{unix_ms, AgentUrl, ClientError, MigrationRecord, MigrationRequest, MigrationState};
 use crate::store::{Store, StoreError};
 use crate::vms::VmsError;
 use crate::{lock, AgentState};
@@ -58,6 +57,8 @@ pub enum MigrateError {
     Finished(String),
     #[error("destination agent: {0}")]
     Peer(#[from] ClientError),
+    #[error("the destination {0} is this host")]
+    ToSelf(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -164,12 +165,39 @@ impl Migrations {
     }
 }
 
+/// Whether `to` names this agent: its port, and an address this host owns (one a socket can
+/// be bound to). Names are resolved; an address that does not resolve is not this host.
+pub async fn is_this_host(to: &AgentUrl, listen: std::net::SocketAddr) -> bool {
+    if to.port() != listen.port() {
+        return false;
+    }
+    let Ok(addrs) = tokio::net::lookup_host((to.host(), to.port())).await else {
+        return false;
+    };
+    addrs.into_iter().any(|a| {
+        if !listen.ip().is_unspecified() {
+            return a.ip() == listen.ip();
+        }
+        a.ip().is_loopback() || std::net::UdpSocket::bind((a.ip(), 0)).is_ok()
+    })
+}
+
 /// Starts migrating `vm` as `req` asks; returns the record at once (state `preparing`).
-pub fn start(
+///
+/// # Errors
+/// The VM is unknown, lost or busy, or the destination is this host.
+pub async fn start(
     state: &Arc<AgentState>,
     vm: &str,
     req: MigrationRequest,
 ) -> Result<MigrationRecord, MigrateError> {
+    state.vms.record(vm)?;
+    if is_this_host(&req.to, state.listen).await {
+        return Err(MigrateError::ToSelf(format!(
+            "{} (VM '{vm}' already runs here)",
+            req.to
+        )));
+    }
     let id = state.migrations.new_id(vm);
     state.vms.begin_migration(vm, &id)?;
     let record = MigrationRecord {

@@ -9,8 +9,7 @@
 //! `interrupted` with the reason, never guessed.
 
 use super::run::{abort_destination, final_state, hand_over};
-use crate::client::AgentClient;
-use crate::model::{unix_ms, MigrationRecord, MigrationState, VmStatus};
+use drover_api::{unix_ms, AgentClient, MigrationRecord, MigrationState, VmStatus};
 use crate::vms::VmsError;
 use crate::AgentState;
 use drover_core::migration::MigrationStatus;
@@ -131,7 +130,7 @@ pub async fn recover(state: Arc<AgentState>, r: MigrationRecord) {
         state.vms.end_migration(&r.vm);
         return;
     }
-    let dest = AgentClient::new(&r.request.to, &state.token);
+    let dest = AgentClient::new(r.request.to.clone(), &state.token);
     let deadline = tokio::time::Instant::now() + RECOVER_TIMEOUT;
     let mut cancelled = false;
     loop {

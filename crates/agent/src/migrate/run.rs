@@ -1,9 +1,10 @@
 //! The source side of one migration, from `preparing` to a final record.
 
-use crate::api::parse::url_host;
-use crate::client::{AgentClient, RemoteQmp};
-use crate::model::{unix_ms, IncomingRequest, MigrationRequest, MigrationState};
+use crate::remote::RemoteQmp;
 use crate::AgentState;
+use drover_api::{
+    unix_ms, AgentClient, IncomingReply, IncomingRequest, MigrationRequest, MigrationState,
+};
 use drover_core::migration::result::{MIN_DURING_MS, SIDE_WINDOW_MS};
 use drover_core::migration::{
     CostParams, EndStatus, MigrationPlan, OpsSample, Technique, VmProfile,
@@ -41,26 +42,34 @@ async fn drive(
     let source = state.vms.qmp_of(vm).map_err(|e| e.to_string())?;
     let config = state.vms.record(vm).map_err(|e| e.to_string())?.config;
     let plan = plan_for(req, source.as_ref(), config.memory_bytes).await;
-    let dest = AgentClient::new(&req.to, &state.token);
-    let listen_host =
-        url_host(&req.to).ok_or_else(|| format!("no host in destination URL {}", req.to))?;
+    let dest = AgentClient::new(req.to.clone(), &state.token);
+    let health = dest
+        .health()
+        .await
+        .map_err(|e| format!("destination unreachable: {e}"))?;
+    if health.agent_id == state.agent_id {
+        return Err(format!("the destination {} is this host", req.to));
+    }
     let incoming = IncomingRequest {
         config,
         migration_id: id.to_string(),
-        listen_host,
     };
     let reply = dest
         .incoming(&incoming)
         .await
         .map_err(|e| format!("destination could not prepare an incoming VM: {e}"))?;
-    let uri = reply.uri;
-    let recover_uri = reply.recover_uri;
+    if let Err(e) = check_reply(&req.to, &reply).await {
+        abort_destination(state, id, &dest, vm, source.as_ref()).await;
+        return Err(e);
+    }
+    let uri = reply.uri.to_string();
+    let recover_uri = reply.recover_uri.to_string();
     state
         .migrations
         .update(id, |r| {
             r.state = MigrationState::Running;
             r.plan = Some(plan.clone());
-            r.uri = Some(uri.clone());
+            r.uri = Some(reply.uri);
         })
         .map_err(|e| e.to_string())?;
     let remote = RemoteQmp {
@@ -211,6 +220,21 @@ pub(super) async fn abort_destination(
             }
         }
     }
+}
+
+/// Refuses URIs that do not point at the destination this agent chose: QEMU would connect
+/// wherever they say.
+async fn check_reply(to: &drover_api::AgentUrl, reply: &IncomingReply) -> Result<(), String> {
+    let addrs: Vec<std::net::IpAddr> = tokio::net::lookup_host((to.host(), to.port()))
+        .await
+        .map_err(|e| format!("cannot resolve the destination {to}: {e}"))?
+        .map(|a| a.ip())
+        .collect();
+    for uri in [reply.uri, reply.recover_uri] {
+        uri.check_host(to.host(), &addrs)
+            .map_err(|e| format!("destination's reply refused: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The plan for a request: fixed, or the cost model's pick from a dirty-rate profile.

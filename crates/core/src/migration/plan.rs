@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// QEMU migration capabilities Drover sets (`migrate-set-capabilities`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
     PostcopyRam,
@@ -44,6 +45,7 @@ impl Capability {
 
 /// A partial `migrate-set-parameters`: only the fields that are `Some` are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ParameterUpdate {
     pub max_bandwidth: Option<u64>,
     pub max_postcopy_bandwidth: Option<u64>,
@@ -56,6 +58,7 @@ pub struct ParameterUpdate {
 
 /// Everything a migration run needs to know up front.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MigrationPlan {
     /// What the caller asked for (may be `Auto`).
     pub requested: Technique,

@@ -6,6 +6,7 @@ use thiserror::Error;
 
 /// QEMU's `MigrationStatus`, both sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum MigrationStatus {
     None,
@@ -79,6 +80,7 @@ impl MigrationStatus {
 
 /// One poll of `query-migrate` (source side), time-stamped by the driver's clock.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Progress {
     /// Driver clock, milliseconds.
     pub now_ms: u64,

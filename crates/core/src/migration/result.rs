@@ -22,6 +22,7 @@ pub const MIN_DURING_MS: u64 = 10_000;
 
 /// One guest report as the host received it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct OpsSample {
     /// Host clock, ms (same clock as the migration's start and end).
     pub host_ms: u64,
@@ -56,6 +57,7 @@ pub fn mean_rate(samples: &[OpsSample], from: u64, to: u64) -> Option<f64> {
 
 /// Throughput before, during and after a migration, and the degradation it implies.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Throughput {
     pub before: f64,
     pub during: f64,
@@ -95,6 +97,7 @@ pub fn integrity_errors(samples: &[OpsSample]) -> u64 {
 
 /// One migration run, as `migrate-bench` and the agent report it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MigrationResult {
     /// As requested (may be `auto`).
     pub technique: Technique,

@@ -32,6 +32,7 @@ use thiserror::Error;
 
 /// How a migration ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum EndStatus {
     /// The VM runs on the destination.

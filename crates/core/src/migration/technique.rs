@@ -7,6 +7,7 @@ use thiserror::Error;
 
 /// How a VM's memory moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Technique {
     /// Iterative pre-copy rounds, then a stop-and-copy of what is still dirty.
@@ -71,6 +72,7 @@ impl FromStr for Technique {
 
 /// When a hybrid migration switches from pre-copy to post-copy: whichever comes first.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct HybridSwitch {
     /// Fraction of guest RAM (0..=1) sent by pre-copy before switching.
     pub ram_fraction: f64,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// How the guest gets slowed down when asked to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum ThrottleKind {
     /// QEMU's auto-converge (vCPU sleep), works under TCG and KVM.
@@ -24,6 +25,7 @@ pub enum ThrottleKind {
 
 /// What the watchdog may do, and when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WatchdogPolicy {
     /// Syncs without progress that make a stall.
     pub stall_syncs: u32,
@@ -57,6 +59,7 @@ impl Default for WatchdogPolicy {
 
 /// One escalation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum WatchdogAction {
     RaiseDowntime { downtime_ms: u64 },

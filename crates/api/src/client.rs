@@ -1,0 +1,286 @@
+//! The typed HTTP client of the agent API, used by the CLI, by agents talking to each other (the
+//! migration source drives the destination through it) and by the manager. Every method takes
+//! and returns this crate's types; requests are checked with the same rules the agent applies
+//! before they are sent.
+
+use crate::metrics::Metrics;
+use crate::migration::{IncomingReply, IncomingRequest, MigrationRecord, MigrationRequest};
+use crate::qmp::{ForwardedQmp, QmpReply, QmpReturn};
+use crate::uri::AgentUrl;
+use crate::vm::{Committed, Deleted, Health, VmConfig, VmView, WallSample};
+use crate::ErrorBody;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::time::Duration;
+use thiserror::Error;
+
+/// What can go wrong calling an agent.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum ClientError {
+    #[error("cannot reach agent {url}: {message}")]
+    Unreachable { url: String, message: String },
+    #[error("agent {url} answered {status}: {message}")]
+    Api {
+        url: String,
+        status: u16,
+        message: String,
+        /// QEMU's error class when the agent forwarded a QMP command that QEMU refused.
+        qmp_class: Option<String>,
+        qmp_desc: Option<String>,
+    },
+    #[error("agent {url} sent an unreadable reply: {message}")]
+    Decode { url: String, message: String },
+    /// The request breaks a rule of the API; it was not sent.
+    #[error("not sent: {0}")]
+    Invalid(String),
+}
+
+impl ClientError {
+    /// The HTTP status, when the agent answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// One agent, addressed by base URL and authenticated by the shared bearer token.
+#[derive(Debug, Clone)]
+pub struct AgentClient {
+    base: AgentUrl,
+    token: String,
+    http: reqwest::Client,
+}
+
+/// Connect timeout for every call, and the whole-call timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl AgentClient {
+    pub fn new(base: AgentUrl, token: &str) -> Self {
+        Self::with_timeout(base, token, CALL_TIMEOUT)
+    }
+
+    /// A client whose calls give up after `timeout` (the manager polls many agents and must not
+    /// wait a minute for one that hangs).
+    pub fn with_timeout(base: AgentUrl, token: &str, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .timeout(timeout)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        AgentClient {
+            base,
+            token: token.to_string(),
+            http,
+        }
+    }
+
+    pub fn base(&self) -> &AgentUrl {
+        &self.base
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(bytes) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(bytes);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        if !status.is_success() {
+            let err: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
+            return Err(ClientError::Api {
+                url,
+                status: status.as_u16(),
+                message: err.as_ref().map(|e| e.error.clone()).unwrap_or_else(|| {
+                    String::from_utf8_lossy(&bytes).chars().take(200).collect()
+                }),
+                qmp_class: err.as_ref().and_then(|e| e.qmp_class.clone()),
+                qmp_desc: err.and_then(|e| e.qmp_desc),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url,
+            message: e.to_string(),
+        })
+    }
+
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.call(reqwest::Method::GET, "/v1/health", None).await
+    }
+
+    pub async fn list_vms(&self) -> Result<Vec<VmView>, ClientError> {
+        self.call(reqwest::Method::GET, "/v1/vms", None).await
+    }
+
+    pub async fn get_vm(&self, name: &str) -> Result<VmView, ClientError> {
+        let name = checked_name(name)?;
+        self.call(reqwest::Method::GET, &format!("/v1/vms/{name}"), None)
+            .await
+    }
+
+    /// Creates and starts a VM.
+    pub async fn create_vm(&self, config: &VmConfig) -> Result<VmView, ClientError> {
+        config
+            .validate()
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        self.call(reqwest::Method::POST, "/v1/vms", json(config)?)
+            .await
+    }
+
+    pub async fn delete_vm(&self, name: &str) -> Result<Deleted, ClientError> {
+        let name = checked_name(name)?;
+        self.call(reqwest::Method::DELETE, &format!("/v1/vms/{name}"), None)
+            .await
+    }
+
+    /// The VM's workload reports, wall-clock stamped.
+    pub async fn samples(&self, name: &str) -> Result<Vec<WallSample>, ClientError> {
+        let name = checked_name(name)?;
+        self.call(
+            reqwest::Method::GET,
+            &format!("/v1/vms/{name}/samples"),
+            None,
+        )
+        .await
+    }
+
+    /// Starts migrating VM `name` as `req` says; returns the record at once (`preparing`).
+    pub async fn migrate(
+        &self,
+        name: &str,
+        req: &MigrationRequest,
+    ) -> Result<MigrationRecord, ClientError> {
+        let name = checked_name(name)?;
+        req.knobs
+            .validate()
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/vms/{name}/migrations"),
+            json(req)?,
+        )
+        .await
+    }
+
+    pub async fn migration(&self, id: &str) -> Result<MigrationRecord, ClientError> {
+        let id = checked_id(id)?;
+        self.call(reqwest::Method::GET, &format!("/v1/migrations/{id}"), None)
+            .await
+    }
+
+    pub async fn migrations(&self) -> Result<Vec<MigrationRecord>, ClientError> {
+        self.call(reqwest::Method::GET, "/v1/migrations", None)
+            .await
+    }
+
+    /// Asks a migration to stop (refused once post-copy has started).
+    pub async fn cancel_migration(&self, id: &str) -> Result<MigrationRecord, ClientError> {
+        let id = checked_id(id)?;
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/v1/migrations/{id}"),
+            None,
+        )
+        .await
+    }
+
+    /// Polls until the migration's record is final, or `timeout` passes (then the last record).
+    pub async fn wait_migration(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<MigrationRecord, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let m = self.migration(id).await?;
+            if m.state.is_final() || tokio::time::Instant::now() >= deadline {
+                return Ok(m);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> Result<Metrics, ClientError> {
+        self.call(reqwest::Method::GET, "/v1/metrics", None).await
+    }
+
+    /// Agent to agent: asks for an incoming QEMU for `req.config`.
+    pub async fn incoming(&self, req: &IncomingRequest) -> Result<IncomingReply, ClientError> {
+        req.config
+            .validate()
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        self.call(reqwest::Method::POST, "/v1/incoming", json(req)?)
+            .await
+    }
+
+    pub async fn commit_incoming(&self, name: &str) -> Result<Committed, ClientError> {
+        let name = checked_name(name)?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/incoming/{name}/commit"),
+            None,
+        )
+        .await
+    }
+
+    pub async fn abort_incoming(&self, name: &str) -> Result<Deleted, ClientError> {
+        let name = checked_name(name)?;
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/v1/incoming/{name}"),
+            None,
+        )
+        .await
+    }
+
+    /// Agent to agent: runs one forwardable QMP command on incoming VM `name`.
+    pub async fn qmp(&self, name: &str, cmd: &ForwardedQmp) -> Result<QmpReturn, ClientError> {
+        let name = checked_name(name)?;
+        let reply: QmpReply = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/vms/{name}/qmp"),
+                json(cmd)?,
+            )
+            .await?;
+        Ok(reply.ret)
+    }
+}
+
+fn checked_name(name: &str) -> Result<&str, ClientError> {
+    crate::names::VM_NAME_SHAPE
+        .check(name)
+        .map(|()| name)
+        .map_err(|e| ClientError::Invalid(e.to_string()))
+}
+
+fn checked_id(id: &str) -> Result<&str, ClientError> {
+    crate::names::MIGRATION_ID_SHAPE
+        .check(id)
+        .map(|()| id)
+        .map_err(|e| ClientError::Invalid(e.to_string()))
+}
+
+/// A request body as JSON bytes.
+fn json<B: Serialize>(body: &B) -> Result<Option<Vec<u8>>, ClientError> {
+    serde_json::to_vec(body)
+        .map(Some)
+        .map_err(|e| ClientError::Invalid(e.to_string()))
+}

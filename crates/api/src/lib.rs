@@ -1,0 +1,55 @@
+//! The contract of Drover's host agent API: the request and response types (each with both
+//! `Serialize` and `Deserialize`), the rules a request must keep ([`request`]), the OpenAPI
+//! document generated from those same types ([`openapi`]), and the typed client ([`client`]).
+//!
+//! The agent, the CLI and the manager all use this crate; it links neither the agent server,
+//! QEMU nor the guest build (only the guest's workload grammar, to check a workload spec), so
+//! the manager can talk to agents without carrying them.
+//!
+//! Module map:
+//! - [`vm`]: VM configuration (request body and stored form), views, samples, health;
+//! - [`migration`]: migration request (with core's `PlanKnobs` flattened in), record, states,
+//!   and the agent-to-agent incoming messages;
+//! - [`uri`]: agent URLs and Drover's own migration URIs (only `tcp:`);
+//! - [`qmp`]: the closed set of QMP commands one agent may run on another's incoming VM;
+//! - [`metrics`]: `GET /v1/metrics`;
+//! - [`names`]: the shapes of names, paths and specs, one regular expression each, shared by
+//!   the parsers and the schema;
+//! - [`request`]: pure parsers; [`openapi`]: the document and the route table; [`client`].
+
+pub mod client;
+pub mod metrics;
+pub mod migration;
+pub mod names;
+pub mod openapi;
+pub mod qmp;
+pub mod request;
+pub mod uri;
+pub mod vm;
+
+pub use client::{AgentClient, ClientError};
+pub use migration::{IncomingReply, IncomingRequest, MigrationRecord, MigrationRequest, MigrationState};
+pub use uri::{AgentUrl, MigrationUri};
+pub use vm::{Health, NicConfig, VmConfig, VmStatus, VmView, WallSample, WorkloadView};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Every error's body: `{"error": "<message>"}`, plus QEMU's class and description when QEMU
+/// refused a forwarded command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qmp_class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qmp_desc: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

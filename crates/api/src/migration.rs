@@ -1,0 +1,112 @@
+//! Migrations on the wire: the request a client sends, the record the source agent keeps and
+//! returns, and the agent-to-agent messages that prepare the destination.
+
+use crate::uri::{AgentUrl, MigrationUri};
+use crate::vm::VmConfig;
+use drover_core::migration::{MigrationPlan, MigrationResult, PlanKnobs, Progress, Technique};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+fn default_true() -> bool {
+    true
+}
+
+/// What a client asks for when migrating (`POST /v1/vms/{name}/migrations`): the destination,
+/// the technique, and the operator's settings flattened in (core's `PlanKnobs`, same names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct MigrationRequest {
+    /// Destination agent base URL (`http://host:port`).
+    pub to: AgentUrl,
+    pub technique: Technique,
+    /// Keep measuring the workload for the record's before/during/after windows (~13 s).
+    #[serde(default = "default_true")]
+    pub measure: bool,
+    #[serde(flatten)]
+    pub knobs: PlanKnobs,
+}
+
+/// Where a migration is in its life (the agent's `migrate` module has the state machine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationState {
+    /// Planning and preparing the destination.
+    Preparing,
+    /// QEMU is migrating.
+    Running,
+    /// Migration over; sampling the workload for the record.
+    Measuring,
+    /// The VM runs on the destination.
+    Completed,
+    /// It broke; the record says where the VM is (`vm_on_destination`).
+    Failed,
+    /// Stopped on purpose; the VM still runs on the source.
+    Cancelled,
+    /// The agent restarted mid-migration and could not establish the outcome.
+    Interrupted,
+}
+
+impl MigrationState {
+    /// No further transition will happen.
+    pub fn is_final(self) -> bool {
+        !matches!(
+            self,
+            MigrationState::Preparing | MigrationState::Running | MigrationState::Measuring
+        )
+    }
+}
+
+/// A migration as the source agent keeps it (one file each) and returns it from
+/// `GET /v1/migrations/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MigrationRecord {
+    pub id: String,
+    pub vm: String,
+    pub request: MigrationRequest,
+    pub state: MigrationState,
+    /// The plan as run (technique chosen, and why).
+    #[serde(default)]
+    pub plan: Option<MigrationPlan>,
+    /// The URI QEMU migrates over (made by the destination).
+    #[serde(default)]
+    pub uri: Option<MigrationUri>,
+    /// Start, ms since the Unix epoch.
+    pub started_unix_ms: u64,
+    /// End, ms since the Unix epoch.
+    #[serde(default)]
+    pub ended_unix_ms: Option<u64>,
+    /// Where the VM is now (true once it runs on the destination).
+    #[serde(default)]
+    pub vm_on_destination: bool,
+    /// Live progress while running (the source QEMU's `query-migrate`).
+    #[serde(default)]
+    pub progress: Option<Progress>,
+    /// The result record, once the migration has ended.
+    #[serde(default)]
+    pub result: Option<MigrationResult>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// What happened around the migration (restarts, clean-up problems).
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// `POST /v1/incoming` (agent to agent): the source asks for a destination QEMU. The
+/// destination chooses where it listens: the address this request reached it on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingRequest {
+    pub config: VmConfig,
+    #[schemars(regex(pattern = crate::names::MIGRATION_ID))]
+    pub migration_id: String,
+}
+
+/// Reply to `POST /v1/incoming`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IncomingReply {
+    /// Where the destination QEMU will listen for the migration.
+    pub uri: MigrationUri,
+    /// Where it listens again to recover a paused post-copy (a fresh port: the first may still
+    /// be held by the broken connection).
+    pub recover_uri: MigrationUri,
+}

@@ -1,0 +1,234 @@
+//! The shapes of the strings the API takes: VM names, migration ids, disk file names, tap
+//! interfaces, MAC addresses, workload specs and agent URLs.
+//!
+//! Each shape is one regular expression, used twice: by [`Shape::check`] when a request is
+//! parsed and as the `pattern` of the OpenAPI schema. A schema-valid string is therefore never
+//! refused for its shape. The patterns stay within the subset that ECMA-262 (what OpenAPI
+//! tools use) and Rust's `regex` read alike: classes, groups, alternation, bounded repetition.
+
+use regex::Regex;
+use std::sync::LazyLock;
+
+/// A VM name: what QEMU, file names and the kernel command line all carry safely.
+pub const VM_NAME: &str = "^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$";
+
+/// A migration id (made by the source agent from the VM name, a time stamp and a counter).
+pub const MIGRATION_ID: &str = "^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$";
+
+/// A disk: a file name inside the agent's storage directory, never a path.
+pub const DISK_NAME: &str = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$";
+
+/// A host tap interface (Linux allows 15 characters).
+pub const TAP_NAME: &str = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$";
+
+/// A unicast MAC address (the first octet even: a multicast address cannot be a NIC's).
+pub const MAC: &str = "^[0-9A-Fa-f][02468AaCcEe](:[0-9A-Fa-f]{2}){5}$";
+
+/// A workload spec as the agent accepts it: the guest's grammar in its canonical order, with a
+/// working set of at least 1 MiB (the guest needs at least one page; a unit keeps typos out).
+/// It goes onto the kernel command line, so nothing else may appear in it.
+pub const WORKLOAD: &str = concat!(
+    "^(idle",
+    "|cpu:demand=(100|[1-9]?[0-9])",
+    "|memtouch:wss=[1-9][0-9]{0,6}(M|G|MiB|GiB)(,rate=(max|[1-9][0-9]{0,9}))?(,pattern=(random|seq))?",
+    ")$"
+);
+
+/// An agent base URL: http(s), a host (an IPv4 address or a DNS name whose last label has a
+/// letter) and a port, nothing else (no user, path, query or fragment).
+pub const AGENT_URL: &str = concat!(
+    "^https?://",
+    "(((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])",
+    "|([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.){0,8}[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)",
+    ":([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])",
+    "/?$"
+);
+
+/// One string shape: its name in messages, its pattern and a hint of what is expected.
+#[derive(Debug)]
+pub struct Shape {
+    /// Field name as the API spells it.
+    pub field: &'static str,
+    /// The regular expression (also the schema's `pattern`).
+    pub pattern: &'static str,
+    /// What is expected, for error messages.
+    pub expected: &'static str,
+    regex: LazyLock<Regex>,
+}
+
+macro_rules! shape {
+    ($id:ident, $field:literal, $pattern:expr, $expected:literal) => {
+        #[doc = concat!("The shape of `", $field, "`.")]
+        pub static $id: Shape = Shape {
+            field: $field,
+            pattern: $pattern,
+            expected: $expected,
+            // A constant, compiled by this module's tests: it cannot fail at run time.
+            regex: LazyLock::new(|| Regex::new($pattern).expect("pattern compiles")),
+        };
+    };
+}
+
+shape!(
+    VM_NAME_SHAPE,
+    "name",
+    VM_NAME,
+    "1-64 letters, digits, '-' or '_', not starting with '-'"
+);
+shape!(
+    MIGRATION_ID_SHAPE,
+    "migration_id",
+    MIGRATION_ID,
+    "1-128 letters, digits, '-' or '_', not starting with '-'"
+);
+shape!(
+    DISK_SHAPE,
+    "disk",
+    DISK_NAME,
+    "a file name in the agent's storage directory: letters, digits, '.', '-', '_', no '/'"
+);
+shape!(
+    TAP_SHAPE,
+    "nic.tap",
+    TAP_NAME,
+    "an interface name of 1-15 letters, digits, '.', '-' or '_'"
+);
+shape!(
+    MAC_SHAPE,
+    "nic.mac",
+    MAC,
+    "a unicast MAC address like 52:54:00:12:34:56"
+);
+shape!(
+    WORKLOAD_SHAPE,
+    "workload",
+    WORKLOAD,
+    "idle, cpu:demand=PCT or memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq] with SIZE like 64M"
+);
+shape!(
+    AGENT_URL_SHAPE,
+    "to",
+    AGENT_URL,
+    "an agent URL with host and port, like http://198.18.0.2:7700"
+);
+
+/// A string that does not have its field's shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} '{value}' is not valid: expected {expected}")]
+pub struct ShapeError {
+    pub field: &'static str,
+    /// The value as given, cut to 80 characters.
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl Shape {
+    /// Whether `value` has this shape.
+    pub fn matches(&self, value: &str) -> bool {
+        self.regex.is_match(value)
+    }
+
+    /// `value` if it has this shape.
+    ///
+    /// # Errors
+    /// [`ShapeError`] naming the field and what is expected.
+    pub fn check(&self, value: &str) -> Result<(), ShapeError> {
+        if self.matches(value) {
+            return Ok(());
+        }
+        Err(ShapeError {
+            field: self.field,
+            value: value.chars().take(80).collect(),
+            expected: self.expected,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [&Shape; 7] = [
+        &VM_NAME_SHAPE,
+        &MIGRATION_ID_SHAPE,
+        &DISK_SHAPE,
+        &TAP_SHAPE,
+        &MAC_SHAPE,
+        &WORKLOAD_SHAPE,
+        &AGENT_URL_SHAPE,
+    ];
+
+    #[test]
+    fn every_pattern_compiles() {
+        for s in ALL {
+            assert!(Regex::new(s.pattern).is_ok(), "{}", s.field);
+        }
+    }
+
+    #[test]
+    fn names_and_paths() {
+        assert!(VM_NAME_SHAPE.matches("vm-1_a"));
+        for bad in ["", "-x", "a b", "a/b", &"x".repeat(65)] {
+            assert!(!VM_NAME_SHAPE.matches(bad), "{bad}");
+        }
+        assert!(DISK_SHAPE.matches("vm1.qcow2"));
+        for bad in ["..", "../etc/passwd", "/etc/passwd", ".hidden", "a/b", "a,b"] {
+            assert!(!DISK_SHAPE.matches(bad), "{bad}");
+        }
+        assert!(MAC_SHAPE.matches("52:54:00:12:34:56"));
+        assert!(!MAC_SHAPE.matches("01:00:5e:00:00:01"), "multicast");
+        assert!(!MAC_SHAPE.matches("52:54:00:12:34"));
+    }
+
+    #[test]
+    fn workloads_keep_to_the_grammar() {
+        for ok in [
+            "idle",
+            "cpu:demand=0",
+            "cpu:demand=100",
+            "memtouch:wss=64M",
+            "memtouch:wss=1G,rate=max,pattern=seq",
+            "memtouch:wss=128MiB,rate=5000",
+        ] {
+            assert!(WORKLOAD_SHAPE.matches(ok), "{ok}");
+            assert!(drover_guest::spec::parse_workload(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "cpu:demand=101",
+            "memtouch:wss=100",
+            "memtouch:wss=0M",
+            "idle quiet",
+            "idle panic=1",
+            "memtouch:wss=1M,rate=0",
+            "",
+        ] {
+            assert!(!WORKLOAD_SHAPE.matches(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn agent_urls_need_host_and_port() {
+        for ok in [
+            "http://198.18.0.2:7700",
+            "http://198.18.0.2:7700/",
+            "https://agent.example:443",
+            "http://h1:1",
+        ] {
+            assert!(AGENT_URL_SHAPE.matches(ok), "{ok}");
+        }
+        for bad in [
+            "http://198.18.0.2",
+            "http://198.18.0.2:0",
+            "http://198.18.0.2:65536",
+            "http://999.1.1.1:80",
+            "http://1.2.3:80",
+            "ftp://x:1",
+            "http://user@x:1",
+            "http://x:1/path",
+            "http://x:1?q",
+            "http://:1",
+        ] {
+            assert!(!AGENT_URL_SHAPE.matches(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The OpenAPI 3.1 document of the agent API, made from the same types the agent parses: every
+//! schema is generated from this crate's types (their `deny_unknown_fields`, defaults, ranges
+//! and patterns included), and the operations come from [`ROUTES`], the table the agent's
+//! router is checked against.
+
+use crate::metrics::Metrics;
+use crate::migration::{IncomingReply, IncomingRequest, MigrationRecord, MigrationRequest};
+use crate::qmp::{ForwardedQmp, QmpReply};
+use crate::vm::{Committed, Deleted, Health, VmConfig, VmView, WallSample};
+use crate::ErrorBody;
+use schemars::generate::{SchemaGenerator, SchemaSettings};
+use schemars::{JsonSchema, Schema};
+use serde_json::{json, Map, Value};
+
+/// HTTP methods the API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "get",
+            Method::Post => "post",
+            Method::Delete => "delete",
+        }
+    }
+}
+
+/// A request or response body's schema.
+#[derive(Debug, Clone, Copy)]
+pub enum Body {
+    None,
+    Json(fn(&mut SchemaGenerator) -> Schema),
+    /// Prometheus text.
+    Text,
+}
+
+/// One operation of the API.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub method: Method,
+    /// Path with `{name}` / `{id}` parameters, as the router spells it.
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub request: Body,
+    /// Success status and body.
+    pub ok: (u16, Body),
+    /// Every error status the operation can answer.
+    pub errors: &'static [u16],
+    /// False only for `/v1/health`.
+    pub auth: bool,
+}
+
+fn s<T: JsonSchema>(g: &mut SchemaGenerator) -> Schema {
+    g.subschema_for::<T>()
+}
+
+use Method::{Delete, Get, Post};
+
+/// Status codes every authenticated operation may answer besides its own.
+const AUTH: u16 = 401;
+
+/// Every operation of the agent API.
+pub const ROUTES: &[Route] = &[
+    Route { method: Get, path: "/v1/health", summary: "Liveness and identity (no token needed)", request: Body::None, ok: (200, Body::Json(s::<Health>)), errors: &[], auth: false },
+    Route { method: Get, path: "/v1/openapi.json", summary: "This document", request: Body::None, ok: (200, Body::Json(any_object)), errors: &[AUTH], auth: true },
+    Route { method: Get, path: "/v1/vms", summary: "List VMs", request: Body::None, ok: (200, Body::Json(s::<Vec<VmView>>)), errors: &[AUTH], auth: true },
+    Route { method: Post, path: "/v1/vms", summary: "Create and start a VM (409: name taken, not enough free memory, disk or tap absent)", request: Body::Json(s::<VmConfig>), ok: (201, Body::Json(s::<VmView>)), errors: &[400, AUTH, 409, 413, 422, 500], auth: true },
+    Route { method: Get, path: "/v1/vms/{name}", summary: "One VM", request: Body::None, ok: (200, Body::Json(s::<VmView>)), errors: &[AUTH, 404, 422], auth: true },
+    Route { method: Delete, path: "/v1/vms/{name}", summary: "Stop and delete a VM", request: Body::None, ok: (200, Body::Json(s::<Deleted>)), errors: &[AUTH, 404, 409, 422], auth: true },
+    Route { method: Get, path: "/v1/vms/{name}/samples", summary: "The guest workload's reports, wall-clock stamped", request: Body::None, ok: (200, Body::Json(s::<Vec<WallSample>>)), errors: &[AUTH, 404, 422], auth: true },
+    Route { method: Post, path: "/v1/vms/{name}/qmp", summary: "Run one forwardable QMP command on an incoming VM (agent to agent, for migrations; a URI must be the one this agent made)", request: Body::Json(s::<ForwardedQmp>), ok: (200, Body::Json(s::<QmpReply>)), errors: &[400, AUTH, 404, 409, 413, 422, 502], auth: true },
+    Route { method: Post, path: "/v1/vms/{name}/migrations", summary: "Migrate this VM to another agent (runs in the background; 409: busy, lost, or the destination is this host)", request: Body::Json(s::<MigrationRequest>), ok: (202, Body::Json(s::<MigrationRecord>)), errors: &[400, AUTH, 404, 409, 413, 422], auth: true },
+    Route { method: Get, path: "/v1/migrations", summary: "Every migration this agent was the source of", request: Body::None, ok: (200, Body::Json(s::<Vec<MigrationRecord>>)), errors: &[AUTH], auth: true },
+    Route { method: Get, path: "/v1/migrations/{id}", summary: "A migration, with live progress while it runs", request: Body::None, ok: (200, Body::Json(s::<MigrationRecord>)), errors: &[AUTH, 404, 422], auth: true },
+    Route { method: Delete, path: "/v1/migrations/{id}", summary: "Cancel a migration (refused once post-copy started)", request: Body::None, ok: (202, Body::Json(s::<MigrationRecord>)), errors: &[AUTH, 404, 409, 422], auth: true },
+    Route { method: Post, path: "/v1/incoming", summary: "Start an incoming QEMU for a migration (agent to agent); it listens on the address the request arrived on", request: Body::Json(s::<IncomingRequest>), ok: (201, Body::Json(s::<IncomingReply>)), errors: &[400, AUTH, 409, 413, 422, 500], auth: true },
+    Route { method: Delete, path: "/v1/incoming/{name}", summary: "Drop an incoming QEMU (the migration failed)", request: Body::None, ok: (200, Body::Json(s::<Deleted>)), errors: &[AUTH, 404, 409, 422], auth: true },
+    Route { method: Post, path: "/v1/incoming/{name}/commit", summary: "Make a migrated VM a normal VM here", request: Body::None, ok: (200, Body::Json(s::<Committed>)), errors: &[AUTH, 404, 422, 500], auth: true },
+    Route { method: Get, path: "/v1/metrics", summary: "Host and VM metrics", request: Body::None, ok: (200, Body::Json(s::<Metrics>)), errors: &[AUTH], auth: true },
+    Route { method: Get, path: "/metrics", summary: "Prometheus text exposition of /v1/metrics", request: Body::None, ok: (200, Body::Text), errors: &[AUTH], auth: true },
+];
+
+fn any_object(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({"type": "object"})
+}
+
+/// What each error status means.
+fn error_meaning(code: u16) -> &'static str {
+    match code {
+        400 => "malformed request: not JSON, wrong types, unknown or missing fields",
+        401 => "missing or wrong bearer token",
+        404 => "no such VM or migration",
+        409 => "conflicts with the host's state (name taken, VM busy or lost, not enough free memory, disk or tap absent, destination is this host)",
+        413 => "body too large",
+        414 => "URI too long",
+        422 => "well-formed but invalid values (a working set that does not fit, a setting out of range), or QEMU refused a forwarded command",
+        500 => "the agent failed (QEMU did not start, disk error)",
+        502 => "the VM's QEMU did not answer",
+        _ => "error",
+    }
+}
+
+fn params(path: &str) -> Value {
+    let mut out = Vec::new();
+    if path.contains("{name}") {
+        out.push(json!({"name": "name", "in": "path", "required": true,
+            "schema": {"type": "string", "pattern": crate::names::VM_NAME}}));
+    }
+    if path.contains("{id}") {
+        out.push(json!({"name": "id", "in": "path", "required": true,
+            "schema": {"type": "string", "pattern": crate::names::MIGRATION_ID}}));
+    }
+    Value::Array(out)
+}
+
+fn content(g: &mut SchemaGenerator, body: Body) -> Option<Value> {
+    match body {
+        Body::None => None,
+        Body::Json(f) => Some(json!({"application/json": {"schema": f(g)}})),
+        Body::Text => Some(json!({"application/openmetrics-text": {"schema": {"type": "string"}}})),
+    }
+}
+
+fn operation(g: &mut SchemaGenerator, r: &Route) -> Value {
+    let mut responses = Map::new();
+    let mut ok = json!({"description": "success"});
+    if let Some(c) = content(g, r.ok.1) {
+        ok["content"] = c;
+    }
+    responses.insert(r.ok.0.to_string(), ok);
+    for code in r.errors {
+        responses.insert(
+            code.to_string(),
+            json!({"$ref": format!("#/components/responses/E{code}")}),
+        );
+    }
+    let mut op = json!({"summary": r.summary, "responses": responses});
+    if let Some(c) = content(g, r.request) {
+        op["requestBody"] = json!({"required": true, "content": c});
+    }
+    if !r.auth {
+        op["security"] = json!([]);
+    }
+    let p = params(r.path);
+    if p.as_array().is_some_and(|a| !a.is_empty()) {
+        op["parameters"] = p;
+    }
+    op
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut settings = SchemaSettings::draft2020_12().for_deserialize();
+    settings.definitions_path = "/components/schemas".into();
+    let mut g = settings.into_generator();
+    let mut paths = Map::new();
+    for r in ROUTES {
+        let op = operation(&mut g, r);
+        let entry = paths
+            .entry(r.path.to_string())
+            .or_insert_with(|| json!({}));
+        entry[r.method.as_str()] = op;
+    }
+    let error_ref = g.subschema_for::<ErrorBody>();
+    let mut responses = Map::new();
+    for code in [400u16, 401, 404, 409, 413, 414, 422, 500, 502] {
+        responses.insert(
+            format!("E{code}"),
+            json!({"description": error_meaning(code),
+                   "content": {"application/json": {"schema": error_ref}}}),
+        );
+    }
+    let schemas: Map<String, Value> = g.take_definitions(true).into_iter().collect();
+    json!({
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "info": {
+            "title": "Drover host agent",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Per-host VM lifecycle, metrics and migrations between agents. All operations but /v1/health need `Authorization: Bearer <token>` (the scheme in any case). Every error is JSON: {\"error\": \"...\"}."
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": responses,
+            "schemas": schemas,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented_with_its_statuses() {
+        let doc = document();
+        for r in ROUTES {
+            let op = &doc["paths"][r.path][r.method.as_str()];
+            assert!(op.is_object(), "{} {}", r.method.as_str(), r.path);
+            assert!(op["responses"][r.ok.0.to_string()].is_object());
+            for e in r.errors {
+                assert!(op["responses"][e.to_string()].is_object(), "{} {e}", r.path);
+            }
+        }
+    }
+
+    #[test]
+    fn request_schemas_carry_the_parsers_constraints() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        let vm = &schemas["VmConfig"];
+        assert_eq!(vm["additionalProperties"], false);
+        assert_eq!(vm["properties"]["name"]["pattern"], crate::names::VM_NAME);
+        assert_eq!(vm["properties"]["vcpus"]["maximum"], 64);
+        assert_eq!(vm["properties"]["memory_bytes"]["minimum"], 64 << 20);
+        let req = &schemas["MigrationRequest"];
+        assert_eq!(req["additionalProperties"], false, "{req}");
+        assert_eq!(req["properties"]["bandwidth_bps"]["minimum"], 125_000);
+        assert_eq!(req["properties"]["deadline_s"]["maximum"], 86_400);
+        let required: Vec<&str> = req["required"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(required, vec!["to", "technique"]);
+        assert!(schemas["IncomingRequest"]["properties"]["config"].is_object());
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = document();
+        let text = doc.to_string();
+        for (i, _) in text.match_indices("\"$ref\":\"#/components/") {
+            let rest = &text[i + 8..];
+            let end = rest[1..].find('"').map_or(0, |e| e + 1);
+            let pointer = &rest[1..end];
+            assert!(doc.pointer(pointer).is_some(), "{pointer} does not resolve");
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The QMP commands a migration source may run on its destination's QEMU, through
+//! `POST /v1/vms/{name}/qmp`, as a closed, typed set.
+//!
+//! The set is exactly what the migration driver sends to a destination: set capabilities,
+//! start listening (`migrate-incoming`), listen again for recovery (`migrate-recover`), and three
+//! queries. Each command's arguments are a `deny_unknown_fields` type, so nothing QEMU would
+//! also accept (`channels`, `exit-on-error`, an `exec:` URI) can be smuggled through; the
+//! agent further checks that a URI is the one it made for that VM. Replies are typed too: only
+//! the fields the driver reads cross back.
+
+use crate::uri::MigrationUri;
+use drover_core::migration::Capability;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use thiserror::Error;
+
+/// One capability switched on or off (`migrate-set-capabilities`' list item).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilityState {
+    pub capability: Capability,
+    pub state: bool,
+}
+
+/// `migrate-set-capabilities` arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetCapabilities {
+    #[schemars(length(max = 16))]
+    pub capabilities: Vec<CapabilityState>,
+}
+
+/// `migrate-incoming` / `migrate-recover` arguments: a URI and nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UriArgs {
+    pub uri: MigrationUri,
+}
+
+/// A forwardable QMP command: `{"execute": NAME, "arguments": {...}}` (no `arguments` for the
+/// queries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(
+    tag = "execute",
+    content = "arguments",
+    rename_all = "kebab-case",
+    deny_unknown_fields
+)]
+pub enum ForwardedQmp {
+    MigrateSetCapabilities(SetCapabilities),
+    MigrateIncoming(UriArgs),
+    MigrateRecover(UriArgs),
+    QueryMigrate,
+    QueryStatus,
+    QueryMigrateCapabilities,
+}
+
+/// A command that may not be forwarded, or arguments it does not take.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum QmpForwardError {
+    #[error("QMP command '{0}' is not forwardable; allowed: {ALLOWED}")]
+    NotAllowed(String),
+    #[error("arguments of '{command}': {message}")]
+    Arguments { command: String, message: String },
+}
+
+/// The forwardable command names, for messages.
+pub const ALLOWED: &str = "migrate-set-capabilities, migrate-incoming, migrate-recover, query-migrate, query-status, query-migrate-capabilities";
+
+impl ForwardedQmp {
+    /// QEMU's name for the command.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ForwardedQmp::MigrateSetCapabilities(_) => "migrate-set-capabilities",
+            ForwardedQmp::MigrateIncoming(_) => "migrate-incoming",
+            ForwardedQmp::MigrateRecover(_) => "migrate-recover",
+            ForwardedQmp::QueryMigrate => "query-migrate",
+            ForwardedQmp::QueryStatus => "query-status",
+            ForwardedQmp::QueryMigrateCapabilities => "query-migrate-capabilities",
+        }
+    }
+
+    /// Reads a raw QMP command (as the migration driver issues it) into the typed set.
+    ///
+    /// # Errors
+    /// [`QmpForwardError`] for a command outside the set or arguments it does not take.
+    pub fn from_parts(command: &str, arguments: Option<&Value>) -> Result<Self, QmpForwardError> {
+        let args = arguments.filter(|a| !a.is_null());
+        let wrong = |message: String| QmpForwardError::Arguments {
+            command: command.to_string(),
+            message,
+        };
+        let parse = |v: Option<&Value>| -> Result<Value, QmpForwardError> {
+            v.cloned().ok_or_else(|| wrong("arguments are required".into()))
+        };
+        let unit = |v: Option<&Value>| match v {
+            None => Ok(()),
+            Some(_) => Err(wrong("takes no arguments".into())),
+        };
+        Ok(match command {
+            "migrate-set-capabilities" => ForwardedQmp::MigrateSetCapabilities(
+                serde_json::from_value(parse(args)?).map_err(|e| wrong(e.to_string()))?,
+            ),
+            "migrate-incoming" => ForwardedQmp::MigrateIncoming(
+                serde_json::from_value(parse(args)?).map_err(|e| wrong(e.to_string()))?,
+            ),
+            "migrate-recover" => ForwardedQmp::MigrateRecover(
+                serde_json::from_value(parse(args)?).map_err(|e| wrong(e.to_string()))?,
+            ),
+            "query-migrate" => unit(args).map(|()| ForwardedQmp::QueryMigrate)?,
+            "query-status" => unit(args).map(|()| ForwardedQmp::QueryStatus)?,
+            "query-migrate-capabilities" => {
+                unit(args).map(|()| ForwardedQmp::QueryMigrateCapabilities)?
+            }
+            other => {
+                return Err(QmpForwardError::NotAllowed(
+                    other.chars().take(64).collect(),
+                ))
+            }
+        })
+    }
+
+    /// The arguments as QEMU takes them (None for the queries).
+    pub fn arguments(&self) -> Option<Value> {
+        let v = match self {
+            ForwardedQmp::MigrateSetCapabilities(a) => serde_json::to_value(a),
+            ForwardedQmp::MigrateIncoming(a) | ForwardedQmp::MigrateRecover(a) => {
+                serde_json::to_value(a)
+            }
+            _ => return None,
+        };
+        // These types always serialize (strings, bools and enums only).
+        v.ok()
+    }
+
+    /// Keeps from QEMU's reply only what the driver reads, typed.
+    ///
+    /// # Errors
+    /// A message when QEMU's reply does not have the expected shape.
+    pub fn reply(&self, qemu: Value) -> Result<QmpReturn, String> {
+        let typed = match self {
+            ForwardedQmp::QueryStatus => serde_json::from_value(qemu).map(QmpReturn::Status),
+            ForwardedQmp::QueryMigrate => serde_json::from_value(qemu).map(QmpReturn::Migrate),
+            ForwardedQmp::QueryMigrateCapabilities => {
+                serde_json::from_value(qemu).map(QmpReturn::Capabilities)
+            }
+            _ => Ok(QmpReturn::Empty(Empty {})),
+        };
+        typed.map_err(|e| format!("unexpected reply to {}: {e}", self.name()))
+    }
+}
+
+/// `query-status`'s reply, reduced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StatusReply {
+    pub running: bool,
+    /// QEMU's RunState name.
+    pub status: String,
+}
+
+/// `query-migrate`'s RAM figures, reduced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct RamReply {
+    #[serde(default)]
+    pub transferred: u64,
+    #[serde(default)]
+    pub remaining: u64,
+    #[serde(default)]
+    pub total: u64,
+    #[serde(default)]
+    pub dirty_sync_count: u64,
+    #[serde(default)]
+    pub postcopy_requests: u64,
+}
+
+/// `query-migrate`'s reply, reduced to what the driver reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct MigrateReply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram: Option<RamReply>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_time: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_throttle_percentage: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_desc: Option<String>,
+}
+
+/// One entry of `query-migrate-capabilities`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CapabilityStatus {
+    /// QEMU's capability name (any, not only those Drover manages).
+    pub capability: String,
+    pub state: bool,
+}
+
+/// An empty reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Empty {}
+
+/// A forwarded command's reply, as `{"return": ...}` carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum QmpReturn {
+    Status(StatusReply),
+    Capabilities(Vec<CapabilityStatus>),
+    Migrate(MigrateReply),
+    Empty(Empty),
+}
+
+/// The body of a forwarded command's success.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct QmpReply {
+    #[serde(rename = "return")]
+    pub ret: QmpReturn,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_drivers_commands_round_trip() {
+        let caps = json!({"capabilities": [{"capability": "postcopy-ram", "state": true}]});
+        let c = ForwardedQmp::from_parts("migrate-set-capabilities", Some(&caps)).expect("ok");
+        assert_eq!(c.arguments(), Some(caps));
+        let inc = json!({"uri": "tcp:198.18.0.3:4000"});
+        let c = ForwardedQmp::from_parts("migrate-incoming", Some(&inc)).expect("ok");
+        assert_eq!(c.arguments(), Some(inc));
+        assert_eq!(
+            ForwardedQmp::from_parts("query-status", None),
+            Ok(ForwardedQmp::QueryStatus)
+        );
+        let wire = serde_json::to_value(&c).expect("json");
+        assert_eq!(wire["execute"], "migrate-incoming");
+        let back: ForwardedQmp = serde_json::from_value(wire).expect("reads back");
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn attacks_are_refused() {
+        for (cmd, args) in [
+            ("migrate-incoming", json!({"uri": "exec:touch /tmp/pwned"})),
+            ("migrate-recover", json!({"uri": "exec:id"})),
+            (
+                "migrate-incoming",
+                json!({"uri": "tcp:1.2.3.4:5", "exit-on-error": false}),
+            ),
+            (
+                "migrate-incoming",
+                json!({"channels": [{"channel-type": "main", "addr": {"transport": "exec", "args": ["sh"]}}]}),
+            ),
+            ("migrate-set-capabilities", json!({"capabilities": [{"capability": "x-colo", "state": true}]})),
+            ("migrate-set-parameters", json!({"downtime-limit": 1})),
+            ("human-monitor-command", json!({"command-line": "info"})),
+            ("quit", json!({})),
+            ("query-status", json!({"x": 1})),
+        ] {
+            assert!(ForwardedQmp::from_parts(cmd, Some(&args)).is_err(), "{cmd} {args}");
+        }
+    }
+
+    fn json_leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "(exec:|tcp:|unix:|fd:)?[ -~]{0,24}".prop_map(Value::from),
+            prop::sample::select(vec![
+                "postcopy-ram",
+                "events",
+                "x-colo",
+                "tcp:127.0.0.1:1",
+                "exec:sh"
+            ])
+            .prop_map(Value::from),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        json_leaf().prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "uri",
+                        "capabilities",
+                        "capability",
+                        "state",
+                        "channels",
+                        "exit-on-error",
+                        "resume",
+                        "x"
+                    ]),
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(
+                    m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever arguments come in, what goes out to QEMU is only ever a tcp URI or a list
+        /// of Drover's capabilities, under the command's own keys.
+        #[test]
+        fn only_allowed_arguments_ever_reach_qemu(
+            cmd in prop::sample::select(vec![
+                "migrate-set-capabilities", "migrate-incoming", "migrate-recover",
+                "query-migrate", "query-status", "query-migrate-capabilities",
+                "migrate", "quit", "migrate-set-parameters",
+            ]),
+            args in json_value(),
+        ) {
+            if let Ok(c) = ForwardedQmp::from_parts(cmd, Some(&args)) {
+                prop_assert_eq!(c.name(), cmd);
+                match c.arguments() {
+                    None => prop_assert!(cmd.starts_with("query-")),
+                    Some(Value::Object(m)) => {
+                        let keys: Vec<&str> = m.keys().map(String::as_str).collect();
+                        match cmd {
+                            "migrate-set-capabilities" => prop_assert_eq!(keys, vec!["capabilities"]),
+                            _ => {
+                                prop_assert_eq!(keys, vec!["uri"]);
+                                let uri = m["uri"].as_str().unwrap_or_default();
+                                prop_assert!(uri.starts_with("tcp:"), "{}", uri);
+                                prop_assert!(uri.parse::<MigrationUri>().is_ok());
+                            }
+                        }
+                    }
+                    Some(other) => prop_assert!(false, "arguments {other} are not an object"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! VMs on the wire: what a client asks for ([`VmConfig`], which is also what the agent stores
+//! and what a migration's destination is started from) and what the agent reports.
+
+use crate::names::{self, ShapeError};
+use drover_core::wire;
+use drover_guest::spec::{SpecError, MIN_GUEST_MEMORY_BYTES};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Most vCPUs a VM may have.
+pub const MAX_VCPUS: u32 = 64;
+
+/// Most memory a VM may have, bytes (1 TiB).
+pub const MAX_MEMORY_BYTES: u64 = 1 << 40;
+
+/// A tap NIC attached to a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NicConfig {
+    /// Host tap interface (made by whoever set up the host, e.g. the lab); it must exist.
+    #[schemars(regex(pattern = names::TAP_NAME))]
+    pub tap: String,
+    /// The NIC's unicast MAC address.
+    #[schemars(regex(pattern = names::MAC))]
+    pub mac: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn idle() -> String {
+    "idle".to_string()
+}
+
+/// What a VM is: the body of `POST /v1/vms`, the stored configuration, and what a migration
+/// destination is started from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    /// Unique on its host.
+    #[schemars(regex(pattern = names::VM_NAME))]
+    pub name: String,
+    #[serde(default = "one", deserialize_with = "wire::whole")]
+    #[schemars(range(min = 1, max = 64))]
+    pub vcpus: u32,
+    /// Guest memory, bytes (at least 64 MiB: the guest's kernel and initramfs need most of it).
+    #[serde(deserialize_with = "wire::whole")]
+    #[schemars(range(min = 67_108_864u64, max = 1_099_511_627_776u64))]
+    pub memory_bytes: u64,
+    /// Guest workload spec. A memtouch working set must fit the guest with about 48 MiB to
+    /// spare (422 otherwise).
+    #[serde(default = "idle")]
+    #[schemars(regex(pattern = names::WORKLOAD))]
+    pub workload: String,
+    /// A disk image: a file name inside the agent's storage directory (never a path). It must
+    /// exist there (409 otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = names::DISK_NAME))]
+    pub disk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic: Option<NicConfig>,
+}
+
+/// Why a VM configuration is refused (all 422: well-formed but not acceptable).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum VmConfigError {
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    #[error("vcpus {0}: expected 1 to {MAX_VCPUS}")]
+    Vcpus(u32),
+    #[error("memory_bytes {0}: expected {MIN_GUEST_MEMORY_BYTES} (64 MiB) to {MAX_MEMORY_BYTES} (1 TiB)")]
+    Memory(u64),
+    #[error("workload '{spec}': {reason}")]
+    Workload { spec: String, reason: String },
+}
+
+impl VmConfig {
+    /// Checks every rule that does not depend on the host: shapes, ranges, and that the
+    /// workload fits the guest (the guest's own rule, [`drover_guest::spec::check_fits`]).
+    ///
+    /// # Errors
+    /// The first rule broken, naming the field.
+    pub fn validate(&self) -> Result<(), VmConfigError> {
+        names::VM_NAME_SHAPE.check(&self.name)?;
+        if !(1..=MAX_VCPUS).contains(&self.vcpus) {
+            return Err(VmConfigError::Vcpus(self.vcpus));
+        }
+        if !(MIN_GUEST_MEMORY_BYTES..=MAX_MEMORY_BYTES).contains(&self.memory_bytes) {
+            return Err(VmConfigError::Memory(self.memory_bytes));
+        }
+        names::WORKLOAD_SHAPE.check(&self.workload)?;
+        drover_guest::spec::check_fits(&self.workload, self.memory_bytes).map_err(
+            |e: SpecError| VmConfigError::Workload {
+                spec: self.workload.clone(),
+                reason: e.to_string(),
+            },
+        )?;
+        if let Some(disk) = &self.disk {
+            names::DISK_SHAPE.check(disk)?;
+        }
+        if let Some(nic) = &self.nic {
+            names::TAP_SHAPE.check(&nic.tap)?;
+            names::MAC_SHAPE.check(&nic.mac)?;
+        }
+        Ok(())
+    }
+}
+
+/// A VM's state as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VmStatus {
+    /// QEMU runs and answers QMP.
+    Running,
+    /// An incoming migration destination.
+    Incoming,
+    /// Its QEMU is gone (found dead at re-attach or since); never restarted behind your back.
+    Lost,
+}
+
+/// The guest workload's latest report.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default, JsonSchema)]
+pub struct WorkloadView {
+    /// Operations done since the workload started (cumulative).
+    pub ops: u64,
+    /// Operations per second over the last ~2 s of reports.
+    pub ops_per_s: f64,
+    /// Integrity errors the workload found (cumulative; a lost or stale page counts).
+    pub integrity_errors: u64,
+    /// Milliseconds since the last report (None: no report yet).
+    pub last_report_age_ms: Option<u64>,
+}
+
+/// A VM as `GET /v1/vms[/{name}]` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VmView {
+    pub name: String,
+    pub status: VmStatus,
+    pub vcpus: u32,
+    /// Guest memory, bytes.
+    pub memory_bytes: u64,
+    pub workload: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic: Option<NicConfig>,
+    /// The QEMU daemon's pid on its host.
+    pub pid: u32,
+    /// QEMU's run state (`running`, `inmigrate`, `paused`, ...) when it answered.
+    #[serde(default)]
+    pub qemu_status: Option<String>,
+    /// The migration this VM is the source or destination of, if one is under way.
+    #[serde(default)]
+    pub migration: Option<String>,
+    #[serde(default)]
+    pub workload_report: WorkloadView,
+    /// Why the VM is lost.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A workload report with its wall-clock arrival time (agents compare series across hosts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WallSample {
+    /// Arrival on the host, ms since the Unix epoch.
+    pub unix_ms: u64,
+    /// Cumulative operations.
+    pub ops: u64,
+    /// Cumulative integrity errors.
+    pub integrity_errors: u64,
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Health {
+    /// Always `ok` when the agent answers.
+    pub status: String,
+    /// This agent's identity: random, made once and kept in its state directory, so a host
+    /// reached under two addresses is still recognised as one.
+    pub agent_id: String,
+    /// VMs registered here.
+    pub vms: u64,
+    /// The agent's version.
+    pub version: String,
+}
+
+/// The reply to deleting a VM or an incoming VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Deleted {
+    /// The VM's name.
+    pub deleted: String,
+}
+
+/// The reply to committing an incoming VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Committed {
+    /// The VM's name.
+    pub committed: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(json: &str) -> Result<VmConfig, String> {
+        let c: VmConfig = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_and_whole_number_floats() {
+        let c = vm(r#"{"name":"a","memory_bytes":268435456.0,"vcpus":2.0}"#).expect("valid");
+        assert_eq!((c.vcpus, c.workload.as_str()), (2, "idle"));
+        assert!(vm(r#"{"name":"a","memory_bytes":268435456,"vcpus":1.5}"#).is_err());
+        assert!(vm(r#"{"name":"a","memory":"256M"}"#).is_err());
+    }
+
+    #[test]
+    fn one_rule_one_message_for_memory() {
+        let err = vm(r#"{"name":"a","memory_bytes":50331648}"#).unwrap_err();
+        assert!(err.contains("64 MiB"), "{err}");
+        let err =
+            vm(r#"{"name":"a","memory_bytes":134217728,"workload":"memtouch:wss=128M"}"#)
+                .unwrap_err();
+        assert!(err.contains("does not fit"), "{err}");
+    }
+
+    #[test]
+    fn disks_are_names_not_paths() {
+        assert!(vm(r#"{"name":"a","memory_bytes":268435456,"disk":"a.qcow2"}"#).is_ok());
+        for d in ["/etc/shadow", "../x", "a/b"] {
+            let body = format!(r#"{{"name":"a","memory_bytes":268435456,"disk":"{d}"}}"#);
+            let err = vm(&body).unwrap_err();
+            assert!(err.contains("disk"), "{err}");
+        }
+    }
+}
