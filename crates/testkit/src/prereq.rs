@@ -87,6 +87,7 @@ pub fn verdict(test: &str, missing: &[String], ci: bool) -> Verdict {
 
 /// True when every need is met. Otherwise panics under CI, or prints one `SKIPPED` line to
 /// stderr and returns false. Prefer the [`crate::require!`] macro, which returns for you.
+#[track_caller]
 pub fn prerequisites_met(needs: &[Need]) -> bool {
     let missing: Vec<String> = needs.iter().filter_map(Need::unmet).collect();
     let thread = std::thread::current();
