@@ -98,8 +98,9 @@ pub fn prerequisites_met(needs: &[Need]) -> bool {
         Verdict::Run => true,
         Verdict::Fail(message) => panic!("{message}"),
         Verdict::Skip(line) => {
-            // Straight to the stream: eprintln! output is captured for passing tests.
-            let _ = writeln!(std::io::stderr(), "{line}");
+            // Straight to the stream: eprintln! output is captured for passing tests. The leading
+            // newline keeps the line whole when the harness has printed "test name ... " already.
+            let _ = writeln!(std::io::stderr(), "\n{line}");
             false
         }
     }
