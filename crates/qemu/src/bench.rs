@@ -3,7 +3,8 @@
 //!
 //! One run: boot source and destination -> wait for the workload to report -> (auto only)
 //! measure the dirty rate and let the cost model choose -> keep 3 s of "before" samples ->
-//! migrate -> keep sampling until 3 s past the measurement window -> kill both QEMUs.
+//! migrate -> keep sampling until 3 s past the measurement window -> check the guest reported
+//! from where it runs after the migration -> kill both QEMUs.
 
 use crate::image::GuestImage;
 use crate::launcher::Accel;
@@ -12,7 +13,7 @@ use crate::qmp::{Qmp, QmpError};
 use crate::vm::{LocalLauncher, VmError};
 use drover_core::migration::result::{MIN_DURING_MS, SIDE_WINDOW_MS};
 use drover_core::migration::{
-    CostParams, MigrationPlan, MigrationResult, PlanKnobs, Technique, VmProfile,
+    CostParams, MigrationPlan, MigrationResult, OpsSample, PlanKnobs, Technique, VmProfile,
 };
 use serde::Serialize;
 use std::time::Duration;
@@ -29,6 +30,11 @@ pub enum BenchError {
     Vm(#[from] VmError),
     #[error("the guest workload did not report within {0} s; guest console ends with: {1}")]
     NoReports(u64, String),
+    #[error(
+        "the guest sent no report from the {host} after the migration, so its integrity count \
+         would only cover the time before; guest console ends with: {console}"
+    )]
+    NoReportsAfterRun { host: &'static str, console: String },
     #[error("I/O error: {0}")]
     Io(String),
     #[error("dirty-rate measurement failed: {0}")]
@@ -175,9 +181,31 @@ pub async fn run_one(
         window_end.saturating_sub(clock.now_ms()),
     ))
     .await;
+    let snapshot = samples.snapshot();
+    if !reported_after(&snapshot, o.ended_ms) {
+        let (host, run_dir) = match o.vm_on_destination {
+            true => ("destination", dir.path().join("dst")),
+            false => ("source", src_dir),
+        };
+        let console = crate::launcher::log_tail(&run_dir.join("console.log"), 5);
+        vm.kill().await;
+        return Err(BenchError::NoReportsAfterRun { host, console });
+    }
     vm.kill().await;
-    Ok(run.result(&samples.snapshot()))
+    Ok(run.result(&snapshot))
 }
+
+/// Whether a report arrived well after the run ended at `ended_ms`. The QEMU the guest left was
+/// paused (then killed) by then, so such a report comes from where the guest runs, and the
+/// guest's cumulative integrity count in it covers the time after the switch too. The second of
+/// margin keeps a line that was in flight from the other side from counting.
+fn reported_after(samples: &[OpsSample], ended_ms: u64) -> bool {
+    samples
+        .last()
+        .is_some_and(|s| s.host_ms > ended_ms + REPORT_MARGIN_MS)
+}
+
+const REPORT_MARGIN_MS: u64 = 1_000;
 
 async fn plan_for(
     config: &BenchConfig,
@@ -207,4 +235,25 @@ pub async fn profile(config: &BenchConfig, qmp: &dyn Qmp) -> Result<VmProfile, B
     crate::profile::profile_vm(qmp, config.memory_bytes)
         .await
         .map_err(BenchError::DirtyRate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(host_ms: u64) -> OpsSample {
+        OpsSample {
+            host_ms,
+            ops: host_ms,
+            integrity_errors: 0,
+        }
+    }
+
+    #[test]
+    fn only_a_report_well_after_the_run_counts() {
+        assert!(!reported_after(&[], 5_000));
+        assert!(!reported_after(&[at(1_000), at(5_900)], 5_000));
+        assert!(!reported_after(&[at(6_000)], 5_000));
+        assert!(reported_after(&[at(1_000), at(6_001)], 5_000));
+    }
 }

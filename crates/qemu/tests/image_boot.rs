@@ -1,7 +1,7 @@
 //! Boots the real guest image under QEMU (TCG) and checks the workloads' reports.
 //!
-//! Needs scripts/setup to have run (kernel package, busybox-static). Skips, passing, only when
-//! qemu-system-x86_64 is not installed.
+//! Needs scripts/setup to have run (kernel package, busybox-static) and qemu-system-x86_64 (a
+//! failure under CI when missing, a loud skip elsewhere).
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
@@ -10,21 +10,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use drover_qemu::image::{self, NoProgress};
+use drover_testkit::{require, QEMU as NEED_QEMU};
 
 const QEMU: &str = "qemu-system-x86_64";
 /// Generous for two guests booting at once on a loaded 2-core machine.
 const DEADLINE: Duration = Duration::from_secs(25);
 /// How much guest time the reports must cover.
 const OBSERVE_MS: u64 = 2000;
-
-fn qemu_available() -> bool {
-    Command::new(QEMU)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 /// A running guest; killed (and its files removed) however the test ends.
 struct Vm {
@@ -145,10 +137,7 @@ fn field(r: &serde_json::Value, k: &str) -> u64 {
 
 #[test]
 fn memtouch_boots_reports_and_keeps_integrity() {
-    if !qemu_available() {
-        eprintln!("skipping: {QEMU} is not installed (run scripts/setup)");
-        return;
-    }
+    require!(NEED_QEMU);
     let start = Instant::now();
     let mut vm = boot("memtouch:wss=32M,rate=max");
     let (reports, first) = collect(&mut vm, start);
@@ -179,10 +168,7 @@ fn memtouch_boots_reports_and_keeps_integrity() {
 
 #[test]
 fn cpu_demand_boots_and_counts_work() {
-    if !qemu_available() {
-        eprintln!("skipping: {QEMU} is not installed (run scripts/setup)");
-        return;
-    }
+    require!(NEED_QEMU);
     let start = Instant::now();
     let mut vm = boot("cpu:demand=50");
     let (reports, first) = collect(&mut vm, start);

@@ -1,9 +1,11 @@
 //! The launcher against the real QEMU binary: start-up failures are clear errors, and the
-//! optional disk and tap NIC really reach the guest's machine.
+//! optional disk and tap NIC really reach the guest's machine. Needs QEMU (and root and `ip` for
+//! the tap): a failure under CI when missing, a loud skip elsewhere.
 
 use drover_qemu::image::{ensure_image, NoProgress};
 use drover_qemu::launcher::{Accel, LaunchError, QemuProcess, RunPaths, TapNic, VmSpec};
 use drover_qemu::qmp::{Qmp, QmpClient};
+use drover_testkit::{require, Need, IP, QEMU as NEED_QEMU, QEMU_IMG};
 use std::process::Command;
 use std::time::Duration;
 
@@ -27,6 +29,7 @@ fn spec(name: &str) -> VmSpec {
 
 #[tokio::test]
 async fn a_corrupt_kernel_is_reported_with_qemus_own_words() {
+    require!(NEED_QEMU);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut s = spec("badkernel");
     let bogus = dir.path().join("vmlinuz");
@@ -53,6 +56,7 @@ impl Drop for Tap {
 
 #[tokio::test]
 async fn disk_and_tap_nic_are_attached() {
+    require!(NEED_QEMU, QEMU_IMG, Need::Root, IP);
     let dir = tempfile::tempdir().expect("tempdir");
     let disk = dir.path().join("disk.qcow2");
     let created = Command::new("qemu-img")

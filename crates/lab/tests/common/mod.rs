@@ -1,40 +1,24 @@
-//! Helpers for the root-only lab tests: skipping, unique lab names, a guard that runs `down`
+//! Helpers for the root-only lab tests: prerequisites, unique lab names, a guard that runs `down`
 //! even when a test panics, and running code inside a host's network namespace.
 
 #![allow(dead_code)]
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+pub use drover_testkit::in_netns;
+
 use drover_lab::{detect_layout, CgroupLayout, LabDirs, LabName, LabSpec, LabState, RealSystem};
 
-/// Why this machine cannot run the real tests, if it cannot.
-pub fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    let ip = Command::new("ip")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !ip.map(|s| s.success()).unwrap_or(false) {
-        return Some("`ip` is missing".into());
-    }
-    if Command::new("tc").arg("-V").output().is_err() {
-        return Some("`tc` is missing".into());
-    }
-    None
-}
-
-macro_rules! require_root {
+/// Returns from the test (or fails it, under CI) unless this machine can make labs, then holds
+/// the lab tests' lock for the rest of the test.
+macro_rules! require_lab {
     () => {
-        if let Some(why) = common::skip_reason() {
-            eprintln!("SKIPPED: {why}");
-            return;
-        }
+        drover_testkit::require!(
+            drover_testkit::Need::Root,
+            drover_testkit::IP,
+            drover_testkit::TC
+        );
         // One lab test at a time: the CPU-cap and throughput checks need the cores.
         let _serial = common::serial();
     };
@@ -46,7 +30,7 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
-pub(crate) use require_root;
+pub(crate) use require_lab;
 
 /// A lab name unique to this test process and test (`t<pid><tag>`, at most 8 characters).
 pub fn lab_name(tag: char) -> LabName {
@@ -131,28 +115,6 @@ impl Drop for Guard {
 pub fn sh(cmd: &str) -> String {
     let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs `f` on a thread that has entered network namespace `ns`; sockets it creates live in
-/// that namespace.
-pub fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = PathBuf::from("/run/netns").join(ns);
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open netns");
-        // SAFETY: setns on a valid namespace fd affects only this thread's network namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "setns {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        );
-        f()
-    })
 }
 
 /// Starts `argv` inside the host's cgroup (and namespace, if `argv` says so).
