@@ -10,12 +10,12 @@
 use crate::lock;
 use crate::procfs::{self, Capacity};
 use crate::vms::Vms;
+use drover_api::metrics::{HostMetrics, Metrics, VmMetrics};
 use drover_qemu::qmp::{Qmp, QmpError};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use drover_api::metrics::{HostMetrics, Metrics, VmMetrics};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;

@@ -19,26 +19,22 @@ impl Qmp for RemoteQmp {
     async fn execute(&self, command: &str, arguments: Option<Value>) -> Result<Value, QmpError> {
         let cmd = ForwardedQmp::from_parts(command, arguments.as_ref())
             .map_err(|e| QmpError::Protocol(e.to_string()))?;
-        let ret = self
-            .client
-            .qmp(&self.vm, &cmd)
-            .await
-            .map_err(|e| match e {
-                ClientError::Api {
-                    qmp_class: Some(class),
-                    qmp_desc,
-                    ..
-                } => QmpError::Command {
-                    command: command.to_string(),
-                    class,
-                    desc: qmp_desc.unwrap_or_default(),
-                },
-                // The VM vanished on the far side: to the driver that is a closed QMP connection.
-                ClientError::Api {
-                    status: 404 | 409, ..
-                } => QmpError::Closed,
-                other => QmpError::Io(other.to_string()),
-            })?;
+        let ret = self.client.qmp(&self.vm, &cmd).await.map_err(|e| match e {
+            ClientError::Api {
+                qmp_class: Some(class),
+                qmp_desc,
+                ..
+            } => QmpError::Command {
+                command: command.to_string(),
+                class,
+                desc: qmp_desc.unwrap_or_default(),
+            },
+            // The VM vanished on the far side: to the driver that is a closed QMP connection.
+            ClientError::Api {
+                status: 404 | 409, ..
+            } => QmpError::Closed,
+            other => QmpError::Io(other.to_string()),
+        })?;
         serde_json::to_value(ret).map_err(|e| QmpError::Protocol(e.to_string()))
     }
 

@@ -15,10 +15,10 @@
 
 use crate::lock;
 use crate::model::{VmRecord, VmRole};
-use drover_api::qmp::ForwardedQmp;
-use drover_api::{unix_ms, VmConfig, VmStatus, VmView, WallSample, WorkloadView};
 use crate::procfs::{self, Liveness};
 use crate::store::{Store, StoreError};
+use drover_api::qmp::ForwardedQmp;
+use drover_api::{unix_ms, VmConfig, VmStatus, VmView, WallSample, WorkloadView};
 use drover_qemu::image::GuestImage;
 use drover_qemu::launcher::{self, Accel, LaunchError, RunPaths, TapNic, VmSpec};
 use drover_qemu::metrics::{Clock, MetricsReader, Samples};
@@ -47,7 +47,9 @@ pub enum VmsError {
     Store(#[from] StoreError),
     #[error("guest image: {0}")]
     Image(String),
-    #[error("VM '{name}' needs {need} bytes of memory but this host has {free} of {capacity} free")]
+    #[error(
+        "VM '{name}' needs {need} bytes of memory but this host has {free} of {capacity} free"
+    )]
     NoRoom {
         name: String,
         need: u64,
@@ -238,7 +240,11 @@ impl Vms {
     pub async fn start(&self, config: VmConfig, role: VmRole) -> Result<VmView, VmsError> {
         let _reservation = self.reserve(&config.name)?;
         self.check_room(&config)?;
-        let disk = config.disk.as_deref().map(|d| self.disk_path(d)).transpose()?;
+        let disk = config
+            .disk
+            .as_deref()
+            .map(|d| self.disk_path(d))
+            .transpose()?;
         if let Some(nic) = &config.nic {
             if !Path::new("/sys/class/net").join(&nic.tap).exists() {
                 return Err(VmsError::NoTap(nic.tap.clone()));
@@ -412,10 +418,11 @@ impl Vms {
             nic: c.nic.clone(),
             pid: e.record.pid,
             qemu_status,
-            migration: e
-                .migration
-                .clone()
-                .or(e.record.role.incoming_migration().map(str::to_string)),
+            migration: e.migration.clone().or(e
+                .record
+                .role
+                .incoming_migration()
+                .map(str::to_string)),
             workload_report,
             error: e.lost.clone(),
         }

@@ -1,8 +1,9 @@
 //! The HTTP API without QEMU: authentication, error mapping, hostile input, re-attach of a dead
 //! VM as `lost`. The agent runs in-process on a loopback port.
 
-use drover_agent::model::{unix_ms, VmConfig, VmRecord, VmRole, VmStatus};
+use drover_agent::model::{VmRecord, VmRole};
 use drover_agent::{start, AgentConfig, RunningAgent};
+use drover_api::{unix_ms, AgentClient, AgentUrl, MigrationRequest, VmConfig, VmStatus};
 use drover_qemu::image::GuestImage;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -82,6 +83,14 @@ async fn auth_and_hostile_requests_get_json_4xx_and_the_agent_stays_healthy() {
     }
     let (s, _, _) = send("GET", &u("/metrics"), None, None).await;
     assert_eq!(s, 401);
+    // The scheme is case-insensitive (RFC 9110).
+    let lower = reqwest::Client::new()
+        .get(u("/v1/vms"))
+        .header("Authorization", format!("bearer {TOKEN}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(lower.status().as_u16(), 200);
 
     let t = Some(TOKEN);
     let cases: Vec<(&str, String, Option<Vec<u8>>, u16)> = vec![
@@ -90,19 +99,19 @@ async fn auth_and_hostile_requests_get_json_4xx_and_the_agent_stays_healthy() {
         (
             "POST",
             u("/v1/vms"),
-            Some(br#"{"name":1,"memory":"128M"}"#.to_vec()),
+            Some(br#"{"name":1,"memory_bytes":134217728}"#.to_vec()),
             400,
         ),
         (
             "POST",
             u("/v1/vms"),
-            Some(br#"{"name":"a","memory":"128M","bogus":1}"#.to_vec()),
+            Some(br#"{"name":"a","memory_bytes":134217728,"bogus":1}"#.to_vec()),
             400,
         ),
         (
             "POST",
             u("/v1/vms"),
-            Some(br#"{"name":"a","memory":"128M","vcpus":0}"#.to_vec()),
+            Some(br#"{"name":"a","memory_bytes":134217728,"vcpus":0}"#.to_vec()),
             422,
         ),
         ("POST", u("/v1/vms"), Some(vec![b' '; 200_000]), 413),
@@ -146,12 +155,18 @@ async fn auth_and_hostile_requests_get_json_4xx_and_the_agent_stays_healthy() {
             400,
         ),
         ("GET", u("/v1/nowhere"), None, 404),
+        (
+            "GET",
+            u(&format!("/v1/vms/{}", "a".repeat(5000))),
+            None,
+            414,
+        ),
         ("PUT", u("/v1/vms"), None, 405),
         // Valid request, but this QEMU binary does not exist: a clean 500, not a crash.
         (
             "POST",
             u("/v1/vms"),
-            Some(br#"{"name":"a","memory":"128M"}"#.to_vec()),
+            Some(br#"{"name":"a","memory_bytes":134217728}"#.to_vec()),
             500,
         ),
     ];
@@ -176,30 +191,25 @@ async fn auth_and_hostile_requests_get_json_4xx_and_the_agent_stays_healthy() {
 }
 
 #[tokio::test]
-async fn openapi_documents_every_route() {
+async fn the_router_serves_exactly_the_documented_routes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_agent, url) = agent(dir.path()).await;
-    let (s, v, _) = send("GET", &format!("{url}/v1/openapi.json"), Some(TOKEN), None).await;
+    let (s, doc, _) = send("GET", &format!("{url}/v1/openapi.json"), Some(TOKEN), None).await;
     assert_eq!(s, 200);
-    assert_eq!(v["openapi"], "3.1.0");
-    let paths = v["paths"].as_object().expect("paths");
-    for p in [
-        "/v1/health",
-        "/v1/openapi.json",
-        "/v1/vms",
-        "/v1/vms/{name}",
-        "/v1/vms/{name}/samples",
-        "/v1/vms/{name}/qmp",
-        "/v1/vms/{name}/migrations",
-        "/v1/migrations",
-        "/v1/migrations/{id}",
-        "/v1/incoming",
-        "/v1/incoming/{name}",
-        "/v1/incoming/{name}/commit",
-        "/v1/metrics",
-        "/metrics",
-    ] {
-        assert!(paths.contains_key(p), "{p} undocumented");
+    assert_eq!(doc, drover_api::openapi::document());
+    for r in drover_api::openapi::ROUTES {
+        let path = r.path.replace("{name}", "x").replace("{id}", "x");
+        let method = r.method.as_str().to_ascii_uppercase();
+        let (s, v, text) = send(&method, &format!("{url}{path}"), Some(TOKEN), None).await;
+        assert_ne!(s, 405, "{method} {path} is documented but not routed");
+        assert_ne!(v["error"], "no such route", "{method} {path}: {text}");
+        let documented: Vec<u16> = std::iter::once(r.ok.0)
+            .chain(r.errors.iter().copied())
+            .collect();
+        assert!(
+            documented.contains(&s),
+            "{method} {path} answered undocumented {s}: {text}"
+        );
     }
 }
 
@@ -229,7 +239,10 @@ async fn a_vm_whose_qemu_died_is_reported_lost_not_restarted() {
         })
         .expect("save");
     let agent = start(cfg).await.expect("start");
-    let client = drover_agent::client::AgentClient::new(&format!("http://{}", agent.addr), TOKEN);
+    let client = AgentClient::new(
+        AgentUrl::parse(&format!("http://{}", agent.addr)).expect("url"),
+        TOKEN,
+    );
     let vms = client.list_vms().await.expect("list");
     assert_eq!(vms.len(), 1);
     assert_eq!(vms[0].status, VmStatus::Lost);
@@ -245,7 +258,12 @@ async fn a_vm_whose_qemu_died_is_reported_lost_not_restarted() {
     let err = client
         .migrate(
             "ghost",
-            &json!({"to": "http://127.0.0.1:1", "technique": "precopy"}),
+            &MigrationRequest {
+                to: AgentUrl::parse("http://127.0.0.1:1").expect("url"),
+                technique: drover_core::migration::Technique::Precopy,
+                measure: true,
+                knobs: drover_core::migration::PlanKnobs::default(),
+            },
         )
         .await
         .expect_err("refused");

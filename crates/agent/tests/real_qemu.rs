@@ -5,14 +5,16 @@
 //! Needs qemu-system-x86_64 (a failure under CI when missing, a loud skip elsewhere) and the
 //! guest image inputs (scripts/setup).
 
-use drover_agent::client::AgentClient;
-use drover_agent::model::{MigrationRecord, MigrationState, VmStatus, VmView};
 use drover_agent::{procfs, start, AgentConfig};
+use drover_api::{
+    AgentClient, AgentUrl, MigrationRecord, MigrationRequest, MigrationState, VmConfig, VmStatus,
+    VmView,
+};
 use drover_core::migration::EndStatus;
+use drover_core::migration::{PlanKnobs, Technique};
 use drover_qemu::image::GuestImage;
 use drover_qemu::launcher::Accel;
 use drover_testkit::{require, QEMU};
-use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -24,6 +26,21 @@ const TOKEN: &str = "e2e-token";
 /// set was verified (and rewritten) after it.
 const WORKLOAD: &str = "memtouch:wss=32M,pattern=seq";
 const WSS_PAGES: u64 = (32 << 20) / 4096;
+
+fn client(url: &str) -> AgentClient {
+    AgentClient::new(AgentUrl::parse(url).expect("agent URL"), TOKEN)
+}
+
+fn vm_config(name: &str, workload: &str) -> VmConfig {
+    VmConfig {
+        name: name.into(),
+        vcpus: 1,
+        memory_bytes: 128 << 20,
+        workload: workload.into(),
+        disk: None,
+        nic: None,
+    }
+}
 
 /// Kills every QEMU recorded in the state dirs, however the test ends.
 struct QemuGuard(Vec<PathBuf>);
@@ -148,7 +165,12 @@ async fn migrate(
     let started = from
         .migrate(
             name,
-            &json!({"to": to.base(), "technique": technique, "measure": false, "deadline_s": 60}),
+            &MigrationRequest {
+                to: to.base().clone(),
+                technique: technique.parse().expect("technique"),
+                measure: false,
+                knobs: PlanKnobs::default(),
+            },
         )
         .await
         .expect("migration accepted");
@@ -199,15 +221,15 @@ fn vm_lifecycle_migrations_both_ways_and_agent_restart() {
     let b = TestAgent::start(&dir_b, &image);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let ca = AgentClient::new(&a.url, TOKEN);
-        let cb = AgentClient::new(&b.url, TOKEN);
+        let ca = client(&a.url);
+        let cb = client(&b.url);
         let created = ca
-            .create_vm(&json!({"name": "mt1", "vcpus": 1, "memory": "128M", "workload": WORKLOAD}))
+            .create_vm(&vm_config("mt1", WORKLOAD))
             .await
             .expect("create");
         assert_eq!(created.status, VmStatus::Running);
         let dup = ca
-            .create_vm(&json!({"name": "mt1", "memory": "128M"}))
+            .create_vm(&vm_config("mt1", "idle"))
             .await
             .expect_err("duplicate");
         assert_eq!(dup.status(), Some(409));
@@ -234,19 +256,13 @@ fn vm_lifecycle_migrations_both_ways_and_agent_restart() {
     });
 
     // Kill agent A abruptly; its VM keeps running and is re-attached by a new agent.
-    let pid = rt.block_on(async {
-        AgentClient::new(&a.url, TOKEN)
-            .get_vm("mt1")
-            .await
-            .expect("get")
-            .pid
-    });
+    let pid = rt.block_on(async { client(&a.url).get_vm("mt1").await.expect("get").pid });
     a.kill();
     std::thread::sleep(Duration::from_millis(500));
     assert!(procfs::is_alive(pid, "mt1"), "QEMU died with its agent");
     let a2 = TestAgent::start(&dir_a, &image);
     rt.block_on(async {
-        let ca = AgentClient::new(&a2.url, TOKEN);
+        let ca = client(&a2.url);
         let vms = ca.list_vms().await.expect("list");
         assert_eq!(vms.len(), 1, "{vms:?}");
         assert_eq!(
@@ -260,7 +276,7 @@ fn vm_lifecycle_migrations_both_ways_and_agent_restart() {
 
         // The re-attached VM migrates like any other: hybrid out, auto back with the workload
         // measured across both hosts for the record.
-        let cb = AgentClient::new(&b.url, TOKEN);
+        let cb = client(&b.url);
         let m = migrate(&ca, &cb, "mt1", "hybrid").await;
         assert_eq!(m.state, MigrationState::Completed, "{m:?}");
         assert_works_intact(&cb, "mt1", WSS_PAGES).await;
@@ -269,7 +285,15 @@ fn vm_lifecycle_migrations_both_ways_and_agent_restart() {
         let started = cb
             .migrate(
                 "mt1",
-                &json!({"to": ca.base(), "technique": "auto", "bandwidth_bps": 200_000_000}),
+                &MigrationRequest {
+                    to: ca.base().clone(),
+                    technique: Technique::Auto,
+                    measure: true,
+                    knobs: PlanKnobs {
+                        bandwidth_bps: Some(200_000_000),
+                        ..PlanKnobs::default()
+                    },
+                },
             )
             .await
             .expect("accepted");

@@ -108,9 +108,10 @@ impl AgentClient {
             return Err(ClientError::Api {
                 url,
                 status: status.as_u16(),
-                message: err.as_ref().map(|e| e.error.clone()).unwrap_or_else(|| {
-                    String::from_utf8_lossy(&bytes).chars().take(200).collect()
-                }),
+                message: err
+                    .as_ref()
+                    .map(|e| e.error.clone())
+                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect()),
                 qmp_class: err.as_ref().and_then(|e| e.qmp_class.clone()),
                 qmp_desc: err.and_then(|e| e.qmp_desc),
             });

@@ -28,7 +28,9 @@ pub mod uri;
 pub mod vm;
 
 pub use client::{AgentClient, ClientError};
-pub use migration::{IncomingReply, IncomingRequest, MigrationRecord, MigrationRequest, MigrationState};
+pub use migration::{
+    IncomingReply, IncomingRequest, MigrationRecord, MigrationRequest, MigrationState,
+};
 pub use uri::{AgentUrl, MigrationUri};
 pub use vm::{Health, NicConfig, VmConfig, VmStatus, VmView, WallSample, WorkloadView};
 

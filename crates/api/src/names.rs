@@ -172,7 +172,14 @@ mod tests {
             assert!(!VM_NAME_SHAPE.matches(bad), "{bad}");
         }
         assert!(DISK_SHAPE.matches("vm1.qcow2"));
-        for bad in ["..", "../etc/passwd", "/etc/passwd", ".hidden", "a/b", "a,b"] {
+        for bad in [
+            "..",
+            "../etc/passwd",
+            "/etc/passwd",
+            ".hidden",
+            "a/b",
+            "a,b",
+        ] {
             assert!(!DISK_SHAPE.matches(bad), "{bad}");
         }
         assert!(MAC_SHAPE.matches("52:54:00:12:34:56"));

@@ -161,9 +161,7 @@ pub fn document() -> Value {
     let mut paths = Map::new();
     for r in ROUTES {
         let op = operation(&mut g, r);
-        let entry = paths
-            .entry(r.path.to_string())
-            .or_insert_with(|| json!({}));
+        let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
         entry[r.method.as_str()] = op;
     }
     let error_ref = g.subschema_for::<ErrorBody>();

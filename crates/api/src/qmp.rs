@@ -92,7 +92,8 @@ impl ForwardedQmp {
             message,
         };
         let parse = |v: Option<&Value>| -> Result<Value, QmpForwardError> {
-            v.cloned().ok_or_else(|| wrong("arguments are required".into()))
+            v.cloned()
+                .ok_or_else(|| wrong("arguments are required".into()))
         };
         let unit = |v: Option<&Value>| match v {
             None => Ok(()),
@@ -259,13 +260,19 @@ mod tests {
                 "migrate-incoming",
                 json!({"channels": [{"channel-type": "main", "addr": {"transport": "exec", "args": ["sh"]}}]}),
             ),
-            ("migrate-set-capabilities", json!({"capabilities": [{"capability": "x-colo", "state": true}]})),
+            (
+                "migrate-set-capabilities",
+                json!({"capabilities": [{"capability": "x-colo", "state": true}]}),
+            ),
             ("migrate-set-parameters", json!({"downtime-limit": 1})),
             ("human-monitor-command", json!({"command-line": "info"})),
             ("quit", json!({})),
             ("query-status", json!({"x": 1})),
         ] {
-            assert!(ForwardedQmp::from_parts(cmd, Some(&args)).is_err(), "{cmd} {args}");
+            assert!(
+                ForwardedQmp::from_parts(cmd, Some(&args)).is_err(),
+                "{cmd} {args}"
+            );
         }
     }
 

@@ -58,8 +58,7 @@ fn json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, RequestError>
             "the {what} body is empty; expected a JSON object"
         )));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| RequestError::Syntax(format!("invalid {what}: {e}")))
+    serde_json::from_slice(body).map_err(|e| RequestError::Syntax(format!("invalid {what}: {e}")))
 }
 
 /// A VM name from a path.
@@ -152,7 +151,10 @@ struct RawQmp {
 /// [`RequestError::Invalid`] for a command outside the set or arguments it does not take.
 pub fn parse_qmp(body: &[u8]) -> Result<ForwardedQmp, RequestError> {
     let raw: RawQmp = json(body, "QMP command")?;
-    Ok(ForwardedQmp::from_parts(&raw.execute, raw.arguments.as_ref())?)
+    Ok(ForwardedQmp::from_parts(
+        &raw.execute,
+        raw.arguments.as_ref(),
+    )?)
 }
 
 #[cfg(test)]
@@ -176,7 +178,9 @@ mod tests {
         assert_eq!(status(parse_create_vm(b"")), 400);
         assert_eq!(status(parse_create_vm(b"[]")), 400);
         assert_eq!(
-            status(parse_create_vm(br#"{"name":"a","memory_bytes":268435456,"x":1}"#)),
+            status(parse_create_vm(
+                br#"{"name":"a","memory_bytes":268435456,"x":1}"#
+            )),
             400
         );
         assert_eq!(
@@ -205,18 +209,33 @@ mod tests {
         .expect("valid");
         assert_eq!(m.to.as_str(), "http://127.0.0.1:7701");
         assert_eq!(m.technique, Technique::Postcopy);
-        assert_eq!((m.knobs.bandwidth_bps, m.knobs.deadline_s), (Some(50_000_000), 30));
+        assert_eq!(
+            (m.knobs.bandwidth_bps, m.knobs.deadline_s),
+            (Some(50_000_000), 30)
+        );
         assert!(m.measure);
         for (body, code) in [
             (&br#"{"to":"ftp://x:1","technique":"precopy"}"#[..], 400),
             (br#"{"to":"http://x","technique":"precopy"}"#, 400),
             (br#"{"to":"http://x:1/a","technique":"precopy"}"#, 400),
             (br#"{"to":"http://x:1","technique":"teleport"}"#, 400),
-            (br#"{"to":"http://x:1","technique":"precopy","deadline_ms":5}"#, 400),
+            (
+                br#"{"to":"http://x:1","technique":"precopy","deadline_ms":5}"#,
+                400,
+            ),
             (br#"{"to":"http://x:1"}"#, 400),
-            (br#"{"to":"http://x:1","technique":"precopy","hybrid_fraction":2}"#, 422),
-            (br#"{"to":"http://x:1","technique":"precopy","bandwidth_bps":100}"#, 422),
-            (br#"{"to":"http://x:1","technique":"precopy","hybrid_rounds":0}"#, 422),
+            (
+                br#"{"to":"http://x:1","technique":"precopy","hybrid_fraction":2}"#,
+                422,
+            ),
+            (
+                br#"{"to":"http://x:1","technique":"precopy","bandwidth_bps":100}"#,
+                422,
+            ),
+            (
+                br#"{"to":"http://x:1","technique":"precopy","hybrid_rounds":0}"#,
+                422,
+            ),
         ] {
             assert_eq!(
                 status(parse_migration(body)),
@@ -257,6 +276,9 @@ mod tests {
             )),
             422
         );
-        assert_eq!(status(parse_qmp(br#"{"execute":"query-status","x":1}"#)), 400);
+        assert_eq!(
+            status(parse_qmp(br#"{"execute":"query-status","x":1}"#)),
+            400
+        );
     }
 }

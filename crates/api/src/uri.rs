@@ -8,8 +8,8 @@
 
 use crate::names::{ShapeError, AGENT_URL_SHAPE};
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
-use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;

@@ -3,7 +3,7 @@
 
 use crate::names::{self, ShapeError};
 use drover_core::wire;
-use drover_guest::spec::{SpecError, MIN_GUEST_MEMORY_BYTES};
+use drover_guest::fit::{FitError, MIN_GUEST_MEMORY_BYTES};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -78,7 +78,7 @@ pub enum VmConfigError {
 
 impl VmConfig {
     /// Checks every rule that does not depend on the host: shapes, ranges, and that the
-    /// workload fits the guest (the guest's own rule, [`drover_guest::spec::check_fits`]).
+    /// workload fits the guest (the guest's own rule, [`drover_guest::fit::check_fits`]).
     ///
     /// # Errors
     /// The first rule broken, naming the field.
@@ -91,8 +91,8 @@ impl VmConfig {
             return Err(VmConfigError::Memory(self.memory_bytes));
         }
         names::WORKLOAD_SHAPE.check(&self.workload)?;
-        drover_guest::spec::check_fits(&self.workload, self.memory_bytes).map_err(
-            |e: SpecError| VmConfigError::Workload {
+        drover_guest::fit::check_fits(&self.workload, self.memory_bytes).map_err(
+            |e: FitError| VmConfigError::Workload {
                 spec: self.workload.clone(),
                 reason: e.to_string(),
             },
@@ -222,9 +222,8 @@ mod tests {
     fn one_rule_one_message_for_memory() {
         let err = vm(r#"{"name":"a","memory_bytes":50331648}"#).unwrap_err();
         assert!(err.contains("64 MiB"), "{err}");
-        let err =
-            vm(r#"{"name":"a","memory_bytes":134217728,"workload":"memtouch:wss=128M"}"#)
-                .unwrap_err();
+        let err = vm(r#"{"name":"a","memory_bytes":134217728,"workload":"memtouch:wss=128M"}"#)
+            .unwrap_err();
         assert!(err.contains("does not fit"), "{err}");
     }
 

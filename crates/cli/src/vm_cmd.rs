@@ -4,10 +4,10 @@
 
 use crate::migration_flags::MigrationFlags;
 use anyhow::{bail, Context};
-use drover_agent::client::AgentClient;
-use drover_agent::model::{MigrationRequest, MigrationState, VmStatus, VmView};
-use drover_core::units::format_size;
-use serde_json::json;
+use drover_api::{
+    AgentClient, AgentUrl, MigrationRequest, MigrationState, NicConfig, VmConfig, VmStatus, VmView,
+};
+use drover_core::units::{format_size, parse_size};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ pub enum VmCommand {
         /// memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq], cpu:demand=PCT or idle.
         #[arg(long, default_value = "idle")]
         workload: String,
-        /// qcow2 disk image (absolute path on the host).
+        /// qcow2 disk image: a file name in the agent's storage directory (<state>/disks/).
         #[arg(long)]
         disk: Option<String>,
         /// Tap interface for a NIC (with --mac).
@@ -97,6 +97,11 @@ fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
     drover_agent::read_token(path).map_err(anyhow::Error::from)
 }
 
+fn client(url: &str, token: &str) -> anyhow::Result<AgentClient> {
+    let url = AgentUrl::parse(url).with_context(|| format!("agent URL '{url}'"))?;
+    Ok(AgentClient::new(url, token))
+}
+
 fn resolve(t: &Target) -> anyhow::Result<Resolved> {
     if let Some(url) = &t.agent {
         let path = t
@@ -105,9 +110,8 @@ fn resolve(t: &Target) -> anyhow::Result<Resolved> {
             .or_else(|| std::env::var_os("DROVER_TOKEN_FILE").map(PathBuf::from))
             .context("--agent needs --token-file (or DROVER_TOKEN_FILE)")?;
         let token = read_token(&path)?;
-        let client = AgentClient::new(url, &token);
         return Ok(Resolved {
-            client: Some(client),
+            client: Some(client(url, &token).context("--agent")?),
             lab_agents: vec![],
         });
     }
@@ -119,9 +123,9 @@ fn resolve(t: &Target) -> anyhow::Result<Resolved> {
         .filter_map(|h| {
             h.agent_url
                 .as_ref()
-                .map(|u| (h.name.clone(), AgentClient::new(u, &token)))
+                .map(|u| Ok((h.name.clone(), client(u, &token)?)))
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let client = match &t.host {
         None => None,
         Some(h) => {
@@ -131,7 +135,7 @@ fn resolve(t: &Target) -> anyhow::Result<Resolved> {
                 .agent_url
                 .as_ref()
                 .with_context(|| format!("host '{h}' runs no agent"))?;
-            Some(AgentClient::new(url, &token))
+            Some(client(url, &token)?)
         }
     };
     Ok(Resolved { client, lab_agents })
@@ -144,16 +148,18 @@ fn one(r: &Resolved) -> anyhow::Result<&AgentClient> {
 }
 
 /// The agent URL for `--to`: an agent URL as is, else a lab host.
-fn destination(to: &str, t: &Target) -> anyhow::Result<String> {
+fn destination(to: &str, t: &Target) -> anyhow::Result<AgentUrl> {
     if to.starts_with("http://") || to.starts_with("https://") {
-        return Ok(to.to_string());
+        return AgentUrl::parse(to).context("--to");
     }
     let state = drover_lab::load_state(&t.lab).with_context(|| format!("lab '{}'", t.lab))?;
     let host = drover_lab::resolve_host(&state, to)
         .with_context(|| format!("no host '{to}' in lab '{}'", t.lab))?;
-    host.agent_url
-        .clone()
-        .with_context(|| format!("host '{to}' runs no agent"))
+    let url = host
+        .agent_url
+        .as_deref()
+        .with_context(|| format!("host '{to}' runs no agent"))?;
+    AgentUrl::parse(url).with_context(|| format!("agent URL of lab host '{to}'"))
 }
 
 /// Finds the agent that runs `name` (the named one, else every lab host's).
@@ -211,15 +217,15 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
             json: as_json,
         } => {
             let r = resolve(&target)?;
-            let mut body =
-                json!({"name": name, "vcpus": vcpus, "memory": memory, "workload": workload});
-            if let Some(d) = disk {
-                body["disk"] = json!(d);
-            }
-            if let (Some(tap), Some(mac)) = (tap, mac) {
-                body["nic"] = json!({"tap": tap, "mac": mac});
-            }
-            let vm = one(&r)?.create_vm(&body).await?;
+            let config = VmConfig {
+                name,
+                vcpus,
+                memory_bytes: parse_size(&memory).context("--memory")?,
+                workload,
+                disk,
+                nic: tap.zip(mac).map(|(tap, mac)| NicConfig { tap, mac }),
+            };
+            let vm = one(&r)?.create_vm(&config).await?;
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&vm)?);
             } else {
@@ -256,13 +262,16 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
             let r = resolve(&target)?;
             let dest = destination(&to, &target)?;
             let source = find_vm(&r, &name).await?;
+            if source.base() == &dest {
+                bail!("VM '{name}' already runs on {to} ({dest}): choose another destination");
+            }
             let request = MigrationRequest {
                 to: dest,
                 technique: technique.parse()?,
                 measure: !no_measure,
                 knobs: knobs.clone(),
             };
-            let started = source.migrate_request(&name, &request).await?;
+            let started = source.migrate(&name, &request).await?;
             let timeout = Duration::from_secs(knobs.deadline_s + 600);
             let done = source.wait_migration(&started.id, timeout).await?;
             if as_json {

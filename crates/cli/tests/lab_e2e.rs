@@ -316,7 +316,10 @@ fn a_cpu_capped_host_gives_two_hungry_vms_half_of_what_they_ask() {
     let token =
         std::fs::read_to_string(lab.state()["token_file"].as_str().expect("token")).expect("token");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let client = drover_agent::client::AgentClient::new(&url, token.trim());
+    let client = drover_api::AgentClient::new(
+        drover_api::AgentUrl::parse(&url).expect("agent URL"),
+        token.trim(),
+    );
     // Boot is slow at a quarter core each; then let the CPU figures settle.
     wait_until("both workloads to report", Duration::from_secs(180), || {
         let list = lab.vm(&["list", "--host", "h1"]);
@@ -325,21 +328,20 @@ fn a_cpu_capped_host_gives_two_hungry_vms_half_of_what_they_ask() {
     });
     std::thread::sleep(Duration::from_secs(12));
     let metrics = runtime.block_on(client.metrics()).expect("metrics");
-    let vms = metrics["vms"].as_array().expect("vms").clone();
-    assert_eq!(vms.len(), 2, "{metrics}");
-    for vm in &vms {
-        let cores = vm["cpu_cores"].as_f64().expect("cpu_cores");
+    assert_eq!(metrics.vms.len(), 2, "{metrics:?}");
+    for vm in &metrics.vms {
         // Each asks for half a core; the host has half a core for both.
         assert!(
-            (0.12..=0.38).contains(&cores),
-            "{}: {cores} cores: {metrics}",
-            vm["name"]
+            (0.12..=0.38).contains(&vm.cpu_cores),
+            "{}: {} cores: {metrics:?}",
+            vm.name,
+            vm.cpu_cores
         );
     }
-    let total: f64 = vms.iter().filter_map(|v| v["cpu_cores"].as_f64()).sum();
+    let total: f64 = metrics.vms.iter().map(|v| v.cpu_cores).sum();
     assert!(
         total <= 0.6,
-        "host capped at 0.5 cores used {total}: {metrics}"
+        "host capped at 0.5 cores used {total}: {metrics:?}"
     );
 }
 

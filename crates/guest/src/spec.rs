@@ -16,12 +16,6 @@ pub const DEFAULT_METRICS_PORT: &str = "/dev/ttyS1";
 /// Bytes in one guest page; the unit memtouch dirties and verifies.
 pub const PAGE_SIZE: u64 = 4096;
 
-/// Least guest memory a VM may have, bytes: the kernel and the initramfs need most of it.
-pub const MIN_GUEST_MEMORY_BYTES: u64 = 64 << 20;
-
-/// Memory the guest's kernel and initramfs need besides a workload's working set, bytes.
-pub const GUEST_OVERHEAD_BYTES: u64 = 48 << 20;
-
 /// How fast memtouch touches pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rate {
@@ -84,10 +78,6 @@ pub enum SpecError {
         why: &'static str,
     },
     NotOnCmdline,
-    /// The guest's memory is below [`MIN_GUEST_MEMORY_BYTES`].
-    TooLittleMemory { memory_bytes: u64 },
-    /// The working set plus the guest's own needs exceed its memory.
-    DoesNotFit { wss_bytes: u64, memory_bytes: u64 },
 }
 
 impl fmt::Display for SpecError {
@@ -108,46 +98,11 @@ impl fmt::Display for SpecError {
             SpecError::NotOnCmdline => {
                 write!(f, "no drover.workload=SPEC on the kernel command line")
             }
-            SpecError::TooLittleMemory { memory_bytes } => write!(
-                f,
-                "guest memory {memory_bytes} bytes is too small: at least {} MiB",
-                MIN_GUEST_MEMORY_BYTES >> 20
-            ),
-            SpecError::DoesNotFit {
-                wss_bytes,
-                memory_bytes,
-            } => write!(
-                f,
-                "working set {} MiB does not fit a {} MiB guest (the guest itself needs about {} MiB)",
-                wss_bytes >> 20,
-                memory_bytes >> 20,
-                GUEST_OVERHEAD_BYTES >> 20
-            ),
         }
     }
 }
 
 impl std::error::Error for SpecError {}
-
-/// Parses `spec` and checks that it fits a guest of `memory_bytes`: the one rule for a VM's
-/// size, applied by every host before anything boots.
-///
-/// # Errors
-/// The spec's own errors, [`SpecError::TooLittleMemory`] or [`SpecError::DoesNotFit`].
-pub fn check_fits(spec: &str, memory_bytes: u64) -> Result<Workload, SpecError> {
-    if memory_bytes < MIN_GUEST_MEMORY_BYTES {
-        return Err(SpecError::TooLittleMemory { memory_bytes });
-    }
-    let workload = parse_workload(spec)?;
-    let wss_bytes = workload.pages() * PAGE_SIZE;
-    if wss_bytes.saturating_add(GUEST_OVERHEAD_BYTES) > memory_bytes {
-        return Err(SpecError::DoesNotFit {
-            wss_bytes,
-            memory_bytes,
-        });
-    }
-    Ok(workload)
-}
 
 /// Parses a workload spec such as `memtouch:wss=64M,rate=max,pattern=seq`.
 pub fn parse_workload(spec: &str) -> Result<Workload, SpecError> {

@@ -26,9 +26,9 @@ pub enum VmError {
 }
 
 /// Refuses a workload the guest would reject or could not fit, before anything boots (the
-/// rule itself is the guest's: [`drover_guest::spec::check_fits`]).
+/// rule itself is the guest's: [`drover_guest::fit::check_fits`]).
 pub fn validate_workload(spec: &str, memory_bytes: u64) -> Result<(), VmError> {
-    drover_guest::spec::check_fits(spec, memory_bytes)
+    drover_guest::fit::check_fits(spec, memory_bytes)
         .map(|_| ())
         .map_err(|e| VmError::BadWorkload {
             spec: spec.to_string(),

@@ -186,7 +186,10 @@ async fn qmp(
     // this agent made for it.
     st.vms.check_forwarded(&name, &cmd)?;
     let q = st.vms.qmp_of(&name)?;
-    ok(StatusCode::OK, run_forwarded(q.as_ref(), &name, &cmd).await?)
+    ok(
+        StatusCode::OK,
+        run_forwarded(q.as_ref(), &name, &cmd).await?,
+    )
 }
 
 async fn run_forwarded(q: &dyn Qmp, name: &str, cmd: &ForwardedQmp) -> Result<QmpReply, ApiError> {

@@ -36,10 +36,12 @@ mod run;
 
 pub use recover::{reconcile_step, DestSeen, Reconcile, SourceSeen};
 
-use drover_api::{unix_ms, AgentUrl, ClientError, MigrationRecord, MigrationRequest, MigrationState};
 use crate::store::{Store, StoreError};
 use crate::vms::VmsError;
 use crate::{lock, AgentState};
+use drover_api::{
+    unix_ms, AgentUrl, ClientError, MigrationRecord, MigrationRequest, MigrationState,
+};
 use drover_qemu::qmp::QmpExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -9,9 +9,9 @@
 //! `interrupted` with the reason, never guessed.
 
 use super::run::{abort_destination, final_state, hand_over};
-use drover_api::{unix_ms, AgentClient, MigrationRecord, MigrationState, VmStatus};
 use crate::vms::VmsError;
 use crate::AgentState;
+use drover_api::{unix_ms, AgentClient, MigrationRecord, MigrationState, VmStatus};
 use drover_core::migration::MigrationStatus;
 use drover_qemu::qmp::QmpExt;
 use std::sync::Arc;
