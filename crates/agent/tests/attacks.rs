@@ -1,0 +1,283 @@
+//! A caller with the token, or a peer posing as a destination agent, tries to make QEMU run a
+//! command, open a host file, or connect somewhere Drover did not choose. Every attempt must be
+//! refused with a 4xx (or end the migration with the VM safe on its source), and nothing may run:
+//! each attack names a marker file that a successful `exec:` would create.
+//!
+//! Real QEMU (TCG) on loopback: an `exec:` URI only matters if a QEMU would obey it.
+
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use drover_agent::{procfs, start, AgentConfig};
+use drover_api::{AgentClient, AgentUrl, MigrationRequest, MigrationState, VmConfig, VmStatus};
+use drover_core::migration::{PlanKnobs, Technique};
+use drover_qemu::image::GuestImage;
+use drover_qemu::launcher::Accel;
+use drover_testkit::{require, QEMU};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const TOKEN: &str = "attack-token";
+
+/// Kills every QEMU recorded in the state dir, however the test ends.
+struct QemuGuard(PathBuf);
+
+impl Drop for QemuGuard {
+    fn drop(&mut self) {
+        let Ok(store) = drover_agent::store::Store::open(&self.0) else {
+            return;
+        };
+        for vm in store.load_vms().unwrap_or_default() {
+            if procfs::is_alive(vm.pid, &vm.config.name) {
+                let _ = procfs::signal(vm.pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn image() -> GuestImage {
+    drover_qemu::image::ensure_image(&drover_qemu::image::NoProgress)
+        .expect("guest image (run scripts/setup)")
+}
+
+async fn agent(state: &Path, image: &GuestImage) -> (drover_agent::RunningAgent, String) {
+    let mut c = AgentConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        state.to_path_buf(),
+        TOKEN.into(),
+    );
+    c.accel = Accel::Tcg;
+    c.image = Some(image.clone());
+    let a = start(c).await.expect("agent starts");
+    let url = format!("http://{}", a.addr);
+    (a, url)
+}
+
+fn client(url: &str) -> AgentClient {
+    AgentClient::new(AgentUrl::parse(url).expect("url"), TOKEN)
+}
+
+fn vm(name: &str) -> VmConfig {
+    VmConfig {
+        name: name.into(),
+        vcpus: 1,
+        memory_bytes: 128 << 20,
+        workload: "idle".into(),
+        disk: None,
+        nic: None,
+    }
+}
+
+/// POSTs raw JSON; returns the status and body.
+async fn post_json(url: &str, body: &Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(TOKEN)
+        .json(body)
+        .send()
+        .await
+        .expect("send");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[test]
+fn no_caller_or_peer_can_make_qemu_run_a_command() {
+    require!(QEMU);
+    procfs::become_subreaper();
+    let image = image();
+    let dir = tempfile::Builder::new()
+        .prefix("drx")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let marker = dir.path().join("pwned");
+    let exec = format!("exec:touch {}", marker.display());
+    let (state_a, state_b) = (dir.path().join("a"), dir.path().join("b"));
+    let _guards = (QemuGuard(state_a.clone()), QemuGuard(state_b.clone()));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (_a, url_a) = agent(&state_a, &image).await;
+        let (_b, url_b) = agent(&state_b, &image).await;
+        forwarded_commands_are_refused(&url_b, &exec).await;
+        assert!(!marker.exists(), "a forwarded command ran");
+        paths_stay_in_the_storage_directory(&url_a, &state_a).await;
+        a_lying_destination_cannot_steer_the_source(&url_a, &exec).await;
+        assert!(!marker.exists(), "a destination's URI ran");
+    });
+}
+
+/// The destination side: an incoming VM takes only the URIs its agent made.
+async fn forwarded_commands_are_refused(url_b: &str, exec: &str) {
+    let (s, reply) = post_json(
+        &format!("{url_b}/v1/incoming"),
+        &json!({"config": vm("in1"), "migration_id": "m-1"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{reply}");
+    let own = reply["uri"].as_str().expect("uri").to_string();
+    assert!(own.starts_with("tcp:127.0.0.1:"), "{own}");
+    let qmp = format!("{url_b}/v1/vms/in1/qmp");
+    for (args, want) in [
+        (
+            json!({"execute": "migrate-incoming", "arguments": {"uri": exec}}),
+            422,
+        ),
+        (
+            json!({"execute": "migrate-recover", "arguments": {"uri": exec}}),
+            422,
+        ),
+        (
+            json!({"execute": "migrate-incoming", "arguments": {"channels": [{"channel-type": "main",
+                "addr": {"transport": "exec", "args": ["sh", "-c", "id"]}}]}}),
+            422,
+        ),
+        (
+            json!({"execute": "migrate-incoming", "arguments": {"uri": own, "exit-on-error": false}}),
+            422,
+        ),
+        // Well-formed, but not the URI this agent made for in1.
+        (
+            json!({"execute": "migrate-incoming", "arguments": {"uri": "tcp:127.0.0.1:9"}}),
+            409,
+        ),
+        (
+            json!({"execute": "human-monitor-command", "arguments": {"command-line": "info"}}),
+            422,
+        ),
+        (json!({"execute": "quit"}), 422),
+        (
+            json!({"execute": "migrate-set-parameters", "arguments": {"downtime-limit": 1}}),
+            422,
+        ),
+    ] {
+        let (s, body) = post_json(&qmp, &args).await;
+        assert_eq!(s, want, "{args}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+    }
+    // The agent's own URI is accepted, and QEMU then really listens there.
+    let (s, body) = post_json(
+        &qmp,
+        &json!({"execute": "migrate-incoming", "arguments": {"uri": own}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let v = client(url_b).get_vm("in1").await.expect("incoming VM");
+    assert_eq!(v.status, VmStatus::Incoming);
+    client(url_b).abort_incoming("in1").await.expect("abort");
+}
+
+/// A VM's disk is a file name in the agent's storage directory, never a host path.
+async fn paths_stay_in_the_storage_directory(url_a: &str, state_a: &Path) {
+    let vms = format!("{url_a}/v1/vms");
+    let body = |disk: &str| json!({"name": "d1", "memory_bytes": 128 << 20, "disk": disk});
+    for disk in ["/etc/shadow", "../../etc/passwd", "a/b", ".."] {
+        let (s, reply) = post_json(&vms, &body(disk)).await;
+        assert_eq!(s, 422, "{disk}: {reply}");
+        assert!(
+            reply["error"].as_str().is_some_and(|e| e.contains("disk")),
+            "{reply}"
+        );
+    }
+    let (s, reply) = post_json(&vms, &body("absent.qcow2")).await;
+    assert_eq!(s, 409, "{reply}");
+    // A link planted in the storage directory that leads out of it is refused too.
+    std::os::unix::fs::symlink("/etc/hostname", state_a.join("disks/escape.qcow2"))
+        .expect("symlink");
+    let (s, reply) = post_json(&vms, &body("escape.qcow2")).await;
+    assert_eq!(s, 409, "{reply}");
+    assert!(client(url_a).list_vms().await.expect("list").is_empty());
+}
+
+/// What a fake destination agent answers.
+#[derive(Clone)]
+struct Lie {
+    uri: String,
+}
+
+/// A fake destination: a different agent id, and the URIs `lie` says.
+async fn fake_destination(lie: Lie) -> String {
+    let app = Router::new()
+        .route(
+            "/v1/health",
+            get(|| async {
+                Json(json!({"status": "ok", "agent_id": "fake", "vms": 0, "version": "0"}))
+            }),
+        )
+        .route(
+            "/v1/incoming",
+            post(move || {
+                let lie = lie.clone();
+                async move {
+                    (
+                        axum::http::StatusCode::CREATED,
+                        Json(json!({"uri": lie.uri, "recover_uri": lie.uri})),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async {
+            (
+                axum::http::StatusCode::NOT_FOUND,
+                Json(json!({"error": "no"})),
+            )
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+/// The source side: the URI a destination returns is refused unless it is `tcp:` to that
+/// destination; the VM stays running on the source.
+async fn a_lying_destination_cannot_steer_the_source(url_a: &str, exec: &str) {
+    let a = client(url_a);
+    a.create_vm(&vm("src1")).await.expect("create");
+    for uri in [exec.to_string(), "tcp:127.0.0.2:7".to_string()] {
+        let fake = fake_destination(Lie { uri: uri.clone() }).await;
+        let started = a
+            .migrate(
+                "src1",
+                &MigrationRequest {
+                    to: AgentUrl::parse(&fake).expect("url"),
+                    technique: Technique::Precopy,
+                    measure: false,
+                    knobs: PlanKnobs::default(),
+                },
+            )
+            .await
+            .expect("accepted");
+        let done = a
+            .wait_migration(&started.id, Duration::from_secs(60))
+            .await
+            .expect("poll");
+        assert_eq!(done.state, MigrationState::Failed, "{uri}: {done:?}");
+        assert!(!done.vm_on_destination);
+        assert_eq!(done.uri, None, "{uri}: the lie reached the record");
+        let v = a.get_vm("src1").await.expect("still here");
+        assert_eq!(v.status, VmStatus::Running, "{uri}");
+        assert_eq!(v.qemu_status.as_deref(), Some("running"), "{uri}");
+    }
+    // A migration to this very agent is refused at once, naming it.
+    let err = a
+        .migrate(
+            "src1",
+            &MigrationRequest {
+                to: a.base().clone(),
+                technique: Technique::Postcopy,
+                measure: false,
+                knobs: PlanKnobs::default(),
+            },
+        )
+        .await
+        .expect_err("to itself");
+    assert_eq!(err.status(), Some(409), "{err}");
+    assert!(err.to_string().contains("this host"), "{err}");
+    a.delete_vm("src1").await.expect("delete");
+}
