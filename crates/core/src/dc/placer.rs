@@ -559,7 +559,8 @@ impl<'d> Placer<'d> {
         self.sorted[b] = set;
     }
 
-    /// Places as many of `vms` as possible (`place::place_each`).
+    /// Places as many of `vms` as possible, in decreasing order of demand (best effort, as for
+    /// VMs leaving overloaded hosts); returns where each placed VM went.
     pub fn place_each(&mut self, c: &mut Cluster, vms: &[VmId]) -> Vec<(VmId, HostId)> {
         let mut sorted = vms.to_vec();
         sort_decreasing(c, &mut sorted);
@@ -573,7 +574,8 @@ impl<'d> Placer<'d> {
         out
     }
 
-    /// Places all of `vms` or none (`place::place_all`).
+    /// Places all of `vms` or none (as for evacuating an underloaded host): on the first VM that
+    /// finds no host, earlier tentative placements are undone.
     pub fn place_all(&mut self, c: &mut Cluster, vms: &[VmId]) -> Option<Vec<(VmId, HostId)>> {
         let mut sorted = vms.to_vec();
         sort_decreasing(c, &mut sorted);
@@ -599,6 +601,7 @@ impl<'d> Placer<'d> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dc::cluster::tests::snapshot;
     use crate::dc::model::HostType;
     use crate::dc::place::{find_host, Exclusions};
     use crate::dc::rng::SplitMix64;
@@ -749,6 +752,28 @@ mod tests {
         }
         found += check(99, 400, 500, false);
         assert!(found > 1000, "{found}");
+    }
+
+    #[test]
+    fn place_all_is_all_or_nothing_and_place_each_best_effort() {
+        // Two 1500-MIPS VMs, one G4 host with 2000 free: the second does not fit, so neither
+        // moves with `place_all`; `place_each` still places the first.
+        let s = snapshot(
+            &[0, 0],
+            &[
+                (Some(0), 1720.0, 1.0, 870),
+                (None, 1500.0, 1.0, 870),
+                (None, 1500.0, 1.0, 870),
+            ],
+            1,
+        );
+        let det = Detector::new(Overload::Thr { threshold: 1.0 }, 300.0);
+        let mut c = Cluster::new(&s);
+        let mut p = Placer::new(&c, &det, vec![false, true], true);
+        assert_eq!(p.place_all(&mut c, &[1, 2]), None);
+        assert_eq!(c.host(0).vms, vec![0]);
+        assert_eq!(p.place_each(&mut c, &[1, 2]), vec![(1, 0)]);
+        assert_eq!(c.host(0).vms, vec![0, 1]);
     }
 
     #[test]
