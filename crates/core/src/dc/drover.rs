@@ -23,7 +23,7 @@ use super::cluster::Cluster;
 use super::model::{HostId, VmId};
 use super::plan::{Move, MoveReason, Plan};
 use super::snapshot::{Snapshot, VmState};
-use super::stats;
+use super::stats::{LineFit, Trend};
 use crate::migration::{choose, CostParams, LinkProfile, Technique, VmProfile};
 use serde::{Deserialize, Serialize};
 
@@ -345,14 +345,13 @@ fn profile(v: &VmState) -> VmProfile {
 /// Demand one interval ahead, MIPS: a line through the last `window` samples, never below the
 /// current demand (falling loads are not trusted until they have fallen).
 fn forecast(v: &VmState, window: usize) -> f64 {
-    let hist = v.history.as_slice();
-    if v.host.is_none() || window < 2 || hist.len() < window {
+    if v.host.is_none() {
         return v.demand_mips;
     }
-    let mut y: Vec<f64> = hist[..window].to_vec();
-    y.reverse();
-    let (a, b) = stats::ols_on_index(&y);
-    let next = (a + b * (window as f64 + 1.0)).clamp(0.0, 1.0) * v.total_mips();
+    let Some(line) = Trend::fit(v.history.as_slice(), window, LineFit::Ols) else {
+        return v.demand_mips;
+    };
+    let next = line.ahead(1.0).clamp(0.0, 1.0) * v.total_mips();
     next.max(v.demand_mips)
 }
 
