@@ -18,7 +18,7 @@ use drover_core::dc::rng::SplitMix64;
 use drover_core::dc::{
     place, HostState, Move, MoveReason, Policy, PolicySpec, Snapshot, VmState, VmType,
 };
-use drover_core::migration::{predict, LinkProfile, Technique, VmProfile};
+use drover_core::migration::{predict, Technique};
 
 /// A migration under way.
 #[derive(Debug, Clone, Copy)]
@@ -386,15 +386,7 @@ impl<'w> Simulation<'w> {
             MigrationModel::DirtyRate {
                 cost, technique, ..
             } => {
-                let src = &self.snap.host_types[self.snap.hosts[from].kind];
-                let link = LinkProfile {
-                    bandwidth_bps: src.migration_mb_per_s().min(dest.migration_mb_per_s()) * 1e6,
-                };
-                let profile = VmProfile {
-                    memory_bytes: vm.ram_mb as u64 * 1048576,
-                    wss_bytes: vm.wss_bytes,
-                    dirty_rate_bps: vm.dirty_rate_bps,
-                };
+                let (profile, link) = vm.cost_inputs(self.snap.link_bytes_per_s(from, mv.to));
                 let tech = technique.unwrap_or(mv.technique);
                 let p = predict(tech, &profile, &link, cost);
                 // Cap at the interval: migrations finish before the next decision.
