@@ -245,12 +245,9 @@ fn load_days(src: &SourceArgs, many: bool) -> Result<Vec<Workload>> {
 }
 
 fn build_model(a: &ModelArgs, work: &Workload) -> Result<DatacenterModel> {
-    let synthetic = work.day.starts_with("synthetic-");
-    let hosts = a.hosts.unwrap_or(if synthetic {
-        (work.vms() * 4 / 5).max(1)
-    } else {
-        800
-    });
+    let hosts = a
+        .hosts
+        .unwrap_or_else(|| DatacenterModel::default_hosts(work));
     let mut m = DatacenterModel::planetlab(hosts);
     m.idle_vms_leave = !a.keep_idle_vms;
     m.enforce_memory = a.enforce_memory;

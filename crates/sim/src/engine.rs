@@ -294,13 +294,10 @@ impl<'w> Simulation<'w> {
         self.hosts[h]
             .entry
             .record(t, util_mips, req, util_mips > 0.0, &mut self.tot);
-        let mut util = util_mips / total;
-        if util > 1.0 && util < 1.01 {
-            util = 1.0;
-        }
-        let util = util.clamp(0.0, 1.0);
-        self.hosts[h].util = util;
         self.snap.hosts[h].util_mips = util_mips;
+        // The policies' rounding (CloudSim's), clamped for the power model and energy.
+        let util = self.snap.host_utilization(h).clamp(0.0, 1.0);
+        self.hosts[h].util = util;
         util
     }
 

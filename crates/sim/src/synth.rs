@@ -74,6 +74,7 @@ pub fn generate(spec: &SynthSpec) -> Workload {
         spec.samples,
         util,
     )
+    .into_synthetic()
 }
 
 #[cfg(test)]

@@ -59,6 +59,8 @@ pub struct Workload {
     pub samples: usize,
     /// Row-major: VM `v`'s sample `k` is `util[v * samples + k]`.
     util: Vec<f32>,
+    /// Made by the synthetic generator (which also sizes its datacenter).
+    synthetic: bool,
 }
 
 impl Workload {
@@ -69,7 +71,21 @@ impl Workload {
             names,
             samples,
             util,
+            synthetic: false,
         }
+    }
+
+    /// The same workload, marked as made by [`crate::synth`].
+    pub(crate) fn into_synthetic(self) -> Workload {
+        Workload {
+            synthetic: true,
+            ..self
+        }
+    }
+
+    /// Whether [`crate::synth`] made it (rather than a trace).
+    pub fn is_synthetic(&self) -> bool {
+        self.synthetic
     }
 
     pub fn vms(&self) -> usize {

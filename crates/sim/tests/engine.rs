@@ -105,3 +105,19 @@ fn synthetic_day_runs_every_policy() {
         assert_eq!(r.vms, 150);
     }
 }
+
+#[test]
+fn default_hosts_are_the_benchmarks_for_traces_and_scale_for_synthetic_days() {
+    assert_eq!(
+        DatacenterModel::default_hosts(&workload(&[&[0.5, 0.5]])),
+        drover_sim::model::PLANETLAB_HOSTS
+    );
+    assert_eq!(
+        DatacenterModel::default_hosts(&generate(&SynthSpec::day(150, 3))),
+        120
+    );
+    assert_eq!(
+        DatacenterModel::default_hosts(&generate(&SynthSpec::day(1, 3))),
+        1
+    );
+}

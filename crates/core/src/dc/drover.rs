@@ -160,11 +160,14 @@ impl<'s> Work<'s> {
             let excess = (self.pressure(h) - self.p.target) * self.capacity(h);
             let vms = self.c.host(h).vms.clone();
             // One move that suffices, the cheapest; else the biggest mover.
+            // Each candidate is priced once (the cost model is the expensive part of a round).
             let single = vms
                 .iter()
                 .copied()
                 .filter(|&v| self.vm_pred[v].max(self.c.vm(v).demand_mips) >= excess)
-                .min_by(|&a, &b| self.cost(a, h).total_cmp(&self.cost(b, h)));
+                .map(|v| (v, self.cost(v, h)))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(v, _)| v);
             let vm = single.or_else(|| {
                 vms.iter()
                     .copied()
