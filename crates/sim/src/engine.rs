@@ -10,6 +10,7 @@
 //! Between events, demands are linear between samples, like CloudSim's PlanetLab model.
 
 use crate::error::SimError;
+use crate::limits;
 use crate::metrics::{HostEntry, Report, Totals, VmEntry};
 use crate::model::{DatacenterModel, MigrationModel};
 use crate::trace::Workload;
@@ -75,11 +76,13 @@ impl<'w> Simulation<'w> {
         spec: PolicySpec,
         seed: u64,
     ) -> Result<Simulation<'w>, SimError> {
-        if model.hosts == 0 || model.host_types.is_empty() || model.vm_types.is_empty() {
+        if model.host_types.is_empty() || model.vm_types.is_empty() {
             return Err(SimError::Setup(
-                "the datacenter needs hosts, host types and VM types".into(),
+                "the datacenter needs host types and VM types".into(),
             ));
         }
+        limits::check("hosts", model.hosts, &limits::HOSTS)?;
+        limits::check("VMs", work.vms(), &limits::VMS)?;
         if work.samples < 2 {
             return Err(SimError::Setup(format!(
                 "workload '{}' needs at least 2 samples",

@@ -91,7 +91,7 @@ fn a_migration_costs_time_on_target_and_ten_percent_on_the_vm() {
 
 #[test]
 fn synthetic_day_runs_every_policy() {
-    let w = generate(&SynthSpec::day(150, 3));
+    let w = generate(&SynthSpec::day(150, 3)).unwrap();
     for name in drover_core::dc::policy::ALL {
         let r = simulate(
             &DatacenterModel::planetlab(120),
@@ -113,11 +113,11 @@ fn default_hosts_are_the_benchmarks_for_traces_and_scale_for_synthetic_days() {
         drover_sim::model::PLANETLAB_HOSTS
     );
     assert_eq!(
-        DatacenterModel::default_hosts(&generate(&SynthSpec::day(150, 3))),
+        DatacenterModel::default_hosts(&generate(&SynthSpec::day(150, 3)).unwrap()),
         120
     );
     assert_eq!(
-        DatacenterModel::default_hosts(&generate(&SynthSpec::day(1, 3))),
+        DatacenterModel::default_hosts(&generate(&SynthSpec::day(1, 3)).unwrap()),
         1
     );
 }
