@@ -14,12 +14,13 @@ use anyhow::{bail, Context, Result};
 use clap::builder::RangedU64ValueParser;
 use drover_core::dc::PolicySpec;
 use drover_core::migration::Technique;
-use drover_sim::compare::parse_policies;
+use drover_sim::compare::{mixed_admission_days, parse_policies};
 use drover_sim::limits;
 use drover_sim::synth::{generate, SynthSpec};
 use drover_sim::trace::{day_folders, TraceError};
 use drover_sim::{simulate, DatacenterModel, MigrationModel, Report, Workload};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// A parser for a count flag that accepts only `min..=max`.
@@ -146,11 +147,13 @@ fn single(a: RunArgs) -> Result<()> {
     let mut tick = |done: usize, _total: usize| bar.set_position(done as u64);
     let report = simulate(&model, &work, spec, a.source.seed, Some(&mut tick))?;
     bar.finish_and_clear();
+    let reports = [report];
     if a.json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", serde_json::to_string(&reports[0])?);
     } else {
-        print_table(std::slice::from_ref(&report));
+        print_table(&reports, &BTreeSet::new());
     }
+    warn_rejections(&reports, &BTreeSet::new());
     Ok(())
 }
 
@@ -173,9 +176,11 @@ fn compare(a: CompareArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    let mixed = mixed_admission_days(&reports);
     if !a.json {
-        print_table(&reports);
+        print_table(&reports, &mixed);
     }
+    warn_rejections(&reports, &mixed);
     if let Some(path) = &a.plot {
         std::fs::write(path, drover_sim::plot::svg(&reports))
             .with_context(|| format!("writing {}", path.display()))?;
@@ -232,6 +237,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         model.hosts,
         work.samples
     );
+    let mut bests = Vec::new();
     for p in policies {
         let mut best: Option<Report> = None;
         for _ in 0..a.repeat {
@@ -245,11 +251,13 @@ fn bench(a: BenchArgs) -> Result<()> {
                 "{:14} best of {}: {:9.1} ms  ({} migrations, {:.2} kWh)",
                 r.policy, a.repeat, r.wall_ms, r.migrations, r.energy_kwh
             );
+            bests.push(r);
         }
     }
     if let Some(kb) = peak_rss_kb() {
         println!("peak memory (VmHWM): {:.1} MiB", kb as f64 / 1024.0);
     }
+    warn_rejections(&bests, &BTreeSet::new());
     Ok(())
 }
 
@@ -368,18 +376,33 @@ fn progress_bar(len: u64, msg: &str) -> ProgressBar {
     bar
 }
 
-fn print_table(reports: &[Report]) {
+/// The results table. `rej` counts the VMs admission found no host for; a `*` marks rows of a
+/// day whose policies admitted different VMs.
+fn print_table(reports: &[Report], mixed: &BTreeSet<String>) {
     println!(
-        "{:10} {:14} {:>6} {:>6} {:>9} {:>7} {:>8} {:>7} {:>9} {:>10} {:>8}",
-        "day", "policy", "hosts", "vms", "kWh", "migr", "SLATAH%", "PDM%", "SLAV%", "ESV", "ms"
+        "{:10} {:14} {:>6} {:>6} {:>6} {:>9} {:>7} {:>8} {:>7} {:>9} {:>10} {:>8}",
+        "day",
+        "policy",
+        "hosts",
+        "vms",
+        "rej",
+        "kWh",
+        "migr",
+        "SLATAH%",
+        "PDM%",
+        "SLAV%",
+        "ESV",
+        "ms"
     );
     for r in reports {
+        let mark = if mixed.contains(&r.day) { "*" } else { "" };
         println!(
-            "{:10} {:14} {:>6} {:>6} {:>9.2} {:>7} {:>8.2} {:>7.3} {:>9.5} {:>10.3e} {:>8.1}",
+            "{:10} {:14} {:>6} {:>6} {:>6} {:>9.2} {:>7} {:>8.2} {:>7.3} {:>9.5} {:>10.3e} {:>8.1}",
             r.day,
             r.policy,
             r.hosts,
             r.vms,
+            format!("{}{mark}", r.vms_rejected),
             r.energy_kwh,
             r.migrations,
             r.slatah_pct,
@@ -387,6 +410,26 @@ fn print_table(reports: &[Report]) {
             r.slav_pct,
             r.esv,
             r.wall_ms
+        );
+    }
+}
+
+/// Says, on standard error, when rows leave VMs out or cannot be compared: a run that rejected
+/// most of its VMs otherwise looks like a perfect one.
+fn warn_rejections(reports: &[Report], mixed: &BTreeSet<String>) {
+    for r in reports.iter().filter(|r| r.vms_rejected > 0) {
+        eprintln!(
+            "warning: {} {}: {} of {} VMs found no host at admission and were left out; energy, migrations and SLA cover only the other {} (give more --hosts)",
+            r.day,
+            r.policy,
+            r.vms_rejected,
+            r.vms,
+            r.vms - r.vms_rejected
+        );
+    }
+    for day in mixed {
+        eprintln!(
+            "warning: day {day}: the policies admitted different VMs (rows marked *), so their figures cover different workloads and are not comparable"
         );
     }
 }

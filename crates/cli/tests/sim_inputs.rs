@@ -42,6 +42,45 @@ fn row<'a>(table: &'a str, day: &str, policy: &str) -> Vec<&'a str> {
 }
 
 #[test]
+fn rejected_vms_show_in_the_table_and_warn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("full");
+    day(&d, 30, 3, 100);
+    let trace = d.to_str().unwrap();
+    let out = drover(&["sim", "--trace", trace, "--samples", "3", "--hosts", "1"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let r = row(&stdout, "full", "lr-mmt-1.2");
+    assert_eq!((r[3], r[4]), ("30", "27"), "{stdout}");
+    assert!(
+        stderr.contains("27 of 30 VMs found no host") && stderr.contains("--hosts"),
+        "{stderr}"
+    );
+
+    // First fit (dvfs) and PABFD with THR 0.2 admit different VMs: the rows say so.
+    let out = drover(&[
+        "sim",
+        "compare",
+        "--trace",
+        trace,
+        "--samples",
+        "3",
+        "--hosts",
+        "1",
+        "--policies",
+        "dvfs,thr-mmt-0.2",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(row(&stdout, "full", "dvfs")[4], "27*", "{stdout}");
+    assert_eq!(row(&stdout, "full", "thr-mmt-0.2")[4], "26*", "{stdout}");
+    assert!(
+        stderr.contains("day full: the policies admitted different VMs"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn policy_labels_keep_their_parameter() {
     let out = drover(&[
         "sim",

@@ -65,7 +65,8 @@ pub struct Simulation<'w> {
     inflight: Vec<InFlight>,
     tot: Totals,
     last_update_s: f64,
-    rejected: usize,
+    /// VMs admission found no host for, ascending.
+    rejected: Vec<usize>,
     active_host_sum: f64,
 }
 
@@ -148,7 +149,7 @@ impl<'w> Simulation<'w> {
             enforce_memory: model.enforce_memory,
         };
         Ok(Simulation {
-            rejected: placed.iter().filter(|p| p.is_none()).count(),
+            rejected: (0..n).filter(|&v| placed[v].is_none()).collect(),
             hosts: vec![HostRt::default(); model.hosts],
             model,
             work,
@@ -461,7 +462,8 @@ impl<'w> Simulation<'w> {
             underload_migrations: self.tot.underload_moves,
             failed_migrations: self.tot.failed_migrations,
             migrated_gb: self.tot.migrated_bytes / 1e9,
-            vms_rejected: self.rejected,
+            vms_rejected: self.rejected.len(),
+            rejected_vms: self.rejected.clone(),
             mean_active_hosts: self.active_host_sum / self.tot.decisions.max(1) as f64,
             migration_model: match self.model.migration {
                 MigrationModel::Benchmark => "benchmark".into(),
