@@ -52,3 +52,25 @@ fn agent_refuses_impossible_capacities_naming_the_flag() {
     }
 }
 
+#[test]
+fn lab_up_refuses_a_lab_that_cannot_work_before_making_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--hosts", "1", "--host-memory", "0"], "--host-memory"),
+        (&["--hosts", "1", "--host-memory", "10M"], "at least 64 MiB"),
+        (&["--hosts", "1", "--host-cpus=-1"], "--host-cpus"),
+        (&["--hosts", "1", "--host-cpus", "NaN"], "--host-cpus"),
+        (&["--hosts", "0"], "--hosts"),
+        (&["--hosts", "1000"], "--hosts"),
+        (&["--hosts", "1", "--link", "0B/s"], "--link"),
+        (&["--hosts", "1", "--agent-timeout", "0"], "--agent-timeout"),
+    ];
+    for (extra, want) in cases {
+        let mut args = vec!["lab", "up", "--name", "inputs"];
+        args.extend_from_slice(extra);
+        let (ok, stderr) = drover(&args, tmp.path());
+        assert!(!ok, "{extra:?} went ahead");
+        assert!(stderr.contains(want), "{extra:?}: {stderr}");
+        assert!(!tmp.path().join("lab").exists(), "{extra:?} made a lab dir");
+    }
+}
