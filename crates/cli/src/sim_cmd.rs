@@ -177,7 +177,7 @@ fn compare(a: CompareArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     let mixed = mixed_admission_days(&reports);
-    if !a.json {
+    if !a.json && !reports.is_empty() {
         print_table(&reports, &mixed);
     }
     warn_rejections(&reports, &mixed);
