@@ -52,7 +52,18 @@ pub enum AgentError {
     Bind { addr: SocketAddr, message: String },
     #[error("HTTP server: {0}")]
     Serve(String),
+    #[error("agent setting {setting} is {value}; expected {expected}")]
+    Setting {
+        /// The [`AgentConfig`] field at fault.
+        setting: &'static str,
+        value: String,
+        expected: &'static str,
+    },
 }
+
+/// The least memory an agent may report: what one guest needs (`drover_qemu::vm` boots none
+/// smaller).
+pub const MIN_HOST_MEMORY: u64 = 64 << 20;
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -71,7 +82,8 @@ pub struct AgentConfig {
     pub dirty_interval: Duration,
     pub start_timeout: Duration,
     /// Host capacity to report instead of the detected one (e.g. when the agent runs where
-    /// its cgroup is not visible, as under `ip netns exec`, which remounts /sys).
+    /// its cgroup is not visible, as under `ip netns exec`, which remounts /sys): CPUs (cores,
+    /// fractions allowed) and memory in bytes.
     pub cpus: Option<f64>,
     pub memory_bytes: Option<u64>,
 }
@@ -91,6 +103,41 @@ impl AgentConfig {
             cpus: None,
             memory_bytes: None,
         }
+    }
+}
+
+impl AgentConfig {
+    /// Refuses settings the agent could not honestly run with (a capacity of -1 or NaN CPUs,
+    /// no memory, intervals of zero). [`start`] calls it, so every caller is checked, not only
+    /// the command line.
+    pub fn validate(&self) -> Result<(), AgentError> {
+        let bad = |setting, value: String, expected| {
+            Err(AgentError::Setting {
+                setting,
+                value,
+                expected,
+            })
+        };
+        if let Some(c) = self.cpus.filter(|c| !(c.is_finite() && *c > 0.0)) {
+            return bad("cpus", c.to_string(), "a positive, finite number of CPUs");
+        }
+        if let Some(m) = self.memory_bytes.filter(|&m| m < MIN_HOST_MEMORY) {
+            return bad(
+                "memory_bytes",
+                format!("{m} bytes"),
+                "at least 64 MiB (what one guest needs)",
+            );
+        }
+        for (setting, d) in [
+            ("sample_interval", self.sample_interval),
+            ("dirty_interval", self.dirty_interval),
+            ("start_timeout", self.start_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(setting, "0 s".into(), "longer than zero");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -155,6 +202,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     if config.token.is_empty() {
         return Err(AgentError::EmptyToken);
     }
+    config.validate()?;
     let store = store::Store::open(&config.state_dir)?;
     let detected = procfs::capacity();
     let capacity = procfs::Capacity {
@@ -222,5 +270,60 @@ pub async fn serve(config: AgentConfig) -> Result<(), AgentError> {
     match agent.server.await {
         Ok(r) => r,
         Err(e) => Err(AgentError::Serve(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> AgentConfig {
+        AgentConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            "/nonexistent/drover-agent-test".into(),
+            "secret".into(),
+        )
+    }
+
+    #[test]
+    fn capacities_must_be_real() {
+        assert!(config().validate().is_ok());
+        for cpus in [-1.0, 0.0, f64::NAN, f64::INFINITY] {
+            let mut c = config();
+            c.cpus = Some(cpus);
+            let e = c.validate().unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    AgentError::Setting {
+                        setting: "cpus",
+                        ..
+                    }
+                ),
+                "{cpus}: {e}"
+            );
+        }
+        let mut c = config();
+        c.cpus = Some(0.5);
+        c.memory_bytes = Some(0);
+        let e = c.validate().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "agent setting memory_bytes is 0 bytes; expected at least 64 MiB (what one guest needs)"
+        );
+        c.memory_bytes = Some(MIN_HOST_MEMORY);
+        assert!(c.validate().is_ok());
+        c.sample_interval = Duration::ZERO;
+        assert!(c.validate().is_err());
+    }
+
+    #[tokio::test]
+    async fn start_refuses_a_bad_config_before_touching_the_state_dir() {
+        let mut c = config();
+        c.cpus = Some(-1.0);
+        let Err(e) = start(c).await else {
+            panic!("an agent with -1 CPUs started")
+        };
+        assert!(matches!(e, AgentError::Setting { .. }), "{e}");
     }
 }

@@ -2,7 +2,7 @@
 //! VMs running; started again on the same state directory, it re-attaches to them.
 
 use anyhow::Context;
-use drover_agent::{read_token, serve, AgentConfig};
+use drover_agent::{read_token, serve, AgentConfig, AgentError};
 use drover_core::units::parse_size;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,8 +37,7 @@ pub struct AgentArgs {
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let token = read_token(&args.token_file)?;
-    let mut config = AgentConfig::new(args.listen, args.state_dir, token);
+    let mut config = AgentConfig::new(args.listen, args.state_dir, String::new());
     config.qemu_binary = args.qemu;
     config.accel = args
         .accel
@@ -52,6 +51,12 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         .map(parse_size)
         .transpose()
         .context("--memory")?;
+    // The library checks its config too; here the error can name the flag.
+    config.validate().map_err(|e| match &e {
+        AgentError::Setting { setting, .. } => anyhow::anyhow!("{}: {e}", flag(setting)),
+        _ => e.into(),
+    })?;
+    config.token = read_token(&args.token_file)?;
     let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
     rt.block_on(async {
         tokio::select! {
@@ -60,4 +65,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     })
+}
+
+/// The flag that sets an `AgentConfig` field.
+fn flag(setting: &str) -> &str {
+    match setting {
+        "cpus" => "--cpus",
+        "memory_bytes" => "--memory",
+        "dirty_interval" => "--dirty-interval",
+        other => other,
+    }
 }

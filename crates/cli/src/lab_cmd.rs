@@ -7,10 +7,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use drover_core::units::{format_rate, format_size, parse_rate, parse_size};
-use drover_lab::name::DEFAULT_LAB;
-use drover_lab::plan::AGENT_PORT;
+use drover_lab::name::{NameError, DEFAULT_LAB};
+use drover_lab::plan::{PlanError, AGENT_PORT};
 use drover_lab::{AgentLaunch, LabDirs, LabName, LabSpec, LabState, RealSystem};
 
 #[derive(clap::Subcommand)]
@@ -76,16 +76,19 @@ pub fn run(cmd: LabCommand) -> Result<()> {
             agent_timeout,
             json,
         } => {
-            let mut spec = LabSpec::new(&name, hosts)?.link_rate(parse_rate(&link)?)?;
-            if let Some(c) = host_cpus {
-                spec = spec.cpus(c);
-            }
-            if let Some(m) = host_memory {
-                spec = spec.memory(parse_size(&m)?);
-            }
-            if !no_agents {
-                spec = spec.agent(agent_launch(agent_bin, agent_timeout)?);
-            }
+            let link = parse_rate(&link).context("--link")?;
+            let memory = host_memory
+                .as_deref()
+                .map(parse_size)
+                .transpose()
+                .context("--host-memory")?;
+            let agent = if no_agents {
+                None
+            } else {
+                Some(agent_launch(agent_bin, agent_timeout)?)
+            };
+            let spec = lab_spec(&name, hosts, host_cpus, memory, link, agent)
+                .map_err(|e| anyhow!("{}: {e}", spec_flag(&e)))?;
             let layout = drover_lab::detect_layout(&mut sys)?;
             let state = drover_lab::up(&mut sys, &dirs, &spec, &layout)?;
             print_state(&state, json);
@@ -136,6 +139,36 @@ pub fn run(cmd: LabCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The lab to make, checked whole (caps, counts, rates) before anything is made.
+fn lab_spec(
+    name: &str,
+    hosts: u32,
+    cpus: Option<f64>,
+    memory: Option<u64>,
+    link: u64,
+    agent: Option<AgentLaunch>,
+) -> Result<LabSpec, PlanError> {
+    let mut spec = LabSpec::new(name, hosts)?.link_rate(link)?;
+    spec.cpus = cpus;
+    spec.memory_bytes = memory;
+    spec.agent = agent;
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// The flag a lab spec error is about.
+fn spec_flag(e: &PlanError) -> &'static str {
+    match e {
+        PlanError::Name(NameError::BadHostCount(_)) => "--hosts",
+        PlanError::Name(NameError::BadLabName(_)) => "--name",
+        PlanError::Tbf(_) => "--link",
+        PlanError::Cpus(_) => "--host-cpus",
+        PlanError::Memory(_) => "--host-memory",
+        PlanError::HealthTimeout => "--agent-timeout",
+        PlanError::Cgroup(_) => "lab up",
+    }
 }
 
 /// The agent command, checked before any resource is made so a drover without `agent` fails

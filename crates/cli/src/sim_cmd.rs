@@ -6,16 +6,27 @@
 //! - `drover sim bench`: the speed benchmark (wall time per day, peak memory).
 //!
 //! Without `--trace`/`--csv`, a seeded synthetic day is generated (`--synthetic N` VMs).
+//!
+//! Every size and count flag is range-checked by its parser against `drover_sim::limits`, so a
+//! typo is an error naming the flag and its range, never a panic or an allocation abort.
 
 use anyhow::{bail, Context, Result};
+use clap::builder::RangedU64ValueParser;
 use drover_core::dc::PolicySpec;
 use drover_core::migration::Technique;
-use drover_sim::compare::parse_policies;
+use drover_sim::compare::{mixed_admission_days, parse_policies};
+use drover_sim::limits;
 use drover_sim::synth::{generate, SynthSpec};
-use drover_sim::trace::day_folders;
+use drover_sim::trace::{day_folders, TraceError};
 use drover_sim::{simulate, DatacenterModel, MigrationModel, Report, Workload};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
+
+/// A parser for a count flag that accepts only `min..=max`.
+fn count(min: usize, max: usize) -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(min as u64..=max as u64)
+}
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -43,20 +54,20 @@ struct SourceArgs {
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
     /// VMs in the synthetic day used when no trace is given.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = count(1, limits::MAX_VMS))]
     synthetic: usize,
     /// Seed for the synthetic workload, random selection and dirty rates.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Samples per VM in a PlanetLab file.
-    #[arg(long, default_value_t = 288)]
+    /// Samples per VM in a PlanetLab file (and in the synthetic day).
+    #[arg(long, default_value_t = 288, value_parser = count(limits::MIN_SAMPLES, limits::MAX_SAMPLES))]
     samples: usize,
 }
 
 #[derive(clap::Args, Clone)]
 struct ModelArgs {
     /// Hosts (default: 800, or 4 per 5 VMs for synthetic days).
-    #[arg(long)]
+    #[arg(long, value_parser = count(1, limits::MAX_HOSTS))]
     hosts: Option<usize>,
     /// Migration model: `benchmark` (CloudSim's) or `dirty` (dirty-rate aware, technique matters).
     #[arg(long, default_value = "benchmark")]
@@ -113,7 +124,7 @@ struct BenchArgs {
     #[arg(long, default_value = "lr-mmt-1.2")]
     policies: String,
     /// Runs per policy (the best is reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = count(1, limits::MAX_REPEAT))]
     repeat: usize,
 }
 
@@ -127,58 +138,93 @@ pub fn run(args: SimArgs) -> Result<()> {
 
 fn single(a: RunArgs) -> Result<()> {
     let spec: PolicySpec = a.policy.parse()?;
-    let days = load_days(&a.source, false)?;
-    let work = &days[0];
-    let model = build_model(&a.model, work)?;
+    let work = load_one(&a.source)?;
+    let model = build_model(&a.model, &work)?;
     let bar = progress_bar(
         work.samples.saturating_sub(1) as u64,
         &format!("{} {}", spec, work.day),
     );
     let mut tick = |done: usize, _total: usize| bar.set_position(done as u64);
-    let report = simulate(&model, work, spec, a.source.seed, Some(&mut tick))?;
+    let report = simulate(&model, &work, spec, a.source.seed, Some(&mut tick))?;
     bar.finish_and_clear();
+    let reports = [report];
     if a.json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", serde_json::to_string(&reports[0])?);
     } else {
-        print_table(std::slice::from_ref(&report));
+        print_table(&reports, &BTreeSet::new());
+    }
+    warn_rejections(&reports, &BTreeSet::new());
+    Ok(())
+}
+
+/// Every policy on every day. A day that cannot be loaded or run is reported (naming the day,
+/// and the file and line when the trace is at fault) and the others still run; the command
+/// fails at the end, after the good days' results, if any day failed.
+fn compare(a: CompareArgs) -> Result<()> {
+    let policies = parse_policies(&a.policies)?;
+    let days = day_sources(&a.source)?;
+    let bar = progress_bar((days.len() * policies.len()) as u64, "compare");
+    let mut reports = Vec::new();
+    let mut failed = Vec::new();
+    for day in &days {
+        let before = reports.len();
+        let outcome = compare_day(&a, day, &policies, &bar, &mut reports);
+        if let Err(e) = outcome {
+            bar.inc((policies.len() - (reports.len() - before)) as u64);
+            bar.suspend(|| eprintln!("error: day {}: {e:#}", day.label()));
+            failed.push(day.label());
+        }
+    }
+    bar.finish_and_clear();
+    let mixed = mixed_admission_days(&reports);
+    if !a.json && !reports.is_empty() {
+        print_table(&reports, &mixed);
+    }
+    warn_rejections(&reports, &mixed);
+    if let Some(path) = &a.plot {
+        std::fs::write(path, drover_sim::plot::svg(&reports))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} days failed ({}); the results above are for the others",
+            failed.len(),
+            days.len(),
+            failed.join(", ")
+        );
     }
     Ok(())
 }
 
-fn compare(a: CompareArgs) -> Result<()> {
-    let policies = parse_policies(&a.policies)?;
-    let days = load_days(&a.source, true)?;
-    let bar = progress_bar((days.len() * policies.len()) as u64, "compare");
-    let mut reports = Vec::new();
-    for work in &days {
-        let model = build_model(&a.model, work)?;
-        for p in &policies {
-            bar.set_message(format!("{p} {}", work.day));
-            let r = simulate(&model, work, p.clone(), a.source.seed, None)?;
-            if a.json {
-                bar.suspend(|| println!("{}", serde_json::to_string(&r).unwrap_or_default()));
-            }
-            reports.push(r);
-            bar.inc(1);
+/// Loads one day and runs every policy on it, appending the rows (printed as they come in
+/// JSON mode).
+fn compare_day(
+    a: &CompareArgs,
+    day: &DaySource,
+    policies: &[PolicySpec],
+    bar: &ProgressBar,
+    reports: &mut Vec<Report>,
+) -> Result<()> {
+    let work = day.load(&a.source)?;
+    let model = build_model(&a.model, &work)?;
+    for p in policies {
+        bar.set_message(format!("{p} {}", work.day));
+        let r = simulate(&model, &work, p.clone(), a.source.seed, None)?;
+        if a.json {
+            let line = serde_json::to_string(&r)?;
+            bar.suspend(|| println!("{line}"));
         }
-    }
-    bar.finish_and_clear();
-    if !a.json {
-        print_table(&reports);
-    }
-    if let Some(path) = a.plot {
-        std::fs::write(&path, drover_sim::plot::svg(&reports))
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        reports.push(r);
+        bar.inc(1);
     }
     Ok(())
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
     let policies = parse_policies(&a.policies)?;
-    let days = load_days(&a.source, false)?;
-    let work = &days[0];
-    let model = build_model(&a.model, work)?;
+    let work = load_one(&a.source)?;
+    let model = build_model(&a.model, &work)?;
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: debug build; speed targets are for release builds (cargo build --release)"
@@ -191,10 +237,11 @@ fn bench(a: BenchArgs) -> Result<()> {
         model.hosts,
         work.samples
     );
+    let mut bests = Vec::new();
     for p in policies {
         let mut best: Option<Report> = None;
-        for _ in 0..a.repeat.max(1) {
-            let r = simulate(&model, work, p.clone(), a.source.seed, None)?;
+        for _ in 0..a.repeat {
+            let r = simulate(&model, &work, p.clone(), a.source.seed, None)?;
             if best.as_ref().is_none_or(|b| r.wall_ms < b.wall_ms) {
                 best = Some(r);
             }
@@ -204,11 +251,13 @@ fn bench(a: BenchArgs) -> Result<()> {
                 "{:14} best of {}: {:9.1} ms  ({} migrations, {:.2} kWh)",
                 r.policy, a.repeat, r.wall_ms, r.migrations, r.energy_kwh
             );
+            bests.push(r);
         }
     }
     if let Some(kb) = peak_rss_kb() {
         println!("peak memory (VmHWM): {:.1} MiB", kb as f64 / 1024.0);
     }
+    warn_rejections(&bests, &BTreeSet::new());
     Ok(())
 }
 
@@ -219,38 +268,91 @@ fn peak_rss_kb() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn load_days(src: &SourceArgs, many: bool) -> Result<Vec<Workload>> {
+/// One day to compare: a PlanetLab folder, a CSV file or the synthetic day.
+enum DaySource {
+    Folder(PathBuf),
+    Csv(PathBuf),
+    Synthetic,
+}
+
+impl DaySource {
+    fn label(&self) -> String {
+        match self {
+            DaySource::Folder(p) | DaySource::Csv(p) => p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| p.display().to_string()),
+            DaySource::Synthetic => "synthetic".into(),
+        }
+    }
+
+    fn load(&self, src: &SourceArgs) -> Result<Workload> {
+        match self {
+            DaySource::Folder(dir) => Ok(Workload::from_planetlab_dir(dir, src.samples)?),
+            DaySource::Csv(path) => Ok(Workload::from_csv(path)?),
+            DaySource::Synthetic => synthetic(src),
+        }
+    }
+}
+
+/// The days `--trace`, `--csv` or the synthetic flags name (a trace folder may hold several).
+fn day_sources(src: &SourceArgs) -> Result<Vec<DaySource>> {
     if let Some(csv) = &src.csv {
-        return Ok(vec![Workload::from_csv(csv)?]);
+        return Ok(vec![DaySource::Csv(csv.clone())]);
     }
     let Some(dir) = &src.trace else {
-        return Ok(vec![generate(&SynthSpec {
-            vms: src.synthetic,
-            samples: src.samples,
-            seed: src.seed,
-        })]);
+        return Ok(vec![DaySource::Synthetic]);
     };
     if !dir.exists() {
         bail!("trace folder {} does not exist", dir.display());
     }
-    let folders = if many {
-        day_folders(dir)?
-    } else {
-        vec![dir.clone()]
+    Ok(day_folders(dir)?
+        .into_iter()
+        .map(DaySource::Folder)
+        .collect())
+}
+
+/// The one day a single run or a benchmark uses.
+fn load_one(src: &SourceArgs) -> Result<Workload> {
+    if let Some(csv) = &src.csv {
+        return Ok(Workload::from_csv(csv)?);
+    }
+    let Some(dir) = &src.trace else {
+        return synthetic(src);
     };
-    folders
-        .iter()
-        .map(|d| Workload::from_planetlab_dir(d, src.samples).map_err(Into::into))
-        .collect()
+    if !dir.exists() {
+        bail!("trace folder {} does not exist", dir.display());
+    }
+    match Workload::from_planetlab_dir(dir, src.samples) {
+        Err(TraceError::HoldsDays { days, .. }) => bail!(
+            "{} holds day folders ({}), not VM files: run `drover sim compare --trace {}` for every day, or pass one day, e.g. --trace {}",
+            dir.display(),
+            days.join(", "),
+            dir.display(),
+            dir.join(days.first().map(String::as_str).unwrap_or("DAY")).display()
+        ),
+        other => Ok(other?),
+    }
+}
+
+fn synthetic(src: &SourceArgs) -> Result<Workload> {
+    let spec = SynthSpec {
+        vms: src.synthetic,
+        samples: src.samples,
+        seed: src.seed,
+    };
+    generate(&spec).with_context(|| {
+        format!(
+            "--synthetic {} with --samples {}",
+            src.synthetic, src.samples
+        )
+    })
 }
 
 fn build_model(a: &ModelArgs, work: &Workload) -> Result<DatacenterModel> {
-    let synthetic = work.day.starts_with("synthetic-");
-    let hosts = a.hosts.unwrap_or(if synthetic {
-        (work.vms() * 4 / 5).max(1)
-    } else {
-        800
-    });
+    let hosts = a
+        .hosts
+        .unwrap_or_else(|| DatacenterModel::default_hosts(work));
     let mut m = DatacenterModel::planetlab(hosts);
     m.idle_vms_leave = !a.keep_idle_vms;
     m.enforce_memory = a.enforce_memory;
@@ -274,18 +376,33 @@ fn progress_bar(len: u64, msg: &str) -> ProgressBar {
     bar
 }
 
-fn print_table(reports: &[Report]) {
+/// The results table. `rej` counts the VMs admission found no host for; a `*` marks rows of a
+/// day whose policies admitted different VMs.
+fn print_table(reports: &[Report], mixed: &BTreeSet<String>) {
     println!(
-        "{:10} {:14} {:>6} {:>6} {:>9} {:>7} {:>8} {:>7} {:>9} {:>10} {:>8}",
-        "day", "policy", "hosts", "vms", "kWh", "migr", "SLATAH%", "PDM%", "SLAV%", "ESV", "ms"
+        "{:10} {:14} {:>6} {:>6} {:>6} {:>9} {:>7} {:>8} {:>7} {:>9} {:>10} {:>8}",
+        "day",
+        "policy",
+        "hosts",
+        "vms",
+        "rej",
+        "kWh",
+        "migr",
+        "SLATAH%",
+        "PDM%",
+        "SLAV%",
+        "ESV",
+        "ms"
     );
     for r in reports {
+        let mark = if mixed.contains(&r.day) { "*" } else { "" };
         println!(
-            "{:10} {:14} {:>6} {:>6} {:>9.2} {:>7} {:>8.2} {:>7.3} {:>9.5} {:>10.3e} {:>8.1}",
+            "{:10} {:14} {:>6} {:>6} {:>6} {:>9.2} {:>7} {:>8.2} {:>7.3} {:>9.5} {:>10.3e} {:>8.1}",
             r.day,
             r.policy,
             r.hosts,
             r.vms,
+            format!("{}{mark}", r.vms_rejected),
             r.energy_kwh,
             r.migrations,
             r.slatah_pct,
@@ -293,6 +410,26 @@ fn print_table(reports: &[Report]) {
             r.slav_pct,
             r.esv,
             r.wall_ms
+        );
+    }
+}
+
+/// Says, on standard error, when rows leave VMs out or cannot be compared: a run that rejected
+/// most of its VMs otherwise looks like a perfect one.
+fn warn_rejections(reports: &[Report], mixed: &BTreeSet<String>) {
+    for r in reports.iter().filter(|r| r.vms_rejected > 0) {
+        eprintln!(
+            "warning: {} {}: {} of {} VMs found no host at admission and were left out; energy, migrations and SLA cover only the other {} (give more --hosts)",
+            r.day,
+            r.policy,
+            r.vms_rejected,
+            r.vms,
+            r.vms - r.vms_rejected
+        );
+    }
+    for day in mixed {
+        eprintln!(
+            "warning: day {day}: the policies admitted different VMs (rows marked *), so their figures cover different workloads and are not comparable"
         );
     }
 }

@@ -105,6 +105,7 @@ pub fn up<S: System>(
     spec: &LabSpec,
     layout: &CgroupLayout,
 ) -> Result<LabState, LabError> {
+    spec.validate()?;
     let name = &spec.name;
     let _lock = sys.lock()?;
     if sys.exists(&dirs.state_file(name)) {

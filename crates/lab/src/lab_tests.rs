@@ -50,6 +50,16 @@ fn signature(a: &Action) -> String {
 }
 
 #[test]
+fn a_spec_that_cannot_work_is_refused_before_touching_the_machine() {
+    let mut sys = FakeSystem::new();
+    let err = up(&mut sys, &dirs(), &spec().memory(0), &layout()).unwrap_err();
+    assert!(err.to_string().contains("at least 64 MiB"), "{err}");
+    let err = up(&mut sys, &dirs(), &spec().cpus(f64::NAN), &layout()).unwrap_err();
+    assert!(err.to_string().contains("CPU cap"), "{err}");
+    assert!(sys.ops.is_empty(), "{:?}", sys.ops);
+}
+
+#[test]
 fn up_runs_every_step_and_writes_the_state_last() {
     let mut sys = FakeSystem::new();
     let state = up(&mut sys, &dirs(), &spec(), &layout()).unwrap();

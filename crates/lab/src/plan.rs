@@ -15,6 +15,9 @@ use crate::tbf::{TbfError, TbfParams};
 /// 1 Gbit/s per direction, a common datacenter link.
 pub const DEFAULT_LINK_RATE: u64 = 125_000_000;
 pub const AGENT_PORT: u16 = 7700;
+/// The least memory a host may be capped at: what one guest needs (the qemu crate boots no
+/// guest under 64 MiB; the lab does not link it, as it must run without QEMU).
+pub const MIN_HOST_MEMORY: u64 = 64 << 20;
 pub const HEALTH_PATH: &str = "/v1/health";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -25,6 +28,12 @@ pub enum PlanError {
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Tbf(#[from] TbfError),
+    #[error("a host's CPU cap must be a positive, finite number of cores, not {0}")]
+    Cpus(f64),
+    #[error("a host's memory cap must be at least {min} MiB (one guest), not {0} bytes", min = MIN_HOST_MEMORY >> 20)]
+    Memory(u64),
+    #[error("the agents' health timeout must be longer than zero")]
+    HealthTimeout,
 }
 
 /// How to start a host's agent: `<argv_prefix> --listen <addr>:<port> --state-dir <dir>
@@ -78,6 +87,32 @@ impl LabSpec {
     pub fn agent(mut self, launch: AgentLaunch) -> Self {
         self.agent = Some(launch);
         self
+    }
+
+    /// Checks every field (the fields are public, so a spec may not come from the builders):
+    /// host count, caps, link rate and the agents' timeout. `up` calls it before touching the
+    /// machine, so a lab that could not work is refused at once rather than after a timeout.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        name::host_names(self.hosts)?;
+        if let Some(c) = self.cpus {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(PlanError::Cpus(c));
+            }
+        }
+        if let Some(m) = self.memory_bytes {
+            if m < MIN_HOST_MEMORY {
+                return Err(PlanError::Memory(m));
+            }
+        }
+        TbfParams::for_rate(self.link.rate_bytes_per_sec)?;
+        if self
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.health_timeout.is_zero())
+        {
+            return Err(PlanError::HealthTimeout);
+        }
+        Ok(())
     }
 }
 
@@ -214,6 +249,7 @@ pub fn in_cgroup_argv(procs_files: &[PathBuf], argv: &[String]) -> Vec<String> {
 /// Every step of `up`, in order: lab directory and token, bridge, cgroup parents, then per host
 /// namespace, veth, addresses, tbf on both ends and cgroup, and finally the agents.
 pub fn plan_up(spec: &LabSpec, env: &PlanEnv) -> Result<UpPlan, PlanError> {
+    spec.validate()?;
     let lab = &spec.name;
     let mut steps = Vec::new();
     let token_file = env.lab_dir.join(TOKEN_FILE);

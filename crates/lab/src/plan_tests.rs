@@ -279,9 +279,31 @@ fn bad_specs_are_rejected() {
     assert!(matches!(LabSpec::new("drover", 0), Err(PlanError::Name(_))));
     assert!(matches!(LabSpec::new("Bad", 2), Err(PlanError::Name(_))));
     assert!(matches!(spec().link_rate(5), Err(PlanError::Tbf(_))));
-    let bad = spec().cpus(-1.0);
-    assert!(matches!(
-        plan_up(&bad, &PlanEnv::sample()),
-        Err(PlanError::Cgroup(_))
-    ));
+    for cpus in [-1.0, 0.0, f64::NAN, f64::INFINITY] {
+        let bad = spec().cpus(cpus);
+        assert!(matches!(bad.validate(), Err(PlanError::Cpus(_))), "{cpus}");
+        assert!(matches!(
+            plan_up(&bad, &PlanEnv::sample()),
+            Err(PlanError::Cpus(_))
+        ));
+    }
+    for bytes in [0, MIN_HOST_MEMORY - 1] {
+        let e = spec().memory(bytes).validate().unwrap_err();
+        assert_eq!(e, PlanError::Memory(bytes));
+        assert!(e.to_string().contains("at least 64 MiB"), "{e}");
+    }
+    assert_eq!(spec().memory(MIN_HOST_MEMORY).validate(), Ok(()));
+    // The fields are public: a spec not built by the builders is checked all the same.
+    let mut raw = spec();
+    raw.hosts = 1000;
+    assert!(matches!(raw.validate(), Err(PlanError::Name(_))));
+    let mut raw = spec();
+    raw.link.rate_bytes_per_sec = 0;
+    assert!(matches!(raw.validate(), Err(PlanError::Tbf(_))));
+    let mut quick = agent();
+    quick.health_timeout = Duration::ZERO;
+    assert_eq!(
+        spec().agent(quick).validate(),
+        Err(PlanError::HealthTimeout)
+    );
 }

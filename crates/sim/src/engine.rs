@@ -10,6 +10,7 @@
 //! Between events, demands are linear between samples, like CloudSim's PlanetLab model.
 
 use crate::error::SimError;
+use crate::limits;
 use crate::metrics::{HostEntry, Report, Totals, VmEntry};
 use crate::model::{DatacenterModel, MigrationModel};
 use crate::trace::Workload;
@@ -18,7 +19,7 @@ use drover_core::dc::rng::SplitMix64;
 use drover_core::dc::{
     place, HostState, Move, MoveReason, Policy, PolicySpec, Snapshot, VmState, VmType,
 };
-use drover_core::migration::{predict, LinkProfile, Technique, VmProfile};
+use drover_core::migration::{predict, Technique};
 
 /// A migration under way.
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +65,8 @@ pub struct Simulation<'w> {
     inflight: Vec<InFlight>,
     tot: Totals,
     last_update_s: f64,
-    rejected: usize,
+    /// VMs admission found no host for, ascending.
+    rejected: Vec<usize>,
     active_host_sum: f64,
 }
 
@@ -75,11 +77,13 @@ impl<'w> Simulation<'w> {
         spec: PolicySpec,
         seed: u64,
     ) -> Result<Simulation<'w>, SimError> {
-        if model.hosts == 0 || model.host_types.is_empty() || model.vm_types.is_empty() {
+        if model.host_types.is_empty() || model.vm_types.is_empty() {
             return Err(SimError::Setup(
-                "the datacenter needs hosts, host types and VM types".into(),
+                "the datacenter needs host types and VM types".into(),
             ));
         }
+        limits::check("hosts", model.hosts, &limits::HOSTS)?;
+        limits::check("VMs", work.vms(), &limits::VMS)?;
         if work.samples < 2 {
             return Err(SimError::Setup(format!(
                 "workload '{}' needs at least 2 samples",
@@ -145,7 +149,7 @@ impl<'w> Simulation<'w> {
             enforce_memory: model.enforce_memory,
         };
         Ok(Simulation {
-            rejected: placed.iter().filter(|p| p.is_none()).count(),
+            rejected: (0..n).filter(|&v| placed[v].is_none()).collect(),
             hosts: vec![HostRt::default(); model.hosts],
             model,
             work,
@@ -294,13 +298,10 @@ impl<'w> Simulation<'w> {
         self.hosts[h]
             .entry
             .record(t, util_mips, req, util_mips > 0.0, &mut self.tot);
-        let mut util = util_mips / total;
-        if util > 1.0 && util < 1.01 {
-            util = 1.0;
-        }
-        let util = util.clamp(0.0, 1.0);
-        self.hosts[h].util = util;
         self.snap.hosts[h].util_mips = util_mips;
+        // The policies' rounding (CloudSim's), clamped for the power model and energy.
+        let util = self.snap.host_utilization(h).clamp(0.0, 1.0);
+        self.hosts[h].util = util;
         util
     }
 
@@ -386,15 +387,7 @@ impl<'w> Simulation<'w> {
             MigrationModel::DirtyRate {
                 cost, technique, ..
             } => {
-                let src = &self.snap.host_types[self.snap.hosts[from].kind];
-                let link = LinkProfile {
-                    bandwidth_bps: src.migration_mb_per_s().min(dest.migration_mb_per_s()) * 1e6,
-                };
-                let profile = VmProfile {
-                    memory_bytes: vm.ram_mb as u64 * 1048576,
-                    wss_bytes: vm.wss_bytes,
-                    dirty_rate_bps: vm.dirty_rate_bps,
-                };
+                let (profile, link) = vm.cost_inputs(self.snap.link_bytes_per_s(from, mv.to));
                 let tech = technique.unwrap_or(mv.technique);
                 let p = predict(tech, &profile, &link, cost);
                 // Cap at the interval: migrations finish before the next decision.
@@ -469,7 +462,8 @@ impl<'w> Simulation<'w> {
             underload_migrations: self.tot.underload_moves,
             failed_migrations: self.tot.failed_migrations,
             migrated_gb: self.tot.migrated_bytes / 1e9,
-            vms_rejected: self.rejected,
+            vms_rejected: self.rejected.len(),
+            rejected_vms: self.rejected.clone(),
             mean_active_hosts: self.active_host_sum / self.tot.decisions.max(1) as f64,
             migration_model: match self.model.migration {
                 MigrationModel::Benchmark => "benchmark".into(),

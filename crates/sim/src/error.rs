@@ -8,6 +8,8 @@ pub enum SimError {
     Trace(#[from] crate::trace::TraceError),
     #[error(transparent)]
     Policy(#[from] drover_core::dc::PolicyError),
+    #[error(transparent)]
+    Limit(#[from] crate::limits::LimitError),
     #[error("invalid simulation setup: {0}")]
     Setup(String),
 }

@@ -9,6 +9,7 @@
 //!
 //! - [`trace`]: loading workloads, with errors that name the bad file.
 //! - [`synth`]: the synthetic generator.
+//! - [`limits`]: the largest workloads and datacenters it takes.
 //! - [`model`]: the datacenter and migration models.
 //! - [`engine`]: the event loop (hosts, migrations, accounting).
 //! - [`metrics`]: the metric definitions and the report row.
@@ -22,6 +23,7 @@
 pub mod compare;
 pub mod engine;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod plot;

@@ -120,8 +120,14 @@ pub struct Report {
     pub underload_migrations: u64,
     pub failed_migrations: u64,
     pub migrated_gb: f64,
-    /// VMs that found no host at admission.
+    /// VMs that found no host at admission: they are left out of the whole run, so energy,
+    /// migrations and the SLA metrics cover only the others.
     pub vms_rejected: usize,
+    /// Which VMs those were (indices into the workload's VMs, ascending); not in the JSON row,
+    /// where the names could run to megabytes. Rows of one day are comparable only when these
+    /// are the same (see [`crate::compare::mixed_admission_days`]).
+    #[serde(skip)]
+    pub rejected_vms: Vec<usize>,
     /// Mean number of hosts on at decision instants.
     pub mean_active_hosts: f64,
     pub migration_model: String,

@@ -1,5 +1,6 @@
 //! The modelled datacenter: hosts, VM types, timing, and how migrations behave.
 
+use crate::trace::Workload;
 use drover_core::dc::{HostType, VmType};
 use drover_core::migration::{CostParams, Technique};
 
@@ -34,6 +35,9 @@ impl MigrationModel {
         }
     }
 }
+
+/// Hosts in the PlanetLab benchmark's datacenter.
+pub const PLANETLAB_HOSTS: usize = 800;
 
 /// The datacenter a workload runs on.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +77,17 @@ impl DatacenterModel {
             enforce_memory: false,
             target_reservation: 0.1,
             migration: MigrationModel::Benchmark,
+        }
+    }
+
+    /// Hosts to simulate `work` on when the user does not say: the PlanetLab benchmark's
+    /// [`PLANETLAB_HOSTS`] for traces, 4 per 5 VMs for synthetic days (the benchmark's 800
+    /// hosts for 900-1,500 VMs a day, kept at any size).
+    pub fn default_hosts(work: &Workload) -> usize {
+        if work.is_synthetic() {
+            (work.vms() * 4 / 5).max(1)
+        } else {
+            PLANETLAB_HOSTS
         }
     }
 

@@ -5,6 +5,7 @@
 //! with a random phase, AR(1) noise and occasional bursts ride on top; samples are whole
 //! percents like PlanetLab's, so the same "idle VMs leave" rule applies.
 
+use crate::limits::{self, LimitError};
 use crate::trace::Workload;
 use drover_core::dc::rng::SplitMix64;
 
@@ -33,8 +34,19 @@ fn normal(rng: &mut SplitMix64) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
-/// Generates the workload (deterministic for a given spec).
-pub fn generate(spec: &SynthSpec) -> Workload {
+impl SynthSpec {
+    /// Checks the sizes against [`crate::limits`] before anything is allocated.
+    pub fn validate(&self) -> Result<(), LimitError> {
+        limits::check("VMs in the synthetic day", self.vms, &limits::VMS)?;
+        limits::check("samples per VM", self.samples, &limits::SAMPLES)?;
+        limits::check_cells("the synthetic day", self.vms, self.samples)
+    }
+}
+
+/// Generates the workload (deterministic for a given spec); sizes beyond [`crate::limits`] are
+/// refused.
+pub fn generate(spec: &SynthSpec) -> Result<Workload, LimitError> {
+    spec.validate()?;
     let mut util = Vec::with_capacity(spec.vms * spec.samples);
     let mut names = Vec::with_capacity(spec.vms);
     for v in 0..spec.vms {
@@ -68,12 +80,13 @@ pub fn generate(spec: &SynthSpec) -> Workload {
         }
         names.push(format!("synthetic-{v:06}"));
     }
-    Workload::new(
+    Ok(Workload::new(
         format!("synthetic-{}-{}", spec.vms, spec.seed),
         names,
         spec.samples,
         util,
     )
+    .into_synthetic())
 }
 
 #[cfg(test)]
@@ -82,8 +95,8 @@ mod tests {
 
     #[test]
     fn deterministic_and_planetlab_like() {
-        let a = generate(&SynthSpec::day(400, 7));
-        let b = generate(&SynthSpec::day(400, 7));
+        let a = generate(&SynthSpec::day(400, 7)).unwrap();
+        let b = generate(&SynthSpec::day(400, 7)).unwrap();
         assert_eq!(a, b);
         let n = (a.vms() * a.samples) as f64;
         let mean: f64 = (0..a.vms())
@@ -97,6 +110,31 @@ mod tests {
             / n;
         assert!((0.06..0.2).contains(&mean), "mean {mean}");
         assert!((0.03..0.35).contains(&zeros), "zeros {zeros}");
-        assert_ne!(a, generate(&SynthSpec::day(400, 8)));
+        assert_ne!(a, generate(&SynthSpec::day(400, 8)).unwrap());
+    }
+
+    #[test]
+    fn sizes_past_the_limits_are_refused_before_allocating() {
+        for (vms, samples) in [
+            (usize::MAX, 288),
+            (50_000_000, 288),
+            (1000, usize::MAX),
+            (0, 288),
+        ] {
+            let spec = SynthSpec {
+                vms,
+                samples,
+                seed: 1,
+            };
+            let e = generate(&spec).unwrap_err();
+            assert!(e.to_string().contains("; allowed: "), "{e}");
+        }
+        let e = generate(&SynthSpec {
+            vms: limits::MAX_VMS,
+            samples: limits::MAX_SAMPLES,
+            seed: 1,
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("VMs x samples"), "{e}");
     }
 }

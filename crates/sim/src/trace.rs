@@ -7,8 +7,11 @@
 //! - **CSV format**: lines `vm,t,cpu_pct` where `t` is the sample index (0, 1, ...), an optional
 //!   header line, every VM having every index exactly once.
 //!
-//! Errors name the file (and line) at fault.
+//! Both readers skip a UTF-8 byte-order mark at the start of a file, and a day folder's hidden
+//! files (`.DS_Store` and the like). Errors name the file (and line) at fault; counts are held
+//! to [`crate::limits`].
 
+use crate::limits::{self, LimitError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -23,6 +26,14 @@ pub enum TraceError {
     },
     #[error("trace folder {0} has no VM files")]
     EmptyFolder(PathBuf),
+    #[error("trace folder {path} holds folders ({}) rather than VM files: pass one day's folder, or compare them all", .days.join(", "))]
+    HoldsDays { path: PathBuf, days: Vec<String> },
+    #[error("trace {path}: {source}")]
+    TooLarge {
+        path: PathBuf,
+        #[source]
+        source: LimitError,
+    },
     #[error(
         "trace file {path}, line {line}: '{value}' is not a CPU percentage (a number 0..=100)"
     )]
@@ -39,6 +50,15 @@ pub enum TraceError {
     },
     #[error("trace file {path}, line {line}: expected 'vm,t,cpu_pct'")]
     BadCsvLine { path: PathBuf, line: usize },
+    #[error(
+        "trace file {path}, line {line}: sample index {t} is past the last allowed, {} (a year of 5-minute samples)",
+        limits::MAX_SAMPLES - 1
+    )]
+    SampleIndex {
+        path: PathBuf,
+        line: usize,
+        t: usize,
+    },
     #[error("trace file {path}: VM '{vm}' has no sample {t}")]
     MissingSample { path: PathBuf, vm: String, t: usize },
     #[error("trace file {path}, line {line}: VM '{vm}' sample {t} given twice")]
@@ -59,6 +79,8 @@ pub struct Workload {
     pub samples: usize,
     /// Row-major: VM `v`'s sample `k` is `util[v * samples + k]`.
     util: Vec<f32>,
+    /// Made by the synthetic generator (which also sizes its datacenter).
+    synthetic: bool,
 }
 
 impl Workload {
@@ -69,7 +91,21 @@ impl Workload {
             names,
             samples,
             util,
+            synthetic: false,
         }
+    }
+
+    /// The same workload, marked as made by [`crate::synth`].
+    pub(crate) fn into_synthetic(self) -> Workload {
+        Workload {
+            synthetic: true,
+            ..self
+        }
+    }
+
+    /// Whether [`crate::synth`] made it (rather than a trace).
+    pub fn is_synthetic(&self) -> bool {
+        self.synthetic
     }
 
     pub fn vms(&self) -> usize {
@@ -85,40 +121,42 @@ impl Workload {
         &self.util[v * self.samples..(v + 1) * self.samples]
     }
 
-    /// Loads a PlanetLab day folder, expecting `samples` lines per file.
+    /// Loads a PlanetLab day folder, expecting `samples` lines per file. Hidden files are
+    /// skipped; a folder of day folders is an error ([`TraceError::HoldsDays`]).
     pub fn from_planetlab_dir(dir: &Path, samples: usize) -> Result<Workload, TraceError> {
-        let io = |source| TraceError::Io {
+        let too_large = |source| TraceError::TooLarge {
             path: dir.to_path_buf(),
             source,
         };
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(io)?
-            .map(|e| e.map(|e| e.path()).map_err(io))
-            .collect::<Result<_, _>>()?;
-        files.retain(|p| p.is_file());
-        files.sort();
+        limits::check("samples per VM file", samples, &limits::SAMPLES).map_err(too_large)?;
+        let (files, subdirs) = list_visible(dir)?;
+        if !subdirs.is_empty() {
+            return Err(TraceError::HoldsDays {
+                path: dir.to_path_buf(),
+                days: subdirs.iter().map(|d| file_name(d)).collect(),
+            });
+        }
         if files.is_empty() {
             return Err(TraceError::EmptyFolder(dir.to_path_buf()));
         }
+        limits::check("VM files in the folder", files.len(), &limits::VMS).map_err(too_large)?;
+        limits::check_cells("the day", files.len(), samples).map_err(too_large)?;
         let mut names = Vec::with_capacity(files.len());
         let mut util = Vec::with_capacity(files.len() * samples);
         for f in &files {
             util.extend(read_planetlab_file(f, samples)?);
-            names.push(
-                f.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            );
+            names.push(file_name(f));
         }
         Ok(Workload::new(day_name(dir), names, samples, util))
     }
 
     /// Loads a CSV trace (`vm,t,cpu_pct`).
     pub fn from_csv(path: &Path) -> Result<Workload, TraceError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
+        let text = read_text(path)?;
+        let too_large = |source| TraceError::TooLarge {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
         let mut rows: BTreeMap<String, BTreeMap<usize, f32>> = BTreeMap::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -136,6 +174,13 @@ impl Workload {
                 return Err(bad());
             };
             let t: usize = t.parse().map_err(|_| bad())?;
+            if t >= limits::MAX_SAMPLES {
+                return Err(TraceError::SampleIndex {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    t,
+                });
+            }
             let value = parse_pct(pct).ok_or_else(|| TraceError::BadValue {
                 path: path.to_path_buf(),
                 line: i + 1,
@@ -159,6 +204,8 @@ impl Workload {
         if samples == 0 {
             return Err(TraceError::EmptyFolder(path.to_path_buf()));
         }
+        limits::check("VMs", rows.len(), &limits::VMS).map_err(too_large)?;
+        limits::check_cells("the trace", rows.len(), samples).map_err(too_large)?;
         let mut names = Vec::new();
         let mut util = Vec::with_capacity(rows.len() * samples);
         for (vm, row) in rows {
@@ -176,6 +223,55 @@ impl Workload {
     }
 }
 
+/// The last component of `p`, as text.
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Whether a folder entry is hidden (`.DS_Store`, `.git`): never a VM file or a day.
+fn is_hidden(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+/// The visible files and sub-folders of `dir`, each sorted by name.
+fn list_visible(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), TraceError> {
+    let io = |source| TraceError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    for e in std::fs::read_dir(dir).map_err(io)? {
+        let p = e.map_err(io)?.path();
+        if is_hidden(&p) {
+            continue;
+        }
+        if p.is_dir() {
+            dirs.push(p);
+        } else if p.is_file() {
+            files.push(p);
+        }
+    }
+    files.sort();
+    dirs.sort();
+    Ok((files, dirs))
+}
+
+/// A trace file's text, without the byte-order mark some editors put at the start (it would
+/// otherwise stick to the first value or header).
+fn read_text(path: &Path) -> Result<String, TraceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
+}
+
 /// The folder's (or file's) own name, used as the day label.
 fn day_name(p: &Path) -> String {
     p.file_stem()
@@ -189,10 +285,7 @@ fn parse_pct(s: &str) -> Option<f32> {
 }
 
 fn read_planetlab_file(path: &Path, samples: usize) -> Result<Vec<f32>, TraceError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = read_text(path)?;
     let mut out = Vec::with_capacity(samples);
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -216,21 +309,10 @@ fn read_planetlab_file(path: &Path, samples: usize) -> Result<Vec<f32>, TraceErr
     Ok(out)
 }
 
-/// The day folders to run for `dir`: its sub-folders if it has any (a parent such as
+/// The day folders to run for `dir`: its visible sub-folders if it has any (a parent such as
 /// `planetlab/` holding one folder per day, besides notes and reference files), else `dir` itself.
 pub fn day_folders(dir: &Path) -> Result<Vec<PathBuf>, TraceError> {
-    let io = |source| TraceError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let mut dirs = Vec::new();
-    for e in std::fs::read_dir(dir).map_err(io)? {
-        let p = e.map_err(io)?.path();
-        if p.is_dir() {
-            dirs.push(p);
-        }
-    }
-    dirs.sort();
+    let (_, dirs) = list_visible(dir)?;
     if dirs.is_empty() {
         return Ok(vec![dir.to_path_buf()]);
     }

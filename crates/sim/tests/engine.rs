@@ -91,7 +91,7 @@ fn a_migration_costs_time_on_target_and_ten_percent_on_the_vm() {
 
 #[test]
 fn synthetic_day_runs_every_policy() {
-    let w = generate(&SynthSpec::day(150, 3));
+    let w = generate(&SynthSpec::day(150, 3)).unwrap();
     for name in drover_core::dc::policy::ALL {
         let r = simulate(
             &DatacenterModel::planetlab(120),
@@ -104,4 +104,43 @@ fn synthetic_day_runs_every_policy() {
         assert!(r.energy_kwh > 0.0, "{name}");
         assert_eq!(r.vms, 150);
     }
+}
+
+#[test]
+fn default_hosts_are_the_benchmarks_for_traces_and_scale_for_synthetic_days() {
+    assert_eq!(
+        DatacenterModel::default_hosts(&workload(&[&[0.5, 0.5]])),
+        drover_sim::model::PLANETLAB_HOSTS
+    );
+    assert_eq!(
+        DatacenterModel::default_hosts(&generate(&SynthSpec::day(150, 3)).unwrap()),
+        120
+    );
+    assert_eq!(
+        DatacenterModel::default_hosts(&generate(&SynthSpec::day(1, 3)).unwrap()),
+        1
+    );
+}
+
+#[test]
+fn rejected_vms_are_reported_and_mixed_admission_is_flagged() {
+    // 30 VMs at 100% on one G4 host. First fit (DVFS) admits what fits by cores, CPU and
+    // memory: two 1000-MIPS VMs (1740 MB each) and one 500-MIPS VM (613 MB). PABFD with THR 0.2
+    // refuses a second VM whose full size alone is over 20% of the host (1000 / 3720), so it
+    // admits one 1000-MIPS VM and then only 500-MIPS ones (memory for three).
+    let rows: Vec<&[f32]> = vec![&[1.0, 1.0, 1.0]; 30];
+    let w = workload(&rows);
+    let dvfs = simulate(&model(1), &w, PolicySpec::Dvfs, 1, None).unwrap();
+    assert_eq!((dvfs.vms, dvfs.vms_rejected), (30, 27));
+    assert_eq!(dvfs.rejected_vms.len(), 27);
+    let again = simulate(&model(1), &w, PolicySpec::Npa, 1, None).unwrap();
+    let thr = simulate(&model(1), &w, "thr-mmt-0.2".parse().unwrap(), 1, None).unwrap();
+    assert_eq!(thr.vms_rejected, 26);
+    let days = drover_sim::compare::mixed_admission_days(&[dvfs.clone(), again.clone()]);
+    assert!(days.is_empty(), "{days:?}");
+    let days = drover_sim::compare::mixed_admission_days(&[dvfs, again, thr]);
+    assert_eq!(
+        days.into_iter().collect::<Vec<_>>(),
+        vec!["hand".to_string()]
+    );
 }

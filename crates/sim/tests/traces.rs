@@ -98,3 +98,80 @@ fn csv_loads_and_rejects_bad_rows() {
         );
     }
 }
+
+#[test]
+fn byte_order_mark_is_skipped_in_both_formats() {
+    let dir = day_with(&[
+        ("a", &format!("\u{feff}{}", lines(3, 50))),
+        ("b", &lines(3, 10)),
+    ]);
+    let w = Workload::from_planetlab_dir(dir.path(), 3).unwrap();
+    assert_eq!(w.at(0, 0), 0.5);
+    let csv = dir.path().join("day.csv");
+    fs::write(&csv, "\u{feff}vm,t,cpu_pct\nweb,0,10\nweb,1,20\n").unwrap();
+    let w = Workload::from_csv(&csv).unwrap();
+    assert_eq!((w.vms(), w.samples), (1, 2));
+    // Without a header, the first row is data.
+    fs::write(&csv, "\u{feff}web,0,10\nweb,1,20\n").unwrap();
+    assert_eq!(Workload::from_csv(&csv).unwrap().names, vec!["web"]);
+}
+
+#[test]
+fn hidden_files_are_skipped_and_stray_files_are_named() {
+    let dir = day_with(&[
+        ("vm1", &lines(3, 10)),
+        (".DS_Store", "\0\0\x01Bud1"),
+        (".notes", "not a trace"),
+    ]);
+    let w = Workload::from_planetlab_dir(dir.path(), 3).unwrap();
+    assert_eq!(w.names, vec!["vm1"]);
+    fs::write(dir.path().join("README.txt"), "VM traces of one day\n").unwrap();
+    let msg = Workload::from_planetlab_dir(dir.path(), 3)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("README.txt") && msg.contains("line 1"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_folder_of_days_is_not_a_day() {
+    let parent = tempfile::tempdir().unwrap();
+    for day in ["20110303", "20110306", ".git"] {
+        fs::create_dir(parent.path().join(day)).unwrap();
+        fs::write(parent.path().join(day).join("vm"), lines(3, 10)).unwrap();
+    }
+    fs::write(parent.path().join("README.md"), "notes\n").unwrap();
+    let err = Workload::from_planetlab_dir(parent.path(), 3).unwrap_err();
+    assert!(matches!(err, TraceError::HoldsDays { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("20110303, 20110306") && !msg.contains(".git"),
+        "{msg}"
+    );
+    let days = drover_sim::trace::day_folders(parent.path()).unwrap();
+    let names: Vec<_> = days.iter().map(|d| d.file_name().unwrap()).collect();
+    assert_eq!(names, ["20110303", "20110306"]);
+}
+
+#[test]
+fn counts_past_the_limits_are_errors_not_panics() {
+    let dir = day_with(&[("vm1", &lines(3, 10))]);
+    for samples in [0, 1, usize::MAX] {
+        let msg = Workload::from_planetlab_dir(dir.path(), samples)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("samples per VM file") && msg.contains("2..=105120"),
+            "{msg}"
+        );
+    }
+    let csv = dir.path().join("far.csv");
+    fs::write(&csv, "web,0,10\nweb,18446744073709551615,20\n").unwrap();
+    let msg = Workload::from_csv(&csv).unwrap_err().to_string();
+    assert!(
+        msg.contains("far.csv, line 2") && msg.contains("sample index 18446744073709551615"),
+        "{msg}"
+    );
+}

@@ -15,7 +15,7 @@
 
 use super::cluster::Load;
 use super::snapshot::HISTORY_LEN;
-use super::stats;
+use super::stats::{self, LineFit, Trend};
 use serde::{Deserialize, Serialize};
 
 /// Which detector, with its safety parameter (or threshold for THR).
@@ -76,21 +76,20 @@ impl Detector {
     /// LR/LRR's forecast of the host's utilization once a migration started now would be done;
     /// `None` when the history is too short (or the detector is not a regression).
     pub fn predict(&self, load: &Load) -> Option<f64> {
-        let data = trimmed(load.hist);
-        if data.len() < LR_WINDOW {
-            return None;
-        }
-        let mut y = [0.0; LR_WINDOW];
-        for (i, slot) in y.iter_mut().enumerate() {
-            *slot = data[LR_WINDOW - 1 - i];
-        }
-        let (a, b) = match self.kind {
-            Overload::Lr { .. } => stats::ols_on_index(&y),
-            Overload::Lrr { .. } => stats::robust_on_index(&y),
+        let how = match self.kind {
+            Overload::Lr { .. } => LineFit::Ols,
+            Overload::Lrr { .. } => LineFit::Robust,
             _ => return None,
         };
-        let intervals = (load.max_migration_s / self.interval_s).ceil();
-        Some(a + b * (LR_WINDOW as f64 + intervals))
+        let line = Trend::fit(trimmed(load.hist), LR_WINDOW, how)?;
+        Some(line.ahead(self.lr_horizon(load.max_migration_s)))
+    }
+
+    /// How far past the newest sample LR and LRR forecast, in sampling intervals: the time the
+    /// longest migration off the host takes (`migration_s`, seconds), rounded up to whole
+    /// intervals, so one interval for any migration shorter than an interval.
+    pub fn lr_horizon(&self, migration_s: f64) -> f64 {
+        (migration_s / self.interval_s).ceil()
     }
 
     fn fallback(&self, load: &Load) -> bool {

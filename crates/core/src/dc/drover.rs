@@ -23,8 +23,8 @@ use super::cluster::Cluster;
 use super::model::{HostId, VmId};
 use super::plan::{Move, MoveReason, Plan};
 use super::snapshot::{Snapshot, VmState};
-use super::stats;
-use crate::migration::{choose, CostParams, LinkProfile, Technique, VmProfile};
+use super::stats::{LineFit, Trend};
+use crate::migration::{choose, CostParams, Technique};
 use serde::{Deserialize, Serialize};
 
 /// Drover's tunables (defaults are the ones the benchmark was run with).
@@ -160,11 +160,14 @@ impl<'s> Work<'s> {
             let excess = (self.pressure(h) - self.p.target) * self.capacity(h);
             let vms = self.c.host(h).vms.clone();
             // One move that suffices, the cheapest; else the biggest mover.
+            // Each candidate is priced once (the cost model is the expensive part of a round).
             let single = vms
                 .iter()
                 .copied()
                 .filter(|&v| self.vm_pred[v].max(self.c.vm(v).demand_mips) >= excess)
-                .min_by(|&a, &b| self.cost(a, h).total_cmp(&self.cost(b, h)));
+                .map(|v| (v, self.cost(v, h)))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(v, _)| v);
             let vm = single.or_else(|| {
                 vms.iter()
                     .copied()
@@ -177,21 +180,20 @@ impl<'s> Work<'s> {
         out
     }
 
-    /// Seconds the cost model expects this VM's migration to take, scaled up by the share of
-    /// its work at risk meanwhile.
+    /// Seconds the cost model expects this VM's migration off `h` to take, scaled up by the share
+    /// of its work at risk meanwhile. The destination is not known yet, so the link is the
+    /// source's own (no destination link is faster in the model: the slower end sets the pace).
     fn cost(&self, vm: VmId, h: HostId) -> f64 {
-        let (_, pred) = self.technique(vm, h);
+        let (_, pred) = self.technique(vm, self.c.host_type(h).migration_bytes_per_s());
         let v = self.c.vm(vm);
         pred * (1.0 + v.demand_mips / v.total_mips())
     }
 
-    /// Best technique for a VM leaving `h`, and its predicted duration, seconds.
-    fn technique(&self, vm: VmId, h: HostId) -> (Technique, f64) {
-        let v = self.c.vm(vm);
-        let link = LinkProfile {
-            bandwidth_bps: self.c.host_type(h).migration_mb_per_s() * 1e6,
-        };
-        let choice = choose(&profile(v), &link, &self.p.cost, &Technique::CONCRETE);
+    /// Best technique for a VM over a link of `link_bytes_per_s` bytes/s, and its predicted
+    /// duration, seconds.
+    fn technique(&self, vm: VmId, link_bytes_per_s: f64) -> (Technique, f64) {
+        let (profile, link) = self.c.vm(vm).cost_inputs(link_bytes_per_s);
+        let choice = choose(&profile, &link, &self.p.cost, &Technique::CONCRETE);
         let total = choice
             .predictions
             .iter()
@@ -200,6 +202,7 @@ impl<'s> Work<'s> {
         (choice.technique, total)
     }
 
+    /// The move, with the technique priced on the link the simulator (or a manager) will use.
     fn mv(&self, vm: VmId, from: HostId, to: HostId, reason: MoveReason) -> Move {
         let from = self.c.snap.vms[vm].host.unwrap_or(from);
         Move {
@@ -207,7 +210,7 @@ impl<'s> Work<'s> {
             from,
             to,
             reason,
-            technique: self.technique(vm, from).0,
+            technique: self.technique(vm, self.c.snap.link_bytes_per_s(from, to)).0,
         }
     }
 
@@ -333,26 +336,16 @@ impl<'s> Work<'s> {
     }
 }
 
-/// The migration cost model's view of a VM.
-fn profile(v: &VmState) -> VmProfile {
-    VmProfile {
-        memory_bytes: v.ram_mb as u64 * 1024 * 1024,
-        wss_bytes: v.wss_bytes,
-        dirty_rate_bps: v.dirty_rate_bps,
-    }
-}
-
 /// Demand one interval ahead, MIPS: a line through the last `window` samples, never below the
 /// current demand (falling loads are not trusted until they have fallen).
 fn forecast(v: &VmState, window: usize) -> f64 {
-    let hist = v.history.as_slice();
-    if v.host.is_none() || window < 2 || hist.len() < window {
+    if v.host.is_none() {
         return v.demand_mips;
     }
-    let mut y: Vec<f64> = hist[..window].to_vec();
-    y.reverse();
-    let (a, b) = stats::ols_on_index(&y);
-    let next = (a + b * (window as f64 + 1.0)).clamp(0.0, 1.0) * v.total_mips();
+    let Some(line) = Trend::fit(v.history.as_slice(), window, LineFit::Ols) else {
+        return v.demand_mips;
+    };
+    let next = line.ahead(1.0).clamp(0.0, 1.0) * v.total_mips();
     next.max(v.demand_mips)
 }
 
@@ -388,6 +381,49 @@ mod tests {
             (2, 0, 1)
         );
         assert_eq!(plan.moves[0].technique, Technique::Precopy);
+    }
+
+    #[test]
+    fn technique_is_priced_on_the_slower_end_of_the_link() {
+        // As in the test above, host 0 sheds a VM to host 1, but host 1 is now a G5 on a
+        // 100 Mbit/s NIC (6.25 MB/s for migrations) and every VM on host 0 dirties 30 MB/s:
+        // pre-copy cannot converge on that link, though it would on the source's 62.5 MB/s.
+        let mut s = snapshot(
+            &[1, 1, 1],
+            &[
+                (Some(0), 2500.0, 1.0, 870),
+                (Some(0), 2000.0, 1.0, 1740),
+                (Some(0), 500.0, 1.0, 613),
+                (Some(1), 2000.0, 0.532, 1740),
+            ],
+            1,
+        );
+        let mut slow = s.host_types[1].clone();
+        slow.bw_mbps = 100.0;
+        s.host_types.push(slow);
+        s.hosts[1].kind = 2;
+        for v in &mut s.vms[..3] {
+            v.dirty_rate_bps = 30e6;
+            v.wss_bytes = 300 << 20;
+        }
+        let p = DroverParams {
+            hot: 0.9,
+            min_on_s: 0.0,
+            ..DroverParams::default()
+        };
+        let plan = decide(&s, &p);
+        assert_eq!(plan.moves.len(), 1, "{plan:?}");
+        let m = plan.moves[0];
+        assert_eq!((m.from, m.to), (0, 1));
+        let (profile, link) = s.vms[m.vm].cost_inputs(s.link_bytes_per_s(0, 1));
+        assert_eq!(link.bandwidth_bps, 6.25e6);
+        let want = choose(&profile, &link, &p.cost, &Technique::CONCRETE).technique;
+        assert_eq!(m.technique, want);
+        assert_ne!(m.technique, Technique::Precopy);
+        // Priced on the source's link alone, the same VM would have gone by pre-copy.
+        let (profile, link) = s.vms[m.vm].cost_inputs(s.host_type(0).migration_bytes_per_s());
+        let naive = choose(&profile, &link, &p.cost, &Technique::CONCRETE).technique;
+        assert_eq!(naive, Technique::Precopy);
     }
 
     #[test]

@@ -73,6 +73,12 @@ impl HostType {
         self.bw_mbps / 8.0 / 2.0
     }
 
+    /// The same bandwidth in bytes per second (MB here is 10^6 bytes, as in Mbit/s), the unit
+    /// the migration cost model takes.
+    pub fn migration_bytes_per_s(&self) -> f64 {
+        self.migration_mb_per_s() * 1e6
+    }
+
     /// Seconds to move `ram_mb` of memory over this host's migration bandwidth.
     pub fn migration_time_s(&self, ram_mb: u32) -> f64 {
         ram_mb as f64 / self.migration_mb_per_s().max(1e-9)
@@ -156,6 +162,7 @@ mod tests {
     fn migration_gets_half_the_link() {
         let g5 = HostType::hp_ml110_g5();
         assert_eq!(g5.migration_mb_per_s(), 62.5);
+        assert_eq!(g5.migration_bytes_per_s(), 62.5e6);
         assert!((g5.migration_time_s(1740) - 27.84).abs() < 1e-9);
         assert_eq!(g5.total_mips(), 5320.0);
     }

@@ -64,53 +64,6 @@ pub fn sort_decreasing(c: &Cluster, vms: &mut [VmId]) {
     vms.sort_by(|&a, &b| c.vm(b).demand_mips.total_cmp(&c.vm(a).demand_mips));
 }
 
-/// Places as many of `vms` as possible (best effort, as for VMs leaving overloaded hosts).
-pub fn place_each(
-    c: &mut Cluster,
-    det: &Detector,
-    vms: &[VmId],
-    ex: &Exclusions,
-) -> Vec<(VmId, HostId)> {
-    let mut sorted = vms.to_vec();
-    sort_decreasing(c, &mut sorted);
-    let mut out = Vec::new();
-    for vm in sorted {
-        if let Some(h) = find_host(c, det, vm, ex) {
-            c.add(h, vm);
-            out.push((vm, h));
-        }
-    }
-    out
-}
-
-/// Places all of `vms` or none (as for evacuating an underloaded host): on the first VM that
-/// finds no host, earlier tentative placements are undone.
-pub fn place_all(
-    c: &mut Cluster,
-    det: &Detector,
-    vms: &[VmId],
-    ex: &Exclusions,
-) -> Option<Vec<(VmId, HostId)>> {
-    let mut sorted = vms.to_vec();
-    sort_decreasing(c, &mut sorted);
-    let mut out: Vec<(VmId, HostId)> = Vec::new();
-    for vm in sorted {
-        match find_host(c, det, vm, ex) {
-            Some(h) => {
-                c.add(h, vm);
-                out.push((vm, h));
-            }
-            None => {
-                for &(v, h) in out.iter().rev() {
-                    c.remove(h, v);
-                }
-                return None;
-            }
-        }
-    }
-    Some(out)
-}
-
 /// How new VMs are admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -316,27 +269,6 @@ mod tests {
         let s = snapshot(&[0], &[(None, 2500.0, 0.8, 870)], 1);
         let c = Cluster::new(&s);
         assert_eq!(find_host(&c, &thr(0.8), 0, &Exclusions::none(1)), None);
-    }
-
-    #[test]
-    fn place_all_is_all_or_nothing() {
-        // Two 1500-MIPS VMs, one G4 host with 2000 free: the second does not fit, so neither moves.
-        let s = snapshot(
-            &[0, 0],
-            &[
-                (Some(0), 1720.0, 1.0, 870),
-                (None, 1500.0, 1.0, 870),
-                (None, 1500.0, 1.0, 870),
-            ],
-            1,
-        );
-        let mut c = Cluster::new(&s);
-        let mut ex = Exclusions::none(2);
-        ex.off_hosts = true;
-        ex.hosts[1] = true;
-        assert_eq!(place_all(&mut c, &thr(1.0), &[1, 2], &ex), None);
-        assert_eq!(c.host(0).vms, vec![0]);
-        assert_eq!(place_each(&mut c, &thr(1.0), &[1, 2], &ex), vec![(1, 0)]);
     }
 
     #[test]

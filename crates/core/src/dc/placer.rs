@@ -37,7 +37,7 @@ use super::detect::{Detector, Overload, LR_WINDOW};
 use super::model::{HostId, PowerModel, VmId};
 use super::place::sort_decreasing;
 use super::snapshot::HISTORY_LEN;
-use super::stats;
+use super::stats::{self, LineFit, Trend};
 use std::collections::BTreeSet;
 
 /// Watts by which a bound must exceed the best increase before hosts are skipped.
@@ -70,8 +70,7 @@ const UNBANDED: usize = BAND_EDGES.len();
 /// A history's least-squares line over its last `LR_WINDOW` samples, for LR's shortcut.
 #[derive(Debug, Clone, Copy)]
 struct Fit {
-    a: f64,
-    b: f64,
+    line: Trend,
     /// `count_non_zero_beginning` of the history.
     len: usize,
     /// All samples are >= 0 (then a sum of histories is zero exactly where both are).
@@ -79,14 +78,15 @@ struct Fit {
 }
 
 fn fit(hist: &[f64; HISTORY_LEN]) -> Fit {
-    let mut y = [0.0; LR_WINDOW];
-    for (i, slot) in y.iter_mut().enumerate() {
-        *slot = hist[LR_WINDOW - 1 - i];
-    }
-    let (a, b) = stats::ols_on_index(&y);
+    // A padded history always holds LR_WINDOW samples; a NaN line would only turn the shortcut
+    // off (every use checks for a finite forecast or falls back to the exact test).
+    let line = Trend::fit(hist, LR_WINDOW, LineFit::Ols).unwrap_or(Trend {
+        intercept: f64::NAN,
+        slope: f64::NAN,
+        window: LR_WINDOW,
+    });
     Fit {
-        a,
-        b,
+        line,
         len: stats::count_non_zero_beginning(hist),
         nonneg: hist.iter().all(|&x| x >= 0.0),
     }
@@ -197,8 +197,9 @@ pub struct Placer<'d> {
     dense: Vec<Dense>,
     sorted: Vec<BTreeSet<(u64, HostId)>>,
     smin: Vec<[[f64; SEGMENTS]; SEGMENTS]>,
-    /// LR's forecast abscissa when it is the same for every host and VM (banding needs it).
-    lr_x: Option<f64>,
+    /// LR's horizon (intervals past the newest sample) when it is the same for every host and
+    /// VM (banding needs it).
+    lr_ahead: Option<f64>,
     host_fit: Vec<Option<Fit>>,
     vm_fit: Vec<Option<Fit>>,
     visits: Vec<Visit>,
@@ -211,16 +212,16 @@ impl<'d> Placer<'d> {
         let snap = c.snap;
         let n = c.len();
         let nb = snap.host_types.len() * BANDS * SEGMENTS;
-        // LR extrapolates to 10 + ceil(longest migration / interval) samples; when that is the
-        // same for every host type and VM memory, it is the same for every host-VM pair.
+        // LR's horizon depends on the longest migration off the host; when it is the same for
+        // every host type and VM memory, it is the same for every host-VM pair.
         let mut xs = snap.host_types.iter().flat_map(|t| {
             snap.vms
                 .iter()
-                .map(move |v| (t.migration_time_s(v.ram_mb) / det.interval_s).ceil())
+                .map(move |v| det.lr_horizon(t.migration_time_s(v.ram_mb)))
         });
         let first = xs.next();
-        let lr_x = match first {
-            Some(x) if xs.all(|y| y == x) => Some(LR_WINDOW as f64 + x),
+        let lr_ahead = match first {
+            Some(x) if xs.all(|y| y == x) => Some(x),
             _ => None,
         };
         let mut p = Placer {
@@ -233,7 +234,7 @@ impl<'d> Placer<'d> {
             dense: vec![Dense::default(); nb],
             sorted: vec![BTreeSet::new(); nb],
             smin: snap.host_types.iter().map(|t| slopes(&t.power)).collect(),
-            lr_x,
+            lr_ahead,
             host_fit: vec![None; n],
             vm_fit: vec![None; snap.vms.len()],
             visits: Vec::new(),
@@ -277,11 +278,11 @@ impl<'d> Placer<'d> {
         } else {
             match self.det.kind {
                 Overload::Thr { .. } => w.req_mips / t.total_mips(),
-                Overload::Lr { safety } => match self.lr_x {
+                Overload::Lr { safety } => match self.lr_ahead {
                     Some(x) => {
                         let f = *self.host_fit[h].get_or_insert_with(|| fit(&w.hist));
                         if f.nonneg && f.len >= LR_WINDOW {
-                            (f.a + f.b * x) * safety
+                            f.line.ahead(x) * safety
                         } else {
                             f64::NAN
                         }
@@ -362,8 +363,13 @@ impl<'d> Placer<'d> {
                 let v = c.vm(vm);
                 let weight = v.total_mips() / t.total_mips();
                 let mig = t.migration_time_s(c.host(h).max_ram_mb.max(v.ram_mb));
-                let x = LR_WINDOW as f64 + (mig / self.det.interval_s).ceil();
-                let s = ((hf.a + weight * vf.a) + (hf.b + weight * vf.b) * x) * safety;
+                // Least squares is linear in the data: the combined history's line is the sum.
+                let both = Trend {
+                    intercept: hf.line.intercept + weight * vf.line.intercept,
+                    slope: hf.line.slope + weight * vf.line.slope,
+                    window: LR_WINDOW,
+                };
+                let s = both.ahead(self.det.lr_horizon(mig)) * safety;
                 if s.is_finite() && (s - 1.0).abs() > LR_MARGIN * (1.0 + s.abs()) {
                     return s >= 1.0;
                 }
@@ -398,10 +404,10 @@ impl<'d> Placer<'d> {
         let total = c.snap.host_types[kind].total_mips();
         match self.det.kind {
             Overload::Thr { threshold } => threshold + OVER_MARGIN - v.demand_mips / total,
-            Overload::Lr { safety } => match self.lr_x {
+            Overload::Lr { safety } => match self.lr_ahead {
                 Some(x) => {
                     let f = *self.vm_fit[vm].get_or_insert_with(|| fit(v.history.padded()));
-                    let pv = (f.a + f.b * x) * safety * (v.total_mips() / total);
+                    let pv = f.line.ahead(x) * safety * (v.total_mips() / total);
                     if f.nonneg && pv.is_finite() {
                         1.0 + OVER_MARGIN - pv
                     } else {
@@ -559,7 +565,8 @@ impl<'d> Placer<'d> {
         self.sorted[b] = set;
     }
 
-    /// Places as many of `vms` as possible (`place::place_each`).
+    /// Places as many of `vms` as possible, in decreasing order of demand (best effort, as for
+    /// VMs leaving overloaded hosts); returns where each placed VM went.
     pub fn place_each(&mut self, c: &mut Cluster, vms: &[VmId]) -> Vec<(VmId, HostId)> {
         let mut sorted = vms.to_vec();
         sort_decreasing(c, &mut sorted);
@@ -573,7 +580,8 @@ impl<'d> Placer<'d> {
         out
     }
 
-    /// Places all of `vms` or none (`place::place_all`).
+    /// Places all of `vms` or none (as for evacuating an underloaded host): on the first VM that
+    /// finds no host, earlier tentative placements are undone.
     pub fn place_all(&mut self, c: &mut Cluster, vms: &[VmId]) -> Option<Vec<(VmId, HostId)>> {
         let mut sorted = vms.to_vec();
         sort_decreasing(c, &mut sorted);
@@ -599,6 +607,7 @@ impl<'d> Placer<'d> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dc::cluster::tests::snapshot;
     use crate::dc::model::HostType;
     use crate::dc::place::{find_host, Exclusions};
     use crate::dc::rng::SplitMix64;
@@ -749,6 +758,28 @@ mod tests {
         }
         found += check(99, 400, 500, false);
         assert!(found > 1000, "{found}");
+    }
+
+    #[test]
+    fn place_all_is_all_or_nothing_and_place_each_best_effort() {
+        // Two 1500-MIPS VMs, one G4 host with 2000 free: the second does not fit, so neither
+        // moves with `place_all`; `place_each` still places the first.
+        let s = snapshot(
+            &[0, 0],
+            &[
+                (Some(0), 1720.0, 1.0, 870),
+                (None, 1500.0, 1.0, 870),
+                (None, 1500.0, 1.0, 870),
+            ],
+            1,
+        );
+        let det = Detector::new(Overload::Thr { threshold: 1.0 }, 300.0);
+        let mut c = Cluster::new(&s);
+        let mut p = Placer::new(&c, &det, vec![false, true], true);
+        assert_eq!(p.place_all(&mut c, &[1, 2]), None);
+        assert_eq!(c.host(0).vms, vec![0]);
+        assert_eq!(p.place_each(&mut c, &[1, 2]), vec![(1, 0)]);
+        assert_eq!(c.host(0).vms, vec![0, 1]);
     }
 
     #[test]

@@ -80,6 +80,8 @@ impl FromStr for PolicySpec {
             return Err(PolicyError::Unknown(s.trim().to_string()));
         };
         let value: f64 = match param.parse::<f64>() {
+            // -0 is 0 (so it is not labelled "-0.0").
+            Ok(v) if v.is_finite() && v == 0.0 => 0.0,
             Ok(v) if v.is_finite() && v >= 0.0 => v,
             _ => {
                 return Err(PolicyError::Parameter {
@@ -131,9 +133,21 @@ impl fmt::Display for PolicySpec {
                     Overload::Lr { safety } => ("lr", safety),
                     Overload::Lrr { safety } => ("lrr", safety),
                 };
-                write!(f, "{d}-{}-{v:.1}", selector.name())
+                write!(f, "{d}-{}-{}", selector.name(), parameter_text(*v))
             }
         }
+    }
+}
+
+/// A policy parameter as a label shows it: the shortest text that parses back to the same
+/// number (never rounded, so `lr-mmt-1.25` and `lr-mmt-1.2` stay apart), with `.0` on whole
+/// numbers so the published names read as in the literature (`thr-mmt-1.0`).
+fn parameter_text(v: f64) -> String {
+    let text = v.to_string();
+    if text.contains('.') {
+        text
+    } else {
+        format!("{text}.0")
     }
 }
 
@@ -223,6 +237,26 @@ mod tests {
             let p: PolicySpec = name.parse().unwrap();
             assert_eq!(&p.to_string(), name);
         }
+    }
+
+    #[test]
+    fn labels_keep_the_parameter_unrounded_and_parse_back() {
+        for (name, label) in [
+            ("lr-mmt-1.25", "lr-mmt-1.25"),
+            ("thr-mmt-0.0001", "thr-mmt-0.0001"),
+            ("thr-mmt-1e-5", "thr-mmt-0.00001"),
+            ("thr-mmt-1", "thr-mmt-1.0"),
+            ("lr-mmt-1.20", "lr-mmt-1.2"),
+            ("mad_mu_2.75", "mad-mu-2.75"),
+            ("thr-mmt--0", "thr-mmt-0.0"),
+        ] {
+            let p: PolicySpec = name.parse().unwrap();
+            assert_eq!(p.to_string(), label, "{name}");
+            assert_eq!(label.parse::<PolicySpec>().unwrap(), p, "{label}");
+        }
+        let a: PolicySpec = "lr-mmt-1.25".parse().unwrap();
+        let b: PolicySpec = "lr-mmt-1.2".parse().unwrap();
+        assert_ne!(a.to_string(), b.to_string());
     }
 
     #[test]

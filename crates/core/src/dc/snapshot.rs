@@ -1,6 +1,7 @@
 //! What a decision is made from: the cluster as measured at one instant.
 
 use super::model::{HostId, HostType, VmId};
+use crate::migration::{LinkProfile, VmProfile};
 use serde::{Deserialize, Serialize};
 
 /// Samples of CPU history kept per VM (CloudSim's `PowerVm.HISTORY_LENGTH`).
@@ -79,6 +80,22 @@ impl VmState {
     pub fn demand_per_pe(&self) -> f64 {
         self.demand_mips / self.pes.max(1) as f64
     }
+
+    /// What the migration cost model needs to price moving this VM over a link that gives the
+    /// migration `link_bytes_per_s` bytes per second (see [`Snapshot::link_bytes_per_s`]). The
+    /// one conversion both the policies and the simulator use, so a move is priced and charged
+    /// alike. Memory is `ram_mb` MiB.
+    pub fn cost_inputs(&self, link_bytes_per_s: f64) -> (VmProfile, LinkProfile) {
+        let vm = VmProfile {
+            memory_bytes: self.ram_mb as u64 * 1024 * 1024,
+            wss_bytes: self.wss_bytes,
+            dirty_rate_bps: self.dirty_rate_bps,
+        };
+        let link = LinkProfile {
+            bandwidth_bps: link_bytes_per_s,
+        };
+        (vm, link)
+    }
 }
 
 /// One host as measured.
@@ -129,6 +146,14 @@ impl Snapshot {
         self.host_type(h).power.power(self.host_utilization(h))
     }
 
+    /// Bytes per second a migration from `from` to `to` gets: the slower end's
+    /// [`HostType::migration_bytes_per_s`].
+    pub fn link_bytes_per_s(&self, from: HostId, to: HostId) -> f64 {
+        self.host_type(from)
+            .migration_bytes_per_s()
+            .min(self.host_type(to).migration_bytes_per_s())
+    }
+
     /// Whether a host is switched off: CloudSim's rule is "measured utilization is zero".
     pub fn is_off(&self, h: HostId) -> bool {
         self.hosts[h].util_mips == 0.0
@@ -148,5 +173,46 @@ mod tests {
         assert_eq!(h.len(), HISTORY_LEN);
         assert_eq!(h.as_slice()[0], 34.0);
         assert_eq!(h.as_slice()[HISTORY_LEN - 1], 5.0);
+    }
+
+    #[test]
+    fn cost_inputs_use_mib_memory_and_the_slower_link_end() {
+        let mut fast = HostType::hp_ml110_g5();
+        let mut slow = fast.clone();
+        fast.bw_mbps = 10_000.0;
+        slow.bw_mbps = 100.0;
+        let host = |kind| HostState {
+            kind,
+            vms: vec![],
+            util_mips: 0.0,
+            on_since_s: None,
+        };
+        let snap = Snapshot {
+            time_s: 0.0,
+            interval_s: 300.0,
+            host_types: vec![fast, slow],
+            hosts: vec![host(0), host(1)],
+            vms: vec![],
+            enforce_memory: false,
+        };
+        // 100 Mbit/s NIC, half of it for migrations: 6.25e6 bytes/s, whichever way.
+        assert_eq!(snap.link_bytes_per_s(0, 1), 6.25e6);
+        assert_eq!(snap.link_bytes_per_s(1, 0), 6.25e6);
+        assert_eq!(snap.link_bytes_per_s(0, 0), 625e6);
+        let vm = VmState {
+            mips: 500.0,
+            pes: 1,
+            ram_mb: 613,
+            host: Some(0),
+            demand_mips: 250.0,
+            history: History::default(),
+            dirty_rate_bps: 1e6,
+            wss_bytes: 4096,
+            last_migration_s: None,
+        };
+        let (profile, link) = vm.cost_inputs(6.25e6);
+        assert_eq!(profile.memory_bytes, 613 << 20);
+        assert_eq!((profile.wss_bytes, profile.dirty_rate_bps), (4096, 1e6));
+        assert_eq!(link.bandwidth_bps, 6.25e6);
     }
 }

@@ -2,6 +2,7 @@
 //! `MathUtil` (over Apache Commons Math) computes them, so that the published policies decide
 //! the same way here as in the reference runs. Quirks are kept on purpose and called out.
 
+use super::snapshot::HISTORY_LEN;
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq)]
@@ -142,6 +143,60 @@ pub fn robust_on_index(y: &[f64]) -> (f64, f64) {
     }
 }
 
+/// How a [`Trend`] is fitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineFit {
+    /// Ordinary least squares ([`ols_on_index`]): LR, and Drover's forecast.
+    Ols,
+    /// OLS plus one bisquare pass ([`robust_on_index`]): LRR.
+    Robust,
+}
+
+/// A straight line through the newest `window` samples of a most-recent-first series (a VM's or
+/// a host's utilization history), the samples put back in time order at x = 1 (oldest) ..=
+/// `window` (newest). The one place the regression detectors, the placement index and Drover's
+/// forecast fit and extrapolate a history, so they always agree on the same line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Trend {
+    /// Value at x = 0, in the series' unit (utilization, 0..=1).
+    pub intercept: f64,
+    /// Change per sampling interval.
+    pub slope: f64,
+    /// Samples fitted; the newest sits at x = `window`.
+    pub window: usize,
+}
+
+impl Trend {
+    /// Fits the newest `window` samples of `recent_first` (most recent first). `None` when the
+    /// series is shorter than `window`, or `window` is under 2 (no line) or over
+    /// [`HISTORY_LEN`] (longer than any history).
+    pub fn fit(recent_first: &[f64], window: usize, how: LineFit) -> Option<Trend> {
+        if !(2..=HISTORY_LEN).contains(&window) || recent_first.len() < window {
+            return None;
+        }
+        // On the stack: the placement index fits every host it touches, every round.
+        let mut buf = [0.0; HISTORY_LEN];
+        let y = &mut buf[..window];
+        for (slot, &v) in y.iter_mut().zip(recent_first[..window].iter().rev()) {
+            *slot = v;
+        }
+        let (intercept, slope) = match how {
+            LineFit::Ols => ols_on_index(y),
+            LineFit::Robust => robust_on_index(y),
+        };
+        Some(Trend {
+            intercept,
+            slope,
+            window,
+        })
+    }
+
+    /// The line's value `intervals` sampling intervals after the newest sample.
+    pub fn ahead(&self, intervals: f64) -> f64 {
+        self.intercept + self.slope * (self.window as f64 + intervals)
+    }
+}
+
 /// R² of the least-squares regression of `y` on the columns of `x` plus an intercept, as Apache's
 /// `OLSMultipleLinearRegression` computes it (Householder QR). Errors like Apache's: not enough
 /// samples for the regressors, or a singular design (e.g. an all-zero column).
@@ -232,6 +287,20 @@ mod tests {
         let y: Vec<f64> = (1..=10).map(|x| 0.1 + 0.05 * x as f64).collect();
         let (a, b) = ols_on_index(&y);
         assert!((a - 0.1).abs() < 1e-12 && (b - 0.05).abs() < 1e-12);
+    }
+
+    #[test]
+    fn trend_fits_the_newest_window_in_time_order() {
+        // Most recent first: 0.80, 0.75, ..., 0.35, then older samples that must be ignored.
+        let mut recent_first: Vec<f64> = (0..10).map(|i| 0.80 - 0.05 * i as f64).collect();
+        recent_first.extend([5.0; 5]);
+        let t = Trend::fit(&recent_first, 10, LineFit::Ols).unwrap();
+        assert!((t.slope - 0.05).abs() < 1e-12, "{t:?}");
+        assert!((t.ahead(0.0) - 0.80).abs() < 1e-12);
+        assert!((t.ahead(1.0) - 0.85).abs() < 1e-12);
+        assert_eq!(Trend::fit(&recent_first[..9], 10, LineFit::Ols), None);
+        assert_eq!(Trend::fit(&recent_first, 1, LineFit::Ols), None);
+        assert_eq!(Trend::fit(&[0.0; 40], 31, LineFit::Ols), None);
     }
 
     #[test]

@@ -1,0 +1,102 @@
+//! The largest inputs the simulator takes, so that a typo or a malformed trace gets an error
+//! naming what is too large instead of a capacity-overflow panic or an allocation abort.
+//!
+//! Sized from the largest run the project documents, the 100,000-VM synthetic day
+//! (BENCHMARKS.md: 100,000 VMs on 80,000 hosts, 288 samples, about 220 MiB at peak). Every limit
+//! leaves ten times that, which still fits a small server's memory (a day ten times as large
+//! needs about 2-3 GiB), while `--synthetic 50000000` (58 GB of samples alone) is refused.
+
+use std::fmt;
+use std::ops::RangeInclusive;
+use thiserror::Error;
+
+/// VMs in a workload: ten times the documented 100,000-VM day.
+pub const MAX_VMS: usize = 1_000_000;
+/// Hosts in a datacenter: ten times the 80,000 hosts of the documented day (and more than the
+/// default of 4 per 5 VMs needs at [`MAX_VMS`]).
+pub const MAX_HOSTS: usize = 1_000_000;
+/// Samples per VM: a year of 5-minute samples (a PlanetLab day has 288).
+pub const MAX_SAMPLES: usize = 365 * 288;
+/// Samples per VM below which there is nothing to simulate (the first interval is start-up).
+pub const MIN_SAMPLES: usize = 2;
+/// VMs x samples held in memory (4 bytes each): ten times the documented day's 28.8 million.
+pub const MAX_CELLS: usize = 10 * 100_000 * 288;
+/// Runs per policy in `drover sim bench` (each is a whole simulation).
+pub const MAX_REPEAT: usize = 1000;
+
+/// VMs, samples per VM and runs allowed, as ranges (for messages and argument parsers).
+pub const VMS: RangeInclusive<usize> = 1..=MAX_VMS;
+pub const HOSTS: RangeInclusive<usize> = 1..=MAX_HOSTS;
+pub const SAMPLES: RangeInclusive<usize> = MIN_SAMPLES..=MAX_SAMPLES;
+pub const REPEAT: RangeInclusive<usize> = 1..=MAX_REPEAT;
+
+/// A size or count outside what the simulator takes.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{what} is {value}; allowed: {range}")]
+pub struct LimitError {
+    /// What was counted, e.g. "VMs in the synthetic day".
+    pub what: String,
+    pub value: u128,
+    pub range: Allowed,
+}
+
+/// An allowed range, printed as `min..=max` (or `at most max` from zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowed(pub usize, pub usize);
+
+impl fmt::Display for Allowed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Allowed(0, max) => write!(f, "at most {max}"),
+            Allowed(min, max) => write!(f, "{min}..={max}"),
+        }
+    }
+}
+
+/// Checks `value` against `range`; `what` names it in the error.
+pub fn check(
+    what: impl Into<String>,
+    value: usize,
+    range: &RangeInclusive<usize>,
+) -> Result<usize, LimitError> {
+    if range.contains(&value) {
+        return Ok(value);
+    }
+    Err(LimitError {
+        what: what.into(),
+        value: value as u128,
+        range: Allowed(*range.start(), *range.end()),
+    })
+}
+
+/// Checks that `vms` x `samples` fits [`MAX_CELLS`] (computed without overflow).
+pub fn check_cells(what: impl Into<String>, vms: usize, samples: usize) -> Result<(), LimitError> {
+    let cells = vms as u128 * samples as u128;
+    if cells <= MAX_CELLS as u128 {
+        return Ok(());
+    }
+    Err(LimitError {
+        what: format!("{} (VMs x samples)", what.into()),
+        value: cells,
+        range: Allowed(0, MAX_CELLS),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_day_fits_with_room_and_absurd_sizes_do_not() {
+        assert!(check("VMs", 100_000, &VMS).is_ok());
+        assert!(check("hosts", 80_000, &HOSTS).is_ok());
+        assert!(check_cells("day", 100_000, 288).is_ok());
+        assert!(check_cells("day", MAX_VMS, 288).is_ok());
+        let e = check("VMs", 50_000_000, &VMS).unwrap_err();
+        assert_eq!(e.to_string(), "VMs is 50000000; allowed: 1..=1000000");
+        let e = check_cells("day", usize::MAX, usize::MAX).unwrap_err();
+        assert!(e.to_string().contains("(VMs x samples)"), "{e}");
+        assert!(e.to_string().ends_with("allowed: at most 288000000"), "{e}");
+        assert!(check("samples", 1, &SAMPLES).is_err());
+    }
+}
