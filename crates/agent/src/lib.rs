@@ -61,9 +61,8 @@ pub enum AgentError {
     },
 }
 
-/// The least memory an agent may report: what one guest needs (`drover_qemu::vm` boots none
-/// smaller).
-pub const MIN_HOST_MEMORY: u64 = 64 << 20;
+/// The least memory an agent may report: what one guest needs (the guest's own rule).
+pub const MIN_HOST_MEMORY: u64 = drover_guest::fit::MIN_GUEST_MEMORY_BYTES;
 
 /// How the agent runs.
 #[derive(Debug, Clone)]

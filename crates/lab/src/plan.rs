@@ -15,9 +15,9 @@ use crate::tbf::{TbfError, TbfParams};
 /// 1 Gbit/s per direction, a common datacenter link.
 pub const DEFAULT_LINK_RATE: u64 = 125_000_000;
 pub const AGENT_PORT: u16 = 7700;
-/// The least memory a host may be capped at: what one guest needs (the qemu crate boots no
-/// guest under 64 MiB; the lab does not link it, as it must run without QEMU).
-pub const MIN_HOST_MEMORY: u64 = 64 << 20;
+/// The least memory a host may be capped at: what one guest needs (the guest's own rule; the
+/// guest crate's library is only its grammar, so the lab still runs without QEMU).
+pub const MIN_HOST_MEMORY: u64 = drover_guest::fit::MIN_GUEST_MEMORY_BYTES;
 pub const HEALTH_PATH: &str = "/v1/health";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
