@@ -109,11 +109,11 @@ fn params(path: &str) -> Value {
     let mut out = Vec::new();
     if path.contains("{name}") {
         out.push(json!({"name": "name", "in": "path", "required": true,
-            "schema": {"type": "string", "pattern": crate::names::VM_NAME}}));
+            "schema": crate::names::VM_NAME_SHAPE.schema()}));
     }
     if path.contains("{id}") {
         out.push(json!({"name": "id", "in": "path", "required": true,
-            "schema": {"type": "string", "pattern": crate::names::MIGRATION_ID}}));
+            "schema": crate::names::MIGRATION_ID_SHAPE.schema()}));
     }
     Value::Array(out)
 }
