@@ -89,7 +89,7 @@ impl MetricsHub {
 
     /// One sampling pass over every live VM.
     pub async fn sample(&self, vms: &Vms) {
-        procfs::reap_zombie_children();
+        vms.reap_exited();
         vms.check_liveness();
         let live = vms.live();
         let now = tokio::time::Instant::now();

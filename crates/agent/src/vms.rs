@@ -114,6 +114,33 @@ impl VmEntry {
     }
 }
 
+/// Keeps the periodic zombie reaper off the QEMU processes a launch is still waiting for.
+///
+/// `-daemonize` leaves exited QEMU processes named `drover-<vm>` to the agent (a subreaper);
+/// the sampler reaps them. But the process a launch waits on has that name too: reaped first,
+/// the launch's own wait fails (ECHILD), the create answers 500 and the daemon it started runs
+/// on unrecorded. Launches hold a read guard while they wait; a reaping pass needs the write
+/// side and is skipped (until the next pass) while any launch waits.
+#[derive(Default)]
+struct LaunchGate(tokio::sync::RwLock<()>);
+
+impl LaunchGate {
+    async fn launching(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.0.read().await
+    }
+
+    /// Runs `reap` unless a launch is waiting for its child; whether it ran.
+    fn reap_unless_launching(&self, reap: impl FnOnce()) -> bool {
+        match self.0.try_write() {
+            Ok(_no_launch) => {
+                reap();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
 /// The registry of this host's VMs.
 pub struct Vms {
     store: Store,
@@ -122,6 +149,7 @@ pub struct Vms {
     map: Mutex<HashMap<String, VmEntry>>,
     /// Names being created, so two concurrent creates cannot both start a QEMU.
     reserved: Mutex<HashSet<String>>,
+    launches: LaunchGate,
     clock: Clock,
     /// Wall time at `clock`'s origin, to stamp samples in a form other hosts understand.
     origin_unix_ms: u64,
@@ -151,6 +179,7 @@ impl Vms {
             image,
             map: Mutex::new(HashMap::new()),
             reserved: Mutex::new(HashSet::new()),
+            launches: LaunchGate::default(),
             clock: Clock::default(),
             origin_unix_ms: unix_ms(),
         }
@@ -268,13 +297,34 @@ impl Vms {
         };
         let run_dir = self.store.run_dir(&config.name);
         let paths = RunPaths::in_dir(&run_dir);
-        let pid = launcher::spawn_detached(
-            &self.settings.qemu_binary,
-            &spec,
-            &paths,
-            self.settings.start_timeout,
-        )
-        .await?;
+        let pid_of = || {
+            std::fs::read_to_string(launcher::pidfile(&paths))
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+        };
+        // A pid file already there belongs to some earlier QEMU, never to this launch.
+        let earlier = pid_of();
+        let launched = {
+            let _launching = self.launches.launching().await;
+            launcher::spawn_detached(
+                &self.settings.qemu_binary,
+                &spec,
+                &paths,
+                self.settings.start_timeout,
+            )
+            .await
+        };
+        let pid = match launched {
+            Ok(pid) => pid,
+            Err(e) => {
+                // A launch that gave up (timed out) may have left a daemon behind that no
+                // record will ever name: stop it, if this launch wrote its pid file.
+                if let Some(pid) = pid_of().filter(|&p| Some(p) != earlier) {
+                    kill_pid(pid, &config.name).await;
+                }
+                return Err(e.into());
+            }
+        };
         let record = VmRecord {
             config,
             role,
@@ -361,6 +411,13 @@ impl Vms {
             lock(&self.map).insert(name, entry);
         }
         Ok(())
+    }
+
+    /// Reaps exited QEMU processes left to this agent, except one a launch is waiting for
+    /// (called by the sampler).
+    pub fn reap_exited(&self) {
+        self.launches
+            .reap_unless_launching(procfs::reap_zombie_children);
     }
 
     /// Marks VMs whose QEMU died since as lost (called by the sampler).
@@ -656,4 +713,24 @@ pub async fn kill_pid(pid: u32, name: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     procfs::reap(pid);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_reaping_while_a_launch_waits_for_its_qemu() {
+        let gate = LaunchGate::default();
+        let launching = gate.launching().await;
+        let second = gate.launching().await;
+        let mut reaped = false;
+        assert!(!gate.reap_unless_launching(|| reaped = true));
+        assert!(!reaped, "reaped a launch's own child");
+        drop(launching);
+        assert!(!gate.reap_unless_launching(|| reaped = true));
+        drop(second);
+        assert!(gate.reap_unless_launching(|| reaped = true));
+        assert!(reaped);
+    }
 }

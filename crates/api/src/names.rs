@@ -34,15 +34,74 @@ pub const WORKLOAD: &str = concat!(
     ")$"
 );
 
+// Pieces the patterns below share; macros so that each pattern stays one `&'static str`.
+
+/// An IPv4 address as Rust's parser reads it: four decimal octets, 0-255, no leading zero.
+macro_rules! ipv4 {
+    () => {
+        "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}"
+    };
+}
+
+/// A TCP port, 1-65535, no leading zero.
+macro_rules! port {
+    () => {
+        "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+    };
+}
+
+/// One group of an IPv6 address: 1-4 hex digits (leading zeros allowed, as Rust reads them).
+macro_rules! h16 {
+    () => {
+        "[0-9A-Fa-f]{1,4}"
+    };
+}
+
+/// An IPv6 address exactly as Rust's `Ipv6Addr` parser reads it (RFC 4291 text forms): eight
+/// groups; or six and an IPv4 address; or `::` standing for at least one zero group, with H
+/// groups before it and at most 7 - H after it (an IPv4 address counting as two and only
+/// last).
+#[rustfmt::skip] // one line per form of the grammar
+macro_rules! ipv6 {
+    () => {
+        concat!(
+            "(",
+            h16!(), "(:", h16!(), "){7}",
+            "|(", h16!(), ":){6}", ipv4!(),
+            "|::(", h16!(), "(:", h16!(), "){0,6}|(", h16!(), ":){0,5}", ipv4!(), ")?",
+            "|", h16!(), "::(", h16!(), "(:", h16!(), "){0,5}|(", h16!(), ":){0,4}", ipv4!(), ")?",
+            "|(", h16!(), ":){1}", h16!(), "::(", h16!(), "(:", h16!(), "){0,4}|(", h16!(), ":){0,3}", ipv4!(), ")?",
+            "|(", h16!(), ":){2}", h16!(), "::(", h16!(), "(:", h16!(), "){0,3}|(", h16!(), ":){0,2}", ipv4!(), ")?",
+            "|(", h16!(), ":){3}", h16!(), "::(", h16!(), "(:", h16!(), "){0,2}|(", h16!(), ":)?", ipv4!(), ")?",
+            "|(", h16!(), ":){4}", h16!(), "::(", h16!(), "(:", h16!(), ")?|", ipv4!(), ")?",
+            "|(", h16!(), ":){5}", h16!(), "::(", h16!(), ")?",
+            "|(", h16!(), ":){6}", h16!(), "::",
+            ")"
+        )
+    };
+}
+
 /// An agent base URL: http(s), a host (an IPv4 address or a DNS name whose last label has a
 /// letter) and a port, nothing else (no user, path, query or fragment).
 pub const AGENT_URL: &str = concat!(
-    "^https?://",
-    "(((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])",
+    "^https?://(",
+    ipv4!(),
     "|([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.){0,8}[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)",
-    ":([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])",
+    ":",
+    port!(),
     "/?$"
 );
+
+/// A migration URI as Drover makes it: `tcp:` an IPv4 address or a bracketed IPv6 address, and
+/// a port. QEMU runs whatever a URI says, so no other form is ever read.
+pub const MIGRATION_URI: &str = concat!("^tcp:(", ipv4!(), "|\\[", ipv6!(), "\\]):", port!(), "$");
+
+/// The migration URIs [`MIGRATION_URI`] admits but no QEMU can listen on or be reached at: the
+/// unspecified address (an IPv6 one is spelled with zeros, colons and dots only) and multicast
+/// (224.0.0.0/4, ff00::/8: a first group of four hex digits starting `ff`). The schema states
+/// it as `not`.
+pub const MIGRATION_URI_EXCLUDED: &str =
+    "^tcp:(0\\.0\\.0\\.0|(22[4-9]|23[0-9])\\..*|\\[[0:.]*\\]|\\[[Ff][Ff][0-9A-Fa-f]{2}:.*):[0-9]+$";
 
 /// One string shape: its name in messages, its pattern and a hint of what is expected.
 #[derive(Debug)]
@@ -51,20 +110,32 @@ pub struct Shape {
     pub field: &'static str,
     /// The regular expression (also the schema's `pattern`).
     pub pattern: &'static str,
+    /// Strings the pattern admits that are still refused (the schema's `not`), for the rare
+    /// rule that a pattern alone cannot state readably.
+    pub excluded: Option<&'static str>,
     /// What is expected, for error messages.
     pub expected: &'static str,
     regex: LazyLock<Regex>,
+    excluded_regex: LazyLock<Option<Regex>>,
 }
 
 macro_rules! shape {
     ($id:ident, $field:literal, $pattern:expr, $expected:literal) => {
+        shape!($id, $field, $pattern, None, $expected);
+    };
+    ($id:ident, $field:literal, $pattern:expr, $excluded:expr, $expected:literal) => {
         #[doc = concat!("The shape of `", $field, "`.")]
         pub static $id: Shape = Shape {
             field: $field,
             pattern: $pattern,
+            excluded: $excluded,
             expected: $expected,
-            // A constant, compiled by this module's tests: it cannot fail at run time.
+            // Constants, compiled by this module's tests: they cannot fail at run time.
             regex: LazyLock::new(|| Regex::new($pattern).expect("pattern compiles")),
+            excluded_regex: LazyLock::new(|| {
+                let excluded: Option<&str> = $excluded;
+                excluded.map(|p| Regex::new(p).expect("pattern compiles"))
+            }),
         };
     };
 }
@@ -111,6 +182,13 @@ shape!(
     AGENT_URL,
     "an agent URL with host and port, like http://198.18.0.2:7700"
 );
+shape!(
+    MIGRATION_URI_SHAPE,
+    "uri",
+    MIGRATION_URI,
+    Some(MIGRATION_URI_EXCLUDED),
+    "tcp:ADDRESS:PORT with an IPv4 address or a bracketed IPv6 address (neither unspecified nor multicast) and a port from 1 to 65535"
+);
 
 /// A string that does not have its field's shape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -126,6 +204,19 @@ impl Shape {
     /// Whether `value` has this shape.
     pub fn matches(&self, value: &str) -> bool {
         self.regex.is_match(value)
+            && !self
+                .excluded_regex
+                .as_ref()
+                .is_some_and(|r| r.is_match(value))
+    }
+
+    /// The JSON Schema of a string of this shape, as the parser checks it.
+    pub fn schema(&self) -> serde_json::Value {
+        let mut schema = serde_json::json!({"type": "string", "pattern": self.pattern});
+        if let Some(excluded) = self.excluded {
+            schema["not"] = serde_json::json!({"pattern": excluded});
+        }
+        schema
     }
 
     /// `value` if it has this shape.
@@ -148,7 +239,10 @@ impl Shape {
 mod tests {
     use super::*;
 
-    const ALL: [&Shape; 7] = [
+    use proptest::prelude::*;
+    use proptest::string::string_regex;
+
+    const ALL: [&Shape; 8] = [
         &VM_NAME_SHAPE,
         &MIGRATION_ID_SHAPE,
         &DISK_SHAPE,
@@ -156,12 +250,57 @@ mod tests {
         &MAC_SHAPE,
         &WORKLOAD_SHAPE,
         &AGENT_URL_SHAPE,
+        &MIGRATION_URI_SHAPE,
     ];
 
     #[test]
     fn every_pattern_compiles() {
         for s in ALL {
             assert!(Regex::new(s.pattern).is_ok(), "{}", s.field);
+            if let Some(excluded) = s.excluded {
+                assert!(Regex::new(excluded).is_ok(), "{} excluded", s.field);
+            }
+        }
+    }
+
+    /// Strings drawn from a pattern, as a schema-driven generator draws them (proptest reads
+    /// no anchors; every pattern here is anchored at both ends as a whole).
+    fn drawn(pattern: &'static str) -> impl Strategy<Value = String> {
+        let inner = pattern
+            .strip_prefix('^')
+            .and_then(|p| p.strip_suffix('$'))
+            .expect("anchored");
+        string_regex(inner).expect("proptest reads the pattern")
+    }
+
+    proptest! {
+        /// What the workload pattern admits, the guest's grammar reads: the only refusal left
+        /// is the documented one, a working set that does not fit the memory.
+        #[test]
+        fn schema_valid_workloads_parse(w in drawn(WORKLOAD)) {
+            prop_assert!(WORKLOAD_SHAPE.matches(&w));
+            match drover_guest::fit::check_fits(&w, crate::vm::MAX_MEMORY_BYTES) {
+                Ok(_) | Err(drover_guest::fit::FitError::DoesNotFit { .. }) => {}
+                Err(e) => prop_assert!(false, "{w}: {e}"),
+            }
+        }
+
+        #[test]
+        fn schema_valid_agent_urls_parse(u in drawn(AGENT_URL)) {
+            prop_assert!(crate::uri::AgentUrl::parse(&u).is_ok(), "{}", u);
+        }
+
+        /// A migration URI drawn from the pattern parses unless the schema's `not` excludes it,
+        /// and then the parser refuses it too.
+        #[test]
+        fn schema_valid_migration_uris_parse(u in drawn(MIGRATION_URI)) {
+            let excluded = Regex::new(MIGRATION_URI_EXCLUDED).expect("compiles").is_match(&u);
+            let parsed = u.parse::<crate::uri::MigrationUri>();
+            prop_assert_eq!(parsed.is_err(), excluded, "{}", u);
+            if let Ok(uri) = parsed {
+                let ip = uri.ip;
+                prop_assert!(!ip.is_unspecified() && !ip.is_multicast(), "{}", u);
+            }
         }
     }
 

@@ -73,7 +73,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: Get, path: "/v1/vms/{name}", summary: "One VM", request: Body::None, ok: (200, Body::Json(s::<VmView>)), errors: &[AUTH, 404, 422], auth: true },
     Route { method: Delete, path: "/v1/vms/{name}", summary: "Stop and delete a VM", request: Body::None, ok: (200, Body::Json(s::<Deleted>)), errors: &[AUTH, 404, 409, 422], auth: true },
     Route { method: Get, path: "/v1/vms/{name}/samples", summary: "The guest workload's reports, wall-clock stamped", request: Body::None, ok: (200, Body::Json(s::<Vec<WallSample>>)), errors: &[AUTH, 404, 422], auth: true },
-    Route { method: Post, path: "/v1/vms/{name}/qmp", summary: "Run one forwardable QMP command on an incoming VM (agent to agent, for migrations; a URI must be the one this agent made)", request: Body::Json(s::<ForwardedQmp>), ok: (200, Body::Json(s::<QmpReply>)), errors: &[400, AUTH, 404, 409, 413, 422, 502], auth: true },
+    Route { method: Post, path: "/v1/vms/{name}/qmp", summary: "Run one forwardable QMP command on an incoming VM (agent to agent, for migrations; a URI must be the one this agent made; 409 also when QEMU refuses the command in its state)", request: Body::Json(s::<ForwardedQmp>), ok: (200, Body::Json(s::<QmpReply>)), errors: &[400, AUTH, 404, 409, 413, 422, 502], auth: true },
     Route { method: Post, path: "/v1/vms/{name}/migrations", summary: "Migrate this VM to another agent (runs in the background; 409: busy, lost, or the destination is this host)", request: Body::Json(s::<MigrationRequest>), ok: (202, Body::Json(s::<MigrationRecord>)), errors: &[400, AUTH, 404, 409, 413, 422], auth: true },
     Route { method: Get, path: "/v1/migrations", summary: "Every migration this agent was the source of", request: Body::None, ok: (200, Body::Json(s::<Vec<MigrationRecord>>)), errors: &[AUTH], auth: true },
     Route { method: Get, path: "/v1/migrations/{id}", summary: "A migration, with live progress while it runs", request: Body::None, ok: (200, Body::Json(s::<MigrationRecord>)), errors: &[AUTH, 404, 422], auth: true },
@@ -95,10 +95,10 @@ fn error_meaning(code: u16) -> &'static str {
         400 => "malformed request: not JSON, wrong types, unknown or missing fields",
         401 => "missing or wrong bearer token",
         404 => "no such VM or migration",
-        409 => "conflicts with the host's state (name taken, VM busy or lost, not enough free memory, disk or tap absent, destination is this host)",
+        409 => "conflicts with the host's state (name taken, VM busy or lost or not an incoming one, not enough free memory, disk or tap absent, a migration URI this agent did not make, destination is this host), or the VM's QEMU refused a forwarded command in its state or on this host (qmp_class and qmp_desc say why)",
         413 => "body too large",
         414 => "URI too long",
-        422 => "well-formed but invalid values (a working set that does not fit, a setting out of range), or QEMU refused a forwarded command",
+        422 => "well-formed JSON whose values break this document's rules (a pattern, a range, a command outside the forwardable set), or the one rule the schema cannot state: a memtouch working set must fit the VM's memory (see VmConfig.workload)",
         500 => "the agent failed (QEMU did not start, disk error)",
         502 => "the VM's QEMU did not answer",
         _ => "error",
@@ -109,11 +109,11 @@ fn params(path: &str) -> Value {
     let mut out = Vec::new();
     if path.contains("{name}") {
         out.push(json!({"name": "name", "in": "path", "required": true,
-            "schema": {"type": "string", "pattern": crate::names::VM_NAME}}));
+            "schema": crate::names::VM_NAME_SHAPE.schema()}));
     }
     if path.contains("{id}") {
         out.push(json!({"name": "id", "in": "path", "required": true,
-            "schema": {"type": "string", "pattern": crate::names::MIGRATION_ID}}));
+            "schema": crate::names::MIGRATION_ID_SHAPE.schema()}));
     }
     Value::Array(out)
 }
@@ -228,6 +228,36 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(required, vec!["to", "technique"]);
         assert!(schemas["IncomingRequest"]["properties"]["config"].is_object());
+    }
+
+    /// A schema-valid request is refused only for the host's state (404, 409), never for its
+    /// data, but for the one documented cross-field rule: the document says which is which.
+    #[test]
+    fn the_document_says_which_refusals_are_about_the_data() {
+        let doc = document();
+        let responses = &doc["components"]["responses"];
+        let conflict = responses["E409"]["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            conflict.contains("QEMU refused a forwarded command"),
+            "{conflict}"
+        );
+        let invalid = responses["E422"]["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(invalid.contains("VmConfig.workload"), "{invalid}");
+        assert!(!invalid.contains("QEMU"), "{invalid}");
+        let qmp = &doc["paths"]["/v1/vms/{name}/qmp"]["post"]["responses"];
+        assert!(qmp["409"].is_object());
+        let workload = &doc["components"]["schemas"]["VmConfig"]["properties"]["workload"];
+        assert_eq!(
+            workload["description"].as_str(),
+            Some(crate::vm::workload_fit_rule().as_str())
+        );
+        let uri = &doc["components"]["schemas"]["MigrationUri"];
+        assert_eq!(uri["pattern"], crate::names::MIGRATION_URI);
+        assert_eq!(uri["not"]["pattern"], crate::names::MIGRATION_URI_EXCLUDED);
     }
 
     #[test]

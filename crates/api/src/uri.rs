@@ -6,7 +6,7 @@
 //! reaches QEMU. The source also checks that the destination's URI points at the destination
 //! it chose ([`MigrationUri::check_host`]).
 
-use crate::names::{ShapeError, AGENT_URL_SHAPE};
+use crate::names::{Shape, ShapeError, AGENT_URL_SHAPE, MIGRATION_URI_SHAPE};
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -14,6 +14,13 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 use thiserror::Error;
+
+/// The schema of a string of `shape`, with a description.
+fn described(shape: &Shape, description: &str) -> Schema {
+    let mut schema = shape.schema();
+    schema["description"] = description.into();
+    Schema::try_from(schema).unwrap_or_else(|_| json_schema!({"type": "string"}))
+}
 
 /// An agent's base URL: `http(s)://host:port`, validated, without a trailing `/`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -25,8 +32,7 @@ impl JsonSchema for AgentUrl {
         "AgentUrl".into()
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({"type": "string", "pattern": crate::names::AGENT_URL,
-            "description": "An agent base URL: http(s)://host:port"})
+        described(&AGENT_URL_SHAPE, "An agent base URL: http(s)://host:port")
     }
 }
 
@@ -81,9 +87,6 @@ impl fmt::Display for AgentUrl {
     }
 }
 
-/// Pattern of a migration URI in the schema: `tcp:` an IP address and a port.
-pub const MIGRATION_URI: &str = "^tcp:(\\[[0-9A-Fa-f:.]{2,45}\\]|[0-9.]{7,15}):[0-9]{1,5}$";
-
 /// A migration URI Drover made: QEMU listens (or connects) on this IP address and TCP port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -97,15 +100,17 @@ impl JsonSchema for MigrationUri {
         "MigrationUri".into()
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({"type": "string", "pattern": MIGRATION_URI,
-            "description": "tcp:ADDRESS:PORT, made by the side that listens"})
+        described(
+            &MIGRATION_URI_SHAPE,
+            "tcp:ADDRESS:PORT, made by the side that listens",
+        )
     }
 }
 
 /// A migration URI that is not Drover's own.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum UriError {
-    #[error("migration URI '{0}' is not tcp:ADDRESS:PORT with an IP address and a port above 0 (Drover makes no other kind)")]
+    #[error("migration URI '{0}' is not {expected} (Drover makes no other kind)", expected = MIGRATION_URI_SHAPE.expected)]
     Malformed(String),
     #[error("migration URI '{uri}' does not point at the destination {host}")]
     WrongHost { uri: String, host: String },
@@ -144,8 +149,12 @@ impl fmt::Display for MigrationUri {
 
 impl FromStr for MigrationUri {
     type Err = UriError;
+    /// Reads exactly the strings of [`MIGRATION_URI_SHAPE`], the pattern the schema carries.
     fn from_str(s: &str) -> Result<Self, UriError> {
         let bad = || UriError::Malformed(s.chars().take(80).collect());
+        MIGRATION_URI_SHAPE.check(s).map_err(|_| bad())?;
+        // The shape guarantees `tcp:`, a host Rust reads as an address and a port above 0;
+        // the checks below only keep this function total.
         let rest = s.strip_prefix("tcp:").ok_or_else(bad)?;
         let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
         let host = host
@@ -154,9 +163,6 @@ impl FromStr for MigrationUri {
             .unwrap_or(host);
         let ip: IpAddr = host.parse().map_err(|_| bad())?;
         let port: u16 = port.parse().map_err(|_| bad())?;
-        if port == 0 || ip.is_unspecified() || ip.is_multicast() {
-            return Err(bad());
-        }
         Ok(MigrationUri { ip, port })
     }
 }
@@ -177,6 +183,8 @@ impl From<MigrationUri> for String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn agent_urls_keep_host_and_port() {
@@ -206,6 +214,17 @@ mod tests {
             "tcp:198.18.0.3:1,exec:x",
             "tcp:198.18.0.3",
             "rdma:1.2.3.4:5",
+            // Schemathesis drew this from the old, looser pattern, which the parser refused.
+            "tcp:[00]:0",
+            "tcp:[::]:1",
+            "tcp:[0:0::0.0.0.0]:1",
+            "tcp:[ff02::1]:1",
+            "tcp:239.1.2.3:1",
+            "tcp:::1:5",
+            "tcp:[1.2.3.4]:5",
+            "tcp:1.2.3.4:05",
+            "tcp:1.2.3.4:+5",
+            "tcp:01.2.3.4:5",
         ] {
             assert!(bad.parse::<MigrationUri>().is_err(), "{bad}");
         }
@@ -221,5 +240,140 @@ mod tests {
             u.check_host("h2", &[other]),
             Err(UriError::WrongHost { .. })
         ));
+    }
+
+    /// The migration URI grammar alone (without the exclusions), to compare with Rust's parser.
+    fn grammar() -> regex::Regex {
+        regex::Regex::new(crate::names::MIGRATION_URI).expect("compiles")
+    }
+
+    #[test]
+    fn every_spelling_of_an_address_is_read() {
+        for ok in [
+            "tcp:[1:2:3:4:5:6:7:8]:1",
+            "tcp:[1:2:3:4:5:6:1.2.3.4]:1",
+            "tcp:[::ffff:127.0.0.1]:65535",
+            "tcp:[1::]:1",
+            "tcp:[1:2:3:4:5:6:7::]:1",
+            "tcp:[::2:3:4:5:6:7:8]:1",
+            "tcp:[1:2:3:4:5::1.2.3.4]:1",
+            "tcp:[0001:00AB::Ff]:1",
+            "tcp:[0ff0::1]:1",
+            "tcp:[ff::1]:1",
+            "tcp:255.255.255.255:1",
+            "tcp:0.0.0.1:1",
+        ] {
+            let u: MigrationUri = ok.parse().unwrap_or_else(|e| panic!("{ok}: {e}"));
+            let again: MigrationUri = u.to_string().parse().expect("Display reads back");
+            assert_eq!(again, u);
+        }
+    }
+
+    fn address_ish() -> impl Strategy<Value = String> {
+        let token = prop::sample::select(vec![
+            "",
+            "0",
+            "00",
+            "1",
+            "7",
+            "ab",
+            "FFFF",
+            "ff02",
+            "0000",
+            "12345",
+            "g",
+            ":",
+            "::",
+            ":::",
+            ".",
+            "1.2.3.4",
+            "0.0.0.0",
+            "255",
+            "256",
+            "01",
+            "10.0.0.1",
+            "1.2.3",
+            "224.0.0.1",
+        ]);
+        prop::collection::vec(token, 0..12).prop_map(|t| t.concat())
+    }
+
+    /// A valid address spelled in one of the ways RFC 4291 allows: every group written out
+    /// (with leading zeros and mixed case), a run of zero groups compressed, or an IPv4 tail.
+    fn spelling(groups: [u16; 8], style: u8, zeros: usize, upper: bool) -> String {
+        let hex = |g: u16| {
+            let h = match zeros {
+                0 => format!("{g:x}"),
+                _ => format!("{g:04x}"),
+            };
+            if upper {
+                h.to_uppercase()
+            } else {
+                h
+            }
+        };
+        let all: Vec<String> = groups.iter().map(|&g| hex(g)).collect();
+        match style % 3 {
+            0 => all.join(":"),
+            1 => {
+                let v4 = Ipv4Addr::from(u32::from(groups[6]) << 16 | u32::from(groups[7]));
+                format!("{}:{v4}", all[..6].join(":"))
+            }
+            _ => {
+                // Compress groups[start..end] (zeroed) into `::`.
+                let start = zeros % 8;
+                let end = (start + 1 + zeros % 3).min(8);
+                format!("{}::{}", all[..start].join(":"), all[end..].join(":"))
+            }
+        }
+    }
+
+    fn zero_run(mut groups: [u16; 8], style: u8, zeros: usize) -> [u16; 8] {
+        if style % 3 == 2 {
+            let start = zeros % 8;
+            let end = (start + 1 + zeros % 3).min(8);
+            groups[start..end].iter_mut().for_each(|g| *g = 0);
+        }
+        groups
+    }
+
+    proptest! {
+        /// The pattern the schema carries admits exactly the addresses Rust's parser reads, so
+        /// a schema-valid URI is never refused for its address and vice versa.
+        #[test]
+        fn the_pattern_reads_what_rusts_parser_reads(s in address_ish()) {
+            let v6 = s.parse::<std::net::Ipv6Addr>().is_ok();
+            prop_assert_eq!(grammar().is_match(&format!("tcp:[{s}]:1")), v6, "[{}]", s);
+            let v4 = s.parse::<Ipv4Addr>().is_ok();
+            prop_assert_eq!(grammar().is_match(&format!("tcp:{s}:1")), v4, "{}", s);
+        }
+
+        #[test]
+        fn every_valid_address_is_read_unless_unspecified_or_multicast(
+            groups in prop::array::uniform8(prop_oneof![Just(0u16), Just(0xff02), any::<u16>()]),
+            style in any::<u8>(),
+            zeros in any::<usize>(),
+            upper in any::<bool>(),
+            port in 1u16..,
+        ) {
+            let groups = zero_run(groups, style, zeros);
+            let text = spelling(groups, style, zeros, upper);
+            let ip = IpAddr::V6(text.parse().unwrap_or_else(|e| panic!("{text}: {e}")));
+            prop_assert_eq!(ip, IpAddr::V6(std::net::Ipv6Addr::from(groups)));
+            let uri = format!("tcp:[{text}]:{port}");
+            prop_assert!(grammar().is_match(&uri), "{}", uri);
+            let refused = ip.is_unspecified() || ip.is_multicast();
+            prop_assert_eq!(uri.parse::<MigrationUri>().is_err(), refused, "{}", uri);
+            let v4 = IpAddr::V4(Ipv4Addr::from(u32::from(groups[0]) << 16 | u32::from(groups[1])));
+            let uri4 = format!("tcp:{v4}:{port}");
+            let refused4 = v4.is_unspecified() || v4.is_multicast();
+            prop_assert_eq!(uri4.parse::<MigrationUri>().is_err(), refused4, "{}", uri4);
+            for ip in [ip, v4] {
+                if !(ip.is_unspecified() || ip.is_multicast()) {
+                    let made = MigrationUri::tcp(ip, port);
+                    prop_assert_eq!(made.to_string().parse::<MigrationUri>(), Ok(made));
+                }
+            }
+        }
     }
 }

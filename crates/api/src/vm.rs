@@ -3,7 +3,7 @@
 
 use crate::names::{self, ShapeError};
 use drover_core::wire;
-use drover_guest::fit::{FitError, MIN_GUEST_MEMORY_BYTES};
+use drover_guest::fit::{FitError, GUEST_OVERHEAD_BYTES, MIN_GUEST_MEMORY_BYTES};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -49,10 +49,9 @@ pub struct VmConfig {
     #[serde(deserialize_with = "wire::whole")]
     #[schemars(range(min = 67_108_864u64, max = 1_099_511_627_776u64))]
     pub memory_bytes: u64,
-    /// Guest workload spec. A memtouch working set must fit the guest with about 48 MiB to
-    /// spare (422 otherwise).
+    /// Guest workload spec; see [`workload_fit_rule`] for the one rule the schema cannot state.
     #[serde(default = "idle")]
-    #[schemars(regex(pattern = names::WORKLOAD))]
+    #[schemars(regex(pattern = names::WORKLOAD), description = workload_fit_rule())]
     pub workload: String,
     /// A disk image: a file name inside the agent's storage directory (never a path). It must
     /// exist there (409 otherwise).
@@ -61,6 +60,22 @@ pub struct VmConfig {
     pub disk: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nic: Option<NicConfig>,
+}
+
+/// The schema's description of `workload`, stating the one rule of a VM configuration that
+/// JSON Schema cannot (it compares two fields), with the refusal it gets, word for word as
+/// [`VmConfig::validate`] words it: clients and schema-driven testers can tell this 422 from a
+/// rejection of schema-valid data.
+pub fn workload_fit_rule() -> String {
+    let overhead_mib = GUEST_OVERHEAD_BYTES >> 20;
+    format!(
+        "Guest workload spec. One rule is not in this schema, because it compares two fields: \
+         a memtouch working set plus {overhead_mib} MiB (what the guest itself needs) must not \
+         exceed memory_bytes. A configuration that breaks it is answered 422 with the error \
+         \"workload '<spec>': working set <W> MiB does not fit a <M> MiB guest (the guest itself \
+         needs about {overhead_mib} MiB)\", W and M being the working set and memory_bytes in \
+         whole MiB. No other schema-valid configuration is refused with 422."
+    )
 }
 
 /// Why a VM configuration is refused (all 422: well-formed but not acceptable).
@@ -225,6 +240,31 @@ mod tests {
         let err = vm(r#"{"name":"a","memory_bytes":134217728,"workload":"memtouch:wss=128M"}"#)
             .unwrap_err();
         assert!(err.contains("does not fit"), "{err}");
+    }
+
+    /// The schema states the cross-field rule and quotes its refusal exactly as `validate`
+    /// words it (schemathesis' hook in the contract test tells this 422 apart by it).
+    #[test]
+    fn the_workload_fit_rule_is_documented_as_enforced() {
+        let err = vm(r#"{"name":"a","memory_bytes":134217728,"workload":"memtouch:wss=100M"}"#)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "workload 'memtouch:wss=100M': working set 100 MiB does not fit a 128 MiB guest \
+             (the guest itself needs about 48 MiB)"
+        );
+        let doc = workload_fit_rule();
+        let quoted = "workload '<spec>': working set <W> MiB does not fit a <M> MiB guest (the \
+                      guest itself needs about 48 MiB)";
+        assert!(doc.contains(quoted), "{doc}");
+        assert!(doc.contains("plus 48 MiB"), "{doc}");
+        // The boundary: exactly the working set plus 48 MiB fits.
+        assert!(
+            vm(r#"{"name":"a","memory_bytes":134217728,"workload":"memtouch:wss=80M"}"#).is_ok()
+        );
+        assert!(
+            vm(r#"{"name":"a","memory_bytes":134217727,"workload":"memtouch:wss=80M"}"#).is_err()
+        );
     }
 
     #[test]

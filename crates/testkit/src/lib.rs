@@ -10,8 +10,8 @@ pub mod prereq;
 pub mod procs;
 
 pub use netns::in_netns;
-pub use prereq::{prerequisites_met, Need, IP, QEMU, QEMU_IMG, TC};
-pub use procs::processes_mentioning;
+pub use prereq::{prerequisites_met, Need, IP, QEMU, QEMU_IMG, SCHEMATHESIS, TC};
+pub use procs::{kill_processes_mentioning, processes_mentioning};
 
 /// Returns from the calling test (skip) or panics (under CI) unless every need is met.
 ///

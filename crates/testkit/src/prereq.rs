@@ -31,6 +31,11 @@ pub const TC: Need = Need::Program {
     name: "tc",
     arg: "-V",
 };
+/// Schemathesis' CLI (scripts/setup installs the pinned version and links it on `PATH`).
+pub const SCHEMATHESIS: Need = Need::Program {
+    name: "st",
+    arg: "--version",
+};
 
 impl Need {
     /// Why this need is not met, or None when it is.

@@ -32,7 +32,11 @@ pub enum ApiError {
     /// Well-formed but invalid values: 422.
     #[error("{0}")]
     Invalid(String),
-    /// QEMU refused a forwarded QMP command: 422 with QEMU's error class.
+    /// QEMU refused a forwarded QMP command: 409 with QEMU's error class. The command is one
+    /// of the allowlisted set with arguments of its type (anything else is 400 or 422 before
+    /// QEMU sees it), so QEMU's refusal is about its own state or host: the capabilities set
+    /// so far (postcopy-preempt needs postcopy-ram), its accelerator (dirty-limit needs KVM's
+    /// dirty ring), an incoming migration already started, nothing to recover.
     #[error("QMP command '{command}' failed: {class}: {desc}")]
     Qmp {
         command: String,
@@ -57,7 +61,8 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
-            ApiError::Invalid(_) | ApiError::Qmp { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Qmp { .. } => StatusCode::CONFLICT,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -205,5 +210,11 @@ mod tests {
         assert_eq!(e.status(), 404);
         let e: ApiError = crate::vms::VmsError::Exists("vm".into()).into();
         assert_eq!(e.status(), 409);
+        let refused = ApiError::Qmp {
+            command: "migrate-set-capabilities".into(),
+            class: "GenericError".into(),
+            desc: "Postcopy preempt requires postcopy-ram".into(),
+        };
+        assert_eq!(refused.status(), 409);
     }
 }
