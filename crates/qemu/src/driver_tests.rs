@@ -217,6 +217,9 @@ async fn non_converging_precopy_escalates_then_cancels_and_vm_stays() {
         ["raise-downtime", "throttle-auto-converge", "cancel"]
     );
     assert!(r.world.lock().expect("lock").cancelled);
+    // QEMU's reply after the cancel has no RAM figures; the record keeps the last ones.
+    let ram = run.outcome.last.ram.expect("figures kept");
+    assert!(ram.transferred > 0 && ram.dirty_sync_count > 1, "{ram:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -277,9 +277,9 @@ impl MigrationResult {
             total_ms: o.ended_ms.saturating_sub(o.started_ms),
             downtime_ms: downtime_ms(f),
             switchover_ms,
-            transferred_bytes: o.last.transferred,
-            precopy_rounds: o.last.dirty_sync_count,
-            postcopy_requests: o.last.postcopy_requests,
+            transferred_bytes: o.last.transferred(),
+            precopy_rounds: o.last.ram.map_or(0, |r| r.dirty_sync_count),
+            postcopy_requests: o.last.ram.map_or(0, |r| r.postcopy_requests),
             throughput_before: t.before,
             throughput_during: t.during,
             throughput_after: t.after,
@@ -294,7 +294,7 @@ impl MigrationResult {
 #[cfg(test)]
 mod assemble_tests {
     use super::*;
-    use crate::migration::progress::Progress;
+    use crate::migration::progress::{Progress, RamProgress};
     use crate::migration::source::SourceOutcome;
 
     #[test]
@@ -309,9 +309,13 @@ mod assemble_tests {
             watchdog_actions: vec![],
             error: None,
             last: Progress {
-                transferred: 300,
-                dirty_sync_count: 2,
-                postcopy_requests: 9,
+                ram: Some(RamProgress {
+                    transferred: 300,
+                    remaining: 0,
+                    total: 256,
+                    dirty_sync_count: 2,
+                    postcopy_requests: 9,
+                }),
                 downtime_ms: Some(45),
                 ..Progress::default()
             },

@@ -119,7 +119,17 @@ pub struct Running {
     pub recoveries: u32,
     /// When recovery was last started; QEMU stays "paused" for a moment after that.
     pub last_recovery_ms: Option<u64>,
+    /// The last figures QEMU reported (a poll without them keeps the earlier ones).
     pub last: Progress,
+}
+
+impl Running {
+    /// Folds a poll into `last` and returns the merged view: QEMU drops its RAM figures once a
+    /// migration is cancelled or has failed, and the record must still say what was sent.
+    fn record(&mut self, p: Progress) -> Progress {
+        self.last = p.carried_from(&self.last);
+        self.last.clone()
+    }
 }
 
 /// How long a started recovery may take before the machine tries again.
@@ -139,6 +149,8 @@ pub struct SourceOutcome {
     pub postcopy_started_ms: Option<u64>,
     pub watchdog_actions: Vec<WatchdogAction>,
     pub error: Option<String>,
+    /// The last figures QEMU reported, whatever the end: a cancelled or failed migration keeps
+    /// what it had sent.
     pub last: Progress,
 }
 
@@ -305,8 +317,8 @@ impl SourceMachine {
     }
 
     fn precopy_progress(&self, mut run: Running, p: Progress) -> (SourceState, Step) {
+        let p = run.record(p);
         let now = p.now_ms;
-        run.last = p.clone();
         match p.status {
             Some(MigrationStatus::Completed) => {
                 let converged = run.watchdog.fired().is_empty();
@@ -354,10 +366,8 @@ impl SourceMachine {
             // Waiting for QEMU to switch; the watchdog's pre-copy ladder no longer applies.
             return (SourceState::Precopy(run), Ok(actions));
         }
-        match run
-            .watchdog
-            .observe(p.now_ms, p.dirty_sync_count, p.remaining)
-        {
+        let (syncs, remaining) = p.ram.map_or((0, 0), |r| (r.dirty_sync_count, r.remaining));
+        match run.watchdog.observe(p.now_ms, syncs, remaining) {
             None => (SourceState::Precopy(run), Ok(actions)),
             Some(WatchdogAction::RaiseDowntime { downtime_ms }) => {
                 let update = ParameterUpdate {
@@ -391,19 +401,20 @@ impl SourceMachine {
 
     fn hybrid_due(&self, p: &Progress) -> bool {
         let h = self.plan.hybrid;
-        let completed_passes = p.dirty_sync_count.saturating_sub(1);
-        let fraction_sent = if p.total == 0 {
+        let Some(ram) = p.ram else { return false };
+        let completed_passes = ram.dirty_sync_count.saturating_sub(1);
+        let fraction_sent = if ram.total == 0 {
             0.0
         } else {
-            p.transferred as f64 / p.total as f64
+            ram.transferred as f64 / ram.total as f64
         };
         completed_passes >= u64::from(h.max_rounds.max(1))
-            || (p.total > 0 && fraction_sent >= h.ram_fraction)
+            || (ram.total > 0 && fraction_sent >= h.ram_fraction)
     }
 
     fn postcopy_progress(&self, mut run: Running, p: Progress) -> (SourceState, Step) {
+        let p = run.record(p);
         let now = p.now_ms;
-        run.last = p.clone();
         run.postcopy_started_ms.get_or_insert(now);
         match p.status {
             Some(MigrationStatus::Completed) => (
@@ -423,8 +434,8 @@ impl SourceMachine {
     }
 
     fn paused_progress(&self, mut run: Running, p: Progress) -> (SourceState, Step) {
+        let p = run.record(p);
         let now = p.now_ms;
-        run.last = p.clone();
         match p.status {
             Some(MigrationStatus::PostcopyPaused) => {
                 if run
@@ -459,8 +470,8 @@ impl SourceMachine {
     }
 
     fn cancelling_progress(&self, mut run: Running, p: Progress) -> (SourceState, Step) {
+        let p = run.record(p);
         let now = p.now_ms;
-        run.last = p.clone();
         match p.status {
             Some(MigrationStatus::Cancelled) => {
                 let reason = if run.watchdog.fired().last() == Some(&WatchdogAction::Cancel) {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::migration::progress::RamProgress;
 use crate::migration::watchdog::{ThrottleKind, WatchdogPolicy};
 
 const MIB: u64 = 1 << 20;
@@ -13,10 +14,13 @@ fn progress(
     SourceEvent::Progress(Progress {
         now_ms,
         status: Some(status),
-        transferred,
-        remaining,
-        total: 256 * MIB,
-        dirty_sync_count: sync,
+        ram: Some(RamProgress {
+            transferred,
+            remaining,
+            total: 256 * MIB,
+            dirty_sync_count: sync,
+            postcopy_requests: 0,
+        }),
         ..Progress::default()
     })
 }
@@ -412,4 +416,104 @@ fn invalid_transitions_are_typed_and_leave_state_alone() {
         m.handle(SourceEvent::Configured),
         Err(SourceError::AlreadyEnded)
     );
+}
+
+/// A poll as QEMU 10 answers once a migration has ended badly: a status and no RAM block.
+fn bare(now_ms: u64, status: MigrationStatus) -> SourceEvent {
+    SourceEvent::Progress(Progress {
+        now_ms,
+        status: Some(status),
+        ..Progress::default()
+    })
+}
+
+/// The record a finished machine gives.
+fn record(m: &SourceMachine) -> crate::migration::MigrationResult {
+    let outcome = m.outcome().expect("done");
+    crate::migration::MigrationResult::assemble(&crate::migration::RunFacts {
+        requested: Technique::Precopy,
+        chosen: Technique::Precopy,
+        reason: "test",
+        outcome,
+        dest_running_ms: None,
+        pause_ms: None,
+        samples: &[],
+    })
+}
+
+#[test]
+fn every_end_keeps_the_last_figures_qemu_reported() {
+    type Ending = fn(&mut SourceMachine);
+    let endings: [(EndStatus, Ending); 4] = [
+        (EndStatus::Cancelled, |m| {
+            m.handle(SourceEvent::CancelRequested { now_ms: 3_100 })
+                .expect("valid");
+            m.handle(bare(3_150, MigrationStatus::Cancelling))
+                .expect("valid");
+            m.handle(bare(3_200, MigrationStatus::Cancelled))
+                .expect("valid");
+        }),
+        (EndStatus::Cancelled, |m| {
+            // Past the watchdog's deadline: it cancels, QEMU then reports no figures.
+            let actions = m
+                .handle(progress(
+                    70_000,
+                    MigrationStatus::Active,
+                    3,
+                    900 * MIB,
+                    90 * MIB,
+                ))
+                .expect("valid");
+            assert_eq!(actions, vec![SourceAction::Cancel]);
+            m.handle(bare(70_100, MigrationStatus::Cancelled))
+                .expect("valid");
+        }),
+        (EndStatus::Failed, |m| {
+            m.handle(bare(3_200, MigrationStatus::Failed))
+                .expect("valid");
+        }),
+        (EndStatus::Completed, |m| {
+            m.handle(bare(3_200, MigrationStatus::Completed))
+                .expect("valid");
+        }),
+    ];
+    for (end, ending) in endings {
+        let mut m = started(MigrationPlan::fixed(Technique::Precopy));
+        m.handle(SourceEvent::MigrateIssued { now_ms: 0 })
+            .expect("issued");
+        for (t, sync, sent) in [(1_000, 1, 300), (2_000, 2, 600), (3_000, 3, 900)] {
+            m.handle(progress(
+                t,
+                MigrationStatus::Active,
+                sync,
+                sent * MIB,
+                100 * MIB,
+            ))
+            .expect("valid");
+        }
+        ending(&mut m);
+        assert_eq!(status(&m), end);
+        let r = record(&m);
+        assert!(r.transferred_bytes >= 900 * MIB, "{end:?}: {r:?}");
+        assert_eq!(r.precopy_rounds, 3, "{end:?}");
+    }
+}
+
+#[test]
+fn a_smaller_counter_from_qemu_does_not_lower_the_record() {
+    let mut m = started(MigrationPlan::fixed(Technique::Postcopy));
+    m.handle(SourceEvent::MigrateIssued { now_ms: 0 })
+        .expect("issued");
+    m.handle(progress(
+        50,
+        MigrationStatus::PostcopyActive,
+        2,
+        200 * MIB,
+        MIB,
+    ))
+    .expect("valid");
+    m.handle(progress(90, MigrationStatus::Completed, 1, 10 * MIB, 0))
+        .expect("valid");
+    let r = record(&m);
+    assert_eq!((r.transferred_bytes, r.precopy_rounds), (200 * MIB, 2));
 }

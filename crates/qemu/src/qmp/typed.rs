@@ -2,7 +2,7 @@
 
 use super::{Qmp, QmpError};
 use async_trait::async_trait;
-use drover_core::migration::{Capability, MigrationStatus, ParameterUpdate, Progress};
+use drover_core::migration::{Capability, MigrationStatus, ParameterUpdate, Progress, RamProgress};
 use serde_json::{json, Map, Value};
 
 /// `query-status`, reduced to what Drover needs.
@@ -33,15 +33,22 @@ pub fn parse_progress(now_ms: u64, v: &Value) -> Result<Progress, QmpError> {
                 .map_err(|e| reply_error("query-migrate", e.to_string()))?,
         ),
     };
-    let ram = v.get("ram").cloned().unwrap_or(Value::Null);
+    // QEMU leaves `ram` out before the start and after a cancel or failure: not reported is
+    // not the same as nothing sent.
+    let ram = v
+        .get("ram")
+        .filter(|r| r.is_object())
+        .map(|ram| RamProgress {
+            transferred: u64_at(ram, "transferred"),
+            remaining: u64_at(ram, "remaining"),
+            total: u64_at(ram, "total"),
+            dirty_sync_count: u64_at(ram, "dirty-sync-count"),
+            postcopy_requests: u64_at(ram, "postcopy-requests"),
+        });
     Ok(Progress {
         now_ms,
         status,
-        transferred: u64_at(&ram, "transferred"),
-        remaining: u64_at(&ram, "remaining"),
-        total: u64_at(&ram, "total"),
-        dirty_sync_count: u64_at(&ram, "dirty-sync-count"),
-        postcopy_requests: u64_at(&ram, "postcopy-requests"),
+        ram,
         downtime_ms: v.get("downtime").and_then(Value::as_u64),
         total_time_ms: v.get("total-time").and_then(Value::as_u64),
         throttle_pct: v.get("cpu-throttle-percentage").and_then(Value::as_u64),
@@ -220,15 +227,24 @@ mod tests {
         });
         let p = parse_progress(42, &v).expect("parse");
         assert_eq!(p.status, Some(MigrationStatus::Active));
+        let ram = p.ram.expect("ram block");
         assert_eq!(
-            (p.transferred, p.remaining, p.total, p.dirty_sync_count),
+            (
+                ram.transferred,
+                ram.remaining,
+                ram.total,
+                ram.dirty_sync_count
+            ),
             (1000, 2000, 4000, 3)
         );
-        assert_eq!(p.postcopy_requests, 7);
+        assert_eq!(ram.postcopy_requests, 7);
         assert_eq!(p.total_time_ms, Some(1234));
         assert_eq!(p.now_ms, 42);
         assert!(parse_progress(0, &json!({"status": "bogus"})).is_err());
         assert_eq!(parse_progress(0, &json!({})).expect("empty").status, None);
+        // QEMU 10 after a cancel: no RAM block, which is "not reported", not zero.
+        let cancelled = parse_progress(0, &json!({"status": "cancelled"})).expect("parse");
+        assert_eq!(cancelled.ram, None);
     }
 
     #[test]
