@@ -11,7 +11,7 @@ use crate::launcher::Accel;
 use crate::metrics::{Clock, Samples};
 use crate::qmp::{Qmp, QmpError};
 use crate::vm::{LocalLauncher, VmError};
-use drover_core::migration::result::{MIN_DURING_MS, SIDE_WINDOW_MS};
+use drover_core::migration::result::SIDE_WINDOW_MS;
 use drover_core::migration::{
     CostParams, MigrationPlan, MigrationResult, OpsSample, PlanKnobs, Technique, VmProfile,
 };
@@ -175,15 +175,15 @@ pub async fn run_one(
             samples.clone(),
         )
         .await?;
-    let o = &run.outcome;
-    let window_end = o.ended_ms.max(o.started_ms + MIN_DURING_MS) + SIDE_WINDOW_MS + 300;
+    let span = run.span();
+    let window_end = span.samples_until_ms() + 300;
     tokio::time::sleep(Duration::from_millis(
         window_end.saturating_sub(clock.now_ms()),
     ))
     .await;
     let snapshot = samples.snapshot();
-    if !reported_after(&snapshot, o.ended_ms) {
-        let (host, run_dir) = match o.vm_on_destination {
+    if !reported_after(&snapshot, span.over_ms()) {
+        let (host, run_dir) = match run.outcome.vm_on_destination {
             true => ("destination", dir.path().join("dst")),
             false => ("source", src_dir),
         };

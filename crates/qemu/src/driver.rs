@@ -70,6 +70,13 @@ pub struct MigrationRun {
 }
 
 impl MigrationRun {
+    /// The run's instants: start, guest first running on the destination, over (see
+    /// `drover_core::migration::result`). Keep sampling the workload until
+    /// `span().samples_until_ms()` for a complete record.
+    pub fn span(&self) -> drover_core::migration::result::Span {
+        drover_core::migration::result::Span::of(&self.outcome, self.dest_running_ms)
+    }
+
     /// The run's record, with the workload samples the metrics readers collected.
     pub fn result(
         &self,

@@ -17,6 +17,9 @@ struct World {
     source_paused: bool,
     source_dies_after: Option<u64>,
     fail_at_poll: Option<u64>,
+    /// The destination resumes the guest only after this many looks past completion.
+    dest_lag: u64,
+    dest_looks_after_done: u64,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -89,7 +92,7 @@ fn progress(w: &mut World) -> Value {
 
 fn dest(world: Shared) -> ScriptedQmp {
     ScriptedQmp::new(move |cmd, _args| {
-        let w = world.lock().expect("lock");
+        let mut w = world.lock().expect("lock");
         match cmd {
             "query-migrate-capabilities" => Ok(caps()),
             "migrate-incoming" if w.incoming_fails => Err(QmpError::Command {
@@ -97,9 +100,15 @@ fn dest(world: Shared) -> ScriptedQmp {
                 class: "GenericError".into(),
                 desc: "Failed to bind socket: Address already in use".into(),
             }),
-            "query-status" => Ok(
-                json!({"running": w.done || (w.postcopy && w.polls >= 2), "status": "inmigrate"}),
-            ),
+            "query-status" => {
+                if w.done {
+                    w.dest_looks_after_done += 1;
+                }
+                let resumed = w.done && w.dest_looks_after_done > w.dest_lag;
+                Ok(
+                    json!({"running": resumed || (w.postcopy && w.polls >= 2), "status": "inmigrate"}),
+                )
+            }
             "query-migrate" => Ok(json!({"status": if w.done {"completed"} else {"active"}})),
             _ => Ok(json!({})),
         }
@@ -295,4 +304,23 @@ fn pause_is_resume_minus_last_stop_before_it() {
     assert_eq!(switchover_pause_ms(&source, &dest), Some(45));
     assert_eq!(switchover_pause_ms(&source, &[]), None);
     assert_eq!(switchover_pause_ms(&[], &dest), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn switchover_never_exceeds_total_when_the_destination_resumes_late() {
+    let r = rig(|w| w.dest_lag = 3);
+    let run = run(&r, MigrationPlan::fixed(Technique::Precopy), None)
+        .await
+        .expect("run");
+    let o = &run.outcome;
+    let seen = run.dest_running_ms.expect("destination ran the guest");
+    assert!(
+        seen > o.ended_ms,
+        "the lag must show: {seen} vs {}",
+        o.ended_ms
+    );
+    let record = run.result(&[]);
+    let switchover = record.switchover_ms.expect("switchover");
+    assert!(switchover <= record.total_ms, "{record:?}");
+    assert_eq!(record.total_ms, seen - o.started_ms);
 }

@@ -5,7 +5,6 @@ use crate::AgentState;
 use drover_api::{
     unix_ms, AgentClient, IncomingReply, IncomingRequest, MigrationRequest, MigrationState,
 };
-use drover_core::migration::result::{MIN_DURING_MS, SIDE_WINDOW_MS};
 use drover_core::migration::{
     CostParams, EndStatus, MigrationPlan, OpsSample, Technique, VmProfile,
 };
@@ -119,8 +118,7 @@ async fn drive(
         })
         .map_err(|e| e.to_string())?;
     if measuring {
-        let o = &run.outcome;
-        let window_end = o.ended_ms.max(o.started_ms + MIN_DURING_MS) + SIDE_WINDOW_MS + 300;
+        let window_end = run.span().samples_until_ms() + 300;
         tokio::time::sleep(Duration::from_millis(
             window_end.saturating_sub(clock.now_ms()),
         ))

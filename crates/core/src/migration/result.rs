@@ -5,12 +5,31 @@
 //! paused, so guest-computed rates would hide the very downtime we measure. Between reports the
 //! counter is interpolated linearly.
 //!
-//! Windows, with `start` and `end` the migration's:
+//! # Times
+//!
+//! Every time in the record comes from one [`Span`], stamped on the driver's clock (the host's
+//! monotonic clock, the same one the guest's reports are stamped with):
+//! - **start**: QEMU accepted `migrate`.
+//! - **switched**: the destination was first seen running the guest (polled with the source).
+//!   Only when the guest ended on the destination.
+//! - **over**: the migration is over once the source QEMU has reported its end (completed,
+//!   failed, cancelled, or paused by Drover) *and*, if the guest moved, the guest runs on the
+//!   destination, whichever is later. A pre-copy's source reports completion a moment before the
+//!   destination resumes the guest; a post-copy's guest runs on the destination long before the
+//!   source completes. Either way the migration is not over until both are true.
+//!
+//! `total_ms = over - start` and `switchover_ms = switched - start`. Since `over` is the later
+//! of the source's end and `switched`, `switchover_ms <= total_ms` holds by construction.
+//! (The pause, `downtime_ms`, comes from QEMU's own STOP/RESUME event stamps instead.)
+//!
+//! # Windows
+//!
+//! With `start` and `over` from the span:
 //! - before: `[start - 3 s, start]`
-//! - during: `[start, max(end, start + 10 s)]` (degradation is judged over this one)
-//! - after:  `[max(end, start + 10 s), +3 s]`
+//! - during: `[start, max(over, start + 10 s)]` (degradation is judged over this one)
+//! - after:  `[max(over, start + 10 s), +3 s]`
 
-use super::source::EndStatus;
+use super::source::{EndStatus, SourceOutcome};
 use super::technique::Technique;
 use super::watchdog::WatchdogAction;
 use serde::{Deserialize, Serialize};
@@ -19,6 +38,63 @@ use serde::{Deserialize, Serialize};
 pub const SIDE_WINDOW_MS: u64 = 3_000;
 /// Shortest "during" window.
 pub const MIN_DURING_MS: u64 = 10_000;
+
+/// A run's instants on the driver's clock (see the module doc). Built by [`Span::of`] only, so
+/// `switched <= over` always holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// QEMU accepted `migrate`, ms.
+    started_ms: u64,
+    /// The guest first seen running on the destination, ms; None unless it ended there.
+    switched_ms: Option<u64>,
+    /// The migration was over, ms.
+    over_ms: u64,
+}
+
+impl Span {
+    /// The span of a finished run, from the source's outcome and the moment the destination was
+    /// first seen running the guest (same clock).
+    pub fn of(outcome: &SourceOutcome, dest_running_ms: Option<u64>) -> Span {
+        let switched_ms = dest_running_ms.filter(|_| outcome.vm_on_destination);
+        let source_end = outcome.ended_ms.max(outcome.started_ms);
+        Span {
+            started_ms: outcome.started_ms,
+            switched_ms,
+            over_ms: switched_ms.map_or(source_end, |t| source_end.max(t)),
+        }
+    }
+
+    /// When the migration started, ms (driver clock).
+    pub fn started_ms(&self) -> u64 {
+        self.started_ms
+    }
+
+    /// When the migration was over, ms (driver clock).
+    pub fn over_ms(&self) -> u64 {
+        self.over_ms
+    }
+
+    /// Start to over, ms.
+    pub fn total_ms(&self) -> u64 {
+        self.over_ms - self.started_ms
+    }
+
+    /// Start until the guest first ran on the destination, ms; never more than
+    /// [`Span::total_ms`].
+    pub fn switchover_ms(&self) -> Option<u64> {
+        self.switched_ms.map(|t| t.saturating_sub(self.started_ms))
+    }
+
+    /// End of the "during" window, ms (driver clock).
+    pub fn during_end_ms(&self) -> u64 {
+        self.over_ms.max(self.started_ms + MIN_DURING_MS)
+    }
+
+    /// End of the "after" window: guest reports are needed until then, ms (driver clock).
+    pub fn samples_until_ms(&self) -> u64 {
+        self.during_end_ms() + SIDE_WINDOW_MS
+    }
+}
 
 /// One guest report as the host received it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -67,12 +143,13 @@ pub struct Throughput {
 
 /// Computes the three windows (samples sorted by `host_ms`). Missing coverage counts as zero
 /// work, since a guest that stops reporting is not working for us either.
-pub fn throughput(samples: &[OpsSample], start_ms: u64, end_ms: u64) -> Throughput {
-    let window_end = end_ms.max(start_ms + MIN_DURING_MS);
+pub fn throughput(samples: &[OpsSample], span: &Span) -> Throughput {
+    let start_ms = span.started_ms();
+    let window_end = span.during_end_ms();
     let before =
         mean_rate(samples, start_ms.saturating_sub(SIDE_WINDOW_MS), start_ms).unwrap_or(0.0);
     let during = mean_rate(samples, start_ms, window_end).unwrap_or(0.0);
-    let after = mean_rate(samples, window_end, window_end + SIDE_WINDOW_MS).unwrap_or(0.0);
+    let after = mean_rate(samples, window_end, span.samples_until_ms()).unwrap_or(0.0);
     let degradation_pct = if before > 0.0 {
         100.0 * (1.0 - during / before)
     } else {
@@ -107,9 +184,12 @@ pub struct MigrationResult {
     pub status: EndStatus,
     /// Completed within its own parameters, without watchdog escalation.
     pub converged: bool,
+    /// Start until the migration was over, ms (see the module doc's "Times").
     pub total_ms: u64,
+    /// The guest's pause at switchover, ms (QEMU's STOP/RESUME stamps).
     pub downtime_ms: Option<u64>,
-    /// Start until the guest ran on the destination (None if it never did).
+    /// Start until the guest first ran on the destination, ms (None if it never did); never
+    /// more than `total_ms`.
     pub switchover_ms: Option<u64>,
     pub transferred_bytes: u64,
     /// Dirty-bitmap syncs, i.e. passes over memory.
@@ -142,6 +222,15 @@ pub fn watchdog_summary(actions: &[WatchdogAction]) -> String {
 mod tests {
     use super::*;
 
+    /// A run from `start` whose source ended at `end`, the guest staying on the source.
+    fn span(start: u64, end: u64) -> Span {
+        Span {
+            started_ms: start,
+            switched_ms: None,
+            over_ms: end,
+        }
+    }
+
     /// A guest doing `rate` ops/s, reporting every 100 ms, paused over `[pause_from, pause_to)`.
     fn samples(rate: u64, until: u64, pause_from: u64, pause_to: u64) -> Vec<OpsSample> {
         let mut out = Vec::new();
@@ -164,7 +253,7 @@ mod tests {
     #[test]
     fn steady_workload_has_no_degradation() {
         let s = samples(1000, 20_000, u64::MAX, u64::MAX);
-        let t = throughput(&s, 5_000, 6_000);
+        let t = throughput(&s, &span(5_000, 6_000));
         assert!((t.before - 1000.0).abs() < 1e-9);
         assert!((t.during - 1000.0).abs() < 1e-9);
         assert!((t.after - 1000.0).abs() < 1e-9);
@@ -174,14 +263,14 @@ mod tests {
     #[test]
     fn one_second_pause_in_ten_second_window_is_ten_percent() {
         let s = samples(1000, 20_000, 6_000, 7_000);
-        let t = throughput(&s, 5_000, 5_500);
+        let t = throughput(&s, &span(5_000, 5_500));
         assert!((t.degradation_pct - 10.0).abs() < 1e-6, "{t:?}");
     }
 
     #[test]
     fn long_migration_extends_the_window() {
         let s = samples(1000, 40_000, 6_000, 8_000);
-        let t = throughput(&s, 5_000, 25_000);
+        let t = throughput(&s, &span(5_000, 25_000));
         // 2 s lost over 20 s.
         assert!((t.degradation_pct - 10.0).abs() < 1e-6, "{t:?}");
     }
@@ -189,11 +278,11 @@ mod tests {
     #[test]
     fn uncovered_windows_count_as_zero_and_idle_is_not_degraded() {
         let s = samples(1000, 8_000, u64::MAX, u64::MAX);
-        let t = throughput(&s, 5_000, 5_100);
+        let t = throughput(&s, &span(5_000, 5_100));
         assert_eq!(t.during, 0.0);
         assert!((t.degradation_pct - 100.0).abs() < 1e-9);
         let idle = samples(0, 30_000, u64::MAX, u64::MAX);
-        assert_eq!(throughput(&idle, 5_000, 6_000).degradation_pct, 0.0);
+        assert_eq!(throughput(&idle, &span(5_000, 6_000)).degradation_pct, 0.0);
     }
 
     #[test]
@@ -262,21 +351,17 @@ impl MigrationResult {
     /// Builds the record from what the driver and the metrics reader saw.
     pub fn assemble(f: &RunFacts<'_>) -> Self {
         let o = f.outcome;
-        let t = throughput(f.samples, o.started_ms, o.ended_ms);
-        let switchover_ms = if o.vm_on_destination {
-            f.dest_running_ms.map(|ms| ms.saturating_sub(o.started_ms))
-        } else {
-            None
-        };
+        let span = Span::of(o, f.dest_running_ms);
+        let t = throughput(f.samples, &span);
         MigrationResult {
             technique: f.requested,
             chosen: f.chosen,
             reason: f.reason.to_string(),
             status: o.status,
             converged: o.converged,
-            total_ms: o.ended_ms.saturating_sub(o.started_ms),
+            total_ms: span.total_ms(),
             downtime_ms: downtime_ms(f),
-            switchover_ms,
+            switchover_ms: span.switchover_ms(),
             transferred_bytes: o.last.transferred(),
             precopy_rounds: o.last.ram.map_or(0, |r| r.dirty_sync_count),
             postcopy_requests: o.last.ram.map_or(0, |r| r.postcopy_requests),
@@ -295,7 +380,53 @@ impl MigrationResult {
 mod assemble_tests {
     use super::*;
     use crate::migration::progress::{Progress, RamProgress};
-    use crate::migration::source::SourceOutcome;
+
+    fn outcome(started_ms: u64, ended_ms: u64, vm_on_destination: bool) -> SourceOutcome {
+        SourceOutcome {
+            status: EndStatus::Completed,
+            converged: true,
+            vm_on_destination,
+            started_ms,
+            ended_ms,
+            postcopy_started_ms: None,
+            watchdog_actions: vec![],
+            error: None,
+            last: Progress::default(),
+        }
+    }
+
+    #[test]
+    fn precopy_is_over_when_the_destination_runs_the_guest() {
+        // The source reports completion at 950; the destination is seen running at 980.
+        let span = Span::of(&outcome(0, 950, true), Some(980));
+        assert_eq!((span.total_ms(), span.switchover_ms()), (980, Some(980)));
+    }
+
+    #[test]
+    fn postcopy_is_over_when_the_source_completes() {
+        let span = Span::of(&outcome(5_000, 5_600, true), Some(5_120));
+        assert_eq!((span.total_ms(), span.switchover_ms()), (600, Some(120)));
+    }
+
+    #[test]
+    fn a_guest_that_stayed_has_no_switchover() {
+        let span = Span::of(&outcome(0, 700, false), Some(300));
+        assert_eq!((span.total_ms(), span.switchover_ms()), (700, None));
+    }
+
+    #[test]
+    fn switchover_never_exceeds_total() {
+        for ended in (0..2_000).step_by(97) {
+            for seen in (0..3_000).step_by(89) {
+                for moved in [true, false] {
+                    let span = Span::of(&outcome(100, 100 + ended, moved), Some(seen));
+                    let sw = span.switchover_ms().unwrap_or(0);
+                    assert!(sw <= span.total_ms(), "{span:?}");
+                    assert!(span.over_ms() <= span.samples_until_ms());
+                }
+            }
+        }
+    }
 
     #[test]
     fn record_from_a_completed_postcopy_run() {
