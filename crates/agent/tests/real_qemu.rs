@@ -306,7 +306,8 @@ fn vm_lifecycle_migrations_both_ways_and_agent_restart() {
         let r = m.result.as_ref().expect("result");
         assert_ne!(r.chosen, drover_core::migration::Technique::Auto);
         assert!(
-            r.throughput_before > 0.0 && r.throughput_after > 0.0,
+            r.throughput_before.is_some_and(|t| t > 0.0)
+                && r.throughput_after.is_some_and(|t| t > 0.0),
             "{r:?}"
         );
         // The record merged the destination's reports from its measurement window; the claim

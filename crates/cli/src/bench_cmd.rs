@@ -64,6 +64,12 @@ fn opt(v: Option<u64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
 
+/// A measured figure with `decimals`, or `-` when it is unknown.
+fn opt_f(v: Option<f64>, decimals: usize) -> String {
+    v.map(|v| format!("{v:.decimals$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
 fn table_row(row: &BenchRow) -> String {
     let r = &row.result;
     let status = match r.status {
@@ -72,7 +78,7 @@ fn table_row(row: &BenchRow) -> String {
         EndStatus::Cancelled => "cancelled",
     };
     format!(
-        "{:<9} {:<8} {:<10} {:<5} {:>8} {:>9} {:>8} {:>7} {:>7} {:>11} {:>9.0} {:>9.0} {:>9.0} {:>6.1} {:>6}  {}",
+        "{:<9} {:<8} {:<10} {:<5} {:>8} {:>9} {:>8} {:>7} {:>7} {:>11} {:>9} {:>9} {:>9} {:>6} {:>6}  {}",
         r.technique.as_str(),
         r.chosen.as_str(),
         status,
@@ -83,10 +89,10 @@ fn table_row(row: &BenchRow) -> String {
         r.precopy_rounds,
         r.postcopy_requests,
         format_size(r.transferred_bytes),
-        r.throughput_before,
-        r.throughput_during,
-        r.throughput_after,
-        r.degradation_pct,
+        opt_f(r.throughput_before, 0),
+        opt_f(r.throughput_during, 0),
+        opt_f(r.throughput_after, 0),
+        opt_f(r.degradation_pct, 1),
         r.integrity_errors,
         r.watchdog_action,
     )
@@ -121,4 +127,55 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_core::migration::MigrationResult;
+
+    fn row(degradation_pct: Option<f64>, throughput_before: Option<f64>) -> BenchRow {
+        BenchRow {
+            run: 1,
+            memory_bytes: 256 << 20,
+            workload: "idle".into(),
+            bandwidth_bps: None,
+            result: MigrationResult {
+                technique: Technique::Postcopy,
+                chosen: Technique::Postcopy,
+                reason: "requested".into(),
+                status: EndStatus::Completed,
+                converged: true,
+                total_ms: 600,
+                downtime_ms: Some(40),
+                switchover_ms: Some(120),
+                transferred_bytes: 1 << 20,
+                precopy_rounds: 1,
+                postcopy_requests: 3,
+                throughput_before,
+                throughput_during: Some(900.0),
+                throughput_after: Some(1000.0),
+                degradation_pct,
+                integrity_errors: 0,
+                watchdog_action: "none".into(),
+                error: None,
+            },
+        }
+    }
+
+    #[test]
+    fn unknown_figures_print_as_a_dash_not_zero() {
+        let cells: Vec<String> = table_row(&row(None, None))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        // before/s and degr% columns.
+        assert_eq!(
+            (cells[10].as_str(), cells[13].as_str()),
+            ("-", "-"),
+            "{cells:?}"
+        );
+        let known = table_row(&row(Some(10.0), Some(1000.0)));
+        assert!(known.contains(" 10.0 "), "{known}");
+    }
 }

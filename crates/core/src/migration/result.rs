@@ -131,30 +131,42 @@ pub fn mean_rate(samples: &[OpsSample], from: u64, to: u64) -> Option<f64> {
     Some((b - a).max(0.0) * 1000.0 / (to - from) as f64)
 }
 
-/// Throughput before, during and after a migration, and the degradation it implies.
+/// Throughput before, during and after a migration, and the degradation it implies. Each is
+/// None when unknown, never a made-up zero.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Throughput {
-    pub before: f64,
-    pub during: f64,
-    pub after: f64,
-    pub degradation_pct: f64,
+    /// Mean ops/s over the before window; None when the reports do not cover it.
+    pub before: Option<f64>,
+    /// Mean ops/s over the during window; None when the reports do not cover it.
+    pub during: Option<f64>,
+    /// Mean ops/s over the after window; None when the reports do not cover it.
+    pub after: Option<f64>,
+    /// Work lost during the migration, percent of the before rate; see [`degradation_pct`].
+    pub degradation_pct: Option<f64>,
 }
 
-/// Computes the three windows (samples sorted by `host_ms`). Missing coverage counts as zero
-/// work, since a guest that stops reporting is not working for us either.
+/// `100 * (1 - during / before)`, or None when there is no baseline: either rate unknown, or
+/// a before window with no work at all (a workload that had not started yet, or an idle one:
+/// nothing to lose, so no percentage of it).
+pub fn degradation_pct(before: Option<f64>, during: Option<f64>) -> Option<f64> {
+    match (before, during) {
+        (Some(b), Some(d)) if b > 0.0 => Some(100.0 * (1.0 - d / b)),
+        _ => None,
+    }
+}
+
+/// Computes the three windows (samples sorted by `host_ms`). A window the reports do not cover
+/// is unknown, not zero: the reports may not be in yet (the agent writes the record when the
+/// migration ends and again after measuring) or may be lost with a host, and neither says the
+/// guest did no work.
 pub fn throughput(samples: &[OpsSample], span: &Span) -> Throughput {
     let start_ms = span.started_ms();
     let window_end = span.during_end_ms();
-    let before =
-        mean_rate(samples, start_ms.saturating_sub(SIDE_WINDOW_MS), start_ms).unwrap_or(0.0);
-    let during = mean_rate(samples, start_ms, window_end).unwrap_or(0.0);
-    let after = mean_rate(samples, window_end, span.samples_until_ms()).unwrap_or(0.0);
-    let degradation_pct = if before > 0.0 {
-        100.0 * (1.0 - during / before)
-    } else {
-        0.0
-    };
+    let before = mean_rate(samples, start_ms.saturating_sub(SIDE_WINDOW_MS), start_ms);
+    let during = mean_rate(samples, start_ms, window_end);
+    let after = mean_rate(samples, window_end, span.samples_until_ms());
+    let degradation_pct = degradation_pct(before, during);
     Throughput {
         before,
         during,
@@ -195,10 +207,15 @@ pub struct MigrationResult {
     /// Dirty-bitmap syncs, i.e. passes over memory.
     pub precopy_rounds: u64,
     pub postcopy_requests: u64,
-    pub throughput_before: f64,
-    pub throughput_during: f64,
-    pub throughput_after: f64,
-    pub degradation_pct: f64,
+    /// Workload ops/s before the migration (null: unknown).
+    pub throughput_before: Option<f64>,
+    /// Workload ops/s while it ran (null: unknown).
+    pub throughput_during: Option<f64>,
+    /// Workload ops/s after it (null: unknown).
+    pub throughput_after: Option<f64>,
+    /// Work lost while it ran, percent of the before rate (null: unknown, or no work before
+    /// to compare with).
+    pub degradation_pct: Option<f64>,
     pub integrity_errors: u64,
     /// Watchdog escalations in order, comma-separated, or "none".
     pub watchdog_action: String,
@@ -254,17 +271,20 @@ mod tests {
     fn steady_workload_has_no_degradation() {
         let s = samples(1000, 20_000, u64::MAX, u64::MAX);
         let t = throughput(&s, &span(5_000, 6_000));
-        assert!((t.before - 1000.0).abs() < 1e-9);
-        assert!((t.during - 1000.0).abs() < 1e-9);
-        assert!((t.after - 1000.0).abs() < 1e-9);
-        assert!(t.degradation_pct.abs() < 1e-9);
+        for rate in [t.before, t.during, t.after] {
+            assert!((rate.expect("covered") - 1000.0).abs() < 1e-9, "{t:?}");
+        }
+        assert!(t.degradation_pct.expect("known").abs() < 1e-9);
     }
 
     #[test]
     fn one_second_pause_in_ten_second_window_is_ten_percent() {
         let s = samples(1000, 20_000, 6_000, 7_000);
         let t = throughput(&s, &span(5_000, 5_500));
-        assert!((t.degradation_pct - 10.0).abs() < 1e-6, "{t:?}");
+        assert!(
+            (t.degradation_pct.expect("known") - 10.0).abs() < 1e-6,
+            "{t:?}"
+        );
     }
 
     #[test]
@@ -272,17 +292,40 @@ mod tests {
         let s = samples(1000, 40_000, 6_000, 8_000);
         let t = throughput(&s, &span(5_000, 25_000));
         // 2 s lost over 20 s.
-        assert!((t.degradation_pct - 10.0).abs() < 1e-6, "{t:?}");
+        assert!(
+            (t.degradation_pct.expect("known") - 10.0).abs() < 1e-6,
+            "{t:?}"
+        );
     }
 
     #[test]
-    fn uncovered_windows_count_as_zero_and_idle_is_not_degraded() {
+    fn uncovered_windows_are_unknown_not_zero() {
+        // Reports end at 8 s: the during window [5 s, 15 s] and the after window are unknown.
         let s = samples(1000, 8_000, u64::MAX, u64::MAX);
         let t = throughput(&s, &span(5_000, 5_100));
-        assert_eq!(t.during, 0.0);
-        assert!((t.degradation_pct - 100.0).abs() < 1e-9);
+        assert!(t.before.is_some());
+        assert_eq!((t.during, t.after, t.degradation_pct), (None, None, None));
+    }
+
+    #[test]
+    fn no_work_before_means_no_degradation_figure() {
+        // Idle throughout: nothing to lose.
         let idle = samples(0, 30_000, u64::MAX, u64::MAX);
-        assert_eq!(throughput(&idle, &span(5_000, 6_000)).degradation_pct, 0.0);
+        let t = throughput(&idle, &span(5_000, 6_000));
+        assert_eq!((t.before, t.degradation_pct), (Some(0.0), None));
+        // A workload that starts only after the migration began (e.g. after a link cut during
+        // post-copy): the before window saw no work, so its degradation is unknown, not 0 %.
+        let late: Vec<OpsSample> = (0..=300)
+            .map(|i| OpsSample {
+                host_ms: i * 100,
+                ops: (i * 100).saturating_sub(12_000),
+                integrity_errors: 0,
+            })
+            .collect();
+        let t = throughput(&late, &span(5_000, 6_000));
+        assert_eq!(t.before, Some(0.0));
+        assert!(t.during.is_some_and(|d| d > 0.0), "{t:?}");
+        assert_eq!(t.degradation_pct, None);
     }
 
     #[test]
@@ -475,7 +518,7 @@ mod assemble_tests {
             (2, 9, 300)
         );
         assert_eq!(r.watchdog_action, "none");
-        assert!(r.degradation_pct.abs() < 1e-9);
+        assert!(r.degradation_pct.expect("known").abs() < 1e-9);
         let json = serde_json::to_value(&r).expect("json");
         for field in [
             "technique",
@@ -499,6 +542,20 @@ mod assemble_tests {
             assert!(json.get(field).is_some(), "missing {field}");
         }
         assert_eq!(json["technique"], "auto");
+        // Without reports the figures are null on the wire, not 0.
+        let r = MigrationResult::assemble(&RunFacts {
+            samples: &[],
+            requested: Technique::Auto,
+            chosen: Technique::Postcopy,
+            reason: "why",
+            outcome: &outcome,
+            dest_running_ms: Some(5_120),
+            pause_ms: Some(45),
+        });
+        let json = serde_json::to_value(&r).expect("json");
+        for field in ["throughput_before", "throughput_during", "degradation_pct"] {
+            assert!(json[field].is_null(), "{field}: {json}");
+        }
         assert_eq!(json["status"], "completed");
     }
 }
