@@ -261,6 +261,26 @@ mod tests {
     }
 
     #[test]
+    fn throttle_steps_only_tighten_what_the_plan_armed() {
+        for kind in [ThrottleKind::AutoConverge, ThrottleKind::DirtyLimit] {
+            let mut plan = MigrationPlan::fixed(Technique::Precopy);
+            plan.watchdog.throttle = Some(kind);
+            let (armed, step) = (plan.initial_parameters(), plan.throttle_parameters(kind));
+            let at_least = |a: Option<u8>, b: Option<u8>| b.is_none() || b >= a;
+            assert!(at_least(
+                armed.cpu_throttle_initial,
+                step.cpu_throttle_initial
+            ));
+            assert!(at_least(armed.max_cpu_throttle, step.max_cpu_throttle));
+            if let Some(limit) = step.vcpu_dirty_limit_mb_s {
+                assert!(armed.vcpu_dirty_limit_mb_s.is_some_and(|a| limit <= a));
+            }
+            // Neither touches the operator's bandwidth cap or downtime limit.
+            assert_eq!((step.max_bandwidth, step.downtime_limit_ms), (None, None));
+        }
+    }
+
+    #[test]
     fn build_applies_knobs_and_falls_back_without_a_profile() {
         let knobs = PlanKnobs {
             bandwidth_bps: Some(50_000_000),

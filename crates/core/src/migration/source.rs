@@ -298,7 +298,11 @@ impl SourceMachine {
     fn start(&self, now_ms: u64) -> (SourceState, Step) {
         let mut run = Running {
             started_ms: now_ms,
-            watchdog: Watchdog::new(self.plan.watchdog.clone(), now_ms),
+            watchdog: Watchdog::new(
+                self.plan.watchdog.clone(),
+                now_ms,
+                self.plan.downtime_limit_ms,
+            ),
             postcopy_requested_ms: None,
             postcopy_started_ms: None,
             recoveries: 0,

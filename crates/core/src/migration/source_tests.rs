@@ -517,3 +517,32 @@ fn a_smaller_counter_from_qemu_does_not_lower_the_record() {
     let r = record(&m);
     assert_eq!((r.transferred_bytes, r.precopy_rounds), (200 * MIB, 2));
 }
+
+#[test]
+fn no_escalation_lowers_the_operators_downtime_limit() {
+    let knobs = crate::migration::PlanKnobs {
+        downtime_limit_ms: 5_000,
+        deadline_s: 100,
+        ..crate::migration::PlanKnobs::default()
+    };
+    let plan = MigrationPlan::build(
+        Technique::Precopy,
+        &knobs,
+        None,
+        &crate::migration::CostParams::default(),
+    );
+    let (m, actions) = escalate(plan.clone());
+    for a in &actions {
+        if let SourceAction::SetParameters(p) = a {
+            assert!(p.downtime_limit_ms.is_none_or(|ms| ms >= 5_000), "{a:?}");
+        }
+    }
+    // The skipped step is not spent: the first stall throttles.
+    assert_eq!(
+        actions.first(),
+        Some(&SourceAction::SetParameters(
+            plan.throttle_parameters(ThrottleKind::AutoConverge)
+        ))
+    );
+    assert_eq!(m.state().name(), "precopy");
+}

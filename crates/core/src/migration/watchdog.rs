@@ -9,6 +9,11 @@
 //!
 //! The ladder's order is the issue's: raise the downtime limit, then throttle, then switch to
 //! post-copy (only when the policy allows it), then give up at the deadline.
+//!
+//! No step weakens what the operator set: "raise the downtime limit" is in the ladder only when
+//! the policy's figure is above the operator's limit (otherwise it would lower it, or do
+//! nothing and waste a stall), and the throttle only ever slows the guest further than the plan
+//! armed it (see `MigrationPlan::throttle_parameters`).
 
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +36,8 @@ pub struct WatchdogPolicy {
     pub stall_syncs: u32,
     /// Relative shrink of remaining (vs the best so far) that counts as progress.
     pub min_gain: f64,
-    /// Step 1: raise the downtime limit to this (None: skip the step).
+    /// Step 1: raise the downtime limit to this, ms (None: skip the step; skipped as well when
+    /// the operator's own limit is already at least this).
     pub raise_downtime_ms: Option<u64>,
     /// Step 2: throttle the guest (None: skip the step).
     pub throttle: Option<ThrottleKind>,
@@ -84,6 +90,8 @@ impl WatchdogAction {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Watchdog {
     policy: WatchdogPolicy,
+    /// The downtime limit the migration runs with, ms (the operator's).
+    downtime_limit_ms: u64,
     started_ms: u64,
     last_sync: u64,
     best_remaining: Option<u64>,
@@ -94,9 +102,12 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    pub fn new(policy: WatchdogPolicy, started_ms: u64) -> Self {
+    /// A watchdog for a migration started at `started_ms` with the operator's downtime limit
+    /// `downtime_limit_ms`.
+    pub fn new(policy: WatchdogPolicy, started_ms: u64, downtime_limit_ms: u64) -> Self {
         Watchdog {
             policy,
+            downtime_limit_ms,
             started_ms,
             last_sync: 0,
             best_remaining: None,
@@ -117,7 +128,12 @@ impl Watchdog {
 
     fn ladder(&self) -> Vec<WatchdogAction> {
         let mut steps = Vec::new();
-        if let Some(ms) = self.policy.raise_downtime_ms {
+        // Raise = max(policy, operator's limit): a step only when that is a raise.
+        if let Some(ms) = self
+            .policy
+            .raise_downtime_ms
+            .filter(|ms| *ms > self.downtime_limit_ms)
+        {
             steps.push(WatchdogAction::RaiseDowntime { downtime_ms: ms });
         }
         if let Some(kind) = self.policy.throttle {
@@ -189,7 +205,7 @@ mod tests {
 
     /// Feeds syncs 2.. with a flat remaining and collects what fires.
     fn flat_run(policy: WatchdogPolicy, syncs: u64) -> Vec<WatchdogAction> {
-        let mut w = Watchdog::new(policy, 0);
+        let mut w = Watchdog::new(policy, 0, 300);
         let mut out = Vec::new();
         for sync in 1..=syncs {
             if let Some(a) = w.observe(sync * 1000, sync, 100 << 20) {
@@ -201,7 +217,7 @@ mod tests {
 
     #[test]
     fn shrinking_remaining_never_fires() {
-        let mut w = Watchdog::new(policy(), 0);
+        let mut w = Watchdog::new(policy(), 0, 300);
         for sync in 1..20u64 {
             let remaining = (100u64 << 20) >> sync.min(20);
             assert_eq!(w.observe(sync * 100, sync, remaining), None);
@@ -219,6 +235,25 @@ mod tests {
                 WatchdogAction::SwitchToPostcopy,
             ]
         );
+    }
+
+    #[test]
+    fn raising_the_downtime_never_lowers_the_operators_limit() {
+        for operator_ms in [1_000, 5_000] {
+            let mut w = Watchdog::new(policy(), 0, operator_ms);
+            let fired: Vec<_> = (1..=12u64)
+                .filter_map(|sync| w.observe(sync * 1000, sync, 100 << 20))
+                .collect();
+            // The policy's 1000 ms would not raise it: the first stall throttles instead.
+            assert_eq!(
+                fired,
+                vec![
+                    WatchdogAction::Throttle(ThrottleKind::AutoConverge),
+                    WatchdogAction::SwitchToPostcopy,
+                ],
+                "operator allowed {operator_ms} ms"
+            );
+        }
     }
 
     #[test]
@@ -253,7 +288,7 @@ mod tests {
             deadline_ms: 5_000,
             ..WatchdogPolicy::default()
         };
-        let mut w = Watchdog::new(p, 1_000);
+        let mut w = Watchdog::new(p, 1_000, 300);
         assert_eq!(w.observe(5_999, 1, 10), None);
         assert_eq!(w.observe(6_000, 1, 10), Some(WatchdogAction::Cancel));
         assert_eq!(w.observe(6_100, 2, 10), None);
@@ -262,7 +297,7 @@ mod tests {
 
     #[test]
     fn polls_within_a_pass_are_not_judged() {
-        let mut w = Watchdog::new(policy(), 0);
+        let mut w = Watchdog::new(policy(), 0, 300);
         // Same sync count many times: no judgement, no stall.
         for t in 0..100 {
             assert_eq!(w.observe(t, 3, 1 << 30), None);
