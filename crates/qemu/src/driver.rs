@@ -15,8 +15,8 @@
 use crate::metrics::Clock;
 use crate::qmp::{Qmp, QmpError, QmpEvent, QmpExt};
 use drover_core::migration::{
-    DestEvent, DestMachine, DestObservation, EndStatus, MigrationPlan, SourceAction, SourceEvent,
-    SourceMachine, SourceOutcome,
+    paused_by_migration, DestEvent, DestMachine, DestObservation, EndStatus, MigrationPlan,
+    SourceAction, SourceEvent, SourceMachine, SourceOutcome,
 };
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -385,12 +385,7 @@ fn unreachable_outcome() -> SourceOutcome {
 /// source; resume it so no VM is lost.
 async fn ensure_source_running(source: &dyn Qmp) {
     match source.query_status().await {
-        Ok(s)
-            if !s.running
-                && (s.status == "postmigrate"
-                    || s.status == "paused"
-                    || s.status == "finish-migrate") =>
-        {
+        Ok(s) if paused_by_migration(&s.status) => {
             if let Err(e) = source.cont().await {
                 tracing::error!(error = %e, "could not resume the guest on the source");
             }

@@ -6,7 +6,7 @@ use drover_api::{
     unix_ms, AgentClient, IncomingReply, IncomingRequest, MigrationRequest, MigrationState,
 };
 use drover_core::migration::{
-    CostParams, EndStatus, MigrationPlan, OpsSample, Technique, VmProfile,
+    paused_by_migration, CostParams, EndStatus, MigrationPlan, OpsSample, Technique, VmProfile,
 };
 use drover_qemu::driver::{self, DriverConfig, Endpoints};
 use drover_qemu::qmp::{Qmp, QmpClient, QmpExt};
@@ -205,12 +205,7 @@ pub(super) async fn abort_destination(
         ),
     }
     if let Ok(s) = source.query_status().await {
-        if !s.running
-            && matches!(
-                s.status.as_str(),
-                "postmigrate" | "paused" | "finish-migrate"
-            )
-        {
+        if paused_by_migration(&s.status) {
             if let Err(e) = source.cont().await {
                 state
                     .migrations

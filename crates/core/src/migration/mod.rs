@@ -19,7 +19,7 @@ pub use cost::{choose, predict, Choice, CostParams, LinkProfile, Prediction, VmP
 pub use dest::{DestEvent, DestMachine, DestObservation, DestState};
 pub use knobs::{KnobError, PlanKnobs, UNCAPPED_BPS};
 pub use plan::{Capability, MigrationPlan, ParameterUpdate};
-pub use progress::{MigrationStatus, Progress, RamProgress};
+pub use progress::{paused_by_migration, MigrationStatus, Progress, RamProgress};
 pub use result::{MigrationResult, OpsSample, RunFacts, Throughput};
 pub use source::{EndStatus, SourceAction, SourceEvent, SourceMachine, SourceOutcome, SourceState};
 pub use technique::{HybridSwitch, Technique};

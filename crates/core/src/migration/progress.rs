@@ -78,6 +78,16 @@ impl MigrationStatus {
     }
 }
 
+/// Whether a guest in this QEMU run state (`query-status`'s `status`) was stopped by a
+/// migration and may be resumed with `cont` once the migration is known not to have moved it:
+/// `finish-migrate` (stopped for the final copy), `postmigrate` (the final copy was sent) or
+/// `paused` (what QEMU restores when a switchover fails). Any other state, `running` included,
+/// needs nothing. Never ask this after post-copy started: then the source holds only part of
+/// the guest's memory and must never run it again.
+pub fn paused_by_migration(run_state: &str) -> bool {
+    matches!(run_state, "finish-migrate" | "postmigrate" | "paused")
+}
+
 /// QEMU's `ram` block of a `query-migrate` reply. QEMU leaves the block out before the
 /// migration has started and, in 10.0, once it has been cancelled or has failed, so a missing
 /// block means "not reported", never "nothing sent".
@@ -187,6 +197,23 @@ mod tests {
             dirty_sync_count: syncs,
             postcopy_requests: 0,
         })
+    }
+
+    #[test]
+    fn only_the_stopped_states_a_migration_leaves_count_as_paused_by_it() {
+        for state in ["finish-migrate", "postmigrate", "paused"] {
+            assert!(paused_by_migration(state), "{state}");
+        }
+        for state in [
+            "running",
+            "inmigrate",
+            "shutdown",
+            "internal-error",
+            "prelaunch",
+            "",
+        ] {
+            assert!(!paused_by_migration(state), "{state}");
+        }
     }
 
     #[test]
