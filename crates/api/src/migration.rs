@@ -42,6 +42,9 @@ pub enum MigrationState {
     Failed,
     /// Stopped on purpose; the VM still runs on the source.
     Cancelled,
+    /// Post-copy left paused part-way (stalled, out of time, or not recovered): the guest is on
+    /// the destination, the rest of its memory on the source; both QEMUs are kept.
+    Paused,
     /// The agent restarted mid-migration and could not establish the outcome.
     Interrupted,
 }

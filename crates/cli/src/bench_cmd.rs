@@ -76,6 +76,7 @@ fn table_row(row: &BenchRow) -> String {
         EndStatus::Completed => "completed",
         EndStatus::Failed => "failed",
         EndStatus::Cancelled => "cancelled",
+        EndStatus::Paused => "paused",
     };
     format!(
         "{:<9} {:<8} {:<10} {:<5} {:>8} {:>9} {:>8} {:>7} {:>7} {:>11} {:>9} {:>9} {:>9} {:>6} {:>6}  {}",

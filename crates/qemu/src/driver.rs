@@ -7,16 +7,24 @@
 //! 3. source: capabilities, parameters, `migrate`;
 //! 4. poll both sides every `poll_interval`, feeding the machines, until the source machine is
 //!    done and, on success, the destination runs the guest;
-//! 5. on a failure or cancel before post-copy, make sure the guest runs on the source again.
+//! 5. on a failure or cancel before post-copy, make sure the guest runs on the source again
+//!    (once QEMU says the migration is over without moving it).
 //!
 //! A cancel request arrives through a `watch` channel and is handed to the machine, which
 //! refuses it once post-copy has started.
+//!
+//! Time: the run has a budget that follows the plan's knobs
+//! ([`SourceMachine::budget_deadline_ms`]: pre-copy deadline + time to send the guest's RAM at
+//! the expected rate + the post-copy stall limit + a margin). When it runs out the driver tells
+//! the machine, which cancels a pre-copy (the guest is then resumed on the source) and pauses a
+//! post-copy (never cancels it, never restarts the source). If QEMU confirms neither within
+//! `settle_timeout`, the machine ends the run failed with the guest where it was.
 
 use crate::metrics::Clock;
 use crate::qmp::{Qmp, QmpError, QmpEvent, QmpExt};
 use drover_core::migration::{
     paused_by_migration, DestEvent, DestMachine, DestObservation, EndStatus, MigrationPlan,
-    SourceAction, SourceEvent, SourceMachine, SourceOutcome,
+    MigrationStatus, SourceAction, SourceEvent, SourceMachine, SourceOutcome,
 };
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -27,17 +35,15 @@ use tokio::sync::watch;
 pub enum DriverError {
     #[error("source QEMU stopped answering during the migration: {0}")]
     SourceLost(QmpError),
-    #[error("migration did not end within {0} s")]
-    Timeout(u64),
 }
 
-/// Knobs of the driver itself (the migration's own are in the plan).
+/// Knobs of the driver itself (the migration's own, its time budget included, are in the plan).
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
     pub poll_interval: Duration,
-    /// Hard stop for the whole run, beyond the watchdog's deadline.
-    pub overall_timeout: Duration,
-    /// How long to wait for the destination to report the guest running after completion.
+    /// How long to wait for the destination to report the guest running after completion, for
+    /// QEMU to confirm a cancel or pause once the time budget ran out, and for a stopped
+    /// migration to settle before the source guest is resumed.
     pub settle_timeout: Duration,
     /// Use postcopy-preempt when both sides support it.
     pub prefer_preempt: bool,
@@ -47,7 +53,6 @@ impl Default for DriverConfig {
     fn default() -> Self {
         DriverConfig {
             poll_interval: Duration::from_millis(25),
-            overall_timeout: Duration::from_secs(600),
             settle_timeout: Duration::from_secs(10),
             prefer_preempt: true,
         }
@@ -122,15 +127,20 @@ pub async fn migrate(
     let mut dest = DestMachine::default();
     if let Err(e) = configure(ends, &plan, &mut dest).await {
         fail(&mut machine, e.0, e.1, clock);
-        return Ok(finish(ends, machine, dest, plan).await);
+        return Ok(finish(ends, machine, dest, plan, config, clock).await);
     }
-    let deadline = clock.now_ms() + config.overall_timeout.as_millis() as u64;
     let actions = machine.handle(SourceEvent::Configured).unwrap_or_default();
     execute(ends, &mut machine, actions, clock).await;
+    let mut clock_events = TimeEvents::default();
     while machine.outcome().is_none() {
-        if clock.now_ms() > deadline {
-            let _ = ends.source.migrate_cancel().await;
-            return Err(DriverError::Timeout(config.overall_timeout.as_secs()));
+        if let Some(event) = clock_events.due(&machine, config, clock) {
+            let last = matches!(event, SourceEvent::StopUnconfirmed { .. });
+            let actions = machine.handle(event).unwrap_or_default();
+            execute(ends, &mut machine, actions, clock).await;
+            if last {
+                break; // nothing more is owed; `finish` reports whatever the machine holds
+            }
+            continue;
         }
         tokio::time::sleep(config.poll_interval).await;
         if cancel_requested(&mut cancel) {
@@ -152,7 +162,37 @@ pub async fn migrate(
         execute(ends, &mut machine, actions, clock).await;
     }
     settle_dest(ends, &mut dest, &machine, config, clock).await;
-    Ok(finish(ends, machine, dest, plan).await)
+    Ok(finish(ends, machine, dest, plan, config, clock).await)
+}
+
+/// The time events the driver owes the machine: the run's budget running out, then, if the
+/// machine is still not done `settle_timeout` later, the stop unconfirmed.
+#[derive(Debug, Default)]
+struct TimeEvents {
+    /// When the budget was reported spent, ms (driver clock).
+    spent_at: Option<u64>,
+}
+
+impl TimeEvents {
+    fn due(
+        &mut self,
+        machine: &SourceMachine,
+        config: &DriverConfig,
+        clock: &Clock,
+    ) -> Option<SourceEvent> {
+        let now_ms = clock.now_ms();
+        match self.spent_at {
+            Some(at) if now_ms > at + config.settle_timeout.as_millis() as u64 => {
+                Some(SourceEvent::StopUnconfirmed { now_ms })
+            }
+            Some(_) => None,
+            None if machine.budget_deadline_ms().is_some_and(|d| now_ms > d) => {
+                self.spent_at = Some(now_ms);
+                Some(SourceEvent::BudgetSpent { now_ms })
+            }
+            None => None,
+        }
+    }
 }
 
 fn cancel_requested(cancel: &mut Option<watch::Receiver<bool>>) -> bool {
@@ -264,6 +304,7 @@ async fn run_action(
             ends.source.set_parameters(p).await,
         ),
         SourceAction::Cancel => ("migrate_cancel", ends.source.migrate_cancel().await),
+        SourceAction::Pause => ("migrate-pause", ends.source.migrate_pause().await),
         SourceAction::Recover => {
             if let Err(e) = ends.dest.migrate_recover(&ends.recover_uri).await {
                 return ("migrate-recover", Err(e));
@@ -319,13 +360,15 @@ async fn finish(
     machine: SourceMachine,
     dest: DestMachine,
     plan: MigrationPlan,
+    config: &DriverConfig,
+    clock: &Clock,
 ) -> MigrationRun {
     let outcome = match machine.outcome() {
         Some(o) => o.clone(),
         None => unreachable_outcome(),
     };
     if outcome.status != EndStatus::Completed && !outcome.vm_on_destination {
-        ensure_source_running(ends.source).await;
+        ensure_source_running(ends.source, config, clock).await;
     }
     let dest_error = match dest.state() {
         drover_core::migration::DestState::Failed { error } => Some(error.clone()),
@@ -382,8 +425,24 @@ fn unreachable_outcome() -> SourceOutcome {
 }
 
 /// A migration that failed after QEMU stopped the guest for switchover leaves it paused on the
-/// source; resume it so no VM is lost.
-async fn ensure_source_running(source: &dyn Qmp) {
+/// source; resume it so no VM is lost. Only once QEMU says the migration is over without moving
+/// the guest: resuming while it still runs, or after it completed, would run the guest twice.
+async fn ensure_source_running(source: &dyn Qmp, config: &DriverConfig, clock: &Clock) {
+    let deadline = clock.now_ms() + config.settle_timeout.as_millis() as u64;
+    loop {
+        match source.query_migrate(clock.now_ms()).await {
+            Ok(p) if p.status.is_none_or(MigrationStatus::left_guest_on_source) => break,
+            Ok(p) if p.status == Some(MigrationStatus::Completed) || clock.now_ms() >= deadline => {
+                tracing::error!(status = ?p.status, "the source's migration is not over without moving the guest; the source guest is left as it is");
+                return;
+            }
+            Ok(_) => tokio::time::sleep(config.poll_interval).await,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot check the source's migration before resuming its guest");
+                return;
+            }
+        }
+    }
     match source.query_status().await {
         Ok(s) if paused_by_migration(&s.status) => {
             if let Err(e) = source.cont().await {

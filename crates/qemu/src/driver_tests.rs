@@ -20,6 +20,18 @@ struct World {
     /// The destination resumes the guest only after this many looks past completion.
     dest_lag: u64,
     dest_looks_after_done: u64,
+    /// Post-copy never completes: its byte counter stays flat (a dead link)...
+    postcopy_flat: bool,
+    /// ...or keeps creeping (a starved one).
+    postcopy_endless: bool,
+    /// QEMU ignores `migrate-start-postcopy` (pre-copy goes on, unwatched by the ladder).
+    never_switches: bool,
+    /// `migrate-pause` took effect: QEMU reports postcopy-paused.
+    paused: bool,
+    ignores_pause: bool,
+    ignores_cancel: bool,
+    /// The cancel catches the guest stopped for the final copy and leaves it stopped.
+    cancel_stops_source: bool,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -38,11 +50,16 @@ fn source(world: Shared) -> ScriptedQmp {
                 Ok(json!({}))
             }
             "migrate-start-postcopy" => {
-                w.postcopy = true;
+                w.postcopy = !w.never_switches;
                 Ok(json!({}))
             }
             "migrate_cancel" => {
-                w.cancelled = true;
+                w.cancelled = !w.ignores_cancel;
+                w.source_paused |= w.cancel_stops_source;
+                Ok(json!({}))
+            }
+            "migrate-pause" => {
+                w.paused = w.postcopy && !w.ignores_pause;
                 Ok(json!({}))
             }
             "query-migrate" => {
@@ -50,7 +67,7 @@ fn source(world: Shared) -> ScriptedQmp {
                 if w.source_dies_after.is_some_and(|n| w.polls > n) {
                     return Err(QmpError::Closed);
                 }
-                if w.fail_at_poll == Some(w.polls) {
+                if w.fail_at_poll.is_some_and(|n| w.polls >= n) {
                     w.source_paused = true;
                     return Ok(
                         json!({"status": "failed", "error-desc": "Unable to write to socket"}),
@@ -74,6 +91,17 @@ fn progress(w: &mut World) -> Value {
     let sync = w.polls;
     if w.cancelled {
         return json!({"status": "cancelled"});
+    }
+    if w.paused {
+        return json!({"status": "postcopy-paused", "ram": {"transferred": 100, "remaining": 150, "total": 256, "dirty-sync-count": 2}});
+    }
+    if w.postcopy && w.polls >= 2 && (w.postcopy_flat || w.postcopy_endless) {
+        let sent = if w.postcopy_endless {
+            100 + w.polls
+        } else {
+            100
+        };
+        return json!({"status": "postcopy-active", "ram": {"transferred": sent, "remaining": 150, "total": 256, "dirty-sync-count": 2}});
     }
     if w.postcopy && w.polls >= 2 {
         if w.polls >= 6 {
@@ -323,4 +351,115 @@ async fn switchover_never_exceeds_total_when_the_destination_resumes_late() {
     let switchover = record.switchover_ms.expect("switchover");
     assert!(switchover <= record.total_ms, "{record:?}");
     assert_eq!(record.total_ms, seen - o.started_ms);
+}
+
+/// Commands the source received, every repeat included.
+fn source_commands(r: &Rig) -> Vec<String> {
+    r.source.calls().into_iter().map(|c| c.command).collect()
+}
+
+fn stall_plan(stall_ms: u64) -> MigrationPlan {
+    let mut plan = MigrationPlan::fixed(Technique::Postcopy);
+    plan.postcopy_stall_ms = stall_ms;
+    plan
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_postcopy_is_paused_never_cancelled_and_reported_paused() {
+    let r = rig(|w| w.postcopy_flat = true);
+    let run = run(&r, stall_plan(2_000), None).await.expect("run");
+    let o = &run.outcome;
+    assert_eq!(o.status, EndStatus::Paused, "{:?}", o.error);
+    assert!(o.vm_on_destination);
+    assert!(o
+        .error
+        .as_deref()
+        .unwrap_or("")
+        .contains("moved no byte for 2 s"));
+    let names = source_commands(&r);
+    assert!(names.contains(&"migrate-pause".to_string()), "{names:?}");
+    for never in ["migrate_cancel", "cont"] {
+        assert!(!names.contains(&never.to_string()), "{never}: {names:?}");
+    }
+    // No recovery of our own pause.
+    assert!(!r
+        .dest
+        .command_names()
+        .contains(&"migrate-recover".to_string()));
+    assert_eq!(run.result(&[]).status, EndStatus::Paused);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_postcopy_out_of_time_is_paused_not_cancelled() {
+    // Bytes keep creeping, so the stall watchdog never fires; the budget does.
+    let r = rig(|w| w.postcopy_endless = true);
+    let plan = stall_plan(60_000);
+    let budget = plan.time_budget_ms(256);
+    let run = run(&r, plan, None).await.expect("run");
+    let o = &run.outcome;
+    assert_eq!(o.status, EndStatus::Paused, "{:?}", o.error);
+    assert!(o.error.as_deref().unwrap_or("").contains("time budget"));
+    assert!(
+        o.ended_ms > budget,
+        "not before the budget: {} vs {budget}",
+        o.ended_ms
+    );
+    let names = source_commands(&r);
+    assert!(names.contains(&"migrate-pause".to_string()));
+    assert!(!names.contains(&"migrate_cancel".to_string()));
+    assert!(!names.contains(&"cont".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_precopy_out_of_time_is_cancelled_and_the_driver_resumes_the_source() {
+    // Post-copy asked for but QEMU never switches: only the budget ends it.
+    let r = rig(|w| {
+        w.hot = true;
+        w.never_switches = true;
+        w.cancel_stops_source = true;
+    });
+    let run = run(&r, MigrationPlan::fixed(Technique::Postcopy), None)
+        .await
+        .expect("run");
+    let o = &run.outcome;
+    assert_eq!(o.status, EndStatus::Cancelled, "{:?}", o.error);
+    assert!(!o.vm_on_destination);
+    assert!(o.error.as_deref().unwrap_or("").contains("time budget"));
+    let names = source_commands(&r);
+    assert!(names.contains(&"migrate_cancel".to_string()));
+    assert!(names.contains(&"cont".to_string()), "{names:?}");
+    assert!(!r.world.lock().expect("lock").source_paused);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unconfirmed_cancel_never_resumes_a_source_still_migrating() {
+    let r = rig(|w| {
+        w.hot = true;
+        w.never_switches = true;
+        w.ignores_cancel = true;
+        w.cancel_stops_source = true;
+    });
+    let run = run(&r, MigrationPlan::fixed(Technique::Postcopy), None)
+        .await
+        .expect("run");
+    let o = &run.outcome;
+    assert_eq!(o.status, EndStatus::Failed);
+    assert!(!o.vm_on_destination);
+    assert!(o.error.as_deref().unwrap_or("").contains("did not confirm"));
+    assert!(!source_commands(&r).contains(&"cont".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unconfirmed_pause_leaves_the_guest_on_the_destination() {
+    let r = rig(|w| {
+        w.postcopy_endless = true;
+        w.ignores_pause = true;
+    });
+    let run = run(&r, stall_plan(60_000), None).await.expect("run");
+    let o = &run.outcome;
+    assert_eq!(o.status, EndStatus::Failed);
+    assert!(o.vm_on_destination);
+    let names = source_commands(&r);
+    assert!(!names.contains(&"migrate_cancel".to_string()));
+    assert!(!names.contains(&"cont".to_string()));
 }

@@ -8,7 +8,7 @@ use crate::image::GuestImage;
 use crate::launcher::{Accel, LaunchError, QemuProcess, RunPaths, VmSpec};
 use crate::metrics::{Clock, MetricsReader, Samples};
 use crate::qmp::{QmpClient, QmpError};
-use drover_core::migration::MigrationPlan;
+use drover_core::migration::{EndStatus, MigrationPlan};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
@@ -92,6 +92,7 @@ impl LocalLauncher {
             qmp,
             _metrics: metrics,
             dir: dir.to_path_buf(),
+            held: None,
         })
     }
 }
@@ -102,11 +103,15 @@ pub struct LocalVm {
     pub qmp: QmpClient,
     _metrics: MetricsReader,
     pub dir: PathBuf,
+    /// The source of a post-copy that did not complete: it still holds part of this guest's
+    /// memory, so it lives (and dies) with this VM.
+    pub held: Option<Box<LocalVm>>,
 }
 
 impl LocalVm {
     /// Migrates to a new QEMU started in `dest_dir`. Returns the VM wherever it ended up (the
-    /// other QEMU is killed) and what the driver saw.
+    /// other QEMU is killed, unless a post-copy stopped part-way: then the destination holds
+    /// the source, see [`LocalVm::held`]) and what the driver saw.
     pub async fn migrate_to_new(
         mut self,
         launcher: &LocalLauncher,
@@ -132,7 +137,10 @@ impl LocalVm {
                 return Err(e.into());
             }
         };
-        if run.outcome.vm_on_destination {
+        if run.outcome.vm_on_destination && run.outcome.status != EndStatus::Completed {
+            dest.held = Some(Box::new(self));
+            Ok((dest, run))
+        } else if run.outcome.vm_on_destination {
             self.process.kill().await;
             Ok((dest, run))
         } else {
@@ -141,9 +149,12 @@ impl LocalVm {
         }
     }
 
-    /// Stops the VM.
+    /// Stops the VM (and a source it still holds).
     pub async fn kill(mut self) {
         self.process.kill().await;
+        if let Some(held) = self.held.take() {
+            Box::pin(held.kill()).await;
+        }
     }
 }
 

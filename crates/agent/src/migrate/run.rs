@@ -93,8 +93,14 @@ async fn drive(
         }
     };
     let moved = run.outcome.vm_on_destination;
-    if moved {
+    if moved && run.outcome.status == EndStatus::Completed {
         hand_over(state, id, &dest, vm).await;
+    } else if moved {
+        // Post-copy stopped part-way: the source still holds part of the guest's memory.
+        state.migrations.note(
+            id,
+            "post-copy did not complete: both QEMUs are kept (the guest is on the destination, the rest of its memory here)".into(),
+        );
     } else {
         abort_destination(state, id, &dest, vm, source.as_ref()).await;
     }
@@ -154,6 +160,7 @@ pub(super) fn final_state(s: EndStatus) -> MigrationState {
         EndStatus::Completed => MigrationState::Completed,
         EndStatus::Failed => MigrationState::Failed,
         EndStatus::Cancelled => MigrationState::Cancelled,
+        EndStatus::Paused => MigrationState::Paused,
     }
 }
 

@@ -184,6 +184,11 @@ impl PlanKnobs {
     pub fn deadline_ms(&self) -> u64 {
         self.deadline_s.saturating_mul(1000)
     }
+
+    /// The post-copy stall limit in ms, as the source machine counts it.
+    pub fn postcopy_stall_ms(&self) -> u64 {
+        self.postcopy_stall_s.saturating_mul(1000)
+    }
 }
 
 #[cfg(test)]

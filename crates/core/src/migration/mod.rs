@@ -12,6 +12,7 @@ pub mod plan;
 pub mod progress;
 pub mod result;
 pub mod source;
+pub mod stall;
 pub mod technique;
 pub mod watchdog;
 

@@ -75,9 +75,28 @@ pub struct MigrationPlan {
     pub watchdog: WatchdogPolicy,
     /// Use QEMU's postcopy-preempt channel (set when both sides support it).
     pub postcopy_preempt: bool,
-    /// Times a paused post-copy is recovered before the run is reported failed.
+    /// Times a paused post-copy is recovered before it is left paused and reported so.
     pub max_recoveries: u32,
+    /// Post-copy progress watchdog, ms: a post-copy whose transferred bytes do not grow for
+    /// this long is paused (`migrate-pause`, recoverable) and reported paused.
+    #[serde(default = "default_postcopy_stall_ms")]
+    pub postcopy_stall_ms: u64,
+    /// The link rate the operator assumes, bytes/s; with the cap, it sizes the run's time
+    /// budget ([`MigrationPlan::time_budget_ms`]).
+    #[serde(default = "default_assumed_link_bps")]
+    pub assumed_link_bps: u64,
 }
+
+fn default_postcopy_stall_ms() -> u64 {
+    PlanKnobs::default().postcopy_stall_ms()
+}
+
+fn default_assumed_link_bps() -> u64 {
+    PlanKnobs::default().assumed_link_bps
+}
+
+/// Slack in a run's time budget for set-up, the final copy and a cancel, ms.
+pub const BUDGET_MARGIN_MS: u64 = 60_000;
 
 impl MigrationPlan {
     /// A plan for a fixed technique. `Auto` is not resolved here: use [`MigrationPlan::auto`] or
@@ -93,6 +112,8 @@ impl MigrationPlan {
             watchdog: WatchdogPolicy::default(),
             postcopy_preempt: false,
             max_recoveries: 3,
+            postcopy_stall_ms: default_postcopy_stall_ms(),
+            assumed_link_bps: default_assumed_link_bps(),
         }
     }
 
@@ -145,7 +166,26 @@ impl MigrationPlan {
         plan.hybrid = knobs.hybrid();
         plan.watchdog.deadline_ms = knobs.deadline_ms();
         plan.watchdog.switch_to_postcopy = knobs.allow_postcopy_switch;
+        plan.postcopy_stall_ms = knobs.postcopy_stall_ms();
+        plan.assumed_link_bps = knobs.assumed_link_bps;
         plan
+    }
+
+    /// The longest the whole run may take before the driver stops it, ms, for a guest of
+    /// `ram_bytes` (0 while unknown): the pre-copy deadline (the watchdog cancels a pre-copy,
+    /// and hybrid's pre-copy phase, by then), plus twice the time to send all of RAM at the
+    /// expected rate (post-copy's share, with room for its faults' round trips), plus the
+    /// post-copy stall limit (so a stall is caught as a stall), plus [`BUDGET_MARGIN_MS`].
+    /// The expected rate is the slower of the cap and the assumed link.
+    pub fn time_budget_ms(&self, ram_bytes: u64) -> u64 {
+        let cap = self.max_bandwidth_bps.unwrap_or(UNCAPPED_BPS);
+        let bps = cap.min(self.assumed_link_bps).max(1);
+        let send_ms = (u128::from(ram_bytes) * 1000 / u128::from(bps)) as u64;
+        self.watchdog
+            .deadline_ms
+            .saturating_add(send_ms.saturating_mul(2))
+            .saturating_add(self.postcopy_stall_ms)
+            .saturating_add(BUDGET_MARGIN_MS)
     }
 
     /// Whether post-copy may happen at all (so its capability must be set on both sides).
@@ -305,6 +345,47 @@ mod tests {
         );
         assert_eq!(auto.max_bandwidth_bps, Some(UNCAPPED_BPS));
         assert!(auto.reason.contains("could not be measured"));
+    }
+
+    #[test]
+    fn build_carries_the_stall_limit_and_the_budget_follows_the_knobs() {
+        let knobs = PlanKnobs {
+            bandwidth_bps: Some(1_000_000),
+            deadline_s: 30,
+            postcopy_stall_s: 20,
+            ..PlanKnobs::default()
+        };
+        let p = MigrationPlan::build(Technique::Postcopy, &knobs, None, &CostParams::default());
+        assert_eq!(p.postcopy_stall_ms, 20_000);
+        // 30 s deadline + 2 x 100 s to send 100 MB at 1 MB/s + 20 s stall + the margin.
+        assert_eq!(
+            p.time_budget_ms(100_000_000),
+            30_000 + 200_000 + 20_000 + BUDGET_MARGIN_MS
+        );
+        // Uncapped: the assumed link sets the pace.
+        let uncapped = MigrationPlan::build(
+            Technique::Postcopy,
+            &PlanKnobs {
+                assumed_link_bps: 10_000_000,
+                ..PlanKnobs::default()
+            },
+            None,
+            &CostParams::default(),
+        );
+        assert_eq!(
+            uncapped.time_budget_ms(100_000_000) - uncapped.time_budget_ms(0),
+            20_000
+        );
+    }
+
+    #[test]
+    fn plans_stored_before_the_stall_limit_existed_still_load() {
+        let mut v = serde_json::to_value(MigrationPlan::fixed(Technique::Precopy)).expect("json");
+        let obj = v.as_object_mut().expect("object");
+        obj.remove("postcopy_stall_ms");
+        obj.remove("assumed_link_bps");
+        let p: MigrationPlan = serde_json::from_value(v).expect("old record");
+        assert_eq!(p.postcopy_stall_ms, 60_000);
     }
 
     #[test]

@@ -163,6 +163,15 @@ impl Progress {
 }
 
 impl MigrationStatus {
+    /// The migration is over (or never ran) and did not move the guest: the source may run it
+    /// again. Not `completed` (the destination has it) and nothing still in flight.
+    pub fn left_guest_on_source(self) -> bool {
+        matches!(
+            self,
+            MigrationStatus::None | MigrationStatus::Cancelled | MigrationStatus::Failed
+        )
+    }
+
     /// Finished one way or another.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -187,6 +196,15 @@ mod tests {
         assert!(MigrationStatus::PostcopyPaused.is_postcopy());
         assert!(MigrationStatus::Active.is_precopy());
         assert!(MigrationStatus::Cancelled.is_terminal());
+        assert!(MigrationStatus::Failed.left_guest_on_source());
+        for busy in [
+            MigrationStatus::Completed,
+            MigrationStatus::Cancelling,
+            MigrationStatus::Active,
+            MigrationStatus::PostcopyPaused,
+        ] {
+            assert!(!busy.left_guest_on_source(), "{busy:?}");
+        }
     }
 
     fn ram(transferred: u64, remaining: u64, syncs: u64) -> Option<RamProgress> {

@@ -6,25 +6,47 @@
 //! the state is left unchanged.
 //!
 //! ```text
-//!  Ready --Configured--> Configured --MigrateIssued--> Precopy ----(QEMU: postcopy-active)---> Postcopy
-//!                                                       |  ^ watchdog: raise downtime,           |  ^
-//!                                                       |  | throttle, start postcopy            |  | RecoveryIssued
-//!                                                       |                                        v  |
-//!                                                       |--watchdog deadline / cancel--> Cancelling  PostcopyPaused
-//!                                                       v                       v
-//!                                  Done(Completed | Failed | Cancelled)  <------+
+//!  Ready --Configured--> Configured --MigrateIssued--> Precopy
+//!                                                        |  watchdog: raise downtime, throttle,
+//!                                                        |  start post-copy; hybrid: switch point
+//!       +--- deadline / cancel / budget spent -----------+------ (QEMU: postcopy-*) ------+
+//!       v                                                                                  v
+//!   Cancelling                                        +------ RecoveryIssued ---------> Postcopy
+//!       |                                             |                                 |     |
+//!       |                                             |           (QEMU: postcopy-      |     | stall /
+//!       |                                       PostcopyPaused <---------- paused) -----+     | budget spent
+//!       |                                             |                                       v
+//!       |                      recoveries used up /   |                                    Pausing
+//!       |                      budget spent           |                                       | (QEMU: postcopy-
+//!       v                                             v                                       v    paused)
+//!  Done(Cancelled)                               Done(Paused) <-------------------------------+
+//!
+//!  QEMU reporting completed / failed ends any running state Done(Completed | Failed); before
+//!  post-copy a failure leaves the guest on the source, after it on the destination.
 //! ```
 //!
 //! - **Precopy** is where every technique starts: post-copy asks QEMU to switch as soon as the
 //!   migration exists; hybrid asks once its switch point (RAM fraction or rounds) is reached;
 //!   pre-copy only if the watchdog's ladder allows it.
+//! - **Cancelling**: `migrate_cancel` was asked for (watchdog deadline, a request, or the run's
+//!   time budget spent); QEMU's answer decides: cancelled (the guest stays on the source), or
+//!   completed / post-copy if the migration won the race.
 //! - **Postcopy**: the VM runs on the destination. It cannot be cancelled any more (each side
 //!   holds part of the guest's memory); a network failure pauses it and the machine asks for
-//!   recovery, up to the plan's `max_recoveries`.
+//!   recovery, up to the plan's `max_recoveries`. The post-copy progress watchdog
+//!   ([`super::stall`]) and the run's time budget stop it by pausing it instead.
+//! - **Pausing**: `migrate-pause` was asked for; QEMU's `postcopy-paused` ends the run
+//!   [`EndStatus::Paused`] (completion, if it wins the race, ends it completed). If QEMU
+//!   refuses the pause, post-copy goes on under a fresh stall window.
 //! - **Done** is terminal; the outcome tells whether the VM ended on the destination.
+//!
+//! The driver reports the run's time budget ([`SourceMachine::budget_deadline_ms`]) as
+//! [`SourceEvent::BudgetSpent`] and, if QEMU then confirms neither the cancel nor the pause, as
+//! [`SourceEvent::StopUnconfirmed`]: the machine ends failed, with the guest where it was.
 
 use super::plan::{MigrationPlan, ParameterUpdate};
 use super::progress::{MigrationStatus, Progress};
+use super::stall::StallWatch;
 use super::technique::Technique;
 use super::watchdog::{Watchdog, WatchdogAction};
 use serde::{Deserialize, Serialize};
@@ -41,6 +63,13 @@ pub enum EndStatus {
     Failed,
     /// Stopped on purpose; the VM still runs on the source.
     Cancelled,
+    /// Post-copy was stopped part-way and left paused (QEMU's `postcopy-paused`): stalled,
+    /// out of time, or not recoverable within `max_recoveries`. The guest is on the
+    /// destination (running, or waiting for pages), the rest of its memory on the source.
+    /// Nothing is lost: both QEMUs must be kept, and the migration resumes with
+    /// `migrate-recover` on the destination and `migrate` with `resume` on the source. The
+    /// guest is never restarted on the source.
+    Paused,
 }
 
 /// What the driver must do next.
@@ -56,6 +85,8 @@ pub enum SourceAction {
     Cancel,
     /// Resume a paused post-copy (`migrate-recover` on the destination, `migrate resume` here).
     Recover,
+    /// `migrate-pause`: stop a post-copy's stream, recoverably (QEMU goes `postcopy-paused`).
+    Pause,
 }
 
 /// Events the driver reports.
@@ -77,6 +108,11 @@ pub enum SourceEvent {
         message: String,
         now_ms: u64,
     },
+    /// The run's time budget ([`SourceMachine::budget_deadline_ms`]) ran out.
+    BudgetSpent { now_ms: u64 },
+    /// After the budget ran out, QEMU confirmed neither the cancel nor the pause in the
+    /// driver's grace period.
+    StopUnconfirmed { now_ms: u64 },
 }
 
 impl SourceEvent {
@@ -88,6 +124,8 @@ impl SourceEvent {
             SourceEvent::CancelRequested { .. } => "cancel-requested",
             SourceEvent::RecoveryIssued { .. } => "recovery-issued",
             SourceEvent::CommandFailed { .. } => "command-failed",
+            SourceEvent::BudgetSpent { .. } => "budget-spent",
+            SourceEvent::StopUnconfirmed { .. } => "stop-unconfirmed",
         }
     }
 }
@@ -107,17 +145,40 @@ pub enum SourceError {
     AlreadyEnded,
 }
 
+/// Why a pre-copy is being cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    /// The watchdog's deadline.
+    Watchdog,
+    /// The operator or a caller asked.
+    Request,
+    /// The run's time budget ran out (say, QEMU never switched to a requested post-copy).
+    Budget { budget_ms: u64 },
+}
+
+/// Why a post-copy is being paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseReason {
+    /// No byte moved for the plan's stall limit.
+    Stalled { stall_ms: u64 },
+    /// The run's time budget ran out.
+    Budget { budget_ms: u64 },
+}
+
 /// Where a running migration stands.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Running {
+    /// Driver clock when `migrate` was accepted, ms.
     pub started_ms: u64,
     pub watchdog: Watchdog,
-    /// When `migrate-start-postcopy` was asked for.
+    /// The post-copy progress watchdog.
+    pub stall: StallWatch,
+    /// When `migrate-start-postcopy` was asked for, ms.
     pub postcopy_requested_ms: Option<u64>,
-    /// When QEMU first reported post-copy.
+    /// When QEMU first reported post-copy, ms.
     pub postcopy_started_ms: Option<u64>,
     pub recoveries: u32,
-    /// When recovery was last started; QEMU stays "paused" for a moment after that.
+    /// When recovery was last started, ms; QEMU stays "paused" for a moment after that.
     pub last_recovery_ms: Option<u64>,
     /// The last figures QEMU reported (a poll without them keeps the earlier ones).
     pub last: Progress,
@@ -132,7 +193,7 @@ impl Running {
     }
 }
 
-/// How long a started recovery may take before the machine tries again.
+/// How long a started recovery may take before the machine tries again, ms.
 pub const RECOVERY_GRACE_MS: u64 = 5_000;
 
 /// What the run came to.
@@ -142,9 +203,12 @@ pub struct SourceOutcome {
     /// Completed within its own parameters, without any watchdog escalation.
     pub converged: bool,
     /// The VM ended up running on the destination (true once post-copy started, even if it
-    /// later failed: then the guest is split and needs recovery, never a restart on the source).
+    /// later failed or was paused: then the guest is split and needs recovery, never a restart
+    /// on the source).
     pub vm_on_destination: bool,
+    /// Driver clock, ms.
     pub started_ms: u64,
+    /// Driver clock when the source's end was known, ms.
     pub ended_ms: u64,
     pub postcopy_started_ms: Option<u64>,
     pub watchdog_actions: Vec<WatchdogAction>,
@@ -161,7 +225,8 @@ pub enum SourceState {
     Precopy(Running),
     Postcopy(Running),
     PostcopyPaused(Running),
-    Cancelling(Running),
+    Pausing(Running, PauseReason),
+    Cancelling(Running, CancelReason),
     Done(SourceOutcome),
 }
 
@@ -173,8 +238,21 @@ impl SourceState {
             SourceState::Precopy(_) => "precopy",
             SourceState::Postcopy(_) => "postcopy",
             SourceState::PostcopyPaused(_) => "postcopy-paused",
-            SourceState::Cancelling(_) => "cancelling",
+            SourceState::Pausing(..) => "pausing",
+            SourceState::Cancelling(..) => "cancelling",
             SourceState::Done(_) => "done",
+        }
+    }
+
+    /// The running migration, in any state that has one.
+    fn running(&self) -> Option<&Running> {
+        match self {
+            SourceState::Precopy(r)
+            | SourceState::Postcopy(r)
+            | SourceState::PostcopyPaused(r)
+            | SourceState::Pausing(r, _)
+            | SourceState::Cancelling(r, _) => Some(r),
+            SourceState::Ready | SourceState::Configured | SourceState::Done(_) => None,
         }
     }
 }
@@ -187,6 +265,7 @@ pub struct SourceMachine {
 }
 
 type Step = Result<Vec<SourceAction>, SourceError>;
+type Next = (SourceState, Step);
 
 impl SourceMachine {
     pub fn new(plan: MigrationPlan) -> Self {
@@ -212,6 +291,19 @@ impl SourceMachine {
         }
     }
 
+    /// When the run's time budget runs out, ms on the driver clock: the start plus
+    /// [`MigrationPlan::time_budget_ms`] for the guest's RAM as QEMU reports it. None before
+    /// `migrate` and after the end.
+    pub fn budget_deadline_ms(&self) -> Option<u64> {
+        let run = self.state.running()?;
+        Some(run.started_ms.saturating_add(self.budget_ms(run)))
+    }
+
+    fn budget_ms(&self, run: &Running) -> u64 {
+        self.plan
+            .time_budget_ms(run.last.ram.map_or(0, |r| r.total))
+    }
+
     /// Applies one event. On error the state is unchanged.
     pub fn handle(&mut self, event: SourceEvent) -> Step {
         let state = std::mem::replace(&mut self.state, SourceState::Ready);
@@ -220,48 +312,35 @@ impl SourceMachine {
         result
     }
 
-    fn transition(&self, state: SourceState, event: SourceEvent) -> (SourceState, Step) {
+    fn transition(&self, state: SourceState, event: SourceEvent) -> Next {
         use SourceEvent as E;
         use SourceState as S;
         match (state, event) {
             (S::Ready, E::Configured) => (S::Configured, Ok(vec![SourceAction::Migrate])),
-            (S::Ready | S::Configured, E::CancelRequested { now_ms }) => (
-                S::Done(self.never_started(EndStatus::Cancelled, now_ms, None)),
-                Ok(vec![]),
-            ),
-            (
-                S::Ready | S::Configured,
-                E::CommandFailed {
-                    command,
-                    message,
-                    now_ms,
-                },
-            ) => {
-                let error = format!("{command}: {message}");
-                (
-                    S::Done(self.never_started(EndStatus::Failed, now_ms, Some(error))),
-                    Ok(vec![]),
-                )
-            }
             (S::Configured, E::MigrateIssued { now_ms }) => self.start(now_ms),
+            (s @ (S::Ready | S::Configured), e) => self.before_start(s, e),
             (S::Precopy(run), E::Progress(p)) => self.precopy_progress(run, p),
             (S::Postcopy(run), E::Progress(p)) => self.postcopy_progress(run, p),
             (S::PostcopyPaused(run), E::Progress(p)) => self.paused_progress(run, p),
-            (S::Cancelling(run), E::Progress(p)) => self.cancelling_progress(run, p),
+            (S::Pausing(run, why), E::Progress(p)) => self.pausing_progress(run, why, p),
+            (S::Cancelling(run, why), E::Progress(p)) => self.cancelling_progress(run, why, p),
             (S::PostcopyPaused(mut run), E::RecoveryIssued { now_ms }) => {
                 run.recoveries += 1;
                 run.last_recovery_ms = Some(now_ms);
+                run.stall.rearm();
                 (S::Postcopy(run), Ok(vec![]))
             }
-            (S::Precopy(run), E::CancelRequested { .. }) => {
-                (S::Cancelling(run), Ok(vec![SourceAction::Cancel]))
-            }
-            (s @ (S::Postcopy(_) | S::PostcopyPaused(_)), E::CancelRequested { .. }) => {
-                (s, Err(SourceError::CannotCancelInPostcopy))
-            }
-            (s @ S::Cancelling(_), E::CancelRequested { .. }) => (s, Ok(vec![])),
+            (S::Precopy(run), E::CancelRequested { .. }) => (
+                S::Cancelling(run, CancelReason::Request),
+                Ok(vec![SourceAction::Cancel]),
+            ),
             (
-                S::Precopy(run) | S::Cancelling(run),
+                s @ (S::Postcopy(_) | S::PostcopyPaused(_) | S::Pausing(..)),
+                E::CancelRequested { .. },
+            ) => (s, Err(SourceError::CannotCancelInPostcopy)),
+            (s @ S::Cancelling(..), E::CancelRequested { .. }) => (s, Ok(vec![])),
+            (
+                S::Precopy(run),
                 E::CommandFailed {
                     command,
                     message,
@@ -269,20 +348,24 @@ impl SourceMachine {
                 },
             ) => self.command_failed_precopy(run, command, message, now_ms),
             (
-                S::Postcopy(run) | S::PostcopyPaused(run),
+                S::Cancelling(run, why),
                 E::CommandFailed {
                     command,
                     message,
                     now_ms,
                 },
-            ) => {
-                // Post-copy commands failing (recovery) leave the VM on the destination, paused;
-                // report it and keep the guest's memory where it is.
-                let error = format!("{command}: {message}");
-                (
-                    S::Done(self.finish(run, EndStatus::Failed, now_ms, Some(error), true)),
-                    Ok(vec![]),
-                )
+            ) => self.command_failed_cancelling(run, why, command, message, now_ms),
+            (
+                s @ (S::Postcopy(_) | S::PostcopyPaused(_) | S::Pausing(..)),
+                E::CommandFailed {
+                    command,
+                    message,
+                    now_ms,
+                },
+            ) => self.command_failed_postcopy(s, command, message, now_ms),
+            (s, E::BudgetSpent { now_ms }) if s.running().is_some() => self.budget_spent(s, now_ms),
+            (s, E::StopUnconfirmed { now_ms }) if s.running().is_some() => {
+                self.stop_unconfirmed(s, now_ms)
             }
             (s @ S::Done(_), _) => (s, Err(SourceError::AlreadyEnded)),
             (s, e) => {
@@ -295,7 +378,39 @@ impl SourceMachine {
         }
     }
 
-    fn start(&self, now_ms: u64) -> (SourceState, Step) {
+    /// Events before `migrate` was accepted: nothing runs in QEMU yet, so nothing to undo.
+    fn before_start(&self, state: SourceState, event: SourceEvent) -> Next {
+        let (status, now_ms, error) = match event {
+            SourceEvent::CancelRequested { now_ms } => (EndStatus::Cancelled, now_ms, None),
+            SourceEvent::CommandFailed {
+                command,
+                message,
+                now_ms,
+            } => (
+                EndStatus::Failed,
+                now_ms,
+                Some(format!("{command}: {message}")),
+            ),
+            SourceEvent::BudgetSpent { now_ms } => (
+                EndStatus::Failed,
+                now_ms,
+                Some("the time budget ran out before the migration started".to_string()),
+            ),
+            e => {
+                let err = SourceError::InvalidTransition {
+                    state: state.name(),
+                    event: e.name(),
+                };
+                return (state, Err(err));
+            }
+        };
+        (
+            SourceState::Done(self.never_started(status, now_ms, error)),
+            Ok(vec![]),
+        )
+    }
+
+    fn start(&self, now_ms: u64) -> Next {
         let mut run = Running {
             started_ms: now_ms,
             watchdog: Watchdog::new(
@@ -303,6 +418,7 @@ impl SourceMachine {
                 now_ms,
                 self.plan.downtime_limit_ms,
             ),
+            stall: StallWatch::new(self.plan.postcopy_stall_ms),
             postcopy_requested_ms: None,
             postcopy_started_ms: None,
             recoveries: 0,
@@ -320,21 +436,16 @@ impl SourceMachine {
         (SourceState::Precopy(run), Ok(actions))
     }
 
-    fn precopy_progress(&self, mut run: Running, p: Progress) -> (SourceState, Step) {
+    fn precopy_progress(&self, mut run: Running, p: Progress) -> Next {
         let p = run.record(p);
         let now = p.now_ms;
         match p.status {
             Some(MigrationStatus::Completed) => {
-                let converged = run.watchdog.fired().is_empty();
-                let mut o = self.finish(run, EndStatus::Completed, now, None, true);
-                o.converged = converged;
+                let o = self.finish(run, EndStatus::Completed, now, None, true);
                 (SourceState::Done(o), Ok(vec![]))
             }
             Some(MigrationStatus::Failed) => {
-                let err = p
-                    .error
-                    .clone()
-                    .or_else(|| Some("migration failed".to_string()));
+                let err = p.error.or_else(|| Some("migration failed".to_string()));
                 (
                     SourceState::Done(self.finish(run, EndStatus::Failed, now, err, false)),
                     Ok(vec![]),
@@ -347,60 +458,52 @@ impl SourceMachine {
                     Ok(vec![]),
                 )
             }
-            Some(s) if s.is_postcopy() => {
-                run.postcopy_started_ms.get_or_insert(now);
-                self.postcopy_progress(run, p)
-            }
+            Some(s) if s.is_postcopy() => self.postcopy_progress(run, p),
             _ => self.precopy_decide(run, &p),
         }
     }
 
     /// Hybrid's switch point and the watchdog, while pre-copy is moving memory.
-    fn precopy_decide(&self, mut run: Running, p: &Progress) -> (SourceState, Step) {
-        let mut actions = Vec::new();
+    fn precopy_decide(&self, mut run: Running, p: &Progress) -> Next {
         if self.plan.technique == Technique::Hybrid
             && run.postcopy_requested_ms.is_none()
             && self.hybrid_due(p)
         {
             run.postcopy_requested_ms = Some(p.now_ms);
-            actions.push(SourceAction::StartPostcopy);
-            return (SourceState::Precopy(run), Ok(actions));
+            return (
+                SourceState::Precopy(run),
+                Ok(vec![SourceAction::StartPostcopy]),
+            );
         }
         if run.postcopy_requested_ms.is_some() {
-            // Waiting for QEMU to switch; the watchdog's pre-copy ladder no longer applies.
-            return (SourceState::Precopy(run), Ok(actions));
+            // Waiting for QEMU to switch; the watchdog's pre-copy ladder no longer applies (the
+            // run's time budget still does).
+            return (SourceState::Precopy(run), Ok(vec![]));
         }
         let (syncs, remaining) = p.ram.map_or((0, 0), |r| (r.dirty_sync_count, r.remaining));
-        match run.watchdog.observe(p.now_ms, syncs, remaining) {
-            None => (SourceState::Precopy(run), Ok(actions)),
+        let action = match run.watchdog.observe(p.now_ms, syncs, remaining) {
+            None => return (SourceState::Precopy(run), Ok(vec![])),
             Some(WatchdogAction::RaiseDowntime { downtime_ms }) => {
-                let update = ParameterUpdate {
+                SourceAction::SetParameters(ParameterUpdate {
                     downtime_limit_ms: Some(downtime_ms),
                     ..ParameterUpdate::default()
-                };
-                (
-                    SourceState::Precopy(run),
-                    Ok(vec![SourceAction::SetParameters(update)]),
-                )
+                })
             }
             Some(WatchdogAction::Throttle(kind)) => {
-                let update = self.plan.throttle_parameters(kind);
-                (
-                    SourceState::Precopy(run),
-                    Ok(vec![SourceAction::SetParameters(update)]),
-                )
+                SourceAction::SetParameters(self.plan.throttle_parameters(kind))
             }
             Some(WatchdogAction::SwitchToPostcopy) => {
                 run.postcopy_requested_ms = Some(p.now_ms);
-                (
-                    SourceState::Precopy(run),
-                    Ok(vec![SourceAction::StartPostcopy]),
-                )
+                SourceAction::StartPostcopy
             }
             Some(WatchdogAction::Cancel) => {
-                (SourceState::Cancelling(run), Ok(vec![SourceAction::Cancel]))
+                return (
+                    SourceState::Cancelling(run, CancelReason::Watchdog),
+                    Ok(vec![SourceAction::Cancel]),
+                )
             }
-        }
+        };
+        (SourceState::Precopy(run), Ok(vec![action]))
     }
 
     fn hybrid_due(&self, p: &Progress) -> bool {
@@ -416,88 +519,85 @@ impl SourceMachine {
             || (ram.total > 0 && fraction_sent >= h.ram_fraction)
     }
 
-    fn postcopy_progress(&self, mut run: Running, p: Progress) -> (SourceState, Step) {
+    fn cancelling_progress(&self, mut run: Running, why: CancelReason, p: Progress) -> Next {
         let p = run.record(p);
-        let now = p.now_ms;
-        run.postcopy_started_ms.get_or_insert(now);
-        match p.status {
-            Some(MigrationStatus::Completed) => (
-                SourceState::Done(self.finish(run, EndStatus::Completed, now, None, true)),
-                Ok(vec![]),
-            ),
-            Some(MigrationStatus::Failed) => {
-                let err = p.error.or_else(|| Some("post-copy failed".to_string()));
-                (
-                    SourceState::Done(self.finish(run, EndStatus::Failed, now, err, true)),
-                    Ok(vec![]),
-                )
-            }
-            Some(MigrationStatus::PostcopyPaused) => self.paused_progress(run, p),
-            _ => (SourceState::Postcopy(run), Ok(vec![])),
-        }
-    }
-
-    fn paused_progress(&self, mut run: Running, p: Progress) -> (SourceState, Step) {
-        let p = run.record(p);
-        let now = p.now_ms;
-        match p.status {
-            Some(MigrationStatus::PostcopyPaused) => {
-                if run
-                    .last_recovery_ms
-                    .is_some_and(|t| now.saturating_sub(t) < RECOVERY_GRACE_MS)
-                {
-                    return (SourceState::PostcopyPaused(run), Ok(vec![]));
-                }
-                if run.recoveries >= self.plan.max_recoveries {
-                    let err = format!(
-                        "post-copy paused and {} recoveries failed; the guest is paused on the destination and can still be recovered",
-                        run.recoveries
-                    );
-                    return (
-                        SourceState::Done(self.finish(
-                            run,
-                            EndStatus::Failed,
-                            now,
-                            Some(err),
-                            true,
-                        )),
-                        Ok(vec![]),
-                    );
-                }
-                (
-                    SourceState::PostcopyPaused(run),
-                    Ok(vec![SourceAction::Recover]),
-                )
-            }
-            _ => self.postcopy_progress(run, p),
-        }
-    }
-
-    fn cancelling_progress(&self, mut run: Running, p: Progress) -> (SourceState, Step) {
-        let p = run.record(p);
-        let now = p.now_ms;
         match p.status {
             Some(MigrationStatus::Cancelled) => {
-                let reason = if run.watchdog.fired().last() == Some(&WatchdogAction::Cancel) {
-                    "watchdog deadline reached; pre-copy did not converge"
-                } else {
-                    "cancelled on request"
+                let reason = match why {
+                    CancelReason::Watchdog => {
+                        "watchdog deadline reached; pre-copy did not converge".to_string()
+                    }
+                    CancelReason::Request => "cancelled on request".to_string(),
+                    CancelReason::Budget { budget_ms } => format!(
+                        "the run's time budget of {} s ran out; cancelled, the guest stays on the source",
+                        budget_ms / 1000
+                    ),
                 };
-                let o = self.finish(
-                    run,
-                    EndStatus::Cancelled,
-                    now,
-                    Some(reason.to_string()),
-                    false,
-                );
+                let o = self.finish(run, EndStatus::Cancelled, p.now_ms, Some(reason), false);
                 (SourceState::Done(o), Ok(vec![]))
             }
             // The cancel raced with completion or with the switch to post-copy: the migration won.
-            Some(MigrationStatus::Completed) => self.precopy_progress(run, p),
+            Some(MigrationStatus::Completed | MigrationStatus::Failed) => {
+                self.precopy_progress(run, p)
+            }
             Some(s) if s.is_postcopy() => self.postcopy_progress(run, p),
-            Some(MigrationStatus::Failed) => self.precopy_progress(run, p),
-            _ => (SourceState::Cancelling(run), Ok(vec![])),
+            _ => (SourceState::Cancelling(run, why), Ok(vec![])),
         }
+    }
+
+    /// The run's time budget ran out: a pre-copy is cancelled (the guest stays home), a
+    /// post-copy is paused (never cancelled: the guest already runs on the destination).
+    fn budget_spent(&self, state: SourceState, now_ms: u64) -> Next {
+        let budget_ms = state.running().map_or(0, |run| self.budget_ms(run));
+        match state {
+            SourceState::Precopy(run) => (
+                SourceState::Cancelling(run, CancelReason::Budget { budget_ms }),
+                Ok(vec![SourceAction::Cancel]),
+            ),
+            SourceState::Postcopy(run) => (
+                SourceState::Pausing(run, PauseReason::Budget { budget_ms }),
+                Ok(vec![SourceAction::Pause]),
+            ),
+            SourceState::PostcopyPaused(run) => {
+                let error = format!(
+                    "the run's time budget of {} s ran out while post-copy was paused; {}",
+                    budget_ms / 1000,
+                    LEFT_PAUSED
+                );
+                let o = self.finish(run, EndStatus::Paused, now_ms, Some(error), true);
+                (SourceState::Done(o), Ok(vec![]))
+            }
+            // Already stopping: the driver's grace period decides what comes next.
+            s => (s, Ok(vec![])),
+        }
+    }
+
+    /// The budget ran out and QEMU has not confirmed the stop within the driver's grace: end,
+    /// with the guest where it was (home before post-copy, on the destination after).
+    fn stop_unconfirmed(&self, state: SourceState, now_ms: u64) -> Next {
+        let (run, status, moved, error) = match state {
+            SourceState::Precopy(run) | SourceState::Cancelling(run, _) => (
+                run,
+                EndStatus::Failed,
+                false,
+                "the run's time budget ran out and QEMU did not confirm the cancel; the guest is left as QEMU has it".to_string(),
+            ),
+            SourceState::Postcopy(run) | SourceState::Pausing(run, _) => (
+                run,
+                EndStatus::Failed,
+                true,
+                "the run's time budget ran out in post-copy and QEMU did not confirm migrate-pause; both QEMUs are left running: the guest is on the destination, the rest of its memory on the source".to_string(),
+            ),
+            SourceState::PostcopyPaused(run) => (
+                run,
+                EndStatus::Paused,
+                true,
+                format!("the run's time budget ran out while post-copy was paused; {LEFT_PAUSED}"),
+            ),
+            s => return (s, Ok(vec![])),
+        };
+        let o = self.finish(run, status, now_ms, Some(error), moved);
+        (SourceState::Done(o), Ok(vec![]))
     }
 
     fn command_failed_precopy(
@@ -506,7 +606,7 @@ impl SourceMachine {
         command: String,
         message: String,
         now_ms: u64,
-    ) -> (SourceState, Step) {
+    ) -> Next {
         // A failed parameter tweak is not fatal: pre-copy goes on and the deadline still guards
         // it. A failed start, switch or cancel is: cancel what runs so the VM stays home.
         if command == "migrate-set-parameters" {
@@ -515,6 +615,20 @@ impl SourceMachine {
         let error = Some(format!("{command}: {message}"));
         let o = self.finish(run, EndStatus::Failed, now_ms, error, false);
         (SourceState::Done(o), Ok(vec![SourceAction::Cancel]))
+    }
+
+    fn command_failed_cancelling(
+        &self,
+        run: Running,
+        why: CancelReason,
+        command: String,
+        message: String,
+        now_ms: u64,
+    ) -> Next {
+        if command == "migrate-set-parameters" {
+            return (SourceState::Cancelling(run, why), Ok(vec![]));
+        }
+        self.command_failed_precopy(run, command, message, now_ms)
     }
 
     fn never_started(
@@ -559,6 +673,17 @@ impl SourceMachine {
     }
 }
 
+/// What a paused post-copy means for the operator, appended to every [`EndStatus::Paused`]
+/// reason.
+pub const LEFT_PAUSED: &str = "left paused: the guest is on the destination, the rest of its memory on the source; keep both QEMUs and recover with migrate-recover (destination) and migrate resume (source)";
+
+#[path = "source_postcopy.rs"]
+mod postcopy;
+
 #[cfg(test)]
 #[path = "source_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "source_stall_tests.rs"]
+mod stall_tests;

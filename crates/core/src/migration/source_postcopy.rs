@@ -1,0 +1,122 @@
+//! The source machine once post-copy has started: the guest runs on the destination, so every
+//! way out keeps it there (completed, paused and recoverable, or failed with the guest split),
+//! never a restart on the source.
+
+use super::{
+    EndStatus, Next, PauseReason, Running, SourceAction, SourceMachine, SourceState, LEFT_PAUSED,
+    RECOVERY_GRACE_MS,
+};
+use crate::migration::progress::{MigrationStatus, Progress};
+
+impl SourceMachine {
+    pub(super) fn postcopy_progress(&self, mut run: Running, p: Progress) -> Next {
+        let p = run.record(p);
+        let now = p.now_ms;
+        run.postcopy_started_ms.get_or_insert(now);
+        match p.status {
+            Some(MigrationStatus::Completed) => (
+                SourceState::Done(self.finish(run, EndStatus::Completed, now, None, true)),
+                Ok(vec![]),
+            ),
+            Some(MigrationStatus::Failed) => {
+                let err = p.error.or_else(|| Some("post-copy failed".to_string()));
+                (
+                    SourceState::Done(self.finish(run, EndStatus::Failed, now, err, true)),
+                    Ok(vec![]),
+                )
+            }
+            Some(MigrationStatus::PostcopyPaused) => self.paused_progress(run, p),
+            _ if run.stall.observe(now, p.transferred()) => {
+                let stall_ms = run.stall.stall_ms();
+                (
+                    SourceState::Pausing(run, PauseReason::Stalled { stall_ms }),
+                    Ok(vec![SourceAction::Pause]),
+                )
+            }
+            _ => (SourceState::Postcopy(run), Ok(vec![])),
+        }
+    }
+
+    /// Post-copy paused by a network failure: recover, a bounded number of times, then leave it
+    /// paused (still recoverable) and say so.
+    pub(super) fn paused_progress(&self, mut run: Running, p: Progress) -> Next {
+        let p = run.record(p);
+        let now = p.now_ms;
+        if p.status != Some(MigrationStatus::PostcopyPaused) {
+            return self.postcopy_progress(run, p);
+        }
+        if run
+            .last_recovery_ms
+            .is_some_and(|t| now.saturating_sub(t) < RECOVERY_GRACE_MS)
+        {
+            return (SourceState::PostcopyPaused(run), Ok(vec![]));
+        }
+        if run.recoveries >= self.plan.max_recoveries {
+            let err = format!(
+                "post-copy paused and {} recoveries failed; {LEFT_PAUSED}",
+                run.recoveries
+            );
+            let o = self.finish(run, EndStatus::Paused, now, Some(err), true);
+            return (SourceState::Done(o), Ok(vec![]));
+        }
+        (
+            SourceState::PostcopyPaused(run),
+            Ok(vec![SourceAction::Recover]),
+        )
+    }
+
+    /// `migrate-pause` asked for: QEMU's `postcopy-paused` ends the run paused.
+    pub(super) fn pausing_progress(&self, mut run: Running, why: PauseReason, p: Progress) -> Next {
+        let p = run.record(p);
+        match p.status {
+            Some(MigrationStatus::PostcopyPaused) => {
+                let cause = match why {
+                    PauseReason::Stalled { stall_ms } => {
+                        format!("post-copy moved no byte for {} s", stall_ms / 1000)
+                    }
+                    PauseReason::Budget { budget_ms } => format!(
+                        "the run's time budget of {} s ran out in post-copy",
+                        budget_ms / 1000
+                    ),
+                };
+                let error = format!("{cause}; paused (migrate-pause) and {LEFT_PAUSED}");
+                let o = self.finish(run, EndStatus::Paused, p.now_ms, Some(error), true);
+                (SourceState::Done(o), Ok(vec![]))
+            }
+            // Completion (or failure) won the race with the pause.
+            Some(MigrationStatus::Completed | MigrationStatus::Failed) => {
+                self.postcopy_progress(run, p)
+            }
+            _ => (SourceState::Pausing(run, why), Ok(vec![])),
+        }
+    }
+
+    /// A command failed after post-copy started. The guest stays where it is in every case.
+    pub(super) fn command_failed_postcopy(
+        &self,
+        state: SourceState,
+        command: String,
+        message: String,
+        now_ms: u64,
+    ) -> Next {
+        let error = format!("{command}: {message}");
+        match state {
+            // The pause was refused: post-copy goes on, watched afresh (the budget still holds).
+            SourceState::Pausing(mut run, _) => {
+                run.stall.rearm();
+                (SourceState::Postcopy(run), Ok(vec![]))
+            }
+            // A recovery command failed: QEMU is still paused, so still recoverable.
+            SourceState::PostcopyPaused(run) => {
+                let error = format!("{error}; {LEFT_PAUSED}");
+                let o = self.finish(run, EndStatus::Paused, now_ms, Some(error), true);
+                (SourceState::Done(o), Ok(vec![]))
+            }
+            SourceState::Postcopy(run) => {
+                let o = self.finish(run, EndStatus::Failed, now_ms, Some(error), true);
+                (SourceState::Done(o), Ok(vec![]))
+            }
+            s => (s, Ok(vec![])),
+        }
+    }
+}
