@@ -100,8 +100,9 @@ fn table_row(row: &BenchRow) -> String {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    // Before the image is built or anything boots: the same checks `run_bench` applies.
     let config = config(&args)?;
-    drover_qemu::vm::validate_workload(&config.workload, config.memory_bytes)?;
+    config.validate()?;
     let image = ensure_image(&NoProgress).context("building the guest image")?;
     let runtime = tokio::runtime::Runtime::new()?;
     if !args.json {

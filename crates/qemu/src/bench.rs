@@ -13,7 +13,8 @@ use crate::qmp::{Qmp, QmpError};
 use crate::vm::{LocalLauncher, VmError};
 use drover_core::migration::result::SIDE_WINDOW_MS;
 use drover_core::migration::{
-    CostParams, MigrationPlan, MigrationResult, OpsSample, PlanKnobs, Technique, VmProfile,
+    CostParams, KnobError, MigrationPlan, MigrationResult, OpsSample, PlanKnobs, Technique,
+    VmProfile,
 };
 use serde::Serialize;
 use std::time::Duration;
@@ -39,6 +40,9 @@ pub enum BenchError {
     Io(String),
     #[error("dirty-rate measurement failed: {0}")]
     DirtyRate(QmpError),
+    /// A migration setting outside the limits the agent's API enforces too.
+    #[error(transparent)]
+    Knobs(#[from] KnobError),
 }
 
 /// What to run.
@@ -73,6 +77,18 @@ impl BenchConfig {
             cost: CostParams::default(),
         }
     }
+
+    /// Every check the agent's API applies to the same settings, before anything boots: the
+    /// migration knobs' limits ([`PlanKnobs::validate`]) and the VM's size with its workload
+    /// (`vm::validate_workload`, the guest's own rule). Pure.
+    ///
+    /// # Errors
+    /// The first setting out of range.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        self.knobs.validate()?;
+        crate::vm::validate_workload(&self.workload, self.memory_bytes)?;
+        Ok(())
+    }
 }
 
 /// One line of bench output: the run's conditions and its record.
@@ -92,7 +108,8 @@ pub async fn run_bench(
     image: &GuestImage,
     mut report: impl FnMut(&BenchRow),
 ) -> Result<Vec<BenchRow>, BenchError> {
-    crate::vm::validate_workload(&config.workload, config.memory_bytes)?;
+    // A library caller must not boot two VMs only to have QEMU refuse a setting.
+    config.validate()?;
     let mut rows = Vec::new();
     for run in 1..=config.repeat.max(1) {
         for technique in &config.techniques {
@@ -255,5 +272,46 @@ mod tests {
         assert!(!reported_after(&[at(1_000), at(5_900)], 5_000));
         assert!(!reported_after(&[at(6_000)], 5_000));
         assert!(reported_after(&[at(1_000), at(6_001)], 5_000));
+    }
+
+    fn config() -> BenchConfig {
+        let mut c = BenchConfig::new(256 << 20, "memtouch:wss=128M,rate=max");
+        // Should anything get as far as booting, it fails differently and the test says so.
+        c.qemu_binary = "/nonexistent/qemu-system-x86_64".into();
+        c
+    }
+
+    async fn refused(c: &BenchConfig) -> BenchError {
+        let image = GuestImage {
+            kernel: "/nonexistent/vmlinuz".into(),
+            initrd: "/nonexistent/initrd".into(),
+        };
+        let mut rows = 0;
+        let err = run_bench(c, &image, |_| rows += 1)
+            .await
+            .expect_err("refused");
+        assert_eq!(rows, 0);
+        err
+    }
+
+    #[tokio::test]
+    async fn bad_settings_are_refused_before_anything_boots() {
+        assert!(config().validate().is_ok());
+        let mut c = config();
+        c.knobs.downtime_limit_ms = 3_000_000;
+        let err = refused(&c).await;
+        assert!(
+            matches!(&err, BenchError::Knobs(k) if k.field == "downtime_limit_ms"),
+            "{err}"
+        );
+        let mut c = config();
+        c.knobs.bandwidth_bps = Some(100);
+        assert!(refused(&c).await.to_string().contains("bytes per second"));
+        let mut c = config();
+        c.workload = "memtouch:wss=512M".into();
+        assert!(matches!(
+            refused(&c).await,
+            BenchError::Vm(VmError::BadWorkload { .. })
+        ));
     }
 }
