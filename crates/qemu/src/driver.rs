@@ -371,7 +371,7 @@ async fn finish(
         ensure_source_running(ends.source, config, clock).await;
     }
     let dest_error = match dest.state() {
-        drover_core::migration::DestState::Failed { error } => Some(error.clone()),
+        drover_core::migration::DestState::Failed { error, .. } => Some(error.clone()),
         _ => None,
     };
     let pause_ms = if outcome.vm_on_destination {

@@ -10,7 +10,9 @@
 //!
 //! `Running` records when the guest first ran here: that instant, minus the migration's start,
 //! is the switchover time. In post-copy the guest runs while pages still arrive, so `Running`
-//! also carries whether the incoming side has completed.
+//! also carries whether the incoming side has completed. `Failed` keeps that instant: losing
+//! sight of the destination later (a QMP error over a blipping link) does not undo the fact
+//! that the guest ran there.
 
 use super::progress::MigrationStatus;
 use thiserror::Error;
@@ -39,8 +41,15 @@ pub enum DestState {
     Launched,
     Listening,
     Receiving,
-    Running { since_ms: u64, incoming_done: bool },
-    Failed { error: String },
+    Running {
+        since_ms: u64,
+        incoming_done: bool,
+    },
+    Failed {
+        error: String,
+        /// When the guest had first run here, if it had.
+        ran_since_ms: Option<u64>,
+    },
 }
 
 impl DestState {
@@ -83,10 +92,12 @@ impl DestMachine {
         &self.state
     }
 
-    /// When the guest first ran on the destination.
+    /// When the guest first ran on the destination, ms (driver clock), even if the
+    /// destination was lost from sight afterwards.
     pub fn running_since_ms(&self) -> Option<u64> {
         match self.state {
             DestState::Running { since_ms, .. } => Some(since_ms),
+            DestState::Failed { ran_since_ms, .. } => ran_since_ms,
             _ => None,
         }
     }
@@ -95,7 +106,10 @@ impl DestMachine {
         let next = match (&self.state, event) {
             (DestState::Launched, DestEvent::ListenIssued) => DestState::Listening,
             (DestState::Failed { .. }, _) => return Ok(()),
-            (_, DestEvent::Died { message }) => DestState::Failed { error: message },
+            (_, DestEvent::Died { message }) => DestState::Failed {
+                error: message,
+                ran_since_ms: self.running_since_ms(),
+            },
             (
                 DestState::Listening | DestState::Receiving | DestState::Running { .. },
                 DestEvent::Observed(o),
@@ -120,6 +134,7 @@ impl DestMachine {
         if o.status == Some(MigrationStatus::Failed) {
             return DestState::Failed {
                 error: "incoming migration failed".to_string(),
+                ran_since_ms: self.running_since_ms(),
             };
         }
         match (&self.state, o.vm_running) {
@@ -200,6 +215,20 @@ mod tests {
         d.handle(seen(5, MigrationStatus::Failed, false))
             .expect("valid");
         assert_eq!(d.state().name(), "failed");
+    }
+
+    #[test]
+    fn losing_sight_of_the_destination_keeps_when_the_guest_ran_there() {
+        let mut d = DestMachine::default();
+        d.handle(DestEvent::ListenIssued).expect("valid");
+        d.handle(seen(120, MigrationStatus::PostcopyActive, true))
+            .expect("valid");
+        d.handle(DestEvent::Died {
+            message: "QMP timed out".into(),
+        })
+        .expect("valid");
+        assert_eq!(d.state().name(), "failed");
+        assert_eq!(d.running_since_ms(), Some(120));
     }
 
     #[test]
