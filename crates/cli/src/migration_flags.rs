@@ -27,7 +27,7 @@ pub struct MigrationFlags {
     /// ...or after this many pre-copy passes, whichever comes first [default: 1].
     #[arg(long)]
     pub hybrid_rounds: Option<u32>,
-    /// Pause a post-copy that moves no byte for this many seconds and report it stalled
+    /// Pause a post-copy that moves no byte for this many seconds (it ends `paused`, recoverable)
     /// [default: 60].
     #[arg(long)]
     pub postcopy_stall: Option<u64>,

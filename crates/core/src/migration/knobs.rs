@@ -26,7 +26,7 @@ pub const MAX_DEADLINE_S: u64 = 86_400;
 /// Most pre-copy passes a hybrid migration may run before switching.
 pub const MAX_HYBRID_ROUNDS: u32 = 1_000;
 
-/// Longest a post-copy may go without moving a byte before it is reported stalled, s (one hour).
+/// Longest stall limit accepted, s (one hour): see `PlanKnobs::postcopy_stall_s`.
 pub const MAX_POSTCOPY_STALL_S: u64 = 3_600;
 
 /// What an operator sets for one migration. Every field has a default ([`PlanKnobs::default`]);
@@ -69,7 +69,7 @@ pub struct PlanKnobs {
     )]
     pub assumed_link_bps: u64,
     /// Post-copy progress watchdog, s: a post-copy that moves no byte for this long is paused
-    /// (recoverable, the guest is never lost) and reported stalled instead of waited for.
+    /// (recoverable, the guest is never lost) and ends `paused` instead of being waited for.
     #[serde(deserialize_with = "wire::whole")]
     #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 3_600)))]
     pub postcopy_stall_s: u64,
