@@ -203,6 +203,7 @@ mod tests {
             id: "m1".into(),
             vm: "b".into(),
             request: MigrationRequest {
+                id: None,
                 to: drover_api::AgentUrl::parse("http://h2:7700").expect("valid"),
                 technique: Technique::Postcopy,
                 measure: false,

@@ -239,12 +239,16 @@ async fn fake_destination(lie: Lie) -> String {
 async fn a_lying_destination_cannot_steer_the_source(url_a: &str, exec: &str) {
     let a = client(url_a);
     a.create_vm(&vm("src1")).await.expect("create");
-    for uri in [exec.to_string(), "tcp:127.0.0.2:7".to_string()] {
+    for (n, uri) in [exec.to_string(), "tcp:127.0.0.2:7".to_string()]
+        .into_iter()
+        .enumerate()
+    {
         let fake = fake_destination(Lie { uri: uri.clone() }).await;
         let started = a
             .migrate(
                 "src1",
                 &MigrationRequest {
+                    id: Some(format!("lie-{n}")),
                     to: AgentUrl::parse(&fake).expect("url"),
                     technique: Technique::Precopy,
                     measure: false,
@@ -260,6 +264,26 @@ async fn a_lying_destination_cannot_steer_the_source(url_a: &str, exec: &str) {
         assert_eq!(done.state, MigrationState::Failed, "{uri}: {done:?}");
         assert!(!done.vm_on_destination);
         assert_eq!(done.uri, None, "{uri}: the lie reached the record");
+        assert_eq!(
+            done.id,
+            format!("lie-{n}"),
+            "the caller's id is the migration's"
+        );
+        // The same id again (a manager retrying after a crash) never starts a second one.
+        let again = a
+            .migrate(
+                "src1",
+                &MigrationRequest {
+                    id: Some(format!("lie-{n}")),
+                    to: AgentUrl::parse(&fake).expect("url"),
+                    technique: Technique::Precopy,
+                    measure: false,
+                    knobs: PlanKnobs::default(),
+                },
+            )
+            .await
+            .expect_err("same id");
+        assert_eq!(again.status(), Some(409), "{again}");
         let v = a.get_vm("src1").await.expect("still here");
         assert_eq!(v.status, VmStatus::Running, "{uri}");
         assert_eq!(v.qemu_status.as_deref(), Some("running"), "{uri}");
@@ -269,6 +293,7 @@ async fn a_lying_destination_cannot_steer_the_source(url_a: &str, exec: &str) {
         .migrate(
             "src1",
             &MigrationRequest {
+                id: None,
                 to: a.base().clone(),
                 technique: Technique::Postcopy,
                 measure: false,

@@ -259,6 +259,7 @@ async fn a_vm_whose_qemu_died_is_reported_lost_not_restarted() {
         .migrate(
             "ghost",
             &MigrationRequest {
+                id: None,
                 to: AgentUrl::parse("http://127.0.0.1:1").expect("url"),
                 technique: drover_core::migration::Technique::Precopy,
                 measure: true,

@@ -166,6 +166,7 @@ async fn migrate(
         .migrate(
             name,
             &MigrationRequest {
+                id: None,
                 to: to.base().clone(),
                 technique: technique.parse().expect("technique"),
                 measure: false,
@@ -286,6 +287,7 @@ fn vm_lifecycle_migrations_both_ways_and_agent_restart() {
             .migrate(
                 "mt1",
                 &MigrationRequest {
+                    id: None,
                     to: ca.base().clone(),
                     technique: Technique::Auto,
                     measure: true,

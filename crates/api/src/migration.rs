@@ -16,6 +16,12 @@ fn default_true() -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct MigrationRequest {
+    /// The migration's id; the agent makes one when it is absent. A caller that must never
+    /// start a migration twice (the manager, after a crash) chooses it: a second request with
+    /// the same id is refused (409) and the first one's record is at `/v1/migrations/{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::names::MIGRATION_ID))]
+    pub id: Option<String>,
     /// Destination agent base URL (`http://host:port`).
     pub to: AgentUrl,
     pub technique: Technique,

@@ -93,7 +93,9 @@ pub fn parse_create_vm(body: &[u8]) -> Result<VmConfig, RequestError> {
 /// unknown fields across a flatten, so they are checked here, from what a request serializes
 /// to).
 fn migration_fields() -> Vec<String> {
+    // Every optional field set, so that every field is serialized.
     let example = MigrationRequest {
+        id: Some(String::new()),
         to: AgentUrl::parse("http://127.0.0.1:1").expect("a constant, valid URL"),
         technique: Technique::Auto,
         measure: true,
@@ -121,6 +123,9 @@ pub fn parse_migration(body: &[u8]) -> Result<MigrationRequest, RequestError> {
     }
     let req: MigrationRequest = serde_json::from_value(Value::Object(raw))
         .map_err(|e| RequestError::Syntax(format!("invalid migration request: {e}")))?;
+    if let Some(id) = &req.id {
+        MIGRATION_ID_SHAPE.check(id)?;
+    }
     req.knobs.validate()?;
     Ok(req)
 }

@@ -266,6 +266,7 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
                 bail!("VM '{name}' already runs on {to} ({dest}): choose another destination");
             }
             let request = MigrationRequest {
+                id: None,
                 to: dest,
                 technique: technique.parse()?,
                 measure: !no_measure,

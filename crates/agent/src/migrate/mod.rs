@@ -5,11 +5,14 @@
 //! ```text
 //! C -> S  POST /v1/vms/{vm}/migrations {to: D, technique, ...}      -> 202 record (preparing)
 //! S       plan: fixed technique, or auto (dirty-rate profile + cost model)
-//! S -> D  POST /v1/incoming {config, migration_id, listen_host}     -> {uri, recover_uri}
-//!         (D starts QEMU with -incoming defer, role Incoming; both URIs are tcp:host:port,
-//!         recover_uri is where D listens again to recover a paused post-copy)
+//! S -> D  GET /v1/health  (refused if D's agent id is S's own: a host reached twice)
+//! S -> D  POST /v1/incoming {config, migration_id}                  -> {uri, recover_uri}
+//!         (D starts QEMU with -incoming defer, role Incoming; both URIs are tcp:ADDRESS:PORT
+//!         on the address the request reached D on; recover_uri is where D listens again to
+//!         recover a paused post-copy. S refuses URIs that do not point at D.)
 //! S       record: running; driver::migrate(source QMP, RemoteQmp(D, vm), uri)
-//! S -> D  POST /v1/vms/{vm}/qmp {execute, arguments}  (allowlisted; the driver's dest side)
+//! S -> D  POST /v1/vms/{vm}/qmp {execute, arguments}  (the typed forwardable set; a URI must
+//!         be the one D made)
 //! C -> S  GET /v1/migrations/{id}   (live progress from the source's query-migrate)
 //! on success (VM runs on D):  S -> D POST /v1/incoming/{vm}/commit; S kills its QEMU
 //! on failure before post-copy: S -> D DELETE /v1/incoming/{vm}; the VM stays on S
@@ -18,19 +21,16 @@
 //! ```
 //!
 //! # Record state machine (persisted at every transition)
-//! ```text
-//! preparing ──incoming ok──> running ──driver done──> measuring ──window over──> completed
-//!     │                         │                                              | failed
-//!     └─peer error──────> failed └─driver error──> failed                      | cancelled
-//! (any non-final state) ──agent restart──> re-evaluated from QEMU: see `recover`
-//!                                          (completed | failed | cancelled | interrupted)
-//! ```
+//! The record changes only through [`lifecycle::apply`] (diagram there): preparing, running,
+//! measuring, then completed | failed | cancelled | paused, or, after an agent restart,
+//! whatever `recover` establishes from QEMU (interrupted when it cannot).
 //! `preparing` fails on peer errors: the destination URL has no host, or the destination agent
 //! cannot be reached or refuses the incoming VM. Planning itself cannot fail: `auto` falls back
 //! to post-copy when the VM cannot be profiled.
 //! The VM is marked busy on the source from `preparing` until it leaves the host or the
 //! migration ends, so it cannot be deleted or migrated twice meanwhile.
 
+pub mod lifecycle;
 mod recover;
 mod run;
 
@@ -61,6 +61,10 @@ pub enum MigrateError {
     Peer(#[from] ClientError),
     #[error("the destination {0} is this host")]
     ToSelf(String),
+    #[error(transparent)]
+    Transition(#[from] lifecycle::TransitionError),
+    #[error("a migration with id '{0}' already exists")]
+    Exists(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -126,28 +130,48 @@ impl Migrations {
         v
     }
 
-    /// Applies `f` to a record and persists it.
-    pub(crate) fn update(
+    /// Applies `f` to a record and persists it (the record is unchanged if `f` refuses).
+    fn update<E>(
         &self,
         id: &str,
-        f: impl FnOnce(&mut MigrationRecord),
-    ) -> Result<MigrationRecord, MigrateError> {
+        f: impl FnOnce(&mut MigrationRecord) -> Result<(), E>,
+    ) -> Result<MigrationRecord, MigrateError>
+    where
+        MigrateError: From<E>,
+    {
         let mut map = lock(&self.map);
         let e = map
             .get_mut(id)
             .ok_or_else(|| MigrateError::NotFound(id.to_string()))?;
-        f(&mut e.record);
+        let mut next = e.record.clone();
+        f(&mut next)?;
+        self.store.save_migration(&next)?;
+        e.record = next;
         if e.record.state.is_final() {
             e.cancel = None;
         }
-        self.store.save_migration(&e.record)?;
         Ok(e.record.clone())
+    }
+
+    /// Moves a record along its state machine ([`lifecycle::apply`]) and persists it.
+    ///
+    /// # Errors
+    /// An event its state does not allow ([`MigrateError::Transition`]), or the store's.
+    pub(crate) fn apply(
+        &self,
+        id: &str,
+        event: lifecycle::RecordEvent,
+    ) -> Result<MigrationRecord, MigrateError> {
+        self.update(id, |r| lifecycle::apply(r, event, unix_ms()))
     }
 
     /// Records a note; persistence failures are only logged (a note must not fail a migration).
     pub(crate) fn note(&self, id: &str, note: String) {
         tracing::warn!(migration = id, "{note}");
-        let _ = self.update(id, |r| r.notes.push(note));
+        let _ = self.update(id, |r| {
+            r.notes.push(note);
+            Ok::<(), MigrateError>(())
+        });
     }
 
     /// Asks a migration to stop; refused once it has ended (and by the driver once post-copy
@@ -187,7 +211,8 @@ pub async fn is_this_host(to: &AgentUrl, listen: std::net::SocketAddr) -> bool {
 /// Starts migrating `vm` as `req` asks; returns the record at once (state `preparing`).
 ///
 /// # Errors
-/// The VM is unknown, lost or busy, or the destination is this host.
+/// The VM is unknown, lost or busy, the destination is this host, or a migration with the
+/// request's id exists.
 pub async fn start(
     state: &Arc<AgentState>,
     vm: &str,
@@ -200,8 +225,10 @@ pub async fn start(
             req.to
         )));
     }
-    let id = state.migrations.new_id(vm);
-    state.vms.begin_migration(vm, &id)?;
+    let id = match &req.id {
+        Some(id) => id.clone(),
+        None => state.migrations.new_id(vm),
+    };
     let record = MigrationRecord {
         id: id.clone(),
         vm: vm.to_string(),
@@ -217,18 +244,27 @@ pub async fn start(
         error: None,
         notes: vec![],
     };
-    if let Err(e) = state.store.save_migration(&record) {
-        state.vms.end_migration(vm);
-        return Err(e.into());
-    }
     let (tx, rx) = watch::channel(false);
-    lock(&state.migrations.map).insert(
-        id.clone(),
-        Entry {
-            record: record.clone(),
-            cancel: Some(tx),
-        },
-    );
+    {
+        // The id is claimed and the VM marked busy under the map's lock, so two requests with
+        // one id (a manager retrying after a crash) cannot both start.
+        let mut map = lock(&state.migrations.map);
+        if map.contains_key(&id) {
+            return Err(MigrateError::Exists(id));
+        }
+        state.vms.begin_migration(vm, &id)?;
+        if let Err(e) = state.store.save_migration(&record) {
+            state.vms.end_migration(vm);
+            return Err(e.into());
+        }
+        map.insert(
+            id.clone(),
+            Entry {
+                record: record.clone(),
+                cancel: Some(tx),
+            },
+        );
+    }
     let st = state.clone();
     state.spawn(async move { run::run(st, id, rx).await });
     Ok(record)

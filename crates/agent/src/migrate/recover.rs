@@ -8,10 +8,11 @@
 //! already runs on the destination) and is waited for. What cannot be established is reported
 //! `interrupted` with the reason, never guessed.
 
-use super::run::{abort_destination, final_state, hand_over};
+use super::lifecycle::RecordEvent;
+use super::run::{abort_destination, hand_over};
 use crate::vms::VmsError;
 use crate::AgentState;
-use drover_api::{unix_ms, AgentClient, MigrationRecord, MigrationState, VmStatus};
+use drover_api::{AgentClient, MigrationRecord, MigrationState, VmStatus};
 use drover_core::migration::MigrationStatus;
 use drover_qemu::qmp::QmpExt;
 use std::sync::Arc;
@@ -116,17 +117,13 @@ pub async fn recover(state: Arc<AgentState>, r: MigrationRecord) {
     let id = r.id.clone();
     if r.state == MigrationState::Measuring {
         // The migration itself had ended and its record was kept; only the after-window is cut.
-        let end = r
-            .result
-            .as_ref()
-            .map(|res| final_state(res.status))
-            .unwrap_or(MigrationState::Interrupted);
-        let _ = state.migrations.update(&id, |m| {
-            m.state = end;
-            m.notes.push(
-                "agent restarted while measuring: throughput windows may be incomplete".into(),
-            );
-        });
+        state.migrations.note(
+            &id,
+            "agent restarted while measuring: throughput windows may be incomplete".into(),
+        );
+        if let Err(e) = state.migrations.apply(&id, RecordEvent::MeasureCut) {
+            tracing::error!(migration = %id, error = %e, "cannot close the record");
+        }
         state.vms.end_migration(&r.vm);
         return;
     }
@@ -146,13 +143,15 @@ pub async fn recover(state: Arc<AgentState>, r: MigrationRecord) {
         };
         let decision = reconcile_step(r.state, &source, dest_seen);
         let finish = |s: MigrationState, on_dest: bool, error: Option<String>, note: String| {
-            let _ = state.migrations.update(&id, |m| {
-                m.state = s;
-                m.vm_on_destination = on_dest;
-                m.ended_unix_ms = Some(unix_ms());
-                m.error = error.or(m.error.take());
-                m.notes.push(note);
-            });
+            state.migrations.note(&id, note);
+            let event = RecordEvent::Reconciled {
+                state: s,
+                vm_on_destination: on_dest,
+                error,
+            };
+            if let Err(e) = state.migrations.apply(&id, event) {
+                tracing::error!(migration = %id, error = %e, "cannot close the record");
+            }
         };
         match decision {
             Reconcile::Wait if tokio::time::Instant::now() < deadline => {

@@ -1,10 +1,9 @@
 //! The source side of one migration, from `preparing` to a final record.
 
+use super::lifecycle::RecordEvent;
 use crate::remote::RemoteQmp;
 use crate::AgentState;
-use drover_api::{
-    unix_ms, AgentClient, IncomingReply, IncomingRequest, MigrationRequest, MigrationState,
-};
+use drover_api::{AgentClient, IncomingReply, IncomingRequest, MigrationRequest, MigrationState};
 use drover_core::migration::{
     paused_by_migration, CostParams, EndStatus, MigrationPlan, OpsSample, Technique, VmProfile,
 };
@@ -22,11 +21,9 @@ pub async fn run(state: Arc<AgentState>, id: String, cancel: watch::Receiver<boo
     };
     let vm = record.vm.clone();
     if let Err(error) = drive(&state, &id, &vm, &record.request, cancel).await {
-        let _ = state.migrations.update(&id, |r| {
-            r.state = MigrationState::Failed;
-            r.error = Some(error);
-            r.ended_unix_ms = Some(unix_ms());
-        });
+        if let Err(e) = state.migrations.apply(&id, RecordEvent::Failed { error }) {
+            tracing::error!(migration = %id, error = %e, "cannot record the failure");
+        }
     }
     state.vms.end_migration(&vm);
 }
@@ -65,11 +62,13 @@ async fn drive(
     let recover_uri = reply.recover_uri.to_string();
     state
         .migrations
-        .update(id, |r| {
-            r.state = MigrationState::Running;
-            r.plan = Some(plan.clone());
-            r.uri = Some(reply.uri);
-        })
+        .apply(
+            id,
+            RecordEvent::Started {
+                plan: plan.clone(),
+                uri: reply.uri,
+            },
+        )
         .map_err(|e| e.to_string())?;
     let remote = RemoteQmp {
         client: dest.clone(),
@@ -106,24 +105,21 @@ async fn drive(
     }
     // The VM's fate is settled: it may be migrated or deleted again while we measure.
     state.vms.end_migration(vm);
-    let result = run.result(&samples.snapshot());
-    let measuring = req.measure && run.outcome.status != EndStatus::Failed;
-    state
+    let record = state
         .migrations
-        .update(id, |r| {
-            r.state = if measuring {
-                MigrationState::Measuring
-            } else {
-                final_state(run.outcome.status)
-            };
-            r.plan = Some(run.plan.clone());
-            r.vm_on_destination = moved;
-            r.ended_unix_ms = Some(unix_ms());
-            r.error = run.outcome.error.clone().or(run.dest_error.clone());
-            r.result = Some(result);
-        })
+        .apply(
+            id,
+            RecordEvent::Ended {
+                status: run.outcome.status,
+                vm_on_destination: moved,
+                plan: run.plan.clone(),
+                error: run.outcome.error.clone().or(run.dest_error.clone()),
+                result: run.result(&samples.snapshot()),
+                measure: req.measure,
+            },
+        )
         .map_err(|e| e.to_string())?;
-    if measuring {
+    if record.state == MigrationState::Measuring {
         let window_end = run.span().samples_until_ms() + 300;
         tokio::time::sleep(Duration::from_millis(
             window_end.saturating_sub(clock.now_ms()),
@@ -146,22 +142,10 @@ async fn drive(
         let result = run.result(&all);
         state
             .migrations
-            .update(id, |r| {
-                r.state = final_state(run.outcome.status);
-                r.result = Some(result);
-            })
+            .apply(id, RecordEvent::Measured { result })
             .map_err(|e| e.to_string())?;
     }
     Ok(())
-}
-
-pub(super) fn final_state(s: EndStatus) -> MigrationState {
-    match s {
-        EndStatus::Completed => MigrationState::Completed,
-        EndStatus::Failed => MigrationState::Failed,
-        EndStatus::Cancelled => MigrationState::Cancelled,
-        EndStatus::Paused => MigrationState::Paused,
-    }
 }
 
 /// The VM now runs on the destination: make it a normal VM there, then stop ours.

@@ -1,0 +1,308 @@
+//! A migration record's life, as an explicit state machine: the source agent's run and its
+//! restart reconciliation change a record only through [`apply`], and an event that makes no
+//! sense in the record's state is a typed [`TransitionError`] that leaves it as it was.
+//!
+//! ```text
+//!  preparing ──started──> running ──ended (measure)──> measuring ──measured──> completed
+//!      │                     │  └──ended──────────────────────────────────────> | failed
+//!      └──failed──> failed   └──failed──> failed                                | cancelled
+//!                                                                                | paused
+//!  preparing | running ──reconciled (after a restart)──> any final state
+//!  measuring ──measure cut (after a restart)──> the outcome's final state
+//! ```
+//!
+//! Notes (clean-up problems, restarts) are not transitions: they may be added in any state.
+
+use drover_api::{MigrationRecord, MigrationState, MigrationUri};
+use drover_core::migration::{EndStatus, MigrationPlan, MigrationResult};
+use thiserror::Error;
+
+/// What happens to a migration record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordEvent {
+    /// The destination is ready: QEMU migrates over `uri` following `plan`.
+    Started {
+        plan: MigrationPlan,
+        uri: MigrationUri,
+    },
+    /// Preparing or driving failed before QEMU reported an outcome; the VM stays on the source.
+    Failed { error: String },
+    /// The driver finished. With `measure`, the workload is sampled for the after-window
+    /// before the record is final (not after a failure: there is nothing to compare).
+    Ended {
+        status: EndStatus,
+        vm_on_destination: bool,
+        plan: MigrationPlan,
+        error: Option<String>,
+        result: MigrationResult,
+        measure: bool,
+    },
+    /// The after-window is over: the record's final result.
+    Measured { result: MigrationResult },
+    /// After an agent restart: what became of a migration that was preparing or running.
+    Reconciled {
+        state: MigrationState,
+        vm_on_destination: bool,
+        error: Option<String>,
+    },
+    /// After an agent restart during measuring: the windows are cut short.
+    MeasureCut,
+}
+
+impl RecordEvent {
+    fn name(&self) -> &'static str {
+        match self {
+            RecordEvent::Started { .. } => "started",
+            RecordEvent::Failed { .. } => "failed",
+            RecordEvent::Ended { .. } => "ended",
+            RecordEvent::Measured { .. } => "measured",
+            RecordEvent::Reconciled { .. } => "reconciled",
+            RecordEvent::MeasureCut => "measure-cut",
+        }
+    }
+}
+
+/// An event that makes no sense in the record's state.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("migration {id}: event '{event}' is not valid in state '{state:?}'")]
+pub struct TransitionError {
+    pub id: String,
+    pub state: MigrationState,
+    pub event: &'static str,
+}
+
+/// The record state an end status leaves.
+pub fn final_state(s: EndStatus) -> MigrationState {
+    match s {
+        EndStatus::Completed => MigrationState::Completed,
+        EndStatus::Failed => MigrationState::Failed,
+        EndStatus::Cancelled => MigrationState::Cancelled,
+        EndStatus::Paused => MigrationState::Paused,
+    }
+}
+
+/// Applies `event` to `r` at `now_unix_ms`; on error `r` is unchanged.
+///
+/// # Errors
+/// [`TransitionError`] when the event is not valid in `r`'s state.
+pub fn apply(
+    r: &mut MigrationRecord,
+    event: RecordEvent,
+    now_unix_ms: u64,
+) -> Result<(), TransitionError> {
+    use MigrationState as S;
+    use RecordEvent as E;
+    let refuse = |r: &MigrationRecord, e: &RecordEvent| TransitionError {
+        id: r.id.clone(),
+        state: r.state,
+        event: e.name(),
+    };
+    match (r.state, event) {
+        (S::Preparing, E::Started { plan, uri }) => {
+            r.state = S::Running;
+            r.plan = Some(plan);
+            r.uri = Some(uri);
+        }
+        (S::Preparing | S::Running, E::Failed { error }) => {
+            r.state = S::Failed;
+            r.error = Some(error);
+            r.ended_unix_ms = Some(now_unix_ms);
+        }
+        (
+            S::Running,
+            E::Ended {
+                status,
+                vm_on_destination,
+                plan,
+                error,
+                result,
+                measure,
+            },
+        ) => {
+            r.state = if measure && status != EndStatus::Failed {
+                S::Measuring
+            } else {
+                final_state(status)
+            };
+            r.plan = Some(plan);
+            r.vm_on_destination = vm_on_destination;
+            r.ended_unix_ms = Some(now_unix_ms);
+            r.error = error;
+            r.result = Some(result);
+        }
+        (S::Measuring, E::Measured { result }) => {
+            r.state = final_state(result.status);
+            r.result = Some(result);
+        }
+        (S::Measuring, E::MeasureCut) => {
+            r.state = r
+                .result
+                .as_ref()
+                .map_or(S::Interrupted, |res| final_state(res.status));
+        }
+        (
+            S::Preparing | S::Running,
+            E::Reconciled {
+                state,
+                vm_on_destination,
+                error,
+            },
+        ) if state.is_final() => {
+            r.state = state;
+            r.vm_on_destination = vm_on_destination;
+            r.ended_unix_ms = Some(now_unix_ms);
+            r.error = error.or(r.error.take());
+        }
+        (_, event) => return Err(refuse(r, &event)),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_api::{AgentUrl, MigrationRequest};
+    use drover_core::migration::{PlanKnobs, Technique};
+
+    fn record() -> MigrationRecord {
+        MigrationRecord {
+            id: "m1".into(),
+            vm: "vm1".into(),
+            request: MigrationRequest {
+                id: None,
+                to: AgentUrl::parse("http://198.18.0.3:7700").expect("url"),
+                technique: Technique::Postcopy,
+                measure: true,
+                knobs: PlanKnobs::default(),
+            },
+            state: MigrationState::Preparing,
+            plan: None,
+            uri: None,
+            started_unix_ms: 1,
+            ended_unix_ms: None,
+            vm_on_destination: false,
+            progress: None,
+            result: None,
+            error: None,
+            notes: vec![],
+        }
+    }
+
+    fn result(status: EndStatus) -> MigrationResult {
+        MigrationResult {
+            technique: Technique::Postcopy,
+            chosen: Technique::Postcopy,
+            reason: "requested".into(),
+            status,
+            converged: true,
+            total_ms: 500,
+            downtime_ms: Some(5),
+            switchover_ms: Some(40),
+            transferred_bytes: 1,
+            precopy_rounds: 1,
+            postcopy_requests: 0,
+            throughput_before: None,
+            throughput_during: None,
+            throughput_after: None,
+            degradation_pct: None,
+            integrity_errors: 0,
+            watchdog_action: "none".into(),
+            error: None,
+        }
+    }
+
+    fn started() -> RecordEvent {
+        RecordEvent::Started {
+            plan: MigrationPlan::fixed(Technique::Postcopy),
+            uri: "tcp:198.18.0.3:4000".parse().expect("uri"),
+        }
+    }
+
+    fn ended(status: EndStatus, measure: bool) -> RecordEvent {
+        RecordEvent::Ended {
+            status,
+            vm_on_destination: status == EndStatus::Completed,
+            plan: MigrationPlan::fixed(Technique::Postcopy),
+            error: None,
+            result: result(status),
+            measure,
+        }
+    }
+
+    #[test]
+    fn a_measured_migration_goes_through_every_state() {
+        let mut r = record();
+        apply(&mut r, started(), 2).expect("started");
+        assert_eq!(r.state, MigrationState::Running);
+        apply(&mut r, ended(EndStatus::Completed, true), 3).expect("ended");
+        assert_eq!(r.state, MigrationState::Measuring);
+        assert_eq!(r.ended_unix_ms, Some(3));
+        apply(
+            &mut r,
+            RecordEvent::Measured {
+                result: result(EndStatus::Completed),
+            },
+            9,
+        )
+        .expect("measured");
+        assert_eq!(r.state, MigrationState::Completed);
+        assert_eq!(
+            r.ended_unix_ms,
+            Some(3),
+            "the migration ended when QEMU said so"
+        );
+    }
+
+    #[test]
+    fn a_failure_is_final_at_once_and_a_pause_is_kept() {
+        let mut r = record();
+        apply(&mut r, started(), 2).expect("started");
+        apply(&mut r, ended(EndStatus::Failed, true), 3).expect("ended");
+        assert_eq!(r.state, MigrationState::Failed, "nothing to measure");
+        let mut p = record();
+        apply(&mut p, started(), 2).expect("started");
+        apply(&mut p, ended(EndStatus::Paused, false), 3).expect("ended");
+        assert_eq!(p.state, MigrationState::Paused);
+    }
+
+    #[test]
+    fn bad_transitions_are_typed_and_change_nothing() {
+        let mut r = record();
+        let before = r.clone();
+        let err = apply(&mut r, ended(EndStatus::Completed, false), 2).expect_err("not running");
+        assert_eq!((err.state, err.event), (MigrationState::Preparing, "ended"));
+        assert_eq!(r, before);
+        apply(
+            &mut r,
+            RecordEvent::Failed {
+                error: "destination unreachable".into(),
+            },
+            2,
+        )
+        .expect("failed");
+        for e in [started(), RecordEvent::MeasureCut] {
+            assert!(apply(&mut r, e, 3).is_err());
+        }
+        let mut r = record();
+        let err = apply(
+            &mut r,
+            RecordEvent::Reconciled {
+                state: MigrationState::Running,
+                vm_on_destination: false,
+                error: None,
+            },
+            2,
+        )
+        .expect_err("a reconciliation ends the record");
+        assert_eq!(err.event, "reconciled");
+    }
+
+    #[test]
+    fn a_restart_while_measuring_keeps_the_outcome() {
+        let mut r = record();
+        apply(&mut r, started(), 2).expect("started");
+        apply(&mut r, ended(EndStatus::Cancelled, true), 3).expect("ended");
+        apply(&mut r, RecordEvent::MeasureCut, 4).expect("cut");
+        assert_eq!(r.state, MigrationState::Cancelled);
+    }
+}
