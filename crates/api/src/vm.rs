@@ -8,11 +8,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Most vCPUs a VM may have.
-pub const MAX_VCPUS: u32 = 64;
+/// Most vCPUs a VM may have (the guest's own rule).
+pub const MAX_VCPUS: u32 = drover_guest::fit::MAX_VCPUS;
 
-/// Most memory a VM may have, bytes (1 TiB).
-pub const MAX_MEMORY_BYTES: u64 = 1 << 40;
+/// Most memory a VM may have, bytes (the guest's own rule).
+pub const MAX_MEMORY_BYTES: u64 = drover_guest::fit::MAX_GUEST_MEMORY_BYTES;
 
 /// A tap NIC attached to a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -38,6 +38,9 @@ pub enum BenchError {
     NoReportsAfterRun { host: &'static str, console: String },
     #[error("I/O error: {0}")]
     Io(String),
+    /// The VM's size is outside what a guest may have.
+    #[error(transparent)]
+    Size(#[from] drover_guest::fit::FitError),
     #[error("dirty-rate measurement failed: {0}")]
     DirtyRate(QmpError),
     /// A migration setting outside the limits the agent's API enforces too.
@@ -86,6 +89,7 @@ impl BenchConfig {
     /// The first setting out of range.
     pub fn validate(&self) -> Result<(), BenchError> {
         self.knobs.validate()?;
+        drover_guest::fit::check_vcpus(self.vcpus)?;
         crate::vm::validate_workload(&self.workload, self.memory_bytes)?;
         Ok(())
     }
