@@ -11,6 +11,7 @@
 //! - [`dc`]: cluster decisions: overload/underload detection, VM selection, placement, and
 //!   Drover's own policy.
 
+pub mod control;
 pub mod dc;
 pub mod migration;
 pub mod units;
