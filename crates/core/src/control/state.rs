@@ -22,6 +22,9 @@ pub struct HostMemory {
     pub active_since_s: Option<f64>,
     /// When the step last asked it to wake, s (not asked again while it wakes).
     pub wake_asked_s: Option<f64>,
+    /// When its last wake failed or timed out, s: no plan chooses it to wake for a while.
+    #[serde(default)]
+    pub wake_failed_s: Option<f64>,
     /// When the step last asked it to go to standby, s.
     pub standby_asked_s: Option<f64>,
 }
@@ -68,6 +71,32 @@ impl ControlState {
         } else {
             format!("{prefix}-{}-{}", self.id_prefix, self.next_id)
         }
+    }
+
+    /// Forgets final plans made before `before_s`, with their moves, unless one of those moves
+    /// is still in flight (a cancelled plan's running migration); returns how many plans went.
+    /// The manager calls it once it has stored them: the step walks every plan and move it
+    /// keeps, every look. Hosts' and VMs' memory (cooldowns) is kept.
+    pub fn prune(&mut self, before_s: f64) -> usize {
+        let gone: Vec<PlanId> = self
+            .plans
+            .values()
+            .filter(|p| p.state.is_final() && p.created_s < before_s)
+            .filter(|p| {
+                p.moves
+                    .iter()
+                    .all(|m| self.moves.get(m).is_none_or(|m| !m.state.in_flight()))
+            })
+            .map(|p| p.id.clone())
+            .collect();
+        for id in &gone {
+            if let Some(p) = self.plans.remove(id) {
+                for m in &p.moves {
+                    self.moves.remove(m);
+                }
+            }
+        }
+        gone.len()
     }
 
     /// Moves that hold a slot (requested or running).
