@@ -4,7 +4,6 @@ use crate::control::{
     record, step, Action, ControlSettings, ControlState, HostObs, MigrationObs, MigrationPhase,
     Observation, Outcome, PlanState, PowerState, StepOutput, VmObs, VmPresence,
 };
-use crate::migration::Technique;
 
 pub const GIB: u64 = 1 << 30;
 
@@ -117,6 +116,7 @@ impl Cluster {
 pub struct Flight {
     pub id: String,
     pub vm: String,
+    pub from: String,
     pub to: String,
     pub looks_left: u32,
     pub phase: MigrationPhase,
@@ -157,10 +157,18 @@ impl Rig {
         }
     }
 
+    /// What the agents report; an unreachable source reports nothing.
     pub fn observation(&self) -> Observation {
+        let reachable = |h: &str| {
+            self.cluster
+                .hosts
+                .iter()
+                .any(|x| x.name == h && x.reachable)
+        };
         let migrations = self
             .flights
             .iter()
+            .filter(|f| reachable(&f.from))
             .map(|f| MigrationObs {
                 id: f.id.clone(),
                 phase: f.phase,
@@ -224,7 +232,11 @@ impl Rig {
         for a in &out.actions {
             let outcome = match a {
                 Action::Migrate {
-                    move_id, vm, to, ..
+                    move_id,
+                    vm,
+                    from,
+                    to,
+                    ..
                 } => {
                     if !self.accept_migrations {
                         continue;
@@ -233,6 +245,7 @@ impl Rig {
                         self.flights.push(Flight {
                             id: move_id.clone(),
                             vm: vm.clone(),
+                            from: from.clone(),
                             to: to.clone(),
                             looks_left: self.migrate_looks,
                             phase: MigrationPhase::Running,
@@ -295,13 +308,5 @@ pub fn quiet() -> ControlSettings {
     ControlSettings {
         standby: false,
         ..ControlSettings::default()
-    }
-}
-
-/// A technique fixed so that tests do not depend on the cost model's choice.
-pub fn fixed(t: Technique) -> ControlSettings {
-    ControlSettings {
-        techniques: vec![t],
-        ..quiet()
     }
 }
