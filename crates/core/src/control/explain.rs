@@ -4,7 +4,6 @@
 
 use super::ledger::{Booking, Ledger};
 use super::moves::{Move, MoveState};
-use super::observe::PowerState;
 use super::place::{book, Ctx, Spot, Tier, Unit};
 use super::plan::{Explanation, MoveWhy, Plan, PlanId, PlanKind, PlanState};
 use super::settings::Mode;
@@ -73,8 +72,9 @@ pub(crate) fn add_unit(
     if spot.tier == Tier::Wake {
         ledger.waking[spot.to] = true;
     }
-    let standby = view.hosts[spot.to].obs.power == PowerState::Standby;
-    if standby && !draft.wake.contains(&spot.to) {
+    // A destination that is not running yet (waking, or to wake) is in the plan's wake list,
+    // so its moves wait for it rather than being skipped.
+    if spot.tier != Tier::Running && !draft.wake.contains(&spot.to) {
         draft.wake.push(spot.to);
     }
     let why_vm = if unit.members.len() > 1 {

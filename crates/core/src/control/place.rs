@@ -1,7 +1,7 @@
 //! Where a unit of VMs goes: the destination search every kind of plan shares.
 //!
 //! A destination must be usable (known capacity), not drained, not emptied by this look's
-//! plans, not the unit's own host; its memory must hold the unit (capacity minus what its VMs
+//! plans nor listed for standby by an active plan, not the unit's own host; its memory must hold the unit (capacity minus what its VMs
 //! have, what moves in flight bring and what other plans promised); its load after the unit
 //! arrives, counted the same way, must stay at or under `target`; no hard rule may break; and
 //! (anti-churn, all but drain) no VM of the unit may go back to a host it left within
@@ -203,7 +203,8 @@ pub(crate) fn admits_unit(
         && host.usable()
         && host.running()
         && !ledger.drained[h]
-        && !ledger.emptying[h];
+        && !ledger.emptying[h]
+        && !ledger.standby_planned[h];
     if !eligible {
         return None;
     }
@@ -234,6 +235,10 @@ pub(crate) fn find(
     for h in 0..view.hosts.len() {
         let host = &view.hosts[h];
         if h == unit.from || !host.usable() || ledger.drained[h] || ledger.emptying[h] {
+            continue;
+        }
+        if ledger.standby_planned[h] {
+            tally.add("being emptied for standby", || host.name().to_string());
             continue;
         }
         let Some(tier) = tier_of(view, ledger, h) else {

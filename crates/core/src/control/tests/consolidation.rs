@@ -254,3 +254,34 @@ fn a_drained_empty_host_goes_to_standby() {
     assert_eq!(migrations(&actions).len(), 1);
     assert_eq!(standbys(&actions), vec!["h1".to_string()]);
 }
+
+#[test]
+fn two_hotspots_share_one_woken_host() {
+    let cluster = Cluster::new()
+        .host("h1", 4.0, 32)
+        .host("h2", 4.0, 32)
+        .standby_host("h3", 16.0, 64)
+        .standby_host("h4", 16.0, 64)
+        .vm("h1", "a", 3.9, 4)
+        .vm("h2", "b", 1.0, 4);
+    let settings = ControlSettings {
+        min_on_s: 10_000.0,
+        ..ControlSettings::default()
+    };
+    let mut rig = Rig::new(cluster, settings);
+    rig.wake_looks = 10;
+    let actions = rig.looks(3);
+    assert_eq!(wakes(&actions), vec!["h3".to_string()]);
+    // h2 gets hot while h3 is still waking: its relief waits for h3 too, no second wake.
+    rig.cluster.v("b").cpu_demand_cores = 3.9;
+    let actions = rig.looks(3);
+    assert_eq!(rig.cluster.h("h3").power, PowerState::Waking);
+    assert!(wakes(&actions).is_empty());
+    let plans = rig.plans(PlanState::Approved);
+    assert_eq!(plans.len(), 2);
+    assert!(plans.iter().all(|p| p.wake == vec!["h3".to_string()]));
+    let later = migrations(&rig.looks(14));
+    assert_eq!(later.len(), 2, "{later:?}");
+    assert!(later.iter().all(|(_, _, to)| to == "h3"));
+    assert_eq!(rig.cluster.h("h4").power, PowerState::Standby);
+}
