@@ -145,14 +145,42 @@ fn tier_of(view: &View, ledger: &Ledger, h: usize) -> Option<Tier> {
     }
 }
 
+/// What bars a unit from hosts beyond room, worked out once per search: the hosts its VMs
+/// left within the cooldown (when returning is refused), and whether any rule names them (so
+/// that a unit no rule names skips the rule check on every host).
+struct Bars {
+    left: Vec<usize>,
+    ruled: bool,
+}
+
+impl Bars {
+    fn new(ctx: Ctx, state: &ControlState, unit: &Unit, terms: Terms) -> Bars {
+        let view = ctx.view;
+        let left = if terms.no_return {
+            unit.members
+                .iter()
+                .filter_map(|&i| state.vms.get(view.vms[i].name())?.left.as_ref())
+                .filter(|(_, t)| ctx.now_s - t < ctx.settings.vm_cooldown_s)
+                .filter_map(|(h, _)| view.host_index(h))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let ruled = unit
+            .members
+            .iter()
+            .any(|&i| ctx.rules.names(view.vms[i].name()));
+        Bars { left, ruled }
+    }
+}
+
 /// Whether host `h` may take `unit` at all, with the reason when not.
 fn admits(
     ctx: Ctx,
-    state: &ControlState,
     ledger: &Ledger,
     unit: &Unit,
+    bars: &Bars,
     h: usize,
-    terms: Terms,
     tally: &mut Tally,
 ) -> Option<u32> {
     let view = ctx.view;
@@ -166,9 +194,12 @@ fn admits(
         tally.add("load over target", || format!("{name} {after:.2}"));
         return None;
     }
-    if terms.no_return && left_recently(ctx, state, unit, name) {
+    if bars.left.contains(&h) {
         tally.add("a VM left it within the cooldown", || name.to_string());
         return None;
+    }
+    if !bars.ruled {
+        return Some(0);
     }
     let verdict = ctx.rules.check(view, ledger, &unit.members, h);
     if let Some(why) = verdict.hard {
@@ -176,16 +207,6 @@ fn admits(
         return None;
     }
     Some(verdict.soft)
-}
-
-fn left_recently(ctx: Ctx, state: &ControlState, unit: &Unit, host: &str) -> bool {
-    unit.members.iter().any(|&i| {
-        state
-            .vms
-            .get(ctx.view.vms[i].name())
-            .and_then(|m| m.left.as_ref())
-            .is_some_and(|(h, t)| h == host && ctx.now_s - t < ctx.settings.vm_cooldown_s)
-    })
 }
 
 /// Whether running host `h` takes `unit` (memory, target, rules, no return); the soft rules it
@@ -208,7 +229,8 @@ pub(crate) fn admits_unit(
     if !eligible {
         return None;
     }
-    admits(ctx, state, ledger, unit, h, terms, &mut Tally::default())
+    let bars = Bars::new(ctx, state, unit, terms);
+    admits(ctx, ledger, unit, &bars, h, &mut Tally::default())
 }
 
 fn wake_failed_recently(ctx: Ctx, state: &ControlState, h: usize) -> bool {
@@ -232,6 +254,7 @@ pub(crate) fn find(
     // Best per tier: (soft rules broken, -fit or -efficiency, index).
     let mut best: [Option<(u32, f64, usize)>; 3] = [None; 3];
     let mut fitting = 0u32;
+    let bars = Bars::new(ctx, state, unit, terms);
     for h in 0..view.hosts.len() {
         let host = &view.hosts[h];
         if h == unit.from || !host.usable() || ledger.drained[h] || ledger.emptying[h] {
@@ -251,7 +274,7 @@ pub(crate) fn find(
             tally.add("a recent failed wake", || host.name().to_string());
             continue;
         }
-        let Some(soft) = admits(ctx, state, ledger, unit, h, terms, &mut tally) else {
+        let Some(soft) = admits(ctx, ledger, unit, &bars, h, &mut tally) else {
             continue;
         };
         fitting += 1;
@@ -388,4 +411,56 @@ pub(crate) fn cooling(ctx: Ctx, state: &ControlState, unit: &Unit) -> bool {
             .and_then(|m| m.last_moved_s)
             .is_some_and(|t| ctx.now_s - t < ctx.settings.vm_cooldown_s)
     })
+}
+
+/// The most room any host a unit could go to has: cores under `target` and free bytes. An
+/// upper bound (rules and cooldowns are not counted), so a unit bigger than it is refused
+/// without searching every host: once destinations fill up, the units left are turned down
+/// in O(1) each.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Room {
+    cpu: f64,
+    mem: u64,
+}
+
+impl Room {
+    pub fn admits(&self, unit: &Unit) -> bool {
+        unit.cpu <= self.cpu + 1e-9 && unit.mem <= self.mem
+    }
+
+    pub fn refusal(&self, view: &View, unit: &Unit) -> String {
+        format!(
+            "no destination for {} ({:.2} cores, {:.1} GiB): no host has more than {:.2} cores under target or {:.1} GiB free",
+            unit.names(view),
+            unit.cpu,
+            super::explain::gib(unit.mem),
+            self.cpu.max(0.0),
+            super::explain::gib(self.mem),
+        )
+    }
+}
+
+/// The room bound over every host that could be a destination (O(hosts)).
+pub(crate) fn room_bound(ctx: Ctx, ledger: &Ledger, may_wake: bool) -> Room {
+    let view = ctx.view;
+    let mut room = Room { cpu: 0.0, mem: 0 };
+    for (h, host) in view.hosts.iter().enumerate() {
+        let open = host.usable()
+            && !ledger.drained[h]
+            && !ledger.emptying[h]
+            && !ledger.standby_planned[h];
+        let reachable = match tier_of(view, ledger, h) {
+            Some(Tier::Wake) => may_wake,
+            Some(_) => true,
+            None => false,
+        };
+        if !(open && reachable) {
+            continue;
+        }
+        let taken = ledger.live_cpu[h] + ledger.plan_cpu[h];
+        room.cpu = room.cpu.max(ctx.settings.target * host.cpus - taken);
+        let used = ledger.live_mem[h].saturating_add(ledger.plan_mem[h]);
+        room.mem = room.mem.max(host.mem_cap.saturating_sub(used));
+    }
+    room
 }

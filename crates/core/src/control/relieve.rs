@@ -20,7 +20,7 @@
 use super::detect::{hotspots, Hotspot};
 use super::explain::{add_unit, commit, entry, Draft};
 use super::ledger::Ledger;
-use super::place::{cooling, find, movable_units, nowhere, Ctx, Terms, Unit};
+use super::place::{cooling, find, movable_units, nowhere, room_bound, Ctx, Spot, Terms, Unit};
 use super::plan::PlanKind;
 use super::settings::Mode;
 use super::state::ControlState;
@@ -94,10 +94,38 @@ fn note_no_relief(state: &ControlState, ctx: Ctx, spot: &Hotspot, why: &str, out
 /// A candidate unit with what relief ranks it by.
 struct Candidate {
     unit: Unit,
-    cost_s: f64,
+    /// Predicted lost work, s; priced only when it competes as a single move (pricing runs the
+    /// cost model, the expensive part of planning).
+    cost_s: Option<f64>,
     cooling: bool,
     /// Found no destination this look (rooms only fill up as the look goes on).
     failed: bool,
+}
+
+/// Why units found no destination: the first few said in full, the rest counted.
+#[derive(Default)]
+struct Failures {
+    shown: Vec<String>,
+    more: usize,
+}
+
+impl Failures {
+    fn push(&mut self, why: impl FnOnce() -> String) {
+        if self.shown.len() < 3 {
+            self.shown.push(why());
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn text(&self) -> String {
+        let more = if self.more > 0 {
+            format!("; and {} more", self.more)
+        } else {
+            String::new()
+        };
+        format!("{}{more}", self.shown.join("; "))
+    }
 }
 
 fn plan(
@@ -118,11 +146,7 @@ fn plan(
         .into_iter()
         .filter(|u| u.cpu > 0.0)
         .map(|unit| Candidate {
-            cost_s: unit
-                .members
-                .iter()
-                .map(|&vm| prices.get(view, vm, ctx.settings).cost_s)
-                .sum(),
+            cost_s: None,
             cooling: cooling(ctx, state, &unit),
             failed: false,
             unit,
@@ -130,16 +154,24 @@ fn plan(
         .collect();
     let mut draft = Draft::new(PlanKind::Relief, h, String::new());
     let mut load = start;
-    let mut failures: Vec<String> = blocked;
+    let mut failures = Failures::default();
+    for b in blocked {
+        failures.push(|| b);
+    }
     let terms = Terms {
         no_return: true,
         may_wake: ctx.settings.standby,
     };
     while load > ctx.settings.target && pool.iter().any(|c| !c.failed) {
         let excess = (load - ctx.settings.target) * cpus;
-        let Some((i, spot_found, single)) =
-            pick(state, ctx, ledger, &mut pool, excess, terms, &mut failures)
-        else {
+        let mut search = Search {
+            state,
+            ctx,
+            ledger,
+            prices,
+            terms,
+        };
+        let Some((i, spot_found, single)) = search.pick(&mut pool, excess, &mut failures) else {
             break;
         };
         let c = pool.swap_remove(i);
@@ -157,10 +189,10 @@ fn plan(
         load = after;
     }
     if draft.picks.is_empty() {
-        return Err(if failures.is_empty() {
+        return Err(if failures.shown.is_empty() {
             "no VM on it can move".into()
         } else {
-            failures.join("; ")
+            failures.text()
         });
     }
     draft.samples = spot.samples.clone();
@@ -169,53 +201,86 @@ fn plan(
     Ok(draft)
 }
 
-/// The unit to move next: the cheapest that suffices alone, else the biggest; each must find a
-/// destination. Returns its index in `pool`, its destination, and whether it sufficed alone.
-fn pick(
-    state: &ControlState,
-    ctx: Ctx,
-    ledger: &Ledger,
-    pool: &mut [Candidate],
-    excess: f64,
+/// What one choice of the next unit reads.
+struct Search<'a, 'c> {
+    state: &'a ControlState,
+    ctx: Ctx<'c>,
+    ledger: &'a Ledger,
+    prices: &'a mut Prices,
     terms: Terms,
-    failures: &mut Vec<String>,
-) -> Option<(usize, super::place::Spot, bool)> {
-    let mut singles: Vec<usize> = (0..pool.len())
-        .filter(|&i| !pool[i].failed && pool[i].unit.cpu >= excess)
-        .collect();
-    singles.sort_by(|&a, &b| {
-        let (x, y) = (&pool[a], &pool[b]);
-        (x.cooling, x.cost_s)
-            .partial_cmp(&(y.cooling, y.cost_s))
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(x.unit.cpu.total_cmp(&y.unit.cpu))
-            .then(a.cmp(&b))
-    });
-    let mut biggest: Vec<usize> = (0..pool.len()).filter(|&i| !pool[i].failed).collect();
-    biggest.sort_by(|&a, &b| {
-        let (x, y) = (&pool[a], &pool[b]);
-        x.cooling
-            .cmp(&y.cooling)
-            .then(y.unit.cpu.total_cmp(&x.unit.cpu))
-            .then(a.cmp(&b))
-    });
-    let tries = singles
-        .into_iter()
-        .map(|i| (i, true))
-        .chain(biggest.into_iter().map(|i| (i, false)));
-    for (i, single) in tries {
-        if pool[i].failed {
-            continue;
+}
+
+impl Search<'_, '_> {
+    fn cost(&mut self, c: &mut Candidate) -> f64 {
+        if let Some(cost) = c.cost_s {
+            return cost;
         }
-        match find(ctx, state, ledger, &pool[i].unit, terms) {
-            Ok(spot) => return Some((i, spot, single)),
-            Err(tally) => {
-                pool[i].failed = true;
-                failures.push(nowhere(ctx.view, &pool[i].unit, &tally));
+        let (view, settings) = (self.ctx.view, self.ctx.settings);
+        let cost = c
+            .unit
+            .members
+            .iter()
+            .map(|&vm| self.prices.get(view, vm, settings).cost_s)
+            .sum();
+        c.cost_s = Some(cost);
+        cost
+    }
+
+    /// The unit to move next: the cheapest that suffices alone, else the biggest; each must
+    /// find a destination. Returns its index in `pool`, its destination, and whether it
+    /// sufficed alone.
+    fn pick(
+        &mut self,
+        pool: &mut [Candidate],
+        excess: f64,
+        failures: &mut Failures,
+    ) -> Option<(usize, Spot, bool)> {
+        let mut singles: Vec<(bool, f64, f64, usize)> = Vec::new();
+        for (i, c) in pool.iter_mut().enumerate() {
+            if !c.failed && c.unit.cpu >= excess {
+                singles.push((c.cooling, self.cost(c), c.unit.cpu, i));
             }
         }
+        singles.sort_by(|a, b| {
+            (a.0.cmp(&b.0))
+                .then(a.1.total_cmp(&b.1))
+                .then(a.2.total_cmp(&b.2))
+                .then(a.3.cmp(&b.3))
+        });
+        let mut biggest: Vec<usize> = (0..pool.len()).filter(|&i| !pool[i].failed).collect();
+        biggest.sort_by(|&a, &b| {
+            let (x, y) = (&pool[a], &pool[b]);
+            x.cooling
+                .cmp(&y.cooling)
+                .then(y.unit.cpu.total_cmp(&x.unit.cpu))
+                .then(a.cmp(&b))
+        });
+        let room = room_bound(self.ctx, self.ledger, self.terms.may_wake);
+        let tries = singles
+            .into_iter()
+            .map(|s| (s.3, true))
+            .chain(biggest.into_iter().map(|i| (i, false)));
+        for (i, single) in tries {
+            let c = &mut pool[i];
+            if c.failed {
+                continue;
+            }
+            // The first refusal is searched in full, so the explanation says why host by host.
+            if !failures.shown.is_empty() && !room.admits(&c.unit) {
+                c.failed = true;
+                failures.push(|| room.refusal(self.ctx.view, &c.unit));
+                continue;
+            }
+            match find(self.ctx, self.state, self.ledger, &c.unit, self.terms) {
+                Ok(spot) => return Some((i, spot, single)),
+                Err(tally) => {
+                    c.failed = true;
+                    failures.push(|| nowhere(self.ctx.view, &c.unit, &tally));
+                }
+            }
+        }
+        None
     }
-    None
 }
 
 fn why_vm(ctx: Ctx, c: &Candidate, h: usize, before: f64, after: f64, single: bool) -> String {
@@ -231,10 +296,11 @@ fn why_vm(ctx: Ctx, c: &Candidate, h: usize, before: f64, after: f64, single: bo
     } else {
         ""
     };
-    format!(
-        "{head}: {:.2} cores, predicted lost work {:.2} s{cooling}",
-        c.unit.cpu, c.cost_s
-    )
+    let cost = match c.cost_s {
+        Some(cost) => format!(", predicted lost work {cost:.2} s"),
+        None => String::new(),
+    };
+    format!("{head}: {:.2} cores{cost}{cooling}", c.unit.cpu)
 }
 
 fn summary(
@@ -243,13 +309,13 @@ fn summary(
     start: f64,
     end: f64,
     moves: usize,
-    failures: &[String],
+    failures: &Failures,
 ) -> String {
     let target = ctx.settings.target;
     let partly = if end > target {
         format!(
             "; only to {end:.2}, still above target {target:.2}: {}",
-            failures.join("; ")
+            failures.text()
         )
     } else {
         String::new()

@@ -46,6 +46,11 @@ impl<'s> Rules<'s> {
         Rules { rules, by_vm }
     }
 
+    /// Whether any rule names `vm`.
+    pub fn names(&self, vm: &str) -> bool {
+        self.by_vm.contains_key(vm)
+    }
+
     fn of(&self, vm: &str) -> impl Iterator<Item = &'s PlacementRule> + '_ {
         self.by_vm
             .get(vm)

@@ -11,3 +11,4 @@ mod lifecycle;
 mod modes;
 mod relief;
 mod rules;
+mod scale;
