@@ -188,13 +188,14 @@ pub(crate) fn standby_idle(
         return;
     }
     let view = ctx.view;
-    // Cores and load of the running hosts that stay: what standby may not eat into.
+    // Cores of the running hosts that stay (not those on their way to standby), and the load
+    // all running hosts carry: what standby may not eat into.
     let pool = |h: usize| {
         let host = &view.hosts[h];
         host.running() && host.usable() && !ledger.drained[h]
     };
     let mut cores: f64 = (0..view.hosts.len())
-        .filter(|&h| pool(h))
+        .filter(|&h| pool(h) && !ledger.emptying[h] && !ledger.standby_planned[h])
         .map(|h| view.hosts[h].cpus)
         .sum();
     let carried: f64 = (0..view.hosts.len())

@@ -16,7 +16,8 @@
 //!
 //! A plan's own premises (proposals only): a relief plan's host is still above `target`; a
 //! consolidation or drain plan's host runs nothing the plan does not move (and a drain's host is
-//! still drained); a standby-only plan's host is still running and empty.
+//! still drained, a consolidation's host is not above `target` again); a standby-only plan's
+//! host is still running and empty.
 
 use super::ledger::Ledger;
 use super::moves::{Move, MoveState};
@@ -226,6 +227,12 @@ fn of_plan(
             }
             if plan.moves.is_empty() && !host.running() {
                 return Err(format!("{name} is no longer running"));
+            }
+            let load = ledger.load_live(view, h, 0.0);
+            if plan.kind == PlanKind::Consolidation && load > target {
+                return Err(format!(
+                    "{name} is busy again: load {load:.2} > target {target:.2}"
+                ));
             }
         }
         PlanKind::Balance => {}
