@@ -17,6 +17,14 @@
 //!   five minutes, and never sent back to the host it left within that time.
 //! - one migration out and one in per host at a time: concurrent migrations share the link and
 //!   each runs slower (and pre-copy may stop converging).
+//! - `min_gain_w` 10, `max_moves_per_host` 3: a host whose idle draw is below 10 W is not worth
+//!   emptying, and a host's idle power is worth a few migrations, not many.
+//! - `standby` on: empty hosts draw nothing (the source papers' point); `technique_chooser`
+//!   manager: the cost model picks from measured dirty rate and working set, and the plan keeps
+//!   every technique's forecast; `predictive` and `balance` off: reactive detection is what the
+//!   papers evaluate, and balancing adds moves that consolidation and relief do not need.
+//!
+//! docs/manager-policy.md describes how the control step uses each setting.
 
 use super::observe::HostObs;
 use crate::migration::{KnobError, PlanKnobs, Technique};
