@@ -1,5 +1,5 @@
 //! The cluster manager's decisions, as a pure control step (kube-rs' `reconcile -> Action`):
-//! the manager crate observes its agents, calls [`step`] with what it saw, its memory
+//! the manager crate observes its agents, calls [`step()`] with what it saw, its memory
 //! ([`ControlState`]), its [`ControlSettings`] and the time, persists the new memory, carries
 //! out the returned [`Action`]s, feeds their [`Outcome`]s back with [`record`], and sleeps
 //! until the next look. The same step, fed by the simulator instead of agents, drives a
@@ -27,7 +27,7 @@
 //!   machine (proposed, approved, recorded, done, failed, cancelled, expired);
 //! - [`settings`]: thresholds, mode, technique policy, rules, power model (defaults and why);
 //! - [`state`]: the memory between looks;
-//! - [`step`]: actions, outcomes and the step's output.
+//! - [`mod@step`]: actions, outcomes and the step's output.
 //!
 //! What each decision module decides (docs/manager-policy.md has the whole policy):
 //! - `view`: what the observation says, made sane once (NaN, negative, duplicate names);

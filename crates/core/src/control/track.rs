@@ -304,6 +304,7 @@ pub(crate) fn finish_plans(state: &mut ControlState, now_s: f64, out: &mut StepO
         .collect();
     for id in ready {
         let (mut done, mut failed, mut other) = (0, 0, 0);
+        let mut unasked = Vec::new();
         if let Some(p) = state.plans.get(&id) {
             for m in p.moves.iter().filter_map(|m| state.moves.get(m)) {
                 match m.state {
@@ -312,20 +313,37 @@ pub(crate) fn finish_plans(state: &mut ControlState, now_s: f64, out: &mut StepO
                     _ => other += 1,
                 }
             }
+            unasked = p
+                .standby
+                .iter()
+                .filter(|h| {
+                    state
+                        .hosts
+                        .get(h.as_str())
+                        .and_then(|m| m.standby_asked_s)
+                        .is_none_or(|t| t < p.created_s)
+                })
+                .cloned()
+                .collect();
         }
         let Some(p) = state.plans.get_mut(&id) else {
             continue;
         };
-        if p.finish(failed > 0).is_ok() {
-            out.journal.push(entry(
-                now_s,
-                "plan",
-                &id,
-                format!(
-                    "{}: {done} move(s) done, {failed} failed or lost, {other} skipped or cancelled",
-                    p.state.name()
-                ),
-            ));
+        if p.finish(failed > 0).is_err() {
+            continue;
         }
+        let mut what = format!(
+            "{}: {done} move(s) done, {failed} failed or lost, {other} skipped or cancelled",
+            p.state.name()
+        );
+        if !unasked.is_empty() {
+            let note = format!(
+                "not put in standby: {} (not empty or not idle when the plan ended; consolidation asks again once it is)",
+                unasked.join(", ")
+            );
+            what = format!("{what}; {note}");
+            p.note = Some(note);
+        }
+        out.journal.push(entry(now_s, "plan", &id, what));
     }
 }
