@@ -10,7 +10,10 @@
 //!   destination migration state machines and the result record.
 //! - [`dc`]: cluster decisions: overload/underload detection, VM selection, placement, and
 //!   Drover's own policy.
+//! - [`control`]: the cluster manager's control step: observation in, plans and actions out,
+//!   moves and plans as state machines (docs/manager-policy.md).
 
+pub mod control;
 pub mod dc;
 pub mod migration;
 pub mod units;
