@@ -27,7 +27,8 @@
 //!   machine (proposed, approved, recorded, done, failed, cancelled, expired);
 //! - [`settings`]: thresholds, mode, technique policy, rules, power model (defaults and why);
 //! - [`state`]: the memory between looks;
-//! - [`mod@step`]: actions, outcomes and the step's output.
+//! - [`mod@step`]: actions, outcomes and the step's output;
+//! - [`decision`]: one look's inputs and output, replayable.
 //!
 //! What each decision module decides (docs/manager-policy.md has the whole policy):
 //! - `view`: what the observation says, made sane once (NaN, negative, duplicate names);
@@ -52,6 +53,7 @@
 //! balance). Nothing quadratic is allocated. The manager should prune final plans and moves it
 //! has stored ([`ControlState::prune`]) so that the plans kept stay few.
 
+pub mod decision;
 pub mod moves;
 pub mod observe;
 pub mod plan;
@@ -79,6 +81,7 @@ mod view;
 #[cfg(test)]
 mod tests;
 
+pub use decision::{Decision, DECISION_FORMAT};
 pub use detect::{PREDICT_MIN_SAMPLES, PREDICT_WINDOW};
 pub use moves::{Move, MoveEnd, MoveError, MoveEvent, MoveId, MoveState, TechniqueChoice};
 pub use observe::{

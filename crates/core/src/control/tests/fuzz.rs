@@ -350,3 +350,45 @@ fn a_recorded_decision_replays() {
     let b = step(&mut same, &obs, &one.settings, one.now + 1.0);
     assert_eq!(a, b);
 }
+
+#[test]
+fn a_stored_decision_record_reproduces_its_plan() {
+    use crate::control::Decision;
+    let cluster = Cluster::new()
+        .host("h1", 4.0, 32)
+        .host("h2", 4.0, 32)
+        .vm("h1", "a", 2.0, 4)
+        .vm("h1", "b", 1.9, 4);
+    let mut rig = Rig::new(cluster, ControlSettings::default());
+    // Look until a plan is made, keeping the inputs of that look.
+    let mut found = None;
+    for _ in 0..20 {
+        let before = rig.state.clone();
+        let obs = rig.observation();
+        let now = rig.now + 1.0;
+        let mut state = before.clone();
+        let output = step(&mut state, &obs, &rig.settings, now);
+        if !output.new_plans.is_empty() {
+            found = Some(Decision {
+                format: crate::control::DECISION_FORMAT,
+                now_s: now,
+                observation: obs,
+                state_before: before,
+                settings: rig.settings.clone(),
+                output,
+            });
+            break;
+        }
+        rig.until(now);
+    }
+    let decision = found.expect("a hot host makes a plan within 20 looks");
+    let text = serde_json::to_string(&decision).expect("serializes");
+    let back: Decision = serde_json::from_str(&text).expect("parses");
+    assert!(back.reproduces(), "replay differs from the record");
+    let mut altered = back.clone();
+    altered.observation.hosts[0].cpu_demand_cores = 0.1;
+    assert!(
+        !altered.reproduces(),
+        "a different observation must not reproduce the plan"
+    );
+}
