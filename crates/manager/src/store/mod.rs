@@ -2,8 +2,8 @@
 //! their transitions, migration results, settings, decisions and the event journal.
 //!
 //! [`Store`] is the interface; [`SqliteStore`] keeps it in one SQLite file under the manager's
-//! state directory ([`sqlite::FILE_NAME`]). A server database can implement the same trait
-//! later (for a manager with a standby).
+//! state directory ([`sqlite::FILE_NAME`]); [`MemoryStore`] is the fake other modules test
+//! with. A server database can implement the same trait later (for a manager with a standby).
 //! The control types (core's `control` module) cross it as [`Json`], so this module does not
 //! depend on their Rust shapes.
 //!
@@ -73,6 +73,7 @@
 //! rollups are one range). Rates and bytes are stored as whole numbers (4-6 bytes instead of 8).
 
 mod error;
+mod memory;
 mod records;
 mod rollup;
 pub mod sqlite;
@@ -83,6 +84,7 @@ mod validate;
 mod tests;
 
 pub use error::{Result, StoreError};
+pub use memory::MemoryStore;
 pub use records::{
     Decision, DecisionInput, JournalEntry, JournalQuery, JournalRow, MigrationResult, MoveQuery,
     MoveRow, PlanQuery, PlanRow, SavedState, SettingsRecord, StepRecord, Transition, MAX_READ,

@@ -1,5 +1,5 @@
 //! What every [`Store`] does: inventory, steps (atomic), transitions, queries, settings,
-//! results, decisions, the journal.
+//! results, decisions, the journal. Each test runs against the fake and the SQLite file.
 
 use super::*;
 use serde_json::json as j;
@@ -634,4 +634,17 @@ fn the_store_id_is_stable(store: &dyn Store) {
     assert_eq!(id.len(), 6, "{id}");
     assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
     assert_eq!(store.store_id().expect("id"), id);
+}
+
+#[test]
+fn the_fake_can_be_told_to_fail_writes() {
+    let store = MemoryStore::new();
+    store.add_host(&spec("h1"), 0.0).expect("add");
+    store.fail_writes(true);
+    let err = store.save_step(&step(1.0)).expect_err("injected");
+    assert!(matches!(err, StoreError::Injected { .. }), "{err}");
+    assert!(store.record_look(&look(1.0, &["h1"], 0.5)).is_err());
+    assert_eq!(store.control_state().expect("reads work"), None);
+    store.fail_writes(false);
+    store.save_step(&step(2.0)).expect("works again");
 }

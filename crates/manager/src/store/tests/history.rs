@@ -1,4 +1,4 @@
-//! Metric history and compaction: 1 s samples older than
+//! Metric history and compaction, against the fake and the SQLite file: 1 s samples older than
 //! the raw window become 1-minute rollups; rollups and decisions past retention are deleted;
 //! what is kept stays bounded.
 

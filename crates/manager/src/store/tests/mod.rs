@@ -1,6 +1,6 @@
-//! The store's tests: the contract every implementation passes (`contract`), history and
-//! compaction (`history`), and what only the SQLite file has (`sqlite`: schema versions, a
-//! failure inside a transaction, crashes).
+//! The store's tests: the contract every implementation passes (`contract`, run against the
+//! fake and the SQLite file), history and compaction (`history`, same), and what only the
+//! SQLite file has (`sqlite`: schema versions, a failure inside a transaction, crashes).
 
 mod contract;
 mod history;
@@ -11,6 +11,15 @@ use super::*;
 /// A fresh store of each kind for a test body; the SQLite one in a temporary state directory.
 macro_rules! for_each_store {
     ($($name:ident),* $(,)?) => {
+        mod memory_store {
+            $(
+                #[test]
+                fn $name() {
+                    let store = $crate::store::MemoryStore::with_retention(super::retention());
+                    super::$name(&store);
+                }
+            )*
+        }
         mod sqlite_store {
             $(
                 #[test]
