@@ -71,6 +71,13 @@
 //! series; that is why `sample` has no index by series, and why [`Store::history`] of one
 //! series reads the raw window of every series (at most `raw_s + 60` seconds of rows; the
 //! rollups are one range). Rates and bytes are stored as whole numbers (4-6 bytes instead of 8).
+//!
+//! Measured (`tests/sizing.rs`, on a shared 2-core machine): a look takes 40-80 ms; a sample row
+//! takes 62 bytes and a rollup row 100 bytes once a series has a day of minutes. So 11,000
+//! sample rows a second write about 2.4 GB an hour into `sample`, of which compaction keeps the
+//! last 10-11 minutes (7.3 million rows, about 450 MB); it writes 11,000 rollup rows a minute
+//! (66 MB an hour, 1.6 GB a day: about 11 GB at the default 7 days) and takes about 0.7 s per
+//! minute of samples. Both tables are bounded by the retention, whatever the uptime.
 
 mod error;
 mod memory;

@@ -1,9 +1,11 @@
 //! The store's tests: the contract every implementation passes (`contract`, run against the
-//! fake and the SQLite file), history and compaction (`history`, same), and what only the
-//! SQLite file has (`sqlite`: schema versions, a failure inside a transaction, crashes).
+//! fake and the SQLite file), history and compaction (`history`, same), what only the SQLite
+//! file has (`sqlite`: schema versions, a failure inside a transaction, crashes), and a
+//! measurement at the scale (`sizing`, ignored: run by hand).
 
 mod contract;
 mod history;
+mod sizing;
 mod sqlite;
 
 use super::*;
