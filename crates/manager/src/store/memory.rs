@@ -14,10 +14,10 @@ use super::records::{
 use super::rollup::{minute_of, Minute};
 use super::types::{
     Compacted, History, HostRecord, HostSpec, Json, Look, MeanMax, Point, Retention, Rollup,
-    Sample, SeriesKey, VmRecord,
+    Sample, SeriesKey, SeriesKind, VmRecord,
 };
 use super::{validate, Store};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -124,6 +124,29 @@ impl Inner {
     fn order(&mut self) -> u64 {
         self.next_order += 1;
         self.next_order
+    }
+
+    fn history(&self, series: &SeriesKey, since_s: f64) -> History {
+        let minutes = self
+            .rollups
+            .get(series)
+            .into_iter()
+            .flat_map(|r| r.values())
+            .map(|(r, _)| *r)
+            .filter(|r| r.start_s > since_s - 60.0)
+            .collect();
+        let seconds = self
+            .samples
+            .get(series)
+            .into_iter()
+            .flat_map(|s| s.iter())
+            .map(|(t, s)| Point {
+                at_s: f64::from_bits(*t),
+                sample: *s,
+            })
+            .filter(|p| p.at_s >= since_s)
+            .collect();
+        History { minutes, seconds }
     }
 
     fn check_step(&self, step: &StepRecord) -> Result<()> {
@@ -394,27 +417,18 @@ impl Store for MemoryStore {
 
     fn history(&self, series: &SeriesKey, since_s: f64) -> Result<History> {
         validate::bound(LOCATION, "sample", "history start", Some(since_s))?;
+        Ok(self.lock().history(series, since_s))
+    }
+
+    fn histories(&self, kind: SeriesKind, since_s: f64) -> Result<BTreeMap<String, History>> {
+        validate::bound(LOCATION, "sample", "history start", Some(since_s))?;
         let inner = self.lock();
-        let minutes = inner
-            .rollups
-            .get(series)
+        let keys: BTreeSet<&SeriesKey> = inner.samples.keys().chain(inner.rollups.keys()).collect();
+        Ok(keys
             .into_iter()
-            .flat_map(|r| r.values())
-            .map(|(r, _)| *r)
-            .filter(|r| r.start_s > since_s - 60.0)
-            .collect();
-        let seconds = inner
-            .samples
-            .get(series)
-            .into_iter()
-            .flat_map(|s| s.iter())
-            .map(|(t, s)| Point {
-                at_s: f64::from_bits(*t),
-                sample: *s,
-            })
-            .filter(|p| p.at_s >= since_s)
-            .collect();
-        Ok(History { minutes, seconds })
+            .filter(|k| k.kind == kind)
+            .map(|k| (k.name.clone(), inner.history(k, since_s)))
+            .collect())
     }
 
     fn compact(&self, now_s: f64) -> Result<Compacted> {

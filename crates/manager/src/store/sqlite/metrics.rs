@@ -4,11 +4,9 @@ use super::control::insert_journal;
 use super::{get_u64, sql, Inner};
 use crate::store::error::{Result, StoreError};
 use crate::store::rollup::{minute_of, Minute};
-use crate::store::types::{
-    Compacted, History, Look, MeanMax, Point, Retention, Rollup, Sample, SeriesKey,
-};
+use crate::store::types::{Compacted, Look, Retention, Sample, SeriesKey};
 use crate::store::validate;
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::collections::{BTreeMap, HashMap};
 
 /// A count of bytes or bytes/s, already rounded ([`Sample::stored`], `Minute::rollup`), as
@@ -144,7 +142,7 @@ fn series_id(
     Ok(id)
 }
 
-fn lookup_series(conn: &Connection, key: &SeriesKey) -> rusqlite::Result<Option<i64>> {
+pub(super) fn lookup_series(conn: &Connection, key: &SeriesKey) -> rusqlite::Result<Option<i64>> {
     conn.prepare_cached("SELECT id FROM series WHERE kind = ?1 AND name = ?2")?
         .query_row(params![key.kind.name(), key.name], |r| r.get(0))
         .optional()
@@ -290,87 +288,5 @@ pub(super) fn compact(
         minutes_written: minutes_written as u64,
         minutes_deleted: minutes_deleted as u64,
         decisions_deleted: decisions_deleted as u64,
-    })
-}
-
-pub(super) fn history(
-    conn: &Connection,
-    path: &str,
-    key: &SeriesKey,
-    since_s: f64,
-) -> Result<History> {
-    validate::bound(path, "sample", "history start", Some(since_s))?;
-    let Some(id) = lookup_series(conn, key).map_err(sql(path, "series", "find a series"))? else {
-        return Ok(History::default());
-    };
-    let err = sql(path, "rollup", "read rollups");
-    let mut st = conn
-        .prepare_cached(
-            "SELECT start_s, n, load_mean, load_max, cpu_mean, cpu_max, mem_mean, mem_max,
-                    dirty_n, dirty_mean, dirty_max, rx_mean, rx_max, tx_mean, tx_max
-             FROM rollup WHERE series = ?1 AND start_s > ?2 - 60 ORDER BY start_s",
-        )
-        .map_err(&err)?;
-    let minutes = st
-        .query_map(params![id, since_s], rollup_row)
-        .map_err(&err)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(&err)?;
-    let err = sql(path, "sample", "read samples");
-    // The samples are keyed by time first: this reads the window since `since_s` for every
-    // series and keeps this one's (bounded by the raw window, ten minutes by default).
-    let mut st = conn
-        .prepare_cached(
-            "SELECT t, load, cpu, mem, dirty, rx, tx FROM sample
-             WHERE t >= ?2 AND series = ?1 ORDER BY t",
-        )
-        .map_err(&err)?;
-    let seconds = st
-        .query_map(params![id, since_s], point_row)
-        .map_err(&err)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(&err)?;
-    Ok(History { minutes, seconds })
-}
-
-fn point_row(r: &Row<'_>) -> rusqlite::Result<Point> {
-    Ok(Point {
-        at_s: r.get(0)?,
-        sample: Sample {
-            load: r.get(1)?,
-            cpu_cores: r.get(2)?,
-            memory_bytes: get_u64(r, 3)?,
-            dirty_bps: r.get(4)?,
-            rx_bps: r.get(5)?,
-            tx_bps: r.get(6)?,
-        },
-    })
-}
-
-fn rollup_row(r: &Row<'_>) -> rusqlite::Result<Rollup> {
-    let mm = |i: usize| -> rusqlite::Result<MeanMax> {
-        Ok(MeanMax {
-            mean: r.get(i)?,
-            max: r.get(i + 1)?,
-        })
-    };
-    let dirty_n: i64 = r.get(8)?;
-    let dirty = match (
-        dirty_n,
-        r.get::<_, Option<f64>>(9)?,
-        r.get::<_, Option<f64>>(10)?,
-    ) {
-        (1.., Some(mean), Some(max)) => Some(MeanMax { mean, max }),
-        _ => None,
-    };
-    Ok(Rollup {
-        start_s: r.get(0)?,
-        samples: r.get(1)?,
-        load: mm(2)?,
-        cpu_cores: mm(4)?,
-        memory_bytes: mm(6)?,
-        dirty_bps: dirty,
-        rx_bps: mm(11)?,
-        tx_bps: mm(13)?,
     })
 }

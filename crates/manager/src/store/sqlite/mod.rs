@@ -3,6 +3,7 @@
 //! from one loop, and SQLite serializes writers anyway.
 
 mod control;
+mod history;
 mod inventory;
 mod metrics;
 pub mod schema;
@@ -13,11 +14,12 @@ use super::records::{
     PlanQuery, PlanRow, SavedState, SettingsRecord, StepRecord, Transition,
 };
 use super::types::{
-    Compacted, History, HostRecord, HostSpec, Json, Look, Retention, SeriesKey, VmRecord,
+    Compacted, History, HostRecord, HostSpec, Json, Look, Retention, SeriesKey, SeriesKind,
+    VmRecord,
 };
 use super::Store;
 use rusqlite::{Connection, OpenFlags};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -246,7 +248,11 @@ impl Store for SqliteStore {
     }
 
     fn history(&self, series: &SeriesKey, since_s: f64) -> Result<History> {
-        metrics::history(&self.lock().conn, &self.path, series, since_s)
+        history::history(&self.lock().conn, &self.path, series, since_s)
+    }
+
+    fn histories(&self, kind: SeriesKind, since_s: f64) -> Result<BTreeMap<String, History>> {
+        history::histories(&self.lock().conn, &self.path, kind, since_s)
     }
 
     fn compact(&self, now_s: f64) -> Result<Compacted> {

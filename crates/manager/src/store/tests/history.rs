@@ -11,6 +11,7 @@ fn retention() -> Retention {
 for_each_store!(
     samples_older_than_ten_minutes_become_minute_rollups,
     a_late_sample_merges_into_its_minute,
+    every_series_of_a_kind_is_read_at_once,
 );
 
 /// Host h1's sample at second `t`: load cycles through the minute, the dirty rate is measured
@@ -110,6 +111,42 @@ fn a_late_sample_merges_into_its_minute(store: &dyn Store) {
         close(dirty.mean, 290_000.0),
         "weighed by the samples that had one: {dirty:?}"
     );
+}
+
+fn every_series_of_a_kind_is_read_at_once(store: &dyn Store) {
+    store.add_host(&spec("h1"), 0.0).expect("add");
+    store.add_host(&spec("h2"), 0.0).expect("add");
+    for t in 0..700 {
+        let hosts: &[&str] = if t < 650 { &["h1", "h2"] } else { &["h1"] };
+        store
+            .record_look(&look(f64::from(t), hosts, 0.5))
+            .expect("look");
+    }
+    store.compact(700.0).expect("compact");
+    for (kind, names) in [
+        (SeriesKind::Host, ["h1", "h2"]),
+        (SeriesKind::Vm, ["h1-vm", "h2-vm"]),
+    ] {
+        let all = store.histories(kind, 30.0).expect("histories");
+        assert_eq!(
+            all.keys().collect::<Vec<_>>(),
+            names.iter().collect::<Vec<_>>()
+        );
+        for name in names {
+            let key = SeriesKey {
+                kind,
+                name: name.to_string(),
+            };
+            assert_eq!(
+                all[name],
+                store.history(&key, 30.0).expect("history"),
+                "{name}"
+            );
+        }
+    }
+    let h2 = &store.histories(SeriesKind::Host, 30.0).expect("histories")["h2"];
+    assert_eq!((h2.minutes.len(), h2.seconds.len()), (1, 590));
+    assert!(store.histories(SeriesKind::Vm, f64::NAN).is_err());
 }
 
 /// A short retention, to see it bound what is kept.

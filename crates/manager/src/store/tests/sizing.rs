@@ -7,7 +7,7 @@
 //! DROVER_STORE_SIZING=1000,10000,120 cargo test ...   # hosts, VMs, seconds of looks
 //! ```
 //!
-//! It prints the time of a look, of a compaction and of a history read, and the bytes per row of
+//! It prints the time of a look, of a compaction and of history reads, and the bytes per row of
 //! the sample and rollup tables (SQLite's `dbstat`), the rollups also at a day of minutes per
 //! series (their steady-state page fill).
 
@@ -122,6 +122,24 @@ fn sizing() {
     let (rows, per_row) = bytes_per_row(&store, "sample");
     println!("sample: {rows} rows, {per_row:.1} bytes/row");
 
+    // Before compaction: one series' seconds are a scan of the whole raw window.
+    let start = Instant::now();
+    let h = store
+        .history(&SeriesKey::vm("vm-00042"), 0.0)
+        .expect("history");
+    println!(
+        "history of one VM over {} s of raw samples: {:.1} ms",
+        h.seconds.len(),
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    let start = Instant::now();
+    let all = store.histories(SeriesKind::Vm, 0.0).expect("histories");
+    println!(
+        "history of every VM ({}): {:.0} ms",
+        all.len(),
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    drop(all);
     let start = Instant::now();
     let done = store
         .compact(t0 + f64::from(seconds) + 660.0)
