@@ -1,0 +1,195 @@
+//! The manager's state: inventory, metric history, the control step's memory, plans, moves and
+//! their transitions, migration results, settings, decisions and the event journal.
+//!
+//! [`Store`] is the interface; [`SqliteStore`] keeps it in one SQLite file under the manager's
+//! state directory ([`sqlite::FILE_NAME`]); [`MemoryStore`] is the fake other modules test
+//! with. A server database can implement the same trait later (for a manager with a standby).
+//! The control types (core's `control` module) cross it as [`Json`], so this module does not
+//! depend on their Rust shapes.
+//!
+//! # Tables
+//!
+//! | table | holds | key, indexes |
+//! | --- | --- | --- |
+//! | `schema_version` | one row per migration applied | `version` |
+//! | `meta` | `store_id` (the control state's id prefix) | `key` |
+//! | `host` | inventory: agent URL, power model, added/removed, reachable, last seen | `name` |
+//! | `vm` | each VM's host, first and last seen | `name`; `host` |
+//! | `series` | a host's or VM's metric series id | `id`; unique `(kind, name)` |
+//! | `sample` | 1 s samples: load, CPU cores, memory, dirty rate, rx, tx | `(t, series)`, clustered by time |
+//! | `rollup` | 1-minute mean and max of each | `(series, start_s)`, clustered by series |
+//! | `control` | the step's memory (JSON), one row | |
+//! | `plan` | id, kind, state, host, created, the plan (JSON) | `id`; `created_s`; `(state, created_s)`; `decision_id` |
+//! | `move` | id, plan, VM, hosts, state, detail, the move (JSON) | `id`; `plan_id`; `vm`; `state` |
+//! | `move_transition` | every change of a move's state: from, to, at, detail | `seq`; `(move_id, seq)` |
+//! | `migration_result` | the agent's result record (JSON) by move id | `move_id` |
+//! | `decision` | a step's observation, memory before, settings (JSON), shared by its plans | `id`; `at_s` |
+//! | `settings` | the current settings (JSON), version, updated at, one row | |
+//! | `journal` | append-only events: at, subject, id, what | `seq`; `at_s`; `(subject, subject_id)` |
+//!
+//! # Retention ([`Retention`])
+//!
+//! [`Store::compact`]`(now)` (the manager calls it about once a minute) rolls every whole minute
+//! of samples older than `raw_s` (600 s) into one `rollup` row per series (mean and max of each
+//! quantity; the dirty rate over the samples that had one) and deletes those samples; deletes
+//! rollups older than `rollup_days` (7) and decisions older than `decision_days` (7). So the
+//! samples hold at most `raw_s + 60` seconds and the rollups `rollup_days` of minutes, per
+//! series. Inventory, plans, moves, transitions, results and the journal are kept: a few rows per
+//! plan or move, small next to the history.
+//!
+//! # Transactions
+//!
+//! Every write is one immediate transaction (the write lock is taken at its start):
+//! - a look ([`Store::record_look`]): host reachability, VMs seen, every sample (prepared
+//!   statements), the collector's journal lines;
+//! - a step ([`Store::save_step`]): the control state, the journal lines, the plans and moves
+//!   changed, a transition for each move whose state changed, the decision. All or nothing: the
+//!   manager saves before it carries out any action, so after a crash the stored memory never
+//!   lags what the agents were asked;
+//! - a compaction, a settings change (with its journal line), a host added or removed (with
+//!   its journal line), a migration result.
+//!
+//! Input is checked before the transaction starts (times finite and non-negative, names not
+//! empty, every number of a sample finite and non-negative); references (a move's plan, a
+//! decision's plans, a look's hosts, a result's move) are checked inside it, and a failure rolls
+//! the whole transaction back.
+//!
+//! # Versioning
+//!
+//! `sqlite::schema::MIGRATIONS` is an ordered list; opening a file applies each migration past
+//! its version in its own transaction, recording it in `schema_version`. A file at a newer
+//! version than this build knows is refused ([`StoreError::NewerSchema`], naming the file, its
+//! version and ours) and left untouched; an SQLite file with tables but no `schema_version`
+//! is refused as not a Drover store.
+//!
+//! # Sizing (1,000 hosts and 10,000 VMs reporting every second)
+//!
+//! A look is one transaction: 11,000 sample inserts, 10,000 VM updates (in place: only the
+//! last-seen time changes unless the VM moved) and 1,000 host updates, through prepared
+//! statements; 22,000 row writes a second. The samples are keyed by time, so a look appends to
+//! the end of their tree (about 0.7 MB of pages a second) instead of touching a page per
+//! series; that is why `sample` has no index by series, and why [`Store::history`] of one
+//! series reads the raw window of every series (at most `raw_s + 60` seconds of rows; the
+//! rollups are one range). To read many series, [`Store::histories`] reads that window once.
+//! Rates and bytes are stored as whole numbers (4-6 bytes instead of 8).
+//!
+//! Measured (`tests/sizing.rs`, on a shared 2-core machine): a look takes 40-80 ms; a sample row
+//! takes 62 bytes and a rollup row 100 bytes once a series has a day of minutes. So 11,000
+//! sample rows a second write about 2.4 GB an hour into `sample`, of which compaction keeps the
+//! last 10-11 minutes (7.3 million rows, about 450 MB); it writes 11,000 rollup rows a minute
+//! (66 MB an hour, 1.6 GB a day: about 11 GB at the default 7 days) and takes about 0.7 s per
+//! minute of samples. Both tables are bounded by the retention, whatever the uptime. Reading
+//! back two minutes of samples: one VM's 80 ms, every VM's 1.8 s (so about 10 s for the whole
+//! raw window after a restart; ask for less when less is needed).
+
+mod error;
+mod memory;
+mod records;
+mod rollup;
+pub mod sqlite;
+mod types;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{Result, StoreError};
+pub use memory::MemoryStore;
+pub use records::{
+    Decision, DecisionInput, JournalEntry, JournalQuery, JournalRow, MigrationResult, MoveQuery,
+    MoveRow, PlanQuery, PlanRow, SavedState, SettingsRecord, StepRecord, Transition, MAX_READ,
+};
+pub use sqlite::SqliteStore;
+use std::collections::BTreeMap;
+pub use types::{
+    Compacted, History, HostLook, HostRecord, HostSpec, Json, Look, MeanMax, Point, PowerModel,
+    Retention, Rollup, Sample, SeriesKey, SeriesKind, VmLook, VmRecord,
+};
+
+/// The manager's state, wherever it is kept. Every method is one transaction; reads see only
+/// committed writes. Times are the manager's clock, in seconds.
+pub trait Store: Send + Sync {
+    /// Where the store is, for messages (a file path, `:memory:`, `memory`).
+    fn location(&self) -> &str;
+
+    /// This store's id, made when the store was: the control state's `id_prefix`.
+    fn store_id(&self) -> Result<String>;
+
+    // Inventory.
+
+    /// Adds a host; refused ([`StoreError::HostExists`]) if one by that name is in the
+    /// inventory. A removed host may be added again (its history is kept).
+    fn add_host(&self, spec: &HostSpec, at_s: f64) -> Result<()>;
+
+    /// Adds a host, or updates its agent URL and power model (the configuration, applied at
+    /// every start). Journals a change, not a repeat.
+    fn put_host(&self, spec: &HostSpec, at_s: f64) -> Result<()>;
+
+    /// Marks a host removed ([`StoreError::NotFound`] if it is not in the inventory).
+    fn remove_host(&self, name: &str, at_s: f64) -> Result<()>;
+
+    /// Every host ever added, removed ones included, by name.
+    fn hosts(&self) -> Result<Vec<HostRecord>>;
+
+    /// Every VM seen, by name.
+    fn vms(&self) -> Result<Vec<VmRecord>>;
+
+    // Metric history.
+
+    /// Stores one look: hosts' reachability, the VMs seen and where, every sample, the
+    /// collector's journal lines. A host not in the inventory refuses the whole look.
+    fn record_look(&self, look: &Look) -> Result<()>;
+
+    /// A series' history since `since_s`: rollups, then 1 s samples, oldest first. Empty for a
+    /// series never recorded.
+    fn history(&self, series: &SeriesKey, since_s: f64) -> Result<History>;
+
+    /// The history since `since_s` of every series of `kind` ever recorded, by name: what
+    /// [`Store::history`] of each returns, in one read (the forecasts, after a restart).
+    fn histories(&self, kind: SeriesKind, since_s: f64) -> Result<BTreeMap<String, History>>;
+
+    /// Rolls up, and deletes past retention, as of `now_s` (see the module doc).
+    fn compact(&self, now_s: f64) -> Result<Compacted>;
+
+    // The control loop.
+
+    /// Stores one step (or operation) atomically: see [`StepRecord`].
+    fn save_step(&self, step: &StepRecord) -> Result<()>;
+
+    /// The step's memory as last stored; None for a new store.
+    fn control_state(&self) -> Result<Option<SavedState>>;
+
+    /// Appends lines to the journal (events no step records: an operator's command).
+    fn append_journal(&self, entries: &[JournalEntry]) -> Result<()>;
+
+    fn plan(&self, id: &str) -> Result<Option<PlanRow>>;
+
+    /// Plans, newest first, at most `query.limit` (and [`MAX_READ`]).
+    fn plans(&self, query: &PlanQuery) -> Result<Vec<PlanRow>>;
+
+    /// Moves, in the order first stored, at most `query.limit` (and [`MAX_READ`]).
+    fn moves(&self, query: &MoveQuery) -> Result<Vec<MoveRow>>;
+
+    /// A move's transitions, in order.
+    fn transitions(&self, move_id: &str) -> Result<Vec<Transition>>;
+
+    /// What the step that made `plan_id` decided from ([`StoreError::NotFound`] for an unknown
+    /// plan, [`StoreError::NoDecision`] when it was pruned).
+    fn export_decision(&self, plan_id: &str) -> Result<Decision>;
+
+    /// Stores (or replaces) the agent's result record of a stored move.
+    fn put_result(&self, result: &MigrationResult) -> Result<()>;
+
+    fn result(&self, move_id: &str) -> Result<Option<MigrationResult>>;
+
+    /// The current settings; None until first stored.
+    fn settings(&self) -> Result<Option<SettingsRecord>>;
+
+    /// Replaces the settings and journals it; returns the new version. With
+    /// `expected_version` (0: none stored yet), refused with [`StoreError::SettingsConflict`]
+    /// unless the stored version is that one.
+    fn put_settings(&self, body: &Json, at_s: f64, expected_version: Option<u64>) -> Result<u64>;
+
+    /// Journal lines, filtered and bounded (see [`JournalQuery`]).
+    fn journal(&self, query: &JournalQuery) -> Result<Vec<JournalRow>>;
+}
