@@ -10,7 +10,9 @@
 //! see `control`), `demand_pct` (percent of one vCPU the workload tries to use: it runs one
 //! thread), `demanded_ops` (work asked for, cumulative: `1 - Δops/Δdemanded_ops` over a window
 //! is the work lost in it), `full_ops_per_s` (its full speed, the yardstick of the demand), and
-//! `refused` (only when the last control line was refused: a short code).
+//! `refused` (only when the last control line was refused: a short code). After a switch, `spec`
+//! and `seq` change at once and the demand figures with the workload's next period or batch
+//! (within 100 ms).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -93,7 +93,7 @@ impl fmt::Display for Workload {
 /// `bytes` with the largest binary suffix that divides it (`64M`, `1G`, `12K`, `4100`).
 pub fn format_size(bytes: u64) -> String {
     for (shift, suffix) in [(30, "G"), (20, "M"), (10, "K")] {
-        if bytes != 0 && bytes % (1u64 << shift) == 0 {
+        if bytes != 0 && bytes.trailing_zeros() >= shift {
             return format!("{}{suffix}", bytes >> shift);
         }
     }
