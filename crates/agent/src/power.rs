@@ -266,7 +266,7 @@ impl Power {
         })
     }
 
-    /// The state now (a finished wake is recorded as active).
+    /// The state now (a wake whose delay has passed reads as active).
     pub fn current(&self) -> PowerMachine {
         let mut inner = lock(&self.inner);
         let now = inner.machine.at(self.clock.now());

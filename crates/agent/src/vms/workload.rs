@@ -20,8 +20,9 @@ impl Vms {
     /// Changes VM `name`'s workload to `spec` (shape-checked by the request parser).
     ///
     /// # Errors
-    /// Not found; lost, incoming or migrating ([`VmsError::Busy`]); a change the running
-    /// workload cannot take ([`VmsError::Workload`]); the record not saved.
+    /// Not found; lost, incoming, migrating or a guest that takes no changes
+    /// ([`VmsError::Busy`]); a change the running workload cannot take
+    /// ([`VmsError::Workload`]); the record not saved.
     pub fn change_workload(&self, name: &str, spec: &str) -> Result<VmView, VmsError> {
         let mut map = lock(&self.map);
         let e = map
@@ -41,6 +42,16 @@ impl Vms {
             return Err(VmsError::Busy {
                 name: name.to_string(),
                 why: format!("migration {m} is under way"),
+            });
+        }
+        if e.samples.status().is_some_and(|s| s.spec.is_none()) {
+            // It reports without naming its workload: a guest image from before the control
+            // protocol, which would never apply the change.
+            return Err(VmsError::Busy {
+                name: name.to_string(),
+                why: "its guest does not take workload changes (an image from before the \
+                      control protocol)"
+                    .into(),
             });
         }
         check_change(&e.record.config, spec)?;
