@@ -7,7 +7,9 @@
 //! - [`vms`]: the VM registry and lifecycle (start, re-attach, stop, incoming/commit);
 //! - [`migrate`]: migration orchestration between agents (protocol and state machine in its
 //!   docs), and reconciliation after a restart;
-//! - [`metrics`]: host capacity/usage and per-VM rates, JSON and Prometheus;
+//! - [`metrics`]: host capacity/usage and per-VM rates, JSON and Prometheus; [`demand`]: CPU
+//!   demand (use plus what a VM could not get) from the guest, run delay or cgroup throttling;
+//! - [`power`]: the host's power state (active, standby, waking) and what it admits;
 //! - [`store`]: persistence of VMs and migration records (atomic JSON files);
 //! - [`remote`]: `RemoteQmp`, the destination's QMP seen through its agent;
 //! - [`model`] (what is persisted beyond the wire types), [`procfs`] (/proc, /sys, cgroups).
@@ -20,9 +22,11 @@
 //! `lost`, and re-evaluates any migration that was under way from what QEMU reports.
 
 pub mod api;
+pub mod demand;
 pub mod metrics;
 pub mod migrate;
 pub mod model;
+pub mod power;
 pub mod procfs;
 pub mod remote;
 pub mod store;
@@ -85,7 +89,12 @@ pub struct AgentConfig {
     /// fractions allowed) and memory in bytes.
     pub cpus: Option<f64>,
     pub memory_bytes: Option<u64>,
+    /// How long a woken host stays `waking` (standing for its boot) before it is active.
+    pub wake_delay: Duration,
 }
+
+/// Longest wake delay the agent takes (a boot slower than this is a broken host).
+pub const MAX_WAKE_DELAY: Duration = Duration::from_secs(3600);
 
 impl AgentConfig {
     pub fn new(listen: SocketAddr, state_dir: PathBuf, token: String) -> Self {
@@ -101,6 +110,7 @@ impl AgentConfig {
             start_timeout: Duration::from_secs(30),
             cpus: None,
             memory_bytes: None,
+            wake_delay: Duration::from_secs(10),
         }
     }
 }
@@ -125,6 +135,13 @@ impl AgentConfig {
                 "memory_bytes",
                 format!("{m} bytes"),
                 "at least 64 MiB (what one guest needs)",
+            );
+        }
+        if self.wake_delay > MAX_WAKE_DELAY {
+            return bad(
+                "wake_delay",
+                format!("{} s", self.wake_delay.as_secs_f64()),
+                "at most 3600 s",
             );
         }
         for (setting, d) in [
@@ -170,6 +187,7 @@ pub struct AgentState {
     pub vms: vms::Vms,
     pub migrations: migrate::Migrations,
     pub metrics: metrics::MetricsHub,
+    pub power: power::Power,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -232,6 +250,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         vms: vms::Vms::new(store.clone(), settings),
         migrations: migrate::Migrations::load(store.clone())?,
         metrics: metrics::MetricsHub::new(config.dirty_interval, capacity),
+        power: power::Power::load(store.clone(), config.wake_delay)?,
         store,
         tasks: Mutex::new(Vec::new()),
     });
@@ -314,6 +333,17 @@ mod tests {
         assert!(c.validate().is_ok());
         c.sample_interval = Duration::ZERO;
         assert!(c.validate().is_err());
+        let mut c = config();
+        c.wake_delay = Duration::ZERO;
+        assert!(c.validate().is_ok(), "a host that boots at once");
+        c.wake_delay = Duration::from_secs(3601);
+        assert!(matches!(
+            c.validate(),
+            Err(AgentError::Setting {
+                setting: "wake_delay",
+                ..
+            })
+        ));
     }
 
     #[tokio::test]

@@ -2,15 +2,20 @@
 //! ops) into rates every few seconds; `/v1/metrics` returns the last snapshot as JSON and
 //! `/metrics` as Prometheus text.
 //!
+//! CPU demand (use plus what the VM could not get) is worked out by [`crate::demand`] from the
+//! guest's own report, its QEMU's run delay or the host cgroup's throttling.
+//!
 //! The dirty page rate comes from QEMU's `calc-dirty-rate` in page-sampling mode: it hashes 4096
 //! sampled pages per GiB over a short window instead of write-protecting guest memory, so the
 //! guest barely notices. It runs every `dirty_interval` per VM and never during a migration
 //! (QEMU's own dirty tracking is busy then).
 
+use crate::demand::{self, DemandInputs, Throttling};
 use crate::lock;
-use crate::procfs::{self, Capacity};
+use crate::procfs::{self, Capacity, CpuStat};
 use crate::vms::Vms;
 use drover_api::metrics::{HostMetrics, Metrics, VmMetrics};
+use drover_api::PowerState;
 use drover_qemu::qmp::{Qmp, QmpError};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
@@ -36,14 +41,24 @@ pub enum MetricsError {
 struct Counters {
     at: Option<tokio::time::Instant>,
     cpu_ticks: u64,
+    /// Run delay of its QEMU's threads, ns.
+    wait_ns: Option<u64>,
     tap: Option<(u64, u64)>,
     block: Option<[u64; 4]>,
     dirty_at: Option<tokio::time::Instant>,
 }
 
+/// The host cgroup's throttling: the last reading and what the last interval showed.
+#[derive(Debug, Clone, Copy, Default)]
+struct HostCounters {
+    cpu_stat: Option<(tokio::time::Instant, CpuStat)>,
+    throttling: Option<Throttling>,
+}
+
 /// Keeps the last snapshot of every VM's metrics.
 pub struct MetricsHub {
     state: Mutex<HashMap<String, (VmMetrics, Counters)>>,
+    host: Mutex<HostCounters>,
     capacity: Capacity,
     dirty_interval: Duration,
 }
@@ -82,6 +97,7 @@ impl MetricsHub {
     pub fn new(dirty_interval: Duration, capacity: Capacity) -> Self {
         MetricsHub {
             state: Mutex::new(HashMap::new()),
+            host: Mutex::new(HostCounters::default()),
             capacity,
             dirty_interval,
         }
@@ -91,8 +107,10 @@ impl MetricsHub {
     pub async fn sample(&self, vms: &Vms) {
         vms.reap_exited();
         vms.check_liveness();
+        vms.reconcile_workloads();
         let live = vms.live();
         let now = tokio::time::Instant::now();
+        self.sample_cgroup(now, procfs::cgroup_cpu_stat());
         let hz = procfs::clock_ticks_per_s() as f64;
         let mut seen = Vec::new();
         for vm in live {
@@ -123,6 +141,11 @@ impl MetricsHub {
             } else {
                 0.0
             };
+            c.wait_ns = procfs::run_delay_ns(vm.pid);
+            m.cpu_wait_cores = match (prev.wait_ns, c.wait_ns, prev.at) {
+                (Some(before), Some(after), Some(_)) => demand::wait_cores(before, after, secs),
+                _ => None,
+            };
             m.rss_bytes = procfs::rss_bytes(vm.pid).unwrap_or(0);
             if let Some(tap) = &vm.tap {
                 c.tap = procfs::tap_bytes(tap);
@@ -147,8 +170,13 @@ impl MetricsHub {
                 }
             }
             if let Ok(view) = vms.get(&vm.name).await {
-                m.ops_per_s = view.workload_report.ops_per_s;
-                m.integrity_errors = view.workload_report.integrity_errors;
+                let report = &view.workload_report;
+                m.ops_per_s = report.ops_per_s;
+                m.integrity_errors = report.integrity_errors;
+                let fresh = report
+                    .last_report_age_ms
+                    .is_some_and(|a| a < demand::GUEST_REPORT_MAX_AGE_MS);
+                m.workload_demand_pct = report.demand_pct.filter(|_| fresh);
             }
             let due =
                 !matches!(prev.dirty_at, Some(t) if now.duration_since(t) < self.dirty_interval);
@@ -163,33 +191,71 @@ impl MetricsHub {
             lock(&self.state).insert(vm.name.clone(), (m, c));
         }
         lock(&self.state).retain(|k, _| seen.contains(k));
+        self.estimate_demand();
     }
 
-    /// The last snapshot.
-    pub fn snapshot(&self) -> (HostMetrics, Vec<VmMetrics>) {
+    /// Reads the host cgroup's throttling counters (None: not visible here).
+    fn sample_cgroup(&self, now: tokio::time::Instant, stat: Option<CpuStat>) {
+        let mut host = lock(&self.host);
+        host.throttling = match (host.cpu_stat, stat) {
+            (Some((at, before)), Some(after)) => {
+                demand::throttling(before, after, now.duration_since(at).as_secs_f64())
+            }
+            _ => None,
+        };
+        host.cpu_stat = stat.map(|s| (now, s));
+    }
+
+    /// Every VM's demand from this pass's measurements (the throttling factor needs every
+    /// VM's use first).
+    fn estimate_demand(&self) {
+        let throttling = lock(&self.host).throttling;
+        let mut state = lock(&self.state);
+        let used: f64 = state.values().map(|(m, _)| m.cpu_cores).sum();
+        let factor = throttling.map(|t| demand::throttle_factor(t.cores, used));
+        for (m, _) in state.values_mut() {
+            let (cores, source) = demand::vm_demand(&DemandInputs {
+                used_cores: m.cpu_cores,
+                vcpus: m.vcpus,
+                guest_demand_pct: m.workload_demand_pct,
+                wait_cores: m.cpu_wait_cores,
+                throttle_factor: factor,
+            });
+            m.cpu_demand_cores = cores;
+            m.cpu_demand_source = source;
+        }
+    }
+
+    /// The last snapshot, with the host in power state `power`.
+    pub fn snapshot(&self, power: PowerState) -> (HostMetrics, Vec<VmMetrics>) {
         let mut vms: Vec<VmMetrics> = lock(&self.state).values().map(|(m, _)| m.clone()).collect();
         vms.sort_by(|a, b| a.name.cmp(&b.name));
+        let throttling = lock(&self.host).throttling;
         let host = HostMetrics {
             cpus: self.capacity.cpus,
             memory_bytes: self.capacity.memory_bytes,
+            power,
             vms: vms.len() as u64,
             vcpus_allocated: vms.iter().map(|v| u64::from(v.vcpus)).sum(),
             memory_allocated_bytes: vms.iter().map(|v| v.memory_bytes).sum(),
             cpu_used_cores: vms.iter().map(|v| v.cpu_cores).sum(),
+            cpu_demand_cores: vms.iter().map(|v| v.cpu_demand_cores).sum(),
+            cpu_throttled_cores: throttling.map(|t| t.cores),
+            cpu_throttled_periods_pct: throttling.map(|t| t.periods_pct),
             memory_used_bytes: vms.iter().map(|v| v.rss_bytes).sum(),
         };
         (host, vms)
     }
 
     /// `/v1/metrics`.
-    pub fn json(&self) -> Metrics {
-        let (host, vms) = self.snapshot();
+    pub fn json(&self, power: PowerState) -> Metrics {
+        let (host, vms) = self.snapshot(power);
         Metrics { host, vms }
     }
 
     /// `/metrics`: Prometheus text exposition.
-    pub fn prometheus(&self) -> Result<String, MetricsError> {
-        let (host, vms) = self.snapshot();
+    pub fn prometheus(&self, power: PowerState) -> Result<String, MetricsError> {
+        let (host, vms) = self.snapshot(power);
         render_prometheus(&host, &vms)
     }
 }
@@ -200,45 +266,93 @@ type Labels = Vec<(String, String)>;
 /// Renders a snapshot in Prometheus text format (pure, for tests).
 pub fn render_prometheus(host: &HostMetrics, vms: &[VmMetrics]) -> Result<String, MetricsError> {
     let mut reg = <Registry>::default();
-    let host_gauges: [(&str, &str, f64); 7] = [
-        ("drover_host_cpus", "CPUs this host may use", host.cpus),
+    let host_gauges: [(&str, &str, Option<f64>); 10] = [
+        (
+            "drover_host_cpus",
+            "CPUs this host may use",
+            Some(host.cpus),
+        ),
         (
             "drover_host_memory_bytes",
             "Memory this host may use",
-            host.memory_bytes as f64,
+            Some(host.memory_bytes as f64),
         ),
-        ("drover_host_vms", "VMs on this host", host.vms as f64),
+        ("drover_host_vms", "VMs on this host", Some(host.vms as f64)),
         (
             "drover_host_vcpus_allocated",
             "vCPUs allocated to VMs",
-            host.vcpus_allocated as f64,
+            Some(host.vcpus_allocated as f64),
         ),
         (
             "drover_host_memory_allocated_bytes",
             "Memory allocated to VMs",
-            host.memory_allocated_bytes as f64,
+            Some(host.memory_allocated_bytes as f64),
         ),
         (
             "drover_host_cpu_used_cores",
             "CPU used by VMs, cores",
-            host.cpu_used_cores,
+            Some(host.cpu_used_cores),
+        ),
+        (
+            "drover_host_cpu_demand_cores",
+            "CPU wanted by VMs (use plus what they could not get), cores",
+            Some(host.cpu_demand_cores),
+        ),
+        (
+            "drover_host_cpu_throttled_cores",
+            "Time the host's cgroup spent throttled by its CPU cap, cores",
+            host.cpu_throttled_cores,
+        ),
+        (
+            "drover_host_cpu_throttled_periods_percent",
+            "Percent of the cgroup's CPU periods in which it was throttled",
+            host.cpu_throttled_periods_pct,
         ),
         (
             "drover_host_memory_used_bytes",
             "Resident memory of VMs",
-            host.memory_used_bytes as f64,
+            Some(host.memory_used_bytes as f64),
         ),
     ];
     for (name, help, v) in host_gauges {
+        // Unknown: no sample rather than a misleading zero.
+        let Some(v) = v else { continue };
         let g = GaugeF::default();
         g.set(v);
         reg.register(name, help, g);
     }
+    let power = Family::<Labels, GaugeF>::default();
+    for state in [PowerState::Active, PowerState::Standby, PowerState::Waking] {
+        let on = if state == host.power { 1.0 } else { 0.0 };
+        power
+            .get_or_create(&vec![("state".to_string(), state.as_str().to_string())])
+            .set(on);
+    }
+    reg.register(
+        "drover_host_power_state",
+        "The host's power state (1 for the current one)",
+        power,
+    );
     type Pick = fn(&VmMetrics) -> Option<f64>;
-    let per_vm: [(&str, &str, Pick); 11] = [
+    let per_vm: [(&str, &str, Pick); 14] = [
         ("drover_vm_cpu_cores", "QEMU CPU use, cores", |m| {
             Some(m.cpu_cores)
         }),
+        (
+            "drover_vm_cpu_demand_cores",
+            "CPU the VM wants (use plus what it could not get), cores",
+            |m| Some(m.cpu_demand_cores),
+        ),
+        (
+            "drover_vm_cpu_wait_cores",
+            "Time its QEMU's threads were runnable but not running, cores",
+            |m| m.cpu_wait_cores,
+        ),
+        (
+            "drover_vm_workload_demand_percent",
+            "Percent of one vCPU the guest workload tries to use",
+            |m| m.workload_demand_pct,
+        ),
         ("drover_vm_rss_bytes", "QEMU resident memory", |m| {
             Some(m.rss_bytes as f64)
         }),
@@ -306,6 +420,7 @@ pub fn render_prometheus(host: &HostMetrics, vms: &[VmMetrics]) -> Result<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use drover_api::metrics::DemandSource;
 
     #[test]
     fn blockstats_sum_over_devices() {
@@ -315,6 +430,66 @@ mod tests {
         ]);
         assert_eq!(parse_blockstats(&v), Some([15, 20, 1, 2]));
         assert_eq!(parse_blockstats(&serde_json::json!({})), None);
+    }
+
+    #[test]
+    fn demand_per_vm_from_the_best_source_and_summed_for_the_host() {
+        let hub = MetricsHub::new(
+            Duration::from_secs(30),
+            Capacity {
+                cpus: 1.0,
+                memory_bytes: 1 << 30,
+            },
+        );
+        let vm = |name: &str, used, pct, wait| VmMetrics {
+            name: name.into(),
+            cpu_cores: used,
+            vcpus: 1,
+            workload_demand_pct: pct,
+            cpu_wait_cores: wait,
+            ..VmMetrics::default()
+        };
+        for m in [
+            vm("a", 0.3, Some(90.0), Some(0.1)),
+            vm("b", 0.2, None, Some(0.5)),
+            vm("c", 0.1, None, None),
+        ] {
+            lock(&hub.state).insert(m.name.clone(), (m, Counters::default()));
+        }
+        // The host cgroup: 1.2 s throttled over 2 s = 0.6 cores; its VMs used 0.6, so they
+        // wanted twice what they got.
+        let t0 = tokio::time::Instant::now();
+        let stat = |periods, throttled, ns| CpuStat {
+            nr_periods: periods,
+            nr_throttled: throttled,
+            throttled_ns: ns,
+        };
+        hub.sample_cgroup(t0, Some(stat(10, 1, 100_000_000)));
+        hub.sample_cgroup(
+            t0 + Duration::from_secs(2),
+            Some(stat(30, 16, 1_300_000_000)),
+        );
+        hub.estimate_demand();
+        let (host, vms) = hub.snapshot(PowerState::Standby);
+        let got: Vec<(&str, f64, DemandSource)> = vms
+            .iter()
+            .map(|m| (m.name.as_str(), m.cpu_demand_cores, m.cpu_demand_source))
+            .collect();
+        assert_eq!(got[0], ("a", 0.9, DemandSource::Guest));
+        assert_eq!(got[1].2, DemandSource::RunDelay);
+        assert!((got[1].1 - 0.7).abs() < 1e-9, "{got:?}");
+        assert_eq!(got[2].2, DemandSource::Throttling);
+        assert!((got[2].1 - 0.2).abs() < 1e-9, "{got:?}");
+        assert!((host.cpu_demand_cores - 1.8).abs() < 1e-9, "{host:?}");
+        assert!((host.cpu_used_cores - 0.6).abs() < 1e-9, "{host:?}");
+        assert!(host
+            .cpu_throttled_cores
+            .is_some_and(|c| (c - 0.6).abs() < 1e-9));
+        assert_eq!(host.cpu_throttled_periods_pct, Some(75.0));
+        assert_eq!(host.power, PowerState::Standby);
+        // A cgroup no longer visible: throttling unknown, not zero.
+        hub.sample_cgroup(t0 + Duration::from_secs(4), None);
+        assert_eq!(hub.snapshot(PowerState::Active).0.cpu_throttled_cores, None);
     }
 
     #[test]
@@ -334,6 +509,20 @@ mod tests {
         };
         let text = render_prometheus(&host, &[vm]).expect("encode");
         assert!(text.contains("drover_host_cpus 2.0"), "{text}");
+        assert!(
+            text.contains("drover_host_power_state{state=\"active\"} 1.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("drover_host_power_state{state=\"standby\"} 0.0"),
+            "{text}"
+        );
+        assert!(text.contains("drover_host_cpu_demand_cores 0.0"), "{text}");
+        assert!(!text.contains("drover_host_cpu_throttled_cores"), "{text}");
+        assert!(
+            !text.contains("drover_vm_workload_demand_percent{"),
+            "{text}"
+        );
         assert!(
             text.contains("drover_vm_cpu_cores{vm=\"vm1\"} 0.5"),
             "{text}"

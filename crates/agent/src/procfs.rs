@@ -1,4 +1,5 @@
-//! What the agent learns about processes and the host from /proc, /sys and cgroups.
+//! What the agent learns about processes and the host from /proc, /sys and cgroups: liveness,
+//! CPU time and run delay, memory, capacity and the cgroup's CPU throttling.
 //!
 //! Parsing is pure (strings in, numbers out) and unit-tested; the thin readers around it return
 //! `None` when a file is missing, since processes come and go between listing and reading.
@@ -299,6 +300,91 @@ pub fn capacity() -> Capacity {
     }
 }
 
+/// `/proc/<pid>/task/<tid>/schedstat` ("<run ns> <run delay ns> <timeslices>"): the time the
+/// thread ran and the time it spent runnable but waiting for a core (which includes time its
+/// cgroup was throttled by a CPU cap), ns.
+pub fn parse_schedstat(text: &str) -> Option<(u64, u64)> {
+    let mut it = text.split_whitespace();
+    let run = it.next()?.parse().ok()?;
+    let wait = it.next()?.parse().ok()?;
+    Some((run, wait))
+}
+
+/// Run delay of all of `pid`'s threads (vCPUs, I/O, main loop), ns; None without schedstat
+/// (a kernel without `CONFIG_SCHED_INFO`) or once the process is gone. A thread that exits
+/// takes its share with it, so the sum may go down: rates over it saturate at zero.
+pub fn run_delay_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = None;
+    for task in tasks.flatten() {
+        if let Some((_, wait)) =
+            read(task.path().join("schedstat")).and_then(|t| parse_schedstat(&t))
+        {
+            total = Some(total.unwrap_or(0) + wait);
+        }
+    }
+    total
+}
+
+/// A cgroup's CPU throttling counters (`cpu.stat`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuStat {
+    /// Enforcement periods that elapsed.
+    pub nr_periods: u64,
+    /// Periods in which the cgroup used up its quota and was throttled.
+    pub nr_throttled: u64,
+    /// Time its run queues spent throttled, ns (summed over CPUs).
+    pub throttled_ns: u64,
+}
+
+/// Parses `cpu.stat`: cgroup v1 (`throttled_time`, ns) or v2 (`throttled_usec`). None when it
+/// has no throttling counters (a v2 cgroup without the cpu controller has only usage).
+pub fn parse_cpu_stat(text: &str) -> Option<CpuStat> {
+    let (mut periods, mut throttled, mut ns) = (None, None, None);
+    for line in text.lines() {
+        let mut kv = line.split_whitespace();
+        let (Some(k), Some(v)) = (kv.next(), kv.next().and_then(|v| v.parse::<u64>().ok())) else {
+            continue;
+        };
+        match k {
+            "nr_periods" => periods = Some(v),
+            "nr_throttled" => throttled = Some(v),
+            "throttled_time" => ns = Some(v),
+            "throttled_usec" => ns = Some(v.saturating_mul(1000)),
+            _ => {}
+        }
+    }
+    Some(CpuStat {
+        nr_periods: periods?,
+        nr_throttled: throttled?,
+        throttled_ns: ns?,
+    })
+}
+
+/// Where the `cpu.stat` of a cgroup is, from its paths in /proc/self/cgroup (`v2`, v1 `cpu`;
+/// see [`parse_self_cgroup`]) under the cgroup mount `root`: the v1 cpu hierarchy when there
+/// is one (as [`capacity`] reads the quota), else the v2 one.
+pub fn cpu_stat_path(
+    v2: Option<&str>,
+    cpu: Option<&str>,
+    root: &Path,
+) -> Option<std::path::PathBuf> {
+    let rel = |p: &str| p.trim_start_matches('/').to_string();
+    match (v2, cpu) {
+        (_, Some(c)) => Some(root.join("cpu").join(rel(c)).join("cpu.stat")),
+        (Some(v), None) => Some(root.join(rel(v)).join("cpu.stat")),
+        (None, None) => None,
+    }
+}
+
+/// This agent's cgroup's throttling counters; None when its cgroup is not visible (under
+/// `ip netns exec`, which mounts a fresh /sys) or has no CPU controller.
+pub fn cgroup_cpu_stat() -> Option<CpuStat> {
+    let (v2, cpu, _) = parse_self_cgroup(&read("/proc/self/cgroup")?);
+    let path = cpu_stat_path(v2.as_deref(), cpu.as_deref(), Path::new("/sys/fs/cgroup"))?;
+    parse_cpu_stat(&read(path)?)
+}
+
 /// A tap's counters (host view): (rx_bytes, tx_bytes).
 pub fn tap_bytes(ifname: &str) -> Option<(u64, u64)> {
     let dir = Path::new("/sys/class/net").join(ifname).join("statistics");
@@ -380,6 +466,66 @@ mod tests {
             parse_self_cgroup("0::/lab/h2\n"),
             (Some("/lab/h2".into()), None, None)
         );
+    }
+
+    #[test]
+    fn schedstat_and_cgroup_cpu_stat_v1_and_v2() {
+        assert_eq!(
+            parse_schedstat("403580717 1542616992 116\n"),
+            Some((403580717, 1542616992))
+        );
+        assert_eq!(parse_schedstat("12"), None);
+        // cgroup v1 (what this machine's kernel writes for a capped cgroup).
+        let v1 = "nr_periods 20\nnr_throttled 19\nthrottled_time 1124342969\nnr_bursts 0\nburst_time 0\n";
+        assert_eq!(
+            parse_cpu_stat(v1),
+            Some(CpuStat {
+                nr_periods: 20,
+                nr_throttled: 19,
+                throttled_ns: 1_124_342_969
+            })
+        );
+        // cgroup v2: usage first, throttled time in microseconds.
+        let v2 = "usage_usec 8000000\nuser_usec 6000000\nsystem_usec 2000000\n\
+                  nr_periods 50\nnr_throttled 10\nthrottled_usec 250000\n\
+                  nr_bursts 0\nburst_usec 0\n";
+        assert_eq!(
+            parse_cpu_stat(v2),
+            Some(CpuStat {
+                nr_periods: 50,
+                nr_throttled: 10,
+                throttled_ns: 250_000_000
+            })
+        );
+        // A v2 cgroup without the cpu controller has usage only.
+        assert_eq!(
+            parse_cpu_stat("usage_usec 1\nuser_usec 1\nsystem_usec 0\n"),
+            None
+        );
+        assert_eq!(
+            parse_cpu_stat("nr_periods x\nnr_throttled 1\nthrottled_time 1\n"),
+            None
+        );
+        let root = Path::new("/sys/fs/cgroup");
+        let (v2, cpu, _) =
+            parse_self_cgroup("12:memory:/drover/l/h1\n4:cpu,cpuacct:/drover/l/h1\n0::/\n");
+        assert_eq!(
+            cpu_stat_path(v2.as_deref(), cpu.as_deref(), root),
+            Some("/sys/fs/cgroup/cpu/drover/l/h1/cpu.stat".into())
+        );
+        let (v2, cpu, _) = parse_self_cgroup("0::/drover/l/h2\n");
+        assert_eq!(
+            cpu_stat_path(v2.as_deref(), cpu.as_deref(), root),
+            Some("/sys/fs/cgroup/drover/l/h2/cpu.stat".into())
+        );
+        assert_eq!(cpu_stat_path(None, None, root), None);
+    }
+
+    /// Debian's kernels keep schedstat for every task (`CONFIG_SCHED_INFO`).
+    #[test]
+    fn run_delay_of_a_live_process() {
+        assert!(run_delay_ns(std::process::id()).is_some());
+        assert_eq!(run_delay_ns(u32::MAX), None);
     }
 
     #[test]

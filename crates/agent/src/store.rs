@@ -5,12 +5,14 @@
 //! - `migrations/<id>.json`: one [`MigrationRecord`] per migration, kept after it ends;
 //! - `run/<name>/`: the VM's run directory (sockets, logs, pid file);
 //! - `disks/`: the storage directory: the only place a VM's `disk` may name a file in;
-//! - `agent-id`: this agent's identity, made once.
+//! - `agent-id`: this agent's identity, made once;
+//! - `power.json`: the host's power state (absent: active).
 //!
 //! Every write goes to a temporary file in the same directory, is synced, then renamed over the
 //! target, so a kill -9 at any moment leaves either the old or the new record, never half of one.
 
 use crate::model::VmRecord;
+use crate::power::PowerMachine;
 use drover_api::MigrationRecord;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -117,6 +119,27 @@ impl Store {
 
     pub fn load_migrations(&self) -> Result<Vec<MigrationRecord>, StoreError> {
         load_dir(&self.root.join("migrations"))
+    }
+
+    pub fn save_power(&self, power: &PowerMachine) -> Result<(), StoreError> {
+        write_atomic(&self.root.join("power.json"), power)
+    }
+
+    /// The kept power state; None when none was kept. A corrupt file is reported: guessing
+    /// "active" could start VMs on a host that is meant to be down.
+    pub fn load_power(&self) -> Result<Option<PowerMachine>, StoreError> {
+        let path = self.root.join("power.json");
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path, e)),
+        };
+        serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path,
+                message: e.to_string(),
+            })
     }
 }
 
@@ -230,5 +253,25 @@ mod tests {
         let store = Store::open(dir.path()).expect("open");
         std::fs::write(dir.path().join("vms/x.json"), b"{not json").expect("write");
         assert!(matches!(store.load_vms(), Err(StoreError::Corrupt { .. })));
+        std::fs::write(dir.path().join("power.json"), b"{\"state\":\"asleep\"}").expect("write");
+        assert!(matches!(
+            store.load_power(),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn the_power_state_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        assert_eq!(store.load_power().expect("read"), None);
+        let waking = PowerMachine::Waking {
+            since_unix_ms: 5,
+            ready_at_unix_ms: 10_005,
+        };
+        store.save_power(&waking).expect("save");
+        assert_eq!(store.load_power().expect("read"), Some(waking));
+        let text = std::fs::read_to_string(dir.path().join("power.json")).expect("read");
+        assert!(text.contains("\"state\": \"waking\""), "{text}");
     }
 }

@@ -3,10 +3,13 @@
 
 use drover_agent::model::{VmRecord, VmRole};
 use drover_agent::{start, AgentConfig, RunningAgent};
-use drover_api::{unix_ms, AgentClient, AgentUrl, MigrationRequest, VmConfig, VmStatus};
+use drover_api::{
+    unix_ms, AgentClient, AgentUrl, MigrationRequest, PowerState, VmConfig, VmStatus,
+};
 use drover_qemu::image::GuestImage;
 use serde_json::{json, Value};
 use std::path::Path;
+use std::time::Duration;
 
 const TOKEN: &str = "test-token-123";
 
@@ -144,6 +147,32 @@ async fn auth_and_hostile_requests_get_json_4xx_and_the_agent_stays_healthy() {
             Some(br#"{"execute":"query-status"}"#.to_vec()),
             404,
         ),
+        (
+            "POST",
+            u("/v1/vms/nope/workload"),
+            Some(br#"{"workload":"cpu:demand=90"}"#.to_vec()),
+            404,
+        ),
+        (
+            "POST",
+            u("/v1/vms/nope/workload"),
+            Some(br#"{"workload":"cpu:demand=900"}"#.to_vec()),
+            422,
+        ),
+        (
+            "POST",
+            u("/v1/vms/nope/workload"),
+            Some(br#"{"workload":"idle","now":true}"#.to_vec()),
+            400,
+        ),
+        ("POST", u("/v1/vms/nope/workload"), None, 400),
+        // A second control line smuggled into the spec never reaches the guest.
+        (
+            "POST",
+            u("/v1/vms/nope/workload"),
+            Some(br#"{"workload":"cpu:demand=9\nset 99 idle"}"#.to_vec()),
+            422,
+        ),
         ("GET", u("/v1/migrations/nope"), None, 404),
         ("DELETE", u("/v1/migrations/nope"), None, 404),
         ("POST", u("/v1/incoming/nope/commit"), None, 404),
@@ -272,4 +301,165 @@ async fn a_vm_whose_qemu_died_is_reported_lost_not_restarted() {
     client.delete_vm("ghost").await.expect("delete");
     assert!(client.list_vms().await.expect("list").is_empty());
     assert!(store.load_vms().expect("load").is_empty());
+}
+
+/// Records a VM named `name` whose QEMU is certainly gone (it comes back `lost`).
+fn save_ghost(cfg: &AgentConfig, name: &str, workload: &str) {
+    let store = drover_agent::store::Store::open(&cfg.state_dir).expect("store");
+    let mut child = std::process::Command::new("true").spawn().expect("spawn");
+    let pid = child.id();
+    child.wait().expect("wait");
+    store
+        .save_vm(&VmRecord {
+            config: VmConfig {
+                name: name.into(),
+                vcpus: 1,
+                memory_bytes: 128 << 20,
+                workload: workload.into(),
+                disk: None,
+                nic: None,
+            },
+            role: VmRole::Running,
+            pid,
+            run_dir: store.run_dir(name),
+            created_unix_ms: unix_ms(),
+        })
+        .expect("save");
+}
+
+fn client_of(agent: &RunningAgent) -> AgentClient {
+    AgentClient::new(
+        AgentUrl::parse(&format!("http://{}", agent.addr)).expect("url"),
+        TOKEN,
+    )
+}
+
+fn stop(agent: RunningAgent) {
+    agent.server.abort();
+    agent.state.abort_tasks();
+}
+
+/// Standby and wake through the API: standby refuses new and incoming VMs until the host is
+/// woken, waking lasts the wake delay (an hour here, so the test never waits for it), both
+/// are idempotent, and the state is in health, metrics, Prometheus and a restarted agent.
+#[tokio::test]
+async fn standby_refuses_vms_until_woken_and_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.wake_delay = Duration::from_secs(3600);
+    let agent = start(cfg.clone()).await.expect("start");
+    let c = client_of(&agent);
+    assert_eq!(c.health().await.expect("health").power, PowerState::Active);
+
+    let standby = c.standby().await.expect("standby");
+    assert_eq!(standby.state, PowerState::Standby);
+    assert_eq!(standby.ready_at_unix_ms, None);
+    assert_eq!(c.standby().await.expect("again"), standby, "idempotent");
+    assert_eq!(c.health().await.expect("health").power, PowerState::Standby);
+    assert_eq!(
+        c.metrics().await.expect("metrics").host.power,
+        PowerState::Standby
+    );
+    let url = format!("http://{}", agent.addr);
+    let (_, _, text) = send("GET", &format!("{url}/metrics"), Some(TOKEN), None).await;
+    assert!(
+        text.contains("drover_host_power_state{state=\"standby\"} 1.0"),
+        "{text}"
+    );
+
+    let vm = VmConfig {
+        name: "a".into(),
+        vcpus: 1,
+        memory_bytes: 128 << 20,
+        workload: "idle".into(),
+        disk: None,
+        nic: None,
+    };
+    let e = c.create_vm(&vm).await.expect_err("refused in standby");
+    assert_eq!(e.status(), Some(409), "{e}");
+    assert!(e.to_string().contains("host is in standby"), "{e}");
+    let incoming = serde_json::to_vec(&json!({"config": vm, "migration_id": "m-1"})).expect("json");
+    let (s, v, _) = send(
+        "POST",
+        &format!("{url}/v1/incoming"),
+        Some(TOKEN),
+        Some(incoming),
+    )
+    .await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("host is in standby")));
+
+    let waking = c.wake().await.expect("wake");
+    assert_eq!(waking.state, PowerState::Waking);
+    let ready = waking.ready_at_unix_ms.expect("a deadline");
+    assert_eq!(ready - waking.since_unix_ms, 3_600_000);
+    assert_eq!(c.wake().await.expect("again"), waking, "idempotent");
+    let e = c.create_vm(&vm).await.expect_err("refused while waking");
+    assert_eq!(e.status(), Some(409));
+    assert!(e.to_string().contains("host is waking"), "{e}");
+    let e = c.standby().await.expect_err("still booting");
+    assert_eq!(e.status(), Some(409), "{e}");
+
+    // A restarted agent is still waking, towards the same deadline.
+    stop(agent);
+    let agent = start(cfg).await.expect("restart");
+    let c = client_of(&agent);
+    assert_eq!(c.health().await.expect("health").power, PowerState::Waking);
+    assert_eq!(c.wake().await.expect("wake"), waking);
+    stop(agent);
+}
+
+/// With no wake delay a woken host is active at once and takes VMs again (this QEMU does not
+/// exist, so the create gets as far as starting it: 500, not 409).
+#[tokio::test]
+async fn a_host_with_no_wake_delay_is_active_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.wake_delay = Duration::ZERO;
+    let agent = start(cfg).await.expect("start");
+    let c = client_of(&agent);
+    c.standby().await.expect("standby");
+    assert_eq!(c.wake().await.expect("wake").state, PowerState::Active);
+    let vm = VmConfig {
+        name: "a".into(),
+        vcpus: 1,
+        memory_bytes: 128 << 20,
+        workload: "idle".into(),
+        disk: None,
+        nic: None,
+    };
+    let e = c.create_vm(&vm).await.expect_err("no QEMU");
+    assert_eq!(e.status(), Some(500), "{e}");
+    // The failed start released its admission: the host may stand by.
+    assert_eq!(
+        c.standby().await.expect("standby").state,
+        PowerState::Standby
+    );
+    stop(agent);
+}
+
+/// Standby names what is still on the host, a lost VM included (it may still run, unseen);
+/// once it is deleted the host may stand by. A lost VM takes no workload change.
+#[tokio::test]
+async fn standby_names_the_vms_still_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    save_ghost(&cfg, "ghost", "cpu:demand=10");
+    let agent = start(cfg).await.expect("start");
+    let c = client_of(&agent);
+    let e = c.standby().await.expect_err("a VM is there");
+    assert_eq!(e.status(), Some(409));
+    assert!(e.to_string().contains("1 VM(s) (ghost)"), "{e}");
+    let e = c
+        .set_workload("ghost", "cpu:demand=90")
+        .await
+        .expect_err("lost");
+    assert_eq!(e.status(), Some(409), "{e}");
+    let e = c
+        .set_workload("ghost", "cpu:demand=9000")
+        .await
+        .expect_err("not sent");
+    assert_eq!(e.status(), None, "checked before sending: {e}");
+    c.delete_vm("ghost").await.expect("delete");
+    assert_eq!(c.standby().await.expect("empty").state, PowerState::Standby);
+    stop(agent);
 }

@@ -6,6 +6,7 @@
 //! guest image inputs (scripts/setup).
 
 use drover_agent::{procfs, start, AgentConfig};
+use drover_api::metrics::{DemandSource, VmMetrics};
 use drover_api::{
     AgentClient, AgentUrl, MigrationRecord, MigrationRequest, MigrationState, VmConfig, VmStatus,
     VmView,
@@ -81,6 +82,7 @@ impl TestAgent {
         c.accel = Accel::Tcg;
         c.image = Some(image.clone());
         c.dirty_interval = Duration::from_secs(5);
+        c.sample_interval = Duration::from_secs(1);
         let agent = rt.block_on(start(c)).expect("agent starts");
         TestAgent {
             url: format!("http://{}", agent.addr),
@@ -322,4 +324,119 @@ fn vm_lifecycle_migrations_both_ways_and_agent_restart() {
     });
     assert!(!procfs::is_alive(pid, "mt1"), "delete stops QEMU");
     drop(b);
+}
+
+/// Waits (60 s at most, then fails) until the agent's metrics of VM `name` satisfy `cond`.
+async fn wait_metrics(
+    c: &AgentClient,
+    name: &str,
+    what: &str,
+    cond: impl Fn(&VmMetrics) -> bool,
+) -> VmMetrics {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = c.metrics().await.expect("metrics");
+        let vm = m.vms.into_iter().find(|v| v.name == name);
+        if let Some(vm) = vm.filter(|v| cond(v)) {
+            eprintln!(
+                "{name}: {what}: use {:.2} cores, demand {:.2} cores ({:?}), guest {:?}%",
+                vm.cpu_cores, vm.cpu_demand_cores, vm.cpu_demand_source, vm.workload_demand_pct
+            );
+            return vm;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: not reached in 60 s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Changes the workload and waits until the guest reports running it.
+async fn switch_workload(c: &AgentClient, name: &str, spec: &str) -> VmView {
+    let accepted = c.set_workload(name, spec).await.expect("change accepted");
+    assert_eq!(accepted.workload, spec);
+    let v = c
+        .wait_workload(name, Duration::from_secs(30))
+        .await
+        .expect("poll");
+    assert!(!v.workload_pending, "the guest did not take {spec}: {v:?}");
+    assert_eq!(v.workload_report.spec.as_deref(), Some(spec), "{v:?}");
+    assert_eq!(v.workload_report.refused, None, "{v:?}");
+    v
+}
+
+/// A cpu workload's demand raised and lowered on command, in place: the guest reports the new
+/// demand and the host measures its use follow it; the change is recorded, so an agent
+/// restarted in between knows it and can change it again.
+#[test]
+fn a_guest_changes_its_cpu_demand_on_command() {
+    require!(QEMU);
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    procfs::become_subreaper();
+    let image = image();
+    let dir = tempfile::Builder::new()
+        .prefix("drd")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let state = dir.path().join("a");
+    let _guard = QemuGuard(vec![state.clone()]);
+    let mut a = TestAgent::start(&state, &image);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let high = rt.block_on(async {
+        let c = client(&a.url);
+        c.create_vm(&vm_config("cpu1", "cpu:demand=10"))
+            .await
+            .expect("create");
+        wait_reporting(&c, "cpu1", 1, Duration::from_secs(60)).await;
+        let low = wait_metrics(&c, "cpu1", "demand 10%", |m| {
+            m.workload_demand_pct == Some(10.0) && m.cpu_cores > 0.0
+        })
+        .await;
+        assert_eq!(low.cpu_demand_source, DemandSource::Guest);
+
+        let v = switch_workload(&c, "cpu1", "cpu:demand=90").await;
+        assert!(
+            v.workload_report.control_seq.is_some_and(|s| s > 0),
+            "{v:?}"
+        );
+        // The demand figures follow the spec within one workload period (100 ms): waited
+        // for below.
+        let high = wait_metrics(&c, "cpu1", "demand 90%, use up", |m| {
+            m.workload_demand_pct == Some(90.0) && m.cpu_cores > low.cpu_cores + 0.2
+        })
+        .await;
+        assert!(high.cpu_demand_cores >= 0.9, "{high:?}");
+        // The guest says how much work it was asked for: never less than it did.
+        let samples = c.samples("cpu1").await.expect("samples");
+        let last = samples.last().expect("a sample");
+        assert!(last.demanded_ops.is_some_and(|d| d >= last.ops), "{last:?}");
+        // Another kind of workload is refused, and nothing changes.
+        let e = c
+            .set_workload("cpu1", "memtouch:wss=8M")
+            .await
+            .expect_err("kind change");
+        assert_eq!(e.status(), Some(409), "{e}");
+        assert_eq!(
+            c.get_vm("cpu1").await.expect("get").workload,
+            "cpu:demand=90"
+        );
+        high
+    });
+
+    // The agent dies; the one that re-attaches knows the recorded workload.
+    a.kill();
+    let a2 = TestAgent::start(&state, &image);
+    rt.block_on(async {
+        let c = client(&a2.url);
+        let v = wait_reporting(&c, "cpu1", 1, Duration::from_secs(60)).await;
+        assert_eq!(v.workload, "cpu:demand=90");
+        assert!(!v.workload_pending, "{v:?}");
+        switch_workload(&c, "cpu1", "cpu:demand=10").await;
+        wait_metrics(&c, "cpu1", "demand 10% again, use down", |m| {
+            m.workload_demand_pct == Some(10.0) && m.cpu_cores < high.cpu_cores - 0.2
+        })
+        .await;
+        c.delete_vm("cpu1").await.expect("delete");
+    });
 }

@@ -5,9 +5,11 @@
 
 use crate::metrics::Metrics;
 use crate::migration::{IncomingReply, IncomingRequest, MigrationRecord, MigrationRequest};
+use crate::power::Power;
 use crate::qmp::{ForwardedQmp, QmpReply, QmpReturn};
 use crate::uri::AgentUrl;
 use crate::vm::{Committed, Deleted, Health, VmConfig, VmView, WallSample};
+use crate::workload::WorkloadChange;
 use crate::ErrorBody;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -216,6 +218,53 @@ impl AgentClient {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Changes VM `name`'s running workload to `spec` (same kind; a memtouch working set may
+    /// shrink or stay). Returns once the agent has checked and recorded it; the guest applies
+    /// it soon after ([`AgentClient::wait_workload`] waits for that).
+    pub async fn set_workload(&self, name: &str, spec: &str) -> Result<VmView, ClientError> {
+        let name = checked_name(name)?;
+        crate::names::WORKLOAD_SHAPE
+            .check(spec)
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let body = WorkloadChange {
+            workload: spec.to_string(),
+        };
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/vms/{name}/workload"),
+            json(&body)?,
+        )
+        .await
+    }
+
+    /// Polls VM `name` until its guest reports running its recorded workload, or `timeout`
+    /// passes (then the last view: check `workload_pending` and `workload_report.refused`).
+    pub async fn wait_workload(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<VmView, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let v = self.get_vm(name).await?;
+            let applied = !v.workload_pending && v.workload_report.spec.is_some();
+            if applied || tokio::time::Instant::now() >= deadline {
+                return Ok(v);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Puts the host in standby (refused, 409, while it runs VMs or migrations).
+    pub async fn standby(&self) -> Result<Power, ClientError> {
+        self.call(reqwest::Method::POST, "/v1/standby", None).await
+    }
+
+    /// Wakes the host: `waking` for its wake delay, then `active` (a no-op when active).
+    pub async fn wake(&self) -> Result<Power, ClientError> {
+        self.call(reqwest::Method::POST, "/v1/wake", None).await
     }
 
     pub async fn metrics(&self) -> Result<Metrics, ClientError> {

@@ -12,7 +12,9 @@
 //!   and the agent-to-agent incoming messages;
 //! - [`uri`]: agent URLs and Drover's own migration URIs (only `tcp:`);
 //! - [`qmp`]: the closed set of QMP commands one agent may run on another's incoming VM;
-//! - [`metrics`]: `GET /v1/metrics`;
+//! - [`metrics`]: `GET /v1/metrics` (use and demand);
+//! - [`power`]: the host's power state (standby, wake);
+//! - [`workload`]: changing a running VM's workload;
 //! - [`names`]: the shapes of names, paths and specs, one regular expression each, shared by
 //!   the parsers and the schema;
 //! - [`request`]: pure parsers; [`openapi`]: the document and the route table; [`client`].
@@ -22,17 +24,21 @@ pub mod metrics;
 pub mod migration;
 pub mod names;
 pub mod openapi;
+pub mod power;
 pub mod qmp;
 pub mod request;
 pub mod uri;
 pub mod vm;
+pub mod workload;
 
 pub use client::{AgentClient, ClientError};
 pub use migration::{
     IncomingReply, IncomingRequest, MigrationRecord, MigrationRequest, MigrationState,
 };
+pub use power::{Power, PowerState};
 pub use uri::{AgentUrl, MigrationUri};
 pub use vm::{Health, NicConfig, VmConfig, VmStatus, VmView, WallSample, WorkloadView};
+pub use workload::WorkloadChange;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -5,8 +5,10 @@
 
 use crate::metrics::Metrics;
 use crate::migration::{IncomingReply, IncomingRequest, MigrationRecord, MigrationRequest};
+use crate::power::Power;
 use crate::qmp::{ForwardedQmp, QmpReply};
 use crate::vm::{Committed, Deleted, Health, VmConfig, VmView, WallSample};
+use crate::workload::WorkloadChange;
 use crate::ErrorBody;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
@@ -72,6 +74,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: Post, path: "/v1/vms", summary: "Create and start a VM (409: name taken, not enough free memory, disk or tap absent)", request: Body::Json(s::<VmConfig>), ok: (201, Body::Json(s::<VmView>)), errors: &[400, AUTH, 409, 413, 422, 500], auth: true },
     Route { method: Get, path: "/v1/vms/{name}", summary: "One VM", request: Body::None, ok: (200, Body::Json(s::<VmView>)), errors: &[AUTH, 404, 422], auth: true },
     Route { method: Delete, path: "/v1/vms/{name}", summary: "Stop and delete a VM", request: Body::None, ok: (200, Body::Json(s::<Deleted>)), errors: &[AUTH, 404, 409, 422], auth: true },
+    Route { method: Post, path: "/v1/vms/{name}/workload", summary: "Change a running VM's workload in place (accepted once checked and recorded; the guest applies it within a second or two: workload_pending turns false; 409: another kind, a larger working set, not fitting the VM, VM busy, lost or incoming)", request: Body::Json(s::<WorkloadChange>), ok: (202, Body::Json(s::<VmView>)), errors: &[400, AUTH, 404, 409, 413, 422, 500], auth: true },
     Route { method: Get, path: "/v1/vms/{name}/samples", summary: "The guest workload's reports, wall-clock stamped", request: Body::None, ok: (200, Body::Json(s::<Vec<WallSample>>)), errors: &[AUTH, 404, 422], auth: true },
     Route { method: Post, path: "/v1/vms/{name}/qmp", summary: "Run one forwardable QMP command on an incoming VM (agent to agent, for migrations; a URI must be the one this agent made; 409 also when QEMU refuses the command in its state)", request: Body::Json(s::<ForwardedQmp>), ok: (200, Body::Json(s::<QmpReply>)), errors: &[400, AUTH, 404, 409, 413, 422, 502], auth: true },
     Route { method: Post, path: "/v1/vms/{name}/migrations", summary: "Migrate this VM to another agent (runs in the background; 409: busy, lost, or the destination is this host)", request: Body::Json(s::<MigrationRequest>), ok: (202, Body::Json(s::<MigrationRecord>)), errors: &[400, AUTH, 404, 409, 413, 422], auth: true },
@@ -81,6 +84,8 @@ pub const ROUTES: &[Route] = &[
     Route { method: Post, path: "/v1/incoming", summary: "Start an incoming QEMU for a migration (agent to agent); it listens on the address the request arrived on", request: Body::Json(s::<IncomingRequest>), ok: (201, Body::Json(s::<IncomingReply>)), errors: &[400, AUTH, 409, 413, 422, 500], auth: true },
     Route { method: Delete, path: "/v1/incoming/{name}", summary: "Drop an incoming QEMU (the migration failed)", request: Body::None, ok: (200, Body::Json(s::<Deleted>)), errors: &[AUTH, 404, 409, 422], auth: true },
     Route { method: Post, path: "/v1/incoming/{name}/commit", summary: "Make a migrated VM a normal VM here", request: Body::None, ok: (200, Body::Json(s::<Committed>)), errors: &[AUTH, 404, 422, 500], auth: true },
+    Route { method: Post, path: "/v1/standby", summary: "Put the host in standby (idempotent; 409 while it runs VMs or migrations, naming them, or while it is waking): it then takes no VM, new or incoming, until woken", request: Body::None, ok: (200, Body::Json(s::<Power>)), errors: &[AUTH, 409, 500], auth: true },
+    Route { method: Post, path: "/v1/wake", summary: "Wake the host (idempotent; a no-op when active): it is waking for the agent's wake delay, standing for its boot, then active", request: Body::None, ok: (200, Body::Json(s::<Power>)), errors: &[AUTH, 500], auth: true },
     Route { method: Get, path: "/v1/metrics", summary: "Host and VM metrics", request: Body::None, ok: (200, Body::Json(s::<Metrics>)), errors: &[AUTH], auth: true },
     Route { method: Get, path: "/metrics", summary: "Prometheus text exposition of /v1/metrics", request: Body::None, ok: (200, Body::Text), errors: &[AUTH], auth: true },
 ];
@@ -95,11 +100,11 @@ fn error_meaning(code: u16) -> &'static str {
         400 => "malformed request: not JSON, wrong types, unknown or missing fields",
         401 => "missing or wrong bearer token",
         404 => "no such VM or migration",
-        409 => "conflicts with the host's state (name taken, VM busy or lost or not an incoming one, not enough free memory, disk or tap absent, a migration URI this agent did not make, destination is this host), or the VM's QEMU refused a forwarded command in its state or on this host (qmp_class and qmp_desc say why)",
+        409 => "conflicts with the host's state (name taken, VM busy or lost or not an incoming one, not enough free memory, disk or tap absent, a migration URI this agent did not make, destination is this host, host in standby or waking, VMs or migrations still on a host asked to stand by, a workload change the VM's running workload cannot take), or the VM's QEMU refused a forwarded command in its state or on this host (qmp_class and qmp_desc say why)",
         413 => "body too large",
         414 => "URI too long",
         422 => "well-formed JSON whose values break this document's rules (a pattern, a range, a command outside the forwardable set), or the one rule the schema cannot state: a memtouch working set must fit the VM's memory (see VmConfig.workload)",
-        500 => "the agent failed (QEMU did not start, disk error)",
+        500 => "the agent failed (QEMU did not start, disk error, state not saved)",
         502 => "the VM's QEMU did not answer",
         _ => "error",
     }
@@ -228,6 +233,24 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(required, vec!["to", "technique"]);
         assert!(schemas["IncomingRequest"]["properties"]["config"].is_object());
+        let change = &schemas["WorkloadChange"];
+        assert_eq!(change["additionalProperties"], false, "{change}");
+        assert_eq!(
+            change["properties"]["workload"]["pattern"],
+            crate::names::WORKLOAD
+        );
+        assert_eq!(
+            change["properties"]["workload"]["description"].as_str(),
+            Some(crate::workload::change_rule().as_str())
+        );
+        let states: Vec<&Value> = schemas["PowerState"]["oneOf"]
+            .as_array()
+            .map(|a| a.iter().map(|v| &v["const"]).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            states,
+            [&json!("active"), &json!("standby"), &json!("waking")]
+        );
     }
 
     /// A schema-valid request is refused only for the host's state (404, 409), never for its

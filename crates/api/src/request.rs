@@ -7,10 +7,11 @@
 //! does not fit, a bandwidth below the floor) are [`RequestError::Invalid`] (HTTP 422).
 
 use crate::migration::{IncomingRequest, MigrationRequest};
-use crate::names::{ShapeError, MIGRATION_ID_SHAPE, VM_NAME_SHAPE};
+use crate::names::{ShapeError, MIGRATION_ID_SHAPE, VM_NAME_SHAPE, WORKLOAD_SHAPE};
 use crate::qmp::{ForwardedQmp, QmpForwardError};
 use crate::uri::AgentUrl;
 use crate::vm::{VmConfig, VmConfigError};
+use crate::workload::WorkloadChange;
 use drover_core::migration::{KnobError, PlanKnobs, Technique};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -141,6 +142,17 @@ pub fn parse_incoming(body: &[u8]) -> Result<IncomingRequest, RequestError> {
     Ok(req)
 }
 
+/// `POST /v1/vms/{name}/workload`: a [`WorkloadChange`] whose spec has the workload shape
+/// (what it must keep against the VM is `workload::check_change`, answered 409).
+///
+/// # Errors
+/// See the module doc.
+pub fn parse_workload_change(body: &[u8]) -> Result<WorkloadChange, RequestError> {
+    let change: WorkloadChange = json(body, "workload change")?;
+    WORKLOAD_SHAPE.check(&change.workload)?;
+    Ok(change)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawQmp {
@@ -269,6 +281,22 @@ mod tests {
             )),
             400
         );
+    }
+
+    #[test]
+    fn workload_changes() {
+        let c = parse_workload_change(br#"{"workload":"cpu:demand=90"}"#).expect("valid");
+        assert_eq!(c.workload, "cpu:demand=90");
+        assert_eq!(status(parse_workload_change(b"")), 400);
+        assert_eq!(status(parse_workload_change(br#"{"spec":"idle"}"#)), 400);
+        assert_eq!(
+            status(parse_workload_change(br#"{"workload":"idle","extra":1}"#)),
+            400
+        );
+        for bad in ["cpu:demand=101", "idle panic=1", "", "memtouch:wss=64"] {
+            let body = serde_json::json!({ "workload": bad }).to_string();
+            assert_eq!(status(parse_workload_change(body.as_bytes())), 422, "{bad}");
+        }
     }
 
     #[test]

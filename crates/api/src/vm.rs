@@ -136,7 +136,7 @@ pub enum VmStatus {
 }
 
 /// The guest workload's latest report.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, JsonSchema)]
 pub struct WorkloadView {
     /// Operations done since the workload started (cumulative).
     pub ops: u64,
@@ -146,6 +146,24 @@ pub struct WorkloadView {
     pub integrity_errors: u64,
     /// Milliseconds since the last report (None: no report yet).
     pub last_report_age_ms: Option<u64>,
+    /// The spec the guest reports running (canonical form; None from a guest that does not
+    /// say).
+    #[serde(default)]
+    pub spec: Option<String>,
+    /// Percent of one vCPU the workload tries to use (its one thread): the demand it asks for,
+    /// met or not.
+    #[serde(default)]
+    pub demand_pct: Option<f64>,
+    /// Operations asked for since the workload started (cumulative): over a window,
+    /// `1 - Δops / Δdemanded_ops` is the share of the work the guest could not do.
+    #[serde(default)]
+    pub demanded_ops: Option<u64>,
+    /// The last control line the guest handled (its sequence number).
+    #[serde(default)]
+    pub control_seq: Option<u64>,
+    /// Why the guest refused the last workload change sent to it (a short code), if it did.
+    #[serde(default)]
+    pub refused: Option<String>,
 }
 
 /// A VM as `GET /v1/vms[/{name}]` shows it.
@@ -157,6 +175,10 @@ pub struct VmView {
     /// Guest memory, bytes.
     pub memory_bytes: u64,
     pub workload: String,
+    /// The guest reports running another workload than `workload`: a change not applied yet,
+    /// or refused (`workload_report.refused` says why).
+    #[serde(default)]
+    pub workload_pending: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -185,6 +207,9 @@ pub struct WallSample {
     pub ops: u64,
     /// Cumulative integrity errors.
     pub integrity_errors: u64,
+    /// Cumulative operations asked for (None from a guest that does not say).
+    #[serde(default)]
+    pub demanded_ops: Option<u64>,
 }
 
 /// `GET /v1/health`.
@@ -199,6 +224,9 @@ pub struct Health {
     pub vms: u64,
     /// The agent's version.
     pub version: String,
+    /// The host's power state.
+    #[serde(default)]
+    pub power: crate::power::PowerState,
 }
 
 /// The reply to deleting a VM or an incoming VM.

@@ -34,6 +34,9 @@ pub struct AgentArgs {
     /// Memory to report as this host's capacity, e.g. 4G (default: cgroup limit, else all).
     #[arg(long)]
     memory: Option<String>,
+    /// Seconds a woken host stays `waking` (standing for its boot) before it is active again.
+    #[arg(long, default_value_t = 10.0)]
+    wake_delay: f64,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -45,6 +48,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--accel: {e}"))?;
     config.dirty_interval = Duration::from_secs(args.dirty_interval.max(1));
     config.cpus = args.cpus;
+    if !(args.wake_delay.is_finite() && args.wake_delay >= 0.0) {
+        anyhow::bail!(
+            "--wake-delay {}: expected seconds, 0 or more",
+            args.wake_delay
+        );
+    }
+    config.wake_delay = Duration::try_from_secs_f64(args.wake_delay)
+        .map_err(|e| anyhow::anyhow!("--wake-delay {}: {e}", args.wake_delay))?;
     config.memory_bytes = args
         .memory
         .as_deref()
@@ -73,6 +84,7 @@ fn flag(setting: &str) -> &str {
         "cpus" => "--cpus",
         "memory_bytes" => "--memory",
         "dirty_interval" => "--dirty-interval",
+        "wake_delay" => "--wake-delay",
         other => other,
     }
 }

@@ -5,22 +5,32 @@
 //! Without SPEC the workload comes from `drover.workload=SPEC` on the kernel command line, and the
 //! metrics port from `drover.metrics=PATH` (default `/dev/ttyS1`). Reports go to the metrics port as
 //! JSON lines every 100 ms (see `reporter`). The init script puts the port in raw mode beforehand.
+//! The host's control lines come back on the same port when it is a device (`-`: on stdin) and
+//! switch the running workload's parameters in place (see `control`).
 //! Deliberately dependency-free: `crates/qemu/build.rs` compiles this file with a bare `rustc` call.
 
+// The hosts' half of the protocol (writing lines) is used by the hosts only.
+#[allow(dead_code)]
+mod control;
 mod cpu;
 mod idle;
+mod live;
 mod memtouch;
 mod reporter;
 mod spec;
+mod speed;
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileTypeExt;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use live::Live;
 use reporter::{Counters, Sampler};
 use spec::Workload;
+use speed::SpeedMeter;
 
 #[derive(Debug, Default, PartialEq)]
 struct Args {
@@ -62,15 +72,69 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(args)
 }
 
-fn open_metrics(path: &str) -> std::io::Result<Box<dyn Write + Send>> {
+type Port = (Box<dyn Write + Send>, Option<Box<dyn Read + Send>>);
+
+/// The metrics port, and where control lines come from: the same port when it is a device (a
+/// serial line carries both ways), stdin for `-`, nothing for a plain file (reading it back
+/// would read our own reports).
+fn open_port(path: &str) -> std::io::Result<Port> {
     if path == "-" {
-        return Ok(Box::new(std::io::stdout()));
+        return Ok((
+            Box::new(std::io::stdout()),
+            Some(Box::new(std::io::stdin())),
+        ));
+    }
+    let is_device = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_char_device());
+    if is_device {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let input = f.try_clone()?;
+        return Ok((Box::new(f), Some(Box::new(input))));
     }
     let f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .open(path)?;
-    Ok(Box::new(f))
+    Ok((Box::new(f), None))
+}
+
+/// Reads control lines from `input` and applies them to `live` until the input ends. Its own
+/// thread: a blocking read never holds up the workload or its reports.
+fn spawn_control(
+    mut input: Box<dyn Read + Send>,
+    live: Arc<Live>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            let mut lines = control::LineBuffer::default();
+            let mut buf = [0u8; 256];
+            loop {
+                match input.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        for line in lines.push(&buf[..n]) {
+                            match live.handle_line(&line) {
+                                live::Handled::Applied => {
+                                    eprintln!("drover-guest: now running {}", live.workload())
+                                }
+                                live::Handled::Refused(r) => {
+                                    eprintln!("drover-guest: refused {line:?}: {}", r.code())
+                                }
+                                live::Handled::Ignored => {}
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        eprintln!("drover-guest: reading control lines: {e}");
+                        return;
+                    }
+                }
+            }
+        })
 }
 
 fn seed_from_clock() -> u64 {
@@ -99,26 +163,39 @@ fn real_main() -> Result<(), String> {
         .clone()
         .or_else(|| spec::cmdline_param(&cmdline, "drover.metrics").map(str::to_string))
         .unwrap_or_else(|| spec::DEFAULT_METRICS_PORT.to_string());
-    let out = open_metrics(&metrics).map_err(|e| format!("opening metrics port {metrics}: {e}"))?;
+    let (out, input) =
+        open_port(&metrics).map_err(|e| format!("opening metrics port {metrics}: {e}"))?;
 
     eprintln!("drover-guest: running {spec} (metrics on {metrics})");
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
-    // The working set is allocated before the clock starts: ops/s measures steady state, and the
-    // first report comes once the guest is actually dirtying memory.
+    let live = Arc::new(Live::new(workload.clone()));
+    // The working set is allocated and the full speed measured before the clock starts: ops/s
+    // measures steady state, and the first report comes once the guest is actually working.
+    let mut meter = SpeedMeter::default();
+    let mut errors = 0;
     let mut working_set = match &workload {
         Workload::Memtouch { .. } => {
             let pages = usize::try_from(workload.pages()).map_err(|_| "wss too large")?;
-            Some(memtouch::WorkingSet::new(pages))
+            let mut ws = memtouch::WorkingSet::new(pages);
+            errors = memtouch::calibrate(&mut ws, &mut meter, speed::CALIBRATION);
+            Some(ws)
         }
-        _ => None,
+        Workload::Cpu { .. } => {
+            cpu::calibrate(&mut meter, speed::CALIBRATION);
+            None
+        }
+        Workload::Idle => None,
     };
-    let start = Instant::now();
-    let sampler = Sampler::new(start, workload.name(), workload.pages());
+    // Listening before the first report: the host sends control lines only once it has one.
+    if let Some(input) = input {
+        spawn_control(input, live.clone()).map_err(|e| format!("starting control thread: {e}"))?;
+    }
     let reporter = reporter::spawn(
         out,
         counters.clone(),
-        sampler,
+        live.clone(),
+        Sampler::new(Instant::now()),
         reporter::INTERVAL,
         stop.clone(),
     )
@@ -132,11 +209,11 @@ fn real_main() -> Result<(), String> {
     }
 
     match (&workload, working_set.as_mut()) {
-        (Workload::Memtouch { rate, pattern, .. }, Some(ws)) => {
+        (Workload::Memtouch { .. }, Some(ws)) => {
             let seed = args.seed.unwrap_or_else(seed_from_clock);
-            memtouch::run(ws, *rate, *pattern, seed, &counters, &stop);
+            memtouch::run(ws, &live, seed, &counters, &mut meter, &stop, errors);
         }
-        (Workload::Cpu { demand_pct }, _) => cpu::run(*demand_pct, &counters, &stop),
+        (Workload::Cpu { .. }, _) => cpu::run(&live, &counters, &mut meter, &stop),
         _ => idle::run(&stop),
     }
     stop.store(true, Ordering::Relaxed);

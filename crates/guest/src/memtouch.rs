@@ -5,12 +5,19 @@
 //! page is rewritten with the next generation its stamps are checked, so after a migration a page
 //! that was lost (zeroed), left stale (older generation) or swapped with another (wrong index)
 //! counts as an integrity error.
+//!
+//! `rate=N` asks for N page touches a second, evenly paced; what it cannot do within
+//! [`BACKLOG_S`] is lost, not caught up. `rate=max` asks for as many as one vCPU touches flat out
+//! (its full speed). Either way the reports carry the work asked for (`demanded_ops`) beside the
+//! work done (`ops`). Rate, pattern and a smaller working set may be switched while it runs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::live::Live;
 use crate::reporter::Counters;
-use crate::spec::{Pattern, Rate, PAGE_SIZE};
+use crate::spec::{Pattern, Rate, Workload, PAGE_SIZE};
+use crate::speed::{paced_demand_pct, SpeedMeter};
 
 const WORDS_PER_PAGE: usize = PAGE_SIZE as usize / 8;
 /// Checked words per page: one every 512 bytes, so a partially transferred page is caught too.
@@ -120,38 +127,105 @@ impl WorkingSet {
     }
 }
 
-/// Runs memtouch until `stop` is set, publishing cumulative ops and errors into `counters`.
-pub fn run(
-    ws: &mut WorkingSet,
+/// What memtouch runs with now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Params {
     rate: Rate,
     pattern: Pattern,
+    /// Pages touched: the first `pages` of the working set (a smaller set leaves the others
+    /// as they are).
+    pages: u64,
+}
+
+impl Params {
+    fn of(workload: &Workload, allocated: u64, current: Option<Params>) -> Option<Params> {
+        match workload {
+            Workload::Memtouch {
+                wss_bytes,
+                rate,
+                pattern,
+            } => Some(Params {
+                rate: *rate,
+                pattern: *pattern,
+                pages: (wss_bytes / PAGE_SIZE).clamp(1, allocated.max(1)),
+            }),
+            // The switching rule keeps the kind; keep going as before if it ever changed.
+            _ => current,
+        }
+    }
+}
+
+/// Touches pages flat out for `duration` so that `meter` knows the full speed (before the
+/// clock starts: these ops are not reported). Returns the integrity errors seen.
+pub fn calibrate(ws: &mut WorkingSet, meter: &mut SpeedMeter, duration: Duration) -> u64 {
+    let n = ws.len() as u64;
+    let mut rng = Rng::new(0xCA11);
+    let mut errors = 0;
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        let t = Instant::now();
+        for _ in 0..BATCH {
+            if !ws.touch(rng.below(n) as usize) {
+                errors += 1;
+            }
+        }
+        meter.feed(BATCH, t.elapsed());
+    }
+    errors
+}
+
+/// Runs memtouch until `stop` is set, with the parameters `live` holds, publishing cumulative
+/// ops, errors (from `errors` on) and demand into `counters`.
+pub fn run(
+    ws: &mut WorkingSet,
+    live: &Live,
     seed: u64,
     counters: &Counters,
+    meter: &mut SpeedMeter,
     stop: &AtomicBool,
+    mut errors: u64,
 ) {
-    let n = ws.len() as u64;
+    let allocated = ws.len() as u64;
+    let mut version = live.version();
+    let Some(mut params) = Params::of(&live.workload(), allocated, None) else {
+        return;
+    };
     let mut rng = Rng::new(seed);
     let mut cursor = 0u64;
     let mut done = 0u64;
-    let mut errors = 0u64;
-    let start = Instant::now();
+    let mut pace = Pace::new(params.rate, Instant::now());
     while !stop.load(Ordering::Relaxed) {
-        let batch = match rate {
-            Rate::Max => BATCH,
-            Rate::PagesPerSec(r) => match paced_batch(r, done, start.elapsed()) {
-                Ok(b) => b,
-                Err(wait) => {
-                    std::thread::sleep(wait);
-                    continue;
-                }
-            },
+        pace.advance(Instant::now(), meter.best());
+        if live.version() != version {
+            version = live.version();
+            let next = Params::of(&live.workload(), allocated, Some(params)).unwrap_or(params);
+            if (next.pattern, next.pages) != (params.pattern, params.pages) {
+                // Another access pattern or set size runs at another speed.
+                meter.restart();
+            }
+            if next.rate != params.rate {
+                pace.set_rate(next.rate);
+            }
+            params = next;
+        }
+        let batch = match pace.next_batch() {
+            Ok(b) => b,
+            Err(wait) => {
+                publish_demand(counters, &pace, meter);
+                std::thread::sleep(wait);
+                continue;
+            }
         };
+        let t = Instant::now();
         for _ in 0..batch {
-            let index = match pattern {
-                Pattern::Random => rng.below(n),
+            let index = match params.pattern {
+                Pattern::Random => rng.below(params.pages),
                 Pattern::Sequential => {
+                    if cursor >= params.pages {
+                        cursor = 0;
+                    }
                     let i = cursor;
-                    cursor = if cursor + 1 == n { 0 } else { cursor + 1 };
+                    cursor += 1;
                     i
                 }
             };
@@ -159,21 +233,110 @@ pub fn run(
                 errors += 1;
             }
         }
+        meter.feed(batch, t.elapsed());
+        pace.done(batch);
         done += batch;
+        // Demand first: a reader never sees more work than was asked for.
+        publish_demand(counters, &pace, meter);
         counters.publish(done, errors);
     }
 }
 
-/// How many ops are due now at `rate` pages/s, or how long to wait for the next one.
-fn paced_batch(rate: u64, done: u64, elapsed: Duration) -> Result<u64, Duration> {
-    let due = (rate as u128 * elapsed.as_nanos() / 1_000_000_000) as u64;
-    if due > done {
-        return Ok((due - done).min(BATCH));
+fn publish_demand(counters: &Counters, pace: &Pace, meter: &SpeedMeter) {
+    counters.publish_demand(
+        pace.demanded() as u64,
+        pace.demand_pct(meter.best()),
+        meter.best(),
+    );
+}
+
+/// Most work a paced workload may owe, in seconds of its rate: what it could not do in that
+/// long is lost, not caught up later (a service at a fixed rate drops what it cannot serve).
+const BACKLOG_S: f64 = 0.1;
+
+/// Pacing and demand of memtouch: at `rate=N` it owes N pages a second, at `rate=max` as many
+/// as it touches flat out (its full speed).
+#[derive(Debug, Clone)]
+pub struct Pace {
+    rate: Rate,
+    last: Instant,
+    /// Ops asked for since the start, cumulative.
+    demanded: f64,
+    /// Ops owed now (paced only), at most [`BACKLOG_S`] of the rate.
+    owed: f64,
+    /// Ops done since the start.
+    done: u64,
+}
+
+impl Pace {
+    pub fn new(rate: Rate, now: Instant) -> Self {
+        Pace {
+            rate,
+            last: now,
+            demanded: 0.0,
+            owed: 0.0,
+            done: 0,
+        }
     }
-    let next_at_ns = (done as u128 + 1) * 1_000_000_000 / rate as u128;
-    let wait = Duration::from_nanos((next_at_ns.saturating_sub(elapsed.as_nanos())) as u64);
-    // Cap the nap so a stop request is noticed promptly.
-    Err(wait.clamp(Duration::from_micros(50), Duration::from_millis(20)))
+
+    /// Accrues the demand up to `now`, at full speed `best` ops/s for `rate=max`.
+    pub fn advance(&mut self, now: Instant, best: f64) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        match self.rate {
+            Rate::Max => self.demanded += best * dt,
+            Rate::PagesPerSec(r) => {
+                let r = r as f64;
+                self.demanded += r * dt;
+                self.owed = (self.owed + r * dt).min((r * BACKLOG_S).max(1.0));
+            }
+        }
+    }
+
+    /// A new rate from the last `advance` on; nothing owed at the old one is carried over.
+    pub fn set_rate(&mut self, rate: Rate) {
+        self.rate = rate;
+        self.owed = 0.0;
+    }
+
+    /// Ops to do now, or how long to wait for the next one.
+    pub fn next_batch(&self) -> Result<u64, Duration> {
+        match self.rate {
+            Rate::Max => Ok(BATCH),
+            Rate::PagesPerSec(r) => {
+                if self.owed >= 1.0 {
+                    return Ok((self.owed as u64).min(BATCH));
+                }
+                let wait = Duration::from_secs_f64((1.0 - self.owed) / r as f64);
+                // Capped so that a stop request or a control line is noticed promptly.
+                Err(wait.clamp(Duration::from_micros(50), Duration::from_millis(20)))
+            }
+        }
+    }
+
+    /// `n` ops were done.
+    pub fn done(&mut self, n: u64) {
+        self.owed = (self.owed - n as f64).max(0.0);
+        self.done += n;
+        if self.rate == Rate::Max {
+            // Flat out asks for all it can do: running faster than the best speed measured so
+            // far (just after a switch, before a window completes) is not more than asked.
+            self.demanded = self.demanded.max(self.done as f64);
+        }
+    }
+
+    /// Ops asked for since the start.
+    pub fn demanded(&self) -> f64 {
+        self.demanded
+    }
+
+    /// Percent of one vCPU asked for, at full speed `best` ops/s.
+    pub fn demand_pct(&self, best: f64) -> f64 {
+        match self.rate {
+            Rate::Max => 100.0,
+            Rate::PagesPerSec(r) => paced_demand_pct(r as f64, best),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -247,13 +410,32 @@ mod tests {
     }
 
     #[test]
-    fn pacing() {
-        assert_eq!(paced_batch(1000, 0, Duration::from_millis(10)), Ok(10));
-        assert_eq!(paced_batch(1_000_000, 0, Duration::from_secs(1)), Ok(BATCH));
-        let wait = paced_batch(10, 5, Duration::from_millis(500)).unwrap_err();
-        assert_eq!(wait, Duration::from_millis(20));
-        let wait = paced_batch(1000, 10, Duration::from_millis(10)).unwrap_err();
-        assert_eq!(wait, Duration::from_millis(1));
+    fn pacing_owes_the_rate_and_drops_what_it_could_not_do() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut p = Pace::new(Rate::PagesPerSec(1000), t0);
+        p.advance(t0 + ms(10), 0.0);
+        assert_eq!(p.next_batch(), Ok(10));
+        p.done(10);
+        assert_eq!(p.next_batch(), Err(ms(1)));
+        // Held back for a second: only 100 ms of work is still owed, the rest is lost, but
+        // the demand counts all of it.
+        p.advance(t0 + ms(1010), 0.0);
+        assert_eq!(p.next_batch(), Ok(100));
+        assert!((p.demanded() - 1010.0).abs() < 1e-6);
+        assert_eq!(p.demand_pct(4000.0), 25.0);
+        // A new rate starts afresh; rate=max owes its full speed.
+        p.set_rate(Rate::Max);
+        assert_eq!(p.next_batch(), Ok(BATCH));
+        p.advance(t0 + ms(1110), 5000.0);
+        assert!((p.demanded() - 1510.0).abs() < 1e-6);
+        assert_eq!(p.demand_pct(5000.0), 100.0);
+        let slow = Pace::new(Rate::PagesPerSec(10), t0);
+        assert_eq!(slow.next_batch(), Err(ms(20)));
+    }
+
+    fn live(spec: &str) -> Live {
+        Live::new(crate::spec::parse_workload(spec).unwrap())
     }
 
     #[test]
@@ -263,7 +445,9 @@ mod tests {
         let (c, s) = (counters.clone(), stop.clone());
         let worker = std::thread::spawn(move || {
             let mut ws = WorkingSet::new(64);
-            run(&mut ws, Rate::PagesPerSec(2000), Pattern::Random, 1, &c, &s);
+            let l = live("memtouch:wss=256K,rate=2000");
+            let mut meter = SpeedMeter::default();
+            run(&mut ws, &l, 1, &c, &mut meter, &s, 0);
         });
         std::thread::sleep(Duration::from_millis(300));
         stop.store(true, Ordering::Relaxed);
@@ -271,6 +455,11 @@ mod tests {
         let (ops, errors) = counters.snapshot();
         assert_eq!(errors, 0);
         assert!((300..=900).contains(&ops), "ops {ops}");
+        let demanded = counters.demand().demanded_ops;
+        assert!(
+            (ops..=ops + 100).contains(&demanded),
+            "{ops} done, {demanded} asked"
+        );
     }
 
     #[test]
@@ -278,8 +467,10 @@ mod tests {
         let counters = Counters::default();
         let stop = AtomicBool::new(false);
         let mut ws = WorkingSet::new(8);
+        let l = live("memtouch:wss=32K,rate=max,pattern=seq");
+        let mut meter = SpeedMeter::default();
         std::thread::scope(|s| {
-            s.spawn(|| run(&mut ws, Rate::Max, Pattern::Sequential, 0, &counters, &stop));
+            s.spawn(|| run(&mut ws, &l, 0, &counters, &mut meter, &stop, 0));
             std::thread::sleep(Duration::from_millis(50));
             stop.store(true, Ordering::Relaxed);
         });
@@ -287,5 +478,50 @@ mod tests {
         assert!(ops > 0);
         assert_eq!(errors, 0);
         assert_eq!(ops % BATCH, 0);
+        assert_eq!(counters.demand().demand_pct, 100.0);
+    }
+
+    /// Waits (10 s at most, then fails) until `cond` holds.
+    fn wait_for(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "not reached in 10 s: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_switch_changes_rate_and_shrinks_the_set_in_place() {
+        let counters = Counters::default();
+        let stop = AtomicBool::new(false);
+        let mut ws = WorkingSet::new(64);
+        let l = live("memtouch:wss=256K,rate=100");
+        let mut meter = SpeedMeter::default();
+        let errors = calibrate(&mut ws, &mut meter, Duration::from_millis(40));
+        assert_eq!(errors, 0);
+        let full = meter.best();
+        assert!(full > 0.0);
+        std::thread::scope(|s| {
+            s.spawn(|| run(&mut ws, &l, 3, &counters, &mut meter, &stop, errors));
+            wait_for("paced work", || counters.snapshot().0 >= 5);
+            let paced = counters.demand();
+            assert!((paced.demand_pct - paced_demand_pct(100.0, full)).abs() < 1e-9);
+            assert_eq!(
+                l.handle_line("set 1 memtouch:wss=16K,rate=max,pattern=seq"),
+                crate::live::Handled::Applied
+            );
+            wait_for("the new rate", || counters.demand().demand_pct == 100.0);
+            let at = counters.snapshot().0;
+            // At 100 pages/s this would take 30 s.
+            wait_for("3000 more ops", || counters.snapshot().0 >= at + 3000);
+            stop.store(true, Ordering::Relaxed);
+        });
+        let (ops, errors) = counters.snapshot();
+        assert!(ops <= counters.demand().demanded_ops);
+        assert_eq!(errors, 0, "shrinking the set loses nothing");
+        // The pages beyond the smaller set were left as they were: all still verify.
+        for i in 0..64 {
+            assert!(ws.touch(i), "page {i}");
+        }
     }
 }

@@ -3,6 +3,16 @@
 //! The workload publishes cumulative counters into atomics; a separate thread samples them every
 //! interval and writes one line. Only cumulative values are reported, so a lost or late line (the
 //! host side reconnecting across a migration) loses no information.
+//!
+//! A line: `t_ms` (since the clock started), `workload` (kind), `ops` (work done, cumulative),
+//! `ops_per_s` (over the last interval), `integrity_errors` (cumulative), `pages` (working set),
+//! `spec` (the canonical spec running now), `seq` (the last control line handled, 0 for none;
+//! see `control`), `demand_pct` (percent of one vCPU the workload tries to use: it runs one
+//! thread), `demanded_ops` (work asked for, cumulative: `1 - Δops/Δdemanded_ops` over a window
+//! is the work lost in it), `full_ops_per_s` (its full speed, the yardstick of the demand), and
+//! `refused` (only when the last control line was refused: a short code). After a switch, `spec`
+//! and `seq` change at once and the demand figures with the workload's next period or batch
+//! (within 100 ms).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,12 +20,33 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::live::{Live, Status};
+#[cfg(test)]
+use crate::spec::Workload;
+
 pub const INTERVAL: Duration = Duration::from_millis(100);
+
+/// What the workload asks of its vCPU (see `speed` and the workloads' docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Demand {
+    /// Ops asked for since the start, cumulative (the work `ops` falls short of under
+    /// contention).
+    pub demanded_ops: u64,
+    /// Percent of one vCPU the workload tries to use now (it runs one thread).
+    pub demand_pct: f64,
+    /// Ops per second one vCPU does flat out (best measured).
+    pub full_ops_per_s: f64,
+}
 
 #[derive(Default)]
 pub struct Counters {
     ops: AtomicU64,
     integrity_errors: AtomicU64,
+    demanded_ops: AtomicU64,
+    /// f64 bits.
+    demand_pct: AtomicU64,
+    /// f64 bits.
+    full_ops_per_s: AtomicU64,
 }
 
 impl Counters {
@@ -25,14 +56,31 @@ impl Counters {
             .store(integrity_errors, Ordering::Relaxed);
     }
 
+    pub fn publish_demand(&self, demanded_ops: u64, demand_pct: f64, full_ops_per_s: f64) {
+        self.demanded_ops.store(demanded_ops, Ordering::Relaxed);
+        self.demand_pct
+            .store(demand_pct.to_bits(), Ordering::Relaxed);
+        self.full_ops_per_s
+            .store(full_ops_per_s.to_bits(), Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> (u64, u64) {
         (
             self.ops.load(Ordering::Relaxed),
             self.integrity_errors.load(Ordering::Relaxed),
         )
     }
+
+    pub fn demand(&self) -> Demand {
+        Demand {
+            demanded_ops: self.demanded_ops.load(Ordering::Relaxed),
+            demand_pct: f64::from_bits(self.demand_pct.load(Ordering::Relaxed)),
+            full_ops_per_s: f64::from_bits(self.full_ops_per_s.load(Ordering::Relaxed)),
+        }
+    }
 }
 
+/// One report line's facts (see [`Report::to_json`] for the wire form).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     pub t_ms: u64,
@@ -41,20 +89,46 @@ pub struct Report {
     pub ops_per_s: f64,
     pub integrity_errors: u64,
     pub pages: u64,
+    /// The canonical spec running now.
+    pub spec: String,
+    /// The last control line handled (0: none).
+    pub seq: u64,
+    /// Why that line was refused, if it was.
+    pub refused: Option<&'static str>,
+    pub demand: Demand,
+}
+
+/// A number JSON can carry (NaN and infinities are not JSON).
+fn finite(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else {
+        0.0
+    }
 }
 
 impl Report {
-    /// One JSON object, no trailing newline. Hand-written: the guest has no dependencies, and the
-    /// workload name is a fixed identifier that needs no escaping.
+    /// One JSON object, no trailing newline. Hand-written: the guest has no dependencies; the
+    /// workload name, the canonical spec and the refusal code are made of characters that need
+    /// no escaping (letters, digits, `:`, `=`, `,`, `-`).
     pub fn to_json(&self) -> String {
-        let rate = if self.ops_per_s.is_finite() {
-            self.ops_per_s
-        } else {
-            0.0
-        };
+        let refused = self
+            .refused
+            .map(|r| format!(",\"refused\":\"{r}\""))
+            .unwrap_or_default();
         format!(
-            "{{\"t_ms\":{},\"workload\":\"{}\",\"ops\":{},\"ops_per_s\":{:.1},\"integrity_errors\":{},\"pages\":{}}}",
-            self.t_ms, self.workload, self.ops, rate, self.integrity_errors, self.pages
+            "{{\"t_ms\":{},\"workload\":\"{}\",\"ops\":{},\"ops_per_s\":{:.1},\"integrity_errors\":{},\"pages\":{},\"spec\":\"{}\",\"seq\":{},\"demand_pct\":{:.1},\"demanded_ops\":{},\"full_ops_per_s\":{:.1}{refused}}}",
+            self.t_ms,
+            self.workload,
+            self.ops,
+            finite(self.ops_per_s),
+            self.integrity_errors,
+            self.pages,
+            self.spec,
+            self.seq,
+            finite(self.demand.demand_pct),
+            self.demand.demanded_ops,
+            finite(self.demand.full_ops_per_s),
         )
     }
 }
@@ -62,22 +136,22 @@ impl Report {
 /// Turns successive counter samples into reports (pure, so it is testable without threads).
 pub struct Sampler {
     start: Instant,
-    workload: &'static str,
-    pages: u64,
     last: Option<(Instant, u64)>,
 }
 
 impl Sampler {
-    pub fn new(start: Instant, workload: &'static str, pages: u64) -> Self {
-        Sampler {
-            start,
-            workload,
-            pages,
-            last: None,
-        }
+    pub fn new(start: Instant) -> Self {
+        Sampler { start, last: None }
     }
 
-    pub fn sample(&mut self, now: Instant, ops: u64, integrity_errors: u64) -> Report {
+    /// The report at `now` of the workload `control` describes, from its counters.
+    pub fn sample(
+        &mut self,
+        now: Instant,
+        (ops, integrity_errors): (u64, u64),
+        demand: Demand,
+        control: &Status,
+    ) -> Report {
         let (t0, ops0) = self.last.unwrap_or((self.start, 0));
         let dt = now.saturating_duration_since(t0).as_secs_f64();
         let ops_per_s = if dt > 0.0 {
@@ -88,11 +162,15 @@ impl Sampler {
         self.last = Some((now, ops));
         Report {
             t_ms: now.saturating_duration_since(self.start).as_millis() as u64,
-            workload: self.workload,
+            workload: control.workload.name(),
             ops,
             ops_per_s,
             integrity_errors,
-            pages: self.pages,
+            pages: control.workload.pages(),
+            spec: control.workload.to_string(),
+            seq: control.seq,
+            refused: control.refused,
+            demand,
         }
     }
 }
@@ -102,6 +180,7 @@ impl Sampler {
 pub fn spawn(
     mut out: Box<dyn Write + Send>,
     counters: Arc<Counters>,
+    live: Arc<Live>,
     mut sampler: Sampler,
     interval: Duration,
     stop: Arc<AtomicBool>,
@@ -119,9 +198,13 @@ pub fn spawn(
                 }
                 next += interval;
                 let stopping = stop.load(Ordering::Relaxed);
-                let (ops, errors) = counters.snapshot();
-                let line = sampler.sample(Instant::now(), ops, errors).to_json();
-                let res = writeln!(out, "{line}").and_then(|_| out.flush());
+                let report = sampler.sample(
+                    Instant::now(),
+                    counters.snapshot(),
+                    counters.demand(),
+                    &live.status(),
+                );
+                let res = writeln!(out, "{}", report.to_json()).and_then(|_| out.flush());
                 if let Err(e) = res {
                     // Keep going: the port may come back, and the workload must not stop.
                     if !warned {
@@ -139,7 +222,16 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::parse_workload;
     use std::sync::Mutex;
+
+    fn status(spec: &str) -> Status {
+        Status {
+            workload: parse_workload(spec).unwrap(),
+            seq: 0,
+            refused: None,
+        }
+    }
 
     #[test]
     fn json_line_format() {
@@ -150,32 +242,54 @@ mod tests {
             ops_per_s: 4166.666,
             integrity_errors: 0,
             pages: 8192,
+            spec: "memtouch:wss=32M,rate=max,pattern=random".into(),
+            seq: 3,
+            refused: None,
+            demand: Demand {
+                demanded_ops: 5100,
+                demand_pct: 100.0,
+                full_ops_per_s: 4300.04,
+            },
         };
         assert_eq!(
             r.to_json(),
-            r#"{"t_ms":1200,"workload":"memtouch","ops":5000,"ops_per_s":4166.7,"integrity_errors":0,"pages":8192}"#
+            r#"{"t_ms":1200,"workload":"memtouch","ops":5000,"ops_per_s":4166.7,"integrity_errors":0,"pages":8192,"spec":"memtouch:wss=32M,rate=max,pattern=random","seq":3,"demand_pct":100.0,"demanded_ops":5100,"full_ops_per_s":4300.0}"#
         );
-        let nan = Report {
+        let odd = Report {
             ops_per_s: f64::NAN,
+            refused: Some("kind-change"),
+            demand: Demand {
+                demand_pct: f64::INFINITY,
+                ..r.demand
+            },
             ..r
         };
-        assert!(nan.to_json().contains("\"ops_per_s\":0.0"));
+        let text = odd.to_json();
+        assert!(text.contains("\"ops_per_s\":0.0"), "{text}");
+        assert!(text.contains("\"demand_pct\":0.0"), "{text}");
+        assert!(text.ends_with(",\"refused\":\"kind-change\"}"), "{text}");
     }
 
     #[test]
     fn sampler_rates_over_last_interval() {
         let start = Instant::now();
-        let mut s = Sampler::new(start, "cpu", 0);
-        let r1 = s.sample(start + Duration::from_millis(100), 100, 0);
+        let mut s = Sampler::new(start);
+        let d = Demand::default();
+        let cpu = status("cpu:demand=50");
+        let r1 = s.sample(start + Duration::from_millis(100), (100, 0), d, &cpu);
         assert_eq!(r1.t_ms, 100);
         assert!((r1.ops_per_s - 1000.0).abs() < 1e-6);
-        let r2 = s.sample(start + Duration::from_millis(300), 500, 2);
+        assert_eq!((r1.workload, r1.spec.as_str()), ("cpu", "cpu:demand=50"));
+        let r2 = s.sample(start + Duration::from_millis(300), (500, 2), d, &cpu);
         assert_eq!(r2.t_ms, 300);
         assert!((r2.ops_per_s - 2000.0).abs() < 1e-6);
         assert_eq!(r2.integrity_errors, 2);
         // Same instant twice: no division by zero.
-        let r3 = s.sample(start + Duration::from_millis(300), 500, 2);
+        let r3 = s.sample(start + Duration::from_millis(300), (500, 2), d, &cpu);
         assert_eq!(r3.ops_per_s, 0.0);
+        // The pages follow the running (possibly shrunk) working set.
+        let mt = status("memtouch:wss=8M");
+        assert_eq!(s.sample(start, (0, 0), d, &mt).pages, 2048);
     }
 
     #[derive(Clone, Default)]
@@ -195,23 +309,36 @@ mod tests {
         let buf = Shared::default();
         let counters = Arc::new(Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let sampler = Sampler::new(Instant::now(), "idle", 0);
+        let live = Arc::new(Live::new(Workload::Idle));
         let h = spawn(
             Box::new(buf.clone()),
             counters.clone(),
-            sampler,
+            live.clone(),
+            Sampler::new(Instant::now()),
             Duration::from_millis(10),
             stop.clone(),
         )
         .unwrap();
         std::thread::sleep(Duration::from_millis(55));
         counters.publish(42, 1);
+        assert_eq!(
+            live.handle_line("set 9 memtouch:wss=1M"),
+            crate::live::Handled::Refused(crate::control::Refusal::Switch(
+                crate::control::SwitchError::KindChange {
+                    from: "idle",
+                    to: "memtouch"
+                }
+            ))
+        );
         stop.store(true, Ordering::Relaxed);
         h.join().unwrap();
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines.len() >= 4, "{text}");
-        assert!(lines.last().unwrap().contains("\"ops\":42,"));
-        assert!(lines.last().unwrap().contains("\"integrity_errors\":1,"));
+        let last = lines.last().unwrap();
+        assert!(last.contains("\"ops\":42,"), "{last}");
+        assert!(last.contains("\"integrity_errors\":1,"), "{last}");
+        assert!(last.contains("\"seq\":9,"), "{last}");
+        assert!(last.contains("\"refused\":\"kind-change\""), "{last}");
     }
 }

@@ -61,6 +61,45 @@ impl Workload {
     }
 }
 
+/// The canonical spec: every parameter spelled out, sizes in the largest binary unit that
+/// divides them. [`parse_workload`] reads it back to the same workload, and it has only the
+/// characters a spec may have (letters, digits, `:`, `=`, `,`), so it goes into a JSON string or
+/// a control line without escaping.
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Workload::Memtouch {
+                wss_bytes,
+                rate,
+                pattern,
+            } => {
+                write!(f, "memtouch:wss={},rate=", format_size(*wss_bytes))?;
+                match rate {
+                    Rate::Max => write!(f, "max")?,
+                    Rate::PagesPerSec(n) => write!(f, "{n}")?,
+                }
+                let pattern = match pattern {
+                    Pattern::Random => "random",
+                    Pattern::Sequential => "seq",
+                };
+                write!(f, ",pattern={pattern}")
+            }
+            Workload::Cpu { demand_pct } => write!(f, "cpu:demand={demand_pct}"),
+            Workload::Idle => write!(f, "idle"),
+        }
+    }
+}
+
+/// `bytes` with the largest binary suffix that divides it (`64M`, `1G`, `12K`, `4100`).
+pub fn format_size(bytes: u64) -> String {
+    for (shift, suffix) in [(30, "G"), (20, "M"), (10, "K")] {
+        if bytes != 0 && bytes.trailing_zeros() >= shift {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpecError {
     UnknownWorkload(String),
@@ -331,6 +370,43 @@ mod tests {
             parse_workload("fork-bomb"),
             Err(SpecError::UnknownWorkload(_))
         ));
+    }
+
+    #[test]
+    fn canonical_specs_read_back_the_same() {
+        for spec in [
+            "idle",
+            "cpu:demand=0",
+            "cpu:demand=100%",
+            "memtouch:wss=64M",
+            "memtouch:wss=1G,rate=5000,pattern=seq",
+            "memtouch:wss=1536M,pattern=rand",
+            "memtouch:wss=12K,rate=max",
+            "memtouch:wss=4100",
+            "memtouch:wss=2GiB",
+        ] {
+            let w = parse_workload(spec).unwrap();
+            let canonical = w.to_string();
+            assert_eq!(parse_workload(&canonical), Ok(w), "{spec} -> {canonical}");
+            assert!(
+                canonical
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ":=,".contains(c)),
+                "{canonical}"
+            );
+        }
+        assert_eq!(
+            parse_workload("memtouch:wss=64M").unwrap().to_string(),
+            "memtouch:wss=64M,rate=max,pattern=random"
+        );
+        assert_eq!(
+            parse_workload("memtouch:wss=1536M,rate=7,pattern=seq")
+                .unwrap()
+                .to_string(),
+            "memtouch:wss=1536M,rate=7,pattern=seq"
+        );
+        assert_eq!(format_size(1 << 30), "1G");
+        assert_eq!(format_size(0), "0");
     }
 
     #[test]

@@ -3,13 +3,15 @@
 //! - [`launcher`]: VM spec -> command line -> supervised process (killed on drop).
 //! - [`qmp`]: the QMP trait, typed commands, the real client and a scripted fake.
 //! - [`driver`]: runs one live migration between two QMP peers, decisions from core.
-//! - [`metrics`]: reads the guest workload's reports from its serial port.
+//! - [`metrics`]: reads the guest workload's reports from its serial port and writes control
+//!   lines back ([`guest_control`]: delivering a workload change).
 //! - [`profile`]: dirty-rate measurement for the cost model.
 //! - [`image`]: builds the guest kernel + initramfs.
 //! - [`bench`]: `migrate-bench`, composing all of the above on this machine.
 
 pub mod bench;
 pub mod driver;
+pub mod guest_control;
 pub mod image;
 pub mod launcher;
 pub mod metrics;

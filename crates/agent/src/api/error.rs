@@ -114,7 +114,9 @@ impl From<crate::vms::VmsError> for ApiError {
             | E::NoDisk { .. }
             | E::NoTap(_)
             | E::NotIncoming(_)
-            | E::ForeignUri { .. } => ApiError::Conflict(e.to_string()),
+            | E::ForeignUri { .. }
+            | E::Workload(_) => ApiError::Conflict(e.to_string()),
+            E::Unsendable(_) => ApiError::Invalid(e.to_string()),
             E::Launch(drover_qemu::launcher::LaunchError::BadSpec(_)) => {
                 ApiError::Invalid(e.to_string())
             }
@@ -134,6 +136,16 @@ impl From<crate::migrate::MigrateError> for ApiError {
             E::Finished(_) | E::ToSelf(_) | E::Exists(_) => ApiError::Conflict(e.to_string()),
             E::Transition(_) => ApiError::Internal(e.to_string()),
             E::Peer(_) => ApiError::Upstream(e.to_string()),
+            E::Store(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::power::PowerError> for ApiError {
+    fn from(e: crate::power::PowerError) -> Self {
+        use crate::power::PowerError as E;
+        match e {
+            E::InStandby | E::Waking { .. } | E::Occupied(_) => ApiError::Conflict(e.to_string()),
             E::Store(_) => ApiError::Internal(e.to_string()),
         }
     }

@@ -26,6 +26,7 @@ use axum::{Extension, Json, Router};
 use drover_api::qmp::{ForwardedQmp, QmpReply};
 use drover_api::request::{
     parse_create_vm, parse_incoming, parse_migration, parse_migration_id, parse_name, parse_qmp,
+    parse_workload_change,
 };
 use drover_api::vm::{Committed, Deleted, Health};
 use drover_api::{IncomingReply, MigrationUri};
@@ -88,6 +89,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/vms", get(list_vms).post(create_vm))
         .route("/v1/vms/{name}", get(get_vm).delete(delete_vm))
         .route("/v1/vms/{name}/samples", get(samples))
+        .route("/v1/vms/{name}/workload", post(change_workload))
         .route("/v1/vms/{name}/qmp", post(qmp))
         .route("/v1/vms/{name}/migrations", post(migrate))
         .route("/v1/migrations", get(list_migrations))
@@ -98,6 +100,8 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/incoming", post(incoming))
         .route("/v1/incoming/{name}", axum::routing::delete(abort_incoming))
         .route("/v1/incoming/{name}/commit", post(commit_incoming))
+        .route("/v1/standby", post(standby))
+        .route("/v1/wake", post(wake))
         .route("/v1/metrics", get(metrics_json))
         .route("/metrics", get(metrics_prometheus))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
@@ -141,6 +145,7 @@ async fn health(State(st): St) -> ApiResult {
             agent_id: st.agent_id.clone(),
             vms: st.vms.list().len() as u64,
             version: env!("CARGO_PKG_VERSION").into(),
+            power: st.power.current().state(),
         },
     )
 }
@@ -155,6 +160,8 @@ async fn list_vms(State(st): St) -> ApiResult {
 
 async fn create_vm(State(st): St, b: Result<Bytes, BytesRejection>) -> ApiResult {
     let config = parse_create_vm(&body(b)?)?;
+    // Held until the VM is registered (or failed), so a standby cannot slip in between.
+    let _admitted = st.power.admit()?;
     let view = st.vms.start(config, VmRole::Running).await?;
     ok(StatusCode::CREATED, view)
 }
@@ -173,6 +180,36 @@ async fn delete_vm(State(st): St, p: Result<Path<String>, PathRejection>) -> Api
 async fn samples(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
     let name = name(p)?;
     ok(StatusCode::OK, st.vms.wall_samples(&name)?)
+}
+
+async fn change_workload(
+    State(st): St,
+    p: Result<Path<String>, PathRejection>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let name = name(p)?;
+    let change = parse_workload_change(&body(b)?)?;
+    let view = st.vms.change_workload(&name, &change.workload)?;
+    ok(StatusCode::ACCEPTED, view)
+}
+
+async fn standby(State(st): St) -> ApiResult {
+    let power = st.power.standby(|| crate::power::Occupancy {
+        vms: st.vms.list().into_iter().map(|v| v.name).collect(),
+        migrations: st
+            .migrations
+            .list()
+            .into_iter()
+            .filter(|m| !m.state.is_final())
+            .map(|m| m.id)
+            .collect(),
+        starting: 0,
+    })?;
+    ok(StatusCode::OK, power)
+}
+
+async fn wake(State(st): St) -> ApiResult {
+    ok(StatusCode::OK, st.power.wake()?)
 }
 
 async fn qmp(
@@ -260,6 +297,7 @@ async fn incoming(
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let req = parse_incoming(&body(b)?)?;
+    let _admitted = st.power.admit()?;
     // Listen where the source reached us: an address of this host that the source can reach.
     let ip = conn
         .and_then(|Extension(c)| c.0.local)
@@ -291,13 +329,13 @@ async fn abort_incoming(State(st): St, p: Result<Path<String>, PathRejection>) -
 }
 
 async fn metrics_json(State(st): St) -> ApiResult {
-    ok(StatusCode::OK, st.metrics.json())
+    ok(StatusCode::OK, st.metrics.json(st.power.current().state()))
 }
 
 async fn metrics_prometheus(State(st): St) -> ApiResult {
     let text = st
         .metrics
-        .prometheus()
+        .prometheus(st.power.current().state())
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((
         StatusCode::OK,

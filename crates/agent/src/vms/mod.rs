@@ -12,12 +12,18 @@
 //!                 └──abort──> (deleted)
 //! any ──QEMU found dead──> Lost (reported, never restarted)
 //! ```
+//!
+//! A running VM's workload may be changed in place ([`workload`]): the new spec is recorded,
+//! then delivered to the guest over its metrics port.
+
+mod workload;
 
 use crate::lock;
 use crate::model::{VmRecord, VmRole};
 use crate::procfs::{self, Liveness};
 use crate::store::{Store, StoreError};
 use drover_api::qmp::ForwardedQmp;
+use drover_api::workload::same_workload;
 use drover_api::{unix_ms, VmConfig, VmStatus, VmView, WallSample, WorkloadView};
 use drover_qemu::image::GuestImage;
 use drover_qemu::launcher::{self, Accel, LaunchError, RunPaths, TapNic, VmSpec};
@@ -64,6 +70,12 @@ pub enum VmsError {
     NotIncoming(String),
     #[error("'{uri}' is not the URI this agent made for incoming VM '{name}'")]
     ForeignUri { name: String, uri: String },
+    /// A workload change the VM's running workload cannot take.
+    #[error(transparent)]
+    Workload(#[from] drover_api::workload::WorkloadChangeError),
+    /// A workload spec that cannot travel in a control line (the shape check keeps these out).
+    #[error("{0}")]
+    Unsendable(String),
 }
 
 /// A VM with an attached QEMU, as the metrics sampler sees it.
@@ -97,7 +109,8 @@ pub struct VmEntry {
     pub record: VmRecord,
     pub qmp: Option<Arc<QmpClient>>,
     pub samples: Samples,
-    _reader: Option<MetricsReader>,
+    /// Reads the guest's reports and delivers workload changes to it (None when lost).
+    reader: Option<MetricsReader>,
     /// Why the VM is lost, if it is.
     pub lost: Option<String>,
     /// The migration this VM takes part in.
@@ -371,7 +384,7 @@ impl Vms {
             record,
             qmp: Some(Arc::new(qmp)),
             samples,
-            _reader: Some(reader),
+            reader: Some(reader),
             lost: None,
             migration: None,
         })
@@ -382,7 +395,7 @@ impl Vms {
             record,
             qmp: None,
             samples: Samples::default(),
-            _reader: None,
+            reader: None,
             lost: Some(why),
             migration: None,
         }
@@ -432,7 +445,7 @@ impl Vms {
                 tracing::warn!(vm = %entry.record.config.name, reason = %why, "VM lost");
                 entry.lost = Some(why);
                 entry.qmp = None;
-                entry._reader = None;
+                entry.reader = None;
             }
         }
     }
@@ -440,6 +453,7 @@ impl Vms {
     fn view_of(&self, e: &VmEntry, qemu_status: Option<String>) -> VmView {
         let samples = e.samples.snapshot();
         let now = self.clock.now_ms();
+        let status = e.samples.status();
         let workload_report = match samples.last() {
             None => WorkloadView::default(),
             Some(last) => {
@@ -456,14 +470,23 @@ impl Vms {
                             / (last.host_ms - f.host_ms) as f64
                     })
                     .unwrap_or(0.0);
+                let status = status.clone().unwrap_or_default();
                 WorkloadView {
                     ops: last.ops,
                     ops_per_s,
                     integrity_errors: drover_core::migration::result::integrity_errors(&samples),
                     last_report_age_ms: Some(now.saturating_sub(last.host_ms)),
+                    spec: status.spec,
+                    demand_pct: status.demand_pct,
+                    demanded_ops: status.demanded_ops,
+                    control_seq: status.seq,
+                    refused: status.refused,
                 }
             }
         };
+        let workload_pending = status
+            .and_then(|s| s.spec)
+            .is_some_and(|running| !same_workload(&running, &e.record.config.workload));
         let c = &e.record.config;
         VmView {
             name: c.name.clone(),
@@ -471,6 +494,7 @@ impl Vms {
             vcpus: c.vcpus,
             memory_bytes: c.memory_bytes,
             workload: c.workload.clone(),
+            workload_pending,
             disk: c.disk.clone(),
             nic: c.nic.clone(),
             pid: e.record.pid,
@@ -531,12 +555,13 @@ impl Vms {
             .get(name)
             .ok_or_else(|| VmsError::NotFound(name.to_string()))?;
         Ok(e.samples
-            .snapshot()
+            .demand_snapshot()
             .iter()
             .map(|s| WallSample {
-                unix_ms: self.to_unix_ms(s.host_ms),
-                ops: s.ops,
-                integrity_errors: s.integrity_errors,
+                unix_ms: self.to_unix_ms(s.sample.host_ms),
+                ops: s.sample.ops,
+                integrity_errors: s.sample.integrity_errors,
+                demanded_ops: s.demanded_ops,
             })
             .collect())
     }
