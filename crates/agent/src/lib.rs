@@ -80,6 +80,10 @@ pub struct AgentConfig {
     /// How often each VM's dirty rate is measured.
     pub dirty_interval: Duration,
     pub start_timeout: Duration,
+    /// This host's network link, bytes/s: `auto` never assumes a faster one (None: unknown).
+    pub link_bps: Option<u64>,
+    /// The memory cgroup whose OOM kills explain a dead VM (None: the agent's own, if visible).
+    pub cgroup_dir: Option<PathBuf>,
     /// Host capacity to report instead of the detected one (e.g. when the agent runs where
     /// its cgroup is not visible, as under `ip netns exec`, which remounts /sys): CPUs (cores,
     /// fractions allowed) and memory in bytes.
@@ -99,6 +103,8 @@ impl AgentConfig {
             sample_interval: Duration::from_secs(2),
             dirty_interval: Duration::from_secs(30),
             start_timeout: Duration::from_secs(30),
+            link_bps: None,
+            cgroup_dir: None,
             cpus: None,
             memory_bytes: None,
         }
@@ -136,9 +142,19 @@ impl AgentConfig {
                 return bad(setting, "0 s".into(), "longer than zero");
             }
         }
+        if let Some(l) = self.link_bps.filter(|l| !LINK_BPS.contains(l)) {
+            return bad(
+                "link_bps",
+                format!("{l} bytes/s"),
+                "1 Mbit/s (125000 bytes/s) to 100 GB/s, the range of a migration's assumed link",
+            );
+        }
         Ok(())
     }
 }
+
+/// The link rates an agent takes: those a migration's `assumed_link_bps` may have.
+pub const LINK_BPS: std::ops::RangeInclusive<u64> = 125_000..=100_000_000_000;
 
 /// Reads a token file (trailing whitespace ignored).
 pub fn read_token(path: &std::path::Path) -> Result<String, AgentError> {
@@ -166,6 +182,8 @@ pub struct AgentState {
     pub agent_id: String,
     /// Where the HTTP server listens (to recognise a migration to this host).
     pub listen: SocketAddr,
+    /// This host's link, bytes/s, when known (see [`AgentConfig::link_bps`]).
+    pub link_bps: Option<u64>,
     pub store: store::Store,
     pub vms: vms::Vms,
     pub migrations: migrate::Migrations,
@@ -214,6 +232,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         image: config.image.clone(),
         start_timeout: config.start_timeout,
         memory_capacity_bytes: capacity.memory_bytes,
+        memory_cgroup: config.cgroup_dir.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -229,6 +248,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         token: config.token.clone(),
         agent_id: store.agent_id()?,
         listen: addr,
+        link_bps: config.link_bps,
         vms: vms::Vms::new(store.clone(), settings),
         migrations: migrate::Migrations::load(store.clone())?,
         metrics: metrics::MetricsHub::new(config.dirty_interval, capacity),
@@ -314,6 +334,21 @@ mod tests {
         assert!(c.validate().is_ok());
         c.sample_interval = Duration::ZERO;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn link_rates_are_those_a_migration_may_assume() {
+        let mut c = config();
+        c.link_bps = Some(10_000_000);
+        assert!(c.validate().is_ok());
+        c.link_bps = Some(1000);
+        assert!(matches!(
+            c.validate(),
+            Err(AgentError::Setting {
+                setting: "link_bps",
+                ..
+            })
+        ));
     }
 
     #[tokio::test]

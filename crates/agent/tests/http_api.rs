@@ -236,6 +236,7 @@ async fn a_vm_whose_qemu_died_is_reported_lost_not_restarted() {
             pid,
             run_dir: store.run_dir("ghost"),
             created_unix_ms: unix_ms(),
+            arrived_by: None,
         })
         .expect("save");
     let agent = start(cfg).await.expect("start");
