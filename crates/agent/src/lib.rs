@@ -84,6 +84,10 @@ pub struct AgentConfig {
     /// How often each VM's dirty rate is measured.
     pub dirty_interval: Duration,
     pub start_timeout: Duration,
+    /// This host's network link, bytes/s: `auto` never assumes a faster one (None: unknown).
+    pub link_bps: Option<u64>,
+    /// The memory cgroup whose OOM kills explain a dead VM (None: the agent's own, if visible).
+    pub cgroup_dir: Option<PathBuf>,
     /// Host capacity to report instead of the detected one (e.g. when the agent runs where
     /// its cgroup is not visible, as under `ip netns exec`, which remounts /sys): CPUs (cores,
     /// fractions allowed) and memory in bytes.
@@ -108,6 +112,8 @@ impl AgentConfig {
             sample_interval: Duration::from_secs(2),
             dirty_interval: Duration::from_secs(30),
             start_timeout: Duration::from_secs(30),
+            link_bps: None,
+            cgroup_dir: None,
             cpus: None,
             memory_bytes: None,
             wake_delay: Duration::from_secs(10),
@@ -153,12 +159,48 @@ impl AgentConfig {
                 return bad(setting, "0 s".into(), "longer than zero");
             }
         }
+        if let Some(l) = self.link_bps.filter(|l| !LINK_BPS.contains(l)) {
+            return bad(
+                "link_bps",
+                format!("{l} bytes/s"),
+                "1 Mbit/s (125000 bytes/s) to 100 GB/s, the range of a migration's assumed link",
+            );
+        }
         Ok(())
     }
 }
 
-/// Reads a token file (trailing whitespace ignored).
+/// The link rates an agent takes: those a migration's `assumed_link_bps` may have.
+pub const LINK_BPS: std::ops::RangeInclusive<u64> = 125_000..=100_000_000_000;
+
+/// A token shorter than this is easy to guess.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+/// What is weak about a token file whose permission bits are `mode` and whose token is
+/// `len` bytes (pure, for tests).
+pub fn token_warnings(path: &std::path::Path, mode: u32, len: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    if mode & 0o077 != 0 {
+        out.push(format!(
+            "token file {} is readable or writable by group or others (mode {:04o}): anyone who \
+             reads it controls this host's VMs; chmod 600 it",
+            path.display(),
+            mode & 0o7777
+        ));
+    }
+    if len < MIN_TOKEN_BYTES {
+        out.push(format!(
+            "the token in {} is {len} bytes long; use at least {MIN_TOKEN_BYTES} random bytes",
+            path.display()
+        ));
+    }
+    out
+}
+
+/// Reads a token file (trailing whitespace ignored), warning when it is readable by others or
+/// the token is short.
 pub fn read_token(path: &std::path::Path) -> Result<String, AgentError> {
+    use std::os::unix::fs::PermissionsExt;
     let text = std::fs::read_to_string(path).map_err(|e| AgentError::TokenFile {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -166,6 +208,10 @@ pub fn read_token(path: &std::path::Path) -> Result<String, AgentError> {
     let token = text.trim().to_string();
     if token.is_empty() {
         return Err(AgentError::EmptyToken);
+    }
+    let mode = std::fs::metadata(path).map_or(0, |m| m.permissions().mode());
+    for w in token_warnings(path, mode, token.len()) {
+        tracing::warn!("{w}");
     }
     Ok(token)
 }
@@ -183,6 +229,8 @@ pub struct AgentState {
     pub agent_id: String,
     /// Where the HTTP server listens (to recognise a migration to this host).
     pub listen: SocketAddr,
+    /// This host's link, bytes/s, when known (see [`AgentConfig::link_bps`]).
+    pub link_bps: Option<u64>,
     pub store: store::Store,
     pub vms: vms::Vms,
     pub migrations: migrate::Migrations,
@@ -232,6 +280,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         image: config.image.clone(),
         start_timeout: config.start_timeout,
         memory_capacity_bytes: capacity.memory_bytes,
+        memory_cgroup: config.cgroup_dir.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -247,6 +296,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         token: config.token.clone(),
         agent_id: store.agent_id()?,
         listen: addr,
+        link_bps: config.link_bps,
         vms: vms::Vms::new(store.clone(), settings),
         migrations: migrate::Migrations::load(store.clone())?,
         metrics: metrics::MetricsHub::new(config.dirty_interval, capacity),
@@ -273,7 +323,16 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         .await
         .map_err(|e| AgentError::Serve(e.to_string()))
     });
-    tracing::info!(%addr, "agent listening");
+    tracing::info!(
+        listen = %addr,
+        state_dir = %config.state_dir.display(),
+        cpus = capacity.cpus,
+        memory_bytes = capacity.memory_bytes,
+        link_bps = ?config.link_bps,
+        oom_cgroup = ?state.vms.oom_dir(),
+        agent_id = %state.agent_id,
+        "agent started"
+    );
     Ok(RunningAgent {
         addr,
         state,
@@ -344,6 +403,48 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn link_rates_are_those_a_migration_may_assume() {
+        let mut c = config();
+        c.link_bps = Some(10_000_000);
+        assert!(c.validate().is_ok());
+        c.link_bps = Some(1000);
+        assert!(matches!(
+            c.validate(),
+            Err(AgentError::Setting {
+                setting: "link_bps",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn weak_tokens_are_named() {
+        let p = std::path::Path::new("/run/t");
+        assert!(token_warnings(p, 0o100600, 32).is_empty());
+        let w = token_warnings(p, 0o100644, 32);
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("mode 0644") && w[0].contains("chmod 600"),
+            "{w:?}"
+        );
+        let w = token_warnings(p, 0o100640, 6);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[1].contains("6 bytes"), "{w:?}");
+    }
+
+    #[test]
+    fn read_token_warns_but_reads() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("token");
+        std::fs::write(&p, "short\n").expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert_eq!(read_token(&p).expect("read"), "short");
+        std::fs::write(&p, " \n").expect("write");
+        assert!(matches!(read_token(&p), Err(AgentError::EmptyToken)));
     }
 
     #[tokio::test]

@@ -45,4 +45,9 @@ pub struct VmRecord {
     /// Run directory: QMP and metrics sockets, console log, pid file.
     pub run_dir: PathBuf,
     pub created_unix_ms: u64,
+    /// The migration that delivered this VM here (set when it is committed), so a repeated
+    /// commit is told apart from one on a VM that never was incoming, and a migration id
+    /// cannot deliver a second VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrived_by: Option<String>,
 }

@@ -42,4 +42,25 @@ impl Qmp for RemoteQmp {
         // The driver polls; events are not forwarded between agents.
         Vec::new()
     }
+
+    fn forwards_events(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_qemu_forwards_no_events() {
+        let q = RemoteQmp {
+            client: AgentClient::new(
+                drover_api::AgentUrl::parse("http://127.0.0.1:9").expect("url"),
+                "t",
+            ),
+            vm: "vm1".into(),
+        };
+        assert!(!q.forwards_events() && q.take_events().is_empty());
+    }
 }

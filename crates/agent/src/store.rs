@@ -199,6 +199,7 @@ mod tests {
             pid: 42,
             run_dir: "/tmp/x".into(),
             created_unix_ms: 7,
+            arrived_by: None,
         }
     }
 

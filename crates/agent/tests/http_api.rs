@@ -265,6 +265,7 @@ async fn a_vm_whose_qemu_died_is_reported_lost_not_restarted() {
             pid,
             run_dir: store.run_dir("ghost"),
             created_unix_ms: unix_ms(),
+            arrived_by: None,
         })
         .expect("save");
     let agent = start(cfg).await.expect("start");
@@ -323,6 +324,7 @@ fn save_ghost(cfg: &AgentConfig, name: &str, workload: &str) {
             pid,
             run_dir: store.run_dir(name),
             created_unix_ms: unix_ms(),
+            arrived_by: None,
         })
         .expect("save");
 }

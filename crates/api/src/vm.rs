@@ -131,6 +131,10 @@ pub enum VmStatus {
     Running,
     /// An incoming migration destination.
     Incoming,
+    /// The source of a migration whose post-copy has started: the guest runs on the
+    /// destination, and this QEMU holds the rest of its memory until the migration ends (it can
+    /// be neither deleted nor migrated meanwhile; `migration` names it).
+    Moved,
     /// Its QEMU is gone (found dead at re-attach or since); never restarted behind your back.
     Lost,
 }

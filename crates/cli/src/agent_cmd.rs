@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use drover_agent::{read_token, serve, AgentConfig, AgentError};
-use drover_core::units::parse_size;
+use drover_core::units::{parse_rate, parse_size};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +28,14 @@ pub struct AgentArgs {
     /// Seconds between dirty-rate measurements of each VM.
     #[arg(long, default_value_t = 30)]
     dirty_interval: u64,
+    /// This host's network link, e.g. 10MB/s or 1Gbit/s: `auto` never assumes a faster one
+    /// when a migration sets no bandwidth cap (default: unknown, the request's assumption).
+    #[arg(long)]
+    link: Option<String>,
+    /// The memory cgroup directory whose OOM kills explain a dead VM (default: the agent's
+    /// own, when /sys/fs/cgroup shows it).
+    #[arg(long)]
+    cgroup_dir: Option<PathBuf>,
     /// CPUs to report as this host's capacity (default: cgroup quota, else all).
     #[arg(long)]
     cpus: Option<f64>,
@@ -47,6 +55,13 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         .parse()
         .map_err(|e| anyhow::anyhow!("--accel: {e}"))?;
     config.dirty_interval = Duration::from_secs(args.dirty_interval.max(1));
+    config.link_bps = args
+        .link
+        .as_deref()
+        .map(parse_rate)
+        .transpose()
+        .context("--link")?;
+    config.cgroup_dir = args.cgroup_dir;
     config.cpus = args.cpus;
     if !(args.wake_delay.is_finite() && args.wake_delay >= 0.0) {
         anyhow::bail!(
@@ -81,6 +96,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
 /// The flag that sets an `AgentConfig` field.
 fn flag(setting: &str) -> &str {
     match setting {
+        "link_bps" => "--link",
         "cpus" => "--cpus",
         "memory_bytes" => "--memory",
         "dirty_interval" => "--dirty-interval",

@@ -40,15 +40,28 @@ enum Command {
     Sim(sim_cmd::SimArgs),
 }
 
+/// The log filter when `DROVER_LOG` is not set: warnings, and for the agent (a daemon whose
+/// log is all an operator has) its own start-up and re-attach lines too.
+fn default_filter(command: &Command) -> &'static str {
+    match command {
+        Command::Agent(_) => "warn,drover_agent=info",
+        _ => "warn",
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(default_filter(&cli.command))
+            }),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: agents' logs go to files.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Image(cmd) => image_cmd::run(cmd),
         Command::Sim(args) => sim_cmd::run(args),

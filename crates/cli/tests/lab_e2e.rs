@@ -229,6 +229,14 @@ fn migrations_over_a_shaped_link_with_every_technique_and_agent_restart() {
             "--no-measure",
         ]);
         assert_eq!(r["status"], "completed", "{technique}: {r}");
+        if technique == "auto" {
+            // The lab told each agent its link: `auto` predicted for 50 MB/s, not 1000.
+            let reason = r["reason"].as_str().unwrap_or_default();
+            assert!(
+                reason.contains("assumed bandwidth 50000000 B/s: this host's link"),
+                "{r}"
+            );
+        }
         let bytes = r["transferred_bytes"].as_f64().expect("bytes");
         let ms = r["total_ms"].as_f64().expect("total_ms");
         let rate = bytes * 1000.0 / ms;
@@ -346,6 +354,98 @@ fn a_cpu_capped_host_gives_two_hungry_vms_half_of_what_they_ask() {
 }
 
 /// `GET path` over plain HTTP/1.1 from inside network namespace `netns`; the whole response.
+/// A VM whose QEMU the host's OOM killer takes is reported lost, and the reason says so: the
+/// agent runs under `ip netns exec` (no cgroupfs in sight) and reads its memory cgroup through
+/// the descriptor the lab's wrapper hands it. To get an OOM kill past admission, this agent is
+/// told it has 2 GiB while its cgroup holds 256 MiB.
+#[test]
+fn a_vm_the_oom_killer_takes_is_lost_and_the_reason_says_so() {
+    require!(Need::Root, IP, TC, QEMU);
+    let _serial = serial();
+    let lab = Lab::up(
+        'o',
+        &["--hosts", "1", "--host-memory", "256MiB", "--no-agents"],
+    );
+    let state = lab.typed_state();
+    let h = &state.hosts[0];
+    let memory_dir = h
+        .cgroup_dirs
+        .iter()
+        .find(|d| d.join("memory.limit_in_bytes").exists() || d.join("memory.max").exists())
+        .expect("the host's memory cgroup");
+    let agent_dir = tempfile::tempdir().expect("tempdir");
+    let listen = format!("{}:7700", h.address);
+    let agent = [
+        "ip",
+        "netns",
+        "exec",
+        &h.netns,
+        DROVER,
+        "agent",
+        "--listen",
+        &listen,
+        "--memory",
+        "2G",
+        "--cgroup-dir",
+        "/proc/self/fd/3",
+    ]
+    .map(str::to_string);
+    let mut argv = agent.to_vec();
+    argv.extend([
+        "--state-dir".into(),
+        agent_dir.path().display().to_string(),
+        "--token-file".into(),
+        state.token_file.display().to_string(),
+    ]);
+    let argv = drover_lab::plan::in_cgroup_argv(
+        &h.cgroup_procs,
+        &drover_lab::plan::with_dir_fd(memory_dir, &argv),
+    );
+    let log = std::fs::File::create(agent_dir.path().join("agent.log")).expect("log");
+    let _agent = Reaped(
+        Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start agent"),
+    );
+    let token = std::fs::read_to_string(&state.token_file).expect("token");
+    let client = drover_api::AgentClient::new(
+        drover_api::AgentUrl::parse(&format!("http://{listen}")).expect("agent URL"),
+        token.trim(),
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    wait_until("the agent to answer", Duration::from_secs(30), || {
+        runtime.block_on(client.health()).is_ok()
+    });
+    let config = drover_api::VmConfig {
+        name: "hog".into(),
+        vcpus: 1,
+        memory_bytes: 256 << 20,
+        workload: "memtouch:wss=160M".into(),
+        disk: None,
+        nic: None,
+    };
+    runtime
+        .block_on(client.create_vm(&config))
+        .expect("admitted");
+    let mut last = None;
+    wait_until(
+        "the OOM killer to take hog",
+        Duration::from_secs(120),
+        || {
+            let v = runtime.block_on(client.get_vm("hog")).expect("hog");
+            let lost = v.status == drover_api::VmStatus::Lost;
+            last = Some(v);
+            lost
+        },
+    );
+    let why = last.and_then(|v| v.error).unwrap_or_default();
+    assert!(why.contains("OOM-killed"), "{why}");
+    assert!(why.contains("/proc/self/fd/3"), "{why}");
+}
+
 fn http_get_from(netns: &str, addr: SocketAddr, path: &str) -> Result<String, String> {
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     in_netns(netns, move || {

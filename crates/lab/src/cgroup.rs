@@ -105,6 +105,14 @@ impl CgroupLayout {
         }
     }
 
+    /// Where the memory controller is mounted.
+    pub fn memory_root(&self) -> PathBuf {
+        match self {
+            Self::V1 { memory, .. } => memory.clone(),
+            Self::V2 { root } => root.clone(),
+        }
+    }
+
     /// The directories of cgroup `rel` (relative to the controller roots).
     pub fn dirs(&self, rel: &Path) -> Vec<PathBuf> {
         self.roots().into_iter().map(|r| r.join(rel)).collect()

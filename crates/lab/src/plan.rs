@@ -37,7 +37,7 @@ pub enum PlanError {
 }
 
 /// How to start a host's agent: `<argv_prefix> --listen <addr>:<port> --state-dir <dir>
-/// --token-file <file>`.
+/// --token-file <file> --link <bytes/s> --cgroup-dir /proc/self/fd/3` (plus the host's caps).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentLaunch {
     pub argv_prefix: Vec<String>,
@@ -282,7 +282,12 @@ pub fn plan_up(spec: &LabSpec, env: &PlanEnv) -> Result<UpPlan, PlanError> {
         hosts.push(state);
     }
     if let Some(agent) = &spec.agent {
-        steps.extend(agent_steps(agent, env, &hosts));
+        steps.extend(agent_steps(
+            agent,
+            env,
+            &hosts,
+            spec.link.rate_bytes_per_sec,
+        ));
     }
 
     let state = LabState {
@@ -412,8 +417,29 @@ fn host_steps(
     Ok((steps, state))
 }
 
+/// The descriptor through which an agent reads its memory cgroup (see [`with_dir_fd`]).
+pub const CGROUP_FD: u32 = 3;
+
+/// `argv` run with directory `dir` open on descriptor [`CGROUP_FD`]. The agent runs under
+/// `ip netns exec`, which mounts a fresh /sys and so hides the cgroup filesystem; through the
+/// descriptor it still reads its memory cgroup's OOM-kill count, to say why a VM died.
+pub fn with_dir_fd(dir: &Path, argv: &[String]) -> Vec<String> {
+    // A failed redirection on `exec` ends the shell (POSIX), so the agent never starts blind.
+    let script = format!("exec {CGROUP_FD}<\"$1\"; shift; exec \"$@\"");
+    let mut out = vec!["sh".to_string(), "-c".into(), script, "sh".into()];
+    out.push(dir.display().to_string());
+    out.extend(argv.iter().cloned());
+    out
+}
+
 /// All agents are started before any is waited for, so they boot in parallel.
-fn agent_steps(agent: &AgentLaunch, env: &PlanEnv, hosts: &[HostState]) -> Vec<Step> {
+fn agent_steps(
+    agent: &AgentLaunch,
+    env: &PlanEnv,
+    hosts: &[HostState],
+    link_bps: u64,
+) -> Vec<Step> {
+    let memory_root = env.layout.memory_root();
     let token_file = env.lab_dir.join(TOKEN_FILE);
     let mut spawns = Vec::new();
     let mut waits = Vec::new();
@@ -440,6 +466,16 @@ fn agent_steps(agent: &AgentLaunch, env: &PlanEnv, hosts: &[HostState]) -> Vec<S
         if let Some(bytes) = h.memory_bytes {
             argv.extend(["--memory".into(), bytes.to_string()]);
         }
+        // `auto` must not assume a faster link than the one the lab shaped.
+        argv.extend(["--link".into(), link_bps.to_string()]);
+        let memory_dir = h.cgroup_dirs.iter().find(|d| d.starts_with(&memory_root));
+        let argv = match memory_dir {
+            Some(dir) => {
+                argv.extend(["--cgroup-dir".into(), format!("/proc/self/fd/{CGROUP_FD}")]);
+                with_dir_fd(dir, &argv)
+            }
+            None => argv,
+        };
         // The cgroup is joined before `ip netns exec`, which remounts /sys and hides cgroupfs.
         let argv = in_cgroup_argv(&h.cgroup_procs, &argv);
         spawns.push(Step::undone_by(

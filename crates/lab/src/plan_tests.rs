@@ -170,6 +170,11 @@ fn agents_start_in_cgroup_then_namespace_and_are_waited_for_after_all_started() 
             "2",
             "/sys/fs/cgroup/cpu/drover/drover/h1/cgroup.procs",
             "/sys/fs/cgroup/memory/drover/drover/h1/cgroup.procs",
+            "sh",
+            "-c",
+            argv[9].as_str(),
+            "sh",
+            "/sys/fs/cgroup/memory/drover/drover/h1",
             "ip",
             "netns",
             "exec",
@@ -186,6 +191,10 @@ fn agents_start_in_cgroup_then_namespace_and_are_waited_for_after_all_started() 
             "0.5",
             "--memory",
             "1073741824",
+            "--link",
+            "20000000",
+            "--cgroup-dir",
+            "/proc/self/fd/3",
         ]
     );
     assert_eq!(log, &PathBuf::from("/run/drover/lab/drover/h1.agent.log"));
@@ -225,6 +234,31 @@ fn the_cgroup_wrapper_joins_every_file_then_execs() {
             "exec keeps the pid"
         );
     }
+}
+
+/// The agent, under `ip netns exec`, cannot see cgroupfs by path; the descriptor the wrapper
+/// opens still reads its memory cgroup's files.
+#[test]
+fn the_descriptor_wrapper_hands_the_directory_over() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("memory.oom_control"), "oom_kill 2\n").unwrap();
+    let cat = [
+        "sh".to_string(),
+        "-c".into(),
+        format!("cat /proc/self/fd/{CGROUP_FD}/memory.oom_control"),
+    ];
+    let argv = with_dir_fd(dir.path(), &cat);
+    let out = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "oom_kill 2\n");
+    let missing = with_dir_fd(&dir.path().join("absent"), &cat);
+    let status = std::process::Command::new(&missing[0])
+        .args(&missing[1..])
+        .status()
+        .unwrap();
+    assert!(!status.success(), "started without its cgroup");
 }
 
 #[test]

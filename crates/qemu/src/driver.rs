@@ -378,11 +378,7 @@ async fn finish(
         let (source_events, dest_events) = (ends.source.take_events(), ends.dest.take_events());
         let pause = switchover_pause_ms(&source_events, &dest_events);
         if pause.is_none() {
-            tracing::warn!(
-                ?source_events,
-                ?dest_events,
-                "no STOP/RESUME pair: switchover pause unknown"
-            );
+            report_unknown_pause(ends.dest.forwards_events(), &source_events, &dest_events);
         }
         pause
     } else {
@@ -395,6 +391,36 @@ async fn finish(
         dest_error,
         pause_ms,
     }
+}
+
+/// Says why the switchover pause is unknown: expected (once, at debug) when the destination's
+/// events are not forwarded, as between agents; a warning, naming the events seen, when they
+/// are and the pair is still missing. Returns whether it warned.
+fn report_unknown_pause(dest_forwards: bool, source: &[QmpEvent], dest: &[QmpEvent]) -> bool {
+    static NOT_FORWARDED: std::sync::Once = std::sync::Once::new();
+    if !dest_forwards {
+        NOT_FORWARDED.call_once(|| {
+            tracing::debug!(
+                "switchover pause unknown: the destination's QEMU events (RESUME) are not \
+                 forwarded between agents; the record's downtime is QEMU's own figure for \
+                 pre-copy and unknown for post-copy"
+            )
+        });
+        return false;
+    }
+    let names = |events: &[QmpEvent]| {
+        events
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    tracing::warn!(
+        source = %names(source),
+        dest = %names(dest),
+        "no STOP/RESUME pair: switchover pause unknown"
+    );
+    true
 }
 
 /// Destination RESUME minus the last source STOP before it, in ms.

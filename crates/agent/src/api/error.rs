@@ -107,6 +107,11 @@ impl From<crate::vms::VmsError> for ApiError {
         use crate::vms::VmsError as E;
         match e {
             E::NotFound(_) => ApiError::NotFound(e.to_string()),
+            // What a migration's QEMU does not allow (vms::guard), and an id taken.
+            E::MigrationTaken { .. }
+            | E::GuestHere { .. }
+            | E::NoGuest { .. }
+            | E::NeverIncoming(_) => ApiError::Conflict(e.to_string()),
             E::Exists(_)
             | E::Busy { .. }
             | E::Lost(_)
@@ -133,7 +138,9 @@ impl From<crate::migrate::MigrateError> for ApiError {
         match e {
             E::Vms(v) => v.into(),
             E::NotFound(_) => ApiError::NotFound(e.to_string()),
-            E::Finished(_) | E::ToSelf(_) | E::Exists(_) => ApiError::Conflict(e.to_string()),
+            E::Finished(_) | E::ToSelf(_) | E::Exists(_) | E::HasDisk { .. } | E::Postcopy => {
+                ApiError::Conflict(e.to_string())
+            }
             E::Transition(_) => ApiError::Internal(e.to_string()),
             E::Peer(_) => ApiError::Upstream(e.to_string()),
             E::Store(_) => ApiError::Internal(e.to_string()),

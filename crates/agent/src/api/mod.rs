@@ -12,6 +12,7 @@ pub mod error;
 pub use error::ApiError;
 
 use crate::model::VmRole;
+use crate::vms::Removal;
 use crate::AgentState;
 use axum::body::Bytes;
 use axum::extract::connect_info::Connected;
@@ -173,7 +174,7 @@ async fn get_vm(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiRes
 
 async fn delete_vm(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
     let name = name(p)?;
-    st.vms.remove(&name, false, false).await?;
+    st.vms.remove(&name, Removal::Delete).await?;
     ok(StatusCode::OK, Deleted { deleted: name })
 }
 
@@ -270,7 +271,10 @@ async fn get_migration(State(st): St, p: Result<Path<String>, PathRejection>) ->
 
 async fn cancel_migration(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
     let id = parse_migration_id(&path(p)?)?;
-    ok(StatusCode::ACCEPTED, st.migrations.cancel(&id)?)
+    ok(
+        StatusCode::ACCEPTED,
+        crate::migrate::cancel(&st, &id).await?,
+    )
 }
 
 /// Picks two free TCP ports on `ip` for QEMU's migration and recovery listeners (both held
@@ -312,19 +316,20 @@ async fn incoming(
         uri: Some(reply.uri),
         recover_uri: Some(reply.recover_uri),
     };
+    crate::migrate::check_no_disk(&req.config)?;
     st.vms.start(req.config, role).await?;
     ok(StatusCode::CREATED, reply)
 }
 
 async fn commit_incoming(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
     let name = name(p)?;
-    st.vms.commit(&name)?;
+    st.vms.commit(&name).await?;
     ok(StatusCode::OK, Committed { committed: name })
 }
 
 async fn abort_incoming(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
     let name = name(p)?;
-    st.vms.remove(&name, true, false).await?;
+    st.vms.remove(&name, Removal::AbortIncoming).await?;
     ok(StatusCode::OK, Deleted { deleted: name })
 }
 

@@ -4,13 +4,16 @@
 //!
 //! ```text
 //!  preparing ──started──> running ──ended (measure)──> measuring ──measured──> completed
-//!      │                     │  └──ended──────────────────────────────────────> | failed
-//!      └──failed──> failed   └──failed──> failed                                | cancelled
-//!                                                                                | paused
+//!      │                  │  │  └──ended──────────────────────────────────────> | failed
+//!      └──failed──> failed│  └──failed──> failed                                | cancelled
+//!                         └──switched──> running (vm_on_destination)            | paused
 //!  preparing | running ──reconciled (after a restart)──> any final state
 //!  measuring ──measure cut (after a restart)──> the outcome's final state
 //! ```
 //!
+//! Invariants kept here: once post-copy has started (`switched`) the record says the guest is
+//! on the destination, and nothing later says otherwise; `error` is set only on a migration
+//! that did not complete (an error seen along the way of one that did is a note).
 //! Notes (clean-up problems, restarts) are not transitions: they may be added in any state.
 
 use drover_api::{MigrationRecord, MigrationState, MigrationUri};
@@ -27,6 +30,9 @@ pub enum RecordEvent {
     },
     /// Preparing or driving failed before QEMU reported an outcome; the VM stays on the source.
     Failed { error: String },
+    /// The source QEMU's migration entered post-copy: from now on the guest runs on the
+    /// destination (persisted at once, not only at the end).
+    Switched,
     /// The driver finished. With `measure`, the workload is sampled for the after-window
     /// before the record is final (not after a failure: there is nothing to compare).
     Ended {
@@ -54,6 +60,7 @@ impl RecordEvent {
         match self {
             RecordEvent::Started { .. } => "started",
             RecordEvent::Failed { .. } => "failed",
+            RecordEvent::Switched => "switched",
             RecordEvent::Ended { .. } => "ended",
             RecordEvent::Measured { .. } => "measured",
             RecordEvent::Reconciled { .. } => "reconciled",
@@ -81,6 +88,36 @@ pub fn final_state(s: EndStatus) -> MigrationState {
     }
 }
 
+/// Whether the migration still has its VM on the source: while it runs, and after a post-copy
+/// that did not complete (paused part-way, or failed after the switch): the source QEMU then
+/// holds the rest of the guest's memory and must be neither deleted nor migrated again.
+pub fn holds_vm(r: &MigrationRecord) -> bool {
+    !r.state.is_final()
+        || r.state == MigrationState::Paused
+        || (r.vm_on_destination && r.state != MigrationState::Completed)
+}
+
+/// Puts `error` where it belongs: on the record of a migration that did not complete, in the
+/// notes of one that did.
+fn place_error(r: &mut MigrationRecord, error: Option<String>) {
+    match (r.state, error) {
+        (MigrationState::Completed | MigrationState::Measuring, Some(e)) => {
+            let completed = r
+                .result
+                .as_ref()
+                .is_none_or(|res| res.status == EndStatus::Completed);
+            if completed {
+                r.notes
+                    .push(format!("seen during the migration, which completed: {e}"));
+                r.error = None;
+            } else {
+                r.error = Some(e);
+            }
+        }
+        (_, error) => r.error = error,
+    }
+}
+
 /// Applies `event` to `r` at `now_unix_ms`; on error `r` is unchanged.
 ///
 /// # Errors
@@ -103,6 +140,7 @@ pub fn apply(
             r.plan = Some(plan);
             r.uri = Some(uri);
         }
+        (S::Running, E::Switched) => r.vm_on_destination = true,
         (S::Preparing | S::Running, E::Failed { error }) => {
             r.state = S::Failed;
             r.error = Some(error);
@@ -125,10 +163,10 @@ pub fn apply(
                 final_state(status)
             };
             r.plan = Some(plan);
-            r.vm_on_destination = vm_on_destination;
+            r.vm_on_destination |= vm_on_destination;
             r.ended_unix_ms = Some(now_unix_ms);
-            r.error = error;
             r.result = Some(result);
+            place_error(r, error);
         }
         (S::Measuring, E::Measured { result }) => {
             r.state = final_state(result.status);
@@ -149,9 +187,10 @@ pub fn apply(
             },
         ) if state.is_final() => {
             r.state = state;
-            r.vm_on_destination = vm_on_destination;
+            r.vm_on_destination |= vm_on_destination;
             r.ended_unix_ms = Some(now_unix_ms);
-            r.error = error.or(r.error.take());
+            let error = error.or(r.error.take());
+            place_error(r, error);
         }
         (_, event) => return Err(refuse(r, &event)),
     }
@@ -295,6 +334,96 @@ mod tests {
         )
         .expect_err("a reconciliation ends the record");
         assert_eq!(err.event, "reconciled");
+    }
+
+    /// The reviewer's record: `completed` with a top-level "QMP I/O error" from a link blip
+    /// on the destination. The error is kept, as a note.
+    #[test]
+    fn a_completed_migration_has_no_error_only_notes() {
+        for measure in [true, false] {
+            let mut r = record();
+            apply(&mut r, started(), 2).expect("started");
+            let RecordEvent::Ended {
+                status,
+                vm_on_destination,
+                plan,
+                result,
+                ..
+            } = ended(EndStatus::Completed, measure)
+            else {
+                unreachable!()
+            };
+            let blip = "QMP I/O error: connection reset by peer".to_string();
+            let event = RecordEvent::Ended {
+                status,
+                vm_on_destination,
+                plan,
+                error: Some(blip.clone()),
+                result,
+                measure,
+            };
+            apply(&mut r, event, 3).expect("ended");
+            assert_eq!(r.error, None, "measure {measure}");
+            assert!(r.notes.iter().any(|n| n.contains(&blip)), "{:?}", r.notes);
+        }
+        // A migration that did not complete keeps its error where it was.
+        let mut r = record();
+        apply(&mut r, started(), 2).expect("started");
+        let mut failed = ended(EndStatus::Failed, true);
+        if let RecordEvent::Ended { error, .. } = &mut failed {
+            *error = Some("destination died".into());
+        }
+        apply(&mut r, failed, 3).expect("ended");
+        assert_eq!(r.error.as_deref(), Some("destination died"));
+        // After a restart too.
+        let mut r = record();
+        apply(&mut r, started(), 2).expect("started");
+        let event = RecordEvent::Reconciled {
+            state: MigrationState::Completed,
+            vm_on_destination: true,
+            error: Some("lost sight of the destination once".into()),
+        };
+        apply(&mut r, event, 3).expect("reconciled");
+        assert_eq!(
+            (r.state, r.error.as_deref()),
+            (MigrationState::Completed, None)
+        );
+        assert_eq!(r.notes.len(), 1);
+    }
+
+    /// Post-copy started: the record says so at once, and no later event takes it back.
+    #[test]
+    fn the_switch_is_recorded_when_it_happens_and_holds_the_vm() {
+        let mut r = record();
+        assert!(
+            apply(&mut r, RecordEvent::Switched, 1).is_err(),
+            "not running yet"
+        );
+        apply(&mut r, started(), 2).expect("started");
+        assert!(!r.vm_on_destination && holds_vm(&r));
+        apply(&mut r, RecordEvent::Switched, 3).expect("switched");
+        assert!(r.vm_on_destination);
+        assert_eq!(r.state, MigrationState::Running);
+        apply(&mut r, RecordEvent::Switched, 4).expect("idempotent");
+        let mut paused = ended(EndStatus::Paused, false);
+        if let RecordEvent::Ended {
+            vm_on_destination, ..
+        } = &mut paused
+        {
+            *vm_on_destination = false;
+        }
+        apply(&mut r, paused, 5).expect("ended");
+        assert_eq!(r.state, MigrationState::Paused);
+        assert!(r.vm_on_destination, "the guest did switch");
+        assert!(holds_vm(&r), "a paused post-copy keeps the source VM");
+        let mut done = record();
+        apply(&mut done, started(), 2).expect("started");
+        apply(&mut done, ended(EndStatus::Completed, false), 3).expect("ended");
+        assert!(!holds_vm(&done));
+        let mut cancelled = record();
+        apply(&mut cancelled, started(), 2).expect("started");
+        apply(&mut cancelled, ended(EndStatus::Cancelled, false), 3).expect("ended");
+        assert!(!holds_vm(&cancelled));
     }
 
     #[test]

@@ -28,7 +28,15 @@
 //! cannot be reached or refuses the incoming VM. Planning itself cannot fail: `auto` falls back
 //! to post-copy when the VM cannot be profiled.
 //! The VM is marked busy on the source from `preparing` until it leaves the host or the
-//! migration ends, so it cannot be deleted or migrated twice meanwhile.
+//! migration ends, so it cannot be deleted or migrated twice meanwhile. Once the source QEMU
+//! enters post-copy the record says `vm_on_destination` at once (persisted) and the source VM
+//! shows as `moved`; a post-copy that does not complete (paused part-way, or failed after the
+//! switch) keeps the source VM held, since its QEMU has the rest of the guest's memory. Cancel is
+//! refused from the switch on, by the record or by what the source QEMU says.
+//!
+//! A VM with a disk is not migrated: each host's storage directory is its own and storage
+//! migration does not exist yet, so its destination would run on a different file of the same
+//! name. Both ends refuse it.
 
 pub mod lifecycle;
 mod recover;
@@ -42,6 +50,7 @@ use crate::{lock, AgentState};
 use drover_api::{
     unix_ms, AgentUrl, ClientError, MigrationRecord, MigrationRequest, MigrationState,
 };
+use drover_core::migration::MigrationStatus;
 use drover_qemu::qmp::QmpExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +74,15 @@ pub enum MigrateError {
     Transition(#[from] lifecycle::TransitionError),
     #[error("a migration with id '{0}' already exists")]
     Exists(String),
+    #[error(
+        "VM '{vm}' has disk '{disk}': storage migration is not supported yet (each host's \
+         storage directory is its own, so the destination would run on a different file)"
+    )]
+    HasDisk { vm: String, disk: String },
+    #[error(
+        "cannot cancel: the migration is in post-copy and the VM already runs on the destination"
+    )]
+    Postcopy,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -174,22 +192,86 @@ impl Migrations {
         });
     }
 
-    /// Asks a migration to stop; refused once it has ended (and by the driver once post-copy
-    /// has started, since the guest then lives on the destination).
-    pub fn cancel(&self, id: &str) -> Result<MigrationRecord, MigrateError> {
+    /// Asks a migration to stop; refused once it has ended or its post-copy has started
+    /// (the guest then lives on the destination). See [`cancel`], which also asks QEMU.
+    fn signal_cancel(&self, id: &str) -> Result<MigrationRecord, MigrateError> {
         let map = lock(&self.map);
         let e = map
             .get(id)
             .ok_or_else(|| MigrateError::NotFound(id.to_string()))?;
+        cancel_refusal(&e.record, None)?;
         match &e.cancel {
-            Some(tx) if !e.record.state.is_final() => {
+            Some(tx) => {
                 let _ = tx.send(true);
                 Ok(e.record.clone())
             }
-            _ => Err(MigrateError::Finished(id.to_string())),
+            None => Err(MigrateError::Finished(id.to_string())),
         }
     }
 }
+
+/// Why a cancel of `r` is refused, given the source QEMU's live migration status if known
+/// (pure, for tests): it has ended (QEMU's part is over once measuring), or its post-copy has
+/// started, by the record or by QEMU.
+pub fn cancel_refusal(
+    r: &MigrationRecord,
+    live: Option<MigrationStatus>,
+) -> Result<(), MigrateError> {
+    if r.state.is_final() || r.state == MigrationState::Measuring {
+        return Err(MigrateError::Finished(r.id.clone()));
+    }
+    let switched = live.is_some_and(|s| s.is_postcopy() || s == MigrationStatus::Completed);
+    if r.vm_on_destination || switched {
+        return Err(MigrateError::Postcopy);
+    }
+    Ok(())
+}
+
+/// Cancels migration `id` (202), unless it has ended or its post-copy has started: the
+/// record is checked, and so is the source QEMU, since the record learns of a switch only
+/// when it is polled.
+///
+/// # Errors
+/// [`MigrateError::NotFound`], [`MigrateError::Finished`], [`MigrateError::Postcopy`].
+pub async fn cancel(state: &AgentState, id: &str) -> Result<MigrationRecord, MigrateError> {
+    let record = state.migrations.get(id)?;
+    cancel_refusal(&record, None)?;
+    if let Ok(qmp) = state.vms.qmp_of(&record.vm) {
+        if let Ok(p) = qmp.query_migrate(0).await {
+            if p.status.is_some_and(MigrationStatus::is_postcopy) {
+                record_switch(state, id, &record.vm);
+            }
+            cancel_refusal(&record, p.status)?;
+        }
+    }
+    state.migrations.signal_cancel(id)
+}
+
+/// The source QEMU entered post-copy: the record says the guest is on the destination from now
+/// on (persisted), and the source VM shows as moved. Idempotent.
+pub(crate) fn record_switch(state: &AgentState, id: &str, vm: &str) {
+    state.vms.mark_guest_away(vm);
+    match state.migrations.get(id) {
+        Ok(r) if r.vm_on_destination || r.state != MigrationState::Running => {}
+        Ok(_) => {
+            if let Err(e) = state.migrations.apply(id, lifecycle::RecordEvent::Switched) {
+                tracing::error!(migration = %id, error = %e, "cannot record the switch to post-copy");
+            }
+        }
+        Err(e) => tracing::error!(migration = %id, error = %e, "switch of an unknown migration"),
+    }
+}
+
+/// Releases the VM of migration `id` unless the migration still holds it
+/// ([`lifecycle::holds_vm`]).
+pub(crate) fn release_vm(state: &AgentState, id: &str, vm: &str) {
+    match state.migrations.get(id) {
+        Ok(r) if lifecycle::holds_vm(&r) => {}
+        _ => state.vms.end_migration(vm),
+    }
+}
+
+impl Migrations {}
 
 /// Whether `to` names this agent: its port, and an address this host owns (one a socket can
 /// be bound to). Names are resolved; an address that does not resolve is not this host.
@@ -218,7 +300,11 @@ pub async fn start(
     vm: &str,
     req: MigrationRequest,
 ) -> Result<MigrationRecord, MigrateError> {
-    state.vms.record(vm)?;
+    let config = state.vms.record(vm)?.config;
+    check_no_disk(&config)?;
+    // A source whose QEMU is in post-copy already (a migration the record lost track of) has
+    // only part of the guest: refuse before anything starts.
+    state.vms.check_not_departed(vm).await?;
     if is_this_host(&req.to, state.listen).await {
         return Err(MigrateError::ToSelf(format!(
             "{} (VM '{vm}' already runs here)",
@@ -270,12 +356,32 @@ pub async fn start(
     Ok(record)
 }
 
-/// A record with live progress: while QEMU migrates, ask the source QEMU how far it got.
+/// Refuses a VM with a disk (see the module doc): at the request and, on the destination, for
+/// an incoming configuration.
+///
+/// # Errors
+/// [`MigrateError::HasDisk`] naming the disk.
+pub fn check_no_disk(config: &drover_api::VmConfig) -> Result<(), MigrateError> {
+    match &config.disk {
+        Some(disk) => Err(MigrateError::HasDisk {
+            vm: config.name.clone(),
+            disk: disk.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A record with live progress: while QEMU migrates, ask the source QEMU how far it got; a
+/// post-copy status there is the switch, recorded if the record had not seen it yet.
 pub async fn view(state: &AgentState, id: &str) -> Result<MigrationRecord, MigrateError> {
     let mut record = state.migrations.get(id)?;
     if record.state == MigrationState::Running {
         if let Ok(qmp) = state.vms.qmp_of(&record.vm) {
             if let Ok(p) = qmp.query_migrate(state.vms.clock().now_ms()).await {
+                if p.status.is_some_and(MigrationStatus::is_postcopy) && !record.vm_on_destination {
+                    record_switch(state, id, &record.vm);
+                    record = state.migrations.get(id)?;
+                }
                 record.progress = Some(p);
             }
         }
@@ -283,8 +389,19 @@ pub async fn view(state: &AgentState, id: &str) -> Result<MigrationRecord, Migra
     Ok(record)
 }
 
-/// After a restart: reconciles every migration that was under way when the agent died.
+/// After a restart: reconciles every migration that was under way when the agent died, and
+/// holds again the source VMs of post-copies that did not complete.
 pub fn recover_all(state: &Arc<AgentState>) {
+    for r in state
+        .migrations
+        .list()
+        .into_iter()
+        .filter(|r| r.state.is_final() && lifecycle::holds_vm(r))
+    {
+        if state.vms.begin_migration(&r.vm, &r.id).is_ok() {
+            state.vms.mark_guest_away(&r.vm);
+        }
+    }
     for r in state
         .migrations
         .list()
@@ -295,5 +412,93 @@ pub fn recover_all(state: &Arc<AgentState>) {
         let _ = state.vms.begin_migration(&r.vm, &r.id);
         let st = state.clone();
         state.spawn(async move { recover::recover(st, r).await });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_core::migration::{PlanKnobs, Technique};
+
+    fn record(state: MigrationState, on_destination: bool) -> MigrationRecord {
+        MigrationRecord {
+            id: "m1".into(),
+            vm: "vm1".into(),
+            request: MigrationRequest {
+                id: None,
+                to: AgentUrl::parse("http://198.18.0.3:7700").expect("url"),
+                technique: Technique::Postcopy,
+                measure: true,
+                knobs: PlanKnobs::default(),
+            },
+            state,
+            plan: None,
+            uri: None,
+            started_unix_ms: 1,
+            ended_unix_ms: None,
+            vm_on_destination: on_destination,
+            progress: None,
+            result: None,
+            error: None,
+            notes: vec![],
+        }
+    }
+
+    /// The reviewer's cancel: 202 during post-copy, and nothing happened. The record may not
+    /// know of the switch yet; QEMU does.
+    #[test]
+    fn no_cancel_once_the_guest_runs_on_the_destination() {
+        use MigrationStatus as M;
+        let running = record(MigrationState::Running, false);
+        assert!(cancel_refusal(&running, None).is_ok());
+        assert!(cancel_refusal(&running, Some(M::Active)).is_ok());
+        for live in [
+            M::PostcopyActive,
+            M::PostcopyPaused,
+            M::PostcopyRecover,
+            M::Completed,
+        ] {
+            let err = cancel_refusal(&running, Some(live)).expect_err("switched");
+            assert_eq!(
+                err.to_string(),
+                "cannot cancel: the migration is in post-copy and the VM already runs on the \
+                 destination"
+            );
+        }
+        let switched = record(MigrationState::Running, true);
+        assert!(matches!(
+            cancel_refusal(&switched, None),
+            Err(MigrateError::Postcopy)
+        ));
+        for over in [
+            MigrationState::Measuring,
+            MigrationState::Completed,
+            MigrationState::Paused,
+        ] {
+            assert!(matches!(
+                cancel_refusal(&record(over, false), None),
+                Err(MigrateError::Finished(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_vm_with_a_disk_is_not_migrated() {
+        let mut config = drover_api::VmConfig {
+            name: "db".into(),
+            vcpus: 1,
+            memory_bytes: 128 << 20,
+            workload: "idle".into(),
+            disk: Some("db.qcow2".into()),
+            nic: None,
+        };
+        let err = check_no_disk(&config).expect_err("disk");
+        let text = err.to_string();
+        assert!(
+            text.contains("'db.qcow2'") && text.contains("storage migration is not supported yet"),
+            "{text}"
+        );
+        config.disk = None;
+        assert!(check_no_disk(&config).is_ok());
     }
 }

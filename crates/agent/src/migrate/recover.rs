@@ -124,7 +124,7 @@ pub async fn recover(state: Arc<AgentState>, r: MigrationRecord) {
         if let Err(e) = state.migrations.apply(&id, RecordEvent::MeasureCut) {
             tracing::error!(migration = %id, error = %e, "cannot close the record");
         }
-        state.vms.end_migration(&r.vm);
+        super::release_vm(&state, &id, &r.vm);
         return;
     }
     let dest = AgentClient::new(r.request.to.clone(), &state.token);
@@ -141,6 +141,9 @@ pub async fn recover(state: Arc<AgentState>, r: MigrationRecord) {
         } else {
             DestSeen::Unreachable
         };
+        if matches!(source, SourceSeen::Migration(s) if s.is_postcopy()) {
+            super::record_switch(&state, &id, &r.vm);
+        }
         let decision = reconcile_step(r.state, &source, dest_seen);
         let finish = |s: MigrationState, on_dest: bool, error: Option<String>, note: String| {
             state.migrations.note(&id, note);
@@ -217,7 +220,7 @@ pub async fn recover(state: Arc<AgentState>, r: MigrationRecord) {
         }
         break;
     }
-    state.vms.end_migration(&r.vm);
+    super::release_vm(&state, &id, &r.vm);
 }
 
 #[cfg(test)]

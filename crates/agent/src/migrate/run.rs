@@ -5,13 +5,18 @@ use crate::remote::RemoteQmp;
 use crate::AgentState;
 use drover_api::{AgentClient, IncomingReply, IncomingRequest, MigrationRequest, MigrationState};
 use drover_core::migration::{
-    paused_by_migration, CostParams, EndStatus, MigrationPlan, OpsSample, Technique, VmProfile,
+    paused_by_migration, CostParams, EndStatus, MigrationPlan, MigrationStatus, OpsSample,
+    PlanKnobs, Technique, VmProfile,
 };
 use drover_qemu::driver::{self, DriverConfig, Endpoints};
 use drover_qemu::qmp::{Qmp, QmpClient, QmpExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// How often the source QEMU is asked whether post-copy has started (the driver does not say
+/// until it ends).
+const SWITCH_POLL: Duration = Duration::from_millis(200);
 
 /// Runs the migration and always leaves a final record (or a non-final one only if the agent
 /// dies meanwhile, which `recover` handles).
@@ -25,7 +30,20 @@ pub async fn run(state: Arc<AgentState>, id: String, cancel: watch::Receiver<boo
             tracing::error!(migration = %id, error = %e, "cannot record the failure");
         }
     }
-    state.vms.end_migration(&vm);
+    super::release_vm(&state, &id, &vm);
+}
+
+/// Returns once the source QEMU reports a post-copy status: from then on the guest runs on the
+/// destination.
+pub(super) async fn switched(source: &dyn Qmp, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Ok(p) = source.query_migrate(0).await {
+            if p.status.is_some_and(MigrationStatus::is_postcopy) {
+                return;
+            }
+        }
+    }
 }
 
 async fn drive(
@@ -37,7 +55,7 @@ async fn drive(
 ) -> Result<(), String> {
     let source = state.vms.qmp_of(vm).map_err(|e| e.to_string())?;
     let config = state.vms.record(vm).map_err(|e| e.to_string())?.config;
-    let plan = plan_for(req, source.as_ref(), config.memory_bytes).await;
+    let plan = plan_for(req, state.link_bps, source.as_ref(), config.memory_bytes).await;
     let dest = AgentClient::new(req.to.clone(), &state.token);
     let health = dest
         .health()
@@ -82,8 +100,21 @@ async fn drive(
     };
     let clock = state.vms.clock();
     let samples = state.vms.samples_of(vm).map_err(|e| e.to_string())?;
-    let outcome =
-        driver::migrate(&ends, plan, &DriverConfig::default(), &clock, Some(cancel)).await;
+    let driver_config = DriverConfig::default();
+    let driving = driver::migrate(&ends, plan, &driver_config, &clock, Some(cancel));
+    tokio::pin!(driving);
+    let watching = switched(source.as_ref(), SWITCH_POLL);
+    tokio::pin!(watching);
+    let mut seen_switch = false;
+    let outcome = loop {
+        tokio::select! {
+            out = &mut driving => break out,
+            () = &mut watching, if !seen_switch => {
+                seen_switch = true;
+                super::record_switch(state, id, vm);
+            }
+        }
+    };
     let run = match outcome {
         Ok(run) => run,
         Err(e) => {
@@ -103,8 +134,6 @@ async fn drive(
     } else {
         abort_destination(state, id, &dest, vm, source.as_ref()).await;
     }
-    // The VM's fate is settled: it may be migrated or deleted again while we measure.
-    state.vms.end_migration(vm);
     let record = state
         .migrations
         .apply(
@@ -119,6 +148,9 @@ async fn drive(
             },
         )
         .map_err(|e| e.to_string())?;
+    // The VM's fate is settled (unless a post-copy stopped part-way, which keeps it held): it
+    // may be migrated or deleted again while we measure.
+    super::release_vm(state, id, vm);
     if record.state == MigrationState::Measuring {
         let window_end = run.span().samples_until_ms() + 300;
         tokio::time::sleep(Duration::from_millis(
@@ -148,23 +180,36 @@ async fn drive(
     Ok(())
 }
 
-/// The VM now runs on the destination: make it a normal VM there, then stop ours.
+/// How long the hand-over waits for the destination to accept the commit.
+const COMMIT_WAIT: Duration = Duration::from_secs(15);
+
+/// The VM now runs on the destination: make it a normal VM there, then stop ours. The
+/// destination commits only once its QEMU says the whole guest is there (a post-copy's last
+/// pages may still be arriving when the source reports completion): until then it answers 409
+/// and the commit is asked again, quietly.
 pub(super) async fn hand_over(state: &AgentState, id: &str, dest: &AgentClient, vm: &str) {
+    let deadline = tokio::time::Instant::now() + COMMIT_WAIT;
     let mut committed = false;
-    for attempt in 1..=5 {
+    for attempt in 1.. {
         match dest.commit_incoming(vm).await {
             Ok(_) => {
                 committed = true;
                 break;
             }
-            Err(e) => {
+            Err(e) if tokio::time::Instant::now() >= deadline => {
                 state.migrations.note(
                     id,
-                    format!("commit on destination failed (attempt {attempt}): {e}"),
+                    format!("commit on destination failed (attempt {attempt}, giving up): {e}"),
                 );
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                break;
             }
+            Err(e) if e.status() == Some(409) => {}
+            Err(e) => state.migrations.note(
+                id,
+                format!("commit on destination failed (attempt {attempt}): {e}"),
+            ),
         }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     if !committed {
         state.migrations.note(
@@ -172,7 +217,7 @@ pub(super) async fn hand_over(state: &AgentState, id: &str, dest: &AgentClient, 
             "the VM runs on the destination but is still marked incoming there".into(),
         );
     }
-    if let Err(e) = state.vms.remove(vm, false, true).await {
+    if let Err(e) = state.vms.remove(vm, crate::vms::Removal::Force).await {
         state
             .migrations
             .note(id, format!("could not stop the source QEMU: {e}"));
@@ -222,17 +267,55 @@ async fn check_reply(to: &drover_api::AgentUrl, reply: &IncomingReply) -> Result
 }
 
 /// The plan for a request: fixed, or the cost model's pick from a dirty-rate profile.
-async fn plan_for(req: &MigrationRequest, source: &QmpClient, memory_bytes: u64) -> MigrationPlan {
+async fn plan_for(
+    req: &MigrationRequest,
+    link_bps: Option<u64>,
+    source: &QmpClient,
+    memory_bytes: u64,
+) -> MigrationPlan {
     let profile = match req.technique {
         Technique::Auto => profile(source, memory_bytes).await,
         _ => None,
     };
-    MigrationPlan::build(
-        req.technique,
-        &req.knobs,
-        profile.as_ref(),
-        &CostParams::default(),
-    )
+    plan_with_link(req.technique, &req.knobs, profile.as_ref(), link_bps)
+}
+
+/// The plan for `technique` on a host whose link is `link_bps` (pure, for tests). Without a
+/// bandwidth cap, `auto` (and the run's time budget) assume the smaller of the request's
+/// `assumed_link_bps` and this host's link, and the plan's reason says which.
+pub fn plan_with_link(
+    technique: Technique,
+    knobs: &PlanKnobs,
+    profile: Option<&VmProfile>,
+    link_bps: Option<u64>,
+) -> MigrationPlan {
+    let (knobs, note) = match link_bps {
+        Some(link) if knobs.bandwidth_bps.is_none() && link < knobs.assumed_link_bps => (
+            PlanKnobs {
+                assumed_link_bps: link,
+                ..knobs.clone()
+            },
+            Some(format!(
+                "assumed bandwidth {link} B/s: this host's link, below the request's \
+                 assumed_link_bps {}",
+                knobs.assumed_link_bps
+            )),
+        ),
+        Some(link) if knobs.bandwidth_bps.is_none() => (
+            knobs.clone(),
+            Some(format!(
+                "assumed bandwidth {} B/s: the request's assumed_link_bps (this host's link \
+                 is {link} B/s)",
+                knobs.assumed_link_bps
+            )),
+        ),
+        _ => (knobs.clone(), None),
+    };
+    let mut plan = MigrationPlan::build(technique, &knobs, profile, &CostParams::default());
+    if let (Some(note), Technique::Auto) = (note, technique) {
+        plan.reason = format!("{}; {note}", plan.reason);
+    }
+    plan
 }
 
 /// The cost model's view of the VM (see `drover_qemu::profile`).
@@ -240,4 +323,71 @@ async fn profile(qmp: &QmpClient, memory_bytes: u64) -> Option<VmProfile> {
     drover_qemu::profile::profile_vm(qmp, memory_bytes)
         .await
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_qemu::qmp::ScriptedQmp;
+    use serde_json::json;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// The reviewer's lab: a 10 MB/s link, and `auto` predicted as if it were 1000 MB/s.
+    #[test]
+    fn auto_assumes_no_faster_link_than_the_hosts() {
+        let vm = VmProfile {
+            memory_bytes: 256 << 20,
+            wss_bytes: 64 << 20,
+            dirty_rate_bps: 1e6,
+        };
+        let knobs = PlanKnobs::default();
+        let fast = plan_with_link(Technique::Auto, &knobs, Some(&vm), None);
+        let slow = plan_with_link(Technique::Auto, &knobs, Some(&vm), Some(10_000_000));
+        assert_eq!(fast.assumed_link_bps, 1_000_000_000);
+        assert_eq!(slow.assumed_link_bps, 10_000_000);
+        assert!(
+            slow.reason
+                .contains("assumed bandwidth 10000000 B/s: this host's link"),
+            "{}",
+            slow.reason
+        );
+        // The run's time budget follows the slower link too: 256 MiB at 10 MB/s is ~27 s.
+        assert!(slow.time_budget_ms(256 << 20) > fast.time_budget_ms(256 << 20) + 40_000);
+        // A request that assumes a slower link than the host's keeps its own.
+        let own = PlanKnobs {
+            assumed_link_bps: 5_000_000,
+            ..PlanKnobs::default()
+        };
+        let p = plan_with_link(Technique::Auto, &own, Some(&vm), Some(10_000_000));
+        assert_eq!(p.assumed_link_bps, 5_000_000);
+        assert!(
+            p.reason.contains("the request's assumed_link_bps"),
+            "{}",
+            p.reason
+        );
+        // A cap is the bandwidth: the link is not assumed then.
+        let capped = PlanKnobs {
+            bandwidth_bps: Some(50_000_000),
+            ..PlanKnobs::default()
+        };
+        let p = plan_with_link(Technique::Auto, &capped, Some(&vm), Some(10_000_000));
+        assert!(!p.reason.contains("assumed bandwidth"), "{}", p.reason);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_switch_is_seen_when_the_source_enters_postcopy() {
+        let polls = Arc::new(AtomicU32::new(0));
+        let counted = polls.clone();
+        let q = ScriptedQmp::new(move |cmd, _| {
+            assert_eq!(cmd, "query-migrate");
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            let status = if n < 3 { "active" } else { "postcopy-active" };
+            Ok(json!({"status": status}))
+        });
+        switched(&q, SWITCH_POLL).await;
+        assert_eq!(polls.load(Ordering::SeqCst), 4);
+        let precopy = ScriptedQmp::new(|_, _| Ok(json!({"status": "active"})));
+        let waited = tokio::time::timeout(Duration::from_secs(60), switched(&precopy, SWITCH_POLL));
+        assert!(waited.await.is_err(), "a pre-copy is no switch");
+    }
 }

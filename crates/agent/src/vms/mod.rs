@@ -5,12 +5,18 @@
 //! session and a reader of the guest's workload reports. The registry is the only owner of
 //! those; everything else borrows the QMP session through an `Arc`.
 //!
+//! Admission ([`admission`]) claims a VM's name and memory (guest plus QEMU's overhead) in one
+//! step. What may be done to a VM a migration has (delete, abort, commit) is decided from what
+//! its QEMU says ([`guard`]), never from the registry alone. A dead QEMU's reason names an OOM
+//! kill when the host's memory cgroup counted one ([`oom`]).
+//!
 //! Lifecycle of one VM on this host:
 //! ```text
 //! create ──> Running ──────────────────────────────> (deleted | migrated away)
 //! incoming ─> Incoming{migration} ──commit──> Running
 //!                 └──abort──> (deleted)
 //! any ──QEMU found dead──> Lost (reported, never restarted)
+//! Running ──its migration's post-copy starts──> Moved (held until that migration ends)
 //! ```
 //!
 //! A running VM's workload may be changed in place ([`workload`]): the new spec is recorded,
@@ -29,11 +35,24 @@ use drover_qemu::image::GuestImage;
 use drover_qemu::launcher::{self, Accel, LaunchError, RunPaths, TapNic, VmSpec};
 use drover_qemu::metrics::{Clock, MetricsReader, Samples};
 use drover_qemu::qmp::{QmpClient, QmpError, QmpExt};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
+
+mod admission;
+mod guard;
+pub mod oom;
+mod process;
+#[cfg(test)]
+mod tests;
+
+pub use admission::{vm_cost, QEMU_OVERHEAD_BYTES, QEMU_OVERHEAD_PER_VCPU_BYTES};
+pub use guard::{GuestSeen, Removal};
+use oom::OomWatch;
+pub use process::kill_pid;
+use process::LaunchGate;
 
 #[derive(Debug, Error)]
 pub enum VmsError {
@@ -43,6 +62,16 @@ pub enum VmsError {
     Exists(String),
     #[error("VM '{name}' is busy: {why}")]
     Busy { name: String, why: String },
+    #[error("migration '{id}' already has VM '{vm}' on this host")]
+    MigrationTaken { id: String, vm: String },
+    /// An abort refused: the migration switched, the guest runs only here.
+    #[error("incoming VM '{name}' cannot be aborted: {why}")]
+    GuestHere { name: String, why: String },
+    /// A commit refused: no complete guest runs here.
+    #[error("incoming VM '{name}' cannot be committed: {why}")]
+    NoGuest { name: String, why: String },
+    #[error("VM '{0}' cannot be committed: it never was an incoming migration destination")]
+    NeverIncoming(String),
     #[error("VM '{0}' is lost (its QEMU is gone)")]
     Lost(String),
     #[error(transparent)]
@@ -54,7 +83,8 @@ pub enum VmsError {
     #[error("guest image: {0}")]
     Image(String),
     #[error(
-        "VM '{name}' needs {need} bytes of memory but this host has {free} of {capacity} free"
+        "VM '{name}' needs {need} bytes of memory (its guest's plus QEMU's own overhead) but \
+         this host has {free} of {capacity} free"
     )]
     NoRoom {
         name: String,
@@ -102,6 +132,8 @@ pub struct LaunchSettings {
     /// Memory VMs may be given in all, bytes (the host's capacity): a VM that would take more
     /// is refused rather than left to the kernel's OOM killer.
     pub memory_capacity_bytes: u64,
+    /// The memory cgroup whose OOM kills explain a dead QEMU (None: the agent's own, if visible).
+    pub memory_cgroup: Option<PathBuf>,
 }
 
 /// One VM known to the registry.
@@ -115,6 +147,11 @@ pub struct VmEntry {
     pub lost: Option<String>,
     /// The migration this VM takes part in.
     pub migration: Option<String>,
+    /// That migration's post-copy has started: the guest runs on the destination.
+    pub guest_away: bool,
+    /// Being stopped on purpose, so a liveness check that finds its QEMU gone does not call it
+    /// lost.
+    stopping: bool,
 }
 
 impl VmEntry {
@@ -122,34 +159,8 @@ impl VmEntry {
         match (&self.lost, &self.record.role) {
             (Some(_), _) => VmStatus::Lost,
             (None, VmRole::Incoming { .. }) => VmStatus::Incoming,
+            (None, VmRole::Running) if self.guest_away => VmStatus::Moved,
             (None, VmRole::Running) => VmStatus::Running,
-        }
-    }
-}
-
-/// Keeps the periodic zombie reaper off the QEMU processes a launch is still waiting for.
-///
-/// `-daemonize` leaves exited QEMU processes named `drover-<vm>` to the agent (a subreaper);
-/// the sampler reaps them. But the process a launch waits on has that name too: reaped first,
-/// the launch's own wait fails (ECHILD), the create answers 500 and the daemon it started runs
-/// on unrecorded. Launches hold a read guard while they wait; a reaping pass needs the write
-/// side and is skipped (until the next pass) while any launch waits.
-#[derive(Default)]
-struct LaunchGate(tokio::sync::RwLock<()>);
-
-impl LaunchGate {
-    async fn launching(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
-        self.0.read().await
-    }
-
-    /// Runs `reap` unless a launch is waiting for its child; whether it ran.
-    fn reap_unless_launching(&self, reap: impl FnOnce()) -> bool {
-        match self.0.try_write() {
-            Ok(_no_launch) => {
-                reap();
-                true
-            }
-            Err(_) => false,
         }
     }
 }
@@ -160,24 +171,13 @@ pub struct Vms {
     settings: LaunchSettings,
     image: tokio::sync::OnceCell<GuestImage>,
     map: Mutex<HashMap<String, VmEntry>>,
-    /// Names being created, so two concurrent creates cannot both start a QEMU.
-    reserved: Mutex<HashSet<String>>,
+    /// VMs being started: their names, memory and migration ids, claimed until registered.
+    claims: Mutex<HashMap<String, admission::Claim>>,
     launches: LaunchGate,
+    oom: OomWatch,
     clock: Clock,
     /// Wall time at `clock`'s origin, to stamp samples in a form other hosts understand.
     origin_unix_ms: u64,
-}
-
-/// Releases a name reservation however creation ends.
-struct Reservation<'a> {
-    vms: &'a Vms,
-    name: String,
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        lock(&self.vms.reserved).remove(&self.name);
-    }
 }
 
 impl Vms {
@@ -187,15 +187,21 @@ impl Vms {
             let _ = image.set(img.clone());
         }
         Vms {
+            oom: OomWatch::new(settings.memory_cgroup.clone()),
             store,
             settings,
             image,
             map: Mutex::new(HashMap::new()),
-            reserved: Mutex::new(HashSet::new()),
+            claims: Mutex::new(HashMap::new()),
             launches: LaunchGate::default(),
             clock: Clock::default(),
             origin_unix_ms: unix_ms(),
         }
+    }
+
+    /// The memory cgroup whose OOM kills explain dead VMs, if one is visible.
+    pub fn oom_dir(&self) -> Option<&Path> {
+        self.oom.dir()
     }
 
     pub fn clock(&self) -> Clock {
@@ -226,39 +232,6 @@ impl Vms {
             .cloned()
     }
 
-    fn reserve(&self, name: &str) -> Result<Reservation<'_>, VmsError> {
-        let exists = lock(&self.map).contains_key(name);
-        let mut reserved = lock(&self.reserved);
-        if exists || !reserved.insert(name.to_string()) {
-            return Err(VmsError::Exists(name.to_string()));
-        }
-        Ok(Reservation {
-            vms: self,
-            name: name.to_string(),
-        })
-    }
-
-    /// Refuses a VM that would not fit this host's memory, counting every VM registered here
-    /// (incoming ones included: they will hold their memory once the migration arrives).
-    fn check_room(&self, config: &VmConfig) -> Result<(), VmsError> {
-        let used: u64 = lock(&self.map)
-            .values()
-            .filter(|e| e.lost.is_none())
-            .map(|e| e.record.config.memory_bytes)
-            .sum();
-        let capacity = self.settings.memory_capacity_bytes;
-        let free = capacity.saturating_sub(used);
-        if config.memory_bytes > free {
-            return Err(VmsError::NoRoom {
-                name: config.name.clone(),
-                need: config.memory_bytes,
-                free,
-                capacity,
-            });
-        }
-        Ok(())
-    }
-
     /// The disk's file, which must exist inside the storage directory (a symbolic link that
     /// leads out of it is refused too).
     fn disk_path(&self, disk: &str) -> Result<PathBuf, VmsError> {
@@ -280,8 +253,7 @@ impl Vms {
     /// `config` has been validated (`VmConfig::validate`); what depends on this host (room,
     /// disk, tap) is checked here.
     pub async fn start(&self, config: VmConfig, role: VmRole) -> Result<VmView, VmsError> {
-        let _reservation = self.reserve(&config.name)?;
-        self.check_room(&config)?;
+        let _claim = self.reserve(&config, &role)?;
         let disk = config
             .disk
             .as_deref()
@@ -344,6 +316,7 @@ impl Vms {
             pid,
             run_dir,
             created_unix_ms: unix_ms(),
+            arrived_by: None,
         };
         // Persist before anything else can fail, so a crash here still leaves a record to
         // re-attach to (or to report lost) instead of an orphan QEMU.
@@ -360,7 +333,7 @@ impl Vms {
             }
         };
         let view = self.view_of(&entry, None);
-        lock(&self.map).insert(record.config.name.clone(), entry);
+        self.register(entry);
         Ok(view)
     }
 
@@ -387,6 +360,8 @@ impl Vms {
             reader: Some(reader),
             lost: None,
             migration: None,
+            guest_away: false,
+            stopping: false,
         })
     }
 
@@ -398,6 +373,8 @@ impl Vms {
             reader: None,
             lost: Some(why),
             migration: None,
+            guest_away: false,
+            stopping: false,
         }
     }
 
@@ -407,7 +384,9 @@ impl Vms {
             let name = record.config.name.clone();
             let entry =
                 match procfs::liveness(record.pid, &name, procfs::proc_info(record.pid).as_ref()) {
-                    Liveness::Dead(why) => Self::lost_entry(record, why),
+                    Liveness::Dead(why) => {
+                        Self::lost_entry(record, with_oom(why, self.oom.so_far()))
+                    }
                     Liveness::Alive => match self.attach(record.clone()).await {
                         Ok(e) => e,
                         Err(e) => Self::lost_entry(
@@ -433,15 +412,19 @@ impl Vms {
             .reap_unless_launching(procfs::reap_zombie_children);
     }
 
-    /// Marks VMs whose QEMU died since as lost (called by the sampler).
+    /// Marks VMs whose QEMU died since as lost (called by the sampler), saying so when the
+    /// host's memory cgroup OOM-killed something meanwhile. VMs being stopped on purpose are
+    /// not lost.
     pub fn check_liveness(&self) {
+        let oom = self.oom.since_last();
         let mut map = lock(&self.map);
-        for entry in map.values_mut().filter(|e| e.lost.is_none()) {
+        for entry in map.values_mut().filter(|e| e.lost.is_none() && !e.stopping) {
             if let Liveness::Dead(why) = procfs::liveness(
                 entry.record.pid,
                 &entry.record.config.name,
                 procfs::proc_info(entry.record.pid).as_ref(),
             ) {
+                let why = with_oom(why, oom.clone());
                 tracing::warn!(vm = %entry.record.config.name, reason = %why, "VM lost");
                 entry.lost = Some(why);
                 entry.qmp = None;
@@ -610,18 +593,34 @@ impl Vms {
             });
         }
         if let Some(m) = &e.migration {
+            let why = match e.guest_away {
+                true => guard::away(m),
+                false => format!("migration {m} is under way"),
+            };
             return Err(VmsError::Busy {
                 name: name.to_string(),
-                why: format!("migration {m} is under way"),
+                why,
             });
         }
         e.migration = Some(migration.to_string());
         Ok(())
     }
 
+    /// Releases a VM its migration held.
     pub fn end_migration(&self, name: &str) {
         if let Some(e) = lock(&self.map).get_mut(name) {
             e.migration = None;
+            e.guest_away = false;
+        }
+    }
+
+    /// Records that the post-copy of the migration holding `name` has started: its guest runs
+    /// on the destination now (the view says `moved`, not `running`).
+    pub fn mark_guest_away(&self, name: &str) {
+        if let Some(e) = lock(&self.map).get_mut(name) {
+            if e.migration.is_some() {
+                e.guest_away = true;
+            }
         }
     }
 
@@ -652,48 +651,74 @@ impl Vms {
         Ok(())
     }
 
-    /// Turns an incoming VM into a normal one (the migration delivered it here).
-    pub fn commit(&self, name: &str) -> Result<(), VmsError> {
+    /// What QEMU says about VM `name`'s guest: None when the VM is lost.
+    async fn look(&self, name: &str) -> Result<guard::Look, VmsError> {
+        let qmp = {
+            let map = lock(&self.map);
+            let e = map
+                .get(name)
+                .ok_or_else(|| VmsError::NotFound(name.to_string()))?;
+            e.qmp.clone()
+        };
+        Ok(match qmp {
+            Some(q) => Some(guard::look(q.as_ref()).await),
+            None => None,
+        })
+    }
+
+    /// Refuses VM `name` when its QEMU says a post-copy has taken its guest away.
+    ///
+    /// # Errors
+    /// [`VmsError::Busy`], [`VmsError::NotFound`].
+    pub async fn check_not_departed(&self, name: &str) -> Result<(), VmsError> {
+        guard::not_departed(name, &self.look(name).await?)
+    }
+
+    /// Turns an incoming VM into a normal one, once QEMU says the migration delivered its guest
+    /// here whole; again for a VM that arrived by migration is a no-op (the source retries on
+    /// doubt).
+    ///
+    /// # Errors
+    /// See [`guard::may_commit`].
+    pub async fn commit(&self, name: &str) -> Result<(), VmsError> {
+        let seen = self.look(name).await?;
         let mut map = lock(&self.map);
         let e = map
             .get_mut(name)
             .ok_or_else(|| VmsError::NotFound(name.to_string()))?;
-        if e.record.role == VmRole::Running {
-            return Ok(()); // committing twice is harmless: the source retries on doubt
+        let arrived_by = e.record.arrived_by.as_deref();
+        if guard::may_commit(name, &e.record.role, arrived_by, &seen)? == guard::Commit::Again {
+            return Ok(());
         }
         let mut record = e.record.clone();
+        record.arrived_by = record.role.incoming_migration().map(str::to_string);
         record.role = VmRole::Running;
         self.store.save_vm(&record)?;
         e.record = record;
         Ok(())
     }
 
-    /// Stops a VM and forgets it. `incoming_only` guards the destination-abort path from ever
-    /// deleting a committed VM; `force` allows deleting a migration source (used once the
-    /// migration has moved it away).
-    pub async fn remove(
-        &self,
-        name: &str,
-        incoming_only: bool,
-        force: bool,
-    ) -> Result<(), VmsError> {
+    /// Stops a VM and forgets it, if `kind` may (see [`guard::may_remove`]: an incoming VM is
+    /// never deleted, only aborted before its migration switched; a source whose guest left
+    /// part-way is held).
+    pub async fn remove(&self, name: &str, kind: Removal) -> Result<(), VmsError> {
+        let seen = match kind {
+            Removal::Force => None,
+            Removal::Delete | Removal::AbortIncoming => self.look(name).await?,
+        };
         let (record, qmp) = {
-            let map = lock(&self.map);
+            let mut map = lock(&self.map);
             let e = map
-                .get(name)
+                .get_mut(name)
                 .ok_or_else(|| VmsError::NotFound(name.to_string()))?;
-            if incoming_only && e.record.role == VmRole::Running {
-                return Err(VmsError::Busy {
-                    name: name.to_string(),
-                    why: "it is no longer an incoming migration destination".into(),
-                });
-            }
-            if let (Some(m), false) = (&e.migration, force) {
-                return Err(VmsError::Busy {
-                    name: name.to_string(),
-                    why: format!("migration {m} is under way"),
-                });
-            }
+            let held = guard::Held {
+                role: &e.record.role,
+                migration: e.migration.as_deref(),
+                guest_away: e.guest_away,
+            };
+            guard::may_remove(kind, name, held, &seen)?;
+            // From here its QEMU's end is ours, not news for the liveness check.
+            e.stopping = true;
             (e.record.clone(), e.qmp.clone())
         };
         if let Some(q) = qmp {
@@ -701,7 +726,13 @@ impl Vms {
             let _ = tokio::time::timeout(Duration::from_secs(2), q.quit()).await;
         }
         kill_pid(record.pid, name).await;
-        self.store.remove_vm(name)?;
+        if let Err(e) = self.store.remove_vm(name) {
+            // Still registered, its QEMU gone: let the liveness check report it lost.
+            if let Some(entry) = lock(&self.map).get_mut(name) {
+                entry.stopping = false;
+            }
+            return Err(e.into());
+        }
         lock(&self.map).remove(name);
         let _ = std::fs::remove_dir_all(&record.run_dir);
         Ok(())
@@ -711,51 +742,15 @@ impl Vms {
     pub async fn kill_all(&self) {
         let names: Vec<String> = lock(&self.map).keys().cloned().collect();
         for n in names {
-            let _ = self.remove(&n, false, true).await;
+            let _ = self.remove(&n, Removal::Force).await;
         }
     }
 }
 
-/// Kills `pid` if it is still `name`'s QEMU: SIGTERM, then SIGKILL after 3 s.
-pub async fn kill_pid(pid: u32, name: &str) {
-    if !procfs::is_alive(pid, name) {
-        procfs::reap(pid);
-        return;
-    }
-    let _ = procfs::signal(pid, libc::SIGTERM);
-    for _ in 0..60 {
-        if !procfs::is_alive(pid, name) {
-            procfs::reap(pid);
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = procfs::signal(pid, libc::SIGKILL);
-    for _ in 0..20 {
-        if !procfs::is_alive(pid, name) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    procfs::reap(pid);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn no_reaping_while_a_launch_waits_for_its_qemu() {
-        let gate = LaunchGate::default();
-        let launching = gate.launching().await;
-        let second = gate.launching().await;
-        let mut reaped = false;
-        assert!(!gate.reap_unless_launching(|| reaped = true));
-        assert!(!reaped, "reaped a launch's own child");
-        drop(launching);
-        assert!(!gate.reap_unless_launching(|| reaped = true));
-        drop(second);
-        assert!(gate.reap_unless_launching(|| reaped = true));
-        assert!(reaped);
+/// `why`, with the OOM killer's part in it when there is one.
+fn with_oom(why: String, oom: Option<String>) -> String {
+    match oom {
+        Some(oom) => format!("{why}; {oom}"),
+        None => why,
     }
 }

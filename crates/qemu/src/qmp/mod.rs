@@ -58,4 +58,10 @@ pub trait Qmp: Send + Sync {
 
     /// Drains the events received since the last call.
     fn take_events(&self) -> Vec<QmpEvent>;
+
+    /// Whether [`Qmp::take_events`] reports QEMU's events at all (a QEMU reached through
+    /// another agent's API has none to report), so their absence is no anomaly.
+    fn forwards_events(&self) -> bool {
+        true
+    }
 }

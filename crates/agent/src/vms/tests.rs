@@ -1,0 +1,75 @@
+//! The registry's liveness check: what it calls lost, and why.
+
+use super::*;
+
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().expect("spawn");
+    let pid = child.id();
+    child.wait().expect("wait");
+    pid
+}
+
+fn entry(store: &Store, name: &str, stopping: bool) -> VmEntry {
+    let record = VmRecord {
+        config: VmConfig {
+            name: name.into(),
+            vcpus: 1,
+            memory_bytes: 128 << 20,
+            workload: "idle".into(),
+            disk: None,
+            nic: None,
+        },
+        role: VmRole::Running,
+        pid: dead_pid(),
+        run_dir: store.run_dir(name),
+        created_unix_ms: 0,
+        arrived_by: None,
+    };
+    let mut e = Vms::lost_entry(record, String::new());
+    e.lost = None;
+    e.stopping = stopping;
+    e
+}
+
+/// `vm delete` and the hand-over after a migration stop a QEMU on purpose: the sampler running
+/// meanwhile must not log "VM lost". A QEMU that died on its own is lost, and when the host's
+/// memory cgroup OOM-killed something since the last look, the reason says so.
+#[test]
+fn a_vm_stopped_on_purpose_is_not_lost_and_an_oom_kill_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cgroup = dir.path().join("cgroup");
+    std::fs::create_dir(&cgroup).expect("mkdir");
+    let oom_control = cgroup.join("memory.oom_control");
+    std::fs::write(
+        &oom_control,
+        "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
+    )
+    .expect("write");
+    let store = Store::open(&dir.path().join("state")).expect("store");
+    let vms = Vms::new(
+        store.clone(),
+        LaunchSettings {
+            qemu_binary: "/nonexistent/qemu".into(),
+            accel: drover_qemu::launcher::Accel::Tcg,
+            image: None,
+            start_timeout: Duration::from_secs(1),
+            memory_capacity_bytes: 1 << 30,
+            memory_cgroup: Some(cgroup.clone()),
+        },
+    );
+    for (name, stopping) in [("leaving", true), ("killed", false)] {
+        lock(&vms.map).insert(name.into(), entry(&store, name, stopping));
+    }
+    std::fs::write(
+        &oom_control,
+        "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
+    )
+    .expect("write");
+    vms.check_liveness();
+    let map = lock(&vms.map);
+    assert_eq!(map["leaving"].lost, None, "stopped on purpose");
+    let why = map["killed"].lost.clone().expect("lost");
+    assert!(why.contains("is gone"), "{why}");
+    assert!(why.contains("OOM-killed 1 process(es)"), "{why}");
+    assert!(why.contains(&cgroup.display().to_string()), "{why}");
+}

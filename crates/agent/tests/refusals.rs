@@ -1,0 +1,199 @@
+//! What the agent refuses before any QEMU could be hurt, without QEMU: memory admission (with a
+//! stand-in QEMU that takes a moment and fails, so admitted creates are told from refused ones),
+//! and the migration rules on VMs recorded in the state directory (their QEMU long gone).
+
+use drover_agent::model::{VmRecord, VmRole};
+use drover_agent::{start, AgentConfig, RunningAgent};
+use drover_api::{unix_ms, VmConfig};
+use drover_qemu::image::GuestImage;
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+const TOKEN: &str = "refusals-token-0123456789";
+const MIB: u64 = 1 << 20;
+
+/// An agent reporting `memory` bytes, whose "QEMU" waits half a second and fails.
+fn config(dir: &Path, memory: u64) -> AgentConfig {
+    let kernel = dir.join("vmlinuz");
+    let initrd = dir.join("initrd");
+    std::fs::write(&kernel, b"k").expect("write");
+    std::fs::write(&initrd, b"i").expect("write");
+    let qemu = dir.join("qemu-stand-in");
+    std::fs::write(&qemu, "#!/bin/sh\nsleep 0.5\nexit 1\n").expect("write");
+    std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut c = AgentConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        dir.join("state"),
+        TOKEN.into(),
+    );
+    c.qemu_binary = qemu.display().to_string();
+    c.image = Some(GuestImage { kernel, initrd });
+    c.memory_bytes = Some(memory);
+    c
+}
+
+async fn agent(c: AgentConfig) -> (RunningAgent, String) {
+    let a = start(c).await.expect("agent starts");
+    let url = format!("http://{}", a.addr);
+    (a, url)
+}
+
+async fn send(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method.parse().expect("method"), url)
+        .header("Authorization", format!("Bearer {TOKEN}"));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("send");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn error(v: &Value) -> String {
+    v["error"].as_str().unwrap_or_default().to_string()
+}
+
+/// The reviewer's lab host: `--host-memory 512M`, six parallel creates of 128 MiB all got 201
+/// (768 MiB admitted) and the OOM killer took VMs. A 128 MiB VM under TCG takes ~215 MB:
+/// only two fit, and the check and the claim are one step.
+#[tokio::test]
+async fn memory_admission_counts_qemu_and_is_atomic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_a, url) = agent(config(dir.path(), 512 * MIB)).await;
+    let creates = (0..6).map(|i| {
+        let url = url.clone();
+        async move {
+            let body = json!({"name": format!("vm{i}"), "memory_bytes": 128 * MIB});
+            send("POST", &format!("{url}/v1/vms"), Some(body)).await
+        }
+    });
+    let answers = futures_join_all(creates).await;
+    let admitted = answers.iter().filter(|(s, _)| *s == 500).count();
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 409)
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!((admitted, refused.len()), (2, 4), "{answers:?}");
+    assert!(
+        error(refused[0]).contains("QEMU's own overhead"),
+        "{}",
+        error(refused[0])
+    );
+
+    // One 128 MiB VM does not fit a 200 MiB host once its QEMU is counted.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_b, url) = agent(config(dir.path(), 200 * MIB)).await;
+    let body = json!({"name": "big", "memory_bytes": 128 * MIB});
+    let (s, v) = send("POST", &format!("{url}/v1/vms"), Some(body)).await;
+    assert_eq!(s, 409, "{v}");
+}
+
+/// Runs futures concurrently (the agent's own dependencies have no `join_all`).
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    fs: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = fs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+fn record(name: &str, role: VmRole, disk: Option<&str>) -> VmRecord {
+    let mut child = std::process::Command::new("true").spawn().expect("spawn");
+    let pid = child.id();
+    child.wait().expect("wait");
+    VmRecord {
+        config: VmConfig {
+            name: name.into(),
+            vcpus: 1,
+            memory_bytes: 128 * MIB,
+            workload: "idle".into(),
+            disk: disk.map(str::to_string),
+            nic: None,
+        },
+        role,
+        pid,
+        run_dir: std::env::temp_dir().join(format!("drover-refusals-{name}")),
+        created_unix_ms: unix_ms(),
+        arrived_by: None,
+    }
+}
+
+/// Commit, delete and incoming on VMs whose state says what they are: an ordinary VM is never
+/// committed, an incoming VM is never deleted through `/v1/vms`, a migration id delivers one
+/// VM, and a VM with a disk is refused at both ends.
+#[tokio::test]
+async fn migration_rules_hold_for_recorded_vms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = config(dir.path(), 4096 * MIB);
+    let store = drover_agent::store::Store::open(&c.state_dir).expect("store");
+    let incoming = VmRole::Incoming {
+        migration_id: "m-7".into(),
+        uri: None,
+        recover_uri: None,
+    };
+    store
+        .save_vm(&record("plain", VmRole::Running, None))
+        .expect("save");
+    store
+        .save_vm(&record("arriving", incoming, None))
+        .expect("save");
+    store
+        .save_vm(&record("db", VmRole::Running, Some("db.qcow2")))
+        .expect("save");
+    std::fs::write(store.disk_dir().join("db.qcow2"), b"disk").expect("disk");
+    let (_a, url) = agent(c).await;
+    let u = |p: &str| format!("{url}{p}");
+
+    // Commit on a VM that never was incoming: 409, not 200.
+    let (s, v) = send("POST", &u("/v1/incoming/plain/commit"), None).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(error(&v).contains("never was an incoming"), "{v}");
+    // Commit on an incoming VM with no guest (its QEMU is gone): 409.
+    let (s, v) = send("POST", &u("/v1/incoming/arriving/commit"), None).await;
+    assert_eq!(s, 409, "{v}");
+
+    // An incoming VM is not deleted through /v1/vms: its migration's source aborts it.
+    let (s, v) = send("DELETE", &u("/v1/vms/arriving"), None).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(error(&v).contains("migration m-7"), "{v}");
+
+    // A second incoming VM for migration m-7 is refused before any QEMU starts.
+    let body =
+        json!({"config": {"name": "twin", "memory_bytes": 128 * MIB}, "migration_id": "m-7"});
+    let (s, v) = send("POST", &u("/v1/incoming"), Some(body)).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        error(&v).contains("migration 'm-7' already has VM 'arriving'"),
+        "{v}"
+    );
+
+    // No storage migration yet: a VM with a disk is refused at the request...
+    let req = json!({"to": "http://127.0.0.1:9", "technique": "precopy"});
+    let (s, v) = send("POST", &u("/v1/vms/db/migrations"), Some(req)).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        error(&v).contains("'db.qcow2'") && error(&v).contains("storage migration"),
+        "{v}"
+    );
+    // ...and by a destination, even when a file of that name is in its storage directory.
+    let body = json!({"config": {"name": "db2", "memory_bytes": 128 * MIB, "disk": "db.qcow2"},
+                      "migration_id": "m-8"});
+    let (s, v) = send("POST", &u("/v1/incoming"), Some(body)).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(error(&v).contains("storage migration"), "{v}");
+
+    // Its QEMU gone, the aborted incoming VM may go; so may the ordinary one.
+    let (s, v) = send("DELETE", &u("/v1/incoming/arriving"), None).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = send("DELETE", &u("/v1/vms/plain"), None).await;
+    assert_eq!(s, 200, "{v}");
+}
