@@ -15,6 +15,8 @@
 //! - [`metrics`]: the metric definitions and the report row.
 //! - [`compare`]: parsing the list of policies to compare.
 //! - [`plot`]: an SVG chart of a comparison.
+//! - [`live`]: a simulated cluster the manager's control step drives in virtual time (observe,
+//!   apply actions, advance), for the manager's simulator-backed fleet.
 //!
 //! Decisions are never made here: the engine builds a snapshot and asks
 //! [`drover_core::dc::Policy::decide`], the same decision engine in drover-core (`dc`) that a
@@ -24,6 +26,7 @@ pub mod compare;
 pub mod engine;
 pub mod error;
 pub mod limits;
+pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod plot;
