@@ -17,6 +17,7 @@
 //! - [`plot`]: an SVG chart of a comparison.
 //! - [`live`]: a simulated cluster the manager's control step drives in virtual time (observe,
 //!   apply actions, advance), for the manager's simulator-backed fleet.
+//! - [`replay`]: re-running the manager's control step on a stored decision.
 //!
 //! Decisions are never made here: the engine builds a snapshot and asks
 //! [`drover_core::dc::Policy::decide`], the same decision engine in drover-core (`dc`) that a
@@ -30,6 +31,7 @@ pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod replay;
 pub mod synth;
 pub mod trace;
 
