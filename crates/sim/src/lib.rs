@@ -18,6 +18,8 @@
 //! - [`live`]: a simulated cluster the manager's control step drives in virtual time (observe,
 //!   apply actions, advance), for the manager's simulator-backed fleet.
 //! - [`replay`]: re-running the manager's control step on a stored decision.
+//! - [`manager_bench`]: the manager's benchmark (the control step every simulated second
+//!   against a live datacenter).
 //!
 //! Decisions are never made here: the engine builds a snapshot and asks
 //! [`drover_core::dc::Policy::decide`], the same decision engine in drover-core (`dc`) that a
@@ -28,6 +30,7 @@ pub mod engine;
 pub mod error;
 pub mod limits;
 pub mod live;
+pub mod manager_bench;
 pub mod metrics;
 pub mod model;
 pub mod plot;
