@@ -83,7 +83,7 @@ pub fn manager_bench(a: ManagerBenchArgs) -> Result<()> {
         bar.set_style(style);
     }
     let mut tick = |done: usize, _total: usize| {
-        if done % 10 == 0 {
+        if done.is_multiple_of(10) {
             bar.set_position(done as u64);
         }
     };
@@ -112,6 +112,10 @@ fn print_report(r: &BenchReport) {
     );
     println!("control step alone:        {}", timing(&r.step));
     println!("step + observe/apply:      {}", timing(&r.pass));
+    println!(
+        "slowest pass at:           {} s of simulated time",
+        r.slowest_pass_at_s
+    );
     match r.peak_rss_mib {
         Some(mib) => println!("peak memory (VmHWM):       {mib:.1} MiB"),
         None => println!("peak memory (VmHWM):       unknown (no /proc)"),

@@ -27,10 +27,13 @@ use thiserror::Error;
 /// What the benchmark runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchSpec {
+    /// Hosts, all alike.
     pub hosts: usize,
+    /// VMs of the synthetic workload.
     pub vms: usize,
     /// Simulated time, hours.
     pub hours: f64,
+    /// Seeds the workload, the dirty rates and the overloads.
     pub seed: u64,
     /// Cores per host.
     pub host_cpus: f64,
@@ -76,13 +79,18 @@ pub enum BenchError {
     },
 }
 
-/// Pass times, ms.
+/// Pass times, ms (nearest rank: the median and p99 are times some pass took).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Timing {
+    /// Fastest pass, ms.
     pub min_ms: f64,
+    /// Median pass, ms.
     pub median_ms: f64,
+    /// 99th percentile, ms.
     pub p99_ms: f64,
+    /// Slowest pass, ms.
     pub max_ms: f64,
+    /// Mean pass, ms.
     pub mean_ms: f64,
 }
 
@@ -109,17 +117,22 @@ impl Timing {
 pub struct BenchReport {
     pub hosts: usize,
     pub vms: usize,
+    /// Simulated time, s.
     pub simulated_s: f64,
+    /// Control passes run (one a simulated second).
     pub passes: usize,
     pub seed: u64,
     /// The control step alone.
     pub step: Timing,
     /// Observe, step, apply and record, prune.
     pub pass: Timing,
+    /// When the slowest pass ran, s of simulated time.
+    pub slowest_pass_at_s: f64,
     /// Peak resident memory of the process after the run, MiB (None off Linux).
     pub peak_rss_mib: Option<f64>,
     /// Plans made, by kind.
     pub plans: BTreeMap<String, u64>,
+    /// Overloads started.
     pub surges: u64,
     /// Hosts active at the end.
     pub active_hosts_end: usize,
@@ -178,7 +191,7 @@ pub fn run(spec: &BenchSpec, mut progress: Option<Progress>) -> Result<BenchRepo
             let outcome = sim.apply(a, now);
             record(&mut state, outcome, now);
         }
-        if t % 60 == 0 {
+        if t.is_multiple_of(60) {
             state.prune(now - 600.0);
         }
         let t3 = Instant::now();
@@ -197,6 +210,11 @@ pub fn run(spec: &BenchSpec, mut progress: Option<Progress>) -> Result<BenchRepo
         .host_names()
         .filter(|h| sim.power_state(h) == Some(PowerState::Active))
         .count();
+    let slowest_pass_at_s = pass_ms
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0.0, |(i, _)| (i + 1) as f64);
     Ok(BenchReport {
         hosts: spec.hosts,
         vms: spec.vms,
@@ -205,6 +223,7 @@ pub fn run(spec: &BenchSpec, mut progress: Option<Progress>) -> Result<BenchRepo
         seed: spec.seed,
         step: Timing::of(&mut step_ms),
         pass: Timing::of(&mut pass_ms),
+        slowest_pass_at_s,
         peak_rss_mib: peak_rss_kib().map(|k| k as f64 / 1024.0),
         plans,
         surges,

@@ -23,17 +23,22 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Ending {
+    /// The VM runs on the destination.
     Completed,
     /// A pre-copy that did not converge by its deadline: the VM stays on the source.
     Failed,
+    /// Cancelled before any switchover: the VM stays on the source.
     Cancelled,
 }
 
 /// Migrations of one technique, by how they ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Tally {
+    /// Ended with the VM on the destination.
     pub completed: u64,
+    /// Pre-copies cancelled at their deadline, the VM still on the source.
     pub failed: u64,
+    /// Cancelled at the manager's request before any switchover.
     pub cancelled: u64,
 }
 

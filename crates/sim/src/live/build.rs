@@ -28,6 +28,7 @@ use drover_core::migration::CostParams;
 /// A group of identical hosts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostSpec {
+    /// Hosts in the group.
     pub count: usize,
     /// CPU capacity, cores.
     pub cpus: f64,

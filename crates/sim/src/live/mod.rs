@@ -335,7 +335,8 @@ impl LiveSim {
         }
     }
 
-    /// What the agents would report at `now_s` (the model first advances to it).
+    /// What the agents would report at `now_s`, s (the model first advances to it; an earlier
+    /// time reports the model's current state).
     pub fn observe(&mut self, now_s: f64) -> Observation {
         self.advance(now_s);
         while let Some((t, _)) = self.recently_ended.front() {
@@ -411,7 +412,8 @@ impl LiveSim {
         }
     }
 
-    /// Carries out `action` at `now_s` (the model first advances to it), as an agent would.
+    /// Carries out `action` at `now_s`, s, as an agent would (the model first advances to it;
+    /// an earlier time acts at the model's current time).
     pub fn apply(&mut self, action: &Action, now_s: f64) -> Outcome {
         self.advance(now_s);
         ops::apply(self, action)
