@@ -6,6 +6,7 @@ mod image_cmd;
 mod lab_cmd;
 mod migration_flags;
 mod sim_cmd;
+mod sim_live_cmd;
 mod vm_cmd;
 
 use clap::{Parser, Subcommand};
