@@ -30,9 +30,7 @@ impl FromStr for Accel {
             "kvm" => Ok(Accel::Kvm),
             "tcg" => Ok(Accel::Tcg),
             "auto" => Ok(Accel::Auto),
-            other => Err(LaunchError::BadSpec(format!(
-                "unknown accelerator '{other}': expected kvm, tcg or auto"
-            ))),
+            other => Err(LaunchError::UnknownAccel(other.chars().take(64).collect())),
         }
     }
 }
@@ -127,6 +125,8 @@ pub enum LaunchError {
     ImageMissing { what: &'static str, path: PathBuf },
     #[error("invalid VM spec: {0}")]
     BadSpec(String),
+    #[error("unknown accelerator '{0}': expected kvm, tcg or auto")]
+    UnknownAccel(String),
     #[error("socket {path} is in use by another process")]
     SocketInUse { path: PathBuf },
     #[error("QEMU for '{name}' exited at start-up ({status}): {stderr}")]
