@@ -1,4 +1,8 @@
 //! `drover migrate-bench`: real migrations on this machine, one table row (or JSON line) per run.
+//!
+//! SIGINT, SIGTERM and SIGHUP stop the bench cleanly: the run is dropped, which kills every
+//! QEMU it started and removes its temporary directory (see `drover_qemu::bench`), then the
+//! command exits with 128 + the signal's number, as a shell reports a process it killed.
 
 use crate::flags::{parsed, whole, Typed, VmFlags};
 use crate::migration_flags::MigrationFlags;
@@ -144,8 +148,57 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
         }
     });
-    runtime.block_on(bench)?;
-    Ok(())
+    let outcome = runtime.block_on(async {
+        // Listening starts before the bench is first polled, so no QEMU exists yet that a
+        // signal's default action (ending the process on the spot) would orphan.
+        let mut stop = StopSignals::listen()?;
+        Ok::<_, std::io::Error>(tokio::select! {
+            r = bench => Ok(r),
+            signal = stop.first() => Err(signal),
+        })
+    });
+    match outcome.context("listening for SIGINT and SIGTERM")? {
+        Ok(rows) => {
+            rows?;
+            Ok(())
+        }
+        // The bench future is dropped by now: its QEMUs are killed and its directory removed.
+        Err((name, number)) => {
+            drop(runtime);
+            eprintln!(
+                "migrate-bench stopped by {name}: its QEMUs are killed and its temporary \
+                 directory removed"
+            );
+            std::process::exit(128 + number);
+        }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP, caught instead of ending the process.
+struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The first one to arrive, with its name and number.
+    async fn first(&mut self) -> (&'static str, i32) {
+        tokio::select! {
+            _ = self.int.recv() => ("SIGINT", 2),
+            _ = self.term.recv() => ("SIGTERM", 15),
+            _ = self.hup.recv() => ("SIGHUP", 1),
+        }
+    }
 }
 
 #[cfg(test)]

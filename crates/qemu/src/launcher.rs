@@ -442,6 +442,26 @@ impl QemuProcess {
     }
 }
 
+/// Kills QEMU and reaps it before the handle is gone, so that whoever removes the run
+/// directory next (a bench's temporary directory is dropped right after its VMs) does not race
+/// a QEMU still creating its sockets there. SIGKILL ends a process at once; the bounded wait
+/// only covers the kernel tearing it down.
+impl Drop for QemuProcess {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = self.child.start_kill();
+        for _ in 0..200 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        tracing::warn!(name = %self.name, "QEMU did not exit within 2 s of SIGKILL");
+    }
+}
+
 /// Where a detached QEMU writes its pid (`-pidfile`).
 pub fn pidfile(paths: &RunPaths) -> PathBuf {
     paths.dir.join("qemu.pid")
