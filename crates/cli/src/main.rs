@@ -2,6 +2,7 @@
 
 mod agent_cmd;
 mod bench_cmd;
+mod flags;
 mod image_cmd;
 mod lab_cmd;
 mod migration_flags;

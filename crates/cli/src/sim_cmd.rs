@@ -150,7 +150,10 @@ pub fn run(args: SimArgs) -> Result<()> {
 }
 
 fn single(a: RunArgs) -> Result<()> {
-    let spec: PolicySpec = a.policy.parse()?;
+    let spec: PolicySpec = a
+        .policy
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--policy: {e}"))?;
     let work = load_one(&a.source)?;
     let model = build_model(&a.model, &work)?;
     let bar = progress_bar(
@@ -174,7 +177,7 @@ fn single(a: RunArgs) -> Result<()> {
 /// and the file and line when the trace is at fault) and the others still run; the command
 /// fails at the end, after the good days' results, if any day failed.
 fn compare(a: CompareArgs) -> Result<()> {
-    let policies = parse_policies(&a.policies)?;
+    let policies = parse_policies(&a.policies).map_err(|e| anyhow::anyhow!("--policies: {e}"))?;
     let days = day_sources(&a.source)?;
     let bar = progress_bar((days.len() * policies.len()) as u64, "compare");
     let mut reports = Vec::new();
@@ -235,7 +238,7 @@ fn compare_day(
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
-    let policies = parse_policies(&a.policies)?;
+    let policies = parse_policies(&a.policies).map_err(|e| anyhow::anyhow!("--policies: {e}"))?;
     let work = load_one(&a.source)?;
     let model = build_model(&a.model, &work)?;
     if cfg!(debug_assertions) {
@@ -365,7 +368,7 @@ fn build_model(a: &ModelArgs, work: &Workload) -> Result<DatacenterModel> {
     m.migration = match a.migration_model.as_str() {
         "benchmark" | "cloudsim" => MigrationModel::Benchmark,
         "dirty" | "dirty-rate" => MigrationModel::dirty_rate(a.technique),
-        other => bail!("unknown migration model '{other}': expected benchmark or dirty"),
+        other => bail!("--migration-model '{other}': expected benchmark or dirty"),
     };
     if a.technique.is_some() && m.migration == MigrationModel::Benchmark {
         bail!("--technique needs --migration-model dirty (the benchmark model ignores techniques)");
