@@ -162,12 +162,28 @@ impl Prediction {
     /// lost work, the pause (counted again: latency-sensitive services feel it beyond its share
     /// of throughput), and the post-copy phase's exposure; duration breaks ties.
     pub fn score(&self, params: &CostParams) -> f64 {
+        self.risk(params) + self.degradation_pct + 0.01 * self.total_s
+    }
+
+    /// The part of [`Prediction::score`] that is neither lost work nor duration, in the same
+    /// points: 1000 if pre-copy never converges, 10 a second of pause, and
+    /// `postcopy_exposure_weight` a second of post-copy. A group plan (`migration::group`)
+    /// counts work and time over the whole group and adds this per VM, so both rankings price
+    /// risk alike.
+    pub fn risk(&self, params: &CostParams) -> f64 {
         let failure = if self.converges { 0.0 } else { 1000.0 };
-        failure
-            + self.degradation_pct
-            + 10.0 * self.downtime_s
-            + params.postcopy_exposure_weight * self.postcopy_s
-            + 0.01 * self.total_s
+        failure + 10.0 * self.downtime_s + params.postcopy_exposure_weight * self.postcopy_s
+    }
+
+    /// Work lost, seconds of the VM's full throughput: `degradation_pct` is a share of the
+    /// window `max(total_s, window_min_s)`, so this undoes it (infinite if the window is).
+    pub fn lost_work_s(&self, params: &CostParams) -> f64 {
+        let window = self.total_s.max(params.window_min_s);
+        if window.is_finite() {
+            self.degradation_pct / 100.0 * window
+        } else {
+            f64::INFINITY
+        }
     }
 }
 
