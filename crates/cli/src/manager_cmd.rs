@@ -6,17 +6,37 @@ use drover_manager::{ManagerConfig, Service};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ManagerArgs {
+    #[command(subcommand)]
+    command: Option<ManagerCmd>,
     /// The manager's configuration file (TOML: agents, state_dir, token_file, [loop], [poll],
-    /// [retention], [control]).
+    /// [retention], [control], [api]).
     #[arg(long)]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Check the configuration and the token files, say what would run, and exit.
     #[arg(long)]
     check: bool,
 }
 
+/// What to ask a running manager.
+#[derive(clap::Subcommand)]
+pub enum ManagerCmd {
+    /// The running manager's loop: mode, looks, hosts, plans, moves, energy, store health.
+    Status(crate::fleet_cmd::ManagerTarget),
+}
+
 pub fn run(args: ManagerArgs) -> anyhow::Result<()> {
+    if let Some(ManagerCmd::Status(t)) = &args.command {
+        return crate::fleet_cmd::run_status(t);
+    }
+    let path = args
+        .config
+        .context("drover manager needs --config FILE to run (or `drover manager status`)")?;
+    let args = ResolvedArgs {
+        config: path,
+        check: args.check,
+    };
     let config = ManagerConfig::load(&args.config)?;
     if args.check {
         config.agent_specs()?;
@@ -39,6 +59,11 @@ pub fn run(args: ManagerArgs) -> anyhow::Result<()> {
         service.stop().await?;
         Ok(())
     })
+}
+
+struct ResolvedArgs {
+    config: PathBuf,
+    check: bool,
 }
 
 /// Waits for SIGINT or SIGTERM and names it.

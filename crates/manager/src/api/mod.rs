@@ -17,6 +17,7 @@
 //! | `GET /v1/settings`; `PATCH /v1/settings?expected_version=N` | the settings; a JSON merge patch (RFC 7396) |
 //! | `GET /v1/events?subject=&id=&since_s=&limit=&newest_first=` | the journal |
 
+pub mod client;
 pub mod error;
 
 use crate::handle::Manager;
