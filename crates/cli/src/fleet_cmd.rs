@@ -1,7 +1,8 @@
 //! `drover host list|drain|undrain|wake`, `drover plan list|show|approve|cancel` and
 //! `drover manager status`: the running manager's API, addressed by `--manager URL` (or
-//! `$DROVER_MANAGER`, else the manager's default listen address) with `--token-file` (or
-//! `$DROVER_TOKEN_FILE`). Thin: parse, call, print (a table, or the API's JSON with `--json`).
+//! `$DROVER_MANAGER`, else the lab's manager (`drover manager --lab`) as the lab records it,
+//! else the manager's default listen address) with `--token-file` (or `$DROVER_TOKEN_FILE`,
+//! else the lab's token). Thin: parse, call, print (a table, or the API's JSON with `--json`).
 
 use anyhow::{anyhow, Context};
 use drover_api::AgentUrl;
@@ -19,9 +20,12 @@ pub struct ManagerTarget {
     /// http://127.0.0.1:7800).
     #[arg(long)]
     manager: Option<String>,
-    /// The manager API's token file (default: $DROVER_TOKEN_FILE).
+    /// The manager API's token file (default: $DROVER_TOKEN_FILE, else the lab's).
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// The lab whose manager (`drover manager --lab`) to ask when no URL is given.
+    #[arg(long, default_value = drover_lab::name::DEFAULT_LAB)]
+    lab: String,
     /// Print the API's JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -77,24 +81,39 @@ pub struct PlanArgs {
 }
 
 fn client(t: &ManagerTarget) -> anyhow::Result<ManagerClient> {
-    let (flag, url) = match &t.manager {
-        Some(u) => ("--manager", u.clone()),
-        None => match std::env::var("DROVER_MANAGER") {
-            Ok(u) => ("$DROVER_MANAGER", u),
-            Err(_) => (
-                "the default manager address",
+    let (flag, url) = match (&t.manager, std::env::var("DROVER_MANAGER")) {
+        (Some(u), _) => ("--manager".to_string(), u.clone()),
+        (None, Ok(u)) => ("$DROVER_MANAGER".to_string(), u),
+        (None, Err(_)) => match lab_manager(&t.lab)? {
+            Some(u) => (format!("the manager recorded in lab '{}'", t.lab), u),
+            None => (
+                "the default manager address".to_string(),
                 format!("http://{DEFAULT_LISTEN}"),
             ),
         },
     };
-    let url = AgentUrl::parse(&url).map_err(|e| anyhow!(e.named(flag)))?;
+    let url = AgentUrl::parse(&url).map_err(|e| anyhow!(e.named(&flag)))?;
+    // The lab is read only when no flag or variable names the token.
     let path = t
         .token_file
         .clone()
         .or_else(|| std::env::var_os("DROVER_TOKEN_FILE").map(PathBuf::from))
-        .context("the manager needs a token: --token-file FILE (or $DROVER_TOKEN_FILE)")?;
+        .or_else(|| drover_lab::load_state(&t.lab).ok().map(|s| s.token_file))
+        .context(
+            "the manager needs a token: --token-file FILE (or $DROVER_TOKEN_FILE, or a lab that is up)",
+        )?;
     let token = drover_agent::read_token(&path)?;
     Ok(ManagerClient::new(url, &token))
+}
+
+/// The URL `drover manager --lab` recorded for lab `name`, if the lab is up and has one.
+fn lab_manager(name: &str) -> anyhow::Result<Option<String>> {
+    let Ok(lab) = drover_lab::LabName::new(name) else {
+        return Ok(None);
+    };
+    let dirs = drover_lab::LabDirs::from_env();
+    let rec = drover_lab::manager_file::load_manager(&dirs, &lab)?;
+    Ok(rec.map(|r| r.url))
 }
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
