@@ -135,10 +135,19 @@ async fn forwarded_commands_are_refused(url_b: &str, exec: &str) {
             json!({"execute": "migrate-incoming", "arguments": {"uri": own, "exit-on-error": false}}),
             400,
         ),
-        // Well-formed, but not the URI this agent made for in1.
+        // Well-formed, but not the URI this agent made for in1: a value that breaks a rule
+        // (422, naming arguments.uri), like a URI of another form.
         (
             json!({"execute": "migrate-incoming", "arguments": {"uri": "tcp:127.0.0.1:9"}}),
-            409,
+            422,
+        ),
+        (
+            json!({"execute": "migrate-incoming", "arguments": {"uri": "tcp:8.8.8.8:4444"}}),
+            422,
+        ),
+        (
+            json!({"execute": "migrate-recover", "arguments": {"uri": own}}),
+            422,
         ),
         (
             json!({"execute": "human-monitor-command", "arguments": {"command-line": "info"}}),
@@ -156,6 +165,15 @@ async fn forwarded_commands_are_refused(url_b: &str, exec: &str) {
             body["error"].as_str().is_some_and(|e| !e.is_empty()),
             "{body}"
         );
+        let uri = args["arguments"]["uri"].as_str();
+        if want == 422 && uri.is_some_and(|u| u.starts_with("tcp:")) {
+            assert!(
+                body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("arguments.uri")),
+                "{body}"
+            );
+        }
     }
     // The agent's own URI is accepted, and QEMU then really listens there.
     let (s, body) = post_json(

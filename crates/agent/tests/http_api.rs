@@ -465,3 +465,74 @@ async fn standby_names_the_vms_still_there() {
     assert_eq!(c.standby().await.expect("empty").state, PowerState::Standby);
     stop(agent);
 }
+
+/// The reviewer's crash: a body nested thousands of levels deep (here as deep as the 64 KiB
+/// body limit allows) on every POST path that reads a body is a 400 naming where it went too
+/// deep, and the agent still answers afterwards.
+#[tokio::test]
+async fn deeply_nested_bodies_are_refused_on_every_post_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_agent, url) = agent(dir.path()).await;
+    let depth = 32_000;
+    let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    for (path, field) in [
+        ("/v1/vms", "name"),
+        ("/v1/vms/a/workload", "workload"),
+        ("/v1/vms/a/qmp", "arguments"),
+        ("/v1/vms/a/migrations", "to"),
+        ("/v1/incoming", "config"),
+    ] {
+        let body = format!(r#"{{"{field}":{nested}}}"#).into_bytes();
+        assert!(
+            body.len() <= drover_agent::api::BODY_LIMIT,
+            "{}",
+            body.len()
+        );
+        let (s, v, text) = send("POST", &format!("{url}{path}"), Some(TOKEN), Some(body)).await;
+        assert_eq!(s, 400, "{path}: {text}");
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with(&format!("{field}[0]")) && error.contains("32 levels"),
+            "{path}: {error}"
+        );
+    }
+    let (s, v, _) = send("GET", &format!("{url}/v1/health"), None, None).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ok")));
+}
+
+/// `DELETE /v1/incoming/NAME` on a VM that never was incoming says just that; on one that
+/// was and has been committed, it says which migration delivered it.
+#[tokio::test]
+async fn aborting_a_vm_that_is_not_incoming_says_which_it_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    save_ghost(&cfg, "plain", "idle");
+    save_ghost(&cfg, "arrived", "idle");
+    let store = drover_agent::store::Store::open(&cfg.state_dir).expect("store");
+    let mut arrived = store
+        .load_vms()
+        .expect("load")
+        .into_iter()
+        .find(|v| v.config.name == "arrived")
+        .expect("saved");
+    arrived.arrived_by = Some("m-9".into());
+    store.save_vm(&arrived).expect("save");
+    let agent = start(cfg).await.expect("start");
+    let client = client_of(&agent);
+    let err = client.abort_incoming("plain").await.expect_err("refused");
+    assert_eq!(err.status(), Some(409), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("VM 'plain' is not an incoming migration"),
+        "{err}"
+    );
+    let err = client.abort_incoming("arrived").await.expect_err("refused");
+    assert_eq!(err.status(), Some(409), "{err}");
+    assert!(
+        err.to_string()
+            .contains("not an incoming migration any more")
+            && err.to_string().contains("migration m-9"),
+        "{err}"
+    );
+    stop(agent);
+}

@@ -42,14 +42,65 @@ pub enum Step {
     Index(usize),
 }
 
+/// Deepest nesting of arrays and objects a body may have, in levels (the top-level object is
+/// level 1). Drover's own bodies are about 4 deep; the limit leaves room and keeps every later
+/// walk over a [`Node`] (which recurses once per level) shallow.
+pub const MAX_DEPTH: usize = 32;
+
+/// Why a body could not be read as a [`Node`].
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Not JSON: serde_json's syntax error (not UTF-8, trailing data, ...).
+    #[error(transparent)]
+    Syntax(#[from] serde_json::Error),
+    /// Arrays and objects nested deeper than `limit` levels; `path` is the value that would
+    /// open level `limit + 1`.
+    #[error(
+        "{}: arrays and objects nest deeper than {limit} levels",
+        at_path(path)
+    )]
+    TooDeep { path: Vec<Step>, limit: usize },
+}
+
+/// A path as messages spell it: `config.nic.mac`, `arguments.capabilities[0].state`, or
+/// `the body` for the top.
+fn at_path(path: &[Step]) -> String {
+    match path_text(path) {
+        p if p.is_empty() => "the body".into(),
+        p => p,
+    }
+}
+
+/// A path as messages spell it: `config.nic.mac`, `arguments.capabilities[0].state` (keys cut
+/// to 64 characters; empty for the top).
+pub fn path_text(path: &[Step]) -> String {
+    let mut out = String::new();
+    for step in path {
+        match step {
+            Step::Key(key) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.extend(key.chars().take(64));
+            }
+            Step::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
 impl Node {
-    /// Reads a JSON text.
+    /// Reads a JSON text, in two linear passes and without recursion: serde_json checks the
+    /// syntax (it skips a raw value with a loop, not per level), then [`Builder`] builds the
+    /// node with an explicit stack, refusing nesting beyond [`MAX_DEPTH`] levels before it
+    /// opens the level after the limit.
     ///
     /// # Errors
-    /// serde_json's syntax error (not JSON, not UTF-8, trailing data).
-    pub fn read(body: &[u8]) -> Result<Node, serde_json::Error> {
+    /// [`ReadError::Syntax`] for a body that is not JSON, [`ReadError::TooDeep`] naming where
+    /// the limit was hit.
+    pub fn read(body: &[u8]) -> Result<Node, ReadError> {
         let raw: Box<RawValue> = serde_json::from_slice(body)?;
-        Node::from_raw(&raw)
+        Builder::new(raw.get()).run()
     }
 
     /// The node of an already parsed value (numbers as serde_json prints them).
@@ -67,36 +118,6 @@ impl Node {
                     .collect(),
             ),
         }
-    }
-
-    fn from_raw(raw: &RawValue) -> Result<Node, serde_json::Error> {
-        let text = raw.get().trim();
-        Ok(match text.as_bytes().first() {
-            Some(b'{') => {
-                let Entries(entries) = serde_json::from_str(text)?;
-                Node::Object(
-                    entries
-                        .into_iter()
-                        .map(|(k, v)| Ok((k, Node::from_raw(&v)?)))
-                        .collect::<Result<_, serde_json::Error>>()?,
-                )
-            }
-            Some(b'[') => {
-                let items: Vec<Box<RawValue>> = serde_json::from_str(text)?;
-                Node::Array(
-                    items
-                        .iter()
-                        .map(|v| Node::from_raw(v))
-                        .collect::<Result<_, _>>()?,
-                )
-            }
-            Some(b'"') => Node::String(serde_json::from_str(text)?),
-            Some(b't') => Node::Bool(true),
-            Some(b'f') => Node::Bool(false),
-            Some(b'n') => Node::Null,
-            // serde_json has checked the syntax: anything else is a number.
-            _ => Node::Number(text.to_string()),
-        })
     }
 
     /// The object's entries, or None for any other kind of value.
@@ -144,26 +165,192 @@ impl Node {
     }
 }
 
-/// An object's entries in order, duplicates kept (a map type would drop them).
-struct Entries(Vec<(String, Box<RawValue>)>);
+/// An array or object being built, with where the next value goes.
+enum Frame {
+    Array(Vec<Node>),
+    /// The entries so far and the key of the value being read.
+    Object(Vec<(String, Node)>, String),
+}
 
-impl<'de> de::Deserialize<'de> for Entries {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Entries;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
-                let mut out = Vec::new();
-                while let Some(entry) = map.next_entry()? {
-                    out.push(entry);
+impl Frame {
+    /// Where the value being read sits in its container.
+    fn step(&self) -> Step {
+        match self {
+            Frame::Array(items) => Step::Index(items.len()),
+            Frame::Object(_, key) => Step::Key(key.clone()),
+        }
+    }
+
+    fn push(&mut self, value: Node) {
+        match self {
+            Frame::Array(items) => items.push(value),
+            Frame::Object(entries, key) => entries.push((std::mem::take(key), value)),
+        }
+    }
+
+    fn into_node(self) -> Node {
+        match self {
+            Frame::Array(items) => Node::Array(items),
+            Frame::Object(entries, _) => Node::Object(entries),
+        }
+    }
+}
+
+/// Builds a [`Node`] from a JSON text serde_json has already checked, in one pass over its
+/// bytes with an explicit stack of at most [`MAX_DEPTH`] frames.
+struct Builder<'a> {
+    text: &'a str,
+    /// Byte offset of the next byte to read.
+    at: usize,
+    stack: Vec<Frame>,
+}
+
+/// A syntax error in text serde_json accepted: cannot happen, but is an error, not a panic.
+fn unexpected(at: usize) -> ReadError {
+    ReadError::Syntax(de::Error::custom(format!("unexpected input at byte {at}")))
+}
+
+impl<'a> Builder<'a> {
+    fn new(text: &'a str) -> Self {
+        Builder {
+            text,
+            at: 0,
+            stack: Vec::new(),
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        let bytes = self.text.as_bytes();
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = bytes.get(self.at) {
+            self.at += 1;
+        }
+        bytes.get(self.at).copied()
+    }
+
+    /// Consumes `byte` (after whitespace).
+    fn expect(&mut self, byte: u8) -> Result<(), ReadError> {
+        if self.peek() != Some(byte) {
+            return Err(unexpected(self.at));
+        }
+        self.at += 1;
+        Ok(())
+    }
+
+    /// A string token starting at the current byte (a `"`), unescaped.
+    fn string(&mut self) -> Result<String, ReadError> {
+        self.peek();
+        let start = self.at;
+        self.expect(b'"')?;
+        let bytes = self.text.as_bytes();
+        let mut escaped = false;
+        loop {
+            match bytes.get(self.at) {
+                Some(b'\\') => {
+                    escaped = true;
+                    self.at += 2;
                 }
-                Ok(Entries(out))
+                Some(b'"') => break,
+                Some(_) => self.at += 1,
+                None => return Err(unexpected(self.at)),
             }
         }
-        d.deserialize_map(V)
+        self.at += 1;
+        let token = self
+            .text
+            .get(start..self.at)
+            .ok_or_else(|| unexpected(start))?;
+        match token.get(1..token.len().saturating_sub(1)) {
+            Some(plain) if !escaped => Ok(plain.to_string()),
+            _ => Ok(serde_json::from_str(token)?),
+        }
+    }
+
+    /// A literal or number: its text.
+    fn scalar(&mut self) -> &'a str {
+        let start = self.at;
+        let bytes = self.text.as_bytes();
+        while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E' | b'a'..=b'z') =
+            bytes.get(self.at)
+        {
+            self.at += 1;
+        }
+        self.text.get(start..self.at).unwrap_or_default()
+    }
+
+    /// Opens an array or object at the current byte (`[` or `{`): the empty container when it
+    /// closes at once, else None with its frame pushed and the reader at its first value.
+    fn open(&mut self, open: u8) -> Result<Option<Node>, ReadError> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(ReadError::TooDeep {
+                path: self.stack.iter().map(Frame::step).collect(),
+                limit: MAX_DEPTH,
+            });
+        }
+        self.at += 1;
+        let close = if open == b'[' { b']' } else { b'}' };
+        if self.peek() == Some(close) {
+            self.at += 1;
+            return Ok(Some(if open == b'[' {
+                Node::Array(Vec::new())
+            } else {
+                Node::Object(Vec::new())
+            }));
+        }
+        let frame = if open == b'[' {
+            Frame::Array(Vec::new())
+        } else {
+            let key = self.string()?;
+            self.expect(b':')?;
+            Frame::Object(Vec::new(), key)
+        };
+        self.stack.push(frame);
+        Ok(None)
+    }
+
+    fn run(mut self) -> Result<Node, ReadError> {
+        loop {
+            // A value starts here.
+            let mut value = match self.peek() {
+                Some(open @ (b'[' | b'{')) => match self.open(open)? {
+                    Some(empty) => empty,
+                    None => continue,
+                },
+                Some(b'"') => Node::String(self.string()?),
+                Some(_) => match self.scalar() {
+                    "true" => Node::Bool(true),
+                    "false" => Node::Bool(false),
+                    "null" => Node::Null,
+                    // serde_json has checked the syntax: anything else is a number.
+                    "" => return Err(unexpected(self.at)),
+                    number => Node::Number(number.to_string()),
+                },
+                None => return Err(unexpected(self.at)),
+            };
+            // The value is complete: hand it to its container, closing each container it
+            // completes, until one continues with another value.
+            loop {
+                let Some(mut top) = self.stack.pop() else {
+                    return Ok(value);
+                };
+                top.push(value);
+                match self.peek() {
+                    Some(b',') => {
+                        self.at += 1;
+                        if let Frame::Object(_, key) = &mut top {
+                            *key = self.string()?;
+                            self.expect(b':')?;
+                        }
+                        self.stack.push(top);
+                        break;
+                    }
+                    Some(b']' | b'}') => {
+                        self.at += 1;
+                        value = top.into_node();
+                    }
+                    _ => return Err(unexpected(self.at)),
+                }
+            }
+        }
     }
 }
 
@@ -439,94 +626,5 @@ impl<'de> Deserializer<'de> for StrKey<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde::Deserialize;
-
-    #[derive(Debug, Deserialize, PartialEq)]
-    #[serde(deny_unknown_fields)]
-    struct Inner {
-        x: u32,
-    }
-
-    #[derive(Debug, Deserialize, PartialEq)]
-    #[serde(deny_unknown_fields)]
-    struct Outer {
-        name: String,
-        #[serde(default)]
-        inner: Option<Inner>,
-        #[serde(default)]
-        list: Vec<Inner>,
-        #[serde(default)]
-        flag: bool,
-    }
-
-    fn read(body: &str) -> Result<Outer, Located> {
-        typed(&Node::read(body.as_bytes()).expect("JSON"))
-    }
-
-    fn key(k: &str) -> Step {
-        Step::Key(k.into())
-    }
-
-    #[test]
-    fn numbers_keep_their_text() {
-        let node = Node::read(br#"{"a": 18446744073709551616, "b": 2.50, "c": -0}"#).expect("JSON");
-        let texts: Vec<String> = ["a", "b", "c"]
-            .iter()
-            .map(|k| node.at(&[key(k)]).map(Node::typed).unwrap_or_default())
-            .collect();
-        assert_eq!(texts, ["18446744073709551616", "2.50", "-0"]);
-    }
-
-    #[test]
-    fn refusals_carry_their_kind_and_path() {
-        let ok = read(r#"{"name": "a", "inner": {"x": 1}, "list": [{"x": 2}]}"#).expect("ok");
-        assert_eq!(ok.list, vec![Inner { x: 2 }]);
-        for (body, path, structure) in [
-            (r#"{"name": 1}"#, vec![key("name")], true),
-            (r#"["a"]"#, vec![], true),
-            (r#"{"name": "a", "inner": [1]}"#, vec![key("inner")], true),
-            (r#"{"name": "a", "inner": {}}"#, vec![key("inner")], true),
-            (
-                r#"{"name": "a", "inner": {"x": 1, "y": 2}}"#,
-                vec![key("inner"), key("y")],
-                true,
-            ),
-            (r#"{"name": "a", "name": "b"}"#, vec![], true),
-            (
-                r#"{"name": "a", "list": [{"x": 1}, {"x": "2"}]}"#,
-                vec![key("list"), Step::Index(1), key("x")],
-                true,
-            ),
-            (
-                r#"{"name": "a", "inner": {"x": -1}}"#,
-                vec![key("inner"), key("x")],
-                false,
-            ),
-            (r#"{"name": "a", "flag": "yes"}"#, vec![key("flag")], true),
-        ] {
-            let err = read(body).expect_err(body);
-            assert_eq!(err.path, path, "{body}: {:?}", err.refusal);
-            assert_eq!(
-                err.refusal.is_structure(),
-                structure,
-                "{body}: {:?}",
-                err.refusal
-            );
-        }
-    }
-
-    #[test]
-    fn duplicate_keys_and_arrays_for_objects_are_structure() {
-        let err = read(r#"["a", null, [], false]"#).expect_err("an array is no struct");
-        assert_eq!(
-            err.refusal,
-            Refusal::Type {
-                expected: "an object".into()
-            }
-        );
-        let err = read(r#"{"name": "a", "name": "a"}"#).expect_err("twice");
-        assert_eq!(err.refusal, Refusal::Duplicate("name"));
-    }
-}
+#[path = "body_tests.rs"]
+mod tests;

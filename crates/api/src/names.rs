@@ -81,11 +81,15 @@ macro_rules! ipv6 {
     };
 }
 
-/// An agent base URL: http(s), a host (an IPv4 address or a DNS name whose last label has a
-/// letter) and a port, nothing else (no user, path, query or fragment).
+/// An agent base URL: http(s), a host (an IPv4 address, a bracketed IPv6 address as in a
+/// migration URI, or a DNS name whose last label has a letter) and a port, nothing else (no
+/// user, path, query or fragment).
 pub const AGENT_URL: &str = concat!(
     "^https?://(",
     ipv4!(),
+    "|\\[",
+    ipv6!(),
+    "\\]",
     "|([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.){0,8}[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)",
     ":",
     port!(),
@@ -180,7 +184,7 @@ shape!(
     AGENT_URL_SHAPE,
     "to",
     AGENT_URL,
-    "an agent URL with host and port, like http://198.18.0.2:7700"
+    "an agent URL with host and port, like http://198.18.0.2:7700 or http://[fd00::2]:7700"
 );
 shape!(
     MIGRATION_URI_SHAPE,
@@ -370,6 +374,9 @@ mod tests {
             "http://198.18.0.2:7700/",
             "https://agent.example:443",
             "http://h1:1",
+            "http://[::1]:7700",
+            "https://[fd00::2]:443/",
+            "http://[::ffff:198.18.0.2]:7700",
         ] {
             assert!(AGENT_URL_SHAPE.matches(ok), "{ok}");
         }
@@ -384,6 +391,17 @@ mod tests {
             "http://x:1/path",
             "http://x:1?q",
             "http://:1",
+            "http://[::1]",
+            "http://[::1]:0",
+            "http://[::1]:65536",
+            "http://::1:7700",
+            "http://[1.2.3.4]:1",
+            "http://[fe80::1%eth0]:1",
+            "http://[:::1]:1",
+            "http://user@[::1]:1",
+            "http://[::1]:1/path",
+            "http://[::1]:1?q",
+            "http://[::1]:1#f",
         ] {
             assert!(!AGENT_URL_SHAPE.matches(bad), "{bad}");
         }

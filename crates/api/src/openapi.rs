@@ -76,7 +76,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: Delete, path: "/v1/vms/{name}", summary: "Stop and delete a VM", request: Body::None, ok: (200, Body::Json(s::<Deleted>)), errors: &[400, AUTH, 404, 409, 422], auth: true },
     Route { method: Post, path: "/v1/vms/{name}/workload", summary: "Change a running VM's workload in place (accepted once checked and recorded; the guest applies it within a second or two: workload_pending turns false; 409: another kind, a larger working set, not fitting the VM, VM busy, lost or incoming)", request: Body::Json(s::<WorkloadChange>), ok: (202, Body::Json(s::<VmView>)), errors: &[400, AUTH, 404, 409, 413, 422, 500], auth: true },
     Route { method: Get, path: "/v1/vms/{name}/samples", summary: "The guest workload's reports, wall-clock stamped", request: Body::None, ok: (200, Body::Json(s::<Vec<WallSample>>)), errors: &[400, AUTH, 404, 422], auth: true },
-    Route { method: Post, path: "/v1/vms/{name}/qmp", summary: "Run one forwardable QMP command on an incoming VM (agent to agent, for migrations; a URI must be the one this agent made; 409 also when QEMU refuses the command in its state)", request: Body::Json(s::<ForwardedQmp>), ok: (200, Body::Json(s::<QmpReply>)), errors: &[400, AUTH, 404, 409, 413, 422, 502], auth: true },
+    Route { method: Post, path: "/v1/vms/{name}/qmp", summary: "Run one forwardable QMP command on an incoming VM (agent to agent, for migrations; 422 naming arguments.uri when a URI is not the one this agent made for the VM; 409 when the VM is not an incoming one or QEMU refuses the command in its state)", request: Body::Json(s::<ForwardedQmp>), ok: (200, Body::Json(s::<QmpReply>)), errors: &[400, AUTH, 404, 409, 413, 422, 502], auth: true },
     Route { method: Post, path: "/v1/vms/{name}/migrations", summary: "Migrate this VM to another agent (runs in the background; 409: busy, lost, has a disk (no storage migration yet), or the destination is this host)", request: Body::Json(s::<MigrationRequest>), ok: (202, Body::Json(s::<MigrationRecord>)), errors: &[400, AUTH, 404, 409, 413, 422], auth: true },
     Route { method: Get, path: "/v1/migrations", summary: "Every migration this agent was the source of", request: Body::None, ok: (200, Body::Json(s::<Vec<MigrationRecord>>)), errors: &[AUTH], auth: true },
     Route { method: Get, path: "/v1/migrations/{id}", summary: "A migration, with live progress while it runs", request: Body::None, ok: (200, Body::Json(s::<MigrationRecord>)), errors: &[400, AUTH, 404, 422], auth: true },
@@ -97,13 +97,13 @@ fn any_object(_: &mut SchemaGenerator) -> Schema {
 /// What each error status means.
 fn error_meaning(code: u16) -> &'static str {
     match code {
-        400 => "malformed request: not JSON, not a JSON object, a value of the wrong JSON type (a string for a number, a fraction for a whole number, an array for an object), an unknown, missing or repeated field, or a path parameter that is not UTF-8; the error names the field by its path",
+        400 => "malformed request: not JSON, arrays and objects nested deeper than 32 levels (named at the path where it goes too deep), not a JSON object, a value of the wrong JSON type (a string for a number, a fraction for a whole number, an array for an object), an unknown, missing or repeated field, or a path parameter that is not UTF-8; the error names the field by its path",
         401 => "missing or wrong bearer token",
         404 => "no such VM or migration",
-        409 => "conflicts with the host's state (name taken, VM busy or lost or not an incoming one, not enough free memory, disk or tap absent, a migration URI this agent did not make, destination is this host, host in standby or waking, VMs or migrations still on a host asked to stand by, a workload change the VM's running workload cannot take), or the VM's QEMU refused a forwarded command in its state or on this host (qmp_class and qmp_desc say why)",
+        409 => "conflicts with the host's state (name taken, VM busy or lost or not an incoming one, not enough free memory, disk or tap absent, destination is this host, host in standby or waking, VMs or migrations still on a host asked to stand by, a workload change the VM's running workload cannot take), or the VM's QEMU refused a forwarded command in its state or on this host (qmp_class and qmp_desc say why)",
         413 => "body too large",
         414 => "URI too long",
-        422 => "a well-typed value that breaks this document's rules (a pattern, an enum value not in the set, a number out of range, a command outside the forwardable set), or the one rule the schema cannot state: a memtouch working set must fit the VM's memory (see VmConfig.workload); the error names the field by its path",
+        422 => "a well-typed value that breaks this document's rules (a pattern, an enum value not in the set, a number out of range, a command outside the forwardable set), or one of the two rules the schema cannot state: a memtouch working set must fit the VM's memory (see VmConfig.workload), and a forwarded migration URI must be the one this agent made for the VM (arguments.uri); the error names the field by its path",
         500 => "the agent failed (QEMU did not start, disk error, state not saved)",
         502 => "the VM's QEMU did not answer",
         _ => "error",
@@ -270,9 +270,21 @@ mod tests {
             .as_str()
             .unwrap_or_default();
         assert!(invalid.contains("VmConfig.workload"), "{invalid}");
+        assert!(invalid.contains("a forwarded migration URI"), "{invalid}");
+        let malformed = responses["E400"]["description"]
+            .as_str()
+            .unwrap_or_default();
+        let depth = format!("deeper than {} levels", crate::body::MAX_DEPTH);
+        assert!(malformed.contains(&depth), "{malformed}");
+        assert!(!conflict.contains("URI"), "{conflict}");
         assert!(!invalid.contains("QEMU"), "{invalid}");
         let qmp = &doc["paths"]["/v1/vms/{name}/qmp"]["post"]["responses"];
         assert!(qmp["409"].is_object());
+        assert!(qmp["422"].is_object());
+        let summary = doc["paths"]["/v1/vms/{name}/qmp"]["post"]["summary"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(summary.contains("422 naming arguments.uri"), "{summary}");
         let workload = &doc["components"]["schemas"]["VmConfig"]["properties"]["workload"];
         assert_eq!(
             workload["description"].as_str(),

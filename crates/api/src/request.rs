@@ -3,7 +3,8 @@
 //! a request before sending it.
 //!
 //! The status follows one rule, for every body:
-//! - [`RequestError::Syntax`] (HTTP 400): the request's structure is wrong: not JSON, not a
+//! - [`RequestError::Syntax`] (HTTP 400): the request's structure is wrong: not JSON, nested
+//!   deeper than [`crate::body::MAX_DEPTH`] levels (named at the path where it goes too deep), not a
 //!   JSON object, a value of the wrong JSON type (a string for a number, `2.5` for a whole
 //!   number, an array for an object), an unknown, missing or repeated field;
 //! - [`RequestError::Invalid`] (HTTP 422): a well-typed value breaks a rule: a string of the
@@ -15,7 +16,7 @@
 //! what is expected in the setting's own limits (never the range of the Rust type that holds
 //! it). The body is read by [`crate::body`]; the first problem found is the one reported.
 
-use crate::body::{typed, Located, Node, Refusal, Step};
+use crate::body::{path_text, typed, Located, Node, ReadError, Refusal, Step};
 use crate::migration::{IncomingRequest, MigrationRequest};
 use crate::names::{MIGRATION_ID_SHAPE, VM_NAME_SHAPE, WORKLOAD_SHAPE};
 use crate::qmp::{ForwardedQmp, SetCapabilities, UriArgs, ALLOWED, MAX_CAPABILITIES};
@@ -35,23 +36,6 @@ pub enum RequestError {
     /// A well-typed value that breaks a rule: 422.
     #[error("{0}")]
     Invalid(String),
-}
-
-/// A path as messages spell it: `config.nic.mac`, `arguments.capabilities[0].state`.
-fn path_text(path: &[Step]) -> String {
-    let mut out = String::new();
-    for step in path {
-        match step {
-            Step::Key(key) => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.extend(key.chars().take(64));
-            }
-            Step::Index(i) => out.push_str(&format!("[{i}]")),
-        }
-    }
-    out
 }
 
 /// `parent.field`, or `field` at the top.
@@ -147,8 +131,18 @@ fn object(body: &[u8], what: &str) -> Result<Node, RequestError> {
             "the {what} body is empty; expected a JSON object"
         )));
     }
-    let node = Node::read(body)
-        .map_err(|e| RequestError::Syntax(format!("the {what} is not JSON: {e}")))?;
+    let node = Node::read(body).map_err(|e| match e {
+        ReadError::Syntax(e) => RequestError::Syntax(format!("the {what} is not JSON: {e}")),
+        ReadError::TooDeep { path, limit } => {
+            let at = match path_text(&path) {
+                p if p.is_empty() => format!("the {what}"),
+                p => p,
+            };
+            RequestError::Syntax(format!(
+                "{at}: arrays and objects nest deeper than the {limit} levels a {what} may have"
+            ))
+        }
+    })?;
     match node {
         Node::Object(_) => Ok(node),
         other => Err(RequestError::Syntax(format!(

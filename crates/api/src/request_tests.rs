@@ -413,3 +413,63 @@ fn qmp_commands() {
     );
     assert_eq!(status(parse_qmp(seventeen.as_bytes())), 422);
 }
+
+/// A body nested beyond `body::MAX_DEPTH` is the request's structure (400) on every body,
+/// named at the path where the limit was hit.
+#[test]
+fn deep_nesting_is_refused_on_every_body() {
+    let deep = |field: &str| {
+        let depth = 100_000;
+        format!(
+            r#"{{"{field}":{}{}}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        )
+        .into_bytes()
+    };
+    type Parse = fn(&[u8]) -> Result<(), RequestError>;
+    let parsers: [(&str, Parse); 5] = [
+        ("name", |b| parse_create_vm(b).map(drop)),
+        ("to", |b| parse_migration(b).map(drop)),
+        ("config", |b| parse_incoming(b).map(drop)),
+        ("workload", |b| parse_workload_change(b).map(drop)),
+        ("arguments", |b| parse_qmp(b).map(drop)),
+    ];
+    for (field, parse) in parsers {
+        let r = parse(&deep(field));
+        assert_eq!(status(r.clone()), 400, "{field}");
+        let m = message(r);
+        let at = format!("{field}{}: ", "[0]".repeat(crate::body::MAX_DEPTH - 1));
+        assert!(m.starts_with(&at), "{field}: {m}");
+        assert!(m.contains("deeper than the 32 levels"), "{m}");
+    }
+}
+
+/// `"hybrid_fraction": -0.0` is read as 0.0 (it was stored and echoed as -0.0).
+#[test]
+fn a_negative_zero_fraction_is_read_as_zero() {
+    for zero in ["-0.0", "-0", "-0e5"] {
+        let body = format!(
+            r#"{{"to":"http://198.18.0.2:7700","technique":"hybrid","hybrid_fraction":{zero}}}"#
+        );
+        let req = parse_migration(body.as_bytes()).expect("valid");
+        assert!(req.knobs.hybrid_fraction.is_sign_positive(), "{zero}");
+    }
+}
+
+/// An agent URL may be a bracketed IPv6 address, as the agent listens there.
+#[test]
+fn migration_requests_take_ipv6_agent_urls() {
+    let req =
+        parse_migration(br#"{"to":"http://[::1]:7700","technique":"precopy"}"#).expect("valid");
+    assert_eq!(req.to.host(), "::1");
+    for bad in [
+        "http://[::1]",
+        "http://[::1]:0",
+        "http://user@[::1]:1",
+        "http://[::1]:1/x",
+    ] {
+        let body = format!(r#"{{"to":"{bad}","technique":"precopy"}}"#);
+        assert_eq!(status(parse_migration(body.as_bytes())), 422, "{bad}");
+    }
+}

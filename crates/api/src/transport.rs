@@ -54,6 +54,16 @@ pub enum ClientError {
         url: String,
         message: String,
     },
+    /// The reply's body is longer than `limit` bytes ([`MAX_REPLY_BYTES`]); the client
+    /// stopped reading there.
+    #[error(
+        "{peer} {url} sent a reply over {limit} bytes; the client reads at most {limit} bytes"
+    )]
+    TooLarge {
+        peer: Peer,
+        url: String,
+        limit: usize,
+    },
     /// The request breaks a rule of the API; it was not sent.
     #[error("not sent: {0}")]
     Invalid(String),
@@ -68,6 +78,11 @@ impl ClientError {
         }
     }
 }
+
+/// Largest reply body a client reads, bytes (8 MiB). The biggest honest reply, a VM's sample
+/// history or a list of migration records or plans, is well under 1 MiB; a peer that sends
+/// more (a fake or broken one) is cut off at this size instead of filling the caller's memory.
+pub const MAX_REPLY_BYTES: usize = 8 * 1024 * 1024;
 
 /// Connect timeout of every call (at most the call's own timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -129,7 +144,7 @@ impl JsonTransport {
         };
         let resp = req.send().await.map_err(|e| unreachable(e, &url))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| unreachable(e, &url))?;
+        let bytes = read_bounded(peer, resp, &url, MAX_REPLY_BYTES).await?;
         if !status.is_success() {
             let err: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
             return Err(ClientError::Api {
@@ -152,6 +167,41 @@ impl JsonTransport {
     }
 }
 
+/// The reply's body, read chunk by chunk and refused as soon as it passes `limit` bytes (at
+/// once when its `Content-Length` says so), so a peer cannot make the caller hold more.
+async fn read_bounded(
+    peer: Peer,
+    mut resp: reqwest::Response,
+    url: &str,
+    limit: usize,
+) -> Result<Vec<u8>, ClientError> {
+    let too_large = || ClientError::TooLarge {
+        peer,
+        url: url.to_string(),
+        limit,
+    };
+    let announced = resp.content_length().unwrap_or(0);
+    if announced > limit as u64 {
+        return Err(too_large());
+    }
+    // The announced length is only a hint to size the buffer (at most `limit`).
+    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(limit).min(limit));
+    loop {
+        let chunk = resp.chunk().await.map_err(|e| ClientError::Unreachable {
+            peer,
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
+        let Some(chunk) = chunk else {
+            return Ok(body);
+        };
+        if chunk.len() > limit - body.len() {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+}
+
 /// A request body as JSON bytes.
 ///
 /// # Errors
@@ -160,4 +210,109 @@ pub fn json<B: Serialize>(body: &B) -> Result<Option<Vec<u8>>, ClientError> {
     serde_json::to_vec(body)
         .map(Some)
         .map_err(|e| ClientError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::AgentClient;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A fake agent on loopback answering every request with a JSON body of `len` bytes,
+    /// announced by Content-Length or chunked; returns its base URL.
+    async fn fake_peer(len: usize, chunked: bool) -> AgentUrl {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    let head = if chunked {
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         transfer-encoding: chunked\r\n\r\n"
+                            .to_string()
+                    } else {
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                             content-length: {len}\r\n\r\n"
+                        )
+                    };
+                    if sock.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    // `"xxxx...x"`: a JSON string of `len` bytes, sent in 64 KiB pieces.
+                    let mut left = len;
+                    let piece = vec![b'x'; 64 * 1024];
+                    let mut first = true;
+                    while left > 0 {
+                        let n = left.min(piece.len());
+                        let mut data = piece[..n].to_vec();
+                        if first {
+                            data[0] = b'"';
+                            first = false;
+                        }
+                        if left == n {
+                            data[n - 1] = b'"';
+                        }
+                        let sent = if chunked {
+                            let mut framed = format!("{n:x}\r\n").into_bytes();
+                            framed.extend_from_slice(&data);
+                            framed.extend_from_slice(b"\r\n");
+                            sock.write_all(&framed).await
+                        } else {
+                            sock.write_all(&data).await
+                        };
+                        if sent.is_err() {
+                            return; // the client hung up: what a bounded reader does
+                        }
+                        left -= n;
+                    }
+                    if chunked {
+                        let _ = sock.write_all(b"0\r\n\r\n").await;
+                    }
+                });
+            }
+        });
+        AgentUrl::parse(&format!("http://{addr}")).expect("url")
+    }
+
+    /// The reviewer's case: a peer answering /v1/health with 300 MB. Both the announced and
+    /// the chunked forms are cut off at the limit, with an error naming the URL and the limit.
+    #[tokio::test]
+    async fn an_oversized_reply_is_cut_off_at_the_limit() {
+        for chunked in [false, true] {
+            let base = fake_peer(300 * 1024 * 1024, chunked).await;
+            let client = AgentClient::new(base.clone(), "t");
+            let err = client.health().await.expect_err("too large");
+            assert_eq!(
+                err,
+                ClientError::TooLarge {
+                    peer: Peer::Agent,
+                    url: format!("{base}/v1/health"),
+                    limit: MAX_REPLY_BYTES,
+                },
+                "chunked: {chunked}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("/v1/health") && text.contains("8388608"),
+                "{text}"
+            );
+        }
+    }
+
+    /// A reply at the limit is read whole (and then judged as JSON, here the wrong type).
+    #[tokio::test]
+    async fn a_reply_at_the_limit_is_read() {
+        for chunked in [false, true] {
+            let base = fake_peer(MAX_REPLY_BYTES, chunked).await;
+            let err = AgentClient::new(base, "t")
+                .health()
+                .await
+                .expect_err("a string is no health");
+            assert!(matches!(err, ClientError::Decode { .. }), "{err}");
+        }
+    }
 }

@@ -23,7 +23,8 @@ fn described(shape: &Shape, description: &str) -> Schema {
     Schema::try_from(schema).unwrap_or_else(|_| json_schema!({"type": "string"}))
 }
 
-/// An agent's base URL: `http(s)://host:port`, validated, without a trailing `/`.
+/// An agent's base URL: `http(s)://host:port`, validated, without a trailing `/`; the host is
+/// an IPv4 address, a bracketed IPv6 address (`http://[::1]:7700`) or a DNS name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(into = "String")]
 pub struct AgentUrl(String);
@@ -68,9 +69,13 @@ impl AgentUrl {
         &self.0
     }
 
-    /// The host part (an IPv4 address or a DNS name).
+    /// The host part: an IPv4 address, an IPv6 address without its brackets (as a resolver
+    /// and `IpAddr::from_str` read it), or a DNS name.
     pub fn host(&self) -> &str {
-        self.authority().rsplit_once(':').map_or("", |(h, _)| h)
+        let host = self.authority().rsplit_once(':').map_or("", |(h, _)| h);
+        host.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
     }
 
     /// The port (always present: the shape requires it).
@@ -218,6 +223,30 @@ mod tests {
         assert!(AgentUrl::parse("http://198.18.0.2").is_err());
         let json: Result<AgentUrl, _> = serde_json::from_str(r#""http://x""#);
         assert!(json.is_err());
+    }
+
+    /// The agent listens on IPv6 and migration URIs take it: agent URLs do too, bracketed as
+    /// in a migration URI, and the host comes back without brackets for the resolver.
+    #[test]
+    fn agent_urls_take_bracketed_ipv6() {
+        let u = AgentUrl::parse("http://[::1]:7700/").expect("valid");
+        assert_eq!(u.as_str(), "http://[::1]:7700");
+        assert_eq!((u.host(), u.port()), ("::1", 7700));
+        assert!(u.host().parse::<IpAddr>().is_ok());
+        let u: AgentUrl = serde_json::from_str(r#""https://[fd00::2:3]:443""#).expect("json");
+        assert_eq!((u.host(), u.port()), ("fd00::2:3", 443));
+        for bad in [
+            "http://[::1]",
+            "http://[::1]:0",
+            "http://::1:7700",
+            "http://[fe80::1%25eth0]:1",
+            "http://user@[::1]:1",
+            "http://[::1]:1/v1",
+            "http://[::1]:1?x=1",
+            "http://[x::1]:1",
+        ] {
+            assert!(AgentUrl::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,10 +9,12 @@
 //! - 404 (no such VM or migration) and 409 (name taken, not enough free memory, disk or tap
 //!   absent, VM busy, destination is this host, ...) answer the host's state, not the data; the
 //!   document lists them per operation, and they pass;
-//! - 400 and 422 reject the data and fail, except one 422: the document states the one rule
-//!   JSON Schema cannot (a memtouch working set must fit the VM's memory, two fields compared)
-//!   and quotes its refusal. The hook lets a 422 through only when it is that refusal, about
-//!   the request's own numbers, for a request that does break the rule as documented.
+//! - 400 and 422 reject the data and fail, except two 422s: the document states the two rules
+//!   JSON Schema cannot (a memtouch working set must fit the VM's memory, two fields compared;
+//!   a forwarded migration URI must be the one the agent made for that incoming VM) and quotes
+//!   their refusals. The hook lets a 422 through only when it is one of those refusals, about
+//!   the request's own values (its numbers; its VM name), for a request that does break the
+//!   rule as documented.
 //!
 //! The agent's memory capacity is small (256M), so at most four minimal VMs boot at once and
 //! most generated sizes are refused with 409. Needs root, `ip`, QEMU and schemathesis' `st`

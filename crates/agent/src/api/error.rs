@@ -119,9 +119,11 @@ impl From<crate::vms::VmsError> for ApiError {
             | E::NoDisk { .. }
             | E::NoTap(_)
             | E::NotIncoming(_)
-            | E::ForeignUri { .. }
+            | E::Committed { .. }
             | E::Workload(_) => ApiError::Conflict(e.to_string()),
-            E::Unsendable(_) => ApiError::Invalid(e.to_string()),
+            // A URI that is not the one this agent made is a value that breaks a rule, like
+            // one of another form (the parser's 422), whatever the VM's state.
+            E::Unsendable(_) | E::ForeignUri { .. } => ApiError::Invalid(e.to_string()),
             E::Launch(drover_qemu::launcher::LaunchError::BadSpec(_)) => {
                 ApiError::Invalid(e.to_string())
             }

@@ -96,6 +96,8 @@ pub struct Held<'a> {
     pub migration: Option<&'a str>,
     /// The migration's guest already runs on the destination (post-copy started).
     pub guest_away: bool,
+    /// The migration that delivered this VM here, once committed (the record's `arrived_by`).
+    pub arrived_by: Option<&'a str>,
 }
 
 /// Whether `kind` may remove VM `name`.
@@ -133,7 +135,13 @@ pub fn may_remove(kind: Removal, name: &str, held: Held<'_>, seen: &Look) -> Res
         }
         Removal::AbortIncoming => {
             if held.role.incoming_migration().is_none() {
-                return busy("it is no longer an incoming migration destination".into());
+                return Err(match held.arrived_by {
+                    Some(m) => VmsError::Committed {
+                        name: name.to_string(),
+                        migration: m.to_string(),
+                    },
+                    None => VmsError::NotIncoming(name.to_string()),
+                });
             }
             match seen {
                 None => Ok(()), // its QEMU is gone: nothing runs here to lose
@@ -259,6 +267,7 @@ mod tests {
             role,
             migration: None,
             guest_away: false,
+            arrived_by: None,
         }
     }
 
@@ -300,14 +309,26 @@ mod tests {
         ] {
             assert_eq!(abort(look.clone()), "guest-here", "{look:?}");
         }
-        assert_eq!(
-            status(may_remove(
-                Removal::AbortIncoming,
-                "vm1",
-                held(&VmRole::Running),
-                &seen("running", None)
-            )),
-            "busy"
+    }
+
+    /// Aborting "incoming" VM that never was one says so, and one committed since says that.
+    #[test]
+    fn an_abort_tells_a_vm_never_incoming_from_one_committed_since() {
+        let abort = |arrived_by: Option<&str>| {
+            let held = Held {
+                arrived_by,
+                ..held(&VmRole::Running)
+            };
+            may_remove(Removal::AbortIncoming, "vm1", held, &seen("running", None))
+                .expect_err("not incoming")
+                .to_string()
+        };
+        assert_eq!(abort(None), "VM 'vm1' is not an incoming migration");
+        let committed = abort(Some("m7"));
+        assert!(
+            committed.contains("not an incoming migration any more")
+                && committed.contains("migration m7"),
+            "{committed}"
         );
     }
 
@@ -326,6 +347,7 @@ mod tests {
             role: &role,
             migration: Some("m1"),
             guest_away: true,
+            arrived_by: None,
         };
         let err = may_remove(Removal::Delete, "vm1", paused, &seen("postmigrate", None))
             .expect_err("held");

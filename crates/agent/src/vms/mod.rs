@@ -96,9 +96,20 @@ pub enum VmsError {
     NoDisk { disk: String, dir: PathBuf },
     #[error("no tap interface '{0}' on this host")]
     NoTap(String),
-    #[error("VM '{0}' is not an incoming migration destination")]
+    #[error("VM '{0}' is not an incoming migration")]
     NotIncoming(String),
-    #[error("'{uri}' is not the URI this agent made for incoming VM '{name}'")]
+    /// An incoming VM committed since: it was one, and is a normal VM now.
+    #[error(
+        "VM '{name}' is not an incoming migration any more: migration {migration} delivered it \
+         here and it was committed"
+    )]
+    Committed { name: String, migration: String },
+    /// A forwarded QMP command's `arguments.uri` that is not the URI this agent made for the
+    /// VM (the API answers 422, naming the field).
+    #[error(
+        "arguments.uri '{uri}' is not valid: expected the URI this agent made for incoming VM \
+         '{name}'"
+    )]
     ForeignUri { name: String, uri: String },
     /// A workload change the VM's running workload cannot take.
     #[error(transparent)]
@@ -715,6 +726,7 @@ impl Vms {
                 role: &e.record.role,
                 migration: e.migration.as_deref(),
                 guest_away: e.guest_away,
+                arrived_by: e.record.arrived_by.as_deref(),
             };
             guard::may_remove(kind, name, held, &seen)?;
             // From here its QEMU's end is ours, not news for the liveness check.

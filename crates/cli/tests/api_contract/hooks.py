@@ -80,10 +80,33 @@ def is_the_documented_workload_refusal(case, response):
     return breaks_the_rule and int(refusal["wss"]) == wss_mib and int(refusal["mem"]) == memory >> 20
 
 
+# The other rule the document states but a schema cannot: a forwarded migration URI must be the
+# one the agent made for that incoming VM (the agent quotes the URI as it reads it back).
+URI_REFUSAL = re.compile(
+    r"arguments\.uri '(?P<uri>tcp:[^']*)' is not valid: expected the URI this agent made for "
+    r"incoming VM '(?P<name>[^']*)'"
+)
+
+
+def is_the_documented_uri_refusal(case, response):
+    if response.status_code != 422 or case.operation.label != "POST /v1/vms/{name}/qmp":
+        return False
+    body = case.body if isinstance(case.body, dict) else {}
+    if body.get("execute") not in ("migrate-incoming", "migrate-recover"):
+        return False
+    try:
+        error = response.json().get("error", "")
+    except Exception:
+        return False
+    found = URI_REFUSAL.fullmatch(error) if isinstance(error, str) else None
+    name = (getattr(case, "path_parameters", None) or {}).get("name")
+    return found is not None and found["name"] == name
+
+
 @schemathesis.check
 def positive_data_acceptance_but_workload_fit(ctx, response, case):
-    """`positive_data_acceptance`, allowing only the documented cross-field 422."""
-    if is_the_documented_workload_refusal(case, response):
+    """`positive_data_acceptance`, allowing only the documented cross-field 422s."""
+    if is_the_documented_workload_refusal(case, response) or is_the_documented_uri_refusal(case, response):
         return True
     # Looked up when first needed: the built-in OpenAPI checks register after hooks load.
     return CHECKS.get_one("positive_data_acceptance")(ctx, response, case)
@@ -114,9 +137,10 @@ def self_test():
             self.schema = Schema()
 
     class Case:
-        def __init__(self, label, body):
+        def __init__(self, label, body, name=None):
             self.operation = Operation(label)
             self.body = body
+            self.path_parameters = {"name": name} if name else {}
 
     class Response:
         def __init__(self, status_code, error):
@@ -170,6 +194,18 @@ def self_test():
         assert is_the_documented_workload_refusal(case, response), (case.body, response.error)
     for case, response in refused:
         assert not is_the_documented_workload_refusal(case, response), (case.body, response.status_code, response.error)
+    qmp = "POST /v1/vms/{name}/qmp"
+    incoming = {"execute": "migrate-incoming", "arguments": {"uri": "tcp:[1::1]:5"}}
+    foreign = "arguments.uri 'tcp:[1::1]:5' is not valid: expected the URI this agent made for incoming VM 'in1'"
+    assert is_the_documented_uri_refusal(Case(qmp, incoming, "in1"), Response(422, foreign))
+    for case, response in [
+        (Case(qmp, incoming, "in2"), Response(422, foreign)),
+        (Case(qmp, incoming, "in1"), Response(400, foreign)),
+        (Case(qmp, {"execute": "query-status"}, "in1"), Response(422, foreign)),
+        (Case("POST /v1/vms", incoming, "in1"), Response(422, foreign)),
+        (Case(qmp, incoming, "in1"), Response(422, foreign + "; and more")),
+    ]:
+        assert not is_the_documented_uri_refusal(case, response), (case.body, response.error)
     print(f"hooks.py self-test: {len(allowed)} allowed, {len(refused)} refused, as documented")
 
 

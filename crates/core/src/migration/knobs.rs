@@ -55,7 +55,9 @@ pub struct PlanKnobs {
     /// Let the watchdog switch a pre-copy that does not converge to post-copy.
     pub allow_postcopy_switch: bool,
     /// Hybrid: switch to post-copy once this fraction of RAM (0..=1) has been sent...
+    /// A negative zero (`-0.0`) is read and written as 0.0 ([`fraction`]).
     #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 1.0)))]
+    #[serde(deserialize_with = "fraction", serialize_with = "fraction_out")]
     pub hybrid_fraction: f64,
     /// ...or after this many pre-copy passes, whichever comes first.
     #[serde(deserialize_with = "wire::whole")]
@@ -88,6 +90,23 @@ impl Default for PlanKnobs {
             postcopy_stall_s: 60,
         }
     }
+}
+
+/// A fraction as read from the wire, the record or a configuration: `-0.0` (which passes the
+/// 0..=1 check, being equal to 0.0) becomes 0.0, so it is neither stored nor echoed signed.
+/// The one place `hybrid_fraction` enters through serde; [`fraction_out`] is its mirror for
+/// values built in code (the CLI's flags).
+fn fraction<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    f64::deserialize(d).map(unsigned_zero)
+}
+
+fn fraction_out<S: serde::Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(unsigned_zero(*value))
+}
+
+/// `x` with a negative zero made positive (adding 0.0 does exactly that, and nothing else).
+fn unsigned_zero(x: f64) -> f64 {
+    x + 0.0
 }
 
 /// A setting outside its limits; names the field as the wire and the record spell it.
@@ -376,6 +395,22 @@ mod tests {
             Some(err.expected.clone())
         );
         assert_eq!(err.to_string(), "deadline_s 0: expected 1 to 86400 s");
+    }
+
+    /// `"hybrid_fraction": -0.0` was stored and echoed as -0.0.
+    #[test]
+    fn a_negative_zero_fraction_is_zero() {
+        let k: PlanKnobs = serde_json::from_str(r#"{"hybrid_fraction": -0.0}"#).expect("parses");
+        assert!(k.hybrid_fraction.is_sign_positive());
+        assert_eq!(k.validate(), Ok(()));
+        let built = PlanKnobs {
+            hybrid_fraction: -0.0,
+            ..PlanKnobs::default()
+        };
+        let text = serde_json::to_string(&built).expect("serializes");
+        assert!(text.contains(r#""hybrid_fraction":0.0"#), "{text}");
+        let again: PlanKnobs = serde_json::from_str(&text).expect("reads back");
+        assert!(again.hybrid_fraction.is_sign_positive());
     }
 
     #[test]

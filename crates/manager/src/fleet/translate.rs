@@ -175,7 +175,10 @@ pub fn migrate_answer(result: &Result<MigrationRecord, ClientError>) -> MigrateA
         Ok(_) => MigrateAnswer::Accepted,
         Err(e @ ClientError::Unreachable { .. }) => MigrateAnswer::Unreachable(e.to_string()),
         Err(e @ ClientError::Invalid(_)) => MigrateAnswer::Refused(e.to_string()),
-        Err(e @ ClientError::Decode { .. }) => MigrateAnswer::ReadRecord(e.to_string()),
+        // It answered, unreadably or too long: the migration may exist.
+        Err(e @ (ClientError::Decode { .. } | ClientError::TooLarge { .. })) => {
+            MigrateAnswer::ReadRecord(e.to_string())
+        }
         Err(e @ ClientError::Api { status, .. }) if *status == 409 || *status >= 500 => {
             MigrateAnswer::ReadRecord(e.to_string())
         }
