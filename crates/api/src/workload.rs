@@ -113,7 +113,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "workload 'memtouch:wss=100M': working set 100 MiB does not fit a 128 MiB guest \
-             (the guest itself needs about 48 MiB)"
+             (the guest itself needs about 96 MiB)"
         );
     }
 
