@@ -47,7 +47,7 @@ pub struct VmConfig {
     pub vcpus: u32,
     /// Guest memory, bytes (at least 128 MiB: the guest's kernel and initramfs need about 76 MiB to boot).
     #[serde(deserialize_with = "wire::whole")]
-    #[schemars(range(min = 67_108_864u64, max = 1_099_511_627_776u64))]
+    #[schemars(range(min = 134_217_728u64, max = 1_099_511_627_776u64))]
     pub memory_bytes: u64,
     /// Guest workload spec; see [`workload_fit_rule`] for the one rule the schema cannot state.
     #[serde(default = "idle")]

@@ -146,7 +146,7 @@ fn refusals_quote_the_flag_and_the_text_as_typed() {
         assert!(stderr.contains(wanted), "{args:?}: {stderr}");
         assert!(!stderr.contains("4294967295"), "{args:?}: {stderr}");
         assert!(!stderr.contains("stand-in QEMU"), "{args:?} started a QEMU");
-        if args.contains(&"--memory") && wanted.contains("128 MiB") {
+        if args.contains(&"--memory") && wanted.contains("expected 128 MiB") {
             assert!(
                 !stderr.contains("workload"),
                 "blames the workload: {stderr}"
