@@ -15,6 +15,8 @@
 //! | 132, 136, 144 MiB | memtouch 64 MiB, rate=max | runs, all 16384 pages touched, no OOM |
 //! | 192 MiB | memtouch 128 MiB, rate=max | OOM killer |
 //! | 200, 208 MiB | memtouch 128 MiB, rate=max | runs |
+//! | 128 MiB (the rule's edge) | memtouch 32 MiB, rate=max | runs, no OOM |
+//! | 160 MiB (the rule's edge) | memtouch 64 MiB, rate=max | runs, no OOM |
 //!
 //! So the guest boots from 76 MiB and needs 65 to 72 MiB beside a working set. The rules keep a
 //! margin over both: [`MIN_GUEST_MEMORY_BYTES`] 128 MiB (52 MiB over the least that boots) and
