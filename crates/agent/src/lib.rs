@@ -61,12 +61,13 @@ pub enum AgentError {
         /// The [`AgentConfig`] field at fault.
         setting: &'static str,
         value: String,
-        expected: &'static str,
+        expected: String,
     },
 }
 
-/// The least memory an agent may report: what one guest needs (the guest's own rule).
-pub const MIN_HOST_MEMORY: u64 = drover_guest::fit::MIN_GUEST_MEMORY_BYTES;
+/// The least memory an agent may report, bytes: the smallest guest plus the QEMU overhead
+/// admission charges for it (the guest's own rule, `drover_guest::fit`).
+pub const MIN_HOST_MEMORY: u64 = drover_guest::fit::MIN_HOST_MEMORY_BYTES;
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -126,21 +127,25 @@ impl AgentConfig {
     /// no memory, intervals of zero). [`start`] calls it, so every caller is checked, not only
     /// the command line.
     pub fn validate(&self) -> Result<(), AgentError> {
-        let bad = |setting, value: String, expected| {
+        let bad = |setting, value: String, expected: &str| {
             Err(AgentError::Setting {
                 setting,
                 value,
-                expected,
+                expected: expected.to_string(),
             })
         };
-        if let Some(c) = self.cpus.filter(|c| !(c.is_finite() && *c > 0.0)) {
-            return bad("cpus", c.to_string(), "a positive, finite number of CPUs");
+        if let Some(c) = self.cpus.filter(|&c| !drover_guest::fit::host_cpus_ok(c)) {
+            return bad(
+                "cpus",
+                c.to_string(),
+                &drover_guest::fit::host_cpus_expected(),
+            );
         }
         if let Some(m) = self.memory_bytes.filter(|&m| m < MIN_HOST_MEMORY) {
             return bad(
                 "memory_bytes",
                 format!("{m} bytes"),
-                "at least 64 MiB (what one guest needs)",
+                &drover_guest::fit::host_memory_expected(),
             );
         }
         if self.wake_delay > MAX_WAKE_DELAY {
@@ -159,19 +164,15 @@ impl AgentConfig {
                 return bad(setting, "0 s".into(), "longer than zero");
             }
         }
-        if let Some(l) = self.link_bps.filter(|l| !LINK_BPS.contains(l)) {
-            return bad(
-                "link_bps",
-                format!("{l} bytes/s"),
-                "1 Mbit/s (125000 bytes/s) to 100 GB/s, the range of a migration's assumed link",
-            );
+        if let Some(l) = self.link_bps {
+            if let Err(expected) = drover_core::migration::knobs::check_link_bps(l) {
+                let expected = expected.trim_start_matches("expected ");
+                return bad("link_bps", format!("{l} bytes/s"), expected);
+            }
         }
         Ok(())
     }
 }
-
-/// The link rates an agent takes: those a migration's `assumed_link_bps` may have.
-pub const LINK_BPS: std::ops::RangeInclusive<u64> = 125_000..=100_000_000_000;
 
 /// A token shorter than this is easy to guess.
 pub const MIN_TOKEN_BYTES: usize = 16;
@@ -365,7 +366,7 @@ mod tests {
     #[test]
     fn capacities_must_be_real() {
         assert!(config().validate().is_ok());
-        for cpus in [-1.0, 0.0, f64::NAN, f64::INFINITY] {
+        for cpus in [-1.0, 0.0, f64::NAN, f64::INFINITY, 1e300, 0.0001] {
             let mut c = config();
             c.cpus = Some(cpus);
             let e = c.validate().unwrap_err();
@@ -386,10 +387,18 @@ mod tests {
         let e = c.validate().unwrap_err();
         assert_eq!(
             e.to_string(),
-            "agent setting memory_bytes is 0 bytes; expected at least 64 MiB (what one guest needs)"
+            "agent setting memory_bytes is 0 bytes; expected at least 234 MiB (245366784 bytes: \
+             the smallest guest, 128 MiB, plus QEMU's overhead charged for it)"
         );
+        // 64 MiB was once accepted as "what one guest needs", and then no VM fitted.
+        c.memory_bytes = Some(64 << 20);
+        assert!(c.validate().is_err());
         c.memory_bytes = Some(MIN_HOST_MEMORY);
         assert!(c.validate().is_ok());
+        assert!(
+            vms::vm_cost(drover_guest::fit::MIN_GUEST_MEMORY_BYTES, 1) <= MIN_HOST_MEMORY,
+            "a host at the floor admits the smallest guest"
+        );
         c.sample_interval = Duration::ZERO;
         assert!(c.validate().is_err());
         let mut c = config();

@@ -83,10 +83,10 @@ async fn memory_admission_counts_qemu_and_is_atomic() {
         error(refused[0])
     );
 
-    // One 128 MiB VM does not fit a 200 MiB host once its QEMU is counted.
+    // One 256 MiB VM does not fit a 300 MiB host once its QEMU is counted (364 MiB).
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_b, url) = agent(config(dir.path(), 200 * MIB)).await;
-    let body = json!({"name": "big", "memory_bytes": 128 * MIB});
+    let (_b, url) = agent(config(dir.path(), 300 * MIB)).await;
+    let body = json!({"name": "big", "memory_bytes": 256 * MIB});
     let (s, v) = send("POST", &format!("{url}/v1/vms"), Some(body)).await;
     assert_eq!(s, 409, "{v}");
 }

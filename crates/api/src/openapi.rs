@@ -222,7 +222,10 @@ mod tests {
         assert_eq!(vm["additionalProperties"], false);
         assert_eq!(vm["properties"]["name"]["pattern"], crate::names::VM_NAME);
         assert_eq!(vm["properties"]["vcpus"]["maximum"], 64);
-        assert_eq!(vm["properties"]["memory_bytes"]["minimum"], 64 << 20);
+        assert_eq!(
+            vm["properties"]["memory_bytes"]["minimum"],
+            drover_guest::fit::MIN_GUEST_MEMORY_BYTES
+        );
         let req = &schemas["MigrationRequest"];
         assert_eq!(req["additionalProperties"], false, "{req}");
         assert_eq!(req["properties"]["bandwidth_bps"]["minimum"], 125_000);

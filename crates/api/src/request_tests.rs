@@ -99,12 +99,12 @@ fn refusals_name_the_field_and_the_real_limits() {
         (
             br#"{"name":"a","memory_bytes":18446744073709551616}"#.to_vec(),
             422,
-            "memory_bytes 18446744073709551616: expected 64 MiB to 1 TiB",
+            "memory_bytes 18446744073709551616: expected 128 MiB to 1 TiB",
         ),
         (
             br#"{"name":"a","memory_bytes":5e7}"#.to_vec(),
             422,
-            "memory_bytes 5e7: expected 64 MiB to 1 TiB",
+            "memory_bytes 5e7: expected 128 MiB to 1 TiB",
         ),
         (
             vm(r#","nic":{"tap":"t0","mac":"x"}"#),
@@ -158,12 +158,12 @@ fn nested_fields_are_named_by_their_path() {
         (
             incoming(r#""name":"a","memory_bytes":1024"#),
             422,
-            "config.memory_bytes 1024: expected 64 MiB to 1 TiB",
+            "config.memory_bytes 1024: expected 128 MiB to 1 TiB",
         ),
         (
             incoming(r#""name":"a","memory_bytes":-1"#),
             422,
-            "config.memory_bytes -1: expected 64 MiB to 1 TiB",
+            "config.memory_bytes -1: expected 128 MiB to 1 TiB",
         ),
         (
             incoming(r#""name":"a","memory_bytes":134217728,"workload":"memtouch:wss=100M""#),

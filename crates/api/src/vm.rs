@@ -45,9 +45,9 @@ pub struct VmConfig {
     #[serde(default = "one", deserialize_with = "wire::whole")]
     #[schemars(range(min = 1, max = 64))]
     pub vcpus: u32,
-    /// Guest memory, bytes (at least 64 MiB: the guest's kernel and initramfs need most of it).
+    /// Guest memory, bytes (at least 128 MiB: the guest's kernel and initramfs need about 76 MiB to boot).
     #[serde(deserialize_with = "wire::whole")]
-    #[schemars(range(min = 67_108_864u64, max = 1_099_511_627_776u64))]
+    #[schemars(range(min = 134_217_728u64, max = 1_099_511_627_776u64))]
     pub memory_bytes: u64,
     /// Guest workload spec; see [`workload_fit_rule`] for the one rule the schema cannot state.
     #[serde(default = "idle")]
@@ -274,7 +274,7 @@ mod tests {
         let err = vm(r#"{"name":"a","memory_bytes":50331648}"#).unwrap_err();
         assert_eq!(
             err,
-            "memory_bytes 50331648: expected 64 MiB to 1 TiB (67108864 to 1099511627776 bytes)"
+            "memory_bytes 50331648: expected 128 MiB to 1 TiB (134217728 to 1099511627776 bytes)"
         );
         let err = vm(r#"{"name":"a","memory_bytes":134217728,"workload":"memtouch:wss=128M"}"#)
             .unwrap_err();
@@ -290,19 +290,19 @@ mod tests {
         assert_eq!(
             err,
             "workload 'memtouch:wss=100M': working set 100 MiB does not fit a 128 MiB guest \
-             (the guest itself needs about 48 MiB)"
+             (the guest itself needs about 96 MiB)"
         );
         let doc = workload_fit_rule();
         let quoted = "workload '<spec>': working set <W> MiB does not fit a <M> MiB guest (the \
-                      guest itself needs about 48 MiB)";
+                      guest itself needs about 96 MiB)";
         assert!(doc.contains(quoted), "{doc}");
-        assert!(doc.contains("plus 48 MiB"), "{doc}");
-        // The boundary: exactly the working set plus 48 MiB fits.
+        assert!(doc.contains("plus 96 MiB"), "{doc}");
+        // The boundary: exactly the working set plus 96 MiB fits.
         assert!(
-            vm(r#"{"name":"a","memory_bytes":134217728,"workload":"memtouch:wss=80M"}"#).is_ok()
+            vm(r#"{"name":"a","memory_bytes":201326592,"workload":"memtouch:wss=96M"}"#).is_ok()
         );
         assert!(
-            vm(r#"{"name":"a","memory_bytes":134217727,"workload":"memtouch:wss=80M"}"#).is_err()
+            vm(r#"{"name":"a","memory_bytes":201326591,"workload":"memtouch:wss=96M"}"#).is_err()
         );
     }
 

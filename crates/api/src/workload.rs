@@ -88,7 +88,7 @@ mod tests {
         VmConfig {
             name: "a".into(),
             vcpus: 1,
-            memory_bytes: 128 << 20,
+            memory_bytes: 256 << 20,
             workload: workload.into(),
             disk: None,
             nic: None,
@@ -109,11 +109,11 @@ mod tests {
         let e = check_change(&vm("memtouch:wss=64M"), "memtouch:wss=80M").unwrap_err();
         assert!(matches!(e, WorkloadChangeError::Switch { .. }), "{e}");
         // The fit rule, worded as for a new VM.
-        let e = check_change(&vm("memtouch:wss=64M"), "memtouch:wss=100M").unwrap_err();
+        let e = check_change(&vm("memtouch:wss=64M"), "memtouch:wss=200M").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "workload 'memtouch:wss=100M': working set 100 MiB does not fit a 128 MiB guest \
-             (the guest itself needs about 48 MiB)"
+            "workload 'memtouch:wss=200M': working set 200 MiB does not fit a 256 MiB guest \
+             (the guest itself needs about 96 MiB)"
         );
     }
 

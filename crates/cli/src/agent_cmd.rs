@@ -39,11 +39,12 @@ pub struct AgentArgs {
     /// own, when /sys/fs/cgroup shows it).
     #[arg(long)]
     cgroup_dir: Option<PathBuf>,
-    /// CPUs to report as this host's capacity (default: cgroup quota, else all).
+    /// CPUs to report as this host's capacity, 0.1 to 1024 cores (default: cgroup quota, else
+    /// all).
     #[arg(long, allow_negative_numbers = true, value_parser = cores)]
     cpus: Option<f64>,
-    /// Memory to report as this host's capacity, at least 64 MiB, e.g. 4G (default: cgroup
-    /// limit, else all).
+    /// Memory to report as this host's capacity, at least 234 MiB (the smallest guest plus its
+    /// QEMU's overhead), e.g. 4G (default: cgroup limit, else all).
     #[arg(long)]
     memory: Option<String>,
     /// Seconds a woken host stays `waking` (standing for its boot) before it is active again,

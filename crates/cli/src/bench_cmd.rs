@@ -17,7 +17,7 @@ pub struct BenchArgs {
     /// Technique to run (repeatable): precopy, postcopy, hybrid, auto or all.
     #[arg(long = "technique", short = 't', default_value = "all")]
     techniques: Vec<String>,
-    /// Guest memory, 64 MiB to 1 TiB, e.g. 256M (binary), 500MB (decimal).
+    /// Guest memory, 128 MiB to 1 TiB, e.g. 256M (binary), 500MB (decimal).
     #[arg(long, default_value = "256M")]
     memory: String,
     /// Workload: memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq], cpu:demand=PCT, idle.
@@ -43,7 +43,14 @@ fn techniques(raw: &[String]) -> anyhow::Result<Vec<Technique>> {
         if t == "all" {
             out.extend(Technique::ALL);
         } else {
-            out.push(parsed("--technique", t)?);
+            // The flag takes `all` as well, so its refusal lists it.
+            let technique = t.parse::<Technique>().map_err(|_| {
+                anyhow::anyhow!(
+                    "--technique: unknown technique '{t}': expected precopy, postcopy, hybrid, \
+                     auto or all"
+                )
+            })?;
+            out.push(technique);
         }
     }
     out.dedup();

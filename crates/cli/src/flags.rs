@@ -124,11 +124,15 @@ where
     text.parse().map_err(|e| anyhow!("{flag}: {e}"))
 }
 
-/// A number of cores: positive and finite, as typed.
+/// A host's number of cores, as typed: [`drover_guest::fit::MIN_HOST_CPUS`] to
+/// [`drover_guest::fit::MAX_HOST_CPUS`] (clap's refusal names the flag and quotes the text).
 pub fn cores(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
-        Ok(c) if c.is_finite() && c > 0.0 => Ok(c),
-        _ => Err("expected a positive, finite number of cores (e.g. 0.5)".into()),
+        Ok(c) if drover_guest::fit::host_cpus_ok(c) => Ok(c),
+        _ => Err(format!(
+            "expected {} (e.g. 0.5)",
+            drover_guest::fit::host_cpus_expected()
+        )),
     }
 }
 
@@ -168,7 +172,7 @@ mod tests {
         let e = drover_guest::fit::check_memory(memory.value()).unwrap_err();
         let msg = flags.refused(&e).to_string();
         assert!(
-            msg.starts_with("--memory 1.5 rounds to 2 bytes; expected 64 MiB"),
+            msg.starts_with("--memory 1.5 rounds to 2 bytes; expected 128 MiB"),
             "{msg}"
         );
         assert!(cores("NaN").is_err() && cores("-1").is_err() && cores("0.5").is_ok());

@@ -21,13 +21,14 @@ pub enum LabCommand {
         /// Number of hosts, 1 to 99.
         #[arg(long, allow_negative_numbers = true, value_parser = whole::<u32>(1, u64::from(MAX_HOSTS)))]
         hosts: u32,
-        /// CPU cap of each host in cores (e.g. 0.5); uncapped if absent.
+        /// CPU cap of each host, 0.1 to 1024 cores (e.g. 0.5); uncapped if absent.
         #[arg(long, value_name = "C", allow_negative_numbers = true, value_parser = cores)]
         host_cpus: Option<f64>,
-        /// Memory cap of each host, at least 64 MiB (e.g. 2GiB); uncapped if absent.
+        /// Memory cap of each host, at least 234 MiB: the smallest guest plus its QEMU's
+        /// overhead (e.g. 2GiB); uncapped if absent.
         #[arg(long, value_name = "M")]
         host_memory: Option<String>,
-        /// Link rate of each host, each direction, at least 1 kB/s. Rates as tc reads them, in
+        /// Link rate of each host, each direction, 1 Mbit/s (the agents' floor) to 100 GB/s. Rates as tc reads them, in
         /// any case: 300mbit is megabits/s, but 300mbps is megaBYTES/s (tc's bps is bytes); or
         /// 100MB/s, 1Gbit/s; a bare number is bytes/s.
         #[arg(long, value_name = "RATE", default_value = "1Gbit/s")]

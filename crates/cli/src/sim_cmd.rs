@@ -64,20 +64,21 @@ struct SourceArgs {
     /// CSV trace with lines `vm,t,cpu_pct` (t = sample index).
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
-    /// VMs in the synthetic day used when no trace is given.
+    /// VMs in the synthetic day used when no trace is given, 1 to 1000000.
     #[arg(long, default_value_t = 1000, value_parser = count(1, limits::MAX_VMS))]
     synthetic: usize,
     /// Seed for the synthetic workload, random selection and dirty rates.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Samples per VM in a PlanetLab file (and in the synthetic day).
+    /// Samples per VM in a PlanetLab file (and in the synthetic day), 2 to 105120 (a year of
+    /// 5-minute samples).
     #[arg(long, default_value_t = 288, value_parser = count(limits::MIN_SAMPLES, limits::MAX_SAMPLES))]
     samples: usize,
 }
 
 #[derive(clap::Args, Clone)]
 struct ModelArgs {
-    /// Hosts (default: 800, or 4 per 5 VMs for synthetic days).
+    /// Hosts, 1 to 1000000 (default: 800, or 4 per 5 VMs for synthetic days).
     #[arg(long, value_parser = count(1, limits::MAX_HOSTS))]
     hosts: Option<usize>,
     /// Migration model: `benchmark` (CloudSim's) or `dirty` (dirty-rate aware, technique matters).

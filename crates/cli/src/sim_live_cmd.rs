@@ -47,8 +47,8 @@ pub struct ManagerBenchArgs {
     /// VMs (the benchmark's VM types, a seeded synthetic day with sudden overloads).
     #[arg(long, default_value_t = 10_000, value_parser = RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_VMS as u64))]
     vms: usize,
-    /// Simulated hours (one control pass a simulated second).
-    #[arg(long, default_value_t = 1.0)]
+    /// Simulated hours, above 0 and at most 168 (one control pass a simulated second).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = hours)]
     hours: f64,
     /// Cores per host.
     #[arg(long, default_value_t = 8, value_parser = RangedU64ValueParser::<u32>::new().range(1..=4096))]
@@ -59,6 +59,14 @@ pub struct ManagerBenchArgs {
     /// Print the report as one JSON document.
     #[arg(long)]
     json: bool,
+}
+
+/// `--hours` as typed: clap's refusal names the flag and quotes the text.
+fn hours(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(h) if manager_bench::hours_ok(h) => Ok(h),
+        _ => Err(format!("expected hours {}", manager_bench::HOURS_EXPECTED)),
+    }
 }
 
 /// Times the control loop against the live simulation and prints the figures.

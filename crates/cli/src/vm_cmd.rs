@@ -39,7 +39,7 @@ pub enum VmCommand {
         #[arg(long, default_value_t = 1, allow_negative_numbers = true,
               value_parser = whole::<u32>(1, u64::from(MAX_VCPUS)))]
         vcpus: u32,
-        /// Guest memory, 64 MiB to 1 TiB, e.g. 256M (binary), 500MB (decimal).
+        /// Guest memory, 128 MiB to 1 TiB, e.g. 256M (binary), 500MB (decimal).
         #[arg(long, default_value = "256M")]
         memory: String,
         /// memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq], cpu:demand=PCT or idle.

@@ -55,7 +55,7 @@ fn refusals_quote_the_flag_and_the_text_as_typed() {
         ),
         (
             &["lab", "up", "--hosts", "1", "--link", "1bit/s"],
-            "--link 1bit/s rounds to 0 bytes/s; expected at least 1000 bytes/s (1 kB/s)",
+            "--link 1bit/s rounds to 0 bytes/s; expected at least 125000 bytes/s (1 Mbit/s)",
         ),
         (
             &["lab", "up", "--hosts", "1", "--link", "5 furlongs/s"],
@@ -67,11 +67,26 @@ fn refusals_quote_the_flag_and_the_text_as_typed() {
         ),
         (
             &["agent", "--state-dir", state, "--token-file", token, "--link", "1bit/s"],
-            "--link 1bit/s rounds to 0 bytes/s; expected 1 Mbit/s (125000 bytes/s) to 100 GB/s",
+            "--link 1bit/s rounds to 0 bytes/s; expected at least 125000 bytes/s (1 Mbit/s)",
         ),
         (
             &["agent", "--state-dir", state, "--token-file", token, "--link", "1000gbps"],
-            "--link 1000gbps is 1000000000000 bytes/s; expected",
+            "--link 1000gbps is 1000000000000 bytes/s; expected at most 100000000000 bytes/s",
+        ),
+        // The flag's own choices, `all` included.
+        (
+            &["migrate-bench", "--technique", "bogus"],
+            "--technique: unknown technique 'bogus': expected precopy, postcopy, hybrid, auto or all",
+        ),
+        // Beyond any size or rate: the flag, the text and the range.
+        (
+            &["migrate-bench", "--memory", "99999999999999999999"],
+            "--memory '99999999999999999999' is out of range for a size: expected 0 to 16 EiB",
+        ),
+        (
+            &["migrate-bench", "--bandwidth", "18446744073709551615"],
+            "--bandwidth '18446744073709551615' is out of range for a rate: expected 0 to 16 EiB \
+             (below 18446744073709551616 bytes/s)",
         ),
         // Numbers: the real range, negatives included.
         (
@@ -93,11 +108,11 @@ fn refusals_quote_the_flag_and_the_text_as_typed() {
         // One rule, one message: the memory is at fault, named by its flag, as typed.
         (
             &["migrate-bench", "--memory", "48M"],
-            "--memory 48M is 50331648 bytes; expected 64 MiB to 1 TiB (67108864 to 1099511627776 bytes)",
+            "--memory 48M is 50331648 bytes; expected 128 MiB to 1 TiB (134217728 to 1099511627776 bytes)",
         ),
         (
             &["vm", "create", "a", "--memory", "1.5"],
-            "--memory 1.5 rounds to 2 bytes; expected 64 MiB to 1 TiB",
+            "--memory 1.5 rounds to 2 bytes; expected 128 MiB to 1 TiB",
         ),
         (
             &["vm", "create", "a", "--memory", "128M", "--workload", "memtouch:wss=100M"],
@@ -131,7 +146,7 @@ fn refusals_quote_the_flag_and_the_text_as_typed() {
         assert!(stderr.contains(wanted), "{args:?}: {stderr}");
         assert!(!stderr.contains("4294967295"), "{args:?}: {stderr}");
         assert!(!stderr.contains("stand-in QEMU"), "{args:?} started a QEMU");
-        if args.contains(&"--memory") && wanted.contains("64 MiB") {
+        if args.contains(&"--memory") && wanted.contains("expected 128 MiB") {
             assert!(
                 !stderr.contains("workload"),
                 "blames the workload: {stderr}"

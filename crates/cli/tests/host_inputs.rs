@@ -41,6 +41,18 @@ fn agent_refuses_impossible_capacities_naming_the_flag() {
         (&["--cpus", "0"], "--cpus"),
         (&["--memory", "0"], "--memory"),
         (&["--memory", "1M"], "--memory"),
+        // The range, naming the flag and quoting the text.
+        (
+            &["--cpus", "1e300"],
+            "'1e300' for '--cpus <CPUS>': expected 0.1 to 1024 cores",
+        ),
+        (
+            &["--cpus", "0.0001"],
+            "'0.0001' for '--cpus <CPUS>': expected 0.1 to 1024 cores",
+        ),
+        // 64 MiB was once "what one guest needs"; the smallest VM then got 409.
+        (&["--memory", "64M"], "at least 234 MiB"),
+        (&["--memory", "64M"], "QEMU's overhead"),
     ];
     for (extra, flag) in cases {
         let mut args = base.to_vec();
@@ -57,12 +69,25 @@ fn lab_up_refuses_a_lab_that_cannot_work_before_making_anything() {
     let tmp = tempfile::tempdir().unwrap();
     let cases: &[(&[&str], &str)] = &[
         (&["--hosts", "1", "--host-memory", "0"], "--host-memory"),
-        (&["--hosts", "1", "--host-memory", "10M"], "at least 64 MiB"),
+        (
+            &["--hosts", "1", "--host-memory", "10M"],
+            "at least 234 MiB",
+        ),
+        (&["--hosts", "1", "--host-memory", "64M"], "QEMU's overhead"),
         (&["--hosts", "1", "--host-cpus=-1"], "--host-cpus"),
         (&["--hosts", "1", "--host-cpus", "NaN"], "--host-cpus"),
+        (
+            &["--hosts", "1", "--host-cpus", "1e300"],
+            "expected 0.1 to 1024 cores",
+        ),
         (&["--hosts", "0"], "--hosts"),
         (&["--hosts", "1000"], "--hosts"),
         (&["--hosts", "1", "--link", "0B/s"], "--link"),
+        // What tc takes but the agents refuse: refused at once, in the agents' words.
+        (
+            &["--hosts", "1", "--link", "1kB/s"],
+            "--link 1kB/s is 1000 bytes/s; expected at least 125000 bytes/s (1 Mbit/s)",
+        ),
         (&["--hosts", "1", "--agent-timeout", "0"], "--agent-timeout"),
     ];
     for (extra, want) in cases {

@@ -88,12 +88,24 @@ fn policy_labels_keep_their_parameter() {
         "--synthetic",
         "20",
         "--policies",
-        "lr-mmt-1.25,lr-mmt-1.2,thr-mmt-0.0001",
+        "lr-mmt-1.25,lr-mmt-1.2,thr-mmt-0.0001,thr-mmt-5,lr-mmt-1.20,thr-mmt-.5,lr-mmt-01.2",
     ]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    for label in ["lr-mmt-1.25", "lr-mmt-1.2", "thr-mmt-0.0001"] {
+    // As given: never rounded (1.25), never reformatted (5 is not 5.0, .5 not 0.5).
+    for label in [
+        "lr-mmt-1.25",
+        "lr-mmt-1.2",
+        "thr-mmt-0.0001",
+        "thr-mmt-5",
+        "lr-mmt-1.20",
+        "thr-mmt-.5",
+        "lr-mmt-01.2",
+    ] {
         row(&stdout, "synthetic-20-1", label);
+    }
+    for reformatted in ["thr-mmt-5.0", "thr-mmt-0.5 "] {
+        assert!(!stdout.contains(reformatted), "{reformatted}: {stdout}");
     }
 }
 
@@ -123,6 +135,16 @@ fn sizes_out_of_range_name_the_flag_and_never_panic() {
             "1..=1000000",
         ),
         (&["sim", "bench", "--repeat", "0"], "--repeat", "1..=1000"),
+        (
+            &["sim", "manager-bench", "--hours", "18446744073709551615"],
+            "'18446744073709551615' for '--hours <HOURS>'",
+            "expected hours above 0 and at most 168",
+        ),
+        (
+            &["sim", "manager-bench", "--hours", "NaN"],
+            "'NaN' for '--hours <HOURS>'",
+            "above 0 and at most 168",
+        ),
         (
             &["sim", "--synthetic", "1000000", "--samples", "105120"],
             "--synthetic 1000000 with --samples 105120",
@@ -199,4 +221,17 @@ fn one_bad_day_does_not_hide_the_others() {
             && stderr.contains("drover sim compare --trace"),
         "{stderr}"
     );
+}
+
+/// Every size and count states its range in `--help`, as its refusal does.
+#[test]
+fn help_states_the_ranges() {
+    let out = drover(&["sim", "--help"]);
+    let (stdout, _) = text(&out);
+    for range in ["1 to 1000000", "2 to 105120"] {
+        assert!(stdout.contains(range), "{range}: {stdout}");
+    }
+    let out = drover(&["sim", "manager-bench", "--help"]);
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("above 0 and at most 168"), "{stdout}");
 }

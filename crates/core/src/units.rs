@@ -52,8 +52,19 @@ pub enum UnitError {
         unit: String,
         prefix: String,
     },
-    #[error("'{input}' is out of range for a {what}")]
+    /// Beyond what any size or rate can be (2^64 bytes, or bytes/s): the message gives that
+    /// range; the setting's own, narrower one is its rule's to state.
+    #[error("'{input}' is out of range for a {what}: expected 0 to 16 EiB (below 18446744073709551616 {})", unit_of(what))]
     OutOfRange { input: String, what: &'static str },
+}
+
+/// The unit a reading of `what` ("size" or "rate") is in, for messages.
+fn unit_of(what: &str) -> &'static str {
+    if what == "rate" {
+        "bytes/s"
+    } else {
+        "bytes"
+    }
 }
 
 const SIZE_HINT: &str = "e.g. 256M, 1GiB, 4096, 500MB";
@@ -414,6 +425,12 @@ mod tests {
             parse_size("18446744073709551616"),
             Err(UnitError::OutOfRange { .. })
         ));
+        // Out of range says which range.
+        assert_eq!(
+            parse_size("99999999999999999999").unwrap_err().to_string(),
+            "'99999999999999999999' is out of range for a size: expected 0 to 16 EiB (below \
+             18446744073709551616 bytes)"
+        );
     }
 
     #[test]

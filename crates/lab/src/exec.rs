@@ -21,16 +21,37 @@ const RMDIR_ROUNDS: u32 = 20;
 pub enum ExecError {
     #[error("{action}: {source}")]
     Step { action: String, source: SystemError },
-    #[error("agent of {host} did not answer on http://{addr}{HEALTH_PATH} within {secs} s (last error: {last}); see its log {}", log.display())]
+    /// `tail` holds the last lines of the agent's log, read before the rollback removes the
+    /// lab's directory (and the log with it).
+    #[error("agent of {host} did not answer on http://{addr}{HEALTH_PATH} within {secs} s (last error: {last}); the end of its log {}:\n{tail}", log.display())]
     Unhealthy {
         host: String,
         addr: String,
         secs: u64,
         last: String,
         log: PathBuf,
+        /// Boxed: the error stays small enough to return by value.
+        tail: Box<str>,
     },
     #[error("processes {pids:?} in {} survived SIGKILL", file.display())]
     Unkillable { file: PathBuf, pids: Vec<i32> },
+}
+
+/// Lines of a failed agent's log an error quotes.
+const LOG_TAIL_LINES: usize = 20;
+
+/// The last [`LOG_TAIL_LINES`] lines of a log, indented.
+fn log_tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(LOG_TAIL_LINES);
+    if lines.is_empty() {
+        return "  (empty)".into();
+    }
+    lines[start..]
+        .iter()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Runs steps and remembers how to undo them.
@@ -144,12 +165,17 @@ pub fn perform<S: System>(
                 }
                 sys.sleep(POLL);
             }
+            let tail = match sys.read(log) {
+                Ok(text) => log_tail(&text),
+                Err(e) => format!("(unreadable: {e})"),
+            };
             Err(ExecError::Unhealthy {
                 host: host.clone(),
                 addr: addr.to_string(),
                 secs: timeout.as_secs(),
                 last,
                 log: log.clone(),
+                tail: tail.into(),
             })
         }
         Action::KillCgroup(files) => kill_cgroup(sys, files),
@@ -269,6 +295,10 @@ mod tests {
     fn unhealthy_agent_names_host_and_log() {
         let mut sys = FakeSystem::new();
         sys.fail_on = Some("get ".into());
+        sys.files.insert(
+            "/run/l/h2.agent.log".into(),
+            "starting\nError: agent setting link_bps is 1000 bytes/s\n".into(),
+        );
         let action = Action::WaitHealth {
             host: "h2".into(),
             addr: "198.18.0.12:7700".parse().unwrap(),
@@ -283,7 +313,12 @@ mod tests {
             err.contains("agent of h2") && err.contains("/run/l/h2.agent.log"),
             "{err}"
         );
-        assert_eq!(sys.ops.len(), 10);
+        // The log is gone after the rollback: its end is in the error.
+        assert!(
+            err.contains("Error: agent setting link_bps is 1000 bytes/s"),
+            "{err}"
+        );
+        assert_eq!(sys.ops.len(), 11, "{:?}", sys.ops);
     }
 
     #[test]

@@ -53,7 +53,7 @@ fn signature(a: &Action) -> String {
 fn a_spec_that_cannot_work_is_refused_before_touching_the_machine() {
     let mut sys = FakeSystem::new();
     let err = up(&mut sys, &dirs(), &spec().memory(0), &layout()).unwrap_err();
-    assert!(err.to_string().contains("at least 64 MiB"), "{err}");
+    assert!(err.to_string().contains("at least 234 MiB"), "{err}");
     let err = up(&mut sys, &dirs(), &spec().cpus(f64::NAN), &layout()).unwrap_err();
     assert!(err.to_string().contains("CPU cap"), "{err}");
     assert!(sys.ops.is_empty(), "{:?}", sys.ops);

@@ -15,9 +15,10 @@ use crate::tbf::{TbfError, TbfParams};
 /// 1 Gbit/s per direction, a common datacenter link.
 pub const DEFAULT_LINK_RATE: u64 = 125_000_000;
 pub const AGENT_PORT: u16 = 7700;
-/// The least memory a host may be capped at: what one guest needs (the guest's own rule; the
-/// guest crate's library is only its grammar, so the lab still runs without QEMU).
-pub const MIN_HOST_MEMORY: u64 = drover_guest::fit::MIN_GUEST_MEMORY_BYTES;
+/// The least memory a host may be capped at, bytes: the smallest guest plus the QEMU overhead its
+/// agent charges for it, the agent's own floor (the guest crate's library is only its rules, so
+/// the lab still runs without QEMU).
+pub const MIN_HOST_MEMORY: u64 = drover_guest::fit::MIN_HOST_MEMORY_BYTES;
 pub const HEALTH_PATH: &str = "/v1/health";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -28,7 +29,7 @@ pub enum PlanError {
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Tbf(#[from] TbfError),
-    #[error("a host's CPU cap must be a positive, finite number of cores, not {0}")]
+    #[error("a host's CPU cap of {0} cores: expected {expected}", expected = drover_guest::fit::host_cpus_expected())]
     Cpus(f64),
     #[error("a host's memory cap of {0} bytes: {expected}", expected = self.expected())]
     Memory(u64),
@@ -41,10 +42,9 @@ impl PlanError {
     /// other errors, whose messages say it themselves).
     pub fn expected(&self) -> String {
         match self {
-            PlanError::Memory(_) => format!(
-                "expected at least {} MiB (what one guest needs)",
-                MIN_HOST_MEMORY >> 20
-            ),
+            PlanError::Memory(_) => {
+                format!("expected {}", drover_guest::fit::host_memory_expected())
+            }
             _ => String::new(),
         }
     }
@@ -109,7 +109,7 @@ impl LabSpec {
     pub fn validate(&self) -> Result<(), PlanError> {
         name::host_names(self.hosts)?;
         if let Some(c) = self.cpus {
-            if !(c.is_finite() && c > 0.0) {
+            if !drover_guest::fit::host_cpus_ok(c) {
                 return Err(PlanError::Cpus(c));
             }
         }
@@ -118,6 +118,8 @@ impl LabSpec {
                 return Err(PlanError::Memory(m));
             }
         }
+        // The agents' own floor (tbf checks it with their function), so `up` refuses at once
+        // what they would refuse after the health timeout.
         TbfParams::for_rate(self.link.rate_bytes_per_sec)?;
         if self
             .agent

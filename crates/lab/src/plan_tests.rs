@@ -313,7 +313,18 @@ fn bad_specs_are_rejected() {
     assert!(matches!(LabSpec::new("drover", 0), Err(PlanError::Name(_))));
     assert!(matches!(LabSpec::new("Bad", 2), Err(PlanError::Name(_))));
     assert!(matches!(spec().link_rate(5), Err(PlanError::Tbf(_))));
-    for cpus in [-1.0, 0.0, f64::NAN, f64::INFINITY] {
+    // tc takes 1 kB/s, but the agents take 1 Mbit/s at least: refused up front, by the
+    // agents' own function, not after the health timeout.
+    let e = spec().link_rate(1000).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "link rate 1000 bytes/s: expected at least 125000 bytes/s (1 Mbit/s)"
+    );
+    let mut raw = spec();
+    raw.link.rate_bytes_per_sec = 1000;
+    assert!(matches!(raw.validate(), Err(PlanError::Tbf(_))));
+    assert!(spec().link_rate(125_000).expect("rate").validate().is_ok());
+    for cpus in [-1.0, 0.0, f64::NAN, f64::INFINITY, 1e300, 0.0001] {
         let bad = spec().cpus(cpus);
         assert!(matches!(bad.validate(), Err(PlanError::Cpus(_))), "{cpus}");
         assert!(matches!(
@@ -321,11 +332,15 @@ fn bad_specs_are_rejected() {
             Err(PlanError::Cpus(_))
         ));
     }
-    for bytes in [0, MIN_HOST_MEMORY - 1] {
+    // 64 MiB was once the floor: the agent then admitted no VM at all.
+    for bytes in [0, 64 << 20, MIN_HOST_MEMORY - 1] {
         let e = spec().memory(bytes).validate().unwrap_err();
         assert_eq!(e, PlanError::Memory(bytes));
-        assert!(e.to_string().contains("at least 64 MiB"), "{e}");
+        assert!(e.to_string().contains("at least 234 MiB"), "{e}");
+        assert!(e.to_string().contains("QEMU's overhead"), "{e}");
     }
+    // The agent's own floor, the same constant.
+    assert_eq!(MIN_HOST_MEMORY, drover_guest::fit::MIN_HOST_MEMORY_BYTES);
     assert_eq!(spec().memory(MIN_HOST_MEMORY).validate(), Ok(()));
     // The fields are public: a spec not built by the builders is checked all the same.
     let mut raw = spec();

@@ -22,19 +22,24 @@ const BURST_DIVISOR: u64 = 100;
 /// 1/20 s = 50 ms of queueing.
 const QUEUE_DIVISOR: u64 = 20;
 
-/// Slowest link rate, bytes/s (1 kB/s): below it tbf's bucket and queue sizes stop making sense.
-pub const MIN_RATE_BYTES_PER_SEC: u64 = 1000;
+/// Slowest link rate, bytes/s: the agents' own floor (1 Mbit/s), checked by the agents' own
+/// function ([`drover_core::migration::knobs::check_link_bps`]), so a lab never starts agents
+/// that refuse their link (tc itself would take 1 kB/s).
+pub const MIN_RATE_BYTES_PER_SEC: u64 = drover_core::migration::knobs::MIN_BANDWIDTH_BPS;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TbfError {
-    #[error("link rate {0} bytes/s: {expected}", expected = self.expected())]
-    RateTooLow(u64),
+    /// A rate the agents refuse, with what they accept.
+    #[error("link rate {rate} bytes/s: {expected}")]
+    Rate { rate: u64, expected: String },
 }
 
 impl TbfError {
     /// What a link rate must be, for messages that quote the rate as typed.
     pub fn expected(&self) -> String {
-        format!("expected at least {MIN_RATE_BYTES_PER_SEC} bytes/s (1 kB/s)")
+        match self {
+            TbfError::Rate { expected, .. } => expected.clone(),
+        }
     }
 }
 
@@ -47,9 +52,12 @@ pub struct TbfParams {
 
 impl TbfParams {
     pub fn for_rate(rate_bytes_per_sec: u64) -> Result<Self, TbfError> {
-        if rate_bytes_per_sec < MIN_RATE_BYTES_PER_SEC {
-            return Err(TbfError::RateTooLow(rate_bytes_per_sec));
-        }
+        drover_core::migration::knobs::check_link_bps(rate_bytes_per_sec).map_err(|expected| {
+            TbfError::Rate {
+                rate: rate_bytes_per_sec,
+                expected,
+            }
+        })?;
         let burst = (rate_bytes_per_sec / BURST_DIVISOR).max(MIN_BURST);
         let limit = burst + rate_bytes_per_sec / QUEUE_DIVISOR;
         Ok(Self {
@@ -115,6 +123,18 @@ mod tests {
 
     #[test]
     fn tiny_rates_are_rejected() {
-        assert_eq!(TbfParams::for_rate(10), Err(TbfError::RateTooLow(10)));
+        assert!(matches!(
+            TbfParams::for_rate(10),
+            Err(TbfError::Rate { rate: 10, .. })
+        ));
+        // tc would take 1 kB/s; the agents would not, so neither does the lab.
+        assert_eq!(
+            TbfParams::for_rate(1000),
+            Err(TbfError::Rate {
+                rate: 1000,
+                expected: "expected at least 125000 bytes/s (1 Mbit/s)".into()
+            })
+        );
+        assert!(TbfParams::for_rate(MIN_RATE_BYTES_PER_SEC).is_ok());
     }
 }

@@ -344,7 +344,7 @@ mod tests {
         );
         assert!(
             err.to_string()
-                .starts_with("memory_bytes 50331648: expected 64 MiB"),
+                .starts_with("memory_bytes 50331648: expected 128 MiB"),
             "{err}"
         );
         let mut c = config();

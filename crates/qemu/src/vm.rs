@@ -162,7 +162,11 @@ mod tests {
     #[test]
     fn workloads_are_checked_before_boot() {
         assert!(validate_workload("memtouch:wss=128M,rate=max", 256 << 20).is_ok());
-        assert!(validate_workload("idle", 64 << 20).is_ok());
+        assert!(validate_workload("idle", 128 << 20).is_ok());
+        assert!(
+            validate_workload("idle", 64 << 20).is_err(),
+            "64 MiB never boots"
+        );
         let err = validate_workload("bogus", 256 << 20)
             .unwrap_err()
             .to_string();
@@ -172,6 +176,9 @@ mod tests {
             .to_string();
         assert!(err.contains("does not fit"), "{err}");
         let err = validate_workload("idle", 12).unwrap_err().to_string();
-        assert!(err.starts_with("memory_bytes 12: expected 64 MiB"), "{err}");
+        assert!(
+            err.starts_with("memory_bytes 12: expected 128 MiB"),
+            "{err}"
+        );
     }
 }

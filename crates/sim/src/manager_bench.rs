@@ -24,6 +24,18 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 use thiserror::Error;
 
+/// Longest simulated run, hours: a week of one-second looks at most, so the synthetic day's
+/// samples stay well in limits.
+pub const MAX_HOURS: f64 = 168.0;
+
+/// What `hours` must be, as every refusal words it.
+pub const HOURS_EXPECTED: &str = "above 0 and at most 168";
+
+/// Whether `hours` is a run length the bench takes: above 0, at most [`MAX_HOURS`] (NaN is not).
+pub fn hours_ok(hours: f64) -> bool {
+    hours > 0.0 && hours <= MAX_HOURS
+}
+
 /// What the benchmark runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchSpec {
@@ -244,9 +256,8 @@ fn validate(spec: &BenchSpec) -> Result<usize, BenchError> {
             expected,
         })
     };
-    // A week of one-second looks at most: the synthetic day's samples stay well in limits.
-    if !(spec.hours > 0.0 && spec.hours <= 168.0) {
-        return bad("hours", spec.hours, "above 0 and at most 168");
+    if !hours_ok(spec.hours) {
+        return bad("hours", spec.hours, HOURS_EXPECTED);
     }
     if !(spec.surge_every_s.is_finite() && spec.surge_every_s >= 1.0) {
         return bad("surge_every_s", spec.surge_every_s, "at least 1");

@@ -26,6 +26,8 @@ pub enum TraceError {
     },
     #[error("trace folder {0} has no VM files")]
     EmptyFolder(PathBuf),
+    #[error("trace file {0} has no rows (expected lines of 'vm,t,cpu_pct')")]
+    EmptyFile(PathBuf),
     #[error("trace folder {path} holds folders ({}) rather than VM files: pass one day's folder, or compare them all", .days.join(", "))]
     HoldsDays { path: PathBuf, days: Vec<String> },
     #[error("trace {path}: {source}")]
@@ -202,7 +204,7 @@ impl Workload {
         }
         let samples = rows.values().map(|r| r.len()).max().unwrap_or(0);
         if samples == 0 {
-            return Err(TraceError::EmptyFolder(path.to_path_buf()));
+            return Err(TraceError::EmptyFile(path.to_path_buf()));
         }
         limits::check("VMs", rows.len(), &limits::VMS).map_err(too_large)?;
         limits::check_cells("the trace", rows.len(), samples).map_err(too_large)?;

@@ -86,7 +86,9 @@ fn csv_loads_and_rejects_bad_rows() {
         ("web,0,10\nweb,1,lots\n", "'lots' is not a CPU percentage"),
         ("web,0,10\nweb,1,20\ndb,0,5\n", "VM 'db' has no sample 1"),
         ("web,0,10\nweb,0,20\n", "sample 0 given twice"),
-        ("", "has no VM files"),
+        // A file, not a folder: it has no rows.
+        ("", "trace file"),
+        ("vm,t,cpu_pct\n", "has no rows"),
     ];
     for (i, (body, want)) in cases.iter().enumerate() {
         let p = dir.path().join(format!("bad{i}.csv"));

@@ -29,7 +29,8 @@
 //! [`QEMU_OVERHEAD_PER_VCPU_BYTES`] x vCPUs + guest / [`QEMU_OVERHEAD_SHARE`]. For 1 vCPU and
 //! 128 MiB that is 106 MiB against 86-91 measured: headroom for a guest that runs more code and
 //! for the agent itself, which shares the host's memory. A guest is counted as if it touched all
-//! its RAM, since any guest may. KVM has no translation cache, so the rule over-reserves there by
+//! its RAM, since any guest may. The constants and [`vm_cost`] live in `drover_guest::fit`,
+//! whose host floor (`MIN_HOST_MEMORY_BYTES`) is this charge for the smallest guest. KVM has no translation cache, so the rule over-reserves there by
 //! about 50 MiB per VM: a refusal is better than the host's OOM killer choosing a VM.
 
 use super::{Vms, VmsError};
@@ -37,22 +38,11 @@ use crate::lock;
 use crate::model::VmRole;
 use drover_api::VmConfig;
 
-/// What every VM's QEMU takes beside its guest's RAM, bytes (see the module doc).
-pub const QEMU_OVERHEAD_BYTES: u64 = 96 << 20;
-
-/// What QEMU takes per vCPU (thread, TCG context): measured +7 MiB for a second one.
-pub const QEMU_OVERHEAD_PER_VCPU_BYTES: u64 = 8 << 20;
-
-/// Share of guest memory QEMU's own structures grow with (1/64).
-pub const QEMU_OVERHEAD_SHARE: u64 = 64;
-
-/// Memory a VM takes on its host: its guest's RAM plus its QEMU.
-pub fn vm_cost(memory_bytes: u64, vcpus: u32) -> u64 {
-    memory_bytes
-        .saturating_add(QEMU_OVERHEAD_BYTES)
-        .saturating_add(QEMU_OVERHEAD_PER_VCPU_BYTES.saturating_mul(u64::from(vcpus)))
-        .saturating_add(memory_bytes / QEMU_OVERHEAD_SHARE)
-}
+// The charge lives with the guest's size rules, so the lab's host floor (which runs without
+// QEMU) and this admission use the same constants.
+pub use drover_guest::fit::{
+    vm_cost, QEMU_OVERHEAD_BYTES, QEMU_OVERHEAD_PER_VCPU_BYTES, QEMU_OVERHEAD_SHARE,
+};
 
 /// A VM being started: its name, the memory claimed for it, and the migration it is the
 /// destination of.

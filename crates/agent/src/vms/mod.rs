@@ -48,7 +48,9 @@ mod process;
 #[cfg(test)]
 mod tests;
 
-pub use admission::{vm_cost, QEMU_OVERHEAD_BYTES, QEMU_OVERHEAD_PER_VCPU_BYTES};
+pub use admission::{
+    vm_cost, QEMU_OVERHEAD_BYTES, QEMU_OVERHEAD_PER_VCPU_BYTES, QEMU_OVERHEAD_SHARE,
+};
 pub use guard::{GuestSeen, Removal};
 use oom::OomWatch;
 pub use process::kill_pid;

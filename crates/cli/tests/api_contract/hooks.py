@@ -123,7 +123,7 @@ def self_test():
                     "VmConfig": {
                         "properties": {
                             "workload": {
-                                "description": "... a memtouch working set plus 48 MiB (what the guest itself needs) ..."
+                                "description": "... a memtouch working set plus 96 MiB (what the guest itself needs) ..."
                             }
                         }
                     }
@@ -150,7 +150,7 @@ def self_test():
         def json(self):
             return {"error": self.error}
 
-    def refusal(spec, wss, mem, overhead=48, prefix=""):
+    def refusal(spec, wss, mem, overhead=96, prefix=""):
         return (
             f"{prefix}workload '{spec}': working set {wss} MiB does not fit a {mem} MiB guest "
             f"(the guest itself needs about {overhead} MiB)"
@@ -169,7 +169,7 @@ def self_test():
             Response(422, refusal("memtouch:wss=2GiB", 2048, 2048)),
         ),
     ]
-    fits = {"name": "a", "memory_bytes": 128 << 20, "workload": "memtouch:wss=80M"}
+    fits = {"name": "a", "memory_bytes": 128 << 20, "workload": "memtouch:wss=32M"}
     refused = [
         # Another 422, or another status.
         (Case("POST /v1/vms", config), Response(422, "name '' is not valid: expected ...")),
@@ -179,9 +179,9 @@ def self_test():
         (Case("POST /v1/vms", config), Response(422, refusal(spec, 100, 127))),
         (Case("POST /v1/vms", config), Response(422, refusal("memtouch:wss=100M", 100, 128))),
         # Not the documented overhead.
-        (Case("POST /v1/vms", config), Response(422, refusal(spec, 100, 128, overhead=47))),
-        # A configuration that keeps the rule (80 + 48 = 128 MiB fits).
-        (Case("POST /v1/vms", fits), Response(422, refusal("memtouch:wss=80M", 80, 128))),
+        (Case("POST /v1/vms", config), Response(422, refusal(spec, 100, 128, overhead=95))),
+        # A configuration that keeps the rule (32 + 96 = 128 MiB fits).
+        (Case("POST /v1/vms", fits), Response(422, refusal("memtouch:wss=32M", 32, 128))),
         # An operation that takes no VM configuration.
         (Case("POST /v1/vms/{name}/migrations", config), Response(422, refusal(spec, 100, 128))),
         # The incoming request's refusal names its field by its path; a bare one is not it.

@@ -4,7 +4,8 @@
 //! `iqr-mmt-1.5`, `thr-mmt-0.8`, `mad-mmt-2.5`, `lrr-mmt-1.2`, `thr-mc-0.8`, `thr-rs-0.8`
 //! (detectors thr, iqr, mad, lr, lrr; selectors mmt, mc, mu, rs; `_` works as a separator too);
 //! `drover` for Drover's own; and the baselines `npa` (no power management: every host at full
-//! power, no migrations) and `dvfs` (power follows load, no migrations).
+//! power, no migrations) and `dvfs` (power follows load, no migrations). A label prints the
+//! parameter as typed (`thr-mmt-5`, `lr-mmt-1.20`), never reformatted or rounded.
 
 use super::consolidate;
 use super::detect::{Detector, Overload};
@@ -46,6 +47,9 @@ pub enum PolicySpec {
     Published {
         detector: Overload,
         selector: Selector,
+        /// The parameter as typed (`5`, `1.20`, `.5`), for the label: two names that read
+        /// differently stay apart even when they are the same number.
+        param: String,
     },
     Drover(DroverParams),
 }
@@ -121,7 +125,11 @@ impl FromStr for PolicySpec {
                 })
             }
         };
-        Ok(PolicySpec::Published { detector, selector })
+        Ok(PolicySpec::Published {
+            detector,
+            selector,
+            param: typed_param.trim().to_string(),
+        })
     }
 }
 
@@ -131,29 +139,21 @@ impl fmt::Display for PolicySpec {
             PolicySpec::Npa => f.write_str("npa"),
             PolicySpec::Dvfs => f.write_str("dvfs"),
             PolicySpec::Drover(_) => f.write_str("drover"),
-            PolicySpec::Published { detector, selector } => {
-                let (d, v) = match detector {
-                    Overload::Thr { threshold } => ("thr", threshold),
-                    Overload::Iqr { safety } => ("iqr", safety),
-                    Overload::Mad { safety } => ("mad", safety),
-                    Overload::Lr { safety } => ("lr", safety),
-                    Overload::Lrr { safety } => ("lrr", safety),
+            PolicySpec::Published {
+                detector,
+                selector,
+                param,
+            } => {
+                let d = match detector {
+                    Overload::Thr { .. } => "thr",
+                    Overload::Iqr { .. } => "iqr",
+                    Overload::Mad { .. } => "mad",
+                    Overload::Lr { .. } => "lr",
+                    Overload::Lrr { .. } => "lrr",
                 };
-                write!(f, "{d}-{}-{}", selector.name(), parameter_text(*v))
+                write!(f, "{d}-{}-{param}", selector.name())
             }
         }
-    }
-}
-
-/// A policy parameter as a label shows it: the shortest text that parses back to the same
-/// number (never rounded, so `lr-mmt-1.25` and `lr-mmt-1.2` stay apart), with `.0` on whole
-/// numbers so the published names read as in the literature (`thr-mmt-1.0`).
-fn parameter_text(v: f64) -> String {
-    let text = v.to_string();
-    if text.contains('.') {
-        text
-    } else {
-        format!("{text}.0")
     }
 }
 
@@ -229,7 +229,8 @@ mod tests {
             p,
             PolicySpec::Published {
                 detector: Overload::Lr { safety: 1.2 },
-                selector: Selector::Mmt
+                selector: Selector::Mmt,
+                param: "1.2".into(),
             }
         );
         assert_eq!(p.to_string(), "lr-mmt-1.2");
@@ -250,11 +251,15 @@ mod tests {
         for (name, label) in [
             ("lr-mmt-1.25", "lr-mmt-1.25"),
             ("thr-mmt-0.0001", "thr-mmt-0.0001"),
-            ("thr-mmt-1e-5", "thr-mmt-0.00001"),
-            ("thr-mmt-1", "thr-mmt-1.0"),
-            ("lr-mmt-1.20", "lr-mmt-1.2"),
+            // The parameter as given, never reformatted.
+            ("thr-mmt-1e-5", "thr-mmt-1e-5"),
+            ("thr-mmt-1", "thr-mmt-1"),
+            ("thr-mmt-5", "thr-mmt-5"),
+            ("lr-mmt-1.20", "lr-mmt-1.20"),
+            ("thr-mmt-.5", "thr-mmt-.5"),
+            ("lr-mmt-01.2", "lr-mmt-01.2"),
+            ("LR-MMT-1.2", "lr-mmt-1.2"),
             ("mad_mu_2.75", "mad-mu-2.75"),
-            ("thr-mmt--0", "thr-mmt-0.0"),
         ] {
             let p: PolicySpec = name.parse().unwrap();
             assert_eq!(p.to_string(), label, "{name}");

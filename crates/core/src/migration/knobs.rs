@@ -209,6 +209,16 @@ impl Limit {
     }
 }
 
+/// Checks a host's link rate, bytes/s: the range a migration's `assumed_link_bps` may have
+/// (1 Mbit/s to 100 GB/s). The one floor of the agent's `--link` and the lab's, so a lab never
+/// starts agents that refuse their link.
+///
+/// # Errors
+/// What is accepted, with the unit (`expected at least 125000 bytes/s (1 Mbit/s)`).
+pub fn check_link_bps(bps: u64) -> Result<(), String> {
+    ASSUMED_LINK.check(bps).map_err(|e| e.expected)
+}
+
 impl PlanKnobs {
     /// The limits of every whole-number setting, by field name.
     pub const LIMITS: [Limit; 6] = [

@@ -163,6 +163,12 @@ impl MigrationPlan {
         };
         plan.max_bandwidth_bps = Some(knobs.bandwidth_bps.unwrap_or(UNCAPPED_BPS));
         plan.downtime_limit_ms = knobs.downtime_limit_ms;
+        // The plan shows what the watchdog will do: a "raise" to no more than the operator's
+        // own limit is skipped (null), not shown beside a larger limit as if it would run.
+        plan.watchdog.raise_downtime_ms = plan
+            .watchdog
+            .raise_downtime_ms
+            .filter(|ms| *ms > knobs.downtime_limit_ms);
         plan.hybrid = knobs.hybrid();
         plan.watchdog.deadline_ms = knobs.deadline_ms();
         plan.watchdog.switch_to_postcopy = knobs.allow_postcopy_switch;
@@ -333,6 +339,20 @@ mod tests {
         assert_eq!(p.max_bandwidth_bps, Some(50_000_000));
         assert_eq!((p.downtime_limit_ms, p.watchdog.deadline_ms), (500, 20_000));
         assert!(p.watchdog.switch_to_postcopy);
+        assert_eq!(p.watchdog.raise_downtime_ms, Some(1000), "500 ms is raised");
+        // An operator's 3000 ms is never "raised" to 1000: the plan shows the step skipped.
+        let generous = PlanKnobs {
+            downtime_limit_ms: 3000,
+            ..PlanKnobs::default()
+        };
+        let p = MigrationPlan::build(Technique::Precopy, &generous, None, &CostParams::default());
+        assert_eq!(p.downtime_limit_ms, 3000);
+        assert_eq!(p.watchdog.raise_downtime_ms, None);
+        let json = serde_json::to_value(&p).expect("json");
+        assert_eq!(
+            json["watchdog"]["raise_downtime_ms"],
+            serde_json::Value::Null
+        );
         let auto = MigrationPlan::build(
             Technique::Auto,
             &PlanKnobs::default(),
