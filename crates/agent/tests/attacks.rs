@@ -210,9 +210,13 @@ async fn paths_stay_in_the_storage_directory(url_a: &str, state_a: &Path) {
 }
 
 /// What a fake destination agent answers.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Lie {
     uri: String,
+    /// Answer 201 with a body that is no incoming reply at all.
+    garbage: bool,
+    /// `DELETE /v1/incoming/{vm}` requests received (the source cleaning up).
+    deletes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A fake destination: a different agent id, and the URIs `lie` says.
@@ -226,13 +230,29 @@ async fn fake_destination(lie: Lie) -> String {
         )
         .route(
             "/v1/incoming",
-            post(move || {
+            post({
+                let lie = lie.clone();
+                move || {
+                    let lie = lie.clone();
+                    async move {
+                        let body = if lie.garbage {
+                            json!({"hello": "world"})
+                        } else {
+                            json!({"uri": lie.uri, "recover_uri": lie.uri})
+                        };
+                        (axum::http::StatusCode::CREATED, Json(body))
+                    }
+                }
+            }),
+        )
+        .route(
+            "/v1/incoming/{vm}",
+            axum::routing::delete(move || {
                 let lie = lie.clone();
                 async move {
-                    (
-                        axum::http::StatusCode::CREATED,
-                        Json(json!({"uri": lie.uri, "recover_uri": lie.uri})),
-                    )
+                    lie.deletes
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Json(json!({"deleted": "x"}))
                 }
             }),
         )
@@ -257,11 +277,19 @@ async fn fake_destination(lie: Lie) -> String {
 async fn a_lying_destination_cannot_steer_the_source(url_a: &str, exec: &str) {
     let a = client(url_a);
     a.create_vm(&vm("src1")).await.expect("create");
-    for (n, uri) in [exec.to_string(), "tcp:127.0.0.2:7".to_string()]
-        .into_iter()
-        .enumerate()
-    {
-        let fake = fake_destination(Lie { uri: uri.clone() }).await;
+    let lies = [
+        (exec.to_string(), false),
+        ("tcp:127.0.0.2:7".to_string(), false),
+        ("unreadable reply".to_string(), true),
+    ];
+    for (n, (uri, garbage)) in lies.into_iter().enumerate() {
+        let lie = Lie {
+            uri: uri.clone(),
+            garbage,
+            ..Lie::default()
+        };
+        let deletes = lie.deletes.clone();
+        let fake = fake_destination(lie).await;
         let started = a
             .migrate(
                 "src1",
@@ -282,6 +310,12 @@ async fn a_lying_destination_cannot_steer_the_source(url_a: &str, exec: &str) {
         assert_eq!(done.state, MigrationState::Failed, "{uri}: {done:?}");
         assert!(!done.vm_on_destination);
         assert_eq!(done.uri, None, "{uri}: the lie reached the record");
+        // Refused or unreadable, the reply may stand for an incoming QEMU there: removed.
+        assert_eq!(
+            deletes.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{uri}: the destination's incoming VM was not cleaned up"
+        );
         assert_eq!(
             done.id,
             format!("lie-{n}"),

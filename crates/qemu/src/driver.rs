@@ -8,7 +8,13 @@
 //! 4. poll both sides every `poll_interval`, feeding the machines, until the source machine is
 //!    done and, on success, the destination runs the guest;
 //! 5. on a failure or cancel before post-copy, make sure the guest runs on the source again
-//!    (once QEMU says the migration is over without moving it).
+//!    (once QEMU says the migration is over without moving it); on a post-copy that ended
+//!    failed or paused here, ask the destination whether it completed anyway (then the run
+//!    completed).
+//!
+//! The destination is looked at alongside each source poll, each look bounded by
+//! [`DriverConfig::dest_look_timeout`], so a cut link to the destination never holds up the
+//! source's figures and the post-copy stall watchdog that judges them.
 //!
 //! A cancel request arrives through a `watch` channel and is handed to the machine, which
 //! refuses it once post-copy has started.
@@ -47,6 +53,11 @@ pub struct DriverConfig {
     pub settle_timeout: Duration,
     /// Use postcopy-preempt when both sides support it.
     pub prefer_preempt: bool,
+    /// How long one look at the destination may take. A look that takes longer is dropped
+    /// (the destination is then unknown for that poll, not dead): between agents it is an HTTP
+    /// call, which a cut link holds until TCP gives up, and the source's polls (and with them
+    /// the post-copy stall watchdog) must not wait for it.
+    pub dest_look_timeout: Duration,
 }
 
 impl Default for DriverConfig {
@@ -55,6 +66,7 @@ impl Default for DriverConfig {
             poll_interval: Duration::from_millis(25),
             settle_timeout: Duration::from_secs(10),
             prefer_preempt: true,
+            dest_look_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -150,19 +162,85 @@ pub async fn migrate(
                 Err(e) => tracing::warn!(error = %e, "cancel refused"),
             }
         }
-        let progress = ends
-            .source
-            .query_migrate(clock.now_ms())
-            .await
-            .map_err(DriverError::SourceLost)?;
-        observe_dest(ends, &mut dest, clock).await;
+        // Both sides at once, the destination's look bounded: a destination behind a cut link
+        // must not hold up the source's figures. The figures carry the time they arrived, so a
+        // slow answer still counts in full towards a stall.
+        let source_look = async {
+            let mut p = ends.source.query_migrate(clock.now_ms()).await?;
+            p.now_ms = clock.now_ms();
+            Ok::<_, QmpError>(p)
+        };
+        let (progress, ()) =
+            tokio::join!(source_look, look_at_dest(ends, &mut dest, config, clock));
+        let progress = progress.map_err(DriverError::SourceLost)?;
         let actions = machine
             .handle(SourceEvent::Progress(progress))
             .unwrap_or_default();
         execute(ends, &mut machine, actions, clock).await;
     }
+    settle_split(ends, &mut machine, config, clock).await;
     settle_dest(ends, &mut dest, &machine, config, clock).await;
     Ok(finish(ends, machine, dest, plan, config, clock).await)
+}
+
+/// A post-copy that ended failed or paused here may still have completed: the source's QEMU
+/// fails a migration whose `migrate-pause` caught it past its last page, and the destination
+/// has every page by then. Asks the destination (for up to `settle_timeout`, while its incoming
+/// side is still in post-copy) and, when its QEMU says the incoming migration completed and the
+/// guest runs, tells the machine, which ends the run completed. Anything else leaves the
+/// outcome as it is: the source QEMU is kept, since it may hold pages the destination lacks.
+async fn settle_split(
+    ends: &Endpoints<'_>,
+    machine: &mut SourceMachine,
+    config: &DriverConfig,
+    clock: &Clock,
+) {
+    let split = machine
+        .outcome()
+        .is_some_and(|o| o.vm_on_destination && o.status != EndStatus::Completed);
+    if !split {
+        return;
+    }
+    let deadline = clock.now_ms() + config.settle_timeout.as_millis() as u64;
+    while clock.now_ms() < deadline {
+        let look = async {
+            let status = ends.dest.query_status().await?;
+            let incoming = ends.dest.query_migrate(clock.now_ms()).await?;
+            Ok::<_, QmpError>((incoming.status, status.running))
+        };
+        match tokio::time::timeout(config.dest_look_timeout, look).await {
+            Ok(Ok((Some(MigrationStatus::Completed), true))) => {
+                let now_ms = clock.now_ms();
+                if let Err(e) = machine.handle(SourceEvent::DestinationCompleted { now_ms }) {
+                    tracing::warn!(error = %e, "destination completed, the machine disagrees");
+                }
+                return;
+            }
+            // Still receiving (or completed and about to run the guest): ask again.
+            Ok(Ok((Some(MigrationStatus::PostcopyActive | MigrationStatus::Completed), _))) => {}
+            // Paused, failed, or no migration there: it does not have the whole guest.
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => tracing::debug!(error = %e, "destination look failed; asking again"),
+            Err(_) => tracing::debug!("destination look timed out; asking again"),
+        }
+        tokio::time::sleep(config.poll_interval).await;
+    }
+}
+
+/// One bounded look at the destination (see [`DriverConfig::dest_look_timeout`]); a look that
+/// takes too long tells the destination machine nothing.
+async fn look_at_dest(
+    ends: &Endpoints<'_>,
+    dest: &mut DestMachine,
+    config: &DriverConfig,
+    clock: &Clock,
+) {
+    if tokio::time::timeout(config.dest_look_timeout, observe_dest(ends, dest, clock))
+        .await
+        .is_err()
+    {
+        tracing::debug!("destination look timed out; the source is polled regardless");
+    }
 }
 
 /// The time events the driver owes the machine: the run's budget running out, then, if the
@@ -344,7 +422,7 @@ async fn settle_dest(
     let moved = machine.outcome().is_some_and(|o| o.vm_on_destination);
     let deadline = clock.now_ms() + config.settle_timeout.as_millis() as u64;
     while moved && dest.running_since_ms().is_none() && clock.now_ms() < deadline {
-        observe_dest(ends, dest, clock).await;
+        look_at_dest(ends, dest, config, clock).await;
         if matches!(
             dest.state(),
             drover_core::migration::DestState::Failed { .. }
@@ -485,3 +563,7 @@ async fn ensure_source_running(source: &dyn Qmp, config: &DriverConfig, clock: &
 #[cfg(test)]
 #[path = "driver_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "driver_stall_tests.rs"]
+mod stall_tests;

@@ -140,9 +140,12 @@ impl From<crate::migrate::MigrateError> for ApiError {
         match e {
             E::Vms(v) => v.into(),
             E::NotFound(_) => ApiError::NotFound(e.to_string()),
-            E::Finished(_) | E::ToSelf(_) | E::Exists(_) | E::HasDisk { .. } | E::Postcopy => {
-                ApiError::Conflict(e.to_string())
-            }
+            E::Finished(_)
+            | E::ToSelf(_)
+            | E::Exists(_)
+            | E::HasDisk { .. }
+            | E::Postcopy
+            | E::NotSettled { .. } => ApiError::Conflict(e.to_string()),
             E::Transition(_) => ApiError::Internal(e.to_string()),
             E::Peer(_) => ApiError::Upstream(e.to_string()),
             E::Store(_) => ApiError::Internal(e.to_string()),

@@ -172,9 +172,23 @@ async fn get_vm(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiRes
     ok(StatusCode::OK, st.vms.get(&name).await?)
 }
 
+/// Deletes a VM. A source VM held by a split migration (post-copy ended failed or paused here)
+/// is deleted only by settling that migration: when the destination's QEMU says it completed
+/// and runs the guest, the VM is committed there, this QEMU stopped and the record completed;
+/// otherwise 409 says why (see `migrate::settle`).
 async fn delete_vm(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
     let name = name(p)?;
-    st.vms.remove(&name, Removal::Delete).await?;
+    match st.vms.remove(&name, Removal::Delete).await {
+        Ok(()) => {}
+        Err(crate::vms::VmsError::Busy { .. })
+            if crate::migrate::split_migration_of(&st, &name).is_some() =>
+        {
+            if let Some(r) = crate::migrate::split_migration_of(&st, &name) {
+                crate::migrate::settle(&st, &r).await?;
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
     ok(StatusCode::OK, Deleted { deleted: name })
 }
 
@@ -224,10 +238,25 @@ async fn qmp(
     // this agent made for it.
     st.vms.check_forwarded(&name, &cmd)?;
     let q = st.vms.qmp_of(&name)?;
-    ok(
-        StatusCode::OK,
-        run_forwarded(q.as_ref(), &name, &cmd).await?,
-    )
+    let reply = run_forwarded(q.as_ref(), &name, &cmd).await?;
+    if guest_seen(&reply.ret) {
+        st.vms.mark_guest_arrived(&name);
+    }
+    ok(StatusCode::OK, reply)
+}
+
+/// Whether a forwarded look says the guest has reached this (destination) QEMU: it runs, or the
+/// incoming migration switched to post-copy or completed.
+fn guest_seen(ret: &drover_api::qmp::QmpReturn) -> bool {
+    use drover_api::qmp::QmpReturn as R;
+    match ret {
+        R::Status(s) => s.running,
+        R::Migrate(m) => m
+            .status
+            .as_deref()
+            .is_some_and(|s| s == "completed" || s.starts_with("postcopy-")),
+        R::Capabilities(_) | R::Empty(_) => false,
+    }
 }
 
 async fn run_forwarded(q: &dyn Qmp, name: &str, cmd: &ForwardedQmp) -> Result<QmpReply, ApiError> {

@@ -9,7 +9,12 @@
 //!                         └──switched──> running (vm_on_destination)            | paused
 //!  preparing | running ──reconciled (after a restart)──> any final state
 //!  measuring ──measure cut (after a restart)──> the outcome's final state
+//!  failed | paused (vm_on_destination) ──settled──> completed
 //! ```
+//!
+//! `settled`: a post-copy that ended failed or paused here, whose destination QEMU then said
+//! its incoming side completed and runs the guest (every page arrived): the migration did
+//! complete, and the source's end becomes a note.
 //!
 //! Invariants kept here: once post-copy has started (`switched`) the record says the guest is
 //! on the destination, and nothing later says otherwise; `error` is set only on a migration
@@ -53,6 +58,10 @@ pub enum RecordEvent {
     },
     /// After an agent restart during measuring: the windows are cut short.
     MeasureCut,
+    /// A post-copy that ended failed or paused here was completed by the destination (its
+    /// QEMU says the incoming migration completed and the guest runs): `how` says what was
+    /// seen, for the notes.
+    Settled { how: String },
 }
 
 impl RecordEvent {
@@ -65,6 +74,7 @@ impl RecordEvent {
             RecordEvent::Measured { .. } => "measured",
             RecordEvent::Reconciled { .. } => "reconciled",
             RecordEvent::MeasureCut => "measure-cut",
+            RecordEvent::Settled { .. } => "settled",
         }
     }
 }
@@ -190,6 +200,20 @@ pub fn apply(
             r.vm_on_destination |= vm_on_destination;
             r.ended_unix_ms = Some(now_unix_ms);
             let error = error.or(r.error.take());
+            place_error(r, error);
+        }
+        (S::Failed | S::Paused, E::Settled { how }) if r.vm_on_destination => {
+            let ended = r.state;
+            r.state = S::Completed;
+            if let Some(res) = r.result.as_mut() {
+                res.status = EndStatus::Completed;
+                res.converged = false;
+                res.error = None;
+            }
+            let ended = format!("{ended:?}").to_lowercase();
+            r.notes
+                .push(format!("ended {ended} here, then settled: {how}"));
+            let error = r.error.take();
             place_error(r, error);
         }
         (_, event) => return Err(refuse(r, &event)),
@@ -424,6 +448,55 @@ mod tests {
         apply(&mut cancelled, started(), 2).expect("started");
         apply(&mut cancelled, ended(EndStatus::Cancelled, false), 3).expect("ended");
         assert!(!holds_vm(&cancelled));
+    }
+
+    /// The reviewer's record: failed with "paused by the user" after the switch, the guest
+    /// whole on the destination. Settled, it is completed and no longer holds the source VM;
+    /// a migration whose guest never left cannot be settled.
+    #[test]
+    fn a_split_record_the_destination_completed_settles_completed() {
+        for end in [EndStatus::Failed, EndStatus::Paused] {
+            let mut r = record();
+            apply(&mut r, started(), 2).expect("started");
+            apply(&mut r, RecordEvent::Switched, 3).expect("switched");
+            let mut ev = ended(end, false);
+            if let RecordEvent::Ended { error, .. } = &mut ev {
+                *error = Some("Postcopy migration is paused by the user".into());
+            }
+            apply(&mut r, ev, 4).expect("ended");
+            assert!(holds_vm(&r));
+            let how = RecordEvent::Settled {
+                how: "the destination's QEMU completed".into(),
+            };
+            apply(&mut r, how, 5).expect("settled");
+            assert_eq!(
+                (r.state, r.error.as_deref()),
+                (MigrationState::Completed, None)
+            );
+            assert_eq!(
+                r.result.as_ref().map(|x| x.status),
+                Some(EndStatus::Completed)
+            );
+            assert!(
+                r.notes.iter().any(|n| n.contains("paused by the user")),
+                "{:?}",
+                r.notes
+            );
+            assert!(!holds_vm(&r));
+            assert_eq!(
+                r.ended_unix_ms,
+                Some(4),
+                "the migration ended when QEMU said so"
+            );
+        }
+        let mut home = record();
+        apply(&mut home, started(), 2).expect("started");
+        apply(&mut home, ended(EndStatus::Failed, false), 3).expect("ended");
+        let before = home.clone();
+        let err = apply(&mut home, RecordEvent::Settled { how: "x".into() }, 4)
+            .expect_err("the guest never left");
+        assert_eq!(err.event, "settled");
+        assert_eq!(home, before);
     }
 
     #[test]

@@ -41,8 +41,10 @@
 pub mod lifecycle;
 mod recover;
 mod run;
+mod settle;
 
 pub use recover::{reconcile_step, DestSeen, Reconcile, SourceSeen};
+pub use settle::{settle, split_migration_of, whole_on_destination};
 
 use crate::store::{Store, StoreError};
 use crate::vms::VmsError;
@@ -83,6 +85,11 @@ pub enum MigrateError {
         "cannot cancel: the migration is in post-copy and the VM already runs on the destination"
     )]
     Postcopy,
+    #[error(
+        "migration {id} left VM '{vm}' split (its post-copy ended here before it completed) and \
+         cannot be settled: {why}; the source keeps the rest of the guest's memory"
+    )]
+    NotSettled { id: String, vm: String, why: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

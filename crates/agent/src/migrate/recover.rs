@@ -195,6 +195,26 @@ pub async fn recover(state: Arc<AgentState>, r: MigrationRecord) {
                     "agent restarted during the migration; QEMU completed it and the VM runs on the destination".into(),
                 );
             }
+            // After the post-copy switch the source holds only part of the guest: it is never
+            // resumed here and the destination is never aborted (a split, settled later).
+            Reconcile::Stayed(s)
+                if state
+                    .migrations
+                    .get(&id)
+                    .map_or(true, |now| now.vm_on_destination) =>
+            {
+                finish(
+                    s,
+                    true,
+                    Some(format!(
+                        "agent restarted after the post-copy switch and QEMU ended the migration \
+                         {s:?} here: the guest is on the destination, both QEMUs kept; \
+                         DELETE /v1/vms/{} settles it once the destination owns the guest",
+                        r.vm
+                    )),
+                    "re-evaluated after agent restart".into(),
+                );
+            }
             Reconcile::Stayed(s) => {
                 if let Ok(qmp) = state.vms.qmp_of(&r.vm) {
                     abort_destination(&state, &id, &dest, &r.vm, qmp.as_ref()).await;

@@ -68,10 +68,17 @@ async fn drive(
         config,
         migration_id: id.to_string(),
     };
-    let reply = dest
-        .incoming(&incoming)
-        .await
-        .map_err(|e| format!("destination could not prepare an incoming VM: {e}"))?;
+    let reply = match dest.incoming(&incoming).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            // An unreadable reply came with a success status: the destination may well have
+            // started the incoming QEMU, so it is removed like after any refused reply.
+            if matches!(e, drover_api::ClientError::Decode { .. }) {
+                abort_destination(state, id, &dest, vm, source.as_ref()).await;
+            }
+            return Err(format!("destination could not prepare an incoming VM: {e}"));
+        }
+    };
     if let Err(e) = check_reply(&req.to, &reply).await {
         abort_destination(state, id, &dest, vm, source.as_ref()).await;
         return Err(e);

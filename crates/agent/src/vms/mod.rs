@@ -162,6 +162,11 @@ pub struct VmEntry {
     pub migration: Option<String>,
     /// That migration's post-copy has started: the guest runs on the destination.
     pub guest_away: bool,
+    /// An incoming VM whose guest has been seen here (a forwarded look at its QEMU said the
+    /// guest runs, or its migration switched or completed). Until then its QEMU exiting is
+    /// the end of a migration that failed or was cancelled (QEMU quits when its incoming
+    /// migration fails), not a lost guest.
+    guest_arrived: bool,
     /// Being stopped on purpose, so a liveness check that finds its QEMU gone does not call it
     /// lost.
     stopping: bool,
@@ -374,6 +379,7 @@ impl Vms {
             lost: None,
             migration: None,
             guest_away: false,
+            guest_arrived: false,
             stopping: false,
         })
     }
@@ -387,6 +393,7 @@ impl Vms {
             lost: Some(why),
             migration: None,
             guest_away: false,
+            guest_arrived: false,
             stopping: false,
         }
     }
@@ -438,7 +445,12 @@ impl Vms {
                 procfs::proc_info(entry.record.pid).as_ref(),
             ) {
                 let why = with_oom(why, oom.clone());
-                tracing::warn!(vm = %entry.record.config.name, reason = %why, "VM lost");
+                let incoming = matches!(entry.record.role, VmRole::Incoming { .. });
+                if incoming && !entry.guest_arrived {
+                    tracing::info!(vm = %entry.record.config.name, reason = %why, "incoming QEMU exited before the guest ran here (its migration failed or was cancelled)");
+                } else {
+                    tracing::warn!(vm = %entry.record.config.name, reason = %why, "VM lost");
+                }
                 entry.lost = Some(why);
                 entry.qmp = None;
                 entry.reader = None;
@@ -624,6 +636,14 @@ impl Vms {
         if let Some(e) = lock(&self.map).get_mut(name) {
             e.migration = None;
             e.guest_away = false;
+        }
+    }
+
+    /// Records that the guest of incoming VM `name` has been seen here (see
+    /// `VmEntry::guest_arrived`).
+    pub fn mark_guest_arrived(&self, name: &str) {
+        if let Some(e) = lock(&self.map).get_mut(name) {
+            e.guest_arrived = true;
         }
     }
 

@@ -23,6 +23,8 @@
 //!
 //!  QEMU reporting completed / failed ends any running state Done(Completed | Failed); before
 //!  post-copy a failure leaves the guest on the source, after it on the destination.
+//!  Done(Failed | Paused) after the switch --DestinationCompleted--> Done(Completed): the
+//!  destination's QEMU completed the incoming side and runs the guest (every page arrived).
 //! ```
 //!
 //! - **Precopy** is where every technique starts: post-copy asks QEMU to switch as soon as the
@@ -113,6 +115,10 @@ pub enum SourceEvent {
     /// After the budget ran out, QEMU confirmed neither the cancel nor the pause in the
     /// driver's grace period.
     StopUnconfirmed { now_ms: u64 },
+    /// After a post-copy ended failed or paused here, the destination's QEMU says its incoming
+    /// migration completed and it runs the guest: every page arrived, so the migration did
+    /// complete whatever the source's QEMU says (see [`SourceMachine::handle`]).
+    DestinationCompleted { now_ms: u64 },
 }
 
 impl SourceEvent {
@@ -126,6 +132,7 @@ impl SourceEvent {
             SourceEvent::CommandFailed { .. } => "command-failed",
             SourceEvent::BudgetSpent { .. } => "budget-spent",
             SourceEvent::StopUnconfirmed { .. } => "stop-unconfirmed",
+            SourceEvent::DestinationCompleted { .. } => "destination-completed",
         }
     }
 }
@@ -143,6 +150,8 @@ pub enum SourceError {
     CannotCancelInPostcopy,
     #[error("the migration has already ended")]
     AlreadyEnded,
+    #[error("the destination cannot hold the whole guest: post-copy never started, or the migration completed already")]
+    NotSplit,
 }
 
 /// Why a pre-copy is being cancelled.
@@ -163,6 +172,29 @@ pub enum PauseReason {
     Stalled { stall_ms: u64 },
     /// The run's time budget ran out.
     Budget { budget_ms: u64 },
+}
+
+impl PauseReason {
+    /// The stop as the record's `watchdog_action` names it.
+    pub fn action(self) -> WatchdogAction {
+        match self {
+            PauseReason::Stalled { .. } => WatchdogAction::PauseStalled,
+            PauseReason::Budget { .. } => WatchdogAction::PauseOutOfTime,
+        }
+    }
+
+    /// Why, in words.
+    pub fn cause(self) -> String {
+        match self {
+            PauseReason::Stalled { stall_ms } => {
+                format!("post-copy moved no byte for {} s", stall_ms / 1000)
+            }
+            PauseReason::Budget { budget_ms } => format!(
+                "the run's time budget of {} s ran out in post-copy",
+                budget_ms / 1000
+            ),
+        }
+    }
 }
 
 /// Where a running migration stands.
@@ -367,6 +399,7 @@ impl SourceMachine {
             (s, E::StopUnconfirmed { now_ms }) if s.running().is_some() => {
                 self.stop_unconfirmed(s, now_ms)
             }
+            (S::Done(o), E::DestinationCompleted { now_ms }) => Self::settled(o, now_ms),
             (s @ S::Done(_), _) => (s, Err(SourceError::AlreadyEnded)),
             (s, e) => {
                 let err = SourceError::InvalidTransition {
@@ -502,6 +535,10 @@ impl SourceMachine {
                     Ok(vec![SourceAction::Cancel]),
                 )
             }
+            // Post-copy's stops; the pre-copy ladder never takes them.
+            Some(WatchdogAction::PauseStalled | WatchdogAction::PauseOutOfTime) => {
+                return (SourceState::Precopy(run), Ok(vec![]))
+            }
         };
         (SourceState::Precopy(run), Ok(vec![action]))
     }
@@ -629,6 +666,34 @@ impl SourceMachine {
             return (SourceState::Cancelling(run, why), Ok(vec![]));
         }
         self.command_failed_precopy(run, command, message, now_ms)
+    }
+
+    /// A post-copy that ended failed or paused here, which the destination completed: the
+    /// guest is whole there, so the outcome is completed and the source's end a note.
+    fn settled(o: SourceOutcome, now_ms: u64) -> Next {
+        if !o.vm_on_destination || o.status == EndStatus::Completed {
+            return (SourceState::Done(o), Err(SourceError::NotSplit));
+        }
+        let source_end = format!(
+            "the source's QEMU ended the migration {}{}; the destination's QEMU completed it \
+             and runs the guest",
+            if o.status == EndStatus::Paused {
+                "paused"
+            } else {
+                "failed"
+            },
+            o.error
+                .as_deref()
+                .map_or(String::new(), |e| format!(" ({e})"))
+        );
+        let o = SourceOutcome {
+            status: EndStatus::Completed,
+            converged: false,
+            ended_ms: o.ended_ms.max(now_ms),
+            error: Some(source_end),
+            ..o
+        };
+        (SourceState::Done(o), Ok(vec![]))
     }
 
     fn never_started(

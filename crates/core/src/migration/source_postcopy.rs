@@ -8,6 +8,17 @@ use super::{
 };
 use crate::migration::progress::{MigrationStatus, Progress};
 
+/// `state` with `why`'s pause among its outcome's watchdog actions, when it is an end.
+fn with_pause(state: SourceState, why: PauseReason) -> SourceState {
+    match state {
+        SourceState::Done(mut o) => {
+            o.watchdog_actions.push(why.action());
+            SourceState::Done(o)
+        }
+        s => s,
+    }
+}
+
 impl SourceMachine {
     pub(super) fn postcopy_progress(&self, mut run: Running, p: Progress) -> Next {
         let p = run.record(p);
@@ -26,7 +37,10 @@ impl SourceMachine {
                 )
             }
             Some(MigrationStatus::PostcopyPaused) => self.paused_progress(run, p),
-            _ if run.stall.observe(now, p.transferred()) => {
+            _ if run
+                .stall
+                .observe(now, p.transferred(), p.ram.map(|r| r.remaining)) =>
+            {
                 let stall_ms = run.stall.stall_ms();
                 (
                     SourceState::Pausing(run, PauseReason::Stalled { stall_ms }),
@@ -65,30 +79,39 @@ impl SourceMachine {
         )
     }
 
-    /// `migrate-pause` asked for: QEMU's `postcopy-paused` ends the run paused.
+    /// `migrate-pause` asked for: QEMU's `postcopy-paused` ends the run paused. Whatever it
+    /// ends in, the record's watchdog actions name the pause the driver asked for.
     pub(super) fn pausing_progress(&self, mut run: Running, why: PauseReason, p: Progress) -> Next {
         let p = run.record(p);
-        match p.status {
-            Some(MigrationStatus::PostcopyPaused) => {
-                let cause = match why {
-                    PauseReason::Stalled { stall_ms } => {
-                        format!("post-copy moved no byte for {} s", stall_ms / 1000)
-                    }
-                    PauseReason::Budget { budget_ms } => format!(
-                        "the run's time budget of {} s ran out in post-copy",
-                        budget_ms / 1000
-                    ),
-                };
-                let error = format!("{cause}; paused (migrate-pause) and {LEFT_PAUSED}");
-                let o = self.finish(run, EndStatus::Paused, p.now_ms, Some(error), true);
-                (SourceState::Done(o), Ok(vec![]))
+        let now = p.now_ms;
+        let (status, error) = match p.status {
+            Some(MigrationStatus::PostcopyPaused) => (
+                EndStatus::Paused,
+                format!("{}; paused (migrate-pause) and {LEFT_PAUSED}", why.cause()),
+            ),
+            // Completion won the race with the pause.
+            Some(MigrationStatus::Completed) => {
+                let (next, step) = self.postcopy_progress(run, p);
+                return (with_pause(next, why), step);
             }
-            // Completion (or failure) won the race with the pause.
-            Some(MigrationStatus::Completed | MigrationStatus::Failed) => {
-                self.postcopy_progress(run, p)
-            }
-            _ => (SourceState::Pausing(run, why), Ok(vec![])),
-        }
+            // QEMU took our pause as a failure: it does so when the pause catches the
+            // migration past its last page (its error then reads "Postcopy migration is paused
+            // by the user"). A failed migration cannot be recovered; the driver asks the
+            // destination whether it has the whole guest anyway.
+            Some(MigrationStatus::Failed) => (
+                EndStatus::Failed,
+                format!(
+                    "{}; migrate-pause was asked and QEMU failed the migration instead of pausing \
+                     it ({}); the guest is on the destination",
+                    why.cause(),
+                    p.error.as_deref().unwrap_or("no reason given")
+                ),
+            ),
+            _ => return (SourceState::Pausing(run, why), Ok(vec![])),
+        };
+        let mut o = self.finish(run, status, now, Some(error), true);
+        o.watchdog_actions.push(why.action());
+        (SourceState::Done(o), Ok(vec![]))
     }
 
     /// A command failed after post-copy started. The guest stays where it is in every case.

@@ -69,6 +69,7 @@ fn a_stalled_postcopy_is_paused_and_reported_paused() {
     assert!(error.contains("moved no byte for 10 s"), "{error}");
     assert!(error.contains("migrate-recover"), "{error}");
     assert_eq!(o.last.transferred(), 20 * MIB);
+    assert_eq!(o.watchdog_actions, vec![WatchdogAction::PauseStalled]);
 }
 
 #[test]
@@ -253,4 +254,94 @@ fn the_budget_deadline_follows_qemus_ram_size() {
     m.handle(poll(1_200, MigrationStatus::Completed, 300 * MIB))
         .expect("valid");
     assert_eq!(m.budget_deadline_ms(), None);
+}
+
+/// A poll with `remaining` as given.
+fn poll_left(now_ms: u64, transferred: u64, remaining: u64) -> SourceEvent {
+    let SourceEvent::Progress(mut p) = poll(now_ms, MigrationStatus::PostcopyActive, transferred)
+    else {
+        unreachable!()
+    };
+    if let Some(r) = p.ram.as_mut() {
+        r.remaining = remaining;
+    }
+    SourceEvent::Progress(p)
+}
+
+/// The reviewer's run, after the link came back: every page sent (`remaining` 0), QEMU
+/// completing with its counter flat for longer than the stall limit. No pause: it completes.
+#[test]
+fn a_postcopy_with_nothing_left_to_send_is_never_paused() {
+    let mut m = in_postcopy();
+    assert_eq!(m.handle(poll_left(5_000, 200 * MIB, 0)), Ok(vec![]));
+    assert_eq!(m.handle(poll_left(30_000, 200 * MIB, 0)), Ok(vec![]));
+    assert_eq!(m.state().name(), "postcopy");
+    m.handle(poll(30_100, MigrationStatus::Completed, 200 * MIB))
+        .expect("valid");
+    let o = outcome(&m);
+    assert_eq!(o.status, EndStatus::Completed);
+    assert!(o.watchdog_actions.is_empty());
+}
+
+/// A pause that catches QEMU past its last page: QEMU fails the migration with "paused by
+/// the user". Failed (QEMU cannot recover a failed migration), the guest on the destination,
+/// the stall named as the cause and in the watchdog actions, never QEMU's words alone.
+#[test]
+fn a_pause_qemu_turns_into_a_failure_names_the_stall() {
+    let mut m = in_postcopy();
+    assert_eq!(
+        m.handle(poll(10_100, MigrationStatus::PostcopyActive, 10 * MIB)),
+        Ok(vec![SourceAction::Pause])
+    );
+    let SourceEvent::Progress(mut failed) = poll(10_200, MigrationStatus::Failed, 10 * MIB) else {
+        unreachable!()
+    };
+    failed.error = Some("Postcopy migration is paused by the user".into());
+    m.handle(SourceEvent::Progress(failed)).expect("valid");
+    let o = outcome(&m).clone();
+    assert_eq!(o.status, EndStatus::Failed);
+    assert!(o.vm_on_destination);
+    assert_eq!(o.watchdog_actions, vec![WatchdogAction::PauseStalled]);
+    let error = o.error.as_deref().unwrap_or("");
+    assert!(error.contains("moved no byte for 10 s"), "{error}");
+    assert!(error.contains("paused by the user"), "{error}");
+    // The destination then says it completed: the migration did.
+    assert_eq!(
+        m.handle(SourceEvent::DestinationCompleted { now_ms: 11_000 }),
+        Ok(vec![])
+    );
+    let done = outcome(&m);
+    assert_eq!(done.status, EndStatus::Completed);
+    assert!(done.vm_on_destination && !done.converged);
+    assert_eq!(done.ended_ms, 11_000);
+    let note = done.error.as_deref().unwrap_or("");
+    assert!(note.contains("ended the migration failed"), "{note}");
+    assert!(note.contains("paused by the user"), "{note}");
+    // Once only, and never for a run whose guest did not switch.
+    assert_eq!(
+        m.handle(SourceEvent::DestinationCompleted { now_ms: 12_000 }),
+        Err(SourceError::NotSplit)
+    );
+}
+
+#[test]
+fn a_destination_cannot_complete_a_migration_that_never_switched() {
+    let mut m = SourceMachine::new(MigrationPlan::fixed(Technique::Precopy));
+    m.handle(SourceEvent::Configured).expect("configured");
+    m.handle(SourceEvent::MigrateIssued { now_ms: 0 })
+        .expect("started");
+    m.handle(poll(100, MigrationStatus::Failed, MIB))
+        .expect("valid");
+    let before = outcome(&m).clone();
+    assert_eq!(
+        m.handle(SourceEvent::DestinationCompleted { now_ms: 200 }),
+        Err(SourceError::NotSplit)
+    );
+    assert_eq!(outcome(&m), &before);
+    // And while running it is no event at all.
+    let mut r = in_postcopy();
+    assert!(matches!(
+        r.handle(SourceEvent::DestinationCompleted { now_ms: 200 }),
+        Err(SourceError::InvalidTransition { .. })
+    ));
 }

@@ -68,10 +68,18 @@ impl Default for WatchdogPolicy {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum WatchdogAction {
-    RaiseDowntime { downtime_ms: u64 },
+    RaiseDowntime {
+        downtime_ms: u64,
+    },
     Throttle(ThrottleKind),
     SwitchToPostcopy,
     Cancel,
+    /// Not the pre-copy ladder's: the post-copy stall watchdog asked QEMU to pause
+    /// (`migrate-pause`) because no byte moved for the plan's stall limit.
+    PauseStalled,
+    /// Not the ladder's either: the run's time budget ran out in post-copy and the driver
+    /// asked QEMU to pause.
+    PauseOutOfTime,
 }
 
 impl WatchdogAction {
@@ -82,6 +90,8 @@ impl WatchdogAction {
             WatchdogAction::Throttle(ThrottleKind::DirtyLimit) => "throttle-dirty-limit",
             WatchdogAction::SwitchToPostcopy => "postcopy",
             WatchdogAction::Cancel => "cancel",
+            WatchdogAction::PauseStalled => "pause-stalled",
+            WatchdogAction::PauseOutOfTime => "pause-out-of-time",
         }
     }
 }
