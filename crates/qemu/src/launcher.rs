@@ -171,6 +171,10 @@ pub fn argv(spec: &VmSpec, paths: &RunPaths) -> Vec<String> {
         format!("{mib}M"),
         "-nodefaults".into(),
         "-no-user-config".into(),
+        // A guest that panics (panic=-1 reboots at once) or asks to reboot makes QEMU exit:
+        // the agent then sees the VM gone instead of a guest rebooting forever at full CPU
+        // while it reads as running (a 64 MiB guest did that before the size rules).
+        "-no-reboot".into(),
         "-display".into(),
         "none".into(),
         "-kernel".into(),
