@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 pub enum Method {
     Get,
     Post,
+    Patch,
     Delete,
 }
 
@@ -27,6 +28,7 @@ impl Method {
         match self {
             Method::Get => "get",
             Method::Post => "post",
+            Method::Patch => "patch",
             Method::Delete => "delete",
         }
     }
@@ -57,7 +59,8 @@ pub struct Route {
     pub auth: bool,
 }
 
-fn s<T: JsonSchema>(g: &mut SchemaGenerator) -> Schema {
+/// The schema of `T`, for a route's body.
+pub fn s<T: JsonSchema>(g: &mut SchemaGenerator) -> Schema {
     g.subschema_for::<T>()
 }
 
@@ -90,7 +93,8 @@ pub const ROUTES: &[Route] = &[
     Route { method: Get, path: "/metrics", summary: "Prometheus text exposition of /v1/metrics", request: Body::None, ok: (200, Body::Text), errors: &[AUTH], auth: true },
 ];
 
-fn any_object(_: &mut SchemaGenerator) -> Schema {
+/// A body documented only as a JSON object (a type without a generated schema).
+pub fn any_object(_: &mut SchemaGenerator) -> Schema {
     schemars::json_schema!({"type": "object"})
 }
 
@@ -151,30 +155,44 @@ fn operation(g: &mut SchemaGenerator, r: &Route) -> Value {
     if !r.auth {
         op["security"] = json!([]);
     }
-    let p = params(r.path);
-    if p.as_array().is_some_and(|a| !a.is_empty()) {
-        op["parameters"] = p;
-    }
     op
 }
 
-/// The whole document.
-pub fn document() -> Value {
+/// What an API's document is made of: its operations and what its errors and path
+/// parameters mean. The agent's is [`document`]; the manager builds its own with [`build`].
+#[derive(Debug, Clone, Copy)]
+pub struct Api {
+    pub title: &'static str,
+    pub description: &'static str,
+    pub routes: &'static [Route],
+    /// Every error status some route answers, each described by `error_meaning`.
+    pub errors: &'static [u16],
+    pub error_meaning: fn(u16) -> &'static str,
+    /// The path parameters of a route's path, as OpenAPI parameter objects.
+    pub params: fn(&str) -> Value,
+}
+
+/// The OpenAPI 3.1 document of `api`, schemas generated from the types the routes name.
+pub fn build(api: &Api) -> Value {
     let mut settings = SchemaSettings::draft2020_12().for_deserialize();
     settings.definitions_path = "/components/schemas".into();
     let mut g = settings.into_generator();
     let mut paths = Map::new();
-    for r in ROUTES {
-        let op = operation(&mut g, r);
+    for r in api.routes {
+        let mut op = operation(&mut g, r);
+        let p = (api.params)(r.path);
+        if p.as_array().is_some_and(|a| !a.is_empty()) {
+            op["parameters"] = p;
+        }
         let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
         entry[r.method.as_str()] = op;
     }
     let error_ref = g.subschema_for::<ErrorBody>();
     let mut responses = Map::new();
-    for code in [400u16, 401, 404, 409, 413, 414, 422, 500, 502] {
+    for &code in api.errors {
         responses.insert(
             format!("E{code}"),
-            json!({"description": error_meaning(code),
+            json!({"description": (api.error_meaning)(code),
                    "content": {"application/json": {"schema": error_ref}}}),
         );
     }
@@ -183,9 +201,9 @@ pub fn document() -> Value {
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "info": {
-            "title": "Drover host agent",
+            "title": api.title,
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Per-host VM lifecycle, metrics and migrations between agents. All operations but /v1/health need `Authorization: Bearer <token>` (the scheme in any case). Every error is JSON: {\"error\": \"...\"}."
+            "description": api.description,
         },
         "security": [{"bearer": []}],
         "paths": paths,
@@ -194,6 +212,18 @@ pub fn document() -> Value {
             "responses": responses,
             "schemas": schemas,
         }
+    })
+}
+
+/// The agent API's whole document.
+pub fn document() -> Value {
+    build(&Api {
+        title: "Drover host agent",
+        description: "Per-host VM lifecycle, metrics and migrations between agents. All operations but /v1/health need `Authorization: Bearer <token>` (the scheme in any case). Every error is JSON: {\"error\": \"...\"}.",
+        routes: ROUTES,
+        errors: &[400, 401, 404, 409, 413, 414, 422, 500, 502],
+        error_meaning,
+        params,
     })
 }
 

@@ -93,7 +93,7 @@ pub(crate) enum Reply {
 }
 
 /// The store's health as the loop sees it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StoreHealth {
     /// The file (or `memory`).
     pub location: String,
@@ -103,7 +103,7 @@ pub struct StoreHealth {
 }
 
 /// The loop's state, for `drover manager status` and monitoring.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Status {
     /// When the loop started, s (manager clock).
     pub started_s: f64,
@@ -130,7 +130,7 @@ pub struct Status {
 }
 
 /// A host as the last look saw it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HostView {
     pub name: String,
     pub reachable: bool,
@@ -156,7 +156,7 @@ pub struct HostView {
 }
 
 /// A VM as the last look saw it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VmView {
     pub name: String,
     pub host: String,

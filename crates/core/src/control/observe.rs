@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A host's power state, as its agent reports it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PowerState {
@@ -17,6 +18,7 @@ pub enum PowerState {
 }
 
 /// A VM's state on its host, as its agent reports it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VmPresence {

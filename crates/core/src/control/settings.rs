@@ -33,6 +33,7 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 /// What the manager does with its decisions.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {

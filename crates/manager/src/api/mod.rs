@@ -17,9 +17,11 @@
 //! | `GET /v1/settings`; `PATCH /v1/settings?expected_version=N` | the settings; a JSON merge patch (RFC 7396) |
 //! | `GET /v1/events?subject=&id=&since_s=&limit=&newest_first=` | the journal |
 //! | `GET /metrics` | Prometheus text exposition ([`prom`]) |
+//! | `GET /v1/openapi.json` | the OpenAPI document ([`openapi`]) |
 
 pub mod client;
 pub mod error;
+pub mod openapi;
 pub mod prom;
 
 use crate::handle::Manager;
@@ -93,6 +95,7 @@ pub fn router(manager: Manager, token: &str) -> Router {
         .route("/v1/settings", get(settings).patch(patch_settings))
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi_doc))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/v1/health", get(health))
@@ -146,7 +149,7 @@ fn limit(asked: u32) -> u32 {
 }
 
 /// `GET /v1/health`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Health {
     pub status: String,
     pub version: String,
@@ -211,7 +214,7 @@ async fn moves(State(st): St, raw: Result<Query<MoveQuery>, QueryRejection>) -> 
 }
 
 /// The answer of a host command.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HostDone {
     pub host: String,
     /// `drain`, `undrain`, `wake`.
@@ -238,6 +241,10 @@ async fn undrain(State(st): St, Path(name): Path<String>) -> ApiResult {
 async fn wake(State(st): St, Path(name): Path<String>) -> ApiResult {
     st.manager.wake(&name).await?;
     host_done(name, "wake")
+}
+
+async fn openapi_doc() -> ApiResult {
+    ok(openapi::document())
 }
 
 async fn metrics(State(st): St) -> ApiResult {

@@ -319,3 +319,59 @@ fn bearer_header_rules() {
         "an empty token matches nothing"
     );
 }
+
+/// Every route of the document answers through the router (a handler's answer, JSON or the
+/// metrics text, never the router's bodiless 404/405), and every documented status of a
+/// route is in the document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_lists_the_routes_the_router_serves() {
+    let (router, manager, _) = running().await;
+    let doc = openapi::document();
+    for r in openapi::ROUTES {
+        let uri = r.path.replace("{id}", "p-none").replace("{name}", "h9");
+        let method = match r.method {
+            drover_api::openapi::Method::Get => Method::GET,
+            drover_api::openapi::Method::Post => Method::POST,
+            drover_api::openapi::Method::Patch => Method::PATCH,
+            drover_api::openapi::Method::Delete => Method::DELETE,
+        };
+        let body = (r.method == drover_api::openapi::Method::Patch).then(|| json!({}));
+        let mut req = HttpRequest::builder()
+            .method(method)
+            .uri(&uri)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+        let req = match body {
+            Some(b) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                req.body(Body::from(b.to_string()))
+            }
+            None => req.body(Body::empty()),
+        }
+        .expect("request");
+        let answer = router.clone().oneshot(req).await.expect("answer");
+        let status = answer.status();
+        let bytes = axum::body::to_bytes(answer.into_body(), 1 << 22)
+            .await
+            .expect("body");
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{uri}");
+        assert!(
+            !bytes.is_empty(),
+            "{uri}: {status} with no body: not a handler's answer"
+        );
+        let documented = std::iter::once(r.ok.0).chain(r.errors.iter().copied());
+        assert!(
+            documented.clone().any(|c| c == status.as_u16()),
+            "{} {uri}: {status} not among {:?}",
+            r.method.as_str(),
+            documented.collect::<Vec<_>>()
+        );
+        let op = &doc["paths"][r.path][r.method.as_str()];
+        assert!(
+            op["responses"][r.ok.0.to_string()].is_object(),
+            "{}",
+            r.path
+        );
+    }
+    assert!(doc["components"]["schemas"]["HostView"]["properties"]["load"].is_object());
+    manager.shutdown().await.expect("stops");
+}
