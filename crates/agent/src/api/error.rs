@@ -163,29 +163,14 @@ impl From<crate::power::PowerError> for ApiError {
     }
 }
 
-/// Compares a presented token with ours in time independent of where they differ.
-pub fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
-    let mut diff = presented.len() ^ expected.len();
-    for (i, e) in expected.iter().enumerate() {
-        let p = presented.get(i).copied().unwrap_or(0);
-        diff |= usize::from(p ^ e);
-    }
-    diff == 0
-}
-
-/// Checks an `Authorization` header value against the token. The scheme is case-insensitive
-/// and may be followed by several spaces (RFC 9110, section 11.1).
+/// Checks an `Authorization` header value against the token (drover-api's one rule,
+/// [`drover_api::transport::bearer_matches`]).
 pub fn check_bearer(header: Option<&[u8]>, token: &str) -> Result<(), ApiError> {
-    let value = header.ok_or(ApiError::Unauthorized)?;
-    let (scheme, rest) = value.split_at(value.len().min(6));
-    if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.starts_with(b" ") {
-        return Err(ApiError::Unauthorized);
+    if drover_api::transport::bearer_matches(header, token) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
     }
-    let presented = rest.trim_ascii_start();
-    if token.is_empty() || !token_matches(presented, token.as_bytes()) {
-        return Err(ApiError::Unauthorized);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
