@@ -7,16 +7,16 @@
 
 use super::error::{Result, StoreError};
 use super::records::{
-    bounded, host_event, settings_event, Decision, DecisionInput, JournalEntry, JournalQuery,
-    JournalRow, MigrationResult, MoveQuery, MoveRow, PlanQuery, PlanRow, SavedState,
-    SettingsRecord, StepRecord, Transition,
+    bounded, host_event, settings_event, JournalEntry, JournalQuery, JournalRow, MigrationResult,
+    MoveQuery, MoveRow, PlanQuery, PlanRow, SavedState, SettingsRecord, StepRecord, Transition,
 };
 use super::rollup::{minute_of, Minute};
 use super::types::{
-    Compacted, History, HostRecord, HostSpec, Json, Look, MeanMax, Point, Retention, Rollup,
-    Sample, SeriesKey, SeriesKind, VmRecord,
+    Compacted, History, HostRecord, HostSpec, Look, MeanMax, Point, Retention, Rollup, Sample,
+    SeriesKey, SeriesKind, VmRecord,
 };
 use super::{validate, Store};
+use drover_core::control::{ControlSettings, Decision};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -46,7 +46,7 @@ struct Inner {
     moves: BTreeMap<String, (u64, MoveRow)>,
     next_order: u64,
     transitions: Vec<Transition>,
-    decisions: BTreeMap<u64, (f64, DecisionInput)>,
+    decisions: BTreeMap<u64, (f64, Decision)>,
     next_decision: u64,
     results: BTreeMap<String, MigrationResult>,
     settings: Option<SettingsRecord>,
@@ -163,7 +163,7 @@ impl Inner {
                 ));
             }
         }
-        for plan in step.decision.iter().flat_map(|d| &d.plans) {
+        for plan in step.decision_plans() {
             if !plan_known(plan) {
                 return Err(invalid(
                     "decision",
@@ -211,11 +211,12 @@ impl Inner {
             };
             self.moves.insert(m.id.clone(), (order, m.clone()));
         }
-        if let Some(d) = step.decision.as_ref().filter(|d| !d.plans.is_empty()) {
+        let named = step.decision_plans();
+        if let Some(d) = step.decision.as_ref().filter(|_| !named.is_empty()) {
             self.next_decision += 1;
             let id = self.next_decision;
-            self.decisions.insert(id, (at, d.clone()));
-            for plan in &d.plans {
+            self.decisions.insert(id, (d.now_s + 0.0, d.clone()));
+            for plan in named {
                 if let Some((_, _, decision)) = self.plans.get_mut(plan) {
                     *decision = Some(id);
                 }
@@ -504,19 +505,13 @@ impl Store for MemoryStore {
                 key: format!("plan {plan_id}"),
             });
         };
-        let Some((at_s, d)) = decision.and_then(|id| inner.decisions.get(&id)) else {
+        let Some((_, d)) = decision.and_then(|id| inner.decisions.get(&id)) else {
             return Err(StoreError::NoDecision {
                 path: LOCATION.into(),
                 plan: plan_id.to_string(),
             });
         };
-        Ok(Decision {
-            plan_id: plan_id.to_string(),
-            at_s: *at_s,
-            observation: d.observation.clone(),
-            state_before: d.state_before.clone(),
-            settings: d.settings.clone(),
-        })
+        Ok(d.clone())
     }
 
     fn put_result(&self, result: &MigrationResult) -> Result<()> {
@@ -543,7 +538,12 @@ impl Store for MemoryStore {
         Ok(self.lock().settings.clone())
     }
 
-    fn put_settings(&self, body: &Json, at_s: f64, expected: Option<u64>) -> Result<u64> {
+    fn put_settings(
+        &self,
+        settings: &ControlSettings,
+        at_s: f64,
+        expected: Option<u64>,
+    ) -> Result<u64> {
         let at = validate::time(LOCATION, "settings", "time", at_s)?;
         let mut inner = self.write("store the settings")?;
         let found = inner.settings.as_ref().map_or(0, |s| s.version);
@@ -558,7 +558,7 @@ impl Store for MemoryStore {
         inner.settings = Some(SettingsRecord {
             version,
             updated_s: at,
-            body: body.clone(),
+            settings: settings.clone(),
         });
         inner.append(&[settings_event(at, version)]);
         Ok(version)

@@ -4,8 +4,9 @@
 //! [`Store`] is the interface; [`SqliteStore`] keeps it in one SQLite file under the manager's
 //! state directory ([`sqlite::FILE_NAME`]); [`MemoryStore`] is the fake other modules test
 //! with. A server database can implement the same trait later (for a manager with a standby).
-//! The control types (core's `control` module) cross it as [`Json`], so this module does not
-//! depend on their Rust shapes.
+//! Core's control types (the step's memory, plans, moves, settings, decisions) cross it typed
+//! and are kept as JSON text beside the columns they are queried by; the agents' result records
+//! cross it as [`Json`], as the agent sent them.
 //!
 //! # Tables
 //!
@@ -23,7 +24,7 @@
 //! | `move` | id, plan, VM, hosts, state, detail, the move (JSON) | `id`; `plan_id`; `vm`; `state` |
 //! | `move_transition` | every change of a move's state: from, to, at, detail | `seq`; `(move_id, seq)` |
 //! | `migration_result` | the agent's result record (JSON) by move id | `move_id` |
-//! | `decision` | a step's observation, memory before, settings (JSON), shared by its plans | `id`; `at_s` |
+//! | `decision` | a step's observation, memory before, settings and output (JSON), shared by its plans | `id`; `at_s` |
 //! | `settings` | the current settings (JSON), version, updated at, one row | |
 //! | `journal` | append-only events: at, subject, id, what | `seq`; `at_s`; `(subject, subject_id)` |
 //!
@@ -93,11 +94,12 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+use drover_core::control::{ControlSettings, Decision};
 pub use error::{Result, StoreError};
 pub use memory::MemoryStore;
 pub use records::{
-    Decision, DecisionInput, JournalEntry, JournalQuery, JournalRow, MigrationResult, MoveQuery,
-    MoveRow, PlanQuery, PlanRow, SavedState, SettingsRecord, StepRecord, Transition, MAX_READ,
+    JournalEntry, JournalQuery, JournalRow, MigrationResult, MoveQuery, MoveRow, PlanQuery,
+    PlanRow, SavedState, SettingsRecord, StepRecord, Transition, MAX_READ,
 };
 pub use sqlite::SqliteStore;
 use std::collections::BTreeMap;
@@ -173,8 +175,9 @@ pub trait Store: Send + Sync {
     /// A move's transitions, in order.
     fn transitions(&self, move_id: &str) -> Result<Vec<Transition>>;
 
-    /// What the step that made `plan_id` decided from ([`StoreError::NotFound`] for an unknown
-    /// plan, [`StoreError::NoDecision`] when it was pruned).
+    /// What the step that made `plan_id` decided from and returned, replayable
+    /// ([`Decision::reproduces`]); [`StoreError::NotFound`] for an unknown plan,
+    /// [`StoreError::NoDecision`] when it was pruned.
     fn export_decision(&self, plan_id: &str) -> Result<Decision>;
 
     /// Stores (or replaces) the agent's result record of a stored move.
@@ -188,7 +191,12 @@ pub trait Store: Send + Sync {
     /// Replaces the settings and journals it; returns the new version. With
     /// `expected_version` (0: none stored yet), refused with [`StoreError::SettingsConflict`]
     /// unless the stored version is that one.
-    fn put_settings(&self, body: &Json, at_s: f64, expected_version: Option<u64>) -> Result<u64>;
+    fn put_settings(
+        &self,
+        settings: &ControlSettings,
+        at_s: f64,
+        expected_version: Option<u64>,
+    ) -> Result<u64>;
 
     /// Journal lines, filtered and bounded (see [`JournalQuery`]).
     fn journal(&self, query: &JournalQuery) -> Result<Vec<JournalRow>>;

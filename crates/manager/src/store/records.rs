@@ -1,28 +1,20 @@
-//! The control loop's records: what one step persists ([`StepRecord`]), and what is read back
-//! (plans, moves, their transitions, the journal, settings, results, decisions).
+//! The control loop's records: what one step persists ([`StepRecord`], made from core's typed
+//! control values), and what is read back (plans, moves, their transitions, the journal,
+//! settings, results, decisions).
 //!
-//! Field names follow core's control types (`JournalEntry` is core's, field for field), so
-//! that once those types are in this crate's dependencies each row is made from its typed value
-//! in one place.
+//! Plans, moves, the step's memory, the settings and decisions are core's `control` types:
+//! the store keeps each as JSON and indexes the few columns it is queried by, which
+//! [`PlanRow::of`] and [`MoveRow::of`] derive from the typed value in one place.
 
 use super::types::Json;
+use drover_core::control::{ControlSettings, ControlState, Decision, Move, MoveState, Plan};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+pub use drover_core::control::JournalEntry;
 
 /// The most rows one read returns, whatever limit the caller asks for.
 pub const MAX_READ: u32 = 10_000;
-
-/// One line of the event journal (core's `control::JournalEntry`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JournalEntry {
-    /// Manager clock, s.
-    pub at_s: f64,
-    /// `plan`, `move`, `host`, `settings`, ...
-    pub subject: String,
-    /// The plan's, move's or host's id.
-    pub id: String,
-    /// What happened, one line.
-    pub what: String,
-}
 
 /// A journal line as stored: its place in the journal and the line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,7 +45,7 @@ pub struct JournalQuery {
     pub limit: u32,
 }
 
-/// A plan, as stored: the columns it is queried by, and the whole plan as JSON.
+/// A plan, as stored: the columns it is queried by, and the plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanRow {
     pub id: String,
@@ -63,9 +55,32 @@ pub struct PlanRow {
     pub state: String,
     /// The host the plan is about.
     pub host: Option<String>,
+    /// When it was made, s (manager clock).
     pub created_s: f64,
-    /// Core's `control::Plan`, explanation included.
-    pub body: Json,
+    /// Core's plan, explanation included.
+    pub body: Plan,
+}
+
+impl PlanRow {
+    /// The row of `plan`: its columns are read off the plan.
+    pub fn of(plan: &Plan) -> PlanRow {
+        PlanRow {
+            id: plan.id.clone(),
+            kind: plan_kind(plan),
+            state: plan.state.name().to_string(),
+            host: plan.explanation.host.clone(),
+            created_s: plan.created_s,
+            body: plan.clone(),
+        }
+    }
+}
+
+/// A plan kind's name, as serde spells it (the `plan.kind` column).
+fn plan_kind(plan: &Plan) -> String {
+    serde_json::to_value(plan.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// A move, as stored.
@@ -81,8 +96,34 @@ pub struct MoveRow {
     pub state: String,
     /// Why it is in this state (the error, the reason), for the transition's record.
     pub detail: Option<String>,
-    /// Core's `control::Move`.
-    pub body: Json,
+    /// Core's move.
+    pub body: Move,
+}
+
+impl MoveRow {
+    /// The row of `m`: its columns, and the transition's detail, are read off the move.
+    pub fn of(m: &Move) -> MoveRow {
+        let detail = match &m.state {
+            MoveState::Failed { error, .. } => Some(error.clone()),
+            MoveState::Cancelled { reason, .. }
+            | MoveState::Skipped { reason, .. }
+            | MoveState::Lost { reason, .. } => Some(reason.clone()),
+            MoveState::Planned
+            | MoveState::Requested { .. }
+            | MoveState::Running { .. }
+            | MoveState::Done { .. } => None,
+        };
+        MoveRow {
+            id: m.id.clone(),
+            plan_id: m.plan.clone(),
+            vm: m.vm.clone(),
+            from_host: m.from.clone(),
+            to_host: m.to.clone(),
+            state: m.state.name().to_string(),
+            detail,
+            body: m.clone(),
+        }
+    }
 }
 
 /// One change of a move's state, recorded by the store whenever a step stores a move in a state
@@ -97,20 +138,6 @@ pub struct Transition {
     pub detail: Option<String>,
 }
 
-/// What a step decided from, stored once per step for every plan the step made.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DecisionInput {
-    /// The plans made in this step (core's `StepOutput::new_plans`); each must be among the
-    /// step's plans or already stored.
-    pub plans: Vec<String>,
-    /// Core's `control::Observation` the step saw.
-    pub observation: Json,
-    /// Core's `control::ControlState` before the step.
-    pub state_before: Json,
-    /// Core's `control::ControlSettings` the step read.
-    pub settings: Json,
-}
-
 /// Everything one step changed, stored in one transaction: all of it or none of it.
 ///
 /// The manager stores one after every step and every operation on the control state (approve,
@@ -119,16 +146,64 @@ pub struct DecisionInput {
 pub struct StepRecord {
     /// The step's time, s (manager clock).
     pub at_s: f64,
-    /// Core's `control::ControlState` after the step (the step's memory).
-    pub state: Json,
+    /// The step's memory after the step.
+    pub state: ControlState,
     /// The step's journal lines, appended in order.
     pub journal: Vec<JournalEntry>,
     /// Plans made or changed by the step (stored plans are replaced).
     pub plans: Vec<PlanRow>,
     /// Moves made or changed; a state other than the stored one records a [`Transition`].
     pub moves: Vec<MoveRow>,
-    /// When the step made plans: what it decided from.
-    pub decision: Option<DecisionInput>,
+    /// When the step made plans: what it decided from and what it returned. Stored once,
+    /// shared by the plans its output names (`output.new_plans`), each of which must be among
+    /// the step's plans or already stored.
+    pub decision: Option<Decision>,
+}
+
+impl StepRecord {
+    /// The record of a step (or an operation) that took the memory from `before` to `after`
+    /// at `at_s`: every plan and move that is new or differs from `before` (plans pruned from
+    /// `after` stay stored as they were), the journal lines, and the decision when the step
+    /// made plans.
+    pub fn changes(
+        at_s: f64,
+        before: &ControlState,
+        after: &ControlState,
+        journal: Vec<JournalEntry>,
+        decision: Option<Decision>,
+    ) -> StepRecord {
+        let plans = after
+            .plans
+            .values()
+            .filter(|p| before.plans.get(&p.id) != Some(*p))
+            .map(PlanRow::of)
+            .collect();
+        let moves = after
+            .moves
+            .values()
+            .filter(|m| before.moves.get(&m.id) != Some(*m))
+            .map(MoveRow::of)
+            .collect();
+        StepRecord {
+            at_s,
+            state: after.clone(),
+            journal,
+            plans,
+            moves,
+            decision: decision.filter(|d| !d.output.new_plans.is_empty()),
+        }
+    }
+
+    /// The plans the decision names, in order, without repeats.
+    pub(crate) fn decision_plans(&self) -> Vec<&str> {
+        let mut seen = BTreeSet::new();
+        self.decision
+            .iter()
+            .flat_map(|d| &d.output.new_plans)
+            .map(String::as_str)
+            .filter(|p| seen.insert(*p))
+            .collect()
+    }
 }
 
 /// The step's memory as last stored.
@@ -136,20 +211,7 @@ pub struct StepRecord {
 pub struct SavedState {
     /// The time of the step that stored it, s.
     pub at_s: f64,
-    /// Core's `control::ControlState`.
-    pub state: Json,
-}
-
-/// A plan's decision, as exported: enough to run the same step again
-/// (`drover sim replay FILE`) and get the same plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Decision {
-    pub plan_id: String,
-    /// The step's time, s: the `now_s` to replay it at.
-    pub at_s: f64,
-    pub observation: Json,
-    pub state_before: Json,
-    pub settings: Json,
+    pub state: ControlState,
 }
 
 /// The current settings.
@@ -158,8 +220,7 @@ pub struct SettingsRecord {
     /// 1 for the first settings stored, then one more per change.
     pub version: u64,
     pub updated_s: f64,
-    /// Core's `control::ControlSettings`.
-    pub body: Json,
+    pub settings: ControlSettings,
 }
 
 /// An agent's migration result record, keyed by the move (and migration) id.

@@ -1,7 +1,6 @@
-//! The values that go in and out of a [`super::Store`]. Control types (the step's memory, plans,
-//! moves, settings, decisions, agents' results) travel as [`Json`] text, so the store does not
-//! depend on their Rust shapes: it indexes the few columns it is queried by and keeps the rest
-//! as the caller serialized it.
+//! The values that go in and out of a [`super::Store`] besides core's control types: inventory,
+//! samples, history, retention, and [`Json`] for what the store keeps as it was sent (the
+//! agents' migration records).
 
 use super::error::{Result, StoreError};
 use super::records::JournalEntry;
@@ -11,7 +10,7 @@ use serde_json::value::RawValue;
 
 /// A JSON document, as text. Made from a value with [`Json::of`] or from text with
 /// [`Json::parse`] (both check it), read back with [`Json::to`]. It serializes as the document
-/// itself, not as a string, so a record holding it (a [`super::Decision`]) is plain JSON.
+/// itself, not as a string, so a record holding it is plain JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Json(String);
 

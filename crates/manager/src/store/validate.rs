@@ -125,6 +125,9 @@ pub(crate) fn step(path: &str, step: &StepRecord) -> Result<()> {
             p.created_s,
         )?;
     }
+    if let Some(d) = &step.decision {
+        time(path, "decision", "decision time", d.now_s)?;
+    }
     for m in &step.moves {
         name(path, "move", "move id", &m.id)?;
         name(path, "move", &format!("move {}'s plan", m.id), &m.plan_id)?;

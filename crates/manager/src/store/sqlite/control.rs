@@ -4,16 +4,18 @@
 use super::{get_u64, sql};
 use crate::store::error::{Result, StoreError};
 use crate::store::records::{
-    bounded, settings_event, Decision, DecisionInput, JournalEntry, JournalQuery, JournalRow,
-    MigrationResult, MoveQuery, MoveRow, PlanQuery, PlanRow, SavedState, SettingsRecord,
-    StepRecord, Transition,
+    bounded, settings_event, JournalEntry, JournalQuery, JournalRow, MigrationResult, MoveQuery,
+    MoveRow, PlanQuery, PlanRow, SavedState, SettingsRecord, StepRecord, Transition,
 };
 use crate::store::types::Json;
 use crate::store::validate;
+use drover_core::control::{ControlSettings, Decision};
 use rusqlite::types::Value;
 use rusqlite::{
     params, params_from_iter, Connection, OptionalExtension, Row, Transaction, TransactionBehavior,
 };
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 fn invalid(path: &str, table: &'static str, what: String) -> StoreError {
     StoreError::Invalid {
@@ -21,6 +23,20 @@ fn invalid(path: &str, table: &'static str, what: String) -> StoreError {
         table,
         what,
     }
+}
+
+/// A typed value as the JSON text a column keeps.
+fn text<T: Serialize>(value: &T) -> Result<String> {
+    Json::of(value).map(Json::into_string)
+}
+
+/// A column's JSON text read back as a `T`; text that is not one was edited or damaged.
+fn typed<T: DeserializeOwned>(path: &str, table: &'static str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        path: path.to_string(),
+        table,
+        what: format!("a body that is not a {}: {e}", std::any::type_name::<T>()),
+    })
 }
 
 /// Appends `entries` to the journal inside the caller's transaction.
@@ -66,14 +82,14 @@ pub(super) fn save_step(conn: &mut Connection, path: &str, step: &StepRecord) ->
     tx.execute(
         "INSERT INTO control (id, at_s, body) VALUES (1, ?1, ?2)
          ON CONFLICT (id) DO UPDATE SET at_s = excluded.at_s, body = excluded.body",
-        params![at, step.state.as_str()],
+        params![at, text(&step.state)?],
     )
     .map_err(sql(path, "control", "save the control state"))?;
     insert_journal(&tx, path, &step.journal)?;
     upsert_plans(&tx, path, step, at)?;
     upsert_moves(&tx, path, step, at)?;
     if let Some(d) = &step.decision {
-        insert_decision(&tx, path, d, at)?;
+        insert_decision(&tx, path, d, &step.decision_plans())?;
     }
     tx.commit().map_err(sql(path, "control", "commit a step"))
 }
@@ -96,7 +112,7 @@ fn upsert_plans(tx: &Transaction<'_>, path: &str, step: &StepRecord, at: f64) ->
             p.host,
             p.created_s + 0.0,
             at,
-            p.body.as_str()
+            text(&p.body)?
         ])
         .map_err(&err)?;
     }
@@ -156,7 +172,7 @@ fn upsert_moves(tx: &Transaction<'_>, path: &str, step: &StepRecord, at: f64) ->
                 m.state,
                 m.detail,
                 at,
-                m.body.as_str()
+                text(&m.body)?
             ])
             .map_err(&err)?;
         if old.as_deref() != Some(m.state.as_str()) {
@@ -168,19 +184,21 @@ fn upsert_moves(tx: &Transaction<'_>, path: &str, step: &StepRecord, at: f64) ->
     Ok(())
 }
 
-fn insert_decision(tx: &Transaction<'_>, path: &str, d: &DecisionInput, at: f64) -> Result<()> {
-    if d.plans.is_empty() {
+fn insert_decision(tx: &Transaction<'_>, path: &str, d: &Decision, plans: &[&str]) -> Result<()> {
+    if plans.is_empty() {
         return Ok(());
     }
     let err = sql(path, "decision", "store a decision");
     tx.execute(
-        "INSERT INTO decision (at_s, observation, state_before, settings)
-         VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO decision (at_s, observation, state_before, settings, format, output)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
-            at,
-            d.observation.as_str(),
-            d.state_before.as_str(),
-            d.settings.as_str()
+            d.now_s + 0.0,
+            text(&d.observation)?,
+            text(&d.state_before)?,
+            text(&d.settings)?,
+            d.format,
+            text(&d.output)?
         ],
     )
     .map_err(&err)?;
@@ -188,7 +206,7 @@ fn insert_decision(tx: &Transaction<'_>, path: &str, d: &DecisionInput, at: f64)
     let mut st = tx
         .prepare_cached("UPDATE plan SET decision_id = ?1 WHERE id = ?2")
         .map_err(&err)?;
-    for plan in &d.plans {
+    for plan in plans {
         if st.execute(params![id, plan]).map_err(&err)? == 0 {
             return Err(invalid(
                 path,
@@ -201,33 +219,54 @@ fn insert_decision(tx: &Transaction<'_>, path: &str, d: &DecisionInput, at: f64)
 }
 
 pub(super) fn control_state(conn: &Connection, path: &str) -> Result<Option<SavedState>> {
-    conn.query_row("SELECT at_s, body FROM control WHERE id = 1", [], |r| {
+    let row: Option<(f64, String)> = conn
+        .query_row("SELECT at_s, body FROM control WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(sql(path, "control", "read the control state"))?;
+    row.map(|(at_s, body)| {
         Ok(SavedState {
-            at_s: r.get(0)?,
-            state: Json::stored(r.get(1)?),
+            at_s,
+            state: typed(path, "control", &body)?,
         })
     })
-    .optional()
-    .map_err(sql(path, "control", "read the control state"))
+    .transpose()
 }
 
 const PLAN_COLUMNS: &str = "id, kind, state, host, created_s, body";
 
-fn plan_row(r: &Row<'_>) -> rusqlite::Result<PlanRow> {
+/// A plan's columns, with its body still as text (parsed once the statement is done).
+type PlanCols = (String, String, String, Option<String>, f64, String);
+
+fn plan_cols(r: &Row<'_>) -> rusqlite::Result<PlanCols> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+fn plan_row(path: &str, (id, kind, state, host, created_s, body): PlanCols) -> Result<PlanRow> {
     Ok(PlanRow {
-        id: r.get(0)?,
-        kind: r.get(1)?,
-        state: r.get(2)?,
-        host: r.get(3)?,
-        created_s: r.get(4)?,
-        body: Json::stored(r.get(5)?),
+        id,
+        kind,
+        state,
+        host,
+        created_s,
+        body: typed(path, "plan", &body)?,
     })
 }
 
 pub(super) fn plan(conn: &Connection, path: &str, id: &str) -> Result<Option<PlanRow>> {
-    conn.prepare_cached(&format!("SELECT {PLAN_COLUMNS} FROM plan WHERE id = ?1"))
-        .and_then(|mut st| st.query_row([id], plan_row).optional())
-        .map_err(sql(path, "plan", "read a plan"))
+    let cols = conn
+        .prepare_cached(&format!("SELECT {PLAN_COLUMNS} FROM plan WHERE id = ?1"))
+        .and_then(|mut st| st.query_row([id], plan_cols).optional())
+        .map_err(sql(path, "plan", "read a plan"))?;
+    cols.map(|c| plan_row(path, c)).transpose()
 }
 
 /// `WHERE` clauses and their values, for queries whose filters are optional (built so that
@@ -272,9 +311,10 @@ pub(super) fn plans(conn: &Connection, path: &str, q: &PlanQuery) -> Result<Vec<
     let err = sql(path, "plan", "list plans");
     let mut st = conn.prepare_cached(&query).map_err(&err)?;
     let rows = st
-        .query_map(params_from_iter(f.values), plan_row)
+        .query_map(params_from_iter(f.values), plan_cols)
         .map_err(&err)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(&err)
+    let cols: Vec<PlanCols> = rows.collect::<rusqlite::Result<_>>().map_err(&err)?;
+    cols.into_iter().map(|c| plan_row(path, c)).collect()
 }
 
 pub(super) fn moves(conn: &Connection, path: &str, q: &MoveQuery) -> Result<Vec<MoveRow>> {
@@ -292,19 +332,45 @@ pub(super) fn moves(conn: &Connection, path: &str, q: &MoveQuery) -> Result<Vec<
     let mut st = conn.prepare_cached(&query).map_err(&err)?;
     let rows = st
         .query_map(params_from_iter(f.values), |r| {
-            Ok(MoveRow {
-                id: r.get(0)?,
-                plan_id: r.get(1)?,
-                vm: r.get(2)?,
-                from_host: r.get(3)?,
-                to_host: r.get(4)?,
-                state: r.get(5)?,
-                body: Json::stored(r.get(6)?),
-                detail: r.get(7)?,
-            })
+            let body: String = r.get(6)?;
+            let row = (
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(7)?,
+            );
+            Ok((row, body))
         })
         .map_err(&err)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(&err)
+    type MoveCols = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+    );
+    let cols: Vec<(MoveCols, String)> = rows.collect::<rusqlite::Result<_>>().map_err(&err)?;
+    cols.into_iter()
+        .map(
+            |((id, plan_id, vm, from_host, to_host, state, detail), body)| {
+                Ok(MoveRow {
+                    id,
+                    plan_id,
+                    vm,
+                    from_host,
+                    to_host,
+                    state,
+                    detail,
+                    body: typed(path, "move", &body)?,
+                })
+            },
+        )
+        .collect()
 }
 
 pub(super) fn transitions(conn: &Connection, path: &str, move_id: &str) -> Result<Vec<Transition>> {
@@ -330,13 +396,29 @@ pub(super) fn transitions(conn: &Connection, path: &str, move_id: &str) -> Resul
 }
 
 pub(super) fn export_decision(conn: &Connection, path: &str, plan_id: &str) -> Result<Decision> {
-    type DecisionCols = (Option<f64>, Option<String>, Option<String>, Option<String>);
+    type DecisionCols = (
+        Option<f64>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<u32>,
+        Option<String>,
+    );
     let row: Option<DecisionCols> = conn
         .query_row(
-            "SELECT d.at_s, d.observation, d.state_before, d.settings
+            "SELECT d.at_s, d.observation, d.state_before, d.settings, d.format, d.output
              FROM plan p LEFT JOIN decision d ON d.id = p.decision_id WHERE p.id = ?1",
             [plan_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
         )
         .optional()
         .map_err(sql(path, "decision", "read a decision"))?;
@@ -346,13 +428,16 @@ pub(super) fn export_decision(conn: &Connection, path: &str, plan_id: &str) -> R
             table: "plan",
             key: format!("plan {plan_id}"),
         }),
-        Some((Some(at_s), Some(obs), Some(before), Some(settings))) => Ok(Decision {
-            plan_id: plan_id.to_string(),
-            at_s,
-            observation: Json::stored(obs),
-            state_before: Json::stored(before),
-            settings: Json::stored(settings),
-        }),
+        Some((Some(at_s), Some(obs), Some(before), Some(settings), Some(format), Some(output))) => {
+            Ok(Decision {
+                format,
+                now_s: at_s,
+                observation: typed(path, "decision", &obs)?,
+                state_before: typed(path, "decision", &before)?,
+                settings: typed(path, "decision", &settings)?,
+                output: typed(path, "decision", &output)?,
+            })
+        }
         Some(_) => Err(StoreError::NoDecision {
             path: path.to_string(),
             plan: plan_id.to_string(),
@@ -410,29 +495,33 @@ pub(super) fn result(
 }
 
 pub(super) fn settings(conn: &Connection, path: &str) -> Result<Option<SettingsRecord>> {
-    conn.query_row(
-        "SELECT version, updated_s, body FROM settings WHERE id = 1",
-        [],
-        |r| {
-            Ok(SettingsRecord {
-                version: get_u64(r, 0)?,
-                updated_s: r.get(1)?,
-                body: Json::stored(r.get(2)?),
-            })
-        },
-    )
-    .optional()
-    .map_err(sql(path, "settings", "read the settings"))
+    let row: Option<(u64, f64, String)> = conn
+        .query_row(
+            "SELECT version, updated_s, body FROM settings WHERE id = 1",
+            [],
+            |r| Ok((get_u64(r, 0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(sql(path, "settings", "read the settings"))?;
+    row.map(|(version, updated_s, body)| {
+        Ok(SettingsRecord {
+            version,
+            updated_s,
+            settings: typed(path, "settings", &body)?,
+        })
+    })
+    .transpose()
 }
 
 pub(super) fn put_settings(
     conn: &mut Connection,
     path: &str,
-    body: &Json,
+    settings: &ControlSettings,
     at_s: f64,
     expected: Option<u64>,
 ) -> Result<u64> {
     let at = validate::time(path, "settings", "time", at_s)?;
+    let body = text(settings)?;
     let err = sql(path, "settings", "store the settings");
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -456,11 +545,7 @@ pub(super) fn put_settings(
         "INSERT INTO settings (id, version, updated_s, body) VALUES (1, ?1, ?2, ?3)
          ON CONFLICT (id) DO UPDATE SET version = excluded.version,
              updated_s = excluded.updated_s, body = excluded.body",
-        params![
-            i64::try_from(version).unwrap_or(i64::MAX),
-            at,
-            body.as_str()
-        ],
+        params![i64::try_from(version).unwrap_or(i64::MAX), at, body],
     )
     .map_err(&err)?;
     insert_journal(&tx, path, &[settings_event(at, version)])?;

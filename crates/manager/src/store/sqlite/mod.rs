@@ -10,14 +10,14 @@ pub mod schema;
 
 use super::error::{Result, StoreError};
 use super::records::{
-    Decision, JournalEntry, JournalQuery, JournalRow, MigrationResult, MoveQuery, MoveRow,
-    PlanQuery, PlanRow, SavedState, SettingsRecord, StepRecord, Transition,
+    JournalEntry, JournalQuery, JournalRow, MigrationResult, MoveQuery, MoveRow, PlanQuery,
+    PlanRow, SavedState, SettingsRecord, StepRecord, Transition,
 };
 use super::types::{
-    Compacted, History, HostRecord, HostSpec, Json, Look, Retention, SeriesKey, SeriesKind,
-    VmRecord,
+    Compacted, History, HostRecord, HostSpec, Look, Retention, SeriesKey, SeriesKind, VmRecord,
 };
 use super::Store;
+use drover_core::control::{ControlSettings, Decision};
 use rusqlite::{Connection, OpenFlags};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -303,11 +303,16 @@ impl Store for SqliteStore {
         control::settings(&self.lock().conn, &self.path)
     }
 
-    fn put_settings(&self, body: &Json, at_s: f64, expected_version: Option<u64>) -> Result<u64> {
+    fn put_settings(
+        &self,
+        settings: &ControlSettings,
+        at_s: f64,
+        expected_version: Option<u64>,
+    ) -> Result<u64> {
         control::put_settings(
             &mut self.lock().conn,
             &self.path,
-            body,
+            settings,
             at_s,
             expected_version,
         )

@@ -15,11 +15,18 @@ pub struct Migration {
 }
 
 /// The schema this build writes.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: V1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        name: "decision output",
+        sql: V2,
+    },
+];
 
 /// The version this build writes and understands.
 pub fn current_version() -> i64 {
@@ -179,6 +186,14 @@ CREATE TABLE journal (
 );
 CREATE INDEX journal_at ON journal (at_s);
 CREATE INDEX journal_subject ON journal (subject, subject_id);
+"#;
+
+/// A decision also keeps what the step returned (core's `StepOutput`) and the record's format,
+/// so an export is a whole `control::Decision` that replay can check. Rows from version 1 have
+/// no output and export as [`StoreError::NoDecision`].
+const V2: &str = r#"
+ALTER TABLE decision ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE decision ADD COLUMN output TEXT;
 "#;
 
 /// Brings the store at `path` (already opened as `conn`) to the last of `migrations`.

@@ -2,6 +2,9 @@
 //! results, decisions, the journal. Each test runs against the fake and the SQLite file.
 
 use super::*;
+use drover_core::control::{
+    ControlSettings, ControlState, Decision, HostObs, MoveState, PowerState,
+};
 use serde_json::json as j;
 
 fn retention() -> Retention {
@@ -228,10 +231,7 @@ fn a_step_is_stored_whole(store: &dyn Store) {
     store.save_step(&s).expect("step");
 
     let saved = store.control_state().expect("state").expect("saved");
-    assert_eq!(
-        (saved.at_s, saved.state.as_str()),
-        (100.0, r#"{"step":100.0}"#)
-    );
+    assert_eq!((saved.at_s, saved.state), (100.0, step(100.0).state));
     assert_eq!(
         store.plan("p1").expect("plan"),
         Some(plan_row("p1", "approved", 100.0))
@@ -293,12 +293,7 @@ fn a_step_with_a_bad_reference_changes_nothing(store: &dyn Store) {
 
     let mut bad = step(3.0);
     bad.plans = vec![plan_row("p3", "approved", 3.0)];
-    bad.decision = Some(DecisionInput {
-        plans: vec!["p3".into(), "p-nowhere".into()],
-        observation: json(j!({})),
-        state_before: json(j!({})),
-        settings: json(j!({})),
-    });
+    bad.decision = Some(decision(3.0, &["p3", "p-nowhere"]));
     store
         .save_step(&bad)
         .expect_err("decision of an unknown plan");
@@ -315,17 +310,20 @@ fn every_move_state_change_is_a_transition(store: &dyn Store) {
     s.plans = vec![plan_row("p1", "approved", 1.0)];
     s.moves = vec![move_row("m1", "p1", "vm1", "planned")];
     store.save_step(&s).expect("step");
-    for (at, state, detail) in [
-        (2.0, "planned", None),
-        (3.0, "requested", None),
-        (4.0, "running", None),
-        (5.0, "running", None),
-        (9.0, "failed", Some("post-copy stalled")),
+    let failed = MoveState::Failed {
+        at_s: 9.0,
+        error: "post-copy stalled".into(),
+        vm_on_destination: true,
+    };
+    for (at, state) in [
+        (2.0, MoveState::Planned),
+        (3.0, MoveState::Requested { at_s: 3.0 }),
+        (4.0, MoveState::Running { since_s: 4.0 }),
+        (5.0, MoveState::Running { since_s: 4.0 }),
+        (9.0, failed),
     ] {
         let mut s = step(at);
-        let mut m = move_row("m1", "p1", "vm1", state);
-        m.detail = detail.map(str::to_string);
-        s.moves = vec![m];
+        s.moves = vec![MoveRow::of(&a_move("m1", "p1", "vm1", state))];
         store.save_step(&s).expect("step");
     }
     let got: Vec<_> = store
@@ -527,10 +525,14 @@ fn the_journal_is_filtered_paged_and_bounded(store: &dyn Store) {
 
 fn settings_are_versioned_and_conflicts_refused(store: &dyn Store) {
     assert_eq!(store.settings().expect("settings"), None);
-    let v1 = json(j!({ "hot": 0.9 }));
+    let hot = |hot| ControlSettings {
+        hot,
+        ..ControlSettings::default()
+    };
+    let v1 = hot(0.9);
     assert_eq!(store.put_settings(&v1, 5.0, Some(0)).expect("first"), 1);
     let err = store
-        .put_settings(&json(j!({ "hot": 0.8 })), 6.0, Some(0))
+        .put_settings(&hot(0.8), 6.0, Some(0))
         .expect_err("stale");
     assert!(
         matches!(
@@ -543,14 +545,14 @@ fn settings_are_versioned_and_conflicts_refused(store: &dyn Store) {
         ),
         "{err}"
     );
-    let v2 = json(j!({ "hot": 0.85 }));
+    let v2 = hot(0.85);
     assert_eq!(store.put_settings(&v2, 7.0, Some(1)).expect("second"), 2);
     assert_eq!(
         store.put_settings(&v2, 8.0, None).expect("unconditional"),
         3
     );
     let s = store.settings().expect("settings").expect("stored");
-    assert_eq!((s.version, s.updated_s, s.body), (3, 8.0, v2));
+    assert_eq!((s.version, s.updated_s, s.settings), (3, 8.0, v2));
     let lines = store
         .journal(&JournalQuery {
             subject: Some("settings".into()),
@@ -588,34 +590,33 @@ fn a_decision_is_exported_as_plain_json(store: &dyn Store) {
         plan_row("p1", "approved", 50.0),
         plan_row("p2", "approved", 50.0),
     ];
-    let input = DecisionInput {
-        plans: vec!["p1".into(), "p2".into()],
-        observation: json(j!({ "hosts": [{ "name": "h1", "cpus": 4.0 }], "migrations": [] })),
-        state_before: json(j!({ "next_id": 7 })),
-        settings: json(j!({ "hot": 0.9 })),
-    };
-    s.decision = Some(input.clone());
+    let mut made = decision(50.0, &["p1", "p2"]);
+    made.state_before.next_id = 7;
+    made.settings.hot = 0.95;
+    made.observation.hosts = vec![HostObs {
+        name: "h1".into(),
+        reachable: true,
+        power: PowerState::Active,
+        cpus: 4.0,
+        memory_bytes: 8 << 30,
+        cpu_demand_cores: 3.9,
+        vms: vec![],
+    }];
+    s.decision = Some(made.clone());
     store.save_step(&s).expect("step");
     let mut later = step(51.0);
     later.plans = vec![plan_row("p3", "recorded", 51.0)];
     store.save_step(&later).expect("step without a decision");
 
     let d = store.export_decision("p2").expect("decision");
-    assert_eq!(
-        d,
-        Decision {
-            plan_id: "p2".into(),
-            at_s: 50.0,
-            observation: input.observation,
-            state_before: input.state_before,
-            settings: input.settings,
-        }
-    );
+    assert_eq!(d, made);
+    assert_eq!(store.export_decision("p1").expect("shared"), made);
     // The export is one JSON document with the parts as objects, ready for `sim replay`.
     let doc: serde_json::Value =
         serde_json::from_str(Json::of(&d).expect("json").as_str()).expect("parse");
     assert_eq!(doc["observation"]["hosts"][0]["name"], "h1");
     assert_eq!(doc["state_before"]["next_id"], 7);
+    assert_eq!(doc["output"]["new_plans"], j!(["p1", "p2"]));
     let back: Decision = serde_json::from_value(doc).expect("read back");
     assert_eq!(back, d);
 
@@ -647,4 +648,33 @@ fn the_fake_can_be_told_to_fail_writes() {
     assert_eq!(store.control_state().expect("reads work"), None);
     store.fail_writes(false);
     store.save_step(&step(2.0)).expect("works again");
+}
+
+/// A step's record holds what changed: new plans and moves, and those whose value differs
+/// from the memory before; a decision only when the step made plans.
+#[test]
+fn a_record_holds_what_the_step_changed() {
+    let mut before = ControlState::default();
+    let p1 = plan("p1", "approved", 1.0);
+    before.plans.insert("p1".into(), p1.clone());
+    let m1 = a_move("m1", "p1", "vm1", MoveState::Planned);
+    before.moves.insert("m1".into(), m1.clone());
+    let mut after = before.clone();
+    after.plans.insert("p2".into(), plan("p2", "proposed", 2.0));
+    if let Some(m) = after.moves.get_mut("m1") {
+        m.state = MoveState::Requested { at_s: 2.0 };
+    }
+    let r = StepRecord::changes(2.0, &before, &after, vec![], Some(decision(2.0, &[])));
+    let plans: Vec<_> = r.plans.iter().map(|p| p.id.as_str()).collect();
+    let moves: Vec<_> = r
+        .moves
+        .iter()
+        .map(|m| (m.id.as_str(), m.state.as_str()))
+        .collect();
+    assert_eq!(plans, ["p2"]);
+    assert_eq!(moves, [("m1", "requested")]);
+    assert_eq!(r.decision, None, "no plan made: nothing to replay");
+    let r = StepRecord::changes(2.0, &before, &after, vec![], Some(decision(2.0, &["p2"])));
+    assert!(r.decision.is_some());
+    assert_eq!(r.state, after);
 }

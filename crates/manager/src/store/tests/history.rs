@@ -169,12 +169,7 @@ mod bounded {
         store.add_host(&spec("h1"), 0.0).expect("add");
         let mut s = step(0.0);
         s.plans = vec![plan_row("p1", "recorded", 0.0)];
-        s.decision = Some(DecisionInput {
-            plans: vec!["p1".into()],
-            observation: json(serde_json::json!({})),
-            state_before: json(serde_json::json!({})),
-            settings: json(serde_json::json!({})),
-        });
+        s.decision = Some(decision(0.0, &["p1"]));
         store.save_step(&s).expect("step");
         // Three days, a look every ten minutes and a compaction after each; then five minutes
         // of a look every second.

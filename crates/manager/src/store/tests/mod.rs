@@ -9,6 +9,11 @@ mod sizing;
 mod sqlite;
 
 use super::*;
+use drover_core::control::{
+    ControlSettings, ControlState, Decision, Explanation, Move, MoveState, Observation, Plan,
+    PlanKind, PlanState, StepOutput, TechniqueChoice, DECISION_FORMAT,
+};
+use drover_core::migration::Technique;
 
 /// A fresh store of each kind for a test body; the SQLite one in a temporary state directory.
 macro_rules! for_each_store {
@@ -94,39 +99,91 @@ pub(crate) fn entry(at_s: f64, subject: &str, id: &str, what: &str) -> JournalEn
     }
 }
 
-pub(crate) fn plan_row(id: &str, state: &str, created_s: f64) -> PlanRow {
-    PlanRow {
+/// A relief plan about h1 in `state` (a plan state's name).
+pub(crate) fn plan(id: &str, state: &str, created_s: f64) -> Plan {
+    let state: PlanState =
+        serde_json::from_value(serde_json::Value::String(state.into())).expect("a plan state");
+    Plan {
         id: id.into(),
-        kind: "relief".into(),
-        state: state.into(),
-        host: Some("h1".into()),
+        kind: PlanKind::Relief,
         created_s,
-        body: json(serde_json::json!({ "id": id, "state": state })),
+        state,
+        moves: vec![],
+        wake: vec![],
+        standby: vec![],
+        explanation: Explanation {
+            summary: format!("plan {id}"),
+            host: Some("h1".into()),
+            samples: vec![0.95, 0.97],
+            threshold: Some(0.9),
+            moves: vec![],
+        },
+        note: None,
     }
 }
 
-pub(crate) fn move_row(id: &str, plan: &str, vm: &str, state: &str) -> MoveRow {
-    MoveRow {
+pub(crate) fn plan_row(id: &str, state: &str, created_s: f64) -> PlanRow {
+    PlanRow::of(&plan(id, state, created_s))
+}
+
+/// A move of `vm` from h1 to h2 in `state`.
+pub(crate) fn a_move(id: &str, plan: &str, vm: &str, state: MoveState) -> Move {
+    Move {
         id: id.into(),
-        plan_id: plan.into(),
+        plan: plan.into(),
         vm: vm.into(),
-        from_host: "h1".into(),
-        to_host: "h2".into(),
-        state: state.into(),
-        detail: None,
-        body: json(serde_json::json!({ "id": id, "state": { "state": state } })),
+        from: "h1".into(),
+        to: "h2".into(),
+        technique: TechniqueChoice {
+            technique: Technique::Postcopy,
+            reason: "test".into(),
+        },
+        demand_cores: 1.0,
+        memory_bytes: 1 << 30,
+        state,
     }
 }
 
-/// A step at `at_s` whose memory is `{"step": at_s}`.
+/// A move in a state named `state` (`planned`, `requested`, `running`, `done`).
+pub(crate) fn move_row(id: &str, plan: &str, vm: &str, state: &str) -> MoveRow {
+    let state = match state {
+        "planned" => MoveState::Planned,
+        "requested" => MoveState::Requested { at_s: 1.0 },
+        "running" => MoveState::Running { since_s: 1.0 },
+        "done" => MoveState::Done { at_s: 1.0 },
+        other => panic!("no test move in state {other}"),
+    };
+    MoveRow::of(&a_move(id, plan, vm, state))
+}
+
+/// A step at `at_s` whose memory says so in `next_id`.
 pub(crate) fn step(at_s: f64) -> StepRecord {
     StepRecord {
         at_s,
-        state: json(serde_json::json!({ "step": at_s })),
+        state: ControlState {
+            next_id: at_s as u64,
+            ..ControlState::default()
+        },
         journal: vec![],
         plans: vec![],
         moves: vec![],
         decision: None,
+    }
+}
+
+/// A decision at `now_s` that made `plans`.
+pub(crate) fn decision(now_s: f64, plans: &[&str]) -> Decision {
+    Decision {
+        format: DECISION_FORMAT,
+        now_s,
+        observation: Observation::default(),
+        state_before: ControlState::default(),
+        settings: ControlSettings::default(),
+        output: StepOutput {
+            new_plans: plans.iter().map(|p| p.to_string()).collect(),
+            next_look_s: now_s + 1.0,
+            ..StepOutput::default()
+        },
     }
 }
 

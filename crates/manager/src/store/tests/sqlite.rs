@@ -219,7 +219,7 @@ fn committed_state(store: &dyn Store) {
     s.moves = vec![move_row("m1", "p1", "h1-vm", "requested")];
     store.save_step(&s).expect("step");
     store
-        .put_settings(&json(serde_json::json!({ "hot": 0.9 })), 3.0, None)
+        .put_settings(&drover_core::control::ControlSettings::default(), 3.0, None)
         .expect("settings");
 }
 
