@@ -28,10 +28,15 @@ pub fn power(p: drover_api::PowerState) -> PowerState {
     }
 }
 
+/// The agent's VM status as core's presence. A `Moved` source (its post-copy started: the
+/// guest runs on the destination, this QEMU only holds memory the destination still pulls)
+/// is, to core, what an incoming copy is: memory held here, no CPU demand here, not the VM's
+/// location. Core then locates the VM nowhere until the migration ends, which is right: no
+/// decision may move it meanwhile.
 fn presence(s: VmStatus) -> VmPresence {
     match s {
         VmStatus::Running => VmPresence::Running,
-        VmStatus::Incoming => VmPresence::Incoming,
+        VmStatus::Incoming | VmStatus::Moved => VmPresence::Incoming,
         VmStatus::Lost => VmPresence::Lost,
     }
 }
@@ -315,6 +320,19 @@ mod tests {
         assert!(
             (h.cpu_demand_cores - 1.7).abs() < 1e-9,
             "the VMs' sum when larger"
+        );
+    }
+
+    #[test]
+    fn a_moved_source_holds_memory_but_is_not_where_the_vm_runs() {
+        let m = metrics(vec![measured("a", 0.1, 0.1)], 0.0);
+        let h = host_obs("h1", &m, &[view("a", VmStatus::Moved, Some("m-1"))]);
+        assert_eq!(h.vms[0].presence, VmPresence::Incoming);
+        assert_eq!(h.cpu_demand_cores, 0.0, "its guest runs on the destination");
+        assert_eq!(
+            h.memory_allocated(),
+            512 << 20,
+            "its memory is still held here"
         );
     }
 
