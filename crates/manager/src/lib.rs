@@ -4,5 +4,10 @@
 //! persists, executes and sleeps.
 
 pub mod clock;
+pub mod daemon;
 pub mod fleet;
+pub mod handle;
 pub mod store;
+
+pub use daemon::{Daemon, LoopConfig, Parts};
+pub use handle::{Manager, ManagerError};

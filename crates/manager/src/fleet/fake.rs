@@ -227,6 +227,41 @@ impl FakeFleet {
         }
     }
 
+    /// Deletes VM `name` wherever it runs.
+    pub fn remove_vm(&self, name: &str) {
+        for h in &mut self.lock().hosts {
+            h.obs.vms.retain(|v| v.name != name);
+        }
+    }
+
+    /// Restarts `host`'s agent as one that could not establish how its migrations ended:
+    /// each running migration it is the source of is reported `interrupted`, and its VM runs
+    /// on the source again (the destination's incoming copy is gone).
+    pub fn restart_agent(&self, host: &str) {
+        let mut c = self.lock();
+        let now = self.clock.now_s();
+        c.advance(now);
+        let broken: Vec<(String, String, String)> = c
+            .migrations
+            .values_mut()
+            .filter(|m| m.from == host && m.phase == MigrationPhase::Running)
+            .map(|m| {
+                m.phase = MigrationPhase::Interrupted;
+                (m.id.clone(), m.vm.clone(), m.to.clone())
+            })
+            .collect();
+        for (_, vm, to) in broken {
+            if let Some(h) = c.host(&to) {
+                h.obs.vms.retain(|v| v.name != vm);
+            }
+            if let Some(h) = c.host(host) {
+                for v in h.obs.vms.iter_mut().filter(|v| v.name == vm) {
+                    v.migration = None;
+                }
+            }
+        }
+    }
+
     /// Changes what VM `name` wants, cores.
     pub fn set_demand(&self, name: &str, demand: f64) {
         for h in &mut self.lock().hosts {
