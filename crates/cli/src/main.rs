@@ -4,6 +4,7 @@ mod agent_cmd;
 mod bench_cmd;
 mod image_cmd;
 mod lab_cmd;
+mod manager_cmd;
 mod migration_flags;
 mod sim_cmd;
 mod vm_cmd;
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run this host's agent (HTTP API for VMs, metrics and migrations).
     Agent(agent_cmd::AgentArgs),
+    /// Run the cluster manager: watch every agent, decide with core, migrate through them.
+    Manager(manager_cmd::ManagerArgs),
     /// VMs on agents, without a manager.
     #[command(subcommand)]
     Vm(vm_cmd::VmCommand),
@@ -40,11 +43,12 @@ enum Command {
     Sim(sim_cmd::SimArgs),
 }
 
-/// The log filter when `DROVER_LOG` is not set: warnings, and for the agent (a daemon whose
-/// log is all an operator has) its own start-up and re-attach lines too.
+/// The log filter when `DROVER_LOG` is not set: warnings, and for the daemons (whose log is
+/// all an operator has) their own start-up and lifecycle lines too.
 fn default_filter(command: &Command) -> &'static str {
     match command {
         Command::Agent(_) => "warn,drover_agent=info",
+        Command::Manager(_) => "warn,drover_manager=info",
         _ => "warn",
     }
 }
@@ -68,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         Command::MigrateBench(args) => bench_cmd::run(args),
         Command::Lab(cmd) => lab_cmd::run(cmd),
         Command::Agent(args) => agent_cmd::run(args),
+        Command::Manager(args) => manager_cmd::run(args),
         Command::Vm(cmd) => vm_cmd::run(cmd),
     }
 }

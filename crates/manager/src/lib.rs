@@ -4,10 +4,14 @@
 //! persists, executes and sleeps.
 
 pub mod clock;
+pub mod config;
 pub mod daemon;
 pub mod fleet;
 pub mod handle;
+pub mod service;
 pub mod store;
 
+pub use config::{ConfigError, ManagerConfig};
 pub use daemon::{Daemon, LoopConfig, Parts};
 pub use handle::{Manager, ManagerError};
+pub use service::{Service, ServiceError};

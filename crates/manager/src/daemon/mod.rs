@@ -57,13 +57,16 @@ use crate::fleet::{AgentSight, Fleet};
 use crate::handle::{Command, Manager, Shared, Status, StoreHealth};
 use crate::store::{HostSpec, SettingsRecord, StepRecord, Store, StoreError};
 use drover_core::control::{Action, ControlSettings, ControlState, JournalEntry, Observation};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-/// How the loop runs: its cadences. The decisions' settings are core's `ControlSettings`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How the loop runs: its cadences (the configuration file's `[loop]` table). The decisions'
+/// settings are core's `ControlSettings`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LoopConfig {
     /// Seconds between looks (each look is one sample of every host): 1.
     pub interval_s: f64,

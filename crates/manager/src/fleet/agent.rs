@@ -6,7 +6,7 @@
 
 use super::reach::Reach;
 use super::translate;
-use super::{AgentSight, Finished, Fleet, MigrateOrder, Sight, Tracked};
+use super::{AgentSight, Finished, Fleet, MigrateOrder, PollConfig, Sight, Tracked};
 use drover_api::{AgentClient, AgentUrl, ClientError};
 use drover_core::control::{HostObs, MigrationObs, Observation, Outcome};
 use futures_util::future::join_all;
@@ -14,11 +14,23 @@ use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-/// One host of the inventory: its name and its agent's base URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One host of the inventory: its name, its agent's base URL and the bearer token that agent
+/// expects (never printed: `Debug` hides it).
+#[derive(Clone, PartialEq, Eq)]
 pub struct AgentSpec {
     pub name: String,
     pub url: AgentUrl,
+    pub token: String,
+}
+
+impl std::fmt::Debug for AgentSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentSpec")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("token", &"<hidden>")
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -43,20 +55,21 @@ struct Polled {
 }
 
 impl AgentFleet {
-    /// The fleet of `agents` (inventory order), sharing the cluster's bearer `token`. Every
-    /// call to an agent gives up after `timeout`; an agent that misses `miss_limit` polls in a
-    /// row is unreachable.
-    pub fn new(agents: Vec<AgentSpec>, token: &str, timeout: Duration, miss_limit: u32) -> Self {
+    /// The fleet of `agents` (inventory order), each called with its own token. Every call
+    /// to an agent gives up after `poll.timeout_s`; an agent that misses `poll.miss_limit`
+    /// polls in a row is unreachable.
+    pub fn new(agents: Vec<AgentSpec>, poll: PollConfig) -> Self {
+        let timeout = poll.timeout();
         AgentFleet {
             agents: agents
                 .into_iter()
                 .map(|a| Agent {
-                    client: AgentClient::with_timeout(a.url, token, timeout),
+                    client: AgentClient::with_timeout(a.url, &a.token, timeout),
                     name: a.name,
                 })
                 .collect(),
             timeout,
-            reach: Mutex::new(Reach::new(miss_limit)),
+            reach: Mutex::new(Reach::new(poll.miss_limit)),
         }
     }
 

@@ -37,7 +37,54 @@ pub use reach::{Reach, DEFAULT_MISS_LIMIT};
 use crate::store::Json;
 use drover_core::control::{Action, HostObs, MoveId, Observation, Outcome};
 use drover_core::migration::{PlanKnobs, Technique};
+use serde::{Deserialize, Serialize};
 use std::future::Future;
+
+/// How agents are polled (the configuration file's `[poll]` table).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PollConfig {
+    /// Every call to an agent gives up after this long, s (0.05 to 60): 2. A black-holed
+    /// agent makes each look this long until it is unreachable (a refused connection fails
+    /// at once).
+    pub timeout_s: f64,
+    /// Polls missed in a row that make a host unreachable (1 to 100): [`DEFAULT_MISS_LIMIT`].
+    pub miss_limit: u32,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig {
+            timeout_s: 2.0,
+            miss_limit: DEFAULT_MISS_LIMIT,
+        }
+    }
+}
+
+impl PollConfig {
+    /// Every limit.
+    ///
+    /// # Errors
+    /// `(field, why)` for the first value out of range.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(self.timeout_s.is_finite() && (0.05..=60.0).contains(&self.timeout_s)) {
+            let why = format!("{} s: expected 0.05 to 60 s", self.timeout_s);
+            return Err(("timeout_s", why));
+        }
+        if !(1..=100).contains(&self.miss_limit) {
+            let why = format!("{}: expected 1 to 100 polls", self.miss_limit);
+            return Err(("miss_limit", why));
+        }
+        Ok(())
+    }
+
+    /// The timeout as a duration (a tenth of a second if it is not a valid number: callers
+    /// validate first).
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::try_from_secs_f64(self.timeout_s)
+            .unwrap_or(std::time::Duration::from_millis(100))
+    }
+}
 
 /// A migration in flight the fleet must report on: the move's id and its source host.
 #[derive(Debug, Clone, PartialEq, Eq)]

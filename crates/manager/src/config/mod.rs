@@ -1,0 +1,346 @@
+//! The manager's configuration file (TOML): where it keeps its state, the agents it drives,
+//! how it polls them, the loop's cadences, the history's retention, and core's control
+//! settings. Every table is the type that uses it (`deny_unknown_fields`, defaults in one
+//! place): `[loop]` is [`LoopConfig`], `[poll]` is [`PollConfig`], `[retention]` is the
+//! store's [`Retention`], `[control]` is core's [`ControlSettings`] (thresholds, mode, rules,
+//! and the power model per host under `[control.power.NAME]`). Only the agents have no
+//! default.
+//!
+//! ```toml
+//! state_dir = "/var/lib/drover/manager"   # the store: <state_dir>/manager.sqlite
+//! token_file = "/etc/drover/token"        # the agents' bearer token (default for each)
+//!
+//! [[agents]]
+//! name = "h1"
+//! url = "http://198.18.0.11:7300"
+//!
+//! [[agents]]
+//! name = "h2"
+//! url = "http://198.18.0.12:7300"
+//! token_file = "h2.token"                 # this agent's own token
+//!
+//! [loop]
+//! interval_s = 1.0
+//!
+//! [control]
+//! mode = "recommend"
+//! hot = 0.9
+//! ```
+//!
+//! Relative paths are relative to the configuration file's directory. Errors name the file and
+//! the key: a syntax error, a wrong type or an unknown key with its line (toml's message), a
+//! value out of range with its dotted path (`loop.interval_s`, `agents[1].url`).
+
+use crate::daemon::{DaemonError, LoopConfig};
+use crate::fleet::{AgentSpec, PollConfig};
+use crate::store::{HostSpec, PowerModel, Retention};
+use drover_api::AgentUrl;
+use drover_core::control::{ControlSettings, SettingsError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Where the store lives when the file does not say.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/drover/manager";
+
+/// Why a configuration cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not TOML, a wrong type, an unknown key (toml's message names the key and the line).
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value out of range or inconsistent; `field` is its dotted path in the file.
+    #[error("{path}: {field}: {why}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        why: String,
+    },
+    /// A token file cannot be read or is empty; `field` names where it was configured.
+    #[error("{field} = {file}: {why}")]
+    Token {
+        field: String,
+        file: PathBuf,
+        why: String,
+    },
+}
+
+/// One agent: a host of the inventory (`[[agents]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentEntry {
+    /// The host's name (1-64 letters, digits, '.', '-' or '_'); unique.
+    pub name: String,
+    /// The agent's base URL, `http(s)://host:port`; unique.
+    pub url: AgentUrl,
+    /// This agent's bearer token file; default: the top-level `token_file`.
+    pub token_file: Option<PathBuf>,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ManagerConfig {
+    /// The store's directory (the SQLite file [`crate::store::sqlite::FILE_NAME`] in it).
+    pub state_dir: PathBuf,
+    /// The bearer token file of every agent that names none of its own.
+    pub token_file: Option<PathBuf>,
+    pub agents: Vec<AgentEntry>,
+    #[serde(rename = "loop")]
+    pub cadence: LoopConfig,
+    pub poll: PollConfig,
+    pub retention: Retention,
+    pub control: ControlSettings,
+    /// Where the file was read from (for messages); not a key.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            token_file: None,
+            agents: Vec::new(),
+            cadence: LoopConfig::default(),
+            poll: PollConfig::default(),
+            retention: Retention::default(),
+            control: ControlSettings::default(),
+            source: PathBuf::new(),
+        }
+    }
+}
+
+/// A host name the store, the agents and the API all accept.
+fn valid_host_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with(['-', '.'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+impl ManagerConfig {
+    /// Reads, parses and validates `path`; relative paths in it are made relative to its
+    /// directory.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`], [`ConfigError::Parse`] (with the key and line),
+    /// [`ConfigError::Invalid`] (with the key's dotted path).
+    pub fn load(path: &Path) -> Result<ManagerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = ManagerConfig::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve(base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses `text` (read from `source`, for messages) without validating it.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] for a syntax error, a wrong type or an unknown key.
+    pub fn parse(text: &str, source: &Path) -> Result<ManagerConfig, ConfigError> {
+        let mut config: ManagerConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: source.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.source = source.to_path_buf();
+        Ok(config)
+    }
+
+    /// Makes every relative path relative to `base`.
+    fn resolve(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        join(&mut self.state_dir);
+        if let Some(t) = self.token_file.as_mut() {
+            join(t);
+        }
+        for a in &mut self.agents {
+            if let Some(t) = a.token_file.as_mut() {
+                join(t);
+            }
+        }
+    }
+
+    fn invalid(&self, field: impl Into<String>, why: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.source.clone(),
+            field: field.into(),
+            why: why.into(),
+        }
+    }
+
+    /// Checks every value the types cannot: at least one agent, names and URLs unique, a
+    /// token file for every agent, each table's limits.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first bad key by its dotted path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.state_dir.as_os_str().is_empty() {
+            return Err(self.invalid("state_dir", "is empty"));
+        }
+        self.validate_agents()?;
+        self.cadence.validate().map_err(|e| match e {
+            DaemonError::Config {
+                what,
+                value,
+                expected,
+            } => self.invalid(format!("loop.{what}"), format!("{value}: {expected}")),
+            other => self.invalid("loop", other.to_string()),
+        })?;
+        self.poll
+            .validate()
+            .map_err(|(field, why)| self.invalid(format!("poll.{field}"), why))?;
+        self.retention.validate().map_err(|why| {
+            let field = why.split_whitespace().next().unwrap_or("").to_string();
+            self.invalid(format!("retention.{field}"), why)
+        })?;
+        self.control
+            .validate()
+            .map_err(|e| self.invalid(control_field(&e), e.to_string()))?;
+        let hosts: BTreeSet<&str> = self.agents.iter().map(|a| a.name.as_str()).collect();
+        if let Some(h) = self
+            .control
+            .power
+            .keys()
+            .find(|h| !hosts.contains(h.as_str()))
+        {
+            return Err(self.invalid(format!("control.power.{h}"), "no agent by that name"));
+        }
+        Ok(())
+    }
+
+    fn validate_agents(&self) -> Result<(), ConfigError> {
+        if self.agents.is_empty() {
+            return Err(self.invalid("agents", "no agent: add an [[agents]] table per host"));
+        }
+        let (mut names, mut urls) = (BTreeSet::new(), BTreeSet::new());
+        for (i, a) in self.agents.iter().enumerate() {
+            if !valid_host_name(&a.name) {
+                let why = format!(
+                    "{:?}: expected 1-64 letters, digits, '.', '-' or '_', not starting with '-' or '.'",
+                    a.name
+                );
+                return Err(self.invalid(format!("agents[{i}].name"), why));
+            }
+            if !names.insert(a.name.as_str()) {
+                let why = format!("{:?} is given to two agents", a.name);
+                return Err(self.invalid(format!("agents[{i}].name"), why));
+            }
+            if !urls.insert(a.url.as_str()) {
+                let why = format!("{} is given to two agents", a.url.as_str());
+                return Err(self.invalid(format!("agents[{i}].url"), why));
+            }
+            if a.token_file.is_none() && self.token_file.is_none() {
+                let why = "no token file: set it here or token_file at the top";
+                return Err(self.invalid(format!("agents[{i}].token_file"), why));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each agent with its token, read from its token file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Token`] naming the key that configured an unreadable or empty file.
+    pub fn agent_specs(&self) -> Result<Vec<AgentSpec>, ConfigError> {
+        let mut specs = Vec::with_capacity(self.agents.len());
+        // Each file is read (and warned about) once, however many agents share it.
+        let mut read: std::collections::BTreeMap<&Path, String> = Default::default();
+        for (i, a) in self.agents.iter().enumerate() {
+            let (field, file) = match (&a.token_file, &self.token_file) {
+                (Some(f), _) => (format!("agents[{i}].token_file"), f),
+                (None, Some(f)) => ("token_file".to_string(), f),
+                (None, None) => {
+                    return Err(ConfigError::Token {
+                        field: format!("agents[{i}].token_file"),
+                        file: PathBuf::new(),
+                        why: "not set".into(),
+                    })
+                }
+            };
+            let token = match read.get(file.as_path()) {
+                Some(t) => t.clone(),
+                None => {
+                    let t = read_token(&field, file)?;
+                    read.insert(file, t.clone());
+                    t
+                }
+            };
+            specs.push(AgentSpec {
+                name: a.name.clone(),
+                url: a.url.clone(),
+                token,
+            });
+        }
+        Ok(specs)
+    }
+
+    /// The inventory the store keeps: each agent, with its power model when
+    /// `[control.power.NAME]` sets one.
+    pub fn inventory(&self) -> Vec<HostSpec> {
+        self.agents
+            .iter()
+            .map(|a| HostSpec {
+                name: a.name.clone(),
+                agent_url: a.url.as_str().to_string(),
+                power: self.control.power.get(&a.name).map(|p| PowerModel {
+                    idle_w: p.idle_w,
+                    peak_w: p.peak_w,
+                }),
+            })
+            .collect()
+    }
+}
+
+/// The dotted path of a control setting's error.
+fn control_field(e: &SettingsError) -> String {
+    match e {
+        SettingsError::Range { field, .. } => format!("control.{field}"),
+        SettingsError::Knobs(_) => "control.knobs".into(),
+        SettingsError::Rule { index, .. } => format!("control.rules[{index}]"),
+    }
+}
+
+/// A bearer token: the file's text, trimmed; warns when others may read it.
+fn read_token(field: &str, file: &Path) -> Result<String, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |why: String| ConfigError::Token {
+        field: field.to_string(),
+        file: file.to_path_buf(),
+        why,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| err(e.to_string()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(err("the file is empty".into()));
+    }
+    let mode = std::fs::metadata(file).map_or(0, |m| m.permissions().mode());
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            "token file {} is readable by others (mode {:o}): chmod 600 it",
+            file.display(),
+            mode & 0o777
+        );
+    }
+    Ok(token.to_string())
+}
+
+#[cfg(test)]
+mod tests;
