@@ -24,7 +24,8 @@ fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     let text = format!(
         "token_file = \"token\"\nstate_dir = \"state\"\n\n\
          [[agents]]\nname = \"h1\"\nurl = \"http://127.0.0.1:1\"\n\n\
-         [[agents]]\nname = \"h2\"\nurl = \"http://127.0.0.1:2\"\n\n{extra}"
+         [[agents]]\nname = \"h2\"\nurl = \"http://127.0.0.1:2\"\n\n{extra}\n\
+         [api]\nlisten = \"127.0.0.1:0\"\n"
     );
     let path = dir.join("manager.toml");
     std::fs::write(&path, text).expect("config");
@@ -46,6 +47,17 @@ fn manager(config: &Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// One HTTP/1.1 GET over a plain socket; the whole answer.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the API");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
 }
 
 #[test]
@@ -119,8 +131,16 @@ fn a_good_configuration_checks_and_runs_until_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(started.contains("manager started"), "{started}");
+    let api = started
+        .split("api=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the log says where the API listens");
     // A few looks at agents that refuse.
     std::thread::sleep(Duration::from_millis(500));
+    let health = http_get(api, "/v1/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains("\"status\":\"ok\""), "{health}");
     let pid = running.0.id().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])

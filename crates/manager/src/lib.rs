@@ -3,6 +3,7 @@
 //! operator's API. Every decision is core's (`drover_core::control`); this crate observes,
 //! persists, executes and sleeps.
 
+pub mod api;
 pub mod clock;
 pub mod config;
 pub mod daemon;

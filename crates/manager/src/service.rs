@@ -1,12 +1,13 @@
 //! The manager as a process runs it: from a validated [`ManagerConfig`] to a running control
 //! loop over the real agents, on the SQLite store under the state directory, on wall-clock
-//! time; and back down.
+//! time, with its HTTP API ([`crate::api`]); and back down.
 //!
 //! Lifecycle of a [`Service`]:
 //!
 //! ```text
-//!  start ──> Running ──stop──> (the loop finishes its current look, answers, ends) ──> Stopped
-//!              └── the loop's task panics ──> stop returns ServiceError::Loop
+//!  start ──> Running ──stop──> API closed (requests under way finish)
+//!              │                 ──> the loop finishes its current look, answers, ends ──> Stopped
+//!              └── the loop's or the API's task fails ──> stop returns ServiceError::Loop / Api
 //! ```
 //!
 //! Stopping never interrupts a look between storing a step and acting on it: the shutdown is a
@@ -17,6 +18,7 @@
 //! a time, a few milliseconds per write, so it runs on a multi-threaded runtime and keeps
 //! other tasks (the API) on the other workers.
 
+use crate::api;
 use crate::clock::WallClock;
 use crate::config::{ConfigError, ManagerConfig};
 use crate::daemon::{Daemon, DaemonError, Parts};
@@ -24,8 +26,10 @@ use crate::fleet::AgentFleet;
 use crate::handle::Manager;
 use crate::store::{SqliteStore, Store, StoreError};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use thiserror::Error;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Why the manager could not start, or did not stop cleanly.
@@ -37,31 +41,58 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Daemon(#[from] DaemonError),
+    /// The API's address cannot be listened on (in use, not ours).
+    #[error("api.listen = {addr}: cannot listen: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The API's server failed or its task panicked.
+    #[error("the HTTP API ended abnormally: {0}")]
+    Api(String),
     /// The loop's task ended abnormally (a panic): the store holds everything up to its last
     /// stored step.
     #[error("the control loop ended abnormally: {0}")]
     Loop(String),
 }
 
-/// A running manager: its loop's task and the handle on it.
+/// A running manager: its loop's task, its API's task, and the handle on the loop.
 #[derive(Debug)]
 pub struct Service {
     manager: Manager,
     task: JoinHandle<()>,
+    api_addr: SocketAddr,
+    api_stop: oneshot::Sender<()>,
+    api_task: JoinHandle<std::io::Result<()>>,
 }
 
 impl Service {
-    /// Reads the agents' tokens, opens (or makes) the store under `config.state_dir`, stores
-    /// the inventory and the settings, and starts the loop on a wall clock that never goes
-    /// back past the last stored step. The first look is taken at once.
+    /// Reads the tokens, listens on `api.listen`, opens (or makes) the store under
+    /// `config.state_dir`, stores the inventory and the settings, starts the loop on a wall
+    /// clock that never goes back past the last stored step (the first look is taken at once)
+    /// and serves the API.
     ///
     /// # Errors
     /// [`ServiceError::Config`] (an invalid configuration, an unreadable token file),
-    /// [`ServiceError::Store`] (the store cannot be opened, is newer than this build, or
-    /// cannot be written), [`ServiceError::Daemon`].
+    /// [`ServiceError::Listen`], [`ServiceError::Store`] (the store cannot be opened, is newer
+    /// than this build, or cannot be written), [`ServiceError::Daemon`].
     pub async fn start(config: &ManagerConfig) -> Result<Service, ServiceError> {
         config.validate()?;
         let agents = config.agent_specs()?;
+        let api_token = config.api_token()?;
+        let listener = tokio::net::TcpListener::bind(config.api.listen)
+            .await
+            .map_err(|source| ServiceError::Listen {
+                addr: config.api.listen,
+                source,
+            })?;
+        let api_addr = listener
+            .local_addr()
+            .map_err(|source| ServiceError::Listen {
+                addr: config.api.listen,
+                source,
+            })?;
         let store = SqliteStore::open_in(&config.state_dir, config.retention)?;
         let floor_s = store.control_state()?.map_or(0.0, |s| s.at_s);
         let store: Arc<dyn Store> = Arc::new(store);
@@ -73,17 +104,33 @@ impl Service {
             settings: config.control.clone(),
             config: config.cadence,
         })?;
+        let task = tokio::spawn(daemon.run());
+        let (api_stop, stopped) = oneshot::channel::<()>();
+        let router = api::router(manager.clone(), &api_token);
+        let api_task = tokio::spawn(api::serve(listener, router, async move {
+            // A dropped sender stops the API too.
+            let _ = stopped.await;
+        }));
         tracing::info!(
             store = store.location(),
             agents = config.agents.len(),
             mode = ?config.control.mode,
             interval_s = config.cadence.interval_s,
+            api = %api_addr,
             "manager started"
         );
         Ok(Service {
             manager,
-            task: tokio::spawn(daemon.run()),
+            task,
+            api_addr,
+            api_stop,
+            api_task,
         })
+    }
+
+    /// Where the API listens (the port the system chose when `api.listen` asked for 0).
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
     }
 
     /// The handle on the running loop.
@@ -91,16 +138,25 @@ impl Service {
         &self.manager
     }
 
-    /// Asks the loop to stop after its current look and waits for it to end.
+    /// Closes the API (requests under way finish), then asks the loop to stop after its
+    /// current look and waits for both to end.
     ///
     /// # Errors
-    /// [`ServiceError::Loop`] when the loop's task had panicked.
+    /// [`ServiceError::Api`] when the server failed; [`ServiceError::Loop`] when the loop's
+    /// task had panicked. The loop is stopped either way.
     pub async fn stop(self) -> Result<(), ServiceError> {
+        let _ = self.api_stop.send(());
+        let api = match self.api_task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ServiceError::Api(e.to_string())),
+            Err(e) => Err(ServiceError::Api(e.to_string())),
+        };
         // Refused only when the loop is already gone; its task says how it ended.
         let _ = self.manager.shutdown().await;
         self.task
             .await
             .map_err(|e| ServiceError::Loop(e.to_string()))?;
+        api?;
         tracing::info!("manager stopped");
         Ok(())
     }
@@ -143,7 +199,21 @@ mod tests {
         };
         c.cadence.interval_s = 0.05;
         c.poll.miss_limit = 1;
+        c.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         c
+    }
+
+    /// One HTTP/1.1 request over a plain socket (the crate has no HTTP client); the whole
+    /// answer, head and body.
+    async fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        out
     }
 
     async fn looks(service: &Service, at_least: u64) {
@@ -168,7 +238,19 @@ mod tests {
         assert!(hosts[0].error.as_deref().is_some_and(|e| !e.is_empty()));
         let status = service.manager().status().await;
         assert_eq!(status.store.failures_in_a_row, 0);
+        let health = http_get(service.api_addr(), "/v1/health", None).await;
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        let denied = http_get(service.api_addr(), "/v1/status", None).await;
+        assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
+        let status = http_get(service.api_addr(), "/v1/status", Some("secret")).await;
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        assert!(status.contains("\"looks\""), "{status}");
+        let addr = service.api_addr();
         service.stop().await.expect("stops");
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "the API is closed"
+        );
 
         let store = SqliteStore::open_in(&c.state_dir, c.retention).expect("the file");
         let names: Vec<_> = store

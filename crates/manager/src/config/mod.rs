@@ -1,7 +1,7 @@
 //! The manager's configuration file (TOML): where it keeps its state, the agents it drives,
 //! how it polls them, the loop's cadences, the history's retention, and core's control
 //! settings. Every table is the type that uses it (`deny_unknown_fields`, defaults in one
-//! place): `[loop]` is [`LoopConfig`], `[poll]` is [`PollConfig`], `[retention]` is the
+//! place): `[api]` is [`ApiConfig`], `[loop]` is [`LoopConfig`], `[poll]` is [`PollConfig`], `[retention]` is the
 //! store's [`Retention`], `[control]` is core's [`ControlSettings`] (thresholds, mode, rules,
 //! and the power model per host under `[control.power.NAME]`). Only the agents have no
 //! default.
@@ -19,6 +19,10 @@
 //! url = "http://198.18.0.12:7300"
 //! token_file = "h2.token"                 # this agent's own token
 //!
+//! [api]
+//! listen = "127.0.0.1:7800"               # the HTTP API (bearer token: api.token_file,
+//!                                         # else token_file)
+//!
 //! [loop]
 //! interval_s = 1.0
 //!
@@ -31,6 +35,7 @@
 //! the key: a syntax error, a wrong type or an unknown key with its line (toml's message), a
 //! value out of range with its dotted path (`loop.interval_s`, `agents[1].url`).
 
+use crate::api::ApiConfig;
 use crate::daemon::{DaemonError, LoopConfig};
 use crate::fleet::{AgentSpec, PollConfig};
 use crate::store::{HostSpec, PowerModel, Retention};
@@ -94,6 +99,7 @@ pub struct ManagerConfig {
     /// The bearer token file of every agent that names none of its own.
     pub token_file: Option<PathBuf>,
     pub agents: Vec<AgentEntry>,
+    pub api: ApiConfig,
     #[serde(rename = "loop")]
     pub cadence: LoopConfig,
     pub poll: PollConfig,
@@ -110,6 +116,7 @@ impl Default for ManagerConfig {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             token_file: None,
             agents: Vec::new(),
+            api: ApiConfig::default(),
             cadence: LoopConfig::default(),
             poll: PollConfig::default(),
             retention: Retention::default(),
@@ -171,6 +178,9 @@ impl ManagerConfig {
         if let Some(t) = self.token_file.as_mut() {
             join(t);
         }
+        if let Some(t) = self.api.token_file.as_mut() {
+            join(t);
+        }
         for a in &mut self.agents {
             if let Some(t) = a.token_file.as_mut() {
                 join(t);
@@ -196,6 +206,10 @@ impl ManagerConfig {
             return Err(self.invalid("state_dir", "is empty"));
         }
         self.validate_agents()?;
+        if self.api.token_file.is_none() && self.token_file.is_none() {
+            let why = "no token file for the API: set it here or token_file at the top";
+            return Err(self.invalid("api.token_file", why));
+        }
         self.cadence.validate().map_err(|e| match e {
             DaemonError::Config {
                 what,
@@ -290,6 +304,23 @@ impl ManagerConfig {
             });
         }
         Ok(specs)
+    }
+
+    /// The bearer token API clients must present, read from `api.token_file` (else the
+    /// top-level `token_file`).
+    ///
+    /// # Errors
+    /// [`ConfigError::Token`] naming the key of an unreadable or empty file.
+    pub fn api_token(&self) -> Result<String, ConfigError> {
+        match (&self.api.token_file, &self.token_file) {
+            (Some(f), _) => read_token("api.token_file", f),
+            (None, Some(f)) => read_token("token_file", f),
+            (None, None) => Err(ConfigError::Token {
+                field: "api.token_file".into(),
+                file: PathBuf::new(),
+                why: "not set".into(),
+            }),
+        }
     }
 
     /// The inventory the store keeps: each agent, with its power model when

@@ -51,6 +51,8 @@ fn only_the_agents_are_needed_and_every_default_is_the_owning_types() {
     assert_eq!(c.cadence, LoopConfig::default());
     assert_eq!(c.poll, PollConfig::default());
     assert_eq!(c.retention, Retention::default());
+    assert_eq!(c.api, ApiConfig::default());
+    assert_eq!(c.api.listen.to_string(), crate::api::DEFAULT_LISTEN);
     let names: Vec<_> = c.agents.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["h1", "h2"]);
     assert_eq!(
@@ -68,6 +70,10 @@ fn every_table_is_read_into_its_type() {
     let text = format!(
         "{TWO_AGENTS}\n{}",
         r#"
+[api]
+listen = "0.0.0.0:7900"
+token_file = "api.token"
+
 [loop]
 interval_s = 0.5
 compact_every_s = 120
@@ -101,6 +107,8 @@ peak_w = 180
     );
     assert_eq!((c.poll.timeout_s, c.poll.miss_limit), (0.4, 5));
     assert_eq!(c.retention.raw_s, 300);
+    assert_eq!(c.api.listen.port(), 7900);
+    assert_eq!(c.api.token_file, Some(PathBuf::from("api.token")));
     assert_eq!(c.control.mode, Mode::Recommend);
     assert_eq!((c.control.hot, c.control.hot_samples), (0.85, 5));
     assert!(!c.control.standby);
@@ -215,6 +223,11 @@ fn the_agents_must_be_there_unique_and_each_with_a_token() {
     assert_eq!(invalid_field(bad_name), "agents[0].name");
     let no_token = "[[agents]]\nname = \"h1\"\nurl = \"http://a:1\"\n";
     assert_eq!(invalid_field(no_token), "agents[0].token_file");
+    let agent_token_only =
+        "[[agents]]\nname = \"h1\"\nurl = \"http://a:1\"\ntoken_file = \"h1.token\"\n";
+    assert_eq!(invalid_field(agent_token_only), "api.token_file");
+    let bad_listen = parse_error(&format!("{TWO_AGENTS}\n[api]\nlisten = \"everywhere\"\n"));
+    assert!(bad_listen.contains("listen"), "{bad_listen}");
 }
 
 #[test]

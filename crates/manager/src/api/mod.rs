@@ -1,0 +1,266 @@
+//! The manager's HTTP API (JSON under `/v1`), over the in-process [`Manager`] handle. Every
+//! route but `/v1/health` needs `Authorization: Bearer <token>`. Handlers only translate:
+//! reads come from the handle's snapshot or the store, commands go through the loop (stored
+//! before acted on), and [`error::ApiError`] maps the handle's errors to statuses.
+//!
+//! | method and path | answer |
+//! | --- | --- |
+//! | `GET /v1/health` | `{"status": "ok", "version", "looks", "store_failures_in_a_row"}`, no token needed |
+//! | `GET /v1/status` | the loop's [`crate::handle::Status`] |
+//! | `GET /v1/hosts`, `GET /v1/vms` | as the last look saw them |
+//! | `GET /v1/plans?state=&since_s=&limit=` | plans, newest first (limit 100 unless given, at most 10,000) |
+//! | `GET /v1/plans/{id}` | one plan with its explanation |
+//! | `GET /v1/plans/{id}/decision` | what the step that made it decided from, replayable |
+//! | `POST /v1/plans/{id}/approve`, `POST /v1/plans/{id}/cancel` | the plan afterwards |
+//! | `GET /v1/moves?plan_id=&vm=&state=&limit=` | moves, in the order planned |
+//! | `POST /v1/hosts/{name}/drain`, `.../undrain`, `.../wake` | `{"host", "done"}` |
+//! | `GET /v1/settings`; `PATCH /v1/settings?expected_version=N` | the settings; a JSON merge patch (RFC 7396) |
+//! | `GET /v1/events?subject=&id=&since_s=&limit=&newest_first=` | the journal |
+
+pub mod error;
+
+use crate::handle::Manager;
+use crate::store::{JournalQuery, MoveQuery, PlanQuery};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+pub use error::{check_bearer, ApiError};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::sync::Arc;
+
+/// Rows a list answers when the query sets no limit.
+pub const DEFAULT_LIMIT: u32 = 100;
+
+/// Where the API listens when the configuration does not say: loopback only, since the API
+/// can move VMs (an operator exposes it on purpose).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7800";
+
+/// The API's configuration (the configuration file's `[api]` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to listen on: [`DEFAULT_LISTEN`].
+    pub listen: std::net::SocketAddr,
+    /// The bearer token file clients must present; default: the top-level `token_file`.
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 7800)),
+            token_file: None,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct ApiState {
+    manager: Manager,
+    token: Arc<str>,
+}
+
+type St = State<ApiState>;
+type ApiResult = Result<Response, ApiError>;
+
+/// The API's routes over `manager`, checking `token` on all but `/v1/health`.
+pub fn router(manager: Manager, token: &str) -> Router {
+    let state = ApiState {
+        manager,
+        token: Arc::from(token),
+    };
+    let guarded = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/hosts", get(hosts))
+        .route("/v1/vms", get(vms))
+        .route("/v1/plans", get(plans))
+        .route("/v1/plans/{id}", get(plan))
+        .route("/v1/plans/{id}/decision", get(decision))
+        .route("/v1/plans/{id}/approve", post(approve))
+        .route("/v1/plans/{id}/cancel", post(cancel))
+        .route("/v1/moves", get(moves))
+        .route("/v1/hosts/{name}/drain", post(drain))
+        .route("/v1/hosts/{name}/undrain", post(undrain))
+        .route("/v1/hosts/{name}/wake", post(wake))
+        .route("/v1/settings", get(settings).patch(patch_settings))
+        .route("/v1/events", get(events))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/v1/health", get(health))
+        .merge(guarded)
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then finishes the requests under
+/// way.
+///
+/// # Errors
+/// The listener's I/O error.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn auth(State(st): St, req: Request, next: Next) -> Response {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    match check_bearer(header, &st.token) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn ok<T: Serialize>(body: T) -> ApiResult {
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+/// A query string's fields (every one optional); 400 naming what did not parse.
+fn query<T>(parsed: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    parsed
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+fn limit(asked: u32) -> u32 {
+    if asked == 0 {
+        DEFAULT_LIMIT
+    } else {
+        asked
+    }
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    /// Looks since the manager started.
+    pub looks: u64,
+    /// Store writes failed in a row (0: healthy; above 0 the loop acts on nothing).
+    pub store_failures_in_a_row: u32,
+}
+
+async fn health(State(st): St) -> ApiResult {
+    let s = st.manager.status().await;
+    ok(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        looks: s.looks,
+        store_failures_in_a_row: s.store.failures_in_a_row,
+    })
+}
+
+async fn status(State(st): St) -> ApiResult {
+    ok(st.manager.status().await)
+}
+
+async fn hosts(State(st): St) -> ApiResult {
+    ok(st.manager.hosts().await)
+}
+
+async fn vms(State(st): St) -> ApiResult {
+    ok(st.manager.vms().await)
+}
+
+async fn plans(State(st): St, raw: Result<Query<PlanQuery>, QueryRejection>) -> ApiResult {
+    let mut q = query(raw)?;
+    q.limit = limit(q.limit);
+    ok(st.manager.plans(q).await?)
+}
+
+async fn plan(State(st): St, Path(id): Path<String>) -> ApiResult {
+    ok(st.manager.plan(&id).await?)
+}
+
+async fn decision(State(st): St, Path(id): Path<String>) -> ApiResult {
+    // A plan never stored is 404; one whose decision was pruned answers the store's error.
+    st.manager.plan(&id).await?;
+    ok(st.manager.decision(&id).await?)
+}
+
+async fn approve(State(st): St, Path(id): Path<String>) -> ApiResult {
+    st.manager.approve(&id).await?;
+    ok(st.manager.plan(&id).await?)
+}
+
+async fn cancel(State(st): St, Path(id): Path<String>) -> ApiResult {
+    st.manager.cancel_plan(&id).await?;
+    ok(st.manager.plan(&id).await?)
+}
+
+async fn moves(State(st): St, raw: Result<Query<MoveQuery>, QueryRejection>) -> ApiResult {
+    let mut q = query(raw)?;
+    q.limit = limit(q.limit);
+    ok(st.manager.moves(q).await?)
+}
+
+/// The answer of a host command.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HostDone {
+    pub host: String,
+    /// `drain`, `undrain`, `wake`.
+    pub done: String,
+}
+
+fn host_done(host: String, done: &str) -> ApiResult {
+    ok(HostDone {
+        host,
+        done: done.into(),
+    })
+}
+
+async fn drain(State(st): St, Path(name): Path<String>) -> ApiResult {
+    st.manager.drain(&name).await?;
+    host_done(name, "drain")
+}
+
+async fn undrain(State(st): St, Path(name): Path<String>) -> ApiResult {
+    st.manager.undrain(&name).await?;
+    host_done(name, "undrain")
+}
+
+async fn wake(State(st): St, Path(name): Path<String>) -> ApiResult {
+    st.manager.wake(&name).await?;
+    host_done(name, "wake")
+}
+
+async fn settings(State(st): St) -> ApiResult {
+    ok(st.manager.settings().await)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PatchQuery {
+    expected_version: Option<u64>,
+}
+
+async fn patch_settings(
+    State(st): St,
+    raw: Result<Query<PatchQuery>, QueryRejection>,
+    patch: Result<Json<serde_json::Value>, JsonRejection>,
+) -> ApiResult {
+    let q = query(raw)?;
+    let Json(patch) = patch.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    ok(st.manager.patch_settings(patch, q.expected_version).await?)
+}
+
+async fn events(State(st): St, raw: Result<Query<JournalQuery>, QueryRejection>) -> ApiResult {
+    let mut q = query(raw)?;
+    q.limit = limit(q.limit);
+    ok(st.manager.events(q).await?)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,271 @@
+//! The API over a running loop (the scripted fleet, the in-memory store, wall-clock time at a
+//! 20 ms interval): authentication, the plans' life through the API, host commands, settings,
+//! and each error's status.
+
+use super::*;
+use crate::clock::WallClock;
+use crate::daemon::{Daemon, LoopConfig, Parts};
+use crate::fleet::FakeFleet;
+use crate::store::{HostSpec, MemoryStore};
+use axum::body::Body;
+use axum::http::{Method, Request as HttpRequest};
+use drover_core::control::{ControlSettings, Mode};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tower::ServiceExt;
+
+const TOKEN: &str = "api-test-token";
+const GIB: u64 = 1 << 30;
+
+/// h1 hot (a wants 3.5 of its 4 cores), h2 empty; recommend mode; the loop running.
+async fn running() -> (Router, Manager, Arc<FakeFleet>) {
+    let clock = Arc::new(WallClock::new());
+    let fleet = Arc::new(FakeFleet::new(clock.clone()));
+    fleet.add_host("h1", 4.0, 16 * GIB);
+    fleet.add_host("h2", 4.0, 16 * GIB);
+    fleet.add_vm("h1", "a", 2 * GIB, 3.0);
+    fleet.add_vm("h1", "b", GIB, 0.7);
+    fleet.set_migration_time(0.1);
+    let settings = ControlSettings {
+        mode: Mode::Recommend,
+        standby: false,
+        ..ControlSettings::default()
+    };
+    let inventory = ["h1", "h2"]
+        .iter()
+        .map(|h| HostSpec {
+            name: (*h).into(),
+            agent_url: format!("http://{h}.test:7300"),
+            power: None,
+        })
+        .collect();
+    let (daemon, manager) = Daemon::start(Parts {
+        fleet: fleet.clone(),
+        store: Arc::new(MemoryStore::new()),
+        clock,
+        inventory,
+        settings,
+        config: LoopConfig {
+            interval_s: 0.05,
+            ..LoopConfig::default()
+        },
+    })
+    .expect("starts");
+    tokio::spawn(daemon.run());
+    (router(manager.clone(), TOKEN), manager, fleet)
+}
+
+async fn call(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = HttpRequest::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some(b) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .expect("request");
+    let answer = router.clone().oneshot(req).await.expect("answer");
+    let status = answer.status();
+    let bytes = axum::body::to_bytes(answer.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, value)
+}
+
+async fn get(router: &Router, uri: &str) -> (StatusCode, Value) {
+    call(router, Method::GET, uri, Some(TOKEN), None).await
+}
+
+async fn post(router: &Router, uri: &str) -> (StatusCode, Value) {
+    call(router, Method::POST, uri, Some(TOKEN), None).await
+}
+
+/// Polls `uri` until `done` holds of its body (at most 10 s).
+async fn until(router: &Router, uri: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = get(router, uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        if done(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{uri}: never got there: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_but_health_needs_the_token() {
+    let (router, manager, _) = running().await;
+    let (status, body) = call(&router, Method::GET, "/v1/health", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+    for token in [None, Some("wrong"), Some("")] {
+        let (status, body) = call(&router, Method::GET, "/v1/status", token, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("token")));
+        let (status, _) = call(&router, Method::POST, "/v1/hosts/h1/drain", token, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, body) = get(&router, "/v1/status").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["mode"], "recommend");
+    let hosts = until(&router, "/v1/hosts", |b| {
+        b.as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    assert_eq!(hosts[0]["name"], "h1");
+    let vms = until(&router, "/v1/vms", |b| {
+        b.as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    assert_eq!(vms[0]["host"], "h1");
+    manager.shutdown().await.expect("stops");
+    let (status, _) = post(&router, "/v1/hosts/h1/drain").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "the loop is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposed_plan_is_listed_explained_approved_and_carried_out() {
+    let (router, manager, fleet) = running().await;
+    let plans = until(&router, "/v1/plans?state=proposed", |b| {
+        b.as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let id = plans[0]["id"].as_str().expect("id").to_string();
+    let (status, plan) = get(&router, &format!("/v1/plans/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(plan["explanation"]["host"], "h1");
+    let (status, decision) = get(&router, &format!("/v1/plans/{id}/decision")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(decision["output"]["new_plans"]
+        .as_array()
+        .is_some_and(|p| p.iter().any(|p| p == id.as_str())));
+
+    let (status, plan) = post(&router, &format!("/v1/plans/{id}/approve")).await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["state"], "approved", "{plan}");
+    let (status, body) = post(&router, &format!("/v1/plans/{id}/approve")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("approve")),
+        "{body}"
+    );
+    let (status, _) = post(&router, "/v1/plans/p-none/approve").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = get(&router, "/v1/plans/p-none").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    until(&router, &format!("/v1/plans/{id}"), |p| {
+        p["state"] == "done"
+    })
+    .await;
+    let moves = until(&router, &format!("/v1/moves?plan_id={id}"), |m| {
+        m.as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let vm = moves[0]["vm"].as_str().expect("vm");
+    assert_eq!(fleet.host_of(vm).as_deref(), Some("h2"));
+    let events = until(&router, &format!("/v1/events?subject=plan&id={id}"), |e| {
+        e.as_array()
+            .is_some_and(|a| a.iter().any(|e| e["what"] == "approved"))
+    })
+    .await;
+    assert!(events[0]["seq"].as_u64().is_some());
+    let (status, body) = get(&router, "/v1/plans?limit=many").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    manager.shutdown().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_commands_and_settings_answer_with_their_status() {
+    let (router, manager, _) = running().await;
+    until(&router, "/v1/hosts", |b| {
+        b.as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    let (status, body) = post(&router, "/v1/hosts/h2/drain").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["host"].as_str(), body["done"].as_str()),
+        (Some("h2"), Some("drain"))
+    );
+    until(&router, "/v1/hosts", |b| b[1]["drained"] == true).await;
+    let (status, _) = post(&router, "/v1/hosts/h2/undrain").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = post(&router, "/v1/hosts/h9/drain").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _) = post(&router, "/v1/hosts/h9/wake").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, body) = get(&router, "/v1/settings").await;
+    assert_eq!(status, StatusCode::OK);
+    let version = body["version"].as_u64().expect("version");
+    let patch = |v: Value, q: &str| {
+        let uri = format!("/v1/settings{q}");
+        let router = router.clone();
+        async move { call(&router, Method::PATCH, &uri, Some(TOKEN), Some(v)).await }
+    };
+    let (status, body) = patch(
+        json!({"mode": "dry-run"}),
+        &format!("?expected_version={version}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["settings"]["mode"], "dry-run");
+    assert_eq!(body["version"].as_u64(), Some(version + 1));
+    let (status, _) = patch(json!({"hot": 0.8}), &format!("?expected_version={version}")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "stale version");
+    let (status, body) = patch(json!({"hot": 5.0}), "").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("hot")),
+        "{body}"
+    );
+    let (status, _) = patch(json!({"hott": 1}), "").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "unknown key");
+    let req = HttpRequest::builder()
+        .method(Method::PATCH)
+        .uri("/v1/settings")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{not json"))
+        .expect("request");
+    let answer = router.clone().oneshot(req).await.expect("answer");
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    let (_, status) = get(&router, "/v1/status").await;
+    assert_eq!(status["mode"], "dry-run");
+    manager.shutdown().await.expect("stops");
+}
+
+#[test]
+fn bearer_header_rules() {
+    assert!(check_bearer(Some(b"Bearer s3cret"), "s3cret").is_ok());
+    assert!(check_bearer(Some(b"bearer   s3cret"), "s3cret").is_ok());
+    for bad in [
+        &b"s3cret"[..],
+        b"Bearer s3cre",
+        b"Bearer s3cret!",
+        b"Basic s3cret",
+        b"Bearer",
+    ] {
+        assert!(check_bearer(Some(bad), "s3cret").is_err());
+    }
+    assert!(check_bearer(None, "s3cret").is_err());
+    assert!(
+        check_bearer(Some(b"Bearer "), "").is_err(),
+        "an empty token matches nothing"
+    );
+}
