@@ -129,11 +129,11 @@ async fn forwarded_commands_are_refused(url_b: &str, exec: &str) {
         (
             json!({"execute": "migrate-incoming", "arguments": {"channels": [{"channel-type": "main",
                 "addr": {"transport": "exec", "args": ["sh", "-c", "id"]}}]}}),
-            422,
+            400,
         ),
         (
             json!({"execute": "migrate-incoming", "arguments": {"uri": own, "exit-on-error": false}}),
-            422,
+            400,
         ),
         // Well-formed, but not the URI this agent made for in1.
         (

@@ -133,7 +133,7 @@ async fn auth_and_hostile_requests_get_json_4xx_and_the_agent_stays_healthy() {
             "POST",
             u("/v1/vms/nope/migrations"),
             Some(br#"{"to":"http://x","technique":"warp"}"#.to_vec()),
-            400,
+            422,
         ),
         (
             "POST",

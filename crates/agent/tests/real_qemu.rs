@@ -389,8 +389,11 @@ fn a_guest_changes_its_cpu_demand_on_command() {
             .await
             .expect("create");
         wait_reporting(&c, "cpu1", 1, Duration::from_secs(60)).await;
-        let low = wait_metrics(&c, "cpu1", "demand 10%", |m| {
-            m.workload_demand_pct == Some(10.0) && m.cpu_cores > 0.0
+        // The first readings after boot still carry the boot's and the calibration's work
+        // (0.9 cores seen on a loaded CI host): the baseline is a reading once that has
+        // passed, which for a tenth of one vCPU under TCG is well under half a core.
+        let low = wait_metrics(&c, "cpu1", "demand 10%, use settled under 0.5 cores", |m| {
+            m.workload_demand_pct == Some(10.0) && m.cpu_cores > 0.0 && m.cpu_cores < 0.5
         })
         .await;
         assert_eq!(low.cpu_demand_source, DemandSource::Guest);

@@ -17,8 +17,10 @@
 //! - [`workload`]: changing a running VM's workload;
 //! - [`names`]: the shapes of names, paths and specs, one regular expression each, shared by
 //!   the parsers and the schema;
-//! - [`request`]: pure parsers; [`openapi`]: the document and the route table; [`client`].
+//! - [`request`]: pure parsers, over [`body`] (a body read so that every refusal names its
+//!   field and its status); [`openapi`]: the document and the route table; [`client`].
 
+pub mod body;
 pub mod client;
 pub mod metrics;
 pub mod migration;

@@ -174,7 +174,7 @@ shape!(
     WORKLOAD_SHAPE,
     "workload",
     WORKLOAD,
-    "idle, cpu:demand=PCT or memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq] with SIZE like 64M"
+    "idle, cpu:demand=PCT (0-100) or memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq] in this order, with SIZE a whole number of M, G, MiB or GiB (1-7 digits, e.g. 64M) and N pages per second (1-10 digits)"
 );
 shape!(
     AGENT_URL_SHAPE,
@@ -192,12 +192,23 @@ shape!(
 
 /// A string that does not have its field's shape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field} '{value}' is not valid: expected {expected}")]
+#[error("{}", self.named(self.field))]
 pub struct ShapeError {
     pub field: &'static str,
     /// The value as given, cut to 80 characters.
     pub value: String,
     pub expected: &'static str,
+}
+
+impl ShapeError {
+    /// The refusal naming the value as `name`: a field's path (`config.nic.mac`) or the flag
+    /// that gave it (`--agent`).
+    pub fn named(&self, name: &str) -> String {
+        format!(
+            "{name} '{}' is not valid: expected {}",
+            self.value, self.expected
+        )
+    }
 }
 
 impl Shape {

@@ -8,6 +8,7 @@
 //! agent further checks that a URI is the one it made for that VM. Replies are typed too: only
 //! the fields the driver reads cross back.
 
+use crate::body::Node;
 use crate::uri::MigrationUri;
 use drover_core::migration::Capability;
 use schemars::JsonSchema;
@@ -27,7 +28,7 @@ pub struct CapabilityState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetCapabilities {
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = MAX_CAPABILITIES))]
     pub capabilities: Vec<CapabilityState>,
 }
 
@@ -65,6 +66,19 @@ pub enum QmpForwardError {
     Arguments { command: String, message: String },
 }
 
+/// Most capabilities one `migrate-set-capabilities` may set (QEMU has fewer than that).
+pub const MAX_CAPABILITIES: usize = 16;
+
+/// The forwardable command names.
+pub const FORWARDABLE: [&str; 6] = [
+    "migrate-set-capabilities",
+    "migrate-incoming",
+    "migrate-recover",
+    "query-migrate",
+    "query-status",
+    "query-migrate-capabilities",
+];
+
 /// The forwardable command names, for messages.
 pub const ALLOWED: &str = "migrate-set-capabilities, migrate-incoming, migrate-recover, query-migrate, query-status, query-migrate-capabilities";
 
@@ -81,43 +95,27 @@ impl ForwardedQmp {
         }
     }
 
-    /// Reads a raw QMP command (as the migration driver issues it) into the typed set.
+    /// Reads a raw QMP command (as the migration driver issues it) into the typed set, by the
+    /// rules a forwarded request is read by (`request::parse_qmp`).
     ///
     /// # Errors
     /// [`QmpForwardError`] for a command outside the set or arguments it does not take.
     pub fn from_parts(command: &str, arguments: Option<&Value>) -> Result<Self, QmpForwardError> {
-        let args = arguments.filter(|a| !a.is_null());
-        let wrong = |message: String| QmpForwardError::Arguments {
-            command: command.to_string(),
-            message,
-        };
-        let parse = |v: Option<&Value>| -> Result<Value, QmpForwardError> {
-            v.cloned()
-                .ok_or_else(|| wrong("arguments are required".into()))
-        };
-        let unit = |v: Option<&Value>| match v {
-            None => Ok(()),
-            Some(_) => Err(wrong("takes no arguments".into())),
-        };
-        Ok(match command {
-            "migrate-set-capabilities" => ForwardedQmp::MigrateSetCapabilities(
-                serde_json::from_value(parse(args)?).map_err(|e| wrong(e.to_string()))?,
-            ),
-            "migrate-incoming" => ForwardedQmp::MigrateIncoming(
-                serde_json::from_value(parse(args)?).map_err(|e| wrong(e.to_string()))?,
-            ),
-            "migrate-recover" => ForwardedQmp::MigrateRecover(
-                serde_json::from_value(parse(args)?).map_err(|e| wrong(e.to_string()))?,
-            ),
-            "query-migrate" => unit(args).map(|()| ForwardedQmp::QueryMigrate)?,
-            "query-status" => unit(args).map(|()| ForwardedQmp::QueryStatus)?,
-            "query-migrate-capabilities" => {
-                unit(args).map(|()| ForwardedQmp::QueryMigrateCapabilities)?
-            }
-            other => {
-                return Err(QmpForwardError::NotAllowed(
-                    other.chars().take(64).collect(),
-                ))
+        if !FORWARDABLE.contains(&command) {
+            return Err(QmpForwardError::NotAllowed(
+                command.chars().take(64).collect(),
+            ));
+        }
+        let args = arguments.filter(|a| !a.is_null()).map(Node::from_value);
+        let root = Node::Object(
+            args.iter()
+                .map(|a| ("arguments".to_string(), a.clone()))
+                .collect(),
+        );
+        crate::request::qmp_command(command, args.as_ref(), &root).map_err(|e| {
+            QmpForwardError::Arguments {
+                command: command.to_string(),
+                message: e.to_string(),
             }
         })
     }
@@ -245,6 +243,11 @@ mod tests {
         assert_eq!(wire["execute"], "migrate-incoming");
         let back: ForwardedQmp = serde_json::from_value(wire).expect("reads back");
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn the_forwardable_list_is_the_message() {
+        assert_eq!(FORWARDABLE.join(", "), ALLOWED);
     }
 
     #[test]

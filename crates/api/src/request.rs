@@ -2,64 +2,207 @@
 //! every rule is unit-tested, a handler only ever sees validated values, and a client can check
 //! a request before sending it.
 //!
-//! Syntax problems (not JSON, wrong types, unknown or missing fields) are
-//! [`RequestError::Syntax`] (HTTP 400); well-formed values that break a rule (a working set that
-//! does not fit, a bandwidth below the floor) are [`RequestError::Invalid`] (HTTP 422).
+//! The status follows one rule, for every body:
+//! - [`RequestError::Syntax`] (HTTP 400): the request's structure is wrong: not JSON, not a
+//!   JSON object, a value of the wrong JSON type (a string for a number, `2.5` for a whole
+//!   number, an array for an object), an unknown, missing or repeated field;
+//! - [`RequestError::Invalid`] (HTTP 422): a well-typed value breaks a rule: a string of the
+//!   wrong shape, an enum value not in the set, a number out of range, a working set that does
+//!   not fit.
+//!
+//! Every message names the field by its path (`vcpus`, `nic.mac`, `config.memory_bytes`,
+//! `arguments.capabilities[0].capability`), quotes the value as the body wrote it, and says
+//! what is expected in the setting's own limits (never the range of the Rust type that holds
+//! it). The body is read by [`crate::body`]; the first problem found is the one reported.
 
+use crate::body::{typed, Located, Node, Refusal, Step};
 use crate::migration::{IncomingRequest, MigrationRequest};
-use crate::names::{ShapeError, MIGRATION_ID_SHAPE, VM_NAME_SHAPE, WORKLOAD_SHAPE};
-use crate::qmp::{ForwardedQmp, QmpForwardError};
-use crate::uri::AgentUrl;
+use crate::names::{MIGRATION_ID_SHAPE, VM_NAME_SHAPE, WORKLOAD_SHAPE};
+use crate::qmp::{ForwardedQmp, SetCapabilities, UriArgs, ALLOWED, MAX_CAPABILITIES};
 use crate::vm::{VmConfig, VmConfigError};
 use crate::workload::WorkloadChange;
-use drover_core::migration::{KnobError, PlanKnobs, Technique};
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::Value;
+use drover_core::migration::{KnobError, PlanKnobs};
+use drover_core::units::refusal;
+use drover_guest::fit::Setting;
 use thiserror::Error;
 
 /// Why a request is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RequestError {
-    /// Not JSON, wrong types, unknown or missing fields: 400.
+    /// The request's structure: 400.
     #[error("{0}")]
     Syntax(String),
-    /// Well-formed but breaks a rule: 422.
+    /// A well-typed value that breaks a rule: 422.
     #[error("{0}")]
     Invalid(String),
 }
 
-impl From<ShapeError> for RequestError {
-    fn from(e: ShapeError) -> Self {
-        RequestError::Invalid(e.to_string())
+/// A path as messages spell it: `config.nic.mac`, `arguments.capabilities[0].state`.
+fn path_text(path: &[Step]) -> String {
+    let mut out = String::new();
+    for step in path {
+        match step {
+            Step::Key(key) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.extend(key.chars().take(64));
+            }
+            Step::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// `parent.field`, or `field` at the top.
+fn child(parent: &str, field: &str) -> String {
+    match parent {
+        "" => field.chars().take(64).collect(),
+        _ => format!("{parent}.{}", field.chars().take(64).collect::<String>()),
     }
 }
 
-impl From<VmConfigError> for RequestError {
-    fn from(e: VmConfigError) -> Self {
-        RequestError::Invalid(e.to_string())
+/// What a numeric field accepts, worded as the rule that checks it words it: the guest's size
+/// rules for a VM configuration (also inside an incoming request's `config`), core's limits
+/// for the migration settings.
+fn numeric_rule(path: &[Step]) -> Option<String> {
+    let field = match path {
+        [Step::Key(field)] => field.as_str(),
+        [Step::Key(config), Step::Key(field)] if config == "config" => {
+            return match field.as_str() {
+                "vcpus" => Setting::Vcpus.expected(),
+                "memory_bytes" => Setting::Memory.expected(),
+                _ => None,
+            }
+        }
+        _ => return None,
+    };
+    match field {
+        "vcpus" => Setting::Vcpus.expected(),
+        "memory_bytes" => Setting::Memory.expected(),
+        knob => PlanKnobs::expected(knob),
     }
 }
 
-impl From<KnobError> for RequestError {
-    fn from(e: KnobError) -> Self {
-        RequestError::Invalid(e.to_string())
+/// The message of a refusal found reading `root`, named by its path.
+fn refused(e: Located, root: &Node, what: &str) -> RequestError {
+    let name = path_text(&e.path);
+    // A field refused by name (unknown, repeated, missing) is named with its object's path;
+    // serde_path_to_error ends the path with the field itself when it had read its key.
+    let child = |field: &str| match e.path.last() {
+        Some(Step::Key(last)) if last == field => name.clone(),
+        _ => child(&name, field),
+    };
+    let value = root.at(&e.path);
+    let got = value.map(Node::kind).unwrap_or_default();
+    let subject = if name.is_empty() {
+        format!("the {what}")
+    } else {
+        name.clone()
+    };
+    let message = match &e.refusal {
+        Refusal::Type { expected } | Refusal::Length { expected } => {
+            let limits = numeric_rule(&e.path)
+                .and_then(|rule| rule.strip_prefix("expected ").map(str::to_string))
+                .map(|takes| format!("; the field takes {takes}"))
+                .unwrap_or_default();
+            format!("{subject}: expected {expected}, got {got}{limits}")
+        }
+        Refusal::Missing(field) => {
+            format!("{} is missing: the {what} requires it", child(field))
+        }
+        Refusal::Unknown { field, expected } => format!(
+            "unknown field {}; expected one of {}",
+            child(field),
+            expected.join(", ")
+        ),
+        Refusal::Duplicate(field) => format!("{} is given twice", child(field)),
+        Refusal::Value { expected } => match value {
+            Some(Node::String(s)) => format!(
+                "{subject} '{}' is not valid: expected {expected}",
+                s.chars().take(80).collect::<String>()
+            ),
+            _ => {
+                let rule = numeric_rule(&e.path).unwrap_or_else(|| format!("expected {expected}"));
+                refusal(&subject, &got, None, &rule)
+            }
+        },
+        Refusal::Variant { variant, expected } => format!(
+            "{subject} '{variant}' is not valid: expected one of {}",
+            expected.join(", ")
+        ),
+        Refusal::Custom(message) => format!("{subject}: {message}"),
+    };
+    if e.refusal.is_structure() {
+        RequestError::Syntax(message)
+    } else {
+        RequestError::Invalid(message)
     }
 }
 
-impl From<QmpForwardError> for RequestError {
-    fn from(e: QmpForwardError) -> Self {
-        RequestError::Invalid(e.to_string())
-    }
-}
-
-fn json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, RequestError> {
+/// The body as a JSON object.
+fn object(body: &[u8], what: &str) -> Result<Node, RequestError> {
     if body.is_empty() {
         return Err(RequestError::Syntax(format!(
             "the {what} body is empty; expected a JSON object"
         )));
     }
-    serde_json::from_slice(body).map_err(|e| RequestError::Syntax(format!("invalid {what}: {e}")))
+    let node = Node::read(body)
+        .map_err(|e| RequestError::Syntax(format!("the {what} is not JSON: {e}")))?;
+    match node {
+        Node::Object(_) => Ok(node),
+        other => Err(RequestError::Syntax(format!(
+            "the {what} must be a JSON object, not {}",
+            other.kind()
+        ))),
+    }
+}
+
+/// `node` (found at `at` in `root`) read as a `T`, refusals named from `root`.
+fn read<T: serde::de::DeserializeOwned>(
+    node: &Node,
+    root: &Node,
+    at: &[Step],
+    what: &str,
+) -> Result<T, RequestError> {
+    typed(node).map_err(|mut e| {
+        e.path.splice(0..0, at.iter().cloned());
+        refused(e, root, what)
+    })
+}
+
+/// A value as the body wrote it, or `fallback` when the body has none there.
+fn as_typed(root: &Node, path: &[Step], fallback: &str) -> String {
+    root.at(path)
+        .map(Node::typed)
+        .unwrap_or_else(|| fallback.to_string())
+}
+
+fn key(k: &str) -> Step {
+    Step::Key(k.to_string())
+}
+
+/// A VM configuration's refusal, its field under `prefix` (`config.` inside an incoming
+/// request) and its value as the body wrote it.
+fn config_refused(e: VmConfigError, root: &Node, prefix: &[Step]) -> RequestError {
+    let mut path = prefix.to_vec();
+    let name = path_text(prefix);
+    let name = |field: &str| child(&name, field);
+    let message = match e {
+        VmConfigError::Shape(s) => s.named(&name(s.field)),
+        VmConfigError::Fit(f) => {
+            let field = f.setting().field();
+            path.push(key(field));
+            f.message(&name(field), &as_typed(root, &path, &f.to_string()), None)
+        }
+    };
+    RequestError::Invalid(message)
+}
+
+/// A migration setting's refusal, with its value as the body wrote it.
+fn knob_refused(e: KnobError, root: &Node) -> RequestError {
+    let typed = as_typed(root, &[key(e.field)], &e.value);
+    RequestError::Invalid(e.message(e.field, &typed, None))
 }
 
 /// A VM name from a path.
@@ -67,16 +210,20 @@ fn json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, RequestError>
 /// # Errors
 /// [`RequestError::Invalid`] naming the rule.
 pub fn parse_name(name: &str) -> Result<String, RequestError> {
-    VM_NAME_SHAPE.check(name)?;
+    VM_NAME_SHAPE
+        .check(name)
+        .map_err(|e| RequestError::Invalid(e.named("name")))?;
     Ok(name.to_string())
 }
 
-/// A migration id from a path.
+/// A migration id from a path (`/v1/migrations/{id}`).
 ///
 /// # Errors
 /// [`RequestError::Invalid`] naming the rule.
 pub fn parse_migration_id(id: &str) -> Result<String, RequestError> {
-    MIGRATION_ID_SHAPE.check(id)?;
+    MIGRATION_ID_SHAPE
+        .check(id)
+        .map_err(|e| RequestError::Invalid(e.named("id")))?;
     Ok(id.to_string())
 }
 
@@ -85,49 +232,61 @@ pub fn parse_migration_id(id: &str) -> Result<String, RequestError> {
 /// # Errors
 /// See the module doc.
 pub fn parse_create_vm(body: &[u8]) -> Result<VmConfig, RequestError> {
-    let config: VmConfig = json(body, "VM configuration")?;
-    config.validate()?;
+    let what = "VM configuration";
+    let root = object(body, what)?;
+    let config: VmConfig = read(&root, &root, &[], what)?;
+    config
+        .validate()
+        .map_err(|e| config_refused(e, &root, &[]))?;
     Ok(config)
 }
 
-/// The field names a migration request may carry: its own and `PlanKnobs`' (serde cannot deny
-/// unknown fields across a flatten, so they are checked here, from what a request serializes
-/// to).
-fn migration_fields() -> Vec<String> {
-    // Every optional field set, so that every field is serialized.
-    let example = MigrationRequest {
-        id: Some(String::new()),
-        to: AgentUrl::parse("http://127.0.0.1:1").expect("a constant, valid URL"),
-        technique: Technique::Auto,
-        measure: true,
-        knobs: PlanKnobs::default(),
-    };
+/// The names of a type's fields, as it serializes them.
+fn field_names<T: serde::Serialize>(example: &T) -> Vec<String> {
     match serde_json::to_value(example) {
-        Ok(Value::Object(m)) => m.into_iter().map(|(k, _)| k).collect(),
+        Ok(serde_json::Value::Object(m)) => m.into_iter().map(|(k, _)| k).collect(),
         _ => Vec::new(),
     }
 }
 
 /// `POST /v1/vms/{name}/migrations`: a [`MigrationRequest`].
 ///
+/// serde's derive cannot deny unknown fields across a `flatten`, nor say where a flattened
+/// field failed, so the request's own fields and `PlanKnobs`' are read apart: each part is
+/// a `deny_unknown_fields` type of its own, and a field of neither is refused here.
+///
 /// # Errors
-/// See the module doc; unknown fields are named.
+/// See the module doc.
 pub fn parse_migration(body: &[u8]) -> Result<MigrationRequest, RequestError> {
-    let raw: serde_json::Map<String, Value> = json(body, "migration request")?;
-    let known = migration_fields();
-    if let Some(field) = raw.keys().find(|k| !known.contains(k)) {
-        return Err(RequestError::Syntax(format!(
-            "unknown field `{}` in the migration request; expected one of {}",
-            field.chars().take(64).collect::<String>(),
-            known.join(", ")
-        )));
+    let what = "migration request";
+    let root = object(body, what)?;
+    let knob_fields = field_names(&PlanKnobs::default());
+    let own_fields = ["id", "to", "technique", "measure"];
+    let entries = root.entries().unwrap_or_default();
+    let (mut own, mut knobs) = (Vec::new(), Vec::new());
+    for (k, v) in entries {
+        if own_fields.contains(&k.as_str()) {
+            own.push((k.clone(), v.clone()));
+        } else if knob_fields.contains(k) {
+            knobs.push((k.clone(), v.clone()));
+        } else {
+            let mut known: Vec<&str> = own_fields.to_vec();
+            known.extend(knob_fields.iter().map(String::as_str));
+            return Err(RequestError::Syntax(format!(
+                "unknown field {}; expected one of {}",
+                k.chars().take(64).collect::<String>(),
+                known.join(", ")
+            )));
+        }
     }
-    let req: MigrationRequest = serde_json::from_value(Value::Object(raw))
-        .map_err(|e| RequestError::Syntax(format!("invalid migration request: {e}")))?;
+    let mut req: MigrationRequest = read(&Node::Object(own), &root, &[], what)?;
+    req.knobs = read(&Node::Object(knobs), &root, &[], what)?;
     if let Some(id) = &req.id {
-        MIGRATION_ID_SHAPE.check(id)?;
+        MIGRATION_ID_SHAPE
+            .check(id)
+            .map_err(|e| RequestError::Invalid(e.named("id")))?;
     }
-    req.knobs.validate()?;
+    req.knobs.validate().map_err(|e| knob_refused(e, &root))?;
     Ok(req)
 }
 
@@ -136,9 +295,15 @@ pub fn parse_migration(body: &[u8]) -> Result<MigrationRequest, RequestError> {
 /// # Errors
 /// See the module doc.
 pub fn parse_incoming(body: &[u8]) -> Result<IncomingRequest, RequestError> {
-    let req: IncomingRequest = json(body, "incoming request")?;
-    req.config.validate()?;
-    MIGRATION_ID_SHAPE.check(&req.migration_id)?;
+    let what = "incoming request";
+    let root = object(body, what)?;
+    let req: IncomingRequest = read(&root, &root, &[], what)?;
+    req.config
+        .validate()
+        .map_err(|e| config_refused(e, &root, &[key("config")]))?;
+    MIGRATION_ID_SHAPE
+        .check(&req.migration_id)
+        .map_err(|e| RequestError::Invalid(e.named("migration_id")))?;
     Ok(req)
 }
 
@@ -148,170 +313,104 @@ pub fn parse_incoming(body: &[u8]) -> Result<IncomingRequest, RequestError> {
 /// # Errors
 /// See the module doc.
 pub fn parse_workload_change(body: &[u8]) -> Result<WorkloadChange, RequestError> {
-    let change: WorkloadChange = json(body, "workload change")?;
-    WORKLOAD_SHAPE.check(&change.workload)?;
+    let what = "workload change";
+    let root = object(body, what)?;
+    let change: WorkloadChange = read(&root, &root, &[], what)?;
+    WORKLOAD_SHAPE
+        .check(&change.workload)
+        .map_err(|e| RequestError::Invalid(e.named("workload")))?;
     Ok(change)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawQmp {
-    execute: String,
-    #[serde(default)]
-    arguments: Option<Value>,
 }
 
 /// `POST /v1/vms/{name}/qmp`: one command of the forwardable set ([`ForwardedQmp`]).
 ///
 /// # Errors
-/// [`RequestError::Syntax`] when the body is not `{"execute", "arguments"?}`;
-/// [`RequestError::Invalid`] for a command outside the set or arguments it does not take.
+/// See the module doc: a command outside the set is a value that breaks a rule (422), like a
+/// URI that is not Drover's; arguments of the wrong structure are 400.
 pub fn parse_qmp(body: &[u8]) -> Result<ForwardedQmp, RequestError> {
-    let raw: RawQmp = json(body, "QMP command")?;
-    Ok(ForwardedQmp::from_parts(
-        &raw.execute,
-        raw.arguments.as_ref(),
-    )?)
+    let what = "QMP command";
+    let root = object(body, what)?;
+    let mut execute = None;
+    let mut arguments = None;
+    for (k, v) in root.entries().unwrap_or_default() {
+        let slot = match k.as_str() {
+            "execute" => &mut execute,
+            "arguments" => &mut arguments,
+            other => {
+                return Err(RequestError::Syntax(format!(
+                    "unknown field {}; expected one of execute, arguments",
+                    other.chars().take(64).collect::<String>()
+                )))
+            }
+        };
+        if slot.replace(v).is_some() {
+            return Err(RequestError::Syntax(format!("{k} is given twice")));
+        }
+    }
+    let command = match execute {
+        Some(Node::String(s)) => s.as_str(),
+        Some(other) => {
+            return Err(RequestError::Syntax(format!(
+                "execute: expected a string, got {}",
+                other.kind()
+            )))
+        }
+        None => {
+            return Err(RequestError::Syntax(
+                "execute is missing: the QMP command requires it".into(),
+            ))
+        }
+    };
+    // The document admits no `arguments` for the queries and an object for the others, so
+    // an explicit null is refused like any other value of the wrong type.
+    qmp_command(command, arguments, &root)
+}
+
+/// The forwardable command `command` with `arguments` (found in `root`).
+pub(crate) fn qmp_command(
+    command: &str,
+    arguments: Option<&Node>,
+    root: &Node,
+) -> Result<ForwardedQmp, RequestError> {
+    let what = "QMP command";
+    let at = [key("arguments")];
+    let required =
+        || RequestError::Syntax(format!("arguments is missing: {command} requires them"));
+    let none = |make: ForwardedQmp| match arguments {
+        None => Ok(make),
+        Some(a) => Err(RequestError::Syntax(format!(
+            "arguments: {command} takes none, got {}",
+            a.kind()
+        ))),
+    };
+    match command {
+        "migrate-set-capabilities" => {
+            let args: SetCapabilities = read(arguments.ok_or_else(required)?, root, &at, what)?;
+            if args.capabilities.len() > MAX_CAPABILITIES {
+                return Err(RequestError::Invalid(format!(
+                    "arguments.capabilities has {} items: expected at most {MAX_CAPABILITIES}",
+                    args.capabilities.len()
+                )));
+            }
+            Ok(ForwardedQmp::MigrateSetCapabilities(args))
+        }
+        "migrate-incoming" | "migrate-recover" => {
+            let args: UriArgs = read(arguments.ok_or_else(required)?, root, &at, what)?;
+            Ok(match command {
+                "migrate-incoming" => ForwardedQmp::MigrateIncoming(args),
+                _ => ForwardedQmp::MigrateRecover(args),
+            })
+        }
+        "query-migrate" => none(ForwardedQmp::QueryMigrate),
+        "query-status" => none(ForwardedQmp::QueryStatus),
+        "query-migrate-capabilities" => none(ForwardedQmp::QueryMigrateCapabilities),
+        other => Err(RequestError::Invalid(format!(
+            "execute '{}' is not valid: expected a forwardable command, one of {ALLOWED}",
+            other.chars().take(64).collect::<String>()
+        ))),
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status<T>(r: Result<T, RequestError>) -> u16 {
-        match r {
-            Ok(_) => 200,
-            Err(RequestError::Syntax(_)) => 400,
-            Err(RequestError::Invalid(_)) => 422,
-        }
-    }
-
-    #[test]
-    fn create_vm() {
-        assert_eq!(
-            status(parse_create_vm(br#"{"name":"a","memory_bytes":268435456}"#)),
-            200
-        );
-        assert_eq!(status(parse_create_vm(b"")), 400);
-        assert_eq!(status(parse_create_vm(b"[]")), 400);
-        assert_eq!(
-            status(parse_create_vm(
-                br#"{"name":"a","memory_bytes":268435456,"x":1}"#
-            )),
-            400
-        );
-        assert_eq!(
-            status(parse_create_vm(br#"{"name":"","memory_bytes":268435456}"#)),
-            422
-        );
-        assert_eq!(
-            status(parse_create_vm(
-                br#"{"name":"a","memory_bytes":268435456,"disk":"/etc/passwd"}"#
-            )),
-            422
-        );
-        assert_eq!(
-            status(parse_create_vm(
-                br#"{"name":"a","memory_bytes":268435456,"workload":"idle panic=1"}"#
-            )),
-            422
-        );
-    }
-
-    #[test]
-    fn migration_requests() {
-        let m = parse_migration(
-            br#"{"to":"http://127.0.0.1:7701/","technique":"postcopy","bandwidth_bps":50000000,"deadline_s":30.0}"#,
-        )
-        .expect("valid");
-        assert_eq!(m.to.as_str(), "http://127.0.0.1:7701");
-        assert_eq!(m.technique, Technique::Postcopy);
-        assert_eq!(
-            (m.knobs.bandwidth_bps, m.knobs.deadline_s),
-            (Some(50_000_000), 30)
-        );
-        assert!(m.measure);
-        for (body, code) in [
-            (&br#"{"to":"ftp://x:1","technique":"precopy"}"#[..], 400),
-            (br#"{"to":"http://x","technique":"precopy"}"#, 400),
-            (br#"{"to":"http://x:1/a","technique":"precopy"}"#, 400),
-            (br#"{"to":"http://x:1","technique":"teleport"}"#, 400),
-            (
-                br#"{"to":"http://x:1","technique":"precopy","deadline_ms":5}"#,
-                400,
-            ),
-            (br#"{"to":"http://x:1"}"#, 400),
-            (
-                br#"{"to":"http://x:1","technique":"precopy","hybrid_fraction":2}"#,
-                422,
-            ),
-            (
-                br#"{"to":"http://x:1","technique":"precopy","bandwidth_bps":100}"#,
-                422,
-            ),
-            (
-                br#"{"to":"http://x:1","technique":"precopy","hybrid_rounds":0}"#,
-                422,
-            ),
-        ] {
-            assert_eq!(
-                status(parse_migration(body)),
-                code,
-                "{}",
-                String::from_utf8_lossy(body)
-            );
-        }
-    }
-
-    #[test]
-    fn incoming_requests_carry_a_full_config() {
-        assert_eq!(
-            status(parse_incoming(
-                br#"{"config":{"name":"a","memory_bytes":268435456},"migration_id":"a-1-0"}"#
-            )),
-            200
-        );
-        assert_eq!(
-            status(parse_incoming(br#"{"config":{},"migration_id":"a-1-0"}"#)),
-            400
-        );
-        assert_eq!(
-            status(parse_incoming(
-                br#"{"config":{"name":"a","memory_bytes":268435456},"migration_id":"a-1-0","listen_host":"x"}"#
-            )),
-            400
-        );
-    }
-
-    #[test]
-    fn workload_changes() {
-        let c = parse_workload_change(br#"{"workload":"cpu:demand=90"}"#).expect("valid");
-        assert_eq!(c.workload, "cpu:demand=90");
-        assert_eq!(status(parse_workload_change(b"")), 400);
-        assert_eq!(status(parse_workload_change(br#"{"spec":"idle"}"#)), 400);
-        assert_eq!(
-            status(parse_workload_change(br#"{"workload":"idle","extra":1}"#)),
-            400
-        );
-        for bad in ["cpu:demand=101", "idle panic=1", "", "memtouch:wss=64"] {
-            let body = serde_json::json!({ "workload": bad }).to_string();
-            assert_eq!(status(parse_workload_change(body.as_bytes())), 422, "{bad}");
-        }
-    }
-
-    #[test]
-    fn qmp_commands() {
-        assert_eq!(status(parse_qmp(br#"{"execute":"query-status"}"#)), 200);
-        assert_eq!(status(parse_qmp(br#"{"execute":"quit"}"#)), 422);
-        assert_eq!(
-            status(parse_qmp(
-                br#"{"execute":"migrate-incoming","arguments":{"uri":"exec:touch /tmp/x"}}"#
-            )),
-            422
-        );
-        assert_eq!(
-            status(parse_qmp(br#"{"execute":"query-status","x":1}"#)),
-            400
-        );
-    }
-}
+#[path = "request_tests.rs"]
+mod tests;

@@ -8,6 +8,7 @@
 
 use crate::names::{Shape, ShapeError, AGENT_URL_SHAPE, MIGRATION_URI_SHAPE};
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt;
@@ -23,9 +24,26 @@ fn described(shape: &Shape, description: &str) -> Schema {
 }
 
 /// An agent's base URL: `http(s)://host:port`, validated, without a trailing `/`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
 pub struct AgentUrl(String);
+
+/// Reads a string of `shape` into `T`. A string of another shape is a value that breaks a
+/// rule (serde's `invalid_value`, which a request answers 422), not the wrong type of value
+/// (a `try_from` failure would be an untyped custom error).
+fn shaped<'de, D, T>(d: D, shape: &Shape, parse: impl Fn(&str) -> Option<T>) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let s = String::deserialize(d)?;
+    parse(&s).ok_or_else(|| de::Error::invalid_value(de::Unexpected::Str(&s), &shape.expected))
+}
+
+impl<'de> Deserialize<'de> for AgentUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        shaped(d, &AGENT_URL_SHAPE, |s| AgentUrl::parse(s).ok())
+    }
+}
 
 impl JsonSchema for AgentUrl {
     fn schema_name() -> Cow<'static, str> {
@@ -88,11 +106,17 @@ impl fmt::Display for AgentUrl {
 }
 
 /// A migration URI Drover made: QEMU listens (or connects) on this IP address and TCP port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
 pub struct MigrationUri {
     pub ip: IpAddr,
     pub port: u16,
+}
+
+impl<'de> Deserialize<'de> for MigrationUri {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        shaped(d, &MIGRATION_URI_SHAPE, |s| s.parse().ok())
+    }
 }
 
 impl JsonSchema for MigrationUri {

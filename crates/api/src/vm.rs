@@ -3,7 +3,7 @@
 
 use crate::names::{self, ShapeError};
 use drover_core::wire;
-use drover_guest::fit::{FitError, GUEST_OVERHEAD_BYTES, MIN_GUEST_MEMORY_BYTES};
+use drover_guest::fit::{FitError, GUEST_OVERHEAD_BYTES};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -74,44 +74,48 @@ pub fn workload_fit_rule() -> String {
          exceed memory_bytes. A configuration that breaks it is answered 422 with the error \
          \"workload '<spec>': working set <W> MiB does not fit a <M> MiB guest (the guest itself \
          needs about {overhead_mib} MiB)\", W and M being the working set and memory_bytes in \
-         whole MiB. No other schema-valid configuration is refused with 422."
+         whole MiB, and the field named by its path (config.workload in an incoming request). \
+         No other schema-valid configuration is refused with 422."
     )
 }
 
-/// Why a VM configuration is refused (all 422: well-formed but not acceptable).
+/// Why a VM configuration is refused (all 422: well-formed but not acceptable). Every message
+/// starts with the field's name.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum VmConfigError {
+    /// A string of the wrong shape (name, disk, nic, a workload outside the agent's pattern).
     #[error(transparent)]
     Shape(#[from] ShapeError),
-    #[error("vcpus {0}: expected 1 to {MAX_VCPUS}")]
-    Vcpus(u32),
-    #[error("memory_bytes {0}: expected {MIN_GUEST_MEMORY_BYTES} (64 MiB) to {MAX_MEMORY_BYTES} (1 TiB)")]
-    Memory(u64),
-    #[error("workload '{spec}': {reason}")]
-    Workload { spec: String, reason: String },
+    /// A size rule, the guest's own ([`drover_guest::fit`]): vCPUs, memory, workload grammar,
+    /// working set that fits.
+    #[error(transparent)]
+    Fit(#[from] FitError),
+}
+
+impl VmConfigError {
+    /// The field at fault, as the API names it (`nic.mac`, `memory_bytes`).
+    pub fn field(&self) -> &'static str {
+        match self {
+            VmConfigError::Shape(s) => s.field,
+            VmConfigError::Fit(f) => f.setting().field(),
+        }
+    }
 }
 
 impl VmConfig {
     /// Checks every rule that does not depend on the host: shapes, ranges, and that the
-    /// workload fits the guest (the guest's own rule, [`drover_guest::fit::check_fits`]).
+    /// workload fits the guest (the guest's own rules, [`drover_guest::fit::check_vm`]).
+    ///
+    /// A workload goes through the guest's grammar first, whose refusal says which part is
+    /// wrong, then through the agent's stricter pattern: the spec goes onto the kernel
+    /// command line, so nothing outside the pattern ever passes.
     ///
     /// # Errors
     /// The first rule broken, naming the field.
     pub fn validate(&self) -> Result<(), VmConfigError> {
         names::VM_NAME_SHAPE.check(&self.name)?;
-        if !(1..=MAX_VCPUS).contains(&self.vcpus) {
-            return Err(VmConfigError::Vcpus(self.vcpus));
-        }
-        if !(MIN_GUEST_MEMORY_BYTES..=MAX_MEMORY_BYTES).contains(&self.memory_bytes) {
-            return Err(VmConfigError::Memory(self.memory_bytes));
-        }
+        drover_guest::fit::check_vm(self.vcpus, self.memory_bytes, &self.workload)?;
         names::WORKLOAD_SHAPE.check(&self.workload)?;
-        drover_guest::fit::check_fits(&self.workload, self.memory_bytes).map_err(
-            |e: FitError| VmConfigError::Workload {
-                spec: self.workload.clone(),
-                reason: e.to_string(),
-            },
-        )?;
         if let Some(disk) = &self.disk {
             names::DISK_SHAPE.check(disk)?;
         }
@@ -268,7 +272,10 @@ mod tests {
     #[test]
     fn one_rule_one_message_for_memory() {
         let err = vm(r#"{"name":"a","memory_bytes":50331648}"#).unwrap_err();
-        assert!(err.contains("64 MiB"), "{err}");
+        assert_eq!(
+            err,
+            "memory_bytes 50331648: expected 64 MiB to 1 TiB (67108864 to 1099511627776 bytes)"
+        );
         let err = vm(r#"{"name":"a","memory_bytes":134217728,"workload":"memtouch:wss=128M"}"#)
             .unwrap_err();
         assert!(err.contains("does not fit"), "{err}");

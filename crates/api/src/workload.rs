@@ -10,7 +10,7 @@
 use crate::names;
 use crate::vm::VmConfig;
 use drover_guest::control::check_switch;
-use drover_guest::fit::check_fits;
+use drover_guest::fit::{check_fits, FitError};
 use drover_guest::spec::{parse_workload, Workload};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -39,9 +39,13 @@ pub fn change_rule() -> String {
 /// Why a change is refused for the VM it is for (409: the VM's state decides).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum WorkloadChangeError {
-    /// The spec does not fit the VM's memory (or, for a stored spec, does not parse).
-    #[error("workload '{spec}': {reason}")]
-    DoesNotFit { spec: String, reason: String },
+    /// The spec does not fit the VM's memory: the guest's own rule, worded as for a new VM
+    /// (`workload '<spec>': working set ... does not fit ...`).
+    #[error(transparent)]
+    DoesNotFit(#[from] FitError),
+    /// The VM's stored spec does not parse (a configuration saved by an older agent).
+    #[error("the VM's workload '{spec}': {reason}")]
+    Stored { spec: String, reason: String },
     /// The running workload cannot become this one.
     #[error("VM '{vm}' runs '{running}': {reason}")]
     Switch {
@@ -57,16 +61,11 @@ pub enum WorkloadChangeError {
 /// # Errors
 /// [`WorkloadChangeError`] naming the rule.
 pub fn check_change(config: &VmConfig, spec: &str) -> Result<Workload, WorkloadChangeError> {
-    let next =
-        check_fits(spec, config.memory_bytes).map_err(|e| WorkloadChangeError::DoesNotFit {
-            spec: spec.to_string(),
-            reason: e.to_string(),
-        })?;
-    let running =
-        parse_workload(&config.workload).map_err(|e| WorkloadChangeError::DoesNotFit {
-            spec: config.workload.clone(),
-            reason: e.to_string(),
-        })?;
+    let next = check_fits(spec, config.memory_bytes)?;
+    let running = parse_workload(&config.workload).map_err(|e| WorkloadChangeError::Stored {
+        spec: config.workload.clone(),
+        reason: e.to_string(),
+    })?;
     check_switch(&running, &next).map_err(|e| WorkloadChangeError::Switch {
         vm: config.name.clone(),
         running: config.workload.clone(),

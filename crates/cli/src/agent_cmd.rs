@@ -1,9 +1,9 @@
 //! `drover agent`: runs the per-host agent until killed. Killing it (even with -9) leaves its
 //! VMs running; started again on the same state directory, it re-attaches to them.
 
+use crate::flags::{cores, parsed, seconds, whole, Typed};
 use anyhow::Context;
-use drover_agent::{read_token, serve, AgentConfig, AgentError};
-use drover_core::units::{parse_rate, parse_size};
+use drover_agent::{read_token, serve, AgentConfig, AgentError, MAX_WAKE_DELAY};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,62 +25,76 @@ pub struct AgentArgs {
     /// Accelerator: kvm, tcg or auto.
     #[arg(long, default_value = "auto")]
     accel: String,
-    /// Seconds between dirty-rate measurements of each VM.
-    #[arg(long, default_value_t = 30)]
+    /// Seconds between dirty-rate measurements of each VM, 1 to 86400.
+    #[arg(long, default_value_t = 30, allow_negative_numbers = true,
+          value_parser = whole::<u64>(1, 86_400))]
     dirty_interval: u64,
-    /// This host's network link, e.g. 10MB/s or 1Gbit/s: `auto` never assumes a faster one
-    /// when a migration sets no bandwidth cap (default: unknown, the request's assumption).
-    #[arg(long)]
+    /// This host's network link, 1 Mbit/s to 100 GB/s, e.g. 1gbit, 10MB/s or 1Gbit/s (rates
+    /// as tc reads them: 300mbit is megabits/s, 300mbps megaBYTES/s; a bare number is
+    /// bytes/s): `auto` never assumes a faster one when a migration sets no bandwidth cap
+    /// (default: unknown, the request's assumption).
+    #[arg(long, value_name = "RATE")]
     link: Option<String>,
     /// The memory cgroup directory whose OOM kills explain a dead VM (default: the agent's
     /// own, when /sys/fs/cgroup shows it).
     #[arg(long)]
     cgroup_dir: Option<PathBuf>,
     /// CPUs to report as this host's capacity (default: cgroup quota, else all).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = cores)]
     cpus: Option<f64>,
-    /// Memory to report as this host's capacity, e.g. 4G (default: cgroup limit, else all).
+    /// Memory to report as this host's capacity, at least 64 MiB, e.g. 4G (default: cgroup
+    /// limit, else all).
     #[arg(long)]
     memory: Option<String>,
-    /// Seconds a woken host stays `waking` (standing for its boot) before it is active again.
-    #[arg(long, default_value_t = 10.0)]
+    /// Seconds a woken host stays `waking` (standing for its boot) before it is active again,
+    /// 0 to 3600.
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true,
+          value_parser = seconds(MAX_WAKE_DELAY.as_secs()))]
     wake_delay: f64,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut config = AgentConfig::new(args.listen, args.state_dir, String::new());
     config.qemu_binary = args.qemu;
-    config.accel = args
-        .accel
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--accel: {e}"))?;
-    config.dirty_interval = Duration::from_secs(args.dirty_interval.max(1));
-    config.link_bps = args
+    config.accel = parsed("--accel", &args.accel)?;
+    config.dirty_interval = Duration::from_secs(args.dirty_interval);
+    let link = args
         .link
         .as_deref()
-        .map(parse_rate)
-        .transpose()
-        .context("--link")?;
+        .map(|l| Typed::rate("--link", l))
+        .transpose()?;
+    config.link_bps = link.as_ref().map(Typed::value);
     config.cgroup_dir = args.cgroup_dir;
     config.cpus = args.cpus;
-    if !(args.wake_delay.is_finite() && args.wake_delay >= 0.0) {
-        anyhow::bail!(
-            "--wake-delay {}: expected seconds, 0 or more",
-            args.wake_delay
-        );
-    }
-    config.wake_delay = Duration::try_from_secs_f64(args.wake_delay)
-        .map_err(|e| anyhow::anyhow!("--wake-delay {}: {e}", args.wake_delay))?;
-    config.memory_bytes = args
+    config.wake_delay = Duration::from_secs_f64(args.wake_delay);
+    let memory = args
         .memory
         .as_deref()
-        .map(parse_size)
-        .transpose()
-        .context("--memory")?;
-    // The library checks its config too; here the error can name the flag.
-    config.validate().map_err(|e| match &e {
-        AgentError::Setting { setting, .. } => anyhow::anyhow!("{}: {e}", flag(setting)),
-        _ => e.into(),
+        .map(|m| Typed::size("--memory", m))
+        .transpose()?;
+    config.memory_bytes = memory.as_ref().map(Typed::value);
+    // The library checks its config too; here the error can name the flag and the text.
+    config.validate().map_err(|e| {
+        let typed = match &e {
+            AgentError::Setting {
+                setting: "memory_bytes",
+                ..
+            } => memory.as_ref(),
+            AgentError::Setting {
+                setting: "link_bps",
+                ..
+            } => link.as_ref(),
+            _ => None,
+        };
+        match (&e, typed) {
+            (AgentError::Setting { expected, .. }, Some(t)) => {
+                t.refused(&format!("expected {expected}"))
+            }
+            (AgentError::Setting { setting, .. }, None) => {
+                anyhow::anyhow!("{}: {e}", flag(setting))
+            }
+            _ => e.into(),
+        }
     })?;
     config.token = read_token(&args.token_file)?;
     let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;

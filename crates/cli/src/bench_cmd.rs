@@ -1,10 +1,15 @@
 //! `drover migrate-bench`: real migrations on this machine, one table row (or JSON line) per run.
+//!
+//! SIGINT, SIGTERM and SIGHUP stop the bench cleanly: the run is dropped, which kills every
+//! QEMU it started and removes its temporary directory (see `drover_qemu::bench`), then the
+//! command exits with 128 + the signal's number, as a shell reports a process it killed.
 
+use crate::flags::{parsed, whole, Typed, VmFlags};
 use crate::migration_flags::MigrationFlags;
 use anyhow::Context;
 use drover_core::migration::{EndStatus, PlanKnobs, Technique};
-use drover_core::units::{format_size, parse_size};
-use drover_qemu::bench::{run_bench, BenchConfig, BenchRow};
+use drover_core::units::{format_rate, format_size};
+use drover_qemu::bench::{run_bench, BenchConfig, BenchError, BenchRow, MAX_REPEAT};
 use drover_qemu::image::{ensure_image, NoProgress};
 
 #[derive(clap::Args)]
@@ -12,14 +17,15 @@ pub struct BenchArgs {
     /// Technique to run (repeatable): precopy, postcopy, hybrid, auto or all.
     #[arg(long = "technique", short = 't', default_value = "all")]
     techniques: Vec<String>,
-    /// Guest memory, e.g. 256M.
+    /// Guest memory, 64 MiB to 1 TiB, e.g. 256M (binary), 500MB (decimal).
     #[arg(long, default_value = "256M")]
     memory: String,
     /// Workload: memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq], cpu:demand=PCT, idle.
     #[arg(long, default_value = "memtouch:wss=128M,rate=max")]
     workload: String,
-    /// Runs per technique.
-    #[arg(long, default_value_t = 1)]
+    /// Runs per technique, 1 to 1000.
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true,
+          value_parser = whole::<u32>(1, u64::from(MAX_REPEAT)))]
     repeat: u32,
     /// Accelerator: kvm, tcg or auto.
     #[arg(long, default_value = "auto")]
@@ -37,24 +43,36 @@ fn techniques(raw: &[String]) -> anyhow::Result<Vec<Technique>> {
         if t == "all" {
             out.extend(Technique::ALL);
         } else {
-            out.push(t.parse()?);
+            out.push(parsed("--technique", t)?);
         }
     }
     out.dedup();
     Ok(out)
 }
 
+/// The bench these flags ask for, checked by every rule the agent's API applies (so nothing
+/// is built or booted for settings it would refuse), each refusal naming its flag.
 fn config(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
     let knobs = args.migration.knobs()?;
-    let memory = parse_size(&args.memory).context("--memory")?;
-    let mut c = BenchConfig::new(memory, &args.workload);
-    c.accel = args.accel.parse()?;
+    let memory = Typed::size("--memory", &args.memory)?;
+    let mut c = BenchConfig::new(memory.value(), &args.workload);
+    c.accel = parsed("--accel", &args.accel)?;
     c.techniques = techniques(&args.techniques)?;
-    c.repeat = args.repeat.max(1);
+    c.repeat = args.repeat;
     c.knobs = PlanKnobs {
         assumed_link_bps: c.knobs.assumed_link_bps,
         ..knobs
     };
+    c.validate().map_err(|e| match e {
+        BenchError::Size(f) => VmFlags {
+            vcpus: None,
+            memory: &memory,
+            workload: &args.workload,
+        }
+        .refused(&f),
+        BenchError::Repeat(n) => anyhow::anyhow!("--repeat {n}: expected 1 to {MAX_REPEAT}"),
+        other => other.into(),
+    })?;
     Ok(c)
 }
 
@@ -102,20 +120,22 @@ fn table_row(row: &BenchRow) -> String {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Before the image is built or anything boots: the same checks `run_bench` applies.
     let config = config(&args)?;
-    config.validate()?;
     let image = ensure_image(&NoProgress).context("building the guest image")?;
     let runtime = tokio::runtime::Runtime::new()?;
     if !args.json {
+        let bandwidth = match (&args.migration.bandwidth, config.knobs.bandwidth_bps) {
+            (Some(typed), Some(bps)) => format!("{typed} ({})", format_rate(bps)),
+            _ => "uncapped".into(),
+        };
         println!(
-            "memory {} workload {} bandwidth {}",
+            "memory {} workload {} bandwidth {bandwidth}",
             format_size(config.memory_bytes),
             config.workload,
-            args.migration.bandwidth.as_deref().unwrap_or("uncapped")
         );
         println!("{HEADER}");
     }
     let json = args.json;
-    runtime.block_on(run_bench(&config, &image, |row| {
+    let bench = run_bench(&config, &image, |row| {
         if json {
             match serde_json::to_string(row) {
                 Ok(line) => println!("{line}"),
@@ -127,8 +147,58 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 println!("          note: {e}");
             }
         }
-    }))?;
-    Ok(())
+    });
+    let outcome = runtime.block_on(async {
+        // Listening starts before the bench is first polled, so no QEMU exists yet that a
+        // signal's default action (ending the process on the spot) would orphan.
+        let mut stop = StopSignals::listen()?;
+        Ok::<_, std::io::Error>(tokio::select! {
+            r = bench => Ok(r),
+            signal = stop.first() => Err(signal),
+        })
+    });
+    match outcome.context("listening for SIGINT and SIGTERM")? {
+        Ok(rows) => {
+            rows?;
+            Ok(())
+        }
+        // The bench future is dropped by now: its QEMUs are killed and its directory removed.
+        Err((name, number)) => {
+            drop(runtime);
+            eprintln!(
+                "migrate-bench stopped by {name}: its QEMUs are killed and its temporary \
+                 directory removed"
+            );
+            std::process::exit(128 + number);
+        }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP, caught instead of ending the process.
+struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The first one to arrive, with its name and number.
+    async fn first(&mut self) -> (&'static str, i32) {
+        tokio::select! {
+            _ = self.int.recv() => ("SIGINT", 2),
+            _ = self.term.recv() => ("SIGTERM", 15),
+            _ = self.hup.recv() => ("SIGHUP", 1),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::flags::{cores, whole, Typed};
 use anyhow::{anyhow, bail, Context, Result};
-use drover_core::units::{format_rate, format_size, parse_rate, parse_size};
-use drover_lab::name::{NameError, DEFAULT_LAB};
+use drover_core::units::{format_rate, format_size};
+use drover_lab::name::{NameError, DEFAULT_LAB, MAX_HOSTS};
 use drover_lab::plan::{PlanError, AGENT_PORT};
 use drover_lab::{AgentLaunch, LabDirs, LabName, LabSpec, LabState, RealSystem};
 
@@ -17,16 +18,18 @@ use drover_lab::{AgentLaunch, LabDirs, LabName, LabSpec, LabState, RealSystem};
 pub enum LabCommand {
     /// Create hosts h1..hN (namespaces on a bridge, shaped links, cgroups) and their agents.
     Up {
-        /// Number of hosts.
-        #[arg(long)]
+        /// Number of hosts, 1 to 99.
+        #[arg(long, allow_negative_numbers = true, value_parser = whole::<u32>(1, u64::from(MAX_HOSTS)))]
         hosts: u32,
         /// CPU cap of each host in cores (e.g. 0.5); uncapped if absent.
-        #[arg(long, value_name = "C")]
+        #[arg(long, value_name = "C", allow_negative_numbers = true, value_parser = cores)]
         host_cpus: Option<f64>,
-        /// Memory cap of each host (e.g. 2GiB); uncapped if absent.
+        /// Memory cap of each host, at least 64 MiB (e.g. 2GiB); uncapped if absent.
         #[arg(long, value_name = "M")]
         host_memory: Option<String>,
-        /// Link rate of each host, each direction (e.g. 100MB/s, 1Gbit/s).
+        /// Link rate of each host, each direction, at least 1 kB/s. Rates as tc reads them, in
+        /// any case: 300mbit is megabits/s, but 300mbps is megaBYTES/s (tc's bps is bytes); or
+        /// 100MB/s, 1Gbit/s; a bare number is bytes/s.
         #[arg(long, value_name = "RATE", default_value = "1Gbit/s")]
         link: String,
         /// Lab name, used in every resource name (a-z, 0-9, at most 8).
@@ -38,8 +41,9 @@ pub enum LabCommand {
         /// Agent program, run as `<bin> agent --listen ...`; defaults to this drover.
         #[arg(long, value_name = "PATH")]
         agent_bin: Option<PathBuf>,
-        /// How long to wait for each agent's health endpoint.
-        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        /// How long to wait for each agent's health endpoint, 1 to 3600 s.
+        #[arg(long, value_name = "SECS", default_value_t = 30, allow_negative_numbers = true,
+              value_parser = whole::<u64>(1, 3_600))]
         agent_timeout: u64,
         /// Print the lab description as JSON.
         #[arg(long)]
@@ -76,19 +80,23 @@ pub fn run(cmd: LabCommand) -> Result<()> {
             agent_timeout,
             json,
         } => {
-            let link = parse_rate(&link).context("--link")?;
+            let link = Typed::rate("--link", &link)?;
             let memory = host_memory
                 .as_deref()
-                .map(parse_size)
-                .transpose()
-                .context("--host-memory")?;
+                .map(|m| Typed::size("--host-memory", m))
+                .transpose()?;
             let agent = if no_agents {
                 None
             } else {
                 Some(agent_launch(agent_bin, agent_timeout)?)
             };
-            let spec = lab_spec(&name, hosts, host_cpus, memory, link, agent)
-                .map_err(|e| anyhow!("{}: {e}", spec_flag(&e)))?;
+            let memory_bytes = memory.as_ref().map(Typed::value);
+            let spec = lab_spec(&name, hosts, host_cpus, memory_bytes, link.value(), agent)
+                .map_err(|e| match (&e, &memory) {
+                    (PlanError::Tbf(t), _) => link.refused(&t.expected()),
+                    (PlanError::Memory(_), Some(m)) => m.refused(&e.expected()),
+                    _ => anyhow!("{}: {e}", spec_flag(&e)),
+                })?;
             let layout = drover_lab::detect_layout(&mut sys)?;
             let state = drover_lab::up(&mut sys, &dirs, &spec, &layout)?;
             print_state(&state, json);

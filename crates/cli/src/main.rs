@@ -2,11 +2,13 @@
 
 mod agent_cmd;
 mod bench_cmd;
+mod flags;
 mod image_cmd;
 mod lab_cmd;
 mod manager_cmd;
 mod migration_flags;
 mod sim_cmd;
+mod sim_live_cmd;
 mod vm_cmd;
 
 use clap::{Parser, Subcommand};

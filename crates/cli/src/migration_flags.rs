@@ -1,50 +1,71 @@
 //! The migration settings as flags, shared by `migrate-bench` and `vm migrate`: each flag sets
 //! one field of core's `PlanKnobs`; what is not given keeps `PlanKnobs::default()`, and the
-//! result goes through `PlanKnobs::validate`, the same check the agent's API applies.
+//! result goes through `PlanKnobs::validate`, the same check the agent's API applies. The
+//! numeric flags' ranges are core's limits, so clap refuses a number out of range at once,
+//! naming the flag and the range.
 
-use anyhow::Context;
+use crate::flags::{whole, Typed};
+use drover_core::migration::knobs::{
+    MAX_DEADLINE_S, MAX_DOWNTIME_LIMIT_MS, MAX_HYBRID_ROUNDS, MAX_POSTCOPY_STALL_S,
+};
 use drover_core::migration::PlanKnobs;
-use drover_core::units::parse_rate;
+
+/// `--hybrid-fraction`: a fraction of RAM, 0 to 1, as typed.
+fn fraction(text: &str) -> Result<f64, String> {
+    let expected = || PlanKnobs::expected("hybrid_fraction").unwrap_or_default();
+    match text.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(expected()),
+    }
+}
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct MigrationFlags {
-    /// Migration bandwidth cap, e.g. 50MB/s, 300mbit, 1Gbit/s; a bare number is bytes/s
-    /// (default: uncapped).
-    #[arg(long)]
+    /// Migration bandwidth cap (default: uncapped). Rates as tc reads them, in any case:
+    /// 300mbit is megabits/s, but 300mbps is megaBYTES/s (tc's bps is bytes); or 50MB/s,
+    /// 100MiB/s, 1Gbit/s; a bare number is bytes/s. At least 1 Mbit/s.
+    #[arg(long, value_name = "RATE")]
     pub bandwidth: Option<String>,
-    /// Longest pause pre-copy may take at switchover, ms [default: 300].
-    #[arg(long)]
+    /// Longest pause pre-copy may take at switchover, ms, 1 to 600000 [default: 300].
+    #[arg(long, value_name = "MS", allow_negative_numbers = true,
+          value_parser = whole::<u64>(1, MAX_DOWNTIME_LIMIT_MS))]
     pub downtime_limit: Option<u64>,
-    /// Watchdog deadline: cancel a pre-copy still running after this many seconds [default: 60].
-    #[arg(long)]
+    /// Watchdog deadline: cancel a pre-copy still running after this many seconds, 1 to 86400
+    /// [default: 60].
+    #[arg(long, value_name = "S", allow_negative_numbers = true,
+          value_parser = whole::<u64>(1, MAX_DEADLINE_S))]
     pub deadline: Option<u64>,
     /// Let the watchdog switch a stuck pre-copy to post-copy.
     #[arg(long)]
     pub allow_postcopy_switch: bool,
-    /// Hybrid: switch after this fraction of RAM has been sent... [default: 1]
-    #[arg(long)]
+    /// Hybrid: switch after this fraction of RAM (0 to 1) has been sent... [default: 1]
+    #[arg(long, value_name = "F", allow_negative_numbers = true, value_parser = fraction)]
     pub hybrid_fraction: Option<f64>,
-    /// ...or after this many pre-copy passes, whichever comes first [default: 1].
-    #[arg(long)]
+    /// ...or after this many pre-copy passes (1 to 1000), whichever comes first [default: 1].
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = whole::<u32>(1, u64::from(MAX_HYBRID_ROUNDS)))]
     pub hybrid_rounds: Option<u32>,
-    /// Pause a post-copy that moves no byte for this many seconds (it ends `paused`, recoverable)
-    /// [default: 60].
-    #[arg(long)]
+    /// Pause a post-copy that moves no byte for this many seconds, 1 to 3600 (it ends
+    /// `paused`, recoverable) [default: 60].
+    #[arg(long, value_name = "S", allow_negative_numbers = true,
+          value_parser = whole::<u64>(1, MAX_POSTCOPY_STALL_S))]
     pub postcopy_stall: Option<u64>,
 }
 
 impl MigrationFlags {
     /// The settings these flags give, checked like the agent's API checks them.
+    ///
+    /// # Errors
+    /// The flag at fault, quoted as typed, with what is accepted.
     pub fn knobs(&self) -> anyhow::Result<PlanKnobs> {
         let d = PlanKnobs::default();
-        let bandwidth_bps = self
+        let bandwidth = self
             .bandwidth
             .as_deref()
-            .map(parse_rate)
-            .transpose()
-            .context("--bandwidth")?;
+            .map(|text| Typed::rate("--bandwidth", text))
+            .transpose()?;
         let knobs = PlanKnobs {
-            bandwidth_bps,
+            bandwidth_bps: bandwidth.as_ref().map(Typed::value),
             downtime_limit_ms: self.downtime_limit.unwrap_or(d.downtime_limit_ms),
             deadline_s: self.deadline.unwrap_or(d.deadline_s),
             allow_postcopy_switch: self.allow_postcopy_switch,
@@ -53,9 +74,11 @@ impl MigrationFlags {
             postcopy_stall_s: self.postcopy_stall.unwrap_or(d.postcopy_stall_s),
             ..d
         };
-        knobs
-            .validate()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", flag_of(e.field)))?;
+        knobs.validate().map_err(|e| match (&bandwidth, e.field) {
+            (Some(b), "bandwidth_bps") => b.refused(&e.expected),
+            // Every other flag was range-checked by clap; this is the library's safety net.
+            (_, field) => anyhow::anyhow!(e.message(flag_of(field), &e.value, None)),
+        })?;
         Ok(knobs)
     }
 }
@@ -76,37 +99,88 @@ fn flag_of(field: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        m: MigrationFlags,
+    }
+
+    fn parse(args: &[&str]) -> Result<MigrationFlags, String> {
+        let mut argv = vec!["drover"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .map(|c| c.m)
+            .map_err(|e| e.to_string())
+    }
 
     #[test]
-    fn defaults_are_core_defaults_and_limits_are_core_limits() {
+    fn defaults_are_core_defaults() {
         assert_eq!(
             MigrationFlags::default().knobs().expect("ok"),
             PlanKnobs::default()
         );
-        let e = MigrationFlags {
-            downtime_limit: Some(3_000_000),
-            ..MigrationFlags::default()
+    }
+
+    /// Numeric flags state their real range, negatives included, with the text as typed.
+    #[test]
+    fn numeric_flags_state_their_real_range() {
+        for (args, wanted) in [
+            (
+                &["--downtime-limit", "3000000"][..],
+                "3000000 is not in 1..=600000",
+            ),
+            (&["--downtime-limit", "-1"], "-1 is not in 1..=600000"),
+            (&["--deadline=0"], "0 is not in 1..=86400"),
+            (&["--hybrid-rounds", "0"], "0 is not in 1..=1000"),
+            (&["--postcopy-stall", "99999"], "99999 is not in 1..=3600"),
+            (&["--hybrid-fraction", "NaN"], "'NaN'"),
+            (
+                &["--hybrid-fraction", "1.5"],
+                "expected a fraction of RAM from 0 to 1",
+            ),
+        ] {
+            let err = parse(args).expect_err(args[0]);
+            assert!(err.contains(wanted), "{args:?}: {err}");
+            assert!(
+                err.contains(args[0].split('=').next().unwrap_or_default()),
+                "{err}"
+            );
+            assert!(!err.contains("4294967295"), "{err}");
         }
-        .knobs()
-        .expect_err("too long");
+    }
+
+    #[test]
+    fn a_bandwidth_refusal_quotes_the_text_and_what_it_became() {
+        let knobs = |text: &str| {
+            MigrationFlags {
+                bandwidth: Some(text.into()),
+                ..MigrationFlags::default()
+            }
+            .knobs()
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            knobs("1bit/s").unwrap_err(),
+            "--bandwidth 1bit/s rounds to 0 bytes/s; expected at least 125000 bytes/s (1 Mbit/s)"
+        );
+        let e = knobs("100").unwrap_err();
+        assert!(e.contains("bytes per second"), "{e}");
+        assert_eq!(
+            knobs("300mbit").map(|k| k.bandwidth_bps),
+            Ok(Some(37_500_000))
+        );
+        assert_eq!(
+            knobs("300mbps").map(|k| k.bandwidth_bps),
+            Ok(Some(300_000_000))
+        );
+        let e = knobs("300Mb/s").unwrap_err();
+        assert!(e.starts_with("--bandwidth '300Mb/s'"), "{e}");
+        let e = knobs("5 furlongs").unwrap_err();
         assert!(
-            e.to_string()
-                .starts_with("--downtime-limit: downtime_limit_ms"),
+            e.contains("mbps is megabytes per second, as tc reads it"),
             "{e}"
         );
-        let e = MigrationFlags {
-            hybrid_rounds: Some(0),
-            ..MigrationFlags::default()
-        }
-        .knobs()
-        .expect_err("zero rounds is refused, not raised to 1");
-        assert!(e.to_string().contains("--hybrid-rounds"), "{e}");
-        let e = MigrationFlags {
-            bandwidth: Some("100".into()),
-            ..MigrationFlags::default()
-        }
-        .knobs()
-        .expect_err("100 B/s");
-        assert!(e.to_string().contains("bytes per second"), "{e}");
     }
 }

@@ -4,12 +4,17 @@
 //! - `drover sim compare --trace DIR [--policies P1,P2,...|all] [--json] [--plot FILE.svg]`: every
 //!   policy on every day (DIR may hold several day folders).
 //! - `drover sim bench`: the speed benchmark (wall time per day, peak memory).
+//! - `drover sim replay FILE [--json]`: re-run the manager's control step on a stored decision
+//!   and print the plans it makes; exits non-zero when they are not what was recorded.
+//! - `drover sim manager-bench [--hosts N] [--vms N] [--hours H] [--json]`: the manager's
+//!   control loop every simulated second against a live datacenter; pass times and peak memory.
 //!
 //! Without `--trace`/`--csv`, a seeded synthetic day is generated (`--synthetic N` VMs).
 //!
 //! Every size and count flag is range-checked by its parser against `drover_sim::limits`, so a
 //! typo is an error naming the flag and its range, never a panic or an allocation abort.
 
+use crate::sim_live_cmd;
 use anyhow::{bail, Context, Result};
 use clap::builder::RangedU64ValueParser;
 use drover_core::dc::PolicySpec;
@@ -43,6 +48,12 @@ enum SimCommand {
     Compare(CompareArgs),
     /// Time one day per policy (release builds) and report peak memory.
     Bench(BenchArgs),
+    /// Re-run the manager's control step on a stored decision and print the plans it makes
+    /// (exit 1 when they differ from the recorded ones).
+    Replay(sim_live_cmd::ReplayArgs),
+    /// Time the manager's control loop every simulated second against a live datacenter
+    /// (release builds) and report peak memory.
+    ManagerBench(sim_live_cmd::ManagerBenchArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -132,12 +143,17 @@ pub fn run(args: SimArgs) -> Result<()> {
     match args.command {
         Some(SimCommand::Compare(c)) => compare(c),
         Some(SimCommand::Bench(b)) => bench(b),
+        Some(SimCommand::Replay(r)) => sim_live_cmd::replay(r),
+        Some(SimCommand::ManagerBench(b)) => sim_live_cmd::manager_bench(b),
         None => single(args.run),
     }
 }
 
 fn single(a: RunArgs) -> Result<()> {
-    let spec: PolicySpec = a.policy.parse()?;
+    let spec: PolicySpec = a
+        .policy
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--policy: {e}"))?;
     let work = load_one(&a.source)?;
     let model = build_model(&a.model, &work)?;
     let bar = progress_bar(
@@ -161,7 +177,7 @@ fn single(a: RunArgs) -> Result<()> {
 /// and the file and line when the trace is at fault) and the others still run; the command
 /// fails at the end, after the good days' results, if any day failed.
 fn compare(a: CompareArgs) -> Result<()> {
-    let policies = parse_policies(&a.policies)?;
+    let policies = parse_policies(&a.policies).map_err(|e| anyhow::anyhow!("--policies: {e}"))?;
     let days = day_sources(&a.source)?;
     let bar = progress_bar((days.len() * policies.len()) as u64, "compare");
     let mut reports = Vec::new();
@@ -222,7 +238,7 @@ fn compare_day(
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
-    let policies = parse_policies(&a.policies)?;
+    let policies = parse_policies(&a.policies).map_err(|e| anyhow::anyhow!("--policies: {e}"))?;
     let work = load_one(&a.source)?;
     let model = build_model(&a.model, &work)?;
     if cfg!(debug_assertions) {
@@ -254,18 +270,11 @@ fn bench(a: BenchArgs) -> Result<()> {
             bests.push(r);
         }
     }
-    if let Some(kb) = peak_rss_kb() {
+    if let Some(kb) = drover_sim::manager_bench::peak_rss_kib() {
         println!("peak memory (VmHWM): {:.1} MiB", kb as f64 / 1024.0);
     }
     warn_rejections(&bests, &BTreeSet::new());
     Ok(())
-}
-
-/// Peak resident memory of this process, from /proc (Linux only).
-fn peak_rss_kb() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// One day to compare: a PlanetLab folder, a CSV file or the synthetic day.
@@ -359,7 +368,7 @@ fn build_model(a: &ModelArgs, work: &Workload) -> Result<DatacenterModel> {
     m.migration = match a.migration_model.as_str() {
         "benchmark" | "cloudsim" => MigrationModel::Benchmark,
         "dirty" | "dirty-rate" => MigrationModel::dirty_rate(a.technique),
-        other => bail!("unknown migration model '{other}': expected benchmark or dirty"),
+        other => bail!("--migration-model '{other}': expected benchmark or dirty"),
     };
     if a.technique.is_some() && m.migration == MigrationModel::Benchmark {
         bail!("--technique needs --migration-model dirty (the benchmark model ignores techniques)");

@@ -2,12 +2,15 @@
 //! by lab host (`--host h1`, resolved through the lab's state file, which also gives the token)
 //! or by agent URL (`--agent http://...` with `--token-file`).
 
+use crate::flags::{parsed, whole, Typed, VmFlags};
 use crate::migration_flags::MigrationFlags;
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
+use drover_api::vm::VmConfigError;
 use drover_api::{
     AgentClient, AgentUrl, MigrationRequest, MigrationState, NicConfig, VmConfig, VmStatus, VmView,
 };
-use drover_core::units::{format_size, parse_size};
+use drover_core::units::format_size;
+use drover_guest::fit::MAX_VCPUS;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,8 +35,11 @@ pub enum VmCommand {
     /// Create and start a VM.
     Create {
         name: String,
-        #[arg(long, default_value_t = 1)]
+        /// vCPUs, 1 to 64.
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true,
+              value_parser = whole::<u32>(1, u64::from(MAX_VCPUS)))]
         vcpus: u32,
+        /// Guest memory, 64 MiB to 1 TiB, e.g. 256M (binary), 500MB (decimal).
         #[arg(long, default_value = "256M")]
         memory: String,
         /// memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq], cpu:demand=PCT or idle.
@@ -81,7 +87,8 @@ pub enum VmCommand {
         no_measure: bool,
         #[command(flatten)]
         target: Target,
-        /// Print the migration's result record as JSON.
+        /// Print the migration record as JSON (its `result` holds the result, once there is
+        /// one), whether the migration succeeded or not.
         #[arg(long)]
         json: bool,
     },
@@ -97,8 +104,9 @@ fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
     drover_agent::read_token(path).map_err(anyhow::Error::from)
 }
 
-fn client(url: &str, token: &str) -> anyhow::Result<AgentClient> {
-    let url = AgentUrl::parse(url).with_context(|| format!("agent URL '{url}'"))?;
+/// A client of the agent at `url`, which `name` gave (a flag, or the lab's state file).
+fn client(name: &str, url: &str, token: &str) -> anyhow::Result<AgentClient> {
+    let url = AgentUrl::parse(url).map_err(|e| anyhow!(e.named(name)))?;
     Ok(AgentClient::new(url, token))
 }
 
@@ -111,31 +119,36 @@ fn resolve(t: &Target) -> anyhow::Result<Resolved> {
             .context("--agent needs --token-file (or DROVER_TOKEN_FILE)")?;
         let token = read_token(&path)?;
         return Ok(Resolved {
-            client: Some(client(url, &token).context("--agent")?),
+            client: Some(client("--agent", url, &token)?),
             lab_agents: vec![],
         });
     }
-    let state = drover_lab::load_state(&t.lab).with_context(|| format!("lab '{}'", t.lab))?;
+    let state = drover_lab::load_state(&t.lab).with_context(|| format!("--lab {}", t.lab))?;
     let token = read_token(t.token_file.as_ref().unwrap_or(&state.token_file))?;
     let lab_agents = state
         .hosts
         .iter()
         .filter_map(|h| {
-            h.agent_url
-                .as_ref()
-                .map(|u| Ok((h.name.clone(), client(u, &token)?)))
+            h.agent_url.as_ref().map(|u| {
+                let name = format!("the agent URL of lab host {}", h.name);
+                Ok((h.name.clone(), client(&name, u, &token)?))
+            })
         })
         .collect::<anyhow::Result<_>>()?;
     let client = match &t.host {
         None => None,
         Some(h) => {
             let host = drover_lab::resolve_host(&state, h)
-                .with_context(|| format!("no host '{h}' in lab '{}'", t.lab))?;
+                .with_context(|| format!("--host {h}: no such host in lab '{}'", t.lab))?;
             let url = host
                 .agent_url
                 .as_ref()
                 .with_context(|| format!("host '{h}' runs no agent"))?;
-            Some(client(url, &token)?)
+            Some(client(
+                &format!("the agent URL of lab host {h}"),
+                url,
+                &token,
+            )?)
         }
     };
     Ok(Resolved { client, lab_agents })
@@ -149,17 +162,58 @@ fn one(r: &Resolved) -> anyhow::Result<&AgentClient> {
 
 /// The agent URL for `--to`: an agent URL as is, else a lab host.
 fn destination(to: &str, t: &Target) -> anyhow::Result<AgentUrl> {
-    if to.starts_with("http://") || to.starts_with("https://") {
-        return AgentUrl::parse(to).context("--to");
+    if to.contains("://") || to.contains(':') {
+        return AgentUrl::parse(to).map_err(|e| anyhow!(e.named("--to")));
     }
-    let state = drover_lab::load_state(&t.lab).with_context(|| format!("lab '{}'", t.lab))?;
+    let state = drover_lab::load_state(&t.lab).with_context(|| format!("--lab {}", t.lab))?;
     let host = drover_lab::resolve_host(&state, to)
-        .with_context(|| format!("no host '{to}' in lab '{}'", t.lab))?;
+        .with_context(|| format!("--to {to}: no such host in lab '{}'", t.lab))?;
     let url = host
         .agent_url
         .as_deref()
-        .with_context(|| format!("host '{to}' runs no agent"))?;
-    AgentUrl::parse(url).with_context(|| format!("agent URL of lab host '{to}'"))
+        .with_context(|| format!("--to {to}: the host runs no agent"))?;
+    AgentUrl::parse(url).map_err(|e| anyhow!(e.named(&format!("the agent URL of lab host {to}"))))
+}
+
+/// The VM `vm create`'s flags describe, checked by the API's own rules before anything is
+/// sent, each refusal naming the flag and quoting it as typed.
+fn vm_config(
+    name: String,
+    vcpus: u32,
+    memory: &str,
+    workload: String,
+    disk: Option<String>,
+    nic: Option<NicConfig>,
+) -> anyhow::Result<VmConfig> {
+    let memory = Typed::size("--memory", memory)?;
+    let config = VmConfig {
+        name,
+        vcpus,
+        memory_bytes: memory.value(),
+        workload,
+        disk,
+        nic,
+    };
+    config.validate().map_err(|e| match e {
+        VmConfigError::Fit(f) => VmFlags {
+            vcpus: Some(vcpus.to_string()),
+            memory: &memory,
+            workload: &config.workload,
+        }
+        .refused(&f),
+        VmConfigError::Shape(s) => {
+            let flag = match s.field {
+                "name" => "NAME",
+                "workload" => "--workload",
+                "disk" => "--disk",
+                "nic.tap" => "--tap",
+                "nic.mac" => "--mac",
+                other => other,
+            };
+            anyhow!(s.named(flag))
+        }
+    })?;
+    Ok(config)
 }
 
 /// Finds the agent that runs `name` (the named one, else every lab host's).
@@ -216,15 +270,9 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
             target,
             json: as_json,
         } => {
+            let nic = tap.zip(mac).map(|(tap, mac)| NicConfig { tap, mac });
+            let config = vm_config(name, vcpus, &memory, workload, disk, nic)?;
             let r = resolve(&target)?;
-            let config = VmConfig {
-                name,
-                vcpus,
-                memory_bytes: parse_size(&memory).context("--memory")?,
-                workload,
-                disk,
-                nic: tap.zip(mac).map(|(tap, mac)| NicConfig { tap, mac }),
-            };
             let vm = one(&r)?.create_vm(&config).await?;
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&vm)?);
@@ -259,8 +307,9 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
             json: as_json,
         } => {
             let knobs = migration.knobs()?;
-            let r = resolve(&target)?;
+            let technique = parsed("--technique", &technique)?;
             let dest = destination(&to, &target)?;
+            let r = resolve(&target)?;
             let source = find_vm(&r, &name).await?;
             if source.base() == &dest {
                 bail!("VM '{name}' already runs on {to} ({dest}): choose another destination");
@@ -268,18 +317,17 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
             let request = MigrationRequest {
                 id: None,
                 to: dest,
-                technique: technique.parse()?,
+                technique,
                 measure: !no_measure,
                 knobs: knobs.clone(),
             };
             let started = source.migrate(&name, &request).await?;
             let timeout = Duration::from_secs(knobs.deadline_s + 600);
             let done = source.wait_migration(&started.id, timeout).await?;
+            // One shape whatever happened: the record, whose `result` is there once the
+            // migration produced one (a failure before that has none, and says why).
             if as_json {
-                match &done.result {
-                    Some(result) => println!("{}", serde_json::to_string_pretty(result)?),
-                    None => println!("{}", serde_json::to_string_pretty(&done)?),
-                }
+                println!("{}", serde_json::to_string_pretty(&done)?);
             } else {
                 println!(
                     "migration {}: {:?}{}",

@@ -228,17 +228,20 @@ fn migrations_over_a_shaped_link_with_every_technique_and_agent_restart() {
             technique,
             "--no-measure",
         ]);
-        assert_eq!(r["status"], "completed", "{technique}: {r}");
+        // `vm migrate --json` prints the migration record, the result inside it.
+        assert_eq!(r["state"], "completed", "{technique}: {r}");
+        let result = &r["result"];
+        assert_eq!(result["status"], "completed", "{technique}: {r}");
         if technique == "auto" {
             // The lab told each agent its link: `auto` predicted for 50 MB/s, not 1000.
-            let reason = r["reason"].as_str().unwrap_or_default();
+            let reason = result["reason"].as_str().unwrap_or_default();
             assert!(
                 reason.contains("assumed bandwidth 50000000 B/s: this host's link"),
                 "{r}"
             );
         }
-        let bytes = r["transferred_bytes"].as_f64().expect("bytes");
-        let ms = r["total_ms"].as_f64().expect("total_ms");
+        let bytes = result["transferred_bytes"].as_f64().expect("bytes");
+        let ms = result["total_ms"].as_f64().expect("total_ms");
         let rate = bytes * 1000.0 / ms;
         assert!(
             (rate - 50e6).abs() <= 0.2 * 50e6,

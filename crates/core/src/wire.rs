@@ -10,35 +10,39 @@
 //! every language.
 
 use crate::units::{parse_rate, parse_size};
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Deserializer, Unexpected, Visitor};
 use std::fmt;
 use std::marker::PhantomData;
 
 /// An unsigned integer type a whole JSON number can be read into.
-pub trait Whole: Sized + Copy + TryFrom<u64> {
-    /// Largest value, for the error message.
-    const MAX: u64;
-}
+pub trait Whole: Sized + Copy + TryFrom<u64> {}
 
-impl Whole for u32 {
-    const MAX: u64 = u32::MAX as u64;
-}
+impl Whole for u32 {}
 
-impl Whole for u64 {
-    const MAX: u64 = u64::MAX;
-}
+impl Whole for u64 {}
+
+/// What a whole-number field expects. The carrier type's own range (0 to 4294967295) is no
+/// rule of any setting, so it is never quoted: the setting's real limits are checked, and
+/// worded, by its `validate`, and a request parser quotes them for numbers that do not even
+/// fit the carrier (see `drover_api::request`).
+const EXPECTED: &str = "a whole number";
+
+/// A well-typed number that cannot be this setting's (negative, or beyond any limit).
+const OUT_OF_RANGE: &str = "a whole number within the setting's limits";
 
 fn from_u64<T: Whole, E: de::Error>(v: u64) -> Result<T, E> {
-    T::try_from(v).map_err(|_| E::custom(format!("{v} is above the largest allowed, {}", T::MAX)))
+    T::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &OUT_OF_RANGE))
 }
 
+/// `3.0` is a whole number (JSON has one number type); `3.5` is the wrong type of number, and a
+/// whole number too large or negative is a value out of range.
 fn from_f64<T: Whole, E: de::Error>(v: f64) -> Result<T, E> {
+    if v.is_finite() && v.fract() != 0.0 {
+        return Err(E::invalid_type(Unexpected::Float(v), &EXPECTED));
+    }
     // 2^64 is exactly representable; anything at or beyond it cannot be a u64.
-    if !v.is_finite() || v.fract() != 0.0 || !(0.0..18_446_744_073_709_551_616.0).contains(&v) {
-        return Err(E::custom(format!(
-            "{v} is not a whole number from 0 to {}",
-            T::MAX
-        )));
+    if !(0.0..18_446_744_073_709_551_616.0).contains(&v) {
+        return Err(E::invalid_value(Unexpected::Float(v), &OUT_OF_RANGE));
     }
     from_u64(v as u64)
 }
@@ -48,15 +52,16 @@ struct WholeVisitor<T>(PhantomData<T>);
 impl<T: Whole> Visitor<'_> for WholeVisitor<T> {
     type Value = T;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "a whole number from 0 to {}", T::MAX)
+        f.write_str(EXPECTED)
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
         from_u64(v)
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
-        u64::try_from(v)
-            .map_err(|_| E::custom(format!("{v} is negative; expected a whole number from 0")))
-            .and_then(from_u64)
+        match u64::try_from(v) {
+            Ok(v) => from_u64(v),
+            Err(_) => Err(E::invalid_value(Unexpected::Signed(v), &OUT_OF_RANGE)),
+        }
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
         from_f64(v)
@@ -191,6 +196,24 @@ mod tests {
         assert_eq!(read(r#"{"n": 1, "o": 3.0}"#).map(|t| t.o), Ok(Some(3)));
         assert_eq!(read(r#"{"n": 1, "o": null}"#).map(|t| t.o), Ok(None));
         assert!(read(r#"{"n": 1, "o": 1e300}"#).is_err());
+    }
+
+    /// The carrier type's range is never quoted: it is no setting's rule.
+    #[test]
+    fn messages_never_quote_the_carriers_range() {
+        for bad in [
+            r#"{"n": 2.5}"#,
+            r#"{"n": -1}"#,
+            r#"{"n": 4294967296}"#,
+            r#"{"n": 1, "o": 18446744073709551616}"#,
+        ] {
+            let err = read(bad).unwrap_err();
+            assert!(
+                !err.contains("4294967295") && !err.contains("18446744073709551615"),
+                "{bad}: {err}"
+            );
+            assert!(err.contains("whole number"), "{bad}: {err}");
+        }
     }
 
     #[test]

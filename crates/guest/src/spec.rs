@@ -16,6 +16,11 @@ pub const DEFAULT_METRICS_PORT: &str = "/dev/ttyS1";
 /// Bytes in one guest page; the unit memtouch dirties and verifies.
 pub const PAGE_SIZE: u64 = 4096;
 
+/// Fastest explicit memtouch rate, pages per second (ten digits: far beyond what any guest
+/// touches; `rate=max` asks for as fast as it can). The agent's workload pattern allows the
+/// same ten digits.
+pub const MAX_RATE_PAGES_PER_S: u64 = 9_999_999_999;
+
 /// How fast memtouch touches pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rate {
@@ -170,12 +175,12 @@ pub fn parse_workload(spec: &str) -> Result<Workload, SpecError> {
 }
 
 fn parse_memtouch(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
-    let mut wss = None;
+    let mut wss: Option<(u64, &str)> = None;
     let mut rate = Rate::Max;
     let mut pattern = Pattern::Random;
     for &(k, v) in params {
         match k {
-            "wss" => wss = Some(parse_size(v)?),
+            "wss" => wss = Some((parse_size(v)?, v)),
             "rate" => rate = parse_rate(v)?,
             "pattern" => {
                 pattern = match v {
@@ -198,15 +203,15 @@ fn parse_memtouch(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
             }
         }
     }
-    let wss_bytes = wss.ok_or(SpecError::MissingParam {
+    let (wss_bytes, typed) = wss.ok_or(SpecError::MissingParam {
         workload: "memtouch",
         param: "wss",
     })?;
     if wss_bytes < PAGE_SIZE {
         return Err(SpecError::BadValue {
             param: "wss",
-            value: wss_bytes.to_string(),
-            why: "must be at least one page (4096)",
+            value: typed.to_string(),
+            why: "must be at least one page (4096 bytes)",
         });
     }
     Ok(Workload::Memtouch {
@@ -256,11 +261,11 @@ fn parse_rate(v: &str) -> Result<Rate, SpecError> {
         return Ok(Rate::Max);
     }
     match v.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(Rate::PagesPerSec(n)),
+        Ok(n) if (1..=MAX_RATE_PAGES_PER_S).contains(&n) => Ok(Rate::PagesPerSec(n)),
         _ => Err(SpecError::BadValue {
             param: "rate",
             value: v.to_string(),
-            why: "expected pages per second (> 0) or max",
+            why: "expected pages per second from 1 to 9999999999, or max",
         }),
     }
 }
@@ -346,6 +351,12 @@ mod tests {
             Err(SpecError::MissingParam { .. })
         ));
         assert!(parse_workload("memtouch:wss=64M,rate=0").is_err());
+        assert!(parse_workload("memtouch:wss=64M,rate=9999999999").is_ok());
+        let err = parse_workload("memtouch:wss=64M,rate=10000000000").unwrap_err();
+        assert!(err.to_string().contains("from 1 to 9999999999"), "{err}");
+        assert!(err.to_string().contains(&MAX_RATE_PAGES_PER_S.to_string()));
+        let err = parse_workload("memtouch:wss=0M").unwrap_err().to_string();
+        assert!(err.contains("\"0M\""), "the value as typed: {err}");
         assert!(parse_workload("memtouch:wss=64M,rate=fast").is_err());
         assert!(parse_workload("memtouch:wss=64M,pattern=zigzag").is_err());
         assert!(parse_workload("memtouch:wss=64M,bogus=1").is_err());

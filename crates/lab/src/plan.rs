@@ -30,10 +30,24 @@ pub enum PlanError {
     Tbf(#[from] TbfError),
     #[error("a host's CPU cap must be a positive, finite number of cores, not {0}")]
     Cpus(f64),
-    #[error("a host's memory cap must be at least {min} MiB (one guest), not {0} bytes", min = MIN_HOST_MEMORY >> 20)]
+    #[error("a host's memory cap of {0} bytes: {expected}", expected = self.expected())]
     Memory(u64),
     #[error("the agents' health timeout must be longer than zero")]
     HealthTimeout,
+}
+
+impl PlanError {
+    /// What a host's memory cap must be, for messages that quote it as typed (empty for the
+    /// other errors, whose messages say it themselves).
+    pub fn expected(&self) -> String {
+        match self {
+            PlanError::Memory(_) => format!(
+                "expected at least {} MiB (what one guest needs)",
+                MIN_HOST_MEMORY >> 20
+            ),
+            _ => String::new(),
+        }
+    }
 }
 
 /// How to start a host's agent: `<argv_prefix> --listen <addr>:<port> --state-dir <dir>

@@ -22,10 +22,20 @@ const BURST_DIVISOR: u64 = 100;
 /// 1/20 s = 50 ms of queueing.
 const QUEUE_DIVISOR: u64 = 20;
 
+/// Slowest link rate, bytes/s (1 kB/s): below it tbf's bucket and queue sizes stop making sense.
+pub const MIN_RATE_BYTES_PER_SEC: u64 = 1000;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TbfError {
-    #[error("link rate must be at least 1 kB/s, not {0} B/s")]
+    #[error("link rate {0} bytes/s: {expected}", expected = self.expected())]
     RateTooLow(u64),
+}
+
+impl TbfError {
+    /// What a link rate must be, for messages that quote the rate as typed.
+    pub fn expected(&self) -> String {
+        format!("expected at least {MIN_RATE_BYTES_PER_SEC} bytes/s (1 kB/s)")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +47,7 @@ pub struct TbfParams {
 
 impl TbfParams {
     pub fn for_rate(rate_bytes_per_sec: u64) -> Result<Self, TbfError> {
-        if rate_bytes_per_sec < 1000 {
+        if rate_bytes_per_sec < MIN_RATE_BYTES_PER_SEC {
             return Err(TbfError::RateTooLow(rate_bytes_per_sec));
         }
         let burst = (rate_bytes_per_sec / BURST_DIVISOR).max(MIN_BURST);

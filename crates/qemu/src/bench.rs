@@ -5,6 +5,11 @@
 //! measure the dirty rate and let the cost model choose -> keep 3 s of "before" samples ->
 //! migrate -> keep sampling until 3 s past the measurement window -> check the guest reported
 //! from where it runs after the migration -> kill both QEMUs.
+//!
+//! Stopping is clean at any point: every QEMU a run starts is owned by a [`LocalVm`] (killed
+//! and reaped when dropped) inside the run's temporary directory (removed when dropped, after
+//! the QEMUs), so an error, a panic or a caller dropping the future (the CLI does on SIGINT and
+//! SIGTERM) leaves no process and no directory behind.
 
 use crate::image::GuestImage;
 use crate::launcher::Accel;
@@ -25,6 +30,9 @@ use thiserror::Error;
 pub const LOCAL_LINK_BPS: u64 = 1_000_000_000;
 pub use drover_core::migration::UNCAPPED_BPS;
 
+/// Most runs per technique one bench may ask for.
+pub const MAX_REPEAT: u32 = 1_000;
+
 #[derive(Debug, Error)]
 pub enum BenchError {
     #[error(transparent)]
@@ -38,9 +46,11 @@ pub enum BenchError {
     NoReportsAfterRun { host: &'static str, console: String },
     #[error("I/O error: {0}")]
     Io(String),
-    /// The VM's size is outside what a guest may have.
+    /// The VM's size or workload breaks the guest's own rules.
     #[error(transparent)]
     Size(#[from] drover_guest::fit::FitError),
+    #[error("repeat {0}: expected 1 to {MAX_REPEAT} runs per technique")]
+    Repeat(u32),
     #[error("dirty-rate measurement failed: {0}")]
     DirtyRate(QmpError),
     /// A migration setting outside the limits the agent's API enforces too.
@@ -83,14 +93,17 @@ impl BenchConfig {
 
     /// Every check the agent's API applies to the same settings, before anything boots: the
     /// migration knobs' limits ([`PlanKnobs::validate`]) and the VM's size with its workload
-    /// (`vm::validate_workload`, the guest's own rule). Pure.
+    /// (the guest's own rules, [`drover_guest::fit::check_vm`], so a memory out of range is
+    /// refused as the memory's fault with the API's message), plus the run count. Pure.
     ///
     /// # Errors
     /// The first setting out of range.
     pub fn validate(&self) -> Result<(), BenchError> {
         self.knobs.validate()?;
-        drover_guest::fit::check_vcpus(self.vcpus)?;
-        crate::vm::validate_workload(&self.workload, self.memory_bytes)?;
+        drover_guest::fit::check_vm(self.vcpus, self.memory_bytes, &self.workload)?;
+        if !(1..=MAX_REPEAT).contains(&self.repeat) {
+            return Err(BenchError::Repeat(self.repeat));
+        }
         Ok(())
     }
 }
@@ -115,7 +128,7 @@ pub async fn run_bench(
     // A library caller must not boot two VMs only to have QEMU refuse a setting.
     config.validate()?;
     let mut rows = Vec::new();
-    for run in 1..=config.repeat.max(1) {
+    for run in 1..=config.repeat {
         for technique in &config.techniques {
             let result = run_one(config, image, *technique).await?;
             let row = BenchRow {
@@ -261,6 +274,7 @@ pub async fn profile(config: &BenchConfig, qmp: &dyn Qmp) -> Result<VmProfile, B
 #[cfg(test)]
 mod tests {
     use super::*;
+    use drover_guest::fit::Setting;
 
     fn at(host_ms: u64) -> OpsSample {
         OpsSample {
@@ -310,12 +324,31 @@ mod tests {
         );
         let mut c = config();
         c.knobs.bandwidth_bps = Some(100);
-        assert!(refused(&c).await.to_string().contains("bytes per second"));
+        assert!(refused(&c)
+            .await
+            .to_string()
+            .contains("at least 125000 bytes/s"));
         let mut c = config();
         c.workload = "memtouch:wss=512M".into();
-        assert!(matches!(
-            refused(&c).await,
-            BenchError::Vm(VmError::BadWorkload { .. })
-        ));
+        let err = refused(&c).await;
+        assert!(
+            matches!(&err, BenchError::Size(f) if f.setting() == Setting::Workload),
+            "{err}"
+        );
+        let mut c = config();
+        c.memory_bytes = 48 << 20;
+        let err = refused(&c).await;
+        assert!(
+            matches!(&err, BenchError::Size(f) if f.setting() == Setting::Memory),
+            "the memory is at fault, not the workload: {err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("memory_bytes 50331648: expected 64 MiB"),
+            "{err}"
+        );
+        let mut c = config();
+        c.repeat = 0;
+        assert!(matches!(refused(&c).await, BenchError::Repeat(0)));
     }
 }

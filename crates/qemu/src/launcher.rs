@@ -30,9 +30,7 @@ impl FromStr for Accel {
             "kvm" => Ok(Accel::Kvm),
             "tcg" => Ok(Accel::Tcg),
             "auto" => Ok(Accel::Auto),
-            other => Err(LaunchError::BadSpec(format!(
-                "unknown accelerator '{other}': expected kvm, tcg or auto"
-            ))),
+            other => Err(LaunchError::UnknownAccel(other.chars().take(64).collect())),
         }
     }
 }
@@ -127,6 +125,8 @@ pub enum LaunchError {
     ImageMissing { what: &'static str, path: PathBuf },
     #[error("invalid VM spec: {0}")]
     BadSpec(String),
+    #[error("unknown accelerator '{0}': expected kvm, tcg or auto")]
+    UnknownAccel(String),
     #[error("socket {path} is in use by another process")]
     SocketInUse { path: PathBuf },
     #[error("QEMU for '{name}' exited at start-up ({status}): {stderr}")]
@@ -439,6 +439,26 @@ impl QemuProcess {
     pub async fn kill(&mut self) {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+}
+
+/// Kills QEMU and reaps it before the handle is gone, so that whoever removes the run
+/// directory next (a bench's temporary directory is dropped right after its VMs) does not race
+/// a QEMU still creating its sockets there. SIGKILL ends a process at once; the bounded wait
+/// only covers the kernel tearing it down.
+impl Drop for QemuProcess {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = self.child.start_kill();
+        for _ in 0..200 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        tracing::warn!(name = %self.name, "QEMU did not exit within 2 s of SIGKILL");
     }
 }
 

@@ -21,19 +21,16 @@ pub enum VmError {
     Qmp { name: String, source: QmpError },
     #[error(transparent)]
     Driver(#[from] DriverError),
-    #[error("workload '{spec}': {reason}")]
-    BadWorkload { spec: String, reason: String },
+    /// The guest's own rules refuse the memory or the workload (the message names which).
+    #[error(transparent)]
+    BadWorkload(#[from] drover_guest::fit::FitError),
 }
 
 /// Refuses a workload the guest would reject or could not fit, before anything boots (the
 /// rule itself is the guest's: [`drover_guest::fit::check_fits`]).
 pub fn validate_workload(spec: &str, memory_bytes: u64) -> Result<(), VmError> {
-    drover_guest::fit::check_fits(spec, memory_bytes)
-        .map(|_| ())
-        .map_err(|e| VmError::BadWorkload {
-            spec: spec.to_string(),
-            reason: e.to_string(),
-        })
+    drover_guest::fit::check_fits(spec, memory_bytes)?;
+    Ok(())
 }
 
 /// How VMs are started on this machine.
@@ -175,6 +172,6 @@ mod tests {
             .to_string();
         assert!(err.contains("does not fit"), "{err}");
         let err = validate_workload("idle", 12).unwrap_err().to_string();
-        assert!(err.contains("at least 64 MiB"), "{err}");
+        assert!(err.starts_with("memory_bytes 12: expected 64 MiB"), "{err}");
     }
 }

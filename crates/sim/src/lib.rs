@@ -15,6 +15,11 @@
 //! - [`metrics`]: the metric definitions and the report row.
 //! - [`compare`]: parsing the list of policies to compare.
 //! - [`plot`]: an SVG chart of a comparison.
+//! - [`live`]: a simulated cluster the manager's control step drives in virtual time (observe,
+//!   apply actions, advance), for the manager's simulator-backed fleet.
+//! - [`replay`]: re-running the manager's control step on a stored decision.
+//! - [`manager_bench`]: the manager's benchmark (the control step every simulated second
+//!   against a live datacenter).
 //!
 //! Decisions are never made here: the engine builds a snapshot and asks
 //! [`drover_core::dc::Policy::decide`], the same decision engine in drover-core (`dc`) that a
@@ -24,9 +29,12 @@ pub mod compare;
 pub mod engine;
 pub mod error;
 pub mod limits;
+pub mod live;
+pub mod manager_bench;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod replay;
 pub mod synth;
 pub mod trace;
 

@@ -8,7 +8,8 @@ a schema-valid request rejected, so the test runs the check below instead: the b
 except for exactly that answer. A 422 is let through only when
 
   - the operation takes a VM configuration (`POST /v1/vms`, or `POST /v1/incoming`'s `config`),
-  - its error is the quoted message, word for word, about this request's own workload, and
+  - its error is the quoted message, word for word, about this request's own workload (its field
+    named by its path: `config.workload` in an incoming request), and
   - its numbers are this request's and the request does break the rule as the document states it
     (working set + the documented overhead > memory_bytes).
 
@@ -36,13 +37,14 @@ WSS = re.compile(r"memtouch:wss=(?P<n>[1-9][0-9]*)(?P<unit>MiB|GiB|M|G)(,.*)?")
 
 
 def vm_config(case):
+    """The request's VM configuration and the path prefix its fields are named with."""
     body = case.body if isinstance(case.body, dict) else {}
     label = case.operation.label
     if label == "POST /v1/vms":
-        return body
+        return body, ""
     if label == "POST /v1/incoming":
-        return body.get("config")
-    return None
+        return body.get("config"), "config."
+    return None, ""
 
 
 def documented_overhead_mib(case):
@@ -55,14 +57,16 @@ def documented_overhead_mib(case):
 def is_the_documented_workload_refusal(case, response):
     if response.status_code != 422:
         return False
-    config = vm_config(case)
+    config, prefix = vm_config(case)
     if not isinstance(config, dict):
         return False
     try:
         error = response.json().get("error", "")
     except Exception:
         return False
-    refusal = REFUSAL.fullmatch(error)
+    if not isinstance(error, str) or not error.startswith(prefix):
+        return False
+    refusal = REFUSAL.fullmatch(error[len(prefix):])
     spec, memory = config.get("workload"), config.get("memory_bytes")
     if refusal is None or refusal["spec"] != spec or not isinstance(memory, (int, float)):
         return False
@@ -122,9 +126,9 @@ def self_test():
         def json(self):
             return {"error": self.error}
 
-    def refusal(spec, wss, mem, overhead=48):
+    def refusal(spec, wss, mem, overhead=48, prefix=""):
         return (
-            f"workload '{spec}': working set {wss} MiB does not fit a {mem} MiB guest "
+            f"{prefix}workload '{spec}': working set {wss} MiB does not fit a {mem} MiB guest "
             f"(the guest itself needs about {overhead} MiB)"
         )
 
@@ -132,7 +136,10 @@ def self_test():
     config = {"name": "a", "memory_bytes": 134217728.0, "workload": spec}
     allowed = [
         (Case("POST /v1/vms", config), Response(422, refusal(spec, 100, 128))),
-        (Case("POST /v1/incoming", {"config": config, "migration_id": "m"}), Response(422, refusal(spec, 100, 128))),
+        (
+            Case("POST /v1/incoming", {"config": config, "migration_id": "m"}),
+            Response(422, refusal(spec, 100, 128, prefix="config.")),
+        ),
         (
             Case("POST /v1/vms", {"name": "a", "memory_bytes": 2 << 30, "workload": "memtouch:wss=2GiB"}),
             Response(422, refusal("memtouch:wss=2GiB", 2048, 2048)),
@@ -153,6 +160,9 @@ def self_test():
         (Case("POST /v1/vms", fits), Response(422, refusal("memtouch:wss=80M", 80, 128))),
         # An operation that takes no VM configuration.
         (Case("POST /v1/vms/{name}/migrations", config), Response(422, refusal(spec, 100, 128))),
+        # The incoming request's refusal names its field by its path; a bare one is not it.
+        (Case("POST /v1/incoming", {"config": config, "migration_id": "m"}), Response(422, refusal(spec, 100, 128))),
+        (Case("POST /v1/vms", config), Response(422, refusal(spec, 100, 128, prefix="config."))),
         # Extra text around the message.
         (Case("POST /v1/vms", config), Response(422, refusal(spec, 100, 128) + "; and more")),
     ]

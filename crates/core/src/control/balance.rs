@@ -82,15 +82,7 @@ pub(crate) fn balance(
     let mut draft = Draft::new(PlanKind::Balance, max, summary);
     draft.threshold = Some(b.spread);
     add_unit(ctx, ledger, prices, &mut draft, &unit, &spot, &why_vm);
-    commit(
-        state,
-        view,
-        ledger,
-        ctx.settings.mode,
-        draft,
-        ctx.now_s,
-        out,
-    );
+    commit(state, view, ledger, ctx.settings, draft, ctx.now_s, out);
 }
 
 /// The unit on `max` and the destination that leave the lowest peak of the two hosts' loads

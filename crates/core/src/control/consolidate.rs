@@ -55,15 +55,7 @@ pub(crate) fn consolidate(
             continue;
         }
         if let Some(draft) = empty_host(state, ctx, ledger, prices, h) {
-            commit(
-                state,
-                ctx.view,
-                ledger,
-                ctx.settings.mode,
-                draft,
-                ctx.now_s,
-                out,
-            );
+            commit(state, ctx.view, ledger, ctx.settings, draft, ctx.now_s, out);
         }
     }
     if !any_hot {
@@ -233,15 +225,7 @@ pub(crate) fn standby_idle(
         let mut draft = Draft::new(kind, h, summary);
         draft.standby = vec![h];
         ledger.standby_planned[h] = true;
-        commit(
-            state,
-            view,
-            ledger,
-            ctx.settings.mode,
-            draft,
-            ctx.now_s,
-            out,
-        );
+        commit(state, view, ledger, ctx.settings, draft, ctx.now_s, out);
     }
 }
 

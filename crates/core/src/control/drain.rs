@@ -44,15 +44,7 @@ pub(crate) fn drain_hosts(
         }
         match plan(state, ctx, ledger, prices, h) {
             Ok(Some(draft)) => {
-                commit(
-                    state,
-                    ctx.view,
-                    ledger,
-                    ctx.settings.mode,
-                    draft,
-                    ctx.now_s,
-                    out,
-                );
+                commit(state, ctx.view, ledger, ctx.settings, draft, ctx.now_s, out);
             }
             Ok(None) => {}
             Err(why) if loud => out.journal.push(entry(

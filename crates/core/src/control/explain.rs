@@ -6,7 +6,7 @@ use super::ledger::{Booking, Ledger};
 use super::moves::{Move, MoveState};
 use super::place::{book, Ctx, Spot, Tier, Unit};
 use super::plan::{Explanation, MoveWhy, Plan, PlanId, PlanKind, PlanState};
-use super::settings::Mode;
+use super::settings::{ControlSettings, Mode};
 use super::state::ControlState;
 use super::step::{JournalEntry, StepOutput};
 use super::technique::Priced;
@@ -114,16 +114,20 @@ pub(crate) fn initial_state(mode: Mode) -> PlanState {
     }
 }
 
-/// Makes `draft` a plan in `state`, with its moves planned; returns its id.
+/// Makes `draft` a plan in the state the settings' mode gives, with its moves planned (the
+/// techniques of several VMs leaving one host from the group choice, [`super::group`]);
+/// returns its id.
 pub(crate) fn commit(
     state: &mut ControlState,
     view: &View,
     ledger: &mut Ledger,
-    mode: Mode,
+    settings: &ControlSettings,
     draft: Draft,
     now_s: f64,
     out: &mut StepOutput,
 ) -> PlanId {
+    let mut draft = draft;
+    super::group::regroup(view, settings, &mut draft.picks);
     let id = state.new_id("p");
     let mut whys = Vec::with_capacity(draft.picks.len());
     let mut move_ids = Vec::with_capacity(draft.picks.len());
@@ -160,7 +164,7 @@ pub(crate) fn commit(
             .map(|&h| view.hosts[h].name().to_string())
             .collect()
     };
-    let plan_state = initial_state(mode);
+    let plan_state = initial_state(settings.mode);
     if plan_state == PlanState::Recorded {
         ledger.note_recorded(draft.kind, draft.host, now_s);
     }

@@ -40,6 +40,8 @@
 //! - `place`: where a unit of VMs goes (shared by every kind of plan), and which host to wake;
 //! - `rules`: what affinity, anti-affinity and VM-to-host rules allow; which VMs move together;
 //! - `technique`: which technique each move uses and what it is predicted to cost;
+//! - `group`: when a plan moves several VMs off one host, their techniques and order from
+//!   core's traffic-sensitive group choice;
 //! - `consolidate`: which cold hosts are emptied, which idle hosts go to standby;
 //! - `drain`: how a drained host is evacuated;
 //! - `balance`: the one move that evens loads out (optional);
@@ -66,6 +68,7 @@ mod consolidate;
 mod detect;
 mod drain;
 mod explain;
+mod group;
 mod ledger;
 mod ops;
 mod place;

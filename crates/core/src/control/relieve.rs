@@ -43,15 +43,7 @@ pub(crate) fn relieve(
         }
         match plan(state, ctx, ledger, prices, spot) {
             Ok(draft) => {
-                commit(
-                    state,
-                    ctx.view,
-                    ledger,
-                    ctx.settings.mode,
-                    draft,
-                    ctx.now_s,
-                    out,
-                );
+                commit(state, ctx.view, ledger, ctx.settings, draft, ctx.now_s, out);
             }
             Err(why) => note_no_relief(state, ctx, spot, &why, out),
         }

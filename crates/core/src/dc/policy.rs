@@ -67,7 +67,9 @@ impl FromStr for PolicySpec {
     type Err = PolicyError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let name = s.trim().to_ascii_lowercase();
+        // Matched in lower case; refusals quote the name as typed (`NaN`, not `nan`).
+        let typed = s.trim();
+        let name = typed.to_ascii_lowercase();
         match name.as_str() {
             "" => return Err(PolicyError::Empty),
             "npa" => return Ok(PolicySpec::Npa),
@@ -76,8 +78,12 @@ impl FromStr for PolicySpec {
             _ => {}
         }
         let parts: Vec<&str> = name.splitn(3, ['-', '_']).collect();
-        let [det, sel, param] = parts[..] else {
-            return Err(PolicyError::Unknown(s.trim().to_string()));
+        // ASCII lower-casing keeps every byte where it was, so the typed parts line up.
+        let typed_parts: Vec<&str> = typed.splitn(3, ['-', '_']).collect();
+        let ([det, sel, param], [typed_det, typed_sel, typed_param]) =
+            (&parts[..], &typed_parts[..])
+        else {
+            return Err(PolicyError::Unknown(typed.to_string()));
         };
         let value: f64 = match param.parse::<f64>() {
             // -0 is 0 (so it is not labelled "-0.0").
@@ -85,12 +91,12 @@ impl FromStr for PolicySpec {
             Ok(v) if v.is_finite() && v >= 0.0 => v,
             _ => {
                 return Err(PolicyError::Parameter {
-                    name: name.clone(),
-                    param: param.into(),
+                    name: typed.to_string(),
+                    param: typed_param.to_string(),
                 })
             }
         };
-        let detector = match det {
+        let detector = match *det {
             "thr" => Overload::Thr { threshold: value },
             "iqr" => Overload::Iqr { safety: value },
             "mad" => Overload::Mad { safety: value },
@@ -98,20 +104,20 @@ impl FromStr for PolicySpec {
             "lrr" => Overload::Lrr { safety: value },
             _ => {
                 return Err(PolicyError::Detector {
-                    name: name.clone(),
-                    detector: det.into(),
+                    name: typed.to_string(),
+                    detector: typed_det.to_string(),
                 })
             }
         };
-        let selector = match sel {
+        let selector = match *sel {
             "mmt" => Selector::Mmt,
             "mc" => Selector::Mc,
             "mu" => Selector::Mu,
             "rs" => Selector::Rs,
             _ => {
                 return Err(PolicyError::Selector {
-                    name: name.clone(),
-                    selector: sel.into(),
+                    name: typed.to_string(),
+                    selector: typed_sel.to_string(),
                 })
             }
         };
@@ -273,5 +279,19 @@ mod tests {
         let e = "lr-mmt".parse::<PolicySpec>().unwrap_err();
         assert!(e.to_string().contains("unknown policy 'lr-mmt'"), "{e}");
         assert_eq!("  ".parse::<PolicySpec>().unwrap_err(), PolicyError::Empty);
+    }
+
+    /// Names are matched in any case but quoted as typed.
+    #[test]
+    fn refusals_quote_the_name_as_typed() {
+        let e = "thr-mmt-NaN".parse::<PolicySpec>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "bad parameter 'NaN' in 'thr-mmt-NaN': expected a non-negative number"
+        );
+        let e = "XYZ-MMT-1".parse::<PolicySpec>().unwrap_err().to_string();
+        assert!(e.contains("'XYZ' in 'XYZ-MMT-1'"), "{e}");
+        let e = "Lr-Abc-1".parse::<PolicySpec>().unwrap_err().to_string();
+        assert!(e.contains("'Abc' in 'Lr-Abc-1'"), "{e}");
     }
 }

@@ -162,12 +162,28 @@ impl Prediction {
     /// lost work, the pause (counted again: latency-sensitive services feel it beyond its share
     /// of throughput), and the post-copy phase's exposure; duration breaks ties.
     pub fn score(&self, params: &CostParams) -> f64 {
+        self.risk(params) + self.degradation_pct + 0.01 * self.total_s
+    }
+
+    /// The part of [`Prediction::score`] that is neither lost work nor duration, in the same
+    /// points: 1000 if pre-copy never converges, 10 a second of pause, and
+    /// `postcopy_exposure_weight` a second of post-copy. A group plan (`migration::group`)
+    /// counts work and time over the whole group and adds this per VM, so both rankings price
+    /// risk alike.
+    pub fn risk(&self, params: &CostParams) -> f64 {
         let failure = if self.converges { 0.0 } else { 1000.0 };
-        failure
-            + self.degradation_pct
-            + 10.0 * self.downtime_s
-            + params.postcopy_exposure_weight * self.postcopy_s
-            + 0.01 * self.total_s
+        failure + 10.0 * self.downtime_s + params.postcopy_exposure_weight * self.postcopy_s
+    }
+
+    /// Work lost, seconds of the VM's full throughput: `degradation_pct` is a share of the
+    /// window `max(total_s, window_min_s)`, so this undoes it (infinite if the window is).
+    pub fn lost_work_s(&self, params: &CostParams) -> f64 {
+        let window = self.total_s.max(params.window_min_s);
+        if window.is_finite() {
+            self.degradation_pct / 100.0 * window
+        } else {
+            f64::INFINITY
+        }
     }
 }
 
@@ -466,22 +482,53 @@ pub fn choose(
     params: &CostParams,
     allowed: &[Technique],
 ) -> Choice {
-    let predictions: Vec<Prediction> = allowed
-        .iter()
-        .filter(|t| **t != Technique::Auto)
-        .map(|t| predict(*t, vm, link, params))
-        .collect();
-    let best = predictions
-        .iter()
-        .min_by(|a, b| a.score(params).total_cmp(&b.score(params)))
-        .copied()
-        .unwrap_or_else(|| predict_postcopy(vm, link, params));
+    let predictions = forecasts(vm, link, params, allowed);
+    let best = best_of(&predictions, vm, link, params);
     let reason = explain(&best, &predictions, vm, link);
     Choice {
         technique: best.technique,
         reason,
         predictions,
     }
+}
+
+/// The lowest score among `predictions`; post-copy's forecast if there is none.
+fn best_of(
+    predictions: &[Prediction],
+    vm: &VmProfile,
+    link: &LinkProfile,
+    params: &CostParams,
+) -> Prediction {
+    predictions
+        .iter()
+        .min_by(|a, b| a.score(params).total_cmp(&b.score(params)))
+        .copied()
+        .unwrap_or_else(|| predict_postcopy(vm, link, params))
+}
+
+/// What [`choose`] picks, forecast, without the explanation (for callers that pick many
+/// times, like the group search).
+pub fn pick(
+    vm: &VmProfile,
+    link: &LinkProfile,
+    params: &CostParams,
+    allowed: &[Technique],
+) -> Prediction {
+    best_of(&forecasts(vm, link, params, allowed), vm, link, params)
+}
+
+/// Each concrete technique of `allowed`, forecast, in `allowed`'s order.
+fn forecasts(
+    vm: &VmProfile,
+    link: &LinkProfile,
+    params: &CostParams,
+    allowed: &[Technique],
+) -> Vec<Prediction> {
+    allowed
+        .iter()
+        .filter(|t| **t != Technique::Auto)
+        .map(|t| predict(*t, vm, link, params))
+        .collect()
 }
 
 fn explain(best: &Prediction, all: &[Prediction], vm: &VmProfile, link: &LinkProfile) -> String {
@@ -678,6 +725,27 @@ mod tests {
         assert_ne!(hot.technique, Technique::Precopy, "{}", hot.reason);
         assert!(hot.reason.contains("would not converge"), "{}", hot.reason);
         assert_eq!(hot.predictions.len(), 3);
+    }
+
+    #[test]
+    fn pick_is_choose_without_the_words() {
+        let params = capped_by_qemu();
+        for v in [vm(256, 0, 0.0), vm(256, 64, 5.0), vm(256, 128, 500.0)] {
+            for mb_s in [50.0, 1000.0] {
+                for allowed in [
+                    &Technique::CONCRETE[..],
+                    &[Technique::Hybrid, Technique::Precopy],
+                ] {
+                    let c = choose(&v, &link(mb_s), &params, allowed);
+                    let p = pick(&v, &link(mb_s), &params, allowed);
+                    assert_eq!(p.technique, c.technique);
+                    assert_eq!(
+                        Some(&p),
+                        c.predictions.iter().find(|q| q.technique == p.technique)
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -92,45 +92,127 @@ impl Default for PlanKnobs {
 
 /// A setting outside its limits; names the field as the wire and the record spell it.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
-#[error("{field} = {value}: {expected}")]
+#[error("{}", crate::units::refusal(field, value, None, expected))]
 pub struct KnobError {
     /// Field name (`bandwidth_bps`, `downtime_limit_ms`, ...).
     pub field: &'static str,
     /// The value as given.
     pub value: String,
-    /// What is accepted, with the unit.
+    /// What is accepted, with the unit (`expected 1 to 600000 ms`).
     pub expected: String,
 }
 
-fn check<T: PartialOrd + std::fmt::Display + Copy>(
-    field: &'static str,
-    value: T,
-    min: T,
-    max: T,
-    unit: &str,
-) -> Result<(), KnobError> {
-    if value >= min && value <= max {
-        return Ok(());
+impl KnobError {
+    /// The refusal naming the setting as `name` (the field, or the flag that set it) with the
+    /// value as typed there, and `note` saying what that text was read as
+    /// ([`crate::units::Reading::note`]).
+    pub fn message(&self, name: &str, typed: &str, note: Option<&str>) -> String {
+        crate::units::refusal(name, typed, note, &self.expected)
     }
-    Err(KnobError {
-        field,
-        value: value.to_string(),
-        expected: format!("expected {min} to {max} {unit}"),
-    })
 }
 
-/// A bandwidth: the floor, the ceiling, and the unit spelled out (a bare number is bytes/s, so
-/// `100` is 100 B/s, not 100 Mbit/s).
-fn check_rate(field: &'static str, bps: u64) -> Result<(), KnobError> {
-    check(field, bps, MIN_BANDWIDTH_BPS, UNCAPPED_BPS, "bytes/s").map_err(|mut e| {
-        e.expected = format!(
-            "expected {MIN_BANDWIDTH_BPS} (1 Mbit/s) to {UNCAPPED_BPS} bytes/s; the unit is bytes per second"
-        );
-        e
-    })
+/// The limits of one whole-number setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub field: &'static str,
+    pub min: u64,
+    pub max: u64,
+    /// The unit, for messages (`ms`, `s`, `passes`; rates are `bytes/s`).
+    pub unit: &'static str,
+}
+
+const BANDWIDTH: Limit = Limit {
+    field: "bandwidth_bps",
+    min: MIN_BANDWIDTH_BPS,
+    max: UNCAPPED_BPS,
+    unit: "bytes/s",
+};
+const ASSUMED_LINK: Limit = Limit {
+    field: "assumed_link_bps",
+    ..BANDWIDTH
+};
+const DOWNTIME: Limit = Limit {
+    field: "downtime_limit_ms",
+    min: 1,
+    max: MAX_DOWNTIME_LIMIT_MS,
+    unit: "ms",
+};
+const DEADLINE: Limit = Limit {
+    field: "deadline_s",
+    min: 1,
+    max: MAX_DEADLINE_S,
+    unit: "s",
+};
+const HYBRID_ROUNDS: Limit = Limit {
+    field: "hybrid_rounds",
+    min: 1,
+    max: MAX_HYBRID_ROUNDS as u64,
+    unit: "passes",
+};
+const POSTCOPY_STALL: Limit = Limit {
+    field: "postcopy_stall_s",
+    min: 1,
+    max: MAX_POSTCOPY_STALL_S,
+    unit: "s",
+};
+
+/// What `hybrid_fraction` accepts.
+const FRACTION_EXPECTED: &str = "expected a fraction of RAM from 0 to 1";
+
+impl Limit {
+    fn is_rate(&self) -> bool {
+        self.unit == "bytes/s"
+    }
+
+    /// What is accepted, for a value that is `below` the floor or above the ceiling (`None`:
+    /// unknown, as for a number too large or negative to be read at all). Rates say only the
+    /// bound they break, with its size in plain words: `expected at least 125000 bytes/s (1
+    /// Mbit/s)`.
+    pub fn expected(&self, below: Option<bool>) -> String {
+        let (min, max, unit) = (self.min, self.max, self.unit);
+        match (self.is_rate(), below) {
+            (true, Some(true)) => format!("expected at least {min} {unit} (1 Mbit/s)"),
+            (true, Some(false)) => format!("expected at most {max} {unit} (100 GB/s)"),
+            (true, None) => format!("expected {min} (1 Mbit/s) to {max} (100 GB/s) {unit}"),
+            (false, _) => format!("expected {min} to {max} {unit}"),
+        }
+    }
+
+    fn check(&self, value: u64) -> Result<(), KnobError> {
+        if (self.min..=self.max).contains(&value) {
+            return Ok(());
+        }
+        Err(KnobError {
+            field: self.field,
+            value: value.to_string(),
+            expected: self.expected(Some(value < self.min)),
+        })
+    }
 }
 
 impl PlanKnobs {
+    /// The limits of every whole-number setting, by field name.
+    pub const LIMITS: [Limit; 6] = [
+        BANDWIDTH,
+        ASSUMED_LINK,
+        DOWNTIME,
+        DEADLINE,
+        HYBRID_ROUNDS,
+        POSTCOPY_STALL,
+    ];
+
+    /// What `field` accepts, as [`PlanKnobs::validate`] words it (for a value that cannot even
+    /// be read as the field's type, such as a negative number).
+    pub fn expected(field: &str) -> Option<String> {
+        if field == "hybrid_fraction" {
+            return Some(FRACTION_EXPECTED.to_string());
+        }
+        Self::LIMITS
+            .iter()
+            .find(|l| l.field == field)
+            .map(|l| l.expected(None))
+    }
+
     /// Checks every limit. Pure, so the API, the CLI and `migrate-bench` refuse the same
     /// settings with the same message, before anything boots.
     ///
@@ -138,38 +220,20 @@ impl PlanKnobs {
     /// The first field out of range, with what is accepted.
     pub fn validate(&self) -> Result<(), KnobError> {
         if let Some(bps) = self.bandwidth_bps {
-            check_rate("bandwidth_bps", bps)?;
+            BANDWIDTH.check(bps)?;
         }
-        check_rate("assumed_link_bps", self.assumed_link_bps)?;
-        check(
-            "downtime_limit_ms",
-            self.downtime_limit_ms,
-            1,
-            MAX_DOWNTIME_LIMIT_MS,
-            "ms",
-        )?;
-        check("deadline_s", self.deadline_s, 1, MAX_DEADLINE_S, "s")?;
+        ASSUMED_LINK.check(self.assumed_link_bps)?;
+        DOWNTIME.check(self.downtime_limit_ms)?;
+        DEADLINE.check(self.deadline_s)?;
         if !(0.0..=1.0).contains(&self.hybrid_fraction) {
             return Err(KnobError {
                 field: "hybrid_fraction",
                 value: self.hybrid_fraction.to_string(),
-                expected: "expected a fraction of RAM from 0 to 1".into(),
+                expected: FRACTION_EXPECTED.into(),
             });
         }
-        check(
-            "hybrid_rounds",
-            self.hybrid_rounds,
-            1,
-            MAX_HYBRID_ROUNDS,
-            "passes",
-        )?;
-        check(
-            "postcopy_stall_s",
-            self.postcopy_stall_s,
-            1,
-            MAX_POSTCOPY_STALL_S,
-            "s",
-        )
+        HYBRID_ROUNDS.check(u64::from(self.hybrid_rounds))?;
+        POSTCOPY_STALL.check(self.postcopy_stall_s)
     }
 
     /// Hybrid's switch point.
@@ -270,9 +334,48 @@ mod tests {
         }
         .validate()
         .expect_err("100 B/s is below the floor");
-        let msg = err.to_string();
-        assert!(msg.contains("bytes per second"), "{msg}");
-        assert!(msg.starts_with("bandwidth_bps = 100"), "{msg}");
+        assert_eq!(
+            err.to_string(),
+            "bandwidth_bps 100: expected at least 125000 bytes/s (1 Mbit/s)"
+        );
+        assert_eq!(
+            err.message("--bandwidth", "1bit/s", Some("rounds to 0 bytes/s")),
+            "--bandwidth 1bit/s rounds to 0 bytes/s; expected at least 125000 bytes/s (1 Mbit/s)"
+        );
+        let err = PlanKnobs {
+            bandwidth_bps: Some(UNCAPPED_BPS + 1),
+            ..PlanKnobs::default()
+        }
+        .validate()
+        .expect_err("above the ceiling");
+        assert!(err.expected.contains("at most 100000000000"), "{err}");
+    }
+
+    /// Every numeric setting has its limits in the table the API's parser quotes for numbers
+    /// it cannot even read (`"deadline_s": -1`), worded as `validate` words them.
+    #[test]
+    fn every_numeric_field_has_its_expected_text() {
+        let fields = serde_json::to_value(PlanKnobs {
+            bandwidth_bps: Some(MIN_BANDWIDTH_BPS),
+            ..PlanKnobs::default()
+        })
+        .expect("serializes");
+        for (field, value) in fields.as_object().expect("an object") {
+            if value.is_number() {
+                assert!(PlanKnobs::expected(field).is_some(), "{field}");
+            }
+        }
+        let err = PlanKnobs {
+            deadline_s: 0,
+            ..PlanKnobs::default()
+        }
+        .validate()
+        .expect_err("zero");
+        assert_eq!(
+            PlanKnobs::expected("deadline_s"),
+            Some(err.expected.clone())
+        );
+        assert_eq!(err.to_string(), "deadline_s 0: expected 1 to 86400 s");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod cost;
 pub mod dest;
+pub mod group;
 pub mod knobs;
 pub mod plan;
 pub mod progress;
@@ -16,7 +17,7 @@ pub mod stall;
 pub mod technique;
 pub mod watchdog;
 
-pub use cost::{choose, predict, Choice, CostParams, LinkProfile, Prediction, VmProfile};
+pub use cost::{choose, pick, predict, Choice, CostParams, LinkProfile, Prediction, VmProfile};
 pub use dest::{DestEvent, DestMachine, DestObservation, DestState};
 pub use knobs::{KnobError, PlanKnobs, UNCAPPED_BPS};
 pub use plan::{Capability, MigrationPlan, ParameterUpdate};

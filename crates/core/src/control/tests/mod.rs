@@ -12,3 +12,4 @@ mod modes;
 mod relief;
 mod rules;
 mod scale;
+mod traffic;

@@ -1,0 +1,141 @@
+//! Every flag refusal quotes the flag and the text as typed, states the real range or rule
+//! (never the Rust type's), and the size rules read the same from `vm create` and
+//! `migrate-bench` as from the agent's API. Runs the built binary; each case fails before
+//! anything is contacted, built or booted (a stand-in QEMU first on PATH would notice), so
+//! neither root nor QEMU is needed.
+
+use std::path::Path;
+use std::process::Command;
+
+const DROVER: &str = env!("CARGO_BIN_EXE_drover");
+
+/// Runs drover with `args`, a stand-in QEMU that fails loudly first on PATH and an empty
+/// state directory; returns (success, stderr).
+fn drover(args: &[&str], dir: &Path) -> (bool, String) {
+    let fake = dir.join("qemu-system-x86_64");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'stand-in QEMU started' >&2\nexit 1\n",
+    )
+    .expect("fake");
+    let mut perms = std::fs::metadata(&fake).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&fake, perms).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(DROVER)
+        .args(args)
+        .env("PATH", path)
+        .env("DROVER_STATE_DIR", dir.join("state"))
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run drover");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn refusals_quote_the_flag_and_the_text_as_typed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "secret\n").expect("token");
+    let token = token.to_str().expect("utf-8");
+    let state = tmp.path().join("agent-state");
+    let state = state.to_str().expect("utf-8");
+    let cases: &[(&[&str], &str)] = &[
+        // Rates: tc's units, one parser for --bandwidth and --link, and what a text became.
+        (
+            &["migrate-bench", "--bandwidth", "1bit/s"],
+            "--bandwidth 1bit/s rounds to 0 bytes/s; expected at least 125000 bytes/s (1 Mbit/s)",
+        ),
+        (
+            &["lab", "up", "--hosts", "1", "--link", "1bit/s"],
+            "--link 1bit/s rounds to 0 bytes/s; expected at least 1000 bytes/s (1 kB/s)",
+        ),
+        (
+            &["lab", "up", "--hosts", "1", "--link", "5 furlongs/s"],
+            "mbps is megabytes per second, as tc reads it; write 300mbit or 300Mbit/s for megabits",
+        ),
+        (
+            &["migrate-bench", "--bandwidth", "800Mb/s"],
+            "--bandwidth '800Mb/s'",
+        ),
+        (
+            &["agent", "--state-dir", state, "--token-file", token, "--link", "1bit/s"],
+            "--link 1bit/s rounds to 0 bytes/s; expected 1 Mbit/s (125000 bytes/s) to 100 GB/s",
+        ),
+        (
+            &["agent", "--state-dir", state, "--token-file", token, "--link", "1000gbps"],
+            "--link 1000gbps is 1000000000000 bytes/s; expected",
+        ),
+        // Numbers: the real range, negatives included.
+        (
+            &["vm", "create", "a", "--vcpus=-1"],
+            "'-1' for '--vcpus <VCPUS>': -1 is not in 1..=64",
+        ),
+        (
+            &["migrate-bench", "--repeat", "0"],
+            "'0' for '--repeat <REPEAT>': 0 is not in 1..=1000",
+        ),
+        (
+            &["migrate-bench", "--hybrid-fraction", "NaN"],
+            "'NaN' for '--hybrid-fraction <F>': expected a fraction of RAM from 0 to 1",
+        ),
+        (
+            &["agent", "--state-dir", state, "--token-file", token, "--wake-delay", "-1"],
+            "'-1' for '--wake-delay <WAKE_DELAY>': expected seconds from 0 to 3600",
+        ),
+        // One rule, one message: the memory is at fault, named by its flag, as typed.
+        (
+            &["migrate-bench", "--memory", "48M"],
+            "--memory 48M is 50331648 bytes; expected 64 MiB to 1 TiB (67108864 to 1099511627776 bytes)",
+        ),
+        (
+            &["vm", "create", "a", "--memory", "1.5"],
+            "--memory 1.5 rounds to 2 bytes; expected 64 MiB to 1 TiB",
+        ),
+        (
+            &["vm", "create", "a", "--memory", "128M", "--workload", "memtouch:wss=100M"],
+            "--workload 'memtouch:wss=100M': working set 100 MiB does not fit a 128 MiB guest",
+        ),
+        (
+            &["migrate-bench", "--workload", "memtouch:wss=64M,rate=0"],
+            "--workload 'memtouch:wss=64M,rate=0': bad value \"0\" for rate",
+        ),
+        (
+            &["migrate-bench", "--workload", "memtouch:wss=0M"],
+            "bad value \"0M\" for wss",
+        ),
+        // Addresses: the flag, not the API's field.
+        (
+            &["vm", "list", "--agent", "198.18.0.11:7700", "--token-file", token],
+            "--agent '198.18.0.11:7700' is not valid: expected an agent URL",
+        ),
+        (
+            &["vm", "migrate", "a", "--to", "198.18.0.11:7700", "--agent", "http://127.0.0.1:9", "--token-file", token],
+            "--to '198.18.0.11:7700' is not valid",
+        ),
+        (
+            &["sim", "--policy", "thr-mmt-NaN", "--synthetic", "10"],
+            "--policy: bad parameter 'NaN' in 'thr-mmt-NaN'",
+        ),
+    ];
+    for (args, wanted) in cases {
+        let (ok, stderr) = drover(args, tmp.path());
+        assert!(!ok, "{args:?} went ahead");
+        assert!(stderr.contains(wanted), "{args:?}: {stderr}");
+        assert!(!stderr.contains("4294967295"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("stand-in QEMU"), "{args:?} started a QEMU");
+        if args.contains(&"--memory") && wanted.contains("64 MiB") {
+            assert!(
+                !stderr.contains("workload"),
+                "blames the workload: {stderr}"
+            );
+        }
+    }
+}
