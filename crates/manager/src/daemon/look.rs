@@ -19,6 +19,37 @@ pub struct LookReport {
     pub actions: Vec<Action>,
     /// What the fleet answered, in the same order.
     pub outcomes: Vec<Outcome>,
+    /// Where the look's time went.
+    pub times: LookTimes,
+}
+
+/// Where one look's time went, ms of the manager's own (wall-clock) time, whatever clock the
+/// loop runs on. The stages follow each other, so they add up to `total_ms`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LookTimes {
+    /// Asking the fleet: every agent polled (the simulator's observation built), ms.
+    pub observe_ms: f64,
+    /// Storing the look (samples, reachability) and the results of finished migrations, ms.
+    pub record_ms: f64,
+    /// Core's control step, on a copy of the memory, ms.
+    pub step_ms: f64,
+    /// Storing the step (memory, journal, plans, moves, the decision when it made plans), ms.
+    pub save_ms: f64,
+    /// Carrying out the actions, recording their outcomes and storing them, ms.
+    pub act_ms: f64,
+    /// Pruning final plans, compacting the history when due, and publishing the look for
+    /// the handle, ms.
+    pub upkeep_ms: f64,
+    /// The whole look (operator commands queued before it not counted), ms.
+    pub total_ms: f64,
+}
+
+/// Milliseconds since `t`, and `t` moved to now.
+fn lap(t: &mut std::time::Instant) -> f64 {
+    let now = std::time::Instant::now();
+    let ms = (now - *t).as_secs_f64() * 1e3;
+    *t = now;
+    ms
 }
 
 impl<F: Fleet + 'static> Daemon<F> {
@@ -32,6 +63,7 @@ impl<F: Fleet + 'static> Daemon<F> {
     pub async fn look(&mut self) -> Result<LookReport, LookError> {
         self.run_commands().await;
         let started = std::time::Instant::now();
+        let mut t = started;
         let tracked: Vec<Tracked> = self
             .state
             .in_flight()
@@ -43,12 +75,26 @@ impl<F: Fleet + 'static> Daemon<F> {
         let sight = self.fleet.observe(&tracked).await;
         let now = self.clock.now_s();
         self.looks += 1;
-        let result = self.decide_and_act(sight, now).await;
+        let mut times = LookTimes {
+            observe_ms: lap(&mut t),
+            ..LookTimes::default()
+        };
+        let result = self.decide_and_act(sight, now, &mut t, &mut times).await;
         self.publish(Some(started.elapsed().as_secs_f64() * 1e3));
-        result
+        let mut report = result?;
+        times.upkeep_ms += lap(&mut t);
+        times.total_ms = started.elapsed().as_secs_f64() * 1e3;
+        report.times = times;
+        Ok(report)
     }
 
-    async fn decide_and_act(&mut self, sight: Sight, now: f64) -> Result<LookReport, LookError> {
+    async fn decide_and_act(
+        &mut self,
+        sight: Sight,
+        now: f64,
+        t: &mut std::time::Instant,
+        times: &mut LookTimes,
+    ) -> Result<LookReport, LookError> {
         let look = self.look_record(&sight, now);
         if let Err(e) = self.store.record_look(&look) {
             self.store_failed(&e);
@@ -66,9 +112,11 @@ impl<F: Fleet + 'static> Daemon<F> {
                 tracing::warn!("migration {}: result not stored: {e}", result.move_id);
             }
         }
+        times.record_ms = lap(t);
         let mut next = self.state.clone();
         let settings = self.settings.settings.clone();
         let out = control::step(&mut next, &sight.observation, &settings, now);
+        times.step_ms = lap(t);
         let decision = (!out.new_plans.is_empty()).then(|| Decision {
             format: DECISION_FORMAT,
             now_s: now,
@@ -80,14 +128,17 @@ impl<F: Fleet + 'static> Daemon<F> {
         self.observation = sight.observation;
         self.commit(next, out.journal.clone(), decision, now)?;
         self.next_look_s = out.next_look_s;
+        times.save_ms = lap(t);
         self.crash_point(Stage::Persisted, &out.actions)?;
         let outcomes = self.carry_out(&out.actions).await?;
+        times.act_ms = lap(t);
         self.upkeep(now);
         Ok(LookReport {
             at_s: now,
             new_plans: out.new_plans,
             actions: out.actions,
             outcomes,
+            times: LookTimes::default(),
         })
     }
 

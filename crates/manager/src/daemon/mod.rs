@@ -50,7 +50,7 @@ mod seed;
 #[cfg(test)]
 mod tests;
 
-pub use look::LookReport;
+pub use look::{LookReport, LookTimes};
 
 use crate::clock::Clock;
 use crate::fleet::{AgentSight, Fleet};
