@@ -7,56 +7,21 @@ use crate::metrics::Metrics;
 use crate::migration::{IncomingReply, IncomingRequest, MigrationRecord, MigrationRequest};
 use crate::power::Power;
 use crate::qmp::{ForwardedQmp, QmpReply, QmpReturn};
+pub use crate::transport::ClientError;
+use crate::transport::{json, JsonTransport, Peer};
 use crate::uri::AgentUrl;
 use crate::vm::{Committed, Deleted, Health, VmConfig, VmView, WallSample};
 use crate::workload::WorkloadChange;
-use crate::ErrorBody;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use std::time::Duration;
-use thiserror::Error;
-
-/// What can go wrong calling an agent.
-#[derive(Debug, Error, Clone, PartialEq)]
-pub enum ClientError {
-    #[error("cannot reach agent {url}: {message}")]
-    Unreachable { url: String, message: String },
-    #[error("agent {url} answered {status}: {message}")]
-    Api {
-        url: String,
-        status: u16,
-        message: String,
-        /// QEMU's error class when the agent forwarded a QMP command that QEMU refused.
-        qmp_class: Option<String>,
-        qmp_desc: Option<String>,
-    },
-    #[error("agent {url} sent an unreadable reply: {message}")]
-    Decode { url: String, message: String },
-    /// The request breaks a rule of the API; it was not sent.
-    #[error("not sent: {0}")]
-    Invalid(String),
-}
-
-impl ClientError {
-    /// The HTTP status, when the agent answered.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ClientError::Api { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
 
 /// One agent, addressed by base URL and authenticated by the shared bearer token.
 #[derive(Debug, Clone)]
 pub struct AgentClient {
-    base: AgentUrl,
-    token: String,
-    http: reqwest::Client,
+    t: JsonTransport,
 }
 
-/// Connect timeout for every call, and the whole-call timeout.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The whole-call timeout of [`AgentClient::new`].
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl AgentClient {
@@ -67,20 +32,13 @@ impl AgentClient {
     /// A client whose calls give up after `timeout` (the manager polls many agents and must not
     /// wait a minute for one that hangs).
     pub fn with_timeout(base: AgentUrl, token: &str, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-            .timeout(timeout)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
         AgentClient {
-            base,
-            token: token.to_string(),
-            http,
+            t: JsonTransport::new(Peer::Agent, base, token, timeout),
         }
     }
 
     pub fn base(&self) -> &AgentUrl {
-        &self.base
+        self.t.base()
     }
 
     async fn call<T: DeserializeOwned>(
@@ -89,39 +47,7 @@ impl AgentClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
-        if let Some(bytes) = body {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(bytes);
-        }
-        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
-            url: url.clone(),
-            message: e.to_string(),
-        })?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
-            url: url.clone(),
-            message: e.to_string(),
-        })?;
-        if !status.is_success() {
-            let err: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
-            return Err(ClientError::Api {
-                url,
-                status: status.as_u16(),
-                message: err
-                    .as_ref()
-                    .map(|e| e.error.clone())
-                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect()),
-                qmp_class: err.as_ref().and_then(|e| e.qmp_class.clone()),
-                qmp_desc: err.and_then(|e| e.qmp_desc),
-            });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-            url,
-            message: e.to_string(),
-        })
+        self.t.call(method, path, body).await
     }
 
     pub async fn health(&self) -> Result<Health, ClientError> {
@@ -325,12 +251,5 @@ fn checked_id(id: &str) -> Result<&str, ClientError> {
     crate::names::MIGRATION_ID_SHAPE
         .check(id)
         .map(|()| id)
-        .map_err(|e| ClientError::Invalid(e.to_string()))
-}
-
-/// A request body as JSON bytes.
-fn json<B: Serialize>(body: &B) -> Result<Option<Vec<u8>>, ClientError> {
-    serde_json::to_vec(body)
-        .map(Some)
         .map_err(|e| ClientError::Invalid(e.to_string()))
 }

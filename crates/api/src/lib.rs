@@ -29,6 +29,7 @@ pub mod openapi;
 pub mod power;
 pub mod qmp;
 pub mod request;
+pub mod transport;
 pub mod uri;
 pub mod vm;
 pub mod workload;

@@ -3,6 +3,7 @@
 mod agent_cmd;
 mod bench_cmd;
 mod flags;
+mod fleet_cmd;
 mod image_cmd;
 mod lab_cmd;
 mod manager_bench_cmd;
@@ -31,6 +32,12 @@ enum Command {
     Agent(agent_cmd::AgentArgs),
     /// Run the cluster manager: watch every agent, decide with core, migrate through them.
     Manager(manager_cmd::ManagerArgs),
+    /// Hosts as the running manager sees them; drain, undrain, wake.
+    #[command(subcommand)]
+    Host(fleet_cmd::HostCmd),
+    /// The running manager's plans: list, show (with explanations), approve, cancel.
+    #[command(subcommand)]
+    Plan(fleet_cmd::PlanCmd),
     /// VMs on agents, without a manager.
     #[command(subcommand)]
     Vm(vm_cmd::VmCommand),
@@ -77,5 +84,7 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => agent_cmd::run(args),
         Command::Manager(args) => manager_cmd::run(args),
         Command::Vm(cmd) => vm_cmd::run(cmd),
+        Command::Host(cmd) => fleet_cmd::run_host(cmd),
+        Command::Plan(cmd) => fleet_cmd::run_plan(cmd),
     }
 }

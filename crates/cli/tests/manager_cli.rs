@@ -1,7 +1,8 @@
 //! `drover manager --config FILE`: bad configurations are refused before anything starts,
 //! naming the file and the key; a good one runs until SIGTERM and stops cleanly, leaving its
 //! store. Runs the built binary against agents nobody serves (loopback ports that refuse); no
-//! QEMU, no root.
+//! QEMU, no root. The CLI's manager clients (`manager status`, `host`, `plan`) are run against
+//! the running one.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -141,6 +142,7 @@ fn a_good_configuration_checks_and_runs_until_sigterm() {
     let health = http_get(api, "/v1/health");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains("\"status\":\"ok\""), "{health}");
+    clients_read_and_command_the_manager(api, &tmp.path().join("token"));
     let pid = running.0.id().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
@@ -168,4 +170,73 @@ fn a_good_configuration_checks_and_runs_until_sigterm() {
         tmp.path().join("state").join("manager.sqlite").exists(),
         "the store is under the state directory"
     );
+}
+
+/// Runs `drover ARGS --manager http://API --token-file TOKEN`: success, stdout, stderr.
+fn client(api: &str, token: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(DROVER)
+        .args(args)
+        .arg("--manager")
+        .arg(format!("http://{api}"))
+        .arg("--token-file")
+        .arg(token)
+        .env_remove("DROVER_LOG")
+        .env_remove("DROVER_MANAGER")
+        .output()
+        .expect("run drover");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `drover manager status`, `host list`, `plan list` against the running manager, and the
+/// refusals of unknown hosts and plans and of a wrong token, each naming what was wrong.
+fn clients_read_and_command_the_manager(api: &str, token: &Path) {
+    let (ok, out, err) = client(api, token, &["manager", "status", "--json"]);
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+    assert_eq!(status["hosts"], 2, "{out}");
+    assert_eq!(status["reachable"], 0, "agents nobody serves: {out}");
+    let (ok, out, err) = client(api, token, &["manager", "status"]);
+    assert!(ok && out.contains("hosts 2 (0 reachable)"), "{out}{err}");
+
+    let (ok, out, err) = client(api, token, &["host", "list"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("h1") && out.contains("h2") && out.contains("NO"),
+        "{out}"
+    );
+    let (ok, out, err) = client(api, token, &["host", "list", "--json"]);
+    assert!(ok, "{err}");
+    let hosts: serde_json::Value = serde_json::from_str(&out).expect("hosts JSON");
+    assert_eq!(hosts.as_array().map(Vec::len), Some(2), "{out}");
+
+    let (ok, out, err) = client(api, token, &["plan", "list", "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "[]", "no plan without reachable hosts");
+
+    let (ok, _, err) = client(api, token, &["plan", "show", "p-nope"]);
+    assert!(
+        !ok && err.contains("404") && err.contains("p-nope"),
+        "{err}"
+    );
+    let (ok, _, err) = client(api, token, &["plan", "approve", ".."]);
+    assert!(!ok && err.contains("plan id '..'"), "{err}");
+    let (ok, _, err) = client(api, token, &["host", "drain", "h9"]);
+    assert!(!ok && err.contains("404") && err.contains("h9"), "{err}");
+
+    let wrong = token.with_file_name("wrong-token");
+    std::fs::write(&wrong, "not-the-token-at-all\n").expect("token");
+    let (ok, _, err) = client(api, &wrong, &["manager", "status"]);
+    assert!(!ok && err.contains("401"), "{err}");
+    let out = Command::new(DROVER)
+        .args(["host", "list", "--manager", "http://127.0.0.1"])
+        .arg("--token-file")
+        .arg(token)
+        .output()
+        .expect("run drover");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--manager"), "{err}");
 }

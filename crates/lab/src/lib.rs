@@ -37,6 +37,7 @@ pub mod cgroup;
 pub mod exec;
 pub mod fake;
 pub mod lab;
+pub mod manager_file;
 pub mod name;
 pub mod plan;
 pub mod state;

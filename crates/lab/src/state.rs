@@ -26,6 +26,11 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{} is not a lab description: {source}", path.display())]
     Parse {
         path: PathBuf,

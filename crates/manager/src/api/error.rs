@@ -20,6 +20,9 @@ pub enum ApiError {
     /// What the manager refused or could not do.
     #[error(transparent)]
     Manager(#[from] ManagerError),
+    /// The answer could not be made (a metrics encoder failing): 500.
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// The body of every error answer.
@@ -37,6 +40,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Manager(e) => match e {
                 M::UnknownPlan(_) | M::UnknownHost(_) => StatusCode::NOT_FOUND,
                 M::Plan(_) | M::Expired { .. } | M::SettingsConflict { .. } => StatusCode::CONFLICT,

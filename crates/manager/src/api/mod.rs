@@ -16,8 +16,11 @@
 //! | `POST /v1/hosts/{name}/drain`, `.../undrain`, `.../wake` | `{"host", "done"}` |
 //! | `GET /v1/settings`; `PATCH /v1/settings?expected_version=N` | the settings; a JSON merge patch (RFC 7396) |
 //! | `GET /v1/events?subject=&id=&since_s=&limit=&newest_first=` | the journal |
+//! | `GET /metrics` | Prometheus text exposition ([`prom`]) |
 
+pub mod client;
 pub mod error;
+pub mod prom;
 
 use crate::handle::Manager;
 use crate::store::{JournalQuery, MoveQuery, PlanQuery};
@@ -89,6 +92,7 @@ pub fn router(manager: Manager, token: &str) -> Router {
         .route("/v1/hosts/{name}/wake", post(wake))
         .route("/v1/settings", get(settings).patch(patch_settings))
         .route("/v1/events", get(events))
+        .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/v1/health", get(health))
@@ -234,6 +238,12 @@ async fn undrain(State(st): St, Path(name): Path<String>) -> ApiResult {
 async fn wake(State(st): St, Path(name): Path<String>) -> ApiResult {
     st.manager.wake(&name).await?;
     host_done(name, "wake")
+}
+
+async fn metrics(State(st): St) -> ApiResult {
+    let text = prom::render(&st.manager).await?;
+    let kind = "text/plain; version=0.0.4; charset=utf-8";
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, kind)], text).into_response())
 }
 
 async fn settings(State(st): St) -> ApiResult {

@@ -186,7 +186,57 @@ async fn a_proposed_plan_is_listed_explained_approved_and_carried_out() {
     assert!(events[0]["seq"].as_u64().is_some());
     let (status, body) = get(&router, "/v1/plans?limit=many").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let text = metrics_text(&router, Some(TOKEN)).await;
+    for line in [
+        "drover_manager_host_load{host=\"h1\"}",
+        "drover_manager_host_reachable{host=\"h2\"} 1.0",
+        "drover_manager_host_power_state{host=\"h1\",state=\"active\"} 1.0",
+        "drover_manager_plans{kind=\"relief\",state=\"done\"} 1.0",
+        "drover_manager_looks ",
+        "drover_manager_look_duration_seconds",
+        "drover_manager_energy_wh",
+    ] {
+        assert!(text.contains(line), "no {line} in:\n{text}");
+    }
+    assert!(
+        text.lines().any(|l| l.starts_with("drover_manager_moves{")
+            && l.contains("state=\"done\"")
+            && l.ends_with(" 1.0")),
+        "{text}"
+    );
+    let answer = router
+        .clone()
+        .oneshot(
+            HttpRequest::get("/metrics")
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(
+        answer.status(),
+        StatusCode::UNAUTHORIZED,
+        "metrics need the token"
+    );
     manager.shutdown().await.expect("stops");
+}
+
+/// `GET /metrics` with `token`: the text (200 asserted).
+async fn metrics_text(router: &Router, token: Option<&str>) -> String {
+    let mut req = HttpRequest::get("/metrics");
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let answer = router
+        .clone()
+        .oneshot(req.body(Body::empty()).expect("req"))
+        .await
+        .expect("answer");
+    assert_eq!(answer.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(answer.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

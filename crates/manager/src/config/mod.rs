@@ -143,6 +143,17 @@ impl ManagerConfig {
     /// [`ConfigError::Read`], [`ConfigError::Parse`] (with the key and line),
     /// [`ConfigError::Invalid`] (with the key's dotted path).
     pub fn load(path: &Path) -> Result<ManagerConfig, ConfigError> {
+        let config = ManagerConfig::read(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses `path`, relative paths made relative to its directory, without
+    /// validating (a lab's manager fills the agents in first).
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`], [`ConfigError::Parse`].
+    pub fn read(path: &Path) -> Result<ManagerConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -150,8 +161,48 @@ impl ManagerConfig {
         let mut config = ManagerConfig::parse(&text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve(base);
-        config.validate()?;
         Ok(config)
+    }
+
+    /// Makes this the manager of `lab`: its agents (every host running one, by the lab's
+    /// names and URLs, with the lab's token), its store in `<labdir>/manager`, its API on a
+    /// free loopback port unless the file chose an address, the cost model's link the lab's
+    /// shaped rate unless the file set `control.link_bps`. Validate afterwards.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when the file already lists agents (the lab gives them), or a
+    /// lab host's agent URL does not parse.
+    pub fn use_lab(&mut self, lab: &drover_lab::LabState) -> Result<(), ConfigError> {
+        if !self.agents.is_empty() {
+            let why = "lists agents; with --lab the lab's hosts are the agents";
+            return Err(self.invalid("agents", why));
+        }
+        for h in &lab.hosts {
+            let Some(url) = &h.agent_url else { continue };
+            let url = AgentUrl::parse(url).map_err(|e| {
+                self.invalid(format!("lab host {} agent_url", h.name), e.to_string())
+            })?;
+            self.agents.push(AgentEntry {
+                name: h.name.clone(),
+                url,
+                token_file: None,
+            });
+        }
+        self.token_file = Some(lab.token_file.clone());
+        // The cost model prices migrations over the lab's shaped link unless the file says.
+        if self.control.link_bps.is_none() {
+            self.control.link_bps = Some(lab.link.rate_bytes_per_sec);
+        }
+        if self.state_dir == Path::new(DEFAULT_STATE_DIR) {
+            self.state_dir = lab.lab_dir.join("manager");
+        }
+        if self.api.listen == ApiConfig::default().listen {
+            self.api.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        }
+        if self.source.as_os_str().is_empty() {
+            self.source = PathBuf::from(format!("lab {}", lab.name));
+        }
+        Ok(())
     }
 
     /// Parses `text` (read from `source`, for messages) without validating it.

@@ -394,6 +394,7 @@ mod tests {
 
     fn api(status: u16) -> ClientError {
         ClientError::Api {
+            peer: drover_api::transport::Peer::Agent,
             url: "http://h1/v1/vms/a/migrations".into(),
             status,
             message: "no".into(),
@@ -419,6 +420,7 @@ mod tests {
             MigrateAnswer::Refused(_)
         ));
         let gone = ClientError::Unreachable {
+            peer: drover_api::transport::Peer::Agent,
             url: "x".into(),
             message: "refused".into(),
         };

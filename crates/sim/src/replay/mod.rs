@@ -16,7 +16,7 @@
 //!
 //! Files are outside input: every error names the file and what is wrong with it.
 
-mod render;
+pub mod render;
 
 #[cfg(test)]
 mod tests;

@@ -24,7 +24,12 @@ pub fn render(stored: &Stored, r: &Replay) -> String {
         let _ = writeln!(s, "no plan made");
     }
     for p in &r.plans {
-        plan(&mut s, p, r);
+        s.push_str(&plan_text(p, |id| {
+            r.state_after
+                .moves
+                .get(id)
+                .map(|m| format!("{} -> {} by {}", m.from, m.to, m.technique.technique))
+        }));
     }
     if !r.output.actions.is_empty() {
         let _ = writeln!(s, "actions:");
@@ -37,7 +42,13 @@ pub fn render(stored: &Stored, r: &Replay) -> String {
     s
 }
 
-fn plan(s: &mut String, p: &Plan, r: &Replay) {
+/// One plan for a terminal: its summary, the host's recent loads against the threshold, the
+/// hosts it wakes and puts in standby, and for each move why this VM, why there, why this
+/// technique, each technique's forecast and the predicted cost. `route` gives a move's
+/// "from -> to by technique" when the caller knows it (the moves live beside the plan).
+pub fn plan_text(p: &Plan, route: impl Fn(&str) -> Option<String>) -> String {
+    let mut s = String::new();
+    let s = &mut s;
     let e = &p.explanation;
     let _ = writeln!(
         s,
@@ -65,10 +76,7 @@ fn plan(s: &mut String, p: &Plan, r: &Replay) {
         let _ = writeln!(s, "  standby once empty: {}", p.standby.join(", "));
     }
     for why in &e.moves {
-        let m = r.state_after.moves.get(&why.move_id);
-        let route = m.map_or(String::new(), |m| {
-            format!(" {} -> {} by {}", m.from, m.to, m.technique.technique)
-        });
+        let route = route(&why.move_id).map_or(String::new(), |r| format!(" {r}"));
         let _ = writeln!(s, "  move {}: {}{route}", why.move_id, why.vm);
         let _ = writeln!(s, "    why this VM: {}", why.why_vm);
         let _ = writeln!(s, "    why there: {}", why.why_destination);
@@ -85,6 +93,7 @@ fn plan(s: &mut String, p: &Plan, r: &Replay) {
     if let Some(note) = &p.note {
         let _ = writeln!(s, "  note: {note}");
     }
+    std::mem::take(s)
 }
 
 fn forecast(f: &TechniqueForecast) -> String {

@@ -1,0 +1,190 @@
+//! The real-lab harness of the CLI's end-to-end tests: a lab brought up through the binary
+//! and torn down when dropped (checking nothing is left), `drover vm ...` with JSON output,
+//! waiting with a deadline, and the guest's own integrity check read on a host.
+#![allow(dead_code)] // each test binary uses part of it
+
+use drover_lab::{LabDirs, LabName, LabState};
+use drover_testkit::processes_mentioning;
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub const DROVER: &str = env!("CARGO_BIN_EXE_drover");
+pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The migration test's workload: a sequential sweep, so `WSS_PAGES` ops after a point in time
+/// means every page of the working set was verified (and rewritten) after it.
+pub const WORKLOAD: &str = "memtouch:wss=64M,rate=1000,pattern=seq";
+pub const WSS_PAGES: u64 = (64 << 20) / 4096;
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    // A failed test must not block the others: poisoning is ignored.
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A lab that is torn down when dropped.
+pub struct Lab {
+    pub name: String,
+}
+
+impl Lab {
+    pub fn up(test: char, args: &[&str]) -> Lab {
+        let name = format!("e{test}{}", std::process::id() % 100_000);
+        let lab = Lab { name };
+        let mut argv = vec!["lab", "up", "--name", &lab.name, "--json"];
+        argv.extend_from_slice(args);
+        drover(&argv);
+        lab
+    }
+
+    pub fn state_file(&self) -> std::path::PathBuf {
+        let name = LabName::new(&self.name).expect("lab name");
+        LabDirs::from_env().state_file(&name)
+    }
+
+    pub fn state(&self) -> Value {
+        let text = std::fs::read_to_string(self.state_file()).expect("lab state");
+        serde_json::from_str(&text).expect("lab json")
+    }
+
+    pub fn typed_state(&self) -> LabState {
+        let path = self.state_file();
+        let text = std::fs::read_to_string(&path).expect("lab state");
+        LabState::from_json(&text, &path).expect("lab state")
+    }
+
+    pub fn host(&self, name: &str) -> Value {
+        let state = self.state();
+        let hosts = state["hosts"].as_array().expect("hosts").clone();
+        hosts.into_iter().find(|h| h["name"] == name).expect("host")
+    }
+
+    /// Runs `drover vm ...` against this lab and parses its JSON output.
+    pub fn vm(&self, args: &[&str]) -> Value {
+        let mut argv = vec!["vm"];
+        argv.extend_from_slice(args);
+        argv.extend(["--lab", &self.name, "--json"]);
+        let out = drover(&argv);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("bad JSON from drover {argv:?}: {e}: {out}"))
+    }
+
+    pub fn find_vm(&self, host: &str, name: &str) -> Value {
+        let list = self.vm(&["list", "--host", host]);
+        let vms = list.as_array().cloned().unwrap_or_default();
+        vms.into_iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or(Value::Null)
+    }
+
+    /// Waits until `name` on `host` has done `advance` workload ops more than in the first report
+    /// seen there, then checks the guest counted no integrity error. The agent on `host` only
+    /// holds reports from its own QEMU, so all of them were made after the VM arrived there (or
+    /// after the agent re-attached); the guest's error count is cumulative since boot, so a zero
+    /// here covers everything before as well.
+    pub fn assert_works_intact_on(&self, host: &str, name: &str, advance: u64) -> Value {
+        let fresh = |v: &Value| {
+            v["status"] == "running"
+                && v["workload_report"]["last_report_age_ms"]
+                    .as_u64()
+                    .is_some_and(|age| age < 3000)
+        };
+        let ops = |v: &Value| v["workload_report"]["ops"].as_u64().unwrap_or(0);
+        let mut first = Value::Null;
+        wait_until(
+            &format!("{name} to report on {host}"),
+            Duration::from_secs(60),
+            || {
+                first = self.find_vm(host, name);
+                fresh(&first)
+            },
+        );
+        let target = ops(&first) + advance;
+        let mut last = Value::Null;
+        wait_until(
+            &format!("{name} on {host} to do {advance} ops after {first}"),
+            Duration::from_secs(180),
+            || {
+                last = self.find_vm(host, name);
+                fresh(&last) && ops(&last) >= target
+            },
+        );
+        assert_eq!(
+            last["workload_report"]["integrity_errors"], 0,
+            "{name} on {host}: {last}"
+        );
+        eprintln!(
+            "{name} on {host}: ops {} -> {}, integrity errors 0",
+            ops(&first),
+            ops(&last)
+        );
+        last
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = Command::new(DROVER)
+            .args(["lab", "down", "--name", &self.name])
+            .output();
+        if let Ok(out) = out {
+            if !out.status.success() {
+                eprintln!("lab down failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        let tag = format!("/lab/{}/", self.name);
+        let left = processes_mentioning(&tag);
+        if !std::thread::panicking() {
+            assert!(left.is_empty(), "processes left after lab down: {left:?}");
+            let links = Command::new("ip")
+                .args(["-o", "link"])
+                .output()
+                .expect("ip link");
+            let links = String::from_utf8_lossy(&links.stdout);
+            assert!(
+                !links.contains(&format!("drv{}", self.name)),
+                "links left: {links}"
+            );
+        }
+    }
+}
+
+/// A child process killed and reaped when dropped.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn drover(args: &[&str]) -> String {
+    let out = Command::new(DROVER)
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run drover");
+    assert!(
+        out.status.success(),
+        "drover {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+pub fn ops_per_s(vm: &Value) -> f64 {
+    vm["workload_report"]["ops_per_s"]
+        .as_f64()
+        .or_else(|| vm["ops_per_s"].as_f64())
+        .unwrap_or(0.0)
+}
