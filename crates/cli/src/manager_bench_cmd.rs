@@ -90,12 +90,14 @@ fn print_report(r: &BenchReport) {
         r.hosts, r.vms, r.simulated_s, r.looks, r.seed
     );
     println!("whole look:   {}", timing(&r.look));
+    if let Some(cpu) = &r.look_cpu {
+        println!("  CPU time   {}", timing(cpu));
+    }
     let s = &r.stages;
     for (name, t) in [
         ("observe", &s.observe),
-        ("record", &s.record),
         ("step", &s.step),
-        ("save", &s.save),
+        ("store", &s.store),
         ("act", &s.act),
         ("upkeep", &s.upkeep),
     ] {
@@ -103,8 +105,8 @@ fn print_report(r: &BenchReport) {
     }
     let w = &r.slowest;
     println!(
-        "slowest look at {} s: {:.1} ms (observe {:.1}, record {:.1}, step {:.1}, save {:.1}, act {:.1}, upkeep {:.1})",
-        r.slowest_at_s, w.total_ms, w.observe_ms, w.record_ms, w.step_ms, w.save_ms, w.act_ms, w.upkeep_ms
+        "slowest look at {} s: {:.1} ms (observe {:.1}, step {:.1}, store {:.1}, act {:.1}, upkeep {:.1})",
+        r.slowest_at_s, w.total_ms, w.observe_ms, w.step_ms, w.store_ms, w.act_ms, w.upkeep_ms
     );
     match r.peak_rss_mib {
         Some(mib) => println!(

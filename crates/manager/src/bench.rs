@@ -11,6 +11,9 @@
 //! - **Not measured**: HTTP (the agents' polling over the network and the manager's API;
 //!   nothing calls the API during the run), and real time (the clock is virtual: a look
 //!   follows the last one at once, so the store gets no idle time to checkpoint in).
+//! - **CPU**: each look's CPU time on the loop's thread too (`/proc/thread-self/schedstat`,
+//!   Linux), which other processes on a shared machine do not inflate; the wall time also
+//!   counts waiting for the disk (each look's commit is synced).
 //! - **Memory**: the process's peak resident set (`VmHWM`) after the run; the store's size on
 //!   disk at the end.
 
@@ -71,9 +74,8 @@ pub enum BenchError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Stages {
     pub observe: Timing,
-    pub record: Timing,
     pub step: Timing,
-    pub save: Timing,
+    pub store: Timing,
     pub act: Timing,
     pub upkeep: Timing,
 }
@@ -90,6 +92,8 @@ pub struct BenchReport {
     pub looks: usize,
     /// The whole look, ms.
     pub look: Timing,
+    /// The whole look's CPU time on the loop's thread, ms (None off Linux).
+    pub look_cpu: Option<Timing>,
     /// Each stage, ms.
     pub stages: Stages,
     /// The slowest look: when (s of simulated time) and where its time went.
@@ -115,9 +119,8 @@ pub struct BenchReport {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct SlowLook {
     pub observe_ms: f64,
-    pub record_ms: f64,
     pub step_ms: f64,
-    pub save_ms: f64,
+    pub store_ms: f64,
     pub act_ms: f64,
     pub upkeep_ms: f64,
     pub total_ms: f64,
@@ -127,9 +130,8 @@ impl From<LookTimes> for SlowLook {
     fn from(t: LookTimes) -> SlowLook {
         SlowLook {
             observe_ms: t.observe_ms,
-            record_ms: t.record_ms,
             step_ms: t.step_ms,
-            save_ms: t.save_ms,
+            store_ms: t.store_ms,
             act_ms: t.act_ms,
             upkeep_ms: t.upkeep_ms,
             total_ms: t.total_ms,
@@ -170,6 +172,7 @@ pub async fn run(
     })?;
     let mut surges = Surges::new(&spec.model);
     let mut times: Vec<(f64, LookTimes)> = Vec::with_capacity(passes + passes / 10);
+    let mut cpu_ms: Option<Vec<f64>> = thread_cpu_ns().map(|_| Vec::with_capacity(passes));
     let mut plans: BTreeMap<String, u64> = BTreeMap::new();
     loop {
         let now = clock.now_s();
@@ -178,10 +181,14 @@ pub async fn run(
         }
         fleet.with(|sim| surges.due(sim, now))?;
         fleet.catch_up();
+        let cpu_before = thread_cpu_ns();
         let report = daemon
             .look()
             .await
             .map_err(|source| BenchError::Look { at_s: now, source })?;
+        if let (Some(v), Some(a), Some(b)) = (cpu_ms.as_mut(), cpu_before, thread_cpu_ns()) {
+            v.push(b.saturating_sub(a) as f64 / 1e6);
+        }
         times.push((now, report.times));
         for id in &report.new_plans {
             if let Some(p) = daemon.state().plans.get(id) {
@@ -213,9 +220,8 @@ pub async fn run(
     };
     let stages = Stages {
         observe: col(|t| t.observe_ms),
-        record: col(|t| t.record_ms),
         step: col(|t| t.step_ms),
-        save: col(|t| t.save_ms),
+        store: col(|t| t.store_ms),
         act: col(|t| t.act_ms),
         upkeep: col(|t| t.upkeep_ms),
     };
@@ -226,6 +232,7 @@ pub async fn run(
         simulated_s: end_s,
         looks: times.len(),
         look: col(|t| t.total_ms),
+        look_cpu: cpu_ms.as_mut().map(|v| Timing::of(v)),
         stages,
         slowest_at_s,
         slowest,
@@ -242,6 +249,13 @@ pub async fn run(
     // The temporary directory goes with `dir`; a failure to remove it is not the run's.
     let _ = dir.close();
     Ok(report)
+}
+
+/// CPU time this thread has run, ns (the first field of `/proc/thread-self/schedstat`);
+/// None where there is no such file.
+fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// Bytes of the store's files in `dir` (the database, its write-ahead log and shared memory).

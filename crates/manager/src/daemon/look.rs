@@ -7,6 +7,7 @@ use drover_core::control::{
     self, Action, Decision, HostObs, Outcome, VmObs, VmPresence, DECISION_FORMAT,
 };
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// What one look did (tests and logs read it).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -29,16 +30,16 @@ pub struct LookReport {
 pub struct LookTimes {
     /// Asking the fleet: every agent polled (the simulator's observation built), ms.
     pub observe_ms: f64,
-    /// Storing the look (samples, reachability) and the results of finished migrations, ms.
-    pub record_ms: f64,
-    /// Core's control step, on a copy of the memory, ms.
+    /// Core's control step on a copy of the memory, and the decision record when it made
+    /// plans, ms.
     pub step_ms: f64,
-    /// Storing the step (memory, journal, plans, moves, the decision when it made plans), ms.
-    pub save_ms: f64,
+    /// Storing the look and the step (one transaction: samples, reachability, memory,
+    /// journal, plans, moves, decision) and the results of migrations that ended, ms.
+    pub store_ms: f64,
     /// Carrying out the actions, recording their outcomes and storing them, ms.
     pub act_ms: f64,
-    /// Pruning final plans, compacting the history when due, and publishing the look for
-    /// the handle, ms.
+    /// Pruning final plans, compacting a slice of the history when due, and publishing the
+    /// look for the handle, ms.
     pub upkeep_ms: f64,
     /// The whole look (operator commands queued before it not counted), ms.
     pub total_ms: f64,
@@ -95,13 +96,26 @@ impl<F: Fleet + 'static> Daemon<F> {
         t: &mut std::time::Instant,
         times: &mut LookTimes,
     ) -> Result<LookReport, LookError> {
+        let mut next = self.state.clone();
+        let settings = self.settings.settings.clone();
+        let out = control::step(&mut next, &sight.observation, &settings, now);
+        let decision = (!out.new_plans.is_empty()).then(|| Decision {
+            format: DECISION_FORMAT,
+            now_s: now,
+            observation: sight.observation.clone(),
+            state_before: self.state.clone(),
+            settings,
+            output: out.clone(),
+        });
+        times.step_ms = lap(t);
+        // The journal's reachability lines compare with the last stored look: the hosts
+        // found unreachable change only once this one is stored.
         let look = self.look_record(&sight, now);
-        if let Err(e) = self.store.record_look(&look) {
-            self.store_failed(&e);
-            return Err(e.into());
-        }
-        self.unreachable = unreachable(&sight.observation.hosts);
-        self.agents = sight.agents;
+        self.observation = Arc::new(sight.observation);
+        self.agents = Arc::new(sight.agents);
+        self.commit_with(next, out.journal.clone(), decision, now, Some(&look))?;
+        self.unreachable = unreachable(&self.observation.hosts);
+        self.next_look_s = out.next_look_s;
         for f in sight.finished {
             let result = MigrationResult {
                 move_id: f.move_id,
@@ -112,23 +126,7 @@ impl<F: Fleet + 'static> Daemon<F> {
                 tracing::warn!("migration {}: result not stored: {e}", result.move_id);
             }
         }
-        times.record_ms = lap(t);
-        let mut next = self.state.clone();
-        let settings = self.settings.settings.clone();
-        let out = control::step(&mut next, &sight.observation, &settings, now);
-        times.step_ms = lap(t);
-        let decision = (!out.new_plans.is_empty()).then(|| Decision {
-            format: DECISION_FORMAT,
-            now_s: now,
-            observation: sight.observation.clone(),
-            state_before: self.state.clone(),
-            settings,
-            output: out.clone(),
-        });
-        self.observation = sight.observation;
-        self.commit(next, out.journal.clone(), decision, now)?;
-        self.next_look_s = out.next_look_s;
-        times.save_ms = lap(t);
+        times.store_ms = lap(t);
         self.crash_point(Stage::Persisted, &out.actions)?;
         let outcomes = self.carry_out(&out.actions).await?;
         times.act_ms = lap(t);
@@ -142,21 +140,31 @@ impl<F: Fleet + 'static> Daemon<F> {
         })
     }
 
-    /// Prunes the memory's final plans (stored already) and compacts the history when due.
+    /// Prunes the memory's final plans (stored already) and compacts a slice of the history
+    /// when due (every `compact_every_s`, then each look until nothing due is left).
     fn upkeep(&mut self, now: f64) {
         let keep = self
             .config
             .keep_final_plans_s
             .max(2.0 * self.settings.settings.consolidate_every_s);
         self.state.prune(now - keep);
-        let due = self
-            .last_compaction_s
-            .is_none_or(|t| now - t >= self.config.compact_every_s || now < t);
+        let due = self.compaction_pending
+            || self
+                .last_compaction_s
+                .is_none_or(|t| now - t >= self.config.compact_every_s || now < t);
         if due {
-            self.last_compaction_s = Some(now);
-            match self.store.compact(now) {
-                Ok(c) => tracing::debug!("compacted: {c:?}"),
-                Err(e) => tracing::warn!("compaction failed (tried again later): {e}"),
+            if !self.compaction_pending {
+                self.last_compaction_s = Some(now);
+            }
+            match self.store.compact_slice(now, self.config.compact_slices) {
+                Ok(c) => {
+                    self.compaction_pending = c.pending;
+                    tracing::debug!("compacted: {c:?}");
+                }
+                Err(e) => {
+                    self.compaction_pending = false;
+                    tracing::warn!("compaction failed (tried again later): {e}");
+                }
             }
         }
     }
