@@ -6,6 +6,7 @@ mod flags;
 mod fleet_cmd;
 mod image_cmd;
 mod lab_cmd;
+mod manager_bench_cmd;
 mod manager_cmd;
 mod migration_flags;
 mod sim_cmd;
@@ -57,7 +58,7 @@ enum Command {
 fn default_filter(command: &Command) -> &'static str {
     match command {
         Command::Agent(_) => "warn,drover_agent=info",
-        Command::Manager(_) => "warn,drover_manager=info",
+        Command::Manager(args) if args.is_daemon() => "warn,drover_manager=info",
         _ => "warn",
     }
 }

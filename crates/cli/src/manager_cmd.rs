@@ -1,6 +1,8 @@
 //! `drover manager --config FILE`: runs the cluster manager until SIGINT or SIGTERM, then
 //! stops it after its current look. Killed instead (even with -9), it restarts from its store.
+//! `drover manager bench`: the whole manager over the simulator, timed (`manager_bench_cmd`).
 
+use crate::manager_bench_cmd;
 use anyhow::{bail, Context};
 use drover_lab::manager_file::{remove_manager, save_manager, ManagerRecord};
 use drover_manager::{ManagerConfig, Service};
@@ -31,15 +33,27 @@ pub struct ManagerArgs {
 pub enum ManagerCmd {
     /// The running manager's loop: mode, looks, hosts, plans, moves, energy, store health.
     Status(crate::fleet_cmd::ManagerTarget),
+    /// Time the whole manager (its loop on the SQLite store) over a simulated datacenter, one
+    /// look a simulated second (release builds), and report peak memory.
+    Bench(manager_bench_cmd::BenchArgs),
+}
+
+impl ManagerArgs {
+    /// Whether this runs the daemon (not a subcommand such as `status` or `bench`).
+    pub fn is_daemon(&self) -> bool {
+        self.command.is_none()
+    }
 }
 
 pub fn run(args: ManagerArgs) -> anyhow::Result<()> {
-    if let Some(ManagerCmd::Status(t)) = &args.command {
-        return crate::fleet_cmd::run_status(t);
+    match args.command {
+        Some(ManagerCmd::Status(t)) => return crate::fleet_cmd::run_status(&t),
+        Some(ManagerCmd::Bench(b)) => return manager_bench_cmd::run(b),
+        None => {}
     }
     let (config, lab) = match (&args.lab, &args.config) {
         (None, None) => bail!(
-            "drover manager needs --config FILE or --lab [NAME] to run (or `drover manager status`)"
+            "drover manager needs --config FILE or --lab [NAME] to run (or `drover manager status|bench`)"
         ),
         (None, Some(path)) => (ManagerConfig::load(path)?, None),
         (Some(name), path) => {

@@ -24,6 +24,7 @@ use drover_core::control::{
     VmPresence,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -173,12 +174,19 @@ pub struct VmView {
     pub last_moved_s: Option<f64>,
 }
 
-/// What the loop publishes for the handle.
+/// What the loop publishes for the handle. The views of hosts and VMs are built when they
+/// are asked for, from the look the loop shares (its observation and agents, not copied) and
+/// what they need of its memory: publishing costs a look next to nothing at 10,000 VMs.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     status: Status,
-    hosts: Vec<HostView>,
-    vms: Vec<VmView>,
+    obs: Arc<Observation>,
+    agents: Arc<Vec<AgentSight>>,
+    /// Per host of `obs`, in its order: looks in a row above `hot`.
+    hot_streaks: Vec<u32>,
+    drained: BTreeSet<String>,
+    /// Per VM of `obs`, host by host in its order: when its last move ended, s.
+    last_moved_s: Vec<Option<f64>>,
     settings: Option<SettingsRecord>,
 }
 
@@ -201,18 +209,43 @@ impl Shared {
     pub(crate) fn update(
         &mut self,
         mut status: Status,
-        obs: &Observation,
-        agents: &[AgentSight],
+        obs: &Arc<Observation>,
+        agents: &Arc<Vec<AgentSight>>,
         state: &ControlState,
         settings: &SettingsRecord,
     ) {
         status.started_s = self.status.started_s;
         self.status = status;
-        self.hosts = obs
+        self.obs = obs.clone();
+        self.agents = agents.clone();
+        self.hot_streaks = obs
             .hosts
             .iter()
-            .map(|h| {
-                let agent = agents.iter().find(|a| a.host == h.name);
+            .map(|h| state.hosts.get(&h.name).map_or(0, |m| m.hot_streak))
+            .collect();
+        self.drained.clone_from(&state.drained);
+        self.last_moved_s = obs
+            .hosts
+            .iter()
+            .flat_map(|h| &h.vms)
+            .map(|v| state.vms.get(&v.name).and_then(|m| m.last_moved_s))
+            .collect();
+        if self.settings.as_ref() != Some(settings) {
+            self.settings = Some(settings.clone());
+        }
+    }
+
+    fn hosts(&self) -> Vec<HostView> {
+        // Agents are in inventory order like the hosts, but look each up by name: a list
+        // search per host would be quadratic in the hosts.
+        let by_host: HashMap<&str, &AgentSight> =
+            self.agents.iter().map(|a| (a.host.as_str(), a)).collect();
+        self.obs
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let agent = by_host.get(h.name.as_str()).copied();
                 HostView {
                     name: h.name.clone(),
                     reachable: h.reachable,
@@ -225,30 +258,32 @@ impl Shared {
                     cpu_demand_cores: h.cpu_demand_cores,
                     load: h.load(),
                     memory_allocated_bytes: h.memory_allocated(),
-                    hot_streak: state.hosts.get(&h.name).map_or(0, |m| m.hot_streak),
-                    drained: state.drained.contains(&h.name),
+                    hot_streak: self.hot_streaks.get(i).copied().unwrap_or(0),
+                    drained: self.drained.contains(&h.name),
                     vms: h.vms.iter().map(|v| v.name.clone()).collect(),
                 }
             })
-            .collect();
-        self.vms = obs
+            .collect()
+    }
+
+    fn vms(&self) -> Vec<VmView> {
+        self.obs
             .hosts
             .iter()
-            .flat_map(|h| {
-                h.vms.iter().map(|v| VmView {
-                    name: v.name.clone(),
-                    host: h.name.clone(),
-                    presence: v.presence,
-                    vcpus: v.vcpus,
-                    memory_bytes: v.memory_bytes,
-                    cpu_demand_cores: v.cpu_demand_cores,
-                    dirty_rate_bps: v.dirty_rate_bps,
-                    migration: v.migration.clone(),
-                    last_moved_s: state.vms.get(&v.name).and_then(|m| m.last_moved_s),
-                })
+            .flat_map(|h| h.vms.iter().map(move |v| (h, v)))
+            .enumerate()
+            .map(|(i, (h, v))| VmView {
+                name: v.name.clone(),
+                host: h.name.clone(),
+                presence: v.presence,
+                vcpus: v.vcpus,
+                memory_bytes: v.memory_bytes,
+                cpu_demand_cores: v.cpu_demand_cores,
+                dirty_rate_bps: v.dirty_rate_bps,
+                migration: v.migration.clone(),
+                last_moved_s: self.last_moved_s.get(i).copied().flatten(),
             })
-            .collect();
-        self.settings = Some(settings.clone());
+            .collect()
     }
 }
 
@@ -316,13 +351,13 @@ impl Manager {
 
     /// Every host of the last look, in inventory order.
     pub async fn hosts(&self) -> Vec<HostView> {
-        self.read(|s| s.hosts.clone())
+        self.read(Shared::hosts)
     }
 
     /// Every VM of the last look, by host in inventory order (an incoming copy is listed on
     /// its destination too).
     pub async fn vms(&self) -> Vec<VmView> {
-        self.read(|s| s.vms.clone())
+        self.read(Shared::vms)
     }
 
     /// The loop's state.

@@ -8,11 +8,13 @@
 //! - [`handle`]: [`Manager`], the in-process handle on a running loop;
 //! - [`api`]: the HTTP API over the handle;
 //! - [`config`]: the TOML configuration; [`service`]: a configured manager started and stopped;
-//! - [`fleet`]: the hosts behind one trait (the real agents, a scripted fake);
+//! - [`fleet`]: the hosts behind one trait (the real agents, a scripted fake, the simulator);
 //! - [`store`]: the state, behind one trait (SQLite, an in-memory fake);
-//! - [`clock`]: wall-clock or virtual time.
+//! - [`clock`]: wall-clock or virtual time;
+//! - [`bench`]: the whole manager over the simulator at datacenter scale, timed.
 
 pub mod api;
+pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod daemon;

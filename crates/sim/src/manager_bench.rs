@@ -157,12 +157,12 @@ pub struct BenchReport {
 /// Progress callback: (passes done, total).
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
 
-/// Runs the benchmark.
+/// The benchmark's datacenter at time 0 for `spec`, and the number of passes to run (one a
+/// simulated second). The manager crate's whole-manager benchmark runs the same one.
 ///
 /// # Errors
 /// [`BenchError`] for sizes past [`crate::limits`] or numbers that are not sane.
-pub fn run(spec: &BenchSpec, mut progress: Option<Progress>) -> Result<BenchReport, BenchError> {
-    let started = Instant::now();
+pub fn model(spec: &BenchSpec) -> Result<(LiveSim, usize), BenchError> {
     let passes = validate(spec)?;
     let samples = (passes as f64 / 300.0).ceil() as usize + 2;
     let work = generate(&SynthSpec {
@@ -179,20 +179,87 @@ pub fn run(spec: &BenchSpec, mut progress: Option<Progress>) -> Result<BenchRepo
             power: HostPower::default(),
         }])
     };
-    let mut sim = LiveSim::new(live, work)?;
+    Ok((LiveSim::new(live, work)?, passes))
+}
+
+/// The benchmark's sudden overloads: every `surge_every_s` a random active host's first VMs
+/// (one more than it has cores, in arrival order) are held at full CPU for `surge_s`. Seeded,
+/// so two runs with the same seed and the same decisions surge alike.
+#[derive(Debug, Clone)]
+pub struct Surges {
+    rng: SplitMix64,
+    next_s: f64,
+    every_s: f64,
+    last_s: f64,
+    take: usize,
+    /// Overloads started so far.
+    pub started: u64,
+}
+
+impl Surges {
+    /// The overloads of `spec`, the first at `surge_every_s`.
+    pub fn new(spec: &BenchSpec) -> Surges {
+        Surges {
+            rng: SplitMix64::new(spec.seed ^ 0x5E26_E5E5),
+            next_s: spec.surge_every_s,
+            every_s: spec.surge_every_s,
+            last_s: spec.surge_s,
+            take: spec.host_cpus.ceil() as usize + 1,
+            started: 0,
+        }
+    }
+
+    /// Starts the overload due at `now_s`, if one is (call it before the model advances to
+    /// `now_s`).
+    ///
+    /// # Errors
+    /// [`LiveError::Surge`] if the model refuses it (it cannot for the model's own VMs).
+    pub fn due(&mut self, sim: &mut LiveSim, now_s: f64) -> Result<(), LiveError> {
+        if now_s < self.next_s {
+            return Ok(());
+        }
+        self.next_s += self.every_s;
+        let busy: Vec<String> = sim
+            .host_names()
+            .filter(|h| sim.power_state(h) == Some(PowerState::Active) && !sim.vms_on(h).is_empty())
+            .map(str::to_string)
+            .collect();
+        if busy.is_empty() {
+            return Ok(());
+        }
+        let host = &busy[self.rng.below(busy.len())];
+        let vms = sim
+            .vms_on(host)
+            .into_iter()
+            .take(self.take)
+            .map(str::to_string)
+            .collect();
+        sim.add_surge(&Surge {
+            vms,
+            level: 1.0,
+            start_s: now_s,
+            end_s: now_s + self.last_s,
+        })?;
+        self.started += 1;
+        Ok(())
+    }
+}
+
+/// Runs the benchmark.
+///
+/// # Errors
+/// [`BenchError`] for sizes past [`crate::limits`] or numbers that are not sane.
+pub fn run(spec: &BenchSpec, mut progress: Option<Progress>) -> Result<BenchReport, BenchError> {
+    let started = Instant::now();
+    let (mut sim, passes) = model(spec)?;
     let settings = sim.control_settings(ControlSettings::default());
     let mut state = ControlState::default();
-    let mut rng = SplitMix64::new(spec.seed ^ 0x5E26_E5E5);
+    let mut surges = Surges::new(spec);
     let (mut step_ms, mut pass_ms) = (Vec::with_capacity(passes), Vec::with_capacity(passes));
     let mut plans: BTreeMap<String, u64> = BTreeMap::new();
-    let mut surges = 0;
-    let mut next_surge = spec.surge_every_s;
     for t in 1..=passes {
         let now = t as f64;
-        if now >= next_surge {
-            next_surge += spec.surge_every_s;
-            surges += u64::from(surge(&mut sim, &mut rng, spec, now)?);
-        }
+        surges.due(&mut sim, now)?;
         sim.advance(now);
         let t0 = Instant::now();
         let obs = sim.observe(now);
@@ -238,7 +305,7 @@ pub fn run(spec: &BenchSpec, mut progress: Option<Progress>) -> Result<BenchRepo
         slowest_pass_at_s,
         peak_rss_mib: peak_rss_kib().map(|k| k as f64 / 1024.0),
         plans,
-        surges,
+        surges: surges.started,
         active_hosts_end,
         measures: sim.measures().clone(),
         wall_s: started.elapsed().as_secs_f64(),
@@ -268,40 +335,8 @@ fn validate(spec: &BenchSpec) -> Result<usize, BenchError> {
     Ok(((spec.hours * 3600.0).round() as usize).max(1))
 }
 
-/// Holds the first VMs of a random active host at full CPU (one more than its cores, so it is
-/// over capacity whatever else it runs); false when no active host runs a VM.
-fn surge(
-    sim: &mut LiveSim,
-    rng: &mut SplitMix64,
-    spec: &BenchSpec,
-    now: f64,
-) -> Result<bool, LiveError> {
-    let busy: Vec<String> = sim
-        .host_names()
-        .filter(|h| sim.power_state(h) == Some(PowerState::Active) && !sim.vms_on(h).is_empty())
-        .map(str::to_string)
-        .collect();
-    if busy.is_empty() {
-        return Ok(false);
-    }
-    let host = &busy[rng.below(busy.len())];
-    let take = spec.host_cpus.ceil() as usize + 1;
-    let vms = sim
-        .vms_on(host)
-        .into_iter()
-        .take(take)
-        .map(str::to_string)
-        .collect();
-    sim.add_surge(&Surge {
-        vms,
-        level: 1.0,
-        start_s: now,
-        end_s: now + spec.surge_s,
-    })?;
-    Ok(true)
-}
-
-fn kind(k: PlanKind) -> &'static str {
+/// A plan kind's name, as the store and the reports spell it.
+pub fn kind(k: PlanKind) -> &'static str {
     match k {
         PlanKind::Relief => "relief",
         PlanKind::Consolidation => "consolidation",

@@ -184,6 +184,7 @@ fn values_out_of_range_are_named_by_their_dotted_path() {
         ("[loop]\ninterval_s = 0", "loop.interval_s"),
         ("[loop]\ninterval_s = -1", "loop.interval_s"),
         ("[loop]\nbackoff_first_s = 0", "loop.backoff_first_s"),
+        ("[loop]\ncompact_slices = 0", "loop.compact_slices"),
         ("[poll]\nmiss_limit = 0", "poll.miss_limit"),
         ("[poll]\ntimeout_s = 0", "poll.timeout_s"),
         ("[retention]\nraw_s = 10", "retention.raw_s"),

@@ -7,6 +7,7 @@ use drover_core::control::{
     self, Action, Decision, HostObs, Outcome, VmObs, VmPresence, DECISION_FORMAT,
 };
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// What one look did (tests and logs read it).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -19,6 +20,37 @@ pub struct LookReport {
     pub actions: Vec<Action>,
     /// What the fleet answered, in the same order.
     pub outcomes: Vec<Outcome>,
+    /// Where the look's time went.
+    pub times: LookTimes,
+}
+
+/// Where one look's time went, ms of the manager's own (wall-clock) time, whatever clock the
+/// loop runs on. The stages follow each other, so they add up to `total_ms`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LookTimes {
+    /// Asking the fleet: every agent polled (the simulator's observation built), ms.
+    pub observe_ms: f64,
+    /// Core's control step on a copy of the memory, and the decision record when it made
+    /// plans, ms.
+    pub step_ms: f64,
+    /// Storing the look and the step (one transaction: samples, reachability, memory,
+    /// journal, plans, moves, decision) and the results of migrations that ended, ms.
+    pub store_ms: f64,
+    /// Carrying out the actions, recording their outcomes and storing them, ms.
+    pub act_ms: f64,
+    /// Pruning final plans, compacting a slice of the history when due, and publishing the
+    /// look for the handle, ms.
+    pub upkeep_ms: f64,
+    /// The whole look (operator commands queued before it not counted), ms.
+    pub total_ms: f64,
+}
+
+/// Milliseconds since `t`, and `t` moved to now.
+fn lap(t: &mut std::time::Instant) -> f64 {
+    let now = std::time::Instant::now();
+    let ms = (now - *t).as_secs_f64() * 1e3;
+    *t = now;
+    ms
 }
 
 impl<F: Fleet + 'static> Daemon<F> {
@@ -32,6 +64,7 @@ impl<F: Fleet + 'static> Daemon<F> {
     pub async fn look(&mut self) -> Result<LookReport, LookError> {
         self.run_commands().await;
         let started = std::time::Instant::now();
+        let mut t = started;
         let tracked: Vec<Tracked> = self
             .state
             .in_flight()
@@ -43,29 +76,26 @@ impl<F: Fleet + 'static> Daemon<F> {
         let sight = self.fleet.observe(&tracked).await;
         let now = self.clock.now_s();
         self.looks += 1;
-        let result = self.decide_and_act(sight, now).await;
+        let mut times = LookTimes {
+            observe_ms: lap(&mut t),
+            ..LookTimes::default()
+        };
+        let result = self.decide_and_act(sight, now, &mut t, &mut times).await;
         self.publish(Some(started.elapsed().as_secs_f64() * 1e3));
-        result
+        let mut report = result?;
+        times.upkeep_ms += lap(&mut t);
+        times.total_ms = started.elapsed().as_secs_f64() * 1e3;
+        report.times = times;
+        Ok(report)
     }
 
-    async fn decide_and_act(&mut self, sight: Sight, now: f64) -> Result<LookReport, LookError> {
-        let look = self.look_record(&sight, now);
-        if let Err(e) = self.store.record_look(&look) {
-            self.store_failed(&e);
-            return Err(e.into());
-        }
-        self.unreachable = unreachable(&sight.observation.hosts);
-        self.agents = sight.agents;
-        for f in sight.finished {
-            let result = MigrationResult {
-                move_id: f.move_id,
-                at_s: now,
-                body: f.record,
-            };
-            if let Err(e) = self.store.put_result(&result) {
-                tracing::warn!("migration {}: result not stored: {e}", result.move_id);
-            }
-        }
+    async fn decide_and_act(
+        &mut self,
+        sight: Sight,
+        now: f64,
+        t: &mut std::time::Instant,
+        times: &mut LookTimes,
+    ) -> Result<LookReport, LookError> {
         let mut next = self.state.clone();
         let settings = self.settings.settings.clone();
         let out = control::step(&mut next, &sight.observation, &settings, now);
@@ -77,35 +107,64 @@ impl<F: Fleet + 'static> Daemon<F> {
             settings,
             output: out.clone(),
         });
-        self.observation = sight.observation;
-        self.commit(next, out.journal.clone(), decision, now)?;
+        times.step_ms = lap(t);
+        // The journal's reachability lines compare with the last stored look: the hosts
+        // found unreachable change only once this one is stored.
+        let look = self.look_record(&sight, now);
+        self.observation = Arc::new(sight.observation);
+        self.agents = Arc::new(sight.agents);
+        self.commit_with(next, out.journal.clone(), decision, now, Some(&look))?;
+        self.unreachable = unreachable(&self.observation.hosts);
         self.next_look_s = out.next_look_s;
+        for f in sight.finished {
+            let result = MigrationResult {
+                move_id: f.move_id,
+                at_s: now,
+                body: f.record,
+            };
+            if let Err(e) = self.store.put_result(&result) {
+                tracing::warn!("migration {}: result not stored: {e}", result.move_id);
+            }
+        }
+        times.store_ms = lap(t);
         self.crash_point(Stage::Persisted, &out.actions)?;
         let outcomes = self.carry_out(&out.actions).await?;
+        times.act_ms = lap(t);
         self.upkeep(now);
         Ok(LookReport {
             at_s: now,
             new_plans: out.new_plans,
             actions: out.actions,
             outcomes,
+            times: LookTimes::default(),
         })
     }
 
-    /// Prunes the memory's final plans (stored already) and compacts the history when due.
+    /// Prunes the memory's final plans (stored already) and compacts a slice of the history
+    /// when due (every `compact_every_s`, then each look until nothing due is left).
     fn upkeep(&mut self, now: f64) {
         let keep = self
             .config
             .keep_final_plans_s
             .max(2.0 * self.settings.settings.consolidate_every_s);
         self.state.prune(now - keep);
-        let due = self
-            .last_compaction_s
-            .is_none_or(|t| now - t >= self.config.compact_every_s || now < t);
+        let due = self.compaction_pending
+            || self
+                .last_compaction_s
+                .is_none_or(|t| now - t >= self.config.compact_every_s || now < t);
         if due {
-            self.last_compaction_s = Some(now);
-            match self.store.compact(now) {
-                Ok(c) => tracing::debug!("compacted: {c:?}"),
-                Err(e) => tracing::warn!("compaction failed (tried again later): {e}"),
+            if !self.compaction_pending {
+                self.last_compaction_s = Some(now);
+            }
+            match self.store.compact_slice(now, self.config.compact_slices) {
+                Ok(c) => {
+                    self.compaction_pending = c.pending;
+                    tracing::debug!("compacted: {c:?}");
+                }
+                Err(e) => {
+                    self.compaction_pending = false;
+                    tracing::warn!("compaction failed (tried again later): {e}");
+                }
             }
         }
     }

@@ -5,11 +5,13 @@
 //! # One look ([`Daemon::look`])
 //!
 //! ```text
-//!  fleet.observe(moves in flight) ──> store.record_look (samples, reachability)
-//!      ──> control::step on a copy of the memory ──> store.save_step (memory, journal,
-//!          plans, moves, decision) ── fails? act on nothing, back off, look again later
+//!  fleet.observe(moves in flight) ──> control::step on a copy of the memory
+//!      ──> store.record_look_and_step, one transaction: the look (samples, reachability)
+//!          and the step (memory, journal, plans, moves, decision)
+//!          ── fails? act on nothing, back off, look again later
+//!      ──> store.put_result for each migration that ended
 //!      ──> the actions, concurrently ──> control::record each outcome ──> store.save_step
-//!      ──> prune final plans from the memory; compact the history when due
+//!      ──> prune final plans from the memory; compact a slice of the history when due
 //!      ──> sleep until min(now + collection interval, next_look_s)
 //! ```
 //!
@@ -50,12 +52,12 @@ mod seed;
 #[cfg(test)]
 mod tests;
 
-pub use look::LookReport;
+pub use look::{LookReport, LookTimes};
 
 use crate::clock::Clock;
 use crate::fleet::{AgentSight, Fleet};
 use crate::handle::{Command, Manager, Shared, Status, StoreHealth};
-use crate::store::{HostSpec, SettingsRecord, StepRecord, Store, StoreError};
+use crate::store::{HostSpec, Look, SettingsRecord, StepRecord, Store, StoreError};
 use drover_core::control::{Action, ControlSettings, ControlState, JournalEntry, Observation};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -72,6 +74,10 @@ pub struct LoopConfig {
     pub interval_s: f64,
     /// Seconds between compactions of the metric history: 60.
     pub compact_every_s: f64,
+    /// Looks a compaction is spread over (1 to 3600): 50. Each look compacts one slice (the
+    /// oldest due minute of about 1/`compact_slices` of the series) until nothing due is
+    /// left, so that no look waits for a whole minute of samples to be rolled up.
+    pub compact_slices: u32,
     /// Final plans older than this leave the loop's memory (they stay in the store), s: 600,
     /// and never less than two consolidation intervals (dry-run compares with recent plans).
     pub keep_final_plans_s: f64,
@@ -86,6 +92,7 @@ impl Default for LoopConfig {
         LoopConfig {
             interval_s: 1.0,
             compact_every_s: 60.0,
+            compact_slices: 50,
             keep_final_plans_s: 600.0,
             backoff_first_s: 1.0,
             backoff_max_s: 30.0,
@@ -157,13 +164,15 @@ pub struct Daemon<F: Fleet> {
     /// The memory as last stored.
     state: ControlState,
     /// The last observation (approve checks a proposal's premises against it).
-    observation: Observation,
+    observation: Arc<Observation>,
     /// How each agent answered the last look.
-    agents: Vec<AgentSight>,
+    agents: Arc<Vec<AgentSight>>,
     /// Hosts the last look found unreachable (for the journal's lines when that changes).
     unreachable: BTreeSet<String>,
     next_look_s: f64,
     last_compaction_s: Option<f64>,
+    /// A compaction is under way: the last slice left due samples.
+    compaction_pending: bool,
     store_failures: u32,
     last_store_error: Option<String>,
     looks: u64,
@@ -209,6 +218,13 @@ impl LoopConfig {
             (1.0..=86_400.0).contains(&c.compact_every_s),
             "expected 1 to 86400 s",
         )?;
+        if !(1..=3600).contains(&c.compact_slices) {
+            return Err(DaemonError::Config {
+                what: "compact_slices",
+                value: f64::from(c.compact_slices),
+                expected: "expected 1 to 3600 looks",
+            });
+        }
         check(
             "keep_final_plans_s",
             c.keep_final_plans_s,
@@ -269,11 +285,12 @@ impl<F: Fleet + 'static> Daemon<F> {
             config,
             settings,
             state,
-            observation: Observation::default(),
-            agents: Vec::new(),
+            observation: Arc::default(),
+            agents: Arc::default(),
             unreachable: BTreeSet::new(),
             next_look_s: now,
             last_compaction_s: None,
+            compaction_pending: false,
             store_failures: 0,
             last_store_error: None,
             looks: 0,
@@ -362,10 +379,27 @@ impl<F: Fleet + 'static> Daemon<F> {
         decision: Option<drover_core::control::Decision>,
         now_s: f64,
     ) -> Result<(), StoreError> {
-        let record = StepRecord::changes(now_s, &self.state, &next, journal, decision);
-        match self.store.save_step(&record) {
+        self.commit_with(next, journal, decision, now_s, None)
+    }
+
+    /// [`Daemon::commit`], with the look the step was taken on stored in the same
+    /// transaction when there is one.
+    fn commit_with(
+        &mut self,
+        next: ControlState,
+        journal: Vec<JournalEntry>,
+        decision: Option<drover_core::control::Decision>,
+        now_s: f64,
+        look: Option<&Look>,
+    ) -> Result<(), StoreError> {
+        let record = StepRecord::changed_to(now_s, &self.state, next, journal, decision);
+        let saved = match look {
+            Some(look) => self.store.record_look_and_step(look, &record),
+            None => self.store.save_step(&record),
+        };
+        match saved {
             Ok(()) => {
-                self.state = next;
+                self.state = record.state;
                 self.store_ok();
                 Ok(())
             }

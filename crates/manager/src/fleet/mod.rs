@@ -6,13 +6,13 @@
 //! - [`AgentFleet`]: the real agents, over drover-api's typed `AgentClient`;
 //! - [`FakeFleet`]: a scripted cluster for tests (hosts, VMs, migrations that take scripted
 //!   time, agents that stop answering, refusals), in the loop's virtual time;
-//! - a simulator-backed fleet (`SimFleet`, wired by the lead over `drover_sim::live`): the
-//!   simulator already produces core `Observation`s and applies core `Action`s in virtual
-//!   time, so its adapter is this trait's five methods and no translation. It should drive
-//!   its model from the same [`crate::clock::VirtualClock`] the loop sleeps on (a sleep jumps
-//!   the clock; `observe` advances the model to the clock's time), keep [`Tracked`]
-//!   migrations' reports in `Observation::migrations`, and answer a repeated `migrate` with
-//!   an id it knows as accepted, as an agent's 409 is.
+//! - [`SimFleet`]: the simulator (`drover_sim::live`), which already produces core
+//!   `Observation`s and applies core `Action`s in virtual time, so its adapter is this trait's
+//!   five methods and no translation. It drives its model from the same clock the loop sleeps
+//!   on (with [`crate::clock::VirtualClock`] a sleep jumps the clock; `observe` advances the
+//!   model to the clock's time), keeps [`Tracked`] migrations' reports in
+//!   `Observation::migrations`, and answers a repeated `migrate` with an id it knows as
+//!   accepted, as an agent's 409 is.
 //!
 //! Rules every implementation keeps, so that the loop's crash safety holds:
 //! - a migration's id is the move's id; asking again with a known id starts nothing and
@@ -28,11 +28,13 @@
 pub mod agent;
 pub mod fake;
 pub mod reach;
+pub mod sim;
 pub mod translate;
 
 pub use agent::{AgentFleet, AgentSpec};
 pub use fake::FakeFleet;
 pub use reach::{Reach, DEFAULT_MISS_LIMIT};
+pub use sim::SimFleet;
 
 use crate::store::Json;
 use drover_core::control::{Action, HostObs, MoveId, Observation, Outcome};

@@ -112,6 +112,56 @@ impl Default for MemoryStore {
 }
 
 impl Inner {
+    /// Refuses a look that names a host not in the inventory.
+    fn check_look(&self, look: &Look) -> Result<()> {
+        for name in look
+            .hosts
+            .iter()
+            .map(|h| &h.name)
+            .chain(look.vms.iter().map(|v| &v.host))
+        {
+            if !self.hosts.contains_key(name) {
+                return Err(invalid(
+                    "host",
+                    format!("the look names host {name}, which is not in the inventory"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a checked look.
+    fn apply_look(&mut self, look: &Look) {
+        let at = look.at_s + 0.0;
+        for h in &look.hosts {
+            if let Some(rec) = self.hosts.get_mut(&h.name) {
+                rec.reachable = h.reachable;
+                if h.reachable {
+                    rec.last_seen_s = Some(at);
+                }
+            }
+            if let Some(s) = h.sample {
+                let series = self.samples.entry(SeriesKey::host(&h.name)).or_default();
+                series.insert(at.to_bits(), s.stored());
+            }
+        }
+        for v in &look.vms {
+            let rec = self.vms.entry(v.name.clone()).or_insert_with(|| VmRecord {
+                name: v.name.clone(),
+                host: v.host.clone(),
+                first_seen_s: at,
+                last_seen_s: at,
+            });
+            rec.host = v.host.clone();
+            rec.last_seen_s = at;
+            if let Some(s) = v.sample {
+                let series = self.samples.entry(SeriesKey::vm(&v.name)).or_default();
+                series.insert(at.to_bits(), s.stored());
+            }
+        }
+        self.append(&look.journal);
+    }
+
     fn append(&mut self, entries: &[JournalEntry]) {
         for e in entries {
             let seq = self.journal.len() as u64 + 1;
@@ -371,48 +421,20 @@ impl Store for MemoryStore {
 
     fn record_look(&self, look: &Look) -> Result<()> {
         validate::look(LOCATION, look)?;
-        let at = look.at_s + 0.0;
         let mut inner = self.write("record a look")?;
-        for name in look
-            .hosts
-            .iter()
-            .map(|h| &h.name)
-            .chain(look.vms.iter().map(|v| &v.host))
-        {
-            if !inner.hosts.contains_key(name) {
-                return Err(invalid(
-                    "host",
-                    format!("the look names host {name}, which is not in the inventory"),
-                ));
-            }
-        }
-        for h in &look.hosts {
-            if let Some(rec) = inner.hosts.get_mut(&h.name) {
-                rec.reachable = h.reachable;
-                if h.reachable {
-                    rec.last_seen_s = Some(at);
-                }
-            }
-            if let Some(s) = h.sample {
-                let series = inner.samples.entry(SeriesKey::host(&h.name)).or_default();
-                series.insert(at.to_bits(), s.stored());
-            }
-        }
-        for v in &look.vms {
-            let rec = inner.vms.entry(v.name.clone()).or_insert_with(|| VmRecord {
-                name: v.name.clone(),
-                host: v.host.clone(),
-                first_seen_s: at,
-                last_seen_s: at,
-            });
-            rec.host = v.host.clone();
-            rec.last_seen_s = at;
-            if let Some(s) = v.sample {
-                let series = inner.samples.entry(SeriesKey::vm(&v.name)).or_default();
-                series.insert(at.to_bits(), s.stored());
-            }
-        }
-        inner.append(&look.journal);
+        inner.check_look(look)?;
+        inner.apply_look(look);
+        Ok(())
+    }
+
+    fn record_look_and_step(&self, look: &Look, step: &StepRecord) -> Result<()> {
+        validate::look(LOCATION, look)?;
+        validate::step(LOCATION, step)?;
+        let mut inner = self.write("record a look and its step")?;
+        inner.check_look(look)?;
+        inner.check_step(step)?;
+        inner.apply_look(look);
+        inner.apply_step(step, step.at_s + 0.0);
         Ok(())
     }
 

@@ -41,14 +41,16 @@
 //! # Transactions
 //!
 //! Every write is one immediate transaction (the write lock is taken at its start):
-//! - a look ([`Store::record_look`]): host reachability, VMs seen, every sample (prepared
-//!   statements), the collector's journal lines;
+//! - a look ([`Store::record_look`]): host reachability, the VMs seen that changed (new,
+//!   moved, gone), every sample (prepared statements), the collector's journal lines;
 //! - a step ([`Store::save_step`]): the control state, the journal lines, the plans and moves
 //!   changed, a transition for each move whose state changed, the decision. All or nothing: the
 //!   manager saves before it carries out any action, so after a crash the stored memory never
 //!   lags what the agents were asked;
-//! - a compaction, a settings change (with its journal line), a host added or removed (with
-//!   its journal line), a migration result.
+//! - a look and the step taken on it together ([`Store::record_look_and_step`]): the loop's
+//!   one write a look when nothing was acted on (one commit, so one sync);
+//! - a compaction or a slice of one, a settings change (with its journal line), a host added
+//!   or removed (with its journal line), a migration result.
 //!
 //! Input is checked before the transaction starts (times finite and non-negative, names not
 //! empty, every number of a sample finite and non-negative); references (a move's plan, a
@@ -65,23 +67,30 @@
 //!
 //! # Sizing (1,000 hosts and 10,000 VMs reporting every second)
 //!
-//! A look is one transaction: 11,000 sample inserts, 10,000 VM updates (in place: only the
-//! last-seen time changes unless the VM moved) and 1,000 host updates, through prepared
-//! statements; 22,000 row writes a second. The samples are keyed by time, so a look appends to
-//! the end of their tree (about 0.7 MB of pages a second) instead of touching a page per
-//! series; that is why `sample` has no index by series, and why [`Store::history`] of one
-//! series reads the raw window of every series (at most `raw_s + 60` seconds of rows; the
-//! rollups are one range). To read many series, [`Store::histories`] reads that window once.
-//! Rates and bytes are stored as whole numbers (4-6 bytes instead of 8).
+//! A look is one transaction with the step taken on it: 11,000 sample inserts (64 rows a
+//! statement), 1,000 host updates, and only the VM rows that changed (a VM new, moved, or no
+//! longer listed by its host: `sqlite::metrics`), through prepared statements. The samples
+//! are keyed by time, so a look appends to the end of their tree (about 0.7 MB of pages a
+//! second) instead of touching a page per series; that is why `sample` has no index by
+//! series, and why [`Store::history`] of one series reads the raw window of every series (at
+//! most `raw_s + 60` seconds of rows; the rollups are one range). To read many series,
+//! [`Store::histories`] reads that window once. Rates and bytes are stored as whole numbers
+//! (4-6 bytes instead of 8). The write-ahead log is checkpointed by a thread of its own, so a
+//! commit only appends to the log and syncs it.
 //!
-//! Measured (`tests/sizing.rs`, on a shared 2-core machine): a look takes 40-80 ms; a sample row
-//! takes 62 bytes and a rollup row 100 bytes once a series has a day of minutes. So 11,000
-//! sample rows a second write about 2.4 GB an hour into `sample`, of which compaction keeps the
-//! last 10-11 minutes (7.3 million rows, about 450 MB); it writes 11,000 rollup rows a minute
-//! (66 MB an hour, 1.6 GB a day: about 11 GB at the default 7 days) and takes about 0.7 s per
-//! minute of samples. Both tables are bounded by the retention, whatever the uptime. Reading
-//! back two minutes of samples: one VM's 80 ms, every VM's 1.8 s (so about 10 s for the whole
-//! raw window after a restart; ask for less when less is needed).
+//! Compaction rolls up a minute of samples (660,000 rows) and deletes them: about 0.7 s in one
+//! transaction, so the loop does it in slices ([`Store::compact_slice`], 50 by default: about
+//! 13,000 rows and 220 rollups a look, 10-15 ms) until nothing due is left.
+//!
+//! Measured (`tests/sizing.rs` and `drover manager bench`, on a shared 2-core machine): a
+//! look's rows take about 6 ms to write, the step's memory (400-700 KB of JSON) 1-2 ms, the
+//! commit (a sync) 2-20 ms; a sample row takes 62 bytes and a rollup row 100 bytes
+//! once a series has a day of minutes. So 11,000 sample rows a second write about 2.4 GB an
+//! hour into `sample`, of which compaction keeps the last 10-11 minutes (7.3 million rows,
+//! about 450 MB); it writes 11,000 rollup rows a minute (66 MB an hour, 1.6 GB a day: about
+//! 11 GB at the default 7 days). Both tables are bounded by the retention, whatever the
+//! uptime. Reading back two minutes of samples: one VM's 80 ms, every VM's 1.8 s (so about
+//! 10 s for the whole raw window after a restart; ask for less when less is needed).
 
 mod error;
 mod memory;
@@ -153,10 +162,25 @@ pub trait Store: Send + Sync {
     /// Rolls up, and deletes past retention, as of `now_s` (see the module doc).
     fn compact(&self, now_s: f64) -> Result<Compacted>;
 
+    /// A share of [`Store::compact`], so that a large history is compacted a little at each
+    /// look instead of in one long write: the oldest due minute's samples of about
+    /// 1/`slices` of the series, the retention of 1/`slices` of the series' rollups (in turn),
+    /// the decisions past retention. [`Compacted::pending`] says whether due samples are left.
+    /// A store whose compaction costs little does it all at once (the default).
+    fn compact_slice(&self, now_s: f64, slices: u32) -> Result<Compacted> {
+        let _ = slices;
+        self.compact(now_s)
+    }
+
     // The control loop.
 
     /// Stores one step (or operation) atomically: see [`StepRecord`].
     fn save_step(&self, step: &StepRecord) -> Result<()>;
+
+    /// Stores a look and the step taken on it in one transaction, all or nothing: what
+    /// [`Store::record_look`] and [`Store::save_step`] store (SQLite: one commit, so one sync
+    /// a look).
+    fn record_look_and_step(&self, look: &Look, step: &StepRecord) -> Result<()>;
 
     /// The step's memory as last stored; None for a new store.
     fn control_state(&self) -> Result<Option<SavedState>>;

@@ -172,6 +172,18 @@ impl StepRecord {
         journal: Vec<JournalEntry>,
         decision: Option<Decision>,
     ) -> StepRecord {
+        StepRecord::changed_to(at_s, before, after.clone(), journal, decision)
+    }
+
+    /// [`StepRecord::changes`], keeping `after` itself (the loop takes it back from the record
+    /// once it is stored, instead of copying the memory once more).
+    pub fn changed_to(
+        at_s: f64,
+        before: &ControlState,
+        after: ControlState,
+        journal: Vec<JournalEntry>,
+        decision: Option<Decision>,
+    ) -> StepRecord {
         let plans = after
             .plans
             .values()
@@ -186,7 +198,7 @@ impl StepRecord {
             .collect();
         StepRecord {
             at_s,
-            state: after.clone(),
+            state: after,
             journal,
             plans,
             moves,

@@ -342,4 +342,7 @@ pub struct Compacted {
     pub minutes_deleted: u64,
     /// Decision records deleted past retention.
     pub decisions_deleted: u64,
+    /// Due samples are left for further calls ([`crate::store::Store::compact_slice`]).
+    #[serde(default)]
+    pub pending: bool,
 }

@@ -1,11 +1,13 @@
 //! The loop in virtual time against the scripted fleet: `looks` (an overload relieved, an
 //! unreachable agent, recommend then approve, operator commands, store failures, the loop
-//! run whole) and `crash` (killed between stored and acted, between acted and recorded, at
-//! every stage of a drain, and restarted on the SQLite store). No test waits for real time:
-//! the clock is virtual, every loop is bounded.
+//! run whole), `crash` (killed between stored and acted, between acted and recorded, at
+//! every stage of a drain, and restarted on the SQLite store) and `sim` (the loop over the
+//! simulator-backed fleet: an overload relieved, consolidation into standby, decisions
+//! replayed). No test waits for real time: the clock is virtual, every loop is bounded.
 
 mod crash;
 mod looks;
+mod sim;
 
 use super::{Daemon, LookReport, LoopConfig, Parts};
 use crate::clock::VirtualClock;

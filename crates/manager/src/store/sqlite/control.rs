@@ -75,23 +75,29 @@ pub(super) fn append_journal(
 /// Stores a step: all of it in one transaction, or nothing.
 pub(super) fn save_step(conn: &mut Connection, path: &str, step: &StepRecord) -> Result<()> {
     validate::step(path, step)?;
-    let at = step.at_s + 0.0;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql(path, "control", "begin a step"))?;
+    write_step(&tx, path, step)?;
+    tx.commit().map_err(sql(path, "control", "commit a step"))
+}
+
+/// Writes a step inside `tx` (the caller validated it and commits).
+pub(super) fn write_step(tx: &Transaction<'_>, path: &str, step: &StepRecord) -> Result<()> {
+    let at = step.at_s + 0.0;
     tx.execute(
         "INSERT INTO control (id, at_s, body) VALUES (1, ?1, ?2)
          ON CONFLICT (id) DO UPDATE SET at_s = excluded.at_s, body = excluded.body",
         params![at, text(&step.state)?],
     )
     .map_err(sql(path, "control", "save the control state"))?;
-    insert_journal(&tx, path, &step.journal)?;
-    upsert_plans(&tx, path, step, at)?;
-    upsert_moves(&tx, path, step, at)?;
+    insert_journal(tx, path, &step.journal)?;
+    upsert_plans(tx, path, step, at)?;
+    upsert_moves(tx, path, step, at)?;
     if let Some(d) = &step.decision {
-        insert_decision(&tx, path, d, &step.decision_plans())?;
+        insert_decision(tx, path, d, &step.decision_plans())?;
     }
-    tx.commit().map_err(sql(path, "control", "commit a step"))
+    Ok(())
 }
 
 fn upsert_plans(tx: &Transaction<'_>, path: &str, step: &StepRecord, at: f64) -> Result<()> {

@@ -122,10 +122,16 @@ pub(super) fn hosts(conn: &Connection, path: &str) -> Result<Vec<HostRecord>> {
     rows.collect::<rusqlite::Result<_>>().map_err(&err)
 }
 
+/// Every VM; a present one was last seen when its host last answered (`metrics`).
 pub(super) fn vms(conn: &Connection, path: &str) -> Result<Vec<VmRecord>> {
     let err = sql(path, "vm", "list VMs");
     let mut st = conn
-        .prepare_cached("SELECT name, host, first_seen_s, last_seen_s FROM vm ORDER BY name")
+        .prepare_cached(
+            "SELECT v.name, v.host, v.first_seen_s,
+                 CASE WHEN v.present THEN coalesce(h.answered_s, v.last_seen_s)
+                      ELSE v.last_seen_s END
+             FROM vm v LEFT JOIN host h ON h.name = v.host ORDER BY v.name",
+        )
         .map_err(&err)?;
     let rows = st
         .query_map([], |r| {

@@ -1,67 +1,294 @@
-//! Looks, metric history and compaction in SQLite.
+//! Looks in SQLite: host reachability, the VMs seen and where, every sample.
+//!
+//! # Writing only what changed
+//!
+//! At the issue's scale a look lists 10,000 VMs, nearly always where the last one found them.
+//! Instead of rewriting each VM's row every second, a VM's row says it is `present`: it was in
+//! its host's last answer, so its last-seen time is its host's `answered_s` (when the host's
+//! agent last answered). A look writes a VM's row only when it is new, moved, listed under a
+//! host that did not answer, or no longer listed by its host (its last-seen time is then the
+//! host's previous answer). What rows say `present` is kept in memory ([`Seen`], loaded from
+//! the file by the first look after opening, changed only after a commit), so a look finds
+//! the changes without reading them back; a look that lists the VMs the last one did, in the
+//! same order, is found unchanged by comparing the two lists. [`super::inventory::vms`] reads
+//! a present VM's time from its host: the same times as writing every row every look.
+//!
+//! Samples are inserted 64 rows a statement.
 
 use super::control::insert_journal;
-use super::{get_u64, sql, Inner};
+use super::{sql, Inner};
 use crate::store::error::{Result, StoreError};
-use crate::store::rollup::{minute_of, Minute};
-use crate::store::types::{Compacted, Look, Retention, Sample, SeriesKey};
+use crate::store::types::{Look, SeriesKey, SeriesKind};
 use crate::store::validate;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
-use std::collections::{BTreeMap, HashMap};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use std::collections::{HashMap, HashSet};
 
-/// A count of bytes or bytes/s, already rounded ([`Sample::stored`], `Minute::rollup`), as
-/// the integer SQLite keeps (finite and non-negative: the cast is exact up to 2^53).
-fn whole(x: f64) -> i64 {
+/// A count of bytes or bytes/s, already rounded ([`crate::store::Sample::stored`],
+/// `Minute::rollup`), as the integer SQLite keeps (finite and non-negative: the cast is exact
+/// up to 2^53).
+pub(super) fn whole(x: f64) -> i64 {
     x as i64
 }
 
-/// Stores one look in one transaction, every row through a prepared statement.
-pub(super) fn record_look(inner: &mut Inner, path: &str, look: &Look) -> Result<()> {
-    validate::look(path, look)?;
-    let at = look.at_s + 0.0;
-    let Inner { conn, series } = inner;
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(sql(path, "sample", "begin a look"))?;
-    let mut fresh = HashMap::new();
-    hosts_seen(&tx, path, look, at)?;
-    vms_seen(&tx, path, look, at)?;
-    {
-        let err = sql(path, "sample", "insert a sample");
-        // A second sample of a series at the same instant replaces the first.
-        let mut st = tx
-            .prepare_cached(
-                "INSERT OR REPLACE INTO sample (t, series, load, cpu, mem, dirty, rx, tx)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .map_err(&err)?;
-        let hosts = look
-            .hosts
-            .iter()
-            .filter_map(|h| Some((SeriesKey::host(&h.name), h.sample?)));
-        let vms = look
-            .vms
-            .iter()
-            .filter_map(|v| Some((SeriesKey::vm(&v.name), v.sample?)));
-        for (key, s) in hosts.chain(vms) {
-            let id = series_id(&tx, path, series, &mut fresh, key)?;
-            let s = s.stored();
-            st.execute(params![
-                at,
-                id,
-                s.load,
-                s.cpu_cores,
-                i64::try_from(s.memory_bytes).unwrap_or(i64::MAX),
-                s.dirty_bps.map(whole),
-                whole(s.rx_bps),
-                whole(s.tx_bps)
-            ])
-            .map_err(&err)?;
+/// Series ids already known, by kind and name (ids are never reused or deleted).
+#[derive(Debug, Default)]
+pub(crate) struct SeriesIds {
+    host: HashMap<String, i64>,
+    vm: HashMap<String, i64>,
+}
+
+impl SeriesIds {
+    fn of(&self, kind: SeriesKind) -> &HashMap<String, i64> {
+        match kind {
+            SeriesKind::Host => &self.host,
+            SeriesKind::Vm => &self.vm,
         }
     }
-    insert_journal(&tx, path, &look.journal)?;
-    tx.commit().map_err(sql(path, "sample", "commit a look"))?;
-    series.extend(fresh);
+
+    fn get(&self, kind: SeriesKind, name: &str) -> Option<i64> {
+        self.of(kind).get(name).copied()
+    }
+
+    fn insert(&mut self, kind: SeriesKind, name: String, id: i64) {
+        match kind {
+            SeriesKind::Host => self.host.insert(name, id),
+            SeriesKind::Vm => self.vm.insert(name, id),
+        };
+    }
+
+    fn extend(&mut self, other: SeriesIds) {
+        self.host.extend(other.host);
+        self.vm.extend(other.vm);
+    }
+}
+
+/// What the file's `present` VM rows and hosts' `answered_s` say, as of the last commit.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    /// Present VMs: name -> host.
+    vms: HashMap<String, String>,
+    /// Hosts that ever answered: name -> when last, s.
+    answered: HashMap<String, f64>,
+    /// The last look, when every VM it listed ran on a host that answered (all of them are
+    /// present since): a look listing the same VMs on the same hosts, with the same hosts
+    /// answering, changes no VM row, which is found by comparing the two in order (most
+    /// looks) instead of looking each VM up.
+    last: Option<Listing>,
+}
+
+/// A look's VMs (name, host) and the hosts that answered, in the look's order.
+#[derive(Debug, Default, PartialEq)]
+struct Listing {
+    vms: Vec<(String, String)>,
+    answering: Vec<String>,
+}
+
+impl Listing {
+    fn of(look: &Look) -> Listing {
+        Listing {
+            vms: look
+                .vms
+                .iter()
+                .map(|v| (v.name.clone(), v.host.clone()))
+                .collect(),
+            answering: answering(look).map(str::to_string).collect(),
+        }
+    }
+
+    /// Whether `look` lists exactly this.
+    fn matches(&self, look: &Look) -> bool {
+        self.vms.len() == look.vms.len()
+            && self
+                .vms
+                .iter()
+                .zip(&look.vms)
+                .all(|((name, host), v)| *name == v.name && *host == v.host)
+            && self
+                .answering
+                .iter()
+                .map(String::as_str)
+                .eq(answering(look))
+    }
+}
+
+/// The hosts whose agents answered `look`, in its order.
+fn answering(look: &Look) -> impl Iterator<Item = &str> {
+    look.hosts
+        .iter()
+        .filter(|h| h.sample.is_some())
+        .map(|h| h.name.as_str())
+}
+
+impl Seen {
+    fn load(conn: &Connection, path: &str) -> Result<Seen> {
+        let err = sql(path, "vm", "read which VMs are present");
+        let vms = conn
+            .prepare("SELECT name, host FROM vm WHERE present = 1")
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()
+            })
+            .map_err(err)?;
+        let err = sql(path, "host", "read when hosts answered");
+        let answered = conn
+            .prepare("SELECT name, answered_s FROM host WHERE answered_s IS NOT NULL")
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()
+            })
+            .map_err(err)?;
+        Ok(Seen {
+            vms,
+            answered,
+            last: None,
+        })
+    }
+}
+
+/// How a look changes [`Seen`], applied once it commits.
+#[derive(Debug, Default)]
+pub(super) struct SeenChanges {
+    /// VM -> its host if present now, None if not.
+    vms: Vec<(String, Option<String>)>,
+    /// The look's listing, when it is to be the next [`Seen::last`] (None: keep the last
+    /// one, the look matched it).
+    last: Option<Option<Listing>>,
+    answered: Vec<String>,
+    at: f64,
+    series: SeriesIds,
+}
+
+impl Inner {
+    /// Applies a committed look's changes to the caches.
+    pub(super) fn committed(&mut self, changes: SeenChanges) {
+        self.series.extend(changes.series);
+        if let Some(seen) = self.seen.as_mut() {
+            for h in changes.answered {
+                seen.answered.insert(h, changes.at);
+            }
+            for (vm, host) in changes.vms {
+                match host {
+                    Some(host) => seen.vms.insert(vm, host),
+                    None => seen.vms.remove(&vm),
+                };
+            }
+            if let Some(last) = changes.last {
+                seen.last = last;
+            }
+        }
+    }
+}
+
+/// Writes one look inside `tx` (the caller commits, then applies the returned changes with
+/// [`Inner::committed`]). The look must be valid ([`validate::look`]).
+pub(super) fn write_look(
+    tx: &Transaction<'_>,
+    path: &str,
+    series: &SeriesIds,
+    seen: &Seen,
+    look: &Look,
+) -> Result<SeenChanges> {
+    let at = look.at_s + 0.0;
+    let mut changes = SeenChanges {
+        at,
+        ..SeenChanges::default()
+    };
+    hosts_seen(tx, path, look, at)?;
+    changes.answered = answering(look).map(str::to_string).collect();
+    let unchanged = seen.last.as_ref().is_some_and(|last| last.matches(look));
+    if !unchanged {
+        let answering: HashSet<&str> = answering(look).collect();
+        vms_seen(tx, path, seen, &answering, look, at, &mut changes)?;
+        let all_present = look.vms.iter().all(|v| answering.contains(v.host.as_str()));
+        changes.last = Some(all_present.then(|| Listing::of(look)));
+    }
+    let hosts = look
+        .hosts
+        .iter()
+        .filter_map(|h| Some((SeriesKind::Host, h.name.as_str(), h.sample?)));
+    let vms = look
+        .vms
+        .iter()
+        .filter_map(|v| Some((SeriesKind::Vm, v.name.as_str(), v.sample?)));
+    let mut rows = Vec::with_capacity(look.hosts.len() + look.vms.len());
+    for (kind, name, s) in hosts.chain(vms) {
+        let id = series_id(tx, path, series, &mut changes.series, kind, name)?;
+        rows.push((id, s.stored()));
+    }
+    insert_samples(tx, path, at, &rows)?;
+    insert_journal(tx, path, &look.journal)?;
+    Ok(changes)
+}
+
+/// Rows per statement when inserting samples: fewer statements to run, each binding
+/// `8 * SAMPLES_PER_INSERT` parameters (SQLite allows 32,766).
+const SAMPLES_PER_INSERT: usize = 64;
+
+/// `INSERT OR REPLACE INTO sample ... VALUES` with `rows` rows of parameters (a second sample
+/// of a series at the same instant replaces the first).
+fn insert_sql(rows: usize) -> String {
+    let row = "(?, ?, ?, ?, ?, ?, ?, ?)";
+    format!(
+        "INSERT OR REPLACE INTO sample (t, series, load, cpu, mem, dirty, rx, tx) VALUES {}",
+        vec![row; rows].join(", ")
+    )
+}
+
+/// Inserts the look's samples (series id, sample already rounded), [`SAMPLES_PER_INSERT`] a
+/// statement, the remainder one by one.
+fn insert_samples(
+    tx: &Transaction<'_>,
+    path: &str,
+    at: f64,
+    rows: &[(i64, crate::store::Sample)],
+) -> Result<()> {
+    static MANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let err = sql(path, "sample", "insert a sample");
+    let mut many = tx
+        .prepare_cached(MANY.get_or_init(|| insert_sql(SAMPLES_PER_INSERT)))
+        .map_err(&err)?;
+    let mut one = tx.prepare_cached(&insert_sql(1)).map_err(&err)?;
+    let chunks = rows.chunks_exact(SAMPLES_PER_INSERT);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (i, (id, s)) in chunk.iter().enumerate() {
+            bind_sample(&mut many, i * 8, at, *id, s).map_err(&err)?;
+        }
+        many.raw_execute().map_err(&err)?;
+    }
+    for (id, s) in rest {
+        bind_sample(&mut one, 0, at, *id, s).map_err(&err)?;
+        one.raw_execute().map_err(&err)?;
+    }
+    Ok(())
+}
+
+/// Binds one sample row's eight parameters after the first `before` of `st`.
+fn bind_sample(
+    st: &mut rusqlite::Statement<'_>,
+    before: usize,
+    at: f64,
+    id: i64,
+    s: &crate::store::Sample,
+) -> rusqlite::Result<()> {
+    st.raw_bind_parameter(before + 1, at)?;
+    st.raw_bind_parameter(before + 2, id)?;
+    st.raw_bind_parameter(before + 3, s.load)?;
+    st.raw_bind_parameter(before + 4, s.cpu_cores)?;
+    st.raw_bind_parameter(
+        before + 5,
+        i64::try_from(s.memory_bytes).unwrap_or(i64::MAX),
+    )?;
+    st.raw_bind_parameter(before + 6, s.dirty_bps.map(whole))?;
+    st.raw_bind_parameter(before + 7, whole(s.rx_bps))?;
+    st.raw_bind_parameter(before + 8, whole(s.tx_bps))
+}
+
+/// The caches a look needs, loaded by the first look after opening.
+pub(super) fn ready(inner: &mut Inner, path: &str) -> Result<()> {
+    if inner.seen.is_none() {
+        inner.seen = Some(Seen::load(&inner.conn, path)?);
+    }
     Ok(())
 }
 
@@ -70,12 +297,18 @@ fn hosts_seen(tx: &Transaction<'_>, path: &str, look: &Look, at: f64) -> Result<
     let mut st = tx
         .prepare_cached(
             "UPDATE host SET reachable = ?2,
-                 last_seen_s = CASE WHEN ?2 THEN ?3 ELSE last_seen_s END
+                 last_seen_s = CASE WHEN ?2 THEN ?3 ELSE last_seen_s END,
+                 answered_s = CASE WHEN ?4 THEN ?3 ELSE answered_s END
              WHERE name = ?1",
         )
         .map_err(&err)?;
     for h in &look.hosts {
-        if st.execute(params![h.name, h.reachable, at]).map_err(&err)? == 0 {
+        let answered = h.sample.is_some();
+        if st
+            .execute(params![h.name, h.reachable, at, answered])
+            .map_err(&err)?
+            == 0
+        {
             return Err(StoreError::Invalid {
                 path: path.to_string(),
                 table: "host",
@@ -89,27 +322,54 @@ fn hosts_seen(tx: &Transaction<'_>, path: &str, look: &Look, at: f64) -> Result<
     Ok(())
 }
 
-fn vms_seen(tx: &Transaction<'_>, path: &str, look: &Look, at: f64) -> Result<()> {
+/// Writes the VM rows this look changes (see the module doc).
+fn vms_seen(
+    tx: &Transaction<'_>,
+    path: &str,
+    seen: &Seen,
+    answering: &HashSet<&str>,
+    look: &Look,
+    at: f64,
+    changes: &mut SeenChanges,
+) -> Result<()> {
     let err = sql(
         path,
         "vm",
         "record a VM (its host must be in the inventory)",
     );
-    // Most looks find each VM where it was: only its time changes, in place, and the index
-    // by host is left alone.
-    let mut seen = tx
-        .prepare_cached("UPDATE vm SET last_seen_s = ?3 WHERE name = ?1 AND host = ?2")
-        .map_err(&err)?;
     let mut upsert = tx
         .prepare_cached(
-            "INSERT INTO vm (name, host, first_seen_s, last_seen_s) VALUES (?1, ?2, ?3, ?3)
+            "INSERT INTO vm (name, host, first_seen_s, last_seen_s, present)
+             VALUES (?1, ?2, ?3, ?3, ?4)
              ON CONFLICT (name) DO UPDATE SET host = excluded.host,
-                 last_seen_s = excluded.last_seen_s",
+                 last_seen_s = excluded.last_seen_s, present = excluded.present",
         )
         .map_err(&err)?;
+    let mut listed: HashSet<&str> = HashSet::with_capacity(look.vms.len());
     for v in &look.vms {
-        if seen.execute(params![v.name, v.host, at]).map_err(&err)? == 0 {
-            upsert.execute(params![v.name, v.host, at]).map_err(&err)?;
+        listed.insert(v.name.as_str());
+        let present = answering.contains(v.host.as_str());
+        if present && seen.vms.get(&v.name) == Some(&v.host) {
+            continue;
+        }
+        upsert
+            .execute(params![v.name, v.host, at, present])
+            .map_err(&err)?;
+        changes
+            .vms
+            .push((v.name.clone(), present.then(|| v.host.clone())));
+    }
+    // Present VMs their answering host no longer lists: last seen at its previous answer.
+    let mut gone = tx
+        .prepare_cached(
+            "UPDATE vm SET present = 0, last_seen_s = coalesce(?2, last_seen_s) WHERE name = ?1",
+        )
+        .map_err(&err)?;
+    for (vm, host) in &seen.vms {
+        if answering.contains(host.as_str()) && !listed.contains(vm.as_str()) {
+            gone.execute(params![vm, seen.answered.get(host)])
+                .map_err(&err)?;
+            changes.vms.push((vm.clone(), None));
         }
     }
     Ok(())
@@ -120,13 +380,18 @@ fn vms_seen(tx: &Transaction<'_>, path: &str, look: &Look, at: f64) -> Result<()
 fn series_id(
     tx: &Transaction<'_>,
     path: &str,
-    cache: &HashMap<SeriesKey, i64>,
-    fresh: &mut HashMap<SeriesKey, i64>,
-    key: SeriesKey,
+    cache: &SeriesIds,
+    fresh: &mut SeriesIds,
+    kind: SeriesKind,
+    name: &str,
 ) -> Result<i64> {
-    if let Some(id) = cache.get(&key).or_else(|| fresh.get(&key)) {
-        return Ok(*id);
+    if let Some(id) = cache.get(kind, name).or_else(|| fresh.get(kind, name)) {
+        return Ok(id);
     }
+    let key = SeriesKey {
+        kind,
+        name: name.to_string(),
+    };
     let err = sql(path, "series", "find or make a series");
     let found = lookup_series(tx, &key).map_err(&err)?;
     let id = match found {
@@ -138,7 +403,7 @@ fn series_id(
             tx.last_insert_rowid()
         }
     };
-    fresh.insert(key, id);
+    fresh.insert(kind, key.name, id);
     Ok(id)
 }
 
@@ -148,145 +413,22 @@ pub(super) fn lookup_series(conn: &Connection, key: &SeriesKey) -> rusqlite::Res
         .optional()
 }
 
-/// Stores one rolled-up minute, merging into a minute already rolled up (a late sample) by
-/// weighted mean and maximum, as `rollup::merge` does.
-const UPSERT_ROLLUP: &str = "
-INSERT INTO rollup (series, start_s, n, load_mean, load_max, cpu_mean, cpu_max,
-                    mem_mean, mem_max, dirty_n, dirty_mean, dirty_max,
-                    rx_mean, rx_max, tx_mean, tx_max)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
-ON CONFLICT (series, start_s) DO UPDATE SET
-    n = n + excluded.n,
-    load_mean = (load_mean * n + excluded.load_mean * excluded.n) / (n + excluded.n),
-    load_max = max(load_max, excluded.load_max),
-    cpu_mean = (cpu_mean * n + excluded.cpu_mean * excluded.n) / (n + excluded.n),
-    cpu_max = max(cpu_max, excluded.cpu_max),
-    mem_mean = round((mem_mean * n + excluded.mem_mean * excluded.n) / (n + excluded.n)),
-    mem_max = max(mem_max, excluded.mem_max),
-    dirty_n = dirty_n + excluded.dirty_n,
-    dirty_mean = CASE WHEN excluded.dirty_n = 0 THEN dirty_mean
-        WHEN dirty_n = 0 THEN excluded.dirty_mean
-        ELSE round((dirty_mean * dirty_n + excluded.dirty_mean * excluded.dirty_n)
-             / (dirty_n + excluded.dirty_n)) END,
-    dirty_max = CASE WHEN excluded.dirty_n = 0 THEN dirty_max
-        WHEN dirty_n = 0 THEN excluded.dirty_max
-        ELSE max(dirty_max, excluded.dirty_max) END,
-    rx_mean = round((rx_mean * n + excluded.rx_mean * excluded.n) / (n + excluded.n)),
-    rx_max = max(rx_max, excluded.rx_max),
-    tx_mean = round((tx_mean * n + excluded.tx_mean * excluded.n) / (n + excluded.n)),
-    tx_max = max(tx_max, excluded.tx_max)";
-
-/// Reads the samples before `before` in key order (time, then series) and sums them per
-/// series and minute: one pass, no sort (SQL's `GROUP BY series, minute` sorted them all).
-fn minutes_before(
-    tx: &Transaction<'_>,
-    before: f64,
-) -> rusqlite::Result<BTreeMap<(i64, i64), Minute>> {
-    let mut st = tx.prepare_cached(
-        "SELECT t, series, load, cpu, mem, dirty, rx, tx FROM sample WHERE t < ?1",
-    )?;
-    let mut rows = st.query([before])?;
-    let mut minutes: BTreeMap<(i64, i64), Minute> = BTreeMap::new();
-    while let Some(r) = rows.next()? {
-        let t: f64 = r.get(0)?;
-        let sample = Sample {
-            load: r.get(2)?,
-            cpu_cores: r.get(3)?,
-            memory_bytes: get_u64(r, 4)?,
-            dirty_bps: r.get(5)?,
-            rx_bps: r.get(6)?,
-            tx_bps: r.get(7)?,
-        };
-        minutes
-            .entry((r.get(1)?, minute_of(t)))
-            .or_default()
-            .add(&sample);
-    }
-    Ok(minutes)
-}
-
-fn store_minutes(
-    tx: &Transaction<'_>,
-    minutes: &BTreeMap<(i64, i64), Minute>,
-) -> rusqlite::Result<usize> {
-    let mut st = tx.prepare_cached(UPSERT_ROLLUP)?;
-    for (&(series, start), minute) in minutes {
-        let r = minute.rollup(start);
-        let dirty = r.dirty_bps;
-        st.execute(params![
-            series,
-            start,
-            r.samples,
-            r.load.mean,
-            r.load.max,
-            r.cpu_cores.mean,
-            r.cpu_cores.max,
-            whole(r.memory_bytes.mean),
-            whole(r.memory_bytes.max),
-            minute.dirty_samples(),
-            dirty.map(|d| whole(d.mean)),
-            dirty.map(|d| whole(d.max)),
-            whole(r.rx_bps.mean),
-            whole(r.rx_bps.max),
-            whole(r.tx_bps.mean),
-            whole(r.tx_bps.max)
-        ])?;
-    }
-    Ok(minutes.len())
-}
-
-pub(super) fn compact(
-    conn: &mut Connection,
-    path: &str,
-    r: Retention,
-    now_s: f64,
-) -> Result<Compacted> {
-    let now = validate::time(path, "sample", "compaction time", now_s)?;
-    let cuts = r.cuts(now);
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(sql(path, "sample", "begin a compaction"))?;
-    let minutes = minutes_before(&tx, cuts.raw_before).map_err(sql(
-        path,
-        "sample",
-        "read samples to roll up",
-    ))?;
-    let minutes_written =
-        store_minutes(&tx, &minutes).map_err(sql(path, "rollup", "store rollups"))?;
-    let samples_rolled = tx
-        .execute("DELETE FROM sample WHERE t < ?1", [cuts.raw_before])
-        .map_err(sql(path, "sample", "delete rolled-up samples"))?;
-    // Series by series: each delete is one range of the (series, start_s) key, where a
-    // single `start_s < ?` would scan every rollup.
-    let mut minutes_deleted = 0;
-    {
-        let err = sql(path, "rollup", "delete rollups past retention");
-        let ids = tx
-            .prepare_cached("SELECT id FROM series ORDER BY id")
-            .and_then(|mut st| {
-                st.query_map([], |r| r.get::<_, i64>(0))?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .map_err(&err)?;
-        let mut st = tx
-            .prepare_cached("DELETE FROM rollup WHERE series = ?1 AND start_s < ?2")
-            .map_err(&err)?;
-        for id in ids {
-            minutes_deleted += st.execute(params![id, cuts.rollups_before]).map_err(&err)?;
-        }
-    }
-    let decisions_deleted = tx
-        .execute(
-            "DELETE FROM decision WHERE at_s < ?1",
-            [cuts.decisions_before],
-        )
-        .map_err(sql(path, "decision", "delete decisions past retention"))?;
-    tx.commit()
-        .map_err(sql(path, "sample", "commit a compaction"))?;
-    Ok(Compacted {
-        samples_rolled: samples_rolled as u64,
-        minutes_written: minutes_written as u64,
-        minutes_deleted: minutes_deleted as u64,
-        decisions_deleted: decisions_deleted as u64,
-    })
+/// Stores one look in one transaction, every row through a prepared statement.
+pub(super) fn record_look(inner: &mut Inner, path: &str, look: &Look) -> Result<()> {
+    validate::look(path, look)?;
+    ready(inner, path)?;
+    let changes = {
+        let Inner {
+            conn, series, seen, ..
+        } = &mut *inner;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql(path, "sample", "begin a look"))?;
+        let seen = seen.get_or_insert_with(Seen::default);
+        let changes = write_look(&tx, path, series, seen, look)?;
+        tx.commit().map_err(sql(path, "sample", "commit a look"))?;
+        changes
+    };
+    inner.committed(changes);
+    Ok(())
 }

@@ -1,7 +1,9 @@
 //! The SQLite store: one file under the manager's state directory, in WAL mode, brought up to
 //! date by [`schema::migrate`] when opened. One connection behind a mutex: the manager writes
-//! from one loop, and SQLite serializes writers anyway.
+//! from one loop, and SQLite serializes writers anyway; a second one, on a thread of its own,
+//! checkpoints the write-ahead log (`Checkpointer`).
 
+mod compact;
 mod control;
 mod history;
 mod inventory;
@@ -16,10 +18,11 @@ use super::records::{
 use super::types::{
     Compacted, History, HostRecord, HostSpec, Look, Retention, SeriesKey, SeriesKind, VmRecord,
 };
+use super::validate;
 use super::Store;
 use drover_core::control::{ControlSettings, Decision};
-use rusqlite::{Connection, OpenFlags};
-use std::collections::{BTreeMap, HashMap};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -34,12 +37,73 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// leave a large file behind.
 const WAL_LIMIT_BYTES: i64 = 64 << 20;
 
+/// How often the checkpointer copies the write-ahead log into the database file.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Pages of write-ahead log past which the writing connection checkpoints by itself, should
+/// the checkpointer fall behind (SQLite's default is 1,000 pages, which the manager's looks
+/// pass every few seconds at the scale: checkpoints are the checkpointer's job).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_384;
+
 /// The SQLite implementation of [`Store`].
 #[derive(Debug)]
 pub struct SqliteStore {
     path: String,
     retention: Retention,
     inner: Mutex<Inner>,
+    /// Checkpoints a file's write-ahead log off the writer's thread (None in memory).
+    _checkpointer: Option<Checkpointer>,
+}
+
+/// A thread with its own connection that checkpoints the write-ahead log every
+/// [`CHECKPOINT_EVERY`] (`PRAGMA wal_checkpoint(PASSIVE)`: it copies what it can without
+/// waiting for the writer, who goes on appending meanwhile). Copying the log into the
+/// database and syncing it is then no part of a look's commit, which only appends to the log
+/// and syncs it. Stopped and joined when the store is dropped.
+#[derive(Debug)]
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Starts checkpointing the file at `path`; None when a second connection cannot be
+    /// opened (the writer's own automatic checkpoints still bound the log).
+    fn start(path: &Path) -> Option<Checkpointer> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).ok()?;
+        // A checkpoint syncs the database file before the log may be reused.
+        conn.pragma_update(None, "synchronous", "FULL").ok()?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    // Busy (another checkpoint) or failing: the next round tries again.
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::debug!("checkpoint: {e}");
+                    }
+                }
+            })
+            .ok()?;
+        Some(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            // A checkpointer that panicked has nothing left to clean up.
+            let _ = t.join();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -47,7 +111,23 @@ pub(crate) struct Inner {
     pub conn: Connection,
     /// Series ids already known (ids are never reused or deleted); filled only after the
     /// transaction that made them committed.
-    pub series: HashMap<SeriesKey, i64>,
+    pub series: metrics::SeriesIds,
+    /// The VMs present and when hosts answered, as committed (see `metrics`); loaded by the
+    /// first look.
+    pub seen: Option<metrics::Seen>,
+    /// The next series whose rollups a compaction slice checks for retention.
+    pub retention_cursor: i64,
+}
+
+impl Inner {
+    fn new(conn: Connection) -> Inner {
+        Inner {
+            conn,
+            series: metrics::SeriesIds::default(),
+            seen: None,
+            retention_cursor: 1,
+        }
+    }
 }
 
 /// Turns an SQLite error into [`StoreError::Sql`] naming the store, the table and the
@@ -100,7 +180,9 @@ impl SqliteStore {
             path: shown.clone(),
             source,
         })?;
-        SqliteStore::setup(conn, shown, retention, true)
+        let mut store = SqliteStore::setup(conn, shown, retention, true)?;
+        store._checkpointer = Checkpointer::start(path);
+        Ok(store)
     }
 
     /// A store in memory (SQLite's `:memory:`): the real schema and SQL, nothing on disk.
@@ -126,10 +208,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: shown,
             retention: Retention::default(),
-            inner: Mutex::new(Inner {
-                conn,
-                series: HashMap::new(),
-            }),
+            inner: Mutex::new(Inner::new(conn)),
+            _checkpointer: None,
         })
     }
 
@@ -166,6 +246,8 @@ impl SqliteStore {
                 .map_err(open_err)?;
             conn.pragma_update(None, "journal_size_limit", WAL_LIMIT_BYTES)
                 .map_err(open_err)?;
+            conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+                .map_err(open_err)?;
         }
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
@@ -173,10 +255,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             path,
             retention,
-            inner: Mutex::new(Inner {
-                conn,
-                series: HashMap::new(),
-            }),
+            inner: Mutex::new(Inner::new(conn)),
+            _checkpointer: None,
         })
     }
 
@@ -256,11 +336,38 @@ impl Store for SqliteStore {
     }
 
     fn compact(&self, now_s: f64) -> Result<Compacted> {
-        metrics::compact(&mut self.lock().conn, &self.path, self.retention, now_s)
+        compact::compact(&mut self.lock().conn, &self.path, self.retention, now_s)
+    }
+
+    fn compact_slice(&self, now_s: f64, slices: u32) -> Result<Compacted> {
+        compact::compact_slice(&mut self.lock(), &self.path, self.retention, now_s, slices)
     }
 
     fn save_step(&self, step: &StepRecord) -> Result<()> {
         control::save_step(&mut self.lock().conn, &self.path, step)
+    }
+
+    fn record_look_and_step(&self, look: &Look, step: &StepRecord) -> Result<()> {
+        validate::look(&self.path, look)?;
+        validate::step(&self.path, step)?;
+        let mut inner = self.lock();
+        metrics::ready(&mut inner, &self.path)?;
+        let changes = {
+            let Inner {
+                conn, series, seen, ..
+            } = &mut *inner;
+            let seen = seen.get_or_insert_with(metrics::Seen::default);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql(&self.path, "sample", "begin a look and its step"))?;
+            let changes = metrics::write_look(&tx, &self.path, series, seen, look)?;
+            control::write_step(&tx, &self.path, step)?;
+            tx.commit()
+                .map_err(sql(&self.path, "control", "commit a look and its step"))?;
+            changes
+        };
+        inner.committed(changes);
+        Ok(())
     }
 
     fn control_state(&self) -> Result<Option<SavedState>> {

@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "decision output",
         sql: V2,
     },
+    Migration {
+        version: 3,
+        name: "present VMs",
+        sql: V3,
+    },
 ];
 
 /// The version this build writes and understands.
@@ -194,6 +199,15 @@ CREATE INDEX journal_subject ON journal (subject, subject_id);
 const V2: &str = r#"
 ALTER TABLE decision ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE decision ADD COLUMN output TEXT;
+"#;
+
+/// A look writes a VM's row only when something about it changed: a VM in its host's last
+/// answer is `present`, and its last-seen time is then its host's `answered_s` (when its agent
+/// last answered; `last_seen_s` is set when the host was reachable, answered or not). Rows
+/// from version 2 are not present and keep their own `last_seen_s` until a look lists them.
+const V3: &str = r#"
+ALTER TABLE host ADD COLUMN answered_s REAL;
+ALTER TABLE vm ADD COLUMN present INTEGER NOT NULL DEFAULT 0;
 "#;
 
 /// Brings the store at `path` (already opened as `conn`) to the last of `migrations`.

@@ -43,6 +43,7 @@ fn samples_older_than_ten_minutes_become_minute_rollups(store: &dyn Store) {
             minutes_written: 4,
             minutes_deleted: 0,
             decisions_deleted: 0,
+            pending: false,
         }
     );
     assert_eq!(store.compact(720.0).expect("again"), Compacted::default());

@@ -329,3 +329,34 @@ fn a_process_killed_mid_transaction_keeps_every_commit() {
     // And it goes on working.
     store.save_step(&step(10.0)).expect("step");
 }
+
+/// The write-ahead log is copied into the database file by the checkpointer's thread: the
+/// writer's own automatic checkpoint is set far above what these looks write.
+#[test]
+fn the_log_is_checkpointed_off_the_writer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open_in(dir.path(), Retention::default()).expect("open");
+    let names: Vec<String> = (0..20).map(|i| format!("h{i}")).collect();
+    let hosts: Vec<&str> = names.iter().map(String::as_str).collect();
+    for h in &hosts {
+        store.add_host(&spec(h), 0.0).expect("add");
+    }
+    let db = file(dir.path());
+    let size = || std::fs::metadata(&db).map_or(0, |m| m.len());
+    let before = size();
+    for t in 0..200 {
+        store
+            .record_look(&look(f64::from(t), &hosts, 0.5))
+            .expect("look");
+    }
+    let every = crate::store::sqlite::CHECKPOINT_EVERY;
+    let deadline = std::time::Instant::now() + 20 * every;
+    while size() < before + (256 << 10) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {} bytes",
+            size()
+        );
+        std::thread::sleep(every / 5);
+    }
+}
