@@ -90,7 +90,11 @@ pub fn run(args: ManagerArgs) -> anyhow::Result<()> {
                     pid: std::process::id(),
                 };
                 let dirs = drover_lab::LabDirs::from_env();
-                save_manager(&dirs, &state.name, &rec)?;
+                if let Err(e) = save_manager(&dirs, &state.name, &rec) {
+                    // Not findable, so not left running.
+                    service.stop().await?;
+                    return Err(e.into());
+                }
                 tracing::info!(target: "drover_manager", lab = %state.name, url = %rec.url, "managing the lab");
                 let stop = tokio::select! {
                     s = stop_signal() => s,

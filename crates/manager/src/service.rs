@@ -27,6 +27,7 @@ use crate::handle::Manager;
 use crate::store::{SqliteStore, Store, StoreError};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::oneshot;
@@ -48,6 +49,17 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
+    /// Another manager runs on this state directory (it holds the directory's lock file): two
+    /// loops on one store and one fleet would each start their own moves.
+    #[error("state_dir {}: another manager runs on it (its lock file {} is held)", dir.display(), lock.display())]
+    Busy { dir: PathBuf, lock: PathBuf },
+    /// The state directory or its lock file cannot be made or opened.
+    #[error("state_dir {}: {source}", dir.display())]
+    StateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The API's server failed or its task panicked.
     #[error("the HTTP API ended abnormally: {0}")]
     Api(String),
@@ -65,6 +77,39 @@ pub struct Service {
     api_addr: SocketAddr,
     api_stop: oneshot::Sender<()>,
     api_task: JoinHandle<std::io::Result<()>>,
+    /// The state directory's lock, held while the manager runs (released when dropped, and by
+    /// the kernel when the process dies, even by SIGKILL).
+    _lock: std::fs::File,
+}
+
+/// The lock file in a manager's state directory.
+pub const LOCK_FILE: &str = "manager.lock";
+
+/// Takes the state directory's lock, making the directory if needed.
+///
+/// # Errors
+/// [`ServiceError::Busy`] when another process holds it; [`ServiceError::StateDir`].
+fn lock_state_dir(dir: &Path) -> Result<std::fs::File, ServiceError> {
+    let io = |source| ServiceError::StateDir {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let lock = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServiceError::Busy {
+            dir: dir.to_path_buf(),
+            lock,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
 }
 
 impl Service {
@@ -81,6 +126,7 @@ impl Service {
         config.validate()?;
         let agents = config.agent_specs()?;
         let api_token = config.api_token()?;
+        let lock = lock_state_dir(&config.state_dir)?;
         let listener = tokio::net::TcpListener::bind(config.api.listen)
             .await
             .map_err(|source| ServiceError::Listen {
@@ -125,6 +171,7 @@ impl Service {
             api_addr,
             api_stop,
             api_task,
+            _lock: lock,
         })
     }
 
@@ -245,6 +292,10 @@ mod tests {
         let status = http_get(service.api_addr(), "/v1/status", Some("secret")).await;
         assert!(status.starts_with("HTTP/1.1 200"), "{status}");
         assert!(status.contains("\"looks\""), "{status}");
+        // A second manager on the same state directory is refused before it does anything.
+        let second = Service::start(&c).await.expect_err("a second manager");
+        assert!(matches!(second, ServiceError::Busy { .. }), "{second}");
+        assert!(second.to_string().contains("another manager"), "{second}");
         let addr = service.api_addr();
         service.stop().await.expect("stops");
         assert!(
