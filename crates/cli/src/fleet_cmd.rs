@@ -108,9 +108,7 @@ fn client(t: &ManagerTarget) -> anyhow::Result<ManagerClient> {
 
 /// The URL `drover manager --lab` recorded for lab `name`, if the lab is up and has one.
 fn lab_manager(name: &str) -> anyhow::Result<Option<String>> {
-    let Ok(lab) = drover_lab::LabName::new(name) else {
-        return Ok(None);
-    };
+    let lab = drover_lab::LabName::new(name).with_context(|| format!("--lab {name}"))?;
     let dirs = drover_lab::LabDirs::from_env();
     let rec = drover_lab::manager_file::load_manager(&dirs, &lab)?;
     Ok(rec.map(|r| r.url))
