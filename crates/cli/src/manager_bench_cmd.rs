@@ -118,29 +118,7 @@ fn print_report(r: &BenchReport) {
             r.store_mib
         ),
     }
-    let plans: Vec<String> = r.plans.iter().map(|(k, n)| format!("{n} {k}")).collect();
-    let ended = m.ended();
-    println!(
-        "plans: {}; {} surges; migrations: {} completed, {} failed, {} cancelled, {} refused",
-        if plans.is_empty() {
-            "none".to_string()
-        } else {
-            plans.join(", ")
-        },
-        r.surges,
-        ended.completed,
-        ended.failed,
-        ended.cancelled,
-        m.refused
-    );
-    println!(
-        "hosts active: mean {:.1}, {} at the end; energy {:.1} kWh; SLATAH {:.3}%; PDM {:.4}%",
-        m.mean_active_hosts(),
-        r.active_hosts_end,
-        m.energy_wh / 1000.0,
-        m.slatah() * 100.0,
-        m.pdm() * 100.0
-    );
+    crate::sim_live_cmd::print_outcome(&r.plans, r.surges, r.active_hosts_end, m);
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
     println!(
         "targets: look under 100 ms at p99: {}, at max: {}; peak memory under 500 MiB: {}",

@@ -128,7 +128,25 @@ fn print_report(r: &BenchReport) {
         Some(mib) => println!("peak memory (VmHWM):       {mib:.1} MiB"),
         None => println!("peak memory (VmHWM):       unknown (no /proc)"),
     }
-    let plans: Vec<String> = r.plans.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    print_outcome(&r.plans, r.surges, r.active_hosts_end, m);
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!(
+        "targets: pass under 100 ms at p99: {}; peak memory under 500 MiB: {}",
+        verdict(r.pass.p99_ms < 100.0),
+        r.peak_rss_mib.map_or("unknown", |mib| verdict(mib < 500.0))
+    );
+    println!("wall time {:.1} s", r.wall_s);
+}
+
+/// The simulated world's outcome, as both manager benchmarks print it: plans by kind,
+/// surges, migrations by end, active hosts, energy, SLATAH and PDM.
+pub fn print_outcome(
+    plans: &std::collections::BTreeMap<String, u64>,
+    surges: u64,
+    active_hosts_end: usize,
+    m: &drover_sim::live::Measures,
+) {
+    let plans: Vec<String> = plans.iter().map(|(k, n)| format!("{n} {k}")).collect();
     let ended = m.ended();
     println!(
         "plans: {}; {} surges; migrations: {} completed, {} failed, {} cancelled, {} refused",
@@ -137,7 +155,7 @@ fn print_report(r: &BenchReport) {
         } else {
             plans.join(", ")
         },
-        r.surges,
+        surges,
         ended.completed,
         ended.failed,
         ended.cancelled,
@@ -146,16 +164,9 @@ fn print_report(r: &BenchReport) {
     println!(
         "hosts active: mean {:.1}, {} at the end; energy {:.1} kWh; SLATAH {:.3}%; PDM {:.4}%",
         m.mean_active_hosts(),
-        r.active_hosts_end,
+        active_hosts_end,
         m.energy_wh / 1000.0,
         m.slatah() * 100.0,
         m.pdm() * 100.0
     );
-    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
-    println!(
-        "targets: pass under 100 ms at p99: {}; peak memory under 500 MiB: {}",
-        verdict(r.pass.p99_ms < 100.0),
-        r.peak_rss_mib.map_or("unknown", |mib| verdict(mib < 500.0))
-    );
-    println!("wall time {:.1} s", r.wall_s);
 }
