@@ -31,14 +31,23 @@
 //!
 //! The unit tests compare it with `find_host` on random clusters; the five PlanetLab days give
 //! bit-identical results with either.
+//!
+//! Files: `index.rs` is the index (the buckets, their dense arrays and ordered sets, where each
+//! host is); this file is the search over it (bounds, the same tests as `find_host`) and the
+//! two ways of placing a set of VMs ([`Placer::place_each`]: best effort; [`Placer::place_all`]:
+//! all or nothing); `tests.rs` checks the search against the full scan.
+
+mod index;
+#[cfg(test)]
+mod tests;
 
 use super::cluster::Cluster;
 use super::detect::{Detector, Overload, LR_WINDOW};
-use super::model::{HostId, PowerModel, VmId};
+use super::model::{HostId, VmId};
 use super::place::sort_decreasing;
 use super::snapshot::HISTORY_LEN;
 use super::stats::{self, LineFit, Trend};
-use std::collections::BTreeSet;
+use index::{band, bucket, kind_of, segment, slopes, Entry, Index, BANDS, BAND_EDGES, SEGMENTS};
 
 /// Watts by which a bound must exceed the best increase before hosts are skipped.
 const EPS_W: f64 = 1e-9;
@@ -46,27 +55,6 @@ const EPS_W: f64 = 1e-9;
 const LR_MARGIN: f64 = 1e-9;
 /// How far past the overload threshold a bound must be before hosts are skipped.
 const OVER_MARGIN: f64 = 1e-6;
-const SEGMENTS: usize = 10;
-/// Lower edges of the bands of `r` (a host's own forecast or utilization).
-const BAND_EDGES: [f64; 13] = [
-    f64::NEG_INFINITY,
-    0.3,
-    0.4,
-    0.5,
-    0.6,
-    0.65,
-    0.7,
-    0.75,
-    0.8,
-    0.85,
-    0.9,
-    0.95,
-    1.0,
-];
-/// Bands: one per edge, plus the never-skipped band.
-const BANDS: usize = BAND_EDGES.len() + 1;
-const UNBANDED: usize = BAND_EDGES.len();
-
 /// A history's least-squares line over its last `LR_WINDOW` samples, for LR's shortcut.
 #[derive(Debug, Clone, Copy)]
 struct Fit {
@@ -92,82 +80,10 @@ fn fit(hist: &[f64; HISTORY_LEN]) -> Fit {
     }
 }
 
-/// A host unchanged since the snapshot, with what the search needs inline.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    g: f64,
-    r: f64,
-    /// Measured power.
-    pm: f64,
-    h: HostId,
-    alloc: f64,
-    avail: f64,
-    ram: u64,
-    live: bool,
-}
-
-#[derive(Debug, Clone, Default)]
-struct Dense {
-    entries: Vec<Entry>,
-    /// Entries before `head` are all dead.
-    head: usize,
-    dead: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Loc {
-    Out,
-    Dense(usize, usize),
-    Sorted(usize, u64),
-}
-
-/// `f64` to `u64` preserving `total_cmp` order, and back.
-fn key(g: f64) -> u64 {
-    let b = g.to_bits();
-    if b >> 63 == 1 {
-        !b
-    } else {
-        b | (1 << 63)
-    }
-}
-
-fn unkey(k: u64) -> f64 {
-    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
-}
-
 /// Whether a host whose own forecast or utilization is `r` is certainly overloaded by a VM whose
 /// cut is `cut` (`r` is NaN for unbanded hosts: never).
 fn doomed(r: f64, cut: f64) -> bool {
     r >= cut
-}
-
-fn segment(a: f64) -> usize {
-    ((a * SEGMENTS as f64).floor().max(0.0) as usize).min(SEGMENTS - 1)
-}
-
-fn band(r: f64) -> usize {
-    if r.is_nan() {
-        return UNBANDED;
-    }
-    BAND_EDGES.iter().rposition(|&e| r >= e).unwrap_or(UNBANDED)
-}
-
-/// Smallest slope (W per unit utilization) over segments `i..=j`.
-fn slopes(p: &PowerModel) -> [[f64; SEGMENTS]; SEGMENTS] {
-    let slope: Vec<f64> = p
-        .watts
-        .windows(2)
-        .map(|w| (w[1] - w[0]) * SEGMENTS as f64)
-        .collect();
-    let mut s = [[f64::INFINITY; SEGMENTS]; SEGMENTS];
-    for (i, row) in s.iter_mut().enumerate() {
-        let mut m = f64::INFINITY;
-        for (j, slot) in row.iter_mut().enumerate().skip(i) {
-            m = m.min(slope[j]);
-            *slot = m;
-        }
-    }
-    s
 }
 
 /// A bucket worth reading for one VM.
@@ -193,9 +109,7 @@ pub struct Placer<'d> {
     pm: Vec<f64>,
     /// Each indexed host's `r` (NaN: unbanded).
     r: Vec<f64>,
-    loc: Vec<Loc>,
-    dense: Vec<Dense>,
-    sorted: Vec<BTreeSet<(u64, HostId)>>,
+    index: Index,
     smin: Vec<[[f64; SEGMENTS]; SEGMENTS]>,
     /// LR's horizon (intervals past the newest sample) when it is the same for every host and
     /// VM (banding needs it).
@@ -211,7 +125,6 @@ impl<'d> Placer<'d> {
     pub fn new(c: &Cluster, det: &'d Detector, excluded: Vec<bool>, off_hosts: bool) -> Self {
         let snap = c.snap;
         let n = c.len();
-        let nb = snap.host_types.len() * BANDS * SEGMENTS;
         // LR's horizon depends on the longest migration off the host; when it is the same for
         // every host type and VM memory, it is the same for every host-VM pair.
         let mut xs = snap.host_types.iter().flat_map(|t| {
@@ -230,9 +143,7 @@ impl<'d> Placer<'d> {
             off_hosts,
             pm: (0..n).map(|h| snap.host_power(h)).collect(),
             r: vec![f64::NAN; n],
-            loc: vec![Loc::Out; n],
-            dense: vec![Dense::default(); nb],
-            sorted: vec![BTreeSet::new(); nb],
+            index: Index::new(n, snap.host_types.len()),
             smin: snap.host_types.iter().map(|t| slopes(&t.power)).collect(),
             lr_ahead,
             host_fit: vec![None; n],
@@ -246,24 +157,21 @@ impl<'d> Placer<'d> {
             let (b, g, r) = p.bucket(c, h);
             p.r[h] = r;
             let w = c.host(h);
-            p.dense[b].entries.push(Entry {
-                g,
-                r,
-                pm: p.pm[h],
-                h,
-                alloc: w.alloc_mips,
-                avail: w.avail_mips,
-                ram: w.ram_used_mb,
-                live: true,
-            });
+            p.index.push_dense(
+                b,
+                Entry {
+                    g,
+                    r,
+                    pm: p.pm[h],
+                    h,
+                    alloc: w.alloc_mips,
+                    avail: w.avail_mips,
+                    ram: w.ram_used_mb,
+                    live: true,
+                },
+            );
         }
-        for (b, d) in p.dense.iter_mut().enumerate() {
-            d.entries
-                .sort_by(|x, y| x.g.total_cmp(&y.g).then(x.h.cmp(&y.h)));
-            for (i, e) in d.entries.iter().enumerate() {
-                p.loc[e.h] = Loc::Dense(b, i);
-            }
-        }
+        p.index.seal();
         p
     }
 
@@ -292,36 +200,14 @@ impl<'d> Placer<'d> {
                 _ => f64::NAN,
             }
         };
-        let b = (kind * BANDS + band(r)) * SEGMENTS + segment(a);
+        let b = bucket(kind, band(r), segment(a));
         (b, t.power.power(a) - self.pm[h], r)
-    }
-
-    fn unindex(&mut self, h: HostId) {
-        match std::mem::replace(&mut self.loc[h], Loc::Out) {
-            Loc::Out => {}
-            Loc::Sorted(b, k) => {
-                self.sorted[b].remove(&(k, h));
-            }
-            Loc::Dense(b, i) => {
-                let d = &mut self.dense[b];
-                d.entries[i].live = false;
-                d.dead += 1;
-                if d.dead > 64 && d.dead * 2 > d.entries.len() {
-                    d.entries.retain(|e| e.live);
-                    d.head = 0;
-                    d.dead = 0;
-                    for (i, e) in d.entries.iter().enumerate() {
-                        self.loc[e.h] = Loc::Dense(b, i);
-                    }
-                }
-            }
-        }
     }
 
     /// Rules `h` out as a destination from now on.
     pub fn exclude(&mut self, h: HostId) {
         self.excluded[h] = true;
-        self.unindex(h);
+        self.index.remove(h);
     }
 
     /// From now on, whether empty untouched hosts are ruled out.
@@ -331,14 +217,12 @@ impl<'d> Placer<'d> {
 
     /// Re-indexes a host whose VM set changed (it is active now).
     fn changed(&mut self, c: &Cluster, h: HostId) {
-        self.unindex(h);
+        self.index.remove(h);
         self.host_fit[h] = None;
         if !self.excluded[h] {
             let (b, g, r) = self.bucket(c, h);
-            let k = key(g);
             self.r[h] = r;
-            self.sorted[b].insert((k, h));
-            self.loc[h] = Loc::Sorted(b, k);
+            self.index.insert_sorted(b, g, h);
         }
     }
 
@@ -453,18 +337,14 @@ impl<'d> Placer<'d> {
                     continue;
                 }
                 for seg in 0..SEGMENTS {
-                    let b = (kind * BANDS + bd) * SEGMENTS + seg;
+                    let b = bucket(kind, bd, seg);
                     let s = self.smin[kind][seg][(seg + span).min(SEGMENTS - 1)];
                     let off = if s >= 0.0 {
                         s * delta
                     } else {
                         s * (delta + 1e-9)
                     };
-                    let d = &mut self.dense[b];
-                    while d.head < d.entries.len() && !d.entries[d.head].live {
-                        d.head += 1;
-                    }
-                    if let Some(e) = d.entries.get(d.head) {
+                    if let Some(e) = self.index.dense_front(b) {
                         visits.push(Visit {
                             bound: e.g + off,
                             bucket: b,
@@ -473,9 +353,9 @@ impl<'d> Placer<'d> {
                             cut,
                         });
                     }
-                    if let Some(&(k, _)) = self.sorted[b].first() {
+                    if let Some(g) = self.index.sorted_front(b) {
                         visits.push(Visit {
-                            bound: unkey(k) + off,
+                            bound: g + off,
                             bucket: b,
                             dense: false,
                             off,
@@ -515,15 +395,14 @@ impl<'d> Placer<'d> {
     ) {
         let snap = c.snap;
         let b = visit.bucket;
-        let t = &snap.host_types[b / (BANDS * SEGMENTS)];
+        let t = &snap.host_types[kind_of(b)];
         let total = t.total_mips();
         let v = c.vm(vm);
         let demand = v.demand_mips;
         let mem = snap.enforce_memory;
         let ram_cap = t.ram_mb as u64;
-        let mut i = self.dense[b].head;
-        while i < self.dense[b].entries.len() {
-            let e = self.dense[b].entries[i];
+        let mut i = self.index.dense_head(b);
+        while let Some(e) = self.index.dense_entry(b, i) {
             i += 1;
             if best.is_some_and(|(bd, _)| e.g + visit.off - EPS_W > bd) {
                 break;
@@ -551,9 +430,9 @@ impl<'d> Placer<'d> {
         let b = visit.bucket;
         let demand = c.vm(vm).demand_mips;
         // Taken out while read (`consider` does not touch the index).
-        let set = std::mem::take(&mut self.sorted[b]);
+        let set = self.index.take_sorted(b);
         for &(k, h) in &set {
-            if best.is_some_and(|(bd, _)| unkey(k) + visit.off - EPS_W > bd) {
+            if best.is_some_and(|(bd, _)| index::unkey(k) + visit.off - EPS_W > bd) {
                 break;
             }
             if !doomed(self.r[h], visit.cut) && c.fits(h, vm) {
@@ -562,7 +441,7 @@ impl<'d> Placer<'d> {
                 self.consider(c, vm, h, alloc, diff, best);
             }
         }
-        self.sorted[b] = set;
+        self.index.put_sorted(b, set);
     }
 
     /// Places as many of `vms` as possible, in decreasing order of demand (best effort, as for
@@ -601,207 +480,5 @@ impl<'d> Placer<'d> {
             }
         }
         Some(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::dc::cluster::tests::snapshot;
-    use crate::dc::model::HostType;
-    use crate::dc::place::{find_host, Exclusions};
-    use crate::dc::rng::SplitMix64;
-    use crate::dc::snapshot::{History, HostState, Snapshot, VmState};
-
-    /// A random cluster: hosts of both benchmark types, some empty; VMs with random histories
-    /// (whole percents, many zeros, some flat, some trending), most placed; the measured
-    /// utilization is what the VMs ask for, as at a decision instant.
-    fn random_snapshot(rng: &mut SplitMix64, hosts: usize, vms: usize, memory: bool) -> Snapshot {
-        let host_types = vec![HostType::hp_ml110_g4(), HostType::hp_ml110_g5()];
-        let mut hs: Vec<HostState> = (0..hosts)
-            .map(|_| HostState {
-                kind: rng.below(2),
-                vms: vec![],
-                util_mips: 0.0,
-                on_since_s: None,
-            })
-            .collect();
-        let sizes = [(2500.0, 870), (2000.0, 1740), (1000.0, 1740), (500.0, 613)];
-        let mut out = Vec::new();
-        for i in 0..vms {
-            let (mips, ram) = sizes[rng.below(4)];
-            let mut history = History::default();
-            let len = rng.below(HISTORY_LEN + 1);
-            let base = rng.next_f64() * 0.6;
-            let slope = (rng.next_f64() - 0.5) * 0.05;
-            for k in 0..len {
-                let u = match rng.below(4) {
-                    0 => 0.0,
-                    1 => base,
-                    _ => ((base + slope * k as f64 + rng.next_f64() * 0.2) * 100.0).round() / 100.0,
-                };
-                history.push(u.clamp(0.0, 1.0));
-            }
-            // Some exact repeats of demand, some arbitrary.
-            let u = if rng.below(2) == 0 {
-                (rng.below(40) as f64) / 100.0
-            } else {
-                rng.next_f64() * 0.5
-            };
-            let host = if rng.below(8) == 0 {
-                None
-            } else {
-                Some(rng.below(hosts))
-            };
-            if let Some(h) = host {
-                hs[h].vms.push(i);
-            }
-            out.push(VmState {
-                mips,
-                pes: 1,
-                ram_mb: ram,
-                host,
-                demand_mips: u * mips,
-                history,
-                dirty_rate_bps: 0.0,
-                wss_bytes: 0,
-                last_migration_s: None,
-            });
-        }
-        let mut snap = Snapshot {
-            time_s: 3000.0,
-            interval_s: 300.0,
-            host_types,
-            hosts: hs,
-            vms: out,
-            enforce_memory: memory,
-        };
-        let c = Cluster::new(&snap);
-        let util: Vec<f64> = (0..hosts).map(|h| c.host(h).alloc_mips).collect();
-        for (h, u) in util.into_iter().enumerate() {
-            snap.hosts[h].util_mips = u;
-        }
-        snap
-    }
-
-    fn detectors() -> Vec<Detector> {
-        [
-            Overload::Thr { threshold: 0.8 },
-            Overload::Thr { threshold: 1.0 },
-            Overload::Lr { safety: 1.2 },
-            Overload::Lr { safety: 1.0 },
-            Overload::Lrr { safety: 1.2 },
-            Overload::Iqr { safety: 1.5 },
-            Overload::Mad { safety: 2.5 },
-        ]
-        .into_iter()
-        .map(|k| Detector::new(k, 300.0))
-        .collect()
-    }
-
-    /// Drives the placer and the full scan through the same edits and compares every choice.
-    fn check(seed: u64, hosts: usize, vms: usize, memory: bool) -> usize {
-        let mut rng = SplitMix64::new(seed);
-        let snap = random_snapshot(&mut rng, hosts, vms, memory);
-        let mut found = 0;
-        for det in detectors() {
-            let mut c = Cluster::new(&snap);
-            let excluded: Vec<bool> = (0..hosts).map(|_| rng.below(10) == 0).collect();
-            let mut ex = Exclusions {
-                hosts: excluded.clone(),
-                off_hosts: rng.below(2) == 0,
-            };
-            let mut p = Placer::new(&c, &det, excluded, ex.off_hosts);
-            let mut placed: Vec<(VmId, HostId)> = Vec::new();
-            for step in 0..3 * vms {
-                let vm = rng.below(vms);
-                let want = find_host(&c, &det, vm, &ex);
-                assert_eq!(
-                    p.find(&c, vm),
-                    want,
-                    "{:?} seed {seed} step {step}",
-                    det.kind
-                );
-                match rng.below(6) {
-                    0..=2 => {
-                        if let Some(h) = want {
-                            p.add(&mut c, h, vm);
-                            placed.push((vm, h));
-                            found += 1;
-                        }
-                    }
-                    3 => {
-                        if let Some((v, h)) = placed.pop() {
-                            p.remove(&mut c, h, v);
-                        }
-                    }
-                    4 => {
-                        let h = rng.below(hosts);
-                        ex.hosts[h] = true;
-                        p.exclude(h);
-                    }
-                    _ => {
-                        ex.off_hosts = !ex.off_hosts;
-                        p.set_off_hosts(ex.off_hosts);
-                    }
-                }
-            }
-        }
-        found
-    }
-
-    #[test]
-    fn same_choices_as_the_full_scan() {
-        let mut found = 0;
-        for seed in 0..12 {
-            found += check(seed, 60, 90, seed % 3 == 0);
-        }
-        found += check(99, 400, 500, false);
-        assert!(found > 1000, "{found}");
-    }
-
-    #[test]
-    fn place_all_is_all_or_nothing_and_place_each_best_effort() {
-        // Two 1500-MIPS VMs, one G4 host with 2000 free: the second does not fit, so neither
-        // moves with `place_all`; `place_each` still places the first.
-        let s = snapshot(
-            &[0, 0],
-            &[
-                (Some(0), 1720.0, 1.0, 870),
-                (None, 1500.0, 1.0, 870),
-                (None, 1500.0, 1.0, 870),
-            ],
-            1,
-        );
-        let det = Detector::new(Overload::Thr { threshold: 1.0 }, 300.0);
-        let mut c = Cluster::new(&s);
-        let mut p = Placer::new(&c, &det, vec![false, true], true);
-        assert_eq!(p.place_all(&mut c, &[1, 2]), None);
-        assert_eq!(c.host(0).vms, vec![0]);
-        assert_eq!(p.place_each(&mut c, &[1, 2]), vec![(1, 0)]);
-        assert_eq!(c.host(0).vms, vec![0, 1]);
-    }
-
-    #[test]
-    fn ordered_keys_round_trip() {
-        let xs = [
-            -3.5,
-            -0.0,
-            0.0,
-            1e-300,
-            2.0,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-        ];
-        for &x in &xs {
-            assert_eq!(unkey(key(x)).to_bits(), x.to_bits());
-        }
-        for w in [-3.5, -1e-9, 0.0, 1e-9, 7.0].windows(2) {
-            assert!(key(w[0]) < key(w[1]));
-        }
-        assert_eq!(band(f64::NAN), UNBANDED);
-        assert_eq!(band(-5.0), 0);
-        assert_eq!(band(0.85), 9);
-        assert_eq!(band(3.0), BAND_EDGES.len() - 1);
     }
 }
