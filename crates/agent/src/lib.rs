@@ -46,8 +46,6 @@ use tokio::task::JoinHandle;
 pub enum AgentError {
     #[error("the token is empty: put a secret in the token file")]
     EmptyToken,
-    #[error("cannot read token file {path}: {message}")]
-    TokenFile { path: PathBuf, message: String },
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error("re-attaching to VMs: {0}")]
@@ -172,49 +170,6 @@ impl AgentConfig {
         }
         Ok(())
     }
-}
-
-/// A token shorter than this is easy to guess.
-pub const MIN_TOKEN_BYTES: usize = 16;
-
-/// What is weak about a token file whose permission bits are `mode` and whose token is
-/// `len` bytes (pure, for tests).
-pub fn token_warnings(path: &std::path::Path, mode: u32, len: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    if mode & 0o077 != 0 {
-        out.push(format!(
-            "token file {} is readable or writable by group or others (mode {:04o}): anyone who \
-             reads it controls this host's VMs; chmod 600 it",
-            path.display(),
-            mode & 0o7777
-        ));
-    }
-    if len < MIN_TOKEN_BYTES {
-        out.push(format!(
-            "the token in {} is {len} bytes long; use at least {MIN_TOKEN_BYTES} random bytes",
-            path.display()
-        ));
-    }
-    out
-}
-
-/// Reads a token file (trailing whitespace ignored), warning when it is readable by others or
-/// the token is short.
-pub fn read_token(path: &std::path::Path) -> Result<String, AgentError> {
-    use std::os::unix::fs::PermissionsExt;
-    let text = std::fs::read_to_string(path).map_err(|e| AgentError::TokenFile {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let token = text.trim().to_string();
-    if token.is_empty() {
-        return Err(AgentError::EmptyToken);
-    }
-    let mode = std::fs::metadata(path).map_or(0, |m| m.permissions().mode());
-    for w in token_warnings(path, mode, token.len()) {
-        tracing::warn!("{w}");
-    }
-    Ok(token)
 }
 
 /// Locks `m`, tolerating poison.
@@ -427,33 +382,6 @@ mod tests {
                 ..
             })
         ));
-    }
-
-    #[test]
-    fn weak_tokens_are_named() {
-        let p = std::path::Path::new("/run/t");
-        assert!(token_warnings(p, 0o100600, 32).is_empty());
-        let w = token_warnings(p, 0o100644, 32);
-        assert_eq!(w.len(), 1);
-        assert!(
-            w[0].contains("mode 0644") && w[0].contains("chmod 600"),
-            "{w:?}"
-        );
-        let w = token_warnings(p, 0o100640, 6);
-        assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[1].contains("6 bytes"), "{w:?}");
-    }
-
-    #[test]
-    fn read_token_warns_but_reads() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("token");
-        std::fs::write(&p, "short\n").expect("write");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        assert_eq!(read_token(&p).expect("read"), "short");
-        std::fs::write(&p, " \n").expect("write");
-        assert!(matches!(read_token(&p), Err(AgentError::EmptyToken)));
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@
 //! - [`metrics`]: `GET /v1/metrics` (use and demand);
 //! - [`power`]: the host's power state (standby, wake);
 //! - [`workload`]: changing a running VM's workload;
+//! - [`token`]: the bearer token: reading its file (agent, manager, CLI), checking a presented one;
 //! - [`names`]: the shapes of names, paths and specs, one regular expression each, shared by
 //!   the parsers and the schema;
 //! - [`request`]: pure parsers, over [`body`] (a body read so that every refusal names its
@@ -29,6 +30,7 @@ pub mod openapi;
 pub mod power;
 pub mod qmp;
 pub mod request;
+pub mod token;
 pub mod transport;
 pub mod uri;
 pub mod vm;

@@ -202,29 +202,6 @@ async fn read_bounded(
     }
 }
 
-/// Compares a presented token with ours in time independent of where they differ.
-fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
-    let mut diff = presented.len() ^ expected.len();
-    for (i, e) in expected.iter().enumerate() {
-        let p = presented.get(i).copied().unwrap_or(0);
-        diff |= usize::from(p ^ e);
-    }
-    diff == 0
-}
-
-/// The servers' side of the bearer token, the one rule of the agent and the manager: an
-/// `Authorization` header value `Bearer <token>`, the scheme in any case, then one or more
-/// spaces (RFC 9110, section 11.1), the token compared in constant time. An empty expected
-/// token matches nothing.
-pub fn bearer_matches(header: Option<&[u8]>, token: &str) -> bool {
-    let Some(value) = header else { return false };
-    let (scheme, rest) = value.split_at(value.len().min(6));
-    if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.starts_with(b" ") {
-        return false;
-    }
-    !token.is_empty() && token_matches(rest.trim_ascii_start(), token.as_bytes())
-}
-
 /// A request body as JSON bytes.
 ///
 /// # Errors

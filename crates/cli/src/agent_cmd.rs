@@ -3,7 +3,8 @@
 
 use crate::flags::{cores, parsed, seconds, whole, Typed};
 use anyhow::Context;
-use drover_agent::{read_token, serve, AgentConfig, AgentError, MAX_WAKE_DELAY};
+use drover_agent::{serve, AgentConfig, AgentError, MAX_WAKE_DELAY};
+use drover_api::token::read_token;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -97,7 +98,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             _ => e.into(),
         }
     })?;
-    config.token = read_token(&args.token_file)?;
+    config.token =
+        read_token(&args.token_file).map_err(|e| anyhow::anyhow!("--token-file: {e}"))?;
     let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
     rt.block_on(async {
         tokio::select! {

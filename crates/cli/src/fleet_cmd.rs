@@ -102,7 +102,7 @@ fn client(t: &ManagerTarget) -> anyhow::Result<ManagerClient> {
         .context(
             "the manager needs a token: --token-file FILE (or $DROVER_TOKEN_FILE, or a lab that is up)",
         )?;
-    let token = drover_agent::read_token(&path)?;
+    let token = drover_api::token::read_token(&path)?;
     Ok(ManagerClient::new(url, &token))
 }
 

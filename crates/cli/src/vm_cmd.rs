@@ -5,6 +5,7 @@
 use crate::flags::{parsed, whole, Typed, VmFlags};
 use crate::migration_flags::MigrationFlags;
 use anyhow::{anyhow, bail, Context};
+use drover_api::token::read_token;
 use drover_api::vm::VmConfigError;
 use drover_api::{
     AgentClient, AgentUrl, MigrationRequest, MigrationState, NicConfig, VmConfig, VmStatus, VmView,
@@ -98,10 +99,6 @@ pub enum VmCommand {
 struct Resolved {
     client: Option<AgentClient>,
     lab_agents: Vec<(String, AgentClient)>,
-}
-
-fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
-    drover_agent::read_token(path).map_err(anyhow::Error::from)
 }
 
 /// A client of the agent at `url`, which `name` gave (a flag, or the lab's state file).

@@ -164,9 +164,9 @@ impl From<crate::power::PowerError> for ApiError {
 }
 
 /// Checks an `Authorization` header value against the token (drover-api's one rule,
-/// [`drover_api::transport::bearer_matches`]).
+/// [`drover_api::token::bearer_matches`]).
 pub fn check_bearer(header: Option<&[u8]>, token: &str) -> Result<(), ApiError> {
-    if drover_api::transport::bearer_matches(header, token) {
+    if drover_api::token::bearer_matches(header, token) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)

@@ -63,12 +63,12 @@ impl IntoResponse for ApiError {
 }
 
 /// Checks an `Authorization` header value against the token (drover-api's one rule,
-/// [`drover_api::transport::bearer_matches`], the agent's too).
+/// [`drover_api::token::bearer_matches`], the agent's too).
 ///
 /// # Errors
 /// [`ApiError::Unauthorized`] for a missing header, another scheme, or another token.
 pub fn check_bearer(header: Option<&[u8]>, token: &str) -> Result<(), ApiError> {
-    if drover_api::transport::bearer_matches(header, token) {
+    if drover_api::token::bearer_matches(header, token) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)

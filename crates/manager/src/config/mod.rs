@@ -39,6 +39,7 @@ use crate::api::ApiConfig;
 use crate::daemon::{DaemonError, LoopConfig};
 use crate::fleet::{AgentSpec, PollConfig};
 use crate::store::{HostSpec, PowerModel, Retention};
+use drover_api::token::TokenError;
 use drover_api::AgentUrl;
 use drover_core::control::{ControlSettings, SettingsError};
 use serde::{Deserialize, Serialize};
@@ -69,13 +70,17 @@ pub enum ConfigError {
         field: String,
         why: String,
     },
-    /// A token file cannot be read or is empty; `field` names where it was configured.
-    #[error("{field} = {file}: {why}")]
+    /// A token file gives no token; `field` names the key that configured it (the error names
+    /// the file and what was expected).
+    #[error("{field}: {source}")]
     Token {
         field: String,
-        file: PathBuf,
-        why: String,
+        #[source]
+        source: TokenError,
     },
+    /// No token file is configured for `field` (nor a top-level `token_file`).
+    #[error("{field}: not set: name a token file here or token_file at the top")]
+    TokenUnset { field: String },
 }
 
 /// One agent: a host of the inventory (`[[agents]]`).
@@ -323,7 +328,8 @@ impl ManagerConfig {
     /// Each agent with its token, read from its token file.
     ///
     /// # Errors
-    /// [`ConfigError::Token`] naming the key that configured an unreadable or empty file.
+    /// [`ConfigError::Token`] naming the key that configured a file that gives no token, or
+    /// [`ConfigError::TokenUnset`].
     pub fn agent_specs(&self) -> Result<Vec<AgentSpec>, ConfigError> {
         let mut specs = Vec::with_capacity(self.agents.len());
         // Each file is read (and warned about) once, however many agents share it.
@@ -333,10 +339,8 @@ impl ManagerConfig {
                 (Some(f), _) => (format!("agents[{i}].token_file"), f),
                 (None, Some(f)) => ("token_file".to_string(), f),
                 (None, None) => {
-                    return Err(ConfigError::Token {
+                    return Err(ConfigError::TokenUnset {
                         field: format!("agents[{i}].token_file"),
-                        file: PathBuf::new(),
-                        why: "not set".into(),
                     })
                 }
             };
@@ -361,15 +365,14 @@ impl ManagerConfig {
     /// top-level `token_file`).
     ///
     /// # Errors
-    /// [`ConfigError::Token`] naming the key of an unreadable or empty file.
+    /// [`ConfigError::Token`] naming the key of a file that gives no token, or
+    /// [`ConfigError::TokenUnset`].
     pub fn api_token(&self) -> Result<String, ConfigError> {
         match (&self.api.token_file, &self.token_file) {
             (Some(f), _) => read_token("api.token_file", f),
             (None, Some(f)) => read_token("token_file", f),
-            (None, None) => Err(ConfigError::Token {
+            (None, None) => Err(ConfigError::TokenUnset {
                 field: "api.token_file".into(),
-                file: PathBuf::new(),
-                why: "not set".into(),
             }),
         }
     }
@@ -400,28 +403,12 @@ fn control_field(e: &SettingsError) -> String {
     }
 }
 
-/// A bearer token: the file's text, trimmed; warns when others may read it.
+/// The bearer token in `file`, configured by key `field` (see [`drover_api::token::read_token`]).
 fn read_token(field: &str, file: &Path) -> Result<String, ConfigError> {
-    use std::os::unix::fs::PermissionsExt;
-    let err = |why: String| ConfigError::Token {
+    drover_api::token::read_token(file).map_err(|source| ConfigError::Token {
         field: field.to_string(),
-        file: file.to_path_buf(),
-        why,
-    };
-    let text = std::fs::read_to_string(file).map_err(|e| err(e.to_string()))?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(err("the file is empty".into()));
-    }
-    let mode = std::fs::metadata(file).map_or(0, |m| m.permissions().mode());
-    if mode & 0o077 != 0 {
-        tracing::warn!(
-            "token file {} is readable by others (mode {:o}): chmod 600 it",
-            file.display(),
-            mode & 0o777
-        );
-    }
-    Ok(token.to_string())
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -258,15 +258,22 @@ fn paths_are_relative_to_the_file_and_tokens_are_read_per_agent() {
 
     std::fs::write(dir.path().join("h2.token"), "\n").expect("token");
     match c.agent_specs() {
-        Err(ConfigError::Token { field, why, .. }) => {
+        Err(ConfigError::Token { field, source }) => {
             assert_eq!(field, "agents[1].token_file");
-            assert!(why.contains("empty"), "{why}");
+            assert!(matches!(source, TokenError::Empty { .. }), "{source}");
         }
         other => panic!("expected a token error, got {other:?}"),
     }
     std::fs::remove_file(dir.path().join("token")).expect("rm");
     match c.agent_specs() {
-        Err(ConfigError::Token { field, .. }) => assert_eq!(field, "token_file"),
+        Err(e @ ConfigError::Token { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.starts_with("token_file: cannot read token file")
+                    && text.contains(&dir.path().join("token").display().to_string()),
+                "{text}"
+            );
+        }
         other => panic!("expected a token error, got {other:?}"),
     }
 }
