@@ -178,8 +178,7 @@ fn load_dir<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, StoreError> {
 mod tests {
     use super::*;
     use crate::model::VmRole;
-    use drover_api::{MigrationRequest, MigrationState, VmConfig};
-    use drover_core::migration::Technique;
+    use drover_api::{MigrationState, VmConfig};
 
     fn vm(name: &str) -> VmRecord {
         VmRecord {
@@ -223,27 +222,7 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 1);
 
-        let m = MigrationRecord {
-            id: "m1".into(),
-            vm: "b".into(),
-            request: MigrationRequest {
-                id: None,
-                to: drover_api::AgentUrl::parse("http://h2:7700").expect("valid"),
-                technique: Technique::Postcopy,
-                measure: false,
-                knobs: drover_core::migration::PlanKnobs::default(),
-            },
-            state: MigrationState::Running,
-            plan: None,
-            uri: None,
-            started_unix_ms: 1,
-            ended_unix_ms: None,
-            vm_on_destination: false,
-            progress: None,
-            result: None,
-            error: None,
-            notes: vec![],
-        };
+        let m = crate::migrate::test_record(MigrationState::Running, false);
         store.save_migration(&m).expect("save");
         assert_eq!(store.load_migrations().expect("load"), vec![m]);
     }

@@ -7,78 +7,25 @@
 
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use drover_agent::{procfs, start, AgentConfig};
-use drover_api::{AgentClient, AgentUrl, MigrationRequest, MigrationState, VmConfig, VmStatus};
+use common::{client, image, run, send_json, tcg_config, QemuGuard};
+use drover_agent::procfs;
+use drover_api::{AgentUrl, MigrationRequest, MigrationState, VmConfig, VmStatus};
 use drover_core::migration::{PlanKnobs, Technique};
-use drover_qemu::image::GuestImage;
-use drover_qemu::launcher::Accel;
 use drover_testkit::{require, QEMU};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-const TOKEN: &str = "attack-token";
+mod common;
 
-/// Kills every QEMU recorded in the state dir, however the test ends.
-struct QemuGuard(PathBuf);
-
-impl Drop for QemuGuard {
-    fn drop(&mut self) {
-        let Ok(store) = drover_agent::store::Store::open(&self.0) else {
-            return;
-        };
-        for vm in store.load_vms().unwrap_or_default() {
-            if procfs::is_alive(vm.pid, &vm.config.name) {
-                let _ = procfs::signal(vm.pid, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-fn image() -> GuestImage {
-    drover_qemu::image::ensure_image(&drover_qemu::image::NoProgress)
-        .expect("guest image (run scripts/setup)")
-}
-
-async fn agent(state: &Path, image: &GuestImage) -> (drover_agent::RunningAgent, String) {
-    let mut c = AgentConfig::new(
-        "127.0.0.1:0".parse().expect("addr"),
-        state.to_path_buf(),
-        TOKEN.into(),
-    );
-    c.accel = Accel::Tcg;
-    c.image = Some(image.clone());
-    let a = start(c).await.expect("agent starts");
-    let url = format!("http://{}", a.addr);
-    (a, url)
-}
-
-fn client(url: &str) -> AgentClient {
-    AgentClient::new(AgentUrl::parse(url).expect("url"), TOKEN)
-}
-
+/// An idle VM.
 fn vm(name: &str) -> VmConfig {
-    VmConfig {
-        name: name.into(),
-        vcpus: 1,
-        memory_bytes: 128 << 20,
-        workload: "idle".into(),
-        disk: None,
-        nic: None,
-    }
+    common::vm(name, "idle")
 }
 
 /// POSTs raw JSON; returns the status and body.
 async fn post_json(url: &str, body: &Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(url)
-        .bearer_auth(TOKEN)
-        .json(body)
-        .send()
-        .await
-        .expect("send");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    send_json("POST", url, Some(body)).await
 }
 
 #[test]
@@ -93,11 +40,11 @@ fn no_caller_or_peer_can_make_qemu_run_a_command() {
     let marker = dir.path().join("pwned");
     let exec = format!("exec:touch {}", marker.display());
     let (state_a, state_b) = (dir.path().join("a"), dir.path().join("b"));
-    let _guards = (QemuGuard(state_a.clone()), QemuGuard(state_b.clone()));
+    let _guard = QemuGuard(vec![state_a.clone(), state_b.clone()]);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let (_a, url_a) = agent(&state_a, &image).await;
-        let (_b, url_b) = agent(&state_b, &image).await;
+        let (_a, url_a) = run(tcg_config(&state_a, &image)).await;
+        let (_b, url_b) = run(tcg_config(&state_b, &image)).await;
         forwarded_commands_are_refused(&url_b, &exec).await;
         assert!(!marker.exists(), "a forwarded command ran");
         paths_stay_in_the_storage_directory(&url_a, &state_a).await;

@@ -1,38 +1,25 @@
 //! The HTTP API without QEMU: authentication, error mapping, hostile input, re-attach of a dead
 //! VM as `lost`. The agent runs in-process on a loopback port.
 
-use drover_agent::model::{VmRecord, VmRole};
+use common::{ghost, stand_in_config, vm, TOKEN};
+use drover_agent::model::VmRole;
 use drover_agent::{start, AgentConfig, RunningAgent};
-use drover_api::{
-    unix_ms, AgentClient, AgentUrl, MigrationRequest, PowerState, VmConfig, VmStatus,
-};
-use drover_qemu::image::GuestImage;
+use drover_api::{AgentClient, AgentUrl, MigrationRequest, PowerState, VmStatus};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
 
-const TOKEN: &str = "test-token-123";
+mod common;
 
+/// Stand-in image files, and a QEMU that does not exist: creating a VM must fail cleanly.
 fn config(dir: &Path) -> AgentConfig {
-    // Image files that exist, and a QEMU that does not: creating a VM must fail cleanly.
-    let kernel = dir.join("vmlinuz");
-    let initrd = dir.join("initrd");
-    std::fs::write(&kernel, b"k").expect("write");
-    std::fs::write(&initrd, b"i").expect("write");
-    let mut c = AgentConfig::new(
-        "127.0.0.1:0".parse().expect("addr"),
-        dir.join("state"),
-        TOKEN.into(),
-    );
+    let mut c = stand_in_config(dir);
     c.qemu_binary = "/nonexistent/qemu-system-x86_64".into();
-    c.image = Some(GuestImage { kernel, initrd });
     c
 }
 
 async fn agent(dir: &Path) -> (RunningAgent, String) {
-    let a = start(config(dir)).await.expect("agent starts");
-    let url = format!("http://{}", a.addr);
-    (a, url)
+    common::run(config(dir)).await
 }
 
 /// Sends a raw request; returns status and JSON body (Null if not JSON).
@@ -248,31 +235,9 @@ async fn a_vm_whose_qemu_died_is_reported_lost_not_restarted() {
     let cfg = config(dir.path());
     let store = drover_agent::store::Store::open(&cfg.state_dir).expect("store");
     // A pid that certainly is not a QEMU named "ghost" any more.
-    let mut child = std::process::Command::new("true").spawn().expect("spawn");
-    let pid = child.id();
-    child.wait().expect("wait");
-    store
-        .save_vm(&VmRecord {
-            config: VmConfig {
-                name: "ghost".into(),
-                vcpus: 1,
-                memory_bytes: 128 << 20,
-                workload: "idle".into(),
-                disk: None,
-                nic: None,
-            },
-            role: VmRole::Running,
-            pid,
-            run_dir: store.run_dir("ghost"),
-            created_unix_ms: unix_ms(),
-            arrived_by: None,
-        })
-        .expect("save");
+    let pid = save_ghost(&cfg, "ghost", "idle");
     let agent = start(cfg).await.expect("start");
-    let client = AgentClient::new(
-        AgentUrl::parse(&format!("http://{}", agent.addr)).expect("url"),
-        TOKEN,
-    );
+    let client = client_of(&agent);
     let vms = client.list_vms().await.expect("list");
     assert_eq!(vms.len(), 1);
     assert_eq!(vms[0].status, VmStatus::Lost);
@@ -304,36 +269,17 @@ async fn a_vm_whose_qemu_died_is_reported_lost_not_restarted() {
     assert!(store.load_vms().expect("load").is_empty());
 }
 
-/// Records a VM named `name` whose QEMU is certainly gone (it comes back `lost`).
-fn save_ghost(cfg: &AgentConfig, name: &str, workload: &str) {
+/// Records a VM named `name` whose QEMU is certainly gone (it comes back `lost`); returns the
+/// pid it had.
+fn save_ghost(cfg: &AgentConfig, name: &str, workload: &str) -> u32 {
     let store = drover_agent::store::Store::open(&cfg.state_dir).expect("store");
-    let mut child = std::process::Command::new("true").spawn().expect("spawn");
-    let pid = child.id();
-    child.wait().expect("wait");
-    store
-        .save_vm(&VmRecord {
-            config: VmConfig {
-                name: name.into(),
-                vcpus: 1,
-                memory_bytes: 128 << 20,
-                workload: workload.into(),
-                disk: None,
-                nic: None,
-            },
-            role: VmRole::Running,
-            pid,
-            run_dir: store.run_dir(name),
-            created_unix_ms: unix_ms(),
-            arrived_by: None,
-        })
-        .expect("save");
+    let record = ghost(vm(name, workload), VmRole::Running, store.run_dir(name));
+    store.save_vm(&record).expect("save");
+    record.pid
 }
 
 fn client_of(agent: &RunningAgent) -> AgentClient {
-    AgentClient::new(
-        AgentUrl::parse(&format!("http://{}", agent.addr)).expect("url"),
-        TOKEN,
-    )
+    common::client(&format!("http://{}", agent.addr))
 }
 
 fn stop(agent: RunningAgent) {
@@ -369,14 +315,7 @@ async fn standby_refuses_vms_until_woken_and_survives_a_restart() {
         "{text}"
     );
 
-    let vm = VmConfig {
-        name: "a".into(),
-        vcpus: 1,
-        memory_bytes: 128 << 20,
-        workload: "idle".into(),
-        disk: None,
-        nic: None,
-    };
+    let vm = vm("a", "idle");
     let e = c.create_vm(&vm).await.expect_err("refused in standby");
     assert_eq!(e.status(), Some(409), "{e}");
     assert!(e.to_string().contains("host is in standby"), "{e}");
@@ -421,14 +360,7 @@ async fn a_host_with_no_wake_delay_is_active_at_once() {
     let c = client_of(&agent);
     c.standby().await.expect("standby");
     assert_eq!(c.wake().await.expect("wake").state, PowerState::Active);
-    let vm = VmConfig {
-        name: "a".into(),
-        vcpus: 1,
-        memory_bytes: 128 << 20,
-        workload: "idle".into(),
-        disk: None,
-        nic: None,
-    };
+    let vm = vm("a", "idle");
     let e = c.create_vm(&vm).await.expect_err("no QEMU");
     assert_eq!(e.status(), Some(500), "{e}");
     // The failed start released its admission: the host may stand by.

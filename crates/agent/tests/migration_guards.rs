@@ -7,78 +7,18 @@
 //! The post-copy is held open by a low bandwidth cap (about 20 s for a 128 MiB guest); the test
 //! is bounded by timeouts and kills every QEMU it started however it ends.
 
-use drover_agent::{procfs, start, AgentConfig};
-use drover_api::{
-    AgentClient, AgentUrl, MigrationRecord, MigrationRequest, MigrationState, VmConfig, VmStatus,
-};
+use common::{client, image, run, send, tcg_config, vm, QemuGuard};
+use drover_agent::procfs;
+use drover_api::{AgentClient, MigrationRecord, MigrationRequest, MigrationState, VmStatus};
 use drover_core::migration::{PlanKnobs, Technique};
-use drover_qemu::image::GuestImage;
-use drover_qemu::launcher::Accel;
 use drover_testkit::{require, QEMU};
-use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use serde_json::json;
+use std::path::Path;
 use std::time::Duration;
 
-const TOKEN: &str = "guards-token-0123456789";
+mod common;
+
 const WORKLOAD: &str = "memtouch:wss=32M,pattern=seq";
-
-/// Kills every QEMU recorded in the state dirs, however the test ends.
-struct QemuGuard(Vec<PathBuf>);
-
-impl Drop for QemuGuard {
-    fn drop(&mut self) {
-        for dir in &self.0 {
-            let Ok(store) = drover_agent::store::Store::open(dir) else {
-                continue;
-            };
-            for vm in store.load_vms().unwrap_or_default() {
-                if procfs::is_alive(vm.pid, &vm.config.name) {
-                    let _ = procfs::signal(vm.pid, libc::SIGKILL);
-                }
-            }
-        }
-    }
-}
-
-async fn agent(state: &Path, image: &GuestImage) -> (drover_agent::RunningAgent, String) {
-    let mut c = AgentConfig::new(
-        "127.0.0.1:0".parse().expect("addr"),
-        state.to_path_buf(),
-        TOKEN.into(),
-    );
-    c.accel = Accel::Tcg;
-    c.image = Some(image.clone());
-    let a = start(c).await.expect("agent starts");
-    let url = format!("http://{}", a.addr);
-    (a, url)
-}
-
-fn client(url: &str) -> AgentClient {
-    AgentClient::new(AgentUrl::parse(url).expect("url"), TOKEN)
-}
-
-fn vm(name: &str, workload: &str) -> VmConfig {
-    VmConfig {
-        name: name.into(),
-        vcpus: 1,
-        memory_bytes: 128 << 20,
-        workload: workload.into(),
-        disk: None,
-        nic: None,
-    }
-}
-
-async fn send(method: &str, url: &str, body: Option<Value>) -> (u16, String) {
-    let mut req = reqwest::Client::new()
-        .request(method.parse().expect("method"), url)
-        .bearer_auth(TOKEN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("send");
-    let status = resp.status().as_u16();
-    (status, resp.text().await.unwrap_or_default())
-}
 
 /// Polls `a`'s view of migration `id` until `done` says so (bounded).
 async fn wait_for(
@@ -102,8 +42,7 @@ async fn wait_for(
 fn nothing_loses_the_guest_during_a_postcopy() {
     require!(QEMU);
     procfs::become_subreaper();
-    let image = drover_qemu::image::ensure_image(&drover_qemu::image::NoProgress)
-        .expect("guest image (run scripts/setup)");
+    let image = image();
     let dir = tempfile::Builder::new()
         .prefix("drg")
         .tempdir_in("/tmp")
@@ -112,8 +51,8 @@ fn nothing_loses_the_guest_during_a_postcopy() {
     let _guard = QemuGuard(vec![state_a.clone(), state_b.clone()]);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let (_a, url_a) = agent(&state_a, &image).await;
-        let (_b, url_b) = agent(&state_b, &image).await;
+        let (_a, url_a) = run(tcg_config(&state_a, &image)).await;
+        let (_b, url_b) = run(tcg_config(&state_b, &image)).await;
         let (a, b) = (client(&url_a), client(&url_b));
         a.create_vm(&vm("pc1", WORKLOAD)).await.expect("create");
         during_postcopy(&a, &b, &url_a, &url_b, &state_a).await;
@@ -217,7 +156,7 @@ async fn commits(a: &AgentClient, b: &AgentClient, url_b: &str) {
     let (s, body) = send(
         "POST",
         &format!("{url_b}/v1/incoming"),
-        Some(json!({"config": vm("twin", "idle"), "migration_id": "pc1-m1"})),
+        Some(&json!({"config": vm("twin", "idle"), "migration_id": "pc1-m1"})),
     )
     .await;
     assert_eq!(s, 409, "{body}");
@@ -226,7 +165,7 @@ async fn commits(a: &AgentClient, b: &AgentClient, url_b: &str) {
     let (s, body) = send(
         "POST",
         &format!("{url_b}/v1/incoming"),
-        Some(json!({"config": vm("empty", "idle"), "migration_id": "never-1"})),
+        Some(&json!({"config": vm("empty", "idle"), "migration_id": "never-1"})),
     )
     .await;
     assert_eq!(s, 201, "{body}");

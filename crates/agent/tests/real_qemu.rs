@@ -5,61 +5,28 @@
 //! Needs qemu-system-x86_64 (a failure under CI when missing, a loud skip elsewhere) and the
 //! guest image inputs (scripts/setup).
 
-use drover_agent::{procfs, start, AgentConfig};
+use common::{client, image, tcg_config, vm, QemuGuard};
+use drover_agent::{procfs, start};
 use drover_api::metrics::{DemandSource, VmMetrics};
 use drover_api::{
-    AgentClient, AgentUrl, MigrationRecord, MigrationRequest, MigrationState, VmConfig, VmStatus,
-    VmView,
+    AgentClient, MigrationRecord, MigrationRequest, MigrationState, VmStatus, VmView,
 };
 use drover_core::migration::EndStatus;
 use drover_core::migration::{PlanKnobs, Technique};
 use drover_qemu::image::GuestImage;
-use drover_qemu::launcher::Accel;
 use drover_testkit::{require, QEMU};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
+mod common;
+
 /// Real-QEMU tests share 2 cores: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
-const TOKEN: &str = "e2e-token";
 /// A sequential sweep, so `WSS_PAGES` ops after a point in time mean every page of the working
 /// set was verified (and rewritten) after it.
 const WORKLOAD: &str = "memtouch:wss=32M,pattern=seq";
 const WSS_PAGES: u64 = (32 << 20) / 4096;
-
-fn client(url: &str) -> AgentClient {
-    AgentClient::new(AgentUrl::parse(url).expect("agent URL"), TOKEN)
-}
-
-fn vm_config(name: &str, workload: &str) -> VmConfig {
-    VmConfig {
-        name: name.into(),
-        vcpus: 1,
-        memory_bytes: 128 << 20,
-        workload: workload.into(),
-        disk: None,
-        nic: None,
-    }
-}
-
-/// Kills every QEMU recorded in the state dirs, however the test ends.
-struct QemuGuard(Vec<PathBuf>);
-
-impl Drop for QemuGuard {
-    fn drop(&mut self) {
-        for dir in &self.0 {
-            let Ok(store) = drover_agent::store::Store::open(dir) else {
-                continue;
-            };
-            for vm in store.load_vms().unwrap_or_default() {
-                if procfs::is_alive(vm.pid, &vm.config.name) {
-                    let _ = procfs::signal(vm.pid, libc::SIGKILL);
-                }
-            }
-        }
-    }
-}
 
 /// An agent on its own runtime.
 struct TestAgent {
@@ -74,13 +41,7 @@ impl TestAgent {
             .enable_all()
             .build()
             .expect("runtime");
-        let mut c = AgentConfig::new(
-            "127.0.0.1:0".parse().expect("addr"),
-            state_dir.to_path_buf(),
-            TOKEN.into(),
-        );
-        c.accel = Accel::Tcg;
-        c.image = Some(image.clone());
+        let mut c = tcg_config(state_dir, image);
         c.dirty_interval = Duration::from_secs(5);
         c.sample_interval = Duration::from_secs(1);
         let agent = rt.block_on(start(c)).expect("agent starts");
@@ -202,11 +163,6 @@ async fn migrate(
     done
 }
 
-fn image() -> GuestImage {
-    drover_qemu::image::ensure_image(&drover_qemu::image::NoProgress)
-        .expect("guest image (run scripts/setup)")
-}
-
 #[test]
 fn vm_lifecycle_migrations_both_ways_and_agent_restart() {
     require!(QEMU);
@@ -226,13 +182,10 @@ fn vm_lifecycle_migrations_both_ways_and_agent_restart() {
     rt.block_on(async {
         let ca = client(&a.url);
         let cb = client(&b.url);
-        let created = ca
-            .create_vm(&vm_config("mt1", WORKLOAD))
-            .await
-            .expect("create");
+        let created = ca.create_vm(&vm("mt1", WORKLOAD)).await.expect("create");
         assert_eq!(created.status, VmStatus::Running);
         let dup = ca
-            .create_vm(&vm_config("mt1", "idle"))
+            .create_vm(&vm("mt1", "idle"))
             .await
             .expect_err("duplicate");
         assert_eq!(dup.status(), Some(409));
@@ -385,7 +338,7 @@ fn a_guest_changes_its_cpu_demand_on_command() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let high = rt.block_on(async {
         let c = client(&a.url);
-        c.create_vm(&vm_config("cpu1", "cpu:demand=10"))
+        c.create_vm(&vm("cpu1", "cpu:demand=10"))
             .await
             .expect("create");
         wait_reporting(&c, "cpu1", 1, Duration::from_secs(60)).await;

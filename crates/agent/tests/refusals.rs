@@ -2,53 +2,34 @@
 //! stand-in QEMU that takes a moment and fails, so admitted creates are told from refused ones),
 //! and the migration rules on VMs recorded in the state directory (their QEMU long gone).
 
+use common::{ghost, send_json, stand_in_config};
 use drover_agent::model::{VmRecord, VmRole};
-use drover_agent::{start, AgentConfig, RunningAgent};
-use drover_api::{unix_ms, VmConfig};
-use drover_qemu::image::GuestImage;
+use drover_agent::{AgentConfig, RunningAgent};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-const TOKEN: &str = "refusals-token-0123456789";
+mod common;
+
 const MIB: u64 = 1 << 20;
 
 /// An agent reporting `memory` bytes, whose "QEMU" waits half a second and fails.
 fn config(dir: &Path, memory: u64) -> AgentConfig {
-    let kernel = dir.join("vmlinuz");
-    let initrd = dir.join("initrd");
-    std::fs::write(&kernel, b"k").expect("write");
-    std::fs::write(&initrd, b"i").expect("write");
     let qemu = dir.join("qemu-stand-in");
     std::fs::write(&qemu, "#!/bin/sh\nsleep 0.5\nexit 1\n").expect("write");
     std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let mut c = AgentConfig::new(
-        "127.0.0.1:0".parse().expect("addr"),
-        dir.join("state"),
-        TOKEN.into(),
-    );
+    let mut c = stand_in_config(dir);
     c.qemu_binary = qemu.display().to_string();
-    c.image = Some(GuestImage { kernel, initrd });
     c.memory_bytes = Some(memory);
     c
 }
 
 async fn agent(c: AgentConfig) -> (RunningAgent, String) {
-    let a = start(c).await.expect("agent starts");
-    let url = format!("http://{}", a.addr);
-    (a, url)
+    common::run(c).await
 }
 
 async fn send(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method.parse().expect("method"), url)
-        .header("Authorization", format!("Bearer {TOKEN}"));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("send");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    send_json(method, url, body.as_ref()).await
 }
 
 fn error(v: &Value) -> String {
@@ -107,24 +88,10 @@ where
 }
 
 fn record(name: &str, role: VmRole, disk: Option<&str>) -> VmRecord {
-    let mut child = std::process::Command::new("true").spawn().expect("spawn");
-    let pid = child.id();
-    child.wait().expect("wait");
-    VmRecord {
-        config: VmConfig {
-            name: name.into(),
-            vcpus: 1,
-            memory_bytes: 128 * MIB,
-            workload: "idle".into(),
-            disk: disk.map(str::to_string),
-            nic: None,
-        },
-        role,
-        pid,
-        run_dir: std::env::temp_dir().join(format!("drover-refusals-{name}")),
-        created_unix_ms: unix_ms(),
-        arrived_by: None,
-    }
+    let mut config = common::vm(name, "idle");
+    config.disk = disk.map(str::to_string);
+    let run_dir = std::env::temp_dir().join(format!("drover-refusals-{name}"));
+    ghost(config, role, run_dir)
 }
 
 /// Commit, delete and incoming on VMs whose state says what they are: an ordinary VM is never

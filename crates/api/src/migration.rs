@@ -100,6 +100,33 @@ pub struct MigrationRecord {
     pub notes: Vec<String>,
 }
 
+impl MigrationRecord {
+    /// The record of migration `id` of VM `vm` as `request` asks, just accepted at
+    /// `started_unix_ms` (ms since the Unix epoch): preparing, nothing known yet.
+    pub fn preparing(
+        id: String,
+        vm: String,
+        request: MigrationRequest,
+        started_unix_ms: u64,
+    ) -> Self {
+        MigrationRecord {
+            id,
+            vm,
+            request,
+            state: MigrationState::Preparing,
+            plan: None,
+            uri: None,
+            started_unix_ms,
+            ended_unix_ms: None,
+            vm_on_destination: false,
+            progress: None,
+            result: None,
+            error: None,
+            notes: vec![],
+        }
+    }
+}
+
 /// `POST /v1/incoming` (agent to agent): the source asks for a destination QEMU. The
 /// destination chooses where it listens: the address this request reached it on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

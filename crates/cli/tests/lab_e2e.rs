@@ -24,16 +24,7 @@ fn migrations_over_a_shaped_link_with_every_technique_and_agent_restart() {
     require!(Need::Root, IP, TC, QEMU);
     let _serial = serial();
     let lab = Lab::up('m', &["--hosts", "2", "--link", "50MB/s"]);
-    lab.vm(&[
-        "create",
-        "vm1",
-        "--host",
-        "h1",
-        "--memory",
-        "256M",
-        "--workload",
-        WORKLOAD,
-    ]);
+    lab.create_vm("vm1", "h1", "256M", WORKLOAD);
     wait_until("the workload to run", Duration::from_secs(60), || {
         ops_per_s(&lab.find_vm("h1", "vm1")) > 0.0
     });
@@ -136,31 +127,14 @@ fn a_cpu_capped_host_gives_two_hungry_vms_half_of_what_they_ask() {
     let _serial = serial();
     let lab = Lab::up('c', &["--hosts", "1", "--host-cpus", "0.5"]);
     for name in ["c1", "c2"] {
-        lab.vm(&[
-            "create",
-            name,
-            "--host",
-            "h1",
-            "--memory",
-            "128M",
-            "--workload",
-            "cpu:demand=50",
-        ]);
+        lab.create_vm(name, "h1", "128M", "cpu:demand=50");
     }
-    let h = lab.host("h1");
-    let url = h["agent_url"].as_str().expect("agent url").to_string();
-    let token =
-        std::fs::read_to_string(lab.state()["token_file"].as_str().expect("token")).expect("token");
+    let client = lab.host_client("h1");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let client = drover_api::AgentClient::new(
-        drover_api::AgentUrl::parse(&url).expect("agent URL"),
-        token.trim(),
-    );
     // Boot is slow at a quarter core each; then let the CPU figures settle.
     wait_until("both workloads to report", Duration::from_secs(180), || {
-        let list = lab.vm(&["list", "--host", "h1"]);
-        list.as_array()
-            .is_some_and(|vms| vms.len() == 2 && vms.iter().all(|v| ops_per_s(v) > 0.0))
+        let vms = lab.vms_on("h1");
+        vms.len() == 2 && vms.iter().all(|v| ops_per_s(v) > 0.0)
     });
     std::thread::sleep(Duration::from_secs(12));
     let metrics = runtime.block_on(client.metrics()).expect("metrics");
@@ -238,11 +212,7 @@ fn a_vm_the_oom_killer_takes_is_lost_and_the_reason_says_so() {
             .spawn()
             .expect("start agent"),
     );
-    let token = std::fs::read_to_string(&state.token_file).expect("token");
-    let client = drover_api::AgentClient::new(
-        drover_api::AgentUrl::parse(&format!("http://{listen}")).expect("agent URL"),
-        token.trim(),
-    );
+    let client = lab.client(&format!("http://{listen}"));
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     wait_until("the agent to answer", Duration::from_secs(30), || {
         runtime.block_on(client.health()).is_ok()

@@ -24,17 +24,6 @@ fn plans(lab: &Lab) -> Vec<Value> {
     v.as_array().cloned().unwrap_or_default()
 }
 
-fn vms_on(lab: &Lab, host: &str) -> Vec<String> {
-    let list = lab.vm(&["list", "--host", host]);
-    list.as_array()
-        .map(|vms| {
-            vms.iter()
-                .filter_map(|v| v["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn the_manager_relieves_a_hot_host_by_migrating_to_the_other() {
     require!(Need::Root, IP, TC, QEMU);
@@ -43,24 +32,9 @@ fn the_manager_relieves_a_hot_host_by_migrating_to_the_other() {
     // h2 under the relief target (0.75 x 1.5 cores).
     let lab = Lab::up('m', &["--hosts", "2", "--host-cpus", "1.5"]);
     for name in ["m1", "m2"] {
-        lab.vm(&[
-            "create",
-            name,
-            "--host",
-            "h1",
-            "--memory",
-            "192M",
-            "--workload",
-            LOW,
-        ]);
+        lab.create_vm(name, "h1", "192M", LOW);
     }
-    let state = lab.typed_state();
-    let token = std::fs::read_to_string(&state.token_file).expect("token");
-    let h1 = state.hosts.iter().find(|h| h.name == "h1").expect("h1");
-    let agent = drover_api::AgentClient::new(
-        drover_api::AgentUrl::parse(h1.agent_url.as_deref().expect("agent")).expect("url"),
-        token.trim(),
-    );
+    let agent = lab.host_client("h1");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         for name in ["m1", "m2"] {
@@ -140,15 +114,15 @@ fn the_manager_relieves_a_hot_host_by_migrating_to_the_other() {
                 .into_iter()
                 .find(|p| p["kind"] == "relief" && p["state"] == "done")
                 .unwrap_or(Value::Null);
-            !relief.is_null() && vms_on(&lab, "h2").len() == 1
+            !relief.is_null() && lab.vm_names_on("h2").len() == 1
         },
     );
     eprintln!(
         "relieved {:.0} s after the demand was raised: {relief}",
         raised.elapsed().as_secs_f64()
     );
-    let moved = vms_on(&lab, "h2").remove(0);
-    assert_eq!(vms_on(&lab, "h1").len(), 1, "one guest stays on h1");
+    let moved = lab.vm_names_on("h2").remove(0);
+    assert_eq!(lab.vm_names_on("h1").len(), 1, "one guest stays on h1");
     // The guest checks every page it reads: after a full sweep on h2, no error.
     lab.assert_works_intact_on("h2", &moved, (32 << 20) / 4096);
 

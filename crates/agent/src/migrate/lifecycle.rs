@@ -224,31 +224,10 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drover_api::{AgentUrl, MigrationRequest};
-    use drover_core::migration::{PlanKnobs, Technique};
+    use drover_core::migration::Technique;
 
     fn record() -> MigrationRecord {
-        MigrationRecord {
-            id: "m1".into(),
-            vm: "vm1".into(),
-            request: MigrationRequest {
-                id: None,
-                to: AgentUrl::parse("http://198.18.0.3:7700").expect("url"),
-                technique: Technique::Postcopy,
-                measure: true,
-                knobs: PlanKnobs::default(),
-            },
-            state: MigrationState::Preparing,
-            plan: None,
-            uri: None,
-            started_unix_ms: 1,
-            ended_unix_ms: None,
-            vm_on_destination: false,
-            progress: None,
-            result: None,
-            error: None,
-            notes: vec![],
-        }
+        super::super::test_record(MigrationState::Preparing, false)
     }
 
     fn result(status: EndStatus) -> MigrationResult {

@@ -322,21 +322,7 @@ pub async fn start(
         Some(id) => id.clone(),
         None => state.migrations.new_id(vm),
     };
-    let record = MigrationRecord {
-        id: id.clone(),
-        vm: vm.to_string(),
-        request: req,
-        state: MigrationState::Preparing,
-        plan: None,
-        uri: None,
-        started_unix_ms: unix_ms(),
-        ended_unix_ms: None,
-        vm_on_destination: false,
-        progress: None,
-        result: None,
-        error: None,
-        notes: vec![],
-    };
+    let record = MigrationRecord::preparing(id.clone(), vm.to_string(), req, unix_ms());
     let (tx, rx) = watch::channel(false);
     {
         // The id is claimed and the VM marked busy under the map's lock, so two requests with
@@ -422,34 +408,28 @@ pub fn recover_all(state: &Arc<AgentState>) {
     }
 }
 
+/// Migration `m1` of VM `vm1`, a measured post-copy to 198.18.0.3, in `state` (tests of
+/// every module that keeps records).
+#[cfg(test)]
+pub(crate) fn test_record(state: MigrationState, on_destination: bool) -> MigrationRecord {
+    let request = MigrationRequest {
+        id: None,
+        to: AgentUrl::parse("http://198.18.0.3:7700").expect("url"),
+        technique: drover_core::migration::Technique::Postcopy,
+        measure: true,
+        knobs: drover_core::migration::PlanKnobs::default(),
+    };
+    MigrationRecord {
+        state,
+        vm_on_destination: on_destination,
+        ..MigrationRecord::preparing("m1".into(), "vm1".into(), request, 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_record as record;
     use super::*;
-    use drover_core::migration::{PlanKnobs, Technique};
-
-    fn record(state: MigrationState, on_destination: bool) -> MigrationRecord {
-        MigrationRecord {
-            id: "m1".into(),
-            vm: "vm1".into(),
-            request: MigrationRequest {
-                id: None,
-                to: AgentUrl::parse("http://198.18.0.3:7700").expect("url"),
-                technique: Technique::Postcopy,
-                measure: true,
-                knobs: PlanKnobs::default(),
-            },
-            state,
-            plan: None,
-            uri: None,
-            started_unix_ms: 1,
-            ended_unix_ms: None,
-            vm_on_destination: on_destination,
-            progress: None,
-            result: None,
-            error: None,
-            notes: vec![],
-        }
-    }
 
     /// The reviewer's cancel: 202 during post-copy, and nothing happened. The record may not
     /// know of the switch yet; QEMU does.

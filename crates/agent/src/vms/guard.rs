@@ -5,10 +5,11 @@
 //! The rules are pure functions of the registry entry and one look at QEMU ([`GuestSeen`]),
 //! tested without QEMU; [`look`] asks QEMU.
 
-use super::VmsError;
+use super::{VmEntry, VmsError};
 use crate::model::VmRole;
 use drover_core::migration::MigrationStatus;
 use drover_qemu::qmp::{Qmp, QmpExt};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// How long a look at QEMU may take before it counts as no answer.
@@ -183,6 +184,40 @@ pub fn not_departed(name: &str, seen: &Look) -> Result<(), VmsError> {
         }),
         _ => Ok(()),
     }
+}
+
+/// The entry of VM `name` when no migration has it and it can take a change: known, not lost,
+/// not a migration's incoming VM, not the source of a migration.
+///
+/// # Errors
+/// [`VmsError::NotFound`], [`VmsError::Lost`], or [`VmsError::Busy`] saying which migration
+/// has it (and, from the post-copy switch, that its guest runs on the destination).
+pub(super) fn unclaimed<'m>(
+    map: &'m mut HashMap<String, VmEntry>,
+    name: &str,
+) -> Result<&'m mut VmEntry, VmsError> {
+    let e = map
+        .get_mut(name)
+        .ok_or_else(|| VmsError::NotFound(name.to_string()))?;
+    if e.lost.is_some() {
+        return Err(VmsError::Lost(name.to_string()));
+    }
+    let busy = |why: String| VmsError::Busy {
+        name: name.to_string(),
+        why,
+    };
+    if let Some(migration_id) = e.record.role.incoming_migration() {
+        return Err(busy(format!(
+            "it is the destination of migration {migration_id}"
+        )));
+    }
+    if let Some(m) = &e.migration {
+        return Err(busy(match e.guest_away {
+            true => away(m),
+            false => format!("migration {m} is under way"),
+        }));
+    }
+    Ok(e)
 }
 
 /// Why a source VM whose guest left part-way is held.

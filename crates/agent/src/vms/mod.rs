@@ -45,6 +45,7 @@ mod admission;
 mod guard;
 pub mod oom;
 mod process;
+
 #[cfg(test)]
 mod tests;
 
@@ -605,28 +606,7 @@ impl Vms {
     /// Marks a running VM as the source of `migration` (refused if busy or lost).
     pub fn begin_migration(&self, name: &str, migration: &str) -> Result<(), VmsError> {
         let mut map = lock(&self.map);
-        let e = map
-            .get_mut(name)
-            .ok_or_else(|| VmsError::NotFound(name.to_string()))?;
-        if e.lost.is_some() {
-            return Err(VmsError::Lost(name.to_string()));
-        }
-        if let Some(migration_id) = e.record.role.incoming_migration() {
-            return Err(VmsError::Busy {
-                name: name.to_string(),
-                why: format!("it is the destination of migration {migration_id}"),
-            });
-        }
-        if let Some(m) = &e.migration {
-            let why = match e.guest_away {
-                true => guard::away(m),
-                false => format!("migration {m} is under way"),
-            };
-            return Err(VmsError::Busy {
-                name: name.to_string(),
-                why,
-            });
-        }
+        let e = guard::unclaimed(&mut map, name)?;
         e.migration = Some(migration.to_string());
         Ok(())
     }

@@ -25,25 +25,8 @@ impl Vms {
     /// ([`VmsError::Workload`]); the record not saved.
     pub fn change_workload(&self, name: &str, spec: &str) -> Result<VmView, VmsError> {
         let mut map = lock(&self.map);
-        let e = map
-            .get_mut(name)
-            .ok_or_else(|| VmsError::NotFound(name.to_string()))?;
-        if e.lost.is_some() {
-            return Err(VmsError::Lost(name.to_string()));
-        }
-        if let Some(migration_id) = e.record.role.incoming_migration() {
-            return Err(VmsError::Busy {
-                name: name.to_string(),
-                why: format!("it is the destination of migration {migration_id}"),
-            });
-        }
-        if let Some(m) = &e.migration {
-            // Its configuration already went to the destination.
-            return Err(VmsError::Busy {
-                name: name.to_string(),
-                why: format!("migration {m} is under way"),
-            });
-        }
+        // A migrating VM's configuration already went to the destination: no change then.
+        let e = super::guard::unclaimed(&mut map, name)?;
         if e.samples.status().is_some_and(|s| s.spec.is_none()) {
             // It reports without naming its workload: a guest image from before the control
             // protocol, which would never apply the change.

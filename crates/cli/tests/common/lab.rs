@@ -69,12 +69,51 @@ impl Lab {
             .unwrap_or_else(|e| panic!("bad JSON from drover {argv:?}: {e}: {out}"))
     }
 
-    pub fn find_vm(&self, host: &str, name: &str) -> Value {
+    /// `drover vm create NAME --host HOST --memory MEMORY --workload WORKLOAD` on this lab.
+    pub fn create_vm(&self, name: &str, host: &str, memory: &str, workload: &str) -> Value {
+        self.vm(&[
+            "create",
+            name,
+            "--host",
+            host,
+            "--memory",
+            memory,
+            "--workload",
+            workload,
+        ])
+    }
+
+    /// The VMs on `host`, as `drover vm list --json` shows them.
+    pub fn vms_on(&self, host: &str) -> Vec<Value> {
         let list = self.vm(&["list", "--host", host]);
-        let vms = list.as_array().cloned().unwrap_or_default();
+        list.as_array().cloned().unwrap_or_default()
+    }
+
+    /// The names of the VMs on `host`.
+    pub fn vm_names_on(&self, host: &str) -> Vec<String> {
+        let vms = self.vms_on(host);
+        vms.iter()
+            .filter_map(|v| v["name"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    pub fn find_vm(&self, host: &str, name: &str) -> Value {
+        let vms = self.vms_on(host);
         vms.into_iter()
             .find(|v| v["name"] == name)
             .unwrap_or(Value::Null)
+    }
+
+    /// A typed client of the agent at `url`, with this lab's token.
+    pub fn client(&self, url: &str) -> drover_api::AgentClient {
+        let token = drover_api::token::read_token(&self.typed_state().token_file).expect("token");
+        drover_api::AgentClient::new(drover_api::AgentUrl::parse(url).expect("agent URL"), &token)
+    }
+
+    /// A typed client of host `name`'s agent.
+    pub fn host_client(&self, name: &str) -> drover_api::AgentClient {
+        let host = self.host(name);
+        self.client(host["agent_url"].as_str().expect("agent URL"))
     }
 
     /// Waits until `name` on `host` has done `advance` workload ops more than in the first report

@@ -349,26 +349,17 @@ mod tests {
 
     fn record(state: MigrationState) -> MigrationRecord {
         let to = AgentUrl::parse("http://198.18.0.12:7300").expect("url");
+        let request = MigrationRequest {
+            id: Some("m-1".into()),
+            to,
+            technique: Technique::Postcopy,
+            measure: false,
+            knobs: PlanKnobs::default(),
+        };
         MigrationRecord {
-            id: "m-1".into(),
-            vm: "a".into(),
-            request: MigrationRequest {
-                id: Some("m-1".into()),
-                to,
-                technique: Technique::Postcopy,
-                measure: false,
-                knobs: PlanKnobs::default(),
-            },
             state,
-            plan: None,
-            uri: None,
-            started_unix_ms: 1,
-            ended_unix_ms: None,
             vm_on_destination: state == MigrationState::Paused,
-            progress: None,
-            result: None,
-            error: None,
-            notes: vec![],
+            ..MigrationRecord::preparing("m-1".into(), "a".into(), request, 1)
         }
     }
 

@@ -113,14 +113,7 @@ async fn killed_after_storing_the_move_before_asking_it_is_asked_once_after_rest
     let started = rig.fleet.migrations();
     assert_eq!(started.len(), 1);
     assert_eq!(started[&id].requests, 1, "started once");
-    let states: Vec<_> = rig
-        .store
-        .transitions(&id)
-        .expect("transitions")
-        .into_iter()
-        .map(|t| t.to_state)
-        .collect();
-    assert_eq!(states, ["requested", "running", "done"]);
+    assert_eq!(rig.states(&id), ["requested", "running", "done"]);
     let history = manager.vm_history("a", 0.0).await.expect("history");
     assert!(
         history.seconds.len() > 3,
@@ -325,14 +318,7 @@ async fn an_agent_that_vanishes_mid_move_and_returns_without_its_outcome_loses_t
     assert_ne!(moves[0].id, moves[1].id);
     assert!(matches!(moves[1].state, MoveState::Done { .. }));
     assert!(rig.fleet.migrations().values().all(|m| m.requests == 1));
-    let states: Vec<_> = rig
-        .store
-        .transitions(&m.id)
-        .expect("transitions")
-        .into_iter()
-        .map(|t| t.to_state)
-        .collect();
-    assert_eq!(states, ["requested", "running", "lost"]);
+    assert_eq!(rig.states(&m.id), ["requested", "running", "lost"]);
 }
 
 #[tokio::test]

@@ -65,14 +65,7 @@ async fn an_overload_is_relieved_by_one_migration_with_the_moves_id() {
     assert_eq!(plan.state, PlanState::Done, "{:?}", plan.note);
     assert_eq!(rig.fleet.host_of(vm).as_deref(), Some(to.as_str()));
     assert_eq!(rig.fleet.migrations()[move_id].requests, 1);
-    let states: Vec<_> = rig
-        .store
-        .transitions(move_id)
-        .expect("transitions")
-        .into_iter()
-        .map(|t| t.to_state)
-        .collect();
-    assert_eq!(states, ["requested", "running", "done"]);
+    assert_eq!(rig.states(move_id), ["requested", "running", "done"]);
     assert!(rig.store.result(move_id).expect("result").is_some());
     let decision = manager.decision(&plan.id).await.expect("decision");
     assert!(decision.reproduces(), "the stored decision replays");
@@ -146,40 +139,14 @@ async fn recommend_mode_waits_for_approval_through_the_handle() {
     let id = proposed[0].id.clone();
     assert!(rig.fleet.migrations().is_empty());
 
-    let h = manager.clone();
-    let approved = call(&mut daemon, async move {
-        let id = h
-            .plans(PlanQuery {
-                limit: 1,
-                ..PlanQuery::default()
-            })
-            .await?[0]
-            .id
-            .clone();
-        h.approve(&id).await
-    })
-    .await;
-    approved.expect("approved");
+    approve(&mut daemon, &manager, &id).await.expect("approved");
     assert_eq!(
         manager.plan(&id).await.expect("plan").state,
         PlanState::Approved
     );
-    let h = manager.clone();
-    let again = call(&mut daemon, async move {
-        let id = h
-            .plans(PlanQuery {
-                limit: 1,
-                ..PlanQuery::default()
-            })
-            .await?[0]
-            .id
-            .clone();
-        h.approve(&id).await
-    })
-    .await;
+    let again = approve(&mut daemon, &manager, &id).await;
     assert!(matches!(again, Err(ManagerError::Plan(_))), "{again:?}");
-    let h = manager.clone();
-    let unknown = call(&mut daemon, async move { h.approve("p-none").await }).await;
+    let unknown = approve(&mut daemon, &manager, "p-none").await;
     assert!(matches!(unknown, Err(ManagerError::UnknownPlan(_))));
 
     let r = next_look(&rig, &mut daemon).await.expect("look");
@@ -204,9 +171,7 @@ async fn a_proposal_whose_premises_vanished_is_expired_not_approved() {
     let vm = rig.moves()[0].vm.clone();
     rig.fleet.remove_vm(&vm);
     next_look(&rig, &mut daemon).await.expect("look");
-    let h = manager.clone();
-    let pid = id.clone();
-    let answer = call(&mut daemon, async move { h.approve(&pid).await }).await;
+    let answer = approve(&mut daemon, &manager, &id).await;
     // The look saw the VM gone and expired the proposal, or the approval's own check did.
     assert!(
         matches!(

@@ -91,6 +91,12 @@ impl Rig {
         rows.into_iter().map(|r| r.body).collect()
     }
 
+    /// The states move `id` went through, in order, as stored.
+    pub fn states(&self, id: &str) -> Vec<String> {
+        let rows = self.store.transitions(id).expect("transitions");
+        rows.into_iter().map(|t| t.to_state).collect()
+    }
+
     pub fn moves(&self) -> Vec<Move> {
         let q = MoveQuery {
             limit: 100,
@@ -99,6 +105,16 @@ impl Rig {
         let rows = self.store.moves(&q).expect("moves");
         rows.into_iter().map(|r| r.body).collect()
     }
+}
+
+/// Approves plan `id` through the handle, the loop serving the command meanwhile.
+pub(super) async fn approve(
+    daemon: &mut Daemon<FakeFleet>,
+    manager: &Manager,
+    id: &str,
+) -> Result<(), ManagerError> {
+    let (h, id) = (manager.clone(), id.to_string());
+    call(daemon, async move { h.approve(&id).await }).await
 }
 
 /// Moves the clock to when the loop wants its next look, and looks.

@@ -1,7 +1,7 @@
 //! The control loop's records in SQLite: a step's state, journal, plans, moves and decision in
 //! one transaction; reads of each; settings; migration results.
 
-use super::{get_u64, sql};
+use super::{all_rows, get_u64, sql};
 use crate::store::error::{Result, StoreError};
 use crate::store::records::{
     bounded, settings_event, JournalEntry, JournalQuery, JournalRow, MigrationResult, MoveQuery,
@@ -12,7 +12,7 @@ use crate::store::validate;
 use drover_core::control::{ControlSettings, Decision};
 use rusqlite::types::Value;
 use rusqlite::{
-    params, params_from_iter, Connection, OptionalExtension, Row, Transaction, TransactionBehavior,
+    params, params_from_iter, Connection, OptionalExtension, Transaction, TransactionBehavior,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -245,17 +245,6 @@ const PLAN_COLUMNS: &str = "id, kind, state, host, created_s, body";
 /// A plan's columns, with its body still as text (parsed once the statement is done).
 type PlanCols = (String, String, String, Option<String>, f64, String);
 
-fn plan_cols(r: &Row<'_>) -> rusqlite::Result<PlanCols> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-    ))
-}
-
 fn plan_row(path: &str, (id, kind, state, host, created_s, body): PlanCols) -> Result<PlanRow> {
     Ok(PlanRow {
         id,
@@ -270,7 +259,7 @@ fn plan_row(path: &str, (id, kind, state, host, created_s, body): PlanCols) -> R
 pub(super) fn plan(conn: &Connection, path: &str, id: &str) -> Result<Option<PlanRow>> {
     let cols = conn
         .prepare_cached(&format!("SELECT {PLAN_COLUMNS} FROM plan WHERE id = ?1"))
-        .and_then(|mut st| st.query_row([id], plan_cols).optional())
+        .and_then(|mut st| st.query_row([id], |r| PlanCols::try_from(r)).optional())
         .map_err(sql(path, "plan", "read a plan"))?;
     cols.map(|c| plan_row(path, c)).transpose()
 }
@@ -314,12 +303,13 @@ pub(super) fn plans(conn: &Connection, path: &str, q: &PlanQuery) -> Result<Vec<
         "SELECT {PLAN_COLUMNS} FROM plan {} ORDER BY created_s DESC, rowid DESC LIMIT ?",
         f.sql()
     );
-    let err = sql(path, "plan", "list plans");
-    let mut st = conn.prepare_cached(&query).map_err(&err)?;
-    let rows = st
-        .query_map(params_from_iter(f.values), plan_cols)
-        .map_err(&err)?;
-    let cols: Vec<PlanCols> = rows.collect::<rusqlite::Result<_>>().map_err(&err)?;
+    let cols = all_rows(
+        conn,
+        &query,
+        params_from_iter(f.values),
+        sql(path, "plan", "list plans"),
+        |r| PlanCols::try_from(r),
+    )?;
     cols.into_iter().map(|c| plan_row(path, c)).collect()
 }
 
@@ -330,27 +320,11 @@ pub(super) fn moves(conn: &Connection, path: &str, q: &MoveQuery) -> Result<Vec<
     f.add("state = ?", q.state.clone().map(Value::Text));
     f.values.push(Value::Integer(i64::from(bounded(q.limit))));
     let query = format!(
-        "SELECT id, plan_id, vm, from_host, to_host, state, body, detail
+        "SELECT id, plan_id, vm, from_host, to_host, state, detail, body
          FROM move {} ORDER BY rowid LIMIT ?",
         f.sql()
     );
-    let err = sql(path, "move", "list moves");
-    let mut st = conn.prepare_cached(&query).map_err(&err)?;
-    let rows = st
-        .query_map(params_from_iter(f.values), |r| {
-            let body: String = r.get(6)?;
-            let row = (
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(7)?,
-            );
-            Ok((row, body))
-        })
-        .map_err(&err)?;
+    /// A move's columns, with its body still as text (parsed once the statement is done).
     type MoveCols = (
         String,
         String,
@@ -359,11 +333,18 @@ pub(super) fn moves(conn: &Connection, path: &str, q: &MoveQuery) -> Result<Vec<
         String,
         String,
         Option<String>,
+        String,
     );
-    let cols: Vec<(MoveCols, String)> = rows.collect::<rusqlite::Result<_>>().map_err(&err)?;
+    let cols = all_rows(
+        conn,
+        &query,
+        params_from_iter(f.values),
+        sql(path, "move", "list moves"),
+        |r| MoveCols::try_from(r),
+    )?;
     cols.into_iter()
         .map(
-            |((id, plan_id, vm, from_host, to_host, state, detail), body)| {
+            |(id, plan_id, vm, from_host, to_host, state, detail, body)| {
                 Ok(MoveRow {
                     id,
                     plan_id,
@@ -380,15 +361,13 @@ pub(super) fn moves(conn: &Connection, path: &str, q: &MoveQuery) -> Result<Vec<
 }
 
 pub(super) fn transitions(conn: &Connection, path: &str, move_id: &str) -> Result<Vec<Transition>> {
-    let err = sql(path, "move_transition", "read transitions");
-    let mut st = conn
-        .prepare_cached(
-            "SELECT move_id, from_state, to_state, at_s, detail FROM move_transition
-             WHERE move_id = ?1 ORDER BY seq",
-        )
-        .map_err(&err)?;
-    let rows = st
-        .query_map([move_id], |r| {
+    all_rows(
+        conn,
+        "SELECT move_id, from_state, to_state, at_s, detail FROM move_transition
+         WHERE move_id = ?1 ORDER BY seq",
+        [move_id],
+        sql(path, "move_transition", "read transitions"),
+        |r| {
             Ok(Transition {
                 move_id: r.get(0)?,
                 from_state: r.get(1)?,
@@ -396,9 +375,8 @@ pub(super) fn transitions(conn: &Connection, path: &str, move_id: &str) -> Resul
                 at_s: r.get(3)?,
                 detail: r.get(4)?,
             })
-        })
-        .map_err(&err)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(&err)
+        },
+    )
 }
 
 pub(super) fn export_decision(conn: &Connection, path: &str, plan_id: &str) -> Result<Decision> {
@@ -415,16 +393,7 @@ pub(super) fn export_decision(conn: &Connection, path: &str, plan_id: &str) -> R
             "SELECT d.at_s, d.observation, d.state_before, d.settings, d.format, d.output
              FROM plan p LEFT JOIN decision d ON d.id = p.decision_id WHERE p.id = ?1",
             [plan_id],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            },
+            |r| DecisionCols::try_from(r),
         )
         .optional()
         .map_err(sql(path, "decision", "read a decision"))?;
@@ -575,10 +544,12 @@ pub(super) fn journal(conn: &Connection, path: &str, q: &JournalQuery) -> Result
         "SELECT seq, at_s, subject, subject_id, what FROM journal {} ORDER BY seq {order} LIMIT ?",
         f.sql()
     );
-    let err = sql(path, "journal", "read the journal");
-    let mut st = conn.prepare_cached(&query).map_err(&err)?;
-    let rows = st
-        .query_map(params_from_iter(f.values), |r| {
+    all_rows(
+        conn,
+        &query,
+        params_from_iter(f.values),
+        sql(path, "journal", "read the journal"),
+        |r| {
             Ok(JournalRow {
                 seq: get_u64(r, 0)?,
                 entry: JournalEntry {
@@ -588,7 +559,6 @@ pub(super) fn journal(conn: &Connection, path: &str, q: &JournalQuery) -> Result
                     what: r.get(4)?,
                 },
             })
-        })
-        .map_err(&err)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(&err)
+        },
+    )
 }

@@ -2,7 +2,7 @@
 //! at once (the forecasts, after a restart).
 
 use super::metrics::lookup_series;
-use super::{get_u64, sql};
+use super::{all_rows, get_u64, sql};
 use crate::store::error::Result;
 use crate::store::types::{History, MeanMax, Point, Rollup, Sample, SeriesKey, SeriesKind};
 use crate::store::validate;
@@ -14,12 +14,13 @@ const ROLLUP_SINCE: &str = "SELECT start_s, n, load_mean, load_max, cpu_mean, cp
     FROM rollup WHERE series = ?1 AND start_s > ?2 - 60 ORDER BY start_s";
 
 fn rollups(conn: &Connection, path: &str, id: i64, since_s: f64) -> Result<Vec<Rollup>> {
-    let err = sql(path, "rollup", "read rollups");
-    let mut st = conn.prepare_cached(ROLLUP_SINCE).map_err(&err)?;
-    let rows = st
-        .query_map(params![id, since_s], rollup_row)
-        .map_err(&err)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(&err)
+    all_rows(
+        conn,
+        ROLLUP_SINCE,
+        params![id, since_s],
+        sql(path, "rollup", "read rollups"),
+        rollup_row,
+    )
 }
 
 pub(super) fn history(
@@ -33,20 +34,16 @@ pub(super) fn history(
         return Ok(History::default());
     };
     let minutes = rollups(conn, path, id, since_s)?;
-    let err = sql(path, "sample", "read samples");
     // The samples are keyed by time first: this reads the window since `since_s` for every
     // series and keeps this one's (bounded by the raw window, ten minutes by default).
-    let mut st = conn
-        .prepare_cached(
-            "SELECT t, load, cpu, mem, dirty, rx, tx FROM sample
-             WHERE t >= ?2 AND series = ?1 ORDER BY t",
-        )
-        .map_err(&err)?;
-    let seconds = st
-        .query_map(params![id, since_s], |r| point_row(r, 0))
-        .map_err(&err)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(&err)?;
+    let seconds = all_rows(
+        conn,
+        "SELECT t, load, cpu, mem, dirty, rx, tx FROM sample
+         WHERE t >= ?2 AND series = ?1 ORDER BY t",
+        params![id, since_s],
+        sql(path, "sample", "read samples"),
+        |r| point_row(r, 0),
+    )?;
     Ok(History { minutes, seconds })
 }
 

@@ -1,7 +1,7 @@
 //! Hosts and VMs in SQLite.
 
 use super::control::insert_journal;
-use super::sql;
+use super::{all_rows, sql};
 use crate::store::error::{Result, StoreError};
 use crate::store::records::host_event;
 use crate::store::types::{HostRecord, HostSpec, PowerModel, VmRecord};
@@ -114,34 +114,32 @@ pub(super) fn remove_host(conn: &mut Connection, path: &str, name: &str, at_s: f
 }
 
 pub(super) fn hosts(conn: &Connection, path: &str) -> Result<Vec<HostRecord>> {
-    let err = sql(path, "host", "list hosts");
-    let mut st = conn
-        .prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM host ORDER BY name"))
-        .map_err(&err)?;
-    let rows = st.query_map([], host_row).map_err(&err)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(&err)
+    all_rows(
+        conn,
+        &format!("SELECT {HOST_COLUMNS} FROM host ORDER BY name"),
+        [],
+        sql(path, "host", "list hosts"),
+        host_row,
+    )
 }
 
 /// Every VM; a present one was last seen when its host last answered (`metrics`).
 pub(super) fn vms(conn: &Connection, path: &str) -> Result<Vec<VmRecord>> {
-    let err = sql(path, "vm", "list VMs");
-    let mut st = conn
-        .prepare_cached(
-            "SELECT v.name, v.host, v.first_seen_s,
-                 CASE WHEN v.present THEN coalesce(h.answered_s, v.last_seen_s)
-                      ELSE v.last_seen_s END
-             FROM vm v LEFT JOIN host h ON h.name = v.host ORDER BY v.name",
-        )
-        .map_err(&err)?;
-    let rows = st
-        .query_map([], |r| {
+    all_rows(
+        conn,
+        "SELECT v.name, v.host, v.first_seen_s,
+             CASE WHEN v.present THEN coalesce(h.answered_s, v.last_seen_s)
+                  ELSE v.last_seen_s END
+         FROM vm v LEFT JOIN host h ON h.name = v.host ORDER BY v.name",
+        [],
+        sql(path, "vm", "list VMs"),
+        |r| {
             Ok(VmRecord {
                 name: r.get(0)?,
                 host: r.get(1)?,
                 first_seen_s: r.get(2)?,
                 last_seen_s: r.get(3)?,
             })
-        })
-        .map_err(&err)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(&err)
+        },
+    )
 }

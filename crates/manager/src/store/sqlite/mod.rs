@@ -145,6 +145,20 @@ pub(crate) fn sql<'a>(
     }
 }
 
+/// Every row `query` answers for `params`, each read by `read`; a failure at any step (the
+/// statement, the query, a row) is `err`'s (see [`sql`]).
+pub(crate) fn all_rows<T>(
+    conn: &Connection,
+    query: &str,
+    params: impl rusqlite::Params,
+    err: impl Fn(rusqlite::Error) -> StoreError,
+    read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut st = conn.prepare_cached(query).map_err(&err)?;
+    let rows = st.query_map(params, read).map_err(&err)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(&err)
+}
+
 /// Column `i` of `r` as a u64 (SQLite integers are signed; a negative one is an error).
 pub(crate) fn get_u64(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
     let v: i64 = r.get(i)?;
