@@ -14,7 +14,16 @@
 //!
 //! The destination is looked at alongside each source poll, each look bounded by
 //! [`DriverConfig::dest_look_timeout`], so a cut link to the destination never holds up the
-//! source's figures and the post-copy stall watchdog that judges them.
+//! source's figures and the post-copy stall watchdog that judges them. A look that fails is
+//! told to the [`DestMachine`] as such (`LookFailed`), which fails the destination only after
+//! a row of them (a blip is not a death); a QMP connection that closed is its death at once.
+//!
+//! A source poll that fails is asked once more; if that fails too the source is lost
+//! ([`SourceEvent::SourceLost`]) and the machine decides where the guest is: before post-copy
+//! was asked for, at home, and [`migrate`] returns [`DriverError::SourceLost`] (the caller
+//! drops the destination); after, on the destination (or possibly so), and the run ends
+//! failed (or paused) with `vm_on_destination`, settled as completed if the destination then
+//! says it has the whole guest, so no caller throws the destination's copy away.
 //!
 //! A cancel request arrives through a `watch` channel and is handed to the machine, which
 //! refuses it once post-copy has started.
@@ -30,7 +39,7 @@ use crate::metrics::Clock;
 use crate::qmp::{Qmp, QmpError, QmpEvent, QmpExt};
 use drover_core::migration::{
     paused_by_migration, DestEvent, DestMachine, DestObservation, EndStatus, MigrationPlan,
-    MigrationStatus, SourceAction, SourceEvent, SourceMachine, SourceOutcome,
+    MigrationStatus, Progress, SourceAction, SourceEvent, SourceMachine, SourceOutcome,
 };
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -39,6 +48,8 @@ use tokio::sync::watch;
 
 #[derive(Debug, Error)]
 pub enum DriverError {
+    /// The source QEMU stopped answering before post-copy was asked for: the guest is on the
+    /// source (if anywhere), and the destination's incoming QEMU may go.
     #[error("source QEMU stopped answering during the migration: {0}")]
     SourceLost(QmpError),
 }
@@ -165,14 +176,31 @@ pub async fn migrate(
         // Both sides at once, the destination's look bounded: a destination behind a cut link
         // must not hold up the source's figures. The figures carry the time they arrived, so a
         // slow answer still counts in full towards a stall.
-        let source_look = async {
-            let mut p = ends.source.query_migrate(clock.now_ms()).await?;
-            p.now_ms = clock.now_ms();
-            Ok::<_, QmpError>(p)
+        let (progress, ()) = tokio::join!(
+            look_at_source(ends.source, clock),
+            look_at_dest(ends, &mut dest, config, clock)
+        );
+        // One failed poll may be a hiccup (a QMP timeout while QEMU is busy): ask again.
+        let progress = match progress {
+            Ok(p) => Ok(p),
+            Err(_) => look_at_source(ends.source, clock).await,
         };
-        let (progress, ()) =
-            tokio::join!(source_look, look_at_dest(ends, &mut dest, config, clock));
-        let progress = progress.map_err(DriverError::SourceLost)?;
+        let progress = match progress {
+            Ok(p) => p,
+            Err(e) => {
+                let now_ms = clock.now_ms();
+                let message = e.to_string();
+                if let Err(refused) = machine.handle(SourceEvent::SourceLost { message, now_ms }) {
+                    tracing::warn!(error = %refused, "source lost, the machine disagrees");
+                }
+                if !machine.outcome().is_some_and(|o| o.vm_on_destination) {
+                    return Err(DriverError::SourceLost(e));
+                }
+                // The guest is (or may be) on the destination: end as a split run, asking the
+                // destination whether it has every page.
+                break;
+            }
+        };
         let actions = machine
             .handle(SourceEvent::Progress(progress))
             .unwrap_or_default();
@@ -225,6 +253,13 @@ async fn settle_split(
         }
         tokio::time::sleep(config.poll_interval).await;
     }
+}
+
+/// One poll of the source, its figures stamped with the time QEMU answered.
+async fn look_at_source(source: &dyn Qmp, clock: &Clock) -> Result<Progress, QmpError> {
+    let mut p = source.query_migrate(clock.now_ms()).await?;
+    p.now_ms = clock.now_ms();
+    Ok(p)
 }
 
 /// One bounded look at the destination (see [`DriverConfig::dest_look_timeout`]); a look that
@@ -404,7 +439,12 @@ async fn observe_dest(ends: &Endpoints<'_>, dest: &mut DestMachine, clock: &Cloc
             status: p.status,
             vm_running: s.running,
         }),
-        (Err(e), _) | (_, Err(e)) => DestEvent::Died {
+        // A closed connection is QEMU gone; anything else may pass (see `DestMachine`).
+        (Err(e @ QmpError::Closed), _) | (_, Err(e @ QmpError::Closed)) => DestEvent::Died {
+            message: e.to_string(),
+        },
+        (Err(e), _) | (_, Err(e)) => DestEvent::LookFailed {
+            now_ms: clock.now_ms(),
             message: e.to_string(),
         },
     };

@@ -32,6 +32,18 @@ struct World {
     ignores_cancel: bool,
     /// The cancel catches the guest stopped for the final copy and leaves it stopped.
     cancel_stops_source: bool,
+    /// From this poll on, the source's `query-migrate` times out (a hung QEMU)...
+    source_hangs_from: Option<u64>,
+    /// ...or only this poll does (a hiccup).
+    source_hiccup_at: Option<u64>,
+    /// Looks at the destination so far (`query-status`), and the ones that fail (an I/O
+    /// error, as a blipping link between agents gives), from..to.
+    dest_looks: u64,
+    dest_fails: Option<(u64, u64)>,
+    /// The destination's incoming side says `postcopy-active` while in post-copy, and
+    /// completes on its own after this many looks (the source need not answer).
+    dest_postcopy: bool,
+    dest_completes_after: Option<u64>,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -66,6 +78,13 @@ fn source(world: Shared) -> ScriptedQmp {
                 w.polls += 1;
                 if w.source_dies_after.is_some_and(|n| w.polls > n) {
                     return Err(QmpError::Closed);
+                }
+                let hung = w.source_hangs_from.is_some_and(|n| w.polls >= n);
+                if hung || w.source_hiccup_at == Some(w.polls) {
+                    return Err(QmpError::Timeout {
+                        command: cmd.into(),
+                        ms: 10_000,
+                    });
                 }
                 if w.fail_at_poll.is_some_and(|n| w.polls >= n) {
                     w.source_paused = true;
@@ -129,6 +148,16 @@ fn dest(world: Shared) -> ScriptedQmp {
                 desc: "Failed to bind socket: Address already in use".into(),
             }),
             "query-status" => {
+                w.dest_looks += 1;
+                let look = w.dest_looks;
+                if w.dest_fails
+                    .is_some_and(|(from, to)| (from..to).contains(&look))
+                {
+                    return Err(QmpError::Io("connection reset by peer".into()));
+                }
+                if w.dest_completes_after.is_some_and(|n| look >= n) {
+                    w.done = true;
+                }
                 if w.done {
                     w.dest_looks_after_done += 1;
                 }
@@ -137,7 +166,13 @@ fn dest(world: Shared) -> ScriptedQmp {
                     json!({"running": resumed || (w.postcopy && w.polls >= 2), "status": "inmigrate"}),
                 )
             }
-            "query-migrate" => Ok(json!({"status": if w.done {"completed"} else {"active"}})),
+            "query-migrate" => Ok(
+                json!({"status": match (w.done, w.dest_postcopy && w.postcopy) {
+                    (true, _) => "completed",
+                    (false, true) => "postcopy-active",
+                    (false, false) => "active",
+                }}),
+            ),
             _ => Ok(json!({})),
         }
     })
@@ -471,4 +506,126 @@ fn an_unknown_pause_warns_only_where_events_are_forwarded() {
     assert!(!report_unknown_pause(false, &[], &[]));
     assert!(!report_unknown_pause(false, &[], &[]), "and says so once");
     assert!(report_unknown_pause(true, &[], &[]));
+}
+
+/// The reviewer's case (a): the source QEMU stops answering in the middle of a post-copy.
+/// The guest runs on the destination: the run ends failed with it there, both QEMUs kept,
+/// nothing cancelled or resumed on the source, and no error that would make a caller drop
+/// the destination.
+#[tokio::test(start_paused = true)]
+async fn a_source_lost_in_postcopy_keeps_the_guest_on_the_destination() {
+    let r = rig(|w| {
+        w.postcopy_endless = true;
+        w.dest_postcopy = true;
+        w.source_hangs_from = Some(4);
+    });
+    let run = run(&r, stall_plan(60_000), None)
+        .await
+        .expect("not an error: the guest is on the destination");
+    let o = &run.outcome;
+    assert_eq!((o.status, o.vm_on_destination), (EndStatus::Failed, true));
+    let error = o.error.as_deref().unwrap_or("");
+    assert!(
+        error.contains("stopped answering") && error.contains("timed out"),
+        "{error}"
+    );
+    assert!(run.dest_running_ms.is_some());
+    let names = source_commands(&r);
+    for never in ["migrate_cancel", "cont", "migrate-pause"] {
+        assert!(!names.contains(&never.to_string()), "{never}: {names:?}");
+    }
+    // The failed poll was asked again before the source was given up.
+    let polls = names.iter().filter(|n| *n == "query-migrate").count();
+    assert!(polls >= 5, "{names:?}");
+}
+
+/// ...and when the destination then completes on its own (it pulls the last pages from a
+/// source QEMU whose monitor hangs but whose migration runs), the run is completed.
+#[tokio::test(start_paused = true)]
+async fn a_source_lost_in_postcopy_completes_when_the_destination_does() {
+    let r = rig(|w| {
+        w.postcopy_endless = true;
+        w.dest_postcopy = true;
+        w.source_hangs_from = Some(4);
+        w.dest_completes_after = Some(10);
+    });
+    let run = run(&r, stall_plan(60_000), None).await.expect("run");
+    let o = &run.outcome;
+    assert_eq!(
+        (o.status, o.vm_on_destination),
+        (EndStatus::Completed, true)
+    );
+    assert!(
+        o.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("stopped answering"),
+        "the source's end is kept as a note: {:?}",
+        o.error
+    );
+}
+
+/// A source that misses one poll and then answers is no loss: the migration goes on.
+#[tokio::test(start_paused = true)]
+async fn one_missed_source_poll_is_asked_again() {
+    let r = rig(|w| w.source_hiccup_at = Some(3));
+    let run = run(&r, MigrationPlan::fixed(Technique::Postcopy), None)
+        .await
+        .expect("run");
+    assert_eq!(
+        run.outcome.status,
+        EndStatus::Completed,
+        "{:?}",
+        run.outcome.error
+    );
+    assert_eq!(run.outcome.error, None);
+}
+
+/// A pre-copy whose source stops answering before post-copy was asked for leaves the guest
+/// home: the driver says so with an error, so the caller removes the destination.
+#[tokio::test(start_paused = true)]
+async fn a_source_lost_in_precopy_is_still_an_error() {
+    let r = rig(|w| {
+        w.hot = true;
+        w.source_hangs_from = Some(3);
+    });
+    let err = run(&r, MigrationPlan::fixed(Technique::Precopy), None)
+        .await
+        .expect_err("lost before post-copy");
+    assert!(
+        matches!(err, DriverError::SourceLost(QmpError::Timeout { .. })),
+        "{err}"
+    );
+}
+
+/// The reviewer's case (b): a few failed looks at the destination (a blip) do not mark it
+/// failed for the rest of the run: its guest is still seen running and the record has no
+/// destination error.
+#[tokio::test(start_paused = true)]
+async fn a_destination_blip_is_not_its_death() {
+    let r = rig(|w| w.dest_fails = Some((2, 5)));
+    let run = run(&r, MigrationPlan::fixed(Technique::Precopy), None)
+        .await
+        .expect("run");
+    assert_eq!(run.outcome.status, EndStatus::Completed);
+    assert_eq!(run.dest_error, None);
+    assert!(run.dest_running_ms.is_some(), "the guest is seen running");
+}
+
+/// A destination that stops answering for good is failed, but only after a row of failed
+/// looks spanning `LOST_AFTER_MS`.
+#[tokio::test(start_paused = true)]
+async fn a_destination_that_never_answers_again_is_failed_after_a_while() {
+    use drover_core::migration::dest::{LOOKS_BEFORE_LOST, LOST_AFTER_MS};
+    let r = rig(|w| w.dest_fails = Some((2, u64::MAX)));
+    let clock = Clock::default();
+    let run = run(&r, MigrationPlan::fixed(Technique::Precopy), None)
+        .await
+        .expect("run");
+    let error = run.dest_error.expect("the destination failed");
+    assert!(error.contains("looks in a row"), "{error}");
+    assert!(run.dest_running_ms.is_none());
+    let looks = r.world.lock().expect("lock").dest_looks;
+    assert!(looks > u64::from(LOOKS_BEFORE_LOST), "{looks}");
+    assert!(clock.now_ms() >= LOST_AFTER_MS, "{} ms", clock.now_ms());
 }

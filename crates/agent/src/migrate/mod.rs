@@ -37,6 +37,19 @@
 //! A VM with a disk is not migrated: each host's storage directory is its own and storage
 //! migration does not exist yet, so its destination would run on a different file of the same
 //! name. Both ends refuse it.
+//!
+//! # When a QEMU stops answering
+//! The driver (`drover_qemu::driver`) judges it, with core's machines. The source QEMU not
+//! answering a poll, twice in a row, ends the run by what the source machine knew: before
+//! post-copy was asked for, the driver errs and the destination's incoming QEMU is aborted
+//! (the guest never left); from then on the run ends `failed` (or `paused`) with
+//! `vm_on_destination`, as any post-copy that stopped part-way: both QEMUs kept, the source VM
+//! held, settled (`settle.rs`) once the destination has the whole guest, at once if its QEMU
+//! completes within the driver's settle time. The destination is never aborted once post-copy
+//! started: a driver error is checked against this run's own watch of the switch and the
+//! record (`run.rs`, `may_abort_destination`). A look at the destination that fails (an HTTP
+//! error over a blipping link) is tolerated: only a row of them over seconds, or its QEMU gone,
+//! marks the destination failed (`drover_core::migration::dest`).
 
 pub mod lifecycle;
 mod recover;

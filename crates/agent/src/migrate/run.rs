@@ -3,7 +3,9 @@
 use super::lifecycle::RecordEvent;
 use crate::remote::RemoteQmp;
 use crate::AgentState;
-use drover_api::{AgentClient, IncomingReply, IncomingRequest, MigrationRequest, MigrationState};
+use drover_api::{
+    AgentClient, IncomingReply, IncomingRequest, MigrationRecord, MigrationRequest, MigrationState,
+};
 use drover_core::migration::{
     paused_by_migration, CostParams, EndStatus, MigrationPlan, MigrationStatus, OpsSample,
     PlanKnobs, Technique, VmProfile,
@@ -125,6 +127,16 @@ async fn drive(
     let run = match outcome {
         Ok(run) => run,
         Err(e) => {
+            let recorded = state.migrations.get(id).ok();
+            if !may_abort_destination(seen_switch, recorded.as_ref()) {
+                // The driver errs only before post-copy was asked for, but the switch was seen
+                // here: the destination runs the guest, so it is kept, and so is the source.
+                super::record_switch(state, id, vm);
+                return Err(format!(
+                    "migration driver: {e}; post-copy had started, so the guest runs on the \
+                     destination: both QEMUs are kept"
+                ));
+            }
             abort_destination(state, id, &dest, vm, source.as_ref()).await;
             return Err(format!("migration driver: {e}"));
         }
@@ -229,6 +241,14 @@ pub(super) async fn hand_over(state: &AgentState, id: &str, dest: &AgentClient, 
             .migrations
             .note(id, format!("could not stop the source QEMU: {e}"));
     }
+}
+
+/// Whether a migration whose driver failed may drop the destination's incoming QEMU (pure,
+/// for tests): only when nothing says post-copy started, neither this run's own watch of the
+/// source (`seen_switch`) nor the record (unreadable counts as started: when in doubt the
+/// destination, which may hold the only running copy, is kept).
+pub(super) fn may_abort_destination(seen_switch: bool, record: Option<&MigrationRecord>) -> bool {
+    !seen_switch && record.is_some_and(|r| !r.vm_on_destination)
 }
 
 /// The VM stays here: drop the destination's incoming QEMU and make sure ours runs.
@@ -379,6 +399,19 @@ mod tests {
         };
         let p = plan_with_link(Technique::Auto, &capped, Some(&vm), Some(10_000_000));
         assert!(!p.reason.contains("assumed bandwidth"), "{}", p.reason);
+    }
+
+    /// The reviewer's case (a), at the agent: once post-copy started, by the run's own watch or
+    /// by the record, a failed driver never drops the destination.
+    #[test]
+    fn a_failed_driver_drops_the_destination_only_before_the_switch() {
+        use crate::migrate::test_record;
+        let before = test_record(MigrationState::Running, false);
+        let after = test_record(MigrationState::Running, true);
+        assert!(may_abort_destination(false, Some(&before)));
+        assert!(!may_abort_destination(true, Some(&before)), "seen here");
+        assert!(!may_abort_destination(false, Some(&after)), "recorded");
+        assert!(!may_abort_destination(false, None), "unknown: kept");
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,11 +11,28 @@
 //! `Running` records when the guest first ran here: that instant, minus the migration's start,
 //! is the switchover time. In post-copy the guest runs while pages still arrive, so `Running`
 //! also carries whether the incoming side has completed. `Failed` keeps that instant: losing
-//! sight of the destination later (a QMP error over a blipping link) does not undo the fact
-//! that the guest ran there.
+//! sight of the destination later does not undo the fact that the guest ran there.
+//!
+//! What fails it: QEMU saying its incoming migration failed, or QEMU gone (`Died`: its QMP
+//! connection closed, or its agent says the VM is no more), at once. A look that merely failed
+//! (`LookFailed`: a QMP timeout, an HTTP error between agents, a link that blipped) is not
+//! news about QEMU: only [`LOOKS_BEFORE_LOST`] failed looks in a row, spanning at least
+//! [`LOST_AFTER_MS`], fail it, and any answer in between starts the count again.
 
 use super::progress::MigrationStatus;
 use thiserror::Error;
+
+/// Failed looks in a row after which the destination counts as lost. The driver looks every
+/// 25 ms by default, and between agents a look is an HTTP call: a reset connection or an agent
+/// busy for a moment fails one or two, while a dead destination fails every one. Counting
+/// several keeps one bad answer from marking a healthy destination failed for the rest of the
+/// run (which stops the wait for its guest and puts a false error in the record).
+pub const LOOKS_BEFORE_LOST: u32 = 5;
+
+/// How long, ms, looks must have been failing (from the first failure of the row) before the
+/// destination counts as lost: an agent restarting on the destination host refuses connections
+/// for a second or two while its QEMU, detached, goes on receiving.
+pub const LOST_AFTER_MS: u64 = 3_000;
 
 /// One look at the destination: its incoming migration status and whether the guest runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +47,15 @@ pub enum DestEvent {
     /// `migrate-incoming` was accepted: the destination listens.
     ListenIssued,
     Observed(DestObservation),
-    /// The destination QEMU exited or its QMP connection broke.
+    /// The destination QEMU exited or its QMP connection closed (locally), or its agent says the
+    /// VM is gone: no later look can bring it back.
     Died {
+        message: String,
+    },
+    /// A look got no answer that says anything about QEMU (a timeout, an I/O or HTTP error):
+    /// counted, see [`LOOKS_BEFORE_LOST`].
+    LookFailed {
+        now_ms: u64,
         message: String,
     },
 }
@@ -73,16 +97,25 @@ pub enum DestError {
     },
 }
 
+/// Looks that failed in a row, since the last answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FailedLooks {
+    count: u32,
+    since_ms: u64,
+}
+
 /// Tracks the destination's side of one migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestMachine {
     state: DestState,
+    failing: Option<FailedLooks>,
 }
 
 impl Default for DestMachine {
     fn default() -> Self {
         DestMachine {
             state: DestState::Launched,
+            failing: None,
         }
     }
 }
@@ -113,7 +146,17 @@ impl DestMachine {
             (
                 DestState::Listening | DestState::Receiving | DestState::Running { .. },
                 DestEvent::Observed(o),
-            ) => self.observe(o),
+            ) => {
+                self.failing = None;
+                self.observe(o)
+            }
+            (
+                DestState::Listening | DestState::Receiving | DestState::Running { .. },
+                DestEvent::LookFailed { now_ms, message },
+            ) => match self.look_failed(now_ms, message) {
+                Some(failed) => failed,
+                None => return Ok(()),
+            },
             (state, event) => {
                 return Err(DestError::InvalidTransition {
                     state: state.name(),
@@ -121,12 +164,31 @@ impl DestMachine {
                         DestEvent::ListenIssued => "listen-issued",
                         DestEvent::Observed(_) => "observed",
                         DestEvent::Died { .. } => "died",
+                        DestEvent::LookFailed { .. } => "look-failed",
                     },
                 })
             }
         };
         self.state = next;
         Ok(())
+    }
+
+    /// Counts a failed look; the failed state once they are too many for too long.
+    fn look_failed(&mut self, now_ms: u64, message: String) -> Option<DestState> {
+        let row = self.failing.get_or_insert(FailedLooks {
+            count: 0,
+            since_ms: now_ms,
+        });
+        row.count += 1;
+        let (count, span_ms) = (row.count, now_ms.saturating_sub(row.since_ms));
+        let lost = count >= LOOKS_BEFORE_LOST && span_ms >= LOST_AFTER_MS;
+        lost.then(|| DestState::Failed {
+            error: format!(
+                "the destination did not answer {count} looks in a row over {span_ms} ms; \
+                 the last: {message}"
+            ),
+            ran_since_ms: self.running_since_ms(),
+        })
     }
 
     fn observe(&self, o: DestObservation) -> DestState {
@@ -229,6 +291,62 @@ mod tests {
         .expect("valid");
         assert_eq!(d.state().name(), "failed");
         assert_eq!(d.running_since_ms(), Some(120));
+    }
+
+    fn look_failed(now_ms: u64) -> DestEvent {
+        DestEvent::LookFailed {
+            now_ms,
+            message: "QMP command 'query-status' timed out after 1000 ms".into(),
+        }
+    }
+
+    /// The reviewer's case: one failed look marked the destination failed for the rest of the
+    /// run. A few failed looks, even over seconds, change nothing; an answer starts the count
+    /// again; only many in a row over `LOST_AFTER_MS` fail it, keeping when the guest ran.
+    #[test]
+    fn failed_looks_fail_the_destination_only_in_a_long_enough_row() {
+        let mut d = DestMachine::default();
+        d.handle(DestEvent::ListenIssued).expect("valid");
+        d.handle(seen(100, MigrationStatus::PostcopyActive, true))
+            .expect("valid");
+        for t in 1..LOOKS_BEFORE_LOST {
+            d.handle(look_failed(100 + 2_000 * u64::from(t)))
+                .expect("valid");
+            assert_eq!(d.state().name(), "running", "{t} failed looks");
+        }
+        d.handle(seen(9_000, MigrationStatus::PostcopyActive, true))
+            .expect("an answer");
+        // Many failures, but within a blip: still running.
+        for t in 0..20 {
+            d.handle(look_failed(10_000 + 25 * t)).expect("valid");
+        }
+        assert_eq!(d.state().name(), "running");
+        assert_eq!(d.running_since_ms(), Some(100));
+        // The same row, long enough: failed, with the guest's first run kept.
+        d.handle(look_failed(10_000 + LOST_AFTER_MS))
+            .expect("valid");
+        match d.state() {
+            DestState::Failed {
+                error,
+                ran_since_ms,
+            } => {
+                assert_eq!(*ran_since_ms, Some(100));
+                assert!(
+                    error.contains("21 looks in a row over 3000 ms") && error.contains("timed out"),
+                    "{error}"
+                );
+            }
+            other => panic!("expected failed, got {other:?}"),
+        }
+        d.handle(seen(20_000, MigrationStatus::Completed, true))
+            .expect("ignored");
+        assert_eq!(d.state().name(), "failed", "failed stays failed");
+    }
+
+    #[test]
+    fn a_failed_look_before_listening_is_an_error() {
+        let mut d = DestMachine::default();
+        assert!(d.handle(look_failed(1)).is_err());
     }
 
     #[test]

@@ -45,6 +45,12 @@
 //! The driver reports the run's time budget ([`SourceMachine::budget_deadline_ms`]) as
 //! [`SourceEvent::BudgetSpent`] and, if QEMU then confirms neither the cancel nor the pause, as
 //! [`SourceEvent::StopUnconfirmed`]: the machine ends failed, with the guest where it was.
+//!
+//! A source QEMU that stops answering (`query-migrate` timed out twice, or its QMP connection
+//! closed) is [`SourceEvent::SourceLost`]: before post-copy was asked for the run fails with
+//! the guest on the source (QEMU never switches on its own); once it was asked for, the guest
+//! is, or may be, on the destination, whose QEMU then holds the only running copy, so the run
+//! ends failed (paused, if post-copy was paused) with `vm_on_destination` and both QEMUs kept.
 
 use super::plan::{MigrationPlan, ParameterUpdate};
 use super::progress::{MigrationStatus, Progress};
@@ -119,6 +125,8 @@ pub enum SourceEvent {
     /// migration completed and it runs the guest: every page arrived, so the migration did
     /// complete whatever the source's QEMU says (see [`SourceMachine::handle`]).
     DestinationCompleted { now_ms: u64 },
+    /// The source QEMU stopped answering: `message` says how (see the module doc).
+    SourceLost { message: String, now_ms: u64 },
 }
 
 impl SourceEvent {
@@ -133,6 +141,7 @@ impl SourceEvent {
             SourceEvent::BudgetSpent { .. } => "budget-spent",
             SourceEvent::StopUnconfirmed { .. } => "stop-unconfirmed",
             SourceEvent::DestinationCompleted { .. } => "destination-completed",
+            SourceEvent::SourceLost { .. } => "source-lost",
         }
     }
 }
@@ -398,6 +407,9 @@ impl SourceMachine {
             (s, E::BudgetSpent { now_ms }) if s.running().is_some() => self.budget_spent(s, now_ms),
             (s, E::StopUnconfirmed { now_ms }) if s.running().is_some() => {
                 self.stop_unconfirmed(s, now_ms)
+            }
+            (s, E::SourceLost { message, now_ms }) if s.running().is_some() => {
+                self.source_lost(s, message, now_ms)
             }
             (S::Done(o), E::DestinationCompleted { now_ms }) => Self::settled(o, now_ms),
             (s @ S::Done(_), _) => (s, Err(SourceError::AlreadyEnded)),

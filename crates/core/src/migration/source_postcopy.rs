@@ -1,6 +1,7 @@
 //! The source machine once post-copy has started: the guest runs on the destination, so every
 //! way out keeps it there (completed, paused and recoverable, or failed with the guest split),
-//! never a restart on the source.
+//! never a restart on the source. Also a source QEMU lost from sight, whose answer depends on
+//! whether post-copy had been asked for.
 
 use super::{
     EndStatus, Next, PauseReason, Running, SourceAction, SourceMachine, SourceState, LEFT_PAUSED,
@@ -141,5 +142,45 @@ impl SourceMachine {
             }
             s => (s, Ok(vec![])),
         }
+    }
+
+    /// The source QEMU stopped answering (see the module doc of `source`): what the guest's
+    /// whereabouts allow. Only a run that never asked QEMU to switch may leave the guest to the
+    /// source; any other keeps both QEMUs, the destination's being the one that may run it.
+    pub(super) fn source_lost(&self, state: SourceState, message: String, now_ms: u64) -> Next {
+        let lost = format!("the source QEMU stopped answering ({message})");
+        let (run, status, moved, error) = match state {
+            SourceState::Precopy(run) | SourceState::Cancelling(run, _)
+                if run.postcopy_requested_ms.is_none() =>
+            {
+                let error = format!("{lost} in pre-copy; the guest stays on the source");
+                (run, EndStatus::Failed, false, error)
+            }
+            SourceState::Precopy(run) | SourceState::Cancelling(run, _) => {
+                let error = format!(
+                    "{lost} after post-copy was asked for: the guest may run on the destination, \
+                     so both QEMUs are kept"
+                );
+                (run, EndStatus::Failed, true, error)
+            }
+            SourceState::Postcopy(run) | SourceState::Pausing(run, _) => {
+                let error = format!(
+                    "{lost} in post-copy: the guest runs on the destination and the rest of its \
+                     memory is on the source; both QEMUs are kept"
+                );
+                (run, EndStatus::Failed, true, error)
+            }
+            SourceState::PostcopyPaused(run) => {
+                let error = format!("{lost} while post-copy was paused; {LEFT_PAUSED}");
+                (run, EndStatus::Paused, true, error)
+            }
+            s => return (s, Ok(vec![])),
+        };
+        let mut o = self.finish(run, status, now_ms, Some(error), moved);
+        // `finish` claims the destination only once QEMU was seen switching; here a switch
+        // asked for and never confirmed must count too, or the destination's copy (perhaps
+        // the only running one) would be thrown away and the source's guest resumed.
+        o.vm_on_destination = moved;
+        (SourceState::Done(o), Ok(vec![]))
     }
 }

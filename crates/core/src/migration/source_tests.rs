@@ -552,3 +552,78 @@ fn no_escalation_lowers_the_operators_downtime_limit() {
     );
     assert_eq!(m.state().name(), "precopy");
 }
+
+fn lost(now_ms: u64) -> SourceEvent {
+    SourceEvent::SourceLost {
+        message: "QMP command 'query-migrate' timed out after 10000 ms".into(),
+        now_ms,
+    }
+}
+
+/// The reviewer's case: the source QEMU stops answering in the middle of a post-copy. The
+/// guest runs on the destination, so the run ends with it there (both QEMUs kept), never as
+/// a failure that would send the destination's copy away; a pre-copy that never asked to
+/// switch leaves it home.
+#[test]
+fn a_lost_source_keeps_the_guest_wherever_it_may_run() {
+    // Pre-copy, no switch asked for: QEMU cannot have moved the guest.
+    let mut m = started(MigrationPlan::fixed(Technique::Precopy));
+    m.handle(SourceEvent::MigrateIssued { now_ms: 0 })
+        .expect("issued");
+    m.handle(progress(50, MigrationStatus::Active, 1, MIB, 200 * MIB))
+        .expect("valid");
+    assert_eq!(m.handle(lost(80)), Ok(vec![]));
+    let o = m.outcome().expect("done");
+    assert_eq!((o.status, o.vm_on_destination), (EndStatus::Failed, false));
+    assert!(
+        o.error.as_deref().unwrap_or("").contains("timed out"),
+        "{o:?}"
+    );
+
+    // Post-copy asked for, its start not seen yet: the guest may be on the destination.
+    let mut m = started(MigrationPlan::fixed(Technique::Postcopy));
+    m.handle(SourceEvent::MigrateIssued { now_ms: 0 })
+        .expect("issued");
+    assert_eq!(m.handle(lost(30)), Ok(vec![]));
+    let o = m.outcome().expect("done");
+    assert_eq!((o.status, o.vm_on_destination), (EndStatus::Failed, true));
+    assert!(
+        o.error.as_deref().unwrap_or("").contains("may run"),
+        "{o:?}"
+    );
+
+    // In post-copy: failed, on the destination, both kept; and still settled as completed
+    // once the destination says it has every page.
+    let mut m = started(MigrationPlan::fixed(Technique::Postcopy));
+    m.handle(SourceEvent::MigrateIssued { now_ms: 0 })
+        .expect("issued");
+    m.handle(progress(50, MigrationStatus::PostcopyActive, 2, MIB, MIB))
+        .expect("valid");
+    assert_eq!(m.handle(lost(90)), Ok(vec![]), "no cancel, no resume");
+    let o = m.outcome().expect("done");
+    assert_eq!((o.status, o.vm_on_destination), (EndStatus::Failed, true));
+    assert_eq!(o.postcopy_started_ms, Some(50));
+    assert!(o
+        .error
+        .as_deref()
+        .unwrap_or("")
+        .contains("both QEMUs are kept"));
+    m.handle(SourceEvent::DestinationCompleted { now_ms: 400 })
+        .expect("settled");
+    assert_eq!(status(&m), EndStatus::Completed);
+
+    // Paused post-copy: stays paused (recoverable).
+    let mut m = started(MigrationPlan::fixed(Technique::Postcopy));
+    m.handle(SourceEvent::MigrateIssued { now_ms: 0 })
+        .expect("issued");
+    m.handle(progress(50, MigrationStatus::PostcopyPaused, 2, MIB, MIB))
+        .expect("valid");
+    m.handle(lost(90)).expect("valid");
+    let o = m.outcome().expect("done");
+    assert_eq!((o.status, o.vm_on_destination), (EndStatus::Paused, true));
+
+    // Nothing to lose before `migrate`, or after the end.
+    let mut m = started(MigrationPlan::fixed(Technique::Postcopy));
+    assert!(m.handle(lost(5)).is_err());
+    assert_eq!(m.state().name(), "configured");
+}
