@@ -60,6 +60,10 @@ pub struct DemoArgs {
     /// The agents' wake delay, s: standing for resume from suspend-to-RAM.
     #[arg(long, value_name = "SECS", default_value_t = 2, allow_negative_numbers = true, value_parser = whole::<u64>(0, 3600))]
     wake_delay: u64,
+    /// How often the agents measure each VM's dirty rate, s (the agent's default is 30 s: the
+    /// manager would price a VM raised since by its rate at low demand).
+    #[arg(long, value_name = "SECS", default_value_t = 2, allow_negative_numbers = true, value_parser = whole::<u64>(1, 3600))]
+    dirty_interval: u64,
     /// The lab's name (a-z, 0-9, at most 8); a lab of that name must not be up.
     #[arg(long, default_value = "demo")]
     lab_name: String,
@@ -87,6 +91,7 @@ fn config(args: &DemoArgs) -> anyhow::Result<DemoConfig> {
         hold_s: args.hold,
         repack_wait_s: args.repack_wait,
         wake_delay_s: args.wake_delay,
+        dirty_interval_s: args.dirty_interval,
         lab: args.lab_name.clone(),
         drover_bin: std::env::current_exe().context("locating the drover binary")?,
     };

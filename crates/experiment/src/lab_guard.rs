@@ -55,7 +55,8 @@ impl LabRun {
         let mut sys = RealSystem;
         let dirs = LabDirs::from_env();
         let agent = AgentLaunch::drover(&config.drover_bin, Duration::from_secs(60))
-            .wake_delay(config.wake_delay_s);
+            .wake_delay(config.wake_delay_s)
+            .dirty_interval(config.dirty_interval_s);
         let mut spec = LabSpec::new(&config.lab, config.hosts)?
             .link_rate(config.link_bps)?
             .cpus(config.host_cpus)

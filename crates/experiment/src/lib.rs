@@ -5,7 +5,9 @@
 //! 1. a lab of `hosts` hosts (network namespaces, CPU-capped cgroups, shaped links, an agent
 //!    each; `wake_delay_s` standing for resume from suspend-to-RAM), `vms` memtouch VMs packed
 //!    on h1 at low demand, the other hosts put in standby;
-//! 2. the manager (`drover manager --lab NAME --config FILE`, a child process) in auto mode,
+//! 2. once h1's demand has stayed under the relief target for 3 s (freshly booted guests fill
+//!    their working set and measure their speed flat out, which a manager would relieve), the
+//!    manager (`drover manager --lab NAME --config FILE`, a child process) in auto mode,
 //!    its moves restricted to the run's technique (`auto`: its cost model picks among the
 //!    three), its consolidation shortened to fit a short run (see [`DemoConfig::control`]);
 //! 3. phases: settle; raise (the first `raise` VMs rewrite their working set as fast as their
@@ -34,6 +36,9 @@
 //!   set over 1 Gbit/s needs at least 0.54 s; a pre-copy that cannot converge runs until its
 //!   60 s deadline, past the fall), and the relieved load observed for a while; the figures
 //!   also give each VM's lost work in seconds, which does not depend on the phase's length;
+//! - the agents measure each VM's dirty rate every 2 s (their default is 30 s): the manager
+//!   prices a move from the latest measurement, whatever its age, so with 30 s it priced a VM
+//!   raised 5 s before at its low-demand rate and `auto` chose pre-copy for it;
 //! - repack wait up to 60 s: consolidation every 5 s, a host on for 10 s may be emptied, a
 //!   moved VM is left alone for 10 s.
 //!

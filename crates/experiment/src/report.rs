@@ -53,6 +53,7 @@ pub struct TechniqueRow {
     pub technique: Technique,
     pub runs: usize,
     pub degradation_pct: Option<Spread>,
+    pub after_relief_pct: Option<Spread>,
     pub detection_s: Option<Spread>,
     pub relief_s: Option<Spread>,
     /// Runs in which h1 was relieved within the loaded phase.
@@ -76,6 +77,7 @@ pub fn rows(order: &[Technique], runs: &[RunSummary]) -> Vec<TechniqueRow> {
                 technique: t,
                 runs: mine.len(),
                 degradation_pct: Spread::of(mine.iter().filter_map(|r| r.degradation_pct)),
+                after_relief_pct: Spread::of(mine.iter().filter_map(|r| r.after_relief_pct)),
                 detection_s: Spread::of(mine.iter().filter_map(|r| r.detection_s)),
                 relief_s: Spread::of(mine.iter().filter_map(|r| r.relief_s)),
                 relieved_runs: mine.iter().filter(|r| r.relief_s.is_some()).count(),
@@ -97,10 +99,11 @@ pub fn rows(order: &[Technique], runs: &[RunSummary]) -> Vec<TechniqueRow> {
 /// The table (a header line and a row per technique).
 pub fn table(rows: &[TechniqueRow]) -> String {
     let mut out = format!(
-        "{:<9} {:>4} {:>20} {:>15} {:>15} {:>7} {:>15} {:>11} {:>8} {:>9} {:>5}\n",
+        "{:<9} {:>4} {:>20} {:>20} {:>15} {:>15} {:>8} {:>15} {:>11} {:>8} {:>8} {:>5}\n",
         "technique",
         "runs",
         "degradation %",
+        "after relief %",
         "detection s",
         "relief s",
         "relieved",
@@ -113,10 +116,11 @@ pub fn table(rows: &[TechniqueRow]) -> String {
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<9} {:>4} {:>20} {:>15} {:>15} {:>7} {:>15} {:>11} {:>8} {:>9} {:>5}",
+            "{:<9} {:>4} {:>20} {:>20} {:>15} {:>15} {:>8} {:>15} {:>11} {:>8} {:>8} {:>5}",
             r.technique.as_str(),
             r.runs,
             Spread::show(r.degradation_pct, 1),
+            Spread::show(r.after_relief_pct, 1),
             Spread::show(r.detection_s, 1),
             Spread::show(r.relief_s, 1),
             format!("{}/{}", r.relieved_runs, r.runs),
@@ -260,6 +264,87 @@ mod tests {
         assert_eq!(Spread::show(Spread::of([2.5]), 1), "2.5");
         assert_eq!(Spread::show(None, 1), "-");
         assert_eq!(Spread::of(std::iter::empty()), None);
+    }
+
+    fn run(t: Technique, pct: f64, relief: Option<f64>, lost: f64) -> RunSummary {
+        use crate::summary::{MigrationLoss, MigrationSeen, Phases};
+        RunSummary {
+            technique: t,
+            run: 1,
+            phases: Phases {
+                start_s: 0.0,
+                raised_s: 10.0,
+                fell_s: 40.0,
+                end_s: 60.0,
+            },
+            degradation_pct: Some(pct),
+            after_relief_pct: None,
+            vms: vec![],
+            onset_s: Some(1.0),
+            detection_s: Some(2.0),
+            relief_s: relief,
+            migrations: vec![MigrationLoss {
+                migration: MigrationSeen {
+                    id: "m".into(),
+                    vm: "d1".into(),
+                    from: "h1".into(),
+                    to: "h2".into(),
+                    kind: Some("relief".into()),
+                    technique: t.as_str().into(),
+                    state: "completed".into(),
+                    started_s: 15.0,
+                    ended_s: Some(16.0),
+                    switchover_s: None,
+                    downtime_ms: None,
+                    transferred_bytes: None,
+                    error: None,
+                },
+                at_s: 5.0,
+                lost_s: Some(lost),
+                floor_s: 0.5,
+            }],
+            energy_wh: 3.0,
+            mean_hosts_on: Some(1.5),
+            peak_hosts_on: 2,
+            standby_at_end: 2,
+            repacked: relief.is_some(),
+            integrity_errors: 0,
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn rows_gather_each_techniques_runs_in_order() {
+        let runs = [
+            run(Technique::Postcopy, 10.0, Some(6.0), 1.0),
+            run(Technique::Precopy, 30.0, None, 3.0),
+            run(Technique::Postcopy, 20.0, Some(8.0), 2.0),
+        ];
+        let rows = rows(&[Technique::Precopy, Technique::Postcopy], &runs);
+        assert_eq!(rows[0].technique, Technique::Precopy);
+        assert_eq!((rows[0].runs, rows[0].relieved_runs), (1, 0));
+        assert_eq!(rows[0].relief_s, None);
+        let post = &rows[1];
+        assert_eq!(
+            (post.runs, post.relieved_runs, post.repacked_runs),
+            (2, 2, 2)
+        );
+        assert_eq!(post.degradation_pct.map(|s| s.mean), Some(15.0));
+        // Lost work over its 0.5 s floor: 2 and 4.
+        assert_eq!(
+            post.lost_over_floor.map(|s| (s.min, s.max)),
+            Some((2.0, 4.0))
+        );
+        let text = table(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[1].starts_with("precopy") && lines[1].contains("0/1"),
+            "{text}"
+        );
+        assert!(lines[2].contains("15.0 [10.0-20.0]"), "{text}");
+        let listed = migration_lines(&runs);
+        assert!(listed.contains("postcopy-1: relief d1 h1->h2 postcopy at +5.0 s, lost 1.00 s (floor 0.50 s), completed"), "{listed}");
     }
 
     #[test]

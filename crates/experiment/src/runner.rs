@@ -77,6 +77,7 @@ pub async fn run_once(
     ));
     let mut lab = LabRun::up(config)?;
     boot_vms(config, &lab, &tag, say).await?;
+    wait_quiet(config, &lab, &tag, say).await?;
     for (host, agent) in &lab.agents[1..] {
         agent
             .standby()
@@ -109,10 +110,17 @@ pub async fn run_once(
         say(&format!("[{tag}] teardown: {f}"));
     }
     drop(lab);
+    // The raised VMs' host at the raise (h1 unless something moved them before).
+    let host = series
+        .iter()
+        .take_while(|s| s.t_s <= phases.raised_s)
+        .filter_map(|s| s.vm("d1").map(|v| v.host.clone()))
+        .last()
+        .unwrap_or_else(|| "h1".into());
     let summary = summarize(&RunInputs {
         technique,
         run,
-        host: "h1",
+        host: &host,
         vms: config
             .vm_names()
             .into_iter()
@@ -176,6 +184,40 @@ async fn boot_vms(
         drover_core::units::format_size(config.memory_bytes),
         config.low_workload()
     ));
+    Ok(())
+}
+
+/// Waits (up to 120 s) until h1's CPU demand has stayed under the manager's relief target
+/// for 3 samples: a guest that has just booted fills its working set and measures its speed
+/// flat out, and a manager started then would relieve h1 before the experiment begins.
+async fn wait_quiet(
+    config: &DemoConfig,
+    lab: &LabRun,
+    tag: &str,
+    say: Say<'_>,
+) -> Result<(), DemoError> {
+    let (_, h1) = &lab.agents[0];
+    let target = config.control(Technique::Auto).target;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut quiet = 0;
+    let mut last = 0.0;
+    while quiet < 3 {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(DemoError::Scenario(format!(
+                "h1 stayed busy for 120 s after its VMs reported (load {last:.2}, target \
+                 {target}): the VMs' low demand does not fit it"
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let m = h1.metrics().await.map_err(agent_err("metrics of h1"))?;
+        last = if m.host.cpus > 0.0 {
+            m.host.cpu_demand_cores / m.host.cpus
+        } else {
+            0.0
+        };
+        quiet = if last < target { quiet + 1 } else { 0 };
+    }
+    say(&format!("[{tag}] h1 quiet (load {last:.2})"));
     Ok(())
 }
 

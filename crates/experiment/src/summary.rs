@@ -83,6 +83,10 @@ pub struct RunSummary {
     pub vms: Vec<VmLoss>,
     /// Overload onset, s after the raise (None: h1 never went over its cap).
     pub onset_s: Option<f64>,
+    /// Mean degradation of the raised VMs from [`SETTLED_S`] after the relief to the fall, %:
+    /// what they lose once relieved (to each other and to the rest of the machine), beside
+    /// which `degradation_pct` shows what the overload and the migration cost.
+    pub after_relief_pct: Option<f64>,
     /// Onset until the manager's first relief plan, s.
     pub detection_s: Option<f64>,
     /// Onset until h1 was no longer over its cap, s (None: not within the loaded phase).
@@ -102,6 +106,10 @@ pub struct RunSummary {
     /// What went wrong that the figures do not show (a VM that never reported, ...).
     pub notes: Vec<String>,
 }
+
+/// Seconds after the relief before the relieved load is counted (`after_relief_pct`): a
+/// post-copy's last pages arrive in that time.
+pub const SETTLED_S: f64 = 3.0;
 
 /// What [`summarize`] reads.
 #[derive(Debug, Clone)]
@@ -135,6 +143,12 @@ pub fn summarize(i: &RunInputs<'_>) -> RunSummary {
             l
         })
         .collect();
+    for m in i.migrations.iter().filter(|m| m.started_s < p.raised_s) {
+        notes.push(format!(
+            "{} moved {} -> {} before the raise ({:?} plan)",
+            m.vm, m.from, m.to, m.kind
+        ));
+    }
     let onset = metrics::onset(i.series, i.host, p.raised_s, p.fell_s);
     let detection = onset.and_then(|o| {
         i.plans
@@ -146,6 +160,18 @@ pub fn summarize(i: &RunInputs<'_>) -> RunSummary {
     });
     let relief =
         onset.and_then(|o| metrics::relieved(i.series, i.host, o, p.fell_s).map(|r| r - o));
+    let after_relief = onset
+        .zip(relief)
+        .map(|(o, r)| o + r + SETTLED_S)
+        .filter(|from| *from + SETTLED_S < p.fell_s)
+        .and_then(|from| {
+            let losses: Vec<VmLoss> = i
+                .vms
+                .iter()
+                .filter_map(|(vm, raised)| metrics::vm_loss(i.series, vm, from, p.fell_s, *raised))
+                .collect();
+            metrics::mean_degradation(&losses)
+        });
     let migrations = i
         .migrations
         .iter()
@@ -169,6 +195,7 @@ pub fn summarize(i: &RunInputs<'_>) -> RunSummary {
         run: i.run,
         phases: p,
         degradation_pct: metrics::mean_degradation(&vms),
+        after_relief_pct: after_relief,
         vms,
         onset_s: onset.map(|o| o - p.raised_s),
         detection_s: detection,
@@ -293,6 +320,8 @@ mod tests {
         assert_eq!(s.detection_s, Some(2.0));
         // Under the cap from 16 s: 4 s after the onset at 12 s.
         assert_eq!(s.relief_s, Some(4.0));
+        // From 19 s (relief at 16 s + 3 s) to 30 s: nothing lost.
+        assert_eq!(s.after_relief_pct, Some(0.0));
         let m = &s.migrations[0];
         assert_eq!((m.at_s, m.lost_s, m.floor_s), (6.0, Some(1.0), 0.5));
         assert_eq!(s.peak_hosts_on, 2);

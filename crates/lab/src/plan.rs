@@ -76,6 +76,13 @@ impl AgentLaunch {
             .extend(["--wake-delay".to_string(), secs.to_string()]);
         self
     }
+
+    /// How often the agents measure each VM's dirty rate, s (`drover agent --dirty-interval`).
+    pub fn dirty_interval(mut self, secs: u64) -> Self {
+        self.argv_prefix
+            .extend(["--dirty-interval".to_string(), secs.to_string()]);
+        self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
