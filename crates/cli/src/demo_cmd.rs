@@ -101,16 +101,18 @@ fn config(args: &DemoArgs) -> anyhow::Result<DemoConfig> {
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let config = config(&args)?;
-    let scratch;
-    let dir = match &args.report {
-        Some(d) => {
+    // Without --report the manager's configuration and log go to a directory removed at the end.
+    let scratch = match &args.report {
+        Some(_) => None,
+        None => Some(tempfile::tempdir().context("a temporary directory")?),
+    };
+    let dir = match (&args.report, &scratch) {
+        (Some(d), _) => {
             std::fs::create_dir_all(d).with_context(|| format!("--report {}", d.display()))?;
             d.clone()
         }
-        None => {
-            scratch = tempfile::tempdir().context("a temporary directory")?;
-            scratch.path().to_path_buf()
-        }
+        (None, Some(t)) => t.path().to_path_buf(),
+        (None, None) => std::env::temp_dir(),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let say = |line: &str| eprintln!("demo: {line}");
@@ -143,6 +145,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         Ok(runs) => runs?,
         Err((name, number)) => {
             drop(runtime);
+            drop(scratch);
             eprintln!("demo stopped by {name}: its manager is killed and its lab is down");
             std::process::exit(128 + number);
         }

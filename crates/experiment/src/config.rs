@@ -161,12 +161,11 @@ impl DemoConfig {
             nic: None,
         };
         vm.validate().map_err(|e| {
-            let flag = if e.to_string().contains("working set") {
-                "--wss"
+            if e.to_string().contains("working set") {
+                refuse("--wss", format!("{}M", self.wss_bytes >> 20), e.to_string())
             } else {
-                "--memory"
-            };
-            refuse(flag, &vm.workload, e.to_string())
+                refuse("--memory", self.memory_bytes, e.to_string())
+            }
         })?;
         Ok(())
     }

@@ -57,11 +57,10 @@ impl LabRun {
         let agent = AgentLaunch::drover(&config.drover_bin, Duration::from_secs(60))
             .wake_delay(config.wake_delay_s)
             .dirty_interval(config.dirty_interval_s);
-        let mut spec = LabSpec::new(&config.lab, config.hosts)?
+        let spec = LabSpec::new(&config.lab, config.hosts)?
             .link_rate(config.link_bps)?
             .cpus(config.host_cpus)
             .agent(agent);
-        spec.memory_bytes = None;
         let layout = drover_lab::detect_layout(&mut sys)?;
         let state = drover_lab::up(&mut sys, &dirs, &spec, &layout)?;
         // From here on, dropping `run` takes the lab down.
