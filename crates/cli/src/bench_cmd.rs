@@ -37,7 +37,7 @@ pub struct BenchArgs {
     json: bool,
 }
 
-fn techniques(raw: &[String]) -> anyhow::Result<Vec<Technique>> {
+pub(crate) fn techniques(raw: &[String]) -> anyhow::Result<Vec<Technique>> {
     let mut out = Vec::new();
     for t in raw {
         if t == "all" {
@@ -158,7 +158,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let outcome = runtime.block_on(async {
         // Listening starts before the bench is first polled, so no QEMU exists yet that a
         // signal's default action (ending the process on the spot) would orphan.
-        let mut stop = StopSignals::listen()?;
+        let mut stop = crate::signals::StopSignals::listen()?;
         Ok::<_, std::io::Error>(tokio::select! {
             r = bench => Ok(r),
             signal = stop.first() => Err(signal),
@@ -177,33 +177,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                  directory removed"
             );
             std::process::exit(128 + number);
-        }
-    }
-}
-
-/// SIGINT, SIGTERM and SIGHUP, caught instead of ending the process.
-struct StopSignals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-}
-
-impl StopSignals {
-    fn listen() -> std::io::Result<Self> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(StopSignals {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-            hup: signal(SignalKind::hangup())?,
-        })
-    }
-
-    /// The first one to arrive, with its name and number.
-    async fn first(&mut self) -> (&'static str, i32) {
-        tokio::select! {
-            _ = self.int.recv() => ("SIGINT", 2),
-            _ = self.term.recv() => ("SIGTERM", 15),
-            _ = self.hup.recv() => ("SIGHUP", 1),
         }
     }
 }

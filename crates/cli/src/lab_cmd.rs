@@ -1,6 +1,7 @@
 //! `drover lab`: a cluster of hosts on this machine (a thin shell over drover-lab).
 //!
-//! - `drover lab up --hosts N [--host-cpus C] [--host-memory M] [--link RATE] [--no-agents]`
+//! - `drover lab up --hosts N [--host-cpus C] [--host-memory M] [--link RATE] [--no-agents]
+//!   [--agent-wake-delay SECS]`
 //! - `drover lab status [--json]`
 //! - `drover lab down` (safe after a crash, and twice)
 
@@ -11,7 +12,7 @@ use crate::flags::{cores, whole, Typed};
 use anyhow::{anyhow, bail, Context, Result};
 use drover_core::units::{format_rate, format_size};
 use drover_lab::name::{NameError, DEFAULT_LAB, MAX_HOSTS};
-use drover_lab::plan::{PlanError, AGENT_PORT};
+use drover_lab::plan::PlanError;
 use drover_lab::{AgentLaunch, LabDirs, LabName, LabSpec, LabState, RealSystem};
 
 #[derive(clap::Subcommand)]
@@ -46,6 +47,11 @@ pub enum LabCommand {
         #[arg(long, value_name = "SECS", default_value_t = 30, allow_negative_numbers = true,
               value_parser = whole::<u64>(1, 3_600))]
         agent_timeout: u64,
+        /// The agents' wake delay, 0 to 3600 s: how long a host woken from standby stays
+        /// `waking` (the agent's own default, 10 s, standing for a boot, when absent).
+        #[arg(long, value_name = "SECS", allow_negative_numbers = true,
+              value_parser = whole::<u64>(0, 3_600))]
+        agent_wake_delay: Option<u64>,
         /// Print the lab description as JSON.
         #[arg(long)]
         json: bool,
@@ -79,6 +85,7 @@ pub fn run(cmd: LabCommand) -> Result<()> {
             no_agents,
             agent_bin,
             agent_timeout,
+            agent_wake_delay,
             json,
         } => {
             let link = Typed::rate("--link", &link)?;
@@ -89,7 +96,11 @@ pub fn run(cmd: LabCommand) -> Result<()> {
             let agent = if no_agents {
                 None
             } else {
-                Some(agent_launch(agent_bin, agent_timeout)?)
+                let launch = agent_launch(agent_bin, agent_timeout)?;
+                Some(match agent_wake_delay {
+                    Some(secs) => launch.wake_delay(secs),
+                    None => launch,
+                })
             };
             let memory_bytes = memory.as_ref().map(Typed::value);
             let spec = lab_spec(&name, hosts, host_cpus, memory_bytes, link.value(), agent)
@@ -197,11 +208,7 @@ fn agent_launch(bin: Option<PathBuf>, timeout_secs: u64) -> Result<AgentLaunch> 
     if !ok {
         bail!("`{} agent --help` failed: this binary cannot run agents; pass --agent-bin or --no-agents", bin.display());
     }
-    Ok(AgentLaunch {
-        argv_prefix: vec![bin.display().to_string(), "agent".into()],
-        port: AGENT_PORT,
-        health_timeout: Duration::from_secs(timeout_secs),
-    })
+    Ok(AgentLaunch::drover(&bin, Duration::from_secs(timeout_secs)))
 }
 
 fn print_state(state: &LabState, json: bool) {

@@ -2,6 +2,7 @@
 
 mod agent_cmd;
 mod bench_cmd;
+mod demo_cmd;
 mod flags;
 mod fleet_cmd;
 mod image_cmd;
@@ -9,6 +10,7 @@ mod lab_cmd;
 mod manager_bench_cmd;
 mod manager_cmd;
 mod migration_flags;
+mod signals;
 mod sim_cmd;
 mod sim_live_cmd;
 mod vm_cmd;
@@ -47,6 +49,9 @@ enum Command {
     /// A cluster of hosts on this machine (namespaces, shaped links, cgroups).
     #[command(subcommand)]
     Lab(lab_cmd::LabCommand),
+    /// The reactive consolidation experiment on a 3-host lab with the manager, per technique:
+    /// overload, relief, repack; a table, and a report folder with --report.
+    Demo(demo_cmd::DemoArgs),
     /// Boot a VM and a destination on this machine, migrate, and report.
     MigrateBench(bench_cmd::BenchArgs),
     /// Trace-driven datacenter simulator.
@@ -80,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         Command::Image(cmd) => image_cmd::run(cmd),
         Command::Sim(args) => sim_cmd::run(args),
         Command::MigrateBench(args) => bench_cmd::run(args),
+        Command::Demo(args) => demo_cmd::run(args),
         Command::Lab(cmd) => lab_cmd::run(cmd),
         Command::Agent(args) => agent_cmd::run(args),
         Command::Manager(args) => manager_cmd::run(args),

@@ -59,6 +59,32 @@ pub struct AgentLaunch {
     pub health_timeout: Duration,
 }
 
+impl AgentLaunch {
+    /// `<drover> agent` on [`AGENT_PORT`], each agent waited for up to `health_timeout`.
+    pub fn drover(bin: &Path, health_timeout: Duration) -> Self {
+        AgentLaunch {
+            argv_prefix: vec![bin.display().to_string(), "agent".into()],
+            port: AGENT_PORT,
+            health_timeout,
+        }
+    }
+
+    /// The agents' wake delay, s (`drover agent --wake-delay`): how long a woken host stays
+    /// `waking`, standing for its boot or resume.
+    pub fn wake_delay(mut self, secs: u64) -> Self {
+        self.argv_prefix
+            .extend(["--wake-delay".to_string(), secs.to_string()]);
+        self
+    }
+
+    /// How often the agents measure each VM's dirty rate, s (`drover agent --dirty-interval`).
+    pub fn dirty_interval(mut self, secs: u64) -> Self {
+        self.argv_prefix
+            .extend(["--dirty-interval".to_string(), secs.to_string()]);
+        self
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabSpec {
     pub name: LabName,

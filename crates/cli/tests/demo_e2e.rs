@@ -1,0 +1,180 @@
+//! `drover demo` end to end at reduced size and length (real lab, agents, QEMU, the manager
+//! as a child process): a post-copy run relieves the overloaded host by a relief migration,
+//! measures detection and relief, loses no page, writes its report, and leaves no lab behind;
+//! a SIGTERM in the middle of a run stops it with 128 + 15 and also leaves no lab behind.
+//! Needs root, `ip`, `tc` and QEMU (a failure under CI when missing, a loud skip elsewhere).
+
+mod common;
+
+use common::lab::{serial, DROVER};
+use drover_testkit::{processes_mentioning, require, Need, IP, QEMU, TC};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn lab_name(test: char) -> String {
+    format!("d{test}{}", std::process::id() % 100_000)
+}
+
+/// Nothing of lab `name` is left: no state, no process, no link.
+fn assert_no_lab(name: &str) {
+    let dirs = drover_lab::LabDirs::from_env();
+    let lab = drover_lab::LabName::new(name).expect("lab name");
+    assert!(
+        !dirs.state_file(&lab).exists(),
+        "lab {name} still described"
+    );
+    let left = processes_mentioning(&format!("/lab/{name}/"));
+    assert!(left.is_empty(), "processes left: {left:?}");
+    let links = Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .expect("ip");
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(
+        !links.contains(&format!("drv{name}")),
+        "links left: {links}"
+    );
+}
+
+/// Takes the lab down however the test ends.
+struct Down(String);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = Command::new(DROVER)
+            .args(["lab", "down", "--name", &self.0])
+            .output();
+    }
+}
+
+/// The reduced demo: 3 hosts, 2 VMs of 192 MiB with a 32 MiB working set, one raised.
+fn demo_args<'a>(lab: &'a str, report: &'a Path) -> Vec<String> {
+    [
+        "demo",
+        "--technique",
+        "postcopy",
+        "--vms",
+        "2",
+        "--memory",
+        "192M",
+        "--wss",
+        "32M",
+        "--settle",
+        "5",
+        "--hold",
+        "15",
+        "--repack-wait",
+        "45",
+        "--json",
+        "--lab-name",
+        lab,
+        "--report",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([report.display().to_string()])
+    .collect()
+}
+
+#[test]
+fn a_postcopy_demo_relieves_measures_and_cleans_up() {
+    require!(Need::Root, IP, TC, QEMU);
+    let _serial = serial();
+    let lab = lab_name('p');
+    let _down = Down(lab.clone());
+    let report = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(DROVER)
+        .args(demo_args(&lab, report.path()))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run drover demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "drover demo failed: {text}");
+    let summary: Value = serde_json::from_str(&text).expect("summary JSON");
+    let run = &summary["runs"][0];
+    assert_eq!(run["technique"], "postcopy", "{run}");
+    assert_eq!(run["integrity_errors"], 0, "{run}");
+    assert!(run["detection_s"].as_f64().is_some(), "no detection: {run}");
+    assert!(run["relief_s"].as_f64().is_some(), "no relief: {run}");
+    assert!(run["degradation_pct"].as_f64().is_some(), "{run}");
+    let relief = run["migrations"]
+        .as_array()
+        .expect("migrations")
+        .iter()
+        .find(|m| m["kind"] == "relief" && m["from"] == "h1")
+        .unwrap_or_else(|| panic!("no relief migration from h1: {run}"))
+        .clone();
+    assert_eq!(relief["vm"], "d1", "the raised VM moves: {relief}");
+    assert_eq!(relief["technique"], "postcopy", "{relief}");
+    assert_eq!(relief["state"], "completed", "{relief}");
+    assert!(
+        relief["floor_s"].as_f64().is_some_and(|f| f > 0.0),
+        "{relief}"
+    );
+    assert_eq!(summary["rows"][0]["runs"], 1);
+    for file in [
+        "summary.json",
+        "index.html",
+        "postcopy-1.svg",
+        "series-postcopy-1.jsonl",
+    ] {
+        let path = report.path().join(file);
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0, "{} missing or empty", path.display());
+    }
+    let svg = std::fs::read_to_string(report.path().join("postcopy-1.svg")).expect("svg");
+    assert!(svg.contains("<svg") && svg.contains("h1"), "not a figure");
+    assert_no_lab(&lab);
+}
+
+#[test]
+fn sigterm_mid_run_takes_the_lab_down() {
+    require!(Need::Root, IP, TC, QEMU);
+    let _serial = serial();
+    let lab = lab_name('s');
+    let _down = Down(lab.clone());
+    let report = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(DROVER)
+        .args(demo_args(&lab, report.path()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run drover demo");
+    let dirs = drover_lab::LabDirs::from_env();
+    let name = drover_lab::LabName::new(&lab).expect("lab name");
+    // Once the manager runs, the lab has agents, VMs and a manager to remove.
+    let start = Instant::now();
+    while !matches!(
+        drover_lab::manager_file::load_manager(&dirs, &name),
+        Ok(Some(_))
+    ) {
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("drover demo ended before its manager started: {status}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "no manager within 240 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -TERM failed");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("drover demo outlived SIGTERM by 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status.code(), Some(128 + 15), "{status}");
+    assert_no_lab(&lab);
+}

@@ -1,0 +1,335 @@
+//! The demo's sizes, phases and manager settings: one type with its defaults (chosen for a
+//! 2-core machine running guests under TCG; the module doc of the crate says why) and one
+//! check, [`DemoConfig::validate`], whose errors name the `drover demo` flag.
+
+use drover_core::control::{ControlSettings, Mode};
+use drover_core::migration::Technique;
+use serde::Serialize;
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// A size, rate or duration outside what the demo can run, named by its flag.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[error("{flag} {value}: {expected}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub value: String,
+    pub expected: String,
+}
+
+fn refuse(flag: &'static str, value: impl ToString, expected: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        value: value.to_string(),
+        expected: expected.into(),
+    }
+}
+
+/// One demo: the lab, its VMs, the phases, and how many runs of which techniques.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DemoConfig {
+    /// Techniques to run, in order; `auto` lets the manager's cost model choose per move.
+    pub techniques: Vec<Technique>,
+    /// Runs per technique.
+    pub repeat: u32,
+    /// Lab hosts (h1 holds the VMs; the others start in standby).
+    pub hosts: u32,
+    /// VMs packed on h1.
+    pub vms: u32,
+    /// How many of them (the first ones) raise their demand.
+    pub raise: u32,
+    /// Guest memory of each VM, bytes.
+    pub memory_bytes: u64,
+    /// Working set each VM rewrites, bytes.
+    pub wss_bytes: u64,
+    /// Pages a second each VM touches while its demand is low.
+    pub low_rate: u64,
+    /// CPU cap of each host, cores.
+    pub host_cpus: f64,
+    /// Link rate of each host, bytes/s each way.
+    pub link_bps: u64,
+    /// Seconds between the VMs reporting and the raise.
+    pub settle_s: u64,
+    /// Seconds the raised demand holds (the loaded phase).
+    pub hold_s: u64,
+    /// Longest wait after the fall for the repack and a host back in standby, s.
+    pub repack_wait_s: u64,
+    /// The agents' wake delay, s (standing for resume from suspend-to-RAM).
+    pub wake_delay_s: u64,
+    /// How often the agents measure each VM's dirty rate, s.
+    pub dirty_interval_s: u64,
+    /// Lab name (a-z, 0-9, at most 8).
+    pub lab: String,
+    /// The drover binary that runs the agents and the manager.
+    #[serde(skip)]
+    pub drover_bin: PathBuf,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            techniques: Technique::ALL.to_vec(),
+            repeat: 1,
+            hosts: 3,
+            vms: 2,
+            raise: 2,
+            memory_bytes: 256 << 20,
+            wss_bytes: 64 << 20,
+            low_rate: 2000,
+            host_cpus: 1.5,
+            link_bps: 125_000_000,
+            settle_s: 10,
+            hold_s: 30,
+            repack_wait_s: 60,
+            wake_delay_s: 2,
+            dirty_interval_s: 2,
+            lab: "demo".into(),
+            drover_bin: PathBuf::from("drover"),
+        }
+    }
+}
+
+/// The demo's manager: how often it looks, and what it may do.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct ManagerFile {
+    #[serde(rename = "loop")]
+    cadence: LoopSection,
+    control: ControlSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct LoopSection {
+    interval_s: f64,
+}
+
+impl DemoConfig {
+    /// Checks every flag's range and that the scenario holds together (the raised VMs are
+    /// among the VMs, the working set fits the guest, there is a host to wake).
+    ///
+    /// # Errors
+    /// The first [`ConfigError`], naming its flag.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.techniques.is_empty() {
+            return Err(refuse(
+                "--technique",
+                "none",
+                "expected precopy, postcopy, hybrid, auto or all",
+            ));
+        }
+        let count = |flag, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(refuse(flag, v, format!("expected {lo} to {hi}")))
+            }
+        };
+        count("--repeat", self.repeat.into(), 1, 100)?;
+        count("--hosts", self.hosts.into(), 2, 9)?;
+        count("--vms", self.vms.into(), 1, 16)?;
+        count("--raise", self.raise.into(), 1, self.vms.into()).map_err(|e| ConfigError {
+            expected: format!("{} (at most --vms)", e.expected),
+            ..e
+        })?;
+        count("--low-rate", self.low_rate, 1, 1_000_000)?;
+        count("--settle", self.settle_s, 1, 3600)?;
+        count("--hold", self.hold_s, 5, 3600)?;
+        count("--repack-wait", self.repack_wait_s, 0, 3600)?;
+        count("--wake-delay", self.wake_delay_s, 0, 3600)?;
+        count("--dirty-interval", self.dirty_interval_s, 1, 3600)?;
+        if !(0.1..=64.0).contains(&self.host_cpus) {
+            return Err(refuse(
+                "--host-cpus",
+                self.host_cpus,
+                "expected 0.1 to 64 cores",
+            ));
+        }
+        if self.link_bps < 125_000 {
+            return Err(refuse(
+                "--link",
+                self.link_bps,
+                "expected at least 125000 bytes/s (1 Mbit/s)",
+            ));
+        }
+        drover_lab::LabName::new(&self.lab)
+            .map_err(|e| refuse("--lab-name", &self.lab, e.to_string()))?;
+        let vm = drover_api::VmConfig {
+            name: "d1".into(),
+            vcpus: 1,
+            memory_bytes: self.memory_bytes,
+            workload: self.low_workload(),
+            disk: None,
+            nic: None,
+        };
+        vm.validate().map_err(|e| {
+            if e.to_string().contains("working set") {
+                refuse("--wss", format!("{}M", self.wss_bytes >> 20), e.to_string())
+            } else {
+                refuse("--memory", self.memory_bytes, e.to_string())
+            }
+        })?;
+        Ok(())
+    }
+
+    /// The VMs' names: d1..dN.
+    pub fn vm_names(&self) -> Vec<String> {
+        (1..=self.vms).map(|i| format!("d{i}")).collect()
+    }
+
+    /// Whether VM `name` is one of those that raise their demand.
+    pub fn is_raised(&self, name: &str) -> bool {
+        self.vm_names()
+            .iter()
+            .take(self.raise as usize)
+            .any(|n| n == name)
+    }
+
+    /// The workload while demand is low: the working set touched at `low_rate` pages a second.
+    pub fn low_workload(&self) -> String {
+        format!(
+            "memtouch:wss={}M,rate={}",
+            self.wss_bytes >> 20,
+            self.low_rate
+        )
+    }
+
+    /// The workload while demand is high: the same working set rewritten as fast as the vCPU
+    /// goes (a full core of demand, and a dirty rate no link here keeps up with).
+    pub fn high_workload(&self) -> String {
+        format!("memtouch:wss={}M,rate=max", self.wss_bytes >> 20)
+    }
+
+    /// Floor of a post-copy move's lost work, s: the working set over the link.
+    pub fn floor_s(&self) -> f64 {
+        self.wss_bytes as f64 / self.link_bps as f64
+    }
+
+    /// The manager's settings for a run of `technique`: core's defaults for detection and
+    /// relief, with the timings shortened so that the whole cycle fits a short run:
+    /// consolidation considered every 5 s, a host emptied once on 10 s, a moved VM left alone
+    /// for 10 s. The moves may use `technique` only (`auto`: the cost model picks among the
+    /// three), so that runs compare.
+    pub fn control(&self, technique: Technique) -> ControlSettings {
+        let techniques = match technique {
+            Technique::Auto => Technique::CONCRETE.to_vec(),
+            t => vec![t],
+        };
+        ControlSettings {
+            mode: Mode::Auto,
+            consolidate_every_s: 5.0,
+            min_on_s: 10.0,
+            vm_cooldown_s: 10.0,
+            techniques,
+            ..ControlSettings::default()
+        }
+    }
+
+    /// The manager's configuration file (TOML) for a run of `technique`: a look a second and
+    /// [`DemoConfig::control`]; `--lab` gives it the agents.
+    ///
+    /// # Errors
+    /// The TOML encoder's message (settings that cannot be written: not expected).
+    pub fn manager_toml(&self, technique: Technique) -> Result<String, String> {
+        let file = ManagerFile {
+            cadence: LoopSection { interval_s: 1.0 },
+            control: self.control(technique),
+        };
+        toml::to_string(&file).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn defaults_pass_and_each_limit_names_its_flag() {
+        assert_eq!(DemoConfig::default().validate(), Ok(()));
+        let cases: Vec<(DemoConfig, &str)> = vec![
+            (
+                DemoConfig {
+                    raise: 3,
+                    ..DemoConfig::default()
+                },
+                "--raise",
+            ),
+            (
+                DemoConfig {
+                    hosts: 1,
+                    ..DemoConfig::default()
+                },
+                "--hosts",
+            ),
+            (
+                DemoConfig {
+                    wss_bytes: 256 << 20,
+                    ..DemoConfig::default()
+                },
+                "--wss",
+            ),
+            (
+                DemoConfig {
+                    host_cpus: f64::NAN,
+                    ..DemoConfig::default()
+                },
+                "--host-cpus",
+            ),
+            (
+                DemoConfig {
+                    link_bps: 100,
+                    ..DemoConfig::default()
+                },
+                "--link",
+            ),
+            (
+                DemoConfig {
+                    lab: "Bad_Name".into(),
+                    ..DemoConfig::default()
+                },
+                "--lab-name",
+            ),
+            (
+                DemoConfig {
+                    hold_s: 1,
+                    ..DemoConfig::default()
+                },
+                "--hold",
+            ),
+        ];
+        for (config, flag) in cases {
+            let err = config.validate().expect_err(flag);
+            assert_eq!(err.flag, flag, "{err}");
+            assert!(err.to_string().starts_with(flag), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_manager_file_reads_back_restricted_to_the_run_technique() {
+        let demo = DemoConfig::default();
+        for t in Technique::ALL {
+            let text = demo.manager_toml(t).expect("toml");
+            let config = drover_manager::ManagerConfig::parse(&text, Path::new("demo.toml"))
+                .unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(config.control, demo.control(t));
+            assert_eq!(config.control.mode, Mode::Auto);
+            assert_eq!(config.cadence.interval_s, 1.0);
+            let want = if t == Technique::Auto {
+                Technique::CONCRETE.to_vec()
+            } else {
+                vec![t]
+            };
+            assert_eq!(config.control.techniques, want);
+            assert_eq!(config.control.validate(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn workloads_and_floor() {
+        let demo = DemoConfig::default();
+        assert_eq!(demo.low_workload(), "memtouch:wss=64M,rate=2000");
+        assert_eq!(demo.high_workload(), "memtouch:wss=64M,rate=max");
+        assert!(demo.is_raised("d2") && !demo.is_raised("d3"));
+        // 64 MiB over 125 MB/s.
+        assert!((demo.floor_s() - 0.536_870_912).abs() < 1e-9);
+    }
+}
