@@ -24,22 +24,19 @@ pub const TAP_NAME: &str = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$";
 /// A unicast MAC address (the first octet even: a multicast address cannot be a NIC's).
 pub const MAC: &str = "^[0-9A-Fa-f][02468AaCcEe](:[0-9A-Fa-f]{2}){5}$";
 
-/// A workload spec as the agent accepts it: the guest's grammar in its canonical order, with a
-/// working set of at least 1 MiB (the guest needs at least one page; a unit keeps typos out).
-/// It goes onto the kernel command line, so nothing else may appear in it.
-pub const WORKLOAD: &str = concat!(
-    "^(idle",
-    "|cpu:demand=(100|[1-9]?[0-9])",
-    "|memtouch:wss=[1-9][0-9]{0,6}(M|G|MiB|GiB)(,rate=(max|[1-9][0-9]{0,9}))?(,pattern=(random|seq))?",
-    ")$"
-);
-
 // Pieces the patterns below share; macros so that each pattern stays one `&'static str`.
 
 /// An IPv4 address as Rust's parser reads it: four decimal octets, 0-255, no leading zero.
 macro_rules! ipv4 {
     () => {
         "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}"
+    };
+}
+
+/// An IPv4 address a host can be (first octet 1-223: not 0.x, multicast or broadcast).
+macro_rules! unicast_ipv4 {
+    () => {
+        "(22[0-3]|2[01][0-9]|1[0-9]{2}|[1-9][0-9]?)(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}"
     };
 }
 
@@ -123,6 +120,22 @@ pub struct Shape {
     excluded_regex: LazyLock<Option<Regex>>,
 }
 
+/// A workload spec as the agent accepts it: the guest's grammar in its canonical order, with a
+/// working set of at least 1 MiB (the guest needs at least one page; a unit keeps typos out).
+/// A net workload's peer is a unicast IPv4 address (first octet 1 to 223), its rate 1K to 1G.
+/// It goes onto the kernel command line, so nothing else may appear in it.
+pub const WORKLOAD: &str = concat!(
+    "^(idle",
+    "|cpu:demand=(100|[1-9]?[0-9])",
+    "|memtouch:wss=[1-9][0-9]{0,6}(M|G|MiB|GiB)(,rate=(max|[1-9][0-9]{0,9}))?(,pattern=(random|seq))?",
+    "|net:dir=(in|out|both),rate=([1-9][0-9]{0,5}K|[1-9][0-9]{0,2}M|1G),peer=",
+    unicast_ipv4!(),
+    "(,port=",
+    port!(),
+    ")?",
+    ")$"
+);
+
 macro_rules! shape {
     ($id:ident, $field:literal, $pattern:expr, $expected:literal) => {
         shape!($id, $field, $pattern, None, $expected);
@@ -178,7 +191,7 @@ shape!(
     WORKLOAD_SHAPE,
     "workload",
     WORKLOAD,
-    "idle, cpu:demand=PCT (0-100) or memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq] in this order, with SIZE a whole number of M, G, MiB or GiB (1-7 digits, e.g. 64M) and N pages per second (1-10 digits)"
+    "idle, cpu:demand=PCT (0-100), memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq] or net:dir=in|out|both,rate=RATE,peer=IPV4[,port=P] in this order, with SIZE a whole number of M, G, MiB or GiB (1-7 digits, e.g. 64M), N pages per second (1-10 digits), RATE bytes/s as K, M or G (1K to 1G) and IPV4 a unicast address"
 );
 shape!(
     AGENT_URL_SHAPE,
@@ -350,6 +363,8 @@ mod tests {
             "memtouch:wss=64M",
             "memtouch:wss=1G,rate=max,pattern=seq",
             "memtouch:wss=128MiB,rate=5000",
+            "net:dir=out,rate=1M,peer=198.18.0.250",
+            "net:dir=both,rate=1536K,peer=198.18.0.250,port=7900",
         ] {
             assert!(WORKLOAD_SHAPE.matches(ok), "{ok}");
             assert!(drover_guest::spec::parse_workload(ok).is_ok(), "{ok}");
@@ -361,6 +376,11 @@ mod tests {
             "idle quiet",
             "idle panic=1",
             "memtouch:wss=1M,rate=0",
+            "net:dir=out,rate=1M,peer=224.0.0.1",
+            "net:dir=out,rate=1M,peer=0.0.0.0",
+            "net:dir=out,rate=2G,peer=198.18.0.250",
+            "net:dir=out,rate=1M,peer=198.18.0.250,port=0",
+            "net:dir=out,rate=1M,peer=198.18.0.250 init=/bin/sh",
             "",
         ] {
             assert!(!WORKLOAD_SHAPE.matches(bad), "{bad}");
