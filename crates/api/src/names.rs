@@ -120,6 +120,9 @@ pub struct Shape {
     excluded_regex: LazyLock<Option<Regex>>,
 }
 
+/// A guest's IPv4 address (a VM's NIC): unicast, first octet 1 to 223.
+pub const GUEST_ADDRESS: &str = concat!("^", unicast_ipv4!(), "$");
+
 /// A workload spec as the agent accepts it: the guest's grammar in its canonical order, with a
 /// working set of at least 1 MiB (the guest needs at least one page; a unit keeps typos out).
 /// A net workload's peer is a unicast IPv4 address (first octet 1 to 223), its rate 1K to 1G.
@@ -180,6 +183,12 @@ shape!(
     "nic.tap",
     TAP_NAME,
     "an interface name of 1-15 letters, digits, '.', '-' or '_'"
+);
+shape!(
+    GUEST_ADDRESS_SHAPE,
+    "nic.address",
+    GUEST_ADDRESS,
+    "a unicast IPv4 address like 198.18.0.200"
 );
 shape!(
     MAC_SHAPE,
@@ -270,13 +279,14 @@ mod tests {
     use proptest::prelude::*;
     use proptest::string::string_regex;
 
-    const ALL: [&Shape; 8] = [
+    const ALL: [&Shape; 9] = [
         &VM_NAME_SHAPE,
         &MIGRATION_ID_SHAPE,
         &DISK_SHAPE,
         &TAP_SHAPE,
         &MAC_SHAPE,
         &WORKLOAD_SHAPE,
+        &GUEST_ADDRESS_SHAPE,
         &AGENT_URL_SHAPE,
         &MIGRATION_URI_SHAPE,
     ];

@@ -172,6 +172,7 @@ mod tests {
                 start_timeout: Duration::from_secs(1),
                 memory_capacity_bytes: capacity,
                 memory_cgroup: None,
+                vm_net: None,
             },
         )
     }

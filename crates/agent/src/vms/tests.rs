@@ -55,6 +55,7 @@ fn a_vm_stopped_on_purpose_is_not_lost_and_an_oom_kill_is_named() {
             start_timeout: Duration::from_secs(1),
             memory_capacity_bytes: 1 << 30,
             memory_cgroup: Some(cgroup.clone()),
+            vm_net: None,
         },
     );
     for (name, stopping) in [("leaving", true), ("killed", false)] {
