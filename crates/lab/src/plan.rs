@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cgroup::{CgroupError, CgroupLayout};
-use crate::name::{self, HostName, LabName, NameError, Subnet, NS_IFNAME, PREFIX_LEN};
-use crate::state::{HostState, LabState, TOKEN_FILE};
+use crate::name::{self, HostName, LabName, NameError, Subnet, NS_IFNAME, PREFIX_LEN, VM_BRIDGE};
+use crate::state::{HostState, LabState, PeerState, TOKEN_FILE};
 use crate::system::Cmd;
 use crate::tbf::{TbfError, TbfParams};
 
@@ -297,6 +297,7 @@ pub fn plan_up(spec: &LabSpec, env: &PlanEnv) -> Result<UpPlan, PlanError> {
         steps.extend(host_steps);
         hosts.push(state);
     }
+    steps.extend(peer_steps(lab, env.subnet));
     if let Some(agent) = &spec.agent {
         steps.extend(agent_steps(
             agent,
@@ -318,8 +319,42 @@ pub fn plan_up(spec: &LabSpec, env: &PlanEnv) -> Result<UpPlan, PlanError> {
         token_file,
         created_unix: env.now_unix,
         hosts,
+        peer: Some(PeerState {
+            netns: lab.peer_netns(),
+            address: env.subnet.peer_addr(),
+        }),
     };
     Ok(UpPlan { steps, state })
+}
+
+/// The traffic peer's namespace on the lab bridge (unshaped: it stands for the world outside
+/// the hosts, whose links are the shaped ones). `drover lab peer` serves flows in it.
+fn peer_steps(lab: &LabName, subnet: Subnet) -> Vec<Step> {
+    let ns = lab.peer_netns();
+    let cidr = format!("{}/{PREFIX_LEN}", subnet.peer_addr());
+    vec![
+        Step::undone_by(
+            run("ip", &["netns", "add", &ns]),
+            run("ip", &["netns", "del", &ns]),
+        ),
+        Step::undone_by(
+            run(
+                "ip",
+                &[
+                    "link", "add", &ns, "type", "veth", "peer", "name", NS_IFNAME, "netns", &ns,
+                ],
+            ),
+            run("ip", &["link", "del", &ns]),
+        ),
+        Step::new(run("ip", &["link", "set", &ns, "master", &lab.bridge()])),
+        Step::new(run("ip", &["link", "set", &ns, "up"])),
+        Step::new(run(
+            "ip",
+            &["-n", &ns, "addr", "add", &cidr, "dev", NS_IFNAME],
+        )),
+        Step::new(run("ip", &["-n", &ns, "link", "set", NS_IFNAME, "up"])),
+        Step::new(run("ip", &["-n", &ns, "link", "set", "lo", "up"])),
+    ]
 }
 
 /// `drover` and `drover/<lab>` in every hierarchy; on v2 the parents also delegate cpu and
@@ -383,14 +418,26 @@ fn host_steps(
             Cmd::new("tc", &["qdisc", "add", "dev", &veth, "root"]).args(tbf.clone()),
         )),
         Step::new(run("ip", &["link", "set", &veth, "up"])),
+        // The host's address sits on a bridge in its namespace whose ports are its link and
+        // its VMs' taps (made by its agent): VMs are on the lab's L2 segment, and their
+        // traffic crosses the host's shaped link like its migrations do.
         Step::new(run(
             "ip",
-            &["-n", &ns, "addr", "add", &cidr, "dev", NS_IFNAME],
+            &["-n", &ns, "link", "add", VM_BRIDGE, "type", "bridge"],
+        )),
+        Step::new(run(
+            "ip",
+            &["-n", &ns, "link", "set", NS_IFNAME, "master", VM_BRIDGE],
+        )),
+        Step::new(run(
+            "ip",
+            &["-n", &ns, "addr", "add", &cidr, "dev", VM_BRIDGE],
         )),
         Step::new(Action::Run(
             Cmd::new("tc", &["-n", &ns, "qdisc", "add", "dev", NS_IFNAME, "root"]).args(tbf),
         )),
         Step::new(run("ip", &["-n", &ns, "link", "set", NS_IFNAME, "up"])),
+        Step::new(run("ip", &["-n", &ns, "link", "set", VM_BRIDGE, "up"])),
         Step::new(run("ip", &["-n", &ns, "link", "set", "lo", "up"])),
     ];
     let rel = lab.cgroup_rel(host);
@@ -484,6 +531,13 @@ fn agent_steps(
         }
         // `auto` must not assume a faster link than the one the lab shaped.
         argv.extend(["--link".into(), link_bps.to_string()]);
+        // VMs' NICs join the host's bridge, with addresses from the lab's /24.
+        argv.extend([
+            "--vm-net".into(),
+            env.subnet.cidr(),
+            "--vm-bridge".into(),
+            VM_BRIDGE.into(),
+        ]);
         let memory_dir = h.cgroup_dirs.iter().find(|d| d.starts_with(&memory_root));
         let argv = match memory_dir {
             Some(dir) => {
