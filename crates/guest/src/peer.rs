@@ -83,6 +83,8 @@ impl ConnReport {
 struct Conn {
     report: ConnReport,
     last_rx: Option<Instant>,
+    /// Bytes sent, counted by the sending thread as it goes.
+    tx: Arc<std::sync::atomic::AtomicU64>,
 }
 
 type Table = Arc<Mutex<Vec<Conn>>>;
@@ -141,6 +143,7 @@ pub fn serve(
                         open: true,
                     },
                     last_rx: None,
+                    tx: Arc::default(),
                 });
                 streams.push(stream.try_clone()?);
                 let (table, ended) = (table.clone(), ended.clone());
@@ -176,6 +179,7 @@ fn snapshot(table: &Table) -> Vec<ConnReport> {
             rx_idle_ms: c
                 .last_rx
                 .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64),
+            tx_bytes: c.tx.load(Ordering::Relaxed),
             ..c.report.clone()
         })
         .collect()
@@ -213,9 +217,11 @@ fn serve_conn(mut stream: TcpStream, id: u64, table: &Table, ended: &AtomicBool)
     let Some((dir, rate_bps)) = read_greeting(&mut stream) else {
         return;
     };
+    let mut counter = Arc::default();
     update(table, id, |c| {
         c.report.dir = Some(dir);
         c.report.rate_bps = rate_bps;
+        counter = c.tx.clone();
     });
     let Ok(mut reader) = stream.try_clone() else {
         return;
@@ -225,12 +231,7 @@ fn serve_conn(mut stream: TcpStream, id: u64, table: &Table, ended: &AtomicBool)
     std::thread::scope(|s| {
         if dir.receives() {
             s.spawn(|| {
-                let counter = std::sync::atomic::AtomicU64::new(0);
                 net::send_paced(&mut stream, rate_bps, &counter, &done);
-                // What went before the end is counted by the reports' last look.
-                update(table, id, |c| {
-                    c.report.tx_bytes = counter.load(Ordering::Relaxed)
-                });
                 done_flag.store(true, Ordering::Relaxed);
             });
         }
