@@ -156,6 +156,26 @@ fn a_vm_with_a_nic_keeps_its_tcp_flow_with_the_peer_across_a_migration() {
          guest's bytes {gap} ms (before the migration {gap_before} ms); {after}"
     );
     assert!(gap < 30_000, "{after}");
+    // h2's agent reports the VM's traffic from its tap: about the rate each way (frames carry
+    // headers, and each way carries the other's acknowledgements).
+    let client = lab.host_client("h2");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut seen = (0.0, 0.0);
+    wait_until(
+        "h2's metrics to show the flow",
+        Duration::from_secs(30),
+        || {
+            let m = runtime.block_on(client.metrics()).ok();
+            let vm = m.and_then(|m| m.vms.into_iter().find(|v| v.name == "vm1"));
+            seen = vm.map_or((0.0, 0.0), |v| (v.net_rx_bps, v.net_tx_bps));
+            let band = 0.5 * RATE as f64..=2.0 * RATE as f64;
+            band.contains(&seen.0) && band.contains(&seen.1)
+        },
+    );
+    eprintln!(
+        "h2's tap: guest rx {:.0} B/s, tx {:.0} B/s (flow rate {RATE} B/s each way)",
+        seen.0, seen.1
+    );
     // h2's bridge learned the guest's MAC, the same as on h1, behind the tap.
     let fdb = Command::new("bridge")
         .args(["-n", &h2, "fdb", "show", "dev", &tap])
