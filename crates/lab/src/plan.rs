@@ -332,21 +332,8 @@ pub fn plan_up(spec: &LabSpec, env: &PlanEnv) -> Result<UpPlan, PlanError> {
 fn peer_steps(lab: &LabName, subnet: Subnet) -> Vec<Step> {
     let ns = lab.peer_netns();
     let cidr = format!("{}/{PREFIX_LEN}", subnet.peer_addr());
-    vec![
-        Step::undone_by(
-            run("ip", &["netns", "add", &ns]),
-            run("ip", &["netns", "del", &ns]),
-        ),
-        Step::undone_by(
-            run(
-                "ip",
-                &[
-                    "link", "add", &ns, "type", "veth", "peer", "name", NS_IFNAME, "netns", &ns,
-                ],
-            ),
-            run("ip", &["link", "del", &ns]),
-        ),
-        Step::new(run("ip", &["link", "set", &ns, "master", &lab.bridge()])),
+    let mut steps = netns_on_bridge(&ns, &ns, &lab.bridge());
+    steps.extend([
         Step::new(run("ip", &["link", "set", &ns, "up"])),
         Step::new(run(
             "ip",
@@ -354,6 +341,28 @@ fn peer_steps(lab: &LabName, subnet: Subnet) -> Vec<Step> {
         )),
         Step::new(run("ip", &["-n", &ns, "link", "set", NS_IFNAME, "up"])),
         Step::new(run("ip", &["-n", &ns, "link", "set", "lo", "up"])),
+    ]);
+    steps
+}
+
+/// A namespace `ns` and a veth pair into it (`veth` in the root namespace, on `bridge`;
+/// [`NS_IFNAME`] inside, created there so its name never clashes in the root namespace).
+fn netns_on_bridge(ns: &str, veth: &str, bridge: &str) -> Vec<Step> {
+    vec![
+        Step::undone_by(
+            run("ip", &["netns", "add", ns]),
+            run("ip", &["netns", "del", ns]),
+        ),
+        Step::undone_by(
+            run(
+                "ip",
+                &[
+                    "link", "add", veth, "type", "veth", "peer", "name", NS_IFNAME, "netns", ns,
+                ],
+            ),
+            run("ip", &["link", "del", veth]),
+        ),
+        Step::new(run("ip", &["link", "set", veth, "master", bridge])),
     ]
 }
 
@@ -398,22 +407,8 @@ fn host_steps(
     let addr = env.subnet.host_addr(n);
     let cidr = format!("{addr}/{PREFIX_LEN}");
     let tbf = spec.link.tc_args();
-    let mut steps = vec![
-        Step::undone_by(
-            run("ip", &["netns", "add", &ns]),
-            run("ip", &["netns", "del", &ns]),
-        ),
-        // The peer is created inside the namespace, so its name never clashes in the root ns.
-        Step::undone_by(
-            run(
-                "ip",
-                &[
-                    "link", "add", &veth, "type", "veth", "peer", "name", NS_IFNAME, "netns", &ns,
-                ],
-            ),
-            run("ip", &["link", "del", &veth]),
-        ),
-        Step::new(run("ip", &["link", "set", &veth, "master", &br])),
+    let mut steps = netns_on_bridge(&ns, &veth, &br);
+    steps.extend([
         Step::new(Action::Run(
             Cmd::new("tc", &["qdisc", "add", "dev", &veth, "root"]).args(tbf.clone()),
         )),
@@ -439,7 +434,7 @@ fn host_steps(
         Step::new(run("ip", &["-n", &ns, "link", "set", NS_IFNAME, "up"])),
         Step::new(run("ip", &["-n", &ns, "link", "set", VM_BRIDGE, "up"])),
         Step::new(run("ip", &["-n", &ns, "link", "set", "lo", "up"])),
-    ];
+    ]);
     let rel = lab.cgroup_rel(host);
     let dirs = env.layout.dirs(&rel);
     for d in &dirs {
