@@ -43,6 +43,7 @@ use thiserror::Error;
 
 mod admission;
 mod guard;
+mod nic;
 pub mod oom;
 mod process;
 pub mod tap;
@@ -307,36 +308,6 @@ impl Vms {
             }
         }
         started
-    }
-
-    /// The VM network and NIC `config` asks for, checked for this host: the NIC's address in
-    /// the network and no other VM's here, a net workload's peer on the network.
-    fn admit_net(
-        &self,
-        config: &VmConfig,
-    ) -> Result<Option<(tap::VmNet, drover_api::NicConfig)>, VmsError> {
-        let peer = match drover_guest::spec::parse_workload(&config.workload) {
-            Ok(drover_guest::spec::Workload::Net { peer, .. }) => Some(peer),
-            _ => None,
-        };
-        if config.nic.is_none() && peer.is_none() {
-            return Ok(None);
-        }
-        let net = self.settings.vm_net.ok_or(tap::TapError::NoVmNet)?;
-        if let Some(peer) = peer {
-            net.admit_peer(peer)?;
-        }
-        let Some(nic) = &config.nic else {
-            return Ok(None);
-        };
-        {
-            let map = lock(&self.map);
-            let others = map
-                .iter()
-                .filter_map(|(n, e)| e.record.config.nic.as_ref().map(|c| (n.as_str(), c)));
-            net.admit(nic, others)?;
-        }
-        Ok(Some((net, nic.clone())))
     }
 
     /// Launches QEMU for a checked `config` and registers it.
