@@ -240,7 +240,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         start_timeout: config.start_timeout,
         memory_capacity_bytes: capacity.memory_bytes,
         memory_cgroup: config.cgroup_dir.clone(),
-        vm_net: config.vm_net,
+        vm_net: config.vm_net.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

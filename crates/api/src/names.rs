@@ -1,5 +1,5 @@
-//! The shapes of the strings the API takes: VM names, migration ids, disk file names, tap
-//! interfaces, MAC addresses, workload specs and agent URLs.
+//! The shapes of the strings the API takes: VM names, migration ids, disk file names, guest
+//! addresses, workload specs and agent URLs.
 //!
 //! Each shape is one regular expression, used twice: by [`Shape::check`] when a request is
 //! parsed and as the `pattern` of the OpenAPI schema. A schema-valid string is therefore never
@@ -17,12 +17,6 @@ pub const MIGRATION_ID: &str = "^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$";
 
 /// A disk: a file name inside the agent's storage directory, never a path.
 pub const DISK_NAME: &str = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$";
-
-/// A host tap interface (Linux allows 15 characters).
-pub const TAP_NAME: &str = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$";
-
-/// A unicast MAC address (the first octet even: a multicast address cannot be a NIC's).
-pub const MAC: &str = "^[0-9A-Fa-f][02468AaCcEe](:[0-9A-Fa-f]{2}){5}$";
 
 // Pieces the patterns below share; macros so that each pattern stays one `&'static str`.
 
@@ -179,22 +173,10 @@ shape!(
     "a file name in the agent's storage directory: letters, digits, '.', '-', '_', no '/'"
 );
 shape!(
-    TAP_SHAPE,
-    "nic.tap",
-    TAP_NAME,
-    "an interface name of 1-15 letters, digits, '.', '-' or '_'"
-);
-shape!(
     GUEST_ADDRESS_SHAPE,
     "nic.address",
     GUEST_ADDRESS,
     "a unicast IPv4 address like 198.18.0.200"
-);
-shape!(
-    MAC_SHAPE,
-    "nic.mac",
-    MAC,
-    "a unicast MAC address like 52:54:00:12:34:56"
 );
 shape!(
     WORKLOAD_SHAPE,
@@ -279,12 +261,10 @@ mod tests {
     use proptest::prelude::*;
     use proptest::string::string_regex;
 
-    const ALL: [&Shape; 9] = [
+    const ALL: [&Shape; 7] = [
         &VM_NAME_SHAPE,
         &MIGRATION_ID_SHAPE,
         &DISK_SHAPE,
-        &TAP_SHAPE,
-        &MAC_SHAPE,
         &WORKLOAD_SHAPE,
         &GUEST_ADDRESS_SHAPE,
         &AGENT_URL_SHAPE,
@@ -359,9 +339,16 @@ mod tests {
         ] {
             assert!(!DISK_SHAPE.matches(bad), "{bad}");
         }
-        assert!(MAC_SHAPE.matches("52:54:00:12:34:56"));
-        assert!(!MAC_SHAPE.matches("01:00:5e:00:00:01"), "multicast");
-        assert!(!MAC_SHAPE.matches("52:54:00:12:34"));
+        assert!(GUEST_ADDRESS_SHAPE.matches("198.18.0.110"));
+        for bad in [
+            "0.1.2.3",
+            "224.0.0.1",
+            "255.255.255.255",
+            "198.18.0",
+            "198.18.0.256",
+        ] {
+            assert!(!GUEST_ADDRESS_SHAPE.matches(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ impl Vms {
         let Some(nic) = &config.nic else {
             return Ok(None);
         };
-        let net = self.settings.vm_net.ok_or(tap::TapError::NoVmNet)?;
+        let net = self.settings.vm_net.clone().ok_or(tap::TapError::NoVmNet)?;
         {
             let map = lock(&self.map);
             let others = map
@@ -36,7 +36,7 @@ impl Vms {
         if let Ok(drover_guest::spec::Workload::Net { peer, .. }) =
             drover_guest::spec::parse_workload(workload)
         {
-            let net = self.settings.vm_net.ok_or(tap::TapError::NoVmNet)?;
+            let net = self.settings.vm_net.as_ref().ok_or(tap::TapError::NoVmNet)?;
             net.admit_peer(peer)?;
         }
         Ok(())

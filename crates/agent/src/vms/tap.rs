@@ -39,18 +39,15 @@ pub enum TapError {
 
 /// The host's VM network: the bridge the taps join and the IPv4 network the guests' addresses
 /// come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmNet {
     pub network: Ipv4Addr,
     /// Prefix length, 8 to 30.
     pub prefix: u8,
-    /// The bridge in the agent's namespace (see [`VmNet::bridge`]).
-    bridge: BridgeName,
+    /// The bridge in the agent's namespace: 1 to 15 letters, digits, `-`, `_` (checked once,
+    /// in [`VmNet::parse`]).
+    bridge: String,
 }
-
-/// A bridge name checked once: 1 to 15 characters of letters, digits, `-`, `_`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct BridgeName([u8; 15], usize);
 
 impl VmNet {
     /// Reads `--vm-net A.B.C.D/P` and `--vm-bridge NAME`.
@@ -79,19 +76,16 @@ impl VmNet {
                 "--vm-bridge {bridge:?}: expected an interface name of 1 to 15 letters, digits, - or _"
             ));
         }
-        let mut name = [0u8; 15];
-        name[..bridge.len()].copy_from_slice(bridge.as_bytes());
         let mask = u32::MAX << (32 - prefix);
         Ok(VmNet {
             network: Ipv4Addr::from(u32::from(addr) & mask),
             prefix,
-            bridge: BridgeName(name, bridge.len()),
+            bridge: bridge.to_string(),
         })
     }
 
     pub fn bridge(&self) -> &str {
-        // Checked ASCII in `parse`.
-        std::str::from_utf8(&self.bridge.0[..self.bridge.1]).unwrap_or("")
+        &self.bridge
     }
 
     fn mask(&self) -> u32 {
