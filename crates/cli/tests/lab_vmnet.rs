@@ -57,15 +57,7 @@ impl PeerLines {
 fn migrate_and_resume(lab: &Lab, lines: &PeerLines, to: &str, technique: &str) -> (f64, u64) {
     let from_line = lines.len();
     let started = Instant::now();
-    let r = lab.vm(&[
-        "migrate",
-        "vm1",
-        "--to",
-        to,
-        "--technique",
-        technique,
-        "--no-measure",
-    ]);
+    let r = lab.migrate("vm1", to, technique);
     assert_eq!(r["state"], "completed", "{technique}: {r}");
     let migration_s = started.elapsed().as_secs_f64();
     let moved_at = rx(&lines.conns()[0]);

@@ -155,7 +155,6 @@ mod tests {
     use super::*;
     use crate::store::Store;
     use crate::vms::LaunchSettings;
-    use drover_qemu::launcher::Accel;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -166,13 +165,8 @@ mod tests {
         Vms::new(
             store,
             LaunchSettings {
-                qemu_binary: "/nonexistent/qemu".into(),
-                accel: Accel::Tcg,
-                image: None,
-                start_timeout: Duration::from_secs(1),
                 memory_capacity_bytes: capacity,
-                memory_cgroup: None,
-                vm_net: None,
+                ..LaunchSettings::for_tests()
             },
         )
     }

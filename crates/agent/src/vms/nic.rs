@@ -36,7 +36,11 @@ impl Vms {
         if let Ok(drover_guest::spec::Workload::Net { peer, .. }) =
             drover_guest::spec::parse_workload(workload)
         {
-            let net = self.settings.vm_net.as_ref().ok_or(tap::TapError::NoVmNet)?;
+            let net = self
+                .settings
+                .vm_net
+                .as_ref()
+                .ok_or(tap::TapError::NoVmNet)?;
             net.admit_peer(peer)?;
         }
         Ok(())
@@ -49,19 +53,13 @@ mod tests {
     use crate::store::Store;
     use crate::vms::LaunchSettings;
     use drover_api::NicConfig;
-    use std::time::Duration;
 
     fn vms(dir: &std::path::Path, vm_net: Option<tap::VmNet>) -> Vms {
         Vms::new(
             Store::open(dir).expect("store"),
             LaunchSettings {
-                qemu_binary: "/nonexistent/qemu".into(),
-                accel: drover_qemu::launcher::Accel::Tcg,
-                image: None,
-                start_timeout: Duration::from_secs(1),
-                memory_capacity_bytes: 1 << 30,
-                memory_cgroup: None,
                 vm_net,
+                ..LaunchSettings::for_tests()
             },
         )
     }

@@ -49,13 +49,8 @@ fn a_vm_stopped_on_purpose_is_not_lost_and_an_oom_kill_is_named() {
     let vms = Vms::new(
         store.clone(),
         LaunchSettings {
-            qemu_binary: "/nonexistent/qemu".into(),
-            accel: drover_qemu::launcher::Accel::Tcg,
-            image: None,
-            start_timeout: Duration::from_secs(1),
-            memory_capacity_bytes: 1 << 30,
             memory_cgroup: Some(cgroup.clone()),
-            vm_net: None,
+            ..LaunchSettings::for_tests()
         },
     );
     for (name, stopping) in [("leaving", true), ("killed", false)] {
