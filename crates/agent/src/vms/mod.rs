@@ -156,23 +156,6 @@ pub struct LaunchSettings {
     pub vm_net: Option<tap::VmNet>,
 }
 
-#[cfg(test)]
-impl LaunchSettings {
-    /// Settings for tests that never start QEMU (its binary does not exist): 1 GiB of room,
-    /// TCG, no image, no cgroup, no VM network.
-    pub(crate) fn for_tests() -> Self {
-        LaunchSettings {
-            qemu_binary: "/nonexistent/qemu".into(),
-            accel: Accel::Tcg,
-            image: None,
-            start_timeout: Duration::from_secs(1),
-            memory_capacity_bytes: 1 << 30,
-            memory_cgroup: None,
-            vm_net: None,
-        }
-    }
-}
-
 /// One VM known to the registry.
 pub struct VmEntry {
     pub record: VmRecord,
