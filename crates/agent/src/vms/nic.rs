@@ -3,12 +3,12 @@
 //! the flows stay on the lab's own addresses). The taps themselves are [`super::tap`]'s.
 
 use super::{tap, Vms, VmsError};
-use crate::lock;
 use drover_api::VmConfig;
 
 impl Vms {
     /// The VM network and NIC `config` asks for, checked for this host: the NIC's address in
-    /// the network and no other VM's here, a net workload's peer on the network.
+    /// the network, a net workload's peer on the network (that no other VM here has the
+    /// address is checked with the VM's claim, in `admission`).
     pub(super) fn admit_net(
         &self,
         config: &VmConfig,
@@ -18,13 +18,7 @@ impl Vms {
             return Ok(None);
         };
         let net = self.settings.vm_net.clone().ok_or(tap::TapError::NoVmNet)?;
-        {
-            let map = lock(&self.map);
-            let others = map
-                .iter()
-                .filter_map(|(n, e)| e.record.config.nic.as_ref().map(|c| (n.as_str(), c)));
-            net.admit(nic, others)?;
-        }
+        net.admit(nic)?;
         Ok(Some((net, nic.clone())))
     }
 
