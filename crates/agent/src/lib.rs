@@ -94,6 +94,8 @@ pub struct AgentConfig {
     pub memory_bytes: Option<u64>,
     /// How long a woken host stays `waking` (standing for its boot) before it is active.
     pub wake_delay: Duration,
+    /// The VM network VMs' NICs join (`--vm-net`, `--vm-bridge`; None: no NICs here).
+    pub vm_net: Option<vms::tap::VmNet>,
 }
 
 /// Longest wake delay the agent takes (a boot slower than this is a broken host).
@@ -116,6 +118,7 @@ impl AgentConfig {
             cpus: None,
             memory_bytes: None,
             wake_delay: Duration::from_secs(10),
+            vm_net: None,
         }
     }
 }
@@ -237,6 +240,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         start_timeout: config.start_timeout,
         memory_capacity_bytes: capacity.memory_bytes,
         memory_cgroup: config.cgroup_dir.clone(),
+        vm_net: config.vm_net.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

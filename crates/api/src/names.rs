@@ -1,5 +1,5 @@
-//! The shapes of the strings the API takes: VM names, migration ids, disk file names, tap
-//! interfaces, MAC addresses, workload specs and agent URLs.
+//! The shapes of the strings the API takes: VM names, migration ids, disk file names, guest
+//! addresses, workload specs and agent URLs.
 //!
 //! Each shape is one regular expression, used twice: by [`Shape::check`] when a request is
 //! parsed and as the `pattern` of the OpenAPI schema. A schema-valid string is therefore never
@@ -18,28 +18,19 @@ pub const MIGRATION_ID: &str = "^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$";
 /// A disk: a file name inside the agent's storage directory, never a path.
 pub const DISK_NAME: &str = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$";
 
-/// A host tap interface (Linux allows 15 characters).
-pub const TAP_NAME: &str = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$";
-
-/// A unicast MAC address (the first octet even: a multicast address cannot be a NIC's).
-pub const MAC: &str = "^[0-9A-Fa-f][02468AaCcEe](:[0-9A-Fa-f]{2}){5}$";
-
-/// A workload spec as the agent accepts it: the guest's grammar in its canonical order, with a
-/// working set of at least 1 MiB (the guest needs at least one page; a unit keeps typos out).
-/// It goes onto the kernel command line, so nothing else may appear in it.
-pub const WORKLOAD: &str = concat!(
-    "^(idle",
-    "|cpu:demand=(100|[1-9]?[0-9])",
-    "|memtouch:wss=[1-9][0-9]{0,6}(M|G|MiB|GiB)(,rate=(max|[1-9][0-9]{0,9}))?(,pattern=(random|seq))?",
-    ")$"
-);
-
 // Pieces the patterns below share; macros so that each pattern stays one `&'static str`.
 
 /// An IPv4 address as Rust's parser reads it: four decimal octets, 0-255, no leading zero.
 macro_rules! ipv4 {
     () => {
         "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}"
+    };
+}
+
+/// An IPv4 address a host can be (first octet 1-223: not 0.x, multicast or broadcast).
+macro_rules! unicast_ipv4 {
+    () => {
+        "(22[0-3]|2[01][0-9]|1[0-9]{2}|[1-9][0-9]?)(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}"
     };
 }
 
@@ -123,6 +114,25 @@ pub struct Shape {
     excluded_regex: LazyLock<Option<Regex>>,
 }
 
+/// A guest's IPv4 address (a VM's NIC): unicast, first octet 1 to 223.
+pub const GUEST_ADDRESS: &str = concat!("^", unicast_ipv4!(), "$");
+
+/// A workload spec as the agent accepts it: the guest's grammar in its canonical order, with a
+/// working set of at least 1 MiB (the guest needs at least one page; a unit keeps typos out).
+/// A net workload's peer is a unicast IPv4 address (first octet 1 to 223), its rate 1K to 1G.
+/// It goes onto the kernel command line, so nothing else may appear in it.
+pub const WORKLOAD: &str = concat!(
+    "^(idle",
+    "|cpu:demand=(100|[1-9]?[0-9])",
+    "|memtouch:wss=[1-9][0-9]{0,6}(M|G|MiB|GiB)(,rate=(max|[1-9][0-9]{0,9}))?(,pattern=(random|seq))?",
+    "|net:dir=(in|out|both),rate=([1-9][0-9]{0,5}K|[1-9][0-9]{0,2}M|1G),peer=",
+    unicast_ipv4!(),
+    "(,port=",
+    port!(),
+    ")?",
+    ")$"
+);
+
 macro_rules! shape {
     ($id:ident, $field:literal, $pattern:expr, $expected:literal) => {
         shape!($id, $field, $pattern, None, $expected);
@@ -163,22 +173,16 @@ shape!(
     "a file name in the agent's storage directory: letters, digits, '.', '-', '_', no '/'"
 );
 shape!(
-    TAP_SHAPE,
-    "nic.tap",
-    TAP_NAME,
-    "an interface name of 1-15 letters, digits, '.', '-' or '_'"
-);
-shape!(
-    MAC_SHAPE,
-    "nic.mac",
-    MAC,
-    "a unicast MAC address like 52:54:00:12:34:56"
+    GUEST_ADDRESS_SHAPE,
+    "nic.address",
+    GUEST_ADDRESS,
+    "a unicast IPv4 address like 198.18.0.200"
 );
 shape!(
     WORKLOAD_SHAPE,
     "workload",
     WORKLOAD,
-    "idle, cpu:demand=PCT (0-100) or memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq] in this order, with SIZE a whole number of M, G, MiB or GiB (1-7 digits, e.g. 64M) and N pages per second (1-10 digits)"
+    "idle, cpu:demand=PCT (0-100), memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq] or net:dir=in|out|both,rate=RATE,peer=IPV4[,port=P] in this order, with SIZE a whole number of M, G, MiB or GiB (1-7 digits, e.g. 64M), N pages per second (1-10 digits), RATE bytes/s as K, M or G (1K to 1G) and IPV4 a unicast address"
 );
 shape!(
     AGENT_URL_SHAPE,
@@ -257,13 +261,12 @@ mod tests {
     use proptest::prelude::*;
     use proptest::string::string_regex;
 
-    const ALL: [&Shape; 8] = [
+    const ALL: [&Shape; 7] = [
         &VM_NAME_SHAPE,
         &MIGRATION_ID_SHAPE,
         &DISK_SHAPE,
-        &TAP_SHAPE,
-        &MAC_SHAPE,
         &WORKLOAD_SHAPE,
+        &GUEST_ADDRESS_SHAPE,
         &AGENT_URL_SHAPE,
         &MIGRATION_URI_SHAPE,
     ];
@@ -336,9 +339,16 @@ mod tests {
         ] {
             assert!(!DISK_SHAPE.matches(bad), "{bad}");
         }
-        assert!(MAC_SHAPE.matches("52:54:00:12:34:56"));
-        assert!(!MAC_SHAPE.matches("01:00:5e:00:00:01"), "multicast");
-        assert!(!MAC_SHAPE.matches("52:54:00:12:34"));
+        assert!(GUEST_ADDRESS_SHAPE.matches("198.18.0.110"));
+        for bad in [
+            "0.1.2.3",
+            "224.0.0.1",
+            "255.255.255.255",
+            "198.18.0",
+            "198.18.0.256",
+        ] {
+            assert!(!GUEST_ADDRESS_SHAPE.matches(bad), "{bad}");
+        }
     }
 
     #[test]
@@ -350,6 +360,8 @@ mod tests {
             "memtouch:wss=64M",
             "memtouch:wss=1G,rate=max,pattern=seq",
             "memtouch:wss=128MiB,rate=5000",
+            "net:dir=out,rate=1M,peer=198.18.0.250",
+            "net:dir=both,rate=1536K,peer=198.18.0.250,port=7900",
         ] {
             assert!(WORKLOAD_SHAPE.matches(ok), "{ok}");
             assert!(drover_guest::spec::parse_workload(ok).is_ok(), "{ok}");
@@ -361,6 +373,11 @@ mod tests {
             "idle quiet",
             "idle panic=1",
             "memtouch:wss=1M,rate=0",
+            "net:dir=out,rate=1M,peer=224.0.0.1",
+            "net:dir=out,rate=1M,peer=0.0.0.0",
+            "net:dir=out,rate=2G,peer=198.18.0.250",
+            "net:dir=out,rate=1M,peer=198.18.0.250,port=0",
+            "net:dir=out,rate=1M,peer=198.18.0.250 init=/bin/sh",
             "",
         ] {
             assert!(!WORKLOAD_SHAPE.matches(bad), "{bad}");

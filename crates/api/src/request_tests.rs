@@ -52,9 +52,9 @@ fn create_vm() {
         (br#"{"name":"","memory_bytes":268435456}"#.to_vec(), 422),
         (vm(r#","disk":"/etc/passwd""#), 422),
         (vm(r#","workload":"idle panic=1""#), 422),
-        (vm(r#","nic":{"tap":"t0","mac":"01:00:5e:00:00:01"}"#), 422),
+        (vm(r#","nic":{"address":"224.0.0.1"}"#), 422),
         (vm(r#","nic":{"tap":"t0"}"#), 400),
-        (vm(r#","nic":["t0","52:54:00:12:34:56"]"#), 400),
+        (vm(r#","nic":["198.18.0.200"]"#), 400),
     ] {
         assert_eq!(
             status(parse_create_vm(&body)),
@@ -129,16 +129,16 @@ fn refusals_name_the_field_and_the_real_limits() {
                 "memory_bytes 5e7: expected 128 MiB to 1 TiB",
             ),
             (
-                vm(r#","nic":{"tap":"t0","mac":"x"}"#),
+                vm(r#","nic":{"address":"x"}"#),
                 422,
-                "nic.mac 'x' is not valid",
+                "nic.address 'x' is not valid",
             ),
             (
-                vm(r#","nic":{"tap":"t0","mac":5}"#),
+                vm(r#","nic":{"address":5}"#),
                 400,
-                "nic.mac: expected a string, got 5",
+                "nic.address: expected a string, got 5",
             ),
-            (vm(r#","nic":{"tap":"t0"}"#), 400, "nic.mac is missing"),
+            (vm(r#","nic":{}"#), 400, "nic.address is missing"),
             (
                 vm(r#","bogus":1"#),
                 400,
@@ -189,11 +189,9 @@ fn nested_fields_are_named_by_their_path() {
                 "config.workload 'memtouch:wss=100M': working set 100 MiB does not fit",
             ),
             (
-                incoming(&format!(
-                    r#"{VM},"nic":{{"tap":"t/0","mac":"52:54:00:12:34:56"}}"#
-                )),
+                incoming(&format!(r#"{VM},"nic":{{"address":"198.18.0/24"}}"#)),
                 422,
-                "config.nic.tap 't/0' is not valid",
+                "config.nic.address '198.18.0/24' is not valid",
             ),
             (
                 incoming(r#""name":"a""#),

@@ -14,16 +14,41 @@ pub const MAX_VCPUS: u32 = drover_guest::fit::MAX_VCPUS;
 /// Most memory a VM may have, bytes (the guest's own rule).
 pub const MAX_MEMORY_BYTES: u64 = drover_guest::fit::MAX_GUEST_MEMORY_BYTES;
 
-/// A tap NIC attached to a VM.
+/// A VM's virtio-net NIC on its host's VM network (the agent's `--vm-net`): the client names
+/// only the guest's address; the MAC and the host's tap device are derived from it
+/// ([`NicConfig::mac`], [`NicConfig::tap`]), so a migration's destination, started from the same
+/// configuration, gives the guest the same address and MAC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NicConfig {
-    /// Host tap interface (made by whoever set up the host, e.g. the lab); it must exist.
-    #[schemars(regex(pattern = names::TAP_NAME))]
-    pub tap: String,
-    /// The NIC's unicast MAC address.
-    #[schemars(regex(pattern = names::MAC))]
-    pub mac: String,
+    /// The guest's IPv4 address, inside the host's VM network (409 otherwise), set by the
+    /// guest's init from the kernel command line.
+    #[schemars(regex(pattern = names::GUEST_ADDRESS))]
+    pub address: String,
+}
+
+impl NicConfig {
+    /// The address's four octets (None when it is not an IPv4 address: `validate` refuses it).
+    pub fn octets(&self) -> Option<[u8; 4]> {
+        self.address
+            .parse::<std::net::Ipv4Addr>()
+            .ok()
+            .map(|a| a.octets())
+    }
+
+    /// The NIC's MAC: `02:44:` (locally administered, unicast; 0x44 for Drover) and the address's
+    /// four octets, so it is unique wherever the address is.
+    pub fn mac(&self) -> Option<String> {
+        let [a, b, c, d] = self.octets()?;
+        Some(format!("02:44:{a:02x}:{b:02x}:{c:02x}:{d:02x}"))
+    }
+
+    /// The host's tap device for it: `dvn` and the address in hex (11 characters, under
+    /// Linux's 15).
+    pub fn tap(&self) -> Option<String> {
+        let [a, b, c, d] = self.octets()?;
+        Some(format!("dvn{a:02x}{b:02x}{c:02x}{d:02x}"))
+    }
 }
 
 fn one() -> u32 {
@@ -120,8 +145,7 @@ impl VmConfig {
             names::DISK_SHAPE.check(disk)?;
         }
         if let Some(nic) = &self.nic {
-            names::TAP_SHAPE.check(&nic.tap)?;
-            names::MAC_SHAPE.check(&nic.mac)?;
+            names::GUEST_ADDRESS_SHAPE.check(&nic.address)?;
         }
         Ok(())
     }
@@ -304,6 +328,22 @@ mod tests {
         assert!(
             vm(r#"{"name":"a","memory_bytes":201326591,"workload":"memtouch:wss=96M"}"#).is_err()
         );
+    }
+
+    #[test]
+    fn a_nic_is_its_address_and_the_rest_is_derived() {
+        let c = vm(r#"{"name":"a","memory_bytes":268435456,"nic":{"address":"198.18.0.200"}}"#)
+            .expect("valid");
+        let nic = c.nic.expect("a nic");
+        assert_eq!(nic.mac().as_deref(), Some("02:44:c6:12:00:c8"));
+        assert_eq!(nic.tap().as_deref(), Some("dvnc61200c8"));
+        for bad in ["198.18.0", "0.0.0.0", "224.0.0.1", "198.18.0.1 x", "::1"] {
+            let body =
+                format!(r#"{{"name":"a","memory_bytes":268435456,"nic":{{"address":"{bad}"}}}}"#);
+            let err = vm(&body).unwrap_err();
+            assert!(err.contains("nic.address"), "{err}");
+        }
+        assert!(vm(r#"{"name":"a","memory_bytes":268435456,"nic":{"tap":"t0"}}"#).is_err());
     }
 
     #[test]

@@ -53,6 +53,13 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = 10.0, allow_negative_numbers = true,
           value_parser = seconds(MAX_WAKE_DELAY.as_secs()))]
     wake_delay: f64,
+    /// The IPv4 network VMs' NICs are on, e.g. 198.18.0.0/24 (with --vm-bridge): a NIC's
+    /// address and a net workload's peer must be in it. Without it VMs get no NIC.
+    #[arg(long, value_name = "CIDR", requires = "vm_bridge")]
+    vm_net: Option<String>,
+    /// The bridge in the agent's network namespace that VMs' taps join (with --vm-net).
+    #[arg(long, value_name = "NAME", requires = "vm_net")]
+    vm_bridge: Option<String>,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -69,6 +76,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     config.cgroup_dir = args.cgroup_dir;
     config.cpus = args.cpus;
     config.wake_delay = Duration::from_secs_f64(args.wake_delay);
+    if let (Some(net), Some(bridge)) = (&args.vm_net, &args.vm_bridge) {
+        config.vm_net =
+            Some(drover_agent::vms::tap::VmNet::parse(net, bridge).map_err(anyhow::Error::msg)?);
+    }
     let memory = args
         .memory
         .as_deref()

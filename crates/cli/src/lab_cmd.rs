@@ -4,6 +4,8 @@
 //!   [--agent-wake-delay SECS]`
 //! - `drover lab status [--json]`
 //! - `drover lab down` (safe after a crash, and twice)
+//! - `drover lab peer [--port P] [--duration S] [--max-conns N]`: the guests' `net` flows' peer,
+//!   served in the lab's peer namespace; one JSON line of per-connection figures a report
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -63,6 +65,31 @@ pub enum LabCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the guests' net workloads' flows in the lab's traffic peer namespace (at its
+    /// address, e.g. 198.18.0.250), printing every connection's figures (bytes each way,
+    /// longest pause in what it received) as one JSON line per report, until --duration.
+    Peer {
+        #[arg(long, default_value = DEFAULT_LAB)]
+        name: String,
+        /// TCP port, 1 to 65535.
+        #[arg(long, default_value_t = drover_guest::spec::DEFAULT_NET_PORT,
+              value_parser = whole::<u16>(1, 65_535))]
+        port: u16,
+        /// Seconds to serve, 1 to 86400.
+        #[arg(long, default_value_t = 600, value_parser = whole::<u64>(1, 86_400))]
+        duration: u64,
+        /// Connections served at once, 1 to 64.
+        #[arg(long, default_value_t = 16,
+              value_parser = whole::<usize>(1, drover_guest::peer::MAX_CONNS as u64))]
+        max_conns: usize,
+        /// Milliseconds between reports, 10 to 60000.
+        #[arg(long, default_value_t = 100, value_parser = whole::<u64>(10, 60_000))]
+        report_ms: u64,
+        /// Serve in this namespace (set when `drover lab peer` re-runs itself inside the peer
+        /// namespace).
+        #[arg(long, hide = true)]
+        serve_here: bool,
+    },
     /// Remove everything the lab made (namespaces, links, cgroups and their processes).
     Down {
         #[arg(long, default_value = DEFAULT_LAB)]
@@ -70,6 +97,32 @@ pub enum LabCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Serves flows at `address:port` in this namespace, one JSON line a report on stdout.
+fn serve_peer(
+    address: std::net::Ipv4Addr,
+    port: u16,
+    cfg: drover_guest::peer::PeerConfig,
+) -> Result<()> {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind((address, port))
+        .with_context(|| format!("listening on {address}:{port}"))?;
+    let start = std::time::Instant::now();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut out = std::io::stdout().lock();
+    drover_guest::peer::serve(&listener, cfg, &stop, &mut |conns| {
+        let conns: Vec<String> = conns.iter().map(|c| c.to_json()).collect();
+        let _ = writeln!(
+            out,
+            "{{\"t_ms\":{},\"conns\":[{}]}}",
+            start.elapsed().as_millis(),
+            conns.join(",")
+        );
+        let _ = out.flush();
+    })
+    .context("serving flows")?;
+    Ok(())
 }
 
 pub fn run(cmd: LabCommand) -> Result<()> {
@@ -133,6 +186,48 @@ pub fn run(cmd: LabCommand) -> Result<()> {
                         "NETNS MISSING"
                     };
                     println!("{:<4} {ns}, {agent}", h.name);
+                }
+            }
+        }
+        LabCommand::Peer {
+            name,
+            port,
+            duration,
+            max_conns,
+            report_ms,
+            serve_here,
+        } => {
+            let state = drover_lab::load_state(&name)?;
+            let peer = state.peer.ok_or_else(|| {
+                anyhow!(
+                    "lab '{name}' has no traffic peer (made by an older drover: lab down, then up)"
+                )
+            })?;
+            let cfg = drover_guest::peer::PeerConfig {
+                max_conns,
+                duration: Duration::from_secs(duration),
+                report_every: Duration::from_millis(report_ms),
+            };
+            if serve_here {
+                serve_peer(peer.address, port, cfg)?;
+            } else {
+                let exe = std::env::current_exe().context("finding the drover binary")?;
+                let status = std::process::Command::new("ip")
+                    .args(["netns", "exec", &peer.netns])
+                    .arg(exe)
+                    .args(["lab", "peer", "--name", &name, "--serve-here"])
+                    .args([
+                        "--port",
+                        &port.to_string(),
+                        "--duration",
+                        &duration.to_string(),
+                    ])
+                    .args(["--max-conns", &max_conns.to_string()])
+                    .args(["--report-ms", &report_ms.to_string()])
+                    .status()
+                    .context("running ip netns exec")?;
+                if !status.success() {
+                    bail!("the traffic peer in {} ended with {status}", peer.netns);
                 }
             }
         }

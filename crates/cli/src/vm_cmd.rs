@@ -43,17 +43,18 @@ pub enum VmCommand {
         /// Guest memory, 128 MiB to 1 TiB, e.g. 256M (binary), 500MB (decimal).
         #[arg(long, default_value = "256M")]
         memory: String,
-        /// memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq], cpu:demand=PCT or idle.
+        /// memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq], cpu:demand=PCT,
+        /// net:dir=in|out|both,rate=RATE,peer=IPV4[,port=P] or idle.
         #[arg(long, default_value = "idle")]
         workload: String,
         /// qcow2 disk image: a file name in the agent's storage directory (<state>/disks/).
         #[arg(long)]
         disk: Option<String>,
-        /// Tap interface for a NIC (with --mac).
-        #[arg(long, requires = "mac")]
-        tap: Option<String>,
-        #[arg(long, requires = "tap")]
-        mac: Option<String>,
+        /// Give the VM a NIC on the host's VM network with this IPv4 address (inside the
+        /// agent's --vm-net; the MAC and the host's tap are derived from it, so they stay the
+        /// same across migrations).
+        #[arg(long, value_name = "IPV4")]
+        address: Option<String>,
         #[command(flatten)]
         target: Target,
         #[arg(long)]
@@ -203,8 +204,7 @@ fn vm_config(
                 "name" => "NAME",
                 "workload" => "--workload",
                 "disk" => "--disk",
-                "nic.tap" => "--tap",
-                "nic.mac" => "--mac",
+                "nic.address" => "--address",
                 other => other,
             };
             anyhow!(s.named(flag))
@@ -262,12 +262,11 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
             memory,
             workload,
             disk,
-            tap,
-            mac,
+            address,
             target,
             json: as_json,
         } => {
-            let nic = tap.zip(mac).map(|(tap, mac)| NicConfig { tap, mac });
+            let nic = address.map(|address| NicConfig { address });
             let config = vm_config(name, vcpus, &memory, workload, disk, nic)?;
             let r = resolve(&target)?;
             let vm = one(&r)?.create_vm(&config).await?;

@@ -6,8 +6,8 @@
 //! examples each) and checks every answer: no 5xx, only documented status codes and content
 //! types, bodies that match their schemas, and no schema-valid request rejected. "Rejected" is
 //! decided as follows (tests/api_contract/schemathesis.toml and hooks.py):
-//! - 404 (no such VM or migration) and 409 (name taken, not enough free memory, disk or tap
-//!   absent, VM busy, destination is this host, ...) answer the host's state, not the data; the
+//! - 404 (no such VM or migration) and 409 (name taken, not enough free memory, disk absent,
+//!   no VM network for a NIC, VM busy, destination is this host, ...) answer the host's state, not the data; the
 //!   document lists them per operation, and they pass;
 //! - 400 and 422 reject the data and fail, except two 422s: the document states the two rules
 //!   JSON Schema cannot (a memtouch working set must fit the VM's memory, two fields compared;

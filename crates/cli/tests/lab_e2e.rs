@@ -35,15 +35,7 @@ fn migrations_over_a_shaped_link_with_every_technique_and_agent_restart() {
         ("hybrid", "h2"),
         ("auto", "h1"),
     ] {
-        let r = lab.vm(&[
-            "migrate",
-            "vm1",
-            "--to",
-            to,
-            "--technique",
-            technique,
-            "--no-measure",
-        ]);
+        let r = lab.migrate("vm1", to, technique);
         // `vm migrate --json` prints the migration record, the result inside it.
         assert_eq!(r["state"], "completed", "{technique}: {r}");
         let result = &r["result"];

@@ -22,7 +22,7 @@
 //! # Switching rule
 //! A guest switches its workload's parameters, never its kind (idle, cpu, memtouch: switching
 //! kind would mean allocating or dropping a working set mid-run). A cpu workload may take any
-//! demand; a memtouch workload may change its rate and pattern, and its working set may shrink
+//! demand; a net workload any direction, rate and peer (it reconnects with the new ones); a memtouch workload may change its rate and pattern, and its working set may shrink
 //! or stay but never grow: the pages beyond a smaller set keep their contents and are no
 //! longer touched, and growing again would need memory the guest may not have. A spec that
 //! breaks this rule is refused by the host before sending (`check_switch`) and by the guest
@@ -82,7 +82,9 @@ pub fn check_switch(from: &Workload, to: &Workload) -> Result<(), SwitchError> {
             }
             Ok(())
         }
-        (Workload::Cpu { .. }, Workload::Cpu { .. }) | (Workload::Idle, Workload::Idle) => Ok(()),
+        (Workload::Cpu { .. }, Workload::Cpu { .. })
+        | (Workload::Net { .. }, Workload::Net { .. })
+        | (Workload::Idle, Workload::Idle) => Ok(()),
         _ => Err(SwitchError::KindChange {
             from: from.name(),
             to: to.name(),

@@ -4,4 +4,6 @@
 
 pub mod control;
 pub mod fit;
+pub mod net;
+pub mod peer;
 pub mod spec;

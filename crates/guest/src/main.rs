@@ -16,6 +16,10 @@ mod cpu;
 mod idle;
 mod live;
 mod memtouch;
+// The peer's half (greetings read, not written) is the lab's.
+#[allow(dead_code)]
+mod net;
+mod netload;
 mod reporter;
 mod spec;
 mod speed;
@@ -185,7 +189,7 @@ fn real_main() -> Result<(), String> {
             cpu::calibrate(&mut meter, speed::CALIBRATION);
             None
         }
-        Workload::Idle => None,
+        Workload::Net { .. } | Workload::Idle => None,
     };
     // Listening before the first report: the host sends control lines only once it has one.
     if let Some(input) = input {
@@ -214,6 +218,7 @@ fn real_main() -> Result<(), String> {
             memtouch::run(ws, &live, seed, &counters, &mut meter, &stop, errors);
         }
         (Workload::Cpu { .. }, _) => cpu::run(&live, &counters, &mut meter, &stop),
+        (Workload::Net { .. }, _) => netload::run(&live, &counters, &stop),
         _ => idle::run(&stop),
     }
     stop.store(true, Ordering::Relaxed);

@@ -10,7 +10,9 @@
 //! see `control`), `demand_pct` (percent of one vCPU the workload tries to use: it runs one
 //! thread), `demanded_ops` (work asked for, cumulative: `1 - Δops/Δdemanded_ops` over a window
 //! is the work lost in it), `full_ops_per_s` (its full speed, the yardstick of the demand), and
-//! `refused` (only when the last control line was refused: a short code). After a switch, `spec`
+//! `refused` (only when the last control line was refused: a short code). A `net` workload's lines
+//! add `rx_bytes`, `tx_bytes` (cumulative, seen from the guest) and `connects` (connections
+//! made to its peer: more than one means the flow was broken and made again). After a switch, `spec`
 //! and `seq` change at once and the demand figures with the workload's next period or batch
 //! (within 100 ms).
 
@@ -47,6 +49,8 @@ pub struct Counters {
     demand_pct: AtomicU64,
     /// f64 bits.
     full_ops_per_s: AtomicU64,
+    /// A net workload's flow.
+    pub net: crate::net::NetCounts,
 }
 
 impl Counters {
@@ -96,6 +100,8 @@ pub struct Report {
     /// Why that line was refused, if it was.
     pub refused: Option<&'static str>,
     pub demand: Demand,
+    /// A net workload's (rx bytes, tx bytes, connects).
+    pub net: Option<(u64, u64, u64)>,
 }
 
 /// A number JSON can carry (NaN and infinities are not JSON).
@@ -116,8 +122,12 @@ impl Report {
             .refused
             .map(|r| format!(",\"refused\":\"{r}\""))
             .unwrap_or_default();
+        let net = self
+            .net
+            .map(|(rx, tx, c)| format!(",\"rx_bytes\":{rx},\"tx_bytes\":{tx},\"connects\":{c}"))
+            .unwrap_or_default();
         format!(
-            "{{\"t_ms\":{},\"workload\":\"{}\",\"ops\":{},\"ops_per_s\":{:.1},\"integrity_errors\":{},\"pages\":{},\"spec\":\"{}\",\"seq\":{},\"demand_pct\":{:.1},\"demanded_ops\":{},\"full_ops_per_s\":{:.1}{refused}}}",
+            "{{\"t_ms\":{},\"workload\":\"{}\",\"ops\":{},\"ops_per_s\":{:.1},\"integrity_errors\":{},\"pages\":{},\"spec\":\"{}\",\"seq\":{},\"demand_pct\":{:.1},\"demanded_ops\":{},\"full_ops_per_s\":{:.1}{net}{refused}}}",
             self.t_ms,
             self.workload,
             self.ops,
@@ -151,6 +161,7 @@ impl Sampler {
         (ops, integrity_errors): (u64, u64),
         demand: Demand,
         control: &Status,
+        net: &crate::net::NetCounts,
     ) -> Report {
         let (t0, ops0) = self.last.unwrap_or((self.start, 0));
         let dt = now.saturating_duration_since(t0).as_secs_f64();
@@ -171,6 +182,13 @@ impl Sampler {
             seq: control.seq,
             refused: control.refused,
             demand,
+            net: matches!(control.workload, crate::spec::Workload::Net { .. }).then(|| {
+                (
+                    net.rx.load(Ordering::Relaxed),
+                    net.tx.load(Ordering::Relaxed),
+                    net.connects.load(Ordering::Relaxed),
+                )
+            }),
         }
     }
 }
@@ -203,6 +221,7 @@ pub fn spawn(
                     counters.snapshot(),
                     counters.demand(),
                     &live.status(),
+                    &counters.net,
                 );
                 let res = writeln!(out, "{}", report.to_json()).and_then(|_| out.flush());
                 if let Err(e) = res {
@@ -250,6 +269,7 @@ mod tests {
                 demand_pct: 100.0,
                 full_ops_per_s: 4300.04,
             },
+            net: None,
         };
         assert_eq!(
             r.to_json(),
@@ -262,12 +282,22 @@ mod tests {
                 demand_pct: f64::INFINITY,
                 ..r.demand
             },
-            ..r
+            ..r.clone()
         };
         let text = odd.to_json();
         assert!(text.contains("\"ops_per_s\":0.0"), "{text}");
         assert!(text.contains("\"demand_pct\":0.0"), "{text}");
         assert!(text.ends_with(",\"refused\":\"kind-change\"}"), "{text}");
+        let net = Report {
+            net: Some((10, 20, 1)),
+            ..r
+        };
+        assert!(
+            net.to_json()
+                .ends_with(",\"rx_bytes\":10,\"tx_bytes\":20,\"connects\":1}"),
+            "{}",
+            net.to_json()
+        );
     }
 
     #[test]
@@ -275,21 +305,22 @@ mod tests {
         let start = Instant::now();
         let mut s = Sampler::new(start);
         let d = Demand::default();
+        let n = crate::net::NetCounts::default();
         let cpu = status("cpu:demand=50");
-        let r1 = s.sample(start + Duration::from_millis(100), (100, 0), d, &cpu);
+        let r1 = s.sample(start + Duration::from_millis(100), (100, 0), d, &cpu, &n);
         assert_eq!(r1.t_ms, 100);
         assert!((r1.ops_per_s - 1000.0).abs() < 1e-6);
         assert_eq!((r1.workload, r1.spec.as_str()), ("cpu", "cpu:demand=50"));
-        let r2 = s.sample(start + Duration::from_millis(300), (500, 2), d, &cpu);
+        let r2 = s.sample(start + Duration::from_millis(300), (500, 2), d, &cpu, &n);
         assert_eq!(r2.t_ms, 300);
         assert!((r2.ops_per_s - 2000.0).abs() < 1e-6);
         assert_eq!(r2.integrity_errors, 2);
         // Same instant twice: no division by zero.
-        let r3 = s.sample(start + Duration::from_millis(300), (500, 2), d, &cpu);
+        let r3 = s.sample(start + Duration::from_millis(300), (500, 2), d, &cpu, &n);
         assert_eq!(r3.ops_per_s, 0.0);
         // The pages follow the running (possibly shrunk) working set.
         let mt = status("memtouch:wss=8M");
-        assert_eq!(s.sample(start, (0, 0), d, &mt).pages, 2048);
+        assert_eq!(s.sample(start, (0, 0), d, &mt, &n).pages, 2048);
     }
 
     #[derive(Clone, Default)]

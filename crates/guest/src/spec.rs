@@ -3,11 +3,17 @@
 //! Grammar (one spec per guest):
 //! - `memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq]`
 //! - `cpu:demand=PCT`
+//! - `net:dir=in|out|both,rate=RATE,peer=ADDR[,port=P]`
 //! - `idle`
 //!
-//! SIZE is bytes with an optional binary suffix (K, M, G; `KiB`/`MiB`/`GiB` too).
+//! SIZE is bytes with an optional binary suffix (K, M, G; `KiB`/`MiB`/`GiB` too). RATE is bytes
+//! per second with the same suffixes (`rate=1M`: 1 MiB/s each way the flow runs), from
+//! [`MIN_NET_RATE_BPS`] to [`MAX_NET_RATE_BPS`]. ADDR is the peer's IPv4 address (the lab's
+//! traffic peer; the agent checks it lies in its VM network), P its TCP port (default
+//! [`DEFAULT_NET_PORT`]).
 
 use std::fmt;
+use std::net::Ipv4Addr;
 
 /// Device the workload reports on unless `drover.metrics=` says otherwise (the second ISA serial
 /// port: QEMU's second `-serial`).
@@ -20,6 +26,63 @@ pub const PAGE_SIZE: u64 = 4096;
 /// touches; `rate=max` asks for as fast as it can). The agent's workload pattern allows the
 /// same ten digits.
 pub const MAX_RATE_PAGES_PER_S: u64 = 9_999_999_999;
+
+/// The TCP port a `net` workload's peer listens on unless the spec says `port=`.
+pub const DEFAULT_NET_PORT: u16 = 7900;
+
+/// Slowest `net` rate, bytes/s each way (1 KiB/s).
+pub const MIN_NET_RATE_BPS: u64 = 1 << 10;
+
+/// Fastest `net` rate, bytes/s each way (1 GiB/s: beyond any lab link; the flow is bounded by
+/// its rate, never unpaced).
+pub const MAX_NET_RATE_BPS: u64 = 1 << 30;
+
+/// Which way a `net` workload's bytes go, seen from the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The peer sends, the guest receives.
+    In,
+    /// The guest sends, the peer receives.
+    Out,
+    /// Both at once, each at the rate.
+    Both,
+}
+
+impl Direction {
+    /// The spec's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+            Direction::Both => "both",
+        }
+    }
+
+    /// Reads the spec's word.
+    pub fn parse(v: &str) -> Option<Direction> {
+        match v {
+            "in" => Some(Direction::In),
+            "out" => Some(Direction::Out),
+            "both" => Some(Direction::Both),
+            _ => None,
+        }
+    }
+
+    /// Whether the guest receives.
+    pub fn receives(self) -> bool {
+        matches!(self, Direction::In | Direction::Both)
+    }
+
+    /// Whether the guest sends.
+    pub fn sends(self) -> bool {
+        matches!(self, Direction::Out | Direction::Both)
+    }
+
+    /// Directions the flow runs (1 or 2): the demand is the rate times this.
+    pub fn ways(self) -> u64 {
+        u64::from(self.receives()) + u64::from(self.sends())
+    }
+}
 
 /// How fast memtouch touches pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +108,13 @@ pub enum Workload {
     Cpu {
         demand_pct: u8,
     },
+    /// Rate-paced TCP with a peer (see `net`): `rate_bps` bytes/s each way `dir` runs.
+    Net {
+        dir: Direction,
+        rate_bps: u64,
+        peer: Ipv4Addr,
+        port: u16,
+    },
     Idle,
 }
 
@@ -53,6 +123,7 @@ impl Workload {
         match self {
             Workload::Memtouch { .. } => "memtouch",
             Workload::Cpu { .. } => "cpu",
+            Workload::Net { .. } => "net",
             Workload::Idle => "idle",
         }
     }
@@ -68,7 +139,7 @@ impl Workload {
 
 /// The canonical spec: every parameter spelled out, sizes in the largest binary unit that
 /// divides them. [`parse_workload`] reads it back to the same workload, and it has only the
-/// characters a spec may have (letters, digits, `:`, `=`, `,`), so it goes into a JSON string or
+/// characters a spec may have (letters, digits, `:`, `=`, `,`, `.`), so it goes into a JSON string or
 /// a control line without escaping.
 impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -90,6 +161,17 @@ impl fmt::Display for Workload {
                 write!(f, ",pattern={pattern}")
             }
             Workload::Cpu { demand_pct } => write!(f, "cpu:demand={demand_pct}"),
+            Workload::Net {
+                dir,
+                rate_bps,
+                peer,
+                port,
+            } => write!(
+                f,
+                "net:dir={},rate={},peer={peer},port={port}",
+                dir.as_str(),
+                format_size(*rate_bps)
+            ),
             Workload::Idle => write!(f, "idle"),
         }
     }
@@ -128,7 +210,10 @@ impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SpecError::UnknownWorkload(w) => {
-                write!(f, "unknown workload {w:?} (expected memtouch, cpu or idle)")
+                write!(
+                    f,
+                    "unknown workload {w:?} (expected memtouch, cpu, net or idle)"
+                )
             }
             SpecError::UnknownParam { workload, param } => {
                 write!(f, "unknown parameter {param:?} for workload {workload}")
@@ -163,6 +248,7 @@ pub fn parse_workload(spec: &str) -> Result<Workload, SpecError> {
     match kind {
         "memtouch" => parse_memtouch(&params),
         "cpu" => parse_cpu(&params),
+        "net" => parse_net(&params),
         "idle" => match params.first() {
             None => Ok(Workload::Idle),
             Some((k, _)) => Err(SpecError::UnknownParam {
@@ -256,6 +342,61 @@ fn parse_cpu(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
     Ok(Workload::Cpu { demand_pct })
 }
 
+fn parse_net(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
+    let missing = |param| SpecError::MissingParam {
+        workload: "net",
+        param,
+    };
+    let bad = |param, v: &str, why| SpecError::BadValue {
+        param,
+        value: v.to_string(),
+        why,
+    };
+    let (mut dir, mut rate_bps, mut peer, mut port) = (None, None, None, DEFAULT_NET_PORT);
+    for &(k, v) in params {
+        match k {
+            "dir" => {
+                dir = Some(Direction::parse(v).ok_or(bad("dir", v, "expected in, out or both"))?)
+            }
+            "rate" => {
+                let why = "expected bytes/s from 1K to 1G (K, M, G are binary)";
+                let r = parse_size_of("rate", v)?;
+                if !(MIN_NET_RATE_BPS..=MAX_NET_RATE_BPS).contains(&r) {
+                    return Err(bad("rate", v, why));
+                }
+                rate_bps = Some(r);
+            }
+            "peer" => {
+                let addr: Ipv4Addr = v
+                    .parse()
+                    .map_err(|_| bad("peer", v, "expected an IPv4 address like 198.18.0.250"))?;
+                if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
+                    return Err(bad("peer", v, "expected a unicast IPv4 address"));
+                }
+                peer = Some(addr);
+            }
+            "port" => {
+                port = match v.parse::<u16>() {
+                    Ok(p) if p > 0 => p,
+                    _ => return Err(bad("port", v, "expected a TCP port 1..=65535")),
+                }
+            }
+            _ => {
+                return Err(SpecError::UnknownParam {
+                    workload: "net",
+                    param: k.to_string(),
+                })
+            }
+        }
+    }
+    Ok(Workload::Net {
+        dir: dir.ok_or(missing("dir"))?,
+        rate_bps: rate_bps.ok_or(missing("rate"))?,
+        peer: peer.ok_or(missing("peer"))?,
+        port,
+    })
+}
+
 fn parse_rate(v: &str) -> Result<Rate, SpecError> {
     if v == "max" {
         return Ok(Rate::Max);
@@ -272,8 +413,13 @@ fn parse_rate(v: &str) -> Result<Rate, SpecError> {
 
 /// Parses `4096`, `64K`, `64M`, `1G`, `1GiB` (binary multiples).
 pub fn parse_size(v: &str) -> Result<u64, SpecError> {
+    parse_size_of("wss", v)
+}
+
+/// [`parse_size`] for the parameter `param` (named in the refusal).
+fn parse_size_of(param: &'static str, v: &str) -> Result<u64, SpecError> {
     let bad = |why| SpecError::BadValue {
-        param: "wss",
+        param,
         value: v.to_string(),
         why,
     };
@@ -395,6 +541,8 @@ mod tests {
             "memtouch:wss=12K,rate=max",
             "memtouch:wss=4100",
             "memtouch:wss=2GiB",
+            "net:dir=out,rate=1M,peer=198.18.0.250",
+            "net:dir=both,rate=1536K,peer=198.18.0.250,port=80",
         ] {
             let w = parse_workload(spec).unwrap();
             let canonical = w.to_string();
@@ -402,7 +550,7 @@ mod tests {
             assert!(
                 canonical
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ":=,".contains(c)),
+                    .all(|c| c.is_ascii_alphanumeric() || ":=,.".contains(c)),
                 "{canonical}"
             );
         }
@@ -418,6 +566,39 @@ mod tests {
         );
         assert_eq!(format_size(1 << 30), "1G");
         assert_eq!(format_size(0), "0");
+    }
+
+    #[test]
+    fn net_specs() {
+        assert_eq!(
+            parse_workload("net:dir=in,rate=2M,peer=198.18.0.250"),
+            Ok(Workload::Net {
+                dir: Direction::In,
+                rate_bps: 2 << 20,
+                peer: Ipv4Addr::new(198, 18, 0, 250),
+                port: DEFAULT_NET_PORT,
+            })
+        );
+        assert_eq!(
+            parse_workload("net:dir=out,rate=1K,peer=10.0.0.1,port=99")
+                .unwrap()
+                .to_string(),
+            "net:dir=out,rate=1K,peer=10.0.0.1,port=99"
+        );
+        let err = |s: &str| parse_workload(s).unwrap_err().to_string();
+        assert!(err("net:rate=1M,peer=10.0.0.1").contains("needs parameter dir"));
+        assert!(err("net:dir=in,peer=10.0.0.1").contains("needs parameter rate"));
+        assert!(err("net:dir=in,rate=1M").contains("needs parameter peer"));
+        assert!(err("net:dir=up,rate=1M,peer=10.0.0.1").contains("in, out or both"));
+        assert!(err("net:dir=in,rate=1023,peer=10.0.0.1").contains("from 1K to 1G"));
+        assert!(err("net:dir=in,rate=2G,peer=10.0.0.1").contains("from 1K to 1G"));
+        assert!(err("net:dir=in,rate=1M,peer=host").contains("IPv4"));
+        assert!(err("net:dir=in,rate=1M,peer=255.255.255.255").contains("unicast"));
+        assert!(err("net:dir=in,rate=1M,peer=10.0.0.1,port=0").contains("1..=65535"));
+        assert!(err("net:dir=in,rate=1M,peer=10.0.0.1,port=65536").contains("1..=65535"));
+        assert!(err("net:dir=in,rate=1M,peer=10.0.0.1,mtu=9").contains("\"mtu\""));
+        assert_eq!(Direction::Both.ways(), 2);
+        assert!(Direction::In.receives() && !Direction::In.sends());
     }
 
     #[test]

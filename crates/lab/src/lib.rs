@@ -50,6 +50,6 @@ pub use name::LabName;
 pub use plan::{AgentLaunch, LabSpec};
 pub use state::{
     cgroup_procs_paths, load_state, load_state_in, netns_command, place_pid, resolve_host,
-    HostState, LabDirs, LabState, StateError,
+    HostState, LabDirs, LabState, PeerState, StateError,
 };
 pub use system::{RealSystem, System};

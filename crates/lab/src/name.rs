@@ -21,6 +21,15 @@ pub const SUBNETS: u16 = 512;
 /// Name of the host's interface inside its namespace (created there directly, so it never
 /// collides with interfaces in the root namespace).
 pub const NS_IFNAME: &str = "eth0";
+/// The bridge inside each host's namespace: the host's link (`eth0`) and its VMs' taps are its
+/// ports, the host's address is on it, so VMs share the lab's one L2 segment.
+pub const VM_BRIDGE: &str = "vmbr";
+/// Last octet of the traffic peer's address in the lab's /24.
+pub const PEER_LAST_OCTET: u8 = 250;
+/// VMs' addresses: last octets from here to [`VM_ADDR_LAST`] (below the peer's, above the
+/// hosts' 11..=109).
+pub const VM_ADDR_FIRST: u8 = 110;
+pub const VM_ADDR_LAST: u8 = 249;
 /// Top-level cgroup directory shared by all labs.
 pub const CGROUP_TOP: &str = "drover";
 pub const DEFAULT_LAB: &str = "drover";
@@ -70,6 +79,12 @@ impl LabName {
     /// namespace (netns and link names live in different tables).
     pub fn netns(&self, host: &HostName) -> String {
         format!("drv{}-{}", self.0, host.0)
+    }
+
+    /// The traffic peer's namespace and its veth in the root namespace (`drv<lab>-p`, within
+    /// 15 bytes).
+    pub fn peer_netns(&self) -> String {
+        format!("drv{}-p", self.0)
     }
 
     pub fn veth(&self, host: &HostName) -> String {
@@ -149,6 +164,17 @@ impl Subnet {
 
     pub fn bridge_addr(self) -> Ipv4Addr {
         self.addr(1)
+    }
+
+    /// The traffic peer's address.
+    pub fn peer_addr(self) -> Ipv4Addr {
+        self.addr(PEER_LAST_OCTET)
+    }
+
+    /// The address for VM number `n` (0-based) of the range VMs' NICs take, if in range.
+    pub fn vm_addr(self, n: u32) -> Option<Ipv4Addr> {
+        let last = u32::from(VM_ADDR_FIRST) + n;
+        (last <= u32::from(VM_ADDR_LAST)).then(|| self.addr(last as u8))
     }
 
     /// Address of host number `n` (1-based).

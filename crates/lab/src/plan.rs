@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cgroup::{CgroupError, CgroupLayout};
-use crate::name::{self, HostName, LabName, NameError, Subnet, NS_IFNAME, PREFIX_LEN};
-use crate::state::{HostState, LabState, TOKEN_FILE};
+use crate::name::{self, HostName, LabName, NameError, Subnet, NS_IFNAME, PREFIX_LEN, VM_BRIDGE};
+use crate::state::{HostState, LabState, PeerState, TOKEN_FILE};
 use crate::system::Cmd;
 use crate::tbf::{TbfError, TbfParams};
 
@@ -323,6 +323,7 @@ pub fn plan_up(spec: &LabSpec, env: &PlanEnv) -> Result<UpPlan, PlanError> {
         steps.extend(host_steps);
         hosts.push(state);
     }
+    steps.extend(peer_steps(lab, env.subnet));
     if let Some(agent) = &spec.agent {
         steps.extend(agent_steps(
             agent,
@@ -344,8 +345,51 @@ pub fn plan_up(spec: &LabSpec, env: &PlanEnv) -> Result<UpPlan, PlanError> {
         token_file,
         created_unix: env.now_unix,
         hosts,
+        peer: Some(PeerState {
+            netns: lab.peer_netns(),
+            address: env.subnet.peer_addr(),
+        }),
     };
     Ok(UpPlan { steps, state })
+}
+
+/// The traffic peer's namespace on the lab bridge (unshaped: it stands for the world outside
+/// the hosts, whose links are the shaped ones). `drover lab peer` serves flows in it.
+fn peer_steps(lab: &LabName, subnet: Subnet) -> Vec<Step> {
+    let ns = lab.peer_netns();
+    let cidr = format!("{}/{PREFIX_LEN}", subnet.peer_addr());
+    let mut steps = netns_on_bridge(&ns, &ns, &lab.bridge());
+    steps.extend([
+        Step::new(run("ip", &["link", "set", &ns, "up"])),
+        Step::new(run(
+            "ip",
+            &["-n", &ns, "addr", "add", &cidr, "dev", NS_IFNAME],
+        )),
+        Step::new(run("ip", &["-n", &ns, "link", "set", NS_IFNAME, "up"])),
+        Step::new(run("ip", &["-n", &ns, "link", "set", "lo", "up"])),
+    ]);
+    steps
+}
+
+/// A namespace `ns` and a veth pair into it (`veth` in the root namespace, on `bridge`;
+/// [`NS_IFNAME`] inside, created there so its name never clashes in the root namespace).
+fn netns_on_bridge(ns: &str, veth: &str, bridge: &str) -> Vec<Step> {
+    vec![
+        Step::undone_by(
+            run("ip", &["netns", "add", ns]),
+            run("ip", &["netns", "del", ns]),
+        ),
+        Step::undone_by(
+            run(
+                "ip",
+                &[
+                    "link", "add", veth, "type", "veth", "peer", "name", NS_IFNAME, "netns", ns,
+                ],
+            ),
+            run("ip", &["link", "del", veth]),
+        ),
+        Step::new(run("ip", &["link", "set", veth, "master", bridge])),
+    ]
 }
 
 /// `drover` and `drover/<lab>` in every hierarchy; on v2 the parents also delegate cpu and
@@ -389,36 +433,34 @@ fn host_steps(
     let addr = env.subnet.host_addr(n);
     let cidr = format!("{addr}/{PREFIX_LEN}");
     let tbf = spec.link.tc_args();
-    let mut steps = vec![
-        Step::undone_by(
-            run("ip", &["netns", "add", &ns]),
-            run("ip", &["netns", "del", &ns]),
-        ),
-        // The peer is created inside the namespace, so its name never clashes in the root ns.
-        Step::undone_by(
-            run(
-                "ip",
-                &[
-                    "link", "add", &veth, "type", "veth", "peer", "name", NS_IFNAME, "netns", &ns,
-                ],
-            ),
-            run("ip", &["link", "del", &veth]),
-        ),
-        Step::new(run("ip", &["link", "set", &veth, "master", &br])),
+    let mut steps = netns_on_bridge(&ns, &veth, &br);
+    steps.extend([
         Step::new(Action::Run(
             Cmd::new("tc", &["qdisc", "add", "dev", &veth, "root"]).args(tbf.clone()),
         )),
         Step::new(run("ip", &["link", "set", &veth, "up"])),
+        // The host's address sits on a bridge in its namespace whose ports are its link and
+        // its VMs' taps (made by its agent): VMs are on the lab's L2 segment, and their
+        // traffic crosses the host's shaped link like its migrations do.
         Step::new(run(
             "ip",
-            &["-n", &ns, "addr", "add", &cidr, "dev", NS_IFNAME],
+            &["-n", &ns, "link", "add", VM_BRIDGE, "type", "bridge"],
+        )),
+        Step::new(run(
+            "ip",
+            &["-n", &ns, "link", "set", NS_IFNAME, "master", VM_BRIDGE],
+        )),
+        Step::new(run(
+            "ip",
+            &["-n", &ns, "addr", "add", &cidr, "dev", VM_BRIDGE],
         )),
         Step::new(Action::Run(
             Cmd::new("tc", &["-n", &ns, "qdisc", "add", "dev", NS_IFNAME, "root"]).args(tbf),
         )),
         Step::new(run("ip", &["-n", &ns, "link", "set", NS_IFNAME, "up"])),
+        Step::new(run("ip", &["-n", &ns, "link", "set", VM_BRIDGE, "up"])),
         Step::new(run("ip", &["-n", &ns, "link", "set", "lo", "up"])),
-    ];
+    ]);
     let rel = lab.cgroup_rel(host);
     let dirs = env.layout.dirs(&rel);
     for d in &dirs {
@@ -510,6 +552,13 @@ fn agent_steps(
         }
         // `auto` must not assume a faster link than the one the lab shaped.
         argv.extend(["--link".into(), link_bps.to_string()]);
+        // VMs' NICs join the host's bridge, with addresses from the lab's /24.
+        argv.extend([
+            "--vm-net".into(),
+            env.subnet.cidr(),
+            "--vm-bridge".into(),
+            VM_BRIDGE.into(),
+        ]);
         let memory_dir = h.cgroup_dirs.iter().find(|d| d.starts_with(&memory_root));
         let argv = match memory_dir {
             Some(dir) => {

@@ -45,9 +45,12 @@ fn first_host_is_wired_in_order() {
         "ip link set drvdrover-h1 master drvdrover-br".into(),
         format!("tc qdisc add dev drvdrover-h1 root {tbf}"),
         "ip link set drvdrover-h1 up".into(),
-        "ip -n drvdrover-h1 addr add 198.18.0.11/24 dev eth0".into(),
+        "ip -n drvdrover-h1 link add vmbr type bridge".into(),
+        "ip -n drvdrover-h1 link set eth0 master vmbr".into(),
+        "ip -n drvdrover-h1 addr add 198.18.0.11/24 dev vmbr".into(),
         format!("tc -n drvdrover-h1 qdisc add dev eth0 root {tbf}"),
         "ip -n drvdrover-h1 link set eth0 up".into(),
+        "ip -n drvdrover-h1 link set vmbr up".into(),
         "ip -n drvdrover-h1 link set lo up".into(),
         "mkdir /sys/fs/cgroup/cpu/drover/drover/h1".into(),
         "mkdir /sys/fs/cgroup/memory/drover/drover/h1".into(),
@@ -193,6 +196,10 @@ fn agents_start_in_cgroup_then_namespace_and_are_waited_for_after_all_started() 
             "1073741824",
             "--link",
             "20000000",
+            "--vm-net",
+            "198.18.0.0/24",
+            "--vm-bridge",
+            "vmbr",
             "--cgroup-dir",
             "/proc/self/fd/3",
         ]
@@ -355,4 +362,41 @@ fn bad_specs_are_rejected() {
         spec().agent(quick).validate(),
         Err(PlanError::HealthTimeout)
     );
+}
+
+#[test]
+fn the_traffic_peer_has_a_namespace_on_the_bridge() {
+    let plan = plan_up(&spec(), &PlanEnv::sample()).unwrap();
+    let l = lines(&plan.steps);
+    let start = l
+        .iter()
+        .position(|s| s == "ip netns add drvdrover-p")
+        .unwrap();
+    assert_eq!(
+        l[start..start + 7],
+        [
+            "ip netns add drvdrover-p",
+            "ip link add drvdrover-p type veth peer name eth0 netns drvdrover-p",
+            "ip link set drvdrover-p master drvdrover-br",
+            "ip link set drvdrover-p up",
+            "ip -n drvdrover-p addr add 198.18.0.250/24 dev eth0",
+            "ip -n drvdrover-p link set eth0 up",
+            "ip -n drvdrover-p link set lo up",
+        ]
+    );
+    let peer = plan.state.peer.as_ref().unwrap();
+    assert_eq!(
+        (peer.netns.as_str(), peer.address.to_string()),
+        ("drvdrover-p", "198.18.0.250".into())
+    );
+    let subnet = crate::name::Subnet(0);
+    assert_eq!(
+        subnet.vm_addr(0).map(|a| a.to_string()).as_deref(),
+        Some("198.18.0.110")
+    );
+    assert_eq!(
+        subnet.vm_addr(139).map(|a| a.to_string()).as_deref(),
+        Some("198.18.0.249")
+    );
+    assert_eq!(subnet.vm_addr(140), None);
 }

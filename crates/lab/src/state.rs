@@ -83,6 +83,16 @@ pub struct LabState {
     /// Seconds since the epoch when `up` finished.
     pub created_unix: u64,
     pub hosts: Vec<HostState>,
+    /// The traffic peer's namespace (None in a lab made before it existed).
+    #[serde(default)]
+    pub peer: Option<PeerState>,
+}
+
+/// Where the lab's traffic peer lives: `drover lab peer` serves the guests' net flows there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerState {
+    pub netns: String,
+    pub address: Ipv4Addr,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

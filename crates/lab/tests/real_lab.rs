@@ -188,7 +188,8 @@ fn two_hosts_are_connected_shaped_and_capped_and_down_removes_everything() {
         (0.30..=0.70).contains(&(a + b)),
         "two loops got {a:.2} + {b:.2}, not about 0.5"
     );
-    assert_eq!(report.namespaces.len(), 2);
+    // Two hosts and the traffic peer.
+    assert_eq!(report.namespaces.len(), 3);
     assert_eq!(g.leftovers(), "");
     assert!(g.down().is_empty(), "second down found something");
 }
@@ -216,7 +217,8 @@ fn down_after_a_crash_finds_everything_by_name() {
     let err = drover_lab::up(&mut RealSystem, &g.dirs, &g.spec(2), &g.layout).unwrap_err();
     assert!(matches!(err, LabError::Leftovers { .. }), "{err}");
     let report = g.down();
-    assert_eq!(report.links.len(), 3, "{report:?}");
+    // The bridge, two hosts' veths and the traffic peer's.
+    assert_eq!(report.links.len(), 4, "{report:?}");
     assert!(
         wait_briefly(&mut stray),
         "process in the cgroup survived down"

@@ -117,7 +117,10 @@ impl From<crate::vms::VmsError> for ApiError {
             | E::Lost(_)
             | E::NoRoom { .. }
             | E::NoDisk { .. }
-            | E::NoTap(_)
+            | E::Tap(crate::vms::tap::TapError::NoVmNet)
+            | E::Tap(crate::vms::tap::TapError::Outside { .. })
+            | E::Tap(crate::vms::tap::TapError::Taken { .. })
+            | E::Tap(crate::vms::tap::TapError::PeerOutside { .. })
             | E::NotIncoming(_)
             | E::Committed { .. }
             | E::Workload(_) => ApiError::Conflict(e.to_string()),
@@ -127,7 +130,11 @@ impl From<crate::vms::VmsError> for ApiError {
             E::Launch(drover_qemu::launcher::LaunchError::BadSpec(_)) => {
                 ApiError::Invalid(e.to_string())
             }
-            E::Launch(_) | E::Qmp { .. } | E::Store(_) | E::Image(_) => {
+            E::Launch(_)
+            | E::Qmp { .. }
+            | E::Store(_)
+            | E::Image(_)
+            | E::Tap(crate::vms::tap::TapError::Command { .. }) => {
                 ApiError::Internal(e.to_string())
             }
         }

@@ -50,6 +50,8 @@ pub use drover_guest::fit::{
 pub(super) struct Claim {
     bytes: u64,
     incoming: Option<String>,
+    /// The NIC's address (one VM an address on this host).
+    address: Option<String>,
 }
 
 /// Refuses `need` bytes when `used` of `capacity` are taken (pure, for tests).
@@ -127,11 +129,31 @@ impl Vms {
             .fold(0u64, u64::saturating_add);
         let need = vm_cost(config.memory_bytes, config.vcpus);
         check_room(name, need, used, self.settings.memory_capacity_bytes)?;
+        let address = config.nic.as_ref().map(|n| n.address.clone());
+        if let Some(address) = &address {
+            let holder = map
+                .iter()
+                .filter_map(|(n, e)| Some((n, &e.record.config.nic.as_ref()?.address)))
+                .chain(
+                    claims
+                        .iter()
+                        .filter_map(|(n, c)| Some((n, c.address.as_ref()?))),
+                )
+                .find(|(_, a)| *a == address);
+            if let Some((vm, _)) = holder {
+                return Err(super::tap::TapError::Taken {
+                    address: address.clone(),
+                    vm: vm.clone(),
+                }
+                .into());
+            }
+        }
         claims.insert(
             name.clone(),
             Claim {
                 bytes: need,
                 incoming: role.incoming_migration().map(str::to_string),
+                address,
             },
         );
         Ok(Reservation {
@@ -155,7 +177,6 @@ mod tests {
     use super::*;
     use crate::store::Store;
     use crate::vms::LaunchSettings;
-    use drover_qemu::launcher::Accel;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -166,12 +187,8 @@ mod tests {
         Vms::new(
             store,
             LaunchSettings {
-                qemu_binary: "/nonexistent/qemu".into(),
-                accel: Accel::Tcg,
-                image: None,
-                start_timeout: Duration::from_secs(1),
                 memory_capacity_bytes: capacity,
-                memory_cgroup: None,
+                ..LaunchSettings::for_tests()
             },
         )
     }
@@ -256,5 +273,33 @@ mod tests {
             "migration 'm1' already has VM 'a' on this host"
         );
         assert!(v.reserve(&config("b", 128), &incoming("m2")).is_ok());
+    }
+
+    /// One address one VM on a host, counted while VMs are still starting (claims), so two
+    /// creates at once cannot both take it.
+    #[test]
+    fn an_address_is_claimed_with_the_vm() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let v = vms(dir.path(), 1 << 30);
+        let with = |name: &str, address: &str| VmConfig {
+            nic: Some(drover_api::NicConfig {
+                address: address.into(),
+            }),
+            ..config(name, 128)
+        };
+        let _a = v
+            .reserve(&with("a", "198.18.0.110"), &VmRole::Running)
+            .expect("a");
+        let err = v
+            .reserve(&with("b", "198.18.0.110"), &VmRole::Running)
+            .map(|_| ())
+            .expect_err("taken");
+        assert_eq!(
+            err.to_string(),
+            "nic.address 198.18.0.110: VM 'a' on this host has it already"
+        );
+        assert!(v
+            .reserve(&with("c", "198.18.0.111"), &VmRole::Running)
+            .is_ok());
     }
 }

@@ -43,8 +43,10 @@ use thiserror::Error;
 
 mod admission;
 mod guard;
+mod nic;
 pub mod oom;
 mod process;
+pub mod tap;
 
 #[cfg(test)]
 mod tests;
@@ -97,8 +99,10 @@ pub enum VmsError {
     },
     #[error("no disk named '{disk}' in this agent's storage directory {dir}")]
     NoDisk { disk: String, dir: PathBuf },
-    #[error("no tap interface '{0}' on this host")]
-    NoTap(String),
+    /// A NIC this host cannot give (no VM network, an address outside it or taken), or a tap
+    /// that could not be made.
+    #[error(transparent)]
+    Tap(#[from] tap::TapError),
     #[error("VM '{0}' is not an incoming migration")]
     NotIncoming(String),
     /// An incoming VM committed since: it was one, and is a normal VM now.
@@ -148,6 +152,8 @@ pub struct LaunchSettings {
     pub memory_capacity_bytes: u64,
     /// The memory cgroup whose OOM kills explain a dead QEMU (None: the agent's own, if visible).
     pub memory_cgroup: Option<PathBuf>,
+    /// The VM network NICs join (None: VMs get no NIC here).
+    pub vm_net: Option<tap::VmNet>,
 }
 
 /// One VM known to the registry.
@@ -278,12 +284,42 @@ impl Vms {
             .as_deref()
             .map(|d| self.disk_path(d))
             .transpose()?;
-        if let Some(nic) = &config.nic {
-            if !Path::new("/sys/class/net").join(&nic.tap).exists() {
-                return Err(VmsError::NoTap(nic.tap.clone()));
+        let nic = self.admit_net(&config)?;
+        let image = self.image().await?;
+        let mut append = drover_qemu::image::kernel_cmdline(&config.workload);
+        let mut tap = None;
+        if let Some((net, nic)) = &nic {
+            let (Some(ifname), Some(mac)) = (nic.tap(), nic.mac()) else {
+                return Err(tap::TapError::Outside {
+                    address: nic.address.clone(),
+                    net: net.to_string(),
+                }
+                .into());
+            };
+            tap::make(net, &ifname).await?;
+            append = drover_qemu::image::with_guest_net(&append, &net.guest_cidr(nic));
+            tap = Some(TapNic { ifname, mac });
+        }
+        let tap_name = tap.as_ref().map(|t| t.ifname.clone());
+        let started = self.launch(config, role, disk, image, append, tap).await;
+        if started.is_err() {
+            if let Some(t) = &tap_name {
+                tap::remove(t).await;
             }
         }
-        let image = self.image().await?;
+        started
+    }
+
+    /// Launches QEMU for a checked `config` and registers it.
+    async fn launch(
+        &self,
+        config: VmConfig,
+        role: VmRole,
+        disk: Option<PathBuf>,
+        image: GuestImage,
+        append: String,
+        tap: Option<TapNic>,
+    ) -> Result<VmView, VmsError> {
         let spec = VmSpec {
             name: config.name.clone(),
             vcpus: config.vcpus,
@@ -291,12 +327,9 @@ impl Vms {
             accel: self.settings.accel,
             kernel: image.kernel,
             initrd: image.initrd,
-            append: drover_qemu::image::kernel_cmdline(&config.workload),
+            append,
             incoming: matches!(role, VmRole::Incoming { .. }),
-            tap: config.nic.as_ref().map(|n| TapNic {
-                ifname: n.tap.clone(),
-                mac: n.mac.clone(),
-            }),
+            tap,
             disk,
         };
         let run_dir = self.store.run_dir(&config.name);
@@ -593,7 +626,7 @@ impl Vms {
                     pid: e.record.pid,
                     vcpus: c.vcpus,
                     memory_bytes: c.memory_bytes,
-                    tap: c.nic.as_ref().map(|n| n.tap.clone()),
+                    tap: c.nic.as_ref().and_then(|n| n.tap()),
                     has_disk: c.disk.is_some(),
                     qmp: e.qmp.clone()?,
                     migrating: e.migration.is_some(),
@@ -749,6 +782,9 @@ impl Vms {
         }
         lock(&self.map).remove(name);
         let _ = std::fs::remove_dir_all(&record.run_dir);
+        if let Some(t) = record.config.nic.as_ref().and_then(|n| n.tap()) {
+            tap::remove(&t).await;
+        }
         Ok(())
     }
 

@@ -49,12 +49,8 @@ fn a_vm_stopped_on_purpose_is_not_lost_and_an_oom_kill_is_named() {
     let vms = Vms::new(
         store.clone(),
         LaunchSettings {
-            qemu_binary: "/nonexistent/qemu".into(),
-            accel: drover_qemu::launcher::Accel::Tcg,
-            image: None,
-            start_timeout: Duration::from_secs(1),
-            memory_capacity_bytes: 1 << 30,
             memory_cgroup: Some(cgroup.clone()),
+            ..LaunchSettings::for_tests()
         },
     );
     for (name, stopping) in [("leaving", true), ("killed", false)] {
@@ -72,4 +68,20 @@ fn a_vm_stopped_on_purpose_is_not_lost_and_an_oom_kill_is_named() {
     assert!(why.contains("is gone"), "{why}");
     assert!(why.contains("OOM-killed 1 process(es)"), "{why}");
     assert!(why.contains(&cgroup.display().to_string()), "{why}");
+}
+
+impl LaunchSettings {
+    /// Settings for tests that never start QEMU (its binary does not exist): 1 GiB of room,
+    /// TCG, no image, no cgroup, no VM network.
+    pub(crate) fn for_tests() -> Self {
+        LaunchSettings {
+            qemu_binary: "/nonexistent/qemu".into(),
+            accel: drover_qemu::launcher::Accel::Tcg,
+            image: None,
+            start_timeout: Duration::from_secs(1),
+            memory_capacity_bytes: 1 << 30,
+            memory_cgroup: None,
+            vm_net: None,
+        }
+    }
 }

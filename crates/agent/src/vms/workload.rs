@@ -38,6 +38,7 @@ impl Vms {
             });
         }
         check_change(&e.record.config, spec)?;
+        self.check_peer(spec)?;
         drover_guest::control::format_line(0, spec)
             .map_err(|u| VmsError::Unsendable(u.to_string()))?;
         let reader = e

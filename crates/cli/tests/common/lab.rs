@@ -83,6 +83,20 @@ impl Lab {
         ])
     }
 
+    /// `drover vm migrate VM --to TO --technique TECHNIQUE --no-measure` on this lab: the
+    /// migration record.
+    pub fn migrate(&self, vm: &str, to: &str, technique: &str) -> Value {
+        self.vm(&[
+            "migrate",
+            vm,
+            "--to",
+            to,
+            "--technique",
+            technique,
+            "--no-measure",
+        ])
+    }
+
     /// The VMs on `host`, as `drover vm list --json` shows them.
     pub fn vms_on(&self, host: &str) -> Vec<Value> {
         let list = self.vm(&["list", "--host", host]);

@@ -23,15 +23,23 @@ mount -t devpts devpts /dev/pts
 {insmods}ip link set lo up 2>/dev/null
 
 workload=idle
+net=
 metrics={DEFAULT_METRICS_PORT}
 set -f
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         drover.workload=*) workload="${{arg#drover.workload=}}" ;;
         drover.metrics=*) metrics="${{arg#drover.metrics=}}" ;;
+        drover.net=*) net="${{arg#drover.net=}}" ;;
     esac
 done
 set +f
+
+# The guest's address on the lab's VM network (the host put its NIC on a tap there).
+if [ -n "$net" ]; then
+    ip addr add "$net" dev eth0 && ip link set eth0 up ||
+        echo "drover-init: could not set $net on eth0"
+fi
 
 # Raw mode: no CR/LF translation, no echo, no flow control on the metrics port. A virtio-serial
 # port is not a tty, so stty failing there is fine.
@@ -68,6 +76,8 @@ mod tests {
         assert!(a < b);
         assert!(s.contains("drover.workload=*) workload=\"${arg#drover.workload=}\""));
         assert!(s.contains("stty -F \"$metrics\" raw"));
+        assert!(s.contains("drover.net=*) net=\"${arg#drover.net=}\""));
+        assert!(s.contains("ip addr add \"$net\" dev eth0"));
         assert!(s.trim_end().ends_with("while :; do sleep 3600; done"));
     }
 }

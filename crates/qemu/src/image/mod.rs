@@ -131,6 +131,12 @@ pub fn kernel_cmdline(workload: &str) -> String {
     )
 }
 
+/// `cmdline` with the guest's network address: `cidr` is `A.B.C.D/P`, which the guest's init
+/// puts on its NIC (`eth0`). The agent derives it from a checked address and its own prefix.
+pub fn with_guest_net(cmdline: &str, cidr: &str) -> String {
+    format!("{cmdline} drover.net={cidr}")
+}
+
 /// Builds the image into `<default cache>/image`.
 pub fn ensure_image(progress: &dyn Progress) -> Result<GuestImage, ImageError> {
     build(&default_cache_dir()?.join("image"), progress)
