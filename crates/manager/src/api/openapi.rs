@@ -5,6 +5,7 @@
 //! documented as JSON objects (their shapes are core's serde types, read with `--json`).
 
 use crate::handle::{HostView, Status, VmView};
+use crate::store::MigrationRow;
 use drover_api::openapi::{any_object, build, s, Api, Body, Method, Route};
 use schemars::generate::SchemaGenerator;
 use schemars::Schema;
@@ -32,6 +33,8 @@ pub const ROUTES: &[Route] = &[
     Route { method: Post, path: "/v1/plans/{id}/approve", summary: "Approve a proposed plan (recommend mode); the plan afterwards", request: Body::None, ok: (200, Body::Json(any_object)), errors: &[AUTH, 404, 409, 500, 503], auth: true },
     Route { method: Post, path: "/v1/plans/{id}/cancel", summary: "Cancel a plan: its moves not yet started are dropped; the plan afterwards", request: Body::None, ok: (200, Body::Json(any_object)), errors: &[AUTH, 404, 409, 500, 503], auth: true },
     Route { method: Get, path: "/v1/moves", summary: "Moves in the order planned (core's Move objects; query plan_id, vm, state, limit)", request: Body::None, ok: (200, Body::Json(objects)), errors: &[400, AUTH, 500], auth: true },
+    Route { method: Get, path: "/v1/migrations", summary: "Migration results with their moves, newest first (the source agent's final record of each; query vm, limit 1 to 10000, default 100)", request: Body::None, ok: (200, Body::Json(s::<Vec<MigrationRow>>)), errors: &[400, AUTH, 500], auth: true },
+    Route { method: Get, path: "/v1/migrations/{id}", summary: "The result of one move's migration (id: the move's, which is the migration's on its source agent)", request: Body::None, ok: (200, Body::Json(s::<MigrationRow>)), errors: &[400, AUTH, 404, 500], auth: true },
     Route { method: Post, path: "/v1/hosts/{name}/drain", summary: "Evacuate the host and keep it empty until undrained", request: Body::None, ok: (200, Body::Json(s::<super::HostDone>)), errors: &[AUTH, 404, 409, 500, 502, 503], auth: true },
     Route { method: Post, path: "/v1/hosts/{name}/undrain", summary: "Let a drained host take VMs again", request: Body::None, ok: (200, Body::Json(s::<super::HostDone>)), errors: &[AUTH, 404, 409, 500, 502, 503], auth: true },
     Route { method: Post, path: "/v1/hosts/{name}/wake", summary: "Wake the host from standby", request: Body::None, ok: (200, Body::Json(s::<super::HostDone>)), errors: &[AUTH, 404, 409, 500, 502, 503], auth: true },
@@ -43,9 +46,9 @@ pub const ROUTES: &[Route] = &[
 
 fn error_meaning(code: u16) -> &'static str {
     match code {
-        400 => "a query string or body that does not parse",
+        400 => "a query string or body that does not parse: an unknown parameter, a value of the wrong type or out of range, a name or id of the wrong shape (the error names the parameter)",
         401 => "missing or wrong bearer token",
-        404 => "no such plan or host",
+        404 => "no such plan, host or migration result",
         409 => "a plan whose state refuses the operation or whose premises vanished, or settings changed since the expected version",
         422 => "settings that break their rules (the error names the field)",
         500 => "the store failed",
@@ -70,7 +73,7 @@ fn params(path: &str) -> Value {
 pub fn document() -> Value {
     build(&Api {
         title: "Drover cluster manager",
-        description: "The manager's hosts, VMs, plans, moves, settings and journal, and its commands. All operations but /v1/health need `Authorization: Bearer <token>`. Every error is JSON: {\"error\": \"...\"}.",
+        description: "The manager's hosts, VMs, plans, moves, migration results, settings and journal, and its commands. All operations but /v1/health need `Authorization: Bearer <token>`. Every error is JSON: {\"error\": \"...\"}.",
         routes: ROUTES,
         errors: &[400, 401, 404, 409, 422, 500, 502, 503],
         error_meaning,

@@ -19,6 +19,11 @@ const GIB: u64 = 1 << 30;
 
 /// h1 hot (a wants 3.5 of its 4 cores), h2 empty; recommend mode; the loop running.
 async fn running() -> (Router, Manager, Arc<FakeFleet>) {
+    running_in(Mode::Recommend).await
+}
+
+/// As [`running`], in `mode`.
+async fn running_in(mode: Mode) -> (Router, Manager, Arc<FakeFleet>) {
     let clock = Arc::new(WallClock::new());
     let fleet = Arc::new(FakeFleet::new(clock.clone()));
     fleet.add_host("h1", 4.0, 16 * GIB);
@@ -27,7 +32,7 @@ async fn running() -> (Router, Manager, Arc<FakeFleet>) {
     fleet.add_vm("h1", "b", GIB, 0.7);
     fleet.set_migration_time(0.1);
     let settings = ControlSettings {
-        mode: Mode::Recommend,
+        mode,
         standby: false,
         ..ControlSettings::default()
     };
@@ -217,6 +222,62 @@ async fn a_proposed_plan_is_listed_explained_approved_and_carried_out() {
         answer.status(),
         StatusCode::UNAUTHORIZED,
         "metrics need the token"
+    );
+    manager.shutdown().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_results_are_listed_newest_first_by_vm_and_by_id() {
+    let (router, manager, fleet) = running_in(Mode::Auto).await;
+    let listed = until(&router, "/v1/migrations", |b| {
+        b.as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let row = &listed[0];
+    let (id, vm) = (
+        row["move_id"].as_str().expect("id"),
+        row["vm"].as_str().expect("vm"),
+    );
+    assert_eq!(
+        (row["from_host"].as_str(), row["to_host"].as_str()),
+        (Some("h1"), Some("h2"))
+    );
+    assert_eq!(fleet.host_of(vm).as_deref(), Some("h2"));
+    assert_eq!(row["record"]["id"], id, "the agent's record: {row}");
+    assert!(
+        row["plan_id"].as_str().is_some_and(|p| p.starts_with('p')),
+        "{row}"
+    );
+    let (status, one) = get(&router, &format!("/v1/migrations/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["move_id"], id);
+    let (status, mine) = get(&router, &format!("/v1/migrations?vm={vm}&limit=1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(mine.as_array().map(Vec::len), Some(1), "{mine}");
+    let (_, none) = get(&router, "/v1/migrations?vm=nobody").await;
+    assert_eq!(none, json!([]));
+
+    for (uri, names) in [
+        ("/v1/migrations?limit=many", "limit"),
+        ("/v1/migrations?limit=10001", "limit 10001"),
+        ("/v1/migrations?limit=-1", "limit"),
+        ("/v1/migrations?vm=a%20b", "vm 'a b'"),
+        ("/v1/migrations?vm=", "vm ''"),
+        ("/v1/migrations?vmm=a", "vmm"),
+        ("/v1/plans?stat=done", "stat"),
+        ("/v1/moves?limit=20000", "limit 20000"),
+        ("/v1/migrations/bad%20id", "id 'bad id'"),
+    ] {
+        let (status, body) = get(&router, uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(names), "{uri}: {error}");
+    }
+    let (status, body) = get(&router, "/v1/migrations/m-none").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("m-none")),
+        "{body}"
     );
     manager.shutdown().await.expect("stops");
 }

@@ -23,7 +23,7 @@
 //! | `plan` | id, kind, state, host, created, the plan (JSON) | `id`; `created_s`; `(state, created_s)`; `decision_id` |
 //! | `move` | id, plan, VM, hosts, state, detail, the move (JSON) | `id`; `plan_id`; `vm`; `state` |
 //! | `move_transition` | every change of a move's state: from, to, at, detail | `seq`; `(move_id, seq)` |
-//! | `migration_result` | the agent's result record (JSON) by move id | `move_id` |
+//! | `migration_result` | the agent's result record (JSON) by move id | `move_id`; `at_s` |
 //! | `decision` | a step's observation, memory before, settings and output (JSON), shared by its plans | `id`; `at_s` |
 //! | `settings` | the current settings (JSON), version, updated at, one row | |
 //! | `journal` | append-only events: at, subject, id, what | `seq`; `at_s`; `(subject, subject_id)` |
@@ -107,8 +107,9 @@ use drover_core::control::{ControlSettings, Decision};
 pub use error::{Result, StoreError};
 pub use memory::MemoryStore;
 pub use records::{
-    JournalEntry, JournalQuery, JournalRow, MigrationResult, MoveQuery, MoveRow, PlanQuery,
-    PlanRow, SavedState, SettingsRecord, StepRecord, Transition, MAX_READ,
+    JournalEntry, JournalQuery, JournalRow, MigrationQuery, MigrationResult, MigrationRow,
+    MoveQuery, MoveRow, PlanQuery, PlanRow, SavedState, SettingsRecord, StepRecord, Transition,
+    MAX_READ,
 };
 pub use sqlite::SqliteStore;
 use std::collections::BTreeMap;
@@ -207,7 +208,13 @@ pub trait Store: Send + Sync {
     /// Stores (or replaces) the agent's result record of a stored move.
     fn put_result(&self, result: &MigrationResult) -> Result<()>;
 
-    fn result(&self, move_id: &str) -> Result<Option<MigrationResult>>;
+    /// The result stored for move `move_id`, with the move's columns; None when there is none
+    /// (no such move, or its migration has not ended).
+    fn migration(&self, move_id: &str) -> Result<Option<MigrationRow>>;
+
+    /// Stored results, newest first (by the time stored, then by move id descending),
+    /// filtered and bounded (see [`MigrationQuery`]).
+    fn migrations(&self, query: &MigrationQuery) -> Result<Vec<MigrationRow>>;
 
     /// The current settings; None until first stored.
     fn settings(&self) -> Result<Option<SettingsRecord>>;

@@ -4,8 +4,8 @@
 use super::{all_rows, get_u64, sql};
 use crate::store::error::{Result, StoreError};
 use crate::store::records::{
-    bounded, settings_event, JournalEntry, JournalQuery, JournalRow, MigrationResult, MoveQuery,
-    MoveRow, PlanQuery, PlanRow, SavedState, SettingsRecord, StepRecord, Transition,
+    bounded, settings_event, JournalEntry, JournalQuery, JournalRow, MoveQuery, MoveRow, PlanQuery,
+    PlanRow, SavedState, SettingsRecord, StepRecord, Transition,
 };
 use crate::store::types::Json;
 use crate::store::validate;
@@ -267,20 +267,20 @@ pub(super) fn plan(conn: &Connection, path: &str, id: &str) -> Result<Option<Pla
 /// `WHERE` clauses and their values, for queries whose filters are optional (built so that
 /// each filter can use its index).
 #[derive(Default)]
-struct Filter {
+pub(super) struct Filter {
     clauses: Vec<&'static str>,
-    values: Vec<Value>,
+    pub(super) values: Vec<Value>,
 }
 
 impl Filter {
-    fn add(&mut self, clause: &'static str, value: Option<Value>) {
+    pub(super) fn add(&mut self, clause: &'static str, value: Option<Value>) {
         if let Some(v) = value {
             self.clauses.push(clause);
             self.values.push(v);
         }
     }
 
-    fn sql(&self) -> String {
+    pub(super) fn sql(&self) -> String {
         if self.clauses.is_empty() {
             String::new()
         } else {
@@ -418,55 +418,6 @@ pub(super) fn export_decision(conn: &Connection, path: &str, plan_id: &str) -> R
             plan: plan_id.to_string(),
         }),
     }
-}
-
-pub(super) fn put_result(conn: &mut Connection, path: &str, res: &MigrationResult) -> Result<()> {
-    validate::name(path, "migration_result", "move id", &res.move_id)?;
-    validate::time(path, "migration_result", "time", res.at_s)?;
-    let err = sql(path, "migration_result", "store a migration result");
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(&err)?;
-    let known: Option<i64> = tx
-        .query_row("SELECT 1 FROM move WHERE id = ?1", [&res.move_id], |r| {
-            r.get(0)
-        })
-        .optional()
-        .map_err(&err)?;
-    if known.is_none() {
-        return Err(invalid(
-            path,
-            "migration_result",
-            format!("a result for move {}, which is not stored", res.move_id),
-        ));
-    }
-    tx.execute(
-        "INSERT INTO migration_result (move_id, at_s, body) VALUES (?1, ?2, ?3)
-         ON CONFLICT (move_id) DO UPDATE SET at_s = excluded.at_s, body = excluded.body",
-        params![res.move_id, res.at_s + 0.0, res.body.as_str()],
-    )
-    .map_err(&err)?;
-    tx.commit().map_err(&err)
-}
-
-pub(super) fn result(
-    conn: &Connection,
-    path: &str,
-    move_id: &str,
-) -> Result<Option<MigrationResult>> {
-    conn.query_row(
-        "SELECT move_id, at_s, body FROM migration_result WHERE move_id = ?1",
-        [move_id],
-        |r| {
-            Ok(MigrationResult {
-                move_id: r.get(0)?,
-                at_s: r.get(1)?,
-                body: Json::stored(r.get(2)?),
-            })
-        },
-    )
-    .optional()
-    .map_err(sql(path, "migration_result", "read a migration result"))
 }
 
 pub(super) fn settings(conn: &Connection, path: &str) -> Result<Option<SettingsRecord>> {

@@ -8,12 +8,13 @@ mod control;
 mod history;
 mod inventory;
 mod metrics;
+mod results;
 pub mod schema;
 
 use super::error::{Result, StoreError};
 use super::records::{
-    JournalEntry, JournalQuery, JournalRow, MigrationResult, MoveQuery, MoveRow, PlanQuery,
-    PlanRow, SavedState, SettingsRecord, StepRecord, Transition,
+    JournalEntry, JournalQuery, JournalRow, MigrationQuery, MigrationResult, MigrationRow,
+    MoveQuery, MoveRow, PlanQuery, PlanRow, SavedState, SettingsRecord, StepRecord, Transition,
 };
 use super::types::{
     Compacted, History, HostRecord, HostSpec, Look, Retention, SeriesKey, SeriesKind, VmRecord,
@@ -413,11 +414,15 @@ impl Store for SqliteStore {
     }
 
     fn put_result(&self, result: &MigrationResult) -> Result<()> {
-        control::put_result(&mut self.lock().conn, &self.path, result)
+        results::put_result(&mut self.lock().conn, &self.path, result)
     }
 
-    fn result(&self, move_id: &str) -> Result<Option<MigrationResult>> {
-        control::result(&self.lock().conn, &self.path, move_id)
+    fn migration(&self, move_id: &str) -> Result<Option<MigrationRow>> {
+        results::migration(&self.lock().conn, &self.path, move_id)
+    }
+
+    fn migrations(&self, query: &MigrationQuery) -> Result<Vec<MigrationRow>> {
+        results::migrations(&self.lock().conn, &self.path, query)
     }
 
     fn settings(&self) -> Result<Option<SettingsRecord>> {

@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "present VMs",
         sql: V3,
     },
+    Migration {
+        version: 4,
+        name: "migration results by time",
+        sql: V4,
+    },
 ];
 
 /// The version this build writes and understands.
@@ -208,6 +213,12 @@ ALTER TABLE decision ADD COLUMN output TEXT;
 const V3: &str = r#"
 ALTER TABLE host ADD COLUMN answered_s REAL;
 ALTER TABLE vm ADD COLUMN present INTEGER NOT NULL DEFAULT 0;
+"#;
+
+/// `GET /v1/migrations` lists results newest first: an index by time makes that a walk from
+/// the end instead of a sort of every result.
+const V4: &str = r#"
+CREATE INDEX migration_result_at ON migration_result (at_s);
 "#;
 
 /// Brings the store at `path` (already opened as `conn`) to the last of `migrations`.
