@@ -313,4 +313,6 @@ async fn events(State(st): St, raw: Result<Query<JournalQuery>, QueryRejection>)
 }
 
 #[cfg(test)]
+mod schema_check;
+#[cfg(test)]
 mod tests;

@@ -17,7 +17,7 @@ pub use drover_core::control::JournalEntry;
 pub const MAX_READ: u32 = 10_000;
 
 /// A journal line as stored: its place in the journal and the line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JournalRow {
     /// Increases with every line appended (a cursor for paging).
     pub seq: u64,
@@ -227,7 +227,7 @@ pub struct SavedState {
 }
 
 /// The current settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SettingsRecord {
     /// 1 for the first settings stored, then one more per change.
     pub version: u64,
