@@ -13,18 +13,18 @@
 //! | table | holds | key, indexes |
 //! | --- | --- | --- |
 //! | `schema_version` | one row per migration applied | `version` |
-//! | `meta` | `store_id` (the control state's id prefix) | `key` |
+//! | `meta` | `store_id` (the control state's id prefix); `compaction`: a minute partly rolled up | `key` |
 //! | `host` | inventory: agent URL, power model, added/removed, reachable, last seen | `name` |
 //! | `vm` | each VM's host, first and last seen | `name`; `host` |
 //! | `series` | a host's or VM's metric series id | `id`; unique `(kind, name)` |
-//! | `sample` | 1 s samples: load, CPU cores, memory, dirty rate, rx, tx | `(t, series)`, clustered by time |
+//! | `frame` | one look's samples (load, CPU cores, memory, dirty rate, rx, tx of every series) in one blob (`sqlite::frame`) | unique `t` |
 //! | `rollup` | 1-minute mean and max of each | `(series, start_s)`, clustered by series |
 //! | `control` | the step's memory (JSON), one row | |
 //! | `plan` | id, kind, state, host, created, the plan (JSON) | `id`; `created_s`; `(state, created_s)`; `decision_id` |
 //! | `move` | id, plan, VM, hosts, state, detail, the move (JSON) | `id`; `plan_id`; `vm`; `state` |
 //! | `move_transition` | every change of a move's state: from, to, at, detail | `seq`; `(move_id, seq)` |
 //! | `migration_result` | the agent's result record (JSON) by move id | `move_id`; `at_s` |
-//! | `decision` | a step's observation, memory before, settings and output (JSON), shared by its plans | `id`; `at_s` |
+//! | `decision` | a step's observation and memory before (JSON, LZ4-packed: `sqlite::packed`), settings and output (JSON), shared by its plans | `id`; `at_s` |
 //! | `settings` | the current settings (JSON), version, updated at, one row | |
 //! | `journal` | append-only events: at, subject, id, what | `seq`; `at_s`; `(subject, subject_id)` |
 //!
@@ -32,7 +32,8 @@
 //!
 //! [`Store::compact`]`(now)` (the manager calls it about once a minute) rolls every whole minute
 //! of samples older than `raw_s` (600 s) into one `rollup` row per series (mean and max of each
-//! quantity; the dirty rate over the samples that had one) and deletes those samples; deletes
+//! quantity; the dirty rate over the samples that had one) and deletes those samples (the
+//! minute's frames); deletes
 //! rollups older than `rollup_days` (7) and decisions older than `decision_days` (7). So the
 //! samples hold at most `raw_s + 60` seconds and the rollups `rollup_days` of minutes, per
 //! series. Inventory, plans, moves, transitions, results and the journal are kept: a few rows per
@@ -42,7 +43,7 @@
 //!
 //! Every write is one immediate transaction (the write lock is taken at its start):
 //! - a look ([`Store::record_look`]): host reachability, the VMs seen that changed (new,
-//!   moved, gone), every sample (prepared statements), the collector's journal lines;
+//!   moved, gone), every sample (one frame row), the collector's journal lines;
 //! - a step ([`Store::save_step`]): the control state, the journal lines, the plans and moves
 //!   changed, a transition for each move whose state changed, the decision. All or nothing: the
 //!   manager saves before it carries out any action, so after a crash the stored memory never
@@ -63,7 +64,9 @@
 //! its version in its own transaction, recording it in `schema_version`. A file at a newer
 //! version than this build knows is refused ([`StoreError::NewerSchema`], naming the file, its
 //! version and ours) and left untouched; an SQLite file with tables but no `schema_version`
-//! is refused as not a Drover store.
+//! is refused as not a Drover store. A migration may rewrite rows SQL alone cannot (its
+//! `convert`, in the same transaction): version 5 turns a version 4 file's sample rows into
+//! frames.
 //!
 //! # Sizing (1,000 hosts and 10,000 VMs reporting every second)
 //!

@@ -1,7 +1,7 @@
 //! The control loop's records in SQLite: a step's state, journal, plans, moves and decision in
 //! one transaction; reads of each; settings; migration results.
 
-use super::{all_rows, get_u64, sql};
+use super::{all_rows, get_u64, packed, sql};
 use crate::store::error::{Result, StoreError};
 use crate::store::records::{
     bounded, settings_event, JournalEntry, JournalQuery, JournalRow, MoveQuery, MoveRow, PlanQuery,
@@ -196,12 +196,12 @@ fn insert_decision(tx: &Transaction<'_>, path: &str, d: &Decision, plans: &[&str
     }
     let err = sql(path, "decision", "store a decision");
     tx.execute(
-        "INSERT INTO decision (at_s, observation, state_before, settings, format, output)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO decision (at_s, observation, state_before, settings, format, output, packed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)",
         params![
             d.now_s + 0.0,
-            text(&d.observation)?,
-            text(&d.state_before)?,
+            packed::pack(&text(&d.observation)?),
+            packed::pack(&text(&d.state_before)?),
             text(&d.settings)?,
             d.format,
             text(&d.output)?
@@ -379,44 +379,91 @@ pub(super) fn transitions(conn: &Connection, path: &str, move_id: &str) -> Resul
     )
 }
 
+/// A decision's columns as stored (the observation and the memory packed or not).
+struct DecisionRow {
+    at_s: f64,
+    observation: Vec<u8>,
+    state_before: Vec<u8>,
+    settings: String,
+    format: u32,
+    output: String,
+    packed: bool,
+}
+
 pub(super) fn export_decision(conn: &Connection, path: &str, plan_id: &str) -> Result<Decision> {
-    type DecisionCols = (
-        Option<f64>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<u32>,
-        Option<String>,
-    );
-    let row: Option<DecisionCols> = conn
+    // None: no such plan; Some(None): the plan's decision is gone (pruned) or was stored
+    // before decisions kept their output.
+    let row: Option<Option<DecisionRow>> = conn
         .query_row(
-            "SELECT d.at_s, d.observation, d.state_before, d.settings, d.format, d.output
+            "SELECT d.at_s, d.observation, d.state_before, d.settings, d.format, d.output,
+                    d.packed
              FROM plan p LEFT JOIN decision d ON d.id = p.decision_id WHERE p.id = ?1",
             [plan_id],
-            |r| DecisionCols::try_from(r),
+            |r| {
+                let Some(output) = r.get::<_, Option<String>>(5)? else {
+                    return Ok(None);
+                };
+                Ok(Some(DecisionRow {
+                    at_s: r.get(0)?,
+                    observation: column_bytes(r, 1)?,
+                    state_before: column_bytes(r, 2)?,
+                    settings: r.get(3)?,
+                    format: r.get(4)?,
+                    output,
+                    packed: r.get::<_, i64>(6)? == 1,
+                }))
+            },
         )
         .optional()
         .map_err(sql(path, "decision", "read a decision"))?;
-    match row {
-        None => Err(StoreError::NotFound {
-            path: path.to_string(),
-            table: "plan",
-            key: format!("plan {plan_id}"),
-        }),
-        Some((Some(at_s), Some(obs), Some(before), Some(settings), Some(format), Some(output))) => {
-            Ok(Decision {
-                format,
-                now_s: at_s,
-                observation: typed(path, "decision", &obs)?,
-                state_before: typed(path, "decision", &before)?,
-                settings: typed(path, "decision", &settings)?,
-                output: typed(path, "decision", &output)?,
+    let d = match row {
+        None => {
+            return Err(StoreError::NotFound {
+                path: path.to_string(),
+                table: "plan",
+                key: format!("plan {plan_id}"),
             })
         }
-        Some(_) => Err(StoreError::NoDecision {
+        Some(None) => {
+            return Err(StoreError::NoDecision {
+                path: path.to_string(),
+                plan: plan_id.to_string(),
+            })
+        }
+        Some(Some(d)) => d,
+    };
+    let big = |bytes: &[u8]| -> Result<String> {
+        let text = if d.packed {
+            packed::unpack(bytes)
+        } else {
+            String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())
+        };
+        text.map_err(|what| StoreError::Corrupt {
             path: path.to_string(),
-            plan: plan_id.to_string(),
-        }),
+            table: "decision",
+            what,
+        })
+    };
+    Ok(Decision {
+        format: d.format,
+        now_s: d.at_s,
+        observation: typed(path, "decision", &big(&d.observation)?)?,
+        state_before: typed(path, "decision", &big(&d.state_before)?)?,
+        settings: typed(path, "decision", &d.settings)?,
+        output: typed(path, "decision", &d.output)?,
+    })
+}
+
+/// A column's bytes, text or blob alike.
+fn column_bytes(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Vec<u8>> {
+    use rusqlite::types::ValueRef;
+    match r.get_ref(i)? {
+        ValueRef::Text(b) | ValueRef::Blob(b) => Ok(b.to_vec()),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            i,
+            "decision column".into(),
+            other.data_type(),
+        )),
     }
 }
 

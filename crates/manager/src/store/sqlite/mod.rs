@@ -5,9 +5,11 @@
 
 mod compact;
 mod control;
+pub mod frame;
 mod history;
 mod inventory;
 mod metrics;
+mod packed;
 mod results;
 pub mod schema;
 
@@ -118,6 +120,8 @@ pub(crate) struct Inner {
     pub seen: Option<metrics::Seen>,
     /// The next series whose rollups a compaction slice checks for retention.
     pub retention_cursor: i64,
+    /// The minute compaction slices are rolling up (see `compact`).
+    pub folding: Option<compact::Folding>,
 }
 
 impl Inner {
@@ -127,6 +131,7 @@ impl Inner {
             series: metrics::SeriesIds::default(),
             seen: None,
             retention_cursor: 1,
+            folding: None,
         }
     }
 }
@@ -351,7 +356,7 @@ impl Store for SqliteStore {
     }
 
     fn compact(&self, now_s: f64) -> Result<Compacted> {
-        compact::compact(&mut self.lock().conn, &self.path, self.retention, now_s)
+        compact::compact(&mut self.lock(), &self.path, self.retention, now_s)
     }
 
     fn compact_slice(&self, now_s: f64, slices: u32) -> Result<Compacted> {

@@ -2,7 +2,7 @@
 //! keyed by the move's id, and read back with the move's columns.
 
 use super::control::Filter;
-use super::sql;
+use super::{all_rows, sql};
 use crate::store::error::{Result, StoreError};
 use crate::store::records::{bounded, MigrationQuery, MigrationResult, MigrationRow};
 use crate::store::types::Json;
@@ -81,10 +81,11 @@ pub(super) fn migrations(
         "{COLUMNS} {} ORDER BY r.at_s DESC, r.move_id DESC LIMIT ?",
         f.sql()
     );
-    let err = sql(path, "migration_result", "list migration results");
-    let mut st = conn.prepare_cached(&query).map_err(&err)?;
-    let rows = st
-        .query_map(params_from_iter(f.values), row)
-        .map_err(&err)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(&err)
+    all_rows(
+        conn,
+        &query,
+        params_from_iter(f.values),
+        sql(path, "migration_result", "list migration results"),
+        row,
+    )
 }
