@@ -70,30 +70,30 @@
 //!
 //! # Sizing (1,000 hosts and 10,000 VMs reporting every second)
 //!
-//! A look is one transaction with the step taken on it: 11,000 sample inserts (64 rows a
-//! statement), 1,000 host updates, and only the VM rows that changed (a VM new, moved, or no
-//! longer listed by its host: `sqlite::metrics`), through prepared statements. The samples
-//! are keyed by time, so a look appends to the end of their tree (about 0.7 MB of pages a
-//! second) instead of touching a page per series; that is why `sample` has no index by
-//! series, and why [`Store::history`] of one series reads the raw window of every series (at
-//! most `raw_s + 60` seconds of rows; the rollups are one range). To read many series,
-//! [`Store::histories`] reads that window once. Rates and bytes are stored as whole numbers
-//! (4-6 bytes instead of 8). The write-ahead log is checkpointed by a thread of its own, so a
-//! commit only appends to the log and syncs it.
+//! A look is one transaction with the step taken on it: one frame (every sample of the look,
+//! about 34 bytes a sample with SQLite's pages: 370 KB), 1,000 host updates, and only the VM
+//! rows that changed (a VM new, moved, or no longer listed by its host: `sqlite::metrics`),
+//! through prepared statements. Frames are keyed by time, so a look appends at the end; that
+//! is why [`Store::history`] of one series reads the raw window's frames (at most `raw_s + 60`
+//! seconds of them, keeping that series' entry of each; the rollups are one range). To read
+//! many series, [`Store::histories`] reads that window once. Rates and bytes are whole
+//! numbers (varints in a frame). The write-ahead log is checkpointed by a thread of its own,
+//! so a commit only appends to the log and syncs it.
 //!
-//! Compaction rolls up a minute of samples (660,000 rows) and deletes them: about 0.7 s in one
-//! transaction, so the loop does it in slices ([`Store::compact_slice`], 50 by default: about
-//! 13,000 rows and 220 rollups a look, 10-15 ms) until nothing due is left.
+//! Compaction rolls up a minute (60 frames, 660,000 samples) into 11,000 rollup rows and
+//! deletes the frames: about 170 ms in one transaction, so the loop does it in slices
+//! ([`Store::compact_slice`], 50 by default: 6 frames folded, or 275 rollups stored, a look)
+//! until nothing due is left (`sqlite::compact`).
 //!
-//! Measured (`tests/sizing.rs` and `drover manager bench`, on a shared 2-core machine): a
-//! look's rows take about 6 ms to write, the step's memory (400-700 KB of JSON) 1-2 ms, the
-//! commit (a sync) 2-20 ms; a sample row takes 62 bytes and a rollup row 100 bytes
-//! once a series has a day of minutes. So 11,000 sample rows a second write about 2.4 GB an
-//! hour into `sample`, of which compaction keeps the last 10-11 minutes (7.3 million rows,
-//! about 450 MB); it writes 11,000 rollup rows a minute (66 MB an hour, 1.6 GB a day: about
-//! 11 GB at the default 7 days). Both tables are bounded by the retention, whatever the
-//! uptime. Reading back two minutes of samples: one VM's 80 ms, every VM's 1.8 s (so about
-//! 10 s for the whole raw window after a restart; ask for less when less is needed).
+//! Measured (`tests/sizing.rs` and `drover manager bench`, on a shared 2-core machine under a
+//! load of 5 to 9): a look's frame and rows take about 16 ms to write with their commit; a
+//! rollup row takes 100 bytes once a series has a day of minutes. So 11,000 samples a second
+//! write about 1.3 GB an hour as frames, of which compaction keeps the last 10-11 minutes (about
+//! 240 MB); it writes 11,000 rollup rows a minute (66 MB an hour, 1.6 GB a day: about 11 GB at
+//! the default 7 days). Both tables are bounded by the retention, whatever the uptime. A
+//! decision is about 2.9 MB of JSON, stored LZ4-packed in 0.67 MB. Reading back two minutes of samples:
+//! one VM's 37 ms, every VM's 1.0 s (so about 5 s for the whole raw window after a restart;
+//! ask for less when less is needed).
 
 mod error;
 mod memory;

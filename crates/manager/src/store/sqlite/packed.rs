@@ -1,7 +1,8 @@
 //! A decision's two large columns (the observation and the memory before the step: about
 //! 2.4 MB and 0.4 MB of JSON at 1,000 hosts and 10,000 VMs) kept LZ4-compressed. Their JSON
 //! repeats every field name once per VM and per host, which is most of its bytes; LZ4 takes
-//! that out (about a fifth of the size) at a few milliseconds a decision, and reading one back
+//! that out (measured: the observation to a fifth, the memory to two fifths, 2.86 MB to
+//! 0.67 MB in all) at a few milliseconds a decision, and reading one back
 //! (an export, a replay) gets the very JSON that was written. The `decision.packed` column
 //! says which rows are (rows from schema 4 and before are plain text).
 //!
