@@ -20,6 +20,7 @@
 //! already rolled up (or being rolled up) is left for a later round and merged into its
 //! minute by weight, as [`UPSERT_ROLLUP`] does.
 
+use super::history::frame_rows;
 use super::metrics::{corrupt, whole};
 use super::{frame, sql, Inner};
 use crate::store::error::{Result, StoreError};
@@ -228,34 +229,18 @@ fn fold(
     n: usize,
     done: &mut Compacted,
 ) -> Result<()> {
-    let err = sql(path, "frame", "read frames to roll up");
-    let after = f.frames.last().copied();
-    let mut st = tx
-        .prepare_cached(
-            "SELECT t, body FROM frame WHERE t >= ?1 AND t > ?2 AND t < ?3 ORDER BY t LIMIT ?4",
-        )
-        .map_err(&err)?;
+    let after = f.frames.last().copied().unwrap_or(-1.0);
     let limit = i64::try_from(n).unwrap_or(i64::MAX);
-    let mut rows = st
-        .query(params![
-            f.minute as f64,
-            after.unwrap_or(-1.0),
-            f.end,
-            limit
-        ])
-        .map_err(&err)?;
-    let mut read = 0;
-    while let Some(r) = rows.next().map_err(&err)? {
-        let t: f64 = r.get(0).map_err(&err)?;
-        let body = r
-            .get_ref(1)
-            .and_then(|v| v.as_blob().map_err(Into::into))
-            .map_err(&err)?;
-        done.samples_rolled += fold_frame(&mut f.sums, path, body, 0)?;
-        f.frames.push(t);
-        read += 1;
-    }
-    f.folded = read < n;
+    let query = "SELECT t, body FROM frame WHERE t >= ?1 AND t > ?2 AND t < ?3 ORDER BY t LIMIT ?4";
+    let (sums, frames) = (&mut f.sums, &mut f.frames);
+    let before = frames.len();
+    let params = params![f.minute as f64, after, f.end, limit];
+    frame_rows(tx, path, query, params, |t, body| {
+        done.samples_rolled += fold_frame(sums, path, body, 0)?;
+        frames.push(t);
+        Ok(())
+    })?;
+    f.folded = f.frames.len() - before < n;
     Ok(())
 }
 

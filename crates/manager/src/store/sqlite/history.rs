@@ -59,18 +59,30 @@ fn each_frame(
     since_s: f64,
     mut f: impl FnMut(f64, frame::Entries<'_>) -> Result<()>,
 ) -> Result<()> {
-    let err = sql(path, "frame", "read samples");
-    let mut st = conn
-        .prepare_cached("SELECT t, body FROM frame WHERE t >= ?1 ORDER BY t")
-        .map_err(&err)?;
-    let mut rows = st.query([since_s]).map_err(&err)?;
+    let query = "SELECT t, body FROM frame WHERE t >= ?1 ORDER BY t";
+    frame_rows(conn, path, query, [since_s], |t, body| {
+        f(t, frame::decode(body).map_err(|e| corrupt(path, &e))?)
+    })
+}
+
+/// Calls `f` with the time and blob of each frame `query` (selecting `t, body`) answers.
+pub(super) fn frame_rows(
+    conn: &Connection,
+    path: &str,
+    query: &str,
+    params: impl rusqlite::Params,
+    mut f: impl FnMut(f64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let err = sql(path, "frame", "read frames");
+    let mut st = conn.prepare_cached(query).map_err(&err)?;
+    let mut rows = st.query(params).map_err(&err)?;
     while let Some(r) = rows.next().map_err(&err)? {
         let t: f64 = r.get(0).map_err(&err)?;
         let body = r
             .get_ref(1)
             .and_then(|v| v.as_blob().map_err(Into::into))
             .map_err(&err)?;
-        f(t, frame::decode(body).map_err(|e| corrupt(path, &e))?)?;
+        f(t, body)?;
     }
     Ok(())
 }
