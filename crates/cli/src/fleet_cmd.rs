@@ -1,5 +1,5 @@
-//! `drover host list|drain|undrain|wake`, `drover plan list|show|approve|cancel` and
-//! `drover manager status`: the running manager's API, addressed by `--manager URL` (or
+//! `drover host list|drain|undrain|wake`, `drover plan list|show|approve|cancel`,
+//! `drover migration list|show` and `drover manager status`: the running manager's API, addressed by `--manager URL` (or
 //! `$DROVER_MANAGER`, else the lab's manager (`drover manager --lab`) as the lab records it,
 //! else the manager's default listen address) with `--token-file` (or `$DROVER_TOKEN_FILE`,
 //! else the lab's token). Thin: parse, call, print (a table, or the API's JSON with `--json`).
@@ -9,7 +9,7 @@ use drover_api::AgentUrl;
 use drover_core::control::{Move, Plan};
 use drover_manager::api::client::{HostCommand, ManagerClient, PlanCommand};
 use drover_manager::api::DEFAULT_LISTEN;
-use drover_manager::store::PlanQuery;
+use drover_manager::store::{MigrationQuery, MigrationRow, PlanQuery};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -78,6 +78,29 @@ pub struct PlanArgs {
     id: String,
     #[command(flatten)]
     target: ManagerTarget,
+}
+
+#[derive(clap::Subcommand)]
+pub enum MigrationCmd {
+    /// Migration results, newest first: each move's route, state and what its source agent
+    /// recorded (technique, total time, downtime).
+    List {
+        /// Only this VM's migrations.
+        #[arg(long)]
+        vm: Option<String>,
+        /// At most this many (1 to 10000; default the API's 100).
+        #[arg(long, value_parser = crate::flags::whole::<u32>(1, 10_000))]
+        limit: Option<u32>,
+        #[command(flatten)]
+        target: ManagerTarget,
+    },
+    /// One migration's result (by its move's id), with the agent's whole record.
+    Show {
+        /// The move's id (as `drover plan show` and `migration list` print it).
+        id: String,
+        #[command(flatten)]
+        target: ManagerTarget,
+    },
 }
 
 fn client(t: &ManagerTarget) -> anyhow::Result<ManagerClient> {
@@ -234,6 +257,72 @@ fn plan_command(a: PlanArgs, cmd: PlanCommand) -> anyhow::Result<()> {
     }
     println!("plan {}: {}", p.id, p.state.name());
     Ok(())
+}
+
+pub fn run_migration(cmd: MigrationCmd) -> anyhow::Result<()> {
+    match cmd {
+        MigrationCmd::List { vm, limit, target } => {
+            let c = client(&target)?;
+            let q = MigrationQuery {
+                vm,
+                limit: limit.unwrap_or(0),
+            };
+            let rows = block_on(c.migrations(&q))??;
+            if target.json {
+                return print_json(&rows);
+            }
+            println!(
+                "{:<20} {:<16} {:<20} {:<9} {:<10} {:<9} {:>9} {:>9} {:>8}",
+                "move",
+                "vm",
+                "route",
+                "move",
+                "migration",
+                "technique",
+                "total ms",
+                "down ms",
+                "at s"
+            );
+            for r in &rows {
+                println!("{}", migration_line(r));
+            }
+            Ok(())
+        }
+        MigrationCmd::Show { id, target } => {
+            let c = client(&target)?;
+            let row = block_on(c.migration(&id))??;
+            if target.json {
+                return print_json(&row);
+            }
+            println!("{}", migration_line(&row));
+            println!("plan {}; the source agent's record:", row.plan_id);
+            let record: serde_json::Value = row.record.to()?;
+            print_json(&record)
+        }
+    }
+}
+
+/// One result as a table line. The record is the source agent's (the agent API's
+/// `MigrationRecord`, or the simulator's shorter one): what it lacks shows as `-`.
+fn migration_line(r: &MigrationRow) -> String {
+    let rec: serde_json::Value = r.record.to().unwrap_or_default();
+    let text = |p: &str| match rec.pointer(p) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v) if !v.is_null() => v.to_string(),
+        _ => "-".to_string(),
+    };
+    format!(
+        "{:<20} {:<16} {:<20} {:<9} {:<10} {:<9} {:>9} {:>9} {:>8.0}",
+        r.move_id,
+        r.vm,
+        format!("{} -> {}", r.from_host, r.to_host),
+        r.move_state,
+        text("/state"),
+        text("/result/chosen"),
+        text("/result/total_ms"),
+        text("/result/downtime_ms"),
+        r.at_s
+    )
 }
 
 /// A plan for a terminal, with each move's route, state and explanation.

@@ -40,6 +40,9 @@ enum Command {
     /// The running manager's plans: list, show (with explanations), approve, cancel.
     #[command(subcommand)]
     Plan(fleet_cmd::PlanCmd),
+    /// The running manager's migration results: list (newest first, by VM), show.
+    #[command(subcommand)]
+    Migration(fleet_cmd::MigrationCmd),
     /// VMs on agents, without a manager.
     #[command(subcommand)]
     Vm(vm_cmd::VmCommand),
@@ -92,5 +95,6 @@ fn main() -> anyhow::Result<()> {
         Command::Vm(cmd) => vm_cmd::run(cmd),
         Command::Host(cmd) => fleet_cmd::run_host(cmd),
         Command::Plan(cmd) => fleet_cmd::run_plan(cmd),
+        Command::Migration(cmd) => fleet_cmd::run_migration(cmd),
     }
 }

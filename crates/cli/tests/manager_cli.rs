@@ -191,8 +191,9 @@ fn client(api: &str, token: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// `drover manager status`, `host list`, `plan list` against the running manager, and the
-/// refusals of unknown hosts and plans and of a wrong token, each naming what was wrong.
+/// `drover manager status`, `host list`, `plan list`, `migration list|show` against the
+/// running manager, and the refusals of unknown hosts, plans and migrations, of a bad VM name
+/// and of a wrong token, each naming what was wrong.
 fn clients_read_and_command_the_manager(api: &str, token: &Path) {
     let (ok, out, err) = client(api, token, &["manager", "status", "--json"]);
     assert!(ok, "{err}");
@@ -217,6 +218,21 @@ fn clients_read_and_command_the_manager(api: &str, token: &Path) {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "[]", "no plan without reachable hosts");
 
+    let (ok, out, err) = client(api, token, &["migration", "list", "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "[]", "no migration without reachable hosts");
+    let (ok, out, err) = client(api, token, &["migration", "list", "--vm", "vm1"]);
+    assert!(ok && out.contains("route"), "{out}{err}");
+    let (ok, _, err) = client(api, token, &["migration", "list", "--vm", "a b"]);
+    assert!(
+        !ok && err.contains("400") && err.contains("vm 'a b'"),
+        "{err}"
+    );
+    let (ok, _, err) = client(api, token, &["migration", "show", "m-nope"]);
+    assert!(
+        !ok && err.contains("404") && err.contains("m-nope"),
+        "{err}"
+    );
     let (ok, _, err) = client(api, token, &["plan", "show", "p-nope"]);
     assert!(
         !ok && err.contains("404") && err.contains("p-nope"),

@@ -3,21 +3,22 @@
 //!
 //! - Reads of what the loop last saw (`hosts`, `vms`, `settings`, `status`) come from a
 //!   snapshot the loop publishes after each look and command: no waiting for the loop.
-//! - Reads of records (`plans`, `plan`, `moves`, `transitions`, `decision`, `events`,
-//!   `vm_history`) go to the store, on the blocking pool.
+//! - Reads of records (`plans`, `plan`, `moves`, `transitions`, `migrations`, `migration`,
+//!   `decision`, `events`, `vm_history`) go to the store, on the blocking pool.
 //! - Commands (`approve`, `cancel_plan`, `drain`, `undrain`, `wake`, `patch_settings`,
 //!   `shutdown`) are queued into the loop, which runs them between looks under the loop's
 //!   rule (stored before acted on) and answers; they wait for that answer.
 //!
-//! Errors ([`ManagerError`]) say what an API maps to a status: unknown plan or host (404),
+//! Errors ([`ManagerError`]) say what an API maps to a status: unknown plan, host or
+//! migration (404),
 //! a plan whose state refuses the operation or whose premises vanished (409), settings that
 //! are invalid (422) or changed since read (409), the store or an agent failing (5xx), the
 //! loop gone (503).
 
 use crate::fleet::AgentSight;
 use crate::store::{
-    History, JournalQuery, JournalRow, MoveQuery, PlanQuery, SeriesKey, SettingsRecord, Store,
-    StoreError, Transition,
+    History, JournalQuery, JournalRow, MigrationQuery, MigrationRow, MoveQuery, PlanQuery,
+    SeriesKey, SettingsRecord, Store, StoreError, Transition,
 };
 use drover_core::control::{
     ControlError, ControlState, Decision, Mode, Move, Observation, Plan, PlanError, PowerState,
@@ -36,6 +37,9 @@ pub enum ManagerError {
     UnknownPlan(String),
     #[error("no host {0}")]
     UnknownHost(String),
+    /// No result stored under this move id (no such move, or its migration has not ended).
+    #[error("no migration result {0} (a move's id; its result is stored once the migration ends)")]
+    UnknownMigration(String),
     /// The plan's state does not allow the operation (approving a done plan).
     #[error(transparent)]
     Plan(#[from] PlanError),
@@ -395,6 +399,22 @@ impl Manager {
     pub async fn transitions(&self, move_id: &str) -> Result<Vec<Transition>, ManagerError> {
         let id = move_id.to_string();
         self.store(move |s| s.transitions(&id)).await
+    }
+
+    /// Migration results, newest first ([`MigrationQuery`]: VM, limit), each with its move.
+    pub async fn migrations(
+        &self,
+        query: MigrationQuery,
+    ) -> Result<Vec<MigrationRow>, ManagerError> {
+        self.store(move |s| s.migrations(&query)).await
+    }
+
+    /// The migration result of move `move_id`.
+    pub async fn migration(&self, move_id: &str) -> Result<MigrationRow, ManagerError> {
+        let key = move_id.to_string();
+        self.store(move |s| s.migration(&key))
+            .await?
+            .ok_or_else(|| ManagerError::UnknownMigration(move_id.to_string()))
     }
 
     /// What the step that made plan `id` decided from, replayable.

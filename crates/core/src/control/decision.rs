@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 pub const DECISION_FORMAT: u32 = 1;
 
 /// One look's inputs and output.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     /// [`DECISION_FORMAT`] when it was written.

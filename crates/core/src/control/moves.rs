@@ -29,6 +29,7 @@ use thiserror::Error;
 pub type MoveId = String;
 
 /// Where a move is in its life. Times are the manager's clock, seconds.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum MoveState {
@@ -153,6 +154,7 @@ pub struct MoveError {
 }
 
 /// How a move's technique was chosen.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TechniqueChoice {
     /// What the agent is asked for (`Auto` when the agent's own cost model chooses).
@@ -162,6 +164,7 @@ pub struct TechniqueChoice {
 }
 
 /// One VM's migration, with what was assumed when it was planned.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Move {
     pub id: MoveId,

@@ -31,6 +31,7 @@ pub enum VmPresence {
 }
 
 /// One VM as its host's agent measured it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VmObs {
     pub name: String,
@@ -53,6 +54,7 @@ pub struct VmObs {
 }
 
 /// One host as its agent reported it (or failed to).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostObs {
     /// The host's name in the manager's inventory.
@@ -93,6 +95,7 @@ impl HostObs {
 }
 
 /// How a migration the manager asked for stands, as the source agent reports it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MigrationPhase {
@@ -111,6 +114,7 @@ pub enum MigrationPhase {
 }
 
 /// One migration the manager started, as its source agent reports it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MigrationObs {
     /// The migration's id (the manager chooses it: it is the move's id).
@@ -123,6 +127,7 @@ pub struct MigrationObs {
 }
 
 /// Everything the control step looks at, besides its own memory and the settings.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
     /// Hosts in inventory order.

@@ -22,6 +22,7 @@ use thiserror::Error;
 pub type PlanId = String;
 
 /// What a plan is for.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PlanKind {
@@ -36,6 +37,7 @@ pub enum PlanKind {
 }
 
 /// Where a plan is in its life.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PlanState {
@@ -72,6 +74,7 @@ impl PlanState {
 }
 
 /// One technique's forecast for a move, as the cost model made it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TechniqueForecast {
     pub technique: Technique,
@@ -86,6 +89,7 @@ pub struct TechniqueForecast {
 }
 
 /// Why one move is in the plan.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MoveWhy {
     pub move_id: MoveId,
@@ -103,6 +107,7 @@ pub struct MoveWhy {
 }
 
 /// Why the plan exists.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Explanation {
     /// One line.
@@ -117,6 +122,7 @@ pub struct Explanation {
 }
 
 /// One decision.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub id: PlanId,

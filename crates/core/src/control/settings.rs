@@ -46,6 +46,7 @@ pub enum Mode {
 }
 
 /// Who picks each migration's technique.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TechniqueChooser {
@@ -58,6 +59,7 @@ pub enum TechniqueChooser {
 
 /// A host's power draw: idle when on and doing nothing, peak at full CPU, linear between;
 /// nothing in standby.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostPower {
@@ -84,6 +86,7 @@ impl HostPower {
 
 /// A placement rule. Hard rules are never broken by a move (relief included); soft ones are
 /// kept when some destination keeps them.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum PlacementRule {
@@ -101,6 +104,7 @@ pub enum PlacementRule {
 }
 
 /// Load balancing between running hosts (off unless set).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Balance {
@@ -111,6 +115,7 @@ pub struct Balance {
 }
 
 /// Everything the control step reads besides the observation and its own memory.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControlSettings {

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 pub const LOAD_WINDOW: usize = 30;
 
 /// What the step remembers about a host.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostMemory {
     /// Consecutive samples above `hot`.
@@ -30,6 +31,7 @@ pub struct HostMemory {
 }
 
 /// What the step remembers about a VM.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VmMemory {
     /// When its last move ended, s.
@@ -39,6 +41,7 @@ pub struct VmMemory {
 }
 
 /// The step's whole memory.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ControlState {
     pub hosts: BTreeMap<String, HostMemory>,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// Something the manager must do. Every action's move or plan is already in the state the
 /// action implies (a `Migrate`'s move is `Requested`), and the manager persists the state before
 /// carrying any action out.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {
@@ -62,6 +63,7 @@ pub enum Outcome {
 }
 
 /// One line of the journal: what the step decided or saw, for the event log.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JournalEntry {
     /// Manager clock, s.
@@ -75,6 +77,7 @@ pub struct JournalEntry {
 }
 
 /// The step's result.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepOutput {
     pub actions: Vec<Action>,

@@ -5,7 +5,7 @@
 
 use super::{Health, HostDone};
 use crate::handle::{HostView, Status, VmView};
-use crate::store::PlanQuery;
+use crate::store::{MigrationQuery, MigrationRow, PlanQuery};
 use drover_api::transport::{JsonTransport, Method, Peer};
 use drover_api::{AgentUrl, ClientError};
 use drover_core::control::{Move, Plan};
@@ -118,12 +118,9 @@ impl ManagerClient {
         if q.limit > 0 {
             query.push(format!("limit={}", q.limit));
         }
-        let path = if query.is_empty() {
-            "/v1/plans".to_string()
-        } else {
-            format!("/v1/plans?{}", query.join("&"))
-        };
-        self.t.call(Method::GET, &path, None).await
+        self.t
+            .call(Method::GET, &with_query("/v1/plans", &query), None)
+            .await
     }
 
     /// One plan with its explanation.
@@ -141,6 +138,33 @@ impl ManagerClient {
     /// As [`ManagerClient::health`].
     pub async fn plan_moves(&self, id: &str) -> Result<Vec<Move>, ClientError> {
         let path = format!("/v1/moves?plan_id={}", segment("plan id", id)?);
+        self.t.call(Method::GET, &path, None).await
+    }
+
+    /// Migration results, newest first (`vm`: only that VM's; `limit` 0: the API's default).
+    ///
+    /// # Errors
+    /// As [`ManagerClient::health`]; 400 for a VM name of the wrong shape or a limit out of
+    /// range.
+    pub async fn migrations(&self, q: &MigrationQuery) -> Result<Vec<MigrationRow>, ClientError> {
+        let mut query = Vec::new();
+        if let Some(vm) = &q.vm {
+            query.push(format!("vm={}", encode(vm)));
+        }
+        if q.limit > 0 {
+            query.push(format!("limit={}", q.limit));
+        }
+        self.t
+            .call(Method::GET, &with_query("/v1/migrations", &query), None)
+            .await
+    }
+
+    /// The result of move `id`'s migration.
+    ///
+    /// # Errors
+    /// As [`ManagerClient::health`]; 404 when none is stored.
+    pub async fn migration(&self, id: &str) -> Result<MigrationRow, ClientError> {
+        let path = format!("/v1/migrations/{}", segment("migration id", id)?);
         self.t.call(Method::GET, &path, None).await
     }
 
@@ -164,6 +188,15 @@ impl ManagerClient {
     ) -> Result<HostDone, ClientError> {
         let path = format!("/v1/hosts/{}/{}", segment("host name", name)?, cmd.as_str());
         self.t.call(Method::POST, &path, None).await
+    }
+}
+
+/// `path` with the query fields, already encoded, joined after a `?` (none: `path` alone).
+fn with_query(path: &str, fields: &[String]) -> String {
+    if fields.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", fields.join("&"))
     }
 }
 

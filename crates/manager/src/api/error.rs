@@ -32,7 +32,7 @@ pub struct ErrorBody {
 }
 
 impl ApiError {
-    /// The status: 404 unknown plan or host; 409 a plan whose state refuses the operation or
+    /// The status: 404 unknown plan, host or migration; 409 a plan whose state refuses the operation or
     /// whose premises vanished, settings changed since read; 422 invalid settings; 502 an
     /// agent refused or was unreachable; 500 the store failed; 503 the loop is not running.
     pub fn status(&self) -> StatusCode {
@@ -42,7 +42,9 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Manager(e) => match e {
-                M::UnknownPlan(_) | M::UnknownHost(_) => StatusCode::NOT_FOUND,
+                M::UnknownPlan(_) | M::UnknownHost(_) | M::UnknownMigration(_) => {
+                    StatusCode::NOT_FOUND
+                }
                 M::Plan(_) | M::Expired { .. } | M::SettingsConflict { .. } => StatusCode::CONFLICT,
                 M::Settings(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 M::Agent(_) => StatusCode::BAD_GATEWAY,

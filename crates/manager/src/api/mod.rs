@@ -8,16 +8,22 @@
 //! | `GET /v1/health` | `{"status": "ok", "version", "looks", "store_failures_in_a_row"}`, no token needed |
 //! | `GET /v1/status` | the loop's [`crate::handle::Status`] |
 //! | `GET /v1/hosts`, `GET /v1/vms` | as the last look saw them |
-//! | `GET /v1/plans?state=&since_s=&limit=` | plans, newest first (limit 100 unless given, at most 10,000) |
+//! | `GET /v1/plans?state=&since_s=&limit=` | plans, newest first |
 //! | `GET /v1/plans/{id}` | one plan with its explanation |
 //! | `GET /v1/plans/{id}/decision` | what the step that made it decided from, replayable |
 //! | `POST /v1/plans/{id}/approve`, `POST /v1/plans/{id}/cancel` | the plan afterwards |
 //! | `GET /v1/moves?plan_id=&vm=&state=&limit=` | moves, in the order planned |
+//! | `GET /v1/migrations?vm=&limit=` | migration results with their moves, newest first |
+//! | `GET /v1/migrations/{id}` | the result of move `id`'s migration |
 //! | `POST /v1/hosts/{name}/drain`, `.../undrain`, `.../wake` | `{"host", "done"}` |
 //! | `GET /v1/settings`; `PATCH /v1/settings?expected_version=N` | the settings; a JSON merge patch (RFC 7396) |
 //! | `GET /v1/events?subject=&id=&since_s=&limit=&newest_first=` | the journal |
 //! | `GET /metrics` | Prometheus text exposition ([`prom`]) |
 //! | `GET /v1/openapi.json` | the OpenAPI document ([`openapi`]) |
+//!
+//! Lists answer [`DEFAULT_LIMIT`] rows unless `limit` says otherwise (1 to [`MAX_READ`]); a
+//! query string with an unknown parameter, a value that does not parse or is out of range
+//! is refused with 400 naming the parameter.
 
 pub mod client;
 pub mod error;
@@ -25,7 +31,7 @@ pub mod openapi;
 pub mod prom;
 
 use crate::handle::Manager;
-use crate::store::{JournalQuery, MoveQuery, PlanQuery};
+use crate::store::{JournalQuery, MigrationQuery, MoveQuery, PlanQuery, MAX_READ};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -33,6 +39,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use drover_api::names::{MIGRATION_ID_SHAPE, VM_NAME_SHAPE};
 pub use error::{check_bearer, ApiError};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -89,6 +96,8 @@ pub fn router(manager: Manager, token: &str) -> Router {
         .route("/v1/plans/{id}/approve", post(approve))
         .route("/v1/plans/{id}/cancel", post(cancel))
         .route("/v1/moves", get(moves))
+        .route("/v1/migrations", get(migrations))
+        .route("/v1/migrations/{id}", get(migration))
         .route("/v1/hosts/{name}/drain", post(drain))
         .route("/v1/hosts/{name}/undrain", post(undrain))
         .route("/v1/hosts/{name}/wake", post(wake))
@@ -140,11 +149,14 @@ fn query<T>(parsed: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
-fn limit(asked: u32) -> u32 {
-    if asked == 0 {
-        DEFAULT_LIMIT
-    } else {
-        asked
+/// A list's `limit`: 0 (not given) is [`DEFAULT_LIMIT`]; past [`MAX_READ`] is refused.
+fn limit(asked: u32) -> Result<u32, ApiError> {
+    match asked {
+        0 => Ok(DEFAULT_LIMIT),
+        1..=MAX_READ => Ok(asked),
+        _ => Err(ApiError::BadRequest(format!(
+            "limit {asked}: expected 1 to {MAX_READ} (default {DEFAULT_LIMIT})"
+        ))),
     }
 }
 
@@ -183,7 +195,7 @@ async fn vms(State(st): St) -> ApiResult {
 
 async fn plans(State(st): St, raw: Result<Query<PlanQuery>, QueryRejection>) -> ApiResult {
     let mut q = query(raw)?;
-    q.limit = limit(q.limit);
+    q.limit = limit(q.limit)?;
     ok(st.manager.plans(q).await?)
 }
 
@@ -209,8 +221,29 @@ async fn cancel(State(st): St, Path(id): Path<String>) -> ApiResult {
 
 async fn moves(State(st): St, raw: Result<Query<MoveQuery>, QueryRejection>) -> ApiResult {
     let mut q = query(raw)?;
-    q.limit = limit(q.limit);
+    q.limit = limit(q.limit)?;
     ok(st.manager.moves(q).await?)
+}
+
+async fn migrations(
+    State(st): St,
+    raw: Result<Query<MigrationQuery>, QueryRejection>,
+) -> ApiResult {
+    let mut q = query(raw)?;
+    if let Some(vm) = &q.vm {
+        VM_NAME_SHAPE
+            .check(vm)
+            .map_err(|e| ApiError::BadRequest(e.named("vm")))?;
+    }
+    q.limit = limit(q.limit)?;
+    ok(st.manager.migrations(q).await?)
+}
+
+async fn migration(State(st): St, Path(id): Path<String>) -> ApiResult {
+    MIGRATION_ID_SHAPE
+        .check(&id)
+        .map_err(|e| ApiError::BadRequest(e.named("id")))?;
+    ok(st.manager.migration(&id).await?)
 }
 
 /// The answer of a host command.
@@ -275,9 +308,11 @@ async fn patch_settings(
 
 async fn events(State(st): St, raw: Result<Query<JournalQuery>, QueryRejection>) -> ApiResult {
     let mut q = query(raw)?;
-    q.limit = limit(q.limit);
+    q.limit = limit(q.limit)?;
     ok(st.manager.events(q).await?)
 }
 
+#[cfg(test)]
+mod schema_check;
 #[cfg(test)]
 mod tests;

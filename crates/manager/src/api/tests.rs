@@ -19,6 +19,11 @@ const GIB: u64 = 1 << 30;
 
 /// h1 hot (a wants 3.5 of its 4 cores), h2 empty; recommend mode; the loop running.
 async fn running() -> (Router, Manager, Arc<FakeFleet>) {
+    running_in(Mode::Recommend).await
+}
+
+/// As [`running`], in `mode`.
+async fn running_in(mode: Mode) -> (Router, Manager, Arc<FakeFleet>) {
     let clock = Arc::new(WallClock::new());
     let fleet = Arc::new(FakeFleet::new(clock.clone()));
     fleet.add_host("h1", 4.0, 16 * GIB);
@@ -27,7 +32,7 @@ async fn running() -> (Router, Manager, Arc<FakeFleet>) {
     fleet.add_vm("h1", "b", GIB, 0.7);
     fleet.set_migration_time(0.1);
     let settings = ControlSettings {
-        mode: Mode::Recommend,
+        mode,
         standby: false,
         ..ControlSettings::default()
     };
@@ -221,6 +226,62 @@ async fn a_proposed_plan_is_listed_explained_approved_and_carried_out() {
     manager.shutdown().await.expect("stops");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_results_are_listed_newest_first_by_vm_and_by_id() {
+    let (router, manager, fleet) = running_in(Mode::Auto).await;
+    let listed = until(&router, "/v1/migrations", |b| {
+        b.as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let row = &listed[0];
+    let (id, vm) = (
+        row["move_id"].as_str().expect("id"),
+        row["vm"].as_str().expect("vm"),
+    );
+    assert_eq!(
+        (row["from_host"].as_str(), row["to_host"].as_str()),
+        (Some("h1"), Some("h2"))
+    );
+    assert_eq!(fleet.host_of(vm).as_deref(), Some("h2"));
+    assert_eq!(row["record"]["id"], id, "the agent's record: {row}");
+    assert!(
+        row["plan_id"].as_str().is_some_and(|p| p.starts_with('p')),
+        "{row}"
+    );
+    let (status, one) = get(&router, &format!("/v1/migrations/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["move_id"], id);
+    let (status, mine) = get(&router, &format!("/v1/migrations?vm={vm}&limit=1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(mine.as_array().map(Vec::len), Some(1), "{mine}");
+    let (_, none) = get(&router, "/v1/migrations?vm=nobody").await;
+    assert_eq!(none, json!([]));
+
+    for (uri, names) in [
+        ("/v1/migrations?limit=many", "limit"),
+        ("/v1/migrations?limit=10001", "limit 10001"),
+        ("/v1/migrations?limit=-1", "limit"),
+        ("/v1/migrations?vm=a%20b", "vm 'a b'"),
+        ("/v1/migrations?vm=", "vm ''"),
+        ("/v1/migrations?vmm=a", "vmm"),
+        ("/v1/plans?stat=done", "stat"),
+        ("/v1/moves?limit=20000", "limit 20000"),
+        ("/v1/migrations/bad%20id", "id 'bad id'"),
+    ] {
+        let (status, body) = get(&router, uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(names), "{uri}: {error}");
+    }
+    let (status, body) = get(&router, "/v1/migrations/m-none").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("m-none")),
+        "{body}"
+    );
+    manager.shutdown().await.expect("stops");
+}
+
 /// `GET /metrics` with `token`: the text (200 asserted).
 async fn metrics_text(router: &Router, token: Option<&str>) -> String {
     let mut req = HttpRequest::get("/metrics");
@@ -374,4 +435,162 @@ async fn the_document_lists_the_routes_the_router_serves() {
     }
     assert!(doc["components"]["schemas"]["HostView"]["properties"]["load"].is_object());
     manager.shutdown().await.expect("stops");
+}
+
+/// The schema the document gives the 200 answer of `GET path`.
+fn ok_schema<'a>(doc: &'a Value, path: &str) -> &'a Value {
+    &doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+}
+
+/// Every JSON answer of a GET, from a manager that has carried out a plan, conforms to the
+/// schema the document gives it (core's plans, moves, settings and decisions included), and
+/// the document names those schemas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_conforms_to_its_documented_schema() {
+    let (router, manager, _) = running_in(Mode::Auto).await;
+    let done = until(&router, "/v1/migrations", |b| {
+        b.as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let (plan, migration) = (&done[0]["plan_id"], &done[0]["move_id"]);
+    let (plan, migration) = (
+        plan.as_str().expect("plan"),
+        migration.as_str().expect("id"),
+    );
+    let doc = openapi::document();
+    let schemas = &doc["components"]["schemas"];
+    for name in [
+        "Plan",
+        "Move",
+        "MoveState",
+        "Explanation",
+        "ControlSettings",
+        "SettingsRecord",
+        "Decision",
+        "Observation",
+        "ControlState",
+        "JournalRow",
+        "MigrationRow",
+    ] {
+        assert!(schemas[name].is_object(), "no schema {name}");
+    }
+    // Generated for reading (as the agent's): an Option may be absent, so `note` is not
+    // required, though serde always writes it.
+    assert_eq!(
+        schemas["Plan"]["required"],
+        json!([
+            "id",
+            "kind",
+            "created_s",
+            "state",
+            "moves",
+            "wake",
+            "standby",
+            "explanation"
+        ])
+    );
+    let text = doc.to_string();
+    for (i, _) in text.match_indices("\"$ref\":\"#/") {
+        let pointer = text[i + 9..].split('"').next().unwrap_or_default();
+        assert!(doc.pointer(pointer).is_some(), "{pointer} does not resolve");
+    }
+    let mut checked = 0;
+    for r in openapi::ROUTES
+        .iter()
+        .filter(|r| r.method == drover_api::openapi::Method::Get)
+    {
+        if r.path == "/metrics" {
+            continue;
+        }
+        let id = if r.path.starts_with("/v1/migrations") {
+            migration
+        } else {
+            plan
+        };
+        let uri = r.path.replace("{id}", id);
+        let (status, body) = get(&router, &uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        let bad = schema_check::violations(&doc, ok_schema(&doc, r.path), &body);
+        assert!(bad.is_empty(), "{uri}: {bad:#?}\n{body:#}");
+        checked += 1;
+    }
+    assert_eq!(checked, 13, "every GET with a JSON answer");
+    manager.shutdown().await.expect("stops");
+}
+
+/// Every state a move can be in, as serde writes it, conforms to `Move`; a move whose state
+/// lacks a field of its kind, or names no kind, does not.
+#[test]
+fn every_move_state_conforms_and_the_check_can_fail() {
+    use drover_core::control::{Move, MoveState, TechniqueChoice};
+    let doc = openapi::document();
+    let schema = json!({"$ref": "#/components/schemas/Move"});
+    let states = [
+        MoveState::Planned,
+        MoveState::Requested { at_s: 1.0 },
+        MoveState::Running { since_s: 2.0 },
+        MoveState::Done { at_s: 3.0 },
+        MoveState::Failed {
+            at_s: 3.0,
+            error: "refused".into(),
+            vm_on_destination: true,
+        },
+        MoveState::Cancelled {
+            at_s: 3.0,
+            reason: "operator".into(),
+        },
+        MoveState::Skipped {
+            at_s: 3.0,
+            reason: "VM gone".into(),
+        },
+        MoveState::Lost {
+            at_s: 3.0,
+            reason: "agent forgot".into(),
+        },
+    ];
+    for state in states {
+        let m = Move {
+            id: "m-1".into(),
+            plan: "p-1".into(),
+            vm: "a".into(),
+            from: "h1".into(),
+            to: "h2".into(),
+            technique: TechniqueChoice {
+                technique: drover_core::migration::Technique::Postcopy,
+                reason: "test".into(),
+            },
+            demand_cores: 1.5,
+            memory_bytes: 1 << 30,
+            state,
+        };
+        let value = serde_json::to_value(&m).expect("serializes");
+        let bad = schema_check::violations(&doc, &schema, &value);
+        assert!(bad.is_empty(), "{value}: {bad:?}");
+        let mut broken = value.clone();
+        broken["state"]["state"] = json!("flying");
+        assert!(
+            !schema_check::violations(&doc, &schema, &broken).is_empty(),
+            "{broken}"
+        );
+        let mut broken = value;
+        if let Some(o) = broken["state"].as_object_mut() {
+            o.retain(|k, _| k == "state");
+        }
+        let lacks = schema_check::violations(&doc, &schema, &broken);
+        assert_eq!(
+            lacks.is_empty(),
+            m_has_no_fields(&broken),
+            "{broken}: {lacks:?}"
+        );
+        broken["extra"] = json!(1);
+        assert!(
+            !schema_check::violations(&doc, &schema, &broken).is_empty(),
+            "{broken}"
+        );
+    }
+}
+
+/// `planned` is the one state with nothing but its name.
+fn m_has_no_fields(m: &Value) -> bool {
+    m["state"]["state"] == "planned"
 }

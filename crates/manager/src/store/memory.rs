@@ -7,8 +7,9 @@
 
 use super::error::{Result, StoreError};
 use super::records::{
-    bounded, host_event, settings_event, JournalEntry, JournalQuery, JournalRow, MigrationResult,
-    MoveQuery, MoveRow, PlanQuery, PlanRow, SavedState, SettingsRecord, StepRecord, Transition,
+    bounded, host_event, settings_event, JournalEntry, JournalQuery, JournalRow, MigrationQuery,
+    MigrationResult, MigrationRow, MoveQuery, MoveRow, PlanQuery, PlanRow, SavedState,
+    SettingsRecord, StepRecord, Transition,
 };
 use super::rollup::{minute_of, Minute};
 use super::types::{
@@ -160,6 +161,21 @@ impl Inner {
             }
         }
         self.append(&look.journal);
+    }
+
+    /// A stored result with its move's columns (a result's move is always stored).
+    fn migration_row(&self, r: &MigrationResult) -> Option<MigrationRow> {
+        let (_, m) = self.moves.get(&r.move_id)?;
+        Some(MigrationRow {
+            move_id: r.move_id.clone(),
+            plan_id: m.plan_id.clone(),
+            vm: m.vm.clone(),
+            from_host: m.from_host.clone(),
+            to_host: m.to_host.clone(),
+            move_state: m.state.clone(),
+            at_s: r.at_s,
+            record: r.body.clone(),
+        })
     }
 
     fn append(&mut self, entries: &[JournalEntry]) {
@@ -552,8 +568,24 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn result(&self, move_id: &str) -> Result<Option<MigrationResult>> {
-        Ok(self.lock().results.get(move_id).cloned())
+    fn migration(&self, move_id: &str) -> Result<Option<MigrationRow>> {
+        let inner = self.lock();
+        Ok(inner
+            .results
+            .get(move_id)
+            .and_then(|r| inner.migration_row(r)))
+    }
+
+    fn migrations(&self, q: &MigrationQuery) -> Result<Vec<MigrationRow>> {
+        let inner = self.lock();
+        let mut rows: Vec<MigrationRow> = inner
+            .results
+            .values()
+            .filter_map(|r| inner.migration_row(r))
+            .filter(|r| q.vm.as_ref().is_none_or(|v| *v == r.vm))
+            .collect();
+        rows.sort_by(|a, b| b.at_s.total_cmp(&a.at_s).then(b.move_id.cmp(&a.move_id)));
+        Ok(take(rows.into_iter(), q.limit))
     }
 
     fn settings(&self) -> Result<Option<SettingsRecord>> {

@@ -13,18 +13,18 @@
 //! | table | holds | key, indexes |
 //! | --- | --- | --- |
 //! | `schema_version` | one row per migration applied | `version` |
-//! | `meta` | `store_id` (the control state's id prefix) | `key` |
+//! | `meta` | `store_id` (the control state's id prefix); `compaction`: a minute partly rolled up | `key` |
 //! | `host` | inventory: agent URL, power model, added/removed, reachable, last seen | `name` |
 //! | `vm` | each VM's host, first and last seen | `name`; `host` |
 //! | `series` | a host's or VM's metric series id | `id`; unique `(kind, name)` |
-//! | `sample` | 1 s samples: load, CPU cores, memory, dirty rate, rx, tx | `(t, series)`, clustered by time |
+//! | `frame` | one look's samples (load, CPU cores, memory, dirty rate, rx, tx of every series) in one blob (`sqlite::frame`) | unique `t` |
 //! | `rollup` | 1-minute mean and max of each | `(series, start_s)`, clustered by series |
 //! | `control` | the step's memory (JSON), one row | |
 //! | `plan` | id, kind, state, host, created, the plan (JSON) | `id`; `created_s`; `(state, created_s)`; `decision_id` |
 //! | `move` | id, plan, VM, hosts, state, detail, the move (JSON) | `id`; `plan_id`; `vm`; `state` |
 //! | `move_transition` | every change of a move's state: from, to, at, detail | `seq`; `(move_id, seq)` |
-//! | `migration_result` | the agent's result record (JSON) by move id | `move_id` |
-//! | `decision` | a step's observation, memory before, settings and output (JSON), shared by its plans | `id`; `at_s` |
+//! | `migration_result` | the agent's result record (JSON) by move id | `move_id`; `at_s` |
+//! | `decision` | a step's observation and memory before (JSON, LZ4-packed: `sqlite::packed`), settings and output (JSON), shared by its plans | `id`; `at_s` |
 //! | `settings` | the current settings (JSON), version, updated at, one row | |
 //! | `journal` | append-only events: at, subject, id, what | `seq`; `at_s`; `(subject, subject_id)` |
 //!
@@ -32,7 +32,8 @@
 //!
 //! [`Store::compact`]`(now)` (the manager calls it about once a minute) rolls every whole minute
 //! of samples older than `raw_s` (600 s) into one `rollup` row per series (mean and max of each
-//! quantity; the dirty rate over the samples that had one) and deletes those samples; deletes
+//! quantity; the dirty rate over the samples that had one) and deletes those samples (the
+//! minute's frames); deletes
 //! rollups older than `rollup_days` (7) and decisions older than `decision_days` (7). So the
 //! samples hold at most `raw_s + 60` seconds and the rollups `rollup_days` of minutes, per
 //! series. Inventory, plans, moves, transitions, results and the journal are kept: a few rows per
@@ -42,7 +43,7 @@
 //!
 //! Every write is one immediate transaction (the write lock is taken at its start):
 //! - a look ([`Store::record_look`]): host reachability, the VMs seen that changed (new,
-//!   moved, gone), every sample (prepared statements), the collector's journal lines;
+//!   moved, gone), every sample (one frame row), the collector's journal lines;
 //! - a step ([`Store::save_step`]): the control state, the journal lines, the plans and moves
 //!   changed, a transition for each move whose state changed, the decision. All or nothing: the
 //!   manager saves before it carries out any action, so after a crash the stored memory never
@@ -63,34 +64,36 @@
 //! its version in its own transaction, recording it in `schema_version`. A file at a newer
 //! version than this build knows is refused ([`StoreError::NewerSchema`], naming the file, its
 //! version and ours) and left untouched; an SQLite file with tables but no `schema_version`
-//! is refused as not a Drover store.
+//! is refused as not a Drover store. A migration may rewrite rows SQL alone cannot (its
+//! `convert`, in the same transaction): version 5 turns a version 4 file's sample rows into
+//! frames.
 //!
 //! # Sizing (1,000 hosts and 10,000 VMs reporting every second)
 //!
-//! A look is one transaction with the step taken on it: 11,000 sample inserts (64 rows a
-//! statement), 1,000 host updates, and only the VM rows that changed (a VM new, moved, or no
-//! longer listed by its host: `sqlite::metrics`), through prepared statements. The samples
-//! are keyed by time, so a look appends to the end of their tree (about 0.7 MB of pages a
-//! second) instead of touching a page per series; that is why `sample` has no index by
-//! series, and why [`Store::history`] of one series reads the raw window of every series (at
-//! most `raw_s + 60` seconds of rows; the rollups are one range). To read many series,
-//! [`Store::histories`] reads that window once. Rates and bytes are stored as whole numbers
-//! (4-6 bytes instead of 8). The write-ahead log is checkpointed by a thread of its own, so a
-//! commit only appends to the log and syncs it.
+//! A look is one transaction with the step taken on it: one frame (every sample of the look,
+//! about 34 bytes a sample with SQLite's pages: 370 KB), 1,000 host updates, and only the VM
+//! rows that changed (a VM new, moved, or no longer listed by its host: `sqlite::metrics`),
+//! through prepared statements. Frames are keyed by time, so a look appends at the end; that
+//! is why [`Store::history`] of one series reads the raw window's frames (at most `raw_s + 60`
+//! seconds of them, keeping that series' entry of each; the rollups are one range). To read
+//! many series, [`Store::histories`] reads that window once. Rates and bytes are whole
+//! numbers (varints in a frame). The write-ahead log is checkpointed by a thread of its own,
+//! so a commit only appends to the log and syncs it.
 //!
-//! Compaction rolls up a minute of samples (660,000 rows) and deletes them: about 0.7 s in one
-//! transaction, so the loop does it in slices ([`Store::compact_slice`], 50 by default: about
-//! 13,000 rows and 220 rollups a look, 10-15 ms) until nothing due is left.
+//! Compaction rolls up a minute (60 frames, 660,000 samples) into 11,000 rollup rows and
+//! deletes the frames: about 170 ms in one transaction, so the loop does it in slices
+//! ([`Store::compact_slice`], 50 by default: 6 frames folded, or 275 rollups stored, a look)
+//! until nothing due is left (`sqlite::compact`).
 //!
-//! Measured (`tests/sizing.rs` and `drover manager bench`, on a shared 2-core machine): a
-//! look's rows take about 6 ms to write, the step's memory (400-700 KB of JSON) 1-2 ms, the
-//! commit (a sync) 2-20 ms; a sample row takes 62 bytes and a rollup row 100 bytes
-//! once a series has a day of minutes. So 11,000 sample rows a second write about 2.4 GB an
-//! hour into `sample`, of which compaction keeps the last 10-11 minutes (7.3 million rows,
-//! about 450 MB); it writes 11,000 rollup rows a minute (66 MB an hour, 1.6 GB a day: about
-//! 11 GB at the default 7 days). Both tables are bounded by the retention, whatever the
-//! uptime. Reading back two minutes of samples: one VM's 80 ms, every VM's 1.8 s (so about
-//! 10 s for the whole raw window after a restart; ask for less when less is needed).
+//! Measured (`tests/sizing.rs` and `drover manager bench`, on a shared 2-core machine under a
+//! load of 5 to 9): a look's frame and rows take about 16 ms to write with their commit; a
+//! rollup row takes 100 bytes once a series has a day of minutes. So 11,000 samples a second
+//! write about 1.3 GB an hour as frames, of which compaction keeps the last 10-11 minutes (about
+//! 240 MB); it writes 11,000 rollup rows a minute (66 MB an hour, 1.6 GB a day: about 11 GB at
+//! the default 7 days). Both tables are bounded by the retention, whatever the uptime. A
+//! decision is about 2.9 MB of JSON, stored LZ4-packed in 0.67 MB. Reading back two minutes of samples:
+//! one VM's 37 ms, every VM's 1.0 s (so about 5 s for the whole raw window after a restart;
+//! ask for less when less is needed).
 
 mod error;
 mod memory;
@@ -107,8 +110,9 @@ use drover_core::control::{ControlSettings, Decision};
 pub use error::{Result, StoreError};
 pub use memory::MemoryStore;
 pub use records::{
-    JournalEntry, JournalQuery, JournalRow, MigrationResult, MoveQuery, MoveRow, PlanQuery,
-    PlanRow, SavedState, SettingsRecord, StepRecord, Transition, MAX_READ,
+    JournalEntry, JournalQuery, JournalRow, MigrationQuery, MigrationResult, MigrationRow,
+    MoveQuery, MoveRow, PlanQuery, PlanRow, SavedState, SettingsRecord, StepRecord, Transition,
+    MAX_READ,
 };
 pub use sqlite::SqliteStore;
 use std::collections::BTreeMap;
@@ -207,7 +211,13 @@ pub trait Store: Send + Sync {
     /// Stores (or replaces) the agent's result record of a stored move.
     fn put_result(&self, result: &MigrationResult) -> Result<()>;
 
-    fn result(&self, move_id: &str) -> Result<Option<MigrationResult>>;
+    /// The result stored for move `move_id`, with the move's columns; None when there is none
+    /// (no such move, or its migration has not ended).
+    fn migration(&self, move_id: &str) -> Result<Option<MigrationRow>>;
+
+    /// Stored results, newest first (by the time stored, then by move id descending),
+    /// filtered and bounded (see [`MigrationQuery`]).
+    fn migrations(&self, query: &MigrationQuery) -> Result<Vec<MigrationRow>>;
 
     /// The current settings; None until first stored.
     fn settings(&self) -> Result<Option<SettingsRecord>>;

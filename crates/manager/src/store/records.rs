@@ -17,7 +17,7 @@ pub use drover_core::control::JournalEntry;
 pub const MAX_READ: u32 = 10_000;
 
 /// A journal line as stored: its place in the journal and the line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JournalRow {
     /// Increases with every line appended (a cursor for paging).
     pub seq: u64,
@@ -28,7 +28,7 @@ pub struct JournalRow {
 /// Which journal lines to read. Every filter is optional; the result is bounded by `limit` and
 /// by [`MAX_READ`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct JournalQuery {
     /// Lines at or after this time, s.
     pub since_s: Option<f64>,
@@ -227,7 +227,7 @@ pub struct SavedState {
 }
 
 /// The current settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SettingsRecord {
     /// 1 for the first settings stored, then one more per change.
     pub version: u64,
@@ -245,9 +245,46 @@ pub struct MigrationResult {
     pub body: Json,
 }
 
+/// A stored migration result as read back: the agent's record with the move it belongs to
+/// (what `GET /v1/migrations` lists).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MigrationRow {
+    /// The move's id, which is also the migration's id on its source agent.
+    pub move_id: String,
+    pub plan_id: String,
+    pub vm: String,
+    pub from_host: String,
+    pub to_host: String,
+    /// The move's state now (`done`, `failed`, `lost`, ...).
+    pub move_state: String,
+    /// When the result was stored, s (manager clock).
+    pub at_s: f64,
+    /// The source agent's final record, as it sent it (the agent API's `MigrationRecord`:
+    /// state, plan, error, and the result record with times, bytes and downtime).
+    #[schemars(schema_with = "agent_record")]
+    pub record: Json,
+}
+
+fn agent_record(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "The source agent's migration record as it sent it (see the agent API's MigrationRecord)"
+    })
+}
+
+/// Which migration results to list: newest first (by the time stored, then by move id
+/// descending), at most `limit` (and [`MAX_READ`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MigrationQuery {
+    /// Only migrations of this VM.
+    pub vm: Option<String>,
+    pub limit: u32,
+}
+
 /// Which plans to list: newest first.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PlanQuery {
     pub state: Option<String>,
     /// Plans made at or after this time, s.
@@ -257,7 +294,7 @@ pub struct PlanQuery {
 
 /// Which moves to list: in the order they were first stored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct MoveQuery {
     pub plan_id: Option<String>,
     pub vm: Option<String>,

@@ -173,7 +173,7 @@ async fn down_while_the_migration_ended_the_restarted_manager_records_it_done() 
         MoveState::Done { .. }
     ));
     assert!(
-        rig.store.result(&m.id).expect("result").is_some(),
+        rig.store.migration(&m.id).expect("result").is_some(),
         "the agent's record is kept"
     );
     assert_eq!(rig.fleet.host_of(&m.vm).as_deref(), Some(m.to.as_str()));

@@ -66,7 +66,7 @@ async fn an_overload_is_relieved_by_one_migration_with_the_moves_id() {
     assert_eq!(rig.fleet.host_of(vm).as_deref(), Some(to.as_str()));
     assert_eq!(rig.fleet.migrations()[move_id].requests, 1);
     assert_eq!(rig.states(move_id), ["requested", "running", "done"]);
-    assert!(rig.store.result(move_id).expect("result").is_some());
+    assert!(rig.store.migration(move_id).expect("result").is_some());
     let decision = manager.decision(&plan.id).await.expect("decision");
     assert!(decision.reproduces(), "the stored decision replays");
     let status = manager.status().await;

@@ -196,8 +196,15 @@ async fn relieves_and_consolidates(store: Arc<dyn Store>) {
             m.body.id,
             m.body.state
         );
-        let result = rig.store.result(&m.body.id).expect("read").expect("stored");
-        assert!(result.body.as_str().contains("\"simulator\""), "{result:?}");
+        let result = rig
+            .store
+            .migration(&m.body.id)
+            .expect("read")
+            .expect("stored");
+        assert!(
+            result.record.as_str().contains("\"simulator\""),
+            "{result:?}"
+        );
     }
     let measures = rig.fleet.with(|sim| sim.measures().clone());
     assert_eq!(measures.ended().completed as usize, moves.len());

@@ -1,11 +1,11 @@
 //! The control loop's records in SQLite: a step's state, journal, plans, moves and decision in
 //! one transaction; reads of each; settings; migration results.
 
-use super::{all_rows, get_u64, sql};
+use super::{all_rows, get_u64, packed, sql};
 use crate::store::error::{Result, StoreError};
 use crate::store::records::{
-    bounded, settings_event, JournalEntry, JournalQuery, JournalRow, MigrationResult, MoveQuery,
-    MoveRow, PlanQuery, PlanRow, SavedState, SettingsRecord, StepRecord, Transition,
+    bounded, settings_event, JournalEntry, JournalQuery, JournalRow, MoveQuery, MoveRow, PlanQuery,
+    PlanRow, SavedState, SettingsRecord, StepRecord, Transition,
 };
 use crate::store::types::Json;
 use crate::store::validate;
@@ -196,12 +196,12 @@ fn insert_decision(tx: &Transaction<'_>, path: &str, d: &Decision, plans: &[&str
     }
     let err = sql(path, "decision", "store a decision");
     tx.execute(
-        "INSERT INTO decision (at_s, observation, state_before, settings, format, output)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO decision (at_s, observation, state_before, settings, format, output, packed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)",
         params![
             d.now_s + 0.0,
-            text(&d.observation)?,
-            text(&d.state_before)?,
+            packed::pack(&text(&d.observation)?),
+            packed::pack(&text(&d.state_before)?),
             text(&d.settings)?,
             d.format,
             text(&d.output)?
@@ -267,20 +267,20 @@ pub(super) fn plan(conn: &Connection, path: &str, id: &str) -> Result<Option<Pla
 /// `WHERE` clauses and their values, for queries whose filters are optional (built so that
 /// each filter can use its index).
 #[derive(Default)]
-struct Filter {
+pub(super) struct Filter {
     clauses: Vec<&'static str>,
-    values: Vec<Value>,
+    pub(super) values: Vec<Value>,
 }
 
 impl Filter {
-    fn add(&mut self, clause: &'static str, value: Option<Value>) {
+    pub(super) fn add(&mut self, clause: &'static str, value: Option<Value>) {
         if let Some(v) = value {
             self.clauses.push(clause);
             self.values.push(v);
         }
     }
 
-    fn sql(&self) -> String {
+    pub(super) fn sql(&self) -> String {
         if self.clauses.is_empty() {
             String::new()
         } else {
@@ -379,94 +379,92 @@ pub(super) fn transitions(conn: &Connection, path: &str, move_id: &str) -> Resul
     )
 }
 
+/// A decision's columns as stored (the observation and the memory packed or not).
+struct DecisionRow {
+    at_s: f64,
+    observation: Vec<u8>,
+    state_before: Vec<u8>,
+    settings: String,
+    format: u32,
+    output: String,
+    packed: bool,
+}
+
 pub(super) fn export_decision(conn: &Connection, path: &str, plan_id: &str) -> Result<Decision> {
-    type DecisionCols = (
-        Option<f64>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<u32>,
-        Option<String>,
-    );
-    let row: Option<DecisionCols> = conn
+    // None: no such plan; Some(None): the plan's decision is gone (pruned) or was stored
+    // before decisions kept their output.
+    let row: Option<Option<DecisionRow>> = conn
         .query_row(
-            "SELECT d.at_s, d.observation, d.state_before, d.settings, d.format, d.output
+            "SELECT d.at_s, d.observation, d.state_before, d.settings, d.format, d.output,
+                    d.packed
              FROM plan p LEFT JOIN decision d ON d.id = p.decision_id WHERE p.id = ?1",
             [plan_id],
-            |r| DecisionCols::try_from(r),
+            |r| {
+                let Some(output) = r.get::<_, Option<String>>(5)? else {
+                    return Ok(None);
+                };
+                Ok(Some(DecisionRow {
+                    at_s: r.get(0)?,
+                    observation: column_bytes(r, 1)?,
+                    state_before: column_bytes(r, 2)?,
+                    settings: r.get(3)?,
+                    format: r.get(4)?,
+                    output,
+                    packed: r.get::<_, i64>(6)? == 1,
+                }))
+            },
         )
         .optional()
         .map_err(sql(path, "decision", "read a decision"))?;
-    match row {
-        None => Err(StoreError::NotFound {
-            path: path.to_string(),
-            table: "plan",
-            key: format!("plan {plan_id}"),
-        }),
-        Some((Some(at_s), Some(obs), Some(before), Some(settings), Some(format), Some(output))) => {
-            Ok(Decision {
-                format,
-                now_s: at_s,
-                observation: typed(path, "decision", &obs)?,
-                state_before: typed(path, "decision", &before)?,
-                settings: typed(path, "decision", &settings)?,
-                output: typed(path, "decision", &output)?,
+    let d = match row {
+        None => {
+            return Err(StoreError::NotFound {
+                path: path.to_string(),
+                table: "plan",
+                key: format!("plan {plan_id}"),
             })
         }
-        Some(_) => Err(StoreError::NoDecision {
-            path: path.to_string(),
-            plan: plan_id.to_string(),
-        }),
-    }
-}
-
-pub(super) fn put_result(conn: &mut Connection, path: &str, res: &MigrationResult) -> Result<()> {
-    validate::name(path, "migration_result", "move id", &res.move_id)?;
-    validate::time(path, "migration_result", "time", res.at_s)?;
-    let err = sql(path, "migration_result", "store a migration result");
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(&err)?;
-    let known: Option<i64> = tx
-        .query_row("SELECT 1 FROM move WHERE id = ?1", [&res.move_id], |r| {
-            r.get(0)
-        })
-        .optional()
-        .map_err(&err)?;
-    if known.is_none() {
-        return Err(invalid(
-            path,
-            "migration_result",
-            format!("a result for move {}, which is not stored", res.move_id),
-        ));
-    }
-    tx.execute(
-        "INSERT INTO migration_result (move_id, at_s, body) VALUES (?1, ?2, ?3)
-         ON CONFLICT (move_id) DO UPDATE SET at_s = excluded.at_s, body = excluded.body",
-        params![res.move_id, res.at_s + 0.0, res.body.as_str()],
-    )
-    .map_err(&err)?;
-    tx.commit().map_err(&err)
-}
-
-pub(super) fn result(
-    conn: &Connection,
-    path: &str,
-    move_id: &str,
-) -> Result<Option<MigrationResult>> {
-    conn.query_row(
-        "SELECT move_id, at_s, body FROM migration_result WHERE move_id = ?1",
-        [move_id],
-        |r| {
-            Ok(MigrationResult {
-                move_id: r.get(0)?,
-                at_s: r.get(1)?,
-                body: Json::stored(r.get(2)?),
+        Some(None) => {
+            return Err(StoreError::NoDecision {
+                path: path.to_string(),
+                plan: plan_id.to_string(),
             })
-        },
-    )
-    .optional()
-    .map_err(sql(path, "migration_result", "read a migration result"))
+        }
+        Some(Some(d)) => d,
+    };
+    let big = |bytes: &[u8]| -> Result<String> {
+        let text = if d.packed {
+            packed::unpack(bytes)
+        } else {
+            String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())
+        };
+        text.map_err(|what| StoreError::Corrupt {
+            path: path.to_string(),
+            table: "decision",
+            what,
+        })
+    };
+    Ok(Decision {
+        format: d.format,
+        now_s: d.at_s,
+        observation: typed(path, "decision", &big(&d.observation)?)?,
+        state_before: typed(path, "decision", &big(&d.state_before)?)?,
+        settings: typed(path, "decision", &d.settings)?,
+        output: typed(path, "decision", &d.output)?,
+    })
+}
+
+/// A column's bytes, text or blob alike.
+fn column_bytes(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Vec<u8>> {
+    use rusqlite::types::ValueRef;
+    match r.get_ref(i)? {
+        ValueRef::Text(b) | ValueRef::Blob(b) => Ok(b.to_vec()),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            i,
+            "decision column".into(),
+            other.data_type(),
+        )),
+    }
 }
 
 pub(super) fn settings(conn: &Connection, path: &str) -> Result<Option<SettingsRecord>> {

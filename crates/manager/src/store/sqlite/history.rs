@@ -1,10 +1,10 @@
 //! Reading metric history back from SQLite: one series (the API), or every series of a kind
 //! at once (the forecasts, after a restart).
 
-use super::metrics::lookup_series;
-use super::{all_rows, get_u64, sql};
+use super::metrics::{corrupt, lookup_series};
+use super::{all_rows, frame, sql};
 use crate::store::error::Result;
-use crate::store::types::{History, MeanMax, Point, Rollup, Sample, SeriesKey, SeriesKind};
+use crate::store::types::{History, MeanMax, Point, Rollup, SeriesKey, SeriesKind};
 use crate::store::validate;
 use rusqlite::{params, Connection, Row};
 use std::collections::{BTreeMap, HashMap};
@@ -34,21 +34,61 @@ pub(super) fn history(
         return Ok(History::default());
     };
     let minutes = rollups(conn, path, id, since_s)?;
-    // The samples are keyed by time first: this reads the window since `since_s` for every
-    // series and keeps this one's (bounded by the raw window, ten minutes by default).
-    let seconds = all_rows(
-        conn,
-        "SELECT t, load, cpu, mem, dirty, rx, tx FROM sample
-         WHERE t >= ?2 AND series = ?1 ORDER BY t",
-        params![id, since_s],
-        sql(path, "sample", "read samples"),
-        |r| point_row(r, 0),
-    )?;
+    // Frames hold every series: this reads the window since `since_s` (bounded by the raw
+    // window, ten minutes by default) and keeps this series' entry of each.
+    let mut seconds = Vec::new();
+    each_frame(conn, path, since_s, |at_s, entries| {
+        for entry in entries {
+            let (series, sample) = entry.map_err(|e| corrupt(path, &e))?;
+            if series >= id {
+                if series == id {
+                    seconds.push(Point { at_s, sample });
+                }
+                break;
+            }
+        }
+        Ok(())
+    })?;
     Ok(History { minutes, seconds })
 }
 
-/// Every series of `kind`: its rollups one range each, its samples from one pass over the raw
-/// window (what `history` of each would read, once).
+/// Calls `f` with each frame taken at or after `since_s`, oldest first, and its entries.
+fn each_frame(
+    conn: &Connection,
+    path: &str,
+    since_s: f64,
+    mut f: impl FnMut(f64, frame::Entries<'_>) -> Result<()>,
+) -> Result<()> {
+    let query = "SELECT t, body FROM frame WHERE t >= ?1 ORDER BY t";
+    frame_rows(conn, path, query, [since_s], |t, body| {
+        f(t, frame::decode(body).map_err(|e| corrupt(path, &e))?)
+    })
+}
+
+/// Calls `f` with the time and blob of each frame `query` (selecting `t, body`) answers.
+pub(super) fn frame_rows(
+    conn: &Connection,
+    path: &str,
+    query: &str,
+    params: impl rusqlite::Params,
+    mut f: impl FnMut(f64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let err = sql(path, "frame", "read frames");
+    let mut st = conn.prepare_cached(query).map_err(&err)?;
+    let mut rows = st.query(params).map_err(&err)?;
+    while let Some(r) = rows.next().map_err(&err)? {
+        let t: f64 = r.get(0).map_err(&err)?;
+        let body = r
+            .get_ref(1)
+            .and_then(|v| v.as_blob().map_err(Into::into))
+            .map_err(&err)?;
+        f(t, body)?;
+    }
+    Ok(())
+}
+
+/// Every series of `kind`: its rollups one range each, its samples from one pass over the
+/// frames of the raw window (what `history` of each would read, once).
 pub(super) fn histories(
     conn: &Connection,
     path: &str,
@@ -65,48 +105,28 @@ pub(super) fn histories(
         })
         .map_err(&err)?;
     let mut out: BTreeMap<String, History> = BTreeMap::new();
-    let mut names: HashMap<i64, String> = HashMap::with_capacity(ids.len());
+    let mut ids_of: HashMap<String, i64> = HashMap::with_capacity(ids.len());
     for (id, name) in ids {
         let minutes = rollups(conn, path, id, since_s)?;
-        out.insert(
-            name.clone(),
-            History {
-                minutes,
-                seconds: Vec::new(),
-            },
-        );
-        names.insert(id, name);
+        let seconds = Vec::new();
+        out.insert(name.clone(), History { minutes, seconds });
+        ids_of.insert(name, id);
     }
-    let err = sql(path, "sample", "read samples");
-    let mut st = conn
-        .prepare_cached(
-            "SELECT series, t, load, cpu, mem, dirty, rx, tx FROM sample WHERE t >= ?1 ORDER BY t",
-        )
-        .map_err(&err)?;
-    let mut rows = st.query([since_s]).map_err(&err)?;
-    while let Some(r) = rows.next().map_err(&err)? {
-        let id: i64 = r.get(0).map_err(&err)?;
-        let Some(h) = names.get(&id).and_then(|n| out.get_mut(n)) else {
-            continue;
-        };
-        h.seconds.push(point_row(r, 1).map_err(&err)?);
-    }
+    // Names are unique per kind, so each id finds its own history.
+    let mut by_id: HashMap<i64, &mut History> = out
+        .iter_mut()
+        .filter_map(|(name, h)| Some((*ids_of.get(name)?, h)))
+        .collect();
+    each_frame(conn, path, since_s, |at_s, entries| {
+        for entry in entries {
+            let (series, sample) = entry.map_err(|e| corrupt(path, &e))?;
+            if let Some(h) = by_id.get_mut(&series) {
+                h.seconds.push(Point { at_s, sample });
+            }
+        }
+        Ok(())
+    })?;
     Ok(out)
-}
-
-/// A sample row whose columns start at `at` (time, load, cpu, mem, dirty, rx, tx).
-fn point_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Point> {
-    Ok(Point {
-        at_s: r.get(at)?,
-        sample: Sample {
-            load: r.get(at + 1)?,
-            cpu_cores: r.get(at + 2)?,
-            memory_bytes: get_u64(r, at + 3)?,
-            dirty_bps: r.get(at + 4)?,
-            rx_bps: r.get(at + 5)?,
-            tx_bps: r.get(at + 6)?,
-        },
-    })
 }
 
 fn rollup_row(r: &Row<'_>) -> rusqlite::Result<Rollup> {

@@ -13,19 +13,18 @@
 //! same order, is found unchanged by comparing the two lists. [`super::inventory::vms`] reads
 //! a present VM's time from its host: the same times as writing every row every look.
 //!
-//! Samples are inserted 64 rows a statement.
+//! A look's samples are one row: its frame ([`frame`]).
 
 use super::control::insert_journal;
-use super::{sql, Inner};
+use super::{frame, sql, Inner};
 use crate::store::error::{Result, StoreError};
 use crate::store::types::{Look, SeriesKey, SeriesKind};
 use crate::store::validate;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::collections::{HashMap, HashSet};
 
-/// A count of bytes or bytes/s, already rounded ([`crate::store::Sample::stored`],
-/// `Minute::rollup`), as the integer SQLite keeps (finite and non-negative: the cast is exact
-/// up to 2^53).
+/// A count of bytes or bytes/s, already rounded (`Minute::rollup`), as the integer SQLite
+/// keeps (finite and non-negative: the cast is exact up to 2^53).
 pub(super) fn whole(x: f64) -> i64 {
     x as i64
 }
@@ -215,73 +214,62 @@ pub(super) fn write_look(
         let id = series_id(tx, path, series, &mut changes.series, kind, name)?;
         rows.push((id, s.stored()));
     }
-    insert_samples(tx, path, at, &rows)?;
+    insert_frame(tx, path, at, rows)?;
     insert_journal(tx, path, &look.journal)?;
     Ok(changes)
 }
 
-/// Rows per statement when inserting samples: fewer statements to run, each binding
-/// `8 * SAMPLES_PER_INSERT` parameters (SQLite allows 32,766).
-const SAMPLES_PER_INSERT: usize = 64;
-
-/// `INSERT OR REPLACE INTO sample ... VALUES` with `rows` rows of parameters (a second sample
-/// of a series at the same instant replaces the first).
-fn insert_sql(rows: usize) -> String {
-    let row = "(?, ?, ?, ?, ?, ?, ?, ?)";
-    format!(
-        "INSERT OR REPLACE INTO sample (t, series, load, cpu, mem, dirty, rx, tx) VALUES {}",
-        vec![row; rows].join(", ")
-    )
-}
-
-/// Inserts the look's samples (series id, sample already rounded), [`SAMPLES_PER_INSERT`] a
-/// statement, the remainder one by one.
-fn insert_samples(
+/// Writes the look's samples (series id, sample already rounded) as its frame, the last
+/// sample of a series listed twice winning. A frame already stored at this instant (a second
+/// look at the same time) is merged with it, this look's samples replacing the stored ones
+/// of the same series, as a row a sample did.
+fn insert_frame(
     tx: &Transaction<'_>,
     path: &str,
     at: f64,
-    rows: &[(i64, crate::store::Sample)],
+    mut rows: Vec<(i64, crate::store::Sample)>,
 ) -> Result<()> {
-    static MANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let err = sql(path, "sample", "insert a sample");
-    let mut many = tx
-        .prepare_cached(MANY.get_or_init(|| insert_sql(SAMPLES_PER_INSERT)))
-        .map_err(&err)?;
-    let mut one = tx.prepare_cached(&insert_sql(1)).map_err(&err)?;
-    let chunks = rows.chunks_exact(SAMPLES_PER_INSERT);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (i, (id, s)) in chunk.iter().enumerate() {
-            bind_sample(&mut many, i * 8, at, *id, s).map_err(&err)?;
+    let err = sql(path, "frame", "store a look's samples");
+    rows.sort_by_key(|(id, _)| *id);
+    let mut entries: Vec<(i64, crate::store::Sample)> = Vec::with_capacity(rows.len());
+    for row in rows {
+        match entries.last_mut() {
+            Some(last) if last.0 == row.0 => *last = row,
+            _ => entries.push(row),
         }
-        many.raw_execute().map_err(&err)?;
     }
-    for (id, s) in rest {
-        bind_sample(&mut one, 0, at, *id, s).map_err(&err)?;
-        one.raw_execute().map_err(&err)?;
+    let added = tx
+        .prepare_cached("INSERT INTO frame (t, body) VALUES (?1, ?2) ON CONFLICT (t) DO NOTHING")
+        .and_then(|mut st| st.execute(params![at, frame::encode(&entries)]))
+        .map_err(&err)?;
+    if added > 0 {
+        return Ok(());
     }
+    let stored: Vec<u8> = tx
+        .query_row("SELECT body FROM frame WHERE t = ?1", [at], |r| r.get(0))
+        .map_err(&err)?;
+    let mut merged: std::collections::BTreeMap<i64, crate::store::Sample> =
+        frame::decode_all(&stored)
+            .map_err(|e| corrupt(path, &e))?
+            .into_iter()
+            .collect();
+    merged.extend(entries);
+    let merged: Vec<_> = merged.into_iter().collect();
+    tx.execute(
+        "UPDATE frame SET body = ?2 WHERE t = ?1",
+        params![at, frame::encode(&merged)],
+    )
+    .map_err(&err)?;
     Ok(())
 }
 
-/// Binds one sample row's eight parameters after the first `before` of `st`.
-fn bind_sample(
-    st: &mut rusqlite::Statement<'_>,
-    before: usize,
-    at: f64,
-    id: i64,
-    s: &crate::store::Sample,
-) -> rusqlite::Result<()> {
-    st.raw_bind_parameter(before + 1, at)?;
-    st.raw_bind_parameter(before + 2, id)?;
-    st.raw_bind_parameter(before + 3, s.load)?;
-    st.raw_bind_parameter(before + 4, s.cpu_cores)?;
-    st.raw_bind_parameter(
-        before + 5,
-        i64::try_from(s.memory_bytes).unwrap_or(i64::MAX),
-    )?;
-    st.raw_bind_parameter(before + 6, s.dirty_bps.map(whole))?;
-    st.raw_bind_parameter(before + 7, whole(s.rx_bps))?;
-    st.raw_bind_parameter(before + 8, whole(s.tx_bps))
+/// A stored frame that cannot be read.
+pub(super) fn corrupt(path: &str, e: &frame::FrameError) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_string(),
+        table: "frame",
+        what: e.to_string(),
+    }
 }
 
 /// The caches a look needs, loaded by the first look after opening.

@@ -5,15 +5,18 @@
 
 mod compact;
 mod control;
+pub mod frame;
 mod history;
 mod inventory;
 mod metrics;
+mod packed;
+mod results;
 pub mod schema;
 
 use super::error::{Result, StoreError};
 use super::records::{
-    JournalEntry, JournalQuery, JournalRow, MigrationResult, MoveQuery, MoveRow, PlanQuery,
-    PlanRow, SavedState, SettingsRecord, StepRecord, Transition,
+    JournalEntry, JournalQuery, JournalRow, MigrationQuery, MigrationResult, MigrationRow,
+    MoveQuery, MoveRow, PlanQuery, PlanRow, SavedState, SettingsRecord, StepRecord, Transition,
 };
 use super::types::{
     Compacted, History, HostRecord, HostSpec, Look, Retention, SeriesKey, SeriesKind, VmRecord,
@@ -117,6 +120,8 @@ pub(crate) struct Inner {
     pub seen: Option<metrics::Seen>,
     /// The next series whose rollups a compaction slice checks for retention.
     pub retention_cursor: i64,
+    /// The minute compaction slices are rolling up (see `compact`).
+    pub folding: Option<compact::Folding>,
 }
 
 impl Inner {
@@ -126,6 +131,7 @@ impl Inner {
             series: metrics::SeriesIds::default(),
             seen: None,
             retention_cursor: 1,
+            folding: None,
         }
     }
 }
@@ -350,7 +356,7 @@ impl Store for SqliteStore {
     }
 
     fn compact(&self, now_s: f64) -> Result<Compacted> {
-        compact::compact(&mut self.lock().conn, &self.path, self.retention, now_s)
+        compact::compact(&mut self.lock(), &self.path, self.retention, now_s)
     }
 
     fn compact_slice(&self, now_s: f64, slices: u32) -> Result<Compacted> {
@@ -413,11 +419,15 @@ impl Store for SqliteStore {
     }
 
     fn put_result(&self, result: &MigrationResult) -> Result<()> {
-        control::put_result(&mut self.lock().conn, &self.path, result)
+        results::put_result(&mut self.lock().conn, &self.path, result)
     }
 
-    fn result(&self, move_id: &str) -> Result<Option<MigrationResult>> {
-        control::result(&self.lock().conn, &self.path, move_id)
+    fn migration(&self, move_id: &str) -> Result<Option<MigrationRow>> {
+        results::migration(&self.lock().conn, &self.path, move_id)
+    }
+
+    fn migrations(&self, query: &MigrationQuery) -> Result<Vec<MigrationRow>> {
+        results::migrations(&self.lock().conn, &self.path, query)
     }
 
     fn settings(&self) -> Result<Option<SettingsRecord>> {

@@ -4,7 +4,7 @@
 //! than this build knows is refused and left untouched.
 
 use crate::store::error::{Result, StoreError};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 /// One step of the schema. Never edit a released migration: add the next one.
 #[derive(Debug, Clone, Copy)]
@@ -12,6 +12,9 @@ pub struct Migration {
     pub version: i64,
     pub name: &'static str,
     pub sql: &'static str,
+    /// Rewrites rows the SQL alone cannot (a format SQLite does not know), after `sql`, in
+    /// the same transaction.
+    pub convert: Option<fn(&Transaction<'_>) -> rusqlite::Result<()>>,
 }
 
 /// The schema this build writes.
@@ -20,16 +23,31 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "initial",
         sql: V1,
+        convert: None,
     },
     Migration {
         version: 2,
         name: "decision output",
         sql: V2,
+        convert: None,
     },
     Migration {
         version: 3,
         name: "present VMs",
         sql: V3,
+        convert: None,
+    },
+    Migration {
+        version: 4,
+        name: "migration results by time",
+        sql: V4,
+        convert: None,
+    },
+    Migration {
+        version: 5,
+        name: "one row of samples a look",
+        sql: V5,
+        convert: Some(samples_to_frames),
     },
 ];
 
@@ -210,6 +228,64 @@ ALTER TABLE host ADD COLUMN answered_s REAL;
 ALTER TABLE vm ADD COLUMN present INTEGER NOT NULL DEFAULT 0;
 "#;
 
+/// `GET /v1/migrations` lists results newest first: an index by time makes that a walk from
+/// the end instead of a sort of every result.
+const V4: &str = r#"
+CREATE INDEX migration_result_at ON migration_result (at_s);
+"#;
+
+/// A look's samples are one row, a frame (`sqlite::frame`), instead of a row a sample: a
+/// look writes one row and a compaction deletes one a second. A rowid table (the blob spills
+/// into overflow pages), found by time through its unique index. The samples of a version 4
+/// file become frames ([`samples_to_frames`]). `meta` holds a compaction's progress.
+///
+/// A decision's observation and memory are kept packed (`sqlite::packed`) from now on:
+/// `packed` 1. Older rows keep their text (`packed` 0).
+const V5: &str = r#"
+CREATE TABLE frame (
+    t    REAL NOT NULL UNIQUE,
+    body BLOB NOT NULL
+);
+ALTER TABLE decision ADD COLUMN packed INTEGER NOT NULL DEFAULT 0;
+"#;
+
+/// Version 5's conversion: the `sample` table's rows, read in key order (time, then series),
+/// become one frame per time; then `sample` goes.
+fn samples_to_frames(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    use super::frame;
+    use crate::store::Sample;
+    let mut insert = tx.prepare("INSERT INTO frame (t, body) VALUES (?1, ?2)")?;
+    let mut read = tx.prepare(
+        "SELECT t, series, load, cpu, mem, dirty, rx, tx FROM sample ORDER BY t, series",
+    )?;
+    let mut rows = read.query([])?;
+    let mut at: Option<f64> = None;
+    let mut entries: Vec<(i64, Sample)> = Vec::new();
+    while let Some(r) = rows.next()? {
+        let t: f64 = r.get(0)?;
+        if at.is_some_and(|a| a != t) {
+            insert.execute(rusqlite::params![at, frame::encode(&entries)])?;
+            entries.clear();
+        }
+        at = Some(t);
+        let sample = Sample {
+            load: r.get(2)?,
+            cpu_cores: r.get(3)?,
+            memory_bytes: super::get_u64(r, 4)?,
+            dirty_bps: r.get(5)?,
+            rx_bps: r.get(6)?,
+            tx_bps: r.get(7)?,
+        };
+        entries.push((r.get(1)?, sample));
+    }
+    if at.is_some() {
+        insert.execute(rusqlite::params![at, frame::encode(&entries)])?;
+    }
+    drop(rows);
+    drop(read);
+    tx.execute_batch("DROP TABLE sample")
+}
+
 /// Brings the store at `path` (already opened as `conn`) to the last of `migrations`.
 ///
 /// # Errors
@@ -302,6 +378,9 @@ fn apply(conn: &mut Connection, path: &str, m: &Migration) -> Result<()> {
         return tx.commit().map_err(err);
     }
     tx.execute_batch(m.sql).map_err(err)?;
+    if let Some(convert) = m.convert {
+        convert(&tx).map_err(err)?;
+    }
     tx.execute(
         "INSERT INTO schema_version (version, name) VALUES (?1, ?2)",
         rusqlite::params![m.version, m.name],

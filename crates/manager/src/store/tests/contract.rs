@@ -24,6 +24,7 @@ for_each_store!(
     the_journal_is_filtered_paged_and_bounded,
     settings_are_versioned_and_conflicts_refused,
     results_are_kept_by_move,
+    results_are_listed_newest_first_and_filtered,
     a_decision_is_exported_as_plain_json,
     the_store_id_is_stable,
 );
@@ -580,8 +581,61 @@ fn results_are_kept_by_move(store: &dyn Store) {
     store.save_step(&s).expect("step");
     store.put_result(&result("m1", 5.0)).expect("result");
     store.put_result(&result("m1", 6.0)).expect("replaced");
-    assert_eq!(store.result("m1").expect("read"), Some(result("m1", 6.0)));
-    assert_eq!(store.result("m2").expect("read"), None);
+    let row = store.migration("m1").expect("read").expect("stored");
+    assert_eq!(
+        (
+            row.plan_id.as_str(),
+            row.vm.as_str(),
+            row.move_state.as_str()
+        ),
+        ("p1", "vm1", "running")
+    );
+    assert_eq!((row.at_s, &row.record), (6.0, &result("m1", 6.0).body));
+    assert_eq!(store.migration("m2").expect("read"), None);
+}
+
+fn results_are_listed_newest_first_and_filtered(store: &dyn Store) {
+    let mut s = step(1.0);
+    s.plans = vec![plan_row("p1", "approved", 1.0)];
+    s.moves = ["m1", "m2", "m3", "m4"]
+        .iter()
+        .zip(["vm1", "vm2", "vm1", "vm1"])
+        .map(|(id, vm)| move_row(id, "p1", vm, "done"))
+        .collect();
+    store.save_step(&s).expect("step");
+    // m4 has no result; m2 and m3 end at the same time (the move id breaks the tie).
+    for (id, at_s) in [("m1", 5.0), ("m2", 7.0), ("m3", 7.0)] {
+        let body = json(j!({ "id": id }));
+        let r = MigrationResult {
+            move_id: id.into(),
+            at_s,
+            body,
+        };
+        store.put_result(&r).expect("result");
+    }
+    let ids = |q: MigrationQuery| -> Vec<String> {
+        let rows = store.migrations(&q).expect("list");
+        rows.into_iter().map(|r| r.move_id).collect()
+    };
+    let all = MigrationQuery {
+        limit: 10,
+        ..MigrationQuery::default()
+    };
+    assert_eq!(ids(all.clone()), ["m3", "m2", "m1"]);
+    let vm1 = MigrationQuery {
+        vm: Some("vm1".into()),
+        ..all.clone()
+    };
+    assert_eq!(ids(vm1.clone()), ["m3", "m1"]);
+    assert_eq!(ids(MigrationQuery { limit: 1, ..vm1 }), ["m3"]);
+    let none = MigrationQuery {
+        vm: Some("vm9".into()),
+        ..all
+    };
+    assert!(ids(none).is_empty());
+    let row = store.migration("m2").expect("read").expect("stored");
+    assert_eq!((row.vm.as_str(), row.from_host.as_str()), ("vm2", "h1"));
+    assert_eq!(row.record.as_str(), r#"{"id":"m2"}"#);
 }
 
 fn a_decision_is_exported_as_plain_json(store: &dyn Store) {

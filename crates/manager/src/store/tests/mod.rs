@@ -1,10 +1,12 @@
 //! The store's tests: the contract every implementation passes (`contract`, run against the
 //! fake and the SQLite file), history and compaction (`history`, same), what the loop writes
 //! each look and compaction in slices (`looks`, same), what only the SQLite
-//! file has (`sqlite`: schema versions, a failure inside a transaction, crashes), and a
+//! file has (`sqlite`: schema versions, a failure inside a transaction, crashes; `frames`: a
+//! look's samples as one row, their migration and compaction across a restart), and a
 //! measurement at the scale (`sizing`, ignored: run by hand).
 
 mod contract;
+mod frames;
 mod history;
 mod looks;
 mod sizing;

@@ -8,8 +8,8 @@
 //! ```
 //!
 //! It prints the time of a look, of a compaction and of history reads, and the bytes per row of
-//! the sample and rollup tables (SQLite's `dbstat`), the rollups also at a day of minutes per
-//! series (their steady-state page fill).
+//! the frame and rollup tables (SQLite's `dbstat`; a frame is a look's samples), the rollups
+//! also at a day of minutes per series (their steady-state page fill).
 
 use super::*;
 use std::time::Instant;
@@ -119,8 +119,11 @@ fn sizing() {
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     let max = times.iter().copied().fold(0.0, f64::max);
     println!("{hosts} hosts, {vms} VMs, {seconds} looks: {mean:.1} ms mean, {max:.1} ms max");
-    let (rows, per_row) = bytes_per_row(&store, "sample");
-    println!("sample: {rows} rows, {per_row:.1} bytes/row");
+    let (rows, per_row) = bytes_per_row(&store, "frame");
+    println!(
+        "frame: {rows} rows, {per_row:.0} bytes/row, {:.1} bytes a sample",
+        per_row / (hosts + vms) as f64
+    );
 
     // Before compaction: one series' seconds are a scan of the whole raw window.
     let start = Instant::now();

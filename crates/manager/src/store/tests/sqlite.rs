@@ -78,6 +78,7 @@ const V2: Migration = Migration {
     name: "host notes",
     sql: "ALTER TABLE host ADD COLUMN note TEXT;
           CREATE TABLE host_label (host TEXT NOT NULL, label TEXT NOT NULL);",
+    convert: None,
 };
 
 #[test]
@@ -119,6 +120,7 @@ fn a_failed_migration_is_rolled_back_whole() {
         version: 2,
         name: "half done",
         sql: "CREATE TABLE half (x INTEGER); INSERT INTO no_such_table VALUES (1);",
+        convert: None,
     };
     let err = SqliteStore::open_with(&path, &[MIGRATIONS[0], bad]).expect_err("fails");
     assert!(
