@@ -53,7 +53,13 @@ pub(crate) fn techniques(raw: &[String]) -> anyhow::Result<Vec<Technique>> {
             out.push(technique);
         }
     }
-    out.dedup();
+    // `all` with others (or a name twice) runs each technique once, where first named.
+    let mut seen = Vec::with_capacity(out.len());
+    out.retain(|t| {
+        let first = !seen.contains(t);
+        seen.push(*t);
+        first
+    });
     Ok(out)
 }
 

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// precopy, postcopy, hybrid, auto, or all (repeatable).
+    /// precopy, postcopy, hybrid, auto, or all (repeatable; each technique runs once, in the
+    /// order first named, so `-t postcopy -t all` runs postcopy then the others).
     #[arg(long, short = 't', default_value = "all")]
     technique: Vec<String>,
     /// Runs per technique, 1 to 100.
@@ -30,9 +31,9 @@ pub struct DemoArgs {
     /// VMs packed on h1, 1 to 16.
     #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = whole::<u32>(1, 16))]
     vms: u32,
-    /// How many of them raise their demand (at most --vms).
-    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = whole::<u32>(1, 16))]
-    raise: u32,
+    /// How many of them raise their demand (at most --vms; default 2, or 1 with --vms 1).
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<u32>(1, 16))]
+    raise: Option<u32>,
     /// Guest memory of each VM (e.g. 256M).
     #[arg(long, default_value = "256M")]
     memory: String,
@@ -69,6 +70,24 @@ pub struct DemoArgs {
     lab_name: String,
 }
 
+/// Makes the `--report` directory; an existing file (or a file on the way) is "not a
+/// directory", said as such rather than as the OS's "File exists".
+fn report_dir(d: &std::path::Path) -> anyhow::Result<()> {
+    let flag = format!("--report {}", d.display());
+    if let Some(file) = d.ancestors().find(|a| a.exists() && !a.is_dir()) {
+        if file == d {
+            anyhow::bail!("{flag}: is not a directory");
+        }
+        anyhow::bail!("{flag}: {} is not a directory", file.display());
+    }
+    std::fs::create_dir_all(d).with_context(|| flag)
+}
+
+/// `--raise` as given, else two VMs, or every VM when there are fewer.
+fn raise_of(raise: Option<u32>, vms: u32) -> u32 {
+    raise.unwrap_or(vms.min(2))
+}
+
 fn config(args: &DemoArgs) -> anyhow::Result<DemoConfig> {
     let memory = Typed::size("--memory", &args.memory)?;
     let wss = Typed::size("--wss", &args.wss)?;
@@ -81,7 +100,7 @@ fn config(args: &DemoArgs) -> anyhow::Result<DemoConfig> {
         repeat: args.repeat,
         hosts: args.hosts,
         vms: args.vms,
-        raise: args.raise,
+        raise: raise_of(args.raise, args.vms),
         memory_bytes: memory.value(),
         wss_bytes: wss.value(),
         low_rate: args.low_rate,
@@ -95,6 +114,23 @@ fn config(args: &DemoArgs) -> anyhow::Result<DemoConfig> {
         lab: args.lab_name.clone(),
         drover_bin: std::env::current_exe().context("locating the drover binary")?,
     };
+    // The flags' own checks first, so a refusal quotes the flag and the text as typed
+    // (`--link 1bit/s ...`, `--memory 64M ...`) rather than the config's field in bytes.
+    drover_core::migration::knobs::check_link_bps(config.link_bps)
+        .map_err(|expected| link.refused(&expected))?;
+    if let Err(e) = drover_guest::fit::check_vm(1, config.memory_bytes, &config.low_workload()) {
+        return Err(match e.setting() {
+            drover_guest::fit::Setting::Workload => {
+                anyhow::anyhow!(e.message("--wss", &args.wss, None))
+            }
+            _ => crate::flags::VmFlags {
+                vcpus: None,
+                memory: &memory,
+                workload: &args.wss,
+            }
+            .refused(&e),
+        });
+    }
     config.validate()?;
     Ok(config)
 }
@@ -108,7 +144,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let dir = match (&args.report, &scratch) {
         (Some(d), _) => {
-            std::fs::create_dir_all(d).with_context(|| format!("--report {}", d.display()))?;
+            report_dir(d)?;
             d.clone()
         }
         (None, Some(t)) => t.path().to_path_buf(),
@@ -173,4 +209,83 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 fn opt(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{raise_of, report_dir};
+    use drover_core::migration::Technique;
+
+    #[test]
+    fn all_with_other_techniques_runs_each_once() {
+        let raw = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let got =
+            crate::bench_cmd::techniques(&raw(&["postcopy", "all", "postcopy"])).expect("valid");
+        assert_eq!(got[0], Technique::Postcopy);
+        assert_eq!(got.len(), Technique::ALL.len());
+    }
+
+    #[test]
+    fn a_report_naming_a_file_is_not_a_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("r");
+        std::fs::write(&file, "").expect("file");
+        let e = report_dir(&file).expect_err("a file").to_string();
+        assert_eq!(
+            e,
+            format!("--report {}: is not a directory", file.display())
+        );
+        let e = report_dir(&file.join("sub"))
+            .expect_err("under a file")
+            .to_string();
+        assert!(
+            e.ends_with(&format!("{} is not a directory", file.display())),
+            "{e}"
+        );
+        report_dir(&dir.path().join("a/b")).expect("made");
+        assert!(dir.path().join("a/b").is_dir());
+    }
+
+    fn args(extra: &[&str]) -> super::DemoArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            demo: super::DemoArgs,
+        }
+        let mut argv = vec!["demo"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).expect("parses").demo
+    }
+
+    #[test]
+    fn refusals_quote_the_flag_as_typed() {
+        let e = super::config(&args(&["--link", "1bit/s"]))
+            .expect_err("too slow")
+            .to_string();
+        assert!(e.starts_with("--link 1bit/s"), "{e}");
+        assert!(e.contains("125000 bytes/s"), "{e}");
+        let e = super::config(&args(&["--memory", "64M"]))
+            .expect_err("too small")
+            .to_string();
+        assert!(e.starts_with("--memory 64M"), "{e}");
+        assert!(!e.contains("memory_bytes"), "{e}");
+        let e = super::config(&args(&["--wss", "512M"]))
+            .expect_err("does not fit")
+            .to_string();
+        assert!(e.starts_with("--wss"), "{e}");
+        assert!(!e.contains("memory_bytes"), "{e}");
+        assert_eq!(
+            super::config(&args(&["--vms", "1"])).expect("valid").raise,
+            1
+        );
+    }
+
+    #[test]
+    fn raise_defaults_to_at_most_the_vms() {
+        assert_eq!(raise_of(None, 1), 1);
+        assert_eq!(raise_of(None, 2), 2);
+        assert_eq!(raise_of(None, 5), 2);
+        assert_eq!(raise_of(Some(3), 5), 3);
+    }
 }

@@ -4,6 +4,7 @@
 //! else the manager's default listen address) with `--token-file` (or `$DROVER_TOKEN_FILE`,
 //! else the lab's token). Thin: parse, call, print (a table, or the API's JSON with `--json`).
 
+use crate::numfmt::fixed;
 use anyhow::{anyhow, Context};
 use drover_api::AgentUrl;
 use drover_core::control::{Move, Plan};
@@ -184,13 +185,13 @@ fn host_list(t: &ManagerTarget) -> anyhow::Result<()> {
             (false, _) => "NO",
         };
         println!(
-            "{:<12} {:<9} {:<10} {:>6.1} {:>7.2} {:>6.2} {:>4}  {}",
+            "{:<12} {:<9} {:<10} {:>6} {:>7} {:>6} {:>4}  {}",
             h.name,
             reach,
             power,
-            h.cpus,
-            h.cpu_demand_cores,
-            h.load,
+            fixed(h.cpus, 1),
+            fixed(h.cpu_demand_cores, 2),
+            fixed(h.load, 2),
             h.hot_streak,
             h.vms.join(",")
         );
@@ -364,7 +365,10 @@ pub fn run_status(t: &ManagerTarget) -> anyhow::Result<()> {
         "plans active {}, moves in flight {}",
         s.plans_active, s.moves_in_flight
     );
-    println!("energy {:.1} Wh since the store was made", s.energy_wh);
+    println!(
+        "energy {} Wh since the store was made",
+        fixed(s.energy_wh, 1)
+    );
     let store = if s.store.failures_in_a_row == 0 {
         "healthy".to_string()
     } else {

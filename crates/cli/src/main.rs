@@ -10,6 +10,7 @@ mod lab_cmd;
 mod manager_bench_cmd;
 mod manager_cmd;
 mod migration_flags;
+mod numfmt;
 mod signals;
 mod sim_cmd;
 mod sim_live_cmd;

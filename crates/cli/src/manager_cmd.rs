@@ -23,7 +23,8 @@ pub struct ManagerArgs {
     /// With --config, the file gives everything but the agents.
     #[arg(long, num_args = 0..=1, default_missing_value = drover_lab::name::DEFAULT_LAB)]
     lab: Option<String>,
-    /// Check the configuration and the token files, say what would run, and exit.
+    /// Check the configuration, every token file and that the state directory is (or can be
+    /// made) writable, say what would run, and exit; starts nothing.
     #[arg(long)]
     check: bool,
 }
@@ -68,9 +69,9 @@ pub fn run(args: ManagerArgs) -> anyhow::Result<()> {
         }
     };
     if args.check {
-        config.agent_specs()?;
+        config.preflight()?;
         println!(
-            "{}: {} agent(s), store in {}, mode {:?}, a look every {} s",
+            "{}: {} agent(s), store in {}, mode {}, a look every {} s",
             config.source.display(),
             config.agents.len(),
             config.state_dir.display(),

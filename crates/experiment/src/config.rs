@@ -143,13 +143,8 @@ impl DemoConfig {
                 "expected 0.1 to 64 cores",
             ));
         }
-        if self.link_bps < 125_000 {
-            return Err(refuse(
-                "--link",
-                self.link_bps,
-                "expected at least 125000 bytes/s (1 Mbit/s)",
-            ));
-        }
+        drover_core::migration::knobs::check_link_bps(self.link_bps)
+            .map_err(|expected| refuse("--link", self.link_bps, expected))?;
         drover_lab::LabName::new(&self.lab)
             .map_err(|e| refuse("--lab-name", &self.lab, e.to_string()))?;
         let vm = drover_api::VmConfig {

@@ -131,6 +131,14 @@ pub fn table(rows: &[TechniqueRow]) -> String {
             r.integrity_errors,
         );
     }
+    if rows.iter().any(|r| r.after_relief_pct.is_none()) {
+        // An empty window is not a zero: say why there is no number.
+        let _ = writeln!(
+            out,
+            "after relief % '-': no relief, or the hold ended before relief + {} s",
+            crate::summary::SETTLED_S
+        );
+    }
     out
 }
 
@@ -337,7 +345,14 @@ mod tests {
         );
         let text = table(&rows);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3, "{text}");
+        let want = 3 + usize::from(rows.iter().any(|r| r.after_relief_pct.is_none()));
+        assert_eq!(lines.len(), want, "{text}");
+        if want == 4 {
+            assert!(
+                lines[3].starts_with("after relief % '-': no relief"),
+                "{text}"
+            );
+        }
         assert!(
             lines[1].starts_with("precopy") && lines[1].contains("0/1"),
             "{text}"

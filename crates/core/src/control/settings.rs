@@ -27,6 +27,7 @@
 //! docs/manager-policy.md describes how the control step uses each setting.
 
 use super::observe::HostObs;
+use crate::migration::knobs::check_link_bps;
 use crate::migration::{KnobError, PlanKnobs, Technique};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -43,6 +44,23 @@ pub enum Mode {
     Recommend,
     /// Records plans only.
     DryRun,
+}
+
+impl Mode {
+    /// The mode as the config file and the API spell it (`auto`, `recommend`, `dry-run`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Recommend => "recommend",
+            Mode::DryRun => "dry-run",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Who picks each migration's technique.
@@ -154,7 +172,7 @@ pub struct ControlSettings {
     /// Migration settings sent with every move.
     pub knobs: PlanKnobs,
     /// Bandwidth between hosts the cost model assumes, bytes/s (None: the knobs' cap, else
-    /// their assumed link).
+    /// their assumed link). At least 125000 (1 Mbit/s), as a migration's bandwidth.
     pub link_bps: Option<u64>,
     pub rules: Vec<PlacementRule>,
     /// Load balancing; None: off.
@@ -201,6 +219,13 @@ pub enum SettingsError {
         field: &'static str,
         value: String,
         expected: &'static str,
+    },
+    /// A setting whose name or limit is built at run time (a host's power model, a rate).
+    #[error("{field} = {value}: {expected}")]
+    Named {
+        field: String,
+        value: String,
+        expected: String,
     },
     #[error("knobs.{0}")]
     Knobs(#[from] KnobError),
@@ -292,21 +317,47 @@ impl ControlSettings {
             });
         }
         self.knobs.validate()?;
-        for (host, p) in self
-            .power
-            .iter()
-            .map(|(h, p)| (h.as_str(), p))
-            .chain([("default", &self.default_power)])
-        {
-            let _ = host;
+        if let Some(bps) = self.link_bps {
+            // The same floor and ceiling as a migration's bandwidth and the agent's `--link`.
+            check_link_bps(bps).map_err(|expected| SettingsError::Named {
+                field: "link_bps".into(),
+                value: bps.to_string(),
+                expected,
+            })?;
+        }
+        if let Some(b) = self.balance {
             range(
-                "power.idle_w",
-                p.idle_w,
-                p.idle_w >= 0.0,
-                "expected at least 0 W",
+                "balance.spread",
+                b.spread,
+                b.spread > 0.0 && b.spread <= 2.0,
+                "expected a load share above 0 and at most 2",
             )?;
             range(
-                "power.peak_w",
+                "balance.every_s",
+                b.every_s,
+                (1.0..=86_400.0).contains(&b.every_s),
+                "expected 1 to 86400 s",
+            )?;
+        }
+        for (field, p) in self
+            .power
+            .iter()
+            .map(|(h, p)| (format!("power.{h}"), p))
+            .chain([("default_power".to_string(), &self.default_power)])
+        {
+            let named = |what: &str, v: f64, ok: bool, expected: &str| {
+                if ok && v.is_finite() {
+                    return Ok(());
+                }
+                Err(SettingsError::Named {
+                    field: format!("{field}.{what}"),
+                    value: v.to_string(),
+                    expected: expected.to_string(),
+                })
+            };
+            named("idle_w", p.idle_w, p.idle_w >= 0.0, "expected at least 0 W")?;
+            named(
+                "peak_w",
                 p.peak_w,
                 p.peak_w >= p.idle_w,
                 "expected at least idle_w",
@@ -381,11 +432,75 @@ mod tests {
     }
 
     #[test]
+    fn link_bps_has_the_migration_bandwidth_floor() {
+        for bps in [0, 1, crate::migration::knobs::MIN_BANDWIDTH_BPS - 1] {
+            let s = ControlSettings {
+                link_bps: Some(bps),
+                ..ControlSettings::default()
+            };
+            let e = s.validate().expect_err("below 1 Mbit/s").to_string();
+            assert_eq!(
+                e,
+                format!("link_bps = {bps}: expected at least 125000 bytes/s (1 Mbit/s)")
+            );
+        }
+        let s = ControlSettings {
+            link_bps: Some(crate::migration::knobs::MIN_BANDWIDTH_BPS),
+            ..ControlSettings::default()
+        };
+        assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn balance_and_power_are_checked_and_named() {
+        let bal = |spread, every_s| ControlSettings {
+            balance: Some(Balance { spread, every_s }),
+            ..ControlSettings::default()
+        };
+        assert_eq!(bal(0.2, 60.0).validate(), Ok(()));
+        assert!(matches!(
+            bal(0.0, 60.0).validate(),
+            Err(SettingsError::Range {
+                field: "balance.spread",
+                ..
+            })
+        ));
+        assert!(matches!(
+            bal(0.2, 0.0).validate(),
+            Err(SettingsError::Range {
+                field: "balance.every_s",
+                ..
+            })
+        ));
+        let mut s = ControlSettings::default();
+        s.power.insert(
+            "h2".into(),
+            HostPower {
+                idle_w: 100.0,
+                peak_w: 50.0,
+            },
+        );
+        assert_eq!(
+            s.validate().expect_err("peak below idle").to_string(),
+            "power.h2.peak_w = 50: expected at least idle_w"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_refused_and_missing_ones_default() {
         let s: ControlSettings =
             serde_json::from_str(r#"{"hot": 0.95, "mode": "recommend"}"#).expect("parses");
         assert_eq!((s.hot, s.mode, s.hot_samples), (0.95, Mode::Recommend, 3));
         assert!(serde_json::from_str::<ControlSettings>(r#"{"hott": 1}"#).is_err());
+    }
+
+    #[test]
+    fn a_mode_prints_as_the_file_spells_it() {
+        for m in [Mode::Auto, Mode::Recommend, Mode::DryRun] {
+            let wire = serde_json::to_value(m).expect("serialises");
+            assert_eq!(wire, serde_json::Value::from(m.to_string()));
+        }
+        assert_eq!(Mode::Auto.to_string(), "auto");
     }
 
     #[test]

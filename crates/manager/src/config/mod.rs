@@ -81,6 +81,9 @@ pub enum ConfigError {
     /// No token file is configured for `field` (nor a top-level `token_file`).
     #[error("{field}: not set: name a token file here or token_file at the top")]
     TokenUnset { field: String },
+    /// `state_dir` is not, and cannot be made, a writable directory.
+    #[error("state_dir {}: {why}", path.display())]
+    StateDir { path: PathBuf, why: String },
 }
 
 /// One agent: a host of the inventory (`[[agents]]`).
@@ -377,6 +380,21 @@ impl ManagerConfig {
         }
     }
 
+    /// Everything `Service::start` reads before it binds or opens anything, without starting
+    /// anything: the values ([`ManagerConfig::validate`]), every token file (agents' and the
+    /// API's, through the shared `read_token`), and that `state_dir` is a writable directory or
+    /// can be made one. What `drover manager --check` runs.
+    ///
+    /// # Errors
+    /// The first of [`ConfigError::Invalid`], [`ConfigError::Token`],
+    /// [`ConfigError::TokenUnset`], [`ConfigError::StateDir`].
+    pub fn preflight(&self) -> Result<(), ConfigError> {
+        self.validate()?;
+        self.agent_specs()?;
+        self.api_token()?;
+        check_state_dir(&self.state_dir)
+    }
+
     /// The inventory the store keeps: each agent, with its power model when
     /// `[control.power.NAME]` sets one.
     pub fn inventory(&self) -> Vec<HostSpec> {
@@ -398,9 +416,53 @@ impl ManagerConfig {
 fn control_field(e: &SettingsError) -> String {
     match e {
         SettingsError::Range { field, .. } => format!("control.{field}"),
+        SettingsError::Named { field, .. } => format!("control.{field}"),
         SettingsError::Knobs(_) => "control.knobs".into(),
         SettingsError::Rule { index, .. } => format!("control.rules[{index}]"),
     }
+}
+
+/// Checks that `dir` is a writable directory, or that its nearest existing ancestor is one (so
+/// the start can make it). Writability is probed by making and removing one file, since
+/// permission bits do not tell the whole story (read-only mounts, ACLs).
+fn check_state_dir(dir: &Path) -> Result<(), ConfigError> {
+    let fail = |why: String| ConfigError::StateDir {
+        path: dir.to_path_buf(),
+        why,
+    };
+    let mut existing = dir;
+    while !existing.exists() {
+        existing = existing
+            .parent()
+            .ok_or_else(|| fail("no existing parent directory".into()))?;
+        if existing.as_os_str().is_empty() {
+            existing = Path::new(".");
+        }
+    }
+    if !existing.is_dir() {
+        let what = if existing == dir {
+            "is not a directory".to_string()
+        } else {
+            format!("cannot be made: {} is not a directory", existing.display())
+        };
+        return Err(fail(what));
+    }
+    let probe = existing.join(format!(".drover-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| {
+            let what = if existing == dir {
+                format!("is not writable: {e}")
+            } else {
+                format!("cannot be made in {}: {e}", existing.display())
+            };
+            fail(what)
+        })?;
+    // Leaves nothing behind; a failure to remove the empty probe is not the config's fault.
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 /// The bearer token in `file`, configured by key `field` (see [`drover_api::token::read_token`]).

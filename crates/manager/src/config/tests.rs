@@ -191,6 +191,12 @@ fn values_out_of_range_are_named_by_their_dotted_path() {
         ("[control]\nhot = 5.0", "control.hot"),
         ("[control]\ncold = 0.8", "control.cold"),
         ("[control]\ntechniques = []", "control.techniques"),
+        ("[control]\nlink_bps = 0", "control.link_bps"),
+        ("[control]\nlink_bps = 1", "control.link_bps"),
+        (
+            "[control.balance]\nspread = 0\nevery_s = 60",
+            "control.balance.spread",
+        ),
         (
             "[control.power.h9]\nidle_w = 1\npeak_w = 2",
             "control.power.h9",
@@ -276,4 +282,43 @@ fn paths_are_relative_to_the_file_and_tokens_are_read_per_agent() {
         }
         other => panic!("expected a token error, got {other:?}"),
     }
+}
+
+#[test]
+fn preflight_reads_every_token_and_checks_the_state_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("token"), "shared-secret\n").expect("token");
+    std::fs::write(dir.path().join("h2.token"), "h2-secret").expect("token");
+    let text = TWO_AGENTS
+        .replace("/etc/drover/h2.token", "h2.token")
+        .replace(
+            "token_file = \"token\"",
+            "token_file = \"token\"\nstate_dir = \"state/sub\"\n[api]\ntoken_file = \"api.token\"",
+        );
+    let path = dir.path().join("manager.toml");
+    std::fs::write(&path, text).expect("config");
+    let c = ManagerConfig::load(&path).expect("valid values");
+
+    // The API's token file is missing: validate passes, preflight names it.
+    match c.preflight() {
+        Err(ConfigError::Token { field, .. }) => assert_eq!(field, "api.token_file"),
+        other => panic!("expected the API token refused, got {other:?}"),
+    }
+    std::fs::write(dir.path().join("api.token"), "  \n").expect("token");
+    assert!(matches!(c.preflight(), Err(ConfigError::Token { .. })));
+    std::fs::write(dir.path().join("api.token"), "api-secret").expect("token");
+
+    // A state_dir that can be made passes and is not made.
+    c.preflight().expect("all good");
+    assert!(!dir.path().join("state").exists(), "--check starts nothing");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 4);
+
+    // A file where the state_dir (or its parent) should be.
+    std::fs::write(dir.path().join("state"), "").expect("file");
+    let e = c.preflight().expect_err("parent is a file").to_string();
+    assert!(e.contains("is not a directory"), "{e}");
+    let mut c2 = c.clone();
+    c2.state_dir = dir.path().join("state");
+    let e = c2.preflight().expect_err("a file").to_string();
+    assert!(e.ends_with("state: is not a directory"), "{e}");
 }
