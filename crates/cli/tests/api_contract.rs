@@ -227,7 +227,11 @@ fn the_agents_openapi_document_is_its_contract_against_a_live_agent() {
     run(DROVER, &["image", "build"]);
 
     let dir = tempfile::tempdir().expect("temporary directory");
-    let token = format!("contract-{}-{:?}", std::process::id(), Instant::now());
+    // A token as the agent takes them: printable ASCII, no spaces (a Debug-printed Instant has both).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let token = format!("contract-{}-{nanos}", std::process::id());
     std::fs::write(dir.path().join("token"), &token).expect("token file");
     let hooks = dir.path().join("hooks.py");
     std::fs::write(&hooks, HOOKS).expect("hooks");
