@@ -59,6 +59,14 @@ pub struct ErrorBody {
     pub qmp_desc: Option<String>,
 }
 
+/// Request bodies are small JSON objects; anything bigger is a mistake or an attack. The
+/// agent's and the manager's API both refuse a bigger body with 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Longest request URI accepted, bytes (names are at most 128 characters; this leaves ample
+/// room). The agent's and the manager's API both refuse a longer one with 414.
+pub const URI_LIMIT: usize = 4 * 1024;
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()

@@ -35,11 +35,8 @@ use drover_qemu::qmp::{Qmp, QmpError};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-/// Request bodies are small JSON objects; anything bigger is a mistake or an attack.
-pub const BODY_LIMIT: usize = 64 * 1024;
-
-/// Longest request URI accepted (names are at most 128 characters; this leaves ample room).
-pub const URI_LIMIT: usize = 4 * 1024;
+/// The request limits every Drover API applies (the manager's too).
+pub use drover_api::{BODY_LIMIT, URI_LIMIT};
 
 type St = State<Arc<AgentState>>;
 type ApiResult = Result<Response, ApiError>;
