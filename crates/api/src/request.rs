@@ -432,16 +432,20 @@ pub fn parse_merge_patch(body: &[u8], what: &str) -> Result<serde_json::Value, R
 /// The path of the first key given twice in one object, depth first.
 fn repeated_key(node: &Node, at: &mut Vec<Step>) -> Option<Vec<Step>> {
     match node {
-        Node::Object(entries) => entries.iter().enumerate().find_map(|(i, (k, v))| {
-            at.push(key(k));
-            let found = if entries[..i].iter().any(|(seen, _)| seen == k) {
-                Some(at.clone())
-            } else {
-                repeated_key(v, at)
-            };
-            at.pop();
-            found
-        }),
+        Node::Object(entries) => {
+            // A set, so a 64 KiB body of many keys costs one pass, not one per pair.
+            let mut seen = std::collections::HashSet::new();
+            entries.iter().find_map(|(k, v)| {
+                at.push(key(k));
+                let found = if seen.insert(k.as_str()) {
+                    repeated_key(v, at)
+                } else {
+                    Some(at.clone())
+                };
+                at.pop();
+                found
+            })
+        }
         Node::Array(items) => items.iter().enumerate().find_map(|(i, v)| {
             at.push(Step::Index(i));
             let found = repeated_key(v, at);
