@@ -59,6 +59,25 @@ pub struct ErrorBody {
     pub qmp_desc: Option<String>,
 }
 
+/// Request bodies are small JSON objects; anything bigger is a mistake or an attack. The
+/// agent's and the manager's API both refuse a bigger body with 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Longest request URI accepted, bytes (names are at most 128 characters; this leaves ample
+/// room). The agent's and the manager's API both refuse a longer one with 414.
+pub const URI_LIMIT: usize = 4 * 1024;
+
+/// Why a request URI of `len` bytes is refused (414), or None within [`URI_LIMIT`]: the
+/// agent's and the manager's one rule and wording.
+pub fn uri_refusal(len: usize) -> Option<String> {
+    (len > URI_LIMIT).then(|| format!("request URI of {len} bytes; at most {URI_LIMIT}"))
+}
+
+/// Why a body over [`BODY_LIMIT`] is refused (413).
+pub fn body_refusal() -> String {
+    format!("request body over {BODY_LIMIT} bytes")
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()

@@ -408,3 +408,65 @@ pub(crate) fn qmp_command(
 #[cfg(test)]
 #[path = "request_tests.rs"]
 mod tests;
+
+/// A JSON merge patch (RFC 7396) body, such as the manager's `PATCH /v1/settings`: a JSON
+/// object, no key repeated in any object (a repeated key is ambiguous: which one wins depends
+/// on the parser), read under the same size and depth rules as every other body. `what` names
+/// the body in messages ("settings patch").
+///
+/// # Errors
+/// [`RequestError::Syntax`]: not JSON, too deep, not an object, a key given twice.
+pub fn parse_merge_patch(body: &[u8], what: &str) -> Result<serde_json::Value, RequestError> {
+    let root = object(body, what)?;
+    if let Some(path) = repeated_key(&root, &mut Vec::new()) {
+        return Err(RequestError::Syntax(format!(
+            "{} is given twice",
+            path_text(&path)
+        )));
+    }
+    // The body is known to be JSON by now; serde_json reads it again as a value.
+    serde_json::from_slice(body)
+        .map_err(|e| RequestError::Syntax(format!("the {what} is not JSON: {e}")))
+}
+
+/// The path of the first key given twice in one object, depth first.
+fn repeated_key(node: &Node, at: &mut Vec<Step>) -> Option<Vec<Step>> {
+    match node {
+        Node::Object(entries) => {
+            // A set, so a 64 KiB body of many keys costs one pass, not one per pair.
+            let mut seen = std::collections::HashSet::new();
+            entries.iter().find_map(|(k, v)| {
+                at.push(key(k));
+                let found = if seen.insert(k.as_str()) {
+                    repeated_key(v, at)
+                } else {
+                    Some(at.clone())
+                };
+                at.pop();
+                found
+            })
+        }
+        Node::Array(items) => items.iter().enumerate().find_map(|(i, v)| {
+            at.push(Step::Index(i));
+            let found = repeated_key(v, at);
+            at.pop();
+            found
+        }),
+        _ => None,
+    }
+}
+
+/// An already parsed JSON value (a merge patch applied to a stored document) read as a `T`
+/// under the module's rule: a wrong type, an unknown or missing field is
+/// [`RequestError::Syntax`], a value outside its set [`RequestError::Invalid`], each named by
+/// its path. `what` names the document in messages ("settings").
+///
+/// # Errors
+/// See the module doc.
+pub fn read_value<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+    what: &str,
+) -> Result<T, RequestError> {
+    let root = Node::from_value(value);
+    read(&root, &root, &[], what)
+}

@@ -46,9 +46,13 @@ pub enum ManagerError {
     /// A proposal's premises vanished: it was expired (and that is stored), not approved.
     #[error("plan {plan} no longer holds: {why}")]
     Expired { plan: String, why: String },
-    /// Settings that do not parse or break a limit; nothing changed.
+    /// Settings whose values break a limit or are outside their set; nothing changed.
     #[error("settings: {0}")]
     Settings(String),
+    /// A settings patch of the wrong structure (a wrong JSON type, an unknown field); nothing
+    /// changed.
+    #[error("settings: {0}")]
+    SettingsShape(String),
     /// The settings changed since the caller read them; nothing changed.
     #[error("settings are at version {found}, not {expected}: read them again")]
     SettingsConflict { expected: u64, found: u64 },

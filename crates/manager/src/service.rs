@@ -343,4 +343,23 @@ mod tests {
         assert!(err.to_string().contains("loop.interval_s"), "{err}");
         assert!(!c.state_dir.exists(), "no store made");
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_api_port_fails_the_start_and_leaves_the_state_dir_free() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let mut c = config(dir.path());
+        c.api.listen = taken.local_addr().expect("addr");
+        let err = Service::start(&c).await.expect_err("the port is taken");
+        assert!(matches!(err, ServiceError::Listen { .. }), "{err}");
+        // The lock file may stay (it is a kernel lock, released with the file handle); what
+        // matters is that the next start is not refused as Busy.
+        assert!(c.state_dir.join(LOCK_FILE).exists());
+        drop(taken);
+        let c = config(dir.path());
+        let service = Service::start(&c)
+            .await
+            .expect("starts once the port is free");
+        service.stop().await.expect("stops");
+    }
 }

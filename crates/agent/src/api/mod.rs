@@ -35,11 +35,8 @@ use drover_qemu::qmp::{Qmp, QmpError};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-/// Request bodies are small JSON objects; anything bigger is a mistake or an attack.
-pub const BODY_LIMIT: usize = 64 * 1024;
-
-/// Longest request URI accepted (names are at most 128 characters; this leaves ample room).
-pub const URI_LIMIT: usize = 4 * 1024;
+/// The request limits every Drover API applies (the manager's too).
+pub use drover_api::{BODY_LIMIT, URI_LIMIT};
 
 type St = State<Arc<AgentState>>;
 type ApiResult = Result<Response, ApiError>;
@@ -63,7 +60,7 @@ impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Connection {
 fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     b.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(format!("request body over {BODY_LIMIT} bytes"))
+            ApiError::TooLarge(drover_api::body_refusal())
         } else {
             ApiError::BadRequest(r.body_text())
         }
@@ -120,11 +117,10 @@ pub fn router(state: Arc<AgentState>) -> Router {
 
 async fn uri_limit(req: Request, next: Next) -> Response {
     let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
-    if len > URI_LIMIT {
-        return ApiError::UriTooLong(format!("request URI of {len} bytes; at most {URI_LIMIT}"))
-            .into_response();
+    match drover_api::uri_refusal(len) {
+        Some(why) => ApiError::UriTooLong(why).into_response(),
+        None => next.run(req).await,
     }
-    next.run(req).await
 }
 
 async fn auth(State(st): St, req: Request, next: Next) -> Response {

@@ -65,17 +65,30 @@ pub enum MoveState {
 }
 
 impl MoveState {
+    /// Every state's [`MoveState::name`] (lists that filter by state name the allowed values
+    /// from it; `name` answers from it).
+    pub const NAMES: [&'static str; 8] = [
+        "planned",
+        "requested",
+        "running",
+        "done",
+        "failed",
+        "cancelled",
+        "skipped",
+        "lost",
+    ];
+
     /// The state's name, for messages and metrics.
     pub fn name(&self) -> &'static str {
         match self {
-            MoveState::Planned => "planned",
-            MoveState::Requested { .. } => "requested",
-            MoveState::Running { .. } => "running",
-            MoveState::Done { .. } => "done",
-            MoveState::Failed { .. } => "failed",
-            MoveState::Cancelled { .. } => "cancelled",
-            MoveState::Skipped { .. } => "skipped",
-            MoveState::Lost { .. } => "lost",
+            MoveState::Planned => Self::NAMES[0],
+            MoveState::Requested { .. } => Self::NAMES[1],
+            MoveState::Running { .. } => Self::NAMES[2],
+            MoveState::Done { .. } => Self::NAMES[3],
+            MoveState::Failed { .. } => Self::NAMES[4],
+            MoveState::Cancelled { .. } => Self::NAMES[5],
+            MoveState::Skipped { .. } => Self::NAMES[6],
+            MoveState::Lost { .. } => Self::NAMES[7],
         }
     }
 

@@ -55,6 +55,18 @@ pub enum PlanState {
 }
 
 impl PlanState {
+    /// Every state, in the order of [`PlanState::name`]'s match (lists that filter by state
+    /// name the allowed values from it).
+    pub const ALL: [PlanState; 7] = [
+        PlanState::Proposed,
+        PlanState::Approved,
+        PlanState::Recorded,
+        PlanState::Done,
+        PlanState::Failed,
+        PlanState::Cancelled,
+        PlanState::Expired,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             PlanState::Proposed => "proposed",

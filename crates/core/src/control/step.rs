@@ -68,12 +68,18 @@ pub enum Outcome {
 pub struct JournalEntry {
     /// Manager clock, s.
     pub at_s: f64,
-    /// `plan`, `move`, `host`, ...
+    /// One of [`JournalEntry::SUBJECTS`].
     pub subject: String,
     /// The plan's, move's or host's id.
     pub id: String,
     /// What happened, one line.
     pub what: String,
+}
+
+impl JournalEntry {
+    /// What a journal line can be about: core's plans, moves and hosts, and the manager's
+    /// settings changes.
+    pub const SUBJECTS: [&'static str; 4] = ["plan", "move", "host", "settings"];
 }
 
 /// The step's result.

@@ -21,26 +21,35 @@
 //! | `GET /metrics` | Prometheus text exposition ([`prom`]) |
 //! | `GET /v1/openapi.json` | the OpenAPI document ([`openapi`]) |
 //!
-//! Lists answer [`DEFAULT_LIMIT`] rows unless `limit` says otherwise (1 to [`MAX_READ`]); a
-//! query string with an unknown parameter, a value that does not parse or is out of range
-//! is refused with 400 naming the parameter.
+//! Lists answer [`DEFAULT_LIMIT`] rows unless `limit` says otherwise (1 to [`crate::store::MAX_READ`]); a
+//! query string with an unknown or repeated parameter, a value that does not parse, is out of
+//! range or not in its set is refused with 400 naming the parameter ([`query`]).
+//!
+//! Errors follow the agent's API: every failure is JSON `{"error": ...}`, unknown routes (404)
+//! and wrong methods (405) included; a body over [`BODY_LIMIT`] is 413, a URI over
+//! [`URI_LIMIT`] 414; a settings patch is read by drover-api's body rules (a wrong JSON type,
+//! an unknown or repeated field 400; a value breaking a rule 422). A store failure is logged
+//! and answered with a generic 500 (the store's message names its file).
 
 pub mod client;
 pub mod error;
 pub mod openapi;
 pub mod prom;
+pub mod query;
 
 use crate::handle::Manager;
-use crate::store::{JournalQuery, MigrationQuery, MoveQuery, PlanQuery, MAX_READ};
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use drover_api::names::{MIGRATION_ID_SHAPE, VM_NAME_SHAPE};
+use drover_api::names::MIGRATION_ID_SHAPE;
+pub use drover_api::{BODY_LIMIT, URI_LIMIT};
 pub use error::{check_bearer, ApiError};
+use query::Params;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
@@ -109,6 +118,12 @@ pub fn router(manager: Manager, token: &str) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .merge(guarded)
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("method not allowed on this route".into())
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(uri_limit))
         .with_state(state)
 }
 
@@ -125,6 +140,14 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+async fn uri_limit(req: Request, next: Next) -> Response {
+    let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    match drover_api::uri_refusal(len) {
+        Some(why) => ApiError::UriTooLong(why).into_response(),
+        None => next.run(req).await,
+    }
 }
 
 async fn auth(State(st): St, req: Request, next: Next) -> Response {
@@ -149,16 +172,7 @@ fn query<T>(parsed: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
-/// A list's `limit`: 0 (not given) is [`DEFAULT_LIMIT`]; past [`MAX_READ`] is refused.
-fn limit(asked: u32) -> Result<u32, ApiError> {
-    match asked {
-        0 => Ok(DEFAULT_LIMIT),
-        1..=MAX_READ => Ok(asked),
-        _ => Err(ApiError::BadRequest(format!(
-            "limit {asked}: expected 1 to {MAX_READ} (default {DEFAULT_LIMIT})"
-        ))),
-    }
-}
+type RawQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 /// `GET /v1/health`.
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -193,10 +207,8 @@ async fn vms(State(st): St) -> ApiResult {
     ok(st.manager.vms().await)
 }
 
-async fn plans(State(st): St, raw: Result<Query<PlanQuery>, QueryRejection>) -> ApiResult {
-    let mut q = query(raw)?;
-    q.limit = limit(q.limit)?;
-    ok(st.manager.plans(q).await?)
+async fn plans(State(st): St, raw: RawQuery) -> ApiResult {
+    ok(st.manager.plans(Params::plans(raw)?).await?)
 }
 
 async fn plan(State(st): St, Path(id): Path<String>) -> ApiResult {
@@ -219,24 +231,12 @@ async fn cancel(State(st): St, Path(id): Path<String>) -> ApiResult {
     ok(st.manager.plan(&id).await?)
 }
 
-async fn moves(State(st): St, raw: Result<Query<MoveQuery>, QueryRejection>) -> ApiResult {
-    let mut q = query(raw)?;
-    q.limit = limit(q.limit)?;
-    ok(st.manager.moves(q).await?)
+async fn moves(State(st): St, raw: RawQuery) -> ApiResult {
+    ok(st.manager.moves(Params::moves(raw)?).await?)
 }
 
-async fn migrations(
-    State(st): St,
-    raw: Result<Query<MigrationQuery>, QueryRejection>,
-) -> ApiResult {
-    let mut q = query(raw)?;
-    if let Some(vm) = &q.vm {
-        VM_NAME_SHAPE
-            .check(vm)
-            .map_err(|e| ApiError::BadRequest(e.named("vm")))?;
-    }
-    q.limit = limit(q.limit)?;
-    ok(st.manager.migrations(q).await?)
+async fn migrations(State(st): St, raw: RawQuery) -> ApiResult {
+    ok(st.manager.migrations(Params::migrations(raw)?).await?)
 }
 
 async fn migration(State(st): St, Path(id): Path<String>) -> ApiResult {
@@ -296,23 +296,56 @@ struct PatchQuery {
     expected_version: Option<u64>,
 }
 
+/// Media types a settings patch may be sent as: RFC 7396's own, and plain JSON.
+pub const PATCH_TYPES: [&str; 2] = ["application/merge-patch+json", "application/json"];
+
+/// The body's media type (parameters such as `charset` aside) is one of [`PATCH_TYPES`].
+fn patch_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = given.split(';').next().unwrap_or("").trim();
+    if PATCH_TYPES.iter().any(|t| media.eq_ignore_ascii_case(t)) {
+        return Ok(());
+    }
+    let given: String = given.chars().take(64).collect();
+    Err(ApiError::UnsupportedMediaType(format!(
+        "Content-Type '{given}': expected {}",
+        PATCH_TYPES.join(" or ")
+    )))
+}
+
+fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(drover_api::body_refusal())
+        } else {
+            ApiError::BadRequest(r.body_text())
+        }
+    })
+}
+
 async fn patch_settings(
     State(st): St,
     raw: Result<Query<PatchQuery>, QueryRejection>,
-    patch: Result<Json<serde_json::Value>, JsonRejection>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let q = query(raw)?;
-    let Json(patch) = patch.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    patch_type(&headers)?;
+    let patch = drover_api::request::parse_merge_patch(&body(b)?, "settings patch")
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     ok(st.manager.patch_settings(patch, q.expected_version).await?)
 }
 
-async fn events(State(st): St, raw: Result<Query<JournalQuery>, QueryRejection>) -> ApiResult {
-    let mut q = query(raw)?;
-    q.limit = limit(q.limit)?;
-    ok(st.manager.events(q).await?)
+async fn events(State(st): St, raw: RawQuery) -> ApiResult {
+    ok(st.manager.events(Params::events(raw)?).await?)
 }
 
 #[cfg(test)]
 mod schema_check;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_refusals;

@@ -47,19 +47,23 @@ pub const ROUTES: &[Route] = &[
     Route { method: Post, path: "/v1/hosts/{name}/undrain", summary: "Let a drained host take VMs again", request: Body::None, ok: (200, Body::Json(s::<super::HostDone>)), errors: &[AUTH, 404, 409, 500, 502, 503], auth: true },
     Route { method: Post, path: "/v1/hosts/{name}/wake", summary: "Wake the host from standby", request: Body::None, ok: (200, Body::Json(s::<super::HostDone>)), errors: &[AUTH, 404, 409, 500, 502, 503], auth: true },
     Route { method: Get, path: "/v1/settings", summary: "The control settings and their version", request: Body::None, ok: (200, Body::Json(s::<SettingsRecord>)), errors: &[AUTH], auth: true },
-    Route { method: Patch, path: "/v1/settings", summary: "Change settings with a JSON merge patch (RFC 7396); query expected_version=N refuses a change made since (409)", request: Body::Json(settings_patch), ok: (200, Body::Json(s::<SettingsRecord>)), errors: &[400, AUTH, 409, 422, 500, 503], auth: true },
+    Route { method: Patch, path: "/v1/settings", summary: "Change settings with a JSON merge patch (RFC 7396); query expected_version=N refuses a change made since (409)", request: Body::Json(settings_patch), ok: (200, Body::Json(s::<SettingsRecord>)), errors: &[400, AUTH, 409, 413, 415, 422, 500, 503], auth: true },
     Route { method: Get, path: "/v1/events", summary: "The journal (query subject, id, since_s, until_s, after_seq, before_seq, newest_first, limit 1 to 10000, default 100)", request: Body::None, ok: (200, Body::Json(s::<Vec<JournalRow>>)), errors: &[400, AUTH, 500], auth: true },
     Route { method: Get, path: "/metrics", summary: "Prometheus text exposition", request: Body::None, ok: (200, Body::Text), errors: &[AUTH, 500], auth: true },
 ];
 
 fn error_meaning(code: u16) -> &'static str {
     match code {
-        400 => "a query string or body that does not parse: an unknown parameter, a value of the wrong type or out of range, a name or id of the wrong shape (the error names the parameter)",
+        400 => "a query string or body that does not parse: an unknown or repeated parameter or field, a value of the wrong type, out of range or not in its set, a name or id of the wrong shape (the error names the parameter)",
         401 => "missing or wrong bearer token",
-        404 => "no such plan, host or migration result",
+        404 => "no such plan, host, migration result or route",
+        405 => "a method the route does not take",
+        413 => "a body over 64 KiB",
+        414 => "a request URI over 4 KiB",
+        415 => "a settings patch sent as another media type than application/merge-patch+json or application/json",
         409 => "a plan whose state refuses the operation or whose premises vanished, or settings changed since the expected version",
         422 => "settings that break their rules (the error names the field)",
-        500 => "the store failed",
+        500 => "the store failed (the manager logs why)",
         502 => "an agent refused or could not be reached",
         503 => "the control loop is not running",
         _ => "error",
@@ -74,6 +78,11 @@ fn params(path: &str) -> Value {
     if path.contains("{name}") {
         out.push(json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 64}}));
     }
+    out.extend(
+        super::query::params_of(path)
+            .iter()
+            .map(super::query::openapi),
+    );
     Value::Array(out)
 }
 
@@ -83,7 +92,7 @@ pub fn document() -> Value {
         title: "Drover cluster manager",
         description: "The manager's hosts, VMs, plans, moves, migration results, settings and journal, and its commands. All operations but /v1/health need `Authorization: Bearer <token>`. Every error is JSON: {\"error\": \"...\"}.",
         routes: ROUTES,
-        errors: &[400, 401, 404, 409, 422, 500, 502, 503],
+        errors: &[400, 401, 404, 405, 409, 413, 414, 415, 422, 500, 502, 503],
         error_meaning,
         params,
     })

@@ -11,7 +11,7 @@
 //! | `drover_manager_host_power_state` | host, state | 1 for its current power state |
 //! | `drover_manager_plans` | kind, state | stored plans |
 //! | `drover_manager_moves` | technique, state | stored moves (technique as requested; `auto`: the agent chose) |
-//! | `drover_manager_looks` | | looks since start |
+//! | `drover_manager_looks_total` | | looks since start (a counter) |
 //! | `drover_manager_look_duration_seconds` | | the last look, observe to outcomes stored |
 //! | `drover_manager_energy_wh` | | energy the hosts drew since the store was made (the power model) |
 //! | `drover_manager_store_failures_in_a_row` | | store writes failed in a row (above 0 the loop acts on nothing) |
@@ -21,6 +21,7 @@ use crate::handle::Manager;
 use crate::store::{MoveQuery, PlanQuery, MAX_READ};
 use drover_core::control::PowerState;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -131,12 +132,16 @@ pub async fn render(manager: &Manager) -> Result<String, ApiError> {
         fam,
     );
 
-    let scalars: [(&str, &str, Option<f64>); 4] = [
-        (
-            "drover_manager_looks",
-            "Looks since the manager started",
-            Some(status.looks as f64),
-        ),
+    // Looks only count up: a counter, so rate() works and a restart reads as a reset. The
+    // encoder adds the `_total` suffix.
+    let looks = Counter::<u64>::default();
+    looks.inc_by(status.looks);
+    reg.register(
+        "drover_manager_looks",
+        "Looks since the manager started",
+        looks,
+    );
+    let scalars: [(&str, &str, Option<f64>); 3] = [
         (
             "drover_manager_look_duration_seconds",
             "The last look, observe to outcomes stored, s",

@@ -14,11 +14,11 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
-const TOKEN: &str = "api-test-token";
+pub(super) const TOKEN: &str = "api-test-token";
 const GIB: u64 = 1 << 30;
 
 /// h1 hot (a wants 3.5 of its 4 cores), h2 empty; recommend mode; the loop running.
-async fn running() -> (Router, Manager, Arc<FakeFleet>) {
+pub(super) async fn running() -> (Router, Manager, Arc<FakeFleet>) {
     running_in(Mode::Recommend).await
 }
 
@@ -60,7 +60,7 @@ async fn running_in(mode: Mode) -> (Router, Manager, Arc<FakeFleet>) {
     (router(manager.clone(), TOKEN), manager, fleet)
 }
 
-async fn call(
+pub(super) async fn call(
     router: &Router,
     method: Method,
     uri: &str,
@@ -87,7 +87,7 @@ async fn call(
     (status, value)
 }
 
-async fn get(router: &Router, uri: &str) -> (StatusCode, Value) {
+pub(super) async fn get(router: &Router, uri: &str) -> (StatusCode, Value) {
     call(router, Method::GET, uri, Some(TOKEN), None).await
 }
 
@@ -96,7 +96,7 @@ async fn post(router: &Router, uri: &str) -> (StatusCode, Value) {
 }
 
 /// Polls `uri` until `done` holds of its body (at most 10 s).
-async fn until(router: &Router, uri: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(super) async fn until(router: &Router, uri: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (status, body) = get(router, uri).await;
@@ -197,7 +197,8 @@ async fn a_proposed_plan_is_listed_explained_approved_and_carried_out() {
         "drover_manager_host_reachable{host=\"h2\"} 1.0",
         "drover_manager_host_power_state{host=\"h1\",state=\"active\"} 1.0",
         "drover_manager_plans{kind=\"relief\",state=\"done\"} 1.0",
-        "drover_manager_looks ",
+        "drover_manager_looks_total ",
+        "# TYPE drover_manager_looks counter",
         "drover_manager_look_duration_seconds",
         "drover_manager_energy_wh",
     ] {
@@ -259,13 +260,16 @@ async fn migration_results_are_listed_newest_first_by_vm_and_by_id() {
 
     for (uri, names) in [
         ("/v1/migrations?limit=many", "limit"),
-        ("/v1/migrations?limit=10001", "limit 10001"),
-        ("/v1/migrations?limit=-1", "limit"),
+        (
+            "/v1/migrations?limit=10001",
+            "limit '10001': expected a whole number from 1 to 10000",
+        ),
+        ("/v1/migrations?limit=-1", "from 1 to 10000"),
         ("/v1/migrations?vm=a%20b", "vm 'a b'"),
         ("/v1/migrations?vm=", "vm ''"),
         ("/v1/migrations?vmm=a", "vmm"),
         ("/v1/plans?stat=done", "stat"),
-        ("/v1/moves?limit=20000", "limit 20000"),
+        ("/v1/moves?limit=20000", "limit '20000'"),
         ("/v1/migrations/bad%20id", "id 'bad id'"),
     ] {
         let (status, body) = get(&router, uri).await;
@@ -345,8 +349,8 @@ async fn host_commands_and_settings_answer_with_their_status() {
         body["error"].as_str().is_some_and(|e| e.contains("hot")),
         "{body}"
     );
-    let (status, _) = patch(json!({"hott": 1}), "").await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "unknown key");
+    let (status, body) = patch(json!({"hott": 1}), "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "unknown key: {body}");
     let req = HttpRequest::builder()
         .method(Method::PATCH)
         .uri("/v1/settings")

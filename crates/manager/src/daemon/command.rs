@@ -6,6 +6,7 @@ use super::{Daemon, LookError};
 use crate::fleet::Fleet;
 use crate::handle::{Command, ManagerError, Op, Reply};
 use crate::store::{SettingsRecord, StoreError};
+use drover_api::request::RequestError;
 use drover_core::control::{self, Action, ControlError, ControlSettings, JournalEntry, Outcome};
 use serde_json::Value;
 
@@ -108,11 +109,19 @@ impl<F: Fleet + 'static> Daemon<F> {
         let mut doc = serde_json::to_value(&self.settings.settings)
             .map_err(|e| ManagerError::Settings(e.to_string()))?;
         merge(&mut doc, patch);
+        // drover-api's rule for every body: structure (type, unknown field) 400, values 422.
         let settings: ControlSettings =
-            serde_json::from_value(doc).map_err(|e| ManagerError::Settings(e.to_string()))?;
+            drover_api::request::read_value(&doc, "settings").map_err(|e| match e {
+                RequestError::Syntax(m) => ManagerError::SettingsShape(m),
+                RequestError::Invalid(m) => ManagerError::Settings(m),
+            })?;
         settings
             .validate()
             .map_err(|e| ManagerError::Settings(e.to_string()))?;
+        if settings == self.settings.settings {
+            // Nothing changed (`{}`, or values already set): no new version, nothing journaled.
+            return Ok(Reply::Settings(Box::new(self.settings.clone())));
+        }
         let version = self
             .store
             .put_settings(&settings, now, Some(found))
