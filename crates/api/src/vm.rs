@@ -190,6 +190,11 @@ pub struct WorkloadView {
     /// `1 - Δops / Δdemanded_ops` is the share of the work the guest could not do.
     #[serde(default)]
     pub demanded_ops: Option<u64>,
+    /// The workload's full speed, operations per second of busy vCPU time: its own estimate
+    /// (the best rate over short windows of work, see the guest's `speed` module). A paced
+    /// workload's `demand_pct` is its rate over this.
+    #[serde(default)]
+    pub full_ops_per_s: Option<f64>,
     /// The last control line the guest handled (its sequence number).
     #[serde(default)]
     pub control_seq: Option<u64>,

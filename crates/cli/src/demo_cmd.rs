@@ -43,8 +43,12 @@ pub struct DemoArgs {
     /// Pages a second each VM touches while its demand is low.
     #[arg(long, default_value_t = 2000, allow_negative_numbers = true, value_parser = whole::<u64>(1, 1_000_000))]
     low_rate: u64,
+    /// How hard the raised VMs work: a whole percent (1-100) of each guest's own full speed
+    /// (that share of a vCPU, memory-intensive), or max (flat out: a full core each).
+    #[arg(long, value_name = "PCT|max", default_value = "60")]
+    high_demand: String,
     /// CPU cap of each host, cores.
-    #[arg(long, value_name = "C", default_value = "1.5", allow_negative_numbers = true, value_parser = cores)]
+    #[arg(long, value_name = "C", default_value = "1.0", allow_negative_numbers = true, value_parser = cores)]
     host_cpus: f64,
     /// Link rate of each host, each way (as `drover lab up --link`: 1Gbit/s, 100MB/s...).
     #[arg(long, default_value = "1Gbit/s")]
@@ -95,6 +99,8 @@ fn config(args: &DemoArgs) -> anyhow::Result<DemoConfig> {
         return Err(wss.refused("expected a whole number of MiB, at least 1"));
     }
     let link = Typed::rate("--link", &args.link)?;
+    let high_demand = drover_experiment::HighDemand::parse(&args.high_demand)
+        .map_err(|expected| anyhow::anyhow!("--high-demand {}: {expected}", args.high_demand))?;
     let config = DemoConfig {
         techniques: crate::bench_cmd::techniques(&args.technique)?,
         repeat: args.repeat,
@@ -104,6 +110,7 @@ fn config(args: &DemoArgs) -> anyhow::Result<DemoConfig> {
         memory_bytes: memory.value(),
         wss_bytes: wss.value(),
         low_rate: args.low_rate,
+        high_demand,
         host_cpus: args.host_cpus,
         link_bps: link.value(),
         settle_s: args.settle,
@@ -177,8 +184,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             signal = stop.first() => Err(signal),
         })
     });
-    let runs = match outcome.context("listening for SIGINT, SIGTERM and SIGHUP")? {
-        Ok(runs) => runs?,
+    let outcome = match outcome.context("listening for SIGINT, SIGTERM and SIGHUP")? {
+        Ok(outcome) => outcome?,
         Err((name, number)) => {
             drop(runtime);
             drop(scratch);
@@ -186,6 +193,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             std::process::exit(128 + number);
         }
     };
+    let runs = outcome.runs;
+    if let Some(e) = &outcome.failure {
+        eprintln!("demo: {e}; the runs that ended before it follow");
+    }
     let summaries: Vec<&drover_experiment::RunSummary> = runs.iter().map(|r| &r.summary).collect();
     let owned: Vec<drover_experiment::RunSummary> =
         summaries.iter().map(|s| (*s).clone()).collect();
@@ -204,7 +215,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         print!("{}", report::table(&summary.rows));
         print!("{}", report::migration_lines(&owned));
     }
-    Ok(())
+    match outcome.failure {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -278,6 +292,16 @@ mod tests {
         assert_eq!(
             super::config(&args(&["--vms", "1"])).expect("valid").raise,
             1
+        );
+        let e = super::config(&args(&["--high-demand", "150"]))
+            .expect_err("over 100")
+            .to_string();
+        assert!(e.starts_with("--high-demand 150: expected"), "{e}");
+        assert_eq!(
+            super::config(&args(&["--high-demand", "MAX"]))
+                .expect("valid")
+                .high_demand,
+            drover_experiment::HighDemand::Max
         );
     }
 

@@ -49,7 +49,7 @@ impl Drop for Down {
     }
 }
 
-/// The reduced demo: 3 hosts, 2 VMs of 192 MiB with a 32 MiB working set, one raised.
+/// The reduced demo: 3 hosts, 2 VMs of 192 MiB with a 32 MiB working set, both raised.
 fn demo_args<'a>(lab: &'a str, report: &'a Path) -> Vec<String> {
     [
         "demo",

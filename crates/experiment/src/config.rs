@@ -25,6 +25,47 @@ fn refuse(flag: &'static str, value: impl ToString, expected: impl Into<String>)
     }
 }
 
+/// How hard the raised VMs work: a share of their vCPU, or flat out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HighDemand {
+    /// `rate=max`: as fast as the vCPU goes (a full core each, whatever the host can give).
+    Max,
+    /// Paced at this percent (1-100) of the guest's own full speed (its `full_ops_per_s` at
+    /// the raise): that share of a vCPU of demand, and the dirty rate that comes with it.
+    Pct(u8),
+}
+
+impl HighDemand {
+    /// Reads `max` or a whole percent 1-100 (`--high-demand`).
+    ///
+    /// # Errors
+    /// What was expected, for the flag's refusal.
+    pub fn parse(text: &str) -> Result<HighDemand, String> {
+        if text.eq_ignore_ascii_case("max") {
+            return Ok(HighDemand::Max);
+        }
+        match text.trim_end_matches('%').parse::<u8>() {
+            Ok(p) if (1..=100).contains(&p) => Ok(HighDemand::Pct(p)),
+            _ => Err("expected a whole percent of the guest's full speed, 1 to 100, or max".into()),
+        }
+    }
+}
+
+impl std::fmt::Display for HighDemand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HighDemand::Max => f.write_str("max"),
+            HighDemand::Pct(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl Serialize for HighDemand {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// One demo: the lab, its VMs, the phases, and how many runs of which techniques.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DemoConfig {
@@ -44,6 +85,8 @@ pub struct DemoConfig {
     pub wss_bytes: u64,
     /// Pages a second each VM touches while its demand is low.
     pub low_rate: u64,
+    /// How hard the raised VMs work while demand is high.
+    pub high_demand: HighDemand,
     /// CPU cap of each host, cores.
     pub host_cpus: f64,
     /// Link rate of each host, bytes/s each way.
@@ -76,7 +119,8 @@ impl Default for DemoConfig {
             memory_bytes: 256 << 20,
             wss_bytes: 64 << 20,
             low_rate: 2000,
-            host_cpus: 1.5,
+            high_demand: HighDemand::Pct(60),
+            host_cpus: 1.0,
             link_bps: 125_000_000,
             settle_s: 10,
             hold_s: 30,
@@ -187,10 +231,27 @@ impl DemoConfig {
         )
     }
 
-    /// The workload while demand is high: the same working set rewritten as fast as the vCPU
-    /// goes (a full core of demand, and a dirty rate no link here keeps up with).
-    pub fn high_workload(&self) -> String {
-        format!("memtouch:wss={}M,rate=max", self.wss_bytes >> 20)
+    /// The workload while demand is high, for a guest whose full speed is `full_ops_per_s`
+    /// (its own report at the raise): the same working set rewritten at [`HighDemand`]'s share
+    /// of that speed (at least 1 page a second), or flat out.
+    pub fn high_workload(&self, full_ops_per_s: f64) -> String {
+        let wss = self.wss_bytes >> 20;
+        match self.high_demand {
+            HighDemand::Max => format!("memtouch:wss={wss}M,rate=max"),
+            HighDemand::Pct(p) => {
+                let rate = (full_ops_per_s * f64::from(p) / 100.0).round().max(1.0);
+                format!("memtouch:wss={wss}M,rate={rate:.0}")
+            }
+        }
+    }
+
+    /// The high workload in words, for progress lines and figure captions.
+    pub fn high_label(&self) -> String {
+        let wss = self.wss_bytes >> 20;
+        match self.high_demand {
+            HighDemand::Max => format!("memtouch:wss={wss}M,rate=max"),
+            HighDemand::Pct(p) => format!("memtouch:wss={wss}M at {p}% of full speed"),
+        }
     }
 
     /// Floor of a post-copy move's lost work, s: the working set over the link.
@@ -319,10 +380,35 @@ mod tests {
     }
 
     #[test]
+    fn high_demand_reads_a_percent_or_max() {
+        assert_eq!(HighDemand::parse("max"), Ok(HighDemand::Max));
+        assert_eq!(HighDemand::parse("60"), Ok(HighDemand::Pct(60)));
+        assert_eq!(HighDemand::parse("60%"), Ok(HighDemand::Pct(60)));
+        for bad in ["0", "101", "-5", "sixty", "", "2.5"] {
+            assert!(HighDemand::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(HighDemand::Pct(60).to_string(), "60%");
+    }
+
+    #[test]
     fn workloads_and_floor() {
         let demo = DemoConfig::default();
         assert_eq!(demo.low_workload(), "memtouch:wss=64M,rate=2000");
-        assert_eq!(demo.high_workload(), "memtouch:wss=64M,rate=max");
+        assert_eq!(
+            demo.high_workload(2_000_000.0),
+            "memtouch:wss=64M,rate=1200000"
+        );
+        assert_eq!(demo.high_label(), "memtouch:wss=64M at 60% of full speed");
+        let flat_out = DemoConfig {
+            high_demand: HighDemand::Max,
+            ..demo.clone()
+        };
+        assert_eq!(flat_out.high_workload(1.0), "memtouch:wss=64M,rate=max");
+        let slow = DemoConfig {
+            high_demand: HighDemand::Pct(1),
+            ..demo.clone()
+        };
+        assert_eq!(slow.high_workload(10.0), "memtouch:wss=64M,rate=1");
         assert!(demo.is_raised("d2") && !demo.is_raised("d3"));
         // 64 MiB over 125 MB/s.
         assert!((demo.floor_s() - 0.536_870_912).abs() < 1e-9);

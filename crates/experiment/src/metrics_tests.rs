@@ -31,6 +31,7 @@ fn sample(t_s: f64, demand: f64, ops: u64, demanded: u64) -> Sample {
             demanded_ops: Some(demanded),
             ops_per_s: 0.0,
             integrity_errors: 0,
+            full_ops_per_s: None,
         }],
     }
 }

@@ -88,7 +88,7 @@ pub fn figure(path: &Path, run: &RunOutcome, config: &DemoConfig) -> Result<(), 
             "{} run {}: VM throughput, ops/s (raised: {})",
             s.technique.as_str(),
             s.run,
-            config.high_workload()
+            config.high_label()
         ),
         y: 0.0..top(&vms, 1.0),
         lines: vms,
@@ -178,6 +178,7 @@ mod tests {
                     demanded_ops: Some(u64::from(t) * 120),
                     ops_per_s: 100.0,
                     integrity_errors: 0,
+                    full_ops_per_s: None,
                 }],
             })
             .collect();

@@ -5,6 +5,7 @@
 
 use crate::config::DemoConfig;
 use crate::lab_guard::{LabRun, LabRunError};
+use crate::phase::{PhaseError, Timeline};
 use crate::sampler::{unix_now_s, Sampler};
 use crate::series::{Power, Sample};
 use crate::summary::{summarize, MigrationSeen, Phases, PlanSeen, RunInputs, RunSummary};
@@ -34,6 +35,8 @@ pub enum DemoError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("demo phases: {0}")]
+    Phase(#[from] PhaseError),
     #[error("guest image: {0}")]
     Image(#[from] drover_qemu::image::ImageError),
 }
@@ -247,7 +250,8 @@ async fn phases(
     tag: &str,
     say: Say<'_>,
 ) -> Result<Phases, DemoError> {
-    let start_s = unix_now_s();
+    let mut timeline = Timeline::default();
+    timeline.settle(unix_now_s())?;
     say(&format!("[{tag}] settle {} s", config.settle_s));
     tokio::time::sleep(Duration::from_secs(config.settle_s)).await;
     let raised: Vec<String> = config
@@ -255,18 +259,25 @@ async fn phases(
         .into_iter()
         .filter(|v| config.is_raised(v))
         .collect();
-    let raised_s = unix_now_s();
+    // Each raised VM's rate comes from its own full speed, read before anything changes.
+    let mut high = Vec::new();
     for vm in &raised {
-        set_workload(lab, sampler, vm, &config.high_workload()).await?;
+        high.push((vm, config.high_workload(full_speed(sampler, vm)?)));
     }
+    timeline.raise(unix_now_s())?;
+    for (vm, spec) in &high {
+        set_workload(lab, sampler, vm, spec).await?;
+    }
+    let specs: Vec<String> = high.iter().map(|(v, s)| format!("{v} {s}")).collect();
     say(&format!(
-        "[{tag}] raised {} to {}; holding {} s",
-        raised.join(", "),
-        config.high_workload(),
+        "[{tag}] raised {} ({}); holding {} s",
+        specs.join(", "),
+        config.high_label(),
         config.hold_s
     ));
     watch(sampler, config.hold_s, tag, say, |_| false).await;
     let fell_s = unix_now_s();
+    timeline.fall(fell_s)?;
     for vm in &raised {
         set_workload(lab, sampler, vm, &config.low_workload()).await?;
     }
@@ -281,12 +292,30 @@ async fn phases(
             && s.t_s > fell_s + 2.0
     };
     watch(sampler, config.repack_wait_s, tag, say, done).await;
-    Ok(Phases {
-        start_s,
-        raised_s,
-        fell_s,
-        end_s: unix_now_s(),
-    })
+    Ok(timeline.finish(unix_now_s())?)
+}
+
+/// `vm`'s full speed, ops/s, from its latest report that gives one.
+///
+/// # Errors
+/// [`DemoError::Scenario`] when its guest has not said (a guest image older than the demand
+/// reports): the raise would have no rate to aim at.
+fn full_speed(sampler: &Sampler, vm: &str) -> Result<f64, DemoError> {
+    sampler
+        .series
+        .lock()
+        .ok()
+        .and_then(|v| {
+            v.iter()
+                .rev()
+                .find_map(|s| s.vm(vm).and_then(|x| x.full_ops_per_s))
+        })
+        .ok_or_else(|| {
+            DemoError::Scenario(format!(
+                "{vm} has not reported its full speed, which the raise is a share of \
+                 (rebuild the guest image, or --high-demand max)"
+            ))
+        })
 }
 
 /// Sleeps up to `secs`, printing a line every 5 s, and returns early once `done` holds for
@@ -482,28 +511,105 @@ fn seen(
     }
 }
 
+/// What the demo did: every run that ended, and the failure that stopped it, if one did.
+#[derive(Debug)]
+pub struct DemoOutcome {
+    pub runs: Vec<RunOutcome>,
+    /// The failed run's error, naming its technique and repetition (its lab already down);
+    /// the runs before it are in `runs`.
+    pub failure: Option<DemoError>,
+}
+
 /// Every technique's runs in order, each handed to `done` as it ends (for the report and the
-/// table); the first failure stops the demo (its lab already down).
+/// table); the first failure stops the demo, keeping the runs before it.
 ///
 /// # Errors
-/// The failed run's [`DemoError`], naming the technique and repetition.
+/// Before any run: the guest image cannot be built, or the machine has too little memory for
+/// the VMs ([`DemoError::Scenario`] naming `--vms` and `--memory`).
 pub async fn run_all(
     config: &DemoConfig,
     workdir: &Path,
     say: Say<'_>,
     mut done: impl FnMut(&RunOutcome),
-) -> Result<Vec<RunOutcome>, DemoError> {
+) -> Result<DemoOutcome, DemoError> {
+    check_memory(config, mem_available_bytes())?;
     say("guest image: building if needed");
     drover_qemu::image::ensure_image(&drover_qemu::image::NoProgress)?;
-    let mut all = Vec::new();
+    let mut runs = Vec::new();
     for run in 1..=config.repeat {
         for &t in &config.techniques {
-            let outcome = run_once(config, t, run, workdir, say)
-                .await
-                .map_err(|e| DemoError::Scenario(format!("{} run {run}: {e}", t.as_str())))?;
-            done(&outcome);
-            all.push(outcome);
+            match run_once(config, t, run, workdir, say).await {
+                Ok(outcome) => {
+                    done(&outcome);
+                    runs.push(outcome);
+                }
+                Err(e) => {
+                    let failure = DemoError::Scenario(format!("{} run {run}: {e}", t.as_str()));
+                    return Ok(DemoOutcome {
+                        runs,
+                        failure: Some(failure),
+                    });
+                }
+            }
         }
     }
-    Ok(all)
+    Ok(DemoOutcome {
+        runs,
+        failure: None,
+    })
+}
+
+/// The machine's available memory, bytes (`MemAvailable` in /proc/meminfo; None when it
+/// cannot be read: the agents' admission still refuses a VM that does not fit).
+fn mem_available_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Refuses a demo whose VMs cannot all be in memory at once: every VM on h1 (guest RAM plus
+/// its QEMU, as the agents charge it) and, during a migration, one more copy on its
+/// destination.
+///
+/// # Errors
+/// [`DemoError::Scenario`] naming `--vms` and `--memory`, with what is needed and available.
+pub fn check_memory(config: &DemoConfig, available: Option<u64>) -> Result<(), DemoError> {
+    let Some(available) = available else {
+        return Ok(());
+    };
+    let each = drover_guest::fit::vm_cost(config.memory_bytes, 1);
+    let need = each.saturating_mul(u64::from(config.vms) + 1);
+    if need <= available {
+        return Ok(());
+    }
+    Err(DemoError::Scenario(format!(
+        "--vms {} --memory {} MiB: the VMs and one migration's copy need {} MiB with QEMU's \
+         overhead, and this machine has {} MiB available",
+        config.vms,
+        config.memory_bytes >> 20,
+        need >> 20,
+        available >> 20
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_for_every_vm_and_one_copy_is_checked() {
+        let demo = DemoConfig::default();
+        // 2 VMs of 256 MiB: (256 + 96 + 8 + 4) MiB each, three copies: 1092 MiB.
+        let need = 3 * drover_guest::fit::vm_cost(256 << 20, 1);
+        assert_eq!(need >> 20, 1092);
+        assert!(check_memory(&demo, Some(need)).is_ok());
+        assert!(check_memory(&demo, None).is_ok());
+        let e = check_memory(&demo, Some(need - 1))
+            .expect_err("one byte short")
+            .to_string();
+        assert!(e.starts_with("--vms 2 --memory 256 MiB: "), "{e}");
+        assert!(e.contains("need 1092 MiB"), "{e}");
+        assert!(mem_available_bytes().is_some_and(|b| b > 0));
+    }
 }

@@ -83,6 +83,9 @@ pub struct VmSample {
     pub ops_per_s: f64,
     /// Cumulative integrity errors the guest found.
     pub integrity_errors: u64,
+    /// The guest's own estimate of its full speed, ops/s (None: it has not said).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_ops_per_s: Option<f64>,
 }
 
 /// Every host and VM at one time.
@@ -133,6 +136,7 @@ pub fn merge_vm(name: &str, seen: &[VmSeen<'_>]) -> Option<VmSample> {
         ops: r.ops,
         demanded_ops: r.demanded_ops,
         ops_per_s: r.ops_per_s,
+        full_ops_per_s: r.full_ops_per_s.filter(|f| f.is_finite() && *f > 0.0),
         // Errors are cumulative too; a stale copy never has more.
         integrity_errors: seen
             .iter()
@@ -169,6 +173,7 @@ mod tests {
                 spec: None,
                 demand_pct: None,
                 demanded_ops: Some(ops + 5),
+                full_ops_per_s: None,
                 control_seq: None,
                 refused: None,
             },

@@ -128,6 +128,38 @@ pub struct RunInputs<'a> {
     pub floor_s: f64,
 }
 
+/// The raised VMs' mean degradation once relieved (`after_relief_pct`), or why there is none.
+fn after_relief(
+    i: &RunInputs<'_>,
+    onset: Option<f64>,
+    relief: Option<f64>,
+) -> Result<Option<f64>, String> {
+    let p = i.phases;
+    let onset = onset.ok_or(format!(
+        "{} never wanted more than its cap in the loaded phase",
+        i.host
+    ))?;
+    let relief = relief.ok_or(format!("{} was not relieved before the fall", i.host))?;
+    let from = onset + relief + SETTLED_S;
+    if from + SETTLED_S >= p.fell_s {
+        return Err(format!(
+            "relieved {:.1} s before the fall, too late to measure the relieved load (at least \
+             {:.0} s needed)",
+            p.fell_s - (onset + relief),
+            2.0 * SETTLED_S
+        ));
+    }
+    let losses: Vec<VmLoss> = i
+        .vms
+        .iter()
+        .filter_map(|(vm, raised)| metrics::vm_loss(i.series, vm, from, p.fell_s, *raised))
+        .collect();
+    match metrics::mean_degradation(&losses) {
+        Some(d) => Ok(Some(d)),
+        None => Err("no raised VM's work was measured after the relief".into()),
+    }
+}
+
 /// The run's figures (see the metrics module for each definition).
 pub fn summarize(i: &RunInputs<'_>) -> RunSummary {
     let p = i.phases;
@@ -160,18 +192,10 @@ pub fn summarize(i: &RunInputs<'_>) -> RunSummary {
     });
     let relief =
         onset.and_then(|o| metrics::relieved(i.series, i.host, o, p.fell_s).map(|r| r - o));
-    let after_relief = onset
-        .zip(relief)
-        .map(|(o, r)| o + r + SETTLED_S)
-        .filter(|from| *from + SETTLED_S < p.fell_s)
-        .and_then(|from| {
-            let losses: Vec<VmLoss> = i
-                .vms
-                .iter()
-                .filter_map(|(vm, raised)| metrics::vm_loss(i.series, vm, from, p.fell_s, *raised))
-                .collect();
-            metrics::mean_degradation(&losses)
-        });
+    let after_relief = after_relief(i, onset, relief).unwrap_or_else(|why| {
+        notes.push(format!("after relief: {why}"));
+        None
+    });
     let migrations = i
         .migrations
         .iter()
@@ -251,6 +275,7 @@ mod tests {
                         demanded_ops: Some(t * 1000),
                         ops_per_s: 0.0,
                         integrity_errors: 0,
+                        full_ops_per_s: Some(1000.0),
                     }],
                 };
                 done += match t {
@@ -290,10 +315,9 @@ mod tests {
         (series, plans, migrations)
     }
 
-    #[test]
-    fn a_hand_computed_run() {
+    fn summary_with_fall_at(fell_s: f64) -> RunSummary {
         let (series, plans, migrations) = run();
-        let s = summarize(&RunInputs {
+        summarize(&RunInputs {
             technique: Technique::Postcopy,
             run: 1,
             host: "h1",
@@ -301,7 +325,7 @@ mod tests {
             phases: Phases {
                 start_s: 0.0,
                 raised_s: 10.0,
-                fell_s: 30.0,
+                fell_s,
                 end_s: 45.0,
             },
             series: &series,
@@ -312,7 +336,33 @@ mod tests {
                 peak_w: 200.0,
             },
             floor_s: 0.5,
-        });
+        })
+    }
+
+    #[test]
+    fn a_missing_after_relief_figure_says_why() {
+        // Relieved at 16 s; the fall at 20 s leaves 4 s, under the 6 s needed.
+        let s = summary_with_fall_at(20.0);
+        assert_eq!(s.after_relief_pct, None);
+        assert_eq!(
+            s.notes,
+            vec![
+                "after relief: relieved 4.0 s before the fall, too late to measure the relieved \
+                 load (at least 6 s needed)"
+                    .to_string()
+            ]
+        );
+        // The fall at 14 s: h1 is still over its cap.
+        let s = summary_with_fall_at(14.0);
+        assert_eq!(
+            s.notes,
+            vec!["after relief: h1 was not relieved before the fall".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_hand_computed_run() {
+        let s = summary_with_fall_at(30.0);
         // 10-30 s: asked 20000; lost 4 x 300 + 1000 = 2200: 11%, 2.2 s.
         assert!((s.degradation_pct.expect("pct") - 11.0).abs() < 1e-9);
         assert!((s.vms[0].lost_s - 2.2).abs() < 1e-9);

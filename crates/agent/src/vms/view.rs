@@ -40,6 +40,7 @@ impl Vms {
                     spec: status.spec,
                     demand_pct: status.demand_pct,
                     demanded_ops: status.demanded_ops,
+                    full_ops_per_s: status.full_ops_per_s,
                     control_seq: status.seq,
                     refused: status.refused,
                 }
