@@ -222,7 +222,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 fn opt(v: Option<f64>) -> String {
-    v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into())
+    v.map(|x| crate::numfmt::fixed(x, 1))
+        .unwrap_or_else(|| "-".into())
 }
 
 #[cfg(test)]

@@ -277,8 +277,30 @@ pub fn format_rate(bytes_per_s: u64) -> String {
     format!("{:.1}MB/s", bytes_per_s as f64 / 1e6)
 }
 
+/// `v` with `places` decimals, as every table prints a measured number; a value that rounds
+/// to zero prints unsigned (`0.00`, not `-0.00`: a difference of counters, or a loss measured
+/// as a tiny gain, can come back as a tiny negative).
+pub fn fixed(v: f64, places: usize) -> String {
+    let s = format!("{v:.places$}");
+    match s.strip_prefix('-') {
+        Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => rest.to_string(),
+        _ => s,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fixed_never_prints_negative_zero() {
+        use super::fixed;
+        assert_eq!(fixed(-0.0, 2), "0.00");
+        assert_eq!(fixed(-0.004, 2), "0.00");
+        assert_eq!(fixed(-0.0, 0), "0");
+        assert_eq!(fixed(-0.006, 2), "-0.01");
+        assert_eq!(fixed(1.234, 1), "1.2");
+        assert_eq!(fixed(f64::NAN, 2), "NaN");
+    }
+
     use super::*;
 
     #[test]

@@ -6,6 +6,7 @@ use crate::config::DemoConfig;
 use crate::runner::RunOutcome;
 use crate::summary::RunSummary;
 use drover_core::migration::Technique;
+use drover_core::units::fixed;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -38,10 +39,12 @@ impl Spread {
     fn show(s: Option<Spread>, decimals: usize) -> String {
         match s {
             None => "-".into(),
-            Some(s) if s.n == 1 || s.min == s.max => format!("{:.*}", decimals, s.mean),
+            Some(s) if s.n == 1 || s.min == s.max => fixed(s.mean, decimals),
             Some(s) => format!(
-                "{:.*} [{:.*}-{:.*}]",
-                decimals, s.mean, decimals, s.min, decimals, s.max
+                "{} [{}-{}]",
+                fixed(s.mean, decimals),
+                fixed(s.min, decimals),
+                fixed(s.max, decimals)
             ),
         }
     }
@@ -150,7 +153,7 @@ pub fn migration_lines(runs: &[RunSummary]) -> String {
             let g = &m.migration;
             let _ = writeln!(
                 out,
-                "{}-{}: {} {} {}->{} {} at +{:.1} s, lost {} s (floor {:.2} s){}",
+                "{}-{}: {} {} {}->{} {} at +{} s, lost {} s (floor {} s){}",
                 r.technique.as_str(),
                 r.run,
                 g.kind.as_deref().unwrap_or("?"),
@@ -158,11 +161,9 @@ pub fn migration_lines(runs: &[RunSummary]) -> String {
                 g.from,
                 g.to,
                 g.technique,
-                m.at_s,
-                m.lost_s
-                    .map(|l| format!("{l:.2}"))
-                    .unwrap_or_else(|| "-".into()),
-                m.floor_s,
+                fixed(m.at_s, 1),
+                m.lost_s.map(|l| fixed(l, 2)).unwrap_or_else(|| "-".into()),
+                fixed(m.floor_s, 2),
                 match (&g.state, &g.error) {
                     (s, Some(e)) => format!(", {s}: {e}"),
                     (s, None) => format!(", {s}"),
