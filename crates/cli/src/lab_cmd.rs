@@ -187,6 +187,14 @@ pub fn run(cmd: LabCommand) -> Result<()> {
                     };
                     println!("{:<4} {ns}, {agent}", h.name);
                 }
+                match &st.manager {
+                    Some(m) if m.running => println!("manager: {} (pid {})", m.url, m.pid),
+                    Some(m) => println!(
+                        "manager: none running (a record names pid {} at {}, which is gone)",
+                        m.pid, m.url
+                    ),
+                    None => println!("manager: none (start one with `drover manager --lab`)"),
+                }
             }
         }
         LabCommand::Peer {

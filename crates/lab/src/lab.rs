@@ -274,10 +274,22 @@ pub struct HostStatus {
     pub agent_healthy: Option<bool>,
 }
 
+/// The lab's manager as its record (`manager.json`) says, checked against the machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManagerStatus {
+    /// Its API's base URL.
+    pub url: String,
+    pub pid: u32,
+    /// Its process is alive (a record left by a manager that was killed says false).
+    pub running: bool,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LabStatus {
     pub state: LabState,
     pub hosts: Vec<HostStatus>,
+    /// The manager `drover manager --lab` recorded, if any.
+    pub manager: Option<ManagerStatus>,
 }
 
 /// The state file checked against the machine: namespaces present, agents alive and healthy.
@@ -317,7 +329,27 @@ pub fn status<S: System>(
             agent_healthy: healthy,
         });
     }
-    Ok(LabStatus { state, hosts })
+    let manager = manager_status(sys, dirs, name);
+    Ok(LabStatus {
+        state,
+        hosts,
+        manager,
+    })
+}
+
+/// The recorded manager, if its record can be read (an unreadable one reads as none: status
+/// reports, it does not fail over a file the manager rewrites).
+fn manager_status<S: System>(sys: &mut S, dirs: &LabDirs, name: &LabName) -> Option<ManagerStatus> {
+    let text = sys
+        .read(&dirs.lab_dir(name).join(crate::manager_file::MANAGER_FILE))
+        .ok()?;
+    let rec: crate::manager_file::ManagerRecord = serde_json::from_str(&text).ok()?;
+    let running = sys.exists(&PathBuf::from(format!("/proc/{}", rec.pid)));
+    Some(ManagerStatus {
+        url: rec.url,
+        pid: rec.pid,
+        running,
+    })
 }
 
 #[cfg(test)]

@@ -313,6 +313,23 @@ fn status_reads_the_state_and_checks_the_machine() {
     assert!(st.hosts[0].netns_present && !st.hosts[1].netns_present);
     assert_eq!(st.hosts[0].agent_healthy, Some(true));
     assert_eq!(st.hosts[0].agent_running, Some(false));
+    assert_eq!(st.manager, None);
+    let record = dirs()
+        .lab_dir(&name())
+        .join(crate::manager_file::MANAGER_FILE);
+    sys.files.insert(
+        record,
+        r#"{"url":"http://127.0.0.1:7800","pid":4242}"#.into(),
+    );
+    let st = status(&mut sys, &dirs(), &name()).unwrap();
+    assert_eq!(
+        st.manager,
+        Some(crate::lab::ManagerStatus {
+            url: "http://127.0.0.1:7800".into(),
+            pid: 4242,
+            running: false,
+        })
+    );
 
     let other = LabName::new("nolab").unwrap();
     let err = status(&mut sys, &dirs(), &other).unwrap_err();

@@ -45,7 +45,9 @@ pub mod system;
 pub mod tbf;
 
 pub use cgroup::{CgroupLayout, CgroupVersion};
-pub use lab::{detect_layout, discover, down, status, up, DownReport, LabError, LabStatus};
+pub use lab::{
+    detect_layout, discover, down, status, up, DownReport, LabError, LabStatus, ManagerStatus,
+};
 pub use name::LabName;
 pub use plan::{AgentLaunch, LabSpec};
 pub use state::{

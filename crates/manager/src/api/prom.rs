@@ -13,7 +13,7 @@
 //! | `drover_manager_moves` | technique, state | stored moves (technique as requested; `auto`: the agent chose) |
 //! | `drover_manager_looks_total` | | looks since start (a counter) |
 //! | `drover_manager_look_duration_seconds` | | the last look, observe to outcomes stored |
-//! | `drover_manager_energy_wh` | | energy the hosts drew since the store was made (the power model) |
+//! | `drover_manager_energy_joules_total` | | energy the hosts drew since the store was made (the power model; a counter) |
 //! | `drover_manager_store_failures_in_a_row` | | store writes failed in a row (above 0 the loop acts on nothing) |
 
 use super::ApiError;
@@ -141,16 +141,20 @@ pub async fn render(manager: &Manager) -> Result<String, ApiError> {
         "Looks since the manager started",
         looks,
     );
-    let scalars: [(&str, &str, Option<f64>); 3] = [
+    // Energy only grows too (the store keeps it across restarts): a counter in joules, the
+    // base unit Prometheus names use.
+    let energy = Counter::<f64, AtomicU64>::default();
+    energy.inc_by(status.energy_wh.max(0.0) * 3600.0);
+    reg.register(
+        "drover_manager_energy_joules",
+        "Energy the hosts drew since the store was made (the power model), J",
+        energy,
+    );
+    let scalars: [(&str, &str, Option<f64>); 2] = [
         (
             "drover_manager_look_duration_seconds",
             "The last look, observe to outcomes stored, s",
             status.last_look_ms.map(|ms| ms / 1000.0),
-        ),
-        (
-            "drover_manager_energy_wh",
-            "Energy the hosts drew since the store was made, Wh",
-            Some(status.energy_wh),
         ),
         (
             "drover_manager_store_failures_in_a_row",

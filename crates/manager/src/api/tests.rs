@@ -200,7 +200,8 @@ async fn a_proposed_plan_is_listed_explained_approved_and_carried_out() {
         "drover_manager_looks_total ",
         "# TYPE drover_manager_looks counter",
         "drover_manager_look_duration_seconds",
-        "drover_manager_energy_wh",
+        "drover_manager_energy_joules_total ",
+        "# TYPE drover_manager_energy_joules counter",
     ] {
         assert!(text.contains(line), "no {line} in:\n{text}");
     }

@@ -462,7 +462,35 @@ fn check_state_dir(dir: &Path) -> Result<(), ConfigError> {
         })?;
     // Leaves nothing behind; a failure to remove the empty probe is not the config's fault.
     let _ = std::fs::remove_file(&probe);
-    Ok(())
+    check_not_busy(dir).map_err(fail)
+}
+
+/// Refuses a state directory whose lock another manager holds (what starting would refuse),
+/// without making the lock file when there is none.
+fn check_not_busy(dir: &Path) -> Result<(), String> {
+    let lock = dir.join(crate::service::LOCK_FILE);
+    let file = match std::fs::OpenOptions::new().write(true).open(&lock) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(format!(
+                "its lock file {} cannot be opened: {e}",
+                lock.display()
+            ))
+        }
+    };
+    match file.try_lock() {
+        // Released when `file` drops, at once.
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another manager runs on it (its lock file {} is held)",
+            lock.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!(
+            "its lock file {} cannot be locked: {e}",
+            lock.display()
+        )),
+    }
 }
 
 /// The bearer token in `file`, configured by key `field` (see [`drover_api::token::read_token`]).

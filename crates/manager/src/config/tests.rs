@@ -321,4 +321,17 @@ fn preflight_reads_every_token_and_checks_the_state_dir() {
     c2.state_dir = dir.path().join("state");
     let e = c2.preflight().expect_err("a file").to_string();
     assert!(e.ends_with("state: is not a directory"), "{e}");
+
+    // A state_dir another manager runs on: its lock is held.
+    std::fs::remove_file(dir.path().join("state")).expect("rm");
+    std::fs::create_dir(dir.path().join("state")).expect("dir");
+    c2.preflight().expect("free");
+    let lock = dir.path().join("state").join(crate::service::LOCK_FILE);
+    let held = std::fs::File::create(&lock).expect("lock file");
+    c2.preflight().expect("an unheld lock file is free");
+    held.lock().expect("hold it");
+    let e = c2.preflight().expect_err("held").to_string();
+    assert!(e.contains("another manager runs on it"), "{e}");
+    drop(held);
+    c2.preflight().expect("free again");
 }
