@@ -106,7 +106,11 @@ fn a_postcopy_demo_relieves_measures_and_cleans_up() {
         .find(|m| m["kind"] == "relief" && m["from"] == "h1")
         .unwrap_or_else(|| panic!("no relief migration from h1: {run}"))
         .clone();
-    assert_eq!(relief["vm"], "d1", "the raised VM moves: {relief}");
+    // Both VMs are raised: relief moves either, whichever the manager finds cheaper.
+    assert!(
+        relief["vm"] == "d1" || relief["vm"] == "d2",
+        "a raised VM moves: {relief}"
+    );
     assert_eq!(relief["technique"], "postcopy", "{relief}");
     assert_eq!(relief["state"], "completed", "{relief}");
     assert!(
