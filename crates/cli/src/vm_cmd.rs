@@ -229,6 +229,50 @@ async fn find_vm(r: &Resolved, name: &str) -> anyhow::Result<AgentClient> {
     bail!("no lab host runs a VM named '{name}'")
 }
 
+/// Refuses a VM whose name or NIC address another lab host already has: each agent checks
+/// its own VMs only, and two guests with one address on the lab's one L2 segment would take
+/// each other's traffic. A host that does not answer is skipped with a warning.
+async fn unique_in_lab(r: &Resolved, config: &VmConfig) -> anyhow::Result<()> {
+    for (host, agent) in &r.lab_agents {
+        match agent.list_vms().await {
+            Ok(vms) => {
+                if let Some(why) = clash(config, host, &vms) {
+                    bail!(why);
+                }
+            }
+            Err(e) => eprintln!("warning: {host}: {e} (not checked for a duplicate)"),
+        }
+    }
+    Ok(())
+}
+
+/// Why `config` clashes with the VMs `host` runs (same name, or same NIC address), if it does.
+fn clash(config: &VmConfig, host: &str, vms: &[VmView]) -> Option<String> {
+    if vms.iter().any(|v| v.name == config.name) {
+        return Some(format!(
+            "a VM named '{}' exists on lab host {host} already",
+            config.name
+        ));
+    }
+    let address = &config.nic.as_ref()?.address;
+    // Compared as addresses, so another spelling of the same one is caught too.
+    let same = |other: &str| match (
+        address.parse::<std::net::Ipv4Addr>(),
+        other.parse::<std::net::Ipv4Addr>(),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => address == other,
+    };
+    vms.iter()
+        .find(|v| v.nic.as_ref().is_some_and(|n| same(&n.address)))
+        .map(|v| {
+            format!(
+                "--address {address}: VM '{}' on lab host {host} has it already",
+                v.name
+            )
+        })
+}
+
 fn print_table(vms: &[VmView]) {
     println!(
         "{:<20} {:<9} {:>5} {:>9} {:>8} {:>12} {:>6}  workload",
@@ -269,7 +313,9 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
             let nic = address.map(|address| NicConfig { address });
             let config = vm_config(name, vcpus, &memory, workload, disk, nic)?;
             let r = resolve(&target)?;
-            let vm = one(&r)?.create_vm(&config).await?;
+            let agent = one(&r)?;
+            unique_in_lab(&r, &config).await?;
+            let vm = agent.create_vm(&config).await?;
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&vm)?);
             } else {
@@ -341,4 +387,52 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clash;
+    use drover_api::{NicConfig, VmConfig, VmStatus, VmView};
+
+    fn vm(name: &str, address: Option<&str>) -> VmView {
+        VmView {
+            name: name.into(),
+            status: VmStatus::Running,
+            vcpus: 1,
+            memory_bytes: 256 << 20,
+            workload: "idle".into(),
+            workload_pending: false,
+            disk: None,
+            nic: address.map(|a| NicConfig { address: a.into() }),
+            pid: 1,
+            qemu_status: None,
+            migration: None,
+            workload_report: Default::default(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_name_or_address_another_host_has_clashes() {
+        let config = |name: &str, address: Option<&str>| VmConfig {
+            name: name.into(),
+            vcpus: 1,
+            memory_bytes: 256 << 20,
+            workload: "idle".into(),
+            disk: None,
+            nic: address.map(|a| NicConfig { address: a.into() }),
+        };
+        let h2 = [vm("a", Some("198.18.0.110")), vm("b", None)];
+        assert_eq!(
+            clash(&config("b", None), "h2", &h2).as_deref(),
+            Some("a VM named 'b' exists on lab host h2 already")
+        );
+        assert_eq!(
+            clash(&config("c", Some("198.18.0.110")), "h2", &h2).as_deref(),
+            Some("--address 198.18.0.110: VM 'a' on lab host h2 has it already")
+        );
+        assert_eq!(clash(&config("c", Some("198.18.0.111")), "h2", &h2), None);
+        assert_eq!(clash(&config("c", None), "h2", &h2), None);
+        assert_eq!(clash(&config("c", Some("198.18.0.110")), "h3", &[]), None);
+    }
 }
