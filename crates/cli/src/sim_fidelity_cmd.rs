@@ -52,9 +52,7 @@ fn metric(s: &str) -> Result<Metric, String> {
     Metric::ALL
         .into_iter()
         .find(|m| m.label().eq_ignore_ascii_case(s.trim()))
-        .ok_or_else(|| {
-            format!("'{s}': expected one of energy, migrations, slatah, pdm, slav, esv")
-        })
+        .ok_or_else(|| format!("'{s}': expected one of energy, migrations, slatah, pdm, slav, esv"))
 }
 
 pub fn fidelity(a: FidelityArgs) -> Result<()> {

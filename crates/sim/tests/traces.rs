@@ -189,7 +189,10 @@ fn shuffled_keeps_each_vm_with_its_samples_in_a_seeded_order() {
     let w = Workload::new("d".into(), names.clone(), 2, util);
     let a = w.shuffled(7);
     assert_eq!(a, w.shuffled(7), "same seed, same order");
-    assert_ne!(a.names, w.names, "20 VMs stay in name order with odds 1/20!");
+    assert_ne!(
+        a.names, w.names,
+        "20 VMs stay in name order with odds 1/20!"
+    );
     assert_ne!(a.names, w.shuffled(8).names);
     let mut sorted = a.names.clone();
     sorted.sort();

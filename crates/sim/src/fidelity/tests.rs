@@ -53,7 +53,8 @@ fn parses_and_normalizes_policy_names_and_derives_pdm_from_slav() {
 #[test]
 fn derived_pdm_is_finer_than_the_printed_two_decimals() {
     // CloudSim printed 0.07 for a PDM of 0.0681 (SLAV 0.00342% at SLATAH 5.02%).
-    let csv = "day,policy,energy_kwh,migrations,slav_pct,pdm_pct,slatah_pct\nd,p,1,1,0.00342,0.07,5.02\n";
+    let csv =
+        "day,policy,energy_kwh,migrations,slav_pct,pdm_pct,slatah_pct\nd,p,1,1,0.00342,0.07,5.02\n";
     let r = Reference::parse(csv, "x").unwrap();
     let row = &r.rows[&("d".to_string(), "p".to_string())];
     assert!((row.pdm_derived_pct() - 0.068127).abs() < 1e-5);
@@ -128,7 +129,10 @@ fn mean_absolute_deviation_does_not_let_days_cancel() {
         vec!["d2 thr-mmt-0.8 migrations +30.0%"]
     );
     let text = f.render();
-    assert!(text.contains("thr-mmt-0.8") && text.contains("15.0% (+30%) 1/2"), "{text}");
+    assert!(
+        text.contains("thr-mmt-0.8") && text.contains("15.0% (+30%) 1/2"),
+        "{text}"
+    );
 }
 
 #[test]
