@@ -91,6 +91,13 @@ pub fn fidelity(a: FidelityArgs) -> Result<()> {
             reports.push(simulate(&model, &work, p.clone(), a.seed, None)?);
         }
     }
+    if reports.is_empty() {
+        bail!(
+            "--trace {}: no day folder named after a reference day ({})",
+            a.trace.display(),
+            wanted.join(", ")
+        );
+    }
     let f = compare(&reports, &reference, a.tolerance / 100.0);
     if a.json {
         println!("{}", serde_json::to_string(&f)?);
