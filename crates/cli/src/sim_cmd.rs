@@ -4,6 +4,8 @@
 //! - `drover sim compare --trace DIR [--policies P1,P2,...|all] [--json] [--plot FILE.svg]`: every
 //!   policy on every day (DIR may hold several day folders).
 //! - `drover sim bench`: the speed benchmark (wall time per day, peak memory).
+//! - `drover sim fidelity --trace DIR [--reference FILE] [--check slatah,pdm,slav]`: the
+//!   reference's policies on its days, deviation per metric and day, mean absolute deviation.
 //! - `drover sim replay FILE [--json]`: re-run the manager's control step on a stored decision
 //!   and print the plans it makes; exits non-zero when they are not what was recorded.
 //! - `drover sim manager-bench [--hosts N] [--vms N] [--hours H] [--json]`: the manager's
@@ -14,7 +16,7 @@
 //! Every size and count flag is range-checked by its parser against `drover_sim::limits`, so a
 //! typo is an error naming the flag and its range, never a panic or an allocation abort.
 
-use crate::sim_live_cmd;
+use crate::{sim_fidelity_cmd, sim_live_cmd};
 use anyhow::{bail, Context, Result};
 use clap::builder::RangedU64ValueParser;
 use drover_core::dc::PolicySpec;
@@ -48,6 +50,9 @@ enum SimCommand {
     Compare(CompareArgs),
     /// Time one day per policy (release builds) and report peak memory.
     Bench(BenchArgs),
+    /// Every policy of a reference (CloudSim 3.0.3's by default) on its days, compared metric
+    /// by metric: deviation per day, mean absolute deviation per policy.
+    Fidelity(sim_fidelity_cmd::FidelityArgs),
     /// Re-run the manager's control step on a stored decision and print the plans it makes
     /// (exit 1 when they differ from the recorded ones).
     Replay(sim_live_cmd::ReplayArgs),
@@ -144,6 +149,7 @@ pub fn run(args: SimArgs) -> Result<()> {
     match args.command {
         Some(SimCommand::Compare(c)) => compare(c),
         Some(SimCommand::Bench(b)) => bench(b),
+        Some(SimCommand::Fidelity(f)) => sim_fidelity_cmd::fidelity(f),
         Some(SimCommand::Replay(r)) => sim_live_cmd::replay(r),
         Some(SimCommand::ManagerBench(b)) => sim_live_cmd::manager_bench(b),
         None => single(args.run),

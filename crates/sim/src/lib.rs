@@ -14,6 +14,8 @@
 //! - [`engine`]: the event loop (hosts, migrations, accounting).
 //! - [`metrics`]: the metric definitions and the report row.
 //! - [`compare`]: parsing the list of policies to compare.
+//! - [`fidelity`]: the rows against CloudSim 3.0.3's reference, metric by metric (mean absolute
+//!   deviation per policy).
 //! - [`plot`]: an SVG chart of a comparison.
 //! - [`live`]: a simulated cluster the manager's control step drives in virtual time (observe,
 //!   apply actions, advance), for the manager's simulator-backed fleet.
@@ -28,6 +30,7 @@
 pub mod compare;
 pub mod engine;
 pub mod error;
+pub mod fidelity;
 pub mod limits;
 pub mod live;
 pub mod manager_bench;

@@ -123,6 +123,26 @@ impl Workload {
         &self.util[v * self.samples..(v + 1) * self.samples]
     }
 
+    /// The same VMs in a seeded random order (Fisher-Yates; each VM keeps its name and
+    /// samples). VM types are assigned in blocks by position, so this re-pairs traces with
+    /// types: CloudSim took its folder's unspecified listing order, which sorting by name does
+    /// not reproduce; `drover sim fidelity --shuffle SEED` measures what the pairing moves.
+    pub fn shuffled(&self, seed: u64) -> Workload {
+        let mut order: Vec<usize> = (0..self.vms()).collect();
+        let mut rng = drover_core::dc::rng::SplitMix64::new(seed);
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        let names = order.iter().map(|&v| self.names[v].clone()).collect();
+        let util = order.iter().flat_map(|&v| self.row(v)).copied().collect();
+        Workload {
+            names,
+            util,
+            day: self.day.clone(),
+            ..*self
+        }
+    }
+
     /// Loads a PlanetLab day folder, expecting `samples` lines per file. Hidden files are
     /// skipped; a folder of day folders is an error ([`TraceError::HoldsDays`]).
     pub fn from_planetlab_dir(dir: &Path, samples: usize) -> Result<Workload, TraceError> {

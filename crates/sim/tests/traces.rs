@@ -177,3 +177,29 @@ fn counts_past_the_limits_are_errors_not_panics() {
         "{msg}"
     );
 }
+
+#[test]
+fn shuffled_keeps_each_vm_with_its_samples_in_a_seeded_order() {
+    let n = 20;
+    let names: Vec<String> = (0..n).map(|v| format!("vm{v:02}")).collect();
+    // VM v's samples are v/100 and v/200, so a row identifies its VM.
+    let util: Vec<f32> = (0..n)
+        .flat_map(|v| [v as f32 / 100.0, v as f32 / 200.0])
+        .collect();
+    let w = Workload::new("d".into(), names.clone(), 2, util);
+    let a = w.shuffled(7);
+    assert_eq!(a, w.shuffled(7), "same seed, same order");
+    assert_ne!(
+        a.names, w.names,
+        "20 VMs stay in name order with odds 1/20!"
+    );
+    assert_ne!(a.names, w.shuffled(8).names);
+    let mut sorted = a.names.clone();
+    sorted.sort();
+    assert_eq!(sorted, names, "a permutation: nothing lost or repeated");
+    for (i, name) in a.names.iter().enumerate() {
+        let v: usize = name[2..].parse().unwrap();
+        assert_eq!(a.row(i), w.row(v), "{name} keeps its samples");
+    }
+    assert_eq!((a.day.as_str(), a.samples), ("d", 2));
+}
