@@ -7,7 +7,7 @@
 use crate::flags::{cores, whole, Typed};
 use anyhow::Context;
 use drover_experiment::report::{self, Summary};
-use drover_experiment::{DemoConfig, RunOutcome};
+use drover_experiment::{DemoConfig, RunOutcome, RunSummary};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -161,6 +161,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let say = |line: &str| eprintln!("demo: {line}");
+    // Every run that ended, kept outside the demo's future so a signal does not lose them.
+    let ended = std::cell::RefCell::new(Vec::<RunSummary>::new());
     let on_run = |o: &RunOutcome| {
         let s = &o.summary;
         eprintln!(
@@ -177,6 +179,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 eprintln!("demo: {e}");
             }
         }
+        ended.borrow_mut().push(s.clone());
     };
     let outcome = runtime.block_on(async {
         // Listening starts before any lab exists, so no signal's default action can orphan one.
@@ -186,26 +189,35 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             signal = stop.first() => Err(signal),
         })
     });
-    let outcome = match outcome.context("listening for SIGINT, SIGTERM and SIGHUP")? {
-        Ok(outcome) => outcome?,
+    let failure = match outcome.context("listening for SIGINT, SIGTERM and SIGHUP")? {
+        Ok(outcome) => outcome?.failure,
         Err((name, number)) => {
             drop(runtime);
             drop(scratch);
             eprintln!("demo stopped by {name}: its manager is killed and its lab is down");
+            if !ended.borrow().is_empty() {
+                eprintln!("demo: the runs that ended before it follow");
+                finish(&args, &config, &ended.borrow())?;
+            }
             std::process::exit(128 + number);
         }
     };
-    let runs = outcome.runs;
-    if let Some(e) = &outcome.failure {
+    if let Some(e) = &failure {
         eprintln!("demo: {e}; the runs that ended before it follow");
     }
-    let summaries: Vec<&drover_experiment::RunSummary> = runs.iter().map(|r| &r.summary).collect();
-    let owned: Vec<drover_experiment::RunSummary> =
-        summaries.iter().map(|s| (*s).clone()).collect();
+    finish(&args, &config, &ended.borrow())?;
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// The report's index (with `--report`) and the table (or `--json`) over the runs that ended.
+fn finish(args: &DemoArgs, config: &DemoConfig, runs: &[RunSummary]) -> anyhow::Result<()> {
     let summary = Summary {
-        config: &config,
-        rows: report::rows(&config.techniques, &owned),
-        runs: summaries,
+        config,
+        rows: report::rows(&config.techniques, runs),
+        runs: runs.iter().collect(),
     };
     if let Some(d) = &args.report {
         report::write_index(d, &summary)?;
@@ -215,12 +227,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print!("{}", report::table(&summary.rows));
-        print!("{}", report::migration_lines(&owned));
+        print!("{}", report::migration_lines(runs));
     }
-    match outcome.failure {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 fn opt(v: Option<f64>) -> String {
