@@ -46,6 +46,8 @@ struct Counters {
     tap: Option<(u64, u64)>,
     block: Option<[u64; 4]>,
     dirty_at: Option<tokio::time::Instant>,
+    /// Its QEMU's use while the guest asks for nearly nothing, cores (`demand::learn_idle`).
+    idle_cores: Option<f64>,
 }
 
 /// The host cgroup's throttling: the last reading and what the last interval showed.
@@ -130,6 +132,7 @@ impl MetricsHub {
             let mut c = Counters {
                 at: Some(now),
                 dirty_at: prev.dirty_at,
+                idle_cores: prev.idle_cores,
                 ..Counters::default()
             };
             m.name = vm.name.clone();
@@ -213,13 +216,20 @@ impl MetricsHub {
         let mut state = lock(&self.state);
         let used: f64 = state.values().map(|(m, _)| m.cpu_cores).sum();
         let factor = throttling.map(|t| demand::throttle_factor(t.cores, used));
-        for (m, _) in state.values_mut() {
+        for (m, c) in state.values_mut() {
+            c.idle_cores = demand::learn_idle(
+                c.idle_cores,
+                m.cpu_cores,
+                m.workload_demand_pct,
+                m.cpu_wait_cores,
+            );
             let (cores, source) = demand::vm_demand(&DemandInputs {
                 used_cores: m.cpu_cores,
                 vcpus: m.vcpus,
                 guest_demand_pct: m.workload_demand_pct,
                 wait_cores: m.cpu_wait_cores,
                 throttle_factor: factor,
+                idle_cores: c.idle_cores,
             });
             m.cpu_demand_cores = cores;
             m.cpu_demand_source = source;
