@@ -13,6 +13,7 @@ mod migration_flags;
 mod numfmt;
 mod signals;
 mod sim_cmd;
+mod sim_judge_cmd;
 mod sim_live_cmd;
 mod vm_cmd;
 

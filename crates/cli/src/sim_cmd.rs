@@ -14,6 +14,7 @@
 //! Every size and count flag is range-checked by its parser against `drover_sim::limits`, so a
 //! typo is an error naming the flag and its range, never a panic or an allocation abort.
 
+use crate::sim_judge_cmd::{self, JudgeArgs};
 use crate::sim_live_cmd;
 use anyhow::{bail, Context, Result};
 use clap::builder::RangedU64ValueParser;
@@ -54,6 +55,9 @@ enum SimCommand {
     /// Time the manager's control loop every simulated second against a live datacenter
     /// (release builds) and report peak memory.
     ManagerBench(sim_live_cmd::ManagerBenchArgs),
+    /// Fit the dirty-rate model's judge to `drover migrate-bench --json` rows and report the
+    /// fit's error.
+    Calibrate(sim_judge_cmd::CalibrateArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -93,6 +97,8 @@ struct ModelArgs {
     /// Make migrations respect host memory (CloudSim checks it only at admission).
     #[arg(long)]
     enforce_memory: bool,
+    #[command(flatten)]
+    judge: JudgeArgs,
 }
 
 #[derive(clap::Args)]
@@ -146,6 +152,7 @@ pub fn run(args: SimArgs) -> Result<()> {
         Some(SimCommand::Bench(b)) => bench(b),
         Some(SimCommand::Replay(r)) => sim_live_cmd::replay(r),
         Some(SimCommand::ManagerBench(b)) => sim_live_cmd::manager_bench(b),
+        Some(SimCommand::Calibrate(c)) => sim_judge_cmd::calibrate(c),
         None => single(args.run),
     }
 }
@@ -366,11 +373,7 @@ fn build_model(a: &ModelArgs, work: &Workload) -> Result<DatacenterModel> {
     let mut m = DatacenterModel::planetlab(hosts);
     m.idle_vms_leave = !a.keep_idle_vms;
     m.enforce_memory = a.enforce_memory;
-    m.migration = match a.migration_model.as_str() {
-        "benchmark" | "cloudsim" => MigrationModel::Benchmark,
-        "dirty" | "dirty-rate" => MigrationModel::dirty_rate(a.technique),
-        other => bail!("--migration-model '{other}': expected benchmark or dirty"),
-    };
+    m.migration = a.judge.model(&a.migration_model, a.technique)?;
     if a.technique.is_some() && m.migration == MigrationModel::Benchmark {
         bail!("--technique needs --migration-model dirty (the benchmark model ignores techniques)");
     }
