@@ -133,7 +133,7 @@ impl Observer {
     /// increasing) and returns what a policy sees of it now.
     pub fn observe(&mut self, vm: usize, step: u64, truth: Reading) -> Reading {
         let lag = self.model.lag_steps;
-        let sample_now = step % self.model.every_steps as u64 == 0;
+        let sample_now = step.is_multiple_of(self.model.every_steps as u64);
         let view = &mut self.vms[vm];
         view.past.push_back(truth);
         while view.past.len() > lag + 1 {
