@@ -8,6 +8,8 @@
 //!   and print the plans it makes; exits non-zero when they are not what was recorded.
 //! - `drover sim manager-bench [--hosts N] [--vms N] [--hours H] [--json]`: the manager's
 //!   control loop every simulated second against a live datacenter; pass times and peak memory.
+//! - `drover sim calibrate --rows FILE [--out FILE]`: fit the dirty-rate model's judge to
+//!   `drover migrate-bench --json` rows (see `sim_judge_cmd`).
 //!
 //! Without `--trace`/`--csv`, a seeded synthetic day is generated (`--synthetic N` VMs).
 //!

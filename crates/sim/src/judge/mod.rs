@@ -426,9 +426,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_committed_parameters_load() {
+    fn the_committed_parameters_are_the_fit_of_the_committed_rows() {
         let p = JudgeParams::calibrated().expect("committed judge.json");
-        assert!(p.rows > 0);
+        let text = include_str!("../../data/calibration/rows.jsonl");
+        let rows = rows::parse_rows(text, "rows.jsonl").expect("committed rows");
+        let limit_s = drover_core::migration::PlanKnobs::default().downtime_limit_ms as f64 / 1e3;
+        assert_eq!(fit::fit(&rows, limit_s).expect("fits"), p);
     }
 
     #[test]
