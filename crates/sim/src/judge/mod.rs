@@ -33,7 +33,7 @@
 pub mod fit;
 pub mod rows;
 
-use drover_core::migration::{predict, CostParams, LinkProfile, Technique, VmProfile};
+use drover_core::migration::{choose, predict, CostParams, LinkProfile, Technique, VmProfile};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -351,19 +351,28 @@ impl Judge {
         }
     }
 
-    /// How migrating `case` with `technique` turns out, and the technique that ran.
+    /// How migrating `case` with `technique` turns out, and the technique that ran. `auto` is
+    /// resolved as the agent resolves it when the migration starts: core's cost model (default
+    /// parameters) on the VM's figures measured then, here its true ones.
     pub fn judge(&self, case: &Case, technique: Technique) -> (Outcome, Technique) {
+        let vm = VmProfile {
+            memory_bytes: case.pass_bytes.max(0.0) as u64,
+            wss_bytes: case.wss_bytes.max(0.0) as u64,
+            dirty_rate_bps: case.dirty_bps,
+        };
+        let link = LinkProfile {
+            bandwidth_bps: case.bandwidth_bps,
+        };
         match self {
-            Judge::Calibrated(p) => (p.judge(case, technique), technique),
+            Judge::Calibrated(p) => {
+                let ran = if technique == Technique::Auto {
+                    choose(&vm, &link, &CostParams::default(), &Technique::CONCRETE).technique
+                } else {
+                    technique
+                };
+                (p.judge(case, ran), ran)
+            }
             Judge::CostModel(cost) => {
-                let vm = VmProfile {
-                    memory_bytes: case.pass_bytes.max(0.0) as u64,
-                    wss_bytes: case.wss_bytes.max(0.0) as u64,
-                    dirty_rate_bps: case.dirty_bps,
-                };
-                let link = LinkProfile {
-                    bandwidth_bps: case.bandwidth_bps,
-                };
                 let p = predict(technique, &vm, &link, cost);
                 let window = p.total_s.max(cost.window_min_s);
                 let outcome = Outcome {
@@ -472,5 +481,19 @@ mod tests {
         let out = p.judge(&warm, Technique::Precopy);
         assert!(out.moved);
         assert_eq!(out.downtime_s, p.escalated.downtime_s);
+    }
+
+    #[test]
+    fn auto_is_resolved_to_a_technique_that_moves_memory() {
+        let judge = Judge::Calibrated(Box::new(known()));
+        let case = Case {
+            pass_bytes: 1024.0 * MIB,
+            wss_bytes: 512.0 * MIB,
+            dirty_bps: 150e6,
+            bandwidth_bps: 100e6,
+        };
+        let (out, ran) = judge.judge(&case, Technique::Auto);
+        assert!(Technique::CONCRETE.contains(&ran), "{ran}");
+        assert_eq!(out, known().judge(&case, ran));
     }
 }
