@@ -1,6 +1,6 @@
 #!/bin/sh
 # Collects the measured migrations the simulator's judge is fitted to (see BENCHMARKS.md,
-# "The judge: a migration model calibrated on measured migrations").
+# "Dirty-rate migration model", "The judge, fitted to measured migrations").
 #
 # Usage (root, QEMU, release build): collect.sh DROVER_BINARY OUT.jsonl [STOP_EPOCH]
 # Each configuration runs pre-copy, post-copy and hybrid once; a configuration is only started
