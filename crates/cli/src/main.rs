@@ -14,6 +14,7 @@ mod numfmt;
 mod signals;
 mod sim_cmd;
 mod sim_fidelity_cmd;
+mod sim_judge_cmd;
 mod sim_live_cmd;
 mod vm_cmd;
 

@@ -10,12 +10,15 @@
 //!   and print the plans it makes; exits non-zero when they are not what was recorded.
 //! - `drover sim manager-bench [--hosts N] [--vms N] [--hours H] [--json]`: the manager's
 //!   control loop every simulated second against a live datacenter; pass times and peak memory.
+//! - `drover sim calibrate --rows FILE [--out FILE]`: fit the dirty-rate model's judge to
+//!   `drover migrate-bench --json` rows (see `sim_judge_cmd`).
 //!
 //! Without `--trace`/`--csv`, a seeded synthetic day is generated (`--synthetic N` VMs).
 //!
 //! Every size and count flag is range-checked by its parser against `drover_sim::limits`, so a
 //! typo is an error naming the flag and its range, never a panic or an allocation abort.
 
+use crate::sim_judge_cmd::{self, JudgeArgs};
 use crate::{sim_fidelity_cmd, sim_live_cmd};
 use anyhow::{bail, Context, Result};
 use clap::builder::RangedU64ValueParser;
@@ -59,6 +62,9 @@ enum SimCommand {
     /// Time the manager's control loop every simulated second against a live datacenter
     /// (release builds) and report peak memory.
     ManagerBench(sim_live_cmd::ManagerBenchArgs),
+    /// Fit the dirty-rate model's judge to `drover migrate-bench --json` rows and report the
+    /// fit's error.
+    Calibrate(sim_judge_cmd::CalibrateArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -98,6 +104,8 @@ struct ModelArgs {
     /// Make migrations respect host memory (CloudSim checks it only at admission).
     #[arg(long)]
     enforce_memory: bool,
+    #[command(flatten)]
+    judge: JudgeArgs,
 }
 
 #[derive(clap::Args)]
@@ -152,6 +160,7 @@ pub fn run(args: SimArgs) -> Result<()> {
         Some(SimCommand::Fidelity(f)) => sim_fidelity_cmd::fidelity(f),
         Some(SimCommand::Replay(r)) => sim_live_cmd::replay(r),
         Some(SimCommand::ManagerBench(b)) => sim_live_cmd::manager_bench(b),
+        Some(SimCommand::Calibrate(c)) => sim_judge_cmd::calibrate(c),
         None => single(args.run),
     }
 }
@@ -372,11 +381,7 @@ fn build_model(a: &ModelArgs, work: &Workload) -> Result<DatacenterModel> {
     let mut m = DatacenterModel::planetlab(hosts);
     m.idle_vms_leave = !a.keep_idle_vms;
     m.enforce_memory = a.enforce_memory;
-    m.migration = match a.migration_model.as_str() {
-        "benchmark" | "cloudsim" => MigrationModel::Benchmark,
-        "dirty" | "dirty-rate" => MigrationModel::dirty_rate(a.technique),
-        other => bail!("--migration-model '{other}': expected benchmark or dirty"),
-    };
+    m.migration = a.judge.model(&a.migration_model, a.technique)?;
     if a.technique.is_some() && m.migration == MigrationModel::Benchmark {
         bail!("--technique needs --migration-model dirty (the benchmark model ignores techniques)");
     }

@@ -10,16 +10,18 @@
 //! Between events, demands are linear between samples, like CloudSim's PlanetLab model.
 
 use crate::error::SimError;
+use crate::judge::Case;
 use crate::limits;
 use crate::metrics::{HostEntry, Report, Totals, VmEntry};
 use crate::model::{DatacenterModel, MigrationModel};
+use crate::observe::Observer;
 use crate::trace::Workload;
 use drover_core::dc::cluster::capped_demand;
 use drover_core::dc::rng::SplitMix64;
 use drover_core::dc::{
     place, HostState, Move, MoveReason, Policy, PolicySpec, Snapshot, VmState, VmType,
 };
-use drover_core::migration::{predict, Technique};
+use drover_core::migration::Technique;
 
 /// A migration under way.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +42,10 @@ struct VmRt {
     entry: VmEntry,
     /// Dirty rate at full CPU, bytes/s (dirty-rate model).
     dirty_at_full: f64,
+    /// The true dirty rate now, bytes/s, and working set, bytes: what the judge sees (policies
+    /// see the observer's readings in the snapshot).
+    dirty_bps: f64,
+    wss_bytes: f64,
     technique: Option<Technique>,
 }
 
@@ -68,6 +74,10 @@ pub struct Simulation<'w> {
     /// VMs admission found no host for, ascending.
     rejected: Vec<usize>,
     active_host_sum: f64,
+    /// Policies' view of dirty rates and working sets (None: the truth, at every update).
+    observer: Option<Observer>,
+    /// The current decision step.
+    step: u64,
 }
 
 impl<'w> Simulation<'w> {
@@ -123,8 +133,10 @@ impl<'w> Simulation<'w> {
                     hosts[h].vms.push(v);
                 }
                 let (dirty, wss) = draw_dirty(&model.migration, &mut rng);
+                let wss_bytes = (wss * t.ram_mb as f64 * 1048576.0) as u64;
                 vms_rt.push(VmRt {
                     dirty_at_full: dirty,
+                    wss_bytes: wss_bytes as f64,
                     ..VmRt::default()
                 });
                 VmState {
@@ -135,7 +147,7 @@ impl<'w> Simulation<'w> {
                     demand_mips: 0.0,
                     history: Default::default(),
                     dirty_rate_bps: 0.0,
-                    wss_bytes: (wss * t.ram_mb as f64 * 1048576.0) as u64,
+                    wss_bytes,
                     last_migration_s: None,
                 }
             })
@@ -148,7 +160,15 @@ impl<'w> Simulation<'w> {
             vms,
             enforce_memory: model.enforce_memory,
         };
+        let observer = match &model.migration {
+            MigrationModel::DirtyRate { observe, .. } if !observe.is_exact() => {
+                Some(Observer::new(*observe, seed ^ 0x0B5E_4EED, n))
+            }
+            _ => None,
+        };
         Ok(Simulation {
+            observer,
+            step: 0,
             rejected: (0..n).filter(|&v| placed[v].is_none()).collect(),
             hosts: vec![HostRt::default(); model.hosts],
             model,
@@ -175,6 +195,7 @@ impl<'w> Simulation<'w> {
                 break;
             }
             self.complete_until(t, horizon);
+            self.step = k as u64;
             self.update_all(t, true);
             self.tot.decisions += 1;
             if self.policy.migrates() {
@@ -211,7 +232,18 @@ impl<'w> Simulation<'w> {
                     let u = d / vm.total_mips();
                     vm.history.push(u);
                 }
-                vm.dirty_rate_bps = self.vms[v].dirty_at_full * (d / vm.total_mips());
+                let truth = self.vms[v].dirty_at_full * (d / vm.total_mips());
+                self.vms[v].dirty_bps = truth;
+                match self.observer.as_mut() {
+                    None => vm.dirty_rate_bps = truth,
+                    Some(o) if decision => {
+                        let wss = self.vms[v].wss_bytes;
+                        let (seen_dirty, seen_wss) = o.observe(v, self.step, (truth, wss));
+                        vm.dirty_rate_bps = seen_dirty;
+                        vm.wss_bytes = seen_wss as u64;
+                    }
+                    Some(_) => {}
+                }
             }
         }
         let dt = t - self.last_update_s;
@@ -385,16 +417,21 @@ impl<'w> Simulation<'w> {
                 (d, true, 0.1, vm.ram_mb as f64 * 1048576.0, mv.technique)
             }
             MigrationModel::DirtyRate {
-                cost, technique, ..
+                judge, technique, ..
             } => {
-                let (profile, link) = vm.cost_inputs(self.snap.link_bytes_per_s(from, mv.to));
-                let tech = technique.unwrap_or(mv.technique);
-                let p = predict(tech, &profile, &link, cost);
+                // The judge sees the truth, never the snapshot's observed figures.
+                let rt = &self.vms[mv.vm];
+                let case = Case {
+                    pass_bytes: vm.ram_mb as f64 * 1048576.0,
+                    wss_bytes: rt.wss_bytes,
+                    dirty_bps: rt.dirty_bps,
+                    bandwidth_bps: self.snap.link_bytes_per_s(from, mv.to),
+                };
+                let (o, tech) = judge.judge(&case, technique.unwrap_or(mv.technique));
                 // Cap at the interval: migrations finish before the next decision.
-                let total = p.total_s.clamp(1e-3, self.model.interval_s * 0.9);
-                let window = p.total_s.max(cost.window_min_s);
-                let loss = (p.degradation_pct / 100.0 * window / total).clamp(0.0, 1.0);
-                (total, p.converges, loss, p.transferred_bytes, p.technique)
+                let total = o.total_s.clamp(1e-3, self.model.interval_s * 0.9);
+                let loss = (o.lost_work_s / total).clamp(0.0, 1.0);
+                (total, o.moved, loss, o.bytes, tech)
             }
         }
     }

@@ -11,6 +11,10 @@
 //! - [`synth`]: the synthetic generator.
 //! - [`limits`]: the largest workloads and datacenters it takes.
 //! - [`model`]: the datacenter and migration models.
+//! - [`judge`]: how a migration turns out in the dirty-rate model: a model fitted to measured
+//!   migrations, independent of the cost model policies choose with.
+//! - [`observe`]: what policies see of a VM's dirty rate and working set (the agent's sampled,
+//!   noisy, lagging measurements).
 //! - [`engine`]: the event loop (hosts, migrations, accounting).
 //! - [`metrics`]: the metric definitions and the report row.
 //! - [`compare`]: parsing the list of policies to compare.
@@ -31,11 +35,13 @@ pub mod compare;
 pub mod engine;
 pub mod error;
 pub mod fidelity;
+pub mod judge;
 pub mod limits;
 pub mod live;
 pub mod manager_bench;
 pub mod metrics;
 pub mod model;
+pub mod observe;
 pub mod plot;
 pub mod replay;
 pub mod synth;

@@ -1,8 +1,10 @@
 //! The modelled datacenter: hosts, VM types, timing, and how migrations behave.
 
+use crate::judge::Judge;
+use crate::observe::ObserveModel;
 use crate::trace::Workload;
 use drover_core::dc::{HostType, VmType};
-use drover_core::migration::{CostParams, Technique};
+use drover_core::migration::Technique;
 
 /// How migrations behave in the simulation.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,12 +13,14 @@ pub enum MigrationModel {
     /// bandwidth and costs the VM 10% of its CPU meanwhile, whatever the technique.
     Benchmark,
     /// Dirty-rate aware: every VM gets a dirty rate and a working set, and the migration's
-    /// duration, success and the VM's degradation come from drover-core's cost model for the
-    /// technique the policy chose (or `technique` when set, to force one for every policy).
-    /// Pre-copy may not converge: then the attempt is cancelled at the cost model's deadline and
-    /// the VM stays put.
+    /// duration, success and the VM's lost work come from `judge` for the technique the policy
+    /// chose (or `technique` when set, to force one for every policy), fed the VM's true dirty
+    /// rate and working set. Policies see them through `observe` (the agent's noisy, lagging
+    /// measurements). Pre-copy may not converge: then the attempt is cancelled and the VM
+    /// stays put.
     DirtyRate {
-        cost: CostParams,
+        judge: Judge,
+        observe: ObserveModel,
         technique: Option<Technique>,
         /// Dirty rate at 100% CPU, bytes/s, drawn per VM log-uniformly from this range.
         dirty_bps_range: (f64, f64),
@@ -26,9 +30,12 @@ pub enum MigrationModel {
 }
 
 impl MigrationModel {
+    /// The dirty-rate model with the calibrated judge and the agent's error model
+    /// ([`ObserveModel::AGENT`]); `technique` forces one for every policy.
     pub fn dirty_rate(technique: Option<Technique>) -> MigrationModel {
         MigrationModel::DirtyRate {
-            cost: CostParams::default(),
+            judge: Judge::calibrated(),
+            observe: ObserveModel::AGENT,
             technique,
             dirty_bps_range: (2e6, 200e6),
             wss_share_range: (0.05, 0.5),
