@@ -58,25 +58,21 @@ pub struct DemandInputs {
 /// [`learn_idle`].
 pub const IDLE_SHARE_PCT: f64 = 1.0;
 
-/// Run delay under which a VM counts as served (its use is what it wanted), cores.
-pub const SERVED_WAIT_CORES: f64 = 0.05;
-
 /// Weight of a new sample in the idle cost's moving average.
 const IDLE_WEIGHT: f64 = 0.2;
 
 /// The VM's idle cost after this sample: a moving average of its use over the samples in
-/// which its guest asked for under [`IDLE_SHARE_PCT`] and it was served (run delay under
-/// [`SERVED_WAIT_CORES`], or not measured); other samples leave it as it was. Clamped to one
-/// core (a vCPU idles on one thread).
+/// which its guest asked for under [`IDLE_SHARE_PCT`]; other samples leave it as it was.
+/// A sample in which the VM waited for a core (a busy machine) lowers it, never raises it
+/// past what idling costs, so the demand it feeds errs low, as before it was learnt. Clamped
+/// to one core (a vCPU idles on one thread).
 pub fn learn_idle(
     prev: Option<f64>,
     used_cores: f64,
     guest_demand_pct: Option<f64>,
-    wait_cores: Option<f64>,
 ) -> Option<f64> {
     let idle = guest_demand_pct.is_some_and(|p| p.is_finite() && p < IDLE_SHARE_PCT);
-    let served = wait_cores.is_none_or(|w| !w.is_finite() || w < SERVED_WAIT_CORES);
-    if !(idle && served && used_cores.is_finite()) {
+    if !(idle && used_cores.is_finite()) {
         return prev;
     }
     let used = used_cores.clamp(0.0, 1.0);
@@ -219,16 +215,16 @@ mod tests {
     }
 
     #[test]
-    fn the_idle_cost_is_learnt_only_while_idle_and_served() {
-        assert_eq!(learn_idle(None, 0.3, Some(0.1), Some(0.01)), Some(0.3));
-        let next = learn_idle(Some(0.3), 0.2, Some(0.1), None).expect("learnt");
+    fn the_idle_cost_is_learnt_only_while_idle() {
+        assert_eq!(learn_idle(None, 0.3, Some(0.1)), Some(0.3));
+        let next = learn_idle(Some(0.3), 0.2, Some(0.1)).expect("learnt");
         assert!((next - 0.28).abs() < 1e-12, "{next}");
-        // Busy, waiting, unreported or nonsense: unchanged.
-        assert_eq!(learn_idle(Some(0.3), 0.9, Some(50.0), None), Some(0.3));
-        assert_eq!(learn_idle(Some(0.3), 0.1, Some(0.1), Some(0.4)), Some(0.3));
-        assert_eq!(learn_idle(None, 0.1, None, None), None);
-        assert_eq!(learn_idle(Some(0.3), f64::NAN, Some(0.1), None), Some(0.3));
-        assert_eq!(learn_idle(None, 3.0, Some(0.0), None), Some(1.0));
+        // Busy, unreported or nonsense: unchanged.
+        assert_eq!(learn_idle(Some(0.3), 0.9, Some(50.0)), Some(0.3));
+        assert_eq!(learn_idle(None, 0.1, None), None);
+        assert_eq!(learn_idle(Some(0.3), f64::NAN, Some(0.1)), Some(0.3));
+        assert_eq!(learn_idle(Some(0.3), 0.3, Some(f64::NAN)), Some(0.3));
+        assert_eq!(learn_idle(None, 3.0, Some(0.0)), Some(1.0));
     }
 
     #[test]

@@ -217,12 +217,7 @@ impl MetricsHub {
         let used: f64 = state.values().map(|(m, _)| m.cpu_cores).sum();
         let factor = throttling.map(|t| demand::throttle_factor(t.cores, used));
         for (m, c) in state.values_mut() {
-            c.idle_cores = demand::learn_idle(
-                c.idle_cores,
-                m.cpu_cores,
-                m.workload_demand_pct,
-                m.cpu_wait_cores,
-            );
+            c.idle_cores = demand::learn_idle(c.idle_cores, m.cpu_cores, m.workload_demand_pct);
             let (cores, source) = demand::vm_demand(&DemandInputs {
                 used_cores: m.cpu_cores,
                 vcpus: m.vcpus,

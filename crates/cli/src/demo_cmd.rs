@@ -43,14 +43,13 @@ pub struct DemoArgs {
     /// Pages a second each VM touches while its demand is low.
     #[arg(long, default_value_t = 2000, allow_negative_numbers = true, value_parser = whole::<u64>(1, 1_000_000))]
     low_rate: u64,
-    /// How hard the raised VMs work: max (flat out: a full core each), or a whole percent
-    /// (1-100) of each guest's own full-speed estimate at the raise (that share of a vCPU as
-    /// the guest counts it; under TCG the estimate and the host CPU it costs vary, see
-    /// BENCHMARKS.md).
-    #[arg(long, value_name = "max|PCT", default_value = "max")]
+    /// How hard the raised VMs work: a whole percent (1-100) of each guest's own full speed
+    /// (that share of a vCPU, memory-intensive; the guest re-measures its speed every 5 s),
+    /// or max (flat out: a full core each).
+    #[arg(long, value_name = "PCT|max", default_value = "50")]
     high_demand: String,
     /// CPU cap of each host, cores.
-    #[arg(long, value_name = "C", default_value = "1.5", allow_negative_numbers = true, value_parser = cores)]
+    #[arg(long, value_name = "C", default_value = "1.0", allow_negative_numbers = true, value_parser = cores)]
     host_cpus: f64,
     /// Link rate of each host, each way (as `drover lab up --link`: 1Gbit/s, 100MB/s...).
     #[arg(long, default_value = "1Gbit/s")]

@@ -119,8 +119,8 @@ impl Default for DemoConfig {
             memory_bytes: 256 << 20,
             wss_bytes: 64 << 20,
             low_rate: 2000,
-            high_demand: HighDemand::Max,
-            host_cpus: 1.5,
+            high_demand: HighDemand::Pct(50),
+            host_cpus: 1.0,
             link_bps: 125_000_000,
             settle_s: 10,
             hold_s: 30,
@@ -394,7 +394,15 @@ mod tests {
     fn workloads_and_floor() {
         let demo = DemoConfig::default();
         assert_eq!(demo.low_workload(), "memtouch:wss=64M,rate=2000");
-        assert_eq!(demo.high_workload(1.0), "memtouch:wss=64M,rate=max");
+        assert_eq!(
+            demo.high_workload(2_000_000.0),
+            "memtouch:wss=64M,rate=1000000"
+        );
+        let flat_out = DemoConfig {
+            high_demand: HighDemand::Max,
+            ..demo.clone()
+        };
+        assert_eq!(flat_out.high_workload(1.0), "memtouch:wss=64M,rate=max");
         let paced = DemoConfig {
             high_demand: HighDemand::Pct(60),
             ..demo.clone()

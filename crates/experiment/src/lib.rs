@@ -11,10 +11,10 @@
 //!    its moves restricted to the run's technique (`auto`: its cost model picks among the
 //!    three), its consolidation shortened to fit a short run (see [`DemoConfig::control`]);
 //! 3. phases ([`phase`]: an explicit state machine): settle; raise (the first `raise` VMs
-//!    rewrite their working set as fast as their vCPU goes, or with `high_demand` a share of
-//!    their own full speed: beyond h1's cap together, and a dirty rate no link here keeps up
-//!    with; changed on command through the agent, no reboot); hold (the loaded phase); fall
-//!    (back to the low rate); wait, bounded, for the manager to repack and put a host back in
+//!    rewrite their working set at `high_demand` of their own full speed, or flat out:
+//!    beyond h1's cap together, and a dirty rate no link here keeps up with; changed on
+//!    command through the agent, no reboot); hold (the loaded phase); fall (back to the low
+//!    rate); wait, bounded, for the manager to repack and put a host back in
 //!    standby; teardown (also on an error, and on a signal when the caller drops the future);
 //! 4. a sampler polls every agent each second; the figures ([`metrics`], [`summary`]) are
 //!    computed from that series and from what the manager (plans) and agents (migration
@@ -22,20 +22,22 @@
 //!
 //! # Default sizes, and why
 //! For a 2-core machine running guests under TCG (no KVM):
-//! - 3 hosts capped at 1.5 cores, 1 Gbit/s links (the papers' links);
+//! - 3 hosts capped at 1 core, 1 Gbit/s links (the papers' links);
 //! - 2 VMs of 256 MiB, each with a 64 MiB working set, low demand 2000 ops/s (an idle TCG
-//!   guest still takes about 0.3 of a core here), both raised flat out: a raised VM wants a
-//!   full core (its vCPU flat out) and dirties about 250 MB/s, more than the link moves, so
-//!   pre-copy cannot converge. Two raised VMs (2 cores) overload h1 (1.5 cores); one of them
-//!   alone fits a host under the relief target (1 core of 1.5 is 0.67 < 0.75), so relief must
-//!   move a memory-intensive VM; with one raised VM and a low one, moving the low one would be
-//!   the cheaper relief or none would fit, and the technique would not matter. Once relieved
-//!   the two raised VMs want the machine's 2 cores between them, so they still lose some
-//!   work to the machine itself (and to whatever else runs on it), whatever the technique.
-//!   A paced raise (`high_demand` a percent of each guest's own full-speed estimate) would
-//!   leave room, but under TCG that estimate, taken at the raise, varied 3x between guests
-//!   and the host CPU a guest-counted percent costs is about 1.6 times it, so the agents'
-//!   demand (the guest's percent) understates the overload (BENCHMARKS.md has the runs);
+//!   guest still takes about 0.28 of a core here), both raised to half their own full speed
+//!   (`high_demand` 50%, from the guest's `full_ops_per_s`, which a paced guest re-measures
+//!   every 5 s; about 1.0-1.1 million pages a second here, rewriting the working set many
+//!   times a second: pre-copy cannot converge over any link here). A raised VM costs its
+//!   QEMU about 0.5 + 0.5 x 0.28 = 0.64 of a core (the agents' demand counts the idle cost
+//!   for the half it idles), so two overload h1 (1.3 on 1, hot over 0.9), one alone fits a
+//!   host under the relief target (0.64 < 0.75), so relief must move a memory-intensive VM,
+//!   and once relieved each runs alone on a core with room to spare; the two together still
+//!   fit the machine's 2 cores beside the agents and the manager, so what they lose is the
+//!   overload's and the migration's, not the machine's (on a quiet machine). With one raised
+//!   VM and a low one, moving the low one would be the cheaper relief or none would fit, and
+//!   the technique would not matter. Flat out (`--high-demand max`, on 1.5-core hosts: the
+//!   first measurements in BENCHMARKS.md and the end-to-end test) the two relieved VMs want
+//!   the whole machine and lose work to it whatever the technique;
 //! - settle 10 s, hold 30 s: the loaded phase is as long as the scenario needs: detection
 //!   (3 samples of a second), the wake (2 s), a migration (a post-copy of the 64 MiB working
 //!   set over 1 Gbit/s needs at least 0.54 s; a pre-copy that cannot converge runs until its
