@@ -301,21 +301,12 @@ async fn phases(
 /// [`DemoError::Scenario`] when its guest has not said (a guest image older than the demand
 /// reports): the raise would have no rate to aim at.
 fn full_speed(sampler: &Sampler, vm: &str) -> Result<f64, DemoError> {
-    sampler
-        .series
-        .lock()
-        .ok()
-        .and_then(|v| {
-            v.iter()
-                .rev()
-                .find_map(|s| s.vm(vm).and_then(|x| x.full_ops_per_s))
-        })
-        .ok_or_else(|| {
-            DemoError::Scenario(format!(
-                "{vm} has not reported its full speed, which the raise is a share of \
+    sampler.latest_of(vm, |x| x.full_ops_per_s).ok_or_else(|| {
+        DemoError::Scenario(format!(
+            "{vm} has not reported its full speed, which the raise is a share of \
                  (rebuild the guest image, or --high-demand max)"
-            ))
-        })
+        ))
+    })
 }
 
 /// Sleeps up to `secs`, printing a line every 5 s, and returns early once `done` holds for
@@ -373,14 +364,7 @@ async fn set_workload(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let host = sampler
-            .series
-            .lock()
-            .ok()
-            .and_then(|v| {
-                v.iter()
-                    .rev()
-                    .find_map(|s| s.vm(vm).map(|x| x.host.clone()))
-            })
+            .latest_of(vm, |x| Some(x.host.clone()))
             .unwrap_or_else(|| "h1".into());
         let mut last = None;
         for (name, agent) in order(&lab.agents, &host) {

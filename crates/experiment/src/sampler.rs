@@ -1,7 +1,7 @@
 //! The sampler: every second, every agent's metrics and VMs, merged into one [`Sample`]
 //! appended to a shared series, until told to stop.
 
-use crate::series::{merge_vm, HostSample, Power, Sample, VmSeen};
+use crate::series::{merge_vm, HostSample, Power, Sample, VmSample, VmSeen};
 use drover_api::{AgentClient, VmView};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,6 +50,13 @@ impl Sampler {
             }
         });
         Sampler { series, stop, task }
+    }
+
+    /// From the newest sample back, the first value `f` finds for VM `vm` (None: no sample
+    /// has one, or the series is unreadable).
+    pub fn latest_of<T>(&self, vm: &str, f: impl Fn(&VmSample) -> Option<T>) -> Option<T> {
+        let series = self.series.lock().ok()?;
+        series.iter().rev().find_map(|s| s.vm(vm).and_then(&f))
     }
 
     /// A copy of the series so far.
