@@ -91,6 +91,8 @@ pub fn decide(snap: &Snapshot, p: &DroverParams) -> Plan {
     for (vm, from) in leaving {
         if let Some(to) = w.destination(vm, &source, true) {
             w.add(to, vm);
+            // Filled this round: consolidation must not empty it (and move this VM again).
+            w.receiving[to] = true;
             plan.moves.push(w.mv(vm, from, to, MoveReason::Overload));
         } else {
             // Nowhere to go: it stays (the host remains hot and is retried next round).
@@ -443,6 +445,35 @@ mod tests {
             (plan.moves[0].vm, plan.moves[0].to, plan.moves[0].reason),
             (4, 0, MoveReason::Underload)
         );
+    }
+
+    #[test]
+    fn a_relief_destination_is_not_emptied_in_the_same_round() {
+        // Host 0 (G5, 5320 MIPS) is hot at 5000 MIPS (hot 0.9) and sheds its 500-MIPS VM. Best
+        // fit sends it to host 1 (1000 + 500 MIPS: 28%) rather than host 2 (200 + 500: 13%).
+        // Host 1 is then still cold (under 0.5) with two VMs, and both would fit on host 2
+        // (four small VMs: too many moves to empty it itself); emptying host 1 would move the
+        // relieved VM a second time and switch off the host it was just sent to.
+        let mut vms = vec![
+            (Some(0), 2500.0, 1.0, 870),
+            (Some(0), 2000.0, 1.0, 1740),
+            (Some(0), 500.0, 1.0, 613),
+            (Some(1), 2000.0, 0.5, 1740),
+        ];
+        vms.extend([(Some(2), 500.0, 0.1, 613); 4]);
+        let s = snapshot(&[1, 1, 1], &vms, 1);
+        let p = DroverParams {
+            hot: 0.9,
+            min_on_s: 0.0,
+            ..DroverParams::default()
+        };
+        let plan = decide(&s, &p);
+        let moves: Vec<_> = plan
+            .moves
+            .iter()
+            .map(|m| (m.vm, m.from, m.to, m.reason))
+            .collect();
+        assert_eq!(moves, vec![(2, 0, 1, MoveReason::Overload)]);
     }
 
     #[test]
