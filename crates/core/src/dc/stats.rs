@@ -32,26 +32,53 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     lower + (pos - pos.floor()) * (upper - lower)
 }
 
-/// Calls `f` with a sorted copy of `data` (ascending by `total_cmp`), kept on the stack for
-/// series no longer than a history: the detectors run this for every host they test, and a
-/// heap copy per test was most of their cost at 100,000 VMs. An unstable sort gives the same
-/// values in the same order as a stable one, since `total_cmp` only ties identical bits.
-fn with_sorted<R>(data: &[f64], f: impl FnOnce(&[f64]) -> R) -> R {
+/// Calls `f` with a scratch copy of `data` it may reorder, kept on the stack for series no
+/// longer than a history: the detectors run this for every host they test (a heap copy and a
+/// full sort per test were most of IQR's and MAD's cost at 100,000 VMs).
+fn with_scratch<R>(data: &[f64], f: impl FnOnce(&mut [f64]) -> R) -> R {
     if data.len() <= HISTORY_LEN {
         let mut buf = [0.0; HISTORY_LEN];
         let s = &mut buf[..data.len()];
         s.copy_from_slice(data);
-        s.sort_unstable_by(f64::total_cmp);
         f(s)
     } else {
-        let mut v = data.to_vec();
-        v.sort_unstable_by(f64::total_cmp);
-        f(&v)
+        f(&mut data.to_vec())
     }
 }
 
+/// The `k`-th smallest of `buf` (0-based, by `total_cmp`), leaving the `k` smaller ones before
+/// it: the value a sort would put at `k` (`total_cmp` only ties identical bits, so the order of
+/// ties cannot change a value).
+fn select(buf: &mut [f64], k: usize) -> f64 {
+    *buf.select_nth_unstable_by(k, f64::total_cmp).1
+}
+
+/// [`percentile`] without sorting: only the one or two order statistics it reads are selected.
+fn percentile_unsorted(buf: &mut [f64], p: f64) -> f64 {
+    let n = buf.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let pos = p * (n as f64 + 1.0) / 100.0;
+    if pos < 1.0 {
+        return select(buf, 0);
+    }
+    if pos >= n as f64 {
+        return select(buf, n - 1);
+    }
+    let int_pos = pos.floor() as usize;
+    let upper = select(buf, int_pos);
+    // Everything before `int_pos` is no larger: the largest of it is the one just below.
+    let lower = buf[..int_pos]
+        .iter()
+        .copied()
+        .max_by(f64::total_cmp)
+        .unwrap_or(upper);
+    lower + (pos - pos.floor()) * (upper - lower)
+}
+
 pub fn median(data: &[f64]) -> f64 {
-    with_sorted(data, |s| percentile(s, 50.0))
+    with_scratch(data, |s| percentile_unsorted(s, 50.0))
 }
 
 /// Median absolute deviation from the median.
@@ -59,17 +86,13 @@ pub fn mad(data: &[f64]) -> f64 {
     if data.is_empty() {
         return 0.0;
     }
-    let m = median(data);
-    if data.len() <= HISTORY_LEN {
-        let mut dev = [0.0; HISTORY_LEN];
-        for (d, x) in dev.iter_mut().zip(data) {
-            *d = (m - x).abs();
+    with_scratch(data, |s| {
+        let m = percentile_unsorted(s, 50.0);
+        for x in s.iter_mut() {
+            *x = (m - *x).abs();
         }
-        median(&dev[..data.len()])
-    } else {
-        let dev: Vec<f64> = data.iter().map(|x| (m - x).abs()).collect();
-        median(&dev)
-    }
+        percentile_unsorted(s, 50.0)
+    })
 }
 
 /// Interquartile range with CloudSim's rounding of the quartile positions.
@@ -79,10 +102,19 @@ pub fn iqr(data: &[f64]) -> f64 {
     }
     let n = data.len() as f64;
     // Java's Math.round rounds halves up.
-    let q1 = ((0.25 * (n + 1.0) + 0.5).floor() as usize).saturating_sub(1);
-    let q3 = ((0.75 * (n + 1.0) + 0.5).floor() as usize).saturating_sub(1);
     let last = data.len() - 1;
-    with_sorted(data, |s| s[q3.min(last)] - s[q1.min(last)])
+    let q1 = (((0.25 * (n + 1.0) + 0.5).floor() as usize).saturating_sub(1)).min(last);
+    let q3 = (((0.75 * (n + 1.0) + 0.5).floor() as usize).saturating_sub(1)).min(last);
+    with_scratch(data, |s| {
+        let hi = select(s, q3);
+        // The q3 smallest now lie before q3, and q1 <= q3.
+        let lo = if q1 < q3 {
+            select(&mut s[..q3], q1)
+        } else {
+            hi
+        };
+        hi - lo
+    })
 }
 
 /// `max(data) - min(data)` when every sample is finite, NaN otherwise (0 for no samples). IQR
@@ -302,6 +334,40 @@ mod tests {
         assert_eq!(percentile(&s, 50.0), 2.5);
         assert_eq!(median(&[5.0, 1.0, 3.0]), 3.0);
         assert_eq!(percentile(&[7.0], 50.0), 7.0);
+    }
+
+    #[test]
+    fn selected_statistics_match_sorting() {
+        // Lengths up to past a history (the heap path), with ties and negative zeros: every
+        // statistic must be the sorted reference's, bit for bit.
+        let mut rng = crate::dc::rng::SplitMix64::new(3);
+        for case in 0..3000 {
+            let n = 1 + case % 40;
+            let data: Vec<f64> = (0..n)
+                .map(|_| match rng.below(5) {
+                    0 => 0.0,
+                    1 => -0.0,
+                    2 => rng.below(4) as f64 / 4.0,
+                    _ => rng.next_f64(),
+                })
+                .collect();
+            let sorted = |d: &[f64]| {
+                let mut v = d.to_vec();
+                v.sort_by(f64::total_cmp);
+                v
+            };
+            let med = percentile(&sorted(&data), 50.0);
+            assert_eq!(median(&data).to_bits(), med.to_bits(), "{data:?}");
+            let dev: Vec<f64> = data.iter().map(|x| (med - x).abs()).collect();
+            let want_mad = percentile(&sorted(&dev), 50.0);
+            assert_eq!(mad(&data).to_bits(), want_mad.to_bits(), "{data:?}");
+            let s = sorted(&data);
+            let nf = n as f64;
+            let q1 = ((0.25 * (nf + 1.0) + 0.5).floor() as usize).saturating_sub(1);
+            let q3 = ((0.75 * (nf + 1.0) + 0.5).floor() as usize).saturating_sub(1);
+            let want_iqr = s[q3.min(n - 1)] - s[q1.min(n - 1)];
+            assert_eq!(iqr(&data).to_bits(), want_iqr.to_bits(), "{data:?}");
+        }
     }
 
     #[test]
