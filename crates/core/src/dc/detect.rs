@@ -111,7 +111,7 @@ const SPREAD_MARGIN: f64 = 1e-9;
 /// `[1 - safety * range, 1]`. `None` when the utilization falls between (or the bounds do not
 /// apply: a negative safety, a non-finite sample); then the exact test decides.
 fn settled_by_range(u: f64, safety: f64, data: &[f64]) -> Option<bool> {
-    if !(safety >= 0.0) || !u.is_finite() {
+    if safety.is_nan() || safety < 0.0 || !u.is_finite() {
         return None;
     }
     let range = stats::range(data);

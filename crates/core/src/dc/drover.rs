@@ -259,7 +259,7 @@ impl<'s> Work<'s> {
 
     /// Whether a running host may be a destination at all (not in `skip`, not off).
     fn open(&self, h: HostId, skip: &[bool]) -> bool {
-        !skip[h] && !(self.c.snap.is_off(h) && !self.c.host(h).touched)
+        !skip[h] && (!self.c.snap.is_off(h) || self.c.host(h).touched)
     }
 
     /// Best fit among running hosts (not in `skip`): the highest [`Work::after`], ties to the
