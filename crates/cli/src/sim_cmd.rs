@@ -1,8 +1,8 @@
 //! `drover sim`: run policies over a modelled datacenter (a thin shell over drover-sim).
 //!
 //! - `drover sim --trace DIR --policy P [--json]`: one policy on one day.
-//! - `drover sim compare --trace DIR [--policies P1,P2,...|all] [--json] [--plot FILE.svg]`: every
-//!   policy on every day (DIR may hold several day folders).
+//! - `drover sim compare --trace DIR [--policies P1,P2,...|all] [--json] [--plot FILE.svg]
+//!   [--jobs N]`: every policy on every day (DIR may hold several day folders), N at a time.
 //! - `drover sim bench`: the speed benchmark (wall time per day, peak memory).
 //! - `drover sim fidelity --trace DIR [--reference FILE] [--check slatah,pdm,slav]`: the
 //!   reference's policies on its days, deviation per metric and day, mean absolute deviation.
@@ -24,7 +24,7 @@ use anyhow::{bail, Context, Result};
 use clap::builder::RangedU64ValueParser;
 use drover_core::dc::PolicySpec;
 use drover_core::migration::Technique;
-use drover_sim::compare::{mixed_admission_days, parse_policies};
+use drover_sim::compare::{default_threads, mixed_admission_days, parse_policies, run_ordered};
 use drover_sim::limits;
 use drover_sim::synth::{generate, SynthSpec};
 use drover_sim::trace::{day_folders, TraceError};
@@ -137,6 +137,10 @@ struct CompareArgs {
     /// Also write an SVG chart of the comparison here.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// Simulations run at once, 1 to 1024 (default: every core). Results do not depend on it;
+    /// each row's `wall_ms` does (runs share the cores).
+    #[arg(long, default_value_t = default_threads(), value_parser = count(1, 1024))]
+    jobs: usize,
 }
 
 #[derive(clap::Args)]
@@ -189,24 +193,58 @@ fn single(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// Every policy on every day. A day that cannot be loaded or run is reported (naming the day,
-/// and the file and line when the trace is at fault) and the others still run; the command
-/// fails at the end, after the good days' results, if any day failed.
+/// Every policy on every day, run side by side on `--jobs` threads (rows come out in day, then
+/// policy order whatever finishes first). A day that cannot be loaded or run is reported
+/// (naming the day, and the file and line when the trace is at fault) and the others still run;
+/// the command fails at the end, after the good days' results, if any day failed.
 fn compare(a: CompareArgs) -> Result<()> {
     let policies = parse_policies(&a.policies).map_err(|e| anyhow::anyhow!("--policies: {e}"))?;
     let days = day_sources(&a.source)?;
     let bar = progress_bar((days.len() * policies.len()) as u64, "compare");
-    let mut reports = Vec::new();
-    let mut failed = Vec::new();
+    let mut failed = BTreeSet::new();
+    let mut loaded = Vec::new();
     for day in &days {
-        let before = reports.len();
-        let outcome = compare_day(&a, day, &policies, &bar, &mut reports);
-        if let Err(e) = outcome {
-            bar.inc((policies.len() - (reports.len() - before)) as u64);
-            bar.suspend(|| eprintln!("error: day {}: {e:#}", day.label()));
-            failed.push(day.label());
+        let outcome = day.load(&a.source).and_then(|work| {
+            let model = build_model(&a.model, &work)?;
+            Ok((day.label(), work, model))
+        });
+        match outcome {
+            Ok(l) => loaded.push(l),
+            Err(e) => {
+                bar.inc(policies.len() as u64);
+                bar.suspend(|| eprintln!("error: day {}: {e:#}", day.label()));
+                failed.insert(day.label());
+            }
         }
     }
+    let jobs: Vec<(usize, usize)> = (0..loaded.len())
+        .flat_map(|d| (0..policies.len()).map(move |p| (d, p)))
+        .collect();
+    let mut reports = Vec::new();
+    let run = |&(d, p): &(usize, usize)| {
+        let (_, work, model) = &loaded[d];
+        simulate(model, work, policies[p].clone(), a.source.seed, None)
+    };
+    run_ordered(&jobs, a.jobs, run, |i, outcome| {
+        let (d, p) = jobs[i];
+        match outcome {
+            Ok(r) => {
+                if a.json {
+                    match serde_json::to_string(&r) {
+                        Ok(line) => bar.suspend(|| println!("{line}")),
+                        Err(e) => bar.suspend(|| eprintln!("error: {}: {e}", r.policy)),
+                    }
+                }
+                reports.push(r);
+            }
+            Err(e) => {
+                let label = &loaded[d].0;
+                bar.suspend(|| eprintln!("error: day {label}: {}: {e:#}", policies[p]));
+                failed.insert(label.clone());
+            }
+        }
+        bar.inc(1);
+    });
     bar.finish_and_clear();
     let mixed = mixed_admission_days(&reports);
     if !a.json && !reports.is_empty() {
@@ -223,32 +261,8 @@ fn compare(a: CompareArgs) -> Result<()> {
             "{} of {} days failed ({}); the results above are for the others",
             failed.len(),
             days.len(),
-            failed.join(", ")
+            failed.into_iter().collect::<Vec<_>>().join(", ")
         );
-    }
-    Ok(())
-}
-
-/// Loads one day and runs every policy on it, appending the rows (printed as they come in
-/// JSON mode).
-fn compare_day(
-    a: &CompareArgs,
-    day: &DaySource,
-    policies: &[PolicySpec],
-    bar: &ProgressBar,
-    reports: &mut Vec<Report>,
-) -> Result<()> {
-    let work = day.load(&a.source)?;
-    let model = build_model(&a.model, &work)?;
-    for p in policies {
-        bar.set_message(format!("{p} {}", work.day));
-        let r = simulate(&model, &work, p.clone(), a.source.seed, None)?;
-        if a.json {
-            let line = serde_json::to_string(&r)?;
-            bar.suspend(|| println!("{line}"));
-        }
-        reports.push(r);
-        bar.inc(1);
     }
     Ok(())
 }

@@ -248,6 +248,20 @@ impl<'s> Cluster<'s> {
 
 fn recompute(snap: &Snapshot, t: &HostType, w: &mut HostWork) {
     let total = t.total_mips();
+    if w.vms.is_empty() {
+        // What the sums below come to with no VMs (most hosts of a large datacenter are empty).
+        *w = HostWork {
+            vms: std::mem::take(&mut w.vms),
+            req_mips: 0.0,
+            alloc_mips: 0.0,
+            avail_mips: total,
+            ram_used_mb: 0,
+            max_ram_mb: 0,
+            hist: [0.0; HISTORY_LEN],
+            touched: w.touched,
+        };
+        return;
+    }
     let (mut req, mut need, mut ram, mut max_ram) = (0.0, 0.0, 0u64, 0u32);
     w.hist = [0.0; HISTORY_LEN];
     for &v in &w.vms {

@@ -60,11 +60,15 @@ impl Detector {
                 if stats::count_non_zero_beginning(data) < SPREAD_MIN_SAMPLES {
                     return self.fallback(load);
                 }
+                let u = load.utilization();
+                if let Some(answer) = settled_by_range(u, safety, data) {
+                    return answer;
+                }
                 let spread = match self.kind {
                     Overload::Iqr { .. } => stats::iqr(data),
                     _ => stats::mad(data),
                 };
-                load.utilization() > 1.0 - safety * spread
+                u > 1.0 - safety * spread
             }
             Overload::Lr { safety } | Overload::Lrr { safety } => match self.predict(load) {
                 Some(p) => p * safety >= 1.0,
@@ -95,6 +99,32 @@ impl Detector {
     fn fallback(&self, load: &Load) -> bool {
         load.utilization() > self.fallback_threshold
     }
+}
+
+/// How far inside the range bound a utilization must be before [`settled_by_range`] answers
+/// "not overloaded" (the bound holds up to one rounding, about 1e-16).
+const SPREAD_MARGIN: f64 = 1e-9;
+
+/// IQR's or MAD's answer when the spread's bounds settle it without computing it (sorting the
+/// history is most of the test's cost, and the placement runs it for many hosts per VM): the
+/// spread `s` lies in `[0, range]`, so the threshold `1 - safety * s` lies in
+/// `[1 - safety * range, 1]`. `None` when the utilization falls between (or the bounds do not
+/// apply: a negative safety, a non-finite sample); then the exact test decides.
+fn settled_by_range(u: f64, safety: f64, data: &[f64]) -> Option<bool> {
+    if safety.is_nan() || safety < 0.0 || !u.is_finite() {
+        return None;
+    }
+    let range = stats::range(data);
+    if !range.is_finite() {
+        return None;
+    }
+    if u > 1.0 {
+        return Some(true);
+    }
+    if u < 1.0 - safety * range - SPREAD_MARGIN {
+        return Some(false);
+    }
+    None
 }
 
 /// The history with trailing zeros cut (length at least 1, as in CloudSim).
@@ -169,6 +199,76 @@ mod tests {
         let d = Detector::new(Overload::Mad { safety: 2.5 }, 300.0);
         assert!(!d.is_overloaded(&load(750.0, &h)));
         assert!(d.is_overloaded(&load(760.0, &h)));
+    }
+
+    /// The spreads as first written: sort a heap copy, take the positions (the reference the
+    /// stack-sorted statistics and the range shortcut must agree with bit for bit).
+    fn reference_spread(kind: Overload, data: &[f64]) -> f64 {
+        let sorted = |d: &[f64]| {
+            let mut v = d.to_vec();
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let median = |d: &[f64]| stats::percentile(&sorted(d), 50.0);
+        match kind {
+            Overload::Iqr { .. } => {
+                let s = sorted(data);
+                let n = s.len() as f64;
+                let q1 = ((0.25 * (n + 1.0) + 0.5).floor() as usize).saturating_sub(1);
+                let q3 = ((0.75 * (n + 1.0) + 0.5).floor() as usize).saturating_sub(1);
+                s[q3.min(s.len() - 1)] - s[q1.min(s.len() - 1)]
+            }
+            _ => {
+                let m = median(data);
+                let dev: Vec<f64> = data.iter().map(|x| (m - x).abs()).collect();
+                median(&dev)
+            }
+        }
+    }
+
+    #[test]
+    fn adaptive_detectors_agree_with_the_sorted_reference() {
+        // Random histories (some with ties, some flat, some short), utilizations spread around
+        // each threshold and exactly on it: the answer must be the reference's every time,
+        // whether the range settles it or the spread is computed.
+        let mut rng = crate::dc::rng::SplitMix64::new(7);
+        let mut settled = 0;
+        for case in 0..4000 {
+            let n = 12 + rng.below(HISTORY_LEN - 11);
+            let values: Vec<f64> = (0..n)
+                .map(|_| match case % 4 {
+                    0 => 0.05 + rng.next_f64(),
+                    1 => 0.1 + 0.05 * rng.below(4) as f64,
+                    2 => 0.5,
+                    _ => 0.3 + 0.2 * rng.next_f64(),
+                })
+                .collect();
+            let h = hist(&values);
+            for kind in [Overload::Iqr { safety: 1.5 }, Overload::Mad { safety: 2.5 }] {
+                let (Overload::Iqr { safety } | Overload::Mad { safety }) = kind else {
+                    unreachable!()
+                };
+                let d = Detector::new(kind, 300.0);
+                let threshold = 1.0 - safety * reference_spread(kind, &values);
+                for u in [
+                    threshold,
+                    threshold - 1e-12,
+                    threshold + 1e-12,
+                    rng.next_f64() * 1.2,
+                    1.0,
+                    1.0 + 1e-12,
+                ] {
+                    let l = load(u * 1000.0, &h);
+                    let want = l.utilization() > threshold;
+                    assert_eq!(d.is_overloaded(&l), want, "{kind:?} {values:?} u {u}");
+                    if settled_by_range(l.utilization(), safety, &values).is_some() {
+                        settled += 1;
+                    }
+                }
+            }
+        }
+        // The shortcut does settle a share of them (otherwise it would be dead weight).
+        assert!(settled > 4000, "{settled}");
     }
 
     #[test]

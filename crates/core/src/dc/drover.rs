@@ -19,6 +19,7 @@
 //! - **Technique per VM** from the migration cost model (pre-copy when it converges cheaply,
 //!   post-copy or hybrid otherwise).
 
+use super::bestfit::FitIndex;
 use super::cluster::Cluster;
 use super::model::{HostId, VmId};
 use super::plan::{Move, MoveReason, Plan};
@@ -91,6 +92,8 @@ pub fn decide(snap: &Snapshot, p: &DroverParams) -> Plan {
     for (vm, from) in leaving {
         if let Some(to) = w.destination(vm, &source, true) {
             w.add(to, vm);
+            // Filled this round: consolidation must not empty it (and move this VM again).
+            w.receiving[to] = true;
             plan.moves.push(w.mv(vm, from, to, MoveReason::Overload));
         } else {
             // Nowhere to go: it stays (the host remains hot and is retried next round).
@@ -111,22 +114,32 @@ struct Work<'s> {
     host_pred: Vec<f64>,
     /// Hosts that received VMs this round (not emptied in the same round).
     receiving: Vec<bool>,
+    /// The hosts running VMs in the working allocation, by forecast (for best fit).
+    fit: FitIndex,
 }
 
 impl<'s> Work<'s> {
     fn new(snap: &'s Snapshot, p: &'s DroverParams) -> Work<'s> {
         let vm_pred: Vec<f64> = snap.vms.iter().map(|v| forecast(v, p.window)).collect();
-        let host_pred = snap
+        let host_pred: Vec<f64> = snap
             .hosts
             .iter()
             .map(|h| h.vms.iter().map(|&v| vm_pred[v]).sum())
             .collect();
+        let fit = FitIndex::new(
+            snap.host_types.len(),
+            snap.hosts
+                .iter()
+                .zip(&host_pred)
+                .map(|(host, &pred)| (host.kind, pred, !host.vms.is_empty())),
+        );
         Work {
             c: Cluster::new(snap),
             p,
             vm_pred,
             host_pred,
             receiving: vec![false; snap.hosts.len()],
+            fit,
         }
     }
 
@@ -146,11 +159,19 @@ impl<'s> Work<'s> {
     fn add(&mut self, h: HostId, vm: VmId) {
         self.c.add(h, vm);
         self.host_pred[h] += self.vm_pred[vm];
+        self.reindex(h);
     }
 
     fn remove(&mut self, h: HostId, vm: VmId) {
         self.c.remove(h, vm);
         self.host_pred[h] -= self.vm_pred[vm];
+        self.reindex(h);
+    }
+
+    fn reindex(&mut self, h: HostId) {
+        let running = !self.c.host(h).vms.is_empty();
+        let kind = self.c.snap.hosts[h].kind;
+        self.fit.set(h, kind, self.host_pred[h], running);
     }
 
     /// Removes VMs from a hot host until its pressure is at most `target`; returns them.
@@ -214,40 +235,64 @@ impl<'s> Work<'s> {
         }
     }
 
-    /// Whether `vm` can go to `h` and leave it at most `target` busy, its peak fitting a core.
-    fn accepts(&self, h: HostId, vm: VmId) -> bool {
-        let t = self.c.host_type(h);
+    /// The VM's peak demand over its history and now, MIPS (it must fit one core).
+    fn peak(&self, vm: VmId) -> f64 {
         let v = self.c.vm(vm);
-        let peak = v
-            .history
+        v.history
             .as_slice()
             .iter()
             .copied()
             .fold(v.demand_mips / v.total_mips(), f64::max)
-            * v.mips;
+            * v.mips
+    }
+
+    /// Whether `vm` can go to `h` and leave it at most `target` busy, its peak fitting a core.
+    fn accepts(&self, h: HostId, vm: VmId) -> bool {
+        let t = self.c.host_type(h);
+        let v = self.c.vm(vm);
         let cap = self.capacity(h) * self.p.target;
         self.c.fits(h, vm)
-            && peak <= t.mips_per_pe
+            && self.peak(vm) <= t.mips_per_pe
             && self.host_pred[h] + self.vm_pred[vm] <= cap
             && self.c.host(h).req_mips + v.demand_mips <= cap
+    }
+
+    /// Whether a running host may be a destination at all (not in `skip`, not off).
+    fn open(&self, h: HostId, skip: &[bool]) -> bool {
+        !skip[h] && (!self.c.snap.is_off(h) || self.c.host(h).touched)
+    }
+
+    /// Best fit among running hosts (not in `skip`): the highest [`Work::after`], ties to the
+    /// lowest number, read through the index (see [`super::bestfit`]).
+    fn best_running(&self, vm: VmId, skip: &[bool]) -> Option<HostId> {
+        let peak = self.peak(vm);
+        let mut best: Option<(f64, HostId)> = None;
+        for (kind, t) in self.c.snap.host_types.iter().enumerate() {
+            // `accepts` refuses every host of the type.
+            if peak > t.mips_per_pe {
+                continue;
+            }
+            let max_pred = t.total_mips() * self.p.target - self.vm_pred[vm];
+            for h in self.fit.fullest_below(kind, max_pred) {
+                let a = self.after(h, vm);
+                if best.is_some_and(|(ba, _)| a < ba) {
+                    break;
+                }
+                if !self.open(h, skip) || !self.accepts(h, vm) {
+                    continue;
+                }
+                if best.is_none_or(|(ba, bh)| a > ba || h < bh) {
+                    best = Some((a, h));
+                }
+            }
+        }
+        best.map(|(_, h)| h)
     }
 
     /// Best fit among running hosts (not in `skip`); if none and `may_wake`, an off host of the
     /// type with the most capacity per idle watt.
     fn destination(&self, vm: VmId, skip: &[bool], may_wake: bool) -> Option<HostId> {
-        let running = self
-            .c
-            .candidates(
-                |h| skip[h] || self.c.snap.is_off(h) && !self.c.host(h).touched,
-                false,
-            )
-            .into_iter()
-            .filter(|&h| !self.c.host(h).vms.is_empty() && self.accepts(h, vm))
-            .max_by(|&a, &b| {
-                self.after(a, vm)
-                    .total_cmp(&self.after(b, vm))
-                    .then(b.cmp(&a))
-            });
+        let running = self.best_running(vm, skip);
         if running.is_some() || !may_wake {
             return running;
         }
@@ -443,6 +488,87 @@ mod tests {
             (plan.moves[0].vm, plan.moves[0].to, plan.moves[0].reason),
             (4, 0, MoveReason::Underload)
         );
+    }
+
+    #[test]
+    fn a_relief_destination_is_not_emptied_in_the_same_round() {
+        // Host 0 (G5, 5320 MIPS) is hot at 5000 MIPS (hot 0.9) and sheds its 500-MIPS VM. Best
+        // fit sends it to host 1 (1000 + 500 MIPS: 28%) rather than host 2 (200 + 500: 13%).
+        // Host 1 is then still cold (under 0.5) with two VMs, and both would fit on host 2
+        // (four small VMs: too many moves to empty it itself); emptying host 1 would move the
+        // relieved VM a second time and switch off the host it was just sent to.
+        let mut vms = vec![
+            (Some(0), 2500.0, 1.0, 870),
+            (Some(0), 2000.0, 1.0, 1740),
+            (Some(0), 500.0, 1.0, 613),
+            (Some(1), 2000.0, 0.5, 1740),
+        ];
+        vms.extend([(Some(2), 500.0, 0.1, 613); 4]);
+        let s = snapshot(&[1, 1, 1], &vms, 1);
+        let p = DroverParams {
+            hot: 0.9,
+            min_on_s: 0.0,
+            ..DroverParams::default()
+        };
+        let plan = decide(&s, &p);
+        let moves: Vec<_> = plan
+            .moves
+            .iter()
+            .map(|m| (m.vm, m.from, m.to, m.reason))
+            .collect();
+        assert_eq!(moves, vec![(2, 0, 1, MoveReason::Overload)]);
+    }
+
+    /// Best fit as first written: every running host read.
+    fn best_running_full_scan(w: &Work, vm: VmId, skip: &[bool]) -> Option<HostId> {
+        w.c.candidates(|h| !w.open(h, skip), false)
+            .into_iter()
+            .filter(|&h| !w.c.host(h).vms.is_empty() && w.accepts(h, vm))
+            .max_by(|&a, &b| w.after(a, vm).total_cmp(&w.after(b, vm)).then(b.cmp(&a)))
+    }
+
+    #[test]
+    fn indexed_best_fit_matches_the_full_scan() {
+        // Random clusters of both types with whole-MIPS VMs (so forecasts tie often), random
+        // moves in between, random skips: the index must pick the host the full scan picks.
+        let mut rng = crate::dc::rng::SplitMix64::new(13);
+        let mut picked = 0;
+        for round in 0..40 {
+            let hosts = 20 + rng.below(30);
+            let kinds: Vec<usize> = (0..hosts).map(|_| rng.below(2)).collect();
+            let vms: Vec<(Option<usize>, f64, f64, u32)> = (0..hosts * 2)
+                .map(|_| {
+                    let host = (rng.below(4) > 0).then(|| rng.below(hosts));
+                    let mips = [500.0, 1000.0, 2000.0, 2500.0][rng.below(4)];
+                    let u = rng.below(11) as f64 / 10.0;
+                    (host, mips, u, 613)
+                })
+                .collect();
+            let mut s = snapshot(&kinds, &vms, 12);
+            for (i, v) in s.vms.iter_mut().enumerate() {
+                if i % 3 == 0 {
+                    v.history.push(rng.next_f64());
+                }
+            }
+            let p = DroverParams::default();
+            let mut w = Work::new(&s, &p);
+            for _ in 0..60 {
+                let vm = rng.below(s.vms.len());
+                let skip: Vec<bool> = (0..hosts).map(|_| rng.below(5) == 0).collect();
+                let want = best_running_full_scan(&w, vm, &skip);
+                assert_eq!(w.best_running(vm, &skip), want, "round {round} vm {vm}");
+                picked += usize::from(want.is_some());
+                // Move it there (or drop it from its host) to change the working allocation.
+                let at = (0..hosts).find(|&h| w.c.host(h).vms.contains(&vm));
+                if let Some(h) = at {
+                    w.remove(h, vm);
+                }
+                if let Some(to) = want.or(at) {
+                    w.add(to, vm);
+                }
+            }
+        }
+        assert!(picked > 500, "{picked}");
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //!   published policies use: the full scan is quadratic in the running hosts).
 //! - [`consolidate`]: one round of the published algorithm (overload relief, then underload
 //!   consolidation over every running host).
+//! - `bestfit`: the running hosts by forecast, so Drover's best fit reads only hosts that can win.
 //! - [`drover`]: Drover's own policy (forecast with hysteresis, cost-ranked selection, headroom
 //!   placement, consolidation only when it pays, technique per VM from the cost model).
 //! - [`policy`]: policies by name (`lr-mmt-1.2`, `drover`, `dvfs`, ...) and the entry point
@@ -31,6 +32,7 @@
 //! The published policies reproduce CloudSim 3.0.3's semantics, because their numbers are only
 //! comparable with the literature's if they decide exactly as CloudSim does.
 
+mod bestfit;
 pub mod cluster;
 pub mod consolidate;
 pub mod detect;

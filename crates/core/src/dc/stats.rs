@@ -32,14 +32,53 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     lower + (pos - pos.floor()) * (upper - lower)
 }
 
-fn sorted_copy(data: &[f64]) -> Vec<f64> {
-    let mut v = data.to_vec();
-    v.sort_by(f64::total_cmp);
-    v
+/// Calls `f` with a scratch copy of `data` it may reorder, kept on the stack for series no
+/// longer than a history: the detectors run this for every host they test (a heap copy and a
+/// full sort per test were most of IQR's and MAD's cost at 100,000 VMs).
+fn with_scratch<R>(data: &[f64], f: impl FnOnce(&mut [f64]) -> R) -> R {
+    if data.len() <= HISTORY_LEN {
+        let mut buf = [0.0; HISTORY_LEN];
+        let s = &mut buf[..data.len()];
+        s.copy_from_slice(data);
+        f(s)
+    } else {
+        f(&mut data.to_vec())
+    }
+}
+
+/// The `k`-th smallest of `buf` (0-based, by `total_cmp`), leaving the `k` smaller ones before
+/// it: the value a sort would put at `k` (`total_cmp` only ties identical bits, so the order of
+/// ties cannot change a value).
+fn select(buf: &mut [f64], k: usize) -> f64 {
+    *buf.select_nth_unstable_by(k, f64::total_cmp).1
+}
+
+/// [`percentile`] without sorting: only the one or two order statistics it reads are selected.
+fn percentile_unsorted(buf: &mut [f64], p: f64) -> f64 {
+    let n = buf.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let pos = p * (n as f64 + 1.0) / 100.0;
+    if pos < 1.0 {
+        return select(buf, 0);
+    }
+    if pos >= n as f64 {
+        return select(buf, n - 1);
+    }
+    let int_pos = pos.floor() as usize;
+    let upper = select(buf, int_pos);
+    // Everything before `int_pos` is no larger: the largest of it is the one just below.
+    let lower = buf[..int_pos]
+        .iter()
+        .copied()
+        .max_by(f64::total_cmp)
+        .unwrap_or(upper);
+    lower + (pos - pos.floor()) * (upper - lower)
 }
 
 pub fn median(data: &[f64]) -> f64 {
-    percentile(&sorted_copy(data), 50.0)
+    with_scratch(data, |s| percentile_unsorted(s, 50.0))
 }
 
 /// Median absolute deviation from the median.
@@ -47,9 +86,13 @@ pub fn mad(data: &[f64]) -> f64 {
     if data.is_empty() {
         return 0.0;
     }
-    let m = median(data);
-    let dev: Vec<f64> = data.iter().map(|x| (m - x).abs()).collect();
-    median(&dev)
+    with_scratch(data, |s| {
+        let m = percentile_unsorted(s, 50.0);
+        for x in s.iter_mut() {
+            *x = (m - *x).abs();
+        }
+        percentile_unsorted(s, 50.0)
+    })
 }
 
 /// Interquartile range with CloudSim's rounding of the quartile positions.
@@ -57,12 +100,41 @@ pub fn iqr(data: &[f64]) -> f64 {
     if data.is_empty() {
         return 0.0;
     }
-    let s = sorted_copy(data);
-    let n = s.len() as f64;
+    let n = data.len() as f64;
     // Java's Math.round rounds halves up.
-    let q1 = ((0.25 * (n + 1.0) + 0.5).floor() as usize).saturating_sub(1);
-    let q3 = ((0.75 * (n + 1.0) + 0.5).floor() as usize).saturating_sub(1);
-    s[q3.min(s.len() - 1)] - s[q1.min(s.len() - 1)]
+    let last = data.len() - 1;
+    let q1 = (((0.25 * (n + 1.0) + 0.5).floor() as usize).saturating_sub(1)).min(last);
+    let q3 = (((0.75 * (n + 1.0) + 0.5).floor() as usize).saturating_sub(1)).min(last);
+    with_scratch(data, |s| {
+        let hi = select(s, q3);
+        // The q3 smallest now lie before q3, and q1 <= q3.
+        let lo = if q1 < q3 {
+            select(&mut s[..q3], q1)
+        } else {
+            hi
+        };
+        hi - lo
+    })
+}
+
+/// `max(data) - min(data)` when every sample is finite, NaN otherwise (0 for no samples). IQR
+/// and MAD are never negative and never wider than this (each is a difference of two samples,
+/// or of a sample and a median lying between samples; up to one rounding, so callers keep a
+/// margin): the detectors use it to settle most tests without sorting.
+pub fn range(data: &[f64]) -> f64 {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &x in data {
+        if !x.is_finite() {
+            return f64::NAN;
+        }
+        lo = lo.min(x);
+        hi = hi.max(x);
+    }
+    if data.is_empty() {
+        0.0
+    } else {
+        hi - lo
+    }
 }
 
 /// Length of `data` once its trailing zeros are cut, with CloudSim's quirk that an all-zero (or
@@ -80,7 +152,12 @@ pub fn count_non_zero_beginning(data: &[f64]) -> usize {
 /// are never zero, and it only applies them when at least 40% are, so the fit it actually makes,
 /// and the one the reference results come from, is this plain OLS.
 pub fn ols_on_index(y: &[f64]) -> (f64, f64) {
-    weighted_on_index(y, &vec![1.0; y.len()])
+    // Unit weights on the stack for any history-sized series (fitted for every VM every round).
+    const ONES: [f64; HISTORY_LEN] = [1.0; HISTORY_LEN];
+    match ONES.get(..y.len()) {
+        Some(w) => weighted_on_index(y, w),
+        None => weighted_on_index(y, &vec![1.0; y.len()]),
+    }
 }
 
 /// Weighted least squares of `y` against x = 1..n: returns (intercept, slope).
@@ -257,6 +334,40 @@ mod tests {
         assert_eq!(percentile(&s, 50.0), 2.5);
         assert_eq!(median(&[5.0, 1.0, 3.0]), 3.0);
         assert_eq!(percentile(&[7.0], 50.0), 7.0);
+    }
+
+    #[test]
+    fn selected_statistics_match_sorting() {
+        // Lengths up to past a history (the heap path), with ties and negative zeros: every
+        // statistic must be the sorted reference's, bit for bit.
+        let mut rng = crate::dc::rng::SplitMix64::new(3);
+        for case in 0..3000 {
+            let n = 1 + case % 40;
+            let data: Vec<f64> = (0..n)
+                .map(|_| match rng.below(5) {
+                    0 => 0.0,
+                    1 => -0.0,
+                    2 => rng.below(4) as f64 / 4.0,
+                    _ => rng.next_f64(),
+                })
+                .collect();
+            let sorted = |d: &[f64]| {
+                let mut v = d.to_vec();
+                v.sort_by(f64::total_cmp);
+                v
+            };
+            let med = percentile(&sorted(&data), 50.0);
+            assert_eq!(median(&data).to_bits(), med.to_bits(), "{data:?}");
+            let dev: Vec<f64> = data.iter().map(|x| (med - x).abs()).collect();
+            let want_mad = percentile(&sorted(&dev), 50.0);
+            assert_eq!(mad(&data).to_bits(), want_mad.to_bits(), "{data:?}");
+            let s = sorted(&data);
+            let nf = n as f64;
+            let q1 = ((0.25 * (nf + 1.0) + 0.5).floor() as usize).saturating_sub(1);
+            let q3 = ((0.75 * (nf + 1.0) + 0.5).floor() as usize).saturating_sub(1);
+            let want_iqr = s[q3.min(n - 1)] - s[q1.min(n - 1)];
+            assert_eq!(iqr(&data).to_bits(), want_iqr.to_bits(), "{data:?}");
+        }
     }
 
     #[test]

@@ -171,7 +171,7 @@ pub(super) fn kind_of(bucket: usize) -> usize {
 }
 
 /// `f64` to `u64` preserving `total_cmp` order, and back.
-pub(super) fn key(g: f64) -> u64 {
+pub(crate) fn key(g: f64) -> u64 {
     let b = g.to_bits();
     if b >> 63 == 1 {
         !b

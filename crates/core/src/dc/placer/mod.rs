@@ -47,6 +47,7 @@ use super::model::{HostId, VmId};
 use super::place::sort_decreasing;
 use super::snapshot::HISTORY_LEN;
 use super::stats::{self, LineFit, Trend};
+pub(crate) use index::key as order_key;
 use index::{band, bucket, kind_of, segment, slopes, Entry, Index, BANDS, BAND_EDGES, SEGMENTS};
 
 /// Watts by which a bound must exceed the best increase before hosts are skipped.
