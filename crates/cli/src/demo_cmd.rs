@@ -72,7 +72,7 @@ pub struct DemoArgs {
 
 /// Makes the `--report` directory; an existing file (or a file on the way) is "not a
 /// directory", said as such rather than as the OS's "File exists".
-fn report_dir(d: &std::path::Path) -> anyhow::Result<()> {
+pub(crate) fn report_dir(d: &std::path::Path) -> anyhow::Result<()> {
     let flag = format!("--report {}", d.display());
     if let Some(file) = d.ancestors().find(|a| a.exists() && !a.is_dir()) {
         if file == d {

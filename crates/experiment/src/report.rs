@@ -35,7 +35,8 @@ impl Spread {
         })
     }
 
-    fn show(s: Option<Spread>, decimals: usize) -> String {
+    /// `mean [min-max]` with `decimals`, the mean alone for one run, `-` for none.
+    pub fn show(s: Option<Spread>, decimals: usize) -> String {
         match s {
             None => "-".into(),
             Some(s) if s.n == 1 || s.min == s.max => format!("{:.*}", decimals, s.mean),
