@@ -8,7 +8,7 @@
 use crate::flags::{whole, Typed};
 use anyhow::Context;
 use drover_experiment::traffic::report::{self, Summary};
-use drover_experiment::traffic::{RunResult, TrafficConfig, TrafficOutcome};
+use drover_experiment::traffic::{RunResult, Strategy, TrafficConfig, TrafficOutcome};
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
@@ -31,17 +31,18 @@ pub struct TrafficArgs {
     /// index.html.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
-    /// Link rate of each host, each way (as `drover lab up --link`: 100Mbit/s, 12.5MB/s...).
-    #[arg(long, default_value = "100Mbit/s")]
+    /// Link rate of each host, each way (as `drover lab up --link`: 200Mbit/s, 25MB/s...).
+    #[arg(long, default_value = "200Mbit/s")]
     link: String,
     /// Guest memory of each VM (e.g. 256M).
     #[arg(long, default_value = "128M")]
     memory: String,
-    /// Rate of each sending VM's flow (e.g. 5MB/s; a bare number is bytes/s).
-    #[arg(long, default_value = "5MB/s")]
+    /// Rate of each sending VM's flow (e.g. 8MB/s; a bare number is bytes/s; rounded down to
+    /// whole KiB/s).
+    #[arg(long, default_value = "8MB/s")]
     out_rate: String,
     /// Rate of each receiving VM's flow.
-    #[arg(long, default_value = "5MB/s")]
+    #[arg(long, default_value = "8MB/s")]
     in_rate: String,
     /// Sending VMs (out1..), 0 to 8.
     #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = whole::<u32>(0, 8))]
@@ -52,6 +53,13 @@ pub struct TrafficArgs {
     /// Most migrations at a time, 1 to the number of VMs.
     #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = whole::<u32>(1, 16))]
     concurrency: u32,
+    /// Seconds between every flow running and the baseline, 0 to 600.
+    #[arg(long, value_name = "SECS", default_value_t = 4, allow_negative_numbers = true, value_parser = whole::<u64>(0, 600))]
+    settle: u64,
+    /// Also run the paper's per-VM rule (post-copy for senders, pre-copy for receivers) in
+    /// each repetition, after the three compared strategies.
+    #[arg(long)]
+    paper_rule: bool,
     /// Seconds of traffic measured before the evacuation, 2 to 600.
     #[arg(long, value_name = "SECS", default_value_t = 6, allow_negative_numbers = true, value_parser = whole::<u64>(2, 600))]
     baseline: u64,
@@ -71,14 +79,20 @@ fn config(args: &TrafficArgs) -> anyhow::Result<TrafficConfig> {
     let link = Typed::rate("--link", &args.link)?;
     let out_rate = Typed::rate("--out-rate", &args.out_rate)?;
     let in_rate = Typed::rate("--in-rate", &args.in_rate)?;
+    let mut strategies = Strategy::COMPARED.to_vec();
+    if args.paper_rule {
+        strategies.push(Strategy::PaperRule);
+    }
     let config = TrafficConfig {
         repeat: args.repeat,
+        strategies,
         link_bps: link.value(),
         memory_bytes: memory.value(),
         out_rate_bps: out_rate.value(),
         in_rate_bps: in_rate.value(),
         out_vms: args.out_vms,
         in_vms: args.in_vms,
+        settle_s: args.settle,
         baseline_s: args.baseline,
         after_s: args.after,
         concurrency: args.concurrency,
@@ -142,7 +156,7 @@ pub fn run(cmd: ExperimentCmd) -> anyhow::Result<()> {
         }
     };
     let results: Vec<RunResult> = runs.iter().map(|r| r.result.clone()).collect();
-    let rows = report::rows(&results);
+    let rows = report::rows(&config.strategies, &results);
     let summary = Summary {
         config: &config,
         verdict: report::verdict(&rows),
@@ -183,11 +197,11 @@ mod tests {
     #[test]
     fn refusals_quote_the_flag_as_typed() {
         let c = super::config(&args(&[])).expect("defaults");
-        assert_eq!((c.link_bps, c.out_rate_bps), (12_500_000, 5_000_000));
+        assert_eq!((c.link_bps, c.out_rate_bps), (25_000_000, 8_000_000));
         let e = super::config(&args(&["--link", "1bit/s"])).expect_err("slow").to_string();
         assert!(e.starts_with("--link 1bit/s"), "{e}");
-        let e = super::config(&args(&["--out-rate", "20MB/s"])).expect_err("above").to_string();
-        assert!(e.starts_with("--out-rate 20MB/s"), "{e}");
+        let e = super::config(&args(&["--out-rate", "30MB/s"])).expect_err("above").to_string();
+        assert!(e.starts_with("--out-rate 30MB/s"), "{e}");
         assert!(e.contains("at most the link"), "{e}");
         let e = super::config(&args(&["--memory", "64M"])).expect_err("small").to_string();
         assert!(e.starts_with("--memory 64M"), "{e}");

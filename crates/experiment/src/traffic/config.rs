@@ -24,11 +24,14 @@ pub enum Strategy {
     AllPostcopy,
     /// Technique, order and concurrency from core's group choice.
     TrafficSensitive,
+    /// The paper's per-VM rule (post-copy for a VM that sends more than it receives, pre-copy
+    /// otherwise), in the traffic order: a reference, run with `--paper-rule`.
+    PaperRule,
 }
 
 impl Strategy {
-    /// The order each repetition runs them in.
-    pub const ALL: [Strategy; 3] = [
+    /// The three the experiment compares, in the order each repetition runs them.
+    pub const COMPARED: [Strategy; 3] = [
         Strategy::AllPrecopy,
         Strategy::AllPostcopy,
         Strategy::TrafficSensitive,
@@ -40,6 +43,7 @@ impl Strategy {
             Strategy::AllPrecopy => "all-precopy",
             Strategy::AllPostcopy => "all-postcopy",
             Strategy::TrafficSensitive => "traffic-sensitive",
+            Strategy::PaperRule => "paper-rule",
         }
     }
 
@@ -48,7 +52,7 @@ impl Strategy {
         match self {
             Strategy::AllPrecopy => Some(Technique::Precopy),
             Strategy::AllPostcopy => Some(Technique::Postcopy),
-            Strategy::TrafficSensitive => None,
+            Strategy::TrafficSensitive | Strategy::PaperRule => None,
         }
     }
 }
@@ -77,6 +81,8 @@ pub struct VmPlan {
 pub struct TrafficConfig {
     /// Repetitions (each runs every strategy once, on a fresh lab each).
     pub repeat: u32,
+    /// The strategies each repetition runs, in order.
+    pub strategies: Vec<Strategy>,
     /// Link rate of each host, bytes/s each way (tbf on both ends of its veth).
     pub link_bps: u64,
     /// Guest memory of each VM, bytes.
@@ -88,6 +94,9 @@ pub struct TrafficConfig {
     /// Outbound VMs (out1..), then inbound ones (in1..).
     pub out_vms: u32,
     pub in_vms: u32,
+    /// Seconds between every flow running and the baseline (TCP's start and the pacers'
+    /// catching up settle).
+    pub settle_s: u64,
     /// Seconds of traffic measured before the evacuation (the throughput it is compared with).
     pub baseline_s: u64,
     /// Seconds observed after the last migration ends.
@@ -110,12 +119,14 @@ impl Default for TrafficConfig {
     fn default() -> Self {
         TrafficConfig {
             repeat: 1,
-            link_bps: 12_500_000,
+            strategies: Strategy::COMPARED.to_vec(),
+            link_bps: 25_000_000,
             memory_bytes: 128 << 20,
-            out_rate_bps: 5_000_000,
-            in_rate_bps: 5_000_000,
+            out_rate_bps: 8_000_000,
+            in_rate_bps: 8_000_000,
             out_vms: 2,
             in_vms: 2,
+            settle_s: 4,
             baseline_s: 6,
             after_s: 2,
             concurrency: 2,
@@ -150,6 +161,7 @@ impl TrafficConfig {
                 "expected --out-vms + --in-vms of at least 2 (a group)",
             ));
         }
+        count("--settle", self.settle_s, 0, 600)?;
         count("--baseline", self.baseline_s, 2, 600)?;
         count("--after", self.after_s, 0, 600)?;
         let vms = u64::from(self.out_vms + self.in_vms);
@@ -255,7 +267,7 @@ mod tests {
             ),
             (
                 TrafficConfig {
-                    out_rate_bps: 20_000_000,
+                    out_rate_bps: 30_000_000,
                     ..d()
                 },
                 "--out-rate",
@@ -297,13 +309,13 @@ mod tests {
         let peer = std::net::Ipv4Addr::new(198, 18, 0, 250);
         assert_eq!(
             vms[0].workload(peer),
-            "net:dir=out,rate=4882K,peer=198.18.0.250"
+            "net:dir=out,rate=7812K,peer=198.18.0.250"
         );
         assert_eq!(
             vms[3].workload(peer),
-            "net:dir=in,rate=4882K,peer=198.18.0.250"
+            "net:dir=in,rate=7812K,peer=198.18.0.250"
         );
-        assert_eq!(vms[0].rate_bps, 4882 * 1024);
+        assert_eq!(vms[0].rate_bps, 7812 * 1024);
         assert_eq!(whole_kib(100), 1024);
         assert_eq!(Strategy::AllPostcopy.uniform(), Some(Technique::Postcopy));
         assert_eq!(Strategy::TrafficSensitive.as_str(), "traffic-sensitive");

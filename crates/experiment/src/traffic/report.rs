@@ -26,9 +26,9 @@ pub struct StrategyRow {
     pub failed_migrations: usize,
 }
 
-/// The rows, one per strategy in [`Strategy::ALL`]'s order.
-pub fn rows(runs: &[RunResult]) -> Vec<StrategyRow> {
-    Strategy::ALL
+/// The rows, one per strategy in `order`.
+pub fn rows(order: &[Strategy], runs: &[RunResult]) -> Vec<StrategyRow> {
+    order
         .iter()
         .map(|&s| {
             let mine: Vec<&RunResult> = runs.iter().filter(|r| r.strategy == s).collect();
@@ -346,7 +346,7 @@ mod tests {
             result(Strategy::TrafficSensitive, 15.0, 11.0),
             result(Strategy::TrafficSensitive, 17.0, 7.0),
         ];
-        let rows = rows(&runs);
+        let rows = rows(&Strategy::COMPARED, &runs);
         assert_eq!(rows.len(), 3);
         let t = &rows[2];
         assert_eq!(t.runs, 2);
@@ -366,13 +366,16 @@ mod tests {
             result(Strategy::TrafficSensitive, 19.0, 9.0),
         ];
         assert_eq!(
-            verdict(&super::rows(&worse)),
+            verdict(&super::rows(&Strategy::COMPARED, &worse)),
             Verdict {
                 evacuation: Some(false),
                 degradation: Some(false)
             }
         );
-        assert_eq!(verdict(&super::rows(&runs[..2])).evacuation, None);
+        assert_eq!(
+            verdict(&super::rows(&Strategy::COMPARED, &runs[..2])).evacuation,
+            None
+        );
         let text = table(&rows);
         assert!(text.lines().nth(3).is_some_and(|l| l.starts_with("traffic-sensitive") && l.contains("16.0 [15.0-17.0]")), "{text}");
         assert!(text.ends_with("evacuation yes, degradation yes\n"), "{text}");

@@ -13,7 +13,7 @@ use crate::runner::Say;
 use crate::sampler::unix_now_s;
 use drover_api::{AgentClient, AgentUrl, ClientError, MigrationRecord, MigrationRequest, VmConfig};
 use drover_core::migration::group::{
-    choose_group, predict_group, traffic_order, Group, GroupParams, GroupPlan, HostNic,
+    choose_group, paper_rule, predict_group, traffic_order, Group, GroupParams, GroupPlan, HostNic,
     LeavingVm, Schedule, Traffic,
 };
 use drover_core::migration::{PlanKnobs, Technique, VmProfile};
@@ -96,6 +96,7 @@ pub async fn run_once(
     let vms = boot(config, &lab, peer_state.address, &tag, say).await?;
     let sampler = TrafficSampler::start(&lab);
     wait_flows(&vms, &mut peer, &sampler, &tag, say).await?;
+    tokio::time::sleep(Duration::from_secs(config.settle_s)).await;
     let t0_s = unix_now_s();
     say(&format!("[{tag}] baseline {} s", config.baseline_s));
     tokio::time::sleep(Duration::from_secs(config.baseline_s)).await;
@@ -305,27 +306,25 @@ fn group(
     })
 }
 
-/// The strategy's schedule and its forecast: a uniform one in the traffic order at
-/// `concurrency`, or the group choice's.
+/// The strategy's schedule and its forecast: a uniform one or the paper's rule in the traffic
+/// order at `concurrency`, or the group choice's.
 fn schedule(
     strategy: Strategy,
     group: &Group,
     params: &GroupParams,
     concurrency: u32,
 ) -> Result<GroupPlan, TrafficError> {
-    Ok(match strategy.uniform() {
-        Some(t) => predict_group(
-            group,
-            params,
-            &Schedule {
-                techniques: vec![t; group.vms.len()],
-                order: traffic_order(group),
-                concurrency,
-            },
-            &[],
-        )?,
-        None => choose_group(group, params, &Technique::CONCRETE)?,
-    })
+    let techniques = match (strategy, strategy.uniform()) {
+        (_, Some(t)) => vec![t; group.vms.len()],
+        (Strategy::PaperRule, None) => paper_rule(group, params, &Technique::CONCRETE)?,
+        (_, None) => return Ok(choose_group(group, params, &Technique::CONCRETE)?),
+    };
+    let schedule = Schedule {
+        techniques,
+        order: traffic_order(group),
+        concurrency,
+    };
+    Ok(predict_group(group, params, &schedule, &Technique::CONCRETE)?)
 }
 
 /// Runs the plan's migrations from h1 to h2 in waves of its concurrency, each wave once the one
@@ -524,7 +523,7 @@ pub async fn run_all(
     drover_qemu::image::ensure_image(&drover_qemu::image::NoProgress)?;
     let mut all = Vec::new();
     for run in 1..=config.repeat {
-        for s in Strategy::ALL {
+        for &s in &config.strategies {
             let outcome = run_once(config, s, run, say)
                 .await
                 .map_err(|e| TrafficError::Scenario(format!("{} run {run}: {e}", s.as_str())))?;
