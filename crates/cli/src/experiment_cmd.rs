@@ -61,7 +61,7 @@ pub struct TrafficArgs {
     #[arg(long)]
     paper_rule: bool,
     /// Seconds of traffic measured before the evacuation, 2 to 600.
-    #[arg(long, value_name = "SECS", default_value_t = 6, allow_negative_numbers = true, value_parser = whole::<u64>(2, 600))]
+    #[arg(long, value_name = "SECS", default_value_t = 8, allow_negative_numbers = true, value_parser = whole::<u64>(2, 600))]
     baseline: u64,
     /// Seconds observed after the last migration, 0 to 600.
     #[arg(long, value_name = "SECS", default_value_t = 2, allow_negative_numbers = true, value_parser = whole::<u64>(0, 600))]

@@ -127,7 +127,7 @@ impl Default for TrafficConfig {
             out_vms: 2,
             in_vms: 2,
             settle_s: 4,
-            baseline_s: 6,
+            baseline_s: 8,
             after_s: 2,
             concurrency: 2,
             dirty_interval_s: 2,
