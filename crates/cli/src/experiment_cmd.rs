@@ -198,16 +198,26 @@ mod tests {
     fn refusals_quote_the_flag_as_typed() {
         let c = super::config(&args(&[])).expect("defaults");
         assert_eq!((c.link_bps, c.out_rate_bps), (25_000_000, 8_000_000));
-        let e = super::config(&args(&["--link", "1bit/s"])).expect_err("slow").to_string();
+        let e = super::config(&args(&["--link", "1bit/s"]))
+            .expect_err("slow")
+            .to_string();
         assert!(e.starts_with("--link 1bit/s"), "{e}");
-        let e = super::config(&args(&["--out-rate", "30MB/s"])).expect_err("above").to_string();
+        let e = super::config(&args(&["--out-rate", "30MB/s"]))
+            .expect_err("above")
+            .to_string();
         assert!(e.starts_with("--out-rate 30MB/s"), "{e}");
         assert!(e.contains("at most the link"), "{e}");
-        let e = super::config(&args(&["--memory", "64M"])).expect_err("small").to_string();
+        let e = super::config(&args(&["--memory", "64M"]))
+            .expect_err("small")
+            .to_string();
         assert!(e.starts_with("--memory 64M"), "{e}");
-        let e = super::config(&args(&["--concurrency", "5"])).expect_err("5 of 4").to_string();
+        let e = super::config(&args(&["--concurrency", "5"]))
+            .expect_err("5 of 4")
+            .to_string();
         assert!(e.starts_with("--concurrency 5"), "{e}");
-        let e = super::config(&args(&["--lab-name", "X"])).expect_err("name").to_string();
+        let e = super::config(&args(&["--lab-name", "X"]))
+            .expect_err("name")
+            .to_string();
         assert!(e.starts_with("--lab-name X"), "{e}");
     }
 }

@@ -25,7 +25,10 @@ fn assert_no_lab(name: &str) {
         !dirs.state_file(&lab).exists(),
         "lab {name} still described"
     );
-    for mark in [format!("/lab/{name}/"), format!("--name {name} --serve-here")] {
+    for mark in [
+        format!("/lab/{name}/"),
+        format!("--name {name} --serve-here"),
+    ] {
         let left = processes_mentioning(&mark);
         assert!(left.is_empty(), "processes left: {left:?}");
     }
@@ -102,10 +105,16 @@ fn every_strategy_evacuates_measures_and_cleans_up() {
     let summary: Value = serde_json::from_str(&text).expect("summary JSON");
     let runs = summary["runs"].as_array().expect("runs");
     let strategies: Vec<&str> = runs.iter().filter_map(|r| r["strategy"].as_str()).collect();
-    assert_eq!(strategies, ["all-precopy", "all-postcopy", "traffic-sensitive"]);
+    assert_eq!(
+        strategies,
+        ["all-precopy", "all-postcopy", "traffic-sensitive"]
+    );
     for run in runs {
         assert_eq!(run["failed_migrations"], 0, "{run}");
-        assert!(run["evacuation_s"].as_f64().is_some_and(|e| e > 0.0), "{run}");
+        assert!(
+            run["evacuation_s"].as_f64().is_some_and(|e| e > 0.0),
+            "{run}"
+        );
         assert!(run["degradation_pct"].as_f64().is_some(), "{run}");
         let vms = run["vms"].as_array().expect("vms");
         assert_eq!(vms.len(), 2, "{run}");
@@ -122,8 +131,16 @@ fn every_strategy_evacuates_measures_and_cleans_up() {
             .map(|v| v.iter().map(|x| x["technique"].to_string()).collect())
             .unwrap_or_default()
     };
-    assert!(techniques(0).iter().all(|t| t == "\"precopy\""), "{:?}", techniques(0));
-    assert!(techniques(1).iter().all(|t| t == "\"postcopy\""), "{:?}", techniques(1));
+    assert!(
+        techniques(0).iter().all(|t| t == "\"precopy\""),
+        "{:?}",
+        techniques(0)
+    );
+    assert!(
+        techniques(1).iter().all(|t| t == "\"postcopy\""),
+        "{:?}",
+        techniques(1)
+    );
     assert_eq!(summary["rows"].as_array().map(Vec::len), Some(3));
     for file in [
         "summary.json",
@@ -137,7 +154,10 @@ fn every_strategy_evacuates_measures_and_cleans_up() {
         assert!(len > 0, "{} missing or empty", path.display());
     }
     let svg = std::fs::read_to_string(report.path().join("traffic-sensitive-1.svg")).expect("svg");
-    assert!(svg.contains("<svg") && svg.contains("h1 sends"), "not a figure");
+    assert!(
+        svg.contains("<svg") && svg.contains("h1 sends"),
+        "not a figure"
+    );
     assert_no_lab(&lab);
 }
 

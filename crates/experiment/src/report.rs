@@ -194,7 +194,8 @@ pub enum ReportError {
     Plot { path: PathBuf, message: String },
 }
 
-fn write(path: &Path, text: &str) -> Result<(), ReportError> {
+/// Writes `text` to `path`, the error naming the file.
+pub(crate) fn write(path: &Path, text: &str) -> Result<(), ReportError> {
     std::fs::write(path, text).map_err(|source| ReportError::Io {
         path: path.to_path_buf(),
         source,

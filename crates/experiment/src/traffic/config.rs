@@ -236,13 +236,7 @@ mod tests {
         assert_eq!(TrafficConfig::default().validate(), Ok(()));
         let d = TrafficConfig::default;
         let cases: Vec<(TrafficConfig, &str)> = vec![
-            (
-                TrafficConfig {
-                    repeat: 0,
-                    ..d()
-                },
-                "--repeat",
-            ),
+            (TrafficConfig { repeat: 0, ..d() }, "--repeat"),
             (
                 TrafficConfig {
                     out_vms: 1,

@@ -7,7 +7,7 @@ use super::run::TrafficOutcome;
 use super::series::{app_rates, link_rates};
 use super::summary::RunResult;
 use crate::plot::{draw, Panel};
-use crate::report::{ReportError, Spread};
+use crate::report::{write, ReportError, Spread};
 use plotters::prelude::*;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -58,7 +58,10 @@ pub struct Verdict {
 
 pub fn verdict(rows: &[StrategyRow]) -> Verdict {
     let mean = |s: Strategy, f: fn(&StrategyRow) -> Option<Spread>| {
-        rows.iter().find(|r| r.strategy == s).and_then(f).map(|x| x.mean)
+        rows.iter()
+            .find(|r| r.strategy == s)
+            .and_then(f)
+            .map(|x| x.mean)
     };
     let beats = |f: fn(&StrategyRow) -> Option<Spread>| {
         let t = mean(Strategy::TrafficSensitive, f)?;
@@ -156,13 +159,6 @@ pub struct Summary<'a> {
     pub runs: Vec<&'a RunResult>,
 }
 
-fn write(path: &Path, text: &str) -> Result<(), ReportError> {
-    std::fs::write(path, text).map_err(|source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 /// The file stem of a run's files.
 pub fn stem(r: &RunResult) -> String {
     format!("{}-{}", r.strategy.as_str(), r.run)
@@ -180,10 +176,20 @@ fn json_lines<T: Serialize>(items: &[T]) -> String {
 ///
 /// # Errors
 /// [`ReportError`] naming the file.
-pub fn write_run(dir: &Path, run: &TrafficOutcome, config: &TrafficConfig) -> Result<(), ReportError> {
+pub fn write_run(
+    dir: &Path,
+    run: &TrafficOutcome,
+    config: &TrafficConfig,
+) -> Result<(), ReportError> {
     let stem = stem(&run.result);
-    write(&dir.join(format!("series-{stem}.jsonl")), &json_lines(&run.series))?;
-    write(&dir.join(format!("peer-{stem}.jsonl")), &json_lines(&run.peer))?;
+    write(
+        &dir.join(format!("series-{stem}.jsonl")),
+        &json_lines(&run.series),
+    )?;
+    write(
+        &dir.join(format!("peer-{stem}.jsonl")),
+        &json_lines(&run.peer),
+    )?;
     let svg = dir.join(format!("{stem}.svg"));
     figure(&svg, run, config).map_err(|message| ReportError::Plot {
         path: svg.clone(),
@@ -201,7 +207,11 @@ pub fn write_index(dir: &Path, summary: &Summary<'_>) -> Result<(), ReportError>
         &serde_json::to_string_pretty(summary).unwrap_or_default(),
     )?;
     let runs: Vec<RunResult> = summary.runs.iter().map(|r| (*r).clone()).collect();
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
     let mut html = String::from(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>drover experiment \
          traffic-sensitive</title></head><body>\n<h1>traffic-sensitive evacuation</h1>\n",
@@ -350,7 +360,10 @@ mod tests {
         assert_eq!(rows.len(), 3);
         let t = &rows[2];
         assert_eq!(t.runs, 2);
-        assert_eq!(t.evacuation_s.map(|s| (s.mean, s.min, s.max)), Some((16.0, 15.0, 17.0)));
+        assert_eq!(
+            t.evacuation_s.map(|s| (s.mean, s.min, s.max)),
+            Some((16.0, 15.0, 17.0))
+        );
         assert_eq!(t.degradation_pct.map(|s| s.mean), Some(9.0));
         // 16 < 18 and 20; 9 < 10 and 12.
         assert_eq!(
@@ -377,7 +390,15 @@ mod tests {
             None
         );
         let text = table(&rows);
-        assert!(text.lines().nth(3).is_some_and(|l| l.starts_with("traffic-sensitive") && l.contains("16.0 [15.0-17.0]")), "{text}");
-        assert!(text.ends_with("evacuation yes, degradation yes\n"), "{text}");
+        assert!(
+            text.lines().nth(3).is_some_and(
+                |l| l.starts_with("traffic-sensitive") && l.contains("16.0 [15.0-17.0]")
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("evacuation yes, degradation yes\n"),
+            "{text}"
+        );
     }
 }

@@ -240,9 +240,9 @@ async fn wait_flows(
         let last = sampler.snapshot().last().cloned();
         let measured = |name: &str| {
             last.as_ref().is_some_and(|s| {
-                s.vms
-                    .iter()
-                    .any(|v| v.vm == name && v.dirty_rate_bps.is_some() && v.rx_bps + v.tx_bps > 0.0)
+                s.vms.iter().any(|v| {
+                    v.vm == name && v.dirty_rate_bps.is_some() && v.rx_bps + v.tx_bps > 0.0
+                })
             })
         };
         if vms.iter().all(|v| flowing(&v.ip) && measured(&v.name)) {
@@ -324,7 +324,12 @@ fn schedule(
         order: traffic_order(group),
         concurrency,
     };
-    Ok(predict_group(group, params, &schedule, &Technique::CONCRETE)?)
+    Ok(predict_group(
+        group,
+        params,
+        &schedule,
+        &Technique::CONCRETE,
+    )?)
 }
 
 /// Runs the plan's migrations from h1 to h2 in waves of its concurrency, each wave once the one

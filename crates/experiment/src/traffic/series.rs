@@ -137,7 +137,12 @@ fn link_at<'a>(series: &'a [TrafficSample], host: &str, t_s: f64) -> Option<&'a 
 }
 
 /// A host's mean send and receive rates from `from_s` to `to_s`, bytes/s.
-pub fn link_rate(series: &[TrafficSample], host: &str, from_s: f64, to_s: f64) -> Option<(f64, f64)> {
+pub fn link_rate(
+    series: &[TrafficSample],
+    host: &str,
+    from_s: f64,
+    to_s: f64,
+) -> Option<(f64, f64)> {
     let a = link_at(series, host, from_s)?;
     let b = link_at(series, host, to_s)?;
     let dt = to_s - from_s;

@@ -188,7 +188,12 @@ pub fn summarize(r: &RunRecord<'_>) -> RunResult {
     }
 }
 
-fn vm_result(r: &RunRecord<'_>, position: usize, m: &MigrationDone, w: Option<(f64, f64)>) -> VmResult {
+fn vm_result(
+    r: &RunRecord<'_>,
+    position: usize,
+    m: &MigrationDone,
+    w: Option<(f64, f64)>,
+) -> VmResult {
     let seen = r.vms.iter().find(|v| v.name == m.vm);
     let forecast = r.predicted.vms.iter().find(|f| f.name == m.vm);
     let ip = seen.map_or("", |v| v.ip.as_str());
@@ -242,7 +247,9 @@ fn link_use(r: &RunRecord<'_>, s: f64, e: f64) -> Vec<LinkUse> {
 mod tests {
     use super::*;
     use crate::traffic::series::{LinkCounters, PeerConn};
-    use drover_core::migration::group::{predict_group, Group, GroupParams, HostNic, LeavingVm, Schedule, Traffic};
+    use drover_core::migration::group::{
+        predict_group, Group, GroupParams, HostNic, LeavingVm, Schedule, Traffic,
+    };
     use drover_core::migration::VmProfile;
 
     fn plan() -> GroupPlan {
@@ -280,7 +287,12 @@ mod tests {
 
     /// Two VMs: out1 (198.18.0.10) at 1000 B/s before, 500 B/s over the evacuation (10 to 30
     /// s); in1 (198.18.0.11) at 2000 B/s throughout. h1 sends 40,000 B over the evacuation.
-    fn record_parts() -> (Vec<VmSeen>, Vec<TrafficSample>, Vec<PeerSample>, Vec<MigrationDone>) {
+    fn record_parts() -> (
+        Vec<VmSeen>,
+        Vec<TrafficSample>,
+        Vec<PeerSample>,
+        Vec<MigrationDone>,
+    ) {
         let vms = vec![
             VmSeen {
                 name: "out1".into(),
@@ -293,7 +305,13 @@ mod tests {
                 ip: "198.18.0.11".into(),
             },
         ];
-        let out1 = |t: f64| if t <= 10.0 { 1000.0 * t } else { 10_000.0 + 500.0 * (t - 10.0) };
+        let out1 = |t: f64| {
+            if t <= 10.0 {
+                1000.0 * t
+            } else {
+                10_000.0 + 500.0 * (t - 10.0)
+            }
+        };
         let peer = (0..=40)
             .map(|t| {
                 let t = f64::from(t);
@@ -343,24 +361,36 @@ mod tests {
         (vms, series, peer, migrations)
     }
 
-    #[test]
-    fn figures_of_a_run_by_hand() {
-        let (vms, series, peer, migrations) = record_parts();
+    /// The figures of `migrations` over [`record_parts`]'s series, as `strategy`'s run 1, with
+    /// h1 and h2 as `hosts` and a 4000 B/s link.
+    fn summarize_parts(
+        strategy: Strategy,
+        migrations: &[MigrationDone],
+        hosts: &[String],
+    ) -> (RunResult, GroupPlan) {
+        let (vms, series, peer, _) = record_parts();
         let predicted = plan();
-        let hosts = vec!["h1".to_string(), "h2".to_string()];
         let r = summarize(&RunRecord {
-            strategy: Strategy::TrafficSensitive,
+            strategy,
             run: 1,
             vms: &vms,
             series: &series,
             peer: &peer,
-            migrations: &migrations,
+            migrations,
             predicted: &predicted,
             baseline_s: 10.0,
             link_bps: 4000.0,
             window_min_s: 10.0,
-            hosts: &hosts,
+            hosts,
         });
+        (r, predicted)
+    }
+
+    #[test]
+    fn figures_of_a_run_by_hand() {
+        let (.., migrations) = record_parts();
+        let hosts = vec!["h1".to_string(), "h2".to_string()];
+        let (r, predicted) = summarize_parts(Strategy::TrafficSensitive, &migrations, &hosts);
         assert_eq!(r.evacuation_s, Some(20.0));
         assert_eq!(r.start_s, Some(10.0));
         let out1 = &r.vms[0];
@@ -389,30 +419,23 @@ mod tests {
             }]
         );
         assert_eq!(r.predicted_evacuation_s, predicted.evacuation_s);
-        assert_eq!(out1.predicted_migration_s, Some(predicted.vms[0].migration_s));
+        assert_eq!(
+            out1.predicted_migration_s,
+            Some(predicted.vms[0].migration_s)
+        );
         assert!(r.notes.is_empty(), "{:?}", r.notes);
     }
 
     #[test]
     fn a_migration_that_never_ended_leaves_no_window() {
-        let (vms, series, peer, mut migrations) = record_parts();
+        let (.., mut migrations) = record_parts();
         migrations[1].ended_s = None;
         migrations[1].state = "failed".into();
-        let predicted = plan();
-        let r = summarize(&RunRecord {
-            strategy: Strategy::AllPrecopy,
-            run: 2,
-            vms: &vms,
-            series: &series,
-            peer: &peer,
-            migrations: &migrations,
-            predicted: &predicted,
-            baseline_s: 10.0,
-            link_bps: 4000.0,
-            window_min_s: 10.0,
-            hosts: &[],
-        });
-        assert_eq!((r.evacuation_s, r.degradation_pct, r.lost_s), (None, None, None));
+        let (r, _) = summarize_parts(Strategy::AllPrecopy, &migrations, &[]);
+        assert_eq!(
+            (r.evacuation_s, r.degradation_pct, r.lost_s),
+            (None, None, None)
+        );
         assert_eq!(r.failed_migrations, 1);
         assert_eq!(r.notes.len(), 1);
         assert_eq!(r.vms[1].migration_s, None);
@@ -420,24 +443,11 @@ mod tests {
 
     #[test]
     fn a_short_evacuation_is_judged_over_the_window_floor() {
-        let (vms, series, peer, mut migrations) = record_parts();
+        let (.., mut migrations) = record_parts();
         // One migration from 10 to 14 s: out1 moved 2000 B of 4000.
         migrations.truncate(1);
         migrations[0].ended_s = Some(14.0);
-        let predicted = plan();
-        let r = summarize(&RunRecord {
-            strategy: Strategy::AllPostcopy,
-            run: 1,
-            vms: &vms,
-            series: &series,
-            peer: &peer,
-            migrations: &migrations,
-            predicted: &predicted,
-            baseline_s: 10.0,
-            link_bps: 4000.0,
-            window_min_s: 10.0,
-            hosts: &[],
-        });
+        let (r, _) = summarize_parts(Strategy::AllPostcopy, &migrations, &[]);
         assert_eq!(r.vms[0].lost_s, Some(2.0));
         // 2 s lost over max(4 s, 10 s).
         assert_eq!(r.vms[0].degradation_pct, Some(20.0));
