@@ -333,7 +333,9 @@ fn schedule(
 }
 
 /// Runs the plan's migrations from h1 to h2 in waves of its concurrency, each wave once the one
-/// before has ended; a migration that fails is recorded and the evacuation goes on.
+/// before has ended; a migration that fails, is refused, or is still running at
+/// `migration_timeout_s` (it goes on until the lab is taken down) is recorded without an end,
+/// and the evacuation goes on: the run then has no evacuation time.
 async fn evacuate(
     config: &TrafficConfig,
     lab: &LabRun,
