@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::lab::{serial, DROVER};
+use common::lab::{assert_no_lab, serial, terminate, Down, DROVER};
 use drover_testkit::{processes_mentioning, require, Need, IP, QEMU, TC};
 use serde_json::Value;
 use std::path::Path;
@@ -17,41 +17,9 @@ fn lab_name(test: char) -> String {
     format!("t{test}{}", std::process::id() % 100_000)
 }
 
-/// Nothing of lab `name` is left: no state, no agent, no peer, no link.
-fn assert_no_lab(name: &str) {
-    let dirs = drover_lab::LabDirs::from_env();
-    let lab = drover_lab::LabName::new(name).expect("lab name");
-    assert!(
-        !dirs.state_file(&lab).exists(),
-        "lab {name} still described"
-    );
-    for mark in [
-        format!("/lab/{name}/"),
-        format!("--name {name} --serve-here"),
-    ] {
-        let left = processes_mentioning(&mark);
-        assert!(left.is_empty(), "processes left: {left:?}");
-    }
-    let links = Command::new("ip")
-        .args(["-o", "link"])
-        .output()
-        .expect("ip");
-    let links = String::from_utf8_lossy(&links.stdout);
-    assert!(
-        !links.contains(&format!("drv{name}")),
-        "links left: {links}"
-    );
-}
-
-/// Takes the lab down however the test ends.
-struct Down(String);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = Command::new(DROVER)
-            .args(["lab", "down", "--name", &self.0])
-            .output();
-    }
+/// What of the lab's peer could be left: its server's command line.
+fn peer_mark(lab: &str) -> Vec<String> {
+    vec![format!("--name {lab} --serve-here")]
 }
 
 /// The reduced experiment: 2 VMs of 128 MiB at 1 MB/s over 100 Mbit/s links, one at a time.
@@ -158,7 +126,7 @@ fn every_strategy_evacuates_measures_and_cleans_up() {
         svg.contains("<svg") && svg.contains("h1 sends"),
         "not a figure"
     );
-    assert_no_lab(&lab);
+    assert_no_lab(&lab, &peer_mark(&lab));
 }
 
 #[test]
@@ -176,7 +144,7 @@ fn sigterm_mid_run_takes_the_lab_and_the_peer_down() {
         .expect("run drover experiment");
     // Once the peer serves, the lab has agents, a peer and (soon) VMs to remove.
     let start = Instant::now();
-    while processes_mentioning(&format!("--name {lab} --serve-here")).is_empty() {
+    while processes_mentioning(&peer_mark(&lab)[0]).is_empty() {
         if let Some(status) = child.try_wait().expect("wait") {
             panic!("drover experiment ended before its peer started: {status}");
         }
@@ -187,22 +155,7 @@ fn sigterm_mid_run_takes_the_lab_and_the_peer_down() {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(3));
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(sent.success(), "kill -TERM failed");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("drover experiment outlived SIGTERM by 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = terminate(&mut child, "drover experiment");
     assert_eq!(status.code(), Some(128 + 15), "{status}");
-    assert_no_lab(&lab);
+    assert_no_lab(&lab, &peer_mark(&lab));
 }
