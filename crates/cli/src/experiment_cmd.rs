@@ -139,14 +139,10 @@ pub fn run(cmd: ExperimentCmd) -> anyhow::Result<()> {
             }
         }
     };
-    let outcome = runtime.block_on(async {
-        // Listening starts before any lab exists, so no signal's default action can orphan one.
-        let mut stop = crate::signals::StopSignals::listen()?;
-        Ok::<_, std::io::Error>(tokio::select! {
-            r = drover_experiment::traffic::run_all(&config, &say, on_run) => Ok(r),
-            signal = stop.first() => Err(signal),
-        })
-    });
+    let outcome = crate::signals::run_or_stop(
+        &runtime,
+        drover_experiment::traffic::run_all(&config, &say, on_run),
+    );
     let runs = match outcome.context("listening for SIGINT, SIGTERM and SIGHUP")? {
         Ok(runs) => runs?,
         Err((name, number)) => {
