@@ -77,7 +77,7 @@ pub struct DemoArgs {
 
 /// Makes the `--report` directory; an existing file (or a file on the way) is "not a
 /// directory", said as such rather than as the OS's "File exists".
-fn report_dir(d: &std::path::Path) -> anyhow::Result<()> {
+pub(crate) fn report_dir(d: &std::path::Path) -> anyhow::Result<()> {
     let flag = format!("--report {}", d.display());
     if let Some(file) = d.ancestors().find(|a| a.exists() && !a.is_dir()) {
         if file == d {
@@ -180,14 +180,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         ended.borrow_mut().push(s.clone());
     };
-    let outcome = runtime.block_on(async {
-        // Listening starts before any lab exists, so no signal's default action can orphan one.
-        let mut stop = crate::signals::StopSignals::listen()?;
-        Ok::<_, std::io::Error>(tokio::select! {
-            r = drover_experiment::run_all(&config, &dir, &say, on_run) => Ok(r),
-            signal = stop.first() => Err(signal),
-        })
-    });
+    let outcome = crate::signals::run_or_stop(
+        &runtime,
+        drover_experiment::run_all(&config, &dir, &say, on_run),
+    );
     let failure = match outcome.context("listening for SIGINT, SIGTERM and SIGHUP")? {
         Ok(outcome) => outcome?.failure,
         Err((name, number)) => {

@@ -3,6 +3,7 @@
 mod agent_cmd;
 mod bench_cmd;
 mod demo_cmd;
+mod experiment_cmd;
 mod flags;
 mod fleet_cmd;
 mod image_cmd;
@@ -58,6 +59,10 @@ enum Command {
     /// The reactive consolidation experiment on a 3-host lab with the manager, per technique:
     /// overload, relief, repack; a table, and a report folder with --report.
     Demo(demo_cmd::DemoArgs),
+    /// Experiments on a real lab: `traffic-sensitive` (a group of network-bound VMs evacuated
+    /// with all pre-copy, all post-copy and the traffic-sensitive group choice).
+    #[command(subcommand)]
+    Experiment(experiment_cmd::ExperimentCmd),
     /// Boot a VM and a destination on this machine, migrate, and report.
     MigrateBench(bench_cmd::BenchArgs),
     /// Trace-driven datacenter simulator.
@@ -92,6 +97,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sim(args) => sim_cmd::run(args),
         Command::MigrateBench(args) => bench_cmd::run(args),
         Command::Demo(args) => demo_cmd::run(args),
+        Command::Experiment(cmd) => experiment_cmd::run(cmd),
         Command::Lab(cmd) => lab_cmd::run(cmd),
         Command::Agent(args) => agent_cmd::run(args),
         Command::Manager(args) => manager_cmd::run(args),

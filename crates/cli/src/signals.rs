@@ -28,3 +28,22 @@ impl StopSignals {
         }
     }
 }
+
+/// Runs `work` on `runtime` until it ends, or until a stop signal arrives first: then `work` is
+/// dropped (which runs its cleanup) and the signal's name and number are returned as `Err`.
+/// Listening starts before `work` runs, so no signal's default action can orphan what it makes.
+///
+/// # Errors
+/// The outer error: the signals could not be listened for.
+pub fn run_or_stop<F: std::future::Future>(
+    runtime: &tokio::runtime::Runtime,
+    work: F,
+) -> std::io::Result<Result<F::Output, (&'static str, i32)>> {
+    runtime.block_on(async {
+        let mut stop = StopSignals::listen()?;
+        Ok(tokio::select! {
+            r = work => Ok(r),
+            signal = stop.first() => Err(signal),
+        })
+    })
+}

@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::lab::{serial, DROVER};
-use drover_testkit::{processes_mentioning, require, Need, IP, QEMU, TC};
+use common::lab::{assert_no_lab, serial, terminate, Down, DROVER};
+use drover_testkit::{require, Need, IP, QEMU, TC};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -17,39 +17,8 @@ fn lab_name(test: char) -> String {
     format!("d{test}{}", std::process::id() % 100_000)
 }
 
-/// Nothing of lab `name` is left: no state, no process, no link.
-fn assert_no_lab(name: &str) {
-    let dirs = drover_lab::LabDirs::from_env();
-    let lab = drover_lab::LabName::new(name).expect("lab name");
-    assert!(
-        !dirs.state_file(&lab).exists(),
-        "lab {name} still described"
-    );
-    let left = processes_mentioning(&format!("/lab/{name}/"));
-    assert!(left.is_empty(), "processes left: {left:?}");
-    let links = Command::new("ip")
-        .args(["-o", "link"])
-        .output()
-        .expect("ip");
-    let links = String::from_utf8_lossy(&links.stdout);
-    assert!(
-        !links.contains(&format!("drv{name}")),
-        "links left: {links}"
-    );
-}
-
-/// Takes the lab down however the test ends.
-struct Down(String);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = Command::new(DROVER)
-            .args(["lab", "down", "--name", &self.0])
-            .output();
-    }
-}
-
-/// The reduced demo: 3 hosts of 1.5 cores, 2 VMs of 192 MiB with a 32 MiB working set, both raised flat out.
+/// The reduced demo: 3 hosts of 1.5 cores, 2 VMs of 192 MiB with a 32 MiB working set, both
+/// raised flat out.
 fn demo_args<'a>(lab: &'a str, report: &'a Path) -> Vec<String> {
     [
         "demo",
@@ -137,7 +106,7 @@ fn a_postcopy_demo_relieves_measures_and_cleans_up() {
     }
     let svg = std::fs::read_to_string(report.path().join("postcopy-1.svg")).expect("svg");
     assert!(svg.contains("<svg") && svg.contains("h1"), "not a figure");
-    assert_no_lab(&lab);
+    assert_no_lab(&lab, &[]);
 }
 
 #[test]
@@ -170,22 +139,7 @@ fn sigterm_mid_run_takes_the_lab_down() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(sent.success(), "kill -TERM failed");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("drover demo outlived SIGTERM by 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = terminate(&mut child, "drover demo");
     assert_eq!(status.code(), Some(128 + 15), "{status}");
-    assert_no_lab(&lab);
+    assert_no_lab(&lab, &[]);
 }

@@ -52,8 +52,6 @@ impl LabRun {
     /// [`LabRunError`]: the lab could not be made (a lab of that name is up, a leftover,
     /// no root...) or its token read.
     pub fn up(config: &DemoConfig) -> Result<LabRun, LabRunError> {
-        let mut sys = RealSystem;
-        let dirs = LabDirs::from_env();
         let agent = AgentLaunch::drover(&config.drover_bin, Duration::from_secs(60))
             .wake_delay(config.wake_delay_s)
             .dirty_interval(config.dirty_interval_s);
@@ -61,8 +59,19 @@ impl LabRun {
             .link_rate(config.link_bps)?
             .cpus(config.host_cpus)
             .agent(agent);
+        LabRun::up_spec(&spec, &config.drover_bin)
+    }
+
+    /// Brings up the lab `spec` describes (it must start agents); `bin` is the drover binary
+    /// that [`LabRun::start_manager`] runs.
+    ///
+    /// # Errors
+    /// As [`LabRun::up`].
+    pub fn up_spec(spec: &LabSpec, bin: &Path) -> Result<LabRun, LabRunError> {
+        let mut sys = RealSystem;
+        let dirs = LabDirs::from_env();
         let layout = drover_lab::detect_layout(&mut sys)?;
-        let state = drover_lab::up(&mut sys, &dirs, &spec, &layout)?;
+        let state = drover_lab::up(&mut sys, &dirs, spec, &layout)?;
         // From here on, dropping `run` takes the lab down.
         let mut run = LabRun {
             name: spec.name.clone(),
@@ -72,10 +81,11 @@ impl LabRun {
             dirs,
             layout,
             manager: None,
-            bin: config.drover_bin.clone(),
+            bin: bin.to_path_buf(),
         };
+        let lab = spec.name.as_str().to_string();
         let setup = |what: String| LabRunError::Setup {
-            lab: config.lab.clone(),
+            lab: lab.clone(),
             what,
         };
         run.token = std::fs::read_to_string(&run.state.token_file)

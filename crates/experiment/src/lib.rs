@@ -50,6 +50,10 @@
 //!   moved VM is left alone for 10 s.
 //!
 //! Every size is a flag of `drover demo`.
+//!
+//! [`traffic`] is the second experiment, `drover experiment traffic-sensitive` (issue 11):
+//! a group of network-bound VMs evacuated with all pre-copy, all post-copy and core's
+//! traffic-sensitive group choice.
 
 pub mod config;
 pub mod lab_guard;
@@ -61,6 +65,7 @@ pub mod runner;
 pub mod sampler;
 pub mod series;
 pub mod summary;
+pub mod traffic;
 
 pub use config::{ConfigError, DemoConfig, HighDemand};
 pub use runner::{run_all, run_once, DemoError, DemoOutcome, RunOutcome};

@@ -8,7 +8,7 @@ use crate::series::Power;
 use plotters::prelude::*;
 use std::path::Path;
 
-const PALETTE: [RGBColor; 6] = [
+pub(crate) const PALETTE: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -18,11 +18,11 @@ const PALETTE: [RGBColor; 6] = [
 ];
 
 /// A panel's named lines, its y range and its horizontal reference (the hosts' cap), if any.
-struct Panel {
-    caption: String,
-    lines: Vec<(String, Vec<(f64, f64)>)>,
-    y: std::ops::Range<f64>,
-    reference: Option<f64>,
+pub(crate) struct Panel {
+    pub(crate) caption: String,
+    pub(crate) lines: Vec<(String, Vec<(f64, f64)>)>,
+    pub(crate) y: std::ops::Range<f64>,
+    pub(crate) reference: Option<f64>,
 }
 
 /// Writes `run`'s figure to `path`.
@@ -106,7 +106,7 @@ pub fn figure(path: &Path, run: &RunOutcome, config: &DemoConfig) -> Result<(), 
 }
 
 /// Draws `panel` on `area`: its lines over 0..`t_end` s with a legend, and vertical `marks`.
-fn draw(
+pub(crate) fn draw(
     area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
     panel: Panel,
     t_end: f64,

@@ -36,7 +36,8 @@ impl Spread {
         })
     }
 
-    fn show(s: Option<Spread>, decimals: usize) -> String {
+    /// `mean [min-max]` with `decimals`, the mean alone for one run, `-` for none.
+    pub fn show(s: Option<Spread>, decimals: usize) -> String {
         match s {
             None => "-".into(),
             Some(s) if s.n == 1 || s.min == s.max => fixed(s.mean, decimals),
@@ -194,7 +195,8 @@ pub enum ReportError {
     Plot { path: PathBuf, message: String },
 }
 
-fn write(path: &Path, text: &str) -> Result<(), ReportError> {
+/// Writes `text` to `path`, the error naming the file.
+pub(crate) fn write(path: &Path, text: &str) -> Result<(), ReportError> {
     std::fs::write(path, text).map_err(|source| ReportError::Io {
         path: path.to_path_buf(),
         source,

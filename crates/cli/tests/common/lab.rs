@@ -202,6 +202,63 @@ impl Drop for Lab {
     }
 }
 
+/// Takes lab `.0` down however a test that made it through another command (`drover demo`,
+/// `drover experiment ...`) ends.
+pub struct Down(pub String);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = Command::new(DROVER)
+            .args(["lab", "down", "--name", &self.0])
+            .output();
+    }
+}
+
+/// Nothing of lab `name` is left: no state, no process mentioning its directory or any of
+/// `marks`, no link.
+pub fn assert_no_lab(name: &str, marks: &[String]) {
+    let dirs = LabDirs::from_env();
+    let lab = LabName::new(name).expect("lab name");
+    assert!(
+        !dirs.state_file(&lab).exists(),
+        "lab {name} still described"
+    );
+    for mark in std::iter::once(format!("/lab/{name}/")).chain(marks.iter().cloned()) {
+        let left = processes_mentioning(&mark);
+        assert!(left.is_empty(), "processes left: {left:?}");
+    }
+    let links = Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .expect("ip");
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(
+        !links.contains(&format!("drv{name}")),
+        "links left: {links}"
+    );
+}
+
+/// Sends SIGTERM to `child` and waits up to 60 s for it to end (killing it and failing
+/// after that); its exit status.
+pub fn terminate(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -TERM failed");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("{what} outlived SIGTERM by 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A child process killed and reaped when dropped.
 pub struct Reaped(pub std::process::Child);
 
