@@ -11,8 +11,9 @@
 //!    for the rest (about 0.28 of a core for an idle guest under TCG here, about nothing
 //!    under KVM, where this is the share itself). Never less than the measured use (QEMU's
 //!    own threads count too), and only while the reports are fresh
-//!    ([`GUEST_REPORT_MAX_AGE_MS`]). Without the idle term a guest paced at 60% read as 0.6
-//!    of a core while its QEMU wanted about 0.7 (BENCHMARKS.md, the demo's paced raise);
+//!    ([`GUEST_REPORT_MAX_AGE_MS`]). Without the idle term a guest paced at 50% read as 0.5
+//!    of a core while its QEMU used 0.66 to do that work, and a host of two such guests
+//!    read under its cap when it was not (BENCHMARKS.md, the demo's paced raise);
 //! 2. run delay: the time its QEMU's threads were runnable but not running (schedstat),
 //!    added to its use. It counts every wait for a core, throttling by the cgroup's quota
 //!    included, and is per VM. It is preferred over the cgroup's own counters because it is
