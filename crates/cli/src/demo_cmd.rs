@@ -168,9 +168,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             "demo: [{}-{}] degradation {} %, detection {} s, relief {} s, integrity errors {}",
             s.technique.as_str(),
             s.run,
-            opt(s.degradation_pct),
-            opt(s.detection_s),
-            opt(s.relief_s),
+            crate::numfmt::one_decimal_or_dash(s.degradation_pct),
+            crate::numfmt::one_decimal_or_dash(s.detection_s),
+            crate::numfmt::one_decimal_or_dash(s.relief_s),
             s.integrity_errors
         );
         if args.report.is_some() {
@@ -227,11 +227,6 @@ fn finish(args: &DemoArgs, config: &DemoConfig, runs: &[RunSummary]) -> anyhow::
     Ok(())
 }
 
-fn opt(v: Option<f64>) -> String {
-    v.map(|x| crate::numfmt::fixed(x, 1))
-        .unwrap_or_else(|| "-".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::{raise_of, report_dir};
@@ -268,15 +263,7 @@ mod tests {
     }
 
     fn args(extra: &[&str]) -> super::DemoArgs {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            demo: super::DemoArgs,
-        }
-        let mut argv = vec!["demo"];
-        argv.extend_from_slice(extra);
-        Cli::try_parse_from(argv).expect("parses").demo
+        crate::flags::parse_args("demo", extra)
     }
 
     #[test]

@@ -127,9 +127,9 @@ pub fn run(cmd: ExperimentCmd) -> anyhow::Result<()> {
              (predicted {:.1}), failed migrations {}",
             r.strategy.as_str(),
             r.run,
-            opt(r.evacuation_s),
+            crate::numfmt::one_decimal_or_dash(r.evacuation_s),
             r.predicted_evacuation_s,
-            opt(r.degradation_pct),
+            crate::numfmt::one_decimal_or_dash(r.degradation_pct),
             r.predicted_degradation_pct,
             r.failed_migrations
         );
@@ -172,22 +172,10 @@ pub fn run(cmd: ExperimentCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn opt(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".into(), |x| format!("{x:.1}"))
-}
-
 #[cfg(test)]
 mod tests {
     fn args(extra: &[&str]) -> super::TrafficArgs {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            a: super::TrafficArgs,
-        }
-        let mut argv = vec!["traffic-sensitive"];
-        argv.extend_from_slice(extra);
-        Cli::try_parse_from(argv).expect("parses").a
+        crate::flags::parse_args("traffic-sensitive", extra)
     }
 
     #[test]

@@ -144,6 +144,17 @@ pub fn seconds(max: u64) -> impl Fn(&str) -> Result<f64, String> + Clone + Send 
     }
 }
 
+/// Parses `extra` as the flags of one subcommand's `clap::Args` (`name` as argv[0]), for the
+/// unit tests of each command's flag checks.
+#[cfg(test)]
+pub fn parse_args<A: clap::Args>(name: &'static str, extra: &[&str]) -> A {
+    let cmd = A::augment_args(clap::Command::new(name));
+    let mut argv = vec![name];
+    argv.extend_from_slice(extra);
+    let matches = cmd.try_get_matches_from(argv).expect("parses");
+    A::from_arg_matches(&matches).expect("reads back")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

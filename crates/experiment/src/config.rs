@@ -239,7 +239,11 @@ impl DemoConfig {
         match self.high_demand {
             HighDemand::Max => format!("memtouch:wss={wss}M,rate=max"),
             HighDemand::Pct(p) => {
-                let rate = (full_ops_per_s * f64::from(p) / 100.0).round().max(1.0);
+                // The guest reports its speed: kept within what a spec may ask (1-10 digits).
+                let rate = (full_ops_per_s * f64::from(p) / 100.0)
+                    .round()
+                    .max(1.0) // also a NaN
+                    .min(9_999_999_999.0);
                 format!("memtouch:wss={wss}M,rate={rate:.0}")
             }
         }
@@ -417,6 +421,11 @@ mod tests {
             ..demo.clone()
         };
         assert_eq!(slow.high_workload(10.0), "memtouch:wss=64M,rate=1");
+        assert_eq!(
+            slow.high_workload(f64::MAX),
+            "memtouch:wss=64M,rate=9999999999"
+        );
+        assert_eq!(slow.high_workload(f64::NAN), "memtouch:wss=64M,rate=1");
         assert!(demo.is_raised("d2") && !demo.is_raised("d3"));
         // 64 MiB over 125 MB/s.
         assert!((demo.floor_s() - 0.536_870_912).abs() < 1e-9);
