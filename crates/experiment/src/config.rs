@@ -240,10 +240,12 @@ impl DemoConfig {
             HighDemand::Max => format!("memtouch:wss={wss}M,rate=max"),
             HighDemand::Pct(p) => {
                 // The guest reports its speed: kept within what a spec may ask (1-10 digits).
-                let rate = (full_ops_per_s * f64::from(p) / 100.0)
-                    .round()
-                    .max(1.0) // also a NaN
-                    .min(9_999_999_999.0);
+                let asked = (full_ops_per_s * f64::from(p) / 100.0).round();
+                let rate = if asked.is_nan() {
+                    1.0
+                } else {
+                    asked.clamp(1.0, 9_999_999_999.0)
+                };
                 format!("memtouch:wss={wss}M,rate={rate:.0}")
             }
         }
