@@ -176,10 +176,11 @@ impl MetricsHub {
                 let report = &view.workload_report;
                 m.ops_per_s = report.ops_per_s;
                 m.integrity_errors = report.integrity_errors;
-                let fresh = report
-                    .last_report_age_ms
-                    .is_some_and(|a| a < demand::GUEST_REPORT_MAX_AGE_MS);
-                m.workload_demand_pct = report.demand_pct.filter(|_| fresh);
+                m.workload_demand_pct = demand::guest_share(
+                    report.demand_pct,
+                    report.last_report_age_ms,
+                    vm.guest_away,
+                );
             }
             let due =
                 !matches!(prev.dirty_at, Some(t) if now.duration_since(t) < self.dirty_interval);

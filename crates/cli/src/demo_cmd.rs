@@ -34,11 +34,11 @@ pub struct DemoArgs {
     /// How many of them raise their demand (at most --vms; default 2, or 1 with --vms 1).
     #[arg(long, allow_negative_numbers = true, value_parser = whole::<u32>(1, 16))]
     raise: Option<u32>,
-    /// Guest memory of each VM (e.g. 256M).
-    #[arg(long, default_value = "256M")]
+    /// Guest memory of each VM (e.g. 320M).
+    #[arg(long, default_value = "320M")]
     memory: String,
-    /// Working set each VM rewrites (e.g. 64M; whole MiB).
-    #[arg(long, default_value = "64M")]
+    /// Working set each VM rewrites (e.g. 192M; whole MiB).
+    #[arg(long, default_value = "192M")]
     wss: String,
     /// Pages a second each VM touches while its demand is low.
     #[arg(long, default_value_t = 2000, allow_negative_numbers = true, value_parser = whole::<u64>(1, 1_000_000))]
@@ -46,10 +46,10 @@ pub struct DemoArgs {
     /// How hard the raised VMs work: a whole percent (1-100) of each guest's own full speed
     /// (that share of a vCPU, memory-intensive; the guest re-measures its speed every 5 s),
     /// or max (flat out: a full core each).
-    #[arg(long, value_name = "PCT|max", default_value = "50")]
+    #[arg(long, value_name = "PCT|max", default_value = "60")]
     high_demand: String,
     /// CPU cap of each host, cores.
-    #[arg(long, value_name = "C", default_value = "1.0", allow_negative_numbers = true, value_parser = cores)]
+    #[arg(long, value_name = "C", default_value = "1.2", allow_negative_numbers = true, value_parser = cores)]
     host_cpus: f64,
     /// Link rate of each host, each way (as `drover lab up --link`: 1Gbit/s, 100MB/s...).
     #[arg(long, default_value = "1Gbit/s")]
@@ -297,6 +297,14 @@ mod tests {
                 .high_demand,
             drover_experiment::HighDemand::Pct(40)
         );
+    }
+
+    #[test]
+    fn the_flags_defaults_are_the_configs() {
+        let defaults = drover_experiment::DemoConfig::default();
+        let mut from_flags = super::config(&args(&[])).expect("valid");
+        from_flags.drover_bin = defaults.drover_bin.clone();
+        assert_eq!(from_flags, defaults);
     }
 
     #[test]

@@ -116,11 +116,11 @@ impl Default for DemoConfig {
             hosts: 3,
             vms: 2,
             raise: 2,
-            memory_bytes: 256 << 20,
-            wss_bytes: 64 << 20,
+            memory_bytes: 320 << 20,
+            wss_bytes: 192 << 20,
             low_rate: 2000,
-            high_demand: HighDemand::Pct(50),
-            host_cpus: 1.0,
+            high_demand: HighDemand::Pct(60),
+            host_cpus: 1.2,
             link_bps: 125_000_000,
             settle_s: 10,
             hold_s: 30,
@@ -399,37 +399,37 @@ mod tests {
     #[test]
     fn workloads_and_floor() {
         let demo = DemoConfig::default();
-        assert_eq!(demo.low_workload(), "memtouch:wss=64M,rate=2000");
+        assert_eq!(demo.low_workload(), "memtouch:wss=192M,rate=2000");
         assert_eq!(
             demo.high_workload(2_000_000.0),
-            "memtouch:wss=64M,rate=1000000"
+            "memtouch:wss=192M,rate=1200000"
         );
         let flat_out = DemoConfig {
             high_demand: HighDemand::Max,
             ..demo.clone()
         };
-        assert_eq!(flat_out.high_workload(1.0), "memtouch:wss=64M,rate=max");
+        assert_eq!(flat_out.high_workload(1.0), "memtouch:wss=192M,rate=max");
         let paced = DemoConfig {
-            high_demand: HighDemand::Pct(60),
+            high_demand: HighDemand::Pct(50),
             ..demo.clone()
         };
         assert_eq!(
             paced.high_workload(2_000_000.0),
-            "memtouch:wss=64M,rate=1200000"
+            "memtouch:wss=192M,rate=1000000"
         );
-        assert_eq!(paced.high_label(), "memtouch:wss=64M at 60% of full speed");
+        assert_eq!(paced.high_label(), "memtouch:wss=192M at 50% of full speed");
         let slow = DemoConfig {
             high_demand: HighDemand::Pct(1),
             ..demo.clone()
         };
-        assert_eq!(slow.high_workload(10.0), "memtouch:wss=64M,rate=1");
+        assert_eq!(slow.high_workload(10.0), "memtouch:wss=192M,rate=1");
         assert_eq!(
             slow.high_workload(f64::MAX),
-            "memtouch:wss=64M,rate=9999999999"
+            "memtouch:wss=192M,rate=9999999999"
         );
-        assert_eq!(slow.high_workload(f64::NAN), "memtouch:wss=64M,rate=1");
+        assert_eq!(slow.high_workload(f64::NAN), "memtouch:wss=192M,rate=1");
         assert!(demo.is_raised("d2") && !demo.is_raised("d3"));
-        // 64 MiB over 125 MB/s.
-        assert!((demo.floor_s() - 0.536_870_912).abs() < 1e-9);
+        // 192 MiB over 125 MB/s.
+        assert!((demo.floor_s() - 1.610_612_736).abs() < 1e-9);
     }
 }

@@ -22,30 +22,37 @@
 //!
 //! # Default sizes, and why
 //! For a 2-core machine running guests under TCG (no KVM):
-//! - 3 hosts capped at 1 core, 1 Gbit/s links (the papers' links);
-//! - 2 VMs of 256 MiB, each with a 64 MiB working set, low demand 2000 ops/s (an idle TCG
-//!   guest still takes about 0.28 of a core here), both raised to half their own full speed
-//!   (`high_demand` 50%, from the guest's `full_ops_per_s`, which a paced guest re-measures
-//!   every 5 s; 1.05-1.25 million pages a second here, rewriting the working set many
-//!   times a second: pre-copy cannot converge over any link here). A raised VM costs its
-//!   QEMU about 0.5 + 0.5 x 0.28 = 0.64 of a core (the agents' demand counts the idle cost
-//!   for the half it idles), so two overload h1 (1.3 on 1, hot over 0.9), one alone fits a
-//!   host under the relief target (0.64 < 0.75), so relief must move a memory-intensive VM,
-//!   and once relieved each runs alone on a core with room to spare; the two together still
-//!   fit the machine's 2 cores beside the agents and the manager, so what they lose is the
-//!   overload's and the migration's, not the machine's (on a quiet machine). With one raised
-//!   VM and a low one, moving the low one would be the cheaper relief or none would fit, and
-//!   the technique would not matter. Flat out (`--high-demand max`, on 1.5-core hosts: the
-//!   first measurements in BENCHMARKS.md and the end-to-end test) the two relieved VMs want
-//!   the whole machine and lose work to it whatever the technique. On 1-core hosts, after
-//!   the fall, the two idle guests read 0.38-0.48 of a core each here, together over a
-//!   1-core host's 0.75 target, so the repack came in only 3 of 12 measured runs (1.2-core
-//!   hosts with a 60% raise are the next size to measure);
+//! - 3 hosts capped at 1.2 cores, 1 Gbit/s links (the papers' links);
+//! - 2 VMs of 320 MiB, each with a 192 MiB working set, low demand 2000 ops/s (an idle TCG
+//!   guest still takes about 0.28 of a core here), both raised to 60% of their own full speed
+//!   (`high_demand`, from the guest's `full_ops_per_s`, which a paced guest re-measures every
+//!   5 s; about a million pages a second here, rewriting the working set several times a
+//!   second). A raised VM costs its QEMU about 0.6 + 0.4 x 0.28 = 0.71 of a core (the
+//!   agents' demand counts the idle cost for the share it idles), so two overload h1 (1.42
+//!   on 1.2), one alone fits a host under the relief target (0.71 < 0.9), so relief must move
+//!   a memory-intensive VM, and once relieved each runs alone with room to spare; the two
+//!   together still fit the machine's 2 cores beside the agents and the manager, so what
+//!   they lose is the overload's and the migration's, not the machine's (on a quiet
+//!   machine). With one raised VM and a low one, moving the low one would be the cheaper
+//!   relief or none would fit, and the technique would not matter;
+//! - why a 192 MiB working set: it takes 1.6 s to cross the link, five times the migrations'
+//!   300 ms downtime limit (core's `Knobs` default), so a pre-copy cannot converge on its own and runs until auto-converge
+//!   has throttled the guest (about 16 s and 1.8 GB sent in a trial), with the overload held
+//!   meanwhile, while a post-copy switches at once and fetches the working set in about
+//!   1.6 s: the papers' contrast. With 64 MiB (0.54 s) a throttled pre-copy converged soon
+//!   enough that every technique relieved within 3 s of the others and the run-to-run spread hid the
+//!   difference (BENCHMARKS.md);
+//! - why 1.2 cores: after the fall the two idle guests read 0.38-0.48 of a core each here,
+//!   0.86 together, over a 1-core host's 0.75 target (the repack came in 3 of 12 runs) and
+//!   under a 1.2-core host's 0.9; flat out (`--high-demand max`, on 1.5-core hosts: the first
+//!   measurements in BENCHMARKS.md and the end-to-end test) the two relieved VMs want the
+//!   whole machine and lose work to it whatever the technique;
 //! - settle 10 s, hold 30 s: the loaded phase is as long as the scenario needs: detection
-//!   (3 samples of a second), the wake (2 s), a migration (a post-copy of the 64 MiB working
-//!   set over 1 Gbit/s needs at least 0.54 s; a pre-copy that cannot converge runs until its
-//!   60 s deadline, past the fall), and the relieved load observed for a while; the figures
-//!   also give each VM's lost work in seconds, which does not depend on the phase's length;
+//!   (3 samples of a second, the agents' metrics refreshed every 2 s), the wake (2 s), a
+//!   migration (a post-copy of the working set needs at least 1.6 s; a pre-copy runs until
+//!   throttled into converging or to its 60 s deadline), and the relieved load observed for
+//!   a while; the figures also give each VM's lost work in seconds, which does not depend on
+//!   the phase's length;
 //! - the agents measure each VM's dirty rate every 2 s (their default is 30 s): the manager
 //!   prices a move from the latest measurement, whatever its age, so with 30 s it priced a VM
 //!   raised 5 s before at its low-demand rate and `auto` chose pre-copy for it;

@@ -137,6 +137,8 @@ pub struct LiveVm {
     pub qmp: Arc<QmpClient>,
     pub migrating: bool,
     pub incoming: bool,
+    /// Its migration's post-copy has switched over: the guest runs on the destination.
+    pub guest_away: bool,
 }
 
 /// How this host starts QEMU.

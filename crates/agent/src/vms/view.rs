@@ -151,6 +151,7 @@ impl Vms {
                     qmp: e.qmp.clone()?,
                     migrating: e.migration.is_some(),
                     incoming: matches!(e.record.role, VmRole::Incoming { .. }),
+                    guest_away: e.guest_away,
                 })
             })
             .collect()
