@@ -7,8 +7,11 @@
 //!
 //! The dirty page rate comes from QEMU's `calc-dirty-rate` in page-sampling mode: it hashes 4096
 //! sampled pages per GiB over a short window instead of write-protecting guest memory, so the
-//! guest barely notices. It runs every `dirty_interval` per VM and never during a migration
-//! (QEMU's own dirty tracking is busy then).
+//! guest barely notices. It runs every `dirty_interval` per VM, and sooner when the VM's CPU use
+//! has moved by [`DIRTY_RECHECK_CORES`] since the last measurement ([`dirty_due`]): a manager
+//! prices a move from the latest rate, and with the default 30 s interval it priced a VM raised
+//! 5 s before by its rate at low demand (pre-copy for a VM no pre-copy could move). Never during
+//! a migration (QEMU's own dirty tracking is busy then).
 
 use crate::demand::{self, DemandInputs, Throttling};
 use crate::lock;
@@ -46,6 +49,8 @@ struct Counters {
     tap: Option<(u64, u64)>,
     block: Option<[u64; 4]>,
     dirty_at: Option<tokio::time::Instant>,
+    /// Its QEMU's CPU use, cores, in the sample that last measured the dirty rate.
+    dirty_cpu: Option<f64>,
     /// Its QEMU's use while the guest asks for nearly nothing, cores (`demand::learn_idle`).
     idle_cores: Option<f64>,
 }
@@ -55,6 +60,32 @@ struct Counters {
 struct HostCounters {
     cpu_stat: Option<(tokio::time::Instant, CpuStat)>,
     throttling: Option<Throttling>,
+}
+
+/// A change in a VM's CPU use, cores, since its dirty rate was measured that makes the rate
+/// stale: a workload that changed its pace changed how fast it dirties memory too. 0.15 of a
+/// core is well over the sample-to-sample noise of an idle TCG guest here (about 0.05) and under
+/// what a raised demo VM adds (0.4).
+pub const DIRTY_RECHECK_CORES: f64 = 0.15;
+
+/// The shortest time between two measurements of one VM's dirty rate, however its use moves:
+/// a ramp would otherwise be measured every sample.
+pub const DIRTY_RECHECK_MIN: Duration = Duration::from_secs(2);
+
+/// Whether a VM's dirty rate is due for a measurement: never measured, `interval` since the
+/// last (`since`), or its CPU use (`cpu_now`, cores) moved by [`DIRTY_RECHECK_CORES`] from the
+/// use in the sample that measured it (`cpu_then`) and [`DIRTY_RECHECK_MIN`] has passed.
+pub fn dirty_due(
+    since: Option<Duration>,
+    interval: Duration,
+    cpu_now: f64,
+    cpu_then: Option<f64>,
+) -> bool {
+    let Some(since) = since else {
+        return true;
+    };
+    let moved = cpu_then.is_some_and(|then| (cpu_now - then).abs() >= DIRTY_RECHECK_CORES);
+    since >= interval || (moved && since >= DIRTY_RECHECK_MIN)
 }
 
 /// Keeps the last snapshot of every VM's metrics.
@@ -132,6 +163,7 @@ impl MetricsHub {
             let mut c = Counters {
                 at: Some(now),
                 dirty_at: prev.dirty_at,
+                dirty_cpu: prev.dirty_cpu,
                 idle_cores: prev.idle_cores,
                 ..Counters::default()
             };
@@ -182,10 +214,15 @@ impl MetricsHub {
                     vm.guest_away,
                 );
             }
-            let due =
-                !matches!(prev.dirty_at, Some(t) if now.duration_since(t) < self.dirty_interval);
+            let due = dirty_due(
+                prev.dirty_at.map(|t| now.duration_since(t)),
+                self.dirty_interval,
+                m.cpu_cores,
+                prev.dirty_cpu,
+            );
             if due && !vm.migrating && !vm.incoming {
                 c.dirty_at = Some(now);
+                c.dirty_cpu = Some(m.cpu_cores);
                 match measure_dirty_rate(vm.qmp.as_ref(), 250).await {
                     Ok(mb_s) => m.dirty_rate_bps = Some(mb_s * 1e6),
                     Err(e) => tracing::debug!(vm = %vm.name, error = %e, "dirty rate not measured"),
@@ -427,6 +464,30 @@ pub fn render_prometheus(host: &HostMetrics, vms: &[VmMetrics]) -> Result<String
 mod tests {
     use super::*;
     use drover_api::metrics::DemandSource;
+
+    #[test]
+    fn the_dirty_rate_is_measured_on_schedule_and_when_the_cpu_use_moves() {
+        let s = Duration::from_secs;
+        let every_30 = s(30);
+        assert!(dirty_due(None, every_30, 0.3, None), "never measured");
+        assert!(!dirty_due(Some(s(10)), every_30, 0.3, Some(0.3)));
+        assert!(
+            dirty_due(Some(s(30)), every_30, 0.3, Some(0.3)),
+            "on schedule"
+        );
+        // Raised: 0.3 -> 0.7 of a core, measured again without waiting for the schedule.
+        assert!(dirty_due(Some(s(5)), every_30, 0.7, Some(0.3)));
+        assert!(dirty_due(Some(s(5)), every_30, 0.3, Some(0.7)), "fell");
+        // Noise does not count, and a ramp is not measured every sample.
+        assert!(!dirty_due(Some(s(5)), every_30, 0.35, Some(0.3)));
+        assert!(!dirty_due(
+            Some(Duration::from_millis(1500)),
+            every_30,
+            0.9,
+            Some(0.3)
+        ));
+        assert!(!dirty_due(Some(s(5)), every_30, f64::NAN, Some(0.3)));
+    }
 
     #[test]
     fn blockstats_sum_over_devices() {
