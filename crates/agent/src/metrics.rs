@@ -7,8 +7,9 @@
 //!
 //! The dirty page rate comes from QEMU's `calc-dirty-rate` in page-sampling mode: it hashes 4096
 //! sampled pages per GiB over a short window instead of write-protecting guest memory, so the
-//! guest barely notices. It runs every `dirty_interval` per VM, and sooner when the VM's CPU use
-//! has moved by [`DIRTY_RECHECK_CORES`] since the last measurement ([`dirty_due`]): a manager
+//! guest barely notices. It runs every `dirty_interval` per VM, and sooner when the VM's pace
+//! (its guest's reported share of a vCPU, else its QEMU's CPU use) has moved by
+//! [`DIRTY_RECHECK_CORES`] since the last measurement ([`dirty_due`]): a manager
 //! prices a move from the latest rate, and with the default 30 s interval it priced a VM raised
 //! 5 s before by its rate at low demand (pre-copy for a VM no pre-copy could move). Never during
 //! a migration (QEMU's own dirty tracking is busy then).
@@ -49,7 +50,8 @@ struct Counters {
     tap: Option<(u64, u64)>,
     block: Option<[u64; 4]>,
     dirty_at: Option<tokio::time::Instant>,
-    /// Its QEMU's CPU use, cores, in the sample that last measured the dirty rate.
+    /// Its pace (the guest's share of a vCPU, or its QEMU's use, cores) in the sample that
+    /// last measured the dirty rate.
     dirty_cpu: Option<f64>,
     /// Its QEMU's use while the guest asks for nearly nothing, cores (`demand::learn_idle`).
     idle_cores: Option<f64>,
@@ -62,10 +64,11 @@ struct HostCounters {
     throttling: Option<Throttling>,
 }
 
-/// A change in a VM's CPU use, cores, since its dirty rate was measured that makes the rate
-/// stale: a workload that changed its pace changed how fast it dirties memory too. 0.15 of a
-/// core is well over the sample-to-sample noise of an idle TCG guest here (about 0.05) and under
-/// what a raised demo VM adds (0.4).
+/// A change in a VM's pace (its guest's share of a vCPU, or its QEMU's CPU use), cores, since
+/// its dirty rate was measured that makes the rate stale: a workload that changed its pace
+/// changed how fast it dirties memory too. 0.15 of a core is over the sample-to-sample noise
+/// of an idle TCG guest's use here (about 0.05 on a quiet machine) and under what a raised
+/// demo VM adds (0.4).
 pub const DIRTY_RECHECK_CORES: f64 = 0.15;
 
 /// The shortest time between two measurements of one VM's dirty rate, however its use moves:
@@ -73,8 +76,8 @@ pub const DIRTY_RECHECK_CORES: f64 = 0.15;
 pub const DIRTY_RECHECK_MIN: Duration = Duration::from_secs(2);
 
 /// Whether a VM's dirty rate is due for a measurement: never measured, `interval` since the
-/// last (`since`), or its CPU use (`cpu_now`, cores) moved by [`DIRTY_RECHECK_CORES`] from the
-/// use in the sample that measured it (`cpu_then`) and [`DIRTY_RECHECK_MIN`] has passed.
+/// last (`since`), or its pace (`cpu_now`, cores) moved by [`DIRTY_RECHECK_CORES`] from the
+/// pace in the sample that measured it (`cpu_then`) and [`DIRTY_RECHECK_MIN`] has passed.
 pub fn dirty_due(
     since: Option<Duration>,
     interval: Duration,
@@ -214,15 +217,18 @@ impl MetricsHub {
                     vm.guest_away,
                 );
             }
+            // The guest's own share when it reports one: it moves the moment the workload
+            // changes (use averages the last interval, part of it at the old pace).
+            let pace = m.workload_demand_pct.map_or(m.cpu_cores, |pct| pct / 100.0);
             let due = dirty_due(
                 prev.dirty_at.map(|t| now.duration_since(t)),
                 self.dirty_interval,
-                m.cpu_cores,
+                pace,
                 prev.dirty_cpu,
             );
             if due && !vm.migrating && !vm.incoming {
                 c.dirty_at = Some(now);
-                c.dirty_cpu = Some(m.cpu_cores);
+                c.dirty_cpu = Some(pace);
                 match measure_dirty_rate(vm.qmp.as_ref(), 250).await {
                     Ok(mb_s) => m.dirty_rate_bps = Some(mb_s * 1e6),
                     Err(e) => tracing::debug!(vm = %vm.name, error = %e, "dirty rate not measured"),

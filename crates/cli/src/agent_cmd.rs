@@ -26,8 +26,9 @@ pub struct AgentArgs {
     /// Accelerator: kvm, tcg or auto.
     #[arg(long, default_value = "auto")]
     accel: String,
-    /// Seconds between dirty-rate measurements of each VM, 1 to 86400 (a VM whose CPU use
-    /// moves by 0.15 of a core is measured again sooner, at most every 2 s).
+    /// Seconds between dirty-rate measurements of each VM, 1 to 86400 (a VM whose pace, its
+    /// guest's reported share of a vCPU or else its CPU use, moves by 0.15 of a core is measured
+    /// again sooner, at most every 2 s).
     #[arg(long, default_value_t = 30, allow_negative_numbers = true,
           value_parser = whole::<u64>(1, 86_400))]
     dirty_interval: u64,

@@ -66,10 +66,10 @@ pub struct DemoArgs {
     /// The agents' wake delay, s: standing for resume from suspend-to-RAM.
     #[arg(long, value_name = "SECS", default_value_t = 2, allow_negative_numbers = true, value_parser = whole::<u64>(0, 3600))]
     wake_delay: u64,
-    /// How often the agents measure each VM's dirty rate, s (the agent's default is 30 s: the
-    /// manager would price a VM raised since by its rate at low demand).
-    #[arg(long, value_name = "SECS", default_value_t = 2, allow_negative_numbers = true, value_parser = whole::<u64>(1, 3600))]
-    dirty_interval: u64,
+    /// How often the agents measure each VM's dirty rate, s (default: the agent's, 30 s; an
+    /// agent measures a VM again as soon as its pace moves, a raise included).
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = whole::<u64>(1, 3600))]
+    dirty_interval: Option<u64>,
     /// The lab's name (a-z, 0-9, at most 8); a lab of that name must not be up.
     #[arg(long, default_value = "demo")]
     lab_name: String,

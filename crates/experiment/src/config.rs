@@ -99,8 +99,10 @@ pub struct DemoConfig {
     pub repack_wait_s: u64,
     /// The agents' wake delay, s (standing for resume from suspend-to-RAM).
     pub wake_delay_s: u64,
-    /// How often the agents measure each VM's dirty rate, s.
-    pub dirty_interval_s: u64,
+    /// How often the agents measure each VM's dirty rate, s (None: the agent's default; an
+    /// agent measures a VM again sooner when its pace moves, so a raise is priced by its new
+    /// rate either way).
+    pub dirty_interval_s: Option<u64>,
     /// Lab name (a-z, 0-9, at most 8).
     pub lab: String,
     /// The drover binary that runs the agents and the manager.
@@ -126,7 +128,7 @@ impl Default for DemoConfig {
             hold_s: 30,
             repack_wait_s: 60,
             wake_delay_s: 2,
-            dirty_interval_s: 2,
+            dirty_interval_s: None,
             lab: "demo".into(),
             drover_bin: PathBuf::from("drover"),
         }
@@ -179,7 +181,9 @@ impl DemoConfig {
         count("--hold", self.hold_s, 5, 3600)?;
         count("--repack-wait", self.repack_wait_s, 0, 3600)?;
         count("--wake-delay", self.wake_delay_s, 0, 3600)?;
-        count("--dirty-interval", self.dirty_interval_s, 1, 3600)?;
+        if let Some(secs) = self.dirty_interval_s {
+            count("--dirty-interval", secs, 1, 3600)?;
+        }
         if !(0.1..=64.0).contains(&self.host_cpus) {
             return Err(refuse(
                 "--host-cpus",

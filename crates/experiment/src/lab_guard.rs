@@ -52,9 +52,11 @@ impl LabRun {
     /// [`LabRunError`]: the lab could not be made (a lab of that name is up, a leftover,
     /// no root...) or its token read.
     pub fn up(config: &DemoConfig) -> Result<LabRun, LabRunError> {
-        let agent = AgentLaunch::drover(&config.drover_bin, Duration::from_secs(60))
-            .wake_delay(config.wake_delay_s)
-            .dirty_interval(config.dirty_interval_s);
+        let mut agent = AgentLaunch::drover(&config.drover_bin, Duration::from_secs(60))
+            .wake_delay(config.wake_delay_s);
+        if let Some(secs) = config.dirty_interval_s {
+            agent = agent.dirty_interval(secs);
+        }
         let spec = LabSpec::new(&config.lab, config.hosts)?
             .link_rate(config.link_bps)?
             .cpus(config.host_cpus)

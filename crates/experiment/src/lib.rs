@@ -53,9 +53,11 @@
 //!   throttled into converging or to its 60 s deadline), and the relieved load observed for
 //!   a while; the figures also give each VM's lost work in seconds, which does not depend on
 //!   the phase's length;
-//! - the agents measure each VM's dirty rate every 2 s (their default is 30 s): the manager
-//!   prices a move from the latest measurement, whatever its age, so with 30 s it priced a VM
-//!   raised 5 s before at its low-demand rate and `auto` chose pre-copy for it;
+//! - the agents measure each VM's dirty rate at their default interval (30 s) and again as
+//!   soon as a VM's pace moves (the agent's `metrics::dirty_due`): the manager prices a move
+//!   from the latest measurement, and before that re-measure it priced a VM raised 5 s before
+//!   at its low-demand rate and `auto` chose pre-copy for it (the demo ran its agents at 2 s
+//!   to hide it);
 //! - repack wait up to 60 s: consolidation every 5 s, a host on for 10 s may be emptied, a
 //!   moved VM is left alone for 10 s.
 //!

@@ -583,7 +583,10 @@ mod tests {
 
     #[test]
     fn memory_for_every_vm_and_one_copy_is_checked() {
-        let demo = DemoConfig::default();
+        let demo = DemoConfig {
+            memory_bytes: 256 << 20,
+            ..DemoConfig::default()
+        };
         // 2 VMs of 256 MiB: (256 + 96 + 8 + 4) MiB each, three copies: 1092 MiB.
         let need = 3 * drover_guest::fit::vm_cost(256 << 20, 1);
         assert_eq!(need >> 20, 1092);
