@@ -35,10 +35,10 @@ pub struct DemoArgs {
     #[arg(long, allow_negative_numbers = true, value_parser = whole::<u32>(1, 16))]
     raise: Option<u32>,
     /// Guest memory of each VM (e.g. 320M).
-    #[arg(long, default_value = "320M")]
+    #[arg(long, allow_hyphen_values = true, default_value = "320M")]
     memory: String,
     /// Working set each VM rewrites (e.g. 192M; whole MiB).
-    #[arg(long, default_value = "192M")]
+    #[arg(long, allow_hyphen_values = true, default_value = "192M")]
     wss: String,
     /// Pages a second each VM touches while its demand is low.
     #[arg(long, default_value_t = 2000, allow_negative_numbers = true, value_parser = whole::<u64>(1, 1_000_000))]
@@ -46,13 +46,18 @@ pub struct DemoArgs {
     /// How hard the raised VMs work: a whole percent (1-100) of each guest's own full speed
     /// (that share of a vCPU, memory-intensive; the guest re-measures its speed every 5 s),
     /// or max (flat out: a full core each).
-    #[arg(long, value_name = "PCT|max", default_value = "60")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "PCT|max",
+        default_value = "60"
+    )]
     high_demand: String,
     /// CPU cap of each host, cores.
     #[arg(long, value_name = "C", default_value = "1.2", allow_negative_numbers = true, value_parser = cores)]
     host_cpus: f64,
     /// Link rate of each host, each way (as `drover lab up --link`: 1Gbit/s, 100MB/s...).
-    #[arg(long, default_value = "1Gbit/s")]
+    #[arg(long, allow_hyphen_values = true, default_value = "1Gbit/s")]
     link: String,
     /// Seconds between the VMs reporting and the raise.
     #[arg(long, value_name = "SECS", default_value_t = 10, allow_negative_numbers = true, value_parser = whole::<u64>(1, 3600))]
@@ -153,6 +158,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let dir = match (&args.report, &scratch) {
         (Some(d), _) => {
             report_dir(d)?;
+            let removed =
+                report::clear_earlier(d).with_context(|| format!("--report {}", d.display()))?;
+            if removed > 0 {
+                eprintln!(
+                    "demo: removed {removed} file(s) of an earlier demo from {}",
+                    d.display()
+                );
+            }
             d.clone()
         }
         (None, Some(t)) => t.path().to_path_buf(),
@@ -209,6 +222,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 /// The report's index (with `--report`) and the table (or `--json`) over the runs that ended.
 fn finish(args: &DemoArgs, config: &DemoConfig, runs: &[RunSummary]) -> anyhow::Result<()> {
+    if runs.is_empty() {
+        // A table of zeros would read as a clean run.
+        eprintln!("demo: no run ended, so there is no table");
+        return Ok(());
+    }
     let summary = Summary {
         config,
         rows: report::rows(&config.techniques, runs),
@@ -223,6 +241,7 @@ fn finish(args: &DemoArgs, config: &DemoConfig, runs: &[RunSummary]) -> anyhow::
     } else {
         print!("{}", report::table(&summary.rows));
         print!("{}", report::migration_lines(runs));
+        print!("{}", report::note_lines(runs));
     }
     Ok(())
 }
@@ -278,15 +297,29 @@ mod tests {
             .to_string();
         assert!(e.starts_with("--memory 64M"), "{e}");
         assert!(!e.contains("memory_bytes"), "{e}");
+        let e = super::config(&args(&["--memory", "-5M"]))
+            .expect_err("negative")
+            .to_string();
+        assert!(e.starts_with("--memory '-5M' is not a size"), "{e}");
         let e = super::config(&args(&["--wss", "512M"]))
             .expect_err("does not fit")
             .to_string();
         assert!(e.starts_with("--wss"), "{e}");
         assert!(!e.contains("memory_bytes"), "{e}");
         assert_eq!(
-            super::config(&args(&["--vms", "1"])).expect("valid").raise,
+            super::config(&args(&["--vms", "1", "--host-cpus", "0.9"]))
+                .expect("valid")
+                .raise,
             1
         );
+        let e = super::config(&args(&["--vms", "1"]))
+            .expect_err("one raised VM cannot overload a 1.2-core host")
+            .to_string();
+        assert!(e.starts_with("--raise 1: "), "{e}");
+        let e = super::config(&args(&["--high-demand", "max"]))
+            .expect_err("a VM flat out fits no 1.2-core host under the target")
+            .to_string();
+        assert!(e.starts_with("--high-demand max: "), "{e}");
         let e = super::config(&args(&["--high-demand", "150"]))
             .expect_err("over 100")
             .to_string();

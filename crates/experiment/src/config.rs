@@ -193,6 +193,7 @@ impl DemoConfig {
         }
         drover_core::migration::knobs::check_link_bps(self.link_bps)
             .map_err(|expected| refuse("--link", self.link_bps, expected))?;
+        self.check_scenario()?;
         drover_lab::LabName::new(&self.lab)
             .map_err(|e| refuse("--lab-name", &self.lab, e.to_string()))?;
         let vm = drover_api::VmConfig {
@@ -210,6 +211,39 @@ impl DemoConfig {
                 refuse("--memory", self.memory_bytes, e.to_string())
             }
         })?;
+        Ok(())
+    }
+
+    /// Refuses sizes whose scenario cannot happen, whatever the machine: a raised VM that no
+    /// host could take under the manager's relief target (the overload could never be
+    /// relieved), or raised VMs that could not overload h1 even flat out. A raised VM wants at
+    /// least its share of a vCPU and at most the whole vCPU (the workloads run one thread).
+    fn check_scenario(&self) -> Result<(), ConfigError> {
+        let share = match self.high_demand {
+            HighDemand::Max => 1.0,
+            HighDemand::Pct(p) => f64::from(p) / 100.0,
+        };
+        let room = self.control(Technique::Auto).target * self.host_cpus;
+        if share > room {
+            return Err(refuse(
+                "--high-demand",
+                self.high_demand,
+                format!(
+                    "a raised VM wants at least {share:.2} of a core, more than any host may                      take under the manager's relief target ({room:.2} of --host-cpus {}), so                      the overload could not be relieved: lower --high-demand or raise                      --host-cpus",
+                    self.host_cpus
+                ),
+            ));
+        }
+        if f64::from(self.raise) <= self.host_cpus {
+            return Err(refuse(
+                "--raise",
+                self.raise,
+                format!(
+                    "the raised VMs want at most {} core(s) even flat out, within h1's                      --host-cpus {}, so h1 could not be overloaded: raise more VMs or lower                      --host-cpus",
+                    self.raise, self.host_cpus
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -387,6 +421,47 @@ mod tests {
             assert_eq!(config.control.techniques, want);
             assert_eq!(config.control.validate(), Ok(()));
         }
+    }
+
+    #[test]
+    fn a_scenario_that_cannot_overload_or_be_relieved_is_refused() {
+        let refused = |c: DemoConfig| c.validate().expect_err("refused").flag;
+        let flat_out = DemoConfig {
+            high_demand: HighDemand::Max,
+            ..DemoConfig::default()
+        };
+        // Flat out wants a core; a 1.2-core host takes 0.9 under the 0.75 target.
+        assert_eq!(refused(flat_out.clone()), "--high-demand");
+        assert_eq!(
+            DemoConfig {
+                host_cpus: 1.5,
+                ..flat_out
+            }
+            .validate(),
+            Ok(())
+        );
+        let one = DemoConfig {
+            vms: 1,
+            raise: 1,
+            ..DemoConfig::default()
+        };
+        assert_eq!(refused(one.clone()), "--raise");
+        // One VM at 60% overloads a 0.9-core host flat out could, and fits 0.675 of it.
+        assert_eq!(
+            DemoConfig {
+                host_cpus: 0.9,
+                ..one.clone()
+            }
+            .validate(),
+            Ok(())
+        );
+        assert_eq!(
+            refused(DemoConfig {
+                host_cpus: 0.7,
+                ..one
+            }),
+            "--high-demand"
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!   counts the work it asks for by its own clock, which QEMU stops while the guest is paused,
 //!   so a stop-and-copy pause is under-counted (pre-copy's downtime, at most a few hundred ms
 //!   here);
-//! - `onset`: the first sample in which a host's CPU demand exceeds its capacity;
+//! - `onset`: the first sample that starts [`RELIEF_SAMPLES`] samples in a row in which a
+//!   host's CPU demand exceeds its capacity (a one-sample blip, which the manager rightly
+//!   ignores, is no overload);
 //! - `relief`: the first sample after the onset that starts [`RELIEF_SAMPLES`] samples in a row
 //!   at or under capacity (or runs at or under it to the window's end);
 //! - energy: each sample's draw (core's [`HostPower`] at the host's CPU use over its capacity,
@@ -18,8 +20,9 @@ use crate::series::{Power, Sample};
 use drover_core::control::HostPower;
 use serde::{Deserialize, Serialize};
 
-/// Consecutive samples at or under capacity that make a host relieved: as many as the
-/// manager's default `hot_samples`, so one quiet second does not count as relief.
+/// Consecutive samples over capacity that make an overload, and at or under it that make a
+/// host relieved: as many as the manager's default `hot_samples`, so one busy or quiet second
+/// counts as neither.
 pub const RELIEF_SAMPLES: usize = 3;
 
 /// A VM's work over a window.
@@ -102,13 +105,14 @@ fn over_cap(s: &Sample, host: &str) -> Option<bool> {
         .map(|h| h.demand_cores > h.cpus)
 }
 
-/// The first sample from `from_s` to `to_s` in which `host` wants more CPU than it has.
+/// The first sample from `from_s` to `to_s` that starts [`RELIEF_SAMPLES`] in a row in which
+/// `host` wants more CPU than it has (see the module doc).
 pub fn onset(series: &[Sample], host: &str, from_s: f64, to_s: f64) -> Option<f64> {
-    series
+    let window: Vec<&Sample> = series
         .iter()
         .filter(|s| s.t_s >= from_s && s.t_s <= to_s)
-        .find(|s| over_cap(s, host) == Some(true))
-        .map(|s| s.t_s)
+        .collect();
+    first_run(&window, host, true)
 }
 
 /// When `host`, overloaded from `onset_s`, was relieved (see the module doc), up to `to_s`.
@@ -117,15 +121,21 @@ pub fn relieved(series: &[Sample], host: &str, onset_s: f64, to_s: f64) -> Optio
         .iter()
         .filter(|s| s.t_s > onset_s && s.t_s <= to_s)
         .collect();
+    first_run(&window, host, false)
+}
+
+/// The first sample of `window` that starts [`RELIEF_SAMPLES`] samples in a row with `host`
+/// over its cap (`over`) or at or under it (`!over`), or such a run to the window's end.
+fn first_run(window: &[&Sample], host: &str, over: bool) -> Option<f64> {
     (0..window.len()).find_map(|i| {
         let run: Vec<Option<bool>> = window[i..]
             .iter()
             .take(RELIEF_SAMPLES)
             .map(|s| over_cap(s, host))
             .collect();
-        let quiet = run.iter().all(|o| *o == Some(false));
+        let held = run.iter().all(|o| *o == Some(over));
         let long_enough = run.len() == RELIEF_SAMPLES || i + run.len() == window.len();
-        (quiet && long_enough).then(|| window[i].t_s)
+        (held && long_enough).then(|| window[i].t_s)
     })
 }
 

@@ -99,6 +99,16 @@ fn onset_and_relief() {
 }
 
 #[test]
+fn a_one_sample_blip_is_no_overload() {
+    let mut s = series();
+    s[1].hosts[0].demand_cores = 1.5;
+    assert_eq!(onset(&s, "h1", 0.0, 3.0), None);
+    assert_eq!(onset(&s, "h1", 0.0, 10.0), Some(4.0));
+    // An overload still going at the window's end counts from its start.
+    assert_eq!(onset(&s, "h1", 0.0, 5.0), Some(4.0));
+}
+
+#[test]
 fn an_unanswered_host_is_neither_over_nor_under() {
     let mut s = series();
     s[4].hosts[0].power = Power::Unknown;

@@ -139,8 +139,9 @@ pub fn table(rows: &[TechniqueRow]) -> String {
         // An empty window is not a zero: say why there is no number.
         let _ = writeln!(
             out,
-            "after relief % '-': no relief, or the hold ended before relief + {} s",
-            crate::summary::SETTLED_S
+            "after relief % '-': no relief, or relieved less than {} s before the fall (each run's \
+             note says which)",
+            2.0 * crate::summary::SETTLED_S
         );
     }
     out
@@ -175,6 +176,18 @@ pub fn migration_lines(runs: &[RunSummary]) -> String {
     out
 }
 
+/// Each run's notes (what the figures do not show: why a figure is missing, a VM that never
+/// reported, ...), one line each.
+pub fn note_lines(runs: &[RunSummary]) -> String {
+    let mut out = String::new();
+    for r in runs {
+        for n in &r.notes {
+            let _ = writeln!(out, "{}-{} note: {n}", r.technique.as_str(), r.run);
+        }
+    }
+    out
+}
+
 /// `summary.json` (and `--json`): the sizes, every run, and the rows.
 #[derive(Debug, Serialize)]
 pub struct Summary<'a> {
@@ -193,6 +206,48 @@ pub enum ReportError {
     },
     #[error("{path}: plotting: {message}")]
     Plot { path: PathBuf, message: String },
+}
+
+/// Whether `name` is a file the demo writes in its report folder: `index.html`,
+/// `summary.json`, or `<technique>-<run>.svg`, `series-<technique>-<run>.jsonl`,
+/// `manager-<technique>-<run>.log|.toml`.
+pub fn is_demo_file(name: &str) -> bool {
+    if name == "index.html" || name == "summary.json" {
+        return true;
+    }
+    let run_of = |rest: &str, ext: &str| {
+        rest.strip_suffix(ext)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    Technique::ALL.iter().any(|t| {
+        let t = format!("{}-", t.as_str());
+        let after = |prefix: &str| name.strip_prefix(prefix).and_then(|r| r.strip_prefix(&t));
+        name.strip_prefix(&t).is_some_and(|r| run_of(r, ".svg"))
+            || after("series-").is_some_and(|r| run_of(r, ".jsonl"))
+            || after("manager-").is_some_and(|r| run_of(r, ".log") || run_of(r, ".toml"))
+    })
+}
+
+/// Removes what an earlier demo wrote in `dir` (only the files [`is_demo_file`] names), so
+/// that a report folder used again holds one demo's files, not a mix; returns how many.
+///
+/// # Errors
+/// [`ReportError`] naming the folder or the file.
+pub fn clear_earlier(dir: &Path) -> Result<usize, ReportError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ReportError::Io { path, source }
+    };
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let ours = entry.file_name().to_str().is_some_and(is_demo_file);
+        if ours && entry.file_type().map_err(io(&entry.path()))?.is_file() {
+            std::fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Writes `text` to `path`, the error naming the file.
@@ -243,7 +298,7 @@ pub fn write_index(dir: &Path, summary: &Summary<'_>) -> Result<(), ReportError>
         html,
         "<pre>{}</pre>\n<pre>{}</pre>\n<p><a href=\"summary.json\">summary.json</a></p>\n",
         escape(&table(&summary.rows)),
-        escape(&migration_lines(&runs))
+        escape(&(migration_lines(&runs) + &note_lines(&runs)))
     );
     for r in &runs {
         let stem = stem(r);
@@ -363,6 +418,50 @@ mod tests {
         assert!(lines[2].contains("15.0 [10.0-20.0]"), "{text}");
         let listed = migration_lines(&runs);
         assert!(listed.contains("postcopy-1: relief d1 h1->h2 postcopy at +5.0 s, lost 1.00 s (floor 0.50 s), completed"), "{listed}");
+        let mut noted = runs[0].clone();
+        noted.notes = vec!["after relief: h1 was not relieved before the fall".into()];
+        assert_eq!(
+            note_lines(&[noted]),
+            format!(
+                "{}-{} note: after relief: h1 was not relieved before the fall\n",
+                runs[0].technique.as_str(),
+                runs[0].run
+            )
+        );
+    }
+
+    #[test]
+    fn only_the_demos_own_files_are_cleared() {
+        for ours in [
+            "index.html",
+            "summary.json",
+            "postcopy-1.svg",
+            "series-auto-12.jsonl",
+            "manager-precopy-3.log",
+            "manager-hybrid-1.toml",
+        ] {
+            assert!(is_demo_file(ours), "{ours}");
+        }
+        for theirs in [
+            "notes.txt",
+            "postcopy-.svg",
+            "postcopy-1.svg.bak",
+            "series-x-1.jsonl",
+            "manager-postcopy-a.log",
+            "trx-1.svg",
+            "../index.html",
+        ] {
+            assert!(!is_demo_file(theirs), "{theirs}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        for f in ["index.html", "auto-2.svg", "notes.txt"] {
+            std::fs::write(dir.path().join(f), "x").expect("write");
+        }
+        std::fs::create_dir(dir.path().join("summary.json")).expect("a folder so named");
+        assert_eq!(clear_earlier(dir.path()).expect("cleared"), 2);
+        assert!(dir.path().join("notes.txt").exists());
+        assert!(dir.path().join("summary.json").is_dir());
+        assert!(!dir.path().join("auto-2.svg").exists());
     }
 
     #[test]
