@@ -33,6 +33,16 @@ pub enum ExecError {
         /// Boxed: the error stays small enough to return by value.
         tail: Box<str>,
     },
+    /// A spawned helper (a delay line) that never answered on its control socket.
+    #[error("{what} did not answer on {} within {secs} s (last error: {last}); the end of its log {}:\n{tail}", socket.display(), log.display())]
+    Silent {
+        what: String,
+        socket: PathBuf,
+        secs: u64,
+        last: String,
+        log: PathBuf,
+        tail: Box<str>,
+    },
     #[error("processes {pids:?} in {} survived SIGKILL", file.display())]
     Unkillable { file: PathBuf, pids: Vec<i32> },
 }
@@ -98,6 +108,37 @@ impl<'a, S: System> Executor<'a, S> {
         }
         errors
     }
+}
+
+/// Polls a control socket until it answers; on timeout the error quotes the program's log.
+fn wait_control<S: System>(
+    sys: &mut S,
+    what: &str,
+    socket: &Path,
+    log: &Path,
+    timeout: Duration,
+) -> Result<(), ExecError> {
+    let rounds = (timeout.as_millis() / POLL.as_millis()).max(1);
+    let mut last = String::new();
+    for _ in 0..rounds {
+        match sys.control(socket, "stats") {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+        sys.sleep(POLL);
+    }
+    let tail = match sys.read(log) {
+        Ok(text) => log_tail(&text),
+        Err(e) => format!("(unreadable: {e})"),
+    };
+    Err(ExecError::Silent {
+        what: what.into(),
+        socket: socket.to_path_buf(),
+        secs: timeout.as_secs(),
+        last,
+        log: log.to_path_buf(),
+        tail: tail.into(),
+    })
 }
 
 /// Applies every action, continuing past failures (the `down` discipline); returns the failures.
@@ -178,6 +219,12 @@ pub fn perform<S: System>(
                 tail: tail.into(),
             })
         }
+        Action::WaitControl {
+            what,
+            socket,
+            log,
+            timeout,
+        } => wait_control(sys, what, socket, log, *timeout),
         Action::KillCgroup(files) => kill_cgroup(sys, files),
         Action::KillNetns(ns) => {
             // A namespace that is already gone has no processes.

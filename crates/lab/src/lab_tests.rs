@@ -198,6 +198,9 @@ impl System for FailTwice {
     fn http_get(&mut self, a: std::net::SocketAddr, p: &str, t: &str) -> Result<(), SystemError> {
         self.inner.http_get(a, p, t)
     }
+    fn control(&mut self, s: &Path, r: &str) -> Result<String, SystemError> {
+        self.inner.control(s, r)
+    }
     fn sleep(&mut self, d: Duration) {
         self.inner.sleep(d)
     }

@@ -34,6 +34,8 @@
 //! calls and injects failures for tests.
 
 pub mod cgroup;
+pub mod delay;
+pub mod delay_io;
 pub mod exec;
 pub mod fake;
 pub mod lab;
@@ -43,6 +45,7 @@ pub mod plan;
 pub mod state;
 pub mod system;
 pub mod tbf;
+pub mod wan;
 
 pub use cgroup::{CgroupLayout, CgroupVersion};
 pub use lab::{
