@@ -13,9 +13,13 @@
 //!    the bridge and whose other end is `eth0` in the namespace with address .(10+N), `tbf`
 //!    on the egress of both ends (one per direction), and cgroup `drover/<name>/hN` with the CPU
 //!    and memory caps;
-//! 5. optionally an agent per host, started detached in the host's cgroup and namespace, and
+//! 5. per WAN pair (`--wan h1-h2=RATE,DELAY`, see [`wan`]): the uncapped cgroup
+//!    `drover/<name>/wan`, a persistent TUN device in each of the two namespaces with `tbf` for
+//!    the rate, the pair's delay line (started detached in that cgroup and waited for on its
+//!    control socket), then a /32 route each way through the TUN devices;
+//! 6. optionally an agent per host, started detached in the host's cgroup and namespace, and
 //!    waited for on `GET /v1/health`;
-//! 6. the state file `lab.json`, written atomically, last.
+//! 7. the state file `lab.json`, written atomically, last.
 //!
 //! If any step fails the journal is undone newest first and the original error is reported.
 //!
@@ -28,8 +32,8 @@
 //!
 //! # Layers
 //!
-//! [`name`], [`tbf`], [`cgroup`] and [`plan`] are pure and compute the exact commands and file
-//! writes; [`exec`] carries them out through the [`system::System`] trait, whose
+//! [`name`], [`tbf`], [`cgroup`], [`wan`], [`delay`] and [`plan`] are pure and compute the exact
+//! commands, file writes and packet schedules; [`delay_io`] runs a delay line on TUN devices; [`exec`] carries them out through the [`system::System`] trait, whose
 //! [`system::RealSystem`] drives `ip`, `tc` and cgroupfs and whose [`fake::FakeSystem`] records
 //! calls and injects failures for tests.
 
