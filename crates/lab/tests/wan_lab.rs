@@ -36,6 +36,12 @@ fn control(state: &LabState, request: &str) -> ControlReply {
     serde_json::from_str(&answer).expect("control reply")
 }
 
+/// Measuring threads run at the delay line's real-time priority, so a busy machine and a
+/// `nice`d test run do not add their scheduling delay to what is measured.
+fn measuring_priority() {
+    drover_lab::delay_io::realtime_priority().expect("real-time priority (root)");
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     assert!(!v.is_empty(), "no samples");
     v.sort();
@@ -51,6 +57,7 @@ fn within_10_percent(measured: Duration, setting: Duration) -> bool {
 fn udp_rtts(from: &HostState, to: &HostState, n: usize) -> Vec<Duration> {
     let to_addr = addr(to, PORT_ECHO);
     let echo = in_netns(&to.netns, move || {
+        measuring_priority();
         let s = UdpSocket::bind(to_addr).expect("bind echo");
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let mut buf = [0u8; 64];
@@ -64,6 +71,7 @@ fn udp_rtts(from: &HostState, to: &HostState, n: usize) -> Vec<Duration> {
     std::thread::sleep(Duration::from_millis(100));
     let from_addr = addr(from, 0);
     let rtts = in_netns(&from.netns, move || {
+        measuring_priority();
         let s = UdpSocket::bind(from_addr).expect("bind probe");
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut out = Vec::new();
@@ -96,6 +104,7 @@ fn one_way_probes(
     let from_addr = addr(from, 0);
     let (sent_rx, run_rx) = (sent.clone(), running.clone());
     let receiver = in_netns(&to.netns, move || {
+        measuring_priority();
         let s = UdpSocket::bind(to_addr).expect("bind one-way");
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
@@ -113,6 +122,7 @@ fn one_way_probes(
         out
     });
     in_netns(&from.netns, move || {
+        measuring_priority();
         let s = UdpSocket::bind(from_addr).expect("bind one-way sender");
         let mut seq = 0u32;
         while running.load(Ordering::SeqCst) {
@@ -133,6 +143,7 @@ fn bulk(from: &HostState, to: &HostState) -> Duration {
         .unwrap()
         .expect("bind bulk");
     let receiver = std::thread::spawn(move || {
+        measuring_priority();
         let (mut conn, _) = listener.accept().expect("accept bulk");
         conn.set_read_timeout(Some(BULK_LIMIT)).unwrap();
         let start = Instant::now();
@@ -147,6 +158,7 @@ fn bulk(from: &HostState, to: &HostState) -> Duration {
         (got, start.elapsed())
     });
     in_netns(&from.netns, move || {
+        measuring_priority();
         let mut s = TcpStream::connect_timeout(&to_addr, Duration::from_secs(3)).expect("connect");
         s.set_write_timeout(Some(BULK_LIMIT)).unwrap();
         let chunk = vec![7u8; 1 << 16];
@@ -213,8 +225,18 @@ fn a_wan_pair_delays_at_full_rate_cuts_and_restores_and_goes_away() {
     let pid = state.wan[0].pid.expect("delay line pid");
 
     // Idle round trip: twice the one-way delay.
+    let idle_before = control(&state, "stats").dirs;
     let rtt = median(udp_rtts(h1, h2, 20));
-    eprintln!("idle RTT h1->h2->h1: median {rtt:?}");
+    let idle = control(&state, "stats").dirs;
+    let mean_ms = |d: usize| {
+        let n = idle[d].forwarded_packets - idle_before[d].forwarded_packets;
+        (idle[d].delay_sum_us - idle_before[d].delay_sum_us) as f64 / n.max(1) as f64 / 1000.0
+    };
+    eprintln!(
+        "idle RTT h1->h2->h1: median {rtt:?}; the line's own delay {:.2} ms and {:.2} ms",
+        mean_ms(0),
+        mean_ms(1)
+    );
     assert!(within_10_percent(rtt, 2 * DELAY), "idle RTT {rtt:?}");
 
     // At full rate: h1 sends bulk to h2; probes measure the delay both ways meanwhile.
@@ -243,6 +265,10 @@ fn a_wan_pair_delays_at_full_rate_cuts_and_restores_and_goes_away() {
         after[0].delay_max_us,
         after[0].late_max_us,
         after[0].dropped_full,
+    );
+    eprintln!(
+        "h1's TUN device after the transfer: {}",
+        sh(&format!("ip -n {} -s link show wan-h2", h1.netns))
     );
     assert!(within_10_percent(line_delay, DELAY), "{line_delay:?}");
     assert!(within_10_percent(reverse, DELAY), "{reverse:?}");
