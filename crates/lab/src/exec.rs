@@ -110,19 +110,19 @@ impl<'a, S: System> Executor<'a, S> {
     }
 }
 
-/// Polls a control socket until it answers; on timeout the error quotes the program's log.
-fn wait_control<S: System>(
+/// Asks `ask` every [`POLL`] until it succeeds or `timeout` has passed; on timeout, the last
+/// error and the tail of the program's `log` (read now: a rollback may remove it).
+fn poll<S: System>(
     sys: &mut S,
-    what: &str,
-    socket: &Path,
-    log: &Path,
     timeout: Duration,
-) -> Result<(), ExecError> {
+    log: &Path,
+    mut ask: impl FnMut(&mut S) -> Result<(), SystemError>,
+) -> Result<(), (String, Box<str>)> {
     let rounds = (timeout.as_millis() / POLL.as_millis()).max(1);
     let mut last = String::new();
     for _ in 0..rounds {
-        match sys.control(socket, "stats") {
-            Ok(_) => return Ok(()),
+        match ask(sys) {
+            Ok(()) => return Ok(()),
             Err(e) => last = e.to_string(),
         }
         sys.sleep(POLL);
@@ -131,13 +131,27 @@ fn wait_control<S: System>(
         Ok(text) => log_tail(&text),
         Err(e) => format!("(unreadable: {e})"),
     };
-    Err(ExecError::Silent {
+    Err((last, tail.into()))
+}
+
+/// Polls a control socket until it answers.
+fn wait_control<S: System>(
+    sys: &mut S,
+    what: &str,
+    socket: &Path,
+    log: &Path,
+    timeout: Duration,
+) -> Result<(), ExecError> {
+    poll(sys, timeout, log, |sys| {
+        sys.control(socket, "stats").map(drop)
+    })
+    .map_err(|(last, tail)| ExecError::Silent {
         what: what.into(),
         socket: socket.to_path_buf(),
         secs: timeout.as_secs(),
         last,
         log: log.to_path_buf(),
-        tail: tail.into(),
+        tail,
     })
 }
 
@@ -196,29 +210,17 @@ pub fn perform<S: System>(
             token,
             log,
             timeout,
-        } => {
-            let rounds = (timeout.as_millis() / POLL.as_millis()).max(1);
-            let mut last = String::new();
-            for _ in 0..rounds {
-                match sys.http_get(*addr, HEALTH_PATH, token) {
-                    Ok(()) => return Ok(()),
-                    Err(e) => last = e.to_string(),
-                }
-                sys.sleep(POLL);
-            }
-            let tail = match sys.read(log) {
-                Ok(text) => log_tail(&text),
-                Err(e) => format!("(unreadable: {e})"),
-            };
-            Err(ExecError::Unhealthy {
-                host: host.clone(),
-                addr: addr.to_string(),
-                secs: timeout.as_secs(),
-                last,
-                log: log.clone(),
-                tail: tail.into(),
-            })
-        }
+        } => poll(sys, *timeout, log, |sys| {
+            sys.http_get(*addr, HEALTH_PATH, token)
+        })
+        .map_err(|(last, tail)| ExecError::Unhealthy {
+            host: host.clone(),
+            addr: addr.to_string(),
+            secs: timeout.as_secs(),
+            last,
+            log: log.clone(),
+            tail,
+        }),
         Action::WaitControl {
             what,
             socket,
