@@ -13,10 +13,10 @@
 //!    the bridge and whose other end is `eth0` in the namespace with address .(10+N), `tbf`
 //!    on the egress of both ends (one per direction), and cgroup `drover/<name>/hN` with the CPU
 //!    and memory caps;
-//! 5. per WAN pair (`--wan h1-h2=RATE,DELAY`, see [`wan`]): the uncapped cgroup
-//!    `drover/<name>/wan`, a persistent TUN device in each of the two namespaces with `tbf` for
-//!    the rate, the pair's delay line (started detached in that cgroup and waited for on its
-//!    control socket), then a /32 route each way through the TUN devices;
+//! 5. per WAN pair (`--wan h1-h2=RATE,DELAY`, see [`wan`]): a persistent TUN device in each of
+//!    the two namespaces with `tbf` for the rate, the pair's delay line (started detached in the
+//!    first host's namespace, in no host's cgroup, and waited for on its control socket), then
+//!    a /32 route each way through the TUN devices;
 //! 6. optionally an agent per host, started detached in the host's cgroup and namespace, and
 //!    waited for on `GET /v1/health`;
 //! 7. the state file `lab.json`, written atomically, last.

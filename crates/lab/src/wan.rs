@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::delay::DelaySpec;
 use crate::name::{HostName, LabName, Subnet};
-use crate::plan::{in_cgroup_argv, Action, PlanEnv, Step};
+use crate::plan::{Action, PlanEnv, Step};
 use crate::system::Cmd;
 use crate::tbf::TbfParams;
 
@@ -32,9 +32,6 @@ use crate::tbf::TbfParams;
 pub const MAX_DELAY: Duration = Duration::from_secs(10);
 /// The fewest bytes a direction of the line holds (a few dozen full-size packets).
 pub const MIN_QUEUE_BYTES: u64 = 256 * 1024;
-/// Name of the cgroup (under the lab's) that the delay lines run in, uncapped so that the
-/// line is never the bottleneck it emulates, and killed by `down` with the rest of the lab.
-pub const WAN_CGROUP: &str = "wan";
 /// What `--wan` takes.
 pub const WAN_EXPECTED: &str =
     "expected hA-hB=RATE,DELAY[,jitter=JITTER], e.g. h1-h2=100Mbit/s,50ms,jitter=5ms";
@@ -258,19 +255,15 @@ fn run(ns: &str, args: &[&str]) -> Step {
     ))
 }
 
-/// The cgroup every delay line of the lab runs in (made once, before the first line).
-fn cgroup_steps(env: &PlanEnv, lab: &LabName) -> Vec<Step> {
-    let rel = lab.cgroup_lab_rel().join(WAN_CGROUP);
-    env.layout
-        .dirs(&rel)
-        .into_iter()
-        .map(|d| Step::undone_by(Action::Mkdir(d.clone()), Action::RemoveCgroup(d)))
-        .collect()
-}
-
-/// Steps of every WAN pair: the cgroup, then per pair the TUN devices with tbf, the line's
-/// config, the line itself (waited for on its control socket), and the routes last, so no
-/// packet is routed into a device nobody reads.
+/// Steps of every WAN pair: the TUN devices with tbf, the line's config, the line itself
+/// (waited for on its control socket), and the routes last, so no packet is routed into a
+/// device nobody reads.
+///
+/// The line runs in the first host's namespace (so `down`, which kills every process in the
+/// lab's namespaces, finds it without a state file) but in no host's cgroup: a host's CPU cap
+/// must not slow its link, and the lab's cgroups have no real-time budget (cgroup v1 with
+/// real-time group scheduling), which the line asks for (see
+/// [`crate::delay_io::realtime_priority`]).
 pub fn wan_steps(
     lab: &LabName,
     env: &PlanEnv,
@@ -281,10 +274,7 @@ pub fn wan_steps(
     if links.is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let mut steps = cgroup_steps(env, lab);
-    let procs = env
-        .layout
-        .procs_files(&lab.cgroup_lab_rel().join(WAN_CGROUP));
+    let mut steps = Vec::new();
     let mut states = Vec::new();
     for link in links {
         let (ha, hb) = (HostName::nth(link.a), HostName::nth(link.b));
@@ -319,15 +309,16 @@ pub fn wan_steps(
             contents: serde_json::to_string(&config).unwrap_or_default(),
             mode: None,
         }));
-        let mut argv = launch.to_vec();
+        let mut argv = vec!["ip".into(), "netns".into(), "exec".into(), a.netns.clone()];
+        argv.extend(launch.iter().cloned());
         argv.push(config_file.display().to_string());
         steps.push(Step::undone_by(
             Action::Spawn {
                 host: state.spawn_key(),
-                argv: in_cgroup_argv(&procs, &argv),
+                argv,
                 log: log.clone(),
             },
-            Action::KillCgroup(procs.clone()),
+            Action::KillNetns(a.netns.clone()),
         ));
         steps.push(Step::new(Action::WaitControl {
             what: format!("delay line {pair}"),

@@ -117,7 +117,6 @@ fn each_pair_gets_tuns_a_line_and_routes_in_that_order() {
             .position(|l| l.contains(needle))
             .unwrap_or_else(|| panic!("{needle} not in {text:#?}"))
     };
-    let mk = pos("mkdir /sys/fs/cgroup/cpu/drover/t/wan");
     let tun1 = pos("ip -n drvt-h1 tuntap add dev wan-h2 mode tun");
     let tbf1 = pos("tc -n drvt-h1 qdisc add dev wan-h2 root tbf rate 100000000bit");
     let tun2 = pos("ip -n drvt-h2 tuntap add dev wan-h1 mode tun");
@@ -125,21 +124,22 @@ fn each_pair_gets_tuns_a_line_and_routes_in_that_order() {
     let wait = pos("wait for delay line h1-h2");
     let r1 = pos("ip -n drvt-h1 route add 198.18.0.12/32 dev wan-h2 src 198.18.0.11");
     let r2 = pos("ip -n drvt-h2 route add 198.18.0.11/32 dev wan-h1 src 198.18.0.12");
-    assert!(mk < tun1 && tun1 < tbf1 && tbf1 < tun2 && tun2 < spawn);
+    assert!(tun1 < tbf1 && tbf1 < tun2 && tun2 < spawn);
     assert!(spawn < wait && wait < r1 && r1 < r2);
-    // The line joins the uncapped wan cgroup before it starts, and is killed on rollback.
+    // The line runs in h1's namespace (in no host's cgroup), and is killed with it on rollback.
     let spawn_step = &steps[spawn];
     let Action::Spawn { argv, .. } = &spawn_step.action else {
         panic!("{spawn_step:?}")
     };
-    assert!(argv.contains(&"/sys/fs/cgroup/cpu/drover/t/wan/cgroup.procs".to_string()));
+    assert_eq!(argv[..4], ["ip", "netns", "exec", "drvt-h1"]);
+    assert!(!argv.iter().any(|a| a.contains("cgroup")), "{argv:?}");
     assert!(argv.ends_with(&[
         "/bin/drover".into(),
         "lab".into(),
         "delay-line".into(),
         "/run/drover/lab/drover/wan-h1-h2.json".into()
     ]));
-    assert!(matches!(spawn_step.undo, Some(Action::KillCgroup(_))));
+    assert_eq!(spawn_step.undo, Some(Action::KillNetns("drvt-h1".into())));
     let s = &states[0];
     assert_eq!(s.config.a.netns, "drvt-h1");
     assert_eq!(s.config.b.tun, "wan-h1");

@@ -223,6 +223,12 @@ fn a_wan_pair_delays_at_full_rate_cuts_and_restores_and_goes_away() {
     let state = g.up(&g.spec(2).wan(vec![link], vec![line]));
     let (h1, h2) = (&state.hosts[0], &state.hosts[1]);
     let pid = state.wan[0].pid.expect("delay line pid");
+    // Its precision rests on real-time priority (it says in its log when it cannot have it).
+    let class = sh(&format!("ps -L -o cls= -p {pid}"));
+    assert!(
+        !class.is_empty() && class.lines().all(|c| c.trim() == "FF"),
+        "the delay line's threads are not SCHED_FIFO: {class:?}"
+    );
 
     // Idle round trip: twice the one-way delay.
     let idle_before = control(&state, "stats").dirs;
