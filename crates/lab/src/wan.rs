@@ -271,9 +271,6 @@ pub fn wan_steps(
     launch: &[String],
     ready_timeout: Duration,
 ) -> (Vec<Step>, Vec<WanState>) {
-    if links.is_empty() {
-        return (Vec::new(), Vec::new());
-    }
     let mut steps = Vec::new();
     let mut states = Vec::new();
     for link in links {
