@@ -4,6 +4,7 @@
 //!   [--agent-wake-delay SECS]`
 //! - `drover lab status [--json]`
 //! - `drover lab down` (safe after a crash, and twice)
+//! - `drover lab wan cut|restore|stats PAIR` and `--wan` on `up`: see [`crate::wan_cmd`]
 //! - `drover lab peer [--port P] [--duration S] [--max-conns N]`: the guests' `net` flows' peer,
 //!   served in the lab's peer namespace; one JSON line of per-connection figures a report
 
@@ -54,10 +55,29 @@ pub enum LabCommand {
         #[arg(long, value_name = "SECS", allow_negative_numbers = true,
               value_parser = whole::<u64>(0, 3_600))]
         agent_wake_delay: Option<u64>,
+        /// A slow, far link between two hosts, `hA-hB=RATE,DELAY[,jitter=JITTER]` (e.g.
+        /// h1-h2=100Mbit/s,50ms,jitter=5ms): RATE each way, DELAY one way (at most 10 s),
+        /// jitter at most the delay. Repeat for more pairs.
+        #[arg(long, value_name = "PAIR=RATE,DELAY")]
+        wan: Vec<String>,
         /// Print the lab description as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Cut, restore or inspect a WAN pair's link (`--wan` on `up`).
+    Wan {
+        #[arg(value_enum)]
+        action: crate::wan_cmd::WanAction,
+        /// The pair, e.g. h1-h2.
+        pair: String,
+        #[arg(long, default_value = DEFAULT_LAB)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one WAN pair's delay line (started by `lab up --wan`).
+    #[command(hide = true)]
+    DelayLine { config: PathBuf },
     /// Show the lab and check its namespaces and agents.
     Status {
         #[arg(long, default_value = DEFAULT_LAB)]
@@ -139,9 +159,11 @@ pub fn run(cmd: LabCommand) -> Result<()> {
             agent_bin,
             agent_timeout,
             agent_wake_delay,
+            wan,
             json,
         } => {
             let link = Typed::rate("--link", &link)?;
+            let wan = crate::wan_cmd::parse_wan_flags(&wan)?;
             let memory = host_memory
                 .as_deref()
                 .map(|m| Typed::size("--host-memory", m))
@@ -157,6 +179,13 @@ pub fn run(cmd: LabCommand) -> Result<()> {
             };
             let memory_bytes = memory.as_ref().map(Typed::value);
             let spec = lab_spec(&name, hosts, host_cpus, memory_bytes, link.value(), agent)
+                .and_then(|s| match wan.is_empty() {
+                    true => Ok(s),
+                    false => {
+                        let s = s.wan(wan, crate::wan_cmd::delay_line_argv().unwrap_or_default());
+                        s.validate().map(|()| s)
+                    }
+                })
                 .map_err(|e| match (&e, &memory) {
                     (PlanError::Tbf(t), _) => link.refused(&t.expected()),
                     (PlanError::Memory(_), Some(m)) => m.refused(&e.expected()),
@@ -166,6 +195,13 @@ pub fn run(cmd: LabCommand) -> Result<()> {
             let state = drover_lab::up(&mut sys, &dirs, &spec, &layout)?;
             print_state(&state, json);
         }
+        LabCommand::Wan {
+            action,
+            pair,
+            name,
+            json,
+        } => crate::wan_cmd::run_wan(&name, action, &pair, json)?,
+        LabCommand::DelayLine { config } => crate::wan_cmd::run_delay_line(&config)?,
         LabCommand::Status { name, json } => {
             let name = LabName::new(&name)?;
             let st = drover_lab::status(&mut sys, &dirs, &name)?;
@@ -291,6 +327,7 @@ fn spec_flag(e: &PlanError) -> &'static str {
         PlanError::Memory(_) => "--host-memory",
         PlanError::HealthTimeout => "--agent-timeout",
         PlanError::Cgroup(_) => "lab up",
+        PlanError::Wan(_) => "--wan",
     }
 }
 
@@ -353,4 +390,5 @@ fn print_state(state: &LabState, json: bool) {
             h.name, h.address, h.netns, cpus, mem
         );
     }
+    crate::wan_cmd::print_wan(state);
 }

@@ -18,6 +18,7 @@ mod sim_fidelity_cmd;
 mod sim_judge_cmd;
 mod sim_live_cmd;
 mod vm_cmd;
+mod wan_cmd;
 
 use clap::{Parser, Subcommand};
 

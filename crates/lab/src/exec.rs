@@ -33,6 +33,16 @@ pub enum ExecError {
         /// Boxed: the error stays small enough to return by value.
         tail: Box<str>,
     },
+    /// A spawned helper (a delay line) that never answered on its control socket.
+    #[error("{what} did not answer on {} within {secs} s (last error: {last}); the end of its log {}:\n{tail}", socket.display(), log.display())]
+    Silent {
+        what: String,
+        socket: PathBuf,
+        secs: u64,
+        last: String,
+        log: PathBuf,
+        tail: Box<str>,
+    },
     #[error("processes {pids:?} in {} survived SIGKILL", file.display())]
     Unkillable { file: PathBuf, pids: Vec<i32> },
 }
@@ -100,6 +110,51 @@ impl<'a, S: System> Executor<'a, S> {
     }
 }
 
+/// Asks `ask` every [`POLL`] until it succeeds or `timeout` has passed; on timeout, the last
+/// error and the tail of the program's `log` (read now: a rollback may remove it).
+fn poll<S: System>(
+    sys: &mut S,
+    timeout: Duration,
+    log: &Path,
+    mut ask: impl FnMut(&mut S) -> Result<(), SystemError>,
+) -> Result<(), (String, Box<str>)> {
+    let rounds = (timeout.as_millis() / POLL.as_millis()).max(1);
+    let mut last = String::new();
+    for _ in 0..rounds {
+        match ask(sys) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+        sys.sleep(POLL);
+    }
+    let tail = match sys.read(log) {
+        Ok(text) => log_tail(&text),
+        Err(e) => format!("(unreadable: {e})"),
+    };
+    Err((last, tail.into()))
+}
+
+/// Polls a control socket until it answers.
+fn wait_control<S: System>(
+    sys: &mut S,
+    what: &str,
+    socket: &Path,
+    log: &Path,
+    timeout: Duration,
+) -> Result<(), ExecError> {
+    poll(sys, timeout, log, |sys| {
+        sys.control(socket, "stats").map(drop)
+    })
+    .map_err(|(last, tail)| ExecError::Silent {
+        what: what.into(),
+        socket: socket.to_path_buf(),
+        secs: timeout.as_secs(),
+        last,
+        log: log.to_path_buf(),
+        tail,
+    })
+}
+
 /// Applies every action, continuing past failures (the `down` discipline); returns the failures.
 pub fn perform_all<S: System>(sys: &mut S, actions: &[Action]) -> Vec<ExecError> {
     let mut errors = Vec::new();
@@ -155,29 +210,23 @@ pub fn perform<S: System>(
             token,
             log,
             timeout,
-        } => {
-            let rounds = (timeout.as_millis() / POLL.as_millis()).max(1);
-            let mut last = String::new();
-            for _ in 0..rounds {
-                match sys.http_get(*addr, HEALTH_PATH, token) {
-                    Ok(()) => return Ok(()),
-                    Err(e) => last = e.to_string(),
-                }
-                sys.sleep(POLL);
-            }
-            let tail = match sys.read(log) {
-                Ok(text) => log_tail(&text),
-                Err(e) => format!("(unreadable: {e})"),
-            };
-            Err(ExecError::Unhealthy {
-                host: host.clone(),
-                addr: addr.to_string(),
-                secs: timeout.as_secs(),
-                last,
-                log: log.clone(),
-                tail: tail.into(),
-            })
-        }
+        } => poll(sys, *timeout, log, |sys| {
+            sys.http_get(*addr, HEALTH_PATH, token)
+        })
+        .map_err(|(last, tail)| ExecError::Unhealthy {
+            host: host.clone(),
+            addr: addr.to_string(),
+            secs: timeout.as_secs(),
+            last,
+            log: log.clone(),
+            tail,
+        }),
+        Action::WaitControl {
+            what,
+            socket,
+            log,
+            timeout,
+        } => wait_control(sys, what, socket, log, *timeout),
         Action::KillCgroup(files) => kill_cgroup(sys, files),
         Action::KillNetns(ns) => {
             // A namespace that is already gone has no processes.

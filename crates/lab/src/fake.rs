@@ -151,6 +151,16 @@ impl System for FakeSystem {
 
     fn sleep(&mut self, _d: Duration) {}
 
+    fn control(&mut self, socket: &Path, request: &str) -> Result<String, SystemError> {
+        let line = format!("control {} {request}", socket.display());
+        self.record(line.clone())?;
+        Ok(self
+            .outputs
+            .get(&line)
+            .cloned()
+            .unwrap_or_else(|| "{}".into()))
+    }
+
     fn random(&mut self, n: usize) -> Result<Vec<u8>, SystemError> {
         Ok((0..n).map(|i| i as u8).collect())
     }

@@ -135,6 +135,9 @@ pub fn up<S: System>(
         for h in &mut state.hosts {
             h.agent_pid = ex.pids.get(&h.name).copied();
         }
+        for w in &mut state.wan {
+            w.pid = ex.pids.get(&w.spawn_key()).copied();
+        }
         let path = dirs.state_file(name);
         ex.sys()
             .write_atomic(&path, &state.to_json())

@@ -198,6 +198,9 @@ impl System for FailTwice {
     fn http_get(&mut self, a: std::net::SocketAddr, p: &str, t: &str) -> Result<(), SystemError> {
         self.inner.http_get(a, p, t)
     }
+    fn control(&mut self, s: &Path, r: &str) -> Result<String, SystemError> {
+        self.inner.control(s, r)
+    }
     fn sleep(&mut self, d: Duration) {
         self.inner.sleep(d)
     }
@@ -372,4 +375,69 @@ fn up_takes_the_lowest_free_subnet() {
     assert!(sys
         .position("run ip addr add 198.18.1.1/24 dev drvdrover-br")
         .is_some());
+}
+
+fn wan_spec() -> LabSpec {
+    let link = crate::wan::WanLink::parse("h1-h2=100Mbit/s,50ms").unwrap();
+    spec().wan(vec![link], vec!["drover-delay-line".into()])
+}
+
+#[test]
+fn a_wan_pair_runs_its_delay_line_and_records_it() {
+    let mut sys = FakeSystem::new();
+    let state = up(&mut sys, &dirs(), &wan_spec(), &layout()).unwrap();
+    let w = &state.wan[0];
+    assert!(w.pid.is_some(), "{w:?}");
+    assert_ne!(w.pid, state.hosts[0].agent_pid);
+    let sock = "/run/drover/lab/drover/wan-h1-h2.sock";
+    let asked = sys.position(&format!("control {sock} stats")).unwrap();
+    let routed = sys
+        .ops
+        .iter()
+        .position(|o| o.contains("route add 198.18.0.12/32 dev wan-h2"))
+        .unwrap();
+    assert!(asked < routed, "routes only once the line answers");
+    assert_eq!(w.config.control, std::path::PathBuf::from(sock));
+}
+
+#[test]
+fn a_delay_line_that_never_answers_rolls_the_lab_back() {
+    let mut sys = FakeSystem::new();
+    sys.fail_on = Some("control ".into());
+    let err = up(&mut sys, &dirs(), &wan_spec(), &layout()).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("delay line h1-h2 did not answer"), "{text}");
+    assert!(
+        text.contains("everything made so far was removed"),
+        "{text}"
+    );
+    // The line is killed in its namespace, the namespaces (and their TUN devices) deleted.
+    let ops = &sys.ops;
+    for needle in [
+        "run ip netns pids drvdrover-h1",
+        "run ip netns del drvdrover-h1",
+        "remove-tree /run/drover/lab/drover",
+    ] {
+        assert!(ops.iter().any(|o| o == needle), "{needle} not in {ops:#?}");
+    }
+    assert!(!ops.iter().any(|o| o.contains("route add")), "{ops:#?}");
+    assert!(!sys.exists(&dirs().state_file(&name())));
+}
+
+#[test]
+fn wan_pairs_outside_the_lab_or_without_a_program_are_refused_up_front() {
+    let mut sys = FakeSystem::new();
+    let link = crate::wan::WanLink::parse("h1-h3=100Mbit/s,50ms").unwrap();
+    let err = up(
+        &mut sys,
+        &dirs(),
+        &spec().wan(vec![link], vec!["x".into()]),
+        &layout(),
+    );
+    assert!(err.unwrap_err().to_string().contains("h1..h2"));
+    let mut no_line = wan_spec();
+    no_line.delay_line = None;
+    let err = up(&mut sys, &dirs(), &no_line, &layout()).unwrap_err();
+    assert!(err.to_string().contains("delay-line program"), "{err}");
+    assert!(sys.ops.is_empty(), "{:?}", sys.ops);
 }

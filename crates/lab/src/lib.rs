@@ -13,9 +13,13 @@
 //!    the bridge and whose other end is `eth0` in the namespace with address .(10+N), `tbf`
 //!    on the egress of both ends (one per direction), and cgroup `drover/<name>/hN` with the CPU
 //!    and memory caps;
-//! 5. optionally an agent per host, started detached in the host's cgroup and namespace, and
+//! 5. per WAN pair (`--wan h1-h2=RATE,DELAY`, see [`wan`]): a persistent TUN device in each of
+//!    the two namespaces with `tbf` for the rate, the pair's delay line (started detached in the
+//!    first host's namespace, in no host's cgroup, and waited for on its control socket), then
+//!    a /32 route each way through the TUN devices;
+//! 6. optionally an agent per host, started detached in the host's cgroup and namespace, and
 //!    waited for on `GET /v1/health`;
-//! 6. the state file `lab.json`, written atomically, last.
+//! 7. the state file `lab.json`, written atomically, last.
 //!
 //! If any step fails the journal is undone newest first and the original error is reported.
 //!
@@ -28,12 +32,14 @@
 //!
 //! # Layers
 //!
-//! [`name`], [`tbf`], [`cgroup`] and [`plan`] are pure and compute the exact commands and file
-//! writes; [`exec`] carries them out through the [`system::System`] trait, whose
+//! [`name`], [`tbf`], [`cgroup`], [`wan`], [`delay`] and [`plan`] are pure and compute the exact
+//! commands, file writes and packet schedules; [`delay_io`] runs a delay line on TUN devices; [`exec`] carries them out through the [`system::System`] trait, whose
 //! [`system::RealSystem`] drives `ip`, `tc` and cgroupfs and whose [`fake::FakeSystem`] records
 //! calls and injects failures for tests.
 
 pub mod cgroup;
+pub mod delay;
+pub mod delay_io;
 pub mod exec;
 pub mod fake;
 pub mod lab;
@@ -43,6 +49,7 @@ pub mod plan;
 pub mod state;
 pub mod system;
 pub mod tbf;
+pub mod wan;
 
 pub use cgroup::{CgroupLayout, CgroupVersion};
 pub use lab::{

@@ -11,6 +11,7 @@ use crate::name::{self, HostName, LabName, NameError, Subnet, NS_IFNAME, PREFIX_
 use crate::state::{HostState, LabState, PeerState, TOKEN_FILE};
 use crate::system::Cmd;
 use crate::tbf::{TbfError, TbfParams};
+use crate::wan::{validate_links, wan_steps, WanError, WanLink};
 
 /// 1 Gbit/s per direction, a common datacenter link.
 pub const DEFAULT_LINK_RATE: u64 = 125_000_000;
@@ -20,6 +21,8 @@ pub const AGENT_PORT: u16 = 7700;
 /// the lab still runs without QEMU).
 pub const MIN_HOST_MEMORY: u64 = drover_guest::fit::MIN_HOST_MEMORY_BYTES;
 pub const HEALTH_PATH: &str = "/v1/health";
+/// How long a delay line may take to answer on its control socket after it starts.
+pub const DELAY_LINE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PlanError {
@@ -35,6 +38,8 @@ pub enum PlanError {
     Memory(u64),
     #[error("the agents' health timeout must be longer than zero")]
     HealthTimeout,
+    #[error(transparent)]
+    Wan(#[from] WanError),
 }
 
 impl PlanError {
@@ -93,6 +98,10 @@ pub struct LabSpec {
     pub memory_bytes: Option<u64>,
     pub link: TbfParams,
     pub agent: Option<AgentLaunch>,
+    /// Slow, far links between pairs of hosts (see [`crate::wan`]).
+    pub wan: Vec<WanLink>,
+    /// The delay-line program, run as `<argv> <config.json>`; needed when `wan` is not empty.
+    pub delay_line: Option<Vec<String>>,
 }
 
 impl LabSpec {
@@ -106,6 +115,8 @@ impl LabSpec {
             memory_bytes: None,
             link: TbfParams::for_rate(DEFAULT_LINK_RATE)?,
             agent: None,
+            wan: Vec::new(),
+            delay_line: None,
         })
     }
 
@@ -126,6 +137,13 @@ impl LabSpec {
 
     pub fn agent(mut self, launch: AgentLaunch) -> Self {
         self.agent = Some(launch);
+        self
+    }
+
+    /// WAN pairs, each run by `delay_line` (`<argv> <config.json>`).
+    pub fn wan(mut self, links: Vec<WanLink>, delay_line: Vec<String>) -> Self {
+        self.wan = links;
+        self.delay_line = Some(delay_line);
         self
     }
 
@@ -153,6 +171,10 @@ impl LabSpec {
             .is_some_and(|a| a.health_timeout.is_zero())
         {
             return Err(PlanError::HealthTimeout);
+        }
+        validate_links(&self.wan, self.hosts)?;
+        if !self.wan.is_empty() && self.delay_line.as_ref().is_none_or(|a| a.is_empty()) {
+            return Err(WanError::NoDelayLine.into());
         }
         Ok(())
     }
@@ -201,6 +223,13 @@ pub enum Action {
         argv: Vec<String>,
         log: PathBuf,
     },
+    /// Poll a Unix control socket (`stats`) until it answers.
+    WaitControl {
+        what: String,
+        socket: PathBuf,
+        log: PathBuf,
+        timeout: Duration,
+    },
     WaitHealth {
         host: String,
         addr: SocketAddr,
@@ -230,11 +259,18 @@ impl fmt::Display for Action {
             Self::Write { path, contents, .. } => {
                 write!(f, "write {contents} > {}", path.display())
             }
+            // A delay line's key is `wan-hA-hB`; hosts are `hN`.
+            Self::Spawn { host, argv, .. } if host.starts_with("wan-") => {
+                write!(f, "start {host}: {}", argv.join(" "))
+            }
             Self::Spawn { host, argv, .. } => {
                 write!(f, "start agent of {host}: {}", argv.join(" "))
             }
             Self::WaitHealth { host, addr, .. } => {
                 write!(f, "wait for agent of {host} at http://{addr}{HEALTH_PATH}")
+            }
+            Self::WaitControl { what, socket, .. } => {
+                write!(f, "wait for {what} on {}", socket.display())
             }
             Self::KillCgroup(files) => write!(f, "kill processes in {files:?}"),
             Self::KillNetns(ns) => write!(f, "kill processes in netns {ns}"),
@@ -253,11 +289,11 @@ pub struct Step {
 }
 
 impl Step {
-    fn new(action: Action) -> Self {
+    pub(crate) fn new(action: Action) -> Self {
         Self { action, undo: None }
     }
 
-    fn undone_by(action: Action, undo: Action) -> Self {
+    pub(crate) fn undone_by(action: Action, undo: Action) -> Self {
         Self {
             action,
             undo: Some(undo),
@@ -323,6 +359,9 @@ pub fn plan_up(spec: &LabSpec, env: &PlanEnv) -> Result<UpPlan, PlanError> {
         steps.extend(host_steps);
         hosts.push(state);
     }
+    let launch = spec.delay_line.clone().unwrap_or_default();
+    let (wan, wan_states) = wan_steps(lab, env, &spec.wan, &launch, DELAY_LINE_TIMEOUT);
+    steps.extend(wan);
     steps.extend(peer_steps(lab, env.subnet));
     if let Some(agent) = &spec.agent {
         steps.extend(agent_steps(
@@ -349,6 +388,7 @@ pub fn plan_up(spec: &LabSpec, env: &PlanEnv) -> Result<UpPlan, PlanError> {
             netns: lab.peer_netns(),
             address: env.subnet.peer_addr(),
         }),
+        wan: wan_states,
     };
     Ok(UpPlan { steps, state })
 }

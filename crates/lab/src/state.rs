@@ -86,6 +86,9 @@ pub struct LabState {
     /// The traffic peer's namespace (None in a lab made before it existed).
     #[serde(default)]
     pub peer: Option<PeerState>,
+    /// WAN pairs and their delay lines (none in a lab made before they existed).
+    #[serde(default)]
+    pub wan: Vec<crate::wan::WanState>,
 }
 
 /// Where the lab's traffic peer lives: `drover lab peer` serves the guests' net flows there.
@@ -184,7 +187,12 @@ mod tests {
     use crate::plan::{plan_up, LabSpec, PlanEnv};
 
     fn sample() -> LabState {
-        let spec = LabSpec::new("drover", 2).unwrap().cpus(0.5).memory(1 << 30);
+        let wan = crate::wan::WanLink::parse("h1-h2=100Mbit/s,50ms").unwrap();
+        let spec = LabSpec::new("drover", 2)
+            .unwrap()
+            .cpus(0.5)
+            .memory(1 << 30)
+            .wan(vec![wan], vec!["drover-delay-line".into()]);
         let env = PlanEnv::sample();
         plan_up(&spec, &env).unwrap().state
     }

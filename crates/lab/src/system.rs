@@ -120,6 +120,8 @@ pub trait System {
     /// One `GET path` over HTTP/1.0; Ok if the answer is 2xx.
     fn http_get(&mut self, addr: SocketAddr, path: &str, token: &str) -> Result<(), SystemError>;
     fn sleep(&mut self, d: Duration);
+    /// Sends one line to a Unix control socket (a delay line's) and returns its one-line answer.
+    fn control(&mut self, socket: &Path, request: &str) -> Result<String, SystemError>;
     /// Reads `n` random bytes.
     fn random(&mut self, n: usize) -> Result<Vec<u8>, SystemError>;
     /// Takes the machine-wide lab lock (released when the guard drops), so concurrent `up`s
@@ -146,6 +148,10 @@ const LOCK_FILE: &str = "/run/lock/drover-lab.lock";
 pub struct RealSystem;
 
 impl System for RealSystem {
+    fn control(&mut self, socket: &Path, request: &str) -> Result<String, SystemError> {
+        control_request(socket, request).map_err(|e| SystemError::io("ask", socket, e))
+    }
+
     fn run(&mut self, cmd: &Cmd) -> Result<String, SystemError> {
         tracing::debug!(%cmd, "run");
         let out = Command::new(&cmd.program)
@@ -338,4 +344,19 @@ impl System for RealSystem {
         }
         Ok(LabLock(Some(f)))
     }
+}
+
+/// How long a control request may take.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One request line to a Unix control socket, one answer line back.
+pub fn control_request(socket: &Path, request: &str) -> std::io::Result<String> {
+    use std::io::BufRead;
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(CONTROL_TIMEOUT))?;
+    stream.set_write_timeout(Some(CONTROL_TIMEOUT))?;
+    stream.write_all(format!("{request}\n").as_bytes())?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line)?;
+    Ok(line.trim_end().to_string())
 }
