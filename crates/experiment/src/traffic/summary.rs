@@ -266,6 +266,7 @@ mod tests {
                 wss_bytes: 1 << 20,
                 dirty_rate_bps: 0.0,
             },
+            moved_bytes: None,
             traffic: Traffic {
                 rx_bps: 0.0,
                 tx_bps: 5e5,
