@@ -2,7 +2,7 @@
 //! its traffic and the NIC side it spares; for the group, the order and the comparison with the
 //! alternatives.
 
-use super::model::{evaluate, location, Ctx, Outcome};
+use super::model::{evaluate, location, stall_beyond, Ctx, Outcome};
 use super::search::traffic_order;
 use super::{Alternative, Coverage, GroupPlan, Schedule, SearchStats, VmForecast};
 use crate::migration::cost::choose;
@@ -111,8 +111,17 @@ fn vm_reason(ctx: &Ctx, s: &Schedule, o: &Outcome, v: usize, share: f64) -> Stri
     } else {
         "; its application loses nothing to the migrations".to_string()
     };
+    let stall = stall_beyond(ctx.params, &leg.prediction);
+    let stall = if stall > 0.0 {
+        format!(
+            "; waiting on its pages over the link for {:.1} s of post-copy costs it {stall:.2} s more",
+            leg.prediction.postcopy_s
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{head}{}; predicted {:.1} s{loss}",
+        "{head}{}; predicted {:.1} s{loss}{stall}",
         sharing(ctx, o, v),
         leg.prediction.total_s
     )

@@ -61,6 +61,13 @@ fn post_copy_pays_for_its_stalls() {
     close(f.lost_work_s, 5.65, "post lost work");
     close(f.degradation_pct, 100.0 * 5.65 / 10.0, "post degradation");
     close(post.objective, 65.9305, "post objective");
+    assert!(
+        f.reason.contains(
+            "waiting on its pages over the link for 8.0 s of post-copy costs it 5.60 s more"
+        ),
+        "{}",
+        f.reason
+    );
     let plan = choose_group(&g, &params, &ALL).expect("plan");
     assert_eq!(plan.vms[0].technique, Technique::Precopy, "{}", plan.reason);
     close(plan.objective, 14.08, "pre objective");
