@@ -56,34 +56,35 @@
 //!   measurement (BENCHMARKS.md): under TCG a post-copied guest waits on its pages over the
 //!   link, its flow paused 2-6.5 s, and the post-copied senders (no migration traffic beside
 //!   them) lost 0.64-0.80 of their throughput over the phase, where the per-page fault time
-//!   predicted 0.01. Its degradation is its lost work over `max(E, window_min_s)`, percent.
+//!   predicted 0.01-0.35. Its degradation is its lost work over `max(E, window_min_s)`,
+//!   percent.
 //! - **Objective** (lower is better), what issue 11 asks of the choice: the applications'
 //!   degradation and the group's evacuation time, both from the forecast above. In points:
-//!   `degradation_weight` (10) per second of the applications' lost work, `evacuation_weight`
-//!   (1) per second of `E`, and each VM's risk. The lost work is each VM's single-VM score's
-//!   share ([`Prediction::score`](super::cost::Prediction::score): 1 point per percent of its
-//!   10 s window, i.e. 10 a second, and 0.01 a second of its migration) plus 10 a second of
-//!   throughput the migrations take from applications (the group's and the residents') and
-//!   of post-copy stall. The risk: 1,000 for a pre-copy that never converges, 10 a second of pause (counted again beyond its lost
-//!   work: latency-sensitive services feel it beyond its share of throughput), and
-//!   `postcopy_exposure_weight` (0.1) a second of post-copy, memory split between hosts
-//!   (a tenth of the single-VM model's price: the phase's measured cost, the stall, is in the
-//!   lost work, so this prices only losing a host or the link meanwhile, and 1 point a second
-//!   outweighed the model's own time and lost-work forecast). So 1 s of one application's
-//!   full throughput weighs as 10 s of evacuation: degradation comes first, and between
-//!   schedules that lose about the same the shorter evacuation wins, which is what makes the
-//!   search use every concurrency slot allowed when that shortens `E` without costing more
-//!   in contention than it saves. Equal objectives go to the shorter `E`. With
-//!   `evacuation_weight` 0, exposure at the cost model's price and `postcopy_stall_factor` 0
-//!   (the weights before issue 11's measurement), a group whose VMs have no traffic gets
-//!   exactly each VM's single-VM choice, and traffic changes a choice only through the
-//!   contention it causes ([`GroupParams`] has the defaults and why).
+//!   `degradation_weight` (10) per second of the applications' lost work, `evacuation_weight` (1)
+//!   per second of `E`, and each VM's risk. The lost work is each VM's single-VM score's share
+//!   ([`Prediction::score`](super::cost::Prediction::score): 1 point per percent of its 10 s
+//!   window, i.e. 10 a second, and 0.01 a second of its migration) plus 10 a second of throughput
+//!   the migrations take from applications (the group's and the residents') and of post-copy stall.
+//!   The risk: 1,000 for a pre-copy that never converges, 10 a second of pause (counted again
+//!   beyond its lost work: latency-sensitive services feel it beyond its share of throughput), and
+//!   `postcopy_exposure_weight` (0.1) a second of post-copy, memory split between hosts (a tenth of
+//!   the single-VM model's price: the phase's measured cost, the stall, is in the lost work, so
+//!   this prices only losing a host or the link meanwhile, and 1 point a second outweighed the
+//!   model's own time and lost-work forecast). So 1 s of one application's full throughput weighs
+//!   as 10 s of evacuation: degradation comes first, and between schedules that lose about the same
+//!   the shorter evacuation wins, which is what makes the search use every concurrency slot allowed
+//!   when that shortens `E` without costing more in contention than it saves. Equal objectives go
+//!   to the shorter `E`. With `evacuation_weight` 0, exposure at the cost model's price and
+//!   `postcopy_stall_factor` 0 (the weights before issue 11's measurement), a group whose VMs have
+//!   no traffic gets exactly each VM's single-VM choice, and traffic changes a choice only through
+//!   the contention it causes ([`GroupParams`] has the defaults and why).
 //!
 //! Not modelled: applications backing off when they lose throughput (their demand stays the
-//! measured rate; measured here, paced flows beside a pre-copy stream kept 97-99% of their
-//! rate where a fair share forecasts less, so pre-copy's contention is over-forecast), traffic a VM gains or loses because it moved (a peer on the destination),
-//! post-copy's page requests (small, on the destination's transmit side), and dirty rates
-//! that change with the contention.
+//! measured rate; measured here, the senders' paced flows beside pre-copy streams kept 97-99% of
+//! their rate where a fair share forecasts less, so pre-copy's contention is over-forecast),
+//! traffic a VM gains or loses because it moved (a peer on the destination), post-copy's page
+//! requests (small, on the destination's transmit side), and dirty rates that change with the
+//! contention.
 //!
 //! # The order
 //!

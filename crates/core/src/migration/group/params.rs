@@ -44,10 +44,12 @@ pub struct GroupParams {
     /// hosts: losing either, or the link, loses the VM), in place of the single-VM model's
     /// `cost.postcopy_exposure_weight`.
     pub postcopy_exposure_weight: f64,
-    /// Share of its full throughput a guest loses while post-copy fetches its memory, on top of
-    /// the single-VM model's per-page fault time: the seconds lost are this times the
-    /// post-copy phase (`Prediction::postcopy_s`, the bytes left at the switch over the
-    /// bandwidth its migration gets). 0 leaves only the single-VM model's estimate.
+    /// Share (0..=1) of its full throughput a guest loses while post-copy fetches its memory:
+    /// a post-copied VM loses at least its switchover pause plus this times its post-copy
+    /// phase (`Prediction::postcopy_s`, the bytes left at the switch over the bandwidth its
+    /// migration gets), or the single-VM model's lost work where that says more; only the
+    /// rest of its inbound traffic contends meanwhile. 0 leaves the single-VM model's
+    /// estimate.
     pub postcopy_stall_factor: f64,
     /// Points charged per second of application throughput the migrations' traffic takes
     /// (group VMs and residents; each VM's own pause, dirty tracking and faults are in its
@@ -83,8 +85,8 @@ impl Default for GroupParams {
             // (`degradation_weight` is 10 a second): the applications' loss still comes first,
             // but between schedules that lose about the same the shorter evacuation wins by
             // its seconds, not as a tie-break. At 0 (the value until issue 11's measurement)
-            // the choice ran one migration at a time where two were allowed and took 36.7 s
-            // against its own forecast of 27.1 s for the paper's rule (BENCHMARKS.md). A
+            // the choice ran one migration at a time where two were allowed, in a schedule it
+            // forecast at 36.7 s against 27.1 s for the paper's rule (BENCHMARKS.md). A
             // caller whose evacuation costs more by the second (a host to free for maintenance
             // by a deadline) raises it; at 0, with `postcopy_exposure_weight` at the cost
             // model's and `postcopy_stall_factor` 0, a group without traffic gets exactly each
@@ -101,8 +103,10 @@ impl Default for GroupParams {
             // Measured here (issue 11 part 4, 3 repetitions, all post-copy, 200 Mbit/s,
             // QEMU under TCG): the senders, which no migration traffic contended with, lost
             // 0.64-0.80 (mean 0.73) of their throughput over their post-copy phase (their
-            // flows paused 2-6.5 s while the guest waited on pages over the link); the single-
-            // VM model's per-page time predicted 0.01. A host under KVM should measure its own.
+            // flows paused 2-6.5 s while the guest waited on pages over the link); the
+            // single-VM model's per-page fault time predicted 0.01-0.35. With it the model
+            // forecasts all post-copy's 24.8 s of lost work within 1% (the `objective`
+            // tests). A host under KVM should measure its own.
             postcopy_stall_factor: 0.7,
             // The single-VM score counts 1 point per percent of a 10 s window (its
             // `window_min_s`), i.e. 10 points per second of work lost.
