@@ -316,7 +316,7 @@ fn group(
     })
 }
 
-/// `out1 97.0 MB, ...` as learned, or that all of memory is assumed.
+/// `out1 92.5MiB, ...` as learned, or that all of memory is assumed.
 fn moved_note(group: &Group) -> String {
     let learned: Vec<String> = group
         .vms
