@@ -115,6 +115,8 @@ fn build(view: &View, settings: &ControlSettings, picks: &[Pick], members: &[usi
                     wss_bytes: vm.obs.wss_bytes.unwrap_or(memory).min(memory),
                     dirty_rate_bps: vm.dirty_rate().unwrap_or(0.0),
                 },
+                // No agent reports a guest's non-zero pages yet: all of its memory.
+                moved_bytes: None,
                 traffic: traffic(view, picks[i].vm),
                 destination: view.hosts[picks[i].to].name().to_string(),
             }

@@ -15,8 +15,10 @@
 //! 4. The schedule: all pre-copy or all post-copy in the traffic order at `concurrency`, or
 //!    the group choice's (technique per VM, order, concurrency up to `concurrency`) from the
 //!    agents' tap rx/tx means over the baseline, their dirty rates, the VMs' memory (as the
-//!    working set, as the manager does) and the links' rate; and the group model's forecast of
-//!    it (predicted).
+//!    working set, as the manager does), the bytes a pass over each guest's memory moved in
+//!    the runs before (the least of its completed migrations; before any, all of memory) and
+//!    the links' rate; and the group model's forecast of it (predicted), with the group
+//!    model's default weights (`GroupParams::default`, as the manager uses them).
 //! 5. The evacuation, driven through h1's agent: the schedule's waves, each wave's migrations
 //!    started together and waited for before the next (the model's waves); then `after_s`.
 //! 6. Teardown, then the figures ([`summary`]) from the peer's byte counters, the sampler's

@@ -7,7 +7,7 @@
 use super::config::{Strategy, TrafficConfig};
 use super::peer::Peer;
 use super::series::{tap_means, LinkCounters, PeerSample, TapSample, TrafficSample};
-use super::summary::{summarize, MigrationDone, RunRecord, RunResult, VmSeen};
+use super::summary::{learn_moved_bytes, summarize, MigrationDone, RunRecord, RunResult, VmSeen};
 use crate::lab_guard::{LabRun, LabRunError};
 use crate::runner::Say;
 use crate::sampler::unix_now_s;
@@ -18,6 +18,7 @@ use drover_core::migration::group::{
 };
 use drover_core::migration::{PlanKnobs, Technique, VmProfile};
 use drover_lab::{AgentLaunch, LabSpec};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
@@ -64,7 +65,8 @@ pub struct TrafficOutcome {
     pub t0_s: f64,
 }
 
-/// Runs `strategy`'s repetition `run`.
+/// Runs `strategy`'s repetition `run`; `moved` holds what one pass over each guest's memory
+/// moved in earlier runs ([`learn_moved_bytes`]; empty: the model takes all of memory).
 ///
 /// # Errors
 /// [`TrafficError`]: the lab, a VM, the peer or an agent failed; the lab is down again.
@@ -72,6 +74,7 @@ pub async fn run_once(
     config: &TrafficConfig,
     strategy: Strategy,
     run: u32,
+    moved: &BTreeMap<String, u64>,
     say: Say<'_>,
 ) -> Result<TrafficOutcome, TrafficError> {
     let tag = format!("{}-{run}", strategy.as_str());
@@ -100,7 +103,11 @@ pub async fn run_once(
     let t0_s = unix_now_s();
     say(&format!("[{tag}] baseline {} s", config.baseline_s));
     tokio::time::sleep(Duration::from_secs(config.baseline_s)).await;
-    let group = group(config, &sampler.snapshot(), &vms, t0_s)?;
+    let group = group(config, &sampler.snapshot(), &vms, t0_s, moved)?;
+    say(&format!(
+        "[{tag}] bytes a pass moves: {}",
+        moved_note(&group)
+    ));
     let params = GroupParams {
         max_concurrent: config.concurrency,
         ..GroupParams::default()
@@ -270,6 +277,7 @@ fn group(
     series: &[TrafficSample],
     vms: &[VmSeen],
     from_s: f64,
+    moved: &BTreeMap<String, u64>,
 ) -> Result<Group, TrafficError> {
     let link = config.link_bps as f64;
     let nic = |host: &str| HostNic {
@@ -285,12 +293,14 @@ fn group(
                 .ok_or_else(|| TrafficError::Scenario(format!("no sample of {}", v.name)))?;
             Ok(LeavingVm {
                 name: v.name.clone(),
-                // Memory as the working set, as the manager does (no agent measures it).
+                // Memory as the working set, as the manager does (no agent measures it); a
+                // pass moves what this guest's migrations moved in earlier runs, if any.
                 profile: VmProfile {
                     memory_bytes: config.memory_bytes,
                     wss_bytes: config.memory_bytes,
                     dirty_rate_bps: dirty.unwrap_or(0.0),
                 },
+                moved_bytes: moved.get(&v.name).copied(),
                 traffic: Traffic {
                     rx_bps: rx,
                     tx_bps: tx,
@@ -304,6 +314,23 @@ fn group(
         destinations: vec![nic("h2")],
         vms: leaving,
     })
+}
+
+/// `out1 92.5MiB, ...` as learned, or that all of memory is assumed.
+fn moved_note(group: &Group) -> String {
+    let learned: Vec<String> = group
+        .vms
+        .iter()
+        .filter_map(|v| {
+            v.moved_bytes
+                .map(|b| format!("{} {}", v.name, drover_core::units::format_size(b)))
+        })
+        .collect();
+    if learned.is_empty() {
+        "all of memory (no earlier migration measured)".into()
+    } else {
+        format!("{} (least of earlier runs)", learned.join(", "))
+    }
 }
 
 /// The strategy's schedule and its forecast: a uniform one or the paper's rule in the traffic
@@ -529,11 +556,13 @@ pub async fn run_all(
     say("guest image: building if needed");
     drover_qemu::image::ensure_image(&drover_qemu::image::NoProgress)?;
     let mut all = Vec::new();
+    let mut moved = BTreeMap::new();
     for run in 1..=config.repeat {
         for &s in &config.strategies {
-            let outcome = run_once(config, s, run, say)
+            let outcome = run_once(config, s, run, &moved, say)
                 .await
                 .map_err(|e| TrafficError::Scenario(format!("{} run {run}: {e}", s.as_str())))?;
+            learn_moved_bytes(&mut moved, &outcome.migrations);
             done(&outcome);
             all.push(outcome);
         }

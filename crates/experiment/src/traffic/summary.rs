@@ -21,6 +21,7 @@ use super::series::{app_rate, link_rate, longest_pause, PeerSample, TrafficSampl
 use drover_core::migration::group::GroupPlan;
 use drover_core::migration::Technique;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A migration as its source agent recorded it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +45,24 @@ impl MigrationDone {
     /// Start to end, s.
     pub fn duration_s(&self) -> Option<f64> {
         self.ended_s.map(|e| e - self.started_s)
+    }
+}
+
+/// Folds into `learned` what one pass over each guest's memory moved, as `migrations`
+/// measured it: per VM, the least `transferred_bytes` of its completed migrations (a pre-copy
+/// also resends what was dirtied meanwhile; a post-copy sends each page once; zero pages cross
+/// as headers). The group model forecasts later runs with it ([`LeavingVm::moved_bytes`]).
+///
+/// [`LeavingVm::moved_bytes`]: drover_core::migration::group::LeavingVm::moved_bytes
+pub fn learn_moved_bytes(learned: &mut BTreeMap<String, u64>, migrations: &[MigrationDone]) {
+    for m in migrations.iter().filter(|m| m.completed()) {
+        let Some(bytes) = m.transferred_bytes.filter(|b| *b > 0) else {
+            continue;
+        };
+        learned
+            .entry(m.vm.clone())
+            .and_modify(|b| *b = (*b).min(bytes))
+            .or_insert(bytes);
     }
 }
 
@@ -266,6 +285,7 @@ mod tests {
                 wss_bytes: 1 << 20,
                 dirty_rate_bps: 0.0,
             },
+            moved_bytes: None,
             traffic: Traffic {
                 rx_bps: 0.0,
                 tx_bps: 5e5,
@@ -359,6 +379,39 @@ mod tests {
             done("in1", 22.0, 30.0, Technique::Precopy),
         ];
         (vms, series, peer, migrations)
+    }
+
+    /// The least bytes of each VM's completed migrations; failed ones and missing figures
+    /// teach nothing.
+    #[test]
+    fn moved_bytes_are_learned_from_completed_migrations() {
+        let done = |vm: &str, state: &str, bytes: Option<u64>| MigrationDone {
+            vm: vm.into(),
+            technique: Technique::Precopy,
+            state: state.into(),
+            started_s: 0.0,
+            ended_s: Some(1.0),
+            downtime_ms: None,
+            transferred_bytes: bytes,
+            error: None,
+        };
+        let mut learned = BTreeMap::new();
+        learn_moved_bytes(
+            &mut learned,
+            &[
+                done("a", "completed", Some(100)),
+                done("b", "failed", Some(10)),
+                done("c", "completed", None),
+            ],
+        );
+        learn_moved_bytes(
+            &mut learned,
+            &[
+                done("a", "completed", Some(97)),
+                done("a", "completed", Some(120)),
+            ],
+        );
+        assert_eq!(learned, BTreeMap::from([("a".to_string(), 97)]));
     }
 
     /// The figures of `migrations` over [`record_parts`]'s series, as `strategy`'s run 1, with

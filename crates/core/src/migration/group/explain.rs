@@ -2,7 +2,7 @@
 //! its traffic and the NIC side it spares; for the group, the order and the comparison with the
 //! alternatives.
 
-use super::model::{evaluate, location, Ctx, Outcome};
+use super::model::{evaluate, location, stall_beyond, Ctx, Outcome};
 use super::search::traffic_order;
 use super::{Alternative, Coverage, GroupPlan, Schedule, SearchStats, VmForecast};
 use crate::migration::cost::choose;
@@ -111,8 +111,17 @@ fn vm_reason(ctx: &Ctx, s: &Schedule, o: &Outcome, v: usize, share: f64) -> Stri
     } else {
         "; its application loses nothing to the migrations".to_string()
     };
+    let stall = stall_beyond(ctx.params, &leg.prediction);
+    let stall = if stall > 0.0 {
+        format!(
+            "; waiting on its pages over the link for {:.1} s of post-copy costs it {stall:.2} s more",
+            leg.prediction.postcopy_s
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{head}{}; predicted {:.1} s{loss}",
+        "{head}{}; predicted {:.1} s{loss}{stall}",
         sharing(ctx, o, v),
         leg.prediction.total_s
     )
@@ -194,7 +203,7 @@ fn idle_reason(ctx: &Ctx, v: usize, bw: f64, unthrottled_bps: f64) -> String {
     let vm = &ctx.group.vms[v];
     let link = LinkProfile { bandwidth_bps: bw };
     let cost = ctx.cost_at(unthrottled_bps);
-    let single = choose(&vm.profile, &link, &cost, &ctx.allowed);
+    let single = choose(&ctx.profiles[v], &link, &cost, &ctx.allowed);
     format!(
         "{} has no traffic to speak of ({:.2} MB/s in, {:.2} out), so the direction of its migration spares nobody: the single-VM choice at the {:.1} MB/s it gets ({})",
         vm.name,
@@ -250,15 +259,15 @@ fn rule_would(ctx: &Ctx, o: &Outcome, alt: &Outcome, v: usize, wanted: Technique
             mb(leg.bandwidth_bps)
         );
     }
-    let cost = &ctx.params.cost;
+    let params = ctx.params;
     let figures = format!(
         "evacuation {:.1} s instead of {:.1} s, lost work {:.2} s instead of {:.2} s, risk (pauses, memory split between hosts) {:.1} points instead of {:.1}",
         alt.evacuation_s,
         o.evacuation_s,
         alt.group_lost_s() + alt.residents_lost_s,
         o.group_lost_s() + o.residents_lost_s,
-        alt.risk(cost),
-        o.risk(cost),
+        alt.risk(params),
+        o.risk(params),
     );
     let more = alt.objective - o.objective;
     if more >= 0.0 {

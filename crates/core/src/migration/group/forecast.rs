@@ -44,7 +44,8 @@ pub struct VmForecast {
     /// others').
     pub app_lost_bytes: f64,
     /// Seconds of its full throughput lost: the single-VM model's lost work (pause, tracking,
-    /// faults) plus `app_lost_bytes` over its throughput.
+    /// faults) plus `app_lost_bytes` over its throughput, plus its post-copy stall beyond the
+    /// model's faults (`GroupParams::postcopy_stall_factor`).
     pub lost_work_s: f64,
     /// `lost_work_s` over the evacuation window (`max(evacuation_s, window_min_s)`), percent.
     pub degradation_pct: f64,
@@ -105,10 +106,12 @@ pub struct GroupPlan {
     pub lost_work_s: f64,
     /// Seconds of full throughput lost by the VMs that stay (or already run) on the hosts.
     pub residents_lost_s: f64,
-    /// The sum of each VM's single-VM score at the bandwidth it gets ([`Prediction::score`]),
-    /// plus `degradation_weight` x the seconds of throughput the migrations take from the
-    /// applications (group and residents), plus `evacuation_weight` x `evacuation_s`; lower
-    /// is better, ties go to the shorter evacuation.
+    /// The sum of each VM's single-VM score at the bandwidth it gets ([`Prediction::score`],
+    /// post-copy exposure at the group's price), plus `degradation_weight` x the seconds of
+    /// throughput the migrations take from the applications (group and residents) and of
+    /// post-copy stall beyond the single-VM model's, plus `evacuation_weight` x
+    /// `evacuation_s`; lower is better, ties go to the shorter evacuation (the module doc of
+    /// [`super`] says why).
     pub objective: f64,
     /// The schedules compared against ([`super::choose_group`] only; empty otherwise).
     pub alternatives: Vec<Alternative>,

@@ -28,14 +28,19 @@
 //!   a share `a_v` on the source: 1 for pre-copy (it runs there until switchover), 0 for
 //!   post-copy, and for hybrid the share of its bytes sent before the switch (the single-VM
 //!   model's hybrid forecast at the uncontended bandwidth): a time average of where it runs.
-//!   VMs outside the group on these hosts (`residents`) compete too.
+//!   While it runs on its destination during its own migration (its post-copy phase) it
+//!   stalls on faults for `postcopy_stall_factor` of the time, so only the rest of its
+//!   inbound traffic competes there. VMs outside the group on these hosts (`residents`)
+//!   compete too.
 //! - **Sharing a link.** Max-min fair by progressive filling (the default [`Split::FairShare`],
 //!   what long-lived TCP flows converge to), or with migrations or applications served first
 //!   ([`Split`]). An application is a flow with a fixed demand (its measured rate); a migration
 //!   gets `B_v`, its fair share of the narrower of its two links.
 //! - **Each migration.** The single-VM cost model ([`crate::migration::cost`]) at `B_v`: time
 //!   `T_v`, pause, rounds, post-copy phase, lost work; its uncapped traffic (stop-and-copy,
-//!   faulted pages) gets the share it would have without QEMU's cap.
+//!   faulted pages) gets the share it would have without QEMU's cap. A pass over memory moves
+//!   the VM's measured bytes ([`LeavingVm::moved_bytes`]: its non-zero pages; all of memory
+//!   when not measured): a 128 MiB guest here moved about 97 MB.
 //! - **Waves.** The order is cut into waves of `concurrency` migrations; a wave starts when the
 //!   one before ends and lasts its longest member's `T_v`. Shares are held for the whole wave
 //!   (a member that ends early does not hand its share on: pessimistic for uneven waves).
@@ -44,22 +49,42 @@
 //!   where `alone` is its share of the same links without the wave's migrations. A VM's lost
 //!   work, seconds of its full throughput: the single-VM model's (pause, dirty tracking,
 //!   remote faults: [`Prediction::lost_work_s`](super::cost::Prediction::lost_work_s)) plus
-//!   its bytes not carried over `E` divided by `rx_v + tx_v`. Its degradation is that over
-//!   `max(E, window_min_s)`, percent.
-//! - **Objective** (lower is better): the sum of each VM's single-VM score at the bandwidth
-//!   it gets ([`Prediction::score`](super::cost::Prediction::score): a pre-copy that never
-//!   converges, pauses, seconds with memory split between hosts, its own lost work, 0.01 a
-//!   second of its migration), plus `degradation_weight` (10) per second of throughput the
-//!   migrations take from applications (the group's and the residents'), plus
-//!   `evacuation_weight` (0) per second of `E`; equal objectives go to the shorter `E`. So a
-//!   group whose VMs have no traffic gets exactly each VM's single-VM choice, and traffic
-//!   changes a choice only through the contention it causes ([`GroupParams`] has the
-//!   defaults and why).
+//!   its bytes not carried over `E` divided by `rx_v + tx_v`, plus its **post-copy stall**: a
+//!   VM with a post-copy phase of `P_v` seconds (the bytes left at the switch over `B_v`)
+//!   loses at least its switchover pause plus `postcopy_stall_factor x P_v` (0.7 by default),
+//!   the stall term being what that floor adds to the model's own lost work. Source: issue 11's
+//!   measurement (BENCHMARKS.md): under TCG a post-copied guest waits on its pages over the
+//!   link, its flow paused 2-6.5 s, and the post-copied senders (no migration traffic beside
+//!   them) lost 0.64-0.80 of their throughput over the phase, where the per-page fault time
+//!   predicted 0.01-0.35. Its degradation is its lost work over `max(E, window_min_s)`,
+//!   percent.
+//! - **Objective** (lower is better), what issue 11 asks of the choice: the applications'
+//!   degradation and the group's evacuation time, both from the forecast above. In points:
+//!   `degradation_weight` (10) per second of the applications' lost work, `evacuation_weight` (1)
+//!   per second of `E`, and each VM's risk. The lost work is each VM's single-VM score's share
+//!   ([`Prediction::score`](super::cost::Prediction::score): 1 point per percent of its 10 s
+//!   window, i.e. 10 a second, and 0.01 a second of its migration) plus 10 a second of throughput
+//!   the migrations take from applications (the group's and the residents') and of post-copy stall.
+//!   The risk: 1,000 for a pre-copy that never converges, 10 a second of pause (counted again
+//!   beyond its lost work: latency-sensitive services feel it beyond its share of throughput), and
+//!   `postcopy_exposure_weight` (0.1) a second of post-copy, memory split between hosts (a tenth of
+//!   the single-VM model's price: the phase's measured cost, the stall, is in the lost work, so
+//!   this prices only losing a host or the link meanwhile, and 1 point a second outweighed the
+//!   model's own time and lost-work forecast). So 1 s of one application's full throughput weighs
+//!   as 10 s of evacuation: degradation comes first, and between schedules that lose about the same
+//!   the shorter evacuation wins, which is what makes the search use every concurrency slot allowed
+//!   when that shortens `E` without costing more in contention than it saves. Equal objectives go
+//!   to the shorter `E`. With `evacuation_weight` 0, exposure at the cost model's price and
+//!   `postcopy_stall_factor` 0 (the weights before issue 11's measurement), a group whose VMs have
+//!   no traffic gets exactly each VM's single-VM choice, and traffic changes a choice only through
+//!   the contention it causes ([`GroupParams`] has the defaults and why).
 //!
 //! Not modelled: applications backing off when they lose throughput (their demand stays the
-//! measured rate), traffic a VM gains or loses because it moved (a peer on the destination),
-//! post-copy's page requests (small, on the destination's transmit side), and dirty rates
-//! that change with the contention.
+//! measured rate; measured here, the senders' paced flows beside pre-copy streams kept 97-99% of
+//! their rate where a fair share forecasts less, so pre-copy's contention is over-forecast),
+//! traffic a VM gains or loses because it moved (a peer on the destination), post-copy's page
+//! requests (small, on the destination's transmit side), and dirty rates that change with the
+//! contention.
 //!
 //! # The order
 //!

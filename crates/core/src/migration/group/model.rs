@@ -5,7 +5,7 @@
 use super::input::{rx_link, tx_link, Group};
 use super::share::{allocate, Flow};
 use super::{GroupError, GroupParams, Schedule};
-use crate::migration::cost::{pick, predict, CostParams, LinkProfile, Prediction};
+use crate::migration::cost::{pick, predict, CostParams, LinkProfile, Prediction, VmProfile};
 use crate::migration::technique::Technique;
 
 /// The group once checked, indexed for evaluating schedules.
@@ -16,6 +16,8 @@ pub(super) struct Ctx<'a> {
     pub allowed: Vec<Technique>,
     /// Each VM's destination, as a host index (0 is the source).
     pub dest: Vec<usize>,
+    /// Each VM's profile as the model forecasts it ([`super::LeavingVm::moving_profile`]).
+    pub profiles: Vec<VmProfile>,
     /// Each link's capacity, bytes/s (see [`tx_link`]).
     pub caps: Vec<f64>,
     /// Per VM, the share of a hybrid migration's bytes sent before its switch to post-copy,
@@ -52,6 +54,7 @@ impl<'a> Ctx<'a> {
             allowed: concrete(allowed),
             dest,
             caps,
+            profiles: group.vms.iter().map(|v| v.moving_profile()).collect(),
             hybrid_pre: Vec::new(),
             by_tx: rising(|t| t.tx_bps),
             by_rx: rising(|t| t.rx_bps),
@@ -88,7 +91,7 @@ impl<'a> Ctx<'a> {
         let bw = self.uncontended_bps(vm);
         let link = LinkProfile { bandwidth_bps: bw };
         let cost = self.cost_at(self.caps[tx_link(0)]);
-        let p = predict(Technique::Hybrid, &self.group.vms[vm].profile, &link, &cost);
+        let p = predict(Technique::Hybrid, &self.profiles[vm], &link, &cost);
         if p.postcopy_s <= 0.0 || p.transferred_bytes <= 0.0 {
             return 1.0;
         }
@@ -170,9 +173,11 @@ impl Outcome {
         self.lost_s.iter().sum()
     }
 
-    /// The single-VM model's risk points ([`Prediction::risk`]), summed over the group.
-    pub fn risk(&self, cost: &CostParams) -> f64 {
-        self.legs.iter().map(|l| l.prediction.risk(cost)).sum()
+    /// The single-VM model's risk points ([`Prediction::risk`]) at the group's price of
+    /// post-copy exposure ([`GroupParams::risk_cost`]), summed over the group.
+    pub fn risk(&self, params: &GroupParams) -> f64 {
+        let cost = params.risk_cost();
+        self.legs.iter().map(|l| l.prediction.risk(&cost)).sum()
     }
 }
 
@@ -275,16 +280,21 @@ fn finish(
     resident_bytes: &[Vec<f64>],
     evacuation_s: f64,
 ) -> Outcome {
-    let cost = &ctx.params.cost;
+    let p = ctx.params;
+    let cost = &p.cost;
     let contention_s: Vec<f64> = lost_bytes
         .iter()
         .zip(&ctx.group.vms)
         .map(|(bytes, vm)| per_rate(*bytes, vm.traffic))
         .collect();
+    let stall_s: Vec<f64> = legs
+        .iter()
+        .map(|l| stall_beyond(p, &l.prediction))
+        .collect();
     let lost_s: Vec<f64> = legs
         .iter()
-        .zip(&contention_s)
-        .map(|(leg, c)| leg.prediction.lost_work_s(cost) + c)
+        .zip(contention_s.iter().zip(&stall_s))
+        .map(|(leg, (c, st))| leg.prediction.lost_work_s(cost) + c + st)
         .collect();
     let residents_lost_s: f64 = ctx
         .group
@@ -293,10 +303,11 @@ fn finish(
         .flat_map(|(h, bytes)| h.residents.iter().zip(bytes))
         .map(|(t, b)| per_rate(*b, *t))
         .sum();
-    let p = ctx.params;
-    let scores: f64 = legs.iter().map(|l| l.prediction.score(cost)).sum();
-    let contention = contention_s.iter().sum::<f64>() + residents_lost_s;
-    let objective = scores + p.degradation_weight * contention + p.evacuation_weight * evacuation_s;
+    let risk_cost = p.risk_cost();
+    let scores: f64 = legs.iter().map(|l| l.prediction.score(&risk_cost)).sum();
+    let group_loss =
+        contention_s.iter().sum::<f64>() + stall_s.iter().sum::<f64>() + residents_lost_s;
+    let objective = scores + p.degradation_weight * group_loss + p.evacuation_weight * evacuation_s;
     Outcome {
         legs,
         lost_bytes,
@@ -308,6 +319,17 @@ fn finish(
         evacuation_s,
         objective,
     }
+}
+
+/// Seconds of full throughput a post-copied VM loses beyond the single-VM model's own lost
+/// work: it loses at least its switchover pause plus `postcopy_stall_factor` of its post-copy
+/// phase; where the model's per-page fault time already says more, that stands (0 here).
+pub(super) fn stall_beyond(params: &GroupParams, p: &Prediction) -> f64 {
+    if p.postcopy_s <= 0.0 {
+        return 0.0;
+    }
+    let floor = p.downtime_s + params.postcopy_stall_factor * p.postcopy_s;
+    (floor - p.lost_work_s(&params.cost)).max(0.0)
 }
 
 /// Bytes not carried, as seconds of the application's full throughput.
@@ -345,7 +367,7 @@ fn run_wave(ctx: &Ctx, s: &Schedule, members: &[usize], at_source: &mut [f64]) -
             bandwidth_bps: shares.migration_bps[i],
         };
         let cost = ctx.cost_at(shares.unthrottled_bps[i]);
-        let single = pick(&ctx.group.vms[m].profile, &link, &cost, &ctx.allowed).technique;
+        let single = pick(&ctx.profiles[m], &link, &cost, &ctx.allowed).technique;
         techniques[i] = single;
         let place = location(ctx, m, single);
         if place != at_source[m] && ctx.group.vms[m].traffic.total_bps() > 0.0 {
@@ -425,7 +447,7 @@ impl Shares {
         let link = LinkProfile { bandwidth_bps: bw };
         let unthrottled_bps = self.unthrottled_bps[i].max(bw);
         let cost = ctx.cost_at(unthrottled_bps);
-        let prediction = predict(technique, &ctx.group.vms[m].profile, &link, &cost);
+        let prediction = predict(technique, &ctx.profiles[m], &link, &cost);
         Leg {
             technique,
             prediction,
@@ -468,10 +490,16 @@ fn flows(ctx: &Ctx, members: &[usize], at_source: &[f64]) -> (Vec<f64>, Vec<Flow
         let tx = ctx.group.vms[v].traffic.tx_bps;
         b.app(0, at_source[v] * tx, Owner::Vm(v));
     }
+    // A member running on its destination is in its post-copy phase, where it stalls on
+    // faults for `postcopy_stall_factor` of the time (priced as its lost work in `finish`):
+    // only the rest of its traffic is there to contend. Measured so: post-copied receivers'
+    // migrations took 9-12 s, not the 15 s a full-rate flow beside them would leave.
+    let running = 1.0 - ctx.params.postcopy_stall_factor;
     for &v in &ctx.by_rx {
         if let Some(there) = local(rx_link(ctx.dest[v])) {
             let rx = ctx.group.vms[v].traffic.rx_bps;
-            b.app(there, (1.0 - at_source[v]) * rx, Owner::Vm(v));
+            let share = if members.contains(&v) { running } else { 1.0 };
+            b.app(there, (1.0 - at_source[v]) * rx * share, Owner::Vm(v));
         }
     }
     for (i, &l) in links.iter().enumerate() {

@@ -41,7 +41,7 @@ const ALL: [Technique; 3] = Technique::CONCRETE;
 #[test]
 fn traffic_sensitive_beats_all_precopy_and_all_postcopy() {
     let g = pair();
-    let params = GroupParams::default();
+    let params = single_vm_weights();
     let plan = choose_group(&g, &params, &ALL).expect("plan");
     assert_eq!(plan.schedule.concurrency, 1);
     let names: Vec<&str> = plan.vms.iter().map(|v| v.name.as_str()).collect();
@@ -119,7 +119,7 @@ fn traffic_sensitive_beats_all_precopy_and_all_postcopy() {
 
 #[test]
 fn the_reason_names_the_traffic_figures() {
-    let plan = choose_group(&pair(), &GroupParams::default(), &ALL).expect("plan");
+    let plan = choose_group(&pair(), &single_vm_weights(), &ALL).expect("plan");
     let out = &vm(&plan, "vm-out").reason;
     assert!(out.contains("vm-out sends 80.0 MB/s"), "{out}");
     assert!(out.contains("stays off src's"), "{out}");
@@ -140,13 +140,13 @@ fn the_reason_names_the_traffic_figures() {
 fn the_paper_rule_as_a_baseline() {
     let mut g = pair();
     g.vms.push(quiet("vm-idle", 0.0, 0.0, "dst"));
-    let rule = paper_rule(&g, &GroupParams::default(), &ALL).expect("rule");
+    let rule = paper_rule(&g, &single_vm_weights(), &ALL).expect("rule");
     assert_eq!(
         rule,
         [Technique::Postcopy, Technique::Precopy, Technique::Auto]
     );
     // Post-copy not allowed: the sender gets the single-VM choice.
-    let rule = paper_rule(&g, &GroupParams::default(), &[Technique::Precopy]).expect("rule");
+    let rule = paper_rule(&g, &single_vm_weights(), &[Technique::Precopy]).expect("rule");
     assert_eq!(rule[0], Technique::Auto);
     assert_eq!(traffic_order(&g), [0, 2, 1]);
 }
@@ -172,7 +172,7 @@ fn idle_vms_fall_back_to_the_single_vm_choice() {
         v.profile.dirty_rate_bps = *dirty;
         g.vms.push(v);
     }
-    let params = GroupParams::default();
+    let params = single_vm_weights();
     let plan = choose_group(&g, &params, &ALL).expect("plan");
     let link = LinkProfile {
         bandwidth_bps: GBIT,
@@ -211,7 +211,7 @@ fn a_link_fully_used_in_one_direction() {
         destinations: vec![nic("dst", GBIT, GBIT)],
         vms: vec![quiet("vm-full", 0.0, 125.0, "dst")],
     };
-    let fair = GroupParams::default();
+    let fair = single_vm_weights();
     let plan = choose_group(&g, &fair, &ALL).expect("plan");
     let f = vm(&plan, "vm-full");
     assert_eq!(f.technique, Technique::Postcopy, "{}", f.reason);
@@ -222,7 +222,7 @@ fn a_link_fully_used_in_one_direction() {
     let pre = |split: Split| {
         let params = GroupParams {
             split,
-            ..GroupParams::default()
+            ..single_vm_weights()
         };
         let s = everyone(&g, Technique::Precopy);
         let plan = predict_group(&g, &params, &s, &ALL).expect("pre");
@@ -253,7 +253,7 @@ fn a_receive_side_fully_used_keeps_the_vm_on_precopy() {
         destinations: vec![nic("dst", GBIT, GBIT)],
         vms: vec![quiet("vm-fill", 125.0, 0.0, "dst")],
     };
-    let params = GroupParams::default();
+    let params = single_vm_weights();
     let plan = choose_group(&g, &params, &ALL).expect("plan");
     assert_eq!(plan.vms[0].technique, Technique::Precopy);
     close(plan.evacuation_s, 8.0, "pre time");
@@ -272,12 +272,12 @@ fn concurrency_pays_when_the_destinations_are_the_bottleneck() {
         destinations: vec![nic("d1", GBIT, GBIT), nic("d2", GBIT, GBIT)],
         vms: vec![quiet("a", 0.0, 0.0, "d1"), quiet("b", 0.0, 0.0, "d2")],
     };
-    let one = choose_group(&g, &GroupParams::default(), &ALL).expect("one");
+    let one = choose_group(&g, &single_vm_weights(), &ALL).expect("one");
     assert_eq!(one.schedule.concurrency, 1);
     close(one.evacuation_s, 16.0, "one at a time");
     let params = GroupParams {
         max_concurrent: 2,
-        ..GroupParams::default()
+        ..single_vm_weights()
     };
     let two = choose_group(&g, &params, &ALL).expect("two");
     assert_eq!(two.schedule.concurrency, 2);
@@ -295,7 +295,7 @@ fn a_hot_receiver_goes_against_the_rule_and_says_why() {
     let mut g = pair();
     g.vms[1].profile.wss_bytes = 512 << 20;
     g.vms[1].profile.dirty_rate_bps = 500e6;
-    let plan = choose_group(&g, &GroupParams::default(), &ALL).expect("plan");
+    let plan = choose_group(&g, &single_vm_weights(), &ALL).expect("plan");
     let hot = vm(&plan, "vm-in");
     assert_ne!(hot.technique, Technique::Precopy);
     assert!(hot.prediction.converges);

@@ -49,7 +49,7 @@ fn gb_at(mb: f64) -> f64 {
 #[test]
 fn traffic_sensitive_beats_both_uniform_plans_on_the_papers_four_vms() {
     let g = four();
-    let params = GroupParams::default();
+    let params = single_vm_weights();
     let plan = choose_group(&g, &params, &ALL).expect("plan");
     assert_eq!(plan.search.map(|s| s.coverage), Some(Coverage::Full));
     let picks: Vec<(&str, Technique)> = plan
@@ -119,7 +119,7 @@ fn traffic_sensitive_beats_both_uniform_plans_on_the_papers_four_vms() {
 #[test]
 fn no_order_saves_a_uniform_plan() {
     let g = four();
-    let params = GroupParams::default();
+    let params = single_vm_weights();
     let plan = choose_group(&g, &params, &ALL).expect("plan");
     let mut orders = Vec::new();
     for a in 0..4 {
@@ -156,7 +156,7 @@ fn with_two_at_a_time_allowed() {
     let g = four();
     let params = GroupParams {
         max_concurrent: 2,
-        ..GroupParams::default()
+        ..single_vm_weights()
     };
     let plan = choose_group(&g, &params, &ALL).expect("plan");
     for v in &plan.vms {
@@ -186,7 +186,7 @@ fn with_two_at_a_time_allowed() {
 /// The explanation names each VM's traffic, what its migration gets, and the capacities.
 #[test]
 fn the_explanation_names_the_traffic_figures() {
-    let plan = choose_group(&four(), &GroupParams::default(), &ALL).expect("plan");
+    let plan = choose_group(&four(), &single_vm_weights(), &ALL).expect("plan");
     let r = &plan.reason;
     assert!(r.contains("src transmits up to 125.0 MB/s"), "{r}");
     assert!(r.contains("dst receives up to 125.0 MB/s"), "{r}");

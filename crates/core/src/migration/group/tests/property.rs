@@ -34,7 +34,7 @@ fn a_single_vm_gets_the_single_vm_choice() {
         &[Technique::Postcopy, Technique::Hybrid],
         &[Technique::Precopy],
     ];
-    let params = GroupParams::default();
+    let params = single_vm_weights();
     let mut seen = Vec::new();
     for (memory, wss, dirty) in profiles {
         for (tx, rx) in paths {
@@ -86,7 +86,7 @@ fn traffic_is_what_makes_a_single_vm_differ() {
         destinations: vec![nic("dst", GBIT, GBIT)],
         vms: vec![quiet("vm-full", 0.0, 125.0, "dst")],
     };
-    let params = GroupParams::default();
+    let params = single_vm_weights();
     let link = LinkProfile {
         bandwidth_bps: GBIT,
     };
@@ -127,6 +127,7 @@ fn leaving(i: usize, destinations: usize) -> impl Strategy<Value = LeavingVm> {
                     wss_bytes: (memory as f64 * wss_share) as u64,
                     dirty_rate_bps: dirty_mb * 1e6,
                 },
+                moved_bytes: None,
                 traffic: Traffic {
                     rx_bps: rx,
                     tx_bps: tx,
@@ -202,7 +203,7 @@ proptest! {
         for h in std::iter::once(&mut g.source).chain(&mut g.destinations) {
             h.residents.clear();
         }
-        let params = GroupParams { max_concurrent: k, ..GroupParams::default() };
+        let params = GroupParams { max_concurrent: k, ..single_vm_weights() };
         let plan = choose_group(&g, &params, &ALL).expect("a valid group");
         for f in &plan.vms {
             let v = g.vms.iter().find(|v| v.name == f.name).expect("listed");
