@@ -38,6 +38,7 @@
 //! all or nothing); `tests.rs` checks the search against the full scan.
 
 mod index;
+mod spread;
 #[cfg(test)]
 mod tests;
 
@@ -117,6 +118,12 @@ pub struct Placer<'d> {
     lr_ahead: Option<f64>,
     host_fit: Vec<Option<Fit>>,
     vm_fit: Vec<Option<Fit>>,
+    /// IQR's or MAD's safety when their bounds apply (`spread`).
+    spread_safety: Option<f64>,
+    /// Each host's own spread for the bounds (NaN: unusable), computed once per host state.
+    host_spread: Vec<Option<f64>>,
+    /// Each VM's history range for the bounds (NaN: unusable).
+    vm_range: Vec<Option<f64>>,
     visits: Vec<Visit>,
 }
 
@@ -149,6 +156,9 @@ impl<'d> Placer<'d> {
             lr_ahead,
             host_fit: vec![None; n],
             vm_fit: vec![None; snap.vms.len()],
+            spread_safety: spread::safety(det),
+            host_spread: vec![None; n],
+            vm_range: vec![None; snap.vms.len()],
             visits: Vec::new(),
         };
         for &h in c.active_hosts() {
@@ -198,6 +208,13 @@ impl<'d> Placer<'d> {
                     }
                     None => f64::NAN,
                 },
+                Overload::Iqr { .. } | Overload::Mad { .. } => match self.spread_safety {
+                    Some(s) => {
+                        let sp = self.host_spread(c, h);
+                        spread::band_value(s, w.req_mips / t.total_mips(), sp)
+                    }
+                    None => f64::NAN,
+                },
                 _ => f64::NAN,
             }
         };
@@ -220,6 +237,7 @@ impl<'d> Placer<'d> {
     fn changed(&mut self, c: &Cluster, h: HostId) {
         self.index.remove(h);
         self.host_fit[h] = None;
+        self.host_spread[h] = None;
         if !self.excluded[h] {
             let (b, g, r) = self.bucket(c, h);
             self.r[h] = r;
@@ -260,8 +278,30 @@ impl<'d> Placer<'d> {
                 }
             }
         }
+        if let Some(s) = self.spread_safety {
+            let sp = self.host_spread(c, h);
+            let t = c.host_type(h);
+            let v = c.vm(vm);
+            let range = self.vm_range(c, vm) * (v.total_mips() / t.total_mips());
+            // The same utilization `load_with` gives the detector.
+            let u = (c.host(h).req_mips + v.demand_mips) / t.total_mips();
+            if let Some(answer) = spread::settle(s, u, sp, range) {
+                return answer;
+            }
+        }
         let mut buf = [0.0; HISTORY_LEN];
         self.det.is_overloaded(&c.load_with(h, vm, &mut buf))
+    }
+
+    /// `h`'s own spread for IQR's and MAD's bounds (NaN: unusable).
+    fn host_spread(&mut self, c: &Cluster, h: HostId) -> f64 {
+        let det = self.det;
+        *self.host_spread[h].get_or_insert_with(|| spread::host_spread(det, &c.host(h).hist))
+    }
+
+    /// `vm`'s history range for IQR's and MAD's bounds (NaN: unusable).
+    fn vm_range(&mut self, c: &Cluster, vm: VmId) -> f64 {
+        *self.vm_range[vm].get_or_insert_with(|| spread::vm_range(c.vm(vm).history.padded()))
     }
 
     /// `find_host`'s improvement step for one host that fits, whose increase is `diff`.
@@ -298,6 +338,13 @@ impl<'d> Placer<'d> {
                     } else {
                         f64::INFINITY
                     }
+                }
+                None => f64::INFINITY,
+            },
+            Overload::Iqr { .. } | Overload::Mad { .. } => match self.spread_safety {
+                Some(s) => {
+                    let range = self.vm_range(c, vm) * (v.total_mips() / total);
+                    spread::cut(s, v.demand_mips / total, range, OVER_MARGIN)
                 }
                 None => f64::INFINITY,
             },
