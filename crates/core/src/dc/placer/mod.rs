@@ -122,6 +122,8 @@ pub struct Placer<'d> {
     spread_safety: Option<f64>,
     /// Each host's own spread for the bounds (NaN: unusable), computed once per host state.
     host_spread: Vec<Option<f64>>,
+    /// Each host's IQR tails (`spread::tails`), computed once per host state.
+    host_tails: Vec<Option<spread::Tails>>,
     /// Each VM's history range for the bounds (NaN: unusable).
     vm_range: Vec<Option<f64>>,
     visits: Vec<Visit>,
@@ -158,6 +160,7 @@ impl<'d> Placer<'d> {
             vm_fit: vec![None; snap.vms.len()],
             spread_safety: spread::safety(det),
             host_spread: vec![None; n],
+            host_tails: vec![None; n],
             vm_range: vec![None; snap.vms.len()],
             visits: Vec::new(),
         };
@@ -238,6 +241,7 @@ impl<'d> Placer<'d> {
         self.index.remove(h);
         self.host_fit[h] = None;
         self.host_spread[h] = None;
+        self.host_tails[h] = None;
         if !self.excluded[h] {
             let (b, g, r) = self.bucket(c, h);
             self.r[h] = r;
@@ -287,6 +291,15 @@ impl<'d> Placer<'d> {
             let u = (c.host(h).req_mips + v.demand_mips) / t.total_mips();
             if let Some(answer) = spread::settle(s, u, sp, range) {
                 return answer;
+            }
+            if sp.is_finite() && matches!(self.det.kind, Overload::Iqr { .. }) {
+                let a = &c.host(h).hist;
+                let tails = *self.host_tails[h].get_or_insert_with(|| spread::tails(a));
+                let weight = v.total_mips() / t.total_mips();
+                // Never above the exact IQR, so over this threshold is over the exact one.
+                if u > 1.0 - s * spread::iqr_floor(a, &tails, v.history.padded(), weight) {
+                    return true;
+                }
             }
         }
         let mut buf = [0.0; HISTORY_LEN];

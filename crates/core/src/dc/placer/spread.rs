@@ -51,8 +51,7 @@ pub(super) fn vm_range(hist: &[f64; HISTORY_LEN]) -> f64 {
 /// The safety parameter when the bounds apply to the detector (IQR or MAD with a finite,
 /// non-negative safety).
 pub(super) fn safety(det: &Detector) -> Option<f64> {
-    det.spread_safety()
-        .filter(|s| s.is_finite() && *s >= 0.0)
+    det.spread_safety().filter(|s| s.is_finite() && *s >= 0.0)
 }
 
 /// A host's band value `r = u + s * spread(a)` (NaN when the bounds do not apply).
@@ -86,6 +85,51 @@ pub(super) fn settle(safety: f64, u: f64, host_spread: f64, range: f64) -> Optio
     } else {
         None
     }
+}
+
+/// Samples at each end of a full history IQR's quartiles leave out: its first quartile is the
+/// 8th smallest of 30, its third the 8th largest (CloudSim's rounding of the positions).
+const IQR_TAIL: usize = 8;
+
+/// Positions of a full history's `IQR_TAIL` smallest samples, then of its `IQR_TAIL` largest.
+pub(super) type Tails = [u8; 2 * IQR_TAIL];
+
+/// [`Tails`] of a host's history (by `total_cmp`, ties by position).
+pub(super) fn tails(hist: &[f64; HISTORY_LEN]) -> Tails {
+    let mut order: [u8; HISTORY_LEN] = std::array::from_fn(|i| i as u8);
+    order.sort_by(|&x, &y| {
+        hist[x as usize]
+            .total_cmp(&hist[y as usize])
+            .then(x.cmp(&y))
+    });
+    let mut t = [0u8; 2 * IQR_TAIL];
+    t[..IQR_TAIL].copy_from_slice(&order[..IQR_TAIL]);
+    t[IQR_TAIL..].copy_from_slice(&order[HISTORY_LEN - IQR_TAIL..]);
+    t
+}
+
+/// A floor under the IQR of the combined history `host + vm * weight` (each sample computed as
+/// `Cluster::load_with` computes it, so these are exactly the detector's samples) that follows
+/// how the two line up, where [`settle`]'s bound assumes the worst: the third quartile is the
+/// 8th largest sample, so at least the smallest of any 8 samples, and the first quartile at
+/// most the largest of any 8; taking the host's own top and bottom 8 positions (`tails`) keeps
+/// the floor close while the VM does not reorder the host's history. Exact (no rounding
+/// margin): both sides are samples of the combined history. Only for full host histories
+/// (then the detector reads all 30 samples).
+pub(super) fn iqr_floor(
+    host: &[f64; HISTORY_LEN],
+    tails: &Tails,
+    vm: &[f64; HISTORY_LEN],
+    weight: f64,
+) -> f64 {
+    let at = |i: u8| host[i as usize] + vm[i as usize] * weight;
+    let (bottom, top) = tails.split_at(IQR_TAIL);
+    let hi = top.iter().map(|&i| at(i)).fold(f64::INFINITY, f64::min);
+    let lo = bottom
+        .iter()
+        .map(|&i| at(i))
+        .fold(f64::NEG_INFINITY, f64::max);
+    hi - lo
 }
 
 #[cfg(test)]
@@ -166,6 +210,34 @@ mod tests {
             }
         }
         assert!(settled * 6 > tried, "{settled} of {tried}");
+    }
+
+    #[test]
+    fn iqr_floor_is_under_the_exact_iqr() {
+        let mut rng = SplitMix64::new(5);
+        let mut tight = 0;
+        for _ in 0..3000 {
+            let scale = 0.5 + rng.next_f64();
+            let mut a = random_hist(&mut rng, scale);
+            a[HISTORY_LEN - 1] = a[HISTORY_LEN - 1].max(0.01);
+            let b = random_hist(&mut rng, 1.0);
+            let w = 0.05 * rng.next_f64();
+            let mut both = [0.0; HISTORY_LEN];
+            for i in 0..HISTORY_LEN {
+                both[i] = a[i] + b[i] * w;
+            }
+            let exact = stats::iqr(&both);
+            let floor = iqr_floor(&a, &tails(&a), &b, w);
+            assert!(
+                floor <= exact,
+                "floor {floor} over {exact}: {a:?} {b:?} {w}"
+            );
+            if exact - floor < 0.2 * exact {
+                tight += 1;
+            }
+        }
+        // With a small VM the floor is close most of the time (otherwise it is dead weight).
+        assert!(tight > 1500, "{tight}");
     }
 
     #[test]
