@@ -18,10 +18,11 @@
 //!   floating-point noise (1e-13 W) and far below what the bound separates.
 //! - **Overload bound.** For LR the forecast of "host plus VM" is the host's forecast plus the
 //!   VM's, weighted (least squares is linear in the data); for THR the utilization is a sum. A
-//!   host's own forecast (LR) or utilization (THR), `r`, sets its band; a bucket whose band
-//!   starts where the VM could only overload it, by a margin of 1e-6, is skipped, and so is such a
-//!   host. Hosts whose test is not of that form (IQR, MAD, LRR, short histories, idle hosts) are
-//!   in a band that is never skipped.
+//!   host's own forecast (LR), utilization (THR) or `u + s * spread` (IQR, MAD: see
+//!   `spread.rs`), `r`, sets its band; a bucket whose band starts where the VM could only
+//!   overload it, by a margin of 1e-6, is skipped, and so is such a host. Hosts whose test is
+//!   not of that form (LRR, short histories, idle hosts) are in a band that is never skipped.
+//!   IQR's and MAD's exact test is also settled from bounds when it can be (`spread.rs`).
 //! - **Same tests.** The hosts read are tested exactly as `find_host` tests them, and the
 //!   overload test runs, as there, only for hosts that would improve on the best so far. LR's
 //!   test is first answered from the two fits (computed once per round and host state); only
@@ -33,7 +34,7 @@
 //! bit-identical results with either.
 //!
 //! Files: `index.rs` is the index (the buckets, their dense arrays and ordered sets, where each
-//! host is); this file is the search over it (bounds, the same tests as `find_host`) and the
+//! host is); `spread.rs` the bounds on IQR's and MAD's test; this file is the search over it (bounds, the same tests as `find_host`) and the
 //! two ways of placing a set of VMs ([`Placer::place_each`]: best effort; [`Placer::place_all`]:
 //! all or nothing); `tests.rs` checks the search against the full scan.
 
