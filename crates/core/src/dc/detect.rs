@@ -64,16 +64,30 @@ impl Detector {
                 if let Some(answer) = settled_by_range(u, safety, data) {
                     return answer;
                 }
-                let spread = match self.kind {
-                    Overload::Iqr { .. } => stats::iqr(data),
-                    _ => stats::mad(data),
-                };
-                u > 1.0 - safety * spread
+                u > 1.0 - safety * self.spread(data).unwrap_or(f64::NAN)
             }
             Overload::Lr { safety } | Overload::Lrr { safety } => match self.predict(load) {
                 Some(p) => p * safety >= 1.0,
                 None => self.fallback(load),
             },
+        }
+    }
+
+    /// IQR's or MAD's safety parameter (`None` for the other detectors).
+    pub fn spread_safety(&self) -> Option<f64> {
+        match self.kind {
+            Overload::Iqr { safety } | Overload::Mad { safety } => Some(safety),
+            _ => None,
+        }
+    }
+
+    /// The spread IQR or MAD puts in its threshold `1 - safety * spread`, over `data` as given
+    /// (already trimmed); `None` for the other detectors.
+    pub fn spread(&self, data: &[f64]) -> Option<f64> {
+        match self.kind {
+            Overload::Iqr { .. } => Some(stats::iqr(data)),
+            Overload::Mad { .. } => Some(stats::mad(data)),
+            _ => None,
         }
     }
 

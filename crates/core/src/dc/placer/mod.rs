@@ -18,10 +18,11 @@
 //!   floating-point noise (1e-13 W) and far below what the bound separates.
 //! - **Overload bound.** For LR the forecast of "host plus VM" is the host's forecast plus the
 //!   VM's, weighted (least squares is linear in the data); for THR the utilization is a sum. A
-//!   host's own forecast (LR) or utilization (THR), `r`, sets its band; a bucket whose band
-//!   starts where the VM could only overload it, by a margin of 1e-6, is skipped, and so is such a
-//!   host. Hosts whose test is not of that form (IQR, MAD, LRR, short histories, idle hosts) are
-//!   in a band that is never skipped.
+//!   host's own forecast (LR), utilization (THR) or `u + s * spread` (IQR, MAD: see
+//!   `spread.rs`), `r`, sets its band; a bucket whose band starts where the VM could only
+//!   overload it, by a margin of 1e-6, is skipped, and so is such a host. Hosts whose test is
+//!   not of that form (LRR, short histories, idle hosts) are in a band that is never skipped.
+//!   IQR's and MAD's exact test is also settled from bounds when it can be (`spread.rs`).
 //! - **Same tests.** The hosts read are tested exactly as `find_host` tests them, and the
 //!   overload test runs, as there, only for hosts that would improve on the best so far. LR's
 //!   test is first answered from the two fits (computed once per round and host state); only
@@ -33,11 +34,12 @@
 //! bit-identical results with either.
 //!
 //! Files: `index.rs` is the index (the buckets, their dense arrays and ordered sets, where each
-//! host is); this file is the search over it (bounds, the same tests as `find_host`) and the
+//! host is); `spread.rs` the bounds on IQR's and MAD's test; this file is the search over it (bounds, the same tests as `find_host`) and the
 //! two ways of placing a set of VMs ([`Placer::place_each`]: best effort; [`Placer::place_all`]:
 //! all or nothing); `tests.rs` checks the search against the full scan.
 
 mod index;
+mod spread;
 #[cfg(test)]
 mod tests;
 
@@ -117,6 +119,14 @@ pub struct Placer<'d> {
     lr_ahead: Option<f64>,
     host_fit: Vec<Option<Fit>>,
     vm_fit: Vec<Option<Fit>>,
+    /// IQR's or MAD's safety when their bounds apply (`spread`).
+    spread_safety: Option<f64>,
+    /// Each host's own spread for the bounds (NaN: unusable), computed once per host state.
+    host_spread: Vec<Option<f64>>,
+    /// Each host's IQR tails (`spread::tails`), computed once per host state.
+    host_tails: Vec<Option<spread::Tails>>,
+    /// Each VM's history range for the bounds (NaN: unusable).
+    vm_range: Vec<Option<f64>>,
     visits: Vec<Visit>,
 }
 
@@ -149,6 +159,10 @@ impl<'d> Placer<'d> {
             lr_ahead,
             host_fit: vec![None; n],
             vm_fit: vec![None; snap.vms.len()],
+            spread_safety: spread::safety(det),
+            host_spread: vec![None; n],
+            host_tails: vec![None; n],
+            vm_range: vec![None; snap.vms.len()],
             visits: Vec::new(),
         };
         for &h in c.active_hosts() {
@@ -198,6 +212,13 @@ impl<'d> Placer<'d> {
                     }
                     None => f64::NAN,
                 },
+                Overload::Iqr { .. } | Overload::Mad { .. } => match self.spread_safety {
+                    Some(s) => {
+                        let sp = self.host_spread(c, h);
+                        spread::band_value(s, w.req_mips / t.total_mips(), sp)
+                    }
+                    None => f64::NAN,
+                },
                 _ => f64::NAN,
             }
         };
@@ -220,6 +241,8 @@ impl<'d> Placer<'d> {
     fn changed(&mut self, c: &Cluster, h: HostId) {
         self.index.remove(h);
         self.host_fit[h] = None;
+        self.host_spread[h] = None;
+        self.host_tails[h] = None;
         if !self.excluded[h] {
             let (b, g, r) = self.bucket(c, h);
             self.r[h] = r;
@@ -260,8 +283,39 @@ impl<'d> Placer<'d> {
                 }
             }
         }
+        if let Some(s) = self.spread_safety {
+            let sp = self.host_spread(c, h);
+            let t = c.host_type(h);
+            let v = c.vm(vm);
+            let range = self.vm_range(c, vm) * (v.total_mips() / t.total_mips());
+            // The same utilization `load_with` gives the detector.
+            let u = (c.host(h).req_mips + v.demand_mips) / t.total_mips();
+            if let Some(answer) = spread::settle(s, u, sp, range) {
+                return answer;
+            }
+            if sp.is_finite() && matches!(self.det.kind, Overload::Iqr { .. }) {
+                let a = &c.host(h).hist;
+                let tails = *self.host_tails[h].get_or_insert_with(|| spread::tails(a));
+                let weight = v.total_mips() / t.total_mips();
+                // Never above the exact IQR, so over this threshold is over the exact one.
+                if u > 1.0 - s * spread::iqr_floor(a, &tails, v.history.padded(), weight) {
+                    return true;
+                }
+            }
+        }
         let mut buf = [0.0; HISTORY_LEN];
         self.det.is_overloaded(&c.load_with(h, vm, &mut buf))
+    }
+
+    /// `h`'s own spread for IQR's and MAD's bounds (NaN: unusable).
+    fn host_spread(&mut self, c: &Cluster, h: HostId) -> f64 {
+        let det = self.det;
+        *self.host_spread[h].get_or_insert_with(|| spread::host_spread(det, &c.host(h).hist))
+    }
+
+    /// `vm`'s history range for IQR's and MAD's bounds (NaN: unusable).
+    fn vm_range(&mut self, c: &Cluster, vm: VmId) -> f64 {
+        *self.vm_range[vm].get_or_insert_with(|| spread::vm_range(c.vm(vm).history.padded()))
     }
 
     /// `find_host`'s improvement step for one host that fits, whose increase is `diff`.
@@ -298,6 +352,13 @@ impl<'d> Placer<'d> {
                     } else {
                         f64::INFINITY
                     }
+                }
+                None => f64::INFINITY,
+            },
+            Overload::Iqr { .. } | Overload::Mad { .. } => match self.spread_safety {
+                Some(s) => {
+                    let range = self.vm_range(c, vm) * (v.total_mips() / total);
+                    spread::cut(s, v.demand_mips / total, range, OVER_MARGIN)
                 }
                 None => f64::INFINITY,
             },
