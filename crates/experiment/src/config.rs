@@ -232,7 +232,10 @@ impl DemoConfig {
                 "--high-demand",
                 self.high_demand,
                 format!(
-                    "a raised VM wants at least {share:.2} of a core, more than any host may                      take under the manager's relief target ({room:.2} of --host-cpus {}), so                      the overload could not be relieved: lower --high-demand or raise                      --host-cpus",
+                    "a raised VM wants at least {share:.2} of a core, more than any host may \
+                     take under the manager's relief target ({room:.2} of --host-cpus {}), so \
+                     the overload could not be relieved: lower --high-demand or raise \
+                     --host-cpus",
                     self.host_cpus
                 ),
             ));
@@ -242,7 +245,9 @@ impl DemoConfig {
                 "--raise",
                 self.raise,
                 format!(
-                    "the raised VMs want at most {} core(s) even flat out, within h1's                      --host-cpus {}, so h1 could not be overloaded: raise more VMs or lower                      --host-cpus",
+                    "the raised VMs want at most {} core(s) even flat out, within h1's \
+                     --host-cpus {}, so h1 could not be overloaded: raise more VMs or lower \
+                     --host-cpus",
                     self.raise, self.host_cpus
                 ),
             ));

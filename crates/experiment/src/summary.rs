@@ -81,7 +81,8 @@ pub struct RunSummary {
     pub degradation_pct: Option<f64>,
     /// Every VM's work over the loaded phase.
     pub vms: Vec<VmLoss>,
-    /// Overload onset, s after the raise (None: h1 never went over its cap).
+    /// Overload onset, s after the raise (None: h1 never stayed over its cap for
+    /// [`metrics::RELIEF_SAMPLES`] samples in a row).
     pub onset_s: Option<f64>,
     /// Mean degradation of the raised VMs from [`SETTLED_S`] after the relief to the fall, %:
     /// what they lose once relieved (to each other and to the rest of the machine), beside
@@ -136,8 +137,9 @@ fn after_relief(
 ) -> Result<Option<f64>, String> {
     let p = i.phases;
     let onset = onset.ok_or(format!(
-        "{} never wanted more than its cap in the loaded phase",
-        i.host
+        "{} never stayed over its cap for {} samples in a row in the loaded phase",
+        i.host,
+        metrics::RELIEF_SAMPLES
     ))?;
     let relief = relief.ok_or(format!("{} was not relieved before the fall", i.host))?;
     let from = onset + relief + SETTLED_S;
