@@ -315,6 +315,11 @@ async fn paused_postcopy_is_recovered_without_losing_the_guest() {
         )
         .await
         .expect("launch destination");
+    // migrate-recover must not wait behind a vCPU blocked on a missing page: out-of-band.
+    assert!(
+        dst.qmp.out_of_band() && src.qmp.out_of_band(),
+        "QEMU offered no oob"
+    );
     let ends = Endpoints {
         source: &src.qmp,
         dest: &dst.qmp,

@@ -17,6 +17,13 @@ use tokio::task::JoinHandle;
 /// Events kept when nobody drains them; older ones are dropped.
 const EVENT_BUFFER: usize = 1024;
 
+/// Commands sent out-of-band (`exec-oob`) when QEMU offers the `oob` capability: the two that
+/// repair a paused post-copy. On a post-copy destination a vCPU thread can hold the main loop while
+/// it waits for a page that will never come over a broken link, so an in-band `migrate-recover`
+/// would wait behind it (it timed out after 30 s once in migrate_real); QEMU's schema marks both
+/// `allow-oob`, and they then run in the monitor's own thread.
+const OOB_COMMANDS: &[&str] = &["migrate-recover", "migrate-pause"];
+
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, QmpError>>>>>;
 
 /// A connected, negotiated QMP session.
@@ -27,6 +34,8 @@ pub struct QmpClient {
     next_id: AtomicU64,
     timeout: Duration,
     reader: JoinHandle<()>,
+    /// Whether `oob` was negotiated, so [`OOB_COMMANDS`] go out with `exec-oob`.
+    oob: bool,
 }
 
 impl Drop for QmpClient {
@@ -42,7 +51,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl QmpClient {
     /// Connects to `path`, retrying until `wait` has passed (QEMU creates the socket a moment
-    /// after it starts), reads the greeting and leaves capability negotiation mode.
+    /// after it starts), reads the greeting and leaves capability negotiation mode, enabling
+    /// out-of-band execution when the greeting offers it (see [`OOB_COMMANDS`]).
     pub async fn connect(path: &Path, wait: Duration, timeout: Duration) -> Result<Self, QmpError> {
         let stream = connect_retry(path, wait).await?;
         let (read, write) = stream.into_split();
@@ -65,17 +75,33 @@ impl QmpClient {
         let pending: Pending = Arc::default();
         let events: Arc<Mutex<VecDeque<QmpEvent>>> = Arc::default();
         let reader = tokio::spawn(read_loop(lines, pending.clone(), events.clone()));
-        let client = QmpClient {
+        let mut client = QmpClient {
             writer: tokio::sync::Mutex::new(write),
             pending,
             events,
             next_id: AtomicU64::new(1),
             timeout,
             reader,
+            oob: false,
         };
-        client.execute("qmp_capabilities", None).await?;
+        let oob = offers_oob(&greeting);
+        let enable = oob.then(|| json!({ "enable": ["oob"] }));
+        client.execute("qmp_capabilities", enable).await?;
+        client.oob = oob;
         Ok(client)
     }
+
+    /// Whether out-of-band execution was negotiated with this QEMU.
+    pub fn out_of_band(&self) -> bool {
+        self.oob
+    }
+}
+
+/// Whether a greeting (`{"QMP": {"version": .., "capabilities": [..]}}`) offers `oob`.
+fn offers_oob(greeting: &Value) -> bool {
+    greeting["QMP"]["capabilities"]
+        .as_array()
+        .is_some_and(|caps| caps.iter().any(|c| c.as_str() == Some("oob")))
 }
 
 async fn connect_retry(path: &Path, wait: Duration) -> Result<UnixStream, QmpError> {
@@ -164,7 +190,12 @@ impl Qmp for QmpClient {
             return Err(QmpError::Closed);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut request = json!({ "execute": command, "id": id });
+        let key = if self.oob && OOB_COMMANDS.contains(&command) {
+            "exec-oob"
+        } else {
+            "execute"
+        };
+        let mut request = json!({ key: command, "id": id });
         if let Some(args) = arguments {
             request["arguments"] = args;
         }
@@ -261,6 +292,70 @@ mod tests {
         assert!(events
             .iter()
             .any(|e| e.name == "RESUME" && e.timestamp_us == Some(2_000_005)));
+    }
+
+    /// Serves a greeting with `caps`, answers every request `{}` and sends the requests it saw.
+    async fn serve_recording(
+        listener: UnixListener,
+        caps: Value,
+        seen: tokio::sync::mpsc::UnboundedSender<Value>,
+    ) {
+        let (stream, _) = listener.accept().await.expect("accept");
+        let (r, mut w) = stream.into_split();
+        let greeting = json!({"QMP": {"version": {}, "capabilities": caps}});
+        w.write_all(format!("{greeting}\n").as_bytes())
+            .await
+            .expect("greet");
+        let mut lines = BufReader::new(r).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let req: Value = serde_json::from_str(&line).expect("json");
+            let reply = json!({"return": {}, "id": req["id"].clone()});
+            // Recorded before the reply, so the client sees every request once it has its answer.
+            let _ = seen.send(req);
+            w.write_all(format!("{reply}\n").as_bytes())
+                .await
+                .expect("reply");
+        }
+    }
+
+    async fn requests_with(caps: Value) -> (bool, Vec<Value>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(serve_recording(listener, caps, tx));
+        let c = QmpClient::connect(&path, Duration::from_secs(2), Duration::from_secs(2))
+            .await
+            .expect("connect");
+        for cmd in ["query-status", "migrate-recover", "migrate-pause"] {
+            c.execute(cmd, None).await.expect(cmd);
+        }
+        let mut seen = Vec::new();
+        while let Ok(req) = rx.try_recv() {
+            seen.push(req);
+        }
+        (c.out_of_band(), seen)
+    }
+
+    #[tokio::test]
+    async fn offered_oob_is_enabled_and_used_for_recovery_commands_only() {
+        let (oob, seen) = requests_with(json!(["oob"])).await;
+        assert!(oob);
+        assert_eq!(seen[0]["execute"], "qmp_capabilities");
+        assert_eq!(seen[0]["arguments"], json!({"enable": ["oob"]}));
+        assert_eq!(seen[1]["execute"], "query-status");
+        assert_eq!(seen[2]["exec-oob"], "migrate-recover");
+        assert_eq!(seen[3]["exec-oob"], "migrate-pause");
+        assert!(seen.iter().all(|r| r["id"].is_u64()), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn without_oob_in_the_greeting_everything_is_in_band() {
+        let (oob, seen) = requests_with(json!([])).await;
+        assert!(!oob);
+        assert!(seen[0].get("arguments").is_none(), "{seen:?}");
+        assert_eq!(seen[2]["execute"], "migrate-recover");
+        assert_eq!(seen[3]["execute"], "migrate-pause");
     }
 
     #[tokio::test]
