@@ -1,9 +1,10 @@
 //! The QMP commands a migration source may run on its destination's QEMU, through
 //! `POST /v1/vms/{name}/qmp`, as a closed, typed set.
 //!
-//! The set is exactly what the migration driver sends to a destination: set capabilities,
-//! start listening (`migrate-incoming`), listen again for recovery (`migrate-recover`), and three
-//! queries. Each command's arguments are a `deny_unknown_fields` type, so nothing QEMU would
+//! The set is exactly what the migration driver and the resumption of a paused post-copy send
+//! to a destination: set capabilities, start listening (`migrate-incoming`), pause an incoming
+//! post-copy still waiting on a dead connection (`migrate-pause`), listen again for recovery
+//! (`migrate-recover`), and three queries. Each command's arguments are a `deny_unknown_fields` type, so nothing QEMU would
 //! also accept (`channels`, `exit-on-error`, an `exec:` URI) can be smuggled through; the
 //! agent further checks that a URI is the one it made for that VM. Replies are typed too: only
 //! the fields the driver reads cross back.
@@ -52,6 +53,7 @@ pub enum ForwardedQmp {
     MigrateSetCapabilities(SetCapabilities),
     MigrateIncoming(UriArgs),
     MigrateRecover(UriArgs),
+    MigratePause,
     QueryMigrate,
     QueryStatus,
     QueryMigrateCapabilities,
@@ -70,17 +72,18 @@ pub enum QmpForwardError {
 pub const MAX_CAPABILITIES: usize = 16;
 
 /// The forwardable command names.
-pub const FORWARDABLE: [&str; 6] = [
+pub const FORWARDABLE: [&str; 7] = [
     "migrate-set-capabilities",
     "migrate-incoming",
     "migrate-recover",
+    "migrate-pause",
     "query-migrate",
     "query-status",
     "query-migrate-capabilities",
 ];
 
 /// The forwardable command names, for messages.
-pub const ALLOWED: &str = "migrate-set-capabilities, migrate-incoming, migrate-recover, query-migrate, query-status, query-migrate-capabilities";
+pub const ALLOWED: &str = "migrate-set-capabilities, migrate-incoming, migrate-recover, migrate-pause, query-migrate, query-status, query-migrate-capabilities";
 
 impl ForwardedQmp {
     /// QEMU's name for the command.
@@ -89,6 +92,7 @@ impl ForwardedQmp {
             ForwardedQmp::MigrateSetCapabilities(_) => "migrate-set-capabilities",
             ForwardedQmp::MigrateIncoming(_) => "migrate-incoming",
             ForwardedQmp::MigrateRecover(_) => "migrate-recover",
+            ForwardedQmp::MigratePause => "migrate-pause",
             ForwardedQmp::QueryMigrate => "query-migrate",
             ForwardedQmp::QueryStatus => "query-status",
             ForwardedQmp::QueryMigrateCapabilities => "query-migrate-capabilities",
@@ -239,6 +243,9 @@ mod tests {
             ForwardedQmp::from_parts("query-status", None),
             Ok(ForwardedQmp::QueryStatus)
         );
+        let pause = ForwardedQmp::from_parts("migrate-pause", None).expect("pause");
+        assert_eq!((pause.name(), pause.arguments()), ("migrate-pause", None));
+        assert!(ForwardedQmp::from_parts("migrate-pause", Some(&json!({"x": 1}))).is_err());
         let wire = serde_json::to_value(&c).expect("json");
         assert_eq!(wire["execute"], "migrate-incoming");
         let back: ForwardedQmp = serde_json::from_value(wire).expect("reads back");
@@ -328,7 +335,7 @@ mod tests {
         fn only_allowed_arguments_ever_reach_qemu(
             cmd in prop::sample::select(vec![
                 "migrate-set-capabilities", "migrate-incoming", "migrate-recover",
-                "query-migrate", "query-status", "query-migrate-capabilities",
+                "migrate-pause", "query-migrate", "query-status", "query-migrate-capabilities",
                 "migrate", "quit", "migrate-set-parameters",
             ]),
             args in json_value(),
@@ -336,7 +343,7 @@ mod tests {
             if let Ok(c) = ForwardedQmp::from_parts(cmd, Some(&args)) {
                 prop_assert_eq!(c.name(), cmd);
                 match c.arguments() {
-                    None => prop_assert!(cmd.starts_with("query-")),
+                    None => prop_assert!(cmd.starts_with("query-") || cmd == "migrate-pause"),
                     Some(Value::Object(m)) => {
                         let keys: Vec<&str> = m.keys().map(String::as_str).collect();
                         match cmd {

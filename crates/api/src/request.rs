@@ -395,6 +395,7 @@ pub(crate) fn qmp_command(
                 _ => ForwardedQmp::MigrateRecover(args),
             })
         }
+        "migrate-pause" => none(ForwardedQmp::MigratePause),
         "query-migrate" => none(ForwardedQmp::QueryMigrate),
         "query-status" => none(ForwardedQmp::QueryStatus),
         "query-migrate-capabilities" => none(ForwardedQmp::QueryMigrateCapabilities),

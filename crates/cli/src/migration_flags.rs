@@ -7,6 +7,7 @@
 use crate::flags::{whole, Typed};
 use drover_core::migration::knobs::{
     MAX_DEADLINE_S, MAX_DOWNTIME_LIMIT_MS, MAX_HYBRID_ROUNDS, MAX_POSTCOPY_STALL_S,
+    MAX_RESUME_WINDOW_S,
 };
 use drover_core::migration::PlanKnobs;
 
@@ -50,6 +51,12 @@ pub struct MigrationFlags {
     #[arg(long, value_name = "S", allow_negative_numbers = true,
           value_parser = whole::<u64>(1, MAX_POSTCOPY_STALL_S))]
     pub postcopy_stall: Option<u64>,
+    /// Agent migrations: keep trying to resume a post-copy left paused (a cut link) for this
+    /// many seconds, once the destination answers again; 0 to 86400, 0 leaves it paused
+    /// [default: 600].
+    #[arg(long, value_name = "S", allow_negative_numbers = true,
+          value_parser = whole::<u64>(0, MAX_RESUME_WINDOW_S))]
+    pub resume_window: Option<u64>,
 }
 
 impl MigrationFlags {
@@ -72,6 +79,7 @@ impl MigrationFlags {
             hybrid_fraction: self.hybrid_fraction.unwrap_or(d.hybrid_fraction),
             hybrid_rounds: self.hybrid_rounds.unwrap_or(d.hybrid_rounds),
             postcopy_stall_s: self.postcopy_stall.unwrap_or(d.postcopy_stall_s),
+            resume_window_s: self.resume_window.unwrap_or(d.resume_window_s),
             ..d
         };
         knobs.validate().map_err(|e| match (&bandwidth, e.field) {
@@ -92,6 +100,7 @@ fn flag_of(field: &str) -> &'static str {
         "hybrid_fraction" => "--hybrid-fraction",
         "hybrid_rounds" => "--hybrid-rounds",
         "postcopy_stall_s" => "--postcopy-stall",
+        "resume_window_s" => "--resume-window",
         _ => "migration settings",
     }
 }

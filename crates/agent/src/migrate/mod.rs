@@ -34,6 +34,11 @@
 //! switch) keeps the source VM held, since its QEMU has the rest of the guest's memory. Cancel is
 //! refused from the switch on, by the record or by what the source QEMU says.
 //!
+//! A post-copy the run left `paused` (a cut link) is resumed by this agent once the destination
+//! answers again, within the request's `resume_window_s` (`resume.rs`, decisions in
+//! `drover_core::migration::resume`): the record stays `paused` until the settle makes it
+//! `completed`; a link that does not return leaves it `paused`, both QEMUs kept.
+//!
 //! A VM with a disk is not migrated: each host's storage directory is its own and storage
 //! migration does not exist yet, so its destination would run on a different file of the same
 //! name. Both ends refuse it.
@@ -53,6 +58,7 @@
 
 pub mod lifecycle;
 mod recover;
+mod resume;
 mod run;
 mod settle;
 

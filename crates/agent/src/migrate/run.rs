@@ -170,6 +170,18 @@ async fn drive(
     // The VM's fate is settled (unless a post-copy stopped part-way, which keeps it held): it
     // may be migrated or deleted again while we measure.
     super::release_vm(state, id, vm);
+    if record.state == MigrationState::Paused && moved {
+        if let Some(params) = req.knobs.resume() {
+            let paused = super::resume::PausedRun {
+                id,
+                vm,
+                source: source.as_ref(),
+                dest: &dest,
+                recover_uri: &ends.recover_uri,
+            };
+            super::resume::resume_paused(state, &paused, params).await;
+        }
+    }
     if record.state == MigrationState::Measuring {
         let window_end = run.span().samples_until_ms() + 300;
         tokio::time::sleep(Duration::from_millis(

@@ -29,6 +29,9 @@ pub const MAX_HYBRID_ROUNDS: u32 = 1_000;
 /// Longest stall limit accepted, s (one hour): see `PlanKnobs::postcopy_stall_s`.
 pub const MAX_POSTCOPY_STALL_S: u64 = 3_600;
 
+/// Longest resume window accepted, s (one day): see `PlanKnobs::resume_window_s`.
+pub const MAX_RESUME_WINDOW_S: u64 = 86_400;
+
 /// What an operator sets for one migration. Every field has a default ([`PlanKnobs::default`]);
 /// [`PlanKnobs::validate`] holds every limit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,6 +78,13 @@ pub struct PlanKnobs {
     #[serde(deserialize_with = "wire::whole")]
     #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 3_600)))]
     pub postcopy_stall_s: u64,
+    /// How long the source's agent keeps trying to resume a post-copy the run left paused, s
+    /// (`migration::resume`): it pauses a destination still waiting on the dead connection,
+    /// then recovers and resumes once the destination answers again. 0: never (the migration
+    /// stays paused until an operator acts).
+    #[serde(deserialize_with = "wire::whole")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 86_400)))]
+    pub resume_window_s: u64,
 }
 
 impl Default for PlanKnobs {
@@ -88,6 +98,7 @@ impl Default for PlanKnobs {
             hybrid_rounds: HybridSwitch::default().max_rounds,
             assumed_link_bps: 1_000_000_000,
             postcopy_stall_s: 60,
+            resume_window_s: 600,
         }
     }
 }
@@ -174,6 +185,12 @@ const POSTCOPY_STALL: Limit = Limit {
     max: MAX_POSTCOPY_STALL_S,
     unit: "s",
 };
+const RESUME_WINDOW: Limit = Limit {
+    field: "resume_window_s",
+    min: 0,
+    max: MAX_RESUME_WINDOW_S,
+    unit: "s",
+};
 
 /// What `hybrid_fraction` accepts.
 const FRACTION_EXPECTED: &str = "expected a fraction of RAM from 0 to 1";
@@ -221,13 +238,14 @@ pub fn check_link_bps(bps: u64) -> Result<(), String> {
 
 impl PlanKnobs {
     /// The limits of every whole-number setting, by field name.
-    pub const LIMITS: [Limit; 6] = [
+    pub const LIMITS: [Limit; 7] = [
         BANDWIDTH,
         ASSUMED_LINK,
         DOWNTIME,
         DEADLINE,
         HYBRID_ROUNDS,
         POSTCOPY_STALL,
+        RESUME_WINDOW,
     ];
 
     /// What `field` accepts, as [`PlanKnobs::validate`] words it (for a value that cannot even
@@ -262,7 +280,8 @@ impl PlanKnobs {
             });
         }
         HYBRID_ROUNDS.check(u64::from(self.hybrid_rounds))?;
-        POSTCOPY_STALL.check(self.postcopy_stall_s)
+        POSTCOPY_STALL.check(self.postcopy_stall_s)?;
+        RESUME_WINDOW.check(self.resume_window_s)
     }
 
     /// Hybrid's switch point.
@@ -281,6 +300,16 @@ impl PlanKnobs {
     /// The post-copy stall limit in ms, as the source machine counts it.
     pub fn postcopy_stall_ms(&self) -> u64 {
         self.postcopy_stall_s.saturating_mul(1000)
+    }
+
+    /// How a post-copy left paused is resumed: within the resume window, paused again after
+    /// the stall limit. None when the window is 0 (never resumed).
+    pub fn resume(&self) -> Option<super::resume::ResumeParams> {
+        (self.resume_window_s > 0).then(|| super::resume::ResumeParams {
+            window_ms: self.resume_window_s.saturating_mul(1000),
+            stall_ms: self.postcopy_stall_ms(),
+            ..super::resume::ResumeParams::default()
+        })
     }
 }
 
@@ -378,6 +407,24 @@ mod tests {
         .validate()
         .expect_err("above the ceiling");
         assert!(err.expected.contains("at most 100000000000"), "{err}");
+    }
+
+    #[test]
+    fn the_resume_window_may_be_zero_and_at_most_a_day() {
+        let with = |s| PlanKnobs {
+            resume_window_s: s,
+            postcopy_stall_s: 7,
+            ..PlanKnobs::default()
+        };
+        assert_eq!(with(0).validate(), Ok(()));
+        assert_eq!(with(0).resume(), None, "0: never resumed");
+        let r = with(30).resume().expect("resumed");
+        assert_eq!((r.window_ms, r.stall_ms), (30_000, 7_000));
+        let err = with(MAX_RESUME_WINDOW_S + 1)
+            .validate()
+            .expect_err("too long");
+        assert_eq!(err.field, "resume_window_s");
+        assert_eq!(err.expected, "expected 0 to 86400 s");
     }
 
     /// Every numeric setting has its limits in the table the API's parser quotes for numbers

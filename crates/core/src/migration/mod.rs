@@ -12,6 +12,7 @@ pub mod knobs;
 pub mod plan;
 pub mod progress;
 pub mod result;
+pub mod resume;
 pub mod source;
 pub mod stall;
 pub mod technique;
@@ -23,6 +24,9 @@ pub use knobs::{KnobError, PlanKnobs, UNCAPPED_BPS};
 pub use plan::{Capability, MigrationPlan, ParameterUpdate};
 pub use progress::{paused_by_migration, MigrationStatus, Progress, RamProgress};
 pub use result::{MigrationResult, OpsSample, RunFacts, Throughput};
+pub use resume::{
+    DestAnswer, ResumeAction, ResumeEnd, ResumeLook, ResumeMachine, ResumeParams, ResumeState,
+};
 pub use source::{EndStatus, SourceAction, SourceEvent, SourceMachine, SourceOutcome, SourceState};
 pub use technique::{HybridSwitch, Technique};
 pub use watchdog::{ThrottleKind, Watchdog, WatchdogAction, WatchdogPolicy};

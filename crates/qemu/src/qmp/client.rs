@@ -3,7 +3,7 @@
 use super::{Qmp, QmpError, QmpEvent};
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,16 @@ const EVENT_BUFFER: usize = 1024;
 /// `allow-oob`, and they then run in the monitor's own thread.
 const OOB_COMMANDS: &[&str] = &["migrate-recover", "migrate-pause"];
 
+/// Most in-band commands left unanswered before new ones are refused (out-of-band ones still go).
+/// With `oob` on, QEMU queues in-band commands while one runs and stops reading the socket once
+/// 7 wait (its `QMP_REQ_QUEUE_LEN_MAX` of 8), out-of-band ones included: a main loop held by a
+/// missing post-copy page, polled by our monitoring, would otherwise lock out the very
+/// `migrate-recover` that frees it. A command that timed out here still counts until QEMU
+/// answers it.
+const MAX_UNANSWERED_IN_BAND: usize = 4;
+
+type Unanswered = Arc<Mutex<HashSet<u64>>>;
+
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, QmpError>>>>>;
 
 /// A connected, negotiated QMP session.
@@ -36,6 +46,8 @@ pub struct QmpClient {
     reader: JoinHandle<()>,
     /// Whether `oob` was negotiated, so [`OOB_COMMANDS`] go out with `exec-oob`.
     oob: bool,
+    /// In-band commands sent and not answered yet (whether or not anyone still waits).
+    unanswered: Unanswered,
 }
 
 impl Drop for QmpClient {
@@ -74,7 +86,13 @@ impl QmpClient {
         }
         let pending: Pending = Arc::default();
         let events: Arc<Mutex<VecDeque<QmpEvent>>> = Arc::default();
-        let reader = tokio::spawn(read_loop(lines, pending.clone(), events.clone()));
+        let unanswered: Unanswered = Arc::default();
+        let reader = tokio::spawn(read_loop(
+            lines,
+            pending.clone(),
+            events.clone(),
+            unanswered.clone(),
+        ));
         let mut client = QmpClient {
             writer: tokio::sync::Mutex::new(write),
             pending,
@@ -83,6 +101,7 @@ impl QmpClient {
             timeout,
             reader,
             oob: false,
+            unanswered,
         };
         let oob = offers_oob(&greeting);
         let enable = oob.then(|| json!({ "enable": ["oob"] }));
@@ -132,6 +151,7 @@ async fn read_loop(
     mut lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
     pending: Pending,
     events: Arc<Mutex<VecDeque<QmpEvent>>>,
+    unanswered: Unanswered,
 ) {
     while let Ok(Some(line)) = lines.next_line().await {
         let Ok(msg) = serde_json::from_str::<Value>(&line) else {
@@ -153,6 +173,7 @@ async fn read_loop(
         let Some(id) = msg.get("id").and_then(Value::as_u64) else {
             continue;
         };
+        lock(&unanswered).remove(&id);
         let Some(tx) = lock(&pending).remove(&id) else {
             continue;
         };
@@ -190,11 +211,18 @@ impl Qmp for QmpClient {
             return Err(QmpError::Closed);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let key = if self.oob && OOB_COMMANDS.contains(&command) {
-            "exec-oob"
-        } else {
-            "execute"
-        };
+        let oob = self.oob && OOB_COMMANDS.contains(&command);
+        let key = if oob { "exec-oob" } else { "execute" };
+        if !oob {
+            let mut waiting = lock(&self.unanswered);
+            if waiting.len() >= MAX_UNANSWERED_IN_BAND {
+                return Err(QmpError::Busy {
+                    command: command.to_string(),
+                    unanswered: waiting.len(),
+                });
+            }
+            waiting.insert(id);
+        }
         let mut request = json!({ key: command, "id": id });
         if let Some(args) = arguments {
             request["arguments"] = args;
@@ -206,6 +234,7 @@ impl Qmp for QmpClient {
         let written = self.writer.lock().await.write_all(&bytes).await;
         if let Err(e) = written {
             lock(&self.pending).remove(&id);
+            lock(&self.unanswered).remove(&id);
             return Err(QmpError::Io(e.to_string()));
         }
         let reply = tokio::time::timeout(self.timeout, rx).await;
@@ -356,6 +385,63 @@ mod tests {
         assert!(seen[0].get("arguments").is_none(), "{seen:?}");
         assert_eq!(seen[2]["execute"], "migrate-recover");
         assert_eq!(seen[3]["execute"], "migrate-pause");
+    }
+
+    #[tokio::test]
+    async fn a_qemu_that_stops_answering_gets_no_more_in_band_commands_but_oob_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        // Answers the negotiation and out-of-band commands only, like a QEMU whose main loop
+        // waits for a page; reports every request it read.
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let (r, mut w) = stream.into_split();
+            w.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": [\"oob\"]}}\n")
+                .await
+                .expect("greet");
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let req: Value = serde_json::from_str(&line).expect("json");
+                let answer = req["execute"] == "qmp_capabilities" || req.get("exec-oob").is_some();
+                let _ = tx.send(req.clone());
+                if answer {
+                    let reply = json!({"return": {}, "id": req["id"].clone()});
+                    w.write_all(format!("{reply}\n").as_bytes())
+                        .await
+                        .expect("reply");
+                }
+            }
+        });
+        let c = QmpClient::connect(&path, Duration::from_secs(2), Duration::from_millis(50))
+            .await
+            .expect("connect");
+        for _ in 0..MAX_UNANSWERED_IN_BAND {
+            assert!(matches!(
+                c.execute("query-migrate", None).await,
+                Err(QmpError::Timeout { .. })
+            ));
+        }
+        let refused = c.execute("query-status", None).await.unwrap_err();
+        assert_eq!(
+            refused,
+            QmpError::Busy {
+                command: "query-status".into(),
+                unanswered: MAX_UNANSWERED_IN_BAND
+            }
+        );
+        assert!(refused.to_string().contains("post-copy page"), "{refused}");
+        c.execute("migrate-recover", Some(json!({"uri": "tcp:127.0.0.1:1"})))
+            .await
+            .expect("out-of-band still goes");
+        let mut seen = Vec::new();
+        while let Ok(req) = rx.try_recv() {
+            seen.push(req);
+        }
+        // Negotiation, the 4 unanswered, the recover: the refused one never reached QEMU.
+        assert_eq!(seen.len(), 2 + MAX_UNANSWERED_IN_BAND, "{seen:?}");
+        assert!(seen.iter().all(|r| r["execute"] != "query-status"));
     }
 
     #[tokio::test]

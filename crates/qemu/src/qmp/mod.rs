@@ -37,6 +37,13 @@ pub enum QmpError {
     },
     #[error("QMP command '{command}' timed out after {ms} ms")]
     Timeout { command: String, ms: u64 },
+    /// Not sent: QEMU has not answered this many earlier in-band commands (its main loop may
+    /// wait for a post-copy page); sending more could make it stop reading out-of-band ones.
+    #[error(
+        "QMP command '{command}' not sent: QEMU has not answered {unanswered} earlier commands \
+         (its main loop may be waiting for a missing post-copy page)"
+    )]
+    Busy { command: String, unanswered: usize },
     #[error("unexpected reply to '{command}': {message}")]
     Reply { command: String, message: String },
 }
