@@ -127,7 +127,7 @@ pub(crate) fn commit(
     out: &mut StepOutput,
 ) -> PlanId {
     let mut draft = draft;
-    super::group::regroup(view, settings, &mut draft.picks);
+    super::group::regroup(view, &state.vms, settings, &mut draft.picks);
     let id = state.new_id("p");
     let mut whys = Vec::with_capacity(draft.picks.len());
     let mut move_ids = Vec::with_capacity(draft.picks.len());

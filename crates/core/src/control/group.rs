@@ -12,7 +12,8 @@
 //!
 //! What it is told: every NIC has the link the settings assume
 //! ([`ControlSettings::link_bandwidth_bps`]) each way; each VM's traffic is its agent's rx and
-//! tx rate (not a sane number: 0); the VMs already on the hosts compete as residents; the
+//! tx rate (not a sane number: 0); the bytes a VM's migration moves are what its last completed
+//! migration moved (`VmMemory::moved_bytes`), else all of its memory; the VMs already on the hosts compete as residents; the
 //! migrations the scheduler may run at once from the host are `max_out_per_host`.
 //!
 //! What it changes: each grouped move's technique and reason (the group's evacuation time
@@ -26,6 +27,7 @@
 
 use super::explain::Pick;
 use super::settings::{ControlSettings, TechniqueChooser};
+use super::state::VmMemory;
 use super::technique::cost_params;
 use super::view::{clean, View};
 use crate::control::moves::TechniqueChoice;
@@ -34,10 +36,16 @@ use crate::migration::group::{
     choose_group, Group, GroupParams, GroupPlan, HostNic, LeavingVm, Traffic,
 };
 use crate::migration::{Technique, VmProfile};
+use std::collections::BTreeMap;
 
 /// Replaces the single-VM choices of every host's group of leaving VMs in `picks` (see the
 /// module doc); picks it does not apply to are left as they are.
-pub(crate) fn regroup(view: &View, settings: &ControlSettings, picks: &mut [Pick]) {
+pub(crate) fn regroup(
+    view: &View,
+    remembered: &BTreeMap<String, VmMemory>,
+    settings: &ControlSettings,
+    picks: &mut [Pick],
+) {
     if settings.technique_chooser != TechniqueChooser::Manager {
         return;
     }
@@ -68,7 +76,7 @@ pub(crate) fn regroup(view: &View, settings: &ControlSettings, picks: &mut [Pick
             max_concurrent: settings.max_out_per_host.max(1),
             ..GroupParams::default()
         };
-        let group = build(view, settings, picks, &members);
+        let group = build(view, remembered, settings, picks, &members);
         if !has_traffic(&group, params.idle_traffic_bps) {
             continue;
         }
@@ -81,7 +89,13 @@ pub(crate) fn regroup(view: &View, settings: &ControlSettings, picks: &mut [Pick
 }
 
 /// The group of `members` (indices into `picks`, all from one host).
-fn build(view: &View, settings: &ControlSettings, picks: &[Pick], members: &[usize]) -> Group {
+fn build(
+    view: &View,
+    remembered: &BTreeMap<String, VmMemory>,
+    settings: &ControlSettings,
+    picks: &[Pick],
+    members: &[usize],
+) -> Group {
     let link = settings.link_bandwidth_bps() as f64;
     let from = picks[members[0]].from;
     let leaving: Vec<usize> = members.iter().map(|&i| picks[i].vm).collect();
@@ -115,8 +129,7 @@ fn build(view: &View, settings: &ControlSettings, picks: &[Pick], members: &[usi
                     wss_bytes: vm.obs.wss_bytes.unwrap_or(memory).min(memory),
                     dirty_rate_bps: vm.dirty_rate().unwrap_or(0.0),
                 },
-                // No agent reports a guest's non-zero pages yet: all of its memory.
-                moved_bytes: None,
+                moved_bytes: remembered.get(vm.name()).and_then(|m| m.moved_bytes),
                 traffic: traffic(view, picks[i].vm),
                 destination: view.hosts[picks[i].to].name().to_string(),
             }

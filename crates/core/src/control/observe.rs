@@ -124,6 +124,10 @@ pub struct MigrationObs {
     pub vm_on_destination: bool,
     /// Why it failed or was cancelled.
     pub error: Option<String>,
+    /// Bytes it moved, once completed (its result's `transferred_bytes`): about what the VM's
+    /// next migration moves (its non-zero memory), which the group choice prices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transferred_bytes: Option<u64>,
 }
 
 /// Everything the control step looks at, besides its own memory and the settings.

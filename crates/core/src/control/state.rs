@@ -38,6 +38,10 @@ pub struct VmMemory {
     pub last_moved_s: Option<f64>,
     /// The host it last left, and when.
     pub left: Option<(String, f64)>,
+    /// Bytes its last completed migration moved (`MigrationObs::transferred_bytes`): the
+    /// group choice's `LeavingVm::moved_bytes` for its next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_bytes: Option<u64>,
 }
 
 /// The step's whole memory.

@@ -222,8 +222,15 @@ fn note_vm(state: &mut ControlState, view: &View, m: &super::moves::Move, now_s:
             .is_some_and(|i| view.hosts[view.vms[i].host].name() == m.to),
         _ => false,
     };
+    let moved_bytes = view
+        .migration(&m.id)
+        .filter(|r| r.phase == MigrationPhase::Completed)
+        .and_then(|r| r.transferred_bytes);
     let vm = state.vms.entry(m.vm.clone()).or_default();
     vm.last_moved_s = Some(now_s);
+    if moved_bytes.is_some() {
+        vm.moved_bytes = moved_bytes;
+    }
     if left {
         vm.left = Some((m.from.clone(), now_s));
         if let Some(h) = state.hosts.get_mut(&m.from) {

@@ -167,12 +167,14 @@ impl Cluster {
                 phase: m.phase,
                 vm_on_destination: m.phase == MigrationPhase::Completed,
                 error: None,
+                transferred_bytes: None,
             },
             None => MigrationObs {
                 id: id.to_string(),
                 phase: MigrationPhase::Unknown,
                 vm_on_destination: false,
                 error: None,
+                transferred_bytes: None,
             },
         }
     }

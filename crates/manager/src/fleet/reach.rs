@@ -160,6 +160,7 @@ mod tests {
             phase: MigrationPhase::Running,
             vm_on_destination: false,
             error: None,
+            transferred_bytes: None,
         }
     }
 

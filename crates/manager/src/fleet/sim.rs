@@ -120,6 +120,7 @@ impl SimFleet {
                     phase: MigrationPhase::Unknown,
                     vm_on_destination: false,
                     error: None,
+                    transferred_bytes: None,
                 })
             })
             .collect();

@@ -116,6 +116,11 @@ pub fn migration_obs(r: &MigrationRecord) -> MigrationObs {
         phase,
         vm_on_destination: r.vm_on_destination,
         error: r.error.clone(),
+        transferred_bytes: r
+            .result
+            .as_ref()
+            .filter(|_| r.state == MigrationState::Completed)
+            .map(|res| res.transferred_bytes),
     }
 }
 
@@ -126,6 +131,7 @@ pub fn unknown_migration(id: &str) -> MigrationObs {
         phase: MigrationPhase::Unknown,
         vm_on_destination: false,
         error: None,
+        transferred_bytes: None,
     }
 }
 

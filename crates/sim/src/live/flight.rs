@@ -163,6 +163,11 @@ impl Flight {
             phase,
             vm_on_destination: on_dest,
             error: self.error.clone(),
+            // As an agent reports it: the bytes of a completed migration only.
+            transferred_bytes: (phase == MigrationPhase::Completed)
+                .then_some(self.prediction.transferred_bytes)
+                .filter(|b| b.is_finite() && *b >= 0.0)
+                .map(|b| b as u64),
         }
     }
 }

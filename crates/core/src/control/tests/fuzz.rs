@@ -107,6 +107,7 @@ fn observation(r: &mut SplitMix64, state: &ControlState) -> Observation {
             ),
             vm_on_destination: r.below(2) == 0,
             error: None,
+            transferred_bytes: None,
         });
     }
     Observation { hosts, migrations }

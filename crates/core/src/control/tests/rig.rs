@@ -5,6 +5,9 @@ use crate::control::{
     Observation, Outcome, PlanState, PowerState, StepOutput, VmObs, VmPresence,
 };
 
+/// What every completed migration of the rig reports it moved, bytes.
+pub const MOVED_BYTES: u64 = 96 << 20;
+
 pub const GIB: u64 = 1 << 30;
 
 /// Hosts and their VMs, as agents would report them.
@@ -174,6 +177,7 @@ impl Rig {
                 phase: f.phase,
                 vm_on_destination: f.phase == MigrationPhase::Completed,
                 error: None,
+                transferred_bytes: (f.phase == MigrationPhase::Completed).then_some(MOVED_BYTES),
             })
             .collect();
         self.cluster.observe(migrations)

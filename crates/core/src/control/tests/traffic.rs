@@ -2,7 +2,7 @@
 //! group choice (`control::group`); one VM, or a group without traffic, keeps the single-VM
 //! choice.
 
-use super::rig::{migrations, quiet, Cluster, Rig};
+use super::rig::{migrations, quiet, Cluster, Rig, MOVED_BYTES};
 use crate::control::{drain, ControlSettings, Move, Plan, PlanKind, PlanState, TechniqueChooser};
 use crate::migration::Technique;
 use std::collections::BTreeMap;
@@ -170,4 +170,47 @@ fn a_restricted_technique_or_the_agents_choice_is_left_alone() {
     for why in &plan.explanation.moves {
         assert!(why.why_technique.contains("agent"), "{}", why.why_technique);
     }
+}
+
+/// The group's forecast evacuation time, s, as its explanation gives it.
+fn evacuation_s(plan: &Plan) -> f64 {
+    let why = &plan.explanation.moves[0].why_technique;
+    let at = why.find("evacuation ").expect("evacuation") + "evacuation ".len();
+    let figure: String = why[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    figure.parse().unwrap_or_else(|_| panic!("{why}"))
+}
+
+/// A completed migration's bytes are remembered for the VM, and the group choice prices its
+/// next migration with them instead of all of its memory.
+#[test]
+fn the_bytes_a_vm_last_moved_price_its_next_migration() {
+    let mut rig = Rig::new(four_on_h1(true), settings());
+    rig.look();
+    drain(&mut rig.state, "h1", rig.now).expect("drain");
+    let first = rig.look();
+    let plan = rig.state.plans[&first.new_plans[0]].clone();
+    rig.looks(60);
+    assert!(rig.cluster.h("h1").vms.is_empty());
+    for vm in ["in1", "out1", "in2", "out2"] {
+        assert_eq!(rig.state.vms[vm].moved_bytes, Some(MOVED_BYTES), "{vm}");
+    }
+    // The same drain priced from 96 MiB per VM rather than 1 GiB of memory each.
+    let mut again = Rig::new(four_on_h1(true), settings());
+    again.state.vms = rig.state.vms.clone();
+    for m in again.state.vms.values_mut() {
+        m.last_moved_s = None;
+        m.left = None;
+    }
+    again.look();
+    drain(&mut again.state, "h1", again.now).expect("drain");
+    let out = again.look();
+    let learned = again.state.plans[&out.new_plans[0]].clone();
+    let (before, after) = (evacuation_s(&plan), evacuation_s(&learned));
+    assert!(
+        after < 0.5 * before,
+        "evacuation forecast {after} s with the bytes moved, {before} s without"
+    );
 }
