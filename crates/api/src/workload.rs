@@ -91,6 +91,8 @@ mod tests {
             memory_bytes: 256 << 20,
             workload: workload.into(),
             disk: None,
+            disk_size_bytes: None,
+            disk_base: None,
             nic: None,
         }
     }
