@@ -5,16 +5,24 @@
 //! Needs qemu-system-x86_64 and qemu-img (a failure under CI when missing, a loud skip
 //! elsewhere) and the guest image inputs (scripts/setup).
 
-use common::{client, image, run, tcg_config, vm, QemuGuard};
+use common::{client, run, tcg_config, vm, QemuGuard};
 use drover_agent::procfs;
 use drover_api::{AgentClient, VmStatus, VmView};
 use drover_testkit::{require, QEMU, QEMU_IMG};
+use std::path::Path;
 use std::time::Duration;
 
 mod common;
 
-/// Polls VM `name` until its guest reported at least `min_ops` ops (fresh reports).
-async fn wait_ops(c: &AgentClient, name: &str, min_ops: u64, timeout: Duration) -> VmView {
+/// Polls VM `name` until its guest reported at least `min_ops` ops (fresh reports); a failure
+/// shows the guest's console (`console`).
+async fn wait_ops(
+    c: &AgentClient,
+    name: &str,
+    min_ops: u64,
+    timeout: Duration,
+    console: &Path,
+) -> VmView {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let v = c.get_vm(name).await.expect("get vm");
@@ -27,7 +35,8 @@ async fn wait_ops(c: &AgentClient, name: &str, min_ops: u64, timeout: Duration) 
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{name} not reporting {min_ops} ops: {v:?}"
+            "{name} not reporting {min_ops} ops: {v:?}\nconsole:\n{}",
+            std::fs::read_to_string(console).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -37,11 +46,15 @@ async fn wait_ops(c: &AgentClient, name: &str, min_ops: u64, timeout: Duration) 
 async fn a_created_disk_takes_verified_block_io_and_checks_clean() {
     require!(QEMU, QEMU_IMG);
     procfs::become_subreaper();
-    let image = image();
     let dir = tempfile::Builder::new()
-        .prefix("drd")
+        .prefix("drk")
         .tempdir_in("/tmp")
         .expect("tempdir");
+    // A private image: the shared one (~/.cache/drover/image) is rebuilt by any checkout whose
+    // guest binary differs, and a guest without the disk workload would never report.
+    let image =
+        drover_qemu::image::build(&dir.path().join("image"), &drover_qemu::image::NoProgress)
+            .expect("guest image (run scripts/setup)");
     let state = dir.path().join("s");
     let _guard = QemuGuard(vec![state.clone()]);
     let (_agent, url) = run(tcg_config(&state, &image)).await;
@@ -66,13 +79,15 @@ async fn a_created_disk_takes_verified_block_io_and_checks_clean() {
     );
 
     // Past the first report, then five seconds more of work: the rate and the errors over it.
-    let first = wait_ops(&c, "dk1", 1, Duration::from_secs(120)).await;
+    let console = state.join("run/dk1/console.log");
+    let first = wait_ops(&c, "dk1", 1, Duration::from_secs(120), &console).await;
     let t0 = std::time::Instant::now();
     let v = wait_ops(
         &c,
         "dk1",
         first.workload_report.ops + 1000,
         Duration::from_secs(60),
+        &console,
     )
     .await;
     let secs = t0.elapsed().as_secs_f64();
@@ -88,6 +103,13 @@ async fn a_created_disk_takes_verified_block_io_and_checks_clean() {
     assert_eq!(
         r.spec.as_deref(),
         Some("disk:wss=16M,rate=200,pattern=random,read=50")
+    );
+
+    // The guest found its disk and bypasses its page cache (its console says how it writes).
+    let console = std::fs::read_to_string(&console).unwrap_or_default();
+    assert!(
+        console.contains("drover-guest: disk /dev/vda (67108864 bytes, Direct writes)"),
+        "{console}"
     );
 
     // Stop QEMU cleanly (SIGTERM: it flushes and closes the image), then check the image.

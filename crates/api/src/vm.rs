@@ -421,7 +421,11 @@ mod tests {
         let c = vm(r#"{"name":"a","memory_bytes":268435456,"disk":"d1","disk_base":"base.qcow2"}"#)
             .expect("valid");
         assert_eq!(c.disk_file().as_deref(), Some("d1"));
-        for size in ["0", "4096", "17592186044417", "1048576.5"] {
+        // A fraction is no byte count (the request parser names the field's path).
+        assert!(
+            vm(r#"{"name":"a","memory_bytes":268435456,"disk_size_bytes":1048576.5}"#).is_err()
+        );
+        for size in ["0", "4096", "17592186044417"] {
             let body =
                 format!(r#"{{"name":"a","memory_bytes":268435456,"disk_size_bytes":{size}}}"#);
             let err = vm(&body).unwrap_err();

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::live::Live;
-use crate::memtouch::{splitmix64, Pace, Rng};
+use crate::memtouch::{next_index, publish_demand, splitmix64, Pace, Rng};
 use crate::reporter::Counters;
 use crate::spec::{Pattern, Rate, Workload, DISK_BLOCK_SIZE};
 use crate::speed::SpeedMeter;
@@ -292,14 +292,7 @@ pub fn run(
         };
         let t = Instant::now();
         for _ in 0..batch {
-            let index = match params.pattern {
-                Pattern::Random => rng.below(params.blocks),
-                Pattern::Sequential => {
-                    let i = cursor % params.blocks;
-                    cursor = i + 1;
-                    i
-                }
-            } as usize;
+            let index = next_index(params.pattern, params.blocks, &mut rng, &mut cursor) as usize;
             let intact = if rng.below(100) < params.read_pct as u64 {
                 set.verify(index)
             } else {
@@ -313,14 +306,6 @@ pub fn run(
         publish_demand(counters, &pace, meter);
         counters.publish(done, errors);
     }
-}
-
-fn publish_demand(counters: &Counters, pace: &Pace, meter: &SpeedMeter) {
-    counters.publish_demand(
-        pace.demanded() as u64,
-        pace.demand_pct(meter.best()),
-        meter.best(),
-    );
 }
 
 /// The VM's disk: the one block device under `sys_block` (`/sys/block`) whose driver is
