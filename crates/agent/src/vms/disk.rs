@@ -83,10 +83,13 @@ impl DiskError {
     }
 }
 
-/// The `qemu-img` beside a QEMU binary given as a path, else the one on `PATH`.
+/// The `qemu-img` beside a QEMU binary given as a path (a QEMU built or installed elsewhere
+/// brings its own), when there is one; else the one on `PATH`.
 pub fn qemu_img_for(qemu_binary: &str) -> PathBuf {
     match Path::new(qemu_binary).parent() {
-        Some(dir) if qemu_binary.contains('/') => dir.join("qemu-img"),
+        Some(dir) if qemu_binary.contains('/') && dir.join("qemu-img").is_file() => {
+            dir.join("qemu-img")
+        }
         _ => PathBuf::from("qemu-img"),
     }
 }
@@ -316,9 +319,16 @@ mod tests {
             qemu_img_for("qemu-system-x86_64"),
             PathBuf::from("qemu-img")
         );
+        let tmp = tempfile::tempdir().unwrap();
+        let qemu = tmp.path().join("qemu-system-x86_64");
         assert_eq!(
-            qemu_img_for("/opt/q/bin/qemu-system-x86_64"),
-            PathBuf::from("/opt/q/bin/qemu-img")
+            qemu_img_for(&qemu.display().to_string()),
+            PathBuf::from("qemu-img")
+        );
+        std::fs::write(tmp.path().join("qemu-img"), b"").unwrap();
+        assert_eq!(
+            qemu_img_for(&qemu.display().to_string()),
+            tmp.path().join("qemu-img")
         );
     }
 
