@@ -293,7 +293,7 @@ impl Vms {
             (Some(name), true) => Some(self.create_disk(&config, name).await?),
             _ => None,
         };
-        let started = match self.start_with_disk(config).await {
+        let started = match self.check_disk_fit(config).await {
             Ok(config) => self.start_checked(config, role).await,
             Err(e) => Err(e),
         };
@@ -301,56 +301,6 @@ impl Vms {
             disk::remove(&self.store.disk_dir(), &name);
         }
         started
-    }
-
-    /// Creates the disk `name` for `config` (its names shape-checked, the VM's name claimed).
-    async fn create_disk(&self, config: &VmConfig, name: &str) -> Result<String, VmsError> {
-        if let Some(base) = &config.disk_base {
-            let map = lock(&self.map);
-            let user = map
-                .values()
-                .find(|e| e.record.config.disk_file().as_deref() == Some(base.as_str()));
-            if let Some(e) = user {
-                return Err(disk::DiskError::BaseInUse {
-                    base: base.clone(),
-                    vm: e.record.config.name.clone(),
-                }
-                .into());
-            }
-        }
-        let new = disk::NewDisk {
-            name,
-            size_bytes: config.disk_size_bytes,
-            base: config.disk_base.as_deref(),
-        };
-        disk::create(&self.qemu_img(), &self.store.disk_dir(), &new).await?;
-        Ok(name.to_string())
-    }
-
-    /// `config` if its workload fits its disk: a disk workload's working set within the disk's
-    /// virtual size (read from the image, whoever made it).
-    async fn start_with_disk(&self, config: VmConfig) -> Result<VmConfig, VmsError> {
-        let spec = drover_guest::spec::parse_workload(&config.workload);
-        if !matches!(spec, Ok(drover_guest::spec::Workload::Disk { .. })) {
-            return Ok(config);
-        }
-        let size = match &config.disk {
-            Some(name) => {
-                let path = self.disk_path(name)?;
-                Some(
-                    disk::info(&self.qemu_img(), &path, name)
-                        .await?
-                        .virtual_size,
-                )
-            }
-            None => None,
-        };
-        drover_api::vm::check_disk_workload(&config, size).map_err(disk::DiskError::from)?;
-        Ok(config)
-    }
-
-    fn qemu_img(&self) -> PathBuf {
-        disk::qemu_img_for(&self.settings.qemu_binary)
     }
 
     /// [`Self::start`] once the disk exists: what depends on this host (room, tap) is checked
