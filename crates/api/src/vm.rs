@@ -177,9 +177,7 @@ impl VmConfig {
         }
         Ok(())
     }
-}
 
-impl VmConfig {
     /// Whether the agent creates the VM's disk (and owns it): `disk_size_bytes` or
     /// `disk_base` is given.
     pub fn creates_disk(&self) -> bool {
