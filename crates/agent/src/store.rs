@@ -4,7 +4,8 @@
 //! - `vms/<name>.json`: one [`VmRecord`] per VM (spec, pid, run dir);
 //! - `migrations/<id>.json`: one [`MigrationRecord`] per migration, kept after it ends;
 //! - `run/<name>/`: the VM's run directory (sockets, logs, pid file);
-//! - `disks/`: the storage directory: the only place a VM's `disk` may name a file in;
+//! - `disks/`: the storage directory: the only place a VM's `disk` may name a file in, and
+//!   where the agent creates the disks it owns (`vms::disk`);
 //! - `agent-id`: this agent's identity, made once;
 //! - `power.json`: the host's power state (absent: active).
 //!
@@ -188,6 +189,8 @@ mod tests {
                 memory_bytes: 128 << 20,
                 workload: "memtouch:wss=32M".into(),
                 disk: None,
+                disk_size_bytes: None,
+                disk_base: None,
                 nic: None,
             },
             role: VmRole::Incoming {

@@ -1,6 +1,7 @@
 //! What the agent refuses before any QEMU could be hurt, without QEMU: memory admission (with a
 //! stand-in QEMU that takes a moment and fails, so admitted creates are told from refused ones),
-//! and the migration rules on VMs recorded in the state directory (their QEMU long gone).
+//! the migration rules on VMs recorded in the state directory (their QEMU long gone), and the
+//! disks the agent creates (with the real qemu-img).
 
 use common::{ghost, send_json, stand_in_config};
 use drover_agent::model::{VmRecord, VmRole};
@@ -163,4 +164,95 @@ async fn migration_rules_hold_for_recorded_vms() {
     assert_eq!(s, 200, "{v}");
     let (s, v) = send("DELETE", &u("/v1/vms/plain"), None).await;
     assert_eq!(s, 200, "{v}");
+}
+
+/// Names of the files in `dir`, hidden ones too (a half-made disk would show), sorted.
+fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The disks the agent creates: a VM that does not start, or whose workload does not fit its
+/// disk, leaves no disk behind; a base that is a VM's disk is refused; deleting a VM deletes the
+/// disk the agent made for it and never an operator's.
+#[tokio::test]
+async fn created_disks_belong_to_their_vm() {
+    drover_testkit::require!(drover_testkit::QEMU_IMG);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = config(dir.path(), 4096 * MIB);
+    let store = drover_agent::store::Store::open(&c.state_dir).expect("store");
+    let disks = store.disk_dir();
+    let mut own = record("own", VmRole::Running, Some("own.qcow2"));
+    own.config.disk_size_bytes = Some(8 * MIB);
+    store.save_vm(&own).expect("save");
+    store
+        .save_vm(&record("op", VmRole::Running, Some("op.qcow2")))
+        .expect("save");
+    std::fs::write(disks.join("own.qcow2"), b"made by the agent").expect("disk");
+    std::fs::write(disks.join("op.qcow2"), b"the operator's").expect("disk");
+    let (_a, url) = agent(c).await;
+    let u = |p: &str| format!("{url}{p}");
+    let create = |body: Value| {
+        let url = u("/v1/vms");
+        async move { send("POST", &url, Some(body)).await }
+    };
+    let vm = |name: &str, workload: &str| json!({"name": name, "memory_bytes": 128 * MIB, "workload": workload});
+
+    // Made, then QEMU (the stand-in) fails: 500, and the disk is gone again.
+    let mut body = vm("d1", "idle");
+    body["disk_size_bytes"] = json!(8 * MIB);
+    let (s, v) = create(body).await;
+    assert_eq!(s, 500, "{v}");
+    // A disk workload larger than the disk, or without one: 409 naming the rule.
+    let mut body = vm("d2", "disk:wss=16M,rate=1");
+    body["disk_size_bytes"] = json!(8 * MIB);
+    let (s, v) = create(body).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        error(&v).contains("does not fit the VM's 8388608 byte disk"),
+        "{v}"
+    );
+    let (s, v) = create(vm("d3", "disk:wss=16M,rate=1")).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(error(&v).contains("needs a disk"), "{v}");
+    // Bases: absent, or a VM's disk.
+    let mut body = vm("d4", "idle");
+    body["disk_base"] = json!("nope.qcow2");
+    let (s, v) = create(body).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        error(&v).starts_with("disk_base 'nope.qcow2': no such file"),
+        "{v}"
+    );
+    let mut body = vm("d5", "idle");
+    body["disk_base"] = json!("op.qcow2");
+    let (s, v) = create(body).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(error(&v).contains("is the disk of VM 'op'"), "{v}");
+    // A disk to create under a name taken: 409, the file untouched.
+    let mut body = vm("d6", "idle");
+    body["disk"] = json!("op.qcow2");
+    body["disk_size_bytes"] = json!(8 * MIB);
+    let (s, v) = create(body).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        error(&v).starts_with("disk 'op.qcow2' already exists"),
+        "{v}"
+    );
+    assert_eq!(files(&disks), ["op.qcow2", "own.qcow2"]);
+
+    // Deleting the VMs (lost: their QEMU is long gone) deletes only the agent's disk.
+    for name in ["own", "op"] {
+        let (s, v) = send("DELETE", &u(&format!("/v1/vms/{name}")), None).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    assert_eq!(files(&disks), ["op.qcow2"]);
+    assert_eq!(
+        std::fs::read(disks.join("op.qcow2")).expect("kept"),
+        b"the operator's"
+    );
 }

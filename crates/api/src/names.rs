@@ -125,6 +125,7 @@ pub const WORKLOAD: &str = concat!(
     "^(idle",
     "|cpu:demand=(100|[1-9]?[0-9])",
     "|memtouch:wss=[1-9][0-9]{0,6}(M|G|MiB|GiB)(,rate=(max|[1-9][0-9]{0,9}))?(,pattern=(random|seq))?",
+    "|disk:wss=[1-9][0-9]{0,6}(M|G|MiB|GiB),rate=(max|[1-9][0-9]{0,9})(,pattern=(random|seq))?(,read=(100|[1-9]?[0-9]))?",
     "|net:dir=(in|out|both),rate=([1-9][0-9]{0,5}K|[1-9][0-9]{0,2}M|1G),peer=",
     unicast_ipv4!(),
     "(,port=",
@@ -173,6 +174,12 @@ shape!(
     "a file name in the agent's storage directory: letters, digits, '.', '-', '_', no '/'"
 );
 shape!(
+    DISK_BASE_SHAPE,
+    "disk_base",
+    DISK_NAME,
+    "a file name in the agent's storage directory: letters, digits, '.', '-', '_', no '/'"
+);
+shape!(
     GUEST_ADDRESS_SHAPE,
     "nic.address",
     GUEST_ADDRESS,
@@ -182,7 +189,7 @@ shape!(
     WORKLOAD_SHAPE,
     "workload",
     WORKLOAD,
-    "idle, cpu:demand=PCT (0-100), memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq] or net:dir=in|out|both,rate=RATE,peer=IPV4[,port=P] in this order, with SIZE a whole number of M, G, MiB or GiB (1-7 digits, e.g. 64M), N pages per second (1-10 digits), RATE bytes/s as K, M or G (1K to 1G) and IPV4 a unicast address"
+    "idle, cpu:demand=PCT (0-100), memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq], disk:wss=SIZE,rate=N|max[,pattern=random|seq][,read=PCT] or net:dir=in|out|both,rate=RATE,peer=IPV4[,port=P] in this order, with SIZE a whole number of M, G, MiB or GiB (1-7 digits, e.g. 64M), N pages (memtouch) or 4 KiB block operations (disk) per second (1-10 digits), RATE bytes/s as K, M or G (1K to 1G) and IPV4 a unicast address"
 );
 shape!(
     AGENT_URL_SHAPE,
@@ -261,10 +268,11 @@ mod tests {
     use proptest::prelude::*;
     use proptest::string::string_regex;
 
-    const ALL: [&Shape; 7] = [
+    const ALL: [&Shape; 8] = [
         &VM_NAME_SHAPE,
         &MIGRATION_ID_SHAPE,
         &DISK_SHAPE,
+        &DISK_BASE_SHAPE,
         &WORKLOAD_SHAPE,
         &GUEST_ADDRESS_SHAPE,
         &AGENT_URL_SHAPE,
@@ -360,6 +368,9 @@ mod tests {
             "memtouch:wss=64M",
             "memtouch:wss=1G,rate=max,pattern=seq",
             "memtouch:wss=128MiB,rate=5000",
+            "disk:wss=16M,rate=200",
+            "disk:wss=1G,rate=max,pattern=seq,read=0",
+            "disk:wss=64MiB,rate=5,read=100",
             "net:dir=out,rate=1M,peer=198.18.0.250",
             "net:dir=both,rate=1536K,peer=198.18.0.250,port=7900",
         ] {
@@ -373,6 +384,10 @@ mod tests {
             "idle quiet",
             "idle panic=1",
             "memtouch:wss=1M,rate=0",
+            "disk:wss=16M",
+            "disk:wss=16M,rate=1,read=101",
+            "disk:wss=16K,rate=1",
+            "disk:wss=16M,read=5,rate=1",
             "net:dir=out,rate=1M,peer=224.0.0.1",
             "net:dir=out,rate=1M,peer=0.0.0.0",
             "net:dir=out,rate=2G,peer=198.18.0.250",

@@ -56,6 +56,7 @@ fn numeric_rule(path: &[Step]) -> Option<String> {
             return match field.as_str() {
                 "vcpus" => Setting::Vcpus.expected(),
                 "memory_bytes" => Setting::Memory.expected(),
+                "disk_size_bytes" => Setting::DiskSize.expected(),
                 _ => None,
             }
         }
@@ -64,6 +65,7 @@ fn numeric_rule(path: &[Step]) -> Option<String> {
     match field {
         "vcpus" => Setting::Vcpus.expected(),
         "memory_bytes" => Setting::Memory.expected(),
+        "disk_size_bytes" => Setting::DiskSize.expected(),
         knob => PlanKnobs::expected(knob),
     }
 }

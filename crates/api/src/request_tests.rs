@@ -152,6 +152,26 @@ fn refusals_name_the_field_and_the_real_limits() {
             ),
             (vm(r#","disk":"a/b""#), 422, "disk 'a/b' is not valid"),
             (
+                vm(r#","disk_size_bytes":0"#),
+                422,
+                "disk_size_bytes 0: expected 1 MiB to 16 TiB",
+            ),
+            (
+                vm(r#","disk_size_bytes":1.5"#),
+                400,
+                "disk_size_bytes: expected a whole number, got 1.5",
+            ),
+            (
+                vm(r#","disk_base":"/etc/passwd""#),
+                422,
+                "disk_base '/etc/passwd' is not valid",
+            ),
+            (
+                vm(r#","workload":"disk:wss=16M,rate=200,read=101""#),
+                422,
+                "bad value \"101\" for read",
+            ),
+            (
                 vm(r#","workload":"memtouch:wss=64M,rate=0""#),
                 422,
                 "bad value \"0\" for rate",

@@ -74,15 +74,34 @@ pub struct VmConfig {
     #[serde(deserialize_with = "wire::whole")]
     #[schemars(range(min = 134_217_728u64, max = 1_099_511_627_776u64))]
     pub memory_bytes: u64,
-    /// Guest workload spec; see [`workload_fit_rule`] for the one rule the schema cannot state.
+    /// Guest workload spec; see [`workload_fit_rule`] for the rules the schema cannot state.
     #[serde(default = "idle")]
     #[schemars(regex(pattern = names::WORKLOAD), description = workload_fit_rule())]
     pub workload: String,
-    /// A disk image: a file name inside the agent's storage directory (never a path). It must
-    /// exist there (409 otherwise).
+    /// A qcow2 disk image: a file name inside the agent's storage directory (never a path).
+    /// Without `disk_size_bytes` and `disk_base` it is the operator's file, which must exist
+    /// there (409 otherwise) and is never deleted by the agent. With either, it is the name of
+    /// the disk the agent creates (default `<name>.qcow2`), which must not exist yet (409).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = names::DISK_NAME))]
     pub disk: Option<String>,
+    /// Create the VM's disk, of this virtual size in bytes (1 MiB to 16 TiB; qcow2 rounds it
+    /// up to whole 512-byte sectors): the agent creates it in its storage directory and owns
+    /// it (deleting the VM deletes it). It must fit the directory's free space (409). With
+    /// `disk_base`, at least the base's size (409); without, the base's size.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "wire::whole_opt"
+    )]
+    #[schemars(range(min = 1_048_576u64, max = 17_592_186_044_416u64))]
+    pub disk_size_bytes: Option<u64>,
+    /// Create the VM's disk as a qcow2 copy-on-write overlay of this image, a file name in the
+    /// agent's storage directory (it must exist, be qcow2 and not be a VM's disk: 409). The
+    /// agent owns the overlay, never the base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = names::DISK_NAME))]
+    pub disk_base: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nic: Option<NicConfig>,
 }
@@ -100,7 +119,10 @@ pub fn workload_fit_rule() -> String {
          \"workload '<spec>': working set <W> MiB does not fit a <M> MiB guest (the guest itself \
          needs about {overhead_mib} MiB)\", W and M being the working set and memory_bytes in \
          whole MiB, and the field named by its path (config.workload in an incoming request). \
-         No other schema-valid configuration is refused with 422."
+         No other schema-valid configuration is refused with 422. A disk workload's working set \
+         must lie within the VM's disk (the guest sees the qcow2's virtual size as a raw \
+         device): since that size is the host's file's, not the request's, a VM without a disk \
+         or with one too small for it is answered 409."
     )
 }
 
@@ -144,11 +166,47 @@ impl VmConfig {
         if let Some(disk) = &self.disk {
             names::DISK_SHAPE.check(disk)?;
         }
+        if let Some(size) = self.disk_size_bytes {
+            drover_guest::fit::check_disk_size(size)?;
+        }
+        if let Some(base) = &self.disk_base {
+            names::DISK_BASE_SHAPE.check(base)?;
+        }
         if let Some(nic) = &self.nic {
             names::GUEST_ADDRESS_SHAPE.check(&nic.address)?;
         }
         Ok(())
     }
+
+    /// Whether the agent creates the VM's disk (and owns it): `disk_size_bytes` or
+    /// `disk_base` is given.
+    pub fn creates_disk(&self) -> bool {
+        self.disk_size_bytes.is_some() || self.disk_base.is_some()
+    }
+
+    /// The disk's file name in the storage directory: `disk`, or `<name>.qcow2` for a disk the
+    /// agent creates unnamed; None without a disk.
+    pub fn disk_file(&self) -> Option<String> {
+        match &self.disk {
+            Some(d) => Some(d.clone()),
+            None if self.creates_disk() => Some(format!("{}.qcow2", self.name)),
+            None => None,
+        }
+    }
+}
+
+/// Checks that the VM's workload fits its disk of `disk_bytes` virtual bytes (None: no disk),
+/// the rule [`workload_fit_rule`] states (409: the size is the host's file's).
+///
+/// # Errors
+/// [`FitError::NoDiskRoom`] (and [`FitError::Spec`] for a spec the guest does not read).
+pub fn check_disk_workload(config: &VmConfig, disk_bytes: Option<u64>) -> Result<(), FitError> {
+    let workload =
+        drover_guest::spec::parse_workload(&config.workload).map_err(|error| FitError::Spec {
+            spec: config.workload.clone(),
+            error,
+        })?;
+    drover_guest::fit::check_disk_fits(&config.workload, &workload, disk_bytes)
 }
 
 /// A VM's state as the API reports it.
@@ -283,6 +341,7 @@ pub struct Committed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use drover_guest::fit::{MAX_DISK_BYTES, MIN_DISK_BYTES};
 
     fn vm(json: &str) -> Result<VmConfig, String> {
         let c: VmConfig = serde_json::from_str(json).map_err(|e| e.to_string())?;
@@ -349,6 +408,47 @@ mod tests {
             assert!(err.contains("nic.address"), "{err}");
         }
         assert!(vm(r#"{"name":"a","memory_bytes":268435456,"nic":{"tap":"t0"}}"#).is_err());
+    }
+
+    #[test]
+    fn created_disks_have_a_size_range_and_a_base_name() {
+        let c = vm(r#"{"name":"a","memory_bytes":268435456,"disk_size_bytes":268435456}"#)
+            .expect("valid");
+        assert!(c.creates_disk());
+        assert_eq!(c.disk_file().as_deref(), Some("a.qcow2"));
+        let c = vm(r#"{"name":"a","memory_bytes":268435456,"disk":"d1","disk_base":"base.qcow2"}"#)
+            .expect("valid");
+        assert_eq!(c.disk_file().as_deref(), Some("d1"));
+        // A fraction is no byte count (the request parser names the field's path).
+        assert!(
+            vm(r#"{"name":"a","memory_bytes":268435456,"disk_size_bytes":1048576.5}"#).is_err()
+        );
+        for size in ["0", "4096", "17592186044417"] {
+            let body =
+                format!(r#"{{"name":"a","memory_bytes":268435456,"disk_size_bytes":{size}}}"#);
+            let err = vm(&body).unwrap_err();
+            assert!(err.contains("disk_size_bytes"), "{size}: {err}");
+        }
+        let err = vm(r#"{"name":"a","memory_bytes":268435456,"disk_base":"../b"}"#).unwrap_err();
+        assert!(err.starts_with("disk_base '../b' is not valid"), "{err}");
+        assert_eq!(MIN_DISK_BYTES, 1_048_576);
+        assert_eq!(MAX_DISK_BYTES, 17_592_186_044_416);
+    }
+
+    #[test]
+    fn a_disk_workload_fits_its_disk() {
+        let c = vm(r#"{"name":"a","memory_bytes":268435456,"workload":"disk:wss=16M,rate=200","disk_size_bytes":67108864}"#)
+            .expect("valid: the fit is the agent's check");
+        assert!(check_disk_workload(&c, Some(64 << 20)).is_ok());
+        let err = check_disk_workload(&c, Some(8 << 20)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("does not fit the VM's 8388608 byte disk"),
+            "{err}"
+        );
+        let err = check_disk_workload(&c, None).unwrap_err();
+        assert!(err.to_string().contains("needs a disk"), "{err}");
+        assert!(workload_fit_rule().contains("answered 409"));
     }
 
     #[test]

@@ -29,8 +29,9 @@ pub struct WorkloadChange {
 /// stated by the schema, since they compare the request with the VM), and their answer.
 pub fn change_rule() -> String {
     "The new workload spec. It must be of the same kind as the VM's running workload (cpu \
-     stays cpu, memtouch stays memtouch, idle stays idle; only the parameters change: a cpu \
-     demand, a memtouch rate or pattern, a memtouch working set that shrinks or stays), and \
+     stays cpu, memtouch stays memtouch, disk stays disk, idle stays idle; only the parameters \
+     change: a cpu demand, a memtouch or disk rate or pattern, a disk read share, a memtouch \
+     or disk working set that shrinks or stays), and \
      fit the VM's memory as VmConfig.workload must. A change that breaks these rules is \
      answered 409 (it conflicts with the VM's state), never 422."
         .to_string()
@@ -91,6 +92,8 @@ mod tests {
             memory_bytes: 256 << 20,
             workload: workload.into(),
             disk: None,
+            disk_size_bytes: None,
+            disk_base: None,
             nic: None,
         }
     }
@@ -100,6 +103,9 @@ mod tests {
         assert!(check_change(&vm("cpu:demand=10"), "cpu:demand=90").is_ok());
         assert!(check_change(&vm("memtouch:wss=64M"), "memtouch:wss=32M,rate=100").is_ok());
         assert!(check_change(&vm("idle"), "idle").is_ok());
+        assert!(check_change(&vm("disk:wss=16M,rate=5"), "disk:wss=8M,rate=50,read=0").is_ok());
+        let e = check_change(&vm("disk:wss=16M,rate=5"), "disk:wss=32M,rate=5").unwrap_err();
+        assert!(matches!(e, WorkloadChangeError::Switch { .. }), "{e}");
         let e = check_change(&vm("cpu:demand=10"), "memtouch:wss=8M").unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -110,6 +110,8 @@ impl VmFlags<'_> {
                 e.message(self.memory.flag, &self.memory.text, note.as_deref())
             }
             Setting::Workload => e.message("--workload", self.workload, None),
+            // Commands with a disk size check it themselves, naming their flag.
+            Setting::DiskSize => e.to_string(),
         };
         anyhow!(message)
     }

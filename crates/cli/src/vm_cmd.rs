@@ -44,12 +44,23 @@ pub enum VmCommand {
         #[arg(long, default_value = "256M")]
         memory: String,
         /// memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq], cpu:demand=PCT,
+        /// disk:wss=SIZE,rate=N|max[,pattern=random|seq][,read=PCT],
         /// net:dir=in|out|both,rate=RATE,peer=IPV4[,port=P] or idle.
         #[arg(long, default_value = "idle")]
         workload: String,
         /// qcow2 disk image: a file name in the agent's storage directory (<state>/disks/).
+        /// With --disk-size or --disk-base, the name of the disk the agent creates there
+        /// (default NAME.qcow2).
         #[arg(long)]
         disk: Option<String>,
+        /// Have the agent create the VM's qcow2 disk of this size, 1 MiB to 16 TiB, e.g. 256M
+        /// (binary), 1GB (decimal); deleting the VM deletes it.
+        #[arg(long, value_name = "SIZE")]
+        disk_size: Option<String>,
+        /// Have the agent create the VM's disk as a qcow2 overlay of this image in its
+        /// storage directory (the base is shared, never changed or deleted).
+        #[arg(long, value_name = "NAME")]
+        disk_base: Option<String>,
         /// Give the VM a NIC on the host's VM network with this IPv4 address (inside the
         /// agent's --vm-net; the MAC and the host's tap are derived from it, so they stay the
         /// same across migrations).
@@ -173,6 +184,14 @@ fn destination(to: &str, t: &Target) -> anyhow::Result<AgentUrl> {
     AgentUrl::parse(url).map_err(|e| anyhow!(e.named(&format!("the agent URL of lab host {to}"))))
 }
 
+/// `vm create`'s disk flags as typed.
+#[derive(Debug, Default)]
+struct DiskFlags {
+    name: Option<String>,
+    size: Option<String>,
+    base: Option<String>,
+}
+
 /// The VM `vm create`'s flags describe, checked by the API's own rules before anything is
 /// sent, each refusal naming the flag and quoting it as typed.
 fn vm_config(
@@ -180,16 +199,27 @@ fn vm_config(
     vcpus: u32,
     memory: &str,
     workload: String,
-    disk: Option<String>,
+    disk: DiskFlags,
     nic: Option<NicConfig>,
 ) -> anyhow::Result<VmConfig> {
     let memory = Typed::size("--memory", memory)?;
+    let disk_size_bytes = match &disk.size {
+        Some(text) => {
+            let size = Typed::size("--disk-size", text)?;
+            drover_guest::fit::check_disk_size(size.value())
+                .map_err(|e| anyhow!(e.message(size.flag, &size.text, size.note().as_deref())))?;
+            Some(size.value())
+        }
+        None => None,
+    };
     let config = VmConfig {
         name,
         vcpus,
         memory_bytes: memory.value(),
         workload,
-        disk,
+        disk: disk.name,
+        disk_size_bytes,
+        disk_base: disk.base,
         nic,
     };
     config.validate().map_err(|e| match e {
@@ -204,6 +234,7 @@ fn vm_config(
                 "name" => "NAME",
                 "workload" => "--workload",
                 "disk" => "--disk",
+                "disk_base" => "--disk-base",
                 "nic.address" => "--address",
                 other => other,
             };
@@ -306,11 +337,18 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
             memory,
             workload,
             disk,
+            disk_size,
+            disk_base,
             address,
             target,
             json: as_json,
         } => {
             let nic = address.map(|address| NicConfig { address });
+            let disk = DiskFlags {
+                name: disk,
+                size: disk_size,
+                base: disk_base,
+            };
             let config = vm_config(name, vcpus, &memory, workload, disk, nic)?;
             let r = resolve(&target)?;
             let agent = one(&r)?;
@@ -391,7 +429,7 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::clash;
+    use super::{clash, vm_config, DiskFlags};
     use drover_api::{NicConfig, VmConfig, VmStatus, VmView};
 
     fn vm(name: &str, address: Option<&str>) -> VmView {
@@ -420,6 +458,8 @@ mod tests {
             memory_bytes: 256 << 20,
             workload: "idle".into(),
             disk: None,
+            disk_size_bytes: None,
+            disk_base: None,
             nic: address.map(|a| NicConfig { address: a.into() }),
         };
         let h2 = [vm("a", Some("198.18.0.110")), vm("b", None)];
@@ -434,5 +474,31 @@ mod tests {
         assert_eq!(clash(&config("c", Some("198.18.0.111")), "h2", &h2), None);
         assert_eq!(clash(&config("c", None), "h2", &h2), None);
         assert_eq!(clash(&config("c", Some("198.18.0.110")), "h3", &[]), None);
+    }
+
+    #[test]
+    fn disk_flags_are_checked_and_named() {
+        let create = |size: Option<&str>, base: Option<&str>| {
+            let disk = DiskFlags {
+                name: None,
+                size: size.map(str::to_string),
+                base: base.map(str::to_string),
+            };
+            vm_config("a".into(), 1, "256M", "idle".into(), disk, None).map_err(|e| e.to_string())
+        };
+        let c = create(Some("64M"), None).expect("valid");
+        assert_eq!(c.disk_size_bytes, Some(64 << 20));
+        assert_eq!(c.disk_file().as_deref(), Some("a.qcow2"));
+        let c = create(None, Some("base.qcow2")).expect("valid");
+        assert_eq!(c.disk_base.as_deref(), Some("base.qcow2"));
+        let e = create(Some("512K"), None).unwrap_err();
+        assert!(
+            e.starts_with("--disk-size 512K is 524288 bytes; expected 1 MiB to 16 TiB"),
+            "{e}"
+        );
+        let e = create(Some("lots"), None).unwrap_err();
+        assert!(e.starts_with("--disk-size"), "{e}");
+        let e = create(None, Some("../b")).unwrap_err();
+        assert!(e.starts_with("--disk-base '../b' is not valid"), "{e}");
     }
 }

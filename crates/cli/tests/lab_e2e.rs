@@ -215,6 +215,8 @@ fn a_vm_the_oom_killer_takes_is_lost_and_the_reason_says_so() {
         memory_bytes: 256 << 20,
         workload: "memtouch:wss=160M".into(),
         disk: None,
+        disk_size_bytes: None,
+        disk_base: None,
         nic: None,
     };
     runtime

@@ -205,6 +205,8 @@ impl DemoConfig {
             memory_bytes: self.memory_bytes,
             workload: self.low_workload(),
             disk: None,
+            disk_size_bytes: None,
+            disk_base: None,
             nic: None,
         };
         vm.validate().map_err(|e| {

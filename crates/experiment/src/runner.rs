@@ -164,6 +164,8 @@ async fn boot_vms(
             memory_bytes: config.memory_bytes,
             workload: config.low_workload(),
             disk: None,
+            disk_size_bytes: None,
+            disk_base: None,
             nic: None,
         };
         h1.create_vm(&vm)

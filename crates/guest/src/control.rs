@@ -20,11 +20,13 @@
 //! [`MAX_LINE`] bytes) is ignored: the host resends until a report acknowledges its `seq`.
 //!
 //! # Switching rule
-//! A guest switches its workload's parameters, never its kind (idle, cpu, memtouch: switching
+//! A guest switches its workload's parameters, never its kind (idle, cpu, memtouch, disk: switching
 //! kind would mean allocating or dropping a working set mid-run). A cpu workload may take any
 //! demand; a net workload any direction, rate and peer (it reconnects with the new ones); a memtouch workload may change its rate and pattern, and its working set may shrink
 //! or stay but never grow: the pages beyond a smaller set keep their contents and are no
-//! longer touched, and growing again would need memory the guest may not have. A spec that
+//! longer touched, and growing again would need memory the guest may not have. A disk workload
+//! likewise changes rate, pattern and read share, and its working set never grows (blocks
+//! beyond it were never written, so none could be verified). A spec that
 //! breaks this rule is refused by the host before sending (`check_switch`) and by the guest
 //! if it arrives anyway.
 
@@ -73,7 +75,10 @@ impl std::error::Error for SwitchError {}
 /// [`SwitchError`] naming the rule broken.
 pub fn check_switch(from: &Workload, to: &Workload) -> Result<(), SwitchError> {
     match (from, to) {
-        (Workload::Memtouch { wss_bytes: a, .. }, Workload::Memtouch { wss_bytes: b, .. }) => {
+        // A disk working set neither: the blocks beyond it were never written, so nothing
+        // there could be verified.
+        (Workload::Memtouch { wss_bytes: a, .. }, Workload::Memtouch { wss_bytes: b, .. })
+        | (Workload::Disk { wss_bytes: a, .. }, Workload::Disk { wss_bytes: b, .. }) => {
             if b > a {
                 return Err(SwitchError::WorkingSetGrows {
                     from_bytes: *a,

@@ -77,6 +77,13 @@ pub fn host_memory_expected() -> String {
     )
 }
 
+/// Least disk the agent creates for a VM, bytes (1 MiB).
+pub const MIN_DISK_BYTES: u64 = 1 << 20;
+
+/// Most disk the agent creates for a VM, bytes (16 TiB: far beyond a test VM, well within
+/// qcow2's limits; a bigger one is a typo).
+pub const MAX_DISK_BYTES: u64 = 16 << 40;
+
 /// Least CPU capacity a host may offer or be capped at, cores.
 pub const MIN_HOST_CPUS: f64 = 0.1;
 
@@ -100,6 +107,8 @@ pub enum Setting {
     Vcpus,
     Memory,
     Workload,
+    /// The size of a disk the agent creates.
+    DiskSize,
 }
 
 impl Setting {
@@ -109,6 +118,7 @@ impl Setting {
             Setting::Vcpus => "vcpus",
             Setting::Memory => "memory_bytes",
             Setting::Workload => "workload",
+            Setting::DiskSize => "disk_size_bytes",
         }
     }
 
@@ -121,6 +131,9 @@ impl Setting {
                 "expected {} MiB to {} TiB ({MIN_GUEST_MEMORY_BYTES} to {MAX_GUEST_MEMORY_BYTES} bytes)",
                 MIN_GUEST_MEMORY_BYTES >> 20,
                 MAX_GUEST_MEMORY_BYTES >> 40
+            )),
+            Setting::DiskSize => Some(format!(
+                "expected 1 MiB to 16 TiB ({MIN_DISK_BYTES} to {MAX_DISK_BYTES} bytes)"
             )),
             Setting::Workload => None,
         }
@@ -142,6 +155,14 @@ pub enum FitError {
         wss_bytes: u64,
         memory_bytes: u64,
     },
+    /// A disk size outside [`MIN_DISK_BYTES`] to [`MAX_DISK_BYTES`].
+    DiskSize { disk_bytes: u64 },
+    /// A `disk` workload's working set beyond the VM's disk (None: the VM has no disk).
+    NoDiskRoom {
+        spec: String,
+        wss_bytes: u64,
+        disk_bytes: Option<u64>,
+    },
 }
 
 impl FitError {
@@ -151,7 +172,10 @@ impl FitError {
         match self {
             FitError::Vcpus { .. } => Setting::Vcpus,
             FitError::Memory { .. } => Setting::Memory,
-            FitError::Spec { .. } | FitError::DoesNotFit { .. } => Setting::Workload,
+            FitError::DiskSize { .. } => Setting::DiskSize,
+            FitError::Spec { .. } | FitError::DoesNotFit { .. } | FitError::NoDiskRoom { .. } => {
+                Setting::Workload
+            }
         }
     }
 
@@ -175,6 +199,21 @@ impl FitError {
                 memory_bytes >> 20,
                 GUEST_OVERHEAD_BYTES >> 20
             ),
+            (
+                FitError::NoDiskRoom {
+                    wss_bytes,
+                    disk_bytes: Some(disk),
+                    ..
+                },
+                _,
+            ) => format!(
+                "{name} '{typed}': working set {wss_bytes} bytes does not fit the VM's \
+                 {disk} byte disk"
+            ),
+            (FitError::NoDiskRoom { .. }, _) => format!(
+                "{name} '{typed}': a disk workload needs a disk (disk, disk_size_bytes or \
+                 disk_base)"
+            ),
             (_, expected) => {
                 let expected = expected.unwrap_or_default();
                 match note {
@@ -190,7 +229,10 @@ impl FitError {
         match self {
             FitError::Vcpus { vcpus } => vcpus.to_string(),
             FitError::Memory { memory_bytes } => memory_bytes.to_string(),
-            FitError::Spec { spec, .. } | FitError::DoesNotFit { spec, .. } => spec.clone(),
+            FitError::DiskSize { disk_bytes } => disk_bytes.to_string(),
+            FitError::Spec { spec, .. }
+            | FitError::DoesNotFit { spec, .. }
+            | FitError::NoDiskRoom { spec, .. } => spec.clone(),
         }
     }
 }
@@ -249,6 +291,40 @@ pub fn check_fits(spec: &str, memory_bytes: u64) -> Result<Workload, FitError> {
         });
     }
     Ok(workload)
+}
+
+/// Checks the size of a disk the agent is asked to create.
+///
+/// # Errors
+/// [`FitError::DiskSize`] outside [`MIN_DISK_BYTES`] to [`MAX_DISK_BYTES`].
+pub fn check_disk_size(disk_bytes: u64) -> Result<(), FitError> {
+    if (MIN_DISK_BYTES..=MAX_DISK_BYTES).contains(&disk_bytes) {
+        Ok(())
+    } else {
+        Err(FitError::DiskSize { disk_bytes })
+    }
+}
+
+/// Checks that `workload` (read from `spec`) fits a VM's disk of `disk_bytes` (None: no disk):
+/// a `disk` workload's working set must lie within the device the guest sees (the qcow2's
+/// virtual size); other workloads fit any disk or none.
+///
+/// # Errors
+/// [`FitError::NoDiskRoom`].
+pub fn check_disk_fits(
+    spec: &str,
+    workload: &Workload,
+    disk_bytes: Option<u64>,
+) -> Result<(), FitError> {
+    let wss_bytes = workload.disk_wss_bytes();
+    if wss_bytes == 0 || disk_bytes.is_some_and(|d| wss_bytes <= d) {
+        return Ok(());
+    }
+    Err(FitError::NoDiskRoom {
+        spec: spec.to_string(),
+        wss_bytes,
+        disk_bytes,
+    })
 }
 
 /// Every size rule of a VM, in the order the API checks them: vCPUs, memory, workload.
@@ -350,6 +426,34 @@ mod tests {
             assert!(!host_cpus_ok(bad), "{bad}");
         }
         assert_eq!(host_cpus_expected(), "0.1 to 1024 cores");
+    }
+
+    #[test]
+    fn disks_have_a_size_and_the_disk_workload_fits_its_disk() {
+        assert!(check_disk_size(64 << 20).is_ok());
+        assert!(check_disk_size((1 << 20) + 1).is_ok());
+        for bad in [0, 4096, (1 << 20) - 1, MAX_DISK_BYTES + 1, u64::MAX] {
+            let err = check_disk_size(bad).unwrap_err();
+            assert_eq!(err.setting(), Setting::DiskSize);
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("disk_size_bytes {bad}: expected 1 MiB to 16 TiB")),
+                "{err}"
+            );
+        }
+        let spec = "disk:wss=16M,rate=200";
+        let w = parse_workload(spec).unwrap();
+        assert!(check_disk_fits(spec, &w, Some(16 << 20)).is_ok());
+        let err = check_disk_fits(spec, &w, Some(8 << 20)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "workload 'disk:wss=16M,rate=200': working set 16777216 bytes does not fit the \
+             VM's 8388608 byte disk"
+        );
+        let err = check_disk_fits(spec, &w, None).unwrap_err();
+        assert!(err.to_string().contains("needs a disk"), "{err}");
+        let idle = parse_workload("idle").unwrap();
+        assert!(check_disk_fits("idle", &idle, None).is_ok());
     }
 
     /// A bad spec is refused with the grammar's own reason, naming the part that is wrong.

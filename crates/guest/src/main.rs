@@ -13,6 +13,7 @@
 #[allow(dead_code)]
 mod control;
 mod cpu;
+mod disktouch;
 mod idle;
 mod live;
 mod memtouch;
@@ -178,6 +179,7 @@ fn real_main() -> Result<(), String> {
     // measures steady state, and the first report comes once the guest is actually working.
     let mut meter = SpeedMeter::default();
     let mut errors = 0;
+    let mut disk_set = None;
     let mut working_set = match &workload {
         Workload::Memtouch { .. } => {
             let pages = usize::try_from(workload.pages()).map_err(|_| "wss too large")?;
@@ -187,6 +189,11 @@ fn real_main() -> Result<(), String> {
         }
         Workload::Cpu { .. } => {
             cpu::calibrate(&mut meter, speed::CALIBRATION);
+            None
+        }
+        Workload::Disk { .. } => {
+            // Writing the working set at generation 0 also measures the disk's speed.
+            disk_set = Some(disktouch::open_vm_disk(&workload, &mut meter)?);
             None
         }
         Workload::Net { .. } | Workload::Idle => None,
@@ -212,13 +219,16 @@ fn real_main() -> Result<(), String> {
         });
     }
 
-    match (&workload, working_set.as_mut()) {
-        (Workload::Memtouch { .. }, Some(ws)) => {
-            let seed = args.seed.unwrap_or_else(seed_from_clock);
+    let seed = args.seed.unwrap_or_else(seed_from_clock);
+    match (&workload, working_set.as_mut(), disk_set.as_mut()) {
+        (Workload::Memtouch { .. }, Some(ws), _) => {
             memtouch::run(ws, &live, seed, &counters, &mut meter, &stop, errors);
         }
-        (Workload::Cpu { .. }, _) => cpu::run(&live, &counters, &mut meter, &stop),
-        (Workload::Net { .. }, _) => netload::run(&live, &counters, &stop),
+        (Workload::Disk { .. }, _, Some(set)) => {
+            disktouch::run(set, &live, seed, &counters, &mut meter, &stop);
+        }
+        (Workload::Cpu { .. }, _, _) => cpu::run(&live, &counters, &mut meter, &stop),
+        (Workload::Net { .. }, _, _) => netload::run(&live, &counters, &stop),
         _ => idle::run(&stop),
     }
     stop.store(true, Ordering::Relaxed);

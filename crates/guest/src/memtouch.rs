@@ -247,17 +247,7 @@ pub fn run(
         };
         let t = Instant::now();
         for _ in 0..batch {
-            let index = match params.pattern {
-                Pattern::Random => rng.below(params.pages),
-                Pattern::Sequential => {
-                    if cursor >= params.pages {
-                        cursor = 0;
-                    }
-                    let i = cursor;
-                    cursor += 1;
-                    i
-                }
-            };
+            let index = next_index(params.pattern, params.pages, &mut rng, &mut cursor);
             if !ws.touch(index as usize) {
                 errors += 1;
             }
@@ -271,7 +261,25 @@ pub fn run(
     }
 }
 
-fn publish_demand(counters: &Counters, pace: &Pace, meter: &SpeedMeter) {
+/// The next of `n` units (pages, blocks) to visit: a random one, or the one after `cursor`
+/// (wrapping) for a sequential sweep.
+pub fn next_index(pattern: Pattern, n: u64, rng: &mut Rng, cursor: &mut u64) -> u64 {
+    match pattern {
+        Pattern::Random => rng.below(n),
+        Pattern::Sequential => {
+            if *cursor >= n {
+                *cursor = 0;
+            }
+            let i = *cursor;
+            *cursor += 1;
+            i
+        }
+    }
+}
+
+/// Publishes a paced workload's demand (before its ops: a reader never sees more work done than
+/// asked for).
+pub fn publish_demand(counters: &Counters, pace: &Pace, meter: &SpeedMeter) {
     counters.publish_demand(
         pace.demanded() as u64,
         pace.demand_pct(meter.best()),

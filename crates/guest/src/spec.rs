@@ -4,6 +4,7 @@
 //! - `memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq]`
 //! - `cpu:demand=PCT`
 //! - `net:dir=in|out|both,rate=RATE,peer=ADDR[,port=P]`
+//! - `disk:wss=SIZE,rate=N|max[,pattern=random|seq][,read=PCT]`
 //! - `idle`
 //!
 //! SIZE is bytes with an optional binary suffix (K, M, G; `KiB`/`MiB`/`GiB` too). RATE is bytes
@@ -26,6 +27,13 @@ pub const PAGE_SIZE: u64 = 4096;
 /// touches; `rate=max` asks for as fast as it can). The agent's workload pattern allows the
 /// same ten digits.
 pub const MAX_RATE_PAGES_PER_S: u64 = 9_999_999_999;
+
+/// Bytes in one disk block: the unit the `disk` workload writes, reads and verifies.
+pub const DISK_BLOCK_SIZE: u64 = 4096;
+
+/// Share of a `disk` workload's operations that read a block back and verify it, percent,
+/// unless the spec says `read=`.
+pub const DEFAULT_DISK_READ_PCT: u8 = 50;
 
 /// The TCP port a `net` workload's peer listens on unless the spec says `port=`.
 pub const DEFAULT_NET_PORT: u16 = 7900;
@@ -115,6 +123,15 @@ pub enum Workload {
         peer: Ipv4Addr,
         port: u16,
     },
+    /// Block I/O on the VM's disk (see the guest's `disktouch`): `rate` operations a second on
+    /// 4 KiB blocks among the first `wss_bytes` of the device, `read_pct` percent of them reads
+    /// that verify the block, the rest writes of its next generation.
+    Disk {
+        wss_bytes: u64,
+        rate: Rate,
+        pattern: Pattern,
+        read_pct: u8,
+    },
     Idle,
 }
 
@@ -122,6 +139,7 @@ impl Workload {
     pub fn name(&self) -> &'static str {
         match self {
             Workload::Memtouch { .. } => "memtouch",
+            Workload::Disk { .. } => "disk",
             Workload::Cpu { .. } => "cpu",
             Workload::Net { .. } => "net",
             Workload::Idle => "idle",
@@ -134,6 +152,29 @@ impl Workload {
             Workload::Memtouch { wss_bytes, .. } => wss_bytes / PAGE_SIZE,
             _ => 0,
         }
+    }
+
+    /// Bytes of the disk the workload works on (0 for workloads without a disk).
+    pub fn disk_wss_bytes(&self) -> u64 {
+        match self {
+            Workload::Disk { wss_bytes, .. } => *wss_bytes,
+            _ => 0,
+        }
+    }
+}
+
+/// The spec's word for a pattern.
+fn pattern_word(pattern: Pattern) -> &'static str {
+    match pattern {
+        Pattern::Random => "random",
+        Pattern::Sequential => "seq",
+    }
+}
+
+fn write_rate(f: &mut fmt::Formatter<'_>, rate: Rate) -> fmt::Result {
+    match rate {
+        Rate::Max => write!(f, "max"),
+        Rate::PagesPerSec(n) => write!(f, "{n}"),
     }
 }
 
@@ -150,15 +191,18 @@ impl fmt::Display for Workload {
                 pattern,
             } => {
                 write!(f, "memtouch:wss={},rate=", format_size(*wss_bytes))?;
-                match rate {
-                    Rate::Max => write!(f, "max")?,
-                    Rate::PagesPerSec(n) => write!(f, "{n}")?,
-                }
-                let pattern = match pattern {
-                    Pattern::Random => "random",
-                    Pattern::Sequential => "seq",
-                };
-                write!(f, ",pattern={pattern}")
+                write_rate(f, *rate)?;
+                write!(f, ",pattern={}", pattern_word(*pattern))
+            }
+            Workload::Disk {
+                wss_bytes,
+                rate,
+                pattern,
+                read_pct,
+            } => {
+                write!(f, "disk:wss={},rate=", format_size(*wss_bytes))?;
+                write_rate(f, *rate)?;
+                write!(f, ",pattern={},read={read_pct}", pattern_word(*pattern))
             }
             Workload::Cpu { demand_pct } => write!(f, "cpu:demand={demand_pct}"),
             Workload::Net {
@@ -212,7 +256,7 @@ impl fmt::Display for SpecError {
             SpecError::UnknownWorkload(w) => {
                 write!(
                     f,
-                    "unknown workload {w:?} (expected memtouch, cpu, net or idle)"
+                    "unknown workload {w:?} (expected memtouch, disk, cpu, net or idle)"
                 )
             }
             SpecError::UnknownParam { workload, param } => {
@@ -247,6 +291,7 @@ pub fn parse_workload(spec: &str) -> Result<Workload, SpecError> {
         .collect();
     match kind {
         "memtouch" => parse_memtouch(&params),
+        "disk" => parse_disk(&params),
         "cpu" => parse_cpu(&params),
         "net" => parse_net(&params),
         "idle" => match params.first() {
@@ -268,19 +313,7 @@ fn parse_memtouch(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
         match k {
             "wss" => wss = Some((parse_size(v)?, v)),
             "rate" => rate = parse_rate(v)?,
-            "pattern" => {
-                pattern = match v {
-                    "random" | "rand" => Pattern::Random,
-                    "seq" | "sequential" => Pattern::Sequential,
-                    _ => {
-                        return Err(SpecError::BadValue {
-                            param: "pattern",
-                            value: v.to_string(),
-                            why: "expected random or seq",
-                        })
-                    }
-                }
-            }
+            "pattern" => pattern = parse_pattern(v)?,
             _ => {
                 return Err(SpecError::UnknownParam {
                     workload: "memtouch",
@@ -304,6 +337,71 @@ fn parse_memtouch(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
         wss_bytes,
         rate,
         pattern,
+    })
+}
+
+fn parse_pattern(v: &str) -> Result<Pattern, SpecError> {
+    match v {
+        "random" | "rand" => Ok(Pattern::Random),
+        "seq" | "sequential" => Ok(Pattern::Sequential),
+        _ => Err(SpecError::BadValue {
+            param: "pattern",
+            value: v.to_string(),
+            why: "expected random or seq",
+        }),
+    }
+}
+
+/// `disk:wss=SIZE,rate=N|max[,pattern=random|seq][,read=PCT]`: the working set is whole 4 KiB
+/// blocks (at least one), the rate is required (a disk workload flat out by default would
+/// saturate the host's storage), `read` is 0 to 100.
+fn parse_disk(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
+    let mut wss: Option<(u64, &str)> = None;
+    let mut rate = None;
+    let mut pattern = Pattern::Random;
+    let mut read_pct = DEFAULT_DISK_READ_PCT;
+    for &(k, v) in params {
+        match k {
+            "wss" => wss = Some((parse_size(v)?, v)),
+            "rate" => rate = Some(parse_rate(v)?),
+            "pattern" => pattern = parse_pattern(v)?,
+            "read" => {
+                read_pct = match v.parse::<u8>() {
+                    Ok(p) if p <= 100 => p,
+                    _ => {
+                        return Err(SpecError::BadValue {
+                            param: "read",
+                            value: v.to_string(),
+                            why: "expected an integer percentage 0..=100",
+                        })
+                    }
+                }
+            }
+            _ => {
+                return Err(SpecError::UnknownParam {
+                    workload: "disk",
+                    param: k.to_string(),
+                })
+            }
+        }
+    }
+    let missing = |param| SpecError::MissingParam {
+        workload: "disk",
+        param,
+    };
+    let (wss_bytes, typed) = wss.ok_or(missing("wss"))?;
+    if wss_bytes < DISK_BLOCK_SIZE || wss_bytes % DISK_BLOCK_SIZE != 0 {
+        return Err(SpecError::BadValue {
+            param: "wss",
+            value: typed.to_string(),
+            why: "must be a whole number of 4 KiB disk blocks, at least one",
+        });
+    }
+    Ok(Workload::Disk {
+        wss_bytes,
+        rate: rate.ok_or(missing("rate"))?,
+        pattern,
+        read_pct,
     })
 }
 
@@ -510,6 +608,35 @@ mod tests {
     }
 
     #[test]
+    fn disk_specs() {
+        assert_eq!(
+            parse_workload("disk:wss=16M,rate=200"),
+            Ok(Workload::Disk {
+                wss_bytes: 16 << 20,
+                rate: Rate::PagesPerSec(200),
+                pattern: Pattern::Random,
+                read_pct: DEFAULT_DISK_READ_PCT,
+            })
+        );
+        let w = parse_workload("disk:wss=1G,rate=max,pattern=seq,read=0").unwrap();
+        assert_eq!(w.to_string(), "disk:wss=1G,rate=max,pattern=seq,read=0");
+        assert_eq!(
+            (w.name(), w.pages(), w.disk_wss_bytes()),
+            ("disk", 0, 1 << 30)
+        );
+        let err = |s: &str| parse_workload(s).unwrap_err().to_string();
+        assert!(err("disk:rate=10").contains("needs parameter wss"));
+        assert!(err("disk:wss=16M").contains("needs parameter rate"));
+        assert!(err("disk:wss=6K,rate=1").contains("4 KiB disk blocks"));
+        assert!(err("disk:wss=0,rate=1").contains("4 KiB disk blocks"));
+        assert!(err("disk:wss=16M,rate=0").contains("from 1 to"));
+        assert!(err("disk:wss=16M,rate=1,read=101").contains("0..=100"));
+        assert!(err("disk:wss=16M,rate=1,read=-1").contains("0..=100"));
+        assert!(err("disk:wss=16M,rate=1,pattern=zig").contains("random or seq"));
+        assert!(err("disk:wss=16M,rate=1,size=2").contains("\"size\""));
+    }
+
+    #[test]
     fn cpu_and_idle() {
         assert_eq!(
             parse_workload("cpu:demand=50"),
@@ -541,6 +668,8 @@ mod tests {
             "memtouch:wss=12K,rate=max",
             "memtouch:wss=4100",
             "memtouch:wss=2GiB",
+            "disk:wss=16M,rate=200",
+            "disk:wss=64K,rate=max,pattern=seq,read=100",
             "net:dir=out,rate=1M,peer=198.18.0.250",
             "net:dir=both,rate=1536K,peer=198.18.0.250,port=80",
         ] {

@@ -7,12 +7,14 @@
 //!   lines back ([`guest_control`]: delivering a workload change).
 //! - [`profile`]: dirty-rate measurement for the cost model.
 //! - [`image`]: builds the guest kernel + initramfs.
+//! - [`img`]: qcow2 disk images through `qemu-img` (create, overlay, size).
 //! - [`bench`]: `migrate-bench`, composing all of the above on this machine.
 
 pub mod bench;
 pub mod driver;
 pub mod guest_control;
 pub mod image;
+pub mod img;
 pub mod launcher;
 pub mod metrics;
 pub mod profile;

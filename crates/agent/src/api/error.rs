@@ -127,6 +127,8 @@ impl From<crate::vms::VmsError> for ApiError {
             // A URI that is not the one this agent made is a value that breaks a rule, like
             // one of another form (the parser's 422), whatever the VM's state.
             E::Unsendable(_) | E::ForeignUri { .. } => ApiError::Invalid(e.to_string()),
+            E::Disk(ref d) if d.is_conflict() => ApiError::Conflict(e.to_string()),
+            E::Disk(_) => ApiError::Internal(e.to_string()),
             E::Launch(drover_qemu::launcher::LaunchError::BadSpec(_)) => {
                 ApiError::Invalid(e.to_string())
             }

@@ -374,10 +374,11 @@ pub async fn start(
 /// # Errors
 /// [`MigrateError::HasDisk`] naming the disk.
 pub fn check_no_disk(config: &drover_api::VmConfig) -> Result<(), MigrateError> {
-    match &config.disk {
+    // A disk to be created (`disk_size_bytes`, `disk_base`) counts, named or not.
+    match config.disk_file() {
         Some(disk) => Err(MigrateError::HasDisk {
             vm: config.name.clone(),
-            disk: disk.clone(),
+            disk,
         }),
         None => Ok(()),
     }
@@ -496,6 +497,8 @@ mod tests {
             memory_bytes: 128 << 20,
             workload: "idle".into(),
             disk: Some("db.qcow2".into()),
+            disk_size_bytes: None,
+            disk_base: None,
             nic: None,
         };
         let err = check_no_disk(&config).expect_err("disk");
@@ -506,5 +509,8 @@ mod tests {
         );
         config.disk = None;
         assert!(check_no_disk(&config).is_ok());
+        config.disk_size_bytes = Some(64 << 20);
+        let err = check_no_disk(&config).expect_err("a disk to create");
+        assert!(err.to_string().contains("'db.qcow2'"), "{err}");
     }
 }

@@ -200,6 +200,8 @@ mod tests {
             memory_bytes: mib * MIB,
             workload: "idle".into(),
             disk: None,
+            disk_size_bytes: None,
+            disk_base: None,
             nic: None,
         }
     }

@@ -41,6 +41,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 mod admission;
+pub mod disk;
 mod guard;
 mod nic;
 pub mod oom;
@@ -99,6 +100,9 @@ pub enum VmsError {
     },
     #[error("no disk named '{disk}' in this agent's storage directory {dir}")]
     NoDisk { disk: String, dir: PathBuf },
+    /// A disk that cannot be created, or that the workload does not fit.
+    #[error(transparent)]
+    Disk(#[from] disk::DiskError),
     /// A NIC this host cannot give (no VM network, an address outside it or taken), or a tap
     /// that could not be made.
     #[error(transparent)]
@@ -279,8 +283,29 @@ impl Vms {
     /// Starts a VM (or, with `Incoming`, a migration destination waiting for `migrate-incoming`).
     /// `config` has been validated (`VmConfig::validate`); what depends on this host (room,
     /// disk, tap) is checked here.
-    pub async fn start(&self, config: VmConfig, role: VmRole) -> Result<VmView, VmsError> {
+    ///
+    /// A disk the configuration asks for is created first ([`disk`]) and removed again if the
+    /// VM does not start; the stored configuration names it in `disk`.
+    pub async fn start(&self, mut config: VmConfig, role: VmRole) -> Result<VmView, VmsError> {
         let _claim = self.reserve(&config, &role)?;
+        config.disk = config.disk_file();
+        let created = match (&config.disk, config.creates_disk()) {
+            (Some(name), true) => Some(self.create_disk(&config, name).await?),
+            _ => None,
+        };
+        let started = match self.check_disk_fit(config).await {
+            Ok(config) => self.start_checked(config, role).await,
+            Err(e) => Err(e),
+        };
+        if let (Err(_), Some(name)) = (&started, created) {
+            disk::remove(&self.store.disk_dir(), &name);
+        }
+        started
+    }
+
+    /// [`Self::start`] once the disk exists: what depends on this host (room, tap) is checked
+    /// here.
+    async fn start_checked(&self, config: VmConfig, role: VmRole) -> Result<VmView, VmsError> {
         let disk = config
             .disk
             .as_deref()
@@ -640,6 +665,10 @@ impl Vms {
         }
         lock(&self.map).remove(name);
         let _ = std::fs::remove_dir_all(&record.run_dir);
+        // The agent owns the disks it created; an operator's disk stays.
+        if let (true, Some(d)) = (record.config.creates_disk(), &record.config.disk) {
+            disk::remove(&self.store.disk_dir(), d);
+        }
         if let Some(t) = record.config.nic.as_ref().and_then(|n| n.tap()) {
             tap::remove(&t).await;
         }

@@ -65,6 +65,8 @@ mod tests {
             memory_bytes: 256 << 20,
             workload: workload.into(),
             disk: None,
+            disk_size_bytes: None,
+            disk_base: None,
             nic: address.map(|a| NicConfig { address: a.into() }),
         }
     }

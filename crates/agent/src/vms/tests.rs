@@ -17,6 +17,8 @@ fn entry(store: &Store, name: &str, stopping: bool) -> VmEntry {
             memory_bytes: 128 << 20,
             workload: "idle".into(),
             disk: None,
+            disk_size_bytes: None,
+            disk_base: None,
             nic: None,
         },
         role: VmRole::Running,

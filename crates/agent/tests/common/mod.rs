@@ -90,6 +90,8 @@ pub fn vm(name: &str, workload: &str) -> VmConfig {
         memory_bytes: 128 << 20,
         workload: workload.into(),
         disk: None,
+        disk_size_bytes: None,
+        disk_base: None,
         nic: None,
     }
 }

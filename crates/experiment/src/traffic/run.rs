@@ -178,6 +178,8 @@ async fn boot(
             memory_bytes: config.memory_bytes,
             workload: vm.workload(peer),
             disk: None,
+            disk_size_bytes: None,
+            disk_base: None,
             nic: Some(drover_api::NicConfig {
                 address: ip.clone(),
             }),

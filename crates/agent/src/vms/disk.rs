@@ -1,0 +1,111 @@
+//! The disks the agent creates for its VMs, in its storage directory (`qemu::img` makes them).
+//!
+//! A VM configuration with `disk_size_bytes` or `disk_base` asks for a new qcow2 disk named
+//! `disk` (default `<vm>.qcow2`); with a base it is a qcow2 overlay of it, not a copy (why:
+//! `qemu::img`). A base must not be any VM's disk: its contents would change under the
+//! overlay. The disk is made before the VM starts and removed again if it does not start.
+//!
+//! A `disk` workload's working set must fit the VM's disk, whoever made it: its virtual size is
+//! read from the image (409 otherwise: the size is the host's file's, not the request's).
+//!
+//! The agent owns a disk it created: removing the VM removes it (`Vms::remove`). An operator's
+//! disk (`disk` alone) is never deleted, and a base never is.
+
+use super::{Vms, VmsError};
+use crate::lock;
+use drover_api::VmConfig;
+use drover_qemu::img::{self, ImgError, NewDisk};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Why a VM's disk cannot be made or used.
+#[derive(Debug, Error)]
+pub enum DiskError {
+    /// `qemu-img`, the directory's contents or its file system.
+    #[error(transparent)]
+    Img(#[from] ImgError),
+    /// The base is a VM's disk (409).
+    #[error(
+        "disk_base '{base}' is the disk of VM '{vm}': a base must not change under its overlays"
+    )]
+    BaseInUse { base: String, vm: String },
+    /// The VM's workload does not fit its disk (409).
+    #[error(transparent)]
+    Fit(#[from] drover_guest::fit::FitError),
+}
+
+impl DiskError {
+    /// Whether the host's state is at fault (409), rather than the agent (500).
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            DiskError::Img(e) => e.is_conflict(),
+            DiskError::BaseInUse { .. } | DiskError::Fit(_) => true,
+        }
+    }
+}
+
+impl Vms {
+    /// Creates the disk `name` for `config` (its names shape-checked, the VM's name claimed).
+    pub(super) async fn create_disk(
+        &self,
+        config: &VmConfig,
+        name: &str,
+    ) -> Result<String, VmsError> {
+        if let Some(base) = &config.disk_base {
+            let map = lock(&self.map);
+            let user = map
+                .values()
+                .find(|e| e.record.config.disk_file().as_deref() == Some(base.as_str()));
+            if let Some(e) = user {
+                return Err(DiskError::BaseInUse {
+                    base: base.clone(),
+                    vm: e.record.config.name.clone(),
+                }
+                .into());
+            }
+        }
+        let new = NewDisk {
+            name,
+            size_bytes: config.disk_size_bytes,
+            base: config.disk_base.as_deref(),
+        };
+        img::create(&self.qemu_img(), &self.store.disk_dir(), &new)
+            .await
+            .map_err(DiskError::from)?;
+        Ok(name.to_string())
+    }
+
+    /// `config` if its workload fits its disk: a disk workload's working set within the disk's
+    /// virtual size (read from the image, whoever made it).
+    pub(super) async fn check_disk_fit(&self, config: VmConfig) -> Result<VmConfig, VmsError> {
+        let spec = drover_guest::spec::parse_workload(&config.workload);
+        if !matches!(spec, Ok(drover_guest::spec::Workload::Disk { .. })) {
+            return Ok(config);
+        }
+        let size = match &config.disk {
+            Some(name) => {
+                let path = self.disk_path(name)?;
+                let info = img::info(&self.qemu_img(), &path, name)
+                    .await
+                    .map_err(DiskError::from)?;
+                Some(info.virtual_size)
+            }
+            None => None,
+        };
+        drover_api::vm::check_disk_workload(&config, size).map_err(DiskError::from)?;
+        Ok(config)
+    }
+
+    fn qemu_img(&self) -> PathBuf {
+        img::qemu_img_for(&self.settings.qemu_binary)
+    }
+}
+
+/// Removes a disk the agent created (a missing file is fine: the end is the same).
+pub fn remove(dir: &Path, name: &str) {
+    match std::fs::remove_file(dir.join(name)) {
+        Ok(()) => tracing::info!(disk = %name, "removed the VM's disk"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(disk = %name, error = %e, "could not remove the VM's disk"),
+    }
+}
