@@ -223,6 +223,17 @@ pub fn run(cmd: LabCommand) -> Result<()> {
                     };
                     println!("{:<4} {ns}, {agent}", h.name);
                 }
+                for w in &st.wan {
+                    let line = match (w.pid, w.running) {
+                        (Some(pid), Some(true)) => format!("delay line running (pid {pid})"),
+                        (Some(pid), _) => format!(
+                            "DELAY LINE GONE (pid {pid}): traffic between the pair is lost; \
+                             `drover lab down` then `up` again"
+                        ),
+                        _ => "no delay line recorded".to_string(),
+                    };
+                    println!("wan  {}: {line}", w.pair);
+                }
                 match &st.manager {
                     Some(m) if m.running => println!("manager: {} (pid {})", m.url, m.pid),
                     Some(m) => println!(

@@ -293,6 +293,18 @@ pub struct LabStatus {
     pub hosts: Vec<HostStatus>,
     /// The manager `drover manager --lab` recorded, if any.
     pub manager: Option<ManagerStatus>,
+    /// Each WAN pair's delay line, in the state's order.
+    pub wan: Vec<WanStatus>,
+}
+
+/// A WAN pair's delay line checked against the machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WanStatus {
+    /// `hA-hB`.
+    pub pair: String,
+    pub pid: Option<u32>,
+    /// Whether that process still exists (None: no pid recorded).
+    pub running: Option<bool>,
 }
 
 /// The state file checked against the machine: namespaces present, agents alive and healthy.
@@ -333,10 +345,22 @@ pub fn status<S: System>(
         });
     }
     let manager = manager_status(sys, dirs, name);
+    let wan = state
+        .wan
+        .iter()
+        .map(|w| WanStatus {
+            pair: w.link.pair(),
+            pid: w.pid,
+            running: w
+                .pid
+                .map(|pid| sys.exists(&PathBuf::from(format!("/proc/{pid}")))),
+        })
+        .collect();
     Ok(LabStatus {
         state,
         hosts,
         manager,
+        wan,
     })
 }
 

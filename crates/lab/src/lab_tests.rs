@@ -398,6 +398,21 @@ fn a_wan_pair_runs_its_delay_line_and_records_it() {
         .unwrap();
     assert!(asked < routed, "routes only once the line answers");
     assert_eq!(w.config.control, std::path::PathBuf::from(sock));
+    // Status checks the line's process: gone, then (its /proc entry back) running.
+    let pid = w.pid.expect("pid");
+    let st = status(&mut sys, &dirs(), &name()).unwrap();
+    assert_eq!(
+        st.wan,
+        [crate::lab::WanStatus {
+            pair: "h1-h2".into(),
+            pid: Some(pid),
+            running: Some(false)
+        }]
+    );
+    sys.dirs
+        .insert(std::path::PathBuf::from(format!("/proc/{pid}")));
+    let st = status(&mut sys, &dirs(), &name()).unwrap();
+    assert_eq!(st.wan[0].running, Some(true));
 }
 
 #[test]

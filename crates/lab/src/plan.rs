@@ -364,12 +364,10 @@ pub fn plan_up(spec: &LabSpec, env: &PlanEnv) -> Result<UpPlan, PlanError> {
     steps.extend(wan);
     steps.extend(peer_steps(lab, env.subnet));
     if let Some(agent) = &spec.agent {
-        steps.extend(agent_steps(
-            agent,
-            env,
-            &hosts,
-            spec.link.rate_bytes_per_sec,
-        ));
+        let links: Vec<u64> = (1..=hosts.len() as u32)
+            .map(|n| host_link_bps(spec, n))
+            .collect();
+        steps.extend(agent_steps(agent, env, &hosts, &links));
     }
 
     let state = LabState {
@@ -556,18 +554,31 @@ pub fn with_dir_fd(dir: &Path, argv: &[String]) -> Vec<String> {
     out
 }
 
-/// All agents are started before any is waited for, so they boot in parallel.
+/// The link host `n` (1-based) is told it has, bytes/s: the lab's link, or the slowest WAN
+/// link it is an end of when that is slower (its agent's `auto` and time budgets must not
+/// assume the LAN's rate for a migration that crosses the WAN; the agent has one link figure,
+/// so a host with both LAN and WAN peers is told the WAN's).
+pub fn host_link_bps(spec: &LabSpec, n: u32) -> u64 {
+    spec.wan
+        .iter()
+        .filter(|w| w.a == n || w.b == n)
+        .map(|w| w.rate.rate_bytes_per_sec)
+        .fold(spec.link.rate_bytes_per_sec, u64::min)
+}
+
+/// All agents are started before any is waited for, so they boot in parallel; `links` holds
+/// each host's link, bytes/s, in `hosts`' order ([`host_link_bps`]).
 fn agent_steps(
     agent: &AgentLaunch,
     env: &PlanEnv,
     hosts: &[HostState],
-    link_bps: u64,
+    links: &[u64],
 ) -> Vec<Step> {
     let memory_root = env.layout.memory_root();
     let token_file = env.lab_dir.join(TOKEN_FILE);
     let mut spawns = Vec::new();
     let mut waits = Vec::new();
-    for h in hosts {
+    for (h, &link_bps) in hosts.iter().zip(links) {
         let log = h
             .agent_log
             .clone()

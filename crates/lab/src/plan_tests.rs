@@ -400,3 +400,18 @@ fn the_traffic_peer_has_a_namespace_on_the_bridge() {
     );
     assert_eq!(subnet.vm_addr(140), None);
 }
+
+#[test]
+fn a_wan_end_is_told_the_slowest_of_its_links() {
+    use crate::wan::WanLink;
+    let mut s = spec();
+    s.hosts = 3;
+    let lan = s.link.rate_bytes_per_sec;
+    s.wan = vec![WanLink::parse("h1-h2=1Mbit/s,50ms").expect("wan")];
+    assert_eq!(host_link_bps(&s, 1), 125_000);
+    assert_eq!(host_link_bps(&s, 2), 125_000);
+    assert_eq!(host_link_bps(&s, 3), lan, "not on the WAN");
+    // A WAN faster than the lab's link changes nothing.
+    s.wan = vec![WanLink::parse("h1-h2=100Gbit/s,50ms").expect("wan")];
+    assert_eq!(host_link_bps(&s, 1), lan);
+}

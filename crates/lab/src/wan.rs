@@ -330,7 +330,9 @@ pub fn wan_steps(
 }
 
 /// A persistent TUN device (it outlives a crashed line, so traffic stops rather than takes the
-/// bridge) with the pair's rate on its egress; removed with the namespace.
+/// bridge) with the pair's rate on its egress; removed with the namespace. It gets no IPv6
+/// link-local address (`addrgenmode none`), so the kernel's own router solicitations and
+/// duplicate-address probes never enter the line: only the hosts' IPv4 traffic is delayed.
 fn tun_steps(end: &LineEnd, rate: &TbfParams) -> Vec<Step> {
     let ns = end.netns.as_str();
     let tun = end.tun.as_str();
@@ -339,6 +341,7 @@ fn tun_steps(end: &LineEnd, rate: &TbfParams) -> Vec<Step> {
         Step::new(Action::Run(
             Cmd::new("tc", &["-n", ns, "qdisc", "add", "dev", tun, "root"]).args(rate.tc_args()),
         )),
+        run(ns, &["link", "set", "dev", tun, "addrgenmode", "none"]),
         run(ns, &["link", "set", tun, "up"]),
     ]
 }

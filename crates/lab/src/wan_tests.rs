@@ -120,6 +120,8 @@ fn each_pair_gets_tuns_a_line_and_routes_in_that_order() {
     let tun1 = pos("ip -n drvt-h1 tuntap add dev wan-h2 mode tun");
     let tbf1 = pos("tc -n drvt-h1 qdisc add dev wan-h2 root tbf rate 100000000bit");
     let tun2 = pos("ip -n drvt-h2 tuntap add dev wan-h1 mode tun");
+    let no_v6 = pos("ip -n drvt-h1 link set dev wan-h2 addrgenmode none");
+    assert!(tbf1 < no_v6 && no_v6 < pos("ip -n drvt-h1 link set wan-h2 up"));
     let spawn = pos("start wan-h1-h2");
     let wait = pos("wait for delay line h1-h2");
     let r1 = pos("ip -n drvt-h1 route add 198.18.0.12/32 dev wan-h2 src 198.18.0.11");
