@@ -66,11 +66,12 @@ mod tests {
             .args(["-c", "sleep 30; :", &tag])
             .spawn()
             .expect("spawn sh");
-        // Until the child has exec'd, its command line is this test's.
+        // Until the child has exec'd, its command line is this test's; and for a moment after,
+        // the shell's own child (forked to run `sleep`, not yet exec'd) shows the shell's.
         let mut found = Vec::new();
         for _ in 0..100 {
             found = processes_mentioning(&tag);
-            if !found.is_empty() {
+            if found.len() == 1 {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
