@@ -14,6 +14,7 @@ pub mod progress;
 pub mod result;
 pub mod source;
 pub mod stall;
+pub mod storage;
 pub mod technique;
 pub mod watchdog;
 
@@ -24,5 +25,9 @@ pub use plan::{Capability, MigrationPlan, ParameterUpdate};
 pub use progress::{paused_by_migration, MigrationStatus, Progress, RamProgress};
 pub use result::{MigrationResult, OpsSample, RunFacts, Throughput};
 pub use source::{EndStatus, SourceAction, SourceEvent, SourceMachine, SourceOutcome, SourceState};
+pub use storage::{
+    CleanupStep, CopyMode, MirrorJob, MirrorLook, MirrorVerdict, StorageError, StorageEvent,
+    StorageMachine, StoragePhase, StorageRecord, StorageSettings, StorageStep,
+};
 pub use technique::{HybridSwitch, Technique};
 pub use watchdog::{ThrottleKind, Watchdog, WatchdogAction, WatchdogPolicy};
