@@ -28,7 +28,7 @@
 use crate::disk::{DiskNodes, NbdAddr};
 use crate::driver::{self, DriverConfig, DriverError, Endpoints, MigrationRun};
 use crate::metrics::Clock;
-use crate::qmp::{BlockExt, Qmp, QmpExt};
+use crate::qmp::{BlockExt, Qmp, QmpError, QmpExt};
 use drover_core::migration::{
     CleanupStep, CopyMode, MigrationPlan, MigrationStatus, MirrorLook, MirrorVerdict, StorageEvent,
     StorageMachine, StoragePhase, StorageRecord, StorageSettings, StorageStep,
@@ -393,7 +393,12 @@ async fn cleanup(
                 .delete_nbd_target(disk)
                 .await
                 .map_err(|e| e.to_string()),
-            CleanupStep::StopServer => ends.dest.nbd_server_stop().await.map_err(|e| e.to_string()),
+            // An incoming QEMU exits when its migration fails or is cancelled: a QMP
+            // connection that closed leaves no server to stop.
+            CleanupStep::StopServer => match ends.dest.nbd_server_stop().await {
+                Err(QmpError::Closed) => Ok(()),
+                other => other.map_err(|e| e.to_string()),
+            },
         };
         if let Err(e) = result {
             tracing::warn!(step = ?step, error = %e, "storage clean-up step failed");

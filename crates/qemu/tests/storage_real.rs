@@ -18,13 +18,16 @@ use drover_qemu::metrics::{Clock, Samples};
 use drover_qemu::qmp::{Qmp, QmpExt};
 use drover_qemu::storage::{migrate_with_storage, StorageConfig};
 use drover_qemu::vm::LocalLauncher;
+use drover_qemu::vm::LocalVm;
 use drover_testkit::{require, QEMU, QEMU_IMG};
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 const DISK_BYTES: u64 = 64 << 20;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn launcher() -> LocalLauncher {
     LocalLauncher {
@@ -78,65 +81,112 @@ async fn write_live(qmp: &dyn Qmp, command: &str) {
     );
 }
 
+/// Two QEMUs with disks: the source's image holds 0x5a over [0, 8M) and 0xa5 over [40M, 44M);
+/// the destination's is empty, of the same virtual size. Dropped, everything goes.
+struct Pair {
+    src_img: PathBuf,
+    dst_img: PathBuf,
+    src: LocalVm,
+    dst: LocalVm,
+    clock: Clock,
+    samples: Samples,
+    // Last: the images and run directories outlive the QEMUs using them.
+    _dir: tempfile::TempDir,
+}
+
+impl Pair {
+    async fn boot(test: &str) -> Pair {
+        let tag = format!("t{}-{test}", std::process::id());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (src_img, dst_img) = (dir.path().join("src.qcow2"), dir.path().join("dst.qcow2"));
+        create_qcow2(&src_img, DISK_BYTES)
+            .await
+            .expect("source image");
+        qemu_io(&src_img, "write -P 0x5a 0 8M");
+        qemu_io(&src_img, "write -P 0xa5 40M 4M");
+        let size = virtual_size(&src_img).await.expect("size");
+        assert_eq!(size, DISK_BYTES);
+        create_qcow2(&dst_img, size).await.expect("target image");
+        let l = launcher();
+        let clock = Clock::default();
+        let samples = Samples::default();
+        let workload = "memtouch:wss=16M,rate=max";
+        let mut src_spec = l.spec(&tag, workload, false);
+        src_spec.disk = Some(src_img.clone());
+        let mut dst_spec = l.spec(&tag, workload, true);
+        dst_spec.disk = Some(dst_img.clone());
+        let src = l
+            .launch(&src_spec, &dir.path().join("a"), clock, samples.clone())
+            .await
+            .expect("launch source");
+        samples
+            .wait_for(&clock, 0, 0, Duration::from_secs(60))
+            .await
+            .expect("workload reports");
+        let dst = l
+            .launch(&dst_spec, &dir.path().join("b"), clock, samples.clone())
+            .await
+            .expect("launch destination");
+        Pair {
+            src_img,
+            dst_img,
+            src,
+            dst,
+            clock,
+            samples,
+            _dir: dir,
+        }
+    }
+
+    fn ends(&self) -> Endpoints<'_> {
+        Endpoints {
+            source: &self.src.qmp,
+            dest: &self.dst.qmp,
+            uri: format!("tcp:127.0.0.1:{}", free_port()),
+            recover_uri: format!("tcp:127.0.0.1:{}", free_port()),
+        }
+    }
+}
+
+fn nbd_addr() -> NbdAddr {
+    NbdAddr::new(format!("127.0.0.1:{}", free_port()).parse().expect("addr")).expect("nbd address")
+}
+
+fn precopy() -> MigrationPlan {
+    let mut plan = MigrationPlan::fixed(Technique::Precopy);
+    plan.max_bandwidth_bps = Some(bench::UNCAPPED_BPS);
+    plan
+}
+
+/// Waits (bounded) for the source's migration to be active.
+async fn until_active(qmp: &dyn Qmp) -> bool {
+    for _ in 0..4000 {
+        if qmp.query_migrate(0).await.map(|p| p.status) == Ok(Some(MigrationStatus::Active)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_precopy_moves_the_disk_with_the_guest_and_the_images_match() {
     require!(QEMU, QEMU_IMG);
-    let tag = format!("t{}-storage", std::process::id());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (src_img, dst_img) = (dir.path().join("src.qcow2"), dir.path().join("dst.qcow2"));
-    create_qcow2(&src_img, DISK_BYTES)
-        .await
-        .expect("source image");
-    qemu_io(&src_img, "write -P 0x5a 0 8M");
-    qemu_io(&src_img, "write -P 0xa5 40M 4M");
-    // The destination's target: empty, the same virtual size.
-    let size = virtual_size(&src_img).await.expect("size");
-    assert_eq!(size, DISK_BYTES);
-    create_qcow2(&dst_img, size).await.expect("target image");
-
-    let l = launcher();
-    let clock = Clock::default();
-    let samples = Samples::default();
-    let workload = "memtouch:wss=16M,rate=max";
-    let mut src_spec = l.spec(&tag, workload, false);
-    src_spec.disk = Some(src_img.clone());
-    let mut dst_spec = l.spec(&tag, workload, true);
-    dst_spec.disk = Some(dst_img.clone());
-    let src = l
-        .launch(&src_spec, &dir.path().join("a"), clock, samples.clone())
-        .await
-        .expect("launch source");
-    samples
-        .wait_for(&clock, 0, 0, Duration::from_secs(60))
-        .await
-        .expect("workload reports");
-    let dst = l
-        .launch(&dst_spec, &dir.path().join("b"), clock, samples.clone())
-        .await
-        .expect("launch destination");
-
-    let ends = Endpoints {
-        source: &src.qmp,
-        dest: &dst.qmp,
-        uri: format!("tcp:127.0.0.1:{}", free_port()),
-        recover_uri: format!("tcp:127.0.0.1:{}", free_port()),
-    };
-    let nbd = NbdAddr::new(format!("127.0.0.1:{}", free_port()).parse().expect("addr"))
-        .expect("nbd address");
-    let mut plan = MigrationPlan::fixed(Technique::Precopy);
-    plan.max_bandwidth_bps = Some(bench::UNCAPPED_BPS);
+    let _serial = SERIAL.lock().await;
+    let pair = Pair::boot("storage").await;
+    let (src, dst, clock, samples) = (&pair.src, &pair.dst, pair.clock, &pair.samples);
+    let (src_img, dst_img) = (pair.src_img.clone(), pair.dst_img.clone());
+    let ends = pair.ends();
+    let nbd = nbd_addr();
+    let plan = precopy();
     // Writes while memory migrates (the mirror is READY by then): they must reach the target.
     let writes = async {
-        for _ in 0..2000 {
-            let status = src.qmp.query_migrate(0).await.map(|p| p.status);
-            if status == Ok(Some(MigrationStatus::Active)) {
-                write_live(&src.qmp, "write -P 0x33 16M 2M").await;
-                write_live(&src.qmp, "write -P 0x44 63M 1M").await;
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        if !until_active(&src.qmp).await {
+            return false;
         }
-        false
+        write_live(&src.qmp, "write -P 0x33 16M 2M").await;
+        write_live(&src.qmp, "write -P 0x44 63M 1M").await;
+        true
     };
     let (disk, driver_config, config) = (
         DiskNodes::of(0),
@@ -172,6 +222,8 @@ async fn storage_precopy_moves_the_disk_with_the_guest_and_the_images_match() {
         "storage pre-copy: {:?}; memory: total {} ms, downtime {:?} ms, {} bytes",
         run.storage, result.total_ms, result.downtime_ms, result.transferred_bytes
     );
+    drop(ends);
+    let Pair { src, dst, _dir, .. } = pair;
     src.kill().await;
     dst.kill().await;
 
@@ -197,4 +249,83 @@ async fn storage_precopy_moves_the_disk_with_the_guest_and_the_images_match() {
         "{:?}",
         run.storage
     );
+}
+
+/// A migration cancelled after the mirror is READY: the mirror is abandoned, the NBD node and
+/// server go, the guest runs on the source with its disk untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_cancelled_after_ready_leaves_the_source_running_on_its_disk() {
+    use drover_qemu::qmp::BlockExt;
+    require!(QEMU, QEMU_IMG);
+    let _serial = SERIAL.lock().await;
+    let pair = Pair::boot("storage-cancel").await;
+    let ends = pair.ends();
+    let disk = DiskNodes::of(0);
+    let (driver_config, config) = (DriverConfig::default(), StorageConfig::default());
+    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    let mut plan = precopy();
+    // Slow enough that the cancel finds the memory migration still running.
+    plan.max_bandwidth_bps = Some(4_000_000);
+    let migration = migrate_with_storage(
+        &ends,
+        &disk,
+        nbd_addr(),
+        plan,
+        &driver_config,
+        &config,
+        &pair.clock,
+        Some(cancel_rx),
+    );
+    let cancel = async {
+        let active = until_active(&pair.src.qmp).await;
+        cancel_tx.send_replace(true);
+        active
+    };
+    let (run, active) = tokio::join!(migration, cancel);
+    let run = run.expect("storage migration");
+    assert!(active, "the test found no active migration to cancel");
+    let memory = run.memory.expect("memory migration ran");
+    assert_eq!(
+        memory.outcome.status,
+        EndStatus::Cancelled,
+        "{:?}",
+        memory.outcome
+    );
+    let error = run.storage.error.clone().expect("storage error");
+    assert!(error.contains("memory migration"), "{error}");
+    assert!(
+        run.storage.mirror_to_ready_ms.is_some(),
+        "{:?}",
+        run.storage
+    );
+    assert!(run.cleanup_errors.is_empty(), "{:?}", run.cleanup_errors);
+    eprintln!("cancelled after READY: {:?}", run.storage);
+    // Nothing of the storage migration is left on either side.
+    let status = pair.src.qmp.query_status().await.expect("status");
+    assert!(
+        status.running,
+        "source guest not running: {}",
+        status.status
+    );
+    assert_eq!(pair.src.qmp.mirror_job(&disk).await.expect("jobs"), None);
+    let nodes = pair
+        .src
+        .qmp
+        .execute("query-named-block-nodes", None)
+        .await
+        .expect("nodes")
+        .to_string();
+    assert!(!nodes.contains(disk.target_node()), "{nodes}");
+    // The destination's QEMU exits when its incoming migration is cancelled (QEMU's
+    // exit-on-error); if it still ran, its NBD server would be stopped already.
+    let stop_again = pair.dst.qmp.nbd_server_stop().await;
+    assert!(stop_again.is_err(), "the NBD server was still running");
+    drop(ends);
+    let Pair {
+        src, dst, src_img, ..
+    } = pair;
+    src.kill().await;
+    dst.kill().await;
+    qemu_io(&src_img, "read -P 0x5a 0 8M");
+    qemu_io(&src_img, "read -P 0xa5 40M 4M");
 }
