@@ -155,7 +155,7 @@ pub fn check_image_path(path: &Path) -> Result<(), DiskError> {
 /// [`DiskError`] for a bad path or size, an existing file, or `qemu-img` failing.
 pub async fn create_qcow2(path: &Path, virtual_bytes: u64) -> Result<(), DiskError> {
     check_image_path(path)?;
-    if virtual_bytes == 0 || virtual_bytes % 512 != 0 || virtual_bytes > MAX_DISK_BYTES {
+    if virtual_bytes == 0 || !virtual_bytes.is_multiple_of(512) || virtual_bytes > MAX_DISK_BYTES {
         return Err(DiskError::BadSize {
             bytes: virtual_bytes,
             max: MAX_DISK_BYTES,

@@ -278,12 +278,17 @@ async fn a_migration_cancelled_after_ready_leaves_the_source_running_on_its_disk
     );
     let cancel = async {
         let active = until_active(&pair.src.qmp).await;
+        // QEMU takes the switch of the READY mirror to write-blocking (`block-job-change`).
+        let switched = pair.src.qmp.mirror_write_blocking(&disk).await;
         cancel_tx.send_replace(true);
-        active
+        active && switched.is_ok()
     };
     let (run, active) = tokio::join!(migration, cancel);
     let run = run.expect("storage migration");
-    assert!(active, "the test found no active migration to cancel");
+    assert!(
+        active,
+        "no active migration to cancel, or block-job-change refused"
+    );
     let memory = run.memory.expect("memory migration ran");
     assert_eq!(
         memory.outcome.status,
