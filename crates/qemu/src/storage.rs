@@ -67,29 +67,35 @@ pub struct StorageRun {
     pub cleanup_errors: Vec<String>,
 }
 
+/// The disk to move and where the destination's NBD server listens.
+#[derive(Debug, Clone)]
+pub struct DiskTarget {
+    pub disk: DiskNodes,
+    pub nbd: NbdAddr,
+}
+
 type StepError = (StorageStep, String);
 
 fn at<E: std::fmt::Display>(step: StorageStep) -> impl Fn(E) -> StepError {
     move |e| (step, e.to_string())
 }
 
-/// Runs a storage pre-copy of `disk` to the destination's NBD server at `nbd`, then the memory
+/// Runs a storage pre-copy of `target.disk` to the destination's NBD server at `target.nbd`, then the memory
 /// migration of `plan` (with `pause-before-switchover` set), as the module doc describes.
 ///
 /// # Errors
 /// [`DriverError::SourceLost`] as [`driver::migrate`] returns it (after the storage clean-up);
 /// every other failure is in the returned record.
-#[allow(clippy::too_many_arguments)]
 pub async fn migrate_with_storage(
     ends: &Endpoints<'_>,
-    disk: &DiskNodes,
-    nbd: NbdAddr,
+    target: &DiskTarget,
     mut plan: MigrationPlan,
     driver_config: &DriverConfig,
     config: &StorageConfig,
     clock: &Clock,
     cancel: Option<watch::Receiver<bool>>,
 ) -> Result<StorageRun, DriverError> {
+    let (disk, nbd) = (&target.disk, target.nbd);
     let mut machine = StorageMachine::new(config.settings);
     if let Err(failure) = prepare(ends, disk, nbd, &mut machine, config, clock, &cancel).await {
         fail(&mut machine, failure);

@@ -173,10 +173,13 @@ async fn run(r: &Rig) -> StorageRun {
         recover_uri: "tcp:127.0.0.1:4445".into(),
     };
     let nbd = NbdAddr::new("127.0.0.1:10809".parse().expect("addr")).expect("nbd");
+    let target = DiskTarget {
+        disk: DiskNodes::of(0),
+        nbd,
+    };
     migrate_with_storage(
         &ends,
-        &DiskNodes::of(0),
-        nbd,
+        &target,
         MigrationPlan::fixed(Technique::Precopy),
         &DriverConfig::default(),
         &StorageConfig::default(),

@@ -16,7 +16,7 @@ use drover_qemu::image::{ensure_image, NoProgress};
 use drover_qemu::launcher::Accel;
 use drover_qemu::metrics::{Clock, Samples};
 use drover_qemu::qmp::{Qmp, QmpExt};
-use drover_qemu::storage::{migrate_with_storage, StorageConfig};
+use drover_qemu::storage::{migrate_with_storage, DiskTarget, StorageConfig};
 use drover_qemu::vm::LocalLauncher;
 use drover_qemu::vm::LocalVm;
 use drover_testkit::{require, QEMU, QEMU_IMG};
@@ -188,21 +188,13 @@ async fn storage_precopy_moves_the_disk_with_the_guest_and_the_images_match() {
         write_live(&src.qmp, "write -P 0x44 63M 1M").await;
         true
     };
-    let (disk, driver_config, config) = (
-        DiskNodes::of(0),
-        DriverConfig::default(),
-        StorageConfig::default(),
-    );
-    let migration = migrate_with_storage(
-        &ends,
-        &disk,
+    let (driver_config, config) = (DriverConfig::default(), StorageConfig::default());
+    let target = DiskTarget {
+        disk: DiskNodes::of(0),
         nbd,
-        plan,
-        &driver_config,
-        &config,
-        &clock,
-        None,
-    );
+    };
+    let migration =
+        migrate_with_storage(&ends, &target, plan, &driver_config, &config, &clock, None);
     let (run, wrote) = tokio::join!(migration, writes);
     let run = run.expect("storage migration");
     assert!(wrote, "the test found no active migration to write during");
@@ -266,10 +258,13 @@ async fn a_migration_cancelled_after_ready_leaves_the_source_running_on_its_disk
     let mut plan = precopy();
     // Slow enough that the cancel finds the memory migration still running.
     plan.max_bandwidth_bps = Some(4_000_000);
+    let target = DiskTarget {
+        disk: disk.clone(),
+        nbd: nbd_addr(),
+    };
     let migration = migrate_with_storage(
         &ends,
-        &disk,
-        nbd_addr(),
+        &target,
         plan,
         &driver_config,
         &config,

@@ -306,9 +306,10 @@ pub enum CleanupStep {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StorageRecord {
-    /// Bytes the mirror copied to the destination, bytes: QEMU's job progress at its last
-    /// look, i.e. the allocated part of the disk once plus every block the guest dirtied again
-    /// while the mirror ran. NBD framing is not counted.
+    /// Bytes the mirror processed, bytes: QEMU's job progress at its last look, i.e. the whole
+    /// disk once plus every block the guest dirtied again while the mirror ran. Zero areas
+    /// count in full but cross the wire as NBD write-zeroes requests, so on a sparse disk the
+    /// network carries far less; NBD framing is not counted.
     pub transferred_bytes: u64,
     /// The disk's size as the mirror saw it at its last look (QEMU's job `len`), bytes.
     pub disk_bytes: u64,
@@ -572,8 +573,7 @@ impl StorageMachine {
         StorageRecord {
             transferred_bytes: self.last_job.as_ref().map_or(0, |j| j.offset),
             disk_bytes: self.last_job.as_ref().map_or(0, |j| j.len),
-            mirror_to_ready_ms: between(Some(t.started_ms), t.ready_ms)
-                .filter(|_| self.phase.times().is_some()),
+            mirror_to_ready_ms: between(Some(t.started_ms), t.ready_ms),
             ready_to_cancel_ms: between(t.ready_ms, t.cancel_ms),
             cancel_to_concluded_ms: between(t.cancel_ms, t.concluded_ms),
             write_blocking: self.write_blocking,
