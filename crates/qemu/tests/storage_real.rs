@@ -8,7 +8,7 @@
 //! the guest's device (they take the guest's write path through the mirror). QEMUs die with
 //! their `LocalVm` handles and the images with the temporary directory, even on failure.
 
-use drover_core::migration::{EndStatus, MigrationPlan, MigrationStatus, Technique};
+use drover_core::migration::{CopyMode, EndStatus, MigrationPlan, MigrationStatus, Technique};
 use drover_qemu::bench;
 use drover_qemu::disk::{create_qcow2, virtual_size, DiskNodes, NbdAddr};
 use drover_qemu::driver::{DriverConfig, Endpoints};
@@ -173,7 +173,15 @@ async fn until_active(qmp: &dyn Qmp) -> bool {
 async fn storage_precopy_moves_the_disk_with_the_guest_and_the_images_match() {
     require!(QEMU, QEMU_IMG);
     let _serial = SERIAL.lock().await;
-    let pair = Pair::boot("storage").await;
+    for mode in [CopyMode::Background, CopyMode::WriteBlocking] {
+        move_disk_and_compare(mode).await;
+    }
+}
+
+/// One storage pre-copy with the mirror in `mode`, writes during the memory migration, then
+/// both images compared.
+async fn move_disk_and_compare(mode: CopyMode) {
+    let pair = Pair::boot(&format!("storage-{}", mode.qapi_name())).await;
     let (src, dst, clock, samples) = (&pair.src, &pair.dst, pair.clock, &pair.samples);
     let (src_img, dst_img) = (pair.src_img.clone(), pair.dst_img.clone());
     let ends = pair.ends();
@@ -188,7 +196,9 @@ async fn storage_precopy_moves_the_disk_with_the_guest_and_the_images_match() {
         write_live(&src.qmp, "write -P 0x44 63M 1M").await;
         true
     };
-    let (driver_config, config) = (DriverConfig::default(), StorageConfig::default());
+    let driver_config = DriverConfig::default();
+    let mut config = StorageConfig::default();
+    config.settings.copy_mode = mode;
     let target = DiskTarget {
         disk: DiskNodes::of(0),
         nbd,
@@ -210,8 +220,9 @@ async fn storage_precopy_moves_the_disk_with_the_guest_and_the_images_match() {
     let status = dst.qmp.query_status().await.expect("destination status");
     assert!(status.running, "guest not running on the destination");
     let result = memory.result(&samples.snapshot());
+    assert_eq!(run.storage.write_blocking, mode == CopyMode::WriteBlocking);
     eprintln!(
-        "storage pre-copy: {:?}; memory: total {} ms, downtime {:?} ms, {} bytes",
+        "storage pre-copy ({mode:?}): {:?}; memory: total {} ms, downtime {:?} ms, {} bytes",
         run.storage, result.total_ms, result.downtime_ms, result.transferred_bytes
     );
     drop(ends);
@@ -237,7 +248,7 @@ async fn storage_precopy_moves_the_disk_with_the_guest_and_the_images_match() {
     qemu_io(&dst_img, "read -P 0x44 63M 1M");
     qemu_io(&dst_img, "read -P 0 8M 8M");
     assert!(
-        run.storage.transferred_bytes >= 15 << 20,
+        run.storage.transferred_bytes >= DISK_BYTES,
         "{:?}",
         run.storage
     );
