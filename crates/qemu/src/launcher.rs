@@ -5,6 +5,7 @@
 //! bench. Every socket and log lives in the VM's run directory.
 //! The host agent, whose VMs must outlive the agent itself, uses [`spawn_detached`] instead.
 
+use crate::disk::DiskNodes;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::str::FromStr;
@@ -207,19 +208,43 @@ pub fn argv(spec: &VmSpec, paths: &RunPaths) -> Vec<String> {
         a.push(format!("virtio-net-pci,netdev=net0,mac={}", tap.mac));
     }
     if let Some(disk) = &spec.disk {
-        a.push("-drive".into());
-        a.push(format!(
-            "file={},if=none,id=disk0,format=qcow2,cache=none",
-            disk.display()
-        ));
-        a.push("-device".into());
-        a.push("virtio-blk-pci,drive=disk0".into());
+        a.extend(disk_args(disk, &DiskNodes::of(0)));
     }
     if spec.incoming {
         a.push("-incoming".into());
         a.push("defer".into());
     }
     a
+}
+
+/// `-blockdev` a file node and a qcow2 node over it, with the names Drover owns (so block jobs
+/// and NBD exports can name them), and the guest's virtio-blk device on the qcow2 node. JSON
+/// syntax, so a path needs no comma escaping. `cache.direct` on both: the old `cache=none`.
+fn disk_args(path: &Path, nodes: &DiskNodes) -> Vec<String> {
+    let file = serde_json::json!({
+        "driver": "file",
+        "filename": path.display().to_string(),
+        "node-name": nodes.file_node(),
+        "cache": {"direct": true},
+    });
+    let format = serde_json::json!({
+        "driver": "qcow2",
+        "file": nodes.file_node(),
+        "node-name": nodes.format_node(),
+        "cache": {"direct": true},
+    });
+    vec![
+        "-blockdev".into(),
+        file.to_string(),
+        "-blockdev".into(),
+        format.to_string(),
+        "-device".into(),
+        format!(
+            "virtio-blk-pci,drive={},id={}",
+            nodes.format_node(),
+            nodes.device_id()
+        ),
+    ]
 }
 
 fn validate(spec: &VmSpec) -> Result<(), LaunchError> {
@@ -543,6 +568,29 @@ mod tests {
             tap: None,
             disk: None,
         }
+    }
+
+    #[test]
+    fn a_disk_is_two_named_nodes_and_a_device() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = RunPaths::in_dir(dir.path());
+        let mut s = spec(dir.path());
+        s.disk = Some(PathBuf::from("/var/lib/drover/a,b/disk0.qcow2"));
+        let a = argv(&s, &paths);
+        let blockdevs: Vec<serde_json::Value> = a
+            .windows(2)
+            .filter(|w| w[0] == "-blockdev")
+            .map(|w| serde_json::from_str(&w[1]).expect("json"))
+            .collect();
+        assert_eq!(blockdevs.len(), 2);
+        assert_eq!(blockdevs[0]["filename"], "/var/lib/drover/a,b/disk0.qcow2");
+        assert_eq!(blockdevs[0]["node-name"], "drover-disk0-file");
+        assert_eq!(blockdevs[1]["driver"], "qcow2");
+        assert_eq!(blockdevs[1]["file"], "drover-disk0-file");
+        assert_eq!(blockdevs[1]["node-name"], "drover-disk0");
+        assert!(a
+            .iter()
+            .any(|x| x == "virtio-blk-pci,drive=drover-disk0,id=drover-disk0-dev"));
     }
 
     #[test]

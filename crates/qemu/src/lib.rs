@@ -3,6 +3,8 @@
 //! - [`launcher`]: VM spec -> command line -> supervised process (killed on drop).
 //! - [`qmp`]: the QMP trait, typed commands, the real client and a scripted fake.
 //! - [`driver`]: runs one live migration between two QMP peers, decisions from core.
+//! - [`storage`]: a storage pre-copy (NBD export + mirror) around a memory migration;
+//!   [`disk`]: a disk's block-layer names and `qemu-img` for target images.
 //! - [`metrics`]: reads the guest workload's reports from its serial port and writes control
 //!   lines back ([`guest_control`]: delivering a workload change).
 //! - [`profile`]: dirty-rate measurement for the cost model.
@@ -11,6 +13,7 @@
 //! - [`bench`]: `migrate-bench`, composing all of the above on this machine.
 
 pub mod bench;
+pub mod disk;
 pub mod driver;
 pub mod guest_control;
 pub mod image;
@@ -19,4 +22,5 @@ pub mod launcher;
 pub mod metrics;
 pub mod profile;
 pub mod qmp;
+pub mod storage;
 pub mod vm;

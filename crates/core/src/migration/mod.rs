@@ -15,6 +15,7 @@ pub mod result;
 pub mod resume;
 pub mod source;
 pub mod stall;
+pub mod storage;
 pub mod technique;
 pub mod watchdog;
 
@@ -28,5 +29,9 @@ pub use resume::{
     DestAnswer, ResumeAction, ResumeEnd, ResumeLook, ResumeMachine, ResumeParams, ResumeState,
 };
 pub use source::{EndStatus, SourceAction, SourceEvent, SourceMachine, SourceOutcome, SourceState};
+pub use storage::{
+    CleanupStep, CopyMode, MirrorJob, MirrorLook, MirrorVerdict, StorageError, StorageEvent,
+    StorageMachine, StoragePhase, StorageRecord, StorageSettings, StorageStep,
+};
 pub use technique::{HybridSwitch, Technique};
 pub use watchdog::{ThrottleKind, Watchdog, WatchdogAction, WatchdogPolicy};

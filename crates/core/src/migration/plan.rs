@@ -17,18 +17,22 @@ pub enum Capability {
     AutoConverge,
     DirtyLimit,
     Events,
+    /// Stop at QEMU's `pre-switchover` state until `migrate-continue` (storage pre-copy uses
+    /// the pause to end its mirror and detach the NBD target, see [`super::storage`]).
+    PauseBeforeSwitchover,
 }
 
 impl Capability {
     /// Every capability Drover manages. Each migration sets all of them, on or off: a VM that
     /// arrived by migration keeps its incoming side's capabilities, and a stale one (say,
     /// postcopy-preempt) would make its next migration fail.
-    pub const ALL: [Capability; 5] = [
+    pub const ALL: [Capability; 6] = [
         Capability::Events,
         Capability::PostcopyRam,
         Capability::PostcopyPreempt,
         Capability::AutoConverge,
         Capability::DirtyLimit,
+        Capability::PauseBeforeSwitchover,
     ];
 
     /// The name QEMU's QAPI schema uses.
@@ -39,6 +43,7 @@ impl Capability {
             Capability::AutoConverge => "auto-converge",
             Capability::DirtyLimit => "dirty-limit",
             Capability::Events => "events",
+            Capability::PauseBeforeSwitchover => "pause-before-switchover",
         }
     }
 }
@@ -85,6 +90,10 @@ pub struct MigrationPlan {
     /// budget ([`MigrationPlan::time_budget_ms`]).
     #[serde(default = "default_assumed_link_bps")]
     pub assumed_link_bps: u64,
+    /// Stop the source at `pre-switchover` until told to go on (set by a storage pre-copy,
+    /// which ends its mirror there); off for memory-only migrations.
+    #[serde(default)]
+    pub pause_before_switchover: bool,
 }
 
 fn default_postcopy_stall_ms() -> u64 {
@@ -114,6 +123,7 @@ impl MigrationPlan {
             max_recoveries: 3,
             postcopy_stall_ms: default_postcopy_stall_ms(),
             assumed_link_bps: default_assumed_link_bps(),
+            pause_before_switchover: false,
         }
     }
 
@@ -221,6 +231,9 @@ impl MigrationPlan {
             Some(ThrottleKind::AutoConverge) => caps.push(Capability::AutoConverge),
             Some(ThrottleKind::DirtyLimit) => caps.push(Capability::DirtyLimit),
             None => {}
+        }
+        if self.pause_before_switchover {
+            caps.push(Capability::PauseBeforeSwitchover);
         }
         caps
     }

@@ -5,10 +5,12 @@
 //! JSON escape hatch and the fakes see exactly what a real QEMU would. Responses are matched to
 //! requests by `id`, so commands may be issued concurrently; events are kept in a bounded buffer.
 
+mod block;
 mod client;
 mod fake;
 mod typed;
 
+pub use block::{parse_block_job, BlockExt};
 pub use client::QmpClient;
 pub use fake::{FakeCall, ScriptedQmp};
 pub use typed::{QmpExt, VmStatus};

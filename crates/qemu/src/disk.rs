@@ -1,0 +1,270 @@
+//! A VM's disk as QEMU's block layer sees it: the node names Drover owns, the NBD address a
+//! storage migration uses, and `qemu-img` for target images.
+//!
+//! The launcher attaches disk `n` as a `file` node [`DiskNodes::file_node`] under a `qcow2`
+//! node [`DiskNodes::format_node`], which the guest's virtio-blk device uses; stable names let
+//! block jobs and NBD exports name them. A storage migration adds, on the source, an NBD client
+//! node [`DiskNodes::target_node`] and a mirror job [`DiskNodes::mirror_job`]; the destination
+//! exports its format node as [`DiskNodes::export_name`].
+
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use thiserror::Error;
+use tokio::process::Command;
+
+/// Errors of this module.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DiskError {
+    #[error("disk image path '{path}': {expected}")]
+    BadPath { path: PathBuf, expected: String },
+    #[error("disk size {bytes} bytes: expected a positive multiple of 512 up to {max} bytes")]
+    BadSize { bytes: u64, max: u64 },
+    #[error("disk image '{path}' already exists: refusing to overwrite it")]
+    Exists { path: PathBuf },
+    #[error("NBD address {addr}: {expected}")]
+    BadAddr { addr: String, expected: String },
+    #[error("qemu-img {action} '{path}' failed: {message}")]
+    QemuImg {
+        action: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+}
+
+/// The largest disk Drover creates, bytes (16 TiB).
+pub const MAX_DISK_BYTES: u64 = 16 << 40;
+
+/// The block-layer names of one disk (index 0 today: the launcher attaches one disk).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskNodes {
+    file: String,
+    format: String,
+    device: String,
+    target: String,
+    job: String,
+    export_id: String,
+}
+
+impl DiskNodes {
+    /// The names of disk `index`.
+    pub fn of(index: u8) -> Self {
+        let base = format!("drover-disk{index}");
+        DiskNodes {
+            file: format!("{base}-file"),
+            device: format!("{base}-dev"),
+            target: format!("{base}-nbd"),
+            job: format!("{base}-mirror"),
+            export_id: format!("{base}-export"),
+            format: base,
+        }
+    }
+
+    /// The protocol node over the image file.
+    pub fn file_node(&self) -> &str {
+        &self.file
+    }
+    /// The qcow2 node the guest's device uses; mirrored and exported.
+    pub fn format_node(&self) -> &str {
+        &self.format
+    }
+    /// The virtio-blk device's id (the same on both sides of a migration).
+    pub fn device_id(&self) -> &str {
+        &self.device
+    }
+    /// The source's NBD client node for the destination's export.
+    pub fn target_node(&self) -> &str {
+        &self.target
+    }
+    /// The mirror job's id.
+    pub fn mirror_job(&self) -> &str {
+        &self.job
+    }
+    /// The destination's block export id.
+    pub fn export_id(&self) -> &str {
+        &self.export_id
+    }
+    /// The NBD export name clients ask for (the format node's name).
+    pub fn export_name(&self) -> &str {
+        &self.format
+    }
+}
+
+/// Where a destination's NBD server listens: an IP address (the migration address) and a
+/// Drover-chosen, non-zero port. A typed address, so nothing textual reaches QEMU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NbdAddr(SocketAddr);
+
+impl NbdAddr {
+    /// Checks `addr`: a specific (not unspecified, not multicast) IP address and a port > 0.
+    ///
+    /// # Errors
+    /// [`DiskError::BadAddr`] naming what was expected.
+    pub fn new(addr: SocketAddr) -> Result<Self, DiskError> {
+        let bad = |expected: &str| DiskError::BadAddr {
+            addr: addr.to_string(),
+            expected: expected.into(),
+        };
+        if addr.port() == 0 {
+            return Err(bad("expected a port from 1 to 65535"));
+        }
+        if addr.ip().is_unspecified() || addr.ip().is_multicast() {
+            return Err(bad("expected the destination's own unicast address"));
+        }
+        Ok(NbdAddr(addr))
+    }
+
+    pub fn ip(&self) -> std::net::IpAddr {
+        self.0.ip()
+    }
+    pub fn port(&self) -> u16 {
+        self.0.port()
+    }
+}
+
+/// Checks an image path before it reaches `qemu-img` or QEMU, which read `proto:` prefixes
+/// and `json:` filenames: absolute, and only letters, digits, `/`, `.`, `_`, `-` and `+`.
+///
+/// # Errors
+/// [`DiskError::BadPath`] naming what was expected.
+pub fn check_image_path(path: &Path) -> Result<(), DiskError> {
+    let bad = |expected: &str| DiskError::BadPath {
+        path: path.to_path_buf(),
+        expected: expected.into(),
+    };
+    let Some(text) = path.to_str() else {
+        return Err(bad("expected a UTF-8 path"));
+    };
+    if !path.is_absolute() {
+        return Err(bad("expected an absolute path"));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "/._-+".contains(c);
+    if !text.chars().all(allowed) || path.file_name().is_none() {
+        return Err(bad(
+            "expected a file path of letters, digits, '/', '.', '_', '-' and '+'",
+        ));
+    }
+    Ok(())
+}
+
+/// Creates an empty qcow2 image of `virtual_bytes` at `path` (a storage migration's target,
+/// the same virtual size as the source's disk). Refuses an existing file.
+///
+/// # Errors
+/// [`DiskError`] for a bad path or size, an existing file, or `qemu-img` failing.
+pub async fn create_qcow2(path: &Path, virtual_bytes: u64) -> Result<(), DiskError> {
+    check_image_path(path)?;
+    if virtual_bytes == 0 || !virtual_bytes.is_multiple_of(512) || virtual_bytes > MAX_DISK_BYTES {
+        return Err(DiskError::BadSize {
+            bytes: virtual_bytes,
+            max: MAX_DISK_BYTES,
+        });
+    }
+    if path.exists() {
+        return Err(DiskError::Exists {
+            path: path.to_path_buf(),
+        });
+    }
+    let size = virtual_bytes.to_string();
+    qemu_img("create", path, &["create", "-q", "-f", "qcow2"], &[&size]).await?;
+    Ok(())
+}
+
+/// The virtual size of the image at `path`, bytes (`qemu-img info`).
+///
+/// # Errors
+/// [`DiskError`] for a bad path, `qemu-img` failing, or an answer without a size.
+pub async fn virtual_size(path: &Path) -> Result<u64, DiskError> {
+    check_image_path(path)?;
+    let out = qemu_img("info", path, &["info", "--output=json", "-U"], &[]).await?;
+    serde_json::from_str::<Value>(&out)
+        .ok()
+        .and_then(|v| v.get("virtual-size").and_then(Value::as_u64))
+        .ok_or_else(|| DiskError::QemuImg {
+            action: "info",
+            path: path.to_path_buf(),
+            message: "no virtual-size in its answer".into(),
+        })
+}
+
+/// Runs `qemu-img <args> <path> <tail>` and returns its stdout.
+async fn qemu_img(
+    action: &'static str,
+    path: &Path,
+    args: &[&str],
+    tail: &[&str],
+) -> Result<String, DiskError> {
+    let fail = |message: String| DiskError::QemuImg {
+        action,
+        path: path.to_path_buf(),
+        message,
+    };
+    let out = Command::new("qemu-img")
+        .args(args)
+        .arg(path)
+        .args(tail)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| fail(format!("cannot run qemu-img: {e}")))?;
+    if !out.status.success() {
+        return Err(fail(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_are_stable() {
+        let d = DiskNodes::of(0);
+        assert_eq!(d.file_node(), "drover-disk0-file");
+        assert_eq!(d.format_node(), "drover-disk0");
+        assert_eq!(d.target_node(), "drover-disk0-nbd");
+        assert_eq!(d.mirror_job(), "drover-disk0-mirror");
+    }
+
+    #[test]
+    fn nbd_addresses_are_checked() {
+        let ok: SocketAddr = "198.18.0.2:10809".parse().expect("addr");
+        assert!(NbdAddr::new(ok).is_ok());
+        for bad in ["198.18.0.2:0", "0.0.0.0:10809", "224.0.0.1:10809"] {
+            let addr: SocketAddr = bad.parse().expect("addr");
+            let err = NbdAddr::new(addr).expect_err(bad);
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn image_paths_are_checked() {
+        assert!(check_image_path(Path::new("/var/lib/drover/vm-1/disk0.qcow2")).is_ok());
+        for bad in ["disk.qcow2", "/x/json:{}", "/x/a,b.qcow2", "/x/a b", "/"] {
+            let err = check_image_path(Path::new(bad)).expect_err(bad);
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_sizes_and_existing_files_are_refused_before_qemu_img() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.qcow2");
+        assert!(matches!(
+            create_qcow2(&path, 1000).await,
+            Err(DiskError::BadSize { .. })
+        ));
+        assert!(matches!(
+            create_qcow2(&path, 0).await,
+            Err(DiskError::BadSize { .. })
+        ));
+        std::fs::write(&path, b"x").expect("write");
+        assert!(matches!(
+            create_qcow2(&path, 1 << 20).await,
+            Err(DiskError::Exists { .. })
+        ));
+    }
+}

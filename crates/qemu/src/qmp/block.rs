@@ -1,0 +1,185 @@
+//! Typed block-layer QMP commands for storage migration (NBD server and exports, NBD client
+//! nodes, the mirror job), on top of [`Qmp::execute`].
+//!
+//! Nothing here takes free text from a peer: node names, job ids and export names are
+//! [`DiskNodes`]' own, addresses are [`NbdAddr`]s (an IP address and a non-zero port).
+
+use super::{Qmp, QmpError};
+use crate::disk::{DiskNodes, NbdAddr};
+use async_trait::async_trait;
+use drover_core::migration::{CopyMode, MirrorJob};
+use serde_json::{json, Value};
+
+/// The `inet` socket address QEMU's NBD client takes (`SocketAddress`).
+fn inet(addr: &NbdAddr) -> Value {
+    json!({"type": "inet", "host": addr.ip().to_string(), "port": addr.port().to_string()})
+}
+
+/// The same address in the legacy form `nbd-server-start` still takes (`SocketAddressLegacy`:
+/// the fields under `data`).
+fn inet_legacy(addr: &NbdAddr) -> Value {
+    json!({"type": "inet", "data": {"host": addr.ip().to_string(), "port": addr.port().to_string()}})
+}
+
+/// Parses a `query-block-jobs` reply and picks the job `id`; None when it is not listed.
+pub fn parse_block_job(reply: &Value, id: &str) -> Result<Option<MirrorJob>, QmpError> {
+    let list = reply.as_array().ok_or_else(|| QmpError::Reply {
+        command: "query-block-jobs".into(),
+        message: "not a list".into(),
+    })?;
+    let Some(job) = list
+        .iter()
+        .find(|j| j.get("device").and_then(Value::as_str) == Some(id))
+    else {
+        return Ok(None);
+    };
+    let u = |k: &str| job.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Ok(Some(MirrorJob {
+        offset: u("offset"),
+        len: u("len"),
+        ready: job.get("ready").and_then(Value::as_bool).unwrap_or(false),
+        status: job
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string(),
+        error: job.get("error").and_then(Value::as_str).map(str::to_string),
+    }))
+}
+
+/// Block-layer commands; implemented for every [`Qmp`].
+#[async_trait]
+pub trait BlockExt: Qmp {
+    /// Destination: starts QEMU's NBD server on `addr`.
+    async fn nbd_server_start(&self, addr: &NbdAddr) -> Result<(), QmpError> {
+        self.execute("nbd-server-start", Some(json!({"addr": inet_legacy(addr)})))
+            .await
+            .map(|_| ())
+    }
+
+    /// Destination: exports the disk's format node, writable, under [`DiskNodes::export_name`].
+    async fn export_disk(&self, disk: &DiskNodes) -> Result<(), QmpError> {
+        let args = json!({
+            "type": "nbd",
+            "id": disk.export_id(),
+            "node-name": disk.format_node(),
+            "name": disk.export_name(),
+            "writable": true,
+        });
+        self.execute("block-export-add", Some(args))
+            .await
+            .map(|_| ())
+    }
+
+    /// Destination: stops the NBD server (QEMU removes its exports with it).
+    async fn nbd_server_stop(&self) -> Result<(), QmpError> {
+        self.execute("nbd-server-stop", None).await.map(|_| ())
+    }
+
+    /// Source: adds an NBD client node for the destination's export of `disk`.
+    async fn add_nbd_target(&self, disk: &DiskNodes, addr: &NbdAddr) -> Result<(), QmpError> {
+        let args = json!({
+            "driver": "nbd",
+            "node-name": disk.target_node(),
+            "server": inet(addr),
+            "export": disk.export_name(),
+        });
+        self.execute("blockdev-add", Some(args)).await.map(|_| ())
+    }
+
+    /// Source: mirrors the disk into its NBD target, whole disk (`sync: full`). The job stays
+    /// listed once it ended (`auto-dismiss: false`) so its end and error can be read by
+    /// polling; [`BlockExt::dismiss_job`] removes it.
+    async fn start_mirror(&self, disk: &DiskNodes, mode: CopyMode) -> Result<(), QmpError> {
+        let args = json!({
+            "job-id": disk.mirror_job(),
+            "device": disk.format_node(),
+            "target": disk.target_node(),
+            "sync": "full",
+            "copy-mode": mode.qapi_name(),
+            "auto-dismiss": false,
+        });
+        self.execute("blockdev-mirror", Some(args))
+            .await
+            .map(|_| ())
+    }
+
+    /// The mirror job of `disk`, None when QEMU does not list it.
+    async fn mirror_job(&self, disk: &DiskNodes) -> Result<Option<MirrorJob>, QmpError> {
+        let v = self.execute("query-block-jobs", None).await?;
+        parse_block_job(&v, disk.mirror_job())
+    }
+
+    /// Switches a running mirror to write-blocking (QEMU allows only this direction).
+    async fn mirror_write_blocking(&self, disk: &DiskNodes) -> Result<(), QmpError> {
+        let args = json!({
+            "id": disk.mirror_job(),
+            "type": "mirror",
+            "copy-mode": CopyMode::WriteBlocking.qapi_name(),
+        });
+        self.execute("block-job-change", Some(args))
+            .await
+            .map(|_| ())
+    }
+
+    /// Cancels the mirror. A READY job without `force` finishes its last sync first and
+    /// leaves a point-in-time copy; with `force` it is abandoned at once.
+    async fn cancel_mirror(&self, disk: &DiskNodes, force: bool) -> Result<(), QmpError> {
+        let args = json!({"device": disk.mirror_job(), "force": force});
+        self.execute("block-job-cancel", Some(args))
+            .await
+            .map(|_| ())
+    }
+
+    /// Removes the concluded mirror job from QEMU's list.
+    async fn dismiss_job(&self, disk: &DiskNodes) -> Result<(), QmpError> {
+        self.execute("job-dismiss", Some(json!({"id": disk.mirror_job()})))
+            .await
+            .map(|_| ())
+    }
+
+    /// Source: removes the NBD client node.
+    async fn delete_nbd_target(&self, disk: &DiskNodes) -> Result<(), QmpError> {
+        let args = json!({"node-name": disk.target_node()});
+        self.execute("blockdev-del", Some(args)).await.map(|_| ())
+    }
+
+    /// Source: lets a migration stopped at `pre-switchover` go on.
+    async fn migrate_continue(&self) -> Result<(), QmpError> {
+        let args = json!({"state": "pre-switchover"});
+        self.execute("migrate-continue", Some(args))
+            .await
+            .map(|_| ())
+    }
+}
+
+impl<T: Qmp + ?Sized> BlockExt for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_mirror_job_from_query_block_jobs() {
+        let reply = json!([
+            {"device": "other", "offset": 1, "len": 2, "ready": false, "status": "running"},
+            {"device": "drover-disk0-mirror", "type": "mirror", "offset": 4096, "len": 8192,
+             "ready": true, "status": "ready", "busy": false, "paused": false, "speed": 0,
+             "io-status": "ok", "auto-finalize": true, "auto-dismiss": false}
+        ]);
+        let job = parse_block_job(&reply, "drover-disk0-mirror")
+            .expect("parse")
+            .expect("listed");
+        assert_eq!((job.offset, job.len, job.ready), (4096, 8192, true));
+        assert_eq!(job.status, "ready");
+        assert_eq!(job.error, None);
+        let failed = json!([{"device": "j", "status": "concluded", "error": "Input/output error"}]);
+        let job = parse_block_job(&failed, "j")
+            .expect("parse")
+            .expect("listed");
+        assert!(job.concluded());
+        assert_eq!(job.error.as_deref(), Some("Input/output error"));
+        assert_eq!(parse_block_job(&json!([]), "j").expect("parse"), None);
+        assert!(parse_block_job(&json!({}), "j").is_err());
+    }
+}

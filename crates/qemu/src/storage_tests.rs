@@ -1,0 +1,345 @@
+use super::*;
+use crate::qmp::{QmpError, ScriptedQmp};
+use drover_core::migration::{EndStatus, Technique};
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+
+/// A pretend pair of QEMUs with one disk: the mirror job, the NBD pieces, the migration.
+#[derive(Default)]
+struct World {
+    job: Option<Job>,
+    target_attached: bool,
+    server_up: bool,
+    migrating: bool,
+    continued: bool,
+    migration_cancelled: bool,
+    source_paused: bool,
+    /// Polls of the source's migration after `migrate`.
+    migrate_polls: u64,
+    // Faults.
+    mirror_fails: bool,
+    migrate_fails: bool,
+    target_del_fails: bool,
+}
+
+#[derive(Clone)]
+struct Job {
+    offset: u64,
+    cancelled: bool,
+}
+
+const DISK: u64 = 100 << 20;
+
+type Shared = Arc<Mutex<World>>;
+
+fn job_json(w: &mut World) -> Value {
+    let Some(job) = w.job.as_mut() else {
+        return json!([]);
+    };
+    if !job.cancelled {
+        job.offset = (job.offset + DISK / 2).min(DISK);
+    }
+    let ready = job.offset == DISK;
+    let mut v = json!({"device": "drover-disk0-mirror", "type": "mirror", "offset": job.offset,
+                       "len": DISK, "ready": ready, "status": if ready {"ready"} else {"running"}});
+    if job.cancelled {
+        v["status"] = json!("concluded");
+    } else if w.mirror_fails && job.offset > 0 {
+        v["status"] = json!("concluded");
+        v["error"] = json!("Connection reset by peer");
+        v["ready"] = json!(false);
+    }
+    json!([v])
+}
+
+fn migrate_json(w: &mut World) -> Value {
+    if !w.migrating {
+        return json!({});
+    }
+    if w.migration_cancelled {
+        return json!({"status": "cancelled"});
+    }
+    w.migrate_polls += 1;
+    let ram = json!({"transferred": 900, "remaining": 0, "total": 1000, "dirty-sync-count": 2});
+    if w.migrate_fails {
+        w.source_paused = true;
+        return json!({"status": "failed", "error-desc": "Unable to write to socket"});
+    }
+    match (w.migrate_polls, w.continued) {
+        (0..=2, _) => json!({"status": "active", "ram": ram}),
+        (_, false) => {
+            w.source_paused = true;
+            json!({"status": "pre-switchover", "ram": ram})
+        }
+        (_, true) => json!({"status": "completed", "ram": ram, "downtime": 30}),
+    }
+}
+
+fn refuse(cmd: &str) -> Result<Value, QmpError> {
+    Err(QmpError::Command {
+        command: cmd.into(),
+        class: "GenericError".into(),
+        desc: "refused".into(),
+    })
+}
+
+fn source(world: Shared) -> ScriptedQmp {
+    ScriptedQmp::new(move |cmd, args| {
+        let mut w = world.lock().expect("lock");
+        match cmd {
+            "blockdev-add" => w.target_attached = true,
+            "blockdev-mirror" => {
+                w.job = Some(Job {
+                    offset: 0,
+                    cancelled: false,
+                })
+            }
+            "query-block-jobs" => return Ok(job_json(&mut w)),
+            "block-job-cancel" => match w.job.as_mut() {
+                Some(j) => j.cancelled = true,
+                None => return refuse(cmd),
+            },
+            "job-dismiss" => w.job = None,
+            "blockdev-del" if w.target_del_fails || w.job.is_some() => return refuse(cmd),
+            "blockdev-del" => w.target_attached = false,
+            "migrate" => w.migrating = true,
+            "migrate-continue" => {
+                assert_eq!(args, Some(&json!({"state": "pre-switchover"})));
+                assert!(
+                    !w.target_attached,
+                    "continue with the NBD node still attached"
+                );
+                w.continued = true;
+            }
+            "migrate_cancel" => w.migration_cancelled = true,
+            "query-migrate" => return Ok(migrate_json(&mut w)),
+            "query-status" => {
+                let status = if w.source_paused {
+                    "postmigrate"
+                } else {
+                    "running"
+                };
+                return Ok(json!({"running": !w.source_paused, "status": status}));
+            }
+            "cont" => w.source_paused = false,
+            "query-migrate-capabilities" => return Ok(json!([])),
+            _ => {}
+        }
+        Ok(json!({}))
+    })
+}
+
+fn dest(world: Shared) -> ScriptedQmp {
+    ScriptedQmp::new(move |cmd, _| {
+        let mut w = world.lock().expect("lock");
+        let moved = w.continued && w.migrate_polls > 3;
+        match cmd {
+            "nbd-server-start" => w.server_up = true,
+            "nbd-server-stop" => w.server_up = false,
+            "query-migrate" if moved => return Ok(json!({"status": "completed"})),
+            "query-migrate" => return Ok(json!({"status": "active"})),
+            "query-status" => {
+                let status = if moved { "running" } else { "inmigrate" };
+                return Ok(json!({"running": moved, "status": status}));
+            }
+            "query-migrate-capabilities" => return Ok(json!([])),
+            _ => {}
+        }
+        Ok(json!({}))
+    })
+}
+
+struct Rig {
+    world: Shared,
+    source: ScriptedQmp,
+    dest: ScriptedQmp,
+}
+
+fn rig(setup: impl FnOnce(&mut World)) -> Rig {
+    let world: Shared = Arc::default();
+    setup(&mut world.lock().expect("lock"));
+    Rig {
+        source: source(world.clone()),
+        dest: dest(world.clone()),
+        world,
+    }
+}
+
+async fn run(r: &Rig) -> StorageRun {
+    let ends = Endpoints {
+        source: &r.source,
+        dest: &r.dest,
+        uri: "tcp:127.0.0.1:4444".into(),
+        recover_uri: "tcp:127.0.0.1:4445".into(),
+    };
+    let nbd = NbdAddr::new("127.0.0.1:10809".parse().expect("addr")).expect("nbd");
+    let target = DiskTarget {
+        disk: DiskNodes::of(0),
+        nbd,
+    };
+    migrate_with_storage(
+        &ends,
+        &target,
+        MigrationPlan::fixed(Technique::Precopy),
+        &DriverConfig::default(),
+        &StorageConfig::default(),
+        &Clock::default(),
+        None,
+    )
+    .await
+    .expect("run")
+}
+
+/// The commands that change something, in order (looks left out).
+fn actions(q: &ScriptedQmp) -> Vec<String> {
+    q.command_names()
+        .into_iter()
+        .filter(|n| !n.starts_with("query-"))
+        .collect()
+}
+
+fn args_of(q: &ScriptedQmp, command: &str) -> Vec<Value> {
+    q.calls()
+        .into_iter()
+        .filter(|c| c.command == command)
+        .filter_map(|c| c.arguments)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn storage_precopy_mirrors_then_switches_over_in_libvirts_order() {
+    let r = rig(|_| {});
+    let run = run(&r).await;
+    let memory = run.memory.expect("memory migration ran");
+    assert_eq!(memory.outcome.status, EndStatus::Completed);
+    assert_eq!(run.storage.error, None, "{:?}", run.storage);
+    assert!(run.cleanup_errors.is_empty());
+    assert_eq!(
+        actions(&r.dest),
+        [
+            "nbd-server-start",
+            "block-export-add",
+            "migrate-set-capabilities",
+            "migrate-incoming",
+            "nbd-server-stop"
+        ]
+    );
+    assert_eq!(
+        actions(&r.source),
+        [
+            "blockdev-add",
+            "blockdev-mirror",
+            "migrate-set-capabilities",
+            "migrate-set-parameters",
+            "migrate",
+            "block-job-cancel",
+            "job-dismiss",
+            "blockdev-del",
+            "migrate-continue"
+        ]
+    );
+    let mirror = &args_of(&r.source, "blockdev-mirror")[0];
+    assert_eq!(mirror["sync"], "full");
+    assert_eq!(mirror["copy-mode"], "background");
+    assert_eq!(mirror["target"], "drover-disk0-nbd");
+    assert_eq!(args_of(&r.source, "block-job-cancel")[0]["force"], false);
+    let caps = args_of(&r.source, "migrate-set-capabilities")[0].to_string();
+    assert!(
+        caps.contains(r#"{"capability":"pause-before-switchover","state":true}"#),
+        "{caps}"
+    );
+    let server = &args_of(&r.dest, "nbd-server-start")[0];
+    assert_eq!(server["addr"]["data"]["port"], "10809");
+    assert_eq!(args_of(&r.dest, "block-export-add")[0]["writable"], true);
+    assert_eq!(run.storage.transferred_bytes, DISK);
+    assert!(run.storage.mirror_to_ready_ms.is_some());
+    assert!(run.storage.ready_to_cancel_ms.is_some());
+    assert!(run.storage.cancel_to_concluded_ms.is_some());
+    let w = r.world.lock().expect("lock");
+    assert!(!w.server_up && !w.target_attached && w.job.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_mirror_is_cleaned_up_before_any_memory_moves() {
+    let r = rig(|w| w.mirror_fails = true);
+    let run = run(&r).await;
+    assert!(run.memory.is_none());
+    let error = run.storage.error.expect("error");
+    assert!(
+        error.contains("mirror READY wait") && error.contains("Connection reset"),
+        "{error}"
+    );
+    // The job ended by itself: dismissed, not cancelled; then the node and the server go.
+    assert_eq!(
+        actions(&r.source),
+        [
+            "blockdev-add",
+            "blockdev-mirror",
+            "job-dismiss",
+            "blockdev-del"
+        ]
+    );
+    assert_eq!(
+        actions(&r.dest),
+        ["nbd-server-start", "block-export-add", "nbd-server-stop"]
+    );
+    assert!(run.cleanup_errors.is_empty(), "{:?}", run.cleanup_errors);
+    let w = r.world.lock().expect("lock");
+    assert!(!w.migrating && !w.server_up && !w.target_attached && w.job.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_migration_failing_after_ready_abandons_the_mirror_and_keeps_the_source() {
+    let r = rig(|w| w.migrate_fails = true);
+    let run = run(&r).await;
+    let memory = run.memory.expect("memory migration ran");
+    assert_eq!(memory.outcome.status, EndStatus::Failed);
+    assert!(!memory.outcome.vm_on_destination);
+    let error = run.storage.error.expect("error");
+    assert!(error.contains("memory migration"), "{error}");
+    let source = actions(&r.source);
+    let migrate = source.iter().position(|n| n == "migrate").expect("migrate");
+    // The driver resumes the guest on the source first (it runs on its own disk, which the
+    // mirror only reads), then the mirror is abandoned and its node deleted.
+    assert_eq!(
+        source[migrate + 1..],
+        ["cont", "block-job-cancel", "job-dismiss", "blockdev-del"]
+    );
+    assert_eq!(args_of(&r.source, "block-job-cancel")[0]["force"], true);
+    assert!(!source.contains(&"migrate-continue".to_string()));
+    assert_eq!(
+        actions(&r.dest).last().map(String::as_str),
+        Some("nbd-server-stop")
+    );
+    assert!(run.cleanup_errors.is_empty(), "{:?}", run.cleanup_errors);
+    let w = r.world.lock().expect("lock");
+    assert!(!w.source_paused, "the guest runs on the source again");
+    assert!(!w.server_up && !w.target_attached && w.job.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_switchover_cancels_the_migration_instead_of_continuing() {
+    let r = rig(|w| w.target_del_fails = true);
+    let run = run(&r).await;
+    let memory = run.memory.expect("memory migration ran");
+    assert!(!memory.outcome.vm_on_destination);
+    let error = run.storage.error.expect("error");
+    assert!(error.contains("blockdev-del"), "{error}");
+    let source = actions(&r.source);
+    assert!(
+        !source.contains(&"migrate-continue".to_string()),
+        "{source:?}"
+    );
+    let del = source
+        .iter()
+        .position(|n| n == "blockdev-del")
+        .expect("del");
+    assert_eq!(source[del + 1], "migrate_cancel");
+    // The clean-up tries the node again (it still fails here) and stops the server.
+    assert_eq!(run.cleanup_errors.len(), 1, "{:?}", run.cleanup_errors);
+    assert_eq!(
+        actions(&r.dest).last().map(String::as_str),
+        Some("nbd-server-stop")
+    );
+    assert!(!r.world.lock().expect("lock").source_paused);
+}
