@@ -4,6 +4,9 @@
 //! [`cost::choose`]) -> the driver applies its capabilities/parameters -> the driver feeds QEMU's
 //! progress to [`source::SourceMachine`] (which consults [`watchdog::Watchdog`]) and the
 //! destination's state to [`dest::DestMachine`] -> [`result::MigrationResult`].
+//!
+//! Over a WAN with local disks, [`wan`] predicts and picks the fractions of memory and disk to
+//! copy ahead (fractional hybrid, restoration agility); nothing runs its choice yet.
 
 pub mod cost;
 pub mod dest;
@@ -17,6 +20,7 @@ pub mod source;
 pub mod stall;
 pub mod storage;
 pub mod technique;
+pub mod wan;
 pub mod watchdog;
 
 pub use cost::{choose, pick, predict, Choice, CostParams, LinkProfile, Prediction, VmProfile};

@@ -1,0 +1,170 @@
+//! Picking the fractions: a grid of `(m, s)`, the lowest agility within the time budget, and
+//! a one-line explanation naming the figures (the style of `cost::score`'s).
+
+use super::model::{forecast, FractionPrediction};
+use super::profile::{WanLink, WanProfile};
+use super::{FractionParams, WanError};
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+
+/// Agilities closer than this (seconds) are a tie, broken by post-copy time then total time.
+const AGILITY_TIE_S: f64 = 1e-6;
+
+/// The fractions picked and why, with the pure techniques for comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FractionChoice {
+    pub chosen: FractionPrediction,
+    /// The total-time budget, seconds (None: no budget, so the record stays finite on the
+    /// wire).
+    pub budget_s: Option<f64>,
+    /// False when no candidate fits the budget (then `chosen` is the fastest).
+    pub within_budget: bool,
+    pub reason: String,
+    /// Everything ahead (`m = s = 1`).
+    pub pure_precopy: FractionPrediction,
+    /// Nothing ahead (`m = s = 0`).
+    pub pure_postcopy: FractionPrediction,
+}
+
+/// The grid's fractions: `0, 1/n, ..., 1` (exact ends).
+fn grid(steps: u32) -> impl Iterator<Item = f64> + Clone {
+    (0..=steps).map(move |i| i as f64 / steps as f64)
+}
+
+/// Lower agility first; among ties less post-copy (the VM split between hosts), then faster.
+fn better(a: &FractionPrediction, b: &FractionPrediction) -> Ordering {
+    if (a.agility_s - b.agility_s).abs() > AGILITY_TIE_S {
+        return a.agility_s.total_cmp(&b.agility_s);
+    }
+    a.postcopy_s
+        .total_cmp(&b.postcopy_s)
+        .then(a.total_s.total_cmp(&b.total_s))
+}
+
+/// Forecasts every `(m, s)` of the grid (steps of `1 / params.grid_steps`) and picks the one
+/// with the lowest restoration agility among those whose total time is at most `budget_s`
+/// seconds (`f64::INFINITY`: no budget); when none fits, the one with the shortest total time,
+/// and the reason says so. Errors: an invalid profile, link or params, or a budget that is
+/// NaN or not positive (`budget_s`).
+pub fn choose_fractions(
+    vm: &WanProfile,
+    link: &WanLink,
+    params: &FractionParams,
+    budget_s: f64,
+) -> Result<FractionChoice, WanError> {
+    vm.validate()?;
+    link.validate()?;
+    params.validate()?;
+    if budget_s.is_nan() || budget_s <= 0.0 {
+        return Err(WanError::Invalid {
+            field: "budget_s".into(),
+            expected: "seconds > 0 (infinite for no budget)",
+            got: budget_s.to_string(),
+        });
+    }
+    let axis = grid(params.grid_steps);
+    let candidates: Vec<FractionPrediction> = axis
+        .clone()
+        .flat_map(|m| axis.clone().map(move |s| (m, s)))
+        .map(|(m, s)| forecast(vm, link, params, m, s))
+        .collect();
+    let fastest = |c: &&FractionPrediction| c.total_s;
+    let feasible = candidates
+        .iter()
+        .filter(|c| c.total_s <= budget_s)
+        .min_by(|a, b| better(a, b));
+    let (chosen, within_budget) = match feasible {
+        Some(c) => (*c, true),
+        None => {
+            let c = candidates
+                .iter()
+                .min_by(|a, b| fastest(a).total_cmp(&fastest(b)))
+                .copied()
+                .unwrap_or_else(|| forecast(vm, link, params, 0.0, 0.0));
+            (c, false)
+        }
+    };
+    let pure_precopy = forecast(vm, link, params, 1.0, 1.0);
+    let pure_postcopy = forecast(vm, link, params, 0.0, 0.0);
+    let reason = explain(
+        &chosen,
+        within_budget,
+        budget_s,
+        &pure_precopy,
+        &pure_postcopy,
+        link,
+        params.restored_share,
+    );
+    Ok(FractionChoice {
+        chosen,
+        budget_s: budget_s.is_finite().then_some(budget_s),
+        within_budget,
+        reason,
+        pure_precopy,
+        pure_postcopy,
+    })
+}
+
+/// What a pick is called: a pure technique or the hybrid's fractions.
+fn name(p: &FractionPrediction) -> String {
+    match (p.memory_fraction, p.storage_fraction) {
+        (m, s) if m == 1.0 && s == 1.0 => "pure pre-copy".into(),
+        (m, s) if m == 0.0 && s == 0.0 => "pure post-copy".into(),
+        (m, s) => format!(
+            "hybrid with memory {:.0}% and storage {:.0}% ahead",
+            m * 100.0,
+            s * 100.0
+        ),
+    }
+}
+
+fn figures(p: &FractionPrediction) -> String {
+    format!(
+        "agility {:.2}s, downtime {:.0}ms, total {:.1}s, {:.0} remote waits",
+        p.agility_s,
+        p.downtime_s * 1000.0,
+        p.total_s,
+        p.remote_waits
+    )
+}
+
+fn explain(
+    chosen: &FractionPrediction,
+    within_budget: bool,
+    budget_s: f64,
+    pre: &FractionPrediction,
+    post: &FractionPrediction,
+    link: &WanLink,
+    restored_share: f64,
+) -> String {
+    let verdict = if !within_budget {
+        format!("no fractions fit the {budget_s:.1}s budget, so the fastest")
+    } else if budget_s.is_finite() {
+        format!("lowest restoration agility within the {budget_s:.1}s budget")
+    } else {
+        "lowest restoration agility".to_string()
+    };
+    let converge = if chosen.converges {
+        String::new()
+    } else {
+        format!(
+            "; its ahead rounds do not converge, the freeze copies what is dirty after {} rounds",
+            chosen.rounds
+        )
+    };
+    format!(
+        "{}: {verdict}: agility {:.2}s (downtime {:.0}ms, throughput back to {:.0}% at {:.1}s), total {:.1}s, {:.0} remote waits ({:.2}% of accesses in post-copy){converge}; pure pre-copy: {}; pure post-copy: {}; link {:.1}MB/s, {:.0}ms RTT",
+        name(chosen),
+        chosen.agility_s,
+        chosen.downtime_s * 1000.0,
+        restored_share * 100.0,
+        chosen.restored_s,
+        chosen.total_s,
+        chosen.remote_waits,
+        chosen.remote_wait_share * 100.0,
+        figures(pre),
+        figures(post),
+        link.bandwidth_bps() / 1e6,
+        link.rtt_s * 1000.0,
+    )
+}

@@ -1,0 +1,240 @@
+//! What the fraction model needs to know about a VM and the WAN link: plain data, validated by
+//! each type's `new` (and again by the model, so a deserialized profile is checked too).
+
+use super::WanError;
+use crate::migration::cost::LinkProfile;
+use serde::{Deserialize, Serialize};
+
+/// Memory as the profiler sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryProfile {
+    /// Guest RAM, bytes.
+    pub memory_bytes: u64,
+    /// Bytes of memory the guest keeps rewriting (its writable working set), at most
+    /// `memory_bytes`. The model takes it as memory's hot set: touched uniformly at the dirty
+    /// rate, the rest of memory untouched (as `cost::forecast` does).
+    pub wss_bytes: u64,
+    /// Dirty rate measured over time, bytes/s of distinct pages newly dirtied, one sample per
+    /// `sample_interval_s`, oldest first. The model uses their mean (the expected rate).
+    pub dirty_rate_samples_bps: Vec<f64>,
+    /// Seconds between two dirty-rate samples.
+    pub sample_interval_s: f64,
+}
+
+/// Accesses the profiler counted in one region of a disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionCount {
+    pub reads: u64,
+    pub writes: u64,
+}
+
+/// A disk as the profiler sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskProfile {
+    /// Virtual size, bytes.
+    pub virtual_bytes: u64,
+    /// The unit that moves and that a post-copy read waits for: the qcow2 cluster, bytes.
+    pub block_bytes: u64,
+    /// Guest reads, bytes/s.
+    pub read_rate_bps: f64,
+    /// Guest writes, bytes/s; the model takes each written byte as a newly dirtied one (an
+    /// upper bound: rewrites of a block already dirty re-send nothing more).
+    pub write_rate_bps: f64,
+    /// Reads and writes counted per region: equal slices of the disk in address order, at most
+    /// one per block. Empty, or all counts zero: accesses are spread uniformly. The share of
+    /// reads (writes) a region counted is the share of `read_rate_bps` (`write_rate_bps`) it
+    /// receives, so sorting regions by accesses per byte gives the hotness curve: the hottest
+    /// fraction f of blocks receives share h(f) of the accesses.
+    pub regions: Vec<RegionCount>,
+}
+
+/// A VM's memory and its disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WanProfile {
+    pub memory: MemoryProfile,
+    pub disk: DiskProfile,
+}
+
+/// The WAN path between the two hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WanLink {
+    /// Usable bandwidth for migration traffic (`bandwidth_bps`, bytes/s).
+    pub link: LinkProfile,
+    /// Round-trip time, seconds.
+    pub rtt_s: f64,
+}
+
+fn invalid(field: impl Into<String>, expected: &'static str, got: impl ToString) -> WanError {
+    WanError::Invalid {
+        field: field.into(),
+        expected,
+        got: got.to_string(),
+    }
+}
+
+/// A rate or duration: finite and not negative.
+pub(super) fn check_non_negative(field: &str, value: f64) -> Result<(), WanError> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(field, "a finite number >= 0", value))
+    }
+}
+
+impl MemoryProfile {
+    /// Validated memory profile. Errors name the field: `memory.memory_bytes` (0),
+    /// `memory.wss_bytes` (above memory, or 0 while pages get dirtied),
+    /// `memory.dirty_rate_samples_bps` (none, or one negative or not finite),
+    /// `memory.sample_interval_s` (not positive).
+    pub fn new(
+        memory_bytes: u64,
+        wss_bytes: u64,
+        dirty_rate_samples_bps: Vec<f64>,
+        sample_interval_s: f64,
+    ) -> Result<Self, WanError> {
+        let p = MemoryProfile {
+            memory_bytes,
+            wss_bytes,
+            dirty_rate_samples_bps,
+            sample_interval_s,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Checks what [`MemoryProfile::new`] checks.
+    pub fn validate(&self) -> Result<(), WanError> {
+        if self.memory_bytes == 0 {
+            return Err(invalid("memory.memory_bytes", "more than 0 bytes", 0));
+        }
+        if self.wss_bytes > self.memory_bytes {
+            return Err(invalid(
+                "memory.wss_bytes",
+                "at most memory.memory_bytes",
+                self.wss_bytes,
+            ));
+        }
+        if self.dirty_rate_samples_bps.is_empty() {
+            return Err(invalid(
+                "memory.dirty_rate_samples_bps",
+                "at least one sample",
+                "none",
+            ));
+        }
+        for (i, v) in self.dirty_rate_samples_bps.iter().enumerate() {
+            check_non_negative(&format!("memory.dirty_rate_samples_bps[{i}]"), *v)?;
+        }
+        if !(self.sample_interval_s.is_finite() && self.sample_interval_s > 0.0) {
+            return Err(invalid(
+                "memory.sample_interval_s",
+                "a finite number of seconds > 0",
+                self.sample_interval_s,
+            ));
+        }
+        if self.wss_bytes == 0 && self.dirty_rate_bps() > 0.0 {
+            return Err(invalid(
+                "memory.wss_bytes",
+                "more than 0 bytes when the dirty rate is",
+                0,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The expected dirty rate: the samples' mean, bytes/s (0 without samples).
+    pub fn dirty_rate_bps(&self) -> f64 {
+        let n = self.dirty_rate_samples_bps.len();
+        if n == 0 {
+            return 0.0;
+        }
+        self.dirty_rate_samples_bps.iter().sum::<f64>() / n as f64
+    }
+}
+
+impl DiskProfile {
+    /// Validated disk profile. Errors name the field: `disk.virtual_bytes` (0),
+    /// `disk.block_bytes` (0 or above the disk), `disk.read_rate_bps` and
+    /// `disk.write_rate_bps` (negative or not finite), `disk.regions` (more regions than
+    /// blocks).
+    pub fn new(
+        virtual_bytes: u64,
+        block_bytes: u64,
+        read_rate_bps: f64,
+        write_rate_bps: f64,
+        regions: Vec<RegionCount>,
+    ) -> Result<Self, WanError> {
+        let d = DiskProfile {
+            virtual_bytes,
+            block_bytes,
+            read_rate_bps,
+            write_rate_bps,
+            regions,
+        };
+        d.validate()?;
+        Ok(d)
+    }
+
+    /// Checks what [`DiskProfile::new`] checks.
+    pub fn validate(&self) -> Result<(), WanError> {
+        if self.virtual_bytes == 0 {
+            return Err(invalid("disk.virtual_bytes", "more than 0 bytes", 0));
+        }
+        if self.block_bytes == 0 || self.block_bytes > self.virtual_bytes {
+            return Err(invalid(
+                "disk.block_bytes",
+                "more than 0 and at most disk.virtual_bytes",
+                self.block_bytes,
+            ));
+        }
+        check_non_negative("disk.read_rate_bps", self.read_rate_bps)?;
+        check_non_negative("disk.write_rate_bps", self.write_rate_bps)?;
+        let blocks = self.virtual_bytes.div_ceil(self.block_bytes);
+        if self.regions.len() as u64 > blocks {
+            return Err(invalid(
+                "disk.regions",
+                "at most one region per block",
+                format!("{} regions for {blocks} blocks", self.regions.len()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl WanProfile {
+    /// Checks both parts (errors as [`MemoryProfile::new`] and [`DiskProfile::new`]).
+    pub fn validate(&self) -> Result<(), WanError> {
+        self.memory.validate()?;
+        self.disk.validate()
+    }
+}
+
+impl WanLink {
+    /// Validated link. Errors: `link.bandwidth_bps` (not positive or not finite),
+    /// `link.rtt_s` (negative or not finite).
+    pub fn new(bandwidth_bps: f64, rtt_s: f64) -> Result<Self, WanError> {
+        let l = WanLink {
+            link: LinkProfile { bandwidth_bps },
+            rtt_s,
+        };
+        l.validate()?;
+        Ok(l)
+    }
+
+    /// Checks what [`WanLink::new`] checks.
+    pub fn validate(&self) -> Result<(), WanError> {
+        let bw = self.link.bandwidth_bps;
+        if !(bw.is_finite() && bw > 0.0) {
+            return Err(invalid(
+                "link.bandwidth_bps",
+                "a finite number of bytes/s > 0",
+                bw,
+            ));
+        }
+        check_non_negative("link.rtt_s", self.rtt_s)
+    }
+
+    /// Bandwidth, bytes/s.
+    pub fn bandwidth_bps(&self) -> f64 {
+        self.link.bandwidth_bps
+    }
+}
