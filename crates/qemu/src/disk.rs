@@ -7,34 +7,27 @@
 //! node [`DiskNodes::target_node`] and a mirror job [`DiskNodes::mirror_job`]; the destination
 //! exports its format node as [`DiskNodes::export_name`].
 
-use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use thiserror::Error;
-use tokio::process::Command;
 
 /// Errors of this module.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DiskError {
     #[error("disk image path '{path}': {expected}")]
     BadPath { path: PathBuf, expected: String },
-    #[error("disk size {bytes} bytes: expected a positive multiple of 512 up to {max} bytes")]
+    #[error("disk size {bytes} bytes: expected a multiple of 512 from 1 MiB up to {max} bytes")]
     BadSize { bytes: u64, max: u64 },
     #[error("disk image '{path}' already exists: refusing to overwrite it")]
     Exists { path: PathBuf },
     #[error("NBD address {addr}: {expected}")]
     BadAddr { addr: String, expected: String },
-    #[error("qemu-img {action} '{path}' failed: {message}")]
-    QemuImg {
-        action: &'static str,
-        path: PathBuf,
-        message: String,
-    },
+    #[error(transparent)]
+    Img(#[from] crate::img::ImgError),
 }
 
-/// The largest disk Drover creates, bytes (16 TiB).
-pub const MAX_DISK_BYTES: u64 = 16 << 40;
+/// The largest disk Drover creates, bytes: the guest rule's (`drover_guest::fit`).
+pub use drover_guest::fit::MAX_DISK_BYTES;
 
 /// The block-layer names of one disk (index 0 today: the launcher attaches one disk).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,72 +142,57 @@ pub fn check_image_path(path: &Path) -> Result<(), DiskError> {
 }
 
 /// Creates an empty qcow2 image of `virtual_bytes` at `path` (a storage migration's target,
-/// the same virtual size as the source's disk). Refuses an existing file.
+/// the same virtual size as the source's disk), through [`crate::img::create`]: never over an
+/// existing file, never half-made, refused beyond the directory's free space.
 ///
 /// # Errors
 /// [`DiskError`] for a bad path or size, an existing file, or `qemu-img` failing.
 pub async fn create_qcow2(path: &Path, virtual_bytes: u64) -> Result<(), DiskError> {
     check_image_path(path)?;
-    if virtual_bytes == 0 || !virtual_bytes.is_multiple_of(512) || virtual_bytes > MAX_DISK_BYTES {
+    if !virtual_bytes.is_multiple_of(512)
+        || drover_guest::fit::check_disk_size(virtual_bytes).is_err()
+    {
         return Err(DiskError::BadSize {
             bytes: virtual_bytes,
             max: MAX_DISK_BYTES,
         });
     }
-    if path.exists() {
-        return Err(DiskError::Exists {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Err(DiskError::BadPath {
             path: path.to_path_buf(),
+            expected: "expected a file in a directory".into(),
         });
-    }
-    let size = virtual_bytes.to_string();
-    qemu_img("create", path, &["create", "-q", "-f", "qcow2"], &[&size]).await?;
-    Ok(())
-}
-
-/// The virtual size of the image at `path`, bytes (`qemu-img info`).
-///
-/// # Errors
-/// [`DiskError`] for a bad path, `qemu-img` failing, or an answer without a size.
-pub async fn virtual_size(path: &Path) -> Result<u64, DiskError> {
-    check_image_path(path)?;
-    let out = qemu_img("info", path, &["info", "--output=json", "-U"], &[]).await?;
-    serde_json::from_str::<Value>(&out)
-        .ok()
-        .and_then(|v| v.get("virtual-size").and_then(Value::as_u64))
-        .ok_or_else(|| DiskError::QemuImg {
-            action: "info",
-            path: path.to_path_buf(),
-            message: "no virtual-size in its answer".into(),
+    };
+    let disk = crate::img::NewDisk {
+        name,
+        size_bytes: Some(virtual_bytes),
+        base: None,
+    };
+    crate::img::create(Path::new(QEMU_IMG), dir, &disk)
+        .await
+        .map(|_| ())
+        .map_err(|e| match e {
+            crate::img::ImgError::Exists { .. } => DiskError::Exists {
+                path: path.to_path_buf(),
+            },
+            other => DiskError::Img(other),
         })
 }
 
-/// Runs `qemu-img <args> <path> <tail>` and returns its stdout.
-async fn qemu_img(
-    action: &'static str,
-    path: &Path,
-    args: &[&str],
-    tail: &[&str],
-) -> Result<String, DiskError> {
-    let fail = |message: String| DiskError::QemuImg {
-        action,
-        path: path.to_path_buf(),
-        message,
-    };
-    let out = Command::new("qemu-img")
-        .args(args)
-        .arg(path)
-        .args(tail)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| fail(format!("cannot run qemu-img: {e}")))?;
-    if !out.status.success() {
-        return Err(fail(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// The virtual size of the image at `path`, bytes ([`crate::img::info`]).
+///
+/// # Errors
+/// [`DiskError`] for a bad path, or `qemu-img` failing.
+pub async fn virtual_size(path: &Path) -> Result<u64, DiskError> {
+    check_image_path(path)?;
+    let name = path.display().to_string();
+    Ok(crate::img::info(Path::new(QEMU_IMG), path, &name)
+        .await?
+        .virtual_size)
 }
+
+/// The `qemu-img` on `PATH` (what `scripts/setup` installs beside QEMU).
+const QEMU_IMG: &str = "qemu-img";
 
 #[cfg(test)]
 mod tests {

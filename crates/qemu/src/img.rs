@@ -27,7 +27,7 @@ use thiserror::Error;
 
 /// Why an image cannot be created or read. Messages name the agent API's fields
 /// (`disk_base`, `disk_size_bytes`), the only callers' words for them.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ImgError {
     /// The name is taken in the storage directory (a conflict with the directory's contents).
     #[error("disk '{disk}' already exists in this agent's storage directory {dir}")]
