@@ -79,6 +79,10 @@ pub struct MigrationRecord {
     /// The URI QEMU migrates over (made by the destination).
     #[serde(default)]
     pub uri: Option<MigrationUri>,
+    /// Where the destination listens again to recover a paused post-copy (made by it, checked
+    /// like `uri`): kept so that a restarted agent can still resume one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recover_uri: Option<MigrationUri>,
     /// Start, ms since the Unix epoch.
     pub started_unix_ms: u64,
     /// End, ms since the Unix epoch.
@@ -116,6 +120,7 @@ impl MigrationRecord {
             state: MigrationState::Preparing,
             plan: None,
             uri: None,
+            recover_uri: None,
             started_unix_ms,
             ended_unix_ms: None,
             vm_on_destination: false,

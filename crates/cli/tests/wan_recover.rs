@@ -2,15 +2,18 @@
 //! migration's stall limit: the run pauses it, the source's agent resumes it once the link is
 //! restored, and the VM finishes on the destination with its memory intact; with a link that
 //! does not return within the resume window the migration is left paused and the VM is still
-//! there, both QEMUs kept. Needs root, `ip`, `tc` and QEMU (a failure under CI when missing) and
+//! there, both QEMUs kept, until the source's restarted agent resumes it from its record. Needs root, `ip`, `tc` and QEMU (a failure under CI when missing) and
 //! scripts/setup. The lab is torn down also when the test fails, and checked to leave nothing.
 
 mod common;
 
-use common::lab::{drover, ops_per_s, serial, wait_until, Lab, WORKLOAD, WSS_PAGES};
+use common::lab::{
+    drover, ops_per_s, serial, wait_until, Lab, Reaped, DROVER, WORKLOAD, WSS_PAGES,
+};
 use drover_api::{AgentClient, AgentUrl, MigrationRecord, MigrationRequest, MigrationState};
 use drover_core::migration::{PlanKnobs, Technique};
 use drover_testkit::{require, Need, IP, QEMU, TC};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Post-copy's background stream, bytes/s: slow, so the cut lands mid-post-copy.
@@ -38,7 +41,8 @@ fn request(lab: &Lab, to: &str, resume_window_s: u64) -> MigrationRequest {
     }
 }
 
-/// Polls migration `id` on `client` until `ok` holds (failing after `timeout`), returning it.
+/// Polls migration `id` on `client` until `ok` holds (failing after `timeout`), returning it;
+/// an agent that does not answer (restarting) is asked again.
 fn wait_record(
     rt: &tokio::runtime::Runtime,
     client: &AgentClient,
@@ -49,9 +53,11 @@ fn wait_record(
 ) -> MigrationRecord {
     let start = Instant::now();
     loop {
-        let r = rt.block_on(client.migration(id)).expect("migration record");
-        if ok(&r) {
-            return r;
+        let r = rt.block_on(client.migration(id));
+        if let Ok(r) = &r {
+            if ok(r) {
+                return r.clone();
+            }
         }
         assert!(
             start.elapsed() < timeout,
@@ -135,5 +141,46 @@ fn a_postcopy_cut_on_the_wan_is_resumed_when_the_link_returns_and_left_paused_wh
             "QEMU {pid} is gone: {vm}"
         );
     }
+
+    // 3. The link returns, and h2's agent is killed and restarted: the restarted agent resumes
+    //    the paused post-copy from its record (the recovery URI kept there), and vm1 finishes
+    //    on h1 intact.
+    let h = lab.host("h2");
+    let pid = h["agent_pid"].as_i64().expect("agent pid");
+    assert!(Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success());
     wan(&lab, "restore");
+    std::thread::sleep(Duration::from_millis(500));
+    let token_file = lab.state()["token_file"]
+        .as_str()
+        .expect("token file")
+        .to_string();
+    let listen = format!("{}:7700", h["address"].as_str().expect("address"));
+    let state_dir = h["state_dir"].as_str().expect("state dir").to_string();
+    let netns = h["netns"].as_str().expect("netns").to_string();
+    let _agent = Reaped(
+        Command::new("ip")
+            .args([
+                "netns", "exec", &netns, DROVER, "agent", "--listen", &listen,
+            ])
+            .args(["--state-dir", &state_dir, "--token-file", &token_file])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("restart agent"),
+    );
+    let done = wait_record(
+        &rt,
+        &h2,
+        &id,
+        "completion after the restart",
+        Duration::from_secs(300),
+        |r| r.state == MigrationState::Completed,
+    );
+    eprintln!("resumed after a restart: {:?}", done.notes);
+    assert!(lab.find_vm("h2", "vm1").is_null(), "vm1 still on h2");
+    lab.assert_works_intact_on("h1", "vm1", WSS_PAGES);
 }

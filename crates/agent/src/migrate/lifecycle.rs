@@ -28,10 +28,12 @@ use thiserror::Error;
 /// What happens to a migration record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordEvent {
-    /// The destination is ready: QEMU migrates over `uri` following `plan`.
+    /// The destination is ready: QEMU migrates over `uri` following `plan`; `recover_uri`
+    /// is where the destination listens to recover a paused post-copy.
     Started {
         plan: MigrationPlan,
         uri: MigrationUri,
+        recover_uri: MigrationUri,
     },
     /// Preparing or driving failed before QEMU reported an outcome; the VM stays on the source.
     Failed { error: String },
@@ -145,10 +147,18 @@ pub fn apply(
         event: e.name(),
     };
     match (r.state, event) {
-        (S::Preparing, E::Started { plan, uri }) => {
+        (
+            S::Preparing,
+            E::Started {
+                plan,
+                uri,
+                recover_uri,
+            },
+        ) => {
             r.state = S::Running;
             r.plan = Some(plan);
             r.uri = Some(uri);
+            r.recover_uri = Some(recover_uri);
         }
         (S::Running, E::Switched) => r.vm_on_destination = true,
         (S::Preparing | S::Running, E::Failed { error }) => {
@@ -257,6 +267,7 @@ mod tests {
         RecordEvent::Started {
             plan: MigrationPlan::fixed(Technique::Postcopy),
             uri: "tcp:198.18.0.3:4000".parse().expect("uri"),
+            recover_uri: "tcp:198.18.0.3:4001".parse().expect("uri"),
         }
     }
 

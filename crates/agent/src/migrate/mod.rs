@@ -402,8 +402,9 @@ pub async fn view(state: &AgentState, id: &str) -> Result<MigrationRecord, Migra
     Ok(record)
 }
 
-/// After a restart: reconciles every migration that was under way when the agent died, and
-/// holds again the source VMs of post-copies that did not complete.
+/// After a restart: reconciles every migration that was under way when the agent died, holds
+/// again the source VMs of post-copies that did not complete, and resumes those left paused
+/// (`resume::resume_after_restart`).
 pub fn recover_all(state: &Arc<AgentState>) {
     for r in state
         .migrations
@@ -414,6 +415,8 @@ pub fn recover_all(state: &Arc<AgentState>) {
         if state.vms.begin_migration(&r.vm, &r.id).is_ok() {
             state.vms.mark_guest_away(&r.vm);
         }
+        let st = state.clone();
+        state.spawn(async move { resume::resume_after_restart(st, r).await });
     }
     for r in state
         .migrations

@@ -7,17 +7,19 @@
 //! `completed` only through the settle, which checks that the destination has the whole guest.
 //! A link that never returns leaves it `paused`, both QEMUs kept: the VM is never lost.
 //!
-//! Only the run that paused it resumes it: after an agent restart a paused record is final and
-//! stays paused (`recover.rs` does not resume).
+//! After an agent restart, a paused record that holds its VM is resumed again
+//! ([`resume_after_restart`], from `recover_all`), its window counted afresh, with the
+//! recovery URI the record kept.
 
 use super::settle::settle;
 use crate::remote::RemoteQmp;
 use crate::AgentState;
-use drover_api::AgentClient;
+use drover_api::{AgentClient, MigrationRecord, MigrationState};
 use drover_core::migration::{
     DestAnswer, ResumeAction, ResumeEnd, ResumeLook, ResumeMachine, ResumeParams, ResumeState,
 };
 use drover_qemu::qmp::{Qmp, QmpExt};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How often both sides are looked at.
@@ -126,6 +128,40 @@ async fn look_at_dest(dest: &AgentClient, remote: &RemoteQmp, now: u64) -> DestA
         (None, Some(_)) => DestAnswer::Silent,
         (None, None) => DestAnswer::Unreachable,
     }
+}
+
+/// Resumes paused migration `r` after an agent restart, if its request allows it (its
+/// window counted from now); a record without a recovery URI (written by an older agent) or
+/// whose VM has no QEMU here any more is left paused, with a note saying why.
+pub async fn resume_after_restart(state: Arc<AgentState>, r: MigrationRecord) {
+    if r.state != MigrationState::Paused || !r.vm_on_destination {
+        return;
+    }
+    let Some(params) = r.request.knobs.resume() else {
+        return;
+    };
+    let left = |why: String| {
+        state
+            .migrations
+            .note(&r.id, format!("after the restart, not resumed: {why}"));
+    };
+    let Some(recover_uri) = r.recover_uri else {
+        return left("the record has no recovery URI (an older agent wrote it)".into());
+    };
+    let source = match state.vms.qmp_of(&r.vm) {
+        Ok(q) => q,
+        Err(e) => return left(format!("the source QEMU cannot be reached: {e}")),
+    };
+    let dest = AgentClient::new(r.request.to.clone(), &state.token);
+    let recover_uri = recover_uri.to_string();
+    let run = PausedRun {
+        id: &r.id,
+        vm: &r.vm,
+        source: source.as_ref(),
+        dest: &dest,
+        recover_uri: &recover_uri,
+    };
+    resume_paused(&state, &run, params).await;
 }
 
 /// `f`'s answer, or None when it fails or takes longer than [`LOOK_TIMEOUT`].

@@ -94,6 +94,7 @@ async fn drive(
             RecordEvent::Started {
                 plan: plan.clone(),
                 uri: reply.uri,
+                recover_uri: reply.recover_uri,
             },
         )
         .map_err(|e| e.to_string())?;
