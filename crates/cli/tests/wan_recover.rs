@@ -67,6 +67,22 @@ fn wait_record(
     }
 }
 
+/// Waits until the incoming vm1 on `host` runs its guest. The source says post-copy as soon as
+/// it has sent the switch; a cut before the destination has read it leaves the destination's
+/// incoming migration `active` (never in post-copy, so neither pausable nor recoverable) and its
+/// QEMU blocked on the dead connection: that window is not what this test is about.
+fn guest_runs_on(rt: &tokio::runtime::Runtime, lab: &Lab, host: &str) {
+    let client = lab.host_client(host);
+    wait_until(
+        &format!("vm1's guest to run on {host}"),
+        Duration::from_secs(60),
+        || {
+            rt.block_on(client.get_vm("vm1"))
+                .is_ok_and(|v| v.qemu_status.as_deref() == Some("running"))
+        },
+    );
+}
+
 fn wan(lab: &Lab, action: &str) {
     drover(&["lab", "wan", action, "h1-h2", "--name", &lab.name]);
 }
@@ -91,6 +107,7 @@ fn a_postcopy_cut_on_the_wan_is_resumed_when_the_link_returns_and_left_paused_wh
     wait_record(&rt, &h1, &id, "the switch", Duration::from_secs(120), |r| {
         r.vm_on_destination
     });
+    guest_runs_on(&rt, &lab, "h2");
     wan(&lab, "cut");
     let cut_at = Instant::now();
     // The run pauses it after the stall limit, then gives the destination its settle time
@@ -123,6 +140,7 @@ fn a_postcopy_cut_on_the_wan_is_resumed_when_the_link_returns_and_left_paused_wh
     wait_record(&rt, &h2, &id, "the switch", Duration::from_secs(120), |r| {
         r.vm_on_destination
     });
+    guest_runs_on(&rt, &lab, "h1");
     wan(&lab, "cut");
     let left = wait_record(&rt, &h2, &id, "giving up", Duration::from_secs(60), |r| {
         r.notes.iter().any(|n| n.contains("not resumed"))
