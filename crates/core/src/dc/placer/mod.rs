@@ -43,7 +43,7 @@ mod spread;
 #[cfg(test)]
 mod tests;
 
-use super::cluster::Cluster;
+use super::cluster::{Cluster, HostWork};
 use super::detect::{Detector, Overload, LR_WINDOW};
 use super::model::{HostId, VmId};
 use super::place::sort_decreasing;
@@ -125,6 +125,8 @@ pub struct Placer<'d> {
     host_spread: Vec<Option<f64>>,
     /// Each host's IQR tails (`spread::tails`), computed once per host state.
     host_tails: Vec<Option<spread::Tails>>,
+    /// Each host's MAD positions (`spread::mad_shape`), computed once per host state.
+    host_mad: Vec<Option<spread::MadShape>>,
     /// Each VM's history range for the bounds (NaN: unusable).
     vm_range: Vec<Option<f64>>,
     visits: Vec<Visit>,
@@ -162,6 +164,7 @@ impl<'d> Placer<'d> {
             spread_safety: spread::safety(det),
             host_spread: vec![None; n],
             host_tails: vec![None; n],
+            host_mad: vec![None; n],
             vm_range: vec![None; snap.vms.len()],
             visits: Vec::new(),
         };
@@ -243,6 +246,7 @@ impl<'d> Placer<'d> {
         self.host_fit[h] = None;
         self.host_spread[h] = None;
         self.host_tails[h] = None;
+        self.host_mad[h] = None;
         if !self.excluded[h] {
             let (b, g, r) = self.bucket(c, h);
             self.r[h] = r;
@@ -299,6 +303,18 @@ impl<'d> Placer<'d> {
                 let weight = v.total_mips() / t.total_mips();
                 // Never above the exact IQR, so over this threshold is over the exact one.
                 if u > 1.0 - s * spread::iqr_floor(a, &tails, v.history.padded(), weight) {
+                    return true;
+                }
+            }
+            // The VM's history must be usable too (finite, non-negative: the combined history
+            // is then full and every sample enters the floor).
+            if sp.is_finite() && range.is_finite() && matches!(self.det.kind, Overload::Mad { .. })
+            {
+                let a = &c.host(h).hist;
+                let shape = *self.host_mad[h].get_or_insert_with(|| spread::mad_shape(a));
+                let weight = v.total_mips() / t.total_mips();
+                let floor = spread::mad_floor(a, &shape, v.history.padded(), weight);
+                if spread::over_by_floor(s, u, floor) {
                     return true;
                 }
             }
@@ -527,15 +543,22 @@ impl<'d> Placer<'d> {
         let mut sorted = vms.to_vec();
         sort_decreasing(c, &mut sorted);
         let mut out: Vec<(VmId, HostId)> = Vec::new();
+        // Each destination as it was before this call's first VM joined it.
+        let mut saved: Vec<(HostId, HostWork)> = Vec::new();
         for vm in sorted {
             match self.find(c, vm) {
                 Some(h) => {
+                    if saved.iter().all(|&(s, _)| s != h) {
+                        saved.push((h, c.host(h).clone()));
+                    }
                     self.add(c, h, vm);
                     out.push((vm, h));
                 }
                 None => {
-                    for &(v, h) in out.iter().rev() {
-                        self.remove(c, h, v);
+                    // Undone as removing them newest first would (see `Cluster::restore`).
+                    for (h, w) in saved.into_iter().rev() {
+                        c.restore(h, w);
+                        self.changed(c, h);
                     }
                     return None;
                 }
