@@ -252,6 +252,19 @@ mod tests {
         h
     }
 
+    /// A full host history (its oldest sample non-zero) at a random scale.
+    fn full_host(rng: &mut SplitMix64) -> [f64; HISTORY_LEN] {
+        let scale = 0.5 + rng.next_f64();
+        let mut a = random_hist(rng, scale);
+        a[HISTORY_LEN - 1] = a[HISTORY_LEN - 1].max(0.01);
+        a
+    }
+
+    /// The combined history as `Cluster::load_with` computes it.
+    fn combined(a: &[f64; HISTORY_LEN], b: &[f64; HISTORY_LEN], w: f64) -> [f64; HISTORY_LEN] {
+        std::array::from_fn(|i| a[i] + b[i] * w)
+    }
+
     #[test]
     fn bounds_never_contradict_the_exact_test() {
         // Random host and VM histories, utilizations around the exact threshold: whenever the
@@ -315,16 +328,10 @@ mod tests {
         let mut rng = SplitMix64::new(5);
         let mut tight = 0;
         for _ in 0..3000 {
-            let scale = 0.5 + rng.next_f64();
-            let mut a = random_hist(&mut rng, scale);
-            a[HISTORY_LEN - 1] = a[HISTORY_LEN - 1].max(0.01);
+            let a = full_host(&mut rng);
             let b = random_hist(&mut rng, 1.0);
             let w = 0.05 * rng.next_f64();
-            let mut both = [0.0; HISTORY_LEN];
-            for i in 0..HISTORY_LEN {
-                both[i] = a[i] + b[i] * w;
-            }
-            let exact = stats::iqr(&both);
+            let exact = stats::iqr(&combined(&a, &b, w));
             let floor = iqr_floor(&a, &tails(&a), &b, w);
             assert!(
                 floor <= exact,
@@ -346,9 +353,7 @@ mod tests {
         let mut rng = SplitMix64::new(7);
         let mut tight = 0;
         for case in 0..5000 {
-            let scale = 0.5 + rng.next_f64();
-            let mut a = random_hist(&mut rng, scale);
-            a[HISTORY_LEN - 1] = a[HISTORY_LEN - 1].max(0.01);
+            let mut a = full_host(&mut rng);
             if case % 10 == 0 {
                 // Ties: a flat host.
                 a = [0.3; HISTORY_LEN];
@@ -359,11 +364,7 @@ mod tests {
             } else {
                 0.05 * rng.next_f64()
             };
-            let mut both = [0.0; HISTORY_LEN];
-            for i in 0..HISTORY_LEN {
-                both[i] = a[i] + b[i] * w;
-            }
-            let exact = stats::mad(&both);
+            let exact = stats::mad(&combined(&a, &b, w));
             let floor = mad_floor(&a, &mad_shape(&a), &b, w);
             assert!(
                 floor <= exact,
