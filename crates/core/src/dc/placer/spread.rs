@@ -100,18 +100,41 @@ const IQR_TAIL: usize = 8;
 /// Positions of a full history's `IQR_TAIL` smallest samples, then of its `IQR_TAIL` largest.
 pub(super) type Tails = [u8; 2 * IQR_TAIL];
 
-/// [`Tails`] of a host's history (by `total_cmp`, ties by position).
-pub(super) fn tails(hist: &[f64; HISTORY_LEN]) -> Tails {
+/// A history's positions from its smallest sample to its largest (by `total_cmp`, ties by
+/// position).
+fn by_value(hist: &[f64; HISTORY_LEN]) -> [u8; HISTORY_LEN] {
     let mut order: [u8; HISTORY_LEN] = std::array::from_fn(|i| i as u8);
     order.sort_by(|&x, &y| {
         hist[x as usize]
             .total_cmp(&hist[y as usize])
             .then(x.cmp(&y))
     });
+    order
+}
+
+/// [`Tails`] of a host's history (by `total_cmp`, ties by position).
+pub(super) fn tails(hist: &[f64; HISTORY_LEN]) -> Tails {
+    let order = by_value(hist);
     let mut t = [0u8; 2 * IQR_TAIL];
     t[..IQR_TAIL].copy_from_slice(&order[..IQR_TAIL]);
     t[IQR_TAIL..].copy_from_slice(&order[HISTORY_LEN - IQR_TAIL..]);
     t
+}
+
+/// The smallest and the largest combined sample `host + vm * weight` at `positions`
+/// (computed as `Cluster::load_with` computes each).
+fn min_max_at(
+    host: &[f64; HISTORY_LEN],
+    vm: &[f64; HISTORY_LEN],
+    weight: f64,
+    positions: &[u8],
+) -> (f64, f64) {
+    positions
+        .iter()
+        .map(|&i| host[i as usize] + vm[i as usize] * weight)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(x), hi.max(x))
+        })
 }
 
 /// A floor under the IQR of the combined history `host + vm * weight` (each sample computed as
@@ -128,13 +151,9 @@ pub(super) fn iqr_floor(
     vm: &[f64; HISTORY_LEN],
     weight: f64,
 ) -> f64 {
-    let at = |i: u8| host[i as usize] + vm[i as usize] * weight;
     let (bottom, top) = tails.split_at(IQR_TAIL);
-    let hi = top.iter().map(|&i| at(i)).fold(f64::INFINITY, f64::min);
-    let lo = bottom
-        .iter()
-        .map(|&i| at(i))
-        .fold(f64::NEG_INFINITY, f64::max);
+    let (hi, _) = min_max_at(host, vm, weight, top);
+    let (_, lo) = min_max_at(host, vm, weight, bottom);
     hi - lo
 }
 
@@ -153,12 +172,7 @@ pub(super) struct MadShape {
 
 /// [`MadShape`] of a host's history (by `total_cmp`, ties by position).
 pub(super) fn mad_shape(hist: &[f64; HISTORY_LEN]) -> MadShape {
-    let mut order: [u8; HISTORY_LEN] = std::array::from_fn(|i| i as u8);
-    order.sort_by(|&x, &y| {
-        hist[x as usize]
-            .total_cmp(&hist[y as usize])
-            .then(x.cmp(&y))
-    });
+    let mut order = by_value(hist);
     let mut bottom = [0u8; MAD_HALF];
     let mut top = [0u8; MAD_HALF];
     bottom.copy_from_slice(&order[..MAD_HALF]);
@@ -200,16 +214,8 @@ pub(super) fn mad_floor(
     weight: f64,
 ) -> f64 {
     let at = |i: u8| host[i as usize] + vm[i as usize] * weight;
-    let lo = shape
-        .top
-        .iter()
-        .map(|&i| at(i))
-        .fold(f64::INFINITY, f64::min);
-    let hi = shape
-        .bottom
-        .iter()
-        .map(|&i| at(i))
-        .fold(f64::NEG_INFINITY, f64::max);
+    let (lo, _) = min_max_at(host, vm, weight, &shape.top);
+    let (_, hi) = min_max_at(host, vm, weight, &shape.bottom);
     let e = |i: u8| {
         let x = at(i);
         (lo - x).max(x - hi).max(0.0)
