@@ -5,8 +5,12 @@
 //! baselines see the same "free MIPS" as in the reference runs): a VM gets at most one physical
 //! core per virtual core; if the capped demands fit, everyone gets theirs and the rest is free;
 //! otherwise every VM is scaled down by the same factor (rounded down to whole MIPS) and nothing is
-//! free. Hosts are recomputed from scratch whenever their VM set changes, because the detectors
-//! test histories for exact zeros and incremental sums would leave rounding residue.
+//! free. A host is recomputed from scratch when a VM leaves it, because the detectors test
+//! histories for exact zeros and subtracting would leave rounding residue. A VM joining is
+//! added to the sums in place: the sums run in VM order from zero and the newcomer is last,
+//! so adding it to the previous sums performs the very same floating-point operations as a
+//! recompute (bit for bit the same host). Undoing tentative joins puts back the saved state
+//! (see [`Cluster::restore`]), which is what a recompute would give for the same reason.
 
 use super::model::{HostId, HostType, VmId};
 use super::snapshot::{Snapshot, VmState, HISTORY_LEN};
@@ -33,6 +37,8 @@ pub struct HostWork {
     pub vms: Vec<VmId>,
     /// Sum of the VMs' demands, MIPS (uncapped: what detectors compare with capacity).
     pub req_mips: f64,
+    /// Sum of the VMs' capped demands ([`capped_demand`]), MIPS: what the sharing rule reads.
+    pub need_mips: f64,
     /// Sum of what the VMs are allocated, MIPS.
     pub alloc_mips: f64,
     /// Free CPU a newcomer could be given, MIPS.
@@ -44,6 +50,23 @@ pub struct HostWork {
     pub hist: [f64; HISTORY_LEN],
     /// Whether this round changed its VM set.
     pub touched: bool,
+}
+
+impl HostWork {
+    /// A host of type `t` running nothing (what [`recompute`] gives for no VMs).
+    fn empty(t: &HostType) -> HostWork {
+        HostWork {
+            vms: Vec::new(),
+            req_mips: 0.0,
+            need_mips: 0.0,
+            alloc_mips: 0.0,
+            avail_mips: t.total_mips(),
+            ram_used_mb: 0,
+            max_ram_mb: 0,
+            hist: [0.0; HISTORY_LEN],
+            touched: false,
+        }
+    }
 }
 
 /// What a detector looks at for one host (current or hypothetical).
@@ -77,30 +100,20 @@ impl<'s> Cluster<'s> {
     pub fn new(snap: &'s Snapshot) -> Cluster<'s> {
         let mut empties = vec![Vec::new(); snap.host_types.len()];
         let mut active = Vec::new();
-        let hosts = snap
-            .hosts
-            .iter()
-            .enumerate()
-            .map(|(h, hs)| {
-                if hs.vms.is_empty() {
-                    empties[hs.kind].push(h);
-                } else {
-                    active.push(h);
-                }
-                let mut w = HostWork {
-                    vms: hs.vms.clone(),
-                    req_mips: 0.0,
-                    alloc_mips: 0.0,
-                    avail_mips: 0.0,
-                    ram_used_mb: 0,
-                    max_ram_mb: 0,
-                    hist: [0.0; HISTORY_LEN],
-                    touched: false,
-                };
-                recompute(snap, &snap.host_types[hs.kind], &mut w);
-                w
-            })
-            .collect();
+        // Built in place (most hosts of a large datacenter are empty: written once each).
+        let mut hosts = Vec::with_capacity(snap.hosts.len());
+        for (h, hs) in snap.hosts.iter().enumerate() {
+            let t = &snap.host_types[hs.kind];
+            hosts.push(HostWork::empty(t));
+            if hs.vms.is_empty() {
+                empties[hs.kind].push(h);
+            } else {
+                active.push(h);
+                let w = &mut hosts[h];
+                w.vms.clone_from(&hs.vms);
+                recompute(snap, t, w);
+            }
+        }
         Cluster {
             snap,
             hosts,
@@ -220,15 +233,24 @@ impl<'s> Cluster<'s> {
         if self.snap.hosts[h].vms.is_empty() && !self.hosts[h].touched {
             self.active.push(h);
         }
-        let w = &mut self.hosts[h];
-        w.vms.push(vm);
-        w.touched = true;
         let snap = self.snap;
-        recompute(
+        join(
             snap,
             &snap.host_types[snap.hosts[h].kind],
             &mut self.hosts[h],
+            vm,
         );
+    }
+
+    /// Puts back the state of `h` saved before VMs joined it this round ([`Cluster::host`]
+    /// cloned then), when those VMs leave again, newest first: the same host a recompute
+    /// would give (the sums run in VM order from zero), without re-summing every history.
+    /// The host stays touched (and listed among the active ones).
+    pub fn restore(&mut self, h: HostId, saved: HostWork) {
+        self.hosts[h] = HostWork {
+            touched: true,
+            ..saved
+        };
     }
 
     pub fn remove(&mut self, h: HostId, vm: VmId) {
@@ -246,19 +268,43 @@ impl<'s> Cluster<'s> {
     }
 }
 
+/// `vm` joins `w`: each sum takes one more term, exactly as [`recompute`] would add it last.
+fn join(snap: &Snapshot, t: &HostType, w: &mut HostWork, vm: VmId) {
+    let total = t.total_mips();
+    let v = &snap.vms[vm];
+    w.vms.push(vm);
+    w.touched = true;
+    w.req_mips += v.demand_mips;
+    w.need_mips += capped_demand(v, t.mips_per_pe);
+    w.ram_used_mb += v.ram_mb as u64;
+    w.max_ram_mb = w.max_ram_mb.max(v.ram_mb);
+    let weight = v.total_mips() / total;
+    for (slot, u) in w.hist.iter_mut().zip(v.history.padded()) {
+        *slot += u * weight;
+    }
+    settle_share(snap, t, w);
+}
+
+/// The allocation and free CPU from `w.need_mips` (the sharing rule).
+fn settle_share(snap: &Snapshot, t: &HostType, w: &mut HostWork) {
+    let (alloc, avail) = share(w.need_mips, t.total_mips(), |scale| {
+        w.vms
+            .iter()
+            .map(|&v| (capped_demand(&snap.vms[v], t.mips_per_pe) * scale).floor())
+            .sum()
+    });
+    w.alloc_mips = alloc;
+    w.avail_mips = avail;
+}
+
 fn recompute(snap: &Snapshot, t: &HostType, w: &mut HostWork) {
     let total = t.total_mips();
     if w.vms.is_empty() {
         // What the sums below come to with no VMs (most hosts of a large datacenter are empty).
         *w = HostWork {
             vms: std::mem::take(&mut w.vms),
-            req_mips: 0.0,
-            alloc_mips: 0.0,
-            avail_mips: total,
-            ram_used_mb: 0,
-            max_ram_mb: 0,
-            hist: [0.0; HISTORY_LEN],
             touched: w.touched,
+            ..HostWork::empty(t)
         };
         return;
     }
@@ -275,17 +321,11 @@ fn recompute(snap: &Snapshot, t: &HostType, w: &mut HostWork) {
             *slot += u * weight;
         }
     }
-    let (alloc, avail) = share(need, total, |scale| {
-        w.vms
-            .iter()
-            .map(|&v| (capped_demand(&snap.vms[v], t.mips_per_pe) * scale).floor())
-            .sum()
-    });
     w.req_mips = req;
-    w.alloc_mips = alloc;
-    w.avail_mips = avail;
+    w.need_mips = need;
     w.ram_used_mb = ram;
     w.max_ram_mb = max_ram;
+    settle_share(snap, t, w);
 }
 
 #[cfg(test)]
@@ -376,6 +416,72 @@ pub(crate) mod tests {
         let h = c.host(0).hist;
         assert!((h[0] - (0.25 + 0.1)).abs() < 1e-12);
         assert_eq!(h[3], 0.0);
+    }
+
+    /// Every figure of a host, floats by their bits.
+    fn bits(w: &HostWork) -> Vec<u64> {
+        let mut out = vec![
+            w.req_mips.to_bits(),
+            w.need_mips.to_bits(),
+            w.alloc_mips.to_bits(),
+            w.avail_mips.to_bits(),
+            w.ram_used_mb,
+            w.max_ram_mb as u64,
+            w.touched as u64,
+        ];
+        out.extend(w.vms.iter().map(|&v| v as u64));
+        out.extend(w.hist.iter().map(|x| x.to_bits()));
+        out
+    }
+
+    #[test]
+    fn joins_and_restores_are_bit_for_bit_recomputes() {
+        // Random VMs (histories of arbitrary fractions, demands past a core and past the
+        // host) join random hosts one at a time; after each join the host equals a recompute
+        // of its VM list, and restoring the saved states in reverse equals recomputing after
+        // the removals.
+        use crate::dc::rng::SplitMix64;
+        let mut rng = SplitMix64::new(3);
+        for _ in 0..200 {
+            let hosts = 1 + rng.below(4);
+            let kinds: Vec<usize> = (0..hosts).map(|_| rng.below(2)).collect();
+            let vms: Vec<(Option<usize>, f64, f64, u32)> = (0..12)
+                .map(|_| {
+                    let host = (rng.below(3) == 0).then(|| rng.below(hosts));
+                    (
+                        host,
+                        500.0 + 2500.0 * rng.next_f64(),
+                        1.2 * rng.next_f64(),
+                        613,
+                    )
+                })
+                .collect();
+            let mut s = snapshot(&kinds, &vms, 0);
+            for vm in s.vms.iter_mut() {
+                for _ in 0..rng.below(HISTORY_LEN + 5) {
+                    vm.history.push(rng.next_f64());
+                }
+            }
+            let mut c = Cluster::new(&s);
+            let mut saved = Vec::new();
+            for v in 0..vms.len() {
+                if s.vms[v].host.is_some() {
+                    continue;
+                }
+                let h = rng.below(hosts);
+                saved.push((h, v, c.host(h).clone()));
+                c.add(h, v);
+                let mut fresh = c.host(h).clone();
+                recompute(&s, c.host_type(h), &mut fresh);
+                assert_eq!(bits(c.host(h)), bits(&fresh));
+            }
+            let mut undone = c.clone();
+            for (h, v, w) in saved.into_iter().rev() {
+                c.restore(h, w);
+                undone.remove(h, v);
+                assert_eq!(bits(c.host(h)), bits(undone.host(h)));
+            }
+        }
     }
 
     #[test]

@@ -197,27 +197,65 @@ pub(super) fn band(r: f64) -> usize {
     BAND_EDGES.iter().rposition(|&e| r >= e).unwrap_or(UNBANDED)
 }
 
-/// Smallest slope (W per unit utilization) over segments `i..=j`.
-pub(super) fn slopes(p: &PowerModel) -> [[f64; SEGMENTS]; SEGMENTS] {
-    let slope: Vec<f64> = p
-        .watts
-        .windows(2)
-        .map(|w| (w[1] - w[0]) * SEGMENTS as f64)
-        .collect();
-    let mut s = [[f64::INFINITY; SEGMENTS]; SEGMENTS];
-    for (i, row) in s.iter_mut().enumerate() {
-        let mut m = f64::INFINITY;
-        for (j, slot) in row.iter_mut().enumerate().skip(i) {
-            m = m.min(slope[j]);
-            *slot = m;
+/// How far past full a host that fits a step may appear, in utilization: a host fits `delta`
+/// when its free CPU covers it, so its utilization by allocation is at most `1 - delta` up to
+/// rounding (about 1e-16).
+const FIT_SLACK: f64 = 1e-9;
+
+/// The least power increase `P(a + delta) - P(a)` (W) of a step of `delta` (utilization) for
+/// a host of power model `p` whose utilization `a` lies in segment `seg` and that fits the
+/// step (`a <= 1 - delta`); `None` when no host of the segment can fit it. The increase is
+/// piecewise linear in `a`, with kinks only where `a + delta` crosses a segment edge (or
+/// full load, where `P` stops), so its least value over the segment is at one of its ends or
+/// one of those kinks.
+pub(super) fn increase_floor(p: &PowerModel, seg: usize, delta: f64) -> Option<f64> {
+    let n = SEGMENTS as f64;
+    let lo = seg as f64 / n;
+    let hi = ((seg + 1) as f64 / n).min(1.0 - delta + FIT_SLACK);
+    if hi.is_nan() || hi < lo {
+        return None;
+    }
+    let f = |a: f64| p.power(a + delta) - p.power(a);
+    let mut m = f(lo).min(f(hi));
+    for k in 1..=SEGMENTS {
+        let a = k as f64 / n - delta;
+        if a > lo && a < hi {
+            m = m.min(f(a));
         }
     }
-    s
+    Some(m)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn increase_floor_is_under_every_fitting_step() {
+        // Random utilizations and steps on both benchmark power models: the floor of the
+        // segment is never above the increase `find_host` computes for a host that fits, and
+        // a segment said to fit nothing holds no host that fits.
+        use crate::dc::model::HostType;
+        use crate::dc::rng::SplitMix64;
+        let mut rng = SplitMix64::new(9);
+        for t in [HostType::hp_ml110_g4(), HostType::hp_ml110_g5()] {
+            let total = t.total_mips();
+            for _ in 0..20000 {
+                let alloc = (rng.next_f64() * total).floor();
+                let demand = (rng.next_f64() * total * 0.6).floor();
+                if alloc + demand > total {
+                    continue;
+                }
+                let a = (alloc / total).min(1.0);
+                let after = ((alloc + demand) / total).min(1.0);
+                let inc = t.power.power(after) - t.power.power(a);
+                match increase_floor(&t.power, segment(a), demand / total) {
+                    Some(m) => assert!(m <= inc + 1e-12, "{m} > {inc}: a {a} after {after}"),
+                    None => panic!("a {a} fits {demand} but its segment says none does"),
+                }
+            }
+        }
+    }
 
     #[test]
     fn ordered_keys_round_trip() {

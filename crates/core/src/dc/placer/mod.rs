@@ -11,8 +11,11 @@
 //!
 //! - **Power bound.** The power models are piecewise linear over ten 10% segments. A host whose
 //!   utilization by allocation is `a` has `g = P(a) - P(measured)` (constant while its VMs do not
-//!   change), and adding `d` MIPS raises `P` by at least `d / capacity` times the smallest slope
-//!   of the segments the step can cross. Hosts are bucketed by (type, band, segment of `a`) and
+//!   change), and adding `d` MIPS raises `P` by at least the least increase of that step over
+//!   `a`'s segment (`index::increase_floor`: piecewise linear, so taken at the segment's ends
+//!   and kinks). A host fits the step only when `a <= 1 - d / capacity`, so segments above
+//!   that hold no candidate and are not read at all (packed hosts are most of them at
+//!   scale, and were read for every VM). Hosts are bucketed by (type, band, segment of `a`) and
 //!   ordered by `g` in a bucket; buckets are visited by increasing bound and each is read while
 //!   its bound does not exceed the best increase found. The margin, 1e-9 W, is far above
 //!   floating-point noise (1e-13 W) and far below what the bound separates.
@@ -43,14 +46,16 @@ mod spread;
 #[cfg(test)]
 mod tests;
 
-use super::cluster::Cluster;
+use super::cluster::{Cluster, HostWork};
 use super::detect::{Detector, Overload, LR_WINDOW};
 use super::model::{HostId, VmId};
 use super::place::sort_decreasing;
 use super::snapshot::HISTORY_LEN;
 use super::stats::{self, LineFit, Trend};
 pub(crate) use index::key as order_key;
-use index::{band, bucket, kind_of, segment, slopes, Entry, Index, BANDS, BAND_EDGES, SEGMENTS};
+use index::{
+    band, bucket, increase_floor, kind_of, segment, Entry, Index, BANDS, BAND_EDGES, SEGMENTS,
+};
 
 /// Watts by which a bound must exceed the best increase before hosts are skipped.
 const EPS_W: f64 = 1e-9;
@@ -113,7 +118,6 @@ pub struct Placer<'d> {
     /// Each indexed host's `r` (NaN: unbanded).
     r: Vec<f64>,
     index: Index,
-    smin: Vec<[[f64; SEGMENTS]; SEGMENTS]>,
     /// LR's horizon (intervals past the newest sample) when it is the same for every host and
     /// VM (banding needs it).
     lr_ahead: Option<f64>,
@@ -125,6 +129,8 @@ pub struct Placer<'d> {
     host_spread: Vec<Option<f64>>,
     /// Each host's IQR tails (`spread::tails`), computed once per host state.
     host_tails: Vec<Option<spread::Tails>>,
+    /// Each host's MAD positions (`spread::mad_shape`), computed once per host state.
+    host_mad: Vec<Option<spread::MadShape>>,
     /// Each VM's history range for the bounds (NaN: unusable).
     vm_range: Vec<Option<f64>>,
     visits: Vec<Visit>,
@@ -155,13 +161,13 @@ impl<'d> Placer<'d> {
             pm: (0..n).map(|h| snap.host_power(h)).collect(),
             r: vec![f64::NAN; n],
             index: Index::new(n, snap.host_types.len()),
-            smin: snap.host_types.iter().map(|t| slopes(&t.power)).collect(),
             lr_ahead,
             host_fit: vec![None; n],
             vm_fit: vec![None; snap.vms.len()],
             spread_safety: spread::safety(det),
             host_spread: vec![None; n],
             host_tails: vec![None; n],
+            host_mad: vec![None; n],
             vm_range: vec![None; snap.vms.len()],
             visits: Vec::new(),
         };
@@ -243,6 +249,7 @@ impl<'d> Placer<'d> {
         self.host_fit[h] = None;
         self.host_spread[h] = None;
         self.host_tails[h] = None;
+        self.host_mad[h] = None;
         if !self.excluded[h] {
             let (b, g, r) = self.bucket(c, h);
             self.r[h] = r;
@@ -299,6 +306,18 @@ impl<'d> Placer<'d> {
                 let weight = v.total_mips() / t.total_mips();
                 // Never above the exact IQR, so over this threshold is over the exact one.
                 if u > 1.0 - s * spread::iqr_floor(a, &tails, v.history.padded(), weight) {
+                    return true;
+                }
+            }
+            // The VM's history must be usable too (finite, non-negative: the combined history
+            // is then full and every sample enters the floor).
+            if sp.is_finite() && range.is_finite() && matches!(self.det.kind, Overload::Mad { .. })
+            {
+                let a = &c.host(h).hist;
+                let shape = *self.host_mad[h].get_or_insert_with(|| spread::mad_shape(a));
+                let weight = v.total_mips() / t.total_mips();
+                let floor = spread::mad_floor(a, &shape, v.history.padded(), weight);
+                if spread::over_by_floor(s, u, floor) {
                     return true;
                 }
             }
@@ -393,19 +412,16 @@ impl<'d> Placer<'d> {
             }
             let cut = self.cut(c, vm, kind);
             let delta = demand / t.total_mips();
-            let span = (delta * SEGMENTS as f64).ceil() as usize + 1;
+            // Per segment: the least increase a host there can see, or none fits the VM.
+            let offs: [Option<f64>; SEGMENTS] =
+                std::array::from_fn(|seg| increase_floor(&t.power, seg, delta));
             for bd in 0..BANDS {
                 if BAND_EDGES.get(bd).is_some_and(|&edge| edge >= cut) {
                     continue;
                 }
-                for seg in 0..SEGMENTS {
+                for (seg, off) in offs.iter().enumerate() {
+                    let Some(off) = *off else { continue };
                     let b = bucket(kind, bd, seg);
-                    let s = self.smin[kind][seg][(seg + span).min(SEGMENTS - 1)];
-                    let off = if s >= 0.0 {
-                        s * delta
-                    } else {
-                        s * (delta + 1e-9)
-                    };
                     if let Some(e) = self.index.dense_front(b) {
                         visits.push(Visit {
                             bound: e.g + off,
@@ -527,15 +543,22 @@ impl<'d> Placer<'d> {
         let mut sorted = vms.to_vec();
         sort_decreasing(c, &mut sorted);
         let mut out: Vec<(VmId, HostId)> = Vec::new();
+        // Each destination as it was before this call's first VM joined it.
+        let mut saved: Vec<(HostId, HostWork)> = Vec::new();
         for vm in sorted {
             match self.find(c, vm) {
                 Some(h) => {
+                    if saved.iter().all(|&(s, _)| s != h) {
+                        saved.push((h, c.host(h).clone()));
+                    }
                     self.add(c, h, vm);
                     out.push((vm, h));
                 }
                 None => {
-                    for &(v, h) in out.iter().rev() {
-                        self.remove(c, h, v);
+                    // Undone as removing them newest first would (see `Cluster::restore`).
+                    for (h, w) in saved.into_iter().rev() {
+                        c.restore(h, w);
+                        self.changed(c, h);
                     }
                     return None;
                 }
