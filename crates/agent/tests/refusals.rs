@@ -107,6 +107,7 @@ async fn migration_rules_hold_for_recorded_vms() {
         migration_id: "m-7".into(),
         uri: None,
         recover_uri: None,
+        nbd: None,
     };
     store
         .save_vm(&record("plain", VmRole::Running, None))

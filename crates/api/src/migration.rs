@@ -135,6 +135,12 @@ pub struct IncomingRequest {
     pub config: VmConfig,
     #[schemars(regex(pattern = crate::names::MIGRATION_ID))]
     pub migration_id: String,
+    /// The virtual size of the source's disk, bytes: the destination creates an empty qcow2
+    /// target of exactly this size for the storage pre-copy. Required when `config` has a
+    /// disk, refused without one; the guest's disk size rule (`drover_guest::fit`, 1 MiB to
+    /// 16 TiB) and a multiple of 512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_virtual_bytes: Option<u64>,
 }
 
 /// Reply to `POST /v1/incoming`.
@@ -145,4 +151,8 @@ pub struct IncomingReply {
     /// Where it listens again to recover a paused post-copy (a fresh port: the first may still
     /// be held by the broken connection).
     pub recover_uri: MigrationUri,
+    /// Where the destination's QEMU will serve its disk's NBD export for a storage pre-copy
+    /// (`IP:PORT`: the URIs' address, a port of its own); absent for a VM without a disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbd: Option<std::net::SocketAddr>,
 }

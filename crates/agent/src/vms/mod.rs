@@ -122,6 +122,13 @@ pub enum VmsError {
          '{name}'"
     )]
     ForeignUri { name: String, uri: String },
+    /// A forwarded storage command that is not the one this agent expects for the VM.
+    #[error("{given} is not valid for incoming VM '{name}': expected {expected}")]
+    ForeignNbd {
+        name: String,
+        given: String,
+        expected: String,
+    },
     /// A workload change the VM's running workload cannot take.
     #[error(transparent)]
     Workload(#[from] drover_api::workload::WorkloadChangeError),
@@ -554,14 +561,18 @@ impl Vms {
     }
 
     /// Checks a forwarded command against incoming VM `name`: only an incoming VM takes them,
-    /// and a URI must be the one this agent made for it.
+    /// a URI must be the one this agent made for it, and so must an NBD address; an export
+    /// must be exactly Drover's of its disk (see [`check_storage_command`]).
     pub fn check_forwarded(&self, name: &str, cmd: &ForwardedQmp) -> Result<(), VmsError> {
         let map = lock(&self.map);
         let e = map
             .get(name)
             .ok_or_else(|| VmsError::NotFound(name.to_string()))?;
         let VmRole::Incoming {
-            uri, recover_uri, ..
+            uri,
+            recover_uri,
+            nbd,
+            ..
         } = &e.record.role
         else {
             return Err(VmsError::NotIncoming(name.to_string()));
@@ -569,7 +580,7 @@ impl Vms {
         let (given, own) = match cmd {
             ForwardedQmp::MigrateIncoming(a) => (a.uri, uri),
             ForwardedQmp::MigrateRecover(a) => (a.uri, recover_uri),
-            _ => return Ok(()),
+            other => return check_storage_command(name, other, *nbd),
         };
         if own.as_ref() != Some(&given) {
             return Err(VmsError::ForeignUri {
@@ -681,6 +692,64 @@ impl Vms {
         for n in names {
             let _ = self.remove(&n, Removal::Force).await;
         }
+    }
+}
+
+/// Checks a forwarded storage command for incoming VM `name`, whose NBD address is `nbd` (None:
+/// it has no disk, and takes none of them): `nbd-server-start` on exactly that address,
+/// `block-export-add` of exactly Drover's export of disk 0's format node (the parser has
+/// checked it is nbd and writable). Other commands pass.
+///
+/// # Errors
+/// [`VmsError::ForeignNbd`] naming the argument and what was expected.
+pub fn check_storage_command(
+    name: &str,
+    cmd: &ForwardedQmp,
+    nbd: Option<std::net::SocketAddr>,
+) -> Result<(), VmsError> {
+    let refuse = |given: String, expected: String| VmsError::ForeignNbd {
+        name: name.to_string(),
+        given,
+        expected,
+    };
+    let no_disk = || {
+        refuse(
+            cmd.name().into(),
+            "no storage command: it has no disk".into(),
+        )
+    };
+    match cmd {
+        ForwardedQmp::NbdServerStart(a) => {
+            let own = nbd.ok_or_else(no_disk)?;
+            let given = a.addr.socket_addr();
+            if given != Some(own) {
+                return Err(refuse(
+                    format!("arguments.addr {}:{}", a.addr.data.host, a.addr.data.port),
+                    format!("the NBD address {own} this agent made"),
+                ));
+            }
+            Ok(())
+        }
+        ForwardedQmp::BlockExportAdd(a) => {
+            nbd.ok_or_else(no_disk)?;
+            let disk = drover_qemu::disk::DiskNodes::of(0);
+            let own = (disk.export_id(), disk.format_node(), disk.export_name());
+            if (a.id.as_str(), a.node_name.as_str(), a.name.as_str()) != own {
+                return Err(refuse(
+                    format!(
+                        "export id '{}' of node '{}' named '{}'",
+                        a.id, a.node_name, a.name
+                    ),
+                    format!(
+                        "export id '{}' of node '{}' named '{}' (its disk)",
+                        own.0, own.1, own.2
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        ForwardedQmp::NbdServerStop if nbd.is_none() => Err(no_disk()),
+        _ => Ok(()),
     }
 }
 
