@@ -129,8 +129,17 @@ impl MigrationRecord {
 
 /// `POST /v1/incoming` (agent to agent): the source asks for a destination QEMU. The
 /// destination chooses where it listens: the address this request reached it on.
+/// `disk_virtual_bytes` is required exactly when `config` has a disk (`disk`,
+/// `disk_size_bytes` or `disk_base`), as the schema's if/then/else states.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend(
+    "if" = {"properties": {"config": {"anyOf": [
+        {"required": ["disk"]}, {"required": ["disk_size_bytes"]}, {"required": ["disk_base"]}
+    ]}}},
+    "then" = {"required": ["disk_virtual_bytes"]},
+    "else" = {"not": {"required": ["disk_virtual_bytes"]}}
+))]
 pub struct IncomingRequest {
     pub config: VmConfig,
     #[schemars(regex(pattern = crate::names::MIGRATION_ID))]
@@ -140,6 +149,10 @@ pub struct IncomingRequest {
     /// disk, refused without one; the guest's disk size rule (`drover_guest::fit`, 1 MiB to
     /// 16 TiB) and a multiple of 512.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        range(min = 1_048_576u64, max = 17_592_186_044_416u64),
+        extend("multipleOf" = 512)
+    )]
     pub disk_virtual_bytes: Option<u64>,
 }
 

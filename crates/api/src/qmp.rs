@@ -55,7 +55,9 @@ pub enum InetType {
 pub struct InetData {
     pub host: std::net::IpAddr,
     /// A port number in decimal, 1 to 65535 (checked by the parser).
-    #[schemars(regex(pattern = r"^[1-9][0-9]{0,4}$"))]
+    #[schemars(regex(
+        pattern = r"^([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+    ))]
     pub port: String,
 }
 
@@ -109,6 +111,7 @@ pub struct BlockExportAdd {
     #[schemars(regex(pattern = r"^[a-z0-9-]{1,64}$"))]
     pub name: String,
     /// Always true: the mirror writes through the export.
+    #[schemars(extend("const" = true))]
     pub writable: bool,
 }
 

@@ -123,9 +123,10 @@ pub enum VmsError {
     )]
     ForeignUri { name: String, uri: String },
     /// A forwarded storage command that is not the one this agent expects for the VM.
-    #[error("{given} is not valid for incoming VM '{name}': expected {expected}")]
+    #[error("{field} '{given}' is not valid: expected {expected} for incoming VM '{name}'")]
     ForeignNbd {
         name: String,
+        field: &'static str,
         given: String,
         expected: String,
     },
@@ -707,24 +708,26 @@ pub fn check_storage_command(
     cmd: &ForwardedQmp,
     nbd: Option<std::net::SocketAddr>,
 ) -> Result<(), VmsError> {
-    let refuse = |given: String, expected: String| VmsError::ForeignNbd {
+    let refuse = |field: &'static str, given: String, expected: String| VmsError::ForeignNbd {
         name: name.to_string(),
+        field,
         given,
         expected,
     };
     let no_disk = || {
         refuse(
+            "execute",
             cmd.name().into(),
-            "no storage command: it has no disk".into(),
+            "no storage command (it has no disk)".into(),
         )
     };
     match cmd {
         ForwardedQmp::NbdServerStart(a) => {
             let own = nbd.ok_or_else(no_disk)?;
-            let given = a.addr.socket_addr();
-            if given != Some(own) {
+            if a.addr.socket_addr() != Some(own) {
                 return Err(refuse(
-                    format!("arguments.addr {}:{}", a.addr.data.host, a.addr.data.port),
+                    "arguments.addr",
+                    format!("{}:{}", a.addr.data.host, a.addr.data.port),
                     format!("the NBD address {own} this agent made"),
                 ));
             }
@@ -736,12 +739,10 @@ pub fn check_storage_command(
             let own = (disk.export_id(), disk.format_node(), disk.export_name());
             if (a.id.as_str(), a.node_name.as_str(), a.name.as_str()) != own {
                 return Err(refuse(
+                    "arguments",
+                    format!("id {}, node-name {}, name {}", a.id, a.node_name, a.name),
                     format!(
-                        "export id '{}' of node '{}' named '{}'",
-                        a.id, a.node_name, a.name
-                    ),
-                    format!(
-                        "export id '{}' of node '{}' named '{}' (its disk)",
+                        "its disk's export (id {}, node-name {}, name {})",
                         own.0, own.1, own.2
                     ),
                 ));

@@ -120,16 +120,19 @@ fn forwarded_storage_commands_must_be_the_agents_own() {
         );
     }
     for (bad, words) in [
-        (start("10810"), "arguments.addr 198.18.0.3:10810"),
+        (
+            start("10810"),
+            "arguments.addr '198.18.0.3:10810' is not valid",
+        ),
         // The file node (the raw qcow2 bytes), another id or name: not Drover's export.
         (
             export("drover-disk0-export", "drover-disk0-file", "drover-disk0"),
-            "node 'drover-disk0-file'",
+            "node-name drover-disk0-file,",
         ),
-        (export("x", "drover-disk0", "drover-disk0"), "export id 'x'"),
+        (export("x", "drover-disk0", "drover-disk0"), "'id x,"),
         (
             export("drover-disk0-export", "drover-disk0", "other"),
-            "named 'other'",
+            "name other'",
         ),
     ] {
         let err = check_storage_command("in1", &bad, Some(own)).expect_err(words);
@@ -141,7 +144,10 @@ fn forwarded_storage_commands_must_be_the_agents_own() {
     }
     for diskless in [start("10809"), good, stop] {
         let err = check_storage_command("in1", &diskless, None).expect_err("no disk");
-        assert!(err.to_string().contains("it has no disk"), "{err}");
+        assert!(
+            err.to_string().starts_with("execute '") && err.to_string().contains("it has no disk"),
+            "{err}"
+        );
     }
     let query = cmd("query-status", serde_json::Value::Null);
     assert!(check_storage_command("in1", &query, None).is_ok());
