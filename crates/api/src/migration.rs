@@ -135,9 +135,14 @@ impl MigrationRecord {
 #[serde(deny_unknown_fields)]
 #[schemars(extend(
     "if" = {"properties": {"config": {"anyOf": [
-        {"required": ["disk"]}, {"required": ["disk_size_bytes"]}, {"required": ["disk_base"]}
+        {"required": ["disk"], "properties": {"disk": {"not": {"type": "null"}}}},
+        {"required": ["disk_size_bytes"], "properties": {"disk_size_bytes": {"not": {"type": "null"}}}},
+        {"required": ["disk_base"], "properties": {"disk_base": {"not": {"type": "null"}}}}
     ]}}},
-    "then" = {"required": ["disk_virtual_bytes"]},
+    "then" = {
+        "required": ["disk_virtual_bytes"],
+        "properties": {"disk_virtual_bytes": {"not": {"type": "null"}}}
+    },
     "else" = {"not": {"required": ["disk_virtual_bytes"]}}
 ))]
 pub struct IncomingRequest {
@@ -148,7 +153,11 @@ pub struct IncomingRequest {
     /// target of exactly this size for the storage pre-copy. Required when `config` has a
     /// disk, refused without one; the guest's disk size rule (`drover_guest::fit`, 1 MiB to
     /// 16 TiB) and a multiple of 512.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "drover_core::wire::whole_opt"
+    )]
     #[schemars(
         range(min = 1_048_576u64, max = 17_592_186_044_416u64),
         extend("multipleOf" = 512)

@@ -53,11 +53,10 @@ pub enum InetType {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InetData {
+    #[schemars(regex(pattern = crate::names::IP_ADDRESS))]
     pub host: std::net::IpAddr,
     /// A port number in decimal, 1 to 65535 (checked by the parser).
-    #[schemars(regex(
-        pattern = r"^([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
-    ))]
+    #[schemars(regex(pattern = crate::names::PORT_TEXT))]
     pub port: String,
 }
 

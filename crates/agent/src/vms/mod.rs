@@ -607,6 +607,24 @@ impl Vms {
         })
     }
 
+    /// What QEMU says about incoming VM `name`'s guest, for an abort: a QEMU that does not
+    /// answer because its process has exited (QEMU quits when its incoming migration fails or
+    /// is cancelled; the liveness check may not have seen it yet) is gone, as if lost.
+    async fn look_incoming(&self, name: &str) -> Result<guard::Look, VmsError> {
+        let seen = self.look(name).await?;
+        if !matches!(seen, Some(Err(_))) {
+            return Ok(seen);
+        }
+        let pid = lock(&self.map).get(name).map(|e| e.record.pid);
+        let exited = pid.is_some_and(|pid| {
+            matches!(
+                procfs::liveness(pid, name, procfs::proc_info(pid).as_ref()),
+                Liveness::Dead(_)
+            )
+        });
+        Ok(if exited { None } else { seen })
+    }
+
     /// Refuses VM `name` when its QEMU says a post-copy has taken its guest away.
     ///
     /// # Errors
@@ -645,7 +663,8 @@ impl Vms {
     pub async fn remove(&self, name: &str, kind: Removal) -> Result<(), VmsError> {
         let seen = match kind {
             Removal::Force => None,
-            Removal::Delete | Removal::AbortIncoming => self.look(name).await?,
+            Removal::Delete => self.look(name).await?,
+            Removal::AbortIncoming => self.look_incoming(name).await?,
         };
         let (record, qmp) = {
             let mut map = lock(&self.map);
@@ -742,7 +761,7 @@ pub fn check_storage_command(
                     "arguments",
                     format!("id {}, node-name {}, name {}", a.id, a.node_name, a.name),
                     format!(
-                        "its disk's export (id {}, node-name {}, name {})",
+                        "the export of its disk (id {}, node-name {}, name {})",
                         own.0, own.1, own.2
                     ),
                 ));

@@ -243,6 +243,10 @@ def self_test():
                 "disk) for incoming VM 'in1'")
     assert is_the_documented_nbd_refusal(Case(qmp, start, "in1"), Response(422, nbd))
     assert is_the_documented_nbd_refusal(Case(qmp, stop, "in1"), Response(422, diskless))
+    export = {"execute": "block-export-add", "arguments": {}}
+    other = ("arguments 'id x, node-name y, name z' is not valid: expected the export of its disk "
+             "(id drover-disk0-export, node-name drover-disk0, name drover-disk0) for incoming VM 'in1'")
+    assert is_the_documented_nbd_refusal(Case(qmp, export, "in1"), Response(422, other))
     for case, response in [
         (Case(qmp, start, "in2"), Response(422, nbd)),
         (Case(qmp, start, "in1"), Response(400, nbd)),
