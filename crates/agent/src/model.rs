@@ -22,6 +22,11 @@ pub enum VmRole {
         /// The only URI a forwarded `migrate-recover` may carry.
         #[serde(default)]
         recover_uri: Option<MigrationUri>,
+        /// Where this agent told the source its QEMU's NBD server listens for a storage
+        /// pre-copy: the only address a forwarded `nbd-server-start` may carry (None: a VM
+        /// without a disk, and no NBD server is started).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nbd: Option<std::net::SocketAddr>,
     },
 }
 

@@ -197,6 +197,7 @@ mod tests {
                 migration_id: "m1".into(),
                 uri: None,
                 recover_uri: None,
+                nbd: None,
             },
             pid: 42,
             run_dir: "/tmp/x".into(),

@@ -11,7 +11,7 @@ use common::{client, image, run, send_json, tcg_config, QemuGuard};
 use drover_agent::procfs;
 use drover_api::{AgentUrl, MigrationRequest, MigrationState, VmConfig, VmStatus};
 use drover_core::migration::{PlanKnobs, Technique};
-use drover_testkit::{require, QEMU};
+use drover_testkit::{require, QEMU, QEMU_IMG};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
@@ -30,7 +30,7 @@ async fn post_json(url: &str, body: &Value) -> (u16, Value) {
 
 #[test]
 fn no_caller_or_peer_can_make_qemu_run_a_command() {
-    require!(QEMU);
+    require!(QEMU, QEMU_IMG);
     procfs::become_subreaper();
     let image = image();
     let dir = tempfile::Builder::new()
@@ -47,6 +47,7 @@ fn no_caller_or_peer_can_make_qemu_run_a_command() {
         let (_b, url_b) = run(tcg_config(&state_b, &image)).await;
         forwarded_commands_are_refused(&url_b, &exec).await;
         assert!(!marker.exists(), "a forwarded command ran");
+        forwarded_storage_commands_are_refused(&url_b, &state_b).await;
         paths_stay_in_the_storage_directory(&url_a, &state_a).await;
         a_lying_destination_cannot_steer_the_source(&url_a, &exec).await;
         assert!(!marker.exists(), "a destination's URI ran");
@@ -132,6 +133,100 @@ async fn forwarded_commands_are_refused(url_b: &str, exec: &str) {
     let v = client(url_b).get_vm("in1").await.expect("incoming VM");
     assert_eq!(v.status, VmStatus::Incoming);
     client(url_b).abort_incoming("in1").await.expect("abort");
+}
+
+/// The destination side of a storage pre-copy: an incoming VM with a disk gets a new target of
+/// the source's size and an NBD address; its QEMU starts an NBD server only there and exports
+/// only Drover's disk node, writable; aborting it removes the (incomplete) target.
+async fn forwarded_storage_commands_are_refused(url_b: &str, state_b: &Path) {
+    let target = state_b.join("disks").join("in2.qcow2");
+    let mut config = vm("in2");
+    config.disk_size_bytes = Some(8 << 20);
+    let (s, reply) = post_json(
+        &format!("{url_b}/v1/incoming"),
+        &json!({"config": config, "migration_id": "m-2", "disk_virtual_bytes": 16 << 20}),
+    )
+    .await;
+    assert_eq!(s, 201, "{reply}");
+    assert!(target.is_file(), "no target disk made");
+    let nbd: std::net::SocketAddr = reply["nbd"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no NBD address in {reply}"));
+    assert_eq!(nbd.ip().to_string(), "127.0.0.1", "{reply}");
+    let start = |host: &str, port: Value| {
+        json!({"execute": "nbd-server-start",
+               "arguments": {"addr": {"type": "inet", "data": {"host": host, "port": port}}}})
+    };
+    let export = |field: &str, value: Value| {
+        let mut args = json!({"type": "nbd", "id": "drover-disk0-export",
+                              "node-name": "drover-disk0", "name": "drover-disk0", "writable": true});
+        args[field] = value;
+        json!({"execute": "block-export-add", "arguments": args})
+    };
+    let port = nbd.port().to_string();
+    let qmp = format!("{url_b}/v1/vms/in2/qmp");
+    for (args, want) in [
+        // Another port, another address (QEMU would listen wherever it is told).
+        (start("127.0.0.1", json!((nbd.port() ^ 1).to_string())), 422),
+        (start("0.0.0.0", json!(port)), 422),
+        (
+            json!({"execute": "nbd-server-start",
+                   "arguments": {"addr": {"type": "unix", "data": {"path": "/tmp/nbd.sock"}}}}),
+            400,
+        ),
+        (
+            json!({"execute": "nbd-server-start",
+                   "arguments": {"addr": {"type": "inet", "data": {"host": "127.0.0.1", "port": port}},
+                                 "tls-creds": "x"}}),
+            400,
+        ),
+        // The raw file node, a read-only export, another type, an extra option.
+        (export("node-name", json!("drover-disk0-file")), 422),
+        (export("writable", json!(false)), 422),
+        (export("type", json!("fuse")), 422),
+        (export("allow-inactive", json!(true)), 400),
+        (
+            json!({"execute": "blockdev-add", "arguments": {"driver": "file",
+                   "filename": "/etc/shadow", "node-name": "x"}}),
+            422,
+        ),
+    ] {
+        let (s, body) = post_json(&qmp, &args).await;
+        assert_eq!(s, want, "{args}: {body}");
+    }
+    // The agent's own address and export are taken, and QEMU really serves it.
+    for ok in [
+        start("127.0.0.1", json!(port)),
+        export("writable", json!(true)),
+    ] {
+        let (s, body) = post_json(&qmp, &ok).await;
+        assert_eq!(s, 200, "{ok}: {body}");
+    }
+    tokio::net::TcpStream::connect(nbd)
+        .await
+        .expect("the NBD server listens on the address the agent made");
+    // A diskless incoming VM takes no storage command.
+    let (s, reply) = post_json(
+        &format!("{url_b}/v1/incoming"),
+        &json!({"config": vm("in3"), "migration_id": "m-3"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{reply}");
+    assert!(reply.get("nbd").is_none(), "{reply}");
+    let (s, body) = post_json(
+        &format!("{url_b}/v1/vms/in3/qmp"),
+        &json!({"execute": "nbd-server-stop"}),
+    )
+    .await;
+    assert_eq!(s, 422, "{body}");
+    for name in ["in2", "in3"] {
+        client(url_b).abort_incoming(name).await.expect("abort");
+    }
+    assert!(
+        !target.exists(),
+        "the aborted incoming VM's target was kept"
+    );
 }
 
 /// A VM's disk is a file name in the agent's storage directory, never a host path.

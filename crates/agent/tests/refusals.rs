@@ -97,7 +97,7 @@ fn record(name: &str, role: VmRole, disk: Option<&str>) -> VmRecord {
 
 /// Commit, delete and incoming on VMs whose state says what they are: an ordinary VM is never
 /// committed, an incoming VM is never deleted through `/v1/vms`, a migration id delivers one
-/// VM, and a VM with a disk is refused at both ends.
+/// VM, and a VM with a disk migrates by pre-copy only, never onto a file the destination has.
 #[tokio::test]
 async fn migration_rules_hold_for_recorded_vms() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -107,6 +107,7 @@ async fn migration_rules_hold_for_recorded_vms() {
         migration_id: "m-7".into(),
         uri: None,
         recover_uri: None,
+        nbd: None,
     };
     store
         .save_vm(&record("plain", VmRole::Running, None))
@@ -144,20 +145,29 @@ async fn migration_rules_hold_for_recorded_vms() {
         "{v}"
     );
 
-    // No storage migration yet: a VM with a disk is refused at the request...
-    let req = json!({"to": "http://127.0.0.1:9", "technique": "precopy"});
-    let (s, v) = send("POST", &u("/v1/vms/db/migrations"), Some(req)).await;
-    assert_eq!(s, 409, "{v}");
-    assert!(
-        error(&v).contains("'db.qcow2'") && error(&v).contains("storage migration"),
-        "{v}"
-    );
-    // ...and by a destination, even when a file of that name is in its storage directory.
+    // A VM with a disk migrates by pre-copy only: any other technique is refused at the
+    // request...
+    for technique in ["postcopy", "auto", "hybrid"] {
+        let req = json!({"to": "http://127.0.0.1:9", "technique": technique});
+        let (s, v) = send("POST", &u("/v1/vms/db/migrations"), Some(req)).await;
+        assert_eq!(s, 409, "{v}");
+        assert!(
+            error(&v).contains("'db.qcow2'")
+                && error(&v).contains("storage post-copy is not built yet"),
+            "{v}"
+        );
+    }
+    // ...and a destination never runs on (or overwrites) a file of that name already in its
+    // storage directory: the target is a new file of its own.
     let body = json!({"config": {"name": "db2", "memory_bytes": 128 * MIB, "disk": "db.qcow2"},
-                      "migration_id": "m-8"});
+                      "migration_id": "m-8", "disk_virtual_bytes": 64 * MIB});
     let (s, v) = send("POST", &u("/v1/incoming"), Some(body)).await;
     assert_eq!(s, 409, "{v}");
-    assert!(error(&v).contains("storage migration"), "{v}");
+    assert!(error(&v).contains("'db.qcow2' already exists"), "{v}");
+    assert_eq!(
+        std::fs::read(store.disk_dir().join("db.qcow2")).expect("disk"),
+        b"disk"
+    );
 
     // Its QEMU gone, the aborted incoming VM may go; so may the ordinary one.
     let (s, v) = send("DELETE", &u("/v1/incoming/arriving"), None).await;

@@ -134,12 +134,40 @@ impl MigrationRecord {
 
 /// `POST /v1/incoming` (agent to agent): the source asks for a destination QEMU. The
 /// destination chooses where it listens: the address this request reached it on.
+/// `disk_virtual_bytes` is required exactly when `config` has a disk (`disk`,
+/// `disk_size_bytes` or `disk_base`), as the schema's if/then/else states.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend(
+    "if" = {"properties": {"config": {"anyOf": [
+        {"required": ["disk"], "properties": {"disk": {"not": {"type": "null"}}}},
+        {"required": ["disk_size_bytes"], "properties": {"disk_size_bytes": {"not": {"type": "null"}}}},
+        {"required": ["disk_base"], "properties": {"disk_base": {"not": {"type": "null"}}}}
+    ]}}},
+    "then" = {
+        "required": ["disk_virtual_bytes"],
+        "properties": {"disk_virtual_bytes": {"not": {"type": "null"}}}
+    },
+    "else" = {"not": {"required": ["disk_virtual_bytes"]}}
+))]
 pub struct IncomingRequest {
     pub config: VmConfig,
     #[schemars(regex(pattern = crate::names::MIGRATION_ID))]
     pub migration_id: String,
+    /// The virtual size of the source's disk, bytes: the destination creates an empty qcow2
+    /// target of exactly this size for the storage pre-copy. Required when `config` has a
+    /// disk, refused without one; the guest's disk size rule (`drover_guest::fit`, 1 MiB to
+    /// 16 TiB) and a multiple of 512.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "drover_core::wire::whole_opt"
+    )]
+    #[schemars(
+        range(min = 1_048_576u64, max = 17_592_186_044_416u64),
+        extend("multipleOf" = 512)
+    )]
+    pub disk_virtual_bytes: Option<u64>,
 }
 
 /// Reply to `POST /v1/incoming`.
@@ -150,4 +178,8 @@ pub struct IncomingReply {
     /// Where it listens again to recover a paused post-copy (a fresh port: the first may still
     /// be held by the broken connection).
     pub recover_uri: MigrationUri,
+    /// Where the destination's QEMU will serve its disk's NBD export for a storage pre-copy
+    /// (`IP:PORT`: the URIs' address, a port of its own); absent for a VM without a disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbd: Option<std::net::SocketAddr>,
 }

@@ -87,6 +87,12 @@ pub const AGENT_URL: &str = concat!(
     "/?$"
 );
 
+/// An IP address as Rust's `IpAddr` parser reads it (an NBD server's host).
+pub const IP_ADDRESS: &str = concat!("^(", ipv4!(), "|", ipv6!(), ")$");
+
+/// A TCP port in decimal, 1-65535, no leading zero (an NBD server's port, a string in QMP).
+pub const PORT_TEXT: &str = concat!("^", port!(), "$");
+
 /// A migration URI as Drover makes it: `tcp:` an IPv4 address or a bracketed IPv6 address, and
 /// a port. QEMU runs whatever a URI says, so no other form is ever read.
 pub const MIGRATION_URI: &str = concat!("^tcp:(", ipv4!(), "|\\[", ipv6!(), "\\]):", port!(), "$");

@@ -79,7 +79,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: Delete, path: "/v1/vms/{name}", summary: "Stop and delete a VM, and the disk the agent created for it (an operator-provided disk is never deleted)", request: Body::None, ok: (200, Body::Json(s::<Deleted>)), errors: &[400, AUTH, 404, 409, 422], auth: true },
     Route { method: Post, path: "/v1/vms/{name}/workload", summary: "Change a running VM's workload in place (accepted once checked and recorded; the guest applies it within a second or two: workload_pending turns false; 409: another kind, a larger working set, not fitting the VM, VM busy, lost or incoming)", request: Body::Json(s::<WorkloadChange>), ok: (202, Body::Json(s::<VmView>)), errors: &[400, AUTH, 404, 409, 413, 422, 500], auth: true },
     Route { method: Get, path: "/v1/vms/{name}/samples", summary: "The guest workload's reports, wall-clock stamped", request: Body::None, ok: (200, Body::Json(s::<Vec<WallSample>>)), errors: &[400, AUTH, 404, 422], auth: true },
-    Route { method: Post, path: "/v1/vms/{name}/qmp", summary: "Run one forwardable QMP command on an incoming VM (agent to agent, for migrations; 422 naming arguments.uri when a URI is not the one this agent made for the VM; 409 when the VM is not an incoming one or QEMU refuses the command in its state)", request: Body::Json(s::<ForwardedQmp>), ok: (200, Body::Json(s::<QmpReply>)), errors: &[400, AUTH, 404, 409, 413, 422, 502], auth: true },
+    Route { method: Post, path: "/v1/vms/{name}/qmp", summary: "Run one forwardable QMP command on an incoming VM (agent to agent, for migrations; 422 naming arguments.uri when a URI is not the one this agent made for the VM, naming arguments.addr when an NBD address is not, arguments when an export is not its disk's, execute for a storage command to a VM without a disk; 409 when the VM is not an incoming one or QEMU refuses the command in its state)", request: Body::Json(s::<ForwardedQmp>), ok: (200, Body::Json(s::<QmpReply>)), errors: &[400, AUTH, 404, 409, 413, 422, 502], auth: true },
     Route { method: Post, path: "/v1/vms/{name}/migrations", summary: "Migrate this VM to another agent (runs in the background; 409: busy, lost, has a disk (no storage migration yet), or the destination is this host)", request: Body::Json(s::<MigrationRequest>), ok: (202, Body::Json(s::<MigrationRecord>)), errors: &[400, AUTH, 404, 409, 413, 422], auth: true },
     Route { method: Get, path: "/v1/migrations", summary: "Every migration this agent was the source of", request: Body::None, ok: (200, Body::Json(s::<Vec<MigrationRecord>>)), errors: &[AUTH], auth: true },
     Route { method: Get, path: "/v1/migrations/{id}", summary: "A migration, with live progress while it runs", request: Body::None, ok: (200, Body::Json(s::<MigrationRecord>)), errors: &[400, AUTH, 404, 422], auth: true },
@@ -107,7 +107,7 @@ fn error_meaning(code: u16) -> &'static str {
         409 => "conflicts with the host's state (name taken, VM busy or lost or not an incoming one, not enough free memory, disk absent or, to be created, present already or beyond the free space, a disk base that cannot be one, a disk workload its VM's disk cannot hold, a NIC address or net workload peer this host's VM network does not take, destination is this host, host in standby or waking, VMs or migrations still on a host asked to stand by, a workload change the VM's running workload cannot take), or the VM's QEMU refused a forwarded command in its state or on this host (qmp_class and qmp_desc say why)",
         413 => "body too large",
         414 => "URI too long",
-        422 => "a well-typed value that breaks this document's rules (a pattern, an enum value not in the set, a number out of range, a command outside the forwardable set), or one of the two rules the schema cannot state: a memtouch working set must fit the VM's memory (see VmConfig.workload), and a forwarded migration URI must be the one this agent made for the VM (arguments.uri); the error names the field by its path",
+        422 => "a well-typed value that breaks this document's rules (a pattern, an enum value not in the set, a number out of range, a command outside the forwardable set), or one of the two rules the schema cannot state: a memtouch working set must fit the VM's memory (see VmConfig.workload), and a forwarded migration URI must be the one this agent made for the VM (arguments.uri), as must a forwarded NBD address (arguments.addr; an export must be its disk's, and a VM without a disk takes no storage command); the error names the field by its path",
         500 => "the agent failed (QEMU did not start, qemu-img failed, disk error, state not saved)",
         502 => "the VM's QEMU did not answer",
         _ => "error",
@@ -265,7 +265,20 @@ mod tests {
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         assert_eq!(required, vec!["to", "technique"]);
-        assert!(schemas["IncomingRequest"]["properties"]["config"].is_object());
+        let incoming = &schemas["IncomingRequest"];
+        assert!(incoming["properties"]["config"].is_object());
+        let size = &incoming["properties"]["disk_virtual_bytes"];
+        assert_eq!(size["minimum"], drover_guest::fit::MIN_DISK_BYTES, "{size}");
+        assert_eq!(size["maximum"], drover_guest::fit::MAX_DISK_BYTES, "{size}");
+        assert_eq!(size["multipleOf"], 512, "{size}");
+        assert_eq!(
+            incoming["then"]["required"][0], "disk_virtual_bytes",
+            "{incoming}"
+        );
+        assert!(incoming["else"]["not"].is_object(), "{incoming}");
+        let export = &schemas["BlockExportAdd"];
+        assert_eq!(export["properties"]["writable"]["const"], true, "{export}");
+        assert!(schemas["IncomingReply"]["properties"]["nbd"].is_object());
         let change = &schemas["WorkloadChange"];
         assert_eq!(change["additionalProperties"], false, "{change}");
         assert_eq!(

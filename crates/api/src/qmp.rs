@@ -4,9 +4,11 @@
 //! The set is exactly what the migration driver and the resumption of a paused post-copy send
 //! to a destination: set capabilities, start listening (`migrate-incoming`), pause an incoming
 //! post-copy still waiting on a dead connection (`migrate-pause`), listen again for recovery
-//! (`migrate-recover`), and three queries. Each command's arguments are a `deny_unknown_fields` type, so nothing QEMU would
+//! (`migrate-recover`), three queries, and a storage pre-copy's destination half
+//! (`nbd-server-start`, `block-export-add` of the disk, `nbd-server-stop`). Each command's arguments are a `deny_unknown_fields` type, so nothing QEMU would
 //! also accept (`channels`, `exit-on-error`, an `exec:` URI) can be smuggled through; the
-//! agent further checks that a URI is the one it made for that VM. Replies are typed too: only
+//! agent further checks that a URI or NBD address is the one it made for that VM, and that an
+//! export is exactly Drover's export of its disk. Replies are typed too: only
 //! the fields the driver reads cross back.
 
 use crate::body::Node;
@@ -40,6 +42,78 @@ pub struct UriArgs {
     pub uri: MigrationUri,
 }
 
+/// The socket address type QEMU's `nbd-server-start` takes; only `inet` is forwardable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InetType {
+    Inet,
+}
+
+/// An IP address and a port, as QEMU's `InetSocketAddress` spells them (the port a string).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InetData {
+    #[schemars(regex(pattern = crate::names::IP_ADDRESS))]
+    pub host: std::net::IpAddr,
+    /// A port number in decimal, 1 to 65535 (checked by the parser).
+    #[schemars(regex(pattern = crate::names::PORT_TEXT))]
+    pub port: String,
+}
+
+/// `SocketAddressLegacy` of type `inet`: `{"type": "inet", "data": {host, port}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyInet {
+    #[serde(rename = "type")]
+    pub kind: InetType,
+    pub data: InetData,
+}
+
+impl LegacyInet {
+    /// The address, once the parser has checked the port.
+    pub fn socket_addr(&self) -> Option<std::net::SocketAddr> {
+        let port: u16 = self.data.port.parse().ok().filter(|p| *p > 0)?;
+        (port.to_string() == self.data.port)
+            .then(|| std::net::SocketAddr::new(self.data.host, port))
+    }
+}
+
+/// `nbd-server-start` arguments: where the destination's NBD server listens, nothing else (no
+/// TLS settings, no connection limit: those are QEMU's defaults). The agent further checks
+/// that the address is the one it made for that VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NbdServerStart {
+    pub addr: LegacyInet,
+}
+
+/// The export type of `block-export-add`; only `nbd` is forwardable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportType {
+    Nbd,
+}
+
+/// `block-export-add` arguments, exactly those of a storage pre-copy's export: the disk's
+/// format node exported writable under its own name. The names are checked by the agent
+/// against Drover's own (`drover_qemu::disk::DiskNodes`); here, that they are short names and
+/// the export is writable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BlockExportAdd {
+    #[serde(rename = "type")]
+    pub kind: ExportType,
+    #[schemars(regex(pattern = r"^[a-z0-9-]{1,64}$"))]
+    pub id: String,
+    #[schemars(regex(pattern = r"^[a-z0-9-]{1,64}$"))]
+    pub node_name: String,
+    #[schemars(regex(pattern = r"^[a-z0-9-]{1,64}$"))]
+    pub name: String,
+    /// Always true: the mirror writes through the export.
+    #[schemars(extend("const" = true))]
+    pub writable: bool,
+}
+
 /// A forwardable QMP command: `{"execute": NAME, "arguments": {...}}` (no `arguments` for the
 /// queries).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -57,6 +131,9 @@ pub enum ForwardedQmp {
     QueryMigrate,
     QueryStatus,
     QueryMigrateCapabilities,
+    NbdServerStart(NbdServerStart),
+    BlockExportAdd(BlockExportAdd),
+    NbdServerStop,
 }
 
 /// A command that may not be forwarded, or arguments it does not take.
@@ -72,7 +149,7 @@ pub enum QmpForwardError {
 pub const MAX_CAPABILITIES: usize = 16;
 
 /// The forwardable command names.
-pub const FORWARDABLE: [&str; 7] = [
+pub const FORWARDABLE: [&str; 10] = [
     "migrate-set-capabilities",
     "migrate-incoming",
     "migrate-recover",
@@ -80,10 +157,13 @@ pub const FORWARDABLE: [&str; 7] = [
     "query-migrate",
     "query-status",
     "query-migrate-capabilities",
+    "nbd-server-start",
+    "block-export-add",
+    "nbd-server-stop",
 ];
 
 /// The forwardable command names, for messages.
-pub const ALLOWED: &str = "migrate-set-capabilities, migrate-incoming, migrate-recover, migrate-pause, query-migrate, query-status, query-migrate-capabilities";
+pub const ALLOWED: &str = "migrate-set-capabilities, migrate-incoming, migrate-recover, migrate-pause, query-migrate, query-status, query-migrate-capabilities, nbd-server-start, block-export-add, nbd-server-stop";
 
 impl ForwardedQmp {
     /// QEMU's name for the command.
@@ -96,6 +176,9 @@ impl ForwardedQmp {
             ForwardedQmp::QueryMigrate => "query-migrate",
             ForwardedQmp::QueryStatus => "query-status",
             ForwardedQmp::QueryMigrateCapabilities => "query-migrate-capabilities",
+            ForwardedQmp::NbdServerStart(_) => "nbd-server-start",
+            ForwardedQmp::BlockExportAdd(_) => "block-export-add",
+            ForwardedQmp::NbdServerStop => "nbd-server-stop",
         }
     }
 
@@ -131,6 +214,8 @@ impl ForwardedQmp {
             ForwardedQmp::MigrateIncoming(a) | ForwardedQmp::MigrateRecover(a) => {
                 serde_json::to_value(a)
             }
+            ForwardedQmp::NbdServerStart(a) => serde_json::to_value(a),
+            ForwardedQmp::BlockExportAdd(a) => serde_json::to_value(a),
             _ => return None,
         };
         // These types always serialize (strings, bools and enums only).
@@ -252,6 +337,106 @@ mod tests {
         assert_eq!(back, c);
     }
 
+    /// What `drover_qemu::storage` sends a destination, as `qmp::block` spells it.
+    #[test]
+    fn the_storage_commands_round_trip() {
+        let start =
+            json!({"addr": {"type": "inet", "data": {"host": "198.18.0.3", "port": "10809"}}});
+        let c = ForwardedQmp::from_parts("nbd-server-start", Some(&start)).expect("start");
+        assert_eq!(c.arguments(), Some(start));
+        let ForwardedQmp::NbdServerStart(a) = &c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            a.addr.socket_addr(),
+            Some("198.18.0.3:10809".parse().expect("addr"))
+        );
+        let export = json!({"type": "nbd", "id": "drover-disk0-export", "node-name": "drover-disk0",
+                            "name": "drover-disk0", "writable": true});
+        let c = ForwardedQmp::from_parts("block-export-add", Some(&export)).expect("export");
+        assert_eq!(c.arguments(), Some(export));
+        let stop = ForwardedQmp::from_parts("nbd-server-stop", None).expect("stop");
+        assert_eq!((stop.name(), stop.arguments()), ("nbd-server-stop", None));
+    }
+
+    #[test]
+    fn storage_attacks_are_refused() {
+        let inet = |host: Value, port: Value| json!({"addr": {"type": "inet", "data": {"host": host, "port": port}}});
+        let export = |extra: (&str, Value)| {
+            let mut e = json!({"type": "nbd", "id": "drover-disk0-export",
+                               "node-name": "drover-disk0", "name": "drover-disk0", "writable": true});
+            e[extra.0] = extra.1;
+            e
+        };
+        for (cmd, args) in [
+            // A unix socket, an fd, a vsock: only inet.
+            (
+                "nbd-server-start",
+                json!({"addr": {"type": "unix", "data": {"path": "/tmp/x"}}}),
+            ),
+            (
+                "nbd-server-start",
+                json!({"addr": {"type": "fd", "data": {"str": "3"}}}),
+            ),
+            ("nbd-server-start", inet(json!("not-an-ip"), json!("10809"))),
+            ("nbd-server-start", inet(json!("198.18.0.3"), json!("0"))),
+            (
+                "nbd-server-start",
+                inet(json!("198.18.0.3"), json!("010809")),
+            ),
+            (
+                "nbd-server-start",
+                inet(json!("198.18.0.3"), json!("65536")),
+            ),
+            ("nbd-server-start", inet(json!("198.18.0.3"), json!(10809))),
+            ("nbd-server-start", inet(json!("198.18.0.3"), json!("nbd"))),
+            (
+                "nbd-server-start",
+                json!({"addr": {"type": "inet", "data": {"host": "198.18.0.3", "port": "10809", "ipv6": true}}}),
+            ),
+            (
+                "nbd-server-start",
+                json!({"addr": {"type": "inet", "data": {"host": "198.18.0.3", "port": "10809"}}, "tls-creds": "x"}),
+            ),
+            (
+                "nbd-server-start",
+                json!({"addr": {"type": "inet", "data": {"host": "198.18.0.3", "port": "10809"}}, "max-connections": 0}),
+            ),
+            ("block-export-add", export(("writable", json!(false)))),
+            ("block-export-add", export(("type", json!("fuse")))),
+            (
+                "block-export-add",
+                export(("type", json!("vhost-user-blk"))),
+            ),
+            ("block-export-add", export(("node-name", json!("json:{}")))),
+            ("block-export-add", export(("name", json!("")))),
+            ("block-export-add", export(("id", json!("A".repeat(65))))),
+            ("block-export-add", export(("bitmaps", json!(["b"])))),
+            ("block-export-add", export(("allow-inactive", json!(true)))),
+            ("block-export-add", export(("iothread", json!("io0")))),
+            ("block-export-add", export(("mountpoint", json!("/etc")))),
+            ("nbd-server-stop", json!({"x": 1})),
+            (
+                "nbd-server-add",
+                json!({"device": "drover-disk0", "writable": true}),
+            ),
+            ("block-export-del", json!({"id": "drover-disk0-export"})),
+            (
+                "blockdev-add",
+                json!({"driver": "file", "filename": "/etc/shadow", "node-name": "x"}),
+            ),
+            (
+                "blockdev-mirror",
+                json!({"device": "drover-disk0", "target": "x", "sync": "full"}),
+            ),
+        ] {
+            assert!(
+                ForwardedQmp::from_parts(cmd, Some(&args)).is_err(),
+                "{cmd} {args}"
+            );
+        }
+    }
+
     #[test]
     fn the_forwardable_list_is_the_message() {
         assert_eq!(FORWARDABLE.join(", "), ALLOWED);
@@ -336,18 +521,26 @@ mod tests {
             cmd in prop::sample::select(vec![
                 "migrate-set-capabilities", "migrate-incoming", "migrate-recover",
                 "migrate-pause", "query-migrate", "query-status", "query-migrate-capabilities",
-                "migrate", "quit", "migrate-set-parameters",
+                "migrate", "quit", "migrate-set-parameters", "nbd-server-start",
+                "block-export-add", "nbd-server-stop",
             ]),
             args in json_value(),
         ) {
             if let Ok(c) = ForwardedQmp::from_parts(cmd, Some(&args)) {
                 prop_assert_eq!(c.name(), cmd);
                 match c.arguments() {
-                    None => prop_assert!(cmd.starts_with("query-") || cmd == "migrate-pause"),
+                    None => prop_assert!(
+                        cmd.starts_with("query-") || cmd == "migrate-pause" || cmd == "nbd-server-stop"
+                    ),
                     Some(Value::Object(m)) => {
                         let keys: Vec<&str> = m.keys().map(String::as_str).collect();
                         match cmd {
                             "migrate-set-capabilities" => prop_assert_eq!(keys, vec!["capabilities"]),
+                            "nbd-server-start" => prop_assert_eq!(keys, vec!["addr"]),
+                            "block-export-add" => {
+                                prop_assert_eq!(keys, vec!["id", "name", "node-name", "type", "writable"]);
+                                prop_assert_eq!(&m["writable"], &Value::Bool(true));
+                            }
                             _ => {
                                 prop_assert_eq!(keys, vec!["uri"]);
                                 let uri = m["uri"].as_str().unwrap_or_default();

@@ -19,7 +19,10 @@
 use crate::body::{path_text, typed, Located, Node, ReadError, Refusal, Step};
 use crate::migration::{IncomingRequest, MigrationRequest};
 use crate::names::{MIGRATION_ID_SHAPE, VM_NAME_SHAPE, WORKLOAD_SHAPE};
-use crate::qmp::{ForwardedQmp, SetCapabilities, UriArgs, ALLOWED, MAX_CAPABILITIES};
+use crate::qmp::{
+    BlockExportAdd, ForwardedQmp, NbdServerStart, SetCapabilities, UriArgs, ALLOWED,
+    MAX_CAPABILITIES,
+};
 use crate::vm::{VmConfig, VmConfigError};
 use crate::workload::WorkloadChange;
 use drover_core::migration::{KnobError, PlanKnobs};
@@ -300,7 +303,34 @@ pub fn parse_incoming(body: &[u8]) -> Result<IncomingRequest, RequestError> {
     MIGRATION_ID_SHAPE
         .check(&req.migration_id)
         .map_err(|e| RequestError::Invalid(e.named("migration_id")))?;
+    check_disk_virtual_bytes(req.config.disk_file().as_deref(), req.disk_virtual_bytes)?;
     Ok(req)
+}
+
+/// `disk_virtual_bytes` of an incoming request: given exactly when the configuration has a
+/// disk (`disk` names it), by the guest's disk size rule, a multiple of 512 (qcow2's sector).
+fn check_disk_virtual_bytes(disk: Option<&str>, bytes: Option<u64>) -> Result<(), RequestError> {
+    match (disk, bytes) {
+        (None, None) => Ok(()),
+        (Some(disk), None) => Err(RequestError::Invalid(format!(
+            "disk_virtual_bytes is missing: config has disk '{disk}', whose virtual size the \
+             destination's target must have"
+        ))),
+        (None, Some(_)) => Err(RequestError::Invalid(
+            "disk_virtual_bytes is given but config has no disk: expected it only with a disk"
+                .into(),
+        )),
+        (Some(_), Some(b)) => {
+            drover_guest::fit::check_disk_size(b)
+                .map_err(|e| RequestError::Invalid(format!("disk_virtual_bytes: {e}")))?;
+            if b % 512 != 0 {
+                return Err(RequestError::Invalid(format!(
+                    "disk_virtual_bytes {b}: expected a multiple of 512"
+                )));
+            }
+            Ok(())
+        }
+    }
 }
 
 /// `POST /v1/vms/{name}/workload`: a [`WorkloadChange`] whose spec has the workload shape
@@ -397,6 +427,23 @@ pub(crate) fn qmp_command(
                 _ => ForwardedQmp::MigrateRecover(args),
             })
         }
+        "nbd-server-start" => {
+            let args: NbdServerStart = read(arguments.ok_or_else(required)?, root, &at, what)?;
+            if args.addr.socket_addr().is_none() {
+                return Err(RequestError::Invalid(format!(
+                    "arguments.addr.data.port '{}' is not valid: expected a port from 1 to 65535 \
+                     in decimal",
+                    args.addr.data.port.chars().take(16).collect::<String>()
+                )));
+            }
+            Ok(ForwardedQmp::NbdServerStart(args))
+        }
+        "block-export-add" => {
+            let args: BlockExportAdd = read(arguments.ok_or_else(required)?, root, &at, what)?;
+            check_export(&args)?;
+            Ok(ForwardedQmp::BlockExportAdd(args))
+        }
+        "nbd-server-stop" => none(ForwardedQmp::NbdServerStop),
         "migrate-pause" => none(ForwardedQmp::MigratePause),
         "query-migrate" => none(ForwardedQmp::QueryMigrate),
         "query-status" => none(ForwardedQmp::QueryStatus),
@@ -406,6 +453,35 @@ pub(crate) fn qmp_command(
             other.chars().take(64).collect::<String>()
         ))),
     }
+}
+
+/// A forwarded export: writable (the mirror writes through it), names of Drover's shape (the
+/// agent checks they are exactly its disk's).
+fn check_export(args: &BlockExportAdd) -> Result<(), RequestError> {
+    if !args.writable {
+        return Err(RequestError::Invalid(
+            "arguments.writable false is not valid: expected true (a storage pre-copy's export)"
+                .into(),
+        ));
+    }
+    let short = |s: &str| {
+        (1..=64).contains(&s.len())
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    for (field, value) in [
+        ("id", &args.id),
+        ("node-name", &args.node_name),
+        ("name", &args.name),
+    ] {
+        if !short(value) {
+            return Err(RequestError::Invalid(format!(
+                "arguments.{field} '{}' is not valid: expected 1 to 64 of a-z, 0-9 and '-'",
+                value.chars().take(64).collect::<String>()
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -232,6 +232,49 @@ fn nested_fields_are_named_by_their_path() {
     );
 }
 
+/// An incoming VM with a disk says its disk's virtual size (the destination's target is made
+/// that size); a diskless one must not.
+#[test]
+fn incoming_disks_carry_their_virtual_size() {
+    let body = |config: &str, size: &str| {
+        format!(r#"{{"config":{{{config}}},"migration_id":"m-1"{size}}}"#).into_bytes()
+    };
+    let disk = format!(r#"{VM},"disk_size_bytes":67108864"#);
+    let req = parse_incoming(&body(&disk, r#","disk_virtual_bytes":67108864"#)).expect("valid");
+    assert_eq!(req.disk_virtual_bytes, Some(64 << 20));
+    check(
+        parse_incoming,
+        [
+            (body(VM, ""), 200, ""),
+            (
+                body(&disk, ""),
+                422,
+                "disk_virtual_bytes is missing: config has disk 'a.qcow2'",
+            ),
+            (
+                body(VM, r#","disk_virtual_bytes":67108864"#),
+                422,
+                "disk_virtual_bytes is given but config has no disk",
+            ),
+            (
+                body(&disk, r#","disk_virtual_bytes":4096"#),
+                422,
+                "disk_virtual_bytes: disk_size_bytes 4096: expected 1 MiB to 16 TiB",
+            ),
+            (
+                body(&disk, r#","disk_virtual_bytes":1048577"#),
+                422,
+                "disk_virtual_bytes 1048577: expected a multiple of 512",
+            ),
+            (
+                body(&disk, r#","disk_virtual_bytes":"64M""#),
+                400,
+                "disk_virtual_bytes",
+            ),
+        ],
+    );
+}
+
 #[test]
 fn migration_requests() {
     let m = parse_migration(

@@ -11,7 +11,8 @@
 //!   document lists them per operation, and they pass;
 //! - 400 and 422 reject the data and fail, except two 422s: the document states the two rules
 //!   JSON Schema cannot (a memtouch working set must fit the VM's memory, two fields compared;
-//!   a forwarded migration URI must be the one the agent made for that incoming VM) and quotes
+//!   a forwarded migration URI, or NBD address, must be the one the agent made for that
+//!   incoming VM, an export its disk's) and quotes
 //!   their refusals. The hook lets a 422 through only when it is one of those refusals, about
 //!   the request's own values (its numbers; its VM name), for a request that does break the
 //!   rule as documented.

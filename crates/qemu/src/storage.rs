@@ -231,6 +231,9 @@ async fn switchover(
     clock: &Clock,
     memory_done: &AtomicBool,
 ) {
+    // A source that migrated before (a failed or cancelled attempt) reports that migration's
+    // end until `migrate` starts the new one: an end counts only once this one was seen going.
+    let mut started = false;
     while !memory_done.load(Ordering::Acquire) {
         match ends
             .source
@@ -247,7 +250,8 @@ async fn switchover(
                 }
                 return;
             }
-            Ok(Some(s)) if !s.is_precopy() && s != MigrationStatus::None => return,
+            Ok(Some(s)) if s.is_precopy() => started = true,
+            Ok(Some(s)) if started && s != MigrationStatus::None => return,
             // Not started yet, pre-copy going on, or a failed look: the driver judges those.
             _ => {}
         }

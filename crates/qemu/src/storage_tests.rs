@@ -16,6 +16,8 @@ struct World {
     source_paused: bool,
     /// Polls of the source's migration after `migrate`.
     migrate_polls: u64,
+    /// The status an earlier migration of the source left (QEMU reports it until `migrate`).
+    earlier: Option<&'static str>,
     // Faults.
     mirror_fails: bool,
     migrate_fails: bool,
@@ -54,7 +56,7 @@ fn job_json(w: &mut World) -> Value {
 
 fn migrate_json(w: &mut World) -> Value {
     if !w.migrating {
-        return json!({});
+        return w.earlier.map_or(json!({}), |s| json!({"status": s}));
     }
     if w.migration_cancelled {
         return json!({"status": "cancelled"});
@@ -257,6 +259,21 @@ async fn storage_precopy_mirrors_then_switches_over_in_libvirts_order() {
     assert!(run.storage.cancel_to_concluded_ms.is_some());
     let w = r.world.lock().expect("lock");
     assert!(!w.server_up && !w.target_attached && w.job.is_none());
+}
+
+/// The lab's retry after a cancelled attempt: the source still says `cancelled` when the new
+/// run starts, which must not end the switchover watch before the new migration pauses at
+/// `pre-switchover` (it would wait there until the deadline).
+#[tokio::test(start_paused = true)]
+async fn an_earlier_migrations_end_does_not_end_the_switchover_watch() {
+    for earlier in ["cancelled", "failed", "completed"] {
+        let r = rig(|w| w.earlier = Some(earlier));
+        let run = run(&r).await;
+        let memory = run.memory.expect("memory migration ran");
+        assert_eq!(memory.outcome.status, EndStatus::Completed, "{earlier}");
+        assert_eq!(run.storage.error, None, "{earlier}: {:?}", run.storage);
+        assert!(actions(&r.source).contains(&"migrate-continue".to_string()));
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -126,7 +126,9 @@ impl From<crate::vms::VmsError> for ApiError {
             | E::Workload(_) => ApiError::Conflict(e.to_string()),
             // A URI that is not the one this agent made is a value that breaks a rule, like
             // one of another form (the parser's 422), whatever the VM's state.
-            E::Unsendable(_) | E::ForeignUri { .. } => ApiError::Invalid(e.to_string()),
+            E::Unsendable(_) | E::ForeignUri { .. } | E::ForeignNbd { .. } => {
+                ApiError::Invalid(e.to_string())
+            }
             E::Disk(ref d) if d.is_conflict() => ApiError::Conflict(e.to_string()),
             E::Disk(_) => ApiError::Internal(e.to_string()),
             E::Launch(drover_qemu::launcher::LaunchError::BadSpec(_)) => {
@@ -152,7 +154,7 @@ impl From<crate::migrate::MigrateError> for ApiError {
             E::Finished(_)
             | E::ToSelf(_)
             | E::Exists(_)
-            | E::HasDisk { .. }
+            | E::DiskNeedsPrecopy { .. }
             | E::Postcopy
             | E::NotSettled { .. } => ApiError::Conflict(e.to_string()),
             E::Transition(_) => ApiError::Internal(e.to_string()),

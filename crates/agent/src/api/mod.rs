@@ -302,22 +302,24 @@ async fn cancel_migration(State(st): St, p: Result<Path<String>, PathRejection>)
     )
 }
 
-/// Picks two free TCP ports on `ip` for QEMU's migration and recovery listeners (both held
-/// until both are known, so they differ). Racy in theory (another process may take one before
-/// QEMU binds); `migrate-incoming` would then fail and the source reports the migration failed,
-/// with the VM still on the source.
-fn free_ports(ip: IpAddr) -> Result<(u16, u16), ApiError> {
-    let bind = || {
-        std::net::TcpListener::bind((ip, 0))
-            .map_err(|e| ApiError::Internal(format!("cannot listen on {ip} here: {e}")))
-    };
-    let port = |l: &std::net::TcpListener| {
-        l.local_addr()
-            .map(|a| a.port())
-            .map_err(|e| ApiError::Internal(format!("local address: {e}")))
-    };
-    let (a, b) = (bind()?, bind()?);
-    Ok((port(&a)?, port(&b)?))
+/// Picks `N` free TCP ports on `ip` for QEMU's listeners (migration, recovery and, for a VM
+/// with a disk, the NBD server), all held until all are known, so they differ. Racy in theory
+/// (another process may take one before QEMU binds); `migrate-incoming` or `nbd-server-start`
+/// would then fail and the source reports the migration failed, with the VM still on the
+/// source.
+fn free_ports<const N: usize>(ip: IpAddr) -> Result<[u16; N], ApiError> {
+    let mut held = Vec::with_capacity(N);
+    let mut ports = [0u16; N];
+    for port in &mut ports {
+        let l = std::net::TcpListener::bind((ip, 0))
+            .map_err(|e| ApiError::Internal(format!("cannot listen on {ip} here: {e}")))?;
+        *port = l
+            .local_addr()
+            .map_err(|e| ApiError::Internal(format!("local address: {e}")))?
+            .port();
+        held.push(l);
+    }
+    Ok(ports)
 }
 
 async fn incoming(
@@ -331,18 +333,23 @@ async fn incoming(
     let ip = conn
         .and_then(|Extension(c)| c.0.local)
         .map_or(st.listen.ip(), |a| a.ip());
-    let (port, recover_port) = free_ports(ip)?;
+    let [port, recover_port, nbd_port] = free_ports(ip)?;
+    let config = crate::migrate::incoming_config(req.config, req.disk_virtual_bytes);
     let reply = IncomingReply {
         uri: MigrationUri::tcp(ip, port),
         recover_uri: MigrationUri::tcp(ip, recover_port),
+        nbd: config
+            .disk
+            .is_some()
+            .then(|| std::net::SocketAddr::new(ip, nbd_port)),
     };
     let role = VmRole::Incoming {
         migration_id: req.migration_id,
         uri: Some(reply.uri),
         recover_uri: Some(reply.recover_uri),
+        nbd: reply.nbd,
     };
-    crate::migrate::check_no_disk(&req.config)?;
-    st.vms.start(req.config, role).await?;
+    st.vms.start(config, role).await?;
     ok(StatusCode::CREATED, reply)
 }
 

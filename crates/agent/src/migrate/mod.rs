@@ -39,9 +39,18 @@
 //! `drover_core::migration::resume`): the record stays `paused` until the settle makes it
 //! `completed`; a link that does not return leaves it `paused`, both QEMUs kept.
 //!
-//! A VM with a disk is not migrated: each host's storage directory is its own and storage
-//! migration does not exist yet, so its destination would run on a different file of the same
-//! name. Both ends refuse it.
+//! A VM with a disk migrates by pre-copy only (`drover_qemu::storage`; any other technique,
+//! `auto` included, is refused at the request: storage post-copy is not built yet). S sends
+//! its disk's virtual size in the incoming request; D creates an empty qcow2 target of that
+//! size under the disk's name in its own storage directory (409 if the name is taken there,
+//! never overwriting), starts the incoming QEMU on it and replies with the NBD address its
+//! QEMU will serve the export on (the URIs' address, a port of its own; S refuses one that
+//! does not point at D). S then runs `migrate_with_storage`: through the forwarded set, D's
+//! QEMU starts the NBD server on exactly that address and exports exactly Drover's disk node;
+//! S mirrors into it, and at `pre-switchover` ends the mirror before the guest moves. D's
+//! target is D's agent's own: removed with an aborted incoming VM (it is incomplete), the
+//! VM's disk once committed (deleted with it). Every failure leaves the VM running on S on
+//! its own disk. The record's notes carry the storage figures.
 //!
 //! # When a QEMU stops answering
 //! The driver (`drover_qemu::driver`) judges it, with core's machines. The source QEMU not
@@ -71,7 +80,7 @@ use crate::{lock, AgentState};
 use drover_api::{
     unix_ms, AgentUrl, ClientError, MigrationRecord, MigrationRequest, MigrationState,
 };
-use drover_core::migration::MigrationStatus;
+use drover_core::migration::{MigrationStatus, Technique};
 use drover_qemu::qmp::QmpExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,10 +105,14 @@ pub enum MigrateError {
     #[error("a migration with id '{0}' already exists")]
     Exists(String),
     #[error(
-        "VM '{vm}' has disk '{disk}': storage migration is not supported yet (each host's \
-         storage directory is its own, so the destination would run on a different file)"
+        "VM '{vm}' has disk '{disk}': only technique precopy moves a disk (storage pre-copy); \
+         technique {technique} is refused (storage post-copy is not built yet)"
     )]
-    HasDisk { vm: String, disk: String },
+    DiskNeedsPrecopy {
+        vm: String,
+        disk: String,
+        technique: Technique,
+    },
     #[error(
         "cannot cancel: the migration is in post-copy and the VM already runs on the destination"
     )]
@@ -327,7 +340,7 @@ pub async fn start(
     req: MigrationRequest,
 ) -> Result<MigrationRecord, MigrateError> {
     let config = state.vms.record(vm)?.config;
-    check_no_disk(&config)?;
+    check_disk_technique(&config, req.technique)?;
     // A source whose QEMU is in post-copy already (a migration the record lost track of) has
     // only part of the guest: refuse before anything starts.
     state.vms.check_not_departed(vm).await?;
@@ -368,20 +381,42 @@ pub async fn start(
     Ok(record)
 }
 
-/// Refuses a VM with a disk (see the module doc): at the request and, on the destination, for
-/// an incoming configuration.
+/// Refuses a VM with a disk unless `technique` is pre-copy, the only storage migration built
+/// (see the module doc): at the request, before anything starts.
 ///
 /// # Errors
-/// [`MigrateError::HasDisk`] naming the disk.
-pub fn check_no_disk(config: &drover_api::VmConfig) -> Result<(), MigrateError> {
+/// [`MigrateError::DiskNeedsPrecopy`] naming the disk and the technique asked for.
+pub fn check_disk_technique(
+    config: &drover_api::VmConfig,
+    technique: Technique,
+) -> Result<(), MigrateError> {
     // A disk to be created (`disk_size_bytes`, `disk_base`) counts, named or not.
     match config.disk_file() {
-        Some(disk) => Err(MigrateError::HasDisk {
+        Some(disk) if technique != Technique::Precopy => Err(MigrateError::DiskNeedsPrecopy {
             vm: config.name.clone(),
             disk,
+            technique,
         }),
-        None => Ok(()),
+        _ => Ok(()),
     }
+}
+
+/// The configuration an incoming VM runs with on the destination (pure, for tests): a VM with
+/// a disk gets a new, empty qcow2 target of the source disk's `virtual_bytes`, under the same
+/// name, created by this agent ([`crate::vms::Vms::start`] refuses a name that exists, never
+/// overwriting) and so owned by it: an aborted incoming VM's incomplete target is removed with
+/// it, a committed VM's disk is deleted with the VM. No base: the mirror copies the whole disk,
+/// its base's blocks included.
+pub fn incoming_config(
+    mut config: drover_api::VmConfig,
+    virtual_bytes: Option<u64>,
+) -> drover_api::VmConfig {
+    config.disk = config.disk_file();
+    if config.disk.is_some() {
+        config.disk_size_bytes = virtual_bytes;
+        config.disk_base = None;
+    }
+    config
 }
 
 /// A record with live progress: while QEMU migrates, ask the source QEMU how far it got; a
@@ -493,7 +528,7 @@ mod tests {
     }
 
     #[test]
-    fn a_vm_with_a_disk_is_not_migrated() {
+    fn a_vm_with_a_disk_migrates_by_precopy_only() {
         let mut config = drover_api::VmConfig {
             name: "db".into(),
             vcpus: 1,
@@ -504,16 +539,53 @@ mod tests {
             disk_base: None,
             nic: None,
         };
-        let err = check_no_disk(&config).expect_err("disk");
-        let text = err.to_string();
-        assert!(
-            text.contains("'db.qcow2'") && text.contains("storage migration is not supported yet"),
-            "{text}"
-        );
+        assert!(check_disk_technique(&config, Technique::Precopy).is_ok());
+        for t in [Technique::Postcopy, Technique::Hybrid, Technique::Auto] {
+            let text = check_disk_technique(&config, t)
+                .expect_err("not pre-copy")
+                .to_string();
+            assert!(
+                text.contains("'db.qcow2'")
+                    && text.contains(&format!("technique {t} is refused"))
+                    && text.contains("storage post-copy is not built yet"),
+                "{text}"
+            );
+        }
         config.disk = None;
-        assert!(check_no_disk(&config).is_ok());
+        assert!(check_disk_technique(&config, Technique::Postcopy).is_ok());
         config.disk_size_bytes = Some(64 << 20);
-        let err = check_no_disk(&config).expect_err("a disk to create");
+        let err = check_disk_technique(&config, Technique::Auto).expect_err("a disk to create");
         assert!(err.to_string().contains("'db.qcow2'"), "{err}");
+    }
+
+    /// The destination makes its own empty target of the source's virtual size under the
+    /// disk's name, whatever the source's disk was (its own, an operator's, an overlay).
+    #[test]
+    fn an_incoming_disk_is_a_new_target_of_the_sources_size() {
+        let config =
+            |disk: Option<&str>, size: Option<u64>, base: Option<&str>| drover_api::VmConfig {
+                name: "db".into(),
+                vcpus: 1,
+                memory_bytes: 128 << 20,
+                workload: "idle".into(),
+                disk: disk.map(str::to_string),
+                disk_size_bytes: size,
+                disk_base: base.map(str::to_string),
+                nic: None,
+            };
+        for source in [
+            config(Some("d.qcow2"), None, None),
+            config(None, Some(32 << 20), None),
+            config(Some("d.qcow2"), None, Some("base.qcow2")),
+        ] {
+            let name = source.disk_file();
+            let target = incoming_config(source, Some(64 << 20));
+            assert_eq!(target.disk, name);
+            assert_eq!(target.disk_size_bytes, Some(64 << 20));
+            assert_eq!(target.disk_base, None);
+            assert!(target.creates_disk(), "owned by the destination's agent");
+        }
+        let diskless = config(None, None, None);
+        assert_eq!(incoming_config(diskless.clone(), None), diskless);
     }
 }

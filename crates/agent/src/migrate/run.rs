@@ -6,12 +6,16 @@ use crate::AgentState;
 use drover_api::{
     AgentClient, IncomingReply, IncomingRequest, MigrationRecord, MigrationRequest, MigrationState,
 };
+use drover_core::migration::StorageRecord;
 use drover_core::migration::{
     paused_by_migration, CostParams, EndStatus, MigrationPlan, MigrationStatus, OpsSample,
     PlanKnobs, Technique, VmProfile,
 };
-use drover_qemu::driver::{self, DriverConfig, Endpoints};
+use drover_qemu::disk::{DiskNodes, NbdAddr};
+use drover_qemu::driver::{self, DriverConfig, Endpoints, MigrationRun};
+use drover_qemu::metrics::Clock;
 use drover_qemu::qmp::{Qmp, QmpClient, QmpExt};
+use drover_qemu::storage::{migrate_with_storage, DiskTarget, StorageConfig, StorageRun};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -66,9 +70,20 @@ async fn drive(
     if health.agent_id == state.agent_id {
         return Err(format!("the destination {} is this host", req.to));
     }
+    let disk_virtual_bytes = match config.disk_file() {
+        Some(disk) => Some(
+            state
+                .vms
+                .disk_virtual_size(&disk)
+                .await
+                .map_err(|e| format!("cannot read the size of disk '{disk}': {e}"))?,
+        ),
+        None => None,
+    };
     let incoming = IncomingRequest {
         config,
         migration_id: id.to_string(),
+        disk_virtual_bytes,
     };
     let reply = match dest.incoming(&incoming).await {
         Ok(reply) => reply,
@@ -81,10 +96,16 @@ async fn drive(
             return Err(format!("destination could not prepare an incoming VM: {e}"));
         }
     };
-    if let Err(e) = check_reply(&req.to, &reply).await {
-        abort_destination(state, id, &dest, vm, source.as_ref()).await;
-        return Err(e);
-    }
+    let target = match check_reply(&req.to, &reply, disk_virtual_bytes.is_some()).await {
+        Ok(nbd) => nbd.map(|nbd| DiskTarget {
+            disk: DiskNodes::of(0),
+            nbd,
+        }),
+        Err(e) => {
+            abort_destination(state, id, &dest, vm, source.as_ref()).await;
+            return Err(e);
+        }
+    };
     let uri = reply.uri.to_string();
     let recover_uri = reply.recover_uri.to_string();
     state
@@ -111,7 +132,7 @@ async fn drive(
     let clock = state.vms.clock();
     let samples = state.vms.samples_of(vm).map_err(|e| e.to_string())?;
     let driver_config = DriverConfig::default();
-    let driving = driver::migrate(&ends, plan, &driver_config, &clock, Some(cancel));
+    let driving = migrate(&ends, target.as_ref(), plan, &driver_config, &clock, cancel);
     tokio::pin!(driving);
     let watching = switched(source.as_ref(), SWITCH_POLL);
     tokio::pin!(watching);
@@ -125,8 +146,19 @@ async fn drive(
             }
         }
     };
-    let run = match outcome {
-        Ok(run) => run,
+    let (run, storage_error) = match outcome {
+        Ok(Moved { run, storage }) => {
+            let error = storage.and_then(|s| {
+                state.migrations.note(id, storage_note(&s.storage));
+                for e in &s.cleanup_errors {
+                    state
+                        .migrations
+                        .note(id, format!("storage clean-up step failed: {e}"));
+                }
+                s.storage.error
+            });
+            (run, error)
+        }
         Err(e) => {
             let recorded = state.migrations.get(id).ok();
             if !may_abort_destination(seen_switch, recorded.as_ref()) {
@@ -134,12 +166,12 @@ async fn drive(
                 // here: the destination runs the guest, so it is kept, and so is the source.
                 super::record_switch(state, id, vm);
                 return Err(format!(
-                    "migration driver: {e}; post-copy had started, so the guest runs on the \
-                     destination: both QEMUs are kept"
+                    "{e}; post-copy had started, so the guest runs on the destination: both \
+                     QEMUs are kept"
                 ));
             }
             abort_destination(state, id, &dest, vm, source.as_ref()).await;
-            return Err(format!("migration driver: {e}"));
+            return Err(e);
         }
     };
     let moved = run.outcome.vm_on_destination;
@@ -162,7 +194,10 @@ async fn drive(
                 status: run.outcome.status,
                 vm_on_destination: moved,
                 plan: run.plan.clone(),
-                error: run.outcome.error.clone().or(run.dest_error.clone()),
+                error: storage_error
+                    .map(|e| format!("storage pre-copy: {e}"))
+                    .or(run.outcome.error.clone())
+                    .or(run.dest_error.clone()),
                 result: run.result(&samples.snapshot()),
                 measure: req.measure,
             },
@@ -291,9 +326,14 @@ pub(super) async fn abort_destination(
     }
 }
 
-/// Refuses URIs that do not point at the destination this agent chose: QEMU would connect
-/// wherever they say.
-async fn check_reply(to: &drover_api::AgentUrl, reply: &IncomingReply) -> Result<(), String> {
+/// Refuses URIs (and an NBD address) that do not point at the destination this agent chose:
+/// QEMU would connect wherever they say. A VM with a disk (`disk`) needs an NBD address, a
+/// diskless one must get none. Returns the NBD address.
+async fn check_reply(
+    to: &drover_api::AgentUrl,
+    reply: &IncomingReply,
+    disk: bool,
+) -> Result<Option<NbdAddr>, String> {
     let addrs: Vec<std::net::IpAddr> = tokio::net::lookup_host((to.host(), to.port()))
         .await
         .map_err(|e| format!("cannot resolve the destination {to}: {e}"))?
@@ -303,7 +343,115 @@ async fn check_reply(to: &drover_api::AgentUrl, reply: &IncomingReply) -> Result
         uri.check_host(to.host(), &addrs)
             .map_err(|e| format!("destination's reply refused: {e}"))?;
     }
-    Ok(())
+    check_nbd(to.host(), &addrs, reply.nbd, disk)
+}
+
+/// The reply's NBD address, checked like its URIs (pure, for tests): present exactly for a VM
+/// with a disk, on one of the destination's `addrs` (what `host` resolves to).
+fn check_nbd(
+    host: &str,
+    addrs: &[std::net::IpAddr],
+    nbd: Option<std::net::SocketAddr>,
+    disk: bool,
+) -> Result<Option<NbdAddr>, String> {
+    let refused = |why: String| format!("destination's reply refused: {why}");
+    match (nbd, disk) {
+        (None, false) => Ok(None),
+        (None, true) => Err(refused(
+            "no NBD address for the VM's disk: expected one (does the destination's agent \
+             know storage migration?)"
+                .into(),
+        )),
+        (Some(a), false) => Err(refused(format!(
+            "NBD address {a} for a VM without a disk: expected none"
+        ))),
+        (Some(a), true) if !addrs.contains(&a.ip()) => Err(refused(format!(
+            "NBD address {a} does not point at the destination {host}"
+        ))),
+        (Some(a), true) => NbdAddr::new(a)
+            .map(Some)
+            .map_err(|e| refused(e.to_string())),
+    }
+}
+
+/// What a migration that ended without a driver error gives: the memory migration's run, and
+/// the storage pre-copy's (for a VM with a disk).
+struct Moved {
+    run: MigrationRun,
+    storage: Option<StorageRun>,
+}
+
+/// The memory migration alone, or with the storage pre-copy of `target` (a VM with a disk).
+/// A storage part that failed before the memory migration started is an error here, like a
+/// driver error: the guest never left.
+async fn migrate(
+    ends: &Endpoints<'_>,
+    target: Option<&DiskTarget>,
+    plan: MigrationPlan,
+    driver_config: &DriverConfig,
+    clock: &Clock,
+    cancel: watch::Receiver<bool>,
+) -> Result<Moved, String> {
+    let driver_error = |e: driver::DriverError| format!("migration driver: {e}");
+    let Some(target) = target else {
+        let run = driver::migrate(ends, plan, driver_config, clock, Some(cancel)).await;
+        return run
+            .map(|run| Moved { run, storage: None })
+            .map_err(driver_error);
+    };
+    let config = StorageConfig::default();
+    let done = migrate_with_storage(
+        ends,
+        target,
+        plan,
+        driver_config,
+        &config,
+        clock,
+        Some(cancel),
+    )
+    .await
+    .map_err(driver_error)?;
+    match done.memory.clone() {
+        Some(run) => Ok(Moved {
+            run,
+            storage: Some(done),
+        }),
+        None => Err(format!(
+            "storage pre-copy: {}{}",
+            done.storage.error.as_deref().unwrap_or("failed"),
+            cleanup_text(&done.cleanup_errors)
+        )),
+    }
+}
+
+fn cleanup_text(errors: &[String]) -> String {
+    if errors.is_empty() {
+        String::new()
+    } else {
+        format!("; clean-up steps failed: {}", errors.join("; "))
+    }
+}
+
+/// The storage pre-copy's figures for the record's notes (pure, for tests).
+fn storage_note(s: &StorageRecord) -> String {
+    let ms = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| format!("{v} ms"));
+    format!(
+        "storage pre-copy: {} bytes mirrored of a {}-byte disk; mirror to READY {}, READY to \
+         cancel {}, last sync {}{}{}",
+        s.transferred_bytes,
+        s.disk_bytes,
+        ms(s.mirror_to_ready_ms),
+        ms(s.ready_to_cancel_ms),
+        ms(s.cancel_to_concluded_ms),
+        if s.write_blocking {
+            "; write-blocking"
+        } else {
+            ""
+        },
+        s.error
+            .as_ref()
+            .map_or_else(String::new, |e| format!("; failed: {e}")),
+    )
 }
 
 /// The plan for a request: fixed, or the cost model's pick from a dirty-rate profile.
@@ -425,6 +573,62 @@ mod tests {
         assert!(!may_abort_destination(true, Some(&before)), "seen here");
         assert!(!may_abort_destination(false, Some(&after)), "recorded");
         assert!(!may_abort_destination(false, None), "unknown: kept");
+    }
+
+    /// A destination's NBD address is taken only for a VM with a disk, on the destination.
+    #[test]
+    fn the_nbd_address_must_point_at_the_destination() {
+        let d: std::net::IpAddr = "198.18.0.3".parse().expect("ip");
+        let at = |a: &str| Some(a.parse::<std::net::SocketAddr>().expect("addr"));
+        let ok = check_nbd("h2", &[d], at("198.18.0.3:10809"), true).expect("ok");
+        assert_eq!(ok.map(|a| a.port()), Some(10809));
+        assert_eq!(check_nbd("h2", &[d], None, false), Ok(None));
+        for (nbd, disk, words) in [
+            (None, true, "no NBD address for the VM's disk"),
+            (at("198.18.0.3:10809"), false, "for a VM without a disk"),
+            (
+                at("8.8.8.8:10809"),
+                true,
+                "does not point at the destination h2",
+            ),
+            (
+                at("127.0.0.1:10809"),
+                true,
+                "does not point at the destination h2",
+            ),
+            (at("198.18.0.3:0"), true, "expected a port from 1 to 65535"),
+        ] {
+            let err = check_nbd("h2", &[d], nbd, disk).expect_err(words);
+            assert!(
+                err.starts_with("destination's reply refused") && err.contains(words),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_storage_figures_are_noted() {
+        let mut r = StorageRecord {
+            transferred_bytes: 67_108_864,
+            disk_bytes: 67_108_864,
+            mirror_to_ready_ms: Some(1200),
+            ready_to_cancel_ms: Some(3400),
+            cancel_to_concluded_ms: Some(5),
+            write_blocking: false,
+            error: None,
+        };
+        assert_eq!(
+            storage_note(&r),
+            "storage pre-copy: 67108864 bytes mirrored of a 67108864-byte disk; mirror to READY \
+             1200 ms, READY to cancel 3400 ms, last sync 5 ms"
+        );
+        r.ready_to_cancel_ms = None;
+        r.error = Some("mirror-cancel: boom".into());
+        let note = storage_note(&r);
+        assert!(
+            note.contains("READY to cancel -") && note.ends_with("; failed: mirror-cancel: boom"),
+            "{note}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -259,6 +259,7 @@ mod tests {
             migration_id: id.into(),
             uri: None,
             recover_uri: None,
+            nbd: None,
         };
         let _a = v
             .reserve(&config("a", 128), &incoming("m1"))

@@ -96,6 +96,19 @@ impl Vms {
         Ok(config)
     }
 
+    /// The virtual size of disk `name` in the storage directory, bytes (what a storage
+    /// pre-copy's target must have).
+    ///
+    /// # Errors
+    /// [`VmsError::NoDisk`] when it is not there; `qemu-img` failing.
+    pub async fn disk_virtual_size(&self, name: &str) -> Result<u64, VmsError> {
+        let path = self.disk_path(name)?;
+        let info = img::info(&self.qemu_img(), &path, name)
+            .await
+            .map_err(DiskError::from)?;
+        Ok(info.virtual_size)
+    }
+
     fn qemu_img(&self) -> PathBuf {
         img::qemu_img_for(&self.settings.qemu_binary)
     }

@@ -294,6 +294,7 @@ mod tests {
             migration_id: "m1".into(),
             uri: None,
             recover_uri: None,
+            nbd: None,
         }
     }
 

@@ -122,6 +122,14 @@ pub enum VmsError {
          '{name}'"
     )]
     ForeignUri { name: String, uri: String },
+    /// A forwarded storage command that is not the one this agent expects for the VM.
+    #[error("{field} '{given}' is not valid: expected {expected} for incoming VM '{name}'")]
+    ForeignNbd {
+        name: String,
+        field: &'static str,
+        given: String,
+        expected: String,
+    },
     /// A workload change the VM's running workload cannot take.
     #[error(transparent)]
     Workload(#[from] drover_api::workload::WorkloadChangeError),
@@ -554,14 +562,18 @@ impl Vms {
     }
 
     /// Checks a forwarded command against incoming VM `name`: only an incoming VM takes them,
-    /// and a URI must be the one this agent made for it.
+    /// a URI must be the one this agent made for it, and so must an NBD address; an export
+    /// must be exactly Drover's of its disk (see [`check_storage_command`]).
     pub fn check_forwarded(&self, name: &str, cmd: &ForwardedQmp) -> Result<(), VmsError> {
         let map = lock(&self.map);
         let e = map
             .get(name)
             .ok_or_else(|| VmsError::NotFound(name.to_string()))?;
         let VmRole::Incoming {
-            uri, recover_uri, ..
+            uri,
+            recover_uri,
+            nbd,
+            ..
         } = &e.record.role
         else {
             return Err(VmsError::NotIncoming(name.to_string()));
@@ -569,7 +581,7 @@ impl Vms {
         let (given, own) = match cmd {
             ForwardedQmp::MigrateIncoming(a) => (a.uri, uri),
             ForwardedQmp::MigrateRecover(a) => (a.uri, recover_uri),
-            _ => return Ok(()),
+            other => return check_storage_command(name, other, *nbd),
         };
         if own.as_ref() != Some(&given) {
             return Err(VmsError::ForeignUri {
@@ -593,6 +605,24 @@ impl Vms {
             Some(q) => Some(guard::look(q.as_ref()).await),
             None => None,
         })
+    }
+
+    /// What QEMU says about incoming VM `name`'s guest, for an abort: a QEMU that does not
+    /// answer because its process has exited (QEMU quits when its incoming migration fails or
+    /// is cancelled; the liveness check may not have seen it yet) is gone, as if lost.
+    async fn look_incoming(&self, name: &str) -> Result<guard::Look, VmsError> {
+        let seen = self.look(name).await?;
+        if !matches!(seen, Some(Err(_))) {
+            return Ok(seen);
+        }
+        let pid = lock(&self.map).get(name).map(|e| e.record.pid);
+        let exited = pid.is_some_and(|pid| {
+            matches!(
+                procfs::liveness(pid, name, procfs::proc_info(pid).as_ref()),
+                Liveness::Dead(_)
+            )
+        });
+        Ok(if exited { None } else { seen })
     }
 
     /// Refuses VM `name` when its QEMU says a post-copy has taken its guest away.
@@ -633,7 +663,8 @@ impl Vms {
     pub async fn remove(&self, name: &str, kind: Removal) -> Result<(), VmsError> {
         let seen = match kind {
             Removal::Force => None,
-            Removal::Delete | Removal::AbortIncoming => self.look(name).await?,
+            Removal::Delete => self.look(name).await?,
+            Removal::AbortIncoming => self.look_incoming(name).await?,
         };
         let (record, qmp) = {
             let mut map = lock(&self.map);
@@ -681,6 +712,64 @@ impl Vms {
         for n in names {
             let _ = self.remove(&n, Removal::Force).await;
         }
+    }
+}
+
+/// Checks a forwarded storage command for incoming VM `name`, whose NBD address is `nbd` (None:
+/// it has no disk, and takes none of them): `nbd-server-start` on exactly that address,
+/// `block-export-add` of exactly Drover's export of disk 0's format node (the parser has
+/// checked it is nbd and writable). Other commands pass.
+///
+/// # Errors
+/// [`VmsError::ForeignNbd`] naming the argument and what was expected.
+pub fn check_storage_command(
+    name: &str,
+    cmd: &ForwardedQmp,
+    nbd: Option<std::net::SocketAddr>,
+) -> Result<(), VmsError> {
+    let refuse = |field: &'static str, given: String, expected: String| VmsError::ForeignNbd {
+        name: name.to_string(),
+        field,
+        given,
+        expected,
+    };
+    let no_disk = || {
+        refuse(
+            "execute",
+            cmd.name().into(),
+            "no storage command (it has no disk)".into(),
+        )
+    };
+    match cmd {
+        ForwardedQmp::NbdServerStart(a) => {
+            let own = nbd.ok_or_else(no_disk)?;
+            if a.addr.socket_addr() != Some(own) {
+                return Err(refuse(
+                    "arguments.addr",
+                    format!("{}:{}", a.addr.data.host, a.addr.data.port),
+                    format!("the NBD address {own} this agent made"),
+                ));
+            }
+            Ok(())
+        }
+        ForwardedQmp::BlockExportAdd(a) => {
+            nbd.ok_or_else(no_disk)?;
+            let disk = drover_qemu::disk::DiskNodes::of(0);
+            let own = (disk.export_id(), disk.format_node(), disk.export_name());
+            if (a.id.as_str(), a.node_name.as_str(), a.name.as_str()) != own {
+                return Err(refuse(
+                    "arguments",
+                    format!("id {}, node-name {}, name {}", a.id, a.node_name, a.name),
+                    format!(
+                        "the export of its disk (id {}, node-name {}, name {})",
+                        own.0, own.1, own.2
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        ForwardedQmp::NbdServerStop if nbd.is_none() => Err(no_disk()),
+        _ => Ok(()),
     }
 }
 

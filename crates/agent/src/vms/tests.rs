@@ -87,3 +87,68 @@ impl LaunchSettings {
         }
     }
 }
+
+/// What a destination accepts of a storage pre-copy: its own NBD address, exactly Drover's
+/// export of the disk, and nothing of it for a VM without a disk.
+#[test]
+fn forwarded_storage_commands_must_be_the_agents_own() {
+    use super::check_storage_command;
+    use drover_api::qmp::ForwardedQmp;
+    let cmd = |name: &str, args: serde_json::Value| {
+        let args = (!args.is_null()).then_some(args);
+        ForwardedQmp::from_parts(name, args.as_ref()).expect("parses")
+    };
+    let start = |port: &str| {
+        cmd(
+            "nbd-server-start",
+            serde_json::json!({"addr": {"type": "inet", "data": {"host": "198.18.0.3", "port": port}}}),
+        )
+    };
+    let export = |id: &str, node: &str, name: &str| {
+        cmd(
+            "block-export-add",
+            serde_json::json!({"type": "nbd", "id": id, "node-name": node, "name": name, "writable": true}),
+        )
+    };
+    let own: std::net::SocketAddr = "198.18.0.3:10809".parse().expect("addr");
+    let stop = cmd("nbd-server-stop", serde_json::Value::Null);
+    let good = export("drover-disk0-export", "drover-disk0", "drover-disk0");
+    for ok in [&start("10809"), &good, &stop] {
+        assert!(
+            check_storage_command("in1", ok, Some(own)).is_ok(),
+            "{ok:?}"
+        );
+    }
+    for (bad, words) in [
+        (
+            start("10810"),
+            "arguments.addr '198.18.0.3:10810' is not valid",
+        ),
+        // The file node (the raw qcow2 bytes), another id or name: not Drover's export.
+        (
+            export("drover-disk0-export", "drover-disk0-file", "drover-disk0"),
+            "node-name drover-disk0-file,",
+        ),
+        (export("x", "drover-disk0", "drover-disk0"), "'id x,"),
+        (
+            export("drover-disk0-export", "drover-disk0", "other"),
+            "name other'",
+        ),
+    ] {
+        let err = check_storage_command("in1", &bad, Some(own)).expect_err(words);
+        let text = err.to_string();
+        assert!(
+            text.contains(words) && text.contains("incoming VM 'in1'"),
+            "{text}"
+        );
+    }
+    for diskless in [start("10809"), good, stop] {
+        let err = check_storage_command("in1", &diskless, None).expect_err("no disk");
+        assert!(
+            err.to_string().starts_with("execute '") && err.to_string().contains("it has no disk"),
+            "{err}"
+        );
+    }
+    let query = cmd("query-status", serde_json::Value::Null);
+    assert!(check_storage_command("in1", &query, None).is_ok());
+}

@@ -103,10 +103,38 @@ def is_the_documented_uri_refusal(case, response):
     return found is not None and found["name"] == name
 
 
+# The same rule for a storage pre-copy's forwarded commands: an NBD address must be the one the
+# agent made for that incoming VM, an export exactly its disk's, and a VM without a disk takes
+# none of them.
+NBD_REFUSAL = re.compile(
+    r"(arguments\.addr|arguments|execute) '[^']*' is not valid: expected [^']* for incoming VM "
+    r"'(?P<name>[^']*)'"
+)
+
+
+def is_the_documented_nbd_refusal(case, response):
+    if response.status_code != 422 or case.operation.label != "POST /v1/vms/{name}/qmp":
+        return False
+    body = case.body if isinstance(case.body, dict) else {}
+    if body.get("execute") not in ("nbd-server-start", "block-export-add", "nbd-server-stop"):
+        return False
+    try:
+        error = response.json().get("error", "")
+    except Exception:
+        return False
+    found = NBD_REFUSAL.fullmatch(error) if isinstance(error, str) else None
+    name = (getattr(case, "path_parameters", None) or {}).get("name")
+    return found is not None and found["name"] == name
+
+
 @schemathesis.check
 def positive_data_acceptance_but_workload_fit(ctx, response, case):
     """`positive_data_acceptance`, allowing only the documented cross-field 422s."""
-    if is_the_documented_workload_refusal(case, response) or is_the_documented_uri_refusal(case, response):
+    if (
+        is_the_documented_workload_refusal(case, response)
+        or is_the_documented_uri_refusal(case, response)
+        or is_the_documented_nbd_refusal(case, response)
+    ):
         return True
     # Looked up when first needed: the built-in OpenAPI checks register after hooks load.
     return CHECKS.get_one("positive_data_acceptance")(ctx, response, case)
@@ -206,6 +234,26 @@ def self_test():
         (Case(qmp, incoming, "in1"), Response(422, foreign + "; and more")),
     ]:
         assert not is_the_documented_uri_refusal(case, response), (case.body, response.error)
+    start = {"execute": "nbd-server-start",
+             "arguments": {"addr": {"type": "inet", "data": {"host": "127.0.0.1", "port": "5"}}}}
+    nbd = ("arguments.addr '127.0.0.1:5' is not valid: expected the NBD address 127.0.0.1:6 this "
+           "agent made for incoming VM 'in1'")
+    stop = {"execute": "nbd-server-stop"}
+    diskless = ("execute 'nbd-server-stop' is not valid: expected no storage command (it has no "
+                "disk) for incoming VM 'in1'")
+    assert is_the_documented_nbd_refusal(Case(qmp, start, "in1"), Response(422, nbd))
+    assert is_the_documented_nbd_refusal(Case(qmp, stop, "in1"), Response(422, diskless))
+    export = {"execute": "block-export-add", "arguments": {}}
+    other = ("arguments 'id x, node-name y, name z' is not valid: expected the export of its disk "
+             "(id drover-disk0-export, node-name drover-disk0, name drover-disk0) for incoming VM 'in1'")
+    assert is_the_documented_nbd_refusal(Case(qmp, export, "in1"), Response(422, other))
+    for case, response in [
+        (Case(qmp, start, "in2"), Response(422, nbd)),
+        (Case(qmp, start, "in1"), Response(400, nbd)),
+        (Case(qmp, incoming, "in1"), Response(422, nbd)),
+        (Case(qmp, start, "in1"), Response(422, nbd + "; and more")),
+    ]:
+        assert not is_the_documented_nbd_refusal(case, response), (case.body, response.error)
     print(f"hooks.py self-test: {len(allowed)} allowed, {len(refused)} refused, as documented")
 
 
