@@ -68,32 +68,9 @@ fn migrations_over_a_shaped_link_with_every_technique_and_agent_restart() {
     }
     // kill -9 the agent that runs vm1, restart it: the VM keeps running and is listed again.
     let before = lab.find_vm(host, "vm1");
-    let h = lab.host(host);
-    let pid = h["agent_pid"].as_i64().expect("agent pid");
-    assert!(Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .expect("kill")
-        .success());
+    lab.kill_agent(host);
     std::thread::sleep(Duration::from_millis(500));
-    let token_file = lab.state()["token_file"]
-        .as_str()
-        .expect("token file")
-        .to_string();
-    let listen = format!("{}:7700", h["address"].as_str().expect("address"));
-    let state_dir = h["state_dir"].as_str().expect("state dir").to_string();
-    let netns = h["netns"].as_str().expect("netns").to_string();
-    let _agent = Reaped(
-        Command::new("ip")
-            .args([
-                "netns", "exec", &netns, DROVER, "agent", "--listen", &listen,
-            ])
-            .args(["--state-dir", &state_dir, "--token-file", &token_file])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("restart agent"),
-    );
+    let _agent = lab.restart_agent(host);
     wait_until(
         "the restarted agent to list vm1",
         Duration::from_secs(30),

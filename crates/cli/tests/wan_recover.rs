@@ -7,13 +7,10 @@
 
 mod common;
 
-use common::lab::{
-    drover, ops_per_s, serial, wait_until, Lab, Reaped, DROVER, WORKLOAD, WSS_PAGES,
-};
+use common::lab::{drover, ops_per_s, serial, wait_until, Lab, WORKLOAD, WSS_PAGES};
 use drover_api::{AgentClient, AgentUrl, MigrationRecord, MigrationRequest, MigrationState};
 use drover_core::migration::{PlanKnobs, Technique};
 use drover_testkit::{require, Need, IP, QEMU, TC};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Post-copy's background stream, bytes/s: slow, so the cut lands mid-post-copy.
@@ -163,33 +160,10 @@ fn a_postcopy_cut_on_the_wan_is_resumed_when_the_link_returns_and_left_paused_wh
     // 3. The link returns, and h2's agent is killed and restarted: the restarted agent resumes
     //    the paused post-copy from its record (the recovery URI kept there), and vm1 finishes
     //    on h1 intact.
-    let h = lab.host("h2");
-    let pid = h["agent_pid"].as_i64().expect("agent pid");
-    assert!(Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .expect("kill")
-        .success());
+    lab.kill_agent("h2");
     wan(&lab, "restore");
     std::thread::sleep(Duration::from_millis(500));
-    let token_file = lab.state()["token_file"]
-        .as_str()
-        .expect("token file")
-        .to_string();
-    let listen = format!("{}:7700", h["address"].as_str().expect("address"));
-    let state_dir = h["state_dir"].as_str().expect("state dir").to_string();
-    let netns = h["netns"].as_str().expect("netns").to_string();
-    let _agent = Reaped(
-        Command::new("ip")
-            .args([
-                "netns", "exec", &netns, DROVER, "agent", "--listen", &listen,
-            ])
-            .args(["--state-dir", &state_dir, "--token-file", &token_file])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("restart agent"),
-    );
+    let _agent = lab.restart_agent("h2");
     let done = wait_record(
         &rt,
         &h2,

@@ -175,6 +175,42 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Kills host `host`'s agent with SIGKILL (its VMs keep running, as after a crash).
+    pub fn kill_agent(&self, host: &str) {
+        let pid = self.host(host)["agent_pid"].as_i64().expect("agent pid");
+        assert!(Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success());
+    }
+
+    /// Starts host `host`'s agent again on its address, state directory and token (outside the
+    /// lab's cgroup, without its `--link`), killed and reaped when the result is dropped.
+    pub fn restart_agent(&self, host: &str) -> Reaped {
+        let h = self.host(host);
+        let token_file = self.state()["token_file"]
+            .as_str()
+            .expect("token file")
+            .to_string();
+        let listen = format!("{}:7700", h["address"].as_str().expect("address"));
+        let state_dir = h["state_dir"].as_str().expect("state dir").to_string();
+        let netns = h["netns"].as_str().expect("netns").to_string();
+        Reaped(
+            Command::new("ip")
+                .args([
+                    "netns", "exec", &netns, DROVER, "agent", "--listen", &listen,
+                ])
+                .args(["--state-dir", &state_dir, "--token-file", &token_file])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("restart agent"),
+        )
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         let out = Command::new(DROVER)
