@@ -59,8 +59,9 @@ pub(super) async fn resume_paused(state: &AgentState, run: &PausedRun<'_>, param
         ),
     );
     let mut m = ResumeMachine::new(params);
-    // A resumed post-copy that keeps moving is not bound by the window; this bounds the loop
-    // whatever QEMU does (a recovery handshake stuck in a state migrate-pause refuses).
+    // A resumed post-copy that keeps moving is not bound by the window (its stall watch is);
+    // this bounds the loop whatever else QEMU does (a recovery handshake stuck in a state
+    // migrate-pause refuses flips between resumed and waiting, and is stopped when waiting).
     let hard_stop = params.window_ms.saturating_mul(2).max(60_000);
     loop {
         tokio::time::sleep(LOOK_EVERY).await;
@@ -104,7 +105,8 @@ pub(super) async fn resume_paused(state: &AgentState, run: &PausedRun<'_>, param
             state.migrations.note(run.id, line);
             return;
         }
-        if now.saturating_sub(started) > hard_stop {
+        let resumed = matches!(m.state(), ResumeState::Resumed { .. });
+        if now.saturating_sub(started) > hard_stop && !resumed {
             state.migrations.note(
                 run.id,
                 format!(
