@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::live::Live;
-use crate::memtouch::{next_index, publish_demand, splitmix64, Pace, Rng};
+use crate::memtouch::{next_index, paced_batch, splitmix64, Pace, Rng, Tally};
 use crate::reporter::Counters;
 use crate::spec::{Pattern, Rate, Workload, DISK_BLOCK_SIZE};
 use crate::speed::SpeedMeter;
@@ -270,7 +270,7 @@ pub fn run(
         return;
     };
     let mut rng = Rng::new(seed);
-    let (mut cursor, mut done, mut errors) = (0u64, 0u64, 0u64);
+    let (mut cursor, mut tally) = (0u64, Tally::default());
     let mut pace = Pace::new(params.rate, Instant::now());
     while !stop.load(Ordering::Relaxed) {
         pace.advance(Instant::now(), meter.best());
@@ -282,29 +282,14 @@ pub fn run(
             }
             params = next;
         }
-        let batch = match pace.next_batch() {
-            Ok(b) => b.min(BATCH),
-            Err(wait) => {
-                publish_demand(counters, &pace, meter);
-                std::thread::sleep(wait);
-                continue;
-            }
-        };
-        let t = Instant::now();
-        for _ in 0..batch {
+        paced_batch(&mut pace, meter, counters, BATCH, &mut tally, || {
             let index = next_index(params.pattern, params.blocks, &mut rng, &mut cursor) as usize;
-            let intact = if rng.below(100) < params.read_pct as u64 {
+            if rng.below(100) < params.read_pct as u64 {
                 set.verify(index)
             } else {
                 set.write(index)
-            };
-            errors += u64::from(!intact);
-        }
-        meter.feed(batch, t.elapsed());
-        pace.done(batch);
-        done += batch;
-        publish_demand(counters, &pace, meter);
-        counters.publish(done, errors);
+            }
+        });
     }
 }
 

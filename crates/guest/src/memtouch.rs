@@ -206,7 +206,7 @@ pub fn run(
     counters: &Counters,
     meter: &mut SpeedMeter,
     stop: &AtomicBool,
-    mut errors: u64,
+    errors: u64,
 ) {
     let allocated = ws.len() as u64;
     let mut version = live.version();
@@ -215,13 +215,13 @@ pub fn run(
     };
     let mut rng = Rng::new(seed);
     let mut cursor = 0u64;
-    let mut done = 0u64;
+    let mut tally = Tally { done: 0, errors };
     let mut pace = Pace::new(params.rate, Instant::now());
     let mut probed = Instant::now();
     let mut probe_rng = Rng::new(seed ^ 0x5EED);
     while !stop.load(Ordering::Relaxed) {
         if params.rate != Rate::Max && probed.elapsed() >= PROBE_EVERY {
-            errors += burst(ws, meter, PROBE, params.pages, &mut probe_rng);
+            tally.errors += burst(ws, meter, PROBE, params.pages, &mut probe_rng);
             probed = Instant::now();
         }
         pace.advance(Instant::now(), meter.best());
@@ -237,28 +237,51 @@ pub fn run(
             }
             params = next;
         }
-        let batch = match pace.next_batch() {
-            Ok(b) => b,
-            Err(wait) => {
-                publish_demand(counters, &pace, meter);
-                std::thread::sleep(wait);
-                continue;
-            }
-        };
-        let t = Instant::now();
-        for _ in 0..batch {
+        paced_batch(&mut pace, meter, counters, u64::MAX, &mut tally, || {
             let index = next_index(params.pattern, params.pages, &mut rng, &mut cursor);
-            if !ws.touch(index as usize) {
-                errors += 1;
-            }
-        }
-        meter.feed(batch, t.elapsed());
-        pace.done(batch);
-        done += batch;
-        // Demand first: a reader never sees more work than was asked for.
-        publish_demand(counters, &pace, meter);
-        counters.publish(done, errors);
+            ws.touch(index as usize)
+        });
     }
+}
+
+/// A paced workload's running totals since it started: ops done and integrity errors.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tally {
+    /// Ops done, cumulative.
+    pub done: u64,
+    /// Integrity errors, cumulative.
+    pub errors: u64,
+}
+
+/// One turn of a paced workload's loop (memtouch's and the disk workload's): sleeps while
+/// nothing is owed; else runs `op` for a batch of at most `cap` ops, each returning whether
+/// what it touched was intact, feeds the speed meter with the batch's busy time and publishes
+/// demand, then the tally. Demand first: a reader never sees more work done than was asked for.
+pub fn paced_batch(
+    pace: &mut Pace,
+    meter: &mut SpeedMeter,
+    counters: &Counters,
+    cap: u64,
+    tally: &mut Tally,
+    mut op: impl FnMut() -> bool,
+) {
+    let batch = match pace.next_batch() {
+        Ok(b) => b.min(cap),
+        Err(wait) => {
+            publish_demand(counters, pace, meter);
+            std::thread::sleep(wait);
+            return;
+        }
+    };
+    let t = Instant::now();
+    for _ in 0..batch {
+        tally.errors += u64::from(!op());
+    }
+    meter.feed(batch, t.elapsed());
+    pace.done(batch);
+    tally.done += batch;
+    publish_demand(counters, pace, meter);
+    counters.publish(tally.done, tally.errors);
 }
 
 /// The next of `n` units (pages, blocks) to visit: a random one, or the one after `cursor`
