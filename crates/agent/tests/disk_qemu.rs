@@ -50,11 +50,8 @@ async fn a_created_disk_takes_verified_block_io_and_checks_clean() {
         .prefix("drk")
         .tempdir_in("/tmp")
         .expect("tempdir");
-    // A private image: the shared one (~/.cache/drover/image) is rebuilt by any checkout whose
-    // guest binary differs, and a guest without the disk workload would never report.
-    let image =
-        drover_qemu::image::build(&dir.path().join("image"), &drover_qemu::image::NoProgress)
-            .expect("guest image (run scripts/setup)");
+    let image = drover_qemu::image::ensure_image(&drover_qemu::image::NoProgress)
+        .expect("guest image (run scripts/setup)");
     let state = dir.path().join("s");
     let _guard = QemuGuard(vec![state.clone()]);
     let (_agent, url) = run(tcg_config(&state, &image)).await;

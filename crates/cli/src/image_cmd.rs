@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub enum ImageCommand {
     /// Build kernel + initramfs into the cache (no-op when up to date).
     Build {
-        /// Output directory (default: <cache>/image, the cache being $DROVER_CACHE,
-        /// $XDG_CACHE_HOME/drover or ~/.cache/drover).
+        /// Output directory (default: <cache>/image-<guest build>-v<N>, one per guest
+        /// binary, the cache being $DROVER_CACHE, $XDG_CACHE_HOME/drover or ~/.cache/drover).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Print the result as JSON on stdout.
@@ -29,7 +29,7 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<()> {
 fn build(out: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     let out = match out {
         Some(dir) => dir,
-        None => image::default_cache_dir()?.join("image"),
+        None => image::image_dir_in(&image::default_cache_dir()?),
     };
     let bar = BarProgress::new();
     let img = image::build(&out, &bar)

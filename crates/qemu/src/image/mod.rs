@@ -137,9 +137,58 @@ pub fn with_guest_net(cmdline: &str, cidr: &str) -> String {
     format!("{cmdline} drover.net={cidr}")
 }
 
-/// Builds the image into `<default cache>/image`.
+/// Builds the image into this build's directory of the default cache ([`image_dir_in`]), and
+/// removes other builds' image directories untouched for [`STALE_IMAGE_AGE`].
 pub fn ensure_image(progress: &dyn Progress) -> Result<GuestImage, ImageError> {
-    build(&default_cache_dir()?.join("image"), progress)
+    let cache = default_cache_dir()?;
+    let dir = image_dir_in(&cache);
+    let image = build(&dir, progress)?;
+    // Marks this build's image as used now, so pruning counts time unused, not since built.
+    if let Ok(manifest) = std::fs::File::options()
+        .append(true)
+        .open(dir.join(MANIFEST_NAME))
+    {
+        let _ = manifest.set_modified(std::time::SystemTime::now());
+    }
+    prune_stale_images(&cache);
+    Ok(image)
+}
+
+/// This build's image directory under `cache`: `image-<guest binary hash>-v<builder version>`.
+/// One directory per guest binary, so checkouts with different guests (worktrees, CI clones) on
+/// one machine never rebuild each other's image under a running test.
+pub fn image_dir_in(cache: &Path) -> PathBuf {
+    cache.join(format!("image-{GUEST_FNV}-v{BUILDER_VERSION}"))
+}
+
+/// Time unused after which another guest build's image directory is removed by
+/// [`ensure_image`] (measured by its manifest's modification time, which each use renews).
+pub const STALE_IMAGE_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Removes `image-*` directories of other guest builds under `cache` whose manifest is older than
+/// [`STALE_IMAGE_AGE`]. Best effort: a directory that cannot be read or removed is left.
+fn prune_stale_images(cache: &Path) {
+    let own = image_dir_in(cache);
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let is_image = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("image-"));
+        if !is_image || dir == own {
+            continue;
+        }
+        let age = std::fs::metadata(dir.join(MANIFEST_NAME))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        if age.is_some_and(|a| a > STALE_IMAGE_AGE) {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }
 
 /// Builds the image into `out_dir` from the default sources; fast no-op when up to date.

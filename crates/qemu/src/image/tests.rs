@@ -168,3 +168,31 @@ fn fnv_is_stable() {
     h.bytes(b"a");
     assert_eq!(h.0, 0xaf63_dc4c_8601_ec8c);
 }
+
+#[test]
+fn pruning_removes_only_other_builds_unused_for_a_week() {
+    let cache = tempfile::tempdir().unwrap();
+    let age = |dir: &std::path::Path, secs: u64| {
+        std::fs::create_dir_all(dir).unwrap();
+        let manifest = std::fs::File::create(dir.join(MANIFEST_NAME)).unwrap();
+        let when = std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
+        manifest.set_modified(when).unwrap();
+    };
+    let week = STALE_IMAGE_AGE.as_secs();
+    let own = image_dir_in(cache.path());
+    let old = cache.path().join("image-0123456789abcdef-v1");
+    let recent = cache.path().join("image-fedcba9876543210-v1");
+    let not_an_image = cache.path().join("kernel");
+    age(&own, week + 3600);
+    age(&old, week + 3600);
+    age(&recent, week - 3600);
+    age(&not_an_image, week + 3600);
+    prune_stale_images(cache.path());
+    assert!(own.is_dir(), "this build's image is never pruned");
+    assert!(
+        !old.exists(),
+        "another build's image unused for over a week goes"
+    );
+    assert!(recent.is_dir(), "a recently used image stays");
+    assert!(not_an_image.is_dir(), "only image-* directories are pruned");
+}
