@@ -165,7 +165,7 @@ pub fn image_dir_in(cache: &Path) -> PathBuf {
 /// [`ensure_image`] (measured by its manifest's modification time, which each use renews).
 pub const STALE_IMAGE_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
-/// Removes `image-*` directories of other guest builds under `cache` whose manifest is older than
+/// Removes `image-*` (and the former shared `image`) directories of other guest builds under `cache` whose manifest is older than
 /// [`STALE_IMAGE_AGE`]. Best effort: a directory that cannot be read or removed is left.
 fn prune_stale_images(cache: &Path) {
     let own = image_dir_in(cache);
@@ -174,10 +174,11 @@ fn prune_stale_images(cache: &Path) {
     };
     for entry in entries.flatten() {
         let dir = entry.path();
+        // `image` was the one shared directory before images were kept per guest build.
         let is_image = entry
             .file_name()
             .to_str()
-            .is_some_and(|n| n.starts_with("image-"));
+            .is_some_and(|n| n == "image" || n.starts_with("image-"));
         if !is_image || dir == own {
             continue;
         }

@@ -183,6 +183,8 @@ fn pruning_removes_only_other_builds_unused_for_a_week() {
     let old = cache.path().join("image-0123456789abcdef-v1");
     let recent = cache.path().join("image-fedcba9876543210-v1");
     let not_an_image = cache.path().join("kernel");
+    let legacy = cache.path().join("image");
+    age(&legacy, week + 3600);
     age(&own, week + 3600);
     age(&old, week + 3600);
     age(&recent, week - 3600);
@@ -194,5 +196,9 @@ fn pruning_removes_only_other_builds_unused_for_a_week() {
         "another build's image unused for over a week goes"
     );
     assert!(recent.is_dir(), "a recently used image stays");
+    assert!(
+        !legacy.exists(),
+        "the former shared directory goes once unused"
+    );
     assert!(not_an_image.is_dir(), "only image-* directories are pruned");
 }
