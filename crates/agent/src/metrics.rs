@@ -20,12 +20,12 @@ use crate::procfs::{self, Capacity, CpuStat};
 use crate::vms::Vms;
 use drover_api::metrics::{HostMetrics, Metrics, VmMetrics};
 use drover_api::PowerState;
+use drover_qemu::profile::{parse_blockstats, BlockStats};
 use drover_qemu::qmp::{Qmp, QmpError};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
@@ -48,7 +48,7 @@ struct Counters {
     /// Run delay of its QEMU's threads, ns.
     wait_ns: Option<u64>,
     tap: Option<(u64, u64)>,
-    block: Option<[u64; 4]>,
+    block: Option<BlockStats>,
     dirty_at: Option<tokio::time::Instant>,
     /// Its pace (the guest's share of a vCPU, or its QEMU's use, cores) in the sample that
     /// last measured the dirty rate.
@@ -104,21 +104,6 @@ fn rate(now: u64, before: u64, secs: f64) -> f64 {
         return 0.0;
     }
     now.saturating_sub(before) as f64 / secs
-}
-
-/// Sums `query-blockstats` over devices: [rd_bytes, wr_bytes, rd_ops, wr_ops].
-pub fn parse_blockstats(v: &Value) -> Option<[u64; 4]> {
-    let mut sum = [0u64; 4];
-    for dev in v.as_array()? {
-        let s = dev.get("stats")?;
-        for (i, k) in ["rd_bytes", "wr_bytes", "rd_operations", "wr_operations"]
-            .iter()
-            .enumerate()
-        {
-            sum[i] += s.get(k).and_then(Value::as_u64).unwrap_or(0);
-        }
-    }
-    Some(sum)
 }
 
 /// Measures the dirty rate over `ms` milliseconds; MB/s.
@@ -201,10 +186,10 @@ impl MetricsHub {
                     .ok()
                     .and_then(|v| parse_blockstats(&v));
                 if let (Some(b), Some(p)) = (c.block, prev.block) {
-                    m.disk_read_bps = rate(b[0], p[0], secs);
-                    m.disk_write_bps = rate(b[1], p[1], secs);
-                    m.disk_read_iops = rate(b[2], p[2], secs);
-                    m.disk_write_iops = rate(b[3], p[3], secs);
+                    m.disk_read_bps = rate(b.read_bytes, p.read_bytes, secs);
+                    m.disk_write_bps = rate(b.write_bytes, p.write_bytes, secs);
+                    m.disk_read_iops = rate(b.read_ops, p.read_ops, secs);
+                    m.disk_write_iops = rate(b.write_ops, p.write_ops, secs);
                 }
             }
             if let Ok(view) = vms.get(&vm.name).await {
@@ -493,16 +478,6 @@ mod tests {
             Some(0.3)
         ));
         assert!(!dirty_due(Some(s(5)), every_30, f64::NAN, Some(0.3)));
-    }
-
-    #[test]
-    fn blockstats_sum_over_devices() {
-        let v = serde_json::json!([
-            {"device": "a", "stats": {"rd_bytes": 10, "wr_bytes": 20, "rd_operations": 1, "wr_operations": 2}},
-            {"device": "b", "stats": {"rd_bytes": 5}}
-        ]);
-        assert_eq!(parse_blockstats(&v), Some([15, 20, 1, 2]));
-        assert_eq!(parse_blockstats(&serde_json::json!({})), None);
     }
 
     #[test]

@@ -104,6 +104,9 @@ pub struct RunPaths {
     pub metrics: PathBuf,
     pub console_log: PathBuf,
     pub stderr_log: PathBuf,
+    /// QEMU's log file (`-D`): the trace events a profile switches on land here
+    /// ([`crate::disk_trace`]).
+    pub trace_log: PathBuf,
 }
 
 impl RunPaths {
@@ -114,6 +117,7 @@ impl RunPaths {
             metrics: dir.join("metrics.sock"),
             console_log: dir.join("console.log"),
             stderr_log: dir.join("qemu.stderr"),
+            trace_log: dir.join("qemu-trace.log"),
         }
     }
 }
@@ -184,6 +188,8 @@ pub fn argv(spec: &VmSpec, paths: &RunPaths) -> Vec<String> {
         spec.initrd.display().to_string(),
         "-append".into(),
         spec.append.clone(),
+        "-D".into(),
+        paths.trace_log.display().to_string(),
         "-qmp".into(),
         format!("unix:{},server=on,wait=off", paths.qmp.display()),
         "-chardev".into(),

@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod disk;
+pub mod disk_trace;
 pub mod driver;
 pub mod guest_control;
 pub mod image;

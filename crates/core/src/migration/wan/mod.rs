@@ -84,7 +84,9 @@ mod tests;
 
 pub use choice::{choose_fractions, FractionChoice};
 pub use model::{predict_fractions, FractionPrediction};
-pub use profile::{DiskProfile, MemoryProfile, RegionCount, WanLink, WanProfile};
+pub use profile::{
+    count_regions, DiskProfile, DiskRequest, MemoryProfile, RegionCount, WanLink, WanProfile,
+};
 
 use super::cost::CostParams;
 use serde::{Deserialize, Serialize};

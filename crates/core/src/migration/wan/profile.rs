@@ -21,11 +21,57 @@ pub struct MemoryProfile {
     pub sample_interval_s: f64,
 }
 
-/// Accesses the profiler counted in one region of a disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Accesses the profiler counted in one region of a disk, in any one unit (only each region's
+/// share of the total matters): [`count_regions`] counts bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RegionCount {
     pub reads: u64,
     pub writes: u64,
+}
+
+/// One guest request to its disk that the profiler saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskRequest {
+    pub write: bool,
+    /// Where it starts, bytes from the disk's start.
+    pub offset_bytes: u64,
+    pub len_bytes: u64,
+}
+
+/// The bytes `requests` read and wrote in each of `regions` equal slices of a disk of
+/// `virtual_bytes`, in address order (the shape [`DiskProfile::regions`] takes; region `i` holds
+/// the offsets `o` with `floor(o * regions / virtual_bytes) == i`). A request spanning a boundary
+/// counts in each region by its bytes there; bytes past the disk's end are not counted. No
+/// regions, or an empty disk: an empty list.
+pub fn count_regions(
+    virtual_bytes: u64,
+    regions: usize,
+    requests: impl IntoIterator<Item = DiskRequest>,
+) -> Vec<RegionCount> {
+    if regions == 0 || virtual_bytes == 0 {
+        return Vec::new();
+    }
+    let mut counts = vec![RegionCount::default(); regions];
+    let (v, n) = (u128::from(virtual_bytes), regions as u128);
+    // First offset of region `r`: the least `o` with `o * n >= r * v`.
+    let start_of = |r: u128| (r * v).div_ceil(n);
+    for req in requests {
+        let mut pos = u128::from(req.offset_bytes);
+        let end = (pos + u128::from(req.len_bytes)).min(v);
+        while pos < end {
+            let r = pos * n / v;
+            let next = start_of(r + 1).min(end);
+            let bytes = (next - pos) as u64;
+            let c = &mut counts[r as usize];
+            if req.write {
+                c.writes += bytes;
+            } else {
+                c.reads += bytes;
+            }
+            pos = next;
+        }
+    }
+    counts
 }
 
 /// A disk as the profiler sees it.

@@ -409,3 +409,57 @@ proptest! {
         }
     }
 }
+
+fn req(write: bool, offset_bytes: u64, len_bytes: u64) -> DiskRequest {
+    DiskRequest {
+        write,
+        offset_bytes,
+        len_bytes,
+    }
+}
+
+#[test]
+fn requests_count_by_bytes_in_the_regions_they_cover() {
+    // 4 regions of 1 MiB; a write across the first boundary, a read at the end running past it.
+    let counts = count_regions(
+        4 * MIB,
+        4,
+        [
+            req(true, MIB - 4096, 8192),
+            req(false, 4 * MIB - 4096, 65536),
+            req(false, 2 * MIB, 4096),
+        ],
+    );
+    let reads: Vec<u64> = counts.iter().map(|c| c.reads).collect();
+    let writes: Vec<u64> = counts.iter().map(|c| c.writes).collect();
+    assert_eq!(writes, [4096, 4096, 0, 0]);
+    assert_eq!(
+        reads,
+        [0, 0, 4096, 4096],
+        "bytes past the end are not counted"
+    );
+    assert!(count_regions(4 * MIB, 0, [req(true, 0, 1)]).is_empty());
+    assert!(count_regions(0, 4, [req(true, 0, 1)]).is_empty());
+}
+
+proptest! {
+    /// Uneven regions (sizes that do not divide): every byte inside the disk is counted once,
+    /// in the region its offset maps to.
+    #[test]
+    fn region_counts_add_up_to_the_bytes_inside_the_disk(
+        virtual_bytes in 1u64..10_000,
+        regions in 1usize..40,
+        reqs in proptest::collection::vec((any::<bool>(), 0u64..12_000, 0u64..3_000), 0..20),
+    ) {
+        let requests: Vec<DiskRequest> = reqs.iter().map(|&(w, o, l)| req(w, o, l)).collect();
+        let counts = count_regions(virtual_bytes, regions, requests.clone());
+        let mut expected = vec![RegionCount::default(); regions];
+        for r in &requests {
+            for o in r.offset_bytes..(r.offset_bytes + r.len_bytes).min(virtual_bytes) {
+                let i = (o as u128 * regions as u128 / virtual_bytes as u128) as usize;
+                if r.write { expected[i].writes += 1 } else { expected[i].reads += 1 }
+            }
+        }
+        prop_assert_eq!(counts, expected);
+    }
+}
