@@ -31,6 +31,7 @@ pub mod procfs;
 pub mod remote;
 pub mod store;
 pub mod vms;
+pub mod wan_plan;
 
 use drover_qemu::image::GuestImage;
 use drover_qemu::launcher::Accel;

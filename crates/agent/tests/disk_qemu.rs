@@ -7,6 +7,7 @@
 
 use common::{client, run, tcg_config, vm, QemuGuard};
 use drover_agent::procfs;
+use drover_api::wan::WanPlanRequest;
 use drover_api::{AgentClient, VmStatus, VmView};
 use drover_testkit::{require, QEMU, QEMU_IMG};
 use std::path::Path;
@@ -109,6 +110,8 @@ async fn a_created_disk_takes_verified_block_io_and_checks_clean() {
         "{console}"
     );
 
+    wan_plan_of_the_running_vm(&c).await;
+
     // Stop QEMU cleanly (SIGTERM: it flushes and closes the image), then check the image.
     procfs::signal(v.pid, libc::SIGTERM).expect("SIGTERM");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -144,4 +147,49 @@ async fn a_created_disk_takes_verified_block_io_and_checks_clean() {
     // The agent owns the disk it made: deleting the VM deletes it.
     c.delete_vm("dk1").await.expect("delete");
     assert!(!disk.exists(), "the created disk is removed with its VM");
+}
+
+/// The WAN plan of dk1 (16 MiB working set at the start of a 64 MiB disk): the profile sees
+/// its rates and its hot quarter, the model's choice comes with its reason; a second plan
+/// while one runs is refused (409), as is a VM the agent does not have (404).
+async fn wan_plan_of_the_running_vm(c: &AgentClient) {
+    let req = WanPlanRequest {
+        link_bytes_per_s: 12_500_000,
+        rtt_ms: 50,
+        budget_s: Some(600),
+        window_s: Some(2),
+    };
+    let first = {
+        let (c, req) = (c.clone(), req.clone());
+        tokio::spawn(async move { c.wan_plan("dk1", &req).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let busy = c
+        .wan_plan("dk1", &req)
+        .await
+        .expect_err("one profile at a time");
+    assert_eq!(busy.status(), Some(409), "{busy}");
+    assert!(busy.to_string().contains("WAN profile"), "{busy}");
+    let plan = first.await.expect("join").expect("wan plan");
+    eprintln!("dk1 plan: {}", plan.choice.reason);
+    let d = &plan.profile.disk;
+    assert_eq!((d.virtual_bytes, d.block_bytes), (64 << 20, 64 << 10));
+    assert!(d.read_rate_bps > 0.0 && d.write_rate_bps > 0.0, "{d:?}");
+    let total: u64 = d.regions.iter().map(|r| r.reads + r.writes).sum();
+    let quarter = d.regions.len() / 4;
+    let hot: u64 = d.regions[..quarter]
+        .iter()
+        .map(|r| r.reads + r.writes)
+        .sum();
+    assert!(total > 0 && hot as f64 >= 0.99 * total as f64, "{d:?}");
+    let chosen = &plan.choice.chosen;
+    assert!(
+        chosen.agility_s.is_finite() && chosen.total_s > 0.0,
+        "{chosen:?}"
+    );
+    assert!(chosen.agility_s <= plan.choice.pure_precopy.agility_s + 1e-9);
+    assert!(chosen.agility_s <= plan.choice.pure_postcopy.agility_s + 1e-9);
+    assert!(!plan.choice.reason.is_empty());
+    let missing = c.wan_plan("nope", &req).await.expect_err("no such VM");
+    assert_eq!(missing.status(), Some(404), "{missing}");
 }

@@ -11,6 +11,7 @@ pub use crate::transport::ClientError;
 use crate::transport::{json, JsonTransport, Peer};
 use crate::uri::AgentUrl;
 use crate::vm::{Committed, Deleted, Health, VmConfig, VmView, WallSample};
+use crate::wan::{WanPlan, WanPlanRequest};
 use crate::workload::WorkloadChange;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -161,6 +162,19 @@ impl AgentClient {
             reqwest::Method::POST,
             &format!("/v1/vms/{name}/workload"),
             json(&body)?,
+        )
+        .await
+    }
+
+    /// Profiles VM `name` (it must have a disk) for `req.window_s` seconds and returns the WAN
+    /// fraction plan for `req`'s link (checked first with the agent's rules).
+    pub async fn wan_plan(&self, name: &str, req: &WanPlanRequest) -> Result<WanPlan, ClientError> {
+        let name = checked_name(name)?;
+        req.validate().map_err(ClientError::Invalid)?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/vms/{name}/wan-plan"),
+            json(req)?,
         )
         .await
     }

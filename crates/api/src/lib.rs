@@ -34,6 +34,7 @@ pub mod token;
 pub mod transport;
 pub mod uri;
 pub mod vm;
+pub mod wan;
 pub mod workload;
 
 pub use client::{AgentClient, ClientError};

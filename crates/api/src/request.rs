@@ -24,6 +24,7 @@ use crate::qmp::{
     MAX_CAPABILITIES,
 };
 use crate::vm::{VmConfig, VmConfigError};
+use crate::wan::WanPlanRequest;
 use crate::workload::WorkloadChange;
 use drover_core::migration::{KnobError, PlanKnobs};
 use drover_core::units::refusal;
@@ -346,6 +347,18 @@ pub fn parse_workload_change(body: &[u8]) -> Result<WorkloadChange, RequestError
         .check(&change.workload)
         .map_err(|e| RequestError::Invalid(e.named("workload")))?;
     Ok(change)
+}
+
+/// `POST /v1/vms/{name}/wan-plan`: the link, budget and profiling window, each in its range.
+///
+/// # Errors
+/// See the module doc.
+pub fn parse_wan_plan(body: &[u8]) -> Result<WanPlanRequest, RequestError> {
+    let what = "WAN plan request";
+    let root = object(body, what)?;
+    let req: WanPlanRequest = read(&root, &root, &[], what)?;
+    req.validate().map_err(RequestError::Invalid)?;
+    Ok(req)
 }
 
 /// `POST /v1/vms/{name}/qmp`: one command of the forwardable set ([`ForwardedQmp`]).

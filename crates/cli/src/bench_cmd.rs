@@ -214,6 +214,8 @@ mod tests {
                 throughput_during: Some(900.0),
                 throughput_after: Some(1000.0),
                 degradation_pct,
+                restored_ms: None,
+                agility_s: None,
                 integrity_errors: 0,
                 watchdog_action: "none".into(),
                 error: None,

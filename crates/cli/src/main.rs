@@ -19,6 +19,7 @@ mod sim_judge_cmd;
 mod sim_live_cmd;
 mod vm_cmd;
 mod wan_cmd;
+mod wan_plan_cmd;
 
 use clap::{Parser, Subcommand};
 

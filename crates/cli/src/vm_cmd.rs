@@ -1,4 +1,4 @@
-//! `drover vm create|list|delete|migrate`: VMs on agents without a manager. A host is named
+//! `drover vm create|list|delete|migrate|wan-plan`: VMs on agents without a manager. A host is named
 //! by lab host (`--host h1`, resolved through the lab's state file, which also gives the token)
 //! or by agent URL (`--agent http://...` with `--token-file`).
 
@@ -7,6 +7,7 @@ use crate::migration_flags::MigrationFlags;
 use anyhow::{anyhow, bail, Context};
 use drover_api::token::read_token;
 use drover_api::vm::VmConfigError;
+use drover_api::wan;
 use drover_api::{
     AgentClient, AgentUrl, MigrationRequest, MigrationState, NicConfig, VmConfig, VmStatus, VmView,
 };
@@ -102,6 +103,29 @@ pub enum VmCommand {
         target: Target,
         /// Print the migration record as JSON (its `result` holds the result, once there is
         /// one), whether the migration succeeded or not.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Profile a VM with a disk for a few seconds and show its WAN fraction plan: how much of
+    /// its memory and disk to copy ahead over a link before post-copying the rest, with the
+    /// predicted restoration agility, downtime and total time (nothing migrates).
+    WanPlan {
+        name: String,
+        /// The link's usable rate, 1Mbit/s to 100Gbit/s, e.g. 100Mbit/s or 12.5MB/s.
+        #[arg(long)]
+        link: String,
+        /// The link's round-trip time, ms (0 to 10000).
+        #[arg(long, allow_negative_numbers = true, value_parser = whole::<u32>(0, u64::from(wan::MAX_RTT_MS)))]
+        rtt_ms: u32,
+        /// Most seconds the whole migration may take (1 to 86400); default: no budget.
+        #[arg(long, allow_negative_numbers = true, value_parser = whole::<u32>(1, u64::from(wan::MAX_BUDGET_S)))]
+        budget: Option<u32>,
+        /// Seconds of profiling (1 to 30).
+        #[arg(long, default_value_t = wan::DEFAULT_WINDOW_S, allow_negative_numbers = true,
+              value_parser = whole::<u32>(1, u64::from(wan::MAX_WINDOW_S)))]
+        window: u32,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         json: bool,
     },
@@ -421,6 +445,25 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
             }
             if done.state != MigrationState::Completed {
                 bail!("migration {} ended {:?}", done.id, done.state);
+            }
+        }
+        VmCommand::WanPlan {
+            name,
+            link,
+            rtt_ms,
+            budget,
+            window,
+            target,
+            json: as_json,
+        } => {
+            let request = crate::wan_plan_cmd::request(&link, rtt_ms, budget, window)?;
+            let r = resolve(&target)?;
+            let agent = find_vm(&r, &name).await?;
+            let plan = agent.wan_plan(&name, &request).await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                crate::wan_plan_cmd::print(&plan);
             }
         }
     }

@@ -27,7 +27,7 @@ use axum::{Extension, Json, Router};
 use drover_api::qmp::{ForwardedQmp, QmpReply};
 use drover_api::request::{
     parse_create_vm, parse_incoming, parse_migration, parse_migration_id, parse_name, parse_qmp,
-    parse_workload_change,
+    parse_wan_plan, parse_workload_change,
 };
 use drover_api::vm::{Committed, Deleted, Health};
 use drover_api::{IncomingReply, MigrationUri};
@@ -89,6 +89,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/vms/{name}/samples", get(samples))
         .route("/v1/vms/{name}/workload", post(change_workload))
         .route("/v1/vms/{name}/qmp", post(qmp))
+        .route("/v1/vms/{name}/wan-plan", post(wan_plan))
         .route("/v1/vms/{name}/migrations", post(migrate))
         .route("/v1/migrations", get(list_migrations))
         .route(
@@ -202,6 +203,19 @@ async fn change_workload(
     let change = parse_workload_change(&body(b)?)?;
     let view = st.vms.change_workload(&name, &change.workload)?;
     ok(StatusCode::ACCEPTED, view)
+}
+
+async fn wan_plan(
+    State(st): St,
+    p: Result<Path<String>, PathRejection>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let name = name(p)?;
+    let req = parse_wan_plan(&body(b)?)?;
+    ok(
+        StatusCode::OK,
+        crate::wan_plan::plan(&st, &name, &req).await?,
+    )
 }
 
 async fn standby(State(st): St) -> ApiResult {

@@ -257,6 +257,8 @@ mod tests {
             throughput_during: None,
             throughput_after: None,
             degradation_pct: None,
+            restored_ms: None,
+            agility_s: None,
             integrity_errors: 0,
             watchdog_action: "none".into(),
             error: None,

@@ -217,6 +217,9 @@ pub(super) fn unclaimed<'m>(
             false => format!("migration {m} is under way"),
         }));
     }
+    if e.profiling {
+        return Err(busy("a WAN profile of it is being taken".into()));
+    }
     Ok(e)
 }
 

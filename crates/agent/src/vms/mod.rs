@@ -46,6 +46,7 @@ mod guard;
 mod nic;
 pub mod oom;
 mod process;
+mod profile;
 pub mod tap;
 mod view;
 
@@ -59,6 +60,7 @@ pub use guard::{GuestSeen, Removal};
 use oom::OomWatch;
 pub use process::kill_pid;
 use process::LaunchGate;
+pub use profile::ProfileTarget;
 
 #[derive(Debug, Error)]
 pub enum VmsError {
@@ -191,6 +193,8 @@ pub struct VmEntry {
     /// Being stopped on purpose, so a liveness check that finds its QEMU gone does not call it
     /// lost.
     stopping: bool,
+    /// A WAN profile is being taken (see `profile`): no migration or workload change meanwhile.
+    profiling: bool,
 }
 
 impl VmEntry {
@@ -450,6 +454,7 @@ impl Vms {
             guest_away: false,
             guest_arrived: false,
             stopping: false,
+            profiling: false,
         })
     }
 
@@ -464,6 +469,7 @@ impl Vms {
             guest_away: false,
             guest_arrived: false,
             stopping: false,
+            profiling: false,
         }
     }
 

@@ -8,6 +8,7 @@
 //! Over a WAN with local disks, [`wan`] predicts and picks the fractions of memory and disk to
 //! copy ahead (fractional hybrid, restoration agility); nothing runs its choice yet.
 
+pub mod agility;
 pub mod cost;
 pub mod dest;
 pub mod group;

@@ -216,6 +216,15 @@ pub struct MigrationResult {
     /// Work lost while it ran, percent of the before rate (null: unknown, or no work before
     /// to compare with).
     pub degradation_pct: Option<f64>,
+    /// Start until the workload's throughput stayed at 90% or more of its before rate, ms
+    /// (null: unknown, or not restored within the reports; see `migration::agility`).
+    #[serde(default)]
+    pub restored_ms: Option<u64>,
+    /// Performance restoration agility measured: work lost from the start until `restored_ms`,
+    /// seconds of the before rate, the pause included (null as `restored_ms`; the definition
+    /// the WAN fraction model predicts, `migration::agility`).
+    #[serde(default)]
+    pub agility_s: Option<f64>,
     pub integrity_errors: u64,
     /// Watchdog escalations in order, comma-separated, or "none".
     pub watchdog_action: String,
@@ -396,6 +405,12 @@ impl MigrationResult {
         let o = f.outcome;
         let span = Span::of(o, f.dest_running_ms);
         let t = throughput(f.samples, &span);
+        let restored = super::agility::restoration(
+            f.samples,
+            span.started_ms(),
+            span.samples_until_ms(),
+            t.before,
+        );
         MigrationResult {
             technique: f.requested,
             chosen: f.chosen,
@@ -412,6 +427,8 @@ impl MigrationResult {
             throughput_during: t.during,
             throughput_after: t.after,
             degradation_pct: t.degradation_pct,
+            restored_ms: restored.map(|r| r.restored_ms),
+            agility_s: restored.map(|r| r.agility_s),
             integrity_errors: integrity_errors(f.samples),
             watchdog_action: watchdog_summary(&o.watchdog_actions),
             error: o.error.clone(),
@@ -519,6 +536,8 @@ mod assemble_tests {
         );
         assert_eq!(r.watchdog_action, "none");
         assert!(r.degradation_pct.expect("known").abs() < 1e-9);
+        // The guest never slowed: restored at once, nothing lost.
+        assert_eq!((r.restored_ms, r.agility_s), (Some(0), Some(0.0)));
         let json = serde_json::to_value(&r).expect("json");
         for field in [
             "technique",

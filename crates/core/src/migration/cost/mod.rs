@@ -84,6 +84,7 @@ impl VmProfile {
 }
 
 /// The path a migration takes.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LinkProfile {
     /// Usable bandwidth for migration traffic, bytes per second.

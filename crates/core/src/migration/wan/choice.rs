@@ -11,6 +11,7 @@ use std::cmp::Ordering;
 const AGILITY_TIE_S: f64 = 1e-6;
 
 /// The fractions picked and why, with the pure techniques for comparison.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FractionChoice {
     pub chosen: FractionPrediction,

@@ -73,8 +73,10 @@
 //! time in post-copy, the VM split between hosts, then less total time); when none fits it
 //! says so and picks the fastest. It reports both pure techniques for comparison.
 //!
-//! Not yet driven: nothing runs these fractions; the profiler, the storage modes and the
-//! experiment (issue 12 parts 1, 2, 5) will feed and use it, and calibrate it on measured runs.
+//! Fed by the host-side profiler (`drover_qemu::profile::profile_wan`; region counts by
+//! [`count_regions`]) and served as an agent's WAN plan (`POST /v1/vms/{name}/wan-plan`). Not
+//! yet run: no storage mode carries out the chosen fractions, and the model is not calibrated
+//! on measured runs (issue 12 parts 2 and 5).
 
 mod choice;
 mod model;

@@ -11,6 +11,7 @@ const BISECTION_STEPS: usize = 60;
 
 /// What the model predicts for memory fraction `memory_fraction` and storage fraction
 /// `storage_fraction` ahead. Seconds, bytes, counts.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FractionPrediction {
     /// Share of memory copied ahead (0..=1), hottest first.

@@ -6,6 +6,7 @@ use crate::migration::cost::LinkProfile;
 use serde::{Deserialize, Serialize};
 
 /// Memory as the profiler sees it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemoryProfile {
     /// Guest RAM, bytes.
@@ -23,6 +24,7 @@ pub struct MemoryProfile {
 
 /// Accesses the profiler counted in one region of a disk, in any one unit (only each region's
 /// share of the total matters): [`count_regions`] counts bytes.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RegionCount {
     pub reads: u64,
@@ -75,6 +77,7 @@ pub fn count_regions(
 }
 
 /// A disk as the profiler sees it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiskProfile {
     /// Virtual size, bytes.
@@ -95,6 +98,7 @@ pub struct DiskProfile {
 }
 
 /// A VM's memory and its disk.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WanProfile {
     pub memory: MemoryProfile,
@@ -102,6 +106,7 @@ pub struct WanProfile {
 }
 
 /// The WAN path between the two hosts.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct WanLink {
     /// Usable bandwidth for migration traffic (`bandwidth_bps`, bytes/s).
