@@ -131,6 +131,18 @@ impl AgentClient {
         .await
     }
 
+    /// Asks the source agent to resume post-copy `id`, left paused with its guest on the
+    /// destination (202: it resumes in the background; poll the record).
+    pub async fn resume_migration(&self, id: &str) -> Result<MigrationRecord, ClientError> {
+        let id = checked_id(id)?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/migrations/{id}/resume"),
+            None,
+        )
+        .await
+    }
+
     /// Polls until the migration's record is final, or `timeout` passes (then the last record).
     pub async fn wait_migration(
         &self,

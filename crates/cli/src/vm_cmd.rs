@@ -1,4 +1,4 @@
-//! `drover vm create|list|delete|migrate|wan-plan`: VMs on agents without a manager. A host is named
+//! `drover vm create|list|delete|migrate|resume|wan-plan`: VMs on agents without a manager. A host is named
 //! by lab host (`--host h1`, resolved through the lab's state file, which also gives the token)
 //! or by agent URL (`--agent http://...` with `--token-file`).
 
@@ -103,6 +103,21 @@ pub enum VmCommand {
         target: Target,
         /// Print the migration record as JSON (its `result` holds the result, once there is
         /// one), whether the migration succeeded or not.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a post-copy of VM NAME left paused (its link was cut and did not return within
+    /// its resume window): the source's agent resumes it once the destination answers again
+    /// and completes it; waits for the outcome.
+    Resume {
+        name: String,
+        /// Most seconds to wait for the outcome (the agent keeps trying for its resume window,
+        /// default 600 s, whatever this says).
+        #[arg(long, default_value_t = 660, allow_negative_numbers = true,
+              value_parser = whole::<u64>(1, 86_400))]
+        wait: u64,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         json: bool,
     },
@@ -273,15 +288,74 @@ async fn find_vm(r: &Resolved, name: &str) -> anyhow::Result<AgentClient> {
     if let Some(c) = &r.client {
         return Ok(c.clone());
     }
+    let mut moved_from = None;
     for (host, c) in &r.lab_agents {
         match c.get_vm(name).await {
             Ok(v) if v.status == VmStatus::Running => return Ok(c.clone()),
+            Ok(v) if v.status == VmStatus::Moved => moved_from = Some(host.clone()),
             Ok(_) => {}
             Err(e) if e.status() == Some(404) => {}
             Err(e) => eprintln!("warning: {host}: {e}"),
         }
     }
-    bail!("no lab host runs a VM named '{name}'")
+    match moved_from {
+        Some(host) => bail!(
+            "VM '{name}' is split: its post-copy from {host} has not completed (the guest runs \
+             on the destination, the rest of its memory is still on {host}); if it was left \
+             paused, `drover vm resume {name}` resumes it"
+        ),
+        None => bail!("no lab host runs a VM named '{name}'"),
+    }
+}
+
+/// The agent holding VM `name`'s post-copy left paused, and that migration's id: the named
+/// agent, else the lab host whose records have one (the latest).
+async fn find_paused(r: &Resolved, name: &str) -> anyhow::Result<(AgentClient, String)> {
+    let named = r
+        .client
+        .iter()
+        .map(|c| ("the agent".to_string(), c.clone()));
+    let lab = r.lab_agents.iter().cloned();
+    for (host, c) in named.chain(lab) {
+        match c.migrations().await {
+            Ok(records) => {
+                let paused = records.into_iter().rev().find(|m| {
+                    m.vm == name && m.state == MigrationState::Paused && m.vm_on_destination
+                });
+                if let Some(m) = paused {
+                    return Ok((c, m.id));
+                }
+            }
+            Err(e) => eprintln!("warning: {host}: {e}"),
+        }
+    }
+    bail!("no agent has a post-copy of VM '{name}' left paused")
+}
+
+/// Polls migration `id` after a resume until it completed or its agent gave up (a note "not
+/// resumed" or "resuming stopped" after the request's), or `timeout` passes; the last record.
+async fn wait_resumed(
+    agent: &AgentClient,
+    id: &str,
+    timeout: Duration,
+) -> anyhow::Result<drover_api::MigrationRecord> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let m = agent.migration(id).await?;
+        let asked = m
+            .notes
+            .iter()
+            .rposition(|n| n == "resume asked through the API");
+        let gave_up = asked.is_some_and(|i| {
+            m.notes[i..]
+                .iter()
+                .any(|n| n.starts_with("not resumed") || n.starts_with("resuming stopped"))
+        });
+        if m.state != MigrationState::Paused || gave_up || tokio::time::Instant::now() >= deadline {
+            return Ok(m);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Refuses a VM whose name or NIC address another lab host already has: each agent checks
@@ -445,6 +519,29 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
             }
             if done.state != MigrationState::Completed {
                 bail!("migration {} ended {:?}", done.id, done.state);
+            }
+        }
+        VmCommand::Resume {
+            name,
+            wait,
+            target,
+            json: as_json,
+        } => {
+            let r = resolve(&target)?;
+            let (agent, id) = find_paused(&r, &name).await?;
+            agent.resume_migration(&id).await?;
+            eprintln!("resuming migration {id} of {name}");
+            let done = wait_resumed(&agent, &id, Duration::from_secs(wait)).await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            } else {
+                println!("migration {}: {:?}", done.id, done.state);
+                for note in done.notes.iter().rev().take(2).rev() {
+                    println!("  {note}");
+                }
+            }
+            if done.state != MigrationState::Completed {
+                bail!("migration {id} is still {:?}", done.state);
             }
         }
         VmCommand::WanPlan {

@@ -134,10 +134,13 @@ fn a_vm_with_a_local_disk_migrates_by_storage_precopy() {
     assert!(!target.exists(), "h2 kept the incomplete disk");
     lab.assert_works_intact_on("h1", "dvm", 300);
 
-    // 3. The migration.
-    let record = lab.migrate("dvm", "h2", "precopy");
+    // 3. The migration, asked as `auto`: a VM with a disk runs pre-copy, and says why.
+    let record = lab.migrate("dvm", "h2", "auto");
     eprintln!("record: {record:#}");
     assert_eq!(record["state"], "completed", "{record:#}");
+    assert_eq!(record["plan"]["technique"], "precopy", "{record:#}");
+    let reason = record["plan"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("local disk"), "{reason}");
     assert_eq!(record["vm_on_destination"], true, "{record:#}");
     let notes = record["notes"].as_array().cloned().unwrap_or_default();
     let storage = notes

@@ -2,7 +2,9 @@
 //! migration's stall limit: the run pauses it, the source's agent resumes it once the link is
 //! restored, and the VM finishes on the destination with its memory intact; with a link that
 //! does not return within the resume window the migration is left paused and the VM is still
-//! there, both QEMUs kept, until the source's restarted agent resumes it from its record. Needs root, `ip`, `tc` and QEMU (a failure under CI when missing) and
+//! there, both QEMUs kept, until the source's restarted agent resumes it from its record, or an
+//! operator does (`drover vm resume`) once the link is back. Needs root, `ip`, `tc` and QEMU (a
+//! failure under CI when missing) and
 //! scripts/setup. The lab is torn down also when the test fails, and checked to leave nothing.
 
 mod common;
@@ -124,6 +126,10 @@ fn a_postcopy_cut_on_the_wan_is_resumed_when_the_link_returns_and_left_paused_wh
         "{done:?}"
     );
     eprintln!("resumed: {:?}", done.notes);
+    // The record's figures are the whole migration's, the time after the pause included.
+    let result = done.result.as_ref().expect("result");
+    assert!(result.total_ms >= CUT.as_millis() as u64, "{result:?}");
+    assert!(done.ended_unix_ms.unwrap_or(0) >= started.started_unix_ms + result.total_ms);
     assert!(lab.find_vm("h1", "vm1").is_null(), "vm1 still on h1");
     lab.assert_works_intact_on("h2", "vm1", WSS_PAGES);
 
@@ -175,4 +181,30 @@ fn a_postcopy_cut_on_the_wan_is_resumed_when_the_link_returns_and_left_paused_wh
     eprintln!("resumed after a restart: {:?}", done.notes);
     assert!(lab.find_vm("h2", "vm1").is_null(), "vm1 still on h2");
     lab.assert_works_intact_on("h1", "vm1", WSS_PAGES);
+
+    // 4. To h2 again, left paused past its window; the link returns later and the operator
+    //    resumes it: `drover vm resume` finds the paused migration, the source's agent resumes
+    //    it, and vm1 finishes on h2 intact. A second resume of a completed one is refused.
+    let h1 = lab.host_client("h1");
+    let started = rt
+        .block_on(h1.migrate("vm1", &request(&lab, "h2", 5)))
+        .expect("migrate");
+    let id = started.id.clone();
+    wait_record(&rt, &h1, &id, "the switch", Duration::from_secs(120), |r| {
+        r.vm_on_destination
+    });
+    guest_runs_on(&rt, &lab, "h2");
+    wan(&lab, "cut");
+    wait_record(&rt, &h1, &id, "giving up", Duration::from_secs(60), |r| {
+        r.notes.iter().any(|n| n.contains("not resumed"))
+    });
+    wan(&lab, "restore");
+    let done = lab.vm(&["resume", "vm1", "--wait", "300"]);
+    assert_eq!(done["state"], "completed", "{done}");
+    assert!(lab.find_vm("h1", "vm1").is_null(), "vm1 still on h1");
+    lab.assert_works_intact_on("h2", "vm1", WSS_PAGES);
+    let again = rt
+        .block_on(h1.resume_migration(&id))
+        .expect_err("completed: nothing to resume");
+    assert_eq!(again.status(), Some(409), "{again}");
 }

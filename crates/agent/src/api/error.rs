@@ -156,7 +156,8 @@ impl From<crate::migrate::MigrateError> for ApiError {
             | E::Exists(_)
             | E::DiskNeedsPrecopy { .. }
             | E::Postcopy
-            | E::NotSettled { .. } => ApiError::Conflict(e.to_string()),
+            | E::NotSettled { .. }
+            | E::NotResumable { .. } => ApiError::Conflict(e.to_string()),
             E::Transition(_) => ApiError::Internal(e.to_string()),
             E::Peer(_) => ApiError::Upstream(e.to_string()),
             E::Store(_) => ApiError::Internal(e.to_string()),

@@ -96,6 +96,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
             "/v1/migrations/{id}",
             get(get_migration).delete(cancel_migration),
         )
+        .route("/v1/migrations/{id}/resume", post(resume_migration))
         .route("/v1/incoming", post(incoming))
         .route("/v1/incoming/{name}", axum::routing::delete(abort_incoming))
         .route("/v1/incoming/{name}/commit", post(commit_incoming))
@@ -181,7 +182,7 @@ async fn delete_vm(State(st): St, p: Result<Path<String>, PathRejection>) -> Api
             if crate::migrate::split_migration_of(&st, &name).is_some() =>
         {
             if let Some(r) = crate::migrate::split_migration_of(&st, &name) {
-                crate::migrate::settle(&st, &r).await?;
+                crate::migrate::settle(&st, &r, false).await?;
             }
         }
         Err(e) => return Err(e.into()),
@@ -306,6 +307,14 @@ async fn list_migrations(State(st): St) -> ApiResult {
 async fn get_migration(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
     let id = parse_migration_id(&path(p)?)?;
     ok(StatusCode::OK, crate::migrate::view(&st, &id).await?)
+}
+
+async fn resume_migration(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
+    let id = parse_migration_id(&path(p)?)?;
+    ok(
+        StatusCode::ACCEPTED,
+        crate::migrate::resume_on_request(&st, &id)?,
+    )
 }
 
 async fn cancel_migration(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {

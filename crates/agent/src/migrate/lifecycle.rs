@@ -62,8 +62,15 @@ pub enum RecordEvent {
     MeasureCut,
     /// A post-copy that ended failed or paused here was completed by the destination (its
     /// QEMU says the incoming migration completed and the guest runs): `how` says what was
-    /// seen, for the notes.
-    Settled { how: String },
+    /// seen, for the notes. `completed_now`: it was seen completing just now (a resumed
+    /// post-copy), so the record's end and total time move to now; otherwise (settled later,
+    /// on a delete) the end stays when QEMU first stopped. `transferred_bytes`: the source
+    /// QEMU's final count, which covers what a resumed post-copy sent after the pause.
+    Settled {
+        how: String,
+        completed_now: bool,
+        transferred_bytes: Option<u64>,
+    },
 }
 
 impl RecordEvent {
@@ -212,13 +219,30 @@ pub fn apply(
             let error = error.or(r.error.take());
             place_error(r, error);
         }
-        (S::Failed | S::Paused, E::Settled { how }) if r.vm_on_destination => {
+        (
+            S::Failed | S::Paused,
+            E::Settled {
+                how,
+                completed_now,
+                transferred_bytes,
+            },
+        ) if r.vm_on_destination => {
             let ended = r.state;
             r.state = S::Completed;
+            if completed_now {
+                r.ended_unix_ms = Some(now_unix_ms);
+            }
+            let total_ms = now_unix_ms.saturating_sub(r.started_unix_ms);
             if let Some(res) = r.result.as_mut() {
                 res.status = EndStatus::Completed;
                 res.converged = false;
                 res.error = None;
+                if completed_now {
+                    res.total_ms = total_ms;
+                }
+                if let Some(bytes) = transferred_bytes {
+                    res.transferred_bytes = bytes;
+                }
             }
             let ended = format!("{ended:?}").to_lowercase();
             r.notes
@@ -459,6 +483,8 @@ mod tests {
             assert!(holds_vm(&r));
             let how = RecordEvent::Settled {
                 how: "the destination's QEMU completed".into(),
+                completed_now: false,
+                transferred_bytes: None,
             };
             apply(&mut r, how, 5).expect("settled");
             assert_eq!(
@@ -485,10 +511,35 @@ mod tests {
         apply(&mut home, started(), 2).expect("started");
         apply(&mut home, ended(EndStatus::Failed, false), 3).expect("ended");
         let before = home.clone();
-        let err = apply(&mut home, RecordEvent::Settled { how: "x".into() }, 4)
-            .expect_err("the guest never left");
+        let settled = RecordEvent::Settled {
+            how: "x".into(),
+            completed_now: false,
+            transferred_bytes: None,
+        };
+        let err = apply(&mut home, settled, 4).expect_err("the guest never left");
         assert_eq!(err.event, "settled");
         assert_eq!(home, before);
+    }
+
+    /// A post-copy resumed after its pause and seen completing: the record's end, total time
+    /// and bytes are the whole migration's, not the first run's.
+    #[test]
+    fn a_resumed_postcopy_settles_with_the_whole_migrations_figures() {
+        let mut r = record();
+        r.started_unix_ms = 1_000;
+        apply(&mut r, started(), 1_000).expect("started");
+        apply(&mut r, RecordEvent::Switched, 1_500).expect("switched");
+        apply(&mut r, ended(EndStatus::Paused, false), 9_000).expect("ended");
+        let settled = RecordEvent::Settled {
+            how: "resumed and completed".into(),
+            completed_now: true,
+            transferred_bytes: Some(268_435_456),
+        };
+        apply(&mut r, settled, 61_000).expect("settled");
+        assert_eq!(r.ended_unix_ms, Some(61_000));
+        let res = r.result.as_ref().expect("result");
+        assert_eq!((res.total_ms, res.transferred_bytes), (60_000, 268_435_456));
+        assert_eq!(res.status, EndStatus::Completed);
     }
 
     #[test]

@@ -72,6 +72,7 @@ mod run;
 mod settle;
 
 pub use recover::{reconcile_step, DestSeen, Reconcile, SourceSeen};
+pub use resume::resume_on_request;
 pub use settle::{settle, split_migration_of, whole_on_destination};
 
 use crate::store::{Store, StoreError};
@@ -105,8 +106,9 @@ pub enum MigrateError {
     #[error("a migration with id '{0}' already exists")]
     Exists(String),
     #[error(
-        "VM '{vm}' has disk '{disk}': only technique precopy moves a disk (storage pre-copy); \
-         technique {technique} is refused (storage post-copy is not built yet)"
+        "VM '{vm}' has disk '{disk}': only technique precopy (or auto, which picks it) moves a \
+         disk (storage pre-copy); technique {technique} is refused (storage post-copy is not \
+         built yet)"
     )]
     DiskNeedsPrecopy {
         vm: String,
@@ -122,6 +124,10 @@ pub enum MigrateError {
          cannot be settled: {why}; the source keeps the rest of the guest's memory"
     )]
     NotSettled { id: String, vm: String, why: String },
+    /// A resume asked of a migration that is not a post-copy left paused with its guest on
+    /// the destination, or that this agent is resuming already.
+    #[error("migration '{id}' cannot be resumed: {why}")]
+    NotResumable { id: String, why: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -129,6 +135,8 @@ pub enum MigrateError {
 struct Entry {
     record: MigrationRecord,
     cancel: Option<watch::Sender<bool>>,
+    /// This agent's resume loop runs for it (`resume.rs`): one at a time.
+    resuming: bool,
 }
 
 /// Every migration this agent was the source of.
@@ -150,6 +158,7 @@ impl Migrations {
                     Entry {
                         record: r,
                         cancel: None,
+                        resuming: false,
                     },
                 )
             })
@@ -174,6 +183,25 @@ impl Migrations {
             .get(id)
             .map(|e| e.record.clone())
             .ok_or_else(|| MigrateError::NotFound(id.to_string()))
+    }
+
+    /// Marks migration `id` as being resumed by this agent; false when it already is (or is
+    /// unknown).
+    pub fn begin_resume(&self, id: &str) -> bool {
+        match lock(&self.map).get_mut(id) {
+            Some(e) if !e.resuming => {
+                e.resuming = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Ends what [`Migrations::begin_resume`] began.
+    pub fn end_resume(&self, id: &str) {
+        if let Some(e) = lock(&self.map).get_mut(id) {
+            e.resuming = false;
+        }
     }
 
     pub fn list(&self) -> Vec<MigrationRecord> {
@@ -223,8 +251,10 @@ impl Migrations {
     }
 
     /// Records a note; persistence failures are only logged (a note must not fail a migration).
+    /// Logged at info: a note says what happened (figures, steps), and the failures among them
+    /// also end in the record's state and error.
     pub(crate) fn note(&self, id: &str, note: String) {
-        tracing::warn!(migration = id, "{note}");
+        tracing::info!(migration = id, "{note}");
         let _ = self.update(id, |r| {
             r.notes.push(note);
             Ok::<(), MigrateError>(())
@@ -373,6 +403,7 @@ pub async fn start(
             Entry {
                 record: record.clone(),
                 cancel: Some(tx),
+                resuming: false,
             },
         );
     }
@@ -382,7 +413,8 @@ pub async fn start(
 }
 
 /// Refuses a VM with a disk unless `technique` is pre-copy, the only storage migration built
-/// (see the module doc): at the request, before anything starts.
+/// (see the module doc), or auto, which then picks it: at the request, before anything
+/// starts.
 ///
 /// # Errors
 /// [`MigrateError::DiskNeedsPrecopy`] naming the disk and the technique asked for.
@@ -392,11 +424,13 @@ pub fn check_disk_technique(
 ) -> Result<(), MigrateError> {
     // A disk to be created (`disk_size_bytes`, `disk_base`) counts, named or not.
     match config.disk_file() {
-        Some(disk) if technique != Technique::Precopy => Err(MigrateError::DiskNeedsPrecopy {
-            vm: config.name.clone(),
-            disk,
-            technique,
-        }),
+        Some(disk) if !matches!(technique, Technique::Precopy | Technique::Auto) => {
+            Err(MigrateError::DiskNeedsPrecopy {
+                vm: config.name.clone(),
+                disk,
+                technique,
+            })
+        }
         _ => Ok(()),
     }
 }
@@ -540,7 +574,8 @@ mod tests {
             nic: None,
         };
         assert!(check_disk_technique(&config, Technique::Precopy).is_ok());
-        for t in [Technique::Postcopy, Technique::Hybrid, Technique::Auto] {
+        assert!(check_disk_technique(&config, Technique::Auto).is_ok());
+        for t in [Technique::Postcopy, Technique::Hybrid] {
             let text = check_disk_technique(&config, t)
                 .expect_err("not pre-copy")
                 .to_string();
@@ -554,7 +589,7 @@ mod tests {
         config.disk = None;
         assert!(check_disk_technique(&config, Technique::Postcopy).is_ok());
         config.disk_size_bytes = Some(64 << 20);
-        let err = check_disk_technique(&config, Technique::Auto).expect_err("a disk to create");
+        let err = check_disk_technique(&config, Technique::Hybrid).expect_err("a disk to create");
         assert!(err.to_string().contains("'db.qcow2'"), "{err}");
     }
 

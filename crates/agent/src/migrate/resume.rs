@@ -9,14 +9,18 @@
 //!
 //! After an agent restart, a paused record that holds its VM is resumed again
 //! ([`resume_after_restart`], from `recover_all`), its window counted afresh, with the
-//! recovery URI the record kept.
+//! recovery URI the record kept. An operator resumes one whose window ran out (the link came
+//! back later) with `POST /v1/migrations/{id}/resume` ([`resume_on_request`]). One loop runs
+//! per migration at a time (`Migrations::begin_resume`).
 
 use super::settle::settle;
+use super::MigrateError;
 use crate::remote::RemoteQmp;
 use crate::AgentState;
 use drover_api::{AgentClient, MigrationRecord, MigrationState};
 use drover_core::migration::{
-    DestAnswer, ResumeAction, ResumeEnd, ResumeLook, ResumeMachine, ResumeParams, ResumeState,
+    DestAnswer, PlanKnobs, ResumeAction, ResumeEnd, ResumeLook, ResumeMachine, ResumeParams,
+    ResumeState,
 };
 use drover_qemu::qmp::{Qmp, QmpExt};
 use std::sync::Arc;
@@ -45,6 +49,10 @@ pub(super) struct PausedRun<'a> {
 /// Resumes `run` within `params`' window (see the module doc); returns when the migration
 /// completed and was settled, or was left paused, with the record saying which.
 pub(super) async fn resume_paused(state: &AgentState, run: &PausedRun<'_>, params: ResumeParams) {
+    if !state.migrations.begin_resume(run.id) {
+        return;
+    }
+    let _resuming = Resuming { state, id: run.id };
     let remote = RemoteQmp {
         client: run.dest.clone(),
         vm: run.vm.to_string(),
@@ -120,6 +128,18 @@ pub(super) async fn resume_paused(state: &AgentState, run: &PausedRun<'_>, param
     }
 }
 
+/// Ends this agent's resume of a migration when the loop returns.
+struct Resuming<'a> {
+    state: &'a AgentState,
+    id: &'a str,
+}
+
+impl Drop for Resuming<'_> {
+    fn drop(&mut self) {
+        self.state.migrations.end_resume(self.id);
+    }
+}
+
 /// The destination's answer: its QEMU's incoming status; if that does not come, whether its
 /// agent answers at all (a QEMU whose main loop waits for a missing page answers no in-band
 /// command, while its agent does).
@@ -142,18 +162,86 @@ pub async fn resume_after_restart(state: Arc<AgentState>, r: MigrationRecord) {
     let Some(params) = r.request.knobs.resume() else {
         return;
     };
-    let left = |why: String| {
+    if let Err(why) = resume_record(&state, &r, params).await {
         state
             .migrations
             .note(&r.id, format!("after the restart, not resumed: {why}"));
+    }
+}
+
+/// `POST /v1/migrations/{id}/resume`: starts resuming post-copy `id`, left paused with its
+/// guest on the destination, in the background, for the request's resume window or, when that
+/// is 0 or ran out already, [`PlanKnobs`]' default window, counted from now.
+///
+/// # Errors
+/// [`MigrateError::NotFound`]; [`MigrateError::NotResumable`] (409) when it is not such a
+/// post-copy, has no recovery URI, its source QEMU is gone, or this agent resumes it already.
+pub fn resume_on_request(
+    state: &Arc<AgentState>,
+    id: &str,
+) -> Result<MigrationRecord, MigrateError> {
+    let r = state.migrations.get(id)?;
+    let refuse = |why: String| MigrateError::NotResumable {
+        id: id.to_string(),
+        why,
     };
-    let Some(recover_uri) = r.recover_uri else {
-        return left("the record has no recovery URI (an older agent wrote it)".into());
+    if r.state != MigrationState::Paused || !r.vm_on_destination {
+        let state = format!("{:?}", r.state).to_lowercase();
+        return Err(refuse(format!(
+            "it is {state}; only a post-copy left paused with the guest on the destination can be"
+        )));
+    }
+    if r.recover_uri.is_none() {
+        return Err(refuse(
+            "the record has no recovery URI (an older agent wrote it)".into(),
+        ));
+    }
+    state
+        .vms
+        .qmp_of(&r.vm)
+        .map_err(|e| refuse(format!("the source QEMU: {e}")))?;
+    if !state.migrations.begin_resume(id) {
+        return Err(refuse("this agent is resuming it already".into()));
+    }
+    // Released again for the loop, which takes it itself (a restart's loop may not be running).
+    state.migrations.end_resume(id);
+    let default = PlanKnobs::default();
+    let params = r
+        .request
+        .knobs
+        .resume()
+        .or(default.resume())
+        .unwrap_or_default();
+    state
+        .migrations
+        .note(id, "resume asked through the API".into());
+    let st = Arc::clone(state);
+    let record = state.migrations.get(id)?;
+    state.spawn(async move {
+        if let Err(why) = resume_record(&st, &record, params).await {
+            st.migrations
+                .note(&record.id, format!("not resumed: {why}"));
+        }
+    });
+    state.migrations.get(id)
+}
+
+/// Runs the resume loop for record `r` with `params`.
+///
+/// # Errors
+/// Why it could not start: no recovery URI, the source QEMU unreachable.
+async fn resume_record(
+    state: &AgentState,
+    r: &MigrationRecord,
+    params: ResumeParams,
+) -> Result<(), String> {
+    let Some(recover_uri) = &r.recover_uri else {
+        return Err("the record has no recovery URI (an older agent wrote it)".into());
     };
-    let source = match state.vms.qmp_of(&r.vm) {
-        Ok(q) => q,
-        Err(e) => return left(format!("the source QEMU cannot be reached: {e}")),
-    };
+    let source = state
+        .vms
+        .qmp_of(&r.vm)
+        .map_err(|e| format!("the source QEMU cannot be reached: {e}"))?;
     let dest = AgentClient::new(r.request.to.clone(), &state.token);
     let recover_uri = recover_uri.to_string();
     let run = PausedRun {
@@ -163,7 +251,8 @@ pub async fn resume_after_restart(state: Arc<AgentState>, r: MigrationRecord) {
         dest: &dest,
         recover_uri: &recover_uri,
     };
-    resume_paused(&state, &run, params).await;
+    resume_paused(state, &run, params).await;
+    Ok(())
 }
 
 /// `f`'s answer, or None when it fails or takes longer than [`LOOK_TIMEOUT`].
@@ -199,7 +288,7 @@ async fn settle_when_whole(state: &AgentState, id: &str) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
     loop {
         let record = state.migrations.get(id).map_err(|e| e.to_string())?;
-        match settle(state, &record).await {
+        match settle(state, &record, true).await {
             Ok(_) => return Ok(()),
             Err(e) if tokio::time::Instant::now() >= deadline => return Err(e.to_string()),
             Err(_) => tokio::time::sleep(LOOK_EVERY).await,

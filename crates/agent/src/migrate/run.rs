@@ -61,7 +61,13 @@ async fn drive(
 ) -> Result<(), String> {
     let source = state.vms.qmp_of(vm).map_err(|e| e.to_string())?;
     let config = state.vms.record(vm).map_err(|e| e.to_string())?.config;
-    let plan = plan_for(req, state.link_bps, source.as_ref(), config.memory_bytes).await;
+    let plan = match config.disk_file() {
+        // Only pre-copy moves a disk (`check_disk_technique` refused the rest).
+        Some(_) => {
+            MigrationPlan::build_with_disk(req.technique, &req.knobs, &CostParams::default())
+        }
+        None => plan_for(req, state.link_bps, source.as_ref(), config.memory_bytes).await,
+    };
     let dest = AgentClient::new(req.to.clone(), &state.token);
     let health = dest
         .health()
@@ -436,10 +442,10 @@ fn cleanup_text(errors: &[String]) -> String {
 fn storage_note(s: &StorageRecord) -> String {
     let ms = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| format!("{v} ms"));
     format!(
-        "storage pre-copy: {} bytes mirrored of a {}-byte disk; mirror to READY {}, READY to \
-         cancel {}, last sync {}{}{}",
+        "storage pre-copy: the mirror processed {} bytes (the disk once, zero areas included, plus \
+         what the guest rewrote meanwhile); mirror to READY {}, READY to cancel {}, last sync \
+         {}{}{}",
         s.transferred_bytes,
-        s.disk_bytes,
         ms(s.mirror_to_ready_ms),
         ms(s.ready_to_cancel_ms),
         ms(s.cancel_to_concluded_ms),
@@ -619,8 +625,9 @@ mod tests {
         };
         assert_eq!(
             storage_note(&r),
-            "storage pre-copy: 67108864 bytes mirrored of a 67108864-byte disk; mirror to READY \
-             1200 ms, READY to cancel 3400 ms, last sync 5 ms"
+            "storage pre-copy: the mirror processed 67108864 bytes (the disk once, zero areas \
+             included, plus what the guest rewrote meanwhile); mirror to READY 1200 ms, READY to \
+             cancel 3400 ms, last sync 5 ms"
         );
         r.ready_to_cancel_ms = None;
         r.error = Some("mirror-cancel: boom".into());

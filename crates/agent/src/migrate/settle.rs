@@ -18,6 +18,7 @@ use crate::AgentState;
 use drover_api::{AgentClient, MigrationRecord, MigrationState, VmStatus};
 use drover_core::migration::MigrationStatus;
 use drover_qemu::qmp::QmpExt;
+use std::time::Duration;
 
 /// Whether the destination's QEMU holds the whole guest, from its incoming migration status
 /// and whether the guest runs (pure, for tests): only `completed` and running does.
@@ -52,7 +53,8 @@ pub fn split_migration_of(state: &AgentState, vm: &str) -> Option<MigrationRecor
 }
 
 /// Settles split migration `r` if the destination has the whole guest; otherwise changes
-/// nothing.
+/// nothing. `completed_now`: the caller just saw it complete (a resumed post-copy), so the
+/// record's end and total time move to now.
 ///
 /// # Errors
 /// [`MigrateError::NotSettled`] when the destination does not say it has the whole guest (or
@@ -60,6 +62,7 @@ pub fn split_migration_of(state: &AgentState, vm: &str) -> Option<MigrationRecor
 pub async fn settle(
     state: &AgentState,
     r: &MigrationRecord,
+    completed_now: bool,
 ) -> Result<MigrationRecord, MigrateError> {
     let dest = AgentClient::new(r.request.to.clone(), &state.token);
     let remote = RemoteQmp {
@@ -94,6 +97,16 @@ pub async fn settle(
             )))
         }
     }
+    // The source QEMU's final count (before hand-over stops it): after a resumed post-copy
+    // it covers what was sent after the pause too.
+    let transferred_bytes = match state.vms.qmp_of(&r.vm) {
+        Ok(q) => tokio::time::timeout(Duration::from_secs(3), q.query_migrate(0))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|p| p.transferred()),
+        Err(_) => None,
+    };
     hand_over(state, &r.id, &dest, &r.vm).await;
     let record = state.migrations.apply(
         &r.id,
@@ -101,6 +114,8 @@ pub async fn settle(
             how: "the destination's QEMU completed the incoming migration and runs the guest; \
                   committed there, the source's QEMU stopped"
                 .into(),
+            completed_now,
+            transferred_bytes,
         },
     )?;
     super::release_vm(state, &r.id, &r.vm);

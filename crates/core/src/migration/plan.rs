@@ -140,6 +140,22 @@ impl MigrationPlan {
         }
     }
 
+    /// The plan for a VM with a local disk asked to move by `technique`, `Auto` or `Precopy`
+    /// (the caller refuses the others: storage moves by pre-copy only, its mirror converging
+    /// with memory before the switchover). `Auto` runs pre-copy and says why; the cost model
+    /// is not asked, since it has no other technique to offer.
+    pub fn build_with_disk(technique: Technique, knobs: &PlanKnobs, cost: &CostParams) -> Self {
+        let mut plan = MigrationPlan::build(Technique::Precopy, knobs, None, cost);
+        if technique == Technique::Auto {
+            plan.requested = Technique::Auto;
+            plan.reason = "the VM has a local disk, which only pre-copy moves (storage \
+                           pre-copy: the disk's mirror converges with memory before the \
+                           switchover)"
+                .into();
+        }
+        plan
+    }
+
     /// The plan for `technique` with the operator's knobs. `auto` needs the VM's measured
     /// profile; without one it falls back to post-copy, whose time is bounded whatever the VM
     /// does, and says so.
@@ -278,6 +294,25 @@ impl MigrationPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vm_with_a_disk_runs_precopy_for_auto_and_says_why() {
+        let knobs = PlanKnobs::default();
+        let cost = CostParams::default();
+        let auto = MigrationPlan::build_with_disk(Technique::Auto, &knobs, &cost);
+        assert_eq!(
+            (auto.requested, auto.technique),
+            (Technique::Auto, Technique::Precopy)
+        );
+        assert!(auto.reason.contains("local disk"), "{}", auto.reason);
+        let asked = MigrationPlan::build_with_disk(Technique::Precopy, &knobs, &cost);
+        let plain = MigrationPlan::build(Technique::Precopy, &knobs, None, &cost);
+        assert_eq!(
+            asked, plain,
+            "an explicit pre-copy is the plain pre-copy plan"
+        );
+        assert_eq!(auto.max_bandwidth_bps, plain.max_bandwidth_bps);
+    }
 
     #[test]
     fn precopy_sets_no_postcopy_capability_unless_watchdog_may_switch() {
