@@ -12,7 +12,9 @@
 //!    it cannot, calls [`PostcopySession::abandon`]);
 //! 3. [`PostcopySession::migrate`]: the memory migration ([`driver::migrate`], pre-copy or
 //!    post-copy of memory); once it completed with the guest running on the destination,
-//!    `block-stream` there (`on-error: stop`, `auto-dismiss` off), `query-block-jobs` polled
+//!    `blockdev-set-active` of the source's disk (QEMU's NBD server answers only reads on an
+//!    inactive node, and the stream asks block status; the source's guest stays stopped),
+//!    `block-stream` on the destination (`on-error: stop`, `auto-dismiss` off), `query-block-jobs` polled
 //!    until it concluded, the job dismissed, a guest a failed read paused continued, and
 //!    `nbd-server-stop` on the source. The source QEMU is the caller's to tear down after
 //!    [`PostcopyOutcome::Completed`], never before; its disk file is never touched here.
@@ -293,8 +295,19 @@ impl PostcopySession {
         source.export_source_disk(&self.disk).await
     }
 
-    /// Starts the stream on the destination and watches it.
+    /// Activates the source's disk again (its export then answers the stream's block-status
+    /// queries), starts the stream on the destination and watches it.
     async fn stream(&mut self, ends: &Endpoints<'_>, clock: &Clock) -> PostcopyRun {
+        if let Err(e) = ends.source.set_disk_active(&self.disk, true).await {
+            self.fail((PostcopyStep::SourceActivate, e.to_string()));
+            let guest = ends.dest.query_status().await.ok();
+            return self.run(None, guest, vec![]);
+        }
+        if let Err(failure) =
+            self.advance(PostcopyStep::SourceActivate, PostcopyEvent::SourceActivated)
+        {
+            return self.run(None, None, vec![failure.1]);
+        }
         let speed = self.config.settings.stream_speed_bps;
         if let Err(e) = ends.dest.start_stream(&self.disk, speed).await {
             self.fail((PostcopyStep::StreamStart, e.to_string()));
@@ -340,6 +353,17 @@ impl PostcopySession {
                 .ok();
             match self.machine.judge(&look) {
                 StreamVerdict::Wait => tokio::time::sleep(self.config.poll_interval).await,
+                StreamVerdict::ResumeAgain => {
+                    if let Err(e) = ends.dest.resume_job(self.disk.stream_job()).await {
+                        tracing::info!(error = %e, "block-job-resume refused");
+                    }
+                    continue_after_io_error(ends.dest).await;
+                    let resumed = PostcopyEvent::StreamResumed {
+                        now_ms: clock.now_ms(),
+                    };
+                    self.advance(PostcopyStep::StreamResume, resumed).ok();
+                    tokio::time::sleep(self.config.poll_interval).await;
+                }
                 StreamVerdict::Concluded => return self.finish(ends, now_ms).await,
                 StreamVerdict::Stalled(reason) => {
                     tracing::warn!(%reason, "storage post-copy stream stalled");

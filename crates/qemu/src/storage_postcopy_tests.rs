@@ -27,6 +27,9 @@ struct World {
     stream_frozen: bool,
     /// The source refuses to export again (its QEMU cannot serve yet).
     re_export_fails: bool,
+    /// Looks at which the job pauses again although the export is back (QEMU's NBD client
+    /// fails the first request while it reconnects).
+    repause: u32,
 }
 
 struct Stream {
@@ -105,7 +108,10 @@ fn stream_json(w: &mut World) -> Value {
         return json!([]);
     };
     if !s.paused && s.offset < DISK {
-        if !exported {
+        if exported && w.repause > 0 {
+            w.repause -= 1;
+            s.paused = true;
+        } else if !exported {
             s.paused = true;
             w.dest_io_error = true;
         } else if !frozen {
@@ -213,9 +219,12 @@ async fn storage_postcopy_exports_migrates_streams_then_releases_the_source() {
             "migrate-set-capabilities",
             "migrate-set-parameters",
             "migrate",
+            "blockdev-set-active",
             "nbd-server-stop"
         ]
     );
+    let active = &args_of(&r.source, "blockdev-set-active")[0];
+    assert_eq!(active, &json!({"node-name": "drover-disk0", "active": true}));
     assert_eq!(
         actions(&r.dest),
         [
@@ -328,7 +337,10 @@ async fn a_refused_stream_holds_both_sides_and_undoes_nothing() {
     let run = migrate(&r, &mut session, Technique::Precopy).await;
     assert_eq!(run.outcome, PostcopyOutcome::Held, "{run:?}");
     assert!(run.storage.error.expect("error").contains("block-stream"));
-    assert_eq!(actions(&r.source).last().map(String::as_str), Some("migrate"));
+    assert_eq!(
+        actions(&r.source).last().map(String::as_str),
+        Some("blockdev-set-active")
+    );
     assert!(r.with(|w| w.server_up && w.exported), "the source still serves");
 }
 
@@ -346,24 +358,38 @@ async fn a_lost_export_stalls_the_stream_and_resume_restores_it_and_completes() 
     assert_eq!(run.storage.stream_ms, None);
     // Nothing was undone or torn down on either side.
     assert!(!actions(&r.dest).contains(&"job-dismiss".to_string()));
-    assert_eq!(actions(&r.source).last().map(String::as_str), Some("migrate"));
+    assert_eq!(
+        actions(&r.source).last().map(String::as_str),
+        Some("blockdev-set-active")
+    );
 
+    r.with(|w| w.repause = 1);
     let run = session.resume(&r.ends(), &Clock::default()).await;
     assert_eq!(run.outcome, PostcopyOutcome::Completed, "{run:?}");
     assert!(run.errors.is_empty(), "{:?}", run.errors);
     assert!(run.dest_guest.expect("guest").running);
+    let resumes = args_of(&r.dest, "block-job-resume");
+    assert_eq!(resumes.len(), 2, "resumed again after the job paused at once");
     let source = actions(&r.source);
     let migrate = source.iter().position(|n| n == "migrate").expect("migrate");
     assert_eq!(
         source[migrate + 1..],
-        ["nbd-server-start", "block-export-add", "nbd-server-stop"]
+        [
+            "blockdev-set-active",
+            "nbd-server-start",
+            "block-export-add",
+            "nbd-server-stop"
+        ]
     );
     let dest = actions(&r.dest);
     let resume = dest
         .iter()
         .position(|n| n == "block-job-resume")
         .expect("resume");
-    assert_eq!(dest[resume + 1..], ["cont", "job-dismiss"]);
+    assert_eq!(
+        dest[resume + 1..],
+        ["cont", "block-job-resume", "job-dismiss"]
+    );
     assert_eq!(run.storage.stream_stalls, 1);
     assert_eq!(run.storage.transferred_bytes, DISK);
 }

@@ -10,9 +10,13 @@
 //! fill the overlay, the guest's device on top with `rerror`/`werror=stop` (a read that
 //! cannot be served pauses the guest instead of failing in it). Memory migrates as usual,
 //! pre-copy or post-copy. Once the memory migration completed with the guest running on the
-//! destination (its disk active), the destination runs `block-stream` on the overlay
-//! (`on-error: stop`: a lost source pauses the job instead of failing it), which pulls every
-//! block not yet in the overlay and then drops the backing. The source QEMU stays, guest
+//! destination (its disk active), the source activates its disk's node again
+//! (`blockdev-set-active`): QEMU 10.0's NBD server answers only reads on an inactive node,
+//! and the stream asks the backing's block status, which it refuses with EPERM; the source's
+//! guest stays stopped and is never resumed once the guest moved, and the export is
+//! read-only, so nothing writes that disk. Then the destination runs `block-stream` on the
+//! overlay (`on-error: stop`: a lost source pauses the job instead of failing it), which
+//! pulls every block not yet in the overlay and then drops the backing. The source QEMU stays, guest
 //! stopped, disk inactive, export serving, until the stream concluded; then it stops its NBD
 //! server and may be torn down. Its disk file is never deleted here.
 //!
@@ -20,7 +24,8 @@
 //!  Idle --ServerStarted--> ServerUp --Exported--> Exported --MemoryStarted--> Migrating
 //!    Migrating --MemoryMoved--> Moved        Migrating --MemoryPaused--> MemoryPaused
 //!    MemoryPaused --MemoryMoved--> Moved     (the agent recovered the memory post-copy)
-//!    Moved --StreamStarted--> Streaming --StreamConcluded--> Streamed --ServerStopped--> Done
+//!    Moved --SourceActivated--> SourceActive --StreamStarted--> Streaming
+//!    Streaming --StreamConcluded--> Streamed --ServerStopped--> Done
 //!    Streaming --StreamStalled--> Stalled --StreamResumed--> Streaming
 //!
 //!  any phase but Done/Failed --Failed{step}--> Failed{step, from}
@@ -43,10 +48,17 @@
 //! While streaming, [`PostcopyMachine::judge`] decides from each `query-block-jobs` look:
 //! wait, concluded, stalled (QEMU paused the job on an I/O error, or no progress for
 //! [`PostcopySettings::stall_ms`]), or failed (the job ended with an error or vanished).
+//! After a resume, a job that pauses again before any progress is resumed again every
+//! [`RESUME_RETRY_MS`] for up to the stall limit: QEMU's NBD client fails the first request
+//! after an outage while it reconnects in the background.
 
 use super::storage::{MirrorJob, MirrorLook, StorageMode, StorageRecord};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+/// How long after a resume a job that paused again is resumed once more, ms (QEMU's NBD
+/// client retries its connection every second or more).
+pub const RESUME_RETRY_MS: u64 = 1000;
 
 /// The stream job's look is the mirror's: QEMU's `BlockJobInfo` fields Drover reads.
 pub type StreamLook = MirrorLook;
@@ -114,6 +126,8 @@ pub enum PostcopyStep {
     DestinationLaunch,
     /// The memory migration.
     Memory,
+    /// Source `blockdev-set-active` of its disk after the switchover.
+    SourceActivate,
     /// Destination `block-stream`.
     StreamStart,
     /// Waiting for the stream job to conclude (`query-block-jobs`).
@@ -132,6 +146,7 @@ impl PostcopyStep {
             PostcopyStep::ExportAdd => "source block-export-add (read-only)",
             PostcopyStep::DestinationLaunch => "destination launch on the source's export",
             PostcopyStep::Memory => "memory migration",
+            PostcopyStep::SourceActivate => "source blockdev-set-active",
             PostcopyStep::StreamStart => "destination block-stream",
             PostcopyStep::StreamWait => "stream wait",
             PostcopyStep::StreamResume => "stream resume",
@@ -166,6 +181,8 @@ pub enum PostcopyPhase {
     MemoryPaused,
     /// The guest runs on the destination, reading unpulled blocks from the source's export.
     Moved { times: StreamTimes },
+    /// The source's disk node is active again: its export answers block status.
+    SourceActive { times: StreamTimes },
     /// The stream job runs.
     Streaming { times: StreamTimes, since_ms: u64 },
     /// The stream stalled (see [`PostcopyMachine::judge`]); the source must stay.
@@ -192,6 +209,7 @@ impl PostcopyPhase {
             PostcopyPhase::Migrating => "migrating",
             PostcopyPhase::MemoryPaused => "memory-paused",
             PostcopyPhase::Moved { .. } => "moved",
+            PostcopyPhase::SourceActive { .. } => "source-active",
             PostcopyPhase::Streaming { .. } => "streaming",
             PostcopyPhase::Stalled { .. } => "stalled",
             PostcopyPhase::Streamed { .. } => "streamed",
@@ -203,6 +221,7 @@ impl PostcopyPhase {
     fn times(&self) -> Option<StreamTimes> {
         match self {
             PostcopyPhase::Moved { times }
+            | PostcopyPhase::SourceActive { times }
             | PostcopyPhase::Streaming { times, .. }
             | PostcopyPhase::Stalled { times, .. }
             | PostcopyPhase::Streamed { times }
@@ -235,6 +254,9 @@ pub enum StreamVerdict {
     Concluded,
     /// Report the stream stalled (the source must stay; resume when its export answers).
     Stalled(String),
+    /// A job resumed after a stall paused again before making progress: resume it again
+    /// (`block-job-resume`; hand over [`PostcopyEvent::StreamResumed`]).
+    ResumeAgain,
     /// The job ended with an error or vanished: fail at [`PostcopyStep::StreamWait`].
     Fail(String),
 }
@@ -294,6 +316,8 @@ pub enum PostcopyEvent {
     MemoryMoved { now_ms: u64 },
     /// The memory post-copy ended paused (the guest split between the QEMUs).
     MemoryPaused,
+    /// The source's disk node was activated again.
+    SourceActivated,
     StreamStarted { now_ms: u64 },
     /// A look at the stream job; refreshes the figures and the progress clock.
     StreamLooked(StreamLook),
@@ -312,6 +336,7 @@ impl PostcopyEvent {
             PostcopyEvent::MemoryStarted => "memory-started",
             PostcopyEvent::MemoryMoved { .. } => "memory-moved",
             PostcopyEvent::MemoryPaused => "memory-paused",
+            PostcopyEvent::SourceActivated => "source-activated",
             PostcopyEvent::StreamStarted { .. } => "stream-started",
             PostcopyEvent::StreamLooked(_) => "stream-looked",
             PostcopyEvent::StreamStalled { .. } => "stream-stalled",
@@ -333,6 +358,8 @@ pub struct PostcopyMachine {
     /// When the job's progress last moved (or the stream started or resumed), ms.
     progress_ms: u64,
     stalls: u32,
+    /// After a resume, until the job makes progress: when it was resumed first and last, ms.
+    resumed: Option<(u64, u64)>,
 }
 
 impl PostcopyMachine {
@@ -343,6 +370,7 @@ impl PostcopyMachine {
             last_job: None,
             progress_ms: 0,
             stalls: 0,
+            resumed: None,
         }
     }
 
@@ -369,7 +397,8 @@ impl PostcopyMachine {
                     ..StreamTimes::default()
                 },
             },
-            (P::Moved { times }, E::StreamStarted { now_ms }) => {
+            (P::Moved { times }, E::SourceActivated) => P::SourceActive { times: *times },
+            (P::SourceActive { times }, E::StreamStarted { now_ms }) => {
                 self.progress_ms = *now_ms;
                 P::Streaming {
                     times: StreamTimes {
@@ -392,10 +421,16 @@ impl PostcopyMachine {
             }
             (P::Stalled { times, .. }, E::StreamResumed { now_ms }) => {
                 self.progress_ms = *now_ms;
+                self.resumed = Some((*now_ms, *now_ms));
                 P::Streaming {
                     times: *times,
                     since_ms: *now_ms,
                 }
+            }
+            // A resumed job that paused again, resumed once more (see `judge`).
+            (P::Streaming { .. }, E::StreamResumed { now_ms }) if self.resumed.is_some() => {
+                self.resumed = self.resumed.map(|(first, _)| (first, *now_ms));
+                self.phase.clone()
             }
             (P::Streaming { times, .. }, E::StreamConcluded { now_ms }) => P::Streamed {
                 times: StreamTimes {
@@ -431,6 +466,7 @@ impl PostcopyMachine {
             .is_none_or(|last| job.offset != last.offset);
         if moved {
             self.progress_ms = self.progress_ms.max(look.now_ms);
+            self.resumed = None;
         }
         self.last_job = Some(job.clone());
     }
@@ -453,6 +489,17 @@ impl PostcopyMachine {
             return StreamVerdict::Concluded;
         }
         if job.status == "paused" {
+            // QEMU's NBD client reconnects in the background after a failed request, so the
+            // first reads after a resume can fail again although the export is back: resume
+            // again, every RESUME_RETRY_MS, for up to the stall limit since the first resume.
+            if let Some((first, last)) = self.resumed {
+                if look.now_ms.saturating_sub(first) < self.settings.stall_ms {
+                    if look.now_ms.saturating_sub(last) >= RESUME_RETRY_MS {
+                        return StreamVerdict::ResumeAgain;
+                    }
+                    return StreamVerdict::Wait;
+                }
+            }
             return StreamVerdict::Stalled(format!(
                 "the stream paused on an I/O error at {} of {} bytes (the source's export \
                  does not answer)",

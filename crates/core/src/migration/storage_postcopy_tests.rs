@@ -39,6 +39,7 @@ fn streaming() -> PostcopyMachine {
     let mut m = migrating();
     m.handle(PostcopyEvent::MemoryMoved { now_ms: 1000 })
         .expect("moved");
+    m.handle(PostcopyEvent::SourceActivated).expect("active");
     m.handle(PostcopyEvent::StreamStarted { now_ms: 2000 })
         .expect("stream");
     m
@@ -186,6 +187,11 @@ fn a_paused_memory_postcopy_holds_until_recovered_then_streams() {
     assert!(m.cleanup().is_empty());
     m.handle(PostcopyEvent::MemoryMoved { now_ms: 50 })
         .expect("recovered");
+    // The stream waits for the source's disk to answer block status.
+    assert!(m
+        .handle(PostcopyEvent::StreamStarted { now_ms: 55 })
+        .is_err());
+    m.handle(PostcopyEvent::SourceActivated).expect("active");
     m.handle(PostcopyEvent::StreamStarted { now_ms: 60 })
         .expect("stream");
     assert_eq!(m.phase().name(), "streaming");
@@ -289,4 +295,46 @@ fn settings_are_checked_with_the_field_named() {
         let err = s.validate().expect_err(field);
         assert!(err.to_string().contains(field), "{err}");
     }
+}
+
+#[test]
+fn a_resumed_job_that_pauses_again_is_resumed_again_within_the_stall_limit() {
+    let mut m = streaming();
+    assert_eq!(step(&mut m, look(2500, Some(job(30, "running")))), StreamVerdict::Wait);
+    let StreamVerdict::Stalled(reason) = step(&mut m, look(3000, Some(job(30, "paused")))) else {
+        panic!("not stalled")
+    };
+    m.handle(PostcopyEvent::StreamStalled { reason })
+        .expect("stall");
+    m.handle(PostcopyEvent::StreamResumed { now_ms: 10_000 })
+        .expect("resume");
+    // Paused again at once: wait a retry interval, then resume again.
+    assert_eq!(step(&mut m, look(10_100, Some(job(30, "paused")))), StreamVerdict::Wait);
+    assert_eq!(
+        step(&mut m, look(11_000, Some(job(30, "paused")))),
+        StreamVerdict::ResumeAgain
+    );
+    m.handle(PostcopyEvent::StreamResumed { now_ms: 11_000 })
+        .expect("again");
+    assert_eq!(step(&mut m, look(11_500, Some(job(30, "paused")))), StreamVerdict::Wait);
+    // Past the stall limit since the first resume: stalled again.
+    assert!(matches!(
+        step(&mut m, look(15_000, Some(job(30, "paused")))),
+        StreamVerdict::Stalled(_)
+    ));
+    // Progress ends the retry window: a later pause is a new stall at once.
+    let mut m = streaming();
+    m.handle(PostcopyEvent::StreamStalled { reason: "r".into() })
+        .expect("stall");
+    m.handle(PostcopyEvent::StreamResumed { now_ms: 10_000 })
+        .expect("resume");
+    assert_eq!(step(&mut m, look(10_500, Some(job(60, "running")))), StreamVerdict::Wait);
+    assert!(matches!(
+        step(&mut m, look(12_000, Some(job(60, "paused")))),
+        StreamVerdict::Stalled(_)
+    ));
+    // A resume outside a stall is refused.
+    assert!(m
+        .handle(PostcopyEvent::StreamResumed { now_ms: 13_000 })
+        .is_err());
 }

@@ -168,6 +168,16 @@ pub trait BlockExt: Qmp {
             .any(|e| e.get("id").and_then(Value::as_str) == Some(disk.export_id())))
     }
 
+    /// Activates (or inactivates) the disk's format node (`blockdev-set-active`). A storage
+    /// post-copy's source activates its disk again after the switchover: QEMU's NBD server
+    /// answers only reads on an inactive node, and the stream needs block status.
+    async fn set_disk_active(&self, disk: &DiskNodes, active: bool) -> Result<(), QmpError> {
+        let args = json!({"node-name": disk.format_node(), "active": active});
+        self.execute("blockdev-set-active", Some(args))
+            .await
+            .map(|_| ())
+    }
+
     /// Storage post-copy, destination: pulls every block of the overlay's backing into it,
     /// then drops the backing (`block-stream` without a base). `on-error: stop` pauses the
     /// job on a read the source cannot serve (resumed by [`BlockExt::resume_job`]);
