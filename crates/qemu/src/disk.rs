@@ -155,7 +155,10 @@ pub enum DiskSpec {
     /// copy-on-read filter so guest reads fill it. The device stops the guest on an I/O error
     /// (`rerror`/`werror=stop`): a block the source cannot serve pauses the guest, which
     /// continues once the export answers, instead of failing inside it.
-    Overlay { overlay: PathBuf, source: NbdBacking },
+    Overlay {
+        overlay: PathBuf,
+        source: NbdBacking,
+    },
 }
 
 impl DiskSpec {
@@ -396,7 +399,9 @@ mod tests {
         assert_eq!(b[3]["file"], "drover-disk0");
         assert_eq!(
             args.last().map(String::as_str),
-            Some("virtio-blk-pci,drive=drover-disk0-cor,rerror=stop,werror=stop,id=drover-disk0-dev")
+            Some(
+                "virtio-blk-pci,drive=drover-disk0-cor,rerror=stop,werror=stop,id=drover-disk0-dev"
+            )
         );
         let bad = PostcopySettings {
             reconnect_delay_s: 0,

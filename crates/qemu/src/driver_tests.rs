@@ -1,7 +1,7 @@
 use super::*;
 use crate::qmp::ScriptedQmp;
-use serde_json::{json, Value};
 use crate::test_rig::refuse;
+use serde_json::{json, Value};
 
 /// A pretend pair of QEMUs sharing one migration.
 #[derive(Default)]

@@ -435,7 +435,10 @@ async fn abandon_mirror(
         Some(_) => {}
     }
     wait_concluded(source, disk, config, &clock).await?;
-    source.dismiss_job(disk.mirror_job()).await.map_err(|e| e.to_string())
+    source
+        .dismiss_job(disk.mirror_job())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -200,7 +200,10 @@ impl PostcopySession {
         };
         let outcome = &memory.outcome;
         if !outcome.vm_on_destination {
-            self.fail((PostcopyStep::Memory, memory_failure(&Ok(memory.clone()), false)));
+            self.fail((
+                PostcopyStep::Memory,
+                memory_failure(&Ok(memory.clone()), false),
+            ));
             let errors = self.cleanup(ends.source).await;
             return Ok(self.run(Some(memory), None, errors));
         }
@@ -339,8 +342,11 @@ impl PostcopySession {
                     let since = *silent_since.get_or_insert(now_ms);
                     if now_ms.saturating_sub(since) >= self.config.settings.stall_ms {
                         let reason = format!("the destination does not answer: {e}");
-                        self.advance(PostcopyStep::StreamWait, PostcopyEvent::StreamStalled { reason })
-                            .ok();
+                        self.advance(
+                            PostcopyStep::StreamWait,
+                            PostcopyEvent::StreamStalled { reason },
+                        )
+                        .ok();
                         return self.run(None, None, vec![]);
                     }
                     tokio::time::sleep(self.config.poll_interval).await;
@@ -349,8 +355,11 @@ impl PostcopySession {
             };
             silent_since = None;
             let look = StreamLook { now_ms, job };
-            self.advance(PostcopyStep::StreamWait, PostcopyEvent::StreamLooked(look.clone()))
-                .ok();
+            self.advance(
+                PostcopyStep::StreamWait,
+                PostcopyEvent::StreamLooked(look.clone()),
+            )
+            .ok();
             match self.machine.judge(&look) {
                 StreamVerdict::Wait => tokio::time::sleep(self.config.poll_interval).await,
                 StreamVerdict::ResumeAgain => {
@@ -367,8 +376,11 @@ impl PostcopySession {
                 StreamVerdict::Concluded => return self.finish(ends, now_ms).await,
                 StreamVerdict::Stalled(reason) => {
                     tracing::warn!(%reason, "storage post-copy stream stalled");
-                    self.advance(PostcopyStep::StreamWait, PostcopyEvent::StreamStalled { reason })
-                        .ok();
+                    self.advance(
+                        PostcopyStep::StreamWait,
+                        PostcopyEvent::StreamStalled { reason },
+                    )
+                    .ok();
                     let guest = ends.dest.query_status().await.ok();
                     return self.run(None, guest, vec![]);
                 }
@@ -385,8 +397,11 @@ impl PostcopySession {
     /// disk is all local now), stop the source's NBD server.
     async fn finish(&mut self, ends: &Endpoints<'_>, now_ms: u64) -> PostcopyRun {
         let mut errors = Vec::new();
-        self.advance(PostcopyStep::StreamWait, PostcopyEvent::StreamConcluded { now_ms })
-            .ok();
+        self.advance(
+            PostcopyStep::StreamWait,
+            PostcopyEvent::StreamConcluded { now_ms },
+        )
+        .ok();
         if let Err(e) = ends.dest.dismiss_job(self.disk.stream_job()).await {
             errors.push(format!("job-dismiss: {e}"));
         }

@@ -87,7 +87,11 @@ fn source(world: Shared) -> ScriptedQmp {
             "migrate_cancel" => w.cancelled = true,
             "query-migrate" => return Ok(migrate_json(&mut w)),
             "query-status" => {
-                let status = if w.source_paused { "postmigrate" } else { "running" };
+                let status = if w.source_paused {
+                    "postmigrate"
+                } else {
+                    "running"
+                };
                 return Ok(json!({"running": !w.source_paused, "status": status}));
             }
             "cont" => w.source_paused = false,
@@ -203,7 +207,10 @@ async fn migrate(r: &Rig, session: &mut PostcopySession, technique: Technique) -
 async fn storage_postcopy_exports_migrates_streams_then_releases_the_source() {
     let r = rig(|_| {});
     let mut session = export(&r).await;
-    assert!(r.with(|w| w.server_up && w.exported), "exported before launch");
+    assert!(
+        r.with(|w| w.server_up && w.exported),
+        "exported before launch"
+    );
     assert_eq!(session.backing().reconnect_delay_s(), 10);
     assert_eq!(session.backing().addr(), target().nbd);
     let run = migrate(&r, &mut session, Technique::Precopy).await;
@@ -224,7 +231,10 @@ async fn storage_postcopy_exports_migrates_streams_then_releases_the_source() {
         ]
     );
     let active = &args_of(&r.source, "blockdev-set-active")[0];
-    assert_eq!(active, &json!({"node-name": "drover-disk0", "active": true}));
+    assert_eq!(
+        active,
+        &json!({"node-name": "drover-disk0", "active": true})
+    );
     assert_eq!(
         actions(&r.dest),
         [
@@ -298,7 +308,11 @@ async fn bad_settings_are_refused_before_any_command() {
         .await
         .expect_err("refused");
     assert_eq!(run.outcome, PostcopyOutcome::RolledBack);
-    assert!(run.storage.error.expect("error").contains("reconnect_delay_s"));
+    assert!(run
+        .storage
+        .error
+        .expect("error")
+        .contains("reconnect_delay_s"));
     assert!(r.source.calls().is_empty());
 }
 
@@ -309,7 +323,10 @@ async fn a_destination_that_cannot_launch_undoes_the_export() {
     let run = session.abandon(&r.source, "QEMU exited at start-up").await;
     assert_eq!(run.outcome, PostcopyOutcome::RolledBack);
     assert!(run.storage.error.expect("error").contains("QEMU exited"));
-    assert_eq!(actions(&r.source).last().map(String::as_str), Some("nbd-server-stop"));
+    assert_eq!(
+        actions(&r.source).last().map(String::as_str),
+        Some("nbd-server-stop")
+    );
     assert!(r.with(|w| !w.server_up));
 }
 
@@ -321,7 +338,11 @@ async fn a_failed_memory_migration_keeps_the_guest_home_and_removes_the_export()
     assert_eq!(run.outcome, PostcopyOutcome::RolledBack, "{run:?}");
     let memory = run.memory.expect("memory migration ran");
     assert!(!memory.outcome.vm_on_destination);
-    assert!(run.storage.error.expect("error").contains("memory migration"));
+    assert!(run
+        .storage
+        .error
+        .expect("error")
+        .contains("memory migration"));
     let source = actions(&r.source);
     let migrate = source.iter().position(|n| n == "migrate").expect("migrate");
     // The driver resumes the guest on its own disk, then the export goes.
@@ -341,7 +362,10 @@ async fn a_refused_stream_holds_both_sides_and_undoes_nothing() {
         actions(&r.source).last().map(String::as_str),
         Some("blockdev-set-active")
     );
-    assert!(r.with(|w| w.server_up && w.exported), "the source still serves");
+    assert!(
+        r.with(|w| w.server_up && w.exported),
+        "the source still serves"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -353,7 +377,10 @@ async fn a_lost_export_stalls_the_stream_and_resume_restores_it_and_completes() 
     let guest = run.dest_guest.expect("guest state");
     assert_eq!(guest.status, "io-error", "the VM is reported paused");
     let error = run.storage.error.expect("error");
-    assert!(error.contains("stalled") && error.contains("I/O error"), "{error}");
+    assert!(
+        error.contains("stalled") && error.contains("I/O error"),
+        "{error}"
+    );
     assert_eq!(run.storage.stream_stalls, 1);
     assert_eq!(run.storage.stream_ms, None);
     // Nothing was undone or torn down on either side.
@@ -369,7 +396,11 @@ async fn a_lost_export_stalls_the_stream_and_resume_restores_it_and_completes() 
     assert!(run.errors.is_empty(), "{:?}", run.errors);
     assert!(run.dest_guest.expect("guest").running);
     let resumes = args_of(&r.dest, "block-job-resume");
-    assert_eq!(resumes.len(), 2, "resumed again after the job paused at once");
+    assert_eq!(
+        resumes.len(),
+        2,
+        "resumed again after the job paused at once"
+    );
     let source = actions(&r.source);
     let migrate = source.iter().position(|n| n == "migrate").expect("migrate");
     assert_eq!(

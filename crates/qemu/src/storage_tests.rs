@@ -94,7 +94,9 @@ fn source(world: Shared) -> ScriptedQmp {
                 None => return refuse(cmd, "refused"),
             },
             "job-dismiss" => w.job = None,
-            "blockdev-del" if w.target_del_fails || w.job.is_some() => return refuse(cmd, "refused"),
+            "blockdev-del" if w.target_del_fails || w.job.is_some() => {
+                return refuse(cmd, "refused")
+            }
             "blockdev-del" => w.target_attached = false,
             "migrate" => w.migrating = true,
             "migrate-continue" => {

@@ -125,7 +125,10 @@ impl Pair {
         io_live(&dst.qmp, "read 0 64M").await;
         // Stopping the guest drains and flushes the block layer: the image file then holds
         // the overlay's qcow2 metadata, which QEMU caches (a kill would leave it behind).
-        dst.qmp.execute("stop", None).await.expect("stop the destination");
+        dst.qmp
+            .execute("stop", None)
+            .await
+            .expect("stop the destination");
         dst.kill().await;
         assert_no_qemu_left(&tag);
         assert_images(&src_img, &dst_img, dir.path());
@@ -217,7 +220,10 @@ fn assert_completed(run: &PostcopyRun) {
     let s = &run.storage;
     assert_eq!(s.mode, StorageMode::Postcopy);
     assert_eq!(s.error, None, "{s:?}");
-    assert_eq!((s.transferred_bytes, s.disk_bytes), (DISK_BYTES, DISK_BYTES));
+    assert_eq!(
+        (s.transferred_bytes, s.disk_bytes),
+        (DISK_BYTES, DISK_BYTES)
+    );
     assert!(s.stream_ms.is_some(), "{s:?}");
 }
 
@@ -272,20 +278,21 @@ async fn move_and_compare(technique: Technique) {
     let ends = ends(src, dst);
     let started = Instant::now();
     let driver_config = DriverConfig::default();
-    let migration = pair.session.migrate(
-        &ends,
-        plan(technique),
-        &driver_config,
-        &clock,
-        None,
-    );
+    let migration = pair
+        .session
+        .migrate(&ends, plan(technique), &driver_config, &clock, None);
     let (run, wrote_src, wrote_dst) = tokio::join!(migration, on_source, on_dest);
     let elapsed = started.elapsed();
     let run = run.expect("storage post-copy");
     assert!(wrote_src, "no active migration to write during");
     assert!(wrote_dst, "no stream to write during: {run:?}");
     let memory = run.memory.clone().expect("memory migration ran");
-    assert_eq!(memory.outcome.status, EndStatus::Completed, "{:?}", memory.outcome);
+    assert_eq!(
+        memory.outcome.status,
+        EndStatus::Completed,
+        "{:?}",
+        memory.outcome
+    );
     assert_completed(&run);
     let result = memory.result(&pair.samples.snapshot());
     eprintln!(
@@ -331,7 +338,10 @@ async fn a_lost_export_stalls_the_stream_and_resuming_completes_it_intact() {
         if !until_streamed(dst, 8 << 20).await {
             return None;
         }
-        src.qmp.nbd_server_stop().await.expect("stop the source's export");
+        src.qmp
+            .nbd_server_stop()
+            .await
+            .expect("stop the source's export");
         Some(Instant::now())
     };
     let ends = ends(src, dst);
@@ -350,7 +360,11 @@ async fn a_lost_export_stalls_the_stream_and_resuming_completes_it_intact() {
     assert_eq!(run.outcome, PostcopyOutcome::Stalled, "{run:?}");
     let error = run.storage.error.clone().expect("error");
     assert!(error.contains("stalled"), "{error}");
-    assert!(run.storage.transferred_bytes < DISK_BYTES, "{:?}", run.storage);
+    assert!(
+        run.storage.transferred_bytes < DISK_BYTES,
+        "{:?}",
+        run.storage
+    );
     // Nothing was torn down: the source's disk file, its QEMU (guest stopped), the job.
     assert!(pair.src_img.exists());
     let source = src.qmp.query_status().await.expect("source status");

@@ -42,8 +42,8 @@ pub use storage::{
     StorageMachine, StorageMode, StoragePhase, StorageRecord, StorageSettings, StorageStep,
 };
 pub use storage_postcopy::{
-    PostcopyCleanup, PostcopyError, PostcopyEvent, PostcopyMachine, PostcopyOutcome,
-    PostcopyPhase, PostcopySettings, PostcopyStep, StreamLook, StreamTimes, StreamVerdict,
+    PostcopyCleanup, PostcopyError, PostcopyEvent, PostcopyMachine, PostcopyOutcome, PostcopyPhase,
+    PostcopySettings, PostcopyStep, StreamLook, StreamTimes, StreamVerdict,
 };
 pub use technique::{HybridSwitch, Technique};
 pub use watchdog::{ThrottleKind, Watchdog, WatchdogAction, WatchdogPolicy};

@@ -180,17 +180,31 @@ pub enum PostcopyPhase {
     /// (or waits) on the destination on the source's export.
     MemoryPaused,
     /// The guest runs on the destination, reading unpulled blocks from the source's export.
-    Moved { times: StreamTimes },
+    Moved {
+        times: StreamTimes,
+    },
     /// The source's disk node is active again: its export answers block status.
-    SourceActive { times: StreamTimes },
+    SourceActive {
+        times: StreamTimes,
+    },
     /// The stream job runs.
-    Streaming { times: StreamTimes, since_ms: u64 },
+    Streaming {
+        times: StreamTimes,
+        since_ms: u64,
+    },
     /// The stream stalled (see [`PostcopyMachine::judge`]); the source must stay.
-    Stalled { times: StreamTimes, reason: String },
+    Stalled {
+        times: StreamTimes,
+        reason: String,
+    },
     /// Every block is in the overlay, which has no backing any more.
-    Streamed { times: StreamTimes },
+    Streamed {
+        times: StreamTimes,
+    },
     /// The source's NBD server stopped: the source may be torn down.
-    Done { times: StreamTimes },
+    Done {
+        times: StreamTimes,
+    },
     /// A step failed; `from` is the phase it failed in.
     Failed {
         step: PostcopyStep,
@@ -313,19 +327,32 @@ pub enum PostcopyEvent {
     Exported,
     MemoryStarted,
     /// The memory migration completed and the guest runs on the destination.
-    MemoryMoved { now_ms: u64 },
+    MemoryMoved {
+        now_ms: u64,
+    },
     /// The memory post-copy ended paused (the guest split between the QEMUs).
     MemoryPaused,
     /// The source's disk node was activated again.
     SourceActivated,
-    StreamStarted { now_ms: u64 },
+    StreamStarted {
+        now_ms: u64,
+    },
     /// A look at the stream job; refreshes the figures and the progress clock.
     StreamLooked(StreamLook),
-    StreamStalled { reason: String },
-    StreamResumed { now_ms: u64 },
-    StreamConcluded { now_ms: u64 },
+    StreamStalled {
+        reason: String,
+    },
+    StreamResumed {
+        now_ms: u64,
+    },
+    StreamConcluded {
+        now_ms: u64,
+    },
     ServerStopped,
-    Failed { step: PostcopyStep, message: String },
+    Failed {
+        step: PostcopyStep,
+        message: String,
+    },
 }
 
 impl PostcopyEvent {
@@ -474,10 +501,7 @@ impl PostcopyMachine {
     /// Judges a look at the stream job (call after handing it to [`PostcopyMachine::handle`]).
     pub fn judge(&self, look: &StreamLook) -> StreamVerdict {
         if !matches!(self.phase, PostcopyPhase::Streaming { .. }) {
-            return StreamVerdict::Fail(format!(
-                "stream judged in phase '{}'",
-                self.phase.name()
-            ));
+            return StreamVerdict::Fail(format!("stream judged in phase '{}'", self.phase.name()));
         }
         let Some(job) = &look.job else {
             return StreamVerdict::Fail("the stream job is gone".into());

@@ -56,7 +56,10 @@ fn step(m: &mut PostcopyMachine, l: StreamLook) -> StreamVerdict {
 fn happy_path_records_the_mode_the_stream_time_and_bytes() {
     let mut m = streaming();
     assert_eq!(m.outcome(), None);
-    assert_eq!(step(&mut m, look(2500, Some(job(40, "running")))), StreamVerdict::Wait);
+    assert_eq!(
+        step(&mut m, look(2500, Some(job(40, "running")))),
+        StreamVerdict::Wait
+    );
     assert_eq!(
         step(&mut m, look(4000, Some(job(100, "concluded")))),
         StreamVerdict::Concluded
@@ -142,7 +145,10 @@ fn a_failure_before_the_switchover_stops_the_export_and_rolls_back() {
         assert_eq!(m.cleanup(), owed);
         assert_eq!(m.outcome(), Some(PostcopyOutcome::RolledBack));
         let error = m.record().error.expect("error");
-        assert!(error.contains("memory migration") && error.contains("cancelled"), "{error}");
+        assert!(
+            error.contains("memory migration") && error.contains("cancelled"),
+            "{error}"
+        );
     }
 }
 
@@ -158,9 +164,7 @@ fn a_failure_after_the_switchover_undoes_nothing_and_holds_both_sides() {
     paused.handle(PostcopyEvent::MemoryPaused).expect("paused");
     let mut stalled = streaming();
     stalled
-        .handle(PostcopyEvent::StreamStalled {
-            reason: "r".into(),
-        })
+        .handle(PostcopyEvent::StreamStalled { reason: "r".into() })
         .expect("stall");
     let mut streamed = streaming();
     streamed
@@ -200,24 +204,36 @@ fn a_paused_memory_postcopy_holds_until_recovered_then_streams() {
 #[test]
 fn a_job_paused_on_an_io_error_is_stalled_and_resumes() {
     let mut m = streaming();
-    assert_eq!(step(&mut m, look(2500, Some(job(30, "running")))), StreamVerdict::Wait);
+    assert_eq!(
+        step(&mut m, look(2500, Some(job(30, "running")))),
+        StreamVerdict::Wait
+    );
     let verdict = step(&mut m, look(3000, Some(job(30, "paused"))));
     let StreamVerdict::Stalled(reason) = verdict else {
         panic!("{verdict:?}")
     };
-    assert!(reason.contains("I/O error") && reason.contains("30 of 100"), "{reason}");
+    assert!(
+        reason.contains("I/O error") && reason.contains("30 of 100"),
+        "{reason}"
+    );
     m.handle(PostcopyEvent::StreamStalled { reason })
         .expect("stall");
     assert_eq!(m.outcome(), Some(PostcopyOutcome::Stalled));
     assert!(m.record().error.expect("error").contains("stalled"));
     assert!(m.cleanup().is_empty(), "a stall undoes nothing");
     // Looks go on while stalled (the figures stay fresh) but are judged only when streaming.
-    m.handle(PostcopyEvent::StreamLooked(look(9000, Some(job(30, "paused")))))
-        .expect("look");
+    m.handle(PostcopyEvent::StreamLooked(look(
+        9000,
+        Some(job(30, "paused")),
+    )))
+    .expect("look");
     m.handle(PostcopyEvent::StreamResumed { now_ms: 20_000 })
         .expect("resume");
     // The stall clock restarts at the resume.
-    assert_eq!(step(&mut m, look(24_000, Some(job(30, "running")))), StreamVerdict::Wait);
+    assert_eq!(
+        step(&mut m, look(24_000, Some(job(30, "running")))),
+        StreamVerdict::Wait
+    );
     assert_eq!(
         step(&mut m, look(26_000, Some(job(100, "concluded")))),
         StreamVerdict::Concluded
@@ -226,17 +242,30 @@ fn a_job_paused_on_an_io_error_is_stalled_and_resumes() {
         .expect("concluded");
     let r = m.record();
     assert_eq!(r.stream_stalls, 1);
-    assert_eq!(r.stream_ms, Some(24_000), "stalls count in the stream's time");
+    assert_eq!(
+        r.stream_ms,
+        Some(24_000),
+        "stalls count in the stream's time"
+    );
     assert_eq!(r.error, None);
 }
 
 #[test]
 fn a_stream_without_progress_for_the_stall_limit_is_stalled() {
     let mut m = streaming();
-    assert_eq!(step(&mut m, look(3000, Some(job(10, "running")))), StreamVerdict::Wait);
+    assert_eq!(
+        step(&mut m, look(3000, Some(job(10, "running")))),
+        StreamVerdict::Wait
+    );
     // Progress at 6000 restarts the clock: 10999 is 4999 ms later.
-    assert_eq!(step(&mut m, look(6000, Some(job(20, "running")))), StreamVerdict::Wait);
-    assert_eq!(step(&mut m, look(10_999, Some(job(20, "running")))), StreamVerdict::Wait);
+    assert_eq!(
+        step(&mut m, look(6000, Some(job(20, "running")))),
+        StreamVerdict::Wait
+    );
+    assert_eq!(
+        step(&mut m, look(10_999, Some(job(20, "running")))),
+        StreamVerdict::Wait
+    );
     let verdict = step(&mut m, look(11_000, Some(job(20, "running"))));
     assert!(
         matches!(&verdict, StreamVerdict::Stalled(r) if r.contains("5000 ms")),
@@ -300,7 +329,10 @@ fn settings_are_checked_with_the_field_named() {
 #[test]
 fn a_resumed_job_that_pauses_again_is_resumed_again_within_the_stall_limit() {
     let mut m = streaming();
-    assert_eq!(step(&mut m, look(2500, Some(job(30, "running")))), StreamVerdict::Wait);
+    assert_eq!(
+        step(&mut m, look(2500, Some(job(30, "running")))),
+        StreamVerdict::Wait
+    );
     let StreamVerdict::Stalled(reason) = step(&mut m, look(3000, Some(job(30, "paused")))) else {
         panic!("not stalled")
     };
@@ -309,14 +341,20 @@ fn a_resumed_job_that_pauses_again_is_resumed_again_within_the_stall_limit() {
     m.handle(PostcopyEvent::StreamResumed { now_ms: 10_000 })
         .expect("resume");
     // Paused again at once: wait a retry interval, then resume again.
-    assert_eq!(step(&mut m, look(10_100, Some(job(30, "paused")))), StreamVerdict::Wait);
+    assert_eq!(
+        step(&mut m, look(10_100, Some(job(30, "paused")))),
+        StreamVerdict::Wait
+    );
     assert_eq!(
         step(&mut m, look(11_000, Some(job(30, "paused")))),
         StreamVerdict::ResumeAgain
     );
     m.handle(PostcopyEvent::StreamResumed { now_ms: 11_000 })
         .expect("again");
-    assert_eq!(step(&mut m, look(11_500, Some(job(30, "paused")))), StreamVerdict::Wait);
+    assert_eq!(
+        step(&mut m, look(11_500, Some(job(30, "paused")))),
+        StreamVerdict::Wait
+    );
     // Past the stall limit since the first resume: stalled again.
     assert!(matches!(
         step(&mut m, look(15_000, Some(job(30, "paused")))),
@@ -328,7 +366,10 @@ fn a_resumed_job_that_pauses_again_is_resumed_again_within_the_stall_limit() {
         .expect("stall");
     m.handle(PostcopyEvent::StreamResumed { now_ms: 10_000 })
         .expect("resume");
-    assert_eq!(step(&mut m, look(10_500, Some(job(60, "running")))), StreamVerdict::Wait);
+    assert_eq!(
+        step(&mut m, look(10_500, Some(job(60, "running")))),
+        StreamVerdict::Wait
+    );
     assert!(matches!(
         step(&mut m, look(12_000, Some(job(60, "paused")))),
         StreamVerdict::Stalled(_)

@@ -62,8 +62,12 @@ pub fn assert_same_contents(a: &Path, b: &Path) {
 
 /// A loopback NBD address on a free port.
 pub fn nbd_addr() -> NbdAddr {
-    NbdAddr::new(format!("127.0.0.1:{}", super::free_port()).parse().expect("addr"))
-        .expect("nbd address")
+    NbdAddr::new(
+        format!("127.0.0.1:{}", super::free_port())
+            .parse()
+            .expect("addr"),
+    )
+    .expect("nbd address")
 }
 
 /// Waits (bounded, 20 s) for the source's migration to be in `wanted`.
