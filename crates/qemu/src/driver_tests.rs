@@ -1,6 +1,6 @@
 use super::*;
 use crate::qmp::ScriptedQmp;
-use crate::test_rig::refuse;
+use crate::test_rig::{refuse, status_reply};
 use serde_json::{json, Value};
 
 /// A pretend pair of QEMUs sharing one migration.
@@ -94,9 +94,7 @@ fn source(world: Shared) -> ScriptedQmp {
                 }
                 Ok(progress(&mut w))
             }
-            "query-status" => Ok(
-                json!({"running": !w.source_paused, "status": if w.source_paused {"postmigrate"} else {"running"}}),
-            ),
+            "query-status" => status_reply(!w.source_paused, "postmigrate"),
             "cont" => {
                 w.source_paused = false;
                 Ok(json!({}))

@@ -1,6 +1,6 @@
 use super::*;
 use crate::qmp::ScriptedQmp;
-use crate::test_rig::{actions, args_of, refuse};
+use crate::test_rig::{actions, args_of, refuse, status_reply};
 use drover_core::migration::{EndStatus, Technique};
 use serde_json::{json, Value};
 
@@ -109,14 +109,7 @@ fn source(world: Shared) -> ScriptedQmp {
             }
             "migrate_cancel" => w.migration_cancelled = true,
             "query-migrate" => return Ok(migrate_json(&mut w)),
-            "query-status" => {
-                let status = if w.source_paused {
-                    "postmigrate"
-                } else {
-                    "running"
-                };
-                return Ok(json!({"running": !w.source_paused, "status": status}));
-            }
+            "query-status" => return status_reply(!w.source_paused, "postmigrate"),
             "cont" => w.source_paused = false,
             "query-migrate-capabilities" => return Ok(json!([])),
             _ => {}
@@ -134,10 +127,7 @@ fn dest(world: Shared) -> ScriptedQmp {
             "nbd-server-stop" => w.server_up = false,
             "query-migrate" if moved => return Ok(json!({"status": "completed"})),
             "query-migrate" => return Ok(json!({"status": "active"})),
-            "query-status" => {
-                let status = if moved { "running" } else { "inmigrate" };
-                return Ok(json!({"running": moved, "status": status}));
-            }
+            "query-status" => return status_reply(moved, "inmigrate"),
             "query-migrate-capabilities" => return Ok(json!([])),
             _ => {}
         }

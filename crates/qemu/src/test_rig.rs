@@ -75,3 +75,10 @@ pub(crate) fn refuse(cmd: &str, desc: &str) -> Result<Value, QmpError> {
         desc: desc.into(),
     })
 }
+
+/// A `query-status` reply: running, or stopped in QEMU's run state `stopped` (e.g.
+/// `postmigrate` for a source that migrated, `inmigrate` for a destination still waiting).
+pub(crate) fn status_reply(running: bool, stopped: &str) -> Result<Value, QmpError> {
+    let status = if running { "running" } else { stopped };
+    Ok(serde_json::json!({"running": running, "status": status}))
+}
