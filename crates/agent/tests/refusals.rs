@@ -153,7 +153,7 @@ async fn migration_rules_hold_for_recorded_vms() {
         assert_eq!(s, 409, "{v}");
         assert!(
             error(&v).contains("'db.qcow2'")
-                && error(&v).contains("storage post-copy is not built yet"),
+                && error(&v).contains("does not run storage post-copy yet"),
             "{v}"
         );
     }

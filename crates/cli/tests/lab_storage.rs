@@ -58,7 +58,7 @@ fn a_vm_with_a_local_disk_migrates_by_storage_precopy() {
         .expect_err("post-copy of a disk");
     assert!(
         err.to_string()
-            .contains("storage post-copy is not built yet"),
+            .contains("does not run storage post-copy yet"),
         "{err}"
     );
     let target = std::path::PathBuf::from(lab.host("h2")["state_dir"].as_str().expect("dir"))

@@ -6,7 +6,15 @@
 //! block jobs and NBD exports name them. A storage migration adds, on the source, an NBD client
 //! node [`DiskNodes::target_node`] and a mirror job [`DiskNodes::mirror_job`]; the destination
 //! exports its format node as [`DiskNodes::export_name`].
+//!
+//! A storage post-copy turns this around: the source exports its format node (read-only) and
+//! the destination is launched on [`DiskSpec::Overlay`]: an NBD client node
+//! [`DiskNodes::remote_node`] for that export, a new qcow2 overlay (the format node, over the
+//! overlay's file node) backed by it, and a copy-on-read filter [`DiskNodes::cor_node`] under
+//! the guest's device; the stream job [`DiskNodes::stream_job`] later pulls the rest.
 
+use drover_core::migration::PostcopySettings;
+use serde_json::json;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -24,6 +32,8 @@ pub enum DiskError {
     BadAddr { addr: String, expected: String },
     #[error(transparent)]
     Img(#[from] crate::img::ImgError),
+    #[error("{0}")]
+    BadSetting(String),
 }
 
 /// The largest disk Drover creates, bytes: the guest rule's (`drover_guest::fit`).
@@ -38,6 +48,9 @@ pub struct DiskNodes {
     target: String,
     job: String,
     export_id: String,
+    remote: String,
+    cor: String,
+    stream: String,
 }
 
 impl DiskNodes {
@@ -50,6 +63,9 @@ impl DiskNodes {
             target: format!("{base}-nbd"),
             job: format!("{base}-mirror"),
             export_id: format!("{base}-export"),
+            remote: format!("{base}-remote"),
+            cor: format!("{base}-cor"),
+            stream: format!("{base}-stream"),
             format: base,
         }
     }
@@ -82,10 +98,140 @@ impl DiskNodes {
     pub fn export_name(&self) -> &str {
         &self.format
     }
+    /// Storage post-copy, destination: the NBD client node for the source's export (the
+    /// overlay's backing).
+    pub fn remote_node(&self) -> &str {
+        &self.remote
+    }
+    /// Storage post-copy, destination: the copy-on-read filter the guest's device sits on.
+    pub fn cor_node(&self) -> &str {
+        &self.cor
+    }
+    /// Storage post-copy, destination: the stream job's id.
+    pub fn stream_job(&self) -> &str {
+        &self.stream
+    }
 }
 
-/// Where a destination's NBD server listens: an IP address (the migration address) and a
-/// Drover-chosen, non-zero port. A typed address, so nothing textual reaches QEMU.
+/// Where a storage post-copy's destination reads the blocks it has not pulled yet: the
+/// source's NBD server (its export is always [`DiskNodes::export_name`], never a peer's
+/// text) and how long a lost connection may hold reads before they fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NbdBacking {
+    addr: NbdAddr,
+    reconnect_delay_s: u32,
+}
+
+impl NbdBacking {
+    /// The source's server at `addr`, with `settings`' reconnect delay.
+    ///
+    /// # Errors
+    /// [`DiskError::BadSetting`] when the settings are out of their limits.
+    pub fn new(addr: NbdAddr, settings: &PostcopySettings) -> Result<Self, DiskError> {
+        settings
+            .validate()
+            .map_err(|e| DiskError::BadSetting(e.to_string()))?;
+        Ok(NbdBacking {
+            addr,
+            reconnect_delay_s: settings.reconnect_delay_s,
+        })
+    }
+    pub fn addr(&self) -> NbdAddr {
+        self.addr
+    }
+    /// Seconds a lost connection holds reads before they fail (QEMU's `reconnect-delay`).
+    pub fn reconnect_delay_s(&self) -> u32 {
+        self.reconnect_delay_s
+    }
+}
+
+/// A VM's disk as the launcher attaches it (disk 0, named by [`DiskNodes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskSpec {
+    /// A local qcow2 image: a file node, the qcow2 node, the guest's device on it.
+    Image(PathBuf),
+    /// A storage post-copy's destination: `overlay` (a new, empty qcow2 image of the
+    /// source's virtual size, see [`create_qcow2`]) backed by the source's export, under a
+    /// copy-on-read filter so guest reads fill it. The device stops the guest on an I/O error
+    /// (`rerror`/`werror=stop`): a block the source cannot serve pauses the guest, which
+    /// continues once the export answers, instead of failing inside it.
+    Overlay {
+        overlay: PathBuf,
+        source: NbdBacking,
+    },
+}
+
+impl DiskSpec {
+    /// The image file QEMU opens (the overlay for [`DiskSpec::Overlay`]).
+    pub fn path(&self) -> &Path {
+        match self {
+            DiskSpec::Image(path) | DiskSpec::Overlay { overlay: path, .. } => path,
+        }
+    }
+
+    /// The `-blockdev` and `-device` arguments, JSON syntax for the nodes (a path needs no
+    /// comma escaping). `cache.direct` on the image's nodes: the old `cache=none`. The nbd
+    /// node is read-only: the source exports it so.
+    pub fn argv(&self, nodes: &DiskNodes) -> Vec<String> {
+        let mut blockdevs = Vec::new();
+        let mut format = json!({
+            "driver": "qcow2",
+            "file": nodes.file_node(),
+            "node-name": nodes.format_node(),
+            "cache": {"direct": true},
+        });
+        let mut device = format!("virtio-blk-pci,drive={}", nodes.format_node());
+        if let DiskSpec::Overlay { source, .. } = self {
+            let addr = source.addr();
+            blockdevs.push(json!({
+                "driver": "nbd",
+                "node-name": nodes.remote_node(),
+                "server": {"type": "inet", "host": addr.ip().to_string(),
+                           "port": addr.port().to_string()},
+                "export": nodes.export_name(),
+                "read-only": true,
+                "reconnect-delay": source.reconnect_delay_s(),
+            }));
+            format["backing"] = json!(nodes.remote_node());
+            device = format!(
+                "virtio-blk-pci,drive={},rerror=stop,werror=stop",
+                nodes.cor_node()
+            );
+        }
+        blockdevs.push(json!({
+            "driver": "file",
+            "filename": self.path().display().to_string(),
+            "node-name": nodes.file_node(),
+            "cache": {"direct": true},
+        }));
+        blockdevs.push(format);
+        if matches!(self, DiskSpec::Overlay { .. }) {
+            blockdevs.push(json!({
+                "driver": "copy-on-read",
+                "node-name": nodes.cor_node(),
+                "file": nodes.format_node(),
+            }));
+        }
+        let mut args = Vec::new();
+        for b in blockdevs {
+            args.push("-blockdev".to_string());
+            args.push(b.to_string());
+        }
+        args.push("-device".into());
+        args.push(format!("{device},id={}", nodes.device_id()));
+        args
+    }
+}
+
+impl From<PathBuf> for DiskSpec {
+    fn from(path: PathBuf) -> Self {
+        DiskSpec::Image(path)
+    }
+}
+
+/// Where an NBD server listens (the destination's for a storage pre-copy, the source's for a
+/// post-copy): an IP address (the migration address) and a Drover-chosen, non-zero port. A
+/// typed address, so nothing textual reaches QEMU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NbdAddr(SocketAddr);
 
@@ -205,6 +351,64 @@ mod tests {
         assert_eq!(d.format_node(), "drover-disk0");
         assert_eq!(d.target_node(), "drover-disk0-nbd");
         assert_eq!(d.mirror_job(), "drover-disk0-mirror");
+        assert_eq!(d.remote_node(), "drover-disk0-remote");
+        assert_eq!(d.cor_node(), "drover-disk0-cor");
+        assert_eq!(d.stream_job(), "drover-disk0-stream");
+    }
+
+    fn blockdevs(args: &[String]) -> Vec<serde_json::Value> {
+        args.windows(2)
+            .filter(|w| w[0] == "-blockdev")
+            .map(|w| serde_json::from_str(&w[1]).expect("json"))
+            .collect()
+    }
+
+    #[test]
+    fn an_overlay_reads_the_sources_export_through_copy_on_read() {
+        let addr = NbdAddr::new("198.18.0.1:10811".parse().expect("addr")).expect("nbd");
+        let settings = PostcopySettings {
+            reconnect_delay_s: 7,
+            ..PostcopySettings::default()
+        };
+        let spec = DiskSpec::Overlay {
+            overlay: PathBuf::from("/var/lib/drover/disks/db.qcow2"),
+            source: NbdBacking::new(addr, &settings).expect("backing"),
+        };
+        let args = spec.argv(&DiskNodes::of(0));
+        let b = blockdevs(&args);
+        let names: Vec<&str> = b.iter().filter_map(|n| n["node-name"].as_str()).collect();
+        // Every node exists before the one that names it.
+        assert_eq!(
+            names,
+            [
+                "drover-disk0-remote",
+                "drover-disk0-file",
+                "drover-disk0",
+                "drover-disk0-cor"
+            ]
+        );
+        assert_eq!(b[0]["driver"], "nbd");
+        assert_eq!(b[0]["server"]["host"], "198.18.0.1");
+        assert_eq!(b[0]["server"]["port"], "10811");
+        assert_eq!(b[0]["export"], "drover-disk0");
+        assert_eq!(b[0]["read-only"], true);
+        assert_eq!(b[0]["reconnect-delay"], 7);
+        assert_eq!(b[1]["filename"], "/var/lib/drover/disks/db.qcow2");
+        assert_eq!(b[2]["backing"], "drover-disk0-remote");
+        assert_eq!(b[3]["driver"], "copy-on-read");
+        assert_eq!(b[3]["file"], "drover-disk0");
+        assert_eq!(
+            args.last().map(String::as_str),
+            Some(
+                "virtio-blk-pci,drive=drover-disk0-cor,rerror=stop,werror=stop,id=drover-disk0-dev"
+            )
+        );
+        let bad = PostcopySettings {
+            reconnect_delay_s: 0,
+            ..PostcopySettings::default()
+        };
+        let err = NbdBacking::new(addr, &bad).expect_err("no reconnect");
+        assert!(err.to_string().contains("reconnect_delay_s"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 use super::*;
 use crate::qmp::ScriptedQmp;
+use crate::test_rig::{refuse, status_reply};
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
 
 /// A pretend pair of QEMUs sharing one migration.
 #[derive(Default)]
@@ -46,7 +46,7 @@ struct World {
     dest_completes_after: Option<u64>,
 }
 
-type Shared = Arc<Mutex<World>>;
+type Shared = crate::test_rig::Shared<World>;
 
 fn caps() -> Value {
     json!([{"capability": "postcopy-ram", "state": false}, {"capability": "postcopy-preempt", "state": false}])
@@ -94,9 +94,7 @@ fn source(world: Shared) -> ScriptedQmp {
                 }
                 Ok(progress(&mut w))
             }
-            "query-status" => Ok(
-                json!({"running": !w.source_paused, "status": if w.source_paused {"postmigrate"} else {"running"}}),
-            ),
+            "query-status" => status_reply(!w.source_paused, "postmigrate"),
             "cont" => {
                 w.source_paused = false;
                 Ok(json!({}))
@@ -142,11 +140,9 @@ fn dest(world: Shared) -> ScriptedQmp {
         let mut w = world.lock().expect("lock");
         match cmd {
             "query-migrate-capabilities" => Ok(caps()),
-            "migrate-incoming" if w.incoming_fails => Err(QmpError::Command {
-                command: cmd.into(),
-                class: "GenericError".into(),
-                desc: "Failed to bind socket: Address already in use".into(),
-            }),
+            "migrate-incoming" if w.incoming_fails => {
+                refuse(cmd, "Failed to bind socket: Address already in use")
+            }
             "query-status" => {
                 w.dest_looks += 1;
                 let look = w.dest_looks;
@@ -178,20 +174,10 @@ fn dest(world: Shared) -> ScriptedQmp {
     })
 }
 
-struct Rig {
-    world: Shared,
-    source: ScriptedQmp,
-    dest: ScriptedQmp,
-}
+type Rig = crate::test_rig::Rig<World>;
 
 fn rig(setup: impl FnOnce(&mut World)) -> Rig {
-    let world: Shared = Arc::default();
-    setup(&mut world.lock().expect("lock"));
-    Rig {
-        source: source(world.clone()),
-        dest: dest(world.clone()),
-        world,
-    }
+    Rig::new(setup, source, dest)
 }
 
 async fn run(
@@ -199,14 +185,8 @@ async fn run(
     plan: MigrationPlan,
     cancel: Option<watch::Receiver<bool>>,
 ) -> Result<MigrationRun, DriverError> {
-    let ends = Endpoints {
-        source: &r.source,
-        dest: &r.dest,
-        uri: "unix:/tmp/x.sock".into(),
-        recover_uri: "unix:/tmp/x-recover.sock".into(),
-    };
     migrate(
-        &ends,
+        &r.ends(),
         plan,
         &DriverConfig::default(),
         &Clock::default(),

@@ -5,7 +5,7 @@
 //! bench. Every socket and log lives in the VM's run directory.
 //! The host agent, whose VMs must outlive the agent itself, uses [`spawn_detached`] instead.
 
-use crate::disk::DiskNodes;
+use crate::disk::{DiskNodes, DiskSpec};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::str::FromStr;
@@ -92,7 +92,8 @@ pub struct VmSpec {
     /// Start as a migration destination (`-incoming defer`).
     pub incoming: bool,
     pub tap: Option<TapNic>,
-    pub disk: Option<PathBuf>,
+    /// Disk 0 and how it is attached (a local image, or a storage post-copy's overlay).
+    pub disk: Option<DiskSpec>,
 }
 
 /// Where a VM's sockets and logs live.
@@ -214,43 +215,13 @@ pub fn argv(spec: &VmSpec, paths: &RunPaths) -> Vec<String> {
         a.push(format!("virtio-net-pci,netdev=net0,mac={}", tap.mac));
     }
     if let Some(disk) = &spec.disk {
-        a.extend(disk_args(disk, &DiskNodes::of(0)));
+        a.extend(disk.argv(&DiskNodes::of(0)));
     }
     if spec.incoming {
         a.push("-incoming".into());
         a.push("defer".into());
     }
     a
-}
-
-/// `-blockdev` a file node and a qcow2 node over it, with the names Drover owns (so block jobs
-/// and NBD exports can name them), and the guest's virtio-blk device on the qcow2 node. JSON
-/// syntax, so a path needs no comma escaping. `cache.direct` on both: the old `cache=none`.
-fn disk_args(path: &Path, nodes: &DiskNodes) -> Vec<String> {
-    let file = serde_json::json!({
-        "driver": "file",
-        "filename": path.display().to_string(),
-        "node-name": nodes.file_node(),
-        "cache": {"direct": true},
-    });
-    let format = serde_json::json!({
-        "driver": "qcow2",
-        "file": nodes.file_node(),
-        "node-name": nodes.format_node(),
-        "cache": {"direct": true},
-    });
-    vec![
-        "-blockdev".into(),
-        file.to_string(),
-        "-blockdev".into(),
-        format.to_string(),
-        "-device".into(),
-        format!(
-            "virtio-blk-pci,drive={},id={}",
-            nodes.format_node(),
-            nodes.device_id()
-        ),
-    ]
 }
 
 fn validate(spec: &VmSpec) -> Result<(), LaunchError> {
@@ -283,10 +254,10 @@ fn validate(spec: &VmSpec) -> Result<(), LaunchError> {
         }
     }
     if let Some(disk) = &spec.disk {
-        if !disk.exists() {
+        if !disk.path().exists() {
             return Err(LaunchError::ImageMissing {
                 what: "disk",
-                path: disk.clone(),
+                path: disk.path().to_path_buf(),
             });
         }
     }
@@ -581,7 +552,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let paths = RunPaths::in_dir(dir.path());
         let mut s = spec(dir.path());
-        s.disk = Some(PathBuf::from("/var/lib/drover/a,b/disk0.qcow2"));
+        s.disk = Some(PathBuf::from("/var/lib/drover/a,b/disk0.qcow2").into());
         let a = argv(&s, &paths);
         let blockdevs: Vec<serde_json::Value> = a
             .windows(2)

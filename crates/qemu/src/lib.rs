@@ -4,7 +4,9 @@
 //! - [`qmp`]: the QMP trait, typed commands, the real client and a scripted fake.
 //! - [`driver`]: runs one live migration between two QMP peers, decisions from core.
 //! - [`storage`]: a storage pre-copy (NBD export + mirror) around a memory migration;
-//!   [`disk`]: a disk's block-layer names and `qemu-img` for target images.
+//!   [`storage_postcopy`]: a storage post-copy (the source's NBD export under the
+//!   destination's overlay, a stream after the switchover); [`disk`]: a disk's block-layer
+//!   names, how the launcher attaches it, and `qemu-img` for target images.
 //! - [`metrics`]: reads the guest workload's reports from its serial port and writes control
 //!   lines back ([`guest_control`]: delivering a workload change).
 //! - [`profile`]: dirty-rate measurement for the cost model.
@@ -24,4 +26,7 @@ pub mod metrics;
 pub mod profile;
 pub mod qmp;
 pub mod storage;
+pub mod storage_postcopy;
+#[cfg(test)]
+mod test_rig;
 pub mod vm;

@@ -67,7 +67,8 @@ pub struct StorageRun {
     pub cleanup_errors: Vec<String>,
 }
 
-/// The disk to move and where the destination's NBD server listens.
+/// The disk to move and where the NBD server listens: the destination's for a storage
+/// pre-copy, the source's for a post-copy.
 #[derive(Debug, Clone)]
 pub struct DiskTarget {
     pub disk: DiskNodes,
@@ -295,7 +296,7 @@ async fn release(
         StorageEvent::MirrorConcluded { now_ms },
     )?;
     source
-        .dismiss_job(disk)
+        .dismiss_job(disk.mirror_job())
         .await
         .map_err(at(S::MirrorCancel))?;
     source
@@ -369,7 +370,7 @@ async fn finish(
     cleanup(ends, disk, machine, config).await
 }
 
-fn memory_failure(run: &Result<MigrationRun, DriverError>, moved: bool) -> String {
+pub(crate) fn memory_failure(run: &Result<MigrationRun, DriverError>, moved: bool) -> String {
     match run {
         Err(e) => e.to_string(),
         Ok(_) if moved => {
@@ -434,7 +435,10 @@ async fn abandon_mirror(
         Some(_) => {}
     }
     wait_concluded(source, disk, config, &clock).await?;
-    source.dismiss_job(disk).await.map_err(|e| e.to_string())
+    source
+        .dismiss_job(disk.mirror_job())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

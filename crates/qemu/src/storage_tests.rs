@@ -1,8 +1,8 @@
 use super::*;
-use crate::qmp::{QmpError, ScriptedQmp};
+use crate::qmp::ScriptedQmp;
+use crate::test_rig::{actions, args_of, refuse, status_reply};
 use drover_core::migration::{EndStatus, Technique};
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
 
 /// A pretend pair of QEMUs with one disk: the mirror job, the NBD pieces, the migration.
 #[derive(Default)]
@@ -32,7 +32,7 @@ struct Job {
 
 const DISK: u64 = 100 << 20;
 
-type Shared = Arc<Mutex<World>>;
+type Shared = crate::test_rig::Shared<World>;
 
 fn job_json(w: &mut World) -> Value {
     let Some(job) = w.job.as_mut() else {
@@ -77,14 +77,6 @@ fn migrate_json(w: &mut World) -> Value {
     }
 }
 
-fn refuse(cmd: &str) -> Result<Value, QmpError> {
-    Err(QmpError::Command {
-        command: cmd.into(),
-        class: "GenericError".into(),
-        desc: "refused".into(),
-    })
-}
-
 fn source(world: Shared) -> ScriptedQmp {
     ScriptedQmp::new(move |cmd, args| {
         let mut w = world.lock().expect("lock");
@@ -99,10 +91,12 @@ fn source(world: Shared) -> ScriptedQmp {
             "query-block-jobs" => return Ok(job_json(&mut w)),
             "block-job-cancel" => match w.job.as_mut() {
                 Some(j) => j.cancelled = true,
-                None => return refuse(cmd),
+                None => return refuse(cmd, "refused"),
             },
             "job-dismiss" => w.job = None,
-            "blockdev-del" if w.target_del_fails || w.job.is_some() => return refuse(cmd),
+            "blockdev-del" if w.target_del_fails || w.job.is_some() => {
+                return refuse(cmd, "refused")
+            }
             "blockdev-del" => w.target_attached = false,
             "migrate" => w.migrating = true,
             "migrate-continue" => {
@@ -115,14 +109,7 @@ fn source(world: Shared) -> ScriptedQmp {
             }
             "migrate_cancel" => w.migration_cancelled = true,
             "query-migrate" => return Ok(migrate_json(&mut w)),
-            "query-status" => {
-                let status = if w.source_paused {
-                    "postmigrate"
-                } else {
-                    "running"
-                };
-                return Ok(json!({"running": !w.source_paused, "status": status}));
-            }
+            "query-status" => return status_reply(!w.source_paused, "postmigrate"),
             "cont" => w.source_paused = false,
             "query-migrate-capabilities" => return Ok(json!([])),
             _ => {}
@@ -140,10 +127,7 @@ fn dest(world: Shared) -> ScriptedQmp {
             "nbd-server-stop" => w.server_up = false,
             "query-migrate" if moved => return Ok(json!({"status": "completed"})),
             "query-migrate" => return Ok(json!({"status": "active"})),
-            "query-status" => {
-                let status = if moved { "running" } else { "inmigrate" };
-                return Ok(json!({"running": moved, "status": status}));
-            }
+            "query-status" => return status_reply(moved, "inmigrate"),
             "query-migrate-capabilities" => return Ok(json!([])),
             _ => {}
         }
@@ -151,36 +135,20 @@ fn dest(world: Shared) -> ScriptedQmp {
     })
 }
 
-struct Rig {
-    world: Shared,
-    source: ScriptedQmp,
-    dest: ScriptedQmp,
-}
+type Rig = crate::test_rig::Rig<World>;
 
 fn rig(setup: impl FnOnce(&mut World)) -> Rig {
-    let world: Shared = Arc::default();
-    setup(&mut world.lock().expect("lock"));
-    Rig {
-        source: source(world.clone()),
-        dest: dest(world.clone()),
-        world,
-    }
+    Rig::new(setup, source, dest)
 }
 
 async fn run(r: &Rig) -> StorageRun {
-    let ends = Endpoints {
-        source: &r.source,
-        dest: &r.dest,
-        uri: "tcp:127.0.0.1:4444".into(),
-        recover_uri: "tcp:127.0.0.1:4445".into(),
-    };
     let nbd = NbdAddr::new("127.0.0.1:10809".parse().expect("addr")).expect("nbd");
     let target = DiskTarget {
         disk: DiskNodes::of(0),
         nbd,
     };
     migrate_with_storage(
-        &ends,
+        &r.ends(),
         &target,
         MigrationPlan::fixed(Technique::Precopy),
         &DriverConfig::default(),
@@ -190,22 +158,6 @@ async fn run(r: &Rig) -> StorageRun {
     )
     .await
     .expect("run")
-}
-
-/// The commands that change something, in order (looks left out).
-fn actions(q: &ScriptedQmp) -> Vec<String> {
-    q.command_names()
-        .into_iter()
-        .filter(|n| !n.starts_with("query-"))
-        .collect()
-}
-
-fn args_of(q: &ScriptedQmp, command: &str) -> Vec<Value> {
-    q.calls()
-        .into_iter()
-        .filter(|c| c.command == command)
-        .filter_map(|c| c.arguments)
-        .collect()
 }
 
 #[tokio::test(start_paused = true)]

@@ -73,7 +73,7 @@ async fn disk_and_tap_nic_are_attached() {
         .expect("ip");
     assert!(made.success(), "cannot create a tap device (needs root)");
     let mut s = spec("withdevs");
-    s.disk = Some(disk);
+    s.disk = Some(disk.into());
     s.tap = Some(TapNic {
         ifname: tap.0.clone(),
         mac: "52:54:00:12:34:56".into(),

@@ -8,8 +8,6 @@
 
 use drover_core::migration::{EndStatus, MigrationPlan, MigrationResult, RunFacts, Technique};
 use drover_qemu::bench;
-use drover_qemu::image::{ensure_image, GuestImage, NoProgress};
-use drover_qemu::launcher::Accel;
 use drover_qemu::metrics::{Clock, Samples};
 use drover_qemu::qmp::QmpExt;
 use drover_qemu::vm::{LocalLauncher, LocalVm};
@@ -17,41 +15,13 @@ use drover_testkit::{require, QEMU};
 use std::path::Path;
 use std::time::Duration;
 
+mod common;
+
+use common::{assert_no_qemu_left, launcher, tag};
+
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn image() -> GuestImage {
-    ensure_image(&NoProgress).expect("guest image (run scripts/setup)")
-}
-
-fn launcher(memory_mib: u64) -> LocalLauncher {
-    LocalLauncher {
-        qemu_binary: "qemu-system-x86_64".into(),
-        accel: Accel::Tcg,
-        image: image(),
-        vcpus: 1,
-        memory_bytes: memory_mib << 20,
-        start_timeout: Duration::from_secs(20),
-    }
-}
-
-/// Names carry the test's tag so leftovers can be found.
-fn tag(test: &str) -> String {
-    format!("t{}-{test}", std::process::id())
-}
-
-/// Fails if any QEMU whose command line mentions `tag` is still running.
-fn assert_no_qemu_left(tag: &str) {
-    let mut left = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("proc").flatten() {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if text.contains("qemu-system") && text.contains(tag) {
-            left.push(text);
-        }
-    }
-    assert!(left.is_empty(), "QEMU processes left behind: {left:?}");
-}
-
+/// Boots a source guest named `name` running `workload` and waits for its reports.
 async fn boot(
     l: &LocalLauncher,
     name: &str,
@@ -60,15 +30,7 @@ async fn boot(
     clock: Clock,
     samples: &Samples,
 ) -> LocalVm {
-    let vm = l
-        .launch(&l.spec(name, workload, false), dir, clock, samples.clone())
-        .await
-        .expect("launch source");
-    samples
-        .wait_for(&clock, 0, 0, Duration::from_secs(60))
-        .await
-        .expect("workload reports");
-    vm
+    common::boot(l, &l.spec(name, workload, false), dir, clock, samples).await
 }
 
 /// Visits of a random page pattern that touch every page of a working set with near certainty:

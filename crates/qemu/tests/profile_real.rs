@@ -4,7 +4,7 @@
 //! its accesses fall. Needs qemu-system-x86_64 and qemu-img (a failure under CI when missing, a
 //! loud skip elsewhere); QEMU dies with its handle and the files with the temporary directory.
 
-use drover_qemu::disk::DiskNodes;
+use drover_qemu::disk::{DiskNodes, DiskSpec};
 use drover_qemu::image::{ensure_image, kernel_cmdline, NoProgress};
 use drover_qemu::launcher::{Accel, QemuProcess, RunPaths, VmSpec};
 use drover_qemu::profile::{profile_wan, query_blockstats, WanProfileSettings};
@@ -40,7 +40,7 @@ async fn profile_finds_the_disk_workloads_rates_and_its_hot_quarter() {
         append: kernel_cmdline("disk:wss=16M,rate=400,read=50"),
         incoming: false,
         tap: None,
-        disk: Some(disk),
+        disk: Some(DiskSpec::Image(disk)),
     };
     let paths = RunPaths::in_dir(&dir.path().join("run"));
     let mut qemu = QemuProcess::spawn("qemu-system-x86_64", &spec, &paths, Duration::from_secs(20))

@@ -10,75 +10,27 @@
 
 use drover_core::migration::{CopyMode, EndStatus, MigrationPlan, MigrationStatus, Technique};
 use drover_qemu::bench;
-use drover_qemu::disk::{create_qcow2, virtual_size, DiskNodes, NbdAddr};
+use drover_qemu::disk::{create_qcow2, virtual_size, DiskNodes};
 use drover_qemu::driver::{DriverConfig, Endpoints};
-use drover_qemu::image::{ensure_image, NoProgress};
-use drover_qemu::launcher::Accel;
 use drover_qemu::metrics::{Clock, Samples};
 use drover_qemu::qmp::{Qmp, QmpExt};
 use drover_qemu::storage::{migrate_with_storage, DiskTarget, StorageConfig};
-use drover_qemu::vm::LocalLauncher;
 use drover_qemu::vm::LocalVm;
 use drover_testkit::{require, QEMU, QEMU_IMG};
-use serde_json::json;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::path::PathBuf;
+
+mod common;
+
+use common::disk::{assert_same_contents, io_live, nbd_addr, qemu_io, until_status};
+use common::{boot, free_port, launcher};
 
 const DISK_BYTES: u64 = 64 << 20;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn launcher() -> LocalLauncher {
-    LocalLauncher {
-        qemu_binary: "qemu-system-x86_64".into(),
-        accel: Accel::Tcg,
-        image: ensure_image(&NoProgress).expect("guest image (run scripts/setup)"),
-        vcpus: 1,
-        memory_bytes: 128 << 20,
-        start_timeout: Duration::from_secs(20),
-    }
-}
-
-/// A free loopback TCP port (the listener is closed again before QEMU binds it).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-/// Runs `qemu-io` on a stopped image; panics with its output when it fails.
-fn qemu_io(image: &Path, command: &str) -> String {
-    let out = Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", command])
-        .arg(image)
-        .output()
-        .expect("run qemu-io");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && !text.contains("fail") && !text.contains("Pattern verification"),
-        "qemu-io '{command}' on {}: {text} {}",
-        image.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
-/// A write through the running QEMU's block layer on the guest's device (HMP `qemu-io`).
-async fn write_live(qmp: &dyn Qmp, command: &str) {
-    let device = format!(
-        "/machine/peripheral/{}/virtio-backend",
-        DiskNodes::of(0).device_id()
-    );
-    let line = format!("qemu-io -d {device} \"{command}\"");
-    let out = qmp
-        .execute("human-monitor-command", Some(json!({"command-line": line})))
-        .await
-        .expect("human-monitor-command");
-    let text = out.as_str().unwrap_or_default();
-    assert!(
-        !text.contains("fail") && !text.contains("rror"),
-        "{line}: {text}"
-    );
+/// Waits (bounded) for the source's migration to be active.
+async fn until_active(qmp: &dyn Qmp) -> bool {
+    until_status(qmp, &[MigrationStatus::Active]).await
 }
 
 /// Two QEMUs with disks: the source's image holds 0x5a over [0, 8M) and 0xa5 over [40M, 44M);
@@ -107,26 +59,16 @@ impl Pair {
         let size = virtual_size(&src_img).await.expect("size");
         assert_eq!(size, DISK_BYTES);
         create_qcow2(&dst_img, size).await.expect("target image");
-        let l = launcher();
+        let l = launcher(128);
         let clock = Clock::default();
         let samples = Samples::default();
         let workload = "memtouch:wss=16M,rate=max";
         let mut src_spec = l.spec(&tag, workload, false);
-        src_spec.disk = Some(src_img.clone());
+        src_spec.disk = Some(src_img.clone().into());
         let mut dst_spec = l.spec(&tag, workload, true);
-        dst_spec.disk = Some(dst_img.clone());
-        let src = l
-            .launch(&src_spec, &dir.path().join("a"), clock, samples.clone())
-            .await
-            .expect("launch source");
-        samples
-            .wait_for(&clock, 0, 0, Duration::from_secs(60))
-            .await
-            .expect("workload reports");
-        let dst = l
-            .launch(&dst_spec, &dir.path().join("b"), clock, samples.clone())
-            .await
-            .expect("launch destination");
+        dst_spec.disk = Some(dst_img.clone().into());
+        let src = boot(&l, &src_spec, &dir.path().join("a"), clock, &samples).await;
+        let dst = boot(&l, &dst_spec, &dir.path().join("b"), clock, &samples).await;
         Pair {
             src_img,
             dst_img,
@@ -148,25 +90,10 @@ impl Pair {
     }
 }
 
-fn nbd_addr() -> NbdAddr {
-    NbdAddr::new(format!("127.0.0.1:{}", free_port()).parse().expect("addr")).expect("nbd address")
-}
-
 fn precopy() -> MigrationPlan {
     let mut plan = MigrationPlan::fixed(Technique::Precopy);
     plan.max_bandwidth_bps = Some(bench::UNCAPPED_BPS);
     plan
-}
-
-/// Waits (bounded) for the source's migration to be active.
-async fn until_active(qmp: &dyn Qmp) -> bool {
-    for _ in 0..4000 {
-        if qmp.query_migrate(0).await.map(|p| p.status) == Ok(Some(MigrationStatus::Active)) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,8 +119,8 @@ async fn move_disk_and_compare(mode: CopyMode) {
         if !until_active(&src.qmp).await {
             return false;
         }
-        write_live(&src.qmp, "write -P 0x33 16M 2M").await;
-        write_live(&src.qmp, "write -P 0x44 63M 1M").await;
+        io_live(&src.qmp, "write -P 0x33 16M 2M").await;
+        io_live(&src.qmp, "write -P 0x44 63M 1M").await;
         true
     };
     let driver_config = DriverConfig::default();
@@ -230,17 +157,7 @@ async fn move_disk_and_compare(mode: CopyMode) {
     src.kill().await;
     dst.kill().await;
 
-    let cmp = Command::new("qemu-img")
-        .args(["compare", "-f", "qcow2", "-F", "qcow2"])
-        .args([&src_img, &dst_img])
-        .output()
-        .expect("run qemu-img compare");
-    assert!(
-        cmp.status.success(),
-        "images differ: {}{}",
-        String::from_utf8_lossy(&cmp.stdout),
-        String::from_utf8_lossy(&cmp.stderr)
-    );
+    assert_same_contents(&src_img, &dst_img);
     // And the destination holds what was written, before and during the migration.
     qemu_io(&dst_img, "read -P 0x5a 0 8M");
     qemu_io(&dst_img, "read -P 0x33 16M 2M");

@@ -39,8 +39,9 @@
 //! `drover_core::migration::resume`): the record stays `paused` until the settle makes it
 //! `completed`; a link that does not return leaves it `paused`, both QEMUs kept.
 //!
-//! A VM with a disk migrates by pre-copy only (`drover_qemu::storage`; any other technique,
-//! `auto` included, is refused at the request: storage post-copy is not built yet). S sends
+//! A VM with a disk migrates by pre-copy only (`drover_qemu::storage`; `auto` picks it, and
+//! post-copy and hybrid are refused at the request: the agent does not run storage post-copy
+//! yet). S sends
 //! its disk's virtual size in the incoming request; D creates an empty qcow2 target of that
 //! size under the disk's name in its own storage directory (409 if the name is taken there,
 //! never overwriting), starts the incoming QEMU on it and replies with the NBD address its
@@ -107,8 +108,8 @@ pub enum MigrateError {
     Exists(String),
     #[error(
         "VM '{vm}' has disk '{disk}': only technique precopy (or auto, which picks it) moves a \
-         disk (storage pre-copy); technique {technique} is refused (storage post-copy is not \
-         built yet)"
+         disk (storage pre-copy); technique {technique} is refused (this agent does not run \
+         storage post-copy yet)"
     )]
     DiskNeedsPrecopy {
         vm: String,
@@ -582,7 +583,7 @@ mod tests {
             assert!(
                 text.contains("'db.qcow2'")
                     && text.contains(&format!("technique {t} is refused"))
-                    && text.contains("storage post-copy is not built yet"),
+                    && text.contains("does not run storage post-copy yet"),
                 "{text}"
             );
         }

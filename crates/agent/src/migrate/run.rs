@@ -622,6 +622,7 @@ mod tests {
             cancel_to_concluded_ms: Some(5),
             write_blocking: false,
             error: None,
+            ..StorageRecord::default()
         };
         assert_eq!(
             storage_note(&r),

@@ -369,7 +369,7 @@ impl Vms {
             append,
             incoming: matches!(role, VmRole::Incoming { .. }),
             tap,
-            disk,
+            disk: disk.map(drover_qemu::disk::DiskSpec::Image),
         };
         let run_dir = self.store.run_dir(&config.name);
         let paths = RunPaths::in_dir(&run_dir);

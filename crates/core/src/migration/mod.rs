@@ -5,6 +5,9 @@
 //! progress to [`source::SourceMachine`] (which consults [`watchdog::Watchdog`]) and the
 //! destination's state to [`dest::DestMachine`] -> [`result::MigrationResult`].
 //!
+//! A VM's local disk moves by [`storage`] (pre-copy: mirrored before the switchover) or
+//! [`storage_postcopy`] (the destination runs on the source's export and streams it after).
+//!
 //! Over a WAN with local disks, [`wan`] predicts and picks the fractions of memory and disk to
 //! copy ahead (fractional hybrid, restoration agility); nothing runs its choice yet.
 
@@ -20,6 +23,7 @@ pub mod resume;
 pub mod source;
 pub mod stall;
 pub mod storage;
+pub mod storage_postcopy;
 pub mod technique;
 pub mod wan;
 pub mod watchdog;
@@ -36,7 +40,11 @@ pub use resume::{
 pub use source::{EndStatus, SourceAction, SourceEvent, SourceMachine, SourceOutcome, SourceState};
 pub use storage::{
     CleanupStep, CopyMode, MirrorJob, MirrorLook, MirrorVerdict, StorageError, StorageEvent,
-    StorageMachine, StoragePhase, StorageRecord, StorageSettings, StorageStep,
+    StorageMachine, StorageMode, StoragePhase, StorageRecord, StorageSettings, StorageStep,
+};
+pub use storage_postcopy::{
+    PostcopyCleanup, PostcopyError, PostcopyEvent, PostcopyMachine, PostcopyOutcome, PostcopyPhase,
+    PostcopySettings, PostcopyStep, StreamLook, StreamTimes, StreamVerdict,
 };
 pub use technique::{HybridSwitch, Technique};
 pub use watchdog::{ThrottleKind, Watchdog, WatchdogAction, WatchdogPolicy};

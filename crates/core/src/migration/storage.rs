@@ -302,16 +302,35 @@ pub enum CleanupStep {
     StopServer,
 }
 
-/// What a storage pre-copy did; part of a migration's record.
+/// Which storage migration ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageMode {
+    /// The disk mirrored to the destination before the switchover (this module).
+    #[default]
+    Precopy,
+    /// The destination runs on an overlay of the source's NBD export and pulls the disk after
+    /// the switchover (`storage_postcopy`).
+    Postcopy,
+}
+
+/// What a storage migration did; part of a migration's record. The mirror's fields are a
+/// pre-copy's, the stream's a post-copy's; the other mode leaves them None.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StorageRecord {
-    /// Bytes the mirror processed, bytes: QEMU's job progress at its last look, i.e. the whole
-    /// disk once plus every block the guest dirtied again while the mirror ran. Zero areas
-    /// count in full but cross the wire as NBD write-zeroes requests, so on a sparse disk the
-    /// network carries far less; NBD framing is not counted.
+    /// Which mode ran (records from before post-copy existed read as pre-copy).
+    #[serde(default)]
+    pub mode: StorageMode,
+    /// Bytes the block job processed, bytes: QEMU's job progress at its last look. A mirror
+    /// counts the whole disk once plus every block the guest dirtied again while it ran (zero
+    /// areas count in full but cross the wire as NBD write-zeroes requests, so on a sparse
+    /// disk the network carries far less; NBD framing is not counted). A stream counts every
+    /// byte of the disk once, whether pulled from the source or already in the overlay (read
+    /// by the guest through copy-on-read, or written by it).
     pub transferred_bytes: u64,
-    /// The disk's size as the mirror saw it at its last look (QEMU's job `len`), bytes.
+    /// The disk's size as the job saw it at its last look (QEMU's job `len`), bytes.
     pub disk_bytes: u64,
     /// Mirror start until READY, ms (None: never READY).
     pub mirror_to_ready_ms: Option<u64>,
@@ -321,6 +340,14 @@ pub struct StorageRecord {
     pub cancel_to_concluded_ms: Option<u64>,
     /// The mirror ended in write-blocking mode (started so, or switched).
     pub write_blocking: bool,
+    /// Post-copy: `block-stream` accepted until the stream job concluded, ms, stalls included
+    /// (None: no stream ran, or it has not ended).
+    #[serde(default)]
+    pub stream_ms: Option<u64>,
+    /// Post-copy: times the stream stalled (paused on an I/O error, or no progress for the
+    /// settings' stall limit) and was resumed or left stalled.
+    #[serde(default)]
+    pub stream_stalls: u32,
     /// The step that failed and why; None when the storage migration completed.
     pub error: Option<String>,
 }
@@ -571,6 +598,7 @@ impl StorageMachine {
             _ => None,
         };
         StorageRecord {
+            mode: StorageMode::Precopy,
             transferred_bytes: self.last_job.as_ref().map_or(0, |j| j.offset),
             disk_bytes: self.last_job.as_ref().map_or(0, |j| j.len),
             mirror_to_ready_ms: between(Some(t.started_ms), t.ready_ms),
@@ -578,6 +606,7 @@ impl StorageMachine {
             cancel_to_concluded_ms: between(t.cancel_ms, t.concluded_ms),
             write_blocking: self.write_blocking,
             error,
+            ..StorageRecord::default()
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Typed block-layer QMP commands for storage migration (NBD server and exports, NBD client
-//! nodes, the mirror job), on top of [`Qmp::execute`].
+//! nodes, the mirror and stream jobs), on top of [`Qmp::execute`].
 //!
 //! Nothing here takes free text from a peer: node names, job ids and export names are
 //! [`DiskNodes`]' own, addresses are [`NbdAddr`]s (an IP address and a non-zero port).
@@ -50,7 +50,8 @@ pub fn parse_block_job(reply: &Value, id: &str) -> Result<Option<MirrorJob>, Qmp
 /// Block-layer commands; implemented for every [`Qmp`].
 #[async_trait]
 pub trait BlockExt: Qmp {
-    /// Destination: starts QEMU's NBD server on `addr`.
+    /// Starts QEMU's NBD server on `addr` (the destination's for a storage pre-copy, the
+    /// source's for a post-copy).
     async fn nbd_server_start(&self, addr: &NbdAddr) -> Result<(), QmpError> {
         self.execute("nbd-server-start", Some(json!({"addr": inet_legacy(addr)})))
             .await
@@ -71,7 +72,7 @@ pub trait BlockExt: Qmp {
             .map(|_| ())
     }
 
-    /// Destination: stops the NBD server (QEMU removes its exports with it).
+    /// Stops the NBD server (QEMU removes its exports with it).
     async fn nbd_server_stop(&self) -> Result<(), QmpError> {
         self.execute("nbd-server-stop", None).await.map(|_| ())
     }
@@ -131,9 +132,78 @@ pub trait BlockExt: Qmp {
             .map(|_| ())
     }
 
-    /// Removes the concluded mirror job from QEMU's list.
-    async fn dismiss_job(&self, disk: &DiskNodes) -> Result<(), QmpError> {
-        self.execute("job-dismiss", Some(json!({"id": disk.mirror_job()})))
+    /// Removes a concluded job (`id`: one of [`DiskNodes`]' job ids) from QEMU's list.
+    async fn dismiss_job(&self, id: &str) -> Result<(), QmpError> {
+        self.execute("job-dismiss", Some(json!({"id": id})))
+            .await
+            .map(|_| ())
+    }
+
+    /// Storage post-copy, source: exports the disk's format node read-only under
+    /// [`DiskNodes::export_name`], allowed to stay while the node is inactive (QEMU 10.0's
+    /// `allow-inactive`: without it the source cannot inactivate its disk at switchover).
+    async fn export_source_disk(&self, disk: &DiskNodes) -> Result<(), QmpError> {
+        let args = json!({
+            "type": "nbd",
+            "id": disk.export_id(),
+            "node-name": disk.format_node(),
+            "name": disk.export_name(),
+            "writable": false,
+            "allow-inactive": true,
+        });
+        self.execute("block-export-add", Some(args))
+            .await
+            .map(|_| ())
+    }
+
+    /// Whether QEMU lists the disk's export (`query-block-exports`).
+    async fn has_export(&self, disk: &DiskNodes) -> Result<bool, QmpError> {
+        let v = self.execute("query-block-exports", None).await?;
+        let list = v.as_array().ok_or_else(|| QmpError::Reply {
+            command: "query-block-exports".into(),
+            message: "not a list".into(),
+        })?;
+        Ok(list
+            .iter()
+            .any(|e| e.get("id").and_then(Value::as_str) == Some(disk.export_id())))
+    }
+
+    /// Activates (or inactivates) the disk's format node (`blockdev-set-active`). A storage
+    /// post-copy's source activates its disk again after the switchover: QEMU's NBD server
+    /// answers only reads on an inactive node, and the stream needs block status.
+    async fn set_disk_active(&self, disk: &DiskNodes, active: bool) -> Result<(), QmpError> {
+        let args = json!({"node-name": disk.format_node(), "active": active});
+        self.execute("blockdev-set-active", Some(args))
+            .await
+            .map(|_| ())
+    }
+
+    /// Storage post-copy, destination: pulls every block of the overlay's backing into it,
+    /// then drops the backing (`block-stream` without a base). `on-error: stop` pauses the
+    /// job on a read the source cannot serve (resumed by [`BlockExt::resume_job`]);
+    /// `auto-dismiss` off so its end can be polled; `speed` in bytes/s, None: unlimited.
+    async fn start_stream(&self, disk: &DiskNodes, speed: Option<u64>) -> Result<(), QmpError> {
+        let mut args = json!({
+            "job-id": disk.stream_job(),
+            "device": disk.format_node(),
+            "on-error": "stop",
+            "auto-dismiss": false,
+        });
+        if let Some(bps) = speed {
+            args["speed"] = json!(bps);
+        }
+        self.execute("block-stream", Some(args)).await.map(|_| ())
+    }
+
+    /// The stream job of `disk`, None when QEMU does not list it.
+    async fn stream_job(&self, disk: &DiskNodes) -> Result<Option<MirrorJob>, QmpError> {
+        let v = self.execute("query-block-jobs", None).await?;
+        parse_block_job(&v, disk.stream_job())
+    }
+
+    /// Resumes a paused job (`id`: one of [`DiskNodes`]' job ids).
+    async fn resume_job(&self, id: &str) -> Result<(), QmpError> {
+        self.execute("block-job-resume", Some(json!({"device": id})))
             .await
             .map(|_| ())
     }
