@@ -403,6 +403,17 @@ mod tests {
         ] {
             assert!(!WORKLOAD_SHAPE.matches(bad), "{bad}");
         }
+        // The order the pattern fixes, and each parameter once, the guest's grammar states
+        // too, naming the parameter (so its refusal, checked first, is the one users see).
+        for bad in [
+            "disk:wss=16M,read=5,rate=1",
+            "disk:wss=16M,rate=1,read=5,read=5",
+            "memtouch:wss=16M,pattern=seq,rate=5",
+            "net:rate=1M,dir=out,peer=198.18.0.250",
+        ] {
+            assert!(!WORKLOAD_SHAPE.matches(bad), "{bad}");
+            assert!(drover_guest::spec::parse_workload(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

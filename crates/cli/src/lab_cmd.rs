@@ -1,7 +1,8 @@
 //! `drover lab`: a cluster of hosts on this machine (a thin shell over drover-lab).
 //!
-//! - `drover lab up --hosts N [--host-cpus C] [--host-memory M] [--link RATE] [--no-agents]
-//!   [--agent-wake-delay SECS]`
+//! - `drover lab up --hosts N [--host-cpus C] [--host-memory M] [--link RATE] [--name NAME]
+//!   [--no-agents] [--agent-bin PATH] [--agent-timeout SECS] [--agent-wake-delay SECS]
+//!   [--wan PAIR=RATE,DELAY]... [--json]`
 //! - `drover lab status [--json]`
 //! - `drover lab down` (safe after a crash, and twice)
 //! - `drover lab wan cut|restore|stats PAIR` and `--wan` on `up`: see [`crate::wan_cmd`]
@@ -224,15 +225,7 @@ pub fn run(cmd: LabCommand) -> Result<()> {
                     println!("{:<4} {ns}, {agent}", h.name);
                 }
                 for w in &st.wan {
-                    let line = match (w.pid, w.running) {
-                        (Some(pid), Some(true)) => format!("delay line running (pid {pid})"),
-                        (Some(pid), _) => format!(
-                            "DELAY LINE GONE (pid {pid}): traffic between the pair is lost; \
-                             `drover lab down` then `up` again"
-                        ),
-                        _ => "no delay line recorded".to_string(),
-                    };
-                    println!("wan  {}: {line}", w.pair);
+                    println!("wan  {}: {}", w.pair, crate::wan_cmd::status_line(w));
                 }
                 match &st.manager {
                     Some(m) if m.running => println!("manager: {} (pid {})", m.url, m.pid),

@@ -81,8 +81,39 @@ fn default_filter(command: &Command) -> &'static str {
     }
 }
 
+/// Whether the command only prints a result, so that a closed stdout (`drover ... | head -1`)
+/// should end it quietly, as it ends other Unix tools, instead of a "failed printing to stdout"
+/// panic. Commands that serve, run children or talk to QEMU over Unix sockets keep Rust's
+/// ignored SIGPIPE: for them a peer that hangs up must be an error they handle (a QMP socket of
+/// a QEMU that died, a control client gone), never a silent death.
+fn ends_quietly_on_closed_stdout(command: &Command) -> bool {
+    use lab_cmd::LabCommand;
+    !matches!(
+        command,
+        Command::Agent(_)
+            | Command::Manager(_)
+            | Command::MigrateBench(_)
+            | Command::Demo(_)
+            | Command::Experiment(_)
+            | Command::Lab(LabCommand::DelayLine { .. } | LabCommand::Peer { .. })
+    )
+}
+
+/// Restores the default SIGPIPE action (Rust's runtime ignores it before `main`), so a write
+/// to a closed pipe ends the process as the signal does, exit status 128 + 13 in a shell.
+fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL installs no handler and touches no
+    // memory; it runs before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if ends_quietly_on_closed_stdout(&cli.command) {
+        default_sigpipe();
+    }
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(

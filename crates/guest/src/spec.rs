@@ -7,6 +7,12 @@
 //! - `disk:wss=SIZE,rate=N|max[,pattern=random|seq][,read=PCT]`
 //! - `idle`
 //!
+//! Every workload's parameters follow one rule ([`read_params`]): each at most once, in the order
+//! written above. The order carries no meaning, but the agent's wire contract (its workload
+//! pattern, `drover_api::names::WORKLOAD`, a JSON-schema regex, which can only say "any order,
+//! each once" by listing every permutation) and the kernel command line keep one spelling; a
+//! refusal names the repeated or misplaced parameter and the expected order.
+//!
 //! SIZE is bytes with an optional binary suffix (K, M, G; `KiB`/`MiB`/`GiB` too). RATE is bytes
 //! per second with the same suffixes (`rate=1M`: 1 MiB/s each way the flow runs), from
 //! [`MIN_NET_RATE_BPS`] to [`MAX_NET_RATE_BPS`]. ADDR is the peer's IPv4 address (the lab's
@@ -242,6 +248,19 @@ pub enum SpecError {
         workload: &'static str,
         param: &'static str,
     },
+    /// A parameter given twice (one would silently win).
+    RepeatedParam {
+        workload: &'static str,
+        param: &'static str,
+    },
+    /// A parameter given after one the grammar puts behind it (`param` must precede
+    /// `must_precede`).
+    ParamOrder {
+        workload: &'static str,
+        param: &'static str,
+        must_precede: &'static str,
+        order: &'static [&'static str],
+    },
     BadValue {
         param: &'static str,
         value: String,
@@ -265,6 +284,23 @@ impl fmt::Display for SpecError {
             SpecError::MissingParam { workload, param } => {
                 write!(f, "workload {workload} needs parameter {param}")
             }
+            SpecError::RepeatedParam { workload, param } => {
+                write!(
+                    f,
+                    "parameter {param} is given twice for workload {workload}: expected it once"
+                )
+            }
+            SpecError::ParamOrder {
+                workload,
+                param,
+                must_precede,
+                order,
+            } => write!(
+                f,
+                "parameter {param} must come before {must_precede} for workload {workload}: \
+                 expected the order {}",
+                order.join(", ")
+            ),
             SpecError::BadValue { param, value, why } => {
                 write!(f, "bad value {value:?} for {param}: {why}")
             }
@@ -294,38 +330,61 @@ pub fn parse_workload(spec: &str) -> Result<Workload, SpecError> {
         "disk" => parse_disk(&params),
         "cpu" => parse_cpu(&params),
         "net" => parse_net(&params),
-        "idle" => match params.first() {
-            None => Ok(Workload::Idle),
-            Some((k, _)) => Err(SpecError::UnknownParam {
-                workload: "idle",
-                param: k.to_string(),
-            }),
-        },
+        "idle" => read_params("idle", &[], &params).map(|_| Workload::Idle),
         other => Err(SpecError::UnknownWorkload(other.to_string())),
     }
 }
 
-fn parse_memtouch(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
-    let mut wss: Option<(u64, &str)> = None;
-    let mut rate = Rate::Max;
-    let mut pattern = Pattern::Random;
+/// The value of each of `order`'s parameters in `params` (None: not given), after the rule
+/// every workload follows: each parameter is one of `order`, given at most once, and in
+/// `order`'s order.
+///
+/// # Errors
+/// [`SpecError::UnknownParam`], [`SpecError::RepeatedParam`] or [`SpecError::ParamOrder`],
+/// naming the first parameter that breaks the rule.
+fn read_params<'a, const N: usize>(
+    workload: &'static str,
+    order: &'static [&'static str; N],
+    params: &[(&'a str, &'a str)],
+) -> Result<[Option<&'a str>; N], SpecError> {
+    let mut values = [None; N];
+    let mut last: Option<usize> = None;
     for &(k, v) in params {
-        match k {
-            "wss" => wss = Some((parse_size(v)?, v)),
-            "rate" => rate = parse_rate(v)?,
-            "pattern" => pattern = parse_pattern(v)?,
-            _ => {
-                return Err(SpecError::UnknownParam {
-                    workload: "memtouch",
-                    param: k.to_string(),
-                })
-            }
+        let Some(i) = order.iter().position(|o| *o == k) else {
+            return Err(SpecError::UnknownParam {
+                workload,
+                param: k.to_string(),
+            });
+        };
+        if values[i].is_some() {
+            return Err(SpecError::RepeatedParam {
+                workload,
+                param: order[i],
+            });
         }
+        if let Some(prev) = last.filter(|prev| *prev > i) {
+            return Err(SpecError::ParamOrder {
+                workload,
+                param: order[i],
+                must_precede: order[prev],
+                order,
+            });
+        }
+        values[i] = Some(v);
+        last = Some(i);
     }
-    let (wss_bytes, typed) = wss.ok_or(SpecError::MissingParam {
+    Ok(values)
+}
+
+fn parse_memtouch(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
+    let [wss, rate, pattern] = read_params("memtouch", &["wss", "rate", "pattern"], params)?;
+    let typed = wss.ok_or(SpecError::MissingParam {
         workload: "memtouch",
         param: "wss",
     })?;
+    let wss_bytes = parse_size(typed)?;
+    let rate = rate.map_or(Ok(Rate::Max), |v| parse_rate(v, MEMTOUCH_RATE_EXPECTED))?;
+    let pattern = pattern.map_or(Ok(Pattern::Random), parse_pattern)?;
     if wss_bytes < PAGE_SIZE {
         return Err(SpecError::BadValue {
             param: "wss",
@@ -356,40 +415,27 @@ fn parse_pattern(v: &str) -> Result<Pattern, SpecError> {
 /// blocks (at least one), the rate is required (a disk workload flat out by default would
 /// saturate the host's storage), `read` is 0 to 100.
 fn parse_disk(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
-    let mut wss: Option<(u64, &str)> = None;
-    let mut rate = None;
-    let mut pattern = Pattern::Random;
-    let mut read_pct = DEFAULT_DISK_READ_PCT;
-    for &(k, v) in params {
-        match k {
-            "wss" => wss = Some((parse_size(v)?, v)),
-            "rate" => rate = Some(parse_rate(v)?),
-            "pattern" => pattern = parse_pattern(v)?,
-            "read" => {
-                read_pct = match v.parse::<u8>() {
-                    Ok(p) if p <= 100 => p,
-                    _ => {
-                        return Err(SpecError::BadValue {
-                            param: "read",
-                            value: v.to_string(),
-                            why: "expected an integer percentage 0..=100",
-                        })
-                    }
-                }
-            }
-            _ => {
-                return Err(SpecError::UnknownParam {
-                    workload: "disk",
-                    param: k.to_string(),
-                })
-            }
-        }
-    }
+    let [wss, rate, pattern, read] =
+        read_params("disk", &["wss", "rate", "pattern", "read"], params)?;
     let missing = |param| SpecError::MissingParam {
         workload: "disk",
         param,
     };
-    let (wss_bytes, typed) = wss.ok_or(missing("wss"))?;
+    let typed = wss.ok_or(missing("wss"))?;
+    let wss_bytes = parse_size(typed)?;
+    let rate = parse_rate(rate.ok_or(missing("rate"))?, DISK_RATE_EXPECTED)?;
+    let pattern = pattern.map_or(Ok(Pattern::Random), parse_pattern)?;
+    let read_pct = match read.map(|v| (v, v.parse::<u8>())) {
+        None => DEFAULT_DISK_READ_PCT,
+        Some((_, Ok(p))) if p <= 100 => p,
+        Some((v, _)) => {
+            return Err(SpecError::BadValue {
+                param: "read",
+                value: v.to_string(),
+                why: "expected an integer percentage 0..=100",
+            })
+        }
+    };
     if wss_bytes < DISK_BLOCK_SIZE || wss_bytes % DISK_BLOCK_SIZE != 0 {
         return Err(SpecError::BadValue {
             param: "wss",
@@ -399,45 +445,33 @@ fn parse_disk(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
     }
     Ok(Workload::Disk {
         wss_bytes,
-        rate: rate.ok_or(missing("rate"))?,
+        rate,
         pattern,
         read_pct,
     })
 }
 
 fn parse_cpu(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
-    let mut demand = None;
-    for &(k, v) in params {
-        match k {
-            "demand" => {
-                let v = v.trim_end_matches('%');
-                let pct: u8 = v.parse().map_err(|_| SpecError::BadValue {
-                    param: "demand",
-                    value: v.to_string(),
-                    why: "expected an integer percentage 0..=100",
-                })?;
-                if pct > 100 {
-                    return Err(SpecError::BadValue {
-                        param: "demand",
-                        value: v.to_string(),
-                        why: "percentage above 100",
-                    });
-                }
-                demand = Some(pct);
-            }
-            _ => {
-                return Err(SpecError::UnknownParam {
-                    workload: "cpu",
-                    param: k.to_string(),
-                })
-            }
-        }
-    }
-    let demand_pct = demand.ok_or(SpecError::MissingParam {
-        workload: "cpu",
+    let [demand] = read_params("cpu", &["demand"], params)?;
+    let v = demand
+        .ok_or(SpecError::MissingParam {
+            workload: "cpu",
+            param: "demand",
+        })?
+        .trim_end_matches('%');
+    let pct: u8 = v.parse().map_err(|_| SpecError::BadValue {
         param: "demand",
+        value: v.to_string(),
+        why: "expected an integer percentage 0..=100",
     })?;
-    Ok(Workload::Cpu { demand_pct })
+    if pct > 100 {
+        return Err(SpecError::BadValue {
+            param: "demand",
+            value: v.to_string(),
+            why: "percentage above 100",
+        });
+    }
+    Ok(Workload::Cpu { demand_pct: pct })
 }
 
 fn parse_net(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
@@ -450,52 +484,43 @@ fn parse_net(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
         value: v.to_string(),
         why,
     };
-    let (mut dir, mut rate_bps, mut peer, mut port) = (None, None, None, DEFAULT_NET_PORT);
-    for &(k, v) in params {
-        match k {
-            "dir" => {
-                dir = Some(Direction::parse(v).ok_or(bad("dir", v, "expected in, out or both"))?)
-            }
-            "rate" => {
-                let why = "expected bytes/s from 1K to 1G (K, M, G are binary)";
-                let r = parse_size_of("rate", v)?;
-                if !(MIN_NET_RATE_BPS..=MAX_NET_RATE_BPS).contains(&r) {
-                    return Err(bad("rate", v, why));
-                }
-                rate_bps = Some(r);
-            }
-            "peer" => {
-                let addr: Ipv4Addr = v
-                    .parse()
-                    .map_err(|_| bad("peer", v, "expected an IPv4 address like 198.18.0.250"))?;
-                if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
-                    return Err(bad("peer", v, "expected a unicast IPv4 address"));
-                }
-                peer = Some(addr);
-            }
-            "port" => {
-                port = match v.parse::<u16>() {
-                    Ok(p) if p > 0 => p,
-                    _ => return Err(bad("port", v, "expected a TCP port 1..=65535")),
-                }
-            }
-            _ => {
-                return Err(SpecError::UnknownParam {
-                    workload: "net",
-                    param: k.to_string(),
-                })
-            }
-        }
+    let [dir, rate, peer, port] = read_params("net", &["dir", "rate", "peer", "port"], params)?;
+    let dir = dir.ok_or(missing("dir"))?;
+    let dir = Direction::parse(dir).ok_or(bad("dir", dir, "expected in, out or both"))?;
+    let rate = rate.ok_or(missing("rate"))?;
+    let rate_bps = parse_size_of("rate", rate)?;
+    if !(MIN_NET_RATE_BPS..=MAX_NET_RATE_BPS).contains(&rate_bps) {
+        let why = "expected bytes/s from 1K to 1G (K, M, G are binary)";
+        return Err(bad("rate", rate, why));
     }
+    let peer = peer.ok_or(missing("peer"))?;
+    let addr: Ipv4Addr = peer
+        .parse()
+        .map_err(|_| bad("peer", peer, "expected an IPv4 address like 198.18.0.250"))?;
+    if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
+        return Err(bad("peer", peer, "expected a unicast IPv4 address"));
+    }
+    let port = match port.map(|v| (v, v.parse::<u16>())) {
+        None => DEFAULT_NET_PORT,
+        Some((_, Ok(p))) if p > 0 => p,
+        Some((v, _)) => return Err(bad("port", v, "expected a TCP port 1..=65535")),
+    };
     Ok(Workload::Net {
-        dir: dir.ok_or(missing("dir"))?,
-        rate_bps: rate_bps.ok_or(missing("rate"))?,
-        peer: peer.ok_or(missing("peer"))?,
+        dir,
+        rate_bps,
+        peer: addr,
         port,
     })
 }
 
-fn parse_rate(v: &str) -> Result<Rate, SpecError> {
+/// What a memtouch `rate=` takes.
+const MEMTOUCH_RATE_EXPECTED: &str = "expected pages per second from 1 to 9999999999, or max";
+/// What a disk `rate=` takes: operations, each on one [`DISK_BLOCK_SIZE`] block.
+const DISK_RATE_EXPECTED: &str =
+    "expected block operations (4 KiB blocks) per second from 1 to 9999999999, or max";
+
+/// A memtouch or disk `rate=` (`expected` says the workload's unit in the refusal).
+fn parse_rate(v: &str, expected: &'static str) -> Result<Rate, SpecError> {
     if v == "max" {
         return Ok(Rate::Max);
     }
@@ -504,10 +529,14 @@ fn parse_rate(v: &str) -> Result<Rate, SpecError> {
         _ => Err(SpecError::BadValue {
             param: "rate",
             value: v.to_string(),
-            why: "expected pages per second from 1 to 9999999999, or max",
+            why: expected,
         }),
     }
 }
+
+/// Every unit [`parse_size`] reads, as its refusal lists them.
+const SIZE_UNITS_EXPECTED: &str = "unknown unit (expected none or B for bytes, or K, M or G \
+    alone or followed by B or iB, in any case, all binary: K is 1024 bytes)";
 
 /// Parses `4096`, `64K`, `64M`, `1G`, `1GiB` (binary multiples).
 pub fn parse_size(v: &str) -> Result<u64, SpecError> {
@@ -523,13 +552,15 @@ fn parse_size_of(param: &'static str, v: &str) -> Result<u64, SpecError> {
     };
     let digits_end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (num, suffix) = v.split_at(digits_end);
-    let n: u64 = num.parse().map_err(|_| bad("expected a number"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| bad("expected a whole number of bytes, then a unit"))?;
     let shift = match suffix.to_ascii_uppercase().as_str() {
         "" | "B" => 0,
         "K" | "KB" | "KIB" => 10,
         "M" | "MB" | "MIB" => 20,
         "G" | "GB" | "GIB" => 30,
-        _ => return Err(bad("unknown suffix (expected K, M or G)")),
+        _ => return Err(bad(SIZE_UNITS_EXPECTED)),
     };
     n.checked_mul(1u64 << shift).ok_or(bad("too large"))
 }
@@ -545,200 +576,5 @@ pub fn cmdline_param<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("64K"), Ok(64 << 10));
-        assert_eq!(parse_size("64M"), Ok(64 << 20));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert!(parse_size("").is_err());
-        assert!(parse_size("12X").is_err());
-        assert!(parse_size("M").is_err());
-        assert!(parse_size("99999999999999G").is_err());
-    }
-
-    #[test]
-    fn memtouch_defaults() {
-        assert_eq!(
-            parse_workload("memtouch:wss=64M"),
-            Ok(Workload::Memtouch {
-                wss_bytes: 64 << 20,
-                rate: Rate::Max,
-                pattern: Pattern::Random
-            })
-        );
-    }
-
-    #[test]
-    fn memtouch_full() {
-        let w = parse_workload("memtouch:wss=1G,rate=5000,pattern=seq").unwrap();
-        assert_eq!(
-            w,
-            Workload::Memtouch {
-                wss_bytes: 1 << 30,
-                rate: Rate::PagesPerSec(5000),
-                pattern: Pattern::Sequential
-            }
-        );
-        assert_eq!(w.pages(), 262144);
-        assert_eq!(w.name(), "memtouch");
-    }
-
-    #[test]
-    fn memtouch_errors() {
-        assert!(matches!(
-            parse_workload("memtouch"),
-            Err(SpecError::MissingParam { .. })
-        ));
-        assert!(parse_workload("memtouch:wss=64M,rate=0").is_err());
-        assert!(parse_workload("memtouch:wss=64M,rate=9999999999").is_ok());
-        let err = parse_workload("memtouch:wss=64M,rate=10000000000").unwrap_err();
-        assert!(err.to_string().contains("from 1 to 9999999999"), "{err}");
-        assert!(err.to_string().contains(&MAX_RATE_PAGES_PER_S.to_string()));
-        let err = parse_workload("memtouch:wss=0M").unwrap_err().to_string();
-        assert!(err.contains("\"0M\""), "the value as typed: {err}");
-        assert!(parse_workload("memtouch:wss=64M,rate=fast").is_err());
-        assert!(parse_workload("memtouch:wss=64M,pattern=zigzag").is_err());
-        assert!(parse_workload("memtouch:wss=64M,bogus=1").is_err());
-        assert!(parse_workload("memtouch:wss=100").is_err());
-    }
-
-    #[test]
-    fn disk_specs() {
-        assert_eq!(
-            parse_workload("disk:wss=16M,rate=200"),
-            Ok(Workload::Disk {
-                wss_bytes: 16 << 20,
-                rate: Rate::PagesPerSec(200),
-                pattern: Pattern::Random,
-                read_pct: DEFAULT_DISK_READ_PCT,
-            })
-        );
-        let w = parse_workload("disk:wss=1G,rate=max,pattern=seq,read=0").unwrap();
-        assert_eq!(w.to_string(), "disk:wss=1G,rate=max,pattern=seq,read=0");
-        assert_eq!(
-            (w.name(), w.pages(), w.disk_wss_bytes()),
-            ("disk", 0, 1 << 30)
-        );
-        let err = |s: &str| parse_workload(s).unwrap_err().to_string();
-        assert!(err("disk:rate=10").contains("needs parameter wss"));
-        assert!(err("disk:wss=16M").contains("needs parameter rate"));
-        assert!(err("disk:wss=6K,rate=1").contains("4 KiB disk blocks"));
-        assert!(err("disk:wss=0,rate=1").contains("4 KiB disk blocks"));
-        assert!(err("disk:wss=16M,rate=0").contains("from 1 to"));
-        assert!(err("disk:wss=16M,rate=1,read=101").contains("0..=100"));
-        assert!(err("disk:wss=16M,rate=1,read=-1").contains("0..=100"));
-        assert!(err("disk:wss=16M,rate=1,pattern=zig").contains("random or seq"));
-        assert!(err("disk:wss=16M,rate=1,size=2").contains("\"size\""));
-    }
-
-    #[test]
-    fn cpu_and_idle() {
-        assert_eq!(
-            parse_workload("cpu:demand=50"),
-            Ok(Workload::Cpu { demand_pct: 50 })
-        );
-        assert_eq!(
-            parse_workload("cpu:demand=100%"),
-            Ok(Workload::Cpu { demand_pct: 100 })
-        );
-        assert!(parse_workload("cpu:demand=101").is_err());
-        assert!(parse_workload("cpu").is_err());
-        assert_eq!(parse_workload("idle"), Ok(Workload::Idle));
-        assert!(parse_workload("idle:x=1").is_err());
-        assert!(matches!(
-            parse_workload("fork-bomb"),
-            Err(SpecError::UnknownWorkload(_))
-        ));
-    }
-
-    #[test]
-    fn canonical_specs_read_back_the_same() {
-        for spec in [
-            "idle",
-            "cpu:demand=0",
-            "cpu:demand=100%",
-            "memtouch:wss=64M",
-            "memtouch:wss=1G,rate=5000,pattern=seq",
-            "memtouch:wss=1536M,pattern=rand",
-            "memtouch:wss=12K,rate=max",
-            "memtouch:wss=4100",
-            "memtouch:wss=2GiB",
-            "disk:wss=16M,rate=200",
-            "disk:wss=64K,rate=max,pattern=seq,read=100",
-            "net:dir=out,rate=1M,peer=198.18.0.250",
-            "net:dir=both,rate=1536K,peer=198.18.0.250,port=80",
-        ] {
-            let w = parse_workload(spec).unwrap();
-            let canonical = w.to_string();
-            assert_eq!(parse_workload(&canonical), Ok(w), "{spec} -> {canonical}");
-            assert!(
-                canonical
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ":=,.".contains(c)),
-                "{canonical}"
-            );
-        }
-        assert_eq!(
-            parse_workload("memtouch:wss=64M").unwrap().to_string(),
-            "memtouch:wss=64M,rate=max,pattern=random"
-        );
-        assert_eq!(
-            parse_workload("memtouch:wss=1536M,rate=7,pattern=seq")
-                .unwrap()
-                .to_string(),
-            "memtouch:wss=1536M,rate=7,pattern=seq"
-        );
-        assert_eq!(format_size(1 << 30), "1G");
-        assert_eq!(format_size(0), "0");
-    }
-
-    #[test]
-    fn net_specs() {
-        assert_eq!(
-            parse_workload("net:dir=in,rate=2M,peer=198.18.0.250"),
-            Ok(Workload::Net {
-                dir: Direction::In,
-                rate_bps: 2 << 20,
-                peer: Ipv4Addr::new(198, 18, 0, 250),
-                port: DEFAULT_NET_PORT,
-            })
-        );
-        assert_eq!(
-            parse_workload("net:dir=out,rate=1K,peer=10.0.0.1,port=99")
-                .unwrap()
-                .to_string(),
-            "net:dir=out,rate=1K,peer=10.0.0.1,port=99"
-        );
-        let err = |s: &str| parse_workload(s).unwrap_err().to_string();
-        assert!(err("net:rate=1M,peer=10.0.0.1").contains("needs parameter dir"));
-        assert!(err("net:dir=in,peer=10.0.0.1").contains("needs parameter rate"));
-        assert!(err("net:dir=in,rate=1M").contains("needs parameter peer"));
-        assert!(err("net:dir=up,rate=1M,peer=10.0.0.1").contains("in, out or both"));
-        assert!(err("net:dir=in,rate=1023,peer=10.0.0.1").contains("from 1K to 1G"));
-        assert!(err("net:dir=in,rate=2G,peer=10.0.0.1").contains("from 1K to 1G"));
-        assert!(err("net:dir=in,rate=1M,peer=host").contains("IPv4"));
-        assert!(err("net:dir=in,rate=1M,peer=255.255.255.255").contains("unicast"));
-        assert!(err("net:dir=in,rate=1M,peer=10.0.0.1,port=0").contains("1..=65535"));
-        assert!(err("net:dir=in,rate=1M,peer=10.0.0.1,port=65536").contains("1..=65535"));
-        assert!(err("net:dir=in,rate=1M,peer=10.0.0.1,mtu=9").contains("\"mtu\""));
-        assert_eq!(Direction::Both.ways(), 2);
-        assert!(Direction::In.receives() && !Direction::In.sends());
-    }
-
-    #[test]
-    fn cmdline() {
-        let c = "console=ttyS0 quiet drover.workload=memtouch:wss=32M,rate=max drover.metrics=/dev/ttyS1\n";
-        assert_eq!(
-            cmdline_param(c, "drover.workload"),
-            Some("memtouch:wss=32M,rate=max")
-        );
-        assert_eq!(cmdline_param(c, "drover.metrics"), Some("/dev/ttyS1"));
-        assert_eq!(cmdline_param(c, "drover.nothing"), None);
-        assert_eq!(cmdline_param("a=1 a=2", "a"), Some("2"));
-    }
-}
+#[path = "spec_tests.rs"]
+mod tests;

@@ -206,6 +206,20 @@ pub struct ControlReply {
     pub error: Option<String>,
 }
 
+impl ControlReply {
+    /// Whether `request` was refused only because the link already was as it asks (`cut` on a
+    /// cut link, `restore` on an up link): what an operator wanted holds, so a command line
+    /// reports it and succeeds (idempotent) while the line itself still says what happened.
+    pub fn already_so(&self, request: &str) -> bool {
+        let wanted = match request.trim() {
+            "cut" => LinkState::Cut,
+            "restore" => LinkState::Up,
+            _ => return false,
+        };
+        self.error.is_some() && self.state == wanted
+    }
+}
+
 struct Shared {
     line: Mutex<DelayLine>,
     wake: Condvar,

@@ -77,10 +77,10 @@ fn control_cuts_and_restores() {
     let (running, a, b) = line(5, 1 << 20);
     let r = running.control("cut");
     assert_eq!((r.state, r.error), (LinkState::Cut, None));
-    assert_eq!(
-        running.control("cut").error.as_deref(),
-        Some("the link is already cut")
-    );
+    assert!(!running.control("stats").already_so("cut"), "not refused");
+    let again = running.control("cut");
+    assert_eq!(again.error.as_deref(), Some("the link is already cut"));
+    assert!(again.already_so("cut") && !again.already_so("restore"));
     a.send(b"lost").unwrap();
     assert!(recv_within(&b, Duration::from_millis(200)).is_none());
     assert_eq!(
@@ -89,10 +89,12 @@ fn control_cuts_and_restores() {
     );
     let r = running.control("restore");
     assert_eq!((r.state, r.error), (LinkState::Up, None));
+    assert!(running.control("restore").already_so("restore"));
     a.send(b"found").unwrap();
     let (p, _) = recv_within(&b, Duration::from_secs(2)).expect("after restore");
     assert_eq!(p, b"found");
     let bad = running.control("reboot");
+    assert!(!bad.already_so("reboot"));
     assert!(bad
         .error
         .unwrap()
@@ -150,5 +152,22 @@ fn a_missing_config_or_namespace_is_a_clear_error() {
     assert!(
         e.to_string().starts_with("namespace drv-no-such-ns: "),
         "{e}"
+    );
+}
+
+/// A socket that accepts but never answers costs the caller its timeout, not a hang.
+#[test]
+fn a_silent_control_socket_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("silent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let err = crate::system::control_request_within(&sock, "stats", Duration::from_millis(200))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{err}"
     );
 }

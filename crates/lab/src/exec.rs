@@ -143,7 +143,8 @@ fn wait_control<S: System>(
     timeout: Duration,
 ) -> Result<(), ExecError> {
     poll(sys, timeout, log, |sys| {
-        sys.control(socket, "stats").map(drop)
+        sys.control(socket, "stats", crate::system::CONTROL_TIMEOUT)
+            .map(drop)
     })
     .map_err(|(last, tail)| ExecError::Silent {
         what: what.into(),

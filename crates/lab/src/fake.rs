@@ -151,7 +151,12 @@ impl System for FakeSystem {
 
     fn sleep(&mut self, _d: Duration) {}
 
-    fn control(&mut self, socket: &Path, request: &str) -> Result<String, SystemError> {
+    fn control(
+        &mut self,
+        socket: &Path,
+        request: &str,
+        _timeout: Duration,
+    ) -> Result<String, SystemError> {
         let line = format!("control {} {request}", socket.display());
         self.record(line.clone())?;
         Ok(self

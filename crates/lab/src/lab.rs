@@ -1,6 +1,7 @@
 //! `up`, `status` and `down` over a [`System`].
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -305,6 +306,45 @@ pub struct WanStatus {
     pub pid: Option<u32>,
     /// Whether that process still exists (None: no pid recorded).
     pub running: Option<bool>,
+    /// What the running line's control socket says of the link (None: no line running, so
+    /// nobody was asked).
+    pub link: Option<LinkCheck>,
+}
+
+/// A running delay line's link, as its control socket answers `stats` within
+/// [`STATUS_CONTROL_TIMEOUT`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum LinkCheck {
+    /// Carrying packets.
+    Up,
+    /// Cut by `drover lab wan cut` (every packet dropped until `restore`).
+    Cut,
+    /// No usable answer in time: why.
+    NoAnswer { reason: String },
+}
+
+/// How long `status` waits for each delay line's control socket: status stays quick even when
+/// a line hangs (a request that changes the link waits longer, [`crate::system::CONTROL_TIMEOUT`]).
+pub const STATUS_CONTROL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Asks a delay line's control socket for its link state.
+fn check_link<S: System>(sys: &mut S, socket: &Path) -> LinkCheck {
+    let answer = match sys.control(socket, "stats", STATUS_CONTROL_TIMEOUT) {
+        Ok(a) => a,
+        Err(e) => {
+            return LinkCheck::NoAnswer {
+                reason: e.to_string(),
+            }
+        }
+    };
+    match serde_json::from_str::<crate::delay_io::ControlReply>(&answer) {
+        Ok(r) if r.state == crate::delay::LinkState::Cut => LinkCheck::Cut,
+        Ok(_) => LinkCheck::Up,
+        Err(e) => LinkCheck::NoAnswer {
+            reason: format!("unreadable answer {answer:?}: {e}"),
+        },
+    }
 }
 
 /// The state file checked against the machine: namespaces present, agents alive and healthy.
@@ -348,12 +388,16 @@ pub fn status<S: System>(
     let wan = state
         .wan
         .iter()
-        .map(|w| WanStatus {
-            pair: w.link.pair(),
-            pid: w.pid,
-            running: w
+        .map(|w| {
+            let running = w
                 .pid
-                .map(|pid| sys.exists(&PathBuf::from(format!("/proc/{pid}")))),
+                .map(|pid| sys.exists(&PathBuf::from(format!("/proc/{pid}"))));
+            WanStatus {
+                pair: w.link.pair(),
+                pid: w.pid,
+                running,
+                link: (running == Some(true)).then(|| check_link(sys, &w.config.control)),
+            }
         })
         .collect();
     Ok(LabStatus {

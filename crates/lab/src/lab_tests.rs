@@ -198,8 +198,8 @@ impl System for FailTwice {
     fn http_get(&mut self, a: std::net::SocketAddr, p: &str, t: &str) -> Result<(), SystemError> {
         self.inner.http_get(a, p, t)
     }
-    fn control(&mut self, s: &Path, r: &str) -> Result<String, SystemError> {
-        self.inner.control(s, r)
+    fn control(&mut self, s: &Path, r: &str, t: Duration) -> Result<String, SystemError> {
+        self.inner.control(s, r, t)
     }
     fn sleep(&mut self, d: Duration) {
         self.inner.sleep(d)
@@ -406,13 +406,49 @@ fn a_wan_pair_runs_its_delay_line_and_records_it() {
         [crate::lab::WanStatus {
             pair: "h1-h2".into(),
             pid: Some(pid),
-            running: Some(false)
+            running: Some(false),
+            link: None,
         }]
     );
     sys.dirs
         .insert(std::path::PathBuf::from(format!("/proc/{pid}")));
     let st = status(&mut sys, &dirs(), &name()).unwrap();
     assert_eq!(st.wan[0].running, Some(true));
+}
+
+/// Status asks a running line for its link: cut, up, or no answer (the reason kept).
+#[test]
+fn status_says_whether_a_wan_link_is_cut() {
+    let mut sys = FakeSystem::new();
+    let state = up(&mut sys, &dirs(), &wan_spec(), &layout()).unwrap();
+    let pid = state.wan[0].pid.expect("pid");
+    sys.dirs
+        .insert(std::path::PathBuf::from(format!("/proc/{pid}")));
+    let ask = "control /run/drover/lab/drover/wan-h1-h2.sock stats".to_string();
+    let reply = |state| {
+        serde_json::to_string(&crate::delay_io::ControlReply {
+            state,
+            dirs: Default::default(),
+            error: None,
+        })
+        .unwrap()
+    };
+    let link = |sys: &mut FakeSystem| status(sys, &dirs(), &name()).unwrap().wan[0].link.clone();
+    sys.outputs
+        .insert(ask.clone(), reply(crate::delay::LinkState::Cut));
+    assert_eq!(link(&mut sys), Some(crate::lab::LinkCheck::Cut));
+    sys.outputs
+        .insert(ask.clone(), reply(crate::delay::LinkState::Up));
+    assert_eq!(link(&mut sys), Some(crate::lab::LinkCheck::Up));
+    sys.outputs.insert(ask, "garbage".into());
+    assert!(
+        matches!(link(&mut sys), Some(crate::lab::LinkCheck::NoAnswer { reason }) if reason.contains("garbage"))
+    );
+    sys.fail_on = Some("control ".into());
+    assert!(matches!(
+        link(&mut sys),
+        Some(crate::lab::LinkCheck::NoAnswer { .. })
+    ));
 }
 
 #[test]

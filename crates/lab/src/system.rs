@@ -120,8 +120,14 @@ pub trait System {
     /// One `GET path` over HTTP/1.0; Ok if the answer is 2xx.
     fn http_get(&mut self, addr: SocketAddr, path: &str, token: &str) -> Result<(), SystemError>;
     fn sleep(&mut self, d: Duration);
-    /// Sends one line to a Unix control socket (a delay line's) and returns its one-line answer.
-    fn control(&mut self, socket: &Path, request: &str) -> Result<String, SystemError>;
+    /// Sends one line to a Unix control socket (a delay line's) and returns its one-line answer,
+    /// giving up after `timeout` for each of the write and the read.
+    fn control(
+        &mut self,
+        socket: &Path,
+        request: &str,
+        timeout: Duration,
+    ) -> Result<String, SystemError>;
     /// Reads `n` random bytes.
     fn random(&mut self, n: usize) -> Result<Vec<u8>, SystemError>;
     /// Takes the machine-wide lab lock (released when the guard drops), so concurrent `up`s
@@ -148,8 +154,14 @@ const LOCK_FILE: &str = "/run/lock/drover-lab.lock";
 pub struct RealSystem;
 
 impl System for RealSystem {
-    fn control(&mut self, socket: &Path, request: &str) -> Result<String, SystemError> {
-        control_request(socket, request).map_err(|e| SystemError::io("ask", socket, e))
+    fn control(
+        &mut self,
+        socket: &Path,
+        request: &str,
+        timeout: Duration,
+    ) -> Result<String, SystemError> {
+        control_request_within(socket, request, timeout)
+            .map_err(|e| SystemError::io("ask", socket, e))
     }
 
     fn run(&mut self, cmd: &Cmd) -> Result<String, SystemError> {
@@ -346,15 +358,25 @@ impl System for RealSystem {
     }
 }
 
-/// How long a control request may take.
-const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a control request that changes something (or waits for a line to start) may take.
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One request line to a Unix control socket, one answer line back.
+/// One request line to a Unix control socket, one answer line back, within [`CONTROL_TIMEOUT`].
 pub fn control_request(socket: &Path, request: &str) -> std::io::Result<String> {
+    control_request_within(socket, request, CONTROL_TIMEOUT)
+}
+
+/// [`control_request`] giving up after `timeout` for each of the write and the read (a line
+/// that accepts but never answers costs at most that, not a hang).
+pub fn control_request_within(
+    socket: &Path,
+    request: &str,
+    timeout: Duration,
+) -> std::io::Result<String> {
     use std::io::BufRead;
     let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(CONTROL_TIMEOUT))?;
-    stream.set_write_timeout(Some(CONTROL_TIMEOUT))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
     stream.write_all(format!("{request}\n").as_bytes())?;
     let mut line = String::new();
     std::io::BufReader::new(stream).read_line(&mut line)?;

@@ -36,6 +36,9 @@ pub const MIN_QUEUE_BYTES: u64 = 256 * 1024;
 pub const WAN_EXPECTED: &str =
     "expected hA-hB=RATE,DELAY[,jitter=JITTER], e.g. h1-h2=100Mbit/s,50ms,jitter=5ms";
 const DURATION_EXPECTED: &str = "expected a duration with a unit (us, ms or s), e.g. 50ms";
+/// How a host of a WAN pair is named.
+const HOST_EXPECTED: &str =
+    "the lab's hosts are h1, h2, ... (h and a number from 1, no leading zeros)";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WanError {
@@ -45,20 +48,26 @@ pub enum WanError {
     Pair(String),
     #[error("rate '{text}': {reason}")]
     Rate { text: String, reason: String },
+    #[error("unknown host '{host}' in '{pair}': {HOST_EXPECTED}")]
+    Host { pair: String, host: String },
     #[error("{what} '{text}': {DURATION_EXPECTED}")]
     Duration { what: &'static str, text: String },
-    #[error("delay '{0}': expected at most {max} s", max = MAX_DELAY.as_secs())]
-    DelayRange(String),
+    #[error("{what} '{text}': expected a non-negative number before the unit, e.g. 50ms")]
+    DurationNumber { what: &'static str, text: String },
+    #[error("{what} '{text}': expected at most {max} s", max = MAX_DELAY.as_secs())]
+    DurationRange { what: &'static str, text: String },
     #[error("jitter '{jitter}' is larger than the delay '{delay}': expected at most the delay")]
     Jitter { jitter: String, delay: String },
     #[error("unknown option '{0}': expected jitter=DURATION")]
     Option(String),
+    #[error("option '{0}' is given twice: expected it at most once")]
+    RepeatedOption(String),
     #[error("WAN pair h{a}-h{b} names a host the lab does not have (it has h1..h{hosts})")]
     NoSuchHost { a: u32, b: u32, hosts: u32 },
     #[error("WAN pair h{a}-h{b} is given twice")]
     Duplicate { a: u32, b: u32 },
-    #[error("the lab has no WAN pair '{0}' (see `drover lab status`)")]
-    NotConfigured(String),
+    #[error("the lab has no WAN pair '{pair}' (its pairs: {have}; see `drover lab status`)")]
+    NotConfigured { pair: String, have: String },
     #[error("a WAN pair needs a delay-line program to run, and none was given")]
     NoDelayLine,
 }
@@ -96,14 +105,17 @@ impl WanLink {
             reason: e.expected(),
         })?;
         let delay = parse_duration("delay", delay_text)?;
-        if delay > MAX_DELAY {
-            return Err(WanError::DelayRange(delay_text.into()));
-        }
         let mut jitter = Duration::ZERO;
+        let mut jitter_given = false;
         for opt in parts {
-            match opt.split_once('=') {
+            match opt.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+                // Repeated, one of them would be ignored: the typo is refused, not guessed at.
+                Some(("jitter", _)) if jitter_given => {
+                    return Err(WanError::RepeatedOption("jitter".into()))
+                }
                 Some(("jitter", j)) => {
-                    jitter = parse_duration("jitter", j.trim())?;
+                    jitter_given = true;
+                    jitter = parse_duration("jitter", j)?;
                     if jitter > delay {
                         return Err(WanError::Jitter {
                             jitter: j.trim().into(),
@@ -149,41 +161,58 @@ impl WanLink {
     }
 }
 
-/// `hA-hB` into (min, max) host numbers.
+/// `hA-hB` into (min, max) host numbers; each host exactly as the lab names it (`hN`, N from 1,
+/// no leading zeros), so `h01` is refused rather than read as `h1`.
 fn parse_pair(text: &str) -> Result<(u32, u32), WanError> {
-    let bad = || WanError::Pair(text.into());
-    let (x, y) = text.split_once('-').ok_or_else(bad)?;
+    let (x, y) = text
+        .split_once('-')
+        .ok_or_else(|| WanError::Pair(text.into()))?;
     let num = |h: &str| -> Result<u32, WanError> {
         h.strip_prefix('h')
-            .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+            .filter(|n| n.starts_with(|c: char| ('1'..='9').contains(&c)))
+            .filter(|n| n.chars().all(|c| c.is_ascii_digit()))
             .and_then(|n| n.parse().ok())
-            .filter(|n| *n >= 1)
-            .ok_or_else(bad)
+            .ok_or_else(|| WanError::Host {
+                pair: text.into(),
+                host: h.into(),
+            })
     };
-    let (x, y) = (num(x)?, num(y)?);
+    let (x, y) = (num(x.trim())?, num(y.trim())?);
     if x == y {
-        return Err(bad());
+        return Err(WanError::Pair(text.into()));
     }
     Ok((x.min(y), x.max(y)))
 }
 
-/// `50ms`, `0.5s`, `500us`: a duration needs a unit (a bare number is ambiguous).
+/// `50ms`, `0.5s`, `500us`, `5e-3s`: a non-negative number (a bare number is ambiguous, so the
+/// unit is required) of at most [`MAX_DELAY`].
 pub fn parse_duration(what: &'static str, text: &str) -> Result<Duration, WanError> {
-    let bad = || WanError::Duration {
-        what,
-        text: text.into(),
-    };
-    let end = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(bad)?;
-    let number: f64 = text[..end].parse().map_err(|_| bad())?;
-    let scale = match text[end..].trim() {
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "s" => 1.0,
-        _ => return Err(bad()),
-    };
-    Duration::try_from_secs_f64(number * scale).map_err(|_| bad())
+    let (number, scale) = [("us", 1e-6), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0)]
+        .iter()
+        .find_map(|(unit, scale)| Some((text.strip_suffix(unit)?, *scale)))
+        .ok_or_else(|| WanError::Duration {
+            what,
+            text: text.into(),
+        })?;
+    let number: f64 = number
+        .trim()
+        .parse()
+        .ok()
+        // NaN and negatives alike fail this (and `-0` passes as zero).
+        .filter(|n: &f64| *n >= 0.0)
+        .ok_or_else(|| WanError::DurationNumber {
+            what,
+            text: text.into(),
+        })?;
+    // `abs` turns a `-0` into `0` (the filter let only those negatives through).
+    let secs = number.abs() * scale;
+    if secs > MAX_DELAY.as_secs_f64() {
+        return Err(WanError::DurationRange {
+            what,
+            text: text.into(),
+        });
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Checks pairs against the lab: hosts that exist, each pair once.
@@ -370,7 +399,17 @@ pub fn find_pair<'a>(wan: &'a [WanState], pair: &str) -> Result<&'a WanState, Wa
     let (a, b) = parse_pair(pair)?;
     wan.iter()
         .find(|w| (w.link.a, w.link.b) == (a, b))
-        .ok_or_else(|| WanError::NotConfigured(pair.into()))
+        .ok_or_else(|| WanError::NotConfigured {
+            pair: pair.into(),
+            have: match wan.len() {
+                0 => "none".into(),
+                _ => wan
+                    .iter()
+                    .map(|w| w.link.pair())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            },
+        })
 }
 
 #[cfg(test)]

@@ -28,8 +28,13 @@ fn bad_specs_say_what_was_expected() {
         ("h1-h2=100Mbit/s", WanError::Shape("h1-h2=100Mbit/s".into())),
         ("h1=1Gbit/s,5ms", WanError::Pair("h1".into())),
         ("h1-h1=1Gbit/s,5ms", WanError::Pair("h1-h1".into())),
-        ("h0-h1=1Gbit/s,5ms", WanError::Pair("h0-h1".into())),
-        ("x1-h2=1Gbit/s,5ms", WanError::Pair("x1-h2".into())),
+        (
+            "h0-h1=1Gbit/s,5ms",
+            WanError::Host {
+                pair: "h0-h1".into(),
+                host: "h0".into(),
+            },
+        ),
         (
             "h1-h2=1Gbit/s,50",
             WanError::Duration {
@@ -44,7 +49,13 @@ fn bad_specs_say_what_was_expected() {
                 text: "50m".into(),
             },
         ),
-        ("h1-h2=1Gbit/s,11s", WanError::DelayRange("11s".into())),
+        (
+            "h1-h2=1Gbit/s,11s",
+            WanError::DurationRange {
+                what: "delay",
+                text: "11s".into(),
+            },
+        ),
         (
             "h1-h2=1Gbit/s,5ms,jitter=6ms",
             WanError::Jitter {
@@ -149,7 +160,10 @@ fn each_pair_gets_tuns_a_line_and_routes_in_that_order() {
     assert_eq!(find_pair(&states, "h2-h1").unwrap(), s);
     assert_eq!(
         find_pair(&states, "h1-h3"),
-        Err(WanError::NotConfigured("h1-h3".into()))
+        Err(WanError::NotConfigured {
+            pair: "h1-h3".into(),
+            have: "h1-h2".into()
+        })
     );
     // The config the line reads is what the state file records.
     let Some(Action::Write { contents, .. }) = steps
@@ -175,7 +189,87 @@ fn durations_need_a_unit() {
     assert_eq!(parse_duration("d", "5ms"), Ok(Duration::from_millis(5)));
     assert_eq!(parse_duration("d", "1.5s"), Ok(Duration::from_millis(1500)));
     assert_eq!(parse_duration("d", "250us"), Ok(Duration::from_micros(250)));
-    for bad in ["", "5", "ms", "5 min", "-1ms", "1e3ms"] {
-        assert!(parse_duration("d", bad).is_err(), "{bad}");
+    assert_eq!(parse_duration("d", "1e3ms"), Ok(Duration::from_secs(1)));
+    assert_eq!(parse_duration("d", "10s"), Ok(MAX_DELAY));
+    assert_eq!(parse_duration("d", "-0ms"), Ok(Duration::ZERO));
+    for bad in ["", "5", "5 min", "50m"] {
+        let want = WanError::Duration {
+            what: "d",
+            text: bad.into(),
+        };
+        assert_eq!(parse_duration("d", bad), Err(want), "{bad}");
     }
+    // A unit is there: the message is about the number, not the unit.
+    for bad in ["-5ms", "-1s", "ms", "fastms", "nans", "1.2.3s"] {
+        let want = WanError::DurationNumber {
+            what: "d",
+            text: bad.into(),
+        };
+        assert_eq!(parse_duration("d", bad), Err(want), "{bad}");
+    }
+    for bad in ["1e99s", "10001ms", "infs", "11s"] {
+        let want = WanError::DurationRange {
+            what: "d",
+            text: bad.into(),
+        };
+        assert_eq!(parse_duration("d", bad), Err(want), "{bad}");
+    }
+    let e = WanLink::parse("h1-h2=1Gbit/s,-5ms")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "delay '-5ms': expected a non-negative number before the unit, e.g. 50ms"
+    );
+    let e = WanLink::parse("h1-h2=1Gbit/s,5ms,jitter=1e99s")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "jitter '1e99s': expected at most 10 s");
+}
+
+#[test]
+fn a_repeated_option_is_refused_by_name() {
+    let e = WanLink::parse("h1-h2=1Gbit/s,50ms,jitter=5ms,jitter=5ms");
+    assert_eq!(e, Err(WanError::RepeatedOption("jitter".into())));
+    assert!(e
+        .unwrap_err()
+        .to_string()
+        .contains("'jitter' is given twice"));
+    // An unknown option repeated is refused as unknown.
+    assert_eq!(
+        WanLink::parse("h1-h2=1Gbit/s,50ms,loss=1,loss=1"),
+        Err(WanError::Option("loss=1".into()))
+    );
+}
+
+#[test]
+fn hosts_are_named_exactly_as_the_lab_names_them() {
+    for (text, host) in [
+        ("h01-h2", "h01"),
+        ("h0-h2", "h0"),
+        ("h1-H2", "H2"),
+        ("h1-h", "h"),
+        ("x1-h2", "x1"),
+        ("h1-h+2", "h+2"),
+    ] {
+        let want = WanError::Host {
+            pair: text.into(),
+            host: host.into(),
+        };
+        assert_eq!(parse_pair(text), Err(want), "{text}");
+    }
+    let e = WanLink::parse("h0-h2=1Gbit/s,5ms").unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "unknown host 'h0' in 'h0-h2': the lab's hosts are h1, h2, ... \
+         (h and a number from 1, no leading zeros)"
+    );
+    assert_eq!(parse_pair("h10-h2"), Ok((2, 10)));
+    assert_eq!(
+        find_pair(&[], "h1-h2"),
+        Err(WanError::NotConfigured {
+            pair: "h1-h2".into(),
+            have: "none".into()
+        })
+    );
 }
