@@ -202,6 +202,9 @@ async fn created_disks_belong_to_their_vm() {
     store
         .save_vm(&record("op", VmRole::Running, Some("op.qcow2")))
         .expect("save");
+    let mut overlay = record("ov", VmRole::Running, Some("ov.qcow2"));
+    overlay.config.disk_base = Some("base.qcow2".into());
+    store.save_vm(&overlay).expect("save");
     std::fs::write(disks.join("own.qcow2"), b"made by the agent").expect("disk");
     std::fs::write(disks.join("op.qcow2"), b"the operator's").expect("disk");
     let (_a, url) = agent(c).await;
@@ -254,9 +257,33 @@ async fn created_disks_belong_to_their_vm() {
         "{v}"
     );
     assert_eq!(files(&disks), ["op.qcow2", "own.qcow2"]);
+    // An operator's disk that another VM uses, as its disk or its disk's base, or that is no
+    // qcow2 image: 409 before any QEMU opens it.
+    let mut body = vm("d7", "idle");
+    body["disk"] = json!("op.qcow2");
+    let (s, v) = create(body).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(error(&v).contains("is the disk of VM 'op'"), "{v}");
+    let mut body = vm("d8", "idle");
+    body["disk"] = json!("base.qcow2");
+    let (s, v) = create(body).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        error(&v).contains("is the base of the disk of VM 'ov'"),
+        "{v}"
+    );
+    std::fs::write(disks.join("junk.qcow2"), vec![7u8; 65536]).expect("junk");
+    let mut body = vm("d9", "idle");
+    body["disk"] = json!("junk.qcow2");
+    let (s, v) = create(body).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(error(&v).contains("is a raw image, expected qcow2"), "{v}");
+    std::fs::remove_file(disks.join("junk.qcow2")).expect("rm junk");
+    // A VM whose QEMU failed to start leaves no run directory behind.
+    assert!(!store.run_dir("d1").exists(), "d1's run directory is left");
 
     // Deleting the VMs (lost: their QEMU is long gone) deletes only the agent's disk.
-    for name in ["own", "op"] {
+    for name in ["own", "op", "ov"] {
         let (s, v) = send("DELETE", &u(&format!("/v1/vms/{name}")), None).await;
         assert_eq!(s, 200, "{v}");
     }

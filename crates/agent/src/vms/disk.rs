@@ -32,6 +32,16 @@ pub enum DiskError {
     /// The VM's workload does not fit its disk (409).
     #[error(transparent)]
     Fit(#[from] drover_guest::fit::FitError),
+    /// An operator's disk that another VM here uses, as its disk or its disk's base (409).
+    #[error("disk '{disk}' is {how} VM '{vm}': two VMs must not share a disk")]
+    InUse {
+        disk: String,
+        how: &'static str,
+        vm: String,
+    },
+    /// An operator's disk that is not a qcow2 image (409).
+    #[error("disk '{disk}' is a {format} image, expected qcow2")]
+    NotQcow2 { disk: String, format: String },
 }
 
 impl DiskError {
@@ -39,7 +49,10 @@ impl DiskError {
     pub fn is_conflict(&self) -> bool {
         match self {
             DiskError::Img(e) => e.is_conflict(),
-            DiskError::BaseInUse { .. } | DiskError::Fit(_) => true,
+            DiskError::BaseInUse { .. }
+            | DiskError::Fit(_)
+            | DiskError::InUse { .. }
+            | DiskError::NotQcow2 { .. } => true,
         }
     }
 }
@@ -73,6 +86,44 @@ impl Vms {
             .await
             .map_err(DiskError::from)?;
         Ok(name.to_string())
+    }
+
+    /// Checks an operator's disk `name` (not one the agent creates) before QEMU opens it: no
+    /// other VM here uses it as its disk or as its disk's base, and it is a qcow2 image.
+    pub(super) async fn check_operator_disk(&self, vm: &str, name: &str) -> Result<(), VmsError> {
+        let user = {
+            let map = lock(&self.map);
+            map.values().find_map(|e| {
+                let c = &e.record.config;
+                if c.name == vm {
+                    None
+                } else if c.disk_file().as_deref() == Some(name) {
+                    Some(("the disk of", c.name.clone()))
+                } else if c.disk_base.as_deref() == Some(name) {
+                    Some(("the base of the disk of", c.name.clone()))
+                } else {
+                    None
+                }
+            })
+        };
+        if let Some((how, other)) = user {
+            let disk = name.to_string();
+            return Err(DiskError::InUse {
+                disk,
+                how,
+                vm: other,
+            }
+            .into());
+        }
+        let path = self.disk_path(name)?;
+        let info = img::info(&self.qemu_img(), &path, name)
+            .await
+            .map_err(DiskError::from)?;
+        if info.format != "qcow2" {
+            let (disk, format) = (name.to_string(), info.format);
+            return Err(DiskError::NotQcow2 { disk, format }.into());
+        }
+        Ok(())
     }
 
     /// `config` if its workload fits its disk: a disk workload's working set within the disk's

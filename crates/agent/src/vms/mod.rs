@@ -303,6 +303,10 @@ impl Vms {
         config.disk = config.disk_file();
         let created = match (&config.disk, config.creates_disk()) {
             (Some(name), true) => Some(self.create_disk(&config, name).await?),
+            (Some(name), false) => {
+                self.check_operator_disk(&config.name, name).await?;
+                None
+            }
             _ => None,
         };
         let started = match self.check_disk_fit(config).await {
@@ -398,6 +402,8 @@ impl Vms {
                 if let Some(pid) = pid_of().filter(|&p| Some(p) != earlier) {
                     kill_pid(pid, &config.name).await;
                 }
+                // Its sockets and logs are of no further use (the error quotes QEMU's words).
+                let _ = std::fs::remove_dir_all(&run_dir);
                 return Err(e.into());
             }
         };
