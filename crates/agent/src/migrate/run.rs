@@ -6,11 +6,11 @@ use crate::AgentState;
 use drover_api::{
     AgentClient, IncomingReply, IncomingRequest, MigrationRecord, MigrationRequest, MigrationState,
 };
-use drover_core::migration::StorageRecord;
 use drover_core::migration::{
     paused_by_migration, CostParams, EndStatus, MigrationPlan, MigrationStatus, OpsSample,
     PlanKnobs, Technique, VmProfile,
 };
+use drover_core::migration::{StorageRecord, StorageSettings};
 use drover_qemu::disk::{DiskNodes, NbdAddr};
 use drover_qemu::driver::{self, DriverConfig, Endpoints, MigrationRun};
 use drover_qemu::metrics::Clock;
@@ -405,7 +405,11 @@ async fn migrate(
             .map(|run| Moved { run, storage: None })
             .map_err(driver_error);
     };
-    let config = StorageConfig::default();
+    // The request's deadline bounds the mirror's copy too (a cut link: its stall watch).
+    let config = StorageConfig {
+        settings: StorageSettings::within_deadline(plan.watchdog.deadline_ms),
+        ..StorageConfig::default()
+    };
     let done = migrate_with_storage(
         ends,
         target,

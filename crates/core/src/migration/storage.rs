@@ -71,6 +71,11 @@ pub struct StorageSettings {
     /// Longest wait for the mirror to become READY, ms; then the storage migration fails (and
     /// is cleaned up) before any memory moved.
     pub ready_timeout_ms: u64,
+    /// A mirror not READY yet whose progress (bytes copied) has not grown for this long, ms,
+    /// fails the same way: its link is down or its destination gone (a cut WAN link otherwise
+    /// holds the mirror until the link returns, however long that takes).
+    #[serde(default = "default_stall_timeout_ms")]
+    pub stall_timeout_ms: u64,
     /// Longest wait for the cancelled mirror's last sync at switchover, ms (the guest is
     /// stopped meanwhile); then the migration is cancelled and the guest resumes on the source.
     pub cancel_timeout_ms: u64,
@@ -82,7 +87,25 @@ impl Default for StorageSettings {
             copy_mode: CopyMode::Background,
             write_blocking_after_ms: Some(60_000),
             ready_timeout_ms: 600_000,
+            stall_timeout_ms: default_stall_timeout_ms(),
             cancel_timeout_ms: 30_000,
+        }
+    }
+}
+
+fn default_stall_timeout_ms() -> u64 {
+    30_000
+}
+
+impl StorageSettings {
+    /// The default settings with the mirror's READY wait bounded by a migration's deadline,
+    /// `deadline_ms` (the request's `deadline_s`, which bounds its pre-copy): the disk's copy
+    /// gets the same budget as the memory's, so a storage pre-copy takes at most about twice
+    /// the deadline before it is given up.
+    pub fn within_deadline(deadline_ms: u64) -> Self {
+        StorageSettings {
+            ready_timeout_ms: deadline_ms,
+            ..StorageSettings::default()
         }
     }
 }
@@ -423,6 +446,8 @@ pub struct StorageMachine {
     phase: StoragePhase,
     /// The last look at the job that listed it.
     last_job: Option<MirrorJob>,
+    /// The mirror's progress (bytes copied) and when it last grew, ms.
+    progress: Option<(u64, u64)>,
     /// Write-blocking was asked for (at start or by a switch).
     write_blocking: bool,
 }
@@ -433,6 +458,7 @@ impl StorageMachine {
             settings,
             phase: StoragePhase::Idle,
             last_job: None,
+            progress: None,
             write_blocking: false,
         }
     }
@@ -512,6 +538,10 @@ impl StorageMachine {
     fn looked(&mut self, look: &MirrorLook) -> StoragePhase {
         if let Some(job) = &look.job {
             self.last_job = Some(job.clone());
+            let grew = self.progress.is_none_or(|(offset, _)| job.offset > offset);
+            if grew {
+                self.progress = Some((job.offset, look.now_ms));
+            }
         }
         match (&self.phase, &look.job) {
             (StoragePhase::Mirroring { started_ms, .. }, Some(job))
@@ -527,8 +557,10 @@ impl StorageMachine {
     }
 
     /// Judges a look at a mirror that is not READY yet (call after handing the look to
-    /// [`StorageMachine::handle`]): READY, a failed or vanished job, the READY deadline, or the
-    /// switch of a lagging background mirror to write-blocking (once).
+    /// [`StorageMachine::handle`]): READY, a failed or vanished job, a mirror that stopped
+    /// progressing (the settings' stall timeout, measured over the looks handed to `handle`),
+    /// the READY deadline, or the switch of a lagging background mirror to write-blocking
+    /// (once).
     pub fn judge(&self, look: &MirrorLook) -> MirrorVerdict {
         let started_ms = match &self.phase {
             StoragePhase::Ready { .. } => return MirrorVerdict::Ready,
@@ -547,6 +579,16 @@ impl StorageMachine {
             return MirrorVerdict::Fail(format!("the mirror ended early ({})", job.status));
         }
         let elapsed = look.now_ms.saturating_sub(started_ms);
+        if let Some((offset, since_ms)) = self.progress {
+            let still = look.now_ms.saturating_sub(since_ms);
+            if still > self.settings.stall_timeout_ms {
+                return MirrorVerdict::Fail(format!(
+                    "the mirror copied nothing for {still} ms ({offset} of {} bytes copied): \
+                     the link to the destination is down or the destination is gone",
+                    job.len
+                ));
+            }
+        }
         if elapsed > self.settings.ready_timeout_ms {
             return MirrorVerdict::Fail(format!(
                 "the mirror was not READY after {} ms ({} of {} bytes copied)",

@@ -184,3 +184,39 @@ fn a_failure_after_the_mirror_concluded_leaves_node_and_server() {
     );
     assert_eq!(m.record().cancel_to_concluded_ms, Some(10));
 }
+
+/// A cut link: the mirror's byte count stops growing; past the stall timeout it fails, long
+/// before the READY deadline. Progress, however slow, keeps it going.
+#[test]
+fn a_mirror_that_stops_progressing_fails_after_the_stall_timeout() {
+    let settings = StorageSettings {
+        stall_timeout_ms: 1_000,
+        ready_timeout_ms: 60_000,
+        write_blocking_after_ms: None,
+        ..StorageSettings::default()
+    };
+    let mut m = mirroring(settings);
+    let at = |m: &mut StorageMachine, now: u64, offset: u64| {
+        let mut j = job(1, false, "running");
+        j.offset = offset;
+        let l = look(now, Some(j));
+        m.handle(StorageEvent::MirrorLooked(l.clone()))
+            .expect("look");
+        m.judge(&l)
+    };
+    assert_eq!(at(&mut m, 1_100, 10), MirrorVerdict::Wait);
+    assert_eq!(
+        at(&mut m, 1_900, 11),
+        MirrorVerdict::Wait,
+        "slow but moving"
+    );
+    assert_eq!(at(&mut m, 2_800, 11), MirrorVerdict::Wait);
+    match at(&mut m, 3_000, 11) {
+        MirrorVerdict::Fail(msg) => assert!(msg.contains("copied nothing for 1100 ms"), "{msg}"),
+        v => panic!("{v:?}"),
+    }
+    assert_eq!(
+        StorageSettings::within_deadline(60_000).ready_timeout_ms,
+        60_000
+    );
+}
