@@ -82,6 +82,31 @@ fn guest_runs_on(rt: &tokio::runtime::Runtime, lab: &Lab, host: &str) {
     );
 }
 
+/// Migrates vm1 from `from` to `to` by post-copy with a `resume_window_s` window, and cuts the
+/// link once the guest runs on `to` (mid-post-copy); the migration's first record.
+fn migrate_and_cut(
+    rt: &tokio::runtime::Runtime,
+    lab: &Lab,
+    from: &AgentClient,
+    to: &str,
+    resume_window_s: u64,
+) -> MigrationRecord {
+    let started = rt
+        .block_on(from.migrate("vm1", &request(lab, to, resume_window_s)))
+        .expect("migrate");
+    wait_record(
+        rt,
+        from,
+        &started.id,
+        "the switch",
+        Duration::from_secs(120),
+        |r| r.vm_on_destination,
+    );
+    guest_runs_on(rt, lab, to);
+    wan(lab, "cut");
+    started
+}
+
 fn wan(lab: &Lab, action: &str) {
     drover(&["lab", "wan", action, "h1-h2", "--name", &lab.name]);
 }
@@ -99,15 +124,8 @@ fn a_postcopy_cut_on_the_wan_is_resumed_when_the_link_returns_and_left_paused_wh
 
     // 1. Cut mid-post-copy for 20 s, then restored: resumed and completed on h2.
     let h1 = lab.host_client("h1");
-    let started = rt
-        .block_on(h1.migrate("vm1", &request(&lab, "h2", 300)))
-        .expect("migrate");
+    let started = migrate_and_cut(&rt, &lab, &h1, "h2", 300);
     let id = started.id.clone();
-    wait_record(&rt, &h1, &id, "the switch", Duration::from_secs(120), |r| {
-        r.vm_on_destination
-    });
-    guest_runs_on(&rt, &lab, "h2");
-    wan(&lab, "cut");
     let cut_at = Instant::now();
     // The run pauses it after the stall limit, then gives the destination its settle time
     // (unreachable: ~20 s) before it ends `paused`.
@@ -136,15 +154,8 @@ fn a_postcopy_cut_on_the_wan_is_resumed_when_the_link_returns_and_left_paused_wh
     // 2. Back to h1 with a 5 s resume window and a link that stays cut past it: left paused,
     //    both QEMUs kept, the guest reported on both hosts (moved away from h2, incoming on h1).
     let h2 = lab.host_client("h2");
-    let started = rt
-        .block_on(h2.migrate("vm1", &request(&lab, "h1", 5)))
-        .expect("migrate back");
+    let started = migrate_and_cut(&rt, &lab, &h2, "h1", 5);
     let id = started.id.clone();
-    wait_record(&rt, &h2, &id, "the switch", Duration::from_secs(120), |r| {
-        r.vm_on_destination
-    });
-    guest_runs_on(&rt, &lab, "h1");
-    wan(&lab, "cut");
     let left = wait_record(&rt, &h2, &id, "giving up", Duration::from_secs(60), |r| {
         r.notes.iter().any(|n| n.contains("not resumed"))
     });
@@ -186,15 +197,8 @@ fn a_postcopy_cut_on_the_wan_is_resumed_when_the_link_returns_and_left_paused_wh
     //    resumes it: `drover vm resume` finds the paused migration, the source's agent resumes
     //    it, and vm1 finishes on h2 intact. A second resume of a completed one is refused.
     let h1 = lab.host_client("h1");
-    let started = rt
-        .block_on(h1.migrate("vm1", &request(&lab, "h2", 5)))
-        .expect("migrate");
+    let started = migrate_and_cut(&rt, &lab, &h1, "h2", 5);
     let id = started.id.clone();
-    wait_record(&rt, &h1, &id, "the switch", Duration::from_secs(120), |r| {
-        r.vm_on_destination
-    });
-    guest_runs_on(&rt, &lab, "h2");
-    wan(&lab, "cut");
     wait_record(&rt, &h1, &id, "giving up", Duration::from_secs(60), |r| {
         r.notes.iter().any(|n| n.contains("not resumed"))
     });

@@ -4,14 +4,13 @@
 //! its accesses fall. Needs qemu-system-x86_64 and qemu-img (a failure under CI when missing, a
 //! loud skip elsewhere); QEMU dies with its handle and the files with the temporary directory.
 
-use drover_qemu::disk::{DiskNodes, DiskSpec};
+use drover_qemu::disk::{create_qcow2, DiskNodes, DiskSpec};
 use drover_qemu::image::{ensure_image, kernel_cmdline, NoProgress};
 use drover_qemu::launcher::{Accel, QemuProcess, RunPaths, VmSpec};
 use drover_qemu::profile::{profile_wan, query_blockstats, WanProfileSettings};
 use drover_qemu::qmp::{Qmp, QmpClient};
 use drover_testkit::{require, QEMU, QEMU_IMG};
 use serde_json::json;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
@@ -21,13 +20,9 @@ async fn profile_finds_the_disk_workloads_rates_and_its_hot_quarter() {
     require!(QEMU, QEMU_IMG);
     let dir = tempfile::tempdir().expect("tempdir");
     let disk = dir.path().join("disk.qcow2");
-    let created = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg("64M")
-        .status()
-        .expect("qemu-img");
-    assert!(created.success());
+    create_qcow2(&disk, 64 * MIB)
+        .await
+        .expect("qemu-img create");
     let image = ensure_image(&NoProgress).expect("guest image (run scripts/setup)");
     let spec = VmSpec {
         name: "prof".into(),
