@@ -135,15 +135,14 @@ impl Index {
         (d.entries.len() > d.dead).then_some(d.g_min)
     }
 
-    /// The first of `bucket`'s dense entries (dead or alive) whose utilization is at least
-    /// `a`.
-    pub fn dense_from(&self, bucket: usize, a: f64) -> usize {
-        self.dense[bucket].entries.partition_point(|e| e.a < a)
+    /// `bucket`'s dense entries (dead or alive, by utilization), taken out while they are
+    /// read (see [`Index::put_dense`]).
+    pub fn take_dense(&mut self, bucket: usize) -> Vec<Entry> {
+        std::mem::take(&mut self.dense[bucket].entries)
     }
 
-    /// The `i`th dense entry of `bucket` by utilization, dead or alive.
-    pub fn dense_entry(&self, bucket: usize, i: usize) -> Option<Entry> {
-        self.dense[bucket].entries.get(i).copied()
+    pub fn put_dense(&mut self, bucket: usize, entries: Vec<Entry>) {
+        self.dense[bucket].entries = entries;
     }
 
     /// The smallest `g` in `bucket`'s ordered set.
@@ -298,17 +297,17 @@ pub(super) fn stretch_below(piece: Piece, x: f64) -> Option<(f64, f64)> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn increase_floor_is_under_every_fitting_step() {
-        // Random utilizations and steps on both benchmark power models: the floor of the
-        // segment is never above the increase `find_host` computes for a host that fits, and
-        // a segment said to fit nothing holds no host that fits.
+    /// Random steps that fit, on both benchmark power models, seeded: (power model,
+    /// utilization by allocation before, step as a share of capacity, the increase computed
+    /// as `find_host` computes it).
+    fn fitting_steps(seed: u64, per_type: usize) -> Vec<(PowerModel, f64, f64, f64)> {
         use crate::dc::model::HostType;
         use crate::dc::rng::SplitMix64;
-        let mut rng = SplitMix64::new(9);
+        let mut rng = SplitMix64::new(seed);
+        let mut out = Vec::new();
         for t in [HostType::hp_ml110_g4(), HostType::hp_ml110_g5()] {
             let total = t.total_mips();
-            for _ in 0..20000 {
+            for _ in 0..per_type {
                 let alloc = (rng.next_f64() * total).floor();
                 let demand = (rng.next_f64() * total * 0.6).floor();
                 if alloc + demand > total {
@@ -317,57 +316,53 @@ mod tests {
                 let a = (alloc / total).min(1.0);
                 let after = ((alloc + demand) / total).min(1.0);
                 let inc = t.power.power(after) - t.power.power(a);
-                match increase_floor(&t.power, segment(a), demand / total) {
-                    Some(m) => assert!(m <= inc + 1e-12, "{m} > {inc}: a {a} after {after}"),
-                    None => panic!("a {a} fits {demand} but its segment says none does"),
-                }
+                out.push((t.power, a, demand / total, inc));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn increase_floor_is_under_every_fitting_step() {
+        // The floor of the segment is never above the increase of a host that fits, and a
+        // segment said to fit nothing holds no host that fits.
+        for (p, a, delta, inc) in fitting_steps(9, 20000) {
+            match increase_floor(&p, segment(a), delta) {
+                Some(m) => assert!(m <= inc + 1e-12, "{m} > {inc}: a {a} delta {delta}"),
+                None => panic!("a {a} fits {delta} but its segment says none does"),
             }
         }
     }
 
     #[test]
     fn stretches_hold_every_host_that_can_beat_a_bound() {
-        // Random utilizations, steps and bounds on both power models: a host that fits the
-        // step and whose increase (computed as `find_host` computes it) is at most `x` lies in
-        // the stretch of one of its segment's pieces at `x` plus the search's margin; the
-        // pieces come cheapest first, their least increase is the segment's floor, and a
-        // piece above `x` has no stretch.
-        use crate::dc::model::HostType;
+        // Random bounds around each host's increase: a host that fits the step and whose
+        // increase is at most `x` lies in the stretch of one of its segment's pieces at `x`
+        // plus the search's margin; the pieces come cheapest first, their least increase is
+        // the segment's floor, and a piece above `x` has no stretch.
         use crate::dc::rng::SplitMix64;
         let mut rng = SplitMix64::new(17);
         let margin = 1e-9;
         let mut inside = 0;
-        for t in [HostType::hp_ml110_g4(), HostType::hp_ml110_g5()] {
-            let total = t.total_mips();
-            for _ in 0..40000 {
-                let alloc = (rng.next_f64() * total).floor();
-                let demand = (rng.next_f64() * total * 0.6).floor();
-                if alloc + demand > total {
-                    continue;
-                }
-                let a = (alloc / total).min(1.0);
-                let after = ((alloc + demand) / total).min(1.0);
-                let inc = t.power.power(after) - t.power.power(a);
-                let seg = segment(a);
-                let delta = demand / total;
-                let (ps, n) = pieces(&t.power, seg, delta).expect("a fitting host's segment");
-                let floor = increase_floor(&t.power, seg, delta).expect("same");
-                let least: Vec<f64> = ps[..n].iter().map(|p| p.2.min(p.3)).collect();
-                assert!(least.windows(2).all(|w| w[0] <= w[1]), "{least:?}");
-                assert_eq!(least[0], floor);
-                // Bounds around the host's own increase, some just under it.
-                let x = inc + (rng.next_f64() - 0.3) * 2.0;
-                let found = ps[..n].iter().any(|&p| {
-                    stretch_below(p, x + margin).is_some_and(|(lo, hi)| lo <= a && a <= hi)
-                });
-                if inc <= x {
-                    inside += 1;
-                    assert!(found, "a {a} delta {delta} inc {inc} x {x}: {:?}", &ps[..n]);
-                }
-                for p in &ps[..n] {
-                    if p.2.min(p.3) > x + margin {
-                        assert!(stretch_below(*p, x + margin).is_none());
-                    }
+        for (p, a, delta, inc) in fitting_steps(17, 40000) {
+            let seg = segment(a);
+            let (ps, n) = pieces(&p, seg, delta).expect("a fitting host's segment");
+            let floor = increase_floor(&p, seg, delta).expect("same");
+            let least: Vec<f64> = ps[..n].iter().map(|p| p.2.min(p.3)).collect();
+            assert!(least.windows(2).all(|w| w[0] <= w[1]), "{least:?}");
+            assert_eq!(least[0], floor);
+            // Bounds around the host's own increase, some just under it.
+            let x = inc + (rng.next_f64() - 0.3) * 2.0;
+            let found = ps[..n]
+                .iter()
+                .any(|&p| stretch_below(p, x + margin).is_some_and(|(lo, hi)| lo <= a && a <= hi));
+            if inc <= x {
+                inside += 1;
+                assert!(found, "a {a} delta {delta} inc {inc} x {x}: {:?}", &ps[..n]);
+            }
+            for p in &ps[..n] {
+                if p.2.min(p.3) > x + margin {
+                    assert!(stretch_below(*p, x + margin).is_none());
                 }
             }
         }

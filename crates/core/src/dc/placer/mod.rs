@@ -498,6 +498,8 @@ impl<'d> Placer<'d> {
         let Some((pieces, n)) = pieces(&t.power, b % SEGMENTS, demand / total) else {
             return;
         };
+        // Taken out while read (`consider` does not touch the index).
+        let entries = self.index.take_dense(b);
         for &piece in &pieces[..n] {
             let x = best.map_or(f64::INFINITY, |(bd, _)| bd + EPS_W - g_min);
             if piece.2.min(piece.3) > x {
@@ -506,9 +508,11 @@ impl<'d> Placer<'d> {
             let Some((from, to)) = stretch_below(piece, x) else {
                 continue;
             };
-            let mut i = self.index.dense_from(b, from);
-            while let Some(e) = self.index.dense_entry(b, i) {
-                i += 1;
+            let start = entries.partition_point(|e| e.a < from);
+            // `consider`'s first test, here to spare the call for most hosts (no best yet:
+            // nothing is rejected, as with these sentinels).
+            let (mut bd, mut bh) = best.unwrap_or((f64::INFINITY, HostId::MAX));
+            for e in &entries[start..] {
                 if e.a > to {
                     break;
                 }
@@ -521,13 +525,14 @@ impl<'d> Placer<'d> {
                 }
                 let after = ((e.alloc + demand) / total).min(1.0);
                 let diff = t.power.power(after) - e.pm;
-                // `consider`'s first test, here to spare the call for most hosts.
-                if best.is_some_and(|(bd, bh)| diff > bd || (diff == bd && e.h > bh)) {
+                if diff > bd || (diff == bd && e.h > bh) {
                     continue;
                 }
                 self.consider(c, vm, e.h, e.alloc, diff, best);
+                (bd, bh) = best.unwrap_or((f64::INFINITY, HostId::MAX));
             }
         }
+        self.index.put_dense(b, entries);
     }
 
     fn scan_sorted(
