@@ -202,66 +202,61 @@ pub(super) fn band(r: f64) -> usize {
 /// rounding (about 1e-16).
 const FIT_SLACK: f64 = 1e-9;
 
-/// The least power increase `P(a + delta) - P(a)` (W) of a step of `delta` (utilization) for
-/// a host of power model `p` whose utilization `a` lies in segment `seg` and that fits the
-/// step (`a <= 1 - delta`); `None` when no host of the segment can fit it. The increase is
-/// piecewise linear in `a`, with kinks only where `a + delta` crosses a segment edge (or
-/// full load, where `P` stops), so its least value over the segment is at one of its ends or
-/// one of those kinks.
-pub(super) fn increase_floor(p: &PowerModel, seg: usize, delta: f64) -> Option<f64> {
+/// Where the power increase of a step of `delta` (utilization) is linear over segment `seg`:
+/// the segment's lower end, the kinks inside it (where `a + delta` crosses a segment edge, or
+/// full load, where `P` stops) and its upper end, which is at most `1 - delta` (a host must fit
+/// the step), ascending, in the array's first `.1` places; `None` when no host of the segment
+/// can fit the step.
+fn cuts(seg: usize, delta: f64) -> Option<([f64; SEGMENTS + 2], usize)> {
     let n = SEGMENTS as f64;
     let lo = seg as f64 / n;
     let hi = ((seg + 1) as f64 / n).min(1.0 - delta + FIT_SLACK);
     if hi.is_nan() || hi < lo {
         return None;
     }
-    let f = |a: f64| p.power(a + delta) - p.power(a);
-    let mut m = f(lo).min(f(hi));
+    let mut out = [0.0; SEGMENTS + 2];
+    out[0] = lo;
+    let mut len = 1;
+    // In increasing k, so ascending.
     for k in 1..=SEGMENTS {
         let a = k as f64 / n - delta;
         if a > lo && a < hi {
-            m = m.min(f(a));
+            out[len] = a;
+            len += 1;
         }
     }
-    Some(m)
+    out[len] = hi;
+    Some((out, len + 1))
+}
+
+/// The least power increase `P(a + delta) - P(a)` (W) of a step of `delta` (utilization) for
+/// a host of power model `p` whose utilization `a` lies in segment `seg` and that fits the
+/// step (`a <= 1 - delta`); `None` when no host of the segment can fit it. The increase is
+/// piecewise linear in `a` ([`cuts`]), so its least value over the segment is at one of its
+/// ends or kinks.
+pub(super) fn increase_floor(p: &PowerModel, seg: usize, delta: f64) -> Option<f64> {
+    let (cuts, len) = cuts(seg, delta)?;
+    let f = |a: f64| p.power(a + delta) - p.power(a);
+    Some(cuts[1..len].iter().fold(f(cuts[0]), |m, &a| m.min(f(a))))
 }
 
 /// How far (in utilization) a stretch from [`stretch_below`] is widened on each side, for the
-/// rounding of the utilizations it is compared with and of its own ends: the increase moves by
-/// at most about 60 W per unit of utilization, so this is under 1e-7 W, far below `EPS_W`'s
-/// margin's reach of any real difference and far above rounding (1e-15).
+/// rounding of the utilizations it is compared with and of its own ends (about 1e-16): the
+/// increase moves by at most about 60 W per unit of utilization, so the widening adds under
+/// 1e-7 W, far below any difference the bounds separate.
 const STRETCH_SLACK: f64 = 1e-9;
 
 /// Pieces of the power increase over segment `seg` for a step of `delta` (utilization):
-/// `(from, to, increase at from, increase at to)`, the increase linear in between (its kinks
-/// are the ones [`increase_floor`] looks at), ordered by their least increase; at most
-/// `SEGMENTS + 1` of them in the array's first `.1` places. `None` when no host of the
-/// segment can fit the step (as for [`increase_floor`]).
+/// `(from, to, increase at from, increase at to)`, the increase linear in between ([`cuts`]),
+/// ordered by their least increase; at most `SEGMENTS + 1` of them in the array's first `.1`
+/// places. `None` when no host of the segment can fit the step (as for [`increase_floor`]).
 pub(super) fn pieces(
     p: &PowerModel,
     seg: usize,
     delta: f64,
 ) -> Option<([Piece; SEGMENTS + 1], usize)> {
-    let n = SEGMENTS as f64;
-    let lo = seg as f64 / n;
-    let hi = ((seg + 1) as f64 / n).min(1.0 - delta + FIT_SLACK);
-    if hi.is_nan() || hi < lo {
-        return None;
-    }
+    let (cuts, len) = cuts(seg, delta)?;
     let f = |a: f64| p.power(a + delta) - p.power(a);
-    let mut cuts = [0.0; SEGMENTS + 2];
-    cuts[0] = lo;
-    let mut len = 1;
-    for k in 1..=SEGMENTS {
-        let a = k as f64 / n - delta;
-        if a > lo && a < hi {
-            cuts[len] = a;
-            len += 1;
-        }
-    }
-    cuts[len] = hi;
-    len += 1;
-    // Ascending already: the kinks are in increasing k.
     let mut out = [(0.0, 0.0, 0.0, 0.0); SEGMENTS + 1];
     for i in 0..len - 1 {
         out[i] = (cuts[i], cuts[i + 1], f(cuts[i]), f(cuts[i + 1]));
