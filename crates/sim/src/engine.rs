@@ -16,7 +16,7 @@ use crate::metrics::{HostEntry, Report, Totals, VmEntry};
 use crate::model::{DatacenterModel, MigrationModel};
 use crate::observe::Observer;
 use crate::trace::Workload;
-use drover_core::dc::cluster::capped_demand;
+use drover_core::dc::cluster::capped_mips;
 use drover_core::dc::rng::SplitMix64;
 use drover_core::dc::{
     place, HostState, Move, MoveReason, Policy, PolicySpec, Snapshot, VmState, VmType,
@@ -33,6 +33,7 @@ struct InFlight {
     succeeds: bool,
 }
 
+/// What the engine keeps per VM beside the snapshot and reads at every update of its host.
 #[derive(Debug, Clone, Default)]
 struct VmRt {
     /// Migrations of this VM under way (CloudSim may move a VM twice in one round).
@@ -40,13 +41,36 @@ struct VmRt {
     /// Share of its CPU the VM loses while migrating.
     loss: f64,
     entry: VmEntry,
-    /// Dirty rate at full CPU, bytes/s (dirty-rate model).
-    dirty_at_full: f64,
-    /// The true dirty rate now, bytes/s, and working set, bytes: what the judge sees (policies
-    /// see the observer's readings in the snapshot).
-    dirty_bps: f64,
-    wss_bytes: f64,
     technique: Option<Technique>,
+}
+
+/// A VM's memory behaviour (dirty-rate model), apart from [`VmRt`]: read only at decision
+/// instants and when a migration starts, so the per-event pass does not carry it.
+#[derive(Debug, Clone, Default)]
+struct VmDirty {
+    /// Dirty rate at full CPU, bytes/s (dirty-rate model).
+    at_full: f64,
+    /// The true dirty rate at the last decision instant (or when the VM left its host),
+    /// bytes/s, and working set, bytes: what the judge sees (policies see the observer's
+    /// readings in the snapshot).
+    bps: f64,
+    wss_bytes: f64,
+}
+
+/// What the per-event pass reads and writes of every VM, kept apart from the VM's record in
+/// the snapshot (about 330 bytes, most of it the history) so that the pass over all VMs at each
+/// migration completion reads a few bytes each. The snapshot's record gets `demand` (and the
+/// dirty rate it implies) at decision instants, when the policy reads it, and when the VM leaves
+/// its host ([`Simulation::remove_idle`]); between decision instants only this is current.
+#[derive(Debug, Clone, Copy, Default)]
+struct VmHot {
+    /// Whether the VM has a host (the snapshot's `host.is_some()`).
+    placed: bool,
+    pes: u32,
+    /// The VM's size, MIPS (`VmState::total_mips`).
+    total_mips: f64,
+    /// Demand at the last update, MIPS.
+    demand: f64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -67,6 +91,8 @@ pub struct Simulation<'w> {
     policy: Policy,
     snap: Snapshot,
     vms: Vec<VmRt>,
+    dirty: Vec<VmDirty>,
+    hot: Vec<VmHot>,
     hosts: Vec<HostRt>,
     inflight: Vec<InFlight>,
     tot: Totals,
@@ -133,7 +159,7 @@ impl<'w> Simulation<'w> {
             })
             .collect();
         let mut rng = SplitMix64::new(seed ^ 0xD1F7_7A7E);
-        let mut vms_rt = Vec::with_capacity(n);
+        let mut dirty_rt = Vec::with_capacity(n);
         let vms: Vec<VmState> = types
             .iter()
             .zip(&placed)
@@ -144,10 +170,10 @@ impl<'w> Simulation<'w> {
                 }
                 let (dirty, wss) = draw_dirty(&model.migration, &mut rng);
                 let wss_bytes = (wss * t.ram_mb as f64 * 1048576.0) as u64;
-                vms_rt.push(VmRt {
-                    dirty_at_full: dirty,
+                dirty_rt.push(VmDirty {
+                    at_full: dirty,
+                    bps: 0.0,
                     wss_bytes: wss_bytes as f64,
-                    ..VmRt::default()
                 });
                 VmState {
                     mips: t.mips,
@@ -170,6 +196,16 @@ impl<'w> Simulation<'w> {
             vms,
             enforce_memory: model.enforce_memory,
         };
+        let hot = snap
+            .vms
+            .iter()
+            .map(|vm| VmHot {
+                placed: vm.host.is_some(),
+                pes: vm.pes,
+                total_mips: vm.total_mips(),
+                demand: vm.demand_mips,
+            })
+            .collect();
         let observer = match &model.migration {
             MigrationModel::DirtyRate { observe, .. } if !observe.is_exact() => {
                 Some(Observer::new(*observe, seed ^ 0x0B5E_4EED, n))
@@ -188,7 +224,9 @@ impl<'w> Simulation<'w> {
             work,
             policy,
             snap,
-            vms: vms_rt,
+            vms: vec![VmRt::default(); n],
+            dirty: dirty_rt,
+            hot,
             inflight: Vec::new(),
             tot: Totals::default(),
             last_update_s: 0.0,
@@ -243,33 +281,22 @@ impl<'w> Simulation<'w> {
         debug_assert_eq!(self.samples_at, Some(k as usize));
         let (a, b) = self.samples[v];
         let u = if frac == 0.0 { a } else { a + (b - a) * frac };
-        u * self.snap.vms[v].total_mips()
+        u * self.hot[v].total_mips
     }
 
     /// Datacenter-wide update at `t`; `decision` also records VM histories.
     fn update_all(&mut self, t: f64, decision: bool) {
         self.load_samples((t / self.model.interval_s).floor() as usize);
-        for v in 0..self.snap.vms.len() {
-            if self.snap.vms[v].host.is_some() {
-                let d = self.demand(v, t);
-                let vm = &mut self.snap.vms[v];
-                vm.demand_mips = d;
-                if decision {
-                    let u = d / vm.total_mips();
-                    vm.history.push(u);
-                }
-                let truth = self.vms[v].dirty_at_full * (d / vm.total_mips());
-                self.vms[v].dirty_bps = truth;
-                match self.observer.as_mut() {
-                    None => vm.dirty_rate_bps = truth,
-                    Some(o) if decision => {
-                        let wss = self.vms[v].wss_bytes;
-                        let (seen_dirty, seen_wss) = o.observe(v, self.step, (truth, wss));
-                        vm.dirty_rate_bps = seen_dirty;
-                        vm.wss_bytes = seen_wss as u64;
-                    }
-                    Some(_) => {}
-                }
+        for v in 0..self.hot.len() {
+            if !self.hot[v].placed {
+                continue;
+            }
+            let d = self.demand(v, t);
+            self.hot[v].demand = d;
+            if decision {
+                // The policy reads the snapshot now: bring its record up to date.
+                self.snap.vms[v].history.push(d / self.hot[v].total_mips);
+                self.sync_snapshot(v, true);
             }
         }
         let dt = t - self.last_update_s;
@@ -308,6 +335,27 @@ impl<'w> Simulation<'w> {
         }
     }
 
+    /// Writes VM `v`'s demand at the last update into its snapshot record, with the true dirty
+    /// rate that follows from it and, at a decision instant (`decision`), what the observer
+    /// reads (the observer is asked only then: it draws noise per decision step).
+    fn sync_snapshot(&mut self, v: usize, decision: bool) {
+        let d = self.hot[v].demand;
+        let vm = &mut self.snap.vms[v];
+        vm.demand_mips = d;
+        let truth = self.dirty[v].at_full * (d / vm.total_mips());
+        self.dirty[v].bps = truth;
+        match self.observer.as_mut() {
+            None => vm.dirty_rate_bps = truth,
+            Some(o) if decision => {
+                let wss = self.dirty[v].wss_bytes;
+                let (seen_dirty, seen_wss) = o.observe(v, self.step, (truth, wss));
+                vm.dirty_rate_bps = seen_dirty;
+                vm.wss_bytes = seen_wss as u64;
+            }
+            Some(_) => {}
+        }
+    }
+
     /// Whether updating host `h` would change nothing: it is switched off (no utilization at
     /// its last update, so it adds no energy), holds no VM and expects none, and its state entry
     /// is inactive (an inactive entry accrues no active or violation time, so the instant it
@@ -331,12 +379,10 @@ impl<'w> Simulation<'w> {
         let reserve = self.model.target_reservation;
         let resident = &self.snap.hosts[h].vms;
         let incoming = &self.hosts[h].incoming;
-        let vms = &self.snap.vms;
-        let mut need: f64 = resident.iter().map(|&v| capped_demand(&vms[v], pe)).sum();
-        need += incoming
-            .iter()
-            .map(|&v| capped_demand(&vms[v], pe) * reserve)
-            .sum::<f64>();
+        let hot = &self.hot;
+        let capped = |v: usize| capped_mips(hot[v].demand, hot[v].pes, pe);
+        let mut need: f64 = resident.iter().map(|&v| capped(v)).sum();
+        need += incoming.iter().map(|&v| capped(v) * reserve).sum::<f64>();
         let scale = if need <= total {
             None
         } else {
@@ -348,9 +394,9 @@ impl<'w> Simulation<'w> {
         };
         let (mut util_mips, mut req) = (0.0, 0.0);
         for &v in resident {
-            let c = capped_demand(&vms[v], pe);
+            let c = capped(v);
             let rt = &self.vms[v];
-            let d = vms[v].demand_mips;
+            let d = hot[v].demand;
             let migrating = rt.migrating > 0;
             let factor = if migrating { 1.0 - rt.loss } else { 1.0 };
             let alloc = match scale {
@@ -373,8 +419,8 @@ impl<'w> Simulation<'w> {
             }
         }
         for &v in incoming {
-            util_mips += share(capped_demand(&vms[v], pe) * reserve);
-            req += vms[v].demand_mips;
+            util_mips += share(capped(v) * reserve);
+            req += hot[v].demand;
         }
         self.hosts[h]
             .entry
@@ -389,12 +435,15 @@ impl<'w> Simulation<'w> {
     /// VMs asking for nothing leave (only those in `only`, when given).
     fn remove_idle(&mut self, only: Option<&[usize]>) {
         let check = |sim: &mut Simulation, v: usize| {
-            let vm = &sim.snap.vms[v];
-            if let Some(h) = vm.host {
-                if vm.demand_mips == 0.0 && sim.vms[v].migrating == 0 {
+            let hot = sim.hot[v];
+            if hot.placed && hot.demand == 0.0 && sim.vms[v].migrating == 0 {
+                if let Some(h) = sim.snap.vms[v].host {
                     sim.snap.hosts[h].vms.retain(|&x| x != v);
-                    sim.snap.vms[v].host = None;
                 }
+                // Its record as a full update would have left it (it is not updated again).
+                sim.sync_snapshot(v, false);
+                sim.snap.vms[v].host = None;
+                sim.hot[v].placed = false;
             }
         };
         match only {
@@ -404,7 +453,7 @@ impl<'w> Simulation<'w> {
                 }
             }
             None => {
-                for v in 0..self.snap.vms.len() {
+                for v in 0..self.hot.len() {
                     check(self, v);
                 }
             }
@@ -469,11 +518,11 @@ impl<'w> Simulation<'w> {
                 judge, technique, ..
             } => {
                 // The judge sees the truth, never the snapshot's observed figures.
-                let rt = &self.vms[mv.vm];
+                let rt = &self.dirty[mv.vm];
                 let case = Case {
                     pass_bytes: vm.ram_mb as f64 * 1048576.0,
                     wss_bytes: rt.wss_bytes,
-                    dirty_bps: rt.dirty_bps,
+                    dirty_bps: rt.bps,
                     bandwidth_bps: self.snap.link_bytes_per_s(from, mv.to),
                 };
                 let (o, tech) = judge.judge(&case, technique.unwrap_or(mv.technique));

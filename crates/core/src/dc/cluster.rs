@@ -16,8 +16,17 @@ use super::model::{HostId, HostType, VmId};
 use super::snapshot::{Snapshot, VmState, HISTORY_LEN};
 
 /// CPU a VM can get on a host whose cores have `pe_mips` each: at most one core per virtual core.
+#[inline]
 pub fn capped_demand(vm: &VmState, pe_mips: f64) -> f64 {
-    vm.demand_per_pe().min(pe_mips) * vm.pes.max(1) as f64
+    capped_mips(vm.demand_mips, vm.pes, pe_mips)
+}
+
+/// [`capped_demand`] from a VM's demand (MIPS) and virtual cores alone, for callers that keep
+/// those apart from the VM's record (the simulator's per-event pass): the same operations.
+#[inline]
+pub fn capped_mips(demand_mips: f64, pes: u32, pe_mips: f64) -> f64 {
+    let pes = pes.max(1) as f64;
+    (demand_mips / pes).min(pe_mips) * pes
 }
 
 /// The over-subscription rule: (allocated MIPS in total, free MIPS) for capped demands summing to

@@ -29,6 +29,7 @@ impl PowerModel {
     };
 
     /// Watts at `utilization` (0..=1; values outside are clamped, where CloudSim would abort).
+    #[inline]
     pub fn power(&self, utilization: f64) -> f64 {
         let x = utilization.clamp(0.0, 1.0) * 10.0;
         // x is in 0..=10 (or NaN, which casts to 0 as its floor would): truncation is the floor,
@@ -44,6 +45,7 @@ impl PowerModel {
         self.watts[0]
     }
 
+    #[inline]
     pub fn max(&self) -> f64 {
         self.watts[10]
     }
@@ -64,6 +66,7 @@ pub struct HostType {
 }
 
 impl HostType {
+    #[inline]
     pub fn total_mips(&self) -> f64 {
         self.pes as f64 * self.mips_per_pe
     }

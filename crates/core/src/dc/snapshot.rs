@@ -26,12 +26,14 @@ impl Default for History {
 
 impl History {
     /// Records a new most-recent sample, dropping the oldest when full.
+    #[inline]
     pub fn push(&mut self, utilization: f64) {
         self.values.copy_within(0..HISTORY_LEN - 1, 1);
         self.values[0] = utilization;
         self.len = (self.len + 1).min(HISTORY_LEN);
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -46,6 +48,7 @@ impl History {
     }
 
     /// All slots, unrecorded ones zero (handy for summing into a host's history).
+    #[inline]
     pub fn padded(&self) -> &[f64; HISTORY_LEN] {
         &self.values
     }
@@ -72,11 +75,13 @@ pub struct VmState {
 }
 
 impl VmState {
+    #[inline]
     pub fn total_mips(&self) -> f64 {
         self.mips * self.pes as f64
     }
 
     /// Demand on one core, which must fit one physical core.
+    #[inline]
     pub fn demand_per_pe(&self) -> f64 {
         self.demand_mips / self.pes.max(1) as f64
     }
@@ -127,11 +132,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    #[inline]
     pub fn host_type(&self, h: HostId) -> &HostType {
         &self.host_types[self.hosts[h].kind]
     }
 
     /// Measured utilization of a host, 0..=1 (CloudSim rounds 1..1.01 down to 1).
+    #[inline]
     pub fn host_utilization(&self, h: HostId) -> f64 {
         let u = self.hosts[h].util_mips / self.host_type(h).total_mips();
         if u > 1.0 && u < 1.01 {
@@ -155,6 +162,7 @@ impl Snapshot {
     }
 
     /// Whether a host is switched off: CloudSim's rule is "measured utilization is zero".
+    #[inline]
     pub fn is_off(&self, h: HostId) -> bool {
         self.hosts[h].util_mips == 0.0
     }

@@ -1,8 +1,9 @@
 //! The placer's index of destination hosts: buckets by (host type, band of `r`, segment of the
-//! utilization by allocation), each ordered by `g`, the host's power over its measured power.
-//! Hosts unchanged since the snapshot live in dense arrays read front to back; a host changed
-//! this round moves to its bucket's ordered set. The search that reads it, and what `g`, `r`
-//! and the bounds mean, are in the parent module.
+//! utilization by allocation). Hosts unchanged since the snapshot live in dense arrays ordered
+//! by that utilization (their `g`, the host's power over its measured power, is 0 or close to
+//! it, so it would not order them usefully), read over the stretches where a host could still
+//! win ([`stretches`]); a host changed this round moves to its bucket's set ordered by `g`. The
+//! search that reads it, and what `g`, `r` and the bounds mean, are in the parent module.
 
 use crate::dc::model::{HostId, PowerModel};
 use std::collections::BTreeSet;
@@ -35,6 +36,8 @@ const COMPACT_AFTER: usize = 64;
 /// A host unchanged since the snapshot, with what the search needs inline.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Entry {
+    /// Utilization by allocation (`alloc` over capacity, at most 1): the dense order.
+    pub a: f64,
     pub g: f64,
     pub r: f64,
     /// Measured power.
@@ -49,9 +52,9 @@ pub(super) struct Entry {
 #[derive(Debug, Clone, Default)]
 struct Dense {
     entries: Vec<Entry>,
-    /// Entries before `head` are all dead.
-    head: usize,
     dead: usize,
+    /// The least `g` of the entries at sealing (a floor for the live ones ever after).
+    g_min: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -85,11 +88,12 @@ impl Index {
         self.dense[bucket].entries.push(e);
     }
 
-    /// Orders each dense bucket by (`g`, host) and records where each host went.
+    /// Orders each dense bucket by (utilization, host) and records where each host went.
     pub fn seal(&mut self) {
         for (b, d) in self.dense.iter_mut().enumerate() {
             d.entries
-                .sort_by(|x, y| x.g.total_cmp(&y.g).then(x.h.cmp(&y.h)));
+                .sort_by(|x, y| x.a.total_cmp(&y.a).then(x.h.cmp(&y.h)));
+            d.g_min = d.entries.iter().map(|e| e.g).fold(f64::INFINITY, f64::min);
             for (i, e) in d.entries.iter().enumerate() {
                 self.loc[e.h] = Loc::Dense(b, i);
             }
@@ -109,7 +113,6 @@ impl Index {
                 d.dead += 1;
                 if d.dead > COMPACT_AFTER && d.dead * 2 > d.entries.len() {
                     d.entries.retain(|e| e.live);
-                    d.head = 0;
                     d.dead = 0;
                     for (i, e) in d.entries.iter().enumerate() {
                         self.loc[e.h] = Loc::Dense(b, i);
@@ -126,23 +129,20 @@ impl Index {
         self.loc[h] = Loc::Sorted(bucket, k);
     }
 
-    /// The first live dense entry of `bucket` (skipping the dead ones for good).
-    pub fn dense_front(&mut self, bucket: usize) -> Option<Entry> {
-        let d = &mut self.dense[bucket];
-        while d.head < d.entries.len() && !d.entries[d.head].live {
-            d.head += 1;
-        }
-        d.entries.get(d.head).copied()
+    /// A floor under the `g` of `bucket`'s live dense entries; `None` when it has none.
+    pub fn dense_g_min(&self, bucket: usize) -> Option<f64> {
+        let d = &self.dense[bucket];
+        (d.entries.len() > d.dead).then_some(d.g_min)
     }
 
-    /// Where the live part of `bucket`'s dense entries starts.
-    pub fn dense_head(&self, bucket: usize) -> usize {
-        self.dense[bucket].head
+    /// `bucket`'s dense entries (dead or alive, by utilization), taken out while they are
+    /// read (see [`Index::put_dense`]).
+    pub fn take_dense(&mut self, bucket: usize) -> Vec<Entry> {
+        std::mem::take(&mut self.dense[bucket].entries)
     }
 
-    /// The `i`th dense entry of `bucket`, dead or alive.
-    pub fn dense_entry(&self, bucket: usize, i: usize) -> Option<Entry> {
-        self.dense[bucket].entries.get(i).copied()
+    pub fn put_dense(&mut self, bucket: usize, entries: Vec<Entry>) {
+        self.dense[bucket].entries = entries;
     }
 
     /// The smallest `g` in `bucket`'s ordered set.
@@ -202,45 +202,107 @@ pub(super) fn band(r: f64) -> usize {
 /// rounding (about 1e-16).
 const FIT_SLACK: f64 = 1e-9;
 
-/// The least power increase `P(a + delta) - P(a)` (W) of a step of `delta` (utilization) for
-/// a host of power model `p` whose utilization `a` lies in segment `seg` and that fits the
-/// step (`a <= 1 - delta`); `None` when no host of the segment can fit it. The increase is
-/// piecewise linear in `a`, with kinks only where `a + delta` crosses a segment edge (or
-/// full load, where `P` stops), so its least value over the segment is at one of its ends or
-/// one of those kinks.
-pub(super) fn increase_floor(p: &PowerModel, seg: usize, delta: f64) -> Option<f64> {
+/// Where the power increase of a step of `delta` (utilization) is linear over segment `seg`:
+/// the segment's lower end, the kinks inside it (where `a + delta` crosses a segment edge, or
+/// full load, where `P` stops) and its upper end, which is at most `1 - delta` (a host must fit
+/// the step), ascending, in the array's first `.1` places; `None` when no host of the segment
+/// can fit the step.
+fn cuts(seg: usize, delta: f64) -> Option<([f64; SEGMENTS + 2], usize)> {
     let n = SEGMENTS as f64;
     let lo = seg as f64 / n;
     let hi = ((seg + 1) as f64 / n).min(1.0 - delta + FIT_SLACK);
     if hi.is_nan() || hi < lo {
         return None;
     }
-    let f = |a: f64| p.power(a + delta) - p.power(a);
-    let mut m = f(lo).min(f(hi));
+    let mut out = [0.0; SEGMENTS + 2];
+    out[0] = lo;
+    let mut len = 1;
+    // In increasing k, so ascending.
     for k in 1..=SEGMENTS {
         let a = k as f64 / n - delta;
         if a > lo && a < hi {
-            m = m.min(f(a));
+            out[len] = a;
+            len += 1;
         }
     }
-    Some(m)
+    out[len] = hi;
+    Some((out, len + 1))
+}
+
+/// The least power increase `P(a + delta) - P(a)` (W) of a step of `delta` (utilization) for
+/// a host of power model `p` whose utilization `a` lies in segment `seg` and that fits the
+/// step (`a <= 1 - delta`); `None` when no host of the segment can fit it. The increase is
+/// piecewise linear in `a` ([`cuts`]), so its least value over the segment is at one of its
+/// ends or kinks.
+pub(super) fn increase_floor(p: &PowerModel, seg: usize, delta: f64) -> Option<f64> {
+    let (cuts, len) = cuts(seg, delta)?;
+    let f = |a: f64| p.power(a + delta) - p.power(a);
+    Some(cuts[1..len].iter().fold(f(cuts[0]), |m, &a| m.min(f(a))))
+}
+
+/// How far (in utilization) a stretch from [`stretch_below`] is widened on each side, for the
+/// rounding of the utilizations it is compared with and of its own ends (about 1e-16): the
+/// increase moves by at most about 60 W per unit of utilization, so the widening adds under
+/// 1e-7 W, far below any difference the bounds separate.
+const STRETCH_SLACK: f64 = 1e-9;
+
+/// Pieces of the power increase over segment `seg` for a step of `delta` (utilization):
+/// `(from, to, increase at from, increase at to)`, the increase linear in between ([`cuts`]),
+/// ordered by their least increase; at most `SEGMENTS + 1` of them in the array's first `.1`
+/// places. `None` when no host of the segment can fit the step (as for [`increase_floor`]).
+pub(super) fn pieces(
+    p: &PowerModel,
+    seg: usize,
+    delta: f64,
+) -> Option<([Piece; SEGMENTS + 1], usize)> {
+    let (cuts, len) = cuts(seg, delta)?;
+    let f = |a: f64| p.power(a + delta) - p.power(a);
+    let mut out = [(0.0, 0.0, 0.0, 0.0); SEGMENTS + 1];
+    for i in 0..len - 1 {
+        out[i] = (cuts[i], cuts[i + 1], f(cuts[i]), f(cuts[i + 1]));
+    }
+    out[..len - 1].sort_by(|x, y| x.2.min(x.3).total_cmp(&y.2.min(y.3)));
+    Some((out, len - 1))
+}
+
+/// A piece of [`pieces`]: (from, to, increase at from, increase at to).
+pub(super) type Piece = (f64, f64, f64, f64);
+
+/// The part of `piece` where the increase is at most `x` W, widened by [`STRETCH_SLACK`] on
+/// each side; `None` when it is above `x` all along. Every host of the piece outside the
+/// part has an increase above `x` (the piece's ends are computed, so the interpolation is
+/// within rounding of the increase; callers keep a margin of `EPS_W` over it).
+pub(super) fn stretch_below(piece: Piece, x: f64) -> Option<(f64, f64)> {
+    let (a0, a1, f0, f1) = piece;
+    let (from, to) = if f0 <= x && f1 <= x {
+        (a0, a1)
+    } else if f0 <= x {
+        (a0, a0 + (a1 - a0) * ((x - f0) / (f1 - f0)))
+    } else if f1 <= x {
+        (a1 - (a1 - a0) * ((x - f1) / (f0 - f1)), a1)
+    } else if x.is_nan() {
+        (a0, a1)
+    } else {
+        return None;
+    };
+    Some((from - STRETCH_SLACK, to + STRETCH_SLACK))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn increase_floor_is_under_every_fitting_step() {
-        // Random utilizations and steps on both benchmark power models: the floor of the
-        // segment is never above the increase `find_host` computes for a host that fits, and
-        // a segment said to fit nothing holds no host that fits.
+    /// Random steps that fit, on both benchmark power models, seeded: (power model,
+    /// utilization by allocation before, step as a share of capacity, the increase computed
+    /// as `find_host` computes it).
+    fn fitting_steps(seed: u64, per_type: usize) -> Vec<(PowerModel, f64, f64, f64)> {
         use crate::dc::model::HostType;
         use crate::dc::rng::SplitMix64;
-        let mut rng = SplitMix64::new(9);
+        let mut rng = SplitMix64::new(seed);
+        let mut out = Vec::new();
         for t in [HostType::hp_ml110_g4(), HostType::hp_ml110_g5()] {
             let total = t.total_mips();
-            for _ in 0..20000 {
+            for _ in 0..per_type {
                 let alloc = (rng.next_f64() * total).floor();
                 let demand = (rng.next_f64() * total * 0.6).floor();
                 if alloc + demand > total {
@@ -249,12 +311,57 @@ mod tests {
                 let a = (alloc / total).min(1.0);
                 let after = ((alloc + demand) / total).min(1.0);
                 let inc = t.power.power(after) - t.power.power(a);
-                match increase_floor(&t.power, segment(a), demand / total) {
-                    Some(m) => assert!(m <= inc + 1e-12, "{m} > {inc}: a {a} after {after}"),
-                    None => panic!("a {a} fits {demand} but its segment says none does"),
+                out.push((t.power, a, demand / total, inc));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn increase_floor_is_under_every_fitting_step() {
+        // The floor of the segment is never above the increase of a host that fits, and a
+        // segment said to fit nothing holds no host that fits.
+        for (p, a, delta, inc) in fitting_steps(9, 20000) {
+            match increase_floor(&p, segment(a), delta) {
+                Some(m) => assert!(m <= inc + 1e-12, "{m} > {inc}: a {a} delta {delta}"),
+                None => panic!("a {a} fits {delta} but its segment says none does"),
+            }
+        }
+    }
+
+    #[test]
+    fn stretches_hold_every_host_that_can_beat_a_bound() {
+        // Random bounds around each host's increase: a host that fits the step and whose
+        // increase is at most `x` lies in the stretch of one of its segment's pieces at `x`
+        // plus the search's margin; the pieces come cheapest first, their least increase is
+        // the segment's floor, and a piece above `x` has no stretch.
+        use crate::dc::rng::SplitMix64;
+        let mut rng = SplitMix64::new(17);
+        let margin = 1e-9;
+        let mut inside = 0;
+        for (p, a, delta, inc) in fitting_steps(17, 40000) {
+            let seg = segment(a);
+            let (ps, n) = pieces(&p, seg, delta).expect("a fitting host's segment");
+            let floor = increase_floor(&p, seg, delta).expect("same");
+            let least: Vec<f64> = ps[..n].iter().map(|p| p.2.min(p.3)).collect();
+            assert!(least.windows(2).all(|w| w[0] <= w[1]), "{least:?}");
+            assert_eq!(least[0], floor);
+            // Bounds around the host's own increase, some just under it.
+            let x = inc + (rng.next_f64() - 0.3) * 2.0;
+            let found = ps[..n]
+                .iter()
+                .any(|&p| stretch_below(p, x + margin).is_some_and(|(lo, hi)| lo <= a && a <= hi));
+            if inc <= x {
+                inside += 1;
+                assert!(found, "a {a} delta {delta} inc {inc} x {x}: {:?}", &ps[..n]);
+            }
+            for p in &ps[..n] {
+                if p.2.min(p.3) > x + margin {
+                    assert!(stretch_below(*p, x + margin).is_none());
                 }
             }
         }
+        assert!(inside > 10000, "{inside}");
     }
 
     #[test]

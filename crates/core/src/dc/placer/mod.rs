@@ -15,10 +15,17 @@
 //!   `a`'s segment (`index::increase_floor`: piecewise linear, so taken at the segment's ends
 //!   and kinks). A host fits the step only when `a <= 1 - d / capacity`, so segments above
 //!   that hold no candidate and are not read at all (packed hosts are most of them at
-//!   scale, and were read for every VM). Hosts are bucketed by (type, band, segment of `a`) and
-//!   ordered by `g` in a bucket; buckets are visited by increasing bound and each is read while
-//!   its bound does not exceed the best increase found. The margin, 1e-9 W, is far above
-//!   floating-point noise (1e-13 W) and far below what the bound separates.
+//!   scale, and were read for every VM). Hosts are bucketed by (type, band, segment of `a`);
+//!   buckets are visited by increasing bound and each is read while its bound does not exceed
+//!   the best increase found. The margin, 1e-9 W, is far above floating-point noise (1e-13 W)
+//!   and far below what the bound separates. Changed hosts are ordered by `g` in a bucket.
+//!   Unchanged hosts all have `g` of 0 or nearly (their allocation is what was measured), so
+//!   they are ordered by `a` instead, and a bucket is read only over the stretches of `a`
+//!   where the bucket's least `g` plus the increase at `a` (linear between the kinks) can
+//!   still reach the best found, cheapest stretch first (`index::pieces`): a bucket whose
+//!   cheapest increase is only reached where the step crosses into a cheaper segment is read
+//!   near that edge, not whole. Hosts whose increases tie up to rounding must all be read
+//!   (rounding decides between them, as in the full scan).
 //! - **Overload bound.** For LR the forecast of "host plus VM" is the host's forecast plus the
 //!   VM's, weighted (least squares is linear in the data); for THR the utilization is a sum. A
 //!   host's own forecast (LR), utilization (THR) or `u + s * spread` (IQR, MAD: see
@@ -54,7 +61,8 @@ use super::snapshot::HISTORY_LEN;
 use super::stats::{self, LineFit, Trend};
 pub(crate) use index::key as order_key;
 use index::{
-    band, bucket, increase_floor, kind_of, segment, Entry, Index, BANDS, BAND_EDGES, SEGMENTS,
+    band, bucket, increase_floor, kind_of, pieces, segment, stretch_below, Entry, Index, BANDS,
+    BAND_EDGES, SEGMENTS,
 };
 
 /// Watts by which a bound must exceed the best increase before hosts are skipped.
@@ -181,6 +189,7 @@ impl<'d> Placer<'d> {
             p.index.push_dense(
                 b,
                 Entry {
+                    a: (w.alloc_mips / c.host_type(h).total_mips()).min(1.0),
                     g,
                     r,
                     pm: p.pm[h],
@@ -338,6 +347,7 @@ impl<'d> Placer<'d> {
     }
 
     /// `find_host`'s improvement step for one host that fits, whose increase is `diff`.
+    #[inline]
     fn consider(
         &mut self,
         c: &Cluster,
@@ -422,9 +432,9 @@ impl<'d> Placer<'d> {
                 for (seg, off) in offs.iter().enumerate() {
                     let Some(off) = *off else { continue };
                     let b = bucket(kind, bd, seg);
-                    if let Some(e) = self.index.dense_front(b) {
+                    if let Some(g_min) = self.index.dense_g_min(b) {
                         visits.push(Visit {
-                            bound: e.g + off,
+                            bound: g_min + off,
                             bucket: b,
                             dense: true,
                             off,
@@ -464,6 +474,9 @@ impl<'d> Placer<'d> {
         t.power.power(after) - self.pm[h]
     }
 
+    /// Reads a dense bucket over the stretches of utilization where a host could still beat
+    /// the best so far (its `g` is at least the bucket's floor; its increase is the one of its
+    /// utilization, linear between kinks: `index::pieces`), cheapest stretch first.
     fn scan_dense(
         &mut self,
         c: &Cluster,
@@ -479,23 +492,47 @@ impl<'d> Placer<'d> {
         let demand = v.demand_mips;
         let mem = snap.enforce_memory;
         let ram_cap = t.ram_mb as u64;
-        let mut i = self.index.dense_head(b);
-        while let Some(e) = self.index.dense_entry(b, i) {
-            i += 1;
-            if best.is_some_and(|(bd, _)| e.g + visit.off - EPS_W > bd) {
+        let Some(g_min) = self.index.dense_g_min(b) else {
+            return;
+        };
+        let Some((pieces, n)) = pieces(&t.power, b % SEGMENTS, demand / total) else {
+            return;
+        };
+        // Taken out while read (`consider` does not touch the index).
+        let entries = self.index.take_dense(b);
+        for &piece in &pieces[..n] {
+            let x = best.map_or(f64::INFINITY, |(bd, _)| bd + EPS_W - g_min);
+            if piece.2.min(piece.3) > x {
                 break;
             }
-            if !e.live
-                || doomed(e.r, visit.cut)
-                || e.avail < demand
-                || (mem && e.ram + v.ram_mb as u64 > ram_cap)
-            {
+            let Some((from, to)) = stretch_below(piece, x) else {
                 continue;
+            };
+            let start = entries.partition_point(|e| e.a < from);
+            // `consider`'s first test, here to spare the call for most hosts (no best yet:
+            // nothing is rejected, as with these sentinels).
+            let (mut bd, mut bh) = best.unwrap_or((f64::INFINITY, HostId::MAX));
+            for e in &entries[start..] {
+                if e.a > to {
+                    break;
+                }
+                if !e.live
+                    || doomed(e.r, visit.cut)
+                    || e.avail < demand
+                    || (mem && e.ram + v.ram_mb as u64 > ram_cap)
+                {
+                    continue;
+                }
+                let after = ((e.alloc + demand) / total).min(1.0);
+                let diff = t.power.power(after) - e.pm;
+                if diff > bd || (diff == bd && e.h > bh) {
+                    continue;
+                }
+                self.consider(c, vm, e.h, e.alloc, diff, best);
+                (bd, bh) = best.unwrap_or((f64::INFINITY, HostId::MAX));
             }
-            let after = ((e.alloc + demand) / total).min(1.0);
-            let diff = t.power.power(after) - e.pm;
-            self.consider(c, vm, e.h, e.alloc, diff, best);
         }
+        self.index.put_dense(b, entries);
     }
 
     fn scan_sorted(
@@ -506,18 +543,30 @@ impl<'d> Placer<'d> {
         best: &mut Option<(f64, HostId)>,
     ) {
         let b = visit.bucket;
-        let demand = c.vm(vm).demand_mips;
+        // Every host of the bucket is of its type: `Cluster::fits` and `diff` without looking
+        // the type up host by host.
+        let t = &c.snap.host_types[kind_of(b)];
+        let total = t.total_mips();
+        let v = c.vm(vm);
+        let demand = v.demand_mips;
+        let fits_core = t.mips_per_pe >= v.demand_per_pe();
+        let mem = c.snap.enforce_memory;
         // Taken out while read (`consider` does not touch the index).
         let set = self.index.take_sorted(b);
         for &(k, h) in &set {
             if best.is_some_and(|(bd, _)| index::unkey(k) + visit.off - EPS_W > bd) {
                 break;
             }
-            if !doomed(self.r[h], visit.cut) && c.fits(h, vm) {
-                let alloc = c.host(h).alloc_mips;
-                let diff = self.diff(c, h, alloc, demand);
-                self.consider(c, vm, h, alloc, diff, best);
+            if doomed(self.r[h], visit.cut) || !fits_core {
+                continue;
             }
+            let w = c.host(h);
+            if w.avail_mips < demand || (mem && w.ram_used_mb + v.ram_mb as u64 > t.ram_mb as u64) {
+                continue;
+            }
+            let after = ((w.alloc_mips + demand) / total).min(1.0);
+            let diff = t.power.power(after) - self.pm[h];
+            self.consider(c, vm, h, w.alloc_mips, diff, best);
         }
         self.index.put_sorted(b, set);
     }
