@@ -170,8 +170,8 @@ pub async fn resume_after_restart(state: Arc<AgentState>, r: MigrationRecord) {
 }
 
 /// `POST /v1/migrations/{id}/resume`: starts resuming post-copy `id`, left paused with its
-/// guest on the destination, in the background, for the request's resume window or, when that
-/// is 0 or ran out already, [`PlanKnobs`]' default window, counted from now.
+/// guest on the destination, in the background, for the request's resume window counted afresh
+/// from now ([`PlanKnobs`]' default window when the request's is 0).
 ///
 /// # Errors
 /// [`MigrateError::NotFound`]; [`MigrateError::NotResumable`] (409) when it is not such a
