@@ -177,13 +177,13 @@ shape!(
     DISK_SHAPE,
     "disk",
     DISK_NAME,
-    "a file name in the agent's storage directory: letters, digits, '.', '-', '_', no '/'"
+    "a file name in the agent's storage directory: 1 to 128 letters, digits, '.', '-', '_', not starting with '.' or '-', no '/'"
 );
 shape!(
     DISK_BASE_SHAPE,
     "disk_base",
     DISK_NAME,
-    "a file name in the agent's storage directory: letters, digits, '.', '-', '_', no '/'"
+    "a file name in the agent's storage directory: 1 to 128 letters, digits, '.', '-', '_', not starting with '.' or '-', no '/'"
 );
 shape!(
     GUEST_ADDRESS_SHAPE,

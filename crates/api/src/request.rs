@@ -322,8 +322,9 @@ fn check_disk_virtual_bytes(disk: Option<&str>, bytes: Option<u64>) -> Result<()
                 .into(),
         )),
         (Some(_), Some(b)) => {
-            drover_guest::fit::check_disk_size(b)
-                .map_err(|e| RequestError::Invalid(format!("disk_virtual_bytes: {e}")))?;
+            drover_guest::fit::check_disk_size(b).map_err(|e| {
+                RequestError::Invalid(e.message("disk_virtual_bytes", &b.to_string(), None))
+            })?;
             if b % 512 != 0 {
                 return Err(RequestError::Invalid(format!(
                     "disk_virtual_bytes {b}: expected a multiple of 512"

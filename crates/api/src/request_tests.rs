@@ -259,7 +259,7 @@ fn incoming_disks_carry_their_virtual_size() {
             (
                 body(&disk, r#","disk_virtual_bytes":4096"#),
                 422,
-                "disk_virtual_bytes: disk_size_bytes 4096: expected 1 MiB to 16 TiB",
+                "disk_virtual_bytes 4096: expected 1 MiB to 16 TiB",
             ),
             (
                 body(&disk, r#","disk_virtual_bytes":1048577"#),

@@ -55,8 +55,8 @@ pub enum ImgError {
     },
     /// Beyond the directory's free space (a conflict with the directory's contents).
     #[error(
-        "disk_size_bytes {size}: the storage directory {dir} has {free} bytes free; expected at \
-         most that"
+        "a new disk of {size} bytes (the VM's disk_size_bytes, or for a migration the source \
+         disk's virtual size) does not fit the storage directory {dir}: it has {free} bytes free"
     )]
     NoSpace { size: u64, free: u64, dir: PathBuf },
     /// `qemu-img` failed or could not run (a failure).
@@ -385,7 +385,8 @@ mod tests {
             .await
             .unwrap_err());
         assert!(
-            e.starts_with("disk_size_bytes 1125899906842624: the storage directory"),
+            e.starts_with("a new disk of 1125899906842624 bytes (the VM's disk_size_bytes")
+                && e.contains("bytes free"),
             "{e}"
         );
         // A base reached through a link out of the directory is no base.
