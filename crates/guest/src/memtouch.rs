@@ -564,11 +564,21 @@ mod tests {
         assert_eq!(counters.demand().demand_pct, 100.0);
     }
 
-    /// Waits (10 s at most, then fails) until `cond` holds.
+    /// Sets the flag when dropped: a test's worker thread stops even when the test panics.
+    struct StopOnDrop<'a>(&'a AtomicBool);
+
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits (30 s at most, then fails: a loaded CI host can starve the threads) until `cond`
+    /// holds.
     fn wait_for(what: &str, cond: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !cond() {
-            assert!(Instant::now() < deadline, "not reached in 10 s: {what}");
+            assert!(Instant::now() < deadline, "not reached in 30 s: {what}");
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -586,6 +596,8 @@ mod tests {
         assert!(full > 0.0);
         std::thread::scope(|s| {
             s.spawn(|| run(&mut ws, &l, 3, &counters, &mut meter, &stop, errors));
+            // A failed check below must stop the worker too, or the scope never ends.
+            let _stop = StopOnDrop(&stop);
             wait_for("paced work", || counters.snapshot().0 >= 5);
             let paced = counters.demand();
             assert!((paced.demand_pct - paced_demand_pct(100.0, full)).abs() < 1e-9);
