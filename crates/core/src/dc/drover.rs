@@ -58,7 +58,7 @@ impl Default for DroverParams {
             window: 10,
             min_on_s: 900.0,
             cooldown_s: 1800.0,
-            max_moves_per_host: 3,
+            max_moves_per_host: 5,
             cost: CostParams::default(),
         }
     }
@@ -495,8 +495,9 @@ mod tests {
         // Host 0 (G5, 5320 MIPS) is hot at 5000 MIPS (hot 0.9) and sheds its 500-MIPS VM. Best
         // fit sends it to host 1 (1000 + 500 MIPS: 28%) rather than host 2 (200 + 500: 13%).
         // Host 1 is then still cold (under 0.5) with two VMs, and both would fit on host 2
-        // (four small VMs: too many moves to empty it itself); emptying host 1 would move the
-        // relieved VM a second time and switch off the host it was just sent to.
+        // (four small VMs: too many moves to empty it itself, at `max_moves_per_host` 3);
+        // emptying host 1 would move the relieved VM a second time and switch off the host it
+        // was just sent to.
         let mut vms = vec![
             (Some(0), 2500.0, 1.0, 870),
             (Some(0), 2000.0, 1.0, 1740),
@@ -508,6 +509,7 @@ mod tests {
         let p = DroverParams {
             hot: 0.9,
             min_on_s: 0.0,
+            max_moves_per_host: 3,
             ..DroverParams::default()
         };
         let plan = decide(&s, &p);
