@@ -17,6 +17,9 @@
 //! Events are not used (polling only): the driver drains QEMU's event buffer for its own
 //! STOP/RESUME pause measurement, and both must not consume the same events.
 //!
+//! Before step 1 the source is cleared of what an earlier attempt could not undo (its mirror
+//! job and NBD node, left when its target was unreachable), or the run fails saying so.
+//!
 //! A failure at any step (a refused command, a failed or slow mirror, a memory migration that
 //! fails or is cancelled) undoes what was set up, as the machine lists it: the mirror is
 //! abandoned (`block-job-cancel` with force, then dismissed), the NBD node deleted, the NBD
@@ -150,6 +153,9 @@ async fn prepare(
     cancel: &Option<watch::Receiver<bool>>,
 ) -> Result<(), StepError> {
     use StorageStep as S;
+    clear_leftovers(ends.source, disk, config)
+        .await
+        .map_err(at(S::TargetAdd))?;
     ends.dest
         .nbd_server_start(&nbd)
         .await
@@ -417,6 +423,51 @@ async fn cleanup(
         }
     }
     errors
+}
+
+/// Removes what an earlier storage pre-copy of this VM could not: its mirror job and NBD
+/// client node. A mirror whose target became unreachable (a cut link) has a write in flight
+/// that neither a forced cancel nor `blockdev-del` can end until TCP gives up or the link
+/// returns, so that attempt's clean-up ran out of time and left both; the node's fixed name
+/// would make this attempt's `blockdev-add` fail as a duplicate, and the VM could never be
+/// moved again. Runs before anything is set up, so its failure leaves nothing to undo.
+///
+/// # Errors
+/// The old mirror still would not conclude within the cancel timeout, or QEMU refused to
+/// delete the old node: the message says so and that its target may be unreachable.
+async fn clear_leftovers(
+    source: &dyn Qmp,
+    disk: &DiskNodes,
+    config: &StorageConfig,
+) -> Result<(), String> {
+    let stuck = |e: String| {
+        format!(
+            "an earlier storage migration of this VM left its mirror and NBD node, and they \
+             could not be removed ({e}); their target may still be unreachable: try again \
+             once the link to it is back"
+        )
+    };
+    if source
+        .mirror_job(disk)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        tracing::warn!("an earlier storage migration left its mirror job: abandoning it");
+        abandon_mirror(source, disk, config).await.map_err(stuck)?;
+    }
+    if source
+        .has_nbd_target(disk)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        tracing::warn!("an earlier storage migration left its NBD node: deleting it");
+        source
+            .delete_nbd_target(disk)
+            .await
+            .map_err(|e| stuck(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Force-cancels the mirror if it still runs, waits for it to conclude, dismisses it.

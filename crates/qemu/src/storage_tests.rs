@@ -22,6 +22,8 @@ struct World {
     mirror_fails: bool,
     migrate_fails: bool,
     target_del_fails: bool,
+    /// The mirror's target is unreachable: a cancelled job never concludes.
+    mirror_stuck: bool,
 }
 
 #[derive(Clone)]
@@ -44,7 +46,9 @@ fn job_json(w: &mut World) -> Value {
     let ready = job.offset == DISK;
     let mut v = json!({"device": "drover-disk0-mirror", "type": "mirror", "offset": job.offset,
                        "len": DISK, "ready": ready, "status": if ready {"ready"} else {"running"}});
-    if job.cancelled {
+    if job.cancelled && w.mirror_stuck {
+        v["status"] = json!("ready");
+    } else if job.cancelled {
         v["status"] = json!("concluded");
     } else if w.mirror_fails && job.offset > 0 {
         v["status"] = json!("concluded");
@@ -89,6 +93,13 @@ fn source(world: Shared) -> ScriptedQmp {
                 })
             }
             "query-block-jobs" => return Ok(job_json(&mut w)),
+            "query-named-block-nodes" => {
+                let mut nodes = vec![json!({"node-name": "drover-disk0"})];
+                if w.target_attached {
+                    nodes.push(json!({"node-name": "drover-disk0-nbd"}));
+                }
+                return Ok(json!(nodes));
+            }
             "block-job-cancel" => match w.job.as_mut() {
                 Some(j) => j.cancelled = true,
                 None => return refuse(cmd, "refused"),
@@ -311,4 +322,55 @@ async fn a_failed_switchover_cancels_the_migration_instead_of_continuing() {
         Some("nbd-server-stop")
     );
     assert!(!r.world.lock().expect("lock").source_paused);
+}
+
+/// What an earlier attempt left when its target was unreachable: a mirror job still listed and
+/// the NBD node.
+fn leftovers(w: &mut World) {
+    w.job = Some(Job {
+        offset: DISK / 2,
+        cancelled: false,
+    });
+    w.target_attached = true;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_earlier_attempts_mirror_and_node_are_removed_before_a_new_one() {
+    let r = rig(leftovers);
+    let run = run(&r).await;
+    assert_eq!(run.storage.error, None, "{:?}", run.storage);
+    assert_eq!(
+        run.memory.expect("memory migration ran").outcome.status,
+        EndStatus::Completed
+    );
+    let source = actions(&r.source);
+    assert_eq!(
+        source[..4],
+        [
+            "block-job-cancel",
+            "job-dismiss",
+            "blockdev-del",
+            "blockdev-add"
+        ],
+        "{source:?}"
+    );
+    assert_eq!(args_of(&r.source, "block-job-cancel")[0]["force"], true);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_mirror_that_still_will_not_stop_fails_the_attempt_before_anything_is_set_up() {
+    let r = rig(|w| {
+        leftovers(w);
+        w.mirror_stuck = true;
+    });
+    let run = run(&r).await;
+    assert!(run.memory.is_none());
+    let error = run.storage.error.expect("an error");
+    assert!(
+        error.contains("earlier storage migration") && error.contains("link"),
+        "{error}"
+    );
+    assert!(actions(&r.dest).is_empty(), "{:?}", actions(&r.dest));
+    assert_eq!(actions(&r.source), ["block-job-cancel"]);
+    assert!(run.cleanup_errors.is_empty(), "{:?}", run.cleanup_errors);
 }

@@ -208,6 +208,21 @@ pub trait BlockExt: Qmp {
             .map(|_| ())
     }
 
+    /// Whether `disk`'s NBD client node ([`DiskNodes::target_node`]) is in QEMU's graph
+    /// (`query-named-block-nodes`, flat).
+    async fn has_nbd_target(&self, disk: &DiskNodes) -> Result<bool, QmpError> {
+        let v = self
+            .execute("query-named-block-nodes", Some(json!({"flat": true})))
+            .await?;
+        let nodes = v.as_array().ok_or_else(|| QmpError::Reply {
+            command: "query-named-block-nodes".into(),
+            message: "the reply is not a list of nodes".into(),
+        })?;
+        Ok(nodes
+            .iter()
+            .any(|n| n["node-name"].as_str() == Some(disk.target_node())))
+    }
+
     /// Source: removes the NBD client node.
     async fn delete_nbd_target(&self, disk: &DiskNodes) -> Result<(), QmpError> {
         let args = json!({"node-name": disk.target_node()});
