@@ -66,6 +66,7 @@
 //! error over a blipping link) is tolerated: only a row of them over seconds, or its QEMU gone,
 //! marks the destination failed (`drover_core::migration::dest`).
 
+mod abort_retry;
 pub mod lifecycle;
 mod recover;
 mod resume;

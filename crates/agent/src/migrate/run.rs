@@ -1,5 +1,6 @@
 //! The source side of one migration, from `preparing` to a final record.
 
+use super::abort_retry;
 use super::lifecycle::RecordEvent;
 use crate::remote::RemoteQmp;
 use crate::AgentState;
@@ -305,21 +306,41 @@ pub(super) fn may_abort_destination(seen_switch: bool, record: Option<&Migration
     !seen_switch && record.is_some_and(|r| !r.vm_on_destination)
 }
 
-/// The VM stays here: drop the destination's incoming QEMU and make sure ours runs.
+/// The VM stays here: drop the destination's incoming QEMU and make sure ours runs. A
+/// destination that cannot be reached now is asked again in the background
+/// (`abort_retry`), so its incoming VM does not stay there for good.
 pub(super) async fn abort_destination(
-    state: &AgentState,
+    state: &Arc<AgentState>,
     id: &str,
     dest: &AgentClient,
     vm: &str,
     source: &dyn Qmp,
 ) {
-    match dest.abort_incoming(vm).await {
-        Ok(_) => {}
-        Err(e) if e.status() == Some(404) => {}
-        Err(e) => state.migrations.note(
+    match abort_retry::ask_client(dest, vm).await {
+        abort_retry::Attempt::Gone => {}
+        abort_retry::Attempt::Refused(status, e) => state.migrations.note(
             id,
-            format!("could not remove the destination's incoming VM: {e}"),
+            format!("the destination refused to remove its incoming VM ({status}): {e}"),
         ),
+        abort_retry::Attempt::Failed(e) => {
+            state.migrations.note(
+                id,
+                format!(
+                    "could not remove the destination's incoming VM: {e}; asking again every \
+                     {} s for {} s",
+                    abort_retry::RETRY_EVERY.as_secs(),
+                    abort_retry::RETRY_FOR.as_secs()
+                ),
+            );
+            let (st, id, vm, dest) = (state.clone(), id.to_string(), vm.to_string(), dest.clone());
+            state.spawn(async move {
+                let records = || st.migrations.list();
+                let ask = || abort_retry::ask_client(&dest, &vm);
+                let note = abort_retry::retry(&id, &vm, records, ask).await;
+                tracing::info!(migration = %id, "{note}");
+                st.migrations.note(&id, note);
+            });
+        }
     }
     if let Ok(s) = source.query_status().await {
         if paused_by_migration(&s.status) {
