@@ -5,6 +5,7 @@
 
 use crate::flags::Typed;
 use drover_api::wan::{WanPlan, WanPlanRequest, MAX_LINK_BYTES_PER_S, MIN_LINK_BYTES_PER_S};
+use drover_core::migration::wan::RegionCount;
 use drover_core::units::{format_rate, format_size};
 
 /// The request from the flags; `--link` must lie in the API's range.
@@ -37,9 +38,12 @@ pub fn print(plan: &WanPlan) {
     );
     println!("  why: {}", plan.choice.reason);
     let (m, d) = (&plan.profile.memory, &plan.profile.disk);
-    let hot = hottest_quarter_share(plan);
+    let locality = match hottest_quarter_share(&plan.profile.disk.regions) {
+        Some(hot) => format!("{:.0}% of its accesses in its hottest quarter", hot * 100.0),
+        None => "no disk accesses seen in the window".to_string(),
+    };
     println!(
-        "  profile: memory {} (working set {}), dirty rate {}; disk {} ({} blocks), reads {}, writes {}, {:.0}% of its accesses in its hottest quarter",
+        "  profile: memory {} (working set {}), dirty rate {}; disk {} ({} blocks), reads {}, writes {}, {}",
         format_size(m.memory_bytes),
         format_size(m.wss_bytes),
         format_rate(m.dirty_rate_bps() as u64),
@@ -47,27 +51,21 @@ pub fn print(plan: &WanPlan) {
         format_size(d.block_bytes),
         format_rate(d.read_rate_bps as u64),
         format_rate(d.write_rate_bps as u64),
-        hot * 100.0
+        locality
     );
 }
 
-/// Share of the profiled bytes in the quarter of the disk's regions that saw the most (1 when
-/// nothing was seen: no locality to show).
-fn hottest_quarter_share(plan: &WanPlan) -> f64 {
-    let mut per: Vec<u64> = plan
-        .profile
-        .disk
-        .regions
-        .iter()
-        .map(|r| r.reads + r.writes)
-        .collect();
+/// Share of the profiled bytes in the quarter of the disk's regions that saw the most (None
+/// when nothing was seen: no locality to show).
+fn hottest_quarter_share(regions: &[RegionCount]) -> Option<f64> {
+    let mut per: Vec<u64> = regions.iter().map(|r| r.reads + r.writes).collect();
     let total: u64 = per.iter().sum();
     if total == 0 {
-        return 1.0;
+        return None;
     }
     per.sort_unstable_by(|a, b| b.cmp(a));
     let quarter = per.len().div_ceil(4);
-    per[..quarter].iter().sum::<u64>() as f64 / total as f64
+    Some(per[..quarter].iter().sum::<u64>() as f64 / total as f64)
 }
 
 #[cfg(test)]
@@ -89,5 +87,19 @@ mod tests {
             let e = request(text, 50, None, 3).unwrap_err().to_string();
             assert!(e.contains(says) && e.contains("--link"), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn locality_is_shown_only_when_the_window_saw_accesses() {
+        let region = |n| RegionCount {
+            reads: n,
+            writes: n,
+        };
+        assert_eq!(hottest_quarter_share(&[region(0); 8]), None);
+        let mut regions = vec![region(1); 8];
+        regions[3] = region(5);
+        regions[6] = region(5);
+        // The two busiest of eight regions hold 20 of 32 bytes.
+        assert_eq!(hottest_quarter_share(&regions), Some(20.0 / 32.0));
     }
 }

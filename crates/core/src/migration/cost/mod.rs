@@ -59,17 +59,26 @@ pub struct VmProfile {
     pub dirty_rate_bps: f64,
 }
 
+/// Dirty rate under which a guest counts as idle, MB/s: about 24 pages a second, far below any
+/// workload Drover runs (memtouch's slowest paced rate here, 200 pages a second, is 0.8 MB/s)
+/// and above an idle guest's readings (0.0 MB/s in every window of a WAN profile).
+pub const IDLE_DIRTY_MB_S: f64 = 0.1;
+
 impl VmProfile {
     /// Builds a profile from two page-sampling dirty-rate measurements (MB/s): a short window,
     /// which sees how fast pages get dirtied, and a one-second window, which sees how much
     /// memory is hot. When the long window's rate falls well below the short one's, the guest
     /// keeps rewriting the same pages: the working set is what the long window saw. Otherwise
     /// the working set is larger than a second of dirtying shows, and is taken as all of memory
-    /// (the model only uses it as a cap on what a round can dirty).
+    /// (the model only uses it as a cap on what a round can dirty). A guest whose both windows
+    /// stay under [`IDLE_DIRTY_MB_S`] is idle: its working set is what the long window saw,
+    /// not all of memory (else sampling noise, 0 against 0.01 MB/s, flipped an idle guest's
+    /// working set between nothing and all of its memory from one measurement to the next).
     pub fn from_dirty_rates(memory_bytes: u64, short_mb_s: f64, long_mb_s: f64) -> Self {
         let short = short_mb_s.max(0.0) * 1e6;
         let long = long_mb_s.max(0.0) * 1e6;
-        let saturated = long < 0.7 * short;
+        let idle = short < IDLE_DIRTY_MB_S * 1e6 && long < IDLE_DIRTY_MB_S * 1e6;
+        let saturated = idle || long < 0.7 * short;
         let wss = if saturated {
             long.min(memory_bytes as f64)
         } else {
@@ -214,6 +223,11 @@ mod tests {
         assert_eq!(slow.wss_bytes, 256 * MIB);
         assert_eq!(slow.dirty_rate_bps, 11e6);
         let idle = VmProfile::from_dirty_rates(256 * MIB, 0.0, 0.0);
-        assert_eq!(idle.dirty_rate_bps, 0.0);
+        assert_eq!((idle.dirty_rate_bps, idle.wss_bytes), (0.0, 0));
+        // Sampling noise on an idle guest: the same small working set either way round.
+        let noisy = VmProfile::from_dirty_rates(256 * MIB, 0.0, 0.02);
+        assert_eq!(noisy.wss_bytes, 20_000);
+        let noisy = VmProfile::from_dirty_rates(256 * MIB, 0.02, 0.0);
+        assert_eq!(noisy.wss_bytes, 0);
     }
 }
