@@ -147,7 +147,8 @@ fn spawn_control(
 enum Prepared {
     /// memtouch's working set and the integrity errors its calibration found.
     Memory(memtouch::WorkingSet, u64),
-    Disk(disktouch::DiskSet),
+    /// Boxed: a set holds an aligned block buffer.
+    Disk(Box<disktouch::DiskSet>),
     Mixed(Box<mixed::Sets>),
     /// Nothing to allocate (cpu, net, idle).
     Nothing,
@@ -173,7 +174,7 @@ fn prepare(workload: &Workload, meter: &mut SpeedMeter) -> Result<Prepared, Stri
             Prepared::Nothing
         }
         // Writing the working set at generation 0 also measures the disk's speed.
-        Workload::Disk(_) => Prepared::Disk(disktouch::open_vm_disk(workload, meter)?),
+        Workload::Disk(_) => Prepared::Disk(Box::new(disktouch::open_vm_disk(workload, meter)?)),
         Workload::Mixed { .. } => {
             let mut memory_meter = SpeedMeter::default();
             let (ws, memory_errors) = memory(&mut memory_meter)?;
