@@ -21,11 +21,11 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::live::Live;
-use crate::memtouch::{next_index, paced_batch, splitmix64, Pace, Rng, Tally};
+use crate::memtouch::{next_index, paced_batch, run_turns, splitmix64, Pace, Rng, Tally};
 use crate::reporter::{Counters, Gauges};
 use crate::spec::{Pattern, Rate, Workload, DISK_BLOCK_SIZE};
 use crate::speed::SpeedMeter;
@@ -260,11 +260,7 @@ pub fn run(
     let Some(mut turns) = Turns::new(live, set.len(), seed) else {
         return;
     };
-    while !stop.load(Ordering::Relaxed) {
-        if let Err(wait) = turns.turn(set, live, meter, counters) {
-            std::thread::sleep(wait);
-        }
-    }
+    run_turns(stop, || turns.turn(set, live, meter, counters));
 }
 
 /// disktouch's loop, one turn at a time: alone ([`run`]) or as the disk part of a mixed
@@ -400,6 +396,7 @@ pub fn open_vm_disk(workload: &Workload, meter: &mut SpeedMeter) -> Result<DiskS
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
     /// A file standing in for the device (or a directory), removed when dropped.

@@ -208,8 +208,13 @@ pub fn run(
     let Some(mut turns) = Turns::new(live, ws.len() as u64, seed, errors) else {
         return;
     };
+    run_turns(stop, || turns.turn(ws, live, meter, counters));
+}
+
+/// Takes `turn`s until `stop` is set, sleeping for as long as a turn says nothing is owed.
+pub fn run_turns(stop: &AtomicBool, mut turn: impl FnMut() -> Result<(), Duration>) {
     while !stop.load(Ordering::Relaxed) {
-        if let Err(wait) = turns.turn(ws, live, meter, counters) {
+        if let Err(wait) = turn() {
             std::thread::sleep(wait);
         }
     }
@@ -459,7 +464,7 @@ impl Pace {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Arc;
 
@@ -624,7 +629,7 @@ mod tests {
     }
 
     /// Sets the flag when dropped: a test's worker thread stops even when the test panics.
-    struct StopOnDrop<'a>(&'a AtomicBool);
+    pub(crate) struct StopOnDrop<'a>(pub(crate) &'a AtomicBool);
 
     impl Drop for StopOnDrop<'_> {
         fn drop(&mut self) {
@@ -634,7 +639,7 @@ mod tests {
 
     /// Waits (30 s at most, then fails: a loaded CI host can starve the threads) until `cond`
     /// holds.
-    fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    pub(crate) fn wait_for(what: &str, cond: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !cond() {
             assert!(Instant::now() < deadline, "not reached in 30 s: {what}");

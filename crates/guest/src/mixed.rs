@@ -14,11 +14,11 @@
 //! ops done, ops asked for and integrity errors, so the lost-work and integrity checks read
 //! as for any workload; the per-part figures say which part lost what.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use crate::disktouch::{self, DiskSet};
 use crate::live::Live;
-use crate::memtouch::{self, WorkingSet};
+use crate::memtouch::{self, run_turns, WorkingSet};
 use crate::reporter::{Counters, Demand};
 use crate::spec::Rate;
 use crate::speed::SpeedMeter;
@@ -46,19 +46,17 @@ pub fn run(sets: &mut Sets, live: &Live, seed: u64, counters: &Counters, stop: &
         return;
     };
     let [memory_gauges, disk_gauges] = &counters.parts;
-    while !stop.load(Ordering::Relaxed) {
+    run_turns(stop, || {
         let d = disk.turn(&mut sets.disk, live, &mut sets.disk_meter, disk_gauges);
-        let m = memory.turn(
-            &mut sets.memory,
-            live,
-            &mut sets.memory_meter,
-            memory_gauges,
-        );
+        let ws = &mut sets.memory;
+        let m = memory.turn(ws, live, &mut sets.memory_meter, memory_gauges);
         publish_whole(counters, [memory.rate(), disk.rate()]);
-        if let (Err(a), Err(b)) = (m, d) {
-            std::thread::sleep(a.min(b));
+        match (m, d) {
+            // Neither owes anything: until the sooner is due.
+            (Err(a), Err(b)) => Err(a.min(b)),
+            _ => Ok(()),
         }
-    }
+    });
 }
 
 /// Publishes the whole workload's figures from its parts' (paced at `rates`): demand first,
@@ -109,6 +107,7 @@ mod tests {
     use crate::disktouch::tests::TempFile;
     use crate::disktouch::Device;
     use crate::live::Handled;
+    use crate::memtouch::tests::{wait_for, StopOnDrop};
     use crate::spec::{parse_workload, DISK_BLOCK_SIZE};
     use std::time::{Duration, Instant};
 
@@ -161,24 +160,6 @@ mod tests {
             memory_errors,
             disk,
             disk_meter,
-        }
-    }
-
-    /// Sets the flag when dropped: the worker stops even when a check fails.
-    struct StopOnDrop<'a>(&'a AtomicBool);
-
-    impl Drop for StopOnDrop<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Waits (30 s at most, then fails: a loaded CI host can starve the threads) until `cond`.
-    fn wait_for(what: &str, cond: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !cond() {
-            assert!(Instant::now() < deadline, "not reached in 30 s: {what}");
-            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
