@@ -8,13 +8,48 @@
 
 use common::{client, run, tcg_config, vm, QemuGuard};
 use drover_agent::procfs;
+use drover_agent::RunningAgent;
 use drover_api::wan::WanPlanRequest;
 use drover_api::{AgentClient, VmStatus, VmView};
 use drover_testkit::{require, QEMU, QEMU_IMG};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod common;
+
+/// An agent running guests under TCG in a temporary directory of its own; dropping it kills
+/// its QEMUs and removes the directory.
+struct Host {
+    client: AgentClient,
+    state: PathBuf,
+    // Dropped in this order: the agent, its QEMUs, the directory.
+    _agent: RunningAgent,
+    _guard: QemuGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl Host {
+    /// Starts the agent in a directory under /tmp named from `prefix`.
+    async fn start(prefix: &str) -> Host {
+        procfs::become_subreaper();
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let image = drover_qemu::image::ensure_image(&drover_qemu::image::NoProgress)
+            .expect("guest image (run scripts/setup)");
+        let state = dir.path().join("s");
+        let guard = QemuGuard(vec![state.clone()]);
+        let (agent, url) = run(tcg_config(&state, &image)).await;
+        Host {
+            client: client(&url),
+            state,
+            _agent: agent,
+            _guard: guard,
+            _dir: dir,
+        }
+    }
+}
 
 /// Polls VM `name` until its guest reported at least `min_ops` ops (fresh reports); a failure
 /// shows the guest's console (`console`).
@@ -64,17 +99,8 @@ async fn wait_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_created_disk_takes_verified_block_io_and_checks_clean() {
     require!(QEMU, QEMU_IMG);
-    procfs::become_subreaper();
-    let dir = tempfile::Builder::new()
-        .prefix("drk")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
-    let image = drover_qemu::image::ensure_image(&drover_qemu::image::NoProgress)
-        .expect("guest image (run scripts/setup)");
-    let state = dir.path().join("s");
-    let _guard = QemuGuard(vec![state.clone()]);
-    let (_agent, url) = run(tcg_config(&state, &image)).await;
-    let c = client(&url);
+    let host = Host::start("drk").await;
+    let (c, state) = (host.client.clone(), host.state.clone());
 
     let mut config = vm("dk1", "disk:wss=16M,rate=200");
     config.disk_size_bytes = Some(64 << 20);
@@ -178,17 +204,8 @@ fn part_ops(v: &VmView) -> (u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_workload_keeps_memory_and_disk_busy_and_changes_in_place() {
     require!(QEMU, QEMU_IMG);
-    procfs::become_subreaper();
-    let dir = tempfile::Builder::new()
-        .prefix("drx")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
-    let image = drover_qemu::image::ensure_image(&drover_qemu::image::NoProgress)
-        .expect("guest image (run scripts/setup)");
-    let state = dir.path().join("s");
-    let _guard = QemuGuard(vec![state.clone()]);
-    let (_agent, url) = run(tcg_config(&state, &image)).await;
-    let c = client(&url);
+    let host = Host::start("drx").await;
+    let (c, state) = (host.client.clone(), host.state.clone());
     const SPEC: &str = "memtouch:wss=16M,rate=2000+disk:wss=8M,rate=100";
 
     // A disk part needs a disk, by the disk workload's rule.

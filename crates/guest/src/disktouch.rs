@@ -273,6 +273,8 @@ pub struct Turns {
     cursor: u64,
     tally: Tally,
     pace: Pace,
+    /// Most ops a turn does.
+    batch: u64,
 }
 
 impl Turns {
@@ -289,7 +291,17 @@ impl Turns {
             cursor: 0,
             tally: Tally::default(),
             pace: Pace::new(params.rate, Instant::now()),
+            batch: BATCH,
         })
+    }
+
+    /// At most `batch` ops a turn (at least 1): each op holds the thread for the device's
+    /// latency, so a loop that shares the thread takes fewer at a time.
+    pub fn with_batch(self, batch: u64) -> Turns {
+        Turns {
+            batch: batch.max(1),
+            ..self
+        }
     }
 
     /// The rate asked for now.
@@ -323,7 +335,7 @@ impl Turns {
             &mut self.pace,
             meter,
             gauges,
-            BATCH,
+            self.batch,
             &mut self.tally,
             || {
                 let index = next_index(params.pattern, params.blocks, rng, cursor) as usize;

@@ -231,9 +231,20 @@ impl Sampler {
         }
     }
 
-    /// The report at `now` of the workload `control` describes, from its counters.
+    /// The report at `now` of the workload `control` describes, from its counters. A mixed
+    /// workload's `ops`, `integrity_errors` and `demanded_ops` are the sums of the parts read
+    /// for this report (the whole's own gauges are published a moment after the parts', so a
+    /// line would not always add up).
     pub fn sample(&mut self, now: Instant, counters: &Counters, control: &Status) -> Report {
-        let (ops, integrity_errors) = counters.snapshot();
+        let parts = self.parts(now, counters, &control.workload);
+        let mut demand = counters.demand();
+        let (ops, integrity_errors) = if parts.is_empty() {
+            counters.snapshot()
+        } else {
+            demand.demanded_ops = parts.iter().map(|p| p.demand.demanded_ops).sum();
+            let sum = |f: fn(&PartReport) -> u64| parts.iter().map(f).sum();
+            (sum(|p| p.ops), sum(|p| p.integrity_errors))
+        };
         let (t0, ops0) = self.last.unwrap_or((self.start, 0));
         let ops_per_s = rate(ops0, ops, now.saturating_duration_since(t0));
         self.last = Some((now, ops));
@@ -248,7 +259,7 @@ impl Sampler {
             spec: control.workload.to_string(),
             seq: control.seq,
             refused: control.refused,
-            demand: counters.demand(),
+            demand,
             net: matches!(control.workload, crate::spec::Workload::Net { .. }).then(|| {
                 (
                     net.rx.load(Ordering::Relaxed),
@@ -256,7 +267,7 @@ impl Sampler {
                     net.connects.load(Ordering::Relaxed),
                 )
             }),
-            parts: self.parts(now, counters, &control.workload),
+            parts,
         }
     }
 
@@ -473,6 +484,16 @@ mod tests {
             assert!((d.ops_per_s - 200.0).abs() < 1e-6, "{step}: {d:?}");
             assert_eq!(d.integrity_errors, step / 10);
             assert_eq!(d.demand.demanded_ops, 20 * step + 1);
+            // The whole adds its parts up as this line reads them, whatever its own gauges
+            // said a moment earlier.
+            assert_eq!(
+                (r.ops, r.integrity_errors, r.demand.demanded_ops),
+                (
+                    m.ops + d.ops,
+                    d.integrity_errors,
+                    m.demand.demanded_ops + d.demand.demanded_ops
+                )
+            );
         }
         // Only about a second of history is kept.
         assert!(s.part_history.len() <= 12, "{}", s.part_history.len());
