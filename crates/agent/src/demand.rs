@@ -5,7 +5,8 @@
 //! use never exceeds 2, however much the VMs want. Demand adds what they could not get. Per VM,
 //! from the best source available ([`DemandSource`], best first):
 //! 1. the guest's own report: its workload knows the share `p` of its vCPU it tries to use
-//!    (`demand_pct`; the workloads run one thread, so one vCPU at most). Demand is
+//!    (`demand_pct`; the workloads run one thread, so one vCPU at most: `memtouch+disk`
+//!    interleaves its two parts on that thread and reports their shares' sum). Demand is
 //!    `p + (1 - p) x idle`, where `idle` is what this VM's QEMU uses while its guest asks for
 //!    nearly nothing ([`learn_idle`]): the vCPU costs a core while busy and QEMU's idle cost
 //!    for the rest (about 0.28 of a core for an idle guest under TCG here, about nothing

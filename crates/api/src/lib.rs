@@ -43,7 +43,9 @@ pub use migration::{
 };
 pub use power::{Power, PowerState};
 pub use uri::{AgentUrl, MigrationUri};
-pub use vm::{Health, NicConfig, VmConfig, VmStatus, VmView, WallSample, WorkloadView};
+pub use vm::{
+    Health, NicConfig, VmConfig, VmStatus, VmView, WallSample, WorkloadPartView, WorkloadView,
+};
 pub use workload::WorkloadChange;
 
 use schemars::JsonSchema;

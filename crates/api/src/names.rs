@@ -123,15 +123,67 @@ pub struct Shape {
 /// A guest's IPv4 address (a VM's NIC): unicast, first octet 1 to 223.
 pub const GUEST_ADDRESS: &str = concat!("^", unicast_ipv4!(), "$");
 
+/// A working set as the workload pattern takes it: whole M or G, 1-7 digits.
+macro_rules! wss {
+    () => {
+        "wss=[1-9][0-9]{0,6}(M|G|MiB|GiB)"
+    };
+}
+
+/// A paced memtouch or disk rate, ops a second (1-10 digits).
+macro_rules! paced_rate {
+    () => {
+        "[1-9][0-9]{0,9}"
+    };
+}
+
+/// An optional access pattern.
+macro_rules! pattern {
+    () => {
+        "(,pattern=(random|seq))?"
+    };
+}
+
+/// A disk workload's parameters after `disk:`; `$max` is `"max|"` where `rate=max` is allowed.
+macro_rules! disk_tail {
+    ($max:literal) => {
+        concat!(
+            wss!(),
+            ",rate=(",
+            $max,
+            paced_rate!(),
+            ")",
+            pattern!(),
+            "(,read=(100|[1-9]?[0-9]))?"
+        )
+    };
+}
+
 /// A workload spec as the agent accepts it: the guest's grammar in its canonical order, with a
 /// working set of at least 1 MiB (the guest needs at least one page; a unit keeps typos out).
 /// A net workload's peer is a unicast IPv4 address (first octet 1 to 223), its rate 1K to 1G.
+/// A memtouch+disk workload is a memtouch spec with a rate (never max), `+`, a disk spec with
+/// a rate other than max.
 /// It goes onto the kernel command line, so nothing else may appear in it.
 pub const WORKLOAD: &str = concat!(
     "^(idle",
     "|cpu:demand=(100|[1-9]?[0-9])",
-    "|memtouch:wss=[1-9][0-9]{0,6}(M|G|MiB|GiB)(,rate=(max|[1-9][0-9]{0,9}))?(,pattern=(random|seq))?",
-    "|disk:wss=[1-9][0-9]{0,6}(M|G|MiB|GiB),rate=(max|[1-9][0-9]{0,9})(,pattern=(random|seq))?(,read=(100|[1-9]?[0-9]))?",
+    "|memtouch:",
+    wss!(),
+    "(,rate=(max|",
+    paced_rate!(),
+    "))?",
+    pattern!(),
+    "|disk:",
+    disk_tail!("max|"),
+    // Both at once: each part as alone, but paced (no max) and memtouch's rate required.
+    "|memtouch:",
+    wss!(),
+    ",rate=",
+    paced_rate!(),
+    pattern!(),
+    "\\+disk:",
+    disk_tail!(""),
     "|net:dir=(in|out|both),rate=([1-9][0-9]{0,5}K|[1-9][0-9]{0,2}M|1G),peer=",
     unicast_ipv4!(),
     "(,port=",
@@ -195,7 +247,7 @@ shape!(
     WORKLOAD_SHAPE,
     "workload",
     WORKLOAD,
-    "idle, cpu:demand=PCT (0-100), memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq], disk:wss=SIZE,rate=N|max[,pattern=random|seq][,read=PCT] or net:dir=in|out|both,rate=RATE,peer=IPV4[,port=P] in this order, with SIZE a whole number of M, G, MiB or GiB (1-7 digits, e.g. 64M), N pages (memtouch) or 4 KiB block operations (disk) per second (1-10 digits), RATE bytes/s as K, M or G (1K to 1G) and IPV4 a unicast address"
+    "idle, cpu:demand=PCT (0-100), memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq], disk:wss=SIZE,rate=N|max[,pattern=random|seq][,read=PCT], net:dir=in|out|both,rate=RATE,peer=IPV4[,port=P] or both memory and disk, memtouch:wss=SIZE,rate=N[,pattern=random|seq]+disk:wss=SIZE,rate=N[,pattern=random|seq][,read=PCT], parameters in this order, with SIZE a whole number of M, G, MiB or GiB (1-7 digits, e.g. 64M), N pages (memtouch) or 4 KiB block operations (disk) per second (1-10 digits), RATE bytes/s as K, M or G (1K to 1G) and IPV4 a unicast address"
 );
 shape!(
     AGENT_URL_SHAPE,
@@ -379,6 +431,8 @@ mod tests {
             "disk:wss=64MiB,rate=5,read=100",
             "net:dir=out,rate=1M,peer=198.18.0.250",
             "net:dir=both,rate=1536K,peer=198.18.0.250,port=7900",
+            "memtouch:wss=64M,rate=2000+disk:wss=16M,rate=200,read=50",
+            "memtouch:wss=64M,rate=1,pattern=seq+disk:wss=1G,rate=9,pattern=random,read=0",
         ] {
             assert!(WORKLOAD_SHAPE.matches(ok), "{ok}");
             assert!(drover_guest::spec::parse_workload(ok).is_ok(), "{ok}");
@@ -410,6 +464,12 @@ mod tests {
             "disk:wss=16M,rate=1,read=5,read=5",
             "memtouch:wss=16M,pattern=seq,rate=5",
             "net:rate=1M,dir=out,peer=198.18.0.250",
+            "memtouch:wss=64M+disk:wss=16M,rate=200",
+            "memtouch:wss=64M,rate=max+disk:wss=16M,rate=200",
+            "memtouch:wss=64M,rate=5+disk:wss=16M,rate=max",
+            "disk:wss=16M,rate=5+memtouch:wss=64M,rate=5",
+            "memtouch:wss=64M,rate=5+disk:wss=16M,rate=5+disk:wss=16M,rate=5",
+            "memtouch:wss=64M,rate=5+cpu:demand=5",
         ] {
             assert!(!WORKLOAD_SHAPE.matches(bad), "{bad}");
             assert!(drover_guest::spec::parse_workload(bad).is_err(), "{bad}");

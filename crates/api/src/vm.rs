@@ -114,14 +114,15 @@ pub fn workload_fit_rule() -> String {
     let overhead_mib = GUEST_OVERHEAD_BYTES >> 20;
     format!(
         "Guest workload spec. One rule is not in this schema, because it compares two fields: \
-         a memtouch working set plus {overhead_mib} MiB (what the guest itself needs) must not \
-         exceed memory_bytes. A configuration that breaks it is answered 422 with the error \
-         \"workload '<spec>': working set <W> MiB does not fit a <M> MiB guest (the guest itself \
-         needs about {overhead_mib} MiB)\", W and M being the working set and memory_bytes in \
-         whole MiB, and the field named by its path (config.workload in an incoming request). \
-         No other schema-valid configuration is refused with 422. A disk workload's working set \
-         must lie within the VM's disk (the guest sees the qcow2's virtual size as a raw \
-         device): since that size is the host's file's, not the request's, a VM without a disk \
+         a memtouch working set (alone or memtouch+disk's) plus {overhead_mib} MiB (what the \
+         guest itself needs) must not exceed memory_bytes. A configuration that breaks it is \
+         answered 422 with the error \"workload '<spec>': working set <W> MiB does not fit a \
+         <M> MiB guest (the guest itself needs about {overhead_mib} MiB)\", W and M being the \
+         working set and memory_bytes in whole MiB, and the field named by its path \
+         (config.workload in an incoming request). No other schema-valid configuration is \
+         refused with 422. A disk working set (alone or memtouch+disk's) must lie within the \
+         VM's disk (the guest sees the qcow2's virtual size as a raw device): since that size \
+         is the host's file's, not the request's, a VM without a disk \
          or with one too small for it is answered 409."
     )
 }
@@ -225,14 +226,17 @@ pub enum VmStatus {
     Lost,
 }
 
-/// The guest workload's latest report.
+/// The guest workload's latest report. For a workload of several parts (`memtouch+disk`) the
+/// top-level figures are the whole workload's (ops, ops asked for and integrity errors summed
+/// over its parts, its demand on its one thread) and `parts` has each part's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, JsonSchema)]
 pub struct WorkloadView {
-    /// Operations done since the workload started (cumulative).
+    /// Operations done since the workload started (cumulative; all parts').
     pub ops: u64,
     /// Operations per second over the last ~2 s of reports.
     pub ops_per_s: f64,
-    /// Integrity errors the workload found (cumulative; a lost or stale page counts).
+    /// Integrity errors the workload found (cumulative; a lost or stale page counts; all
+    /// parts').
     pub integrity_errors: u64,
     /// Milliseconds since the last report (None: no report yet).
     pub last_report_age_ms: Option<u64>,
@@ -259,6 +263,30 @@ pub struct WorkloadView {
     /// Why the guest refused the last workload change sent to it (a short code), if it did.
     #[serde(default)]
     pub refused: Option<String>,
+    /// Each part of a workload of several (`memtouch+disk`: memtouch, then disk), from the
+    /// guest's latest report; empty (and left out) for a workload of one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<WorkloadPartView>,
+}
+
+/// One part of a workload of several, from the guest's latest report: the same figures as
+/// [`WorkloadView`]'s for that part alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, JsonSchema)]
+pub struct WorkloadPartView {
+    /// The part's kind: `memtouch` (ops are page touches) or `disk` (4 KiB block operations).
+    pub workload: String,
+    /// Operations done since the workload started (cumulative).
+    pub ops: u64,
+    /// Operations per second over the guest's last second.
+    pub ops_per_s: f64,
+    /// Integrity errors this part found (cumulative).
+    pub integrity_errors: u64,
+    /// Percent of the workload's one vCPU this part tries to use.
+    pub demand_pct: f64,
+    /// Operations asked for since the workload started (cumulative).
+    pub demanded_ops: u64,
+    /// This part's full speed, operations per second of busy vCPU time (0: not measured yet).
+    pub full_ops_per_s: f64,
 }
 
 /// A VM as `GET /v1/vms[/{name}]` shows it.
@@ -449,6 +477,14 @@ mod tests {
         let err = check_disk_workload(&c, None).unwrap_err();
         assert!(err.to_string().contains("needs a disk"), "{err}");
         assert!(workload_fit_rule().contains("answered 409"));
+        // A workload with a disk part by the same rule: its disk part's working set.
+        let mixed = vm(r#"{"name":"a","memory_bytes":268435456,"workload":"memtouch:wss=64M,rate=9+disk:wss=16M,rate=200"}"#)
+            .expect("valid");
+        assert!(check_disk_workload(&mixed, Some(16 << 20)).is_ok());
+        let err = check_disk_workload(&mixed, None).unwrap_err();
+        assert!(err.to_string().contains("needs a disk"), "{err}");
+        let err = check_disk_workload(&mixed, Some(8 << 20)).unwrap_err();
+        assert!(err.to_string().contains("16777216"), "{err}");
     }
 
     #[test]

@@ -29,9 +29,10 @@ pub struct WorkloadChange {
 /// stated by the schema, since they compare the request with the VM), and their answer.
 pub fn change_rule() -> String {
     "The new workload spec. It must be of the same kind as the VM's running workload (cpu \
-     stays cpu, memtouch stays memtouch, disk stays disk, idle stays idle; only the parameters \
-     change: a cpu demand, a memtouch or disk rate or pattern, a disk read share, a memtouch \
-     or disk working set that shrinks or stays), and \
+     stays cpu, memtouch stays memtouch, disk stays disk, memtouch+disk stays memtouch+disk, \
+     idle stays idle; only the parameters change: a cpu demand, a memtouch or disk rate or \
+     pattern, a disk read share, a memtouch or disk working set that shrinks or stays; a \
+     memtouch+disk workload's parts each by that rule), and \
      fit the VM's memory as VmConfig.workload must. A change that breaks these rules is \
      answered 409 (it conflicts with the VM's state), never 422."
         .to_string()
@@ -112,6 +113,22 @@ mod tests {
             "VM 'a' runs 'cpu:demand=10': a running cpu workload cannot become memtouch: only \
              its parameters may change"
         );
+        // Both at once: each part by its own rule, the part named; the kind stays.
+        let mixed = vm("memtouch:wss=64M,rate=2000+disk:wss=16M,rate=200");
+        assert!(check_change(&mixed, "memtouch:wss=32M,rate=10+disk:wss=8M,rate=5,read=0").is_ok());
+        let e = check_change(&mixed, "memtouch:wss=64M,rate=1+disk:wss=32M,rate=1").unwrap_err();
+        assert!(
+            e.to_string().contains("the disk working set may shrink"),
+            "{e}"
+        );
+        let e = check_change(&mixed, "memtouch:wss=64M,rate=1").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("a running memtouch+disk workload cannot become memtouch"),
+            "{e}"
+        );
+        let e = check_change(&mixed, "memtouch:wss=200M,rate=1+disk:wss=1M,rate=1").unwrap_err();
+        assert!(matches!(e, WorkloadChangeError::DoesNotFit(_)), "{e}");
         let e = check_change(&vm("memtouch:wss=64M"), "memtouch:wss=80M").unwrap_err();
         assert!(matches!(e, WorkloadChangeError::Switch { .. }), "{e}");
         // The fit rule, worded as for a new VM.

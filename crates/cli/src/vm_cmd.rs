@@ -46,7 +46,8 @@ pub enum VmCommand {
         memory: String,
         /// memtouch:wss=SIZE[,rate=N|max][,pattern=random|seq], cpu:demand=PCT,
         /// disk:wss=SIZE,rate=N|max[,pattern=random|seq][,read=PCT],
-        /// net:dir=in|out|both,rate=RATE,peer=IPV4[,port=P] or idle.
+        /// net:dir=in|out|both,rate=RATE,peer=IPV4[,port=P], idle, or memory and disk at
+        /// once: memtouch:wss=SIZE,rate=N[,...]+disk:wss=SIZE,rate=N[,...] (both rates paced).
         #[arg(long, default_value = "idle")]
         workload: String,
         /// qcow2 disk image: a file name in the agent's storage directory (<state>/disks/).

@@ -176,6 +176,7 @@ mod tests {
                 full_ops_per_s: None,
                 control_seq: None,
                 refused: None,
+                parts: Vec::new(),
             },
             error: None,
         }

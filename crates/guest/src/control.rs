@@ -20,13 +20,14 @@
 //! [`MAX_LINE`] bytes) is ignored: the host resends until a report acknowledges its `seq`.
 //!
 //! # Switching rule
-//! A guest switches its workload's parameters, never its kind (idle, cpu, memtouch, disk: switching
-//! kind would mean allocating or dropping a working set mid-run). A cpu workload may take any
+//! A guest switches its workload's parameters, never its kind (idle, cpu, memtouch, disk,
+//! memtouch+disk: switching kind would mean allocating or dropping a working set mid-run). A cpu workload may take any
 //! demand; a net workload any direction, rate and peer (it reconnects with the new ones); a memtouch workload may change its rate and pattern, and its working set may shrink
 //! or stay but never grow: the pages beyond a smaller set keep their contents and are no
 //! longer touched, and growing again would need memory the guest may not have. A disk workload
 //! likewise changes rate, pattern and read share, and its working set never grows (blocks
-//! beyond it were never written, so none could be verified). A spec that
+//! beyond it were never written, so none could be verified). A memtouch+disk workload changes
+//! each part by that part's rule (its rates stay paced: the grammar refuses `max` there). A spec that
 //! breaks this rule is refused by the host before sending (`check_switch`) and by the guest
 //! if it arrives anyway.
 
@@ -44,8 +45,13 @@ pub enum SwitchError {
         from: &'static str,
         to: &'static str,
     },
-    /// The new memtouch working set is larger than the running one.
-    WorkingSetGrows { from_bytes: u64, to_bytes: u64 },
+    /// The new working set of `part` (`memtouch` or `disk`, alone or in a mixed workload) is
+    /// larger than the running one.
+    WorkingSetGrows {
+        part: &'static str,
+        from_bytes: u64,
+        to_bytes: u64,
+    },
 }
 
 impl fmt::Display for SwitchError {
@@ -56,12 +62,13 @@ impl fmt::Display for SwitchError {
                 "a running {from} workload cannot become {to}: only its parameters may change"
             ),
             SwitchError::WorkingSetGrows {
+                part,
                 from_bytes,
                 to_bytes,
             } => write!(
                 f,
-                "the working set may shrink or stay but not grow ({} bytes running, {} asked)",
-                from_bytes, to_bytes
+                "the {part} working set may shrink or stay but not grow ({from_bytes} bytes \
+                 running, {to_bytes} asked)"
             ),
         }
     }
@@ -74,26 +81,31 @@ impl std::error::Error for SwitchError {}
 /// # Errors
 /// [`SwitchError`] naming the rule broken.
 pub fn check_switch(from: &Workload, to: &Workload) -> Result<(), SwitchError> {
-    match (from, to) {
-        // A disk working set neither: the blocks beyond it were never written, so nothing
-        // there could be verified.
-        (Workload::Memtouch { wss_bytes: a, .. }, Workload::Memtouch { wss_bytes: b, .. })
-        | (Workload::Disk { wss_bytes: a, .. }, Workload::Disk { wss_bytes: b, .. }) => {
-            if b > a {
-                return Err(SwitchError::WorkingSetGrows {
-                    from_bytes: *a,
-                    to_bytes: *b,
-                });
-            }
-            Ok(())
-        }
-        (Workload::Cpu { .. }, Workload::Cpu { .. })
-        | (Workload::Net { .. }, Workload::Net { .. })
-        | (Workload::Idle, Workload::Idle) => Ok(()),
-        _ => Err(SwitchError::KindChange {
+    if from.name() != to.name() {
+        return Err(SwitchError::KindChange {
             from: from.name(),
             to: to.name(),
-        }),
+        });
+    }
+    // A disk working set neither: the blocks beyond it were never written, so nothing there
+    // could be verified.
+    let memtouch = |w: &Workload| w.memtouch_part().map(|m| m.wss_bytes);
+    let disk = |w: &Workload| w.disk_part().map(|d| d.wss_bytes);
+    keep_set("memtouch", memtouch(from), memtouch(to))?;
+    keep_set("disk", disk(from), disk(to))
+}
+
+/// A part's working set may shrink or stay (None: the workload has no such part).
+fn keep_set(part: &'static str, from: Option<u64>, to: Option<u64>) -> Result<(), SwitchError> {
+    match (from, to) {
+        (Some(from_bytes), Some(to_bytes)) if to_bytes > from_bytes => {
+            Err(SwitchError::WorkingSetGrows {
+                part,
+                from_bytes,
+                to_bytes,
+            })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -233,6 +245,7 @@ mod tests {
         assert_eq!(
             check_switch(&mt, &w("memtouch:wss=65M")),
             Err(SwitchError::WorkingSetGrows {
+                part: "memtouch",
                 from_bytes: 64 << 20,
                 to_bytes: 65 << 20
             })
@@ -249,6 +262,62 @@ mod tests {
             .to_string()
             .contains("cpu workload cannot become memtouch"));
         assert!(check_switch(&w("idle"), &w("cpu:demand=1")).is_err());
+    }
+
+    #[test]
+    fn a_mixed_workload_changes_each_part_by_its_rule_and_keeps_its_kind() {
+        let mixed = w("memtouch:wss=64M,rate=2000+disk:wss=16M,rate=200");
+        let ok = w("memtouch:wss=32M,rate=9000,pattern=seq+disk:wss=16M,rate=5,read=0");
+        assert!(check_switch(&mixed, &ok).is_ok());
+        let grows = |spec, part, from_bytes, to_bytes| {
+            assert_eq!(
+                check_switch(&mixed, &w(spec)),
+                Err(SwitchError::WorkingSetGrows {
+                    part,
+                    from_bytes,
+                    to_bytes
+                }),
+                "{spec}"
+            );
+        };
+        grows(
+            "memtouch:wss=65M,rate=1+disk:wss=16M,rate=1",
+            "memtouch",
+            64 << 20,
+            65 << 20,
+        );
+        grows(
+            "memtouch:wss=64M,rate=1+disk:wss=17M,rate=1",
+            "disk",
+            16 << 20,
+            17 << 20,
+        );
+        let e = check_switch(&mixed, &w("memtouch:wss=1M,rate=1+disk:wss=32M,rate=1"));
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .starts_with("the disk working set"));
+        // Kinds stay: neither part alone, nor from one part to both.
+        for other in ["memtouch:wss=8M,rate=1", "disk:wss=8M,rate=1", "idle"] {
+            let e = check_switch(&mixed, &w(other)).unwrap_err();
+            assert_eq!(
+                e.to_string().split(':').next(),
+                Some(
+                    format!(
+                        "a running memtouch+disk workload cannot become {}",
+                        w(other).name()
+                    )
+                    .as_str()
+                )
+            );
+            assert!(matches!(
+                check_switch(&w(other), &mixed),
+                Err(SwitchError::KindChange {
+                    to: "memtouch+disk",
+                    ..
+                })
+            ));
+        }
     }
 
     #[test]

@@ -21,12 +21,12 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::live::Live;
-use crate::memtouch::{next_index, paced_batch, splitmix64, Pace, Rng, Tally};
-use crate::reporter::Counters;
+use crate::memtouch::{next_index, paced_batch, run_turns, splitmix64, Pace, Rng, Tally};
+use crate::reporter::{Counters, Gauges};
 use crate::spec::{Pattern, Rate, Workload, DISK_BLOCK_SIZE};
 use crate::speed::SpeedMeter;
 
@@ -236,21 +236,14 @@ struct Params {
 }
 
 impl Params {
+    /// The disk parameters of `workload` (disk, or a mixed workload's disk part).
     fn of(workload: &Workload, allocated: u64) -> Option<Params> {
-        match workload {
-            Workload::Disk {
-                wss_bytes,
-                rate,
-                pattern,
-                read_pct,
-            } => Some(Params {
-                rate: *rate,
-                pattern: *pattern,
-                read_pct: *read_pct,
-                blocks: (wss_bytes / DISK_BLOCK_SIZE).clamp(1, allocated.max(1)),
-            }),
-            _ => None,
-        }
+        workload.disk_part().map(|d| Params {
+            rate: d.rate,
+            pattern: d.pattern,
+            read_pct: d.read_pct,
+            blocks: (d.wss_bytes / DISK_BLOCK_SIZE).clamp(1, allocated.max(1)),
+        })
     }
 }
 
@@ -264,32 +257,95 @@ pub fn run(
     meter: &mut SpeedMeter,
     stop: &AtomicBool,
 ) {
-    let allocated = set.len();
-    let mut version = live.version();
-    let Some(mut params) = Params::of(&live.workload(), allocated) else {
+    let Some(mut turns) = Turns::new(live, set.len(), seed) else {
         return;
     };
-    let mut rng = Rng::new(seed);
-    let (mut cursor, mut tally) = (0u64, Tally::default());
-    let mut pace = Pace::new(params.rate, Instant::now());
-    while !stop.load(Ordering::Relaxed) {
-        pace.advance(Instant::now(), meter.best());
-        if live.version() != version {
-            version = live.version();
-            let next = Params::of(&live.workload(), allocated).unwrap_or(params);
-            if next.rate != params.rate {
-                pace.set_rate(next.rate);
-            }
-            params = next;
+    run_turns(stop, || turns.turn(set, live, meter, counters));
+}
+
+/// disktouch's loop, one turn at a time: alone ([`run`]) or as the disk part of a mixed
+/// workload (as memtouch's [`crate::memtouch::Turns`]).
+pub struct Turns {
+    allocated: u64,
+    version: u64,
+    params: Params,
+    rng: Rng,
+    cursor: u64,
+    tally: Tally,
+    pace: Pace,
+    /// Most ops a turn does.
+    batch: u64,
+}
+
+impl Turns {
+    /// The loop over a working set of `allocated` blocks, with the parameters `live` holds
+    /// (None: `live` runs no disk workload).
+    pub fn new(live: &Live, allocated: u64, seed: u64) -> Option<Turns> {
+        let version = live.version();
+        let params = Params::of(&live.workload(), allocated)?;
+        Some(Turns {
+            allocated,
+            version,
+            params,
+            rng: Rng::new(seed),
+            cursor: 0,
+            tally: Tally::default(),
+            pace: Pace::new(params.rate, Instant::now()),
+            batch: BATCH,
+        })
+    }
+
+    /// At most `batch` ops a turn (at least 1): each op holds the thread for the device's
+    /// latency, so a loop that shares the thread takes fewer at a time.
+    pub fn with_batch(self, batch: u64) -> Turns {
+        Turns {
+            batch: batch.max(1),
+            ..self
         }
-        paced_batch(&mut pace, meter, counters, BATCH, &mut tally, || {
-            let index = next_index(params.pattern, params.blocks, &mut rng, &mut cursor) as usize;
-            if rng.below(100) < params.read_pct as u64 {
-                set.verify(index)
-            } else {
-                set.write(index)
+    }
+
+    /// The rate asked for now.
+    pub fn rate(&self) -> Rate {
+        self.params.rate
+    }
+
+    /// One turn: the parameters re-read if `live` changed, then a batch of what is owed,
+    /// published into `gauges`.
+    ///
+    /// # Errors
+    /// Nothing is owed: the time until the next op is (the caller sleeps).
+    pub fn turn(
+        &mut self,
+        set: &mut DiskSet,
+        live: &Live,
+        meter: &mut SpeedMeter,
+        gauges: &Gauges,
+    ) -> Result<(), Duration> {
+        self.pace.advance(Instant::now(), meter.best());
+        if live.version() != self.version {
+            self.version = live.version();
+            let next = Params::of(&live.workload(), self.allocated).unwrap_or(self.params);
+            if next.rate != self.params.rate {
+                self.pace.set_rate(next.rate);
             }
-        });
+            self.params = next;
+        }
+        let (params, rng, cursor) = (self.params, &mut self.rng, &mut self.cursor);
+        paced_batch(
+            &mut self.pace,
+            meter,
+            gauges,
+            self.batch,
+            &mut self.tally,
+            || {
+                let index = next_index(params.pattern, params.blocks, rng, cursor) as usize;
+                if rng.below(100) < params.read_pct as u64 {
+                    set.verify(index)
+                } else {
+                    set.write(index)
+                }
+            },
+        )
     }
 }
 
@@ -350,15 +406,16 @@ pub fn open_vm_disk(workload: &Workload, meter: &mut SpeedMeter) -> Result<DiskS
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
     /// A file standing in for the device (or a directory), removed when dropped.
-    struct TempFile(PathBuf);
+    pub(crate) struct TempFile(pub(crate) PathBuf);
 
     impl TempFile {
-        fn new(tag: &str, len: u64) -> TempFile {
+        pub(crate) fn new(tag: &str, len: u64) -> TempFile {
             let path = std::env::temp_dir().join(format!(
                 "drover-disktouch-{tag}-{}-{:?}",
                 std::process::id(),

@@ -17,6 +17,7 @@ mod disktouch;
 mod idle;
 mod live;
 mod memtouch;
+mod mixed;
 // The peer's half (greetings read, not written) is the lab's.
 #[allow(dead_code)]
 mod net;
@@ -142,6 +143,55 @@ fn spawn_control(
         })
 }
 
+/// What a workload works on, made before the clock starts.
+enum Prepared {
+    /// memtouch's working set and the integrity errors its calibration found.
+    Memory(memtouch::WorkingSet, u64),
+    /// Boxed: a set holds an aligned block buffer.
+    Disk(Box<disktouch::DiskSet>),
+    Mixed(Box<mixed::Sets>),
+    /// Nothing to allocate (cpu, net, idle).
+    Nothing,
+}
+
+/// Allocates the working sets and measures the full speed (into `meter`; a mixed workload's
+/// parts have their own meters) before the clock starts: ops/s measures steady state, and the
+/// first report comes once the guest is actually working.
+fn prepare(workload: &Workload, meter: &mut SpeedMeter) -> Result<Prepared, String> {
+    let memory = |meter: &mut SpeedMeter| -> Result<(memtouch::WorkingSet, u64), String> {
+        let pages = usize::try_from(workload.pages()).map_err(|_| "wss too large")?;
+        let mut ws = memtouch::WorkingSet::new(pages);
+        let errors = memtouch::calibrate(&mut ws, meter, speed::CALIBRATION);
+        Ok((ws, errors))
+    };
+    Ok(match workload {
+        Workload::Memtouch(_) => {
+            let (ws, errors) = memory(meter)?;
+            Prepared::Memory(ws, errors)
+        }
+        Workload::Cpu { .. } => {
+            cpu::calibrate(meter, speed::CALIBRATION);
+            Prepared::Nothing
+        }
+        // Writing the working set at generation 0 also measures the disk's speed.
+        Workload::Disk(_) => Prepared::Disk(Box::new(disktouch::open_vm_disk(workload, meter)?)),
+        Workload::Mixed { .. } => {
+            let mut memory_meter = SpeedMeter::default();
+            let (ws, memory_errors) = memory(&mut memory_meter)?;
+            let mut disk_meter = SpeedMeter::default();
+            let disk = disktouch::open_vm_disk(workload, &mut disk_meter)?;
+            Prepared::Mixed(Box::new(mixed::Sets {
+                memory: ws,
+                memory_meter,
+                memory_errors,
+                disk,
+                disk_meter,
+            }))
+        }
+        Workload::Net { .. } | Workload::Idle => Prepared::Nothing,
+    })
+}
+
 fn seed_from_clock() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -178,26 +228,7 @@ fn real_main() -> Result<(), String> {
     // The working set is allocated and the full speed measured before the clock starts: ops/s
     // measures steady state, and the first report comes once the guest is actually working.
     let mut meter = SpeedMeter::default();
-    let mut errors = 0;
-    let mut disk_set = None;
-    let mut working_set = match &workload {
-        Workload::Memtouch { .. } => {
-            let pages = usize::try_from(workload.pages()).map_err(|_| "wss too large")?;
-            let mut ws = memtouch::WorkingSet::new(pages);
-            errors = memtouch::calibrate(&mut ws, &mut meter, speed::CALIBRATION);
-            Some(ws)
-        }
-        Workload::Cpu { .. } => {
-            cpu::calibrate(&mut meter, speed::CALIBRATION);
-            None
-        }
-        Workload::Disk { .. } => {
-            // Writing the working set at generation 0 also measures the disk's speed.
-            disk_set = Some(disktouch::open_vm_disk(&workload, &mut meter)?);
-            None
-        }
-        Workload::Net { .. } | Workload::Idle => None,
-    };
+    let mut prepared = prepare(&workload, &mut meter)?;
     // Listening before the first report: the host sends control lines only once it has one.
     if let Some(input) = input {
         spawn_control(input, live.clone()).map_err(|e| format!("starting control thread: {e}"))?;
@@ -220,16 +251,17 @@ fn real_main() -> Result<(), String> {
     }
 
     let seed = args.seed.unwrap_or_else(seed_from_clock);
-    match (&workload, working_set.as_mut(), disk_set.as_mut()) {
-        (Workload::Memtouch { .. }, Some(ws), _) => {
-            memtouch::run(ws, &live, seed, &counters, &mut meter, &stop, errors);
+    match &mut prepared {
+        Prepared::Memory(ws, errors) => {
+            memtouch::run(ws, &live, seed, &counters, &mut meter, &stop, *errors);
         }
-        (Workload::Disk { .. }, _, Some(set)) => {
-            disktouch::run(set, &live, seed, &counters, &mut meter, &stop);
-        }
-        (Workload::Cpu { .. }, _, _) => cpu::run(&live, &counters, &mut meter, &stop),
-        (Workload::Net { .. }, _, _) => netload::run(&live, &counters, &stop),
-        _ => idle::run(&stop),
+        Prepared::Disk(set) => disktouch::run(set, &live, seed, &counters, &mut meter, &stop),
+        Prepared::Mixed(sets) => mixed::run(sets, &live, seed, &counters, &stop),
+        Prepared::Nothing => match workload {
+            Workload::Cpu { .. } => cpu::run(&live, &counters, &mut meter, &stop),
+            Workload::Net { .. } => netload::run(&live, &counters, &stop),
+            _ => idle::run(&stop),
+        },
     }
     stop.store(true, Ordering::Relaxed);
     let _ = reporter.join();

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::live::Live;
-use crate::reporter::Counters;
+use crate::reporter::{Counters, Gauges};
 use crate::spec::{Pattern, Rate, Workload, PAGE_SIZE};
 use crate::speed::{paced_demand_pct, SpeedMeter};
 
@@ -138,19 +138,16 @@ struct Params {
 }
 
 impl Params {
+    /// The memtouch parameters of `workload` (memtouch, or a mixed workload's memory part).
     fn of(workload: &Workload, allocated: u64, current: Option<Params>) -> Option<Params> {
-        match workload {
-            Workload::Memtouch {
-                wss_bytes,
-                rate,
-                pattern,
-            } => Some(Params {
-                rate: *rate,
-                pattern: *pattern,
-                pages: (wss_bytes / PAGE_SIZE).clamp(1, allocated.max(1)),
+        match workload.memtouch_part() {
+            Some(m) => Some(Params {
+                rate: m.rate,
+                pattern: m.pattern,
+                pages: (m.wss_bytes / PAGE_SIZE).clamp(1, allocated.max(1)),
             }),
             // The switching rule keeps the kind; keep going as before if it ever changed.
-            _ => current,
+            None => current,
         }
     }
 }
@@ -208,39 +205,103 @@ pub fn run(
     stop: &AtomicBool,
     errors: u64,
 ) {
-    let allocated = ws.len() as u64;
-    let mut version = live.version();
-    let Some(mut params) = Params::of(&live.workload(), allocated, None) else {
+    let Some(mut turns) = Turns::new(live, ws.len() as u64, seed, errors) else {
         return;
     };
-    let mut rng = Rng::new(seed);
-    let mut cursor = 0u64;
-    let mut tally = Tally { done: 0, errors };
-    let mut pace = Pace::new(params.rate, Instant::now());
-    let mut probed = Instant::now();
-    let mut probe_rng = Rng::new(seed ^ 0x5EED);
+    run_turns(stop, || turns.turn(ws, live, meter, counters));
+}
+
+/// Takes `turn`s until `stop` is set, sleeping for as long as a turn says nothing is owed.
+pub fn run_turns(stop: &AtomicBool, mut turn: impl FnMut() -> Result<(), Duration>) {
     while !stop.load(Ordering::Relaxed) {
-        if params.rate != Rate::Max && probed.elapsed() >= PROBE_EVERY {
-            tally.errors += burst(ws, meter, PROBE, params.pages, &mut probe_rng);
-            probed = Instant::now();
+        if let Err(wait) = turn() {
+            std::thread::sleep(wait);
         }
-        pace.advance(Instant::now(), meter.best());
-        if live.version() != version {
-            version = live.version();
-            let next = Params::of(&live.workload(), allocated, Some(params)).unwrap_or(params);
+    }
+}
+
+/// memtouch's loop, one turn at a time: alone ([`run`]) or as the memory part of a mixed
+/// workload, whose loop interleaves it with the disk part's on one thread.
+pub struct Turns {
+    allocated: u64,
+    version: u64,
+    params: Params,
+    rng: Rng,
+    cursor: u64,
+    tally: Tally,
+    pace: Pace,
+    probed: Instant,
+    probe_rng: Rng,
+}
+
+impl Turns {
+    /// The loop over a working set of `allocated` pages, with the parameters `live` holds
+    /// (None: `live` runs no memtouch), counting integrity errors from `errors` on.
+    pub fn new(live: &Live, allocated: u64, seed: u64, errors: u64) -> Option<Turns> {
+        let version = live.version();
+        let params = Params::of(&live.workload(), allocated, None)?;
+        Some(Turns {
+            allocated,
+            version,
+            params,
+            rng: Rng::new(seed),
+            cursor: 0,
+            tally: Tally { done: 0, errors },
+            pace: Pace::new(params.rate, Instant::now()),
+            probed: Instant::now(),
+            probe_rng: Rng::new(seed ^ 0x5EED),
+        })
+    }
+
+    /// The rate asked for now.
+    pub fn rate(&self) -> Rate {
+        self.params.rate
+    }
+
+    /// One turn: a speed probe when one is due, the parameters re-read if `live` changed,
+    /// then a batch of what is owed, published into `gauges`.
+    ///
+    /// # Errors
+    /// Nothing is owed: the time until the next op is (no sleep here: the caller decides).
+    pub fn turn(
+        &mut self,
+        ws: &mut WorkingSet,
+        live: &Live,
+        meter: &mut SpeedMeter,
+        gauges: &Gauges,
+    ) -> Result<(), Duration> {
+        let params = &mut self.params;
+        if params.rate != Rate::Max && self.probed.elapsed() >= PROBE_EVERY {
+            let errors = burst(ws, meter, PROBE, params.pages, &mut self.probe_rng);
+            self.tally.errors += errors;
+            self.probed = Instant::now();
+        }
+        self.pace.advance(Instant::now(), meter.best());
+        if live.version() != self.version {
+            self.version = live.version();
+            let next =
+                Params::of(&live.workload(), self.allocated, Some(*params)).unwrap_or(*params);
             if (next.pattern, next.pages) != (params.pattern, params.pages) {
                 // Another access pattern or set size runs at another speed.
                 meter.restart();
             }
             if next.rate != params.rate {
-                pace.set_rate(next.rate);
+                self.pace.set_rate(next.rate);
             }
-            params = next;
+            *params = next;
         }
-        paced_batch(&mut pace, meter, counters, u64::MAX, &mut tally, || {
-            let index = next_index(params.pattern, params.pages, &mut rng, &mut cursor);
-            ws.touch(index as usize)
-        });
+        let (params, rng, cursor) = (*params, &mut self.rng, &mut self.cursor);
+        paced_batch(
+            &mut self.pace,
+            meter,
+            gauges,
+            u64::MAX,
+            &mut self.tally,
+            || {
+                let index = next_index(params.pattern, params.pages, rng, cursor);
+                ws.touch(index as usize)
+            },
+        )
     }
 }
 
@@ -253,24 +314,26 @@ pub struct Tally {
     pub errors: u64,
 }
 
-/// One turn of a paced workload's loop (memtouch's and the disk workload's): sleeps while
-/// nothing is owed; else runs `op` for a batch of at most `cap` ops, each returning whether
-/// what it touched was intact, feeds the speed meter with the batch's busy time and publishes
-/// demand, then the tally. Demand first: a reader never sees more work done than was asked for.
+/// One batch of a paced workload (memtouch's or the disk workload's): runs `op` for a batch of
+/// at most `cap` ops, each returning whether what it touched was intact, feeds the speed
+/// meter with the batch's busy time and publishes demand, then the tally, into `gauges`.
+/// Demand first: a reader never sees more work done than was asked for.
+///
+/// # Errors
+/// Nothing is owed now: the demand is published and the time until the next op returned.
 pub fn paced_batch(
     pace: &mut Pace,
     meter: &mut SpeedMeter,
-    counters: &Counters,
+    gauges: &Gauges,
     cap: u64,
     tally: &mut Tally,
     mut op: impl FnMut() -> bool,
-) {
+) -> Result<(), Duration> {
     let batch = match pace.next_batch() {
         Ok(b) => b.min(cap),
         Err(wait) => {
-            publish_demand(counters, pace, meter);
-            std::thread::sleep(wait);
-            return;
+            publish_demand(gauges, pace, meter);
+            return Err(wait);
         }
     };
     let t = Instant::now();
@@ -280,8 +343,9 @@ pub fn paced_batch(
     meter.feed(batch, t.elapsed());
     pace.done(batch);
     tally.done += batch;
-    publish_demand(counters, pace, meter);
-    counters.publish(tally.done, tally.errors);
+    publish_demand(gauges, pace, meter);
+    gauges.publish(tally.done, tally.errors);
+    Ok(())
 }
 
 /// The next of `n` units (pages, blocks) to visit: a random one, or the one after `cursor`
@@ -302,8 +366,8 @@ pub fn next_index(pattern: Pattern, n: u64, rng: &mut Rng, cursor: &mut u64) -> 
 
 /// Publishes a paced workload's demand (before its ops: a reader never sees more work done than
 /// asked for).
-pub fn publish_demand(counters: &Counters, pace: &Pace, meter: &SpeedMeter) {
-    counters.publish_demand(
+pub fn publish_demand(gauges: &Gauges, pace: &Pace, meter: &SpeedMeter) {
+    gauges.publish_demand(
         pace.demanded() as u64,
         pace.demand_pct(meter.best()),
         meter.best(),
@@ -400,7 +464,7 @@ impl Pace {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Arc;
 
@@ -565,7 +629,7 @@ mod tests {
     }
 
     /// Sets the flag when dropped: a test's worker thread stops even when the test panics.
-    struct StopOnDrop<'a>(&'a AtomicBool);
+    pub(crate) struct StopOnDrop<'a>(pub(crate) &'a AtomicBool);
 
     impl Drop for StopOnDrop<'_> {
         fn drop(&mut self) {
@@ -575,7 +639,7 @@ mod tests {
 
     /// Waits (30 s at most, then fails: a loaded CI host can starve the threads) until `cond`
     /// holds.
-    fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    pub(crate) fn wait_for(what: &str, cond: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !cond() {
             assert!(Instant::now() < deadline, "not reached in 30 s: {what}");

@@ -5,6 +5,11 @@
 //! - `cpu:demand=PCT`
 //! - `net:dir=in|out|both,rate=RATE,peer=ADDR[,port=P]`
 //! - `disk:wss=SIZE,rate=N|max[,pattern=random|seq][,read=PCT]`
+//! - `memtouch:wss=SIZE,rate=N[,pattern=random|seq]+disk:wss=SIZE,rate=N[,pattern=random|seq][,read=PCT]`:
+//!   both at once ([`Workload::Mixed`]), each part with its own working set and rate, in this
+//!   order (memory, then disk). Each part reads as that workload alone does, except that its
+//!   rate is required and never `max`: the parts share the one workload thread, and a part
+//!   flat out would starve the other.
 //! - `idle`
 //!
 //! Every workload's parameters follow one rule ([`read_params`]): each at most once, in the order
@@ -112,13 +117,33 @@ pub enum Pattern {
     Sequential,
 }
 
+/// A memtouch workload's parameters (alone, or the memory part of [`Workload::Mixed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemtouchSpec {
+    /// Bytes of the working set (whole pages are touched).
+    pub wss_bytes: u64,
+    /// Page touches a second.
+    pub rate: Rate,
+    pub pattern: Pattern,
+}
+
+/// A disk workload's parameters (alone, or the disk part of [`Workload::Mixed`]): `rate`
+/// operations a second on 4 KiB blocks among the first `wss_bytes` of the device, `read_pct`
+/// percent of them reads that verify the block, the rest writes of its next generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskSpec {
+    pub wss_bytes: u64,
+    pub rate: Rate,
+    pub pattern: Pattern,
+    pub read_pct: u8,
+}
+
+/// The kind name of [`Workload::Mixed`] (what reports and refusals call it).
+pub const MIXED_NAME: &str = "memtouch+disk";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Workload {
-    Memtouch {
-        wss_bytes: u64,
-        rate: Rate,
-        pattern: Pattern,
-    },
+    Memtouch(MemtouchSpec),
     Cpu {
         demand_pct: u8,
     },
@@ -129,14 +154,13 @@ pub enum Workload {
         peer: Ipv4Addr,
         port: u16,
     },
-    /// Block I/O on the VM's disk (see the guest's `disktouch`): `rate` operations a second on
-    /// 4 KiB blocks among the first `wss_bytes` of the device, `read_pct` percent of them reads
-    /// that verify the block, the rest writes of its next generation.
-    Disk {
-        wss_bytes: u64,
-        rate: Rate,
-        pattern: Pattern,
-        read_pct: u8,
+    /// Block I/O on the VM's disk (see the guest's `disktouch`).
+    Disk(DiskSpec),
+    /// memtouch and disk at once, on one thread (the guest's `mixed`): each part paced at its
+    /// own rate (never `max`), verified and counted apart.
+    Mixed {
+        memtouch: MemtouchSpec,
+        disk: DiskSpec,
     },
     Idle,
 }
@@ -144,28 +168,40 @@ pub enum Workload {
 impl Workload {
     pub fn name(&self) -> &'static str {
         match self {
-            Workload::Memtouch { .. } => "memtouch",
-            Workload::Disk { .. } => "disk",
+            Workload::Memtouch(_) => "memtouch",
+            Workload::Disk(_) => "disk",
+            Workload::Mixed { .. } => MIXED_NAME,
             Workload::Cpu { .. } => "cpu",
             Workload::Net { .. } => "net",
             Workload::Idle => "idle",
         }
     }
 
-    /// Pages in the working set (0 for workloads without one).
-    pub fn pages(&self) -> u64 {
+    /// The memtouch parameters: of a memtouch workload, or a mixed one's memory part.
+    pub fn memtouch_part(&self) -> Option<&MemtouchSpec> {
         match self {
-            Workload::Memtouch { wss_bytes, .. } => wss_bytes / PAGE_SIZE,
-            _ => 0,
+            Workload::Memtouch(m) | Workload::Mixed { memtouch: m, .. } => Some(m),
+            _ => None,
         }
+    }
+
+    /// The disk parameters: of a disk workload, or a mixed one's disk part. A workload with
+    /// one needs a disk (the fit rule: [`crate::fit::check_disk_fits`]).
+    pub fn disk_part(&self) -> Option<&DiskSpec> {
+        match self {
+            Workload::Disk(d) | Workload::Mixed { disk: d, .. } => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Pages in the memory working set (0 for workloads without one).
+    pub fn pages(&self) -> u64 {
+        self.memtouch_part().map_or(0, |m| m.wss_bytes / PAGE_SIZE)
     }
 
     /// Bytes of the disk the workload works on (0 for workloads without a disk).
     pub fn disk_wss_bytes(&self) -> u64 {
-        match self {
-            Workload::Disk { wss_bytes, .. } => *wss_bytes,
-            _ => 0,
-        }
+        self.disk_part().map_or(0, |d| d.wss_bytes)
     }
 }
 
@@ -184,32 +220,37 @@ fn write_rate(f: &mut fmt::Formatter<'_>, rate: Rate) -> fmt::Result {
     }
 }
 
+impl fmt::Display for MemtouchSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "memtouch:wss={},rate=", format_size(self.wss_bytes))?;
+        write_rate(f, self.rate)?;
+        write!(f, ",pattern={}", pattern_word(self.pattern))
+    }
+}
+
+impl fmt::Display for DiskSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "disk:wss={},rate=", format_size(self.wss_bytes))?;
+        write_rate(f, self.rate)?;
+        write!(
+            f,
+            ",pattern={},read={}",
+            pattern_word(self.pattern),
+            self.read_pct
+        )
+    }
+}
+
 /// The canonical spec: every parameter spelled out, sizes in the largest binary unit that
 /// divides them. [`parse_workload`] reads it back to the same workload, and it has only the
-/// characters a spec may have (letters, digits, `:`, `=`, `,`, `.`), so it goes into a JSON string or
-/// a control line without escaping.
+/// characters a spec may have (letters, digits, `:`, `=`, `,`, `.`, `+`), so it goes into a JSON
+/// string or a control line without escaping.
 impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Workload::Memtouch {
-                wss_bytes,
-                rate,
-                pattern,
-            } => {
-                write!(f, "memtouch:wss={},rate=", format_size(*wss_bytes))?;
-                write_rate(f, *rate)?;
-                write!(f, ",pattern={}", pattern_word(*pattern))
-            }
-            Workload::Disk {
-                wss_bytes,
-                rate,
-                pattern,
-                read_pct,
-            } => {
-                write!(f, "disk:wss={},rate=", format_size(*wss_bytes))?;
-                write_rate(f, *rate)?;
-                write!(f, ",pattern={},read={read_pct}", pattern_word(*pattern))
-            }
+            Workload::Memtouch(m) => m.fmt(f),
+            Workload::Disk(d) => d.fmt(f),
+            Workload::Mixed { memtouch, disk } => write!(f, "{memtouch}+{disk}"),
             Workload::Cpu { demand_pct } => write!(f, "cpu:demand={demand_pct}"),
             Workload::Net {
                 dir,
@@ -267,6 +308,17 @@ pub enum SpecError {
         why: &'static str,
     },
     NotOnCmdline,
+    /// A spec of two parts (`A+B`) other than a memtouch part then a disk part.
+    BadMix {
+        /// The parts' kinds as written (`disk+memtouch`, `cpu+disk`, `memtouch+disk+disk`).
+        kinds: String,
+    },
+    /// A part of a mixed workload is wrong: `error` says how, `part` names it (`memtouch`
+    /// or `disk`).
+    InPart {
+        part: &'static str,
+        error: Box<SpecError>,
+    },
 }
 
 impl fmt::Display for SpecError {
@@ -275,7 +327,8 @@ impl fmt::Display for SpecError {
             SpecError::UnknownWorkload(w) => {
                 write!(
                     f,
-                    "unknown workload {w:?} (expected memtouch, disk, cpu, net or idle)"
+                    "unknown workload {w:?} (expected memtouch, disk, cpu, net, idle or \
+                     memtouch:...+disk:...)"
                 )
             }
             SpecError::UnknownParam { workload, param } => {
@@ -307,31 +360,100 @@ impl fmt::Display for SpecError {
             SpecError::NotOnCmdline => {
                 write!(f, "no drover.workload=SPEC on the kernel command line")
             }
+            SpecError::BadMix { kinds } => write!(
+                f,
+                "a combined workload {kinds:?} is not one: expected a memtouch part then a disk \
+                 part, memtouch:wss=SIZE,rate=N[,...]+disk:wss=SIZE,rate=N[,...]"
+            ),
+            SpecError::InPart { part, error } => {
+                write!(f, "in the {part} part of a {MIXED_NAME} workload: {error}")
+            }
         }
     }
 }
 
 impl std::error::Error for SpecError {}
 
-/// Parses a workload spec such as `memtouch:wss=64M,rate=max,pattern=seq`.
+/// Parses a workload spec such as `memtouch:wss=64M,rate=max,pattern=seq` (or two parts joined
+/// by `+`: [`Workload::Mixed`]).
 pub fn parse_workload(spec: &str) -> Result<Workload, SpecError> {
     let spec = spec.trim();
-    let (kind, params) = match spec.split_once(':') {
-        Some((k, p)) => (k, p),
-        None => (spec, ""),
-    };
-    let params: Vec<(&str, &str)> = params
-        .split(',')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
-        .collect();
+    if spec.contains('+') {
+        return parse_mixed(spec);
+    }
+    let (kind, params) = split_spec(spec);
     match kind {
-        "memtouch" => parse_memtouch(&params),
-        "disk" => parse_disk(&params),
+        "memtouch" => parse_memtouch(&params).map(Workload::Memtouch),
+        "disk" => parse_disk(&params).map(Workload::Disk),
         "cpu" => parse_cpu(&params),
         "net" => parse_net(&params),
         "idle" => read_params("idle", &[], &params).map(|_| Workload::Idle),
         other => Err(SpecError::UnknownWorkload(other.to_string())),
+    }
+}
+
+/// A spec's kind and its `key=value` parameters as written (a key without `=` has an empty
+/// value).
+fn split_spec(spec: &str) -> (&str, Vec<(&str, &str)>) {
+    let (kind, params) = spec.split_once(':').unwrap_or((spec, ""));
+    let params = params
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .collect();
+    (kind, params)
+}
+
+/// `memtouch:...+disk:...`: each part by its own workload's rules, named in any refusal, and
+/// each with an explicit rate (see the module doc).
+fn parse_mixed(spec: &str) -> Result<Workload, SpecError> {
+    let parts: Vec<(&str, Vec<(&str, &str)>)> = spec.split('+').map(split_spec).collect();
+    let [(mem_kind, mem), (disk_kind, disk)] = parts.as_slice() else {
+        let kinds = parts.iter().map(|(k, _)| *k).collect::<Vec<_>>().join("+");
+        return Err(SpecError::BadMix { kinds });
+    };
+    if (*mem_kind, *disk_kind) != ("memtouch", "disk") {
+        let kinds = format!("{mem_kind}+{disk_kind}");
+        return Err(SpecError::BadMix { kinds });
+    }
+    let memtouch = parse_memtouch(mem).map_err(in_part("memtouch"))?;
+    paced_part("memtouch", memtouch.rate, mem).map_err(in_part("memtouch"))?;
+    let disk_spec = parse_disk(disk).map_err(in_part("disk"))?;
+    paced_part("disk", disk_spec.rate, disk).map_err(in_part("disk"))?;
+    Ok(Workload::Mixed {
+        memtouch,
+        disk: disk_spec,
+    })
+}
+
+/// Wraps a part's refusal so that it names the part.
+fn in_part(part: &'static str) -> impl Fn(SpecError) -> SpecError {
+    move |error| SpecError::InPart {
+        part,
+        error: Box::new(error),
+    }
+}
+
+/// A mixed workload's part must be paced: `rate=N`, given (memtouch's default is `max`).
+fn paced_part(
+    workload: &'static str,
+    rate: Rate,
+    params: &[(&str, &str)],
+) -> Result<(), SpecError> {
+    if rate != Rate::Max {
+        return Ok(());
+    }
+    match params.iter().find(|(k, _)| *k == "rate") {
+        None => Err(SpecError::MissingParam {
+            workload,
+            param: "rate",
+        }),
+        Some((_, v)) => Err(SpecError::BadValue {
+            param: "rate",
+            value: v.to_string(),
+            why: "expected operations per second from 1 to 9999999999: the parts of a \
+                  combined workload share one thread, and one flat out would starve the other",
+        }),
     }
 }
 
@@ -376,7 +498,7 @@ fn read_params<'a, const N: usize>(
     Ok(values)
 }
 
-fn parse_memtouch(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
+fn parse_memtouch(params: &[(&str, &str)]) -> Result<MemtouchSpec, SpecError> {
     let [wss, rate, pattern] = read_params("memtouch", &["wss", "rate", "pattern"], params)?;
     let typed = wss.ok_or(SpecError::MissingParam {
         workload: "memtouch",
@@ -392,7 +514,7 @@ fn parse_memtouch(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
             why: "must be at least one page (4096 bytes)",
         });
     }
-    Ok(Workload::Memtouch {
+    Ok(MemtouchSpec {
         wss_bytes,
         rate,
         pattern,
@@ -414,7 +536,7 @@ fn parse_pattern(v: &str) -> Result<Pattern, SpecError> {
 /// `disk:wss=SIZE,rate=N|max[,pattern=random|seq][,read=PCT]`: the working set is whole 4 KiB
 /// blocks (at least one), the rate is required (a disk workload flat out by default would
 /// saturate the host's storage), `read` is 0 to 100.
-fn parse_disk(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
+fn parse_disk(params: &[(&str, &str)]) -> Result<DiskSpec, SpecError> {
     let [wss, rate, pattern, read] =
         read_params("disk", &["wss", "rate", "pattern", "read"], params)?;
     let missing = |param| SpecError::MissingParam {
@@ -443,7 +565,7 @@ fn parse_disk(params: &[(&str, &str)]) -> Result<Workload, SpecError> {
             why: "must be a whole number of 4 KiB disk blocks, at least one",
         });
     }
-    Ok(Workload::Disk {
+    Ok(DiskSpec {
         wss_bytes,
         rate,
         pattern,

@@ -68,6 +68,29 @@ pub struct GuestReport {
     /// Why the last control line was refused.
     #[serde(default)]
     pub refused: Option<String>,
+    /// A workload of several parts' figures per part (`memtouch+disk`), in its spec's order;
+    /// the fields above are then the whole workload's.
+    #[serde(default)]
+    pub parts: Vec<GuestPartReport>,
+}
+
+/// One part of a workload of several, as the guest reports it (each figure as in
+/// [`GuestReport`], for the part alone; `ops_per_s` over the guest's last second).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct GuestPartReport {
+    /// The part's kind (`memtouch`, `disk`).
+    pub workload: String,
+    pub ops: u64,
+    #[serde(default)]
+    pub ops_per_s: f64,
+    #[serde(default)]
+    pub integrity_errors: u64,
+    #[serde(default)]
+    pub demand_pct: f64,
+    #[serde(default)]
+    pub demanded_ops: u64,
+    #[serde(default)]
+    pub full_ops_per_s: f64,
 }
 
 /// What the guest's latest report says beyond its counters.
@@ -81,6 +104,8 @@ pub struct GuestStatus {
     pub demanded_ops: Option<u64>,
     pub full_ops_per_s: Option<f64>,
     pub refused: Option<String>,
+    /// A workload of several parts' figures per part.
+    pub parts: Vec<GuestPartReport>,
 }
 
 impl GuestStatus {
@@ -93,6 +118,7 @@ impl GuestStatus {
             demanded_ops: r.demanded_ops,
             full_ops_per_s: r.full_ops_per_s.filter(|p| p.is_finite()),
             refused: r.refused.clone(),
+            parts: r.parts.clone(),
         }
     }
 }
@@ -314,6 +340,16 @@ mod tests {
         assert!(parse_report("[    0.000000] Linux version").is_none());
         assert!(parse_report("\u{0}garbage{").is_none());
         assert!(parse_report("noise {\"t_ms\":1,\"ops\":2}").is_some());
+        let mixed = parse_report(r#"{"t_ms":100,"workload":"memtouch+disk","ops":30,"ops_per_s":300.0,"integrity_errors":1,"pages":10,"parts":[{"workload":"memtouch","ops":20,"ops_per_s":200.0,"integrity_errors":0,"demand_pct":2.0,"demanded_ops":21,"full_ops_per_s":10000.0},{"workload":"disk","ops":10,"ops_per_s":100.0,"integrity_errors":1,"demand_pct":10.0,"demanded_ops":11,"full_ops_per_s":1000.0}]}"#)
+            .expect("a mixed report");
+        assert_eq!(mixed.ops, 30);
+        let parts: Vec<(&str, u64, u64)> = mixed
+            .parts
+            .iter()
+            .map(|p| (p.workload.as_str(), p.ops, p.integrity_errors))
+            .collect();
+        assert_eq!(parts, [("memtouch", 20, 0), ("disk", 10, 1)]);
+        assert_eq!(mixed.parts[1].demanded_ops, 11);
     }
 
     #[tokio::test]

@@ -126,11 +126,12 @@ impl Vms {
         Ok(())
     }
 
-    /// `config` if its workload fits its disk: a disk workload's working set within the disk's
-    /// virtual size (read from the image, whoever made it).
+    /// `config` if its workload fits its disk: the working set of a workload with a disk part
+    /// (`disk:`, or `memtouch+disk`'s) within the disk's virtual size (read from the image,
+    /// whoever made it).
     pub(super) async fn check_disk_fit(&self, config: VmConfig) -> Result<VmConfig, VmsError> {
         let spec = drover_guest::spec::parse_workload(&config.workload);
-        if !matches!(spec, Ok(drover_guest::spec::Workload::Disk { .. })) {
+        if !spec.is_ok_and(|w| w.disk_part().is_some()) {
             return Ok(config);
         }
         let size = match &config.disk {

@@ -5,10 +5,25 @@ use super::{LiveVm, VmEntry, Vms, VmsError};
 use crate::lock;
 use crate::model::{VmRecord, VmRole};
 use drover_api::workload::same_workload;
-use drover_api::{VmView, WallSample, WorkloadView};
+use drover_api::{VmView, WallSample, WorkloadPartView, WorkloadView};
 use drover_qemu::metrics::Samples;
 use drover_qemu::qmp::{QmpClient, QmpExt};
 use std::sync::Arc;
+
+/// A part of a workload of several as the API shows it (figures that are not finite, which
+/// JSON cannot carry, read as 0).
+fn part_view(p: drover_qemu::metrics::GuestPartReport) -> WorkloadPartView {
+    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+    WorkloadPartView {
+        workload: p.workload,
+        ops: p.ops,
+        ops_per_s: finite(p.ops_per_s),
+        integrity_errors: p.integrity_errors,
+        demand_pct: finite(p.demand_pct),
+        demanded_ops: p.demanded_ops,
+        full_ops_per_s: finite(p.full_ops_per_s),
+    }
+}
 
 impl Vms {
     pub(super) fn view_of(&self, e: &VmEntry, qemu_status: Option<String>) -> VmView {
@@ -43,6 +58,7 @@ impl Vms {
                     full_ops_per_s: status.full_ops_per_s,
                     control_seq: status.seq,
                     refused: status.refused,
+                    parts: status.parts.into_iter().map(part_view).collect(),
                 }
             }
         };
