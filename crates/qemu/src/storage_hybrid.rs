@@ -369,7 +369,13 @@ impl HybridSession {
             }
             let dirty_name = self.names.dirty.clone();
             pusher
-                .copy(&mut self.machine, S::Push, &dirty_name, "on-success", cancel)
+                .copy(
+                    &mut self.machine,
+                    S::Push,
+                    &dirty_name,
+                    "on-success",
+                    cancel,
+                )
                 .await?;
         }
     }
@@ -418,7 +424,9 @@ impl HybridSession {
                 "target": self.names.hot,
                 "bitmaps": [{"node": self.names.scratch, "name": SCRATCH_BITMAP}],
             });
-            source.execute("block-dirty-bitmap-merge", Some(args)).await?;
+            source
+                .execute("block-dirty-bitmap-merge", Some(args))
+                .await?;
             bitmap_count(source, node, &self.names.hot).await
         }
         .await;
@@ -581,7 +589,10 @@ impl Pusher<'_, '_> {
                 PushVerdict::Wait => tokio::time::sleep(self.config.poll_interval).await,
                 PushVerdict::Fail(message) => return Err((step, message)),
                 PushVerdict::Concluded { bytes } => {
-                    source.dismiss_job(&self.names.job).await.map_err(at(step))?;
+                    source
+                        .dismiss_job(&self.names.job)
+                        .await
+                        .map_err(at(step))?;
                     let done = match step {
                         HybridStep::Freeze => HybridEvent::FreezeConcluded { now_ms, bytes },
                         _ => HybridEvent::PushConcluded { bytes },
@@ -596,8 +607,13 @@ impl Pusher<'_, '_> {
     /// release; a failure there cancels the migration (the guest resumes on the source).
     /// Returns the overlay's file size right after the release, bytes.
     async fn at_switchover(&self, machine: &mut HybridMachine, done: &AtomicBool) -> Option<u64> {
-        if !wait_pre_switchover(self.ends.source, self.clock, self.config.poll_interval, done)
-            .await
+        if !wait_pre_switchover(
+            self.ends.source,
+            self.clock,
+            self.config.poll_interval,
+            done,
+        )
+        .await
         {
             return None;
         }
@@ -633,7 +649,9 @@ impl Pusher<'_, '_> {
             .await
             .map_err(at(S::Release))?;
         source.migrate_continue().await.map_err(at(S::Release))?;
-        machine.handle(HybridEvent::Released).map_err(at(S::Release))
+        machine
+            .handle(HybridEvent::Released)
+            .map_err(at(S::Release))
     }
 }
 

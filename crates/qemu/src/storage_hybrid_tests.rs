@@ -34,7 +34,12 @@ fn the_bitmap_count_is_read_from_the_nodes_list() {
 fn names_derive_from_the_disks_node() {
     let n = PushNames::of(&DiskNodes::of(0));
     assert_eq!(
-        (n.hot.as_str(), n.dirty.as_str(), n.scratch.as_str(), n.job.as_str()),
+        (
+            n.hot.as_str(),
+            n.dirty.as_str(),
+            n.scratch.as_str(),
+            n.job.as_str()
+        ),
         (
             "drover-disk0-hot",
             "drover-disk0-dirty",

@@ -131,7 +131,12 @@ fn hot_set() -> HotSet {
         reads: 900,
         writes: 100,
     };
-    let regions = vec![hot, RegionCount::default(), RegionCount::default(), RegionCount::default()];
+    let regions = vec![
+        hot,
+        RegionCount::default(),
+        RegionCount::default(),
+        RegionCount::default(),
+    ];
     let disk = DiskProfile::new(DISK_BYTES, 64 << 10, 1e6, 1e5, regions).expect("profile");
     HotSet::hottest(&disk, 0.25, 64 << 10).expect("hot set")
 }
@@ -258,7 +263,12 @@ async fn hybrid_pushes_the_hot_set_freezes_and_streams_the_rest() {
     let pushed_writes = wrote_src.expect("no active migration to write during");
     assert!(wrote_dst, "no stream to write during: {run:?}");
     let memory = run.memory.clone().expect("memory migration ran");
-    assert_eq!(memory.outcome.status, EndStatus::Completed, "{:?}", memory.outcome);
+    assert_eq!(
+        memory.outcome.status,
+        EndStatus::Completed,
+        "{:?}",
+        memory.outcome
+    );
     assert_eq!(run.outcome, PostcopyOutcome::Completed, "{run:?}");
     assert!(run.errors.is_empty(), "{:?}", run.errors);
     let s = &run.storage;
@@ -266,7 +276,10 @@ async fn hybrid_pushes_the_hot_set_freezes_and_streams_the_rest() {
     assert_eq!(s.error, None, "{s:?}");
     assert_eq!(s.hot_bytes, HOT_BYTES, "{s:?}");
     assert!(s.pushed_bytes >= HOT_BYTES + s.freeze_bytes, "{s:?}");
-    assert!(s.freeze_bytes >= 3 * MIB, "the freeze carries 16M+2M and 63M+1M: {s:?}");
+    assert!(
+        s.freeze_bytes >= 3 * MIB,
+        "the freeze carries 16M+2M and 63M+1M: {s:?}"
+    );
     assert!(s.freeze_ms.is_some(), "{s:?}");
     let pulled = s.pulled_bytes.expect("pulled figure");
     assert!(pulled < DISK_BYTES - HOT_BYTES, "{s:?}");
@@ -306,16 +319,25 @@ async fn a_cancelled_hybrid_rolls_back_to_the_source() {
     let driver_config = DriverConfig::default();
     let scratch = pair.dir.path().to_path_buf();
     let hot = hot_set();
-    let migration =
-        pair.session
-            .migrate(&ends, &hot, &scratch, slow, &driver_config, &clock, Some(rx));
+    let migration = pair.session.migrate(
+        &ends,
+        &hot,
+        &scratch,
+        slow,
+        &driver_config,
+        &clock,
+        Some(rx),
+    );
     let (run, active) = tokio::join!(migration, cancel);
     let run = run.expect("hybrid");
     assert!(active, "the memory migration never started: {run:?}");
     assert_eq!(run.outcome, PostcopyOutcome::RolledBack, "{run:?}");
     assert_eq!(run.storage.hot_bytes, HOT_BYTES);
     assert!(run.storage.error.is_some(), "{:?}", run.storage);
-    eprintln!("cancelled hybrid: {:?}; errors {:?}", run.storage, run.errors);
+    eprintln!(
+        "cancelled hybrid: {:?}; errors {:?}",
+        run.storage, run.errors
+    );
     let status = src.qmp.query_status().await.expect("source status");
     assert!(status.running, "source guest: {}", status.status);
     drop(ends);
@@ -323,9 +345,16 @@ async fn a_cancelled_hybrid_rolls_back_to_the_source() {
     // The source still writes its own disk.
     io_live(&pair.src.qmp, "write -P 0x99 30M 1M").await;
     let Pair {
-        src_img, src, dst, tag, ..
+        src_img,
+        src,
+        dst,
+        tag,
+        ..
     } = pair;
-    src.qmp.execute("stop", None).await.expect("stop the source");
+    src.qmp
+        .execute("stop", None)
+        .await
+        .expect("stop the source");
     src.kill().await;
     dst.kill().await;
     assert_no_qemu_left(&tag);

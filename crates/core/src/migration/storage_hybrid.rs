@@ -317,9 +317,14 @@ pub enum HybridPhase {
     /// The source's NBD client node for the destination's export exists.
     Attached,
     /// Push `round` runs (0: the hot set); since `started_ms`.
-    Pushing { round: u32, started_ms: u64 },
+    Pushing {
+        round: u32,
+        started_ms: u64,
+    },
     /// Push `round` concluded.
-    Pushed { round: u32 },
+    Pushed {
+        round: u32,
+    },
     /// The memory migration runs.
     Migrating,
     /// At `pre-switchover`: the freeze's copy runs, the guest is stopped.
@@ -438,7 +443,9 @@ impl HybridEvent {
 pub enum PushVerdict {
     Wait,
     /// Concluded without an error, having copied `bytes`: dismiss it.
-    Concluded { bytes: u64 },
+    Concluded {
+        bytes: u64,
+    },
     /// Ended with an error, vanished, or over the settings' timeout.
     Fail(String),
 }
@@ -600,8 +607,7 @@ impl HybridMachine {
         let HybridPhase::Pushed { round } = self.phase else {
             return RoundVerdict::Enough;
         };
-        if dirty_bytes >= self.settings.dirty_threshold_bytes && round < self.settings.max_rounds
-        {
+        if dirty_bytes >= self.settings.dirty_threshold_bytes && round < self.settings.max_rounds {
             RoundVerdict::Push
         } else {
             RoundVerdict::Enough
@@ -615,7 +621,10 @@ impl HybridMachine {
         };
         let built = from.built();
         let mut steps = Vec::new();
-        if matches!(from.as_ref(), HybridPhase::Pushing { .. } | HybridPhase::Freezing) {
+        if matches!(
+            from.as_ref(),
+            HybridPhase::Pushing { .. } | HybridPhase::Freezing
+        ) {
             steps.push(HybridCleanup::CancelPush);
         }
         if built == 5 {
