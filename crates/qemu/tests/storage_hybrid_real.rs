@@ -4,8 +4,8 @@
 //! is pushed ahead, the blocks written meanwhile in rounds, what is still dirty in the
 //! freeze, memory migrates by pre-copy, the rest is streamed, and the images are compared.
 //!
-//! Equality as in `storage_postcopy_real`: after the stream the destination's image is the
-//! source's final image plus the writes the test made on the destination, replayed on a
+//! Equality as in `common::pair`'s module doc: after the stream the destination's image is
+//! the source's final image plus the writes the test made on the destination, replayed on a
 //! copy of the source's image once both QEMUs are gone (`qemu-img compare`). The source's
 //! writes are made by the test too, through QEMU's block layer on the guest's device
 //! (`qemu-io` monitor command): a stream of writes inside the hot set while the push runs
@@ -18,112 +18,56 @@
 
 use drover_core::migration::wan::{DiskProfile, RegionCount};
 use drover_core::migration::{
-    EndStatus, HotSet, HybridSettings, MigrationPlan, MigrationStatus, PostcopyOutcome,
-    StorageMode, Technique,
+    EndStatus, HotSet, HybridSettings, MigrationStatus, PostcopyOutcome, StorageMode, Technique,
 };
-use drover_qemu::bench;
-use drover_qemu::disk::{create_qcow2, virtual_size, DiskNodes, DiskSpec};
-use drover_qemu::driver::{DriverConfig, Endpoints};
-use drover_qemu::metrics::{Clock, Samples};
+use drover_qemu::disk::DiskNodes;
+use drover_qemu::driver::DriverConfig;
 use drover_qemu::qmp::{BlockExt, Qmp, QmpExt};
 use drover_qemu::storage_hybrid::{HybridConfig, HybridSession, HybridTarget};
 use drover_qemu::vm::LocalVm;
 use drover_testkit::{require, QEMU, QEMU_IMG};
 use serde_json::json;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 mod common;
 
-use common::disk::{assert_same_contents, io_live, nbd_addr, qemu_io, until_status};
-use common::{assert_no_qemu_left, boot, free_port, launcher, tag};
+use common::assert_no_qemu_left;
+use common::disk::{io_live, nbd_addr, qemu_io, until_status};
+use common::pair::{ends, plan, until_streamed, Pair, Source, DEST_WRITES, DISK_BYTES};
 
 const MIB: u64 = 1 << 20;
-const DISK_BYTES: u64 = 64 * MIB;
 const HOT_BYTES: u64 = 16 * MIB;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The source with its disk exported, the destination launched on an overlay of it.
-struct Pair {
-    src_img: PathBuf,
-    dst_img: PathBuf,
-    src: LocalVm,
-    dst: LocalVm,
-    session: HybridSession,
-    clock: Clock,
-    samples: Samples,
-    tag: String,
-    // Last: the images outlive the QEMUs using them.
-    dir: tempfile::TempDir,
+async fn boot(test: &str, settings: HybridSettings) -> Pair<HybridSession> {
+    let source = Source::boot(test).await;
+    let target = HybridTarget {
+        disk: DiskNodes::of(0),
+        source_nbd: nbd_addr(),
+        dest_nbd: nbd_addr(),
+    };
+    let config = HybridConfig {
+        settings,
+        ..HybridConfig::default()
+    };
+    let session = HybridSession::export(&source.src.qmp, &target, config)
+        .await
+        .unwrap_or_else(|run| panic!("source export: {run:?}"));
+    let backing = session.backing();
+    source.with_dest(session, backing).await
 }
 
-impl Pair {
-    /// The source's image holds 0x5a over [0, 8M) and 0xa5 over [40M, 44M) before boot.
-    async fn boot(test: &str, settings: HybridSettings) -> Pair {
-        let tag = tag(test);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (src_img, dst_img) = (dir.path().join("src.qcow2"), dir.path().join("dst.qcow2"));
-        create_qcow2(&src_img, DISK_BYTES)
-            .await
-            .expect("source image");
-        qemu_io(&src_img, "write -P 0x5a 0 8M");
-        qemu_io(&src_img, "write -P 0xa5 40M 4M");
-        let l = launcher(128);
-        let (clock, samples) = (Clock::default(), Samples::default());
-        let workload = "memtouch:wss=16M,rate=max";
-        let mut src_spec = l.spec(&tag, workload, false);
-        src_spec.disk = Some(DiskSpec::Image(src_img.clone()));
-        let src = boot(&l, &src_spec, &dir.path().join("a"), clock, &samples).await;
-        let target = HybridTarget {
-            disk: DiskNodes::of(0),
-            source_nbd: nbd_addr(),
-            dest_nbd: nbd_addr(),
-        };
-        let config = HybridConfig {
-            settings,
-            ..HybridConfig::default()
-        };
-        let session = HybridSession::export(&src.qmp, &target, config)
-            .await
-            .unwrap_or_else(|run| panic!("source export: {run:?}"));
-        let size = virtual_size(&src_img).await.expect("size");
-        create_qcow2(&dst_img, size).await.expect("overlay");
-        let mut dst_spec = l.spec(&tag, workload, true);
-        dst_spec.disk = Some(DiskSpec::Overlay {
-            overlay: dst_img.clone(),
-            source: session.backing(),
-        });
-        let dst = boot(&l, &dst_spec, &dir.path().join("b"), clock, &samples).await;
-        Pair {
-            src_img,
-            dst_img,
-            src,
-            dst,
-            session,
-            clock,
-            samples,
-            tag,
-            dir,
-        }
-    }
-}
-
-fn ends<'a>(src: &'a LocalVm, dst: &'a LocalVm) -> Endpoints<'a> {
-    Endpoints {
-        source: &src.qmp,
-        dest: &dst.qmp,
-        uri: format!("tcp:127.0.0.1:{}", free_port()),
-        recover_uri: format!("tcp:127.0.0.1:{}", free_port()),
-    }
-}
-
-fn plan() -> MigrationPlan {
-    let mut plan = MigrationPlan::fixed(Technique::Precopy);
-    plan.max_bandwidth_bps = Some(bench::UNCAPPED_BPS);
-    plan
-}
+/// The patterns the destination's image must hold after the stream.
+const READS: [&str; 5] = [
+    "read -P 0x5a 0 8M",
+    "read -P 0x33 16M 2M",
+    "read -P 0x77 20M 1M",
+    "read -P 0x66 41M 4k",
+    "read -P 0x44 63M 1M",
+];
 
 /// s = 0.25 of a profile whose first of four regions took every access: the first 16 MiB.
 fn hot_set() -> HotSet {
@@ -159,23 +103,6 @@ async fn write_during_push(src: &LocalVm) -> usize {
     400
 }
 
-/// Waits (bounded, 60 s) until the destination's stream job has moved `bytes`.
-async fn until_streamed(dst: &LocalVm, bytes: u64) -> bool {
-    let disk = DiskNodes::of(0);
-    for _ in 0..1200 {
-        if let Ok(Some(job)) = dst.qmp.stream_job(&disk).await {
-            if job.offset >= bytes {
-                return true;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
-/// The writes made on the destination during the stream, replayed on the source's copy.
-const DEST_WRITES: [&str; 2] = ["write -P 0x77 20M 1M", "write -P 0x66 41M 4k"];
-
 /// The source's dirty bitmaps and block nodes besides its disk's own: none may be left.
 async fn assert_source_clean(src: &LocalVm) {
     let nodes = src
@@ -194,27 +121,6 @@ async fn assert_source_clean(src: &LocalVm) {
     }
 }
 
-/// Checks the images once both QEMUs are gone: the destination is the source plus
-/// [`DEST_WRITES`], and it holds the patterns written before the migration.
-fn assert_images(src_img: &Path, dst_img: &Path, dir: &Path) {
-    assert!(src_img.exists(), "the source's disk is kept");
-    let expected = dir.join("expected.qcow2");
-    std::fs::copy(src_img, &expected).expect("copy the source's image");
-    for w in DEST_WRITES {
-        qemu_io(&expected, w);
-    }
-    for read in [
-        "read -P 0x5a 0 8M",
-        "read -P 0x33 16M 2M",
-        "read -P 0x77 20M 1M",
-        "read -P 0x66 41M 4k",
-        "read -P 0x44 63M 1M",
-    ] {
-        qemu_io(dst_img, read);
-    }
-    assert_same_contents(&expected, dst_img);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hybrid_pushes_the_hot_set_freezes_and_streams_the_rest() {
     require!(QEMU, QEMU_IMG);
@@ -226,7 +132,7 @@ async fn hybrid_pushes_the_hot_set_freezes_and_streams_the_rest() {
         // Slow enough that the writes below land while the push runs.
         push_speed_bps: Some(16 << 20),
     };
-    let mut pair = Pair::boot("shy", settings).await;
+    let mut pair = boot("shy", settings).await;
     let (src, dst, clock) = (&pair.src, &pair.dst, pair.clock);
     let hot = hot_set();
     assert_eq!(hot.bytes(), HOT_BYTES);
@@ -254,9 +160,15 @@ async fn hybrid_pushes_the_hot_set_freezes_and_streams_the_rest() {
     let started = Instant::now();
     let driver_config = DriverConfig::default();
     let scratch = pair.dir.path().to_path_buf();
-    let migration =
-        pair.session
-            .migrate(&ends, &hot, &scratch, plan(), &driver_config, &clock, None);
+    let migration = pair.session.migrate(
+        &ends,
+        &hot,
+        &scratch,
+        plan(Technique::Precopy),
+        &driver_config,
+        &clock,
+        None,
+    );
     let (run, wrote_src, wrote_dst) = tokio::join!(migration, on_source, on_dest);
     let elapsed = started.elapsed();
     let run = run.expect("hybrid");
@@ -295,7 +207,8 @@ async fn hybrid_pushes_the_hot_set_freezes_and_streams_the_rest() {
     assert_source_clean(&pair.src).await;
     let stop = pair.src.qmp.nbd_server_stop().await;
     assert!(stop.is_err(), "the source's NBD server was still running");
-    finish(pair).await;
+    pair.assert_standalone().await;
+    pair.finish(&READS).await;
 }
 
 /// The memory migration is cancelled after the push: everything rolls back, the guest runs
@@ -304,10 +217,10 @@ async fn hybrid_pushes_the_hot_set_freezes_and_streams_the_rest() {
 async fn a_cancelled_hybrid_rolls_back_to_the_source() {
     require!(QEMU, QEMU_IMG);
     let _serial = SERIAL.lock().await;
-    let mut pair = Pair::boot("shy-cancel", HybridSettings::default()).await;
+    let mut pair = boot("shy-cancel", HybridSettings::default()).await;
     let (src, dst, clock) = (&pair.src, &pair.dst, pair.clock);
     let (tx, rx) = watch::channel(false);
-    let mut slow = plan();
+    let mut slow = plan(Technique::Precopy);
     // Too slow to converge: the cancel always comes first.
     slow.max_bandwidth_bps = Some(1 << 20);
     let cancel = async {
@@ -360,27 +273,4 @@ async fn a_cancelled_hybrid_rolls_back_to_the_source() {
     assert_no_qemu_left(&tag);
     qemu_io(&src_img, "read -P 0x99 30M 1M");
     qemu_io(&src_img, "read -P 0x5a 0 8M");
-}
-
-/// Stops the source first and checks the destination reads its whole disk without it,
-/// then stops and kills the destination, checks no QEMU is left, and the images.
-async fn finish(pair: Pair) {
-    let Pair {
-        src_img,
-        dst_img,
-        src,
-        dst,
-        tag,
-        dir,
-        ..
-    } = pair;
-    src.kill().await;
-    io_live(&dst.qmp, "read 0 64M").await;
-    dst.qmp
-        .execute("stop", None)
-        .await
-        .expect("stop the destination");
-    dst.kill().await;
-    assert_no_qemu_left(&tag);
-    assert_images(&src_img, &dst_img, dir.path());
 }
