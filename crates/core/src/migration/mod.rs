@@ -10,7 +10,8 @@
 //! [`storage_hybrid`] (the hottest blocks pushed ahead, the rest streamed after).
 //!
 //! Over a WAN with local disks, [`wan`] predicts and picks the fractions of memory and disk to
-//! copy ahead (fractional hybrid, restoration agility); nothing runs its choice yet.
+//! copy ahead (fractional hybrid, restoration agility); [`storage_hybrid`] carries out a storage
+//! fraction, nothing runs a plan's choice end to end yet.
 
 pub mod agility;
 pub mod cost;
