@@ -43,15 +43,17 @@ use crate::disk::{check_image_path, create_qcow2, DiskNodes, NbdAddr, NbdBacking
 use crate::driver::{DriverConfig, DriverError, Endpoints, MigrationRun};
 use crate::img::qemu_img;
 use crate::metrics::Clock;
-use crate::qmp::{parse_block_job, BlockExt, Qmp, QmpError, QmpExt, VmStatus};
+use crate::qmp::bitmap::{
+    abandon_job, add_bitmap, bitmap_count, file_size, push_job, remove_bitmap,
+};
+use crate::qmp::{BlockExt, Qmp, QmpError, QmpExt, VmStatus};
 use crate::storage::{memory_failure, DiskTarget};
 use crate::storage_postcopy::{PostcopyConfig, PostcopyRun, PostcopySession};
 use drover_core::migration::{
     HotSet, HybridCleanup, HybridEvent, HybridMachine, HybridPhase, HybridSettings, HybridStep,
-    MigrationPlan, MigrationStatus, MirrorJob, PostcopyOutcome, PushVerdict, RoundVerdict,
-    StorageRecord,
+    MigrationPlan, MigrationStatus, PostcopyOutcome, PushVerdict, RoundVerdict, StorageRecord,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -156,7 +158,7 @@ impl HybridSession {
     ) -> Result<Self, Box<HybridRun>> {
         let mut machine = HybridMachine::new(config.settings);
         if let Err(e) = config.settings.validate() {
-            let step = HybridStep::DestServerStart;
+            let step = HybridStep::Settings;
             machine
                 .handle(HybridEvent::Failed {
                     step,
@@ -222,6 +224,11 @@ impl HybridSession {
         clock: &Clock,
         cancel: Option<watch::Receiver<bool>>,
     ) -> Result<HybridRun, DriverError> {
+        if self.machine.phase() != &HybridPhase::Idle {
+            // A second call (a misuse): nothing is started or undone.
+            let misuse = format!("migrate called in phase '{}'", self.machine.phase().name());
+            return Ok(hybrid_run(&self.machine, self.pull_run(misuse)));
+        }
         if let Err(failure) = self.push(ends, hot, scratch_dir, clock, &cancel).await {
             self.fail(failure.clone());
             let mut errors = self.cleanup(ends).await;
@@ -694,105 +701,6 @@ fn hybrid_run(machine: &HybridMachine, run: PostcopyRun) -> HybridRun {
         dest_guest: run.dest_guest,
         errors: run.errors,
     }
-}
-
-/// `block-dirty-bitmap-add` on `node`: `granularity` bytes (None: QEMU's default, the
-/// cluster size), `disabled` (records nothing) or enabled; never persistent.
-async fn add_bitmap(
-    qmp: &dyn Qmp,
-    node: &str,
-    name: &str,
-    granularity: Option<u64>,
-    disabled: bool,
-) -> Result<(), QmpError> {
-    let mut args = json!({"node": node, "name": name, "disabled": disabled});
-    if let Some(g) = granularity {
-        args["granularity"] = json!(g);
-    }
-    qmp.execute("block-dirty-bitmap-add", Some(args))
-        .await
-        .map(|_| ())
-}
-
-async fn remove_bitmap(qmp: &dyn Qmp, node: &str, name: &str) -> Result<(), QmpError> {
-    let args = json!({"node": node, "name": name});
-    qmp.execute("block-dirty-bitmap-remove", Some(args))
-        .await
-        .map(|_| ())
-}
-
-/// The node `node` as `query-named-block-nodes` (flat) lists it.
-async fn named_node(qmp: &dyn Qmp, node: &str) -> Result<Value, QmpError> {
-    let v = qmp
-        .execute("query-named-block-nodes", Some(json!({"flat": true})))
-        .await?;
-    let reply = |message: String| QmpError::Reply {
-        command: "query-named-block-nodes".into(),
-        message,
-    };
-    v.as_array()
-        .ok_or_else(|| reply("not a list".into()))?
-        .iter()
-        .find(|n| n.get("node-name").and_then(Value::as_str) == Some(node))
-        .cloned()
-        .ok_or_else(|| reply(format!("no node '{node}'")))
-}
-
-/// Bytes the bitmap `name` on `node` marks (its `count`).
-async fn bitmap_count(qmp: &dyn Qmp, node: &str, name: &str) -> Result<u64, QmpError> {
-    parse_bitmap_count(&named_node(qmp, node).await?, name)
-}
-
-fn parse_bitmap_count(node: &Value, name: &str) -> Result<u64, QmpError> {
-    node.get("dirty-bitmaps")
-        .and_then(Value::as_array)
-        .and_then(|l| {
-            l.iter()
-                .find(|b| b.get("name").and_then(Value::as_str) == Some(name))
-        })
-        .and_then(|b| b.get("count").and_then(Value::as_u64))
-        .ok_or_else(|| QmpError::Reply {
-            command: "query-named-block-nodes".into(),
-            message: format!("no dirty bitmap '{name}' with a count"),
-        })
-}
-
-/// The size the image file under `node` takes on the host, bytes (`image.actual-size`).
-async fn file_size(qmp: &dyn Qmp, node: &str) -> Result<u64, QmpError> {
-    let n = named_node(qmp, node).await?;
-    n.pointer("/image/actual-size")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| QmpError::Reply {
-            command: "query-named-block-nodes".into(),
-            message: format!("no actual-size for '{node}'"),
-        })
-}
-
-async fn push_job(qmp: &dyn Qmp, id: &str) -> Result<Option<MirrorJob>, QmpError> {
-    let v = qmp.execute("query-block-jobs", None).await?;
-    parse_block_job(&v, id)
-}
-
-/// Force-cancels the push job if it still runs, then dismisses it once concluded (bounded:
-/// a second at most).
-async fn abandon_job(qmp: &dyn Qmp, id: &str) -> Result<(), QmpError> {
-    for _ in 0..100 {
-        match push_job(qmp, id).await? {
-            None => return Ok(()),
-            Some(j) if j.concluded() => return qmp.dismiss_job(id).await,
-            Some(j) => {
-                if j.status != "aborting" {
-                    let args = json!({"device": id, "force": true});
-                    qmp.execute("block-job-cancel", Some(args)).await?;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-    Err(QmpError::Reply {
-        command: "block-job-cancel".into(),
-        message: format!("job '{id}' did not conclude within a second"),
-    })
 }
 
 #[cfg(test)]

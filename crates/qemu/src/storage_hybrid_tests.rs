@@ -13,24 +13,6 @@ fn target() -> HybridTarget {
 }
 
 #[test]
-fn the_bitmap_count_is_read_from_the_nodes_list() {
-    let node = json!({"node-name": "drover-disk0", "dirty-bitmaps": [
-        {"name": "drover-disk0-hot", "count": 17825792, "granularity": 65536},
-        {"name": "drover-disk0-dirty", "count": 0, "granularity": 65536}]});
-    assert_eq!(
-        parse_bitmap_count(&node, "drover-disk0-hot").expect("count"),
-        17825792
-    );
-    assert_eq!(
-        parse_bitmap_count(&node, "drover-disk0-dirty").expect("count"),
-        0
-    );
-    let err = parse_bitmap_count(&node, "other").expect_err("missing");
-    assert!(err.to_string().contains("other"), "{err}");
-    assert!(parse_bitmap_count(&json!({}), "x").is_err());
-}
-
-#[test]
 fn names_derive_from_the_disks_node() {
     let n = PushNames::of(&DiskNodes::of(0));
     assert_eq!(
@@ -147,6 +129,7 @@ async fn the_push_copies_the_hot_set_then_rounds_until_few_dirty_blocks_remain()
             max_rounds: 5,
             dirty_threshold_bytes: 1 << 20,
             push_timeout_ms: 5000,
+            freeze_timeout_ms: 5000,
             push_speed_bps: Some(8 << 20),
         },
         poll_interval: Duration::from_millis(1),

@@ -129,6 +129,7 @@ async fn hybrid_pushes_the_hot_set_freezes_and_streams_the_rest() {
         max_rounds: 4,
         dirty_threshold_bytes: 512 << 10,
         push_timeout_ms: 60_000,
+        freeze_timeout_ms: 30_000,
         // Slow enough that the writes below land while the push runs.
         push_speed_bps: Some(16 << 20),
     };

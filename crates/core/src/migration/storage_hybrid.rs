@@ -65,6 +65,9 @@ pub struct HybridSettings {
     pub dirty_threshold_bytes: u64,
     /// Longest wait for one push job to conclude, ms; then the push fails (and is undone).
     pub push_timeout_ms: u64,
+    /// Longest wait for the freeze's copy, ms (the guest is stopped meanwhile); then the
+    /// memory migration is cancelled and the guest resumes on the source.
+    pub freeze_timeout_ms: u64,
     /// The push jobs' rate limit before the switchover, bytes/s (QEMU's `speed`); None:
     /// unlimited. The freeze is never limited: the guest is stopped.
     pub push_speed_bps: Option<u64>,
@@ -76,6 +79,7 @@ impl Default for HybridSettings {
             max_rounds: 5,
             dirty_threshold_bytes: 4 << 20,
             push_timeout_ms: 600_000,
+            freeze_timeout_ms: 30_000,
             push_speed_bps: None,
         }
     }
@@ -95,6 +99,9 @@ impl HybridSettings {
         }
         if self.push_timeout_ms < 1000 {
             return bad("push_timeout_ms", "at least 1000 ms");
+        }
+        if self.freeze_timeout_ms < 100 {
+            return bad("freeze_timeout_ms", "at least 100 ms");
         }
         if self.push_speed_bps == Some(0) {
             return bad("push_speed_bps", "a rate above 0, or none for unlimited");
@@ -249,6 +256,8 @@ fn bad_hot(message: String) -> HybridError {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum HybridStep {
+    /// The settings' check, before anything started.
+    Settings,
     /// Destination `nbd-server-start`.
     DestServerStart,
     /// Destination `block-export-add` of its overlay, writable.
@@ -273,6 +282,7 @@ impl HybridStep {
     /// The step's name, as it appears in errors.
     pub fn name(self) -> &'static str {
         match self {
+            HybridStep::Settings => "settings check",
             HybridStep::DestServerStart => "destination nbd-server-start",
             HybridStep::DestExportAdd => "destination block-export-add (writable overlay)",
             HybridStep::HotBitmap => "source hot-set bitmap",
@@ -575,11 +585,15 @@ impl HybridMachine {
     }
 
     /// Judges a look at the running push (or freeze) job, `job` as `query-block-jobs` lists
-    /// it, `now_ms` on the driver's clock.
+    /// it, `now_ms` on the driver's clock: a push over `push_timeout_ms`, a freeze over
+    /// `freeze_timeout_ms` fails.
     pub fn judge(&self, job: Option<&MirrorJob>, now_ms: u64) -> PushVerdict {
-        let started = match &self.phase {
-            HybridPhase::Pushing { started_ms, .. } => *started_ms,
-            HybridPhase::Freezing => self.figures.freeze_started_ms.unwrap_or(now_ms),
+        let (started, limit_ms) = match &self.phase {
+            HybridPhase::Pushing { started_ms, .. } => (*started_ms, self.settings.push_timeout_ms),
+            HybridPhase::Freezing => (
+                self.figures.freeze_started_ms.unwrap_or(now_ms),
+                self.settings.freeze_timeout_ms,
+            ),
             p => return PushVerdict::Fail(format!("push judged in phase '{}'", p.name())),
         };
         let Some(job) = job else {
@@ -591,11 +605,10 @@ impl HybridMachine {
         if job.concluded() {
             return PushVerdict::Concluded { bytes: job.len };
         }
-        let waited = now_ms.saturating_sub(started);
-        if waited > self.settings.push_timeout_ms {
+        if now_ms.saturating_sub(started) > limit_ms {
             return PushVerdict::Fail(format!(
-                "the push did not conclude within {} ms ({} of {} bytes)",
-                self.settings.push_timeout_ms, job.offset, job.len
+                "the push did not conclude within {limit_ms} ms ({} of {} bytes)",
+                job.offset, job.len
             ));
         }
         PushVerdict::Wait

@@ -131,6 +131,7 @@ fn settings() -> HybridSettings {
         max_rounds: 2,
         dirty_threshold_bytes: MIB,
         push_timeout_ms: 5000,
+        freeze_timeout_ms: 200,
         push_speed_bps: None,
     }
 }
@@ -244,6 +245,18 @@ fn push_jobs_are_judged() {
         matches!(m.judge(Some(&failed), 2000), PushVerdict::Fail(w) if w.contains("Input/output"))
     );
     assert!(matches!(m.judge(None, 2000), PushVerdict::Fail(w) if w.contains("gone")));
+    // The freeze has its own, shorter bound: the guest is stopped.
+    m.handle(HybridEvent::PushConcluded { bytes: 10 })
+        .expect("round 1 done");
+    m.handle(HybridEvent::MemoryStarted).expect("memory");
+    m.handle(HybridEvent::FreezeStarted { now_ms: 9000 })
+        .expect("freeze");
+    assert_eq!(m.judge(Some(&running), 9200), PushVerdict::Wait);
+    let late = m.judge(Some(&running), 9201);
+    assert!(
+        matches!(&late, PushVerdict::Fail(w) if w.contains("200 ms")),
+        "{late:?}"
+    );
 }
 
 #[test]
@@ -365,6 +378,13 @@ fn settings_are_checked() {
                 ..HybridSettings::default()
             },
             "push_timeout_ms",
+        ),
+        (
+            HybridSettings {
+                freeze_timeout_ms: 99,
+                ..HybridSettings::default()
+            },
+            "freeze_timeout_ms",
         ),
         (
             HybridSettings {
