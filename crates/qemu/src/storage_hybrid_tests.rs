@@ -12,6 +12,16 @@ fn target() -> HybridTarget {
     }
 }
 
+/// Endpoints of two scripted QEMUs (no migration stream runs).
+fn fake_ends<'a>(source: &'a ScriptedQmp, dest: &'a ScriptedQmp) -> Endpoints<'a> {
+    Endpoints {
+        source,
+        dest,
+        uri: "tcp:127.0.0.1:1".into(),
+        recover_uri: "tcp:127.0.0.1:2".into(),
+    }
+}
+
 #[test]
 fn names_derive_from_the_disks_node() {
     let n = PushNames::of(&DiskNodes::of(0));
@@ -47,12 +57,7 @@ async fn a_refused_destination_export_rolls_everything_back() {
     let mut session = HybridSession::export(&source, &target(), HybridConfig::default())
         .await
         .expect("export");
-    let ends = Endpoints {
-        source: &source,
-        dest: &dest,
-        uri: "tcp:127.0.0.1:1".into(),
-        recover_uri: "tcp:127.0.0.1:2".into(),
-    };
+    let ends = fake_ends(&source, &dest);
     let hot = HotSet::from_ranges(64 << 20, 65536, &[]).expect("hot");
     let dir = tempfile::tempdir().expect("dir");
     let run = session
@@ -138,12 +143,7 @@ async fn the_push_copies_the_hot_set_then_rounds_until_few_dirty_blocks_remain()
     let mut session = HybridSession::export(&source, &target(), config)
         .await
         .expect("export");
-    let ends = Endpoints {
-        source: &source,
-        dest: &dest,
-        uri: "tcp:127.0.0.1:1".into(),
-        recover_uri: "tcp:127.0.0.1:2".into(),
-    };
+    let ends = fake_ends(&source, &dest);
     let hot = HotSet::from_ranges(
         64 << 20,
         65536,
@@ -233,12 +233,7 @@ async fn a_refused_freeze_cancels_the_memory_migration() {
         _ => Ok(json!({})),
     });
     let dest = ScriptedQmp::new(|_, _| Ok(json!({})));
-    let ends = Endpoints {
-        source: &source,
-        dest: &dest,
-        uri: "tcp:127.0.0.1:1".into(),
-        recover_uri: "tcp:127.0.0.1:2".into(),
-    };
+    let ends = fake_ends(&source, &dest);
     let mut machine = HybridMachine::new(HybridSettings::default());
     for e in [
         HybridEvent::DestServerStarted,
