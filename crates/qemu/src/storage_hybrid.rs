@@ -40,13 +40,13 @@
 //! [`PostcopyOutcome::MemoryPaused`] resumed by [`HybridSession::resume`].
 
 use crate::disk::{check_image_path, create_qcow2, DiskNodes, NbdAddr, NbdBacking, QEMU_IMG};
-use crate::driver::{DriverConfig, DriverError, Endpoints, MigrationRun};
+use crate::driver::{DriverConfig, DriverError, Endpoints};
 use crate::img::qemu_img;
 use crate::metrics::Clock;
 use crate::qmp::bitmap::{
     abandon_job, add_bitmap, bitmap_count, file_size, push_job, remove_bitmap,
 };
-use crate::qmp::{BlockExt, Qmp, QmpError, QmpExt, VmStatus};
+use crate::qmp::{BlockExt, Qmp, QmpError, QmpExt};
 use crate::storage::{memory_failure, DiskTarget};
 use crate::storage_postcopy::{PostcopyConfig, PostcopyRun, PostcopySession};
 use drover_core::migration::{
@@ -88,21 +88,10 @@ pub struct HybridTarget {
     pub dest_nbd: NbdAddr,
 }
 
-/// Where a hybrid stands after one of [`HybridSession`]'s calls.
-#[derive(Debug, Clone)]
-pub struct HybridRun {
-    /// The memory migration; None when it did not run in this call.
-    pub memory: Option<MigrationRun>,
-    /// The record ([`StorageMode::Hybrid`](drover_core::migration::StorageMode)); `error`
-    /// names a failed step or the stall.
-    pub storage: StorageRecord,
-    /// How it stands for the caller (what may be torn down).
-    pub outcome: PostcopyOutcome,
-    /// The destination guest's state at the end (see [`PostcopyRun::dest_guest`]).
-    pub dest_guest: Option<VmStatus>,
-    /// Commands that failed without changing the outcome (clean-up, dismissing a job).
-    pub errors: Vec<String>,
-}
+/// Where a hybrid stands after one of [`HybridSession`]'s calls: the post-copy's run, its
+/// record of both halves ([`StorageMode::Hybrid`](drover_core::migration::StorageMode): the
+/// push's figures and the stream's; `error` names a failed step or the stall).
+pub type HybridRun = PostcopyRun;
 
 /// The block-layer names the push adds beside [`DiskNodes`]' (all derived from the disk's
 /// format node name, never from a peer).
@@ -165,7 +154,7 @@ impl HybridSession {
                     message: e.to_string(),
                 })
                 .ok();
-            return Err(Box::new(HybridRun {
+            return Err(Box::new(PostcopyRun {
                 memory: None,
                 storage: machine.record(&StorageRecord::default()),
                 outcome: PostcopyOutcome::RolledBack,
@@ -694,12 +683,9 @@ fn fail(machine: &mut HybridMachine, (step, message): StepError) {
 /// The run of both halves: the pull half's outcome (a push failure rolled it back too),
 /// the record of both.
 fn hybrid_run(machine: &HybridMachine, run: PostcopyRun) -> HybridRun {
-    HybridRun {
-        memory: run.memory,
+    PostcopyRun {
         storage: machine.record(&run.storage),
-        outcome: run.outcome,
-        dest_guest: run.dest_guest,
-        errors: run.errors,
+        ..run
     }
 }
 
