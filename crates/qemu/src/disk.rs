@@ -338,7 +338,7 @@ pub async fn virtual_size(path: &Path) -> Result<u64, DiskError> {
 }
 
 /// The `qemu-img` on `PATH` (what `scripts/setup` installs beside QEMU).
-const QEMU_IMG: &str = "qemu-img";
+pub(crate) const QEMU_IMG: &str = "qemu-img";
 
 #[cfg(test)]
 mod tests {

@@ -100,7 +100,7 @@ pub struct ImageInfo {
 }
 
 /// Runs `qemu-img` with `args`; its stdout on success.
-async fn qemu_img(
+pub(crate) async fn qemu_img(
     bin: &Path,
     what: &'static str,
     disk: &str,

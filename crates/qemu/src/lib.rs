@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod profile;
 pub mod qmp;
 pub mod storage;
+pub mod storage_hybrid;
 pub mod storage_postcopy;
 #[cfg(test)]
 mod test_rig;

@@ -167,6 +167,13 @@ impl PostcopySession {
     /// The destination could not be launched on the export: undo step 1. The guest keeps
     /// running on the source with its own disk.
     pub async fn abandon(mut self, source: &dyn Qmp, reason: &str) -> PostcopyRun {
+        self.roll_back(source, reason).await
+    }
+
+    /// [`PostcopySession::abandon`] in place, for a caller that keeps the session (a
+    /// hybrid's push failed before the memory migration started): the source's export goes,
+    /// the outcome is [`PostcopyOutcome::RolledBack`].
+    pub(crate) async fn roll_back(&mut self, source: &dyn Qmp, reason: &str) -> PostcopyRun {
         self.fail((PostcopyStep::DestinationLaunch, reason.to_string()));
         let errors = self.cleanup(source).await;
         self.run(None, None, errors)

@@ -6,10 +6,12 @@
 //! destination's state to [`dest::DestMachine`] -> [`result::MigrationResult`].
 //!
 //! A VM's local disk moves by [`storage`] (pre-copy: mirrored before the switchover) or
-//! [`storage_postcopy`] (the destination runs on the source's export and streams it after).
+//! [`storage_postcopy`] (the destination runs on the source's export and streams it after) or
+//! [`storage_hybrid`] (the hottest blocks pushed ahead, the rest streamed after).
 //!
 //! Over a WAN with local disks, [`wan`] predicts and picks the fractions of memory and disk to
-//! copy ahead (fractional hybrid, restoration agility); nothing runs its choice yet.
+//! copy ahead (fractional hybrid, restoration agility); [`storage_hybrid`] carries out a storage
+//! fraction, nothing runs a plan's choice end to end yet.
 
 pub mod agility;
 pub mod cost;
@@ -23,6 +25,7 @@ pub mod resume;
 pub mod source;
 pub mod stall;
 pub mod storage;
+pub mod storage_hybrid;
 pub mod storage_postcopy;
 pub mod technique;
 pub mod wan;
@@ -41,6 +44,10 @@ pub use source::{EndStatus, SourceAction, SourceEvent, SourceMachine, SourceOutc
 pub use storage::{
     CleanupStep, CopyMode, MirrorJob, MirrorLook, MirrorVerdict, StorageError, StorageEvent,
     StorageMachine, StorageMode, StoragePhase, StorageRecord, StorageSettings, StorageStep,
+};
+pub use storage_hybrid::{
+    ByteRange, HotSet, HybridCleanup, HybridError, HybridEvent, HybridMachine, HybridPhase,
+    HybridSettings, HybridStep, PushFigures, PushVerdict, RoundVerdict,
 };
 pub use storage_postcopy::{
     PostcopyCleanup, PostcopyError, PostcopyEvent, PostcopyMachine, PostcopyOutcome, PostcopyPhase,

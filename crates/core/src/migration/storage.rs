@@ -336,6 +336,9 @@ pub enum StorageMode {
     /// The destination runs on an overlay of the source's NBD export and pulls the disk after
     /// the switchover (`storage_postcopy`).
     Postcopy,
+    /// The hottest blocks pushed ahead in rounds and a freeze, the rest pulled after the
+    /// switchover as in a post-copy (`storage_hybrid`).
+    Hybrid,
 }
 
 /// What a storage migration did; part of a migration's record. The mirror's fields are a
@@ -371,6 +374,29 @@ pub struct StorageRecord {
     /// settings' stall limit) and was resumed or left stalled.
     #[serde(default)]
     pub stream_stalls: u32,
+    /// Hybrid: bytes in the hot set's bitmap (the blocks chosen to go ahead).
+    #[serde(default)]
+    pub hot_bytes: u64,
+    /// Hybrid: bytes every push job copied before the switchover: the hot set, each round's
+    /// dirty blocks, the freeze's (their job lengths; zero areas count in full).
+    #[serde(default)]
+    pub pushed_bytes: u64,
+    /// Hybrid: rounds of re-copying dirty blocks after the hot set.
+    #[serde(default)]
+    pub push_rounds: u32,
+    /// Hybrid: bytes the freeze copied while the guest was stopped.
+    #[serde(default)]
+    pub freeze_bytes: u64,
+    /// Hybrid: the freeze's copy, ms (inside the guest's pause).
+    #[serde(default)]
+    pub freeze_ms: Option<u64>,
+    /// Hybrid: how much the destination's overlay file grew from the switchover to the
+    /// stream's end, bytes: the data pulled after the switchover (on demand and by the
+    /// stream; zero areas take no space) plus clusters the guest newly wrote there and qcow2
+    /// metadata. QEMU's stream progress counts the whole disk, pulled or not; this is the
+    /// figure for what actually came. None: not measured.
+    #[serde(default)]
+    pub pulled_bytes: Option<u64>,
     /// The step that failed and why; None when the storage migration completed.
     pub error: Option<String>,
 }

@@ -5,6 +5,7 @@
 //! JSON escape hatch and the fakes see exactly what a real QEMU would. Responses are matched to
 //! requests by `id`, so commands may be issued concurrently; events are kept in a bounded buffer.
 
+pub(crate) mod bitmap;
 mod block;
 mod client;
 mod fake;

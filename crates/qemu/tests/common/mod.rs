@@ -1,11 +1,13 @@
 //! What the real-QEMU tests share: the launcher (TCG, the guest image), names a test's
 //! leftovers can be found by, a boot that waits for the workload, free loopback ports, and
-//! (in [`disk`]) the disk helpers of the storage tests.
+//! (in [`disk`]) the disk helpers of the storage tests, (in [`pair`]) a source and a destination
+//! on an overlay of its export.
 //!
 //! Each test binary uses a part of it.
 #![allow(dead_code)]
 
 pub mod disk;
+pub mod pair;
 
 use drover_qemu::image::{ensure_image, NoProgress};
 use drover_qemu::launcher::{Accel, VmSpec};

@@ -74,9 +74,11 @@
 //! says so and picks the fastest. It reports both pure techniques for comparison.
 //!
 //! Fed by the host-side profiler (`drover_qemu::profile::profile_wan`; region counts by
-//! [`count_regions`]) and served as an agent's WAN plan (`POST /v1/vms/{name}/wan-plan`). Not
-//! yet run: no storage mode carries out the chosen fractions, and the model is not calibrated
-//! on measured runs (issue 12 parts 2 and 5).
+//! [`count_regions`]) and served as an agent's WAN plan (`POST /v1/vms/{name}/wan-plan`). The
+//! storage fraction's blocks are [`super::storage_hybrid::HotSet::hottest`] (the same
+//! hotness order, [`DiskProfile::hottest_regions`]), which the QEMU adapter's storage hybrid
+//! pushes ahead; no agent runs a plan's choice end to end yet, and the model is not
+//! calibrated on measured runs (issue 12 parts 2 and 5).
 
 mod choice;
 mod model;

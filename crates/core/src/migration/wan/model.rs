@@ -100,46 +100,21 @@ fn memory_stretches(mem: &MemoryProfile, page_bytes: f64) -> Vec<Stretch> {
     vec![hot, cold]
 }
 
-/// Each count's share of their sum; uniform when they sum to 0.
-fn shares(counts: impl Iterator<Item = u64> + Clone, n: usize) -> Vec<f64> {
-    let sum: u64 = counts.clone().sum();
-    if sum == 0 {
-        return vec![1.0 / n as f64; n];
-    }
-    counts.map(|c| c as f64 / sum as f64).collect()
-}
-
-/// The disk's regions hottest first (accesses per byte; among equals, the less written).
+/// The disk's regions hottest first (accesses per byte; among equals, the less written: the
+/// order [`DiskProfile::hottest_regions`] gives).
 fn disk_stretches(disk: &DiskProfile) -> Vec<Stretch> {
-    let uniform = [super::RegionCount {
-        reads: 0,
-        writes: 0,
-    }];
-    let regions = if disk.regions.is_empty() {
-        &uniform[..]
-    } else {
-        &disk.regions[..]
-    };
-    let n = regions.len();
-    let reads = shares(regions.iter().map(|r| r.reads), n);
-    let writes = shares(regions.iter().map(|r| r.writes), n);
+    let rates = disk.region_rates();
+    let n = rates.len();
     let block = disk.block_bytes as f64;
-    let mut out: Vec<Stretch> = (0..n)
+    disk.hottest_regions()
+        .into_iter()
         .map(|i| Stretch {
             bytes: disk.virtual_bytes as f64 / n as f64,
             unit_bytes: block,
-            accesses_per_s: (disk.read_rate_bps * reads[i] + disk.write_rate_bps * writes[i])
-                / block,
-            dirty_bps: disk.write_rate_bps * writes[i],
+            accesses_per_s: rates[i].0 / block,
+            dirty_bps: rates[i].1,
         })
-        .collect();
-    // Equal sizes: accesses per stretch orders them as accesses per byte would.
-    out.sort_by(|a, b| {
-        b.accesses_per_s
-            .total_cmp(&a.accesses_per_s)
-            .then(a.dirty_bps.total_cmp(&b.dirty_bps))
-    });
-    out
+        .collect()
 }
 
 /// Splits `layer` (hottest first) into the hottest `fraction` of its bytes and the rest.

@@ -251,6 +251,53 @@ impl DiskProfile {
     }
 }
 
+impl DiskProfile {
+    /// Each region's guest traffic, `(accessed, written)` bytes/s: region `i` with read share
+    /// `ρᵢ` and write share `ωᵢ` of the counts gets `r·ρᵢ + w·ωᵢ` and `w·ωᵢ` (shares uniform
+    /// when the counts sum to 0). No regions: one region, the whole disk.
+    pub fn region_rates(&self) -> Vec<(f64, f64)> {
+        let uniform = [RegionCount::default()];
+        let regions = if self.regions.is_empty() {
+            &uniform[..]
+        } else {
+            &self.regions[..]
+        };
+        let n = regions.len();
+        let reads = shares(regions.iter().map(|r| r.reads), n);
+        let writes = shares(regions.iter().map(|r| r.writes), n);
+        (0..n)
+            .map(|i| {
+                let written = self.write_rate_bps * writes[i];
+                (self.read_rate_bps * reads[i] + written, written)
+            })
+            .collect()
+    }
+
+    /// Indices into [`DiskProfile::region_rates`], hottest first: most accesses per byte
+    /// (regions are equal slices), among equals the less written, then address order. The
+    /// one order the fraction model and the hybrid's hot set share.
+    pub fn hottest_regions(&self) -> Vec<usize> {
+        let rates = self.region_rates();
+        let mut order: Vec<usize> = (0..rates.len()).collect();
+        order.sort_by(|&a, &b| {
+            rates[b]
+                .0
+                .total_cmp(&rates[a].0)
+                .then(rates[a].1.total_cmp(&rates[b].1))
+        });
+        order
+    }
+}
+
+/// Each count's share of their sum; uniform when they sum to 0.
+fn shares(counts: impl Iterator<Item = u64> + Clone, n: usize) -> Vec<f64> {
+    let sum: u64 = counts.clone().sum();
+    if sum == 0 {
+        return vec![1.0 / n as f64; n];
+    }
+    counts.map(|c| c as f64 / sum as f64).collect()
+}
+
 impl WanProfile {
     /// Checks both parts (errors as [`MemoryProfile::new`] and [`DiskProfile::new`]).
     pub fn validate(&self) -> Result<(), WanError> {

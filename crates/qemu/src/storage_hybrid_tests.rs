@@ -1,0 +1,277 @@
+use super::*;
+use crate::qmp::ScriptedQmp;
+use drover_core::migration::{HybridStep, StorageMode};
+use serde_json::json;
+
+fn target() -> HybridTarget {
+    let addr = |s: &str| NbdAddr::new(s.parse().expect("addr")).expect("nbd");
+    HybridTarget {
+        disk: DiskNodes::of(0),
+        source_nbd: addr("127.0.0.1:10901"),
+        dest_nbd: addr("127.0.0.1:10902"),
+    }
+}
+
+/// Endpoints of two scripted QEMUs (no migration stream runs).
+fn fake_ends<'a>(source: &'a ScriptedQmp, dest: &'a ScriptedQmp) -> Endpoints<'a> {
+    Endpoints {
+        source,
+        dest,
+        uri: "tcp:127.0.0.1:1".into(),
+        recover_uri: "tcp:127.0.0.1:2".into(),
+    }
+}
+
+#[test]
+fn names_derive_from_the_disks_node() {
+    let n = PushNames::of(&DiskNodes::of(0));
+    assert_eq!(
+        (
+            n.hot.as_str(),
+            n.dirty.as_str(),
+            n.scratch.as_str(),
+            n.job.as_str()
+        ),
+        (
+            "drover-disk0-hot",
+            "drover-disk0-dirty",
+            "drover-disk0-hotset",
+            "drover-disk0-push"
+        )
+    );
+}
+
+/// The destination refuses its export: the push rolls back what it set up (the
+/// destination's server) and the pull half's (the source's server); no memory migration.
+#[tokio::test]
+async fn a_refused_destination_export_rolls_everything_back() {
+    let source = ScriptedQmp::new(|_, _| Ok(json!({})));
+    let dest = ScriptedQmp::new(|cmd, _| match cmd {
+        "block-export-add" => Err(QmpError::Command {
+            command: cmd.into(),
+            class: "GenericError".into(),
+            desc: "Permission conflict".into(),
+        }),
+        _ => Ok(json!({})),
+    });
+    let mut session = HybridSession::export(&source, &target(), HybridConfig::default())
+        .await
+        .expect("export");
+    let ends = fake_ends(&source, &dest);
+    let hot = HotSet::from_ranges(64 << 20, 65536, &[]).expect("hot");
+    let dir = tempfile::tempdir().expect("dir");
+    let run = session
+        .migrate(
+            &ends,
+            &hot,
+            dir.path(),
+            MigrationPlan::fixed(drover_core::migration::Technique::Precopy),
+            &DriverConfig::default(),
+            &Clock::default(),
+            None,
+        )
+        .await
+        .expect("run");
+    assert_eq!(run.outcome, PostcopyOutcome::RolledBack, "{run:?}");
+    assert!(run.memory.is_none());
+    assert_eq!(run.storage.mode, StorageMode::Hybrid);
+    let error = run.storage.error.clone().expect("error");
+    assert!(
+        error.contains(HybridStep::DestExportAdd.name()) && error.contains("Permission"),
+        "{error}"
+    );
+    assert_eq!(
+        dest.command_names(),
+        ["nbd-server-start", "block-export-add", "nbd-server-stop"]
+    );
+    assert_eq!(
+        source.command_names(),
+        ["nbd-server-start", "block-export-add", "nbd-server-stop"]
+    );
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+}
+
+/// A source that answers the push's commands: the hot bitmap counts `hot` bytes, the
+/// tracking bitmap's count goes through `dirty`, one per look at the nodes (the first is the
+/// hot bitmap's own look; the last repeats), every job is
+/// concluded at once with `len` 1 MiB.
+fn pushing_source(hot: u64, dirty: Vec<u64>) -> ScriptedQmp {
+    let mut looks = 0usize;
+    ScriptedQmp::new(move |cmd, _| match cmd {
+        "query-named-block-nodes" => {
+            let d = dirty[looks.min(dirty.len() - 1)];
+            looks += 1;
+            Ok(json!([{"node-name": "drover-disk0", "dirty-bitmaps": [
+                {"name": "drover-disk0-hot", "count": hot},
+                {"name": "drover-disk0-dirty", "count": d}]}]))
+        }
+        "query-block-jobs" => Ok(
+            json!([{"device": "drover-disk0-push", "status": "concluded",
+                                         "offset": 1048576, "len": 1048576}]),
+        ),
+        _ => Ok(json!({})),
+    })
+}
+
+fn args_of(q: &ScriptedQmp, command: &str) -> Vec<serde_json::Value> {
+    q.calls()
+        .into_iter()
+        .filter(|c| c.command == command)
+        .filter_map(|c| c.arguments)
+        .collect()
+}
+
+/// The push in QMP's terms: the destination's writable export, the hot bitmap merged from
+/// the scratch image, the tracking bitmap, the target, the hot set's copy (bitmap-mode
+/// never, rate-limited), rounds while the tracking bitmap is over the threshold (on-success).
+#[tokio::test]
+async fn the_push_copies_the_hot_set_then_rounds_until_few_dirty_blocks_remain() {
+    drover_testkit::require!(drover_testkit::QEMU_IMG);
+    let source = pushing_source(16 << 20, vec![0, 3 << 20, 2 << 20, 100]);
+    let dest = ScriptedQmp::new(|_, _| Ok(json!({})));
+    let config = HybridConfig {
+        settings: HybridSettings {
+            max_rounds: 5,
+            dirty_threshold_bytes: 1 << 20,
+            push_timeout_ms: 5000,
+            freeze_timeout_ms: 5000,
+            push_speed_bps: Some(8 << 20),
+        },
+        poll_interval: Duration::from_millis(1),
+        ..HybridConfig::default()
+    };
+    let mut session = HybridSession::export(&source, &target(), config)
+        .await
+        .expect("export");
+    let ends = fake_ends(&source, &dest);
+    let hot = HotSet::from_ranges(
+        64 << 20,
+        65536,
+        &[drover_core::migration::ByteRange {
+            offset: 0,
+            len: 16 << 20,
+        }],
+    )
+    .expect("hot");
+    let dir = tempfile::tempdir().expect("dir");
+    session
+        .push(&ends, &hot, dir.path(), &Clock::default(), &None)
+        .await
+        .expect("push");
+    assert_eq!(
+        session.phase(),
+        &HybridPhase::Pushed { round: 2 },
+        "hot set, then two rounds (3 MiB, 2 MiB dirty), then 100 bytes: enough"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).expect("dir").next().is_none(),
+        "the scratch image is deleted"
+    );
+    assert_eq!(
+        dest.command_names(),
+        ["nbd-server-start", "block-export-add"]
+    );
+    assert_eq!(args_of(&dest, "block-export-add")[0]["writable"], true);
+    let adds = args_of(&source, "blockdev-add");
+    assert_eq!(adds[0]["node-name"], "drover-disk0-hotset");
+    assert_eq!(adds[0]["read-only"], true);
+    assert_eq!(adds[1]["node-name"], "drover-disk0-nbd");
+    let bitmaps = args_of(&source, "block-dirty-bitmap-add");
+    assert_eq!(
+        (
+            &bitmaps[0]["name"],
+            &bitmaps[0]["disabled"],
+            &bitmaps[0]["granularity"]
+        ),
+        (&json!("drover-disk0-hot"), &json!(true), &json!(65536))
+    );
+    assert_eq!(
+        (&bitmaps[1]["name"], &bitmaps[1]["disabled"]),
+        (&json!("drover-disk0-dirty"), &json!(false))
+    );
+    let merge = &args_of(&source, "block-dirty-bitmap-merge")[0];
+    assert_eq!(merge["bitmaps"][0]["node"], "drover-disk0-hotset");
+    let backups = args_of(&source, "blockdev-backup");
+    let modes: Vec<(&str, &str)> = backups
+        .iter()
+        .map(|b| {
+            (
+                b["bitmap"].as_str().unwrap_or_default(),
+                b["bitmap-mode"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("drover-disk0-hot", "never"),
+            ("drover-disk0-dirty", "on-success"),
+            ("drover-disk0-dirty", "on-success")
+        ]
+    );
+    assert!(backups.iter().all(|b| b["speed"] == 8 << 20
+        && b["sync"] == "bitmap"
+        && b["target"] == "drover-disk0-nbd"));
+    let f = session.machine.figures();
+    assert_eq!(
+        (f.hot_bytes, f.pushed_bytes, f.rounds),
+        (16 << 20, 3 << 20, 2)
+    );
+}
+
+/// A freeze whose copy QEMU refuses cancels the memory migration (the guest resumes on the
+/// source) and leaves the machine failed with everything to undo.
+#[tokio::test]
+async fn a_refused_freeze_cancels_the_memory_migration() {
+    let source = ScriptedQmp::new(|cmd, _| match cmd {
+        "query-migrate" => Ok(json!({"status": "pre-switchover"})),
+        "blockdev-backup" => Err(QmpError::Command {
+            command: cmd.into(),
+            class: "GenericError".into(),
+            desc: "Node is busy".into(),
+        }),
+        _ => Ok(json!({})),
+    });
+    let dest = ScriptedQmp::new(|_, _| Ok(json!({})));
+    let ends = fake_ends(&source, &dest);
+    let mut machine = HybridMachine::new(HybridSettings::default());
+    for e in [
+        HybridEvent::DestServerStarted,
+        HybridEvent::DestExported,
+        HybridEvent::HotBitmapBuilt { hot_bytes: 1 },
+        HybridEvent::TrackingStarted,
+        HybridEvent::TargetAttached,
+        HybridEvent::PushStarted { now_ms: 0 },
+        HybridEvent::PushConcluded { bytes: 1 },
+        HybridEvent::MemoryStarted,
+    ] {
+        machine.handle(e).expect("transition");
+    }
+    let (disk, config) = (DiskNodes::of(0), HybridConfig::default());
+    let names = PushNames::of(&disk);
+    let clock = Clock::default();
+    let pusher = Pusher {
+        ends: &ends,
+        disk: &disk,
+        names: &names,
+        config: &config,
+        clock: &clock,
+    };
+    let size = pusher
+        .at_switchover(&mut machine, &AtomicBool::new(false))
+        .await;
+    assert_eq!(size, None);
+    assert_eq!(
+        source.command_names(),
+        ["query-migrate", "blockdev-backup", "migrate_cancel"]
+    );
+    assert!(dest.calls().is_empty(), "{:?}", dest.calls());
+    assert_eq!(
+        machine.cleanup(),
+        [
+            HybridCleanup::DeleteTarget,
+            HybridCleanup::DropBitmaps,
+            HybridCleanup::StopDestServer
+        ]
+    );
+}
