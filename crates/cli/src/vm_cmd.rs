@@ -127,12 +127,18 @@ pub enum VmCommand {
     /// predicted restoration agility, downtime and total time (nothing migrates).
     WanPlan {
         name: String,
-        /// The link's usable rate, 1Mbit/s to 100Gbit/s, e.g. 100Mbit/s or 12.5MB/s.
-        #[arg(long)]
-        link: String,
-        /// The link's round-trip time, ms (0 to 10000).
-        #[arg(long, allow_negative_numbers = true, value_parser = whole::<u32>(0, u64::from(wan::MAX_RTT_MS)))]
-        rtt_ms: u32,
+        /// The lab host the VM would go to: the link's rate and round trip are the lab's own
+        /// (its `--wan` pair with that host, else its bridge); --link and --rtt-ms override them.
+        #[arg(long, conflicts_with = "agent")]
+        to: Option<String>,
+        /// The link's usable rate, 1Mbit/s to 100Gbit/s, e.g. 100Mbit/s or 12.5MB/s (needed
+        /// without --to).
+        #[arg(long, required_unless_present = "to")]
+        link: Option<String>,
+        /// The link's round-trip time, ms (0 to 10000; needed without --to).
+        #[arg(long, required_unless_present = "to", allow_negative_numbers = true,
+              value_parser = whole::<u32>(0, u64::from(wan::MAX_RTT_MS)))]
+        rtt_ms: Option<u32>,
         /// Most seconds the whole migration may take (1 to 86400); default: no budget.
         #[arg(long, allow_negative_numbers = true, value_parser = whole::<u32>(1, u64::from(wan::MAX_BUDGET_S)))]
         budget: Option<u32>,
@@ -286,13 +292,18 @@ fn vm_config(
 
 /// Finds the agent that runs `name` (the named one, else every lab host's).
 async fn find_vm(r: &Resolved, name: &str) -> anyhow::Result<AgentClient> {
+    Ok(find_vm_at(r, name).await?.1)
+}
+
+/// [`find_vm`], with the lab host it runs on (None when the agent was named, not searched).
+async fn find_vm_at(r: &Resolved, name: &str) -> anyhow::Result<(Option<String>, AgentClient)> {
     if let Some(c) = &r.client {
-        return Ok(c.clone());
+        return Ok((None, c.clone()));
     }
     let mut moved_from = None;
     for (host, c) in &r.lab_agents {
         match c.get_vm(name).await {
-            Ok(v) if v.status == VmStatus::Running => return Ok(c.clone()),
+            Ok(v) if v.status == VmStatus::Running => return Ok((Some(host.clone()), c.clone())),
             Ok(v) if v.status == VmStatus::Moved => moved_from = Some(host.clone()),
             Ok(_) => {}
             Err(e) if e.status() == Some(404) => {}
@@ -307,6 +318,32 @@ async fn find_vm(r: &Resolved, name: &str) -> anyhow::Result<AgentClient> {
         ),
         None => bail!("no lab host runs a VM named '{name}'"),
     }
+}
+
+/// The path from VM `name`'s lab host `from` (as found, or as `--host` named it) to lab host
+/// `to` in lab `lab`.
+fn lab_path_to(
+    lab: &str,
+    from: Option<&str>,
+    name: &str,
+    to: &str,
+) -> anyhow::Result<crate::wan_plan_cmd::LabPath> {
+    let state = drover_lab::load_state(lab).with_context(|| format!("--lab {lab}"))?;
+    let to_host = drover_lab::resolve_host(&state, to)
+        .with_context(|| format!("--to {to}: no such host in lab '{lab}'"))?;
+    let from = from
+        .and_then(|h| drover_lab::resolve_host(&state, h))
+        .with_context(|| format!("--to {to}: which host of lab '{lab}' runs VM '{name}'?"))?;
+    if from.name == to_host.name {
+        bail!("--to {to}: VM '{name}' already runs there");
+    }
+    let wans: Vec<_> = state.wan.iter().map(|w| w.link).collect();
+    Ok(crate::wan_plan_cmd::lab_path(
+        &state.link,
+        &wans,
+        &from.name,
+        &to_host.name,
+    ))
 }
 
 /// The agent holding VM `name`'s post-copy left paused, and that migration's id: the named
@@ -547,6 +584,7 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
         }
         VmCommand::WanPlan {
             name,
+            to,
             link,
             rtt_ms,
             budget,
@@ -554,9 +592,30 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
             target,
             json: as_json,
         } => {
-            let request = crate::wan_plan_cmd::request(&link, rtt_ms, budget, window)?;
+            let link = link
+                .as_deref()
+                .map(crate::wan_plan_cmd::link_flag)
+                .transpose()?;
             let r = resolve(&target)?;
-            let agent = find_vm(&r, &name).await?;
+            let (host, agent) = find_vm_at(&r, &name).await?;
+            let (link, rtt_ms) = match to {
+                None => (link, rtt_ms),
+                Some(to) => {
+                    let from = host.or_else(|| target.host.clone());
+                    let path = lab_path_to(&target.lab, from.as_deref(), &name, &to)?;
+                    if !as_json {
+                        println!("link: {}", path.what);
+                    }
+                    (
+                        link.or(Some(path.rate_bytes_per_s)),
+                        rtt_ms.or(Some(path.rtt_ms)),
+                    )
+                }
+            };
+            let (Some(link), Some(rtt_ms)) = (link, rtt_ms) else {
+                bail!("--link and --rtt-ms are needed without --to");
+            };
+            let request = crate::wan_plan_cmd::request_at(link, rtt_ms, budget, window);
             let plan = agent.wan_plan(&name, &request).await?;
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);

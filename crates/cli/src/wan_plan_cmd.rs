@@ -1,30 +1,84 @@
-//! `drover vm wan-plan NAME --link RATE --rtt-ms MS [--budget S] [--window S]`: the agent
-//! profiles the VM and its disk for a few seconds and answers with the WAN fraction plan
-//! (`POST /v1/vms/{name}/wan-plan`); printed as the choice's reason and the profile in one
-//! line each, or as JSON. Nothing migrates.
+//! `drover vm wan-plan NAME (--link RATE --rtt-ms MS | --to HOST) [--budget S] [--window S]`:
+//! the agent profiles the VM and its disk for a few seconds and answers with the WAN fraction
+//! plan (`POST /v1/vms/{name}/wan-plan`); printed as the choice's reason and the profile in one
+//! line each, or as JSON. Nothing migrates. In a lab, `--to HOST` takes the link from the lab
+//! itself ([`lab_path`]); `--link` and `--rtt-ms` given beside it override its figures.
 
 use crate::flags::Typed;
 use drover_api::wan::{WanPlan, WanPlanRequest, MAX_LINK_BYTES_PER_S, MIN_LINK_BYTES_PER_S};
 use drover_core::migration::wan::RegionCount;
 use drover_core::units::{format_rate, format_size};
+use drover_lab::tbf::TbfParams;
+use drover_lab::wan::WanLink;
 
-/// The request from the flags; `--link` must lie in the API's range.
-pub fn request(
-    link: &str,
-    rtt_ms: u32,
-    budget_s: Option<u32>,
-    window_s: u32,
-) -> anyhow::Result<WanPlanRequest> {
+/// The path between two lab hosts as a WAN plan sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabPath {
+    /// The slower of the hosts' own links and their WAN's rate, bytes/s.
+    pub rate_bytes_per_s: u64,
+    /// Twice the WAN's one-way delay (its jitter left out), ms; 0 without a WAN (a bridge on
+    /// one machine).
+    pub rtt_ms: u32,
+    /// Where the figures come from, for the reader.
+    pub what: String,
+}
+
+/// The path from lab host `from` to `to` (names `hN`): through their WAN pair if the lab has
+/// one (`--wan`), else over the lab's bridge at its hosts' link rate (`lan`, each direction).
+pub fn lab_path(lan: &TbfParams, wans: &[WanLink], from: &str, to: &str) -> LabPath {
+    let ends = |w: &WanLink| {
+        let (a, b) = (format!("h{}", w.a), format!("h{}", w.b));
+        (a == from && b == to) || (a == to && b == from)
+    };
+    match wans.iter().find(|w| ends(w)) {
+        Some(w) => {
+            let rate = w.rate.rate_bytes_per_sec.min(lan.rate_bytes_per_sec);
+            let rtt_ms = u32::try_from((2 * w.delay_us).div_ceil(1000)).unwrap_or(u32::MAX);
+            LabPath {
+                rate_bytes_per_s: rate,
+                rtt_ms,
+                what: format!(
+                    "the lab's WAN {}: {} each way, {} ms round trip",
+                    w.pair(),
+                    format_rate(rate),
+                    rtt_ms
+                ),
+            }
+        }
+        None => LabPath {
+            rate_bytes_per_s: lan.rate_bytes_per_sec,
+            rtt_ms: 0,
+            what: format!(
+                "no WAN between {from} and {to}: the lab's bridge, {} each way, round trip under \
+                 a millisecond",
+                format_rate(lan.rate_bytes_per_sec)
+            ),
+        },
+    }
+}
+
+/// `--link` read and ranged, bytes/s.
+pub fn link_flag(link: &str) -> anyhow::Result<u64> {
     let rate = Typed::rate("--link", link)?;
     if !(MIN_LINK_BYTES_PER_S..=MAX_LINK_BYTES_PER_S).contains(&rate.value()) {
         return Err(rate.refused("expected 1Mbit/s to 100Gbit/s"));
     }
-    Ok(WanPlanRequest {
-        link_bytes_per_s: rate.value(),
+    Ok(rate.value())
+}
+
+/// The request for a link of `link_bytes_per_s` and `rtt_ms`.
+pub fn request_at(
+    link_bytes_per_s: u64,
+    rtt_ms: u32,
+    budget_s: Option<u32>,
+    window_s: u32,
+) -> WanPlanRequest {
+    WanPlanRequest {
+        link_bytes_per_s,
         rtt_ms,
         budget_s,
         window_s: Some(window_s),
-    })
+    }
 }
 
 /// The plan for a reader: the choice and its reason, then what the profile measured.
@@ -74,7 +128,8 @@ mod tests {
 
     #[test]
     fn link_flag_is_read_and_ranged() {
-        let r = request("100Mbit/s", 50, None, 3).unwrap();
+        assert_eq!(link_flag("100Mbit/s").unwrap(), 12_500_000);
+        let r = request_at(12_500_000, 50, None, 3);
         assert_eq!(
             (r.link_bytes_per_s, r.rtt_ms, r.window_s),
             (12_500_000, 50, Some(3))
@@ -84,9 +139,37 @@ mod tests {
             ("1Tbit/s", "expected 1Mbit/s to 100Gbit/s"),
             ("fast", "--link"),
         ] {
-            let e = request(text, 50, None, 3).unwrap_err().to_string();
+            let e = link_flag(text).unwrap_err().to_string();
             assert!(e.contains(says) && e.contains("--link"), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn a_lab_path_takes_the_wan_pair_either_way_round_and_the_slower_rate() {
+        let lan = TbfParams::for_rate(125_000_000).expect("lan");
+        let wan = WanLink {
+            a: 1,
+            b: 3,
+            rate: TbfParams::for_rate(12_500_000).expect("wan"),
+            delay_us: 25_200,
+            jitter_us: 2_000,
+        };
+        let wans = [wan];
+        let p = lab_path(&lan, &wans, "h3", "h1");
+        assert_eq!((p.rate_bytes_per_s, p.rtt_ms), (12_500_000, 51));
+        assert!(p.what.contains("h1-h3"), "{}", p.what);
+        assert_eq!(lab_path(&lan, &wans, "h1", "h3"), p);
+        let lan_only = lab_path(&lan, &wans, "h1", "h2");
+        assert_eq!(
+            (lan_only.rate_bytes_per_s, lan_only.rtt_ms),
+            (125_000_000, 0)
+        );
+        assert!(lan_only.what.contains("no WAN"), "{}", lan_only.what);
+        let slow_lan = TbfParams::for_rate(1_250_000).expect("slow lan");
+        assert_eq!(
+            lab_path(&slow_lan, &wans, "h1", "h3").rate_bytes_per_s,
+            1_250_000
+        );
     }
 
     #[test]

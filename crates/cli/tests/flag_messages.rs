@@ -135,6 +135,15 @@ fn refusals_quote_the_flag_and_the_text_as_typed() {
             &["vm", "migrate", "a", "--to", "198.18.0.11:7700", "--agent", "http://127.0.0.1:9", "--token-file", token],
             "--to '198.18.0.11:7700' is not valid",
         ),
+        // A WAN plan needs a link: given, or the lab's own with --to.
+        (
+            &["vm", "wan-plan", "a", "--rtt-ms", "50"],
+            "--link <LINK>",
+        ),
+        (
+            &["vm", "wan-plan", "a", "--link", "10kbit/s", "--rtt-ms", "50"],
+            "expected 1Mbit/s to 100Gbit/s",
+        ),
         (
             &["sim", "--policy", "thr-mmt-NaN", "--synthetic", "10"],
             "--policy: bad parameter 'NaN' in 'thr-mmt-NaN'",
