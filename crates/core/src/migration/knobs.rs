@@ -5,6 +5,7 @@
 //! Field names carry their unit (`_bps` bytes per second, `_ms`, `_s`) and are the same on the
 //! wire, in the stored record and in the code. Whole numbers written as `300.0` are accepted.
 
+use super::storage::StorageMode;
 use super::technique::HybridSwitch;
 use crate::wire;
 use serde::{Deserialize, Serialize};
@@ -85,6 +86,11 @@ pub struct PlanKnobs {
     #[serde(deserialize_with = "wire::whole")]
     #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 86_400)))]
     pub resume_window_s: u64,
+    /// How a VM's local disk moves (ignored for a VM without one): `precopy` (mirrored to
+    /// the destination before the switchover, with memory moved by pre-copy) or `postcopy`
+    /// (the destination runs on the source's NBD export from the switchover on and streams
+    /// the disk afterwards; memory by any technique).
+    pub storage: StorageMode,
 }
 
 impl Default for PlanKnobs {
@@ -99,6 +105,7 @@ impl Default for PlanKnobs {
             assumed_link_bps: 1_000_000_000,
             postcopy_stall_s: 60,
             resume_window_s: 600,
+            storage: StorageMode::Precopy,
         }
     }
 }

@@ -338,6 +338,35 @@ pub enum StorageMode {
     Postcopy,
 }
 
+impl StorageMode {
+    /// The wire's name (`precopy`, `postcopy`).
+    pub fn name(self) -> &'static str {
+        match self {
+            StorageMode::Precopy => "precopy",
+            StorageMode::Postcopy => "postcopy",
+        }
+    }
+}
+
+impl std::fmt::Display for StorageMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for StorageMode {
+    type Err = String;
+
+    /// Reads the wire's names; the error says what is accepted.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "precopy" => Ok(StorageMode::Precopy),
+            "postcopy" => Ok(StorageMode::Postcopy),
+            _ => Err("expected precopy or postcopy".into()),
+        }
+    }
+}
+
 /// What a storage migration did; part of a migration's record. The mirror's fields are a
 /// pre-copy's, the stream's a post-copy's; the other mode leaves them None.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
