@@ -208,10 +208,11 @@ async fn drive(
         }
         state.migrations.note(
             id,
-            "storage post-copy did not complete: both QEMUs and the source's disk are kept \
-             (the guest is on the destination, blocks it lacks here); resume with POST \
-             /v1/migrations/{id}/resume"
-                .into(),
+            format!(
+                "storage post-copy did not complete: both QEMUs and the source's disk are kept \
+                 (the guest is on the destination, blocks it lacks here); a stalled stream \
+                 resumes with POST /v1/migrations/{id}/resume"
+            ),
         );
         status = EndStatus::Paused;
     } else if moved && run.outcome.status == EndStatus::Completed {
