@@ -195,7 +195,13 @@ async fn migration_rules_hold_for_recorded_vms() {
             json!({"config": {"name": "db3", "memory_bytes": 128 * MIB, "disk": "db3.qcow2"},
                    "migration_id": "m-9", "disk_virtual_bytes": 64 * MIB,
                    "storage": "postcopy", "source_nbd": "0.0.0.0:10809"}),
-            "expected a unicast address",
+            "source_nbd 0.0.0.0:10809 is not valid: expected an address of the requesting source",
+        ),
+        (
+            json!({"config": {"name": "db3", "memory_bytes": 128 * MIB, "disk": "db3.qcow2"},
+                   "migration_id": "m-9", "disk_virtual_bytes": 64 * MIB,
+                   "storage": "postcopy", "source_nbd": "127.0.0.1:0"}),
+            "expected a port from 1 to 65535",
         ),
     ] {
         let (s, v) = send("POST", &u("/v1/incoming"), Some(body)).await;

@@ -186,10 +186,11 @@ pub struct IncomingRequest {
     #[serde(default, skip_serializing_if = "is_precopy")]
     pub storage: StorageMode,
     /// Storage post-copy: where the source's QEMU serves its disk's read-only NBD export
-    /// (`IP:PORT`, a unicast address and a port from 1 to 65535). Required with `storage:
-    /// postcopy`, refused otherwise; the destination accepts only the address its request
-    /// came from (the source agent's own). The export's name is never sent: it is Drover's.
+    /// (`IP:PORT`, a port from 1 to 65535). Required with `storage: postcopy`, refused
+    /// otherwise; the destination accepts only the address its request came from (the source
+    /// agent's own). The export's name is never sent: it is Drover's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::names::SOCKET_ADDRESS))]
     pub source_nbd: Option<std::net::SocketAddr>,
 }
 

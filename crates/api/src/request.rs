@@ -314,7 +314,7 @@ pub fn parse_incoming(body: &[u8]) -> Result<IncomingRequest, RequestError> {
 }
 
 /// `storage` and `source_nbd` of an incoming request: a storage post-copy needs a disk and
-/// the source's NBD address (unicast, a port from 1 to 65535); a pre-copy takes no address.
+/// the source's NBD address (a port from 1 to 65535); a pre-copy takes no address.
 /// Whether the address is the requester's own is the agent's check (it knows the peer).
 fn check_source_nbd(
     disk: bool,
@@ -334,20 +334,12 @@ fn check_source_nbd(
         (StorageMode::Postcopy, None) => {
             invalid("source_nbd is missing: storage postcopy needs the source's NBD address".into())
         }
-        (StorageMode::Postcopy, Some(a)) if a.port() == 0 || !is_unicast(a.ip()) => {
-            invalid(format!(
-                "source_nbd {a} is not valid: expected a unicast address and a port from 1 to \
-                 65535"
-            ))
-        }
+        (StorageMode::Postcopy, Some(a)) if a.port() == 0 => invalid(format!(
+            "source_nbd {a} is not valid: expected a port from 1 to 65535"
+        )),
+        // Whether the address is the requester's own (so unicast) is the agent's check.
         (StorageMode::Postcopy, Some(_)) => Ok(()),
     }
-}
-
-/// An address one host can serve on: not unspecified, multicast or broadcast.
-pub fn is_unicast(ip: std::net::IpAddr) -> bool {
-    let v4_broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
-    !(ip.is_unspecified() || ip.is_multicast() || v4_broadcast)
 }
 
 /// `disk_virtual_bytes` of an incoming request: given exactly when the configuration has a
