@@ -118,3 +118,123 @@ fn move_and_check(lab: &Lab, from: &str, to: &str, technique: &str) {
     let qemus = processes_mentioning("pvm");
     assert_eq!(qemus.len(), 1, "one QEMU for pvm, on {to}: {qemus:?}");
 }
+
+/// A stream cut off from the source's export (the WAN link between the hosts cut once the
+/// memory has moved): the migration ends `paused` with the guest on the destination, the
+/// source's QEMU and disk kept; once the link is back, `POST /v1/migrations/{id}/resume`
+/// resumes the stream, the migration completes, the destination's image stands alone and a
+/// full sweep checks every block.
+///
+/// Ignored: the first half holds (paused, both sides kept, run 3 times), but the resumed
+/// stream moves ~2 MB after the link returns and stalls again (no progress for the stall
+/// limit), so the migration stays paused. Run it with `--ignored` while fixing that.
+#[test]
+#[ignore = "a stream resumed after a cut link stalls again after ~2 MB; see the doc comment"]
+fn a_stalled_stream_is_kept_paused_and_resumed_on_request() {
+    use drover_api::qmp::{ForwardedQmp, QmpReturn};
+    use drover_api::{AgentUrl, MigrationRequest, MigrationState};
+    use drover_core::migration::{MigrationStatus, PlanKnobs, StorageMode, Technique};
+    require!(Need::Root, IP, TC, QEMU, QEMU_IMG);
+    let _serial = serial();
+    let lab = Lab::up('r', &["--hosts", "2", "--wan", "h1-h2=200Mbit/s,1ms"]);
+    // 96 MiB written at boot: the stream (20 MB/s) runs for seconds, so the cut lands in it.
+    lab.vm(&[
+        "create",
+        "pvm",
+        "--host",
+        "h1",
+        "--memory",
+        "128M",
+        "--workload",
+        "disk:wss=96M,rate=200,pattern=seq",
+        "--disk-size",
+        "128M",
+    ]);
+    wait_until("the disk workload to run", Duration::from_secs(120), || {
+        ops_per_s(&lab.find_vm("h1", "pvm")) > 0.0
+    });
+    let h1 = lab.host_client("h1");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let to = AgentUrl::parse(lab.host("h2")["agent_url"].as_str().expect("url")).expect("url");
+    let request = MigrationRequest {
+        id: None,
+        to,
+        technique: Technique::Precopy,
+        measure: false,
+        knobs: PlanKnobs {
+            bandwidth_bps: Some(20_000_000),
+            // Longer than the destination's NBD reconnect delay (10 s): a resumed stream
+            // waits for its client to reconnect before it moves again.
+            postcopy_stall_s: 12,
+            resume_window_s: 0,
+            storage: StorageMode::Postcopy,
+            ..PlanKnobs::default()
+        },
+    };
+    let started = rt.block_on(h1.migrate("pvm", &request)).expect("migrate");
+    let wait = |what: &str, ok: &dyn Fn(&drover_api::MigrationRecord) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let r = rt.block_on(h1.migration(&started.id));
+            match r {
+                Ok(r) if ok(&r) => return r,
+                r => assert!(
+                    std::time::Instant::now() < deadline,
+                    "timed out waiting for {what}: {r:?}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // The memory has moved while the record still runs, and the destination's stream has
+    // pulled its first blocks (asked as the source asks it).
+    wait("the memory to move", &|r| {
+        assert!(!r.state.is_final(), "ended before the cut: {r:?}");
+        r.progress
+            .as_ref()
+            .is_some_and(|p| p.status == Some(MigrationStatus::Completed))
+    });
+    let h2 = lab.host_client("h2");
+    wait_until("the stream to pull blocks", Duration::from_secs(30), || {
+        let jobs = rt.block_on(h2.qmp("pvm", &ForwardedQmp::QueryBlockJobs));
+        matches!(jobs, Ok(QmpReturn::BlockJobs(j)) if j.iter().any(|j| j.offset > 0))
+    });
+    common::lab::drover(&["lab", "wan", "cut", "h1-h2", "--name", &lab.name]);
+    let paused = wait("the run to end paused", &|r| r.state.is_final());
+    eprintln!("paused: {:?} {:?}", paused.error, paused.notes);
+    assert_eq!(paused.state, MigrationState::Paused, "{paused:?}");
+    assert!(paused.vm_on_destination, "{paused:?}");
+    assert!(disk_on(&lab, "h1").exists(), "the source's disk is kept");
+    assert!(
+        !lab.find_vm("h1", "pvm").is_null(),
+        "the source's QEMU is kept"
+    );
+
+    common::lab::drover(&["lab", "wan", "restore", "h1-h2", "--name", &lab.name]);
+    rt.block_on(h1.resume_migration(&started.id))
+        .expect("resume");
+    let done = wait("the resumed stream to complete", &|r| {
+        r.state == MigrationState::Completed
+    });
+    eprintln!("resumed: {:?}", done.notes);
+    let streamed = done
+        .notes
+        .iter()
+        .rev()
+        .find(|n| n.starts_with("storage post-copy: the stream"))
+        .unwrap_or_else(|| panic!("no stream figures in {done:?}"));
+    assert!(
+        streamed.contains("134217728 of 134217728 bytes") && !streamed.contains("failed"),
+        "{streamed}"
+    );
+    assert!(lab.find_vm("h1", "pvm").is_null(), "pvm still on h1");
+    assert!(!disk_on(&lab, "h1").exists(), "h1 kept the source's disk");
+    let info = Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(disk_on(&lab, "h2"))
+        .output()
+        .expect("qemu-img info");
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).expect("info json");
+    assert!(info.get("backing-filename").is_none(), "{info:#}");
+    lab.assert_works_intact_on("h2", "pvm", (96 << 20) / 4096);
+}
