@@ -67,6 +67,19 @@ fn disk_on(lab: &Lab, host: &str) -> PathBuf {
         .join("pvm.qcow2")
 }
 
+/// pvm's image on `host` has `bytes` of virtual size and no backing (`qemu-img info`; `-U`:
+/// its QEMU holds it open).
+fn assert_standalone(lab: &Lab, host: &str, bytes: u64) {
+    let info = Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(disk_on(lab, host))
+        .output()
+        .expect("qemu-img info");
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).expect("info json");
+    assert_eq!(info["virtual-size"], bytes, "{info:#}");
+    assert!(info.get("backing-filename").is_none(), "{info:#}");
+}
+
 /// Moves pvm from `from` to `to` by storage post-copy with memory moved by `technique`, and
 /// checks the module doc's promises.
 fn move_and_check(lab: &Lab, from: &str, to: &str, technique: &str) {
@@ -105,14 +118,7 @@ fn move_and_check(lab: &Lab, from: &str, to: &str, technique: &str) {
         "{from} kept the source's disk"
     );
     // The destination: its image stands alone, the guest checks every block.
-    let info = Command::new("qemu-img")
-        .args(["info", "-U", "--output=json"])
-        .arg(disk_on(lab, to))
-        .output()
-        .expect("qemu-img info");
-    let info: serde_json::Value = serde_json::from_slice(&info.stdout).expect("info json");
-    assert_eq!(info["virtual-size"], 64 << 20, "{info:#}");
-    assert!(info.get("backing-filename").is_none(), "{info:#}");
+    assert_standalone(lab, to, 64 << 20);
     let there = lab.assert_works_intact_on(to, "pvm", SWEEP_OPS);
     assert_eq!(there["status"], "running", "{there}");
     let qemus = processes_mentioning("pvm");
@@ -245,13 +251,7 @@ fn a_stalled_stream_is_kept_paused_and_resumed_on_request() {
     );
     assert!(lab.find_vm("h1", "pvm").is_null(), "pvm still on h1");
     assert!(!disk_on(&lab, "h1").exists(), "h1 kept the source's disk");
-    let info = Command::new("qemu-img")
-        .args(["info", "-U", "--output=json"])
-        .arg(disk_on(&lab, "h2"))
-        .output()
-        .expect("qemu-img info");
-    let info: serde_json::Value = serde_json::from_slice(&info.stdout).expect("info json");
-    assert!(info.get("backing-filename").is_none(), "{info:#}");
+    assert_standalone(&lab, "h2", 128 << 20);
     // A sixth of a sweep (the first test sweeps whole working sets): keeps the test short.
     lab.assert_works_intact_on("h2", "pvm", SWEEP_OPS);
 }
