@@ -27,6 +27,12 @@ pub enum VmRole {
         /// without a disk, and no NBD server is started).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nbd: Option<std::net::SocketAddr>,
+        /// Storage post-copy: the source's NBD export its disk's overlay reads from (checked
+        /// to be the source agent's own address when the request came). Its presence makes
+        /// the VM a post-copy destination: launched on the overlay, taking only the stream's
+        /// forwarded commands.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source_nbd: Option<std::net::SocketAddr>,
     },
 }
 

@@ -198,6 +198,7 @@ mod tests {
                 uri: None,
                 recover_uri: None,
                 nbd: None,
+                source_nbd: None,
             },
             pid: 42,
             run_dir: "/tmp/x".into(),

@@ -191,6 +191,14 @@ async fn forwarded_storage_commands_are_refused(url_b: &str, state_b: &Path) {
                    "filename": "/etc/shadow", "node-name": "x"}}),
             422,
         ),
+        // A storage post-copy's commands: not for a pre-copy destination.
+        (
+            json!({"execute": "block-stream", "arguments": {"job-id": "drover-disk0-stream",
+                   "device": "drover-disk0", "on-error": "stop", "auto-dismiss": false}}),
+            422,
+        ),
+        (json!({"execute": "cont"}), 422),
+        (json!({"execute": "query-block-jobs"}), 422),
     ] {
         let (s, body) = post_json(&qmp, &args).await;
         assert_eq!(s, want, "{args}: {body}");

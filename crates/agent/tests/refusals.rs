@@ -108,6 +108,7 @@ async fn migration_rules_hold_for_recorded_vms() {
         uri: None,
         recover_uri: None,
         nbd: None,
+        source_nbd: None,
     };
     store
         .save_vm(&record("plain", VmRole::Running, None))
@@ -145,17 +146,67 @@ async fn migration_rules_hold_for_recorded_vms() {
         "{v}"
     );
 
-    // A VM with a disk migrates by pre-copy only (auto picks it): any other technique is
-    // refused at the request...
+    // A VM with a disk migrates by storage pre-copy with memory pre-copy only (auto picks
+    // it): any other technique is refused at the request...
     for technique in ["postcopy", "hybrid"] {
         let req = json!({"to": "http://127.0.0.1:9", "technique": technique});
         let (s, v) = send("POST", &u("/v1/vms/db/migrations"), Some(req)).await;
         assert_eq!(s, 409, "{v}");
         assert!(
             error(&v).contains("'db.qcow2'")
-                && error(&v).contains("does not run storage post-copy yet"),
+                && error(&v).contains("with storage postcopy any technique moves it"),
             "{v}"
         );
+    }
+    // ...a storage post-copy's source export must be on the requesting peer (loopback
+    // here), never elsewhere...
+    let body = json!({"config": {"name": "db3", "memory_bytes": 128 * MIB, "disk": "db3.qcow2"},
+                      "migration_id": "m-9", "disk_virtual_bytes": 64 * MIB,
+                      "storage": "postcopy", "source_nbd": "198.18.0.77:10809"});
+    let (s, v) = send("POST", &u("/v1/incoming"), Some(body)).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        error(&v).contains(
+            "source_nbd 198.18.0.77:10809 is not valid: expected an address of the requesting \
+             source, 127.0.0.1"
+        ),
+        "{v}"
+    );
+    for (body, words) in [
+        (
+            json!({"config": {"name": "db3", "memory_bytes": 128 * MIB},
+                   "migration_id": "m-9", "storage": "postcopy",
+                   "source_nbd": "127.0.0.1:10809"}),
+            "storage postcopy is given but config has no disk",
+        ),
+        (
+            json!({"config": {"name": "db3", "memory_bytes": 128 * MIB, "disk": "db3.qcow2"},
+                   "migration_id": "m-9", "disk_virtual_bytes": 64 * MIB,
+                   "storage": "postcopy"}),
+            "source_nbd is missing",
+        ),
+        (
+            json!({"config": {"name": "db3", "memory_bytes": 128 * MIB, "disk": "db3.qcow2"},
+                   "migration_id": "m-9", "disk_virtual_bytes": 64 * MIB,
+                   "source_nbd": "127.0.0.1:10809"}),
+            "source_nbd 127.0.0.1:10809 is given with storage precopy",
+        ),
+        (
+            json!({"config": {"name": "db3", "memory_bytes": 128 * MIB, "disk": "db3.qcow2"},
+                   "migration_id": "m-9", "disk_virtual_bytes": 64 * MIB,
+                   "storage": "postcopy", "source_nbd": "0.0.0.0:10809"}),
+            "source_nbd 0.0.0.0:10809 is not valid: expected an address of the requesting source",
+        ),
+        (
+            json!({"config": {"name": "db3", "memory_bytes": 128 * MIB, "disk": "db3.qcow2"},
+                   "migration_id": "m-9", "disk_virtual_bytes": 64 * MIB,
+                   "storage": "postcopy", "source_nbd": "127.0.0.1:0"}),
+            "expected a port from 1 to 65535",
+        ),
+    ] {
+        let (s, v) = send("POST", &u("/v1/incoming"), Some(body)).await;
+        assert_eq!(s, 422, "{v}");
+        assert!(error(&v).contains(words), "{words}: {v}");
     }
     // ...and a destination never runs on (or overwrites) a file of that name already in its
     // storage directory: the target is a new file of its own.

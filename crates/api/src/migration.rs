@@ -3,7 +3,9 @@
 
 use crate::uri::{AgentUrl, MigrationUri};
 use crate::vm::VmConfig;
-use drover_core::migration::{MigrationPlan, MigrationResult, PlanKnobs, Progress, Technique};
+use drover_core::migration::{
+    MigrationPlan, MigrationResult, PlanKnobs, Progress, StorageMode, Technique,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -135,7 +137,8 @@ impl MigrationRecord {
 /// `POST /v1/incoming` (agent to agent): the source asks for a destination QEMU. The
 /// destination chooses where it listens: the address this request reached it on.
 /// `disk_virtual_bytes` is required exactly when `config` has a disk (`disk`,
-/// `disk_size_bytes` or `disk_base`), as the schema's if/then/else states.
+/// `disk_size_bytes` or `disk_base`), and `source_nbd` exactly with `storage: postcopy`, as
+/// the schema's if/then/else state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend(
@@ -148,7 +151,15 @@ impl MigrationRecord {
         "required": ["disk_virtual_bytes"],
         "properties": {"disk_virtual_bytes": {"not": {"type": "null"}}}
     },
-    "else" = {"not": {"required": ["disk_virtual_bytes"]}}
+    "else" = {"not": {"required": ["disk_virtual_bytes"]}},
+    "allOf" = [{
+        "if": {"required": ["storage"], "properties": {"storage": {"const": "postcopy"}}},
+        "then": {
+            "required": ["disk_virtual_bytes", "source_nbd"],
+            "properties": {"source_nbd": {"not": {"type": "null"}}}
+        },
+        "else": {"not": {"required": ["source_nbd"]}}
+    }]
 ))]
 pub struct IncomingRequest {
     pub config: VmConfig,
@@ -168,6 +179,23 @@ pub struct IncomingRequest {
         extend("multipleOf" = 512)
     )]
     pub disk_virtual_bytes: Option<u64>,
+    /// How the disk moves: `precopy` (the default: the destination serves an NBD target the
+    /// source mirrors into) or `postcopy` (the destination runs on an empty overlay of
+    /// `disk_virtual_bytes` backed by `source_nbd`, and streams the disk after the
+    /// switchover). `postcopy` needs a disk.
+    #[serde(default, skip_serializing_if = "is_precopy")]
+    pub storage: StorageMode,
+    /// Storage post-copy: where the source's QEMU serves its disk's read-only NBD export
+    /// (`IP:PORT`, a port from 1 to 65535). Required with `storage: postcopy`, refused
+    /// otherwise; the destination accepts only the address its request came from (the source
+    /// agent's own). The export's name is never sent: it is Drover's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::names::SOCKET_ADDRESS))]
+    pub source_nbd: Option<std::net::SocketAddr>,
+}
+
+fn is_precopy(mode: &StorageMode) -> bool {
+    *mode == StorageMode::Precopy
 }
 
 /// Reply to `POST /v1/incoming`.

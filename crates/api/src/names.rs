@@ -97,6 +97,10 @@ pub const PORT_TEXT: &str = concat!("^", port!(), "$");
 /// a port. QEMU runs whatever a URI says, so no other form is ever read.
 pub const MIGRATION_URI: &str = concat!("^tcp:(", ipv4!(), "|\\[", ipv6!(), "\\]):", port!(), "$");
 
+/// A socket address as Rust reads it: an IPv4 address or a bracketed IPv6 address, and a
+/// port from 1 (a storage post-copy's source export, `IncomingRequest::source_nbd`).
+pub const SOCKET_ADDRESS: &str = concat!("^(", ipv4!(), "|\\[", ipv6!(), "\\]):", port!(), "$");
+
 /// The migration URIs [`MIGRATION_URI`] admits but no QEMU can listen on or be reached at: the
 /// unspecified address (an IPv6 one is spelled with zeros, colons and dots only) and multicast
 /// (224.0.0.0/4, ff00::/8: a first group of four hex digits starting `ff`). The schema states
@@ -385,6 +389,13 @@ mod tests {
                 let ip = uri.ip;
                 prop_assert!(!ip.is_unspecified() && !ip.is_multicast(), "{}", u);
             }
+        }
+
+        /// A socket address drawn from the pattern is one Rust reads, with a port.
+        #[test]
+        fn schema_valid_socket_addresses_parse(a in drawn(SOCKET_ADDRESS)) {
+            let parsed = a.parse::<std::net::SocketAddr>();
+            prop_assert!(parsed.is_ok_and(|s| s.port() > 0), "{}", a);
         }
     }
 

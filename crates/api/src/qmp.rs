@@ -4,11 +4,15 @@
 //! The set is exactly what the migration driver and the resumption of a paused post-copy send
 //! to a destination: set capabilities, start listening (`migrate-incoming`), pause an incoming
 //! post-copy still waiting on a dead connection (`migrate-pause`), listen again for recovery
-//! (`migrate-recover`), three queries, and a storage pre-copy's destination half
-//! (`nbd-server-start`, `block-export-add` of the disk, `nbd-server-stop`). Each command's arguments are a `deny_unknown_fields` type, so nothing QEMU would
+//! (`migrate-recover`), three queries, a storage pre-copy's destination half
+//! (`nbd-server-start`, `block-export-add` of the disk, `nbd-server-stop`) and a storage
+//! post-copy's (`block-stream` of the disk with `on-error: stop`, `block-job-resume` and
+//! `job-dismiss` of its stream, `query-block-jobs`, and `cont` of a guest a failed read
+//! paused). Each command's arguments are a `deny_unknown_fields` type, so nothing QEMU would
 //! also accept (`channels`, `exit-on-error`, an `exec:` URI) can be smuggled through; the
-//! agent further checks that a URI or NBD address is the one it made for that VM, and that an
-//! export is exactly Drover's export of its disk. Replies are typed too: only
+//! agent further checks that a URI or NBD address is the one it made for that VM, that an
+//! export, a stream or a job is exactly Drover's for its disk, and that each storage mode's
+//! commands reach only a destination of that mode. Replies are typed too: only
 //! the fields the driver reads cross back.
 
 use crate::body::Node;
@@ -114,6 +118,50 @@ pub struct BlockExportAdd {
     pub writable: bool,
 }
 
+/// `block-stream`'s `on-error`; only `stop` is forwardable (a read the source cannot serve
+/// pauses the job, to be resumed, instead of failing it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamOnError {
+    Stop,
+}
+
+/// `block-stream` arguments, exactly a storage post-copy's stream: the overlay's format node
+/// pulled whole from its backing, paused on an error, kept listed once ended. The names are
+/// checked by the agent against Drover's own (`drover_qemu::disk::DiskNodes`); here, that
+/// they are short names and `auto-dismiss` is off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BlockStream {
+    #[schemars(regex(pattern = r"^[a-z0-9-]{1,64}$"))]
+    pub job_id: String,
+    #[schemars(regex(pattern = r"^[a-z0-9-]{1,64}$"))]
+    pub device: String,
+    pub on_error: StreamOnError,
+    /// Always false: the stream's end is read by polling `query-block-jobs`.
+    #[schemars(extend("const" = false))]
+    pub auto_dismiss: bool,
+    /// The stream's rate cap, bytes/s; absent: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed: Option<u64>,
+}
+
+/// `block-job-resume` arguments: the job's id (QEMU calls it `device`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobDevice {
+    #[schemars(regex(pattern = r"^[a-z0-9-]{1,64}$"))]
+    pub device: String,
+}
+
+/// `job-dismiss` arguments: the job's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobId {
+    #[schemars(regex(pattern = r"^[a-z0-9-]{1,64}$"))]
+    pub id: String,
+}
+
 /// A forwardable QMP command: `{"execute": NAME, "arguments": {...}}` (no `arguments` for the
 /// queries).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -134,6 +182,11 @@ pub enum ForwardedQmp {
     NbdServerStart(NbdServerStart),
     BlockExportAdd(BlockExportAdd),
     NbdServerStop,
+    BlockStream(BlockStream),
+    BlockJobResume(JobDevice),
+    JobDismiss(JobId),
+    QueryBlockJobs,
+    Cont,
 }
 
 /// A command that may not be forwarded, or arguments it does not take.
@@ -149,7 +202,7 @@ pub enum QmpForwardError {
 pub const MAX_CAPABILITIES: usize = 16;
 
 /// The forwardable command names.
-pub const FORWARDABLE: [&str; 10] = [
+pub const FORWARDABLE: [&str; 15] = [
     "migrate-set-capabilities",
     "migrate-incoming",
     "migrate-recover",
@@ -160,10 +213,15 @@ pub const FORWARDABLE: [&str; 10] = [
     "nbd-server-start",
     "block-export-add",
     "nbd-server-stop",
+    "block-stream",
+    "block-job-resume",
+    "job-dismiss",
+    "query-block-jobs",
+    "cont",
 ];
 
 /// The forwardable command names, for messages.
-pub const ALLOWED: &str = "migrate-set-capabilities, migrate-incoming, migrate-recover, migrate-pause, query-migrate, query-status, query-migrate-capabilities, nbd-server-start, block-export-add, nbd-server-stop";
+pub const ALLOWED: &str = "migrate-set-capabilities, migrate-incoming, migrate-recover, migrate-pause, query-migrate, query-status, query-migrate-capabilities, nbd-server-start, block-export-add, nbd-server-stop, block-stream, block-job-resume, job-dismiss, query-block-jobs, cont";
 
 impl ForwardedQmp {
     /// QEMU's name for the command.
@@ -179,6 +237,11 @@ impl ForwardedQmp {
             ForwardedQmp::NbdServerStart(_) => "nbd-server-start",
             ForwardedQmp::BlockExportAdd(_) => "block-export-add",
             ForwardedQmp::NbdServerStop => "nbd-server-stop",
+            ForwardedQmp::BlockStream(_) => "block-stream",
+            ForwardedQmp::BlockJobResume(_) => "block-job-resume",
+            ForwardedQmp::JobDismiss(_) => "job-dismiss",
+            ForwardedQmp::QueryBlockJobs => "query-block-jobs",
+            ForwardedQmp::Cont => "cont",
         }
     }
 
@@ -216,6 +279,9 @@ impl ForwardedQmp {
             }
             ForwardedQmp::NbdServerStart(a) => serde_json::to_value(a),
             ForwardedQmp::BlockExportAdd(a) => serde_json::to_value(a),
+            ForwardedQmp::BlockStream(a) => serde_json::to_value(a),
+            ForwardedQmp::BlockJobResume(a) => serde_json::to_value(a),
+            ForwardedQmp::JobDismiss(a) => serde_json::to_value(a),
             _ => return None,
         };
         // These types always serialize (strings, bools and enums only).
@@ -233,6 +299,7 @@ impl ForwardedQmp {
             ForwardedQmp::QueryMigrateCapabilities => {
                 serde_json::from_value(qemu).map(QmpReturn::Capabilities)
             }
+            ForwardedQmp::QueryBlockJobs => serde_json::from_value(qemu).map(QmpReturn::BlockJobs),
             _ => Ok(QmpReturn::Empty(Empty {})),
         };
         typed.map_err(|e| format!("unexpected reply to {}: {e}", self.name()))
@@ -289,6 +356,26 @@ pub struct CapabilityStatus {
     pub state: bool,
 }
 
+/// One entry of `query-block-jobs`, reduced to what a storage job's watch reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BlockJobReply {
+    /// The job's id.
+    pub device: String,
+    /// Bytes done so far.
+    #[serde(default)]
+    pub offset: u64,
+    /// Bytes to do in all.
+    #[serde(default)]
+    pub len: u64,
+    #[serde(default)]
+    pub ready: bool,
+    /// QEMU's job status (`running`, `paused`, `concluded`, ...).
+    pub status: String,
+    /// Why the job failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// An empty reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Empty {}
@@ -299,6 +386,7 @@ pub struct Empty {}
 pub enum QmpReturn {
     Status(StatusReply),
     Capabilities(Vec<CapabilityStatus>),
+    BlockJobs(Vec<BlockJobReply>),
     Migrate(MigrateReply),
     Empty(Empty),
 }
@@ -357,6 +445,81 @@ mod tests {
         assert_eq!(c.arguments(), Some(export));
         let stop = ForwardedQmp::from_parts("nbd-server-stop", None).expect("stop");
         assert_eq!((stop.name(), stop.arguments()), ("nbd-server-stop", None));
+    }
+
+    /// What `drover_qemu::storage_postcopy` sends a destination, as `qmp::block` spells it.
+    #[test]
+    fn the_stream_commands_round_trip() {
+        let stream = json!({"job-id": "drover-disk0-stream", "device": "drover-disk0",
+                            "on-error": "stop", "auto-dismiss": false});
+        let mut capped = stream.clone();
+        capped["speed"] = json!(16_777_216);
+        for (cmd, args) in [
+            ("block-stream", Some(stream)),
+            ("block-stream", Some(capped)),
+            (
+                "block-job-resume",
+                Some(json!({"device": "drover-disk0-stream"})),
+            ),
+            ("job-dismiss", Some(json!({"id": "drover-disk0-stream"}))),
+            ("query-block-jobs", None),
+            ("cont", None),
+        ] {
+            let c = ForwardedQmp::from_parts(cmd, args.as_ref()).expect(cmd);
+            assert_eq!((c.name(), c.arguments()), (cmd, args));
+        }
+        let jobs = json!([{"device": "drover-disk0-stream", "type": "stream", "offset": 4096,
+                           "len": 8192, "ready": false, "status": "running", "busy": true,
+                           "paused": false, "speed": 0, "io-status": "ok",
+                           "auto-finalize": true, "auto-dismiss": false}]);
+        let reply = ForwardedQmp::QueryBlockJobs.reply(jobs).expect("jobs");
+        let QmpReturn::BlockJobs(list) = &reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!((list[0].offset, list[0].len), (4096, 8192));
+        // What crosses back reads as a job list again on the source's side.
+        let wire = serde_json::to_value(QmpReply { ret: reply.clone() }).expect("json");
+        let back: QmpReply = serde_json::from_value(wire).expect("reads back");
+        assert_eq!(back.ret, reply);
+    }
+
+    #[test]
+    fn stream_attacks_are_refused() {
+        let stream = |extra: (&str, Value)| {
+            let mut e = json!({"job-id": "drover-disk0-stream", "device": "drover-disk0",
+                               "on-error": "stop", "auto-dismiss": false});
+            e[extra.0] = extra.1;
+            e
+        };
+        for (cmd, args) in [
+            ("block-stream", stream(("on-error", json!("ignore")))),
+            ("block-stream", stream(("on-error", json!("report")))),
+            ("block-stream", stream(("auto-dismiss", json!(true)))),
+            ("block-stream", stream(("base", json!("drover-disk0-file")))),
+            (
+                "block-stream",
+                stream(("backing-file", json!("/etc/passwd"))),
+            ),
+            ("block-stream", stream(("bottom", json!("x")))),
+            ("block-stream", stream(("device", json!("json:{}")))),
+            ("block-stream", stream(("speed", json!(-1)))),
+            ("block-job-resume", json!({"device": "x", "force": true})),
+            ("block-job-resume", json!({"device": "../x"})),
+            ("job-dismiss", json!({"id": ""})),
+            ("cont", json!({"x": 1})),
+            ("query-block-jobs", json!({"x": 1})),
+            ("block-job-cancel", json!({"device": "drover-disk0-stream"})),
+            (
+                "block-job-complete",
+                json!({"device": "drover-disk0-stream"}),
+            ),
+            ("stop", json!({})),
+        ] {
+            assert!(
+                ForwardedQmp::from_parts(cmd, Some(&args)).is_err(),
+                "{cmd} {args}"
+            );
+        }
     }
 
     #[test]
@@ -522,7 +685,8 @@ mod tests {
                 "migrate-set-capabilities", "migrate-incoming", "migrate-recover",
                 "migrate-pause", "query-migrate", "query-status", "query-migrate-capabilities",
                 "migrate", "quit", "migrate-set-parameters", "nbd-server-start",
-                "block-export-add", "nbd-server-stop",
+                "block-export-add", "nbd-server-stop", "block-stream", "block-job-resume",
+                "job-dismiss", "query-block-jobs", "cont",
             ]),
             args in json_value(),
         ) {
@@ -530,13 +694,20 @@ mod tests {
                 prop_assert_eq!(c.name(), cmd);
                 match c.arguments() {
                     None => prop_assert!(
-                        cmd.starts_with("query-") || cmd == "migrate-pause" || cmd == "nbd-server-stop"
+                        cmd.starts_with("query-")
+                            || ["migrate-pause", "nbd-server-stop", "cont"].contains(&cmd)
                     ),
                     Some(Value::Object(m)) => {
                         let keys: Vec<&str> = m.keys().map(String::as_str).collect();
                         match cmd {
                             "migrate-set-capabilities" => prop_assert_eq!(keys, vec!["capabilities"]),
                             "nbd-server-start" => prop_assert_eq!(keys, vec!["addr"]),
+                            "block-stream" => {
+                                prop_assert_eq!(&m["on-error"], &Value::from("stop"));
+                                prop_assert_eq!(&m["auto-dismiss"], &Value::Bool(false));
+                            }
+                            "block-job-resume" => prop_assert_eq!(keys, vec!["device"]),
+                            "job-dismiss" => prop_assert_eq!(keys, vec!["id"]),
                             "block-export-add" => {
                                 prop_assert_eq!(keys, vec!["id", "name", "node-name", "type", "writable"]);
                                 prop_assert_eq!(&m["writable"], &Value::Bool(true));

@@ -20,13 +20,13 @@ use crate::body::{path_text, typed, Located, Node, ReadError, Refusal, Step};
 use crate::migration::{IncomingRequest, MigrationRequest};
 use crate::names::{MIGRATION_ID_SHAPE, VM_NAME_SHAPE, WORKLOAD_SHAPE};
 use crate::qmp::{
-    BlockExportAdd, ForwardedQmp, NbdServerStart, SetCapabilities, UriArgs, ALLOWED,
-    MAX_CAPABILITIES,
+    BlockExportAdd, BlockStream, ForwardedQmp, JobDevice, JobId, NbdServerStart, SetCapabilities,
+    UriArgs, ALLOWED, MAX_CAPABILITIES,
 };
 use crate::vm::{VmConfig, VmConfigError};
 use crate::wan::WanPlanRequest;
 use crate::workload::WorkloadChange;
-use drover_core::migration::{KnobError, PlanKnobs};
+use drover_core::migration::{KnobError, PlanKnobs, StorageMode};
 use drover_core::units::refusal;
 use drover_guest::fit::Setting;
 use thiserror::Error;
@@ -305,7 +305,45 @@ pub fn parse_incoming(body: &[u8]) -> Result<IncomingRequest, RequestError> {
         .check(&req.migration_id)
         .map_err(|e| RequestError::Invalid(e.named("migration_id")))?;
     check_disk_virtual_bytes(req.config.disk_file().as_deref(), req.disk_virtual_bytes)?;
+    check_source_nbd(
+        req.config.disk_file().is_some(),
+        req.storage,
+        req.source_nbd,
+    )?;
     Ok(req)
+}
+
+/// `storage` and `source_nbd` of an incoming request: a storage post-copy needs a disk and
+/// the source's NBD address (a port from 1 to 65535); a pre-copy takes no address.
+/// Whether the address is the requester's own is the agent's check (it knows the peer).
+fn check_source_nbd(
+    disk: bool,
+    storage: StorageMode,
+    nbd: Option<std::net::SocketAddr>,
+) -> Result<(), RequestError> {
+    let invalid = |m: String| Err(RequestError::Invalid(m));
+    match (storage, nbd) {
+        (StorageMode::Precopy, None) => Ok(()),
+        (StorageMode::Precopy, Some(a)) => invalid(format!(
+            "source_nbd {a} is given with storage precopy: expected it only with storage postcopy"
+        )),
+        (StorageMode::Postcopy, _) if !disk => invalid(
+            "storage postcopy is given but config has no disk: expected precopy without a disk"
+                .into(),
+        ),
+        (StorageMode::Postcopy, None) => {
+            invalid("source_nbd is missing: storage postcopy needs the source's NBD address".into())
+        }
+        (StorageMode::Postcopy, Some(a)) if a.port() == 0 => invalid(format!(
+            "source_nbd {a} is not valid: expected a port from 1 to 65535"
+        )),
+        // Whether the address is the requester's own (so unicast) is the agent's check.
+        (StorageMode::Postcopy, Some(_)) => Ok(()),
+        (StorageMode::Hybrid, _) => invalid(format!(
+            "storage hybrid is not valid: {}",
+            drover_core::migration::storage::HYBRID_NOT_RUN
+        )),
+    }
 }
 
 /// `disk_virtual_bytes` of an incoming request: given exactly when the configuration has a
@@ -457,6 +495,23 @@ pub(crate) fn qmp_command(
             check_export(&args)?;
             Ok(ForwardedQmp::BlockExportAdd(args))
         }
+        "block-stream" => {
+            let args: BlockStream = read(arguments.ok_or_else(required)?, root, &at, what)?;
+            check_stream(&args)?;
+            Ok(ForwardedQmp::BlockStream(args))
+        }
+        "block-job-resume" => {
+            let args: JobDevice = read(arguments.ok_or_else(required)?, root, &at, what)?;
+            check_short_names(&[("device", &args.device)])?;
+            Ok(ForwardedQmp::BlockJobResume(args))
+        }
+        "job-dismiss" => {
+            let args: JobId = read(arguments.ok_or_else(required)?, root, &at, what)?;
+            check_short_names(&[("id", &args.id)])?;
+            Ok(ForwardedQmp::JobDismiss(args))
+        }
+        "query-block-jobs" => none(ForwardedQmp::QueryBlockJobs),
+        "cont" => none(ForwardedQmp::Cont),
         "nbd-server-stop" => none(ForwardedQmp::NbdServerStop),
         "migrate-pause" => none(ForwardedQmp::MigratePause),
         "query-migrate" => none(ForwardedQmp::QueryMigrate),
@@ -478,16 +533,34 @@ fn check_export(args: &BlockExportAdd) -> Result<(), RequestError> {
                 .into(),
         ));
     }
+    check_short_names(&[
+        ("id", &args.id),
+        ("node-name", &args.node_name),
+        ("name", &args.name),
+    ])
+}
+
+/// A stream's arguments beyond their types: `auto-dismiss` off, short names.
+fn check_stream(args: &BlockStream) -> Result<(), RequestError> {
+    if args.auto_dismiss {
+        return Err(RequestError::Invalid(
+            "arguments.auto-dismiss true is not valid: expected false (a storage post-copy's \
+             stream is dismissed once its end was read)"
+                .into(),
+        ));
+    }
+    check_short_names(&[("job-id", &args.job_id), ("device", &args.device)])
+}
+
+/// Node names and job ids: 1 to 64 of a-z, 0-9 and '-' (Drover's own names have this shape;
+/// the agent then checks they are exactly its own).
+fn check_short_names(fields: &[(&str, &String)]) -> Result<(), RequestError> {
     let short = |s: &str| {
         (1..=64).contains(&s.len())
             && s.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     };
-    for (field, value) in [
-        ("id", &args.id),
-        ("node-name", &args.node_name),
-        ("name", &args.name),
-    ] {
+    for (field, value) in fields {
         if !short(value) {
             return Err(RequestError::Invalid(format!(
                 "arguments.{field} '{}' is not valid: expected 1 to 64 of a-z, 0-9 and '-'",

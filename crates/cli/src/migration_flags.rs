@@ -9,7 +9,7 @@ use drover_core::migration::knobs::{
     MAX_DEADLINE_S, MAX_DOWNTIME_LIMIT_MS, MAX_HYBRID_ROUNDS, MAX_POSTCOPY_STALL_S,
     MAX_RESUME_WINDOW_S,
 };
-use drover_core::migration::PlanKnobs;
+use drover_core::migration::{PlanKnobs, StorageMode};
 
 /// `--hybrid-fraction`: a fraction of RAM, 0 to 1, as typed.
 fn fraction(text: &str) -> Result<f64, String> {
@@ -57,6 +57,16 @@ pub struct MigrationFlags {
     #[arg(long, value_name = "S", allow_negative_numbers = true,
           value_parser = whole::<u64>(0, MAX_RESUME_WINDOW_S))]
     pub resume_window: Option<u64>,
+    /// How a VM's local disk moves: precopy (mirrored before the switchover; memory by
+    /// pre-copy) or postcopy (the destination runs on the source's disk over NBD and streams
+    /// it afterwards; memory by any technique) [default: precopy].
+    #[arg(long, value_name = "MODE", value_parser = storage_mode)]
+    pub storage: Option<StorageMode>,
+}
+
+/// `--storage`: a storage mode by its wire name.
+fn storage_mode(text: &str) -> Result<StorageMode, String> {
+    text.trim().parse()
 }
 
 impl MigrationFlags {
@@ -80,6 +90,7 @@ impl MigrationFlags {
             hybrid_rounds: self.hybrid_rounds.unwrap_or(d.hybrid_rounds),
             postcopy_stall_s: self.postcopy_stall.unwrap_or(d.postcopy_stall_s),
             resume_window_s: self.resume_window.unwrap_or(d.resume_window_s),
+            storage: self.storage.unwrap_or(d.storage),
             ..d
         };
         knobs.validate().map_err(|e| match (&bandwidth, e.field) {
@@ -157,6 +168,21 @@ mod tests {
                 "{err}"
             );
             assert!(!err.contains("4294967295"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_storage_flag_reads_the_wire_names_only() {
+        let mode = |args: &[&str]| parse(args).map(|f| f.knobs().expect("ok").storage);
+        assert_eq!(mode(&[]), Ok(StorageMode::Precopy));
+        assert_eq!(mode(&["--storage", "postcopy"]), Ok(StorageMode::Postcopy));
+        assert_eq!(mode(&["--storage=precopy"]), Ok(StorageMode::Precopy));
+        for bad in ["post-copy", "auto", ""] {
+            let err = mode(&["--storage", bad]).expect_err(bad);
+            assert!(
+                err.contains("--storage") && err.contains("expected precopy or postcopy"),
+                "{err}"
+            );
         }
     }
 

@@ -47,12 +47,15 @@ type ApiResult = Result<Response, ApiError>;
 #[derive(Debug, Clone, Copy)]
 pub struct Connection {
     pub local: Option<SocketAddr>,
+    /// The peer's address (a storage post-copy's source export must be on it).
+    pub peer: Option<SocketAddr>,
 }
 
 impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Connection {
     fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
         Connection {
             local: stream.io().local_addr().ok(),
+            peer: stream.io().peer_addr().ok(),
         }
     }
 }
@@ -266,7 +269,7 @@ fn guest_seen(ret: &drover_api::qmp::QmpReturn) -> bool {
             .status
             .as_deref()
             .is_some_and(|s| s == "completed" || s.starts_with("postcopy-")),
-        R::Capabilities(_) | R::Empty(_) => false,
+        R::Capabilities(_) | R::BlockJobs(_) | R::Empty(_) => false,
     }
 }
 
@@ -330,7 +333,7 @@ async fn cancel_migration(State(st): St, p: Result<Path<String>, PathRejection>)
 /// (another process may take one before QEMU binds); `migrate-incoming` or `nbd-server-start`
 /// would then fail and the source reports the migration failed, with the VM still on the
 /// source.
-fn free_ports<const N: usize>(ip: IpAddr) -> Result<[u16; N], ApiError> {
+pub(crate) fn free_ports<const N: usize>(ip: IpAddr) -> Result<[u16; N], ApiError> {
     let mut held = Vec::with_capacity(N);
     let mut ports = [0u16; N];
     for port in &mut ports {
@@ -352,18 +355,22 @@ async fn incoming(
 ) -> ApiResult {
     let req = parse_incoming(&body(b)?)?;
     let _admitted = st.power.admit()?;
+    let conn = conn.map(|Extension(c)| c.0);
+    // A storage post-copy's disk is read from the source's export: only on the address the
+    // request came from (the source agent's own), never wherever the body says.
+    let peer = conn.as_ref().and_then(|c| c.peer).map(|a| a.ip());
+    crate::migrate::check_source_nbd(req.source_nbd, peer).map_err(ApiError::Invalid)?;
     // Listen where the source reached us: an address of this host that the source can reach.
     let ip = conn
-        .and_then(|Extension(c)| c.0.local)
+        .and_then(|c| c.local)
         .map_or(st.listen.ip(), |a| a.ip());
     let [port, recover_port, nbd_port] = free_ports(ip)?;
     let config = crate::migrate::incoming_config(req.config, req.disk_virtual_bytes);
     let reply = IncomingReply {
         uri: MigrationUri::tcp(ip, port),
         recover_uri: MigrationUri::tcp(ip, recover_port),
-        nbd: config
-            .disk
-            .is_some()
+        // A post-copy destination serves no NBD target: it reads the source's.
+        nbd: (config.disk.is_some() && req.source_nbd.is_none())
             .then(|| std::net::SocketAddr::new(ip, nbd_port)),
     };
     let role = VmRole::Incoming {
@@ -371,6 +378,7 @@ async fn incoming(
         uri: Some(reply.uri),
         recover_uri: Some(reply.recover_uri),
         nbd: reply.nbd,
+        source_nbd: req.source_nbd,
     };
     st.vms.start(config, role).await?;
     ok(StatusCode::CREATED, reply)

@@ -39,9 +39,10 @@
 //! `drover_core::migration::resume`): the record stays `paused` until the settle makes it
 //! `completed`; a link that does not return leaves it `paused`, both QEMUs kept.
 //!
-//! A VM with a disk migrates by pre-copy only (`drover_qemu::storage`; `auto` picks it, and
-//! post-copy and hybrid are refused at the request: the agent does not run storage post-copy
-//! yet). S sends
+//! A VM with a disk migrates by storage pre-copy (the request's `storage: precopy`, the
+//! default; `drover_qemu::storage`) with memory pre-copy only (`auto` picks it; post-copy and
+//! hybrid are refused at the request), or by storage post-copy (`storage: postcopy`, any
+//! technique; `storage_pc.rs` has its protocol). For storage pre-copy S sends
 //! its disk's virtual size in the incoming request; D creates an empty qcow2 target of that
 //! size under the disk's name in its own storage directory (409 if the name is taken there,
 //! never overwriting), starts the incoming QEMU on it and replies with the NBD address its
@@ -72,10 +73,12 @@ mod recover;
 mod resume;
 mod run;
 mod settle;
+pub mod storage_pc;
 
 pub use recover::{reconcile_step, DestSeen, Reconcile, SourceSeen};
 pub use resume::resume_on_request;
 pub use settle::{settle, split_migration_of, whole_on_destination};
+pub use storage_pc::check_source_nbd;
 
 use crate::store::{Store, StoreError};
 use crate::vms::VmsError;
@@ -83,7 +86,7 @@ use crate::{lock, AgentState};
 use drover_api::{
     unix_ms, AgentUrl, ClientError, MigrationRecord, MigrationRequest, MigrationState,
 };
-use drover_core::migration::{MigrationStatus, Technique};
+use drover_core::migration::{MigrationStatus, StorageMode, Technique};
 use drover_qemu::qmp::QmpExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,9 +111,9 @@ pub enum MigrateError {
     #[error("a migration with id '{0}' already exists")]
     Exists(String),
     #[error(
-        "VM '{vm}' has disk '{disk}': only technique precopy (or auto, which picks it) moves a \
-         disk (storage pre-copy); technique {technique} is refused (this agent does not run \
-         storage post-copy yet)"
+        "VM '{vm}' has disk '{disk}': storage precopy moves a disk only with technique precopy \
+         (or auto, which picks it); technique {technique} is refused (with storage postcopy \
+         any technique moves it)"
     )]
     DiskNeedsPrecopy {
         vm: String,
@@ -146,6 +149,8 @@ pub struct Migrations {
     store: Store,
     map: Mutex<HashMap<String, Entry>>,
     seq: AtomicU64,
+    /// Storage post-copy sessions a run left unfinished (`storage_pc`).
+    pub(crate) postcopy: storage_pc::Sessions,
 }
 
 impl Migrations {
@@ -169,6 +174,7 @@ impl Migrations {
             store,
             map: Mutex::new(map),
             seq: AtomicU64::new(0),
+            postcopy: storage_pc::Sessions::default(),
         })
     }
 
@@ -372,7 +378,7 @@ pub async fn start(
     req: MigrationRequest,
 ) -> Result<MigrationRecord, MigrateError> {
     let config = state.vms.record(vm)?.config;
-    check_disk_technique(&config, req.technique)?;
+    check_disk_technique(&config, req.technique, req.knobs.storage)?;
     // A source whose QEMU is in post-copy already (a migration the record lost track of) has
     // only part of the guest: refuse before anything starts.
     state.vms.check_not_departed(vm).await?;
@@ -414,19 +420,23 @@ pub async fn start(
     Ok(record)
 }
 
-/// Refuses a VM with a disk unless `technique` is pre-copy, the only storage migration built
-/// (see the module doc), or auto, which then picks it: at the request, before anything
-/// starts.
+/// Refuses a VM with a disk moved by storage pre-copy unless `technique` is pre-copy (its
+/// mirror converges with memory before the switchover) or auto, which then picks it: at the
+/// request, before anything starts. Storage post-copy takes any technique.
 ///
 /// # Errors
 /// [`MigrateError::DiskNeedsPrecopy`] naming the disk and the technique asked for.
 pub fn check_disk_technique(
     config: &drover_api::VmConfig,
     technique: Technique,
+    storage: StorageMode,
 ) -> Result<(), MigrateError> {
     // A disk to be created (`disk_size_bytes`, `disk_base`) counts, named or not.
     match config.disk_file() {
-        Some(disk) if !matches!(technique, Technique::Precopy | Technique::Auto) => {
+        Some(disk)
+            if storage == StorageMode::Precopy
+                && !matches!(technique, Technique::Precopy | Technique::Auto) =>
+        {
             Err(MigrateError::DiskNeedsPrecopy {
                 vm: config.name.clone(),
                 disk,
@@ -575,23 +585,34 @@ mod tests {
             disk_base: None,
             nic: None,
         };
-        assert!(check_disk_technique(&config, Technique::Precopy).is_ok());
-        assert!(check_disk_technique(&config, Technique::Auto).is_ok());
+        let pre = StorageMode::Precopy;
+        assert!(check_disk_technique(&config, Technique::Precopy, pre).is_ok());
+        assert!(check_disk_technique(&config, Technique::Auto, pre).is_ok());
         for t in [Technique::Postcopy, Technique::Hybrid] {
-            let text = check_disk_technique(&config, t)
+            let text = check_disk_technique(&config, t, pre)
                 .expect_err("not pre-copy")
                 .to_string();
             assert!(
                 text.contains("'db.qcow2'")
                     && text.contains(&format!("technique {t} is refused"))
-                    && text.contains("does not run storage post-copy yet"),
+                    && text.contains("with storage postcopy any technique moves it"),
                 "{text}"
             );
         }
+        // Storage post-copy moves the disk after the switchover, whatever moved memory.
+        for t in [
+            Technique::Precopy,
+            Technique::Postcopy,
+            Technique::Hybrid,
+            Technique::Auto,
+        ] {
+            assert!(check_disk_technique(&config, t, StorageMode::Postcopy).is_ok());
+        }
         config.disk = None;
-        assert!(check_disk_technique(&config, Technique::Postcopy).is_ok());
+        assert!(check_disk_technique(&config, Technique::Postcopy, pre).is_ok());
         config.disk_size_bytes = Some(64 << 20);
-        let err = check_disk_technique(&config, Technique::Hybrid).expect_err("a disk to create");
+        let err =
+            check_disk_technique(&config, Technique::Hybrid, pre).expect_err("a disk to create");
         assert!(err.to_string().contains("'db.qcow2'"), "{err}");
     }
 

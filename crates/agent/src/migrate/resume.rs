@@ -10,8 +10,10 @@
 //! After an agent restart, a paused record that holds its VM is resumed again
 //! ([`resume_after_restart`], from `recover_all`), its window counted afresh, with the
 //! recovery URI the record kept. An operator resumes one whose window ran out (the link came
-//! back later) with `POST /v1/migrations/{id}/resume` ([`resume_on_request`]). One loop runs
-//! per migration at a time (`Migrations::begin_resume`).
+//! back later) with `POST /v1/migrations/{id}/resume` ([`resume_on_request`]), which also
+//! resumes a stalled storage post-copy's stream (`storage_pc`). One loop runs per migration
+//! at a time (`Migrations::begin_resume`). A storage post-copy's settle streams the disk
+//! first (`storage_pc::stream_before_settle`).
 
 use super::settle::settle;
 use super::MigrateError;
@@ -191,6 +193,16 @@ pub fn resume_on_request(
             "it is {state}; only a post-copy left paused with the guest on the destination can be"
         )));
     }
+    if super::storage_pc::resumable(state, id) {
+        // A stalled storage post-copy: its memory is whole on the destination, its stream
+        // goes on from the session this agent kept.
+        state
+            .migrations
+            .note(id, "storage post-copy resume asked through the API".into());
+        let st = Arc::clone(state);
+        state.spawn(async move { super::storage_pc::resume_stream(&st, &r).await });
+        return state.migrations.get(id);
+    }
     if r.recover_uri.is_none() {
         return Err(refuse(
             "the record has no recovery URI (an older agent wrote it)".into(),
@@ -271,7 +283,12 @@ async fn act(
         ResumeAction::RecoverDest => remote.migrate_recover(run.recover_uri).await,
         ResumeAction::ResumeSource => run.source.migrate_resume(run.recover_uri).await,
         ResumeAction::PauseSource => run.source.migrate_pause().await,
-        ResumeAction::Settle => return settle_when_whole(state, run.id).await,
+        ResumeAction::Settle => {
+            // A storage post-copy streams its disk once the memory is whole, before the settle.
+            let record = state.migrations.get(run.id).map_err(|e| e.to_string())?;
+            super::storage_pc::stream_before_settle(state, &record, run.source).await?;
+            return settle_when_whole(state, run.id).await;
+        }
     };
     if step.is_ok() && action == ResumeAction::ResumeSource {
         state.migrations.note(

@@ -2,6 +2,7 @@
 
 use super::abort_retry;
 use super::lifecycle::RecordEvent;
+use super::storage_pc;
 use crate::remote::RemoteQmp;
 use crate::AgentState;
 use drover_api::{
@@ -11,12 +12,13 @@ use drover_core::migration::{
     paused_by_migration, CostParams, EndStatus, MigrationPlan, MigrationStatus, OpsSample,
     PlanKnobs, Technique, VmProfile,
 };
-use drover_core::migration::{StorageRecord, StorageSettings};
+use drover_core::migration::{PostcopyOutcome, StorageMode, StorageRecord, StorageSettings};
 use drover_qemu::disk::{DiskNodes, NbdAddr};
 use drover_qemu::driver::{self, DriverConfig, Endpoints, MigrationRun};
 use drover_qemu::metrics::Clock;
 use drover_qemu::qmp::{Qmp, QmpClient, QmpExt};
 use drover_qemu::storage::{migrate_with_storage, DiskTarget, StorageConfig, StorageRun};
+use drover_qemu::storage_postcopy::{PostcopyRun, PostcopySession};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -62,12 +64,23 @@ async fn drive(
 ) -> Result<(), String> {
     let source = state.vms.qmp_of(vm).map_err(|e| e.to_string())?;
     let config = state.vms.record(vm).map_err(|e| e.to_string())?.config;
-    let plan = match config.disk_file() {
-        // Only pre-copy moves a disk (`check_disk_technique` refused the rest).
-        Some(_) => {
+    let storage = storage_pc::mode_of(&config, &req.knobs);
+    let plan = match storage {
+        // Storage pre-copy moves a disk with memory pre-copy only (`check_disk_technique`
+        // refused the rest); storage post-copy with any.
+        Some(StorageMode::Precopy) => {
             MigrationPlan::build_with_disk(req.technique, &req.knobs, &CostParams::default())
         }
-        None => plan_for(req, state.link_bps, source.as_ref(), config.memory_bytes).await,
+        Some(StorageMode::Postcopy) | None => {
+            plan_for(req, state.link_bps, source.as_ref(), config.memory_bytes).await
+        }
+        // The request's validation refuses it; kept for the day the agent runs it.
+        Some(StorageMode::Hybrid) => {
+            return Err(format!(
+                "storage hybrid: {}",
+                drover_core::migration::storage::HYBRID_NOT_RUN
+            ))
+        }
     };
     let dest = AgentClient::new(req.to.clone(), &state.token);
     let health = dest
@@ -87,45 +100,33 @@ async fn drive(
         ),
         None => None,
     };
+    // Storage post-copy: the source's export exists before the destination opens it.
+    let mut session = match storage {
+        Some(StorageMode::Postcopy) => {
+            Some(storage_pc::export(source.as_ref(), &req.to, &req.knobs).await?)
+        }
+        _ => None,
+    };
     let incoming = IncomingRequest {
         config,
         migration_id: id.to_string(),
         disk_virtual_bytes,
+        storage: storage.unwrap_or_default(),
+        source_nbd: session.as_ref().map(storage_pc::export_addr),
     };
-    let reply = match dest.incoming(&incoming).await {
-        Ok(reply) => reply,
+    let target =
+        prepare_destination(state, id, req, &dest, source.as_ref(), &incoming, &plan).await;
+    let (reply, target) = match target {
+        Ok(ready) => ready,
         Err(e) => {
-            // An unreadable reply came with a success status: the destination may well have
-            // started the incoming QEMU, so it is removed like after any refused reply.
-            if matches!(e, drover_api::ClientError::Decode { .. }) {
-                abort_destination(state, id, &dest, vm, source.as_ref()).await;
+            if let Some(s) = session.take() {
+                s.abandon(source.as_ref(), &e).await;
             }
-            return Err(format!("destination could not prepare an incoming VM: {e}"));
-        }
-    };
-    let target = match check_reply(&req.to, &reply, disk_virtual_bytes.is_some()).await {
-        Ok(nbd) => nbd.map(|nbd| DiskTarget {
-            disk: DiskNodes::of(0),
-            nbd,
-        }),
-        Err(e) => {
-            abort_destination(state, id, &dest, vm, source.as_ref()).await;
             return Err(e);
         }
     };
     let uri = reply.uri.to_string();
     let recover_uri = reply.recover_uri.to_string();
-    state
-        .migrations
-        .apply(
-            id,
-            RecordEvent::Started {
-                plan: plan.clone(),
-                uri: reply.uri,
-                recover_uri: reply.recover_uri,
-            },
-        )
-        .map_err(|e| e.to_string())?;
     let remote = RemoteQmp {
         client: dest.clone(),
         vm: vm.to_string(),
@@ -139,22 +140,34 @@ async fn drive(
     let clock = state.vms.clock();
     let samples = state.vms.samples_of(vm).map_err(|e| e.to_string())?;
     let driver_config = DriverConfig::default();
-    let driving = migrate(&ends, target.as_ref(), plan, &driver_config, &clock, cancel);
-    tokio::pin!(driving);
-    let watching = switched(source.as_ref(), SWITCH_POLL);
-    tokio::pin!(watching);
+    let disk = match (target.as_ref(), session.as_mut()) {
+        (Some(t), _) => Disk::Precopy(t),
+        (None, Some(s)) => Disk::Postcopy(s),
+        (None, None) => Disk::None,
+    };
     let mut seen_switch = false;
-    let outcome = loop {
-        tokio::select! {
-            out = &mut driving => break out,
-            () = &mut watching, if !seen_switch => {
-                seen_switch = true;
-                super::record_switch(state, id, vm);
+    let outcome = {
+        // In a block: the run borrows the session, which is kept afterwards.
+        let driving = migrate(&ends, disk, plan, &driver_config, &clock, cancel);
+        tokio::pin!(driving);
+        let watching = switched(source.as_ref(), SWITCH_POLL);
+        tokio::pin!(watching);
+        loop {
+            tokio::select! {
+                out = &mut driving => break out,
+                () = &mut watching, if !seen_switch => {
+                    seen_switch = true;
+                    super::record_switch(state, id, vm);
+                }
             }
         }
     };
-    let (run, storage_error) = match outcome {
-        Ok(Moved { run, storage }) => {
+    let (run, storage_error, postcopy) = match outcome {
+        Ok(Moved {
+            run,
+            storage,
+            postcopy,
+        }) => {
             let error = storage.and_then(|s| {
                 state.migrations.note(id, storage_note(&s.storage));
                 for e in &s.cleanup_errors {
@@ -162,9 +175,20 @@ async fn drive(
                         .migrations
                         .note(id, format!("storage clean-up step failed: {e}"));
                 }
-                s.storage.error
+                s.storage.error.map(|e| format!("storage pre-copy: {e}"))
             });
-            (run, error)
+            if let Some(p) = &postcopy {
+                storage_pc::note_run(state, id, p);
+            }
+            let error = error.or_else(|| {
+                postcopy.as_ref().and_then(|p| {
+                    p.storage
+                        .error
+                        .as_ref()
+                        .map(|e| format!("storage post-copy: {e}"))
+                })
+            });
+            (run, error, postcopy.map(|p| p.outcome))
         }
         Err(e) => {
             let recorded = state.migrations.get(id).ok();
@@ -182,7 +206,27 @@ async fn drive(
         }
     };
     let moved = run.outcome.vm_on_destination;
-    if moved && run.outcome.status == EndStatus::Completed {
+    let mut status = run.outcome.status;
+    let decision = postcopy.map(storage_pc::decide);
+    if decision == Some(storage_pc::Decision::KeepBoth) {
+        // The guest runs on the destination; part of its disk is only here.
+        super::record_switch(state, id, vm);
+        if let Some(s) = session.take() {
+            state.migrations.postcopy.keep(id, s);
+        }
+        state.migrations.note(
+            id,
+            format!(
+                "storage post-copy did not complete: both QEMUs and the source's disk are kept \
+                 (the guest is on the destination, blocks it lacks here); a stalled stream \
+                 resumes with POST /v1/migrations/{id}/resume"
+            ),
+        );
+        status = EndStatus::Paused;
+    } else if moved && run.outcome.status == EndStatus::Completed {
+        if decision == Some(storage_pc::Decision::HandOver) {
+            state.migrations.postcopy.mark_streamed(id);
+        }
         hand_over(state, id, &dest, vm).await;
     } else if moved {
         // Post-copy stopped part-way: the source still holds part of the guest's memory.
@@ -198,11 +242,10 @@ async fn drive(
         .apply(
             id,
             RecordEvent::Ended {
-                status: run.outcome.status,
+                status,
                 vm_on_destination: moved,
                 plan: run.plan.clone(),
                 error: storage_error
-                    .map(|e| format!("storage pre-copy: {e}"))
                     .or(run.outcome.error.clone())
                     .or(run.dest_error.clone()),
                 result: run.result(&samples.snapshot()),
@@ -213,7 +256,13 @@ async fn drive(
     // The VM's fate is settled (unless a post-copy stopped part-way, which keeps it held): it
     // may be migrated or deleted again while we measure.
     super::release_vm(state, id, vm);
-    if record.state == MigrationState::Paused && moved {
+    // A stalled stream waits for an operator's resume; a paused memory post-copy is resumed
+    // here (its settle streams the disk first).
+    let stalled = matches!(
+        postcopy,
+        Some(PostcopyOutcome::Stalled | PostcopyOutcome::Held)
+    );
+    if record.state == MigrationState::Paused && moved && !stalled {
         if let Some(params) = req.knobs.resume() {
             let paused = super::resume::PausedRun {
                 id,
@@ -353,6 +402,55 @@ pub(super) async fn abort_destination(
     }
 }
 
+/// Asks the destination for its incoming VM and checks its reply; records the run started.
+/// Returns the reply and, for a storage pre-copy, the destination's NBD target. A failure
+/// after the destination may have started its QEMU removes it again.
+async fn prepare_destination(
+    state: &Arc<AgentState>,
+    id: &str,
+    req: &MigrationRequest,
+    dest: &AgentClient,
+    source: &dyn Qmp,
+    incoming: &IncomingRequest,
+    plan: &MigrationPlan,
+) -> Result<(IncomingReply, Option<DiskTarget>), String> {
+    let vm = incoming.config.name.as_str();
+    let reply = match dest.incoming(incoming).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            // An unreadable reply came with a success status: the destination may well have
+            // started the incoming QEMU, so it is removed like after any refused reply.
+            if matches!(e, drover_api::ClientError::Decode { .. }) {
+                abort_destination(state, id, dest, vm, source).await;
+            }
+            return Err(format!("destination could not prepare an incoming VM: {e}"));
+        }
+    };
+    // Only a storage pre-copy's destination serves an NBD target.
+    let wants_nbd =
+        incoming.disk_virtual_bytes.is_some() && incoming.storage == StorageMode::Precopy;
+    let target = match check_reply(&req.to, &reply, wants_nbd).await {
+        Ok(nbd) => nbd.map(|nbd| DiskTarget {
+            disk: DiskNodes::of(0),
+            nbd,
+        }),
+        Err(e) => {
+            abort_destination(state, id, dest, vm, source).await;
+            return Err(e);
+        }
+    };
+    let started = RecordEvent::Started {
+        plan: plan.clone(),
+        uri: reply.uri,
+        recover_uri: reply.recover_uri,
+    };
+    if let Err(e) = state.migrations.apply(id, started) {
+        abort_destination(state, id, dest, vm, source).await;
+        return Err(e.to_string());
+    }
+    Ok((reply, target))
+}
+
 /// Refuses URIs (and an NBD address) that do not point at the destination this agent chose:
 /// QEMU would connect wherever they say. A VM with a disk (`disk`) needs an NBD address, a
 /// diskless one must get none. Returns the NBD address.
@@ -402,29 +500,64 @@ fn check_nbd(
 }
 
 /// What a migration that ended without a driver error gives: the memory migration's run, and
-/// the storage pre-copy's (for a VM with a disk).
+/// the storage pre-copy's or post-copy's (for a VM with a disk).
 struct Moved {
     run: MigrationRun,
     storage: Option<StorageRun>,
+    postcopy: Option<PostcopyRun>,
 }
 
-/// The memory migration alone, or with the storage pre-copy of `target` (a VM with a disk).
+/// How a VM's disk moves in this run.
+enum Disk<'a> {
+    None,
+    /// Storage pre-copy into the destination's NBD target.
+    Precopy(&'a DiskTarget),
+    /// Storage post-copy from the source's export (exported already).
+    Postcopy(&'a mut PostcopySession),
+}
+
+/// The memory migration alone, or with the storage migration of `disk` (a VM with a disk).
 /// A storage part that failed before the memory migration started is an error here, like a
 /// driver error: the guest never left.
 async fn migrate(
     ends: &Endpoints<'_>,
-    target: Option<&DiskTarget>,
+    disk: Disk<'_>,
     plan: MigrationPlan,
     driver_config: &DriverConfig,
     clock: &Clock,
     cancel: watch::Receiver<bool>,
 ) -> Result<Moved, String> {
     let driver_error = |e: driver::DriverError| format!("migration driver: {e}");
-    let Some(target) = target else {
-        let run = driver::migrate(ends, plan, driver_config, clock, Some(cancel)).await;
-        return run
-            .map(|run| Moved { run, storage: None })
-            .map_err(driver_error);
+    let target = match disk {
+        Disk::None => {
+            let run = driver::migrate(ends, plan, driver_config, clock, Some(cancel)).await;
+            return run
+                .map(|run| Moved {
+                    run,
+                    storage: None,
+                    postcopy: None,
+                })
+                .map_err(driver_error);
+        }
+        Disk::Postcopy(session) => {
+            let done = session
+                .migrate(ends, plan, driver_config, clock, Some(cancel))
+                .await
+                .map_err(driver_error)?;
+            return match done.memory.clone() {
+                Some(run) => Ok(Moved {
+                    run,
+                    storage: None,
+                    postcopy: Some(done),
+                }),
+                None => Err(format!(
+                    "storage post-copy: {}{}",
+                    done.storage.error.as_deref().unwrap_or("failed"),
+                    cleanup_text(&done.errors)
+                )),
+            };
+        }
+        Disk::Precopy(target) => target,
     };
     // The request's deadline bounds the mirror's copy too (a cut link: its stall watch).
     let config = StorageConfig {
@@ -446,6 +579,7 @@ async fn migrate(
         Some(run) => Ok(Moved {
             run,
             storage: Some(done),
+            postcopy: None,
         }),
         None => Err(format!(
             "storage pre-copy: {}{}",
@@ -545,139 +679,5 @@ async fn profile(qmp: &QmpClient, memory_bytes: u64) -> Option<VmProfile> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use drover_qemu::qmp::ScriptedQmp;
-    use serde_json::json;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    /// The reviewer's lab: a 10 MB/s link, and `auto` predicted as if it were 1000 MB/s.
-    #[test]
-    fn auto_assumes_no_faster_link_than_the_hosts() {
-        let vm = VmProfile {
-            memory_bytes: 256 << 20,
-            wss_bytes: 64 << 20,
-            dirty_rate_bps: 1e6,
-        };
-        let knobs = PlanKnobs::default();
-        let fast = plan_with_link(Technique::Auto, &knobs, Some(&vm), None);
-        let slow = plan_with_link(Technique::Auto, &knobs, Some(&vm), Some(10_000_000));
-        assert_eq!(fast.assumed_link_bps, 1_000_000_000);
-        assert_eq!(slow.assumed_link_bps, 10_000_000);
-        assert!(
-            slow.reason
-                .contains("assumed bandwidth 10000000 B/s: this host's link"),
-            "{}",
-            slow.reason
-        );
-        // The run's time budget follows the slower link too: 256 MiB at 10 MB/s is ~27 s.
-        assert!(slow.time_budget_ms(256 << 20) > fast.time_budget_ms(256 << 20) + 40_000);
-        // A request that assumes a slower link than the host's keeps its own.
-        let own = PlanKnobs {
-            assumed_link_bps: 5_000_000,
-            ..PlanKnobs::default()
-        };
-        let p = plan_with_link(Technique::Auto, &own, Some(&vm), Some(10_000_000));
-        assert_eq!(p.assumed_link_bps, 5_000_000);
-        assert!(
-            p.reason.contains("the request's assumed_link_bps"),
-            "{}",
-            p.reason
-        );
-        // A cap is the bandwidth: the link is not assumed then.
-        let capped = PlanKnobs {
-            bandwidth_bps: Some(50_000_000),
-            ..PlanKnobs::default()
-        };
-        let p = plan_with_link(Technique::Auto, &capped, Some(&vm), Some(10_000_000));
-        assert!(!p.reason.contains("assumed bandwidth"), "{}", p.reason);
-    }
-
-    /// The reviewer's case (a), at the agent: once post-copy started, by the run's own watch or
-    /// by the record, a failed driver never drops the destination.
-    #[test]
-    fn a_failed_driver_drops_the_destination_only_before_the_switch() {
-        use crate::migrate::test_record;
-        let before = test_record(MigrationState::Running, false);
-        let after = test_record(MigrationState::Running, true);
-        assert!(may_abort_destination(false, Some(&before)));
-        assert!(!may_abort_destination(true, Some(&before)), "seen here");
-        assert!(!may_abort_destination(false, Some(&after)), "recorded");
-        assert!(!may_abort_destination(false, None), "unknown: kept");
-    }
-
-    /// A destination's NBD address is taken only for a VM with a disk, on the destination.
-    #[test]
-    fn the_nbd_address_must_point_at_the_destination() {
-        let d: std::net::IpAddr = "198.18.0.3".parse().expect("ip");
-        let at = |a: &str| Some(a.parse::<std::net::SocketAddr>().expect("addr"));
-        let ok = check_nbd("h2", &[d], at("198.18.0.3:10809"), true).expect("ok");
-        assert_eq!(ok.map(|a| a.port()), Some(10809));
-        assert_eq!(check_nbd("h2", &[d], None, false), Ok(None));
-        for (nbd, disk, words) in [
-            (None, true, "no NBD address for the VM's disk"),
-            (at("198.18.0.3:10809"), false, "for a VM without a disk"),
-            (
-                at("8.8.8.8:10809"),
-                true,
-                "does not point at the destination h2",
-            ),
-            (
-                at("127.0.0.1:10809"),
-                true,
-                "does not point at the destination h2",
-            ),
-            (at("198.18.0.3:0"), true, "expected a port from 1 to 65535"),
-        ] {
-            let err = check_nbd("h2", &[d], nbd, disk).expect_err(words);
-            assert!(
-                err.starts_with("destination's reply refused") && err.contains(words),
-                "{err}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_storage_figures_are_noted() {
-        let mut r = StorageRecord {
-            transferred_bytes: 67_108_864,
-            disk_bytes: 67_108_864,
-            mirror_to_ready_ms: Some(1200),
-            ready_to_cancel_ms: Some(3400),
-            cancel_to_concluded_ms: Some(5),
-            write_blocking: false,
-            error: None,
-            ..StorageRecord::default()
-        };
-        assert_eq!(
-            storage_note(&r),
-            "storage pre-copy: the mirror processed 67108864 bytes (the disk once, zero areas \
-             included, plus what the guest rewrote meanwhile); mirror to READY 1200 ms, READY to \
-             cancel 3400 ms, last sync 5 ms"
-        );
-        r.ready_to_cancel_ms = None;
-        r.error = Some("mirror-cancel: boom".into());
-        let note = storage_note(&r);
-        assert!(
-            note.contains("READY to cancel -") && note.ends_with("; failed: mirror-cancel: boom"),
-            "{note}"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_switch_is_seen_when_the_source_enters_postcopy() {
-        let polls = Arc::new(AtomicU32::new(0));
-        let counted = polls.clone();
-        let q = ScriptedQmp::new(move |cmd, _| {
-            assert_eq!(cmd, "query-migrate");
-            let n = counted.fetch_add(1, Ordering::SeqCst);
-            let status = if n < 3 { "active" } else { "postcopy-active" };
-            Ok(json!({"status": status}))
-        });
-        switched(&q, SWITCH_POLL).await;
-        assert_eq!(polls.load(Ordering::SeqCst), 4);
-        let precopy = ScriptedQmp::new(|_, _| Ok(json!({"status": "active"})));
-        let waited = tokio::time::timeout(Duration::from_secs(60), switched(&precopy, SWITCH_POLL));
-        assert!(waited.await.is_err(), "a pre-copy is no switch");
-    }
-}
+#[path = "run_tests.rs"]
+mod tests;

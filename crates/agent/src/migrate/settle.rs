@@ -8,7 +8,8 @@
 //! `completed`. The guest is never lost: nothing is stopped unless the destination says it has
 //! every page and runs the guest (its VM committed and running, the commit being refused until
 //! its QEMU has the whole guest; or, still incoming, its QEMU's incoming migration completed and
-//! the guest running).
+//! the guest running), and never a storage post-copy whose stream has not completed (the
+//! source's disk holds blocks the destination lacks: `storage_pc::settle_refusal`).
 
 use super::lifecycle::{self, RecordEvent};
 use super::run::hand_over;
@@ -74,6 +75,9 @@ pub async fn settle(
         vm: r.vm.clone(),
         why,
     };
+    if let Some(why) = super::storage_pc::settle_refusal(state, r) {
+        return Err(not_settled(why));
+    }
     let view = dest
         .get_vm(&r.vm)
         .await

@@ -260,6 +260,7 @@ mod tests {
             uri: None,
             recover_uri: None,
             nbd: None,
+            source_nbd: None,
         };
         let _a = v
             .reserve(&config("a", 128), &incoming("m1"))

@@ -298,6 +298,7 @@ mod tests {
             uri: None,
             recover_uri: None,
             nbd: None,
+            source_nbd: None,
         }
     }
 

@@ -42,6 +42,7 @@ use thiserror::Error;
 
 mod admission;
 pub mod disk;
+mod forward;
 mod guard;
 mod nic;
 pub mod oom;
@@ -56,6 +57,7 @@ mod tests;
 pub use admission::{
     vm_cost, QEMU_OVERHEAD_BYTES, QEMU_OVERHEAD_PER_VCPU_BYTES, QEMU_OVERHEAD_SHARE,
 };
+pub use forward::{check_storage_command, IncomingDisk};
 pub use guard::{GuestSeen, Removal};
 use oom::OomWatch;
 pub use process::kill_pid;
@@ -373,7 +375,9 @@ impl Vms {
             append,
             incoming: matches!(role, VmRole::Incoming { .. }),
             tap,
-            disk: disk.map(drover_qemu::disk::DiskSpec::Image),
+            disk: disk
+                .map(|path| forward::disk_spec(&config.name, path, &role))
+                .transpose()?,
         };
         let run_dir = self.store.run_dir(&config.name);
         let paths = RunPaths::in_dir(&run_dir);
@@ -585,6 +589,7 @@ impl Vms {
             uri,
             recover_uri,
             nbd,
+            source_nbd,
             ..
         } = &e.record.role
         else {
@@ -593,7 +598,10 @@ impl Vms {
         let (given, own) = match cmd {
             ForwardedQmp::MigrateIncoming(a) => (a.uri, uri),
             ForwardedQmp::MigrateRecover(a) => (a.uri, recover_uri),
-            other => return check_storage_command(name, other, *nbd),
+            other => {
+                let disk = IncomingDisk::of(*nbd, *source_nbd);
+                return check_storage_command(name, other, disk);
+            }
         };
         if own.as_ref() != Some(&given) {
             return Err(VmsError::ForeignUri {
@@ -724,64 +732,6 @@ impl Vms {
         for n in names {
             let _ = self.remove(&n, Removal::Force).await;
         }
-    }
-}
-
-/// Checks a forwarded storage command for incoming VM `name`, whose NBD address is `nbd` (None:
-/// it has no disk, and takes none of them): `nbd-server-start` on exactly that address,
-/// `block-export-add` of exactly Drover's export of disk 0's format node (the parser has
-/// checked it is nbd and writable). Other commands pass.
-///
-/// # Errors
-/// [`VmsError::ForeignNbd`] naming the argument and what was expected.
-pub fn check_storage_command(
-    name: &str,
-    cmd: &ForwardedQmp,
-    nbd: Option<std::net::SocketAddr>,
-) -> Result<(), VmsError> {
-    let refuse = |field: &'static str, given: String, expected: String| VmsError::ForeignNbd {
-        name: name.to_string(),
-        field,
-        given,
-        expected,
-    };
-    let no_disk = || {
-        refuse(
-            "execute",
-            cmd.name().into(),
-            "no storage command (it has no disk)".into(),
-        )
-    };
-    match cmd {
-        ForwardedQmp::NbdServerStart(a) => {
-            let own = nbd.ok_or_else(no_disk)?;
-            if a.addr.socket_addr() != Some(own) {
-                return Err(refuse(
-                    "arguments.addr",
-                    format!("{}:{}", a.addr.data.host, a.addr.data.port),
-                    format!("the NBD address {own} this agent made"),
-                ));
-            }
-            Ok(())
-        }
-        ForwardedQmp::BlockExportAdd(a) => {
-            nbd.ok_or_else(no_disk)?;
-            let disk = drover_qemu::disk::DiskNodes::of(0);
-            let own = (disk.export_id(), disk.format_node(), disk.export_name());
-            if (a.id.as_str(), a.node_name.as_str(), a.name.as_str()) != own {
-                return Err(refuse(
-                    "arguments",
-                    format!("id {}, node-name {}, name {}", a.id, a.node_name, a.name),
-                    format!(
-                        "the export of its disk (id {}, node-name {}, name {})",
-                        own.0, own.1, own.2
-                    ),
-                ));
-            }
-            Ok(())
-        }
-        ForwardedQmp::NbdServerStop if nbd.is_none() => Err(no_disk()),
-        _ => Ok(()),
     }
 }
 

@@ -92,7 +92,7 @@ impl LaunchSettings {
 /// export of the disk, and nothing of it for a VM without a disk.
 #[test]
 fn forwarded_storage_commands_must_be_the_agents_own() {
-    use super::check_storage_command;
+    use super::{check_storage_command, IncomingDisk};
     use drover_api::qmp::ForwardedQmp;
     let cmd = |name: &str, args: serde_json::Value| {
         let args = (!args.is_null()).then_some(args);
@@ -115,7 +115,7 @@ fn forwarded_storage_commands_must_be_the_agents_own() {
     let good = export("drover-disk0-export", "drover-disk0", "drover-disk0");
     for ok in [&start("10809"), &good, &stop] {
         assert!(
-            check_storage_command("in1", ok, Some(own)).is_ok(),
+            check_storage_command("in1", ok, IncomingDisk::Target(own)).is_ok(),
             "{ok:?}"
         );
     }
@@ -135,7 +135,7 @@ fn forwarded_storage_commands_must_be_the_agents_own() {
             "name other'",
         ),
     ] {
-        let err = check_storage_command("in1", &bad, Some(own)).expect_err(words);
+        let err = check_storage_command("in1", &bad, IncomingDisk::Target(own)).expect_err(words);
         let text = err.to_string();
         assert!(
             text.contains(words) && text.contains("incoming VM 'in1'"),
@@ -143,12 +143,140 @@ fn forwarded_storage_commands_must_be_the_agents_own() {
         );
     }
     for diskless in [start("10809"), good, stop] {
-        let err = check_storage_command("in1", &diskless, None).expect_err("no disk");
+        let err = check_storage_command("in1", &diskless, IncomingDisk::None).expect_err("no disk");
         assert!(
             err.to_string().starts_with("execute '") && err.to_string().contains("it has no disk"),
             "{err}"
         );
     }
     let query = cmd("query-status", serde_json::Value::Null);
-    assert!(check_storage_command("in1", &query, None).is_ok());
+    assert!(check_storage_command("in1", &query, IncomingDisk::None).is_ok());
+}
+
+/// What a destination accepts of a storage post-copy: exactly the session's stream of its
+/// disk (with `on-error: stop`), resuming and dismissing that stream, the job list and
+/// `cont`; none of it for a pre-copy or diskless VM, and no NBD server command for it.
+#[test]
+fn forwarded_stream_commands_must_be_the_agents_own() {
+    use super::{check_storage_command, IncomingDisk};
+    use drover_api::qmp::ForwardedQmp;
+    let cmd = |name: &str, args: serde_json::Value| {
+        let args = (!args.is_null()).then_some(args);
+        ForwardedQmp::from_parts(name, args.as_ref()).expect("parses")
+    };
+    let stream = |job: &str, device: &str| {
+        cmd(
+            "block-stream",
+            serde_json::json!({"job-id": job, "device": device, "on-error": "stop",
+                               "auto-dismiss": false, "speed": 1000}),
+        )
+    };
+    let own = [
+        stream("drover-disk0-stream", "drover-disk0"),
+        cmd(
+            "block-job-resume",
+            serde_json::json!({"device": "drover-disk0-stream"}),
+        ),
+        cmd(
+            "job-dismiss",
+            serde_json::json!({"id": "drover-disk0-stream"}),
+        ),
+        cmd("query-block-jobs", serde_json::Value::Null),
+        cmd("cont", serde_json::Value::Null),
+    ];
+    for ok in &own {
+        assert!(
+            check_storage_command("in1", ok, IncomingDisk::Overlay).is_ok(),
+            "{ok:?}"
+        );
+    }
+    for (bad, words) in [
+        // The file node (the raw bytes) or the remote node: not the disk's format node.
+        (
+            stream("drover-disk0-stream", "drover-disk0-file"),
+            "arguments.device 'drover-disk0-file' is not valid: expected its disk's node drover-disk0",
+        ),
+        (
+            stream("drover-disk0-stream", "drover-disk0-remote"),
+            "arguments.device 'drover-disk0-remote'",
+        ),
+        (
+            stream("drover-disk0-mirror", "drover-disk0"),
+            "arguments.job-id 'drover-disk0-mirror'",
+        ),
+        (
+            cmd("block-job-resume", serde_json::json!({"device": "other"})),
+            "arguments.device 'other' is not valid: expected its disk's stream drover-disk0-stream",
+        ),
+        (
+            cmd("job-dismiss", serde_json::json!({"id": "drover-disk0-mirror"})),
+            "arguments.id 'drover-disk0-mirror'",
+        ),
+        (
+            cmd("nbd-server-stop", serde_json::Value::Null),
+            "no NBD server command (its disk arrives by storage post-copy)",
+        ),
+    ] {
+        let err = check_storage_command("in1", &bad, IncomingDisk::Overlay).expect_err(words);
+        let text = err.to_string();
+        assert!(
+            text.contains(words) && text.contains("incoming VM 'in1'"),
+            "{text}"
+        );
+    }
+    let target: std::net::SocketAddr = "198.18.0.3:10809".parse().expect("addr");
+    for (disk, words) in [
+        (
+            IncomingDisk::Target(target),
+            "its disk arrives by storage pre-copy",
+        ),
+        (IncomingDisk::None, "it has no disk"),
+    ] {
+        for c in &own {
+            let err = check_storage_command("in1", c, disk).expect_err(words);
+            assert!(err.to_string().contains(words), "{err}");
+        }
+    }
+    assert_eq!(
+        IncomingDisk::of(Some(target), Some(target)),
+        IncomingDisk::Overlay
+    );
+    assert_eq!(IncomingDisk::of(None, None), IncomingDisk::None);
+}
+
+/// A post-copy destination's disk is the overlay on the source's export; anything else is
+/// the image itself; an address the launcher cannot take is refused, never a plain image.
+#[test]
+fn a_postcopy_destination_runs_on_the_overlay() {
+    use crate::model::VmRole;
+    use drover_qemu::disk::DiskSpec;
+    let role = |source_nbd: Option<&str>| VmRole::Incoming {
+        migration_id: "m1".into(),
+        uri: None,
+        recover_uri: None,
+        nbd: None,
+        source_nbd: source_nbd.map(|a| a.parse().expect("addr")),
+    };
+    let path = std::path::PathBuf::from("/s/disks/d.qcow2");
+    let spec = super::forward::disk_spec("d", path.clone(), &role(Some("198.18.0.2:4000")))
+        .expect("overlay");
+    let DiskSpec::Overlay { overlay, source } = spec else {
+        panic!("{spec:?}")
+    };
+    assert_eq!(overlay, path);
+    assert_eq!(source.addr().port(), 4000);
+    assert_eq!(
+        super::forward::disk_spec("d", path.clone(), &role(None)).expect("image"),
+        DiskSpec::Image(path.clone())
+    );
+    assert_eq!(
+        super::forward::disk_spec("d", path.clone(), &VmRole::Running).expect("image"),
+        DiskSpec::Image(path.clone())
+    );
+    let err =
+        super::forward::disk_spec("d", path, &role(Some("0.0.0.0:4000"))).expect_err("unspecified");
+    assert!(
+        err.to_string().contains("source_nbd '0.0.0.0:4000'"),
+        "{err}"
+    );
 }

@@ -103,12 +103,22 @@ def is_the_documented_uri_refusal(case, response):
     return found is not None and found["name"] == name
 
 
-# The same rule for a storage pre-copy's forwarded commands: an NBD address must be the one the
-# agent made for that incoming VM, an export exactly its disk's, and a VM without a disk takes
-# none of them.
+# The same rule for the storage modes' forwarded commands: an NBD address must be the one the
+# agent made for that incoming VM, an export, a stream or a job exactly its disk's, and each
+# mode's commands reach only a destination of that mode (a VM without a disk takes none).
 NBD_REFUSAL = re.compile(
-    r"(arguments\.addr|arguments|execute) '[^']*' is not valid: expected [^']* for incoming VM "
-    r"'(?P<name>[^']*)'"
+    r"(arguments\.addr|arguments|arguments\.device|arguments\.job-id|arguments\.id|execute) "
+    r"'[^']*' is not valid: expected [^']* for incoming VM '(?P<name>[^']*)'"
+)
+STORAGE_COMMANDS = (
+    "nbd-server-start",
+    "block-export-add",
+    "nbd-server-stop",
+    "block-stream",
+    "block-job-resume",
+    "job-dismiss",
+    "query-block-jobs",
+    "cont",
 )
 
 
@@ -116,7 +126,7 @@ def is_the_documented_nbd_refusal(case, response):
     if response.status_code != 422 or case.operation.label != "POST /v1/vms/{name}/qmp":
         return False
     body = case.body if isinstance(case.body, dict) else {}
-    if body.get("execute") not in ("nbd-server-start", "block-export-add", "nbd-server-stop"):
+    if body.get("execute") not in STORAGE_COMMANDS:
         return False
     try:
         error = response.json().get("error", "")
@@ -127,6 +137,23 @@ def is_the_documented_nbd_refusal(case, response):
     return found is not None and found["name"] == name
 
 
+# A storage post-copy's source export must be on the address the incoming request came from
+# (the source agent's own), which only the agent knows.
+SOURCE_NBD_REFUSAL = re.compile(
+    r"source_nbd \S+ is not valid: expected an address of the requesting source, \S+"
+)
+
+
+def is_the_documented_source_nbd_refusal(case, response):
+    if response.status_code != 422 or case.operation.label != "POST /v1/incoming":
+        return False
+    try:
+        error = response.json().get("error", "")
+    except Exception:
+        return False
+    return isinstance(error, str) and SOURCE_NBD_REFUSAL.fullmatch(error) is not None
+
+
 @schemathesis.check
 def positive_data_acceptance_but_workload_fit(ctx, response, case):
     """`positive_data_acceptance`, allowing only the documented cross-field 422s."""
@@ -134,6 +161,7 @@ def positive_data_acceptance_but_workload_fit(ctx, response, case):
         is_the_documented_workload_refusal(case, response)
         or is_the_documented_uri_refusal(case, response)
         or is_the_documented_nbd_refusal(case, response)
+        or is_the_documented_source_nbd_refusal(case, response)
     ):
         return True
     # Looked up when first needed: the built-in OpenAPI checks register after hooks load.

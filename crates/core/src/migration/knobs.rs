@@ -5,6 +5,7 @@
 //! Field names carry their unit (`_bps` bytes per second, `_ms`, `_s`) and are the same on the
 //! wire, in the stored record and in the code. Whole numbers written as `300.0` are accepted.
 
+use super::storage::StorageMode;
 use super::technique::HybridSwitch;
 use crate::wire;
 use serde::{Deserialize, Serialize};
@@ -85,6 +86,11 @@ pub struct PlanKnobs {
     #[serde(deserialize_with = "wire::whole")]
     #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 86_400)))]
     pub resume_window_s: u64,
+    /// How a VM's local disk moves (ignored for a VM without one): `precopy` (mirrored to
+    /// the destination before the switchover, with memory moved by pre-copy) or `postcopy`
+    /// (the destination runs on the source's NBD export from the switchover on and streams
+    /// the disk afterwards; memory by any technique).
+    pub storage: StorageMode,
 }
 
 impl Default for PlanKnobs {
@@ -99,6 +105,7 @@ impl Default for PlanKnobs {
             assumed_link_bps: 1_000_000_000,
             postcopy_stall_s: 60,
             resume_window_s: 600,
+            storage: StorageMode::Precopy,
         }
     }
 }
@@ -280,6 +287,13 @@ impl PlanKnobs {
             });
         }
         HYBRID_ROUNDS.check(u64::from(self.hybrid_rounds))?;
+        if self.storage == StorageMode::Hybrid {
+            return Err(KnobError {
+                field: "storage",
+                value: self.storage.to_string(),
+                expected: super::storage::HYBRID_NOT_RUN.into(),
+            });
+        }
         POSTCOPY_STALL.check(self.postcopy_stall_s)?;
         RESUME_WINDOW.check(self.resume_window_s)
     }
@@ -320,7 +334,7 @@ mod tests {
     #[test]
     fn defaults_pass_and_every_limit_names_its_field() {
         assert_eq!(PlanKnobs::default().validate(), Ok(()));
-        let cases: [(PlanKnobs, &str); 8] = [
+        let cases: [(PlanKnobs, &str); 9] = [
             (
                 PlanKnobs {
                     bandwidth_bps: Some(100),
@@ -376,6 +390,14 @@ mod tests {
                     ..PlanKnobs::default()
                 },
                 "postcopy_stall_s",
+            ),
+            // The QEMU adapter runs it, the agent does not yet.
+            (
+                PlanKnobs {
+                    storage: StorageMode::Hybrid,
+                    ..PlanKnobs::default()
+                },
+                "storage",
             ),
         ];
         for (knobs, field) in cases {

@@ -341,6 +341,42 @@ pub enum StorageMode {
     Hybrid,
 }
 
+/// Why a migration request's `storage: hybrid` is refused: the QEMU adapter runs it
+/// (`qemu::storage_hybrid`), the agent does not yet.
+pub const HYBRID_NOT_RUN: &str =
+    "expected precopy or postcopy (the storage hybrid is not run by the agent yet)";
+
+impl StorageMode {
+    /// The wire's name (`precopy`, `postcopy`, `hybrid`).
+    pub fn name(self) -> &'static str {
+        match self {
+            StorageMode::Precopy => "precopy",
+            StorageMode::Postcopy => "postcopy",
+            StorageMode::Hybrid => "hybrid",
+        }
+    }
+}
+
+impl std::fmt::Display for StorageMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for StorageMode {
+    type Err = String;
+
+    /// Reads the wire's names; the error says what is accepted.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "precopy" => Ok(StorageMode::Precopy),
+            "postcopy" => Ok(StorageMode::Postcopy),
+            "hybrid" => Err(HYBRID_NOT_RUN.into()),
+            _ => Err("expected precopy or postcopy".into()),
+        }
+    }
+}
+
 /// What a storage migration did; part of a migration's record. The mirror's fields are a
 /// pre-copy's, the stream's a post-copy's; the other mode leaves them None.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

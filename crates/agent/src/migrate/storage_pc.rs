@@ -1,0 +1,522 @@
+//! Storage post-copy between agents (`storage: postcopy` for a VM with a disk), over
+//! `drover_qemu::storage_postcopy::PostcopySession`:
+//!
+//! ```text
+//! S       export: NBD server on S's own address toward D (never one from the wire), the
+//!         disk's format node read-only (allow-inactive)
+//! S -> D  POST /v1/incoming {config, disk_virtual_bytes, storage: postcopy, source_nbd}
+//! D       source_nbd must be on the request's peer address; creates an empty qcow2 overlay of
+//!         that size under the disk's name, launches on DiskSpec::Overlay (backing: the
+//!         source's export under Drover's export name); replies URIs, no NBD address
+//! S       PostcopySession::migrate: memory (any technique), then through the forwarded set
+//!         block-stream / query-block-jobs / job-dismiss (block-job-resume, cont) on D
+//! ```
+//!
+//! Outcomes ([`decide`]): `Completed`, the stream done and S's server stopped: hand over as
+//! any migration (commit on D, S's QEMU stopped; S's disk file stays an operator's or goes
+//! with the VM as its config says). `RolledBack`: the guest never left; D is discarded.
+//! `Stalled`, `MemoryPaused`, `Held`: the guest is on D, part of its disk only on S: the
+//! record ends `paused` with the guest on the destination, both QEMUs and S's disk kept, the
+//! session kept here ([`Sessions`]). `POST /v1/migrations/{id}/resume` resumes a stalled
+//! stream through [`PostcopySession::resume`] ([`resume_stream`]); a paused memory post-copy
+//! is resumed by the memory resume loop, whose settle first runs the stream
+//! ([`stream_before_settle`]). Nothing settles a storage post-copy whose stream has not
+//! completed here ([`settle_refusal`]): after an agent restart the session is gone and such a
+//! migration stays paused, both sides kept (the operator decides).
+
+use crate::remote::RemoteQmp;
+use crate::{lock, AgentState};
+use drover_api::{AgentClient, AgentUrl, MigrationRecord};
+use drover_core::migration::{
+    PlanKnobs, PostcopyOutcome, PostcopyPhase, PostcopySettings, StorageMode, StorageRecord,
+};
+use drover_qemu::disk::{DiskNodes, NbdAddr};
+use drover_qemu::driver::Endpoints;
+use drover_qemu::qmp::Qmp;
+use drover_qemu::storage::DiskTarget;
+use drover_qemu::storage_postcopy::{PostcopyConfig, PostcopyRun, PostcopySession};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+
+/// Where one migration's storage post-copy stands after its run, by migration id.
+enum Slot {
+    /// Stalled or paused: the session, to be resumed.
+    Held(Box<PostcopySession>),
+    /// Being resumed right now (the session is out).
+    Busy,
+    /// The stream completed: the source may go.
+    Streamed,
+}
+
+/// Storage post-copy sessions a run left unfinished, and those whose stream completed.
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, Slot>>,
+}
+
+impl Sessions {
+    pub(super) fn keep(&self, id: &str, session: PostcopySession) {
+        lock(&self.map).insert(id.to_string(), Slot::Held(Box::new(session)));
+    }
+
+    pub(super) fn mark_streamed(&self, id: &str) {
+        lock(&self.map).insert(id.to_string(), Slot::Streamed);
+    }
+
+    /// Takes migration `id`'s session out to resume it; None when there is none to resume
+    /// (never kept, already streamed, or being resumed).
+    fn take(&self, id: &str) -> Option<Box<PostcopySession>> {
+        let mut map = lock(&self.map);
+        match map.remove(id) {
+            Some(Slot::Held(s)) => {
+                map.insert(id.to_string(), Slot::Busy);
+                Some(s)
+            }
+            Some(other) => {
+                map.insert(id.to_string(), other);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn is_streamed(&self, id: &str) -> bool {
+        matches!(lock(&self.map).get(id), Some(Slot::Streamed))
+    }
+}
+
+/// The storage mode a VM's migration runs: None without a disk, else the request's.
+pub fn mode_of(config: &drover_api::VmConfig, knobs: &PlanKnobs) -> Option<StorageMode> {
+    config.disk_file().map(|_| knobs.storage)
+}
+
+/// The session's settings from the request's: the stream capped like the memory migration
+/// (`bandwidth_bps`), reported stalled after the post-copy stall limit.
+pub fn postcopy_config(knobs: &PlanKnobs) -> PostcopyConfig {
+    PostcopyConfig {
+        settings: PostcopySettings {
+            stream_speed_bps: knobs.bandwidth_bps,
+            stall_ms: knobs.postcopy_stall_ms(),
+            ..PostcopySettings::default()
+        },
+        ..PostcopyConfig::default()
+    }
+}
+
+/// This host's address toward `to`: the one the kernel's routing picks for traffic there
+/// (a UDP socket's `connect` sends nothing), so the destination sees the incoming request
+/// come from it. Never taken from the wire.
+///
+/// # Errors
+/// `to` does not resolve, or no route leads there.
+async fn own_address_toward(to: &AgentUrl) -> Result<IpAddr, String> {
+    let peer = tokio::net::lookup_host((to.host(), to.port()))
+        .await
+        .map_err(|e| format!("cannot resolve the destination {to}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("the destination {to} resolves to no address"))?;
+    let any: SocketAddr = match peer {
+        SocketAddr::V4(_) => "0.0.0.0:0",
+        SocketAddr::V6(_) => "[::]:0",
+    }
+    .parse()
+    .map_err(|e| format!("{e}"))?;
+    let socket = std::net::UdpSocket::bind(any).map_err(|e| format!("no local socket: {e}"))?;
+    socket
+        .connect(peer)
+        .map_err(|e| format!("no route to the destination {to}: {e}"))?;
+    socket
+        .local_addr()
+        .map(|a| a.ip())
+        .map_err(|e| format!("no local address toward {to}: {e}"))
+}
+
+/// Step 1 on the source: its NBD server on its own address toward `to` (a free port there),
+/// the disk exported read-only.
+///
+/// # Errors
+/// The address or the export failed; nothing is left started.
+pub(super) async fn export(
+    source: &dyn Qmp,
+    to: &AgentUrl,
+    knobs: &PlanKnobs,
+) -> Result<PostcopySession, String> {
+    let ip = own_address_toward(to).await?;
+    let [port] = crate::api::free_ports::<1>(ip).map_err(|e| e.to_string())?;
+    let nbd = NbdAddr::new(SocketAddr::new(ip, port)).map_err(|e| e.to_string())?;
+    let target = DiskTarget {
+        disk: DiskNodes::of(0),
+        nbd,
+    };
+    PostcopySession::export(source, &target, postcopy_config(knobs))
+        .await
+        .map_err(|run| {
+            format!(
+                "storage post-copy: the source's export: {}{}",
+                run.storage.error.as_deref().unwrap_or("failed"),
+                errors_text(&run.errors)
+            )
+        })
+}
+
+/// The address the destination's overlay reads from (what the incoming request carries).
+pub fn export_addr(session: &PostcopySession) -> SocketAddr {
+    let a = session.backing().addr();
+    SocketAddr::new(a.ip(), a.port())
+}
+
+/// Destination: `source_nbd` of an incoming request must be on `peer`, the address the
+/// request came from (the source agent's own: its QEMU serves the export there). Pure.
+///
+/// # Errors
+/// Why not, naming the field.
+pub fn check_source_nbd(
+    source_nbd: Option<SocketAddr>,
+    peer: Option<IpAddr>,
+) -> Result<(), String> {
+    let Some(nbd) = source_nbd else {
+        return Ok(());
+    };
+    match peer {
+        Some(p) if p.to_canonical() == nbd.ip().to_canonical() => Ok(()),
+        Some(p) => Err(format!(
+            "source_nbd {nbd} is not valid: expected an address of the requesting source, {p}"
+        )),
+        None => Err(format!(
+            "source_nbd {nbd} cannot be checked: the request's peer address is unknown"
+        )),
+    }
+}
+
+/// What the source does once the session's run ended (pure, for tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Commit on the destination, stop the source QEMU.
+    HandOver,
+    /// The guest stayed on the source: discard the destination.
+    Discard,
+    /// The guest is on the destination, part of its disk only here: keep both QEMUs and the
+    /// session, record the migration paused.
+    KeepBoth,
+}
+
+/// The decision for `outcome` (see the module doc).
+pub fn decide(outcome: PostcopyOutcome) -> Decision {
+    match outcome {
+        PostcopyOutcome::Completed => Decision::HandOver,
+        PostcopyOutcome::RolledBack => Decision::Discard,
+        PostcopyOutcome::Stalled | PostcopyOutcome::MemoryPaused | PostcopyOutcome::Held => {
+            Decision::KeepBoth
+        }
+    }
+}
+
+/// The storage post-copy's figures for the record's notes (pure, for tests).
+pub fn note(s: &StorageRecord) -> String {
+    let ms = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| format!("{v} ms"));
+    format!(
+        "storage post-copy: the stream processed {} of {} bytes (the whole disk once, what the \
+         guest read or wrote meanwhile included); stream {}, {} stall(s){}",
+        s.transferred_bytes,
+        s.disk_bytes,
+        ms(s.stream_ms),
+        s.stream_stalls,
+        s.error
+            .as_ref()
+            .map_or_else(String::new, |e| format!("; failed: {e}")),
+    )
+}
+
+fn errors_text(errors: &[String]) -> String {
+    if errors.is_empty() {
+        String::new()
+    } else {
+        format!("; steps that failed: {}", errors.join("; "))
+    }
+}
+
+/// Notes a run's figures and the commands that failed without changing its outcome.
+pub(super) fn note_run(state: &AgentState, id: &str, run: &PostcopyRun) {
+    state.migrations.note(id, note(&run.storage));
+    if !run.errors.is_empty() {
+        state.migrations.note(
+            id,
+            format!("storage post-copy: {}", errors_text(&run.errors)),
+        );
+    }
+    if let Some(g) = &run.dest_guest {
+        if !g.running {
+            state.migrations.note(
+                id,
+                format!(
+                    "the destination's guest is paused ({}): its disk waits for blocks only \
+                     the source has",
+                    g.status
+                ),
+            );
+        }
+    }
+}
+
+/// Why migration `r` may not be settled yet, if so: a storage post-copy whose stream has not
+/// completed here (the source's disk holds blocks the destination lacks).
+pub fn settle_refusal(state: &AgentState, r: &MigrationRecord) -> Option<String> {
+    // A VM without a disk ignores the mode; one that is gone here has nothing to protect.
+    let disk = state
+        .vms
+        .record(&r.vm)
+        .is_ok_and(|v| v.config.disk_file().is_some());
+    let postcopy = r.request.knobs.storage == StorageMode::Postcopy && disk;
+    (postcopy && !state.migrations.postcopy.is_streamed(&r.id)).then(|| {
+        "its storage post-copy has not streamed the whole disk to the destination: the \
+         source's disk holds blocks the destination lacks"
+            .to_string()
+    })
+}
+
+/// Runs migration `id`'s kept session on: resumes a stalled stream, or starts the stream of
+/// a memory post-copy that was recovered, and watches it. Returns the run, or None when no
+/// session is kept for `id` (then nothing was done).
+async fn resume_session(
+    state: &AgentState,
+    id: &str,
+    source: &dyn Qmp,
+    dest: &AgentClient,
+    vm: &str,
+) -> Option<PostcopyRun> {
+    let mut session = state.migrations.postcopy.take(id)?;
+    let remote = RemoteQmp {
+        client: dest.clone(),
+        vm: vm.to_string(),
+    };
+    // Resuming reads and runs block jobs only: no memory URI is used.
+    let ends = Endpoints {
+        source,
+        dest: &remote,
+        uri: String::new(),
+        recover_uri: String::new(),
+    };
+    let run = session.resume(&ends, &state.vms.clock()).await;
+    note_run(state, id, &run);
+    match run.outcome {
+        PostcopyOutcome::Completed => state.migrations.postcopy.mark_streamed(id),
+        _ => state.migrations.postcopy.keep(id, *session),
+    }
+    Some(run)
+}
+
+/// Memory resume's settle: a storage post-copy streams its disk first (its session kept
+/// here); only a completed stream lets the settle go on.
+///
+/// # Errors
+/// Why the settle must wait: the stream did not complete (the session stays kept).
+pub(super) async fn stream_before_settle(
+    state: &AgentState,
+    r: &MigrationRecord,
+    source: &dyn Qmp,
+) -> Result<(), String> {
+    if settle_refusal(state, r).is_none() {
+        return Ok(());
+    }
+    let dest = AgentClient::new(r.request.to.clone(), &state.token);
+    match resume_session(state, &r.id, source, &dest, &r.vm).await {
+        Some(run) if run.outcome == PostcopyOutcome::Completed => Ok(()),
+        Some(run) => Err(format!(
+            "storage post-copy {:?}: {}",
+            run.outcome,
+            run.storage
+                .error
+                .as_deref()
+                .unwrap_or("the stream has not completed")
+        )),
+        None => Err(settle_refusal(state, r).unwrap_or_default()),
+    }
+}
+
+/// Whether migration `id` has a stalled storage post-copy stream kept here to resume (a
+/// paused memory post-copy is resumed by the memory resume loop instead).
+pub fn resumable(state: &AgentState, id: &str) -> bool {
+    match lock(&state.migrations.postcopy.map).get(id) {
+        Some(Slot::Held(s)) => matches!(s.phase(), PostcopyPhase::Stalled { .. }),
+        _ => false,
+    }
+}
+
+/// `POST /v1/migrations/{id}/resume` of a stalled storage post-copy: resumes the stream and,
+/// once it completed, settles the migration (commit on the destination, the source QEMU
+/// stopped). A stream that stalls again is kept for another resume.
+pub(super) async fn resume_stream(state: &AgentState, r: &MigrationRecord) {
+    let source = match state.vms.qmp_of(&r.vm) {
+        Ok(q) => q,
+        Err(e) => {
+            state.migrations.note(
+                &r.id,
+                format!("storage post-copy not resumed: the source QEMU: {e}"),
+            );
+            return;
+        }
+    };
+    let dest = AgentClient::new(r.request.to.clone(), &state.token);
+    let Some(run) = resume_session(state, &r.id, source.as_ref(), &dest, &r.vm).await else {
+        return;
+    };
+    if run.outcome != PostcopyOutcome::Completed {
+        state.migrations.note(
+            &r.id,
+            format!(
+                "storage post-copy resumed but not completed ({:?}): both QEMUs kept",
+                run.outcome
+            ),
+        );
+        return;
+    }
+    match super::settle(state, r, true).await {
+        Ok(_) => {}
+        Err(e) => state.migrations.note(
+            &r.id,
+            format!("the stream completed but the settle waits: {e}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_completed_stream_lets_the_source_go() {
+        assert_eq!(decide(PostcopyOutcome::Completed), Decision::HandOver);
+        assert_eq!(decide(PostcopyOutcome::RolledBack), Decision::Discard);
+        for kept in [
+            PostcopyOutcome::Stalled,
+            PostcopyOutcome::MemoryPaused,
+            PostcopyOutcome::Held,
+        ] {
+            assert_eq!(decide(kept), Decision::KeepBoth, "{kept:?}");
+        }
+    }
+
+    /// The source export must be on the requesting peer: anywhere else the destination's
+    /// QEMU would read a disk from a host nobody chose.
+    #[test]
+    fn the_source_export_must_be_on_the_requesting_peer() {
+        let nbd = |a: &str| Some(a.parse::<SocketAddr>().expect("addr"));
+        let ip = |a: &str| Some(a.parse::<IpAddr>().expect("ip"));
+        assert_eq!(check_source_nbd(None, None), Ok(()));
+        assert_eq!(
+            check_source_nbd(nbd("198.18.0.2:4000"), ip("198.18.0.2")),
+            Ok(())
+        );
+        // A dual-stack socket shows an IPv4 peer mapped into IPv6.
+        assert_eq!(
+            check_source_nbd(nbd("198.18.0.2:4000"), ip("::ffff:198.18.0.2")),
+            Ok(())
+        );
+        for (addr, peer, words) in [
+            (
+                "198.18.0.9:4000",
+                ip("198.18.0.2"),
+                "source_nbd 198.18.0.9:4000 is not valid: expected an address of the requesting \
+                 source, 198.18.0.2",
+            ),
+            ("127.0.0.1:4000", ip("198.18.0.2"), "is not valid"),
+            (
+                "198.18.0.2:4000",
+                None,
+                "the request's peer address is unknown",
+            ),
+        ] {
+            let err = check_source_nbd(nbd(addr), peer).expect_err(words);
+            assert!(err.contains(words), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_stream_figures_are_noted() {
+        let mut r = StorageRecord {
+            mode: StorageMode::Postcopy,
+            transferred_bytes: 67_108_864,
+            disk_bytes: 67_108_864,
+            stream_ms: Some(2500),
+            stream_stalls: 1,
+            ..StorageRecord::default()
+        };
+        assert_eq!(
+            note(&r),
+            "storage post-copy: the stream processed 67108864 of 67108864 bytes (the whole disk \
+             once, what the guest read or wrote meanwhile included); stream 2500 ms, 1 stall(s)"
+        );
+        r.stream_ms = None;
+        r.error = Some("stream-wait: stalled".into());
+        let n = note(&r);
+        assert!(
+            n.contains("stream -, 1 stall(s); failed: stream-wait: stalled"),
+            "{n}"
+        );
+    }
+
+    /// Every command a storage post-copy sends its destination, built by the very builders
+    /// the session uses, passes the forwarded set and the destination's check for a post-copy
+    /// destination, and reaches QEMU as built; the pre-copy's are refused there.
+    #[tokio::test]
+    async fn the_forwarded_set_takes_exactly_what_the_session_sends() {
+        use crate::vms::{check_storage_command, IncomingDisk};
+        use drover_api::qmp::ForwardedQmp;
+        use drover_qemu::qmp::{BlockExt, QmpExt, ScriptedQmp};
+        use serde_json::{json, Value};
+        let dest = ScriptedQmp::new(|cmd, args| {
+            let forwarded = ForwardedQmp::from_parts(cmd, args)
+                .map_err(|e| drover_qemu::qmp::QmpError::Protocol(e.to_string()))?;
+            check_storage_command("pvm", &forwarded, IncomingDisk::Overlay)
+                .map_err(|e| drover_qemu::qmp::QmpError::Protocol(e.to_string()))?;
+            // What reaches QEMU is what the session built.
+            assert_eq!(
+                forwarded.arguments(),
+                args.filter(|a| !a.is_null()).cloned()
+            );
+            Ok(match cmd {
+                "query-block-jobs" => json!([]),
+                "query-status" => json!({"running": true, "status": "running"}),
+                "query-migrate" => json!({"status": "completed"}),
+                _ => Value::Object(serde_json::Map::new()),
+            })
+        });
+        let disk = DiskNodes::of(0);
+        dest.start_stream(&disk, Some(16 << 20))
+            .await
+            .expect("stream");
+        dest.start_stream(&disk, None)
+            .await
+            .expect("stream, unlimited");
+        assert_eq!(dest.stream_job(&disk).await.expect("jobs"), None);
+        dest.resume_job(disk.stream_job()).await.expect("resume");
+        dest.dismiss_job(disk.stream_job()).await.expect("dismiss");
+        dest.cont().await.expect("cont");
+        dest.query_status().await.expect("status");
+        dest.query_migrate(0).await.expect("migrate");
+        // Not a post-copy destination's: the mirror's job, the pre-copy's export.
+        assert!(dest.dismiss_job(disk.mirror_job()).await.is_err());
+        assert!(dest.export_disk(&disk).await.is_err());
+        assert!(dest.nbd_server_stop().await.is_err());
+    }
+
+    #[test]
+    fn the_session_follows_the_request() {
+        let knobs = PlanKnobs {
+            bandwidth_bps: Some(5_000_000),
+            postcopy_stall_s: 7,
+            ..PlanKnobs::default()
+        };
+        let c = postcopy_config(&knobs);
+        assert_eq!(c.settings.stream_speed_bps, Some(5_000_000));
+        assert_eq!(c.settings.stall_ms, 7000);
+        assert_eq!(c.settings.validate(), Ok(()));
+        assert_eq!(
+            postcopy_config(&PlanKnobs::default())
+                .settings
+                .stream_speed_bps,
+            None
+        );
+    }
+}
