@@ -141,8 +141,13 @@ pub struct BlockStream {
     /// Always false: the stream's end is read by polling `query-block-jobs`.
     #[schemars(extend("const" = false))]
     pub auto_dismiss: bool,
-    /// The stream's rate cap, bytes/s; absent: unlimited.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The stream's rate cap, bytes/s; absent: unlimited. A whole number, written as JSON
+    /// allows (`244.0` too), like every whole number of the API.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "drover_core::wire::whole_opt"
+    )]
     pub speed: Option<u64>,
 }
 
@@ -455,7 +460,7 @@ mod tests {
         let mut capped = stream.clone();
         capped["speed"] = json!(16_777_216);
         for (cmd, args) in [
-            ("block-stream", Some(stream)),
+            ("block-stream", Some(stream.clone())),
             ("block-stream", Some(capped)),
             (
                 "block-job-resume",
@@ -468,6 +473,11 @@ mod tests {
             let c = ForwardedQmp::from_parts(cmd, args.as_ref()).expect(cmd);
             assert_eq!((c.name(), c.arguments()), (cmd, args));
         }
+        // A whole number written with a fraction of zero, as JSON allows (schemathesis did).
+        let mut written = stream.clone();
+        written["speed"] = json!(244.0);
+        let c = ForwardedQmp::from_parts("block-stream", Some(&written)).expect("244.0");
+        assert_eq!(c.arguments().expect("args")["speed"], json!(244));
         let jobs = json!([{"device": "drover-disk0-stream", "type": "stream", "offset": 4096,
                            "len": 8192, "ready": false, "status": "running", "busy": true,
                            "paused": false, "speed": 0, "io-status": "ok",

@@ -30,9 +30,12 @@ REFUSAL = re.compile(
 )
 
 # The rule as the document states it.
-RULE = re.compile(r"a memtouch working set plus (?P<overhead>[0-9]+) MiB \(what the guest itself needs\)")
+RULE = re.compile(
+    r"a memtouch working set(?: \([^)]*\))? plus (?P<overhead>[0-9]+) MiB \(what the guest itself needs\)"
+)
 
-# The working set of a memtouch spec (the document's pattern admits M, G, MiB and GiB).
+# The working set of a memtouch spec, alone or the first part of memtouch+disk (the document's
+# pattern admits M, G, MiB and GiB).
 WSS = re.compile(r"memtouch:wss=(?P<n>[1-9][0-9]*)(?P<unit>MiB|GiB|M|G)(,.*)?")
 
 
@@ -179,7 +182,7 @@ def self_test():
                     "VmConfig": {
                         "properties": {
                             "workload": {
-                                "description": "... a memtouch working set plus 96 MiB (what the guest itself needs) ..."
+                                "description": "... a memtouch working set (alone or memtouch+disk's) plus 96 MiB (what the guest itself needs) ..."
                             }
                         }
                     }
@@ -213,6 +216,7 @@ def self_test():
         )
 
     spec = "memtouch:wss=100M,rate=max"
+    mixed = "memtouch:wss=100M,rate=10+disk:wss=16M,rate=1"
     config = {"name": "a", "memory_bytes": 134217728.0, "workload": spec}
     allowed = [
         (Case("POST /v1/vms", config), Response(422, refusal(spec, 100, 128))),
@@ -223,6 +227,10 @@ def self_test():
         (
             Case("POST /v1/vms", {"name": "a", "memory_bytes": 2 << 30, "workload": "memtouch:wss=2GiB"}),
             Response(422, refusal("memtouch:wss=2GiB", 2048, 2048)),
+        ),
+        (
+            Case("POST /v1/vms", {"name": "a", "memory_bytes": 128 << 20, "workload": mixed}),
+            Response(422, refusal(mixed, 100, 128)),
         ),
     ]
     fits = {"name": "a", "memory_bytes": 128 << 20, "workload": "memtouch:wss=32M"}
