@@ -9,60 +9,18 @@ pub const HISTORY_LEN: usize = 30;
 
 /// A VM's CPU utilization (fraction of its own capacity) at past decision instants, most recent
 /// first, at most [`HISTORY_LEN`] samples.
-///
-/// Kept in a buffer twice the window's length, the window sliding down it one slot a push: a
-/// push writes one value, and only once every [`HISTORY_LEN`] pushes moves the newest samples
-/// back to the top. Shifting the whole window at every push (the simulator pushes every VM's
-/// sample every round) read and wrote four cache lines a VM instead of one. Serialized as the
-/// window alone (`values`, most recent first, and `len`), as before.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-#[serde(from = "HistoryWire", into = "HistoryWire")]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct History {
-    /// The window is `buf[start..start + HISTORY_LEN]`; below it, free slots.
-    buf: [f64; 2 * HISTORY_LEN],
-    start: usize,
-    len: usize,
-}
-
-/// [`History`] as serialized: the window, unrecorded slots zero.
-#[derive(Serialize, Deserialize)]
-struct HistoryWire {
     values: [f64; HISTORY_LEN],
     len: usize,
-}
-
-impl From<HistoryWire> for History {
-    fn from(w: HistoryWire) -> History {
-        let mut h = History::default();
-        h.buf[HISTORY_LEN..].copy_from_slice(&w.values);
-        h.len = w.len.min(HISTORY_LEN);
-        h
-    }
-}
-
-impl From<History> for HistoryWire {
-    fn from(h: History) -> HistoryWire {
-        HistoryWire {
-            values: *h.padded(),
-            len: h.len,
-        }
-    }
 }
 
 impl Default for History {
     fn default() -> Self {
         History {
-            buf: [0.0; 2 * HISTORY_LEN],
-            start: HISTORY_LEN,
+            values: [0.0; HISTORY_LEN],
             len: 0,
         }
-    }
-}
-
-impl PartialEq for History {
-    /// Equal windows (where in the buffer they sit does not matter).
-    fn eq(&self, other: &History) -> bool {
-        self.len == other.len && self.padded() == other.padded()
     }
 }
 
@@ -70,15 +28,8 @@ impl History {
     /// Records a new most-recent sample, dropping the oldest when full.
     #[inline]
     pub fn push(&mut self, utilization: f64) {
-        if self.start == 0 {
-            // The window reached the bottom: its newest HISTORY_LEN - 1 samples go back to the
-            // top, the slot below them takes the new one.
-            self.buf
-                .copy_within(0..HISTORY_LEN - 1, HISTORY_LEN + 1);
-            self.start = HISTORY_LEN + 1;
-        }
-        self.start -= 1;
-        self.buf[self.start] = utilization;
+        self.values.copy_within(0..HISTORY_LEN - 1, 1);
+        self.values[0] = utilization;
         self.len = (self.len + 1).min(HISTORY_LEN);
     }
 
@@ -92,17 +43,14 @@ impl History {
     }
 
     /// Recorded samples, most recent first.
-    #[inline]
     pub fn as_slice(&self) -> &[f64] {
-        &self.buf[self.start..self.start + self.len]
+        &self.values[..self.len]
     }
 
     /// All slots, unrecorded ones zero (handy for summing into a host's history).
     #[inline]
     pub fn padded(&self) -> &[f64; HISTORY_LEN] {
-        self.buf[self.start..]
-            .first_chunk()
-            .expect("the window lies inside the buffer")
+        &self.values
     }
 }
 
@@ -233,34 +181,6 @@ mod tests {
         assert_eq!(h.len(), HISTORY_LEN);
         assert_eq!(h.as_slice()[0], 34.0);
         assert_eq!(h.as_slice()[HISTORY_LEN - 1], 5.0);
-    }
-
-    #[test]
-    fn history_window_slides_like_a_shift_and_serializes_as_before() {
-        // Against the plain shift it replaces, through several trips down the buffer.
-        let mut h = History::default();
-        let mut shifted = [0.0; HISTORY_LEN];
-        for i in 0..5 * HISTORY_LEN + 7 {
-            let u = i as f64 * 0.01;
-            h.push(u);
-            shifted.copy_within(0..HISTORY_LEN - 1, 1);
-            shifted[0] = u;
-            assert_eq!(h.padded(), &shifted);
-            assert_eq!(h.as_slice(), &shifted[..(i + 1).min(HISTORY_LEN)]);
-        }
-        let mut short = History::default();
-        for u in [0.25, 0.5] {
-            short.push(u);
-        }
-        let json = serde_json::to_value(short).expect("serializes");
-        let mut values = vec![0.0; HISTORY_LEN];
-        values[..2].copy_from_slice(&[0.5, 0.25]);
-        assert_eq!(json, serde_json::json!({ "values": values, "len": 2 }));
-        let back: History = serde_json::from_value(json).expect("deserializes");
-        assert_eq!(back, short);
-        let again: History = serde_json::from_str(&serde_json::to_string(&h).expect("serializes"))
-            .expect("deserializes");
-        assert_eq!(again, h);
     }
 
     #[test]
