@@ -210,7 +210,7 @@ impl<'s> Cluster<'s> {
 
     /// The detector's view of a host as it stands.
     pub fn load(&self, h: HostId) -> Load<'_> {
-        debug_assert!(self.histories, "a cluster without histories has no detector view");
+        debug_assert!(self.histories, "no detector view without histories");
         let w = &self.hosts[h];
         let t = self.host_type(h);
         Load {
@@ -227,7 +227,7 @@ impl<'s> Cluster<'s> {
 
     /// The detector's view of a host if `vm` joined it; `buf` holds the combined history.
     pub fn load_with<'b>(&self, h: HostId, vm: VmId, buf: &'b mut [f64; HISTORY_LEN]) -> Load<'b> {
-        debug_assert!(self.histories, "a cluster without histories has no detector view");
+        debug_assert!(self.histories, "no detector view without histories");
         let w = &self.hosts[h];
         let t = self.host_type(h);
         let v = self.vm(vm);
