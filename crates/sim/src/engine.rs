@@ -33,21 +33,34 @@ struct InFlight {
     succeeds: bool,
 }
 
-/// What the engine keeps per VM beside the snapshot and reads at every update of its host.
-#[derive(Debug, Clone, Default)]
+/// What the update of a VM's host reads and writes of the VM at every event, in one 64-byte
+/// record aligned to a cache line: a host's VMs are scattered over the array (VM numbers mix as
+/// VMs migrate), so each VM a host update reads costs one cache line, not two or three as when
+/// these fields were split between the per-VM arrays.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(align(64))]
 struct VmRt {
-    /// Migrations of this VM under way (CloudSim may move a VM twice in one round).
-    migrating: u32,
+    /// Demand at the last update, MIPS. The snapshot's record gets it (and the dirty rate it
+    /// implies) at decision instants, when the policy reads it, and when the VM leaves its host
+    /// ([`Simulation::remove_idle`]); between decision instants only this is current.
+    demand: f64,
     /// Share of its CPU the VM loses while migrating.
     loss: f64,
     entry: VmEntry,
-    technique: Option<Technique>,
+    pes: u32,
+    /// Migrations of this VM under way (CloudSim may move a VM twice in one round).
+    migrating: u32,
 }
 
-/// A VM's memory behaviour (dirty-rate model), apart from [`VmRt`]: read only at decision
-/// instants and when a migration starts, so the per-event pass does not carry it.
+// One cache line a VM: a field added here must come from a less used one (see [`VmCold`]).
+const _: () = assert!(std::mem::size_of::<VmRt>() == 64);
+
+/// What is read of a VM only at decision instants, when a migration starts or when a migration
+/// falls short, apart from [`VmRt`] so that the per-event pass does not carry it.
 #[derive(Debug, Clone, Default)]
-struct VmDirty {
+struct VmCold {
+    /// The technique of its latest migration (shortfalls are charged to it).
+    technique: Option<Technique>,
     /// Dirty rate at full CPU, bytes/s (dirty-rate model).
     at_full: f64,
     /// The true dirty rate at the last decision instant (or when the VM left its host),
@@ -57,20 +70,15 @@ struct VmDirty {
     wss_bytes: f64,
 }
 
-/// What the per-event pass reads and writes of every VM, kept apart from the VM's record in
-/// the snapshot (about 330 bytes, most of it the history) so that the pass over all VMs at each
-/// migration completion reads a few bytes each. The snapshot's record gets `demand` (and the
-/// dirty rate it implies) at decision instants, when the policy reads it, and when the VM leaves
-/// its host ([`Simulation::remove_idle`]); between decision instants only this is current.
+/// What the per-event pass over all VMs reads besides [`VmRt`] (it writes `VmRt::demand`),
+/// kept apart from the VM's record in the snapshot (about 330 bytes, most of it the history) so
+/// that the pass at each migration completion reads a few bytes each.
 #[derive(Debug, Clone, Copy, Default)]
 struct VmHot {
     /// Whether the VM has a host (the snapshot's `host.is_some()`).
     placed: bool,
-    pes: u32,
     /// The VM's size, MIPS (`VmState::total_mips`).
     total_mips: f64,
-    /// Demand at the last update, MIPS.
-    demand: f64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -91,7 +99,7 @@ pub struct Simulation<'w> {
     policy: Policy,
     snap: Snapshot,
     vms: Vec<VmRt>,
-    dirty: Vec<VmDirty>,
+    cold: Vec<VmCold>,
     hot: Vec<VmHot>,
     hosts: Vec<HostRt>,
     inflight: Vec<InFlight>,
@@ -159,7 +167,7 @@ impl<'w> Simulation<'w> {
             })
             .collect();
         let mut rng = SplitMix64::new(seed ^ 0xD1F7_7A7E);
-        let mut dirty_rt = Vec::with_capacity(n);
+        let mut cold = Vec::with_capacity(n);
         let vms: Vec<VmState> = types
             .iter()
             .zip(&placed)
@@ -170,7 +178,8 @@ impl<'w> Simulation<'w> {
                 }
                 let (dirty, wss) = draw_dirty(&model.migration, &mut rng);
                 let wss_bytes = (wss * t.ram_mb as f64 * 1048576.0) as u64;
-                dirty_rt.push(VmDirty {
+                cold.push(VmCold {
+                    technique: None,
                     at_full: dirty,
                     bps: 0.0,
                     wss_bytes: wss_bytes as f64,
@@ -201,9 +210,16 @@ impl<'w> Simulation<'w> {
             .iter()
             .map(|vm| VmHot {
                 placed: vm.host.is_some(),
-                pes: vm.pes,
                 total_mips: vm.total_mips(),
+            })
+            .collect();
+        let vms = snap
+            .vms
+            .iter()
+            .map(|vm| VmRt {
                 demand: vm.demand_mips,
+                pes: vm.pes,
+                ..VmRt::default()
             })
             .collect();
         let observer = match &model.migration {
@@ -224,8 +240,8 @@ impl<'w> Simulation<'w> {
             work,
             policy,
             snap,
-            vms: vec![VmRt::default(); n],
-            dirty: dirty_rt,
+            vms,
+            cold,
             hot,
             inflight: Vec::new(),
             tot: Totals::default(),
@@ -292,7 +308,7 @@ impl<'w> Simulation<'w> {
                 continue;
             }
             let d = self.demand(v, t);
-            self.hot[v].demand = d;
+            self.vms[v].demand = d;
             if decision {
                 // The policy reads the snapshot now: bring its record up to date.
                 self.snap.vms[v].history.push(d / self.hot[v].total_mips);
@@ -339,15 +355,15 @@ impl<'w> Simulation<'w> {
     /// rate that follows from it and, at a decision instant (`decision`), what the observer
     /// reads (the observer is asked only then: it draws noise per decision step).
     fn sync_snapshot(&mut self, v: usize, decision: bool) {
-        let d = self.hot[v].demand;
+        let d = self.vms[v].demand;
         let vm = &mut self.snap.vms[v];
         vm.demand_mips = d;
-        let truth = self.dirty[v].at_full * (d / vm.total_mips());
-        self.dirty[v].bps = truth;
+        let truth = self.cold[v].at_full * (d / vm.total_mips());
+        self.cold[v].bps = truth;
         match self.observer.as_mut() {
             None => vm.dirty_rate_bps = truth,
             Some(o) if decision => {
-                let wss = self.dirty[v].wss_bytes;
+                let wss = self.cold[v].wss_bytes;
                 let (seen_dirty, seen_wss) = o.observe(v, self.step, (truth, wss));
                 vm.dirty_rate_bps = seen_dirty;
                 vm.wss_bytes = seen_wss as u64;
@@ -379,10 +395,13 @@ impl<'w> Simulation<'w> {
         let reserve = self.model.target_reservation;
         let resident = &self.snap.hosts[h].vms;
         let incoming = &self.hosts[h].incoming;
-        let hot = &self.hot;
-        let capped = |v: usize| capped_mips(hot[v].demand, hot[v].pes, pe);
-        let mut need: f64 = resident.iter().map(|&v| capped(v)).sum();
-        need += incoming.iter().map(|&v| capped(v) * reserve).sum::<f64>();
+        let vms = &mut self.vms;
+        let capped = |rt: &VmRt| capped_mips(rt.demand, rt.pes, pe);
+        let mut need: f64 = resident.iter().map(|&v| capped(&vms[v])).sum();
+        need += incoming
+            .iter()
+            .map(|&v| capped(&vms[v]) * reserve)
+            .sum::<f64>();
         let scale = if need <= total {
             None
         } else {
@@ -394,9 +413,9 @@ impl<'w> Simulation<'w> {
         };
         let (mut util_mips, mut req) = (0.0, 0.0);
         for &v in resident {
-            let c = capped(v);
-            let rt = &self.vms[v];
-            let d = hot[v].demand;
+            let rt = &mut vms[v];
+            let c = capped(rt);
+            let d = rt.demand;
             let migrating = rt.migrating > 0;
             let factor = if migrating { 1.0 - rt.loss } else { 1.0 };
             let alloc = match scale {
@@ -409,18 +428,16 @@ impl<'w> Simulation<'w> {
                 alloc
             };
             req += d;
-            let shortfall = self.vms[v]
-                .entry
-                .record(t, alloc, d, migrating, &mut self.tot);
+            let shortfall = rt.entry.record(t, alloc, d, migrating, &mut self.tot);
             if shortfall > 0.0 {
-                if let Some(tech) = self.vms[v].technique {
+                if let Some(tech) = self.cold[v].technique {
                     self.tot.by_technique.entry(tech.to_string()).or_default().2 += shortfall;
                 }
             }
         }
         for &v in incoming {
-            util_mips += share(capped(v) * reserve);
-            req += hot[v].demand;
+            util_mips += share(capped(&vms[v]) * reserve);
+            req += vms[v].demand;
         }
         self.hosts[h]
             .entry
@@ -435,8 +452,8 @@ impl<'w> Simulation<'w> {
     /// VMs asking for nothing leave (only those in `only`, when given).
     fn remove_idle(&mut self, only: Option<&[usize]>) {
         let check = |sim: &mut Simulation, v: usize| {
-            let hot = sim.hot[v];
-            if hot.placed && hot.demand == 0.0 && sim.vms[v].migrating == 0 {
+            let rt = &sim.vms[v];
+            if sim.hot[v].placed && rt.demand == 0.0 && rt.migrating == 0 {
                 if let Some(h) = sim.snap.vms[v].host {
                     sim.snap.hosts[h].vms.retain(|&x| x != v);
                 }
@@ -486,7 +503,7 @@ impl<'w> Simulation<'w> {
             let rt = &mut self.vms[mv.vm];
             rt.migrating += 1;
             rt.loss = loss;
-            rt.technique = Some(tech);
+            self.cold[mv.vm].technique = Some(tech);
             self.hosts[mv.to].incoming.push(mv.vm);
             self.inflight.push(InFlight {
                 vm: mv.vm,
@@ -518,7 +535,7 @@ impl<'w> Simulation<'w> {
                 judge, technique, ..
             } => {
                 // The judge sees the truth, never the snapshot's observed figures.
-                let rt = &self.dirty[mv.vm];
+                let rt = &self.cold[mv.vm];
                 let case = Case {
                     pass_bytes: vm.ram_mb as f64 * 1048576.0,
                     wss_bytes: rt.wss_bytes,

@@ -134,7 +134,8 @@ impl<'s> Work<'s> {
                 .map(|(host, &pred)| (host.kind, pred, !host.vms.is_empty())),
         );
         Work {
-            c: Cluster::new(snap),
+            // Drover reads no host's utilization history (its forecast is per VM).
+            c: Cluster::without_histories(snap),
             p,
             vm_pred,
             host_pred,
