@@ -184,6 +184,7 @@ pub struct IncomingRequest {
     /// `disk_virtual_bytes` backed by `source_nbd`, and streams the disk after the
     /// switchover). `postcopy` needs a disk.
     #[serde(default, skip_serializing_if = "is_precopy")]
+    #[schemars(extend("enum" = ["precopy", "postcopy"]))]
     pub storage: StorageMode,
     /// Storage post-copy: where the source's QEMU serves its disk's read-only NBD export
     /// (`IP:PORT`, a port from 1 to 65535). Required with `storage: postcopy`, refused

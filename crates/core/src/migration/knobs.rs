@@ -89,7 +89,9 @@ pub struct PlanKnobs {
     /// How a VM's local disk moves (ignored for a VM without one): `precopy` (mirrored to
     /// the destination before the switchover, with memory moved by pre-copy) or `postcopy`
     /// (the destination runs on the source's NBD export from the switchover on and streams
-    /// the disk afterwards; memory by any technique).
+    /// the disk afterwards; memory by any technique). `hybrid` is refused until the agent
+    /// runs it (the document lists the two it takes).
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["precopy", "postcopy"])))]
     pub storage: StorageMode,
 }
 
