@@ -365,6 +365,28 @@ pub fn parse_wan_plan(body: &[u8]) -> Result<WanPlanRequest, RequestError> {
     Ok(req)
 }
 
+/// A request that carries nothing (`POST /v1/migrations/{id}/resume`, the `what`): no body,
+/// only whitespace, or an empty JSON object `{}`.
+///
+/// # Errors
+/// [`RequestError::Syntax`] (400) for anything else (not JSON, not an object, any field),
+/// rather than ignoring what a caller may believe it asked for.
+pub fn parse_no_fields(body: &[u8], what: &str) -> Result<(), RequestError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    // `object` answers only objects.
+    if let Node::Object(fields) = object(body, what)? {
+        if let Some((field, _)) = fields.first() {
+            return Err(RequestError::Syntax(format!(
+                "unknown field {}; the {what} takes no fields: send no body or {{}}",
+                child("", field)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `POST /v1/vms/{name}/qmp`: one command of the forwardable set ([`ForwardedQmp`]).
 ///
 /// # Errors

@@ -587,3 +587,31 @@ fn wan_plan_numbers_state_their_limits() {
         ],
     );
 }
+
+/// A request that carries nothing takes no body or `{}`; anything else is refused (400), not
+/// silently ignored.
+#[test]
+fn a_request_without_fields_refuses_a_body_with_some() {
+    let parse = |b: &[u8]| parse_no_fields(b, "resume request");
+    check(
+        parse,
+        [
+            (&b""[..], 200, ""),
+            (b" \n", 200, ""),
+            (b"{}", 200, ""),
+            (b" { } ", 200, ""),
+            (b"{not json", 400, "the resume request is not JSON"),
+            (
+                b"[]",
+                400,
+                "the resume request must be a JSON object, not an array",
+            ),
+            (
+                br#"{"resume_window_s":60}"#,
+                400,
+                "unknown field resume_window_s; the resume request takes no fields: send no \
+                 body or {}",
+            ),
+        ],
+    );
+}
