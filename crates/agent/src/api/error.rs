@@ -114,6 +114,7 @@ impl From<crate::vms::VmsError> for ApiError {
             | E::NeverIncoming(_) => ApiError::Conflict(e.to_string()),
             E::Exists(_)
             | E::Busy { .. }
+            | E::NoDiskToPlan(_)
             | E::Lost(_)
             | E::NoRoom { .. }
             | E::NoDisk { .. }

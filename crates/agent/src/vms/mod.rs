@@ -70,6 +70,10 @@ pub enum VmsError {
     Exists(String),
     #[error("VM '{name}' is busy: {why}")]
     Busy { name: String, why: String },
+    /// A WAN plan asked for a VM without a disk (409, like the other refusals of what the VM
+    /// is rather than of the request's shape).
+    #[error("VM '{0}' has no disk: the WAN plan models memory and a disk")]
+    NoDiskToPlan(String),
     #[error("migration '{id}' already has VM '{vm}' on this host")]
     MigrationTaken { id: String, vm: String },
     /// An abort refused: the migration switched, the guest runs only here.

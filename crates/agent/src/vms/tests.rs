@@ -152,3 +152,24 @@ fn forwarded_storage_commands_must_be_the_agents_own() {
     let query = cmd("query-status", serde_json::Value::Null);
     assert!(check_storage_command("in1", &query, None).is_ok());
 }
+
+/// A WAN plan of a VM without a disk is refused for what it is (409), not as a busy VM.
+#[test]
+fn a_wan_plan_of_a_vm_without_a_disk_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("state")).expect("store");
+    let vms = Vms::new(store.clone(), LaunchSettings::for_tests());
+    lock(&vms.map).insert("n1".into(), entry(&store, "n1", false));
+    let Err(err) = vms.begin_profile("n1") else {
+        panic!("refused")
+    };
+    let text = err.to_string();
+    assert_eq!(
+        text,
+        "VM 'n1' has no disk: the WAN plan models memory and a disk"
+    );
+    assert!(matches!(
+        crate::api::ApiError::from(err),
+        crate::api::ApiError::Conflict(_)
+    ));
+}
