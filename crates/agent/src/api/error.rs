@@ -118,6 +118,7 @@ impl From<crate::vms::VmsError> for ApiError {
             | E::Lost(_)
             | E::NoRoom { .. }
             | E::NoDisk { .. }
+            | E::DiskOutside { .. }
             | E::Tap(crate::vms::tap::TapError::NoVmNet)
             | E::Tap(crate::vms::tap::TapError::Outside { .. })
             | E::Tap(crate::vms::tap::TapError::Taken { .. })
