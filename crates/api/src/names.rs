@@ -272,17 +272,30 @@ shape!(
 #[error("{}", self.named(self.field))]
 pub struct ShapeError {
     pub field: &'static str,
-    /// The value as given, cut to 80 characters.
+    /// The value as given, cut to [`SHOWN_CHARS`] characters.
     pub value: String,
+    /// The value's length in characters (more than `value` holds when it was cut).
+    pub chars: usize,
     pub expected: &'static str,
 }
+
+/// The most of a refused value a message quotes, characters: a client may send kilobytes, and
+/// a message stays readable; a longer value is cut and the message says so.
+pub const SHOWN_CHARS: usize = 80;
 
 impl ShapeError {
     /// The refusal naming the value as `name`: a field's path (`config.nic.mac`) or the flag
     /// that gave it (`--agent`).
+    /// A value longer than [`SHOWN_CHARS`] is quoted cut, with its length: `--disk 'aaa...'
+    /// (200 characters, first 80 shown) is not valid: ...`.
     pub fn named(&self, name: &str) -> String {
+        let cut = if self.chars > SHOWN_CHARS {
+            format!("... ({} characters, first {SHOWN_CHARS} shown)", self.chars)
+        } else {
+            String::new()
+        };
         format!(
-            "{name} '{}' is not valid: expected {}",
+            "{name} '{}'{cut} is not valid: expected {}",
             self.value, self.expected
         )
     }
@@ -317,7 +330,8 @@ impl Shape {
         }
         Err(ShapeError {
             field: self.field,
-            value: value.chars().take(80).collect(),
+            value: value.chars().take(SHOWN_CHARS).collect(),
+            chars: value.chars().count(),
             expected: self.expected,
         })
     }
@@ -397,6 +411,27 @@ mod tests {
             let parsed = a.parse::<std::net::SocketAddr>();
             prop_assert!(parsed.is_ok_and(|s| s.port() > 0), "{}", a);
         }
+    }
+
+    /// A refused value is quoted whole up to [`SHOWN_CHARS`] characters; a longer one is cut
+    /// and the message says how long it was.
+    #[test]
+    fn a_long_refused_value_says_it_was_cut() {
+        let long = "d".repeat(200);
+        let e = DISK_SHAPE.check(&long).expect_err("too long");
+        let text = e.named("--disk");
+        let shown = "d".repeat(SHOWN_CHARS);
+        assert!(
+            text.starts_with(&format!(
+                "--disk '{shown}'... (200 characters, first 80 shown) is not valid: expected"
+            )),
+            "{text}"
+        );
+        let e = DISK_SHAPE.check("a,b").expect_err("comma");
+        assert!(
+            e.named("--disk").starts_with("--disk 'a,b' is not valid"),
+            "{e}"
+        );
     }
 
     #[test]

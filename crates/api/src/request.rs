@@ -51,8 +51,11 @@ fn child(parent: &str, field: &str) -> String {
 }
 
 /// What a numeric field accepts, worded as the rule that checks it words it: the guest's size
-/// rules for a VM configuration (also inside an incoming request's `config`), core's limits
-/// for the migration settings.
+/// rules for a VM configuration (also inside an incoming request's `config`, and an incoming
+/// request's `disk_virtual_bytes`), core's limits for the migration settings, the WAN plan's
+/// for its link, round trip, budget and window. Every whole-number field of a request body is
+/// here, so a number that cannot even be read (negative, beyond the type, infinite) is refused
+/// with the field's own limits.
 fn numeric_rule(path: &[Step]) -> Option<String> {
     let field = match path {
         [Step::Key(field)] => field.as_str(),
@@ -69,8 +72,8 @@ fn numeric_rule(path: &[Step]) -> Option<String> {
     match field {
         "vcpus" => Setting::Vcpus.expected(),
         "memory_bytes" => Setting::Memory.expected(),
-        "disk_size_bytes" => Setting::DiskSize.expected(),
-        knob => PlanKnobs::expected(knob),
+        "disk_size_bytes" | "disk_virtual_bytes" => Setting::DiskSize.expected(),
+        other => PlanKnobs::expected(other).or_else(|| WanPlanRequest::expected(other)),
     }
 }
 
@@ -398,6 +401,28 @@ pub fn parse_wan_plan(body: &[u8]) -> Result<WanPlanRequest, RequestError> {
     let req: WanPlanRequest = read(&root, &root, &[], what)?;
     req.validate().map_err(RequestError::Invalid)?;
     Ok(req)
+}
+
+/// A request that carries nothing (`POST /v1/migrations/{id}/resume`, the `what`): no body,
+/// only whitespace, or an empty JSON object `{}`.
+///
+/// # Errors
+/// [`RequestError::Syntax`] (400) for anything else (not JSON, not an object, any field),
+/// rather than ignoring what a caller may believe it asked for.
+pub fn parse_no_fields(body: &[u8], what: &str) -> Result<(), RequestError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    // `object` answers only objects.
+    if let Node::Object(fields) = object(body, what)? {
+        if let Some((field, _)) = fields.first() {
+            return Err(RequestError::Syntax(format!(
+                "unknown field {}; the {what} takes no fields: send no body or {{}}",
+                child("", field)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `POST /v1/vms/{name}/qmp`: one command of the forwardable set ([`ForwardedQmp`]).

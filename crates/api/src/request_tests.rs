@@ -257,6 +257,11 @@ fn incoming_disks_carry_their_virtual_size() {
                 "disk_virtual_bytes is given but config has no disk",
             ),
             (
+                body(&disk, r#","disk_virtual_bytes":-1"#),
+                422,
+                "disk_virtual_bytes -1: expected 1 MiB to 16 TiB",
+            ),
+            (
                 body(&disk, r#","disk_virtual_bytes":4096"#),
                 422,
                 "disk_virtual_bytes 4096: expected 1 MiB to 16 TiB",
@@ -537,4 +542,76 @@ fn migration_requests_take_ipv6_agent_urls() {
         let body = format!(r#"{{"to":"{bad}","technique":"precopy"}}"#);
         assert_eq!(status(parse_migration(body.as_bytes())), 422, "{bad}");
     }
+}
+
+/// A WAN plan's number that cannot even be read (negative, beyond the type, infinite) is
+/// refused with the field's own limits, as one that reads but is out of range.
+#[test]
+fn wan_plan_numbers_state_their_limits() {
+    let body = |fields: &str| format!("{{{fields}}}").into_bytes();
+    let ok = r#""link_bytes_per_s":12500000,"rtt_ms":50"#;
+    check(
+        parse_wan_plan,
+        [
+            (body(ok), 200, ""),
+            (
+                body(r#""link_bytes_per_s":12500000,"rtt_ms":-1"#),
+                422,
+                "rtt_ms -1: expected 0 to 10000 ms",
+            ),
+            (
+                body(r#""link_bytes_per_s":12500000,"rtt_ms":1e400"#),
+                422,
+                "rtt_ms 1e400: expected 0 to 10000 ms",
+            ),
+            (
+                body(r#""link_bytes_per_s":1e23,"rtt_ms":50"#),
+                422,
+                "link_bytes_per_s 1e23: expected 125000 to 12500000000 bytes/s",
+            ),
+            (
+                body(&format!(r#"{ok},"budget_s":4294967296"#)),
+                422,
+                "budget_s 4294967296: expected 1 to 86400 seconds",
+            ),
+            (
+                body(&format!(r#"{ok},"window_s":-3"#)),
+                422,
+                "window_s -3: expected 1 to 30 seconds",
+            ),
+            (
+                body(&format!(r#"{ok},"window_s":0"#)),
+                422,
+                "window_s: expected 1 to 30 seconds, got 0",
+            ),
+        ],
+    );
+}
+
+/// A request that carries nothing takes no body or `{}`; anything else is refused (400), not
+/// silently ignored.
+#[test]
+fn a_request_without_fields_refuses_a_body_with_some() {
+    let parse = |b: &[u8]| parse_no_fields(b, "resume request");
+    check(
+        parse,
+        [
+            (&b""[..], 200, ""),
+            (b" \n", 200, ""),
+            (b"{}", 200, ""),
+            (b" { } ", 200, ""),
+            (b"{not json", 400, "the resume request is not JSON"),
+            (
+                b"[]",
+                400,
+                "the resume request must be a JSON object, not an array",
+            ),
+            (
+                br#"{"resume_window_s":60}"#,
+                400,
+                "unknown field resume_window_s; the resume request takes no fields: send no \
+                 body or {}",
+            ),
+        ],
+    );
 }

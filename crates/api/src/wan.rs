@@ -57,34 +57,79 @@ pub struct WanPlanRequest {
     pub window_s: Option<u32>,
 }
 
+/// A whole-number field's range and unit, as refusals word them.
+struct Limit {
+    field: &'static str,
+    min: u64,
+    max: u64,
+    unit: &'static str,
+}
+
+impl Limit {
+    /// `expected 1 to 30 seconds`.
+    fn expected(&self) -> String {
+        format!("expected {} to {} {}", self.min, self.max, self.unit)
+    }
+
+    fn check(&self, got: u64) -> Result<(), String> {
+        if (self.min..=self.max).contains(&got) {
+            return Ok(());
+        }
+        Err(format!("{}: {}, got {got}", self.field, self.expected()))
+    }
+}
+
+/// Every field's limits, in the body's order.
+const LIMITS: [Limit; 4] = [
+    Limit {
+        field: "link_bytes_per_s",
+        min: MIN_LINK_BYTES_PER_S,
+        max: MAX_LINK_BYTES_PER_S,
+        unit: "bytes/s",
+    },
+    Limit {
+        field: "rtt_ms",
+        min: 0,
+        max: MAX_RTT_MS as u64,
+        unit: "ms",
+    },
+    Limit {
+        field: "budget_s",
+        min: 1,
+        max: MAX_BUDGET_S as u64,
+        unit: "seconds",
+    },
+    Limit {
+        field: "window_s",
+        min: 1,
+        max: MAX_WINDOW_S as u64,
+        unit: "seconds",
+    },
+];
+
 impl WanPlanRequest {
     /// Checks each field's range; the message names the field, quotes the value and says what
     /// is expected.
     pub fn validate(&self) -> Result<(), String> {
-        let out = |field: &str, got: u64, lo: u64, hi: u64, unit: &str| {
-            format!("{field}: expected {lo} to {hi} {unit}, got {got}")
-        };
-        let link = self.link_bytes_per_s;
-        if !(MIN_LINK_BYTES_PER_S..=MAX_LINK_BYTES_PER_S).contains(&link) {
-            let (lo, hi) = (MIN_LINK_BYTES_PER_S, MAX_LINK_BYTES_PER_S);
-            return Err(out("link_bytes_per_s", link, lo, hi, "bytes/s"));
+        let [link, rtt, budget, window] = &LIMITS;
+        link.check(self.link_bytes_per_s)?;
+        rtt.check(self.rtt_ms.into())?;
+        if let Some(b) = self.budget_s {
+            budget.check(b.into())?;
         }
-        if self.rtt_ms > MAX_RTT_MS {
-            return Err(out(
-                "rtt_ms",
-                self.rtt_ms.into(),
-                0,
-                MAX_RTT_MS.into(),
-                "ms",
-            ));
-        }
-        if let Some(b) = self.budget_s.filter(|b| !(1..=MAX_BUDGET_S).contains(b)) {
-            return Err(out("budget_s", b.into(), 1, MAX_BUDGET_S.into(), "seconds"));
-        }
-        if let Some(w) = self.window_s.filter(|w| !(1..=MAX_WINDOW_S).contains(w)) {
-            return Err(out("window_s", w.into(), 1, MAX_WINDOW_S.into(), "seconds"));
+        if let Some(w) = self.window_s {
+            window.check(w.into())?;
         }
         Ok(())
+    }
+
+    /// What `field` accepts, as [`Self::validate`] words it (`expected 1 to 30 seconds`), for
+    /// a value that cannot even be read as the field's type (negative, too large, infinite).
+    pub fn expected(field: &str) -> Option<String> {
+        LIMITS
+            .iter()
+            .find(|l| l.field == field)
+            .map(Limit::expected)
     }
 
     /// The link as the model takes it.

@@ -109,7 +109,26 @@ fn default_sigpipe() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the command; a failure prints [`user_error`] and exits with status 1 (as a returned
+/// error did), never with a backtrace.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", user_error(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A failure as the user reads it: `error: ` and the error with its causes on one line
+/// (`{:#}`). Returning the error from `main` would print its `Debug` form, which holds a whole
+/// backtrace whenever `RUST_BACKTRACE` is set (as it often is, for panics' sake).
+fn user_error(e: &anyhow::Error) -> String {
+    format!("error: {e:#}")
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if ends_quietly_on_closed_stdout(&cli.command) {
         default_sigpipe();
@@ -138,5 +157,18 @@ fn main() -> anyhow::Result<()> {
         Command::Host(cmd) => fleet_cmd::run_host(cmd),
         Command::Plan(cmd) => fleet_cmd::run_plan(cmd),
         Command::Migration(cmd) => fleet_cmd::run_migration(cmd),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_error;
+
+    /// A user's error is its chain of causes, without the backtrace anyhow captured.
+    #[test]
+    fn a_user_error_is_its_chain_without_a_backtrace() {
+        let e = anyhow::anyhow!("no such file").context("reading --config x.toml");
+        let text = user_error(&e);
+        assert_eq!(text, "error: reading --config x.toml: no such file");
     }
 }

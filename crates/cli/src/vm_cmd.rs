@@ -347,16 +347,19 @@ fn lab_path_to(
 }
 
 /// The agent holding VM `name`'s post-copy left paused, and that migration's id: the named
-/// agent, else the lab host whose records have one (the latest).
+/// agent, else the lab host whose records have one (the latest). When none has, the error
+/// says whether any of them knows the VM at all (runs it, or has a migration of it).
 async fn find_paused(r: &Resolved, name: &str) -> anyhow::Result<(AgentClient, String)> {
     let named = r
         .client
         .iter()
         .map(|c| ("the agent".to_string(), c.clone()));
     let lab = r.lab_agents.iter().cloned();
+    let mut known = false;
     for (host, c) in named.chain(lab) {
         match c.migrations().await {
             Ok(records) => {
+                known |= records.iter().any(|m| m.vm == name);
                 let paused = records.into_iter().rev().find(|m| {
                     m.vm == name && m.state == MigrationState::Paused && m.vm_on_destination
                 });
@@ -366,8 +369,25 @@ async fn find_paused(r: &Resolved, name: &str) -> anyhow::Result<(AgentClient, S
             }
             Err(e) => eprintln!("warning: {host}: {e}"),
         }
+        match c.get_vm(name).await {
+            Ok(_) => known = true,
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => eprintln!("warning: {host}: {e}"),
+        }
     }
-    bail!("no agent has a post-copy of VM '{name}' left paused")
+    bail!("{}", nothing_paused(name, known, r.client.is_some()))
+}
+
+/// Why there is nothing to resume: the VM is unknown to every agent asked (`one_agent`: the
+/// one named by `--agent`), or none has a post-copy of it left paused.
+fn nothing_paused(name: &str, known: bool, one_agent: bool) -> String {
+    match (known, one_agent) {
+        (false, true) => {
+            format!("no VM named '{name}': the agent has neither it nor a migration of it")
+        }
+        (false, false) => format!("no VM named '{name}': no lab host has it or a migration of it"),
+        (true, _) => format!("no agent has a post-copy of VM '{name}' left paused"),
+    }
 }
 
 /// Polls migration `id` after a resume until it completed or its agent gave up (a note "not
@@ -629,7 +649,7 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{clash, vm_config, DiskFlags};
+    use super::{clash, nothing_paused, vm_config, DiskFlags};
     use drover_api::{NicConfig, VmConfig, VmStatus, VmView};
 
     fn vm(name: &str, address: Option<&str>) -> VmView {
@@ -648,6 +668,20 @@ mod tests {
             workload_report: Default::default(),
             error: None,
         }
+    }
+
+    /// `vm resume` of a VM no agent knows says there is no such VM, not that nothing is paused.
+    #[test]
+    fn resuming_an_unknown_vm_says_there_is_none() {
+        assert_eq!(
+            nothing_paused("nosuch", false, false),
+            "no VM named 'nosuch': no lab host has it or a migration of it"
+        );
+        assert!(nothing_paused("x", false, true).contains("the agent has neither it"));
+        assert_eq!(
+            nothing_paused("c7", true, false),
+            "no agent has a post-copy of VM 'c7' left paused"
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::process::Command;
 const DROVER: &str = env!("CARGO_BIN_EXE_drover");
 
 /// Runs drover with `args`, a stand-in QEMU that fails loudly first on PATH and an empty
-/// state directory; returns (success, stderr).
+/// state directory, and `RUST_BACKTRACE=1` (a refusal must not print a backtrace for it);
+/// returns (success, stderr).
 fn drover(args: &[&str], dir: &Path) -> (bool, String) {
     let fake = dir.join("qemu-system-x86_64");
     std::fs::write(
@@ -30,9 +31,19 @@ fn drover(args: &[&str], dir: &Path) -> (bool, String) {
         .args(args)
         .env("PATH", path)
         .env("DROVER_STATE_DIR", dir.join("state"))
-        .env_remove("RUST_BACKTRACE")
+        .env("RUST_BACKTRACE", "1")
         .output()
         .expect("run drover");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        // 1: Drover's refusals; 2: clap's own (a flag's value parser).
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("error: "), "{args:?}: {stderr}");
+        assert!(!stderr.contains("backtrace"), "{args:?}: {stderr}");
+    }
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -47,6 +58,8 @@ fn refusals_quote_the_flag_and_the_text_as_typed() {
     let token = token.to_str().expect("utf-8");
     let state = tmp.path().join("agent-state");
     let state = state.to_str().expect("utf-8");
+    // A disk name longer than a message quotes.
+    let long_disk = "d".repeat(200);
     let cases: &[(&[&str], &str)] = &[
         // Rates: tc's units, one parser for --bandwidth and --link, and what a text became.
         (
@@ -147,6 +160,11 @@ fn refusals_quote_the_flag_and_the_text_as_typed() {
         (
             &["sim", "--policy", "thr-mmt-NaN", "--synthetic", "10"],
             "--policy: bad parameter 'NaN' in 'thr-mmt-NaN'",
+        ),
+        // A text too long to quote whole is cut, and the message says so.
+        (
+            &["vm", "create", "a", "--disk", &long_disk, "--agent", "http://127.0.0.1:9", "--token-file", token],
+            "... (200 characters, first 80 shown) is not valid",
         ),
     ];
     for (args, wanted) in cases {

@@ -330,10 +330,51 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     }
 }
 
-/// Checks the spec, makes the run directory, claims its sockets and opens the stderr log.
+/// The most of QEMU's start-up output an error message quotes, bytes (its last ones: QEMU
+/// prints the reason it exits last).
+pub const STARTUP_OUTPUT_BYTES: usize = 2048;
+
+/// What QEMU printed before it exited at start-up, for error messages: its stderr log, then
+/// its `-D` log file (a daemonizing QEMU given `-D` sends its errors there, not to stderr),
+/// lines joined with " | ", at most the last [`STARTUP_OUTPUT_BYTES`] (cut at a character
+/// boundary, marked with a leading "..."), or "(no output)".
+pub fn startup_output(paths: &RunPaths) -> String {
+    let text: Vec<String> = [&paths.stderr_log, &paths.trace_log]
+        .into_iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect();
+    let lines: Vec<&str> = text
+        .iter()
+        .flat_map(|t| t.lines())
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        return "(no output)".to_string();
+    }
+    let joined = lines.join(" | ");
+    if joined.len() <= STARTUP_OUTPUT_BYTES {
+        return joined;
+    }
+    let mut from = joined.len() - STARTUP_OUTPUT_BYTES;
+    while !joined.is_char_boundary(from) {
+        from += 1;
+    }
+    format!("...{}", &joined[from..])
+}
+
+/// Checks the spec, makes the run directory, claims its sockets and opens the stderr log (and
+/// removes an earlier `-D` log, so that a start-up error quotes only this QEMU's words).
 fn prepare_run(spec: &VmSpec, paths: &RunPaths) -> Result<std::fs::File, LaunchError> {
     validate(spec)?;
     std::fs::create_dir_all(&paths.dir).map_err(|e| io_err(&paths.dir, e))?;
+    match std::fs::remove_file(&paths.trace_log) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io_err(&paths.trace_log, e))
+        }
+        _ => {}
+    }
     claim_socket(&paths.qmp)?;
     claim_socket(&paths.metrics)?;
     std::fs::File::create(&paths.stderr_log).map_err(|e| io_err(&paths.stderr_log, e))
@@ -487,7 +528,7 @@ pub fn detached_argv(spec: &VmSpec, paths: &RunPaths) -> Vec<String> {
 ///
 /// QEMU daemonizes itself: the launched process only exits once the daemon has finished
 /// initialising (QMP socket bound), with status 0 on success, so start-up errors still reach
-/// `stderr_log`. The daemon runs in its own session, is not our child and is never killed on drop;
+/// its logs ([`startup_output`] quotes them). The daemon runs in its own session, is not our child and is never killed on drop;
 /// it inherits our network namespace and cgroup. Killing it is the caller's job.
 pub async fn spawn_detached(
     binary: &str,
@@ -513,14 +554,14 @@ pub async fn spawn_detached(
         return Err(LaunchError::Exited {
             name: spec.name.clone(),
             status: status.to_string(),
-            stderr: log_tail(&paths.stderr_log, 5),
+            stderr: startup_output(paths),
         });
     }
     let text = std::fs::read_to_string(&pid_path).map_err(|e| io_err(&pid_path, e))?;
     text.trim().parse::<u32>().map_err(|_| LaunchError::Exited {
         name: spec.name.clone(),
         status: format!("unreadable pid file {}", pid_path.display()),
-        stderr: log_tail(&paths.stderr_log, 5),
+        stderr: startup_output(paths),
     })
 }
 
@@ -613,6 +654,47 @@ mod tests {
             panic!("fails")
         };
         assert!(matches!(err, LaunchError::Exited { .. }), "{err}");
+    }
+
+    /// A daemonizing QEMU given `-D` writes its start-up error to that log, not to stderr
+    /// (`Failed to get shared "write" lock` came out as "(no output)"): the error quotes it,
+    /// and at most the last [`STARTUP_OUTPUT_BYTES`] of everything.
+    #[tokio::test]
+    async fn detached_early_exit_quotes_the_log_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = RunPaths::in_dir(&dir.path().join("run"));
+        let script = dir.path().join("fake-qemu");
+        let words = "qemu: Failed to get shared \"write\" lock";
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nwhile [ \"$1\" != -D ]; do shift; done\necho '{words}' >> \"$2\"\nexit 1\n"
+            ),
+        )
+        .expect("write");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        // An earlier run's log is not this QEMU's output.
+        std::fs::create_dir_all(&paths.dir).expect("mkdir");
+        std::fs::write(&paths.trace_log, "old words\n").expect("write");
+        let bin = script.display().to_string();
+        let Err(err) =
+            spawn_detached(&bin, &spec(dir.path()), &paths, Duration::from_secs(5)).await
+        else {
+            panic!("fails")
+        };
+        let text = err.to_string();
+        assert!(
+            text.ends_with(&format!("(exit status: 1): {words}")),
+            "{text}"
+        );
+        std::fs::write(&paths.stderr_log, "x".repeat(5000)).expect("write");
+        let long = startup_output(&paths);
+        assert!(long.starts_with("...x") && long.ends_with(words), "{long}");
+        assert_eq!(long.len(), 3 + STARTUP_OUTPUT_BYTES);
+        std::fs::write(&paths.stderr_log, "").expect("write");
+        std::fs::write(&paths.trace_log, "").expect("write");
+        assert_eq!(startup_output(&paths), "(no output)");
     }
 
     #[tokio::test]

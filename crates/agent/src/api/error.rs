@@ -114,9 +114,11 @@ impl From<crate::vms::VmsError> for ApiError {
             | E::NeverIncoming(_) => ApiError::Conflict(e.to_string()),
             E::Exists(_)
             | E::Busy { .. }
+            | E::NoDiskToPlan(_)
             | E::Lost(_)
             | E::NoRoom { .. }
             | E::NoDisk { .. }
+            | E::DiskOutside { .. }
             | E::Tap(crate::vms::tap::TapError::NoVmNet)
             | E::Tap(crate::vms::tap::TapError::Outside { .. })
             | E::Tap(crate::vms::tap::TapError::Taken { .. })

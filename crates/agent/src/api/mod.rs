@@ -26,8 +26,8 @@ use axum::serve::IncomingStream;
 use axum::{Extension, Json, Router};
 use drover_api::qmp::{ForwardedQmp, QmpReply};
 use drover_api::request::{
-    parse_create_vm, parse_incoming, parse_migration, parse_migration_id, parse_name, parse_qmp,
-    parse_wan_plan, parse_workload_change,
+    parse_create_vm, parse_incoming, parse_migration, parse_migration_id, parse_name,
+    parse_no_fields, parse_qmp, parse_wan_plan, parse_workload_change,
 };
 use drover_api::vm::{Committed, Deleted, Health};
 use drover_api::{IncomingReply, MigrationUri};
@@ -312,12 +312,42 @@ async fn get_migration(State(st): St, p: Result<Path<String>, PathRejection>) ->
     ok(StatusCode::OK, crate::migrate::view(&st, &id).await?)
 }
 
-async fn resume_migration(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
+/// `POST /v1/migrations/{id}/resume`: no body or `{}` (400 otherwise); a migration that is not
+/// a post-copy left paused is refused (409) saying what became of it.
+async fn resume_migration(
+    State(st): St,
+    p: Result<Path<String>, PathRejection>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let id = parse_migration_id(&path(p)?)?;
+    parse_no_fields(&body(b)?, "resume request")?;
+    if let Some(why) = not_resumable(&st.migrations.get(&id)?) {
+        return Err(crate::migrate::MigrateError::NotResumable { id, why }.into());
+    }
     ok(
         StatusCode::ACCEPTED,
         crate::migrate::resume_on_request(&st, &id)?,
     )
+}
+
+/// Why migration `r` is no post-copy left paused with its guest on the destination, in words of
+/// what became of it (`it has completed`, `it failed`), or `None` when it is one.
+fn not_resumable(r: &drover_api::MigrationRecord) -> Option<String> {
+    use drover_api::MigrationState as S;
+    let what = match r.state {
+        S::Paused if r.vm_on_destination => return None,
+        S::Paused => "it is paused with its guest on the source",
+        S::Preparing => "it is still preparing",
+        S::Running => "it is still running",
+        S::Measuring => "it is being measured, its migration over",
+        S::Completed => "it has completed",
+        S::Failed => "it failed",
+        S::Cancelled => "it was cancelled",
+        S::Interrupted => "it was interrupted (the agent restarted during it)",
+    };
+    Some(format!(
+        "{what}; only a post-copy left paused with the guest on the destination can be"
+    ))
 }
 
 async fn cancel_migration(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
@@ -414,4 +444,27 @@ async fn metrics_prometheus(State(st): St) -> ApiResult {
         text,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_resumable;
+    use drover_api::MigrationState as S;
+
+    /// A resume refused says what became of the migration, in plain words.
+    #[test]
+    fn a_migration_not_resumable_says_what_became_of_it() {
+        let why = |state, on_destination| {
+            not_resumable(&crate::migrate::test_record(state, on_destination)).unwrap_or_default()
+        };
+        assert_eq!(
+            why(S::Completed, true),
+            "it has completed; only a post-copy left paused with the guest on the destination \
+             can be"
+        );
+        assert!(why(S::Failed, true).starts_with("it failed; "));
+        assert!(why(S::Cancelled, false).starts_with("it was cancelled; "));
+        assert!(why(S::Paused, false).starts_with("it is paused with its guest on the source"));
+        assert_eq!(why(S::Paused, true), "");
+    }
 }

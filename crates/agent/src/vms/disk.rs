@@ -5,6 +5,11 @@
 //! `qemu::img`). A base must not be any VM's disk: its contents would change under the
 //! overlay. The disk is made before the VM starts and removed again if it does not start.
 //!
+//! "The same disk" means the same file, not the same name: a hard link or a symbolic link in
+//! the directory is another name for a VM's disk, and QEMU would refuse the second opener its
+//! write lock. Files are compared by device and inode (symbolic links followed) against every
+//! disk and base the VMs here use.
+//!
 //! A `disk` workload's working set must fit the VM's disk, whoever made it: its virtual size is
 //! read from the image (409 otherwise: the size is the host's file's, not the request's).
 //!
@@ -26,18 +31,26 @@ pub enum DiskError {
     Img(#[from] ImgError),
     /// The base is a VM's disk (409).
     #[error(
-        "disk_base '{base}' is the disk of VM '{vm}': a base must not change under its overlays"
+        "disk_base '{base}' is the disk of VM '{vm}'{same}: a base must not change under its \
+         overlays"
     )]
-    BaseInUse { base: String, vm: String },
+    BaseInUse {
+        base: String,
+        vm: String,
+        /// `" (the same file as 'NAME')"` when the VM uses the file by another name, else empty.
+        same: String,
+    },
     /// The VM's workload does not fit its disk (409).
     #[error(transparent)]
     Fit(#[from] drover_guest::fit::FitError),
     /// An operator's disk that another VM here uses, as its disk or its disk's base (409).
-    #[error("disk '{disk}' is {how} VM '{vm}': two VMs must not share a disk")]
+    #[error("disk '{disk}' is {how} VM '{vm}'{same}: two VMs must not share a disk")]
     InUse {
         disk: String,
         how: &'static str,
         vm: String,
+        /// `" (the same file as 'NAME')"` when the VM uses the file by another name, else empty.
+        same: String,
     },
     /// An operator's disk that is not a qcow2 image (409).
     #[error("disk '{disk}' is a {format} image, expected qcow2")]
@@ -65,16 +78,14 @@ impl Vms {
         name: &str,
     ) -> Result<String, VmsError> {
         if let Some(base) = &config.disk_base {
-            let map = lock(&self.map);
-            let user = map
-                .values()
-                .find(|e| e.record.config.disk_file().as_deref() == Some(base.as_str()));
-            if let Some(e) = user {
-                return Err(DiskError::BaseInUse {
-                    base: base.clone(),
-                    vm: e.record.config.name.clone(),
+            // A missing base is `img::create`'s to refuse, naming the field.
+            if let Some(path) = self.resolve_disk("disk_base", base)? {
+                // Overlays may share a base; a base must not be a VM's disk.
+                if let Some(u) = self.user_of(&path, &config.name, &[DISK_OF]) {
+                    let same = u.same(base);
+                    let (base, vm) = (base.clone(), u.vm);
+                    return Err(DiskError::BaseInUse { base, vm, same }.into());
                 }
-                .into());
             }
         }
         let new = NewDisk {
@@ -88,34 +99,22 @@ impl Vms {
         Ok(name.to_string())
     }
 
-    /// Checks an operator's disk `name` (not one the agent creates) before QEMU opens it: no
-    /// other VM here uses it as its disk or as its disk's base, and it is a qcow2 image.
+    /// Checks an operator's disk `name` (not one the agent creates) before QEMU opens it: it is
+    /// a file inside the storage directory, no other VM here uses that file (by any name) as
+    /// its disk or as its disk's base, and it is a qcow2 image.
     pub(super) async fn check_operator_disk(&self, vm: &str, name: &str) -> Result<(), VmsError> {
-        let user = {
-            let map = lock(&self.map);
-            map.values().find_map(|e| {
-                let c = &e.record.config;
-                if c.name == vm {
-                    None
-                } else if c.disk_file().as_deref() == Some(name) {
-                    Some(("the disk of", c.name.clone()))
-                } else if c.disk_base.as_deref() == Some(name) {
-                    Some(("the base of the disk of", c.name.clone()))
-                } else {
-                    None
-                }
-            })
-        };
-        if let Some((how, other)) = user {
-            let disk = name.to_string();
+        let path = self.disk_path(name)?;
+        if let Some(u) = self.user_of(&path, vm, &[DISK_OF, BASE_OF]) {
+            let same = u.same(name);
+            let (disk, how, vm) = (name.to_string(), u.how, u.vm);
             return Err(DiskError::InUse {
                 disk,
                 how,
-                vm: other,
+                vm,
+                same,
             }
             .into());
         }
-        let path = self.disk_path(name)?;
         let info = img::info(&self.qemu_img(), &path, name)
             .await
             .map_err(DiskError::from)?;
@@ -124,6 +123,36 @@ impl Vms {
             return Err(DiskError::NotQcow2 { disk, format }.into());
         }
         Ok(())
+    }
+
+    /// The first VM other than `except` that uses the file at `path` in one of the ways
+    /// `uses` lists ([`DISK_OF`], [`BASE_OF`]), compared by device and inode, whatever names
+    /// lead to it.
+    fn user_of(&self, path: &Path, except: &str, uses: &[&str]) -> Option<DiskUse> {
+        let wanted = file_id(path)?;
+        // Names under the lock, files outside it: a stat may block.
+        let named: Vec<DiskUse> = lock(&self.map)
+            .values()
+            .map(|e| &e.record.config)
+            .filter(|c| c.name != except)
+            .flat_map(|c| {
+                let disk = c.disk_file().map(|d| (DISK_OF, d));
+                let base = c.disk_base.clone().map(|b| (BASE_OF, b));
+                [disk, base]
+                    .into_iter()
+                    .flatten()
+                    .map(|(how, name)| DiskUse {
+                        vm: c.name.clone(),
+                        how,
+                        name,
+                    })
+            })
+            .collect();
+        let dir = self.store.disk_dir();
+        named
+            .into_iter()
+            .filter(|u| uses.contains(&u.how))
+            .find(|u| file_id(&dir.join(&u.name)) == Some(wanted))
     }
 
     /// `config` if its workload fits its disk: the working set of a workload with a disk part
@@ -164,6 +193,35 @@ impl Vms {
     fn qemu_img(&self) -> PathBuf {
         img::qemu_img_for(&self.settings.qemu_binary)
     }
+}
+
+/// How a VM uses a file of the storage directory.
+const DISK_OF: &str = "the disk of";
+const BASE_OF: &str = "the base of the disk of";
+
+/// A VM's use of a file, by the name it uses.
+struct DiskUse {
+    vm: String,
+    /// [`DISK_OF`] or [`BASE_OF`].
+    how: &'static str,
+    name: String,
+}
+
+impl DiskUse {
+    /// What a refusal adds when the request named the file otherwise than the VM does.
+    fn same(&self, asked: &str) -> String {
+        if self.name == asked {
+            String::new()
+        } else {
+            format!(" (the same file as '{}')", self.name)
+        }
+    }
+}
+
+/// A file's identity, symbolic links followed: (device, inode); `None` if it cannot be read.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Removes a disk the agent created (a missing file is fine: the end is the same).

@@ -72,6 +72,10 @@ pub enum VmsError {
     Exists(String),
     #[error("VM '{name}' is busy: {why}")]
     Busy { name: String, why: String },
+    /// A WAN plan asked for a VM without a disk (409, like the other refusals of what the VM
+    /// is rather than of the request's shape).
+    #[error("VM '{0}' has no disk: the WAN plan models memory and a disk")]
+    NoDiskToPlan(String),
     #[error("migration '{id}' already has VM '{vm}' on this host")]
     MigrationTaken { id: String, vm: String },
     /// An abort refused: the migration switched, the guest runs only here.
@@ -104,6 +108,17 @@ pub enum VmsError {
     },
     #[error("no disk named '{disk}' in this agent's storage directory {dir}")]
     NoDisk { disk: String, dir: PathBuf },
+    /// A name in the storage directory that is a symbolic link to a file outside it (409: the
+    /// host's files are at fault); the agent opens only files inside its directory.
+    #[error(
+        "{field} '{disk}' is a symbolic link that leads outside this agent's storage directory \
+         {dir}; expected a file inside it"
+    )]
+    DiskOutside {
+        field: &'static str,
+        disk: String,
+        dir: PathBuf,
+    },
     /// A disk that cannot be created, or that the workload does not fit.
     #[error(transparent)]
     Disk(#[from] disk::DiskError),
@@ -278,20 +293,33 @@ impl Vms {
     }
 
     /// The disk's file, which must exist inside the storage directory (a symbolic link that
-    /// leads out of it is refused too).
+    /// leads out of it is refused too, as [`VmsError::DiskOutside`]).
     fn disk_path(&self, disk: &str) -> Result<PathBuf, VmsError> {
+        self.resolve_disk("disk", disk)?
+            .ok_or_else(|| VmsError::NoDisk {
+                disk: disk.to_string(),
+                dir: self.store.disk_dir(),
+            })
+    }
+
+    /// The file `name` (the request's `field`) in the storage directory, symbolic links
+    /// followed: `None` when there is no such regular file; [`VmsError::DiskOutside`] when it
+    /// is a symbolic link that resolves outside the directory (never opened, whatever it is).
+    fn resolve_disk(&self, field: &'static str, name: &str) -> Result<Option<PathBuf>, VmsError> {
         let dir = self.store.disk_dir();
-        let missing = || VmsError::NoDisk {
-            disk: disk.to_string(),
-            dir: dir.clone(),
+        let path = dir.join(name);
+        let (Ok(real), Ok(root)) = (path.canonicalize(), dir.canonicalize()) else {
+            return Ok(None);
         };
-        let path = dir.join(disk);
-        let real = path.canonicalize().map_err(|_| missing())?;
-        let root = dir.canonicalize().map_err(|_| missing())?;
-        if !real.starts_with(&root) || !real.is_file() {
-            return Err(missing());
+        if !real.starts_with(&root) {
+            let link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+            if link {
+                let disk = name.to_string();
+                return Err(VmsError::DiskOutside { field, disk, dir });
+            }
+            return Ok(None);
         }
-        Ok(real)
+        Ok(real.is_file().then_some(real))
     }
 
     /// Starts a VM (or, with `Incoming`, a migration destination waiting for `migrate-incoming`).
@@ -401,6 +429,7 @@ impl Vms {
         let pid = match launched {
             Ok(pid) => pid,
             Err(e) => {
+                tracing::warn!(vm = %config.name, error = %e, "QEMU did not start");
                 // A launch that gave up (timed out) may have left a daemon behind that no
                 // record will ever name: stop it, if this launch wrote its pid file.
                 if let Some(pid) = pid_of().filter(|&p| Some(p) != earlier) {

@@ -21,15 +21,13 @@ pub struct ProfileTarget {
 
 impl Vms {
     /// Claims running VM `name` for a WAN profile. Errors: not found, lost, busy (incoming,
-    /// migrating, already being profiled), no disk (409: the model needs one).
+    /// migrating, already being profiled), no disk ([`VmsError::NoDiskToPlan`], 409: the model
+    /// needs one).
     pub fn begin_profile(&self, name: &str) -> Result<ProfileTarget, VmsError> {
         let mut map = lock(&self.map);
         let e = guard::unclaimed(&mut map, name)?;
         if e.record.config.disk.is_none() {
-            return Err(VmsError::Busy {
-                name: name.to_string(),
-                why: "it has no disk: the WAN fraction model plans memory and a disk".into(),
-            });
+            return Err(VmsError::NoDiskToPlan(name.to_string()));
         }
         let qmp = e
             .qmp

@@ -280,3 +280,131 @@ fn a_postcopy_destination_runs_on_the_overlay() {
         "{err}"
     );
 }
+
+/// "The same disk" is the same file: a hard link or a symbolic link to a running VM's disk or
+/// base is refused as shared (409, naming the VM and the name it uses), and a symbolic link
+/// out of the storage directory is refused as such, not as a missing disk.
+#[tokio::test]
+async fn another_name_for_a_vms_disk_or_base_is_the_same_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("state")).expect("store");
+    let disks = store.disk_dir();
+    std::fs::create_dir_all(&disks).expect("mkdir");
+    for f in ["c7.qcow2", "base.qcow2", "free.qcow2"] {
+        std::fs::write(disks.join(f), b"QFI").expect("write");
+    }
+    let outside = dir.path().join("outside.qcow2");
+    std::fs::write(&outside, b"QFI").expect("write");
+    std::os::unix::fs::symlink("c7.qcow2", disks.join("alias.qcow2")).expect("symlink");
+    std::fs::hard_link(disks.join("c7.qcow2"), disks.join("hard.qcow2")).expect("link");
+    std::os::unix::fs::symlink("base.qcow2", disks.join("b-alias.qcow2")).expect("symlink");
+    std::os::unix::fs::symlink(&outside, disks.join("link-out.qcow2")).expect("symlink");
+    let vms = Vms::new(store.clone(), LaunchSettings::for_tests());
+    let mut c7 = entry(&store, "c7", false);
+    c7.record.config.disk = Some("c7.qcow2".into());
+    let mut c6 = entry(&store, "c6", false);
+    c6.record.config.disk = Some("c6.qcow2".into());
+    c6.record.config.disk_base = Some("base.qcow2".into());
+    lock(&vms.map).insert("c7".into(), c7);
+    lock(&vms.map).insert("c6".into(), c6);
+
+    let conflict = |e: VmsError| {
+        let text = e.to_string();
+        assert!(
+            matches!(
+                crate::api::ApiError::from(e),
+                crate::api::ApiError::Conflict(_)
+            ),
+            "409: {text}"
+        );
+        text
+    };
+    for (disk, words) in [
+        (
+            "alias.qcow2",
+            "is the disk of VM 'c7' (the same file as 'c7.qcow2')",
+        ),
+        (
+            "hard.qcow2",
+            "is the disk of VM 'c7' (the same file as 'c7.qcow2')",
+        ),
+        ("c7.qcow2", "is the disk of VM 'c7': two VMs"),
+        (
+            "b-alias.qcow2",
+            "is the base of the disk of VM 'c6' (the same file as 'base.qcow2')",
+        ),
+    ] {
+        let err = vms.check_operator_disk("c8", disk).await.expect_err(disk);
+        let text = conflict(err);
+        assert!(text.contains(words), "{text}");
+        assert!(text.contains("two VMs must not share a disk"), "{text}");
+    }
+    // Its own disk, and a file nobody uses, pass the sharing check (qemu-img, absent here,
+    // is what fails next).
+    for (vm, disk) in [("c7", "alias.qcow2"), ("c8", "free.qcow2")] {
+        let err = vms
+            .check_operator_disk(vm, disk)
+            .await
+            .expect_err("no qemu-img");
+        assert!(!err.to_string().contains("share"), "{err}");
+    }
+    let err = vms
+        .check_operator_disk("c8", "link-out.qcow2")
+        .await
+        .expect_err("outside");
+    let text = conflict(err);
+    assert!(
+        text.starts_with("disk 'link-out.qcow2' is a symbolic link that leads outside"),
+        "{text}"
+    );
+    let mut config = entry(&store, "c8", false).record.config;
+    config.disk_base = Some("alias.qcow2".into());
+    let err = vms
+        .create_disk(&config, "c8.qcow2")
+        .await
+        .expect_err("base");
+    let text = conflict(err);
+    assert!(
+        text.contains(
+            "disk_base 'alias.qcow2' is the disk of VM 'c7' (the same file as 'c7.qcow2')"
+        ),
+        "{text}"
+    );
+    // Overlays may share a base, by any name (qemu-img, absent here, is what fails next).
+    config.disk_base = Some("b-alias.qcow2".into());
+    let err = vms
+        .create_disk(&config, "c8.qcow2")
+        .await
+        .expect_err("no qemu-img");
+    assert!(!err.to_string().contains("VM 'c6'"), "{err}");
+    config.disk_base = Some("link-out.qcow2".into());
+    let err = vms
+        .create_disk(&config, "c8.qcow2")
+        .await
+        .expect_err("outside");
+    assert!(
+        conflict(err).starts_with("disk_base 'link-out.qcow2' is a symbolic link"),
+        "outside base"
+    );
+}
+
+/// A WAN plan of a VM without a disk is refused for what it is (409), not as a busy VM.
+#[test]
+fn a_wan_plan_of_a_vm_without_a_disk_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("state")).expect("store");
+    let vms = Vms::new(store.clone(), LaunchSettings::for_tests());
+    lock(&vms.map).insert("n1".into(), entry(&store, "n1", false));
+    let Err(err) = vms.begin_profile("n1") else {
+        panic!("refused")
+    };
+    let text = err.to_string();
+    assert_eq!(
+        text,
+        "VM 'n1' has no disk: the WAN plan models memory and a disk"
+    );
+    assert!(matches!(
+        crate::api::ApiError::from(err),
+        crate::api::ApiError::Conflict(_)
+    ));
+}
