@@ -321,33 +321,10 @@ async fn resume_migration(
 ) -> ApiResult {
     let id = parse_migration_id(&path(p)?)?;
     parse_no_fields(&body(b)?, "resume request")?;
-    if let Some(why) = not_resumable(&st.migrations.get(&id)?) {
-        return Err(crate::migrate::MigrateError::NotResumable { id, why }.into());
-    }
     ok(
         StatusCode::ACCEPTED,
         crate::migrate::resume_on_request(&st, &id)?,
     )
-}
-
-/// Why migration `r` is no post-copy left paused with its guest on the destination, in words of
-/// what became of it (`it has completed`, `it failed`), or `None` when it is one.
-fn not_resumable(r: &drover_api::MigrationRecord) -> Option<String> {
-    use drover_api::MigrationState as S;
-    let what = match r.state {
-        S::Paused if r.vm_on_destination => return None,
-        S::Paused => "it is paused with its guest on the source",
-        S::Preparing => "it is still preparing",
-        S::Running => "it is still running",
-        S::Measuring => "it is being measured, its migration over",
-        S::Completed => "it has completed",
-        S::Failed => "it failed",
-        S::Cancelled => "it was cancelled",
-        S::Interrupted => "it was interrupted (the agent restarted during it)",
-    };
-    Some(format!(
-        "{what}; only a post-copy left paused with the guest on the destination can be"
-    ))
 }
 
 async fn cancel_migration(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
@@ -444,27 +421,4 @@ async fn metrics_prometheus(State(st): St) -> ApiResult {
         text,
     )
         .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::not_resumable;
-    use drover_api::MigrationState as S;
-
-    /// A resume refused says what became of the migration, in plain words.
-    #[test]
-    fn a_migration_not_resumable_says_what_became_of_it() {
-        let why = |state, on_destination| {
-            not_resumable(&crate::migrate::test_record(state, on_destination)).unwrap_or_default()
-        };
-        assert_eq!(
-            why(S::Completed, true),
-            "it has completed; only a post-copy left paused with the guest on the destination \
-             can be"
-        );
-        assert!(why(S::Failed, true).starts_with("it failed; "));
-        assert!(why(S::Cancelled, false).starts_with("it was cancelled; "));
-        assert!(why(S::Paused, false).starts_with("it is paused with its guest on the source"));
-        assert_eq!(why(S::Paused, true), "");
-    }
 }

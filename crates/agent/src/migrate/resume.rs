@@ -171,6 +171,26 @@ pub async fn resume_after_restart(state: Arc<AgentState>, r: MigrationRecord) {
     }
 }
 
+/// Why migration `r` is no post-copy left paused with its guest on the destination, in words of
+/// what became of it (`it has completed`, `it failed`), or `None` when it is one.
+pub(crate) fn not_resumable(r: &MigrationRecord) -> Option<String> {
+    use MigrationState as S;
+    let what = match r.state {
+        S::Paused if r.vm_on_destination => return None,
+        S::Paused => "it is paused with its guest on the source",
+        S::Preparing => "it is still preparing",
+        S::Running => "it is still running",
+        S::Measuring => "it is being measured, its migration over",
+        S::Completed => "it has completed",
+        S::Failed => "it failed",
+        S::Cancelled => "it was cancelled",
+        S::Interrupted => "it was interrupted (the agent restarted during it)",
+    };
+    Some(format!(
+        "{what}; only a post-copy left paused with the guest on the destination can be"
+    ))
+}
+
 /// `POST /v1/migrations/{id}/resume`: starts resuming post-copy `id`, left paused with its
 /// guest on the destination, in the background, for the request's resume window counted afresh
 /// from now ([`PlanKnobs`]' default window when the request's is 0).
@@ -187,11 +207,8 @@ pub fn resume_on_request(
         id: id.to_string(),
         why,
     };
-    if r.state != MigrationState::Paused || !r.vm_on_destination {
-        let state = format!("{:?}", r.state).to_lowercase();
-        return Err(refuse(format!(
-            "it is {state}; only a post-copy left paused with the guest on the destination can be"
-        )));
+    if let Some(why) = not_resumable(&r) {
+        return Err(refuse(why));
     }
     if super::storage_pc::resumable(state, id) {
         // A stalled storage post-copy: its memory is whole on the destination, its stream
@@ -310,5 +327,28 @@ async fn settle_when_whole(state: &AgentState, id: &str) -> Result<(), String> {
             Err(e) if tokio::time::Instant::now() >= deadline => return Err(e.to_string()),
             Err(_) => tokio::time::sleep(LOOK_EVERY).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_resumable;
+    use drover_api::MigrationState as S;
+
+    /// A resume refused says what became of the migration, in plain words.
+    #[test]
+    fn a_migration_not_resumable_says_what_became_of_it() {
+        let why = |state, on_destination| {
+            not_resumable(&crate::migrate::test_record(state, on_destination)).unwrap_or_default()
+        };
+        assert_eq!(
+            why(S::Completed, true),
+            "it has completed; only a post-copy left paused with the guest on the destination \
+             can be"
+        );
+        assert!(why(S::Failed, true).starts_with("it failed; "));
+        assert!(why(S::Cancelled, false).starts_with("it was cancelled; "));
+        assert!(why(S::Paused, false).starts_with("it is paused with its guest on the source"));
+        assert_eq!(why(S::Paused, true), "");
     }
 }
