@@ -91,6 +91,10 @@ pub fn print(plan: &WanPlan) {
         c.storage_fraction * 100.0
     );
     println!("  why: {}", plan.choice.reason);
+    println!(
+        "  run: {}",
+        how_to_run(&plan.vm, c.memory_fraction, c.storage_fraction)
+    );
     let (m, d) = (&plan.profile.memory, &plan.profile.disk);
     let locality = match hottest_quarter_share(&plan.profile.disk.regions) {
         Some(hot) => format!("{:.0}% of its accesses in its hottest quarter", hot * 100.0),
@@ -107,6 +111,38 @@ pub fn print(plan: &WanPlan) {
         format_rate(d.write_rate_bps as u64),
         locality
     );
+}
+
+/// The `drover vm migrate` flags that run fractions `(m, s)` of memory and disk ahead, or why
+/// the agent cannot run them yet. Storage: none ahead is storage post-copy, all of it
+/// pre-copy (which moves memory by pre-copy only), a part the storage hybrid, which only the
+/// QEMU adapter runs so far. Memory: none ahead is post-copy, all pre-copy, a part the hybrid
+/// switching to post-copy after that share of RAM (QEMU sends it in address order, not the
+/// hottest first as the model assumes, so the run is the nearest, not the same).
+fn how_to_run(vm: &str, m: f64, s: f64) -> String {
+    let memory = if m <= 0.0 {
+        "--technique postcopy".to_string()
+    } else if m >= 1.0 {
+        "--technique precopy".to_string()
+    } else {
+        format!("--technique hybrid --hybrid-fraction {m:.2} (QEMU sends that share in address order, not hottest first)")
+    };
+    if s <= 0.0 {
+        format!("drover vm migrate {vm} --to HOST --storage postcopy {memory}")
+    } else if s >= 1.0 && m >= 1.0 {
+        format!("drover vm migrate {vm} --to HOST --storage precopy {memory}")
+    } else if s >= 1.0 {
+        "not runnable yet: the whole disk ahead is storage pre-copy, which moves memory by \
+         pre-copy only"
+            .to_string()
+    } else {
+        format!(
+            "not runnable yet: {:.0}% of the disk ahead is the storage hybrid, which the agent \
+             does not run yet; the nearest it runs: --storage postcopy (none ahead) or \
+             --storage precopy --technique precopy (all ahead)",
+            s * 100.0
+        )
+    }
 }
 
 /// Share of the profiled bytes in the quarter of the disk's regions that saw the most (None
@@ -170,6 +206,26 @@ mod tests {
             lab_path(&slow_lan, &wans, "h1", "h3").rate_bytes_per_s,
             1_250_000
         );
+    }
+
+    #[test]
+    fn the_plan_says_how_to_run_it_or_why_it_cannot_be_yet() {
+        let run = |m, s| how_to_run("d1", m, s);
+        assert_eq!(
+            run(0.0, 0.0),
+            "drover vm migrate d1 --to HOST --storage postcopy --technique postcopy"
+        );
+        assert_eq!(
+            run(0.4, 0.0),
+            "drover vm migrate d1 --to HOST --storage postcopy --technique hybrid \
+             --hybrid-fraction 0.40 (QEMU sends that share in address order, not hottest first)"
+        );
+        assert_eq!(
+            run(1.0, 1.0),
+            "drover vm migrate d1 --to HOST --storage precopy --technique precopy"
+        );
+        assert!(run(0.5, 1.0).starts_with("not runnable yet: the whole disk"));
+        assert!(run(1.0, 0.25).contains("25% of the disk ahead is the storage hybrid"));
     }
 
     #[test]
