@@ -103,17 +103,18 @@ impl Vms {
     /// a file inside the storage directory, no other VM here uses that file (by any name) as
     /// its disk or as its disk's base, and it is a qcow2 image.
     pub(super) async fn check_operator_disk(&self, vm: &str, name: &str) -> Result<(), VmsError> {
+        let uses = [DISK_OF, BASE_OF];
+        // By name first: a VM here uses that name even when its file is missing.
+        let by_name = self
+            .uses_except(vm, &uses)
+            .into_iter()
+            .find(|u| u.name == name);
+        if let Some(u) = by_name {
+            return Err(u.refusal(name));
+        }
         let path = self.disk_path(name)?;
-        if let Some(u) = self.user_of(&path, vm, &[DISK_OF, BASE_OF]) {
-            let same = u.same(name);
-            let (disk, how, vm) = (name.to_string(), u.how, u.vm);
-            return Err(DiskError::InUse {
-                disk,
-                how,
-                vm,
-                same,
-            }
-            .into());
+        if let Some(u) = self.user_of(&path, vm, &uses) {
+            return Err(u.refusal(name));
         }
         let info = img::info(&self.qemu_img(), &path, name)
             .await
@@ -131,7 +132,16 @@ impl Vms {
     fn user_of(&self, path: &Path, except: &str, uses: &[&str]) -> Option<DiskUse> {
         let wanted = file_id(path)?;
         // Names under the lock, files outside it: a stat may block.
-        let named: Vec<DiskUse> = lock(&self.map)
+        let dir = self.store.disk_dir();
+        self.uses_except(except, uses)
+            .into_iter()
+            .find(|u| file_id(&dir.join(&u.name)) == Some(wanted))
+    }
+
+    /// Every use, of the kinds `uses` lists, that VMs other than `except` make of files of the
+    /// storage directory, by the names they use.
+    fn uses_except(&self, except: &str, uses: &[&str]) -> Vec<DiskUse> {
+        lock(&self.map)
             .values()
             .map(|e| &e.record.config)
             .filter(|c| c.name != except)
@@ -147,12 +157,8 @@ impl Vms {
                         name,
                     })
             })
-            .collect();
-        let dir = self.store.disk_dir();
-        named
-            .into_iter()
             .filter(|u| uses.contains(&u.how))
-            .find(|u| file_id(&dir.join(&u.name)) == Some(wanted))
+            .collect()
     }
 
     /// `config` if its workload fits its disk: the working set of a workload with a disk part
@@ -208,6 +214,18 @@ struct DiskUse {
 }
 
 impl DiskUse {
+    /// The 409 for a request that asked for this file as `disk`.
+    fn refusal(self, disk: &str) -> VmsError {
+        let same = self.same(disk);
+        DiskError::InUse {
+            disk: disk.to_string(),
+            how: self.how,
+            vm: self.vm,
+            same,
+        }
+        .into()
+    }
+
     /// What a refusal adds when the request named the file otherwise than the VM does.
     fn same(&self, asked: &str) -> String {
         if self.name == asked {
