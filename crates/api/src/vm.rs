@@ -118,7 +118,8 @@ pub fn workload_fit_rule() -> String {
          guest itself needs) must not exceed memory_bytes. A configuration that breaks it is \
          answered 422 with the error \"workload '<spec>': working set <W> MiB does not fit a \
          <M> MiB guest (the guest itself needs about {overhead_mib} MiB)\", W and M being the \
-         working set and memory_bytes in whole MiB, and the field named by its path \
+         working set and memory_bytes in whole MiB, <spec> the spec's first 80 characters \
+         (all of a shorter one), and the field named by its path \
          (config.workload in an incoming request). No other schema-valid configuration is \
          refused with 422. A disk working set (alone or memtouch+disk's) must lie within the \
          VM's disk (the guest sees the qcow2's virtual size as a raw device): since that size \
