@@ -61,7 +61,7 @@ pub use forward::{check_storage_command, IncomingDisk};
 pub use guard::{GuestSeen, Removal};
 use oom::OomWatch;
 pub use process::kill_pid;
-use process::LaunchGate;
+use process::LAUNCHES;
 pub use profile::ProfileTarget;
 
 #[derive(Debug, Error)]
@@ -233,7 +233,6 @@ pub struct Vms {
     map: Mutex<HashMap<String, VmEntry>>,
     /// VMs being started: their names, memory and migration ids, claimed until registered.
     claims: Mutex<HashMap<String, admission::Claim>>,
-    launches: LaunchGate,
     oom: OomWatch,
     clock: Clock,
     /// Wall time at `clock`'s origin, to stamp samples in a form other hosts understand.
@@ -253,7 +252,6 @@ impl Vms {
             image,
             map: Mutex::new(HashMap::new()),
             claims: Mutex::new(HashMap::new()),
-            launches: LaunchGate::default(),
             clock: Clock::default(),
             origin_unix_ms: unix_ms(),
         }
@@ -417,7 +415,7 @@ impl Vms {
         // A pid file already there belongs to some earlier QEMU, never to this launch.
         let earlier = pid_of();
         let launched = {
-            let _launching = self.launches.launching().await;
+            let _launching = LAUNCHES.launching().await;
             launcher::spawn_detached(
                 &self.settings.qemu_binary,
                 &spec,
@@ -542,8 +540,7 @@ impl Vms {
     /// Reaps exited QEMU processes left to this agent, except one a launch is waiting for
     /// (called by the sampler).
     pub fn reap_exited(&self) {
-        self.launches
-            .reap_unless_launching(procfs::reap_zombie_children);
+        LAUNCHES.reap_unless_launching(procfs::reap_zombie_children);
     }
 
     /// Marks VMs whose QEMU died since as lost (called by the sampler), saying so when the

@@ -10,10 +10,20 @@ use std::time::Duration;
 /// the launch's own wait fails (ECHILD), the create answers 500 and the daemon it started runs
 /// on unrecorded. Launches hold a read guard while they wait; a reaping pass needs the write
 /// side and is skipped (until the next pass) while any launch waits.
-#[derive(Default)]
+///
+/// The zombies are the process's, not one agent's: every `Vms` in a process (tests run two
+/// agents in one) must share one gate, [`LAUNCHES`], or one agent's reaper takes the other's
+/// launching child.
 pub(super) struct LaunchGate(tokio::sync::RwLock<()>);
 
+/// The process's one launch gate (see [`LaunchGate`]).
+pub(super) static LAUNCHES: LaunchGate = LaunchGate::new();
+
 impl LaunchGate {
+    pub(super) const fn new() -> Self {
+        Self(tokio::sync::RwLock::const_new(()))
+    }
+
     pub(super) async fn launching(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
         self.0.read().await
     }
@@ -60,7 +70,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_reaping_while_a_launch_waits_for_its_qemu() {
-        let gate = LaunchGate::default();
+        let gate = LaunchGate::new();
         let launching = gate.launching().await;
         let second = gate.launching().await;
         let mut reaped = false;
