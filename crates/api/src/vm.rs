@@ -163,8 +163,11 @@ impl VmConfig {
     /// The first rule broken, naming the field.
     pub fn validate(&self) -> Result<(), VmConfigError> {
         names::VM_NAME_SHAPE.check(&self.name)?;
-        drover_guest::fit::check_vm(self.vcpus, self.memory_bytes, &self.workload)?;
+        // The wire's shape first: the guest reads more spellings than the API accepts (`4K`,
+        // `16MB`, `rate=max` in a memtouch+disk part), and a spec refused by the guest's rule
+        // first and then by the shape's would be told two contradictory rules.
         names::WORKLOAD_SHAPE.check(&self.workload)?;
+        drover_guest::fit::check_vm(self.vcpus, self.memory_bytes, &self.workload)?;
         if let Some(disk) = &self.disk {
             names::DISK_SHAPE.check(disk)?;
         }

@@ -11,7 +11,7 @@
 
 use anyhow::anyhow;
 use clap::builder::RangedI64ValueParser;
-use drover_core::units::{read_rate, read_size, Reading};
+use drover_core::units::{read_rate, read_size, Reading, UnitError};
 use drover_guest::fit::{FitError, Setting};
 
 /// A whole-number flag that accepts `min..=max` only. Parsed as a signed number first, so a
@@ -41,7 +41,26 @@ impl Typed {
     /// # Errors
     /// The unit error, after the flag.
     pub fn size(flag: &'static str, text: &str) -> anyhow::Result<Typed> {
-        let reading = read_size(text).map_err(|e| anyhow!("{flag} {e}"))?;
+        Self::size_of(flag, text, None)
+    }
+
+    /// Reads a size flag for a VM `setting`: a number beyond any size is refused with the
+    /// setting's own range (`--disk-size '1e30'...: expected 1 MiB to 16 TiB`), not the
+    /// reader's 16 EiB, which no setting accepts.
+    ///
+    /// # Errors
+    /// The unit error, after the flag.
+    pub fn size_for(flag: &'static str, text: &str, setting: Setting) -> anyhow::Result<Typed> {
+        Self::size_of(flag, text, setting.expected())
+    }
+
+    fn size_of(flag: &'static str, text: &str, range: Option<String>) -> anyhow::Result<Typed> {
+        let reading = read_size(text).map_err(|e| match (&e, range) {
+            (UnitError::OutOfRange { .. }, Some(range)) => {
+                anyhow!("{flag} '{text}' is out of range: {range}")
+            }
+            _ => anyhow!("{flag} {e}"),
+        })?;
         Ok(Typed {
             flag,
             text: text.to_string(),

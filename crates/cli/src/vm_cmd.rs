@@ -12,7 +12,7 @@ use drover_api::{
     AgentClient, AgentUrl, MigrationRequest, MigrationState, NicConfig, VmConfig, VmStatus, VmView,
 };
 use drover_core::units::format_size;
-use drover_guest::fit::MAX_VCPUS;
+use drover_guest::fit::{Setting, MAX_VCPUS};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -248,10 +248,10 @@ fn vm_config(
     disk: DiskFlags,
     nic: Option<NicConfig>,
 ) -> anyhow::Result<VmConfig> {
-    let memory = Typed::size("--memory", memory)?;
+    let memory = Typed::size_for("--memory", memory, Setting::Memory)?;
     let disk_size_bytes = match &disk.size {
         Some(text) => {
-            let size = Typed::size("--disk-size", text)?;
+            let size = Typed::size_for("--disk-size", text, Setting::DiskSize)?;
             drover_guest::fit::check_disk_size(size.value())
                 .map_err(|e| anyhow!(e.message(size.flag, &size.text, size.note().as_deref())))?;
             Some(size.value())
@@ -318,6 +318,18 @@ async fn find_vm_at(r: &Resolved, name: &str) -> anyhow::Result<(Option<String>,
         ),
         None => bail!("no lab host runs a VM named '{name}'"),
     }
+}
+
+/// The flags of a `vm migrate` that goes where a wan-plan looked: the lab, unless it is the
+/// default or an agent URL was given, and `--to` as given (`HOST` when the plan had no
+/// destination: `--link`/`--rtt-ms` only).
+fn migrate_flags(target: &Target, to: Option<&str>) -> String {
+    let lab = if target.agent.is_none() && target.lab != drover_lab::name::DEFAULT_LAB {
+        format!("--lab {} ", target.lab)
+    } else {
+        String::new()
+    };
+    format!("{lab}--to {}", to.unwrap_or("HOST"))
 }
 
 /// The path from VM `name`'s lab host `from` (as found, or as `--host` named it) to lab host
@@ -575,6 +587,16 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
                         .unwrap_or_default()
                 );
             }
+            if done.state == MigrationState::Paused {
+                bail!(
+                    "migration {} ended paused: the guest runs on the destination and the rest of \
+                     it (memory, or disk blocks) is kept on the source; nothing is lost. The \
+                     source's agent resumes a paused memory post-copy by itself once the \
+                     destination answers again (within --resume-window); `drover vm resume \
+                     {name}` resumes it now, `drover vm list` shows where it stands",
+                    done.id
+                );
+            }
             if done.state != MigrationState::Completed {
                 bail!("migration {} ended {:?}", done.id, done.state);
             }
@@ -618,11 +640,11 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
                 .transpose()?;
             let r = resolve(&target)?;
             let (host, agent) = find_vm_at(&r, &name).await?;
-            let (link, rtt_ms) = match to {
+            let (link, rtt_ms) = match &to {
                 None => (link, rtt_ms),
                 Some(to) => {
                     let from = host.or_else(|| target.host.clone());
-                    let path = lab_path_to(&target.lab, from.as_deref(), &name, &to)?;
+                    let path = lab_path_to(&target.lab, from.as_deref(), &name, to)?;
                     if !as_json {
                         println!("link: {}", path.what);
                     }
@@ -636,11 +658,12 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
                 bail!("--link and --rtt-ms are needed without --to");
             };
             let request = crate::wan_plan_cmd::request_at(link, rtt_ms, budget, window);
+            let whither = migrate_flags(&target, to.as_deref());
             let plan = agent.wan_plan(&name, &request).await?;
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
             } else {
-                crate::wan_plan_cmd::print(&plan);
+                crate::wan_plan_cmd::print(&plan, &whither);
             }
         }
     }
@@ -649,7 +672,7 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{clash, nothing_paused, vm_config, DiskFlags};
+    use super::{clash, migrate_flags, nothing_paused, vm_config, DiskFlags, Target};
     use drover_api::{NicConfig, VmConfig, VmStatus, VmView};
 
     fn vm(name: &str, address: Option<&str>) -> VmView {
@@ -732,7 +755,36 @@ mod tests {
         );
         let e = create(Some("lots"), None).unwrap_err();
         assert!(e.starts_with("--disk-size"), "{e}");
+        // Beyond any size: the disk's own range, not the reader's 16 EiB.
+        let e = create(Some("999999999999999999999"), None).unwrap_err();
+        assert_eq!(
+            e,
+            "--disk-size '999999999999999999999' is out of range: expected 1 MiB to 16 TiB \
+             (1048576 to 17592186044416 bytes)"
+        );
         let e = create(None, Some("../b")).unwrap_err();
         assert!(e.starts_with("--disk-base '../b' is not valid"), "{e}");
+    }
+
+    #[test]
+    fn a_wan_plan_run_line_names_the_lab_and_destination_as_given() {
+        let target = |lab: &str, agent: Option<&str>| Target {
+            host: None,
+            agent: agent.map(str::to_string),
+            lab: lab.into(),
+            token_file: None,
+        };
+        assert_eq!(
+            migrate_flags(&target("fu1", None), Some("h2")),
+            "--lab fu1 --to h2"
+        );
+        let default = drover_lab::name::DEFAULT_LAB;
+        assert_eq!(migrate_flags(&target(default, None), Some("h2")), "--to h2");
+        assert_eq!(
+            migrate_flags(&target("fu1", None), None),
+            "--lab fu1 --to HOST"
+        );
+        let by_url = target("fu1", Some("http://198.18.0.2:7700"));
+        assert_eq!(migrate_flags(&by_url, None), "--to HOST");
     }
 }

@@ -82,7 +82,9 @@ pub fn request_at(
 }
 
 /// The plan for a reader: the choice and its reason, then what the profile measured.
-pub fn print(plan: &WanPlan) {
+/// `whither`: the `vm migrate` flags that name the lab and destination in the run line
+/// (`--lab fu1 --to h2`), so that it can be pasted as printed.
+pub fn print(plan: &WanPlan, whither: &str) {
     let c = &plan.choice.chosen;
     println!(
         "{}: memory {:.0}% and storage {:.0}% ahead",
@@ -93,7 +95,7 @@ pub fn print(plan: &WanPlan) {
     println!("  why: {}", plan.choice.reason);
     println!(
         "  run: {}",
-        how_to_run(&plan.vm, c.memory_fraction, c.storage_fraction)
+        how_to_run(&plan.vm, whither, c.memory_fraction, c.storage_fraction)
     );
     let (m, d) = (&plan.profile.memory, &plan.profile.disk);
     let locality = match hottest_quarter_share(&plan.profile.disk.regions) {
@@ -113,13 +115,14 @@ pub fn print(plan: &WanPlan) {
     );
 }
 
-/// The `drover vm migrate` flags that run fractions `(m, s)` of memory and disk ahead, or why
+/// The `drover vm migrate` command (to `whither`, see [`print`]) that runs fractions `(m, s)`
+/// of memory and disk ahead, or why
 /// the agent cannot run them yet. Storage: none ahead is storage post-copy, all of it
 /// pre-copy (which moves memory by pre-copy only), a part the storage hybrid, which only the
 /// QEMU adapter runs so far. Memory: none ahead is post-copy, all pre-copy, a part the hybrid
 /// switching to post-copy after that share of RAM (QEMU sends it in address order, not the
 /// hottest first as the model assumes, so the run is the nearest, not the same).
-fn how_to_run(vm: &str, m: f64, s: f64) -> String {
+fn how_to_run(vm: &str, whither: &str, m: f64, s: f64) -> String {
     let memory = if m <= 0.0 {
         "--technique postcopy".to_string()
     } else if m >= 1.0 {
@@ -128,9 +131,9 @@ fn how_to_run(vm: &str, m: f64, s: f64) -> String {
         format!("--technique hybrid --hybrid-fraction {m:.2} (QEMU sends that share in address order, not hottest first)")
     };
     if s <= 0.0 {
-        format!("drover vm migrate {vm} --to HOST --storage postcopy {memory}")
+        format!("drover vm migrate {vm} {whither} --storage postcopy {memory}")
     } else if s >= 1.0 && m >= 1.0 {
-        format!("drover vm migrate {vm} --to HOST --storage precopy {memory}")
+        format!("drover vm migrate {vm} {whither} --storage precopy {memory}")
     } else if s >= 1.0 {
         "not runnable yet: the whole disk ahead is storage pre-copy, which moves memory by \
          pre-copy only"
@@ -210,10 +213,10 @@ mod tests {
 
     #[test]
     fn the_plan_says_how_to_run_it_or_why_it_cannot_be_yet() {
-        let run = |m, s| how_to_run("d1", m, s);
+        let run = |m, s| how_to_run("d1", "--to HOST", m, s);
         assert_eq!(
-            run(0.0, 0.0),
-            "drover vm migrate d1 --to HOST --storage postcopy --technique postcopy"
+            how_to_run("d1", "--lab fu1 --to h2", 0.0, 0.0),
+            "drover vm migrate d1 --lab fu1 --to h2 --storage postcopy --technique postcopy"
         );
         assert_eq!(
             run(0.4, 0.0),
