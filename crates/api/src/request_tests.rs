@@ -113,6 +113,18 @@ fn refusals_name_the_field_and_the_real_limits() {
                 "vcpus 4294967296: expected 1 to 64",
             ),
             (vm(r#","vcpus":0"#), 422, "vcpus 0: expected 1 to 64"),
+            // A size the guest refuses for its spelling is told the wire's rule, which is
+            // narrower than the guest's (it would offer `16MB`, which the wire refuses too).
+            (
+                vm(r#","workload":"disk:wss=1.5M,rate=5""#),
+                422,
+                "with SIZE a whole number of M, G, MiB or GiB",
+            ),
+            (
+                vm(r#","workload":"disk:wss=16MB,rate=5""#),
+                422,
+                "with SIZE a whole number of M, G, MiB or GiB",
+            ),
             (
                 vm(r#","vcpus":"2""#),
                 400,

@@ -163,11 +163,20 @@ impl VmConfig {
     /// The first rule broken, naming the field.
     pub fn validate(&self) -> Result<(), VmConfigError> {
         names::VM_NAME_SHAPE.check(&self.name)?;
-        // The wire's shape first: the guest reads more spellings than the API accepts (`4K`,
-        // `16MB`, `rate=max` in a memtouch+disk part), and a spec refused by the guest's rule
-        // first and then by the shape's would be told two contradictory rules.
-        names::WORKLOAD_SHAPE.check(&self.workload)?;
-        drover_guest::fit::check_vm(self.vcpus, self.memory_bytes, &self.workload)?;
+        // The guest's rule first (its refusals are the precise ones: `read` above 100, a set
+        // that does not fit), then the wire's shape. But the guest reads size spellings the
+        // wire does not (`4K`, `16MB`): a size it refuses for its spelling is refused by the
+        // shape's rule, or the guest's list of units would offer what the shape then refuses.
+        let shape = names::WORKLOAD_SHAPE.check(&self.workload);
+        match drover_guest::fit::check_vm(self.vcpus, self.memory_bytes, &self.workload) {
+            Err(FitError::Spec { error, .. }) if error.is_size_spelling() && shape.is_err() => {
+                shape?;
+            }
+            fit => {
+                fit?;
+                shape?;
+            }
+        }
         if let Some(disk) = &self.disk {
             names::DISK_SHAPE.check(disk)?;
         }
