@@ -151,18 +151,11 @@ fn run_traffic(args: TrafficArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let outcome = crate::signals::run_or_stop(
-        &runtime,
+    let runs = run_or_exit(
+        runtime,
         drover_experiment::traffic::run_all(&config, &say, on_run),
-    );
-    let runs = match outcome.context("listening for SIGINT, SIGTERM and SIGHUP")? {
-        Ok(runs) => runs?,
-        Err((name, number)) => {
-            drop(runtime);
-            eprintln!("experiment stopped by {name}: its peer is killed and its lab is down");
-            std::process::exit(128 + number);
-        }
-    };
+        "its peer is killed and its lab is down",
+    )?;
     let results: Vec<RunResult> = runs.iter().map(|r| r.result.clone()).collect();
     let rows = report::rows(&config.strategies, &results);
     let summary = Summary {
@@ -182,6 +175,31 @@ fn run_traffic(args: TrafficArgs) -> anyhow::Result<()> {
         print!("{}", report::vm_lines(&results));
     }
     Ok(())
+}
+
+/// Runs an experiment's `work` on `runtime` until it ends or a signal stops it; stopped, the
+/// work is dropped (its lab taken down: `left` says what), the runtime too, and the process
+/// exits with 128 + the signal.
+///
+/// # Errors
+/// The experiment's, or the signals' that could not be listened for.
+pub fn run_or_exit<T, E>(
+    runtime: tokio::runtime::Runtime,
+    work: impl std::future::Future<Output = Result<T, E>>,
+    left: &str,
+) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let outcome = crate::signals::run_or_stop(&runtime, work);
+    match outcome.context("listening for SIGINT, SIGTERM and SIGHUP")? {
+        Ok(runs) => Ok(runs?),
+        Err((name, number)) => {
+            drop(runtime);
+            eprintln!("experiment stopped by {name}: {left}");
+            std::process::exit(128 + number);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -122,18 +122,11 @@ pub fn run(args: WanArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let outcome = crate::signals::run_or_stop(
-        &runtime,
+    let runs = crate::experiment_cmd::run_or_exit(
+        runtime,
         drover_experiment::wan::run_all(&config, &say, on_run),
-    );
-    let runs = match outcome.context("listening for SIGINT, SIGTERM and SIGHUP")? {
-        Ok(runs) => runs?,
-        Err((name, number)) => {
-            drop(runtime);
-            eprintln!("experiment stopped by {name}: its lab is down");
-            std::process::exit(128 + number);
-        }
-    };
+        "its lab is down",
+    )?;
     let results: Vec<RunResult> = runs.iter().map(|r| r.result.clone()).collect();
     let rows = report::rows(&Strategy::ALL, &results);
     let summary = Summary {

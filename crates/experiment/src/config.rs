@@ -17,11 +17,25 @@ pub struct ConfigError {
     pub expected: String,
 }
 
-fn refuse(flag: &'static str, value: impl ToString, expected: impl Into<String>) -> ConfigError {
+/// The refusal of `value` given to `flag`, which expects `expected`.
+pub(crate) fn refuse(
+    flag: &'static str,
+    value: impl ToString,
+    expected: impl Into<String>,
+) -> ConfigError {
     ConfigError {
         flag,
         value: value.to_string(),
         expected: expected.into(),
+    }
+}
+
+/// `v` given to `flag` must lie in `lo..=hi`.
+pub(crate) fn within(flag: &'static str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(refuse(flag, v, format!("expected {lo} to {hi}")))
     }
 }
 

@@ -2,7 +2,7 @@
 //! `drover experiment wan-hybrid` flag; the three strategies and the migration request each
 //! sends ([`Strategy::request`]).
 
-use crate::config::ConfigError;
+use crate::config::{refuse, within as count, ConfigError};
 use drover_api::wan::{WanPlanRequest, MAX_RTT_MS, MIN_LINK_BYTES_PER_S};
 use drover_api::{AgentUrl, MigrationRequest};
 use drover_core::migration::wan::FractionPrediction;
@@ -10,14 +10,6 @@ use drover_core::migration::{PlanKnobs, StorageMode, Technique};
 use drover_lab::wan::WanLink;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-
-fn refuse(flag: &'static str, value: impl ToString, expected: impl Into<String>) -> ConfigError {
-    ConfigError {
-        flag,
-        value: value.to_string(),
-        expected: expected.into(),
-    }
-}
 
 /// How the VM's memory and disk cross the WAN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -200,13 +192,6 @@ impl WanConfig {
     /// # Errors
     /// The first [`ConfigError`], naming its flag.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let count = |flag, v: u64, lo: u64, hi: u64| {
-            if (lo..=hi).contains(&v) {
-                Ok(())
-            } else {
-                Err(refuse(flag, v, format!("expected {lo} to {hi}")))
-            }
-        };
         count("--repeat", self.repeat.into(), 1, 100)?;
         count("--window", self.window_s.into(), 1, 30)?;
         if let Some(b) = self.budget_s {
@@ -294,7 +279,12 @@ mod tests {
             (d().rtt_ms(), d().wan.rate.rate_bytes_per_sec),
             (100, 12_500_000)
         );
-        let slow = parse_wan("500kbit/s,50ms").expect("parses");
+        let mut slow = d().wan;
+        slow.rate.rate_bytes_per_sec = 100_000;
+        assert_eq!(
+            parse_wan("500kbit/s,50ms").map_err(|e| e.flag),
+            Err("--wan")
+        );
         let far = parse_wan("100Mbit/s,6s").expect("parses");
         let cases: Vec<(WanConfig, &str)> = vec![
             (WanConfig { repeat: 0, ..d() }, "--repeat"),

@@ -3,7 +3,13 @@
 //! before the run. Pure.
 //!
 //! # The figures, measured
-//! - **Downtime**: the record's `downtime_ms` (QEMU's STOP and RESUME stamps), ms.
+//! - **Downtime**: the record's `downtime_ms` (QEMU's STOP and RESUME stamps), ms; when the
+//!   record has none (a post-copy whose RESUME came on the destination: the agent then reports
+//!   nothing rather than QEMU's figure, which spans the whole post-copy), the longest stall in
+//!   the series instead (`downtime_from` says which).
+//! - **Longest stall**: the longest run of samples from the start to the end in which the
+//!   guest's work counter did not move, s: a lower bound of the guest's longest pause (or
+//!   stretch of blocking on remote pages) within one sampling interval (250 ms).
 //! - **Total time**: the record's start (the request accepted) to its end (every byte of
 //!   memory and disk on the destination: the agent ends a storage post-copy's record once its
 //!   stream has concluded), s. It includes preparing the destination (launching its QEMU),
@@ -124,6 +130,11 @@ pub struct RunResult {
     pub restored_s: Figure,
     /// The post-copy phase measured: switchover to end, s.
     pub postcopy_s: Option<f64>,
+    /// Where the measured downtime comes from: `record` (QEMU's stamps), `series` (the
+    /// longest stall), or `-` (none).
+    pub downtime_from: String,
+    /// The longest stall in the series from start to end, s (see the module doc).
+    pub longest_stall_s: Option<f64>,
     /// Work rate over the baseline, ops/s.
     pub before_ops_s: Option<f64>,
     pub integrity_errors: u64,
@@ -173,6 +184,28 @@ pub fn switch_time(series: &[Sample], vm: &str, dest: &str, from_s: f64) -> Opti
         .map(|s| s.t_s)
 }
 
+/// The longest run of samples within `from_ms..=to_ms` whose counter did not move, s (first
+/// to last sample of the run; 0 when it always moved; None without two samples there).
+pub fn longest_stall_s(ops: &[OpsSample], from_ms: u64, to_ms: u64) -> Option<f64> {
+    let inside: Vec<&OpsSample> = ops
+        .iter()
+        .filter(|s| (from_ms..=to_ms).contains(&s.host_ms))
+        .collect();
+    if inside.len() < 2 {
+        return None;
+    }
+    let mut longest = 0;
+    let mut since = inside[0];
+    for s in &inside[1..] {
+        if s.ops != since.ops {
+            since = s;
+        } else {
+            longest = longest.max(s.host_ms - since.host_ms);
+        }
+    }
+    Some(longest as f64 / 1000.0)
+}
+
 fn ms(t_s: f64) -> u64 {
     (t_s * 1000.0).max(0.0) as u64
 }
@@ -186,6 +219,7 @@ struct Measured {
     degradation_pct: Option<f64>,
     agility_s: Option<f64>,
     restored_s: Option<f64>,
+    longest_stall_s: Option<f64>,
 }
 
 fn measure(r: &RunRecord<'_>, start_s: f64, end_s: Option<f64>) -> Measured {
@@ -204,6 +238,7 @@ fn measure(r: &RunRecord<'_>, start_s: f64, end_s: Option<f64>) -> Measured {
             .map(|b| 100.0 * (1.0 - during / b))
     });
     let until = ops.last().map_or(start, |l| l.host_ms);
+    let longest_stall_s = end_s.and_then(|e| longest_stall_s(&ops, start, ms(e)));
     let rest = end_s.and_then(|_| restoration(&ops, start, until, before));
     Measured {
         before,
@@ -212,6 +247,7 @@ fn measure(r: &RunRecord<'_>, start_s: f64, end_s: Option<f64>) -> Measured {
         degradation_pct,
         agility_s: rest.map(|x| x.agility_s),
         restored_s: rest.map(|x| x.restored_ms as f64 / 1000.0),
+        longest_stall_s,
     }
 }
 
@@ -240,6 +276,8 @@ pub fn summarize(r: &RunRecord<'_>) -> RunResult {
         agility_s: Figure::new(Some(p.agility_s), None),
         restored_s: Figure::new(Some(p.restored_s), None),
         postcopy_s: None,
+        downtime_from: "-".into(),
+        longest_stall_s: None,
         before_ops_s: None,
         integrity_errors,
         transferred_bytes: None,
@@ -264,7 +302,14 @@ pub fn summarize(r: &RunRecord<'_>) -> RunResult {
             let f = |x: &Figure, measured| Figure::new(x.predicted, measured);
             result.state = state.clone();
             result.error = error.clone();
-            result.downtime_ms = f(&result.downtime_ms, downtime_ms.map(|d| d as f64));
+            let (downtime, from) = match (downtime_ms, m.longest_stall_s) {
+                (Some(d), _) => (Some(*d as f64), "record"),
+                (None, Some(stall)) => (Some(stall * 1000.0), "series"),
+                (None, None) => (None, "-"),
+            };
+            result.downtime_ms = f(&result.downtime_ms, downtime);
+            result.downtime_from = from.into();
+            result.longest_stall_s = m.longest_stall_s;
             result.total_s = f(&result.total_s, ended_s.map(|e| e - started_s));
             result.postcopy_degradation_pct =
                 f(&result.postcopy_degradation_pct, m.degradation_pct);
@@ -408,6 +453,42 @@ mod tests {
         let restored = r.restored_s.measured.expect("restored");
         assert!((4.5..=6.0).contains(&restored), "{restored}");
         assert_eq!(r.integrity_errors, 0);
+        assert_eq!(r.downtime_from, "record");
+        // The pause from 20 to 20.5 s: the samples at 20, 20.25 and 20.5 s read the same.
+        assert_eq!(r.longest_stall_s, Some(0.5));
+    }
+
+    #[test]
+    fn without_the_records_downtime_the_longest_stall_stands_in() {
+        let s = series();
+        let p = predicted();
+        let ran = Migrated::Ran {
+            state: "completed".into(),
+            started_s: 19.0,
+            ended_s: Some(24.0),
+            downtime_ms: None,
+            transferred_bytes: None,
+            error: None,
+            notes: vec![],
+        };
+        let r = summarize(&record(&ran, &s, &p));
+        assert_eq!(r.downtime_from, "series");
+        assert_eq!(r.downtime_ms.measured, Some(500.0));
+        let flat = |t: u64, ops: u64| OpsSample {
+            host_ms: t,
+            ops,
+            integrity_errors: 0,
+        };
+        let ops = [
+            flat(0, 1),
+            flat(250, 2),
+            flat(500, 2),
+            flat(750, 2),
+            flat(1000, 3),
+        ];
+        assert_eq!(longest_stall_s(&ops, 0, 1000), Some(0.5));
+        assert_eq!(longest_stall_s(&ops, 0, 250), Some(0.0));
+        assert_eq!(longest_stall_s(&ops, 0, 100), None);
     }
 
     #[test]

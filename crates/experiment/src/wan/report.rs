@@ -7,7 +7,7 @@ use super::config::{Strategy, WanConfig};
 use super::figures::{Figure, RunResult};
 use super::run::WanOutcome;
 use crate::plot::{draw, Panel};
-use crate::report::{write, ReportError, Spread};
+use crate::report::{index_html, write, ReportError, Spread};
 use plotters::prelude::*;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -45,6 +45,8 @@ pub struct StrategyRow {
     pub total_s: FigureRow,
     pub postcopy_degradation_pct: FigureRow,
     pub agility_s: FigureRow,
+    /// The longest stall in the series, s (measured only).
+    pub longest_stall_s: Option<Spread>,
     pub integrity_errors: u64,
     /// The first refusal's message (the others say the same).
     pub refusal: Option<String>,
@@ -68,6 +70,7 @@ pub fn rows(order: &[Strategy], runs: &[RunResult]) -> Vec<StrategyRow> {
                     mine.iter().map(|r| &r.postcopy_degradation_pct),
                 ),
                 agility_s: FigureRow::of(mine.iter().map(|r| &r.agility_s)),
+                longest_stall_s: Spread::of(mine.iter().filter_map(|r| r.longest_stall_s)),
                 integrity_errors: mine.iter().map(|r| r.integrity_errors).sum(),
                 refusal: mine
                     .iter()
@@ -138,11 +141,12 @@ pub fn table(rows: &[StrategyRow]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<14} {:>4} {:>7} {:>32} {:>30} {:>30} {:>30} {:>5}",
+        "{:<14} {:>4} {:>7} {:>32} {:>16} {:>30} {:>30} {:>30} {:>5}",
         "strategy",
         "runs",
         "refused",
         "downtime ms",
+        "longest stall s",
         "total s",
         "post-copy degradation %",
         "agility s",
@@ -151,11 +155,12 @@ pub fn table(rows: &[StrategyRow]) -> String {
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<14} {:>4} {:>7} {:>32} {:>30} {:>30} {:>30} {:>5}",
+            "{:<14} {:>4} {:>7} {:>32} {:>16} {:>30} {:>30} {:>30} {:>5}",
             r.strategy.as_str(),
             r.runs,
             r.refused,
             cell(&r.downtime_ms, 0),
+            Spread::show(r.longest_stall_s, 2),
             cell(&r.total_s, 1),
             cell(&r.postcopy_degradation_pct, 1),
             cell(&r.agility_s, 2),
@@ -192,8 +197,8 @@ pub fn run_lines(runs: &[RunResult]) -> String {
         let _ = writeln!(
             out,
             "{}-{}: {} (memory {} {:.0}% ahead, storage {} {:.0}% ahead): downtime {} ms \
-             (predicted {}), total {} s ({}), post-copy {} s degradation {} % ({}), agility {} s \
-             ({}), integrity errors {}{}",
+             (from the {}; predicted {}), longest stall {} s, total {} s ({}), post-copy {} s \
+             degradation {} % ({}), agility {} s ({}), integrity errors {}{}",
             r.strategy.as_str(),
             r.run,
             r.state,
@@ -202,7 +207,9 @@ pub fn run_lines(runs: &[RunResult]) -> String {
             r.storage,
             r.storage_fraction * 100.0,
             opt(r.downtime_ms.measured, 0),
+            r.downtime_from,
             opt(r.downtime_ms.predicted, 0),
+            opt(r.longest_stall_s, 2),
             opt(r.total_s.measured, 1),
             opt(r.total_s.predicted, 1),
             opt(r.postcopy_s, 1),
@@ -233,7 +240,9 @@ pub fn stem(r: &RunResult) -> String {
     format!("{}-{}", r.strategy.as_str(), r.run)
 }
 
-/// Writes one run's series (`series-<stem>.jsonl`) and figure (`<stem>.svg`).
+/// Writes one run's series (`series-<stem>.jsonl`), the plan that predicted it
+/// (`plan-<stem>.json`), the agent's migration record if it ran (`record-<stem>.json`) and its
+/// figure (`<stem>.svg`).
 ///
 /// # Errors
 /// [`ReportError`] naming the file.
@@ -245,6 +254,12 @@ pub fn write_run(dir: &Path, run: &WanOutcome) -> Result<(), ReportError> {
         .map(|s| serde_json::to_string(s).unwrap_or_default() + "\n")
         .collect();
     write(&dir.join(format!("series-{stem}.jsonl")), &lines)?;
+    let plan = serde_json::to_string_pretty(&run.plan).unwrap_or_default();
+    write(&dir.join(format!("plan-{stem}.json")), &plan)?;
+    if let Some(record) = &run.record {
+        let text = serde_json::to_string_pretty(record).unwrap_or_default();
+        write(&dir.join(format!("record-{stem}.json")), &text)?;
+    }
     let svg = dir.join(format!("{stem}.svg"));
     figure(&svg, run).map_err(|message| ReportError::Plot {
         path: svg.clone(),
@@ -262,30 +277,17 @@ pub fn write_index(dir: &Path, summary: &Summary<'_>) -> Result<(), ReportError>
         &serde_json::to_string_pretty(summary).unwrap_or_default(),
     )?;
     let runs: Vec<RunResult> = summary.runs.iter().map(|r| (*r).clone()).collect();
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
-    let mut html = String::from(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>drover experiment \
-         wan-hybrid</title></head><body>\n<h1>memory and storage over a WAN</h1>\n",
+    let figures: Vec<(String, String)> = runs
+        .iter()
+        .filter(|r| !r.refused())
+        .map(|r| (stem(r), r.reason.clone()))
+        .collect();
+    let html = index_html(
+        "drover experiment wan-hybrid",
+        "memory and storage over a WAN",
+        &[table(&summary.rows), run_lines(&runs)],
+        &figures,
     );
-    let _ = write!(
-        html,
-        "<pre>{}</pre>\n<pre>{}</pre>\n<p><a href=\"summary.json\">summary.json</a></p>\n",
-        esc(&table(&summary.rows)),
-        esc(&run_lines(&runs))
-    );
-    for r in runs.iter().filter(|r| !r.refused()) {
-        let stem = stem(r);
-        let _ = write!(
-            html,
-            "<h2>{stem}</h2>\n<p>{}</p>\n<img src=\"{stem}.svg\" alt=\"{stem}\">\n",
-            esc(&r.reason)
-        );
-    }
-    html.push_str("</body></html>\n");
     write(&dir.join("index.html"), &html)
 }
 
@@ -362,6 +364,8 @@ mod tests {
             agility_s: Figure::new(Some(1.0), agility),
             restored_s: Figure::new(Some(1.0), None),
             postcopy_s: None,
+            downtime_from: "record".into(),
+            longest_stall_s: None,
             before_ops_s: Some(1000.0),
             integrity_errors: 0,
             transferred_bytes: None,

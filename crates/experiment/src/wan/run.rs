@@ -57,6 +57,8 @@ pub struct WanOutcome {
     pub series: Vec<Sample>,
     /// The plan made before the run (the prediction).
     pub plan: WanPlan,
+    /// The source agent's record (None: refused).
+    pub record: Option<MigrationRecord>,
 }
 
 /// Whether an answer to a migration request is a refusal of the request (a 4xx from the
@@ -115,7 +117,7 @@ pub async fn run_once(
         memory_fraction: predicted.memory_fraction,
         storage_fraction: predicted.storage_fraction,
     };
-    let migrated = migrate(config, h1, &req, &tag, say).await?;
+    let (migrated, record) = migrate(config, h1, &req, &tag, say).await?;
     if matches!(migrated, Migrated::Ran { .. }) {
         tokio::time::sleep(Duration::from_secs(config.after_s)).await;
     }
@@ -142,6 +144,7 @@ pub async fn run_once(
         vm: VM.into(),
         series,
         plan,
+        record,
     })
 }
 
@@ -200,13 +203,13 @@ async fn migrate(
     req: &drover_api::MigrationRequest,
     tag: &str,
     say: Say<'_>,
-) -> Result<Migrated, WanRunError> {
+) -> Result<(Migrated, Option<MigrationRecord>), WanRunError> {
     let started = match h1.migrate(VM, req).await {
         Ok(r) => r,
         Err(e) if is_refusal(&e) => {
             let message = e.to_string();
             say(&format!("[{tag}] refused: {message}"));
-            return Ok(Migrated::Refused { message });
+            return Ok((Migrated::Refused { message }, None));
         }
         Err(e) => return Err(agent_err("starting the migration on h1")(e)),
     };
@@ -224,7 +227,7 @@ async fn migrate(
         );
         say(&format!("[{tag}] migration {state} in {took}"));
     }
-    Ok(m)
+    Ok((m, Some(record)))
 }
 
 fn migrated(r: &MigrationRecord) -> Migrated {
