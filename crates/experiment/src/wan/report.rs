@@ -240,7 +240,7 @@ pub fn stem(r: &RunResult) -> String {
     format!("{}-{}", r.strategy.as_str(), r.run)
 }
 
-/// Writes one run's series (`series-<stem>.jsonl`), the plan that predicted it
+/// Writes one run's figures (`result-<stem>.json`), its series (`series-<stem>.jsonl`), the plan that predicted it
 /// (`plan-<stem>.json`), the agent's migration record if it ran (`record-<stem>.json`) and its
 /// figure (`<stem>.svg`).
 ///
@@ -254,6 +254,8 @@ pub fn write_run(dir: &Path, run: &WanOutcome) -> Result<(), ReportError> {
         .map(|s| serde_json::to_string(s).unwrap_or_default() + "\n")
         .collect();
     write(&dir.join(format!("series-{stem}.jsonl")), &lines)?;
+    let result = serde_json::to_string_pretty(&run.result).unwrap_or_default();
+    write(&dir.join(format!("result-{stem}.json")), &result)?;
     let plan = serde_json::to_string_pretty(&run.plan).unwrap_or_default();
     write(&dir.join(format!("plan-{stem}.json")), &plan)?;
     if let Some(record) = &run.record {

@@ -102,10 +102,7 @@ pub async fn run_once(
     boot(config, &lab, &tag, say).await?;
     let sampler = Sampler::start(lab.agents.clone(), vec![VM.into()], SAMPLE_EVERY);
     let (_, h1) = &lab.agents[0];
-    let plan = h1
-        .wan_plan(VM, &config.plan_request())
-        .await
-        .map_err(agent_err("planning the WAN migration on h1"))?;
+    let plan = plan(config, h1, &tag, say).await?;
     let predicted = strategy.predicted(&plan.choice);
     say(&format!("[{tag}] plan: {}", plan.choice.reason));
     tokio::time::sleep(Duration::from_secs(config.baseline_s)).await;
@@ -185,6 +182,38 @@ async fn boot(
         config.workload
     ));
     Ok(())
+}
+
+/// Tries to plan this often: the agent's own periodic dirty-rate measurement can hold QEMU's
+/// (`calc-dirty-rate`: "the dirty rate is already being measured"), and the profile is then
+/// answered 500; a few seconds later it is free.
+const PLAN_ATTEMPTS: u32 = 3;
+
+/// The WAN plan of the VM over the lab's WAN, asked again after a 500 (see [`PLAN_ATTEMPTS`]).
+async fn plan(
+    config: &WanConfig,
+    h1: &AgentClient,
+    tag: &str,
+    say: Say<'_>,
+) -> Result<WanPlan, WanRunError> {
+    let mut attempt = 1;
+    loop {
+        match h1.wan_plan(VM, &config.plan_request()).await {
+            Ok(plan) => return Ok(plan),
+            Err(ClientError::Api {
+                status: 500,
+                message,
+                ..
+            }) if attempt < PLAN_ATTEMPTS => {
+                say(&format!(
+                    "[{tag}] plan attempt {attempt} failed ({message}); again in 3 s"
+                ));
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            Err(e) => return Err(agent_err("planning the WAN migration on h1")(e)),
+        }
+    }
 }
 
 fn dest_url(lab: &LabRun) -> Result<AgentUrl, WanRunError> {
