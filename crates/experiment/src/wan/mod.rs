@@ -28,10 +28,16 @@
 //! MiB working set (a third of the link, so pre-copy converges in a few passes rather than
 //! never, and post-copy has a working set to fetch) and 100 disk operations a second on 4 KiB
 //! blocks of a 32 MiB working set, half writes (the disk's hot set: a quarter of the disk,
-//! which the model can send ahead while leaving the cold rest to the stream). Over 100 Mbit/s
-//! (12.5 MB/s) the memory's ~95 MB take about 8 s a pass and the disk's written 32 MiB about
-//! 3 s, so one migration takes 10 to 40 s, and a run with its lab, boot, plan (3 s), baseline
-//! (5 s) and observation (10 s) about a minute and a half. Every size is a flag.
+//! which the model can send ahead while leaving the cold rest to the stream). At the link's
+//! rate the memory's ~95 MB would take about 8 s a pass and the disk 11 s; measured here
+//! (BENCHMARKS.md) both storage jobs are bound by the WAN's round trip instead (QEMU's mirror
+//! and stream work a request at a time over NBD): a pre-copy took 94 to 111 s (its mirror 60 s
+//! to READY), a post-copy 98 to 108 s (its stream 82 to 92 s), so a run with its lab, boot,
+//! plan (3 s), baseline (5 s) and observation (10 s) takes about 2.5 minutes and a repetition
+//! of the three about 7 (so `--repeat 3` is about 22 minutes). Both storage jobs cover the
+//! whole disk, so `--disk-size 64M` should about halve them (not measured); the disk is kept
+//! four times its working set so that the model has a cold rest to leave for after the
+//! switchover. Every size is a flag.
 
 pub mod config;
 pub mod figures;
