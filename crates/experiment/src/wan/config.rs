@@ -153,7 +153,15 @@ pub const DEFAULT_WORKLOAD: &str = "memtouch:wss=64M,rate=1000+disk:wss=32M,rate
 /// # Errors
 /// The lab's message, as a [`ConfigError`] on `--wan`.
 pub fn parse_wan(text: &str) -> Result<WanLink, ConfigError> {
-    WanLink::parse(&format!("h1-h2={text}")).map_err(|e| refuse("--wan", text, e.to_string()))
+    WanLink::parse(&format!("h1-h2={text}")).map_err(|e| match e {
+        // The pair is this experiment's, not the user's: say what the flag itself takes.
+        drover_lab::wan::WanError::Shape(_) => refuse(
+            "--wan",
+            text,
+            "expected RATE,DELAY[,jitter=JITTER], e.g. 100Mbit/s,50ms",
+        ),
+        e => refuse("--wan", text, e.to_string()),
+    })
 }
 
 impl Default for WanConfig {
@@ -235,7 +243,13 @@ impl WanConfig {
                 "--disk-size" => drover_core::units::format_size(self.disk_bytes),
                 _ => self.workload.clone(),
             };
-            refuse(flag, value, e.to_string())
+            // A size is refused with its rule alone (the flag names the field); a workload
+            // with the guest's reason.
+            let expected = match e.setting() {
+                Setting::Memory | Setting::DiskSize => e.setting().expected(),
+                _ => None,
+            };
+            refuse(flag, value, expected.unwrap_or_else(|| e.to_string()))
         };
         let workload = fit::check_vm(1, self.memory_bytes, &self.workload).map_err(named)?;
         if workload.name() != drover_guest::spec::MIXED_NAME {
@@ -376,7 +390,10 @@ mod tests {
             assert!(err.to_string().starts_with(flag), "{err}");
         }
         let e = parse_wan("100Mbit/s").expect_err("no delay");
-        assert_eq!(e.flag, "--wan");
+        assert_eq!(
+            e.to_string(),
+            "--wan 100Mbit/s: expected RATE,DELAY[,jitter=JITTER], e.g. 100Mbit/s,50ms"
+        );
     }
 
     fn prediction(m: f64, s: f64) -> FractionPrediction {

@@ -6,10 +6,12 @@
 //! - **Downtime**: the record's `downtime_ms` (QEMU's STOP and RESUME stamps), ms; when the
 //!   record has none (a post-copy whose RESUME came on the destination: the agent then reports
 //!   nothing rather than QEMU's figure, which spans the whole post-copy), the longest stall in
-//!   the series instead (`downtime_from` says which).
+//!   the series from the start to the switchover instead (`downtime_from` says which): the
+//!   pause ends when the guest runs on the destination, so a stall after that is post-copy's
+//!   degradation, not downtime.
 //! - **Longest stall**: the longest run of samples from the start to the end in which the
 //!   guest's work counter did not move, s: a lower bound of the guest's longest pause (or
-//!   stretch of blocking on remote pages) within one sampling interval (250 ms).
+//!   stretch of blocking on remote pages or blocks) within one sampling interval (250 ms).
 //! - **Total time**: the record's start (the request accepted) to its end (every byte of
 //!   memory and disk on the destination: the agent ends a storage post-copy's record once its
 //!   stream has concluded), s. It includes preparing the destination (launching its QEMU),
@@ -220,6 +222,8 @@ struct Measured {
     agility_s: Option<f64>,
     restored_s: Option<f64>,
     longest_stall_s: Option<f64>,
+    /// The longest stall from the start to the switchover, s.
+    stall_to_switch_s: Option<f64>,
 }
 
 fn measure(r: &RunRecord<'_>, start_s: f64, end_s: Option<f64>) -> Measured {
@@ -238,7 +242,8 @@ fn measure(r: &RunRecord<'_>, start_s: f64, end_s: Option<f64>) -> Measured {
             .map(|b| 100.0 * (1.0 - during / b))
     });
     let until = ops.last().map_or(start, |l| l.host_ms);
-    let longest_stall_s = end_s.and_then(|e| longest_stall_s(&ops, start, ms(e)));
+    let stall = end_s.and_then(|e| longest_stall_s(&ops, start, ms(e)));
+    let stall_to_switch_s = switch_s.and_then(|sw| longest_stall_s(&ops, start, ms(sw)));
     let rest = end_s.and_then(|_| restoration(&ops, start, until, before));
     Measured {
         before,
@@ -247,7 +252,8 @@ fn measure(r: &RunRecord<'_>, start_s: f64, end_s: Option<f64>) -> Measured {
         degradation_pct,
         agility_s: rest.map(|x| x.agility_s),
         restored_s: rest.map(|x| x.restored_ms as f64 / 1000.0),
-        longest_stall_s,
+        longest_stall_s: stall,
+        stall_to_switch_s,
     }
 }
 
@@ -302,7 +308,7 @@ pub fn summarize(r: &RunRecord<'_>) -> RunResult {
             let f = |x: &Figure, measured| Figure::new(x.predicted, measured);
             result.state = state.clone();
             result.error = error.clone();
-            let (downtime, from) = match (downtime_ms, m.longest_stall_s) {
+            let (downtime, from) = match (downtime_ms, m.stall_to_switch_s) {
                 (Some(d), _) => (Some(*d as f64), "record"),
                 (None, Some(stall)) => (Some(stall * 1000.0), "series"),
                 (None, None) => (None, "-"),
@@ -487,6 +493,21 @@ mod tests {
             flat(1000, 3),
         ];
         assert_eq!(longest_stall_s(&ops, 0, 1000), Some(0.5));
+        // A stall after the switchover (20.5 s) is post-copy's, not the pause.
+        let mut blocked = series();
+        let at_21 = blocked
+            .iter()
+            .find(|x| x.t_s == 21.0)
+            .map_or(0, |x| x.vms[0].ops);
+        for x in blocked
+            .iter_mut()
+            .filter(|x| (21.0..=23.0).contains(&x.t_s))
+        {
+            x.vms[0].ops = at_21;
+        }
+        let r = summarize(&record(&ran, &blocked, &p));
+        assert_eq!(r.downtime_ms.measured, Some(500.0));
+        assert_eq!(r.longest_stall_s, Some(2.0));
         assert_eq!(longest_stall_s(&ops, 0, 250), Some(0.0));
         assert_eq!(longest_stall_s(&ops, 0, 100), None);
     }
