@@ -304,19 +304,25 @@ pub fn summarize(r: &RunRecord<'_>) -> RunResult {
             error,
             notes,
         } => {
-            let m = measure(r, *started_s, *ended_s);
+            // A migration that did not complete (failed, paused) has no figures to compare
+            // with the model's: the VM did not move as predicted.
+            let completed = state == "completed";
+            let m = measure(r, *started_s, ended_s.filter(|_| completed));
             let f = |x: &Figure, measured| Figure::new(x.predicted, measured);
             result.state = state.clone();
             result.error = error.clone();
             let (downtime, from) = match (downtime_ms, m.stall_to_switch_s) {
+                _ if !completed => (None, "-"),
                 (Some(d), _) => (Some(*d as f64), "record"),
                 (None, Some(stall)) => (Some(stall * 1000.0), "series"),
                 (None, None) => (None, "-"),
             };
+            let downtime = downtime.filter(|_| completed);
             result.downtime_ms = f(&result.downtime_ms, downtime);
             result.downtime_from = from.into();
             result.longest_stall_s = m.longest_stall_s;
-            result.total_s = f(&result.total_s, ended_s.map(|e| e - started_s));
+            let total = ended_s.filter(|_| completed).map(|e| e - started_s);
+            result.total_s = f(&result.total_s, total);
             result.postcopy_degradation_pct =
                 f(&result.postcopy_degradation_pct, m.degradation_pct);
             result.agility_s = f(&result.agility_s, m.agility_s);

@@ -33,8 +33,8 @@
 //! (BENCHMARKS.md) both storage jobs are bound by the WAN's round trip instead (QEMU's mirror
 //! and stream work a request at a time over NBD): a pre-copy took 94 to 111 s (its mirror 60 s
 //! to READY), a post-copy 98 to 108 s (its stream 82 to 92 s), so a run with its lab, boot,
-//! plan (3 s), baseline (5 s) and observation (10 s) takes about 2.5 minutes and a repetition
-//! of the three about 7 (so `--repeat 3` is about 22 minutes). Both storage jobs cover the
+//! plan (3 s), baseline (5 s) and observation (10 s) takes 1.5 to 2.5 minutes (a refused one
+//! less than one) and `--repeat 3` took 13 minutes. Both storage jobs cover the
 //! whole disk, so `--disk-size 64M` should about halve them (not measured); the disk is kept
 //! four times its working set so that the model has a cold rest to leave for after the
 //! switchover. Every size is a flag.
