@@ -179,13 +179,7 @@ impl DemoConfig {
                 "expected precopy, postcopy, hybrid, auto or all",
             ));
         }
-        let count = |flag, v: u64, lo: u64, hi: u64| {
-            if (lo..=hi).contains(&v) {
-                Ok(())
-            } else {
-                Err(refuse(flag, v, format!("expected {lo} to {hi}")))
-            }
-        };
+        let count = within;
         count("--repeat", self.repeat.into(), 1, 100)?;
         count("--hosts", self.hosts.into(), 2, 9)?;
         count("--vms", self.vms.into(), 1, 16)?;
