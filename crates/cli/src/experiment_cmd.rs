@@ -1,9 +1,11 @@
 //! `drover experiment traffic-sensitive`: a group of network-bound VMs evacuated from h1 to h2
 //! of a 2-host lab with all pre-copy, all post-copy and core's traffic-sensitive group choice
-//! (drover-experiment's `traffic` module has the scenario and why the default sizes). Progress
-//! on stderr; a table on stdout (or `--json`); the report folder with `--report DIR`. SIGINT,
-//! SIGTERM and SIGHUP stop it cleanly: the run's future is dropped, which kills the peer and
-//! takes the lab down; exit status 128 + the signal.
+//! (drover-experiment's `traffic` module has the scenario and why the default sizes).
+//! `drover experiment wan-hybrid`: a VM with busy memory and a busy local disk moved from h1 to
+//! h2 over a lab WAN with pure pre-copy, pure post-copy and the WAN model's hybrid
+//! (drover-experiment's `wan` module). Progress on stderr; a table on stdout (or `--json`); the
+//! report folder with `--report DIR`. SIGINT, SIGTERM and SIGHUP stop it cleanly: the run's
+//! future is dropped, which kills the peer and takes the lab down; exit status 128 + the signal.
 
 use crate::flags::{whole, Typed};
 use anyhow::Context;
@@ -17,6 +19,10 @@ pub enum ExperimentCmd {
     /// with all pre-copy, all post-copy and the traffic-sensitive group choice; measured
     /// against predicted.
     TrafficSensitive(TrafficArgs),
+    /// Move a VM whose memory and local disk are both busy over a lab WAN (default 100 Mbit/s,
+    /// 50 ms) with pure pre-copy, pure post-copy and the WAN model's hybrid: downtime, total
+    /// time, post-copy degradation and restoration agility, measured against predicted.
+    WanHybrid(crate::wan_exp_cmd::WanArgs),
 }
 
 #[derive(clap::Args)]
@@ -113,7 +119,13 @@ fn config(args: &TrafficArgs) -> anyhow::Result<TrafficConfig> {
 }
 
 pub fn run(cmd: ExperimentCmd) -> anyhow::Result<()> {
-    let ExperimentCmd::TrafficSensitive(args) = cmd;
+    match cmd {
+        ExperimentCmd::TrafficSensitive(args) => run_traffic(args),
+        ExperimentCmd::WanHybrid(args) => crate::wan_exp_cmd::run(args),
+    }
+}
+
+fn run_traffic(args: TrafficArgs) -> anyhow::Result<()> {
     let config = config(&args)?;
     if let Some(d) = &args.report {
         crate::demo_cmd::report_dir(d)?;
@@ -139,18 +151,11 @@ pub fn run(cmd: ExperimentCmd) -> anyhow::Result<()> {
             }
         }
     };
-    let outcome = crate::signals::run_or_stop(
-        &runtime,
+    let runs = run_or_exit(
+        runtime,
         drover_experiment::traffic::run_all(&config, &say, on_run),
-    );
-    let runs = match outcome.context("listening for SIGINT, SIGTERM and SIGHUP")? {
-        Ok(runs) => runs?,
-        Err((name, number)) => {
-            drop(runtime);
-            eprintln!("experiment stopped by {name}: its peer is killed and its lab is down");
-            std::process::exit(128 + number);
-        }
-    };
+        "its peer is killed and its lab is down",
+    )?;
     let results: Vec<RunResult> = runs.iter().map(|r| r.result.clone()).collect();
     let rows = report::rows(&config.strategies, &results);
     let summary = Summary {
@@ -170,6 +175,31 @@ pub fn run(cmd: ExperimentCmd) -> anyhow::Result<()> {
         print!("{}", report::vm_lines(&results));
     }
     Ok(())
+}
+
+/// Runs an experiment's `work` on `runtime` until it ends or a signal stops it; stopped, the
+/// work is dropped (its lab taken down: `left` says what), the runtime too, and the process
+/// exits with 128 + the signal.
+///
+/// # Errors
+/// The experiment's, or the signals' that could not be listened for.
+pub fn run_or_exit<T, E>(
+    runtime: tokio::runtime::Runtime,
+    work: impl std::future::Future<Output = Result<T, E>>,
+    left: &str,
+) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let outcome = crate::signals::run_or_stop(&runtime, work);
+    match outcome.context("listening for SIGINT, SIGTERM and SIGHUP")? {
+        Ok(runs) => Ok(runs?),
+        Err((name, number)) => {
+            drop(runtime);
+            eprintln!("experiment stopped by {name}: {left}");
+            std::process::exit(128 + number);
+        }
+    }
 }
 
 #[cfg(test)]

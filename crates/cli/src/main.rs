@@ -19,6 +19,7 @@ mod sim_judge_cmd;
 mod sim_live_cmd;
 mod vm_cmd;
 mod wan_cmd;
+mod wan_exp_cmd;
 mod wan_plan_cmd;
 
 use clap::{Parser, Subcommand};
@@ -62,7 +63,8 @@ enum Command {
     /// overload, relief, repack; a table, and a report folder with --report.
     Demo(demo_cmd::DemoArgs),
     /// Experiments on a real lab: `traffic-sensitive` (a group of network-bound VMs evacuated
-    /// with all pre-copy, all post-copy and the traffic-sensitive group choice).
+    /// with all pre-copy, all post-copy and the traffic-sensitive group choice) and `wan-hybrid`
+    /// (memory and a local disk over a WAN: pure pre-copy, pure post-copy, the model's hybrid).
     #[command(subcommand)]
     Experiment(experiment_cmd::ExperimentCmd),
     /// Boot a VM and a destination on this machine, migrate, and report.

@@ -17,11 +17,25 @@ pub struct ConfigError {
     pub expected: String,
 }
 
-fn refuse(flag: &'static str, value: impl ToString, expected: impl Into<String>) -> ConfigError {
+/// The refusal of `value` given to `flag`, which expects `expected`.
+pub(crate) fn refuse(
+    flag: &'static str,
+    value: impl ToString,
+    expected: impl Into<String>,
+) -> ConfigError {
     ConfigError {
         flag,
         value: value.to_string(),
         expected: expected.into(),
+    }
+}
+
+/// `v` given to `flag` must lie in `lo..=hi`.
+pub(crate) fn within(flag: &'static str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(refuse(flag, v, format!("expected {lo} to {hi}")))
     }
 }
 
@@ -165,13 +179,7 @@ impl DemoConfig {
                 "expected precopy, postcopy, hybrid, auto or all",
             ));
         }
-        let count = |flag, v: u64, lo: u64, hi: u64| {
-            if (lo..=hi).contains(&v) {
-                Ok(())
-            } else {
-                Err(refuse(flag, v, format!("expected {lo} to {hi}")))
-            }
-        };
+        let count = within;
         count("--repeat", self.repeat.into(), 1, 100)?;
         count("--hosts", self.hosts.into(), 2, 9)?;
         count("--vms", self.vms.into(), 1, 16)?;

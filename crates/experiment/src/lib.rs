@@ -66,6 +66,10 @@
 //! [`traffic`] is the second experiment, `drover experiment traffic-sensitive` (issue 11):
 //! a group of network-bound VMs evacuated with all pre-copy, all post-copy and core's
 //! traffic-sensitive group choice.
+//!
+//! [`wan`] is the third, `drover experiment wan-hybrid` (issue 12): a VM with busy memory and a
+//! busy local disk moved over a lab WAN with pure pre-copy, pure post-copy and the WAN fraction
+//! model's hybrid, each figure measured beside the model's prediction.
 
 pub mod config;
 pub mod lab_guard;
@@ -78,6 +82,7 @@ pub mod sampler;
 pub mod series;
 pub mod summary;
 pub mod traffic;
+pub mod wan;
 
 pub use config::{ConfigError, DemoConfig, HighDemand};
 pub use runner::{run_all, run_once, DemoError, DemoOutcome, RunOutcome};

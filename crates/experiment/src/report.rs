@@ -250,6 +250,42 @@ pub fn clear_earlier(dir: &Path) -> Result<usize, ReportError> {
     Ok(removed)
 }
 
+/// An experiment's `index.html`: `title` and `heading`, each of `blocks` as preformatted
+/// text, a link to `summary.json`, then per figure `(file stem, caption)` a heading, the
+/// caption and `<stem>.svg`. Everything given is escaped.
+pub(crate) fn index_html(
+    title: &str,
+    heading: &str,
+    blocks: &[String],
+    figures: &[(String, String)],
+) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let mut html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{}</title></head><body>\n\
+         <h1>{}</h1>\n",
+        esc(title),
+        esc(heading)
+    );
+    for b in blocks {
+        let _ = writeln!(html, "<pre>{}</pre>", esc(b));
+    }
+    html.push_str("<p><a href=\"summary.json\">summary.json</a></p>\n");
+    for (stem, caption) in figures {
+        let stem = esc(stem);
+        let _ = write!(
+            html,
+            "<h2>{stem}</h2>\n<p>{}</p>\n<img src=\"{stem}.svg\" alt=\"{stem}\">\n",
+            esc(caption)
+        );
+    }
+    html.push_str("</body></html>\n");
+    html
+}
+
 /// Writes `text` to `path`, the error naming the file.
 pub(crate) fn write(path: &Path, text: &str) -> Result<(), ReportError> {
     std::fs::write(path, text).map_err(|source| ReportError::Io {

@@ -144,13 +144,7 @@ impl TrafficConfig {
     /// # Errors
     /// The first [`ConfigError`], naming its flag.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let count = |flag, v: u64, lo: u64, hi: u64| {
-            if (lo..=hi).contains(&v) {
-                Ok(())
-            } else {
-                Err(refuse(flag, v, format!("expected {lo} to {hi}")))
-            }
-        };
+        let count = crate::config::within;
         count("--repeat", self.repeat.into(), 1, 100)?;
         count("--out-vms", self.out_vms.into(), 0, 8)?;
         count("--in-vms", self.in_vms.into(), 0, 8)?;

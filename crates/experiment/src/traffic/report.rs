@@ -7,7 +7,7 @@ use super::run::TrafficOutcome;
 use super::series::{app_rates, link_rates};
 use super::summary::RunResult;
 use crate::plot::{draw, Panel};
-use crate::report::{write, ReportError, Spread};
+use crate::report::{index_html, write, ReportError, Spread};
 use plotters::prelude::*;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -207,30 +207,13 @@ pub fn write_index(dir: &Path, summary: &Summary<'_>) -> Result<(), ReportError>
         &serde_json::to_string_pretty(summary).unwrap_or_default(),
     )?;
     let runs: Vec<RunResult> = summary.runs.iter().map(|r| (*r).clone()).collect();
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
-    let mut html = String::from(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>drover experiment \
-         traffic-sensitive</title></head><body>\n<h1>traffic-sensitive evacuation</h1>\n",
+    let figures: Vec<(String, String)> = runs.iter().map(|r| (stem(r), r.reason.clone())).collect();
+    let html = index_html(
+        "drover experiment traffic-sensitive",
+        "traffic-sensitive evacuation",
+        &[table(&summary.rows), vm_lines(&runs)],
+        &figures,
     );
-    let _ = write!(
-        html,
-        "<pre>{}</pre>\n<pre>{}</pre>\n<p><a href=\"summary.json\">summary.json</a></p>\n",
-        esc(&table(&summary.rows)),
-        esc(&vm_lines(&runs))
-    );
-    for r in &runs {
-        let stem = stem(r);
-        let _ = write!(
-            html,
-            "<h2>{stem}</h2>\n<p>{}</p>\n<img src=\"{stem}.svg\" alt=\"{stem}\">\n",
-            esc(&r.reason)
-        );
-    }
-    html.push_str("</body></html>\n");
     write(&dir.join("index.html"), &html)
 }
 
