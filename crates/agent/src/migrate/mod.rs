@@ -37,7 +37,10 @@
 //! A post-copy the run left `paused` (a cut link) is resumed by this agent once the destination
 //! answers again, within the request's `resume_window_s` (`resume.rs`, decisions in
 //! `drover_core::migration::resume`): the record stays `paused` until the settle makes it
-//! `completed`; a link that does not return leaves it `paused`, both QEMUs kept.
+//! `completed`; a link that does not return leaves it `paused`, both QEMUs kept. One whose
+//! destination QEMU died is lost in memory terms: the operator gives it up with
+//! `POST /v1/migrations/{id}/abandon` (`abandon.rs`), which stops the source's QEMU, keeps
+//! every disk file and records it `abandoned`.
 //!
 //! A VM with a disk migrates by storage pre-copy (the request's `storage: precopy`, the
 //! default; `drover_qemu::storage`) with memory pre-copy only (`auto` picks it; post-copy and
@@ -67,6 +70,7 @@
 //! error over a blipping link) is tolerated: only a row of them over seconds, or its QEMU gone,
 //! marks the destination failed (`drover_core::migration::dest`).
 
+pub mod abandon;
 mod abort_retry;
 pub mod lifecycle;
 mod recover;
@@ -133,6 +137,10 @@ pub enum MigrateError {
     /// the destination, or that this agent is resuming already.
     #[error("migration '{id}' cannot be resumed: {why}")]
     NotResumable { id: String, why: String },
+    /// An abandon asked of a migration that is no split post-copy whose destination QEMU is
+    /// known to be gone (`abandon.rs`).
+    #[error("migration '{id}' cannot be abandoned: {why}")]
+    NotAbandonable { id: String, why: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
