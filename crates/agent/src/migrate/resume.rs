@@ -42,6 +42,9 @@ pub const STREAM_RESUME_ATTEMPTS: u32 = 3;
 /// The wait before the second stream resume; doubled before each later one.
 pub const STREAM_RESUME_BACKOFF: Duration = Duration::from_secs(2);
 
+/// Least time between two asks whether a silent destination's QEMU died, ms.
+const GONE_CHECK_EVERY_MS: u64 = 5_000;
+
 /// How often both sides are looked at.
 pub const LOOK_EVERY: Duration = Duration::from_secs(1);
 
@@ -87,6 +90,7 @@ pub(super) async fn resume_paused(state: &AgentState, run: &PausedRun<'_>, param
     // this bounds the loop whatever else QEMU does (a recovery handshake stuck in a state
     // migrate-pause refuses flips between resumed and waiting, and is stopped when waiting).
     let hard_stop = params.window_ms.saturating_mul(2).max(60_000);
+    let mut gone_checked = 0;
     loop {
         tokio::time::sleep(LOOK_EVERY).await;
         let now = clock.now_ms();
@@ -94,11 +98,18 @@ pub(super) async fn resume_paused(state: &AgentState, run: &PausedRun<'_>, param
             bounded(run.source.query_migrate(now)),
             look_at_dest(run.dest, &remote, now)
         );
-        if dest == DestAnswer::Silent {
-            // Its agent answers but its QEMU does not: a dead QEMU is no pause to wait out.
+        if dest == DestAnswer::Silent && now.saturating_sub(gone_checked) >= GONE_CHECK_EVERY_MS {
+            // Its agent answers but its QEMU does not: a dead QEMU is no pause to wait out
+            // (asked now and then: a QEMU held by a missing page is silent for a while too).
+            gone_checked = now;
             let r = state.migrations.get(run.id);
             if let Ok(r) = r {
-                let seen = super::abandon::look_at_destination(state, &r).await;
+                let seen = tokio::time::timeout(
+                    LOOK_TIMEOUT,
+                    super::abandon::look_at_destination(state, &r),
+                )
+                .await
+                .unwrap_or_else(|_| super::abandon::DestQemu::Unknown("no answer".into()));
                 if let super::abandon::DestQemu::Gone(_) = seen {
                     let kept = super::abandon::kept_words_for(run.id, &seen);
                     state
@@ -432,16 +443,19 @@ mod tests {
         assert!(why(S::Abandoned, true).starts_with("it was abandoned"));
     }
 
+    type Notes = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+    type Calls = std::sync::Arc<std::sync::atomic::AtomicUsize>;
+
     /// A script of runs: `Some(true)` stalled again, `Some(false)` went on, None nothing kept.
     fn scripted(
         runs: Vec<Option<bool>>,
     ) -> (
-        std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        Notes,
+        Calls,
         impl FnMut() -> std::future::Ready<Option<bool>>,
     ) {
-        let notes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let notes = Notes::default();
+        let calls = Calls::default();
         let counted = calls.clone();
         let attempt = move || {
             let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -492,12 +506,12 @@ mod tests {
         );
         // 2 s, then 4 s.
         assert_eq!(t0.elapsed(), STREAM_RESUME_BACKOFF * 3);
-        let notes = crate::lock(&notes);
-        assert_eq!(notes.len(), 3, "{notes:?}");
-        assert!(notes[1].ends_with("again in 4 s"), "{notes:?}");
+        let lines = crate::lock(&notes).clone();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[1].ends_with("again in 4 s"), "{lines:?}");
         assert!(
-            notes[2].ends_with("no more attempts: left paused"),
-            "{notes:?}"
+            lines[2].ends_with("no more attempts: left paused"),
+            "{lines:?}"
         );
         // Nothing kept to resume: nothing done, no note.
         let (notes, calls, attempt) = scripted(vec![None]);

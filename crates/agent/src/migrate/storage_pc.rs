@@ -554,6 +554,20 @@ mod tests {
         assert!(dest.nbd_server_stop().await.is_err());
     }
 
+    /// A `Held` storage post-copy is refused with what failed and what the operator can do.
+    #[test]
+    fn a_held_stream_is_refused_with_what_to_do() {
+        let w = held_words("m1", Some("step 'block-stream': refused"));
+        assert!(
+            w.starts_with(
+                "its storage post-copy failed after the switchover (step 'block-stream': \
+                 refused) and a failed step is never retried"
+            ) && w.contains("both QEMUs and the source's disk are kept")
+                && w.contains("POST /v1/migrations/m1/abandon"),
+            "{w}"
+        );
+    }
+
     #[test]
     fn the_session_follows_the_request() {
         let knobs = PlanKnobs {
