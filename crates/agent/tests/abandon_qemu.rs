@@ -8,32 +8,14 @@
 //! The post-copy is held open by a low bandwidth cap; every wait is bounded, and every QEMU
 //! the test started is killed however it ends.
 
-use common::{client, image, run, send, tcg_config, vm, QemuGuard};
+use common::{client, image, run, send, tcg_config, vm, wait_for, QemuGuard};
 use drover_agent::procfs;
-use drover_api::{AgentClient, MigrationRecord, MigrationRequest, MigrationState, VmStatus};
+use drover_api::{MigrationRequest, MigrationState, VmStatus};
 use drover_core::migration::{PlanKnobs, StorageMode, Technique};
 use drover_testkit::{require, QEMU, QEMU_IMG};
 use std::time::Duration;
 
 mod common;
-
-/// Polls `a`'s view of migration `id` until `done` says so (bounded).
-async fn wait_for(
-    a: &AgentClient,
-    id: &str,
-    timeout: Duration,
-    done: impl Fn(&MigrationRecord) -> bool,
-) -> MigrationRecord {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let m = a.migration(id).await.expect("migration");
-        if done(&m) {
-            return m;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {m:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[test]
 fn a_split_postcopy_whose_destination_died_is_abandoned_keeping_every_disk() {

@@ -23,7 +23,9 @@
 //! # Record state machine (persisted at every transition)
 //! The record changes only through [`lifecycle::apply`] (diagram there): preparing, running,
 //! measuring, then completed | failed | cancelled | paused, or, after an agent restart,
-//! whatever `recover` establishes from QEMU (interrupted when it cannot).
+//! whatever `recover` establishes from QEMU (interrupted when it cannot); a split post-copy
+//! (failed or paused after the switch) ends `completed` when settled, or `abandoned` when the
+//! operator gives it up after its destination QEMU died (`abandon.rs`).
 //! `preparing` fails on peer errors: the destination URL has no host, or the destination agent
 //! cannot be reached or refuses the incoming VM. Planning itself cannot fail: `auto` falls back
 //! to post-copy when the VM cannot be profiled.
