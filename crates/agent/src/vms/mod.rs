@@ -17,6 +17,8 @@
 //!                 └──abort──> (deleted)
 //! any ──QEMU found dead──> Lost (reported, never restarted)
 //! Running ──its migration's post-copy starts──> Moved (held until that migration ends)
+//! Moved ──its migration abandoned (`release`)──> Lost (QEMU stopped, disk kept: the operator's)
+//! Incoming, QEMU dead after the switch ──abort──> (forgotten; its disk file kept)
 //! ```
 //!
 //! A running VM's workload may be changed in place ([`workload`]): the new spec is recorded,
