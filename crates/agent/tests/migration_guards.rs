@@ -7,7 +7,7 @@
 //! The post-copy is held open by a low bandwidth cap (about 20 s for a 128 MiB guest); the test
 //! is bounded by timeouts and kills every QEMU it started however it ends.
 
-use common::{client, image, run, send, tcg_config, vm, QemuGuard};
+use common::{client, image, run, send, tcg_config, vm, wait_for, QemuGuard};
 use drover_agent::procfs;
 use drover_api::{AgentClient, MigrationRecord, MigrationRequest, MigrationState, VmStatus};
 use drover_core::migration::{PlanKnobs, Technique};
@@ -19,24 +19,6 @@ use std::time::Duration;
 mod common;
 
 const WORKLOAD: &str = "memtouch:wss=32M,pattern=seq";
-
-/// Polls `a`'s view of migration `id` until `done` says so (bounded).
-async fn wait_for(
-    a: &AgentClient,
-    id: &str,
-    timeout: Duration,
-    done: impl Fn(&MigrationRecord) -> bool,
-) -> MigrationRecord {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let m = a.migration(id).await.expect("migration");
-        if done(&m) {
-            return m;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {m:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[test]
 fn nothing_loses_the_guest_during_a_postcopy() {

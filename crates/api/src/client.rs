@@ -143,6 +143,19 @@ impl AgentClient {
         .await
     }
 
+    /// Asks the source agent to give up split migration `id` whose destination QEMU died
+    /// (200: the record is `abandoned`, the source's QEMU stopped, its disk kept; 409 with
+    /// the reason when the destination may still hold the guest).
+    pub async fn abandon_migration(&self, id: &str) -> Result<MigrationRecord, ClientError> {
+        let id = checked_id(id)?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/migrations/{id}/abandon"),
+            None,
+        )
+        .await
+    }
+
     /// Polls until the migration's record is final, or `timeout` passes (then the last record).
     pub async fn wait_migration(
         &self,

@@ -55,6 +55,10 @@ pub enum MigrationState {
     Paused,
     /// The agent restarted mid-migration and could not establish the outcome.
     Interrupted,
+    /// A split post-copy given up by the operator (`POST /v1/migrations/{id}/abandon`) after
+    /// the destination's QEMU died: the guest is lost (part of its memory existed only
+    /// there); the source's QEMU was stopped and its disk file kept; `error` says so.
+    Abandoned,
 }
 
 impl MigrationState {

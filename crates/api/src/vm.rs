@@ -370,6 +370,11 @@ pub struct Health {
 pub struct Deleted {
     /// The VM's name.
     pub deleted: String,
+    /// The disk file (in the agent's storage directory) kept rather than deleted with the VM:
+    /// an incoming VM aborted after its migration switched and its QEMU died (the file may
+    /// hold what only that guest wrote). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_disk: Option<String>,
 }
 
 /// The reply to committing an incoming VM.

@@ -122,6 +122,16 @@ pub enum VmCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Give up a post-copy of VM NAME whose destination QEMU died after the switch (the guest
+    /// is lost): the source's QEMU is stopped, every disk file kept, the migration recorded
+    /// `abandoned` (refused while the destination may still hold the guest).
+    Abandon {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
     /// Profile a VM with a disk for a few seconds and show its WAN fraction plan: how much of
     /// its memory and disk to copy ahead over a link before post-copying the rest, with the
     /// predicted restoration agility, downtime and total time (nothing migrates).
@@ -362,6 +372,16 @@ fn lab_path_to(
 /// agent, else the lab host whose records have one (the latest). When none has, the error
 /// says whether any of them knows the VM at all (runs it, or has a migration of it).
 async fn find_paused(r: &Resolved, name: &str) -> anyhow::Result<(AgentClient, String)> {
+    find_split(r, name, &[MigrationState::Paused]).await
+}
+
+/// The agent holding a post-copy of VM `name` that ended in one of `states` after the switch,
+/// and its id.
+async fn find_split(
+    r: &Resolved,
+    name: &str,
+    states: &[MigrationState],
+) -> anyhow::Result<(AgentClient, String)> {
     let named = r
         .client
         .iter()
@@ -372,9 +392,10 @@ async fn find_paused(r: &Resolved, name: &str) -> anyhow::Result<(AgentClient, S
         match c.migrations().await {
             Ok(records) => {
                 known |= records.iter().any(|m| m.vm == name);
-                let paused = records.into_iter().rev().find(|m| {
-                    m.vm == name && m.state == MigrationState::Paused && m.vm_on_destination
-                });
+                let paused = records
+                    .into_iter()
+                    .rev()
+                    .find(|m| m.vm == name && states.contains(&m.state) && m.vm_on_destination);
                 if let Some(m) = paused {
                     return Ok((c, m.id));
                 }
@@ -622,6 +643,22 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
             }
             if done.state != MigrationState::Completed {
                 bail!("migration {id} is still {:?}", done.state);
+            }
+        }
+        VmCommand::Abandon {
+            name,
+            target,
+            json: as_json,
+        } => {
+            let r = resolve(&target)?;
+            let split = [MigrationState::Paused, MigrationState::Failed];
+            let (agent, id) = find_split(&r, &name, &split).await?;
+            let done = agent.abandon_migration(&id).await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            } else {
+                println!("migration {}: {:?}", done.id, done.state);
+                println!("  {}", done.error.as_deref().unwrap_or_default());
             }
         }
         VmCommand::WanPlan {

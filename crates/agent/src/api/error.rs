@@ -159,7 +159,8 @@ impl From<crate::migrate::MigrateError> for ApiError {
             | E::DiskNeedsPrecopy { .. }
             | E::Postcopy
             | E::NotSettled { .. }
-            | E::NotResumable { .. } => ApiError::Conflict(e.to_string()),
+            | E::NotResumable { .. }
+            | E::NotAbandonable { .. } => ApiError::Conflict(e.to_string()),
             E::Transition(_) => ApiError::Internal(e.to_string()),
             E::Peer(_) => ApiError::Upstream(e.to_string()),
             E::Store(_) => ApiError::Internal(e.to_string()),

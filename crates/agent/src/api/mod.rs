@@ -100,6 +100,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
             get(get_migration).delete(cancel_migration),
         )
         .route("/v1/migrations/{id}/resume", post(resume_migration))
+        .route("/v1/migrations/{id}/abandon", post(abandon_migration))
         .route("/v1/incoming", post(incoming))
         .route("/v1/incoming/{name}", axum::routing::delete(abort_incoming))
         .route("/v1/incoming/{name}/commit", post(commit_incoming))
@@ -180,7 +181,7 @@ async fn get_vm(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiRes
 async fn delete_vm(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
     let name = name(p)?;
     match st.vms.remove(&name, Removal::Delete).await {
-        Ok(()) => {}
+        Ok(_) => {}
         Err(crate::vms::VmsError::Busy { .. })
             if crate::migrate::split_migration_of(&st, &name).is_some() =>
         {
@@ -190,7 +191,11 @@ async fn delete_vm(State(st): St, p: Result<Path<String>, PathRejection>) -> Api
         }
         Err(e) => return Err(e.into()),
     }
-    ok(StatusCode::OK, Deleted { deleted: name })
+    let deleted = Deleted {
+        deleted: name,
+        kept_disk: None,
+    };
+    ok(StatusCode::OK, deleted)
 }
 
 async fn samples(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
@@ -323,7 +328,20 @@ async fn resume_migration(
     parse_no_fields(&body(b)?, "resume request")?;
     ok(
         StatusCode::ACCEPTED,
-        crate::migrate::resume_on_request(&st, &id)?,
+        crate::migrate::resume_on_request(&st, &id).await?,
+    )
+}
+
+async fn abandon_migration(
+    State(st): St,
+    p: Result<Path<String>, PathRejection>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let id = parse_migration_id(&path(p)?)?;
+    parse_no_fields(&body(b)?, "abandon request")?;
+    ok(
+        StatusCode::OK,
+        crate::migrate::abandon::abandon(&st, &id).await?,
     )
 }
 
@@ -399,8 +417,12 @@ async fn commit_incoming(State(st): St, p: Result<Path<String>, PathRejection>) 
 
 async fn abort_incoming(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
     let name = name(p)?;
-    st.vms.remove(&name, Removal::AbortIncoming).await?;
-    ok(StatusCode::OK, Deleted { deleted: name })
+    let kept_disk = st.vms.remove(&name, Removal::AbortIncoming).await?;
+    let deleted = Deleted {
+        deleted: name,
+        kept_disk,
+    };
+    ok(StatusCode::OK, deleted)
 }
 
 async fn metrics_json(State(st): St) -> ApiResult {

@@ -2,8 +2,10 @@
 //! link, a destination agent restarting) would leave that VM there for good: its QEMU waits
 //! for a migration that will never come, holds the VM's name (every later migration there is
 //! refused as "already exists") and, for a VM with a disk, the empty target image. So the
-//! source keeps asking, every [`RETRY_EVERY`] for at most [`RETRY_FOR`], while nothing else
-//! moves the VM from here; each outcome is a note on the migration's record.
+//! source keeps asking, every [`RETRY_EVERY`] for at most [`RETRY_FOR`], until another
+//! migration of the VM toward the same destination starts (a migration elsewhere leaves the
+//! orphan on the old destination as it was, so the asking goes on); each outcome is a note on
+//! the migration's record.
 //!
 //! Only an incoming VM the destination may still abort is removed: the destination refuses
 //! (409) once its guest runs there, and that refusal ends the retries.
@@ -29,13 +31,18 @@ pub enum Attempt {
     Failed(String),
 }
 
-/// Whether the retries must stop because another migration of `vm` started on this agent
-/// since migration `id` failed (pure, for tests): asking the destination to drop "its
-/// incoming `vm`" could then hit that migration's incoming VM.
+/// Whether the retries must stop because another migration of `vm` toward the destination
+/// of migration `id` started on this agent since `id` failed (pure, for tests): asking that
+/// destination to drop "its incoming `vm`" could then hit the new migration's incoming VM.
+/// A migration toward another destination does not stop them: the orphan on `id`'s
+/// destination is still there. When `id` is not among `records` its destination is unknown,
+/// so any other migration of `vm` stops them (the cautious side: no request that could hit
+/// a live incoming VM).
 pub fn superseded(records: &[MigrationRecord], id: &str, vm: &str) -> bool {
-    records
-        .iter()
-        .any(|r| r.vm == vm && r.id != id && !r.state.is_final())
+    let to = records.iter().find(|r| r.id == id).map(|r| &r.request.to);
+    records.iter().any(|r| {
+        r.vm == vm && r.id != id && !r.state.is_final() && to.is_none_or(|to| *to == r.request.to)
+    })
 }
 
 /// Keeps asking the destination to drop its incoming `vm` after migration `id` failed, as the
@@ -57,7 +64,7 @@ where
         if superseded(&records(), id, vm) {
             return format!(
                 "stopped asking the destination to remove its incoming VM '{vm}': another \
-                 migration of it started"
+                 migration of it toward the same destination started"
             );
         }
         let waited = start.elapsed().as_secs();
@@ -107,8 +114,13 @@ mod tests {
         r
     }
 
+    fn toward(mut r: MigrationRecord, to: &str) -> MigrationRecord {
+        r.request.to = drover_api::AgentUrl::parse(to).expect("url");
+        r
+    }
+
     #[test]
-    fn only_another_running_migration_of_the_same_vm_supersedes() {
+    fn only_another_running_migration_of_the_same_vm_to_the_same_destination_supersedes() {
         let failed = record("m-1", "d1", MigrationState::Failed);
         assert!(!superseded(std::slice::from_ref(&failed), "m-1", "d1"));
         let other_vm = record("m-2", "d2", MigrationState::Running);
@@ -116,7 +128,13 @@ mod tests {
         let ended = record("m-3", "d1", MigrationState::Cancelled);
         assert!(!superseded(&[failed.clone(), ended], "m-1", "d1"));
         let again = record("m-4", "d1", MigrationState::Preparing);
-        assert!(superseded(&[failed, again], "m-1", "d1"));
+        assert!(superseded(&[failed.clone(), again.clone()], "m-1", "d1"));
+        // Elsewhere: the orphan on the old destination is still there.
+        let elsewhere = toward(again.clone(), "http://198.18.0.9:7700");
+        assert!(!superseded(&[failed.clone(), elsewhere], "m-1", "d1"));
+        // The failed record unknown: its destination is too, so any migration of the VM stops.
+        let elsewhere = toward(again, "http://198.18.0.9:7700");
+        assert!(superseded(&[elsewhere], "m-1", "d1"));
     }
 
     /// `ask` answering from a script, counting its calls.
@@ -176,9 +194,30 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_new_migration_of_the_vm_stops_the_retries_before_a_request() {
         let (calls, ask) = script(vec![failed()]);
-        let again = || vec![record("m-2", "d1", MigrationState::Running)];
+        let failed_one = record("m-1", "d1", MigrationState::Failed);
+        let f = failed_one.clone();
+        let again = move || vec![f.clone(), record("m-2", "d1", MigrationState::Running)];
         let note = retry("m-1", "d1", again, ask).await;
-        assert!(note.contains("another migration"), "{note}");
+        assert!(note.contains("toward the same destination"), "{note}");
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    /// The VM migrated elsewhere meanwhile: the old destination is still asked until it
+    /// answers.
+    #[tokio::test(start_paused = true)]
+    async fn a_migration_elsewhere_does_not_stop_the_retries() {
+        let (calls, ask) = script(vec![failed(), Attempt::Gone]);
+        let f = record("m-1", "d1", MigrationState::Failed);
+        let elsewhere = toward(
+            record("m-2", "d1", MigrationState::Running),
+            "http://198.18.0.9:7700",
+        );
+        let records = move || vec![f.clone(), elsewhere.clone()];
+        let note = retry("m-1", "d1", records, ask).await;
+        assert_eq!(
+            note,
+            "removed the destination's incoming VM 'd1' after 10 s"
+        );
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }

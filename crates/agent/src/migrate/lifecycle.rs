@@ -10,11 +10,16 @@
 //!  preparing | running ──reconciled (after a restart)──> any final state
 //!  measuring ──measure cut (after a restart)──> the outcome's final state
 //!  failed | paused (vm_on_destination) ──settled──> completed
+//!  failed | paused (vm_on_destination) ──abandoned (the operator)──> abandoned
 //! ```
 //!
 //! `settled`: a post-copy that ended failed or paused here, whose destination QEMU then said
 //! its incoming side completed and runs the guest (every page arrived): the migration did
 //! complete, and the source's end becomes a note.
+//!
+//! `abandoned`: a split post-copy whose destination QEMU died, given up by the operator
+//! (`abandon.rs`): the guest is lost, `error` says why and what was kept; the earlier error
+//! becomes a note. Final: it holds the VM no more.
 //!
 //! Invariants kept here: once post-copy has started (`switched`) the record says the guest is
 //! on the destination, and nothing later says otherwise; `error` is set only on a migration
@@ -71,6 +76,9 @@ pub enum RecordEvent {
         completed_now: bool,
         transferred_bytes: Option<u64>,
     },
+    /// A split post-copy given up: its destination QEMU died, the guest is lost. `reason`
+    /// becomes the record's error (what died, what was kept).
+    Abandoned { reason: String },
 }
 
 impl RecordEvent {
@@ -84,6 +92,7 @@ impl RecordEvent {
             RecordEvent::Reconciled { .. } => "reconciled",
             RecordEvent::MeasureCut => "measure-cut",
             RecordEvent::Settled { .. } => "settled",
+            RecordEvent::Abandoned { .. } => "abandoned",
         }
     }
 }
@@ -111,9 +120,11 @@ pub fn final_state(s: EndStatus) -> MigrationState {
 /// that did not complete (paused part-way, or failed after the switch): the source QEMU then
 /// holds the rest of the guest's memory and must be neither deleted nor migrated again.
 pub fn holds_vm(r: &MigrationRecord) -> bool {
-    !r.state.is_final()
-        || r.state == MigrationState::Paused
-        || (r.vm_on_destination && r.state != MigrationState::Completed)
+    let released = matches!(
+        r.state,
+        MigrationState::Completed | MigrationState::Abandoned
+    );
+    !r.state.is_final() || r.state == MigrationState::Paused || (r.vm_on_destination && !released)
 }
 
 /// Puts `error` where it belongs: on the record of a migration that did not complete, in the
@@ -249,6 +260,14 @@ pub fn apply(
                 .push(format!("ended {ended} here, then settled: {how}"));
             let error = r.error.take();
             place_error(r, error);
+        }
+        (S::Failed | S::Paused, E::Abandoned { reason }) if r.vm_on_destination => {
+            let ended = format!("{:?}", r.state).to_lowercase();
+            if let Some(before) = r.error.take() {
+                r.notes.push(format!("ended {ended} here with: {before}"));
+            }
+            r.state = S::Abandoned;
+            r.error = Some(reason);
         }
         (_, event) => return Err(refuse(r, &event)),
     }
@@ -540,6 +559,45 @@ mod tests {
         let res = r.result.as_ref().expect("result");
         assert_eq!((res.total_ms, res.transferred_bytes), (60_000, 268_435_456));
         assert_eq!(res.status, EndStatus::Completed);
+    }
+
+    /// A split post-copy given up: final, its VM released, the reason the record's error, the
+    /// error before it a note; a migration whose guest never left cannot be abandoned.
+    #[test]
+    fn a_split_record_can_be_abandoned_and_then_holds_nothing() {
+        let mut r = record();
+        apply(&mut r, started(), 2).expect("started");
+        apply(&mut r, RecordEvent::Switched, 3).expect("switched");
+        let mut ev = ended(EndStatus::Paused, false);
+        if let RecordEvent::Ended { error, .. } = &mut ev {
+            *error = Some("stream stalled".into());
+        }
+        apply(&mut r, ev, 4).expect("ended");
+        let abandon = |why: &str| RecordEvent::Abandoned {
+            reason: why.to_string(),
+        };
+        apply(&mut r, abandon("the destination's QEMU died"), 5).expect("abandoned");
+        assert_eq!(r.state, MigrationState::Abandoned);
+        assert!(r.state.is_final() && !holds_vm(&r));
+        assert_eq!(r.error.as_deref(), Some("the destination's QEMU died"));
+        assert!(r
+            .notes
+            .iter()
+            .any(|n| n == "ended paused here with: stream stalled"));
+        let err = apply(&mut r, abandon("again"), 6).expect_err("once");
+        assert_eq!(
+            (err.state, err.event),
+            (MigrationState::Abandoned, "abandoned")
+        );
+        let mut home = record();
+        apply(&mut home, started(), 2).expect("started");
+        apply(&mut home, ended(EndStatus::Failed, false), 3).expect("ended");
+        let before = home.clone();
+        assert!(
+            apply(&mut home, abandon("x"), 4).is_err(),
+            "the guest never left"
+        );
+        assert_eq!(home, before);
     }
 
     #[test]

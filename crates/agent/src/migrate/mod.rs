@@ -23,7 +23,9 @@
 //! # Record state machine (persisted at every transition)
 //! The record changes only through [`lifecycle::apply`] (diagram there): preparing, running,
 //! measuring, then completed | failed | cancelled | paused, or, after an agent restart,
-//! whatever `recover` establishes from QEMU (interrupted when it cannot).
+//! whatever `recover` establishes from QEMU (interrupted when it cannot); a split post-copy
+//! (failed or paused after the switch) ends `completed` when settled, or `abandoned` when the
+//! operator gives it up after its destination QEMU died (`abandon.rs`).
 //! `preparing` fails on peer errors: the destination URL has no host, or the destination agent
 //! cannot be reached or refuses the incoming VM. Planning itself cannot fail: `auto` falls back
 //! to post-copy when the VM cannot be profiled.
@@ -37,7 +39,10 @@
 //! A post-copy the run left `paused` (a cut link) is resumed by this agent once the destination
 //! answers again, within the request's `resume_window_s` (`resume.rs`, decisions in
 //! `drover_core::migration::resume`): the record stays `paused` until the settle makes it
-//! `completed`; a link that does not return leaves it `paused`, both QEMUs kept.
+//! `completed`; a link that does not return leaves it `paused`, both QEMUs kept. One whose
+//! destination QEMU died is lost in memory terms: the operator gives it up with
+//! `POST /v1/migrations/{id}/abandon` (`abandon.rs`), which stops the source's QEMU, keeps
+//! every disk file and records it `abandoned`.
 //!
 //! A VM with a disk migrates by storage pre-copy (the request's `storage: precopy`, the
 //! default; `drover_qemu::storage`) with memory pre-copy only (`auto` picks it; post-copy and
@@ -67,6 +72,7 @@
 //! error over a blipping link) is tolerated: only a row of them over seconds, or its QEMU gone,
 //! marks the destination failed (`drover_core::migration::dest`).
 
+pub mod abandon;
 mod abort_retry;
 pub mod lifecycle;
 mod recover;
@@ -133,6 +139,10 @@ pub enum MigrateError {
     /// the destination, or that this agent is resuming already.
     #[error("migration '{id}' cannot be resumed: {why}")]
     NotResumable { id: String, why: String },
+    /// An abandon asked of a migration that is no split post-copy whose destination QEMU is
+    /// known to be gone (`abandon.rs`).
+    #[error("migration '{id}' cannot be abandoned: {why}")]
+    NotAbandonable { id: String, why: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -203,13 +203,14 @@ pub async fn recover(state: Arc<AgentState>, r: MigrationRecord) {
                     .get(&id)
                     .map_or(true, |now| now.vm_on_destination) =>
             {
+                let kept = super::abandon::kept_words(&state, &r).await;
                 finish(
                     s,
                     true,
                     Some(format!(
                         "agent restarted after the post-copy switch and QEMU ended the migration \
-                         {s:?} here: the guest is on the destination, both QEMUs kept; \
-                         DELETE /v1/vms/{} settles it once the destination owns the guest",
+                         {s:?} here: {kept}; DELETE /v1/vms/{} settles it once the destination \
+                         owns the guest",
                         r.vm
                     )),
                     "re-evaluated after agent restart".into(),

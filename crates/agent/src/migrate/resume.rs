@@ -13,7 +13,14 @@
 //! back later) with `POST /v1/migrations/{id}/resume` ([`resume_on_request`]), which also
 //! resumes a stalled storage post-copy's stream (`storage_pc`). One loop runs per migration
 //! at a time (`Migrations::begin_resume`). A storage post-copy's settle streams the disk
-//! first (`storage_pc::stream_before_settle`).
+//! first (`storage_pc::stream_before_settle`). A resumed stream that stalls again (a link
+//! just back often carries a little, then stalls once more) is resumed again by the agent
+//! itself, [`STREAM_RESUME_ATTEMPTS`] times in all with a doubling wait
+//! ([`stream_with_retries`]), each attempt a note, before the record says it stays paused. A
+//! storage post-copy whose step failed after the switchover (`Held`) is refused with what the
+//! operator can do (`storage_pc::resume_refusal`). The notes of one left paused say which
+//! QEMUs are kept: a destination QEMU that died leaves the guest lost, to be given up with
+//! `POST /v1/migrations/{id}/abandon` (`abandon.rs`).
 
 use super::settle::settle;
 use super::MigrateError;
@@ -27,6 +34,16 @@ use drover_core::migration::{
 use drover_qemu::qmp::{Qmp, QmpExt};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How many times in all a resumed storage post-copy stream that stalls again is resumed
+/// before the migration is reported paused again.
+pub const STREAM_RESUME_ATTEMPTS: u32 = 3;
+
+/// The wait before the second stream resume; doubled before each later one.
+pub const STREAM_RESUME_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Least time between two asks whether a silent destination's QEMU died, ms.
+const GONE_CHECK_EVERY_MS: u64 = 5_000;
 
 /// How often both sides are looked at.
 pub const LOOK_EVERY: Duration = Duration::from_secs(1);
@@ -73,6 +90,7 @@ pub(super) async fn resume_paused(state: &AgentState, run: &PausedRun<'_>, param
     // this bounds the loop whatever else QEMU does (a recovery handshake stuck in a state
     // migrate-pause refuses flips between resumed and waiting, and is stopped when waiting).
     let hard_stop = params.window_ms.saturating_mul(2).max(60_000);
+    let mut gone_checked = 0;
     loop {
         tokio::time::sleep(LOOK_EVERY).await;
         let now = clock.now_ms();
@@ -80,6 +98,27 @@ pub(super) async fn resume_paused(state: &AgentState, run: &PausedRun<'_>, param
             bounded(run.source.query_migrate(now)),
             look_at_dest(run.dest, &remote, now)
         );
+        if dest == DestAnswer::Silent && now.saturating_sub(gone_checked) >= GONE_CHECK_EVERY_MS {
+            // Its agent answers but its QEMU does not: a dead QEMU is no pause to wait out
+            // (asked now and then: a QEMU held by a missing page is silent for a while too).
+            gone_checked = now;
+            let r = state.migrations.get(run.id);
+            if let Ok(r) = r {
+                let seen = tokio::time::timeout(
+                    LOOK_TIMEOUT,
+                    super::abandon::look_at_destination(state, &r),
+                )
+                .await
+                .unwrap_or_else(|_| super::abandon::DestQemu::Unknown("no answer".into()));
+                if let super::abandon::DestQemu::Gone(_) = seen {
+                    let kept = super::abandon::kept_words_for(run.id, &seen);
+                    state
+                        .migrations
+                        .note(run.id, format!("not resumed: {kept}"));
+                    return;
+                }
+            }
+        }
         let look = ResumeLook {
             now_ms: now,
             source,
@@ -109,7 +148,8 @@ pub(super) async fn resume_paused(state: &AgentState, run: &PausedRun<'_>, param
                     m.attempts()
                 ),
                 ResumeEnd::NotResumable(why) | ResumeEnd::LeftPaused(why) => {
-                    format!("not resumed after {secs} s: {why}")
+                    let kept = super::abandon::kept_words_of(state, run.id).await;
+                    format!("not resumed after {secs} s: {why}; {kept}")
                 }
             };
             state.migrations.note(run.id, line);
@@ -117,10 +157,11 @@ pub(super) async fn resume_paused(state: &AgentState, run: &PausedRun<'_>, param
         }
         let resumed = matches!(m.state(), ResumeState::Resumed { .. });
         if now.saturating_sub(started) > hard_stop && !resumed {
+            let kept = super::abandon::kept_words_of(state, run.id).await;
             state.migrations.note(
                 run.id,
                 format!(
-                    "resuming stopped after {} s ({:?}); left paused, both QEMUs kept",
+                    "resuming stopped after {} s ({:?}); left paused, {kept}",
                     hard_stop / 1000,
                     m.state()
                 ),
@@ -128,6 +169,44 @@ pub(super) async fn resume_paused(state: &AgentState, run: &PausedRun<'_>, param
             return;
         }
     }
+}
+
+/// Runs `attempt` (one resume of a stalled storage post-copy stream) until `stalled` says its
+/// run did not stall again, at most [`STREAM_RESUME_ATTEMPTS`] times, waiting
+/// [`STREAM_RESUME_BACKOFF`] (doubled each time) in between; `note` gets one line per attempt
+/// that stalled. Returns the last run, or None when `attempt` had nothing to resume.
+pub(super) async fn stream_with_retries<R, F, Fut>(
+    mut attempt: F,
+    stalled: impl Fn(&R) -> Option<String>,
+    note: impl Fn(String),
+) -> Option<R>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<R>>,
+{
+    let max = STREAM_RESUME_ATTEMPTS;
+    let mut wait = STREAM_RESUME_BACKOFF;
+    for n in 1..=max {
+        let run = attempt().await?;
+        let Some(why) = stalled(&run) else {
+            return Some(run);
+        };
+        if n == max {
+            note(format!(
+                "storage post-copy stream resume {n} of {max} stalled again ({why}); no more \
+                 attempts: left paused"
+            ));
+            return Some(run);
+        }
+        note(format!(
+            "storage post-copy stream resume {n} of {max} stalled again ({why}); resuming it \
+             again in {} s",
+            wait.as_secs()
+        ));
+        tokio::time::sleep(wait).await;
+        wait = wait.saturating_mul(2);
+    }
+    None
 }
 
 /// Ends this agent's resume of a migration when the loop returns.
@@ -185,6 +264,7 @@ pub(crate) fn not_resumable(r: &MigrationRecord) -> Option<String> {
         S::Failed => "it failed",
         S::Cancelled => "it was cancelled",
         S::Interrupted => "it was interrupted (the agent restarted during it)",
+        S::Abandoned => "it was abandoned (its destination QEMU died)",
     };
     Some(format!(
         "{what}; only a post-copy left paused with the guest on the destination can be"
@@ -197,8 +277,9 @@ pub(crate) fn not_resumable(r: &MigrationRecord) -> Option<String> {
 ///
 /// # Errors
 /// [`MigrateError::NotFound`]; [`MigrateError::NotResumable`] (409) when it is not such a
-/// post-copy, has no recovery URI, its source QEMU is gone, or this agent resumes it already.
-pub fn resume_on_request(
+/// post-copy, has no recovery URI, its source QEMU is gone, its destination's QEMU is gone
+/// (the guest is lost: `abandon.rs`), or this agent resumes it already.
+pub async fn resume_on_request(
     state: &Arc<AgentState>,
     id: &str,
 ) -> Result<MigrationRecord, MigrateError> {
@@ -209,6 +290,13 @@ pub fn resume_on_request(
     };
     if let Some(why) = not_resumable(&r) {
         return Err(refuse(why));
+    }
+    if let Some(why) = super::storage_pc::resume_refusal(state, id) {
+        return Err(refuse(why));
+    }
+    let dest = super::abandon::look_at_destination(state, &r).await;
+    if let super::abandon::DestQemu::Gone(_) = dest {
+        return Err(refuse(super::abandon::kept_words_for(id, &dest)));
     }
     if super::storage_pc::resumable(state, id) {
         // A stalled storage post-copy: its memory is whole on the destination, its stream
@@ -332,7 +420,9 @@ async fn settle_when_whole(state: &AgentState, id: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::not_resumable;
+    use super::{
+        not_resumable, stream_with_retries, STREAM_RESUME_ATTEMPTS, STREAM_RESUME_BACKOFF,
+    };
     use drover_api::MigrationState as S;
 
     /// A resume refused says what became of the migration, in plain words.
@@ -350,5 +440,85 @@ mod tests {
         assert!(why(S::Cancelled, false).starts_with("it was cancelled; "));
         assert!(why(S::Paused, false).starts_with("it is paused with its guest on the source"));
         assert_eq!(why(S::Paused, true), "");
+        assert!(why(S::Abandoned, true).starts_with("it was abandoned"));
+    }
+
+    type Notes = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+    type Calls = std::sync::Arc<std::sync::atomic::AtomicUsize>;
+
+    /// A script of runs: `Some(true)` stalled again, `Some(false)` went on, None nothing kept.
+    fn scripted(
+        runs: Vec<Option<bool>>,
+    ) -> (
+        Notes,
+        Calls,
+        impl FnMut() -> std::future::Ready<Option<bool>>,
+    ) {
+        let notes = Notes::default();
+        let calls = Calls::default();
+        let counted = calls.clone();
+        let attempt = move || {
+            let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(runs.get(n).copied().flatten())
+        };
+        (notes, calls, attempt)
+    }
+
+    fn stalled(run: &bool) -> Option<String> {
+        run.then(|| "no progress for 12 s".to_string())
+    }
+
+    /// The reviewer's WAN cut: the first resume moves a little and stalls, the second
+    /// completes. The agent does the second itself, after the backoff, noting the first.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_stalls_again_after_a_resume_is_resumed_again() {
+        let (notes, calls, attempt) = scripted(vec![Some(true), Some(false)]);
+        let t0 = tokio::time::Instant::now();
+        let n = notes.clone();
+        let note = move |l: String| crate::lock(&n).push(l);
+        let run = stream_with_retries(attempt, stalled, note).await;
+        assert_eq!(run, Some(false));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(t0.elapsed(), STREAM_RESUME_BACKOFF);
+        assert_eq!(
+            *crate::lock(&notes),
+            vec![
+                "storage post-copy stream resume 1 of 3 stalled again (no progress for 12 s); \
+                 resuming it again in 2 s"
+                    .to_string()
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stream_resumes_are_bounded_and_back_off() {
+        let (notes, calls, attempt) = scripted(vec![Some(true); 10]);
+        let t0 = tokio::time::Instant::now();
+        let n = notes.clone();
+        let note = move |l: String| crate::lock(&n).push(l);
+        assert_eq!(
+            stream_with_retries(attempt, stalled, note).await,
+            Some(true)
+        );
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst) as u32,
+            STREAM_RESUME_ATTEMPTS
+        );
+        // 2 s, then 4 s.
+        assert_eq!(t0.elapsed(), STREAM_RESUME_BACKOFF * 3);
+        let lines = crate::lock(&notes).clone();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[1].ends_with("again in 4 s"), "{lines:?}");
+        assert!(
+            lines[2].ends_with("no more attempts: left paused"),
+            "{lines:?}"
+        );
+        // Nothing kept to resume: nothing done, no note.
+        let (notes, calls, attempt) = scripted(vec![None]);
+        let n = notes.clone();
+        let note = move |l: String| crate::lock(&n).push(l);
+        assert_eq!(stream_with_retries(attempt, stalled, note).await, None);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(crate::lock(&notes).is_empty());
     }
 }

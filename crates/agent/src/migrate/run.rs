@@ -214,12 +214,12 @@ async fn drive(
         if let Some(s) = session.take() {
             state.migrations.postcopy.keep(id, s);
         }
+        let kept = super::abandon::kept_words_of(state, id).await;
         state.migrations.note(
             id,
             format!(
-                "storage post-copy did not complete: both QEMUs and the source's disk are kept \
-                 (the guest is on the destination, blocks it lacks here); a stalled stream \
-                 resumes with POST /v1/migrations/{id}/resume"
+                "storage post-copy did not complete: {kept}; the source's disk holds blocks the \
+                 destination lacks; a stalled stream resumes with POST /v1/migrations/{id}/resume"
             ),
         );
         status = EndStatus::Paused;
@@ -230,10 +230,10 @@ async fn drive(
         hand_over(state, id, &dest, vm).await;
     } else if moved {
         // Post-copy stopped part-way: the source still holds part of the guest's memory.
-        state.migrations.note(
-            id,
-            "post-copy did not complete: both QEMUs are kept (the guest is on the destination, the rest of its memory here)".into(),
-        );
+        let kept = super::abandon::kept_words_of(state, id).await;
+        state
+            .migrations
+            .note(id, format!("post-copy did not complete: {kept}"));
     } else {
         abort_destination(state, id, &dest, vm, source.as_ref()).await;
     }

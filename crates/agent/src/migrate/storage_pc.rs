@@ -81,6 +81,12 @@ impl Sessions {
         }
     }
 
+    /// Drops migration `id`'s session, whatever it was (an abandoned migration: its QEMUs are
+    /// gone, nothing is left to resume).
+    pub(super) fn forget(&self, id: &str) {
+        lock(&self.map).remove(id);
+    }
+
     fn is_streamed(&self, id: &str) -> bool {
         matches!(lock(&self.map).get(id), Some(Slot::Streamed))
     }
@@ -358,14 +364,27 @@ pub(super) async fn resume_stream(state: &AgentState, r: &MigrationRecord) {
         }
     };
     let dest = AgentClient::new(r.request.to.clone(), &state.token);
-    let Some(run) = resume_session(state, &r.id, source.as_ref(), &dest, &r.vm).await else {
+    // A stream that stalls again right after its link came back is resumed again here, a
+    // bounded number of times (`resume::stream_with_retries`), before it is reported paused.
+    let attempt = || resume_session(state, &r.id, source.as_ref(), &dest, &r.vm);
+    let stalled = |run: &PostcopyRun| {
+        (run.outcome == PostcopyOutcome::Stalled).then(|| {
+            run.storage
+                .error
+                .clone()
+                .unwrap_or_else(|| "stalled".into())
+        })
+    };
+    let note = |line: String| state.migrations.note(&r.id, line);
+    let Some(run) = super::resume::stream_with_retries(attempt, stalled, note).await else {
         return;
     };
     if run.outcome != PostcopyOutcome::Completed {
+        let kept = super::abandon::kept_words(state, r).await;
         state.migrations.note(
             &r.id,
             format!(
-                "storage post-copy resumed but not completed ({:?}): both QEMUs kept",
+                "storage post-copy resumed but not completed ({:?}): {kept}",
                 run.outcome
             ),
         );
@@ -378,6 +397,40 @@ pub(super) async fn resume_stream(state: &AgentState, r: &MigrationRecord) {
             format!("the stream completed but the settle waits: {e}"),
         ),
     }
+}
+
+/// Why migration `id`'s kept storage post-copy cannot be resumed, if so (pure but for the
+/// look at the sessions): its session is being resumed right now, or a step failed after the
+/// switchover (`Held`), which no resume undoes. Says what the operator can do.
+pub fn resume_refusal(state: &AgentState, id: &str) -> Option<String> {
+    match lock(&state.migrations.postcopy.map).get(id) {
+        Some(Slot::Busy) => Some("its storage post-copy stream is being resumed right now".into()),
+        Some(Slot::Held(s)) => match s.phase() {
+            PostcopyPhase::Failed {
+                step,
+                message,
+                from,
+            } if from.past_switchover() => Some(held_words(
+                id,
+                Some(&format!("step '{}': {message}", step.name())),
+            )),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The refusal of a `Held` storage post-copy (pure, for tests): `failed` is the session's error.
+pub fn held_words(id: &str, failed: Option<&str>) -> String {
+    format!(
+        "its storage post-copy failed after the switchover ({}) and a failed step is never \
+         retried: the guest runs on the destination on its overlay, reading the blocks it lacks \
+         from the source's export, so both QEMUs and the source's disk are kept. Keep both \
+         running while the guest is needed (it works, with its reads from the source); if the \
+         destination's QEMU died, give the migration up with POST /v1/migrations/{id}/abandon \
+         (the source's disk file is kept)",
+        failed.unwrap_or("no error recorded")
+    )
 }
 
 #[cfg(test)]
@@ -499,6 +552,20 @@ mod tests {
         assert!(dest.dismiss_job(disk.mirror_job()).await.is_err());
         assert!(dest.export_disk(&disk).await.is_err());
         assert!(dest.nbd_server_stop().await.is_err());
+    }
+
+    /// A `Held` storage post-copy is refused with what failed and what the operator can do.
+    #[test]
+    fn a_held_stream_is_refused_with_what_to_do() {
+        let w = held_words("m1", Some("step 'block-stream': refused"));
+        assert!(
+            w.starts_with(
+                "its storage post-copy failed after the switchover (step 'block-stream': \
+                 refused) and a failed step is never retried"
+            ) && w.contains("both QEMUs and the source's disk are kept")
+                && w.contains("POST /v1/migrations/m1/abandon"),
+            "{w}"
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //!                 └──abort──> (deleted)
 //! any ──QEMU found dead──> Lost (reported, never restarted)
 //! Running ──its migration's post-copy starts──> Moved (held until that migration ends)
+//! Moved ──its migration abandoned (`release`)──> Lost (QEMU stopped, disk kept: the operator's)
+//! Incoming, QEMU dead after the switch ──abort──> (forgotten; its disk file kept)
 //! ```
 //!
 //! A running VM's workload may be changed in place ([`workload`]): the new spec is recorded,
@@ -48,6 +50,7 @@ mod nic;
 pub mod oom;
 mod process;
 mod profile;
+mod release;
 pub mod tap;
 mod view;
 
@@ -705,14 +708,15 @@ impl Vms {
 
     /// Stops a VM and forgets it, if `kind` may (see [`guard::may_remove`]: an incoming VM is
     /// never deleted, only aborted before its migration switched; a source whose guest left
-    /// part-way is held).
-    pub async fn remove(&self, name: &str, kind: Removal) -> Result<(), VmsError> {
+    /// part-way is held). Returns the disk file the agent created and kept rather than deleted:
+    /// an aborted incoming VM whose QEMU died after its guest arrived ([`release::keeps_disk`]).
+    pub async fn remove(&self, name: &str, kind: Removal) -> Result<Option<String>, VmsError> {
         let seen = match kind {
             Removal::Force => None,
             Removal::Delete => self.look(name).await?,
             Removal::AbortIncoming => self.look_incoming(name).await?,
         };
-        let (record, qmp) = {
+        let (record, qmp, keep_disk) = {
             let mut map = lock(&self.map);
             let e = map
                 .get_mut(name)
@@ -726,7 +730,9 @@ impl Vms {
             guard::may_remove(kind, name, held, &seen)?;
             // From here its QEMU's end is ours, not news for the liveness check.
             e.stopping = true;
-            (e.record.clone(), e.qmp.clone())
+            let keep = kind == Removal::AbortIncoming
+                && release::keeps_disk(seen.is_none(), e.guest_arrived);
+            (e.record.clone(), e.qmp.clone(), keep)
         };
         if let Some(q) = qmp {
             // A clean quit first; the pid check below catches a QEMU that ignores it.
@@ -742,14 +748,20 @@ impl Vms {
         }
         lock(&self.map).remove(name);
         let _ = std::fs::remove_dir_all(&record.run_dir);
-        // The agent owns the disks it created; an operator's disk stays.
+        // The agent owns the disks it created; an operator's disk stays, and so does one that
+        // may hold what only a guest lost since wrote.
+        let mut kept = None;
         if let (true, Some(d)) = (record.config.creates_disk(), &record.config.disk) {
-            disk::remove(&self.store.disk_dir(), d);
+            if keep_disk {
+                kept = Some(d.clone());
+            } else {
+                disk::remove(&self.store.disk_dir(), d);
+            }
         }
         if let Some(t) = record.config.nic.as_ref().and_then(|n| n.tap()) {
             tap::remove(&t).await;
         }
-        Ok(())
+        Ok(kept)
     }
 
     /// Kills every VM's QEMU (tests and shutdown-with-cleanup only).

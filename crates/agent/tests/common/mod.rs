@@ -8,7 +8,7 @@
 
 use drover_agent::model::{VmRecord, VmRole};
 use drover_agent::{procfs, start, AgentConfig, RunningAgent};
-use drover_api::{unix_ms, AgentClient, AgentUrl, VmConfig};
+use drover_api::{unix_ms, AgentClient, AgentUrl, MigrationRecord, VmConfig};
 use drover_qemu::image::GuestImage;
 use drover_qemu::launcher::Accel;
 use serde_json::Value;
@@ -133,5 +133,24 @@ pub fn ghost(config: VmConfig, role: VmRole, run_dir: PathBuf) -> VmRecord {
         run_dir,
         created_unix_ms: unix_ms(),
         arrived_by: None,
+    }
+}
+
+/// Polls `a`'s view of migration `id` every 100 ms until `done` says so; panics with the last
+/// record after `timeout`.
+pub async fn wait_for(
+    a: &AgentClient,
+    id: &str,
+    timeout: std::time::Duration,
+    done: impl Fn(&MigrationRecord) -> bool,
+) -> MigrationRecord {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let m = a.migration(id).await.expect("migration");
+        if done(&m) {
+            return m;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {m:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

@@ -110,11 +110,14 @@ pub fn migration_obs(r: &MigrationRecord) -> MigrationObs {
         MigrationState::Cancelled => MigrationPhase::Cancelled,
         MigrationState::Paused => MigrationPhase::Paused,
         MigrationState::Interrupted => MigrationPhase::Interrupted,
+        // Given up after the destination's QEMU died: the move failed, the guest is lost.
+        MigrationState::Abandoned => MigrationPhase::Failed,
     };
     MigrationObs {
         id: r.id.clone(),
         phase,
-        vm_on_destination: r.vm_on_destination,
+        // An abandoned migration's guest is lost, on neither host.
+        vm_on_destination: r.vm_on_destination && r.state != MigrationState::Abandoned,
         error: r.error.clone(),
         transferred_bytes: r
             .result
