@@ -559,7 +559,10 @@ mod tests {
         assert_eq!(list[0].image.and_then(|i| i.actual_size), Some(1_048_576));
         assert_eq!(list[1].image, None);
         let wire = serde_json::to_value(QmpReply { ret: reply.clone() }).expect("json");
-        assert!(wire.to_string().contains("\"actual-size\":1048576"), "{wire}");
+        assert!(
+            wire.to_string().contains("\"actual-size\":1048576"),
+            "{wire}"
+        );
         assert!(!wire.to_string().contains("filename"), "{wire}");
         let back: QmpReply = serde_json::from_value(wire).expect("reads back");
         assert_eq!(back.ret, reply);

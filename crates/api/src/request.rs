@@ -20,8 +20,8 @@ use crate::body::{path_text, typed, Located, Node, ReadError, Refusal, Step};
 use crate::migration::{IncomingRequest, MigrationRequest};
 use crate::names::{MIGRATION_ID_SHAPE, VM_NAME_SHAPE, WORKLOAD_SHAPE};
 use crate::qmp::{
-    BlockExportAdd, BlockStream, FlatArgs, ForwardedQmp, JobDevice, JobId, NbdServerStart, SetCapabilities,
-    UriArgs, ALLOWED, MAX_CAPABILITIES,
+    BlockExportAdd, BlockStream, FlatArgs, ForwardedQmp, JobDevice, JobId, NbdServerStart,
+    SetCapabilities, UriArgs, ALLOWED, MAX_CAPABILITIES,
 };
 use crate::vm::{VmConfig, VmConfigError};
 use crate::wan::WanPlanRequest;

@@ -198,7 +198,10 @@ mod tests {
         assert_eq!(fraction(&[]), Ok(None));
         assert_eq!(fraction(&["--storage-fraction", "0.25"]), Ok(Some(0.25)));
         let err = fraction(&["--storage-fraction", "1.5"]).expect_err("1.5");
-        assert!(err.contains("expected a fraction of the disk from 0 to 1"), "{err}");
+        assert!(
+            err.contains("expected a fraction of the disk from 0 to 1"),
+            "{err}"
+        );
         for bad in ["post-copy", "auto", ""] {
             let err = mode(&["--storage", bad]).expect_err(bad);
             assert!(

@@ -16,7 +16,6 @@ mod common;
 use common::lab::{ops_per_s, serial, wait_until, Lab};
 use drover_testkit::{processes_mentioning, require, Need, IP, QEMU, QEMU_IMG, TC};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 /// 16 MiB of 4 KiB blocks swept in order, 200 writes and reads a second, on a 64 MiB disk,
@@ -62,22 +61,11 @@ fn a_vm_with_a_local_disk_migrates_by_the_storage_hybrid() {
 
 /// The VM's disk file on `host` (the agent's storage directory).
 fn disk_on(lab: &Lab, host: &str) -> PathBuf {
-    PathBuf::from(lab.host(host)["state_dir"].as_str().expect("dir"))
-        .join("disks")
-        .join("hvm.qcow2")
+    lab.disk_of(host, "hvm")
 }
 
-/// hvm's image on `host` has `bytes` of virtual size and no backing (`qemu-img info`; `-U`:
-/// its QEMU holds it open).
 fn assert_standalone(lab: &Lab, host: &str, bytes: u64) {
-    let info = Command::new("qemu-img")
-        .args(["info", "-U", "--output=json"])
-        .arg(disk_on(lab, host))
-        .output()
-        .expect("qemu-img info");
-    let info: serde_json::Value = serde_json::from_slice(&info.stdout).expect("info json");
-    assert_eq!(info["virtual-size"], bytes, "{info:#}");
-    assert!(info.get("backing-filename").is_none(), "{info:#}");
+    lab.assert_standalone_disk(host, "hvm", bytes);
 }
 
 /// The figure after `label` in a note (`... pushed ahead 123 bytes ...`).
@@ -131,7 +119,10 @@ fn move_and_check(lab: &Lab, from: &str, to: &str, technique: &str, fraction: Op
     );
     assert!(!figures.contains("failed"), "{figures}");
     if fraction.is_some() {
-        assert!(chosen.contains("the request's storage_fraction 0.25"), "{chosen}");
+        assert!(
+            chosen.contains("the request's storage_fraction 0.25"),
+            "{chosen}"
+        );
         // A quarter of the disk, in whole clusters: pushed at least once.
         assert_eq!(figure(&figures, "hot set "), 16 << 20, "{figures}");
         assert!(figure(&figures, "pushed ahead ") >= 16 << 20, "{figures}");

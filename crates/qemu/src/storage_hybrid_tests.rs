@@ -334,8 +334,14 @@ async fn leftovers_of_an_earlier_hybrid_are_swept() {
             _ => json!([]),
         })
     });
-    assert!(clear_leftovers(&clean, &disk).await.expect("clean").is_empty());
-    assert!(clean.command_names().iter().all(|c| c.starts_with("query-")));
+    assert!(clear_leftovers(&clean, &disk)
+        .await
+        .expect("clean")
+        .is_empty());
+    assert!(clean
+        .command_names()
+        .iter()
+        .all(|c| c.starts_with("query-")));
     // A leftover QEMU will not remove: the error says what and to try again.
     let stuck = ScriptedQmp::new(|cmd, _| match cmd {
         "query-named-block-nodes" => Ok(json!([{"node-name": "drover-disk0-nbd"}])),

@@ -378,7 +378,8 @@ async fn incoming(
         recover_uri: MigrationUri::tcp(ip, recover_port),
         // A post-copy destination serves no NBD target: it reads the source's. A hybrid's
         // does both: reads the source's, and takes the push into its overlay.
-        nbd: (config.disk.is_some() && req.storage != drover_core::migration::StorageMode::Postcopy)
+        nbd: (config.disk.is_some()
+            && req.storage != drover_core::migration::StorageMode::Postcopy)
             .then(|| std::net::SocketAddr::new(ip, nbd_port)),
     };
     let role = VmRole::Incoming {

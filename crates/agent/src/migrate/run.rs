@@ -9,6 +9,7 @@ use crate::AgentState;
 use drover_api::{
     AgentClient, IncomingReply, IncomingRequest, MigrationRecord, MigrationRequest, MigrationState,
 };
+use drover_core::migration::HotSet;
 use drover_core::migration::{
     paused_by_migration, CostParams, EndStatus, MigrationPlan, MigrationStatus, OpsSample,
     PlanKnobs, Technique, VmProfile,
@@ -19,7 +20,6 @@ use drover_qemu::driver::{self, DriverConfig, Endpoints, MigrationRun};
 use drover_qemu::metrics::Clock;
 use drover_qemu::qmp::{Qmp, QmpClient, QmpExt};
 use drover_qemu::storage::{migrate_with_storage, DiskTarget, StorageConfig, StorageRun};
-use drover_core::migration::HotSet;
 use drover_qemu::storage_hybrid::HybridSession;
 use drover_qemu::storage_postcopy::{PostcopyRun, PostcopySession};
 use std::sync::Arc;

@@ -25,7 +25,7 @@
 //! stalled pull. The record's `storage` figures: hot set, bytes pushed ahead, rounds, the
 //! freeze's bytes and time, bytes pulled after ([`note`]).
 
-use super::storage_pc::{errors_text, own_address_toward, postcopy_config};
+use super::storage_pc::{errors_text, failed, ms, own_address_toward, postcopy_config};
 use crate::AgentState;
 use drover_api::AgentUrl;
 use drover_core::migration::wan::{choose_fractions, FractionParams, WanLink, WanProfile};
@@ -228,7 +228,6 @@ pub(super) fn scratch_dir(state: &AgentState, vm: &str) -> Result<PathBuf, Strin
 
 /// The hybrid's figures for the record's notes (pure, for tests).
 pub fn note(s: &StorageRecord) -> String {
-    let ms = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| format!("{v} ms"));
     let pulled = s
         .pulled_bytes
         .map_or_else(|| "-".to_string(), |b| format!("{b} bytes"));
@@ -245,9 +244,7 @@ pub fn note(s: &StorageRecord) -> String {
         s.disk_bytes,
         ms(s.stream_ms),
         s.stream_stalls,
-        s.error
-            .as_ref()
-            .map_or_else(String::new, |e| format!("; failed: {e}")),
+        failed(s),
     )
 }
 

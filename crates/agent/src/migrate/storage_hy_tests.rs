@@ -81,9 +81,15 @@ fn the_model_assumes_the_cap_else_the_slower_link() {
         bandwidth_bps: Some(5_000_000),
         ..PlanKnobs::default()
     };
-    assert_eq!(link_of(&capped, Some(1_000_000), rtt).link.bandwidth_bps, 5e6);
+    assert_eq!(
+        link_of(&capped, Some(1_000_000), rtt).link.bandwidth_bps,
+        5e6
+    );
     let d = PlanKnobs::default();
-    assert_eq!(link_of(&d, Some(12_500_000), rtt).link.bandwidth_bps, 12.5e6);
+    assert_eq!(
+        link_of(&d, Some(12_500_000), rtt).link.bandwidth_bps,
+        12.5e6
+    );
     assert_eq!(
         link_of(&d, None, rtt).link.bandwidth_bps,
         d.assumed_link_bps as f64
@@ -195,7 +201,10 @@ async fn a_hybrid_destination_takes_exactly_what_the_session_sends() {
     dest.cont().await.expect("cont");
     // Another address, another node's export, the mirror's job: refused.
     let elsewhere = NbdAddr::new("198.18.0.9:10809".parse().expect("addr")).expect("nbd");
-    let err = dest.nbd_server_start(&elsewhere).await.expect_err("foreign");
+    let err = dest
+        .nbd_server_start(&elsewhere)
+        .await
+        .expect_err("foreign");
     assert!(
         err.to_string().contains(
             "arguments.addr '198.18.0.9:10809' is not valid: expected the NBD address \

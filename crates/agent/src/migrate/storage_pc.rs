@@ -32,9 +32,9 @@ use drover_core::migration::{
 };
 use drover_qemu::disk::{DiskNodes, NbdAddr};
 use drover_qemu::driver::Endpoints;
+use drover_qemu::metrics::Clock;
 use drover_qemu::qmp::Qmp;
 use drover_qemu::storage::DiskTarget;
-use drover_qemu::metrics::Clock;
 use drover_qemu::storage_hybrid::HybridSession;
 use drover_qemu::storage_postcopy::{PostcopyConfig, PostcopyRun, PostcopySession};
 use std::collections::HashMap;
@@ -257,9 +257,20 @@ pub fn decide(outcome: PostcopyOutcome) -> Decision {
     }
 }
 
+/// A duration for the notes: `12 ms`, or `-` when not measured.
+pub(super) fn ms(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v} ms"))
+}
+
+/// A storage record's failure for the notes: `; failed: WHY`, or nothing.
+pub(super) fn failed(s: &StorageRecord) -> String {
+    s.error
+        .as_ref()
+        .map_or_else(String::new, |e| format!("; failed: {e}"))
+}
+
 /// The storage post-copy's figures for the record's notes (pure, for tests).
 pub fn note(s: &StorageRecord) -> String {
-    let ms = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| format!("{v} ms"));
     format!(
         "storage post-copy: the stream processed {} of {} bytes (the whole disk once, what the \
          guest read or wrote meanwhile included); stream {}, {} stall(s){}",
@@ -267,9 +278,7 @@ pub fn note(s: &StorageRecord) -> String {
         s.disk_bytes,
         ms(s.stream_ms),
         s.stream_stalls,
-        s.error
-            .as_ref()
-            .map_or_else(String::new, |e| format!("; failed: {e}")),
+        failed(s),
     )
 }
 

@@ -144,7 +144,9 @@ pub fn check_storage_command(
         }
         ForwardedQmp::BlockJobResume(a) if streams => stream_job("arguments.device", &a.device),
         ForwardedQmp::JobDismiss(a) if streams => stream_job("arguments.id", &a.id),
-        ForwardedQmp::QueryBlockJobs | ForwardedQmp::Cont | ForwardedQmp::QueryNamedBlockNodes(_)
+        ForwardedQmp::QueryBlockJobs
+        | ForwardedQmp::Cont
+        | ForwardedQmp::QueryNamedBlockNodes(_)
             if streams =>
         {
             Ok(())
