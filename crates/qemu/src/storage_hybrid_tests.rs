@@ -315,8 +315,9 @@ async fn leftovers_of_an_earlier_hybrid_are_swept() {
         ]
     );
     let changes: Vec<_> = source
-        .command_names()
+        .calls()
         .into_iter()
+        .map(|c| c.command)
         .filter(|c| !c.starts_with("query-"))
         .collect();
     assert_eq!(

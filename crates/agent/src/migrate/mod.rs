@@ -116,7 +116,7 @@ pub enum MigrateError {
     #[error(
         "VM '{vm}' has disk '{disk}': storage precopy moves a disk only with technique precopy \
          (or auto, which picks it); technique {technique} is refused (with storage postcopy \
-         any technique moves it)"
+         any technique moves it, as with storage hybrid)"
     )]
     DiskNeedsPrecopy {
         vm: String,

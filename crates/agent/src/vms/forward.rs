@@ -57,8 +57,9 @@ impl IncomingDisk {
 }
 
 /// Checks a forwarded storage command for incoming VM `name`, whose disk arrives as `disk`:
-/// `nbd-server-start` on exactly the address this agent made (a pre-copy's or a hybrid's), `block-export-add` of exactly
-/// Drover's export of disk 0's format node (the parser has checked it is nbd and writable),
+/// `nbd-server-start` on exactly the address this agent made (a pre-copy's or a hybrid's),
+/// `block-export-add` of exactly Drover's export of disk 0's format node (the parser has
+/// checked it is nbd and writable),
 /// `block-stream` of exactly disk 0's format node under its stream's id (the parser has
 /// checked `on-error: stop` and `auto-dismiss` off), `block-job-resume`/`job-dismiss` of that
 /// stream only, `query-named-block-nodes` (flat: the parser has checked) of an overlay; each
@@ -90,7 +91,6 @@ pub fn check_storage_command(
         refuse("execute", cmd.name().into(), why.into())
     };
     let nodes = DiskNodes::of(0);
-    let nbd_names = (nodes.export_id(), nodes.format_node(), nodes.export_name());
     let stream_job = |field: &'static str, given: &str| {
         if given == nodes.stream_job() {
             Ok(())
@@ -118,7 +118,7 @@ pub fn check_storage_command(
         }
         ForwardedQmp::BlockExportAdd(a) => {
             nbd.ok_or_else(not_here)?;
-            let own = (nbd_names.0, nbd_names.1, nbd_names.2);
+            let own = (nodes.export_id(), nodes.format_node(), nodes.export_name());
             if (a.id.as_str(), a.node_name.as_str(), a.name.as_str()) != own {
                 return Err(refuse(
                     "arguments",
