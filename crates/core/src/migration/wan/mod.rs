@@ -76,9 +76,10 @@
 //! Fed by the host-side profiler (`drover_qemu::profile::profile_wan`; region counts by
 //! [`count_regions`]) and served as an agent's WAN plan (`POST /v1/vms/{name}/wan-plan`). The
 //! storage fraction's blocks are [`super::storage_hybrid::HotSet::hottest`] (the same
-//! hotness order, [`DiskProfile::hottest_regions`]), which the QEMU adapter's storage hybrid
-//! pushes ahead; no agent runs a plan's choice end to end yet, and the model is not
-//! calibrated on measured runs (issue 12 parts 2 and 5).
+//! hotness order, [`DiskProfile::hottest_regions`]), which the storage hybrid pushes ahead;
+//! an agent's `storage: hybrid` migration takes the chosen storage fraction from a fresh
+//! profile when the request gives none (its memory fraction is the request's technique), and
+//! the model is not calibrated on measured runs (issue 12 parts 2 and 5).
 
 mod choice;
 mod model;
