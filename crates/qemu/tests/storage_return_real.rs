@@ -2,8 +2,9 @@
 //! its image and moves to B by a storage post-copy (B launched on an overlay of A's export,
 //! so B's device sits on the copy-on-read filter, see `drover_qemu::disk::DiskRoot`); once
 //! B's stream completed, B moves to a new C by a storage pre-copy (the mirror must start
-//! from that filter: QEMU mirrors only from a root node) or by a storage post-copy again (B
-//! exports its format node from under the filter).
+//! from that filter: QEMU mirrors only from a root node), by a storage post-copy again (B
+//! exports its format node from under the filter), or by a hybrid (B pushes its hot set with
+//! `blockdev-backup` of the format node and exports it).
 //!
 //! The guest writes its own disk throughout (`disk` workload, half reads that verify each
 //! block's generation against the guest's memory) and, during the second move, QEMU's
@@ -17,14 +18,17 @@
 //! `LocalVm` handles and the images with the temporary directory, even on failure; each test
 //! checks it left no QEMU behind.
 
+use drover_core::migration::wan::{DiskProfile, RegionCount};
 use drover_core::migration::{
-    EndStatus, MigrationStatus, PostcopyOutcome, PostcopySettings, Technique,
+    EndStatus, HotSet, HybridSettings, MigrationStatus, PostcopyOutcome, PostcopySettings,
+    Technique,
 };
 use drover_qemu::disk::{create_qcow2, virtual_size, DiskNodes, DiskRoot, DiskSpec};
 use drover_qemu::driver::DriverConfig;
 use drover_qemu::metrics::{Clock, Samples};
 use drover_qemu::qmp::{BlockExt, Qmp, QmpExt};
 use drover_qemu::storage::{migrate_with_storage, DiskTarget, StorageConfig};
+use drover_qemu::storage_hybrid::{HybridConfig, HybridSession, HybridTarget};
 use drover_qemu::storage_postcopy::{PostcopyConfig, PostcopySession};
 use drover_qemu::vm::LocalVm;
 use drover_testkit::{require, QEMU, QEMU_IMG};
@@ -94,7 +98,14 @@ async fn launch_c(pair: &Pair<PostcopySession>, disk: DiskSpec) -> LocalVm {
     let l = launcher(128);
     let mut spec = l.spec(&pair.tag, pair.workload, true);
     spec.disk = Some(disk);
-    boot(&l, &spec, &pair.dir.path().join("c"), pair.clock, &pair.samples).await
+    boot(
+        &l,
+        &spec,
+        &pair.dir.path().join("c"),
+        pair.clock,
+        &pair.samples,
+    )
+    .await
 }
 
 /// Writes [`WRITES`] on B once its migration is active.
@@ -191,6 +202,72 @@ async fn after_a_storage_postcopy_the_vm_leaves_by_storage_postcopy() {
     finish(pair, c, &c_img).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_storage_postcopy_the_vm_leaves_by_hybrid() {
+    require!(QEMU, QEMU_IMG);
+    let _serial = SERIAL.lock().await;
+    let pair = arrive("sret-hyb").await;
+    let target = HybridTarget {
+        disk: DiskNodes::of(0),
+        source_nbd: nbd_addr(),
+        dest_nbd: nbd_addr(),
+    };
+    let config = HybridConfig {
+        settings: HybridSettings {
+            max_rounds: 4,
+            dirty_threshold_bytes: 512 << 10,
+            push_timeout_ms: 60_000,
+            freeze_timeout_ms: 30_000,
+            push_speed_bps: None,
+        },
+        ..HybridConfig::default()
+    };
+    let mut session = HybridSession::export(&pair.dst.qmp, &target, config)
+        .await
+        .unwrap_or_else(|run| panic!("B's export: {run:?}"));
+    let c_img = pair.dir.path().join("c.qcow2");
+    let size = virtual_size(&pair.dst_img).await.expect("size");
+    create_qcow2(&c_img, size).await.expect("C's overlay");
+    let overlay = DiskSpec::Overlay {
+        overlay: c_img.clone(),
+        source: session.backing(),
+    };
+    let c = launch_c(&pair, overlay).await;
+    let ends = ends(&pair.dst, &c);
+    let driver_config = DriverConfig::default();
+    // The guest's working set is the hot set: the disk's first quarter.
+    let regions = vec![
+        RegionCount {
+            reads: 500,
+            writes: 500,
+        },
+        RegionCount::default(),
+        RegionCount::default(),
+        RegionCount::default(),
+    ];
+    let profile = DiskProfile::new(DISK_BYTES, 64 << 10, 1e6, 1e5, regions).expect("profile");
+    let hot = HotSet::hottest(&profile, 0.25, 64 << 10).expect("hot set");
+    let scratch = pair.dir.path().to_path_buf();
+    let migration = session.migrate(
+        &ends,
+        &hot,
+        &scratch,
+        plan(Technique::Precopy),
+        &driver_config,
+        &pair.clock,
+        None,
+    );
+    let (run, wrote) = tokio::join!(migration, write_during(&pair.dst));
+    let run = run.expect("hybrid back");
+    drop(ends);
+    assert!(wrote, "no active migration to write during");
+    assert_eq!(run.outcome, PostcopyOutcome::Completed, "{run:?}");
+    assert_eq!(run.storage.error, None, "{:?}", run.storage);
+    assert!(run.storage.pushed_bytes >= 16 << 20, "{:?}", run.storage);
+    eprintln!("left by hybrid: {:?}", run.storage);
+    finish(pair, c, &c_img).await;
+}
+
 /// The guest runs on C with no integrity error in reports made there; then A and B go, C
 /// reads its whole disk alone, stops and goes; C's image equals B's outside the working set.
 async fn finish(pair: Pair<PostcopySession>, c: LocalVm, c_img: &Path) {
@@ -209,7 +286,10 @@ async fn finish(pair: Pair<PostcopySession>, c: LocalVm, c_img: &Path) {
     c.qmp.execute("stop", None).await.expect("stop C");
     c.kill().await;
     assert_no_qemu_left(&tag);
-    let (b_copy, c_copy) = (dir.path().join("b-copy.qcow2"), dir.path().join("c-copy.qcow2"));
+    let (b_copy, c_copy) = (
+        dir.path().join("b-copy.qcow2"),
+        dir.path().join("c-copy.qcow2"),
+    );
     std::fs::copy(&dst_img, &b_copy).expect("copy B's image");
     std::fs::copy(c_img, &c_copy).expect("copy C's image");
     for img in [&b_copy, &c_copy] {

@@ -59,9 +59,7 @@ pub fn parse_device_root(reply: &Value, disk: &DiskNodes) -> Result<DiskRoot, Qm
         command: "query-block".into(),
         message,
     };
-    let list = reply
-        .as_array()
-        .ok_or_else(|| bad("not a list".into()))?;
+    let list = reply.as_array().ok_or_else(|| bad("not a list".into()))?;
     let qdev = disk.qdev_path();
     let entry = list
         .iter()
@@ -306,7 +304,10 @@ mod tests {
         let overlay = json!([device("drover-disk0-cor")]);
         assert_eq!(parse_device_root(&overlay, &disk), Ok(DiskRoot::CopyOnRead));
         for (reply, says) in [
-            (json!([device("drover-disk0-file")]), "sits on node 'drover-disk0-file'"),
+            (
+                json!([device("drover-disk0-file")]),
+                "sits on node 'drover-disk0-file'",
+            ),
             (json!([device("#block311")]), "expected 'drover-disk0' or"),
             (json!([other]), "no block device"),
             (json!([{"qdev": disk.qdev_path()}]), "has no node inserted"),
