@@ -23,7 +23,7 @@ use drover_core::migration::{
     EndStatus, HotSet, HybridSettings, MigrationStatus, PostcopyOutcome, PostcopySettings,
     Technique,
 };
-use drover_qemu::disk::{create_qcow2, virtual_size, DiskNodes, DiskRoot, DiskSpec};
+use drover_qemu::disk::{create_qcow2, virtual_size, DiskNodes, DiskRoot, DiskSpec, NbdBacking};
 use drover_qemu::driver::DriverConfig;
 use drover_qemu::metrics::{Clock, Samples};
 use drover_qemu::qmp::{BlockExt, Qmp, QmpExt};
@@ -32,7 +32,7 @@ use drover_qemu::storage_hybrid::{HybridConfig, HybridSession, HybridTarget};
 use drover_qemu::storage_postcopy::{PostcopyConfig, PostcopySession};
 use drover_qemu::vm::LocalVm;
 use drover_testkit::{require, QEMU, QEMU_IMG};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod common;
@@ -108,6 +108,21 @@ async fn launch_c(pair: &Pair<PostcopySession>, disk: DiskSpec) -> LocalVm {
     .await
 }
 
+/// C on an empty overlay (`c.qcow2`) backed by B's export (`backing`).
+async fn launch_c_on_overlay(
+    pair: &Pair<PostcopySession>,
+    backing: NbdBacking,
+) -> (LocalVm, PathBuf) {
+    let c_img = pair.dir.path().join("c.qcow2");
+    let size = virtual_size(&pair.dst_img).await.expect("size");
+    create_qcow2(&c_img, size).await.expect("C's overlay");
+    let overlay = DiskSpec::Overlay {
+        overlay: c_img.clone(),
+        source: backing,
+    };
+    (launch_c(pair, overlay).await, c_img)
+}
+
 /// Writes [`WRITES`] on B once its migration is active.
 async fn write_during(b: &LocalVm) -> bool {
     if !until_status(&b.qmp, &[MigrationStatus::Active]).await {
@@ -174,14 +189,7 @@ async fn after_a_storage_postcopy_the_vm_leaves_by_storage_postcopy() {
     let mut session = PostcopySession::export(&pair.dst.qmp, &target, PostcopyConfig::default())
         .await
         .unwrap_or_else(|run| panic!("B's export: {run:?}"));
-    let c_img = pair.dir.path().join("c.qcow2");
-    let size = virtual_size(&pair.dst_img).await.expect("size");
-    create_qcow2(&c_img, size).await.expect("C's overlay");
-    let overlay = DiskSpec::Overlay {
-        overlay: c_img.clone(),
-        source: session.backing(),
-    };
-    let c = launch_c(&pair, overlay).await;
+    let (c, c_img) = launch_c_on_overlay(&pair, session.backing()).await;
     let ends = ends(&pair.dst, &c);
     let driver_config = DriverConfig::default();
     let migration = session.migrate(
@@ -225,14 +233,7 @@ async fn after_a_storage_postcopy_the_vm_leaves_by_hybrid() {
     let mut session = HybridSession::export(&pair.dst.qmp, &target, config)
         .await
         .unwrap_or_else(|run| panic!("B's export: {run:?}"));
-    let c_img = pair.dir.path().join("c.qcow2");
-    let size = virtual_size(&pair.dst_img).await.expect("size");
-    create_qcow2(&c_img, size).await.expect("C's overlay");
-    let overlay = DiskSpec::Overlay {
-        overlay: c_img.clone(),
-        source: session.backing(),
-    };
-    let c = launch_c(&pair, overlay).await;
+    let (c, c_img) = launch_c_on_overlay(&pair, session.backing()).await;
     let ends = ends(&pair.dst, &c);
     let driver_config = DriverConfig::default();
     // The guest's working set is the hot set: the disk's first quarter.
