@@ -1,11 +1,9 @@
 //! Measures a running VM for the cost model, the way an agent would on a real host: QEMU's
 //! page-sampling dirty-rate measurement (cheap: it hashes a few thousand sampled pages twice and
 //! never write-protects guest memory), over a short and a one-second window; and, for the WAN
-//! fraction model, memory over time with the disk's rates and locality ([`profile_wan`]). The
-//! WAN profile counts every dirtied page (QEMU's `dirty-bitmap` mode: dirty logging for the
-//! window's seconds) rather than sampling: on a small guest page sampling hashes a few hundred
-//! pages, and its readings were too coarse to size a working set from (see
-//! `drover_core::migration::wan`'s memory module).
+//! fraction model, memory over time with the disk's rates and locality ([`profile_wan`]): one
+//! page-sampling window a second, then one long window whose count of distinct dirtied pages
+//! sizes the working set (see `drover_core::migration::wan`'s memory module).
 
 use crate::disk::DiskNodes;
 use crate::disk_trace::{self, DiskTraceError};
@@ -33,17 +31,12 @@ pub async fn measure_dirty_rate(qmp: &dyn Qmp, ms: u64) -> Result<f64, QmpError>
     wait_for_dirty_rate(qmp, ms).await
 }
 
-/// One `dirty-bitmap` measurement over `ms` milliseconds: distinct pages dirtied, bytes/s, to
-/// QEMU's resolution of one MiB/s. Where QEMU refuses the mode (a KVM host with the dirty ring
-/// on) it falls back to page sampling, coarser but the same quantity.
+/// One page-sampling measurement over `ms` milliseconds: distinct pages dirtied, bytes/s (QEMU
+/// compares sampled pages' hashes at the window's two ends, so a page rewritten within it counts
+/// once). Not `dirty-bitmap` mode, which counts every page: under TCG it reads 0 whatever the
+/// guest writes (measured on QEMU 10 with a guest rewriting 4 MB/s).
 pub async fn measure_dirtied_bps(qmp: &dyn Qmp, ms: u64) -> Result<f64, QmpError> {
-    let args = json!({"calc-time": ms, "calc-time-unit": "millisecond", "mode": "dirty-bitmap"});
-    match qmp.execute("calc-dirty-rate", Some(args)).await {
-        Ok(_) => {}
-        Err(QmpError::Command { .. }) => qmp.calc_dirty_rate(ms).await?,
-        Err(e) => return Err(e),
-    }
-    Ok(wait_for_dirty_rate(qmp, ms).await? * DIRTY_RATE_UNIT_BYTES)
+    Ok(measure_dirty_rate(qmp, ms).await? * DIRTY_RATE_UNIT_BYTES)
 }
 
 /// Waits out a measurement of `ms` started just now and reads it (QEMU's unit).

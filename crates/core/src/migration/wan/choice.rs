@@ -88,7 +88,6 @@ pub fn choose_fractions(
     let pure_precopy = forecast(vm, link, params, 1.0, 1.0);
     let pure_postcopy = forecast(vm, link, params, 0.0, 0.0);
     let reason = explain(
-        vm,
         &chosen,
         within_budget,
         budget_s,
@@ -97,6 +96,8 @@ pub fn choose_fractions(
         link,
         params.restored_share,
     );
+    // Where the rate and working set came from, so a plan that moves can be traced to them.
+    let reason = format!("{reason}; {}", vm.memory.explain());
     Ok(FractionChoice {
         chosen,
         budget_s: budget_s.is_finite().then_some(budget_s),
@@ -131,7 +132,6 @@ fn figures(p: &FractionPrediction) -> String {
 }
 
 fn explain(
-    vm: &WanProfile,
     chosen: &FractionPrediction,
     within_budget: bool,
     budget_s: f64,
@@ -156,7 +156,7 @@ fn explain(
         )
     };
     format!(
-        "{}: {verdict}: agility {:.2}s (downtime {:.0}ms, throughput back to {:.0}% at {:.1}s), total {:.1}s, {:.0} remote waits ({:.2}% of accesses in post-copy){converge}; pure pre-copy: {}; pure post-copy: {}; link {:.1}MB/s, {:.0}ms RTT; {}",
+        "{}: {verdict}: agility {:.2}s (downtime {:.0}ms, throughput back to {:.0}% at {:.1}s), total {:.1}s, {:.0} remote waits ({:.2}% of accesses in post-copy){converge}; pure pre-copy: {}; pure post-copy: {}; link {:.1}MB/s, {:.0}ms RTT",
         name(chosen),
         chosen.agility_s,
         chosen.downtime_s * 1000.0,
@@ -169,6 +169,5 @@ fn explain(
         figures(post),
         link.bandwidth_bps() / 1e6,
         link.rtt_s * 1000.0,
-        vm.memory.explain(),
     )
 }

@@ -14,17 +14,18 @@
 //!
 //! # What is measured now (Drover's)
 //! - **Rate** `D`: the median of `n` one-second samples of distinct pages dirtied (QEMU's
-//!   `dirty-bitmap` mode counts every dirtied page, no sampling). One spike among three moves
-//!   the median by nothing; the spread (least and most sample) is reported beside it.
+//!   page sampling; its `dirty-bitmap` mode would count every page but reads 0 under TCG). One
+//!   spike among three moves the median by nothing; the spread (least and most sample) is
+//!   reported beside it.
 //! - **Working set** `W`: one window of `L` seconds counts `d_L` distinct pages dirtied over it.
 //!   A guest that never rewrote a page would dirty `D·L` of them; one rewriting a set of `W`
 //!   bytes dirties at most `W`. So when `d_L < SATURATED_SHARE · D·L` the guest visibly rewrites
 //!   the same pages and `W = d_L` (at least one sample's worth, `D · sample_interval_s`: each
 //!   of those pages was distinct). Otherwise the window saw no rewriting, `W ≥ d_L` is all it
 //!   shows, and the model takes all of memory, the bound a round can dirty (as the cost model
-//!   does). The rule compares two counts over seconds of dirtying, not two sampled readings,
-//!   and the working set only changes when `d_L` crosses 70% of `D·L`, far from a steady
-//!   guest's 100%.
+//!   does). The rule compares a median against a count over seconds of dirtying, not one
+//!   200 ms reading against one of a second, and the working set only changes when `d_L`
+//!   crosses 70% of `D·L`, far from a steady guest's 100%.
 //! - **Idle**: `D` and the long window's rate both under [`IDLE_DIRTY_MB_S`]: `W = d_L` (what
 //!   was dirtied, possibly nothing), never all of memory.
 

@@ -51,7 +51,11 @@ fn no_rewriting_seen_is_all_of_memory() {
     // is too short to see the working set's end.
     let p = profile(&[4.0, 5.0, 3.0], window(3.0, 12.0));
     assert_eq!(p.wss_bytes, 192 * MIB);
-    assert!(p.explain().contains("working set all of memory"), "{}", p.explain());
+    assert!(
+        p.explain().contains("working set all of memory"),
+        "{}",
+        p.explain()
+    );
     // At 75% of it, not saturated either: a random-access guest's window overlaps itself a
     // little without showing where its working set ends.
     assert_eq!(profile(&[10.0], window(2.0, 15.0)).wss_bytes, 192 * MIB);
@@ -60,34 +64,53 @@ fn no_rewriting_seen_is_all_of_memory() {
 #[test]
 fn rewriting_seen_is_what_the_long_window_dirtied_at_least_one_sample() {
     // 10 MB/s for 3 s would be 30 MB; 15 MB dirtied: saturated, W = 15 MB.
-    assert_eq!(profile(&[10.0, 10.0, 10.0], window(3.0, 15.0)).wss_bytes, 15_000_000);
+    assert_eq!(
+        profile(&[10.0, 10.0, 10.0], window(3.0, 15.0)).wss_bytes,
+        15_000_000
+    );
     // A long window reading less than one sample (its own coarse resolution): one sample's
     // distinct pages, 10 MB.
-    assert_eq!(profile(&[10.0, 10.0, 10.0], window(3.0, 4.0)).wss_bytes, 10_000_000);
+    assert_eq!(
+        profile(&[10.0, 10.0, 10.0], window(3.0, 4.0)).wss_bytes,
+        10_000_000
+    );
 }
 
 #[test]
 fn an_idle_guest_keeps_what_it_dirtied() {
     assert_eq!(profile(&[0.0, 0.0, 0.0], window(3.0, 0.0)).wss_bytes, 0);
-    assert_eq!(profile(&[0.0, 0.05, 0.0], window(3.0, 0.06)).wss_bytes, 60_000);
+    assert_eq!(
+        profile(&[0.0, 0.05, 0.0], window(3.0, 0.06)).wss_bytes,
+        60_000
+    );
 }
 
 #[test]
 fn bad_windows_are_refused_by_field() {
     let samples = vec![MB];
     let e = MemoryProfile::from_windows(MIB, samples.clone(), 1.0, window(0.0, 1.0)).unwrap_err();
-    assert!(e.to_string().starts_with("memory.long_window.seconds"), "{e}");
+    assert!(
+        e.to_string().starts_with("memory.long_window.seconds"),
+        "{e}"
+    );
     let e = MemoryProfile::from_windows(MIB, samples.clone(), 1.0, window(1.0, -1.0)).unwrap_err();
-    assert!(e.to_string().starts_with("memory.long_window.dirtied_bytes"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("memory.long_window.dirtied_bytes"),
+        "{e}"
+    );
     let e = MemoryProfile::from_windows(MIB, Vec::new(), 1.0, window(1.0, 1.0)).unwrap_err();
-    assert!(e.to_string().starts_with("memory.dirty_rate_samples_bps"), "{e}");
+    assert!(
+        e.to_string().starts_with("memory.dirty_rate_samples_bps"),
+        "{e}"
+    );
 }
 
 /// The guest: 192 MiB, a 16 MiB hot disk region at 400 kB/s each way, 100 Mbit/s and a
 /// 40 ms round trip.
 fn plan(samples_mb_s: &[f64], long: DirtyWindow) -> (f64, f64, f64) {
-    let disk = DiskProfile::new(64 * MIB, 64 << 10, 0.2 * MB, 0.2 * MB, Vec::new())
-        .expect("valid disk");
+    let disk =
+        DiskProfile::new(64 * MIB, 64 << 10, 0.2 * MB, 0.2 * MB, Vec::new()).expect("valid disk");
     let vm = WanProfile {
         memory: profile(samples_mb_s, long),
         disk,
@@ -120,8 +143,8 @@ fn noisy_profiles_of_one_steady_guest_give_one_plan() {
     }
     // Pure pre-copy's estimate moves only with the median (3, 4 or 5 MB/s), never 20x.
     let totals: Vec<f64> = plans.iter().map(|p| p.2).collect();
-    let (lo, hi) = totals
-        .iter()
-        .fold((f64::INFINITY, 0.0f64), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
+    let (lo, hi) = totals.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), t| {
+        (lo.min(*t), hi.max(*t))
+    });
     assert!(hi < 1.5 * lo, "pure pre-copy totals {totals:?}");
 }

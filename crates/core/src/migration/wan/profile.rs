@@ -121,7 +121,11 @@ pub struct WanLink {
     pub rtt_s: f64,
 }
 
-pub(super) fn invalid(field: impl Into<String>, expected: &'static str, got: impl ToString) -> WanError {
+pub(super) fn invalid(
+    field: impl Into<String>,
+    expected: &'static str,
+    got: impl ToString,
+) -> WanError {
     WanError::Invalid {
         field: field.into(),
         expected,
