@@ -4,7 +4,7 @@
 //! # Why not one short and one long sample
 //! The first WAN profiler sized the working set as the single-VM cost model does
 //! (`VmProfile::from_dirty_rates`: a 200 ms page-sampling window against a one-second one,
-//! saturated when the long one reads under [`SATURATED_SHARE`] of the short), and used the
+//! saturated when the long one reads under `cost::SATURATED_SHARE` of the short), and used the
 //! samples' mean as the rate. On a steady guest (32 MiB rewritten at about 4 MB/s, 192 MiB of
 //! RAM) consecutive plans chose 10/20, 70/100, 30/80 and 70/100 % ahead: page sampling hashes a
 //! few hundred pages of a small guest, so one sampled page in a 200 ms window is over a MB/s;
@@ -19,20 +19,27 @@
 //!   reported beside it.
 //! - **Working set** `W`: one window of `L` seconds counts `d_L` distinct pages dirtied over it.
 //!   A guest that never rewrote a page would dirty `D·L` of them; one rewriting a set of `W`
-//!   bytes dirties at most `W`. So when `d_L < SATURATED_SHARE · D·L` the guest visibly rewrites
+//!   bytes dirties at most `W`. So when `d_L < REWRITE_SHARE · D·L` (one half) the guest visibly rewrites
 //!   the same pages and `W = d_L` (at least one sample's worth, `D · sample_interval_s`: each
 //!   of those pages was distinct). Otherwise the window saw no rewriting, `W ≥ d_L` is all it
 //!   shows, and the model takes all of memory, the bound a round can dirty (as the cost model
 //!   does). The rule compares a median against a count over seconds of dirtying, not one
 //!   200 ms reading against one of a second, and the working set only changes when `d_L`
-//!   crosses 70% of `D·L`, far from a steady guest's 100%.
+//!   crosses half of `D·L`, far from a steady guest's 100%.
 //! - **Idle**: `D` and the long window's rate both under [`IDLE_DIRTY_MB_S`]: `W = d_L` (what
 //!   was dirtied, possibly nothing), never all of memory.
 
 use super::profile::{check_non_negative, invalid, MemoryProfile};
 use super::WanError;
-use crate::migration::cost::{IDLE_DIRTY_MB_S, SATURATED_SHARE};
+use crate::migration::cost::IDLE_DIRTY_MB_S;
 use serde::{Deserialize, Serialize};
+
+/// The long window must count under this share of `D·L` for the working set to be what it
+/// counted. Not the cost model's 70% (`cost::SATURATED_SHARE`, two single readings): a page-
+/// sampled window of a few seconds itself reads 0.6 to 3 times `D·L` on a steady guest that
+/// cannot saturate within it (32 MiB rewritten at 4 MB/s over 3 s, measured in a lab), so only
+/// a count under half says the guest is rewriting the same pages.
+pub const REWRITE_SHARE: f64 = 0.5;
 
 /// One measurement window over which the profiler counted distinct dirtied pages.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -146,7 +153,7 @@ fn working_set(p: &MemoryProfile, long: &DirtyWindow) -> u64 {
         return seen as u64;
     }
     let never_rewriting = rate * long.seconds;
-    if seen < SATURATED_SHARE * never_rewriting {
+    if seen < REWRITE_SHARE * never_rewriting {
         seen.max(rate * p.sample_interval_s).min(memory).ceil() as u64
     } else {
         p.memory_bytes

@@ -69,8 +69,9 @@
 //!
 //! # The choice
 //! [`choose_fractions`] forecasts a grid of `(m, s)` (steps of `1/grid_steps`, corners
-//! included) and picks the lowest agility among those whose total fits the budget (ties: less
-//! time in post-copy, the VM split between hosts, then less total time); when none fits it
+//! included) and picks the lowest agility among those whose total fits the budget (ties, which
+//! are agilities within 5% of the lowest: less time in post-copy, the VM split between hosts,
+//! then less total time; Drover's band, so a flat optimum does not follow a profile's noise); when none fits it
 //! says so and picks the fastest. It reports both pure techniques for comparison, and where the
 //! rate and working set came from (the samples' spread, the long window's count).
 //!
