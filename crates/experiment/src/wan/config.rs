@@ -131,7 +131,7 @@ pub struct WanConfig {
     pub disk_bytes: u64,
     /// The guest's workload: `memtouch:...+disk:...` (memory and disk both busy).
     pub workload: String,
-    /// Seconds of the profile `wan-plan` takes before each migration (1 to 30).
+    /// Seconds of the profile `wan-plan` takes before each migration (1 to [`drover_api::wan::MAX_WINDOW_S`], 20).
     pub window_s: u32,
     /// The model's total-time budget, s (None: none).
     pub budget_s: Option<u32>,
@@ -206,7 +206,7 @@ impl WanConfig {
     /// The first [`ConfigError`], naming its flag.
     pub fn validate(&self) -> Result<(), ConfigError> {
         count("--repeat", self.repeat.into(), 1, 100)?;
-        count("--window", self.window_s.into(), 1, 30)?;
+        count("--window", self.window_s.into(), 1, drover_api::wan::MAX_WINDOW_S.into())?;
         if let Some(b) = self.budget_s {
             count("--budget", b.into(), 1, 86_400)?;
         }
