@@ -71,6 +71,7 @@
 //! busy local disk moved over a lab WAN with pure pre-copy, pure post-copy and the WAN fraction
 //! model's hybrid, each figure measured beside the model's prediction.
 
+pub mod agent_call;
 pub mod config;
 pub mod lab_guard;
 pub mod metrics;

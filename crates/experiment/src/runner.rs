@@ -3,6 +3,7 @@
 //! recorded; then the summary. Everything a run made is removed when its [`LabRun`] drops: at
 //! its end, on an error, and when the caller drops the future (on a signal).
 
+use crate::agent_call::agent_err;
 use crate::config::DemoConfig;
 use crate::lab_guard::{LabRun, LabRunError};
 use crate::phase::{PhaseError, Timeline};
@@ -22,12 +23,8 @@ use thiserror::Error;
 pub enum DemoError {
     #[error(transparent)]
     Lab(#[from] LabRunError),
-    #[error("{what}: {source}")]
-    Agent {
-        what: String,
-        /// Boxed: a client error is large, and this enum is every run function's error.
-        source: Box<ClientError>,
-    },
+    #[error(transparent)]
+    Agent(#[from] crate::agent_call::AgentCall),
     #[error("{0}")]
     Scenario(String),
     #[error("{path}: {source}")]
@@ -39,14 +36,6 @@ pub enum DemoError {
     Phase(#[from] PhaseError),
     #[error("guest image: {0}")]
     Image(#[from] drover_qemu::image::ImageError),
-}
-
-fn agent_err(what: impl Into<String>) -> impl FnOnce(ClientError) -> DemoError {
-    let what = what.into();
-    move |source| DemoError::Agent {
-        what,
-        source: Box::new(source),
-    }
 }
 
 /// One run's summary and series.
@@ -378,10 +367,9 @@ async fn set_workload(
         if tokio::time::Instant::now() >= deadline {
             let (name, e) =
                 last.unwrap_or_else(|| ("-".into(), ClientError::Invalid("no host".into())));
-            return Err(DemoError::Agent {
-                what: format!("setting {vm} to {spec} (last tried on {name})"),
-                source: Box::new(e),
-            });
+            return Err(
+                agent_err(format!("setting {vm} to {spec} (last tried on {name})"))(e).into(),
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

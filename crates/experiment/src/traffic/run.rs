@@ -8,10 +8,11 @@ use super::config::{Strategy, TrafficConfig};
 use super::peer::Peer;
 use super::series::{tap_means, LinkCounters, PeerSample, TapSample, TrafficSample};
 use super::summary::{learn_moved_bytes, summarize, MigrationDone, RunRecord, RunResult, VmSeen};
+use crate::agent_call::agent_err;
 use crate::lab_guard::{LabRun, LabRunError};
 use crate::runner::Say;
 use crate::sampler::unix_now_s;
-use drover_api::{AgentClient, AgentUrl, ClientError, MigrationRecord, MigrationRequest, VmConfig};
+use drover_api::{AgentClient, AgentUrl, MigrationRecord, MigrationRequest, VmConfig};
 use drover_core::migration::group::{
     choose_group, paper_rule, predict_group, traffic_order, Group, GroupParams, GroupPlan, HostNic,
     LeavingVm, Schedule, Traffic,
@@ -30,11 +31,8 @@ pub enum TrafficError {
     Lab(#[from] LabRunError),
     #[error("lab spec: {0}")]
     Spec(#[from] drover_lab::plan::PlanError),
-    #[error("{what}: {source}")]
-    Agent {
-        what: String,
-        source: Box<ClientError>,
-    },
+    #[error(transparent)]
+    Agent(#[from] crate::agent_call::AgentCall),
     #[error("{0}")]
     Scenario(String),
     #[error("the traffic peer: {0}")]
@@ -43,14 +41,6 @@ pub enum TrafficError {
     Group(#[from] drover_core::migration::group::GroupError),
     #[error("guest image: {0}")]
     Image(#[from] drover_qemu::image::ImageError),
-}
-
-fn agent_err(what: impl Into<String>) -> impl FnOnce(ClientError) -> TrafficError {
-    let what = what.into();
-    move |source| TrafficError::Agent {
-        what,
-        source: Box::new(source),
-    }
 }
 
 /// One run's figures and what they came from.

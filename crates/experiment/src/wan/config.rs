@@ -206,7 +206,12 @@ impl WanConfig {
     /// The first [`ConfigError`], naming its flag.
     pub fn validate(&self) -> Result<(), ConfigError> {
         count("--repeat", self.repeat.into(), 1, 100)?;
-        count("--window", self.window_s.into(), 1, drover_api::wan::MAX_WINDOW_S.into())?;
+        count(
+            "--window",
+            self.window_s.into(),
+            1,
+            drover_api::wan::MAX_WINDOW_S.into(),
+        )?;
         if let Some(b) = self.budget_s {
             count("--budget", b.into(), 1, 86_400)?;
         }

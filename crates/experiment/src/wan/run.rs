@@ -7,6 +7,7 @@
 
 use super::config::{Strategy, WanConfig};
 use super::figures::{summarize, Asked, Migrated, RunRecord, RunResult};
+use crate::agent_call::agent_err;
 use crate::lab_guard::{LabRun, LabRunError};
 use crate::runner::Say;
 use crate::sampler::Sampler;
@@ -30,23 +31,12 @@ pub enum WanRunError {
     Lab(#[from] LabRunError),
     #[error("lab spec: {0}")]
     Spec(#[from] drover_lab::plan::PlanError),
-    #[error("{what}: {source}")]
-    Agent {
-        what: String,
-        source: Box<ClientError>,
-    },
+    #[error(transparent)]
+    Agent(#[from] crate::agent_call::AgentCall),
     #[error("{0}")]
     Scenario(String),
     #[error("guest image: {0}")]
     Image(#[from] drover_qemu::image::ImageError),
-}
-
-fn agent_err(what: impl Into<String>) -> impl FnOnce(ClientError) -> WanRunError {
-    let what = what.into();
-    move |source| WanRunError::Agent {
-        what,
-        source: Box::new(source),
-    }
 }
 
 /// One run's figures and what they came from.
@@ -211,7 +201,7 @@ async fn plan(
                 attempt += 1;
                 tokio::time::sleep(Duration::from_secs(3)).await;
             }
-            Err(e) => return Err(agent_err("planning the WAN migration on h1")(e)),
+            Err(e) => return Err(agent_err("planning the WAN migration on h1")(e).into()),
         }
     }
 }
@@ -240,7 +230,7 @@ async fn migrate(
             say(&format!("[{tag}] refused: {message}"));
             return Ok((Migrated::Refused { message }, None));
         }
-        Err(e) => return Err(agent_err("starting the migration on h1")(e)),
+        Err(e) => return Err(agent_err("starting the migration on h1")(e).into()),
     };
     // The wait outlasts the pre-copy's deadline, so a run that hits it ends `failed` here.
     let timeout = Duration::from_secs(config.migration_timeout_s + 60);
