@@ -4,8 +4,9 @@
 //! (`drover_core::migration::wan::choose_fractions`). Nothing migrates.
 //!
 //! The profile runs in its own task holding the VM's claim, so a client that hangs up part-way
-//! never leaves the VM claimed or QEMU's trace events on; the task is bounded by the window
-//! plus [`PROFILE_SLACK`].
+//! never leaves the VM claimed or QEMU's trace events on; the task is bounded by twice the
+//! window (its one-second samples, then one window as long for the working set) plus
+//! [`PROFILE_SLACK`].
 
 use crate::api::ApiError;
 use crate::AgentState;
@@ -35,7 +36,7 @@ impl Drop for Claim {
     }
 }
 
-/// Profiles VM `name` for `req.window()` seconds and plans its WAN migration over `req`'s link.
+/// Profiles VM `name` for twice `req.window()` seconds and plans its WAN migration over `req`'s link.
 /// Errors: the VM's (404 unknown; 409 lost, busy, incoming or without a disk); 500 when its
 /// QEMU fails the profile or does not finish it in time.
 pub async fn plan(
@@ -53,7 +54,7 @@ pub async fn plan(
         samples: window as usize,
         regions: REGIONS,
     };
-    let limit = Duration::from_secs(window.into()) + PROFILE_SLACK;
+    let limit = Duration::from_secs(2 * u64::from(window)) + PROFILE_SLACK;
     let task = tokio::spawn(async move {
         let _claim = claim;
         let q = target.qmp.as_ref();

@@ -179,6 +179,26 @@ async fn migration_rules_hold_for_recorded_vms() {
                    "source_nbd": "127.0.0.1:10809"}),
             "storage postcopy is given but config has no disk",
         ),
+        // A storage hybrid's destination: as a post-copy's, its source export on the peer.
+        (
+            json!({"config": {"name": "db3", "memory_bytes": 128 * MIB},
+                   "migration_id": "m-9", "storage": "hybrid",
+                   "source_nbd": "127.0.0.1:10809"}),
+            "storage hybrid is given but config has no disk",
+        ),
+        (
+            json!({"config": {"name": "db3", "memory_bytes": 128 * MIB, "disk": "db3.qcow2"},
+                   "migration_id": "m-9", "disk_virtual_bytes": 64 * MIB,
+                   "storage": "hybrid"}),
+            "source_nbd is missing: storage hybrid needs the source's NBD address",
+        ),
+        (
+            json!({"config": {"name": "db3", "memory_bytes": 128 * MIB, "disk": "db3.qcow2"},
+                   "migration_id": "m-9", "disk_virtual_bytes": 64 * MIB,
+                   "storage": "hybrid", "source_nbd": "198.18.0.77:10809"}),
+            "source_nbd 198.18.0.77:10809 is not valid: expected an address of the requesting \
+             source, 127.0.0.1",
+        ),
         (
             json!({"config": {"name": "db3", "memory_bytes": 128 * MIB, "disk": "db3.qcow2"},
                    "migration_id": "m-9", "disk_virtual_bytes": 64 * MIB,

@@ -167,6 +167,15 @@ pub struct JobId {
     pub id: String,
 }
 
+/// `query-named-block-nodes` arguments: always the flat list (each node once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlatArgs {
+    /// Always true.
+    #[schemars(extend("const" = true))]
+    pub flat: bool,
+}
+
 /// A forwardable QMP command: `{"execute": NAME, "arguments": {...}}` (no `arguments` for the
 /// queries).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -192,6 +201,7 @@ pub enum ForwardedQmp {
     JobDismiss(JobId),
     QueryBlockJobs,
     Cont,
+    QueryNamedBlockNodes(FlatArgs),
 }
 
 /// A command that may not be forwarded, or arguments it does not take.
@@ -207,7 +217,7 @@ pub enum QmpForwardError {
 pub const MAX_CAPABILITIES: usize = 16;
 
 /// The forwardable command names.
-pub const FORWARDABLE: [&str; 15] = [
+pub const FORWARDABLE: [&str; 16] = [
     "migrate-set-capabilities",
     "migrate-incoming",
     "migrate-recover",
@@ -223,10 +233,11 @@ pub const FORWARDABLE: [&str; 15] = [
     "job-dismiss",
     "query-block-jobs",
     "cont",
+    "query-named-block-nodes",
 ];
 
 /// The forwardable command names, for messages.
-pub const ALLOWED: &str = "migrate-set-capabilities, migrate-incoming, migrate-recover, migrate-pause, query-migrate, query-status, query-migrate-capabilities, nbd-server-start, block-export-add, nbd-server-stop, block-stream, block-job-resume, job-dismiss, query-block-jobs, cont";
+pub const ALLOWED: &str = "migrate-set-capabilities, migrate-incoming, migrate-recover, migrate-pause, query-migrate, query-status, query-migrate-capabilities, nbd-server-start, block-export-add, nbd-server-stop, block-stream, block-job-resume, job-dismiss, query-block-jobs, cont, query-named-block-nodes";
 
 impl ForwardedQmp {
     /// QEMU's name for the command.
@@ -247,6 +258,7 @@ impl ForwardedQmp {
             ForwardedQmp::JobDismiss(_) => "job-dismiss",
             ForwardedQmp::QueryBlockJobs => "query-block-jobs",
             ForwardedQmp::Cont => "cont",
+            ForwardedQmp::QueryNamedBlockNodes(_) => "query-named-block-nodes",
         }
     }
 
@@ -287,6 +299,7 @@ impl ForwardedQmp {
             ForwardedQmp::BlockStream(a) => serde_json::to_value(a),
             ForwardedQmp::BlockJobResume(a) => serde_json::to_value(a),
             ForwardedQmp::JobDismiss(a) => serde_json::to_value(a),
+            ForwardedQmp::QueryNamedBlockNodes(a) => serde_json::to_value(a),
             _ => return None,
         };
         // These types always serialize (strings, bools and enums only).
@@ -305,6 +318,9 @@ impl ForwardedQmp {
                 serde_json::from_value(qemu).map(QmpReturn::Capabilities)
             }
             ForwardedQmp::QueryBlockJobs => serde_json::from_value(qemu).map(QmpReturn::BlockJobs),
+            ForwardedQmp::QueryNamedBlockNodes(_) => {
+                serde_json::from_value(qemu).map(QmpReturn::BlockNodes)
+            }
             _ => Ok(QmpReturn::Empty(Empty {})),
         };
         typed.map_err(|e| format!("unexpected reply to {}: {e}", self.name()))
@@ -381,6 +397,26 @@ pub struct BlockJobReply {
     pub error: Option<String>,
 }
 
+/// One entry of `query-named-block-nodes`, reduced to its node name and image's file size
+/// (a storage hybrid's destination: the overlay's growth is the data pulled after the
+/// switchover).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct BlockNodeReply {
+    pub node_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageReply>,
+}
+
+/// A node's image facts, reduced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct ImageReply {
+    /// Bytes the image file takes on its host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual_size: Option<u64>,
+}
+
 /// An empty reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Empty {}
@@ -392,6 +428,7 @@ pub enum QmpReturn {
     Status(StatusReply),
     Capabilities(Vec<CapabilityStatus>),
     BlockJobs(Vec<BlockJobReply>),
+    BlockNodes(Vec<BlockNodeReply>),
     Migrate(MigrateReply),
     Empty(Empty),
 }
@@ -489,6 +526,44 @@ mod tests {
         assert_eq!((list[0].offset, list[0].len), (4096, 8192));
         // What crosses back reads as a job list again on the source's side.
         let wire = serde_json::to_value(QmpReply { ret: reply.clone() }).expect("json");
+        let back: QmpReply = serde_json::from_value(wire).expect("reads back");
+        assert_eq!(back.ret, reply);
+    }
+
+    /// A storage hybrid reads the destination overlay's file size: the flat node list, its
+    /// reply reduced to names and sizes, read back as such on the source's side.
+    #[test]
+    fn the_node_list_is_reduced_to_names_and_sizes() {
+        let flat = json!({"flat": true});
+        let c = ForwardedQmp::from_parts("query-named-block-nodes", Some(&flat)).expect("nodes");
+        assert_eq!(c.arguments(), Some(flat));
+        for bad in [
+            None,
+            Some(json!({"flat": false})),
+            Some(json!({"flat": true, "x": 1})),
+        ] {
+            assert!(
+                ForwardedQmp::from_parts("query-named-block-nodes", bad.as_ref()).is_err(),
+                "{bad:?}"
+            );
+        }
+        let nodes = json!([{"node-name": "drover-disk0", "drv": "qcow2", "file": "/x",
+                            "image": {"actual-size": 1_048_576, "virtual-size": 67_108_864,
+                                      "filename": "/x"}},
+                           {"node-name": "drover-disk0-file", "drv": "file"}]);
+        let reply = c.reply(nodes).expect("nodes");
+        let QmpReturn::BlockNodes(list) = &reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(list[0].node_name, "drover-disk0");
+        assert_eq!(list[0].image.and_then(|i| i.actual_size), Some(1_048_576));
+        assert_eq!(list[1].image, None);
+        let wire = serde_json::to_value(QmpReply { ret: reply.clone() }).expect("json");
+        assert!(
+            wire.to_string().contains("\"actual-size\":1048576"),
+            "{wire}"
+        );
+        assert!(!wire.to_string().contains("filename"), "{wire}");
         let back: QmpReply = serde_json::from_value(wire).expect("reads back");
         assert_eq!(back.ret, reply);
     }

@@ -20,8 +20,8 @@ use crate::body::{path_text, typed, Located, Node, ReadError, Refusal, Step};
 use crate::migration::{IncomingRequest, MigrationRequest};
 use crate::names::{MIGRATION_ID_SHAPE, VM_NAME_SHAPE, WORKLOAD_SHAPE};
 use crate::qmp::{
-    BlockExportAdd, BlockStream, ForwardedQmp, JobDevice, JobId, NbdServerStart, SetCapabilities,
-    UriArgs, ALLOWED, MAX_CAPABILITIES,
+    BlockExportAdd, BlockStream, FlatArgs, ForwardedQmp, JobDevice, JobId, NbdServerStart,
+    SetCapabilities, UriArgs, ALLOWED, MAX_CAPABILITIES,
 };
 use crate::vm::{VmConfig, VmConfigError};
 use crate::wan::WanPlanRequest;
@@ -316,7 +316,7 @@ pub fn parse_incoming(body: &[u8]) -> Result<IncomingRequest, RequestError> {
     Ok(req)
 }
 
-/// `storage` and `source_nbd` of an incoming request: a storage post-copy needs a disk and
+/// `storage` and `source_nbd` of an incoming request: a storage post-copy or hybrid needs a disk and
 /// the source's NBD address (a port from 1 to 65535); a pre-copy takes no address.
 /// Whether the address is the requester's own is the agent's check (it knows the peer).
 fn check_source_nbd(
@@ -328,24 +328,20 @@ fn check_source_nbd(
     match (storage, nbd) {
         (StorageMode::Precopy, None) => Ok(()),
         (StorageMode::Precopy, Some(a)) => invalid(format!(
-            "source_nbd {a} is given with storage precopy: expected it only with storage postcopy"
+            "source_nbd {a} is given with storage precopy: expected it only with storage \
+             postcopy or hybrid"
         )),
-        (StorageMode::Postcopy, _) if !disk => invalid(
-            "storage postcopy is given but config has no disk: expected precopy without a disk"
-                .into(),
-        ),
-        (StorageMode::Postcopy, None) => {
-            invalid("source_nbd is missing: storage postcopy needs the source's NBD address".into())
-        }
-        (StorageMode::Postcopy, Some(a)) if a.port() == 0 => invalid(format!(
+        (mode, _) if !disk => invalid(format!(
+            "storage {mode} is given but config has no disk: expected precopy without a disk"
+        )),
+        (mode, None) => invalid(format!(
+            "source_nbd is missing: storage {mode} needs the source's NBD address"
+        )),
+        (_, Some(a)) if a.port() == 0 => invalid(format!(
             "source_nbd {a} is not valid: expected a port from 1 to 65535"
         )),
         // Whether the address is the requester's own (so unicast) is the agent's check.
-        (StorageMode::Postcopy, Some(_)) => Ok(()),
-        (StorageMode::Hybrid, _) => invalid(format!(
-            "storage hybrid is not valid: {}",
-            drover_core::migration::storage::HYBRID_NOT_RUN
-        )),
+        (StorageMode::Postcopy | StorageMode::Hybrid, Some(_)) => Ok(()),
     }
 }
 
@@ -536,6 +532,15 @@ pub(crate) fn qmp_command(
             Ok(ForwardedQmp::JobDismiss(args))
         }
         "query-block-jobs" => none(ForwardedQmp::QueryBlockJobs),
+        "query-named-block-nodes" => {
+            let args: FlatArgs = read(arguments.ok_or_else(required)?, root, &at, what)?;
+            if !args.flat {
+                return Err(RequestError::Invalid(
+                    "arguments.flat false is not valid: expected true".into(),
+                ));
+            }
+            Ok(ForwardedQmp::QueryNamedBlockNodes(args))
+        }
         "cont" => none(ForwardedQmp::Cont),
         "nbd-server-stop" => none(ForwardedQmp::NbdServerStop),
         "migrate-pause" => none(ForwardedQmp::MigratePause),

@@ -589,12 +589,12 @@ fn wan_plan_numbers_state_their_limits() {
             (
                 body(&format!(r#"{ok},"window_s":-3"#)),
                 422,
-                "window_s -3: expected 1 to 30 seconds",
+                "window_s -3: expected 1 to 20 seconds",
             ),
             (
                 body(&format!(r#"{ok},"window_s":0"#)),
                 422,
-                "window_s: expected 1 to 30 seconds, got 0",
+                "window_s: expected 1 to 20 seconds, got 0",
             ),
         ],
     );

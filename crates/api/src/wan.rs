@@ -21,7 +21,7 @@ pub const MAX_RTT_MS: u32 = 10_000;
 /// Longest total-time budget, seconds (a day).
 pub const MAX_BUDGET_S: u32 = 86_400;
 /// Longest profiling window, seconds; and the default.
-pub const MAX_WINDOW_S: u32 = 30;
+pub const MAX_WINDOW_S: u32 = 20;
 pub const DEFAULT_WINDOW_S: u32 = 3;
 
 /// The body of `POST /v1/vms/{name}/wan-plan`.
@@ -46,14 +46,15 @@ pub struct WanPlanRequest {
     )]
     #[schemars(range(min = 1, max = 86_400))]
     pub budget_s: Option<u32>,
-    /// Seconds of profiling (1 to 30, default 3): one dirty-rate sample a second, and the disk
-    /// watched as long.
+    /// Seconds of profiling (1 to 20, default 3): one dirty-rate sample a second, then one
+    /// window this long for the working set, so the profile takes twice this; the disk is
+    /// watched throughout. At most 20 so the profile ends within the client's 60 s call.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "wire::whole_opt"
     )]
-    #[schemars(range(min = 1, max = 30))]
+    #[schemars(range(min = 1, max = 20))]
     pub window_s: Option<u32>,
 }
 
@@ -66,7 +67,7 @@ struct Limit {
 }
 
 impl Limit {
-    /// `expected 1 to 30 seconds`.
+    /// `expected 1 to 20 seconds`.
     fn expected(&self) -> String {
         format!("expected {} to {} {}", self.min, self.max, self.unit)
     }
@@ -123,7 +124,7 @@ impl WanPlanRequest {
         Ok(())
     }
 
-    /// What `field` accepts, as [`Self::validate`] words it (`expected 1 to 30 seconds`), for
+    /// What `field` accepts, as [`Self::validate`] words it (`expected 1 to 20 seconds`), for
     /// a value that cannot even be read as the field's type (negative, too large, infinite).
     pub fn expected(field: &str) -> Option<String> {
         LIMITS
@@ -218,9 +219,9 @@ mod tests {
             (|r| r.budget_s = Some(86_401), "budget_s"),
             (
                 |r| r.window_s = Some(0),
-                "window_s: expected 1 to 30 seconds, got 0",
+                "window_s: expected 1 to 20 seconds, got 0",
             ),
-            (|r| r.window_s = Some(31), "window_s"),
+            (|r| r.window_s = Some(21), "window_s"),
         ];
         for (spoil, expected) in cases {
             let mut r = req();

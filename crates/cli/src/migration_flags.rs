@@ -13,7 +13,16 @@ use drover_core::migration::{PlanKnobs, StorageMode};
 
 /// `--hybrid-fraction`: a fraction of RAM, 0 to 1, as typed.
 fn fraction(text: &str) -> Result<f64, String> {
-    let expected = || PlanKnobs::expected("hybrid_fraction").unwrap_or_default();
+    fraction_of(text, "hybrid_fraction")
+}
+
+/// `--storage-fraction`: as `--hybrid-fraction`, of the disk.
+fn disk_fraction(text: &str) -> Result<f64, String> {
+    fraction_of(text, "storage_fraction")
+}
+
+fn fraction_of(text: &str, field: &str) -> Result<f64, String> {
+    let expected = || PlanKnobs::expected(field).unwrap_or_default();
     match text.trim().parse::<f64>() {
         Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
         _ => Err(expected()),
@@ -58,10 +67,15 @@ pub struct MigrationFlags {
           value_parser = whole::<u64>(0, MAX_RESUME_WINDOW_S))]
     pub resume_window: Option<u64>,
     /// How a VM's local disk moves: precopy (mirrored before the switchover; memory by
-    /// pre-copy) or postcopy (the destination runs on the source's disk over NBD and streams
-    /// it afterwards; memory by any technique) [default: precopy].
+    /// pre-copy), postcopy (the destination runs on the source's disk over NBD and streams
+    /// it afterwards; memory by any technique) or hybrid (its hottest blocks pushed ahead,
+    /// the rest pulled after, as postcopy; memory by any technique) [default: precopy].
     #[arg(long, value_name = "MODE", value_parser = storage_mode)]
     pub storage: Option<StorageMode>,
+    /// Storage hybrid: push this fraction of the disk (0 to 1), its hottest blocks, ahead
+    /// [default: the WAN model's choice from a profile taken as the migration starts].
+    #[arg(long, value_name = "F", allow_negative_numbers = true, value_parser = disk_fraction)]
+    pub storage_fraction: Option<f64>,
 }
 
 /// `--storage`: a storage mode by its wire name.
@@ -91,6 +105,7 @@ impl MigrationFlags {
             postcopy_stall_s: self.postcopy_stall.unwrap_or(d.postcopy_stall_s),
             resume_window_s: self.resume_window.unwrap_or(d.resume_window_s),
             storage: self.storage.unwrap_or(d.storage),
+            storage_fraction: self.storage_fraction,
             ..d
         };
         knobs.validate().map_err(|e| match (&bandwidth, e.field) {
@@ -112,6 +127,7 @@ fn flag_of(field: &str) -> &'static str {
         "hybrid_rounds" => "--hybrid-rounds",
         "postcopy_stall_s" => "--postcopy-stall",
         "resume_window_s" => "--resume-window",
+        "storage_fraction" => "--storage-fraction",
         _ => "migration settings",
     }
 }
@@ -177,10 +193,19 @@ mod tests {
         assert_eq!(mode(&[]), Ok(StorageMode::Precopy));
         assert_eq!(mode(&["--storage", "postcopy"]), Ok(StorageMode::Postcopy));
         assert_eq!(mode(&["--storage=precopy"]), Ok(StorageMode::Precopy));
+        assert_eq!(mode(&["--storage", "hybrid"]), Ok(StorageMode::Hybrid));
+        let fraction = |args: &[&str]| parse(args).map(|f| f.knobs().expect("ok").storage_fraction);
+        assert_eq!(fraction(&[]), Ok(None));
+        assert_eq!(fraction(&["--storage-fraction", "0.25"]), Ok(Some(0.25)));
+        let err = fraction(&["--storage-fraction", "1.5"]).expect_err("1.5");
+        assert!(
+            err.contains("expected a fraction of the disk from 0 to 1"),
+            "{err}"
+        );
         for bad in ["post-copy", "auto", ""] {
             let err = mode(&["--storage", bad]).expect_err(bad);
             assert!(
-                err.contains("--storage") && err.contains("expected precopy or postcopy"),
+                err.contains("--storage") && err.contains("expected precopy, postcopy or hybrid"),
                 "{err}"
             );
         }

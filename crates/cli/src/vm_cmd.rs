@@ -152,7 +152,7 @@ pub enum VmCommand {
         /// Most seconds the whole migration may take (1 to 86400); default: no budget.
         #[arg(long, allow_negative_numbers = true, value_parser = whole::<u32>(1, u64::from(wan::MAX_BUDGET_S)))]
         budget: Option<u32>,
-        /// Seconds of profiling (1 to 30).
+        /// Seconds of profiling (1 to 20; the profile takes twice as long).
         #[arg(long, default_value_t = wan::DEFAULT_WINDOW_S, allow_negative_numbers = true,
               value_parser = whole::<u32>(1, u64::from(wan::MAX_WINDOW_S)))]
         window: u32,

@@ -37,7 +37,7 @@ pub struct WanArgs {
     /// The guest's workload: memtouch:...+disk:... (memory and disk both busy).
     #[arg(long, default_value = DEFAULT_WORKLOAD)]
     workload: String,
-    /// Seconds the agent profiles the VM for the model's plan before each migration, 1 to 30.
+    /// Seconds the agent profiles the VM for the model's plan before each migration, 1 to 20 (twice that is spent profiling).
     #[arg(long, value_name = "SECS", default_value_t = 3, allow_negative_numbers = true, value_parser = whole::<u32>(1, 30))]
     window: u32,
     /// The model's total-time budget, 1 to 86400 s (none by default).

@@ -116,12 +116,13 @@ pub fn print(plan: &WanPlan, whither: &str) {
 }
 
 /// The `drover vm migrate` command (to `whither`, see [`print`]) that runs fractions `(m, s)`
-/// of memory and disk ahead, or why
-/// the agent cannot run them yet. Storage: none ahead is storage post-copy, all of it
-/// pre-copy (which moves memory by pre-copy only), a part the storage hybrid, which only the
-/// QEMU adapter runs so far. Memory: none ahead is post-copy, all pre-copy, a part the hybrid
-/// switching to post-copy after that share of RAM (QEMU sends it in address order, not the
-/// hottest first as the model assumes, so the run is the nearest, not the same).
+/// of memory and disk ahead.
+/// Storage: none ahead is storage post-copy, all of it with all of memory pre-copy, a part
+/// (or all with memory not all ahead) the storage hybrid with that fraction (its hottest
+/// blocks by the profile the agent takes as the migration starts). Memory: none ahead is
+/// post-copy, all pre-copy, a part the hybrid switching to post-copy after that share of RAM
+/// (QEMU sends it in address order, not the hottest first as the model assumes, so the run is
+/// the nearest, not the same).
 fn how_to_run(vm: &str, whither: &str, m: f64, s: f64) -> String {
     let memory = if m <= 0.0 {
         "--technique postcopy".to_string()
@@ -134,16 +135,10 @@ fn how_to_run(vm: &str, whither: &str, m: f64, s: f64) -> String {
         format!("drover vm migrate {vm} {whither} --storage postcopy {memory}")
     } else if s >= 1.0 && m >= 1.0 {
         format!("drover vm migrate {vm} {whither} --storage precopy {memory}")
-    } else if s >= 1.0 {
-        "not runnable yet: the whole disk ahead is storage pre-copy, which moves memory by \
-         pre-copy only"
-            .to_string()
     } else {
         format!(
-            "not runnable yet: {:.0}% of the disk ahead is the storage hybrid, which the agent \
-             does not run yet; the nearest it runs: --storage postcopy (none ahead) or \
-             --storage precopy --technique precopy (all ahead)",
-            s * 100.0
+            "drover vm migrate {vm} {whither} --storage hybrid --storage-fraction {:.2} {memory}",
+            s.min(1.0)
         )
     }
 }
@@ -212,7 +207,7 @@ mod tests {
     }
 
     #[test]
-    fn the_plan_says_how_to_run_it_or_why_it_cannot_be_yet() {
+    fn the_plan_says_how_to_run_it() {
         let run = |m, s| how_to_run("d1", "--to HOST", m, s);
         assert_eq!(
             how_to_run("d1", "--lab fu1 --to h2", 0.0, 0.0),
@@ -227,8 +222,16 @@ mod tests {
             run(1.0, 1.0),
             "drover vm migrate d1 --to HOST --storage precopy --technique precopy"
         );
-        assert!(run(0.5, 1.0).starts_with("not runnable yet: the whole disk"));
-        assert!(run(1.0, 0.25).contains("25% of the disk ahead is the storage hybrid"));
+        assert_eq!(
+            run(0.0, 1.0),
+            "drover vm migrate d1 --to HOST --storage hybrid --storage-fraction 1.00 \
+             --technique postcopy"
+        );
+        assert_eq!(
+            run(1.0, 0.25),
+            "drover vm migrate d1 --to HOST --storage hybrid --storage-fraction 0.25 \
+             --technique precopy"
+        );
     }
 
     #[test]

@@ -16,7 +16,6 @@ mod common;
 use common::lab::{ops_per_s, serial, wait_until, Lab};
 use drover_testkit::{processes_mentioning, require, Need, IP, QEMU, QEMU_IMG, TC};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 /// 16 MiB of 4 KiB blocks swept in order, 200 writes and reads a second, on a 64 MiB disk.
@@ -62,22 +61,11 @@ fn a_vm_with_a_local_disk_migrates_by_storage_postcopy() {
 
 /// The VM's disk file on `host` (the agent's storage directory).
 fn disk_on(lab: &Lab, host: &str) -> PathBuf {
-    PathBuf::from(lab.host(host)["state_dir"].as_str().expect("dir"))
-        .join("disks")
-        .join("pvm.qcow2")
+    lab.disk_of(host, "pvm")
 }
 
-/// pvm's image on `host` has `bytes` of virtual size and no backing (`qemu-img info`; `-U`:
-/// its QEMU holds it open).
 fn assert_standalone(lab: &Lab, host: &str, bytes: u64) {
-    let info = Command::new("qemu-img")
-        .args(["info", "-U", "--output=json"])
-        .arg(disk_on(lab, host))
-        .output()
-        .expect("qemu-img info");
-    let info: serde_json::Value = serde_json::from_slice(&info.stdout).expect("info json");
-    assert_eq!(info["virtual-size"], bytes, "{info:#}");
-    assert!(info.get("backing-filename").is_none(), "{info:#}");
+    lab.assert_standalone_disk(host, "pvm", bytes);
 }
 
 /// Moves pvm from `from` to `to` by storage post-copy with memory moved by `technique`, and

@@ -12,6 +12,15 @@
 //! [`DiskNodes::remote_node`] for that export, a new qcow2 overlay (the format node, over the
 //! overlay's file node) backed by it, and a copy-on-read filter [`DiskNodes::cor_node`] under
 //! the guest's device; the stream job [`DiskNodes::stream_job`] later pulls the rest.
+//!
+//! So a disk has one of two graphs, and the node right under the device (its root,
+//! [`DiskRoot`]) is the format node or the copy-on-read filter. The filter stays for the
+//! VM's life on that QEMU, also after the stream: QEMU 10 has no command that moves a
+//! running device to another root node, and over an overlay without a backing it copies
+//! nothing (every block reads as the overlay's own). Commands that work on any node (exports,
+//! `block-stream`, `blockdev-backup`, bitmaps) keep naming the format node; `blockdev-mirror`
+//! takes only a root, so a storage pre-copy asks QEMU which root the device has
+//! ([`crate::qmp::BlockExt::device_root`]) and accepts only one of these two names.
 
 use drover_core::migration::PostcopySettings;
 use serde_json::json;
@@ -113,6 +122,42 @@ impl DiskNodes {
     }
 }
 
+/// The node right under the guest's device: what a launch of [`DiskSpec`] made it
+/// ([`DiskSpec::root`]), what QEMU reports it to be ([`DiskNodes::root_named`]), what a
+/// command that needs a root node names ([`DiskNodes::root_node`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskRoot {
+    /// The qcow2 node ([`DiskSpec::Image`]: launched on a local image).
+    Format,
+    /// The copy-on-read filter over the qcow2 node ([`DiskSpec::Overlay`]: arrived by a
+    /// storage post-copy or hybrid; kept after the stream, see the module doc).
+    CopyOnRead,
+}
+
+impl DiskNodes {
+    /// The name of `root` among this disk's nodes.
+    pub fn root_node(&self, root: DiskRoot) -> &str {
+        match root {
+            DiskRoot::Format => self.format_node(),
+            DiskRoot::CopyOnRead => self.cor_node(),
+        }
+    }
+
+    /// Which root `name` is, None when it is none of this disk's two possible roots (a graph
+    /// Drover did not make: nothing else is trusted as a root).
+    pub fn root_named(&self, name: &str) -> Option<DiskRoot> {
+        [DiskRoot::Format, DiskRoot::CopyOnRead]
+            .into_iter()
+            .find(|&r| self.root_node(r) == name)
+    }
+
+    /// The device's QOM path as `query-block` reports it (`qdev`) and HMP `qemu-io -d` takes
+    /// it: virtio-blk-pci's block backend lives on its `virtio-backend` child.
+    pub fn qdev_path(&self) -> String {
+        format!("/machine/peripheral/{}/virtio-backend", self.device_id())
+    }
+}
+
 /// Where a storage post-copy's destination reads the blocks it has not pulled yet: the
 /// source's NBD server (its export is always [`DiskNodes::export_name`], never a peer's
 /// text) and how long a lost connection may hold reads before they fail.
@@ -162,6 +207,14 @@ pub enum DiskSpec {
 }
 
 impl DiskSpec {
+    /// The node this spec puts under the guest's device.
+    pub fn root(&self) -> DiskRoot {
+        match self {
+            DiskSpec::Image(_) => DiskRoot::Format,
+            DiskSpec::Overlay { .. } => DiskRoot::CopyOnRead,
+        }
+    }
+
     /// The image file QEMU opens (the overlay for [`DiskSpec::Overlay`]).
     pub fn path(&self) -> &Path {
         match self {
@@ -180,7 +233,7 @@ impl DiskSpec {
             "node-name": nodes.format_node(),
             "cache": {"direct": true},
         });
-        let mut device = format!("virtio-blk-pci,drive={}", nodes.format_node());
+        let mut device = format!("virtio-blk-pci,drive={}", nodes.root_node(self.root()));
         if let DiskSpec::Overlay { source, .. } = self {
             let addr = source.addr();
             blockdevs.push(json!({
@@ -193,10 +246,7 @@ impl DiskSpec {
                 "reconnect-delay": source.reconnect_delay_s(),
             }));
             format["backing"] = json!(nodes.remote_node());
-            device = format!(
-                "virtio-blk-pci,drive={},rerror=stop,werror=stop",
-                nodes.cor_node()
-            );
+            device.push_str(",rerror=stop,werror=stop");
         }
         blockdevs.push(json!({
             "driver": "file",
@@ -356,6 +406,25 @@ mod tests {
         assert_eq!(d.stream_job(), "drover-disk0-stream");
     }
 
+    #[test]
+    fn each_spec_names_its_root_and_only_drovers_roots_are_recognised() {
+        let d = DiskNodes::of(0);
+        let image = DiskSpec::Image(PathBuf::from("/var/lib/drover/d.qcow2"));
+        assert_eq!(image.root(), DiskRoot::Format);
+        let device = image.argv(&d).last().cloned().unwrap_or_default();
+        assert!(device.contains("drive=drover-disk0,"), "{device}");
+        assert_eq!(d.root_named("drover-disk0"), Some(DiskRoot::Format));
+        assert_eq!(d.root_named("drover-disk0-cor"), Some(DiskRoot::CopyOnRead));
+        assert_eq!(d.root_node(DiskRoot::CopyOnRead), "drover-disk0-cor");
+        for other in ["drover-disk0-file", "drover-disk0-remote", "#block123", ""] {
+            assert_eq!(d.root_named(other), None, "{other}");
+        }
+        assert_eq!(
+            d.qdev_path(),
+            "/machine/peripheral/drover-disk0-dev/virtio-backend"
+        );
+    }
+
     fn blockdevs(args: &[String]) -> Vec<serde_json::Value> {
         args.windows(2)
             .filter(|w| w[0] == "-blockdev")
@@ -374,6 +443,7 @@ mod tests {
             overlay: PathBuf::from("/var/lib/drover/disks/db.qcow2"),
             source: NbdBacking::new(addr, &settings).expect("backing"),
         };
+        assert_eq!(spec.root(), DiskRoot::CopyOnRead);
         let args = spec.argv(&DiskNodes::of(0));
         let b = blockdevs(&args);
         let names: Vec<&str> = b.iter().filter_map(|n| n["node-name"].as_str()).collect();

@@ -1,13 +1,15 @@
 //! Measures a running VM for the cost model, the way an agent would on a real host: QEMU's
 //! page-sampling dirty-rate measurement (cheap: it hashes a few thousand sampled pages twice and
 //! never write-protects guest memory), over a short and a one-second window; and, for the WAN
-//! fraction model, memory over time with the disk's rates and locality ([`profile_wan`]).
+//! fraction model, memory over time with the disk's rates and locality ([`profile_wan`]): one
+//! page-sampling window a second, then one long window whose count of distinct dirtied pages
+//! sizes the working set (see `drover_core::migration::wan`'s memory module).
 
 use crate::disk::DiskNodes;
 use crate::disk_trace::{self, DiskTraceError};
 use crate::qmp::{Qmp, QmpError, QmpExt};
 use drover_core::migration::wan::{
-    count_regions, DiskProfile, MemoryProfile, WanError, WanProfile,
+    count_regions, DirtyWindow, DiskProfile, MemoryProfile, WanError, WanProfile,
 };
 use drover_core::migration::VmProfile;
 use serde_json::{json, Value};
@@ -19,9 +21,26 @@ pub const SHORT_WINDOW_MS: u64 = 200;
 /// Long window: how much memory is hot.
 pub const LONG_WINDOW_MS: u64 = 1000;
 
+/// Bytes in the unit of QEMU's `dirty-rate` readings: it counts dirtied pages in whole MiB
+/// (`pages * page_size >> 20`) whatever the mode, though its schema says MB.
+pub const DIRTY_RATE_UNIT_BYTES: f64 = (1u64 << 20) as f64;
+
 /// One measurement over `ms` milliseconds; MB/s.
 pub async fn measure_dirty_rate(qmp: &dyn Qmp, ms: u64) -> Result<f64, QmpError> {
     qmp.calc_dirty_rate(ms).await?;
+    wait_for_dirty_rate(qmp, ms).await
+}
+
+/// One page-sampling measurement over `ms` milliseconds: distinct pages dirtied, bytes/s (QEMU
+/// compares sampled pages' hashes at the window's two ends, so a page rewritten within it counts
+/// once). Not `dirty-bitmap` mode, which counts every page: under TCG it reads 0 whatever the
+/// guest writes (measured on QEMU 10 with a guest rewriting 4 MB/s).
+pub async fn measure_dirtied_bps(qmp: &dyn Qmp, ms: u64) -> Result<f64, QmpError> {
+    Ok(measure_dirty_rate(qmp, ms).await? * DIRTY_RATE_UNIT_BYTES)
+}
+
+/// Waits out a measurement of `ms` started just now and reads it (QEMU's unit).
+async fn wait_for_dirty_rate(qmp: &dyn Qmp, ms: u64) -> Result<f64, QmpError> {
     tokio::time::sleep(Duration::from_millis(ms)).await;
     for _ in 0..100 {
         if let Some(mb_s) = qmp.query_dirty_rate().await? {
@@ -114,8 +133,9 @@ pub enum ProfileError {
 /// How long and how finely a WAN profile looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WanProfileSettings {
-    /// Dirty-rate samples of [`LONG_WINDOW_MS`] each, one after another: the window's length in
-    /// seconds (the disk is watched over the same window), at least 1.
+    /// Dirty-rate samples of [`LONG_WINDOW_MS`] each, one after another, then one window as
+    /// long as all of them for the working set: the profile takes twice this many seconds (the
+    /// disk is watched over all of it), at least 1.
     pub samples: usize,
     /// Regions the disk is cut into for the read/write locality (at most one per cluster).
     pub regions: usize,
@@ -132,11 +152,12 @@ impl Default for WanProfileSettings {
 }
 
 /// Profiles a running VM with a disk for the WAN fraction model (`drover_core::migration::wan`):
-/// memory's dirty rate over `settings.samples` one-second windows (after a short one, which with
-/// the first long one sizes the working set as [`VmProfile::from_dirty_rates`] does), and, over
-/// the same time, the disk's read and write rates (`query-blockstats`) and the bytes its guest
-/// read and wrote per region ([`crate::disk_trace`]'s events, logged to `trace_log`). The trace
-/// events are switched off again whatever happens.
+/// memory's dirty rate over `settings.samples` one-second windows, then the distinct pages
+/// dirtied over one window of `settings.samples` seconds, which sizes the working set
+/// ([`MemoryProfile::from_windows`]); and, over the same time, the disk's read and write rates
+/// (`query-blockstats`) and the bytes its guest read and wrote per region
+/// ([`crate::disk_trace`]'s events, logged to `trace_log`). The trace events are switched off
+/// again whatever happens.
 pub async fn profile_wan(
     qmp: &dyn Qmp,
     trace_log: &Path,
@@ -149,17 +170,15 @@ pub async fn profile_wan(
     disk_trace::set_events(qmp, true).await?;
     let watched = watch_window(qmp, settings.samples.max(1)).await;
     let off = disk_trace::set_events(qmp, false).await;
-    let (short, samples, io, secs) = watched?;
+    let (samples_bps, long, io, secs) = watched?;
     off?;
     let requests = disk_trace::read_requests(trace_log, from)?;
     let regions = settings
         .regions
         .min(virtual_bytes.div_ceil(cluster_bytes.max(1)) as usize);
     let counts = count_regions(virtual_bytes, regions, requests);
-    let long = samples.first().copied().unwrap_or(0.0);
-    let wss = VmProfile::from_dirty_rates(memory_bytes, short, long).wss_bytes;
-    let samples_bps = samples.iter().map(|mb_s| mb_s * 1e6).collect();
-    let memory = MemoryProfile::new(memory_bytes, wss, samples_bps, LONG_WINDOW_MS as f64 / 1e3)?;
+    let interval_s = LONG_WINDOW_MS as f64 / 1e3;
+    let memory = MemoryProfile::from_windows(memory_bytes, samples_bps, interval_s, long)?;
     let per_s = |bytes: u64| bytes as f64 / secs;
     let disk = DiskProfile::new(
         virtual_bytes,
@@ -171,19 +190,25 @@ pub async fn profile_wan(
     Ok(WanProfile { memory, disk })
 }
 
-/// The window itself: the short dirty-rate sample, `samples` long ones (MB/s), the disk I/O done
-/// meanwhile and the seconds it took.
+/// The window itself: `samples` one-second dirty-rate samples (bytes/s), the long window after
+/// them, the disk I/O done meanwhile and the seconds it took.
 async fn watch_window(
     qmp: &dyn Qmp,
     samples: usize,
-) -> Result<(f64, Vec<f64>, BlockStats, f64), QmpError> {
+) -> Result<(Vec<f64>, DirtyWindow, BlockStats, f64), QmpError> {
     let before = query_blockstats(qmp).await?;
     let t0 = std::time::Instant::now();
-    let short = measure_dirty_rate(qmp, SHORT_WINDOW_MS).await?;
-    let mut long = Vec::with_capacity(samples);
+    let mut rates = Vec::with_capacity(samples);
     for _ in 0..samples {
-        long.push(measure_dirty_rate(qmp, LONG_WINDOW_MS).await?);
+        rates.push(measure_dirtied_bps(qmp, LONG_WINDOW_MS).await?);
     }
+    let long_ms = LONG_WINDOW_MS * samples as u64;
+    let long_bps = measure_dirtied_bps(qmp, long_ms).await?;
+    let seconds = long_ms as f64 / 1e3;
+    let long = DirtyWindow {
+        seconds,
+        dirtied_bytes: long_bps * seconds,
+    };
     let after = query_blockstats(qmp).await?;
     let secs = t0.elapsed().as_secs_f64().max(1e-3);
     let io = BlockStats {
@@ -192,7 +217,7 @@ async fn watch_window(
         read_ops: after.read_ops.saturating_sub(before.read_ops),
         write_ops: after.write_ops.saturating_sub(before.write_ops),
     };
-    Ok((short, long, io, secs))
+    Ok((rates, long, io, secs))
 }
 
 #[cfg(test)]

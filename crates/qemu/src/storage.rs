@@ -4,8 +4,11 @@
 //!
 //! 1. destination: `nbd-server-start` on the NBD address, `block-export-add` (writable) of its
 //!    empty target disk;
-//! 2. source: `blockdev-add` an NBD client node for that export, `blockdev-mirror` (sync full,
-//!    the settings' copy mode, `auto-dismiss` off so the job's end can be polled);
+//! 2. source: `blockdev-add` an NBD client node for that export, `query-block` for the node
+//!    the guest's device sits on (the format node, or the copy-on-read filter of a VM that
+//!    arrived by a storage post-copy: see [`crate::disk::DiskRoot`]; QEMU mirrors only from
+//!    that root), `blockdev-mirror` from it (sync full, the settings' copy mode,
+//!    `auto-dismiss` off so the job's end can be polled);
 //! 3. poll `query-block-jobs` until the mirror is READY (switching a lagging background mirror
 //!    to write-blocking once, if the settings say so);
 //! 4. the memory migration ([`driver::migrate`]) with `pause-before-switchover` on; beside it
@@ -172,8 +175,13 @@ async fn prepare(
         .map_err(at(S::TargetAdd))?;
     advance(machine, S::TargetAdd, StorageEvent::TargetAttached)?;
     let mode = config.settings.copy_mode;
+    let root = ends
+        .source
+        .device_root(disk)
+        .await
+        .map_err(at(S::MirrorStart))?;
     ends.source
-        .start_mirror(disk, mode)
+        .start_mirror(disk, root, mode)
         .await
         .map_err(at(S::MirrorStart))?;
     let started = StorageEvent::MirrorStarted {

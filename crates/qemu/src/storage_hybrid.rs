@@ -44,11 +44,13 @@ use crate::driver::{DriverConfig, DriverError, Endpoints};
 use crate::img::qemu_img;
 use crate::metrics::Clock;
 use crate::qmp::bitmap::{
-    abandon_job, add_bitmap, bitmap_count, file_size, push_job, remove_bitmap,
+    abandon_job, add_bitmap, bitmap_count, file_size, named_node, parse_bitmap_count, push_job,
+    remove_bitmap,
 };
 use crate::qmp::{BlockExt, Qmp, QmpError, QmpExt};
 use crate::storage::{memory_failure, DiskTarget};
 use crate::storage_postcopy::{PostcopyConfig, PostcopyRun, PostcopySession};
+use drover_core::migration::PostcopyPhase;
 use drover_core::migration::{
     HotSet, HybridCleanup, HybridEvent, HybridMachine, HybridPhase, HybridSettings, HybridStep,
     MigrationPlan, MigrationStatus, PostcopyOutcome, PushVerdict, RoundVerdict, StorageRecord,
@@ -185,8 +187,20 @@ impl HybridSession {
         self.pull.backing()
     }
 
+    /// Sets the destination's NBD address the push writes to, when it is known only after
+    /// step 1 (an agent learns it from the destination it launched on the export). Only
+    /// before [`HybridSession::migrate`]: later it changes nothing that matters.
+    pub fn set_dest_nbd(&mut self, dest_nbd: NbdAddr) {
+        self.dest_nbd = dest_nbd;
+    }
+
     pub fn phase(&self) -> &HybridPhase {
         self.machine.phase()
+    }
+
+    /// Where the pull half stands (a stalled stream is [`PostcopyPhase::Stalled`]).
+    pub fn pull_phase(&self) -> &PostcopyPhase {
+        self.pull.phase()
     }
 
     /// The destination could not be launched: undo step 1.
@@ -485,6 +499,59 @@ impl HybridSession {
         }
         errors
     }
+}
+
+/// Removes what an earlier hybrid of `disk` left on the source (an agent that died, or a
+/// clean-up that failed): its push job, its NBD client node toward an old destination, its
+/// hot and tracking bitmaps. Call it before [`HybridSession::export`]. Returns what was
+/// removed, for the record's notes.
+///
+/// # Errors
+/// A leftover that could not be removed (its target may be unreachable: the message says
+/// to try again later); nothing new was started.
+pub async fn clear_leftovers(source: &dyn Qmp, disk: &DiskNodes) -> Result<Vec<String>, String> {
+    let names = PushNames::of(disk);
+    let stuck = |what: &str, e: QmpError| {
+        format!(
+            "an earlier storage hybrid of this VM left its {what}, which could not be removed \
+             ({e}); try again once the link to its old destination is back"
+        )
+    };
+    let mut removed = Vec::new();
+    if push_job(source, &names.job)
+        .await
+        .map_err(|e| stuck("push job", e))?
+        .is_some()
+    {
+        abandon_job(source, &names.job)
+            .await
+            .map_err(|e| stuck("push job", e))?;
+        removed.push(format!("push job {}", names.job));
+    }
+    if source
+        .has_nbd_target(disk)
+        .await
+        .map_err(|e| stuck("NBD node", e))?
+    {
+        source
+            .delete_nbd_target(disk)
+            .await
+            .map_err(|e| stuck("NBD node", e))?;
+        removed.push(format!("NBD node {}", disk.target_node()));
+    }
+    let node = disk.format_node();
+    let present = named_node(source, node)
+        .await
+        .map_err(|e| stuck("bitmaps", e))?;
+    for name in [&names.hot, &names.dirty] {
+        if parse_bitmap_count(&present, name).is_ok() {
+            remove_bitmap(source, node, name)
+                .await
+                .map_err(|e| stuck("bitmaps", e))?;
+            removed.push(format!("dirty bitmap {name}"));
+        }
+    }
+    Ok(removed)
 }
 
 /// The bitmap `qemu-img bitmap --add` creates in the scratch image.

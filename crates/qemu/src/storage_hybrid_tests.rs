@@ -275,3 +275,87 @@ async fn a_refused_freeze_cancels_the_memory_migration() {
         ]
     );
 }
+
+/// An earlier hybrid's push job, NBD node and both bitmaps are removed before a new one, in
+/// that order; a clean source is only looked at.
+#[tokio::test]
+async fn leftovers_of_an_earlier_hybrid_are_swept() {
+    let disk = DiskNodes::of(0);
+    let left = |job: bool| {
+        let nodes = json!([
+            {"node-name": "drover-disk0", "dirty-bitmaps": [
+                {"name": "drover-disk0-hot", "count": 65536},
+                {"name": "drover-disk0-dirty", "count": 0},
+                {"name": "other", "count": 1}]},
+            {"node-name": "drover-disk0-nbd"}]);
+        let jobs = if job {
+            json!([{"device": "drover-disk0-push", "type": "backup", "len": 1, "offset": 0,
+                    "status": "concluded", "ready": false, "busy": false, "paused": false,
+                    "speed": 0, "io-status": "ok"}])
+        } else {
+            json!([])
+        };
+        ScriptedQmp::new(move |cmd, _| {
+            Ok(match cmd {
+                "query-named-block-nodes" => nodes.clone(),
+                "query-block-jobs" => jobs.clone(),
+                _ => json!({}),
+            })
+        })
+    };
+    let source = left(true);
+    let removed = clear_leftovers(&source, &disk).await.expect("swept");
+    assert_eq!(
+        removed,
+        [
+            "push job drover-disk0-push",
+            "NBD node drover-disk0-nbd",
+            "dirty bitmap drover-disk0-hot",
+            "dirty bitmap drover-disk0-dirty"
+        ]
+    );
+    let changes: Vec<_> = source
+        .calls()
+        .into_iter()
+        .map(|c| c.command)
+        .filter(|c| !c.starts_with("query-"))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "job-dismiss",
+            "blockdev-del",
+            "block-dirty-bitmap-remove",
+            "block-dirty-bitmap-remove"
+        ]
+    );
+    let clean = ScriptedQmp::new(|cmd, _| {
+        Ok(match cmd {
+            "query-named-block-nodes" => json!([{"node-name": "drover-disk0"}]),
+            _ => json!([]),
+        })
+    });
+    assert!(clear_leftovers(&clean, &disk)
+        .await
+        .expect("clean")
+        .is_empty());
+    assert!(clean
+        .command_names()
+        .iter()
+        .all(|c| c.starts_with("query-")));
+    // A leftover QEMU will not remove: the error says what and to try again.
+    let stuck = ScriptedQmp::new(|cmd, _| match cmd {
+        "query-named-block-nodes" => Ok(json!([{"node-name": "drover-disk0-nbd"}])),
+        "blockdev-del" => Err(QmpError::Command {
+            command: cmd.into(),
+            class: "GenericError".into(),
+            desc: "Node is in use".into(),
+        }),
+        _ => Ok(json!([])),
+    });
+    let err = clear_leftovers(&stuck, &disk).await.expect_err("stuck");
+    assert!(
+        err.contains("left its NBD node") && err.contains("Node is in use"),
+        "{err}"
+    );
+}

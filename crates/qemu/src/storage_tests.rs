@@ -18,6 +18,8 @@ struct World {
     migrate_polls: u64,
     /// The status an earlier migration of the source left (QEMU reports it until `migrate`).
     earlier: Option<&'static str>,
+    /// The node under the guest's device (None: the format node, a VM launched on its image).
+    root: Option<&'static str>,
     // Faults.
     mirror_fails: bool,
     migrate_fails: bool,
@@ -93,6 +95,11 @@ fn source(world: Shared) -> ScriptedQmp {
                 })
             }
             "query-block-jobs" => return Ok(job_json(&mut w)),
+            "query-block" => {
+                let node = w.root.unwrap_or("drover-disk0");
+                return Ok(json!([{"device": "", "inserted": {"node-name": node},
+                    "qdev": "/machine/peripheral/drover-disk0-dev/virtio-backend"}]));
+            }
             "query-named-block-nodes" => {
                 let mut nodes = vec![json!({"node-name": "drover-disk0"})];
                 if w.target_attached {
@@ -204,6 +211,7 @@ async fn storage_precopy_mirrors_then_switches_over_in_libvirts_order() {
         ]
     );
     let mirror = &args_of(&r.source, "blockdev-mirror")[0];
+    assert_eq!(mirror["device"], "drover-disk0");
     assert_eq!(mirror["sync"], "full");
     assert_eq!(mirror["copy-mode"], "background");
     assert_eq!(mirror["target"], "drover-disk0-nbd");
@@ -220,6 +228,33 @@ async fn storage_precopy_mirrors_then_switches_over_in_libvirts_order() {
     assert!(run.storage.mirror_to_ready_ms.is_some());
     assert!(run.storage.ready_to_cancel_ms.is_some());
     assert!(run.storage.cancel_to_concluded_ms.is_some());
+    let w = r.world.lock().expect("lock");
+    assert!(!w.server_up && !w.target_attached && w.job.is_none());
+}
+
+/// A VM that arrived by a storage post-copy sits on the copy-on-read filter: the mirror
+/// starts from that root (QEMU refuses a non-root node: "Need a root block node").
+#[tokio::test(start_paused = true)]
+async fn a_vm_on_the_copy_on_read_filter_is_mirrored_from_it() {
+    let r = rig(|w| w.root = Some("drover-disk0-cor"));
+    let run = run(&r).await;
+    assert_eq!(run.storage.error, None, "{:?}", run.storage);
+    assert!(run.memory.is_some());
+    let mirror = &args_of(&r.source, "blockdev-mirror")[0];
+    assert_eq!(mirror["device"], "drover-disk0-cor");
+    assert_eq!(mirror["target"], "drover-disk0-nbd");
+}
+
+/// A device on a node Drover did not make is refused before any mirror, and what was set up
+/// is undone.
+#[tokio::test(start_paused = true)]
+async fn a_device_on_a_foreign_node_is_refused_before_the_mirror() {
+    let r = rig(|w| w.root = Some("drover-disk0-file"));
+    let run = run(&r).await;
+    assert!(run.memory.is_none());
+    let error = run.storage.error.expect("error");
+    assert!(error.contains("'drover-disk0-file'"), "{error}");
+    assert_eq!(actions(&r.source), ["blockdev-add", "blockdev-del"]);
     let w = r.world.lock().expect("lock");
     assert!(!w.server_up && !w.target_attached && w.job.is_none());
 }

@@ -279,7 +279,7 @@ fn guest_seen(ret: &drover_api::qmp::QmpReturn) -> bool {
             .status
             .as_deref()
             .is_some_and(|s| s == "completed" || s.starts_with("postcopy-")),
-        R::Capabilities(_) | R::BlockJobs(_) | R::Empty(_) => false,
+        R::Capabilities(_) | R::BlockJobs(_) | R::BlockNodes(_) | R::Empty(_) => false,
     }
 }
 
@@ -399,8 +399,10 @@ async fn incoming(
     let reply = IncomingReply {
         uri: MigrationUri::tcp(ip, port),
         recover_uri: MigrationUri::tcp(ip, recover_port),
-        // A post-copy destination serves no NBD target: it reads the source's.
-        nbd: (config.disk.is_some() && req.source_nbd.is_none())
+        // A post-copy destination serves no NBD target: it reads the source's. A hybrid's
+        // does both: reads the source's, and takes the push into its overlay.
+        nbd: (config.disk.is_some()
+            && req.storage != drover_core::migration::StorageMode::Postcopy)
             .then(|| std::net::SocketAddr::new(ip, nbd_port)),
     };
     let role = VmRole::Incoming {

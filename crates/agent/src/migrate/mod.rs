@@ -47,8 +47,10 @@
 //!
 //! A VM with a disk migrates by storage pre-copy (the request's `storage: precopy`, the
 //! default; `drover_qemu::storage`) with memory pre-copy only (`auto` picks it; post-copy and
-//! hybrid are refused at the request), or by storage post-copy (`storage: postcopy`, any
-//! technique; `storage_pc.rs` has its protocol). For storage pre-copy S sends
+//! hybrid are refused at the request), by storage post-copy (`storage: postcopy`, any
+//! technique; `storage_pc.rs` has its protocol), or by the storage hybrid (`storage: hybrid`,
+//! any technique: the hottest part of the disk pushed ahead, the rest pulled as in a
+//! post-copy; `storage_hy.rs` has its protocol). For storage pre-copy S sends
 //! its disk's virtual size in the incoming request; D creates an empty qcow2 target of that
 //! size under the disk's name in its own storage directory (409 if the name is taken there,
 //! never overwriting), starts the incoming QEMU on it and replies with the NBD address its
@@ -80,6 +82,7 @@ mod recover;
 mod resume;
 mod run;
 mod settle;
+pub mod storage_hy;
 pub mod storage_pc;
 
 pub use recover::{reconcile_step, DestSeen, Reconcile, SourceSeen};
@@ -120,7 +123,7 @@ pub enum MigrateError {
     #[error(
         "VM '{vm}' has disk '{disk}': storage precopy moves a disk only with technique precopy \
          (or auto, which picks it); technique {technique} is refused (with storage postcopy \
-         any technique moves it)"
+         any technique moves it, as with storage hybrid)"
     )]
     DiskNeedsPrecopy {
         vm: String,

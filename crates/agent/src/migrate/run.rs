@@ -2,12 +2,14 @@
 
 use super::abort_retry;
 use super::lifecycle::RecordEvent;
-use super::storage_pc;
+use super::storage_hy;
+use super::storage_pc::{self, Kept};
 use crate::remote::RemoteQmp;
 use crate::AgentState;
 use drover_api::{
     AgentClient, IncomingReply, IncomingRequest, MigrationRecord, MigrationRequest, MigrationState,
 };
+use drover_core::migration::HotSet;
 use drover_core::migration::{
     paused_by_migration, CostParams, EndStatus, MigrationPlan, MigrationStatus, OpsSample,
     PlanKnobs, Technique, VmProfile,
@@ -18,6 +20,7 @@ use drover_qemu::driver::{self, DriverConfig, Endpoints, MigrationRun};
 use drover_qemu::metrics::Clock;
 use drover_qemu::qmp::{Qmp, QmpClient, QmpExt};
 use drover_qemu::storage::{migrate_with_storage, DiskTarget, StorageConfig, StorageRun};
+use drover_qemu::storage_hybrid::HybridSession;
 use drover_qemu::storage_postcopy::{PostcopyRun, PostcopySession};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,22 +74,19 @@ async fn drive(
         Some(StorageMode::Precopy) => {
             MigrationPlan::build_with_disk(req.technique, &req.knobs, &CostParams::default())
         }
-        Some(StorageMode::Postcopy) | None => {
+        // Storage post-copy and hybrid move memory by any technique.
+        Some(StorageMode::Postcopy | StorageMode::Hybrid) | None => {
             plan_for(req, state.link_bps, source.as_ref(), config.memory_bytes).await
-        }
-        // The request's validation refuses it; kept for the day the agent runs it.
-        Some(StorageMode::Hybrid) => {
-            return Err(format!(
-                "storage hybrid: {}",
-                drover_core::migration::storage::HYBRID_NOT_RUN
-            ))
         }
     };
     let dest = AgentClient::new(req.to.clone(), &state.token);
+    let asked = std::time::Instant::now();
     let health = dest
         .health()
         .await
         .map_err(|e| format!("destination unreachable: {e}"))?;
+    // One request's round trip: the hybrid's model takes it as the link's.
+    let rtt = asked.elapsed();
     if health.agent_id == state.agent_id {
         return Err(format!("the destination {} is this host", req.to));
     }
@@ -100,10 +100,41 @@ async fn drive(
         ),
         None => None,
     };
-    // Storage post-copy: the source's export exists before the destination opens it.
+    // Storage hybrid: the hot set from a fresh profile, before anything is set up.
+    let scratch = storage_hy::scratch_dir(state, vm)?;
+    let hot = match storage {
+        Some(StorageMode::Hybrid) => {
+            let c = storage_hy::hot_set(state, vm, source.as_ref(), &req.knobs, rtt).await?;
+            state.migrations.note(
+                id,
+                format!(
+                    "storage hybrid: pushing {:.0}% of the disk ahead ({} bytes, the hottest by \
+                     a {} s profile): {}",
+                    c.fraction * 100.0,
+                    c.hot.bytes(),
+                    storage_hy::PROFILE_WINDOW_S,
+                    c.reason
+                ),
+            );
+            Some(c.hot)
+        }
+        _ => None,
+    };
+    // Storage post-copy and hybrid: the source's export exists before the destination opens
+    // it.
     let mut session = match storage {
-        Some(StorageMode::Postcopy) => {
-            Some(storage_pc::export(source.as_ref(), &req.to, &req.knobs).await?)
+        Some(StorageMode::Postcopy) => Some(Kept::Postcopy(Box::new(
+            storage_pc::export(source.as_ref(), &req.to, &req.knobs).await?,
+        ))),
+        Some(StorageMode::Hybrid) => {
+            let (s, swept) = storage_hy::export(source.as_ref(), &req.to, &req.knobs).await?;
+            for leftover in swept {
+                state.migrations.note(
+                    id,
+                    format!("storage hybrid: an earlier attempt's {leftover} removed"),
+                );
+            }
+            Some(Kept::Hybrid(Box::new(s)))
         }
         _ => None,
     };
@@ -112,7 +143,7 @@ async fn drive(
         migration_id: id.to_string(),
         disk_virtual_bytes,
         storage: storage.unwrap_or_default(),
-        source_nbd: session.as_ref().map(storage_pc::export_addr),
+        source_nbd: session.as_ref().map(Kept::export_addr),
     };
     let target =
         prepare_destination(state, id, req, &dest, source.as_ref(), &incoming, &plan).await;
@@ -140,10 +171,20 @@ async fn drive(
     let clock = state.vms.clock();
     let samples = state.vms.samples_of(vm).map_err(|e| e.to_string())?;
     let driver_config = DriverConfig::default();
-    let disk = match (target.as_ref(), session.as_mut()) {
-        (Some(t), _) => Disk::Precopy(t),
-        (None, Some(s)) => Disk::Postcopy(s),
-        (None, None) => Disk::None,
+    let disk = match (target.as_ref(), session.as_mut(), hot.as_ref()) {
+        // A hybrid's destination serves an NBD target too: the push's.
+        (Some(t), Some(Kept::Hybrid(s)), Some(hot)) => {
+            s.set_dest_nbd(t.nbd);
+            Disk::Hybrid {
+                session: s,
+                hot,
+                scratch: &scratch,
+            }
+        }
+        (Some(t), None, _) => Disk::Precopy(t),
+        (None, Some(Kept::Postcopy(s)), _) => Disk::Postcopy(s),
+        (None, None, _) => Disk::None,
+        _ => return Err("the storage migration's parts do not match (a bug)".into()),
     };
     let mut seen_switch = false;
     let outcome = {
@@ -182,10 +223,11 @@ async fn drive(
             }
             let error = error.or_else(|| {
                 postcopy.as_ref().and_then(|p| {
-                    p.storage
-                        .error
-                        .as_ref()
-                        .map(|e| format!("storage post-copy: {e}"))
+                    let mode = match p.storage.mode {
+                        StorageMode::Hybrid => "storage hybrid",
+                        _ => "storage post-copy",
+                    };
+                    p.storage.error.as_ref().map(|e| format!("{mode}: {e}"))
                 })
             });
             (run, error, postcopy.map(|p| p.outcome))
@@ -215,10 +257,14 @@ async fn drive(
             state.migrations.postcopy.keep(id, s);
         }
         let kept = super::abandon::kept_words_of(state, id).await;
+        let mode = match storage {
+            Some(StorageMode::Hybrid) => "storage hybrid",
+            _ => "storage post-copy",
+        };
         state.migrations.note(
             id,
             format!(
-                "storage post-copy did not complete: {kept}; the source's disk holds blocks the \
+                "{mode} did not complete: {kept}; the source's disk holds blocks the \
                  destination lacks; a stalled stream resumes with POST /v1/migrations/{id}/resume"
             ),
         );
@@ -409,7 +455,7 @@ pub(super) async fn abort_destination(
 }
 
 /// Asks the destination for its incoming VM and checks its reply; records the run started.
-/// Returns the reply and, for a storage pre-copy, the destination's NBD target. A failure
+/// Returns the reply and, for a storage pre-copy or hybrid, the destination's NBD target. A failure
 /// after the destination may have started its QEMU removes it again.
 async fn prepare_destination(
     state: &Arc<AgentState>,
@@ -432,9 +478,9 @@ async fn prepare_destination(
             return Err(format!("destination could not prepare an incoming VM: {e}"));
         }
     };
-    // Only a storage pre-copy's destination serves an NBD target.
+    // A storage pre-copy's and a hybrid's destination serve an NBD target.
     let wants_nbd =
-        incoming.disk_virtual_bytes.is_some() && incoming.storage == StorageMode::Precopy;
+        incoming.disk_virtual_bytes.is_some() && incoming.storage != StorageMode::Postcopy;
     let target = match check_reply(&req.to, &reply, wants_nbd).await {
         Ok(nbd) => nbd.map(|nbd| DiskTarget {
             disk: DiskNodes::of(0),
@@ -520,6 +566,14 @@ enum Disk<'a> {
     Precopy(&'a DiskTarget),
     /// Storage post-copy from the source's export (exported already).
     Postcopy(&'a mut PostcopySession),
+    /// Storage hybrid: `hot` pushed into the destination's NBD target (its address set),
+    /// the rest pulled from the source's export (exported already); the push's scratch
+    /// image in `scratch`.
+    Hybrid {
+        session: &'a mut HybridSession,
+        hot: &'a HotSet,
+        scratch: &'a std::path::Path,
+    },
 }
 
 /// The memory migration alone, or with the storage migration of `disk` (a VM with a disk).
@@ -550,18 +604,18 @@ async fn migrate(
                 .migrate(ends, plan, driver_config, clock, Some(cancel))
                 .await
                 .map_err(driver_error)?;
-            return match done.memory.clone() {
-                Some(run) => Ok(Moved {
-                    run,
-                    storage: None,
-                    postcopy: Some(done),
-                }),
-                None => Err(format!(
-                    "storage post-copy: {}{}",
-                    done.storage.error.as_deref().unwrap_or("failed"),
-                    cleanup_text(&done.errors)
-                )),
-            };
+            return pulled("storage post-copy", done);
+        }
+        Disk::Hybrid {
+            session,
+            hot,
+            scratch,
+        } => {
+            let done = session
+                .migrate(ends, hot, scratch, plan, driver_config, clock, Some(cancel))
+                .await
+                .map_err(driver_error)?;
+            return pulled("storage hybrid", done);
         }
         Disk::Precopy(target) => target,
     };
@@ -591,6 +645,23 @@ async fn migrate(
             "storage pre-copy: {}{}",
             done.storage.error.as_deref().unwrap_or("failed"),
             cleanup_text(&done.cleanup_errors)
+        )),
+    }
+}
+
+/// A storage post-copy's or hybrid's run (`mode` names it): moved, or an error when its
+/// storage part failed before the memory migration started.
+fn pulled(mode: &str, done: PostcopyRun) -> Result<Moved, String> {
+    match done.memory.clone() {
+        Some(run) => Ok(Moved {
+            run,
+            storage: None,
+            postcopy: Some(done),
+        }),
+        None => Err(format!(
+            "{mode}: {}{}",
+            done.storage.error.as_deref().unwrap_or("failed"),
+            cleanup_text(&done.errors)
         )),
     }
 }

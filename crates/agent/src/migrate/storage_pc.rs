@@ -36,17 +36,68 @@ use drover_core::migration::{
 };
 use drover_qemu::disk::{DiskNodes, NbdAddr};
 use drover_qemu::driver::Endpoints;
+use drover_qemu::metrics::Clock;
 use drover_qemu::qmp::Qmp;
 use drover_qemu::storage::DiskTarget;
+use drover_qemu::storage_hybrid::HybridSession;
 use drover_qemu::storage_postcopy::{PostcopyConfig, PostcopyRun, PostcopySession};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
-/// Where one migration's storage post-copy stands after its run, by migration id.
+/// A session kept after its run: a storage post-copy's, or a storage hybrid's (whose pull
+/// half is a post-copy's, resumed the same way).
+pub enum Kept {
+    Postcopy(Box<PostcopySession>),
+    Hybrid(Box<HybridSession>),
+}
+
+impl Kept {
+    /// Where its pull stands.
+    fn phase(&self) -> &PostcopyPhase {
+        match self {
+            Kept::Postcopy(s) => s.phase(),
+            Kept::Hybrid(s) => s.pull_phase(),
+        }
+    }
+
+    /// Resumes its stalled or paused pull ([`PostcopySession::resume`],
+    /// [`HybridSession::resume`]).
+    async fn resume(&mut self, ends: &Endpoints<'_>, clock: &Clock) -> PostcopyRun {
+        match self {
+            Kept::Postcopy(s) => s.resume(ends, clock).await,
+            Kept::Hybrid(s) => s.resume(ends, clock).await,
+        }
+    }
+
+    /// The source's export the destination's overlay reads (what the incoming request
+    /// carries).
+    pub fn export_addr(&self) -> SocketAddr {
+        let b = match self {
+            Kept::Postcopy(s) => s.backing(),
+            Kept::Hybrid(s) => s.backing(),
+        };
+        let a = b.addr();
+        SocketAddr::new(a.ip(), a.port())
+    }
+
+    /// The destination could not be launched: undo the export.
+    pub async fn abandon(self, source: &dyn Qmp, reason: &str) {
+        match self {
+            Kept::Postcopy(s) => {
+                s.abandon(source, reason).await;
+            }
+            Kept::Hybrid(s) => {
+                s.abandon(source, reason).await;
+            }
+        }
+    }
+}
+
+/// Where one migration's storage post-copy or hybrid stands after its run, by migration id.
 enum Slot {
     /// Stalled or paused: the session, to be resumed.
-    Held(Box<PostcopySession>),
+    Held(Kept),
     /// Being resumed right now (the session is out).
     Busy,
     /// The stream completed: the source may go.
@@ -60,8 +111,8 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub(super) fn keep(&self, id: &str, session: PostcopySession) {
-        lock(&self.map).insert(id.to_string(), Slot::Held(Box::new(session)));
+    pub(super) fn keep(&self, id: &str, session: Kept) {
+        lock(&self.map).insert(id.to_string(), Slot::Held(session));
     }
 
     pub(super) fn mark_streamed(&self, id: &str) {
@@ -70,7 +121,7 @@ impl Sessions {
 
     /// Takes migration `id`'s session out to resume it; None when there is none to resume
     /// (never kept, already streamed, or being resumed).
-    fn take(&self, id: &str) -> Option<Box<PostcopySession>> {
+    fn take(&self, id: &str) -> Option<Kept> {
         let mut map = lock(&self.map);
         match map.remove(id) {
             Some(Slot::Held(s)) => {
@@ -120,7 +171,7 @@ pub fn postcopy_config(knobs: &PlanKnobs) -> PostcopyConfig {
 ///
 /// # Errors
 /// `to` does not resolve, or no route leads there.
-async fn own_address_toward(to: &AgentUrl) -> Result<IpAddr, String> {
+pub(super) async fn own_address_toward(to: &AgentUrl) -> Result<IpAddr, String> {
     let peer = tokio::net::lookup_host((to.host(), to.port()))
         .await
         .map_err(|e| format!("cannot resolve the destination {to}: {e}"))?
@@ -170,12 +221,6 @@ pub(super) async fn export(
         })
 }
 
-/// The address the destination's overlay reads from (what the incoming request carries).
-pub fn export_addr(session: &PostcopySession) -> SocketAddr {
-    let a = session.backing().addr();
-    SocketAddr::new(a.ip(), a.port())
-}
-
 /// Destination: `source_nbd` of an incoming request must be on `peer`, the address the
 /// request came from (the source agent's own: its QEMU serves the export there). Pure.
 ///
@@ -222,9 +267,20 @@ pub fn decide(outcome: PostcopyOutcome) -> Decision {
     }
 }
 
+/// A duration for the notes: `12 ms`, or `-` when not measured.
+pub(super) fn ms(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v} ms"))
+}
+
+/// A storage record's failure for the notes: `; failed: WHY`, or nothing.
+pub(super) fn failed(s: &StorageRecord) -> String {
+    s.error
+        .as_ref()
+        .map_or_else(String::new, |e| format!("; failed: {e}"))
+}
+
 /// The storage post-copy's figures for the record's notes (pure, for tests).
 pub fn note(s: &StorageRecord) -> String {
-    let ms = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| format!("{v} ms"));
     format!(
         "storage post-copy: the stream processed {} of {} bytes (the whole disk once, what the \
          guest read or wrote meanwhile included); stream {}, {} stall(s){}",
@@ -232,13 +288,11 @@ pub fn note(s: &StorageRecord) -> String {
         s.disk_bytes,
         ms(s.stream_ms),
         s.stream_stalls,
-        s.error
-            .as_ref()
-            .map_or_else(String::new, |e| format!("; failed: {e}")),
+        failed(s),
     )
 }
 
-fn errors_text(errors: &[String]) -> String {
+pub(super) fn errors_text(errors: &[String]) -> String {
     if errors.is_empty() {
         String::new()
     } else {
@@ -248,12 +302,15 @@ fn errors_text(errors: &[String]) -> String {
 
 /// Notes a run's figures and the commands that failed without changing its outcome.
 pub(super) fn note_run(state: &AgentState, id: &str, run: &PostcopyRun) {
-    state.migrations.note(id, note(&run.storage));
+    let (figures, mode) = match run.storage.mode {
+        StorageMode::Hybrid => (super::storage_hy::note(&run.storage), "storage hybrid"),
+        _ => (note(&run.storage), "storage post-copy"),
+    };
+    state.migrations.note(id, figures);
     if !run.errors.is_empty() {
-        state.migrations.note(
-            id,
-            format!("storage post-copy: {}", errors_text(&run.errors)),
-        );
+        state
+            .migrations
+            .note(id, format!("{mode}: {}", errors_text(&run.errors)));
     }
     if let Some(g) = &run.dest_guest {
         if !g.running {
@@ -269,15 +326,19 @@ pub(super) fn note_run(state: &AgentState, id: &str, run: &PostcopyRun) {
     }
 }
 
-/// Why migration `r` may not be settled yet, if so: a storage post-copy whose stream has not
-/// completed here (the source's disk holds blocks the destination lacks).
+/// Why migration `r` may not be settled yet, if so: a storage post-copy or hybrid whose
+/// stream has not completed here (the source's disk holds blocks the destination lacks).
 pub fn settle_refusal(state: &AgentState, r: &MigrationRecord) -> Option<String> {
     // A VM without a disk ignores the mode; one that is gone here has nothing to protect.
     let disk = state
         .vms
         .record(&r.vm)
         .is_ok_and(|v| v.config.disk_file().is_some());
-    let postcopy = r.request.knobs.storage == StorageMode::Postcopy && disk;
+    let pulls = matches!(
+        r.request.knobs.storage,
+        StorageMode::Postcopy | StorageMode::Hybrid
+    );
+    let postcopy = pulls && disk;
     (postcopy && !state.migrations.postcopy.is_streamed(&r.id)).then(|| {
         "its storage post-copy has not streamed the whole disk to the destination: the \
          source's disk holds blocks the destination lacks"
@@ -285,7 +346,7 @@ pub fn settle_refusal(state: &AgentState, r: &MigrationRecord) -> Option<String>
     })
 }
 
-/// Why VM `vm` may not be deleted here, if so: a storage post-copy of it (of this VM, not an
+/// Why VM `vm` may not be deleted here, if so: a storage post-copy or hybrid of it (of this VM, not an
 /// earlier one of its name) switched to a destination whose overlay is backed by this disk,
 /// and its stream has not completed here, whatever the record's state says (a completed
 /// memory post-copy, a record noted completed). Only an abandoned migration (its destination
@@ -302,7 +363,8 @@ pub fn delete_refusal(state: &AgentState, vm: &str) -> Option<String> {
 }
 
 /// Pure part of [`delete_refusal`]: the latest of `records` that migrated VM `vm` (the
-/// instance created at `created_unix_ms`) by storage post-copy past the switchover, not
+/// instance created at `created_unix_ms`) by storage post-copy or hybrid (whose destination
+/// pulls the rest the same way) past the switchover, not
 /// abandoned and not `streamed`, as the refusal's words.
 pub fn disk_lent_by(
     created_unix_ms: u64,
@@ -314,7 +376,11 @@ pub fn disk_lent_by(
         .iter()
         .rev()
         .find(|r| r.vm == vm && r.started_unix_ms >= created_unix_ms)?;
-    let lent = r.request.knobs.storage == StorageMode::Postcopy
+    let pulls = matches!(
+        r.request.knobs.storage,
+        StorageMode::Postcopy | StorageMode::Hybrid
+    );
+    let lent = pulls
         && r.vm_on_destination
         && r.state != drover_api::MigrationState::Abandoned
         && !streamed(&r.id);
@@ -359,7 +425,7 @@ async fn resume_session(
     note_run(state, id, &run);
     match run.outcome {
         PostcopyOutcome::Completed => state.migrations.postcopy.mark_streamed(id),
-        _ => state.migrations.postcopy.keep(id, *session),
+        _ => state.migrations.postcopy.keep(id, session),
     }
     Some(run)
 }
@@ -658,6 +724,12 @@ mod tests {
         assert_eq!(
             disk_lent_by(1, &[pc(S::Paused, true, 5)], "vm1", |id| id == "m1"),
             None
+        );
+        let mut hybrid = pc(S::Paused, true, 5);
+        hybrid.request.knobs.storage = StorageMode::Hybrid;
+        assert!(
+            disk_lent_by(1, &[hybrid], "vm1", none).is_some(),
+            "a hybrid pulls too"
         );
         let mut precopy = pc(S::Paused, true, 5);
         precopy.request.knobs.storage = StorageMode::Precopy;

@@ -21,27 +21,49 @@ pub enum IncomingDisk {
     Target(SocketAddr),
     /// Storage post-copy: it runs on an overlay of the source's export and streams it:
     /// `block-stream` of the disk, `block-job-resume`/`job-dismiss` of that stream,
-    /// `query-block-jobs`, `cont`.
+    /// `query-block-jobs`, `query-named-block-nodes`, `cont`.
     Overlay,
+    /// Storage hybrid: it runs on an overlay as [`IncomingDisk::Overlay`] and takes its
+    /// commands, and before the switchover the source pushes the hot blocks into that overlay
+    /// through an NBD server on this address (the one this agent made): the pre-copy's
+    /// `nbd-server-start` there, Drover's writable export, `nbd-server-stop`.
+    Hybrid(SocketAddr),
 }
 
 impl IncomingDisk {
-    /// From an incoming role's NBD address (pre-copy) and source export (post-copy).
+    /// From an incoming role's NBD address (pre-copy, hybrid) and source export (post-copy,
+    /// hybrid).
     pub fn of(nbd: Option<SocketAddr>, source_nbd: Option<SocketAddr>) -> Self {
         match (nbd, source_nbd) {
-            (_, Some(_)) => IncomingDisk::Overlay,
+            (Some(a), Some(_)) => IncomingDisk::Hybrid(a),
+            (None, Some(_)) => IncomingDisk::Overlay,
             (Some(a), None) => IncomingDisk::Target(a),
             (None, None) => IncomingDisk::None,
         }
     }
+
+    /// The NBD address the source may start a server on: a pre-copy's or hybrid's own.
+    fn own_nbd(self) -> Option<SocketAddr> {
+        match self {
+            IncomingDisk::Target(a) | IncomingDisk::Hybrid(a) => Some(a),
+            IncomingDisk::None | IncomingDisk::Overlay => None,
+        }
+    }
+
+    /// Whether it runs on an overlay of the source's export (takes the stream's commands).
+    fn streams(self) -> bool {
+        matches!(self, IncomingDisk::Overlay | IncomingDisk::Hybrid(_))
+    }
 }
 
 /// Checks a forwarded storage command for incoming VM `name`, whose disk arrives as `disk`:
-/// `nbd-server-start` on exactly the address this agent made, `block-export-add` of exactly
-/// Drover's export of disk 0's format node (the parser has checked it is nbd and writable),
+/// `nbd-server-start` on exactly the address this agent made (a pre-copy's or a hybrid's),
+/// `block-export-add` of exactly Drover's export of disk 0's format node (the parser has
+/// checked it is nbd and writable),
 /// `block-stream` of exactly disk 0's format node under its stream's id (the parser has
 /// checked `on-error: stop` and `auto-dismiss` off), `block-job-resume`/`job-dismiss` of that
-/// stream only; each only for its mode. Other commands pass.
+/// stream only, `query-named-block-nodes` (flat: the parser has checked) of an overlay; each
+/// only for its mode (a hybrid takes both modes'). Other commands pass.
 ///
 /// # Errors
 /// [`VmsError::ForeignNbd`] naming the argument and what was expected.
@@ -63,6 +85,8 @@ pub fn check_storage_command(
             IncomingDisk::Overlay => {
                 "no NBD server command (its disk arrives by storage post-copy)"
             }
+            // Takes every storage command: only a malformed one reaches here.
+            IncomingDisk::Hybrid(_) => "a storage hybrid's command",
         };
         refuse("execute", cmd.name().into(), why.into())
     };
@@ -78,8 +102,11 @@ pub fn check_storage_command(
             ))
         }
     };
-    match (cmd, disk) {
-        (ForwardedQmp::NbdServerStart(a), IncomingDisk::Target(own)) => {
+    let nbd = disk.own_nbd();
+    let streams = disk.streams();
+    match cmd {
+        ForwardedQmp::NbdServerStart(a) => {
+            let own = nbd.ok_or_else(not_here)?;
             if a.addr.socket_addr() != Some(own) {
                 return Err(refuse(
                     "arguments.addr",
@@ -89,7 +116,8 @@ pub fn check_storage_command(
             }
             Ok(())
         }
-        (ForwardedQmp::BlockExportAdd(a), IncomingDisk::Target(_)) => {
+        ForwardedQmp::BlockExportAdd(a) => {
+            nbd.ok_or_else(not_here)?;
             let own = (nodes.export_id(), nodes.format_node(), nodes.export_name());
             if (a.id.as_str(), a.node_name.as_str(), a.name.as_str()) != own {
                 return Err(refuse(
@@ -103,8 +131,8 @@ pub fn check_storage_command(
             }
             Ok(())
         }
-        (ForwardedQmp::NbdServerStop, IncomingDisk::Target(_)) => Ok(()),
-        (ForwardedQmp::BlockStream(a), IncomingDisk::Overlay) => {
+        ForwardedQmp::NbdServerStop => nbd.map(|_| ()).ok_or_else(not_here),
+        ForwardedQmp::BlockStream(a) if streams => {
             if a.device != nodes.format_node() {
                 return Err(refuse(
                     "arguments.device",
@@ -114,22 +142,21 @@ pub fn check_storage_command(
             }
             stream_job("arguments.job-id", &a.job_id)
         }
-        (ForwardedQmp::BlockJobResume(a), IncomingDisk::Overlay) => {
-            stream_job("arguments.device", &a.device)
+        ForwardedQmp::BlockJobResume(a) if streams => stream_job("arguments.device", &a.device),
+        ForwardedQmp::JobDismiss(a) if streams => stream_job("arguments.id", &a.id),
+        ForwardedQmp::QueryBlockJobs
+        | ForwardedQmp::Cont
+        | ForwardedQmp::QueryNamedBlockNodes(_)
+            if streams =>
+        {
+            Ok(())
         }
-        (ForwardedQmp::JobDismiss(a), IncomingDisk::Overlay) => stream_job("arguments.id", &a.id),
-        (ForwardedQmp::QueryBlockJobs | ForwardedQmp::Cont, IncomingDisk::Overlay) => Ok(()),
-        (
-            ForwardedQmp::NbdServerStart(_)
-            | ForwardedQmp::BlockExportAdd(_)
-            | ForwardedQmp::NbdServerStop
-            | ForwardedQmp::BlockStream(_)
-            | ForwardedQmp::BlockJobResume(_)
-            | ForwardedQmp::JobDismiss(_)
-            | ForwardedQmp::QueryBlockJobs
-            | ForwardedQmp::Cont,
-            _,
-        ) => Err(not_here()),
+        ForwardedQmp::BlockStream(_)
+        | ForwardedQmp::BlockJobResume(_)
+        | ForwardedQmp::JobDismiss(_)
+        | ForwardedQmp::QueryBlockJobs
+        | ForwardedQmp::Cont
+        | ForwardedQmp::QueryNamedBlockNodes(_) => Err(not_here()),
         _ => Ok(()),
     }
 }

@@ -237,10 +237,12 @@ fn forwarded_stream_commands_must_be_the_agents_own() {
             assert!(err.to_string().contains(words), "{err}");
         }
     }
+    // Both: a storage hybrid's destination (its own NBD address, the source's export).
     assert_eq!(
         IncomingDisk::of(Some(target), Some(target)),
-        IncomingDisk::Overlay
+        IncomingDisk::Hybrid(target)
     );
+    assert_eq!(IncomingDisk::of(None, Some(target)), IncomingDisk::Overlay);
     assert_eq!(IncomingDisk::of(None, None), IncomingDisk::None);
 }
 

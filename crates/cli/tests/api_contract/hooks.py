@@ -111,7 +111,8 @@ def is_the_documented_uri_refusal(case, response):
 
 # The same rule for the storage modes' forwarded commands: an NBD address must be the one the
 # agent made for that incoming VM, an export, a stream or a job exactly its disk's, and each
-# mode's commands reach only a destination of that mode (a VM without a disk takes none).
+# mode's commands reach only a destination of that mode (a VM without a disk takes none; a
+# storage hybrid's destination takes both the pre-copy's NBD commands and the post-copy's).
 NBD_REFUSAL = re.compile(
     r"(arguments\.addr|arguments|arguments\.device|arguments\.job-id|arguments\.id|execute) "
     r"'[^']*' is not valid: expected [^']* for incoming VM '(?P<name>[^']*)'"
@@ -125,6 +126,7 @@ STORAGE_COMMANDS = (
     "job-dismiss",
     "query-block-jobs",
     "cont",
+    "query-named-block-nodes",
 )
 
 

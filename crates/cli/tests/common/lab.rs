@@ -177,6 +177,26 @@ impl Lab {
 
 impl Lab {
     /// Kills host `host`'s agent with SIGKILL (its VMs keep running, as after a crash).
+    /// VM `vm`'s disk file on `host` (the agent's storage directory).
+    pub fn disk_of(&self, host: &str, vm: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from(self.host(host)["state_dir"].as_str().expect("dir"))
+            .join("disks")
+            .join(format!("{vm}.qcow2"))
+    }
+
+    /// VM `vm`'s image on `host` has `bytes` of virtual size and no backing (`qemu-img info`;
+    /// `-U`: its QEMU holds it open): a storage post-copy or hybrid has pulled all of it.
+    pub fn assert_standalone_disk(&self, host: &str, vm: &str, bytes: u64) {
+        let info = Command::new("qemu-img")
+            .args(["info", "-U", "--output=json"])
+            .arg(self.disk_of(host, vm))
+            .output()
+            .expect("qemu-img info");
+        let info: Value = serde_json::from_slice(&info.stdout).expect("info json");
+        assert_eq!(info["virtual-size"], bytes, "{info:#}");
+        assert!(info.get("backing-filename").is_none(), "{info:#}");
+    }
+
     pub fn kill_agent(&self, host: &str) {
         let pid = self.host(host)["agent_pid"].as_i64().expect("agent pid");
         assert!(Command::new("kill")

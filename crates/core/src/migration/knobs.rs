@@ -89,10 +89,20 @@ pub struct PlanKnobs {
     /// How a VM's local disk moves (ignored for a VM without one): `precopy` (mirrored to
     /// the destination before the switchover, with memory moved by pre-copy) or `postcopy`
     /// (the destination runs on the source's NBD export from the switchover on and streams
-    /// the disk afterwards; memory by any technique). `hybrid` is refused until the agent
-    /// runs it (the document lists the two it takes).
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["precopy", "postcopy"])))]
+    /// the disk afterwards; memory by any technique) or `hybrid` (the disk's hottest blocks,
+    /// `storage_fraction` of it, pushed ahead before the switchover, the rest pulled after it
+    /// as in `postcopy`; memory by any technique).
+    #[cfg_attr(
+        feature = "schema",
+        schemars(extend("enum" = ["precopy", "postcopy", "hybrid"]))
+    )]
     pub storage: StorageMode,
+    /// Storage hybrid: the fraction of the disk (0 to 1) pushed ahead, its hottest blocks by a
+    /// profile of the VM taken when the migration starts; null: the fraction the WAN model
+    /// (`migration::wan::choose_fractions`) picks from that profile for the link. Ignored by
+    /// the other storage modes.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 1.0)))]
+    pub storage_fraction: Option<f64>,
 }
 
 impl Default for PlanKnobs {
@@ -108,6 +118,7 @@ impl Default for PlanKnobs {
             postcopy_stall_s: 60,
             resume_window_s: 600,
             storage: StorageMode::Precopy,
+            storage_fraction: None,
         }
     }
 }
@@ -204,6 +215,9 @@ const RESUME_WINDOW: Limit = Limit {
 /// What `hybrid_fraction` accepts.
 const FRACTION_EXPECTED: &str = "expected a fraction of RAM from 0 to 1";
 
+/// What `storage_fraction` accepts.
+const STORAGE_FRACTION_EXPECTED: &str = "expected a fraction of the disk from 0 to 1";
+
 impl Limit {
     fn is_rate(&self) -> bool {
         self.unit == "bytes/s"
@@ -263,6 +277,9 @@ impl PlanKnobs {
         if field == "hybrid_fraction" {
             return Some(FRACTION_EXPECTED.to_string());
         }
+        if field == "storage_fraction" {
+            return Some(STORAGE_FRACTION_EXPECTED.to_string());
+        }
         Self::LIMITS
             .iter()
             .find(|l| l.field == field)
@@ -289,12 +306,14 @@ impl PlanKnobs {
             });
         }
         HYBRID_ROUNDS.check(u64::from(self.hybrid_rounds))?;
-        if self.storage == StorageMode::Hybrid {
-            return Err(KnobError {
-                field: "storage",
-                value: self.storage.to_string(),
-                expected: super::storage::HYBRID_NOT_RUN.into(),
-            });
+        if let Some(s) = self.storage_fraction {
+            if !(0.0..=1.0).contains(&s) {
+                return Err(KnobError {
+                    field: "storage_fraction",
+                    value: s.to_string(),
+                    expected: STORAGE_FRACTION_EXPECTED.into(),
+                });
+            }
         }
         POSTCOPY_STALL.check(self.postcopy_stall_s)?;
         RESUME_WINDOW.check(self.resume_window_s)
@@ -393,15 +412,25 @@ mod tests {
                 },
                 "postcopy_stall_s",
             ),
-            // The QEMU adapter runs it, the agent does not yet.
             (
                 PlanKnobs {
                     storage: StorageMode::Hybrid,
+                    storage_fraction: Some(1.5),
                     ..PlanKnobs::default()
                 },
-                "storage",
+                "storage_fraction",
             ),
         ];
+        let hybrid = PlanKnobs {
+            storage: StorageMode::Hybrid,
+            storage_fraction: Some(0.25),
+            ..PlanKnobs::default()
+        };
+        assert_eq!(hybrid.validate(), Ok(()));
+        assert_eq!(
+            PlanKnobs::expected("storage_fraction").as_deref(),
+            Some("expected a fraction of the disk from 0 to 1")
+        );
         for (knobs, field) in cases {
             let err = knobs.validate().expect_err(field);
             assert_eq!(err.field, field);

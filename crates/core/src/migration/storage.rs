@@ -341,11 +341,6 @@ pub enum StorageMode {
     Hybrid,
 }
 
-/// Why a migration request's `storage: hybrid` is refused: the QEMU adapter runs it
-/// (`qemu::storage_hybrid`), the agent does not yet.
-pub const HYBRID_NOT_RUN: &str =
-    "expected precopy or postcopy (the storage hybrid is not run by the agent yet)";
-
 impl StorageMode {
     /// The wire's name (`precopy`, `postcopy`, `hybrid`).
     pub fn name(self) -> &'static str {
@@ -371,8 +366,8 @@ impl std::str::FromStr for StorageMode {
         match text {
             "precopy" => Ok(StorageMode::Precopy),
             "postcopy" => Ok(StorageMode::Postcopy),
-            "hybrid" => Err(HYBRID_NOT_RUN.into()),
-            _ => Err("expected precopy or postcopy".into()),
+            "hybrid" => Ok(StorageMode::Hybrid),
+            _ => Err("expected precopy, postcopy or hybrid".into()),
         }
     }
 }

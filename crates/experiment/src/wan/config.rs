@@ -68,9 +68,9 @@ impl Strategy {
         to: AgentUrl,
         deadline_s: u64,
     ) -> MigrationRequest {
-        let (technique, hybrid_fraction, storage) = match self {
-            Strategy::PurePrecopy => (Technique::Precopy, None, StorageMode::Precopy),
-            Strategy::PurePostcopy => (Technique::Postcopy, None, StorageMode::Postcopy),
+        let (technique, hybrid_fraction, storage, storage_fraction) = match self {
+            Strategy::PurePrecopy => (Technique::Precopy, None, StorageMode::Precopy, None),
+            Strategy::PurePostcopy => (Technique::Postcopy, None, StorageMode::Postcopy, None),
             Strategy::ModelHybrid => {
                 let m = predicted.memory_fraction;
                 let (t, f) = if m <= 0.0 {
@@ -80,7 +80,11 @@ impl Strategy {
                 } else {
                     (Technique::Hybrid, Some(m))
                 };
-                (t, f, StorageMode::Hybrid)
+                // The model's storage fraction, as predicted before the run: the agent would
+                // otherwise profile again and might choose differently from the prediction
+                // this run is judged against.
+                let s = predicted.storage_fraction.clamp(0.0, 1.0);
+                (t, f, StorageMode::Hybrid, Some(s))
             }
         };
         let defaults = PlanKnobs::default();
@@ -95,6 +99,7 @@ impl Strategy {
                 deadline_s,
                 hybrid_fraction: hybrid_fraction.unwrap_or(defaults.hybrid_fraction),
                 storage,
+                storage_fraction,
                 ..defaults
             },
         }
@@ -126,7 +131,7 @@ pub struct WanConfig {
     pub disk_bytes: u64,
     /// The guest's workload: `memtouch:...+disk:...` (memory and disk both busy).
     pub workload: String,
-    /// Seconds of the profile `wan-plan` takes before each migration (1 to 30).
+    /// Seconds of the profile `wan-plan` takes before each migration (1 to [`drover_api::wan::MAX_WINDOW_S`], 20).
     pub window_s: u32,
     /// The model's total-time budget, s (None: none).
     pub budget_s: Option<u32>,
@@ -201,7 +206,12 @@ impl WanConfig {
     /// The first [`ConfigError`], naming its flag.
     pub fn validate(&self) -> Result<(), ConfigError> {
         count("--repeat", self.repeat.into(), 1, 100)?;
-        count("--window", self.window_s.into(), 1, 30)?;
+        count(
+            "--window",
+            self.window_s.into(),
+            1,
+            drover_api::wan::MAX_WINDOW_S.into(),
+        )?;
         if let Some(b) = self.budget_s {
             count("--budget", b.into(), 1, 86_400)?;
         }

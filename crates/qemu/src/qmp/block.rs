@@ -5,7 +5,7 @@
 //! [`DiskNodes`]' own, addresses are [`NbdAddr`]s (an IP address and a non-zero port).
 
 use super::{Qmp, QmpError};
-use crate::disk::{DiskNodes, NbdAddr};
+use crate::disk::{DiskNodes, DiskRoot, NbdAddr};
 use async_trait::async_trait;
 use drover_core::migration::{CopyMode, MirrorJob};
 use serde_json::{json, Value};
@@ -45,6 +45,37 @@ pub fn parse_block_job(reply: &Value, id: &str) -> Result<Option<MirrorJob>, Qmp
             .to_string(),
         error: job.get("error").and_then(Value::as_str).map(str::to_string),
     }))
+}
+
+/// Parses a `query-block` reply and tells which of `disk`'s roots its device sits on: the
+/// entry whose `qdev` is [`DiskNodes::qdev_path`], its `inserted.node-name`.
+///
+/// # Errors
+/// [`QmpError::Reply`] when the reply is not a list, the device is not listed or has no
+/// medium, or its root is not one of Drover's two ([`DiskNodes::root_named`]): a graph Drover
+/// did not make is refused, never worked on.
+pub fn parse_device_root(reply: &Value, disk: &DiskNodes) -> Result<DiskRoot, QmpError> {
+    let bad = |message: String| QmpError::Reply {
+        command: "query-block".into(),
+        message,
+    };
+    let list = reply.as_array().ok_or_else(|| bad("not a list".into()))?;
+    let qdev = disk.qdev_path();
+    let entry = list
+        .iter()
+        .find(|b| b.get("qdev").and_then(Value::as_str) == Some(qdev.as_str()))
+        .ok_or_else(|| bad(format!("no block device '{qdev}'")))?;
+    let node = entry
+        .pointer("/inserted/node-name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(format!("device '{qdev}' has no node inserted")))?;
+    disk.root_named(node).ok_or_else(|| {
+        bad(format!(
+            "device '{qdev}' sits on node '{node}', expected '{}' or '{}'",
+            disk.root_node(DiskRoot::Format),
+            disk.root_node(DiskRoot::CopyOnRead)
+        ))
+    })
 }
 
 /// Block-layer commands; implemented for every [`Qmp`].
@@ -88,13 +119,27 @@ pub trait BlockExt: Qmp {
         self.execute("blockdev-add", Some(args)).await.map(|_| ())
     }
 
-    /// Source: mirrors the disk into its NBD target, whole disk (`sync: full`). The job stays
-    /// listed once it ended (`auto-dismiss: false`) so its end and error can be read by
-    /// polling; [`BlockExt::dismiss_job`] removes it.
-    async fn start_mirror(&self, disk: &DiskNodes, mode: CopyMode) -> Result<(), QmpError> {
+    /// Which root the guest's device of `disk` sits on (`query-block`, see
+    /// [`parse_device_root`]): the format node, or the copy-on-read filter on a VM that
+    /// arrived by a storage post-copy or hybrid.
+    async fn device_root(&self, disk: &DiskNodes) -> Result<DiskRoot, QmpError> {
+        let v = self.execute("query-block", None).await?;
+        parse_device_root(&v, disk)
+    }
+
+    /// Source: mirrors the disk from its device's `root` (QEMU mirrors only from a root node;
+    /// [`BlockExt::device_root`] tells which) into its NBD target, whole disk (`sync: full`).
+    /// The job stays listed once it ended (`auto-dismiss: false`) so its end and error can be
+    /// read by polling; [`BlockExt::dismiss_job`] removes it.
+    async fn start_mirror(
+        &self,
+        disk: &DiskNodes,
+        root: DiskRoot,
+        mode: CopyMode,
+    ) -> Result<(), QmpError> {
         let args = json!({
             "job-id": disk.mirror_job(),
-            "device": disk.format_node(),
+            "device": disk.root_node(root),
             "target": disk.target_node(),
             "sync": "full",
             "copy-mode": mode.qapi_name(),
@@ -243,6 +288,35 @@ impl<T: Qmp + ?Sized> BlockExt for T {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn device(node: &str) -> Value {
+        json!({"device": "", "qdev": "/machine/peripheral/drover-disk0-dev/virtio-backend",
+               "inserted": {"node-name": node, "drv": "qcow2"}})
+    }
+
+    #[test]
+    fn the_device_root_is_read_from_query_block_and_only_drovers_roots_pass() {
+        let disk = DiskNodes::of(0);
+        let other = json!({"device": "", "qdev": "/machine/peripheral/x/virtio-backend",
+                           "inserted": {"node-name": "drover-disk0-cor"}});
+        let image = json!([other, device("drover-disk0")]);
+        assert_eq!(parse_device_root(&image, &disk), Ok(DiskRoot::Format));
+        let overlay = json!([device("drover-disk0-cor")]);
+        assert_eq!(parse_device_root(&overlay, &disk), Ok(DiskRoot::CopyOnRead));
+        for (reply, says) in [
+            (
+                json!([device("drover-disk0-file")]),
+                "sits on node 'drover-disk0-file'",
+            ),
+            (json!([device("#block311")]), "expected 'drover-disk0' or"),
+            (json!([other]), "no block device"),
+            (json!([{"qdev": disk.qdev_path()}]), "has no node inserted"),
+            (json!({}), "not a list"),
+        ] {
+            let err = parse_device_root(&reply, &disk).expect_err(says);
+            assert!(err.to_string().contains(says), "{err}");
+        }
+    }
 
     #[test]
     fn parses_the_mirror_job_from_query_block_jobs() {

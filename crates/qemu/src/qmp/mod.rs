@@ -11,7 +11,7 @@ mod client;
 mod fake;
 mod typed;
 
-pub use block::{parse_block_job, BlockExt};
+pub use block::{parse_block_job, parse_device_root, BlockExt};
 pub use client::QmpClient;
 pub use fake::{FakeCall, ScriptedQmp};
 pub use typed::{QmpExt, VmStatus};

@@ -29,10 +29,7 @@ pub fn qemu_io(image: &Path, command: &str) -> String {
 /// An I/O through the running QEMU's block layer on the guest's device (HMP `qemu-io`), so
 /// it takes the guest's path (the mirror's, the copy-on-read filter's).
 pub async fn io_live(qmp: &dyn Qmp, command: &str) {
-    let device = format!(
-        "/machine/peripheral/{}/virtio-backend",
-        DiskNodes::of(0).device_id()
-    );
+    let device = DiskNodes::of(0).qdev_path();
     let line = format!("qemu-io -d {device} \"{command}\"");
     let out = qmp
         .execute("human-monitor-command", Some(json!({"command-line": line})))

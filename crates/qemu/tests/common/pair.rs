@@ -40,6 +40,7 @@ pub struct Source {
     clock: Clock,
     samples: Samples,
     tag: String,
+    workload: &'static str,
     // Last: the images outlive the QEMU using them.
     dir: tempfile::TempDir,
 }
@@ -47,6 +48,12 @@ pub struct Source {
 impl Source {
     /// Boots the source (memtouch) on a new image with the patterns of the module doc.
     pub async fn boot(test: &str) -> Source {
+        Source::boot_with(test, WORKLOAD).await
+    }
+
+    /// [`Source::boot`] with the guest running `workload` (a disk workload overwrites the
+    /// patterns in its working set).
+    pub async fn boot_with(test: &str, workload: &'static str) -> Source {
         let tag = tag(test);
         let dir = tempfile::tempdir().expect("tempdir");
         let (src_img, dst_img) = (dir.path().join("src.qcow2"), dir.path().join("dst.qcow2"));
@@ -57,7 +64,7 @@ impl Source {
         qemu_io(&src_img, "write -P 0xa5 40M 4M");
         let launcher = launcher(128);
         let (clock, samples) = (Clock::default(), Samples::default());
-        let mut spec = launcher.spec(&tag, WORKLOAD, false);
+        let mut spec = launcher.spec(&tag, workload, false);
         spec.disk = Some(DiskSpec::Image(src_img.clone()));
         let src = boot(&launcher, &spec, &dir.path().join("a"), clock, &samples).await;
         Source {
@@ -68,6 +75,7 @@ impl Source {
             clock,
             samples,
             tag,
+            workload,
             dir,
         }
     }
@@ -77,7 +85,7 @@ impl Source {
     pub async fn with_dest<S>(self, session: S, backing: NbdBacking) -> Pair<S> {
         let size = virtual_size(&self.src_img).await.expect("size");
         create_qcow2(&self.dst_img, size).await.expect("overlay");
-        let mut spec = self.launcher.spec(&self.tag, WORKLOAD, true);
+        let mut spec = self.launcher.spec(&self.tag, self.workload, true);
         spec.disk = Some(DiskSpec::Overlay {
             overlay: self.dst_img.clone(),
             source: backing,
@@ -93,6 +101,7 @@ impl Source {
             clock: self.clock,
             samples: self.samples,
             tag: self.tag,
+            workload: self.workload,
             dir: self.dir,
         }
     }
@@ -111,6 +120,7 @@ pub struct Pair<S> {
     pub clock: Clock,
     pub samples: Samples,
     pub tag: String,
+    pub workload: &'static str,
     // Last: the images and run directories outlive the QEMUs using them.
     pub dir: tempfile::TempDir,
 }

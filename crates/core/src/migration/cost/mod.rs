@@ -64,6 +64,10 @@ pub struct VmProfile {
 /// and above an idle guest's readings (0.0 MB/s in every window of a WAN profile).
 pub const IDLE_DIRTY_MB_S: f64 = 0.1;
 
+/// A longer window that counts under this share of the distinct pages a shorter one's rate
+/// predicts shows the guest rewriting the same pages: its working set is saturated.
+pub const SATURATED_SHARE: f64 = 0.7;
+
 impl VmProfile {
     /// Builds a profile from two page-sampling dirty-rate measurements (MB/s): a short window,
     /// which sees how fast pages get dirtied, and a one-second window, which sees how much
@@ -78,7 +82,7 @@ impl VmProfile {
         let short = short_mb_s.max(0.0) * 1e6;
         let long = long_mb_s.max(0.0) * 1e6;
         let idle = short < IDLE_DIRTY_MB_S * 1e6 && long < IDLE_DIRTY_MB_S * 1e6;
-        let saturated = idle || long < 0.7 * short;
+        let saturated = idle || long < SATURATED_SHARE * short;
         let wss = if saturated {
             long.min(memory_bytes as f64)
         } else {

@@ -25,8 +25,8 @@
 //!
 //! # Formulas
 //! Units: bytes, seconds, bytes/s. `B` link bandwidth, `RTT` its round trip, `M` RAM, `W`
-//! working set, `D` mean dirty rate, `V` disk size, `b` block size, `p` page size
-//! (`CostParams::page_bytes`), `r`, `w` disk read and write rates.
+//! working set, `D` dirty rate (the median of the profile's samples), `V` disk size, `b` block
+//! size, `p` page size (`CostParams::page_bytes`), `r`, `w` disk read and write rates.
 //! - **Hotness** (Drover's, from the profile): memory is two stretches, the working set
 //!   (touched `D/p` pages a second, dirtied at `D`) then the rest (untouched), as
 //!   `cost::forecast` assumes. The disk is its profiled regions sorted by accesses per byte,
@@ -69,24 +69,30 @@
 //!
 //! # The choice
 //! [`choose_fractions`] forecasts a grid of `(m, s)` (steps of `1/grid_steps`, corners
-//! included) and picks the lowest agility among those whose total fits the budget (ties: less
-//! time in post-copy, the VM split between hosts, then less total time); when none fits it
-//! says so and picks the fastest. It reports both pure techniques for comparison.
+//! included) and picks the lowest agility among those whose total fits the budget (ties, which
+//! are agilities within 5% of the lowest: less time in post-copy, the VM split between hosts,
+//! then less total time; Drover's band, so a flat optimum does not follow a profile's noise); when none fits it
+//! says so and picks the fastest. It reports both pure techniques for comparison, and where the
+//! rate and working set came from (the samples' spread, the long window's count).
 //!
-//! Fed by the host-side profiler (`drover_qemu::profile::profile_wan`; region counts by
-//! [`count_regions`]) and served as an agent's WAN plan (`POST /v1/vms/{name}/wan-plan`). The
+//! Fed by the host-side profiler (`drover_qemu::profile::profile_wan`; memory's rate and
+//! working set by [`MemoryProfile::from_windows`], robust to a sample's spike, see `memory.rs`;
+//! region counts by [`count_regions`]) and served as an agent's WAN plan (`POST /v1/vms/{name}/wan-plan`). The
 //! storage fraction's blocks are [`super::storage_hybrid::HotSet::hottest`] (the same
-//! hotness order, [`DiskProfile::hottest_regions`]), which the QEMU adapter's storage hybrid
-//! pushes ahead; no agent runs a plan's choice end to end yet, and the model is not
-//! calibrated on measured runs (issue 12 parts 2 and 5).
+//! hotness order, [`DiskProfile::hottest_regions`]), which the storage hybrid pushes ahead;
+//! an agent's `storage: hybrid` migration takes the chosen storage fraction from a fresh
+//! profile when the request gives none (its memory fraction is the request's technique), and
+//! the model is not calibrated on measured runs (issue 12 parts 2 and 5).
 
 mod choice;
+mod memory;
 mod model;
 mod profile;
 #[cfg(test)]
 mod tests;
 
 pub use choice::{choose_fractions, FractionChoice};
+pub use memory::{median, DirtyWindow};
 pub use model::{predict_fractions, FractionPrediction};
 pub use profile::{
     count_regions, DiskProfile, DiskRequest, MemoryProfile, RegionCount, WanLink, WanProfile,

@@ -1,6 +1,7 @@
 //! What the fraction model needs to know about a VM and the WAN link: plain data, validated by
 //! each type's `new` (and again by the model, so a deserialized profile is checked too).
 
+use super::memory::{median, DirtyWindow};
 use super::WanError;
 use crate::migration::cost::LinkProfile;
 use serde::{Deserialize, Serialize};
@@ -13,13 +14,18 @@ pub struct MemoryProfile {
     pub memory_bytes: u64,
     /// Bytes of memory the guest keeps rewriting (its writable working set), at most
     /// `memory_bytes`. The model takes it as memory's hot set: touched uniformly at the dirty
-    /// rate, the rest of memory untouched (as `cost::forecast` does).
+    /// rate, the rest of memory untouched (as `cost::forecast` does). The profiler derives it
+    /// from `long_window` ([`MemoryProfile::from_windows`]).
     pub wss_bytes: u64,
     /// Dirty rate measured over time, bytes/s of distinct pages newly dirtied, one sample per
-    /// `sample_interval_s`, oldest first. The model uses their mean (the expected rate).
+    /// `sample_interval_s`, oldest first. The model uses their median (robust to one sample's
+    /// spike); the least and most are the spread it reports.
     pub dirty_rate_samples_bps: Vec<f64>,
     /// Seconds between two dirty-rate samples.
     pub sample_interval_s: f64,
+    /// The window the working set was read from (None: `wss_bytes` was given as is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_window: Option<DirtyWindow>,
 }
 
 /// Accesses the profiler counted in one region of a disk, in any one unit (only each region's
@@ -115,7 +121,11 @@ pub struct WanLink {
     pub rtt_s: f64,
 }
 
-fn invalid(field: impl Into<String>, expected: &'static str, got: impl ToString) -> WanError {
+pub(super) fn invalid(
+    field: impl Into<String>,
+    expected: &'static str,
+    got: impl ToString,
+) -> WanError {
     WanError::Invalid {
         field: field.into(),
         expected,
@@ -148,6 +158,7 @@ impl MemoryProfile {
             wss_bytes,
             dirty_rate_samples_bps,
             sample_interval_s,
+            long_window: None,
         };
         p.validate()?;
         Ok(p)
@@ -192,13 +203,10 @@ impl MemoryProfile {
         Ok(())
     }
 
-    /// The expected dirty rate: the samples' mean, bytes/s (0 without samples).
+    /// The dirty rate the model uses: the samples' median, bytes/s (0 without samples). Not
+    /// the mean: one spike among three samples (4, 34, 4 MB/s) would triple it.
     pub fn dirty_rate_bps(&self) -> f64 {
-        let n = self.dirty_rate_samples_bps.len();
-        if n == 0 {
-            return 0.0;
-        }
-        self.dirty_rate_samples_bps.iter().sum::<f64>() / n as f64
+        median(&self.dirty_rate_samples_bps)
     }
 }
 
