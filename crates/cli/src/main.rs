@@ -12,6 +12,7 @@ mod manager_bench_cmd;
 mod manager_cmd;
 mod migration_flags;
 mod numfmt;
+mod resume_watch;
 mod signals;
 mod sim_cmd;
 mod sim_fidelity_cmd;

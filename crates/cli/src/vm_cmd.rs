@@ -423,32 +423,6 @@ fn nothing_paused(name: &str, known: bool, one_agent: bool) -> String {
     }
 }
 
-/// Polls migration `id` after a resume until it completed or its agent gave up (a note "not
-/// resumed" or "resuming stopped" after the request's), or `timeout` passes; the last record.
-async fn wait_resumed(
-    agent: &AgentClient,
-    id: &str,
-    timeout: Duration,
-) -> anyhow::Result<drover_api::MigrationRecord> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let m = agent.migration(id).await?;
-        let asked = m
-            .notes
-            .iter()
-            .rposition(|n| n == "resume asked through the API");
-        let gave_up = asked.is_some_and(|i| {
-            m.notes[i..]
-                .iter()
-                .any(|n| n.starts_with("not resumed") || n.starts_with("resuming stopped"))
-        });
-        if m.state != MigrationState::Paused || gave_up || tokio::time::Instant::now() >= deadline {
-            return Ok(m);
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
 /// Refuses a VM whose name or NIC address another lab host already has: each agent checks
 /// its own VMs only, and two guests with one address on the lab's one L2 segment would take
 /// each other's traffic. A host that does not answer is skipped with a warning.
@@ -630,9 +604,14 @@ async fn run_async(cmd: VmCommand) -> anyhow::Result<()> {
         } => {
             let r = resolve(&target)?;
             let (agent, id) = find_paused(&r, &name).await?;
+            let seen = agent.migration(&id).await?.notes.len();
             agent.resume_migration(&id).await?;
-            eprintln!("resuming migration {id} of {name}");
-            let done = wait_resumed(&agent, &id, Duration::from_secs(wait)).await?;
+            eprintln!(
+                "resuming migration {id} of {name} (waiting up to {wait} s; the agent's notes \
+                 follow)"
+            );
+            let wait = Duration::from_secs(wait);
+            let done = crate::resume_watch::wait_resumed(&agent, &id, seen, wait).await?;
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&done)?);
             } else {

@@ -34,7 +34,10 @@
 //! re-exports the disk on the source if its export is gone, resumes the job, continues a
 //! guest paused on an I/O error, and watches the stream again. A memory post-copy that ended
 //! paused ends [`PostcopyOutcome::MemoryPaused`]; once the memory is recovered,
-//! [`PostcopySession::resume`] starts the stream.
+//! [`PostcopySession::resume`] continues a destination guest that a failed read stopped during
+//! the cut (`io-error`, after re-exporting the disk if the source lost its export) and starts
+//! the stream. Each look at the stream job is bounded (`LOOK_TIMEOUT`); after a cut the stall
+//! limit is core's `PostcopyMachine::stall_limit_ms` (at least 30 s).
 
 use crate::disk::{DiskNodes, NbdAddr, NbdBacking};
 use crate::driver::{self, DriverConfig, DriverError, Endpoints, MigrationRun};
@@ -48,6 +51,12 @@ use drover_core::migration::{
 };
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// Longest wait for one look at the destination's stream job. A look that takes longer counts
+/// as one the destination did not answer (a stall once they last the stall limit): over a cut
+/// link the transport alone would hold it for its own timeout (the agents' HTTP client's is
+/// 60 s), which made a stall be seen tens of seconds after the cut whatever the stall limit.
+const LOOK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A storage post-copy's knobs: core's settings plus the polling interval.
 #[derive(Debug, Clone)]
@@ -239,28 +248,47 @@ impl PostcopySession {
     pub async fn resume(&mut self, ends: &Endpoints<'_>, clock: &Clock) -> PostcopyRun {
         match self.machine.phase() {
             PostcopyPhase::Stalled { .. } => self.resume_stalled(ends, clock).await,
-            PostcopyPhase::MemoryPaused => {
-                let completed = ends.dest.query_migrate(clock.now_ms()).await.ok();
-                let status = ends.dest.query_status().await.ok();
-                let recovered = completed.and_then(|p| p.status)
-                    == Some(MigrationStatus::Completed)
-                    && status.as_ref().is_some_and(|s| s.running);
-                if !recovered {
-                    return self.run(None, status, vec![]);
-                }
-                let moved = PostcopyEvent::MemoryMoved {
-                    now_ms: clock.now_ms(),
-                };
-                match self.advance(PostcopyStep::Memory, moved) {
-                    Ok(()) => self.stream(ends, clock).await,
-                    Err(failure) => self.run(None, status, vec![failure.1]),
-                }
-            }
+            PostcopyPhase::MemoryPaused => self.resume_memory_paused(ends, clock).await,
             _ => {
                 let guest = ends.dest.query_status().await.ok();
                 self.run(None, guest, vec![])
             }
         }
+    }
+
+    /// After a paused memory post-copy was recovered: once the destination's incoming
+    /// migration completed, a guest that a read from the source's export stopped during the
+    /// cut (`io-error`: the overlay's copy-on-read could not reach the source) is continued
+    /// once the export is there again (QEMU retries the failed request on `cont`), and the
+    /// stream starts when the guest runs. Otherwise where things stand, with what failed.
+    async fn resume_memory_paused(&mut self, ends: &Endpoints<'_>, clock: &Clock) -> PostcopyRun {
+        let completed = ends.dest.query_migrate(clock.now_ms()).await.ok();
+        let mut status = ends.dest.query_status().await.ok();
+        if completed.and_then(|p| p.status) != Some(MigrationStatus::Completed) {
+            return self.run(None, status, vec![]);
+        }
+        let mut errors = Vec::new();
+        if status.as_ref().is_some_and(|s| s.status == "io-error") {
+            if let Err(e) = self.ensure_export(ends.source).await {
+                errors.push(format!("{}: {e}", PostcopyStep::StreamResume.name()));
+                return self.run(None, status, errors);
+            }
+            errors.extend(continue_after_io_error(ends.dest).await);
+            status = ends.dest.query_status().await.ok();
+        }
+        if !status.as_ref().is_some_and(|s| s.running) {
+            return self.run(None, status, errors);
+        }
+        let moved = PostcopyEvent::MemoryMoved {
+            now_ms: clock.now_ms(),
+        };
+        let mut run = match self.advance(PostcopyStep::Memory, moved) {
+            Ok(()) => self.stream(ends, clock).await,
+            Err(failure) => self.run(None, status, vec![failure.1]),
+        };
+        errors.append(&mut run.errors);
+        run.errors = errors;
+        run
     }
 
     async fn resume_stalled(&mut self, ends: &Endpoints<'_>, clock: &Clock) -> PostcopyRun {
@@ -338,7 +366,15 @@ impl PostcopySession {
         let mut silent_since: Option<u64> = None;
         loop {
             let now_ms = clock.now_ms();
-            let job = match ends.dest.stream_job(&self.disk).await {
+            // Bounded: the look goes to the destination over the link that may be cut, and
+            // an unbounded look would hold the stall judgement until its transport gives up.
+            let look = tokio::time::timeout(LOOK_TIMEOUT, ends.dest.stream_job(&self.disk));
+            let job = match look.await.unwrap_or_else(|_| {
+                Err(QmpError::Timeout {
+                    command: "query-block-jobs".into(),
+                    ms: LOOK_TIMEOUT.as_millis() as u64,
+                })
+            }) {
                 Ok(job) => job,
                 Err(QmpError::Closed) => {
                     self.fail((PostcopyStep::StreamWait, QmpError::Closed.to_string()));
@@ -347,7 +383,7 @@ impl PostcopySession {
                 Err(e) => {
                     // A destination that does not answer for the stall limit is a stall.
                     let since = *silent_since.get_or_insert(now_ms);
-                    if now_ms.saturating_sub(since) >= self.config.settings.stall_ms {
+                    if now_ms.saturating_sub(since) >= self.machine.stall_limit_ms() {
                         let reason = format!("the destination does not answer: {e}");
                         self.advance(
                             PostcopyStep::StreamWait,

@@ -432,4 +432,46 @@ async fn a_stream_without_progress_is_stalled_and_a_failed_re_export_stays_stall
     let run = session.resume(&r.ends(), &Clock::default()).await;
     assert_eq!(run.outcome, PostcopyOutcome::Completed, "{run:?}");
     assert_eq!(run.storage.stream_stalls, 1);
+    // The resumes went on with the job QEMU kept streaming: never cancelled nor restarted.
+    let dest = actions(&r.dest);
+    assert!(!dest.contains(&"block-job-cancel".to_string()), "{dest:?}");
+    assert_eq!(dest.iter().filter(|n| *n == "block-stream").count(), 1);
+}
+
+/// The user's WAN cut during a memory post-copy with storage post-copy: the overlay's reads
+/// from the source's export failed meanwhile and QEMU stopped the destination's guest
+/// (`io-error`). Once the memory post-copy was recovered, the resume re-exports the disk if
+/// needed, continues the guest (QEMU retries the failed read) and only then starts the stream.
+#[tokio::test(start_paused = true)]
+async fn a_memory_pause_whose_guest_stopped_on_io_error_continues_it_then_streams() {
+    let r = rig(|_| {});
+    let mut session = export(&r).await;
+    for event in [PostcopyEvent::MemoryStarted, PostcopyEvent::MemoryPaused] {
+        session.advance(PostcopyStep::Memory, event).expect("phase");
+    }
+    // The memory post-copy completed after its recovery; the guest stopped on a failed read,
+    // and the source's export is gone and cannot come back yet.
+    r.with(|w| {
+        (w.migrating, w.migrate_polls, w.source_paused) = (true, 3, true);
+        w.dest_io_error = true;
+        (w.server_up, w.exported, w.re_export_fails) = (false, false, true);
+    });
+    let run = session.resume(&r.ends(), &Clock::default()).await;
+    assert_eq!(run.outcome, PostcopyOutcome::MemoryPaused, "{run:?}");
+    assert!(run.errors[0].contains("stream resume"), "{:?}", run.errors);
+    assert_eq!(run.dest_guest.expect("guest").status, "io-error");
+    assert!(!actions(&r.dest).contains(&"cont".to_string()), "not yet");
+    // The source answers again: the guest goes on, then the stream runs to the end.
+    r.with(|w| w.re_export_fails = false);
+    let run = session.resume(&r.ends(), &Clock::default()).await;
+    assert_eq!(run.outcome, PostcopyOutcome::Completed, "{run:?}");
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    let dest = actions(&r.dest);
+    let cont = dest.iter().position(|n| n == "cont").expect("cont");
+    let stream = dest
+        .iter()
+        .position(|n| n == "block-stream")
+        .expect("stream");
+    assert!(cont < stream, "{dest:?}");
+    assert_eq!(run.storage.transferred_bytes, DISK);
 }

@@ -180,6 +180,11 @@ async fn get_vm(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiRes
 /// otherwise 409 says why (see `migrate::settle`).
 async fn delete_vm(State(st): St, p: Result<Path<String>, PathRejection>) -> ApiResult {
     let name = name(p)?;
+    // Never the only full copy of a disk a destination's overlay still reads from, whatever
+    // the record or the source QEMU says (defence in depth: the settle refuses it too).
+    if let Some(why) = crate::migrate::storage_pc::delete_refusal(&st, &name) {
+        return Err(crate::vms::VmsError::Busy { name, why }.into());
+    }
     match st.vms.remove(&name, Removal::Delete).await {
         Ok(_) => {}
         Err(crate::vms::VmsError::Busy { .. })

@@ -9,6 +9,8 @@
 //!                         └──switched──> running (vm_on_destination)            | paused
 //!  preparing | running ──reconciled (after a restart)──> any final state
 //!  measuring ──measure cut (after a restart)──> the outcome's final state
+//!  (`ended` with a failed or paused outcome is final at once, measured or not: a pause is
+//!  never hidden behind `measuring`, so its resume starts at once)
 //!  failed | paused (vm_on_destination) ──settled──> completed
 //!  failed | paused (vm_on_destination) ──abandoned (the operator)──> abandoned
 //! ```
@@ -195,7 +197,9 @@ pub fn apply(
                 measure,
             },
         ) => {
-            r.state = if measure && status != EndStatus::Failed {
+            // A pause is never hidden behind `measuring`: the record says `paused` at once, so
+            // the run's resume (and an operator) see it (`run.rs`).
+            r.state = if measure && !matches!(status, EndStatus::Failed | EndStatus::Paused) {
                 S::Measuring
             } else {
                 final_state(status)
@@ -357,6 +361,11 @@ mod tests {
         apply(&mut r, started(), 2).expect("started");
         apply(&mut r, ended(EndStatus::Failed, true), 3).expect("ended");
         assert_eq!(r.state, MigrationState::Failed, "nothing to measure");
+        // The user's measured post-copy cut after the switch: paused at once, not measuring.
+        let mut m = record();
+        apply(&mut m, started(), 2).expect("started");
+        apply(&mut m, ended(EndStatus::Paused, true), 3).expect("ended");
+        assert_eq!(m.state, MigrationState::Paused, "a pause is not measured");
         let mut p = record();
         apply(&mut p, started(), 2).expect("started");
         apply(&mut p, ended(EndStatus::Paused, false), 3).expect("ended");

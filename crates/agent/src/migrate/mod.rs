@@ -37,7 +37,8 @@
 //! refused from the switch on, by the record or by what the source QEMU says.
 //!
 //! A post-copy the run left `paused` (a cut link) is resumed by this agent once the destination
-//! answers again, within the request's `resume_window_s` (`resume.rs`, decisions in
+//! answers again, measured or not (a paused run is never `measuring`: `lifecycle`), within
+//! the request's `resume_window_s` (`resume.rs`, decisions in
 //! `drover_core::migration::resume`): the record stays `paused` until the settle makes it
 //! `completed`; a link that does not return leaves it `paused`, both QEMUs kept. One whose
 //! destination QEMU died is lost in memory terms: the operator gives it up with

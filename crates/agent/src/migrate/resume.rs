@@ -5,6 +5,8 @@
 //! pause a resumed post-copy that stalls again, and settle (`settle.rs`) once the source
 //! completes. The record stays `paused` meanwhile, with a note at each step, and becomes
 //! `completed` only through the settle, which checks that the destination has the whole guest.
+//! A settle refused after the memory completed (a storage post-copy whose stream has not) is
+//! noted as such, never as a completed migration: the record stays `paused`, the VM held.
 //! A link that never returns leaves it `paused`, both QEMUs kept: the VM is never lost.
 //!
 //! After an agent restart, a paused record that holds its VM is resumed again
@@ -13,7 +15,9 @@
 //! back later) with `POST /v1/migrations/{id}/resume` ([`resume_on_request`]), which also
 //! resumes a stalled storage post-copy's stream (`storage_pc`). One loop runs per migration
 //! at a time (`Migrations::begin_resume`). A storage post-copy's settle streams the disk
-//! first (`storage_pc::stream_before_settle`). A resumed stream that stalls again (a link
+//! first (`storage_pc::stream_before_settle`: a destination guest a failed read stopped on
+//! `io-error` is continued once the source's export answers, then the stream starts; tried
+//! [`STREAM_RESUME_ATTEMPTS`] times like a stalled stream's resume). A resumed stream that stalls again (a link
 //! just back often carries a little, then stalls once more) is resumed again by the agent
 //! itself, [`STREAM_RESUME_ATTEMPTS`] times in all with a doubling wait
 //! ([`stream_with_retries`]), each attempt a note, before the record says it stays paused. A
@@ -91,6 +95,10 @@ pub(super) async fn resume_paused(state: &AgentState, run: &PausedRun<'_>, param
     // migrate-pause refuses flips between resumed and waiting, and is stopped when waiting).
     let hard_stop = params.window_ms.saturating_mul(2).max(60_000);
     let mut gone_checked = 0;
+    // Why the settle was refused, if it was: the memory post-copy may have completed while
+    // the migration did not (a storage post-copy whose stream has not), and the notes must
+    // not say otherwise.
+    let mut unsettled: Option<String> = None;
     loop {
         tokio::time::sleep(LOOK_EVERY).await;
         let now = clock.now_ms();
@@ -129,6 +137,9 @@ pub(super) async fn resume_paused(state: &AgentState, run: &PausedRun<'_>, param
         };
         for action in actions {
             if let Err(e) = act(state, run, &remote, action).await {
+                if action == ResumeAction::Settle {
+                    unsettled = Some(e.clone());
+                }
                 let go_on = m.command_failed(action);
                 let then = if go_on { "; going on" } else { "" };
                 state
@@ -141,13 +152,17 @@ pub(super) async fn resume_paused(state: &AgentState, run: &PausedRun<'_>, param
         }
         if let ResumeState::Done(end) = m.state() {
             let secs = now.saturating_sub(started) / 1000;
-            let line = match end {
-                ResumeEnd::Completed => format!(
+            let line = match (end, &unsettled) {
+                (ResumeEnd::Completed, Some(why)) => {
+                    let kept = super::abandon::kept_words_of(state, run.id).await;
+                    unsettled_words(run.id, secs, m.attempts(), why, &kept)
+                }
+                (ResumeEnd::Completed, None) => format!(
                     "post-copy resumed after the pause and completed {secs} s later \
                      ({} recover attempt(s))",
                     m.attempts()
                 ),
-                ResumeEnd::NotResumable(why) | ResumeEnd::LeftPaused(why) => {
+                (ResumeEnd::NotResumable(why) | ResumeEnd::LeftPaused(why), _) => {
                     let kept = super::abandon::kept_words_of(state, run.id).await;
                     format!("not resumed after {secs} s: {why}; {kept}")
                 }
@@ -169,6 +184,14 @@ pub(super) async fn resume_paused(state: &AgentState, run: &PausedRun<'_>, param
             return;
         }
     }
+}
+
+/// The note of a resume whose memory post-copy completed but whose settle was refused (pure,
+/// for tests): the migration is not completed, it stays paused with `kept`, and how it goes on.
+pub(super) fn unsettled_words(id: &str, secs: u64, attempts: u32, why: &str, kept: &str) -> String {
+    format!(
+        "the memory post-copy completed {secs} s after the pause ({attempts} recover          attempt(s)) but the migration is not completed: {why}; it stays paused, {kept};          POST /v1/migrations/{id}/resume tries again"
+    )
 }
 
 /// Runs `attempt` (one resume of a stalled storage post-copy stream) until `stalled` says its
@@ -466,6 +489,27 @@ mod tests {
 
     fn stalled(run: &bool) -> Option<String> {
         run.then(|| "no progress for 12 s".to_string())
+    }
+
+    /// The user's contradictory notes: the memory completed, the settle was refused. The note
+    /// says the migration is not completed, what keeps it, and how it goes on.
+    #[test]
+    fn a_refused_settle_is_never_noted_as_completed() {
+        let line = super::unsettled_words(
+            "m1",
+            17,
+            1,
+            "storage post-copy MemoryPaused: the stream has not completed",
+            "both QEMUs are kept",
+        );
+        assert!(
+            line.starts_with("the memory post-copy completed 17 s after the pause")
+                && line.contains("but the migration is not completed: storage post-copy")
+                && line.contains("it stays paused, both QEMUs are kept")
+                && line.ends_with("POST /v1/migrations/m1/resume tries again")
+                && !line.contains("and completed"),
+            "{line}"
+        );
     }
 
     /// The reviewer's WAN cut: the first resume moves a little and stalls, the second

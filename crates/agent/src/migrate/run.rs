@@ -308,6 +308,12 @@ async fn drive(
         postcopy,
         Some(PostcopyOutcome::Stalled | PostcopyOutcome::Held)
     );
+    if record.state == MigrationState::Paused && req.measure {
+        state.migrations.note(
+            id,
+            "not measured: the migration paused (a paused record is resumed, not measured)".into(),
+        );
+    }
     if record.state == MigrationState::Paused && moved && !stalled {
         if let Some(params) = req.knobs.resume() {
             let paused = super::resume::PausedRun {

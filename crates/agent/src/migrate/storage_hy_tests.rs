@@ -17,6 +17,7 @@ fn profile() -> WanProfile {
             wss_bytes: 0,
             dirty_rate_samples_bps: vec![0.0],
             sample_interval_s: 1.0,
+            long_window: None,
         },
         disk: DiskProfile {
             virtual_bytes: 64 * MIB,

@@ -22,7 +22,11 @@
 //! is resumed by the memory resume loop, whose settle first runs the stream
 //! ([`stream_before_settle`]). Nothing settles a storage post-copy whose stream has not
 //! completed here ([`settle_refusal`]): after an agent restart the session is gone and such a
-//! migration stays paused, both sides kept (the operator decides).
+//! migration stays paused, both sides kept (the operator decides). Nothing deletes the source
+//! VM either while its disk backs such a destination overlay ([`delete_refusal`], checked by
+//! `DELETE /v1/vms/{vm}` before anything else, whatever the record or the source QEMU says: a
+//! memory post-copy that completed leaves the source QEMU `completed` while the disk is still
+//! lent).
 
 use crate::remote::RemoteQmp;
 use crate::{lock, AgentState};
@@ -342,6 +346,59 @@ pub fn settle_refusal(state: &AgentState, r: &MigrationRecord) -> Option<String>
     })
 }
 
+/// Why VM `vm` may not be deleted here, if so: a storage post-copy or hybrid of it (of this VM, not an
+/// earlier one of its name) switched to a destination whose overlay is backed by this disk,
+/// and its stream has not completed here, whatever the record's state says (a completed
+/// memory post-copy, a record noted completed). Only an abandoned migration (its destination
+/// QEMU gone) lends the disk no more. After an agent restart the streams this agent saw
+/// complete are forgotten: such a VM is refused too (its migration completed forgets the VM
+/// here, so one still here was not handed over).
+pub fn delete_refusal(state: &AgentState, vm: &str) -> Option<String> {
+    let v = state.vms.record(vm).ok()?;
+    v.config.disk_file()?;
+    let records = state.migrations.list();
+    disk_lent_by(v.created_unix_ms, &records, vm, |id| {
+        state.migrations.postcopy.is_streamed(id)
+    })
+}
+
+/// Pure part of [`delete_refusal`]: the latest of `records` that migrated VM `vm` (the
+/// instance created at `created_unix_ms`) by storage post-copy or hybrid (whose destination
+/// pulls the rest the same way) past the switchover, not
+/// abandoned and not `streamed`, as the refusal's words.
+pub fn disk_lent_by(
+    created_unix_ms: u64,
+    records: &[MigrationRecord],
+    vm: &str,
+    streamed: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let r = records
+        .iter()
+        .rev()
+        .find(|r| r.vm == vm && r.started_unix_ms >= created_unix_ms)?;
+    let pulls = matches!(
+        r.request.knobs.storage,
+        StorageMode::Postcopy | StorageMode::Hybrid
+    );
+    let lent = pulls
+        && r.vm_on_destination
+        && r.state != drover_api::MigrationState::Abandoned
+        && !streamed(&r.id);
+    lent.then(|| {
+        format!(
+            "its disk backs the destination's overlay of storage post-copy {} (record {}), \
+             whose stream has not completed: the destination reads the blocks it lacks from \
+             this disk, the only full copy. Resume the migration (POST /v1/migrations/{}/resume) \
+             until it completes; if the destination's QEMU died, abandon it (POST \
+             /v1/migrations/{}/abandon), which keeps this disk",
+            r.id,
+            format!("{:?}", r.state).to_lowercase(),
+            r.id,
+            r.id
+        )
+    })
+}
+
 /// Runs migration `id`'s kept session on: resumes a stalled stream, or starts the stream of
 /// a memory post-copy that was recovered, and watches it. Returns the run, or None when no
 /// session is kept for `id` (then nothing was done).
@@ -387,7 +444,32 @@ pub(super) async fn stream_before_settle(
         return Ok(());
     }
     let dest = AgentClient::new(r.request.to.clone(), &state.token);
-    match resume_session(state, &r.id, source, &dest, &r.vm).await {
+    state.migrations.note(
+        &r.id,
+        "the memory post-copy completed: starting the storage post-copy stream (a guest a \
+         failed read stopped is continued first)"
+            .into(),
+    );
+    // Right after the link returns the source's export may not answer yet (the guest stays
+    // stopped on its I/O error) or the stream may stall at once: tried again, bounded.
+    let attempt = || resume_session(state, &r.id, source, &dest, &r.vm);
+    let again = |run: &PostcopyRun| {
+        matches!(
+            run.outcome,
+            PostcopyOutcome::Stalled | PostcopyOutcome::MemoryPaused
+        )
+        .then(|| {
+            let guest = run.dest_guest.as_ref().map(|g| g.status.clone());
+            run.storage.error.clone().unwrap_or_else(|| {
+                format!(
+                    "the destination's guest is {}",
+                    guest.as_deref().unwrap_or("unknown")
+                )
+            })
+        })
+    };
+    let note = |line: String| state.migrations.note(&r.id, line);
+    match super::resume::stream_with_retries(attempt, again, note).await {
         Some(run) if run.outcome == PostcopyOutcome::Completed => Ok(()),
         Some(run) => Err(format!(
             "storage post-copy {:?}: {}",
@@ -613,6 +695,63 @@ mod tests {
         assert!(dest.dismiss_job(disk.mirror_job()).await.is_err());
         assert!(dest.export_disk(&disk).await.is_err());
         assert!(dest.nbd_server_stop().await.is_err());
+    }
+
+    /// The user's data loss: the memory post-copy completed after its resume, the stream had
+    /// not, and a delete of the source VM removed the only full copy of the disk. Whatever the
+    /// record's state, a storage post-copy of this VM past the switchover lends its disk until
+    /// its stream completed here; only an abandoned one, an earlier VM of the name, a
+    /// pre-copy or a migration that never switched do not.
+    #[test]
+    fn a_disk_backing_an_unfinished_stream_is_never_deleted() {
+        use drover_api::MigrationState as S;
+        let pc = |state, on_destination, started| {
+            let mut r = crate::migrate::test_record(state, on_destination);
+            r.request.knobs.storage = StorageMode::Postcopy;
+            r.started_unix_ms = started;
+            r
+        };
+        let none = |_: &str| false;
+        for state in [S::Paused, S::Failed, S::Completed, S::Running, S::Measuring] {
+            let why = disk_lent_by(1, &[pc(state, true, 5)], "vm1", none)
+                .unwrap_or_else(|| panic!("{state:?} lends the disk"));
+            assert!(
+                why.contains("storage post-copy m1") && why.contains("/v1/migrations/m1/resume"),
+                "{why}"
+            );
+        }
+        // Streamed here: the disk is the source's own again.
+        assert_eq!(
+            disk_lent_by(1, &[pc(S::Paused, true, 5)], "vm1", |id| id == "m1"),
+            None
+        );
+        let mut hybrid = pc(S::Paused, true, 5);
+        hybrid.request.knobs.storage = StorageMode::Hybrid;
+        assert!(
+            disk_lent_by(1, &[hybrid], "vm1", none).is_some(),
+            "a hybrid pulls too"
+        );
+        let mut precopy = pc(S::Paused, true, 5);
+        precopy.request.knobs.storage = StorageMode::Precopy;
+        for (records, created) in [
+            (vec![pc(S::Abandoned, true, 5)], 1),
+            (vec![pc(S::Failed, false, 5)], 1),
+            (vec![precopy], 1),
+            // An earlier VM of the name (this one was created after that migration).
+            (vec![pc(S::Paused, true, 5)], 9),
+            (vec![], 1),
+        ] {
+            assert_eq!(
+                disk_lent_by(created, &records, "vm1", none),
+                None,
+                "{records:?}"
+            );
+        }
+        // Another VM's migration lends nothing of this one.
+        assert_eq!(
+            disk_lent_by(1, &[pc(S::Paused, true, 5)], "vm2", none),
+            None
+        );
     }
 
     /// A `Held` storage post-copy is refused with what failed and what the operator can do.

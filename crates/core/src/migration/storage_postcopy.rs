@@ -50,7 +50,10 @@
 //! [`PostcopySettings::stall_ms`]), or failed (the job ended with an error or vanished).
 //! After a resume, a job that pauses again before any progress is resumed again every
 //! [`RESUME_RETRY_MS`] for up to the stall limit: QEMU's NBD client fails the first request
-//! after an outage while it reconnects in the background.
+//! after an outage while it reconnects in the background. Once the link was cut (a stall, or
+//! a paused memory post-copy) the stall limit is at least [`AFTER_CUT_STALL_MS`]: progress is
+//! judged by the job's offset as QEMU reports it, over a window that outlasts TCP's
+//! retransmission backoff ([`PostcopyMachine::stall_limit_ms`]).
 
 use super::storage::{MirrorJob, MirrorLook, StorageMode, StorageRecord};
 use serde::{Deserialize, Serialize};
@@ -59,6 +62,14 @@ use thiserror::Error;
 /// How long after a resume a job that paused again is resumed once more, ms (QEMU's NBD
 /// client retries its connection every second or more).
 pub const RESUME_RETRY_MS: u64 = 1000;
+
+/// The least stall limit, ms, of a stream after a cut link (a stream resumed after a stall,
+/// or started after a paused memory post-copy): TCP's retransmission timer backs off during a
+/// cut (1, 2, 4, 8 s ...), so the stream's first reads after the link returns can wait several
+/// seconds with no progress while QEMU keeps streaming; a stall limit of a few seconds there
+/// is a false stall. The limit is then the larger of this and
+/// [`PostcopySettings::stall_ms`].
+pub const AFTER_CUT_STALL_MS: u64 = 30_000;
 
 /// The stream job's look is the mirror's: QEMU's `BlockJobInfo` fields Drover reads.
 pub type StreamLook = MirrorLook;
@@ -387,6 +398,9 @@ pub struct PostcopyMachine {
     stalls: u32,
     /// After a resume, until the job makes progress: when it was resumed first and last, ms.
     resumed: Option<(u64, u64)>,
+    /// The link was cut once (a stream stall or a paused memory post-copy): the stall limit is
+    /// at least [`AFTER_CUT_STALL_MS`] from then on.
+    after_cut: bool,
 }
 
 impl PostcopyMachine {
@@ -398,6 +412,16 @@ impl PostcopyMachine {
             progress_ms: 0,
             stalls: 0,
             resumed: None,
+            after_cut: false,
+        }
+    }
+
+    /// How long the stream may make no progress before it is stalled, ms: the settings'
+    /// `stall_ms`, at least [`AFTER_CUT_STALL_MS`] once the link was cut.
+    pub fn stall_limit_ms(&self) -> u64 {
+        match self.after_cut {
+            true => self.settings.stall_ms.max(AFTER_CUT_STALL_MS),
+            false => self.settings.stall_ms,
         }
     }
 
@@ -417,7 +441,10 @@ impl PostcopyMachine {
             (P::Idle, E::ServerStarted) => P::ServerUp,
             (P::ServerUp, E::Exported) => P::Exported,
             (P::Exported, E::MemoryStarted) => P::Migrating,
-            (P::Migrating, E::MemoryPaused) => P::MemoryPaused,
+            (P::Migrating, E::MemoryPaused) => {
+                self.after_cut = true;
+                P::MemoryPaused
+            }
             (P::Migrating | P::MemoryPaused, E::MemoryMoved { now_ms }) => P::Moved {
                 times: StreamTimes {
                     moved_ms: *now_ms,
@@ -447,6 +474,7 @@ impl PostcopyMachine {
                 }
             }
             (P::Stalled { times, .. }, E::StreamResumed { now_ms }) => {
+                self.after_cut = true;
                 self.progress_ms = *now_ms;
                 self.resumed = Some((*now_ms, *now_ms));
                 P::Streaming {
@@ -517,7 +545,7 @@ impl PostcopyMachine {
             // first reads after a resume can fail again although the export is back: resume
             // again, every RESUME_RETRY_MS, for up to the stall limit since the first resume.
             if let Some((first, last)) = self.resumed {
-                if look.now_ms.saturating_sub(first) < self.settings.stall_ms {
+                if look.now_ms.saturating_sub(first) < self.stall_limit_ms() {
                     if look.now_ms.saturating_sub(last) >= RESUME_RETRY_MS {
                         return StreamVerdict::ResumeAgain;
                     }
@@ -531,7 +559,7 @@ impl PostcopyMachine {
             ));
         }
         let idle = look.now_ms.saturating_sub(self.progress_ms);
-        if idle >= self.settings.stall_ms {
+        if idle >= self.stall_limit_ms() {
             return StreamVerdict::Stalled(format!(
                 "the stream made no progress for {idle} ms at {} of {} bytes",
                 job.offset, job.len

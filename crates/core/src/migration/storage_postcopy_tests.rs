@@ -355,9 +355,19 @@ fn a_resumed_job_that_pauses_again_is_resumed_again_within_the_stall_limit() {
         step(&mut m, look(11_500, Some(job(30, "paused")))),
         StreamVerdict::Wait
     );
-    // Past the stall limit since the first resume: stalled again.
-    assert!(matches!(
+    // Still within the stall limit after a cut (AFTER_CUT_STALL_MS since the first resume):
+    // resumed again; past it, stalled again.
+    assert_eq!(
         step(&mut m, look(15_000, Some(job(30, "paused")))),
+        StreamVerdict::ResumeAgain
+    );
+    m.handle(PostcopyEvent::StreamResumed { now_ms: 15_000 })
+        .expect("again");
+    assert!(matches!(
+        step(
+            &mut m,
+            look(10_000 + AFTER_CUT_STALL_MS, Some(job(30, "paused")))
+        ),
         StreamVerdict::Stalled(_)
     ));
     // Progress ends the retry window: a later pause is a new stall at once.
@@ -378,4 +388,54 @@ fn a_resumed_job_that_pauses_again_is_resumed_again_within_the_stall_limit() {
     assert!(m
         .handle(PostcopyEvent::StreamResumed { now_ms: 13_000 })
         .is_err());
+}
+
+/// The user's false stall: a stream resumed after a cut moved a little, then QEMU's reads
+/// waited on TCP's retransmission backoff for more than `--postcopy-stall 5` while it kept
+/// streaming. After a cut the stall limit is at least AFTER_CUT_STALL_MS, judged by the job's
+/// offset; before any cut the request's limit holds.
+#[test]
+fn after_a_cut_the_stream_is_given_the_longer_stall_limit() {
+    let mut m = streaming();
+    assert_eq!(m.stall_limit_ms(), 5000);
+    m.handle(PostcopyEvent::StreamStalled { reason: "r".into() })
+        .expect("stall");
+    m.handle(PostcopyEvent::StreamResumed { now_ms: 20_000 })
+        .expect("resume");
+    assert_eq!(m.stall_limit_ms(), AFTER_CUT_STALL_MS);
+    assert_eq!(
+        step(&mut m, look(21_000, Some(job(10, "running")))),
+        StreamVerdict::Wait
+    );
+    // 5013 ms without progress: what was declared stalled before.
+    assert_eq!(
+        step(&mut m, look(26_013, Some(job(10, "running")))),
+        StreamVerdict::Wait
+    );
+    assert_eq!(
+        step(&mut m, look(50_999, Some(job(10, "running")))),
+        StreamVerdict::Wait
+    );
+    let verdict = step(&mut m, look(51_000, Some(job(10, "running"))));
+    assert!(
+        matches!(&verdict, StreamVerdict::Stalled(r) if r.contains("30000 ms")),
+        "{verdict:?}"
+    );
+    // A paused memory post-copy was a cut too; a larger setting of its own is kept.
+    let mut m = PostcopyMachine::new(PostcopySettings {
+        stall_ms: 45_000,
+        ..settings()
+    });
+    for e in [
+        PostcopyEvent::ServerStarted,
+        PostcopyEvent::Exported,
+        PostcopyEvent::MemoryStarted,
+    ] {
+        m.handle(e).expect("setup");
+    }
+    m.handle(PostcopyEvent::MemoryPaused).expect("paused");
+    assert_eq!(m.stall_limit_ms(), 45_000);
+    let mut m = migrating();
+    m.handle(PostcopyEvent::MemoryPaused).expect("paused");
+    assert_eq!(m.stall_limit_ms(), AFTER_CUT_STALL_MS);
 }
