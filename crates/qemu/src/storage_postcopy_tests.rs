@@ -30,6 +30,9 @@ struct World {
     /// Looks at which the job pauses again although the export is back (QEMU's NBD client
     /// fails the first request while it reconnects).
     repause: u32,
+    /// A guest read failed while the source's disk was inactive: the destination's guest is
+    /// paused (`io-error`) by the time the source's disk is activated.
+    read_failed_while_inactive: bool,
 }
 
 struct Stream {
@@ -86,6 +89,7 @@ fn source(world: Shared) -> ScriptedQmp {
             "migrate" => w.migrating = true,
             "migrate_cancel" => w.cancelled = true,
             "query-migrate" => return Ok(migrate_json(&mut w)),
+            "blockdev-set-active" if w.read_failed_while_inactive => w.dest_io_error = true,
             "query-status" => return status_reply(!w.source_paused, "postmigrate"),
             "cont" => w.source_paused = false,
             "query-migrate-capabilities" => return Ok(json!([])),
@@ -474,4 +478,32 @@ async fn a_memory_pause_whose_guest_stopped_on_io_error_continues_it_then_stream
         .expect("stream");
     assert!(cont < stream, "{dest:?}");
     assert_eq!(run.storage.transferred_bytes, DISK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_guest_paused_on_a_read_before_the_activation_is_continued_before_the_stream() {
+    let r = rig(|w| w.read_failed_while_inactive = true);
+    let mut session = export(&r).await;
+    let run = migrate(&r, &mut session, Technique::Postcopy).await;
+    assert_eq!(run.outcome, PostcopyOutcome::Completed, "{run:?}");
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    let dest = actions(&r.dest);
+    let cont = dest
+        .iter()
+        .position(|n| n == "cont")
+        .expect("guest continued");
+    let stream = dest
+        .iter()
+        .position(|n| n == "block-stream")
+        .expect("stream started");
+    assert!(
+        cont < stream,
+        "continued before the stream, not after: {dest:?}"
+    );
+    assert_eq!(
+        dest.iter().filter(|n| *n == "cont").count(),
+        1,
+        "continued once: {dest:?}"
+    );
+    assert!(run.dest_guest.expect("guest").running);
 }
