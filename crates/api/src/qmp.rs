@@ -141,13 +141,15 @@ pub struct BlockStream {
     /// Always false: the stream's end is read by polling `query-block-jobs`.
     #[schemars(extend("const" = false))]
     pub auto_dismiss: bool,
-    /// The stream's rate cap, bytes/s; absent: unlimited. A whole number, written as JSON
-    /// allows (`244.0` too), like every whole number of the API.
+    /// The stream's rate cap, bytes/s, 1 to 100 GB/s (Drover's own range of rates, core's
+    /// `UNCAPPED_BPS` at the top); absent: unlimited. A whole number, written as JSON allows
+    /// (`244.0` too), like every whole number of the API.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "drover_core::wire::whole_opt"
     )]
+    #[schemars(range(min = 1, max = 100_000_000_000u64))]
     pub speed: Option<u64>,
 }
 
@@ -588,6 +590,13 @@ mod tests {
             ("block-stream", stream(("bottom", json!("x")))),
             ("block-stream", stream(("device", json!("json:{}")))),
             ("block-stream", stream(("speed", json!(-1)))),
+            // Drover's rates are 1 to 100 GB/s: 0 and beyond are none of its own.
+            ("block-stream", stream(("speed", json!(0)))),
+            ("block-stream", stream(("speed", json!(100_000_000_001u64)))),
+            (
+                "block-stream",
+                stream(("speed", json!(198_320_810_655_014_912_524_288.0))),
+            ),
             ("block-job-resume", json!({"device": "x", "force": true})),
             ("block-job-resume", json!({"device": "../x"})),
             ("job-dismiss", json!({"id": ""})),

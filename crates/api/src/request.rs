@@ -579,6 +579,15 @@ fn check_stream(args: &BlockStream) -> Result<(), RequestError> {
                 .into(),
         ));
     }
+    if let Some(speed) = args.speed {
+        let max = drover_core::migration::UNCAPPED_BPS;
+        if !(1..=max).contains(&speed) {
+            return Err(RequestError::Invalid(format!(
+                "arguments.speed {speed} is not valid: expected 1 to {max} bytes/s (100 GB/s), \
+                 or none for unlimited"
+            )));
+        }
+    }
     check_short_names(&[("job-id", &args.job_id), ("device", &args.device)])
 }
 

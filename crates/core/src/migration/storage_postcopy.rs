@@ -114,8 +114,14 @@ impl PostcopySettings {
         if !(1..=3600).contains(&self.reconnect_delay_s) {
             return bad("reconnect_delay_s", "from 1 to 3600 seconds");
         }
-        if self.stream_speed_bps == Some(0) {
-            return bad("stream_speed_bps", "a rate above 0, or none for unlimited");
+        if self
+            .stream_speed_bps
+            .is_some_and(|b| !(1..=super::UNCAPPED_BPS).contains(&b))
+        {
+            return bad(
+                "stream_speed_bps",
+                "a rate from 1 to 100000000000 bytes/s (100 GB/s), or none for unlimited",
+            );
         }
         if self.stall_ms < 1000 {
             return bad("stall_ms", "at least 1000 ms");
