@@ -664,7 +664,14 @@ pub(crate) mod tests {
             let _stop = StopOnDrop(&stop);
             wait_for("paced work", || counters.snapshot().0 >= 5);
             let paced = counters.demand();
-            assert!((paced.demand_pct - paced_demand_pct(100.0, full)).abs() < 1e-9);
+            // The worker's meter keeps its best window, which only grows past the calibrated
+            // `full` (a quicker window while it runs): the demand is at most the calibrated one.
+            let calibrated = paced_demand_pct(100.0, full);
+            assert!(
+                paced.demand_pct > 0.0 && paced.demand_pct <= calibrated + 1e-9,
+                "{} against {calibrated}",
+                paced.demand_pct
+            );
             assert_eq!(
                 l.handle_line("set 1 memtouch:wss=16K,rate=max,pattern=seq"),
                 crate::live::Handled::Applied
