@@ -313,8 +313,18 @@ mod tests {
             (c.dir, c.rate_bps, c.open),
             (Some(Direction::Both), rate, false)
         );
-        assert_eq!(c.rx_bytes, tx, "the peer got what the guest sent");
-        assert_eq!(c.tx_bytes, rx, "the guest got what the peer sent");
+        // Each side counts what it sent and got; bytes still in flight when the guest's flow
+        // stops are sent but never read (a loaded CI host once left some): received never
+        // exceeds sent, and the gap is under half a second at the flow's rate.
+        for (what, sent, got) in [
+            ("guest to peer", tx, c.rx_bytes),
+            ("peer to guest", c.tx_bytes, rx),
+        ] {
+            assert!(
+                got <= sent && sent - got <= rate / 2,
+                "{what}: sent {sent}, got {got}"
+            );
+        }
         assert!(c.max_rx_gap_ms < 500, "{c:?}");
         assert!(c.to_json().contains("\"dir\":\"both\""), "{}", c.to_json());
     }
