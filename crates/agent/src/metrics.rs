@@ -128,6 +128,7 @@ impl MetricsHub {
     pub async fn sample(&self, vms: &Vms) {
         vms.reap_exited();
         vms.check_liveness();
+        vms.watch_arrivals().await;
         vms.reconcile_workloads();
         let live = vms.live();
         let now = tokio::time::Instant::now();

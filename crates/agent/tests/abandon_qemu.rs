@@ -59,10 +59,12 @@ fn a_split_postcopy_whose_destination_died_is_abandoned_keeping_every_disk() {
         assert_eq!(m.state, MigrationState::Running, "in post-copy: {m:?}");
 
         // The destination knows the guest reached it only from a look (a forwarded
-        // query-status or query-migrate that says so: `VmEntry::guest_arrived`); the source's
-        // driver may not have looked yet when the record shows the switch. Look as the source
-        // does, so that what the destination keeps is judged on a guest it saw. (A destination
-        // killed before any look deletes its overlay when released: a known gap, documented.)
+        // query-status or query-migrate that says so, or its sampler's own, once a pass:
+        // `VmEntry::guest_arrived`); neither may have come yet when the record shows the
+        // switch. Look as the source does, so that what the destination keeps is judged on a
+        // guest it saw, not on the sampler's timing. (A destination killed within a sampler
+        // pass of the switch, before any look, deletes its overlay when released: the gap
+        // left, documented in `vms/release.rs`.)
         let look = serde_json::json!({"execute": "query-status"});
         let mut seen = false;
         for _ in 0..60 {

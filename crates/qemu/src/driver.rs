@@ -18,7 +18,10 @@
 //! told to the [`DestMachine`] as such (`LookFailed`), which fails the destination only after
 //! a row of them (a blip is not a death); a QMP connection that closed is its death at once.
 //!
-//! A source poll that fails is asked once more; if that fails too the source is lost
+//! A source poll that fails is asked once more; if that fails too because QEMU is busy (a
+//! timeout, or a command refused while earlier ones are unanswered) the driver waits and
+//! polls on, up to [`DriverConfig::source_patience`] from the first such failure; any other
+//! failure (a closed socket), or a busy QEMU past that, is the source lost
 //! ([`SourceEvent::SourceLost`]) and the machine decides where the guest is: before post-copy
 //! was asked for, at home, and [`migrate`] returns [`DriverError::SourceLost`] (the caller
 //! drops the destination); after, on the destination (or possibly so), and the run ends
@@ -69,6 +72,12 @@ pub struct DriverConfig {
     /// call, which a cut link holds until TCP gives up, and the source's polls (and with them
     /// the post-copy stall watchdog) must not wait for it.
     pub dest_look_timeout: Duration,
+    /// How long the source may go without answering (its QMP commands timing out, or refused
+    /// because earlier ones are unanswered) before it counts as lost. Its socket still open,
+    /// QEMU is busy, not gone: under TCG, a storage pre-copy over a WAN held one source's
+    /// main loop for over 30 s near its switchover (BENCHMARKS.md), and calling that lost
+    /// failed a migration that was going to complete. A closed socket is lost at once.
+    pub source_patience: Duration,
 }
 
 impl Default for DriverConfig {
@@ -78,6 +87,7 @@ impl Default for DriverConfig {
             settle_timeout: Duration::from_secs(10),
             prefer_preempt: true,
             dest_look_timeout: Duration::from_secs(1),
+            source_patience: Duration::from_secs(120),
         }
     }
 }
@@ -155,6 +165,7 @@ pub async fn migrate(
     let actions = machine.handle(SourceEvent::Configured).unwrap_or_default();
     execute(ends, &mut machine, actions, clock).await;
     let mut clock_events = TimeEvents::default();
+    let mut unanswered_since: Option<tokio::time::Instant> = None;
     while machine.outcome().is_none() {
         if let Some(event) = clock_events.due(&machine, config, clock) {
             let last = matches!(event, SourceEvent::StopUnconfirmed { .. });
@@ -186,7 +197,14 @@ pub async fn migrate(
             Err(_) => look_at_source(ends.source, clock).await,
         };
         let progress = match progress {
-            Ok(p) => p,
+            Ok(p) => {
+                unanswered_since = None;
+                p
+            }
+            Err(e) if busy_within(&e, &mut unanswered_since, config.source_patience) => {
+                tracing::warn!(error = %e, "the source QEMU does not answer; waiting");
+                continue;
+            }
             Err(e) => {
                 let now_ms = clock.now_ms();
                 let message = e.to_string();
@@ -209,6 +227,17 @@ pub async fn migrate(
     settle_split(ends, &mut machine, config, clock).await;
     settle_dest(ends, &mut dest, &machine, config, clock).await;
     Ok(finish(ends, machine, dest, plan, config, clock).await)
+}
+
+/// Whether a failed look at the source is QEMU being busy (a timeout, or a command refused
+/// while earlier ones are unanswered) for less than `patience` since `since` (set on the
+/// first such failure); a closed socket or an error QEMU answered is never busy.
+fn busy_within(e: &QmpError, since: &mut Option<tokio::time::Instant>, patience: Duration) -> bool {
+    if !matches!(e, QmpError::Timeout { .. } | QmpError::Busy { .. }) {
+        return false;
+    }
+    let first = *since.get_or_insert_with(tokio::time::Instant::now);
+    first.elapsed() < patience
 }
 
 /// A post-copy that ended failed or paused here may still have completed: the source's QEMU

@@ -34,8 +34,11 @@ struct World {
     cancel_stops_source: bool,
     /// From this poll on, the source's `query-migrate` times out (a hung QEMU)...
     source_hangs_from: Option<u64>,
-    /// ...or only this poll does (a hiccup).
+    /// ...or only this poll does (a hiccup)...
     source_hiccup_at: Option<u64>,
+    /// ...or these polls, from..=to, are refused unsent (a busy QEMU: earlier commands
+    /// unanswered).
+    source_busy: Option<(u64, u64)>,
     /// Looks at the destination so far (`query-status`), and the ones that fail (an I/O
     /// error, as a blipping link between agents gives), from..to.
     dest_looks: u64,
@@ -78,6 +81,14 @@ fn source(world: Shared) -> ScriptedQmp {
                 w.polls += 1;
                 if w.source_dies_after.is_some_and(|n| w.polls > n) {
                     return Err(QmpError::Closed);
+                }
+                if w.source_busy
+                    .is_some_and(|(a, b)| (a..=b).contains(&w.polls))
+                {
+                    return Err(QmpError::Busy {
+                        command: cmd.into(),
+                        unanswered: 4,
+                    });
                 }
                 let hung = w.source_hangs_from.is_some_and(|n| w.polls >= n);
                 if hung || w.source_hiccup_at == Some(w.polls) {
@@ -559,6 +570,23 @@ async fn one_missed_source_poll_is_asked_again() {
         run.outcome.error
     );
     assert_eq!(run.outcome.error, None);
+}
+
+/// A source busy for a while (its commands refused unsent, ~2 s of polls) is waited for,
+/// within the driver's patience: the pre-copy goes on and completes.
+#[tokio::test(start_paused = true)]
+async fn a_busy_source_is_waited_for() {
+    let r = rig(|w| w.source_busy = Some((3, 80)));
+    let run = run(&r, MigrationPlan::fixed(Technique::Precopy), None)
+        .await
+        .expect("run");
+    assert_eq!(
+        run.outcome.status,
+        EndStatus::Completed,
+        "{:?}",
+        run.outcome.error
+    );
+    assert!(r.world.lock().expect("lock").polls > 80);
 }
 
 /// A pre-copy whose source stops answering before post-copy was asked for leaves the guest

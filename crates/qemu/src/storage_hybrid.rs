@@ -24,9 +24,14 @@
 //!      `auto-dismiss` off, polled with `query-block-jobs`, dismissed; the hot bitmap removed;
 //!      rounds: the same with the tracking bitmap and bitmap-mode `on-success` while its
 //!      count (`query-named-block-nodes`) is at or above the threshold and rounds are left;
+//!    - the mirror of new writes: `blockdev-mirror` `sync: none` from the device's root
+//!      (the same job id, `granularity` 4 KiB, `auto-dismiss` off, the push's `speed`) into
+//!      the NBD node, then
+//!      `block-dirty-bitmap-disable` of the tracking bitmap;
 //!    - the memory migration through [`PostcopySession::migrate`] with
 //!      `pause-before-switchover`; beside it the source's state is polled and at
-//!      `pre-switchover` (guest stopped) the freeze: a last backup of the tracking bitmap,
+//!      `pre-switchover` (guest stopped) the freeze: the mirror, READY, cancelled for its last
+//!      sync and dismissed once concluded, a last backup of the (disabled) tracking bitmap,
 //!      dismissed, the NBD node deleted, the tracking bitmap removed, the destination's NBD
 //!      server stopped (nothing but the migration touches the overlay from then on),
 //!      `migrate-continue`;
@@ -52,8 +57,9 @@ use crate::storage::{memory_failure, DiskTarget};
 use crate::storage_postcopy::{PostcopyConfig, PostcopyRun, PostcopySession};
 use drover_core::migration::PostcopyPhase;
 use drover_core::migration::{
-    HotSet, HybridCleanup, HybridEvent, HybridMachine, HybridPhase, HybridSettings, HybridStep,
-    MigrationPlan, MigrationStatus, PostcopyOutcome, PushVerdict, RoundVerdict, StorageRecord,
+    mirror_ready_for_freeze, HotSet, HybridCleanup, HybridEvent, HybridMachine, HybridPhase,
+    HybridSettings, HybridStep, MigrationPlan, MigrationStatus, PostcopyOutcome, PushVerdict,
+    RoundVerdict, StorageRecord,
 };
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -321,7 +327,8 @@ impl HybridSession {
         run
     }
 
-    /// The push: the destination's export, both bitmaps, the target, round 0 and the rounds.
+    /// The push: the destination's export, both bitmaps, the target, round 0, the rounds and
+    /// the mirror of new writes.
     async fn push(
         &mut self,
         ends: &Endpoints<'_>,
@@ -365,7 +372,7 @@ impl HybridSession {
         };
         let hot_name = self.names.hot.clone();
         pusher
-            .copy(&mut self.machine, S::Push, &hot_name, "never", cancel)
+            .copy(&mut self.machine, &hot_name, "never", cancel)
             .await?;
         remove_bitmap(ends.source, node, &hot_name)
             .await
@@ -375,17 +382,11 @@ impl HybridSession {
                 .await
                 .map_err(at(S::Push))?;
             if self.machine.next_round(dirty) == RoundVerdict::Enough {
-                return Ok(());
+                return pusher.start_mirror(&mut self.machine).await;
             }
             let dirty_name = self.names.dirty.clone();
             pusher
-                .copy(
-                    &mut self.machine,
-                    S::Push,
-                    &dirty_name,
-                    "on-success",
-                    cancel,
-                )
+                .copy(&mut self.machine, &dirty_name, "on-success", cancel)
                 .await?;
         }
     }
@@ -599,6 +600,12 @@ fn remove_file(path: &PathBuf) -> Result<(), String> {
     }
 }
 
+/// The mirror of new writes' granularity, bytes: a guest block. QEMU's default is the
+/// target's cluster (64 KiB), so each 4 KiB write would cross the WAN as 64 KiB: a guest
+/// writing 100 random blocks a second then sent 6.4 MB/s beside the memory migration, which
+/// no longer converged on a 12.5 MB/s link (BENCHMARKS.md).
+const MIRROR_GRANULARITY: u64 = 4096;
+
 /// The copies into the destination's overlay, and the freeze at the switchover.
 struct Pusher<'a, 'e> {
     ends: &'a Endpoints<'e>,
@@ -609,16 +616,34 @@ struct Pusher<'a, 'e> {
 }
 
 impl Pusher<'_, '_> {
-    /// One push job: `blockdev-backup` of `bitmap` with `mode`, waited for, dismissed.
+    /// One push round: `blockdev-backup` of `bitmap` with `mode`, waited for, dismissed.
     async fn copy(
         &self,
         machine: &mut HybridMachine,
-        step: HybridStep,
         bitmap: &str,
         mode: &str,
         cancel: &Option<watch::Receiver<bool>>,
     ) -> Result<(), StepError> {
-        let source = self.ends.source;
+        let step = HybridStep::Push;
+        self.start_backup(step, bitmap, mode).await?;
+        let now_ms = self.clock.now_ms();
+        machine
+            .handle(HybridEvent::PushStarted { now_ms })
+            .map_err(at(step))?;
+        let bytes = self.wait_job(machine, step, cancel).await?;
+        machine
+            .handle(HybridEvent::PushConcluded { bytes })
+            .map_err(at(step))
+    }
+
+    /// `blockdev-backup` of `bitmap` with `mode` into the target, the push's `speed` unless it
+    /// is the freeze's (the guest is stopped then).
+    async fn start_backup(
+        &self,
+        step: HybridStep,
+        bitmap: &str,
+        mode: &str,
+    ) -> Result<(), StepError> {
         let mut args = json!({
             "job-id": self.names.job,
             "device": self.disk.format_node(),
@@ -632,23 +657,29 @@ impl Pusher<'_, '_> {
         if let (Some(bps), false) = (speed, step == HybridStep::Freeze) {
             args["speed"] = json!(bps);
         }
-        source
+        self.ends
+            .source
             .execute("blockdev-backup", Some(args))
             .await
-            .map_err(at(step))?;
-        let now_ms = self.clock.now_ms();
-        let started = match step {
-            HybridStep::Freeze => HybridEvent::FreezeStarted { now_ms },
-            _ => HybridEvent::PushStarted { now_ms },
-        };
-        machine.handle(started).map_err(at(step))?;
+            .map(|_| ())
+            .map_err(at(step))
+    }
+
+    /// Waits for the job to conclude as the machine judges it (its phase sets the bound),
+    /// dismisses it, and returns the bytes it copied (its `len`).
+    async fn wait_job(
+        &self,
+        machine: &HybridMachine,
+        step: HybridStep,
+        cancel: &Option<watch::Receiver<bool>>,
+    ) -> Result<u64, StepError> {
+        let source = self.ends.source;
         loop {
-            if step != HybridStep::Freeze && cancel.as_ref().is_some_and(|rx| *rx.borrow()) {
+            if cancel.as_ref().is_some_and(|rx| *rx.borrow()) {
                 return Err((step, "cancelled by request".into()));
             }
             let job = push_job(source, &self.names.job).await.map_err(at(step))?;
-            let now_ms = self.clock.now_ms();
-            match machine.judge(job.as_ref(), now_ms) {
+            match machine.judge(job.as_ref(), self.clock.now_ms()) {
                 PushVerdict::Wait => tokio::time::sleep(self.config.poll_interval).await,
                 PushVerdict::Fail(message) => return Err((step, message)),
                 PushVerdict::Concluded { bytes } => {
@@ -656,14 +687,58 @@ impl Pusher<'_, '_> {
                         .dismiss_job(&self.names.job)
                         .await
                         .map_err(at(step))?;
-                    let done = match step {
-                        HybridStep::Freeze => HybridEvent::FreezeConcluded { now_ms, bytes },
-                        _ => HybridEvent::PushConcluded { bytes },
-                    };
-                    return machine.handle(done).map_err(at(step));
+                    return Ok(bytes);
                 }
             }
         }
+    }
+
+    /// The mirror of new writes (see the module doc): started from the device's root, then
+    /// the tracking bitmap disabled. Writes made between the two are in both (harmless: each
+    /// copy is of the block's contents at its time, the later one last).
+    async fn start_mirror(&self, machine: &mut HybridMachine) -> Result<(), StepError> {
+        let step = HybridStep::Mirror;
+        let source = self.ends.source;
+        let root = source.device_root(self.disk).await.map_err(at(step))?;
+        let mut args = json!({
+            "job-id": self.names.job,
+            "device": self.disk.root_node(root),
+            "target": self.disk.target_node(),
+            "sync": "none",
+            "granularity": MIRROR_GRANULARITY,
+            "auto-dismiss": false,
+        });
+        if let Some(bps) = self.config.settings.push_speed_bps {
+            args["speed"] = json!(bps);
+        }
+        source
+            .execute("blockdev-mirror", Some(args))
+            .await
+            .map_err(at(step))?;
+        machine
+            .handle(HybridEvent::MirrorStarted)
+            .map_err(at(step))?;
+        let disable = json!({"node": self.disk.format_node(), "name": self.names.dirty});
+        source
+            .execute("block-dirty-bitmap-disable", Some(disable))
+            .await
+            .map(|_| ())
+            .map_err(at(step))
+    }
+
+    /// At the freeze: the READY mirror cancelled for its last sync, waited for, dismissed;
+    /// returns the bytes it processed.
+    async fn finish_mirror(&self, machine: &HybridMachine) -> Result<u64, StepError> {
+        let step = HybridStep::Freeze;
+        let source = self.ends.source;
+        let job = push_job(source, &self.names.job).await.map_err(at(step))?;
+        mirror_ready_for_freeze(job.as_ref()).map_err(|m| (step, m))?;
+        let args = json!({"device": self.names.job, "force": false});
+        source
+            .execute("block-job-cancel", Some(args))
+            .await
+            .map_err(at(step))?;
+        self.wait_job(machine, step, &None).await
     }
 
     /// Beside the memory migration: at the source's `pre-switchover`, the freeze and the
@@ -697,8 +772,21 @@ impl Pusher<'_, '_> {
     async fn freeze(&self, machine: &mut HybridMachine) -> Result<(), StepError> {
         use HybridStep as S;
         let source = self.ends.source;
-        self.copy(machine, S::Freeze, &self.names.dirty, "on-success", &None)
+        let now_ms = self.clock.now_ms();
+        machine
+            .handle(HybridEvent::FreezeStarted { now_ms })
+            .map_err(at(S::Freeze))?;
+        let mirrored = self.finish_mirror(machine).await?;
+        self.start_backup(S::Freeze, &self.names.dirty, "on-success")
             .await?;
+        let copied = self.wait_job(machine, S::Freeze, &None).await?;
+        let now_ms = self.clock.now_ms();
+        machine
+            .handle(HybridEvent::FreezeConcluded {
+                now_ms,
+                bytes: mirrored + copied,
+            })
+            .map_err(at(S::Freeze))?;
         source
             .delete_nbd_target(self.disk)
             .await

@@ -91,6 +91,11 @@ async fn a_refused_destination_export_rolls_everything_back() {
     assert!(run.errors.is_empty(), "{:?}", run.errors);
 }
 
+/// `query-block` of a guest whose disk 0 sits on its format node.
+fn device_on_format_node() -> serde_json::Value {
+    json!([{"qdev": DiskNodes::of(0).qdev_path(), "inserted": {"node-name": "drover-disk0"}}])
+}
+
 /// A source that answers the push's commands: the hot bitmap counts `hot` bytes, the
 /// tracking bitmap's count goes through `dirty`, one per look at the nodes (the first is the
 /// hot bitmap's own look; the last repeats), every job is
@@ -98,6 +103,7 @@ async fn a_refused_destination_export_rolls_everything_back() {
 fn pushing_source(hot: u64, dirty: Vec<u64>) -> ScriptedQmp {
     let mut looks = 0usize;
     ScriptedQmp::new(move |cmd, _| match cmd {
+        "query-block" => Ok(device_on_format_node()),
         "query-named-block-nodes" => {
             let d = dirty[looks.min(dirty.len() - 1)];
             looks += 1;
@@ -160,8 +166,32 @@ async fn the_push_copies_the_hot_set_then_rounds_until_few_dirty_blocks_remain()
         .expect("push");
     assert_eq!(
         session.phase(),
-        &HybridPhase::Pushed { round: 2 },
-        "hot set, then two rounds (3 MiB, 2 MiB dirty), then 100 bytes: enough"
+        &HybridPhase::Mirroring,
+        "hot set, then two rounds (3 MiB, 2 MiB dirty), then 100 bytes: enough; the mirror"
+    );
+    let mirror = &args_of(&source, "blockdev-mirror")[0];
+    assert_eq!(
+        (
+            &mirror["sync"],
+            &mirror["device"],
+            &mirror["target"],
+            &mirror["speed"]
+        ),
+        (
+            &json!("none"),
+            &json!("drover-disk0"),
+            &json!("drover-disk0-nbd"),
+            &json!(8 << 20)
+        )
+    );
+    assert_eq!(mirror["granularity"], 4096);
+    let disable = &args_of(&source, "block-dirty-bitmap-disable")[0];
+    assert_eq!(disable["name"], "drover-disk0-dirty");
+    let names = source.command_names();
+    let at = |c: &str| names.iter().position(|n| n == c);
+    assert!(
+        at("blockdev-mirror") < at("block-dirty-bitmap-disable"),
+        "{names:?}"
     );
     assert!(
         std::fs::read_dir(dir.path()).expect("dir").next().is_none(),
@@ -219,11 +249,12 @@ async fn the_push_copies_the_hot_set_then_rounds_until_few_dirty_blocks_remain()
     );
 }
 
-/// A freeze whose copy QEMU refuses cancels the memory migration (the guest resumes on the
-/// source) and leaves the machine failed with everything to undo.
+/// A freeze whose copy QEMU refuses (after the mirror's last sync) cancels the memory
+/// migration (the guest resumes on the source) and leaves the machine failed with
+/// everything to undo.
 #[tokio::test]
 async fn a_refused_freeze_cancels_the_memory_migration() {
-    let source = ScriptedQmp::new(|cmd, _| match cmd {
+    let source = ScriptedQmp::new(mirror_then(|cmd| match cmd {
         "query-migrate" => Ok(json!({"status": "pre-switchover"})),
         "blockdev-backup" => Err(QmpError::Command {
             command: cmd.into(),
@@ -231,7 +262,7 @@ async fn a_refused_freeze_cancels_the_memory_migration() {
             desc: "Node is busy".into(),
         }),
         _ => Ok(json!({})),
-    });
+    }));
     let dest = ScriptedQmp::new(|_, _| Ok(json!({})));
     let ends = fake_ends(&source, &dest);
     let mut machine = HybridMachine::new(HybridSettings::default());
@@ -243,6 +274,7 @@ async fn a_refused_freeze_cancels_the_memory_migration() {
         HybridEvent::TargetAttached,
         HybridEvent::PushStarted { now_ms: 0 },
         HybridEvent::PushConcluded { bytes: 1 },
+        HybridEvent::MirrorStarted,
         HybridEvent::MemoryStarted,
     ] {
         machine.handle(e).expect("transition");
@@ -263,16 +295,126 @@ async fn a_refused_freeze_cancels_the_memory_migration() {
     assert_eq!(size, None);
     assert_eq!(
         source.command_names(),
-        ["query-migrate", "blockdev-backup", "migrate_cancel"]
+        [
+            "query-migrate",
+            "query-block-jobs",
+            "block-job-cancel",
+            "query-block-jobs",
+            "job-dismiss",
+            "blockdev-backup",
+            "migrate_cancel"
+        ]
     );
+    assert_eq!(args_of(&source, "block-job-cancel")[0]["force"], false);
     assert!(dest.calls().is_empty(), "{:?}", dest.calls());
     assert_eq!(
         machine.cleanup(),
         [
+            HybridCleanup::CancelPush,
             HybridCleanup::DeleteTarget,
             HybridCleanup::DropBitmaps,
             HybridCleanup::StopDestServer
         ]
+    );
+}
+
+/// A source whose mirror of new writes is READY until cancelled, then concluded having
+/// processed 5 MiB; every other command goes to `rest`.
+fn mirror_then(
+    mut rest: impl FnMut(&str) -> Result<serde_json::Value, QmpError> + Send + 'static,
+) -> impl FnMut(&str, Option<&serde_json::Value>) -> Result<serde_json::Value, QmpError> + Send {
+    let mut cancelled = false;
+    move |cmd, _| match cmd {
+        "query-block-jobs" if cancelled => Ok(json!([{"device": "drover-disk0-push",
+            "status": "concluded", "ready": true, "offset": 5242880, "len": 5242880}])),
+        "query-block-jobs" => Ok(json!([{"device": "drover-disk0-push",
+            "status": "ready", "ready": true, "offset": 4194304, "len": 4194304}])),
+        "block-job-cancel" => {
+            cancelled = true;
+            Ok(json!({}))
+        }
+        other => rest(other),
+    }
+}
+
+/// The freeze at `pre-switchover` from a machine whose memory migration runs, the mirror
+/// beside it.
+async fn freeze_with(source_ends: &Endpoints<'_>) -> HybridMachine {
+    let mut machine = HybridMachine::new(HybridSettings::default());
+    for e in [
+        HybridEvent::DestServerStarted,
+        HybridEvent::DestExported,
+        HybridEvent::HotBitmapBuilt { hot_bytes: 1 },
+        HybridEvent::TrackingStarted,
+        HybridEvent::TargetAttached,
+        HybridEvent::PushStarted { now_ms: 0 },
+        HybridEvent::PushConcluded { bytes: 1 },
+        HybridEvent::MirrorStarted,
+        HybridEvent::MemoryStarted,
+    ] {
+        machine.handle(e).expect("transition");
+    }
+    let disk = DiskNodes::of(0);
+    let config = HybridConfig {
+        poll_interval: Duration::from_millis(1),
+        ..HybridConfig::default()
+    };
+    let names = PushNames::of(&disk);
+    let clock = Clock::default();
+    let pusher = Pusher {
+        ends: source_ends,
+        disk: &disk,
+        names: &names,
+        config: &config,
+        clock: &clock,
+    };
+    // (The fake destination has no overlay to measure: no size.)
+    pusher
+        .at_switchover(&mut machine, &AtomicBool::new(false))
+        .await;
+    machine
+}
+
+/// At `pre-switchover` the freeze: the READY mirror cancelled (no force) for its last sync and
+/// dismissed, then the disabled tracking bitmap copied, the node deleted, the migration
+/// continued; the freeze's bytes are both jobs'. A mirror not READY there is never cancelled
+/// for a sync: the migration is cancelled instead and the guest stays home.
+#[tokio::test]
+async fn the_freeze_ends_the_mirror_then_copies_the_tracking_bitmap() {
+    let source = ScriptedQmp::new(mirror_then(|cmd| match cmd {
+        "query-migrate" => Ok(json!({"status": "pre-switchover"})),
+        _ => Ok(json!({})),
+    }));
+    let dest = ScriptedQmp::new(|_, _| Ok(json!({})));
+    let ends = fake_ends(&source, &dest);
+    let machine = freeze_with(&ends).await;
+    assert_eq!(machine.phase(), &HybridPhase::Released);
+    let names = source.command_names();
+    let at = |c: &str| names.iter().position(|n| n == c);
+    assert!(at("block-job-cancel") < at("blockdev-backup"), "{names:?}");
+    assert!(at("blockdev-backup") < at("migrate-continue"), "{names:?}");
+    assert_eq!(
+        args_of(&source, "blockdev-backup")[0]["bitmap"],
+        "drover-disk0-dirty"
+    );
+    // The mirror's 5 MiB and the backup's (the same fake job) 5 MiB.
+    assert_eq!(machine.figures().freeze_bytes, 10 << 20);
+
+    let lagging = ScriptedQmp::new(|cmd, _| match cmd {
+        "query-migrate" => Ok(json!({"status": "pre-switchover"})),
+        "query-block-jobs" => Ok(json!([{"device": "drover-disk0-push",
+            "status": "running", "ready": false, "offset": 1, "len": 5}])),
+        _ => Ok(json!({})),
+    });
+    let machine = freeze_with(&fake_ends(&lagging, &dest)).await;
+    assert!(
+        matches!(machine.phase(), HybridPhase::Failed { message, .. } if message.contains("not READY")),
+        "{:?}",
+        machine.phase()
+    );
+    assert_eq!(
+        lagging.command_names(),
+        ["query-migrate", "query-block-jobs", "migrate_cancel"]
     );
 }
 

@@ -233,8 +233,8 @@ pub fn note(s: &StorageRecord) -> String {
         .map_or_else(|| "-".to_string(), |b| format!("{b} bytes"));
     format!(
         "storage hybrid: hot set {} bytes; pushed ahead {} bytes in {} round(s) after the hot \
-         set; freeze {} bytes in {}; pulled after the switchover {pulled}; stream {} of {} \
-         bytes in {}, {} stall(s){}",
+         set; freeze {} bytes (the mirror of new writes' included) in {}; pulled after the \
+         switchover {pulled}; stream {} of {} bytes in {}, {} stall(s){}",
         s.hot_bytes,
         s.pushed_bytes,
         s.push_rounds,

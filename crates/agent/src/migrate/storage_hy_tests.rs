@@ -142,16 +142,19 @@ fn the_hybrids_figures_are_noted() {
     assert_eq!(
         note(&r),
         "storage hybrid: hot set 16777216 bytes; pushed ahead 17825792 bytes in 1 round(s) \
-         after the hot set; freeze 65536 bytes in 12 ms; pulled after the switchover 50331648 \
-         bytes; stream 67108864 of 67108864 bytes in 900 ms, 0 stall(s)"
+         after the hot set; freeze 65536 bytes (the mirror of new writes' included) in 12 ms; \
+         pulled after the switchover 50331648 bytes; stream 67108864 of 67108864 bytes in \
+         900 ms, 0 stall(s)"
     );
     r.pulled_bytes = None;
     r.freeze_ms = None;
     r.error = Some("push: cancelled by request".into());
     let n = note(&r);
     assert!(
-        n.contains("freeze 65536 bytes in -; pulled after the switchover -;")
-            && n.ends_with("; failed: push: cancelled by request"),
+        n.contains(
+            "freeze 65536 bytes (the mirror of new writes' included) in -; pulled after the \
+             switchover -;"
+        ) && n.ends_with("; failed: push: cancelled by request"),
         "{n}"
     );
 }

@@ -205,8 +205,9 @@ pub struct VmEntry {
     pub migration: Option<String>,
     /// That migration's post-copy has started: the guest runs on the destination.
     pub guest_away: bool,
-    /// An incoming VM whose guest has been seen here (a forwarded look at its QEMU said the
-    /// guest runs, or its migration switched or completed). Until then its QEMU exiting is
+    /// An incoming VM whose guest has been seen here (a forwarded look or the sampler's own,
+    /// `release::watch_arrivals`, said the guest runs, or its migration switched or
+    /// completed). Until then its QEMU exiting is
     /// the end of a migration that failed or was cancelled (QEMU quits when its incoming
     /// migration fails), not a lost guest.
     guest_arrived: bool,

@@ -9,9 +9,16 @@
 //! guest had arrived (the migration switched) and whose QEMU then died is released by
 //! `DELETE /v1/incoming/{name}` with its disk (a storage post-copy's overlay: what the guest
 //! wrote there after the switch) kept and named in the reply ([`keeps_disk`]).
+//!
+//! The destination learns that its guest arrived from a forwarded look (the source's driver
+//! asks after the switch) and from its own sampler ([`Vms::watch_arrivals`], every pass), so
+//! a QEMU that dies right after the switch, before the source looks, still keeps its disk.
+//! What is left: a death within one sampler pass of the switch with no look between, and an
+//! agent restart (the flag is kept in memory only).
 
-use super::{kill_pid, Vms, VmsError};
+use super::{guard, kill_pid, Vms, VmsError};
 use crate::lock;
+use crate::model::VmRole;
 use drover_qemu::qmp::QmpExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +31,32 @@ pub fn keeps_disk(qemu_gone: bool, guest_arrived: bool) -> bool {
 }
 
 impl Vms {
+    /// Looks at every incoming VM whose guest has not been seen here yet and marks those
+    /// whose QEMU says it has (running, post-copy or completed: [`guard::GuestSeen::arrived`]).
+    /// Called by the sampler; a QEMU that does not answer within the look's bound is left for
+    /// the next pass.
+    pub async fn watch_arrivals(&self) {
+        let waiting: Vec<_> = lock(&self.map)
+            .iter()
+            .filter(|(_, e)| {
+                matches!(e.record.role, VmRole::Incoming { .. })
+                    && !e.guest_arrived
+                    && e.lost.is_none()
+                    && !e.stopping
+            })
+            .filter_map(|(name, e)| e.qmp.clone().map(|q| (name.clone(), q)))
+            .collect();
+        for (name, qmp) in waiting {
+            if guard::look(qmp.as_ref())
+                .await
+                .is_ok_and(|seen| seen.arrived())
+            {
+                tracing::info!(vm = %name, "the incoming guest runs here");
+                self.mark_guest_arrived(&name);
+            }
+        }
+    }
+
     /// Gives up source VM `name` (see the module doc): its QEMU stopped, its disk kept and
     /// now the operator's, the VM reported lost with `reason`. Returns the disk file kept, if
     /// it has one.

@@ -46,8 +46,8 @@ pub use storage::{
     StorageMachine, StorageMode, StoragePhase, StorageRecord, StorageSettings, StorageStep,
 };
 pub use storage_hybrid::{
-    ByteRange, HotSet, HybridCleanup, HybridError, HybridEvent, HybridMachine, HybridPhase,
-    HybridSettings, HybridStep, PushFigures, PushVerdict, RoundVerdict,
+    mirror_ready_for_freeze, ByteRange, HotSet, HybridCleanup, HybridError, HybridEvent,
+    HybridMachine, HybridPhase, HybridSettings, HybridStep, PushFigures, PushVerdict, RoundVerdict,
 };
 pub use storage_postcopy::{
     PostcopyCleanup, PostcopyError, PostcopyEvent, PostcopyMachine, PostcopyOutcome, PostcopyPhase,

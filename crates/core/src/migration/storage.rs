@@ -415,7 +415,8 @@ pub struct StorageRecord {
     /// Hybrid: rounds of re-copying dirty blocks after the hot set.
     #[serde(default)]
     pub push_rounds: u32,
-    /// Hybrid: bytes the freeze copied while the guest was stopped.
+    /// Hybrid: bytes the freeze copied while the guest was stopped (the mirror of new
+    /// writes' whole job, whose last sync is in the freeze, and the tracking bitmap's copy).
     #[serde(default)]
     pub freeze_bytes: u64,
     /// Hybrid: the freeze's copy, ms (inside the guest's pause).

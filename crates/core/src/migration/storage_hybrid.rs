@@ -17,9 +17,16 @@
 //! copies `H` (`blockdev-backup`, sync `bitmap`, bitmap-mode `never`); each further round
 //! copies `B` (bitmap-mode `on-success`: what the round copied is cleared, writes made
 //! meanwhile stay) until `B` holds less than [`HybridSettings::dirty_threshold_bytes`] or
-//! after [`HybridSettings::max_rounds`]. Then the memory migration runs with
-//! `pause-before-switchover`; at `pre-switchover` (source guest stopped) the freeze copies
-//! `B` once more, `T` is deleted, the destination stops its NBD server and the migration
+//! after [`HybridSettings::max_rounds`]. Then a mirror with `sync: none` starts into `T`
+//! (it copies every write from then on, in the background: the guest keeps writing through
+//! a pre-copy of memory that can take a minute over a WAN, and a freeze of all it wrote
+//! would stop it for seconds; a backup would do it too, but its copy-before-write makes each
+//! guest write to a block being copied wait for the WAN) and `B` is disabled (it keeps the
+//! writes up to the mirror's start, which the mirror does not have). Then the memory
+//! migration runs with `pause-before-switchover`; at `pre-switchover` (source guest stopped)
+//! the freeze cancels the mirror (its last sync, then it concludes), copies the disabled
+//! `B` once more (the current contents of the blocks written between the last round and the
+//! mirror's start), `T` is deleted, the destination stops its NBD server and the migration
 //! continues. Every copy into `D` is a sequential job on one writer, each newer than the last,
 //! so no older copy of a block overwrites a newer one; blocks outside `H` the guest wrote
 //! meanwhile are in `B` and cross too (correct, and cheap). From the switchover on, the
@@ -32,7 +39,8 @@
 //!    --HotBitmapBuilt--> HotMarked --TrackingStarted--> Tracking --TargetAttached--> Attached
 //!    Attached --PushStarted--> Pushing{round} --PushConcluded--> Pushed{round}
 //!    Pushed --PushStarted--> Pushing{round+1}           (while `next_round` says Push)
-//!    Pushed --MemoryStarted--> Migrating --FreezeStarted--> Freezing --FreezeConcluded-->
+//!    Pushed --MirrorStarted--> Mirroring --MemoryStarted--> Migrating
+//!    Migrating --FreezeStarted--> Freezing --FreezeConcluded-->
 //!    Frozen --Released--> Released --MemoryMoved--> Moved   (the post-copy half goes on)
 //!
 //!  any phase but Moved/Failed --Failed{step}--> Failed{step, from}
@@ -272,6 +280,9 @@ pub enum HybridStep {
     Push,
     /// The memory migration up to `pre-switchover`.
     Memory,
+    /// The mirror beside the memory migration: `blockdev-mirror` (`sync: none`) and
+    /// `block-dirty-bitmap-disable` of the tracking bitmap.
+    Mirror,
     /// The freeze's `blockdev-backup` at `pre-switchover`.
     Freeze,
     /// `blockdev-del` of the NBD node, destination `nbd-server-stop`, `migrate-continue`.
@@ -290,6 +301,7 @@ impl HybridStep {
             HybridStep::TargetAdd => "source blockdev-add (NBD target)",
             HybridStep::Push => "push round (blockdev-backup)",
             HybridStep::Memory => "memory migration",
+            HybridStep::Mirror => "mirror of new writes (blockdev-mirror sync none)",
             HybridStep::Freeze => "freeze (blockdev-backup at pre-switchover)",
             HybridStep::Release => "release (target delete, destination server stop, continue)",
         }
@@ -335,7 +347,10 @@ pub enum HybridPhase {
     Pushed {
         round: u32,
     },
-    /// The memory migration runs.
+    /// The mirror (`sync: none`) copies new writes into the target; the tracking bitmap is
+    /// disabled.
+    Mirroring,
+    /// The memory migration runs, the mirror beside it.
     Migrating,
     /// At `pre-switchover`: the freeze's copy runs, the guest is stopped.
     Freezing,
@@ -364,6 +379,7 @@ impl HybridPhase {
             HybridPhase::Attached => "attached",
             HybridPhase::Pushing { .. } => "pushing",
             HybridPhase::Pushed { .. } => "pushed",
+            HybridPhase::Mirroring => "mirroring",
             HybridPhase::Migrating => "migrating",
             HybridPhase::Freezing => "freezing",
             HybridPhase::Frozen => "frozen",
@@ -385,6 +401,7 @@ impl HybridPhase {
             HybridPhase::Attached
             | HybridPhase::Pushing { .. }
             | HybridPhase::Pushed { .. }
+            | HybridPhase::Mirroring
             | HybridPhase::Migrating
             | HybridPhase::Freezing
             | HybridPhase::Frozen => 5,
@@ -412,6 +429,8 @@ pub enum HybridEvent {
     PushConcluded {
         bytes: u64,
     },
+    /// The mirror runs and the tracking bitmap is disabled.
+    MirrorStarted,
     MemoryStarted,
     FreezeStarted {
         now_ms: u64,
@@ -439,6 +458,7 @@ impl HybridEvent {
             HybridEvent::PushStarted { .. } => "push-started",
             HybridEvent::PushConcluded { .. } => "push-concluded",
             HybridEvent::MemoryStarted => "memory-started",
+            HybridEvent::MirrorStarted => "mirror-started",
             HybridEvent::FreezeStarted { .. } => "freeze-started",
             HybridEvent::FreezeConcluded { .. } => "freeze-concluded",
             HybridEvent::Released => "released",
@@ -481,6 +501,25 @@ pub enum HybridCleanup {
     DropBitmaps,
     /// Destination: `nbd-server-stop`.
     StopDestServer,
+}
+
+/// At the freeze: whether the mirror beside the memory migration (`job` as
+/// `query-block-jobs` lists it) may be cancelled for its last sync. It must be READY: a
+/// mirror cancelled before READY stops without a last sync, and the writes it had not copied
+/// would be missing from the destination. Errors say what was found instead.
+pub fn mirror_ready_for_freeze(job: Option<&MirrorJob>) -> Result<(), String> {
+    match job {
+        None => Err("the mirror of new writes is gone".into()),
+        Some(j) if j.error.is_some() => Err(format!(
+            "the mirror of new writes failed: {}",
+            j.error.as_deref().unwrap_or_default()
+        )),
+        Some(j) if j.ready && j.status == "ready" => Ok(()),
+        Some(j) => Err(format!(
+            "the mirror of new writes is '{}', not READY: its cancel would skip the last sync",
+            j.status
+        )),
+    }
 }
 
 /// Transition and setting errors of [`HybridMachine`] and [`HotSet`].
@@ -553,7 +592,8 @@ impl HybridMachine {
                 self.figures.rounds = *round;
                 P::Pushed { round: *round }
             }
-            (P::Pushed { .. }, E::MemoryStarted) => P::Migrating,
+            (P::Pushed { .. }, E::MirrorStarted) => P::Mirroring,
+            (P::Mirroring, E::MemoryStarted) => P::Migrating,
             (P::Migrating, E::FreezeStarted { now_ms }) => {
                 self.figures.freeze_started_ms = Some(*now_ms);
                 P::Freezing
@@ -636,7 +676,10 @@ impl HybridMachine {
         let mut steps = Vec::new();
         if matches!(
             from.as_ref(),
-            HybridPhase::Pushing { .. } | HybridPhase::Freezing
+            HybridPhase::Pushing { .. }
+                | HybridPhase::Mirroring
+                | HybridPhase::Migrating
+                | HybridPhase::Freezing
         ) {
             steps.push(HybridCleanup::CancelPush);
         }

@@ -172,6 +172,7 @@ fn a_full_push_records_the_rounds_the_freeze_and_the_pull() {
     // Below the threshold: enough.
     assert_eq!(m.next_round(MIB - 1), RoundVerdict::Enough);
     for e in [
+        E::MirrorStarted,
         E::MemoryStarted,
         E::FreezeStarted { now_ms: 900 },
         E::FreezeConcluded {
@@ -217,6 +218,8 @@ fn rounds_stop_at_the_limit() {
     assert_eq!(m.next_round(10 * MIB), RoundVerdict::Enough);
     assert_eq!(m.figures().rounds, 2);
     // Outside `Pushed` there is no round to judge.
+    m.handle(E::MirrorStarted).expect("mirror");
+    assert_eq!(m.next_round(10 * MIB), RoundVerdict::Enough);
     m.handle(E::MemoryStarted).expect("memory");
     assert_eq!(m.next_round(10 * MIB), RoundVerdict::Enough);
 }
@@ -248,6 +251,7 @@ fn push_jobs_are_judged() {
     // The freeze has its own, shorter bound: the guest is stopped.
     m.handle(HybridEvent::PushConcluded { bytes: 10 })
         .expect("round 1 done");
+    m.handle(HybridEvent::MirrorStarted).expect("mirror");
     m.handle(HybridEvent::MemoryStarted).expect("memory");
     m.handle(HybridEvent::FreezeStarted { now_ms: 9000 })
         .expect("freeze");
@@ -276,6 +280,19 @@ fn bad_transitions_are_typed_and_change_nothing() {
     pushed_hot(&mut m);
     assert!(m.handle(HybridEvent::Released).is_err());
     assert!(m.handle(HybridEvent::FreezeStarted { now_ms: 0 }).is_err());
+    // The memory migration only with the mirror beside it; no freeze before it runs.
+    let err = m.handle(HybridEvent::MemoryStarted).expect_err("no mirror");
+    assert_eq!(
+        err,
+        HybridError::InvalidTransition {
+            phase: "pushed",
+            event: "memory-started"
+        }
+    );
+    m.handle(HybridEvent::MirrorStarted).expect("mirror");
+    assert!(m.handle(HybridEvent::FreezeStarted { now_ms: 0 }).is_err());
+    assert!(m.handle(HybridEvent::PushStarted { now_ms: 0 }).is_err());
+    assert_eq!(m.phase(), &HybridPhase::Mirroring);
 }
 
 fn failed_from(events: &[HybridEvent]) -> HybridMachine {
@@ -303,6 +320,7 @@ fn cleanup_undoes_exactly_what_was_set_up() {
         E::TargetAttached,
         E::PushStarted { now_ms: 0 },
         E::PushConcluded { bytes: 1 },
+        E::MirrorStarted,
         E::MemoryStarted,
         E::FreezeStarted { now_ms: 0 },
         E::FreezeConcluded {
@@ -311,32 +329,28 @@ fn cleanup_undoes_exactly_what_was_set_up() {
         },
         E::Released,
     ];
-    let expect: [(usize, &[C]); 9] = [
+    let all_four = &[
+        C::CancelPush,
+        C::DeleteTarget,
+        C::DropBitmaps,
+        C::StopDestServer,
+    ][..];
+    let built = &[C::DeleteTarget, C::DropBitmaps, C::StopDestServer][..];
+    // A job runs while pushing, mirroring (the mirror beside the memory migration, too) and
+    // freezing: it is cancelled first.
+    let expect: [(usize, &[C]); 12] = [
         (0, &[]),
         (1, &[C::StopDestServer]),
         (2, &[C::StopDestServer]),
         (3, &[C::DropBitmaps, C::StopDestServer]),
-        (5, &[C::DeleteTarget, C::DropBitmaps, C::StopDestServer]),
-        (
-            6,
-            &[
-                C::CancelPush,
-                C::DeleteTarget,
-                C::DropBitmaps,
-                C::StopDestServer,
-            ],
-        ),
-        (8, &[C::DeleteTarget, C::DropBitmaps, C::StopDestServer]),
-        (
-            9,
-            &[
-                C::CancelPush,
-                C::DeleteTarget,
-                C::DropBitmaps,
-                C::StopDestServer,
-            ],
-        ),
-        (11, &[]),
+        (5, built),
+        (6, all_four),
+        (7, built),
+        (8, all_four),
+        (9, all_four),
+        (10, all_four),
+        (11, built),
+        (12, &[]),
     ];
     for (n, steps) in expect {
         let m = failed_from(&all[..n]);
@@ -397,4 +411,25 @@ fn settings_are_checked() {
         let err = s.validate().expect_err(field);
         assert!(err.to_string().contains(field), "{err}");
     }
+}
+
+/// The freeze cancels the mirror for its last sync only when it is READY.
+#[test]
+fn the_mirror_must_be_ready_at_the_freeze() {
+    let ready = MirrorJob {
+        ready: true,
+        ..job(5, 5, "ready", None)
+    };
+    assert_eq!(mirror_ready_for_freeze(Some(&ready)), Ok(()));
+    let running = job(1, 5, "running", None);
+    let e = mirror_ready_for_freeze(Some(&running)).expect_err("not ready");
+    assert!(e.contains("'running', not READY"), "{e}");
+    let failed = MirrorJob {
+        ready: true,
+        ..job(1, 5, "ready", Some("Input/output error"))
+    };
+    let e = mirror_ready_for_freeze(Some(&failed)).expect_err("failed");
+    assert!(e.contains("Input/output error"), "{e}");
+    let e = mirror_ready_for_freeze(None).expect_err("gone");
+    assert!(e.contains("gone"), "{e}");
 }

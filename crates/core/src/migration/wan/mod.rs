@@ -33,25 +33,42 @@
 //!   hottest first; region `i` with read share `ρᵢ` and write share `ωᵢ` gets
 //!   `(r·ρᵢ + w·ωᵢ)/b` accesses a second and dirties `w·ωᵢ` bytes a second. The ahead set of
 //!   fraction `f` is the hottest `f` of bytes, a region cut proportionally.
-//! - **Ahead rounds** (as `cost::forecast`'s pre-copy, over the two ahead sets at once):
-//!   round 1 sends `A = A_mem + A_disk`; round `k+1` sends `P_{k+1} = Σᵢ min(dᵢ·t_k, aᵢ)`
-//!   over the ahead stretches `i` (`dᵢ` bytes dirtied a second, `aᵢ` bytes), `t_k = P_k/B`
-//!   (each stretch re-dirties at most all of itself in a round). The rounds
-//!   stop when `P ≤ B·downtime_limit_s` (converged) or after `max_rounds` (not converged: the
-//!   freeze takes what is pending). Drover's simplification: the check is at a round's end,
-//!   where QEMU checks within a pass, so the ahead phase is predicted at most one short pass
-//!   longer and the freeze shorter. `ahead_s = Σ t_k`.
-//! - **Downtime** = `postcopy_switchover_s + RTT + P_last/B`: the device state, the
+//! - **Copy rates** (Drover's calibration, [`BlockCopy`]): memory and the hybrid's push of
+//!   disk blocks go at `B`; the storage pre-copy's mirror at `min(B, k_m/RTT)` and the
+//!   storage post-copy's stream at `min(B, k_s/RTT)`, QEMU 10's block jobs keeping about one
+//!   NBD request in flight (measured: `k_m` ≈ 220 kB, `k_s` ≈ 160 kB a round trip). A
+//!   stretch `i` copies at its rate `Bᵢ`.
+//! - **Memory ahead** (Drover's, from QEMU's hybrid): `m = 1` is pre-copy, all of memory in
+//!   the rounds below; `0 < m < 1` is one pass of `m·M` bytes in address order, unrelated to
+//!   hotness, lasting `A = m·M/B`, then the switch: every memory stretch is `m` sent, and of
+//!   what was sent the share the guest dirtied again before the switch, `g(μA)` (`μ` the
+//!   stretch's dirty rate per byte, a page sent uniformly within the pass; `g` below), stays
+//!   remote with the unsent `1 - m`. So a rewritten working set stays remote whatever `m`.
+//! - **Ahead rounds** (as `cost::forecast`'s pre-copy, over the disk's ahead set and, at
+//!   `m = 1`, memory): round 1 sends every ahead stretch `aᵢ`; round `k+1` sends
+//!   `P_{k+1,i} = min(dᵢ·t_k, aᵢ)` (`dᵢ` bytes dirtied a second; each stretch re-dirties at
+//!   most all of itself in a round), `t_k = Σᵢ P_{k,i}/Bᵢ`. The rounds stop when the pending
+//!   copy time is at most `downtime_limit` (converged) or after `max_rounds` (not converged:
+//!   the freeze takes what is pending). Memory's partial pass follows the disk's rounds, which
+//!   go on being dirtied through it (pending `+ dᵢ·A`, at most `aᵢ`). Drover's
+//!   simplification: the check is at a round's end, where QEMU checks within a pass, so the
+//!   ahead phase is predicted at most one short pass longer and the freeze shorter.
+//!   `ahead_s = Σ t_k + A`.
+//! - **Downtime** = `postcopy_switchover_s + RTT + Σᵢ Pᵢ/Bᵢ`: the device state, the
 //!   destination's answer (Drover's: one round trip before it may run), the frozen bytes.
-//! - **Post-copy** lasts `T = R/B`, `R` the bytes not ahead. Drover's: both background pulls
-//!   go in address order, unrelated to hotness, so a remote unit arrives uniformly in `[0, T]`.
-//!   The paper's probabilistic step: a remote unit touched at Poisson rate `λ` is first touched
-//!   before it arrives with probability `g(λT) = 1 - (1 - e^{-λT})/(λT)`; that first touch
-//!   waits `c = RTT + unit/B` (request and transfer; later touches are local: copy-on-read,
-//!   userfault). Expected waits `N = Σ n·g(λT)` over remote units; the stall density at time
-//!   `t` is `σ(t) = Σ n·λ·e^{-λt}·(1 - t/T)·c` (seconds of waiting a second) and throughput
-//!   `θ(t) = 1/(1 + σ(t))` of before. `remote_wait_share` = `N` over all accesses during `T`;
-//!   `postcopy_lost_s = ∫₀ᵀ (1-θ)`.
+//! - **Post-copy**: both layers' remote bytes are pulled at once over the one link, memory
+//!   by migration's post-copy, the disk by the stream: while both run the stream takes
+//!   `min(B_s, B/2)` (its rate, at most a fair share) and memory the rest; the one left
+//!   then goes at its own rate (memory `B`, the stream `B_s`). Layer `L`'s pull ends at
+//!   `T_L` and the phase at `T = max T_L`. Drover's: both background pulls
+//!   go in address order, unrelated to hotness, so a remote unit arrives uniformly in
+//!   `[0, T_L]`. The paper's probabilistic step: a remote unit touched at Poisson rate `λ` is
+//!   first touched before it arrives with probability `g(λT_L) = 1 - (1 - e^{-λT_L})/(λT_L)`;
+//!   that first touch waits `c = RTT + unit/B` (request and transfer; later touches are local:
+//!   copy-on-read, userfault). Expected waits `N = Σ n·g(λT_L)` over remote units; the stall
+//!   density at time `t` is `σ(t) = Σ_{T_L > t} n·λ·e^{-λt}·(1 - t/T_L)·c` (seconds of
+//!   waiting a second) and throughput `θ(t) = 1/(1 + σ(t))` of before. `remote_wait_share` =
+//!   `N` over all accesses during `T`; `postcopy_lost_s = ∫₀ᵀ (1-θ)`.
 //! - **Ahead-phase cost** (Drover's, as `cost::forecast`): dirty tracking costs
 //!   `tracking_overhead · min(1, writes/B)` of throughput while the ahead phase runs, writes
 //!   being those of the layers with something ahead.
@@ -81,8 +98,8 @@
 //! storage fraction's blocks are [`super::storage_hybrid::HotSet::hottest`] (the same
 //! hotness order, [`DiskProfile::hottest_regions`]), which the storage hybrid pushes ahead;
 //! an agent's `storage: hybrid` migration takes the chosen storage fraction from a fresh
-//! profile when the request gives none (its memory fraction is the request's technique), and
-//! the model is not calibrated on measured runs (issue 12 parts 2 and 5).
+//! profile when the request gives none (its memory fraction is the request's technique). The
+//! block jobs' rates are calibrated on measured runs ([`BlockCopy`]); the rest is not.
 
 mod choice;
 mod memory;
@@ -124,6 +141,60 @@ pub struct FractionParams {
     pub grid_steps: u32,
     /// Share of pre-migration throughput at which performance counts as restored (0..1).
     pub restored_share: f64,
+    /// How fast QEMU's block jobs move a disk over the link's round trip.
+    pub block_copy: BlockCopy,
+}
+
+/// How fast QEMU 10's block jobs copy a disk over NBD on a long round trip (Drover's
+/// calibration: both jobs keep about one request in flight, so a round trip, not the link's
+/// rate, bounds them; BENCHMARKS.md, "Memory and storage over a WAN", at 100 Mbit/s and a
+/// 100 ms round trip: the mirror took 60.3 s to READY for 128 MiB, about 220 kB a round trip;
+/// the stream 81.5 to 89.6 s for 128 MiB, one NBD request per round trip, about 160 kB).
+/// The hybrid's push (`blockdev-backup` with a bitmap, QEMU's block-copy with parallel
+/// requests) and memory's pages go at the link's rate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BlockCopy {
+    /// Bytes the storage pre-copy's mirror moves a round trip (infinite: the link's rate).
+    pub mirror_bytes_per_rtt: f64,
+    /// Bytes the storage post-copy's stream pulls a round trip (infinite: the link's rate).
+    pub stream_bytes_per_rtt: f64,
+}
+
+impl Default for BlockCopy {
+    fn default() -> Self {
+        BlockCopy {
+            mirror_bytes_per_rtt: 220e3,
+            stream_bytes_per_rtt: 160e3,
+        }
+    }
+}
+
+impl BlockCopy {
+    /// Both jobs at the link's rate, whatever the round trip (the uncalibrated model).
+    pub const AT_LINK_RATE: BlockCopy = BlockCopy {
+        mirror_bytes_per_rtt: f64::INFINITY,
+        stream_bytes_per_rtt: f64::INFINITY,
+    };
+
+    /// The mirror's rate over `link`, bytes/s: `min(B, mirror_bytes_per_rtt / RTT)`.
+    pub fn mirror_bps(&self, link: &WanLink) -> f64 {
+        per_rtt(self.mirror_bytes_per_rtt, link)
+    }
+
+    /// The stream's rate over `link`, bytes/s: `min(B, stream_bytes_per_rtt / RTT)`.
+    pub fn stream_bps(&self, link: &WanLink) -> f64 {
+        per_rtt(self.stream_bytes_per_rtt, link)
+    }
+}
+
+/// `min(B, bytes / RTT)`; the link's rate on a zero round trip.
+fn per_rtt(bytes: f64, link: &WanLink) -> f64 {
+    let bw = link.bandwidth_bps();
+    if link.rtt_s > 0.0 {
+        bw.min(bytes / link.rtt_s)
+    } else {
+        bw
+    }
 }
 
 impl Default for FractionParams {
@@ -132,6 +203,7 @@ impl Default for FractionParams {
             cost: CostParams::default(),
             grid_steps: 10,
             restored_share: 0.9,
+            block_copy: BlockCopy::default(),
         }
     }
 }
@@ -139,7 +211,9 @@ impl Default for FractionParams {
 impl FractionParams {
     /// Errors: `grid_steps` (0 or above 1000), `restored_share` (outside (0, 1)),
     /// `cost.page_bytes` (0), `cost.max_rounds` (0), `cost.downtime_limit_s`,
-    /// `cost.tracking_overhead`, `cost.postcopy_switchover_s` (negative or not finite).
+    /// `cost.tracking_overhead`, `cost.postcopy_switchover_s` (negative or not finite),
+    /// `block_copy.mirror_bytes_per_rtt`, `block_copy.stream_bytes_per_rtt` (NaN or not
+    /// positive).
     pub fn validate(&self) -> Result<(), WanError> {
         let bad = |field: &str, expected, got: String| WanError::Invalid {
             field: field.into(),
@@ -161,6 +235,25 @@ impl FractionParams {
         }
         if self.cost.max_rounds == 0 {
             return Err(bad("cost.max_rounds", "at least 1", "0".into()));
+        }
+        for (field, v) in [
+            (
+                "block_copy.mirror_bytes_per_rtt",
+                self.block_copy.mirror_bytes_per_rtt,
+            ),
+            (
+                "block_copy.stream_bytes_per_rtt",
+                self.block_copy.stream_bytes_per_rtt,
+            ),
+        ] {
+            // Infinite is allowed: the link's rate.
+            if v.is_nan() || v <= 0.0 {
+                return Err(bad(
+                    field,
+                    "bytes > 0 (infinite: the link's rate)",
+                    v.to_string(),
+                ));
+            }
         }
         profile::check_non_negative("cost.downtime_limit_s", self.cost.downtime_limit_s)?;
         profile::check_non_negative("cost.tracking_overhead", self.cost.tracking_overhead)?;

@@ -36,8 +36,27 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * b.abs().max(1.0)
 }
 
+/// The model with every copy at the link's rate (no block job bound by the round trip): the
+/// hand computations below.
+fn at_link_rate() -> FractionParams {
+    FractionParams {
+        block_copy: BlockCopy::AT_LINK_RATE,
+        ..FractionParams::default()
+    }
+}
+
 fn predict(vm: &WanProfile, link: &WanLink, m: f64, s: f64) -> FractionPrediction {
-    predict_fractions(vm, link, &FractionParams::default(), m, s).expect("valid inputs")
+    predict_with(&at_link_rate(), vm, link, m, s)
+}
+
+fn predict_with(
+    params: &FractionParams,
+    vm: &WanProfile,
+    link: &WanLink,
+    m: f64,
+    s: f64,
+) -> FractionPrediction {
+    predict_fractions(vm, link, params, m, s).expect("valid inputs")
 }
 
 /// `g(x)` of the module doc, written out again.
@@ -94,8 +113,7 @@ fn reader_pure_postcopy_waits_for_the_blocks_it_reads_first() {
 
 #[test]
 fn idle_vm_gets_pure_precopy() {
-    let c = choose_fractions(&reader(), &wan(), &FractionParams::default(), f64::INFINITY)
-        .expect("valid");
+    let c = choose_fractions(&reader(), &wan(), &at_link_rate(), f64::INFINITY).expect("valid");
     // Memory ahead or not costs nothing (idle, never touched), but the disk's reads would wait:
     // of the equally agile candidates, the one never split between hosts.
     assert_eq!(
@@ -173,36 +191,38 @@ fn ahead_set_dirtied_faster_than_the_link_freezes_at_the_round_cap() {
     let first = (256 * MIB) as f64 + 1e6;
     assert!(close(p.ahead_s, (first + 29.0 * set) / 12.5e6), "{p:?}");
     assert!(close(p.downtime_s, 0.1 + set / 12.5e6), "{p:?}");
-    let c = choose_fractions(&vm, &wan(), &FractionParams::default(), f64::INFINITY).expect("ok");
+    let c = choose_fractions(&vm, &wan(), &at_link_rate(), f64::INFINITY).expect("ok");
     assert!(c.reason.contains("pure pre-copy: agility"), "{}", c.reason);
     assert!(c.chosen.agility_s < p.agility_s, "{}", c.reason);
 }
 
 #[test]
 fn budget_binds_then_cannot_be_met() {
-    let params = FractionParams::default();
+    let params = at_link_rate();
     let free = choose_fractions(&writer(), &ten_mb_link(), &params, f64::INFINITY).expect("ok");
-    // Without a budget: the working set ahead (10% of memory), the untouched rest after. Its
-    // rounds by hand: 10 MB in 1 s, 5 MB in 0.5 s, 2.5 MB frozen; then 91 MB in 9.1 s, with
-    // no waits (nothing touches it); 1.5 s of tracking at half intensity and the pause. It
-    // beats pre-copy's 0.64 s (11.6 s of tracking).
+    // Without a budget: all of memory ahead (a partial pass goes in address order and would
+    // leave the rewritten set remote), the idle disk after. Its rounds by hand: 100 MB in
+    // 10 s, 10 MB in 1 s, 5 MB in 0.5 s, 2.5 MB frozen; then the disk's 1 MB in 0.1 s, with
+    // no waits (nothing touches it); 11.5 s of tracking at half intensity and the pause. It
+    // beats pre-copy by the 0.1 s of tracking that pre-copy's pass of the disk adds.
     let c = free.chosen;
     assert_eq!(
         (c.memory_fraction, c.storage_fraction),
-        (0.1, 0.0),
+        (1.0, 0.0),
         "{}",
         free.reason
     );
-    assert!(close(c.ahead_s, 1.5) && close(c.downtime_s, 0.35), "{c:?}");
-    assert!(close(c.total_s, 10.95), "{c:?}");
+    assert!(close(c.ahead_s, 11.5) && close(c.downtime_s, 0.35), "{c:?}");
+    assert!(close(c.total_s, 11.95), "{c:?}");
     assert_eq!(c.remote_waits, 0.0);
-    assert!(close(c.agility_s, 1.5 * 0.05 * 0.5 + 0.35), "{c:?}");
+    assert!(close(c.agility_s, 11.5 * 0.05 * 0.5 + 0.35), "{c:?}");
     assert!(
         free.reason.contains("pure pre-copy: agility 0.64s"),
         "{}",
         free.reason
     );
-    // 10.5 s rules it out, and pre-copy's 11.95 s: something faster and less agile.
+    // 10.5 s rules it out, and pre-copy's 11.95 s: something faster and less agile (part of
+    // the working set waits).
     let tight = choose_fractions(&writer(), &ten_mb_link(), &params, 10.5).expect("ok");
     assert!(tight.within_budget);
     assert_eq!(tight.budget_s, Some(10.5));
@@ -253,13 +273,7 @@ fn hot_spot() -> WanProfile {
 
 #[test]
 fn hot_set_ahead_beats_both_pure_techniques() {
-    let c = choose_fractions(
-        &hot_spot(),
-        &wan(),
-        &FractionParams::default(),
-        f64::INFINITY,
-    )
-    .expect("valid");
+    let c = choose_fractions(&hot_spot(), &wan(), &at_link_rate(), f64::INFINITY).expect("valid");
     let (m, s) = (c.chosen.memory_fraction, c.chosen.storage_fraction);
     assert!((m, s) != (1.0, 1.0) && (m, s) != (0.0, 0.0), "{}", c.reason);
     // The hot sets went ahead: the 16 MiB of 256 and the 64 MiB of 4 GiB.
@@ -279,6 +293,117 @@ fn hot_set_ahead_beats_both_pure_techniques() {
     assert!(c.pure_precopy.ahead_s > 360.0);
     assert!(c.pure_postcopy.remote_waits > 4000.0);
     assert!(c.reason.starts_with("hybrid with memory"), "{}", c.reason);
+}
+
+#[test]
+fn block_jobs_go_a_round_trip_at_a_time() {
+    // The reader over the WAN with the calibrated jobs: the mirror at 220 kB per
+    // 50 ms (4.4 MB/s), the stream at 160 kB (3.2 MB/s); memory at the link's 12.5 MB/s.
+    let params = FractionParams::default();
+    let (mem, disk) = ((256 * MIB) as f64, GIB as f64);
+    let pre = predict_with(&params, &reader(), &wan(), 1.0, 1.0);
+    assert!(close(pre.ahead_s, mem / 12.5e6 + disk / 4.4e6), "{pre:?}");
+    let post = predict_with(&params, &reader(), &wan(), 0.0, 0.0);
+    // Both pulls at once: the phase is the slower, the stream's.
+    assert!(close(post.postcopy_s, disk / 3.2e6), "{post:?}");
+    // The disk's blocks stay remote longer than at the link's rate: more of them wait.
+    let fast = predict(&reader(), &wan(), 0.0, 0.0);
+    assert!(post.remote_waits > fast.remote_waits, "{post:?} {fast:?}");
+    // A zero round trip: every job at the link's rate.
+    let lan = WanLink::new(12.5e6, 0.0).expect("valid");
+    let p = predict_with(&params, &reader(), &lan, 1.0, 1.0);
+    assert!(close(p.ahead_s, (mem + disk) / 12.5e6), "{p:?}");
+    let e = predict_fractions(
+        &reader(),
+        &wan(),
+        &FractionParams {
+            block_copy: BlockCopy {
+                stream_bytes_per_rtt: 0.0,
+                ..BlockCopy::default()
+            },
+            ..params
+        },
+        0.5,
+        0.5,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("block_copy.stream_bytes_per_rtt: expected bytes > 0"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_partial_memory_pass_leaves_a_rewritten_working_set_remote() {
+    // The writer, half its memory sent in address order (5 s at 10 MB/s), then the switch:
+    // half of each stretch unsent, and of the sent half of the working set (rewritten at
+    // 0.5 of itself a second) the share g(0.5 x 5) dirtied again.
+    let p = predict(&writer(), &ten_mb_link(), 0.5, 0.0);
+    let again = g(0.5 * 5.0);
+    let hot = 10e6 * (0.5 + 0.5 * again);
+    let cold = 90e6 * 0.5;
+    assert!(close(p.ahead_s, 5.0), "{p:?}");
+    assert_eq!(p.rounds, 1);
+    // The disk's 1 MB (idle, nothing ahead) shares the link with memory's pull: the link
+    // carries both, and memory's ends last.
+    let t_mem = (hot + cold + 1e6) / 10e6;
+    assert!(close(p.postcopy_s, t_mem), "{p:?}");
+    assert!(
+        close(p.remote_waits, hot / 4096.0 * g(0.5 * t_mem)),
+        "{p:?}"
+    );
+    assert!(close(p.transferred_bytes, 50e6 + hot + cold + 1e6), "{p:?}");
+    // Most of the working set waits: nearly as bad as none of memory ahead, where pre-copy's
+    // rounds put all of it there.
+    let none = predict(&writer(), &ten_mb_link(), 0.0, 0.0);
+    let all = predict(&writer(), &ten_mb_link(), 1.0, 0.0);
+    assert!(p.remote_waits > 0.5 * none.remote_waits, "{p:?} {none:?}");
+    assert_eq!(all.remote_waits, 0.0);
+    assert!(p.agility_s > all.agility_s, "{p:?} {all:?}");
+}
+
+/// The WAN experiment's VM as a profile reads it: 256 MiB with a 64 MiB set dirtied at
+/// 4.1 MB/s (`memtouch` at 1000 pages a second), a 128 MiB disk in 16 regions whose first four (32 MiB) take every access, 100
+/// writes and 100 reads of 4 KiB a second.
+fn wan_experiment_vm() -> WanProfile {
+    let mut regions = vec![RegionCount::default(); 16];
+    for r in regions.iter_mut().take(4) {
+        *r = RegionCount {
+            reads: 1000,
+            writes: 1000,
+        };
+    }
+    WanProfile {
+        memory: memory(256 * MIB, 64 * MIB, 4.1e6),
+        disk: DiskProfile::new(128 * MIB, 4096, 409_600.0, 409_600.0, regions).expect("valid"),
+    }
+}
+
+#[test]
+fn calibrated_choice_for_the_wan_experiment_is_memory_precopy_and_the_hot_disk_ahead() {
+    // 100 Mbit/s and a 100 ms round trip, the experiment's link.
+    let link = WanLink::new(12.5e6, 0.1).expect("valid");
+    let c = choose_fractions(
+        &wan_experiment_vm(),
+        &link,
+        &FractionParams::default(),
+        f64::INFINITY,
+    )
+    .expect("valid");
+    let chosen = c.chosen;
+    // Memory all ahead (any partial pass leaves the rewritten set remote), the hot quarter
+    // of the disk ahead, the cold rest streamed after.
+    assert_eq!(chosen.memory_fraction, 1.0, "{}", c.reason);
+    assert!(
+        (0.25..1.0).contains(&chosen.storage_fraction),
+        "{}",
+        c.reason
+    );
+    assert!(chosen.agility_s < c.pure_precopy.agility_s, "{}", c.reason);
+    assert!(chosen.agility_s < c.pure_postcopy.agility_s, "{}", c.reason);
+    // Pre-copy's mirror of 128 MiB at 2.2 MB/s: a minute of tracking.
+    assert!(c.pure_precopy.ahead_s > 60.0, "{:?}", c.pure_precopy);
 }
 
 #[test]
@@ -376,11 +501,13 @@ proptest! {
     ) {
         let slow = WanLink::new(bw, rtt).expect("valid");
         let fast = WanLink::new(bw * more, rtt).expect("valid");
-        for m in FRACTIONS {
-            for s in FRACTIONS {
-                let a = predict(&vm, &slow, m, s);
-                let b = predict(&vm, &fast, m, s);
-                prop_assert!(b.total_s <= a.total_s * (1.0 + 1e-9), "m {m} s {s}: {a:?} vs {b:?}");
+        for params in [at_link_rate(), FractionParams::default()] {
+            for m in FRACTIONS {
+                for s in FRACTIONS {
+                    let a = predict_with(&params, &vm, &slow, m, s);
+                    let b = predict_with(&params, &vm, &fast, m, s);
+                    prop_assert!(b.total_s <= a.total_s * (1.0 + 1e-9), "m {m} s {s}: {a:?} vs {b:?}");
+                }
             }
         }
     }
@@ -392,17 +519,19 @@ proptest! {
         rtt in 0.0..0.2f64,
     ) {
         let link = WanLink::new(bw, rtt).expect("valid");
-        for (i, m) in FRACTIONS.iter().enumerate() {
-            for (j, s) in FRACTIONS.iter().enumerate() {
-                let p = predict(&vm, &link, *m, *s);
-                prop_assert!(p.remote_waits >= 0.0 && p.agility_s >= 0.0);
-                for m2 in &FRACTIONS[i..] {
-                    for s2 in &FRACTIONS[j..] {
-                        let q = predict(&vm, &link, *m2, *s2);
-                        prop_assert!(
-                            q.remote_waits <= p.remote_waits * (1.0 + 1e-9) + 1e-9,
-                            "({m},{s}) -> ({m2},{s2}): {p:?} vs {q:?}"
-                        );
+        for params in [at_link_rate(), FractionParams::default()] {
+            for (i, m) in FRACTIONS.iter().enumerate() {
+                for (j, s) in FRACTIONS.iter().enumerate() {
+                    let p = predict_with(&params, &vm, &link, *m, *s);
+                    prop_assert!(p.remote_waits >= 0.0 && p.agility_s >= 0.0);
+                    for m2 in &FRACTIONS[i..] {
+                        for s2 in &FRACTIONS[j..] {
+                            let q = predict_with(&params, &vm, &link, *m2, *s2);
+                            prop_assert!(
+                                q.remote_waits <= p.remote_waits * (1.0 + 1e-9) + 1e-9,
+                                "({m},{s}) -> ({m2},{s2}): {p:?} vs {q:?}"
+                            );
+                        }
                     }
                 }
             }
