@@ -264,34 +264,7 @@ async fn a_refused_freeze_cancels_the_memory_migration() {
         _ => Ok(json!({})),
     }));
     let dest = ScriptedQmp::new(|_, _| Ok(json!({})));
-    let ends = fake_ends(&source, &dest);
-    let mut machine = HybridMachine::new(HybridSettings::default());
-    for e in [
-        HybridEvent::DestServerStarted,
-        HybridEvent::DestExported,
-        HybridEvent::HotBitmapBuilt { hot_bytes: 1 },
-        HybridEvent::TrackingStarted,
-        HybridEvent::TargetAttached,
-        HybridEvent::PushStarted { now_ms: 0 },
-        HybridEvent::PushConcluded { bytes: 1 },
-        HybridEvent::MirrorStarted,
-        HybridEvent::MemoryStarted,
-    ] {
-        machine.handle(e).expect("transition");
-    }
-    let (disk, config) = (DiskNodes::of(0), HybridConfig::default());
-    let names = PushNames::of(&disk);
-    let clock = Clock::default();
-    let pusher = Pusher {
-        ends: &ends,
-        disk: &disk,
-        names: &names,
-        config: &config,
-        clock: &clock,
-    };
-    let size = pusher
-        .at_switchover(&mut machine, &AtomicBool::new(false))
-        .await;
+    let (machine, size) = freeze_with(&fake_ends(&source, &dest)).await;
     assert_eq!(size, None);
     assert_eq!(
         source.command_names(),
@@ -338,8 +311,9 @@ fn mirror_then(
 }
 
 /// The freeze at `pre-switchover` from a machine whose memory migration runs, the mirror
-/// beside it.
-async fn freeze_with(source_ends: &Endpoints<'_>) -> HybridMachine {
+/// beside it; the machine after, and the overlay's size (None with a fake destination, which
+/// has no overlay to measure, or after a failure).
+async fn freeze_with(source_ends: &Endpoints<'_>) -> (HybridMachine, Option<u64>) {
     let mut machine = HybridMachine::new(HybridSettings::default());
     for e in [
         HybridEvent::DestServerStarted,
@@ -368,11 +342,10 @@ async fn freeze_with(source_ends: &Endpoints<'_>) -> HybridMachine {
         config: &config,
         clock: &clock,
     };
-    // (The fake destination has no overlay to measure: no size.)
-    pusher
+    let size = pusher
         .at_switchover(&mut machine, &AtomicBool::new(false))
         .await;
-    machine
+    (machine, size)
 }
 
 /// At `pre-switchover` the freeze: the READY mirror cancelled (no force) for its last sync and
@@ -387,7 +360,7 @@ async fn the_freeze_ends_the_mirror_then_copies_the_tracking_bitmap() {
     }));
     let dest = ScriptedQmp::new(|_, _| Ok(json!({})));
     let ends = fake_ends(&source, &dest);
-    let machine = freeze_with(&ends).await;
+    let (machine, _) = freeze_with(&ends).await;
     assert_eq!(machine.phase(), &HybridPhase::Released);
     let names = source.command_names();
     let at = |c: &str| names.iter().position(|n| n == c);
@@ -406,7 +379,7 @@ async fn the_freeze_ends_the_mirror_then_copies_the_tracking_bitmap() {
             "status": "running", "ready": false, "offset": 1, "len": 5}])),
         _ => Ok(json!({})),
     });
-    let machine = freeze_with(&fake_ends(&lagging, &dest)).await;
+    let (machine, _) = freeze_with(&fake_ends(&lagging, &dest)).await;
     assert!(
         matches!(machine.phase(), HybridPhase::Failed { message, .. } if message.contains("not READY")),
         "{:?}",
