@@ -90,6 +90,13 @@ impl MigrationFlags {
     /// The flag at fault, quoted as typed, with what is accepted.
     pub fn knobs(&self) -> anyhow::Result<PlanKnobs> {
         let d = PlanKnobs::default();
+        let storage = self.storage.unwrap_or(d.storage);
+        if let (Some(f), false) = (self.storage_fraction, storage == StorageMode::Hybrid) {
+            anyhow::bail!(
+                "--storage-fraction {f}: only with --storage hybrid (--storage {storage} moves \
+                 the whole disk its own way)"
+            );
+        }
         let bandwidth = self
             .bandwidth
             .as_deref()
@@ -104,7 +111,7 @@ impl MigrationFlags {
             hybrid_rounds: self.hybrid_rounds.unwrap_or(d.hybrid_rounds),
             postcopy_stall_s: self.postcopy_stall.unwrap_or(d.postcopy_stall_s),
             resume_window_s: self.resume_window.unwrap_or(d.resume_window_s),
-            storage: self.storage.unwrap_or(d.storage),
+            storage,
             storage_fraction: self.storage_fraction,
             ..d
         };
@@ -196,8 +203,23 @@ mod tests {
         assert_eq!(mode(&["--storage", "hybrid"]), Ok(StorageMode::Hybrid));
         let fraction = |args: &[&str]| parse(args).map(|f| f.knobs().expect("ok").storage_fraction);
         assert_eq!(fraction(&[]), Ok(None));
-        assert_eq!(fraction(&["--storage-fraction", "0.25"]), Ok(Some(0.25)));
-        let err = fraction(&["--storage-fraction", "1.5"]).expect_err("1.5");
+        let hybrid = |f: &str| fraction(&["--storage", "hybrid", "--storage-fraction", f]);
+        assert_eq!(hybrid("0.25"), Ok(Some(0.25)));
+        // Only the hybrid takes a fraction; the default mode is pre-copy.
+        for args in [
+            &["--storage-fraction", "0.25"][..],
+            &["--storage", "postcopy", "--storage-fraction", "0.25"][..],
+        ] {
+            let err = parse(args)
+                .map_err(|e| e.to_string())
+                .and_then(|f| f.knobs().map_err(|e| e.to_string()))
+                .expect_err("not hybrid");
+            assert!(
+                err.starts_with("--storage-fraction 0.25: only with --storage hybrid"),
+                "{err}"
+            );
+        }
+        let err = hybrid("1.5").expect_err("1.5");
         assert!(
             err.contains("expected a fraction of the disk from 0 to 1"),
             "{err}"

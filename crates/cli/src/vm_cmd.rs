@@ -143,7 +143,7 @@ pub enum VmCommand {
         to: Option<String>,
         /// The link's usable rate, 1Mbit/s to 100Gbit/s, e.g. 100Mbit/s or 12.5MB/s (needed
         /// without --to).
-        #[arg(long, required_unless_present = "to")]
+        #[arg(long, required_unless_present = "to", allow_hyphen_values = true)]
         link: Option<String>,
         /// The link's round-trip time, ms (0 to 10000; needed without --to).
         #[arg(long, required_unless_present = "to", allow_negative_numbers = true,
@@ -229,6 +229,15 @@ fn one(r: &Resolved) -> anyhow::Result<&AgentClient> {
 fn destination(to: &str, t: &Target) -> anyhow::Result<AgentUrl> {
     if to.contains("://") || to.contains(':') {
         return AgentUrl::parse(to).map_err(|e| anyhow!(e.named("--to")));
+    }
+    if to.trim().is_empty() {
+        bail!("--to: expected a lab host (h1, h2, ...) or an agent URL, got nothing");
+    }
+    if t.agent.is_some() {
+        bail!(
+            "--to {to}: with --agent, --to takes the destination agent's URL (e.g. \
+             http://198.18.0.12:7700); a lab host name needs the lab (--host and --lab)"
+        );
     }
     let state = drover_lab::load_state(&t.lab).with_context(|| format!("--lab {}", t.lab))?;
     let host = drover_lab::resolve_host(&state, to)

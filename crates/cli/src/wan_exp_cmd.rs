@@ -26,19 +26,19 @@ pub struct WanArgs {
     report: Option<PathBuf>,
     /// The WAN between h1 and h2: RATE,DELAY[,jitter=J] (as `drover lab up --wan h1-h2=...`;
     /// DELAY one way).
-    #[arg(long, default_value = DEFAULT_WAN)]
+    #[arg(long, allow_hyphen_values = true, default_value = DEFAULT_WAN)]
     wan: String,
     /// Guest memory (e.g. 256M).
-    #[arg(long, default_value = "256M")]
+    #[arg(long, allow_hyphen_values = true, default_value = "256M")]
     memory: String,
     /// The VM's local disk, created by h1's agent (e.g. 128M).
-    #[arg(long, default_value = "128M")]
+    #[arg(long, allow_hyphen_values = true, default_value = "128M")]
     disk_size: String,
     /// The guest's workload: memtouch:...+disk:... (memory and disk both busy).
     #[arg(long, default_value = DEFAULT_WORKLOAD)]
     workload: String,
     /// Seconds the agent profiles the VM for the model's plan before each migration, 1 to 20 (twice that is spent profiling).
-    #[arg(long, value_name = "SECS", default_value_t = 3, allow_negative_numbers = true, value_parser = whole::<u32>(1, 30))]
+    #[arg(long, value_name = "SECS", default_value_t = 3, allow_negative_numbers = true, value_parser = whole::<u32>(1, drover_api::wan::MAX_WINDOW_S as u64))]
     window: u32,
     /// The model's total-time budget, 1 to 86400 s (none by default).
     #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = whole::<u32>(1, 86_400))]
@@ -170,6 +170,8 @@ mod tests {
             (vec!["--disk-size", "0"], "--disk-size 0"),
             (vec!["--wan", "100Mbit/s"], "--wan"),
             (vec!["--wan", "500kbit/s,50ms"], "--wan 500kbit/s,50ms"),
+            // Above the WAN model's fastest link, which the agent's plan would refuse.
+            (vec!["--wan", "13GB/s,50ms"], "--wan 13GB/s,50ms"),
             (vec!["--workload", "memtouch:wss=64M,rate=10"], "--workload"),
             (vec!["--lab-name", "X"], "--lab-name X"),
         ] {

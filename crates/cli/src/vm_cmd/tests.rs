@@ -1,6 +1,6 @@
 //! The VM command's pure parts: configs, clashes, the advice it prints.
 
-use super::{clash, migrate_flags, nothing_paused, vm_config, DiskFlags, Target};
+use super::{clash, destination, migrate_flags, nothing_paused, vm_config, DiskFlags, Target};
 use drover_api::{NicConfig, VmConfig, VmStatus, VmView};
 
 fn vm(name: &str, address: Option<&str>) -> VmView {
@@ -114,4 +114,29 @@ fn a_wan_plan_run_line_names_the_lab_and_destination_as_given() {
     );
     let by_url = target("fu1", Some("http://198.18.0.2:7700"));
     assert_eq!(migrate_flags(&by_url, None), "--to HOST");
+}
+
+/// `--to` names a lab host only with the lab; with `--agent` it must be a URL, and an empty
+/// one is refused before any lab is read.
+#[test]
+fn to_is_a_url_with_agent_and_never_empty() {
+    let with_agent = Target {
+        host: None,
+        agent: Some("http://127.0.0.1:9".into()),
+        lab: "zq9".into(),
+        token_file: None,
+    };
+    let e = destination("h2", &with_agent)
+        .expect_err("a host name")
+        .to_string();
+    assert!(
+        e.starts_with("--to h2: with --agent, --to takes the destination agent's URL"),
+        "{e}"
+    );
+    let e = destination(" ", &with_agent)
+        .expect_err("empty")
+        .to_string();
+    assert!(e.starts_with("--to: expected a lab host"), "{e}");
+    let url = destination("http://198.18.0.12:7700", &with_agent).expect("a URL");
+    assert!(url.to_string().contains("198.18.0.12:7700"), "{url}");
 }

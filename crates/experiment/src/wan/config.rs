@@ -3,7 +3,7 @@
 //! sends ([`Strategy::request`]).
 
 use crate::config::{refuse, within as count, ConfigError};
-use drover_api::wan::{WanPlanRequest, MAX_RTT_MS, MIN_LINK_BYTES_PER_S};
+use drover_api::wan::{WanPlanRequest, MAX_LINK_BYTES_PER_S, MAX_RTT_MS, MIN_LINK_BYTES_PER_S};
 use drover_api::{AgentUrl, MigrationRequest};
 use drover_core::migration::wan::FractionPrediction;
 use drover_core::migration::{PlanKnobs, StorageMode, Technique};
@@ -219,11 +219,11 @@ impl WanConfig {
         count("--after", self.after_s, 2, 600)?;
         count("--migration-timeout", self.migration_timeout_s, 10, 3600)?;
         let rate = self.wan.rate.rate_bytes_per_sec;
-        if rate < MIN_LINK_BYTES_PER_S {
+        if !(MIN_LINK_BYTES_PER_S..=MAX_LINK_BYTES_PER_S).contains(&rate) {
             return Err(refuse(
                 "--wan",
                 drover_core::units::format_rate(rate),
-                "expected a rate of at least 1Mbit/s (the WAN model's slowest link)",
+                "expected a rate of 1Mbit/s to 100Gbit/s (the WAN model's links)",
             ));
         }
         if self.rtt_ms() > MAX_RTT_MS {
