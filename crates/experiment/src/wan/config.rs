@@ -165,6 +165,19 @@ pub fn parse_wan(text: &str) -> Result<WanLink, ConfigError> {
             text,
             "expected RATE,DELAY[,jitter=JITTER], e.g. 100Mbit/s,50ms",
         ),
+        // The lab takes delays up to 10 s; this experiment's model, half its longest round
+        // trip: say this flag's limit, the one `validate` holds it to.
+        drover_lab::wan::WanError::DurationRange {
+            what: "delay",
+            text: d,
+        } => refuse(
+            "--wan",
+            text,
+            format!(
+                "delay '{d}': expected a one-way delay of at most {} ms",
+                MAX_RTT_MS / 2
+            ),
+        ),
         e => refuse("--wan", text, e.to_string()),
     })
 }
@@ -398,6 +411,14 @@ mod tests {
             let err = config.validate().expect_err(flag);
             assert_eq!(err.flag, flag, "{err}");
             assert!(err.to_string().starts_with(flag), "{err}");
+        }
+        // Over the lab's 10 s or only over this flag's 5 s: the same limit is named.
+        for text in ["100Mbit/s,10.5s", "100Mbit/s,99999999999999999999s"] {
+            let e = parse_wan(text).expect_err(text).to_string();
+            assert!(
+                e.ends_with("expected a one-way delay of at most 5000 ms"),
+                "{text}: {e}"
+            );
         }
         let e = parse_wan("100Mbit/s").expect_err("no delay");
         assert_eq!(
