@@ -313,7 +313,21 @@ impl PostcopySession {
         let resumed = PostcopyEvent::StreamResumed {
             now_ms: clock.now_ms(),
         };
-        if let Err(failure) = self.advance(PostcopyStep::StreamResume, resumed) {
+        self.advance_and_watch(ends, clock, PostcopyStep::StreamResume, resumed, errors)
+            .await
+    }
+
+    /// Records that the stream (re)started (`event`, at `step`), then watches it to its end;
+    /// `errors` so far lead the run's.
+    async fn advance_and_watch(
+        &mut self,
+        ends: &Endpoints<'_>,
+        clock: &Clock,
+        step: PostcopyStep,
+        event: PostcopyEvent,
+        mut errors: Vec<String>,
+    ) -> PostcopyRun {
+        if let Err(failure) = self.advance(step, event) {
             errors.push(failure.1);
             return self.run(None, None, errors);
         }
@@ -355,7 +369,7 @@ impl PostcopySession {
         {
             return self.run(None, None, vec![failure.1]);
         }
-        let mut errors = continue_after_io_error(ends.dest).await;
+        let errors = continue_after_io_error(ends.dest).await;
         let speed = self.config.settings.stream_speed_bps;
         if let Err(e) = ends.dest.start_stream(&self.disk, speed).await {
             self.fail((PostcopyStep::StreamStart, e.to_string()));
@@ -365,14 +379,8 @@ impl PostcopySession {
         let started = PostcopyEvent::StreamStarted {
             now_ms: clock.now_ms(),
         };
-        if let Err(failure) = self.advance(PostcopyStep::StreamStart, started) {
-            errors.push(failure.1);
-            return self.run(None, None, errors);
-        }
-        let mut run = self.watch(ends, clock).await;
-        errors.append(&mut run.errors);
-        run.errors = errors;
-        run
+        self.advance_and_watch(ends, clock, PostcopyStep::StreamStart, started, errors)
+            .await
     }
 
     /// Polls the stream until it concluded (then finishes), stalled or failed.
