@@ -69,6 +69,13 @@ use index::{
 const EPS_W: f64 = 1e-9;
 /// How far from LR's threshold the linear shortcut is trusted (relative).
 const LR_MARGIN: f64 = 1e-9;
+/// How far from LRR's threshold its estimate from the cached lines is trusted (relative): the
+/// estimate differs from the exact robust fit by rounding amplified through the weights, about
+/// 1e-12 at worst in the tests, so this is a wide berth.
+const LRR_MARGIN: f64 = 1e-6;
+/// Residual scale (six median magnitudes) under which LRR's estimate is not used: the bisquare
+/// weights of an almost exact line amplify rounding without bound.
+const ROBUST_MIN_SCALE: f64 = 1e-6;
 /// How far past the overload threshold a bound must be before hosts are skipped.
 const OVER_MARGIN: f64 = 1e-6;
 /// A history's least-squares line over its last `LR_WINDOW` samples, for LR's shortcut.
@@ -79,6 +86,8 @@ struct Fit {
     len: usize,
     /// All samples are >= 0 (then a sum of histories is zero exactly where both are).
     nonneg: bool,
+    /// The line's residuals over the window, oldest first (x = 1..=`LR_WINDOW`), for LRR.
+    res: [f64; LR_WINDOW],
 }
 
 fn fit(hist: &[f64; HISTORY_LEN]) -> Fit {
@@ -89,10 +98,15 @@ fn fit(hist: &[f64; HISTORY_LEN]) -> Fit {
         slope: f64::NAN,
         window: LR_WINDOW,
     });
+    // Oldest first, x = 1..=LR_WINDOW, as `Trend::fit` puts the newest samples.
+    let res = std::array::from_fn(|i| {
+        hist[LR_WINDOW - 1 - i] - (line.intercept + line.slope * (i + 1) as f64)
+    });
     Fit {
         line,
         len: stats::count_non_zero_beginning(hist),
         nonneg: hist.iter().all(|&x| x >= 0.0),
+        res,
     }
 }
 
@@ -279,25 +293,8 @@ impl<'d> Placer<'d> {
     /// Whether `h` would be overloaded with `vm` (exactly `Detector::is_overloaded` on
     /// `load_with`).
     fn overloaded(&mut self, c: &Cluster, h: HostId, vm: VmId) -> bool {
-        if let Overload::Lr { safety } = self.det.kind {
-            let hf = *self.host_fit[h].get_or_insert_with(|| fit(&c.host(h).hist));
-            let vf = *self.vm_fit[vm].get_or_insert_with(|| fit(c.vm(vm).history.padded()));
-            if hf.nonneg && vf.nonneg && hf.len.max(vf.len) >= LR_WINDOW {
-                let t = c.host_type(h);
-                let v = c.vm(vm);
-                let weight = v.total_mips() / t.total_mips();
-                let mig = t.migration_time_s(c.host(h).max_ram_mb.max(v.ram_mb));
-                // Least squares is linear in the data: the combined history's line is the sum.
-                let both = Trend {
-                    intercept: hf.line.intercept + weight * vf.line.intercept,
-                    slope: hf.line.slope + weight * vf.line.slope,
-                    window: LR_WINDOW,
-                };
-                let s = both.ahead(self.det.lr_horizon(mig)) * safety;
-                if s.is_finite() && (s - 1.0).abs() > LR_MARGIN * (1.0 + s.abs()) {
-                    return s >= 1.0;
-                }
-            }
+        if let Some(answer) = self.settled_by_lines(c, h, vm) {
+            return answer;
         }
         if let Some(s) = self.spread_safety {
             let sp = self.host_spread(c, h);
@@ -333,6 +330,51 @@ impl<'d> Placer<'d> {
         }
         let mut buf = [0.0; HISTORY_LEN];
         self.det.is_overloaded(&c.load_with(h, vm, &mut buf))
+    }
+
+    /// LR's and LRR's answer from the host's and the VM's cached least-squares fits, when they
+    /// settle it: least squares is linear in the data, so the combined history's line is the
+    /// host's plus the VM's weighted, and so are its residuals; LR's forecast is that line's,
+    /// LRR's that line plus the robust correction of those residuals
+    /// (`stats::robust_correction`, skipping both OLS passes and the combined history). `None`
+    /// within the margin of the threshold, or when a history is short or negative somewhere
+    /// (the detector then reads other samples or falls back to THR): the exact test decides.
+    fn settled_by_lines(&mut self, c: &Cluster, h: HostId, vm: VmId) -> Option<bool> {
+        let (safety, robust) = match self.det.kind {
+            Overload::Lr { safety } => (safety, false),
+            Overload::Lrr { safety } => (safety, true),
+            _ => return None,
+        };
+        let hf = *self.host_fit[h].get_or_insert_with(|| fit(&c.host(h).hist));
+        let vf = *self.vm_fit[vm].get_or_insert_with(|| fit(c.vm(vm).history.padded()));
+        if !(hf.nonneg && vf.nonneg && hf.len.max(vf.len) >= LR_WINDOW) {
+            return None;
+        }
+        let t = c.host_type(h);
+        let v = c.vm(vm);
+        let weight = v.total_mips() / t.total_mips();
+        let mig = t.migration_time_s(c.host(h).max_ram_mb.max(v.ram_mb));
+        let ahead = self.det.lr_horizon(mig);
+        let both = Trend {
+            intercept: hf.line.intercept + weight * vf.line.intercept,
+            slope: hf.line.slope + weight * vf.line.slope,
+            window: LR_WINDOW,
+        };
+        let x0 = LR_WINDOW as f64 + ahead;
+        let (s, margin) = if robust {
+            // The combined residuals are the host's plus the VM's weighted (rounding aside).
+            let res: [f64; LR_WINDOW] = std::array::from_fn(|i| hf.res[i] + weight * vf.res[i]);
+            let (ca, cb) = stats::robust_correction(&res, ROBUST_MIN_SCALE)?;
+            let robust = (both.intercept + ca) + (both.slope + cb) * x0;
+            (robust * safety, LRR_MARGIN)
+        } else {
+            (both.ahead(ahead) * safety, LR_MARGIN)
+        };
+        if s.is_finite() && (s - 1.0).abs() > margin * (1.0 + s.abs()) {
+            Some(s >= 1.0)
+        } else {
+            None
+        }
     }
 
     /// `h`'s own spread for IQR's and MAD's bounds (NaN: unusable).

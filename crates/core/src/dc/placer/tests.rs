@@ -193,3 +193,41 @@ fn place_all_is_all_or_nothing_and_place_each_best_effort() {
     assert_eq!(p.place_each(&mut c, &[1, 2]), vec![(1, 0)]);
     assert_eq!(c.host(0).vms, vec![0, 1]);
 }
+
+/// LR's and LRR's answers from the cached lines agree with the detector on the combined
+/// history for every host and VM pair they settle, and settle most of them.
+#[test]
+fn shortcut_from_the_lines_agrees_with_the_detector() {
+    let mut rng = SplitMix64::new(5);
+    for full in [false, true] {
+        let snap = random_snapshot(&mut rng, 200, 600, false, full);
+        for kind in [Overload::Lr { safety: 1.2 }, Overload::Lrr { safety: 1.2 }] {
+            let det = Detector::new(kind, 300.0);
+            let c = Cluster::new(&snap);
+            let mut p = Placer::new(&c, &det, vec![false; 200], false);
+            let (mut settled, mut tried) = (0, 0);
+            for h in 0..200 {
+                for vm in (0..600).step_by(7) {
+                    tried += 1;
+                    let Some(answer) = p.settled_by_lines(&c, h, vm) else {
+                        continue;
+                    };
+                    settled += 1;
+                    let mut buf = [0.0; HISTORY_LEN];
+                    let exact = det.is_overloaded(&c.load_with(h, vm, &mut buf));
+                    assert_eq!(answer, exact, "{kind:?} host {h} vm {vm}");
+                }
+            }
+            // Full histories are all settled but for the near-threshold few; short ones fall
+            // back to the exact test far more often.
+            if full {
+                assert!(
+                    settled * 100 >= tried * 95,
+                    "{kind:?}: {settled} of {tried}"
+                );
+            } else {
+                assert!(settled > 0, "{kind:?}");
+            }
+        }
+    }
+}
