@@ -161,6 +161,10 @@ fn refusals_quote_the_flag_and_the_text_as_typed() {
             &["sim", "--policy", "thr-mmt-NaN", "--synthetic", "10"],
             "--policy: bad parameter 'NaN' in 'thr-mmt-NaN'",
         ),
+        (
+            &["sim", "compare", "--policies", "lr-mmt-1.2,thr-mmt-5", "--synthetic", "10"],
+            "parameter '5' in 'thr-mmt-5' is out of range: expected a utilization threshold",
+        ),
         // A text too long to quote whole is cut, and the message says so.
         (
             &["vm", "create", "a", "--disk", &long_disk, "--agent", "http://127.0.0.1:9", "--token-file", token],

@@ -88,7 +88,7 @@ fn policy_labels_keep_their_parameter() {
         "--synthetic",
         "20",
         "--policies",
-        "lr-mmt-1.25,lr-mmt-1.2,thr-mmt-0.0001,thr-mmt-5,lr-mmt-1.20,thr-mmt-.5,lr-mmt-01.2",
+        "lr-mmt-1.25,lr-mmt-1.2,thr-mmt-0.0001,lr-mmt-5,lr-mmt-1.20,thr-mmt-.5,lr-mmt-01.2",
     ]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
@@ -97,14 +97,14 @@ fn policy_labels_keep_their_parameter() {
         "lr-mmt-1.25",
         "lr-mmt-1.2",
         "thr-mmt-0.0001",
-        "thr-mmt-5",
+        "lr-mmt-5",
         "lr-mmt-1.20",
         "thr-mmt-.5",
         "lr-mmt-01.2",
     ] {
         row(&stdout, "synthetic-20-1", label);
     }
-    for reformatted in ["thr-mmt-5.0", "thr-mmt-0.5 "] {
+    for reformatted in ["lr-mmt-5.0", "thr-mmt-0.5 "] {
         assert!(!stdout.contains(reformatted), "{reformatted}: {stdout}");
     }
 }

@@ -5,7 +5,8 @@
 //! (detectors thr, iqr, mad, lr, lrr; selectors mmt, mc, mu, rs; `_` works as a separator too);
 //! `drover` for Drover's own; and the baselines `npa` (no power management: every host at full
 //! power, no migrations) and `dvfs` (power follows load, no migrations). A label prints the
-//! parameter as typed (`thr-mmt-5`, `lr-mmt-1.20`), never reformatted or rounded.
+//! parameter as typed (`thr-mmt-.5`, `lr-mmt-1.20`), never reformatted or rounded. THR's
+//! threshold lies in (0, 1], the other detectors' safety parameter in (0, 10].
 
 use super::consolidate;
 use super::detect::{Detector, Overload};
@@ -34,6 +35,40 @@ pub enum PolicyError {
     Selector { name: String, selector: String },
     #[error("bad parameter '{param}' in '{name}': expected a non-negative number")]
     Parameter { name: String, param: String },
+    #[error("parameter '{param}' in '{name}' is out of range: expected {expected}")]
+    OutOfRange {
+        name: String,
+        param: String,
+        expected: &'static str,
+    },
+}
+
+/// The largest safety parameter IQR, MAD, LR and LRR take. The published sweeps stay within
+/// 0.5-3.0; far beyond, IQR and MAD call every host with the least spread overloaded (and
+/// migrate without end) while LR and LRR do so for any upward trend, so a larger value is a
+/// typo rather than a policy.
+pub const MAX_SAFETY: f64 = 10.0;
+
+/// What a detector's parameter must lie in, or `None` when `value` does: THR's threshold is a
+/// utilization in (0, 1] (at 0 every loaded host is overloaded, above 1 none ever is); the
+/// others' safety parameters in (0, [`MAX_SAFETY`]] (at 0 no host is ever overloaded).
+fn parameter_range(detector: &Overload, value: f64) -> Option<&'static str> {
+    match *detector {
+        Overload::Thr { .. } if !(value > 0.0 && value <= 1.0) => {
+            Some("a utilization threshold above 0 and at most 1, such as 0.8")
+        }
+        Overload::Iqr { .. }
+        | Overload::Mad { .. }
+        | Overload::Lr { .. }
+        | Overload::Lrr { .. }
+            if !(value > 0.0 && value <= MAX_SAFETY) =>
+        {
+            Some(
+                "a safety parameter above 0 and at most 10, such as 1.2 (LR), 1.5 (IQR), 2.5 (MAD)",
+            )
+        }
+        _ => None,
+    }
 }
 
 /// A policy as named.
@@ -113,6 +148,13 @@ impl FromStr for PolicySpec {
                 })
             }
         };
+        if let Some(expected) = parameter_range(&detector, value) {
+            return Err(PolicyError::OutOfRange {
+                name: typed.to_string(),
+                param: typed_param.to_string(),
+                expected,
+            });
+        }
         let selector = match *sel {
             "mmt" => Selector::Mmt,
             "mc" => Selector::Mc,
@@ -254,7 +296,7 @@ mod tests {
             // The parameter as given, never reformatted.
             ("thr-mmt-1e-5", "thr-mmt-1e-5"),
             ("thr-mmt-1", "thr-mmt-1"),
-            ("thr-mmt-5", "thr-mmt-5"),
+            ("lr-mmt-5", "lr-mmt-5"),
             ("lr-mmt-1.20", "lr-mmt-1.20"),
             ("thr-mmt-.5", "thr-mmt-.5"),
             ("lr-mmt-01.2", "lr-mmt-01.2"),
@@ -281,6 +323,24 @@ mod tests {
         assert!(e.to_string().contains("unknown VM selection 'abc'"), "{e}");
         let e = "lr-mmt-high".parse::<PolicySpec>().unwrap_err();
         assert!(e.to_string().contains("bad parameter 'high'"), "{e}");
+        for (name, param) in [
+            ("thr-mmt-5", "5"),
+            ("thr-mmt-1.01", "1.01"),
+            ("thr-mmt-0", "0"),
+            ("lr-mmt-0", "0"),
+            ("lrr-mmt-0.0", "0.0"),
+            ("mad-mmt-1e9", "1e9"),
+            ("iqr-mmt-1e308", "1e308"),
+        ] {
+            let e = name.parse::<PolicySpec>().unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("parameter '{param}' in '{name}' is out of range")),
+                "{e}"
+            );
+        }
+        for edge in ["thr-mmt-1", "thr-mmt-1e-5", "lr-mmt-10", "iqr-mmt-0.01"] {
+            assert!(edge.parse::<PolicySpec>().is_ok(), "{edge}");
+        }
         let e = "lr-mmt".parse::<PolicySpec>().unwrap_err();
         assert!(e.to_string().contains("unknown policy 'lr-mmt'"), "{e}");
         assert_eq!("  ".parse::<PolicySpec>().unwrap_err(), PolicyError::Empty);
