@@ -11,7 +11,7 @@ use std::sync::mpsc;
 
 /// Parses a comma-separated policy list; `all` expands to every benchmarked policy.
 pub fn parse_policies(list: &str) -> Result<Vec<PolicySpec>, SimError> {
-    let mut out = Vec::new();
+    let mut out: Vec<PolicySpec> = Vec::new();
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if name.eq_ignore_ascii_case("all") {
             for n in policy::ALL {
@@ -23,6 +23,18 @@ pub fn parse_policies(list: &str) -> Result<Vec<PolicySpec>, SimError> {
     }
     if out.is_empty() {
         return Err(SimError::Setup("no policy given".into()));
+    }
+    // The same policy twice would run twice and print two identical rows (`all` already holds
+    // every benchmarked one); names differing only in case or separator are the same policy.
+    let mut seen = BTreeSet::new();
+    for p in &out {
+        let label = p.to_string();
+        if !seen.insert(label.clone()) {
+            return Err(SimError::Setup(format!(
+                "policy {label} is listed twice in '{list}' (`all` is {})",
+                policy::ALL.join(",")
+            )));
+        }
     }
     Ok(out)
 }
@@ -90,6 +102,24 @@ pub fn run_ordered<J, R>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_listed_twice_is_refused_by_name() {
+        for (list, twice) in [
+            ("all,drover", "drover"),
+            ("lr-mmt-1.2,LR_MMT_1.2", "lr-mmt-1.2"),
+            ("npa, npa", "npa"),
+        ] {
+            let e = parse_policies(list).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("policy {twice} is listed twice")),
+                "{e}"
+            );
+        }
+        // Different parameters, or the same number typed differently, are different labels.
+        assert_eq!(parse_policies("lr-mmt-1.2,lr-mmt-1.20").unwrap().len(), 2);
+        assert_eq!(parse_policies("all").unwrap().len(), policy::ALL.len());
+    }
 
     #[test]
     fn results_come_back_in_job_order_whatever_finishes_first() {
