@@ -29,11 +29,14 @@ use thiserror::Error;
 pub const MAX_HOURS: f64 = 168.0;
 
 /// What `hours` must be, as every refusal words it.
-pub const HOURS_EXPECTED: &str = "above 0 and at most 168";
+pub const HOURS_EXPECTED: &str =
+    "above 0 and at most 168, and at least one simulated second (0.000278)";
 
-/// Whether `hours` is a run length the bench takes: above 0, at most [`MAX_HOURS`] (NaN is not).
+/// Whether `hours` is a run length the bench takes: at least one simulated second (the bench
+/// looks once a simulated second, so less would silently be rounded up to one look), at most
+/// [`MAX_HOURS`] (NaN is not).
 pub fn hours_ok(hours: f64) -> bool {
-    hours > 0.0 && hours <= MAX_HOURS
+    hours * 3600.0 >= 1.0 && hours <= MAX_HOURS
 }
 
 /// What the benchmark runs.
@@ -392,5 +395,14 @@ mod tests {
         let bad = BenchSpec { hours: 0.0, ..spec };
         let e = run(&bad, None).expect_err("no time");
         assert!(e.to_string().contains("hours = 0"), "{e}");
+    }
+
+    #[test]
+    fn a_run_shorter_than_one_look_is_refused() {
+        assert!(!hours_ok(1e-9));
+        assert!(!hours_ok(0.9 / 3600.0));
+        assert!(hours_ok(1.0 / 3600.0));
+        assert!(hours_ok(MAX_HOURS));
+        assert!(!hours_ok(f64::NAN));
     }
 }

@@ -333,6 +333,7 @@ fn first_fit(
                 vm: work.names[v].clone(),
                 memory_bytes: vm.memory_bytes,
                 demand_cores: demand,
+                max_load,
             });
         };
         mem[h] += vm.memory_bytes;

@@ -65,11 +65,13 @@ pub enum LiveError {
     },
     #[error("live simulation: {0}")]
     Limit(#[from] LimitError),
-    #[error("live simulation: no host has room for VM {vm} ({memory_bytes} bytes, {demand_cores:.2} cores at time 0): add hosts or raise the first fit's max_load")]
+    #[error("live simulation: no host has room for VM {vm} ({memory_bytes} bytes, {demand_cores:.2} cores at time 0; the first fit fills a host to at most {max_load} of its cores): add hosts or place fewer VMs")]
     NoRoom {
         vm: String,
         memory_bytes: u64,
         demand_cores: f64,
+        /// The first fit's ceiling, a share of a host's cores.
+        max_load: f64,
     },
     #[error("live simulation: placement: {0}")]
     Placement(String),
