@@ -64,7 +64,7 @@ pub enum LiveError {
         expected: &'static str,
     },
     #[error("live simulation: {0}")]
-    Limit(#[from] LimitError),
+    Limit(LimitError),
     #[error("live simulation: no host has room for VM {vm} ({memory_bytes} bytes, {demand_cores:.2} cores at time 0): add hosts or raise the first fit's max_load")]
     NoRoom {
         vm: String,
@@ -77,6 +77,13 @@ pub enum LiveError {
     Workload(String),
     #[error("live simulation: surge: {0}")]
     Surge(String),
+}
+
+// Not `#[from]`: that would also make the cause a `source()`, printed twice in a chain.
+impl From<LimitError> for LiveError {
+    fn from(e: LimitError) -> Self {
+        LiveError::Limit(e)
+    }
 }
 
 struct Host {
