@@ -75,15 +75,18 @@ struct SourceArgs {
     /// CSV trace with lines `vm,t,cpu_pct` (t = sample index).
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
-    /// VMs in the synthetic day used when no trace is given, 1 to 1000000.
-    #[arg(long, default_value_t = 1000, value_parser = count(1, limits::MAX_VMS))]
+    /// VMs in the synthetic day used when no trace is given, 1 to 1000000 (not with --trace or
+    /// --csv).
+    // Refused beside a trace rather than dropped: the user meant one of the two.
+    #[arg(long, default_value_t = 1000, value_parser = count(1, limits::MAX_VMS), conflicts_with_all = ["trace", "csv"])]
     synthetic: usize,
     /// Seed for the synthetic workload, random selection and dirty rates.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Samples per VM in a PlanetLab file (and in the synthetic day), 2 to 105120 (a year of
-    /// 5-minute samples).
-    #[arg(long, default_value_t = 288, value_parser = count(limits::MIN_SAMPLES, limits::MAX_SAMPLES))]
+    /// 5-minute samples); not with --csv, whose rows give their own.
+    // A CSV trace gives its own samples (its `t` column), so the flag would be dropped there.
+    #[arg(long, default_value_t = 288, value_parser = count(limits::MIN_SAMPLES, limits::MAX_SAMPLES), conflicts_with = "csv")]
     samples: usize,
 }
 
@@ -257,12 +260,19 @@ fn compare(a: CompareArgs) -> Result<()> {
         eprintln!("wrote {}", path.display());
     }
     if !failed.is_empty() {
-        bail!(
-            "{} of {} days failed ({}); the results above are for the others",
-            failed.len(),
-            days.len(),
-            failed.into_iter().collect::<Vec<_>>().join(", ")
-        );
+        let names = failed.iter().cloned().collect::<Vec<_>>().join(", ");
+        // Say "the others" only when there are others: every day may have failed.
+        match (reports.is_empty(), days.len()) {
+            (true, 1) => bail!("day {names} failed; there are no results"),
+            (true, n) => bail!("all {n} days failed ({names}); there are no results"),
+            (false, n) if failed.len() == n => bail!(
+                "every day had a policy fail ({names}); the results above are for the policies that ran"
+            ),
+            (false, n) => bail!(
+                "{} of {n} days failed ({names}); the results above are for the others",
+                failed.len()
+            ),
+        }
     }
     Ok(())
 }

@@ -235,3 +235,128 @@ fn help_states_the_ranges() {
     let (stdout, _) = text(&out);
     assert!(stdout.contains("above 0 and at most 168"), "{stdout}");
 }
+
+/// A flag that would be dropped beside an input it does not apply to is refused (exit 2, naming
+/// both), in every command that reads inputs.
+#[test]
+fn flags_an_input_ignores_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("d");
+    day(&d, 2, 3, 20);
+    let csv = tmp.path().join("t.csv");
+    fs::write(&csv, "web,0,10\nweb,1,20\n").unwrap();
+    let (d, csv) = (d.to_str().unwrap(), csv.to_str().unwrap());
+    for cmd in [&["sim"][..], &["sim", "compare"], &["sim", "bench"]] {
+        let cases: [(&[&str], &str, &str); 3] = [
+            (
+                &["--trace", d, "--synthetic", "10"],
+                "--trace",
+                "--synthetic",
+            ),
+            (&["--csv", csv, "--synthetic", "10"], "--csv", "--synthetic"),
+            (&["--csv", csv, "--samples", "100"], "--csv", "--samples"),
+        ];
+        for (flags, a, b) in cases {
+            let args: Vec<&str> = cmd.iter().chain(flags).copied().collect();
+            let out = drover(&args);
+            let (_, stderr) = text(&out);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains(a) && stderr.contains(b) && stderr.contains("cannot be used"),
+                "{args:?}: {stderr}"
+            );
+        }
+    }
+    // The flags still apply where they mean something.
+    let out = drover(&["sim", "--trace", d, "--samples", "3", "--policy", "dvfs"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let out = drover(&[
+        "sim",
+        "--synthetic",
+        "10",
+        "--samples",
+        "3",
+        "--policy",
+        "dvfs",
+    ]);
+    assert!(out.status.success(), "{}", text(&out).1);
+}
+
+/// VM files beside a folder are refused by a single run and by compare alike, naming both, and
+/// so is a FIFO (never opened: that would block).
+#[test]
+fn a_day_with_a_stray_folder_or_fifo_is_refused_by_both_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("day_sub");
+    day(&d, 3, 3, 20);
+    fs::create_dir(d.join("subdir")).unwrap();
+    let fifo_day = tmp.path().join("day_fifo");
+    day(&fifo_day, 3, 3, 20);
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(fifo_day.join("vm9"))
+        .status()
+        .is_ok_and(|s| s.success());
+    for cmd in [&["sim"][..], &["sim", "compare", "--policies", "dvfs"]] {
+        let mut args = cmd.to_vec();
+        args.extend(["--samples", "3", "--trace", d.to_str().unwrap()]);
+        let out = drover(&args);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("VM files (vm00, vm01, vm02) and folders (subdir)"),
+            "{args:?}: {stderr}"
+        );
+        if fifo {
+            *args.last_mut().unwrap() = fifo_day.to_str().unwrap();
+            let out = drover(&args);
+            let (_, stderr) = text(&out);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+            assert!(stderr.contains("vm9 (a FIFO)"), "{args:?}: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn inputs_that_are_not_files_and_doubled_causes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing.csv");
+    let out = drover(&["sim", "--csv", missing.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
+    let out = drover(&["sim", "--csv", "/dev/zero"]);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("/dev/zero is a character device, not a regular file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn when_every_day_fails_there_are_no_others() {
+    let out = drover(&[
+        "sim",
+        "compare",
+        "--synthetic",
+        "1000000",
+        "--samples",
+        "105120",
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("day synthetic failed; there are no results") && !stderr.contains("others"),
+        "{stderr}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    for d in ["a", "b"] {
+        fs::create_dir_all(tmp.path().join(d)).unwrap();
+        fs::write(tmp.path().join(d).join("vm"), "x\n").unwrap();
+    }
+    let p = tmp.path().to_str().unwrap();
+    let out = drover(&["sim", "compare", "--trace", p, "--samples", "3"]);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("all 2 days failed (a, b); there are no results"),
+        "{stderr}"
+    );
+}

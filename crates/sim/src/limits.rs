@@ -23,6 +23,15 @@ pub const MIN_SAMPLES: usize = 2;
 pub const MAX_CELLS: usize = 10 * 100_000 * 288;
 /// Runs per policy in `drover sim bench` (each is a whole simulation).
 pub const MAX_REPEAT: usize = 1000;
+/// Bytes a line of a trace file may take on average in the largest file allowed: a PlanetLab
+/// line is at most 5 (`100\r\n`), a CSV row (`vm,t,cpu_pct`) about 15 plus the VM's name.
+pub const LINE_BYTES: u64 = 32;
+/// The largest PlanetLab VM file read: [`MAX_SAMPLES`] lines of [`LINE_BYTES`] (3.4 MB; a day's
+/// file is under 1 KB). Larger files are refused before they are read.
+pub const MAX_VM_FILE_BYTES: u64 = MAX_SAMPLES as u64 * LINE_BYTES;
+/// The largest CSV trace read: [`MAX_CELLS`] rows of [`LINE_BYTES`] (9.2 GB). Larger files are
+/// refused before they are read.
+pub const MAX_CSV_BYTES: u64 = MAX_CELLS as u64 * LINE_BYTES;
 
 /// VMs, samples per VM and runs allowed, as ranges (for messages and argument parsers).
 pub const VMS: RangeInclusive<usize> = 1..=MAX_VMS;

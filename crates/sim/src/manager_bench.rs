@@ -85,13 +85,20 @@ pub enum BenchError {
     #[error(transparent)]
     Live(#[from] LiveError),
     #[error("manager bench: {0}")]
-    Limit(#[from] LimitError),
+    Limit(LimitError),
     #[error("manager bench: {field} = {value}: expected {expected}")]
     Spec {
         field: &'static str,
         value: f64,
         expected: &'static str,
     },
+}
+
+// Not `#[from]`: that would also make the cause a `source()`, printed twice in a chain.
+impl From<LimitError> for BenchError {
+    fn from(e: LimitError) -> Self {
+        BenchError::Limit(e)
+    }
 }
 
 /// Pass times, ms (nearest rank: the median and p99 are times some pass took).

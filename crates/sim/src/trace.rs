@@ -7,35 +7,65 @@
 //! - **CSV format**: lines `vm,t,cpu_pct` where `t` is the sample index (0, 1, ...), an optional
 //!   header line, every VM having every index exactly once.
 //!
-//! Both readers skip a UTF-8 byte-order mark at the start of a file, and a day folder's hidden
-//! files (`.DS_Store` and the like). Errors name the file (and line) at fault; counts are held
-//! to [`crate::limits`].
+//! Both readers skip a UTF-8 byte-order mark at the start of a file, and a folder's hidden
+//! entries (`.DS_Store` and the like); what else a folder may hold is in [`files`]. Files are
+//! read only when regular and at most [`limits::MAX_VM_FILE_BYTES`] or
+//! [`limits::MAX_CSV_BYTES`] long. Errors name the file (and line) at fault; counts are held to
+//! [`crate::limits`].
+
+pub mod files;
 
 use crate::limits::{self, LimitError};
+use files::{file_name, read_text, Folder};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
+/// A trace that cannot be read. The cause of a wrapped error is in the message and not also a
+/// `source()`, which would print it twice in a chain (`{:#}`).
 #[derive(Debug, Error)]
 pub enum TraceError {
-    #[error("trace {path}: {source}")]
+    #[error("trace {path} cannot be read: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("trace folder {0} has no VM files")]
     EmptyFolder(PathBuf),
+    #[error("trace folder {0} is a file (a CSV trace is passed with --csv)")]
+    NotAFolder(PathBuf),
+    #[error("trace file {0} is a folder (a PlanetLab day folder is passed with --trace)")]
+    NotAFile(PathBuf),
     #[error("trace file {0} has no rows (expected lines of 'vm,t,cpu_pct')")]
     EmptyFile(PathBuf),
     #[error("trace folder {path} holds folders ({}) rather than VM files: pass one day's folder, or compare them all", .days.join(", "))]
     HoldsDays { path: PathBuf, days: Vec<String> },
-    #[error("trace {path}: {source}")]
-    TooLarge {
+    #[error(
+        "trace folder {path} holds both VM files ({}) and folders ({}): a day's folder holds only VM files, a folder of days only day folders and notes (files named with an extension, such as README.md); move the one or the other out",
+        list(.files), list(.folders)
+    )]
+    Mixed {
         path: PathBuf,
-        #[source]
-        source: LimitError,
+        files: Vec<String>,
+        folders: Vec<String>,
     },
+    #[error(
+        "trace folder {path} holds entries that are neither files nor folders: {}; remove them or make them hidden (a name starting with '.')",
+        .entries.join(", ")
+    )]
+    NotFiles { path: PathBuf, entries: Vec<String> },
+    #[error("trace file {path} is {kind}, not a regular file")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("trace file {path} is larger than {max} bytes, the most {what} may hold (crate drover_sim::limits)")]
+    FileTooLarge {
+        path: PathBuf,
+        max: u64,
+        what: &'static str,
+    },
+    #[error("trace file {path}, line {line}: not UTF-8 text (expected numbers)")]
+    NotUtf8 { path: PathBuf, line: usize },
+    #[error("trace {path}: {cause}")]
+    TooLarge { path: PathBuf, cause: LimitError },
     #[error(
         "trace file {path}, line {line}: '{value}' is not a CPU percentage (a number 0..=100)"
     )]
@@ -52,6 +82,8 @@ pub enum TraceError {
     },
     #[error("trace file {path}, line {line}: expected 'vm,t,cpu_pct'")]
     BadCsvLine { path: PathBuf, line: usize },
+    #[error("trace file {path}, line {line}: the VM name is empty (expected 'vm,t,cpu_pct')")]
+    EmptyVmName { path: PathBuf, line: usize },
     #[error(
         "trace file {path}, line {line}: sample index {t} is past the last allowed, {} (a year of 5-minute samples)",
         limits::MAX_SAMPLES - 1
@@ -144,23 +176,23 @@ impl Workload {
     }
 
     /// Loads a PlanetLab day folder, expecting `samples` lines per file. Hidden files are
-    /// skipped; a folder of day folders is an error ([`TraceError::HoldsDays`]).
+    /// skipped; a folder of day folders is an error ([`TraceError::HoldsDays`]), and so is
+    /// anything else [`files::classify`] refuses.
     pub fn from_planetlab_dir(dir: &Path, samples: usize) -> Result<Workload, TraceError> {
-        let too_large = |source| TraceError::TooLarge {
+        let too_large = |cause| TraceError::TooLarge {
             path: dir.to_path_buf(),
-            source,
+            cause,
         };
         limits::check("samples per VM file", samples, &limits::SAMPLES).map_err(too_large)?;
-        let (files, subdirs) = list_visible(dir)?;
-        if !subdirs.is_empty() {
-            return Err(TraceError::HoldsDays {
-                path: dir.to_path_buf(),
-                days: subdirs.iter().map(|d| file_name(d)).collect(),
-            });
-        }
-        if files.is_empty() {
-            return Err(TraceError::EmptyFolder(dir.to_path_buf()));
-        }
+        let files = match files::classify(dir)? {
+            Folder::Day(files) => files,
+            Folder::Days(days) => {
+                return Err(TraceError::HoldsDays {
+                    path: dir.to_path_buf(),
+                    days: days.iter().map(|d| file_name(d)).collect(),
+                })
+            }
+        };
         limits::check("VM files in the folder", files.len(), &limits::VMS).map_err(too_large)?;
         limits::check_cells("the day", files.len(), samples).map_err(too_large)?;
         let mut names = Vec::with_capacity(files.len());
@@ -174,10 +206,10 @@ impl Workload {
 
     /// Loads a CSV trace (`vm,t,cpu_pct`).
     pub fn from_csv(path: &Path) -> Result<Workload, TraceError> {
-        let text = read_text(path)?;
-        let too_large = |source| TraceError::TooLarge {
+        let text = read_text(path, limits::MAX_CSV_BYTES, "a CSV trace")?;
+        let too_large = |cause| TraceError::TooLarge {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         let mut rows: BTreeMap<String, BTreeMap<usize, f32>> = BTreeMap::new();
         for (i, line) in text.lines().enumerate() {
@@ -195,6 +227,12 @@ impl Workload {
             else {
                 return Err(bad());
             };
+            if vm.is_empty() {
+                return Err(TraceError::EmptyVmName {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                });
+            }
             let t: usize = t.parse().map_err(|_| bad())?;
             if t >= limits::MAX_SAMPLES {
                 return Err(TraceError::SampleIndex {
@@ -245,55 +283,6 @@ impl Workload {
     }
 }
 
-/// The last component of `p`, as text.
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-/// Whether a folder entry is hidden (`.DS_Store`, `.git`): never a VM file or a day.
-fn is_hidden(p: &Path) -> bool {
-    p.file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-}
-
-/// The visible files and sub-folders of `dir`, each sorted by name.
-fn list_visible(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), TraceError> {
-    let io = |source| TraceError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let (mut files, mut dirs) = (Vec::new(), Vec::new());
-    for e in std::fs::read_dir(dir).map_err(io)? {
-        let p = e.map_err(io)?.path();
-        if is_hidden(&p) {
-            continue;
-        }
-        if p.is_dir() {
-            dirs.push(p);
-        } else if p.is_file() {
-            files.push(p);
-        }
-    }
-    files.sort();
-    dirs.sort();
-    Ok((files, dirs))
-}
-
-/// A trace file's text, without the byte-order mark some editors put at the start (it would
-/// otherwise stick to the first value or header).
-fn read_text(path: &Path) -> Result<String, TraceError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(match text.strip_prefix('\u{feff}') {
-        Some(rest) => rest.to_string(),
-        None => text,
-    })
-}
-
 /// The folder's (or file's) own name, used as the day label.
 fn day_name(p: &Path) -> String {
     p.file_stem()
@@ -307,7 +296,7 @@ fn parse_pct(s: &str) -> Option<f32> {
 }
 
 fn read_planetlab_file(path: &Path, samples: usize) -> Result<Vec<f32>, TraceError> {
-    let text = read_text(path)?;
+    let text = read_text(path, limits::MAX_VM_FILE_BYTES, "a VM file")?;
     let mut out = Vec::with_capacity(samples);
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -331,12 +320,25 @@ fn read_planetlab_file(path: &Path, samples: usize) -> Result<Vec<f32>, TraceErr
     Ok(out)
 }
 
-/// The day folders to run for `dir`: its visible sub-folders if it has any (a parent such as
-/// `planetlab/` holding one folder per day, besides notes and reference files), else `dir` itself.
+/// The day folders to run for `dir`: its visible sub-folders if it is a folder of days (a parent
+/// such as `planetlab/` holding one folder per day, besides notes and reference files), else
+/// `dir` itself; refused as [`files::classify`] refuses.
 pub fn day_folders(dir: &Path) -> Result<Vec<PathBuf>, TraceError> {
-    let (_, dirs) = list_visible(dir)?;
-    if dirs.is_empty() {
-        return Ok(vec![dir.to_path_buf()]);
+    Ok(match files::classify(dir)? {
+        Folder::Day(_) => vec![dir.to_path_buf()],
+        Folder::Days(days) => days,
+    })
+}
+
+/// Names for a message: all of them up to five, else the first five and how many more.
+fn list(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    if names.len() <= SHOWN {
+        return names.join(", ");
     }
-    Ok(dirs)
+    format!(
+        "{}, and {} more",
+        names[..SHOWN].join(", "),
+        names.len() - SHOWN
+    )
 }

@@ -203,3 +203,55 @@ fn shuffled_keeps_each_vm_with_its_samples_in_a_seeded_order() {
     }
     assert_eq!((a.day.as_str(), a.samples), ("d", 2));
 }
+
+#[test]
+fn an_empty_vm_name_is_refused_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("noname.csv");
+    fs::write(&csv, "vm,t,cpu_pct\nweb,0,10\n,9,50\n").unwrap();
+    let msg = Workload::from_csv(&csv).unwrap_err().to_string();
+    assert!(
+        msg.contains("noname.csv, line 3: the VM name is empty"),
+        "{msg}"
+    );
+}
+
+/// An error and its causes as anyhow's `{:#}` prints them, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(s) = next {
+        parts.push(s.to_string());
+        next = s.source();
+    }
+    parts.join(": ")
+}
+
+#[test]
+fn causes_are_printed_once_in_a_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.csv");
+    let bin = dir.path().join("bin.csv");
+    fs::write(&bin, b"web,0,1\n\xff\n").unwrap();
+    let day = dir.path().join("day");
+    fs::create_dir(&day).unwrap();
+    fs::write(day.join("vm"), "1\n2\n").unwrap();
+    let errors: Vec<Box<dyn std::error::Error>> = vec![
+        Box::new(Workload::from_csv(&missing).unwrap_err()),
+        Box::new(Workload::from_csv(&bin).unwrap_err()),
+        Box::new(Workload::from_planetlab_dir(&day, 1).unwrap_err()),
+        Box::new(drover_sim::SimError::from(
+            Workload::from_csv(&missing).unwrap_err(),
+        )),
+        Box::new(drover_sim::replay::read(&missing).unwrap_err()),
+        Box::new(drover_sim::judge::rows::load_rows(&missing).unwrap_err()),
+        Box::new(drover_sim::judge::JudgeParams::from_json("{").unwrap_err()),
+    ];
+    for e in errors {
+        let text = chain(e.as_ref());
+        for cause in ["No such file", "UTF-8", "allowed:", "EOF"] {
+            assert!(text.matches(cause).count() <= 1, "{text}");
+        }
+        assert!(e.source().is_none(), "{text}");
+    }
+}

@@ -151,13 +151,20 @@ pub const CALIBRATED_JSON: &str = include_str!("../../data/calibration/judge.jso
 #[derive(Debug, Error)]
 pub enum JudgeError {
     #[error("judge parameters: {0}")]
-    Parse(#[from] serde_json::Error),
+    Parse(serde_json::Error),
     #[error("judge parameters: {field} is {value}: expected {expected}")]
     Field {
         field: &'static str,
         value: f64,
         expected: &'static str,
     },
+}
+
+// Not `#[from]`: that would also make the cause a `source()`, printed twice in a chain.
+impl From<serde_json::Error> for JudgeError {
+    fn from(e: serde_json::Error) -> Self {
+        JudgeError::Parse(e)
+    }
 }
 
 /// How a pre-copy ends.

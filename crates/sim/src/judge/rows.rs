@@ -21,11 +21,10 @@ pub const DEGRADATION_WINDOW_S: f64 = 10.0;
 /// A rows file or line that cannot be read.
 #[derive(Debug, Error)]
 pub enum RowsError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    // The cause is in the message and not also a `source()`, which would print it twice in a
+    // chain (`{:#}`); likewise in every error of this crate.
+    #[error("{path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
     #[error("{path} line {line}: {reason}")]
     Line {
         path: String,
@@ -176,9 +175,9 @@ pub fn parse_rows(text: &str, path: &str) -> Result<Vec<Measured>, RowsError> {
 /// [`RowsError`] naming the file (and line).
 pub fn load_rows(path: &Path) -> Result<Vec<Measured>, RowsError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| RowsError::Io {
+    let text = std::fs::read_to_string(path).map_err(|cause| RowsError::Io {
         path: shown.clone(),
-        source,
+        cause,
     })?;
     parse_rows(&text, &shown)
 }

@@ -64,7 +64,7 @@ pub enum LiveError {
         expected: &'static str,
     },
     #[error("live simulation: {0}")]
-    Limit(#[from] LimitError),
+    Limit(LimitError),
     #[error("live simulation: no host has room for VM {vm} ({memory_bytes} bytes, {demand_cores:.2} cores at time 0; the first fit fills a host to at most {max_load} of its cores): add hosts or place fewer VMs")]
     NoRoom {
         vm: String,
@@ -79,6 +79,13 @@ pub enum LiveError {
     Workload(String),
     #[error("live simulation: surge: {0}")]
     Surge(String),
+}
+
+// Not `#[from]`: that would also make the cause a `source()`, printed twice in a chain.
+impl From<LimitError> for LiveError {
+    fn from(e: LimitError) -> Self {
+        LiveError::Limit(e)
+    }
 }
 
 struct Host {

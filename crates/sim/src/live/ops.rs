@@ -49,7 +49,7 @@ pub enum Refused {
         need: u64,
     },
     #[error("knobs: {0}")]
-    Knobs(#[from] KnobError),
+    Knobs(KnobError),
     #[error("no migration {0}")]
     UnknownMigration(String),
     #[error("migration {id} runs from {actual}, not {from}")]
@@ -66,6 +66,13 @@ pub enum Refused {
     NotEmpty { host: String, what: String },
     #[error("{0} is waking")]
     Waking(String),
+}
+
+// Not `#[from]`: that would also make the cause a `source()`, printed twice in a chain.
+impl From<KnobError> for Refused {
+    fn from(e: KnobError) -> Self {
+        Refused::Knobs(e)
+    }
 }
 
 fn state_name(s: PowerState) -> &'static str {

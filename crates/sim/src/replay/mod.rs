@@ -34,17 +34,15 @@ use thiserror::Error;
 /// A decision file that cannot be replayed.
 #[derive(Debug, Error)]
 pub enum ReplayError {
-    #[error("decision file {path}: {source}")]
+    #[error("decision file {path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("decision file {path} is not JSON: {source}")]
+    #[error("decision file {path} is not JSON: {cause}")]
     NotJson {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     #[error("decision file {path}: expected a JSON object, found {found}")]
     NotObject { path: PathBuf, found: &'static str },
@@ -61,13 +59,12 @@ pub enum ReplayError {
         kind: &'static str,
         fields: &'static str,
     },
-    #[error("decision file {path}: field `{field}` is not {what}: {source}")]
+    #[error("decision file {path}: field `{field}` is not {what}: {cause}")]
     Field {
         path: PathBuf,
         field: &'static str,
         what: &'static str,
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     #[error("decision file {path}: neither a core decision ({CORE_FIELDS}) nor a manager store export ({EXPORT_FIELDS})")]
     Unknown { path: PathBuf },
@@ -140,9 +137,9 @@ pub struct Replay {
 /// # Errors
 /// [`ReplayError`] naming the file and what is wrong with it.
 pub fn read(path: &Path) -> Result<Stored, ReplayError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReplayError::Io {
+    let text = std::fs::read_to_string(path).map_err(|cause| ReplayError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     parse(path, &text)
 }
@@ -154,7 +151,7 @@ pub fn read(path: &Path) -> Result<Stored, ReplayError> {
 pub fn parse(path: &Path, text: &str) -> Result<Stored, ReplayError> {
     let p = || path.to_path_buf();
     let value: Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
-        .map_err(|source| ReplayError::NotJson { path: p(), source })?;
+        .map_err(|cause| ReplayError::NotJson { path: p(), cause })?;
     let Value::Object(doc) = value else {
         return Err(ReplayError::NotObject {
             path: p(),
@@ -226,11 +223,11 @@ impl Fields<'_> {
             kind: kind.0,
             fields: kind.1,
         })?;
-        T::deserialize(v).map_err(|source| ReplayError::Field {
+        T::deserialize(v).map_err(|cause| ReplayError::Field {
             path: self.path.to_path_buf(),
             field,
             what,
-            source,
+            cause,
         })
     }
 }
