@@ -31,7 +31,7 @@ use drover_sim::trace::{day_folders, TraceError};
 use drover_sim::{simulate, DatacenterModel, MigrationModel, Report, Workload};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A parser for a count flag that accepts only `min..=max`.
 fn count(min: usize, max: usize) -> RangedU64ValueParser<usize> {
@@ -196,12 +196,41 @@ fn single(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--plot`'s file, checked before the comparison runs (it may take minutes): an SVG chart is
+/// named `.svg`, and its folder must exist.
+fn check_plot_path(path: &Path) -> Result<()> {
+    let svg = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    if !svg {
+        bail!(
+            "--plot {}: the chart is an SVG file: give a name ending in .svg",
+            path.display()
+        );
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        bail!(
+            "--plot {}: folder {} does not exist",
+            path.display(),
+            parent.display()
+        );
+    }
+    Ok(())
+}
+
 /// Every policy on every day, run side by side on `--jobs` threads (rows come out in day, then
 /// policy order whatever finishes first). A day that cannot be loaded or run is reported
 /// (naming the day, and the file and line when the trace is at fault) and the others still run;
 /// the command fails at the end, after the good days' results, if any day failed.
 fn compare(a: CompareArgs) -> Result<()> {
     let policies = parse_policies(&a.policies).map_err(|e| anyhow::anyhow!("--policies: {e}"))?;
+    if let Some(path) = &a.plot {
+        check_plot_path(path)?;
+    }
     let days = day_sources(&a.source)?;
     let bar = progress_bar((days.len() * policies.len()) as u64, "compare");
     let mut failed = BTreeSet::new();
