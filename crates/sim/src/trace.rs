@@ -16,13 +16,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
+/// A trace that cannot be read. Messages carry the whole reason and no source chain (the
+/// CLI prints `{:#}`, which would repeat it).
 #[derive(Debug, Error)]
 pub enum TraceError {
-    #[error("trace {path}: {source}")]
+    #[error("trace {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("trace folder {0} has no VM files")]
     EmptyFolder(PathBuf),
@@ -30,12 +31,8 @@ pub enum TraceError {
     EmptyFile(PathBuf),
     #[error("trace folder {path} holds folders ({}) rather than VM files: pass one day's folder, or compare them all", .days.join(", "))]
     HoldsDays { path: PathBuf, days: Vec<String> },
-    #[error("trace {path}: {source}")]
-    TooLarge {
-        path: PathBuf,
-        #[source]
-        source: LimitError,
-    },
+    #[error("trace {path}: {error}")]
+    TooLarge { path: PathBuf, error: LimitError },
     #[error(
         "trace file {path}, line {line}: '{value}' is not a CPU percentage (a number 0..=100)"
     )]
@@ -146,9 +143,9 @@ impl Workload {
     /// Loads a PlanetLab day folder, expecting `samples` lines per file. Hidden files are
     /// skipped; a folder of day folders is an error ([`TraceError::HoldsDays`]).
     pub fn from_planetlab_dir(dir: &Path, samples: usize) -> Result<Workload, TraceError> {
-        let too_large = |source| TraceError::TooLarge {
+        let too_large = |error| TraceError::TooLarge {
             path: dir.to_path_buf(),
-            source,
+            error,
         };
         limits::check("samples per VM file", samples, &limits::SAMPLES).map_err(too_large)?;
         let (files, subdirs) = list_visible(dir)?;
@@ -175,9 +172,9 @@ impl Workload {
     /// Loads a CSV trace (`vm,t,cpu_pct`).
     pub fn from_csv(path: &Path) -> Result<Workload, TraceError> {
         let text = read_text(path)?;
-        let too_large = |source| TraceError::TooLarge {
+        let too_large = |error| TraceError::TooLarge {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let mut rows: BTreeMap<String, BTreeMap<usize, f32>> = BTreeMap::new();
         for (i, line) in text.lines().enumerate() {
@@ -260,9 +257,9 @@ fn is_hidden(p: &Path) -> bool {
 
 /// The visible files and sub-folders of `dir`, each sorted by name.
 fn list_visible(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), TraceError> {
-    let io = |source| TraceError::Io {
+    let io = |error| TraceError::Io {
         path: dir.to_path_buf(),
-        source,
+        error,
     };
     let (mut files, mut dirs) = (Vec::new(), Vec::new());
     for e in std::fs::read_dir(dir).map_err(io)? {
@@ -284,9 +281,9 @@ fn list_visible(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), TraceError> 
 /// A trace file's text, without the byte-order mark some editors put at the start (it would
 /// otherwise stick to the first value or header).
 fn read_text(path: &Path) -> Result<String, TraceError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
+    let text = std::fs::read_to_string(path).map_err(|error| TraceError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     Ok(match text.strip_prefix('\u{feff}') {
         Some(rest) => rest.to_string(),
