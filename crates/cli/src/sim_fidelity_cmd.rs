@@ -1,7 +1,7 @@
 //! `drover sim fidelity`: every policy of a reference file on every day it covers, on the
 //! benchmark model, compared metric by metric with the reference (see `drover_sim::fidelity`).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use drover_core::dc::PolicySpec;
 use drover_sim::fidelity::{compare, Metric, Reference};
 use drover_sim::trace::day_folders;
@@ -60,8 +60,9 @@ pub fn fidelity(a: FidelityArgs) -> Result<()> {
         .reference
         .clone()
         .unwrap_or_else(|| a.trace.join(DEFAULT_REFERENCE));
-    let text = std::fs::read_to_string(&ref_path)
-        .with_context(|| format!("reading the reference {}", ref_path.display()))?;
+    // Capped like every file the simulator reads whole (`/dev/zero` would fill memory).
+    let text = drover_sim::limits::read_text(&ref_path)
+        .map_err(|e| anyhow::anyhow!("reading the reference {}: {e}", ref_path.display()))?;
     let reference = Reference::parse(&text, &ref_path.display().to_string())?;
     let policies: Vec<PolicySpec> = reference
         .policies()

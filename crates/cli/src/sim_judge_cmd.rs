@@ -95,9 +95,15 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
     let limit_s = PlanKnobs::default().downtime_limit_ms as f64 / 1000.0;
     let params =
         fit::fit(&measured, limit_s).with_context(|| format!("fitting {}", a.rows.display()))?;
+    // The rows are checked one by one; this catches a fit they still leave unusable, before
+    // anything is written.
+    params
+        .check()
+        .with_context(|| format!("fitting {}", a.rows.display()))?;
     let fitted = fit::in_sample(&params, &measured);
     let (loo, skipped) = fit::leave_one_out(&measured, limit_s);
-    println!("{} rows from {}\n", measured.len(), a.rows.display());
+    // The rows the fit used: every row read is one (a row the fit cannot use is refused).
+    println!("{} rows from {}\n", params.rows, a.rows.display());
     print!("{}", fit::markdown(&fitted, &loo));
     if skipped > 0 {
         println!(

@@ -62,6 +62,43 @@ fn a_bad_rows_file_is_named_with_its_line() {
 }
 
 #[test]
+fn an_implausible_row_is_refused_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let good = std::fs::read_to_string(calibration("rows.jsonl")).expect("committed rows");
+    let bad = good.replacen("\"bandwidth_bps\":50000000", "\"bandwidth_bps\":0", 1);
+    let line = 1 + good
+        .lines()
+        .take_while(|l| !l.contains("\"bandwidth_bps\":50000000"))
+        .count();
+    let rows = tmp.path().join("rows.jsonl");
+    std::fs::write(&rows, bad).expect("write");
+    let out_file = tmp.path().join("judge.json");
+    let out = drover(&[
+        "sim",
+        "calibrate",
+        "--rows",
+        rows.to_str().expect("utf-8 path"),
+        "--out",
+        out_file.to_str().expect("utf-8 path"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "rows.jsonl line {line}: bandwidth_bps 0: expected at least 125000 bytes/s"
+        )),
+        "{stderr}"
+    );
+    assert!(!out_file.exists(), "nothing written");
+    let out = drover(&["sim", "calibrate", "--rows", "/nonexistent/rows.jsonl"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        "error: /nonexistent/rows.jsonl: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
 fn judge_and_observation_flags_are_checked() {
     let base = ["sim", "--synthetic", "20", "--samples", "4"];
     let run = |extra: &[&str]| {

@@ -288,8 +288,30 @@ pub fn fixed(v: f64, places: usize) -> String {
     }
 }
 
+/// A number quoted back in an error: as typed when it is of everyday size, in e-notation
+/// when huge or tiny (`{}` prints 1e308 as 309 digits).
+pub fn shown(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-6..1e15).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn huge_and_tiny_numbers_are_shown_in_e_notation() {
+        use super::shown;
+        assert_eq!(shown(1e308), "1e308");
+        assert_eq!(shown(-1e300), "-1e300");
+        assert_eq!(shown(1.7e-10), "1.7e-10");
+        assert_eq!(shown(0.9), "0.9");
+        assert_eq!(shown(-1.0), "-1");
+        assert_eq!(shown(123456789.5), "123456789.5");
+        assert_eq!(shown(f64::NAN), "NaN");
+    }
+
     #[test]
     fn fixed_never_prints_negative_zero() {
         use super::fixed;

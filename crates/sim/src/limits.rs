@@ -7,7 +7,9 @@
 //! needs about 2-3 GiB), while `--synthetic 50000000` (58 GB of samples alone) is refused.
 
 use std::fmt;
+use std::io::Read;
 use std::ops::RangeInclusive;
+use std::path::Path;
 use thiserror::Error;
 
 /// VMs in a workload: ten times the documented 100,000-VM day.
@@ -32,6 +34,12 @@ pub const MAX_VM_FILE_BYTES: u64 = MAX_SAMPLES as u64 * LINE_BYTES;
 /// The largest CSV trace read: [`MAX_CELLS`] rows of [`LINE_BYTES`] (9.2 GB). Larger files are
 /// refused before they are read.
 pub const MAX_CSV_BYTES: u64 = MAX_CELLS as u64 * LINE_BYTES;
+
+/// Largest file read whole (a `migrate-bench --json` rows file, a stored decision), bytes:
+/// 64 MiB. The project's rows file is 30 KB and a decision over 100,000 VMs about 40 MB; a
+/// larger one is a wrong path (`/dev/zero`, a disk image), and reading it whole would run out
+/// of memory before any parse could refuse it.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
 
 /// VMs, samples per VM and runs allowed, as ranges (for messages and argument parsers).
 pub const VMS: RangeInclusive<usize> = 1..=MAX_VMS;
@@ -91,9 +99,93 @@ pub fn check_cells(what: impl Into<String>, vms: usize, samples: usize) -> Resul
     })
 }
 
+/// A file [`read_text`] could not read. The message is the whole reason (no source chain:
+/// callers put the path in front, and a chain printed after it would repeat the reason).
+#[derive(Debug, Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("larger than {} MiB, the most read from one file: expected a text file", MAX_FILE_BYTES >> 20)]
+    TooLarge,
+    #[error("not UTF-8 text")]
+    NotUtf8,
+    #[error("not a regular file: expected a text file")]
+    NotAFile,
+}
+
+/// Reads `path` as text, at most [`MAX_FILE_BYTES`]: checked while reading (with
+/// `Read::take`), so an endless file (`/dev/zero`, a FIFO) is refused without filling memory.
+///
+/// # Errors
+/// [`ReadError`]: the file cannot be read, is too large, or is not UTF-8.
+pub fn read_text(path: &Path) -> Result<String, ReadError> {
+    // A FIFO or a device is never opened: opening a FIFO blocks until a writer comes.
+    let meta = std::fs::metadata(path).map_err(ReadError::Io)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotAFile);
+    }
+    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    read_text_from(file, MAX_FILE_BYTES)
+}
+
+fn read_text_from(r: impl Read, max: u64) -> Result<String, ReadError> {
+    let bytes = read_capped(r, max)
+        .map_err(ReadError::Io)?
+        .ok_or(ReadError::TooLarge)?;
+    String::from_utf8(bytes).map_err(|_| ReadError::NotUtf8)
+}
+
+/// At most `max` bytes of `r`, or `None` when it holds more (found by reading one byte past
+/// `max`, never more, so an endless input stops there). Every capped read of this crate goes
+/// through here.
+///
+/// # Errors
+/// The reader's own.
+pub fn read_capped(r: impl Read, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    r.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reading_stops_at_the_cap() {
+        let endless = std::io::repeat(0);
+        assert!(matches!(
+            read_text_from(endless, 1000),
+            Err(ReadError::TooLarge)
+        ));
+        let exact = read_text_from(&b"abcd"[..], 4).expect("at the cap");
+        assert_eq!(exact, "abcd");
+        assert!(matches!(
+            read_text_from(&b"abcde"[..], 4),
+            Err(ReadError::TooLarge)
+        ));
+        assert!(matches!(
+            read_text_from(&[0xff_u8][..], 4),
+            Err(ReadError::NotUtf8)
+        ));
+        assert!(matches!(
+            read_text(Path::new("/dev/zero")),
+            Err(ReadError::NotAFile)
+        ));
+        let e = read_text(Path::new("/nonexistent/x")).expect_err("no file");
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "no chain to repeat"
+        );
+        assert_eq!(e.to_string(), "No such file or directory (os error 2)");
+        // An endless device is refused before it is opened; a file over the cap by the cap.
+        let e = read_text(Path::new("/dev/zero")).expect_err("endless");
+        assert_eq!(e.to_string(), "not a regular file: expected a text file");
+        assert_eq!(
+            ReadError::TooLarge.to_string(),
+            "larger than 64 MiB, the most read from one file: expected a text file"
+        );
+    }
 
     #[test]
     fn the_documented_day_fits_with_room_and_absurd_sizes_do_not() {

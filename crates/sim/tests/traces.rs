@@ -30,6 +30,8 @@ fn missing_folder_names_it() {
         Workload::from_planetlab_dir(std::path::Path::new("/nonexistent/day"), 288).unwrap_err();
     assert!(matches!(err, TraceError::Io { .. }));
     assert!(err.to_string().contains("/nonexistent/day"), "{err}");
+    // The reason is in the message only: a source too would print it twice under `{:#}`.
+    assert!(std::error::Error::source(&err).is_none(), "{err}");
 }
 
 #[test]

@@ -84,11 +84,12 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-pub use decision::{Decision, DECISION_FORMAT};
+pub use decision::{check_inputs, Decision, InputError, DECISION_FORMAT, MAX_TIME_S};
 pub use detect::{PREDICT_MIN_SAMPLES, PREDICT_WINDOW};
 pub use moves::{Move, MoveEnd, MoveError, MoveEvent, MoveId, MoveState, TechniqueChoice};
 pub use observe::{
-    HostObs, MigrationObs, MigrationPhase, Observation, PowerState, VmObs, VmPresence,
+    HostObs, MigrationObs, MigrationPhase, Observation, ObservationError, PowerState, VmObs,
+    VmPresence,
 };
 pub use ops::{approve, cancel_plan, drain, record, undrain, ControlError, OpOutput};
 pub use plan::{

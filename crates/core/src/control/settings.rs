@@ -244,7 +244,7 @@ fn range(
     }
     Err(SettingsError::Range {
         field,
-        value: v.to_string(),
+        value: crate::units::shown(v),
         expected,
     })
 }
@@ -351,7 +351,7 @@ impl ControlSettings {
                 }
                 Err(SettingsError::Named {
                     field: format!("{field}.{what}"),
-                    value: v.to_string(),
+                    value: crate::units::shown(v),
                     expected: expected.to_string(),
                 })
             };

@@ -147,7 +147,8 @@ pub struct Tail {
 /// The parameters fitted to the rows in `crates/sim/data/calibration/` (see BENCHMARKS.md).
 pub const CALIBRATED_JSON: &str = include_str!("../../data/calibration/judge.json");
 
-/// A judge's parameters that cannot be used.
+/// A judge's parameters that cannot be used. The message carries the whole reason and no
+/// source chain (`{:#}` would print the JSON error twice).
 #[derive(Debug, Error)]
 pub enum JudgeError {
     #[error("judge parameters: {0}")]
@@ -207,12 +208,17 @@ impl JudgeParams {
     /// # Errors
     /// [`JudgeError`] naming the field that is out of range.
     pub fn from_json(text: &str) -> Result<JudgeParams, JudgeError> {
-        let p: JudgeParams = serde_json::from_str(text)?;
+        let p: JudgeParams = serde_json::from_str(text).map_err(JudgeError::Parse)?;
         p.check()?;
         Ok(p)
     }
 
-    fn check(&self) -> Result<(), JudgeError> {
+    /// Checks that every parameter is usable (what [`JudgeParams::from_json`] checks; `drover
+    /// sim calibrate` checks a fit with it before writing it).
+    ///
+    /// # Errors
+    /// [`JudgeError::Field`] naming the first unusable parameter.
+    pub fn check(&self) -> Result<(), JudgeError> {
         let positive = [
             ("downtime_limit_s", self.downtime_limit_s),
             ("convergence_pressure", self.convergence_pressure),

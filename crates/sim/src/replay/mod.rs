@@ -14,7 +14,11 @@
 //! is read with serde_json's exact float parsing (`float_roundtrip`) so that the inputs are
 //! bit for bit what the manager saw.
 //!
-//! Files are outside input: every error names the file and what is wrong with it.
+//! Files are outside input: every error names the file and what is wrong with it. A file is
+//! read up to [`crate::limits::MAX_FILE_BYTES`], and its inputs pass the checks the manager's
+//! own pass ([`check_inputs`]: the time, the settings' limits, the observation) before the
+//! step runs; a VM running on two hosts is replayed with a warning (the manager's concurrent
+//! polls can record one around a migration's end).
 
 pub mod render;
 
@@ -23,26 +27,26 @@ mod tests;
 
 pub use render::render;
 
+use crate::limits::{read_text, ReadError};
 use drover_core::control::{
-    ControlSettings, ControlState, Decision, Observation, Plan, StepOutput, DECISION_FORMAT,
+    check_inputs, ControlSettings, ControlState, Decision, InputError, Observation, Plan,
+    StepOutput, DECISION_FORMAT,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// A decision file that cannot be replayed.
+/// A decision file that cannot be replayed. Each message carries the whole reason and no
+/// source chain: the CLI prints an error with its chain (`{:#}`), which would repeat it.
 #[derive(Debug, Error)]
 pub enum ReplayError {
-    #[error("decision file {path}: {cause}")]
-    Io {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
-    #[error("decision file {path} is not JSON: {cause}")]
+    #[error("decision file {path}: {error}")]
+    Io { path: PathBuf, error: ReadError },
+    #[error("decision file {path} is not JSON: {error}")]
     NotJson {
         path: PathBuf,
-        cause: serde_json::Error,
+        error: serde_json::Error,
     },
     #[error("decision file {path}: expected a JSON object, found {found}")]
     NotObject { path: PathBuf, found: &'static str },
@@ -59,13 +63,16 @@ pub enum ReplayError {
         kind: &'static str,
         fields: &'static str,
     },
-    #[error("decision file {path}: field `{field}` is not {what}: {cause}")]
+    #[error("decision file {path}: field `{field}` is not {what}: {error}")]
     Field {
         path: PathBuf,
         field: &'static str,
         what: &'static str,
-        cause: serde_json::Error,
+        error: serde_json::Error,
     },
+    /// Read, but not what the manager could have decided on (the same checks as its own).
+    #[error("decision file {path}: {error}")]
+    Invalid { path: PathBuf, error: InputError },
     #[error("decision file {path}: neither a core decision ({CORE_FIELDS}) nor a manager store export ({EXPORT_FIELDS})")]
     Unknown { path: PathBuf },
 }
@@ -94,6 +101,8 @@ pub struct Stored {
     pub settings: ControlSettings,
     /// What the step returned, when the document recorded it.
     pub output: Option<StepOutput>,
+    /// What is odd in the inputs but replayed anyway (a VM running on two hosts).
+    pub warnings: Vec<String>,
 }
 
 /// What the replay says about the record.
@@ -127,31 +136,62 @@ pub struct Replay {
     /// The plans it made, with their moves' explanations.
     pub plans: Vec<Plan>,
     pub verdict: Verdict,
+    /// What is odd in the inputs but was replayed anyway.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The step's memory after the look (moves' hosts and techniques; not printed in JSON).
     #[serde(skip)]
     pub state_after: ControlState,
 }
 
-/// Reads and checks the decision file at `path`.
+/// Reads (at most [`crate::limits::MAX_FILE_BYTES`]) and checks the decision file at `path`.
 ///
 /// # Errors
 /// [`ReplayError`] naming the file and what is wrong with it.
 pub fn read(path: &Path) -> Result<Stored, ReplayError> {
-    let text = std::fs::read_to_string(path).map_err(|cause| ReplayError::Io {
+    let text = read_text(path).map_err(|error| ReplayError::Io {
         path: path.to_path_buf(),
-        cause,
+        error,
     })?;
     parse(path, &text)
 }
 
-/// Parses a decision document; `path` names it in errors.
+/// Parses a decision document and checks its inputs; `path` names it in errors.
 ///
 /// # Errors
 /// [`ReplayError`] naming the file and what is wrong with it.
 pub fn parse(path: &Path, text: &str) -> Result<Stored, ReplayError> {
+    let (stored, time_field) = parse_document(path, text)?;
+    check_inputs(
+        time_field,
+        stored.now_s,
+        &stored.observation,
+        &stored.settings,
+    )
+    .map_err(|error| ReplayError::Invalid {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let warnings = stored
+        .observation
+        .running_twice()
+        .into_iter()
+        .map(|(vm, hosts)| {
+            format!(
+                "VM {vm} is reported running on {} (the step takes it to be on {})",
+                hosts.join(" and "),
+                hosts[0]
+            )
+        })
+        .collect();
+    Ok(Stored { warnings, ..stored })
+}
+
+/// The document's fields, and the name of its time field.
+fn parse_document(path: &Path, text: &str) -> Result<(Stored, &'static str), ReplayError> {
     let p = || path.to_path_buf();
     let value: Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
-        .map_err(|cause| ReplayError::NotJson { path: p(), cause })?;
+        .map_err(|error| ReplayError::NotJson { path: p(), error })?;
     let Value::Object(doc) = value else {
         return Err(ReplayError::NotObject {
             path: p(),
@@ -176,17 +216,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Stored, ReplayError> {
             settings: f.get("settings", "control settings", CORE)?,
             output: f.get("output", "a step output", CORE)?,
         };
-        return Ok(Stored {
+        let stored = Stored {
             source: Source::Decision { format: d.format },
             now_s: d.now_s,
             observation: d.observation,
             state_before: d.state_before,
             settings: d.settings,
             output: Some(d.output),
-        });
+            warnings: Vec::new(),
+        };
+        return Ok((stored, "now_s"));
     }
     if doc.contains_key("plan_id") {
-        return Ok(Stored {
+        let stored = Stored {
             source: Source::StoreExport {
                 plan_id: f.get("plan_id", "a plan id", EXPORT)?,
             },
@@ -195,7 +237,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Stored, ReplayError> {
             state_before: f.get("state_before", "a control state", EXPORT)?,
             settings: f.get("settings", "control settings", EXPORT)?,
             output: None,
-        });
+            warnings: Vec::new(),
+        };
+        return Ok((stored, "at_s"));
     }
     Err(ReplayError::Unknown { path: p() })
 }
@@ -223,11 +267,11 @@ impl Fields<'_> {
             kind: kind.0,
             fields: kind.1,
         })?;
-        T::deserialize(v).map_err(|cause| ReplayError::Field {
+        T::deserialize(v).map_err(|error| ReplayError::Field {
             path: self.path.to_path_buf(),
             field,
             what,
-            cause,
+            error,
         })
     }
 }
@@ -281,6 +325,7 @@ pub fn replay(stored: &Stored) -> Replay {
         output,
         plans,
         verdict,
+        warnings: stored.warnings.clone(),
         state_after: state,
     }
 }
@@ -289,13 +334,33 @@ pub fn replay(stored: &Stored) -> Replay {
 fn differences(recorded: &StepOutput, replayed: &StepOutput) -> Vec<String> {
     let mut out = Vec::new();
     if recorded.new_plans != replayed.new_plans {
+        let ids = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
         out.push(format!(
-            "plans made: recorded {:?}, replayed {:?}",
-            recorded.new_plans, replayed.new_plans
+            "plans made: recorded {}, replayed {}",
+            ids(&recorded.new_plans),
+            ids(&replayed.new_plans)
         ));
     }
-    list_diff(&mut out, "actions", &recorded.actions, &replayed.actions);
-    list_diff(&mut out, "journal", &recorded.journal, &replayed.journal);
+    list_diff(
+        &mut out,
+        "actions",
+        &recorded.actions,
+        &replayed.actions,
+        render::action,
+    );
+    list_diff(
+        &mut out,
+        "journal",
+        &recorded.journal,
+        &replayed.journal,
+        render::journal_line,
+    );
     if recorded.next_look_s.to_bits() != replayed.next_look_s.to_bits() {
         out.push(format!(
             "next look: recorded {} s, replayed {} s",
@@ -305,11 +370,15 @@ fn differences(recorded: &StepOutput, replayed: &StepOutput) -> Vec<String> {
     out
 }
 
-fn list_diff<T: PartialEq + std::fmt::Debug>(
+/// The first entry where two lists differ, each side in its one-line form (`none` past a
+/// list's end; a note when the one-line forms agree and the difference is in what they leave
+/// out, such as a migration's knobs).
+fn list_diff<T: PartialEq>(
     out: &mut Vec<String>,
     what: &str,
     recorded: &[T],
     replayed: &[T],
+    line: impl Fn(&T) -> String,
 ) {
     if recorded == replayed {
         return;
@@ -319,12 +388,17 @@ fn list_diff<T: PartialEq + std::fmt::Debug>(
         .zip(replayed)
         .position(|(a, b)| a != b)
         .unwrap_or(recorded.len().min(replayed.len()));
+    let shown = |x: Option<&T>| x.map_or("none".to_string(), &line);
+    let (a, b) = (shown(recorded.get(first)), shown(replayed.get(first)));
+    let note = if a == b {
+        " (they differ in details this line leaves out, such as a migration's knobs)"
+    } else {
+        ""
+    };
     out.push(format!(
-        "{what}: recorded {} entries, replayed {}; the first difference is entry {}: recorded {:?}, replayed {:?}",
+        "{what}: recorded {} entries, replayed {}; the first difference is entry {}: recorded `{a}`, replayed `{b}`{note}",
         recorded.len(),
         replayed.len(),
         first + 1,
-        recorded.get(first),
-        replayed.get(first)
     ));
 }

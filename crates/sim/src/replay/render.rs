@@ -2,7 +2,7 @@
 //! verdict.
 
 use super::{Replay, Source, Stored, Verdict};
-use drover_core::control::{Action, Plan, TechniqueForecast};
+use drover_core::control::{Action, JournalEntry, Plan, TechniqueForecast};
 use std::fmt::Write;
 
 /// The replay of `stored` for a terminal.
@@ -20,6 +20,9 @@ pub fn render(stored: &Stored, r: &Replay) -> String {
         stored.observation.hosts.len(),
         stored.observation.migrations.len()
     );
+    for w in &r.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
     if r.plans.is_empty() {
         let _ = writeln!(s, "no plan made");
     }
@@ -111,7 +114,8 @@ fn forecast(f: &TechniqueForecast) -> String {
     )
 }
 
-fn action(a: &Action) -> String {
+/// An action on one line, as the replay lists it.
+pub(crate) fn action(a: &Action) -> String {
     match a {
         Action::Migrate {
             move_id,
@@ -125,6 +129,11 @@ fn action(a: &Action) -> String {
         Action::Standby { host } => format!("standby {host}"),
         Action::Wake { host } => format!("wake {host}"),
     }
+}
+
+/// A journal entry on one line.
+pub(crate) fn journal_line(j: &JournalEntry) -> String {
+    format!("at {} s, {} {}: {}", j.at_s, j.subject, j.id, j.what)
 }
 
 fn verdict(v: &Verdict) -> String {

@@ -107,6 +107,13 @@ fn a_different_output_does_not_reproduce_and_says_what_differs() {
     };
     assert_eq!(differences.len(), 2, "{differences:?}");
     assert!(differences[0].starts_with("actions: recorded "));
+    // One readable line per side, not Rust's debug text.
+    assert!(
+        differences[0].contains("recorded `none`, replayed `migrate vm"),
+        "{}",
+        differences[0]
+    );
+    assert!(!differences[0].contains("Some("), "{}", differences[0]);
     assert!(differences[1].starts_with("next look: recorded "));
     assert!(!r.verdict.ok());
     assert!(render(&stored, &r).contains("DOES NOT reproduce"));
@@ -194,4 +201,118 @@ fn bad_files_are_named_with_what_is_wrong() {
         e.starts_with("decision file /nonexistent/decision.json: "),
         "{e}"
     );
+}
+
+/// `err` as the CLI prints it: the message and each source after it (anyhow's `{:#}`).
+fn with_chain(err: &ReplayError) -> String {
+    let mut s = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        s.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    s
+}
+
+#[test]
+fn errors_print_their_reason_once() {
+    let e = read(Path::new("/nonexistent/decision.json")).expect_err("no file");
+    assert_eq!(
+        with_chain(&e),
+        "decision file /nonexistent/decision.json: No such file or directory (os error 2)"
+    );
+    let mut v = serde_json::to_value(decided()).expect("value");
+    v["settings"]["bogus"] = json!(1);
+    let e = parse(Path::new("d.json"), &v.to_string()).expect_err("unknown field");
+    let text = with_chain(&e);
+    assert!(text.contains("unknown field `bogus`"), "{text}");
+    assert_eq!(text.matches("expected one of").count(), 1, "{text}");
+    let e = read(Path::new("/dev/zero")).expect_err("endless");
+    assert_eq!(
+        with_chain(&e),
+        "decision file /dev/zero: not a regular file: expected a text file"
+    );
+}
+
+#[test]
+fn inputs_the_manager_would_refuse_are_refused_by_field() {
+    let d = serde_json::to_value(decided()).expect("value");
+    let cases = [
+        (
+            "/settings/hot",
+            json!(-1),
+            "settings.hot = -1: expected a load share",
+        ),
+        (
+            "/settings/hot_samples",
+            json!(0),
+            "settings.hot_samples = 0: expected 1 to 3600",
+        ),
+        (
+            "/settings/link_bps",
+            json!(1),
+            "settings.link_bps = 1: expected at least 125000 bytes/s",
+        ),
+        (
+            "/now_s",
+            json!(1e308),
+            "now_s = 1e308: expected a time from 0 to 1e10 s",
+        ),
+        ("/now_s", json!(-1.0), "now_s = -1: expected a time"),
+        (
+            "/observation/hosts/0/cpu_demand_cores",
+            json!(-5.0),
+            "observation.hosts[0].cpu_demand_cores = -5: expected a finite number of cores",
+        ),
+    ];
+    for (at, value, want) in cases {
+        let mut v = d.clone();
+        *v.pointer_mut(at).expect(at) = value;
+        let e = parse(Path::new("d.json"), &v.to_string()).expect_err(at);
+        assert!(matches!(e, ReplayError::Invalid { .. }), "{at}: {e}");
+        let text = with_chain(&e);
+        assert!(
+            text.starts_with(&format!("decision file d.json: {want}")),
+            "{text}"
+        );
+    }
+    let mut v = d.clone();
+    let first = v["observation"]["hosts"][0]["name"].clone();
+    v["observation"]["hosts"][1]["name"] = first;
+    let e = parse(Path::new("d.json"), &v.to_string()).expect_err("two hosts, one name");
+    assert!(
+        e.to_string().contains("observation.hosts[1].name = \"h0\": expected a name no other host has (hosts[0] has it)"),
+        "{e}"
+    );
+    // A store export's time is `at_s`.
+    let mut export = d.clone();
+    let obj = export.as_object_mut().expect("object");
+    obj.remove("format");
+    obj.remove("output");
+    obj.remove("now_s");
+    obj.insert("plan_id".into(), json!("p-1"));
+    obj.insert("at_s".into(), json!(f64::MAX));
+    let e = parse(Path::new("e.json"), &export.to_string()).expect_err("time");
+    assert!(
+        e.to_string().contains("at_s = 1.7976931348623157e308"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_vm_running_on_two_hosts_is_replayed_with_a_warning() {
+    let d = decided();
+    let mut v = serde_json::to_value(&d).expect("value");
+    let vm = v["observation"]["hosts"][0]["vms"][0].clone();
+    let name = vm["name"].as_str().expect("name").to_string();
+    v["observation"]["hosts"][2]["vms"]
+        .as_array_mut()
+        .expect("vms")
+        .push(vm);
+    let stored = parse(Path::new("d.json"), &v.to_string()).expect("replayed anyway");
+    assert_eq!(stored.warnings.len(), 1, "{:?}", stored.warnings);
+    let r = replay(&stored);
+    let text = render(&stored, &r);
+    let want = format!("warning: VM {name} is reported running on h0 and h2");
+    assert!(text.contains(&want), "{text}");
 }

@@ -14,7 +14,7 @@
 //!   files.
 
 use super::TraceError;
-use std::io::Read;
+use crate::limits;
 use std::path::{Path, PathBuf};
 
 /// What a trace folder holds, by the rule in the module's documentation.
@@ -153,11 +153,9 @@ pub(super) fn read_text(path: &Path, max: u64, what: &'static str) -> Result<Str
         return Err(too_large());
     }
     let file = std::fs::File::open(path).map_err(io)?;
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
-    if bytes.len() as u64 > max {
-        return Err(too_large());
-    }
+    let bytes = limits::read_capped(file, max)
+        .map_err(io)?
+        .ok_or_else(too_large)?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         TraceError::NotUtf8 {
