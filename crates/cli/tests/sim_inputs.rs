@@ -365,22 +365,18 @@ fn when_every_day_fails_there_are_no_others() {
 #[test]
 fn a_bad_plot_path_is_refused_before_anything_runs() {
     let tmp = tempfile::tempdir().expect("tempdir");
+    let compare = |path: &Path| {
+        let plot = path.to_str().expect("utf-8 path");
+        let args = ["sim", "compare", "--synthetic", "20", "--policies", "npa"];
+        drover(&[&args[..], &["--plot", plot]].concat())
+    };
     let missing = tmp.path().join("no/such/dir/p.svg");
     let png = tmp.path().join("p.png");
     for (path, wanted) in [
         (&missing, "does not exist"),
         (&png, "give a name ending in .svg"),
     ] {
-        let out = drover(&[
-            "sim",
-            "compare",
-            "--synthetic",
-            "20",
-            "--policies",
-            "npa",
-            "--plot",
-            path.to_str().expect("utf-8 path"),
-        ]);
+        let out = compare(path);
         let (stdout, stderr) = text(&out);
         assert!(!out.status.success(), "{path:?} went ahead");
         assert!(stderr.contains(wanted), "{stderr}");
@@ -388,16 +384,7 @@ fn a_bad_plot_path_is_refused_before_anything_runs() {
         assert!(!path.exists());
     }
     let good = tmp.path().join("chart.SVG");
-    let out = drover(&[
-        "sim",
-        "compare",
-        "--synthetic",
-        "20",
-        "--policies",
-        "npa",
-        "--plot",
-        good.to_str().expect("utf-8 path"),
-    ]);
+    let out = compare(&good);
     assert!(out.status.success(), "{}", text(&out).1);
     assert!(good.exists());
 }

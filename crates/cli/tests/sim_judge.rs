@@ -1,7 +1,7 @@
 //! `drover sim calibrate` and the dirty-rate model's judge and observation flags, as a user
 //! meets them. Runs the built binary; no root, no QEMU.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const DROVER: &str = env!("CARGO_BIN_EXE_drover");
@@ -11,6 +11,20 @@ fn drover(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run drover")
+}
+
+/// `drover sim calibrate --rows ROWS [--out OUT]`.
+fn calibrate(rows: &Path, out: Option<&Path>) -> Output {
+    let mut args = vec![
+        "sim",
+        "calibrate",
+        "--rows",
+        rows.to_str().expect("utf-8 path"),
+    ];
+    if let Some(out) = out {
+        args.extend(["--out", out.to_str().expect("utf-8 path")]);
+    }
+    drover(&args)
 }
 
 fn calibration(file: &str) -> PathBuf {
@@ -24,14 +38,7 @@ fn calibrate_refits_the_committed_parameters_and_reports_the_error() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out_file = tmp.path().join("judge.json");
     let rows = calibration("rows.jsonl");
-    let out = drover(&[
-        "sim",
-        "calibrate",
-        "--rows",
-        rows.to_str().expect("utf-8 path"),
-        "--out",
-        out_file.to_str().expect("utf-8 path"),
-    ]);
+    let out = calibrate(&rows, Some(out_file.as_path()));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -50,12 +57,7 @@ fn a_bad_rows_file_is_named_with_its_line() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let rows = tmp.path().join("rows.jsonl");
     std::fs::write(&rows, "{\"memory_bytes\": 1}\n").expect("write");
-    let out = drover(&[
-        "sim",
-        "calibrate",
-        "--rows",
-        rows.to_str().expect("utf-8 path"),
-    ]);
+    let out = calibrate(&rows, None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("rows.jsonl line 1: "), "{stderr}");
@@ -73,14 +75,7 @@ fn an_implausible_row_is_refused_and_nothing_is_written() {
     let rows = tmp.path().join("rows.jsonl");
     std::fs::write(&rows, bad).expect("write");
     let out_file = tmp.path().join("judge.json");
-    let out = drover(&[
-        "sim",
-        "calibrate",
-        "--rows",
-        rows.to_str().expect("utf-8 path"),
-        "--out",
-        out_file.to_str().expect("utf-8 path"),
-    ]);
+    let out = calibrate(&rows, Some(out_file.as_path()));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

@@ -197,6 +197,33 @@ fn amount(field: impl FnOnce() -> String, v: f64, unit: &str) -> Result<(), Obse
     )
 }
 
+/// `name` is not empty and not yet in `seen` (names to their index), where it is then put:
+/// refused as "expected a {kind} name", or as "expected a name {among}[first] has it)" (e.g.
+/// `among` = "no other host has (hosts").
+fn named_once<'a>(
+    seen: &mut BTreeMap<&'a str, usize>,
+    name: &'a str,
+    index: usize,
+    field: impl Fn() -> String,
+    kind: &str,
+    among: &str,
+) -> Result<(), ObservationError> {
+    need(
+        !name.is_empty(),
+        &field,
+        "\"\"",
+        &format!("expected a {kind} name"),
+    )?;
+    match seen.insert(name, index) {
+        Some(first) => Err(ObservationError {
+            field: field(),
+            value: format!("{name:?}"),
+            expected: format!("expected a name {among}[{first}] has it)"),
+        }),
+        None => Ok(()),
+    }
+}
+
 impl Observation {
     /// Checks what the step takes for granted: hosts named once and not empty, VMs named and
     /// listed once per host, and every count and rate finite and not negative (a host that
@@ -210,40 +237,21 @@ impl Observation {
         let mut hosts: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, h) in self.hosts.iter().enumerate() {
             let at = |f: &str| format!("hosts[{i}].{f}");
-            need(
-                !h.name.is_empty(),
+            named_once(
+                &mut hosts,
+                &h.name,
+                i,
                 || at("name"),
-                "\"\"",
-                "expected a host name",
+                "host",
+                "no other host has (hosts",
             )?;
-            if let Some(first) = hosts.insert(&h.name, i) {
-                return Err(ObservationError {
-                    field: at("name"),
-                    value: format!("{:?}", h.name),
-                    expected: format!("expected a name no other host has (hosts[{first}] has it)"),
-                });
-            }
             amount(|| at("cpus"), h.cpus, "cores")?;
             amount(|| at("cpu_demand_cores"), h.cpu_demand_cores, "cores")?;
             let mut vms: BTreeMap<&str, usize> = BTreeMap::new();
             for (j, v) in h.vms.iter().enumerate() {
                 let at = |f: &str| format!("hosts[{i}].vms[{j}].{f}");
-                need(
-                    !v.name.is_empty(),
-                    || at("name"),
-                    "\"\"",
-                    "expected a VM name",
-                )?;
-                if let Some(first) = vms.insert(&v.name, j) {
-                    return Err(ObservationError {
-                        field: at("name"),
-                        value: format!("{:?}", v.name),
-                        expected: format!(
-                            "expected a name no other VM of host {} has (vms[{first}] has it)",
-                            h.name
-                        ),
-                    });
-                }
+                let among = format!("no other VM of host {} has (vms", h.name);
+                named_once(&mut vms, &v.name, j, || at("name"), "VM", &among)?;
                 amount(|| at("cpu_demand_cores"), v.cpu_demand_cores, "cores")?;
                 if let Some(d) = v.dirty_rate_bps {
                     amount(|| at("dirty_rate_bps"), d, "bytes/s")?;
