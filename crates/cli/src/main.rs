@@ -124,11 +124,22 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// A failure as the user reads it: `error: ` and the error with its causes on one line
-/// (`{:#}`). Returning the error from `main` would print its `Debug` form, which holds a whole
-/// backtrace whenever `RUST_BACKTRACE` is set (as it often is, for panics' sake).
+/// A failure as the user reads it: `error: ` and the error with its causes on one line,
+/// joined by `: ` as `{:#}` joins them, but a cause whose text the line already holds is not
+/// repeated: many errors put their cause in their own message and also return it as their
+/// `source()` (thiserror's `#[from]` with `{0}`), which `{:#}` printed twice ("... (os error
+/// 2): ... (os error 2)"). Returning the error from `main` would print its `Debug` form, which
+/// holds a whole backtrace whenever `RUST_BACKTRACE` is set (as it often is, for panics' sake).
 fn user_error(e: &anyhow::Error) -> String {
-    format!("error: {e:#}")
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    format!("error: {text}")
 }
 
 fn run() -> anyhow::Result<()> {
@@ -173,5 +184,34 @@ mod tests {
         let e = anyhow::anyhow!("no such file").context("reading --config x.toml");
         let text = user_error(&e);
         assert_eq!(text, "error: reading --config x.toml: no such file");
+    }
+
+    /// An error that quotes its cause and also returns it as its source prints it once.
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        // As thiserror's `#[error("store x.db: {0}")] Store(#[from] io::Error)` makes it.
+        #[derive(Debug)]
+        struct Wrapped(std::io::Error);
+        impl std::fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "store x.db: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(Wrapped(io)).context("starting the manager");
+        assert_eq!(
+            user_error(&e),
+            "error: starting the manager: store x.db: no such file"
+        );
+        // Causes not quoted are all still there, in order.
+        let e = anyhow::anyhow!("disk full")
+            .context("writing x")
+            .context("saving");
+        assert_eq!(user_error(&e), "error: saving: writing x: disk full");
     }
 }
