@@ -25,6 +25,32 @@ where
     RangedI64ValueParser::new().range(bound(min)..=bound(max))
 }
 
+/// A file a command will write at its end, checked before the work that fills it (which may
+/// take minutes): its folder must exist and the path must not be a folder itself.
+///
+/// # Errors
+/// Naming `flag` and the path: the folder is missing, or the path is a folder.
+pub fn output_file(flag: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    if path.is_dir() {
+        return Err(anyhow!(
+            "{flag} {}: is a folder: expected a file name",
+            path.display()
+        ));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(anyhow!(
+            "{flag} {}: folder {} does not exist",
+            path.display(),
+            parent.display()
+        ));
+    }
+    Ok(())
+}
+
 /// A flag given with a unit, as typed and as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Typed {

@@ -197,7 +197,7 @@ fn single(a: RunArgs) -> Result<()> {
 }
 
 /// `--plot`'s file, checked before the comparison runs (it may take minutes): an SVG chart is
-/// named `.svg`, and its folder must exist.
+/// named `.svg`, and it must be writable as a file (`flags::output_file`).
 fn check_plot_path(path: &Path) -> Result<()> {
     let svg = path
         .extension()
@@ -208,18 +208,7 @@ fn check_plot_path(path: &Path) -> Result<()> {
             path.display()
         );
     }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !parent.is_dir() {
-        bail!(
-            "--plot {}: folder {} does not exist",
-            path.display(),
-            parent.display()
-        );
-    }
-    Ok(())
+    crate::flags::output_file("--plot", path)
 }
 
 /// Every policy on every day, run side by side on `--jobs` threads (rows come out in day, then

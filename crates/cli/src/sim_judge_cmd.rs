@@ -91,6 +91,9 @@ pub struct CalibrateArgs {
 /// Fits the judge to the rows, prints the fit's error (in-sample and leave-one-out) as a
 /// Markdown table, and writes the parameters with `--out`.
 pub fn calibrate(a: CalibrateArgs) -> Result<()> {
+    if let Some(out) = &a.out {
+        crate::flags::output_file("--out", out)?;
+    }
     let measured = rows::load_rows(&a.rows)?;
     let limit_s = PlanKnobs::default().downtime_limit_ms as f64 / 1000.0;
     let params =

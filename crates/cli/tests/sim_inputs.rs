@@ -372,16 +372,19 @@ fn a_bad_plot_path_is_refused_before_anything_runs() {
     };
     let missing = tmp.path().join("no/such/dir/p.svg");
     let png = tmp.path().join("p.png");
+    let folder = tmp.path().join("d.svg");
+    fs::create_dir(&folder).expect("mkdir");
     for (path, wanted) in [
         (&missing, "does not exist"),
         (&png, "give a name ending in .svg"),
+        (&folder, "is a folder"),
     ] {
         let out = compare(path);
         let (stdout, stderr) = text(&out);
         assert!(!out.status.success(), "{path:?} went ahead");
         assert!(stderr.contains(wanted), "{stderr}");
         assert!(stdout.is_empty(), "ran before refusing: {stdout}");
-        assert!(!path.exists());
+        assert!(!path.is_file());
     }
     let good = tmp.path().join("chart.SVG");
     let out = compare(&good);

@@ -128,3 +128,23 @@ fn judge_and_observation_flags_are_checked() {
     ]);
     assert!(ok, "{err}");
 }
+
+/// `--out` is checked before the rows are read and fitted: nothing is printed first.
+#[test]
+fn an_unwritable_out_is_refused_before_the_fit() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rows = calibration("rows.jsonl");
+    for (out, wanted) in [
+        (tmp.path().join("no/dir/judge.json"), "does not exist"),
+        (tmp.path().to_path_buf(), "is a folder"),
+    ] {
+        let run = calibrate(&rows, Some(out.as_path()));
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{out:?} went ahead");
+        assert!(
+            stderr.contains(&format!("--out {}: ", out.display())) && stderr.contains(wanted),
+            "{stderr}"
+        );
+        assert!(run.stdout.is_empty(), "fitted before refusing");
+    }
+}
