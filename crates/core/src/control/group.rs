@@ -14,7 +14,9 @@
 //! ([`ControlSettings::link_bandwidth_bps`]) each way; each VM's traffic is its agent's rx and
 //! tx rate (not a sane number: 0); the bytes a VM's migration moves are what its last completed
 //! migration moved (`VmMemory::moved_bytes`), else all of its memory; the VMs already on the hosts compete as residents; the
-//! migrations the scheduler may run at once from the host are `max_out_per_host`.
+//! migrations the scheduler may run at once from the host are `max_out_per_host`. The rest are
+//! the group choice's defaults: a schedule forecast to beat all pre-copy and all post-copy on
+//! both evacuation time and lost work comes first (`GroupParams::beat_uniform`).
 //!
 //! What it changes: each grouped move's technique and reason (the group's evacuation time
 //! against all pre-copy and all post-copy, then the VM's own reason naming its traffic), its

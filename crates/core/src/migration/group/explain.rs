@@ -3,7 +3,7 @@
 //! alternatives.
 
 use super::model::{evaluate, location, stall_beyond, Ctx, Outcome};
-use super::search::traffic_order;
+use super::search::{bar_concurrency, traffic_order, uniform_bar};
 use super::{Alternative, Coverage, GroupPlan, Schedule, SearchStats, VmForecast};
 use crate::migration::cost::choose;
 use crate::migration::cost::LinkProfile;
@@ -264,14 +264,20 @@ fn rule_would(ctx: &Ctx, o: &Outcome, alt: &Outcome, v: usize, wanted: Technique
         "evacuation {:.1} s instead of {:.1} s, lost work {:.2} s instead of {:.2} s, risk (pauses, memory split between hosts) {:.1} points instead of {:.1}",
         alt.evacuation_s,
         o.evacuation_s,
-        alt.group_lost_s() + alt.residents_lost_s,
-        o.group_lost_s() + o.residents_lost_s,
+        alt.lost_total_s(),
+        o.lost_total_s(),
         alt.risk(params),
         o.risk(params),
     );
     let more = alt.objective - o.objective;
+    let bar = uniform_bar(ctx);
     if more >= 0.0 {
         format!("{wanted} would cost the group {more:.1} points more ({figures})")
+    } else if bar.is_some_and(|b| b.beaten_by(o) && !b.beaten_by(alt)) {
+        format!(
+            "{wanted} would cost the group {:.1} points less ({figures}), but would not beat both all pre-copy and all post-copy on evacuation time and lost work, as this plan does",
+            -more
+        )
     } else {
         format!(
             "{wanted} would cost the group {:.1} points less ({figures}), but the search's budget ran out before trying it",
@@ -301,7 +307,7 @@ fn capacities(ctx: &Ctx) -> String {
     parts.join(", ")
 }
 
-fn searched(stats: Option<SearchStats>) -> String {
+fn searched(ctx: &Ctx, stats: Option<SearchStats>) -> String {
     let Some(st) = stats else {
         return String::new();
     };
@@ -310,7 +316,25 @@ fn searched(stats: Option<SearchStats>) -> String {
         Coverage::Techniques => "every technique in the traffic order, then local search",
         Coverage::Local => "local search from the baselines",
     };
-    format!("; searched {how} ({} schedules)", st.evaluations)
+    let uniform = format!(
+        "all pre-copy and all post-copy ({}) on both evacuation time and lost work",
+        at_a_time(bar_concurrency(ctx))
+    );
+    let verdict = match st.beats_uniform {
+        Some(true) => format!("; forecast to beat {uniform}"),
+        Some(false) => {
+            format!("; no schedule found that beats {uniform}, so the lowest objective")
+        }
+        None => String::new(),
+    };
+    format!("; searched {how} ({} schedules){verdict}", st.evaluations)
+}
+
+fn at_a_time(concurrency: u32) -> String {
+    match concurrency {
+        1 => "one at a time".to_string(),
+        k => format!("{k} at a time"),
+    }
 }
 
 fn group_reason(
@@ -330,10 +354,7 @@ fn group_reason(
     } else {
         "the traffic order (net senders first) refined by local search".to_string()
     };
-    let at_a_time = match s.concurrency {
-        1 => "one at a time".to_string(),
-        k => format!("{k} at a time"),
-    };
+    let at_a_time = at_a_time(s.concurrency);
     let compare: Vec<String> = alternatives
         .iter()
         .map(|a| {
@@ -356,8 +377,8 @@ fn group_reason(
         capacities(ctx),
         names.join(", "),
         o.evacuation_s,
-        o.group_lost_s() + o.residents_lost_s,
-        searched(stats),
+        o.lost_total_s(),
+        searched(ctx, stats),
         per_vm.join(". ")
     )
 }

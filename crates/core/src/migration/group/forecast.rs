@@ -92,6 +92,11 @@ pub struct SearchStats {
     /// Schedules it could have evaluated ([`super::GroupParams::evaluation_budget`]).
     pub budget: usize,
     pub coverage: Coverage,
+    /// Whether the plan is forecast to beat all pre-copy and all post-copy on both evacuation
+    /// time and lost work ([`super::GroupParams::beat_uniform`]); None when not asked (or the
+    /// budget left no room to forecast them).
+    #[serde(default)]
+    pub beats_uniform: Option<bool>,
 }
 
 /// The forecast of one schedule for the whole group.

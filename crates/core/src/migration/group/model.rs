@@ -173,6 +173,12 @@ impl Outcome {
         self.lost_s.iter().sum()
     }
 
+    /// Seconds of full throughput lost by the group's VMs and the residents: the lost work
+    /// the plans are compared on.
+    pub fn lost_total_s(&self) -> f64 {
+        self.group_lost_s() + self.residents_lost_s
+    }
+
     /// The single-VM model's risk points ([`Prediction::risk`]) at the group's price of
     /// post-copy exposure ([`GroupParams::risk_cost`]), summed over the group.
     pub fn risk(&self, params: &GroupParams) -> f64 {

@@ -49,11 +49,80 @@ pub(super) fn rule(ctx: &Ctx) -> Vec<Technique> {
         .collect()
 }
 
+/// What the chosen plan should beat ([`GroupParams::beat_uniform`](super::GroupParams)): the
+/// shorter evacuation and the smaller lost work (group and residents, seconds of full
+/// throughput) of all pre-copy and all post-copy, each in the traffic order at the highest
+/// concurrency allowed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Bar {
+    pub evacuation_s: f64,
+    pub lost_s: f64,
+}
+
+impl Bar {
+    /// Whether `o` is forecast strictly better than both baselines on both figures, with
+    /// every migration converging (a pre-copy that never ends beats nothing, whatever its
+    /// figures say).
+    pub fn beaten_by(&self, o: &Outcome) -> bool {
+        o.evacuation_s < self.evacuation_s
+            && o.lost_total_s() < self.lost_s
+            && o.legs.iter().all(|l| l.prediction.converges)
+    }
+}
+
+/// The uniform baselines' bar, or None when the preference is off or neither technique is
+/// allowed. One forecast per baseline.
+pub(super) fn uniform_bar(ctx: &Ctx) -> Option<Bar> {
+    if !ctx.params.beat_uniform {
+        return None;
+    }
+    let n = ctx.group.vms.len();
+    let concurrency = bar_concurrency(ctx);
+    let order = traffic_order(ctx.group);
+    uniform_techniques(ctx)
+        .into_iter()
+        .map(|t| {
+            evaluate(
+                ctx,
+                &Schedule {
+                    techniques: vec![t; n],
+                    order: order.clone(),
+                    concurrency,
+                },
+            )
+        })
+        .map(|o| Bar {
+            evacuation_s: o.evacuation_s,
+            lost_s: o.lost_total_s(),
+        })
+        .reduce(|a, b| Bar {
+            evacuation_s: a.evacuation_s.min(b.evacuation_s),
+            lost_s: a.lost_s.min(b.lost_s),
+        })
+}
+
+/// Migrations at a time of the uniform baselines in the bar: the most allowed (at most the
+/// group's size).
+pub(super) fn bar_concurrency(ctx: &Ctx) -> u32 {
+    let n = ctx.group.vms.len().max(1) as u32;
+    ctx.params.max_concurrent.min(n).max(1)
+}
+
+/// The uniform baselines' techniques the bar is made of: pre-copy and post-copy, where allowed.
+fn uniform_techniques(ctx: &Ctx) -> Vec<Technique> {
+    [Technique::Precopy, Technique::Postcopy]
+        .into_iter()
+        .filter(|t| ctx.allowed.contains(t))
+        .collect()
+}
+
 /// Evaluates schedules within the budget and keeps the best.
 struct Searcher<'c, 'a> {
     ctx: &'c Ctx<'a>,
     evaluations: usize,
     budget: usize,
+    /// The uniform baselines to beat, if preferred.
+    bar: Option<Bar>,
     best: Option<(Schedule, Outcome)>,
 }
 
@@ -62,9 +131,15 @@ impl Searcher<'_, '_> {
         self.evaluations >= self.budget
     }
 
-    /// Evaluates `s` (if the budget allows) and keeps it if strictly better: a lower objective,
-    /// or the same with a shorter evacuation; returns whether it was kept. Other ties keep the
-    /// earlier, so the result follows the order of the search.
+    /// Whether `o` beats the bar (false without one).
+    fn beats(&self, o: &Outcome) -> bool {
+        self.bar.is_some_and(|b| b.beaten_by(o))
+    }
+
+    /// Evaluates `s` (if the budget allows) and keeps it if strictly better: one that beats
+    /// the uniform baselines before one that does not, then a lower objective, then the same
+    /// with a shorter evacuation; returns whether it was kept. Other ties keep the earlier, so
+    /// the result follows the order of the search.
     fn consider(&mut self, s: Schedule) -> bool {
         if self.spent() {
             return false;
@@ -72,8 +147,11 @@ impl Searcher<'_, '_> {
         self.evaluations += 1;
         let o = evaluate(self.ctx, &s);
         let better = self.best.as_ref().is_none_or(|(_, b)| {
-            o.objective < b.objective
-                || (o.objective == b.objective && o.evacuation_s < b.evacuation_s)
+            let (new, old) = (self.beats(&o), self.beats(b));
+            (new && !old)
+                || (new == old
+                    && (o.objective < b.objective
+                        || (o.objective == b.objective && o.evacuation_s < b.evacuation_s)))
         });
         if better {
             self.best = Some((s, o));
@@ -136,10 +214,18 @@ fn starts(
 pub(super) fn search(ctx: &Ctx) -> (Schedule, Outcome, SearchStats) {
     let n = ctx.group.vms.len();
     let budget = ctx.params.evaluation_budget(n);
+    // The bar's forecasts count against the budget, when it leaves room for a seed after them.
+    let bar_cost = uniform_techniques(ctx).len();
+    let bar = if budget > bar_cost {
+        uniform_bar(ctx)
+    } else {
+        None
+    };
     let mut s = Searcher {
         ctx,
-        evaluations: 0,
+        evaluations: if bar.is_some() { bar_cost } else { 0 },
         budget,
+        bar,
         best: None,
     };
     let moving = movable(ctx);
@@ -188,6 +274,7 @@ pub(super) fn search(ctx: &Ctx) -> (Schedule, Outcome, SearchStats) {
         evaluations,
         budget,
         coverage,
+        beats_uniform: bar.map(|b| b.beaten_by(&outcome)),
     };
     (schedule, outcome, stats)
 }
@@ -306,7 +393,7 @@ pub(super) fn alternatives(ctx: &Ctx, concurrency: u32) -> Vec<Alternative> {
                 label: label.to_string(),
                 schedule,
                 evacuation_s: o.evacuation_s,
-                lost_work_s: o.group_lost_s() + o.residents_lost_s,
+                lost_work_s: o.lost_total_s(),
                 objective: o.objective,
             }
         })

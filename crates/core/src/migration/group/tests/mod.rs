@@ -31,6 +31,7 @@ pub(super) fn single_vm_weights() -> GroupParams {
         evacuation_weight: 0.0,
         postcopy_exposure_weight: defaults.cost.postcopy_exposure_weight,
         postcopy_stall_factor: 0.0,
+        beat_uniform: false,
         ..defaults
     }
 }

@@ -192,15 +192,19 @@ fn lab() -> Group {
     }
 }
 
-/// Not hand-computed: the defaults against what was measured in that setting (3
-/// repetitions, BENCHMARKS.md). All post-copy two at a time: evacuation 19.1-20.9 s, 23.5-26.9
-/// s of work lost in all; the group choice's schedule (pre-copy and hybrids one at a time):
-/// 30.1-30.7 s. Before, the model forecast 32.3 s / 17% and 37.2 s. Each within a fifth.
+/// Not hand-computed: the model against what was measured in that setting (3 repetitions,
+/// BENCHMARKS.md). All post-copy two at a time: evacuation 19.1-20.9 s, 23.5-26.9 s of work
+/// lost in all; the weights' own choice (pre-copy and hybrids one at a time): 29.4-30.7 s.
+/// Before, the model forecast 32.3 s / 17% and 37.2 s. Each within a fifth. In the runs no
+/// schedule was forecast to beat both uniform plans, so the defaults chose by the weights; in
+/// this rounded setting (2 MB/s dirtied by every guest) the paper's rule two at a time just
+/// is (17.3 s against 17.8, 11.9 s lost against 12.6), hence `beat_uniform` off here.
 #[test]
 fn the_lab_setting_forecasts_what_was_measured() {
     let g = lab();
     let params = GroupParams {
         max_concurrent: 2,
+        beat_uniform: false,
         ..GroupParams::default()
     };
     let within = |got: f64, measured: f64, what: &str| {
@@ -230,4 +234,56 @@ fn the_lab_setting_forecasts_what_was_measured() {
         "{}",
         plan.reason
     );
+    assert_eq!(plan.search.and_then(|s| s.beats_uniform), None);
+}
+
+/// The senders at 11 MB/s (88% of h1's transmit side between them). By the weights alone the
+/// choice loses to all post-copy on evacuation time (what was measured with this setting:
+/// 26.2 s against 19.9, BENCHMARKS.md); with `beat_uniform` (the default) it takes a schedule
+/// forecast to beat all pre-copy and all post-copy, two at a time, on both evacuation time and
+/// lost work: both senders post-copied, so that h1's transmit side carries only migrations.
+#[test]
+fn beating_both_uniform_plans_comes_before_the_weights() {
+    let mut g = lab();
+    for v in &mut g.vms[..2] {
+        v.traffic.tx_bps = 11e6;
+    }
+    let params = GroupParams {
+        max_concurrent: 2,
+        ..GroupParams::default()
+    };
+    let uniform = |t: Technique| {
+        let s = Schedule {
+            concurrency: 2,
+            ..everyone(&g, t)
+        };
+        predict_group(&g, &params, &s, &ALL).expect("uniform")
+    };
+    let (pre, post) = (uniform(Technique::Precopy), uniform(Technique::Postcopy));
+    let plan = choose_group(&g, &params, &ALL).expect("plan");
+    assert_eq!(plan.search.and_then(|s| s.beats_uniform), Some(true));
+    assert!(plan.evacuation_s < pre.evacuation_s.min(post.evacuation_s));
+    assert!(plan.lost_work_s < pre.lost_work_s.min(post.lost_work_s));
+    for sender in ["out1", "out2"] {
+        let f = plan.vms.iter().find(|v| v.name == sender).expect("listed");
+        assert_eq!(f.technique, Technique::Postcopy, "{}", plan.reason);
+    }
+    assert!(
+        plan.reason.contains("forecast to beat all pre-copy and all post-copy (2 at a time) on both evacuation time and lost work"),
+        "{}",
+        plan.reason
+    );
+    // By the weights alone: a lower objective, but slower than all post-copy.
+    let weights = GroupParams {
+        beat_uniform: false,
+        ..params.clone()
+    };
+    let by_weights = choose_group(&g, &weights, &ALL).expect("plan");
+    assert!(by_weights.objective < plan.objective);
+    assert!(
+        by_weights.evacuation_s > post.evacuation_s,
+        "{}",
+        by_weights.reason
+    );
+    assert_eq!(by_weights.search.and_then(|s| s.beats_uniform), None);
 }
