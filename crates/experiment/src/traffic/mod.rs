@@ -18,7 +18,8 @@
 //!    working set, as the manager does), the bytes a pass over each guest's memory moved in
 //!    the runs before (the least of its completed migrations; before any, all of memory) and
 //!    the links' rate; and the group model's forecast of it (predicted), with the group
-//!    model's default weights (`GroupParams::default`, as the manager uses them).
+//!    model's defaults (`GroupParams::default`, as the manager uses them: weights, and a
+//!    schedule forecast to beat both uniform plans on evacuation time and lost work first).
 //! 5. The evacuation, driven through h1's agent: the schedule's waves, each wave's migrations
 //!    started together and waited for before the next (the model's waves); then `after_s`.
 //! 6. Teardown, then the figures ([`summary`]) from the peer's byte counters, the sampler's

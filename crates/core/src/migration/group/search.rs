@@ -70,13 +70,15 @@ impl Bar {
     }
 }
 
-/// The uniform baselines' bar, or None when the preference is off or neither technique is
-/// allowed. One forecast per baseline.
+/// The uniform baselines' bar, or None when the preference is off, neither technique is
+/// allowed, or the search's budget leaves no room for a schedule after the bar's forecasts
+/// (one per baseline, counted against it).
 pub(super) fn uniform_bar(ctx: &Ctx) -> Option<Bar> {
-    if !ctx.params.beat_uniform {
+    let n = ctx.group.vms.len();
+    let cost = uniform_techniques(ctx).len();
+    if !ctx.params.beat_uniform || ctx.params.evaluation_budget(n) <= cost {
         return None;
     }
-    let n = ctx.group.vms.len();
     let concurrency = bar_concurrency(ctx);
     let order = traffic_order(ctx.group);
     uniform_techniques(ctx)
@@ -214,16 +216,11 @@ fn starts(
 pub(super) fn search(ctx: &Ctx) -> (Schedule, Outcome, SearchStats) {
     let n = ctx.group.vms.len();
     let budget = ctx.params.evaluation_budget(n);
-    // The bar's forecasts count against the budget, when it leaves room for a seed after them.
-    let bar_cost = uniform_techniques(ctx).len();
-    let bar = if budget > bar_cost {
-        uniform_bar(ctx)
-    } else {
-        None
-    };
+    // The bar's forecasts count against the budget.
+    let bar = uniform_bar(ctx);
     let mut s = Searcher {
         ctx,
-        evaluations: if bar.is_some() { bar_cost } else { 0 },
+        evaluations: bar.map_or(0, |_| uniform_techniques(ctx).len()),
         budget,
         bar,
         best: None,

@@ -117,6 +117,29 @@ fn large_groups_are_searched_within_the_budget() {
     }
 }
 
+/// The bar's two forecasts count against the budget; a budget with no room after them skips
+/// the preference rather than the search.
+#[test]
+fn the_uniform_bar_counts_against_the_budget() {
+    let g = crowd(6);
+    let with = |max_evaluations: usize| {
+        let params = GroupParams {
+            max_evaluations,
+            ..GroupParams::default()
+        };
+        choose_group(&g, &params, &ALL)
+            .expect("plan")
+            .search
+            .expect("stats")
+    };
+    let tight = with(2);
+    assert_eq!(tight.beats_uniform, None);
+    assert!(tight.evaluations <= 2, "{tight:?}");
+    let room = with(3);
+    assert!(room.beats_uniform.is_some(), "{room:?}");
+    assert_eq!(room.evaluations, 3, "{room:?}");
+}
+
 #[test]
 fn every_vm_is_scheduled_once_and_waves_follow_each_other() {
     let g = crowd(9);
