@@ -157,6 +157,11 @@ impl AgentClient {
     }
 
     /// Polls until the migration's record is final, or `timeout` passes (then the last record).
+    ///
+    /// A poll the agent does not answer ([`ClientError::Unreachable`]: refused, reset, timed
+    /// out) is tried again until `timeout`: a busy or restarting agent keeps its migrations'
+    /// records, so one lost poll says nothing of the migration. Any other error, or
+    /// `Unreachable` still at `timeout`, is returned.
     pub async fn wait_migration(
         &self,
         id: &str,
@@ -164,9 +169,14 @@ impl AgentClient {
     ) -> Result<MigrationRecord, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let m = self.migration(id).await?;
-            if m.state.is_final() || tokio::time::Instant::now() >= deadline {
-                return Ok(m);
+            let past = tokio::time::Instant::now() >= deadline;
+            match self.migration(id).await {
+                Ok(m) if m.state.is_final() || past => return Ok(m),
+                Ok(_) => {}
+                Err(e @ ClientError::Unreachable { .. }) if !past => {
+                    tracing::debug!(error = %e, "migration poll not answered; trying again");
+                }
+                Err(e) => return Err(e),
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -291,4 +301,88 @@ fn checked_id(id: &str) -> Result<&str, ClientError> {
         .check(id)
         .map(|()| id)
         .map_err(|e| ClientError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migration::MigrationState;
+    use drover_core::migration::{PlanKnobs, Technique};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A fake agent on loopback that hangs up on the first `drops` connections without an
+    /// answer, then answers every request with `record`; returns its URL and the count of
+    /// connections it took.
+    async fn flaky_agent(drops: usize, record: MigrationRecord) -> (AgentUrl, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        let body = serde_json::to_vec(&record).expect("record");
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    if n < drops {
+                        return; // dropped: the client sees the connection closed
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(&body).await;
+                });
+            }
+        });
+        let url = AgentUrl::parse(&format!("http://{addr}")).expect("url");
+        (url, seen)
+    }
+
+    fn record(state: MigrationState) -> MigrationRecord {
+        let to = AgentUrl::parse("http://198.18.0.12:7700").expect("url");
+        let request = MigrationRequest {
+            id: None,
+            to,
+            technique: Technique::Precopy,
+            measure: false,
+            knobs: PlanKnobs::default(),
+        };
+        let mut r = MigrationRecord::preparing("vm1-m1".into(), "vm1".into(), request, 1);
+        r.state = state;
+        r
+    }
+
+    /// Polls the agent does not answer are tried again; the final record is returned.
+    #[tokio::test]
+    async fn a_lost_poll_is_tried_again() {
+        let (url, seen) = flaky_agent(2, record(MigrationState::Completed)).await;
+        let client = AgentClient::new(url, "t");
+        let m = client
+            .wait_migration("vm1-m1", Duration::from_secs(30))
+            .await
+            .expect("completed after two lost polls");
+        assert_eq!(m.state, MigrationState::Completed);
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
+    }
+
+    /// An agent that never answers: the wait ends at its timeout with the error naming it.
+    #[tokio::test]
+    async fn an_agent_that_never_answers_ends_the_wait_at_its_timeout() {
+        let (url, seen) = flaky_agent(usize::MAX, record(MigrationState::Completed)).await;
+        let client = AgentClient::new(url.clone(), "t");
+        let err = client
+            .wait_migration("vm1-m1", Duration::from_millis(600))
+            .await
+            .expect_err("never answered");
+        assert!(matches!(err, ClientError::Unreachable { .. }), "{err}");
+        assert!(err.to_string().contains(&url.to_string()), "{err}");
+        assert!(seen.load(Ordering::SeqCst) >= 2, "tried again");
+    }
 }

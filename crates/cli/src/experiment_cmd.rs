@@ -72,7 +72,7 @@ pub struct TrafficArgs {
     /// Seconds observed after the last migration, 0 to 600.
     #[arg(long, value_name = "SECS", default_value_t = 2, allow_negative_numbers = true, value_parser = whole::<u64>(0, 600))]
     after: u64,
-    /// Longest wait for one migration, 10 to 3600 s.
+    /// Longest wait for one migration (also each pre-copy's deadline), 10 to 3600 s.
     #[arg(long, value_name = "SECS", default_value_t = 180, allow_negative_numbers = true, value_parser = whole::<u64>(10, 3600))]
     migration_timeout: u64,
     /// The lab's name (a-z, 0-9, at most 8); a lab of that name must not be up.

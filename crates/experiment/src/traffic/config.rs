@@ -106,7 +106,7 @@ pub struct TrafficConfig {
     pub concurrency: u32,
     /// How often the agents measure each VM's dirty rate, s.
     pub dirty_interval_s: u64,
-    /// Longest wait for one migration, s.
+    /// Longest wait for one migration, s; also each pre-copy's deadline.
     pub migration_timeout_s: u64,
     /// Lab name (a-z, 0-9, at most 8).
     pub lab: String,

@@ -23,6 +23,7 @@ pub struct StrategyRow {
     pub degradation_pct: Option<Spread>,
     pub predicted_degradation_pct: Option<Spread>,
     pub lost_s: Option<Spread>,
+    pub predicted_lost_s: Option<Spread>,
     pub failed_migrations: usize,
 }
 
@@ -42,6 +43,7 @@ pub fn rows(order: &[Strategy], runs: &[RunResult]) -> Vec<StrategyRow> {
                     mine.iter().map(|r| r.predicted_degradation_pct),
                 ),
                 lost_s: Spread::of(mine.iter().filter_map(|r| r.lost_s)),
+                predicted_lost_s: Spread::of(mine.iter().map(|r| r.predicted_lost_s)),
                 failed_migrations: mine.iter().map(|r| r.failed_migrations).sum(),
             }
         })
@@ -83,10 +85,13 @@ pub fn verdict(rows: &[StrategyRow]) -> Verdict {
     }
 }
 
-/// The table: a header, a row per strategy, and the verdict.
+/// What the table's figures are, printed under it.
+const LEGEND: &str = "evacuation: first migration's start to the last one's end; lost s: seconds of full throughput the VMs' applications lost, summed; degradation: each VM's lost work over its strategy's evacuation (at least 10 s), mean of the VMs; predicted: the group model's forecast (mean)\n";
+
+/// The table: a header, a row per strategy, the legend and the verdict.
 pub fn table(rows: &[StrategyRow]) -> String {
     let mut out = format!(
-        "{:<17} {:>4} {:>20} {:>12} {:>20} {:>12} {:>18} {:>6}\n",
+        "{:<17} {:>4} {:>20} {:>12} {:>20} {:>12} {:>18} {:>12} {:>6}\n",
         "strategy",
         "runs",
         "evacuation s",
@@ -94,12 +99,13 @@ pub fn table(rows: &[StrategyRow]) -> String {
         "degradation %",
         "predicted %",
         "lost s",
+        "predicted s",
         "failed"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<17} {:>4} {:>20} {:>12} {:>20} {:>12} {:>18} {:>6}",
+            "{:<17} {:>4} {:>20} {:>12} {:>20} {:>12} {:>18} {:>12} {:>6}",
             r.strategy.as_str(),
             r.runs,
             Spread::show(r.evacuation_s, 1),
@@ -107,6 +113,7 @@ pub fn table(rows: &[StrategyRow]) -> String {
             Spread::show(r.degradation_pct, 1),
             Spread::show(r.predicted_degradation_pct.map(|s| Spread { n: 1, ..s }), 1),
             Spread::show(r.lost_s, 1),
+            Spread::show(r.predicted_lost_s.map(|s| Spread { n: 1, ..s }), 1),
             r.failed_migrations,
         );
     }
@@ -116,9 +123,10 @@ pub fn table(rows: &[StrategyRow]) -> String {
         None => "unknown",
     };
     let v = verdict(rows);
+    out.push_str(LEGEND);
     let _ = writeln!(
         out,
-        "traffic beat all-pre and all-post (means): evacuation {}, degradation {}, lost work {}",
+        "traffic-sensitive beat both all-precopy and all-postcopy (means over the runs): evacuation {}, degradation {}, lost work {}",
         word(v.evacuation),
         word(v.degradation),
         word(v.lost_work)
@@ -394,5 +402,11 @@ mod tests {
             text.ends_with("evacuation yes, degradation yes, lost work yes\n"),
             "{text}"
         );
+        // The legend says what each figure is; predicted lost work sits beside the measured.
+        assert!(
+            text.contains("lost s: seconds of full throughput"),
+            "{text}"
+        );
+        assert_eq!(t.predicted_lost_s.map(|s| s.mean), Some(0.5));
     }
 }

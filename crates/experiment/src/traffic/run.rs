@@ -379,7 +379,13 @@ async fn evacuate(
                 to: to.clone(),
                 technique: f.technique,
                 measure: false,
-                knobs: PlanKnobs::default(),
+                // The agent's own pre-copy deadline (60 s) would cancel a pre-copy the run is
+                // still willing to wait for: all pre-copy with senders at 88% of h1's link took
+                // 44-52 s a migration on a quiet machine, more under load.
+                knobs: PlanKnobs {
+                    deadline_s: config.migration_timeout_s,
+                    ..PlanKnobs::default()
+                },
             };
             let started_s = unix_now_s();
             match h1.migrate(&f.name, &req).await {
@@ -407,8 +413,13 @@ async fn evacuate(
                 .map_err(|e| TrafficError::Scenario(format!("waiting for a migration: {e}")))?
                 .map_err(agent_err("waiting for a migration"))?;
             let m = migration_done(&record);
+            // Why a migration did not complete (the agent's record: a deadline, QEMU's error).
+            let why = m
+                .error
+                .as_deref()
+                .map_or_else(String::new, |e| format!(": {e}"));
             say(&format!(
-                "[{tag}] {} {} {} in {}",
+                "[{tag}] {} {} {} in {}{why}",
                 m.vm,
                 m.technique.as_str(),
                 m.state,

@@ -25,7 +25,7 @@ pub(super) fn plan(
     let vms: Vec<VmForecast> = schedule
         .order
         .iter()
-        .map(|&v| forecast(ctx, &schedule, outcome, v, window))
+        .map(|&v| forecast(ctx, &schedule, outcome, v, window, search.is_some()))
         .collect();
     let reason = group_reason(ctx, &schedule, outcome, &alternatives, search, &vms);
     GroupPlan {
@@ -41,7 +41,16 @@ pub(super) fn plan(
     }
 }
 
-fn forecast(ctx: &Ctx, s: &Schedule, o: &Outcome, v: usize, window: f64) -> VmForecast {
+/// `searched`: the schedule is the search's choice (not one given to forecast), so a VM's
+/// reason may say why the search did not take another technique.
+fn forecast(
+    ctx: &Ctx,
+    s: &Schedule,
+    o: &Outcome,
+    v: usize,
+    window: f64,
+    searched: bool,
+) -> VmForecast {
     let vm = &ctx.group.vms[v];
     let leg = &o.legs[v];
     let total = vm.traffic.total_bps();
@@ -70,13 +79,13 @@ fn forecast(ctx: &Ctx, s: &Schedule, o: &Outcome, v: usize, window: f64) -> VmFo
         lost_work_s: o.lost_s[v],
         degradation_pct,
         prediction: leg.prediction,
-        reason: vm_reason(ctx, s, o, v, share),
+        reason: vm_reason(ctx, s, o, v, share, searched),
     }
 }
 
 /// Why VM `v` moves the way it does: its traffic, the NIC side its technique spares, what its
 /// migration gets and what its application loses.
-fn vm_reason(ctx: &Ctx, s: &Schedule, o: &Outcome, v: usize, share: f64) -> String {
+fn vm_reason(ctx: &Ctx, s: &Schedule, o: &Outcome, v: usize, share: f64, searched: bool) -> String {
     let vm = &ctx.group.vms[v];
     let leg = &o.legs[v];
     let (rx, tx) = (mb(vm.traffic.rx_bps), mb(vm.traffic.tx_bps));
@@ -94,7 +103,7 @@ fn vm_reason(ctx: &Ctx, s: &Schedule, o: &Outcome, v: usize, share: f64) -> Stri
                 "{} receives {rx:.1} MB/s (sends {tx:.1}): pre-copy keeps it on {src} until switchover, so its inbound traffic stays off {dst}'s receive side, where its migration arrives at {bw:.1} MB/s",
                 vm.name
             ),
-            (t, _) => against_rule(ctx, s, o, v, t),
+            (t, _) => against_rule(ctx, s, o, v, t, searched),
         }
     };
     let loss = if o.peak_lost_bps[v] > 0.0 {
@@ -215,7 +224,14 @@ fn idle_reason(ctx: &Ctx, v: usize, bw: f64, unthrottled_bps: f64) -> String {
 }
 
 /// A VM moved against the paper's rule: what the rule's technique would have done.
-fn against_rule(ctx: &Ctx, s: &Schedule, o: &Outcome, v: usize, t: Technique) -> String {
+fn against_rule(
+    ctx: &Ctx,
+    s: &Schedule,
+    o: &Outcome,
+    v: usize,
+    t: Technique,
+    searched: bool,
+) -> String {
     let vm = &ctx.group.vms[v];
     let (rx, tx) = (mb(vm.traffic.rx_bps), mb(vm.traffic.tx_bps));
     let (dominant, wanted) = if tx > rx {
@@ -239,7 +255,7 @@ fn against_rule(ctx: &Ctx, s: &Schedule, o: &Outcome, v: usize, t: Technique) ->
     let cost = if ctx.allowed.contains(&wanted) {
         let mut other = s.clone();
         other.techniques[v] = wanted;
-        rule_would(ctx, o, &evaluate(ctx, &other), v, wanted)
+        rule_would(ctx, o, &evaluate(ctx, &other), v, wanted, searched)
     } else {
         format!("{wanted} is not allowed")
     };
@@ -251,7 +267,14 @@ fn against_rule(ctx: &Ctx, s: &Schedule, o: &Outcome, v: usize, t: Technique) ->
 }
 
 /// What the schedule `alt` (VM `v` on the rule's technique `wanted`) does against `o`.
-fn rule_would(ctx: &Ctx, o: &Outcome, alt: &Outcome, v: usize, wanted: Technique) -> String {
+fn rule_would(
+    ctx: &Ctx,
+    o: &Outcome,
+    alt: &Outcome,
+    v: usize,
+    wanted: Technique,
+    searched: bool,
+) -> String {
     let leg = &alt.legs[v];
     if !leg.prediction.converges {
         return format!(
@@ -273,6 +296,12 @@ fn rule_would(ctx: &Ctx, o: &Outcome, alt: &Outcome, v: usize, wanted: Technique
     let bar = uniform_bar(ctx);
     if more >= 0.0 {
         format!("{wanted} would cost the group {more:.1} points more ({figures})")
+    } else if !searched {
+        // A schedule given to forecast (a uniform plan, the paper's rule): no search chose it.
+        format!(
+            "{wanted} would cost the group {:.1} points less ({figures}); this schedule was given, not chosen",
+            -more
+        )
     } else if bar.is_some_and(|b| b.beaten_by(o) && !b.beaten_by(alt)) {
         format!(
             "{wanted} would cost the group {:.1} points less ({figures}), but would not beat both all pre-copy and all post-copy on evacuation time and lost work, as this plan does",

@@ -260,6 +260,17 @@ fn beating_both_uniform_plans_comes_before_the_weights() {
         predict_group(&g, &params, &s, &ALL).expect("uniform")
     };
     let (pre, post) = (uniform(Technique::Precopy), uniform(Technique::Postcopy));
+    // A given schedule's reasons do not speak of a search that never ran.
+    for f in pre.vms.iter().chain(&post.vms) {
+        assert!(!f.reason.contains("budget ran out"), "{}", f.reason);
+    }
+    assert!(
+        pre.vms
+            .iter()
+            .any(|f| f.reason.contains("this schedule was given, not chosen")),
+        "{}",
+        pre.reason
+    );
     let plan = choose_group(&g, &params, &ALL).expect("plan");
     assert_eq!(plan.search.and_then(|s| s.beats_uniform), Some(true));
     assert!(plan.evacuation_s < pre.evacuation_s.min(post.evacuation_s));
