@@ -25,6 +25,10 @@ pub struct AgentClient {
 /// The whole-call timeout of [`AgentClient::new`].
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long [`AgentClient::wait_migration`] keeps polling an agent that answers none of its
+/// polls: a restart or a busy spell, not an agent gone for good.
+pub const UNANSWERED_GRACE: Duration = Duration::from_secs(60);
+
 impl AgentClient {
     pub fn new(base: AgentUrl, token: &str) -> Self {
         Self::with_timeout(base, token, CALL_TIMEOUT)
@@ -159,21 +163,37 @@ impl AgentClient {
     /// Polls until the migration's record is final, or `timeout` passes (then the last record).
     ///
     /// A poll the agent does not answer ([`ClientError::Unreachable`]: refused, reset, timed
-    /// out) is tried again until `timeout`: a busy or restarting agent keeps its migrations'
-    /// records, so one lost poll says nothing of the migration. Any other error, or
-    /// `Unreachable` still at `timeout`, is returned.
+    /// out) is tried again for up to [`UNANSWERED_GRACE`] without an answer: a busy or
+    /// restarting agent keeps its migrations' records, so one lost poll says nothing of the
+    /// migration, while an agent gone for good is reported within that grace, not at
+    /// `timeout`. Any other error is returned at once.
     pub async fn wait_migration(
         &self,
         id: &str,
         timeout: Duration,
     ) -> Result<MigrationRecord, ClientError> {
+        self.wait_migration_within(id, timeout, UNANSWERED_GRACE)
+            .await
+    }
+
+    async fn wait_migration_within(
+        &self,
+        id: &str,
+        timeout: Duration,
+        grace: Duration,
+    ) -> Result<MigrationRecord, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut unanswered_since: Option<tokio::time::Instant> = None;
         loop {
-            let past = tokio::time::Instant::now() >= deadline;
+            let now = tokio::time::Instant::now();
             match self.migration(id).await {
-                Ok(m) if m.state.is_final() || past => return Ok(m),
-                Ok(_) => {}
-                Err(e @ ClientError::Unreachable { .. }) if !past => {
+                Ok(m) if m.state.is_final() || now >= deadline => return Ok(m),
+                Ok(_) => unanswered_since = None,
+                Err(e @ ClientError::Unreachable { .. }) => {
+                    let since = *unanswered_since.get_or_insert(now);
+                    if now >= deadline || since.elapsed() >= grace {
+                        return Err(e);
+                    }
                     tracing::debug!(error = %e, "migration poll not answered; trying again");
                 }
                 Err(e) => return Err(e),
@@ -370,6 +390,30 @@ mod tests {
             .expect("completed after two lost polls");
         assert_eq!(m.state, MigrationState::Completed);
         assert_eq!(seen.load(Ordering::SeqCst), 3);
+    }
+
+    /// An agent that never answers: the wait ends after the grace, well before its timeout,
+    /// with the error naming the agent.
+    #[tokio::test]
+    async fn an_agent_gone_for_good_ends_the_wait_after_the_grace() {
+        let (url, seen) = flaky_agent(usize::MAX, record(MigrationState::Completed)).await;
+        let client = AgentClient::new(url.clone(), "t");
+        let started = std::time::Instant::now();
+        let err = client
+            .wait_migration_within(
+                "vm1-m1",
+                Duration::from_secs(600),
+                Duration::from_millis(700),
+            )
+            .await
+            .expect_err("never answered");
+        assert!(matches!(err, ClientError::Unreachable { .. }), "{err}");
+        assert!(err.to_string().contains(&url.to_string()), "{err}");
+        assert!(seen.load(Ordering::SeqCst) >= 2, "tried again");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "ended by the grace"
+        );
     }
 
     /// An agent that never answers: the wait ends at its timeout with the error naming it.
