@@ -38,17 +38,17 @@ pub struct TrafficArgs {
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
     /// Link rate of each host, each way (as `drover lab up --link`: 200Mbit/s, 25MB/s...).
-    #[arg(long, default_value = "200Mbit/s")]
+    #[arg(long, default_value = "200Mbit/s", allow_hyphen_values = true)]
     link: String,
     /// Guest memory of each VM (e.g. 256M).
-    #[arg(long, default_value = "128M")]
+    #[arg(long, default_value = "128M", allow_hyphen_values = true)]
     memory: String,
     /// Rate of each sending VM's flow (e.g. 8MB/s; a bare number is bytes/s; rounded down to
     /// whole KiB/s).
-    #[arg(long, default_value = "8MB/s")]
+    #[arg(long, default_value = "8MB/s", allow_hyphen_values = true)]
     out_rate: String,
     /// Rate of each receiving VM's flow.
-    #[arg(long, default_value = "8MB/s")]
+    #[arg(long, default_value = "8MB/s", allow_hyphen_values = true)]
     in_rate: String,
     /// Sending VMs (out1..), 0 to 8.
     #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = whole::<u32>(0, 8))]

@@ -101,6 +101,22 @@ fn refusals_quote_the_flag_and_the_text_as_typed() {
             "--bandwidth '18446744073709551615' is out of range for a rate: expected 0 to 16 EiB \
              (below 18446744073709551616 bytes/s)",
         ),
+        // A negative rate is the flag's value, refused by the rate's own rule (not clap's
+        // "unexpected argument").
+        (
+            &["experiment", "traffic-sensitive", "--out-rate", "-1"],
+            "--out-rate '-1' is not a rate: expected a number followed by an optional unit",
+        ),
+        // A size is refused by its rule, without the API's field name.
+        (
+            &["experiment", "traffic-sensitive", "--memory", "1K"],
+            "--memory 1K is 1024 bytes; expected 128 MiB to 1 TiB",
+        ),
+        // A range that depends on other flags says which.
+        (
+            &["experiment", "traffic-sensitive", "--concurrency", "9"],
+            "--concurrency 9: expected 1 to 4 (the VMs: --out-vms + --in-vms)",
+        ),
         // Numbers: the real range, negatives included.
         (
             &["vm", "create", "a", "--vcpus=-1"],

@@ -67,6 +67,16 @@ pub enum Role {
     In,
 }
 
+impl Role {
+    /// `out` or `in`: the workload's `dir`, and how reports name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Out => "out",
+            Role::In => "in",
+        }
+    }
+}
+
 /// One VM of the experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VmPlan {
@@ -159,7 +169,13 @@ impl TrafficConfig {
         count("--baseline", self.baseline_s, 2, 600)?;
         count("--after", self.after_s, 0, 600)?;
         let vms = u64::from(self.out_vms + self.in_vms);
-        count("--concurrency", self.concurrency.into(), 1, vms)?;
+        if !(1..=vms).contains(&u64::from(self.concurrency)) {
+            return Err(refuse(
+                "--concurrency",
+                self.concurrency,
+                format!("expected 1 to {vms} (the VMs: --out-vms + --in-vms)"),
+            ));
+        }
         count("--dirty-interval", self.dirty_interval_s, 1, 3600)?;
         count("--migration-timeout", self.migration_timeout_s, 10, 3600)?;
         drover_core::migration::knobs::check_link_bps(self.link_bps)
@@ -183,8 +199,11 @@ impl TrafficConfig {
         rate("--in-rate", self.in_rate_bps)?;
         drover_lab::LabName::new(&self.lab)
             .map_err(|e| refuse("--lab-name", &self.lab, e.to_string()))?;
-        drover_guest::fit::check_vm(1, self.memory_bytes, "idle")
-            .map_err(|e| refuse("--memory", self.memory_bytes, e.to_string()))?;
+        // The size's rule alone, as the wan experiment words it (the flag names the field).
+        drover_guest::fit::check_vm(1, self.memory_bytes, "idle").map_err(|e| {
+            let expected = e.setting().expected().unwrap_or_else(|| e.to_string());
+            refuse("--memory", self.memory_bytes, expected)
+        })?;
         Ok(())
     }
 
@@ -213,11 +232,11 @@ fn whole_kib(bps: u64) -> u64 {
 impl VmPlan {
     /// Its guest workload: a paced flow with the lab's peer at `peer`.
     pub fn workload(&self, peer: std::net::Ipv4Addr) -> String {
-        let dir = match self.role {
-            Role::Out => "out",
-            Role::In => "in",
-        };
-        format!("net:dir={dir},rate={}K,peer={peer}", self.rate_bps >> 10)
+        format!(
+            "net:dir={},rate={}K,peer={peer}",
+            self.role.as_str(),
+            self.rate_bps >> 10
+        )
     }
 }
 

@@ -145,13 +145,13 @@ pub fn vm_lines(runs: &[RunResult]) -> String {
         for v in &r.vms {
             let _ = writeln!(
                 out,
-                "{}-{}: #{} {} ({:?}) {} {}: migration {} s (predicted {}), throughput {} -> {} \
+                "{}-{}: #{} {} ({}) {} {}: migration {} s (predicted {}), throughput {} -> {} \
                  B/s, degradation {} % (predicted {}), longest pause {} s",
                 r.strategy.as_str(),
                 r.run,
                 v.position,
                 v.name,
-                v.role,
+                v.role.as_str(),
                 v.technique.as_str(),
                 v.state,
                 opt(v.migration_s, 1),
