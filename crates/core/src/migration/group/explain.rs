@@ -3,7 +3,7 @@
 //! alternatives.
 
 use super::model::{evaluate, location, stall_beyond, Ctx, Outcome};
-use super::search::{bar_concurrency, traffic_order, uniform_bar};
+use super::search::{bar_concurrency, traffic_order, Origin};
 use super::{Alternative, Coverage, GroupPlan, Schedule, SearchStats, VmForecast};
 use crate::migration::cost::choose;
 use crate::migration::cost::LinkProfile;
@@ -19,13 +19,17 @@ pub(super) fn plan(
     schedule: Schedule,
     outcome: &Outcome,
     alternatives: Vec<Alternative>,
-    search: Option<SearchStats>,
+    origin: Origin,
 ) -> GroupPlan {
+    let search = match origin {
+        Origin::Searched { stats, .. } => Some(stats),
+        Origin::Given => None,
+    };
     let window = outcome.evacuation_s.max(ctx.params.cost.window_min_s);
     let vms: Vec<VmForecast> = schedule
         .order
         .iter()
-        .map(|&v| forecast(ctx, &schedule, outcome, v, window, search.is_some()))
+        .map(|&v| forecast(ctx, &schedule, outcome, v, window, origin))
         .collect();
     let reason = group_reason(ctx, &schedule, outcome, &alternatives, search, &vms);
     GroupPlan {
@@ -41,15 +45,15 @@ pub(super) fn plan(
     }
 }
 
-/// `searched`: the schedule is the search's choice (not one given to forecast), so a VM's
-/// reason may say why the search did not take another technique.
+/// `origin`: whether the search chose the schedule (then a VM's reason may say why it did not
+/// take another technique) or it was given to forecast.
 fn forecast(
     ctx: &Ctx,
     s: &Schedule,
     o: &Outcome,
     v: usize,
     window: f64,
-    searched: bool,
+    origin: Origin,
 ) -> VmForecast {
     let vm = &ctx.group.vms[v];
     let leg = &o.legs[v];
@@ -79,13 +83,13 @@ fn forecast(
         lost_work_s: o.lost_s[v],
         degradation_pct,
         prediction: leg.prediction,
-        reason: vm_reason(ctx, s, o, v, share, searched),
+        reason: vm_reason(ctx, s, o, v, share, origin),
     }
 }
 
 /// Why VM `v` moves the way it does: its traffic, the NIC side its technique spares, what its
 /// migration gets and what its application loses.
-fn vm_reason(ctx: &Ctx, s: &Schedule, o: &Outcome, v: usize, share: f64, searched: bool) -> String {
+fn vm_reason(ctx: &Ctx, s: &Schedule, o: &Outcome, v: usize, share: f64, origin: Origin) -> String {
     let vm = &ctx.group.vms[v];
     let leg = &o.legs[v];
     let (rx, tx) = (mb(vm.traffic.rx_bps), mb(vm.traffic.tx_bps));
@@ -103,7 +107,7 @@ fn vm_reason(ctx: &Ctx, s: &Schedule, o: &Outcome, v: usize, share: f64, searche
                 "{} receives {rx:.1} MB/s (sends {tx:.1}): pre-copy keeps it on {src} until switchover, so its inbound traffic stays off {dst}'s receive side, where its migration arrives at {bw:.1} MB/s",
                 vm.name
             ),
-            (t, _) => against_rule(ctx, s, o, v, t, searched),
+            (t, _) => against_rule(ctx, s, o, v, t, origin),
         }
     };
     let loss = if o.peak_lost_bps[v] > 0.0 {
@@ -230,7 +234,7 @@ fn against_rule(
     o: &Outcome,
     v: usize,
     t: Technique,
-    searched: bool,
+    origin: Origin,
 ) -> String {
     let vm = &ctx.group.vms[v];
     let (rx, tx) = (mb(vm.traffic.rx_bps), mb(vm.traffic.tx_bps));
@@ -255,7 +259,7 @@ fn against_rule(
     let cost = if ctx.allowed.contains(&wanted) {
         let mut other = s.clone();
         other.techniques[v] = wanted;
-        rule_would(ctx, o, &evaluate(ctx, &other), v, wanted, searched)
+        rule_would(ctx, o, &evaluate(ctx, &other), v, wanted, origin)
     } else {
         format!("{wanted} is not allowed")
     };
@@ -273,7 +277,7 @@ fn rule_would(
     alt: &Outcome,
     v: usize,
     wanted: Technique,
-    searched: bool,
+    origin: Origin,
 ) -> String {
     let leg = &alt.legs[v];
     if !leg.prediction.converges {
@@ -293,10 +297,13 @@ fn rule_would(
         o.risk(params),
     );
     let more = alt.objective - o.objective;
-    let bar = uniform_bar(ctx);
+    let bar = match origin {
+        Origin::Given => None,
+        Origin::Searched { bar, .. } => bar,
+    };
     if more >= 0.0 {
         format!("{wanted} would cost the group {more:.1} points more ({figures})")
-    } else if !searched {
+    } else if matches!(origin, Origin::Given) {
         // A schedule given to forecast (a uniform plan, the paper's rule): no search chose it.
         format!(
             "{wanted} would cost the group {:.1} points less ({figures}); this schedule was given, not chosen",

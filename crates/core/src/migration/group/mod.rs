@@ -212,14 +212,14 @@ pub fn choose_group(
     allowed: &[Technique],
 ) -> Result<GroupPlan, GroupError> {
     let ctx = Ctx::new(group, params, allowed)?;
-    let (schedule, outcome, stats) = search::search(&ctx);
+    let (schedule, outcome, origin) = search::search(&ctx);
     let alternatives = search::alternatives(&ctx, schedule.concurrency);
     Ok(explain::plan(
         &ctx,
         schedule,
         &outcome,
         alternatives,
-        Some(stats),
+        origin,
     ))
 }
 
@@ -239,7 +239,7 @@ pub fn predict_group(
         schedule.clone(),
         &outcome,
         Vec::new(),
-        None,
+        search::Origin::Given,
     ))
 }
 

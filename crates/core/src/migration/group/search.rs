@@ -73,7 +73,7 @@ impl Bar {
 /// The uniform baselines' bar, or None when the preference is off, neither technique is
 /// allowed, or the search's budget leaves no room for a schedule after the bar's forecasts
 /// (one per baseline, counted against it).
-pub(super) fn uniform_bar(ctx: &Ctx) -> Option<Bar> {
+fn uniform_bar(ctx: &Ctx) -> Option<Bar> {
     let n = ctx.group.vms.len();
     let cost = uniform_techniques(ctx).len();
     if !ctx.params.beat_uniform || ctx.params.evaluation_budget(n) <= cost {
@@ -116,6 +116,19 @@ fn uniform_techniques(ctx: &Ctx) -> Vec<Technique> {
         .into_iter()
         .filter(|t| ctx.allowed.contains(t))
         .collect()
+}
+
+/// How the explained schedule was come by.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Origin {
+    /// Given to forecast ([`super::predict_group`]): no search chose it.
+    Given,
+    /// The search's choice, with how much it searched and the uniform plans' bar it preferred
+    /// beating (None: not asked, or no room in the budget).
+    Searched {
+        stats: SearchStats,
+        bar: Option<Bar>,
+    },
 }
 
 /// Evaluates schedules within the budget and keeps the best.
@@ -212,8 +225,9 @@ fn starts(
     }
 }
 
-/// The best schedule found, its forecast, and how much was searched.
-pub(super) fn search(ctx: &Ctx) -> (Schedule, Outcome, SearchStats) {
+/// The best schedule found, its forecast, and how it was searched (always
+/// [`Origin::Searched`]).
+pub(super) fn search(ctx: &Ctx) -> (Schedule, Outcome, Origin) {
     let n = ctx.group.vms.len();
     let budget = ctx.params.evaluation_budget(n);
     // The bar's forecasts count against the budget.
@@ -273,7 +287,7 @@ pub(super) fn search(ctx: &Ctx) -> (Schedule, Outcome, SearchStats) {
         coverage,
         beats_uniform: bar.map(|b| b.beaten_by(&outcome)),
     };
-    (schedule, outcome, stats)
+    (schedule, outcome, Origin::Searched { stats, bar })
 }
 
 /// Drops repeated technique vectors, keeping the first of each.
